@@ -1,0 +1,34 @@
+/** The Hono application served by every node. */
+import { Hono } from "hono";
+import type { ClusterNode } from "../core/cluster/mod.ts";
+import { metrics } from "../core/metrics/mod.ts";
+import { NotFoundError } from "../core/errors/mod.ts";
+import { errorResponse } from "./errors.ts";
+import type { Env } from "./context.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { clusterRoutes } from "./routes/cluster.ts";
+import { configRoutes } from "./routes/config.ts";
+import { nodeRoutes } from "./routes/nodes.ts";
+import { internalRoutes } from "./routes/internal.ts";
+
+export function createApp(node: ClusterNode): Hono<Env> {
+  const app = new Hono<Env>();
+
+  app.use("*", async (c, next) => {
+    const t0 = performance.now();
+    await next();
+    const route = c.req.routePath || "unmatched";
+    metrics.httpRequests.inc({ method: c.req.method, route, status: String(c.res.status) });
+    metrics.httpSeconds.observe({ method: c.req.method, route }, (performance.now() - t0) / 1000);
+  });
+
+  app.route("/", healthRoutes(node));
+  app.route("/internal", internalRoutes(node));
+  app.route("/api/v1/cluster", clusterRoutes(node));
+  app.route("/api/v1/config", configRoutes(node));
+  app.route("/api/v1/nodes", nodeRoutes(node));
+
+  app.notFound((c) => errorResponse(c, new NotFoundError("route", `${c.req.method} ${c.req.path}`)));
+  app.onError((err, c) => errorResponse(c, err));
+  return app;
+}

@@ -1,0 +1,68 @@
+/** /api/v1/config: versioned cluster configuration with If-Match and history. */
+import { Hono } from "hono";
+import { z } from "zod";
+import type { ClusterNode } from "../../core/cluster/mod.ts";
+import {
+  configHistory,
+  patchConfig,
+  readConfig,
+  readConfigKey,
+  replaceConfig,
+  rollbackConfig,
+} from "../../core/config/mod.ts";
+import type { ConfigVersion } from "../../core/fsm/mod.ts";
+import { bearerAuth, requireRole } from "../auth.ts";
+import { leaderOnly } from "../forward.ts";
+import { ifMatchVersion, parseBody } from "../validate.ts";
+import type { Env } from "../context.ts";
+import type { Context } from "hono";
+
+const doc = z.record(z.unknown());
+
+function withEtag(c: Context, cv: ConfigVersion, status = 200): Response {
+  c.header("ETag", `"${cv.version}"`);
+  return c.json(cv, status as 200);
+}
+
+export function configRoutes(node: ClusterNode): Hono<Env> {
+  const app = new Hono<Env>();
+  app.use("*", bearerAuth(node), leaderOnly(node));
+
+  app.get("/", async (c) => withEtag(c, await readConfig(node)));
+
+  app.get("/history", async (c) => {
+    const limit = Math.min(Math.max(Number(c.req.query("limit") ?? 100) || 100, 1), 10_000);
+    return c.json({ versions: await configHistory(node, limit) });
+  });
+
+  app.get("/:key", async (c) => {
+    const r = await readConfigKey(node, c.req.param("key"));
+    c.header("ETag", `"${r.version}"`);
+    return c.json(r);
+  });
+
+  app.put("/", requireRole("admin"), async (c) => {
+    const body = await parseBody(c, z.object({ config: doc }).strict());
+    return withEtag(c, await replaceConfig(node, body.config, c.get("principal").name, ifMatchVersion(c)));
+  });
+
+  app.patch("/", requireRole("admin"), async (c) => {
+    const body = await parseBody(c, doc);
+    return withEtag(c, await patchConfig(node, body, c.get("principal").name, ifMatchVersion(c)));
+  });
+
+  app.put("/:key", requireRole("admin"), async (c) => {
+    const body = await parseBody(c, z.object({ value: z.unknown() }).strict());
+    const key = c.req.param("key");
+    const cv = await patchConfig(node, { [key]: body.value }, c.get("principal").name, ifMatchVersion(c));
+    c.header("ETag", `"${cv.version}"`);
+    return c.json({ key, value: (cv.config as Record<string, unknown>)[key], version: cv.version });
+  });
+
+  app.post("/rollback", requireRole("admin"), async (c) => {
+    const { version } = await parseBody(c, z.object({ version: z.number().int().positive() }).strict());
+    return withEtag(c, await rollbackConfig(node, version, c.get("principal").name, ifMatchVersion(c)));
+  });
+
+  return app;
+}

@@ -1,0 +1,30 @@
+/** Peer-only routes: Raft messages and proposals from followers. Authenticated by the cluster secret. */
+import { Hono } from "hono";
+import type { ClusterNode } from "../../core/cluster/mod.ts";
+import type { Command } from "../../core/fsm/mod.ts";
+import type { Envelope } from "../../core/peer/mod.ts";
+import { peerAuth } from "../auth.ts";
+import { leaderOnly } from "../forward.ts";
+import { readJson } from "../validate.ts";
+import type { Env } from "../context.ts";
+
+export function internalRoutes(node: ClusterNode): Hono<Env> {
+  const app = new Hono<Env>();
+  app.use("*", peerAuth(node));
+
+  app.post("/raft", async (c) => {
+    node.receive(await readJson(c) as Envelope);
+    return c.body(null, 204);
+  });
+
+  // Node self-registration (inventory) from followers lands here on the leader.
+  app.post("/propose", leaderOnly(node), async (c) => {
+    const { command } = await readJson(c) as { command: Command };
+    if (command.op !== "node.upsert" && command.op !== "node.state") {
+      return c.json({ error: { code: "forbidden", message: "command not allowed from peers" } }, 403);
+    }
+    return c.json({ result: await node.propose(command) });
+  });
+
+  return app;
+}

@@ -1,0 +1,32 @@
+/** /api/v1/nodes: hypervisor hosts and their inventory. */
+import { Hono } from "hono";
+import type { ClusterNode } from "../../core/cluster/mod.ts";
+import { NotFoundError } from "../../core/errors/mod.ts";
+import { bearerAuth } from "../auth.ts";
+import type { Env } from "../context.ts";
+
+export function nodeRoutes(node: ClusterNode): Hono<Env> {
+  const app = new Hono<Env>();
+  app.use("*", bearerAuth(node));
+
+  app.get("/", (c) => {
+    const states = new Map(node.status().members.map((m) => [m.name, m]));
+    return c.json({
+      nodes: node.fsm.nodes().map((n) => ({
+        ...n,
+        state: states.get(n.name)?.state ?? n.state,
+        role: states.get(n.name)?.role ?? null,
+      })),
+    });
+  });
+
+  app.get("/:name", (c) => {
+    const name = c.req.param("name");
+    const n = node.fsm.node(name);
+    if (!n) throw new NotFoundError("node", name);
+    const m = node.status().members.find((x) => x.name === name);
+    return c.json({ ...n, state: m?.state ?? n.state, role: m?.role ?? null });
+  });
+
+  return app;
+}

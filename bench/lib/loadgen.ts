@@ -1,0 +1,147 @@
+/**
+ * Closed-loop HTTP write load generator, shared verbatim by every system under test.
+ *
+ * `clients` async workers each loop "send one write → await its response" on a
+ * keep-alive connection pool. A warm-up period runs first and is not counted;
+ * afterwards every write that *completes* inside the measurement window is
+ * counted and its latency recorded.
+ */
+
+import { type LatencySummary, summarize } from "./stats.ts";
+
+/** One fully-formed HTTP write; built once per client and re-sent in a loop. */
+export interface WriteRequest {
+  url: string;
+  method: "PUT" | "POST";
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface LoadOptions {
+  clients: number;
+  durationMs: number;
+  warmupMs: number;
+  /** Builds the request that client number `client` (0-based) sends repeatedly. */
+  requestFor: (client: number) => WriteRequest;
+}
+
+export interface LoadResult {
+  clients: number;
+  durationMs: number;
+  writes: number;
+  writesPerSec: number;
+  errors: number;
+  /** Up to a few distinct error messages, for diagnosis. */
+  errorSamples: string[];
+  latency: LatencySummary;
+}
+
+const MAX_ERROR_SAMPLES = 5;
+const ERROR_BACKOFF_MS = 10;
+/** Grace period after the window closes before in-flight requests are aborted. */
+const DRAIN_GRACE_MS = 10_000;
+
+interface Window {
+  start: number;
+  end: number;
+}
+
+class Recorder {
+  readonly latencies: number[] = [];
+  errors = 0;
+  readonly errorSamples = new Set<string>();
+
+  constructor(readonly window: Window) {}
+
+  success(startedAt: number, finishedAt: number): void {
+    if (this.#inWindow(finishedAt)) this.latencies.push(finishedAt - startedAt);
+  }
+
+  failure(finishedAt: number, error: unknown): void {
+    if (!this.#inWindow(finishedAt)) return;
+    this.errors++;
+    if (this.errorSamples.size < MAX_ERROR_SAMPLES) this.errorSamples.add(errorMessage(error));
+  }
+
+  #inWindow(time: number): boolean {
+    return time >= this.window.start && time <= this.window.end;
+  }
+}
+
+/** Runs the closed loop and returns throughput and latency for the measurement window. */
+export async function runClosedLoop(options: LoadOptions): Promise<LoadResult> {
+  const now = performance.now();
+  const window = { start: now + options.warmupMs, end: now + options.warmupMs + options.durationMs };
+  const recorder = new Recorder(window);
+  const httpClient = Deno.createHttpClient({ poolMaxIdlePerHost: options.clients });
+  const abort = AbortSignal.timeout(options.warmupMs + options.durationMs + DRAIN_GRACE_MS);
+  try {
+    const workers = Array.from(
+      { length: options.clients },
+      (_, client) => runClient(options.requestFor(client), { httpClient, abort, recorder }),
+    );
+    await Promise.all(workers);
+  } finally {
+    httpClient.close();
+  }
+  return toResult(options, recorder);
+}
+
+interface ClientContext {
+  httpClient: Deno.HttpClient;
+  abort: AbortSignal;
+  recorder: Recorder;
+}
+
+async function runClient(request: WriteRequest, context: ClientContext): Promise<void> {
+  const { recorder } = context;
+  while (performance.now() < recorder.window.end) {
+    const startedAt = performance.now();
+    try {
+      await sendWrite(request, context);
+      recorder.success(startedAt, performance.now());
+    } catch (error) {
+      recorder.failure(performance.now(), error);
+      if (context.abort.aborted) return;
+      await new Promise((resolve) => setTimeout(resolve, ERROR_BACKOFF_MS));
+    }
+  }
+}
+
+/** Sends one write; resolves on 2xx (body fully drained to keep the connection reusable). */
+async function sendWrite(request: WriteRequest, context: ClientContext): Promise<void> {
+  const response = await fetch(request.url, {
+    method: request.method,
+    headers: request.headers,
+    body: request.body,
+    client: context.httpClient,
+    signal: context.abort,
+  });
+  const text = await response.text();
+  if (response.status < 200 || response.status > 299) {
+    throw new Error(`HTTP ${response.status}: ${text.slice(0, 200)}`);
+  }
+}
+
+function toResult(options: LoadOptions, recorder: Recorder): LoadResult {
+  const latency = summarize(recorder.latencies);
+  return {
+    clients: options.clients,
+    durationMs: options.durationMs,
+    writes: latency.count,
+    writesPerSec: latency.count / (options.durationMs / 1000),
+    errors: recorder.errors,
+    errorSamples: [...recorder.errorSamples],
+    latency,
+  };
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/** A printable ASCII payload of exactly `bytes` bytes (deterministic). */
+export function payload(bytes: number): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  return Array.from({ length: bytes }, (_, i) => alphabet[i % alphabet.length]).join("");
+}

@@ -1,0 +1,50 @@
+/** The novactl command line: a thin client of the REST API, plus `node start`. */
+import { Command, CommanderError } from "commander";
+import { exitCodeOf, NovaError, toNovaError } from "../core/errors/mod.ts";
+import { VERSION } from "../core/version.ts";
+import { nodeCommand } from "./node.ts";
+import { clusterCommand } from "./cluster.ts";
+import { configCommand } from "./config.ts";
+
+export function buildProgram(): Command {
+  const program = new Command("novactl")
+    .description("clustered virtual-machine manager")
+    .version(VERSION)
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride();
+  program.addCommand(nodeCommand());
+  program.addCommand(clusterCommand());
+  program.addCommand(configCommand());
+  // Usage errors in subcommands must exit 2 as well: let them throw to us.
+  const override = (cmd: Command) => {
+    cmd.exitOverride();
+    cmd.commands.forEach(override);
+  };
+  override(program);
+  return program;
+}
+
+/** Runs the CLI and returns the process exit code. */
+export async function runCli(args: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.exitCode === 0) {
+        return 0;
+      }
+      return 2; // commander already printed the usage error
+    }
+    const nova = toNovaError(err);
+    console.error(`error: ${nova.message}${detailsSuffix(nova)}`);
+    return exitCodeOf(nova.code);
+  }
+}
+
+function detailsSuffix(err: NovaError): string {
+  const fields = (err.details as { fields?: { field: string; message: string }[] } | undefined)?.fields;
+  if (!fields?.length || fields.length === 1) return "";
+  return ` (${fields.map((f) => f.field).join(", ")})`;
+}

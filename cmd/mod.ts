@@ -1,0 +1,2 @@
+/** The command line interface. */
+export { buildProgram, runCli } from "./main.ts";

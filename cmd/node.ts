@@ -1,0 +1,56 @@
+/** `novactl node ...`: run a cluster member, list and show hosts. */
+import { Command, InvalidArgumentError } from "commander";
+import { startNode } from "./node_start.ts";
+import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import { printFields, printTable, render } from "./output.ts";
+
+function collectLabel(value: string, previous: Record<string, string>): Record<string, string> {
+  const m = /^([a-zA-Z0-9._/-]+)=(.*)$/.exec(value);
+  if (!m) throw new InvalidArgumentError(`"${value}" is not key=value`);
+  return { ...previous, [m[1]]: m[2] };
+}
+
+export function nodeCommand(): Command {
+  const node = new Command("node").description("cluster members (hypervisor hosts)");
+
+  node.command("start").description("run this host as a cluster node")
+    .requiredOption("--name <name>", "unique node name")
+    .requiredOption("--data-dir <dir>", "where Raft log, state and identity live")
+    .option("--listen <host:port>", "address to serve API and peer traffic on", "127.0.0.1:7070")
+    .option("--advertise <url>", "URL peers and clients use to reach this node (default http://LISTEN)")
+    .option("--join <url>", "URL of any member of the cluster to join")
+    .option("--token <token>", "join token (from `novactl cluster token create`)")
+    .option("--label <key=value>", "node label (repeatable)", collectLabel, {})
+    .action(async (opts) => {
+      await startNode({
+        name: opts.name,
+        dataDir: opts.dataDir,
+        listen: opts.listen,
+        advertise: opts.advertise,
+        join: opts.join,
+        token: opts.token,
+        label: opts.label,
+      });
+    });
+
+  withClientOptions(node.command("list").description("list nodes with their state and inventory"))
+    .action(async (opts: GlobalOpts) => {
+      const r = await clientOf(opts).get<{ nodes: Record<string, unknown>[] }>("/api/v1/nodes");
+      render(opts.output, r, () =>
+        printTable(
+          r.nodes.map((n) => {
+            const inv = (n.inventory ?? {}) as Record<string, unknown>;
+            return { ...n, cpus: inv.cpus, memoryMiB: inv.memoryMiB, accel: inv.accel };
+          }),
+          ["name", "state", "role", "url", "cpus", "memoryMiB", "accel"],
+        ));
+    });
+
+  withClientOptions(node.command("show").argument("<name>").description("show one node"))
+    .action(async (name: string, opts: GlobalOpts) => {
+      const r = await clientOf(opts).get<Record<string, unknown>>(`/api/v1/nodes/${encodeURIComponent(name)}`);
+      render(opts.output, r, () => printFields(r));
+    });
+
+  return node;
+}

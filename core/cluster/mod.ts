@@ -1,0 +1,5 @@
+/** A running cluster member (Raft driver) and the membership operations built on it. */
+export * from "./node.ts";
+export * from "./service.ts";
+export * from "./inventory.ts";
+export * from "./bootstrap.ts";

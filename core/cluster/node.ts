@@ -1,0 +1,586 @@
+/**
+ * A running cluster member: drives the deterministic Raft core with real
+ * I/O — SQLite for the log and state machine, HTTP for peers, timers for
+ * ticks — and offers proposals, linearizable reads and membership changes
+ * to the API layer.
+ */
+import { join } from "node:path";
+import {
+  ConfChangeError,
+  NotLeaderError as RaftNotLeaderError,
+  RaftNode,
+} from "../raft/mod.ts";
+import type { ConfChange, Entry, Message, NodeId, Ready } from "../raft/types.ts";
+import { SqliteRaftLog } from "../store/mod.ts";
+import type { NodeIdentity } from "../store/mod.ts";
+import { type ApplyResult, type Command, type Member, StateMachine } from "../fsm/mod.ts";
+import { DEFAULT_CONFIG } from "../config/mod.ts";
+import {
+  ConflictError,
+  NotLeaderError,
+  NovaError,
+  TimeoutError,
+  UnavailableError,
+} from "../errors/mod.ts";
+import { type Envelope, PeerTransport } from "../peer/mod.ts";
+import { log } from "../log/mod.ts";
+import { metrics } from "../metrics/mod.ts";
+
+export interface ClusterNodeOptions {
+  dataDir: string;
+  identity: NodeIdentity;
+  tickMs?: number;
+  electionTicks?: number;
+  heartbeatTicks?: number;
+  /** Called once the node has applied its own removal from the cluster. */
+  onRemoved?: () => void;
+}
+
+interface Waiter {
+  term: number;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  timer: number;
+}
+
+interface ReadRound {
+  context: string;
+  index: number | null;
+  waiters: { resolve: () => void; reject: (e: Error) => void }[];
+  timer: number;
+}
+
+export type MemberState = "ready" | "offline" | "cordoned" | "draining";
+
+export interface MemberStatus extends Member {
+  state: MemberState;
+  lastContactMs: number | null;
+  match: number | null;
+}
+
+export interface ClusterStatus {
+  clusterId: string;
+  self: string;
+  leader: string | null;
+  term: number;
+  commitIndex: number;
+  appliedIndex: number;
+  lastIndex: number;
+  snapshotIndex: number;
+  members: MemberStatus[];
+}
+
+const PROPOSAL_TIMEOUT_MS = 10_000;
+const READ_TIMEOUT_MS = 5_000;
+
+export class ClusterNode {
+  readonly id: NodeId;
+  readonly log: SqliteRaftLog;
+  readonly fsm: StateMachine;
+  readonly raft: RaftNode;
+  readonly transport: PeerTransport;
+  private readonly opts: Required<Omit<ClusterNodeOptions, "onRemoved">> & Pick<ClusterNodeOptions, "onRemoved">;
+  private readonly waiters = new Map<number, Waiter>();
+  private readonly appliedWaiters: { index: number; resolve: () => void }[] = [];
+  private readRounds: ReadRound[] = [];
+  private nextRead: ReadRound | null = null;
+  private readonly lastContact = new Map<NodeId, number>();
+  private tickTimer: number | undefined;
+  private membershipTimer: number | undefined;
+  private scheduled = false;
+  private processing = false;
+  private leader: NodeId | null = null;
+  private role = "follower";
+  private stopped = false;
+  private removed = false;
+
+  constructor(opts: ClusterNodeOptions) {
+    this.opts = {
+      tickMs: 50,
+      electionTicks: 10,
+      heartbeatTicks: 2,
+      ...opts,
+    };
+    this.id = opts.identity.name;
+    this.log = new SqliteRaftLog(join(opts.dataDir, "raft.db"));
+    this.fsm = new StateMachine(join(opts.dataDir, "state.db"));
+    this.recoverStateMachine();
+    this.log.confAtApplied = () => this.fsm.confState();
+    this.raft = new RaftNode({
+      id: this.id,
+      electionTicks: this.opts.electionTicks,
+      heartbeatTicks: this.opts.heartbeatTicks,
+      random: Math.random,
+      preVote: true,
+      checkQuorum: true,
+      maxMsgBytes: 1 << 20,
+      maxInflight: 256,
+      applied: this.fsm.appliedIndex(),
+    }, this.log);
+    this.transport = new PeerTransport(
+      {
+        id: this.id,
+        url: opts.identity.url,
+        clusterId: opts.identity.clusterId,
+        secret: opts.identity.clusterSecret,
+      },
+      {
+        resolve: (peer) => this.fsm.member(peer)?.url || undefined,
+        unreachable: (peer) => this.raft.reportUnreachable(peer),
+        snapshotSent: (peer, ok) => {
+          this.raft.reportSnapshot(peer, ok);
+          this.schedule();
+        },
+      },
+    );
+  }
+
+  /** A state machine behind the snapshot (crash between log and FSM writes) restarts from it. */
+  private recoverStateMachine(): void {
+    const snap = this.log.snapshot();
+    if (snap.meta.index > this.fsm.appliedIndex() && snap.data) {
+      this.fsm.restore(snap.data, snap.meta.index);
+    }
+  }
+
+  get identity(): NodeIdentity {
+    return this.opts.identity;
+  }
+
+  start(): void {
+    this.tickTimer = setInterval(() => {
+      this.raft.tick();
+      this.schedule();
+    }, this.opts.tickMs);
+    this.membershipTimer = setInterval(() => this.manageMembership(), 500);
+    // A lone voter need not wait an election timeout to lead again.
+    const conf = this.fsm.confState();
+    if (conf.voters.length === 1 && conf.voters[0] === this.id) this.raft.campaign();
+    this.schedule();
+  }
+
+  // ---- the Ready loop -------------------------------------------------------
+
+  private schedule(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    // A macrotask, not a microtask: requests that arrive meanwhile join this batch.
+    setTimeout(() => {
+      this.scheduled = false;
+      this.processReady();
+    }, 0);
+  }
+
+  private processReady(): void {
+    if (this.processing || this.stopped) return;
+    this.processing = true;
+    try {
+      while (this.raft.hasReady()) this.handleReady(this.raft.ready());
+    } catch (err) {
+      // Storage failures are fatal: continuing could acknowledge unpersisted state.
+      log.error("fatal error in raft loop", { error: String(err), stack: (err as Error).stack });
+      Deno.exit(70);
+    } finally {
+      this.processing = false;
+    }
+  }
+
+  private handleReady(rd: Ready): void {
+    this.observeSoftState(rd);
+    const t0 = performance.now();
+    this.log.save(rd);
+    if (rd.entries.length || rd.hardState) metrics.fsyncSeconds.observe((performance.now() - t0) / 1000);
+    this.transport.send(rd.messages);
+    if (rd.snapshot) this.fsm.restore(rd.snapshot.data, rd.snapshot.meta.index);
+    if (rd.committedEntries.length) this.applyCommitted(rd.committedEntries);
+    this.handleReadStates(rd);
+    this.raft.advance(rd);
+    this.maybeCompact();
+    this.releaseAppliedWaiters();
+    this.updateGauges();
+  }
+
+  private observeSoftState(rd: Ready): void {
+    const { leader, role } = rd.softState;
+    if (leader !== this.leader) {
+      log.info("leader changed", { leader, term: this.raft.status().term });
+      metrics.leaderChanges.inc();
+      this.leader = leader;
+    }
+    if (role !== this.role) {
+      this.role = role;
+      if (role !== "leader") this.failReads(new NotLeaderError(leader));
+    }
+  }
+
+  private applyCommitted(entries: Entry[]): void {
+    const results = this.fsm.applyEntries(entries);
+    for (const e of entries) {
+      const w = this.waiters.get(e.index);
+      if (!w) continue;
+      this.waiters.delete(e.index);
+      clearTimeout(w.timer);
+      if (e.term !== w.term) {
+        w.reject(new UnavailableError("proposal was overwritten by a new leader; retry"));
+        continue;
+      }
+      const r: ApplyResult = results.get(e.index) ?? { ok: true, value: null };
+      if (r.ok) w.resolve(r.value);
+      else w.reject(r.error);
+    }
+    if (entries.some((e) => e.type === "conf")) this.onMembershipApplied();
+  }
+
+  private onMembershipApplied(): void {
+    if (this.removed || this.fsm.member(this.id)) return;
+    if (this.fsm.members().length === 0) return; // joiner that has not caught up yet
+    this.removed = true;
+    log.warn("this node was removed from the cluster");
+    setTimeout(() => this.opts.onRemoved?.(), 200);
+  }
+
+  private maybeCompact(): void {
+    const applied = this.fsm.appliedIndex();
+    const threshold = this.snapshotThreshold();
+    if (applied - this.log.snapshot().meta.index < threshold) return;
+    const t0 = performance.now();
+    this.log.compact(applied, this.fsm.confState(), this.fsm.snapshotData());
+    log.info("log compacted", { index: applied, ms: Math.round(performance.now() - t0) });
+    metrics.snapshots.inc();
+  }
+
+  private snapshotThreshold(): number {
+    try {
+      return this.fsm.config().config["raft.snapshotEntries"];
+    } catch {
+      return DEFAULT_CONFIG["raft.snapshotEntries"];
+    }
+  }
+
+  private updateGauges(): void {
+    const s = this.raft.status();
+    metrics.term.set(s.term);
+    metrics.commitIndex.set(s.commit);
+    metrics.appliedIndex.set(this.fsm.appliedIndex());
+    metrics.isLeader.set(s.role === "leader" ? 1 : 0);
+  }
+
+  // ---- inbound peer traffic -------------------------------------------------
+
+  receive(env: Envelope): void {
+    if (this.stopped) return;
+    if (env.clusterId !== this.opts.identity.clusterId) {
+      throw new NovaError("forbidden", "message from another cluster");
+    }
+    this.transport.learnUrl(env.from, env.fromUrl);
+    this.lastContact.set(env.from, Date.now());
+    for (const m of env.messages) this.stepSafely(m);
+    this.schedule();
+  }
+
+  private stepSafely(m: Message): void {
+    try {
+      this.raft.step(m);
+    } catch (err) {
+      log.warn("dropped raft message", { type: m.type, from: m.from, error: String(err) });
+    }
+  }
+
+  // ---- proposals ------------------------------------------------------------
+
+  isLeader(): boolean {
+    return this.raft.status().role === "leader";
+  }
+
+  leaderId(): NodeId | null {
+    return this.raft.status().lead || null;
+  }
+
+  leaderUrl(): string | null {
+    const l = this.leaderId();
+    if (!l) return null;
+    return l === this.id ? this.opts.identity.url : this.fsm.member(l)?.url ?? null;
+  }
+
+  /** Replicates a command and resolves with its deterministic result once applied here. */
+  propose(cmd: Command): Promise<unknown> {
+    return this.track(() => this.raft.propose(JSON.stringify(cmd)));
+  }
+
+  private track(append: () => number): Promise<unknown> {
+    const started = performance.now();
+    let index: number;
+    try {
+      index = append();
+    } catch (err) {
+      return Promise.reject(this.translateRaftError(err));
+    }
+    const term = this.raft.status().term;
+    this.schedule();
+    return new Promise<unknown>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(index);
+        reject(new TimeoutError(`commit of entry ${index}; the outcome is unknown`));
+      }, PROPOSAL_TIMEOUT_MS);
+      this.waiters.set(index, { term, resolve, reject, timer });
+    }).finally(() => metrics.proposalSeconds.observe((performance.now() - started) / 1000));
+  }
+
+  private translateRaftError(err: unknown): Error {
+    if (err instanceof RaftNotLeaderError) return new NotLeaderError(err.leader ?? null);
+    if (err instanceof ConfChangeError) return new ConflictError(err.message);
+    return err instanceof Error ? err : new Error(String(err));
+  }
+
+  /** Proposes a membership change, retrying while another change is still pending. */
+  async changeMembership(cc: ConfChange, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.track(() => this.raft.proposeConfChange(cc));
+        return;
+      } catch (err) {
+        const retriable = err instanceof ConflictError && /pending|not yet|current term/i.test(err.message);
+        if (!retriable || Date.now() > deadline) throw err;
+        await delay(100);
+      }
+    }
+  }
+
+  // ---- linearizable reads (ReadIndex) ---------------------------------------
+
+  /**
+   * Resolves when a read of the local state machine is linearizable: the
+   * leader confirmed it still leads and has applied up to the read index.
+   * Concurrent callers share one ReadIndex round.
+   */
+  linearizableRead(): Promise<void> {
+    if (!this.isLeader()) return Promise.reject(new NotLeaderError(this.leaderId()));
+    return new Promise<void>((resolve, reject) => {
+      if (!this.nextRead) {
+        const round: ReadRound = {
+          context: crypto.randomUUID(),
+          index: null,
+          waiters: [],
+          timer: setTimeout(() => this.expireRead(round), READ_TIMEOUT_MS),
+        };
+        this.nextRead = round;
+        setTimeout(() => this.launchRead(round), 0);
+      }
+      this.nextRead.waiters.push({ resolve, reject });
+    });
+  }
+
+  private launchRead(round: ReadRound): void {
+    if (this.nextRead === round) this.nextRead = null;
+    try {
+      this.raft.readIndex(round.context);
+      this.readRounds.push(round);
+      this.schedule();
+    } catch (err) {
+      clearTimeout(round.timer);
+      for (const w of round.waiters) w.reject(this.translateRaftError(err));
+    }
+  }
+
+  private handleReadStates(rd: Ready): void {
+    for (const rs of rd.readStates) {
+      const round = this.readRounds.find((r) => r.context === rs.context);
+      if (round) round.index = rs.index;
+    }
+    for (const ctx of rd.droppedReadContexts ?? []) {
+      const round = this.readRounds.find((r) => r.context === ctx);
+      if (round) this.finishRead(round, new NotLeaderError(this.leaderId()));
+    }
+  }
+
+  private releaseAppliedWaiters(): void {
+    const applied = this.fsm.appliedIndex();
+    for (const round of [...this.readRounds]) {
+      if (round.index !== null && round.index <= applied) this.finishRead(round);
+    }
+    for (let i = this.appliedWaiters.length - 1; i >= 0; i--) {
+      if (this.appliedWaiters[i].index <= applied) {
+        this.appliedWaiters[i].resolve();
+        this.appliedWaiters.splice(i, 1);
+      }
+    }
+  }
+
+  private finishRead(round: ReadRound, err?: Error): void {
+    this.readRounds = this.readRounds.filter((r) => r !== round);
+    clearTimeout(round.timer);
+    for (const w of round.waiters) err ? w.reject(err) : w.resolve();
+  }
+
+  private expireRead(round: ReadRound): void {
+    if (this.nextRead === round) this.nextRead = null;
+    this.finishRead(round, new TimeoutError("confirming leadership for a linearizable read"));
+  }
+
+  private failReads(err: Error): void {
+    for (const round of [...this.readRounds]) this.finishRead(round, err);
+  }
+
+  /** Resolves once this node has applied `index` (e.g. after a forwarded write). */
+  waitApplied(index: number, timeoutMs = 5_000): Promise<void> {
+    if (this.fsm.appliedIndex() >= index) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new TimeoutError(`applying index ${index}`)), timeoutMs);
+      this.appliedWaiters.push({ index, resolve: () => (clearTimeout(timer), resolve()) });
+    });
+  }
+
+  // ---- leadership transfer ----------------------------------------------------
+
+  async transferLeadership(to: NodeId, timeoutMs = 5_000): Promise<void> {
+    this.raft.transferLeadership(to);
+    this.schedule();
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      await delay(25);
+      if (this.leaderId() === to) return;
+    }
+    throw new TimeoutError(`transferring leadership to ${to}`);
+  }
+
+  /** Hands leadership to the most caught-up healthy voter, if we lead and one exists. */
+  async handOffLeadership(): Promise<void> {
+    if (!this.isLeader()) return;
+    const s = this.raft.status();
+    const candidates = s.conf.voters
+      .filter((v) => v !== this.id && this.isRecentlyContacted(v))
+      .sort((a, b) => (s.progress[b]?.match ?? 0) - (s.progress[a]?.match ?? 0));
+    if (!candidates.length) return;
+    try {
+      await this.transferLeadership(candidates[0], 3_000);
+      log.info("leadership handed over", { to: candidates[0] });
+    } catch (err) {
+      log.warn("leadership hand-over failed", { error: String(err) });
+    }
+  }
+
+  // ---- membership management (leader) -------------------------------------------
+
+  private offlineAfterMs(): number {
+    try {
+      return this.fsm.config().config["nodes.offlineAfterMs"];
+    } catch {
+      return DEFAULT_CONFIG["nodes.offlineAfterMs"];
+    }
+  }
+
+  private maxVoters(): number {
+    try {
+      return this.fsm.config().config["cluster.maxVoters"];
+    } catch {
+      return DEFAULT_CONFIG["cluster.maxVoters"];
+    }
+  }
+
+  private isRecentlyContacted(peer: NodeId): boolean {
+    if (peer === this.id) return true;
+    const t = this.lastContact.get(peer);
+    return t !== undefined && Date.now() - t < this.offlineAfterMs();
+  }
+
+  private membershipBusy = false;
+
+  /**
+   * Keeps an odd number of voters up to cluster.maxVoters: promotes caught-up
+   * learners, and replaces a voter that has been offline by a healthy standby.
+   */
+  private async manageMembership(): Promise<void> {
+    if (this.membershipBusy || !this.isLeader()) return;
+    this.membershipBusy = true;
+    try {
+      const cc = this.nextMembershipChange();
+      if (cc) {
+        log.info("membership change", { ...cc });
+        await this.changeMembership(cc, 2_000);
+      }
+    } catch (err) {
+      log.debug("membership change deferred", { error: String(err) });
+    } finally {
+      this.membershipBusy = false;
+    }
+  }
+
+  nextMembershipChange(): ConfChange | null {
+    const s = this.raft.status();
+    const max = this.maxVoters();
+    const voters = s.conf.voters;
+    const healthy = (id: NodeId) => this.isRecentlyContacted(id);
+    const caughtUp = (id: NodeId) => (s.progress[id]?.match ?? 0) >= s.lastIndex - 100;
+    const standbys = s.conf.learners.filter((l) => healthy(l) && caughtUp(l));
+    const deadVoters = voters.filter((v) => !healthy(v));
+    if (voters.length > max || (voters.length % 2 === 0 && voters.length > 1 && !standbys.length)) {
+      // Too many voters (after a replacement or a lowered maximum): retire a dead one first.
+      const victim = deadVoters[0] ??
+        (voters.length > max ? voters.find((v) => v !== this.id) : undefined);
+      if (victim && (voters.length > max || deadVoters.length)) return { type: "demote", node: victim };
+    }
+    if (!standbys.length) return null;
+    const healthyVoters = voters.length - deadVoters.length;
+    if (voters.length < max) {
+      // Promote only towards an odd count: a second standby must be there to follow.
+      const wouldBe = voters.length + 1;
+      if (wouldBe % 2 === 1 || standbys.length >= 2) return { type: "promote", node: standbys[0] };
+      return null;
+    }
+    if (deadVoters.length && healthyVoters + 1 <= max + 1) return { type: "promote", node: standbys[0] };
+    return null;
+  }
+
+  // ---- status ----------------------------------------------------------------
+
+  status(): ClusterStatus {
+    const s = this.raft.status();
+    const isLeader = s.role === "leader";
+    const nodes = new Map(this.fsm.nodes().map((n) => [n.name, n]));
+    const members = this.fsm.members().map((m): MemberStatus => {
+      const last = m.name === this.id ? Date.now() : this.lastContact.get(m.name);
+      const nodeState = nodes.get(m.name)?.state;
+      let state: MemberState = this.isRecentlyContacted(m.name) ? "ready" : "offline";
+      if (state === "ready" && (nodeState === "cordoned" || nodeState === "draining")) state = nodeState;
+      return {
+        ...m,
+        state,
+        lastContactMs: last === undefined ? null : Date.now() - last,
+        match: isLeader ? s.progress[m.name]?.match ?? null : null,
+      };
+    });
+    return {
+      clusterId: this.opts.identity.clusterId,
+      self: this.id,
+      leader: s.lead || null,
+      term: s.term,
+      commitIndex: s.commit,
+      appliedIndex: this.fsm.appliedIndex(),
+      lastIndex: s.lastIndex,
+      snapshotIndex: this.log.snapshot().meta.index,
+      members,
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.tickTimer);
+    clearInterval(this.membershipTimer);
+    this.transport.close();
+    for (const w of this.waiters.values()) {
+      clearTimeout(w.timer);
+      w.reject(new UnavailableError("node is shutting down"));
+    }
+    this.waiters.clear();
+    this.failReads(new UnavailableError("node is shutting down"));
+    await delay(0);
+    this.log.close();
+    this.fsm.close();
+  }
+}
+
+export function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,98 @@
+/** Cluster membership operations offered to the API: join tokens, join, remove, transfer. */
+import type { ClusterNode } from "./node.ts";
+import type { Inventory } from "../fsm/mod.ts";
+import { NotFoundError, ValidationError } from "../errors/mod.ts";
+import { randomToken, sha256Hex } from "../secrets/mod.ts";
+
+export const JOIN_TOKEN_PREFIX = "nvj_";
+
+export async function createJoinToken(
+  node: ClusterNode,
+  ttlMs: number,
+  by: string,
+): Promise<{ token: string; expiresAt: string }> {
+  if (ttlMs < 1_000 || ttlMs > 30 * 86_400_000) {
+    throw ValidationError.field("ttl", "must be between 1s and 30d");
+  }
+  const token = randomToken(JOIN_TOKEN_PREFIX);
+  const at = Date.now();
+  await node.propose({ op: "joinToken.create", id: sha256Hex(token), expiresAt: at + ttlMs, at, by });
+  return { token, expiresAt: new Date(at + ttlMs).toISOString() };
+}
+
+export interface JoinRequest {
+  name: string;
+  url: string;
+  token: string;
+  inventory: Inventory;
+  labels: Record<string, string>;
+}
+
+export interface JoinResponse {
+  clusterId: string;
+  clusterSecret: string;
+  leader: string;
+  members: { name: string; url: string; role: string }[];
+}
+
+/**
+ * Admits a new member (leader only): the token is consumed through the log
+ * (so it is single-use cluster-wide), then the node is added as a learner;
+ * the leader promotes it to voter once it has caught up.
+ */
+export async function admitMember(node: ClusterNode, req: JoinRequest): Promise<JoinResponse> {
+  const at = Date.now();
+  await node.propose({ op: "joinToken.consume", id: sha256Hex(req.token), node: req.name, at });
+  await node.changeMembership({
+    type: "addLearner",
+    node: req.name,
+    context: JSON.stringify({ url: req.url, at }),
+  });
+  await node.propose({
+    op: "node.upsert",
+    name: req.name,
+    url: req.url,
+    inventory: req.inventory,
+    labels: req.labels,
+    at: Date.now(),
+  });
+  return {
+    clusterId: node.identity.clusterId,
+    clusterSecret: node.identity.clusterSecret,
+    leader: node.id,
+    members: node.fsm.members(),
+  };
+}
+
+export async function removeMember(node: ClusterNode, name: string): Promise<void> {
+  const member = node.fsm.member(name);
+  if (!member) throw new NotFoundError("member", name);
+  const conf = node.fsm.confState();
+  if (member.role === "voter" && conf.voters.length === 1) {
+    throw ValidationError.field("name", "cannot remove the last voter of the cluster");
+  }
+  if (name === node.id) {
+    // A leader cannot safely drive its own removal to completion; hand over first.
+    await node.handOffLeadership();
+    if (node.isLeader()) {
+      throw ValidationError.field("name", "cannot remove the leader: no other voter can take over");
+    }
+    throw new NotLeaderRetry();
+  }
+  await node.changeMembership({ type: "remove", node: name });
+}
+
+/** Thrown after the leader handed over so the API re-forwards the request to the new leader. */
+export class NotLeaderRetry extends Error {
+  constructor() {
+    super("leadership moved; retry on the new leader");
+  }
+}
+
+export async function transferLeader(node: ClusterNode, to: string): Promise<void> {
+  const member = node.fsm.member(to);
+  if (!member) throw new NotFoundError("member", to);
+  if (member.role !== "voter") throw ValidationError.field("name", `${to} is a learner, not a voter`);
+  if (to === node.id) return;
+  await node.transferLeadership(to);
+}

@@ -1,0 +1,3 @@
+/** Cluster configuration: schema, defaults and validation. */
+export * from "./schema.ts";
+export * from "./service.ts";

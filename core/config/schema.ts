@@ -1,0 +1,96 @@
+/**
+ * The cluster configuration: a flat map of dotted keys, each with a zod schema
+ * and a default. Unknown keys are rejected, values are coerced from the
+ * strings a shell hands us (`novactl config set nodes.offlineAfterMs 5000`).
+ */
+import { z } from "zod";
+import { type FieldIssue, ValidationError } from "../errors/mod.ts";
+
+/** Accepts a number or a numeric string (CLI values arrive as text). */
+function numeric(schema: z.ZodTypeAny) {
+  return z.preprocess(
+    (v) => (typeof v === "string" && v.trim() !== "" && !isNaN(Number(v)) ? Number(v) : v),
+    schema,
+  );
+}
+
+function boolean() {
+  return z.preprocess(
+    (v) => (v === "true" ? true : v === "false" ? false : v),
+    z.boolean(),
+  );
+}
+
+export const CONFIG_FIELDS = {
+  "cluster.name": z.string().min(1).max(63).regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/, {
+    message: "letters, digits, '.', '_' and '-' only",
+  }),
+  "cluster.description": z.string().max(4096),
+  "cluster.maxVoters": numeric(
+    z.number().int().min(1).max(9).refine((n) => n % 2 === 1, { message: "must be odd" }),
+  ),
+  "raft.snapshotEntries": numeric(z.number().int().min(16).max(10_000_000)),
+  "nodes.heartbeatIntervalMs": numeric(z.number().int().min(100).max(60_000)),
+  "nodes.offlineAfterMs": numeric(z.number().int().min(500).max(600_000)),
+  "nodes.inventoryRefreshMs": numeric(z.number().int().min(1_000).max(3_600_000)),
+  "scheduler.strategy": z.enum(["spread", "pack"]),
+  "scheduler.overcommit.cpu": numeric(z.number().min(0.1).max(64)),
+  "scheduler.overcommit.memory": numeric(z.number().min(0.1).max(8)),
+  "scheduler.overcommit.disk": numeric(z.number().min(0.1).max(64)),
+  "rebalancer.enabled": boolean(),
+  "rebalancer.intervalMs": numeric(z.number().int().min(1_000).max(86_400_000)),
+  "rebalancer.threshold": numeric(z.number().min(0).max(1)),
+  "ha.enabled": boolean(),
+} as const;
+
+export type ConfigKey = keyof typeof CONFIG_FIELDS;
+export type ClusterConfig = { [K in ConfigKey]: z.output<(typeof CONFIG_FIELDS)[K]> };
+
+export const DEFAULT_CONFIG: ClusterConfig = {
+  "cluster.name": "novactl",
+  "cluster.description": "",
+  "cluster.maxVoters": 3,
+  "raft.snapshotEntries": 10_000,
+  "nodes.heartbeatIntervalMs": 1_000,
+  "nodes.offlineAfterMs": 5_000,
+  "nodes.inventoryRefreshMs": 60_000,
+  "scheduler.strategy": "spread",
+  "scheduler.overcommit.cpu": 4,
+  "scheduler.overcommit.memory": 1,
+  "scheduler.overcommit.disk": 1,
+  "rebalancer.enabled": false,
+  "rebalancer.intervalMs": 300_000,
+  "rebalancer.threshold": 0.2,
+  "ha.enabled": true,
+};
+
+export function isConfigKey(key: string): key is ConfigKey {
+  return Object.hasOwn(CONFIG_FIELDS, key);
+}
+
+/** Validates a partial change; every failing key is named. */
+export function validateConfigPatch(patch: Record<string, unknown>): Partial<ClusterConfig> {
+  const issues: FieldIssue[] = [];
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(patch)) {
+    if (!isConfigKey(key)) {
+      issues.push({ field: key, message: "unknown configuration key" });
+      continue;
+    }
+    const parsed = CONFIG_FIELDS[key].safeParse(value);
+    if (parsed.success) out[key] = parsed.data;
+    else issues.push({ field: key, message: parsed.error.issues.map((i) => i.message).join("; ") });
+  }
+  if (issues.length) {
+    throw new ValidationError(
+      `invalid configuration: ${issues.map((i) => `${i.field}: ${i.message}`).join(", ")}`,
+      issues,
+    );
+  }
+  return out as Partial<ClusterConfig>;
+}
+
+/** Validates a complete configuration document (missing keys take defaults). */
+export function validateFullConfig(doc: Record<string, unknown>): ClusterConfig {
+  return { ...DEFAULT_CONFIG, ...validateConfigPatch(doc) };
+}

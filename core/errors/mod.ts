@@ -1,0 +1,146 @@
+/**
+ * The one error hierarchy of novactl. Core code throws these; the API maps
+ * them to HTTP statuses and the CLI to exit codes in exactly one place each
+ * (see {@link httpStatusOf} and {@link exitCodeOf}).
+ */
+
+export type ErrorCode =
+  | "validation"
+  | "unauthorized"
+  | "forbidden"
+  | "not_found"
+  | "conflict"
+  | "precondition_failed"
+  | "no_quorum"
+  | "not_leader"
+  | "unavailable"
+  | "timeout"
+  | "internal"
+  | "usage";
+
+export class NovaError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = "NovaError";
+  }
+
+  toJSON(): { error: { code: ErrorCode; message: string; details?: unknown } } {
+    const body: { code: ErrorCode; message: string; details?: unknown } = {
+      code: this.code,
+      message: this.message,
+    };
+    if (this.details !== undefined) body.details = this.details;
+    return { error: body };
+  }
+}
+
+/** One failing input field and why. */
+export interface FieldIssue {
+  field: string;
+  message: string;
+}
+
+export class ValidationError extends NovaError {
+  constructor(message: string, readonly issues: FieldIssue[] = []) {
+    super("validation", message, issues.length ? { fields: issues } : undefined);
+  }
+
+  static field(field: string, message: string): ValidationError {
+    return new ValidationError(`${field}: ${message}`, [{ field, message }]);
+  }
+}
+
+export class UnauthorizedError extends NovaError {
+  constructor(message = "missing or invalid API token") {
+    super("unauthorized", message);
+  }
+}
+
+export class ForbiddenError extends NovaError {
+  constructor(message: string) {
+    super("forbidden", message);
+  }
+}
+
+export class NotFoundError extends NovaError {
+  constructor(kind: string, name: string) {
+    super("not_found", `${kind} "${name}" not found`, { kind, name });
+  }
+}
+
+export class ConflictError extends NovaError {
+  constructor(message: string, details?: unknown) {
+    super("conflict", message, details);
+  }
+}
+
+export class NoQuorumError extends NovaError {
+  constructor(message = "cluster has no quorum (no leader reachable); retry later") {
+    super("no_quorum", message);
+  }
+}
+
+/** Raised on a non-leader that cannot forward; carries the leader if known. */
+export class NotLeaderError extends NovaError {
+  constructor(readonly leader: string | null) {
+    super("not_leader", leader ? `not the leader; leader is ${leader}` : "no leader elected");
+  }
+}
+
+export class TimeoutError extends NovaError {
+  constructor(what: string) {
+    super("timeout", `timed out: ${what}`);
+  }
+}
+
+export class UnavailableError extends NovaError {
+  constructor(message: string) {
+    super("unavailable", message);
+  }
+}
+
+const HTTP_STATUS: Record<ErrorCode, number> = {
+  validation: 400,
+  usage: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  precondition_failed: 409,
+  no_quorum: 503,
+  not_leader: 503,
+  unavailable: 503,
+  timeout: 504,
+  internal: 500,
+};
+
+export function httpStatusOf(code: ErrorCode): number {
+  return HTTP_STATUS[code] ?? 500;
+}
+
+/** Reverse mapping for clients that receive an error body without a code. */
+export function codeOfHttpStatus(status: number): ErrorCode {
+  if (status === 400) return "validation";
+  if (status === 401) return "unauthorized";
+  if (status === 403) return "forbidden";
+  if (status === 404) return "not_found";
+  if (status === 409) return "conflict";
+  if (status === 503) return "unavailable";
+  if (status === 504) return "timeout";
+  return "internal";
+}
+
+/** CLI exit codes per the interface contract: 2 bad usage, 1 any other failure. */
+export function exitCodeOf(code: ErrorCode): number {
+  return code === "usage" ? 2 : 1;
+}
+
+export function toNovaError(err: unknown): NovaError {
+  if (err instanceof NovaError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new NovaError("internal", message);
+}

@@ -1,0 +1,59 @@
+/**
+ * Commands replicated through the Raft log. Each carries the time and actor
+ * stamped by the proposing node so that applying them is deterministic.
+ */
+import type { ClusterConfig } from "../config/mod.ts";
+
+export type Role = "admin" | "operator" | "viewer";
+
+export interface MemberSeed {
+  name: string;
+  url: string;
+}
+
+export interface Inventory {
+  cpus: number;
+  memoryMiB: number;
+  diskGiB: number;
+  diskFreeGiB: number;
+  accel: "kvm" | "tcg";
+  arch: string;
+  kernel: string;
+  hostname: string;
+  version: string;
+}
+
+export type Command =
+  | {
+    op: "cluster.init";
+    clusterId: string;
+    member: MemberSeed;
+    adminTokenHash: string;
+    config: ClusterConfig;
+    at: number;
+  }
+  | { op: "joinToken.create"; id: string; expiresAt: number; at: number; by: string }
+  | { op: "joinToken.consume"; id: string; node: string; at: number }
+  | {
+    op: "node.upsert";
+    name: string;
+    url: string;
+    inventory: Inventory;
+    labels: Record<string, string>;
+    at: number;
+  }
+  | { op: "node.state"; name: string; state: NodeState; at: number }
+  | { op: "node.remove"; name: string; at: number }
+  | {
+    op: "config.patch";
+    changes: Partial<ClusterConfig>;
+    ifVersion?: number;
+    by: string;
+    at: number;
+  }
+  | { op: "config.replace"; config: ClusterConfig; ifVersion?: number; by: string; at: number }
+  | { op: "config.rollback"; version: number; ifVersion?: number; by: string; at: number }
+  | { op: "apiToken.create"; hash: string; name: string; role: Role; by: string; at: number }
+  | { op: "noop" };
+
+export type NodeState = "ready" | "cordoned" | "draining" | "offline";

@@ -1,0 +1,3 @@
+/** The replicated state machine: commands and their deterministic application into SQLite. */
+export * from "./commands.ts";
+export * from "./state_machine.ts";

@@ -1,0 +1,392 @@
+/**
+ * The replicated state machine: applies committed Raft entries into SQLite
+ * tables and records the applied index in the same transaction, so after a
+ * crash every entry is applied exactly once (entries past the recorded index
+ * are replayed from the Raft log or a snapshot).
+ */
+import { DatabaseSync } from "node:sqlite";
+import { ConflictError, NotFoundError, NovaError, ValidationError } from "../errors/mod.ts";
+import { type ClusterConfig, validateFullConfig } from "../config/mod.ts";
+import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
+import type { Command, Inventory, NodeState, Role } from "./commands.ts";
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS members (name TEXT PRIMARY KEY, url TEXT NOT NULL, role TEXT NOT NULL, added_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, url TEXT NOT NULL, state TEXT NOT NULL,
+  labels TEXT NOT NULL, inventory TEXT NOT NULL, joined_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS join_tokens (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+  created_by TEXT NOT NULL, used_at INTEGER, used_by TEXT);
+CREATE TABLE IF NOT EXISTS api_tokens (hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS config_versions (version INTEGER PRIMARY KEY, data TEXT NOT NULL, author TEXT NOT NULL,
+  created_at INTEGER NOT NULL, action TEXT NOT NULL);
+`;
+
+/** Tables carried in snapshots, in restore order. */
+const REPLICATED_TABLES = ["members", "nodes", "join_tokens", "api_tokens", "config_versions"] as const;
+
+/** Outcome of one applied entry: deterministic on every node. */
+export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
+
+export interface Member {
+  name: string;
+  url: string;
+  role: "voter" | "learner";
+}
+
+export interface NodeRecord {
+  name: string;
+  url: string;
+  state: NodeState;
+  labels: Record<string, string>;
+  inventory: Inventory | null;
+  joinedAt: string;
+  updatedAt: string;
+}
+
+export interface ConfigVersion {
+  version: number;
+  config: ClusterConfig;
+  author: string;
+  createdAt: string;
+  action: string;
+}
+
+type Row = Record<string, unknown>;
+
+export class StateMachine {
+  readonly db: DatabaseSync;
+
+  constructor(path: string) {
+    this.db = new DatabaseSync(path);
+    // NORMAL is enough: anything lost here is re-applied from the fsynced Raft log.
+    this.db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+    this.db.exec(SCHEMA);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  appliedIndex(): number {
+    return Number(this.metaGet("applied_index") ?? 0);
+  }
+
+  clusterId(): string | null {
+    return this.metaGet("cluster_id");
+  }
+
+  private metaGet(key: string): string | null {
+    const row = this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as
+      | { value: string }
+      | undefined;
+    return row ? row.value : null;
+  }
+
+  private metaSet(key: string, value: string | number): void {
+    this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(key, String(value));
+  }
+
+  /** Applies a batch of committed entries in one transaction; returns a result per entry index. */
+  applyEntries(entries: Entry[]): Map<number, ApplyResult> {
+    const results = new Map<number, ApplyResult>();
+    const applied = this.appliedIndex();
+    const fresh = entries.filter((e) => e.index > applied);
+    if (!fresh.length) return results;
+    this.inTransaction(() => {
+      for (const e of fresh) results.set(e.index, this.applyEntry(e));
+      this.metaSet("applied_index", fresh[fresh.length - 1].index);
+    });
+    return results;
+  }
+
+  private applyEntry(e: Entry): ApplyResult {
+    if (e.data === "") return { ok: true, value: null };
+    this.db.exec("SAVEPOINT entry");
+    try {
+      const value = e.type === "conf"
+        ? this.applyConfChange(JSON.parse(e.data) as ConfChange)
+        : this.applyCommand(JSON.parse(e.data) as Command);
+      this.db.exec("RELEASE entry");
+      return { ok: true, value };
+    } catch (err) {
+      // A rejected command changes nothing: roll back whatever it started.
+      this.db.exec("ROLLBACK TO entry; RELEASE entry");
+      if (err instanceof NovaError) return { ok: false, error: err };
+      return { ok: false, error: new NovaError("internal", String(err)) };
+    }
+  }
+
+  private inTransaction(fn: () => void): void {
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      fn();
+      this.db.exec("COMMIT");
+    } catch (err) {
+      this.db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  // ---- membership ----------------------------------------------------------
+
+  private applyConfChange(cc: ConfChange): unknown {
+    const ctx = cc.context ? JSON.parse(cc.context) as { url?: string; at?: number } : {};
+    switch (cc.type) {
+      case "addLearner":
+        this.db.prepare(
+          "INSERT OR REPLACE INTO members (name, url, role, added_at) VALUES (?, ?, 'learner', ?)",
+        ).run(cc.node, ctx.url ?? "", ctx.at ?? 0);
+        break;
+      case "promote":
+        this.db.prepare("UPDATE members SET role = 'voter' WHERE name = ?").run(cc.node);
+        break;
+      case "demote":
+        this.db.prepare("UPDATE members SET role = 'learner' WHERE name = ?").run(cc.node);
+        break;
+      case "remove":
+        this.db.prepare("DELETE FROM members WHERE name = ?").run(cc.node);
+        this.db.prepare("DELETE FROM nodes WHERE name = ?").run(cc.node);
+        break;
+    }
+    return { member: cc.node, change: cc.type };
+  }
+
+  members(): Member[] {
+    return (this.db.prepare("SELECT name, url, role FROM members ORDER BY name").all() as Row[]).map(
+      (r) => ({ name: String(r.name), url: String(r.url), role: r.role as Member["role"] }),
+    );
+  }
+
+  member(name: string): Member | null {
+    return this.members().find((m) => m.name === name) ?? null;
+  }
+
+  confState(): ConfState {
+    const ms = this.members();
+    return {
+      voters: ms.filter((m) => m.role === "voter").map((m) => m.name),
+      learners: ms.filter((m) => m.role === "learner").map((m) => m.name),
+    };
+  }
+
+  // ---- commands ------------------------------------------------------------
+
+  private applyCommand(cmd: Command): unknown {
+    switch (cmd.op) {
+      case "noop":
+        return null;
+      case "cluster.init":
+        return this.applyInit(cmd);
+      case "joinToken.create":
+        this.db.prepare(
+          "INSERT INTO join_tokens (id, created_at, expires_at, created_by) VALUES (?, ?, ?, ?)",
+        ).run(cmd.id, cmd.at, cmd.expiresAt, cmd.by);
+        return { expiresAt: cmd.expiresAt };
+      case "joinToken.consume":
+        return this.consumeJoinToken(cmd.id, cmd.node, cmd.at);
+      case "node.upsert":
+        return this.upsertNode(cmd);
+      case "node.state":
+        return this.setNodeState(cmd.name, cmd.state, cmd.at);
+      case "node.remove":
+        this.db.prepare("DELETE FROM nodes WHERE name = ?").run(cmd.name);
+        return null;
+      case "config.patch":
+        return this.writeConfig(
+          { ...this.config().config, ...cmd.changes },
+          cmd.ifVersion,
+          cmd.by,
+          cmd.at,
+          "set " + Object.keys(cmd.changes).join(","),
+        );
+      case "config.replace":
+        return this.writeConfig(cmd.config, cmd.ifVersion, cmd.by, cmd.at, "replace");
+      case "config.rollback": {
+        const old = this.configVersion(cmd.version);
+        return this.writeConfig(old.config, cmd.ifVersion, cmd.by, cmd.at, `rollback to ${cmd.version}`);
+      }
+      case "apiToken.create":
+        this.db.prepare("INSERT INTO api_tokens (hash, name, role, created_at) VALUES (?, ?, ?, ?)")
+          .run(cmd.hash, cmd.name, cmd.role, cmd.at);
+        return { name: cmd.name, role: cmd.role };
+      default:
+        throw new ValidationError(`unknown command ${(cmd as { op: string }).op}`);
+    }
+  }
+
+  /** The bootstrap state of a new cluster, written into its first snapshot. */
+  private applyInit(cmd: Extract<Command, { op: "cluster.init" }>): unknown {
+    this.metaSet("cluster_id", cmd.clusterId);
+    this.db.prepare("INSERT OR REPLACE INTO members (name, url, role, added_at) VALUES (?, ?, 'voter', ?)")
+      .run(cmd.member.name, cmd.member.url, cmd.at);
+    this.db.prepare("INSERT OR REPLACE INTO api_tokens (hash, name, role, created_at) VALUES (?, 'admin', 'admin', ?)")
+      .run(cmd.adminTokenHash, cmd.at);
+    this.writeConfig(cmd.config, undefined, "system", cmd.at, "init");
+    return null;
+  }
+
+  private consumeJoinToken(id: string, node: string, at: number): unknown {
+    const row = this.db.prepare("SELECT expires_at, used_at, used_by FROM join_tokens WHERE id = ?").get(id) as
+      | { expires_at: number; used_at: number | null; used_by: string | null }
+      | undefined;
+    if (!row) throw new NovaError("unauthorized", "join token is not valid for this cluster");
+    if (row.used_at !== null) {
+      throw new NovaError("unauthorized", `join token was already used (by ${row.used_by})`);
+    }
+    if (row.expires_at <= at) {
+      throw new NovaError("unauthorized", `join token expired at ${new Date(row.expires_at).toISOString()}`);
+    }
+    if (this.member(node)) throw new ConflictError(`a member named "${node}" already exists`);
+    this.db.prepare("UPDATE join_tokens SET used_at = ?, used_by = ? WHERE id = ?").run(at, node, id);
+    return { node };
+  }
+
+  private upsertNode(cmd: Extract<Command, { op: "node.upsert" }>): unknown {
+    const existing = this.node(cmd.name);
+    this.db.prepare(
+      `INSERT INTO nodes (name, url, state, labels, inventory, joined_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(name) DO UPDATE SET url = excluded.url, labels = excluded.labels,
+         inventory = excluded.inventory, updated_at = excluded.updated_at`,
+    ).run(
+      cmd.name,
+      cmd.url,
+      existing?.state ?? "ready",
+      JSON.stringify(cmd.labels),
+      JSON.stringify(cmd.inventory),
+      cmd.at,
+      cmd.at,
+    );
+    return null;
+  }
+
+  private setNodeState(name: string, state: NodeState, at: number): unknown {
+    const res = this.db.prepare("UPDATE nodes SET state = ?, updated_at = ? WHERE name = ?").run(state, at, name);
+    if (Number(res.changes) === 0) throw new NotFoundError("node", name);
+    return { name, state };
+  }
+
+  nodes(): NodeRecord[] {
+    return (this.db.prepare("SELECT * FROM nodes ORDER BY name").all() as Row[]).map(toNodeRecord);
+  }
+
+  node(name: string): NodeRecord | null {
+    const row = this.db.prepare("SELECT * FROM nodes WHERE name = ?").get(name) as Row | undefined;
+    return row ? toNodeRecord(row) : null;
+  }
+
+  // ---- tokens --------------------------------------------------------------
+
+  apiTokenByHash(hash: string): { name: string; role: Role } | null {
+    const row = this.db.prepare("SELECT name, role FROM api_tokens WHERE hash = ?").get(hash) as
+      | { name: string; role: Role }
+      | undefined;
+    return row ? { name: row.name, role: row.role } : null;
+  }
+
+  joinTokens(): { id: string; createdAt: string; expiresAt: string; usedBy: string | null }[] {
+    return (this.db.prepare("SELECT * FROM join_tokens ORDER BY created_at").all() as Row[]).map((r) => ({
+      id: String(r.id).slice(0, 12),
+      createdAt: new Date(Number(r.created_at)).toISOString(),
+      expiresAt: new Date(Number(r.expires_at)).toISOString(),
+      usedBy: (r.used_by as string | null) ?? null,
+    }));
+  }
+
+  // ---- configuration -------------------------------------------------------
+
+  private writeConfig(
+    doc: Record<string, unknown>,
+    ifVersion: number | undefined,
+    by: string,
+    at: number,
+    action: string,
+  ): { version: number } {
+    const current = this.latestConfigVersion();
+    if (ifVersion !== undefined && ifVersion !== current) {
+      throw new ConflictError(
+        `configuration changed: version is ${current}, request expected ${ifVersion}`,
+        { currentVersion: current, expectedVersion: ifVersion },
+      );
+    }
+    const config = validateFullConfig(doc);
+    const version = current + 1;
+    this.db.prepare(
+      "INSERT INTO config_versions (version, data, author, created_at, action) VALUES (?, ?, ?, ?, ?)",
+    ).run(version, JSON.stringify(config), by, at, action);
+    return { version };
+  }
+
+  private latestConfigVersion(): number {
+    const row = this.db.prepare("SELECT MAX(version) AS v FROM config_versions").get() as { v: number | null };
+    return row.v ?? 0;
+  }
+
+  config(): ConfigVersion {
+    const v = this.latestConfigVersion();
+    if (v === 0) throw new NotFoundError("configuration", "current");
+    return this.configVersion(v);
+  }
+
+  configVersion(version: number): ConfigVersion {
+    const row = this.db.prepare("SELECT * FROM config_versions WHERE version = ?").get(version) as Row | undefined;
+    if (!row) throw new NotFoundError("configuration version", String(version));
+    return toConfigVersion(row);
+  }
+
+  configHistory(limit = 100): ConfigVersion[] {
+    return (this.db.prepare("SELECT * FROM config_versions ORDER BY version DESC LIMIT ?").all(limit) as Row[])
+      .map(toConfigVersion);
+  }
+
+  // ---- snapshots -----------------------------------------------------------
+
+  /** Serializes the replicated tables (the applied index travels in the snapshot meta). */
+  snapshotData(): string {
+    const tables: Record<string, Row[]> = {};
+    for (const t of REPLICATED_TABLES) tables[t] = this.db.prepare(`SELECT * FROM ${t}`).all() as Row[];
+    return JSON.stringify({ format: 1, clusterId: this.clusterId(), tables });
+  }
+
+  /** Replaces the whole state with a snapshot taken at `index`. */
+  restore(data: string, index: number): void {
+    const snap = JSON.parse(data) as { format: number; clusterId: string | null; tables: Record<string, Row[]> };
+    if (snap.format !== 1) throw new Error(`unsupported snapshot format ${snap.format}`);
+    this.inTransaction(() => {
+      for (const t of REPLICATED_TABLES) {
+        this.db.exec(`DELETE FROM ${t}`);
+        for (const row of snap.tables[t] ?? []) this.insertRow(t, row);
+      }
+      if (snap.clusterId) this.metaSet("cluster_id", snap.clusterId);
+      this.metaSet("applied_index", index);
+    });
+  }
+
+  private insertRow(table: string, row: Row): void {
+    const cols = Object.keys(row);
+    const sql = `INSERT INTO ${table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`;
+    this.db.prepare(sql).run(...(cols.map((c) => row[c]) as (string | number | null)[]));
+  }
+}
+
+function toNodeRecord(r: Row): NodeRecord {
+  return {
+    name: String(r.name),
+    url: String(r.url),
+    state: r.state as NodeState,
+    labels: JSON.parse(String(r.labels)),
+    inventory: JSON.parse(String(r.inventory)),
+    joinedAt: new Date(Number(r.joined_at)).toISOString(),
+    updatedAt: new Date(Number(r.updated_at)).toISOString(),
+  };
+}
+
+function toConfigVersion(r: Row): ConfigVersion {
+  return {
+    version: Number(r.version),
+    config: JSON.parse(String(r.data)),
+    author: String(r.author),
+    createdAt: new Date(Number(r.created_at)).toISOString(),
+    action: String(r.action),
+  };
+}

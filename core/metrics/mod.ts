@@ -1,0 +1,60 @@
+/** Prometheus metrics of a node, in one registry served at /metrics. */
+import client from "prom-client";
+
+export const registry = new client.Registry();
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export const metrics = {
+  term: new client.Gauge({ name: "novactl_raft_term", help: "Current Raft term", registers: [registry] }),
+  commitIndex: new client.Gauge({
+    name: "novactl_raft_commit_index",
+    help: "Highest log index known committed",
+    registers: [registry],
+  }),
+  appliedIndex: new client.Gauge({
+    name: "novactl_raft_applied_index",
+    help: "Highest log index applied to the state machine",
+    registers: [registry],
+  }),
+  isLeader: new client.Gauge({
+    name: "novactl_raft_is_leader",
+    help: "1 if this node is the Raft leader",
+    registers: [registry],
+  }),
+  leaderChanges: new client.Counter({
+    name: "novactl_raft_leader_changes_total",
+    help: "Leader changes observed by this node",
+    registers: [registry],
+  }),
+  snapshots: new client.Counter({
+    name: "novactl_raft_snapshots_total",
+    help: "Local snapshots taken (log compactions)",
+    registers: [registry],
+  }),
+  proposalSeconds: new client.Histogram({
+    name: "novactl_raft_proposal_duration_seconds",
+    help: "Time from proposal to apply on the leader",
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  }),
+  fsyncSeconds: new client.Histogram({
+    name: "novactl_raft_log_sync_duration_seconds",
+    help: "Time to durably write one Ready to the Raft log",
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  }),
+  httpRequests: new client.Counter({
+    name: "novactl_http_requests_total",
+    help: "HTTP requests by route and status",
+    labelNames: ["method", "route", "status"] as const,
+    registers: [registry],
+  }),
+  httpSeconds: new client.Histogram({
+    name: "novactl_http_request_duration_seconds",
+    help: "HTTP request latency by route",
+    labelNames: ["method", "route"] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  }),
+};

@@ -1,0 +1,2 @@
+/** HTTP transport for Raft messages between peers, authenticated by the cluster secret. */
+export * from "./transport.ts";

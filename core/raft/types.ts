@@ -1,0 +1,159 @@
+/**
+ * Types shared by the deterministic Raft core and its I/O edges.
+ *
+ * The core never touches clocks, disks or sockets: the driver feeds it
+ * messages and ticks and receives a {@link Ready} describing what to persist,
+ * what to send and what was committed (the etcd-raft design).
+ */
+
+/** Node identity; we use the node's unique name. */
+export type NodeId = string;
+
+export type EntryType = "normal" | "conf";
+
+/** A log entry. `data` is opaque to the core except for `conf` entries. */
+export interface Entry {
+  index: number;
+  term: number;
+  type: EntryType;
+  /** Opaque payload (JSON text for normal entries; JSON ConfChange for conf). An empty string is a no-op. */
+  data: string;
+}
+
+export type ConfChangeType = "addLearner" | "promote" | "demote" | "remove";
+
+/** Single-server membership change; at most one is pending at a time. */
+export interface ConfChange {
+  type: ConfChangeType;
+  node: NodeId;
+  /** Opaque context carried to the state machine (e.g. the peer's URL). */
+  context?: string;
+}
+
+/** Membership as of some log index. */
+export interface ConfState {
+  voters: NodeId[];
+  learners: NodeId[];
+}
+
+export interface HardState {
+  term: number;
+  vote: NodeId | null;
+  commit: number;
+}
+
+export interface SnapshotMeta {
+  index: number;
+  term: number;
+  conf: ConfState;
+}
+
+export interface Snapshot {
+  meta: SnapshotMeta;
+  /** Serialized state machine at meta.index. */
+  data: string;
+}
+
+export type MessageType =
+  | "app" // AppendEntries
+  | "appResp"
+  | "vote"
+  | "voteResp"
+  | "preVote"
+  | "preVoteResp"
+  | "heartbeat"
+  | "heartbeatResp"
+  | "snap" // InstallSnapshot
+  | "timeoutNow"; // leadership transfer: start an election now
+
+export interface Message {
+  type: MessageType;
+  from: NodeId;
+  to: NodeId;
+  term: number;
+  /** app: index of the entry preceding `entries`; vote/preVote: candidate's last log index; appResp: matched or rejected index. */
+  index?: number;
+  /** app: term of the entry at `index`; vote/preVote: candidate's last log term. */
+  logTerm?: number;
+  entries?: Entry[];
+  /** app/heartbeat: leader's commit index. */
+  commit?: number;
+  /** Responses: true when the request was refused. */
+  reject?: boolean;
+  /** appResp on reject: follower's hint for fast back-off (its last index, or the first index of the conflicting term). */
+  rejectHint?: number;
+  /** appResp on reject: term of the follower entry at rejectHint (fast back-off by term). */
+  rejectHintTerm?: number;
+  snapshot?: Snapshot;
+  /** heartbeat/heartbeatResp: ReadIndex context being confirmed. */
+  context?: string;
+  /** vote/preVote: set on elections caused by leadership transfer (bypasses leader stickiness). */
+  transfer?: boolean;
+}
+
+export type Role = "follower" | "preCandidate" | "candidate" | "leader";
+
+export interface SoftState {
+  leader: NodeId | null;
+  role: Role;
+}
+
+/** A ReadIndex request that is now safe to serve once `applied >= index`. */
+export interface ReadState {
+  index: number;
+  context: string;
+}
+
+/**
+ * Work handed from the core to the driver. The driver must, in order:
+ * 1. persist `snapshot` (if any), then `entries` (replacing any stored entries
+ *    with index >= entries[0].index), then `hardState` (if any) — durably;
+ * 2. send `messages`;
+ * 3. apply `committedEntries` to the state machine (and `snapshot` if set);
+ * 4. call `advance(ready)`.
+ */
+export interface Ready {
+  softState: SoftState;
+  hardState: HardState | null;
+  entries: Entry[];
+  snapshot: Snapshot | null;
+  committedEntries: Entry[];
+  messages: Message[];
+  readStates: ReadState[];
+}
+
+/** Read-only view of durable storage the core consults (log before `unstable`). */
+export interface Storage {
+  initialState(): { hardState: HardState; conf: ConfState };
+  /** Entries in [lo, hi), at most maxBytes total (at least one entry) if maxBytes given. */
+  entries(lo: number, hi: number, maxBytes?: number): Entry[];
+  /** Term of entry i; for i == firstIndex()-1 returns the snapshot term. Throws CompactedError if compacted. */
+  term(i: number): number;
+  firstIndex(): number;
+  lastIndex(): number;
+  snapshot(): Snapshot;
+}
+
+export class CompactedError extends Error {
+  constructor(index: number) {
+    super(`log entry ${index} has been compacted`);
+    this.name = "CompactedError";
+  }
+}
+
+export interface RaftConfig {
+  id: NodeId;
+  /** Ticks without a leader message before a follower campaigns; randomized in [et, 2*et). */
+  electionTicks: number;
+  heartbeatTicks: number;
+  /** Seeded random source in [0,1) — Math.random in production, a PRNG in simulation. */
+  random: () => number;
+  preVote: boolean;
+  checkQuorum: boolean;
+  /** Max bytes of entries in one AppendEntries. */
+  maxMsgBytes: number;
+  /** Max in-flight AppendEntries per follower (pipelining). */
+  maxInflight: number;
+  /** Index already applied to the state machine at start (restart). */
+  applied: number;
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README quick start: sets up the machine, starts a local 3-node cluster on
+# loopback, and shows its status. Nodes keep running until you press Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec deno run -A scripts/demo.ts "$@"
