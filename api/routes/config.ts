@@ -9,7 +9,7 @@ import {
   readConfigKey,
   replaceConfig,
   rollbackConfig,
-} from "../../core/config/mod.ts";
+} from "../../core/cluster/mod.ts";
 import type { ConfigVersion } from "../../core/fsm/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";

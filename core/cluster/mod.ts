@@ -3,3 +3,4 @@ export * from "./node.ts";
 export * from "./service.ts";
 export * from "./inventory.ts";
 export * from "./bootstrap.ts";
+export * from "./config_service.ts";

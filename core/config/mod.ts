@@ -1,3 +1,2 @@
 /** Cluster configuration: schema, defaults and validation. */
 export * from "./schema.ts";
-export * from "./service.ts";

@@ -1,6 +1,6 @@
 /** Configuration operations: every change is a new version through the Raft log. */
-import type { ClusterNode } from "../cluster/node.ts";
-import { type ClusterConfig, validateConfigPatch, validateFullConfig } from "./schema.ts";
+import type { ClusterNode } from "./node.ts";
+import { type ClusterConfig, validateConfigPatch, validateFullConfig } from "../config/mod.ts";
 import type { ConfigVersion } from "../fsm/mod.ts";
 import { NotFoundError } from "../errors/mod.ts";
 
