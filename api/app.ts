@@ -28,7 +28,9 @@ export function createApp(node: ClusterNode): Hono<Env> {
   app.route("/api/v1/config", configRoutes(node));
   app.route("/api/v1/nodes", nodeRoutes(node));
 
-  app.notFound((c) => errorResponse(c, new NotFoundError("route", `${c.req.method} ${c.req.path}`)));
+  app.notFound((c) =>
+    errorResponse(c, new NotFoundError("route", `${c.req.method} ${c.req.path}`))
+  );
   app.onError((err, c) => errorResponse(c, err));
   return app;
 }

@@ -16,7 +16,11 @@ export function errorResponse(c: Context, err: unknown): Response {
   const nova = err instanceof ZodError ? zodToValidationError(err) : toNovaError(err);
   const status = httpStatusOf(nova.code);
   if (status >= 500 && nova.code === "internal") {
-    log.error("request failed", { path: c.req.path, error: nova.message, stack: (err as Error)?.stack });
+    log.error("request failed", {
+      path: c.req.path,
+      error: nova.message,
+      stack: (err as Error)?.stack,
+    });
   }
   return c.json(nova.toJSON(), status as 400);
 }

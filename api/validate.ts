@@ -14,7 +14,10 @@ export async function readJson(c: Context): Promise<unknown> {
   }
 }
 
-export async function parseBody<T extends z.ZodTypeAny>(c: Context, schema: T): Promise<z.output<T>> {
+export async function parseBody<T extends z.ZodTypeAny>(
+  c: Context,
+  schema: T,
+): Promise<z.output<T>> {
   const parsed = schema.safeParse(await readJson(c));
   if (!parsed.success) throw zodToValidationError(parsed.error);
   return parsed.data;
@@ -25,14 +28,18 @@ export function ifMatchVersion(c: Context): number | undefined {
   const raw = c.req.header("if-match");
   if (raw === undefined) return undefined;
   const v = Number(raw.replace(/^W\//, "").replaceAll('"', "").trim());
-  if (!Number.isInteger(v) || v < 0) throw ValidationError.field("If-Match", "must be a version number");
+  if (!Number.isInteger(v) || v < 0) {
+    throw ValidationError.field("If-Match", "must be a version number");
+  }
   return v;
 }
 
 /** Parses a duration like 30s, 15m, 24h, 7d or plain seconds. */
 export function parseDuration(text: string, field: string): number {
   const m = /^(\d+)(ms|s|m|h|d)?$/.exec(text.trim());
-  if (!m) throw ValidationError.field(field, `"${text}" is not a duration (e.g. 90s, 15m, 24h, 7d)`);
+  if (!m) {
+    throw ValidationError.field(field, `"${text}" is not a duration (e.g. 90s, 15m, 24h, 7d)`);
+  }
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? "s"]!;
   return Number(m[1]) * unit;
 }

@@ -27,13 +27,21 @@ export class ApiClient {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (err) {
-      throw new NovaError("unavailable", `cannot reach ${this.opts.server}: ${(err as Error).message}`);
+      throw new NovaError(
+        "unavailable",
+        `cannot reach ${this.opts.server}: ${(err as Error).message}`,
+      );
     }
     const text = await res.text();
     const data = text ? safeJson(text) : null;
     if (!res.ok) {
-      const e = (data as { error?: { code?: ErrorCode; message?: string; details?: unknown } })?.error;
-      throw new NovaError(e?.code ?? codeOfHttpStatus(res.status), e?.message ?? `HTTP ${res.status}`, e?.details);
+      const e = (data as { error?: { code?: ErrorCode; message?: string; details?: unknown } })
+        ?.error;
+      throw new NovaError(
+        e?.code ?? codeOfHttpStatus(res.status),
+        e?.message ?? `HTTP ${res.status}`,
+        e?.details,
+      );
     }
     return data as T;
   }

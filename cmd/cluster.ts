@@ -7,19 +7,33 @@ import type { ClusterStatus } from "../core/cluster/mod.ts";
 export function clusterCommand(): Command {
   const cluster = new Command("cluster").description("cluster membership and status");
 
-  withClientOptions(cluster.command("status").description("show leader, term, commit index and members"))
+  withClientOptions(
+    cluster.command("status").description("show leader, term, commit index and members"),
+  )
     .action(async (opts: GlobalOpts) => {
       const s = await clientOf(opts).get<ClusterStatus>("/api/v1/cluster");
       render(opts.output, s, () => {
-        printFields({ cluster: s.clusterId, leader: s.leader, term: s.term, commit: s.commitIndex });
+        printFields({
+          cluster: s.clusterId,
+          leader: s.leader,
+          term: s.term,
+          commit: s.commitIndex,
+        });
         console.log();
-        printTable(s.members as unknown as Record<string, unknown>[], ["name", "url", "role", "state"]);
+        printTable(s.members as unknown as Record<string, unknown>[], [
+          "name",
+          "url",
+          "role",
+          "state",
+        ]);
       });
     });
 
   const token = cluster.command("token").description("join tokens");
   withClientOptions(
-    token.command("create").description("create a single-use join token (printed alone on the last line)")
+    token.command("create").description(
+      "create a single-use join token (printed alone on the last line)",
+    )
       .option("--ttl <duration>", "lifetime, e.g. 30m, 24h", "1h"),
   ).action(async (opts: GlobalOpts & { ttl: string }) => {
     const r = await clientOf(opts).request<{ token: string; expiresAt: string }>(
@@ -34,18 +48,29 @@ export function clusterCommand(): Command {
   });
   withClientOptions(token.command("list").description("list join tokens (ids are hash prefixes)"))
     .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ tokens: Record<string, unknown>[] }>("/api/v1/cluster/tokens");
-      render(opts.output, r, () => printTable(r.tokens, ["id", "createdAt", "expiresAt", "usedBy"]));
+      const r = await clientOf(opts).get<{ tokens: Record<string, unknown>[] }>(
+        "/api/v1/cluster/tokens",
+      );
+      render(
+        opts.output,
+        r,
+        () => printTable(r.tokens, ["id", "createdAt", "expiresAt", "usedBy"]),
+      );
     });
 
   withClientOptions(cluster.command("remove").argument("<name>").description("remove a member"))
     .action(async (name: string, opts: GlobalOpts) => {
-      const r = await clientOf(opts).request("DELETE", `/api/v1/cluster/members/${encodeURIComponent(name)}`);
+      const r = await clientOf(opts).request(
+        "DELETE",
+        `/api/v1/cluster/members/${encodeURIComponent(name)}`,
+      );
       render(opts.output, r, () => console.log(`removed ${name}`));
     });
 
   withClientOptions(
-    cluster.command("transfer-leader").argument("<name>").description("hand Raft leadership to a voter"),
+    cluster.command("transfer-leader").argument("<name>").description(
+      "hand Raft leadership to a voter",
+    ),
   ).action(async (name: string, opts: GlobalOpts) => {
     const r = await clientOf(opts).request("POST", "/api/v1/cluster/transfer-leader", { name });
     render(opts.output, r, () => console.log(`leader is now ${name}`));

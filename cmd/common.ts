@@ -12,10 +12,16 @@ export interface GlobalOpts {
 export function withClientOptions(cmd: Command): Command {
   return cmd
     .addOption(
-      new Option("--server <url>", "API server URL").env("NOVACTL_SERVER").default("http://127.0.0.1:7070"),
+      new Option("--server <url>", "API server URL").env("NOVACTL_SERVER").default(
+        "http://127.0.0.1:7070",
+      ),
     )
     .addOption(new Option("--token <token>", "API token").env("NOVACTL_TOKEN"))
-    .addOption(new Option("-o, --output <format>", "output format").choices(["json", "table"]).default("table"));
+    .addOption(
+      new Option("-o, --output <format>", "output format").choices(["json", "table"]).default(
+        "table",
+      ),
+    );
 }
 
 export function clientOf(opts: GlobalOpts): ApiClient {

@@ -17,14 +17,20 @@ function ifMatch(v?: number): Record<string, string> {
 export function configCommand(): Command {
   const config = new Command("config").description("versioned cluster configuration");
 
-  withClientOptions(config.command("get").argument("[key]").description("show the configuration or one key"))
+  withClientOptions(
+    config.command("get").argument("[key]").description("show the configuration or one key"),
+  )
     .action(async (key: string | undefined, opts: GlobalOpts) => {
       const api = clientOf(opts);
       if (key) {
         const r = await api.get<{ key: string; value: unknown; version: number }>(
           `/api/v1/config/${encodeURIComponent(key)}`,
         );
-        render(opts.output, r, () => console.log(typeof r.value === "string" ? r.value : JSON.stringify(r.value)));
+        render(
+          opts.output,
+          r,
+          () => console.log(typeof r.value === "string" ? r.value : JSON.stringify(r.value)),
+        );
         return;
       }
       const cv = await api.get<ConfigVersion>("/api/v1/config");
@@ -35,8 +41,14 @@ export function configCommand(): Command {
     });
 
   withClientOptions(
-    config.command("set").argument("<key>").argument("<value>").description("set one key (a new version)")
-      .option("--if-match <version>", "fail with a conflict unless the current version is this", versionArg),
+    config.command("set").argument("<key>").argument("<value>").description(
+      "set one key (a new version)",
+    )
+      .option(
+        "--if-match <version>",
+        "fail with a conflict unless the current version is this",
+        versionArg,
+      ),
   ).action(async (key: string, value: string, opts: GlobalOpts & { ifMatch?: number }) => {
     const r = await clientOf(opts).request<{ version: number }>(
       "PUT",
@@ -54,14 +66,27 @@ export function configCommand(): Command {
     const r = await clientOf(opts).get<{ versions: ConfigVersion[] }>(
       `/api/v1/config/history?limit=${encodeURIComponent(opts.limit)}`,
     );
-    render(opts.output, r, () =>
-      printTable(r.versions as unknown as Record<string, unknown>[], ["version", "createdAt", "author", "action"]));
+    render(
+      opts.output,
+      r,
+      () =>
+        printTable(r.versions as unknown as Record<string, unknown>[], [
+          "version",
+          "createdAt",
+          "author",
+          "action",
+        ]),
+    );
   });
 
   withClientOptions(
     config.command("rollback").argument("<version>", "version to restore", versionArg)
       .description("create a new version equal to an old one")
-      .option("--if-match <version>", "fail with a conflict unless the current version is this", versionArg),
+      .option(
+        "--if-match <version>",
+        "fail with a conflict unless the current version is this",
+        versionArg,
+      ),
   ).action(async (version: number, opts: GlobalOpts & { ifMatch?: number }) => {
     const r = await clientOf(opts).request<ConfigVersion>(
       "POST",
@@ -69,7 +94,11 @@ export function configCommand(): Command {
       { version },
       ifMatch(opts.ifMatch),
     );
-    render(opts.output, r, () => console.log(`rolled back to version ${version}; now version ${r.version}`));
+    render(
+      opts.output,
+      r,
+      () => console.log(`rolled back to version ${version}; now version ${r.version}`),
+    );
   });
 
   return config;

@@ -1,6 +1,6 @@
 /** The novactl command line: a thin client of the REST API, plus `node start`. */
 import { Command, CommanderError } from "commander";
-import { exitCodeOf, NovaError, toNovaError } from "../core/errors/mod.ts";
+import { exitCodeOf, type NovaError, toNovaError } from "../core/errors/mod.ts";
 import { VERSION } from "../core/version.ts";
 import { nodeCommand } from "./node.ts";
 import { clusterCommand } from "./cluster.ts";
@@ -32,7 +32,10 @@ export async function runCli(args: string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.exitCode === 0) {
+      if (
+        err.code === "commander.helpDisplayed" || err.code === "commander.version" ||
+        err.exitCode === 0
+      ) {
         return 0;
       }
       return 2; // commander already printed the usage error
@@ -44,7 +47,8 @@ export async function runCli(args: string[]): Promise<number> {
 }
 
 function detailsSuffix(err: NovaError): string {
-  const fields = (err.details as { fields?: { field: string; message: string }[] } | undefined)?.fields;
+  const fields = (err.details as { fields?: { field: string; message: string }[] } | undefined)
+    ?.fields;
   if (!fields?.length || fields.length === 1) return "";
   return ` (${fields.map((f) => f.field).join(", ")})`;
 }

@@ -17,7 +17,10 @@ export function nodeCommand(): Command {
     .requiredOption("--name <name>", "unique node name")
     .requiredOption("--data-dir <dir>", "where Raft log, state and identity live")
     .option("--listen <host:port>", "address to serve API and peer traffic on", "127.0.0.1:7070")
-    .option("--advertise <url>", "URL peers and clients use to reach this node (default http://LISTEN)")
+    .option(
+      "--advertise <url>",
+      "URL peers and clients use to reach this node (default http://LISTEN)",
+    )
     .option("--join <url>", "URL of any member of the cluster to join")
     .option("--token <token>", "join token (from `novactl cluster token create`)")
     .option("--label <key=value>", "node label (repeatable)", collectLabel, {})
@@ -48,7 +51,9 @@ export function nodeCommand(): Command {
 
   withClientOptions(node.command("show").argument("<name>").description("show one node"))
     .action(async (name: string, opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<Record<string, unknown>>(`/api/v1/nodes/${encodeURIComponent(name)}`);
+      const r = await clientOf(opts).get<Record<string, unknown>>(
+        `/api/v1/nodes/${encodeURIComponent(name)}`,
+      );
       render(opts.output, r, () => printFields(r));
     });
 

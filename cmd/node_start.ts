@@ -41,8 +41,9 @@ export function parseListen(listen: string): { hostname: string; port: number } 
 
 export async function startNode(opts: NodeStartOptions): Promise<void> {
   const { hostname, port } = parseListen(opts.listen);
-  const url = (opts.advertise ?? `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`)
-    .replace(/\/$/, "");
+  const url =
+    (opts.advertise ?? `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`)
+      .replace(/\/$/, "");
   if (opts.join && !opts.token) throw ValidationError.field("token", "--join needs --token");
   setLogContext({ node: opts.name });
 
@@ -123,7 +124,9 @@ function keepInventoryCurrent(node: ClusterNode, opts: NodeStartOptions): { stop
       try {
         const inventory = await collectInventory(opts.dataDir);
         const current = node.fsm.node(node.id);
-        const labels = current && Object.keys(opts.label).length === 0 ? current.labels : opts.label;
+        const labels = current && Object.keys(opts.label).length === 0
+          ? current.labels
+          : opts.label;
         await submitToLeader(node, {
           op: "node.upsert",
           name: node.id,
@@ -152,7 +155,10 @@ async function submitToLeader(node: ClusterNode, command: FsmCommand): Promise<u
   if (!url || !node.fsm.member(node.id)) throw new Error("no leader known yet");
   const res = await fetch(url + "/internal/propose", {
     method: "POST",
-    headers: { "content-type": "application/json", [PEER_SECRET_HEADER]: node.identity.clusterSecret },
+    headers: {
+      "content-type": "application/json",
+      [PEER_SECRET_HEADER]: node.identity.clusterSecret,
+    },
     body: JSON.stringify({ command }),
     signal: AbortSignal.timeout(10_000),
   });

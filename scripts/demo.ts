@@ -6,7 +6,16 @@ const cluster = new NovactlCluster({ basePort: 7070 });
 await cluster.start(3);
 const cli = (...args: string[]) =>
   new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", ...args, "--server", cluster.urls[0], "--token", cluster.adminToken],
+    args: [
+      "run",
+      "-A",
+      "main.ts",
+      ...args,
+      "--server",
+      cluster.urls[0],
+      "--token",
+      cluster.adminToken,
+    ],
     stdout: "inherit",
     stderr: "inherit",
   }).output();

@@ -49,10 +49,22 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
 
   app.use("*", bearerAuth(node));
 
-  app.get("/", leaderOnly(node), (c) => c.json(node.status()));
+  // `?local=true` answers from this node's own view (for debugging and tests) instead of the leader's.
+  app.get(
+    "/",
+    async (c, next) => {
+      if (c.req.query("local") === "true") return c.json(node.status());
+      await next();
+    },
+    leaderOnly(node),
+    (c) => c.json(node.status()),
+  );
 
   app.post("/tokens", requireRole("admin"), leaderOnly(node), async (c) => {
-    const body = await parseBody(c, z.object({ ttl: z.union([z.string(), z.number()]).optional() }));
+    const body = await parseBody(
+      c,
+      z.object({ ttl: z.union([z.string(), z.number()]).optional() }),
+    );
     const ttl = body.ttl === undefined
       ? 3_600_000
       : typeof body.ttl === "number"

@@ -43,7 +43,10 @@ export function configRoutes(node: ClusterNode): Hono<Env> {
 
   app.put("/", requireRole("admin"), async (c) => {
     const body = await parseBody(c, z.object({ config: doc }).strict());
-    return withEtag(c, await replaceConfig(node, body.config, c.get("principal").name, ifMatchVersion(c)));
+    return withEtag(
+      c,
+      await replaceConfig(node, body.config, c.get("principal").name, ifMatchVersion(c)),
+    );
   });
 
   app.patch("/", requireRole("admin"), async (c) => {
@@ -54,14 +57,25 @@ export function configRoutes(node: ClusterNode): Hono<Env> {
   app.put("/:key", requireRole("admin"), async (c) => {
     const body = await parseBody(c, z.object({ value: z.unknown() }).strict());
     const key = c.req.param("key");
-    const cv = await patchConfig(node, { [key]: body.value }, c.get("principal").name, ifMatchVersion(c));
+    const cv = await patchConfig(
+      node,
+      { [key]: body.value },
+      c.get("principal").name,
+      ifMatchVersion(c),
+    );
     c.header("ETag", `"${cv.version}"`);
     return c.json({ key, value: (cv.config as Record<string, unknown>)[key], version: cv.version });
   });
 
   app.post("/rollback", requireRole("admin"), async (c) => {
-    const { version } = await parseBody(c, z.object({ version: z.number().int().positive() }).strict());
-    return withEtag(c, await rollbackConfig(node, version, c.get("principal").name, ifMatchVersion(c)));
+    const { version } = await parseBody(
+      c,
+      z.object({ version: z.number().int().positive() }).strict(),
+    );
+    return withEtag(
+      c,
+      await rollbackConfig(node, version, c.get("principal").name, ifMatchVersion(c)),
+    );
   });
 
   return app;

@@ -21,7 +21,10 @@ export function internalRoutes(node: ClusterNode): Hono<Env> {
   app.post("/propose", leaderOnly(node), async (c) => {
     const { command } = await readJson(c) as { command: Command };
     if (command.op !== "node.upsert" && command.op !== "node.state") {
-      return c.json({ error: { code: "forbidden", message: "command not allowed from peers" } }, 403);
+      return c.json(
+        { error: { code: "forbidden", message: "command not allowed from peers" } },
+        403,
+      );
     }
     return c.json({ result: await node.propose(command) });
   });

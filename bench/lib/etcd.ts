@@ -50,7 +50,10 @@ export class EtcdCluster {
     return this.members.map((member) => member.logPath);
   }
 
-  /** Starts `size` members at once (initial-cluster-state=new) and waits for a healthy leader. */
+  /**
+   * Starts `size` members at once (initial-cluster-state=new) and waits for a
+   * healthy leader. On failure, stops the members and throws with log tails.
+   */
   async start(size = 3): Promise<void> {
     await Deno.mkdir(this.#options.baseDir, { recursive: true });
     this.members.push(...this.#planMembers(size));
@@ -68,7 +71,9 @@ export class EtcdCluster {
       this.apiPrefix = await this.#detectApiPrefix();
       await this.leaderUrl();
     } catch (error) {
-      throw new Error(`${(error as Error).message}\n${await this.describeLogs()}`);
+      const logs = await this.describeLogs();
+      await this.stop();
+      throw new Error(`etcd cluster failed to start: ${(error as Error).message}\n${logs}`);
     }
   }
 
@@ -144,9 +149,12 @@ export class EtcdCluster {
   }
 
   async #status(member: EtcdMember): Promise<StatusResponse | null> {
-    const { body } = await requestJson<StatusResponse>(this.api(member.clientUrl, "maintenance/status"), {
-      body: {},
-    });
+    const { body } = await requestJson<StatusResponse>(
+      this.api(member.clientUrl, "maintenance/status"),
+      {
+        body: {},
+      },
+    );
     return body;
   }
 

@@ -71,7 +71,10 @@ class Recorder {
 /** Runs the closed loop and returns throughput and latency for the measurement window. */
 export async function runClosedLoop(options: LoadOptions): Promise<LoadResult> {
   const now = performance.now();
-  const window = { start: now + options.warmupMs, end: now + options.warmupMs + options.durationMs };
+  const window = {
+    start: now + options.warmupMs,
+    end: now + options.warmupMs + options.durationMs,
+  };
   const recorder = new Recorder(window);
   const httpClient = Deno.createHttpClient({ poolMaxIdlePerHost: options.clients });
   const abort = AbortSignal.timeout(options.warmupMs + options.durationMs + DRAIN_GRACE_MS);

@@ -27,7 +27,12 @@ export class ManagedProcess {
   #pipes: Promise<void>;
   #exited = false;
 
-  private constructor(name: string, logPath: string, child: Deno.ChildProcess, pipes: Promise<void>) {
+  private constructor(
+    name: string,
+    logPath: string,
+    child: Deno.ChildProcess,
+    pipes: Promise<void>,
+  ) {
     this.name = name;
     this.logPath = logPath;
     this.#child = child;
@@ -39,7 +44,10 @@ export class ManagedProcess {
   }
 
   static async spawn(options: SpawnOptions): Promise<ManagedProcess> {
-    await appendLine(options.logPath, `--- spawn ${options.name}: ${options.command} ${options.args.join(" ")}`);
+    await appendLine(
+      options.logPath,
+      `--- spawn ${options.name}: ${options.command} ${options.args.join(" ")}`,
+    );
     const child = new Deno.Command(options.command, {
       args: options.args,
       cwd: options.cwd,
@@ -84,13 +92,14 @@ export class ManagedProcess {
   /** SIGTERM, then SIGKILL if the process is still alive after `timeoutMs`. */
   async stop(timeoutMs = DEFAULT_STOP_TIMEOUT_MS): Promise<Deno.CommandStatus> {
     this.signal("SIGTERM");
+    this.signal("SIGCONT"); // a SIGSTOPped child only sees SIGTERM once continued
     if (!(await exitsWithin(this, timeoutMs))) this.signal("SIGKILL");
     return await this.wait();
   }
 }
 
 async function exitsWithin(process: ManagedProcess, timeoutMs: number): Promise<boolean> {
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<false>((resolve) => {
     timer = setTimeout(() => resolve(false), timeoutMs);
   });
@@ -129,7 +138,9 @@ export async function runToCompletion(
   if (!output.success) {
     const stderr = new TextDecoder().decode(output.stderr);
     throw new Error(
-      `${command} ${args.join(" ")} exited with ${output.code}\nstdout:\n${stdout}\nstderr:\n${stderr}`,
+      `${command} ${
+        args.join(" ")
+      } exited with ${output.code}\nstdout:\n${stdout}\nstderr:\n${stderr}`,
     );
   }
   return stdout;

@@ -11,7 +11,10 @@ export function sleep(ms: number): Promise<void> {
  * open until every port is chosen so the same port cannot be returned twice.
  */
 export function freePorts(count: number): number[] {
-  const listeners = Array.from({ length: count }, () => Deno.listen({ hostname: LOOPBACK, port: 0 }));
+  const listeners = Array.from(
+    { length: count },
+    () => Deno.listen({ hostname: LOOPBACK, port: 0 }),
+  );
   const ports = listeners.map((listener) => (listener.addr as Deno.NetAddr).port);
   for (const listener of listeners) listener.close();
   return ports;
@@ -32,7 +35,10 @@ export class WaitAborted extends Error {}
  * probe count as "not yet" (the last one is reported on timeout), except
  * `WaitAborted`, which is rethrown immediately.
  */
-export async function waitFor<T>(probe: () => Promise<T | undefined>, options: WaitOptions): Promise<T> {
+export async function waitFor<T>(
+  probe: () => Promise<T | undefined>,
+  options: WaitOptions,
+): Promise<T> {
   const deadline = Date.now() + options.timeoutMs;
   let lastError: unknown;
   while (Date.now() < deadline) {
@@ -46,7 +52,9 @@ export async function waitFor<T>(probe: () => Promise<T | undefined>, options: W
     await sleep(options.intervalMs ?? 200);
   }
   const cause = lastError instanceof Error ? `: ${lastError.message}` : "";
-  throw new Error(`timed out after ${options.timeoutMs} ms waiting for ${options.description}${cause}`);
+  throw new Error(
+    `timed out after ${options.timeoutMs} ms waiting for ${options.description}${cause}`,
+  );
 }
 
 export interface JsonRequest {

@@ -109,7 +109,11 @@ export async function joinCluster(opts: {
   const body = await res.json().catch(() => ({}));
   if (!res.ok) {
     const e = body?.error ?? {};
-    throw new NovaError(e.code ?? "internal", `join refused: ${e.message ?? `HTTP ${res.status}`}`, e.details);
+    throw new NovaError(
+      e.code ?? "internal",
+      `join refused: ${e.message ?? `HTTP ${res.status}`}`,
+      e.details,
+    );
   }
   const joined = body as JoinResponse;
   const identity: NodeIdentity = {

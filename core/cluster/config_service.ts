@@ -43,7 +43,13 @@ export async function rollbackConfig(
 ): Promise<ConfigVersion> {
   await node.linearizableRead();
   node.fsm.configVersion(version); // 404 before proposing anything
-  const r = await node.propose({ op: "config.rollback", version, ifVersion, by, at: Date.now() }) as {
+  const r = await node.propose({
+    op: "config.rollback",
+    version,
+    ifVersion,
+    by,
+    at: Date.now(),
+  }) as {
     version: number;
   };
   return node.fsm.configVersion(r.version);

@@ -4,10 +4,17 @@ import { VERSION } from "../version.ts";
 
 async function diskGiB(dir: string): Promise<{ total: number; free: number }> {
   try {
-    const out = await new Deno.Command("df", { args: ["-Pk", dir], stdout: "piped", stderr: "null" }).output();
+    const out = await new Deno.Command("df", {
+      args: ["-Pk", dir],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
     const line = new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? "";
     const cols = line.split(/\s+/);
-    return { total: Math.round(Number(cols[1]) / 1048576), free: Math.round(Number(cols[3]) / 1048576) };
+    return {
+      total: Math.round(Number(cols[1]) / 1048576),
+      free: Math.round(Number(cols[3]) / 1048576),
+    };
   } catch {
     return { total: 0, free: 0 };
   }

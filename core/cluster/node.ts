@@ -5,11 +5,7 @@
  * to the API layer.
  */
 import { join } from "node:path";
-import {
-  ConfChangeError,
-  NotLeaderError as RaftNotLeaderError,
-  RaftNode,
-} from "../raft/mod.ts";
+import { ConfChangeError, NotLeaderError as RaftNotLeaderError, RaftNode } from "../raft/mod.ts";
 import type { ConfChange, Entry, Message, NodeId, Ready } from "../raft/types.ts";
 import { SqliteRaftLog } from "../store/mod.ts";
 import type { NodeIdentity } from "../store/mod.ts";
@@ -79,7 +75,9 @@ export class ClusterNode {
   readonly fsm: StateMachine;
   readonly raft: RaftNode;
   readonly transport: PeerTransport;
-  private readonly opts: Required<Omit<ClusterNodeOptions, "onRemoved">> & Pick<ClusterNodeOptions, "onRemoved">;
+  private readonly opts:
+    & Required<Omit<ClusterNodeOptions, "onRemoved">>
+    & Pick<ClusterNodeOptions, "onRemoved">;
   private readonly waiters = new Map<number, Waiter>();
   private readonly appliedWaiters: { index: number; resolve: () => void }[] = [];
   private readRounds: ReadRound[] = [];
@@ -189,7 +187,9 @@ export class ClusterNode {
     this.observeSoftState(rd);
     const t0 = performance.now();
     this.log.save(rd);
-    if (rd.entries.length || rd.hardState) metrics.fsyncSeconds.observe((performance.now() - t0) / 1000);
+    if (rd.entries.length || rd.hardState) {
+      metrics.fsyncSeconds.observe((performance.now() - t0) / 1000);
+    }
     this.transport.send(rd.messages);
     if (rd.snapshot) this.fsm.restore(rd.snapshot.data, rd.snapshot.meta.index);
     if (rd.committedEntries.length) this.applyCommitted(rd.committedEntries);
@@ -340,7 +340,8 @@ export class ClusterNode {
         await this.track(() => this.raft.proposeConfChange(cc));
         return;
       } catch (err) {
-        const retriable = err instanceof ConflictError && /pending|not yet|current term/i.test(err.message);
+        const retriable = err instanceof ConflictError &&
+          /pending|not yet|current term/i.test(err.message);
         if (!retriable || Date.now() > deadline) throw err;
         await delay(100);
       }
@@ -426,7 +427,10 @@ export class ClusterNode {
   waitApplied(index: number, timeoutMs = 5_000): Promise<void> {
     if (this.fsm.appliedIndex() >= index) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new TimeoutError(`applying index ${index}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new TimeoutError(`applying index ${index}`)),
+        timeoutMs,
+      );
       this.appliedWaiters.push({ index, resolve: () => (clearTimeout(timer), resolve()) });
     });
   }
@@ -518,7 +522,9 @@ export class ClusterNode {
       // Too many voters (after a replacement or a lowered maximum): retire a dead one first.
       const victim = deadVoters[0] ??
         (voters.length > max ? voters.find((v) => v !== this.id) : undefined);
-      if (victim && (voters.length > max || deadVoters.length)) return { type: "demote", node: victim };
+      if (victim && (voters.length > max || deadVoters.length)) {
+        return { type: "demote", node: victim };
+      }
     }
     if (!standbys.length) return null;
     const healthyVoters = voters.length - deadVoters.length;
@@ -528,7 +534,9 @@ export class ClusterNode {
       if (wouldBe % 2 === 1 || standbys.length >= 2) return { type: "promote", node: standbys[0] };
       return null;
     }
-    if (deadVoters.length && healthyVoters + 1 <= max + 1) return { type: "promote", node: standbys[0] };
+    if (deadVoters.length && healthyVoters + 1 <= max + 1) {
+      return { type: "promote", node: standbys[0] };
+    }
     return null;
   }
 
@@ -542,7 +550,9 @@ export class ClusterNode {
       const last = m.name === this.id ? Date.now() : this.lastContact.get(m.name);
       const nodeState = nodes.get(m.name)?.state;
       let state: MemberState = this.isRecentlyContacted(m.name) ? "ready" : "offline";
-      if (state === "ready" && (nodeState === "cordoned" || nodeState === "draining")) state = nodeState;
+      if (state === "ready" && (nodeState === "cordoned" || nodeState === "draining")) {
+        state = nodeState;
+      }
       return {
         ...m,
         state,

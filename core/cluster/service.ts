@@ -16,7 +16,13 @@ export async function createJoinToken(
   }
   const token = randomToken(JOIN_TOKEN_PREFIX);
   const at = Date.now();
-  await node.propose({ op: "joinToken.create", id: sha256Hex(token), expiresAt: at + ttlMs, at, by });
+  await node.propose({
+    op: "joinToken.create",
+    id: sha256Hex(token),
+    expiresAt: at + ttlMs,
+    at,
+    by,
+  });
   return { token, expiresAt: new Date(at + ttlMs).toISOString() };
 }
 
@@ -92,7 +98,9 @@ export class NotLeaderRetry extends Error {
 export async function transferLeader(node: ClusterNode, to: string): Promise<void> {
   const member = node.fsm.member(to);
   if (!member) throw new NotFoundError("member", to);
-  if (member.role !== "voter") throw ValidationError.field("name", `${to} is a learner, not a voter`);
+  if (member.role !== "voter") {
+    throw ValidationError.field("name", `${to} is a learner, not a voter`);
+  }
   if (to === node.id) return;
   await node.transferLeadership(to);
 }

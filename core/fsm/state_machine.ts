@@ -23,7 +23,13 @@ CREATE TABLE IF NOT EXISTS config_versions (version INTEGER PRIMARY KEY, data TE
 `;
 
 /** Tables carried in snapshots, in restore order. */
-const REPLICATED_TABLES = ["members", "nodes", "join_tokens", "api_tokens", "config_versions"] as const;
+const REPLICATED_TABLES = [
+  "members",
+  "nodes",
+  "join_tokens",
+  "api_tokens",
+  "config_versions",
+] as const;
 
 /** Outcome of one applied entry: deterministic on every node. */
 export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
@@ -84,7 +90,10 @@ export class StateMachine {
   }
 
   private metaSet(key: string, value: string | number): void {
-    this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(key, String(value));
+    this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(
+      key,
+      String(value),
+    );
   }
 
   /** Applies a batch of committed entries in one transaction; returns a result per entry index. */
@@ -153,9 +162,10 @@ export class StateMachine {
   }
 
   members(): Member[] {
-    return (this.db.prepare("SELECT name, url, role FROM members ORDER BY name").all() as Row[]).map(
-      (r) => ({ name: String(r.name), url: String(r.url), role: r.role as Member["role"] }),
-    );
+    return (this.db.prepare("SELECT name, url, role FROM members ORDER BY name").all() as Row[])
+      .map(
+        (r) => ({ name: String(r.name), url: String(r.url), role: r.role as Member["role"] }),
+      );
   }
 
   member(name: string): Member | null {
@@ -204,7 +214,13 @@ export class StateMachine {
         return this.writeConfig(cmd.config, cmd.ifVersion, cmd.by, cmd.at, "replace");
       case "config.rollback": {
         const old = this.configVersion(cmd.version);
-        return this.writeConfig(old.config, cmd.ifVersion, cmd.by, cmd.at, `rollback to ${cmd.version}`);
+        return this.writeConfig(
+          old.config,
+          cmd.ifVersion,
+          cmd.by,
+          cmd.at,
+          `rollback to ${cmd.version}`,
+        );
       }
       case "apiToken.create":
         this.db.prepare("INSERT INTO api_tokens (hash, name, role, created_at) VALUES (?, ?, ?, ?)")
@@ -218,27 +234,39 @@ export class StateMachine {
   /** The bootstrap state of a new cluster, written into its first snapshot. */
   private applyInit(cmd: Extract<Command, { op: "cluster.init" }>): unknown {
     this.metaSet("cluster_id", cmd.clusterId);
-    this.db.prepare("INSERT OR REPLACE INTO members (name, url, role, added_at) VALUES (?, ?, 'voter', ?)")
+    this.db.prepare(
+      "INSERT OR REPLACE INTO members (name, url, role, added_at) VALUES (?, ?, 'voter', ?)",
+    )
       .run(cmd.member.name, cmd.member.url, cmd.at);
-    this.db.prepare("INSERT OR REPLACE INTO api_tokens (hash, name, role, created_at) VALUES (?, 'admin', 'admin', ?)")
+    this.db.prepare(
+      "INSERT OR REPLACE INTO api_tokens (hash, name, role, created_at) VALUES (?, 'admin', 'admin', ?)",
+    )
       .run(cmd.adminTokenHash, cmd.at);
     this.writeConfig(cmd.config, undefined, "system", cmd.at, "init");
     return null;
   }
 
   private consumeJoinToken(id: string, node: string, at: number): unknown {
-    const row = this.db.prepare("SELECT expires_at, used_at, used_by FROM join_tokens WHERE id = ?").get(id) as
-      | { expires_at: number; used_at: number | null; used_by: string | null }
-      | undefined;
+    const row = this.db.prepare("SELECT expires_at, used_at, used_by FROM join_tokens WHERE id = ?")
+      .get(id) as
+        | { expires_at: number; used_at: number | null; used_by: string | null }
+        | undefined;
     if (!row) throw new NovaError("unauthorized", "join token is not valid for this cluster");
     if (row.used_at !== null) {
       throw new NovaError("unauthorized", `join token was already used (by ${row.used_by})`);
     }
     if (row.expires_at <= at) {
-      throw new NovaError("unauthorized", `join token expired at ${new Date(row.expires_at).toISOString()}`);
+      throw new NovaError(
+        "unauthorized",
+        `join token expired at ${new Date(row.expires_at).toISOString()}`,
+      );
     }
     if (this.member(node)) throw new ConflictError(`a member named "${node}" already exists`);
-    this.db.prepare("UPDATE join_tokens SET used_at = ?, used_by = ? WHERE id = ?").run(at, node, id);
+    this.db.prepare("UPDATE join_tokens SET used_at = ?, used_by = ? WHERE id = ?").run(
+      at,
+      node,
+      id,
+    );
     return { node };
   }
 
@@ -261,7 +289,11 @@ export class StateMachine {
   }
 
   private setNodeState(name: string, state: NodeState, at: number): unknown {
-    const res = this.db.prepare("UPDATE nodes SET state = ?, updated_at = ? WHERE name = ?").run(state, at, name);
+    const res = this.db.prepare("UPDATE nodes SET state = ?, updated_at = ? WHERE name = ?").run(
+      state,
+      at,
+      name,
+    );
     if (Number(res.changes) === 0) throw new NotFoundError("node", name);
     return { name, state };
   }
@@ -285,7 +317,9 @@ export class StateMachine {
   }
 
   joinTokens(): { id: string; createdAt: string; expiresAt: string; usedBy: string | null }[] {
-    return (this.db.prepare("SELECT * FROM join_tokens ORDER BY created_at").all() as Row[]).map((r) => ({
+    return (this.db.prepare("SELECT * FROM join_tokens ORDER BY created_at").all() as Row[]).map((
+      r,
+    ) => ({
       id: String(r.id).slice(0, 12),
       createdAt: new Date(Number(r.created_at)).toISOString(),
       expiresAt: new Date(Number(r.expires_at)).toISOString(),
@@ -318,7 +352,9 @@ export class StateMachine {
   }
 
   private latestConfigVersion(): number {
-    const row = this.db.prepare("SELECT MAX(version) AS v FROM config_versions").get() as { v: number | null };
+    const row = this.db.prepare("SELECT MAX(version) AS v FROM config_versions").get() as {
+      v: number | null;
+    };
     return row.v ?? 0;
   }
 
@@ -329,13 +365,17 @@ export class StateMachine {
   }
 
   configVersion(version: number): ConfigVersion {
-    const row = this.db.prepare("SELECT * FROM config_versions WHERE version = ?").get(version) as Row | undefined;
+    const row = this.db.prepare("SELECT * FROM config_versions WHERE version = ?").get(version) as
+      | Row
+      | undefined;
     if (!row) throw new NotFoundError("configuration version", String(version));
     return toConfigVersion(row);
   }
 
   configHistory(limit = 100): ConfigVersion[] {
-    return (this.db.prepare("SELECT * FROM config_versions ORDER BY version DESC LIMIT ?").all(limit) as Row[])
+    return (this.db.prepare("SELECT * FROM config_versions ORDER BY version DESC LIMIT ?").all(
+      limit,
+    ) as Row[])
       .map(toConfigVersion);
   }
 
@@ -344,13 +384,19 @@ export class StateMachine {
   /** Serializes the replicated tables (the applied index travels in the snapshot meta). */
   snapshotData(): string {
     const tables: Record<string, Row[]> = {};
-    for (const t of REPLICATED_TABLES) tables[t] = this.db.prepare(`SELECT * FROM ${t}`).all() as Row[];
+    for (const t of REPLICATED_TABLES) {
+      tables[t] = this.db.prepare(`SELECT * FROM ${t}`).all() as Row[];
+    }
     return JSON.stringify({ format: 1, clusterId: this.clusterId(), tables });
   }
 
   /** Replaces the whole state with a snapshot taken at `index`. */
   restore(data: string, index: number): void {
-    const snap = JSON.parse(data) as { format: number; clusterId: string | null; tables: Record<string, Row[]> };
+    const snap = JSON.parse(data) as {
+      format: number;
+      clusterId: string | null;
+      tables: Record<string, Row[]>;
+    };
     if (snap.format !== 1) throw new Error(`unsupported snapshot format ${snap.format}`);
     this.inTransaction(() => {
       for (const t of REPLICATED_TABLES) {
@@ -364,7 +410,9 @@ export class StateMachine {
 
   private insertRow(table: string, row: Row): void {
     const cols = Object.keys(row);
-    const sql = `INSERT INTO ${table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`;
+    const sql = `INSERT INTO ${table} (${cols.join(", ")}) VALUES (${
+      cols.map(() => "?").join(", ")
+    })`;
     this.db.prepare(sql).run(...(cols.map((c) => row[c]) as (string | number | null)[]));
   }
 }

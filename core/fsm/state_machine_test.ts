@@ -43,7 +43,13 @@ Deno.test("applied index and results are recorded atomically and never re-applie
 
 Deno.test("a stale ifVersion is a conflict and changes nothing", async () => {
   const { fsm } = await fresh();
-  const e = cmd({ op: "config.patch", changes: { "cluster.name": "y" }, ifVersion: 7, by: "t", at: 2 });
+  const e = cmd({
+    op: "config.patch",
+    changes: { "cluster.name": "y" },
+    ifVersion: 7,
+    by: "t",
+    at: 2,
+  });
   const r = fsm.applyEntries([e]).get(e.index)!;
   assert(!r.ok && r.error.code === "conflict");
   assertEquals(fsm.config().version, 1);
@@ -53,7 +59,9 @@ Deno.test("a stale ifVersion is a conflict and changes nothing", async () => {
 
 Deno.test("rollback creates a new version equal to the old one", async () => {
   const { fsm } = await fresh();
-  fsm.applyEntries([cmd({ op: "config.patch", changes: { "cluster.maxVoters": 5 }, by: "t", at: 2 })]);
+  fsm.applyEntries([
+    cmd({ op: "config.patch", changes: { "cluster.maxVoters": 5 }, by: "t", at: 2 }),
+  ]);
   fsm.applyEntries([cmd({ op: "config.rollback", version: 1, by: "t", at: 3 })]);
   const cur = fsm.config();
   assertEquals(cur.version, 3);
@@ -63,7 +71,9 @@ Deno.test("rollback creates a new version equal to the old one", async () => {
 
 Deno.test("join tokens are single-use and expire", async () => {
   const { fsm } = await fresh();
-  fsm.applyEntries([cmd({ op: "joinToken.create", id: "t1", expiresAt: 100, at: 10, by: "admin" })]);
+  fsm.applyEntries([
+    cmd({ op: "joinToken.create", id: "t1", expiresAt: 100, at: 10, by: "admin" }),
+  ]);
   const late = cmd({ op: "joinToken.consume", id: "t1", node: "n2", at: 100 });
   const r1 = fsm.applyEntries([late]).get(late.index)!;
   assert(!r1.ok && /expired/.test(r1.error.message));
@@ -76,7 +86,9 @@ Deno.test("join tokens are single-use and expire", async () => {
 
 Deno.test("snapshot restore reproduces the replicated tables", async () => {
   const { fsm } = await fresh();
-  fsm.applyEntries([cmd({ type: "addLearner", node: "n2", context: JSON.stringify({ url: "http://b" }) }, "conf")]);
+  fsm.applyEntries([
+    cmd({ type: "addLearner", node: "n2", context: JSON.stringify({ url: "http://b" }) }, "conf"),
+  ]);
   const data = fsm.snapshotData();
   const other = new StateMachine(join(await Deno.makeTempDir(), "s.db"));
   other.restore(data, fsm.appliedIndex());

@@ -24,7 +24,13 @@ const encoder = new TextEncoder();
 
 function write(level: Level, msg: string, fields?: Record<string, unknown>): void {
   if (ORDER[level] < ORDER[minLevel]) return;
-  const line = JSON.stringify({ ts: new Date().toISOString(), level, msg, ...baseFields, ...fields });
+  const line = JSON.stringify({
+    ts: new Date().toISOString(),
+    level,
+    msg,
+    ...baseFields,
+    ...fields,
+  });
   try {
     Deno.stderr.writeSync(encoder.encode(line + "\n"));
   } catch {

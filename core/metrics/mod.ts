@@ -3,10 +3,29 @@ import client from "prom-client";
 
 export const registry = new client.Registry();
 
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const LATENCY_BUCKETS = [
+  0.0005,
+  0.001,
+  0.002,
+  0.005,
+  0.01,
+  0.02,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+];
 
 export const metrics = {
-  term: new client.Gauge({ name: "novactl_raft_term", help: "Current Raft term", registers: [registry] }),
+  term: new client.Gauge({
+    name: "novactl_raft_term",
+    help: "Current Raft term",
+    registers: [registry],
+  }),
   commitIndex: new client.Gauge({
     name: "novactl_raft_commit_index",
     help: "Highest log index known committed",

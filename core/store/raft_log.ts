@@ -40,7 +40,9 @@ export class SqliteRaftLog implements Storage {
     this.db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
     this.db.exec(SCHEMA);
     this.stmts = {
-      insert: this.db.prepare("INSERT OR REPLACE INTO entries (idx, term, type, data) VALUES (?, ?, ?, ?)"),
+      insert: this.db.prepare(
+        "INSERT OR REPLACE INTO entries (idx, term, type, data) VALUES (?, ?, ?, ?)",
+      ),
       truncateFrom: this.db.prepare("DELETE FROM entries WHERE idx >= ?"),
       truncateUpTo: this.db.prepare("DELETE FROM entries WHERE idx <= ?"),
       hard: this.db.prepare(
@@ -61,9 +63,18 @@ export class SqliteRaftLog implements Storage {
     const s = this.db.prepare("SELECT idx, term, conf, data FROM snapshot WHERE id = 1").get() as
       | { idx: number; term: number; conf: string; data: string }
       | undefined;
-    if (s) this.snap = { meta: { index: s.idx, term: s.term, conf: JSON.parse(s.conf) }, data: s.data };
-    const rows = this.db.prepare("SELECT idx, term, type, data FROM entries WHERE idx > ? ORDER BY idx")
-      .all(this.snap.meta.index) as unknown as { idx: number; term: number; type: string; data: string }[];
+    if (s) {
+      this.snap = { meta: { index: s.idx, term: s.term, conf: JSON.parse(s.conf) }, data: s.data };
+    }
+    const rows = this.db.prepare(
+      "SELECT idx, term, type, data FROM entries WHERE idx > ? ORDER BY idx",
+    )
+      .all(this.snap.meta.index) as unknown as {
+        idx: number;
+        term: number;
+        type: string;
+        data: string;
+      }[];
     this.log = [];
     for (const r of rows) {
       if (r.idx !== this.snap.meta.index + 1 + this.log.length) break; // a gap can only follow a torn write; ignore the tail
@@ -106,7 +117,9 @@ export class SqliteRaftLog implements Storage {
 
   entries(lo: number, hi: number, maxBytes?: number): Entry[] {
     if (lo <= this.snap.meta.index) throw new CompactedError(lo);
-    if (hi > this.lastIndex() + 1) throw new RangeError(`entries [${lo}, ${hi}) beyond ${this.lastIndex()}`);
+    if (hi > this.lastIndex() + 1) {
+      throw new RangeError(`entries [${lo}, ${hi}) beyond ${this.lastIndex()}`);
+    }
     const base = this.snap.meta.index + 1;
     const out: Entry[] = [];
     let bytes = 0;

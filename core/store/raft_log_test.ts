@@ -3,7 +3,12 @@ import { assertEquals, assertThrows } from "../testing/assert.ts";
 import { CompactedError, type Entry } from "../raft/types.ts";
 import { join } from "node:path";
 
-const e = (index: number, term: number, data = `d${index}`): Entry => ({ index, term, type: "normal", data });
+const e = (index: number, term: number, data = `d${index}`): Entry => ({
+  index,
+  term,
+  type: "normal",
+  data,
+});
 
 async function tempLog(): Promise<{ path: string; log: SqliteRaftLog }> {
   const dir = await Deno.makeTempDir();
@@ -13,7 +18,11 @@ async function tempLog(): Promise<{ path: string; log: SqliteRaftLog }> {
 
 Deno.test("raft log persists entries and hard state across reopen", async () => {
   const { path, log } = await tempLog();
-  log.save({ snapshot: null, entries: [e(1, 1), e(2, 1), e(3, 2)], hardState: { term: 2, vote: "n1", commit: 2 } });
+  log.save({
+    snapshot: null,
+    entries: [e(1, 1), e(2, 1), e(3, 2)],
+    hardState: { term: 2, vote: "n1", commit: 2 },
+  });
   log.close();
   const again = new SqliteRaftLog(path);
   assertEquals(again.lastIndex(), 3);
@@ -54,7 +63,10 @@ Deno.test("an installed snapshot newer than the log replaces it", async () => {
   const { log } = await tempLog();
   log.save({ snapshot: null, entries: [e(1, 1), e(2, 1)], hardState: null });
   log.save({
-    snapshot: { meta: { index: 10, term: 3, conf: { voters: ["a", "b"], learners: [] } }, data: "s" },
+    snapshot: {
+      meta: { index: 10, term: 3, conf: { voters: ["a", "b"], learners: [] } },
+      data: "s",
+    },
     entries: [],
     hardState: { term: 3, vote: null, commit: 10 },
   });

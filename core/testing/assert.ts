@@ -13,7 +13,10 @@ export function assertStrictEquals<T>(actual: T, expected: T, msg?: string): voi
   strictEqual(actual, expected, msg);
 }
 
-export function assertThrows(fn: () => unknown, match?: RegExp | (new (...a: never[]) => Error)): Error {
+export function assertThrows(
+  fn: () => unknown,
+  match?: RegExp | (new (...a: never[]) => Error),
+): Error {
   try {
     fn();
   } catch (err) {

@@ -1,0 +1,375 @@
+/**
+ * A multi-process novactl cluster on loopback, driven only through the public CLI
+ * and HTTP contract (usable by benchmarks and multi-process tests):
+ *
+ *   novactl node start --name n1 --data-dir D1 --listen 127.0.0.1:P1
+ *     bootstraps a one-node cluster and writes D1/admin.token
+ *   novactl cluster token create --server URL --token ADMIN
+ *     prints a fresh join token alone on the last line of stdout
+ *   novactl node start --name nK --data-dir DK --listen 127.0.0.1:PK --join URL --token JOIN
+ *   GET /readyz                         → 200 once the node serves
+ *   GET /api/v1/cluster (Bearer ADMIN)  → ClusterStatus
+ *
+ * Restarting a node re-runs `node start` with the same name, data dir and listen
+ * address but without `--join`: the data dir already holds its state.
+ *
+ * ```ts
+ * await using cluster = new NovactlCluster();
+ * await cluster.start(3);
+ * const leader = await cluster.leaderUrl();
+ * ```
+ */
+
+import { ManagedProcess, runToCompletion } from "./process.ts";
+import { freePorts, LOOPBACK, requestJson, tailFile, WaitAborted, waitFor } from "./util.ts";
+
+export interface NovactlMemberStatus {
+  name: string;
+  url: string;
+  role: "voter" | "learner";
+  state: string;
+}
+
+export interface ClusterStatus {
+  leader: string | null;
+  term: number;
+  commitIndex: number;
+  members: NovactlMemberStatus[];
+}
+
+export interface NovactlNode {
+  name: string;
+  /** Base URL, e.g. `http://127.0.0.1:41234`. */
+  url: string;
+  /** `host:port` passed to `--listen`. */
+  listen: string;
+  dataDir: string;
+  logPath: string;
+  process?: ManagedProcess;
+}
+
+export interface NovactlClusterOptions {
+  /** Where data dirs and logs go; default: a fresh `Deno.makeTempDir()`. */
+  baseDir?: string;
+  /** Entry point; default: `main.ts` at the repository root. */
+  mainTs?: string;
+  /** Deno executable; default: the one running this code. */
+  denoPath?: string;
+  /** Arguments placed before the entry point; default `["run", "-A"]`. */
+  denoArgs?: string[];
+  /** Extra arguments appended to every `node start`. */
+  extraNodeArgs?: string[];
+  env?: Record<string, string>;
+  /** Timeout for each startup / membership wait. Default 60 s. */
+  startTimeoutMs?: number;
+  /** Grace period between SIGTERM and SIGKILL in `stop()`. Default 5 s. */
+  stopTimeoutMs?: number;
+  /** Keep the base dir after `stop()` even if this class created it. */
+  keepBaseDir?: boolean;
+}
+
+const DEFAULT_MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
+const ADMIN_TOKEN_FILE = "admin.token";
+const TERMINATING_SIGNALS: ReadonlySet<Deno.Signal> = new Set([
+  "SIGKILL",
+  "SIGTERM",
+  "SIGINT",
+  "SIGQUIT",
+]);
+
+export class NovactlCluster {
+  readonly nodes: NovactlNode[] = [];
+  adminToken = "";
+  readonly #options: NovactlClusterOptions;
+  #baseDir?: string;
+  #ownsBaseDir = false;
+
+  constructor(options: NovactlClusterOptions = {}) {
+    this.#options = options;
+  }
+
+  /** Base URLs of all nodes, in start order. */
+  get urls(): string[] {
+    return this.nodes.map((node) => node.url);
+  }
+
+  get baseDir(): string {
+    if (!this.#baseDir) throw new Error("cluster not started");
+    return this.#baseDir;
+  }
+
+  get logPaths(): string[] {
+    return this.nodes.map((node) => node.logPath);
+  }
+
+  get #startTimeoutMs(): number {
+    return this.#options.startTimeoutMs ?? 60_000;
+  }
+
+  node(name: string): NovactlNode {
+    const node = this.nodes.find((candidate) => candidate.name === name);
+    if (!node) throw new Error(`unknown node ${name}`);
+    return node;
+  }
+
+  /**
+   * Bootstraps n1, then joins n2..nN one at a time, and waits for N voters and a
+   * leader. On failure, stops every spawned process and throws with log tails.
+   */
+  async start(size = 3): Promise<this> {
+    try {
+      await this.#prepareBaseDir();
+      await this.#bootstrap();
+      for (let i = 1; i < size; i++) await this.addNode();
+      await this.waitForVoters(size);
+      return this;
+    } catch (error) {
+      const logs = await this.describeLogs();
+      this.#options.keepBaseDir = true;
+      await this.stop();
+      throw new Error(`novactl cluster failed to start: ${(error as Error).message}\n${logs}`);
+    }
+  }
+
+  /** Joins one more node with a fresh join token and waits until it is a voter. */
+  async addNode(): Promise<NovactlNode> {
+    const voters = (await this.status()).members.filter((m) => m.role === "voter").length;
+    const joinToken = await this.createJoinToken();
+    const node = this.#planNode(`n${this.nodes.length + 1}`);
+    this.nodes.push(node);
+    await this.#spawn(node, ["--join", this.nodes[0].url, "--token", joinToken]);
+    await this.#waitReady(node);
+    await this.waitForVoters(voters + 1, [node.name]);
+    return node;
+  }
+
+  /** Runs `novactl cluster token create` against the first live node. */
+  async createJoinToken(): Promise<string> {
+    const server = this.#liveNodes()[0]?.url;
+    if (!server) throw new Error("no live node to create a join token");
+    const stdout = await this.cli([
+      "cluster",
+      "token",
+      "create",
+      "--server",
+      server,
+      "--token",
+      this.adminToken,
+    ]);
+    const token = lastNonEmptyLine(stdout);
+    if (!token) throw new Error(`'cluster token create' printed no token:\n${stdout}`);
+    return token;
+  }
+
+  /** Runs a novactl CLI command to completion and returns its stdout. */
+  cli(args: string[]): Promise<string> {
+    return runToCompletion(this.#denoPath, [...this.#denoArgs, this.#mainTs, ...args], {
+      cwd: this.#cwd,
+      env: this.#options.env,
+      timeoutMs: this.#startTimeoutMs,
+    });
+  }
+
+  /** `GET /api/v1/cluster` from the given node, or from the first live node that answers. */
+  async status(from?: string): Promise<ClusterStatus> {
+    const candidates = from ? [this.node(from)] : this.#liveNodes();
+    let lastError: unknown = new Error("no live nodes");
+    for (const node of candidates) {
+      try {
+        return await this.#fetchStatus(node);
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw lastError;
+  }
+
+  /** Waits for ≥ `count` voters (including every name in `mustInclude`) and a known leader. */
+  waitForVoters(count: number, mustInclude: string[] = []): Promise<ClusterStatus> {
+    return waitFor(async () => {
+      const status = await this.status();
+      const voters = status.members.filter((m) => m.role === "voter").map((m) => m.name);
+      const complete = voters.length >= count && mustInclude.every((name) => voters.includes(name));
+      return complete && status.leader ? status : undefined;
+    }, { timeoutMs: this.#startTimeoutMs, description: `${count} voters and a leader` });
+  }
+
+  /** Name of the current leader (waits while there is none). */
+  async leaderName(): Promise<string> {
+    const status = await waitFor(async () => {
+      const current = await this.status();
+      return current.leader ? current : undefined;
+    }, { timeoutMs: this.#startTimeoutMs, description: "a novactl leader" });
+    return status.leader!;
+  }
+
+  /** Base URL of the current leader, as advertised in the member list. */
+  async leaderUrl(): Promise<string> {
+    const name = await this.leaderName();
+    const advertised = (await this.status()).members.find((m) => m.name === name)?.url;
+    return stripTrailingSlash(advertised ?? this.node(name).url);
+  }
+
+  /**
+   * Sends `signal` to the node's process group. For terminating signals
+   * (KILL/TERM/INT/QUIT) waits for the exit; others (e.g. SIGSTOP) return at once.
+   */
+  async kill(name: string, signal: Deno.Signal = "SIGKILL"): Promise<void> {
+    const process = this.node(name).process;
+    if (!process || process.exited) return;
+    process.signal(signal);
+    if (TERMINATING_SIGNALS.has(signal)) await process.wait();
+  }
+
+  /** Restarts a stopped or killed node from its data dir (no --join) and waits for /readyz. */
+  async restart(name: string): Promise<void> {
+    const node = this.node(name);
+    if (node.process && !node.process.exited) await node.process.stop(this.#options.stopTimeoutMs);
+    await this.#spawn(node, []);
+    await this.#waitReady(node);
+  }
+
+  /** Gracefully stops one node (SIGTERM, then SIGKILL after the stop timeout). */
+  async stopNode(name: string): Promise<void> {
+    await this.node(name).process?.stop(this.#options.stopTimeoutMs);
+  }
+
+  /** Stops every node; removes the base dir if this class created it (unless kept). */
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((node) => node.process?.stop(this.#options.stopTimeoutMs)));
+    if (this.#ownsBaseDir && this.#baseDir && !this.#options.keepBaseDir) {
+      await Deno.remove(this.#baseDir, { recursive: true }).catch(() => {});
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  /** Log file paths plus the tail of each log, for failure messages. */
+  async describeLogs(): Promise<string> {
+    const parts = await Promise.all(
+      this.nodes.map(async (n) => `== ${n.name} log: ${n.logPath}\n${await tailFile(n.logPath)}`),
+    );
+    return parts.join("\n");
+  }
+
+  async #prepareBaseDir(): Promise<void> {
+    if (this.#options.baseDir) {
+      this.#baseDir = this.#options.baseDir;
+      await Deno.mkdir(this.#baseDir, { recursive: true });
+    } else {
+      this.#baseDir = await Deno.makeTempDir({ prefix: "novactl-cluster-" });
+      this.#ownsBaseDir = true;
+    }
+  }
+
+  async #bootstrap(): Promise<void> {
+    const node = this.#planNode("n1");
+    this.nodes.push(node);
+    await this.#spawn(node, []);
+    this.adminToken = await this.#waitAdminToken(node);
+    await this.#waitReady(node);
+  }
+
+  #planNode(name: string): NovactlNode {
+    const [port] = freePorts(1);
+    const listen = `${LOOPBACK}:${port}`;
+    return {
+      name,
+      url: `http://${listen}`,
+      listen,
+      dataDir: `${this.baseDir}/${name}`,
+      logPath: `${this.baseDir}/${name}.log`,
+    };
+  }
+
+  async #spawn(node: NovactlNode, joinArgs: string[]): Promise<void> {
+    const args = [
+      ...this.#denoArgs,
+      this.#mainTs,
+      ...[
+        "node",
+        "start",
+        "--name",
+        node.name,
+        "--data-dir",
+        node.dataDir,
+        "--listen",
+        node.listen,
+      ],
+      ...joinArgs,
+      ...(this.#options.extraNodeArgs ?? []),
+    ];
+    node.process = await ManagedProcess.spawn({
+      name: node.name,
+      command: this.#denoPath,
+      args,
+      logPath: node.logPath,
+      cwd: this.#cwd,
+      env: this.#options.env,
+    });
+  }
+
+  #waitAdminToken(node: NovactlNode): Promise<string> {
+    const path = `${node.dataDir}/${ADMIN_TOKEN_FILE}`;
+    return waitFor(async () => {
+      assertRunning(node);
+      const token = (await Deno.readTextFile(path)).trim();
+      return token || undefined;
+    }, { timeoutMs: this.#startTimeoutMs, description: `${path}` });
+  }
+
+  async #waitReady(node: NovactlNode): Promise<void> {
+    await waitFor(async () => {
+      assertRunning(node);
+      const response = await fetch(`${node.url}/readyz`, { signal: AbortSignal.timeout(2_000) });
+      await response.body?.cancel();
+      return response.status === 200 ? true : undefined;
+    }, { timeoutMs: this.#startTimeoutMs, description: `${node.name} GET /readyz → 200` });
+  }
+
+  async #fetchStatus(node: NovactlNode): Promise<ClusterStatus> {
+    const { status, body } = await requestJson<ClusterStatus>(`${node.url}/api/v1/cluster`, {
+      token: this.adminToken,
+    });
+    if (status !== 200 || !body || !Array.isArray(body.members)) {
+      throw new Error(`${node.name} GET /api/v1/cluster → ${status}`);
+    }
+    return body;
+  }
+
+  #liveNodes(): NovactlNode[] {
+    return this.nodes.filter((node) => node.process && !node.process.exited);
+  }
+
+  get #mainTs(): string {
+    return this.#options.mainTs ?? DEFAULT_MAIN_TS;
+  }
+
+  get #cwd(): string {
+    return new URL(".", `file://${this.#mainTs}`).pathname;
+  }
+
+  get #denoPath(): string {
+    return this.#options.denoPath ?? Deno.execPath();
+  }
+
+  get #denoArgs(): string[] {
+    return this.#options.denoArgs ?? ["run", "-A"];
+  }
+}
+
+function assertRunning(node: NovactlNode): void {
+  if (node.process?.exited) {
+    throw new WaitAborted(`${node.name} exited early (log: ${node.logPath})`);
+  }
+}
+
+function lastNonEmptyLine(text: string): string | undefined {
+  return text.split("\n").map((line) => line.trim()).filter(Boolean).at(-1);
+}
+
+function stripTrailingSlash(url: string): string {
+  return url.replace(/\/+$/, "");
+}

@@ -1,0 +1,190 @@
+/**
+ * Bad input against a real node: every case gets the documented error and
+ * leaves the replicated state exactly as it was.
+ */
+import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
+import { assert, assertEquals } from "../core/testing/assert.ts";
+import { api, cli, sleep } from "./support/api.ts";
+
+interface ErrorBody {
+  error: { code: string; message: string; details?: { fields?: { field: string }[] } };
+}
+
+Deno.test({
+  name: "bad input is rejected with the documented error and changes nothing",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async (t) => {
+  const cluster = new NovactlCluster();
+  await cluster.start(1);
+  const url = cluster.urls[0];
+  const token = cluster.adminToken;
+  const stateFingerprint = async () => {
+    const cfg = await api<{ version: number }>(`${url}/api/v1/config`, { token });
+    const st = await api<{ members: unknown[] }>(`${url}/api/v1/cluster`, { token });
+    return { version: cfg.body.version, members: st.body.members.length };
+  };
+  const joinWith = (joinToken: string, name = "nx") =>
+    api<ErrorBody>(`${url}/api/v1/cluster/join`, {
+      method: "POST",
+      body: {
+        name,
+        url: "http://127.0.0.1:1",
+        token: joinToken,
+        inventory: {
+          cpus: 1,
+          memoryMiB: 1,
+          diskGiB: 1,
+          diskFreeGiB: 1,
+          accel: "tcg",
+          arch: "x86_64",
+          kernel: "k",
+          hostname: "h",
+          version: "0",
+        },
+      },
+    });
+
+  try {
+    const before = await stateFingerprint();
+
+    await t.step("missing or wrong API token → 401", async () => {
+      const a = await api<ErrorBody>(`${url}/api/v1/config`);
+      assertEquals(a.status, 401);
+      assertEquals(a.body.error.code, "unauthorized");
+      const b = await api<ErrorBody>(`${url}/api/v1/config/cluster.name`, {
+        method: "PUT",
+        token: "nva_wrong",
+        body: { value: "x" },
+      });
+      assertEquals(b.status, 401);
+    });
+
+    await t.step("malformed JSON → 400 naming the body", async () => {
+      const r = await api<ErrorBody>(`${url}/api/v1/config`, {
+        method: "PATCH",
+        token,
+        raw: "{nope",
+      });
+      assertEquals(r.status, 400);
+      assertEquals(r.body.error.code, "validation");
+      assertEquals(r.body.error.details?.fields?.[0].field, "body");
+    });
+
+    await t.step("unknown config key and bad values → 400 naming each field", async () => {
+      const r = await api<ErrorBody>(`${url}/api/v1/config`, {
+        method: "PATCH",
+        token,
+        body: { "no.such.key": 1, "cluster.maxVoters": 4 },
+      });
+      assertEquals(r.status, 400);
+      const fields = r.body.error.details?.fields?.map((f) => f.field).sort();
+      assertEquals(fields, ["cluster.maxVoters", "no.such.key"]);
+      const c = await cli([
+        "config",
+        "set",
+        "scheduler.strategy",
+        "random",
+        "--server",
+        url,
+        "--token",
+        token,
+      ]);
+      assertEquals(c.code, 1);
+      assert(/scheduler\.strategy/.test(c.stderr), c.stderr);
+      assertEquals(c.stderr.trim().split("\n").length, 1, "one clear line on stderr");
+    });
+
+    await t.step("stale If-Match → 409 and the value is unchanged", async () => {
+      const r = await api<ErrorBody>(`${url}/api/v1/config/cluster.name`, {
+        method: "PUT",
+        token,
+        body: { value: "stale" },
+        headers: { "if-match": String(before.version + 100) },
+      });
+      assertEquals(r.status, 409);
+      assertEquals(r.body.error.code, "conflict");
+    });
+
+    await t.step("wrong, expired and reused join tokens → 401", async () => {
+      assertEquals((await joinWith("nvj_forged")).status, 401);
+      const short = await api<{ token: string }>(`${url}/api/v1/cluster/tokens`, {
+        method: "POST",
+        token,
+        body: { ttl: "1s" },
+      });
+      assertEquals(short.status, 201);
+      await sleep(1_500);
+      const expired = await joinWith(short.body.token);
+      assertEquals(expired.status, 401);
+      assert(/expired/.test(expired.body.error.message), expired.body.error.message);
+    });
+
+    const afterErrors = await stateFingerprint();
+    assertEquals(
+      afterErrors,
+      before,
+      "no rejected request changed the configuration or membership",
+    );
+
+    await t.step("a used join token cannot be used again", async () => {
+      const created = await cli([
+        "cluster",
+        "token",
+        "create",
+        "--ttl",
+        "10m",
+        "--server",
+        url,
+        "--token",
+        token,
+      ]);
+      assertEquals(created.code, 0, created.stderr);
+      const jt = created.stdout.trim().split("\n").at(-1)!;
+      const node = await cluster.addNodeWithToken(jt);
+      assert(node, "first use joins");
+      const reuse = await joinWith(jt, "ny");
+      assertEquals(reuse.status, 401);
+      assert(/already used/.test(reuse.body.error.message), reuse.body.error.message);
+    });
+
+    await t.step("CLI: bad usage exits 2, -o json prints exactly one document", async () => {
+      const bad = await cli(["config", "set", "onlykey", "--server", url, "--token", token]);
+      assertEquals(bad.code, 2);
+      const bogusOutput = await cli([
+        "cluster",
+        "status",
+        "-o",
+        "yaml",
+        "--server",
+        url,
+        "--token",
+        token,
+      ]);
+      assertEquals(bogusOutput.code, 2);
+      const json = await cli([
+        "cluster",
+        "status",
+        "-o",
+        "json",
+        "--server",
+        url,
+        "--token",
+        token,
+      ]);
+      assertEquals(json.code, 0, json.stderr);
+      const doc = JSON.parse(json.stdout);
+      for (const k of ["leader", "term", "commitIndex", "members"]) {
+        assert(k in doc, `status has ${k}`);
+      }
+      const help = await cli(["config", "set", "--help"]);
+      assertEquals(help.code, 0);
+      assert(/--if-match/.test(help.stdout));
+    });
+  } catch (err) {
+    console.error(await cluster.describeLogs());
+    throw err;
+  } finally {
+    await cluster.stop();
+  }
+});
