@@ -46,6 +46,7 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
       .replace(/\/$/, "");
   if (opts.join && !opts.token) throw ValidationError.field("token", "--join needs --token");
   setLogContext({ node: opts.name });
+  await Deno.mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
 
   let identity = await readIdentity(opts.dataDir);
   if (identity) {

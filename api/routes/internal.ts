@@ -29,5 +29,15 @@ export function internalRoutes(node: ClusterNode): Hono<Env> {
     return c.json({ result: await node.propose(command) });
   });
 
+  if (Deno.env.get("NOVACTL_FAULT_INJECTION") === "1") {
+    // Test-only: simulate a network partition of Raft traffic to/from the given peers.
+    app.put("/faults", async (c) => {
+      const { blocked } = await readJson(c) as { blocked: string[] };
+      node.transport.blocked.clear();
+      for (const p of blocked) node.transport.blocked.add(p);
+      return c.json({ blocked: [...node.transport.blocked] });
+    });
+  }
+
   return app;
 }

@@ -30,11 +30,35 @@ export interface NovactlMemberStatus {
   state: string;
 }
 
+/** `GET /api/v1/cluster`: the contract fields plus the progress indexes the server reports. */
 export interface ClusterStatus {
   leader: string | null;
   term: number;
   commitIndex: number;
   members: NovactlMemberStatus[];
+  clusterId: string;
+  /** Name of the node that answered. */
+  self: string;
+  appliedIndex: number;
+  lastIndex: number;
+  snapshotIndex: number;
+}
+
+export interface StartOptions {
+  /** Voters to wait for; joiners beyond this count may stay learners. Default: `size`. */
+  voters?: number;
+}
+
+export interface AddNodeOptions {
+  /** Join token to use; default: a fresh one from `createJoinToken()`. */
+  joinToken?: string;
+  /** Default: `n<K>` with K = number of nodes ever added + 1. */
+  name?: string;
+  /**
+   * What to wait for after `/readyz`: `"member"` (default) — listed in the
+   * member list in any role; `"voter"` — promoted to voter.
+   */
+  awaitRole?: "member" | "voter";
 }
 
 export interface NovactlNode {
@@ -113,15 +137,19 @@ export class NovactlCluster {
   }
 
   /**
-   * Bootstraps n1, then joins n2..nN one at a time, and waits for N voters and a
-   * leader. On failure, stops every spawned process and throws with log tails.
+   * Bootstraps n1, then joins n2..nN one at a time (each becoming a voter until
+   * `voters` is reached), and waits for `voters` voters and a leader. On failure,
+   * stops every spawned process (keeping the logs) and throws with log tails.
    */
-  async start(size = 3): Promise<this> {
+  async start(size = 3, options: StartOptions = {}): Promise<this> {
+    const voters = options.voters ?? size;
     try {
       await this.#prepareBaseDir();
       await this.#bootstrap();
-      for (let i = 1; i < size; i++) await this.addNode();
-      await this.waitForVoters(size);
+      for (let i = 1; i < size; i++) {
+        await this.addNode({ awaitRole: i < voters ? "voter" : "member" });
+      }
+      await this.waitForVoters(voters);
       return this;
     } catch (error) {
       const logs = await this.describeLogs();
@@ -131,22 +159,32 @@ export class NovactlCluster {
     }
   }
 
-  /** Joins one more node with a fresh join token and waits until it is a voter. */
-  async addNode(): Promise<NovactlNode> {
-    const voters = (await this.status()).members.filter((m) => m.role === "voter").length;
-    const joinToken = await this.createJoinToken();
-    const node = this.#planNode(`n${this.nodes.length + 1}`);
+  /**
+   * Starts one more node with `--join <a live member> --token <join token>`, waits
+   * for its `/readyz`, then for `awaitRole` (see `AddNodeOptions`).
+   */
+  async addNode(options: AddNodeOptions = {}): Promise<NovactlNode> {
+    const joinToken = options.joinToken ?? (await this.createJoinToken());
+    const joinUrl = await this.#liveMemberUrl();
+    const node = this.#planNode(options.name ?? `n${this.nodes.length + 1}`);
     this.nodes.push(node);
-    await this.#spawn(node, ["--join", this.nodes[0].url, "--token", joinToken]);
+    await this.#spawn(node, ["--join", joinUrl, "--token", joinToken]);
     await this.#waitReady(node);
-    await this.waitForVoters(voters + 1, [node.name]);
+    await this.#waitForMembership(node.name, options.awaitRole ?? "member");
     return node;
   }
 
-  /** Runs `novactl cluster token create` against the first live node. */
+  /** `addNode` with a caller-supplied join token. */
+  addNodeWithToken(
+    joinToken: string,
+    options: Omit<AddNodeOptions, "joinToken"> = {},
+  ): Promise<NovactlNode> {
+    return this.addNode({ ...options, joinToken });
+  }
+
+  /** Runs `novactl cluster token create` against a live member (the leader if known). */
   async createJoinToken(): Promise<string> {
-    const server = this.#liveNodes()[0]?.url;
-    if (!server) throw new Error("no live node to create a join token");
+    const server = await this.#liveMemberUrl();
     const stdout = await this.cli([
       "cluster",
       "token",
@@ -192,6 +230,15 @@ export class NovactlCluster {
       const complete = voters.length >= count && mustInclude.every((name) => voters.includes(name));
       return complete && status.leader ? status : undefined;
     }, { timeoutMs: this.#startTimeoutMs, description: `${count} voters and a leader` });
+  }
+
+  #waitForMembership(name: string, role: "member" | "voter"): Promise<ClusterStatus> {
+    return waitFor(async () => {
+      const status = await this.status();
+      const member = status.members.find((m) => m.name === name);
+      const done = member && (role === "member" || member.role === "voter");
+      return done && status.leader ? status : undefined;
+    }, { timeoutMs: this.#startTimeoutMs, description: `${name} to become a ${role}` });
   }
 
   /** Name of the current leader (waits while there is none). */
@@ -337,6 +384,16 @@ export class NovactlCluster {
       throw new Error(`${node.name} GET /api/v1/cluster → ${status}`);
     }
     return body;
+  }
+
+  /** URL of a running node that is in the member list, preferring the leader. */
+  async #liveMemberUrl(): Promise<string> {
+    const status = await this.status();
+    const members = new Set(status.members.map((m) => m.name));
+    const live = this.#liveNodes().filter((node) => members.has(node.name));
+    const chosen = live.find((node) => node.name === status.leader) ?? live[0];
+    if (!chosen) throw new Error("no running node is a cluster member");
+    return chosen.url;
   }
 
   #liveNodes(): NovactlNode[] {

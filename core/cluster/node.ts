@@ -5,6 +5,7 @@
  * to the API layer.
  */
 import { join } from "node:path";
+import { setImmediate } from "node:timers";
 import { ConfChangeError, NotLeaderError as RaftNotLeaderError, RaftNode } from "../raft/mod.ts";
 import type { ConfChange, Entry, Message, NodeId, Ready } from "../raft/types.ts";
 import { SqliteRaftLog } from "../store/mod.ts";
@@ -36,14 +37,14 @@ interface Waiter {
   term: number;
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
-  timer: number;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 interface ReadRound {
   context: string;
   index: number | null;
   waiters: { resolve: () => void; reject: (e: Error) => void }[];
-  timer: number;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 export type MemberState = "ready" | "offline" | "cordoned" | "draining";
@@ -83,8 +84,8 @@ export class ClusterNode {
   private readRounds: ReadRound[] = [];
   private nextRead: ReadRound | null = null;
   private readonly lastContact = new Map<NodeId, number>();
-  private tickTimer: number | undefined;
-  private membershipTimer: number | undefined;
+  private tickTimer: ReturnType<typeof setInterval> | undefined;
+  private membershipTimer: ReturnType<typeof setInterval> | undefined;
   private scheduled = false;
   private processing = false;
   private leader: NodeId | null = null;
@@ -162,11 +163,12 @@ export class ClusterNode {
   private schedule(): void {
     if (this.scheduled || this.stopped) return;
     this.scheduled = true;
-    // A macrotask, not a microtask: requests that arrive meanwhile join this batch.
-    setTimeout(() => {
+    // A macrotask, not a microtask, so requests that arrive meanwhile join this
+    // batch; setImmediate because nested setTimeout(0) is clamped to milliseconds.
+    setImmediate(() => {
       this.scheduled = false;
       this.processReady();
-    }, 0);
+    });
   }
 
   private processReady(): void {
@@ -272,6 +274,9 @@ export class ClusterNode {
     if (env.clusterId !== this.opts.identity.clusterId) {
       throw new NovaError("forbidden", "message from another cluster");
     }
+    if (this.transport.blocked.has(env.from)) {
+      throw new UnavailableError("peer blocked by fault injection");
+    }
     this.transport.learnUrl(env.from, env.fromUrl);
     this.lastContact.set(env.from, Date.now());
     for (const m of env.messages) this.stepSafely(m);
@@ -366,7 +371,7 @@ export class ClusterNode {
           timer: setTimeout(() => this.expireRead(round), READ_TIMEOUT_MS),
         };
         this.nextRead = round;
-        setTimeout(() => this.launchRead(round), 0);
+        setImmediate(() => this.launchRead(round));
       }
       this.nextRead.waiters.push({ resolve, reject });
     });

@@ -37,6 +37,12 @@ export class PeerTransport {
   private readonly peers = new Map<NodeId, PeerQueue>();
   private readonly learnedUrls = new Map<NodeId, string>();
   private closed = false;
+  /**
+   * Peers we pretend not to reach, in both directions. Only settable through
+   * the fault-injection route, which exists only when NOVACTL_FAULT_INJECTION=1
+   * (tests that partition a real cluster).
+   */
+  readonly blocked = new Set<NodeId>();
 
   constructor(
     private readonly self: { id: NodeId; url: string; clusterId: string; secret: string },
@@ -51,6 +57,7 @@ export class PeerTransport {
   send(messages: Message[]): void {
     if (this.closed) return;
     for (const m of messages) {
+      if (this.blocked.has(m.to)) continue;
       let q = this.peers.get(m.to);
       if (!q) this.peers.set(m.to, q = new PeerQueue());
       q.queue.push(m);

@@ -120,6 +120,12 @@ export interface Ready {
   committedEntries: Entry[];
   messages: Message[];
   readStates: ReadState[];
+  /**
+   * ReadIndex contexts that will never produce a ReadState (leadership was
+   * lost before they were confirmed); the driver should fail their waiters.
+   * Absent when empty.
+   */
+  droppedReadContexts?: string[];
 }
 
 /** Read-only view of durable storage the core consults (log before `unstable`). */
@@ -156,4 +162,6 @@ export interface RaftConfig {
   maxInflight: number;
   /** Index already applied to the state machine at start (restart). */
   applied: number;
+  /** Max bytes of committed entries handed out in one Ready (at least one entry); defaults to maxMsgBytes. */
+  maxCommittedBytesPerReady?: number;
 }

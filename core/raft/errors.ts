@@ -1,0 +1,28 @@
+/** Errors the Raft core throws at its callers (the driver), never at peers. */
+import type { NodeId } from "./types.ts";
+
+/** The operation needs the leader; `leader` is who this node believes leads (null if unknown or moving). */
+export class NotLeaderError extends Error {
+  constructor(readonly leader: NodeId | null, reason?: string) {
+    super(
+      reason ?? (leader ? `not the leader; leader is ${leader}` : "not the leader; leader unknown"),
+    );
+    this.name = "NotLeaderError";
+  }
+}
+
+/** A membership change was refused (another one is pending, or it is invalid). */
+export class ConfChangeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfChangeError";
+  }
+}
+
+/** A leadership transfer was refused (e.g. the target is not a voter). */
+export class LeadershipTransferError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "LeadershipTransferError";
+  }
+}

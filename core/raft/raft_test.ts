@@ -1,0 +1,464 @@
+import { ConfChangeError, LeadershipTransferError, NotLeaderError } from "./raft.ts";
+import { assert, assertEquals, assertThrows, TestNetwork } from "./testing.ts";
+import type { Entry, Message } from "./types.ts";
+
+const isApp = (m: Message) => m.type === "app";
+
+/** Entries with the given terms at indexes 1..n. */
+function entries(terms: number[]): Entry[] {
+  return terms.map((term, i) => ({
+    index: i + 1,
+    term,
+    type: "normal",
+    data: `e${i + 1}t${term}`,
+  }));
+}
+
+/** Replaces a node's durable log and hard state, then restarts it from them. */
+function seedLog(net: TestNetwork, id: string, terms: number[], commit = 0): void {
+  const n = net.node(id);
+  n.storage.append(entries(terms));
+  n.storage.setHardState({ term: terms[terms.length - 1] ?? 0, vote: null, commit });
+  n.applied = [];
+  net.restart(id, { applied: 0 });
+}
+
+function logTerms(net: TestNetwork, id: string): number[] {
+  const r = net.raft(id);
+  const out: number[] = [];
+  for (let i = 1; i <= r.status().lastIndex; i++) out.push(r.termAt(i)!);
+  return out;
+}
+
+// ---- elections ------------------------------------------------------------------
+
+Deno.test("election: a campaigning node wins and everyone commits its no-op", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  assertEquals(net.leaders(), ["a"]);
+  for (const id of ["a", "b", "c"]) {
+    const s = net.raft(id).status();
+    assertEquals([s.term, s.lead, s.commit], [1, "a", 1]);
+    assertEquals(net.node(id).applied, [{ index: 1, term: 1, type: "normal", data: "" }]);
+  }
+});
+
+Deno.test("election: ticking alone elects exactly one leader", () => {
+  for (const preVote of [false, true]) {
+    const net = new TestNetwork(["a", "b", "c", "d", "e"], { preVote, checkQuorum: preVote });
+    net.tickAll(40);
+    assertEquals(net.leaders().length, 1);
+  }
+});
+
+Deno.test("election: a candidate with a stale log cannot win", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  net.isolate("c");
+  net.raft("a").propose("x");
+  net.deliverAll();
+  net.heal();
+  net.campaign("c");
+  assert(net.role("c") !== "leader", "stale candidate must lose");
+  assertEquals(net.raft("a").status().term, 2); // the higher-term request still deposed a
+  net.tickAll(40);
+  const [leader] = net.leaders();
+  assert(leader === "a" || leader === "b", `up-to-date node must lead, got ${leader}`);
+});
+
+Deno.test("election: the randomized timeout lies in [electionTicks, 2*electionTicks)", () => {
+  for (let trial = 0; trial < 20; trial++) {
+    const net = new TestNetwork(["a", "b", "c"]);
+    net.isolate("a");
+    let ticks = 0;
+    while (net.role("a") === "follower") {
+      net.tick(["a"]);
+      ticks++;
+    }
+    assert(ticks >= 10 && ticks < 20, `campaigned after ${ticks} ticks`);
+  }
+});
+
+// ---- pre-vote and check-quorum ---------------------------------------------------------
+
+Deno.test("pre-vote: a partitioned node rejoining neither bumps the term nor deposes the leader", () => {
+  const net = new TestNetwork(["a", "b", "c"], { preVote: true });
+  net.campaign("a");
+  const term = net.raft("a").status().term;
+  net.isolate("c");
+  net.tick(["c"], 100);
+  assertEquals(net.raft("c").status().term, term, "pre-vote must not bump the isolated term");
+  for (let i = 0; i < 3; i++) net.raft("a").propose(`w${i}`);
+  net.deliverAll();
+  net.heal();
+  net.tick(["a", "b", "c"], 5);
+  assertEquals(net.leaders(), ["a"]);
+  assertEquals(net.raft("a").status().term, term);
+  assertEquals(net.raft("c").status().lead, "a");
+  assertEquals(logTerms(net, "c"), logTerms(net, "a"));
+});
+
+Deno.test("pre-vote (contrast): without it the rejoining node disrupts the cluster", () => {
+  const net = new TestNetwork(["a", "b", "c"], { preVote: false });
+  net.campaign("a");
+  const term = net.raft("a").status().term;
+  net.isolate("c");
+  net.tick(["c"], 100);
+  assert(net.raft("c").status().term > term + 3, "isolated node bumps its term");
+  net.raft("a").propose("w");
+  net.deliverAll();
+  net.heal();
+  net.tick(["a", "b", "c"], 40);
+  assert(net.raft("a").status().term > term, "leader's term was bumped by the rejoining node");
+  assertEquals(net.leaders().length, 1);
+});
+
+Deno.test("check-quorum: a leader cut off from a quorum steps down within two election timeouts", () => {
+  const net = new TestNetwork(["a", "b", "c"], { checkQuorum: true });
+  net.campaign("a");
+  net.isolate("a");
+  net.tick(["a"], 20);
+  assertEquals(net.role("a"), "follower");
+  assertEquals(net.raft("a").status().lead, null);
+});
+
+Deno.test("check-quorum: a follower hearing from its leader ignores vote requests unless transfer", () => {
+  const net = new TestNetwork(["a", "b", "c"], { checkQuorum: true });
+  net.campaign("a");
+  const mark = net.sent.length;
+  const vote: Message = { type: "vote", from: "c", to: "b", term: 9, index: 99, logTerm: 9 };
+  net.stepAndDeliver(vote);
+  assertEquals(net.raft("b").status().term, 1);
+  assertEquals(net.sentSince(mark, (m) => m.type === "voteResp").length, 0);
+  net.stepAndDeliver({ ...vote, transfer: true });
+  assertEquals(net.raft("b").status().term, 9);
+  assertEquals(net.raft("b").status().vote, "c");
+});
+
+// ---- replication ------------------------------------------------------------------------
+
+Deno.test("replication: conflicting suffixes are replaced with few round trips (fast back-off)", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  seedLog(net, "a", [1, 1, 1, 4, 4, 5, 5, 6, 6, 6], 3);
+  seedLog(net, "b", [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3], 3);
+  seedLog(net, "c", [1, 1, 1, 4], 3);
+  const mark = net.sent.length;
+  net.campaign("a");
+  assertEquals(net.leaders(), ["a"]);
+  const expected = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7];
+  assertEquals(logTerms(net, "b"), expected);
+  assertEquals(logTerms(net, "c"), expected);
+  assertEquals(net.node("b").storage.allEntries().map((e) => e.term), expected);
+  // One rejection each: b skips its whole terms 3 and 2 at once, c's short log is skipped too.
+  for (const id of ["b", "c"]) {
+    const rejects = net.sentSince(mark, (m) => m.type === "appResp" && m.from === id && !!m.reject);
+    assertEquals(rejects.length, 1, `rejections from ${id}`);
+  }
+  assertEquals(net.raft("b").status().commit, 11);
+});
+
+Deno.test("commit rule: entries of an older term are not committed by counting replicas", () => {
+  const net = new TestNetwork(["a", "b", "c"], { maxMsgBytes: 1 });
+  seedLog(net, "a", [1, 2], 1);
+  seedLog(net, "b", [1], 1);
+  seedLog(net, "c", [1], 1);
+  // Hold back the new leader's own no-op (index 3) so only entry 2 (term 2) replicates. The
+  // first append of each follower is let through: it is rejected (they lack entry 2) anyway.
+  const probed = new Set<string>();
+  net.dropIf = (m) => {
+    if (!isApp(m) || !m.entries?.some((e) => e.index === 3)) return false;
+    if (!probed.has(m.to)) {
+      probed.add(m.to);
+      return false;
+    }
+    return true;
+  };
+  net.campaign("a");
+  assertEquals(net.raft("a").status().term, 3);
+  assertEquals(net.raft("b").termAt(2), 2);
+  assertEquals(net.raft("c").termAt(2), 2);
+  assertEquals(
+    net.raft("a").status().commit,
+    1,
+    "a term-2 entry on all nodes is still uncommitted",
+  );
+  net.heal();
+  net.tick(["a"]);
+  assertEquals(net.raft("a").status().commit, 3);
+  assertEquals(net.node("b").applied.map((e) => e.index), [1, 2, 3]);
+});
+
+Deno.test("pipelining: at most maxInflight appends are outstanding per follower", () => {
+  const net = new TestNetwork(["a", "b"], { maxInflight: 2, maxMsgBytes: 40 });
+  net.campaign("a");
+  net.dropIf = (m) => m.type === "appResp";
+  const mark = net.sent.length;
+  for (let i = 0; i < 10; i++) net.raft("a").propose(`p${i}`);
+  net.deliverAll();
+  const apps = net.sentSince(mark, (m) => isApp(m) && m.to === "b");
+  assertEquals(apps.length, 2);
+  assertEquals(apps.map((m) => m.entries!.length), [1, 1]);
+  net.heal();
+  net.tick(["a"]);
+  assertEquals(net.raft("b").status().commit, 11);
+});
+
+Deno.test("batching: 100 proposals are persisted as one batch and sent as one append per follower", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  const leader = net.node("a");
+  const first = leader.readies.length;
+  const indexes = [];
+  for (let i = 0; i < 100; i++) indexes.push(leader.raft.propose(`p${i}`));
+  assertEquals(indexes[0], 2);
+  assertEquals(indexes[99], 101);
+  net.deliverAll();
+  const rd = leader.readies[first];
+  assertEquals(rd.entries.length, 100);
+  const apps = rd.messages.filter(isApp);
+  assertEquals(apps.map((m) => [m.to, m.entries!.length]), [["b", 100], ["c", 100]]);
+  for (const id of ["b", "c"]) {
+    const persisted = net.node(id).readies.filter((r) => r.entries.length > 0);
+    assertEquals(persisted.map((r) => r.entries.length), [1, 100]); // no-op, then the batch
+  }
+  assertEquals(net.raft("c").status().commit, 101);
+});
+
+// ---- ReadIndex ----------------------------------------------------------------------------
+
+Deno.test("readIndex: a read is released once a quorum confirms leadership", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  net.raft("a").propose("x");
+  net.deliverAll();
+  net.dropIf = (m) => m.type === "heartbeatResp";
+  const mark = net.sent.length;
+  net.raft("a").readIndex("r1");
+  net.deliverAll();
+  assertEquals(net.sentSince(mark, (m) => m.type === "heartbeat" && m.context === "r1").length, 2);
+  assertEquals(net.node("a").readStates, []);
+  net.heal();
+  net.tick(["a"]); // the next heartbeat round re-carries the pending context
+  assertEquals(net.node("a").readStates, [{ index: 2, context: "r1" }]);
+});
+
+Deno.test("readIndex: a new leader defers reads until it commits in its term", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.dropIf = (m) => m.type === "appResp";
+  net.campaign("a");
+  assertEquals(net.raft("a").status().commit, 0);
+  const mark = net.sent.length;
+  net.raft("a").readIndex("r2");
+  net.deliverAll();
+  assertEquals(net.sentSince(mark, (m) => m.context === "r2").length, 0);
+  net.heal();
+  net.tick(["a"]);
+  assertEquals(net.node("a").readStates, [{ index: 1, context: "r2" }]);
+});
+
+Deno.test("readIndex: a single voter answers at once; followers refuse", () => {
+  const solo = new TestNetwork(["a"]);
+  solo.campaign("a");
+  solo.raft("a").readIndex("s");
+  solo.deliverAll();
+  assertEquals(solo.node("a").readStates, [{ index: 1, context: "s" }]);
+
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  const err = assertThrows(() => net.raft("b").readIndex("x"), NotLeaderError) as NotLeaderError;
+  assertEquals(err.leader, "a");
+});
+
+Deno.test("readIndex: pending reads are dropped when leadership is lost", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  net.dropIf = (m) => m.type === "heartbeatResp";
+  net.raft("a").readIndex("r3");
+  net.deliverAll();
+  net.stepAndDeliver({ type: "heartbeat", from: "b", to: "a", term: 5, commit: 0 });
+  assertEquals(net.role("a"), "follower");
+  assertEquals(net.node("a").droppedReads, ["r3"]);
+  assertEquals(net.node("a").readStates, []);
+});
+
+// ---- learners and membership ---------------------------------------------------------------
+
+Deno.test("learners: replicate but never vote, campaign or count towards quorum", () => {
+  const net = new TestNetwork(["a", "b"], {}, ["d"]);
+  net.campaign("a");
+  net.raft("a").propose("x");
+  net.deliverAll();
+  assertEquals(net.node("d").applied.map((e) => e.data), ["", "x"]);
+  net.isolate("b");
+  net.raft("a").propose("y");
+  net.deliverAll();
+  assertEquals(net.raft("d").status().lastIndex, 3, "learner received the entry");
+  assertEquals(net.raft("a").status().commit, 2, "a learner's ack does not make a quorum");
+  net.isolate("a");
+  const term = net.raft("d").status().term;
+  net.raft("d").campaign();
+  net.tick(["d"], 100);
+  assertEquals(net.role("d"), "follower");
+  assertEquals(net.raft("d").status().term, term);
+});
+
+Deno.test("conf change: one at a time, validated, applied by everyone when committed", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  // d knows the bootstrap membership (a real joiner gets it from a snapshot) but is not in it.
+  net.add("d", { voters: ["a", "b", "c"], learners: [] });
+  net.campaign("a");
+  const a = net.raft("a");
+  assertThrows(() => a.proposeConfChange({ type: "promote", node: "b" }), ConfChangeError);
+  assertThrows(() => a.proposeConfChange({ type: "remove", node: "zz" }), ConfChangeError);
+  assertThrows(() => a.proposeConfChange({ type: "addLearner", node: "c" }), ConfChangeError);
+  assertThrows(
+    () => net.raft("b").proposeConfChange({ type: "addLearner", node: "d" }),
+    NotLeaderError,
+  );
+  a.proposeConfChange({ type: "addLearner", node: "d" });
+  assertThrows(
+    () => a.proposeConfChange({ type: "promote", node: "d" }),
+    ConfChangeError,
+    /pending/,
+  );
+  net.deliverAll();
+  for (const id of ["a", "b", "c", "d"]) {
+    assertEquals(net.raft(id).status().conf, { voters: ["a", "b", "c"], learners: ["d"] }, id);
+  }
+  // A committed-but-unknown change is not applied early: b holds the entry but not its commit.
+  net.dropIf = (m) => m.type === "appResp";
+  a.proposeConfChange({ type: "promote", node: "d" });
+  net.deliverAll();
+  assertEquals(net.raft("b").status().conf.learners, ["d"]);
+  net.heal();
+  net.tick(["a"]);
+  for (const id of ["a", "b", "c", "d"]) {
+    assertEquals(net.raft(id).status().conf, { voters: ["a", "b", "c", "d"], learners: [] }, id);
+  }
+});
+
+Deno.test("conf change: refused until the leader commits an entry in its term", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.dropIf = (m) => m.type === "appResp";
+  net.campaign("a");
+  assertThrows(
+    () => net.raft("a").proposeConfChange({ type: "remove", node: "c" }),
+    ConfChangeError,
+    /current term/,
+  );
+});
+
+Deno.test("conf change: a removed leader steps down after committing its removal", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  net.raft("a").proposeConfChange({ type: "remove", node: "a" });
+  net.deliverAll();
+  assertEquals(net.role("a"), "follower");
+  assertEquals(net.raft("b").status().conf.voters, ["b", "c"]);
+  net.tickAll(40);
+  const [leader] = net.leaders();
+  assert(leader === "b" || leader === "c", `a remaining voter leads, got ${leader}`);
+  assertEquals(net.role("a"), "follower");
+  net.raft(leader).propose("after");
+  net.deliverAll();
+  assertEquals(net.node("b").applied.at(-1)!.data, "after");
+});
+
+// ---- leadership transfer ----------------------------------------------------------------------
+
+Deno.test("transfer: the target takes over at once, even with check-quorum stickiness", () => {
+  const net = new TestNetwork(["a", "b", "c"], { checkQuorum: true, preVote: true });
+  net.campaign("a");
+  const term = net.raft("a").status().term;
+  net.raft("a").transferLeadership("b");
+  assertThrows(() => net.raft("a").propose("x"), NotLeaderError, /transferred/);
+  net.deliverAll();
+  assertEquals(net.leaders(), ["b"]);
+  assertEquals(net.raft("b").status().term, term + 1);
+  assertThrows(() => net.raft("a").transferLeadership("c"), NotLeaderError);
+  assertThrows(() => net.raft("b").transferLeadership("zz"), LeadershipTransferError);
+});
+
+Deno.test("transfer: a lagging target is caught up first", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  net.isolate("c");
+  for (let i = 0; i < 5; i++) net.raft("a").propose(`w${i}`);
+  net.deliverAll();
+  net.heal();
+  net.raft("a").transferLeadership("c");
+  net.deliverAll();
+  assertEquals(net.leaders(), ["c"]);
+  assertEquals(net.raft("c").termAt(6), 1);
+});
+
+Deno.test("transfer: aborted after an election timeout, then proposals resume", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  net.isolate("c");
+  net.raft("a").transferLeadership("c");
+  net.deliverAll();
+  assertEquals(net.raft("a").status().transferee, "c");
+  net.tick(["a"], 10);
+  assertEquals(net.raft("a").status().transferee, null);
+  assertEquals(net.raft("a").propose("x"), 2);
+});
+
+// ---- snapshots and restarts ---------------------------------------------------------------------
+
+Deno.test("snapshot: a follower behind the compacted log is caught up by InstallSnapshot", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  net.isolate("c");
+  for (let i = 0; i < 10; i++) net.raft("a").propose(`w${i}`);
+  net.deliverAll();
+  for (const id of ["a", "b"]) {
+    const n = net.node(id);
+    n.storage.createSnapshot(11, { voters: ["a", "b", "c"], learners: [] }, "state@11");
+    n.storage.compact(11);
+  }
+  net.heal();
+  net.tick(["a"], 3);
+  const c = net.node("c");
+  assertEquals(c.storage.snapshot().meta.index, 11);
+  assertEquals(c.storage.snapshot().data, "state@11");
+  assert(c.readies.some((r) => r.snapshot !== null), "c received a snapshot in a Ready");
+  net.raft("a").propose("after");
+  net.deliverAll();
+  assertEquals(c.applied.at(-1), { index: 12, term: 1, type: "normal", data: "after" });
+  assertEquals(c.raft.status().commit, 12);
+});
+
+Deno.test("snapshot: a follower ignores a snapshot not newer than its commit index", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  net.raft("a").propose("x");
+  net.deliverAll();
+  const mark = net.sent.length;
+  const snapshot = { meta: { index: 1, term: 1, conf: { voters: ["a"], learners: [] } }, data: "" };
+  net.stepAndDeliver({ type: "snap", from: "a", to: "b", term: 1, snapshot });
+  assertEquals(net.node("b").storage.snapshot().meta.index, 0);
+  assertEquals(net.raft("b").status().conf.voters, ["a", "b", "c"]);
+  const [resp] = net.sentSince(mark, (m) => m.type === "appResp" && m.from === "b");
+  assertEquals(resp.index, 2);
+});
+
+Deno.test("restart: committed but unapplied entries are handed out again", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  for (let i = 0; i < 3; i++) net.raft("a").propose(`w${i}`);
+  net.deliverAll();
+  const b = net.node("b");
+  b.applied = [];
+  net.restart("b", { applied: 2 });
+  net.processReadies();
+  assertEquals(b.applied.map((e) => e.index), [3, 4]);
+  assertEquals(b.raft.status().term, 1);
+});
+
+Deno.test("ready: a second ready() before advance() is a driver bug", () => {
+  const net = new TestNetwork(["a"]);
+  net.raft("a").campaign();
+  net.raft("a").ready();
+  assertThrows(() => net.raft("a").ready(), Error, /advance/);
+});
