@@ -45,6 +45,8 @@ interface SystemUnderTest {
 }
 
 const CLUSTER_SIZE = 3;
+/** Above this 1-minute load average the machine is not idle enough for clean numbers. */
+const BUSY_LOAD_AVERAGE = 0.5;
 const PAUSE_BETWEEN_RUNS_MS = 1_000;
 const DEFAULT_OUT = new URL("./results/raft.json", import.meta.url).pathname;
 
@@ -201,6 +203,8 @@ function installSignalTeardown(): void {
 
 interface SystemRun {
   version: string;
+  /** 1-minute load average just before the cluster started (noise indicator). */
+  loadBefore: number;
   rows: BenchRow[];
 }
 
@@ -210,6 +214,10 @@ async function benchSystem(
   baseDir: string,
 ): Promise<SystemRun> {
   console.log(`\n== ${name}: starting ${CLUSTER_SIZE}-node cluster under ${baseDir}/${name}`);
+  const loadBefore = loadAverage1m();
+  if (loadBefore > BUSY_LOAD_AVERAGE) {
+    console.warn(`   warning: 1-min load average is ${loadBefore}; results may be noisy`);
+  }
   const started = Date.now();
   let system: SystemUnderTest | undefined;
   try {
@@ -217,7 +225,8 @@ async function benchSystem(
     console.log(
       `   ready in ${((Date.now() - started) / 1000).toFixed(1)} s (version ${system.version})`,
     );
-    return { version: system.version, rows: await runAllClientCounts(system, options) };
+    const rows = await runAllClientCounts(system, options);
+    return { version: system.version, loadBefore, rows };
   } catch (error) {
     if (system) console.error(await system.describeLogs());
     throw error;
@@ -257,6 +266,15 @@ function printRunLine(row: BenchRow, leader: string): void {
   for (const sample of row.errorSamples) console.log(`     error: ${sample}`);
 }
 
+/** 1-minute load average from /proc/loadavg (NaN where unavailable). */
+function loadAverage1m(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  } catch {
+    return NaN;
+  }
+}
+
 // ---------------------------------------------------------------- output
 
 function commandLine(): string {
@@ -281,6 +299,9 @@ async function writeJson(
       os: `${Deno.build.os} ${Deno.osRelease()}`,
       deno: Deno.version.deno,
       versions: Object.fromEntries([...runs].map(([name, run]) => [name, run.version])),
+      loadAverage1mBefore: Object.fromEntries(
+        [...runs].map(([name, run]) => [name, run.loadBefore]),
+      ),
     },
     config: {
       clusterSize: CLUSTER_SIZE,

@@ -19,7 +19,13 @@ export async function patchConfig(
   const r = await node.propose({ op: "config.patch", changes, ifVersion, by, at: Date.now() }) as {
     version: number;
   };
-  return node.fsm.configVersion(r.version);
+  return versionAfterWrite(node, r.version);
+}
+
+/** The version a write created; usually still the latest, which is cached. */
+function versionAfterWrite(node: ClusterNode, version: number): ConfigVersion {
+  const latest = node.fsm.config();
+  return latest.version === version ? latest : node.fsm.configVersion(version);
 }
 
 export async function replaceConfig(

@@ -4,7 +4,7 @@
  * crash every entry is applied exactly once (entries past the recorded index
  * are replayed from the Raft log or a snapshot).
  */
-import { DatabaseSync } from "node:sqlite";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { ConflictError, NotFoundError, NovaError, ValidationError } from "../errors/mod.ts";
 import { type ClusterConfig, validateFullConfig } from "../config/mod.ts";
 import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
@@ -74,6 +74,15 @@ export class StateMachine {
     this.db.close();
   }
 
+  private readonly statements = new Map<string, StatementSync>();
+
+  /** Prepared statements are cached: preparing costs more than running them. */
+  private sql(text: string): StatementSync {
+    let st = this.statements.get(text);
+    if (!st) this.statements.set(text, st = this.db.prepare(text));
+    return st;
+  }
+
   appliedIndex(): number {
     return Number(this.metaGet("applied_index") ?? 0);
   }
@@ -83,14 +92,14 @@ export class StateMachine {
   }
 
   private metaGet(key: string): string | null {
-    const row = this.db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as
+    const row = this.sql("SELECT value FROM meta WHERE key = ?").get(key) as
       | { value: string }
       | undefined;
     return row ? row.value : null;
   }
 
   private metaSet(key: string, value: string | number): void {
-    this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(
+    this.sql("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(
       key,
       String(value),
     );
@@ -121,6 +130,7 @@ export class StateMachine {
     } catch (err) {
       // A rejected command changes nothing: roll back whatever it started.
       this.db.exec("ROLLBACK TO entry; RELEASE entry");
+      this.currentConfig = null;
       if (err instanceof NovaError) return { ok: false, error: err };
       return { ok: false, error: new NovaError("internal", String(err)) };
     }
@@ -133,6 +143,7 @@ export class StateMachine {
       this.db.exec("COMMIT");
     } catch (err) {
       this.db.exec("ROLLBACK");
+      this.currentConfig = null;
       throw err;
     }
   }
@@ -143,26 +154,26 @@ export class StateMachine {
     const ctx = cc.context ? JSON.parse(cc.context) as { url?: string; at?: number } : {};
     switch (cc.type) {
       case "addLearner":
-        this.db.prepare(
+        this.sql(
           "INSERT OR REPLACE INTO members (name, url, role, added_at) VALUES (?, ?, 'learner', ?)",
         ).run(cc.node, ctx.url ?? "", ctx.at ?? 0);
         break;
       case "promote":
-        this.db.prepare("UPDATE members SET role = 'voter' WHERE name = ?").run(cc.node);
+        this.sql("UPDATE members SET role = 'voter' WHERE name = ?").run(cc.node);
         break;
       case "demote":
-        this.db.prepare("UPDATE members SET role = 'learner' WHERE name = ?").run(cc.node);
+        this.sql("UPDATE members SET role = 'learner' WHERE name = ?").run(cc.node);
         break;
       case "remove":
-        this.db.prepare("DELETE FROM members WHERE name = ?").run(cc.node);
-        this.db.prepare("DELETE FROM nodes WHERE name = ?").run(cc.node);
+        this.sql("DELETE FROM members WHERE name = ?").run(cc.node);
+        this.sql("DELETE FROM nodes WHERE name = ?").run(cc.node);
         break;
     }
     return { member: cc.node, change: cc.type };
   }
 
   members(): Member[] {
-    return (this.db.prepare("SELECT name, url, role FROM members ORDER BY name").all() as Row[])
+    return (this.sql("SELECT name, url, role FROM members ORDER BY name").all() as Row[])
       .map(
         (r) => ({ name: String(r.name), url: String(r.url), role: r.role as Member["role"] }),
       );
@@ -189,7 +200,7 @@ export class StateMachine {
       case "cluster.init":
         return this.applyInit(cmd);
       case "joinToken.create":
-        this.db.prepare(
+        this.sql(
           "INSERT INTO join_tokens (id, created_at, expires_at, created_by) VALUES (?, ?, ?, ?)",
         ).run(cmd.id, cmd.at, cmd.expiresAt, cmd.by);
         return { expiresAt: cmd.expiresAt };
@@ -200,7 +211,7 @@ export class StateMachine {
       case "node.state":
         return this.setNodeState(cmd.name, cmd.state, cmd.at);
       case "node.remove":
-        this.db.prepare("DELETE FROM nodes WHERE name = ?").run(cmd.name);
+        this.sql("DELETE FROM nodes WHERE name = ?").run(cmd.name);
         return null;
       case "config.patch":
         return this.writeConfig(
@@ -223,7 +234,7 @@ export class StateMachine {
         );
       }
       case "apiToken.create":
-        this.db.prepare("INSERT INTO api_tokens (hash, name, role, created_at) VALUES (?, ?, ?, ?)")
+        this.sql("INSERT INTO api_tokens (hash, name, role, created_at) VALUES (?, ?, ?, ?)")
           .run(cmd.hash, cmd.name, cmd.role, cmd.at);
         return { name: cmd.name, role: cmd.role };
       default:
@@ -234,11 +245,11 @@ export class StateMachine {
   /** The bootstrap state of a new cluster, written into its first snapshot. */
   private applyInit(cmd: Extract<Command, { op: "cluster.init" }>): unknown {
     this.metaSet("cluster_id", cmd.clusterId);
-    this.db.prepare(
+    this.sql(
       "INSERT OR REPLACE INTO members (name, url, role, added_at) VALUES (?, ?, 'voter', ?)",
     )
       .run(cmd.member.name, cmd.member.url, cmd.at);
-    this.db.prepare(
+    this.sql(
       "INSERT OR REPLACE INTO api_tokens (hash, name, role, created_at) VALUES (?, 'admin', 'admin', ?)",
     )
       .run(cmd.adminTokenHash, cmd.at);
@@ -247,7 +258,7 @@ export class StateMachine {
   }
 
   private consumeJoinToken(id: string, node: string, at: number): unknown {
-    const row = this.db.prepare("SELECT expires_at, used_at, used_by FROM join_tokens WHERE id = ?")
+    const row = this.sql("SELECT expires_at, used_at, used_by FROM join_tokens WHERE id = ?")
       .get(id) as
         | { expires_at: number; used_at: number | null; used_by: string | null }
         | undefined;
@@ -262,7 +273,7 @@ export class StateMachine {
       );
     }
     if (this.member(node)) throw new ConflictError(`a member named "${node}" already exists`);
-    this.db.prepare("UPDATE join_tokens SET used_at = ?, used_by = ? WHERE id = ?").run(
+    this.sql("UPDATE join_tokens SET used_at = ?, used_by = ? WHERE id = ?").run(
       at,
       node,
       id,
@@ -272,7 +283,7 @@ export class StateMachine {
 
   private upsertNode(cmd: Extract<Command, { op: "node.upsert" }>): unknown {
     const existing = this.node(cmd.name);
-    this.db.prepare(
+    this.sql(
       `INSERT INTO nodes (name, url, state, labels, inventory, joined_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT(name) DO UPDATE SET url = excluded.url, labels = excluded.labels,
          inventory = excluded.inventory, updated_at = excluded.updated_at`,
@@ -289,7 +300,7 @@ export class StateMachine {
   }
 
   private setNodeState(name: string, state: NodeState, at: number): unknown {
-    const res = this.db.prepare("UPDATE nodes SET state = ?, updated_at = ? WHERE name = ?").run(
+    const res = this.sql("UPDATE nodes SET state = ?, updated_at = ? WHERE name = ?").run(
       state,
       at,
       name,
@@ -299,25 +310,25 @@ export class StateMachine {
   }
 
   nodes(): NodeRecord[] {
-    return (this.db.prepare("SELECT * FROM nodes ORDER BY name").all() as Row[]).map(toNodeRecord);
+    return (this.sql("SELECT * FROM nodes ORDER BY name").all() as Row[]).map(toNodeRecord);
   }
 
   node(name: string): NodeRecord | null {
-    const row = this.db.prepare("SELECT * FROM nodes WHERE name = ?").get(name) as Row | undefined;
+    const row = this.sql("SELECT * FROM nodes WHERE name = ?").get(name) as Row | undefined;
     return row ? toNodeRecord(row) : null;
   }
 
   // ---- tokens --------------------------------------------------------------
 
   apiTokenByHash(hash: string): { name: string; role: Role } | null {
-    const row = this.db.prepare("SELECT name, role FROM api_tokens WHERE hash = ?").get(hash) as
+    const row = this.sql("SELECT name, role FROM api_tokens WHERE hash = ?").get(hash) as
       | { name: string; role: Role }
       | undefined;
     return row ? { name: row.name, role: row.role } : null;
   }
 
   joinTokens(): { id: string; createdAt: string; expiresAt: string; usedBy: string | null }[] {
-    return (this.db.prepare("SELECT * FROM join_tokens ORDER BY created_at").all() as Row[]).map((
+    return (this.sql("SELECT * FROM join_tokens ORDER BY created_at").all() as Row[]).map((
       r,
     ) => ({
       id: String(r.id).slice(0, 12),
@@ -345,27 +356,40 @@ export class StateMachine {
     }
     const config = validateFullConfig(doc);
     const version = current + 1;
-    this.db.prepare(
+    this.sql(
       "INSERT INTO config_versions (version, data, author, created_at, action) VALUES (?, ?, ?, ?, ?)",
     ).run(version, JSON.stringify(config), by, at, action);
+    this.currentConfig = {
+      version,
+      config,
+      author: by,
+      createdAt: new Date(at).toISOString(),
+      action,
+    };
     return { version };
   }
 
+  /** The latest version, cached: it is read on every write and by the node's loops. */
+  private currentConfig: ConfigVersion | null = null;
+
   private latestConfigVersion(): number {
-    const row = this.db.prepare("SELECT MAX(version) AS v FROM config_versions").get() as {
+    if (this.currentConfig) return this.currentConfig.version;
+    const row = this.sql("SELECT MAX(version) AS v FROM config_versions").get() as {
       v: number | null;
     };
     return row.v ?? 0;
   }
 
   config(): ConfigVersion {
+    if (this.currentConfig) return structuredClone(this.currentConfig);
     const v = this.latestConfigVersion();
     if (v === 0) throw new NotFoundError("configuration", "current");
-    return this.configVersion(v);
+    this.currentConfig = this.configVersion(v);
+    return structuredClone(this.currentConfig);
   }
 
   configVersion(version: number): ConfigVersion {
-    const row = this.db.prepare("SELECT * FROM config_versions WHERE version = ?").get(version) as
+    const row = this.sql("SELECT * FROM config_versions WHERE version = ?").get(version) as
       | Row
       | undefined;
     if (!row) throw new NotFoundError("configuration version", String(version));
@@ -373,7 +397,7 @@ export class StateMachine {
   }
 
   configHistory(limit = 100): ConfigVersion[] {
-    return (this.db.prepare("SELECT * FROM config_versions ORDER BY version DESC LIMIT ?").all(
+    return (this.sql("SELECT * FROM config_versions ORDER BY version DESC LIMIT ?").all(
       limit,
     ) as Row[])
       .map(toConfigVersion);
@@ -385,7 +409,7 @@ export class StateMachine {
   snapshotData(): string {
     const tables: Record<string, Row[]> = {};
     for (const t of REPLICATED_TABLES) {
-      tables[t] = this.db.prepare(`SELECT * FROM ${t}`).all() as Row[];
+      tables[t] = this.sql(`SELECT * FROM ${t}`).all() as Row[];
     }
     return JSON.stringify({ format: 1, clusterId: this.clusterId(), tables });
   }
@@ -398,6 +422,7 @@ export class StateMachine {
       tables: Record<string, Row[]>;
     };
     if (snap.format !== 1) throw new Error(`unsupported snapshot format ${snap.format}`);
+    this.currentConfig = null;
     this.inTransaction(() => {
       for (const t of REPLICATED_TABLES) {
         this.db.exec(`DELETE FROM ${t}`);
@@ -413,7 +438,7 @@ export class StateMachine {
     const sql = `INSERT INTO ${table} (${cols.join(", ")}) VALUES (${
       cols.map(() => "?").join(", ")
     })`;
-    this.db.prepare(sql).run(...(cols.map((c) => row[c]) as (string | number | null)[]));
+    this.sql(sql).run(...(cols.map((c) => row[c]) as (string | number | null)[]));
   }
 }
 

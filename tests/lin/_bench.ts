@@ -59,13 +59,6 @@ function assertViolation(history: Op[]) {
   return result.failure!;
 }
 
-
-for (const rate of [0, 0.01, 0.03, 0.05, 0.1]) for (const clients of [10, 20]) {
-  const { history } = generateHistory(new Rng(42), { clients, ops: 3000, indefiniteRate: rate });
-  const t = performance.now();
-  const r = checkLinearizable(model, history, {timeoutMs: 20000});
-  console.log("rate", rate, "clients", clients, r.ok, r.timedOut, Math.round(performance.now() - t), "ms");
-}
 /** Seeded PRNG (mulberry32) so failing seeds can be replayed. */
 class Rng {
   private a: number;
@@ -222,4 +215,11 @@ function versionOf(op: Op): number | undefined {
   const out = op.output as { version?: number; ok?: boolean; unknown?: true };
   if (out.unknown || out.ok === false) return undefined;
   return out.version;
+}
+
+for (const rate of [0, 0.01, 0.03, 0.05, 0.1]) for (const clients of [10, 20]) {
+  const { history } = generateHistory(new Rng(42), { clients, ops: 3000, indefiniteRate: rate });
+  const t = performance.now();
+  const r = checkLinearizable(model, history, {timeoutMs: 20000});
+  console.log("rate", rate, "clients", clients, r.ok, r.timedOut, Math.round(performance.now() - t), "ms");
 }

@@ -1,0 +1,917 @@
+/**
+ * Deterministic simulation of Raft clusters: one seeded PRNG drives the
+ * network (loss, delay, reordering, duplication, partitions), crashes and
+ * restarts from persisted state, compaction, leadership transfers,
+ * membership changes and a client issuing writes and ReadIndex reads.
+ * Safety invariants are checked continuously; after the faults stop, the
+ * cluster must converge (liveness).
+ *
+ * Run through sim_test.ts; `SIM_SEED=n` replays one seed verbosely.
+ */
+import { MemoryStorage } from "./memory_storage.ts";
+import { ConfChangeError, LeadershipTransferError, NotLeaderError, RaftNode } from "./raft.ts";
+import { mulberry32 } from "./testing.ts";
+import type {
+  ConfChange,
+  ConfState,
+  Entry,
+  Message,
+  NodeId,
+  RaftConfig,
+  Ready,
+  Snapshot,
+} from "./types.ts";
+
+/** Knobs drawn from the seed so every seed explores a different corner. */
+export interface SimParams {
+  voters: number;
+  spares: number;
+  membership: boolean;
+  preVote: boolean;
+  checkQuorum: boolean;
+  electionTicks: number;
+  heartbeatTicks: number;
+  maxInflight: number;
+  maxMsgBytes: number;
+  lossRate: number;
+  dupRate: number;
+  maxDelay: number;
+  partitionRate: number;
+  crashRate: number;
+  /** Restarted nodes rebuild their state machine from the snapshot (else it survived). */
+  volatileFsmRate: number;
+  compactEvery: number;
+  chaosTicks: number;
+  livenessTicks: number;
+}
+
+export interface SimStats {
+  seed: number;
+  params: SimParams;
+  ticks: number;
+  leaderTerms: number;
+  writesAcked: number;
+  readsServed: number;
+  crashes: number;
+  partitions: number;
+  snapshotsInstalled: number;
+  confChanges: number;
+  transfers: number;
+  /** Ticks the healed cluster needed to converge. */
+  convergedAfter: number;
+}
+
+export class SimFailure extends Error {
+  constructor(readonly seed: number, reason: string, trace: string[]) {
+    super(
+      `simulation seed ${seed} failed: ${reason}\n` +
+        `replay: SIM_SEED=${seed} deno test -A core/raft/sim_test.ts\n` +
+        `last events:\n  ${trace.join("\n  ")}`,
+    );
+    this.name = "SimFailure";
+  }
+}
+
+export function drawParams(rng: () => number): SimParams {
+  const pick = <T>(xs: T[]) => xs[Math.floor(rng() * xs.length)];
+  const voters = rng() < 0.6 ? 3 : 5;
+  const membership = rng() < 0.4;
+  return {
+    voters,
+    spares: membership ? 1 + Math.floor(rng() * 2) : 0,
+    membership,
+    preVote: rng() < 0.7,
+    checkQuorum: rng() < 0.7,
+    electionTicks: 10,
+    heartbeatTicks: pick([1, 2, 3]),
+    maxInflight: pick([1, 2, 4, 16]),
+    maxMsgBytes: pick([40, 100, 300, 1 << 20]),
+    lossRate: pick([0, 0.02, 0.05, 0.15]),
+    dupRate: pick([0, 0.02, 0.1]),
+    maxDelay: pick([0, 1, 2, 4]),
+    partitionRate: pick([0.01, 0.03, 0.06]),
+    crashRate: pick([0, 0.005, 0.01, 0.03]),
+    volatileFsmRate: pick([0, 0.5, 1]),
+    compactEvery: pick([5, 10, 25, 1000]),
+    chaosTicks: 250 + Math.floor(rng() * 150),
+    livenessTicks: 400,
+  };
+}
+
+// ---- the replicated state machine ------------------------------------------------
+
+/** FNV-1a over a string, folded into a running hash: a digest of the applied sequence. */
+function chainHash(prev: number, data: string): number {
+  let h = (prev ^ 0x811c9dc5) >>> 0;
+  for (let i = 0; i < data.length; i++) {
+    h ^= data.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+interface KvValue {
+  value: string;
+  index: number;
+}
+
+/** A KV store plus the applied sequence digest; normal entries are "key=value". */
+class SimStateMachine {
+  applied = 0;
+  /** Digest of every entry applied so far (index, term-free data): equal digests, equal history. */
+  digest = 0;
+  conf: ConfState;
+  kv = new Map<string, KvValue>();
+
+  constructor(conf: ConfState) {
+    this.conf = { voters: [...conf.voters], learners: [...conf.learners] };
+  }
+
+  apply(e: Entry): void {
+    this.applied = e.index;
+    this.digest = chainHash(this.digest, `${e.index}:${e.type}:${e.data}`);
+    if (e.data === "") return;
+    if (e.type === "conf") {
+      applyConf(this.conf, JSON.parse(e.data) as ConfChange);
+      return;
+    }
+    const eq = e.data.indexOf("=");
+    this.kv.set(e.data.slice(0, eq), { value: e.data.slice(eq + 1), index: e.index });
+  }
+
+  serialize(): string {
+    return JSON.stringify({
+      applied: this.applied,
+      digest: this.digest,
+      conf: this.conf,
+      kv: [...this.kv],
+    });
+  }
+
+  static restore(snap: Snapshot, bootstrap: ConfState): SimStateMachine {
+    if (snap.meta.index === 0) return new SimStateMachine(bootstrap);
+    const d = JSON.parse(snap.data) as {
+      applied: number;
+      digest: number;
+      conf: ConfState;
+      kv: [string, KvValue][];
+    };
+    const sm = new SimStateMachine(d.conf);
+    sm.applied = d.applied;
+    sm.digest = d.digest;
+    sm.kv = new Map(d.kv);
+    return sm;
+  }
+}
+
+/** Same tolerant semantics as the core and the production FSM. */
+function applyConf(conf: ConfState, cc: ConfChange): void {
+  const without = (xs: NodeId[]) => xs.filter((x) => x !== cc.node);
+  const has = (xs: NodeId[]) => xs.includes(cc.node);
+  switch (cc.type) {
+    case "addLearner":
+      if (!has(conf.voters) && !has(conf.learners)) conf.learners.push(cc.node);
+      break;
+    case "promote":
+      if (has(conf.learners)) {
+        conf.learners = without(conf.learners);
+        conf.voters.push(cc.node);
+      }
+      break;
+    case "demote":
+      if (has(conf.voters)) {
+        conf.voters = without(conf.voters);
+        conf.learners.push(cc.node);
+      }
+      break;
+    case "remove":
+      conf.voters = without(conf.voters);
+      conf.learners = without(conf.learners);
+      break;
+  }
+}
+
+// ---- cluster members ------------------------------------------------------------------
+
+interface Proposal {
+  data: string;
+  key: string;
+  value: string;
+  marker: boolean;
+}
+
+interface PendingRead {
+  key: string;
+  /** Highest index of any write acknowledged before the read began. */
+  minIndex: number;
+  /** Index of the latest acknowledged write to `key` when the read began. */
+  minKeyIndex: number;
+  readIndex: number | null;
+}
+
+interface SimNode {
+  id: NodeId;
+  /** Durable: survives crashes. */
+  storage: MemoryStorage;
+  sm: SimStateMachine;
+  raft: RaftNode | null;
+  incarnation: number;
+  downUntil: number;
+  proposals: Map<number, Proposal>;
+  reads: Map<string, PendingRead>;
+  /** Leader observation state for invariant checks. */
+  observedTerm: number;
+  observedCommit: number;
+}
+
+interface Packet {
+  at: number;
+  m: Message;
+  senderIncarnation: number;
+  lost: boolean;
+}
+
+interface AckedWrite {
+  key: string;
+  value: string;
+  index: number;
+}
+
+// ---- the simulation ----------------------------------------------------------------------
+
+export interface SimOptions {
+  /** Print every event as it happens. */
+  verbose?: boolean;
+  /** Also print every delivered message from this tick on (debugging). */
+  traceMessagesFrom?: number;
+  /** Override drawn parameters. */
+  params?: Partial<SimParams>;
+}
+
+export function runSimulation(seed: number, opts: SimOptions = {}): SimStats {
+  return new Simulation(seed, opts).run();
+}
+
+class Simulation {
+  private readonly rng: () => number;
+  readonly params: SimParams;
+  private now = 0;
+  private readonly nodes: SimNode[] = [];
+  private readonly byId = new Map<NodeId, SimNode>();
+  private readonly bootstrap: ConfState;
+  private packets: Packet[] = [];
+  /** node → partition group; nodes in different groups cannot talk. */
+  private groups: Map<NodeId, number> | null = null;
+  private partitionEnds = 0;
+  private faults = true;
+  private readonly trace: string[] = [];
+
+  // Invariant bookkeeping.
+  private readonly leaderOfTerm = new Map<number, NodeId>();
+  /** index → term of the committed entry, as seen by the leader that committed it. */
+  private readonly committedTerm: number[] = [];
+  /** index → lowest term of a leader seen with the index committed. */
+  private readonly commitTermOf: number[] = [];
+  private maxCommitted = 0;
+  /** index → {term, data} of what state machines applied. */
+  private readonly applied: { term: number; data: string; digest: number }[] = [];
+  /** "index/term" → data and previous term, for log matching. */
+  private readonly persisted = new Map<string, { data: string; prevTerm: number | undefined }>();
+  private readonly acked: AckedWrite[] = [];
+  private maxAckedIndex = 0;
+  private readonly maxAckedByKey = new Map<string, number>();
+  private counter = 0;
+  private markerIndex: number | null = null;
+
+  private readonly stats: SimStats;
+
+  private readonly verbose: boolean;
+  private readonly traceMessagesFrom: number;
+
+  constructor(readonly seed: number, opts: SimOptions) {
+    this.rng = mulberry32(seed);
+    this.params = { ...drawParams(this.rng), ...opts.params };
+    this.verbose = opts.verbose ?? false;
+    this.traceMessagesFrom = opts.traceMessagesFrom ?? Infinity;
+    const p = this.params;
+    const voterIds = Array.from({ length: p.voters }, (_, i) => `n${i + 1}`);
+    this.bootstrap = { voters: voterIds, learners: [] };
+    for (let i = 0; i < p.voters + p.spares; i++) this.addNode(`n${i + 1}`);
+    this.stats = {
+      seed,
+      params: p,
+      ticks: 0,
+      leaderTerms: 0,
+      writesAcked: 0,
+      readsServed: 0,
+      crashes: 0,
+      partitions: 0,
+      snapshotsInstalled: 0,
+      confChanges: 0,
+      transfers: 0,
+      convergedAfter: -1,
+    };
+    this.event(`params ${JSON.stringify(p)}`);
+  }
+
+  run(): SimStats {
+    for (; this.now < this.params.chaosTicks; this.now++) this.step();
+    this.healEverything();
+    const start = this.now;
+    const deadline = this.now + this.params.livenessTicks;
+    for (; this.now < deadline; this.now++) {
+      this.step();
+      if (this.converged()) {
+        this.stats.convergedAfter = this.now - start;
+        this.stats.ticks = this.now;
+        this.checkFinalState();
+        return this.stats;
+      }
+    }
+    this.fail(`no convergence within ${this.params.livenessTicks} ticks after healing: ${this.describe()}`);
+  }
+
+  // ---- world step ----------------------------------------------------------------
+
+  private step(): void {
+    if (this.faults) this.injectFaults();
+    this.restartDueNodes();
+    this.client();
+    this.processAllReadies();
+    for (const n of this.upNodes()) {
+      n.raft!.tick();
+      this.observe(n);
+    }
+    this.processAllReadies();
+    this.deliverDuePackets();
+    if (this.faults) this.maybeCompact();
+  }
+
+  private deliverDuePackets(): void {
+    // Messages with zero delay are delivered within the same tick, in later rounds.
+    for (let round = 0; round < 8; round++) {
+      const due: Packet[] = [];
+      const later: Packet[] = [];
+      for (const p of this.packets) (p.at <= this.now ? due : later).push(p);
+      if (!due.length) return;
+      this.packets = later;
+      this.shuffle(due);
+      for (const p of due) this.deliver(p);
+      this.processAllReadies();
+    }
+  }
+
+  private deliver(p: Packet): void {
+    const { m } = p;
+    const to = this.byId.get(m.to);
+    const from = this.byId.get(m.from)!;
+    const ok = !p.lost && to?.raft && this.connected(m.from, m.to);
+    if (m.type === "snap") this.reportSnapshot(from, p, !!ok);
+    if (!ok) {
+      // A real transport notices some failures (connection refused, timeouts).
+      if (from.raft && from.incarnation === p.senderIncarnation && this.rng() < 0.3) {
+        from.raft.reportUnreachable(m.to);
+      }
+      return;
+    }
+    if (this.now >= this.traceMessagesFrom) console.log(`[t=${this.now}] deliver ${JSON.stringify(m)}`);
+    to!.raft!.step(m);
+    this.observe(to!);
+  }
+
+  private reportSnapshot(from: SimNode, p: Packet, ok: boolean): void {
+    if (!from.raft || from.incarnation !== p.senderIncarnation) return;
+    from.raft.reportSnapshot(p.m.to, ok);
+  }
+
+  private send(from: SimNode, m: Message): void {
+    const p = this.params;
+    const faulty = this.faults;
+    const copies = faulty && this.rng() < p.dupRate ? 2 : 1;
+    // A healed network is prompt but may still reorder a little.
+    const maxDelay = faulty ? p.maxDelay : Math.min(p.maxDelay, 1);
+    for (let i = 0; i < copies; i++) {
+      const delay = Math.floor(this.rng() * (maxDelay + 1));
+      this.packets.push({
+        at: this.now + delay,
+        m,
+        senderIncarnation: from.incarnation,
+        lost: faulty && this.rng() < p.lossRate,
+      });
+    }
+  }
+
+  private connected(a: NodeId, b: NodeId): boolean {
+    return !this.groups || this.groups.get(a) === this.groups.get(b);
+  }
+
+  // ---- faults ---------------------------------------------------------------------------
+
+  private injectFaults(): void {
+    const p = this.params;
+    if (this.groups && this.now >= this.partitionEnds) {
+      this.groups = null;
+      this.event("partition healed");
+    } else if (!this.groups && this.rng() < p.partitionRate) {
+      this.startPartition();
+    }
+    if (this.rng() < p.crashRate) this.crashRandomNode();
+    if (this.rng() < 0.01) this.transferLeadership();
+    if (p.membership && this.rng() < 0.03) this.changeMembership();
+  }
+
+  private startPartition(): void {
+    const groups = new Map<NodeId, number>();
+    const kind = this.rng();
+    const victim = this.pick(this.nodes).id;
+    for (const n of this.nodes) {
+      // Isolate one node, or split everyone into two or three random groups.
+      const g = kind < 0.4 ? (n.id === victim ? 1 : 0) : Math.floor(this.rng() * (kind < 0.8 ? 2 : 3));
+      groups.set(n.id, g);
+    }
+    this.groups = groups;
+    this.partitionEnds = this.now + 5 + Math.floor(this.rng() * 60);
+    this.stats.partitions++;
+    this.event(`partition ${JSON.stringify([...groups])} until ${this.partitionEnds}`);
+  }
+
+  private crashRandomNode(): void {
+    const up = this.upNodes();
+    if (!up.length) return;
+    const n = this.pick(up);
+    n.raft = null;
+    n.proposals.clear(); // outcome unknown to the client: never acknowledged
+    n.reads.clear();
+    n.downUntil = this.now + 1 + Math.floor(this.rng() * 40);
+    this.stats.crashes++;
+    this.event(`crash ${n.id} until ${n.downUntil}`);
+  }
+
+  private restartDueNodes(): void {
+    for (const n of this.nodes) {
+      if (!n.raft && n.downUntil <= this.now) this.startNode(n);
+    }
+  }
+
+  private startNode(n: SimNode): void {
+    if (this.rng() < this.params.volatileFsmRate) {
+      // The state machine did not survive: rebuild it from the durable snapshot.
+      n.sm = SimStateMachine.restore(n.storage.snapshot(), this.bootstrap);
+    }
+    n.incarnation++;
+    n.observedTerm = 0;
+    n.observedCommit = 0;
+    n.raft = new RaftNode(this.config(n.id, n.sm.applied), n.storage);
+    this.event(`start ${n.id} applied=${n.sm.applied} hs=${JSON.stringify(n.storage.hardState())}`);
+  }
+
+  private maybeCompact(): void {
+    for (const n of this.upNodes()) {
+      const snapIndex = n.storage.snapshot().meta.index;
+      if (n.sm.applied - snapIndex < this.params.compactEvery || this.rng() > 0.2) continue;
+      n.storage.createSnapshot(n.sm.applied, n.sm.conf, n.sm.serialize());
+      // Sometimes keep a few entries behind the snapshot for slow followers.
+      const keep = Math.floor(this.rng() * 4);
+      n.storage.compact(Math.max(n.storage.firstIndex() - 1, n.sm.applied - keep));
+    }
+  }
+
+  private transferLeadership(): void {
+    const leader = this.leader();
+    if (!leader) return;
+    const voters = leader.raft!.status().conf.voters.filter((v) => v !== leader.id);
+    if (!voters.length) return;
+    const to = this.pick(voters);
+    try {
+      leader.raft!.transferLeadership(to);
+      this.stats.transfers++;
+      this.event(`transfer ${leader.id} -> ${to}`);
+    } catch (err) {
+      if (!(err instanceof LeadershipTransferError)) throw err;
+    }
+    this.observe(leader);
+  }
+
+  private changeMembership(): void {
+    const leader = this.leader();
+    if (!leader) return;
+    const conf = leader.raft!.status().conf;
+    const members = [...conf.voters, ...conf.learners];
+    const outsiders = this.nodes.map((n) => n.id).filter((id) => !members.includes(id));
+    const options: ConfChange[] = [];
+    for (const id of outsiders) options.push({ type: "addLearner", node: id });
+    for (const id of conf.learners) {
+      if (conf.voters.length < 5) options.push({ type: "promote", node: id });
+      options.push({ type: "remove", node: id });
+    }
+    if (conf.voters.length > 3) {
+      for (const id of conf.voters) {
+        options.push({ type: "demote", node: id }, { type: "remove", node: id });
+      }
+    }
+    if (!options.length) return;
+    const cc = this.pick(options);
+    try {
+      const index = leader.raft!.proposeConfChange(cc);
+      this.stats.confChanges++;
+      this.event(`conf change ${cc.type} ${cc.node} at ${index} by ${leader.id}`);
+    } catch (err) {
+      if (!(err instanceof ConfChangeError || err instanceof NotLeaderError)) throw err;
+    }
+    this.observe(leader);
+  }
+
+  private healEverything(): void {
+    this.faults = false;
+    this.groups = null;
+    for (const n of this.nodes) if (!n.raft) this.startNode(n);
+    for (const p of this.packets) p.lost = false;
+    this.event("healed: no more faults");
+  }
+
+  // ---- client ------------------------------------------------------------------------------
+
+  private client(): void {
+    const leader = this.leader();
+    if (!leader) return;
+    if (!this.faults) {
+      this.proposeMarker(leader);
+      return;
+    }
+    if (this.rng() < 0.4) {
+      const n = 1 + Math.floor(this.rng() * 3);
+      for (let i = 0; i < n; i++) this.proposeWrite(leader, false);
+    }
+    if (this.rng() < 0.2) this.startRead(leader);
+  }
+
+  private proposeWrite(leader: SimNode, marker: boolean): number | null {
+    const key = marker ? "marker" : `k${Math.floor(this.rng() * 5)}`;
+    const value = `v${++this.counter}`;
+    const data = `${key}=${value}`;
+    try {
+      const index = leader.raft!.propose(data);
+      leader.proposals.set(index, { data, key, value, marker });
+      this.observe(leader);
+      return index;
+    } catch (err) {
+      if (!(err instanceof NotLeaderError)) throw err;
+      return null;
+    }
+  }
+
+  private proposeMarker(leader: SimNode): void {
+    if (this.markerIndex !== null) return;
+    const pending = [...leader.proposals.values()].some((p) => p.marker);
+    if (!pending) this.proposeWrite(leader, true);
+  }
+
+  private startRead(leader: SimNode): void {
+    const context = `r${++this.counter}`;
+    const key = `k${Math.floor(this.rng() * 5)}`;
+    leader.raft!.readIndex(context);
+    leader.reads.set(context, {
+      key,
+      minIndex: this.maxAckedIndex,
+      minKeyIndex: this.maxAckedByKey.get(key) ?? 0,
+      readIndex: null,
+    });
+    this.observe(leader);
+  }
+
+  // ---- Ready processing (the driver) ----------------------------------------------------------
+
+  private processAllReadies(): void {
+    for (const n of this.nodes) {
+      while (n.raft?.hasReady()) this.handleReady(n, n.raft.ready());
+    }
+  }
+
+  private handleReady(n: SimNode, rd: Ready): void {
+    // 1. persist
+    n.storage.save(rd);
+    if (rd.snapshot) this.stats.snapshotsInstalled++;
+    this.checkPersisted(n, rd.entries);
+    // 2. send
+    for (const m of rd.messages) {
+      this.checkAckIsDurable(n, m);
+      this.send(n, m);
+    }
+    // 3. apply
+    if (rd.snapshot) this.installSnapshot(n, rd.snapshot);
+    for (const e of rd.committedEntries) this.applyEntry(n, e);
+    for (const rs of rd.readStates) this.readIndexKnown(n, rs.context, rs.index);
+    for (const c of rd.droppedReadContexts ?? []) n.reads.delete(c);
+    this.serveReads(n);
+    // 4. advance
+    n.raft!.advance(rd);
+    this.observe(n);
+  }
+
+  private installSnapshot(n: SimNode, snap: Snapshot): void {
+    if (snap.meta.index <= n.sm.applied) {
+      this.fail(`${n.id} got snapshot ${snap.meta.index} but already applied ${n.sm.applied}`);
+    }
+    n.sm = SimStateMachine.restore(snap, this.bootstrap);
+    this.checkDigest(n, snap.meta.index);
+    this.event(`${n.id} installed snapshot ${snap.meta.index}`);
+  }
+
+  private applyEntry(n: SimNode, e: Entry): void {
+    if (e.index !== n.sm.applied + 1) {
+      this.fail(`${n.id} applies ${e.index} after ${n.sm.applied}: committed entries not contiguous`);
+    }
+    this.checkApplyPersisted(n, e);
+    n.sm.apply(e);
+    this.checkStateMachineSafety(n, e);
+    const p = n.proposals.get(e.index);
+    if (!p) return;
+    n.proposals.delete(e.index);
+    if (p.data !== e.data) return; // overwritten by another leader: the client sees an error
+    this.acked.push({ key: p.key, value: p.value, index: e.index });
+    this.stats.writesAcked++;
+    this.maxAckedIndex = Math.max(this.maxAckedIndex, e.index);
+    this.maxAckedByKey.set(p.key, Math.max(this.maxAckedByKey.get(p.key) ?? 0, e.index));
+    if (p.marker) {
+      this.markerIndex = e.index;
+      this.event(`marker acked at ${e.index}`);
+    }
+  }
+
+  private readIndexKnown(n: SimNode, context: string, index: number): void {
+    const r = n.reads.get(context);
+    if (!r) return;
+    if (index < r.minIndex) {
+      this.fail(
+        `read ${context} on ${n.id} got read index ${index} but a write at ${r.minIndex} ` +
+          "was acknowledged before the read began",
+      );
+    }
+    r.readIndex = index;
+  }
+
+  private serveReads(n: SimNode): void {
+    for (const [context, r] of n.reads) {
+      if (r.readIndex === null || n.sm.applied < r.readIndex) continue;
+      n.reads.delete(context);
+      const got = n.sm.kv.get(r.key);
+      if ((got?.index ?? 0) < r.minKeyIndex) {
+        this.fail(
+          `stale read ${context} of ${r.key} on ${n.id}: saw index ${got?.index ?? 0}, ` +
+            `but the write at ${r.minKeyIndex} was acknowledged before the read began`,
+        );
+      }
+      this.stats.readsServed++;
+    }
+  }
+
+  // ---- invariants ---------------------------------------------------------------------------
+
+  /** Called after every input to a node: election safety, commit stability, leader completeness. */
+  private observe(n: SimNode): void {
+    if (!n.raft) return;
+    const s = n.raft.basicStatus();
+    if (s.role !== "leader") return;
+    const prev = this.leaderOfTerm.get(s.term);
+    if (prev === undefined) {
+      this.leaderOfTerm.set(s.term, n.id);
+      this.stats.leaderTerms++;
+      this.event(`${n.id} leads term ${s.term}`);
+    } else if (prev !== n.id) {
+      this.fail(`election safety: ${prev} and ${n.id} both lead term ${s.term}`);
+    }
+    if (n.observedTerm !== s.term) {
+      n.observedTerm = s.term;
+      n.observedCommit = 0;
+      this.checkLeaderCompleteness(n, s.term);
+    }
+    for (let i = Math.max(n.observedCommit + 1, 1); i <= s.commit; i++) {
+      this.recordCommitted(n, i, s.term);
+    }
+    n.observedCommit = Math.max(n.observedCommit, s.commit);
+  }
+
+  private recordCommitted(n: SimNode, index: number, leaderTerm: number): void {
+    const term = n.raft!.termAt(index);
+    if (term === undefined) return; // compacted: it was applied (and checked) here already
+    const known = this.committedTerm[index];
+    if (known !== undefined && known !== term) {
+      this.fail(`committed entry ${index} changed: term ${known} before, ${term} on leader ${n.id}`);
+    }
+    this.committedTerm[index] = term;
+    const t = this.commitTermOf[index];
+    if (t === undefined || leaderTerm < t) this.commitTermOf[index] = leaderTerm;
+    this.maxCommitted = Math.max(this.maxCommitted, index);
+  }
+
+  /** Every entry committed in an earlier term must be in a new leader's log. */
+  private checkLeaderCompleteness(n: SimNode, term: number): void {
+    const last = n.raft!.status().lastIndex;
+    for (let i = 1; i <= this.maxCommitted; i++) {
+      const ct = this.commitTermOf[i];
+      if (ct === undefined || ct >= term) continue;
+      if (i > last) {
+        this.fail(`leader completeness: ${n.id} leads term ${term} without committed entry ${i}`);
+      }
+      const ours = n.raft!.termAt(i);
+      if (ours !== undefined && ours !== this.committedTerm[i]) {
+        this.fail(
+          `leader completeness: ${n.id} (term ${term}) has term ${ours} at committed index ${i}, ` +
+            `committed with term ${this.committedTerm[i]}`,
+        );
+      }
+    }
+  }
+
+  /** Log matching: an (index, term) pair always names the same entry after the same history. */
+  private checkPersisted(n: SimNode, entries: Entry[]): void {
+    for (const e of entries) {
+      const key = `${e.index}/${e.term}`;
+      let prevTerm: number | undefined;
+      try {
+        prevTerm = n.storage.term(e.index - 1);
+      } catch {
+        prevTerm = undefined;
+      }
+      const seen = this.persisted.get(key);
+      if (!seen) {
+        this.persisted.set(key, { data: `${e.type}:${e.data}`, prevTerm });
+        continue;
+      }
+      if (seen.data !== `${e.type}:${e.data}`) {
+        this.fail(`log matching: entry ${key} on ${n.id} differs from another node's`);
+      }
+      if (seen.prevTerm !== undefined && prevTerm !== undefined && seen.prevTerm !== prevTerm) {
+        this.fail(`log matching: entry ${key} on ${n.id} follows term ${prevTerm}, elsewhere ${seen.prevTerm}`);
+      }
+    }
+  }
+
+  /**
+   * Persistence ordering: whatever a message acknowledges is already on disk
+   * (or superseded by a durable newer term, which makes the message merely
+   * look delayed: a node never acts on an older term again).
+   */
+  private checkAckIsDurable(n: SimNode, m: Message): void {
+    const hs = n.storage.hardState();
+    if (hs.term > m.term) return;
+    if (m.type === "appResp" && !m.reject && m.index !== undefined) {
+      if (m.index > n.storage.lastIndex()) {
+        this.fail(`${n.id} acks index ${m.index} but persisted only up to ${n.storage.lastIndex()}`);
+      }
+    } else if (m.type === "voteResp" && !m.reject) {
+      if (hs.term !== m.term || hs.vote !== m.to) {
+        this.fail(`${n.id} grants a vote to ${m.to} in term ${m.term} before persisting it`);
+      }
+    }
+  }
+
+  private checkApplyPersisted(n: SimNode, e: Entry): void {
+    if (e.index > n.storage.lastIndex()) {
+      this.fail(`${n.id} applies ${e.index} beyond its persisted log (${n.storage.lastIndex()})`);
+    }
+    if (e.index >= n.storage.firstIndex() && n.storage.term(e.index) !== e.term) {
+      this.fail(`${n.id} applies ${e.index}@${e.term} but persisted a different entry`);
+    }
+  }
+
+  private checkStateMachineSafety(n: SimNode, e: Entry): void {
+    const known = this.applied[e.index];
+    const data = `${e.type}:${e.data}`;
+    if (!known) {
+      this.applied[e.index] = { term: e.term, data, digest: n.sm.digest };
+    } else if (known.term !== e.term || known.data !== data) {
+      this.fail(`state machine safety: ${n.id} applies a different entry at ${e.index}`);
+    }
+    this.checkDigest(n, e.index);
+    const ct = this.committedTerm[e.index];
+    if (ct !== undefined && ct !== e.term) {
+      this.fail(`${n.id} applies ${e.index}@${e.term} but ${e.index}@${ct} was committed`);
+    }
+  }
+
+  private checkDigest(n: SimNode, index: number): void {
+    const known = this.applied[index];
+    if (known && known.digest !== n.sm.digest) {
+      this.fail(`state machine safety: ${n.id}'s history up to ${index} differs from another node's`);
+    }
+  }
+
+  // ---- liveness -------------------------------------------------------------------------------
+
+  private converged(): boolean {
+    if (this.markerIndex === null) return false;
+    const leader = this.leader();
+    if (!leader) return false;
+    const conf = leader.raft!.status().conf;
+    for (const id of [...conf.voters, ...conf.learners]) {
+      const n = this.byId.get(id)!;
+      if (!n.raft || n.sm.applied < this.markerIndex) return false;
+    }
+    return true;
+  }
+
+  private checkFinalState(): void {
+    const leader = this.leader()!;
+    const conf = leader.raft!.status().conf;
+    for (const id of [...conf.voters, ...conf.learners]) {
+      const sm = this.byId.get(id)!.sm;
+      for (const w of this.acked) {
+        // Later writes to the key may have replaced the value, never an older one.
+        const got = sm.kv.get(w.key);
+        if (!got || got.index < w.index) {
+          this.fail(`acknowledged write ${w.key}=${w.value}@${w.index} missing on ${id}`);
+        }
+      }
+    }
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------------
+
+  private addNode(id: NodeId): void {
+    const storage = new MemoryStorage(this.bootstrap);
+    const sm = new SimStateMachine(this.bootstrap);
+    storage.confAtApplied = () => node.sm.conf;
+    const node: SimNode = {
+      id,
+      storage,
+      sm,
+      raft: null,
+      incarnation: 0,
+      downUntil: 0,
+      proposals: new Map(),
+      reads: new Map(),
+      observedTerm: 0,
+      observedCommit: 0,
+    };
+    node.raft = new RaftNode(this.config(id, 0), storage);
+    this.nodes.push(node);
+    this.byId.set(id, node);
+  }
+
+  private config(id: NodeId, applied: number): RaftConfig {
+    const p = this.params;
+    return {
+      id,
+      electionTicks: p.electionTicks,
+      heartbeatTicks: p.heartbeatTicks,
+      random: mulberry32(Math.floor(this.rng() * 2 ** 32)),
+      preVote: p.preVote,
+      checkQuorum: p.checkQuorum,
+      maxMsgBytes: p.maxMsgBytes,
+      maxInflight: p.maxInflight,
+      applied,
+    };
+  }
+
+  private upNodes(): SimNode[] {
+    return this.nodes.filter((n) => n.raft !== null);
+  }
+
+  /** A node that believes it leads (with the highest term if several do). */
+  private leader(): SimNode | null {
+    let best: SimNode | null = null;
+    let bestTerm = -1;
+    for (const n of this.nodes) {
+      const s = n.raft?.basicStatus();
+      if (s?.role === "leader" && s.term > bestTerm) {
+        best = n;
+        bestTerm = s.term;
+      }
+    }
+    return best;
+  }
+
+  private pick<T>(xs: T[]): T {
+    return xs[Math.floor(this.rng() * xs.length)];
+  }
+
+  private shuffle<T>(xs: T[]): void {
+    for (let i = xs.length - 1; i > 0; i--) {
+      const j = Math.floor(this.rng() * (i + 1));
+      [xs[i], xs[j]] = [xs[j], xs[i]];
+    }
+  }
+
+  private describe(): string {
+    return this.nodes.map((n) => {
+      if (!n.raft) return `${n.id}:down`;
+      const s = n.raft.status();
+      const progress = s.role === "leader" ? ` progress=${JSON.stringify(s.progress)}` : "";
+      return `${n.id}:${s.role}/t${s.term}/lead=${s.lead}/commit=${s.commit}/applied=${n.sm.applied}` +
+        `/last=${s.lastIndex}/first=${n.storage.firstIndex()}/voters=${s.conf.voters.join(",")}` +
+        `/learners=${s.conf.learners.join(",")}${progress}`;
+    }).join(" ") + ` marker=${this.markerIndex}`;
+  }
+
+  private event(line: string): void {
+    const text = `[t=${this.now}] ${line}`;
+    if (this.verbose) console.log(text);
+    this.trace.push(text);
+    if (this.trace.length > 40) this.trace.shift();
+  }
+
+  private fail(reason: string): never {
+    throw new SimFailure(this.seed, `${reason} (at tick ${this.now})`, this.trace);
+  }
+}
