@@ -67,6 +67,7 @@ export interface ClusterStatus {
   members: MemberStatus[];
 }
 
+const TRACE = Deno.env.get("NOVACTL_TRACE_READY") === "1";
 const PROPOSAL_TIMEOUT_MS = 10_000;
 const READ_TIMEOUT_MS = 5_000;
 
@@ -200,6 +201,15 @@ export class ClusterNode {
     this.maybeCompact();
     this.releaseAppliedWaiters();
     this.updateGauges();
+    if (TRACE) {
+      log.debug("ready", {
+        t: Math.round(performance.now() * 10) / 10,
+        entries: rd.entries.length,
+        committed: rd.committedEntries.length,
+        msgs: rd.messages.map((m) => `${m.type}>${m.to}:${m.entries?.length ?? ""}`).join(","),
+        ms: Math.round((performance.now() - t0) * 100) / 100,
+      });
+    }
   }
 
   private observeSoftState(rd: Ready): void {
@@ -241,14 +251,27 @@ export class ClusterNode {
     setTimeout(() => this.opts.onRemoved?.(), 200);
   }
 
+  private compacting = false;
+
+  /** Compacts the log once enough entries were applied since the last snapshot. */
   private maybeCompact(): void {
+    if (this.compacting) return;
     const applied = this.fsm.appliedIndex();
-    const threshold = this.snapshotThreshold();
-    if (applied - this.log.snapshot().meta.index < threshold) return;
+    if (applied - this.log.snapshot().meta.index < this.snapshotThreshold()) return;
+    this.compacting = true;
     const t0 = performance.now();
-    this.log.compact(applied, this.fsm.confState(), this.fsm.snapshotData());
-    log.info("log compacted", { index: applied, ms: Math.round(performance.now() - t0) });
-    metrics.snapshots.inc();
+    this.fsm.snapshotInBackground().then((snap) => {
+      if (this.stopped || snap.index <= this.log.snapshot().meta.index) return;
+      if (snap.index > this.log.lastIndex()) return; // a snapshot was installed meanwhile
+      this.log.compact(snap.index, snap.conf, snap.data);
+      log.info("log compacted", {
+        index: snap.index,
+        bytes: snap.data.length,
+        ms: Math.round(performance.now() - t0),
+      });
+      metrics.snapshots.inc();
+    }).catch((err) => log.error("snapshot failed", { error: String(err) }))
+      .finally(() => (this.compacting = false));
   }
 
   private snapshotThreshold(): number {
@@ -279,6 +302,13 @@ export class ClusterNode {
     }
     this.transport.learnUrl(env.from, env.fromUrl);
     this.lastContact.set(env.from, Date.now());
+    if (TRACE) {
+      log.debug("recv", {
+        t: Math.round(performance.now() * 10) / 10,
+        from: env.from,
+        msgs: env.messages.map((m) => `${m.type}:${m.index ?? ""}`).join(","),
+      });
+    }
     for (const m of env.messages) this.stepSafely(m);
     this.schedule();
   }

@@ -97,3 +97,20 @@ Deno.test("snapshot restore reproduces the replicated tables", async () => {
   assertEquals(other.config(), fsm.config());
   assertEquals(other.appliedIndex(), fsm.appliedIndex());
 });
+
+Deno.test("a background snapshot equals the synchronous one and restores the same state", async () => {
+  const { fsm } = await fresh();
+  for (let i = 0; i < 4500; i++) {
+    fsm.applyEntries([
+      cmd({ op: "config.patch", changes: { "cluster.description": `v${i}` }, by: "t", at: i }),
+    ]);
+  }
+  const bg = await fsm.snapshotInBackground();
+  assertEquals(bg.index, fsm.appliedIndex());
+  assertEquals(JSON.parse(bg.data), JSON.parse(fsm.snapshotData()));
+  assertEquals(bg.conf, fsm.confState());
+  const other = new StateMachine(join(await Deno.makeTempDir(), "s.db"));
+  other.restore(bg.data, bg.index);
+  assertEquals(other.configHistory(5000).length, 4501);
+  assertEquals(other.config().config["cluster.description"], "v4499");
+});

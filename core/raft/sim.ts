@@ -38,6 +38,10 @@ export interface SimParams {
   maxDelay: number;
   partitionRate: number;
   crashRate: number;
+  /** Chance per Ready of crashing after persisting it but before sending anything. */
+  crashMidReadyRate: number;
+  /** Chance that a new leader is crashed or cut off within a few ticks of its election. */
+  leaderChurnRate: number;
   /** Restarted nodes rebuild their state machine from the snapshot (else it survived). */
   volatileFsmRate: number;
   compactEvery: number;
@@ -91,6 +95,8 @@ export function drawParams(rng: () => number): SimParams {
     maxDelay: pick([0, 1, 2, 4]),
     partitionRate: pick([0.01, 0.03, 0.06]),
     crashRate: pick([0, 0.005, 0.01, 0.03]),
+    crashMidReadyRate: pick([0, 0, 0.001, 0.004]),
+    leaderChurnRate: pick([0, 0.1, 0.3, 0.6]),
     volatileFsmRate: pick([0, 0.5, 1]),
     compactEvery: pick([5, 10, 25, 1000]),
     chaosTicks: 250 + Math.floor(rng() * 150),
@@ -264,6 +270,7 @@ class Simulation {
   private groups: Map<NodeId, number> | null = null;
   private partitionEnds = 0;
   private faults = true;
+  private churn: { node: SimNode; incarnation: number; at: number }[] = [];
   private readonly trace: string[] = [];
 
   // Invariant bookkeeping.
@@ -328,7 +335,9 @@ class Simulation {
         return this.stats;
       }
     }
-    this.fail(`no convergence within ${this.params.livenessTicks} ticks after healing: ${this.describe()}`);
+    this.fail(
+      `no convergence within ${this.params.livenessTicks} ticks after healing: ${this.describe()}`,
+    );
   }
 
   // ---- world step ----------------------------------------------------------------
@@ -374,7 +383,9 @@ class Simulation {
       }
       return;
     }
-    if (this.now >= this.traceMessagesFrom) console.log(`[t=${this.now}] deliver ${JSON.stringify(m)}`);
+    if (this.now >= this.traceMessagesFrom) {
+      console.log(`[t=${this.now}] deliver ${JSON.stringify(m)}`);
+    }
     to!.raft!.step(m);
     this.observe(to!);
   }
@@ -416,35 +427,88 @@ class Simulation {
       this.startPartition();
     }
     if (this.rng() < p.crashRate) this.crashRandomNode();
+    this.runLeaderChurn();
     if (this.rng() < 0.01) this.transferLeadership();
     if (p.membership && this.rng() < 0.03) this.changeMembership();
   }
 
   private startPartition(): void {
-    const groups = new Map<NodeId, number>();
     const kind = this.rng();
-    const victim = this.pick(this.nodes).id;
-    for (const n of this.nodes) {
-      // Isolate one node, or split everyone into two or three random groups.
-      const g = kind < 0.4 ? (n.id === victim ? 1 : 0) : Math.floor(this.rng() * (kind < 0.8 ? 2 : 3));
-      groups.set(n.id, g);
+    if (kind < 0.3) {
+      this.partition([this.pick(this.nodes).id], 5 + Math.floor(this.rng() * 60));
+    } else if (kind < 0.5) {
+      // Strand the leader in a minority: it keeps appending entries nobody commits.
+      const leader = this.leader() ?? this.pick(this.nodes);
+      const buddy = this.pick(this.nodes.filter((n) => n !== leader));
+      const side = this.nodes.length >= 5 ? [leader.id, buddy.id] : [leader.id];
+      this.partition(side, 5 + Math.floor(this.rng() * 40));
+    } else {
+      const groups = new Map<NodeId, number>();
+      const parts = kind < 0.85 ? 2 : 3;
+      for (const n of this.nodes) groups.set(n.id, Math.floor(this.rng() * parts));
+      this.setGroups(groups, 5 + Math.floor(this.rng() * 60));
     }
+  }
+
+  /** Cuts `side` off from everyone else for `ticks`. */
+  private partition(side: NodeId[], ticks: number): void {
+    const groups = new Map<NodeId, number>();
+    for (const n of this.nodes) groups.set(n.id, side.includes(n.id) ? 1 : 0);
+    this.setGroups(groups, ticks);
+  }
+
+  private setGroups(groups: Map<NodeId, number>, ticks: number): void {
     this.groups = groups;
-    this.partitionEnds = this.now + 5 + Math.floor(this.rng() * 60);
+    this.partitionEnds = this.now + ticks;
     this.stats.partitions++;
     this.event(`partition ${JSON.stringify([...groups])} until ${this.partitionEnds}`);
   }
 
   private crashRandomNode(): void {
     const up = this.upNodes();
-    if (!up.length) return;
-    const n = this.pick(up);
+    if (up.length) this.crash(this.pick(up), 1 + Math.floor(this.rng() * 40));
+  }
+
+  /** Loses everything not persisted; the node comes back after `ticks`. */
+  private crash(n: SimNode, ticks: number): void {
     n.raft = null;
     n.proposals.clear(); // outcome unknown to the client: never acknowledged
     n.reads.clear();
-    n.downUntil = this.now + 1 + Math.floor(this.rng() * 40);
+    n.downUntil = this.now + ticks;
     this.stats.crashes++;
     this.event(`crash ${n.id} until ${n.downUntil}`);
+  }
+
+  /** Right after an election: crash the new leader or cut it off, soon. */
+  private scheduleLeaderChurn(n: SimNode): void {
+    if (!this.faults || this.rng() >= this.params.leaderChurnRate) return;
+    this.churn.push({
+      node: n,
+      incarnation: n.incarnation,
+      at: this.now + Math.floor(this.rng() * 4),
+    });
+  }
+
+  /**
+   * A new leader's first commit is when it learns (or, if buggy, guesses) what is
+   * committed: cutting it off right then, before its later appends land, is what
+   * exposes wrong commit rules (Raft paper, figure 8).
+   */
+  private firstCommitOfTerm(n: SimNode): void {
+    if (!this.faults || this.groups || this.rng() >= this.params.leaderChurnRate) return;
+    this.event(`${n.id} isolated right after its first commit`);
+    this.partition([n.id], 10 + Math.floor(this.rng() * 20));
+  }
+
+  private runLeaderChurn(): void {
+    const due = this.churn.filter((c) => c.at <= this.now);
+    if (!due.length) return;
+    this.churn = this.churn.filter((c) => c.at > this.now);
+    for (const c of due) {
+      if (!c.node.raft || c.node.incarnation !== c.incarnation) continue;
+      if (this.rng() < 0.5 || this.groups) this.crash(c.node, 1 + Math.floor(this.rng() * 15));
+      else this.partition([c.node.id], 3 + Math.floor(this.rng() * 20));
+    }
   }
 
   private restartDueNodes(): void {
@@ -454,9 +518,11 @@ class Simulation {
   }
 
   private startNode(n: SimNode): void {
-    if (this.rng() < this.params.volatileFsmRate) {
-      // The state machine did not survive: rebuild it from the durable snapshot.
-      n.sm = SimStateMachine.restore(n.storage.snapshot(), this.bootstrap);
+    const snap = n.storage.snapshot();
+    // Rebuild the state machine from the durable snapshot if it did not survive, or if
+    // we crashed between persisting a received snapshot and applying it (as node.ts does).
+    if (this.rng() < this.params.volatileFsmRate || snap.meta.index > n.sm.applied) {
+      n.sm = SimStateMachine.restore(snap, this.bootstrap);
     }
     n.incarnation++;
     n.observedTerm = 0;
@@ -532,12 +598,15 @@ class Simulation {
   // ---- client ------------------------------------------------------------------------------
 
   private client(): void {
-    const leader = this.leader();
-    if (!leader) return;
     if (!this.faults) {
-      this.proposeMarker(leader);
+      const leader = this.leader();
+      if (leader) this.proposeMarker(leader);
       return;
     }
+    // Clients talk to whichever node claims to lead, stale leaders included.
+    const leaders = this.nodes.filter((n) => n.raft?.basicStatus().role === "leader");
+    if (!leaders.length) return;
+    const leader = this.pick(leaders);
     if (this.rng() < 0.4) {
       const n = 1 + Math.floor(this.rng() * 3);
       for (let i = 0; i < n; i++) this.proposeWrite(leader, false);
@@ -552,6 +621,7 @@ class Simulation {
     try {
       const index = leader.raft!.propose(data);
       leader.proposals.set(index, { data, key, value, marker });
+      if (marker) this.event(`marker ${data} proposed at ${index} by ${leader.id}`);
       this.observe(leader);
       return index;
     } catch (err) {
@@ -592,6 +662,11 @@ class Simulation {
     n.storage.save(rd);
     if (rd.snapshot) this.stats.snapshotsInstalled++;
     this.checkPersisted(n, rd.entries);
+    if (this.faults && this.rng() < this.params.crashMidReadyRate) {
+      // Crash between the fsync and the sends: nothing of this Ready leaves the node.
+      this.crash(n, 1 + Math.floor(this.rng() * 15));
+      return;
+    }
     // 2. send
     for (const m of rd.messages) {
       this.checkAckIsDurable(n, m);
@@ -619,7 +694,9 @@ class Simulation {
 
   private applyEntry(n: SimNode, e: Entry): void {
     if (e.index !== n.sm.applied + 1) {
-      this.fail(`${n.id} applies ${e.index} after ${n.sm.applied}: committed entries not contiguous`);
+      this.fail(
+        `${n.id} applies ${e.index} after ${n.sm.applied}: committed entries not contiguous`,
+      );
     }
     this.checkApplyPersisted(n, e);
     n.sm.apply(e);
@@ -633,7 +710,7 @@ class Simulation {
     this.maxAckedIndex = Math.max(this.maxAckedIndex, e.index);
     this.maxAckedByKey.set(p.key, Math.max(this.maxAckedByKey.get(p.key) ?? 0, e.index));
     if (p.marker) {
-      this.markerIndex = e.index;
+      this.markerIndex = Math.max(this.markerIndex ?? 0, e.index);
       this.event(`marker acked at ${e.index}`);
     }
   }
@@ -677,6 +754,7 @@ class Simulation {
       this.leaderOfTerm.set(s.term, n.id);
       this.stats.leaderTerms++;
       this.event(`${n.id} leads term ${s.term}`);
+      this.scheduleLeaderChurn(n);
     } else if (prev !== n.id) {
       this.fail(`election safety: ${prev} and ${n.id} both lead term ${s.term}`);
     }
@@ -685,6 +763,7 @@ class Simulation {
       n.observedCommit = 0;
       this.checkLeaderCompleteness(n, s.term);
     }
+    if (n.observedCommit === 0 && s.commit > 0) this.firstCommitOfTerm(n);
     for (let i = Math.max(n.observedCommit + 1, 1); i <= s.commit; i++) {
       this.recordCommitted(n, i, s.term);
     }
@@ -696,7 +775,9 @@ class Simulation {
     if (term === undefined) return; // compacted: it was applied (and checked) here already
     const known = this.committedTerm[index];
     if (known !== undefined && known !== term) {
-      this.fail(`committed entry ${index} changed: term ${known} before, ${term} on leader ${n.id}`);
+      this.fail(
+        `committed entry ${index} changed: term ${known} before, ${term} on leader ${n.id}`,
+      );
     }
     this.committedTerm[index] = term;
     const t = this.commitTermOf[index];
@@ -742,7 +823,9 @@ class Simulation {
         this.fail(`log matching: entry ${key} on ${n.id} differs from another node's`);
       }
       if (seen.prevTerm !== undefined && prevTerm !== undefined && seen.prevTerm !== prevTerm) {
-        this.fail(`log matching: entry ${key} on ${n.id} follows term ${prevTerm}, elsewhere ${seen.prevTerm}`);
+        this.fail(
+          `log matching: entry ${key} on ${n.id} follows term ${prevTerm}, elsewhere ${seen.prevTerm}`,
+        );
       }
     }
   }
@@ -757,7 +840,9 @@ class Simulation {
     if (hs.term > m.term) return;
     if (m.type === "appResp" && !m.reject && m.index !== undefined) {
       if (m.index > n.storage.lastIndex()) {
-        this.fail(`${n.id} acks index ${m.index} but persisted only up to ${n.storage.lastIndex()}`);
+        this.fail(
+          `${n.id} acks index ${m.index} but persisted only up to ${n.storage.lastIndex()}`,
+        );
       }
     } else if (m.type === "voteResp" && !m.reject) {
       if (hs.term !== m.term || hs.vote !== m.to) {
@@ -793,7 +878,9 @@ class Simulation {
   private checkDigest(n: SimNode, index: number): void {
     const known = this.applied[index];
     if (known && known.digest !== n.sm.digest) {
-      this.fail(`state machine safety: ${n.id}'s history up to ${index} differs from another node's`);
+      this.fail(
+        `state machine safety: ${n.id}'s history up to ${index} differs from another node's`,
+      );
     }
   }
 

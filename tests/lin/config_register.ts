@@ -5,7 +5,7 @@
  * Assumes the test's clients are the only writers during the run; any other write bumps
  * the version and would (correctly) make the history unexplainable.
  */
-import type { Model, Unknown } from "./wgl.ts";
+import type { Model, Operation, Unknown } from "./wgl.ts";
 
 export interface ConfigState {
   version: number;
@@ -39,9 +39,30 @@ export function configRegisterModel(initial: ConfigState): ConfigModel {
     hash: (s) => `${s.version}\u0000${s.value}`,
     describe: (s) => `v${s.version}=${JSON.stringify(s.value)}`,
     describeOperation,
-    // A read with no answer neither constrains nor changes anything.
-    ignorable: (input, output) => input.type === "read" && isUnknown(output),
+    readOnly: (input, output) =>
+      input.type === "read" || (input.type === "cas" && !isUnknown(output) && !output.ok),
+    indefiniteClasses,
   };
+}
+
+/**
+ * Timed-out writes (and CASes expecting the same version) whose value no read ever
+ * returned are interchangeable: applying one or the other yields the same version and a
+ * value nobody can tell apart. Clients are expected to write unique values so that this
+ * covers nearly all of them; without it every subset of the timed-out writes still
+ * pending would be a separate branch of the search.
+ */
+function indefiniteClasses(history: readonly Operation<ConfigInput, ConfigOutput>[]) {
+  const observed = new Set<string>();
+  for (const op of history) {
+    if (op.input.type === "read" && !isUnknown(op.output)) {
+      observed.add((op.output as ConfigState).value);
+    }
+  }
+  return history.map(({ input, output }) => {
+    if (!isUnknown(output) || input.type === "read" || observed.has(input.value)) return undefined;
+    return input.type === "write" ? "write" : `cas ${input.expectVersion}`;
+  });
 }
 
 type StepResult = { ok: boolean; state: ConfigState };

@@ -8,13 +8,16 @@
  * the list and restarts from the head; at a return event it has found an operation that
  * must already have taken effect but could not be placed, so it backtracks. Lowe's
  * improvement memoizes every (set of linearized operations, model state) pair reached,
- * since two search paths that reach the same pair have identical futures; that turns the
- * factorial search into something close to linear for realistic histories.
+ * since two search paths that reach the same pair have identical futures.
  *
- * Operations with an indefinite outcome have `ret = Infinity`: their return event sorts
- * after every real one, so the search may place them anywhere after their call. Placing
- * one after every other operation is indistinguishable from it never having happened, so
- * the model only needs to accept "unknown" outputs in every state.
+ * Operations with an indefinite outcome have `ret = Infinity`: the search may place them
+ * anywhere after their call, and placing one after every completed operation is
+ * indistinguishable from it never having happened. Plain WGL copes badly with them (an
+ * op the model always accepts can be chained in front of every dead end), so on top of
+ * WGL this checker applies three reductions, each justified where it is implemented:
+ * read-only operations are committed without branching, indefinite operations that would
+ * not change the state are never applied, and interchangeable indefinite operations are
+ * applied in call order only.
  */
 
 /** One client-observed operation. `call`/`ret` share a clock; `ret = Infinity` = indefinite. */
@@ -28,29 +31,42 @@ export interface Operation<I, O> {
 
 /**
  * Conventional output of an operation with an indefinite outcome. Record such operations
- * with `ret = Infinity`; the model must accept this output in every state.
+ * with `ret = Infinity`.
  */
 export interface Unknown {
   unknown: true;
 }
 
-/** A deterministic sequential specification of the system under test. */
+/**
+ * A deterministic sequential specification of the system under test.
+ *
+ * Contract: `step` must accept every operation with `ret = Infinity` in every state (its
+ * output is unknown), since the checker relies on being able to move such operations to
+ * the end of the linearization.
+ */
 export interface Model<S, I, O> {
   init(): S;
   /** Applies `input` in `state`; `ok` is false when the observed `output` is impossible there. */
   step(state: S, input: I, output: O): { ok: boolean; state: S };
-  /** Canonical key of a state: equal hashes are treated as equal states by the memo. */
+  /** Canonical key of a state: equal hashes are treated as equal states. */
   hash(state: S): string;
   /** Human-readable state, used in failure explanations. */
   describe?(state: S): string;
   /** Human-readable operation, used in failure explanations. */
   describeOperation?(input: I, output: O): string;
   /**
-   * True for operations that are accepted in every state and never change it (e.g. a read
-   * that timed out). They cannot affect the verdict, but an indefinite one would stay open
-   * until the end of the history and multiply the search space, so they are dropped.
+   * True if the operation leaves the state unchanged in every state that accepts it
+   * (a completed read, a rejected CAS). Lets the checker commit it without branching.
    */
-  ignorable?(input: I, output: O): boolean;
+  readOnly?(input: I, output: O): boolean;
+  /**
+   * Symmetry classes of indefinite operations, one entry per history operation (only
+   * entries for `ret = Infinity` operations are used). Operations in the same class must
+   * be interchangeable: swapping two of them in any valid linearization of `history`
+   * keeps it valid, e.g. two timed-out writes of values nobody ever read. The checker
+   * then only applies the earliest-called unapplied member of each class.
+   */
+  indefiniteClasses?(history: readonly Operation<I, O>[]): (string | undefined)[];
 }
 
 export interface CheckOptions {
@@ -58,7 +74,7 @@ export interface CheckOptions {
   timeoutMs?: number;
 }
 
-/** A candidate the search could have placed next at the point where it got stuck. */
+/** An operation the search could have placed next at the point where it got stuck. */
 export interface Candidate<I, O> {
   index: number;
   op: Operation<I, O>;
@@ -84,7 +100,10 @@ export interface CheckResult<S, I, O> {
   ok: boolean;
   /** Set when the search ran out of time: the history is neither proven good nor bad. */
   timedOut?: boolean;
-  /** History indices in linearization order (ignorable operations are left out). */
+  /**
+   * History indices in linearization order. Indefinite operations after the last
+   * completed one can equally be read as never having taken effect.
+   */
   witness?: number[];
   failure?: Failure<S, I, O>;
 }
@@ -100,10 +119,7 @@ export function checkLinearizable<S, I, O>(
   opts: CheckOptions = {},
 ): CheckResult<S, I, O> {
   validateHistory(history);
-  const relevant = history
-    .map((_, index) => index)
-    .filter((i) => !model.ignorable?.(history[i].input, history[i].output));
-  const search = new Search(model, history, relevant, opts.timeoutMs ?? Infinity);
+  const search = new Search(model, history, opts.timeoutMs ?? Infinity);
   const outcome = search.run();
   if (outcome === "linearizable") return { ok: true, witness: search.witness() };
   if (outcome === "timeout") return { ok: false, timedOut: true };
@@ -122,7 +138,6 @@ function validateHistory<I, O>(history: Operation<I, O>[]): void {
 interface Event {
   time: number;
   isCall: boolean;
-  /** Position in the `relevant` array. */
   op: number;
 }
 
@@ -131,11 +146,11 @@ interface Event {
  * whose intervals merely touch count as concurrent: with coarse clocks, claiming a
  * real-time order we did not observe could report a false violation.
  */
-function sortedEvents<I, O>(history: Operation<I, O>[], relevant: number[]): Event[] {
+function sortedEvents<I, O>(history: Operation<I, O>[]): Event[] {
   const events: Event[] = [];
-  relevant.forEach((h, op) => {
-    events.push({ time: history[h].call, isCall: true, op });
-    events.push({ time: history[h].ret, isCall: false, op });
+  history.forEach((op, i) => {
+    events.push({ time: op.call, isCall: true, op: i });
+    events.push({ time: op.ret, isCall: false, op: i });
   });
   return events.sort((a, b) => {
     if (a.time !== b.time) return a.time < b.time ? -1 : 1;
@@ -168,10 +183,6 @@ class LinearizedSet {
     this.h1 = (this.h1 ^ this.zobrist[2 * op]) >>> 0;
     this.h2 = (this.h2 ^ this.zobrist[2 * op + 1]) >>> 0;
   }
-
-  has(op: number): boolean {
-    return (this.bits[op >>> 5] & (1 << (op & 31))) !== 0;
-  }
 }
 
 function mulberry32(seed: number): () => number {
@@ -190,7 +201,11 @@ function sameBits(a: Uint32Array, b: Uint32Array): boolean {
   return true;
 }
 
-/** Lowe's memo: every (linearized set, state) pair the search has already explored. */
+/**
+ * Lowe's memo: every (linearized set, state) pair the search has reached. The set only
+ * grows along a search path, so a pair seen before is never an ancestor of the current
+ * one: it was fully explored and failed.
+ */
 class VisitedConfigurations {
   private readonly buckets = new Map<string, Uint32Array[]>();
 
@@ -209,6 +224,48 @@ class VisitedConfigurations {
   }
 }
 
+/**
+ * Symmetry classes of indefinite operations, each a queue in call order. Only the head of
+ * a queue may be applied. If a linearization applies a later member x while an earlier
+ * one y is still unapplied, swapping x and y gives another valid linearization (y was
+ * called no later than x, and the model declared them interchangeable), so exploring
+ * heads only loses nothing and avoids trying every subset of the class.
+ */
+class SymmetryClasses {
+  private readonly classOf: Int32Array;
+  private readonly members: number[][] = [];
+  private readonly applied: number[] = [];
+
+  constructor(keys: (string | undefined)[], indefinite: boolean[], callOrder: number[]) {
+    this.classOf = new Int32Array(keys.length).fill(NIL);
+    const ids = new Map<string, number>();
+    for (const op of callOrder) {
+      const key = keys[op];
+      if (!indefinite[op] || key === undefined) continue;
+      let id = ids.get(key);
+      if (id === undefined) {
+        id = this.members.length;
+        ids.set(key, id);
+        this.members.push([]);
+        this.applied.push(0);
+      }
+      this.classOf[op] = id;
+      this.members[id].push(op);
+    }
+  }
+
+  isHead(op: number): boolean {
+    const c = this.classOf[op];
+    return c === NIL || this.members[c][this.applied[c]] === op;
+  }
+
+  /** Call when `op` is linearized (it must be the head) or un-linearized (the last applied). */
+  shift(op: number, delta: 1 | -1): void {
+    const c = this.classOf[op];
+    if (c !== NIL) this.applied[c] += delta;
+  }
+}
+
 /** Deepest point the search reached before having to backtrack. */
 interface DeadEnd<S> {
   prefix: number[];
@@ -217,6 +274,13 @@ interface DeadEnd<S> {
 }
 
 type Outcome = "linearizable" | "violation" | "timeout";
+
+type Attempt<S> =
+  | { kind: "applied"; state: S }
+  /** Not placed here; the search moves on to the next candidate. */
+  | { kind: "skipped" }
+  /** The current configuration cannot succeed; the search must backtrack. */
+  | { kind: "doomed" };
 
 class Search<S, I, O> {
   // The event list, as parallel arrays indexed by node (node 0 is the head sentinel).
@@ -227,31 +291,46 @@ class Search<S, I, O> {
   private readonly nodeOp: Int32Array;
   private readonly events: Event[];
 
+  private readonly indefinite: boolean[];
+  private readonly readOnly: boolean[];
+  private readonly classes: SymmetryClasses;
+  /** Completed (finite `ret`) operations not yet linearized; 0 means success. */
+  private completedLeft: number;
+
   private readonly linearized: LinearizedSet;
   private readonly visited = new VisitedConfigurations();
-  /** Linearized call nodes, in order, with the state before each was applied. */
+  /** Linearized call nodes, in order, with the state before each and whether it was forced. */
   private readonly stackNodes: number[] = [];
   private readonly stackStates: S[] = [];
+  private readonly stackForced: boolean[] = [];
+  private finalState: S | undefined;
   private deepest: DeadEnd<S> | undefined;
+  private readonly deadline: number;
 
   constructor(
     private readonly model: Model<S, I, O>,
     private readonly history: Operation<I, O>[],
-    private readonly relevant: number[],
-    private readonly timeoutMs: number,
+    timeoutMs: number,
   ) {
-    this.events = sortedEvents(history, relevant);
+    this.deadline = performance.now() + timeoutMs;
+    this.events = sortedEvents(history);
     const size = this.events.length + 1;
     this.next = new Int32Array(size);
     this.prev = new Int32Array(size);
     this.match = new Int32Array(size).fill(NIL);
     this.nodeOp = new Int32Array(size).fill(NIL);
-    this.linearized = new LinearizedSet(relevant.length);
     this.buildList();
+
+    this.indefinite = history.map((op) => op.ret === Infinity);
+    this.readOnly = history.map((op) => model.readOnly?.(op.input, op.output) ?? false);
+    this.completedLeft = this.indefinite.filter((x) => !x).length;
+    const keys = model.indefiniteClasses?.(history) ?? [];
+    this.classes = new SymmetryClasses(keys, this.indefinite, this.callOrder());
+    this.linearized = new LinearizedSet(history.length);
   }
 
   private buildList(): void {
-    const callNode = new Int32Array(this.relevant.length);
+    const callNode = new Int32Array(this.history.length);
     this.events.forEach((event, i) => {
       const node = i + 1;
       this.prev[node] = node - 1;
@@ -264,72 +343,108 @@ class Search<S, I, O> {
     this.prev[HEAD] = NIL;
   }
 
+  /** Operations in the order of their call events (the list order the search uses). */
+  private callOrder(): number[] {
+    return this.events.filter((e) => e.isCall).map((e) => e.op);
+  }
+
   run(): Outcome {
-    const deadline = performance.now() + this.timeoutMs;
     let state = this.model.init();
     let node = this.next[HEAD];
     let steps = 0;
-    while (this.next[HEAD] !== NIL) {
-      if (++steps % TIMEOUT_CHECK_INTERVAL === 0 && performance.now() > deadline) {
+    // Once every completed operation is placed, the indefinite ones left over can all go
+    // at the end (the model accepts them anywhere), so there is nothing left to search.
+    while (this.completedLeft > 0) {
+      if (++steps % TIMEOUT_CHECK_INTERVAL === 0 && performance.now() > this.deadline) {
         return "timeout";
       }
+      let attempt: Attempt<S>;
       if (this.match[node] !== NIL) {
-        const applied = this.tryLinearize(node, state);
-        if (applied) {
-          state = applied.state;
-          node = this.next[HEAD];
-        } else {
-          node = this.next[node];
-        }
-        continue;
+        attempt = this.tryLinearize(node, state);
+      } else {
+        // A return event: its operation had to take effect by now and was not placed.
+        this.noteDeadEnd(this.nodeOp[node], state);
+        attempt = { kind: "doomed" };
       }
-      // A return event: its operation had to take effect by now and was not placed.
-      this.noteDeadEnd(this.nodeOp[node], state);
-      if (this.stackNodes.length === 0) return "violation";
-      const undone = this.backtrack();
-      state = undone.state;
-      node = this.next[undone.node];
+      if (attempt.kind === "applied") {
+        state = attempt.state;
+        node = this.next[HEAD];
+      } else if (attempt.kind === "skipped") {
+        node = this.next[node];
+      } else {
+        const resumed = this.backtrack();
+        if (!resumed) return "violation";
+        state = resumed.state;
+        node = this.next[resumed.node];
+      }
     }
+    this.finalState = state;
     return "linearizable";
   }
 
-  /** Applies the op at call `node` if the model allows it and the result is unexplored. */
-  private tryLinearize(node: number, state: S): { state: S } | undefined {
+  /** Tries to linearize the operation whose call event is `node`, in `state`. */
+  private tryLinearize(node: number, state: S): Attempt<S> {
     const op = this.nodeOp[node];
-    const { input, output } = this.history[this.relevant[op]];
+    if (!this.classes.isHead(op)) return { kind: "skipped" };
+    const { input, output } = this.history[op];
     const result = this.model.step(state, input, output);
-    if (!result.ok) return undefined;
+    if (!result.ok) return { kind: "skipped" };
+    const newHash = this.model.hash(result.state);
+    // An indefinite op that changes nothing here is better placed at the very end, where
+    // it is equally harmless, than spent now: deferring it never loses a linearization.
+    if (this.indefinite[op] && newHash === this.model.hash(state)) return { kind: "skipped" };
+    // A read-only op that is callable and accepted can be moved to the front of any
+    // linearization of the remaining ops (nothing remaining returned before it was called,
+    // and removing it elsewhere changes no state), so no alternative needs exploring.
+    const forced = this.readOnly[op];
     this.linearized.toggle(op);
-    if (!this.visited.add(this.linearized, this.model.hash(result.state))) {
+    if (!this.visited.add(this.linearized, newHash)) {
       this.linearized.toggle(op);
-      return undefined;
+      return forced ? { kind: "doomed" } : { kind: "skipped" };
     }
-    this.stackNodes.push(node);
-    this.stackStates.push(state);
-    this.lift(node);
-    return { state: result.state };
+    this.push(node, state, forced);
+    return { kind: "applied", state: result.state };
   }
 
-  /** Undoes the most recent linearization, returning its call node and the prior state. */
-  private backtrack(): { node: number; state: S } {
-    const node = this.stackNodes.pop()!;
-    const state = this.stackStates.pop()!;
-    this.linearized.toggle(this.nodeOp[node]);
-    this.unlift(node);
-    return { node, state };
+  private push(node: number, state: S, forced: boolean): void {
+    const op = this.nodeOp[node];
+    this.stackNodes.push(node);
+    this.stackStates.push(state);
+    this.stackForced.push(forced);
+    this.classes.shift(op, 1);
+    if (!this.indefinite[op]) this.completedLeft--;
+    this.lift(node);
+  }
+
+  /**
+   * Undoes linearizations until one that had alternatives: a forced op failing means the
+   * configuration it was forced from fails too. Returns the call node to continue after,
+   * with the state before it, or undefined when the history is exhausted.
+   */
+  private backtrack(): { node: number; state: S } | undefined {
+    for (;;) {
+      const node = this.stackNodes.pop();
+      if (node === undefined) return undefined;
+      const state = this.stackStates.pop()!;
+      const forced = this.stackForced.pop()!;
+      const op = this.nodeOp[node];
+      this.linearized.toggle(op);
+      this.classes.shift(op, -1);
+      if (!this.indefinite[op]) this.completedLeft++;
+      this.unlift(node);
+      if (!forced) return { node, state };
+    }
   }
 
   /** Removes a call event and its return from the list (they stay linked to their neighbours). */
   private lift(call: number): void {
-    const ret = this.match[call];
     this.unlink(call);
-    this.unlink(ret);
+    this.unlink(this.match[call]);
   }
 
   /** Reinserts what `lift` removed, in reverse order so the neighbour links are valid. */
   private unlift(call: number): void {
-    const ret = this.match[call];
-    this.relink(ret);
+    this.relink(this.match[call]);
     this.relink(call);
   }
 
@@ -347,37 +462,45 @@ class Search<S, I, O> {
 
   private noteDeadEnd(stuckOp: number, state: S): void {
     if (this.deepest && this.deepest.prefix.length >= this.stackNodes.length) return;
-    this.deepest = {
-      prefix: this.stackNodes.map((n) => this.nodeOp[n]),
-      state,
-      stuckOp,
-    };
+    this.deepest = { prefix: this.stackNodes.map((n) => this.nodeOp[n]), state, stuckOp };
   }
 
+  /**
+   * The linearization found, completed with the leftover indefinite ops in call order.
+   * Stepping them also checks the model contract that makes appending them valid.
+   */
   witness(): number[] {
-    return this.stackNodes.map((n) => this.relevant[this.nodeOp[n]]);
+    const order = this.stackNodes.map((n) => this.nodeOp[n]);
+    const placed = new Set(order);
+    let state = this.finalState!;
+    for (const op of this.callOrder()) {
+      if (placed.has(op)) continue;
+      const { input, output } = this.history[op];
+      const result = this.model.step(state, input, output);
+      if (!result.ok) {
+        throw new Error(
+          `model rejected indefinite operation #${op}; ops with ret = Infinity must be ` +
+            `accepted in every state`,
+        );
+      }
+      state = result.state;
+      order.push(op);
+    }
+    return order;
   }
 
   explainFailure(): Failure<S, I, O> {
     const dead = this.deepest!;
-    const toHistory = (op: number) => this.relevant[op];
-    const longestPrefixIndices = dead.prefix.map(toHistory);
-    const unplacedIndex = toHistory(dead.stuckOp);
-    const candidates = this.openOperationsAt(dead).map((op): Candidate<I, O> => {
-      const index = toHistory(op);
-      const { input, output } = this.history[index];
-      return {
-        index,
-        op: this.history[index],
-        accepted: this.model.step(dead.state, input, output).ok,
-      };
+    const candidates = this.openOperationsAt(dead).map((index): Candidate<I, O> => {
+      const op = this.history[index];
+      return { index, op, accepted: this.model.step(dead.state, op.input, op.output).ok };
     });
     const failure = {
-      longestPrefix: longestPrefixIndices.map((i) => this.history[i]),
-      longestPrefixIndices,
+      longestPrefix: dead.prefix.map((i) => this.history[i]),
+      longestPrefixIndices: dead.prefix,
       stateAfterPrefix: dead.state,
-      unplaced: this.history[unplacedIndex],
-      unplacedIndex,
+      unplaced: this.history[dead.stuckOp],
+      unplacedIndex: dead.stuckOp,
       candidates,
     };
     return { ...failure, explanation: this.describeFailure(failure) };
@@ -385,7 +508,7 @@ class Search<S, I, O> {
 
   /**
    * Operations whose call precedes the stuck return event but that are not in the prefix:
-   * exactly the ones the search could have tried next at the dead end.
+   * the ones the search could have tried next at the dead end.
    */
   private openOperationsAt(dead: DeadEnd<S>): number[] {
     const inPrefix = new Set(dead.prefix);
@@ -402,16 +525,16 @@ class Search<S, I, O> {
     const tail = f.longestPrefixIndices.slice(-10);
     const lines = [
       `not linearizable: longest linearizable prefix has ${f.longestPrefix.length} of ` +
-      `${this.relevant.length} operations, leaving state ${state}`,
+      `${this.history.length} operations, leaving state ${state}`,
     ];
     if (tail.length > 0) {
       lines.push(`  last ${tail.length} linearized:`);
       for (const i of tail) lines.push(`    ${this.describeOp(i)}`);
     }
-    lines.push(`  could not place #${f.unplacedIndex}: ${this.describeOp(f.unplacedIndex)}`);
+    lines.push(`  could not place ${this.describeOp(f.unplacedIndex)}`);
     lines.push(`  open operations at that point (model verdict in that state):`);
     for (const c of f.candidates) {
-      const verdict = c.accepted ? "accepted but leads to a dead end" : "rejected";
+      const verdict = c.accepted ? "accepted, but only leads to dead ends" : "rejected";
       lines.push(`    ${this.describeOp(c.index)}: ${verdict}`);
     }
     return lines.join("\n");

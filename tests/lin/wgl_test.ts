@@ -243,16 +243,12 @@ Deno.test("randomized: histories from a real sequential execution pass, corrupte
       ops: 20 + rng.int(200),
       indefiniteRate: 0.05,
     });
-    const t1 = performance.now();
     const ok = checkLinearizable(model, generated.history);
-    console.log("ok", seed, generated.history.length, Math.round(performance.now() - t1));
     assert(ok.ok, `seed ${seed}: ${ok.failure?.explanation}`);
 
     const corrupted = corruptOneRead(rng, generated);
     if (!corrupted) continue;
-    const t0 = performance.now();
     const bad = checkLinearizable(model, corrupted.history);
-    console.log(seed, corrupted.history.length, corrupted.how, Math.round(performance.now() - t0));
     assert(!bad.ok && !bad.timedOut, `seed ${seed}: corruption (${corrupted.how}) went unnoticed`);
   }
 });
