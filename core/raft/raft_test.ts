@@ -1,6 +1,7 @@
+import { MemoryStorage } from "./memory_storage.ts";
 import { ConfChangeError, LeadershipTransferError, NotLeaderError } from "./raft.ts";
 import { assert, assertEquals, assertThrows, TestNetwork } from "./testing.ts";
-import type { Entry, Message } from "./types.ts";
+import { CompactedError, type Entry, type Message } from "./types.ts";
 
 const isApp = (m: Message) => m.type === "app";
 
@@ -461,4 +462,91 @@ Deno.test("ready: a second ready() before advance() is a driver bug", () => {
   net.raft("a").campaign();
   net.raft("a").ready();
   assertThrows(() => net.raft("a").ready(), Error, /advance/);
+});
+
+// ---- persistence contract -------------------------------------------------------------------------
+
+Deno.test("persistence: acks travel in the same Ready as the state they acknowledge", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  const b = net.raft("b");
+  b.step({
+    type: "app",
+    from: "a",
+    to: "b",
+    term: 1,
+    index: 1,
+    logTerm: 1,
+    commit: 1,
+    entries: [{ index: 2, term: 1, type: "normal", data: "x" }],
+  });
+  let rd = b.ready();
+  assertEquals(rd.entries.map((e) => e.index), [2]);
+  assertEquals(rd.messages.map((m) => [m.type, m.index]), [["appResp", 2]]);
+  b.advance(rd);
+  b.step({ type: "vote", from: "c", to: "b", term: 2, index: 2, logTerm: 1 });
+  rd = b.ready();
+  assertEquals(rd.hardState, { term: 2, vote: "c", commit: 1 });
+  assertEquals(rd.messages.map((m) => [m.type, m.reject]), [["voteResp", false]]);
+});
+
+Deno.test("persistence: a crash loses unpersisted entries; persisted state is restored", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  const a = net.node("a");
+  a.raft.propose("durable");
+  net.deliverAll();
+  a.raft.propose("lost"); // appended in memory only: no ready() before the crash
+  net.restart("a");
+  const s = a.raft.status();
+  assertEquals([s.term, s.vote, s.commit, s.lastIndex, s.role], [1, "a", 2, 2, "follower"]);
+  assertEquals(a.storage.allEntries().map((e) => e.data), ["", "durable"]);
+});
+
+Deno.test("progress: unreachable followers are probed; snapshot reports resume probing", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  net.campaign("a");
+  const a = net.raft("a");
+  assertEquals(a.status().progress.b.state, "replicate");
+  a.reportUnreachable("b");
+  assertEquals(a.status().progress.b.state, "probe");
+  // Compact past b's match so that b needs a snapshot, then lose it.
+  net.isolate("b");
+  for (let i = 0; i < 3; i++) a.propose(`w${i}`);
+  net.deliverAll();
+  net.node("a").storage.createSnapshot(4, { voters: ["a", "b", "c"], learners: [] }, "s");
+  net.node("a").storage.compact(4);
+  net.heal();
+  net.dropIf = (m) => m.type === "snap";
+  net.tick(["a"]);
+  assertEquals(a.status().progress.b.state, "snapshot");
+  a.reportSnapshot("b", false);
+  assertEquals(a.status().progress.b.state, "probe");
+  net.heal();
+  net.tick(["a"], 2);
+  assertEquals(net.raft("b").status().commit, 4);
+  assertEquals(a.status().progress.b.state, "replicate");
+});
+
+// ---- MemoryStorage -------------------------------------------------------------------------------
+
+Deno.test("MemoryStorage: append truncates, compaction keeps the base term, snapshots replace", () => {
+  const s = new MemoryStorage({ voters: ["a"], learners: [] });
+  s.append(entries([1, 1, 2, 2]));
+  s.append([{ index: 3, term: 3, type: "normal", data: "new" }]);
+  assertEquals(s.allEntries().map((e) => e.term), [1, 1, 3]);
+  assertThrows(() => s.append([{ index: 9, term: 3, type: "normal", data: "" }]), RangeError);
+  assertThrows(() => s.compact(2), Error, /snapshot/);
+  s.createSnapshot(2, { voters: ["a"], learners: [] }, "sm@2");
+  s.compact(2);
+  assertEquals([s.firstIndex(), s.lastIndex(), s.term(2)], [3, 3, 1]);
+  assertThrows(() => s.term(1), CompactedError);
+  assertThrows(() => s.entries(2, 4), CompactedError);
+  s.applySnapshot({
+    meta: { index: 10, term: 4, conf: { voters: ["a"], learners: [] } },
+    data: "x",
+  });
+  assertEquals([s.firstIndex(), s.lastIndex(), s.term(10)], [11, 10, 4]);
+  s.confAtApplied = () => ({ voters: ["a", "b"], learners: [] });
+  assertEquals(s.initialState().conf.voters, ["a", "b"]);
 });

@@ -42,6 +42,8 @@ export interface SimParams {
   crashMidReadyRate: number;
   /** Chance that a new leader is crashed or cut off within a few ticks of its election. */
   leaderChurnRate: number;
+  /** Chance a node's driver lags a round behind (slow disk): inputs pile up before a Ready. */
+  slowDriverRate: number;
   /** Restarted nodes rebuild their state machine from the snapshot (else it survived). */
   volatileFsmRate: number;
   compactEvery: number;
@@ -80,6 +82,9 @@ export function drawParams(rng: () => number): SimParams {
   const pick = <T>(xs: T[]) => xs[Math.floor(rng() * xs.length)];
   const voters = rng() < 0.6 ? 3 : 5;
   const membership = rng() < 0.4;
+  // A storm keeps leaders short-lived and logs divergent: the histories where
+  // commit-rule and election bugs show (e.g. the Raft paper's figure 8).
+  const storm = rng() < 0.3;
   return {
     voters,
     spares: membership ? 1 + Math.floor(rng() * 2) : 0,
@@ -89,14 +94,15 @@ export function drawParams(rng: () => number): SimParams {
     electionTicks: 10,
     heartbeatTicks: pick([1, 2, 3]),
     maxInflight: pick([1, 2, 4, 16]),
-    maxMsgBytes: pick([40, 100, 300, 1 << 20]),
+    maxMsgBytes: storm ? pick([40, 100]) : pick([40, 100, 300, 1 << 20]),
     lossRate: pick([0, 0.02, 0.05, 0.15]),
     dupRate: pick([0, 0.02, 0.1]),
     maxDelay: pick([0, 1, 2, 4]),
-    partitionRate: pick([0.01, 0.03, 0.06]),
-    crashRate: pick([0, 0.005, 0.01, 0.03]),
+    partitionRate: storm ? 0.03 : pick([0.01, 0.03, 0.06]),
+    crashRate: storm ? 0.03 : pick([0, 0.005, 0.01, 0.03]),
     crashMidReadyRate: pick([0, 0, 0.001, 0.004]),
-    leaderChurnRate: pick([0, 0.1, 0.3, 0.6]),
+    leaderChurnRate: storm ? pick([0.6, 0.8]) : pick([0, 0.1, 0.3]),
+    slowDriverRate: pick([0, 0.2, 0.5]),
     volatileFsmRate: pick([0, 0.5, 1]),
     compactEvery: pick([5, 10, 25, 1000]),
     chaosTicks: 250 + Math.floor(rng() * 150),
@@ -200,6 +206,8 @@ function applyConf(conf: ConfState, cc: ConfChange): void {
 // ---- cluster members ------------------------------------------------------------------
 
 interface Proposal {
+  /** Term of the leader that proposed it. */
+  term: number;
   data: string;
   key: string;
   value: string;
@@ -620,7 +628,8 @@ class Simulation {
     const data = `${key}=${value}`;
     try {
       const index = leader.raft!.propose(data);
-      leader.proposals.set(index, { data, key, value, marker });
+      const term = leader.raft!.basicStatus().term;
+      leader.proposals.set(index, { term, data, key, value, marker });
       if (marker) this.event(`marker ${data} proposed at ${index} by ${leader.id}`);
       this.observe(leader);
       return index;
@@ -632,7 +641,9 @@ class Simulation {
 
   private proposeMarker(leader: SimNode): void {
     if (this.markerIndex !== null) return;
-    const pending = [...leader.proposals.values()].some((p) => p.marker);
+    // A marker from an earlier term may have been truncated away: retry in every term.
+    const term = leader.raft!.basicStatus().term;
+    const pending = [...leader.proposals.values()].some((p) => p.marker && p.term === term);
     if (!pending) this.proposeWrite(leader, true);
   }
 
@@ -653,6 +664,7 @@ class Simulation {
 
   private processAllReadies(): void {
     for (const n of this.nodes) {
+      if (this.faults && this.rng() < this.params.slowDriverRate) continue;
       while (n.raft?.hasReady()) this.handleReady(n, n.raft.ready());
     }
   }

@@ -31,6 +31,10 @@ export function isUnknown(output: ConfigOutput): output is Unknown {
   return (output as Partial<Unknown>).unknown === true;
 }
 
+function isConflict(output: ConfigOutput): boolean {
+  return (output as { ok?: boolean }).ok === false;
+}
+
 /** Builds the model from the state the test read before starting its workload. */
 export function configRegisterModel(initial: ConfigState): ConfigModel {
   return {
@@ -39,8 +43,7 @@ export function configRegisterModel(initial: ConfigState): ConfigModel {
     hash: (s) => `${s.version}\u0000${s.value}`,
     describe: (s) => `v${s.version}=${JSON.stringify(s.value)}`,
     describeOperation,
-    readOnly: (input, output) =>
-      input.type === "read" || (input.type === "cas" && !isUnknown(output) && !output.ok),
+    readOnly: (input, output) => input.type === "read" || isConflict(output),
     indefiniteClasses,
   };
 }

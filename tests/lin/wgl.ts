@@ -276,11 +276,24 @@ interface DeadEnd<S> {
 type Outcome = "linearizable" | "violation" | "timeout";
 
 type Attempt<S> =
-  | { kind: "applied"; state: S }
+  | { kind: "applied"; state: S; hash: string }
   /** Not placed here; the search moves on to the next candidate. */
   | { kind: "skipped" }
   /** The current configuration cannot succeed; the search must backtrack. */
   | { kind: "doomed" };
+
+/**
+ * Candidates are tried in phases, each a full walk of the open calls. Read-only ops go
+ * first because accepting one is a commitment, not a branch; then other completed ops,
+ * which usually lead straight to a linearization; indefinite ops come last because the
+ * model accepts them anywhere, and trying them early mostly builds chains of guesses that
+ * the next completed op refutes.
+ */
+const enum Phase {
+  ReadOnly = 0,
+  Completed = 1,
+  Indefinite = 2,
+}
 
 class Search<S, I, O> {
   // The event list, as parallel arrays indexed by node (node 0 is the head sentinel).
@@ -292,18 +305,20 @@ class Search<S, I, O> {
   private readonly events: Event[];
 
   private readonly indefinite: boolean[];
-  private readonly readOnly: boolean[];
+  private readonly phase: Phase[];
   private readonly classes: SymmetryClasses;
   /** Completed (finite `ret`) operations not yet linearized; 0 means success. */
   private completedLeft: number;
 
   private readonly linearized: LinearizedSet;
   private readonly visited = new VisitedConfigurations();
-  /** Linearized call nodes, in order, with the state before each and whether it was forced. */
+  /** The linearization so far: call nodes, the state (and hash) before each, forced or not. */
   private readonly stackNodes: number[] = [];
   private readonly stackStates: S[] = [];
+  private readonly stackHashes: string[] = [];
   private readonly stackForced: boolean[] = [];
-  private finalState: S | undefined;
+  /** Where the search ended, set once it succeeds. */
+  private final: { state: S } | undefined;
   private deepest: DeadEnd<S> | undefined;
   private readonly deadline: number;
 
@@ -313,7 +328,15 @@ class Search<S, I, O> {
     timeoutMs: number,
   ) {
     this.deadline = performance.now() + timeoutMs;
-    this.events = sortedEvents(history);
+    this.indefinite = history.map((op) => op.ret === Infinity);
+    const readOnly = history.map((op) => model.readOnly?.(op.input, op.output) ?? false);
+    this.phase = history.map((_, i) =>
+      this.indefinite[i] ? Phase.Indefinite : readOnly[i] ? Phase.ReadOnly : Phase.Completed
+    );
+    // An indefinite read-only op is accepted everywhere and changes nothing, so it never
+    // needs placing: it is left out of the search and appended to the witness.
+    const searched = history.map((_, i) => !(this.indefinite[i] && readOnly[i]));
+    this.events = sortedEvents(history).filter((e) => searched[e.op]);
     const size = this.events.length + 1;
     this.next = new Int32Array(size);
     this.prev = new Int32Array(size);
@@ -321,8 +344,6 @@ class Search<S, I, O> {
     this.nodeOp = new Int32Array(size).fill(NIL);
     this.buildList();
 
-    this.indefinite = history.map((op) => op.ret === Infinity);
-    this.readOnly = history.map((op) => model.readOnly?.(op.input, op.output) ?? false);
     this.completedLeft = this.indefinite.filter((x) => !x).length;
     const keys = model.indefiniteClasses?.(history) ?? [];
     this.classes = new SymmetryClasses(keys, this.indefinite, this.callOrder());
@@ -343,13 +364,15 @@ class Search<S, I, O> {
     this.prev[HEAD] = NIL;
   }
 
-  /** Operations in the order of their call events (the list order the search uses). */
+  /** Searched operations in the order of their call events. */
   private callOrder(): number[] {
     return this.events.filter((e) => e.isCall).map((e) => e.op);
   }
 
   run(): Outcome {
     let state = this.model.init();
+    let hash = this.model.hash(state);
+    let phase = Phase.ReadOnly;
     let node = this.next[HEAD];
     let steps = 0;
     // Once every completed operation is placed, the indefinite ones left over can all go
@@ -359,57 +382,71 @@ class Search<S, I, O> {
         return "timeout";
       }
       let attempt: Attempt<S>;
-      if (this.match[node] !== NIL) {
-        attempt = this.tryLinearize(node, state);
-      } else {
-        // A return event: its operation had to take effect by now and was not placed.
+      if (this.match[node] === NIL) {
+        // A return event ends the open calls: nothing after it may go first.
+        if (phase !== Phase.Indefinite) {
+          phase++;
+          node = this.next[HEAD];
+          continue;
+        }
+        // Its operation had to take effect by now and could not be placed.
         this.noteDeadEnd(this.nodeOp[node], state);
         attempt = { kind: "doomed" };
+      } else if (this.phase[this.nodeOp[node]] !== phase) {
+        attempt = { kind: "skipped" };
+      } else {
+        attempt = this.tryLinearize(node, state, hash);
       }
+
       if (attempt.kind === "applied") {
         state = attempt.state;
+        hash = attempt.hash;
+        phase = Phase.ReadOnly;
         node = this.next[HEAD];
       } else if (attempt.kind === "skipped") {
         node = this.next[node];
       } else {
         const resumed = this.backtrack();
         if (!resumed) return "violation";
-        state = resumed.state;
+        ({ state, hash } = resumed);
+        phase = this.phase[this.nodeOp[resumed.node]];
         node = this.next[resumed.node];
       }
     }
-    this.finalState = state;
+    this.final = { state };
     return "linearizable";
   }
 
   /** Tries to linearize the operation whose call event is `node`, in `state`. */
-  private tryLinearize(node: number, state: S): Attempt<S> {
+  private tryLinearize(node: number, state: S, hash: string): Attempt<S> {
     const op = this.nodeOp[node];
     if (!this.classes.isHead(op)) return { kind: "skipped" };
     const { input, output } = this.history[op];
     const result = this.model.step(state, input, output);
     if (!result.ok) return { kind: "skipped" };
-    const newHash = this.model.hash(result.state);
+    const unchanged = result.state === state;
+    const newHash = unchanged ? hash : this.model.hash(result.state);
     // An indefinite op that changes nothing here is better placed at the very end, where
     // it is equally harmless, than spent now: deferring it never loses a linearization.
-    if (this.indefinite[op] && newHash === this.model.hash(state)) return { kind: "skipped" };
+    if (this.indefinite[op] && newHash === hash) return { kind: "skipped" };
     // A read-only op that is callable and accepted can be moved to the front of any
     // linearization of the remaining ops (nothing remaining returned before it was called,
     // and removing it elsewhere changes no state), so no alternative needs exploring.
-    const forced = this.readOnly[op];
+    const forced = this.phase[op] === Phase.ReadOnly;
     this.linearized.toggle(op);
     if (!this.visited.add(this.linearized, newHash)) {
       this.linearized.toggle(op);
       return forced ? { kind: "doomed" } : { kind: "skipped" };
     }
-    this.push(node, state, forced);
-    return { kind: "applied", state: result.state };
+    this.push(node, state, hash, forced);
+    return { kind: "applied", state: result.state, hash: newHash };
   }
 
-  private push(node: number, state: S, forced: boolean): void {
+  private push(node: number, state: S, hash: string, forced: boolean): void {
     const op = this.nodeOp[node];
     this.stackNodes.push(node);
     this.stackStates.push(state);
+    this.stackHashes.push(hash);
     this.stackForced.push(forced);
     this.classes.shift(op, 1);
     if (!this.indefinite[op]) this.completedLeft--;
@@ -421,18 +458,19 @@ class Search<S, I, O> {
    * configuration it was forced from fails too. Returns the call node to continue after,
    * with the state before it, or undefined when the history is exhausted.
    */
-  private backtrack(): { node: number; state: S } | undefined {
+  private backtrack(): { node: number; state: S; hash: string } | undefined {
     for (;;) {
       const node = this.stackNodes.pop();
       if (node === undefined) return undefined;
       const state = this.stackStates.pop()!;
+      const hash = this.stackHashes.pop()!;
       const forced = this.stackForced.pop()!;
       const op = this.nodeOp[node];
       this.linearized.toggle(op);
       this.classes.shift(op, -1);
       if (!this.indefinite[op]) this.completedLeft++;
       this.unlift(node);
-      if (!forced) return { node, state };
+      if (!forced) return { node, state, hash };
     }
   }
 
@@ -472,9 +510,9 @@ class Search<S, I, O> {
   witness(): number[] {
     const order = this.stackNodes.map((n) => this.nodeOp[n]);
     const placed = new Set(order);
-    let state = this.finalState!;
-    for (const op of this.callOrder()) {
-      if (placed.has(op)) continue;
+    let state = this.final!.state;
+    for (const { op, isCall } of sortedEvents(this.history)) {
+      if (!isCall || placed.has(op)) continue;
       const { input, output } = this.history[op];
       const result = this.model.step(state, input, output);
       if (!result.ok) {
