@@ -22,7 +22,12 @@ interface Target {
   token: string;
 }
 
-async function request(t: Target, method: string, body?: unknown, ifMatch?: number): Promise<Response> {
+async function request(
+  t: Target,
+  method: string,
+  body?: unknown,
+  ifMatch?: number,
+): Promise<Response> {
   const headers: Record<string, string> = { authorization: `Bearer ${t.token}` };
   if (body !== undefined) headers["content-type"] = "application/json";
   if (ifMatch !== undefined) headers["if-match"] = String(ifMatch);
@@ -50,7 +55,9 @@ async function read(t: Target): Promise<ConfigOutput> {
 async function write(t: Target, value: string, ifMatch?: number): Promise<ConfigOutput> {
   const res = await request(t, "PUT", { value }, ifMatch);
   const body = await res.json();
-  if (res.status === 200) return ifMatch === undefined ? { version: body.version } : { ok: true, version: body.version };
+  if (res.status === 200) {
+    return ifMatch === undefined ? { version: body.version } : { ok: true, version: body.version };
+  }
   if (res.status === 409 && ifMatch !== undefined) return { ok: false };
   if (res.status === 400 || res.status === 401) throw new DefiniteFailure(`write ${res.status}`);
   throw new Error(`write ${res.status}: ${body?.error?.message}`); // 503/504: outcome unknown
@@ -64,7 +71,8 @@ Deno.test({
   const cluster = new NovactlCluster({ env: { NOVACTL_FAULT_INJECTION: "1" } });
   await cluster.start(3);
   const token = cluster.adminToken;
-  const secret = JSON.parse(await Deno.readTextFile(`${cluster.node("n1").dataDir}/node.json`)).clusterSecret;
+  const secret =
+    JSON.parse(await Deno.readTextFile(`${cluster.node("n1").dataDir}/node.json`)).clusterSecret;
   const live = () => cluster.nodes.filter((n) => n.process && !n.process.exited);
   const pick = () => {
     const nodes = live();
@@ -79,7 +87,10 @@ Deno.test({
     }).then((r) => r.body?.cancel()).catch(() => {});
 
   try {
-    const initial = await read({ url: await cluster.leaderUrl(), token }) as { version: number; value: string };
+    const initial = await read({ url: await cluster.leaderUrl(), token }) as {
+      version: number;
+      value: string;
+    };
     const recorder = new HistoryRecorder<ConfigInput, ConfigOutput>();
     const deadline = Date.now() + DURATION_MS;
     const faults = { kills: 0, partitions: 0 };
@@ -90,13 +101,20 @@ Deno.test({
       while (Date.now() < deadline) {
         const r = Math.random();
         const target = pick();
-        const classify = (e: unknown) => (e instanceof DefiniteFailure ? "definite" as const : "indefinite" as const);
+        const classify = (
+          e: unknown,
+        ) => (e instanceof DefiniteFailure ? "definite" as const : "indefinite" as const);
         if (r < 0.5) {
           const res = await recorder.record(id, { type: "read" }, () => read(target), classify);
           if (res.status === "ok") lastVersion = (res.output as { version: number }).version;
         } else if (r < 0.8) {
           const value = `c${id}-${seq++}`;
-          const res = await recorder.record(id, { type: "write", value }, () => write(target, value), classify);
+          const res = await recorder.record(
+            id,
+            { type: "write", value },
+            () => write(target, value),
+            classify,
+          );
           if (res.status === "ok") lastVersion = (res.output as { version: number }).version;
         } else {
           const value = `c${id}-${seq++}`;

@@ -127,6 +127,7 @@ export class ClusterNode {
       {
         resolve: (peer) => this.fsm.member(peer)?.url || undefined,
         unreachable: (peer) => this.raft.reportUnreachable(peer),
+        removed: () => this.onRemovedByLeader(),
         snapshotSent: (peer, ok) => {
           this.raft.reportSnapshot(peer, ok);
           this.schedule();
@@ -246,8 +247,20 @@ export class ClusterNode {
   private onMembershipApplied(): void {
     if (this.removed || this.fsm.member(this.id)) return;
     if (this.fsm.members().length === 0) return; // joiner that has not caught up yet
+    this.markRemoved("applied its own removal");
+  }
+
+  /**
+   * A removed node often never learns that its removal committed (the leader
+   * stops replicating to it), so the leader tells it when it calls again.
+   */
+  private onRemovedByLeader(): void {
+    if (!this.removed) this.markRemoved("the leader no longer lists it as a member");
+  }
+
+  private markRemoved(why: string): void {
     this.removed = true;
-    log.warn("this node was removed from the cluster");
+    log.warn("this node was removed from the cluster", { why });
     setTimeout(() => this.opts.onRemoved?.(), 200);
   }
 
@@ -311,6 +324,19 @@ export class ClusterNode {
     }
     for (const m of env.messages) this.stepSafely(m);
     this.schedule();
+  }
+
+  /**
+   * Only the leader decides a sender was removed: its membership includes
+   * every committed change, and a joiner is added before it ever sends.
+   */
+  private refuseRemovedMember(from: NodeId): void {
+    const s = this.raft.status();
+    if (s.role !== "leader") return;
+    // Until it commits in its own term a new leader may not yet apply every committed change.
+    if (this.raft.termAt(s.commit) !== s.term) return;
+    if (s.conf.voters.includes(from) || s.conf.learners.includes(from)) return;
+    throw new NovaError("removed", `${from} is not a member of this cluster`);
   }
 
   private stepSafely(m: Message): void {

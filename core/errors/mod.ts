@@ -16,7 +16,8 @@ export type ErrorCode =
   | "unavailable"
   | "timeout"
   | "internal"
-  | "usage";
+  | "usage"
+  | "removed";
 
 export class NovaError extends Error {
   constructor(
@@ -116,6 +117,7 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   unavailable: 503,
   timeout: 504,
   internal: 500,
+  removed: 410,
 };
 
 export function httpStatusOf(code: ErrorCode): number {
@@ -129,6 +131,7 @@ export function codeOfHttpStatus(status: number): ErrorCode {
   if (status === 403) return "forbidden";
   if (status === 404) return "not_found";
   if (status === 409) return "conflict";
+  if (status === 410) return "removed";
   if (status === 503) return "unavailable";
   if (status === 504) return "timeout";
   return "internal";

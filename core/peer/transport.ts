@@ -22,6 +22,8 @@ export interface TransportHooks {
   resolve(id: NodeId): string | undefined;
   unreachable(id: NodeId): void;
   snapshotSent(id: NodeId, ok: boolean): void;
+  /** The leader answered that we are no longer a member. */
+  removed(): void;
 }
 
 /** Inflight POSTs per peer: one keeps per-peer order, two hides a round trip. */
@@ -111,6 +113,7 @@ export class PeerTransport {
       signal: AbortSignal.timeout(hasSnapshot ? 60_000 : 5_000),
     });
     await res.body?.cancel();
+    if (res.status === 410) this.hooks.removed();
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
   }
 

@@ -340,6 +340,8 @@ class Simulation {
         this.stats.convergedAfter = this.now - start;
         this.stats.ticks = this.now;
         this.checkFinalState();
+        this.checkLogMatching();
+        if (this.verbose) console.log(`converged: ${this.describe()}`);
         return this.stats;
       }
     }
@@ -362,6 +364,7 @@ class Simulation {
     this.processAllReadies();
     this.deliverDuePackets();
     if (this.faults) this.maybeCompact();
+    if (this.now % 50 === 0) this.checkLogMatching();
   }
 
   private deliverDuePackets(): void {
@@ -838,6 +841,40 @@ class Simulation {
         this.fail(
           `log matching: entry ${key} on ${n.id} follows term ${prevTerm}, elsewhere ${seen.prevTerm}`,
         );
+      }
+    }
+  }
+
+  /**
+   * Log matching over whole persisted logs: if two logs hold an entry with the
+   * same index and term, they are identical up to it (where both still hold entries).
+   */
+  private checkLogMatching(): void {
+    const logs = this.nodes.map((n) => ({ id: n.id, entries: n.storage.allEntries() }));
+    for (let a = 0; a < logs.length; a++) {
+      for (let b = a + 1; b < logs.length; b++) this.checkLogPair(logs[a], logs[b]);
+    }
+  }
+
+  private checkLogPair(
+    a: { id: NodeId; entries: Entry[] },
+    b: { id: NodeId; entries: Entry[] },
+  ): void {
+    if (!a.entries.length || !b.entries.length) return;
+    const aFirst = a.entries[0].index;
+    const bFirst = b.entries[0].index;
+    const lo = Math.max(aFirst, bFirst);
+    const hi = Math.min(
+      a.entries[a.entries.length - 1].index,
+      b.entries[b.entries.length - 1].index,
+    );
+    let matched = false;
+    for (let i = hi; i >= lo; i--) {
+      const x = a.entries[i - aFirst];
+      const y = b.entries[i - bFirst];
+      if (x.term === y.term) matched = true;
+      if (matched && (x.term !== y.term || x.data !== y.data || x.type !== y.type)) {
+        this.fail(`log matching: ${a.id} and ${b.id} share a later entry but differ at ${i}`);
       }
     }
   }
