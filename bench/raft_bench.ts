@@ -45,8 +45,9 @@ interface SystemUnderTest {
 }
 
 const CLUSTER_SIZE = 3;
-/** Above this 1-minute load average the machine is not idle enough for clean numbers. */
-const BUSY_LOAD_AVERAGE = 0.5;
+/** Above this share of busy CPU (sampled before a cluster starts) results are likely noisy. */
+const BUSY_CPU_FRACTION = 0.2;
+const CPU_SAMPLE_MS = 1_000;
 const PAUSE_BETWEEN_RUNS_MS = 1_000;
 const DEFAULT_OUT = new URL("./results/raft.json", import.meta.url).pathname;
 
@@ -203,8 +204,8 @@ function installSignalTeardown(): void {
 
 interface SystemRun {
   version: string;
-  /** 1-minute load average just before the cluster started (noise indicator). */
-  loadBefore: number;
+  /** Share of all CPUs busy with other work just before the cluster started. */
+  cpuBusyBefore: number;
   rows: BenchRow[];
 }
 
@@ -214,9 +215,10 @@ async function benchSystem(
   baseDir: string,
 ): Promise<SystemRun> {
   console.log(`\n== ${name}: starting ${CLUSTER_SIZE}-node cluster under ${baseDir}/${name}`);
-  const loadBefore = loadAverage1m();
-  if (loadBefore > BUSY_LOAD_AVERAGE) {
-    console.warn(`   warning: 1-min load average is ${loadBefore}; results may be noisy`);
+  const cpuBusyBefore = await cpuBusyFraction(CPU_SAMPLE_MS);
+  if (cpuBusyBefore > BUSY_CPU_FRACTION) {
+    const percent = Math.round(cpuBusyBefore * 100);
+    console.warn(`   warning: CPUs already ${percent}% busy with other work; results may be noisy`);
   }
   const started = Date.now();
   let system: SystemUnderTest | undefined;
@@ -226,7 +228,7 @@ async function benchSystem(
       `   ready in ${((Date.now() - started) / 1000).toFixed(1)} s (version ${system.version})`,
     );
     const rows = await runAllClientCounts(system, options);
-    return { version: system.version, loadBefore, rows };
+    return { version: system.version, cpuBusyBefore, rows };
   } catch (error) {
     if (system) console.error(await system.describeLogs());
     throw error;
@@ -266,12 +268,24 @@ function printRunLine(row: BenchRow, leader: string): void {
   for (const sample of row.errorSamples) console.log(`     error: ${sample}`);
 }
 
-/** 1-minute load average from /proc/loadavg (NaN where unavailable). */
-function loadAverage1m(): number {
+/** Busy share of all CPUs over `sampleMs`, from /proc/stat (NaN where unavailable). */
+async function cpuBusyFraction(sampleMs: number): Promise<number> {
+  const before = readCpuTimes();
+  await sleep(sampleMs);
+  const after = readCpuTimes();
+  if (!before || !after || after.total === before.total) return NaN;
+  const idle = after.idle - before.idle;
+  return Math.round((1 - idle / (after.total - before.total)) * 1000) / 1000;
+}
+
+function readCpuTimes(): { idle: number; total: number } | undefined {
   try {
-    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+    const fields = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1);
+    const ticks = fields.map(Number);
+    const idle = ticks[3] + (ticks[4] ?? 0); // idle + iowait
+    return { idle, total: ticks.reduce((sum, tick) => sum + tick, 0) };
   } catch {
-    return NaN;
+    return undefined;
   }
 }
 
@@ -299,8 +313,8 @@ async function writeJson(
       os: `${Deno.build.os} ${Deno.osRelease()}`,
       deno: Deno.version.deno,
       versions: Object.fromEntries([...runs].map(([name, run]) => [name, run.version])),
-      loadAverage1mBefore: Object.fromEntries(
-        [...runs].map(([name, run]) => [name, run.loadBefore]),
+      cpuBusyBefore: Object.fromEntries(
+        [...runs].map(([name, run]) => [name, run.cpuBusyBefore]),
       ),
     },
     config: {
@@ -330,7 +344,19 @@ async function report(options: BenchOptions, runs: Map<SystemName, SystemRun>): 
   console.log(`\nJSON written to ${options.outPath}`);
   console.log("\nMarkdown (for BENCHMARKS.md):\n");
   console.log(`Command: \`${command}\`\n`);
+  console.log(`${environmentSummary(options, runs)}\n`);
   console.log(formatMarkdownTable(rows));
+}
+
+/** One line describing the machine, versions and background load, for the markdown. */
+function environmentSummary(options: BenchOptions, runs: Map<SystemName, SystemRun>): string {
+  const systems = [...runs].map(([name, run]) =>
+    `${name} ${run.version} (other CPU load before start: ${Math.round(run.cpuBusyBefore * 100)}%)`
+  );
+  return `${navigator.hardwareConcurrency} CPUs, ${Deno.build.os} ${Deno.osRelease()}, ` +
+    `deno ${Deno.version.deno}; ${systems.join(", ")}; ${CLUSTER_SIZE} nodes on loopback, ` +
+    `${options.valueBytes}-byte values, ${options.warmupS} s warm-up + ${options.durationS} s ` +
+    `per client count, all writes to the leader.`;
 }
 
 // ---------------------------------------------------------------- main

@@ -107,9 +107,11 @@ export class NovactlCluster {
   readonly #options: NovactlClusterOptions;
   #baseDir?: string;
   #ownsBaseDir = false;
+  #keepBaseDir: boolean;
 
   constructor(options: NovactlClusterOptions = {}) {
     this.#options = options;
+    this.#keepBaseDir = options.keepBaseDir ?? false;
   }
 
   /** Base URLs of all nodes, in start order. */
@@ -137,23 +139,22 @@ export class NovactlCluster {
   }
 
   /**
-   * Bootstraps n1, then joins n2..nN one at a time (each becoming a voter until
-   * `voters` is reached), and waits for `voters` voters and a leader. On failure,
-   * stops every spawned process (keeping the logs) and throws with log tails.
+   * Bootstraps n1, then joins n2..nN one at a time (each waited for as a member in
+   * any role: novactl promotes learners only towards an odd voter count), and
+   * finally waits for `voters` voters and a leader. On failure, stops every
+   * spawned process (keeping the logs) and throws with log tails.
    */
   async start(size = 3, options: StartOptions = {}): Promise<this> {
     const voters = options.voters ?? size;
     try {
       await this.#prepareBaseDir();
       await this.#bootstrap();
-      for (let i = 1; i < size; i++) {
-        await this.addNode({ awaitRole: i < voters ? "voter" : "member" });
-      }
+      for (let i = 1; i < size; i++) await this.addNode();
       await this.waitForVoters(voters);
       return this;
     } catch (error) {
       const logs = await this.describeLogs();
-      this.#options.keepBaseDir = true;
+      this.#keepBaseDir = true;
       await this.stop();
       throw new Error(`novactl cluster failed to start: ${(error as Error).message}\n${logs}`);
     }
@@ -284,7 +285,7 @@ export class NovactlCluster {
   /** Stops every node; removes the base dir if this class created it (unless kept). */
   async stop(): Promise<void> {
     await Promise.all(this.nodes.map((node) => node.process?.stop(this.#options.stopTimeoutMs)));
-    if (this.#ownsBaseDir && this.#baseDir && !this.#options.keepBaseDir) {
+    if (this.#ownsBaseDir && this.#baseDir && !this.#keepBaseDir) {
       await Deno.remove(this.#baseDir, { recursive: true }).catch(() => {});
     }
   }

@@ -45,6 +45,7 @@ export async function waitFor<T>(
     try {
       const value = await probe();
       if (value !== undefined) return value;
+      lastError = undefined; // the probe answered "not yet": older errors are stale
     } catch (error) {
       if (error instanceof WaitAborted) throw error;
       lastError = error;
