@@ -2,7 +2,7 @@
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 
 const keep = !Deno.args.includes("--exit");
-const cluster = new NovactlCluster({ basePort: 7070 });
+const cluster = new NovactlCluster({ keepBaseDir: true });
 await cluster.start(3);
 const cli = (...args: string[]) =>
   new Deno.Command(Deno.execPath(), {
@@ -25,7 +25,7 @@ console.log(`\n$ novactl config set cluster.name demo && novactl config get`);
 await cli("config", "set", "cluster.name", "demo");
 await cli("config", "get");
 console.log(`\nadmin token: ${cluster.adminToken}`);
-console.log(`data dirs and logs: ${cluster.workDir}`);
+console.log(`data dirs and logs: ${cluster.baseDir}`);
 if (keep) {
   console.log("cluster running; Ctrl-C stops it");
   Deno.addSignalListener("SIGINT", async () => {

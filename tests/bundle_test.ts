@@ -24,7 +24,16 @@ Deno.test({
   try {
     await cluster.start(1);
     const status = JSON.parse(
-      await cluster.cli(["cluster", "status", "-o", "json", "--server", cluster.urls[0], "--token", cluster.adminToken]),
+      await cluster.cli([
+        "cluster",
+        "status",
+        "-o",
+        "json",
+        "--server",
+        cluster.urls[0],
+        "--token",
+        cluster.adminToken,
+      ]),
     );
     assertEquals(status.leader, "n1");
     assertEquals(status.members.map((m: { role: string }) => m.role), ["voter"]);

@@ -11,6 +11,24 @@
  * Features: pre-vote, check-quorum with leader stickiness, log replication
  * with fast back-off and pipelining, snapshots, single-server membership
  * changes (applied when committed), ReadIndex and leadership transfer.
+ *
+ * Driver contract, beyond the order documented on {@link Ready}:
+ * - One Ready at a time: ready() throws until the previous one is advanced.
+ *   step()/tick()/propose() may run in between; their output comes in the next Ready.
+ * - committedEntries may include entries of the same Ready's `entries`
+ *   (a lone voter commits at once): persist first, then apply. After a
+ *   `snapshot`, committedEntries continue at snapshot index + 1.
+ * - cfg.applied is the state machine's applied index; it must lie between
+ *   the storage snapshot's index (restore the state machine from it first)
+ *   and the persisted commit index. Entries after it are handed out again.
+ * - Membership changes take effect inside the core when their entry is handed
+ *   out in committedEntries; the driver only applies them to its state machine.
+ *   On restart, storage.initialState().conf must be the membership as of
+ *   cfg.applied (later conf entries are re-delivered and re-applied).
+ * - Every `snap` message must be followed by reportSnapshot(to, ok): until
+ *   then (or until the follower acknowledges it) the leader sends that
+ *   follower nothing else.
+ * - Reads whose context appears in droppedReadContexts will never complete.
  */
 import { RaftLog } from "./log.ts";
 import { Progress, type ProgressState } from "./progress.ts";

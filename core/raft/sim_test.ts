@@ -6,15 +6,16 @@
  *   SIM_FIRST_SEED=100000 ...                           # explore other seeds
  *   SIM_WORKERS=1 ...                                   # worker threads (default: one per core)
  *   SIM_SEED=42 deno test -A core/raft/sim_test.ts      # replay one seed verbosely
+ *   SIM_SEED=42 SIM_TRACE_FROM=300 ...                  # ... also printing messages from tick 300
  */
 import { runSimulation, SimFailure } from "./sim.ts";
 import type { WorkerReport } from "./sim_worker.ts";
 
 /**
- * ~200 seeds/s per core (each seed simulates ~350 ticks): about 75 s where
- * only one core is usable, under 45 s with two workers on two real cores.
+ * 175-220 seeds/s per core (each seed simulates ~350 ticks): 60-75 s where
+ * only one core is usable, under 40 s with two workers on two real cores.
  */
-const DEFAULT_SEEDS = 15_000;
+const DEFAULT_SEEDS = 13_000;
 
 const replaySeed = Deno.env.get("SIM_SEED");
 
@@ -24,7 +25,11 @@ function replayCommand(seed: number): string {
 
 if (replaySeed !== undefined) {
   Deno.test(`simulation: replay seed ${replaySeed}`, () => {
-    const stats = runSimulation(Number(replaySeed), { verbose: true });
+    const traceFrom = Deno.env.get("SIM_TRACE_FROM");
+    const stats = runSimulation(Number(replaySeed), {
+      verbose: true,
+      traceMessagesFrom: traceFrom === undefined ? undefined : Number(traceFrom),
+    });
     console.log(JSON.stringify(stats, null, 2));
   });
 } else {

@@ -44,6 +44,7 @@ export function configRegisterModel(initial: ConfigState): ConfigModel {
     describe: (s) => `v${s.version}=${JSON.stringify(s.value)}`,
     describeOperation,
     readOnly: (input, output) => input.type === "read" || isConflict(output),
+    neverAccepts,
     indefiniteClasses,
   };
 }
@@ -105,6 +106,21 @@ function stepCas(
   if (isUnknown(output)) return { ok: true, state: next };
   if (!output.ok) return { ok: !matches, state };
   return { ok: matches && output.version === next.version, state: next };
+}
+
+/**
+ * Versions never decrease, so a completed op that needs an earlier version (or the
+ * current version with another value) can no longer be placed.
+ */
+function neverAccepts(state: ConfigState, input: ConfigInput, output: ConfigOutput): boolean {
+  if (isUnknown(output) || isConflict(output)) return false;
+  if (input.type === "read") {
+    const seen = output as ConfigState;
+    return state.version > seen.version ||
+      (state.version === seen.version && state.value !== seen.value);
+  }
+  // A successful write or CAS needs the version just below the one it reported.
+  return state.version >= (output as { version: number }).version;
 }
 
 function describeOperation(input: ConfigInput, output: ConfigOutput): string {

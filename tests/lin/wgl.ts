@@ -60,6 +60,13 @@ export interface Model<S, I, O> {
    */
   readOnly?(input: I, output: O): boolean;
   /**
+   * True if no state reachable from `state` accepts this completed operation (e.g. a
+   * read of version 3 once the version is 4, when versions only grow). Lets the checker
+   * abandon a branch at once instead of at that operation's return, which matters most
+   * when indefinite operations make many short-lived wrong branches possible.
+   */
+  neverAccepts?(state: S, input: I, output: O): boolean;
+  /**
    * Symmetry classes of indefinite operations, one entry per history operation (only
    * entries for `ret = Infinity` operations are used). Operations in the same class must
    * be interchangeable: swapping two of them in any valid linearization of `history`
@@ -271,6 +278,8 @@ interface DeadEnd<S> {
   prefix: number[];
   state: S;
   stuckOp: number;
+  /** Completed ops in the prefix: indefinite ones are guesses, so they do not count. */
+  completed: number;
 }
 
 type Outcome = "linearizable" | "violation" | "timeout";
@@ -307,6 +316,7 @@ class Search<S, I, O> {
   private readonly indefinite: boolean[];
   private readonly phase: Phase[];
   private readonly classes: SymmetryClasses;
+  private readonly completedTotal: number;
   /** Completed (finite `ret`) operations not yet linearized; 0 means success. */
   private completedLeft: number;
 
@@ -344,7 +354,8 @@ class Search<S, I, O> {
     this.nodeOp = new Int32Array(size).fill(NIL);
     this.buildList();
 
-    this.completedLeft = this.indefinite.filter((x) => !x).length;
+    this.completedTotal = this.indefinite.filter((x) => !x).length;
+    this.completedLeft = this.completedTotal;
     const keys = model.indefiniteClasses?.(history) ?? [];
     this.classes = new SymmetryClasses(keys, this.indefinite, this.callOrder());
     this.linearized = new LinearizedSet(history.length);
@@ -392,6 +403,8 @@ class Search<S, I, O> {
         // Its operation had to take effect by now and could not be placed.
         this.noteDeadEnd(this.nodeOp[node], state);
         attempt = { kind: "doomed" };
+      } else if (phase === Phase.ReadOnly && this.isHopeless(node, state)) {
+        attempt = { kind: "doomed" };
       } else if (this.phase[this.nodeOp[node]] !== phase) {
         attempt = { kind: "skipped" };
       } else {
@@ -415,6 +428,19 @@ class Search<S, I, O> {
     }
     this.final = { state };
     return "linearizable";
+  }
+
+  /**
+   * Whether the open completed op at `node` can never be placed from `state`, which
+   * dooms the configuration. Checked during the first walk of each configuration only.
+   */
+  private isHopeless(node: number, state: S): boolean {
+    const op = this.nodeOp[node];
+    if (this.indefinite[op] || !this.model.neverAccepts) return false;
+    const { input, output } = this.history[op];
+    if (!this.model.neverAccepts(state, input, output)) return false;
+    this.noteDeadEnd(op, state);
+    return true;
   }
 
   /** Tries to linearize the operation whose call event is `node`, in `state`. */
@@ -498,9 +524,19 @@ class Search<S, I, O> {
     if (next[node] !== NIL) prev[next[node]] = node;
   }
 
+  /**
+   * Remembers the dead end with the most completed ops linearized and, among those, the
+   * fewest indefinite ones applied: the simplest story closest to the violation.
+   */
   private noteDeadEnd(stuckOp: number, state: S): void {
-    if (this.deepest && this.deepest.prefix.length >= this.stackNodes.length) return;
-    this.deepest = { prefix: this.stackNodes.map((n) => this.nodeOp[n]), state, stuckOp };
+    const completed = this.completedTotal - this.completedLeft;
+    const best = this.deepest;
+    if (best) {
+      if (best.completed > completed) return;
+      if (best.completed === completed && best.prefix.length <= this.stackNodes.length) return;
+    }
+    const prefix = this.stackNodes.map((n) => this.nodeOp[n]);
+    this.deepest = { prefix, state, stuckOp, completed };
   }
 
   /**
