@@ -64,14 +64,14 @@ export async function bootstrapCluster(
       at: Date.now(),
     };
     fsm.applyEntries([{ index: 1, term: 1, type: "normal", data: JSON.stringify(init) }]);
-    raftLog.save({
+    await raftLog.save({
       snapshot: { meta: { index: 1, term: 1, conf: fsm.confState() }, data: fsm.snapshotData() },
       entries: [],
       hardState: { term: 1, vote: null, commit: 1 },
     });
   } finally {
     fsm.close();
-    raftLog.close();
+    await raftLog.close();
   }
   await writeFileDurably(join(dataDir, ADMIN_TOKEN_FILE), adminToken + "\n");
   await writeIdentity(dataDir, identity); // last: its presence marks a complete bootstrap

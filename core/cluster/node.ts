@@ -176,25 +176,40 @@ export class ClusterNode {
   private processReady(): void {
     if (this.processing || this.stopped) return;
     this.processing = true;
+    this.loopDone = this.drainReady().finally(() => {
+      this.processing = false;
+      // Work that arrived during the last await is picked up now.
+      if (this.raft.hasReady()) this.schedule();
+    });
+  }
+
+  private async drainReady(): Promise<void> {
     try {
-      while (this.raft.hasReady()) this.handleReady(this.raft.ready());
+      while (!this.stopped && this.raft.hasReady()) await this.handleReady(this.raft.ready());
     } catch (err) {
       // Storage failures are fatal: continuing could acknowledge unpersisted state.
       log.error("fatal error in raft loop", { error: String(err), stack: (err as Error).stack });
       Deno.exit(70);
-    } finally {
-      this.processing = false;
     }
   }
 
-  private handleReady(rd: Ready): void {
+  private loopDone: Promise<void> = Promise.resolve();
+
+  private async handleReady(rd: Ready): Promise<void> {
     this.observeSoftState(rd);
     const t0 = performance.now();
-    this.log.save(rd);
+    const durable = this.log.save(rd);
+    // A leader replicates while its own write is in flight (Raft thesis 10.2.1):
+    // any commit that counts its unsynced entries only surfaces in the next
+    // Ready, which is not taken before this write is durable. Everyone else
+    // acknowledges only what is on disk.
+    const leading = rd.softState.role === "leader";
+    if (leading) this.transport.send(rd.messages);
+    await durable;
     if (rd.entries.length || rd.hardState) {
       metrics.fsyncSeconds.observe((performance.now() - t0) / 1000);
     }
-    this.transport.send(rd.messages);
+    if (!leading) this.transport.send(rd.messages);
     if (rd.snapshot) this.fsm.restore(rd.snapshot.data, rd.snapshot.meta.index);
     if (rd.committedEntries.length) this.applyCommitted(rd.committedEntries);
     this.handleReadStates(rd);
@@ -276,7 +291,9 @@ export class ClusterNode {
     this.fsm.snapshotInBackground().then((snap) => {
       if (this.stopped || snap.index <= this.log.snapshot().meta.index) return;
       if (snap.index > this.log.lastIndex()) return; // a snapshot was installed meanwhile
-      this.log.compact(snap.index, snap.conf, snap.data);
+      return this.log.compact(snap.index, snap.conf, snap.data).then(() => snap);
+    }).then((snap) => {
+      if (!snap) return;
       log.info("log compacted", {
         index: snap.index,
         bytes: snap.data.length,
@@ -646,8 +663,8 @@ export class ClusterNode {
     }
     this.waiters.clear();
     this.failReads(new UnavailableError("node is shutting down"));
-    await delay(0);
-    this.log.close();
+    await this.loopDone;
+    await this.log.close();
     this.fsm.close();
   }
 }

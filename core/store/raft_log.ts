@@ -4,9 +4,11 @@
  * The whole live log (firstIndex..lastIndex) is mirrored in memory so the
  * core's frequent term()/entries() lookups never hit the disk; SQLite (WAL,
  * synchronous=FULL) is the durable copy written once per Ready — that single
- * transaction is the one fsync a batch of proposals costs.
+ * transaction is the one fsync a batch of proposals costs — by a worker
+ * thread, so the node keeps serving while the disk syncs (see log_writer.ts).
  */
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { DatabaseSync } from "node:sqlite";
+import { LogWriter, type WriteBatch } from "./log_writer.ts";
 import {
   CompactedError,
   type ConfState,
@@ -28,45 +30,37 @@ const EMPTY_SNAPSHOT: Snapshot = {
 };
 
 export class SqliteRaftLog implements Storage {
-  private readonly db: DatabaseSync;
+  private readonly writer: LogWriter;
   private hard: HardState = { term: 0, vote: null, commit: 0 };
   private snap: Snapshot = EMPTY_SNAPSHOT;
   /** entries[i] has index snap.meta.index + 1 + i. */
   private log: Entry[] = [];
-  private readonly stmts: Record<string, StatementSync>;
 
   constructor(path: string) {
-    this.db = new DatabaseSync(path);
-    this.db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
-    this.db.exec(SCHEMA);
-    this.stmts = {
-      insert: this.db.prepare(
-        "INSERT OR REPLACE INTO entries (idx, term, type, data) VALUES (?, ?, ?, ?)",
-      ),
-      truncateFrom: this.db.prepare("DELETE FROM entries WHERE idx >= ?"),
-      truncateUpTo: this.db.prepare("DELETE FROM entries WHERE idx <= ?"),
-      hard: this.db.prepare(
-        "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_idx) VALUES (1, ?, ?, ?)",
-      ),
-      snap: this.db.prepare(
-        "INSERT OR REPLACE INTO snapshot (id, idx, term, conf, data) VALUES (1, ?, ?, ?, ?)",
-      ),
-    };
-    this.load();
+    const db = new DatabaseSync(path);
+    try {
+      db.exec("PRAGMA journal_mode=WAL;");
+      db.exec(SCHEMA);
+      this.load(db);
+    } finally {
+      db.close();
+    }
+    this.writer = new LogWriter(path);
   }
 
-  private load(): void {
-    const h = this.db.prepare("SELECT term, vote, commit_idx FROM hard_state WHERE id = 1").get() as
+  /** Reads the durable state into memory (once, at open). */
+  private load(db: DatabaseSync): void {
+    const h = db.prepare("SELECT term, vote, commit_idx FROM hard_state WHERE id = 1").get() as
       | { term: number; vote: string | null; commit_idx: number }
       | undefined;
     if (h) this.hard = { term: h.term, vote: h.vote, commit: h.commit_idx };
-    const s = this.db.prepare("SELECT idx, term, conf, data FROM snapshot WHERE id = 1").get() as
+    const s = db.prepare("SELECT idx, term, conf, data FROM snapshot WHERE id = 1").get() as
       | { idx: number; term: number; conf: string; data: string }
       | undefined;
     if (s) {
       this.snap = { meta: { index: s.idx, term: s.term, conf: JSON.parse(s.conf) }, data: s.data };
     }
-    const rows = this.db.prepare(
+    const rows = db.prepare(
       "SELECT idx, term, type, data FROM entries WHERE idx > ? ORDER BY idx",
     )
       .all(this.snap.meta.index) as unknown as {
@@ -140,55 +134,51 @@ export class SqliteRaftLog implements Storage {
     return { ...this.hard };
   }
 
-  /** Durably stores what a Ready asks for, in one transaction. */
-  save(rd: { snapshot: Snapshot | null; entries: Entry[]; hardState: HardState | null }): void {
-    if (!rd.snapshot && rd.entries.length === 0 && !rd.hardState) return;
-    this.db.exec("BEGIN IMMEDIATE");
-    try {
-      if (rd.snapshot) this.writeSnapshot(rd.snapshot, true);
-      if (rd.entries.length) this.writeEntries(rd.entries);
-      if (rd.hardState) this.writeHardState(rd.hardState);
-      this.db.exec("COMMIT");
-    } catch (err) {
-      this.db.exec("ROLLBACK");
-      this.load();
-      throw err;
+  /**
+   * Records what a Ready asks for: the in-memory mirror changes at once (the
+   * core may read it), the returned promise resolves when the same changes
+   * are durable. Writes are applied in call order.
+   */
+  save(
+    rd: { snapshot: Snapshot | null; entries: Entry[]; hardState: HardState | null },
+  ): Promise<void> {
+    if (!rd.snapshot && rd.entries.length === 0 && !rd.hardState) return Promise.resolve();
+    const batch: WriteBatch = {};
+    if (rd.snapshot) this.installSnapshot(rd.snapshot, true, batch);
+    if (rd.entries.length) this.appendEntries(rd.entries, batch);
+    if (rd.hardState) {
+      this.hard = { ...rd.hardState };
+      batch.hardState = [rd.hardState.term, rd.hardState.vote, rd.hardState.commit];
     }
+    return this.writer.write(batch);
   }
 
-  private writeEntries(entries: Entry[]): void {
-    const first = entries[0].index;
-    if (first <= this.snap.meta.index) {
-      entries = entries.filter((e) => e.index > this.snap.meta.index);
-      if (!entries.length) return;
-    }
+  private appendEntries(entries: Entry[], batch: WriteBatch): void {
+    entries = entries.filter((e) => e.index > this.snap.meta.index);
+    if (!entries.length) return;
     const start = entries[0].index;
     if (start > this.lastIndex() + 1) {
       throw new RangeError(`log gap: appending ${start} after ${this.lastIndex()}`);
     }
-    if (start <= this.lastIndex()) this.stmts.truncateFrom.run(start);
-    for (const e of entries) this.stmts.insert.run(e.index, e.term, e.type, e.data);
+    if (start <= this.lastIndex()) batch.truncateFrom = start;
+    batch.entries = entries.map((e) => [e.index, e.term, e.type, e.data]);
     this.log.length = start - this.snap.meta.index - 1;
     for (const e of entries) this.log.push(e);
-  }
-
-  private writeHardState(h: HardState): void {
-    this.stmts.hard.run(h.term, h.vote, h.commit);
-    this.hard = { ...h };
   }
 
   /**
    * Installs a snapshot. A received snapshot (`discardLog`) replaces the whole
    * log unless our log already contains the snapshot's entry with the same term.
    */
-  private writeSnapshot(s: Snapshot, discardLog: boolean): void {
-    this.stmts.snap.run(s.meta.index, s.meta.term, JSON.stringify(s.meta.conf), s.data);
-    const keepsTail = !discardLog || this.hasEntry(s.meta.index, s.meta.term);
+  private installSnapshot(s: Snapshot, discardLog: boolean, batch: WriteBatch): void {
+    const m = s.meta;
+    batch.snapshot = { index: m.index, term: m.term, conf: JSON.stringify(m.conf), data: s.data };
+    const keepsTail = !discardLog || this.hasEntry(m.index, m.term);
     if (keepsTail) {
-      this.stmts.truncateUpTo.run(s.meta.index);
-      this.log = this.log.filter((e) => e.index > s.meta.index);
+      batch.dropEntries = m.index;
+      this.log = this.log.filter((e) => e.index > m.index);
     } else {
-      this.db.exec("DELETE FROM entries");
+      batch.dropEntries = "all";
       this.log = [];
     }
     this.snap = s;
@@ -204,22 +194,16 @@ export class SqliteRaftLog implements Storage {
    * `index` (which must be applied) and drops the entries it covers. Peers
    * that lag behind it catch up through InstallSnapshot.
    */
-  compact(index: number, conf: ConfState, data: string): void {
-    if (index <= this.snap.meta.index) return;
+  compact(index: number, conf: ConfState, data: string): Promise<void> {
+    if (index <= this.snap.meta.index) return Promise.resolve();
     if (index > this.lastIndex()) throw new RangeError(`cannot compact beyond ${this.lastIndex()}`);
-    const snap: Snapshot = { meta: { index, term: this.term(index), conf }, data };
-    this.db.exec("BEGIN IMMEDIATE");
-    try {
-      this.writeSnapshot(snap, false);
-      this.db.exec("COMMIT");
-    } catch (err) {
-      this.db.exec("ROLLBACK");
-      this.load();
-      throw err;
-    }
+    const batch: WriteBatch = {};
+    this.installSnapshot({ meta: { index, term: this.term(index), conf }, data }, false, batch);
+    return this.writer.write(batch);
   }
 
-  close(): void {
-    this.db.close();
+  /** Waits for pending writes and closes the log. */
+  async close(): Promise<void> {
+    await this.writer.close();
   }
 }

@@ -18,51 +18,55 @@ async function tempLog(): Promise<{ path: string; log: SqliteRaftLog }> {
 
 Deno.test("raft log persists entries and hard state across reopen", async () => {
   const { path, log } = await tempLog();
-  log.save({
+  await log.save({
     snapshot: null,
     entries: [e(1, 1), e(2, 1), e(3, 2)],
     hardState: { term: 2, vote: "n1", commit: 2 },
   });
-  log.close();
+  await log.close();
   const again = new SqliteRaftLog(path);
   assertEquals(again.lastIndex(), 3);
   assertEquals(again.term(3), 2);
   assertEquals(again.initialState().hardState, { term: 2, vote: "n1", commit: 2 });
   assertEquals(again.entries(2, 4).map((x) => x.data), ["d2", "d3"]);
-  again.close();
+  await again.close();
 });
 
 Deno.test("raft log truncates a conflicting suffix", async () => {
   const { path, log } = await tempLog();
-  log.save({ snapshot: null, entries: [e(1, 1), e(2, 1), e(3, 1)], hardState: null });
-  log.save({ snapshot: null, entries: [e(2, 3, "new")], hardState: null });
+  await log.save({ snapshot: null, entries: [e(1, 1), e(2, 1), e(3, 1)], hardState: null });
+  await log.save({ snapshot: null, entries: [e(2, 3, "new")], hardState: null });
   assertEquals(log.lastIndex(), 2);
-  log.close();
+  await log.close();
   const again = new SqliteRaftLog(path);
   assertEquals(again.lastIndex(), 2);
   assertEquals(again.entries(1, 3).map((x) => x.data), ["d1", "new"]);
-  again.close();
+  await again.close();
 });
 
 Deno.test("compaction keeps the snapshot and drops covered entries", async () => {
   const { path, log } = await tempLog();
-  log.save({ snapshot: null, entries: [e(1, 1), e(2, 1), e(3, 2), e(4, 2)], hardState: null });
-  log.compact(3, { voters: ["a"], learners: [] }, "state@3");
+  await log.save({
+    snapshot: null,
+    entries: [e(1, 1), e(2, 1), e(3, 2), e(4, 2)],
+    hardState: null,
+  });
+  await log.compact(3, { voters: ["a"], learners: [] }, "state@3");
   assertEquals(log.firstIndex(), 4);
   assertEquals(log.term(3), 2);
   assertThrows(() => log.term(2), CompactedError);
-  log.close();
+  await log.close();
   const again = new SqliteRaftLog(path);
   assertEquals(again.snapshot().data, "state@3");
   assertEquals(again.firstIndex(), 4);
   assertEquals(again.lastIndex(), 4);
-  again.close();
+  await again.close();
 });
 
 Deno.test("an installed snapshot newer than the log replaces it", async () => {
   const { log } = await tempLog();
-  log.save({ snapshot: null, entries: [e(1, 1), e(2, 1)], hardState: null });
-  log.save({
+  await log.save({ snapshot: null, entries: [e(1, 1), e(2, 1)], hardState: null });
+  await log.save({
     snapshot: {
       meta: { index: 10, term: 3, conf: { voters: ["a", "b"], learners: [] } },
       data: "s",
@@ -73,5 +77,5 @@ Deno.test("an installed snapshot newer than the log replaces it", async () => {
   assertEquals(log.firstIndex(), 11);
   assertEquals(log.lastIndex(), 10);
   assertEquals(log.initialState().conf.voters, ["a", "b"]);
-  log.close();
+  await log.close();
 });
