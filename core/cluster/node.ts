@@ -105,6 +105,7 @@ export class ClusterNode {
     this.log = new SqliteRaftLog(join(opts.dataDir, "raft.db"));
     this.fsm = new StateMachine(join(opts.dataDir, "state.db"));
     this.recoverStateMachine();
+    this.log.raiseCommitTo(this.fsm.appliedIndex());
     this.log.confAtApplied = () => this.fsm.confState();
     this.raft = new RaftNode({
       id: this.id,

@@ -17,6 +17,8 @@ export interface WriteBatch {
   truncateFrom?: number;
   entries?: [number, number, string, string][];
   hardState?: [number, string | null, number];
+  /** False when only the commit index moved: it can be re-learned, so no fsync (as etcd). */
+  sync: boolean;
 }
 
 const WORKER_SOURCE = `
@@ -34,6 +36,14 @@ function open(path) {
   };
 }
 function write(b) {
+  if (!b.sync) db.exec("PRAGMA synchronous=OFF");
+  try {
+    writeTx(b);
+  } finally {
+    if (!b.sync) db.exec("PRAGMA synchronous=FULL");
+  }
+}
+function writeTx(b) {
   db.exec("BEGIN IMMEDIATE");
   try {
     if (b.snapshot) st.snap.run(b.snapshot.index, b.snapshot.term, b.snapshot.conf, b.snapshot.data);

@@ -143,7 +143,7 @@ export class SqliteRaftLog implements Storage {
     rd: { snapshot: Snapshot | null; entries: Entry[]; hardState: HardState | null },
   ): Promise<void> {
     if (!rd.snapshot && rd.entries.length === 0 && !rd.hardState) return Promise.resolve();
-    const batch: WriteBatch = {};
+    const batch: WriteBatch = { sync: this.mustSync(rd) };
     if (rd.snapshot) this.installSnapshot(rd.snapshot, true, batch);
     if (rd.entries.length) this.appendEntries(rd.entries, batch);
     if (rd.hardState) {
@@ -151,6 +151,26 @@ export class SqliteRaftLog implements Storage {
       batch.hardState = [rd.hardState.term, rd.hardState.vote, rd.hardState.commit];
     }
     return this.writer.write(batch);
+  }
+
+  /**
+   * The commit index is written without fsync, so after a power loss it can
+   * trail what the state machine already applied; applied entries were
+   * committed, so the commit index may be raised to them.
+   */
+  raiseCommitTo(index: number): void {
+    if (index > this.hard.commit && index <= this.lastIndex()) {
+      this.hard = { ...this.hard, commit: index };
+    }
+  }
+
+  /** Entries, snapshots, term and vote must be on disk before we act on them; the commit index need not. */
+  private mustSync(
+    rd: { snapshot: Snapshot | null; entries: Entry[]; hardState: HardState | null },
+  ): boolean {
+    if (rd.snapshot || rd.entries.length) return true;
+    const h = rd.hardState;
+    return h !== null && (h.term !== this.hard.term || h.vote !== this.hard.vote);
   }
 
   private appendEntries(entries: Entry[], batch: WriteBatch): void {
@@ -197,7 +217,7 @@ export class SqliteRaftLog implements Storage {
   compact(index: number, conf: ConfState, data: string): Promise<void> {
     if (index <= this.snap.meta.index) return Promise.resolve();
     if (index > this.lastIndex()) throw new RangeError(`cannot compact beyond ${this.lastIndex()}`);
-    const batch: WriteBatch = {};
+    const batch: WriteBatch = { sync: true };
     this.installSnapshot({ meta: { index, term: this.term(index), conf }, data }, false, batch);
     return this.writer.write(batch);
   }
