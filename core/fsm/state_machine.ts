@@ -195,6 +195,7 @@ export class StateMachine {
   // ---- commands ------------------------------------------------------------
 
   private applyCommand(cmd: Command): unknown {
+    if (cmd.op === "apiToken.create" || cmd.op === "cluster.init") this.tokenCache.clear();
     switch (cmd.op) {
       case "noop":
         return null;
@@ -321,11 +322,19 @@ export class StateMachine {
 
   // ---- tokens --------------------------------------------------------------
 
+  /** Every API request authenticates, so known tokens are cached (cleared when tokens change). */
+  private readonly tokenCache = new Map<string, { name: string; role: Role }>();
+
   apiTokenByHash(hash: string): { name: string; role: Role } | null {
+    const cached = this.tokenCache.get(hash);
+    if (cached) return cached;
     const row = this.sql("SELECT name, role FROM api_tokens WHERE hash = ?").get(hash) as
       | { name: string; role: Role }
       | undefined;
-    return row ? { name: row.name, role: row.role } : null;
+    if (!row) return null;
+    const principal = { name: row.name, role: row.role };
+    this.tokenCache.set(hash, principal);
+    return principal;
   }
 
   joinTokens(): { id: string; createdAt: string; expiresAt: string; usedBy: string | null }[] {
@@ -474,6 +483,7 @@ export class StateMachine {
     };
     if (snap.format !== 1) throw new Error(`unsupported snapshot format ${snap.format}`);
     this.currentConfig = null;
+    this.tokenCache.clear();
     this.inTransaction(() => {
       for (const t of REPLICATED_TABLES) {
         this.db.exec(`DELETE FROM ${t}`);
