@@ -4,7 +4,7 @@
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { api, cli, sleep } from "./support/api.ts";
+import { api, cli, sleep, step } from "./support/api.ts";
 
 interface ErrorBody {
   error: { code: string; message: string; details?: { fields?: { field: string }[] } };
@@ -48,7 +48,7 @@ Deno.test({
   try {
     const before = await stateFingerprint();
 
-    await t.step("missing or wrong API token → 401", async () => {
+    await step(t, "missing or wrong API token → 401", async () => {
       const a = await api<ErrorBody>(`${url}/api/v1/config`);
       assertEquals(a.status, 401);
       assertEquals(a.body.error.code, "unauthorized");
@@ -60,7 +60,7 @@ Deno.test({
       assertEquals(b.status, 401);
     });
 
-    await t.step("malformed JSON → 400 naming the body", async () => {
+    await step(t, "malformed JSON → 400 naming the body", async () => {
       const r = await api<ErrorBody>(`${url}/api/v1/config`, {
         method: "PATCH",
         token,
@@ -71,7 +71,7 @@ Deno.test({
       assertEquals(r.body.error.details?.fields?.[0].field, "body");
     });
 
-    await t.step("unknown config key and bad values → 400 naming each field", async () => {
+    await step(t, "unknown config key and bad values → 400 naming each field", async () => {
       const r = await api<ErrorBody>(`${url}/api/v1/config`, {
         method: "PATCH",
         token,
@@ -95,7 +95,7 @@ Deno.test({
       assertEquals(c.stderr.trim().split("\n").length, 1, "one clear line on stderr");
     });
 
-    await t.step("stale If-Match → 409 and the value is unchanged", async () => {
+    await step(t, "stale If-Match → 409 and the value is unchanged", async () => {
       const r = await api<ErrorBody>(`${url}/api/v1/config/cluster.name`, {
         method: "PUT",
         token,
@@ -106,7 +106,7 @@ Deno.test({
       assertEquals(r.body.error.code, "conflict");
     });
 
-    await t.step("wrong, expired and reused join tokens → 401", async () => {
+    await step(t, "wrong, expired and reused join tokens → 401", async () => {
       assertEquals((await joinWith("nvj_forged")).status, 401);
       const short = await api<{ token: string }>(`${url}/api/v1/cluster/tokens`, {
         method: "POST",
@@ -127,7 +127,7 @@ Deno.test({
       "no rejected request changed the configuration or membership",
     );
 
-    await t.step("a used join token cannot be used again", async () => {
+    await step(t, "a used join token cannot be used again", async () => {
       const created = await cli([
         "cluster",
         "token",
@@ -148,7 +148,7 @@ Deno.test({
       assert(/already used/.test(reuse.body.error.message), reuse.body.error.message);
     });
 
-    await t.step("CLI: bad usage exits 2, -o json prints exactly one document", async () => {
+    await step(t, "CLI: bad usage exits 2, -o json prints exactly one document", async () => {
       const bad = await cli(["config", "set", "onlykey", "--server", url, "--token", token]);
       assertEquals(bad.code, 2);
       const bogusOutput = await cli([

@@ -5,7 +5,7 @@
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { api, cli, eventually } from "./support/api.ts";
+import { api, cli, eventually, step } from "./support/api.ts";
 
 interface Status {
   leader: string | null;
@@ -38,7 +38,7 @@ Deno.test({
     api(`${url}/api/v1/config/cluster.description`, { method: "PUT", token, body: { value } });
 
   try {
-    await t.step("every node reports the same leader and 3 ready voters", async () => {
+    await step(t, "every node reports the same leader and 3 ready voters", async () => {
       const s = await cluster.status();
       assertEquals(voters(s), ["n1", "n2", "n3"]);
       for (const n of ["n1", "n2", "n3"]) {
@@ -51,7 +51,7 @@ Deno.test({
       assert(s.members.every((m) => m.state === "ready"), JSON.stringify(s.members));
     });
 
-    await t.step("compact often so a lagging node needs a snapshot", async () => {
+    await step(t, "compact often so a lagging node needs a snapshot", async () => {
       const r = await api(`${anyLive()}/api/v1/config/raft.snapshotEntries`, {
         method: "PUT",
         token,
@@ -62,7 +62,7 @@ Deno.test({
 
     let killed = "";
     let appliedBeforeKill = 0;
-    await t.step("kill -9 the leader: a new leader is elected and writes continue", async () => {
+    await step(t, "kill -9 the leader: a new leader is elected and writes continue", async () => {
       killed = await cluster.leaderName();
       appliedBeforeKill = (await local(killed)).appliedIndex;
       const start = performance.now();
@@ -83,7 +83,7 @@ Deno.test({
       }
     });
 
-    await t.step("the killed node restarts and catches up through InstallSnapshot", async () => {
+    await step(t, "the killed node restarts and catches up through InstallSnapshot", async () => {
       const leader = await cluster.leaderName();
       const leaderView = await local(leader);
       assert(
@@ -116,7 +116,7 @@ Deno.test({
       assertEquals((await local(killed)).leader, killed);
     });
 
-    await t.step(
+    await step(t, 
       "remove a follower: it leaves and exits; re-adding a fresh node restores 3 voters",
       async () => {
         const s = await cluster.status();
@@ -139,7 +139,7 @@ Deno.test({
       },
     );
 
-    await t.step(
+    await step(t, 
       "a 5th member stays a standby learner and is promoted when a voter is removed",
       async () => {
         const standby = await cluster.addNode();
@@ -158,7 +158,7 @@ Deno.test({
       },
     );
 
-    await t.step(
+    await step(t, 
       "SIGTERM on the leader hands leadership over and the process exits 0",
       async () => {
         const leader = await cluster.leaderName();

@@ -45,6 +45,8 @@ export function configRegisterModel(initial: ConfigState): ConfigModel {
     describeOperation,
     readOnly: (input, output) => input.type === "read" || isConflict(output),
     neverAccepts,
+    // Versions only grow, so a CAS whose expected version has gone by can never apply.
+    inert: (state, input) => input.type === "cas" && input.expectVersion < state.version,
     indefiniteClasses,
   };
 }

@@ -12,12 +12,20 @@
  *
  * Operations with an indefinite outcome have `ret = Infinity`: the search may place them
  * anywhere after their call, and placing one after every completed operation is
- * indistinguishable from it never having happened. Plain WGL copes badly with them (an
- * op the model always accepts can be chained in front of every dead end), so on top of
- * WGL this checker applies three reductions, each justified where it is implemented:
- * read-only operations are committed without branching, indefinite operations that would
- * not change the state are never applied, and interchangeable indefinite operations are
- * applied in call order only.
+ * indistinguishable from it never having happened. Plain WGL copes badly with them: an
+ * op the model always accepts can be tried in front of every dead end, and each try
+ * opens another branch. So this checker adds reductions that never change the verdict
+ * (each is justified where it is implemented, and the tests compare against brute
+ * force):
+ * - the search stops once every completed op is placed (leftover indefinite ops go last);
+ * - candidates are tried in phases: read-only ops first, then other completed ops, then
+ *   indefinite ones; an accepted read-only op is committed without branching;
+ * - an indefinite op is never applied where it would not change the state;
+ * - the memo also prunes configurations dominated by a failed one with fewer indefinite
+ *   ops applied;
+ * - optional model hooks add domain knowledge: ops that can never be accepted again
+ *   (`neverAccepts`), indefinite ops that can no longer matter (`inert`), and classes of
+ *   interchangeable indefinite ops applied in call order only (`indefiniteClasses`).
  */
 
 /** One client-observed operation. `call`/`ret` share a clock; `ret = Infinity` = indefinite. */
@@ -67,6 +75,12 @@ export interface Model<S, I, O> {
    */
   neverAccepts?(state: S, input: I, output: O): boolean;
   /**
+   * True if this indefinite operation leaves unchanged every state reachable from
+   * `state` (e.g. a timed-out CAS whose expected version has gone by). Such an op counts
+   * as spent when comparing configurations, which lets the memo prune more.
+   */
+  inert?(state: S, input: I, output: O): boolean;
+  /**
    * Symmetry classes of indefinite operations, one entry per history operation (only
    * entries for `ret = Infinity` operations are used). Operations in the same class must
    * be interchangeable: swapping two of them in any valid linearization of `history`
@@ -94,10 +108,13 @@ export interface Failure<S, I, O> {
   longestPrefix: Operation<I, O>[];
   longestPrefixIndices: number[];
   stateAfterPrefix: S;
-  /** The operation whose return was reached without it being placeable after that prefix. */
+  /**
+   * An operation that cannot be placed after that prefix: its return was reached first,
+   * or the model says no later state accepts it.
+   */
   unplaced: Operation<I, O>;
   unplacedIndex: number;
-  /** Operations that were open (called, not yet linearized) at that point. */
+  /** Operations that could have gone next after the prefix (called, not yet linearized). */
   candidates: Candidate<I, O>[];
   explanation: string;
 }
@@ -105,7 +122,10 @@ export interface Failure<S, I, O> {
 export interface CheckResult<S, I, O> {
   /** True only when a linearization was found; false on violation *or* timeout. */
   ok: boolean;
-  /** Set when the search ran out of time: the history is neither proven good nor bad. */
+  /**
+   * Set when the search ran out of time: the history is neither proven good nor bad.
+   * `failure` then describes the deepest dead end so far, as a hint only.
+   */
   timedOut?: boolean;
   /**
    * History indices in linearization order. Indefinite operations after the last
@@ -129,7 +149,7 @@ export function checkLinearizable<S, I, O>(
   const search = new Search(model, history, opts.timeoutMs ?? Infinity);
   const outcome = search.run();
   if (outcome === "linearizable") return { ok: true, witness: search.witness() };
-  if (outcome === "timeout") return { ok: false, timedOut: true };
+  if (outcome === "timeout") return { ok: false, timedOut: true, failure: search.explainFailure() };
   return { ok: false, failure: search.explainFailure() };
 }
 
@@ -208,27 +228,67 @@ function sameBits(a: Uint32Array, b: Uint32Array): boolean {
   return true;
 }
 
+/** A configuration the search has entered: which ops are linearized, in some state. */
+interface Visit {
+  completed: Uint32Array;
+  indefinite: Uint32Array;
+  /** On the current search path; once not, the configuration is known to fail. */
+  active: boolean;
+}
+
 /**
- * Lowe's memo: every (linearized set, state) pair the search has reached. The set only
- * grows along a search path, so a pair seen before is never an ancestor of the current
- * one: it was fully explored and failed.
+ * Lowe's memo of (linearized set, state) pairs, extended with dominance for indefinite
+ * ops. A configuration is covered by a failed one with the same completed ops and state
+ * whose applied indefinite ops are a subset of ours (ignoring ours that are inert): from
+ * any completion of ours we could build one of theirs by appending the extra indefinite
+ * ops at the end, so ours fails too. Plain equality is the special case Lowe describes.
  */
 class VisitedConfigurations {
-  private readonly buckets = new Map<string, Uint32Array[]>();
+  private readonly buckets = new Map<string, Visit[]>();
 
-  /** Records the configuration; returns false if it had been seen before. */
-  add(set: LinearizedSet, stateHash: string): boolean {
-    const key = `${set.h1}:${set.h2}:${stateHash}`;
-    const bucket = this.buckets.get(key);
-    if (!bucket) {
-      this.buckets.set(key, [set.bits.slice()]);
-      return true;
-    }
+  /**
+   * Records the configuration and returns its visit, or undefined if it is covered.
+   * `isInert(i)` says whether indefinite op slot `i` is inert in the configuration's state.
+   */
+  enter(
+    completed: LinearizedSet,
+    indefinite: LinearizedSet,
+    stateHash: string,
+    isInert: (slot: number) => boolean,
+  ): Visit | undefined {
     // Zobrist collisions are rare but possible; exact comparison keeps the memo sound.
-    if (bucket.some((bits) => sameBits(bits, set.bits))) return false;
-    bucket.push(set.bits.slice());
-    return true;
+    const key = `${completed.h1}:${completed.h2}:${stateHash}`;
+    let bucket = this.buckets.get(key);
+    if (!bucket) this.buckets.set(key, bucket = []);
+    for (const v of bucket) {
+      if (v.active || !sameBits(v.completed, completed.bits)) continue;
+      if (coveredBy(v.indefinite, indefinite.bits, isInert)) return undefined;
+    }
+    const visit = {
+      completed: completed.bits.slice(),
+      indefinite: indefinite.bits.slice(),
+      active: true,
+    };
+    bucket.push(visit);
+    return visit;
   }
+}
+
+/** Whether every op in `failed` is also in `current` or inert. */
+function coveredBy(
+  failed: Uint32Array,
+  current: Uint32Array,
+  isInert: (slot: number) => boolean,
+): boolean {
+  for (let w = 0; w < failed.length; w++) {
+    let extra = failed[w] & ~current[w];
+    while (extra !== 0) {
+      const bit = 31 - Math.clz32(extra);
+      if (!isInert(w * 32 + bit)) return false;
+      extra &= ~(1 << bit);
+    }
+  }
+  return true;
 }
 
 /**
@@ -243,8 +303,9 @@ class SymmetryClasses {
   private readonly members: number[][] = [];
   private readonly applied: number[] = [];
 
+  /** `keys[op]` is the class of op (if indefinite); ops without a key form no class. */
   constructor(keys: (string | undefined)[], indefinite: boolean[], callOrder: number[]) {
-    this.classOf = new Int32Array(keys.length).fill(NIL);
+    this.classOf = new Int32Array(indefinite.length).fill(NIL);
     const ids = new Map<string, number>();
     for (const op of callOrder) {
       const key = keys[op];
@@ -320,10 +381,15 @@ class Search<S, I, O> {
   /** Completed (finite `ret`) operations not yet linearized; 0 means success. */
   private completedLeft: number;
 
-  private readonly linearized: LinearizedSet;
+  /** Each op's index among the completed or among the indefinite ops. */
+  private readonly slot: Int32Array;
+  private readonly indefiniteOps: number[];
+  private readonly linearizedCompleted: LinearizedSet;
+  private readonly linearizedIndefinite: LinearizedSet;
   private readonly visited = new VisitedConfigurations();
   /** The linearization so far: call nodes, the state (and hash) before each, forced or not. */
   private readonly stackNodes: number[] = [];
+  private readonly stackVisits: Visit[] = [];
   private readonly stackStates: S[] = [];
   private readonly stackHashes: string[] = [];
   private readonly stackForced: boolean[] = [];
@@ -331,6 +397,7 @@ class Search<S, I, O> {
   private final: { state: S } | undefined;
   private deepest: DeadEnd<S> | undefined;
   private readonly deadline: number;
+  private timedOut = false;
 
   constructor(
     private readonly model: Model<S, I, O>,
@@ -354,11 +421,18 @@ class Search<S, I, O> {
     this.nodeOp = new Int32Array(size).fill(NIL);
     this.buildList();
 
-    this.completedTotal = this.indefinite.filter((x) => !x).length;
+    this.indefiniteOps = history.map((_, i) => i).filter((i) => this.indefinite[i]);
+    this.completedTotal = history.length - this.indefiniteOps.length;
     this.completedLeft = this.completedTotal;
+    this.slot = new Int32Array(history.length);
+    let completed = 0;
+    history.forEach((_, i) => this.slot[i] = this.indefinite[i] ? NIL : completed++);
+    this.indefiniteOps.forEach((op, i) => this.slot[op] = i);
+    this.linearizedCompleted = new LinearizedSet(this.completedTotal);
+    this.linearizedIndefinite = new LinearizedSet(this.indefiniteOps.length);
+
     const keys = model.indefiniteClasses?.(history) ?? [];
     this.classes = new SymmetryClasses(keys, this.indefinite, this.callOrder());
-    this.linearized = new LinearizedSet(history.length);
   }
 
   private buildList(): void {
@@ -390,6 +464,7 @@ class Search<S, I, O> {
     // at the end (the model accepts them anywhere), so there is nothing left to search.
     while (this.completedLeft > 0) {
       if (++steps % TIMEOUT_CHECK_INTERVAL === 0 && performance.now() > this.deadline) {
+        this.timedOut = true;
         return "timeout";
       }
       let attempt: Attempt<S>;
@@ -459,18 +534,35 @@ class Search<S, I, O> {
     // linearization of the remaining ops (nothing remaining returned before it was called,
     // and removing it elsewhere changes no state), so no alternative needs exploring.
     const forced = this.phase[op] === Phase.ReadOnly;
-    this.linearized.toggle(op);
-    if (!this.visited.add(this.linearized, newHash)) {
-      this.linearized.toggle(op);
+    this.toggleLinearized(op);
+    const visit = this.visited.enter(
+      this.linearizedCompleted,
+      this.linearizedIndefinite,
+      newHash,
+      (slot) => this.isInert(result.state, this.indefiniteOps[slot]),
+    );
+    if (!visit) {
+      this.toggleLinearized(op);
       return forced ? { kind: "doomed" } : { kind: "skipped" };
     }
-    this.push(node, state, hash, forced);
+    this.push(node, state, hash, forced, visit);
     return { kind: "applied", state: result.state, hash: newHash };
   }
 
-  private push(node: number, state: S, hash: string, forced: boolean): void {
+  private isInert(state: S, op: number): boolean {
+    const { input, output } = this.history[op];
+    return this.model.inert?.(state, input, output) ?? false;
+  }
+
+  private toggleLinearized(op: number): void {
+    if (this.indefinite[op]) this.linearizedIndefinite.toggle(this.slot[op]);
+    else this.linearizedCompleted.toggle(this.slot[op]);
+  }
+
+  private push(node: number, state: S, hash: string, forced: boolean, visit: Visit): void {
     const op = this.nodeOp[node];
     this.stackNodes.push(node);
+    this.stackVisits.push(visit);
     this.stackStates.push(state);
     this.stackHashes.push(hash);
     this.stackForced.push(forced);
@@ -491,8 +583,9 @@ class Search<S, I, O> {
       const state = this.stackStates.pop()!;
       const hash = this.stackHashes.pop()!;
       const forced = this.stackForced.pop()!;
+      this.stackVisits.pop()!.active = false;
       const op = this.nodeOp[node];
-      this.linearized.toggle(op);
+      this.toggleLinearized(op);
       this.classes.shift(op, -1);
       if (!this.indefinite[op]) this.completedLeft++;
       this.unlift(node);
@@ -563,8 +656,10 @@ class Search<S, I, O> {
     return order;
   }
 
-  explainFailure(): Failure<S, I, O> {
-    const dead = this.deepest!;
+  /** Describes the deepest dead end (undefined if a timeout came before any). */
+  explainFailure(): Failure<S, I, O> | undefined {
+    const dead = this.deepest;
+    if (!dead) return undefined;
     const candidates = this.openOperationsAt(dead).map((index): Candidate<I, O> => {
       const op = this.history[index];
       return { index, op, accepted: this.model.step(dead.state, op.input, op.output).ok };
@@ -581,15 +676,16 @@ class Search<S, I, O> {
   }
 
   /**
-   * Operations whose call precedes the stuck return event but that are not in the prefix:
-   * the ones the search could have tried next at the dead end.
+   * Operations not in the prefix whose call precedes the first return of an op not in the
+   * prefix: the ones the search could have tried next at the dead end.
    */
   private openOperationsAt(dead: DeadEnd<S>): number[] {
     const inPrefix = new Set(dead.prefix);
     const open: number[] = [];
     for (const event of this.events) {
-      if (!event.isCall && event.op === dead.stuckOp) break;
-      if (event.isCall && !inPrefix.has(event.op)) open.push(event.op);
+      if (inPrefix.has(event.op)) continue;
+      if (!event.isCall) break;
+      open.push(event.op);
     }
     return open;
   }
@@ -597,8 +693,11 @@ class Search<S, I, O> {
   private describeFailure(f: Omit<Failure<S, I, O>, "explanation">): string {
     const state = this.model.describe?.(f.stateAfterPrefix) ?? JSON.stringify(f.stateAfterPrefix);
     const tail = f.longestPrefixIndices.slice(-10);
+    const verdict = this.timedOut
+      ? "inconclusive (timed out); deepest dead end so far"
+      : "not linearizable";
     const lines = [
-      `not linearizable: longest linearizable prefix has ${f.longestPrefix.length} of ` +
+      `${verdict}: longest linearizable prefix has ${f.longestPrefix.length} of ` +
       `${this.history.length} operations, leaving state ${state}`,
     ];
     if (tail.length > 0) {
@@ -606,19 +705,43 @@ class Search<S, I, O> {
       for (const i of tail) lines.push(`    ${this.describeOp(i)}`);
     }
     lines.push(`  could not place ${this.describeOp(f.unplacedIndex)}`);
-    lines.push(`  open operations at that point (model verdict in that state):`);
-    for (const c of f.candidates) {
+    const completed = f.candidates.filter((c) => !this.indefinite[c.index]);
+    lines.push(`  completed operations that could go next (model verdict in that state):`);
+    for (const c of completed) {
       const verdict = c.accepted ? "accepted, but only leads to dead ends" : "rejected";
       lines.push(`    ${this.describeOp(c.index)}: ${verdict}`);
     }
+    lines.push(...this.describePendingIndefinite(f));
     return lines.join("\n");
+  }
+
+  /** Indefinite ops that could still take effect; inert ones would only add noise. */
+  private describePendingIndefinite(f: Omit<Failure<S, I, O>, "explanation">): string[] {
+    const pending = f.candidates.filter((c) =>
+      this.indefinite[c.index] && !this.isInert(f.stateAfterPrefix, c.index)
+    );
+    if (pending.length === 0) return [];
+    const shown = pending.slice(0, 10).map((c) => `    ${this.describeOp(c.index)}`);
+    const more = pending.length > shown.length
+      ? [`    ... ${pending.length - shown.length} more`]
+      : [];
+    return [
+      `  pending indefinite operations (may take effect at any later point):`,
+      ...shown,
+      ...more,
+    ];
   }
 
   private describeOp(index: number): string {
     const op = this.history[index];
     const body = this.model.describeOperation?.(op.input, op.output) ??
       `${JSON.stringify(op.input)} -> ${JSON.stringify(op.output)}`;
-    const ret = Number.isFinite(op.ret) ? String(op.ret) : "never";
-    return `#${index} client ${op.client} [${op.call}, ${ret}] ${body}`;
+    const ret = Number.isFinite(op.ret) ? formatTime(op.ret) : "never";
+    return `#${index} client ${op.client} [${formatTime(op.call)}, ${ret}] ${body}`;
   }
+}
+
+/** Timestamps from `performance.now()` carry sub-microsecond noise; keep 3 decimals. */
+function formatTime(t: number): string {
+  return Number.isInteger(t) ? String(t) : t.toFixed(3);
 }

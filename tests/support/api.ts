@@ -67,3 +67,8 @@ export async function eventually<T>(
   }
   throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
 }
+
+/** Like t.step, but a failed step stops the test (so later steps don't run on a broken cluster). */
+export async function step(t: Deno.TestContext, name: string, fn: () => Promise<void>): Promise<void> {
+  if (!(await t.step(name, fn))) throw new Error(`step failed: ${name}`);
+}
