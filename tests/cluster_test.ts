@@ -116,7 +116,8 @@ Deno.test({
       assertEquals((await local(killed)).leader, killed);
     });
 
-    await step(t, 
+    await step(
+      t,
       "remove a follower: it leaves and exits; re-adding a fresh node restores 3 voters",
       async () => {
         const s = await cluster.status();
@@ -139,7 +140,8 @@ Deno.test({
       },
     );
 
-    await step(t, 
+    await step(
+      t,
       "a 5th member stays a standby learner and is promoted when a voter is removed",
       async () => {
         const standby = await cluster.addNode();
@@ -155,10 +157,16 @@ Deno.test({
           const st = await cluster.status();
           return voters(st).length === 3 && voters(st).includes(standby.name) ? st : undefined;
         });
+        const exited = await Promise.race([
+          cluster.node(victim).process!.status,
+          new Promise<null>((res) => setTimeout(() => res(null), 10_000)),
+        ]);
+        assert(exited !== null, `removed node ${victim} exits on its own`);
       },
     );
 
-    await step(t, 
+    await step(
+      t,
       "SIGTERM on the leader hands leadership over and the process exits 0",
       async () => {
         const leader = await cluster.leaderName();
@@ -166,10 +174,10 @@ Deno.test({
         await cluster.kill(leader, "SIGTERM");
         const st = await cluster.node(leader).process!.status;
         assertEquals(st.code, 0);
-        const other = cluster.nodes.find((n) =>
-          n.name !== leader && n.process && !n.process.exited
-        )!;
         const s = await eventually("new leader after SIGTERM", async () => {
+          const other = cluster.nodes.find((n) =>
+            n.name !== leader && n.process && !n.process.exited
+          )!;
           const v = await local(other.name);
           return v.leader && v.leader !== leader ? v : undefined;
         });

@@ -69,6 +69,10 @@ export async function eventually<T>(
 }
 
 /** Like t.step, but a failed step stops the test (so later steps don't run on a broken cluster). */
-export async function step(t: Deno.TestContext, name: string, fn: () => Promise<void>): Promise<void> {
+export async function step(
+  t: Deno.TestContext,
+  name: string,
+  fn: () => Promise<void>,
+): Promise<void> {
   if (!(await t.step(name, fn))) throw new Error(`step failed: ${name}`);
 }
