@@ -7,7 +7,7 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
 import { ConflictError, NotFoundError, NovaError, ValidationError } from "../errors/mod.ts";
-import { type ClusterConfig, validateFullConfig } from "../config/mod.ts";
+import { type ClusterConfig, validateConfigPatch, validateFullConfig } from "../config/mod.ts";
 import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
 import type { Command, Inventory, NodeState, Role } from "./commands.ts";
 
@@ -216,19 +216,20 @@ export class StateMachine {
         this.sql("DELETE FROM nodes WHERE name = ?").run(cmd.name);
         return null;
       case "config.patch":
+        // Only the changed keys need validating: the rest already passed when written.
         return this.writeConfig(
-          { ...this.config().config, ...cmd.changes },
+          { ...this.config().config, ...validateConfigPatch(cmd.changes) },
           cmd.ifVersion,
           cmd.by,
           cmd.at,
           "set " + Object.keys(cmd.changes).join(","),
         );
       case "config.replace":
-        return this.writeConfig(cmd.config, cmd.ifVersion, cmd.by, cmd.at, "replace");
+        return this.writeConfig(validateFullConfig(cmd.config), cmd.ifVersion, cmd.by, cmd.at, "replace");
       case "config.rollback": {
         const old = this.configVersion(cmd.version);
         return this.writeConfig(
-          old.config,
+          validateFullConfig(old.config),
           cmd.ifVersion,
           cmd.by,
           cmd.at,
@@ -255,7 +256,7 @@ export class StateMachine {
       "INSERT OR REPLACE INTO api_tokens (hash, name, role, created_at) VALUES (?, 'admin', 'admin', ?)",
     )
       .run(cmd.adminTokenHash, cmd.at);
-    this.writeConfig(cmd.config, undefined, "system", cmd.at, "init");
+    this.writeConfig(validateFullConfig(cmd.config), undefined, "system", cmd.at, "init");
     return null;
   }
 
@@ -351,7 +352,7 @@ export class StateMachine {
   // ---- configuration -------------------------------------------------------
 
   private writeConfig(
-    doc: Record<string, unknown>,
+    config: ClusterConfig,
     ifVersion: number | undefined,
     by: string,
     at: number,
@@ -364,18 +365,17 @@ export class StateMachine {
         { currentVersion: current, expectedVersion: ifVersion },
       );
     }
-    const config = validateFullConfig(doc);
     const version = current + 1;
     this.sql(
       "INSERT INTO config_versions (version, data, author, created_at, action) VALUES (?, ?, ?, ?, ?)",
     ).run(version, JSON.stringify(config), by, at, action);
-    this.currentConfig = {
+    this.currentConfig = deepFreeze({
       version,
       config,
       author: by,
       createdAt: new Date(at).toISOString(),
       action,
-    };
+    });
     return { version };
   }
 
@@ -390,12 +390,13 @@ export class StateMachine {
     return row.v ?? 0;
   }
 
+  /** The latest version; frozen, shared by every caller. */
   config(): ConfigVersion {
-    if (this.currentConfig) return structuredClone(this.currentConfig);
+    if (this.currentConfig) return this.currentConfig;
     const v = this.latestConfigVersion();
     if (v === 0) throw new NotFoundError("configuration", "current");
-    this.currentConfig = this.configVersion(v);
-    return structuredClone(this.currentConfig);
+    this.currentConfig = deepFreeze(this.configVersion(v));
+    return this.currentConfig;
   }
 
   configVersion(version: number): ConfigVersion {
@@ -501,6 +502,14 @@ export class StateMachine {
     })`;
     this.sql(sql).run(...(cols.map((c) => row[c]) as (string | number | null)[]));
   }
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === "object" && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
 }
 
 function toNodeRecord(r: Row): NodeRecord {
