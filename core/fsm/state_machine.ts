@@ -225,7 +225,13 @@ export class StateMachine {
           "set " + Object.keys(cmd.changes).join(","),
         );
       case "config.replace":
-        return this.writeConfig(validateFullConfig(cmd.config), cmd.ifVersion, cmd.by, cmd.at, "replace");
+        return this.writeConfig(
+          validateFullConfig(cmd.config),
+          cmd.ifVersion,
+          cmd.by,
+          cmd.at,
+          "replace",
+        );
       case "config.rollback": {
         const old = this.configVersion(cmd.version);
         return this.writeConfig(
