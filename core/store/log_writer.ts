@@ -10,7 +10,7 @@
 
 /** One transaction: what a Ready (or a compaction) changes in the log tables. */
 export interface WriteBatch {
-  snapshot?: { index: number; term: number; conf: string; data: string };
+  snapshot?: { index: number; term: number; conf: string; file: string };
   /** After installing `snapshot`: delete entries <= this index, or all entries when "all". */
   dropEntries?: number | "all";
   /** Delete entries >= this index before inserting (a conflicting suffix). */
@@ -32,7 +32,7 @@ function open(path) {
     truncateFrom: db.prepare("DELETE FROM entries WHERE idx >= ?"),
     dropUpTo: db.prepare("DELETE FROM entries WHERE idx <= ?"),
     hard: db.prepare("INSERT OR REPLACE INTO hard_state (id, term, vote, commit_idx) VALUES (1, ?, ?, ?)"),
-    snap: db.prepare("INSERT OR REPLACE INTO snapshot (id, idx, term, conf, data) VALUES (1, ?, ?, ?, ?)"),
+    snap: db.prepare("INSERT OR REPLACE INTO snapshot (id, idx, term, conf, file) VALUES (1, ?, ?, ?, ?)"),
   };
 }
 function write(b) {
@@ -46,7 +46,7 @@ function write(b) {
 function writeTx(b) {
   db.exec("BEGIN IMMEDIATE");
   try {
-    if (b.snapshot) st.snap.run(b.snapshot.index, b.snapshot.term, b.snapshot.conf, b.snapshot.data);
+    if (b.snapshot) st.snap.run(b.snapshot.index, b.snapshot.term, b.snapshot.conf, b.snapshot.file);
     if (b.dropEntries === "all") db.exec("DELETE FROM entries");
     else if (b.dropEntries !== undefined) st.dropUpTo.run(b.dropEntries);
     if (b.truncateFrom !== undefined) st.truncateFrom.run(b.truncateFrom);

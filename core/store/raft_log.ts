@@ -9,6 +9,8 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import { LogWriter, type WriteBatch } from "./log_writer.ts";
+import { writeFileDurably } from "./identity.ts";
+import { dirname, join } from "node:path";
 import {
   CompactedError,
   type ConfState,
@@ -21,7 +23,7 @@ import {
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hard_state (id INTEGER PRIMARY KEY CHECK (id = 1), term INTEGER NOT NULL, vote TEXT, commit_idx INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER NOT NULL, term INTEGER NOT NULL, conf TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER NOT NULL, term INTEGER NOT NULL, conf TEXT NOT NULL, file TEXT NOT NULL);
 `;
 
 const EMPTY_SNAPSHOT: Snapshot = {
@@ -36,7 +38,12 @@ export class SqliteRaftLog implements Storage {
   /** entries[i] has index snap.meta.index + 1 + i. */
   private log: Entry[] = [];
 
+  /** Snapshot data lives in files beside the database: large, written once, read rarely. */
+  private readonly snapDir: string;
+
   constructor(path: string) {
+    this.snapDir = join(dirname(path), "snapshots");
+    Deno.mkdirSync(this.snapDir, { recursive: true });
     const db = new DatabaseSync(path);
     try {
       db.exec("PRAGMA journal_mode=WAL;");
@@ -54,11 +61,12 @@ export class SqliteRaftLog implements Storage {
       | { term: number; vote: string | null; commit_idx: number }
       | undefined;
     if (h) this.hard = { term: h.term, vote: h.vote, commit: h.commit_idx };
-    const s = db.prepare("SELECT idx, term, conf, data FROM snapshot WHERE id = 1").get() as
-      | { idx: number; term: number; conf: string; data: string }
+    const s = db.prepare("SELECT idx, term, conf, file FROM snapshot WHERE id = 1").get() as
+      | { idx: number; term: number; conf: string; file: string }
       | undefined;
     if (s) {
-      this.snap = { meta: { index: s.idx, term: s.term, conf: JSON.parse(s.conf) }, data: s.data };
+      const data = Deno.readTextFileSync(join(this.snapDir, s.file));
+      this.snap = { meta: { index: s.idx, term: s.term, conf: JSON.parse(s.conf) }, data };
     }
     const rows = db.prepare(
       "SELECT idx, term, type, data FROM entries WHERE idx > ? ORDER BY idx",
@@ -150,7 +158,11 @@ export class SqliteRaftLog implements Storage {
       this.hard = { ...rd.hardState };
       batch.hardState = [rd.hardState.term, rd.hardState.vote, rd.hardState.commit];
     }
-    return this.writer.write(batch);
+    if (!rd.snapshot) return this.writer.write(batch);
+    const snap = rd.snapshot;
+    return this.writeSnapshotFile(snap).then(() => this.writer.write(batch)).then(() =>
+      this.removeOldSnapshotFiles()
+    );
   }
 
   /**
@@ -192,7 +204,12 @@ export class SqliteRaftLog implements Storage {
    */
   private installSnapshot(s: Snapshot, discardLog: boolean, batch: WriteBatch): void {
     const m = s.meta;
-    batch.snapshot = { index: m.index, term: m.term, conf: JSON.stringify(m.conf), data: s.data };
+    batch.snapshot = {
+      index: m.index,
+      term: m.term,
+      conf: JSON.stringify(m.conf),
+      file: snapshotFileName(s),
+    };
     const keepsTail = !discardLog || this.hasEntry(m.index, m.term);
     if (keepsTail) {
       batch.dropEntries = m.index;
@@ -218,12 +235,35 @@ export class SqliteRaftLog implements Storage {
     if (index <= this.snap.meta.index) return Promise.resolve();
     if (index > this.lastIndex()) throw new RangeError(`cannot compact beyond ${this.lastIndex()}`);
     const batch: WriteBatch = { sync: true };
-    this.installSnapshot({ meta: { index, term: this.term(index), conf }, data }, false, batch);
-    return this.writer.write(batch);
+    const snap: Snapshot = { meta: { index, term: this.term(index), conf }, data };
+    this.installSnapshot(snap, false, batch);
+    return this.writeSnapshotFile(snap).then(() => {
+      // A snapshot received meanwhile is newer: recording ours would roll it back.
+      if (this.snap !== snap) return;
+      return this.writer.write(batch).then(() => this.removeOldSnapshotFiles());
+    });
+  }
+
+  /** The data file is durable before the row that names it is written. */
+  private async writeSnapshotFile(snap: Snapshot): Promise<void> {
+    await writeFileDurably(join(this.snapDir, snapshotFileName(snap)), snap.data);
+  }
+
+  private async removeOldSnapshotFiles(): Promise<void> {
+    const keep = snapshotFileName(this.snap);
+    for await (const f of Deno.readDir(this.snapDir)) {
+      if (f.name !== keep && f.name.startsWith("snap-")) {
+        await Deno.remove(join(this.snapDir, f.name)).catch(() => {});
+      }
+    }
   }
 
   /** Waits for pending writes and closes the log. */
   async close(): Promise<void> {
     await this.writer.close();
   }
+}
+
+function snapshotFileName(s: Snapshot): string {
+  return `snap-${s.meta.term}-${s.meta.index}.json`;
 }
