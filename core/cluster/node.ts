@@ -287,6 +287,9 @@ export class ClusterNode {
     if (this.compacting) return;
     const applied = this.fsm.appliedIndex();
     if (applied - this.log.snapshot().meta.index < this.snapshotThreshold()) return;
+    // Amortize: rewriting a large state costs in proportion to its size, so
+    // wait until the log holds at least a quarter of that many bytes.
+    if (this.log.bytesAfterSnapshot() < this.log.snapshot().data.length / 4) return;
     this.compacting = true;
     const t0 = performance.now();
     this.fsm.snapshotInBackground().then((snap) => {

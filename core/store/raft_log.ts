@@ -81,7 +81,15 @@ export class SqliteRaftLog implements Storage {
     for (const r of rows) {
       if (r.idx !== this.snap.meta.index + 1 + this.log.length) break; // a gap can only follow a torn write; ignore the tail
       this.log.push({ index: r.idx, term: r.term, type: r.type as Entry["type"], data: r.data });
+      this.logBytes += r.data.length;
     }
+  }
+
+  /** Payload bytes of the entries after the snapshot (what a compaction would drop). */
+  private logBytes = 0;
+
+  bytesAfterSnapshot(): number {
+    return this.logBytes;
   }
 
   /** True when nothing was ever stored (a brand-new data dir). */
@@ -194,8 +202,13 @@ export class SqliteRaftLog implements Storage {
     }
     if (start <= this.lastIndex()) batch.truncateFrom = start;
     batch.entries = entries.map((e) => [e.index, e.term, e.type, e.data]);
-    this.log.length = start - this.snap.meta.index - 1;
-    for (const e of entries) this.log.push(e);
+    const keep = start - this.snap.meta.index - 1;
+    for (let i = keep; i < this.log.length; i++) this.logBytes -= this.log[i].data.length;
+    this.log.length = keep;
+    for (const e of entries) {
+      this.log.push(e);
+      this.logBytes += e.data.length;
+    }
   }
 
   /**
@@ -214,9 +227,11 @@ export class SqliteRaftLog implements Storage {
     if (keepsTail) {
       batch.dropEntries = m.index;
       this.log = this.log.filter((e) => e.index > m.index);
+      this.logBytes = this.log.reduce((n, e) => n + e.data.length, 0);
     } else {
       batch.dropEntries = "all";
       this.log = [];
+      this.logBytes = 0;
     }
     this.snap = s;
   }
