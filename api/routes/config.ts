@@ -9,6 +9,7 @@ import {
   readConfigKey,
   replaceConfig,
   rollbackConfig,
+  setConfigKey,
 } from "../../core/cluster/mod.ts";
 import type { ConfigVersion } from "../../core/fsm/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
@@ -57,14 +58,9 @@ export function configRoutes(node: ClusterNode): Hono<Env> {
   app.put("/:key", requireRole("admin"), async (c) => {
     const body = await parseBody(c, z.object({ value: z.unknown() }).strict());
     const key = c.req.param("key");
-    const cv = await patchConfig(
-      node,
-      { [key]: body.value },
-      c.get("principal").name,
-      ifMatchVersion(c),
-    );
-    c.header("ETag", `"${cv.version}"`);
-    return c.json({ key, value: (cv.config as Record<string, unknown>)[key], version: cv.version });
+    const r = await setConfigKey(node, key, body.value, c.get("principal").name, ifMatchVersion(c));
+    c.header("ETag", `"${r.version}"`);
+    return c.json(r);
   });
 
   app.post("/rollback", requireRole("admin"), async (c) => {

@@ -22,6 +22,21 @@ export async function patchConfig(
   return versionAfterWrite(node, r.version);
 }
 
+/** Sets one key; answers with the value as stored (after coercion) and the new version. */
+export async function setConfigKey(
+  node: ClusterNode,
+  key: string,
+  value: unknown,
+  by: string,
+  ifVersion?: number,
+): Promise<{ key: string; value: unknown; version: number }> {
+  const changes = validateConfigPatch({ [key]: value });
+  const r = await node.propose({ op: "config.patch", changes, ifVersion, by, at: Date.now() }) as {
+    version: number;
+  };
+  return { key, value: (changes as Record<string, unknown>)[key], version: r.version };
+}
+
 /** The version a write created; usually still the latest, which is cached. */
 function versionAfterWrite(node: ClusterNode, version: number): ConfigVersion {
   const latest = node.fsm.config();
