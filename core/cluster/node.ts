@@ -288,8 +288,8 @@ export class ClusterNode {
     const applied = this.fsm.appliedIndex();
     if (applied - this.log.snapshot().meta.index < this.snapshotThreshold()) return;
     // Amortize: rewriting a large state costs in proportion to its size, so
-    // wait until the log holds at least a quarter of that many bytes.
-    if (this.log.bytesAfterSnapshot() < this.log.snapshot().data.length / 4) return;
+    // wait until the log holds as many bytes (compaction work stays O(bytes written)).
+    if (this.log.bytesAfterSnapshot() < this.log.snapshot().data.length) return;
     this.compacting = true;
     const t0 = performance.now();
     this.fsm.snapshotInBackground().then((snap) => {
