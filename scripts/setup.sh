@@ -8,6 +8,7 @@ need_apt=()
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v df >/dev/null || need_apt+=(coreutils)
+command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null

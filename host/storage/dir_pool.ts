@@ -1,0 +1,192 @@
+/**
+ * The `dir` storage pool: qcow2 volumes as files in one directory, managed
+ * with qemu-img. Linked clones are qcow2 overlays on a backing file, so a
+ * volume that backs another cannot be deleted.
+ */
+import { join } from "node:path";
+import { ConflictError, NotFoundError, ValidationError } from "../../core/errors/mod.ts";
+import { imageInfo, qemuImg } from "./qemu_img.ts";
+
+export interface Volume {
+  name: string;
+  path: string;
+  virtualBytes: number;
+  allocatedBytes: number;
+  /** Name of the volume this one is a linked clone of, if any. */
+  backing: string | null;
+}
+
+export interface PoolUsage {
+  volumes: number;
+  virtualBytes: number;
+  allocatedBytes: number;
+  freeBytes: number;
+}
+
+const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$/;
+const EXT = ".qcow2";
+/** Largest volume we agree to create: 64 TiB. */
+export const MAX_VOLUME_BYTES = 64 * 2 ** 40;
+
+export class DirPool {
+  constructor(readonly root: string) {}
+
+  async init(): Promise<this> {
+    await Deno.mkdir(this.root, { recursive: true, mode: 0o700 });
+    return this;
+  }
+
+  pathOf(name: string): string {
+    if (!VOLUME_NAME.test(name)) {
+      throw ValidationError.field("volume", `"${name}" is not a valid volume name`);
+    }
+    return join(this.root, name + EXT);
+  }
+
+  private async exists(name: string): Promise<boolean> {
+    try {
+      await Deno.stat(this.pathOf(name));
+      return true;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return false;
+      throw err;
+    }
+  }
+
+  private async mustNotExist(name: string): Promise<void> {
+    if (await this.exists(name)) throw new ConflictError(`volume "${name}" already exists`);
+  }
+
+  private async mustExist(name: string): Promise<void> {
+    if (!(await this.exists(name))) throw new NotFoundError("volume", name);
+  }
+
+  async create(name: string, sizeBytes: number): Promise<Volume> {
+    checkSize(sizeBytes);
+    await this.mustNotExist(name);
+    await qemuImg(["create", "-q", "-f", "qcow2", this.pathOf(name), String(sizeBytes)]);
+    return await this.info(name);
+  }
+
+  /** A qcow2 overlay on `source`: instant, shares unchanged blocks. */
+  async cloneLinked(source: string, name: string): Promise<Volume> {
+    await this.mustExist(source);
+    await this.mustNotExist(name);
+    await qemuImg([
+      "create",
+      "-q",
+      "-f",
+      "qcow2",
+      "-b",
+      source + EXT, // relative: the pool directory can move as a whole
+      "-F",
+      "qcow2",
+      this.pathOf(name),
+    ]);
+    return await this.info(name);
+  }
+
+  /** An independent copy (backing chain flattened). */
+  async cloneFull(source: string, name: string): Promise<Volume> {
+    await this.mustExist(source);
+    await this.mustNotExist(name);
+    await this.convertInto(this.pathOf(source), name);
+    return await this.info(name);
+  }
+
+  /** Copies an outside image (any format qemu-img reads) into the pool as qcow2. */
+  async importFile(file: string, name: string): Promise<Volume> {
+    await this.mustNotExist(name);
+    await this.convertInto(file, name);
+    return await this.info(name);
+  }
+
+  private async convertInto(src: string, name: string): Promise<void> {
+    // Convert to a temporary name, then rename: a crash never leaves a half-written volume.
+    const tmp = join(this.root, `.tmp-${crypto.randomUUID()}${EXT}`);
+    try {
+      await qemuImg(["convert", "-q", "-O", "qcow2", src, tmp], 3_600_000);
+      await Deno.rename(tmp, this.pathOf(name));
+    } catch (err) {
+      await Deno.remove(tmp).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Grows a volume; shrinking would destroy guest data and is refused. */
+  async resize(name: string, sizeBytes: number): Promise<Volume> {
+    checkSize(sizeBytes);
+    const current = await this.info(name);
+    if (sizeBytes < current.virtualBytes) {
+      throw ValidationError.field(
+        "size",
+        `cannot shrink ${name} from ${current.virtualBytes} to ${sizeBytes} bytes`,
+      );
+    }
+    if (sizeBytes > current.virtualBytes) {
+      await qemuImg(["resize", "-q", this.pathOf(name), String(sizeBytes)]);
+    }
+    return await this.info(name);
+  }
+
+  async delete(name: string): Promise<void> {
+    await this.mustExist(name);
+    const dependents = (await this.list()).filter((v) => v.backing === name).map((v) => v.name);
+    if (dependents.length) {
+      throw new ConflictError(`volume "${name}" backs linked clones: ${dependents.join(", ")}`, {
+        dependents,
+      });
+    }
+    await Deno.remove(this.pathOf(name));
+  }
+
+  async info(name: string): Promise<Volume> {
+    const path = this.pathOf(name);
+    await this.mustExist(name);
+    const info = await imageInfo(path);
+    const backingFile = info["backing-filename"];
+    return {
+      name,
+      path,
+      virtualBytes: info["virtual-size"],
+      allocatedBytes: info["actual-size"] ?? (await Deno.stat(path)).size,
+      backing: backingFile ? backingFile.replace(/^.*\//, "").replace(/\.qcow2$/, "") : null,
+    };
+  }
+
+  async list(): Promise<Volume[]> {
+    const out: Volume[] = [];
+    for await (const e of Deno.readDir(this.root)) {
+      if (!e.isFile || !e.name.endsWith(EXT) || e.name.startsWith(".tmp-")) continue;
+      out.push(await this.info(e.name.slice(0, -EXT.length)));
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** What the node reports in its inventory. */
+  async usage(): Promise<PoolUsage> {
+    const vols = await this.list();
+    return {
+      volumes: vols.length,
+      virtualBytes: vols.reduce((n, v) => n + v.virtualBytes, 0),
+      allocatedBytes: vols.reduce((n, v) => n + v.allocatedBytes, 0),
+      freeBytes: await freeBytes(this.root),
+    };
+  }
+}
+
+function checkSize(sizeBytes: number): void {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 1024 * 1024) {
+    throw ValidationError.field("size", "must be at least 1 MiB");
+  }
+  if (sizeBytes > MAX_VOLUME_BYTES) throw ValidationError.field("size", "must be at most 64 TiB");
+  if (sizeBytes % 512 !== 0) throw ValidationError.field("size", "must be a multiple of 512 bytes");
+}
+
+async function freeBytes(dir: string): Promise<number> {
+  const out = await new Deno.Command("df", { args: ["-Pk", dir], stdout: "piped", stderr: "null" })
+    .output();
+  const cols = new TextDecoder().decode(out.stdout).trim().split("\n").pop()?.split(/\s+/) ?? [];
+  const kib = Number(cols[3]);
+  return Number.isFinite(kib) ? kib * 1024 : 0;
+}

@@ -1,0 +1,3 @@
+/** Storage pools for VM disks: the local `dir` pool of qcow2 volumes (qemu-img). */
+export * from "./dir_pool.ts";
+export { imageInfo, qemuImg } from "./qemu_img.ts";
