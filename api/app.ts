@@ -10,8 +10,14 @@ import { clusterRoutes } from "./routes/cluster.ts";
 import { configRoutes } from "./routes/config.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
 import { internalRoutes } from "./routes/internal.ts";
+import { blobRoutes, imageRoutes } from "./routes/images.ts";
+import type { BlobStore } from "../host/storage/mod.ts";
 
-export function createApp(node: ClusterNode): Hono<Env> {
+export interface AppDeps {
+  blobs: BlobStore;
+}
+
+export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   const app = new Hono<Env>();
 
   app.use("*", async (c, next) => {
@@ -23,10 +29,12 @@ export function createApp(node: ClusterNode): Hono<Env> {
   });
 
   app.route("/", healthRoutes(node));
-  app.route("/internal", internalRoutes(node));
+  app.route("/internal", internalRoutes(node, deps.blobs));
   app.route("/api/v1/cluster", clusterRoutes(node));
   app.route("/api/v1/config", configRoutes(node));
   app.route("/api/v1/nodes", nodeRoutes(node));
+  app.route("/api/v1/images", imageRoutes(node, deps.blobs));
+  app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
 
   app.notFound((c) =>
     errorResponse(c, new NotFoundError("route", `${c.req.method} ${c.req.path}`))

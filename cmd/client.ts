@@ -46,6 +46,37 @@ export class ApiClient {
     return data as T;
   }
 
+  /** Streams a local file as the request body (image uploads). */
+  async upload<T = unknown>(path: string, file: string): Promise<T> {
+    const f = await Deno.open(file, { read: true });
+    const h: Record<string, string> = { "content-type": "application/octet-stream" };
+    if (this.opts.token) h.authorization = `Bearer ${this.opts.token}`;
+    let res: Response;
+    try {
+      res = await fetch(this.opts.server.replace(/\/$/, "") + path, {
+        method: "PUT",
+        headers: h,
+        body: f.readable,
+      });
+    } catch (err) {
+      throw new NovaError(
+        "unavailable",
+        `cannot reach ${this.opts.server}: ${(err as Error).message}`,
+      );
+    }
+    const data = safeJson(await res.text());
+    if (!res.ok) {
+      const e = (data as { error?: { code?: ErrorCode; message?: string; details?: unknown } })
+        ?.error;
+      throw new NovaError(
+        e?.code ?? codeOfHttpStatus(res.status),
+        e?.message ?? `HTTP ${res.status}`,
+        e?.details,
+      );
+    }
+    return data as T;
+  }
+
   get<T = unknown>(path: string): Promise<T> {
     return this.request<T>("GET", path);
   }

@@ -5,6 +5,7 @@ import { VERSION } from "../core/version.ts";
 import { nodeCommand } from "./node.ts";
 import { clusterCommand } from "./cluster.ts";
 import { configCommand } from "./config.ts";
+import { imageCommand } from "./image.ts";
 
 export function buildProgram(): Command {
   const program = new Command("novactl")
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
   program.addCommand(nodeCommand());
   program.addCommand(clusterCommand());
   program.addCommand(configCommand());
+  program.addCommand(imageCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.
   const override = (cmd: Command) => {
     cmd.exitOverride();

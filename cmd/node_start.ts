@@ -19,6 +19,7 @@ import { writeIdentity } from "../core/store/mod.ts";
 import { PEER_SECRET_HEADER } from "../core/peer/mod.ts";
 import { log, setLogContext } from "../core/log/mod.ts";
 import { join } from "node:path";
+import { BlobStore } from "../host/storage/mod.ts";
 
 export interface NodeStartOptions {
   name: string;
@@ -88,7 +89,8 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     identity,
     onRemoved: () => void onRemoved(),
   });
-  const app = createApp(node);
+  const blobs = await new BlobStore(join(opts.dataDir, "blobs")).init();
+  const app = createApp(node, { blobs });
   const server = Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
   node.start();
   log.info("node listening", { url });

@@ -7,8 +7,9 @@ import { peerAuth } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { readJson } from "../validate.ts";
 import type { Env } from "../context.ts";
+import type { BlobStore } from "../../host/storage/mod.ts";
 
-export function internalRoutes(node: ClusterNode): Hono<Env> {
+export function internalRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", peerAuth(node));
 
@@ -27,6 +28,15 @@ export function internalRoutes(node: ClusterNode): Hono<Env> {
       );
     }
     return c.json({ result: await node.propose(command) });
+  });
+
+  // Peers fetch image files they lack from here (the receiver verifies the hash).
+  app.get("/blobs/:sha256", async (c) => {
+    const file = await blobs.open(c.req.param("sha256"));
+    const { size } = await file.stat();
+    return new Response(file.readable, {
+      headers: { "content-type": "application/octet-stream", "content-length": String(size) },
+    });
   });
 
   if (Deno.env.get("NOVACTL_FAULT_INJECTION") === "1") {

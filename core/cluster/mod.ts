@@ -4,3 +4,4 @@ export * from "./service.ts";
 export * from "./inventory.ts";
 export * from "./bootstrap.ts";
 export * from "./config_service.ts";
+export * from "./image_service.ts";

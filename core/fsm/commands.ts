@@ -54,6 +54,30 @@ export type Command =
   | { op: "config.replace"; config: ClusterConfig; ifVersion?: number; by: string; at: number }
   | { op: "config.rollback"; version: number; ifVersion?: number; by: string; at: number }
   | { op: "apiToken.create"; hash: string; name: string; role: Role; by: string; at: number }
+  | { op: "image.create"; image: ImageSpec; by: string; at: number }
+  | { op: "image.delete"; name: string; at: number }
   | { op: "noop" };
 
 export type NodeState = "ready" | "cordoned" | "draining" | "offline";
+
+export interface BlobRef {
+  sha256: string;
+  size: number;
+}
+
+/** An image: a kernel (+ initrd, cmdline) for direct boot, or a qcow2 disk. */
+export interface ImageSpec {
+  name: string;
+  kind: "kernel" | "disk";
+  kernel?: BlobRef;
+  initrd?: BlobRef;
+  cmdline?: string;
+  disk?: BlobRef & { virtualBytes: number };
+  /** Nodes known to hold the blobs (the one that received the upload first). */
+  sources: string[];
+}
+
+export interface ImageRecord extends ImageSpec {
+  createdAt: string;
+  createdBy: string;
+}

@@ -9,7 +9,7 @@ import { setImmediate } from "node:timers";
 import { ConflictError, NotFoundError, NovaError, ValidationError } from "../errors/mod.ts";
 import { type ClusterConfig, validateConfigPatch, validateFullConfig } from "../config/mod.ts";
 import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
-import type { Command, Inventory, NodeState, Role } from "./commands.ts";
+import type { Command, ImageRecord, ImageSpec, Inventory, NodeState, Role } from "./commands.ts";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, url TEXT NOT NULL, stat
 CREATE TABLE IF NOT EXISTS join_tokens (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
   created_by TEXT NOT NULL, used_at INTEGER, used_by TEXT);
 CREATE TABLE IF NOT EXISTS api_tokens (hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS images (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_at INTEGER NOT NULL, created_by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS config_versions (version INTEGER PRIMARY KEY, data TEXT NOT NULL, author TEXT NOT NULL,
   created_at INTEGER NOT NULL, action TEXT NOT NULL);
 `;
@@ -242,6 +243,10 @@ export class StateMachine {
           `rollback to ${cmd.version}`,
         );
       }
+      case "image.create":
+        return this.createImage(cmd.image, cmd.by, cmd.at);
+      case "image.delete":
+        return this.deleteImage(cmd.name);
       case "apiToken.create":
         this.sql("INSERT INTO api_tokens (hash, name, role, created_at) VALUES (?, ?, ?, ?)")
           .run(cmd.hash, cmd.name, cmd.role, cmd.at);
@@ -325,6 +330,30 @@ export class StateMachine {
   node(name: string): NodeRecord | null {
     const row = this.sql("SELECT * FROM nodes WHERE name = ?").get(name) as Row | undefined;
     return row ? toNodeRecord(row) : null;
+  }
+
+  // ---- images --------------------------------------------------------------
+
+  private createImage(image: ImageSpec, by: string, at: number): unknown {
+    if (this.image(image.name)) throw new ConflictError(`image "${image.name}" already exists`);
+    this.sql("INSERT INTO images (name, data, created_at, created_by) VALUES (?, ?, ?, ?)")
+      .run(image.name, JSON.stringify(image), at, by);
+    return this.image(image.name);
+  }
+
+  private deleteImage(name: string): unknown {
+    if (!this.image(name)) throw new NotFoundError("image", name);
+    this.sql("DELETE FROM images WHERE name = ?").run(name);
+    return { deleted: name };
+  }
+
+  images(): ImageRecord[] {
+    return (this.sql("SELECT * FROM images ORDER BY name").all() as Row[]).map(toImageRecord);
+  }
+
+  image(name: string): ImageRecord | null {
+    const row = this.sql("SELECT * FROM images WHERE name = ?").get(name) as Row | undefined;
+    return row ? toImageRecord(row) : null;
   }
 
   // ---- tokens --------------------------------------------------------------
@@ -516,6 +545,14 @@ function deepFreeze<T>(o: T): T {
     for (const v of Object.values(o)) deepFreeze(v);
   }
   return o;
+}
+
+function toImageRecord(r: Row): ImageRecord {
+  return {
+    ...(JSON.parse(String(r.data)) as ImageSpec),
+    createdAt: new Date(Number(r.created_at)).toISOString(),
+    createdBy: String(r.created_by),
+  };
 }
 
 function toNodeRecord(r: Row): NodeRecord {

@@ -1,0 +1,94 @@
+/** /api/v1/images and /api/v1/blobs: upload image files, record images, pull them onto hosts. */
+import { Hono } from "hono";
+import { z } from "zod";
+import { type ClusterNode, createImage, deleteImage, pullImage } from "../../core/cluster/mod.ts";
+import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
+import { type BlobStore, imageInfo } from "../../host/storage/mod.ts";
+import { bearerAuth, requireRole } from "../auth.ts";
+import { forwardTo, leaderOnly } from "../forward.ts";
+import { parseBody } from "../validate.ts";
+import type { Env } from "../context.ts";
+
+const IMAGE_NAME = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, {
+  message: "lowercase letters, digits, '.', '_' and '-' (1-63 chars)",
+});
+const blobRef = z.object({
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  size: z.number().int().nonnegative(),
+});
+
+const imageSchema = z.object({
+  name: IMAGE_NAME,
+  kernel: blobRef.optional(),
+  initrd: blobRef.optional(),
+  cmdline: z.string().max(4096).optional(),
+  disk: blobRef.extend({ virtualBytes: z.number().int().positive() }).optional(),
+  source: z.string().min(1),
+}).strict();
+
+export function blobRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
+  const app = new Hono<Env>();
+  app.use("*", bearerAuth(node));
+
+  // Uploads land on the node that receives them; the image record names it as a source.
+  app.put("/:sha256", requireRole("operator"), async (c) => {
+    const body = c.req.raw.body;
+    if (!body) throw ValidationError.field("body", "the file content is missing");
+    const info = await blobs.put(body, c.req.param("sha256"));
+    if (c.req.query("format") !== "qcow2") return c.json({ ...info, node: node.id }, 201);
+    const img = await imageInfo(blobs.path(info.sha256)).catch(() => null);
+    if (img?.format !== "qcow2") {
+      await blobs.remove(info.sha256);
+      throw ValidationError.field("disk", `not a qcow2 image (${img?.format ?? "unreadable"})`);
+    }
+    return c.json({ ...info, node: node.id, virtualBytes: img["virtual-size"] }, 201);
+  });
+
+  return app;
+}
+
+export function imageRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
+  const app = new Hono<Env>();
+  app.use("*", bearerAuth(node));
+
+  app.get("/", (c) => c.json({ images: node.fsm.images() }));
+
+  app.get("/:name", (c) => {
+    const image = node.fsm.image(c.req.param("name"));
+    if (!image) throw new NotFoundError("image", c.req.param("name"));
+    return c.json(image);
+  });
+
+  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
+    const body = await parseBody(c, imageSchema);
+    const record = await createImage(node, {
+      name: body.name,
+      kind: body.disk ? "disk" : "kernel",
+      kernel: body.kernel,
+      initrd: body.initrd,
+      cmdline: body.cmdline,
+      disk: body.disk,
+      sources: [body.source],
+    }, c.get("principal").name);
+    return c.json(record, 201);
+  });
+
+  app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
+    await deleteImage(node, c.req.param("name"));
+    return c.json({ deleted: c.req.param("name") });
+  });
+
+  // Pre-stage an image on a host (default: the node answering). Runs on that host.
+  app.post("/:name/pull", requireRole("operator"), async (c) => {
+    const target = c.req.query("node") ?? node.id;
+    if (target !== node.id) {
+      const m = node.fsm.member(target);
+      if (!m) throw new NotFoundError("node", target);
+      return await forwardTo(c, m.url, node.id);
+    }
+    const files = await pullImage(node, blobs, c.req.param("name"));
+    return c.json({ node: node.id, image: c.req.param("name"), files });
+  });
+
+  return app;
+}

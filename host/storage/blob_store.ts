@@ -1,0 +1,131 @@
+/**
+ * Content-addressed files (image kernels, initrds, disks) on one host:
+ * `ROOT/<sha256>`. Every file is hashed while it is written and only renamed
+ * into place when the hash matches, so a present blob is always a verified one.
+ */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import {
+  ConflictError,
+  NotFoundError,
+  UnavailableError,
+  ValidationError,
+} from "../../core/errors/mod.ts";
+
+const SHA256 = /^[0-9a-f]{64}$/;
+
+export interface BlobInfo {
+  sha256: string;
+  size: number;
+}
+
+export class BlobStore {
+  constructor(readonly root: string) {}
+
+  async init(): Promise<this> {
+    await Deno.mkdir(this.root, { recursive: true, mode: 0o700 });
+    return this;
+  }
+
+  path(sha256: string): string {
+    if (!SHA256.test(sha256)) {
+      throw ValidationError.field("sha256", "must be 64 lowercase hex digits");
+    }
+    return join(this.root, sha256);
+  }
+
+  async stat(sha256: string): Promise<BlobInfo | null> {
+    try {
+      const st = await Deno.stat(this.path(sha256));
+      return { sha256, size: st.size };
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return null;
+      throw err;
+    }
+  }
+
+  /**
+   * Stores a stream. With `expected`, a mismatching hash is refused and
+   * nothing is kept; without it, the blob is named by the hash it has.
+   */
+  async put(body: ReadableStream<Uint8Array>, expected?: string): Promise<BlobInfo> {
+    if (expected !== undefined) this.path(expected);
+    const tmp = join(this.root, `.tmp-${crypto.randomUUID()}`);
+    const hash = createHash("sha256");
+    let size = 0;
+    const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+    try {
+      for await (const chunk of body) {
+        hash.update(chunk);
+        size += chunk.length;
+        await writeAll(file, chunk);
+      }
+      await file.sync();
+    } catch (err) {
+      file.close();
+      await Deno.remove(tmp).catch(() => {});
+      throw err;
+    }
+    file.close();
+    const sha256 = hash.digest("hex");
+    if (expected !== undefined && sha256 !== expected) {
+      await Deno.remove(tmp).catch(() => {});
+      throw new ConflictError(`checksum mismatch: expected ${expected}, got ${sha256}`, {
+        expected,
+        actual: sha256,
+      });
+    }
+    await Deno.rename(tmp, this.path(sha256));
+    return { sha256, size };
+  }
+
+  /** Makes a blob present, fetching it from the first peer that has it (verified by hash). */
+  async ensure(
+    sha256: string,
+    sources: { url: string; headers: Record<string, string> }[],
+  ): Promise<BlobInfo> {
+    const have = await this.stat(sha256);
+    if (have) return have;
+    const errors: string[] = [];
+    for (const src of sources) {
+      try {
+        const res = await fetch(`${src.url}/internal/blobs/${sha256}`, {
+          headers: src.headers,
+          signal: AbortSignal.timeout(3_600_000),
+        });
+        if (!res.ok || !res.body) {
+          await res.body?.cancel();
+          errors.push(`${src.url}: HTTP ${res.status}`);
+          continue;
+        }
+        return await this.put(res.body, sha256);
+      } catch (err) {
+        errors.push(`${src.url}: ${(err as Error).message}`);
+      }
+    }
+    if (!sources.length) throw new NotFoundError("blob", sha256);
+    throw new UnavailableError(
+      `cannot fetch blob ${sha256.slice(0, 12)} from any peer: ${errors.join("; ")}`,
+    );
+  }
+
+  async open(sha256: string): Promise<Deno.FsFile> {
+    try {
+      return await Deno.open(this.path(sha256), { read: true });
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw new NotFoundError("blob", sha256);
+      throw err;
+    }
+  }
+
+  async remove(sha256: string): Promise<void> {
+    await Deno.remove(this.path(sha256)).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    });
+  }
+}
+
+async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await file.write(data.subarray(off));
+}
