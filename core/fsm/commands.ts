@@ -56,6 +56,10 @@ export type Command =
   | { op: "apiToken.create"; hash: string; name: string; role: Role; by: string; at: number }
   | { op: "image.create"; image: ImageSpec; by: string; at: number }
   | { op: "image.delete"; name: string; at: number }
+  | { op: "vm.create"; vm: VmSpec; at: number; by: string }
+  | { op: "vm.desired"; name: string; desired: VmDesired; at: number; by: string }
+  | { op: "vm.observed"; name: string; node: string; state: VmState; reason?: string; at: number }
+  | { op: "vm.remove"; name: string; node: string; at: number }
   | { op: "noop" };
 
 export type NodeState = "ready" | "cordoned" | "draining" | "offline";
@@ -80,4 +84,36 @@ export interface ImageSpec {
 export interface ImageRecord extends ImageSpec {
   createdAt: string;
   createdBy: string;
+}
+
+export type VmState =
+  | "pending"
+  | "scheduled"
+  | "starting"
+  | "running"
+  | "stopping"
+  | "stopped"
+  | "migrating"
+  | "failed";
+
+/** What the operator asked for; hosts converge on it. "deleted" removes the VM once its host cleaned up. */
+export type VmDesired = "running" | "stopped" | "deleted";
+
+export interface VmSpec {
+  name: string;
+  image: string;
+  cpus: number;
+  memoryMiB: number;
+  /** Host the VM is placed on (null while unplaced). */
+  node: string | null;
+  ha: boolean;
+  labels: Record<string, string>;
+  desired: VmDesired;
+}
+
+export interface VmRecord extends VmSpec {
+  state: VmState;
+  reason: string | null;
+  createdAt: string;
+  updatedAt: string;
 }

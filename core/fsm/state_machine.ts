@@ -9,7 +9,18 @@ import { setImmediate } from "node:timers";
 import { ConflictError, NotFoundError, NovaError, ValidationError } from "../errors/mod.ts";
 import { type ClusterConfig, validateConfigPatch, validateFullConfig } from "../config/mod.ts";
 import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
-import type { Command, ImageRecord, ImageSpec, Inventory, NodeState, Role } from "./commands.ts";
+import type {
+  Command,
+  ImageRecord,
+  ImageSpec,
+  Inventory,
+  NodeState,
+  Role,
+  VmDesired,
+  VmRecord,
+  VmSpec,
+  VmState,
+} from "./commands.ts";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -20,6 +31,8 @@ CREATE TABLE IF NOT EXISTS join_tokens (id TEXT PRIMARY KEY, created_at INTEGER 
   created_by TEXT NOT NULL, used_at INTEGER, used_by TEXT);
 CREATE TABLE IF NOT EXISTS api_tokens (hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS images (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_at INTEGER NOT NULL, created_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vms (name TEXT PRIMARY KEY, spec TEXT NOT NULL, node TEXT, state TEXT NOT NULL,
+  reason TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS config_versions (version INTEGER PRIMARY KEY, data TEXT NOT NULL, author TEXT NOT NULL,
   created_at INTEGER NOT NULL, action TEXT NOT NULL);
 `;
@@ -247,6 +260,14 @@ export class StateMachine {
         return this.createImage(cmd.image, cmd.by, cmd.at);
       case "image.delete":
         return this.deleteImage(cmd.name);
+      case "vm.create":
+        return this.createVm(cmd.vm, cmd.at);
+      case "vm.desired":
+        return this.setVmDesired(cmd.name, cmd.desired, cmd.at);
+      case "vm.observed":
+        return this.observeVm(cmd.name, cmd.node, cmd.state, cmd.reason ?? null, cmd.at);
+      case "vm.remove":
+        return this.removeVm(cmd.name, cmd.node);
       case "apiToken.create":
         this.sql("INSERT INTO api_tokens (hash, name, role, created_at) VALUES (?, ?, ?, ?)")
           .run(cmd.hash, cmd.name, cmd.role, cmd.at);
@@ -343,6 +364,8 @@ export class StateMachine {
 
   private deleteImage(name: string): unknown {
     if (!this.image(name)) throw new NotFoundError("image", name);
+    const users = this.vms().filter((v) => v.image === name).map((v) => v.name);
+    if (users.length) throw new ConflictError(`image "${name}" is used by VMs: ${users.join(", ")}`, { vms: users });
     this.sql("DELETE FROM images WHERE name = ?").run(name);
     return { deleted: name };
   }
@@ -354,6 +377,54 @@ export class StateMachine {
   image(name: string): ImageRecord | null {
     const row = this.sql("SELECT * FROM images WHERE name = ?").get(name) as Row | undefined;
     return row ? toImageRecord(row) : null;
+  }
+
+  // ---- virtual machines ---------------------------------------------------
+
+  private createVm(spec: VmSpec, at: number): unknown {
+    if (this.vm(spec.name)) throw new ConflictError(`VM "${spec.name}" already exists`);
+    if (!this.image(spec.image)) throw new NotFoundError("image", spec.image);
+    const state: VmState = spec.node ? "scheduled" : "pending";
+    this.sql(
+      "INSERT INTO vms (name, spec, node, state, reason, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?)",
+    ).run(spec.name, JSON.stringify(spec), spec.node, state, at, at);
+    return this.vm(spec.name);
+  }
+
+  private setVmDesired(name: string, desired: VmDesired, at: number): unknown {
+    const vm = this.vm(name);
+    if (!vm) throw new NotFoundError("vm", name);
+    const spec: VmSpec = { ...specOf(vm), desired };
+    if (desired === "deleted" && !vm.node) {
+      this.sql("DELETE FROM vms WHERE name = ?").run(name);
+      return { name, deleted: true };
+    }
+    this.sql("UPDATE vms SET spec = ?, updated_at = ? WHERE name = ?").run(JSON.stringify(spec), at, name);
+    return this.vm(name);
+  }
+
+  /** A host reports what it sees; reports from a host the VM is not placed on are ignored. */
+  private observeVm(name: string, node: string, state: VmState, reason: string | null, at: number): unknown {
+    const vm = this.vm(name);
+    if (!vm || vm.node !== node) return null;
+    this.sql("UPDATE vms SET state = ?, reason = ?, updated_at = ? WHERE name = ?").run(state, reason, at, name);
+    return this.vm(name);
+  }
+
+  private removeVm(name: string, node: string): unknown {
+    const vm = this.vm(name);
+    if (!vm || vm.node !== node || vm.desired !== "deleted") return null;
+    this.sql("DELETE FROM vms WHERE name = ?").run(name);
+    return { name, deleted: true };
+  }
+
+  vms(): VmRecord[] {
+    return (this.sql("SELECT * FROM vms ORDER BY name").all() as Row[]).map(toVmRecord);
+  }
+
+  vm(name: string): VmRecord | null {
+    const row = this.sql("SELECT * FROM vms WHERE name = ?").get(name) as Row | undefined;
+    return row ? toVmRecord(row) : null;
   }
 
   // ---- tokens --------------------------------------------------------------
@@ -545,6 +616,30 @@ function deepFreeze<T>(o: T): T {
     for (const v of Object.values(o)) deepFreeze(v);
   }
   return o;
+}
+
+function toVmRecord(r: Row): VmRecord {
+  return {
+    ...(JSON.parse(String(r.spec)) as VmSpec),
+    node: (r.node as string | null) ?? null,
+    state: r.state as VmState,
+    reason: (r.reason as string | null) ?? null,
+    createdAt: new Date(Number(r.created_at)).toISOString(),
+    updatedAt: new Date(Number(r.updated_at)).toISOString(),
+  };
+}
+
+function specOf(vm: VmRecord): VmSpec {
+  return {
+    name: vm.name,
+    image: vm.image,
+    cpus: vm.cpus,
+    memoryMiB: vm.memoryMiB,
+    node: vm.node,
+    ha: vm.ha,
+    labels: vm.labels,
+    desired: vm.desired,
+  };
 }
 
 function toImageRecord(r: Row): ImageRecord {
