@@ -11,6 +11,7 @@ import { configRoutes } from "./routes/config.ts";
 import { nodeRoutes } from "./routes/nodes.ts";
 import { internalRoutes } from "./routes/internal.ts";
 import { blobRoutes, imageRoutes } from "./routes/images.ts";
+import { vmRoutes } from "./routes/vms.ts";
 import type { BlobStore } from "../host/storage/mod.ts";
 
 export interface AppDeps {
@@ -34,6 +35,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/config", configRoutes(node));
   app.route("/api/v1/nodes", nodeRoutes(node));
   app.route("/api/v1/images", imageRoutes(node, deps.blobs));
+  app.route("/api/v1/vms", vmRoutes(node));
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
 
   app.notFound((c) =>

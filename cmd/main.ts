@@ -6,6 +6,7 @@ import { nodeCommand } from "./node.ts";
 import { clusterCommand } from "./cluster.ts";
 import { configCommand } from "./config.ts";
 import { imageCommand } from "./image.ts";
+import { vmCommand } from "./vm.ts";
 
 export function buildProgram(): Command {
   const program = new Command("novactl")
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
   program.addCommand(clusterCommand());
   program.addCommand(configCommand());
   program.addCommand(imageCommand());
+  program.addCommand(vmCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.
   const override = (cmd: Command) => {
     cmd.exitOverride();

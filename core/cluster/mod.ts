@@ -5,3 +5,4 @@ export * from "./inventory.ts";
 export * from "./bootstrap.ts";
 export * from "./config_service.ts";
 export * from "./image_service.ts";
+export * from "./vm_service.ts";

@@ -365,7 +365,11 @@ export class StateMachine {
   private deleteImage(name: string): unknown {
     if (!this.image(name)) throw new NotFoundError("image", name);
     const users = this.vms().filter((v) => v.image === name).map((v) => v.name);
-    if (users.length) throw new ConflictError(`image "${name}" is used by VMs: ${users.join(", ")}`, { vms: users });
+    if (users.length) {
+      throw new ConflictError(`image "${name}" is used by VMs: ${users.join(", ")}`, {
+        vms: users,
+      });
+    }
     this.sql("DELETE FROM images WHERE name = ?").run(name);
     return { deleted: name };
   }
@@ -399,15 +403,30 @@ export class StateMachine {
       this.sql("DELETE FROM vms WHERE name = ?").run(name);
       return { name, deleted: true };
     }
-    this.sql("UPDATE vms SET spec = ?, updated_at = ? WHERE name = ?").run(JSON.stringify(spec), at, name);
+    this.sql("UPDATE vms SET spec = ?, updated_at = ? WHERE name = ?").run(
+      JSON.stringify(spec),
+      at,
+      name,
+    );
     return this.vm(name);
   }
 
   /** A host reports what it sees; reports from a host the VM is not placed on are ignored. */
-  private observeVm(name: string, node: string, state: VmState, reason: string | null, at: number): unknown {
+  private observeVm(
+    name: string,
+    node: string,
+    state: VmState,
+    reason: string | null,
+    at: number,
+  ): unknown {
     const vm = this.vm(name);
     if (!vm || vm.node !== node) return null;
-    this.sql("UPDATE vms SET state = ?, reason = ?, updated_at = ? WHERE name = ?").run(state, reason, at, name);
+    this.sql("UPDATE vms SET state = ?, reason = ?, updated_at = ? WHERE name = ?").run(
+      state,
+      reason,
+      at,
+      name,
+    );
     return this.vm(name);
   }
 
