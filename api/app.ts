@@ -13,9 +13,11 @@ import { internalRoutes } from "./routes/internal.ts";
 import { blobRoutes, imageRoutes } from "./routes/images.ts";
 import { vmRoutes } from "./routes/vms.ts";
 import type { BlobStore } from "../host/storage/mod.ts";
+import type { VmHost } from "../host/mod.ts";
 
 export interface AppDeps {
   blobs: BlobStore;
+  host: VmHost;
 }
 
 export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
@@ -35,7 +37,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/config", configRoutes(node));
   app.route("/api/v1/nodes", nodeRoutes(node));
   app.route("/api/v1/images", imageRoutes(node, deps.blobs));
-  app.route("/api/v1/vms", vmRoutes(node));
+  app.route("/api/v1/vms", vmRoutes(node, deps.host));
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
 
   app.notFound((c) =>

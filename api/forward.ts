@@ -4,7 +4,13 @@
  * that lands on a non-leader (leadership moved meanwhile) gets 503.
  */
 import type { Context, MiddlewareHandler } from "hono";
-import { NoQuorumError, NotLeaderError } from "../core/errors/mod.ts";
+import {
+  ConflictError,
+  NoQuorumError,
+  NotFoundError,
+  NotLeaderError,
+  UnavailableError,
+} from "../core/errors/mod.ts";
 import type { ClusterNode } from "../core/cluster/mod.ts";
 import type { Env } from "./context.ts";
 
@@ -33,7 +39,12 @@ async function waitForLeaderUrl(node: ClusterNode, timeoutMs = 3_000): Promise<s
   }
 }
 
-export async function forwardTo(c: Context, baseUrl: string, self: string): Promise<Response> {
+export async function forwardTo(
+  c: Context,
+  baseUrl: string,
+  self: string,
+  timeoutMs: number | null = 30_000,
+): Promise<Response> {
   const src = new URL(c.req.url);
   const headers = new Headers(c.req.raw.headers);
   for (const h of HOP_HEADERS) headers.delete(h);
@@ -46,7 +57,7 @@ export async function forwardTo(c: Context, baseUrl: string, self: string): Prom
       method,
       headers,
       body,
-      signal: AbortSignal.timeout(30_000),
+      signal: timeoutMs === null ? c.req.raw.signal : AbortSignal.timeout(timeoutMs),
     });
   } catch {
     throw new NoQuorumError(`leader at ${baseUrl} is unreachable; retry later`);
@@ -54,4 +65,35 @@ export async function forwardTo(c: Context, baseUrl: string, self: string): Prom
   const out = new Headers(res.headers);
   for (const h of HOP_HEADERS) out.delete(h);
   return new Response(res.body, { status: res.status, headers: out });
+}
+
+/**
+ * Operations on a VM's disks, console or QEMU run on the host that holds it:
+ * other nodes proxy the request there unchanged.
+ */
+export function hostOnly(
+  node: ClusterNode,
+  opts: { timeoutMs?: number | null } = {},
+): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    const name = c.req.param("name") ?? "";
+    const vm = node.fsm.vm(name);
+    if (!vm) throw new NotFoundError("vm", name);
+    if (vm.node === node.id) return await next();
+    const host = vm.node ? node.fsm.member(vm.node) : null;
+    if (!host) {
+      throw new ConflictError(`VM "${name}" has no reachable host (${vm.node ?? "unplaced"})`);
+    }
+    if (c.req.header(FORWARDED_HEADER)) {
+      throw new ConflictError(`VM "${name}" moved while the request was forwarded; retry`);
+    }
+    try {
+      c.res = await forwardTo(c, host.url, node.id, opts.timeoutMs ?? 120_000);
+    } catch (err) {
+      if (err instanceof NoQuorumError) {
+        throw new UnavailableError(`host ${vm.node} of VM "${name}" is unreachable; retry later`);
+      }
+      throw err;
+    }
+  };
 }

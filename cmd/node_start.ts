@@ -11,15 +11,17 @@ import {
   collectInventory,
   delay,
   joinCluster,
+  pullImage,
   readIdentity,
+  submitToLeader,
 } from "../core/cluster/mod.ts";
-import type { Command as FsmCommand } from "../core/fsm/mod.ts";
 import { NovaError, ValidationError } from "../core/errors/mod.ts";
 import { writeIdentity } from "../core/store/mod.ts";
-import { PEER_SECRET_HEADER } from "../core/peer/mod.ts";
 import { log, setLogContext } from "../core/log/mod.ts";
 import { join } from "node:path";
-import { BlobStore } from "../host/storage/mod.ts";
+import { BlobStore, DirPool } from "../host/storage/mod.ts";
+import { hostAccel, QemuDriver } from "../host/kvm/mod.ts";
+import { type HostCluster, VmHost } from "../host/mod.ts";
 
 export interface NodeStartOptions {
   name: string;
@@ -90,12 +92,16 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     onRemoved: () => void onRemoved(),
   });
   const blobs = await new BlobStore(join(opts.dataDir, "blobs")).init();
-  const app = createApp(node, { blobs });
+  const pool = await new DirPool(join(opts.dataDir, "pool")).init();
+  const driver = await new QemuDriver(join(opts.dataDir, "vms")).init();
+  const host = new VmHost(hostClusterOf(node, blobs), driver, pool, hostAccel);
+  const app = createApp(node, { blobs, host });
   const server = Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
   node.start();
   log.info("node listening", { url });
 
-  const registration = keepInventoryCurrent(node, opts);
+  const registration = keepInventoryCurrent(node, opts, pool);
+  await host.start();
 
   async function shutdown(signal: string): Promise<void> {
     if (shuttingDown) return;
@@ -103,6 +109,7 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     log.info("shutting down", { signal });
     await node.handOffLeadership();
     registration.stop();
+    host.stop();
     await server.shutdown().catch(() => {});
     await node.stop();
     Deno.exit(0);
@@ -119,13 +126,20 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
 }
 
 /** Registers this host's inventory in cluster state on start and refreshes it periodically. */
-function keepInventoryCurrent(node: ClusterNode, opts: NodeStartOptions): { stop(): void } {
+function keepInventoryCurrent(
+  node: ClusterNode,
+  opts: NodeStartOptions,
+  pool: DirPool,
+): { stop(): void } {
   let stopped = false;
   const loop = async () => {
     let interval = 2_000;
     while (!stopped) {
       try {
-        const inventory = await collectInventory(opts.dataDir);
+        const inventory = {
+          ...await collectInventory(opts.dataDir, hostAccel),
+          pool: await pool.usage(),
+        };
         const current = node.fsm.node(node.id);
         const labels = current && Object.keys(opts.label).length === 0
           ? current.labels
@@ -151,21 +165,21 @@ function keepInventoryCurrent(node: ClusterNode, opts: NodeStartOptions): { stop
   return { stop: () => (stopped = true) };
 }
 
-/** Proposes locally when leading, otherwise asks the leader over the peer channel. */
-async function submitToLeader(node: ClusterNode, command: FsmCommand): Promise<unknown> {
-  if (node.isLeader()) return await node.propose(command);
-  const url = node.leaderUrl();
-  if (!url || !node.fsm.member(node.id)) throw new Error("no leader known yet");
-  const res = await fetch(url + "/internal/propose", {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      [PEER_SECRET_HEADER]: node.identity.clusterSecret,
+/** The host's view of the cluster: committed state from the local replica, reports through the leader. */
+function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
+  return {
+    nodeName: node.id,
+    vm: (name) => node.fsm.vm(name),
+    vms: () => node.fsm.vms(),
+    image: (name) => node.fsm.image(name),
+    config: () => node.fsm.config().config,
+    onVmChange: (listener) => node.fsm.onVmChange(listener),
+    report: (command) => submitToLeader(node, command),
+    pullImage: async (name) => {
+      const image = node.fsm.image(name);
+      await pullImage(node, blobs, name);
+      const path = (b?: { sha256: string }) => b ? blobs.path(b.sha256) : undefined;
+      return { kernel: path(image?.kernel), initrd: path(image?.initrd), disk: path(image?.disk) };
     },
-    body: JSON.stringify({ command }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  const body = await res.json();
-  if (!res.ok) throw new Error(body?.error?.message ?? `HTTP ${res.status}`);
-  return body.result;
+  };
 }

@@ -1,7 +1,9 @@
 /** `novactl vm ...`: the VM lifecycle, as a thin client of /api/v1/vms. */
 import { Command, InvalidArgumentError } from "commander";
+import type { ApiClient } from "./client.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
+import { NovaError } from "../core/errors/mod.ts";
 
 /** Parses 256M, 1G, 512 (MiB) into MiB. */
 export function parseMemoryMiB(text: string): number {
@@ -9,6 +11,14 @@ export function parseMemoryMiB(text: string): number {
   if (!m) throw new InvalidArgumentError(`"${text}" is not a size like 256M or 2G`);
   const n = Number(m[1]);
   return m[2] && /^g/i.test(m[2]) ? n * 1024 : n;
+}
+
+/** Parses 10G, 1T, 20 (GiB) into GiB. */
+export function parseDiskGiB(text: string): number {
+  const m = /^(\d+)([GT]i?B?)?$/i.exec(text.trim());
+  if (!m) throw new InvalidArgumentError(`"${text}" is not a size like 10G or 1T`);
+  const n = Number(m[1]);
+  return m[2] && /^t/i.test(m[2]) ? n * 1024 : n;
 }
 
 function positiveInt(text: string): number {
@@ -23,49 +33,160 @@ function collectLabel(value: string, previous: Record<string, string>): Record<s
   return { ...previous, [m[1]]: m[2] };
 }
 
-interface CreateOpts extends GlobalOpts {
-  image: string;
-  cpus: number;
-  memory: number;
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+const vmPath = (name: string, rest = "") => `/api/v1/vms/${encodeURIComponent(name)}${rest}`;
+
+interface VmView {
+  name: string;
+  node: string | null;
+  state: string;
+  desired: string;
+  reason: string | null;
+}
+
+/**
+ * Polls until the VM reaches `want` (or fails), printing state changes on a
+ * TTY. `gone` waits for the record to disappear (deletion).
+ */
+async function waitFor(
+  client: ApiClient,
+  name: string,
+  want: string,
+  timeoutMs: number,
+): Promise<VmView | null> {
+  const deadline = Date.now() + timeoutMs;
+  const tty = Deno.stderr.isTerminal();
+  let last = "";
+  for (;;) {
+    let vm: VmView | null;
+    try {
+      vm = await client.get<VmView>(vmPath(name));
+    } catch (err) {
+      if (err instanceof NovaError && err.code === "not_found" && want === "gone") return null;
+      throw err;
+    }
+    if (tty && vm.state !== last) console.error(`${name}: ${vm.state}`);
+    last = vm.state;
+    if (vm.state === want) return vm;
+    if (vm.state === "failed" && want !== "failed") {
+      throw new NovaError("conflict", `${name} failed: ${vm.reason ?? "unknown reason"}`);
+    }
+    if (Date.now() > deadline) {
+      throw new NovaError("timeout", `${name} is ${vm.state}, not ${want}, after ${timeoutMs} ms`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+interface WaitOpts extends GlobalOpts {
+  wait?: boolean;
+  timeout: number;
+}
+
+function withWait(cmd: Command): Command {
+  return cmd
+    .option("--wait", "wait until the VM reaches the requested state")
+    .option("--timeout <seconds>", "how long --wait waits", positiveInt, 120);
+}
+
+function lifecycleAction(verb: string, path: string, want: string, query = "") {
+  return async (name: string, opts: WaitOpts & { force?: boolean }) => {
+    const client = clientOf(opts);
+    const q = opts.force ? "?force=true" : query;
+    let r = await client.request<unknown>("POST", vmPath(name, `/${path}${q}`));
+    if (opts.wait) r = await waitFor(client, name, want, opts.timeout * 1000);
+    render(
+      opts.output,
+      r,
+      () => console.log(`${verb} ${name}${opts.wait ? ": done" : " requested"}`),
+    );
+  };
+}
+
+interface CreateOpts extends WaitOpts {
+  image?: string;
+  fromTemplate?: string;
+  cpus?: number;
+  memory?: number;
+  diskSize?: number;
   node?: string;
   ha?: boolean;
   start: boolean;
   label: Record<string, string>;
+  restartPolicy?: string;
+  user?: string;
+  sshKey: string[];
+  passwordHash?: string;
+  userData?: string;
 }
 
-function simpleAction(verb: "start" | "stop", path: string) {
-  return async (name: string, opts: GlobalOpts) => {
-    const r = await clientOf(opts).request(
-      "POST",
-      `/api/v1/vms/${encodeURIComponent(name)}/${path}`,
-    );
-    render(opts.output, r, () => console.log(`${verb} requested for ${name}`));
+async function cloudInitOf(opts: CreateOpts) {
+  if (!opts.user && !opts.sshKey.length && !opts.passwordHash && !opts.userData) return undefined;
+  const read = async (f: string, what: string) => {
+    try {
+      return await Deno.readTextFile(f);
+    } catch (err) {
+      throw new NovaError("usage", `cannot read ${what} ${f}: ${(err as Error).message}`);
+    }
+  };
+  const sshKeys: string[] = [];
+  for (const f of opts.sshKey) {
+    sshKeys.push(...(await read(f, "--ssh-key")).split("\n").map((l) => l.trim()).filter(Boolean));
+  }
+  return {
+    user: opts.user,
+    sshKeys: sshKeys.length ? sshKeys : undefined,
+    passwordHash: opts.passwordHash,
+    userData: opts.userData ? await read(opts.userData, "--user-data") : undefined,
   };
 }
 
 export function vmCommand(): Command {
   const vm = new Command("vm").description("virtual machines");
 
-  withClientOptions(
+  withClientOptions(withWait(
     vm.command("create").argument("<name>").description("create (and by default start) a VM")
-      .requiredOption("--image <image>", "image to boot")
-      .option("--cpus <n>", "virtual CPUs", positiveInt, 1)
-      .option("--memory <size>", "memory, e.g. 256M or 2G", parseMemoryMiB, 256)
+      .option("--image <image>", "image to boot")
+      .option("--from-template <template>", "linked clone of a template")
+      .option("--cpus <n>", "virtual CPUs (default 1)", positiveInt)
+      .option("--memory <size>", "memory, e.g. 256M or 2G (default 256M)", parseMemoryMiB)
+      .option("--disk-size <size>", "root disk size, e.g. 10G", parseDiskGiB)
       .option("--node <node>", "place on this node")
       .option("--ha", "restart on another node if its host fails")
       .option("--no-start", "create stopped")
-      .option("--label <key=value>", "label (repeatable)", collectLabel, {}),
-  ).action(async (name: string, opts: CreateOpts) => {
-    const r = await clientOf(opts).request<Record<string, unknown>>("POST", "/api/v1/vms", {
+      .option("--label <key=value>", "label (repeatable)", collectLabel, {})
+      .option("--restart-policy <policy>", "never | on-failure | always (default never)")
+      .option("--user <name>", "cloud-init: create this user")
+      .option("--ssh-key <file>", "cloud-init: authorized key file (repeatable)", collect, [])
+      .option("--password-hash <hash>", "cloud-init: crypt(3) password hash for --user")
+      .option("--user-data <file>", "cloud-init: #cloud-config user-data file"),
+  )).action(async (name: string, opts: CreateOpts) => {
+    const client = clientOf(opts);
+    let r = await client.request<Record<string, unknown>>("POST", "/api/v1/vms", {
       name,
       image: opts.image,
+      fromTemplate: opts.fromTemplate,
       cpus: opts.cpus,
       memoryMiB: opts.memory,
+      diskGiB: opts.diskSize,
       node: opts.node,
       ha: !!opts.ha,
       start: opts.start,
       labels: opts.label,
+      restartPolicy: opts.restartPolicy,
+      cloudInit: await cloudInitOf(opts),
     });
+    if (opts.wait) {
+      r = await waitFor(
+        client,
+        name,
+        opts.start ? "running" : "stopped",
+        opts.timeout * 1000,
+      ) as unknown as Record<string, unknown>;
+    }
     render(opts.output, r, () => console.log(`VM ${name} created on ${r.node} (${r.state})`));
   });
 
@@ -80,25 +201,151 @@ export function vmCommand(): Command {
 
   withClientOptions(vm.command("show").argument("<name>").description("show one VM"))
     .action(async (name: string, opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<Record<string, unknown>>(
-        `/api/v1/vms/${encodeURIComponent(name)}`,
-      );
+      const r = await clientOf(opts).get<Record<string, unknown>>(vmPath(name));
       render(opts.output, r, () => printFields(r));
     });
 
-  withClientOptions(vm.command("start").argument("<name>").description("start a VM"))
-    .action(simpleAction("start", "start"));
-  withClientOptions(vm.command("stop").argument("<name>").description("stop a VM"))
-    .action(simpleAction("stop", "stop"));
+  withClientOptions(withWait(vm.command("start").argument("<name>").description("start a VM")))
+    .action(lifecycleAction("start", "start", "running"));
+  withClientOptions(withWait(
+    vm.command("stop").argument("<name>").description("stop a VM (guest shutdown, then force)")
+      .option("--force", "power off at once"),
+  )).action(lifecycleAction("stop", "stop", "stopped"));
+  withClientOptions(withWait(
+    vm.command("restart").argument("<name>").description("stop and start a running VM"),
+  )).action(lifecycleAction("restart", "restart", "running"));
 
-  withClientOptions(
+  withClientOptions(withWait(
     vm.command("delete").argument("<name>").description("delete a VM and its disks")
-      .option("--force", "delete even while running"),
-  ).action(async (name: string, opts: GlobalOpts & { force?: boolean }) => {
-    const q = opts.force ? "?force=true" : "";
-    const r = await clientOf(opts).request("DELETE", `/api/v1/vms/${encodeURIComponent(name)}${q}`);
-    render(opts.output, r, () => console.log(`delete requested for ${name}`));
+      .option("--force", "delete even while running")
+      .option("--keep-disks", "leave the VM's volumes in the storage pool"),
+  )).action(async (name: string, opts: WaitOpts & { force?: boolean; keepDisks?: boolean }) => {
+    const client = clientOf(opts);
+    const q = new URLSearchParams();
+    if (opts.force) q.set("force", "true");
+    if (opts.keepDisks) q.set("keepDisks", "true");
+    let r = await client.request("DELETE", vmPath(name, q.size ? `?${q}` : ""));
+    if (opts.wait) {
+      r = (await waitFor(client, name, "gone", opts.timeout * 1000)) ?? { name, deleted: true };
+    }
+    render(
+      opts.output,
+      r,
+      () => console.log(`delete ${name}${opts.wait ? ": done" : " requested"}`),
+    );
   });
 
+  withClientOptions(
+    vm.command("resize").argument("<name>").description(
+      "change CPUs, memory or root disk of a stopped VM",
+    )
+      .option("--cpus <n>", "virtual CPUs", positiveInt)
+      .option("--memory <size>", "memory, e.g. 512M", parseMemoryMiB)
+      .option("--disk-size <size>", "grow the root disk to this size", parseDiskGiB),
+  ).action(
+    async (
+      name: string,
+      opts: GlobalOpts & { cpus?: number; memory?: number; diskSize?: number },
+    ) => {
+      const r = await clientOf(opts).request("POST", vmPath(name, "/resize"), {
+        cpus: opts.cpus,
+        memoryMiB: opts.memory,
+        diskGiB: opts.diskSize,
+      });
+      render(opts.output, r, () => console.log(`resized ${name}`));
+    },
+  );
+
+  withClientOptions(
+    vm.command("console").argument("<name>").description("print the serial console log")
+      .option("--follow", "keep printing as the guest writes")
+      .option("--bytes <n>", "how much of the log's end to print", positiveInt, 65_536),
+  ).action(async (name: string, opts: GlobalOpts & { follow?: boolean; bytes: number }) => {
+    const q = `?bytes=${opts.bytes}${opts.follow ? "&follow=true" : ""}`;
+    const res = await clientOf(opts).stream(vmPath(name, `/console${q}`));
+    await res.body?.pipeTo(Deno.stdout.writable, { preventClose: true });
+  });
+
+  withClientOptions(
+    vm.command("clone").argument("<source>").argument("<name>")
+      .description("copy a stopped VM or a template (linked clones need a template)")
+      .option("--linked", "share the source's blocks (template sources; the default for them)")
+      .option("--full", "independent copy of the disks (the default for VMs)")
+      .option("--start", "start the clone"),
+  ).action(
+    async (
+      source: string,
+      name: string,
+      opts: GlobalOpts & { linked?: boolean; full?: boolean; start?: boolean },
+    ) => {
+      if (opts.linked && opts.full) {
+        throw new NovaError("usage", "give --linked or --full, not both");
+      }
+      const mode = opts.linked ? "linked" : opts.full ? "full" : undefined;
+      const r = await clientOf(opts).request<Record<string, unknown>>(
+        "POST",
+        vmPath(source, "/clone"),
+        { name, mode, start: !!opts.start },
+      );
+      render(opts.output, r, () => console.log(`VM ${name} cloned from ${source} on ${r.node}`));
+    },
+  );
+
+  withClientOptions(
+    vm.command("template").argument("<name>").description(
+      "make a stopped VM an immutable template",
+    ),
+  ).action(async (name: string, opts: GlobalOpts) => {
+    const r = await clientOf(opts).request("POST", vmPath(name, "/template"));
+    render(opts.output, r, () => console.log(`${name} is now a template`));
+  });
+
+  vm.addCommand(snapshotCommand());
   return vm;
+}
+
+function snapshotCommand(): Command {
+  const snap = new Command("snapshot").description("VM snapshots (disk-only or with memory)");
+  withClientOptions(
+    snap.command("create").argument("<vm>").argument("<snapshot>").description("take a snapshot")
+      .option("--memory", "include memory and device state (VM must be running)"),
+  ).action(async (vm: string, name: string, opts: GlobalOpts & { memory?: boolean }) => {
+    const r = await clientOf(opts).request("POST", vmPath(vm, "/snapshots"), {
+      name,
+      memory: !!opts.memory,
+    });
+    render(opts.output, r, () => console.log(`snapshot ${name} of ${vm} created`));
+  });
+  withClientOptions(snap.command("list").argument("<vm>").description("list snapshots"))
+    .action(async (vm: string, opts: GlobalOpts) => {
+      const r = await clientOf(opts).get<{ snapshots: Record<string, unknown>[] }>(
+        vmPath(vm, "/snapshots"),
+      );
+      render(
+        opts.output,
+        r,
+        () => printTable(r.snapshots, ["name", "memory", "vmState", "createdAt"]),
+      );
+    });
+  withClientOptions(
+    snap.command("restore").argument("<vm>").argument("<snapshot>").description(
+      "roll back to a snapshot",
+    ),
+  ).action(async (vm: string, name: string, opts: GlobalOpts) => {
+    const r = await clientOf(opts).request(
+      "POST",
+      vmPath(vm, `/snapshots/${encodeURIComponent(name)}/restore`),
+    );
+    render(opts.output, r, () => console.log(`${vm} restored to ${name}`));
+  });
+  withClientOptions(
+    snap.command("delete").argument("<vm>").argument("<snapshot>").description("delete a snapshot"),
+  ).action(async (vm: string, name: string, opts: GlobalOpts) => {
+    const r = await clientOf(opts).request(
+      "DELETE",
+      vmPath(vm, `/snapshots/${encodeURIComponent(name)}`),
+    );
+    render(opts.output, r, () => console.log(`snapshot ${name} of ${vm} deleted`));
+  });
+  return snap;
 }

@@ -9,6 +9,17 @@ import { readJson } from "../validate.ts";
 import type { Env } from "../context.ts";
 import type { BlobStore } from "../../host/storage/mod.ts";
 
+/** What hosts report about themselves and their VMs; everything else goes through the public API. */
+const PEER_PROPOSABLE = new Set<Command["op"]>([
+  "node.upsert",
+  "node.state",
+  "vm.observed",
+  "vm.remove",
+  "vm.desired",
+  "vm.snapshot.add",
+  "vm.snapshot.remove",
+]);
+
 export function internalRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", peerAuth(node));
@@ -21,7 +32,7 @@ export function internalRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
   // Node self-registration (inventory) from followers lands here on the leader.
   app.post("/propose", leaderOnly(node), async (c) => {
     const { command } = await readJson(c) as { command: Command };
-    if (command.op !== "node.upsert" && command.op !== "node.state") {
+    if (!PEER_PROPOSABLE.has(command.op)) {
       return c.json(
         { error: { code: "forbidden", message: "command not allowed from peers" } },
         403,

@@ -1,63 +1,167 @@
-/** /api/v1/vms: create, list, show, start, stop, delete. */
+/**
+ * /api/v1/vms: lifecycle decisions go to the leader; console, snapshots and
+ * other work on a VM's disks or QEMU go to its host.
+ */
 import { Hono } from "hono";
 import { z } from "zod";
-import { type ClusterNode, createVm, setVmDesired } from "../../core/cluster/mod.ts";
+import {
+  cloneVm,
+  type ClusterNode,
+  createVm,
+  markTemplate,
+  resizeVm,
+  restartVm,
+  setVmDesired,
+} from "../../core/cluster/mod.ts";
 import { NotFoundError } from "../../core/errors/mod.ts";
+import type { VmHost } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
-import { leaderOnly } from "../forward.ts";
+import { hostOnly, leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
 
-const VM_NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
+const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
 });
+const SNAPSHOT_NAME = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/, {
+  message: "letters, digits, '.', '_' and '-' (1-63 chars)",
+});
+const CPUS = z.number().int().min(1).max(256);
+const MEMORY_MIB = z.number().int().min(16).max(4 * 1024 * 1024);
+const DISK_GIB = z.number().int().min(1).max(65_536);
 
 /** Mirrors the CLI flags of `vm create`. */
 export const createVmSchema = z.object({
-  name: VM_NAME,
-  image: z.string().min(1),
-  cpus: z.number().int().min(1).max(64).default(1),
-  memoryMiB: z.number().int().min(16).max(1024 * 1024).default(256),
+  name: NAME,
+  image: z.string().min(1).optional(),
+  fromTemplate: NAME.optional(),
+  cpus: CPUS.optional(),
+  memoryMiB: MEMORY_MIB.optional(),
+  diskGiB: DISK_GIB.optional(),
   node: z.string().min(1).optional(),
   ha: z.boolean().default(false),
   start: z.boolean().default(true),
   labels: z.record(z.string().max(253)).default({}),
+  restartPolicy: z.enum(["never", "on-failure", "always"]).optional(),
+  cloudInit: z.object({
+    user: z.string().optional(),
+    sshKeys: z.array(z.string()).max(64).optional(),
+    passwordHash: z.string().optional(),
+    userData: z.string().optional(),
+  }).strict().optional(),
+}).strict().refine((v) => !!v.image !== !!v.fromTemplate, {
+  message: "give exactly one of image or fromTemplate",
+  path: ["image"],
+});
+
+const cloneSchema = z.object({
+  name: NAME,
+  mode: z.enum(["linked", "full"]).optional(),
+  start: z.boolean().default(false),
 }).strict();
 
-export function vmRoutes(node: ClusterNode): Hono<Env> {
+const resizeSchema = z.object({
+  cpus: CPUS.optional(),
+  memoryMiB: MEMORY_MIB.optional(),
+  diskGiB: DISK_GIB.optional(),
+}).strict();
+
+const snapshotSchema = z.object({
+  name: SNAPSHOT_NAME,
+  memory: z.boolean().default(false),
+}).strict();
+
+export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
+  const who = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
+  const vmOr404 = (name: string) => {
+    const vm = node.fsm.vm(name);
+    if (!vm) throw new NotFoundError("vm", name);
+    return vm;
+  };
 
   app.get("/", (c) => c.json({ vms: node.fsm.vms() }));
-
-  app.get("/:name", (c) => {
-    const vm = node.fsm.vm(c.req.param("name"));
-    if (!vm) throw new NotFoundError("vm", c.req.param("name"));
-    return c.json(vm);
-  });
+  app.get("/:name", (c) => c.json(vmOr404(c.req.param("name"))));
 
   app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, createVmSchema);
-    return c.json(await createVm(node, req, c.get("principal").name), 201);
+    return c.json(await createVm(node, req, who(c)), 201);
   });
 
   app.post("/:name/start", requireRole("operator"), leaderOnly(node), async (c) => {
-    return c.json(
-      await setVmDesired(node, c.req.param("name"), "running", c.get("principal").name),
-    );
+    return c.json(await setVmDesired(node, c.req.param("name"), "running", who(c)));
   });
 
   app.post("/:name/stop", requireRole("operator"), leaderOnly(node), async (c) => {
-    return c.json(
-      await setVmDesired(node, c.req.param("name"), "stopped", c.get("principal").name),
-    );
+    const force = c.req.query("force") === "true";
+    return c.json(await setVmDesired(node, c.req.param("name"), "stopped", who(c), { force }));
+  });
+
+  app.post("/:name/restart", requireRole("operator"), leaderOnly(node), async (c) => {
+    return c.json(await restartVm(node, c.req.param("name"), who(c)));
   });
 
   app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
     const force = c.req.query("force") === "true";
+    const keepDisks = c.req.query("keepDisks") === "true";
     return c.json(
-      await setVmDesired(node, c.req.param("name"), "deleted", c.get("principal").name, { force }),
+      await setVmDesired(node, c.req.param("name"), "deleted", who(c), { force, keepDisks }),
     );
+  });
+
+  app.post("/:name/resize", requireRole("operator"), leaderOnly(node), async (c) => {
+    const req = await parseBody(c, resizeSchema);
+    return c.json(await resizeVm(node, c.req.param("name"), req, who(c)));
+  });
+
+  app.post("/:name/clone", requireRole("operator"), leaderOnly(node), async (c) => {
+    const req = await parseBody(c, cloneSchema);
+    const src = vmOr404(c.req.param("name"));
+    const mode = req.mode ?? (src.template ? "linked" : "full");
+    const created = await cloneVm(
+      node,
+      src.name,
+      {
+        name: req.name,
+        ha: false,
+        start: req.start,
+        labels: {},
+      },
+      mode,
+      who(c),
+    );
+    return c.json(created, 201);
+  });
+
+  app.post("/:name/template", requireRole("operator"), leaderOnly(node), async (c) => {
+    return c.json(await markTemplate(node, c.req.param("name"), who(c)));
+  });
+
+  app.get("/:name/console", hostOnly(node, { timeoutMs: null }), async (c) => {
+    const bytes = Math.min(Number(c.req.query("bytes") ?? 65_536) || 65_536, 16 << 20);
+    const name = c.req.param("name");
+    const headers = { "content-type": "text/plain; charset=utf-8" };
+    if (c.req.query("follow") === "true") {
+      return new Response(await host.followConsole(name, c.req.raw.signal, bytes), { headers });
+    }
+    return new Response(await host.console(name, bytes), { headers });
+  });
+
+  app.get("/:name/snapshots", (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }));
+
+  app.post("/:name/snapshots", requireRole("operator"), hostOnly(node), async (c) => {
+    const req = await parseBody(c, snapshotSchema);
+    return c.json(await host.createSnapshot(c.req.param("name"), req.name, req.memory), 201);
+  });
+
+  app.post("/:name/snapshots/:snap/restore", requireRole("operator"), hostOnly(node), async (c) => {
+    return c.json(await host.restoreSnapshot(c.req.param("name"), c.req.param("snap")));
+  });
+
+  app.delete("/:name/snapshots/:snap", requireRole("operator"), hostOnly(node), async (c) => {
+    await host.deleteSnapshot(c.req.param("name"), c.req.param("snap"));
+    return c.json({ deleted: c.req.param("snap") });
   });
 
   return app;

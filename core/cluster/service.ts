@@ -1,7 +1,14 @@
 /** Cluster membership operations offered to the API: join tokens, join, remove, transfer. */
 import type { ClusterNode } from "./node.ts";
-import type { Inventory } from "../fsm/mod.ts";
-import { NotFoundError, ValidationError } from "../errors/mod.ts";
+import type { Command, Inventory } from "../fsm/mod.ts";
+import {
+  codeOfHttpStatus,
+  NotFoundError,
+  NovaError,
+  UnavailableError,
+  ValidationError,
+} from "../errors/mod.ts";
+import { PEER_SECRET_HEADER } from "../peer/mod.ts";
 import { randomToken, sha256Hex } from "../secrets/mod.ts";
 
 export const JOIN_TOKEN_PREFIX = "nvj_";
@@ -103,4 +110,25 @@ export async function transferLeader(node: ClusterNode, to: string): Promise<voi
   }
   if (to === node.id) return;
   await node.transferLeadership(to);
+}
+
+/** Proposes locally when leading, otherwise asks the leader over the peer channel. */
+export async function submitToLeader(node: ClusterNode, command: Command): Promise<unknown> {
+  if (node.isLeader()) return await node.propose(command);
+  const url = node.leaderUrl();
+  if (!url || !node.fsm.member(node.id)) throw new UnavailableError("no leader known yet");
+  const res = await fetch(url + "/internal/propose", {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      [PEER_SECRET_HEADER]: node.identity.clusterSecret,
+    },
+    body: JSON.stringify({ command }),
+    signal: AbortSignal.timeout(10_000),
+  });
+  const body = await res.json();
+  if (!res.ok) {
+    throw new NovaError(codeOfHttpStatus(res.status), body?.error?.message ?? `HTTP ${res.status}`);
+  }
+  return body.result;
 }

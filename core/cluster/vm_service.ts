@@ -4,20 +4,37 @@
  * converge on the desired state through their reconcile loops.
  */
 import type { ClusterNode } from "./node.ts";
-import type { VmDesired, VmRecord } from "../fsm/mod.ts";
+import type {
+  CloudInitSpec,
+  RestartPolicy,
+  VmChanges,
+  VmDesired,
+  VmDisk,
+  VmRecord,
+  VmSpec,
+} from "../fsm/mod.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
 import { explain, type HostView, place } from "../scheduler/mod.ts";
+import { validateCloudInit } from "../cloudinit/mod.ts";
 
 export interface CreateVmRequest {
   name: string;
-  image: string;
-  cpus: number;
-  memoryMiB: number;
+  image?: string;
+  fromTemplate?: string;
+  cpus?: number;
+  memoryMiB?: number;
+  diskGiB?: number;
   node?: string;
   ha: boolean;
   start: boolean;
   labels: Record<string, string>;
+  restartPolicy?: RestartPolicy;
+  cloudInit?: CloudInitSpec;
 }
+
+const GiB = 2 ** 30;
+/** Root disk of a kernel-boot VM when none is asked for: sparse, so cheap. */
+const DEFAULT_KERNEL_DISK_GIB = 1;
 
 export function hostViews(node: ClusterNode): HostView[] {
   const members = new Map(node.status().members.map((m) => [m.name, m]));
@@ -27,37 +44,166 @@ export function hostViews(node: ClusterNode): HostView[] {
   });
 }
 
-export async function createVm(
+function mustGetVm(node: ClusterNode, name: string): VmRecord {
+  const vm = node.fsm.vm(name);
+  if (!vm) throw new NotFoundError("vm", name);
+  return vm;
+}
+
+function placeOrExplain(
   node: ClusterNode,
-  req: CreateVmRequest,
-  by: string,
-): Promise<VmRecord> {
-  await node.linearizableRead();
-  if (node.fsm.vm(req.name)) throw new ConflictError(`VM "${req.name}" already exists`);
-  if (!node.fsm.image(req.image)) {
-    throw ValidationError.field("image", `no image named "${req.image}"`);
-  }
+  req: { name: string; cpus: number; memoryMiB: number; node?: string },
+): string {
   const placed = place(req, hostViews(node), node.fsm.vms(), node.fsm.config().config);
   if (!placed.ok) {
     throw new ConflictError(`no host can run ${req.name}: ${explain(placed.reasons)}`, {
       reasons: placed.reasons,
     });
   }
-  return await node.propose({
-    op: "vm.create",
-    vm: {
-      name: req.name,
-      image: req.image,
-      cpus: req.cpus,
-      memoryMiB: req.memoryMiB,
-      node: placed.node,
-      ha: req.ha,
-      labels: req.labels,
-      desired: req.start ? "running" : "stopped",
-    },
-    by,
-    at: Date.now(),
-  }) as VmRecord;
+  return placed.node;
+}
+
+function volumeName(vm: string, uuid: string, disk: string): string {
+  return `${vm}-${uuid.slice(0, 8)}-${disk}`;
+}
+
+function rootDiskFor(
+  node: ClusterNode,
+  req: CreateVmRequest,
+  uuid: string,
+  image: string,
+): VmDisk {
+  const img = node.fsm.image(image)!;
+  const minBytes = img.kind === "disk" ? img.disk!.virtualBytes : 0;
+  const sizeBytes = req.diskGiB !== undefined
+    ? req.diskGiB * GiB
+    : Math.max(minBytes, img.kind === "disk" ? 0 : DEFAULT_KERNEL_DISK_GIB * GiB);
+  if (sizeBytes < minBytes) {
+    throw ValidationError.field(
+      "diskGiB",
+      `image "${image}" needs at least ${Math.ceil(minBytes / GiB)} GiB`,
+    );
+  }
+  return {
+    id: "root",
+    volume: volumeName(req.name, uuid, "root"),
+    sizeBytes,
+    source: img.kind === "disk" ? { kind: "image", image } : { kind: "blank" },
+  };
+}
+
+export async function createVm(
+  node: ClusterNode,
+  req: CreateVmRequest,
+  by: string,
+): Promise<VmRecord> {
+  await node.linearizableRead();
+  if (req.fromTemplate) return await cloneVm(node, req.fromTemplate, req, "linked", by);
+  if (!req.image) throw ValidationError.field("image", "required (or --from-template)");
+  if (node.fsm.vm(req.name)) throw new ConflictError(`VM "${req.name}" already exists`);
+  if (!node.fsm.image(req.image)) {
+    throw ValidationError.field("image", `no image named "${req.image}"`);
+  }
+  const cloudInit = req.cloudInit ? validateCloudInit(req.cloudInit) : null;
+  if (cloudInit && node.fsm.image(req.image)!.kind !== "disk") {
+    throw ValidationError.field(
+      "userData",
+      "cloud-init needs a disk image (this is a kernel image)",
+    );
+  }
+  const cpus = req.cpus ?? 1;
+  const memoryMiB = req.memoryMiB ?? 256;
+  const uuid = crypto.randomUUID();
+  const placed = placeOrExplain(node, { name: req.name, cpus, memoryMiB, node: req.node });
+  return await proposeCreate(node, {
+    name: req.name,
+    uuid,
+    image: req.image,
+    cpus,
+    memoryMiB,
+    node: placed,
+    ha: req.ha,
+    labels: req.labels,
+    desired: req.start ? "running" : "stopped",
+    restartPolicy: req.restartPolicy ?? "never",
+    disks: [rootDiskFor(node, req, uuid, req.image)],
+    cloudInit,
+    template: false,
+    generation: 0,
+    snapshots: [],
+  }, by);
+}
+
+async function proposeCreate(node: ClusterNode, vm: VmSpec, by: string): Promise<VmRecord> {
+  return await node.propose({ op: "vm.create", vm, by, at: Date.now() }) as VmRecord;
+}
+
+/**
+ * A new VM whose disks start as copies of `source`'s. Disks are local to the
+ * source's host, so the clone lands there. Linked clones share the source's
+ * blocks and so need an immutable source: a template.
+ */
+export async function cloneVm(
+  node: ClusterNode,
+  sourceName: string,
+  req: CreateVmRequest,
+  mode: "linked" | "full",
+  by: string,
+): Promise<VmRecord> {
+  await node.linearizableRead();
+  const src = mustGetVm(node, sourceName);
+  if (node.fsm.vm(req.name)) throw new ConflictError(`VM "${req.name}" already exists`);
+  if (src.desired === "deleted") throw new ConflictError(`VM "${sourceName}" is being deleted`);
+  if (mode === "linked" && !src.template) {
+    throw new ConflictError(
+      `a linked clone needs a template; run "vm template ${sourceName}" first or clone with --full`,
+    );
+  }
+  if (!src.template && (src.desired !== "stopped" || src.state !== "stopped")) {
+    throw new ConflictError(`VM "${sourceName}" must be stopped to be cloned`);
+  }
+  if (req.node && req.node !== src.node) {
+    throw ValidationError.field("node", `clones are created on the source's host ${src.node}`);
+  }
+  const uuid = crypto.randomUUID();
+  const cpus = req.cpus ?? src.cpus;
+  const memoryMiB = req.memoryMiB ?? src.memoryMiB;
+  const placed = placeOrExplain(node, { name: req.name, cpus, memoryMiB, node: src.node! });
+  const disks: VmDisk[] = src.disks.map((d) => ({
+    id: d.id,
+    volume: volumeName(req.name, uuid, d.id),
+    sizeBytes: d.id === "root" && req.diskGiB
+      ? Math.max(d.sizeBytes, req.diskGiB * GiB)
+      : d.sizeBytes,
+    source: { kind: "volume", volume: d.volume, mode },
+  }));
+  return await proposeCreate(node, {
+    name: req.name,
+    uuid,
+    image: src.image,
+    cpus,
+    memoryMiB,
+    node: placed,
+    ha: req.ha || src.ha,
+    labels: { ...src.labels, ...req.labels },
+    desired: req.start ? "running" : "stopped",
+    restartPolicy: req.restartPolicy ?? src.restartPolicy,
+    disks,
+    cloudInit: req.cloudInit ? validateCloudInit(req.cloudInit) : src.cloudInit,
+    template: false,
+    generation: 0,
+    snapshots: [],
+  }, by);
+}
+
+/** VMs whose disks are linked clones of `vm`'s volumes. */
+export function linkedClonesOf(node: ClusterNode, vm: VmRecord): string[] {
+  const volumes = new Set(vm.disks.map((d) => d.volume));
+  return node.fsm.vms().filter((v) =>
+    v.disks.some((d) =>
+      d.source.kind === "volume" && d.source.mode === "linked" && volumes.has(d.source.volume)
+    )
+  ).map((v) => v.name);
 }
 
 export async function setVmDesired(
@@ -65,13 +211,116 @@ export async function setVmDesired(
   name: string,
   desired: VmDesired,
   by: string,
-  opts: { force?: boolean } = {},
-): Promise<unknown> {
+  opts: { force?: boolean; keepDisks?: boolean } = {},
+): Promise<VmRecord | { name: string; deleted: true }> {
   await node.linearizableRead();
-  const vm = node.fsm.vm(name);
-  if (!vm) throw new NotFoundError("vm", name);
-  if (desired === "deleted" && !opts.force && vm.desired === "running" && vm.state === "running") {
-    throw new ConflictError(`VM "${name}" is running; stop it first or delete with --force`);
+  const vm = mustGetVm(node, name);
+  if (desired === "deleted") {
+    const active = vm.desired === "running" ||
+      ["running", "starting", "stopping"].includes(vm.state);
+    if (!opts.force && active) {
+      throw new ConflictError(`VM "${name}" is running; stop it first or delete with --force`);
+    }
+    const clones = linkedClonesOf(node, vm);
+    if (clones.length && !opts.keepDisks) {
+      throw new ConflictError(`VM "${name}" backs linked clones: ${clones.join(", ")}`, {
+        clones,
+      });
+    }
   }
-  return await node.propose({ op: "vm.desired", name, desired, by, at: Date.now() });
+  if (desired === "running" && vm.template) {
+    throw new ConflictError(`"${name}" is a template; clone it to run it`);
+  }
+  return await node.propose({
+    op: "vm.desired",
+    name,
+    desired,
+    keepDisks: opts.keepDisks,
+    force: opts.force,
+    by,
+    at: Date.now(),
+  }) as VmRecord;
+}
+
+async function updateVm(node: ClusterNode, name: string, changes: VmChanges, by: string) {
+  return await node.propose({ op: "vm.update", name, changes, by, at: Date.now() }) as VmRecord;
+}
+
+function mustBeStopped(vm: VmRecord, what: string): void {
+  if (vm.desired !== "stopped" || vm.state !== "stopped") {
+    throw new ConflictError(`VM "${vm.name}" must be stopped to ${what} (it is ${vm.state})`);
+  }
+}
+
+/** `vm restart`: the host replaces the QEMU of an older generation (graceful stop, then start). */
+export async function restartVm(node: ClusterNode, name: string, by: string): Promise<VmRecord> {
+  await node.linearizableRead();
+  const vm = mustGetVm(node, name);
+  if (vm.desired !== "running") {
+    throw new ConflictError(`VM "${name}" is not running; use vm start`);
+  }
+  return await updateVm(node, name, { generation: vm.generation + 1 }, by);
+}
+
+/** `vm resize`: CPUs and memory while stopped; the root disk may grow any time it is stopped. */
+export async function resizeVm(
+  node: ClusterNode,
+  name: string,
+  req: { cpus?: number; memoryMiB?: number; diskGiB?: number },
+  by: string,
+): Promise<VmRecord> {
+  await node.linearizableRead();
+  const vm = mustGetVm(node, name);
+  mustBeStopped(vm, "resize it");
+  const changes: VmChanges = {};
+  if (req.cpus !== undefined) changes.cpus = req.cpus;
+  if (req.memoryMiB !== undefined) changes.memoryMiB = req.memoryMiB;
+  if (req.diskGiB !== undefined) {
+    const root = vm.disks.find((d) => d.id === "root")!;
+    if (req.diskGiB * GiB < root.sizeBytes) {
+      throw ValidationError.field(
+        "diskGiB",
+        `cannot shrink the root disk below ${root.sizeBytes / GiB} GiB`,
+      );
+    }
+    changes.disks = vm.disks.map((d) =>
+      d.id === "root" ? { ...d, sizeBytes: req.diskGiB! * GiB } : d
+    );
+  }
+  if (!Object.keys(changes).length) {
+    throw ValidationError.field("cpus", "nothing to change: give --cpus, --memory or --disk");
+  }
+  if (changes.cpus !== undefined || changes.memoryMiB !== undefined) {
+    // Capacity is checked as if placing the resized VM on its own host, without its old size.
+    const others = {
+      name,
+      cpus: changes.cpus ?? vm.cpus,
+      memoryMiB: changes.memoryMiB ?? vm.memoryMiB,
+      node: vm.node!,
+    };
+    const placed = place(
+      others,
+      hostViews(node),
+      node.fsm.vms().filter((v) => v.name !== name),
+      node.fsm.config().config,
+    );
+    if (!placed.ok) {
+      throw new ConflictError(`${vm.node} cannot fit ${name} resized: ${explain(placed.reasons)}`, {
+        reasons: placed.reasons,
+      });
+    }
+  }
+  return await updateVm(node, name, changes, by);
+}
+
+/** `vm template`: freezes a stopped VM as the immutable base of linked clones. */
+export async function markTemplate(node: ClusterNode, name: string, by: string): Promise<VmRecord> {
+  await node.linearizableRead();
+  const vm = mustGetVm(node, name);
+  if (vm.template) return vm;
+  mustBeStopped(vm, "become a template");
+  if (vm.snapshots.length) {
+    throw new ConflictError(`VM "${name}" has snapshots; delete them before making it a template`);
+  }
+  return await updateVm(node, name, { template: true }, by);
 }

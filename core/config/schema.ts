@@ -41,6 +41,10 @@ export const CONFIG_FIELDS = {
   "rebalancer.intervalMs": numeric(z.number().int().min(1_000).max(86_400_000)),
   "rebalancer.threshold": numeric(z.number().min(0).max(1)),
   "ha.enabled": boolean(),
+  "vms.stopTimeoutMs": numeric(z.number().int().min(0).max(3_600_000)),
+  "vms.consoleMaxBytes": numeric(z.number().int().min(4096).max(1024 * 1024 * 1024)),
+  "vms.restartLimit": numeric(z.number().int().min(0).max(1000)),
+  "vms.restartWindowMs": numeric(z.number().int().min(1_000).max(86_400_000)),
 } as const;
 
 export type ConfigKey = keyof typeof CONFIG_FIELDS;
@@ -62,6 +66,10 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   "rebalancer.intervalMs": 300_000,
   "rebalancer.threshold": 0.2,
   "ha.enabled": true,
+  "vms.stopTimeoutMs": 30_000,
+  "vms.consoleMaxBytes": 1024 * 1024,
+  "vms.restartLimit": 3,
+  "vms.restartWindowMs": 600_000,
 };
 
 export function isConfigKey(key: string): key is ConfigKey {

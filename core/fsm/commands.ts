@@ -21,6 +21,8 @@ export interface Inventory {
   kernel: string;
   hostname: string;
   version: string;
+  /** Usage of the host's `dir` storage pool. */
+  pool?: { volumes: number; virtualBytes: number; allocatedBytes: number; freeBytes: number };
 }
 
 export type Command =
@@ -57,8 +59,28 @@ export type Command =
   | { op: "image.create"; image: ImageSpec; by: string; at: number }
   | { op: "image.delete"; name: string; at: number }
   | { op: "vm.create"; vm: VmSpec; at: number; by: string }
-  | { op: "vm.desired"; name: string; desired: VmDesired; at: number; by: string }
-  | { op: "vm.observed"; name: string; node: string; state: VmState; reason?: string; at: number }
+  | {
+    op: "vm.desired";
+    name: string;
+    desired: VmDesired;
+    keepDisks?: boolean;
+    /** Stop or delete without waiting for the guest to shut down. */
+    force?: boolean;
+    at: number;
+    by: string;
+  }
+  | { op: "vm.update"; name: string; changes: VmChanges; at: number; by: string }
+  | {
+    op: "vm.observed";
+    name: string;
+    node: string;
+    state: VmState;
+    reason?: string;
+    guest?: GuestInfo | null;
+    at: number;
+  }
+  | { op: "vm.snapshot.add"; name: string; node: string; snapshot: VmSnapshot; at: number }
+  | { op: "vm.snapshot.remove"; name: string; node: string; snapshot: string; at: number }
   | { op: "vm.remove"; name: string; node: string; at: number }
   | { op: "noop" };
 
@@ -99,8 +121,48 @@ export type VmState =
 /** What the operator asked for; hosts converge on it. "deleted" removes the VM once its host cleaned up. */
 export type VmDesired = "running" | "stopped" | "deleted";
 
+export type RestartPolicy = "never" | "on-failure" | "always";
+
+/** Where a disk's first contents come from when its host creates it. */
+export type DiskSource =
+  | { kind: "blank" }
+  | { kind: "image"; image: string }
+  | { kind: "volume"; volume: string; mode: "linked" | "full" };
+
+export interface VmDisk {
+  /** Device id inside the VM ("root", ...). */
+  id: string;
+  /** Volume name in the host's pool. */
+  volume: string;
+  sizeBytes: number;
+  source: DiskSource;
+}
+
+export interface CloudInitSpec {
+  user?: string;
+  sshKeys?: string[];
+  passwordHash?: string;
+  userData?: string;
+}
+
+export interface VmSnapshot {
+  name: string;
+  memory: boolean;
+  createdAt: string;
+  /** The VM's run state when taken (a memory snapshot resumes into it). */
+  vmState: string;
+}
+
+/** What the guest agent reports; null when no agent answers. */
+export interface GuestInfo {
+  agent: "ok" | "absent";
+  os?: { id?: string; name?: string; prettyName?: string; version?: string; kernel?: string };
+  interfaces?: { name: string; mac?: string; addresses: string[] }[];
+}
+
 export interface VmSpec {
   name: string;
+  uuid: string;
   image: string;
   cpus: number;
   memoryMiB: number;
@@ -109,11 +171,35 @@ export interface VmSpec {
   ha: boolean;
   labels: Record<string, string>;
   desired: VmDesired;
+  restartPolicy: RestartPolicy;
+  disks: VmDisk[];
+  cloudInit: CloudInitSpec | null;
+  /** A template never runs; it is the immutable base of linked clones. */
+  template: boolean;
+  /** Bumped by `vm restart`: the host replaces a QEMU launched for an older generation. */
+  generation: number;
+  /** With desired "deleted": leave the volumes in the pool. */
+  keepDisks?: boolean;
+  /** With desired "stopped"/"deleted": kill rather than ask the guest to power off. */
+  force?: boolean;
+  snapshots: VmSnapshot[];
+}
+
+/** Fields an operator may change after creation (through vm.update). */
+export interface VmChanges {
+  cpus?: number;
+  memoryMiB?: number;
+  template?: boolean;
+  restartPolicy?: RestartPolicy;
+  generation?: number;
+  disks?: VmDisk[];
+  labels?: Record<string, string>;
 }
 
 export interface VmRecord extends VmSpec {
   state: VmState;
   reason: string | null;
+  guest: GuestInfo | null;
   createdAt: string;
   updatedAt: string;
 }

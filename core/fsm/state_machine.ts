@@ -11,13 +11,16 @@ import { type ClusterConfig, validateConfigPatch, validateFullConfig } from "../
 import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
 import type {
   Command,
+  GuestInfo,
   ImageRecord,
   ImageSpec,
   Inventory,
   NodeState,
   Role,
+  VmChanges,
   VmDesired,
   VmRecord,
+  VmSnapshot,
   VmSpec,
   VmState,
 } from "./commands.ts";
@@ -32,7 +35,7 @@ CREATE TABLE IF NOT EXISTS join_tokens (id TEXT PRIMARY KEY, created_at INTEGER 
 CREATE TABLE IF NOT EXISTS api_tokens (hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS images (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_at INTEGER NOT NULL, created_by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vms (name TEXT PRIMARY KEY, spec TEXT NOT NULL, node TEXT, state TEXT NOT NULL,
-  reason TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+  reason TEXT, guest TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS config_versions (version INTEGER PRIMARY KEY, data TEXT NOT NULL, author TEXT NOT NULL,
   created_at INTEGER NOT NULL, action TEXT NOT NULL);
 `;
@@ -44,6 +47,8 @@ const REPLICATED_TABLES = [
   "join_tokens",
   "api_tokens",
   "config_versions",
+  "images",
+  "vms",
 ] as const;
 
 /** Outcome of one applied entry: deterministic on every node. */
@@ -130,7 +135,42 @@ export class StateMachine {
       for (const e of fresh) results.set(e.index, this.applyEntry(e));
       this.metaSet("applied_index", fresh[fresh.length - 1].index);
     });
+    this.notifyVmChanges(fresh, results);
     return results;
+  }
+
+  private readonly vmListeners = new Set<(name: string | null) => void>();
+
+  /**
+   * Calls `listener` after a committed command touched a VM (its name), or
+   * after a snapshot replaced the whole state (null). Hosts reconcile on it.
+   */
+  onVmChange(listener: (name: string | null) => void): () => void {
+    this.vmListeners.add(listener);
+    return () => this.vmListeners.delete(listener);
+  }
+
+  private notifyVmChanges(entries: Entry[], results: Map<number, ApplyResult>): void {
+    if (!this.vmListeners.size) return;
+    const names = new Set<string>();
+    for (const e of entries) {
+      if (e.type === "conf" || e.data === "" || !results.get(e.index)?.ok) continue;
+      if (!e.data.includes('"op":"vm.')) continue;
+      const cmd = JSON.parse(e.data) as { op: string; name?: string; vm?: { name: string } };
+      const name = cmd.vm?.name ?? cmd.name;
+      if (name) names.add(name);
+    }
+    for (const n of names) this.emitVmChange(n);
+  }
+
+  private emitVmChange(name: string | null): void {
+    for (const l of this.vmListeners) {
+      try {
+        l(name);
+      } catch (err) {
+        console.error("vm change listener failed", err);
+      }
+    }
   }
 
   private applyEntry(e: Entry): ApplyResult {
@@ -263,9 +303,25 @@ export class StateMachine {
       case "vm.create":
         return this.createVm(cmd.vm, cmd.at);
       case "vm.desired":
-        return this.setVmDesired(cmd.name, cmd.desired, cmd.at);
+        return this.setVmDesired(cmd.name, cmd.desired, cmd, cmd.at);
+      case "vm.update":
+        return this.updateVm(cmd.name, cmd.changes, cmd.at);
       case "vm.observed":
-        return this.observeVm(cmd.name, cmd.node, cmd.state, cmd.reason ?? null, cmd.at);
+        return this.observeVm(cmd, cmd.at);
+      case "vm.snapshot.add":
+        return this.changeSnapshots(cmd.name, cmd.node, cmd.at, (list) => {
+          if (list.some((s) => s.name === cmd.snapshot.name)) {
+            throw new ConflictError(`snapshot "${cmd.snapshot.name}" already exists`);
+          }
+          return [...list, cmd.snapshot];
+        });
+      case "vm.snapshot.remove":
+        return this.changeSnapshots(
+          cmd.name,
+          cmd.node,
+          cmd.at,
+          (list) => list.filter((s) => s.name !== cmd.snapshot),
+        );
       case "vm.remove":
         return this.removeVm(cmd.name, cmd.node);
       case "apiToken.create":
@@ -395,38 +451,71 @@ export class StateMachine {
     return this.vm(spec.name);
   }
 
-  private setVmDesired(name: string, desired: VmDesired, at: number): unknown {
+  private setVmDesired(
+    name: string,
+    desired: VmDesired,
+    opts: { keepDisks?: boolean; force?: boolean },
+    at: number,
+  ): unknown {
     const vm = this.vm(name);
     if (!vm) throw new NotFoundError("vm", name);
-    const spec: VmSpec = { ...specOf(vm), desired };
+    if (vm.template && desired === "running") {
+      throw new ConflictError(`"${name}" is a template; clone it to run it`);
+    }
     if (desired === "deleted" && !vm.node) {
       this.sql("DELETE FROM vms WHERE name = ?").run(name);
       return { name, deleted: true };
     }
+    const spec: VmSpec = { ...specOf(vm), desired, force: !!opts.force };
+    if (desired === "deleted") spec.keepDisks = !!opts.keepDisks;
+    this.writeSpec(spec, at);
+    return this.vm(name);
+  }
+
+  private updateVm(name: string, changes: VmChanges, at: number): unknown {
+    const vm = this.vm(name);
+    if (!vm) throw new NotFoundError("vm", name);
+    if (vm.desired === "deleted") throw new ConflictError(`VM "${name}" is being deleted`);
+    this.writeSpec({ ...specOf(vm), ...changes }, at);
+    return this.vm(name);
+  }
+
+  private writeSpec(spec: VmSpec, at: number): void {
     this.sql("UPDATE vms SET spec = ?, updated_at = ? WHERE name = ?").run(
       JSON.stringify(spec),
       at,
-      name,
+      spec.name,
     );
-    return this.vm(name);
   }
 
   /** A host reports what it sees; reports from a host the VM is not placed on are ignored. */
   private observeVm(
-    name: string,
-    node: string,
-    state: VmState,
-    reason: string | null,
+    o: { name: string; node: string; state: VmState; reason?: string; guest?: GuestInfo | null },
     at: number,
   ): unknown {
-    const vm = this.vm(name);
-    if (!vm || vm.node !== node) return null;
-    this.sql("UPDATE vms SET state = ?, reason = ?, updated_at = ? WHERE name = ?").run(
-      state,
-      reason,
+    const vm = this.vm(o.name);
+    if (!vm || vm.node !== o.node) return null;
+    const guest = o.guest === undefined ? vm.guest : o.guest;
+    this.sql("UPDATE vms SET state = ?, reason = ?, guest = ?, updated_at = ? WHERE name = ?").run(
+      o.state,
+      o.reason ?? null,
+      guest ? JSON.stringify(guest) : null,
       at,
-      name,
+      o.name,
     );
+    return this.vm(o.name);
+  }
+
+  private changeSnapshots(
+    name: string,
+    node: string,
+    at: number,
+    change: (list: VmSnapshot[]) => VmSnapshot[],
+  ): unknown {
+    const vm = this.vm(name);
+    if (!vm) throw new NotFoundError("vm", name);
+    if (vm.node !== node) throw new ConflictError(`VM "${name}" is not on ${node}`);
+    this.writeSpec({ ...specOf(vm), snapshots: change(vm.snapshots) }, at);
     return this.vm(name);
   }
 
@@ -618,6 +707,7 @@ export class StateMachine {
       if (snap.clusterId) this.metaSet("cluster_id", snap.clusterId);
       this.metaSet("applied_index", index);
     });
+    this.emitVmChange(null);
   }
 
   private insertRow(table: string, row: Row): void {
@@ -643,22 +733,15 @@ function toVmRecord(r: Row): VmRecord {
     node: (r.node as string | null) ?? null,
     state: r.state as VmState,
     reason: (r.reason as string | null) ?? null,
+    guest: r.guest ? JSON.parse(String(r.guest)) : null,
     createdAt: new Date(Number(r.created_at)).toISOString(),
     updatedAt: new Date(Number(r.updated_at)).toISOString(),
   };
 }
 
 function specOf(vm: VmRecord): VmSpec {
-  return {
-    name: vm.name,
-    image: vm.image,
-    cpus: vm.cpus,
-    memoryMiB: vm.memoryMiB,
-    node: vm.node,
-    ha: vm.ha,
-    labels: vm.labels,
-    desired: vm.desired,
-  };
+  const { state: _s, reason: _r, guest: _g, createdAt: _c, updatedAt: _u, ...spec } = vm;
+  return spec;
 }
 
 function toImageRecord(r: Row): ImageRecord {

@@ -86,6 +86,35 @@ export class DirPool {
     return await this.info(name);
   }
 
+  /**
+   * A qcow2 overlay on a file outside the pool (an image blob, which is
+   * immutable because it is content-addressed), grown to `sizeBytes`.
+   */
+  async overlayOn(
+    backing: string,
+    format: string,
+    name: string,
+    sizeBytes?: number,
+  ): Promise<Volume> {
+    if (sizeBytes !== undefined) checkSize(sizeBytes);
+    await this.mustNotExist(name);
+    const args = ["create", "-q", "-f", "qcow2", "-b", backing, "-F", format, this.pathOf(name)];
+    if (sizeBytes !== undefined) args.push(String(sizeBytes));
+    await qemuImg(args);
+    return await this.info(name);
+  }
+
+  async has(name: string): Promise<boolean> {
+    return await this.exists(name);
+  }
+
+  /** Internal qcow2 snapshots of a volume that no QEMU has open. */
+  async snapshot(action: "create" | "apply" | "delete", name: string, tag: string): Promise<void> {
+    await this.mustExist(name);
+    const flag = { create: "-c", apply: "-a", delete: "-d" }[action];
+    await qemuImg(["snapshot", flag, tag, this.pathOf(name)]);
+  }
+
   /** An independent copy (backing chain flattened). */
   async cloneFull(source: string, name: string): Promise<Volume> {
     await this.mustExist(source);

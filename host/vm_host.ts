@@ -1,0 +1,629 @@
+/**
+ * The host side of VMs: a level-triggered, idempotent reconcile loop that
+ * makes the QEMU processes on this host match the desired state recorded in
+ * the cluster, and reports what it observes back through Raft.
+ *
+ * Work on one VM is serialized (reconciles and host operations such as
+ * snapshots never interleave); different VMs proceed in parallel.
+ */
+import { join } from "node:path";
+import type { ClusterConfig } from "../core/config/mod.ts";
+import type {
+  Command,
+  GuestInfo,
+  ImageRecord,
+  VmDisk,
+  VmRecord,
+  VmSnapshot,
+  VmState,
+} from "../core/fsm/mod.ts";
+import { ConflictError, NotFoundError, ValidationError } from "../core/errors/mod.ts";
+import { log } from "../core/log/mod.ts";
+import { renderSeed } from "../core/cloudinit/mod.ts";
+import { type Accel, QemuDriver, type QemuVm } from "./kvm/mod.ts";
+import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
+import type { QmpEvent } from "./kvm/qmp.ts";
+import type { DirPool } from "./storage/mod.ts";
+
+/** What the host needs from the cluster: committed state in, observations out. */
+export interface HostCluster {
+  readonly nodeName: string;
+  vm(name: string): VmRecord | null;
+  vms(): VmRecord[];
+  image(name: string): ImageRecord | null;
+  config(): ClusterConfig;
+  onVmChange(listener: (name: string | null) => void): () => void;
+  /** Proposes through the leader; rejects when there is none. */
+  report(command: Command): Promise<unknown>;
+  /** Makes the image's files present here; returns their local paths. */
+  pullImage(name: string): Promise<{ kernel?: string; initrd?: string; disk?: string }>;
+}
+
+interface Runtime {
+  qemu: QemuVm;
+  /** Set before we stop it ourselves, so the exit is not taken for a crash. */
+  expectedExit: boolean;
+  /** The guest powered itself off (QMP SHUTDOWN with guest=true). */
+  guestShutdown: boolean;
+  unwatch: () => void;
+}
+
+const RECONCILE_EVERY_MS = 2_000;
+const GUEST_POLL_MS = 3_000;
+const GUEST_REFRESH_MS = 15_000;
+
+export class VmHost {
+  private readonly runtimes = new Map<string, Runtime>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly queued = new Set<string>();
+  private readonly restarts = new Map<string, number[]>();
+  private readonly guestPolledAt = new Map<string, number>();
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private unsubscribe: (() => void) | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly cluster: HostCluster,
+    readonly driver: QemuDriver,
+    readonly pool: DirPool,
+    private readonly accel: () => Promise<Accel>,
+  ) {}
+
+  get nodeName(): string {
+    return this.cluster.nodeName;
+  }
+
+  /** Re-adopts running QEMUs (they outlived the previous node process), then starts reconciling. */
+  async start(): Promise<void> {
+    for (const name of await this.driver.known()) {
+      try {
+        const qemu = await this.driver.adopt(name);
+        if (qemu) {
+          this.track(name, qemu);
+          log.info("re-adopted running VM", { vm: name, pid: qemu.pid });
+        }
+      } catch (err) {
+        log.warn("cannot re-adopt VM", { vm: name, error: String(err) });
+      }
+    }
+    this.unsubscribe = this.cluster.onVmChange((name) => {
+      if (name === null) this.reconcileAll();
+      else this.schedule(name);
+    });
+    this.reconcileAll();
+    this.timer = setInterval(() => this.tick(), RECONCILE_EVERY_MS);
+  }
+
+  /** Stops reconciling; VMs keep running (they outlive the node by design). */
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.unsubscribe?.();
+    for (const rt of this.runtimes.values()) {
+      rt.unwatch();
+      rt.qemu.close();
+    }
+  }
+
+  runningCount(): number {
+    return this.runtimes.size;
+  }
+
+  private tick(): void {
+    this.reconcileAll();
+    void this.housekeeping();
+  }
+
+  private reconcileAll(): void {
+    const names = new Set(this.runtimes.keys());
+    for (const vm of this.cluster.vms()) if (vm.node === this.nodeName) names.add(vm.name);
+    for (const n of names) this.schedule(n);
+  }
+
+  /** Queues one reconcile of `name` behind whatever runs for it now (coalescing repeats). */
+  schedule(name: string): void {
+    if (this.stopped || this.queued.has(name)) return;
+    this.queued.add(name);
+    void this.serialize(name, async () => {
+      this.queued.delete(name);
+      try {
+        await this.reconcile(name);
+      } catch (err) {
+        log.warn("reconcile failed; will retry", { vm: name, error: String(err) });
+      }
+    });
+  }
+
+  /** Runs `fn` once every earlier task on this VM finished. */
+  serialize<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.catch(() => {});
+    this.locks.set(name, settled);
+    void settled.then(() => {
+      if (this.locks.get(name) === settled) this.locks.delete(name);
+    });
+    return next;
+  }
+
+  // ---- reconcile ------------------------------------------------------------
+
+  private async reconcile(name: string): Promise<void> {
+    const vm = this.cluster.vm(name);
+    const rt = this.runtimes.get(name);
+    if (!vm || vm.node !== this.nodeName) {
+      if (rt?.qemu.alive()) {
+        log.warn("drift: QEMU runs for a VM not placed on this host", {
+          vm: name,
+          placedOn: vm?.node ?? null,
+          pid: rt.qemu.pid,
+        });
+      } else if (rt) this.forget(name);
+      return;
+    }
+    if (vm.desired === "running") await this.ensureRunning(vm, rt);
+    else if (vm.desired === "stopped") await this.ensureStopped(vm, rt);
+    else await this.ensureDeleted(vm, rt);
+  }
+
+  private async ensureRunning(vm: VmRecord, rt: Runtime | undefined): Promise<void> {
+    if (rt && rt.qemu.alive()) {
+      if (rt.qemu.spec.generation < vm.generation) {
+        await this.report(vm, "stopping", "restarting");
+        await this.stopRuntime(vm.name, rt, false);
+        return await this.launch(vm);
+      }
+      return await this.checkRunning(vm, rt);
+    }
+    if (rt) return await this.onExit(vm, rt);
+    if (["running", "starting", "stopping"].includes(vm.state)) {
+      return await this.onCrash(vm, "QEMU was not running when the host checked");
+    }
+    await this.launch(vm);
+  }
+
+  private async checkRunning(vm: VmRecord, rt: Runtime): Promise<void> {
+    let status = await rt.qemu.status();
+    if (status === "prelaunch" || (status === "paused" && vm.state !== "running")) {
+      await rt.qemu.cont();
+      status = await rt.qemu.status();
+    }
+    const observed: VmState = status === "running" ? "running" : "failed";
+    const reason = observed === "failed" ? `QEMU reports status "${status}"` : null;
+    if (vm.state !== observed || vm.reason !== reason) await this.report(vm, observed, reason);
+  }
+
+  /** The QEMU we tracked is gone: a stop we asked for, the guest powering off, or a crash. */
+  private async onExit(vm: VmRecord, rt: Runtime): Promise<void> {
+    this.forget(vm.name);
+    if (rt.expectedExit) return this.schedule(vm.name);
+    if (rt.guestShutdown && vm.restartPolicy !== "always") {
+      await this.report(vm, "stopped", "the guest powered off");
+      await this.cluster.report({
+        op: "vm.desired",
+        name: vm.name,
+        desired: "stopped",
+        by: `host:${this.nodeName}`,
+        at: Date.now(),
+      });
+      return;
+    }
+    await this.onCrash(
+      vm,
+      rt.guestShutdown ? "the guest powered off" : `QEMU (pid ${rt.qemu.pid}) exited unexpectedly`,
+    );
+  }
+
+  /** Reports the failure and restarts when the VM's policy and restart budget allow. */
+  private async onCrash(vm: VmRecord, reason: string): Promise<void> {
+    log.warn("VM failed", { vm: vm.name, reason });
+    if (vm.restartPolicy !== "never" && this.restartBudgetLeft(vm.name)) {
+      await this.report(vm, "failed", `${reason}; restarting`);
+      return await this.launch(vm);
+    }
+    const why = vm.restartPolicy === "never" ? reason : `${reason}; restart limit reached`;
+    await this.report(vm, "failed", why);
+    await this.cluster.report({
+      op: "vm.desired",
+      name: vm.name,
+      desired: "stopped",
+      by: `host:${this.nodeName}`,
+      at: Date.now(),
+    });
+  }
+
+  private restartBudgetLeft(name: string): boolean {
+    const cfg = this.cluster.config();
+    const now = Date.now();
+    const recent = (this.restarts.get(name) ?? []).filter(
+      (t) => now - t < cfg["vms.restartWindowMs"],
+    );
+    if (recent.length >= cfg["vms.restartLimit"]) return false;
+    this.restarts.set(name, [...recent, now]);
+    return true;
+  }
+
+  private async ensureStopped(vm: VmRecord, rt: Runtime | undefined): Promise<void> {
+    if (rt && rt.qemu.alive()) {
+      await this.report(vm, "stopping");
+      await this.stopRuntime(vm.name, rt, !!vm.force);
+      return await this.report(vm, "stopped");
+    }
+    if (rt) this.forget(vm.name);
+    if (vm.state !== "stopped" && vm.state !== "failed") await this.report(vm, "stopped");
+  }
+
+  private async ensureDeleted(vm: VmRecord, rt: Runtime | undefined): Promise<void> {
+    if (rt && rt.qemu.alive()) {
+      await this.report(vm, "stopping", "deleting");
+      await this.stopRuntime(vm.name, rt, true);
+    } else if (rt) this.forget(vm.name);
+    if (!vm.keepDisks) {
+      for (const d of vm.disks) {
+        if (await this.pool.has(d.volume)) await this.pool.delete(d.volume);
+      }
+    }
+    await this.driver.cleanup(vm.name);
+    this.restarts.delete(vm.name);
+    await this.cluster.report({
+      op: "vm.remove",
+      name: vm.name,
+      node: this.nodeName,
+      at: Date.now(),
+    });
+  }
+
+  private async stopRuntime(name: string, rt: Runtime, force: boolean): Promise<void> {
+    rt.expectedExit = true;
+    const how = await rt.qemu.stop({
+      timeoutMs: this.cluster.config()["vms.stopTimeoutMs"],
+      force,
+    });
+    log.info("VM stopped", { vm: name, how });
+    this.forget(name);
+  }
+
+  // ---- launching ----------------------------------------------------------------
+
+  private async launch(vm: VmRecord, opts: { loadvm?: string } = {}): Promise<void> {
+    await this.report(vm, "starting");
+    try {
+      const qemu = await this.driver.launch(await this.launchSpec(vm, opts));
+      this.track(vm.name, qemu);
+      await qemu.cont();
+      await this.report(vm, "running");
+    } catch (err) {
+      const reason = `start failed: ${(err as Error).message}`;
+      log.warn("VM start failed", { vm: vm.name, error: reason });
+      const rt = this.runtimes.get(vm.name);
+      if (rt) await this.stopRuntime(vm.name, rt, true).catch(() => {});
+      await this.report(vm, "failed", reason);
+      await this.cluster.report({
+        op: "vm.desired",
+        name: vm.name,
+        desired: "stopped",
+        by: `host:${this.nodeName}`,
+        at: Date.now(),
+      });
+    }
+  }
+
+  private async launchSpec(vm: VmRecord, opts: { loadvm?: string }) {
+    const image = this.cluster.image(vm.image);
+    if (!image) throw new NotFoundError("image", vm.image);
+    const files = await this.cluster.pullImage(vm.image);
+    const disks = [];
+    for (const d of vm.disks) {
+      disks.push({
+        id: d.id,
+        path: await this.prepareDisk(d, files.disk),
+        format: "qcow2" as const,
+      });
+    }
+    if (vm.cloudInit) {
+      const paths = this.driver.paths(vm.name);
+      await Deno.mkdir(paths.dir, { recursive: true, mode: 0o700 });
+      const iso = join(paths.dir, "seed.iso");
+      await buildSeedIso(iso, renderSeed(vm, vm.cloudInit));
+      disks.push({ id: "seed", path: iso, format: "raw" as const, readOnly: true });
+    }
+    return {
+      name: vm.name,
+      uuid: vm.uuid,
+      cpus: vm.cpus,
+      memoryMiB: vm.memoryMiB,
+      accel: await this.accel(),
+      kernel: image.kind === "kernel"
+        ? { path: files.kernel!, initrd: files.initrd, cmdline: image.cmdline }
+        : undefined,
+      disks,
+      nics: [{ id: "net0", mac: macFor(vm.uuid) }],
+      loadvm: opts.loadvm,
+      generation: vm.generation,
+    };
+  }
+
+  /** Creates the volume on first start (from its source) and grows it when the spec grew. */
+  private async prepareDisk(d: VmDisk, imageDisk: string | undefined): Promise<string> {
+    if (!(await this.pool.has(d.volume))) {
+      const src = d.source;
+      if (src.kind === "blank") await this.pool.create(d.volume, d.sizeBytes);
+      else if (src.kind === "image") {
+        if (!imageDisk) throw ValidationError.field("image", "image has no disk");
+        await this.pool.overlayOn(imageDisk, "qcow2", d.volume, d.sizeBytes);
+      } else if (src.mode === "linked") await this.pool.cloneLinked(src.volume, d.volume);
+      else await this.pool.cloneFull(src.volume, d.volume);
+    }
+    const info = await this.pool.info(d.volume);
+    if (info.virtualBytes < d.sizeBytes) await this.pool.resize(d.volume, d.sizeBytes);
+    return info.path;
+  }
+
+  private track(name: string, qemu: QemuVm): void {
+    const rt: Runtime = { qemu, expectedExit: false, guestShutdown: false, unwatch: () => {} };
+    const off = qemu.qmp.on((e: QmpEvent) => {
+      if (e.event === "SHUTDOWN" && e.data?.guest === true) rt.guestShutdown = true;
+    });
+    let live = true;
+    rt.unwatch = () => {
+      live = false;
+      off();
+    };
+    // QEMU is not our child (it daemonized): its QMP socket closing is how we learn it exited.
+    qemu.qmp.closed.then(() => {
+      if (live) this.schedule(name);
+    });
+    this.runtimes.get(name)?.unwatch();
+    this.runtimes.set(name, rt);
+  }
+
+  private forget(name: string): void {
+    const rt = this.runtimes.get(name);
+    if (!rt) return;
+    rt.unwatch();
+    rt.qemu.close();
+    this.runtimes.delete(name);
+    this.guestPolledAt.delete(name);
+  }
+
+  private async report(vm: VmRecord, state: VmState, reason: string | null = null): Promise<void> {
+    await this.cluster.report({
+      op: "vm.observed",
+      name: vm.name,
+      node: this.nodeName,
+      state,
+      reason: reason ?? undefined,
+      guest: state === "running" ? undefined : null,
+      at: Date.now(),
+    });
+  }
+
+  // ---- periodic housekeeping: console bounds, guest agent ---------------------
+
+  private async housekeeping(): Promise<void> {
+    const maxBytes = this.cluster.config()["vms.consoleMaxBytes"];
+    for (const [name, rt] of this.runtimes) {
+      await rotateConsole(rt.qemu.paths.console, maxBytes).catch(() => false);
+      await this.pollGuest(name, rt).catch((err) =>
+        log.debug("guest poll failed", { vm: name, error: String(err) })
+      );
+    }
+  }
+
+  private async pollGuest(name: string, rt: Runtime): Promise<void> {
+    const vm = this.cluster.vm(name);
+    if (!vm || vm.state !== "running") return;
+    const every = vm.guest?.agent === "ok" ? GUEST_REFRESH_MS : GUEST_POLL_MS;
+    if (Date.now() - (this.guestPolledAt.get(name) ?? 0) < every) return;
+    this.guestPolledAt.set(name, Date.now());
+    const guest = await this.guestInfo(rt.qemu);
+    if (JSON.stringify(guest) === JSON.stringify(vm.guest)) return;
+    await this.serialize(name, async () => {
+      const now = this.cluster.vm(name);
+      if (now?.state !== "running" || this.runtimes.get(name) !== rt) return;
+      await this.cluster.report({
+        op: "vm.observed",
+        name,
+        node: this.nodeName,
+        state: "running",
+        guest,
+        at: Date.now(),
+      });
+    });
+  }
+
+  private async guestInfo(qemu: QemuVm): Promise<GuestInfo> {
+    if (!(await qemu.agent.ping(1_500))) return { agent: "absent" };
+    const os = await qemu.agent.osInfo();
+    const ifaces = await qemu.agent.interfaces();
+    return {
+      agent: "ok",
+      os: {
+        id: os.id,
+        name: os.name,
+        prettyName: os.prettyName,
+        version: os.version,
+        kernel: os.kernelRelease,
+      },
+      interfaces: ifaces.filter((i) => i.name !== "lo").map((i) => ({
+        name: i.name,
+        mac: i.mac,
+        addresses: i.addresses.map((a) => `${a.address}/${a.prefix}`),
+      })),
+    };
+  }
+
+  // ---- host operations (called by the API on the VM's host) -------------------
+
+  private mine(name: string): VmRecord {
+    const vm = this.cluster.vm(name);
+    if (!vm) throw new NotFoundError("vm", name);
+    if (vm.node !== this.nodeName) {
+      throw new ConflictError(`VM "${name}" is not on ${this.nodeName}`);
+    }
+    return vm;
+  }
+
+  private live(name: string): QemuVm | null {
+    const rt = this.runtimes.get(name);
+    return rt && rt.qemu.alive() ? rt.qemu : null;
+  }
+
+  async console(name: string, maxBytes: number): Promise<Uint8Array<ArrayBuffer>> {
+    this.mine(name);
+    return await readConsole(this.driver.paths(name).console, maxBytes);
+  }
+
+  async followConsole(name: string, signal: AbortSignal, backlogBytes: number) {
+    this.mine(name);
+    const path = this.driver.paths(name).console;
+    return followConsole(path, signal, await readConsole(path, backlogBytes));
+  }
+
+  createSnapshot(name: string, snap: string, memory: boolean): Promise<VmSnapshot> {
+    return this.serialize(name, async () => {
+      const vm = this.mine(name);
+      if (vm.template) throw new ConflictError(`"${name}" is a template; templates are immutable`);
+      if (vm.snapshots.some((s) => s.name === snap)) {
+        throw new ConflictError(`snapshot "${snap}" already exists`);
+      }
+      const qemu = this.live(name);
+      if (memory && !qemu) {
+        throw new ConflictError(`a snapshot with memory needs ${name} running`);
+      }
+      let vmState = "stopped";
+      if (qemu) {
+        vmState = await qemu.status();
+        if (memory) await snapshotJob(qemu, "snapshot-save", snap, vm.disks);
+        else await this.diskSnapshotLive(qemu, snap, vm.disks);
+      } else {
+        for (const d of vm.disks) await this.pool.snapshot("create", d.volume, snap);
+      }
+      const record: VmSnapshot = {
+        name: snap,
+        memory,
+        createdAt: new Date().toISOString(),
+        vmState,
+      };
+      await this.cluster.report({
+        op: "vm.snapshot.add",
+        name,
+        node: this.nodeName,
+        snapshot: record,
+        at: Date.now(),
+      });
+      return record;
+    });
+  }
+
+  /** Disk snapshots of a running guest, taken between fs-freeze and fs-thaw when it has an agent. */
+  private async diskSnapshotLive(qemu: QemuVm, snap: string, disks: VmDisk[]): Promise<void> {
+    const frozen = await qemu.agent.ping(1_000) && await qemu.agent.fsFreeze().then(
+      () => true,
+      () => false,
+    );
+    try {
+      await qemu.qmp.execute("transaction", {
+        actions: disks.map((d) => ({
+          type: "blockdev-snapshot-internal-sync",
+          data: { device: d.id, name: snap },
+        })),
+      }, { timeoutMs: 60_000 });
+    } finally {
+      if (frozen) await qemu.agent.fsThaw().catch(() => {});
+    }
+  }
+
+  restoreSnapshot(name: string, snap: string): Promise<VmRecord> {
+    return this.serialize(name, async () => {
+      const vm = this.mine(name);
+      const s = vm.snapshots.find((x) => x.name === snap);
+      if (!s) throw new NotFoundError("snapshot", snap);
+      const qemu = this.live(name);
+      if (s.memory && qemu) {
+        await snapshotJob(qemu, "snapshot-load", snap, vm.disks);
+        if ((await qemu.status()) !== "running" && s.vmState === "running") await qemu.cont();
+      } else if (s.memory) {
+        // Resume the stopped VM at the snapshot point: desired first, so the reconcile that follows agrees.
+        for (const d of vm.disks) await this.pool.snapshot("apply", d.volume, snap);
+        await this.cluster.report({
+          op: "vm.desired",
+          name,
+          desired: "running",
+          by: `host:${this.nodeName}`,
+          at: Date.now(),
+        });
+        await this.launch(this.mine(name), { loadvm: snap });
+      } else {
+        if (qemu) {
+          throw new ConflictError(`stop ${name} before restoring a disk-only snapshot`);
+        }
+        for (const d of vm.disks) await this.pool.snapshot("apply", d.volume, snap);
+      }
+      return this.mine(name);
+    });
+  }
+
+  deleteSnapshot(name: string, snap: string): Promise<void> {
+    return this.serialize(name, async () => {
+      const vm = this.mine(name);
+      if (!vm.snapshots.some((x) => x.name === snap)) throw new NotFoundError("snapshot", snap);
+      const qemu = this.live(name);
+      if (qemu) await snapshotJob(qemu, "snapshot-delete", snap, vm.disks);
+      else for (const d of vm.disks) await this.pool.snapshot("delete", d.volume, snap);
+      await this.cluster.report({
+        op: "vm.snapshot.remove",
+        name,
+        node: this.nodeName,
+        snapshot: snap,
+        at: Date.now(),
+      });
+    });
+  }
+
+  /** Test and operator aid: the pid of a VM's QEMU on this host. */
+  pidOf(name: string): number | null {
+    return this.live(name)?.pid ?? null;
+  }
+}
+
+/**
+ * Runs a QMP snapshot job (save/load/delete internal snapshots, memory in
+ * the root disk) and waits for it to conclude; the VM stays consistent because
+ * QEMU pauses it for the duration.
+ */
+async function snapshotJob(
+  qemu: QemuVm,
+  command: "snapshot-save" | "snapshot-load" | "snapshot-delete",
+  tag: string,
+  disks: VmDisk[],
+): Promise<void> {
+  const jobId = `${command}-${crypto.randomUUID().slice(0, 8)}`;
+  const args: Record<string, unknown> = { "job-id": jobId, tag, devices: disks.map((d) => d.id) };
+  if (command !== "snapshot-delete") args.vmstate = disks[0].id;
+  await qemu.qmp.execute(command, args);
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    const jobs = await qemu.qmp.execute<{ id: string; status: string; error?: string }[]>(
+      "query-jobs",
+    );
+    const job = jobs.find((j) => j.id === jobId);
+    if (!job || job.status === "concluded" || job.status === "null") {
+      if (job) await qemu.qmp.execute("job-dismiss", { id: jobId }).catch(() => {});
+      if (job?.error) throw new ConflictError(`${command} ${tag}: ${job.error}`);
+      return;
+    }
+    if (Date.now() > deadline) {
+      await qemu.qmp.execute("job-cancel", { id: jobId }).catch(() => {});
+      throw new ConflictError(`${command} ${tag} did not finish in 5 minutes`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** A stable locally administered MAC derived from the VM's uuid. */
+export function macFor(uuid: string): string {
+  const hex = uuid.replace(/-/g, "");
+  const bytes = [0x52, 0x54, 0x00, ...[0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16))];
+  return bytes.map((b) => b.toString(16).padStart(2, "0")).join(":");
+}
