@@ -141,6 +141,9 @@ class Mutex {
   }
 }
 
+/** The connection ended under a call; the call fails as "unavailable". */
+class ChannelClosedError extends UnavailableError {}
+
 function randomSyncId(): number {
   // The agent takes an int; staying positive and below 2^31 suits every version.
   return crypto.getRandomValues(new Uint32Array(1))[0] & 0x7fffffff;
@@ -220,10 +223,12 @@ export class GuestAgent {
     return this.#exchange(command, args, opts?.timeoutMs, true) as Promise<T>;
   }
 
-  /** Drops the connection; the next call reconnects. */
-  close(): void {
-    this.#session?.close();
+  /** Drops the connection (the next call reconnects); resolves once it is fully shut. */
+  async close(): Promise<void> {
+    const s = this.#session;
     this.#session = null;
+    s?.close();
+    await s?.done;
   }
 
   async #exchange(
@@ -241,12 +246,34 @@ export class GuestAgent {
       `${what}: waiting for the previous call, after ${deadline - start} ms`,
       (late) => late(),
     );
+    const syncDeadline = Math.min(deadline, start + this.#timeoutMs);
     try {
-      const s = await this.#ready(Math.min(deadline, start + this.#timeoutMs), what);
-      return await this.#call(s, command, args, deadline, expectReply);
+      const progress = { sent: false };
+      try {
+        return await this.#attempt(command, args, deadline, syncDeadline, expectReply, progress);
+      } catch (err) {
+        // A connection found dead before our command went out (QEMU restarted
+        // the chardev, a stale session) costs one fresh attempt, nothing more.
+        if (!(err instanceof ChannelClosedError) || progress.sent) throw err;
+        log.debug("qga: channel closed before sending, retrying", { path: this.#path, command });
+        return await this.#attempt(command, args, deadline, syncDeadline, expectReply, progress);
+      }
     } finally {
       release();
     }
+  }
+
+  async #attempt(
+    command: string,
+    args: Record<string, unknown> | undefined,
+    deadline: number,
+    syncDeadline: number,
+    expectReply: boolean,
+    progress: { sent: boolean },
+  ): Promise<unknown> {
+    const what = `guest agent ${command} on ${this.#path}`;
+    const s = await this.#ready(syncDeadline, what);
+    return await this.#call(s, command, args, deadline, expectReply, progress);
   }
 
   /** A connected, synced session; a live agent answers the sync at once. */
@@ -268,10 +295,10 @@ export class GuestAgent {
     const bytes = new Uint8Array(line.length + 1);
     bytes[0] = SENTINEL;
     bytes.set(line, 1);
-    await this.#write(s, bytes, deadline, `${what}: sync`);
+    await this.#write(s, bytes, deadline, `${what} (sync)`);
     for (;;) {
-      await this.#skipToSentinel(s, deadline, what);
-      const msg = parseJsonLine(await this.#nextLine(s, deadline, `${what}: sync`));
+      await this.#skipToSentinel(s, deadline, `${what} (sync)`);
+      const msg = parseJsonLine(await this.#nextLine(s, deadline, `${what} (sync)`));
       if (msg?.return === id) break;
       log.debug("qga: dropping stale sync reply", { path: this.#path });
     }
@@ -284,14 +311,17 @@ export class GuestAgent {
     args: Record<string, unknown> | undefined,
     deadline: number,
     expectReply: boolean,
+    progress: { sent: boolean },
   ): Promise<unknown> {
+    const what = `guest agent ${command} on ${this.#path}`;
     const id = `g${++this.#seq}`;
     const msg = args === undefined
       ? { execute: command, id }
       : { execute: command, arguments: args, id };
-    await this.#write(s, encodeLine(msg), deadline, `guest agent ${command}`);
+    await this.#write(s, encodeLine(msg), deadline, what);
+    progress.sent = true;
     try {
-      return await this.#reply(s, command, id, deadline);
+      return await this.#reply(s, command, id, deadline, what);
     } catch (err) {
       if (expectReply || !(err instanceof TimeoutError || err instanceof UnavailableError)) {
         throw err;
@@ -300,8 +330,13 @@ export class GuestAgent {
     }
   }
 
-  async #reply(s: Session, command: string, id: string, deadline: number): Promise<unknown> {
-    const what = `guest agent ${command} on ${this.#path}`;
+  async #reply(
+    s: Session,
+    command: string,
+    id: string,
+    deadline: number,
+    what: string,
+  ): Promise<unknown> {
     for (;;) {
       const msg = parseJsonLine(stripSentinels(await this.#nextLine(s, deadline, what)));
       // Replies echo our id; one carrying another id is left over from before.
@@ -314,12 +349,12 @@ export class GuestAgent {
 
   async #write(s: Session, bytes: Uint8Array, deadline: number, what: string): Promise<void> {
     try {
-      await withTimeout(writeAll(s.conn, bytes), deadline - Date.now(), `${what} on ${this.#path}`);
+      await withTimeout(writeAll(s.conn, bytes), deadline - Date.now(), `${what}, writing`);
     } catch (err) {
       // A write stuck or cut short leaves the channel in an unknown state.
       this.#drop(s);
       if (err instanceof TimeoutError) throw err;
-      throw new UnavailableError(`guest agent socket ${this.#path} is closed`);
+      throw new ChannelClosedError(`${what}: guest agent socket is closed`);
     }
   }
 
@@ -338,7 +373,7 @@ export class GuestAgent {
   async #more(s: Session, deadline: number, what: string): Promise<void> {
     if (s.eof) {
       this.#drop(s);
-      throw new UnavailableError(`${what}: guest agent socket ${this.#path} closed`);
+      throw new ChannelClosedError(`${what}: guest agent socket closed`);
     }
     if (await s.waitForData(deadline)) return;
     // Whatever answers later must not be taken for the next call's reply.
