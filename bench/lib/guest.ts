@@ -1,0 +1,38 @@
+/** The small test guest (kernel + busybox initramfs with qemu-ga), built once into a cache dir. */
+export interface TestGuest {
+  dir: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+}
+
+let built: Promise<TestGuest> | null = null;
+
+export function testGuest(): Promise<TestGuest> {
+  built ??= (async () => {
+    const script = new URL("../../scripts/build_guest.sh", import.meta.url).pathname;
+    const out = await new Deno.Command("bash", { args: [script], stdout: "piped", stderr: "piped" })
+      .output();
+    const stdout = new TextDecoder().decode(out.stdout).trim();
+    if (!out.success) {
+      throw new Error(`build_guest.sh failed:\n${new TextDecoder().decode(out.stderr)}`);
+    }
+    const dir = stdout.split("\n").pop()!;
+    return {
+      dir,
+      kernel: `${dir}/vmlinuz`,
+      initrd: `${dir}/initrd.img`,
+      cmdline: (await Deno.readTextFile(`${dir}/cmdline`)).trim(),
+    };
+  })();
+  return built;
+}
+
+/** Counter values the guest printed (`NOVACTL-COUNTER n`), in order. */
+export function counters(consoleText: string): number[] {
+  return [...consoleText.matchAll(/NOVACTL-COUNTER (\d+)/g)].map((m) => Number(m[1]));
+}
+
+export function bootIds(consoleText: string): string[] {
+  return [...consoleText.matchAll(/NOVACTL-GUEST-READY boot_id=([0-9a-f-]+)/g)].map((m) => m[1]);
+}

@@ -1,0 +1,318 @@
+/**
+ * Real VMs end to end on a 2-node loopback cluster (QEMU under TCG): the test
+ * guest boots and prints its marker, the agent answers, memory snapshots roll
+ * the guest's counter back, clones and templates, crashes, node restarts that
+ * leave VMs running, deletion that leaves nothing behind, and bad input.
+ */
+import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
+import { assert, assertEquals } from "../core/testing/assert.ts";
+import { api, cli, eventually, step } from "./support/api.ts";
+import { bootIds, counters, testGuest } from "../bench/lib/guest.ts";
+
+interface Vm {
+  name: string;
+  node: string;
+  state: string;
+  desired: string;
+  reason: string | null;
+  disks: { volume: string }[];
+  guest: {
+    agent: string;
+    os?: { id?: string; prettyName?: string };
+    interfaces?: { addresses: string[] }[];
+  } | null;
+  snapshots: { name: string }[];
+}
+
+Deno.test({
+  name: "vms: lifecycle, console, agent, snapshots, clones, crashes and node restarts",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async (t) => {
+  const guest = await testGuest();
+  const cluster = new NovactlCluster({ env: { NOVACTL_ACCEL: "tcg" } });
+  await cluster.start(2, { voters: 1 });
+  const [n1] = cluster.nodes;
+  const token = cluster.adminToken;
+  const run = (...args: string[]) => cli([...args, "--server", n1.url, "--token", token]);
+  const ok = async (...args: string[]) => {
+    const r = await run(...args);
+    assertEquals(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const show = async (name: string) =>
+    (await api<Vm>(`${n1.url}/api/v1/vms/${name}`, { token })).body;
+  const consoleOf = async (name: string) => {
+    const res = await fetch(`${n1.url}/api/v1/vms/${name}/console?bytes=1048576`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assertEquals(res.status, 200);
+    return await res.text();
+  };
+  const untilConsole = (name: string, what: string, test: (text: string) => boolean) =>
+    eventually(`${name}: ${what}`, async () => test(await consoleOf(name)), 60_000);
+  const untilState = (name: string, state: string) =>
+    eventually(`${name} ${state}`, async () => {
+      const vm = await show(name);
+      return vm.state === state ? vm : undefined;
+    }, 60_000);
+
+  try {
+    await step(t, "the guest image is imported (kernel, initrd, cmdline)", async () => {
+      await ok(
+        "image",
+        "import",
+        "guest",
+        "--kernel",
+        guest.kernel,
+        "--initrd",
+        guest.initrd,
+        "--cmdline",
+        guest.cmdline,
+      );
+    });
+
+    await step(
+      t,
+      "create on the peer that lacks the image: fetched, booted, marker on the console",
+      async () => {
+        const out = JSON.parse(
+          await ok(
+            "vm",
+            "create",
+            "g1",
+            "--image",
+            "guest",
+            "--node",
+            "n2",
+            "--wait",
+            "-o",
+            "json",
+          ),
+        );
+        assertEquals(out.state, "running");
+        assertEquals(out.node, "n2");
+        await untilConsole("g1", "ready marker", (c) => bootIds(c).length === 1);
+        await untilConsole("g1", "counter", (c) => counters(c).length >= 2);
+      },
+    );
+
+    await step(t, "the guest agent reports the guest OS and its IP address", async () => {
+      const vm = await eventually("agent info", async () => {
+        const v = await show("g1");
+        return v.guest?.agent === "ok" && v.guest.interfaces?.some((i) => i.addresses.length)
+          ? v
+          : undefined;
+      }, 60_000);
+      assertEquals(vm.guest!.os!.id, "novactl-guest");
+      const addrs = vm.guest!.interfaces!.flatMap((i) => i.addresses);
+      assert(addrs.some((a) => a.startsWith("10.0.2.15/")), `addresses: ${addrs}`);
+    });
+
+    await step(
+      t,
+      "a snapshot with memory restores the guest's counter to the snapshot point",
+      async () => {
+        await ok("vm", "snapshot", "create", "g1", "s1", "--memory");
+        const atSnapshot = Math.max(...counters(await consoleOf("g1")));
+        await untilConsole(
+          "g1",
+          "counter moves on",
+          (c) => Math.max(...counters(c)) >= atSnapshot + 4,
+        );
+        const before = (await consoleOf("g1")).length;
+        await ok("vm", "snapshot", "restore", "g1", "s1");
+        const after = await eventually("counter after restore", async () => {
+          const fresh = counters((await consoleOf("g1")).slice(before));
+          return fresh.length >= 2 ? fresh : undefined;
+        }, 60_000);
+        assert(
+          after[0] <= atSnapshot + 1,
+          `counter resumed at ${after[0]}, snapshot at ${atSnapshot}`,
+        );
+        assertEquals(bootIds(await consoleOf("g1")).length, 1, "restore is not a reboot");
+        assertEquals((await show("g1")).state, "running");
+        const list = JSON.parse(await ok("vm", "snapshot", "list", "g1", "-o", "json"));
+        assertEquals(
+          list.snapshots.map((s: { name: string }) => s.name),
+          ["s1"],
+        );
+      },
+    );
+
+    await step(t, "restarting the node process leaves the VM running and re-adopted", async () => {
+      const before = await cluster.qemuPids("n2");
+      assert(before.has("g1"));
+      await cluster.kill("n2");
+      assert((await cluster.qemuPids("n2")).get("g1") === before.get("g1"), "QEMU outlived node");
+      await cluster.restart("n2");
+      await eventually("n2 back", async () => {
+        const r = await api(`${cluster.node("n2").url}/readyz`);
+        return r.status === 200;
+      }, 60_000);
+      const c0 = Math.max(...counters(await consoleOf("g1")));
+      await untilConsole("g1", "counter continues", (c) => Math.max(...counters(c)) > c0 + 1);
+      assertEquals((await cluster.qemuPids("n2")).get("g1"), before.get("g1"));
+      assertEquals(bootIds(await consoleOf("g1")).length, 1, "not rebooted");
+      assertEquals((await show("g1")).state, "running");
+    });
+
+    await step(t, "stop is graceful and start boots again", async () => {
+      await ok("vm", "stop", "g1", "--wait");
+      assertEquals((await cluster.qemuPids("n2")).has("g1"), false);
+      await ok("vm", "start", "g1", "--wait");
+      await untilConsole("g1", "second boot", (c) => bootIds(c).length === 2);
+    });
+
+    await step(t, "a killed QEMU is reported failed; with on-failure it is restarted", async () => {
+      const pid = (await cluster.qemuPids("n2")).get("g1")!;
+      Deno.kill(pid, "SIGKILL");
+      const failed = await untilState("g1", "failed");
+      assert(/exited unexpectedly/.test(failed.reason ?? ""), `reason: ${failed.reason}`);
+      assertEquals(failed.desired, "stopped");
+
+      await ok(
+        "vm",
+        "create",
+        "g2",
+        "--image",
+        "guest",
+        "--node",
+        "n1",
+        "--restart-policy",
+        "on-failure",
+        "--wait",
+      );
+      const pid2 = (await cluster.qemuPids("n1")).get("g2")!;
+      Deno.kill(pid2, "SIGKILL");
+      await eventually("g2 restarted", async () => {
+        const now = (await cluster.qemuPids("n1")).get("g2");
+        return now && now !== pid2 && (await show("g2")).state === "running";
+      }, 60_000);
+    });
+
+    await step(
+      t,
+      "templates and linked clones: the clone boots, deleting it leaves the source intact",
+      async () => {
+        await ok("vm", "snapshot", "delete", "g1", "s1");
+        await ok("vm", "template", "g1");
+        const r = await run("vm", "start", "g1");
+        assertEquals(r.code, 1, "a template never runs");
+        await ok("vm", "clone", "g1", "c1", "--linked", "--start");
+        await untilState("c1", "running");
+        await untilConsole("c1", "clone boots", (c) => bootIds(c).length === 1);
+        await ok("vm", "create", "c2", "--from-template", "g1", "--wait");
+        const del = await run("vm", "delete", "g1");
+        assertEquals(del.code, 1, "a template with linked clones cannot be deleted");
+        assert(/linked clones/.test(del.stderr), del.stderr);
+        await ok("vm", "delete", "c1", "--force", "--wait");
+        const tpl = await show("g1");
+        const volumes = `${cluster.node("n2").dataDir}/pool/${tpl.disks[0].volume}.qcow2`;
+        await Deno.stat(volumes); // the template's disk is still there
+        await ok("vm", "clone", "g1", "c3", "--start");
+        await untilConsole("c3", "another clone boots", (c) => bootIds(c).length === 1);
+      },
+    );
+
+    await step(t, "cloud-init seed reaches the guest", async () => {
+      const dir = await Deno.makeTempDir();
+      await Deno.writeTextFile(
+        `${dir}/key.pub`,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbT0m ops@x\n",
+      );
+      await Deno.writeTextFile(`${dir}/ud.yaml`, "#cloud-config\npackages: [htop]\n");
+      await ok(
+        "vm",
+        "create",
+        "ci1",
+        "--image",
+        "guest",
+        "--user",
+        "ops",
+        "--ssh-key",
+        `${dir}/key.pub`,
+        "--user-data",
+        `${dir}/ud.yaml`,
+        "--wait",
+      );
+      await untilConsole("ci1", "cidata", (c) => /NOVACTL-CIDATA .*local-hostname=ci1/.test(c));
+    });
+
+    await step(
+      t,
+      "bad input is refused with the documented error and nothing changes",
+      async () => {
+        const count = async () =>
+          (await api<{ vms: unknown[] }>(`${n1.url}/api/v1/vms`, { token })).body.vms.length;
+        const n = await count();
+        const post = (body: unknown) =>
+          api<{ error: { code: string; details?: { fields: { field: string }[] } } }>(
+            `${n1.url}/api/v1/vms`,
+            { method: "POST", token, body },
+          );
+        const field = (r: { body: { error: { details?: { fields: { field: string }[] } } } }) =>
+          r.body.error.details?.fields[0]?.field;
+
+        let r = await post({ name: "b1", image: "nope" });
+        assertEquals([r.status, field(r)], [400, "image"]);
+        r = await post({ name: "b1", image: "guest", cpus: 0 });
+        assertEquals([r.status, field(r)], [400, "cpus"]);
+        r = await post({ name: "b1", image: "guest", memoryMiB: 0 });
+        assertEquals([r.status, field(r)], [400, "memoryMiB"]);
+        r = await post({ name: "b1", image: "guest", diskGiB: 10_000_000 });
+        assertEquals([r.status, field(r)], [400, "diskGiB"]);
+        r = await post({ name: "b1", image: "guest", memoryMiB: 4 * 1024 * 1024 });
+        assertEquals(r.status, 409, "no host has 4 TiB: placement explains per node");
+        r = await post({ name: "g2", image: "guest" });
+        assertEquals([r.status, r.body.error.code], [409, "conflict"]);
+        r = await post({
+          name: "b1",
+          image: "guest",
+          cloudInit: { userData: "#cloud-config\nusers: [a\n" },
+        });
+        assertEquals([r.status, field(r)], [400, "userData"]);
+        const del = await run("vm", "delete", "g2");
+        assertEquals(del.code, 1);
+        assert(/running/.test(del.stderr), del.stderr);
+        const resize = await run("vm", "resize", "g2", "--cpus", "2");
+        assertEquals(resize.code, 1);
+        assertEquals(await count(), n);
+        assertEquals((await show("g2")).state, "running");
+      },
+    );
+
+    await step(t, "resize while stopped, restart, and delete removes disks and QEMU", async () => {
+      await ok("vm", "stop", "g2", "--wait");
+      await ok("vm", "resize", "g2", "--cpus", "2", "--memory", "320M");
+      await ok("vm", "start", "g2", "--wait");
+      const spec = JSON.parse(
+        await Deno.readTextFile(`${cluster.node("n1").dataDir}/vms/g2/launch.json`),
+      );
+      assertEquals([spec.cpus, spec.memoryMiB], [2, 320]);
+      const pid = (await cluster.qemuPids("n1")).get("g2");
+      await ok("vm", "restart", "g2", "--wait");
+      await eventually("new QEMU after restart", async () => {
+        const now = (await cluster.qemuPids("n1")).get("g2");
+        return now !== undefined && now !== pid;
+      }, 60_000);
+      const vm = await show("g2");
+      await ok("vm", "delete", "g2", "--force", "--wait");
+      assertEquals((await cluster.qemuPids("n1")).has("g2"), false);
+      for (const d of vm.disks) {
+        const gone = await Deno.stat(`${cluster.node("n1").dataDir}/pool/${d.volume}.qcow2`).then(
+          () => false,
+          () => true,
+        );
+        assert(gone, `volume ${d.volume} removed`);
+      }
+      const r = await api(`${n1.url}/api/v1/vms/g2`, { token });
+      assertEquals(r.status, 404);
+    });
+  } catch (err) {
+    console.error(await cluster.describeLogs());
+    throw err;
+  } finally {
+    await cluster.stop();
+  }
+});
