@@ -30,7 +30,10 @@ Deno.test({
   sanitizeResources: false,
 }, async (t) => {
   const guest = await testGuest();
-  const cluster = new NovactlCluster({ env: { NOVACTL_ACCEL: "tcg" } });
+  const cluster = new NovactlCluster({
+    env: { NOVACTL_ACCEL: "tcg" },
+    keepBaseDir: Deno.env.get("NOVACTL_KEEP_TEST_DIRS") === "1",
+  });
   await cluster.start(2, { voters: 1 });
   const [n1] = cluster.nodes;
   const token = cluster.adminToken;
@@ -167,7 +170,9 @@ Deno.test({
     await step(t, "a killed QEMU is reported failed; with on-failure it is restarted", async () => {
       const pid = (await cluster.qemuPids("n2")).get("g1")!;
       Deno.kill(pid, "SIGKILL");
-      const failed = await untilState("g1", "failed");
+      const failed = await untilState("g1", "failed").catch(async (err) => {
+        throw new Error(`${err.message}; g1 is ${JSON.stringify(await show("g1"))}`);
+      });
       assert(/exited unexpectedly/.test(failed.reason ?? ""), `reason: ${failed.reason}`);
       assertEquals(failed.desired, "stopped");
 

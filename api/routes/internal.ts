@@ -38,7 +38,8 @@ export function internalRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
         403,
       );
     }
-    return c.json({ result: await node.propose(command) });
+    const { value, index } = await node.proposeIndexed(command);
+    return c.json({ result: value, index });
   });
 
   // Peers fetch image files they lack from here (the receiver verifies the hash).

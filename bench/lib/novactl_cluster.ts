@@ -282,9 +282,37 @@ export class NovactlCluster {
     await this.node(name).process?.stop(this.#options.stopTimeoutMs);
   }
 
-  /** Stops every node; removes the base dir if this class created it (unless kept). */
+  /**
+   * QEMU pids of the VMs a node runs, from the pidfiles in its data dir
+   * (VMs outlive node processes, so they are found there, not as children).
+   */
+  async qemuPids(name: string): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    const root = `${this.node(name).dataDir}/vms`;
+    try {
+      for await (const e of Deno.readDir(root)) {
+        try {
+          const pid = Number((await Deno.readTextFile(`${root}/${e.name}/qemu.pid`)).trim());
+          if (pid > 0 && await isAlive(pid)) out.set(e.name, pid);
+        } catch { /* no pidfile: not running */ }
+      }
+    } catch { /* no VMs yet */ }
+    return out;
+  }
+
+  /** SIGKILLs every QEMU of a node (a host losing power takes its VMs with it). */
+  async killQemus(name: string): Promise<void> {
+    for (const pid of (await this.qemuPids(name)).values()) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  }
+
+  /** Stops every node and its VMs; removes the base dir if this class created it (unless kept). */
   async stop(): Promise<void> {
     await Promise.all(this.nodes.map((node) => node.process?.stop(this.#options.stopTimeoutMs)));
+    for (const n of this.nodes) await this.killQemus(n.name).catch(() => {});
     if (this.#ownsBaseDir && this.#baseDir && !this.#keepBaseDir) {
       await Deno.remove(this.#baseDir, { recursive: true }).catch(() => {});
     }
@@ -430,4 +458,13 @@ function lastNonEmptyLine(text: string): string | undefined {
 
 function stripTrailingSlash(url: string): string {
   return url.replace(/\/+$/, "");
+}
+
+async function isAlive(pid: number): Promise<boolean> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
 }

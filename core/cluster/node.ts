@@ -386,10 +386,15 @@ export class ClusterNode {
 
   /** Replicates a command and resolves with its deterministic result once applied here. */
   propose(cmd: Command): Promise<unknown> {
+    return this.proposeIndexed(cmd).then((r) => r.value);
+  }
+
+  /** Like propose, also telling the log index the command was applied at (for read-your-writes elsewhere). */
+  proposeIndexed(cmd: Command): Promise<{ value: unknown; index: number }> {
     return this.track(() => this.raft.propose(JSON.stringify(cmd)));
   }
 
-  private track(append: () => number): Promise<unknown> {
+  private track(append: () => number): Promise<{ value: unknown; index: number }> {
     const started = performance.now();
     let index: number;
     try {
@@ -399,12 +404,17 @@ export class ClusterNode {
     }
     const term = this.raft.status().term;
     this.schedule();
-    return new Promise<unknown>((resolve, reject) => {
+    return new Promise<{ value: unknown; index: number }>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.delete(index);
         reject(new TimeoutError(`commit of entry ${index}; the outcome is unknown`));
       }, PROPOSAL_TIMEOUT_MS);
-      this.waiters.set(index, { term, resolve, reject, timer });
+      this.waiters.set(index, {
+        term,
+        resolve: (value: unknown) => resolve({ value, index }),
+        reject,
+        timer,
+      });
     }).finally(() => metrics.proposalSeconds.observe((performance.now() - started) / 1000));
   }
 

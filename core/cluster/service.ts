@@ -112,7 +112,11 @@ export async function transferLeader(node: ClusterNode, to: string): Promise<voi
   await node.transferLeadership(to);
 }
 
-/** Proposes locally when leading, otherwise asks the leader over the peer channel. */
+/**
+ * Proposes locally when leading, otherwise asks the leader over the peer
+ * channel, and returns once this node applied the command too: the caller
+ * then reads its own write from the local state.
+ */
 export async function submitToLeader(node: ClusterNode, command: Command): Promise<unknown> {
   if (node.isLeader()) return await node.propose(command);
   const url = node.leaderUrl();
@@ -130,5 +134,6 @@ export async function submitToLeader(node: ClusterNode, command: Command): Promi
   if (!res.ok) {
     throw new NovaError(codeOfHttpStatus(res.status), body?.error?.message ?? `HTTP ${res.status}`);
   }
+  await node.waitApplied(body.index, 10_000);
   return body.result;
 }

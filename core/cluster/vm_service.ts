@@ -105,12 +105,6 @@ export async function createVm(
     throw ValidationError.field("image", `no image named "${req.image}"`);
   }
   const cloudInit = req.cloudInit ? validateCloudInit(req.cloudInit) : null;
-  if (cloudInit && node.fsm.image(req.image)!.kind !== "disk") {
-    throw ValidationError.field(
-      "userData",
-      "cloud-init needs a disk image (this is a kernel image)",
-    );
-  }
   const cpus = req.cpus ?? 1;
   const memoryMiB = req.memoryMiB ?? 256;
   const uuid = crypto.randomUUID();
@@ -159,7 +153,7 @@ export async function cloneVm(
       `a linked clone needs a template; run "vm template ${sourceName}" first or clone with --full`,
     );
   }
-  if (!src.template && (src.desired !== "stopped" || src.state !== "stopped")) {
+  if (!src.template && !isAtRest(src)) {
     throw new ConflictError(`VM "${sourceName}" must be stopped to be cloned`);
   }
   if (req.node && req.node !== src.node) {
@@ -246,8 +240,13 @@ async function updateVm(node: ClusterNode, name: string, changes: VmChanges, by:
   return await node.propose({ op: "vm.update", name, changes, by, at: Date.now() }) as VmRecord;
 }
 
+/** Stopped, or failed with nothing running: no QEMU holds its disks. */
+export function isAtRest(vm: VmRecord): boolean {
+  return vm.desired === "stopped" && (vm.state === "stopped" || vm.state === "failed");
+}
+
 function mustBeStopped(vm: VmRecord, what: string): void {
-  if (vm.desired !== "stopped" || vm.state !== "stopped") {
+  if (!isAtRest(vm)) {
     throw new ConflictError(`VM "${vm.name}" must be stopped to ${what} (it is ${vm.state})`);
   }
 }

@@ -290,7 +290,12 @@ export class QemuVm {
    */
   async stop(opts: { timeoutMs: number; force?: boolean }): Promise<"graceful" | "forced"> {
     if (!opts.force && await this.requestPowerOff()) {
-      if (await this.waitExit(opts.timeoutMs)) return "graceful";
+      // A guest still booting may miss the first ACPI event (no handler yet): ask again.
+      const deadline = Date.now() + opts.timeoutMs;
+      while (Date.now() < deadline) {
+        if (await this.waitExit(Math.min(3_000, deadline - Date.now()))) return "graceful";
+        if (Date.now() < deadline) await this.requestPowerOff();
+      }
       log.warn("guest did not power off in time; quitting QEMU", {
         vm: this.name,
         timeoutMs: opts.timeoutMs,
