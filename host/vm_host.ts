@@ -20,7 +20,7 @@ import type {
 import { ConflictError, NotFoundError, ValidationError } from "../core/errors/mod.ts";
 import { log } from "../core/log/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
-import { type Accel, QemuDriver, type QemuVm } from "./kvm/mod.ts";
+import type { Accel, QemuDriver, QemuVm } from "./kvm/mod.ts";
 import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
 import type { QmpEvent } from "./kvm/qmp.ts";
 import type { DirPool } from "./storage/mod.ts";
@@ -286,7 +286,8 @@ export class VmHost {
   // ---- launching ----------------------------------------------------------------
 
   private async launch(vm: VmRecord, opts: { loadvm?: string } = {}): Promise<void> {
-    await this.report(vm, "starting");
+    // Not awaited: "starting" commits while QEMU starts; later reports queue behind it.
+    this.report(vm, "starting").catch(() => {});
     try {
       const qemu = await this.driver.launch(await this.launchSpec(vm, opts));
       this.track(vm.name, qemu);
@@ -345,13 +346,14 @@ export class VmHost {
 
   /** Creates the volume on first start (from its source) and grows it when the spec grew. */
   private async prepareDisk(d: VmDisk, imageDisk: string | undefined): Promise<string> {
+    const src = d.source;
     if (!(await this.pool.has(d.volume))) {
-      const src = d.source;
-      if (src.kind === "blank") await this.pool.create(d.volume, d.sizeBytes);
-      else if (src.kind === "image") {
+      if (src.kind === "blank") return (await this.pool.create(d.volume, d.sizeBytes)).path;
+      if (src.kind === "image") {
         if (!imageDisk) throw ValidationError.field("image", "image has no disk");
-        await this.pool.overlayOn(imageDisk, "qcow2", d.volume, d.sizeBytes);
-      } else if (src.mode === "linked") await this.pool.cloneLinked(src.volume, d.volume);
+        return (await this.pool.overlayOn(imageDisk, "qcow2", d.volume, d.sizeBytes)).path;
+      }
+      if (src.mode === "linked") await this.pool.cloneLinked(src.volume, d.volume);
       else await this.pool.cloneFull(src.volume, d.volume);
     }
     const info = await this.pool.info(d.volume);
@@ -386,7 +388,22 @@ export class VmHost {
     this.guestPolledAt.delete(name);
   }
 
-  private async report(vm: VmRecord, state: VmState, reason: string | null = null): Promise<void> {
+  private readonly reportChains = new Map<string, Promise<void>>();
+
+  /** Reports of one VM commit in the order they were made. */
+  private report(vm: VmRecord, state: VmState, reason: string | null = null): Promise<void> {
+    const prev = this.reportChains.get(vm.name) ?? Promise.resolve();
+    const send = () => this.sendReport(vm, state, reason);
+    const next = prev.then(send, send);
+    const settled = next.catch(() => {});
+    this.reportChains.set(vm.name, settled);
+    void settled.then(() => {
+      if (this.reportChains.get(vm.name) === settled) this.reportChains.delete(vm.name);
+    });
+    return next;
+  }
+
+  private async sendReport(vm: VmRecord, state: VmState, reason: string | null): Promise<void> {
     await this.cluster.report({
       op: "vm.observed",
       name: vm.name,

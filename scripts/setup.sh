@@ -9,10 +9,14 @@ command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v df >/dev/null || need_apt+=(coreutils)
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+command -v genisoimage >/dev/null || need_apt+=(genisoimage)
+command -v cpio >/dev/null || need_apt+=(cpio)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 if ! command -v deno >/dev/null; then
@@ -21,4 +25,6 @@ fi
 
 # Fetch and cache npm dependencies pinned in deno.json / deno.lock.
 deno install --frozen >/dev/null 2>&1 || deno install >/dev/null
-echo "setup ok: $(deno --version | head -1)"
+# The small test guest (Debian kernel + busybox initramfs with qemu-ga) for tests and the demo.
+bash scripts/build_guest.sh >/dev/null
+echo "setup ok: $(deno --version | head -1), $(qemu-system-x86_64 --version | head -1)"

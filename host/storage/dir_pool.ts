@@ -4,6 +4,7 @@
  * volume that backs another cannot be deleted.
  */
 import { join } from "node:path";
+import { createHash } from "node:crypto";
 import { ConflictError, NotFoundError, ValidationError } from "../../core/errors/mod.ts";
 import { imageInfo, qemuImg } from "./qemu_img.ts";
 
@@ -64,8 +65,40 @@ export class DirPool {
   async create(name: string, sizeBytes: number): Promise<Volume> {
     checkSize(sizeBytes);
     await this.mustNotExist(name);
-    await qemuImg(["create", "-q", "-f", "qcow2", this.pathOf(name), String(sizeBytes)]);
-    return await this.info(name);
+    await this.fromTemplate(["create", "-q", "-f", "qcow2", "%OUT%", String(sizeBytes)], name);
+    return {
+      name,
+      path: this.pathOf(name),
+      virtualBytes: sizeBytes,
+      allocatedBytes: 0,
+      backing: null,
+    };
+  }
+
+  /**
+   * A fresh qcow2 made by `qemu-img create` is the same bytes every time for
+   * the same arguments, so the first one is kept under `.templates/` and later
+   * volumes are copies of it: a file copy instead of a process start on the
+   * VM start path.
+   */
+  private async fromTemplate(createArgs: string[], name: string): Promise<void> {
+    const key = createHash("sha256").update(JSON.stringify(createArgs)).digest("hex").slice(0, 32);
+    const dir = join(this.root, ".templates");
+    const template = join(dir, `${key}${EXT}`);
+    if (!(await fileExists(template))) {
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+      const tmp = join(dir, `.tmp-${crypto.randomUUID()}${EXT}`);
+      await qemuImg(createArgs.map((a) => a === "%OUT%" ? tmp : a));
+      await Deno.rename(tmp, template);
+    }
+    const tmp = join(this.root, `.tmp-${crypto.randomUUID()}${EXT}`);
+    try {
+      await Deno.copyFile(template, tmp);
+      await Deno.rename(tmp, this.pathOf(name));
+    } catch (err) {
+      await Deno.remove(tmp).catch(() => {});
+      throw err;
+    }
   }
 
   /** A qcow2 overlay on `source`: instant, shares unchanged blocks. */
@@ -201,6 +234,16 @@ export class DirPool {
       allocatedBytes: vols.reduce((n, v) => n + v.allocatedBytes, 0),
       freeBytes: await freeBytes(this.root),
     };
+  }
+}
+
+async function fileExists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
   }
 }
 
