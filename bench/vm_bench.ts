@@ -119,6 +119,7 @@ async function measureOverhead(api: Api, work: string) {
     bare.push(await bareStart(work, i));
     platform.push(await platformStart(api, `ov${i}`));
     await api.call("DELETE", `/api/v1/vms/ov${i}?force=true`);
+    await api.waitNoVms(); // the next pair starts on a quiet host
   }
   return {
     runs: RUNS,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README quick start: sets up the machine, starts a local 3-node cluster on
-# loopback, and shows its status. Nodes keep running until you press Ctrl-C.
+# loopback, boots a real VM on it and shows its console. Runs until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

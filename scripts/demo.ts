@@ -1,37 +1,66 @@
-/** Starts a local 3-node cluster, shows `cluster status` and `config get`, then waits for Ctrl-C. */
+/**
+ * The README's main job: starts a local 3-node cluster, imports the test
+ * guest as an image, boots a real VM (QEMU/TCG) on it and shows its console,
+ * then waits for Ctrl-C (`--exit` stops at once, for CI).
+ */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
+import { testGuest } from "../bench/lib/guest.ts";
 
 const keep = !Deno.args.includes("--exit");
+const guest = await testGuest();
 const cluster = new NovactlCluster({ keepBaseDir: true });
 await cluster.start(3);
-const cli = (...args: string[]) =>
-  new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "main.ts",
-      ...args,
-      "--server",
-      cluster.urls[0],
-      "--token",
-      cluster.adminToken,
-    ],
+const server = cluster.urls[0];
+
+async function novactl(...args: string[]): Promise<void> {
+  console.log(`\n$ novactl ${args.join(" ")}`);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", ...args, "--server", server, "--token", cluster.adminToken],
     stdout: "inherit",
     stderr: "inherit",
   }).output();
-console.log(`\n$ novactl cluster status --server ${cluster.urls[0]}`);
-await cli("cluster", "status");
-console.log(`\n$ novactl config set cluster.name demo && novactl config get`);
-await cli("config", "set", "cluster.name", "demo");
-await cli("config", "get");
-console.log(`\nadmin token: ${cluster.adminToken}`);
-console.log(`data dirs and logs: ${cluster.baseDir}`);
-if (keep) {
-  console.log("cluster running; Ctrl-C stops it");
-  Deno.addSignalListener("SIGINT", async () => {
-    await cluster.stop();
-    Deno.exit(0);
-  });
-  await new Promise(() => {});
+  if (!out.success) throw new Error(`novactl ${args[0]} ${args[1] ?? ""} failed`);
 }
-await cluster.stop();
+
+async function untilConsoleShows(vm: string, marker: RegExp, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const res = await fetch(`${server}/api/v1/vms/${vm}/console`, {
+      headers: { authorization: `Bearer ${cluster.adminToken}` },
+    });
+    if (marker.test(await res.text())) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${vm} did not print ${marker} within ${timeoutMs} ms`);
+}
+
+try {
+  await novactl("cluster", "status");
+  await novactl(
+    "image",
+    "import",
+    "demo-guest",
+    "--kernel",
+    guest.kernel,
+    "--initrd",
+    guest.initrd,
+    "--cmdline",
+    guest.cmdline,
+  );
+  await novactl("vm", "create", "demo1", "--image", "demo-guest", "--memory", "256M", "--wait");
+  await untilConsoleShows("demo1", /NOVACTL-COUNTER 2/);
+  await novactl("vm", "list");
+  await novactl("vm", "console", "demo1", "--bytes", "600");
+  console.log(`\nadmin token: ${cluster.adminToken}`);
+  console.log(`API: ${server}   data dirs and logs: ${cluster.baseDir}`);
+  if (keep) {
+    console.log("cluster and VM running; Ctrl-C stops them");
+    Deno.addSignalListener("SIGINT", async () => {
+      await cluster.stop();
+      Deno.exit(0);
+    });
+    await new Promise(() => {});
+  }
+} finally {
+  if (!keep) await cluster.stop();
+}
