@@ -114,3 +114,73 @@ Deno.test("a background snapshot equals the synchronous one and restores the sam
   assertEquals(other.configHistory(5000).length, 4501);
   assertEquals(other.config().config["cluster.description"], "v4499");
 });
+
+const image = {
+  name: "img",
+  kind: "kernel",
+  kernel: { sha256: "a".repeat(64), size: 1 },
+  sources: ["n1"],
+};
+const vmSpec = {
+  name: "v1",
+  uuid: "u1",
+  image: "img",
+  cpus: 1,
+  memoryMiB: 256,
+  node: "n1",
+  ha: false,
+  labels: {},
+  desired: "running",
+  restartPolicy: "never",
+  disks: [{ id: "root", volume: "v1-u1-root", sizeBytes: 1 << 30, source: { kind: "blank" } }],
+  cloudInit: null,
+  template: false,
+  generation: 0,
+  snapshots: [],
+};
+
+Deno.test("VMs and images survive snapshot restore; reports from another host are ignored", async () => {
+  const { fsm } = await fresh();
+  fsm.applyEntries([
+    cmd({ op: "image.create", image, by: "t", at: 2 }),
+    cmd({ op: "vm.create", vm: vmSpec, by: "t", at: 3 }),
+    cmd({ op: "vm.observed", name: "v1", node: "n1", state: "running", at: 4 }),
+    cmd({ op: "vm.observed", name: "v1", node: "n9", state: "failed", reason: "x", at: 5 }),
+    cmd({
+      op: "vm.snapshot.add",
+      name: "v1",
+      node: "n1",
+      snapshot: { name: "s1", memory: true, createdAt: "t", vmState: "running" },
+      at: 6,
+    }),
+  ]);
+  const vm = fsm.vm("v1")!;
+  assertEquals([vm.state, vm.reason, vm.snapshots.length], ["running", null, 1]);
+
+  const other = new StateMachine(join(await Deno.makeTempDir(), "state.db"));
+  other.restore(fsm.snapshotData(), fsm.appliedIndex());
+  assertEquals(other.vm("v1"), fsm.vm("v1"));
+  assertEquals(other.image("img")?.kind, "kernel");
+  fsm.close();
+  other.close();
+});
+
+Deno.test("vm.desired deleted is refused for nothing, a template never runs, listeners hear VM changes", async () => {
+  const { fsm } = await fresh();
+  const heard: (string | null)[] = [];
+  fsm.onVmChange((n) => heard.push(n));
+  fsm.applyEntries([
+    cmd({ op: "image.create", image, by: "t", at: 2 }),
+    cmd({ op: "vm.create", vm: { ...vmSpec, desired: "stopped" }, by: "t", at: 3 }),
+    cmd({ op: "vm.update", name: "v1", changes: { template: true }, by: "t", at: 4 }),
+  ]);
+  const start = cmd({ op: "vm.desired", name: "v1", desired: "running", by: "t", at: 5 });
+  const r = fsm.applyEntries([start]).get(start.index)!;
+  assert(!r.ok && r.error.code === "conflict", "templates never run");
+  assertEquals(fsm.vm("v1")!.desired, "stopped");
+  assertEquals(heard, ["v1"], "one notification per batch and VM; rejected commands are silent");
+  const del = cmd({ op: "image.delete", name: "img", at: 6 });
+  const d = fsm.applyEntries([del]).get(del.index)!;
+  assert(!d.ok && d.error.code === "conflict", "an image in use cannot be deleted");
+  fsm.close();
+});
