@@ -1,2 +1,8 @@
-/** VM placement: capacity filters with overcommit, per-host explanations of rejections. */
+/**
+ * VM placement: filters (state, capacity with overcommit, labels, strict
+ * groups) that explain each rejected host, spread/pack scoring with soft
+ * groups, and an index that keeps decisions O(hosts).
+ */
 export * from "./placement.ts";
+export { type HostUsage, PlacementIndex } from "./placement_index.ts";
+export { SOFT_GROUP_WEIGHT } from "./scorers.ts";

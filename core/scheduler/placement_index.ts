@@ -1,0 +1,310 @@
+/**
+ * The placement index: per-host capacity, usage and group membership computed
+ * once from cluster state, O(hosts + VMs), so that each decision costs
+ * O(hosts). The leader keeps one per applied state and commits its own
+ * decisions into it, so a batch (a rebalancer plan, concurrent creates) sees
+ * the effect of the decisions before it without a rebuild.
+ */
+import {
+  cpuRejection,
+  diskRejection,
+  GiB,
+  groupRejection,
+  inventoryRejection,
+  labelRejection,
+  memoryRejection,
+  stateRejection,
+} from "./filters.ts";
+import { GroupMembership, type GroupPlacement } from "./groups.ts";
+import { groupScore, outranks, strategyScore } from "./scorers.ts";
+import type {
+  HostView,
+  PlacedVm,
+  PlacementGroup,
+  PlacementRequest,
+  PlacementResult,
+  SchedulerConfig,
+  Strategy,
+} from "./types.ts";
+
+/** What a placed VM holds on its host, kept so a later commit can move or free it. */
+interface Holding {
+  host: number;
+  cpus: number;
+  memoryMiB: number;
+  diskBytes: number;
+  group?: string;
+}
+
+/** Capacity and usage of one host, after overcommit. */
+export interface HostUsage {
+  capacity: { cpus: number; memoryMiB: number; diskBytes: number };
+  used: { cpus: number; memoryMiB: number; diskBytes: number };
+  vms: number;
+}
+
+/** Everything about one request that does not depend on the host, worked out once. */
+interface Decision {
+  req: PlacementRequest;
+  strategy: Strategy;
+  excluded: ReadonlySet<number>;
+  group: PlacementGroup | undefined;
+  /** The group's other members by host. */
+  others: GroupPlacement;
+  /** Names of the hosts running other members, for the strict-affinity reason. */
+  memberHosts: string[];
+  /** The requested VM's own holding, credited back on its host. */
+  self: Holding | undefined;
+}
+
+interface Best {
+  host: number;
+  score: number;
+  vms: number;
+  name: string;
+}
+
+const NO_MEMBERS: GroupPlacement = new Map();
+
+export class PlacementIndex {
+  /** Sorted by name: iteration order is then the order of `reasons` and of tie-breaks. */
+  private readonly hosts: HostView[];
+  private readonly names: string[];
+  private readonly position = new Map<string, number>();
+  /** State and inventory reasons: they cannot change between decisions. */
+  private readonly fixedRejection: (string | null)[];
+  private readonly capCpus: Float64Array;
+  private readonly capMemoryMiB: Float64Array;
+  private readonly capDiskBytes: Float64Array;
+  private readonly usedCpus: Float64Array;
+  private readonly usedMemoryMiB: Float64Array;
+  private readonly usedDiskBytes: Float64Array;
+  private readonly vmCount: Int32Array;
+  private readonly holdings = new Map<string, Holding>();
+  private readonly groups = new GroupMembership();
+
+  constructor(
+    hosts: readonly HostView[],
+    vms: Iterable<PlacedVm>,
+    private readonly config: SchedulerConfig,
+  ) {
+    this.hosts = [...hosts].sort((a, b) => compareNames(a.node.name, b.node.name));
+    this.names = this.hosts.map((h) => h.node.name);
+    this.names.forEach((name, i) => this.position.set(name, i));
+    this.fixedRejection = this.hosts.map((h) => stateRejection(h) ?? inventoryRejection(h));
+    const n = this.hosts.length;
+    this.capCpus = new Float64Array(n);
+    this.capMemoryMiB = new Float64Array(n);
+    this.capDiskBytes = new Float64Array(n);
+    this.usedCpus = new Float64Array(n);
+    this.usedMemoryMiB = new Float64Array(n);
+    this.usedDiskBytes = new Float64Array(n);
+    this.vmCount = new Int32Array(n);
+    this.hosts.forEach((h, i) => this.setCapacity(i, h));
+    for (const vm of vms) this.addPlaced(vm);
+  }
+
+  /** Picks a host for `req`, or explains per host why none fits. Does not change the index. */
+  place(req: PlacementRequest): PlacementResult {
+    if (req.node !== undefined && !this.position.has(req.node)) {
+      return { ok: false, reasons: { [req.node]: "no such node" } };
+    }
+    const d = this.decide(req);
+    const reasons: Record<string, string> = {};
+    const scores: Record<string, number> = {};
+    let best: Best | null = null;
+    const [from, to] = this.candidateRange(req);
+    for (let i = from; i < to; i++) {
+      const why = this.rejection(i, d);
+      if (why !== null) {
+        reasons[this.names[i]] = why;
+        continue;
+      }
+      const candidate = this.scored(i, d);
+      scores[candidate.name] = roundScore(candidate.score);
+      if (!best || outranks(d.strategy, candidate, best)) best = candidate;
+    }
+    if (!best) return { ok: false, reasons };
+    return {
+      ok: true,
+      node: best.name,
+      freeMemoryMiB: Math.floor(this.freeMemoryMiB(best.host, d)),
+      strategy: d.strategy,
+      scores,
+      reasons,
+    };
+  }
+
+  /**
+   * Accounts for `vmName` now holding `req`'s resources on `node`. A VM the
+   * index already holds is moved (migration, resize), not counted twice.
+   */
+  commit(vmName: string, node: string, req: PlacementRequest): void {
+    const host = this.position.get(node);
+    if (host === undefined) throw new Error(`placement index: no such node ${node}`);
+    this.release(vmName);
+    this.hold(vmName, {
+      host,
+      cpus: req.cpus,
+      memoryMiB: req.memoryMiB,
+      diskBytes: req.diskBytes ?? 0,
+      group: req.group?.name,
+    });
+  }
+
+  /** Frees what `vmName` holds (deleted, or about to be re-placed). Unknown names are ignored. */
+  release(vmName: string): void {
+    const held = this.holdings.get(vmName);
+    if (!held) return;
+    this.holdings.delete(vmName);
+    if (held.host < 0) return;
+    this.usedCpus[held.host] -= held.cpus;
+    this.usedMemoryMiB[held.host] -= held.memoryMiB;
+    this.usedDiskBytes[held.host] -= held.diskBytes;
+    this.vmCount[held.host]--;
+    if (held.group !== undefined) this.groups.remove(held.group, held.host, vmName);
+  }
+
+  /** Capacity and usage of `node` as the scheduler sees it, e.g. for a rebalancer. */
+  usage(node: string): HostUsage | undefined {
+    const i = this.position.get(node);
+    if (i === undefined) return undefined;
+    return {
+      capacity: {
+        cpus: this.capCpus[i],
+        memoryMiB: this.capMemoryMiB[i],
+        diskBytes: this.capDiskBytes[i],
+      },
+      used: {
+        cpus: this.usedCpus[i],
+        memoryMiB: this.usedMemoryMiB[i],
+        diskBytes: this.usedDiskBytes[i],
+      },
+      vms: this.vmCount[i],
+    };
+  }
+
+  private setCapacity(i: number, host: HostView): void {
+    const inv = host.node.inventory;
+    if (!inv) return;
+    this.capCpus[i] = inv.cpus * this.config["scheduler.overcommit.cpu"];
+    this.capMemoryMiB[i] = inv.memoryMiB * this.config["scheduler.overcommit.memory"];
+    this.capDiskBytes[i] = inv.diskGiB * GiB * this.config["scheduler.overcommit.disk"];
+  }
+
+  private addPlaced(vm: PlacedVm): void {
+    // Deleted VMs are on their way out; unplaced ones hold nothing yet.
+    if (vm.desired === "deleted" || vm.node === null) return;
+    const runs = vm.template !== true;
+    this.hold(vm.name, {
+      host: this.position.get(vm.node) ?? -1,
+      cpus: runs ? vm.cpus : 0,
+      memoryMiB: runs ? vm.memoryMiB : 0,
+      diskBytes: diskBytesOf(vm),
+      group: vm.group,
+    });
+  }
+
+  private hold(vmName: string, held: Holding): void {
+    this.holdings.set(vmName, held);
+    // A VM on a host that left the cluster still has a name worth keeping for release().
+    if (held.host < 0) return;
+    this.usedCpus[held.host] += held.cpus;
+    this.usedMemoryMiB[held.host] += held.memoryMiB;
+    this.usedDiskBytes[held.host] += held.diskBytes;
+    this.vmCount[held.host]++;
+    if (held.group !== undefined) this.groups.add(held.group, held.host, vmName);
+  }
+
+  private decide(req: PlacementRequest): Decision {
+    const group = req.group;
+    const others = group ? this.groups.othersOf(group.name, req.name) : NO_MEMBERS;
+    return {
+      req,
+      strategy: req.strategy ?? this.config["scheduler.strategy"],
+      excluded: this.positionsOf(req.exclude ?? []),
+      group,
+      others,
+      memberHosts: [...others.keys()].sort((a, b) => a - b).map((i) => this.names[i]),
+      self: req.name === undefined ? undefined : this.holdings.get(req.name),
+    };
+  }
+
+  /** An explicit node is the only candidate; otherwise every host is. */
+  private candidateRange(req: PlacementRequest): [number, number] {
+    if (req.node === undefined) return [0, this.hosts.length];
+    const i = this.position.get(req.node)!;
+    return [i, i + 1];
+  }
+
+  private positionsOf(names: readonly string[]): ReadonlySet<number> {
+    const set = new Set<number>();
+    for (const name of names) {
+      const i = this.position.get(name);
+      if (i !== undefined) set.add(i);
+    }
+    return set;
+  }
+
+  /**
+   * Filters in order: operator decisions (exclude, state), the request's own
+   * rules (labels, strict groups), then capacity, so the reason shown is the
+   * one that no amount of freed capacity would lift.
+   */
+  private rejection(i: number, d: Decision): string | null {
+    if (d.excluded.size && d.excluded.has(i)) return "excluded";
+    const fixed = this.fixedRejection[i];
+    if (fixed !== null) return fixed;
+    const req = d.req;
+    if (req.constraints?.length) {
+      const why = labelRejection(this.hosts[i].node.labels, req.constraints);
+      if (why !== null) return why;
+    }
+    if (d.group) {
+      const why = groupRejection(d.group, d.others.get(i), d.memberHosts);
+      if (why !== null) return why;
+    }
+    return memoryRejection(this.freeMemoryMiB(i, d), req.memoryMiB) ??
+      cpuRejection(this.freeCpus(i, d), req.cpus) ??
+      (req.diskBytes ? diskRejection(this.freeDiskBytes(i, d), req.diskBytes) : null);
+  }
+
+  private scored(i: number, d: Decision): Best {
+    const freeAfter = this.freeMemoryMiB(i, d) - d.req.memoryMiB;
+    const score = strategyScore(d.strategy, freeAfter, this.capMemoryMiB[i]) +
+      groupScore(d.group, d.others.get(i)?.length ?? 0);
+    const vms = this.vmCount[i] - (d.self?.host === i ? 1 : 0);
+    return { host: i, score, vms, name: this.names[i] };
+  }
+
+  private freeMemoryMiB(i: number, d: Decision): number {
+    const credit = d.self?.host === i ? d.self.memoryMiB : 0;
+    return this.capMemoryMiB[i] - this.usedMemoryMiB[i] + credit;
+  }
+
+  private freeCpus(i: number, d: Decision): number {
+    const credit = d.self?.host === i ? d.self.cpus : 0;
+    return this.capCpus[i] - this.usedCpus[i] + credit;
+  }
+
+  private freeDiskBytes(i: number, d: Decision): number {
+    const credit = d.self?.host === i ? d.self.diskBytes : 0;
+    return this.capDiskBytes[i] - this.usedDiskBytes[i] + credit;
+  }
+}
+
+function diskBytesOf(vm: PlacedVm): number {
+  let total = 0;
+  for (const disk of vm.disks ?? []) total += disk.sizeBytes;
+  return total;
+}
+
+/** Code-unit order, as `<` compares: locale-independent, so identical on every node. */
+function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Two decimals are plenty to read and keep `--dry-run` output stable. */
+function roundScore(score: number): number {
+  return Math.round(score * 100) / 100;
+}

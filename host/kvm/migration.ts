@@ -1,0 +1,186 @@
+/**
+ * The QMP side of live migration between two QEMU processes on two hosts.
+ *
+ * Disks on shared storage stay where they are. Disks on a host-local pool are
+ * copied while the guest runs: the destination exports its (empty) disks over
+ * NBD, the source mirrors into them (`blockdev-mirror`, sync=full) until the
+ * mirror is in sync, then RAM and device state are migrated over TCP and the
+ * mirror is cancelled at switchover (the destination already has every block).
+ */
+import { ConflictError, TimeoutError } from "../../core/errors/mod.ts";
+import type { QemuVm } from "./qemu.ts";
+
+export interface MigrationProgress {
+  phase: "disks" | "memory" | "switchover" | "done";
+  percent: number;
+  transferredBytes: number;
+  totalBytes: number;
+}
+
+export interface MigrationResult {
+  totalMs: number;
+  downtimeMs: number;
+  transferredBytes: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Destination: exports the incoming VM's local disks over NBD for the source to mirror into. */
+export async function exportDisksForMirror(
+  dest: QemuVm,
+  listen: { host: string; port: number },
+  diskIds: string[],
+): Promise<void> {
+  await dest.qmp.execute("nbd-server-start", {
+    addr: { type: "inet", data: { host: listen.host, port: String(listen.port) } },
+  });
+  for (const id of diskIds) {
+    await dest.qmp.execute("block-export-add", {
+      type: "nbd",
+      id: `mig-${id}`,
+      "node-name": id,
+      name: id,
+      writable: true,
+    });
+  }
+}
+
+/** Destination, after switchover (or abort): stop serving the disks. */
+export async function stopDiskExports(dest: QemuVm): Promise<void> {
+  await dest.qmp.execute("nbd-server-stop").catch(() => {});
+}
+
+/** Destination: waits for the migration stream on `port`. */
+export async function listenForMigration(dest: QemuVm, host: string, port: number): Promise<void> {
+  await setCapabilities(dest);
+  await dest.qmp.execute("migrate-incoming", { uri: `tcp:${host}:${port}` });
+}
+
+async function setCapabilities(vm: QemuVm): Promise<void> {
+  await vm.qmp.execute("migrate-set-capabilities", {
+    capabilities: [{ capability: "events", state: true }],
+  });
+}
+
+interface BlockJob {
+  device: string;
+  len: number;
+  offset: number;
+  ready: boolean;
+  status: string;
+}
+
+/** Source: mirrors each local disk into the destination's NBD export; resolves once all are in sync. */
+export async function mirrorDisks(
+  source: QemuVm,
+  dest: { host: string; port: number },
+  diskIds: string[],
+  onProgress: (p: MigrationProgress) => void,
+  signal: AbortSignal,
+): Promise<void> {
+  for (const id of diskIds) {
+    await source.qmp.execute("blockdev-add", {
+      driver: "nbd",
+      "node-name": `mig-target-${id}`,
+      server: { type: "inet", host: dest.host, port: String(dest.port) },
+      export: id,
+    });
+    await source.qmp.execute("blockdev-mirror", {
+      "job-id": `mig-mirror-${id}`,
+      device: id,
+      target: `mig-target-${id}`,
+      sync: "full",
+    });
+  }
+  for (;;) {
+    if (signal.aborted) throw new ConflictError("migration aborted");
+    const jobs = (await source.qmp.execute<BlockJob[]>("query-block-jobs"))
+      .filter((j) => j.device.startsWith("mig-mirror-"));
+    if (jobs.length < diskIds.length) {
+      throw new ConflictError("a disk mirror stopped before it was in sync");
+    }
+    const len = jobs.reduce((n, j) => n + j.len, 0);
+    const done = jobs.reduce((n, j) => n + j.offset, 0);
+    onProgress({
+      phase: "disks",
+      percent: len ? Math.floor((done / len) * 100) : 100,
+      transferredBytes: done,
+      totalBytes: len,
+    });
+    if (jobs.every((j) => j.ready)) return;
+    await sleep(100);
+  }
+}
+
+/** Source: drops the mirrors (after switchover they are complete; on abort they are discarded). */
+export async function cancelMirrors(source: QemuVm, diskIds: string[]): Promise<void> {
+  for (const id of diskIds) {
+    await source.qmp.execute("block-job-cancel", { device: `mig-mirror-${id}`, force: true })
+      .catch(() => {});
+  }
+  // Wait for the jobs to go away before removing their target nodes.
+  for (let i = 0; i < 100; i++) {
+    const jobs = await source.qmp.execute<BlockJob[]>("query-block-jobs").catch(() => []);
+    if (!jobs.some((j) => j.device.startsWith("mig-mirror-"))) break;
+    await sleep(20);
+  }
+  for (const id of diskIds) {
+    await source.qmp.execute("blockdev-del", { "node-name": `mig-target-${id}` }).catch(() => {});
+  }
+}
+
+interface MigrateInfo {
+  status: string;
+  "total-time"?: number;
+  downtime?: number;
+  "error-desc"?: string;
+  ram?: { transferred: number; total: number; remaining: number };
+}
+
+/**
+ * Source: streams RAM and device state to the destination; the guest keeps
+ * running until the remaining dirty memory fits the downtime limit.
+ */
+export async function migrateMemory(
+  source: QemuVm,
+  dest: { host: string; port: number },
+  opts: { downtimeLimitMs: number; bandwidthBytesPerSec?: number; timeoutMs: number },
+  onProgress: (p: MigrationProgress) => void,
+  signal: AbortSignal,
+): Promise<MigrationResult> {
+  await setCapabilities(source);
+  await source.qmp.execute("migrate-set-parameters", {
+    "downtime-limit": opts.downtimeLimitMs,
+    "max-bandwidth": opts.bandwidthBytesPerSec ?? 10 * 2 ** 30,
+  });
+  await source.qmp.execute("migrate", { uri: `tcp:${dest.host}:${dest.port}` });
+  const deadline = Date.now() + opts.timeoutMs;
+  for (;;) {
+    const info = await source.qmp.execute<MigrateInfo>("query-migrate");
+    if (info.status === "completed") {
+      return {
+        totalMs: info["total-time"] ?? 0,
+        downtimeMs: info.downtime ?? 0,
+        transferredBytes: info.ram?.transferred ?? 0,
+      };
+    }
+    if (info.status === "failed" || info.status === "cancelled") {
+      throw new ConflictError(`migration ${info.status}: ${info["error-desc"] ?? "no detail"}`);
+    }
+    if (info.ram) {
+      const total = info.ram.total || 1;
+      onProgress({
+        phase: "memory",
+        percent: Math.min(99, Math.floor(((total - info.ram.remaining) / total) * 100)),
+        transferredBytes: info.ram.transferred,
+        totalBytes: info.ram.total,
+      });
+    }
+    if (signal.aborted || Date.now() > deadline) {
+      await source.qmp.execute("migrate_cancel").catch(() => {});
+      if (signal.aborted) throw new ConflictError("migration aborted");
+      throw new TimeoutError(`migration did not converge in ${opts.timeoutMs} ms`);
+    }
+    await sleep(50);
+  }
+}
