@@ -23,7 +23,7 @@ import { renderSeed } from "../core/cloudinit/mod.ts";
 import type { Accel, QemuDriver, QemuVm } from "./kvm/mod.ts";
 import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
 import type { QmpEvent } from "./kvm/qmp.ts";
-import type { DirPool } from "./storage/mod.ts";
+import { DirPool } from "./storage/mod.ts";
 
 /** What the host needs from the cluster: committed state in, observations out. */
 export interface HostCluster {
@@ -41,6 +41,8 @@ export interface HostCluster {
 
 interface Runtime {
   qemu: QemuVm;
+  /** Started with -incoming for this migration; not yet the VM's home. */
+  incoming?: string;
   /** Set before we stop it ourselves, so the exit is not taken for a crash. */
   expectedExit: boolean;
   /** The guest powered itself off (QMP SHUTDOWN with guest=true). */
@@ -62,12 +64,53 @@ export class VmHost {
   private unsubscribe: (() => void) | null = null;
   private stopped = false;
 
-  constructor(
-    private readonly cluster: HostCluster,
-    readonly driver: QemuDriver,
-    readonly pool: DirPool,
-    private readonly accel: () => Promise<Accel>,
-  ) {}
+  private readonly cluster: HostCluster;
+  readonly driver: QemuDriver;
+  readonly pool: DirPool;
+  private readonly accel: () => Promise<Accel>;
+  private readonly lease: { holds(): boolean };
+  private fenceTimer: ReturnType<typeof setInterval> | null = null;
+  /** Set once this host's state caught up with the leader's: only then may drift be acted on. */
+  private caughtUp = false;
+  private sharedPools = new Map<string, DirPool>();
+
+  constructor(opts: {
+    cluster: HostCluster;
+    driver: QemuDriver;
+    pool: DirPool;
+    accel: () => Promise<Accel>;
+    /** Whether this host holds its lease (may run HA VMs); always true without HA. */
+    lease?: { holds(): boolean };
+  }) {
+    this.cluster = opts.cluster;
+    this.driver = opts.driver;
+    this.pool = opts.pool;
+    this.accel = opts.accel;
+    this.lease = opts.lease ?? { holds: () => true };
+  }
+
+  /** The pool a disk lives in: the host's own, or the cluster's shared directory. */
+  poolOf(d: VmDisk): DirPool {
+    if (d.pool !== "shared") return this.pool;
+    const dir = this.cluster.config()["storage.sharedDir"];
+    if (!dir) {
+      throw new ConflictError("the VM uses the shared pool but storage.sharedDir is not set");
+    }
+    let pool = this.sharedPools.get(dir);
+    if (!pool) {
+      pool = new DirPool(dir);
+      this.sharedPools.set(dir, pool);
+    }
+    return pool;
+  }
+
+  /** The host's state is now at least as new as the leader's was at `index`'s time. */
+  markCaughtUp(): void {
+    if (!this.caughtUp) {
+      this.caughtUp = true;
+      this.reconcileAll();
+    }
+  }
 
   get nodeName(): string {
     return this.cluster.nodeName;
@@ -92,12 +135,31 @@ export class VmHost {
     });
     this.reconcileAll();
     this.timer = setInterval(() => this.tick(), RECONCILE_EVERY_MS);
+    this.fenceTimer = setInterval(() => this.fenceIfLeaseLost(), 200);
+  }
+
+  /**
+   * Self-fencing: a host that cannot renew its lease kills its HA VMs before
+   * the lease expires, because the leader restarts them elsewhere after.
+   */
+  private fenceIfLeaseLost(): void {
+    if (this.lease.holds()) return;
+    for (const [name, rt] of this.runtimes) {
+      const vm = this.cluster.vm(name);
+      if (!vm?.ha || rt.expectedExit || !rt.qemu.alive()) continue;
+      log.warn("lease lost: fencing HA VM", { vm: name, pid: rt.qemu.pid });
+      rt.expectedExit = true;
+      try {
+        Deno.kill(rt.qemu.pid, "SIGKILL");
+      } catch { /* already gone */ }
+    }
   }
 
   /** Stops reconciling; VMs keep running (they outlive the node by design). */
   stop(): void {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.fenceTimer) clearInterval(this.fenceTimer);
     this.unsubscribe?.();
     for (const rt of this.runtimes.values()) {
       rt.unwatch();
@@ -151,22 +213,35 @@ export class VmHost {
   private async reconcile(name: string): Promise<void> {
     const vm = this.cluster.vm(name);
     const rt = this.runtimes.get(name);
-    if (!vm || vm.node !== this.nodeName) {
-      if (rt?.qemu.alive()) {
-        log.warn("drift: QEMU runs for a VM not placed on this host", {
-          vm: name,
-          placedOn: vm?.node ?? null,
-          pid: rt.qemu.pid,
-        });
-      } else if (rt) this.forget(name);
-      return;
-    }
+    if (!vm || vm.node !== this.nodeName) return await this.foreign(name, vm, rt);
     if (vm.desired === "running") await this.ensureRunning(vm, rt);
     else if (vm.desired === "stopped") await this.ensureStopped(vm, rt);
     else await this.ensureDeleted(vm, rt);
   }
 
+  /**
+   * A QEMU here for a VM placed elsewhere (moved by HA or migrated while this
+   * host was cut off) must not keep running: once this host's state is known
+   * to be current, it is stopped. An incoming migration is the exception.
+   */
+  private async foreign(name: string, vm: VmRecord | null, rt: Runtime | undefined): Promise<void> {
+    if (!rt) return;
+    if (!rt.qemu.alive()) return this.forget(name);
+    if (rt.incoming && vm?.migration?.to === this.nodeName) return;
+    log.warn("drift: QEMU runs for a VM not placed on this host", {
+      vm: name,
+      placedOn: vm?.node ?? null,
+      pid: rt.qemu.pid,
+    });
+    if (!this.caughtUp || !vm) return;
+    await this.stopRuntime(name, rt, true);
+  }
+
   private async ensureRunning(vm: VmRecord, rt: Runtime | undefined): Promise<void> {
+    if (vm.ha && !this.lease.holds() && !(rt && rt.qemu.alive())) {
+      log.debug("not starting HA VM without a lease", { vm: vm.name });
+      return;
+    }
     if (rt && rt.qemu.alive()) {
       if (rt.qemu.spec.generation < vm.generation) {
         await this.report(vm, "stopping", "restarting");
@@ -260,7 +335,8 @@ export class VmHost {
     } else if (rt) this.forget(vm.name);
     if (!vm.keepDisks) {
       for (const d of vm.disks) {
-        if (await this.pool.has(d.volume)) await this.pool.delete(d.volume);
+        const pool = this.poolOf(d);
+        if (await pool.has(d.volume)) await pool.delete(d.volume);
       }
     }
     await this.driver.cleanup(vm.name);
@@ -347,17 +423,18 @@ export class VmHost {
   /** Creates the volume on first start (from its source) and grows it when the spec grew. */
   private async prepareDisk(d: VmDisk, imageDisk: string | undefined): Promise<string> {
     const src = d.source;
-    if (!(await this.pool.has(d.volume))) {
-      if (src.kind === "blank") return (await this.pool.create(d.volume, d.sizeBytes)).path;
+    const pool = this.poolOf(d);
+    if (!(await pool.has(d.volume))) {
+      if (src.kind === "blank") return (await pool.create(d.volume, d.sizeBytes)).path;
       if (src.kind === "image") {
         if (!imageDisk) throw ValidationError.field("image", "image has no disk");
-        return (await this.pool.overlayOn(imageDisk, "qcow2", d.volume, d.sizeBytes)).path;
+        return (await pool.overlayOn(imageDisk, "qcow2", d.volume, d.sizeBytes)).path;
       }
-      if (src.mode === "linked") await this.pool.cloneLinked(src.volume, d.volume);
-      else await this.pool.cloneFull(src.volume, d.volume);
+      if (src.mode === "linked") await pool.cloneLinked(src.volume, d.volume);
+      else await pool.cloneFull(src.volume, d.volume);
     }
-    const info = await this.pool.info(d.volume);
-    if (info.virtualBytes < d.sizeBytes) await this.pool.resize(d.volume, d.sizeBytes);
+    const info = await pool.info(d.volume);
+    if (info.virtualBytes < d.sizeBytes) await pool.resize(d.volume, d.sizeBytes);
     return info.path;
   }
 
@@ -514,7 +591,7 @@ export class VmHost {
         if (memory) await snapshotJob(qemu, "snapshot-save", snap, vm.disks);
         else await this.diskSnapshotLive(qemu, snap, vm.disks);
       } else {
-        for (const d of vm.disks) await this.pool.snapshot("create", d.volume, snap);
+        for (const d of vm.disks) await this.poolOf(d).snapshot("create", d.volume, snap);
       }
       const record: VmSnapshot = {
         name: snap,
@@ -562,7 +639,7 @@ export class VmHost {
         if ((await qemu.status()) !== "running" && s.vmState === "running") await qemu.cont();
       } else if (s.memory) {
         // Resume the stopped VM at the snapshot point: desired first, so the reconcile that follows agrees.
-        for (const d of vm.disks) await this.pool.snapshot("apply", d.volume, snap);
+        for (const d of vm.disks) await this.poolOf(d).snapshot("apply", d.volume, snap);
         await this.cluster.report({
           op: "vm.desired",
           name,
@@ -575,7 +652,7 @@ export class VmHost {
         if (qemu) {
           throw new ConflictError(`stop ${name} before restoring a disk-only snapshot`);
         }
-        for (const d of vm.disks) await this.pool.snapshot("apply", d.volume, snap);
+        for (const d of vm.disks) await this.poolOf(d).snapshot("apply", d.volume, snap);
       }
       return this.mine(name);
     });
@@ -587,7 +664,7 @@ export class VmHost {
       if (!vm.snapshots.some((x) => x.name === snap)) throw new NotFoundError("snapshot", snap);
       const qemu = this.live(name);
       if (qemu) await snapshotJob(qemu, "snapshot-delete", snap, vm.disks);
-      else for (const d of vm.disks) await this.pool.snapshot("delete", d.volume, snap);
+      else for (const d of vm.disks) await this.poolOf(d).snapshot("delete", d.volume, snap);
       await this.cluster.report({
         op: "vm.snapshot.remove",
         name,

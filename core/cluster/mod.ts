@@ -6,3 +6,6 @@ export * from "./bootstrap.ts";
 export * from "./config_service.ts";
 export * from "./image_service.ts";
 export * from "./vm_service.ts";
+export * from "./lease.ts";
+export * from "./lease_service.ts";
+export * from "./ha.ts";

@@ -36,6 +36,20 @@ const GiB = 2 ** 30;
 /** Root disk of a kernel-boot VM when none is asked for: sparse, so cheap. */
 const DEFAULT_KERNEL_DISK_GIB = 1;
 
+const decisionChains = new WeakMap<ClusterNode, Promise<unknown>>();
+
+/**
+ * Runs placement decisions one at a time on the leader, each against the
+ * state its predecessors committed: concurrent creates can then never
+ * over-commit a host or break a strict placement group.
+ */
+export function serializedDecision<T>(node: ClusterNode, decide: () => Promise<T>): Promise<T> {
+  const prev = decisionChains.get(node) ?? Promise.resolve();
+  const next = prev.then(decide, decide);
+  decisionChains.set(node, next.catch(() => {}));
+  return next;
+}
+
 export function hostViews(node: ClusterNode): HostView[] {
   const members = new Map(node.status().members.map((m) => [m.name, m]));
   return node.fsm.nodes().map((n) => {
@@ -92,13 +106,17 @@ function rootDiskFor(
   };
 }
 
-export async function createVm(
+export function createVm(node: ClusterNode, req: CreateVmRequest, by: string): Promise<VmRecord> {
+  return serializedDecision(node, () => decideCreate(node, req, by));
+}
+
+async function decideCreate(
   node: ClusterNode,
   req: CreateVmRequest,
   by: string,
 ): Promise<VmRecord> {
   await node.linearizableRead();
-  if (req.fromTemplate) return await cloneVm(node, req.fromTemplate, req, "linked", by);
+  if (req.fromTemplate) return await decideClone(node, req.fromTemplate, req, "linked", by);
   if (!req.image) throw ValidationError.field("image", "required (or --from-template)");
   if (node.fsm.vm(req.name)) throw new ConflictError(`VM "${req.name}" already exists`);
   if (!node.fsm.image(req.image)) {
@@ -137,7 +155,17 @@ async function proposeCreate(node: ClusterNode, vm: VmSpec, by: string): Promise
  * source's host, so the clone lands there. Linked clones share the source's
  * blocks and so need an immutable source: a template.
  */
-export async function cloneVm(
+export function cloneVm(
+  node: ClusterNode,
+  sourceName: string,
+  req: CreateVmRequest,
+  mode: "linked" | "full",
+  by: string,
+): Promise<VmRecord> {
+  return serializedDecision(node, () => decideClone(node, sourceName, req, mode, by));
+}
+
+async function decideClone(
   node: ClusterNode,
   sourceName: string,
   req: CreateVmRequest,
@@ -262,7 +290,16 @@ export async function restartVm(node: ClusterNode, name: string, by: string): Pr
 }
 
 /** `vm resize`: CPUs and memory while stopped; the root disk may grow any time it is stopped. */
-export async function resizeVm(
+export function resizeVm(
+  node: ClusterNode,
+  name: string,
+  req: { cpus?: number; memoryMiB?: number; diskGiB?: number },
+  by: string,
+): Promise<VmRecord> {
+  return serializedDecision(node, () => decideResize(node, name, req, by));
+}
+
+async function decideResize(
   node: ClusterNode,
   name: string,
   req: { cpus?: number; memoryMiB?: number; diskGiB?: number },

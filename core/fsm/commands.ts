@@ -82,9 +82,54 @@ export type Command =
   | { op: "vm.snapshot.add"; name: string; node: string; snapshot: VmSnapshot; at: number }
   | { op: "vm.snapshot.remove"; name: string; node: string; snapshot: string; at: number }
   | { op: "vm.remove"; name: string; node: string; at: number }
+  /** Live or cold migration finished: the VM now lives on `to` (applied only while it is on `from`). */
+  | { op: "vm.migrated"; name: string; from: string; to: string; opId: string; at: number }
+  /** HA failover or evacuation: the VM is re-placed on `to` and started there. */
+  | { op: "vm.moved"; name: string; from: string; to: string; reason: string; at: number }
+  | { op: "group.create"; group: PlacementGroup; by: string; at: number }
+  | { op: "group.delete"; name: string; at: number }
+  | { op: "operation.create"; operation: OperationSpec; at: number }
+  | {
+    op: "operation.update";
+    id: string;
+    state?: OperationState;
+    progress?: Record<string, unknown>;
+    result?: Record<string, unknown>;
+    error?: string;
+    at: number;
+  }
   | { op: "noop" };
 
-export type NodeState = "ready" | "cordoned" | "draining" | "offline";
+export type NodeState = "ready" | "cordoned" | "draining" | "drained" | "offline";
+
+export interface PlacementGroup {
+  name: string;
+  policy: "affinity" | "anti-affinity";
+  strict: boolean;
+}
+
+export type OperationState = "running" | "succeeded" | "failed" | "aborted";
+
+/** A long operation (migration, drain, ...): an id, progress and an outcome, replicated. */
+export interface OperationSpec {
+  id: string;
+  kind: "migrate" | "drain" | "evacuate" | "rebalance";
+  /** What it acts on: a VM or a node name. */
+  target: string;
+  /** Node that executes it (reports progress, can abort it). */
+  runner: string;
+  params: Record<string, unknown>;
+  by: string;
+}
+
+export interface OperationRecord extends OperationSpec {
+  state: OperationState;
+  progress: Record<string, unknown>;
+  result: Record<string, unknown> | null;
+  error: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
 
 export interface BlobRef {
   sha256: string;
@@ -132,6 +177,8 @@ export type DiskSource =
 export interface VmDisk {
   /** Device id inside the VM ("root", ...). */
   id: string;
+  /** `dir`: the host's local pool; `shared`: the cluster's shared-dir pool (same path on every host). */
+  pool?: "dir" | "shared";
   /** Volume name in the host's pool. */
   volume: string;
   sizeBytes: number;
@@ -183,6 +230,16 @@ export interface VmSpec {
   /** With desired "stopped"/"deleted": kill rather than ask the guest to power off. */
   force?: boolean;
   snapshots: VmSnapshot[];
+  /** Placement group (affinity / anti-affinity). */
+  group?: string;
+  /** Host label constraints: `key=value` / `key!=value`. */
+  constraints?: { key: string; op: "=" | "!="; value: string }[];
+  /** Scheduler strategy for this VM (else the cluster's). */
+  strategy?: "spread" | "pack";
+  /** HA restart order: higher first. */
+  haPriority?: number;
+  /** Set while a migration of this VM runs. */
+  migration?: { opId: string; to: string } | null;
 }
 
 /** Fields an operator may change after creation (through vm.update). */
@@ -194,6 +251,7 @@ export interface VmChanges {
   generation?: number;
   disks?: VmDisk[];
   labels?: Record<string, string>;
+  migration?: { opId: string; to: string } | null;
 }
 
 export interface VmRecord extends VmSpec {

@@ -16,6 +16,10 @@ import type {
   ImageSpec,
   Inventory,
   NodeState,
+  OperationRecord,
+  OperationSpec,
+  OperationState,
+  PlacementGroup,
   Role,
   VmChanges,
   VmDesired,
@@ -36,6 +40,9 @@ CREATE TABLE IF NOT EXISTS api_tokens (hash TEXT PRIMARY KEY, name TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS images (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_at INTEGER NOT NULL, created_by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vms (name TEXT PRIMARY KEY, spec TEXT NOT NULL, node TEXT, state TEXT NOT NULL,
   reason TEXT, guest TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
+  progress TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS config_versions (version INTEGER PRIMARY KEY, data TEXT NOT NULL, author TEXT NOT NULL,
   created_at INTEGER NOT NULL, action TEXT NOT NULL);
 `;
@@ -49,6 +56,8 @@ const REPLICATED_TABLES = [
   "config_versions",
   "images",
   "vms",
+  "groups",
+  "operations",
 ] as const;
 
 /** Outcome of one applied entry: deterministic on every node. */
@@ -308,6 +317,35 @@ export class StateMachine {
         return this.updateVm(cmd.name, cmd.changes, cmd.at);
       case "vm.observed":
         return this.observeVm(cmd, cmd.at);
+      case "vm.migrated":
+        return this.moveVm(cmd.name, cmd.from, cmd.to, "running", null, cmd.at);
+      case "vm.moved":
+        return this.moveVm(cmd.name, cmd.from, cmd.to, "scheduled", cmd.reason, cmd.at);
+      case "group.create":
+        if (this.group(cmd.group.name)) {
+          throw new ConflictError(`group "${cmd.group.name}" already exists`);
+        }
+        this.sql("INSERT INTO groups (name, data, created_at) VALUES (?, ?, ?)").run(
+          cmd.group.name,
+          JSON.stringify(cmd.group),
+          cmd.at,
+        );
+        return cmd.group;
+      case "group.delete": {
+        const members = this.vms().filter((v) => v.group === cmd.name).map((v) => v.name);
+        if (members.length) {
+          throw new ConflictError(`group "${cmd.name}" has members: ${members.join(", ")}`);
+        }
+        this.sql("DELETE FROM groups WHERE name = ?").run(cmd.name);
+        return { name: cmd.name, deleted: true };
+      }
+      case "operation.create":
+        this.sql(
+          "INSERT INTO operations (id, spec, state, progress, result, error, created_at, updated_at) VALUES (?, ?, 'running', '{}', NULL, NULL, ?, ?)",
+        ).run(cmd.operation.id, JSON.stringify(cmd.operation), cmd.at, cmd.at);
+        return this.operation(cmd.operation.id);
+      case "operation.update":
+        return this.updateOperation(cmd);
       case "vm.snapshot.add":
         return this.changeSnapshots(cmd.name, cmd.node, cmd.at, (list) => {
           if (list.some((s) => s.name === cmd.snapshot.name)) {
@@ -504,6 +542,62 @@ export class StateMachine {
       o.name,
     );
     return this.vm(o.name);
+  }
+
+  /** Re-homes a VM; a no-op unless it is still where the proposer saw it (idempotent, race-safe). */
+  private moveVm(
+    name: string,
+    from: string,
+    to: string,
+    state: VmState,
+    reason: string | null,
+    at: number,
+  ): unknown {
+    const vm = this.vm(name);
+    if (!vm || vm.node !== from) return null;
+    const spec: VmSpec = { ...specOf(vm), node: to, migration: null };
+    this.sql(
+      "UPDATE vms SET spec = ?, node = ?, state = ?, reason = ?, guest = NULL, updated_at = ? WHERE name = ?",
+    ).run(JSON.stringify(spec), to, state, reason, at, name);
+    return this.vm(name);
+  }
+
+  group(name: string): PlacementGroup | null {
+    const row = this.sql("SELECT data FROM groups WHERE name = ?").get(name) as Row | undefined;
+    return row ? JSON.parse(String(row.data)) : null;
+  }
+
+  groups(): PlacementGroup[] {
+    return (this.sql("SELECT data FROM groups ORDER BY name").all() as Row[]).map((r) =>
+      JSON.parse(String(r.data))
+    );
+  }
+
+  private updateOperation(cmd: Extract<Command, { op: "operation.update" }>): unknown {
+    const op = this.operation(cmd.id);
+    if (!op) throw new NotFoundError("operation", cmd.id);
+    if (op.state !== "running") return op; // finished operations are immutable
+    this.sql(
+      "UPDATE operations SET state = ?, progress = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
+    ).run(
+      cmd.state ?? op.state,
+      JSON.stringify(cmd.progress ?? op.progress),
+      cmd.result ? JSON.stringify(cmd.result) : (op.result ? JSON.stringify(op.result) : null),
+      cmd.error ?? op.error,
+      cmd.at,
+      cmd.id,
+    );
+    return this.operation(cmd.id);
+  }
+
+  operation(id: string): OperationRecord | null {
+    const row = this.sql("SELECT * FROM operations WHERE id = ?").get(id) as Row | undefined;
+    return row ? toOperationRecord(row) : null;
+  }
+
+  operations(): OperationRecord[] {
+    return (this.sql("SELECT * FROM operations ORDER BY created_at DESC LIMIT 1000").all() as Row[])
+      .map(toOperationRecord);
   }
 
   private changeSnapshots(
@@ -734,6 +828,18 @@ function toVmRecord(r: Row): VmRecord {
     state: r.state as VmState,
     reason: (r.reason as string | null) ?? null,
     guest: r.guest ? JSON.parse(String(r.guest)) : null,
+    createdAt: new Date(Number(r.created_at)).toISOString(),
+    updatedAt: new Date(Number(r.updated_at)).toISOString(),
+  };
+}
+
+function toOperationRecord(r: Row): OperationRecord {
+  return {
+    ...(JSON.parse(String(r.spec)) as OperationSpec),
+    state: r.state as OperationState,
+    progress: JSON.parse(String(r.progress)),
+    result: r.result ? JSON.parse(String(r.result)) : null,
+    error: (r.error as string | null) ?? null,
     createdAt: new Date(Number(r.created_at)).toISOString(),
     updatedAt: new Date(Number(r.updated_at)).toISOString(),
   };

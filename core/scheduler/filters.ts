@@ -1,7 +1,8 @@
 /**
- * Host filters. Each returns the short reason shown to the operator when it
- * rejects a host, or null when the host passes. They take plain numbers so the
- * index can feed them from its precomputed usage without building objects.
+ * Host filters. Each comes as a test and the short reason shown to the
+ * operator when it rejects a host. They are apart because the index records
+ * only which filter rejected each host and the figure it saw; the sentence is
+ * written when someone reads it, which most successful decisions never do.
  */
 import type { HostView, LabelConstraint, PlacementGroup } from "./types.ts";
 
@@ -22,64 +23,85 @@ export function inventoryRejection(host: HostView): string | null {
   return host.node.inventory ? null : "no inventory reported yet";
 }
 
-export function memoryRejection(freeMiB: number, requestedMiB: number): string | null {
-  const free = Math.floor(freeMiB);
-  return free < requestedMiB ? `memory ${free} MiB free < ${requestedMiB} MiB requested` : null;
+export function memoryFits(freeMiB: number, requestedMiB: number): boolean {
+  return Math.floor(freeMiB) >= requestedMiB;
 }
 
-export function cpuRejection(free: number, requested: number): string | null {
-  return free < requested ? `cpu ${decimal(free)} free < ${requested} requested` : null;
+export function memoryReason(freeMiB: number, requestedMiB: number): string {
+  return `memory ${Math.floor(freeMiB)} MiB free < ${requestedMiB} MiB requested`;
 }
 
-export function diskRejection(freeBytes: number, requestedBytes: number): string | null {
-  if (freeBytes >= requestedBytes) return null;
+export function cpuFits(free: number, requested: number): boolean {
+  return free >= requested;
+}
+
+export function cpuReason(free: number, requested: number): string {
+  return `cpu ${Math.round(free * 100) / 100} free < ${requested} requested`;
+}
+
+export function diskFits(freeBytes: number, requestedBytes: number): boolean {
+  return freeBytes >= requestedBytes;
+}
+
+export function diskReason(freeBytes: number, requestedBytes: number): string {
   return `disk ${gib(freeBytes)} GiB free < ${gib(requestedBytes)} GiB requested`;
 }
 
-/** The first constraint the host's labels break, e.g. `label zone=b != a`. */
-export function labelRejection(
+/** Position of the first constraint the host's labels break, or -1. */
+export function brokenConstraint(
   labels: Record<string, string>,
   constraints: readonly LabelConstraint[],
-): string | null {
-  for (const c of constraints) {
-    const actual = Object.hasOwn(labels, c.key) ? labels[c.key] : undefined;
-    if (c.op === "=" && actual !== c.value) {
-      return actual === undefined
-        ? `label ${c.key} unset != ${c.value}`
-        : `label ${c.key}=${actual} != ${c.value}`;
-    }
-    if (c.op === "!=" && actual === c.value) return `label ${c.key}=${actual} (want != ${c.value})`;
+): number {
+  for (let i = 0; i < constraints.length; i++) {
+    const c = constraints[i];
+    const matches = labelOf(labels, c.key) === c.value;
+    if (matches !== (c.op === "=")) return i;
   }
-  return null;
+  return -1;
+}
+
+/** `label zone=b != a`, `label zone unset != a`, `label zone=a (want != a)`. */
+export function labelReason(labels: Record<string, string>, c: LabelConstraint): string {
+  const actual = labelOf(labels, c.key);
+  if (c.op === "!=") return `label ${c.key}=${actual} (want != ${c.value})`;
+  return actual === undefined
+    ? `label ${c.key} unset != ${c.value}`
+    : `label ${c.key}=${actual} != ${c.value}`;
 }
 
 /**
  * Strict group rules. `othersHere` are the group's other members on this host;
- * `memberHosts` the hosts where any of them runs (empty: nothing placed yet).
+ * `groupPlaced` whether any of them runs anywhere yet.
  */
-export function groupRejection(
+export function groupAllows(
+  group: PlacementGroup,
+  othersHere: readonly string[] | undefined,
+  groupPlaced: boolean,
+): boolean {
+  if (!group.strict) return true;
+  const here = othersHere !== undefined && othersHere.length > 0;
+  return group.policy === "anti-affinity" ? !here : here || !groupPlaced;
+}
+
+/** `memberHosts`: where the group's other members run, for the affinity reason. */
+export function groupReason(
   group: PlacementGroup,
   othersHere: readonly string[] | undefined,
   memberHosts: readonly string[],
-): string | null {
-  if (!group.strict) return null;
-  if (group.policy === "anti-affinity") {
-    return othersHere?.length
-      ? `anti-affinity group ${group.name}: already runs ${listed(othersHere)}`
-      : null;
-  }
-  if (!memberHosts.length || othersHere?.length) return null;
-  return `affinity group ${group.name}: members are on ${listed(memberHosts)}`;
+): string {
+  return group.policy === "anti-affinity"
+    ? `anti-affinity group ${group.name}: already runs ${listed(othersHere ?? [])}`
+    : `affinity group ${group.name}: members are on ${listed(memberHosts)}`;
+}
+
+function labelOf(labels: Record<string, string>, key: string): string | undefined {
+  return Object.hasOwn(labels, key) ? labels[key] : undefined;
 }
 
 /** Long lists would drown the other hosts' reasons in `explain()`. */
 function listed(names: readonly string[], max = 3): string {
   const shown = names.slice(0, max).join(", ");
   return names.length > max ? `${shown} and ${names.length - max} more` : shown;
-}
-
-function decimal(n: number): string {
-  return String(Math.round(n * 100) / 100);
 }
 
 function gib(bytes: number): string {

@@ -25,15 +25,16 @@ export class GroupMembership {
   }
 
   /**
-   * The group's members by host, leaving out `self`: a VM being resized or
-   * migrated must not repel or attract itself. O(members of the group).
+   * A copy of the group's members by host, leaving out `self`: a VM being
+   * resized or migrated must not repel or attract itself. A copy, because a
+   * result's reasons are written after later commits. O(members of the group).
    */
   othersOf(group: string, self: string | undefined): GroupPlacement {
     const placement = this.groups.get(group);
     if (!placement) return new Map();
     const others: GroupPlacement = new Map();
     for (const [host, members] of placement) {
-      const rest = self === undefined ? members : members.filter((m) => m !== self);
+      const rest = members.filter((m) => m !== self);
       if (rest.length) others.set(host, rest);
     }
     return others;

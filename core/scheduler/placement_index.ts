@@ -6,23 +6,30 @@
  * the effect of the decisions before it without a rebuild.
  */
 import {
-  cpuRejection,
-  diskRejection,
+  brokenConstraint,
+  cpuFits,
+  cpuReason,
+  diskFits,
+  diskReason,
   GiB,
-  groupRejection,
+  groupAllows,
+  groupReason,
   inventoryRejection,
-  labelRejection,
-  memoryRejection,
+  labelReason,
+  memoryFits,
+  memoryReason,
   stateRejection,
 } from "./filters.ts";
 import { GroupMembership, type GroupPlacement } from "./groups.ts";
 import { groupScore, outranks, strategyScore } from "./scorers.ts";
+import { lazyField, Verdict, Verdicts } from "./verdicts.ts";
 import type {
   HostView,
   PlacedVm,
   PlacementGroup,
   PlacementRequest,
   PlacementResult,
+  PlacementSuccess,
   SchedulerConfig,
   Strategy,
 } from "./types.ts";
@@ -55,13 +62,6 @@ interface Decision {
   memberHosts: string[];
   /** The requested VM's own holding, credited back on its host. */
   self: Holding | undefined;
-}
-
-interface Best {
-  host: number;
-  score: number;
-  vms: number;
-  name: string;
 }
 
 const NO_MEMBERS: GroupPlacement = new Map();
@@ -110,29 +110,20 @@ export class PlacementIndex {
       return { ok: false, reasons: { [req.node]: "no such node" } };
     }
     const d = this.decide(req);
-    const reasons: Record<string, string> = {};
-    const scores: Record<string, number> = {};
-    let best: Best | null = null;
-    const [from, to] = this.candidateRange(req);
-    for (let i = from; i < to; i++) {
-      const why = this.rejection(i, d);
-      if (why !== null) {
-        reasons[this.names[i]] = why;
-        continue;
-      }
-      const candidate = this.scored(i, d);
-      scores[candidate.name] = roundScore(candidate.score);
-      if (!best || outranks(d.strategy, candidate, best)) best = candidate;
-    }
-    if (!best) return { ok: false, reasons };
-    return {
+    const verdicts = new Verdicts(this.names.length);
+    const best = this.bestHost(d, verdicts);
+    const describe = (i: number, verdict: Verdict, figure: number) =>
+      this.describe(i, verdict, figure, d);
+    if (best < 0) return { ok: false, reasons: verdicts.reasons(this.names, describe) };
+    const result = {
       ok: true,
-      node: best.name,
-      freeMemoryMiB: Math.floor(this.freeMemoryMiB(best.host, d)),
+      node: this.names[best],
+      freeMemoryMiB: Math.floor(this.freeMemoryMiB(best, d)),
       strategy: d.strategy,
-      scores,
-      reasons,
-    };
+    } as PlacementSuccess;
+    lazyField(result, "scores", () => verdicts.scores(this.names));
+    lazyField(result, "reasons", () => verdicts.reasons(this.names, describe));
+    return result;
   }
 
   /**
@@ -246,35 +237,76 @@ export class PlacementIndex {
     return set;
   }
 
+  /** Runs every candidate through the filters and scorers; -1 when none passes. */
+  private bestHost(d: Decision, verdicts: Verdicts): number {
+    let best = -1;
+    let bestScore = 0;
+    let bestVms = 0;
+    const [from, to] = this.candidateRange(d.req);
+    for (let i = from; i < to; i++) {
+      if (!this.passes(i, d, verdicts)) continue;
+      const score = this.score(i, d);
+      const vms = this.vmCount[i] - (d.self?.host === i ? 1 : 0);
+      verdicts.scored(i, score);
+      if (best < 0 || outranks(d.strategy, score, vms, bestScore, bestVms)) {
+        best = i;
+        bestScore = score;
+        bestVms = vms;
+      }
+    }
+    return best;
+  }
+
   /**
    * Filters in order: operator decisions (exclude, state), the request's own
    * rules (labels, strict groups), then capacity, so the reason shown is the
    * one that no amount of freed capacity would lift.
    */
-  private rejection(i: number, d: Decision): string | null {
-    if (d.excluded.size && d.excluded.has(i)) return "excluded";
-    const fixed = this.fixedRejection[i];
-    if (fixed !== null) return fixed;
+  private passes(i: number, d: Decision, verdicts: Verdicts): boolean {
+    if (d.excluded.size && d.excluded.has(i)) return verdicts.reject(i, Verdict.excluded, 0);
+    if (this.fixedRejection[i] !== null) return verdicts.reject(i, Verdict.fixed, 0);
     const req = d.req;
     if (req.constraints?.length) {
-      const why = labelRejection(this.hosts[i].node.labels, req.constraints);
-      if (why !== null) return why;
+      const broken = brokenConstraint(this.hosts[i].node.labels, req.constraints);
+      if (broken >= 0) return verdicts.reject(i, Verdict.label, broken);
     }
-    if (d.group) {
-      const why = groupRejection(d.group, d.others.get(i), d.memberHosts);
-      if (why !== null) return why;
+    if (d.group && !groupAllows(d.group, d.others.get(i), d.memberHosts.length > 0)) {
+      return verdicts.reject(i, Verdict.group, 0);
     }
-    return memoryRejection(this.freeMemoryMiB(i, d), req.memoryMiB) ??
-      cpuRejection(this.freeCpus(i, d), req.cpus) ??
-      (req.diskBytes ? diskRejection(this.freeDiskBytes(i, d), req.diskBytes) : null);
+    const memory = this.freeMemoryMiB(i, d);
+    if (!memoryFits(memory, req.memoryMiB)) return verdicts.reject(i, Verdict.memory, memory);
+    const cpus = this.freeCpus(i, d);
+    if (!cpuFits(cpus, req.cpus)) return verdicts.reject(i, Verdict.cpu, cpus);
+    if (!req.diskBytes) return true;
+    const disk = this.freeDiskBytes(i, d);
+    return diskFits(disk, req.diskBytes) || verdicts.reject(i, Verdict.disk, disk);
   }
 
-  private scored(i: number, d: Decision): Best {
+  /** The reason for a rejection recorded during the decision `d`. */
+  private describe(i: number, verdict: Verdict, figure: number, d: Decision): string {
+    const req = d.req;
+    switch (verdict) {
+      case Verdict.excluded:
+        return "excluded";
+      case Verdict.label:
+        return labelReason(this.hosts[i].node.labels, req.constraints![figure]);
+      case Verdict.group:
+        return groupReason(d.group!, d.others.get(i), d.memberHosts);
+      case Verdict.memory:
+        return memoryReason(figure, req.memoryMiB);
+      case Verdict.cpu:
+        return cpuReason(figure, req.cpus);
+      case Verdict.disk:
+        return diskReason(figure, req.diskBytes ?? 0);
+      default:
+        return this.fixedRejection[i] ?? "";
+    }
+  }
+
+  private score(i: number, d: Decision): number {
     const freeAfter = this.freeMemoryMiB(i, d) - d.req.memoryMiB;
-    const score = strategyScore(d.strategy, freeAfter, this.capMemoryMiB[i]) +
+    return strategyScore(d.strategy, freeAfter, this.capMemoryMiB[i]) +
       groupScore(d.group, d.others.get(i)?.length ?? 0);
-    const vms = this.vmCount[i] - (d.self?.host === i ? 1 : 0);
-    return { host: i, score, vms, name: this.names[i] };
   }
 
   private freeMemoryMiB(i: number, d: Decision): number {
@@ -302,9 +334,4 @@ function diskBytesOf(vm: PlacedVm): number {
 /** Code-unit order, as `<` compares: locale-independent, so identical on every node. */
 function compareNames(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** Two decimals are plenty to read and keep `--dry-run` output stable. */
-function roundScore(score: number): number {
-  return Math.round(score * 100) / 100;
 }

@@ -34,16 +34,18 @@ export function groupScore(group: PlacementGroup | undefined, membersHere: numbe
 }
 
 /**
- * Whether candidate `a` beats the best so far `b`. Spread breaks score ties
- * towards fewer VMs; the host name settles the rest so every node of the
- * cluster reaches the same decision from the same state.
+ * Whether a candidate beats the best so far. Candidates come in host-name
+ * order, so a later one must be strictly better: equal hosts go to the first
+ * name, and every node of the cluster reaches the same decision from the same
+ * state. Spread breaks score ties towards the host with fewer VMs.
  */
 export function outranks(
   strategy: Strategy,
-  a: { score: number; vms: number; name: string },
-  b: { score: number; vms: number; name: string },
+  score: number,
+  vms: number,
+  bestScore: number,
+  bestVms: number,
 ): boolean {
-  if (a.score !== b.score) return a.score > b.score;
-  if (strategy === "spread" && a.vms !== b.vms) return a.vms < b.vms;
-  return a.name < b.name;
+  if (score !== bestScore) return score > bestScore;
+  return strategy === "spread" && vms < bestVms;
 }
