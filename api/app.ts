@@ -1,6 +1,6 @@
 /** The Hono application served by every node. */
 import { Hono } from "hono";
-import type { ClusterNode } from "../core/cluster/mod.ts";
+import type { ClusterNode, LeaseTable } from "../core/cluster/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
 import { NotFoundError } from "../core/errors/mod.ts";
 import { errorResponse } from "./errors.ts";
@@ -12,12 +12,14 @@ import { nodeRoutes } from "./routes/nodes.ts";
 import { internalRoutes } from "./routes/internal.ts";
 import { blobRoutes, imageRoutes } from "./routes/images.ts";
 import { vmRoutes } from "./routes/vms.ts";
+import { groupRoutes } from "./routes/groups.ts";
 import type { BlobStore } from "../host/storage/mod.ts";
 import type { VmHost } from "../host/mod.ts";
 
 export interface AppDeps {
   blobs: BlobStore;
   host: VmHost;
+  leases: LeaseTable;
 }
 
 export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
@@ -32,12 +34,13 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   });
 
   app.route("/", healthRoutes(node));
-  app.route("/internal", internalRoutes(node, deps.blobs));
+  app.route("/internal", internalRoutes(node, deps));
   app.route("/api/v1/cluster", clusterRoutes(node));
   app.route("/api/v1/config", configRoutes(node));
   app.route("/api/v1/nodes", nodeRoutes(node));
   app.route("/api/v1/images", imageRoutes(node, deps.blobs));
   app.route("/api/v1/vms", vmRoutes(node, deps.host));
+  app.route("/api/v1/groups", groupRoutes(node));
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
 
   app.notFound((c) =>

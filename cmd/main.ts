@@ -1,4 +1,5 @@
 /** The novactl command line: a thin client of the REST API, plus `node start`. */
+import { groupCommand } from "./group.ts";
 import { Command, CommanderError } from "commander";
 import { exitCodeOf, type NovaError, toNovaError } from "../core/errors/mod.ts";
 import { VERSION } from "../core/version.ts";
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   program.addCommand(configCommand());
   program.addCommand(imageCommand());
   program.addCommand(vmCommand());
+  program.addCommand(groupCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.
   const override = (cmd: Command) => {
     cmd.exitOverride();

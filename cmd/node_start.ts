@@ -10,7 +10,11 @@ import {
   ClusterNode,
   collectInventory,
   delay,
+  HaManager,
   joinCluster,
+  keepLeaseRenewed,
+  LeaseTable,
+  loadLease,
   pullImage,
   readIdentity,
   submitToLeader,
@@ -94,13 +98,27 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   const blobs = await new BlobStore(join(opts.dataDir, "blobs")).init();
   const pool = await new DirPool(join(opts.dataDir, "pool")).init();
   const driver = await new QemuDriver(join(opts.dataDir, "vms")).init();
-  const host = new VmHost(hostClusterOf(node, blobs), driver, pool, hostAccel);
-  const app = createApp(node, { blobs, host });
+  const leases = new LeaseTable();
+  const lease = await loadLease(opts.dataDir);
+  const host = new VmHost({
+    cluster: hostClusterOf(node, blobs),
+    driver,
+    pool,
+    accel: hostAccel,
+    lease: { holds: () => lease.holds() },
+  });
+  const app = createApp(node, { blobs, host, leases });
   const server = Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
   node.start();
   log.info("node listening", { url });
 
   const registration = keepInventoryCurrent(node, opts, pool);
+  const renewal = keepLeaseRenewed(node, lease, leases, opts.dataDir, (commitIndex) => {
+    // Act on drift only once this host has seen everything the leader had committed.
+    node.waitApplied(commitIndex, 30_000).then(() => host.markCaughtUp(), () => {});
+  });
+  const ha = new HaManager(node, leases);
+  ha.start();
   await host.start();
 
   async function shutdown(signal: string): Promise<void> {
@@ -109,6 +127,8 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     log.info("shutting down", { signal });
     await node.handOffLeadership();
     registration.stop();
+    renewal.stop();
+    ha.stop();
     host.stop();
     await server.shutdown().catch(() => {});
     await node.stop();

@@ -33,6 +33,15 @@ function collectLabel(value: string, previous: Record<string, string>): Record<s
   return { ...previous, [m[1]]: m[2] };
 }
 
+function collectConstraint(
+  value: string,
+  previous: { key: string; op: "=" | "!="; value: string }[],
+) {
+  const m = /^([a-zA-Z0-9._/-]+)(!=|=)(.*)$/.exec(value);
+  if (!m) throw new InvalidArgumentError(`"${value}" is not key=value or key!=value`);
+  return [...previous, { key: m[1], op: m[2] as "=" | "!=", value: m[3] }];
+}
+
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
@@ -121,6 +130,12 @@ interface CreateOpts extends WaitOpts {
   sshKey: string[];
   passwordHash?: string;
   userData?: string;
+  group?: string;
+  constraint: { key: string; op: "=" | "!="; value: string }[];
+  strategy?: "spread" | "pack";
+  haPriority?: number;
+  pool?: "dir" | "shared";
+  dryRun?: boolean;
 }
 
 async function cloudInitOf(opts: CreateOpts) {
@@ -162,7 +177,18 @@ export function vmCommand(): Command {
       .option("--user <name>", "cloud-init: create this user")
       .option("--ssh-key <file>", "cloud-init: authorized key file (repeatable)", collect, [])
       .option("--password-hash <hash>", "cloud-init: crypt(3) password hash for --user")
-      .option("--user-data <file>", "cloud-init: #cloud-config user-data file"),
+      .option("--user-data <file>", "cloud-init: #cloud-config user-data file")
+      .option("--group <group>", "placement group (affinity / anti-affinity)")
+      .option(
+        "--constraint <key=value>",
+        "host label constraint, = or != (repeatable)",
+        collectConstraint,
+        [],
+      )
+      .option("--strategy <strategy>", "spread | pack (default: the cluster's)")
+      .option("--ha-priority <n>", "HA restart order, higher first", Number)
+      .option("--pool <pool>", "dir (host-local) | shared (default: shared with --ha)")
+      .option("--dry-run", "print the placement decision and scores; create nothing"),
   )).action(async (name: string, opts: CreateOpts) => {
     const client = clientOf(opts);
     let r = await client.request<Record<string, unknown>>("POST", "/api/v1/vms", {
@@ -178,7 +204,24 @@ export function vmCommand(): Command {
       labels: opts.label,
       restartPolicy: opts.restartPolicy,
       cloudInit: await cloudInitOf(opts),
+      group: opts.group,
+      constraints: opts.constraint.length ? opts.constraint : undefined,
+      strategy: opts.strategy,
+      haPriority: opts.haPriority,
+      pool: opts.pool,
+      dryRun: opts.dryRun || undefined,
     });
+    if (opts.dryRun) {
+      return render(opts.output, r, () => {
+        console.log(`${name} would be placed on ${r.node} (strategy ${r.strategy})`);
+        const scores = r.scores as Record<string, number>;
+        const rejected = r.rejected as Record<string, string>;
+        printTable([
+          ...Object.entries(scores).map(([node, score]) => ({ node, score, reason: "" })),
+          ...Object.entries(rejected).map(([node, reason]) => ({ node, score: "-", reason })),
+        ], ["node", "score", "reason"]);
+      });
+    }
     if (opts.wait) {
       r = await waitFor(
         client,

@@ -1,13 +1,13 @@
 /** Peer-only routes: Raft messages and proposals from followers. Authenticated by the cluster secret. */
 import { Hono } from "hono";
-import type { ClusterNode } from "../../core/cluster/mod.ts";
+import { type ClusterNode, grantLease } from "../../core/cluster/mod.ts";
 import type { Command } from "../../core/fsm/mod.ts";
 import type { Envelope } from "../../core/peer/mod.ts";
 import { peerAuth } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { readJson } from "../validate.ts";
 import type { Env } from "../context.ts";
-import type { BlobStore } from "../../host/storage/mod.ts";
+import type { AppDeps } from "../app.ts";
 
 /** What hosts report about themselves and their VMs; everything else goes through the public API. */
 const PEER_PROPOSABLE = new Set<Command["op"]>([
@@ -20,7 +20,8 @@ const PEER_PROPOSABLE = new Set<Command["op"]>([
   "vm.snapshot.remove",
 ]);
 
-export function internalRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
+export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
+  const { blobs, leases } = deps;
   const app = new Hono<Env>();
   app.use("*", peerAuth(node));
 
@@ -40,6 +41,15 @@ export function internalRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
     }
     const { value, index } = await node.proposeIndexed(command);
     return c.json({ result: value, index });
+  });
+
+  // Hosts renew their leases here (on the leader); a refused renewal leads to self-fencing.
+  app.post("/lease", leaderOnly(node), async (c) => {
+    const { node: host } = await readJson(c) as { node: string };
+    if (!node.fsm.member(host)) {
+      return c.json({ error: { code: "forbidden", message: "not a member" } }, 403);
+    }
+    return c.json(await grantLease(node, leases, host));
   });
 
   // Peers fetch image files they lack from here (the receiver verifies the hash).

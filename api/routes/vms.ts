@@ -43,6 +43,16 @@ export const createVmSchema = z.object({
   start: z.boolean().default(true),
   labels: z.record(z.string().max(253)).default({}),
   restartPolicy: z.enum(["never", "on-failure", "always"]).optional(),
+  group: z.string().min(1).optional(),
+  constraints: z.array(z.object({
+    key: z.string().min(1).max(253),
+    op: z.enum(["=", "!="]),
+    value: z.string().max(253),
+  }).strict()).max(32).optional(),
+  strategy: z.enum(["spread", "pack"]).optional(),
+  haPriority: z.number().int().min(0).max(1000).optional(),
+  pool: z.enum(["dir", "shared"]).optional(),
+  dryRun: z.boolean().optional(),
   cloudInit: z.object({
     user: z.string().optional(),
     sshKeys: z.array(z.string()).max(64).optional(),
@@ -86,7 +96,8 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 
   app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, createVmSchema);
-    return c.json(await createVm(node, req, who(c)), 201);
+    const r = await createVm(node, req, who(c));
+    return c.json(r, req.dryRun ? 200 : 201);
   });
 
   app.post("/:name/start", requireRole("operator"), leaderOnly(node), async (c) => {

@@ -9,7 +9,7 @@ import type { LeaseTable } from "./lease.ts";
 import type { VmRecord } from "../fsm/mod.ts";
 import { log } from "../log/mod.ts";
 import { explain, place } from "../scheduler/mod.ts";
-import { hostViews, serializedDecision } from "./vm_service.ts";
+import { hostViews, placementRequestOf, serializedDecision } from "./vm_service.ts";
 
 export class HaManager {
   private wasLeader = false;
@@ -106,7 +106,7 @@ export class HaManager {
       );
       const others = this.node.fsm.vms().filter((v) => v.name !== vm.name);
       const placed = place(
-        { name: vm.name, cpus: vm.cpus, memoryMiB: vm.memoryMiB },
+        placementRequestOf(this.node, fresh, { exclude: [...dead] }),
         hosts,
         others,
         this.node.fsm.config().config,

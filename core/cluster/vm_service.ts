@@ -14,7 +14,13 @@ import type {
   VmSpec,
 } from "../fsm/mod.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
-import { explain, type HostView, place } from "../scheduler/mod.ts";
+import {
+  explain,
+  type HostView,
+  place,
+  type PlacementRequest,
+  type PlacementResult,
+} from "../scheduler/mod.ts";
 import { validateCloudInit } from "../cloudinit/mod.ts";
 
 export interface CreateVmRequest {
@@ -30,6 +36,29 @@ export interface CreateVmRequest {
   labels: Record<string, string>;
   restartPolicy?: RestartPolicy;
   cloudInit?: CloudInitSpec;
+  group?: string;
+  constraints?: LabelConstraint[];
+  strategy?: "spread" | "pack";
+  haPriority?: number;
+  /** Where the disks live; HA VMs need the shared pool to restart on another host. */
+  pool?: "dir" | "shared";
+  /** Decide and explain, record nothing. */
+  dryRun?: boolean;
+}
+
+export interface LabelConstraint {
+  key: string;
+  op: "=" | "!=";
+  value: string;
+}
+
+export interface PlacementDecision {
+  dryRun: true;
+  name: string;
+  node: string;
+  strategy: string;
+  scores: Record<string, number>;
+  rejected: Record<string, string>;
 }
 
 const GiB = 2 ** 30;
@@ -64,17 +93,38 @@ function mustGetVm(node: ClusterNode, name: string): VmRecord {
   return vm;
 }
 
-function placeOrExplain(
-  node: ClusterNode,
-  req: { name: string; cpus: number; memoryMiB: number; node?: string },
-): string {
+function placeOrExplain(node: ClusterNode, req: PlacementRequest) {
   const placed = place(req, hostViews(node), node.fsm.vms(), node.fsm.config().config);
   if (!placed.ok) {
     throw new ConflictError(`no host can run ${req.name}: ${explain(placed.reasons)}`, {
       reasons: placed.reasons,
     });
   }
-  return placed.node;
+  return placed;
+}
+
+function groupOf(node: ClusterNode, name: string | undefined) {
+  if (!name) return undefined;
+  const group = node.fsm.group(name);
+  if (!group) throw ValidationError.field("group", `no placement group named "${name}"`);
+  return group;
+}
+
+/** What the scheduler needs to know about an existing VM to place it again (HA, migration). */
+export function placementRequestOf(
+  node: ClusterNode,
+  vm: VmRecord,
+  extra: Partial<PlacementRequest> = {},
+): PlacementRequest {
+  return {
+    name: vm.name,
+    cpus: vm.cpus,
+    memoryMiB: vm.memoryMiB,
+    constraints: vm.constraints,
+    strategy: vm.strategy,
+    group: vm.group ? node.fsm.group(vm.group) ?? undefined : undefined,
+    ...extra,
+  };
 }
 
 function volumeName(vm: string, uuid: string, disk: string): string {
@@ -126,7 +176,29 @@ async function decideCreate(
   const cpus = req.cpus ?? 1;
   const memoryMiB = req.memoryMiB ?? 256;
   const uuid = crypto.randomUUID();
-  const placed = placeOrExplain(node, { name: req.name, cpus, memoryMiB, node: req.node });
+  const pool = req.pool ?? (req.ha ? "shared" : "dir");
+  if (pool === "shared" && !node.fsm.config().config["storage.sharedDir"]) {
+    throw ValidationError.field(
+      req.ha ? "ha" : "pool",
+      "needs the shared pool: set storage.sharedDir (a path mounted on every host) first",
+    );
+  }
+  if (req.ha && pool !== "shared") {
+    throw ValidationError.field("pool", "an HA VM needs its disks on the shared pool");
+  }
+  const root = { ...rootDiskFor(node, req, uuid, req.image), pool };
+  const decision = placeOrExplain(node, {
+    name: req.name,
+    cpus,
+    memoryMiB,
+    node: req.node,
+    diskBytes: root.sizeBytes,
+    constraints: req.constraints,
+    strategy: req.strategy,
+    group: groupOf(node, req.group),
+  });
+  if (req.dryRun) return dryRunResult(req.name, decision) as unknown as VmRecord;
+  const placed = decision.node;
   return await proposeCreate(node, {
     name: req.name,
     uuid,
@@ -138,12 +210,30 @@ async function decideCreate(
     labels: req.labels,
     desired: req.start ? "running" : "stopped",
     restartPolicy: req.restartPolicy ?? "never",
-    disks: [rootDiskFor(node, req, uuid, req.image)],
+    disks: [root],
     cloudInit,
     template: false,
     generation: 0,
     snapshots: [],
+    group: req.group,
+    constraints: req.constraints,
+    strategy: req.strategy,
+    haPriority: req.haPriority,
   }, by);
+}
+
+function dryRunResult(
+  name: string,
+  decision: Extract<PlacementResult, { ok: true }>,
+): PlacementDecision {
+  return {
+    dryRun: true,
+    name,
+    node: decision.node,
+    strategy: decision.strategy,
+    scores: { ...decision.scores },
+    rejected: { ...decision.reasons },
+  };
 }
 
 async function proposeCreate(node: ClusterNode, vm: VmSpec, by: string): Promise<VmRecord> {
@@ -190,13 +280,14 @@ async function decideClone(
   const uuid = crypto.randomUUID();
   const cpus = req.cpus ?? src.cpus;
   const memoryMiB = req.memoryMiB ?? src.memoryMiB;
-  const placed = placeOrExplain(node, { name: req.name, cpus, memoryMiB, node: src.node! });
+  const placed = placeOrExplain(node, { name: req.name, cpus, memoryMiB, node: src.node! }).node;
   const disks: VmDisk[] = src.disks.map((d) => ({
     id: d.id,
     volume: volumeName(req.name, uuid, d.id),
     sizeBytes: d.id === "root" && req.diskGiB
       ? Math.max(d.sizeBytes, req.diskGiB * GiB)
       : d.sizeBytes,
+    pool: d.pool,
     source: { kind: "volume", volume: d.volume, mode },
   }));
   return await proposeCreate(node, {

@@ -1,0 +1,47 @@
+/** /api/v1/groups: placement groups (affinity / anti-affinity, strict or soft). */
+import { Hono } from "hono";
+import { z } from "zod";
+import type { ClusterNode } from "../../core/cluster/mod.ts";
+import { NotFoundError } from "../../core/errors/mod.ts";
+import { bearerAuth, requireRole } from "../auth.ts";
+import { leaderOnly } from "../forward.ts";
+import { parseBody } from "../validate.ts";
+import type { Env } from "../context.ts";
+
+const groupSchema = z.object({
+  name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
+    message: "lowercase letters, digits and '-' (1-63 chars)",
+  }),
+  policy: z.enum(["affinity", "anti-affinity"]),
+  strict: z.boolean().default(false),
+}).strict();
+
+export function groupRoutes(node: ClusterNode): Hono<Env> {
+  const app = new Hono<Env>();
+  app.use("*", bearerAuth(node));
+  app.get("/", (c) => {
+    const members = (g: string) => node.fsm.vms().filter((v) => v.group === g).map((v) => v.name);
+    return c.json({ groups: node.fsm.groups().map((g) => ({ ...g, members: members(g.name) })) });
+  });
+  app.get("/:name", (c) => {
+    const g = node.fsm.group(c.req.param("name"));
+    if (!g) throw new NotFoundError("group", c.req.param("name"));
+    return c.json(g);
+  });
+  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
+    const group = await parseBody(c, groupSchema);
+    const r = await node.propose({
+      op: "group.create",
+      group,
+      by: c.get("principal").name,
+      at: Date.now(),
+    });
+    return c.json(r, 201);
+  });
+  app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
+    const name = c.req.param("name");
+    if (!node.fsm.group(name)) throw new NotFoundError("group", name);
+    return c.json(await node.propose({ op: "group.delete", name, at: Date.now() }));
+  });
+  return app;
+}
