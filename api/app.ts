@@ -14,12 +14,14 @@ import { blobRoutes, imageRoutes } from "./routes/images.ts";
 import { vmRoutes } from "./routes/vms.ts";
 import { groupRoutes } from "./routes/groups.ts";
 import type { BlobStore } from "../host/storage/mod.ts";
-import type { VmHost } from "../host/mod.ts";
+import type { Migrator, VmHost } from "../host/mod.ts";
+import { operationRoutes } from "./routes/operations.ts";
 
 export interface AppDeps {
   blobs: BlobStore;
   host: VmHost;
   leases: LeaseTable;
+  migrator: Migrator;
 }
 
 export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
@@ -41,6 +43,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/images", imageRoutes(node, deps.blobs));
   app.route("/api/v1/vms", vmRoutes(node, deps.host));
   app.route("/api/v1/groups", groupRoutes(node));
+  app.route("/api/v1/operations", operationRoutes(node, deps.migrator));
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
 
   app.notFound((c) =>

@@ -1,5 +1,6 @@
 /** The novactl command line: a thin client of the REST API, plus `node start`. */
 import { groupCommand } from "./group.ts";
+import { operationCommand } from "./operation.ts";
 import { Command, CommanderError } from "commander";
 import { exitCodeOf, type NovaError, toNovaError } from "../core/errors/mod.ts";
 import { VERSION } from "../core/version.ts";
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   program.addCommand(imageCommand());
   program.addCommand(vmCommand());
   program.addCommand(groupCommand());
+  program.addCommand(operationCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.
   const override = (cmd: Command) => {
     cmd.exitOverride();

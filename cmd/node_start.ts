@@ -15,6 +15,7 @@ import {
   keepLeaseRenewed,
   LeaseTable,
   loadLease,
+  migratorPeer,
   pullImage,
   readIdentity,
   submitToLeader,
@@ -25,7 +26,7 @@ import { log, setLogContext } from "../core/log/mod.ts";
 import { join } from "node:path";
 import { BlobStore, DirPool } from "../host/storage/mod.ts";
 import { hostAccel, QemuDriver } from "../host/kvm/mod.ts";
-import { type HostCluster, VmHost } from "../host/mod.ts";
+import { type HostCluster, Migrator, VmHost } from "../host/mod.ts";
 
 export interface NodeStartOptions {
   name: string;
@@ -107,7 +108,13 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     accel: hostAccel,
     lease: { holds: () => lease.holds() },
   });
-  const app = createApp(node, { blobs, host, leases });
+  const migrator = new Migrator(
+    host,
+    (peer) => node.fsm.member(peer) ? migratorPeer(node, peer) : null,
+    new URL(url).hostname.replace(/^\[|\]$/g, ""),
+  );
+  host.migrator = migrator;
+  const app = createApp(node, { blobs, host, leases, migrator });
   const server = Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
   node.start();
   log.info("node listening", { url });
@@ -192,6 +199,7 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
     vm: (name) => node.fsm.vm(name),
     vms: () => node.fsm.vms(),
     image: (name) => node.fsm.image(name),
+    operation: (id) => node.fsm.operation(id),
     config: () => node.fsm.config().config,
     onVmChange: (listener) => node.fsm.onVmChange(listener),
     report: (command) => submitToLeader(node, command),

@@ -4,6 +4,7 @@ import type { ApiClient } from "./client.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import { NovaError } from "../core/errors/mod.ts";
+import { type Operation, waitForOperation } from "./operation.ts";
 
 /** Parses 256M, 1G, 512 (MiB) into MiB. */
 export function parseMemoryMiB(text: string): number {
@@ -342,6 +343,48 @@ export function vmCommand(): Command {
     const r = await clientOf(opts).request("POST", vmPath(name, "/template"));
     render(opts.output, r, () => console.log(`${name} is now a template`));
   });
+
+  withClientOptions(
+    vm.command("migrate").argument("<name>")
+      .description("move a VM to another host (live when running, cold when stopped)")
+      .option("--to <node>", "destination (default: the scheduler's choice)")
+      .option("--no-wait", "return the operation at once")
+      .option("--abort", "abort the VM's running migration")
+      .option("--timeout <seconds>", "how long to wait", positiveInt, 600),
+  ).action(
+    async (
+      name: string,
+      opts: GlobalOpts & { to?: string; wait: boolean; abort?: boolean; timeout: number },
+    ) => {
+      const client = clientOf(opts);
+      if (opts.abort) {
+        const vmr = await client.get<{ migration?: { opId: string } | null }>(vmPath(name));
+        if (!vmr.migration) throw new NovaError("conflict", `${name} is not migrating`);
+        const r = await client.request("POST", `/api/v1/operations/${vmr.migration.opId}/abort`);
+        return render(
+          opts.output,
+          r,
+          () => console.log(`abort requested for ${vmr.migration!.opId}`),
+        );
+      }
+      let op = await client.request<Operation>("POST", vmPath(name, "/migrate"), { to: opts.to });
+      if (opts.wait) {
+        op = await waitForOperation(client, op.id, opts.timeout);
+      }
+      render(opts.output, op, () => {
+        if (!opts.wait) {
+          return console.log(`migration ${op.id} started`);
+        }
+        const r = op.result ?? {};
+        console.log(
+          `${name} migrated ${r.from} → ${r.to} in ${r.totalMs} ms` +
+            (r.live
+              ? ` (downtime ${r.qemuDowntimeMs} ms, guest paused ${r.guestPausedMs} ms)`
+              : " (cold)"),
+        );
+      });
+    },
+  );
 
   vm.addCommand(snapshotCommand());
   return vm;

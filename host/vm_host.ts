@@ -12,6 +12,7 @@ import type {
   Command,
   GuestInfo,
   ImageRecord,
+  OperationRecord,
   VmDisk,
   VmRecord,
   VmSnapshot,
@@ -23,7 +24,7 @@ import { renderSeed } from "../core/cloudinit/mod.ts";
 import type { Accel, QemuDriver, QemuVm } from "./kvm/mod.ts";
 import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
 import type { QmpEvent } from "./kvm/qmp.ts";
-import { DirPool } from "./storage/mod.ts";
+import { DirPool, qemuImg } from "./storage/mod.ts";
 
 /** What the host needs from the cluster: committed state in, observations out. */
 export interface HostCluster {
@@ -31,6 +32,7 @@ export interface HostCluster {
   vm(name: string): VmRecord | null;
   vms(): VmRecord[];
   image(name: string): ImageRecord | null;
+  operation(id: string): OperationRecord | null;
   config(): ClusterConfig;
   onVmChange(listener: (name: string | null) => void): () => void;
   /** Proposes through the leader; rejects when there is none. */
@@ -39,7 +41,7 @@ export interface HostCluster {
   pullImage(name: string): Promise<{ kernel?: string; initrd?: string; disk?: string }>;
 }
 
-interface Runtime {
+export interface Runtime {
   qemu: QemuVm;
   /** Started with -incoming for this migration; not yet the VM's home. */
   incoming?: string;
@@ -55,7 +57,8 @@ const GUEST_POLL_MS = 3_000;
 const GUEST_REFRESH_MS = 15_000;
 
 export class VmHost {
-  private readonly runtimes = new Map<string, Runtime>();
+  /** Internal to host/: the QEMUs this host runs (the migrator shares it). */
+  readonly runtimes = new Map<string, Runtime>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly queued = new Set<string>();
   private readonly restarts = new Map<string, number[]>();
@@ -64,7 +67,12 @@ export class VmHost {
   private unsubscribe: (() => void) | null = null;
   private stopped = false;
 
-  private readonly cluster: HostCluster;
+  readonly cluster: HostCluster;
+  /** Runs migrations this host is the source of (set by the node wiring). */
+  migrator: {
+    isRunning(opId: string): boolean;
+    run(vm: VmRecord, op: OperationRecord): Promise<void>;
+  } | null = null;
   readonly driver: QemuDriver;
   readonly pool: DirPool;
   private readonly accel: () => Promise<Accel>;
@@ -214,6 +222,13 @@ export class VmHost {
     const vm = this.cluster.vm(name);
     const rt = this.runtimes.get(name);
     if (!vm || vm.node !== this.nodeName) return await this.foreign(name, vm, rt);
+    if (vm.migration && this.migrator && !this.migrator.isRunning(vm.migration.opId)) {
+      const op = this.cluster.operation(vm.migration.opId);
+      if (op?.state === "running") {
+        void this.migrator.run(vm, op); // takes this VM's lock after this reconcile
+        return;
+      }
+    }
     if (vm.desired === "running") await this.ensureRunning(vm, rt);
     else if (vm.desired === "stopped") await this.ensureStopped(vm, rt);
     else await this.ensureDeleted(vm, rt);
@@ -258,6 +273,7 @@ export class VmHost {
   }
 
   private async checkRunning(vm: VmRecord, rt: Runtime): Promise<void> {
+    if (rt.incoming) return; // the migration resumes it
     let status = await rt.qemu.status();
     if (status === "prelaunch" || (status === "paused" && vm.state !== "running")) {
       await rt.qemu.cont();
@@ -349,7 +365,7 @@ export class VmHost {
     });
   }
 
-  private async stopRuntime(name: string, rt: Runtime, force: boolean): Promise<void> {
+  async stopRuntime(name: string, rt: Runtime, force: boolean): Promise<void> {
     rt.expectedExit = true;
     const how = await rt.qemu.stop({
       timeoutMs: this.cluster.config()["vms.stopTimeoutMs"],
@@ -385,7 +401,10 @@ export class VmHost {
     }
   }
 
-  private async launchSpec(vm: VmRecord, opts: { loadvm?: string }) {
+  async launchSpec(
+    vm: VmRecord,
+    opts: { loadvm?: string; incoming?: string; blankLocalDisks?: boolean },
+  ) {
     const image = this.cluster.image(vm.image);
     if (!image) throw new NotFoundError("image", vm.image);
     const files = await this.cluster.pullImage(vm.image);
@@ -416,6 +435,7 @@ export class VmHost {
       disks,
       nics: [{ id: "net0", mac: macFor(vm.uuid) }],
       loadvm: opts.loadvm,
+      incoming: opts.incoming,
       generation: vm.generation,
     };
   }
@@ -438,8 +458,14 @@ export class VmHost {
     return info.path;
   }
 
-  private track(name: string, qemu: QemuVm): void {
-    const rt: Runtime = { qemu, expectedExit: false, guestShutdown: false, unwatch: () => {} };
+  track(name: string, qemu: QemuVm, incoming?: string): void {
+    const rt: Runtime = {
+      qemu,
+      incoming,
+      expectedExit: false,
+      guestShutdown: false,
+      unwatch: () => {},
+    };
     const off = qemu.qmp.on((e: QmpEvent) => {
       if (e.event === "SHUTDOWN" && e.data?.guest === true) rt.guestShutdown = true;
     });
@@ -456,7 +482,7 @@ export class VmHost {
     this.runtimes.set(name, rt);
   }
 
-  private forget(name: string): void {
+  forget(name: string): void {
     const rt = this.runtimes.get(name);
     if (!rt) return;
     rt.unwatch();
@@ -468,7 +494,7 @@ export class VmHost {
   private readonly reportChains = new Map<string, Promise<void>>();
 
   /** Reports of one VM commit in the order they were made. */
-  private report(vm: VmRecord, state: VmState, reason: string | null = null): Promise<void> {
+  report(vm: VmRecord, state: VmState, reason: string | null = null): Promise<void> {
     const prev = this.reportChains.get(vm.name) ?? Promise.resolve();
     const send = () => this.sendReport(vm, state, reason);
     const next = prev.then(send, send);
@@ -549,7 +575,7 @@ export class VmHost {
 
   // ---- host operations (called by the API on the VM's host) -------------------
 
-  private mine(name: string): VmRecord {
+  mine(name: string): VmRecord {
     const vm = this.cluster.vm(name);
     if (!vm) throw new NotFoundError("vm", name);
     if (vm.node !== this.nodeName) {
@@ -558,7 +584,7 @@ export class VmHost {
     return vm;
   }
 
-  private live(name: string): QemuVm | null {
+  live(name: string): QemuVm | null {
     const rt = this.runtimes.get(name);
     return rt && rt.qemu.alive() ? rt.qemu : null;
   }
@@ -673,6 +699,16 @@ export class VmHost {
         at: Date.now(),
       });
     });
+  }
+
+  /** A stopped VM's local volume as one self-contained qcow2 (backing chain flattened), for cold migration. */
+  async exportVolume(d: VmDisk): Promise<Deno.FsFile> {
+    const pool = this.poolOf(d);
+    const tmp = join(pool.root, `.tmp-export-${crypto.randomUUID()}.qcow2`);
+    await qemuImg(["convert", "-q", "-O", "qcow2", pool.pathOf(d.volume), tmp], 3_600_000);
+    const file = await Deno.open(tmp);
+    await Deno.remove(tmp); // the open handle keeps the data until the stream is done
+    return file;
   }
 
   /** Test and operator aid: the pid of a VM's QEMU on this host. */

@@ -1,6 +1,7 @@
 /** Peer-only routes: Raft messages and proposals from followers. Authenticated by the cluster secret. */
 import { Hono } from "hono";
-import { type ClusterNode, grantLease } from "../../core/cluster/mod.ts";
+import { type ClusterNode, grantLease, migratorPeer } from "../../core/cluster/mod.ts";
+import { NotFoundError } from "../../core/errors/mod.ts";
 import type { Command } from "../../core/fsm/mod.ts";
 import type { Envelope } from "../../core/peer/mod.ts";
 import { peerAuth } from "../auth.ts";
@@ -18,10 +19,18 @@ const PEER_PROPOSABLE = new Set<Command["op"]>([
   "vm.desired",
   "vm.snapshot.add",
   "vm.snapshot.remove",
+  "vm.update",
+  "vm.migrated",
+  "operation.update",
 ]);
 
 export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
-  const { blobs, leases } = deps;
+  const { blobs, leases, migrator } = deps;
+  const vmOf = (name: string) => {
+    const vm = node.fsm.vm(name);
+    if (!vm) throw new NotFoundError("vm", name);
+    return vm;
+  };
   const app = new Hono<Env>();
   app.use("*", peerAuth(node));
 
@@ -50,6 +59,37 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
       return c.json({ error: { code: "forbidden", message: "not a member" } }, 403);
     }
     return c.json(await grantLease(node, leases, host));
+  });
+
+  // Migration steps a source host asks of the destination (this node).
+  app.post("/host/migrations/:op/prepare", async (c) => {
+    const { vm } = await readJson(c) as { vm: string };
+    return c.json(await migrator.prepareIncoming(vmOf(vm), c.req.param("op")));
+  });
+  app.post("/host/migrations/:op/finish", async (c) => {
+    const { vm } = await readJson(c) as { vm: string };
+    // The commit that made this node the VM's home must be visible here first.
+    await node.linearizableRead().catch(() => {});
+    return c.json(await migrator.finishIncoming(vm));
+  });
+  app.post("/host/migrations/:op/abort", async (c) => {
+    const { vm } = await readJson(c) as { vm: string };
+    await migrator.abortIncoming(vmOf(vm));
+    return c.json({ aborted: true });
+  });
+  app.post("/host/migrations/:op/receive", async (c) => {
+    const { vm, from } = await readJson(c) as { vm: string; from: string };
+    const peer = migratorPeer(node, from);
+    await migrator.receiveVolumes(vmOf(vm), peer);
+    return c.json({ received: true });
+  });
+  // A destination pulls a stopped VM's local volume (backing chain flattened) during cold migration.
+  app.get("/host/volumes/:vm/:disk", async (c) => {
+    const vm = vmOf(c.req.param("vm"));
+    const disk = vm.disks.find((d) => d.id === c.req.param("disk"));
+    if (!disk) throw new NotFoundError("disk", c.req.param("disk"));
+    const file = await deps.host.exportVolume(disk);
+    return new Response(file.readable, { headers: { "content-type": "application/octet-stream" } });
   });
 
   // Peers fetch image files they lack from here (the receiver verifies the hash).

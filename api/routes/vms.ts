@@ -9,6 +9,7 @@ import {
   type ClusterNode,
   createVm,
   markTemplate,
+  migrateVm,
   resizeVm,
   restartVm,
   setVmDesired,
@@ -44,11 +45,13 @@ export const createVmSchema = z.object({
   labels: z.record(z.string().max(253)).default({}),
   restartPolicy: z.enum(["never", "on-failure", "always"]).optional(),
   group: z.string().min(1).optional(),
-  constraints: z.array(z.object({
-    key: z.string().min(1).max(253),
-    op: z.enum(["=", "!="]),
-    value: z.string().max(253),
-  }).strict()).max(32).optional(),
+  constraints: z.array(
+    z.object({
+      key: z.string().min(1).max(253),
+      op: z.enum(["=", "!="]),
+      value: z.string().max(253),
+    }).strict(),
+  ).max(32).optional(),
   strategy: z.enum(["spread", "pack"]).optional(),
   haPriority: z.number().int().min(0).max(1000).optional(),
   pool: z.enum(["dir", "shared"]).optional(),
@@ -75,6 +78,8 @@ const resizeSchema = z.object({
   memoryMiB: MEMORY_MIB.optional(),
   diskGiB: DISK_GIB.optional(),
 }).strict();
+
+const migrateSchema = z.object({ to: z.string().min(1).optional() }).strict();
 
 const snapshotSchema = z.object({
   name: SNAPSHOT_NAME,
@@ -143,6 +148,11 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
       who(c),
     );
     return c.json(created, 201);
+  });
+
+  app.post("/:name/migrate", requireRole("operator"), leaderOnly(node), async (c) => {
+    const req = await parseBody(c, migrateSchema);
+    return c.json(await migrateVm(node, c.req.param("name"), req, who(c)), 202);
   });
 
   app.post("/:name/template", requireRole("operator"), leaderOnly(node), async (c) => {

@@ -54,12 +54,37 @@ export class HaManager {
     const cfg = this.node.fsm.config().config;
     const dead = new Set(this.deadHosts());
     if (!dead.size) return;
+    await this.failOrphanedOperations(dead);
     const stranded = this.node.fsm.vms()
       .filter((v) => v.node && dead.has(v.node) && v.desired === "running" && !v.template)
       .sort((a, b) => (b.haPriority ?? 0) - (a.haPriority ?? 0) || a.name.localeCompare(b.name));
     for (const vm of stranded) {
       if (vm.ha && cfg["ha.enabled"]) await this.failover(vm, dead);
       else if (vm.state !== "failed") await this.markLost(vm);
+    }
+  }
+
+  /** Operations whose runner died will never report: fail them and unmark their VMs. */
+  private async failOrphanedOperations(dead: Set<string>): Promise<void> {
+    for (const op of this.node.fsm.operations()) {
+      if (op.state !== "running" || !dead.has(op.runner)) continue;
+      await this.node.propose({
+        op: "operation.update",
+        id: op.id,
+        state: "failed",
+        error: `host ${op.runner} running it went offline`,
+        at: Date.now(),
+      });
+      const vm = this.node.fsm.vm(op.target);
+      if (vm?.migration?.opId === op.id) {
+        await this.node.propose({
+          op: "vm.update",
+          name: vm.name,
+          changes: { migration: null },
+          by: "ha",
+          at: Date.now(),
+        });
+      }
     }
   }
 

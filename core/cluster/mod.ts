@@ -9,3 +9,4 @@ export * from "./vm_service.ts";
 export * from "./lease.ts";
 export * from "./lease_service.ts";
 export * from "./ha.ts";
+export * from "./migration_service.ts";

@@ -1,0 +1,79 @@
+/** `novactl operation ...` and the shared "wait with progress" of long operations. */
+import { Command } from "commander";
+import type { ApiClient } from "./client.ts";
+import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import { printFields, printTable, render } from "./output.ts";
+import { NovaError } from "../core/errors/mod.ts";
+
+export interface Operation {
+  id: string;
+  kind: string;
+  target: string;
+  state: string;
+  progress: { phase?: string; percent?: number };
+  result: Record<string, unknown> | null;
+  error: string | null;
+}
+
+/** Long-polls an operation to its end, showing progress on a TTY; fails (exit 1) unless it succeeded. */
+export async function waitForOperation(
+  client: ApiClient,
+  id: string,
+  timeoutS: number,
+): Promise<Operation> {
+  const deadline = Date.now() + timeoutS * 1000;
+  const tty = Deno.stderr.isTerminal();
+  let op: Operation;
+  for (;;) {
+    op = await client.get<Operation>(`/api/v1/operations/${id}/wait?timeoutMs=1000`);
+    if (tty && op.state === "running") {
+      const p = op.progress;
+      const line = `${op.kind} ${op.target}: ${p.phase ?? "starting"} ${p.percent ?? 0}%`;
+      Deno.stderr.writeSync(new TextEncoder().encode(`\r${line.padEnd(60)}`));
+    }
+    if (op.state !== "running") break;
+    if (Date.now() > deadline) {
+      throw new NovaError("timeout", `operation ${id} still running after ${timeoutS} s`);
+    }
+  }
+  if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+  if (op.state !== "succeeded") {
+    throw new NovaError("conflict", `${op.kind} ${op.target} ${op.state}: ${op.error ?? ""}`, op);
+  }
+  return op;
+}
+
+export function operationCommand(): Command {
+  const cmd = new Command("operation").alias("op").description(
+    "long operations (migrations, drains)",
+  );
+  withClientOptions(cmd.command("list").description("recent operations"))
+    .action(async (opts: GlobalOpts) => {
+      const r = await clientOf(opts).get<{ operations: Record<string, unknown>[] }>(
+        "/api/v1/operations",
+      );
+      render(
+        opts.output,
+        r,
+        () => printTable(r.operations, ["id", "kind", "target", "state", "runner", "createdAt"]),
+      );
+    });
+  withClientOptions(cmd.command("show").argument("<id>").description("one operation"))
+    .action(async (id: string, opts: GlobalOpts) => {
+      const r = await clientOf(opts).get<Record<string, unknown>>(`/api/v1/operations/${id}`);
+      render(opts.output, r, () => printFields(r));
+    });
+  withClientOptions(
+    cmd.command("wait").argument("<id>").description("wait for an operation to finish")
+      .option("--timeout <seconds>", "give up after", Number, 600),
+  ).action(async (id: string, opts: GlobalOpts & { timeout: number }) => {
+    const r = await waitForOperation(clientOf(opts), id, opts.timeout);
+    render(opts.output, r, () => printFields(r as unknown as Record<string, unknown>));
+  });
+  withClientOptions(cmd.command("abort").argument("<id>").description("abort a running operation"))
+    .action(async (id: string, opts: GlobalOpts) => {
+      const r = await clientOf(opts).request("POST", `/api/v1/operations/${id}/abort`);
+      render(opts.output, r, () => console.log(`abort requested for ${id}`));
+    });
+  return cmd;
+}

@@ -1,0 +1,361 @@
+/**
+ * Migration of a VM between hosts, run by the source host.
+ *
+ * Live: the destination starts the VM's QEMU waiting for an incoming stream
+ * (local disks as blank volumes exported over NBD), the source mirrors local
+ * disks into them, then streams RAM and device state. When QEMU reports the
+ * migration complete the source is paused; only then is the move committed
+ * through Raft (`vm.migrated`), and only after that commit does the
+ * destination resume. Any failure or abort before the commit leaves the VM
+ * running on the source and removes what the destination created.
+ *
+ * Cold (stopped VM): local volumes are copied to the destination, the move
+ * is committed, the source's copies are deleted. Shared disks never move.
+ */
+import type { OperationRecord, VmRecord } from "../core/fsm/mod.ts";
+import { ConflictError, NovaError } from "../core/errors/mod.ts";
+import { log } from "../core/log/mod.ts";
+import {
+  cancelMirrors,
+  exportDisksForMirror,
+  listenForMigration,
+  migrateMemory,
+  type MigrationProgress,
+  mirrorDisks,
+  stopDiskExports,
+} from "./kvm/migration.ts";
+import type { QmpEvent } from "./kvm/mod.ts";
+import type { VmHost } from "./vm_host.ts";
+
+export interface MigrationPeer {
+  url: string;
+  headers: Record<string, string>;
+  /** Address QEMU on the source uses to reach the destination. */
+  address: string;
+}
+
+export interface IncomingEndpoints {
+  address: string;
+  migrationPort: number;
+  nbdPort: number | null;
+}
+
+const PROGRESS_EVERY_MS = 500;
+
+async function freePort(): Promise<number> {
+  const l = Deno.listen({ hostname: "0.0.0.0", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+export class Migrator {
+  private readonly running = new Map<string, AbortController>();
+
+  constructor(
+    private readonly host: VmHost,
+    private readonly peerOf: (node: string) => MigrationPeer | null,
+    private readonly selfAddress: string,
+  ) {}
+
+  isRunning(opId: string): boolean {
+    return this.running.has(opId);
+  }
+
+  abort(opId: string): boolean {
+    const ctl = this.running.get(opId);
+    ctl?.abort();
+    return !!ctl;
+  }
+
+  // ---- destination side -------------------------------------------------------
+
+  /** Starts the VM's QEMU here waiting for the stream; returns where to send memory and disks. */
+  prepareIncoming(vm: VmRecord, opId: string): Promise<IncomingEndpoints> {
+    return this.host.serialize(vm.name, async () => {
+      const old = this.host.runtimes.get(vm.name);
+      if (old) await this.host.stopRuntime(vm.name, old, true); // a leftover of an earlier attempt
+      const spec = await this.host.launchSpec(vm, { incoming: "defer", blankLocalDisks: true });
+      const qemu = await this.host.driver.launch(spec);
+      this.host.track(vm.name, qemu, opId);
+      const localDisks = vm.disks.filter((d) => d.pool !== "shared").map((d) => d.id);
+      let nbdPort: number | null = null;
+      if (localDisks.length) {
+        nbdPort = await freePort();
+        await exportDisksForMirror(qemu, { host: "0.0.0.0", port: nbdPort }, localDisks);
+      }
+      const migrationPort = await freePort();
+      await listenForMigration(qemu, "0.0.0.0", migrationPort);
+      return { address: this.selfAddress, migrationPort, nbdPort };
+    });
+  }
+
+  /** After the commit: stop serving disks and resume the guest here. Returns the resume time. */
+  finishIncoming(name: string): Promise<{ resumedAt: number }> {
+    return this.host.serialize(name, async () => {
+      const rt = this.host.runtimes.get(name);
+      if (!rt) throw new ConflictError(`no incoming QEMU for ${name} here`);
+      await stopDiskExports(rt.qemu);
+      const resumed = rt.qemu.qmp.waitForEvent("RESUME", { timeoutMs: 10_000 });
+      await rt.qemu.cont();
+      const ev = await resumed;
+      rt.incoming = undefined;
+      const vm = this.host.mine(name);
+      await this.host.report(vm, "running");
+      return { resumedAt: eventMs(ev) };
+    });
+  }
+
+  /** The migration failed before the commit: remove what was created here. */
+  abortIncoming(vm: VmRecord): Promise<void> {
+    return this.host.serialize(vm.name, async () => {
+      const rt = this.host.runtimes.get(vm.name);
+      if (rt?.incoming) await this.host.stopRuntime(vm.name, rt, true);
+      for (const d of vm.disks) {
+        if (d.pool === "shared") continue;
+        const pool = this.host.poolOf(d);
+        if (await pool.has(d.volume)) await pool.delete(d.volume).catch(() => {});
+      }
+      await this.host.driver.cleanup(vm.name);
+    });
+  }
+
+  /** Cold migration: copies the VM's local volumes from the source host into this host's pool. */
+  receiveVolumes(vm: VmRecord, from: MigrationPeer): Promise<void> {
+    return this.host.serialize(vm.name, async () => {
+      for (const d of vm.disks) {
+        if (d.pool === "shared") continue;
+        const res = await fetch(`${from.url}/internal/host/volumes/${vm.name}/${d.id}`, {
+          headers: from.headers,
+        });
+        if (!res.ok || !res.body) {
+          throw new NovaError("unavailable", `volume ${d.volume}: HTTP ${res.status}`);
+        }
+        const tmp = await Deno.makeTempFile({ dir: this.host.pool.root, prefix: ".tmp-recv-" });
+        try {
+          await res.body.pipeTo((await Deno.open(tmp, { write: true })).writable);
+          const pool = this.host.poolOf(d);
+          if (await pool.has(d.volume)) await pool.delete(d.volume);
+          await pool.importFile(tmp, d.volume);
+        } finally {
+          await Deno.remove(tmp).catch(() => {});
+        }
+      }
+    });
+  }
+
+  // ---- source side ------------------------------------------------------------
+
+  /** Runs the migration recorded in `op` for `vm` (placed here); reports progress and outcome. */
+  async run(vm: VmRecord, op: OperationRecord): Promise<void> {
+    if (this.running.has(op.id)) return;
+    const ctl = new AbortController();
+    this.running.set(op.id, ctl);
+    const to = String(op.params.to);
+    const started = performance.now();
+    try {
+      const peer = this.peerOf(to);
+      if (!peer) throw new ConflictError(`destination ${to} is not a member`);
+      const result = await this.host.serialize(vm.name, async () => {
+        const qemu = this.host.live(vm.name);
+        return qemu
+          ? await this.live(this.host.mine(vm.name), op, peer, ctl.signal)
+          : await this.cold(this.host.mine(vm.name), op, peer);
+      });
+      await this.finishOperation(op.id, "succeeded", {
+        ...result,
+        wallMs: Math.round(performance.now() - started),
+      });
+      log.info("migration finished", { vm: vm.name, to, ...result });
+    } catch (err) {
+      const aborted = ctl.signal.aborted;
+      log.warn("migration failed", { vm: vm.name, to, error: String(err), aborted });
+      await this.host.cluster.report({
+        op: "vm.update",
+        name: vm.name,
+        changes: { migration: null },
+        by: `host:${this.host.nodeName}`,
+        at: Date.now(),
+      }).catch(() => {});
+      await this.finishOperation(
+        op.id,
+        aborted ? "aborted" : "failed",
+        null,
+        String(
+          (err as Error).message ?? err,
+        ),
+      );
+    } finally {
+      this.running.delete(op.id);
+      this.host.schedule(vm.name);
+    }
+  }
+
+  private async finishOperation(
+    id: string,
+    state: "succeeded" | "failed" | "aborted",
+    result: Record<string, unknown> | null,
+    error?: string,
+  ): Promise<void> {
+    await this.host.cluster.report({
+      op: "operation.update",
+      id,
+      state,
+      result: result ?? undefined,
+      error,
+      at: Date.now(),
+    }).catch((err) => log.warn("cannot record operation outcome", { id, error: String(err) }));
+  }
+
+  private progressReporter(opId: string): (p: MigrationProgress) => void {
+    let last = 0;
+    return (p) => {
+      if (Date.now() - last < PROGRESS_EVERY_MS) return;
+      last = Date.now();
+      this.host.cluster.report({ op: "operation.update", id: opId, progress: { ...p }, at: last })
+        .catch(() => {});
+    };
+  }
+
+  private async live(
+    vm: VmRecord,
+    op: OperationRecord,
+    peer: MigrationPeer,
+    signal: AbortSignal,
+  ): Promise<Record<string, unknown>> {
+    const source = this.host.live(vm.name)!;
+    const to = String(op.params.to);
+    const cfg = this.host.cluster.config();
+    await this.host.report(vm, "migrating");
+    const onProgress = this.progressReporter(op.id);
+    const localDisks = vm.disks.filter((d) => d.pool !== "shared").map((d) => d.id);
+    let dest: IncomingEndpoints | null = null;
+    let committed = false;
+    try {
+      dest = await this.callPeer<IncomingEndpoints>(peer, op.id, "prepare", { vm: vm.name });
+      if (localDisks.length) {
+        await mirrorDisks(
+          source,
+          { host: dest.address, port: dest.nbdPort! },
+          localDisks,
+          onProgress,
+          signal,
+        );
+      }
+      const stopped = source.qmp.waitForEvent("STOP", { timeoutMs: cfg["migration.timeoutMs"] });
+      stopped.catch(() => {});
+      const mem = await migrateMemory(
+        source,
+        { host: dest.address, port: dest.migrationPort },
+        {
+          downtimeLimitMs: cfg["migration.downtimeLimitMs"],
+          bandwidthBytesPerSec: cfg["migration.maxBandwidthMiBs"] * 2 ** 20,
+          timeoutMs: cfg["migration.timeoutMs"],
+        },
+        onProgress,
+        signal,
+      );
+      const pausedAt = eventMs(await stopped);
+      onProgress({ phase: "switchover", percent: 100, transferredBytes: 0, totalBytes: 0 });
+      // The point of no return: the cluster now says the VM lives on `to`.
+      await this.host.cluster.report({
+        op: "vm.migrated",
+        name: vm.name,
+        from: this.host.nodeName,
+        to,
+        opId: op.id,
+        at: Date.now(),
+      });
+      committed = true;
+      const { resumedAt } = await this.callPeer<{ resumedAt: number }>(peer, op.id, "finish", {
+        vm: vm.name,
+      });
+      await this.retireSource(vm, localDisks);
+      return {
+        live: true,
+        from: this.host.nodeName,
+        to,
+        totalMs: mem.totalMs,
+        qemuDowntimeMs: mem.downtimeMs,
+        guestPausedMs: Math.max(0, resumedAt - pausedAt),
+        transferredBytes: mem.transferredBytes,
+        disksMirrored: localDisks.length,
+      };
+    } catch (err) {
+      if (committed) throw err; // the VM is the destination's now; nothing to roll back here
+      await cancelMirrors(source, localDisks).catch(() => {});
+      if ((await source.status().catch(() => "")) !== "running") {
+        await source.cont().catch(() => {});
+      }
+      if (dest) await this.callPeer(peer, op.id, "abort", { vm: vm.name }).catch(() => {});
+      await this.host.report(vm, "running");
+      throw err;
+    }
+  }
+
+  /** After the switchover the source copy is stale: quit its QEMU and drop its local volumes. */
+  private async retireSource(vm: VmRecord, localDisks: string[]): Promise<void> {
+    const rt = this.host.runtimes.get(vm.name);
+    if (rt) {
+      await cancelMirrors(rt.qemu, localDisks).catch(() => {});
+      await this.host.stopRuntime(vm.name, rt, true);
+    }
+    for (const d of vm.disks) {
+      if (d.pool === "shared") continue;
+      const pool = this.host.poolOf(d);
+      if (await pool.has(d.volume)) await pool.delete(d.volume).catch(() => {});
+    }
+    await this.host.driver.cleanup(vm.name);
+  }
+
+  private async cold(
+    vm: VmRecord,
+    op: OperationRecord,
+    peer: MigrationPeer,
+  ): Promise<Record<string, unknown>> {
+    const to = String(op.params.to);
+    const t0 = performance.now();
+    await this.callPeer(peer, op.id, "receive", { vm: vm.name, from: this.host.nodeName });
+    await this.host.cluster.report({
+      op: "vm.migrated",
+      name: vm.name,
+      from: this.host.nodeName,
+      to,
+      opId: op.id,
+      at: Date.now(),
+    });
+    await this.retireSource(vm, []);
+    return {
+      live: false,
+      from: this.host.nodeName,
+      to,
+      totalMs: Math.round(performance.now() - t0),
+    };
+  }
+
+  private async callPeer<T = unknown>(
+    peer: MigrationPeer,
+    opId: string,
+    step: "prepare" | "finish" | "abort" | "receive",
+    body: Record<string, unknown>,
+  ): Promise<T> {
+    const res = await fetch(`${peer.url}/internal/host/migrations/${opId}/${step}`, {
+      method: "POST",
+      headers: { ...peer.headers, "content-type": "application/json" },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(step === "receive" ? 3_600_000 : 60_000),
+    });
+    const json = await res.json().catch(() => ({}));
+    if (!res.ok) {
+      throw new NovaError(
+        "unavailable",
+        `destination ${step}: ${json?.error?.message ?? res.status}`,
+      );
+    }
+    return json as T;
+  }
+}
+
+function eventMs(e: QmpEvent): number {
+  return e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
+}
