@@ -200,7 +200,7 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
     vms: () => node.fsm.vms(),
     image: (name) => node.fsm.image(name),
     operation: (id) => node.fsm.operation(id),
-    config: () => node.fsm.config().config,
+    config: () => node.fsm.settings(),
     onVmChange: (listener) => node.fsm.onVmChange(listener),
     report: (command) => submitToLeader(node, command),
     pullImage: async (name) => {

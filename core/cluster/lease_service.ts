@@ -25,7 +25,7 @@ export async function grantLease(
   await node.linearizableRead();
   leases.grant(host);
   return {
-    leaseMs: node.fsm.config().config["ha.leaseMs"],
+    leaseMs: node.fsm.settings()["ha.leaseMs"],
     commitIndex: node.status().commitIndex,
   };
 }
@@ -78,7 +78,7 @@ export function keepLeaseRenewed(
     while (!stopped) {
       const started = Date.now();
       await renewOnce().catch((err) => log.debug("lease renewal failed", { error: String(err) }));
-      const interval = node.fsm.config().config["nodes.heartbeatIntervalMs"];
+      const interval = node.fsm.settings()["nodes.heartbeatIntervalMs"];
       await new Promise((r) => setTimeout(r, Math.max(50, interval - (Date.now() - started))));
     }
   };

@@ -7,7 +7,12 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
 import { ConflictError, NotFoundError, NovaError, ValidationError } from "../errors/mod.ts";
-import { type ClusterConfig, validateConfigPatch, validateFullConfig } from "../config/mod.ts";
+import {
+  type ClusterConfig,
+  DEFAULT_CONFIG,
+  validateConfigPatch,
+  validateFullConfig,
+} from "../config/mod.ts";
 import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
 import type {
   Command,
@@ -705,6 +710,13 @@ export class StateMachine {
     if (v === 0) throw new NotFoundError("configuration", "current");
     this.currentConfig = deepFreeze(this.configVersion(v));
     return this.currentConfig;
+  }
+
+  /** The current settings, or the defaults on a joiner that has not received any state yet. */
+  settings(): ClusterConfig {
+    return this.latestConfigVersion() === 0 && !this.currentConfig
+      ? DEFAULT_CONFIG
+      : this.config().config;
   }
 
   configVersion(version: number): ConfigVersion {
