@@ -39,7 +39,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/internal", internalRoutes(node, deps));
   app.route("/api/v1/cluster", clusterRoutes(node));
   app.route("/api/v1/config", configRoutes(node));
-  app.route("/api/v1/nodes", nodeRoutes(node));
+  app.route("/api/v1/nodes", nodeRoutes(node, deps.leases));
   app.route("/api/v1/images", imageRoutes(node, deps.blobs));
   app.route("/api/v1/vms", vmRoutes(node, deps.host));
   app.route("/api/v1/groups", groupRoutes(node));

@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { startNode } from "./node_start.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
 
 function collectLabel(value: string, previous: Record<string, string>): Record<string, string> {
@@ -56,6 +57,37 @@ export function nodeCommand(): Command {
       );
       render(opts.output, r, () => printFields(r));
     });
+
+  for (const [verb, what] of [["cordon", "accept no new VMs"], ["uncordon", "accept VMs again"]]) {
+    withClientOptions(node.command(verb).argument("<name>").description(what))
+      .action(async (name: string, opts: GlobalOpts) => {
+        const r = await clientOf(opts).request(
+          "POST",
+          `/api/v1/nodes/${encodeURIComponent(name)}/${verb}`,
+        );
+        render(opts.output, r, () => console.log(`${name}: ${verb}ed`));
+      });
+  }
+  for (
+    const [verb, what] of [
+      ["drain", "live-migrate every VM away, then mark the node drained"],
+      ["evacuate", "move every VM away; for a lost host, restart its shared-disk VMs elsewhere"],
+    ]
+  ) {
+    withClientOptions(
+      node.command(verb).argument("<name>").description(what)
+        .option("--no-wait", "return the operation at once")
+        .option("--timeout <seconds>", "how long to wait", Number, 3600),
+    ).action(async (name: string, opts: GlobalOpts & { wait: boolean; timeout: number }) => {
+      const client = clientOf(opts);
+      let op = await client.request<Operation>(
+        "POST",
+        `/api/v1/nodes/${encodeURIComponent(name)}/${verb}`,
+      );
+      if (opts.wait) op = await waitForOperation(client, op.id, opts.timeout);
+      render(opts.output, op, () => console.log(`${verb} ${name}: ${op.state} (${op.id})`));
+    });
+  }
 
   return node;
 }

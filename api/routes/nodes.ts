@@ -1,11 +1,17 @@
 /** /api/v1/nodes: hypervisor hosts and their inventory. */
 import { Hono } from "hono";
-import type { ClusterNode } from "../../core/cluster/mod.ts";
+import {
+  type ClusterNode,
+  drainNode,
+  type LeaseTable,
+  setNodeState,
+} from "../../core/cluster/mod.ts";
 import { NotFoundError } from "../../core/errors/mod.ts";
-import { bearerAuth } from "../auth.ts";
+import { bearerAuth, requireRole } from "../auth.ts";
+import { leaderOnly } from "../forward.ts";
 import type { Env } from "../context.ts";
 
-export function nodeRoutes(node: ClusterNode): Hono<Env> {
+export function nodeRoutes(node: ClusterNode, leases: LeaseTable): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
 
@@ -27,6 +33,19 @@ export function nodeRoutes(node: ClusterNode): Hono<Env> {
     const m = node.status().members.find((x) => x.name === name);
     return c.json({ ...n, state: m?.state ?? n.state, role: m?.role ?? null });
   });
+
+  app.post("/:name/cordon", requireRole("operator"), leaderOnly(node), async (c) => {
+    return c.json(await setNodeState(node, c.req.param("name"), "cordoned"));
+  });
+  app.post("/:name/uncordon", requireRole("operator"), leaderOnly(node), async (c) => {
+    return c.json(await setNodeState(node, c.req.param("name"), "ready"));
+  });
+  for (const mode of ["drain", "evacuate"] as const) {
+    app.post(`/:name/${mode}`, requireRole("operator"), leaderOnly(node), async (c) => {
+      const op = await drainNode(node, c.req.param("name"), mode, leases, c.get("principal").name);
+      return c.json(op, 202);
+    });
+  }
 
   return app;
 }

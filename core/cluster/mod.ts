@@ -10,3 +10,4 @@ export * from "./lease.ts";
 export * from "./lease_service.ts";
 export * from "./ha.ts";
 export * from "./migration_service.ts";
+export * from "./drain_service.ts";

@@ -47,7 +47,7 @@ interface ReadRound {
   timer: ReturnType<typeof setTimeout>;
 }
 
-export type MemberState = "ready" | "offline" | "cordoned" | "draining";
+export type MemberState = "ready" | "offline" | "cordoned" | "draining" | "drained";
 
 export interface MemberStatus extends Member {
   state: MemberState;
@@ -642,7 +642,7 @@ export class ClusterNode {
       const last = m.name === this.id ? Date.now() : this.lastContact.get(m.name);
       const nodeState = nodes.get(m.name)?.state;
       let state: MemberState = this.isRecentlyContacted(m.name) ? "ready" : "offline";
-      if (state === "ready" && (nodeState === "cordoned" || nodeState === "draining")) {
+      if (state === "ready" && nodeState && nodeState !== "ready" && nodeState !== "offline") {
         state = nodeState;
       }
       return {
