@@ -1,5 +1,6 @@
 /** `novactl cluster ...`: status, join tokens, remove, transfer-leader. */
 import { Command } from "commander";
+import { type Operation, waitForOperation } from "./operation.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import type { ClusterStatus } from "../core/cluster/mod.ts";
@@ -74,6 +75,33 @@ export function clusterCommand(): Command {
   ).action(async (name: string, opts: GlobalOpts) => {
     const r = await clientOf(opts).request("POST", "/api/v1/cluster/transfer-leader", { name });
     render(opts.output, r, () => console.log(`leader is now ${name}`));
+  });
+
+  withClientOptions(
+    cluster.command("rebalance").description("even out host load with live migrations")
+      .option("--dry-run", "print the plan only")
+      .option("--no-wait", "return the operation at once")
+      .option("--timeout <seconds>", "how long to wait", Number, 3600),
+  ).action(async (opts: GlobalOpts & { dryRun?: boolean; wait: boolean; timeout: number }) => {
+    const client = clientOf(opts);
+    const q = opts.dryRun ? "?dryRun=true" : "";
+    const r = await client.request<
+      {
+        moves: { vm: string; from: string; to: string }[];
+        imbalanceBefore: number;
+        imbalanceAfter: number;
+        operation?: Operation | null;
+      }
+    >("POST", `/api/v1/cluster/rebalance${q}`);
+    if (!opts.dryRun && opts.wait && r.operation) {
+      r.operation = await waitForOperation(client, r.operation.id, opts.timeout);
+    }
+    render(opts.output, r, () => {
+      console.log(
+        `imbalance ${r.imbalanceBefore} → ${r.imbalanceAfter} with ${r.moves.length} move(s)`,
+      );
+      printTable(r.moves, ["vm", "from", "to"]);
+    });
   });
 
   return cluster;

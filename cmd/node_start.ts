@@ -18,6 +18,7 @@ import {
   migratorPeer,
   pullImage,
   readIdentity,
+  Rebalancer,
   submitToLeader,
 } from "../core/cluster/mod.ts";
 import { NovaError, ValidationError } from "../core/errors/mod.ts";
@@ -126,6 +127,8 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   });
   const ha = new HaManager(node, leases);
   ha.start();
+  const rebalancer = new Rebalancer(node);
+  rebalancer.start();
   await host.start();
 
   async function shutdown(signal: string): Promise<void> {
@@ -136,6 +139,7 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     registration.stop();
     renewal.stop();
     ha.stop();
+    rebalancer.stop();
     host.stop();
     await server.shutdown().catch(() => {});
     await node.stop();

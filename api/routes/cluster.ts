@@ -9,6 +9,7 @@ import {
   removeMember,
   transferLeader,
 } from "../../core/cluster/mod.ts";
+import { applyRebalance, rebalancePlan } from "../../core/cluster/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { forwardTo, leaderOnly } from "../forward.ts";
 import { parseBody, parseDuration } from "../validate.ts";
@@ -89,6 +90,16 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
       return await forwardTo(c, url, node.id);
     }
     return c.json({ removed: name });
+  });
+
+  app.post("/rebalance", requireRole("operator"), leaderOnly(node), async (c) => {
+    const dryRun = c.req.query("dryRun") === "true";
+    await node.linearizableRead();
+    const plan = rebalancePlan(node);
+    if (dryRun) return c.json({ dryRun: true, ...plan });
+    if (!plan.moves.length) return c.json({ dryRun: false, ...plan, operation: null });
+    const op = await applyRebalance(node, plan, c.get("principal").name);
+    return c.json({ dryRun: false, ...plan, operation: op }, 202);
   });
 
   app.post("/transfer-leader", requireRole("admin"), leaderOnly(node), async (c) => {

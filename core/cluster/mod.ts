@@ -11,3 +11,4 @@ export * from "./lease_service.ts";
 export * from "./ha.ts";
 export * from "./migration_service.ts";
 export * from "./drain_service.ts";
+export * from "./rebalancer.ts";

@@ -6,3 +6,4 @@
 export * from "./placement.ts";
 export { type HostUsage, PlacementIndex } from "./placement_index.ts";
 export { SOFT_GROUP_WEIGHT } from "./scorers.ts";
+export * from "./rebalance.ts";

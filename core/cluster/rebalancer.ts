@@ -1,0 +1,135 @@
+/**
+ * Load balancing (DRS-like) on the leader: plans with the scheduler's greedy
+ * planner and applies plans as live migrations, a bounded number at a time.
+ * Runs periodically when `rebalancer.enabled`; `cluster rebalance` runs it
+ * on demand (or only prints the plan with --dry-run).
+ */
+import type { ClusterNode } from "./node.ts";
+import type { OperationRecord } from "../fsm/mod.ts";
+import { ConflictError } from "../errors/mod.ts";
+import { log } from "../log/mod.ts";
+import { type Move, planRebalance, type RebalancePlan } from "../scheduler/mod.ts";
+import { hostViews, placementRequestOf, serializedDecision } from "./vm_service.ts";
+import { startMigration } from "./migration_service.ts";
+
+/** VMs that must stay put: migrating, or moved within the cooldown. */
+function frozenVms(node: ClusterNode): Set<string> {
+  const cooldown = node.fsm.settings()["rebalancer.cooldownMs"];
+  const now = Date.now();
+  const frozen = new Set(node.fsm.vms().filter((v) => v.migration).map((v) => v.name));
+  for (const op of node.fsm.operations()) {
+    if (op.kind === "migrate" && now - Date.parse(op.updatedAt) < cooldown) frozen.add(op.target);
+  }
+  return frozen;
+}
+
+export function rebalancePlan(node: ClusterNode, maxMoves = 50): RebalancePlan {
+  const vms = node.fsm.vms();
+  const byName = new Map(vms.map((v) => [v.name, v]));
+  return planRebalance(hostViews(node), vms, node.fsm.settings(), {
+    threshold: node.fsm.settings()["rebalancer.threshold"],
+    maxMoves,
+    frozen: frozenVms(node),
+    requestOf: (v) => placementRequestOf(node, byName.get(v.name)!),
+  });
+}
+
+async function waitDone(node: ClusterNode, id: string): Promise<OperationRecord> {
+  for (;;) {
+    const op = node.fsm.operation(id)!;
+    if (op.state !== "running") return op;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Starts an operation that carries out `plan`; returns it at once. */
+export async function applyRebalance(
+  node: ClusterNode,
+  plan: RebalancePlan,
+  by: string,
+): Promise<OperationRecord> {
+  if (node.fsm.operations().some((o) => o.kind === "rebalance" && o.state === "running")) {
+    throw new ConflictError("a rebalance is already running");
+  }
+  const op = await node.propose({
+    op: "operation.create",
+    operation: {
+      id: `rebalance-${crypto.randomUUID().slice(0, 8)}`,
+      kind: "rebalance",
+      target: "cluster",
+      runner: node.id,
+      params: { plan },
+      by,
+    },
+    at: Date.now(),
+  }) as OperationRecord;
+  void runPlan(node, op.id, plan.moves).catch((err) =>
+    log.warn("rebalance failed", { error: String(err) })
+  );
+  return op;
+}
+
+async function runPlan(node: ClusterNode, opId: string, moves: Move[]): Promise<void> {
+  const queue = [...moves];
+  const done: Move[] = [];
+  const failed: Record<string, string> = {};
+  const worker = async () => {
+    for (let m = queue.shift(); m; m = queue.shift()) {
+      try {
+        const mig = await serializedDecision(node, async () => {
+          const vm = node.fsm.vm(m!.vm);
+          if (!vm || vm.node !== m!.from || vm.migration) {
+            throw new ConflictError("moved meanwhile");
+          }
+          return await startMigration(node, vm, m!.to, "rebalancer");
+        });
+        const end = await waitDone(node, mig.id);
+        if (end.state === "succeeded") done.push(m);
+        else failed[m.vm] = end.error ?? end.state;
+      } catch (err) {
+        failed[m.vm] = (err as Error).message;
+      }
+    }
+  };
+  const parallel = node.fsm.settings()["rebalancer.maxConcurrentMigrations"];
+  await Promise.all(Array.from({ length: parallel }, worker));
+  const ok = Object.keys(failed).length === 0;
+  await node.propose({
+    op: "operation.update",
+    id: opId,
+    state: ok ? "succeeded" : "failed",
+    result: { moved: done, failed },
+    error: ok ? undefined : `some moves failed: ${JSON.stringify(failed)}`,
+    at: Date.now(),
+  });
+}
+
+/** The periodic loop: plans when enabled, applies when the imbalance exceeds the threshold. */
+export class Rebalancer {
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(private readonly node: ClusterNode) {}
+
+  start(): void {
+    const loop = async () => {
+      const cfg = this.node.fsm.settings();
+      if (this.node.isLeader() && cfg["rebalancer.enabled"]) {
+        try {
+          const plan = rebalancePlan(this.node);
+          if (plan.moves.length && plan.imbalanceBefore > cfg["rebalancer.threshold"]) {
+            log.info("rebalancing", { moves: plan.moves.length, imbalance: plan.imbalanceBefore });
+            await applyRebalance(this.node, plan, "rebalancer");
+          }
+        } catch (err) {
+          log.debug("rebalance pass skipped", { error: String(err) });
+        }
+      }
+      this.timer = setTimeout(loop, this.node.fsm.settings()["rebalancer.intervalMs"]);
+    };
+    this.timer = setTimeout(loop, this.node.fsm.settings()["rebalancer.intervalMs"]);
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+  }
+}
