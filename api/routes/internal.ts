@@ -1,6 +1,11 @@
 /** Peer-only routes: Raft messages and proposals from followers. Authenticated by the cluster secret. */
 import { Hono } from "hono";
-import { type ClusterNode, grantLease, migratorPeer } from "../../core/cluster/mod.ts";
+import {
+  type ClusterNode,
+  grantLease,
+  migratorPeer,
+  PEER_NAME_HEADER,
+} from "../../core/cluster/mod.ts";
 import { NotFoundError } from "../../core/errors/mod.ts";
 import type { Command } from "../../core/fsm/mod.ts";
 import type { Envelope } from "../../core/peer/mod.ts";
@@ -42,6 +47,10 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   // Node self-registration (inventory) from followers lands here on the leader.
   app.post("/propose", leaderOnly(node), async (c) => {
     const { command } = await readJson(c) as { command: Command };
+    const from = c.req.header(PEER_NAME_HEADER);
+    if (from && node.transport.blocked.has(from)) {
+      return c.json({ error: { code: "unavailable", message: "partitioned (fault injection)" } }, 503);
+    }
     if (!PEER_PROPOSABLE.has(command.op)) {
       return c.json(
         { error: { code: "forbidden", message: "command not allowed from peers" } },

@@ -9,6 +9,9 @@ import {
   ValidationError,
 } from "../errors/mod.ts";
 import { PEER_SECRET_HEADER } from "../peer/mod.ts";
+
+/** Names the proposing peer, so fault injection can cut it off like a real partition. */
+export const PEER_NAME_HEADER = "x-novactl-peer-name";
 import { randomToken, sha256Hex } from "../secrets/mod.ts";
 
 export const JOIN_TOKEN_PREFIX = "nvj_";
@@ -121,11 +124,15 @@ export async function submitToLeader(node: ClusterNode, command: Command): Promi
   if (node.isLeader()) return await node.propose(command);
   const url = node.leaderUrl();
   if (!url || !node.fsm.member(node.id)) throw new UnavailableError("no leader known yet");
+  if (node.transport.blocked.has(node.leaderId()!)) {
+    throw new UnavailableError("the leader is unreachable (fault injection)");
+  }
   const res = await fetch(url + "/internal/propose", {
     method: "POST",
     headers: {
       "content-type": "application/json",
       [PEER_SECRET_HEADER]: node.identity.clusterSecret,
+      [PEER_NAME_HEADER]: node.id,
     },
     body: JSON.stringify({ command }),
     signal: AbortSignal.timeout(10_000),
