@@ -206,7 +206,7 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
     operation: (id) => node.fsm.operation(id),
     config: () => node.fsm.settings(),
     onVmChange: (listener) => node.fsm.onVmChange(listener),
-    report: (command) => submitToLeader(node, command),
+    report: (command, opts) => submitToLeader(node, command, opts),
     pullImage: async (name) => {
       const image = node.fsm.image(name);
       await pullImage(node, blobs, name);

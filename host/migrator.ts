@@ -42,7 +42,7 @@ export interface IncomingEndpoints {
 
 const PROGRESS_EVERY_MS = 500;
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "0.0.0.0", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -81,29 +81,36 @@ export class Migrator {
       const localDisks = vm.disks.filter((d) => d.pool !== "shared").map((d) => d.id);
       let nbdPort: number | null = null;
       if (localDisks.length) {
-        nbdPort = await freePort();
+        nbdPort = freePort();
         await exportDisksForMirror(qemu, { host: "0.0.0.0", port: nbdPort }, localDisks);
       }
-      const migrationPort = await freePort();
+      const migrationPort = freePort();
       await listenForMigration(qemu, "0.0.0.0", migrationPort);
       return { address: this.selfAddress, migrationPort, nbdPort };
     });
   }
 
-  /** After the commit: stop serving disks and resume the guest here. Returns the resume time. */
-  finishIncoming(name: string): Promise<{ resumedAt: number }> {
-    return this.host.serialize(name, async () => {
-      const rt = this.host.runtimes.get(name);
-      if (!rt) throw new ConflictError(`no incoming QEMU for ${name} here`);
+  /**
+   * After the commit: resume the guest here at once (every moment counts as
+   * downtime), then stop serving disks and report once this host has applied
+   * the move. Returns the resume time.
+   */
+  async finishIncoming(name: string): Promise<{ resumedAt: number }> {
+    const rt = this.host.runtimes.get(name);
+    if (!rt?.incoming) throw new ConflictError(`no incoming QEMU for ${name} here`);
+    const resumed = rt.qemu.qmp.waitForEvent("RESUME", { timeoutMs: 10_000 });
+    await rt.qemu.cont();
+    const ev = await resumed;
+    rt.incoming = undefined;
+    void this.host.serialize(name, async () => {
       await stopDiskExports(rt.qemu);
-      const resumed = rt.qemu.qmp.waitForEvent("RESUME", { timeoutMs: 10_000 });
-      await rt.qemu.cont();
-      const ev = await resumed;
-      rt.incoming = undefined;
-      const vm = this.host.mine(name);
-      await this.host.report(vm, "running");
-      return { resumedAt: eventMs(ev) };
-    });
+      for (let i = 0; i < 300 && this.host.cluster.vm(name)?.node !== this.host.nodeName; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const vm = this.host.cluster.vm(name);
+      if (vm?.node === this.host.nodeName) await this.host.report(vm, "running");
+    }).catch((err) => log.warn("post-migration report failed", { vm: name, error: String(err) }));
+    return { resumedAt: eventMs(ev) };
   }
 
   /** The migration failed before the commit: remove what was created here. */
@@ -265,7 +272,7 @@ export class Migrator {
         to,
         opId: op.id,
         at: Date.now(),
-      });
+      }, { readOwnWrite: false }); // committed is enough; the guest waits for every millisecond here
       committed = true;
       const { resumedAt } = await this.callPeer<{ resumedAt: number }>(peer, op.id, "finish", {
         vm: vm.name,

@@ -36,7 +36,8 @@ export interface HostCluster {
   config(): ClusterConfig;
   onVmChange(listener: (name: string | null) => void): () => void;
   /** Proposes through the leader; rejects when there is none. */
-  report(command: Command): Promise<unknown>;
+  /** `readOwnWrite: false` skips waiting for the local replica to apply it (latency-critical steps). */
+  report(command: Command, opts?: { readOwnWrite?: boolean }): Promise<unknown>;
   /** Makes the image's files present here; returns their local paths. */
   pullImage(name: string): Promise<{ kernel?: string; initrd?: string; disk?: string }>;
 }

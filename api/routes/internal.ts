@@ -49,7 +49,10 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
     const { command } = await readJson(c) as { command: Command };
     const from = c.req.header(PEER_NAME_HEADER);
     if (from && node.transport.blocked.has(from)) {
-      return c.json({ error: { code: "unavailable", message: "partitioned (fault injection)" } }, 503);
+      return c.json(
+        { error: { code: "unavailable", message: "partitioned (fault injection)" } },
+        503,
+      );
     }
     if (!PEER_PROPOSABLE.has(command.op)) {
       return c.json(
@@ -77,8 +80,6 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   });
   app.post("/host/migrations/:op/finish", async (c) => {
     const { vm } = await readJson(c) as { vm: string };
-    // The commit that made this node the VM's home must be visible here first.
-    await node.linearizableRead().catch(() => {});
     return c.json(await migrator.finishIncoming(vm));
   });
   app.post("/host/migrations/:op/abort", async (c) => {

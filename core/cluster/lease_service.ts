@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import type { ClusterNode } from "./node.ts";
-import { LeaseHolder, LeaseTable } from "./lease.ts";
+import { LeaseHolder, type LeaseTable } from "./lease.ts";
 import { PEER_SECRET_HEADER } from "../peer/mod.ts";
 import { UnavailableError } from "../errors/mod.ts";
 import { log } from "../log/mod.ts";

@@ -120,7 +120,11 @@ export async function transferLeader(node: ClusterNode, to: string): Promise<voi
  * channel, and returns once this node applied the command too: the caller
  * then reads its own write from the local state.
  */
-export async function submitToLeader(node: ClusterNode, command: Command): Promise<unknown> {
+export async function submitToLeader(
+  node: ClusterNode,
+  command: Command,
+  opts: { readOwnWrite?: boolean } = {},
+): Promise<unknown> {
   if (node.isLeader()) return await node.propose(command);
   const url = node.leaderUrl();
   if (!url || !node.fsm.member(node.id)) throw new UnavailableError("no leader known yet");
@@ -141,6 +145,6 @@ export async function submitToLeader(node: ClusterNode, command: Command): Promi
   if (!res.ok) {
     throw new NovaError(codeOfHttpStatus(res.status), body?.error?.message ?? `HTTP ${res.status}`);
   }
-  await node.waitApplied(body.index, 10_000);
+  if (opts.readOwnWrite !== false) await node.waitApplied(body.index, 10_000);
   return body.result;
 }

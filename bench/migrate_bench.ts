@@ -1,0 +1,173 @@
+/**
+ * Live migration benchmark for a 256 MiB guest: total time and downtime of
+ * novactl migrations (disk on the shared pool; disk on the local pool, copied
+ * over NBD) side by side with a bare QEMU→QEMU migration of the same guest
+ * driven by hand over QMP (the anchor), in one run.
+ *
+ *   deno run -A bench/migrate_bench.ts [--runs 5]
+ */
+import { startGuestCluster } from "./lib/guest_cluster.ts";
+import { testGuest } from "./lib/guest.ts";
+import { percentile } from "./lib/stats.ts";
+import { QemuDriver, QmpClient } from "../host/kvm/mod.ts";
+import { DirPool } from "../host/storage/mod.ts";
+
+const runsArg = Deno.args.indexOf("--runs");
+const RUNS = runsArg >= 0 ? Number(Deno.args[runsArg + 1]) : 5;
+const MEMORY = 256;
+const DOWNTIME_LIMIT_MS = 50;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Sample {
+  totalMs: number;
+  downtimeMs: number;
+  guestPausedMs?: number;
+}
+
+/**
+ * The anchor: the same guest migrated back and forth between QEMU processes
+ * by hand over QMP, each time into a fresh destination, like novactl does.
+ */
+class BareMigrations {
+  private current: QmpClient | null = null;
+  private n = 0;
+  private disk = "";
+
+  constructor(private readonly dir: string) {}
+
+  private async launch(extra: string[]): Promise<QmpClient> {
+    const guest = await testGuest();
+    if (!this.disk) {
+      const pool = await new DirPool(`${this.dir}/pool`).init();
+      this.disk = (await pool.create("bare", 2 ** 30)).path;
+    }
+    const driver = new QemuDriver(`${this.dir}/q${this.n++}`);
+    const spec = {
+      name: "bare",
+      uuid: crypto.randomUUID(),
+      cpus: 1,
+      memoryMiB: MEMORY,
+      accel: "tcg" as const,
+      kernel: { path: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
+      disks: [{ id: "root", path: this.disk, format: "qcow2" as const }],
+      nics: [{ id: "net0", mac: "52:54:00:00:00:02" }],
+      generation: 0,
+    };
+    const p = driver.paths(spec.name);
+    await Deno.mkdir(p.dir, { recursive: true });
+    const args = [...driver.args(spec, p).filter((a) => a !== "-S"), ...extra];
+    const out = await new Deno.Command("qemu-system-x86_64", {
+      args,
+      stdout: "null",
+      stderr: "piped",
+    })
+      .output();
+    if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+    return await QmpClient.connect(p.qmp, { timeoutMs: 10_000 });
+  }
+
+  async start(): Promise<void> {
+    this.current = await this.launch([]);
+  }
+
+  async migrateOnce(): Promise<Sample> {
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const src = this.current!;
+    const dst = await this.launch(["-incoming", `tcp:127.0.0.1:${port}`]);
+    // The same parameters novactl sets (downtime limit, bandwidth cap far above loopback speed).
+    await src.execute("migrate-set-parameters", {
+      "downtime-limit": DOWNTIME_LIMIT_MS,
+      "max-bandwidth": 10 * 2 ** 30,
+    });
+    await src.execute("migrate", { uri: `tcp:127.0.0.1:${port}` });
+    let info: { status: string; "total-time"?: number; downtime?: number };
+    do {
+      await sleep(20);
+      info = await src.execute("query-migrate");
+    } while (info.status !== "completed" && info.status !== "failed");
+    if (info.status !== "completed") throw new Error("bare migration failed");
+    await src.execute("quit").catch(() => {});
+    src.close();
+    this.current = dst;
+    return { totalMs: info["total-time"]!, downtimeMs: info.downtime! };
+  }
+
+  async stop(): Promise<void> {
+    await this.current?.execute("quit").catch(() => {});
+    this.current?.close();
+  }
+}
+
+function summarize(xs: Sample[]) {
+  const pick = (f: (s: Sample) => number | undefined) => {
+    const v = xs.map(f).filter((x): x is number => x !== undefined).sort((a, b) => a - b);
+    return v.length
+      ? { p50: Math.round(percentile(v, 50) * 10) / 10, max: Math.round(v[v.length - 1] * 10) / 10 }
+      : null;
+  };
+  return {
+    runs: xs.length,
+    totalMs: pick((s) => s.totalMs),
+    downtimeMs: pick((s) => s.downtimeMs),
+    guestPausedMs: pick((s) => s.guestPausedMs),
+  };
+}
+
+const g = await startGuestCluster(3);
+const work = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "novactl-bare-" });
+try {
+  const results: Record<string, Sample[]> = { bare: [], shared: [], local: [] };
+  const bare = new BareMigrations(work);
+  await bare.start();
+  for (const pool of ["shared", "local"] as const) {
+    const name = `mig-${pool}`;
+    await g.api("POST", "/api/v1/vms", {
+      name,
+      image: "guest",
+      memoryMiB: MEMORY,
+      node: "n1",
+      pool: pool === "shared" ? "shared" : "dir",
+    });
+    await g.until(name, (v) => v.state === "running");
+    await sleep(4_000);
+  }
+  for (let i = 0; i < RUNS; i++) {
+    results.bare.push(await bare.migrateOnce());
+    for (const pool of ["shared", "local"] as const) {
+      const name = `mig-${pool}`;
+      const op = await g.api<{ id: string }>("POST", `/api/v1/vms/${name}/migrate`, {});
+      const done = await g.api<{ state: string; error: string; result: Record<string, number> }>(
+        "GET",
+        `/api/v1/operations/${op.id}/wait?timeoutMs=120000`,
+      );
+      if (done.state !== "succeeded") throw new Error(`${name}: ${done.error}`);
+      results[pool].push({
+        totalMs: done.result.totalMs,
+        downtimeMs: done.result.qemuDowntimeMs,
+        guestPausedMs: done.result.guestPausedMs,
+      });
+      await g.until(name, (v) => v.state === "running" && !v.migration);
+    }
+    console.log(
+      `run ${i + 1}:`,
+      JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.at(-1)]))),
+    );
+  }
+  const summary = {
+    date: new Date().toISOString(),
+    memoryMiB: MEMORY,
+    downtimeLimitMs: DOWNTIME_LIMIT_MS,
+    bareQemu: summarize(results.bare),
+    novactlSharedDisk: summarize(results.shared),
+    novactlLocalDiskNbd: summarize(results.local),
+  };
+  console.log(JSON.stringify(summary, null, 2));
+  await bare.stop();
+  await Deno.writeTextFile(
+    new URL("./results/migrate.json", import.meta.url).pathname,
+    JSON.stringify(summary, null, 2) + "\n",
+  );
+} finally {
+  await g.stop();
+  await Deno.remove(work, { recursive: true }).catch(() => {});
+}
