@@ -263,6 +263,7 @@ export class Migrator {
         signal,
       );
       const pausedAt = eventMs(await stopped);
+      const tDone = performance.now();
       onProgress({ phase: "switchover", percent: 100, transferredBytes: 0, totalBytes: 0 });
       // The point of no return: the cluster now says the VM lives on `to`.
       await this.host.cluster.report({
@@ -274,9 +275,11 @@ export class Migrator {
         at: Date.now(),
       }, { readOwnWrite: false }); // committed is enough; the guest waits for every millisecond here
       committed = true;
+      const tCommitted = performance.now();
       const { resumedAt } = await this.callPeer<{ resumedAt: number }>(peer, op.id, "finish", {
         vm: vm.name,
       });
+      const tResumed = performance.now();
       await this.retireSource(vm, localDisks);
       return {
         live: true,
@@ -285,6 +288,12 @@ export class Migrator {
         totalMs: mem.totalMs,
         qemuDowntimeMs: mem.downtimeMs,
         guestPausedMs: Math.max(0, resumedAt - pausedAt),
+        // Where the pause went after QEMU finished: awaiting completion, the Raft commit, the resume call.
+        switchover: {
+          noticedMs: Math.round(Date.now() - (performance.now() - tDone) - pausedAt),
+          commitMs: Math.round(tCommitted - tDone),
+          resumeMs: Math.round(tResumed - tCommitted),
+        },
         transferredBytes: mem.transferredBytes,
         disksMirrored: localDisks.length,
       };

@@ -705,6 +705,7 @@ export class VmHost {
   /** A stopped VM's local volume as one self-contained qcow2 (backing chain flattened), for cold migration. */
   async exportVolume(d: VmDisk): Promise<Deno.FsFile> {
     const pool = this.poolOf(d);
+    if (!(await pool.has(d.volume))) throw new NotFoundError("volume", d.volume);
     const tmp = join(pool.root, `.tmp-export-${crypto.randomUUID()}.qcow2`);
     await qemuImg(["convert", "-q", "-O", "qcow2", pool.pathOf(d.volume), tmp], 3_600_000);
     const file = await Deno.open(tmp);

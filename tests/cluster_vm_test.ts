@@ -208,6 +208,26 @@ Deno.test({
       },
     );
 
+    await step(t, "cold migration moves a stopped VM's local disk", async () => {
+      await ok("vm", "create", "cold1", "--image", "guest", "--node", "n1", "--wait");
+      await ok("vm", "stop", "cold1", "--wait");
+      const vm0 = await api<{ disks: { volume: string }[] }>(`${url()}/api/v1/vms/cold1`, {
+        token,
+      });
+      const volume = `${vm0.body.disks[0].volume}.qcow2`;
+      const op = JSON.parse(await ok("vm", "migrate", "cold1", "--to", "n3", "-o", "json")) as Op;
+      assertEquals([op.state, op.result!.live], ["succeeded", false]);
+      await Deno.stat(`${cluster.node("n3").dataDir}/pool/${volume}`);
+      const gone = await Deno.stat(`${cluster.node("n1").dataDir}/pool/${volume}`).then(
+        () => false,
+        () => true,
+      );
+      assert(gone, "the source copy is removed");
+      await ok("vm", "start", "cold1", "--wait");
+      assertEquals((await show("cold1")).node, "n3");
+      await ok("vm", "delete", "cold1", "--force", "--wait");
+    });
+
     await step(t, "drain empties a node", async () => {
       await ok("node", "drain", "n2");
       const vms = (await api<{ vms: Vm[] }>(`${url()}/api/v1/vms`, { token })).body.vms;

@@ -143,6 +143,22 @@ Deno.test({
       },
     );
 
+    await step(
+      t,
+      "a disk-only snapshot of the running VM is taken between fs-freeze and thaw",
+      async () => {
+        await ok("vm", "snapshot", "create", "g1", "disk1");
+        const list = JSON.parse(await ok("vm", "snapshot", "list", "g1", "-o", "json"));
+        const snap = list.snapshots.find((s: { name: string }) => s.name === "disk1");
+        assertEquals([snap.memory, snap.vmState], [false, "running"]);
+        assertEquals((await show("g1")).state, "running");
+        const r = await run("vm", "snapshot", "restore", "g1", "disk1");
+        assertEquals(r.code, 1, "a disk-only snapshot is restored with the VM stopped");
+        assert(/stop g1/.test(r.stderr), r.stderr);
+        await ok("vm", "snapshot", "delete", "g1", "disk1");
+      },
+    );
+
     await step(t, "restarting the node process leaves the VM running and re-adopted", async () => {
       const before = await cluster.qemuPids("n2");
       assert(before.has("g1"));

@@ -153,10 +153,22 @@ export async function migrateMemory(
     "downtime-limit": opts.downtimeLimitMs,
     "max-bandwidth": opts.bandwidthBytesPerSec ?? 10 * 2 ** 30,
   });
+  // The MIGRATION event ends the wait the moment QEMU finishes: polling alone would add up to
+  // one poll interval to the guest's pause (the commit and resume come after this returns).
+  const finished = source.qmp.waitForEvent("MIGRATION", {
+    timeoutMs: opts.timeoutMs,
+    match: (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)),
+  });
+  finished.catch(() => {});
   await source.qmp.execute("migrate", { uri: `tcp:${dest.host}:${dest.port}` });
   const deadline = Date.now() + opts.timeoutMs;
   for (;;) {
-    const info = await source.qmp.execute<MigrateInfo>("query-migrate");
+    let info = await source.qmp.execute<MigrateInfo>("query-migrate");
+    if (info.status === "completed" && !info["total-time"]) {
+      // Right after the completion event the statistics may not be filled in yet.
+      await sleep(5);
+      info = await source.qmp.execute<MigrateInfo>("query-migrate");
+    }
     if (info.status === "completed") {
       return {
         totalMs: info["total-time"] ?? 0,
@@ -181,6 +193,6 @@ export async function migrateMemory(
       if (signal.aborted) throw new ConflictError("migration aborted");
       throw new TimeoutError(`migration did not converge in ${opts.timeoutMs} ms`);
     }
-    await sleep(50);
+    await Promise.race([finished.catch(() => {}), sleep(50)]);
   }
 }

@@ -203,7 +203,8 @@ export class QemuDriver {
     } catch {
       return null;
     }
-    const qmp = await QmpClient.connect(p.qmp, { timeoutMs: 5_000 });
+    // Generous: on a saturated host (dozens of guests booting) QEMU answers slowly, not never.
+    const qmp = await QmpClient.connect(p.qmp, { timeoutMs: 30_000 });
     return new QemuVm(name, pid, spec, p, qmp);
   }
 
@@ -277,12 +278,12 @@ export class QemuVm {
   }
 
   async status(): Promise<RunStatus> {
-    const s = await this.qmp.execute<{ status: string }>("query-status");
+    const s = await this.qmp.execute<{ status: string }>("query-status", {}, { timeoutMs: 30_000 });
     return s.status;
   }
 
   async cont(): Promise<void> {
-    await this.qmp.execute("cont");
+    await this.qmp.execute("cont", {}, { timeoutMs: 30_000 });
   }
 
   /**
