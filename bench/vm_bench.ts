@@ -47,12 +47,15 @@ class Api {
     return json as T;
   }
 
+  /** Server-side long-poll: the node answers when the state is applied (no polling load on it). */
   async waitRunning(name: string): Promise<void> {
     for (;;) {
-      const vm = await this.call<VmView>("GET", `/api/v1/vms/${name}`);
+      const vm = await this.call<VmView>(
+        "GET",
+        `/api/v1/vms/${name}/wait?state=running&timeoutMs=60000`,
+      );
       if (vm.state === "running") return;
       if (vm.state === "failed") throw new Error(`${name} failed: ${vm.reason}`);
-      await sleep(2);
     }
   }
 

@@ -73,7 +73,8 @@ async function waitFor(
   for (;;) {
     let vm: VmView | null;
     try {
-      vm = await client.get<VmView>(vmPath(name));
+      const wait = want === "gone" ? "deleted" : want;
+      vm = await client.get<VmView>(vmPath(name, `/wait?state=${wait}&timeoutMs=2000`));
     } catch (err) {
       if (err instanceof NovaError && err.code === "not_found" && want === "gone") return null;
       throw err;
@@ -87,7 +88,6 @@ async function waitFor(
     if (Date.now() > deadline) {
       throw new NovaError("timeout", `${name} is ${vm.state}, not ${want}, after ${timeoutMs} ms`);
     }
-    await new Promise((r) => setTimeout(r, 200));
   }
 }
 

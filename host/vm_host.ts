@@ -381,11 +381,23 @@ export class VmHost {
   private async launch(vm: VmRecord, opts: { loadvm?: string } = {}): Promise<void> {
     // Not awaited: "starting" commits while QEMU starts; later reports queue behind it.
     this.report(vm, "starting").catch(() => {});
+    const t0 = performance.now();
     try {
-      const qemu = await this.driver.launch(await this.launchSpec(vm, opts));
+      const spec = await this.launchSpec(vm, opts);
+      const t1 = performance.now();
+      const qemu = await this.driver.launch(spec);
+      const t2 = performance.now();
       this.track(vm.name, qemu);
       await qemu.cont();
+      const t3 = performance.now();
       await this.report(vm, "running");
+      log.debug("VM started", {
+        vm: vm.name,
+        prepareMs: Math.round(t1 - t0),
+        qemuMs: Math.round(t2 - t1),
+        contMs: Math.round(t3 - t2),
+        reportMs: Math.round(performance.now() - t3),
+      });
     } catch (err) {
       const reason = `start failed: ${(err as Error).message}`;
       log.warn("VM start failed", { vm: vm.name, error: reason });

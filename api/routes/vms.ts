@@ -99,6 +99,37 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   app.get("/", (c) => c.json({ vms: node.fsm.vms() }));
   app.get("/:name", (c) => c.json(vmOr404(c.req.param("name"))));
 
+  // Long-poll: answers when the VM reaches `state` (or fails, or is deleted: 404), or at the
+  // timeout with its current record. Woken by applied changes, not by polling.
+  app.get("/:name/wait", async (c) => {
+    const name = c.req.param("name");
+    const want = c.req.query("state") ?? "running";
+    const timeoutMs = Math.min(Number(c.req.query("timeoutMs") ?? 60_000) || 60_000, 300_000);
+    const settled = () => {
+      const vm = node.fsm.vm(name);
+      return !vm || vm.state === want || vm.state === "failed" ? vm : undefined;
+    };
+    let vm = settled();
+    if (vm === undefined) {
+      vm = await new Promise<ReturnType<typeof settled>>((resolve) => {
+        const done = (v: ReturnType<typeof settled>) => {
+          off();
+          clearTimeout(timer);
+          resolve(v);
+        };
+        const off = node.fsm.onVmChange((changed) => {
+          if (changed !== null && changed !== name) return;
+          const v = settled();
+          if (v !== undefined) done(v);
+        });
+        const timer = setTimeout(() => done(node.fsm.vm(name)), timeoutMs);
+        c.req.raw.signal.addEventListener("abort", () => done(node.fsm.vm(name)));
+      });
+    }
+    if (!vm) throw new NotFoundError("vm", name);
+    return c.json(vm);
+  });
+
   app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, createVmSchema);
     const r = await createVm(node, req, who(c));
