@@ -7,9 +7,9 @@
  *   deno run -A bench/migrate_bench.ts [--runs 5]
  */
 import { startGuestCluster } from "./lib/guest_cluster.ts";
-import { testGuest } from "./lib/guest.ts";
 import { percentile } from "./lib/stats.ts";
-import { QemuDriver, QmpClient } from "../host/kvm/mod.ts";
+import type { QmpClient } from "../host/kvm/mod.ts";
+import { launchBare, quitBare } from "./lib/bare_qemu.ts";
 import { DirPool } from "../host/storage/mod.ts";
 
 const runsArg = Deno.args.indexOf("--runs");
@@ -36,34 +36,16 @@ class BareMigrations {
   constructor(private readonly dir: string) {}
 
   private async launch(extra: string[]): Promise<QmpClient> {
-    const guest = await testGuest();
     if (!this.disk) {
       const pool = await new DirPool(`${this.dir}/pool`).init();
       this.disk = (await pool.create("bare", 2 ** 30)).path;
     }
-    const driver = new QemuDriver(`${this.dir}/q${this.n++}`);
-    const spec = {
+    return await launchBare(`${this.dir}/q${this.n++}`, {
       name: "bare",
-      uuid: crypto.randomUUID(),
-      cpus: 1,
       memoryMiB: MEMORY,
-      accel: "tcg" as const,
-      kernel: { path: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
-      disks: [{ id: "root", path: this.disk, format: "qcow2" as const }],
-      nics: [{ id: "net0", mac: "52:54:00:00:00:02" }],
-      generation: 0,
-    };
-    const p = driver.paths(spec.name);
-    await Deno.mkdir(p.dir, { recursive: true });
-    const args = [...driver.args(spec, p).filter((a) => a !== "-S"), ...extra];
-    const out = await new Deno.Command("qemu-system-x86_64", {
-      args,
-      stdout: "null",
-      stderr: "piped",
-    })
-      .output();
-    if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
-    return await QmpClient.connect(p.qmp, { timeoutMs: 10_000 });
+      disk: this.disk,
+      extraArgs: extra,
+    });
   }
 
   async start(): Promise<void> {
@@ -86,15 +68,13 @@ class BareMigrations {
       info = await src.execute("query-migrate");
     } while (info.status !== "completed" && info.status !== "failed");
     if (info.status !== "completed") throw new Error("bare migration failed");
-    await src.execute("quit").catch(() => {});
-    src.close();
+    await quitBare(src);
     this.current = dst;
     return { totalMs: info["total-time"]!, downtimeMs: info.downtime! };
   }
 
   async stop(): Promise<void> {
-    await this.current?.execute("quit").catch(() => {});
-    this.current?.close();
+    if (this.current) await quitBare(this.current);
   }
 }
 

@@ -12,10 +12,9 @@
  *
  * Both use the test guest (scripts/build_guest.sh) under TCG.
  */
-import { NovactlCluster } from "./lib/novactl_cluster.ts";
-import { testGuest } from "./lib/guest.ts";
+import { type GuestCluster, startGuestCluster } from "./lib/guest_cluster.ts";
 import { percentile } from "./lib/stats.ts";
-import { QemuDriver, QmpClient } from "../host/kvm/mod.ts";
+import { launchBare, quitBare } from "./lib/bare_qemu.ts";
 import { DirPool } from "../host/storage/mod.ts";
 
 function flag(name: string, def: number): number {
@@ -33,80 +32,38 @@ interface VmView {
   reason: string | null;
 }
 
-class Api {
-  constructor(readonly url: string, readonly token: string) {}
-
-  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const res = await fetch(this.url + path, {
-      method,
-      headers: { authorization: `Bearer ${this.token}`, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const json = await res.json();
-    if (!res.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json)}`);
-    return json as T;
-  }
-
-  /** Server-side long-poll: the node answers when the state is applied (no polling load on it). */
-  async waitRunning(name: string): Promise<void> {
-    for (;;) {
-      const vm = await this.call<VmView>(
-        "GET",
-        `/api/v1/vms/${name}/wait?state=running&timeoutMs=60000`,
-      );
-      if (vm.state === "running") return;
-      if (vm.state === "failed") throw new Error(`${name} failed: ${vm.reason}`);
-    }
-  }
-
-  async waitNoVms(): Promise<void> {
-    while ((await this.call<{ vms: unknown[] }>("GET", "/api/v1/vms")).vms.length) await sleep(100);
+/** The node answers when the state is applied: a server-side long-poll, no polling load on it. */
+async function waitRunning(g: GuestCluster, name: string): Promise<void> {
+  for (;;) {
+    const vm = await g.api<VmView>("GET", `/api/v1/vms/${name}/wait?state=running&timeoutMs=60000`);
+    if (vm.state === "running") return;
+    if (vm.state === "failed") throw new Error(`${name} failed: ${vm.reason}`);
   }
 }
 
+async function waitNoVms(g: GuestCluster): Promise<void> {
+  while ((await g.api<{ vms: unknown[] }>("GET", "/api/v1/vms")).vms.length) await sleep(100);
+}
+
 /** API create → running, in ms. */
-async function platformStart(api: Api, name: string): Promise<number> {
+async function platformStart(g: GuestCluster, name: string): Promise<number> {
   const t0 = performance.now();
-  await api.call("POST", "/api/v1/vms", { name, image: "guest", memoryMiB: MEMORY, node: "n1" });
-  await api.waitRunning(name);
+  await g.api("POST", "/api/v1/vms", { name, image: "guest", memoryMiB: MEMORY, node: "n1" });
+  await waitRunning(g, name);
   return performance.now() - t0;
 }
 
 /** The same VM launched by hand with the driver's arguments, not paused: spawn → QMP running, in ms. */
 async function bareStart(dir: string, i: number): Promise<number> {
-  const guest = await testGuest();
-  const driver = new QemuDriver(`${dir}/vms`);
   const pool = await new DirPool(`${dir}/pool`).init();
-  const disk = await pool.create(`bare${i}`, 2 ** 30);
-  const spec = {
-    name: `bare${i}`,
-    uuid: crypto.randomUUID(),
-    cpus: 1,
-    memoryMiB: MEMORY,
-    accel: "tcg" as const,
-    kernel: { path: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
-    disks: [{ id: "root", path: disk.path, format: "qcow2" as const }],
-    nics: [{ id: "net0", mac: "52:54:00:00:00:01" }],
-    generation: 0,
-  };
-  const p = driver.paths(spec.name);
-  await Deno.mkdir(p.dir, { recursive: true });
-  const args = driver.args(spec, p).filter((a) => a !== "-S");
+  const disk = (await pool.create(`bare${i}`, 2 ** 30)).path;
   const t0 = performance.now();
-  const out = await new Deno.Command("qemu-system-x86_64", {
-    args,
-    stdout: "null",
-    stderr: "piped",
-  })
-    .output();
-  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
-  const qmp = await QmpClient.connect(p.qmp, { timeoutMs: 10_000 });
+  const qmp = await launchBare(`${dir}/vms`, { name: `bare${i}`, memoryMiB: MEMORY, disk });
   while ((await qmp.execute<{ status: string }>("query-status")).status !== "running") {
     await sleep(1);
   }
   const ms = performance.now() - t0;
-  await qmp.execute("quit").catch(() => {});
-  qmp.close();
+  await quitBare(qmp);
   return ms;
 }
 
@@ -115,14 +72,14 @@ function summary(xs: number[]) {
   return { p50: +percentile(s, 50).toFixed(1), p99: +percentile(s, 99).toFixed(1) };
 }
 
-async function measureOverhead(api: Api, work: string) {
+async function measureOverhead(g: GuestCluster, work: string) {
   const platform: number[] = [];
   const bare: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     bare.push(await bareStart(work, i));
-    platform.push(await platformStart(api, `ov${i}`));
-    await api.call("DELETE", `/api/v1/vms/ov${i}?force=true`);
-    await api.waitNoVms(); // the next pair starts on a quiet host
+    platform.push(await platformStart(g, `ov${i}`));
+    await g.api("DELETE", `/api/v1/vms/ov${i}?force=true`);
+    await waitNoVms(g); // the next pair starts on a quiet host
   }
   return {
     runs: RUNS,
@@ -132,9 +89,9 @@ async function measureOverhead(api: Api, work: string) {
   };
 }
 
-async function measureConcurrent(api: Api, cluster: NovactlCluster) {
+async function measureConcurrent(g: GuestCluster) {
   // 50 one-vCPU guests on a 2-core host: allow the CPU overcommit that takes (the default is 4:1).
-  await api.call("PATCH", "/api/v1/config", { "scheduler.overcommit.cpu": 32 });
+  await g.api("PATCH", "/api/v1/config", { "scheduler.overcommit.cpu": 32 });
   const t0 = performance.now();
   const rejected = (rs: PromiseSettledResult<unknown>[]) =>
     rs.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) =>
@@ -144,13 +101,13 @@ async function measureConcurrent(api: Api, cluster: NovactlCluster) {
   const createErrors = rejected(
     await Promise.allSettled(
       names.map((name) =>
-        api.call("POST", "/api/v1/vms", { name, image: "guest", memoryMiB: MEMORY, node: "n1" })
+        g.api("POST", "/api/v1/vms", { name, image: "guest", memoryMiB: MEMORY, node: "n1" })
       ),
     ),
   );
-  const startErrors = rejected(await Promise.allSettled(names.map((n) => api.waitRunning(n))));
+  const startErrors = rejected(await Promise.allSettled(names.map((n) => waitRunning(g, n))));
   const allRunningMs = Math.round(performance.now() - t0);
-  const qemuProcesses = (await cluster.qemuPids("n1")).size;
+  const qemuProcesses = (await g.cluster.qemuPids("n1")).size;
   return {
     vms: CONCURRENT,
     memoryMiB: MEMORY,
@@ -162,37 +119,18 @@ async function measureConcurrent(api: Api, cluster: NovactlCluster) {
   };
 }
 
-const guest = await testGuest();
-const cluster = new NovactlCluster({ env: { NOVACTL_ACCEL: "tcg" } });
-const work = await Deno.makeTempDir({ prefix: "novactl-vmbench-" });
+const g = await startGuestCluster(1);
+const work = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "novactl-vmbench-" });
 try {
-  await cluster.start(1);
-  const [n1] = cluster.nodes;
-  const api = new Api(n1.url, cluster.adminToken);
-  await cluster.cli([
-    "image",
-    "import",
-    "guest",
-    "--kernel",
-    guest.kernel,
-    "--initrd",
-    guest.initrd,
-    "--cmdline",
-    guest.cmdline,
-    "--server",
-    n1.url,
-    "--token",
-    cluster.adminToken,
-  ]);
   // Warm up once (first pull of the image into the host's blob store, accelerator probe).
-  await platformStart(api, "warmup");
-  await api.call("DELETE", "/api/v1/vms/warmup?force=true");
-  await api.waitNoVms();
+  await platformStart(g, "warmup");
+  await g.api("DELETE", "/api/v1/vms/warmup?force=true");
+  await waitNoVms(g);
 
-  const overhead = await measureOverhead(api, work);
+  const overhead = await measureOverhead(g, work);
   console.log("start latency (ms):", JSON.stringify(overhead));
-  await api.waitNoVms();
-  const concurrent = await measureConcurrent(api, cluster);
+  await waitNoVms(g);
+  const concurrent = await measureConcurrent(g);
   console.log("concurrent creates:", JSON.stringify(concurrent));
   const out = new URL("./results/vm.json", import.meta.url).pathname;
   await Deno.writeTextFile(
@@ -200,6 +138,6 @@ try {
     JSON.stringify({ date: new Date().toISOString(), overhead, concurrent }, null, 2) + "\n",
   );
 } finally {
-  await cluster.stop();
+  await g.stop();
   await Deno.remove(work, { recursive: true }).catch(() => {});
 }

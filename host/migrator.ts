@@ -265,15 +265,8 @@ export class Migrator {
       const pausedAt = eventMs(await stopped);
       const tDone = performance.now();
       onProgress({ phase: "switchover", percent: 100, transferredBytes: 0, totalBytes: 0 });
-      // The point of no return: the cluster now says the VM lives on `to`.
-      await this.host.cluster.report({
-        op: "vm.migrated",
-        name: vm.name,
-        from: this.host.nodeName,
-        to,
-        opId: op.id,
-        at: Date.now(),
-      }, { readOwnWrite: false }); // committed is enough; the guest waits for every millisecond here
+      // Committed is enough (no waiting for the local replica): the guest waits for every millisecond.
+      await this.commitMove(vm.name, to, op.id, false);
       committed = true;
       const tCommitted = performance.now();
       const { resumedAt } = await this.callPeer<{ resumedAt: number }>(peer, op.id, "finish", {
@@ -309,6 +302,18 @@ export class Migrator {
     }
   }
 
+  /** The point of no return: the cluster records that the VM now lives on `to`. */
+  private async commitMove(name: string, to: string, opId: string, readOwnWrite: boolean) {
+    await this.host.cluster.report({
+      op: "vm.migrated",
+      name,
+      from: this.host.nodeName,
+      to,
+      opId,
+      at: Date.now(),
+    }, { readOwnWrite });
+  }
+
   /** After the switchover the source copy is stale: quit its QEMU and drop its local volumes. */
   private async retireSource(vm: VmRecord, localDisks: string[]): Promise<void> {
     const rt = this.host.runtimes.get(vm.name);
@@ -332,14 +337,7 @@ export class Migrator {
     const to = String(op.params.to);
     const t0 = performance.now();
     await this.callPeer(peer, op.id, "receive", { vm: vm.name, from: this.host.nodeName });
-    await this.host.cluster.report({
-      op: "vm.migrated",
-      name: vm.name,
-      from: this.host.nodeName,
-      to,
-      opId: op.id,
-      at: Date.now(),
-    });
+    await this.commitMove(vm.name, to, op.id, true);
     await this.retireSource(vm, []);
     return {
       live: false,

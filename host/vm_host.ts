@@ -291,13 +291,7 @@ export class VmHost {
     if (rt.expectedExit) return this.schedule(vm.name);
     if (rt.guestShutdown && vm.restartPolicy !== "always") {
       await this.report(vm, "stopped", "the guest powered off");
-      await this.cluster.report({
-        op: "vm.desired",
-        name: vm.name,
-        desired: "stopped",
-        by: `host:${this.nodeName}`,
-        at: Date.now(),
-      });
+      await this.settle(vm.name, "stopped");
       return;
     }
     await this.onCrash(
@@ -315,13 +309,7 @@ export class VmHost {
     }
     const why = vm.restartPolicy === "never" ? reason : `${reason}; restart limit reached`;
     await this.report(vm, "failed", why);
-    await this.cluster.report({
-      op: "vm.desired",
-      name: vm.name,
-      desired: "stopped",
-      by: `host:${this.nodeName}`,
-      at: Date.now(),
-    });
+    await this.settle(vm.name, "stopped");
   }
 
   private restartBudgetLeft(name: string): boolean {
@@ -404,13 +392,7 @@ export class VmHost {
       const rt = this.runtimes.get(vm.name);
       if (rt) await this.stopRuntime(vm.name, rt, true).catch(() => {});
       await this.report(vm, "failed", reason);
-      await this.cluster.report({
-        op: "vm.desired",
-        name: vm.name,
-        desired: "stopped",
-        by: `host:${this.nodeName}`,
-        at: Date.now(),
-      });
+      await this.settle(vm.name, "stopped");
     }
   }
 
@@ -502,6 +484,20 @@ export class VmHost {
     rt.qemu.close();
     this.runtimes.delete(name);
     this.guestPolledAt.delete(name);
+  }
+
+  /**
+   * The host changes what is wanted of a VM: after a failure it will not
+   * retry (stopped), or a restore resumed it (running). Recorded as the host.
+   */
+  private async settle(name: string, desired: "running" | "stopped"): Promise<void> {
+    await this.cluster.report({
+      op: "vm.desired",
+      name,
+      desired,
+      by: `host:${this.nodeName}`,
+      at: Date.now(),
+    });
   }
 
   private readonly reportChains = new Map<string, Promise<void>>();
@@ -679,13 +675,7 @@ export class VmHost {
       } else if (s.memory) {
         // Resume the stopped VM at the snapshot point: desired first, so the reconcile that follows agrees.
         for (const d of vm.disks) await this.poolOf(d).snapshot("apply", d.volume, snap);
-        await this.cluster.report({
-          op: "vm.desired",
-          name,
-          desired: "running",
-          by: `host:${this.nodeName}`,
-          at: Date.now(),
-        });
+        await this.settle(name, "running");
         await this.launch(this.mine(name), { loadvm: snap });
       } else {
         if (qemu) {

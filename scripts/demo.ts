@@ -4,7 +4,7 @@
  * then waits for Ctrl-C (`--exit` stops at once, for CI).
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
-import { testGuest } from "../bench/lib/guest.ts";
+import { fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 
 const keep = !Deno.args.includes("--exit");
 const guest = await testGuest();
@@ -25,10 +25,7 @@ async function novactl(...args: string[]): Promise<void> {
 async function untilConsoleShows(vm: string, marker: RegExp, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const res = await fetch(`${server}/api/v1/vms/${vm}/console`, {
-      headers: { authorization: `Bearer ${cluster.adminToken}` },
-    });
-    if (marker.test(await res.text())) return;
+    if (marker.test(await fetchConsole(server, cluster.adminToken, vm))) return;
     await new Promise((r) => setTimeout(r, 250));
   }
   throw new Error(`${vm} did not print ${marker} within ${timeoutMs} ms`);
@@ -36,17 +33,7 @@ async function untilConsoleShows(vm: string, marker: RegExp, timeoutMs = 60_000)
 
 try {
   await novactl("cluster", "status");
-  await novactl(
-    "image",
-    "import",
-    "demo-guest",
-    "--kernel",
-    guest.kernel,
-    "--initrd",
-    guest.initrd,
-    "--cmdline",
-    guest.cmdline,
-  );
+  await novactl(...guestImportArgs(guest, "demo-guest"));
   await novactl("vm", "create", "demo1", "--image", "demo-guest", "--memory", "256M", "--wait");
   await untilConsoleShows("demo1", /NOVACTL-COUNTER 2/);
   await novactl("vm", "list");

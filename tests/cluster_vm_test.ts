@@ -8,7 +8,7 @@
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, sleep, step } from "./support/api.ts";
-import { bootIds, counters, testGuest } from "../bench/lib/guest.ts";
+import { bootIds, counters, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 
 interface Vm {
   name: string;
@@ -50,12 +50,7 @@ Deno.test({
   };
   const show = async (name: string) =>
     (await api<Vm>(`${url()}/api/v1/vms/${name}`, { token })).body;
-  const consoleOf = async (name: string) => {
-    const res = await fetch(`${url()}/api/v1/vms/${name}/console?bytes=1048576`, {
-      headers: { authorization: `Bearer ${token}` },
-    });
-    return res.ok ? await res.text() : "";
-  };
+  const consoleOf = (name: string) => fetchConsole(url(), token, name);
   const secret = JSON.parse(await Deno.readTextFile(`${cluster.node("n1").dataDir}/node.json`))
     .clusterSecret;
   const setBlocked = (name: string, blocked: string[]) =>
@@ -73,17 +68,7 @@ Deno.test({
 
   try {
     await step(t, "setup: image and the shared pool", async () => {
-      await ok(
-        "image",
-        "import",
-        "guest",
-        "--kernel",
-        guest.kernel,
-        "--initrd",
-        guest.initrd,
-        "--cmdline",
-        guest.cmdline,
-      );
+      await ok(...guestImportArgs(guest, "guest"));
       await Deno.mkdir(`${base}/shared`);
       await ok("config", "set", "storage.sharedDir", `${base}/shared`);
     });

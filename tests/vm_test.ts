@@ -7,7 +7,7 @@
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
-import { bootIds, counters, testGuest } from "../bench/lib/guest.ts";
+import { bootIds, counters, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 
 interface Vm {
   name: string;
@@ -45,13 +45,7 @@ Deno.test({
   };
   const show = async (name: string) =>
     (await api<Vm>(`${n1.url}/api/v1/vms/${name}`, { token })).body;
-  const consoleOf = async (name: string) => {
-    const res = await fetch(`${n1.url}/api/v1/vms/${name}/console?bytes=1048576`, {
-      headers: { authorization: `Bearer ${token}` },
-    });
-    assertEquals(res.status, 200);
-    return await res.text();
-  };
+  const consoleOf = (name: string) => fetchConsole(n1.url, token, name);
   const untilConsole = (name: string, what: string, test: (text: string) => boolean) =>
     eventually(`${name}: ${what}`, async () => test(await consoleOf(name)), 60_000);
   const untilState = (name: string, state: string) =>
@@ -62,17 +56,7 @@ Deno.test({
 
   try {
     await step(t, "the guest image is imported (kernel, initrd, cmdline)", async () => {
-      await ok(
-        "image",
-        "import",
-        "guest",
-        "--kernel",
-        guest.kernel,
-        "--initrd",
-        guest.initrd,
-        "--cmdline",
-        guest.cmdline,
-      );
+      await ok(...guestImportArgs(guest, "guest"));
     });
 
     await step(

@@ -36,3 +36,31 @@ export function counters(consoleText: string): number[] {
 export function bootIds(consoleText: string): string[] {
   return [...consoleText.matchAll(/NOVACTL-GUEST-READY boot_id=([0-9a-f-]+)/g)].map((m) => m[1]);
 }
+
+/** `novactl image import NAME --kernel … --initrd … --cmdline …` arguments for the test guest. */
+export function guestImportArgs(guest: TestGuest, name: string): string[] {
+  return [
+    "image",
+    "import",
+    name,
+    "--kernel",
+    guest.kernel,
+    "--initrd",
+    guest.initrd,
+    "--cmdline",
+    guest.cmdline,
+  ];
+}
+
+/** The end of a VM's serial console through the API ("" while it has none). */
+export async function fetchConsole(
+  url: string,
+  token: string,
+  vm: string,
+  bytes = 1 << 20,
+): Promise<string> {
+  const res = await fetch(`${url}/api/v1/vms/${vm}/console?bytes=${bytes}`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  return res.ok ? await res.text() : (await res.body?.cancel(), "");
+}

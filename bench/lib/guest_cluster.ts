@@ -1,6 +1,6 @@
 /** A novactl cluster on tmpfs with the test guest imported and a shared pool, for VM benchmarks. */
 import { NovactlCluster } from "./novactl_cluster.ts";
-import { testGuest } from "./guest.ts";
+import { guestImportArgs, testGuest } from "./guest.ts";
 
 export interface GuestCluster {
   cluster: NovactlCluster;
@@ -35,15 +35,7 @@ export async function startGuestCluster(size: number): Promise<GuestCluster> {
     return json as T;
   };
   await cluster.cli([
-    "image",
-    "import",
-    "guest",
-    "--kernel",
-    guest.kernel,
-    "--initrd",
-    guest.initrd,
-    "--cmdline",
-    guest.cmdline,
+    ...guestImportArgs(guest, "guest"),
     "--server",
     url(),
     "--token",

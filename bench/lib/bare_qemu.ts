@@ -1,0 +1,43 @@
+/**
+ * Anchors for VM benchmarks: the test guest launched by hand with exactly the
+ * arguments novactl's driver would use (minus `-S`: it runs at once), with no
+ * cluster, reconcile loop or Raft in between.
+ */
+import { QemuDriver, QmpClient } from "../../host/kvm/mod.ts";
+import { testGuest } from "./guest.ts";
+
+/** Spawns the guest (QEMU daemonizes) and connects to its QMP socket. */
+export async function launchBare(
+  dir: string,
+  opts: { name: string; memoryMiB: number; disk: string; extraArgs?: string[] },
+): Promise<QmpClient> {
+  const guest = await testGuest();
+  const driver = new QemuDriver(dir);
+  const spec = {
+    name: opts.name,
+    uuid: crypto.randomUUID(),
+    cpus: 1,
+    memoryMiB: opts.memoryMiB,
+    accel: "tcg" as const,
+    kernel: { path: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
+    disks: [{ id: "root", path: opts.disk, format: "qcow2" as const }],
+    nics: [{ id: "net0", mac: "52:54:00:00:00:01" }],
+    generation: 0,
+  };
+  const p = driver.paths(spec.name);
+  await Deno.mkdir(p.dir, { recursive: true });
+  const args = [...driver.args(spec, p).filter((a) => a !== "-S"), ...(opts.extraArgs ?? [])];
+  const out = await new Deno.Command("qemu-system-x86_64", {
+    args,
+    stdout: "null",
+    stderr: "piped",
+  })
+    .output();
+  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+  return await QmpClient.connect(p.qmp, { timeoutMs: 10_000 });
+}
+
+export async function quitBare(qmp: QmpClient): Promise<void> {
+  await qmp.execute("quit").catch(() => {});
+  qmp.close();
+}
