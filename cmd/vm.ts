@@ -135,6 +135,8 @@ interface CreateOpts extends WaitOpts {
   constraint: { key: string; op: "=" | "!="; value: string }[];
   strategy?: "spread" | "pack";
   haPriority?: number;
+  haMaxRestarts?: number;
+  haRestartWindow?: number;
   pool?: "dir" | "shared";
   dryRun?: boolean;
 }
@@ -188,6 +190,8 @@ export function vmCommand(): Command {
       )
       .option("--strategy <strategy>", "spread | pack (default: the cluster's)")
       .option("--ha-priority <n>", "HA restart order, higher first", Number)
+      .option("--ha-max-restarts <n>", "HA restarts allowed per --ha-restart-window", Number)
+      .option("--ha-restart-window <seconds>", "window for --ha-max-restarts", Number)
       .option("--pool <pool>", "dir (host-local) | shared (default: shared with --ha)")
       .option("--dry-run", "print the placement decision and scores; create nothing"),
   )).action(async (name: string, opts: CreateOpts) => {
@@ -209,6 +213,10 @@ export function vmCommand(): Command {
       constraints: opts.constraint.length ? opts.constraint : undefined,
       strategy: opts.strategy,
       haPriority: opts.haPriority,
+      haMaxRestarts: opts.haMaxRestarts,
+      haRestartWindowMs: opts.haRestartWindow === undefined
+        ? undefined
+        : opts.haRestartWindow * 1000,
       pool: opts.pool,
       dryRun: opts.dryRun || undefined,
     });

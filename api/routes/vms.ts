@@ -54,6 +54,8 @@ export const createVmSchema = z.object({
   ).max(32).optional(),
   strategy: z.enum(["spread", "pack"]).optional(),
   haPriority: z.number().int().min(0).max(1000).optional(),
+  haMaxRestarts: z.number().int().min(0).max(1000).optional(),
+  haRestartWindowMs: z.number().int().min(1_000).max(30 * 86_400_000).optional(),
   pool: z.enum(["dir", "shared"]).optional(),
   dryRun: z.boolean().optional(),
   cloudInit: z.object({

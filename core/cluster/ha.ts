@@ -99,18 +99,19 @@ export class HaManager {
     });
   }
 
-  private withinRestartBudget(name: string): boolean {
-    const cfg = this.node.fsm.config().config;
+  /** The VM's own HA policy (max restarts in a window), else the cluster's. */
+  private withinRestartBudget(vm: VmRecord): boolean {
+    const cfg = this.node.fsm.settings();
+    const windowMs = vm.haRestartWindowMs ?? cfg["vms.restartWindowMs"];
+    const limit = vm.haMaxRestarts ?? cfg["vms.restartLimit"];
     const now = Date.now();
-    const recent = (this.restarts.get(name) ?? []).filter((t) =>
-      now - t < cfg["vms.restartWindowMs"]
-    );
-    this.restarts.set(name, recent);
-    return recent.length < cfg["vms.restartLimit"];
+    const recent = (this.restarts.get(vm.name) ?? []).filter((t) => now - t < windowMs);
+    this.restarts.set(vm.name, recent);
+    return recent.length < limit;
   }
 
   private async failover(vm: VmRecord, dead: Set<string>): Promise<void> {
-    if (!this.withinRestartBudget(vm.name)) {
+    if (!this.withinRestartBudget(vm)) {
       if (vm.state !== "failed") {
         await this.node.propose({
           op: "vm.observed",

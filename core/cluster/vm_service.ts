@@ -40,6 +40,8 @@ export interface CreateVmRequest {
   constraints?: LabelConstraint[];
   strategy?: "spread" | "pack";
   haPriority?: number;
+  haMaxRestarts?: number;
+  haRestartWindowMs?: number;
   /** Where the disks live; HA VMs need the shared pool to restart on another host. */
   pool?: "dir" | "shared";
   /** Decide and explain, record nothing. */
@@ -219,6 +221,8 @@ async function decideCreate(
     constraints: req.constraints,
     strategy: req.strategy,
     haPriority: req.haPriority,
+    haMaxRestarts: req.haMaxRestarts,
+    haRestartWindowMs: req.haRestartWindowMs,
   }, by);
 }
 

@@ -238,6 +238,9 @@ export interface VmSpec {
   strategy?: "spread" | "pack";
   /** HA restart order: higher first. */
   haPriority?: number;
+  /** HA restarts allowed within haRestartWindowMs (else vms.restartLimit / vms.restartWindowMs). */
+  haMaxRestarts?: number;
+  haRestartWindowMs?: number;
   /** Set while a migration of this VM runs. */
   migration?: { opId: string; to: string } | null;
 }
