@@ -221,7 +221,7 @@ export class VmHost {
 
   private async reconcile(name: string): Promise<void> {
     const vm = this.cluster.vm(name);
-    const rt = this.runtimes.get(name);
+    const rt = await this.reconnectIfDropped(name);
     if (!vm || vm.node !== this.nodeName) return await this.foreign(name, vm, rt);
     if (vm.migration && this.migrator && !this.migrator.isRunning(vm.migration.opId)) {
       const op = this.cluster.operation(vm.migration.opId);
@@ -233,6 +233,24 @@ export class VmHost {
     if (vm.desired === "running") await this.ensureRunning(vm, rt);
     else if (vm.desired === "stopped") await this.ensureStopped(vm, rt);
     else await this.ensureDeleted(vm, rt);
+  }
+
+  /**
+   * Our QMP connection can drop while QEMU lives on (a monitor hiccup, a
+   * restart of the socket): connect again instead of taking it for a crash.
+   */
+  private async reconnectIfDropped(name: string): Promise<Runtime | undefined> {
+    const rt = this.runtimes.get(name);
+    if (!rt || !rt.qemu.qmp.isClosed() || !rt.qemu.alive()) return rt;
+    log.info("QMP connection lost; reconnecting", { vm: name, pid: rt.qemu.pid });
+    const qemu = await this.driver.adopt(name);
+    if (!qemu) return rt;
+    const { incoming, expectedExit, guestShutdown } = rt;
+    this.forget(name);
+    this.track(name, qemu, incoming);
+    const fresh = this.runtimes.get(name)!;
+    Object.assign(fresh, { expectedExit, guestShutdown });
+    return fresh;
   }
 
   /**

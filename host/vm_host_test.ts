@@ -1,0 +1,144 @@
+/**
+ * The reconcile loop against real QEMU with an in-memory stand-in for the
+ * cluster (FakeCluster: records reports, applies the few commands a host
+ * sends). Multi-node behaviour is covered in tests/vm_test.ts.
+ */
+import { assert, assertEquals } from "../core/testing/assert.ts";
+import { DEFAULT_CONFIG } from "../core/config/mod.ts";
+import type { Command, ImageRecord, VmRecord } from "../core/fsm/mod.ts";
+import { QemuDriver } from "./kvm/mod.ts";
+import { DirPool } from "./storage/mod.ts";
+import { type HostCluster, VmHost } from "./vm_host.ts";
+
+class FakeCluster implements HostCluster {
+  readonly nodeName = "h1";
+  readonly vms_ = new Map<string, VmRecord>();
+  readonly reports: Command[] = [];
+  private listeners = new Set<(n: string | null) => void>();
+  constructor(readonly blankDisk: string) {}
+  vm(name: string) {
+    return this.vms_.get(name) ?? null;
+  }
+  vms() {
+    return [...this.vms_.values()];
+  }
+  image(): ImageRecord {
+    return { name: "blank", kind: "disk", sources: [], createdAt: "", createdBy: "" };
+  }
+  operation() {
+    return null;
+  }
+  config() {
+    return { ...DEFAULT_CONFIG, "vms.stopTimeoutMs": 300 };
+  }
+  onVmChange(l: (n: string | null) => void) {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+  pullImage() {
+    return Promise.resolve({ disk: this.blankDisk });
+  }
+  report(cmd: Command): Promise<unknown> {
+    this.reports.push(cmd);
+    if (cmd.op === "vm.observed") {
+      this.update(cmd.name, { state: cmd.state, reason: cmd.reason ?? null });
+    }
+    if (cmd.op === "vm.desired") this.update(cmd.name, { desired: cmd.desired });
+    if (cmd.op === "vm.remove") this.vms_.delete(cmd.name);
+    return Promise.resolve(null);
+  }
+  update(name: string, changes: Partial<VmRecord>) {
+    const vm = this.vms_.get(name);
+    if (vm) this.vms_.set(name, { ...vm, ...changes });
+    for (const l of this.listeners) l(name);
+  }
+}
+
+function vmRecord(name: string): VmRecord {
+  return {
+    name,
+    uuid: crypto.randomUUID(),
+    image: "blank",
+    cpus: 1,
+    memoryMiB: 64,
+    node: "h1",
+    ha: false,
+    labels: {},
+    desired: "running",
+    restartPolicy: "never",
+    disks: [{
+      id: "root",
+      volume: `${name}-root`,
+      sizeBytes: 64 * 2 ** 20,
+      source: { kind: "image", image: "blank" },
+    }],
+    cloudInit: null,
+    template: false,
+    generation: 0,
+    snapshots: [],
+    state: "scheduled",
+    reason: null,
+    guest: null,
+    createdAt: "",
+    updatedAt: "",
+  };
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+Deno.test({
+  name: "reconcile: start, reconnect a dropped QMP connection, stop, delete leaving nothing",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "novactl-host-" });
+  const blank = `${dir}/blank.qcow2`;
+  await new Deno.Command("qemu-img", { args: ["create", "-q", "-f", "qcow2", blank, "64M"] })
+    .output();
+  const cluster = new FakeCluster(blank);
+  const pool = await new DirPool(`${dir}/pool`).init();
+  const host = new VmHost({
+    cluster,
+    driver: await new QemuDriver(`${dir}/vms`).init(),
+    pool,
+    accel: () => Promise.resolve("tcg"),
+  });
+  await host.start();
+  try {
+    cluster.vms_.set("a", vmRecord("a"));
+    host.schedule("a");
+    await until("a running", () => cluster.vm("a")?.state === "running");
+    const states = cluster.reports.filter((c) => c.op === "vm.observed").map((c) =>
+      (c as { state: string }).state
+    );
+    assertEquals(states.slice(0, 2), ["starting", "running"]);
+    const pid = host.pidOf("a")!;
+    assert(pid > 0);
+
+    // Drop our QMP connection: QEMU lives on; the host reconnects instead of calling it a crash.
+    host.runtimes.get("a")!.qemu.qmp.close();
+    host.schedule("a");
+    await until("reconnected", () => host.runtimes.get("a")?.qemu.qmp.isClosed() === false);
+    assertEquals(host.pidOf("a"), pid);
+    assertEquals(cluster.vm("a")!.state, "running");
+
+    cluster.update("a", { desired: "stopped" });
+    await until("a stopped", () => cluster.vm("a")?.state === "stopped");
+    assertEquals(host.pidOf("a"), null);
+
+    cluster.update("a", { desired: "deleted" });
+    await until("a removed", () => !cluster.vm("a"));
+    assertEquals(await pool.has("a-root"), false);
+    assertEquals(await host.driver.known(), []);
+  } finally {
+    host.stop();
+    for (const rt of host.runtimes.values()) await rt.qemu.kill().catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
