@@ -12,6 +12,7 @@ import {
   delay,
   HaManager,
   joinCluster,
+  keepImagesReplicated,
   keepLeaseRenewed,
   LeaseTable,
   loadLease,
@@ -125,6 +126,7 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     // Act on drift only once this host has seen everything the leader had committed.
     node.waitApplied(commitIndex, 30_000).then(() => host.markCaughtUp(), () => {});
   });
+  const replication = keepImagesReplicated(node, blobs);
   const ha = new HaManager(node, leases);
   ha.start();
   const rebalancer = new Rebalancer(node);
@@ -138,6 +140,7 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     await node.handOffLeadership();
     registration.stop();
     renewal.stop();
+    replication.stop();
     ha.stop();
     rebalancer.stop();
     host.stop();

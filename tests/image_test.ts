@@ -4,7 +4,7 @@
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { api, cli, step } from "./support/api.ts";
+import { api, cli, eventually, step } from "./support/api.ts";
 
 async function randomFile(dir: string, name: string, bytes: number): Promise<string> {
   const path = `${dir}/${name}`;
@@ -30,6 +30,9 @@ Deno.test({
   try {
     const kernel = await randomFile(work, "vmlinuz", 3 * 1024 * 1024 + 17);
     const initrd = await randomFile(work, "initrd.img", 1024 * 1024);
+
+    // On-demand fetching is what these steps test: no background copies meanwhile.
+    assertEquals((await run("config", "set", "images.replicateToAllHosts", "false")).code, 0);
 
     await step(t, "kernel + initrd import records the image with checksums", async () => {
       const r = await run(
@@ -109,6 +112,28 @@ Deno.test({
           .map((i) => i.name).sort();
       assertEquals(names, ["base", "other", "tiny"]);
     });
+
+    await step(
+      t,
+      "with replication on, every host gets every image in the background",
+      async () => {
+        const file = await randomFile(work, "replicated-kernel", 300_000);
+        assertEquals((await run("image", "import", "rep", "--kernel", file)).code, 0);
+        const img =
+          (await api<{ kernel: { sha256: string } }>(`${n1.url}/api/v1/images/rep`, { token }))
+            .body;
+        assertEquals((await run("config", "set", "images.replicateToAllHosts", "true")).code, 0);
+        await eventually(
+          "n2 holds the kernel",
+          () => exists(`${n2.dataDir}/blobs/${img.kernel.sha256}`),
+          30_000,
+        );
+        assertEquals(
+          await Deno.readFile(`${n2.dataDir}/blobs/${img.kernel.sha256}`),
+          await Deno.readFile(file),
+        );
+      },
+    );
   } catch (err) {
     console.error(await cluster.describeLogs());
     throw err;

@@ -56,6 +56,8 @@ Deno.test({
 
   try {
     await step(t, "the guest image is imported (kernel, initrd, cmdline)", async () => {
+      // The next step is about fetching on demand: no background copies here.
+      await ok("config", "set", "images.replicateToAllHosts", "false");
       await ok(...guestImportArgs(guest, "guest"));
     });
 

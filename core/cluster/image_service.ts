@@ -4,6 +4,7 @@ import type { BlobRef, ImageRecord, ImageSpec } from "../fsm/mod.ts";
 import { NotFoundError, ValidationError } from "../errors/mod.ts";
 import type { BlobInfo, BlobStore } from "../../host/storage/mod.ts";
 import { PEER_SECRET_HEADER } from "../peer/mod.ts";
+import { log } from "../log/mod.ts";
 
 export async function createImage(
   node: ClusterNode,
@@ -67,4 +68,38 @@ export async function pullImage(
   const out: BlobInfo[] = [];
   for (const b of imageBlobs(image)) out.push(await blobs.ensure(b.sha256, sources));
   return out;
+}
+
+/**
+ * Every host keeps a copy of every image, fetched in the background: a VM
+ * can then start anywhere (HA failover, migration) even when the host the
+ * image was uploaded to is gone. One image at a time, so a large upload
+ * elsewhere never floods this host.
+ */
+export function keepImagesReplicated(
+  node: ClusterNode,
+  blobs: BlobStore,
+  intervalMs = 5_000,
+): { stop(): void } {
+  let stopped = false;
+  const missing = async (image: ImageRecord) => {
+    for (const b of imageBlobs(image)) if (!(await blobs.stat(b.sha256))) return true;
+    return false;
+  };
+  const loop = async () => {
+    while (!stopped) {
+      const enabled = node.fsm.settings()["images.replicateToAllHosts"];
+      for (const image of enabled ? node.fsm.images() : []) {
+        if (stopped) break;
+        try {
+          if (await missing(image)) await pullImage(node, blobs, image.name);
+        } catch (err) {
+          log.debug("image replication deferred", { image: image.name, error: String(err) });
+        }
+      }
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  };
+  loop();
+  return { stop: () => (stopped = true) };
 }

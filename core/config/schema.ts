@@ -48,6 +48,7 @@ export const CONFIG_FIELDS = {
   "drain.parallelism": numeric(z.number().int().min(1).max(64)),
   "rebalancer.maxConcurrentMigrations": numeric(z.number().int().min(1).max(64)),
   "rebalancer.cooldownMs": numeric(z.number().int().min(0).max(86_400_000)),
+  "images.replicateToAllHosts": boolean(),
   "storage.sharedDir": z.string().max(4096).refine((p) => p === "" || p.startsWith("/"), {
     message: "must be an absolute path (or empty for none)",
   }),
@@ -83,6 +84,7 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   "drain.parallelism": 2,
   "rebalancer.maxConcurrentMigrations": 2,
   "rebalancer.cooldownMs": 600_000,
+  "images.replicateToAllHosts": true,
   "storage.sharedDir": "",
   "vms.stopTimeoutMs": 30_000,
   "vms.consoleMaxBytes": 1024 * 1024,
