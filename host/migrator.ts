@@ -24,7 +24,7 @@ import {
   mirrorDisks,
   stopDiskExports,
 } from "./kvm/migration.ts";
-import type { QmpEvent } from "./kvm/mod.ts";
+import { type QmpEvent, readConsole } from "./kvm/mod.ts";
 import type { VmHost } from "./vm_host.ts";
 
 export interface MigrationPeer {
@@ -273,6 +273,7 @@ export class Migrator {
         vm: vm.name,
       });
       const tResumed = performance.now();
+      await this.handOverConsole(vm.name, peer, op.id);
       await this.retireSource(vm, localDisks);
       return {
         live: true,
@@ -300,6 +301,28 @@ export class Migrator {
       await this.host.report(vm, "running");
       throw err;
     }
+  }
+
+  /** The console history moves with the VM (best effort: the guest is already running there). */
+  private async handOverConsole(name: string, peer: MigrationPeer, opId: string): Promise<void> {
+    try {
+      const maxBytes = this.host.cluster.config()["vms.consoleMaxBytes"];
+      const history = await readConsole(this.host.driver.paths(name).console, maxBytes);
+      const res = await fetch(`${peer.url}/internal/host/migrations/${opId}/console?vm=${name}`, {
+        method: "POST",
+        headers: { ...peer.headers, "content-type": "application/octet-stream" },
+        body: history,
+        signal: AbortSignal.timeout(30_000),
+      });
+      await res.body?.cancel();
+    } catch (err) {
+      log.warn("console history not handed over", { vm: name, error: String(err) });
+    }
+  }
+
+  /** Destination: keeps the source's console history as the older part of this VM's log. */
+  async receiveConsole(name: string, history: Uint8Array): Promise<void> {
+    await Deno.writeFile(this.host.driver.paths(name).console + ".1", history, { mode: 0o600 });
   }
 
   /** The point of no return: the cluster records that the VM now lives on `to`. */

@@ -134,12 +134,14 @@ Deno.test({
       const vm = await show("m1");
       assertEquals([vm.node, vm.state], ["n2", "running"]);
       assertEquals(await hostsRunning("m1"), ["n2"]);
-      const after = await eventually("counter on n2", async () => {
+      const after = await eventually("counter moving on n2", async () => {
         const c = counters(await consoleOf("m1"));
-        return c.length >= 2 ? c : undefined;
+        return Math.max(...c) >= before + 2 ? c : undefined;
       }, 30_000);
-      assert(after[0] >= before && after[0] <= before + 5, `counter ${before} → ${after[0]}`);
-      assertEquals(bootIds(await consoleOf("m1")).length, 0, "no reboot on the destination");
+      // One counting sequence that never went back: the guest kept its memory across hosts.
+      assert(after.every((n, i) => i === 0 || n >= after[i - 1]), `counters: ${after.join(",")}`);
+      // The console history moved along: one boot (the original), no second one.
+      assertEquals(bootIds(await consoleOf("m1")).length, 1, "no reboot on the destination");
     });
 
     await step(t, "a shared-disk VM migrates without copying its disk", async () => {

@@ -82,6 +82,12 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
     const { vm } = await readJson(c) as { vm: string };
     return c.json(await migrator.finishIncoming(vm));
   });
+  app.post("/host/migrations/:op/console", async (c) => {
+    const vm = c.req.query("vm") ?? "";
+    vmOf(vm);
+    await migrator.receiveConsole(vm, new Uint8Array(await c.req.arrayBuffer()));
+    return c.body(null, 204);
+  });
   app.post("/host/migrations/:op/abort", async (c) => {
     const { vm } = await readJson(c) as { vm: string };
     await migrator.abortIncoming(vmOf(vm));
