@@ -86,6 +86,41 @@ Deno.test({
       },
     );
 
+    await step(t, "vm console --follow streams new console lines as the guest writes", async () => {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../main.ts", import.meta.url).pathname,
+          "vm",
+          "console",
+          "g1",
+          "--follow",
+          "--bytes",
+          "1",
+          "--server",
+          n1.url,
+          "--token",
+          token,
+        ],
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      const start = Math.max(...counters(await consoleOf("g1")));
+      let seen = "";
+      const reader = child.stdout.getReader();
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline && counters(seen).filter((n) => n > start).length < 2) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        seen += new TextDecoder().decode(value);
+      }
+      child.kill("SIGTERM");
+      await reader.cancel().catch(() => {});
+      await child.status;
+      assert(counters(seen).filter((n) => n > start).length >= 2, `followed: ${seen.slice(-200)}`);
+    });
+
     await step(t, "the guest agent reports the guest OS and its IP address", async () => {
       const vm = await eventually("agent info", async () => {
         const v = await show("g1");

@@ -714,9 +714,8 @@ export class StateMachine {
 
   /** The current settings, or the defaults on a joiner that has not received any state yet. */
   settings(): ClusterConfig {
-    return this.latestConfigVersion() === 0 && !this.currentConfig
-      ? DEFAULT_CONFIG
-      : this.config().config;
+    if (this.currentConfig) return this.currentConfig.config;
+    return this.latestConfigVersion() === 0 ? DEFAULT_CONFIG : this.config().config;
   }
 
   configVersion(version: number): ConfigVersion {
