@@ -67,33 +67,50 @@ export async function forwardTo(
   return new Response(res.body, { status: res.status, headers: out });
 }
 
+/** Where a request must run: a member's name (null when it has none) and words for errors. */
+export interface Placement {
+  member: string | null;
+  /** e.g. `VM "web1"`, `operation mig-1234` */
+  what: string;
+}
+
 /**
- * Operations on a VM's disks, console or QEMU run on the host that holds it:
- * other nodes proxy the request there unchanged.
+ * Requests that must run on one particular member (a VM's host, an
+ * operation's runner) are proxied there unchanged, once; the member answers.
  */
-export function hostOnly(
+export function runsOn(
   node: ClusterNode,
+  locate: (c: Context<Env>) => Placement,
   opts: { timeoutMs?: number | null } = {},
 ): MiddlewareHandler<Env> {
   return async (c, next) => {
-    const name = c.req.param("name") ?? "";
-    const vm = node.fsm.vm(name);
-    if (!vm) throw new NotFoundError("vm", name);
-    if (vm.node === node.id) return await next();
-    const host = vm.node ? node.fsm.member(vm.node) : null;
-    if (!host) {
-      throw new ConflictError(`VM "${name}" has no reachable host (${vm.node ?? "unplaced"})`);
-    }
+    const { member: target, what } = locate(c);
+    if (target === node.id) return await next();
+    const member = target ? node.fsm.member(target) : null;
+    if (!member) throw new ConflictError(`${what} has no reachable host (${target ?? "unplaced"})`);
     if (c.req.header(FORWARDED_HEADER)) {
-      throw new ConflictError(`VM "${name}" moved while the request was forwarded; retry`);
+      throw new ConflictError(`${what} moved while the request was forwarded; retry`);
     }
     try {
-      c.res = await forwardTo(c, host.url, node.id, opts.timeoutMs ?? 120_000);
+      c.res = await forwardTo(c, member.url, node.id, opts.timeoutMs ?? 120_000);
     } catch (err) {
       if (err instanceof NoQuorumError) {
-        throw new UnavailableError(`host ${vm.node} of VM "${name}" is unreachable; retry later`);
+        throw new UnavailableError(`host ${target} of ${what} is unreachable; retry later`);
       }
       throw err;
     }
   };
+}
+
+/** Operations on a VM's disks, console or QEMU run on the host that holds it. */
+export function hostOnly(
+  node: ClusterNode,
+  opts: { timeoutMs?: number | null } = {},
+): MiddlewareHandler<Env> {
+  return runsOn(node, (c) => {
+    const name = c.req.param("name") ?? "";
+    const vm = node.fsm.vm(name);
+    if (!vm) throw new NotFoundError("vm", name);
+    return { member: vm.node, what: `VM "${name}"` };
+  }, opts);
 }

@@ -124,7 +124,9 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   const registration = keepInventoryCurrent(node, opts, pool);
   const renewal = keepLeaseRenewed(node, lease, leases, opts.dataDir, (commitIndex) => {
     // Act on drift only once this host has seen everything the leader had committed.
-    node.waitApplied(commitIndex, 30_000).then(() => host.markCaughtUp(), () => {});
+    if (!host.isCaughtUp()) {
+      node.waitApplied(commitIndex, 30_000).then(() => host.markCaughtUp(), () => {});
+    }
   });
   const replication = keepImagesReplicated(node, blobs);
   const ha = new HaManager(node, leases);

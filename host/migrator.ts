@@ -118,12 +118,7 @@ export class Migrator {
     return this.host.serialize(vm.name, async () => {
       const rt = this.host.runtimes.get(vm.name);
       if (rt?.incoming) await this.host.stopRuntime(vm.name, rt, true);
-      for (const d of vm.disks) {
-        if (d.pool === "shared") continue;
-        const pool = this.host.poolOf(d);
-        if (await pool.has(d.volume)) await pool.delete(d.volume).catch(() => {});
-      }
-      await this.host.driver.cleanup(vm.name);
+      await this.host.removeFromHost(vm, { localOnly: true, bestEffort: true });
     });
   }
 
@@ -135,6 +130,11 @@ export class Migrator {
         const res = await fetch(`${from.url}/internal/host/volumes/${vm.name}/${d.id}`, {
           headers: from.headers,
         });
+        if (res.status === 404) {
+          // Never started: the volume does not exist yet and is created here on first start.
+          await res.body?.cancel();
+          continue;
+        }
         if (!res.ok || !res.body) {
           throw new NovaError("unavailable", `volume ${d.volume}: HTTP ${res.status}`);
         }
@@ -344,12 +344,7 @@ export class Migrator {
       await cancelMirrors(rt.qemu, localDisks).catch(() => {});
       await this.host.stopRuntime(vm.name, rt, true);
     }
-    for (const d of vm.disks) {
-      if (d.pool === "shared") continue;
-      const pool = this.host.poolOf(d);
-      if (await pool.has(d.volume)) await pool.delete(d.volume).catch(() => {});
-    }
-    await this.host.driver.cleanup(vm.name);
+    await this.host.removeFromHost(vm, { localOnly: true, bestEffort: true });
   }
 
   private async cold(

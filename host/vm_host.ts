@@ -20,6 +20,7 @@ import type {
 } from "../core/fsm/mod.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../core/errors/mod.ts";
 import { log } from "../core/log/mod.ts";
+import { KeyedSerializer } from "../core/concurrency/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
 import type { Accel, QemuDriver, QemuVm } from "./kvm/mod.ts";
 import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
@@ -60,7 +61,8 @@ const GUEST_REFRESH_MS = 15_000;
 export class VmHost {
   /** Internal to host/: the QEMUs this host runs (the migrator shares it). */
   readonly runtimes = new Map<string, Runtime>();
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly work = new KeyedSerializer();
+  private readonly reports = new KeyedSerializer();
   private readonly queued = new Set<string>();
   private readonly restarts = new Map<string, number[]>();
   private readonly guestPolledAt = new Map<string, number>();
@@ -111,6 +113,10 @@ export class VmHost {
       this.sharedPools.set(dir, pool);
     }
     return pool;
+  }
+
+  isCaughtUp(): boolean {
+    return this.caughtUp;
   }
 
   /** The host's state is now at least as new as the leader's was at `index`'s time. */
@@ -207,14 +213,7 @@ export class VmHost {
 
   /** Runs `fn` once every earlier task on this VM finished. */
   serialize<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(name) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const settled = next.catch(() => {});
-    this.locks.set(name, settled);
-    void settled.then(() => {
-      if (this.locks.get(name) === settled) this.locks.delete(name);
-    });
-    return next;
+    return this.work.run(name, fn);
   }
 
   // ---- reconcile ------------------------------------------------------------
@@ -356,13 +355,7 @@ export class VmHost {
       await this.report(vm, "stopping", "deleting");
       await this.stopRuntime(vm.name, rt, true);
     } else if (rt) this.forget(vm.name);
-    if (!vm.keepDisks) {
-      for (const d of vm.disks) {
-        const pool = this.poolOf(d);
-        if (await pool.has(d.volume)) await pool.delete(d.volume);
-      }
-    }
-    await this.driver.cleanup(vm.name);
+    await this.removeFromHost(vm, { keepDisks: vm.keepDisks });
     this.restarts.delete(vm.name);
     await this.cluster.report({
       op: "vm.remove",
@@ -518,19 +511,9 @@ export class VmHost {
     });
   }
 
-  private readonly reportChains = new Map<string, Promise<void>>();
-
   /** Reports of one VM commit in the order they were made. */
   report(vm: VmRecord, state: VmState, reason: string | null = null): Promise<void> {
-    const prev = this.reportChains.get(vm.name) ?? Promise.resolve();
-    const send = () => this.sendReport(vm, state, reason);
-    const next = prev.then(send, send);
-    const settled = next.catch(() => {});
-    this.reportChains.set(vm.name, settled);
-    void settled.then(() => {
-      if (this.reportChains.get(vm.name) === settled) this.reportChains.delete(vm.name);
-    });
-    return next;
+    return this.reports.run(vm.name, () => this.sendReport(vm, state, reason));
   }
 
   private async sendReport(vm: VmRecord, state: VmState, reason: string | null): Promise<void> {
@@ -644,7 +627,7 @@ export class VmHost {
         if (memory) await snapshotJob(qemu, "snapshot-save", snap, vm.disks);
         else await this.diskSnapshotLive(qemu, snap, vm.disks);
       } else {
-        for (const d of vm.disks) await this.poolOf(d).snapshot("create", d.volume, snap);
+        await this.snapshotVolumes(vm, "create", snap);
       }
       const record: VmSnapshot = {
         name: snap,
@@ -692,14 +675,14 @@ export class VmHost {
         if ((await qemu.status()) !== "running" && s.vmState === "running") await qemu.cont();
       } else if (s.memory) {
         // Resume the stopped VM at the snapshot point: desired first, so the reconcile that follows agrees.
-        for (const d of vm.disks) await this.poolOf(d).snapshot("apply", d.volume, snap);
+        await this.snapshotVolumes(vm, "apply", snap);
         await this.settle(name, "running");
         await this.launch(this.mine(name), { loadvm: snap });
       } else {
         if (qemu) {
           throw new ConflictError(`stop ${name} before restoring a disk-only snapshot`);
         }
-        for (const d of vm.disks) await this.poolOf(d).snapshot("apply", d.volume, snap);
+        await this.snapshotVolumes(vm, "apply", snap);
       }
       return this.mine(name);
     });
@@ -711,7 +694,7 @@ export class VmHost {
       if (!vm.snapshots.some((x) => x.name === snap)) throw new NotFoundError("snapshot", snap);
       const qemu = this.live(name);
       if (qemu) await snapshotJob(qemu, "snapshot-delete", snap, vm.disks);
-      else for (const d of vm.disks) await this.poolOf(d).snapshot("delete", d.volume, snap);
+      else await this.snapshotVolumes(vm, "delete", snap);
       await this.cluster.report({
         op: "vm.snapshot.remove",
         name,
@@ -720,6 +703,34 @@ export class VmHost {
         at: Date.now(),
       });
     });
+  }
+
+  /**
+   * Removes a VM's volumes from this host and its run directory: all of them
+   * on deletion, or only host-local ones once it lives elsewhere (shared
+   * volumes went with it). Best effort leaves stragglers rather than failing.
+   */
+  async removeFromHost(
+    vm: VmRecord,
+    opts: { keepDisks?: boolean; localOnly?: boolean; bestEffort?: boolean } = {},
+  ): Promise<void> {
+    for (const d of opts.keepDisks ? [] : vm.disks) {
+      if (opts.localOnly && d.pool === "shared") continue;
+      const pool = this.poolOf(d);
+      if (!(await pool.has(d.volume))) continue;
+      const removed = pool.delete(d.volume);
+      await (opts.bestEffort ? removed.catch(() => {}) : removed);
+    }
+    await this.driver.cleanup(vm.name);
+  }
+
+  /** Applies a snapshot action to every volume of a VM whose QEMU is not running. */
+  private async snapshotVolumes(
+    vm: VmRecord,
+    action: "create" | "apply" | "delete",
+    snap: string,
+  ): Promise<void> {
+    for (const d of vm.disks) await this.poolOf(d).snapshot(action, d.volume, snap);
   }
 
   /** A stopped VM's local volume as one self-contained qcow2 (backing chain flattened), for cold migration. */

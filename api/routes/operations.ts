@@ -1,10 +1,10 @@
 /** /api/v1/operations: long operations (migrations, drains) with progress, a wait endpoint and abort. */
 import { Hono } from "hono";
-import type { ClusterNode } from "../../core/cluster/mod.ts";
+import { type ClusterNode, waitForOperation } from "../../core/cluster/mod.ts";
 import { ConflictError, NotFoundError } from "../../core/errors/mod.ts";
 import type { Migrator } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
-import { FORWARDED_HEADER, forwardTo } from "../forward.ts";
+import { runsOn } from "../forward.ts";
 import type { Env } from "../context.ts";
 
 const MAX_WAIT_MS = 300_000;
@@ -23,29 +23,20 @@ export function operationRoutes(node: ClusterNode, migrator: Migrator): Hono<Env
 
   // Long-poll until the operation finishes (or `timeoutMs` passes: then 200 with state "running").
   app.get("/:id/wait", async (c) => {
-    const id = c.req.param("id");
     const timeoutMs = Math.min(Number(c.req.query("timeoutMs") ?? 60_000) || 60_000, MAX_WAIT_MS);
-    const deadline = Date.now() + timeoutMs;
-    let op = get(id);
-    while (op.state === "running" && Date.now() < deadline && !c.req.raw.signal.aborted) {
-      await new Promise((r) => setTimeout(r, 100));
-      op = get(id);
-    }
-    return c.json(op);
+    return c.json(
+      await waitForOperation(node, c.req.param("id"), { timeoutMs, signal: c.req.raw.signal }),
+    );
   });
 
   // Abort runs where the operation runs.
-  app.post("/:id/abort", requireRole("operator"), async (c) => {
+  const onRunner = runsOn(node, (c) => {
+    const op = get(c.req.param("id") ?? "");
+    return { member: op.runner, what: `operation ${op.id}` };
+  });
+  app.post("/:id/abort", requireRole("operator"), onRunner, (c) => {
     const op = get(c.req.param("id"));
     if (op.state !== "running") throw new ConflictError(`operation ${op.id} already ${op.state}`);
-    if (op.runner !== node.id) {
-      const runner = node.fsm.member(op.runner);
-      if (!runner || c.req.header(FORWARDED_HEADER)) {
-        throw new ConflictError(`operation ${op.id} runs on ${op.runner}, which is unreachable`);
-      }
-      c.res = await forwardTo(c, runner.url, node.id);
-      return;
-    }
     if (!migrator.abort(op.id)) {
       throw new ConflictError(`operation ${op.id} is not running on ${node.id} yet; retry`);
     }

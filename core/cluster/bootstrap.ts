@@ -7,7 +7,7 @@
  * receives the same initial membership and state through InstallSnapshot.
  */
 import { join } from "node:path";
-import { SqliteRaftLog } from "../store/mod.ts";
+import { pathExists, SqliteRaftLog } from "../store/mod.ts";
 import { type NodeIdentity, readIdentity, writeFileDurably, writeIdentity } from "../store/mod.ts";
 import { type Inventory, StateMachine } from "../fsm/mod.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
@@ -17,19 +17,9 @@ import type { JoinResponse } from "./service.ts";
 
 export const ADMIN_TOKEN_FILE = "admin.token";
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
-
 /** Refuses to reuse a data dir that holds Raft state but no identity (a half-created dir). */
 export async function assertFreshDataDir(dataDir: string): Promise<void> {
-  if (await exists(join(dataDir, "raft.db"))) {
+  if (await pathExists(join(dataDir, "raft.db"))) {
     throw ValidationError.field(
       "data-dir",
       `${dataDir} holds Raft state but no node.json; remove it or use another directory`,

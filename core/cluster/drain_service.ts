@@ -12,25 +12,12 @@ import { log } from "../log/mod.ts";
 import { chooseDestination, startMigration } from "./migration_service.ts";
 import { serializedDecision } from "./vm_service.ts";
 import type { LeaseTable } from "./lease.ts";
+import { waitForOperation } from "./operation_service.ts";
 
 export async function setNodeState(node: ClusterNode, name: string, state: NodeState) {
   await node.linearizableRead();
   if (!node.fsm.node(name)) throw new NotFoundError("node", name);
   return await node.propose({ op: "node.state", name, state, at: Date.now() });
-}
-
-/** Waits for an operation to leave "running" (as applied on this node). */
-async function waitOperation(
-  node: ClusterNode,
-  id: string,
-  timeoutMs: number,
-): Promise<OperationRecord> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const op = node.fsm.operation(id)!;
-    if (op.state !== "running" || Date.now() > deadline) return op;
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 export async function drainNode(
@@ -134,11 +121,9 @@ async function moveOne(node: ClusterNode, vm: VmRecord, hostGone: boolean): Prom
     const fresh = node.fsm.vm(vm.name)!;
     return await startMigration(node, fresh, chooseDestination(node, fresh), "drain");
   });
-  const done = await waitOperation(
-    node,
-    op.id,
-    node.fsm.settings()["migration.timeoutMs"] + 60_000,
-  );
+  const done = await waitForOperation(node, op.id, {
+    timeoutMs: node.fsm.settings()["migration.timeoutMs"] + 60_000,
+  });
   if (done.state !== "succeeded") throw new ConflictError(done.error ?? `migration ${done.state}`);
   return String(done.params.to);
 }

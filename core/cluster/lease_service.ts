@@ -48,6 +48,7 @@ export function keepLeaseRenewed(
   onGranted: (commitIndex: number) => void,
 ): { stop(): void } {
   let stopped = false;
+  let persisted = 0;
   const renewOnce = async (): Promise<void> => {
     const sentAt = Date.now();
     let granted: { leaseMs: number; commitIndex: number };
@@ -71,7 +72,12 @@ export function keepLeaseRenewed(
       granted = await res.json();
     }
     const until = holder.granted(sentAt, granted.leaseMs);
-    await Deno.writeTextFile(join(dataDir, LEASE_FILE), JSON.stringify({ validUntil: until }));
+    // The file only has to lag the real expiry by less than half a lease: a restarted node then
+    // believes its lease ends earlier than it does (it fences sooner), never later.
+    if (until - persisted > granted.leaseMs / 2) {
+      await Deno.writeTextFile(join(dataDir, LEASE_FILE), JSON.stringify({ validUntil: until }));
+      persisted = until;
+    }
     onGranted(granted.commitIndex);
   };
   const loop = async () => {

@@ -6,9 +6,8 @@
 import type { ClusterNode } from "./node.ts";
 import type { OperationRecord, VmRecord } from "../fsm/mod.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
-import { explain, place } from "../scheduler/mod.ts";
 import { PEER_SECRET_HEADER } from "../peer/mod.ts";
-import { hostViews, isAtRest, placementRequestOf, serializedDecision } from "./vm_service.ts";
+import { isAtRest, placementRequestOf, placeOrExplain, serializedDecision } from "./vm_service.ts";
 
 export interface MigrateRequest {
   to?: string;
@@ -45,18 +44,7 @@ function checkMigratable(vm: VmRecord): void {
 /** The scheduler picks (or checks) the destination; the source is never a candidate. */
 export function chooseDestination(node: ClusterNode, vm: VmRecord, to?: string): string {
   if (to === vm.node) throw ValidationError.field("to", `"${vm.name}" is already on ${to}`);
-  const placed = place(
-    placementRequestOf(node, vm, { node: to, exclude: [vm.node!] }),
-    hostViews(node),
-    node.fsm.vms(),
-    node.fsm.config().config,
-  );
-  if (!placed.ok) {
-    throw new ConflictError(`no host can take ${vm.name}: ${explain(placed.reasons)}`, {
-      reasons: placed.reasons,
-    });
-  }
-  return placed.node;
+  return placeOrExplain(node, placementRequestOf(node, vm, { node: to, exclude: [vm.node!] })).node;
 }
 
 export async function startMigration(

@@ -12,3 +12,4 @@ export * from "./ha.ts";
 export * from "./migration_service.ts";
 export * from "./drain_service.ts";
 export * from "./rebalancer.ts";
+export * from "./operation_service.ts";

@@ -11,6 +11,7 @@ import { log } from "../log/mod.ts";
 import { type Move, planRebalance, type RebalancePlan } from "../scheduler/mod.ts";
 import { hostViews, placementRequestOf, serializedDecision } from "./vm_service.ts";
 import { startMigration } from "./migration_service.ts";
+import { waitForOperation } from "./operation_service.ts";
 
 /** VMs that must stay put: migrating, or moved within the cooldown. */
 function frozenVms(node: ClusterNode): Set<string> {
@@ -32,14 +33,6 @@ export function rebalancePlan(node: ClusterNode, maxMoves = 50): RebalancePlan {
     frozen: frozenVms(node),
     requestOf: (v) => placementRequestOf(node, byName.get(v.name)!),
   });
-}
-
-async function waitDone(node: ClusterNode, id: string): Promise<OperationRecord> {
-  for (;;) {
-    const op = node.fsm.operation(id)!;
-    if (op.state !== "running") return op;
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 /** Starts an operation that carries out `plan`; returns it at once. */
@@ -83,7 +76,7 @@ async function runPlan(node: ClusterNode, opId: string, moves: Move[]): Promise<
           }
           return await startMigration(node, vm, m!.to, "rebalancer");
         });
-        const end = await waitDone(node, mig.id);
+        const end = await waitForOperation(node, mig.id, { timeoutMs: Infinity });
         if (end.state === "succeeded") done.push(m);
         else failed[m.vm] = end.error ?? end.state;
       } catch (err) {

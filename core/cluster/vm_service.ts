@@ -22,6 +22,7 @@ import {
   type PlacementResult,
 } from "../scheduler/mod.ts";
 import { validateCloudInit } from "../cloudinit/mod.ts";
+import { KeyedSerializer } from "../concurrency/mod.ts";
 
 export interface CreateVmRequest {
   name: string;
@@ -67,7 +68,7 @@ const GiB = 2 ** 30;
 /** Root disk of a kernel-boot VM when none is asked for: sparse, so cheap. */
 const DEFAULT_KERNEL_DISK_GIB = 1;
 
-const decisionChains = new WeakMap<ClusterNode, Promise<unknown>>();
+const decisions = new KeyedSerializer<ClusterNode>();
 
 /**
  * Runs placement decisions one at a time on the leader, each against the
@@ -75,10 +76,7 @@ const decisionChains = new WeakMap<ClusterNode, Promise<unknown>>();
  * over-commit a host or break a strict placement group.
  */
 export function serializedDecision<T>(node: ClusterNode, decide: () => Promise<T>): Promise<T> {
-  const prev = decisionChains.get(node) ?? Promise.resolve();
-  const next = prev.then(decide, decide);
-  decisionChains.set(node, next.catch(() => {}));
-  return next;
+  return decisions.run(node, decide);
 }
 
 export function hostViews(node: ClusterNode): HostView[] {
@@ -95,7 +93,8 @@ function mustGetVm(node: ClusterNode, name: string): VmRecord {
   return vm;
 }
 
-function placeOrExplain(node: ClusterNode, req: PlacementRequest) {
+/** The scheduler's decision on committed state, or a conflict naming every host's reason. */
+export function placeOrExplain(node: ClusterNode, req: PlacementRequest) {
   const placed = place(req, hostViews(node), node.fsm.vms(), node.fsm.config().config);
   if (!placed.ok) {
     throw new ConflictError(`no host can run ${req.name}: ${explain(placed.reasons)}`, {

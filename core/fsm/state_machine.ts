@@ -149,9 +149,12 @@ export class StateMachine {
       for (const e of fresh) results.set(e.index, this.applyEntry(e));
       this.metaSet("applied_index", fresh[fresh.length - 1].index);
     });
-    this.notifyVmChanges(fresh, results);
+    this.notifyVmChanges();
     return results;
   }
+
+  /** VMs changed by the batch being applied; listeners hear of them after it commits. */
+  private readonly touchedVms = new Set<string>();
 
   private readonly vmListeners = new Set<(name: string | null) => void>();
 
@@ -164,17 +167,16 @@ export class StateMachine {
     return () => this.vmListeners.delete(listener);
   }
 
-  private notifyVmChanges(entries: Entry[], results: Map<number, ApplyResult>): void {
-    if (!this.vmListeners.size) return;
-    const names = new Set<string>();
-    for (const e of entries) {
-      if (e.type === "conf" || e.data === "" || !results.get(e.index)?.ok) continue;
-      if (!e.data.includes('"op":"vm.')) continue;
-      const cmd = JSON.parse(e.data) as { op: string; name?: string; vm?: { name: string } };
-      const name = cmd.vm?.name ?? cmd.name;
-      if (name) names.add(name);
-    }
+  private notifyVmChanges(): void {
+    const names = [...this.touchedVms];
+    this.touchedVms.clear();
     for (const n of names) this.emitVmChange(n);
+  }
+
+  private noteVmTouched(cmd: Command): void {
+    if (!this.vmListeners.size || !cmd.op.startsWith("vm.")) return;
+    const name = cmd.op === "vm.create" ? cmd.vm.name : (cmd as { name: string }).name;
+    this.touchedVms.add(name);
   }
 
   private emitVmChange(name: string | null): void {
@@ -191,10 +193,12 @@ export class StateMachine {
     if (e.data === "") return { ok: true, value: null };
     this.db.exec("SAVEPOINT entry");
     try {
+      const cmd = JSON.parse(e.data);
       const value = e.type === "conf"
-        ? this.applyConfChange(JSON.parse(e.data) as ConfChange)
-        : this.applyCommand(JSON.parse(e.data) as Command);
+        ? this.applyConfChange(cmd as ConfChange)
+        : this.applyCommand(cmd as Command);
       this.db.exec("RELEASE entry");
+      if (e.type !== "conf") this.noteVmTouched(cmd as Command);
       return { ok: true, value };
     } catch (err) {
       // A rejected command changes nothing: roll back whatever it started.

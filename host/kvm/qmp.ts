@@ -292,6 +292,26 @@ interface Pending {
 }
 
 /** One negotiated QMP session. Create with {@link QmpClient.connect}. */
+/** Event subscribers; one that throws is logged and does not stop the others. */
+class QmpListeners {
+  readonly #set = new Set<QmpListener>();
+
+  add(listener: QmpListener): () => void {
+    this.#set.add(listener);
+    return () => this.#set.delete(listener);
+  }
+
+  emit(e: QmpEvent): void {
+    for (const l of [...this.#set]) {
+      try {
+        l(e);
+      } catch (err) {
+        log.warn("qmp: event listener threw", { event: e.event, error: messageOf(err) });
+      }
+    }
+  }
+}
+
 export class QmpClient {
   readonly closed: Promise<void>;
   #conn: Deno.UnixConn;
@@ -299,7 +319,7 @@ export class QmpClient {
   #greeting: QmpGreeting | null = null;
   #onGreeting: ((g: QmpGreeting) => void) | null = null;
   #pending = new Map<string, Pending>();
-  #listeners = new Set<QmpListener>();
+  #listeners = new QmpListeners();
   #closeHooks = new Set<() => void>();
   #seq = 0;
   #isClosed = false;
@@ -400,8 +420,7 @@ export class QmpClient {
 
   /** Subscribes to QMP events; returns the unsubscribe function. */
   on(listener: QmpListener): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return this.#listeners.add(listener);
   }
 
   /**
@@ -467,7 +486,7 @@ export class QmpClient {
       return;
     }
     if ("QMP" in msg) return this.#onGreeting?.(msg as unknown as QmpGreeting);
-    if (typeof msg.event === "string") return this.#emit(msg as unknown as QmpEvent);
+    if (typeof msg.event === "string") return this.#listeners.emit(msg as unknown as QmpEvent);
     this.#settle(msg);
   }
 
@@ -483,16 +502,6 @@ export class QmpClient {
     const err = msg.error as { class?: unknown; desc?: unknown } | undefined;
     if (err) p.reject(new QmpError(p.command, String(err.class), String(err.desc)));
     else p.resolve(msg.return);
-  }
-
-  #emit(e: QmpEvent): void {
-    for (const l of [...this.#listeners]) {
-      try {
-        l(e);
-      } catch (err) {
-        log.warn("qmp: event listener threw", { event: e.event, error: messageOf(err) });
-      }
-    }
   }
 
   #onClose(cb: () => void): () => void {
@@ -537,7 +546,7 @@ export interface ReconnectingQmpOptions {
 export class ReconnectingQmp {
   #client: QmpClient | null = null;
   #connecting: Promise<QmpClient> | null = null;
-  #listeners = new Set<QmpListener>();
+  #listeners = new QmpListeners();
   #closed = false;
   #connectTimeoutMs: number;
   #retryMs: number;
@@ -583,8 +592,7 @@ export class ReconnectingQmp {
   }
 
   on(listener: QmpListener): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return this.#listeners.add(listener);
   }
 
   /** See {@link QmpClient.waitForEvent}; does not connect by itself. */
@@ -609,18 +617,8 @@ export class ReconnectingQmp {
       await c.closed;
       throw new UnavailableError(`QMP connection to ${this.path} was closed`);
     }
-    c.on((e) => this.#emit(e));
+    c.on((e) => this.#listeners.emit(e));
     this.#client = c;
     return c;
-  }
-
-  #emit(e: QmpEvent): void {
-    for (const l of [...this.#listeners]) {
-      try {
-        l(e);
-      } catch (err) {
-        log.warn("qmp: event listener threw", { event: e.event, error: messageOf(err) });
-      }
-    }
   }
 }

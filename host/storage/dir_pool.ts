@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { ConflictError, NotFoundError, ValidationError } from "../../core/errors/mod.ts";
 import { imageInfo, qemuImg } from "./qemu_img.ts";
+import { pathExists } from "../../core/store/mod.ts";
 
 export interface Volume {
   name: string;
@@ -44,22 +45,16 @@ export class DirPool {
     return join(this.root, name + EXT);
   }
 
-  private async exists(name: string): Promise<boolean> {
-    try {
-      await Deno.stat(this.pathOf(name));
-      return true;
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return false;
-      throw err;
-    }
+  async has(name: string): Promise<boolean> {
+    return await pathExists(this.pathOf(name));
   }
 
   private async mustNotExist(name: string): Promise<void> {
-    if (await this.exists(name)) throw new ConflictError(`volume "${name}" already exists`);
+    if (await this.has(name)) throw new ConflictError(`volume "${name}" already exists`);
   }
 
   private async mustExist(name: string): Promise<void> {
-    if (!(await this.exists(name))) throw new NotFoundError("volume", name);
+    if (!(await this.has(name))) throw new NotFoundError("volume", name);
   }
 
   async create(name: string, sizeBytes: number): Promise<Volume> {
@@ -85,7 +80,7 @@ export class DirPool {
     const key = createHash("sha256").update(JSON.stringify(createArgs)).digest("hex").slice(0, 32);
     const dir = join(this.root, ".templates");
     const template = join(dir, `${key}${EXT}`);
-    if (!(await fileExists(template))) {
+    if (!(await pathExists(template))) {
       await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
       const tmp = join(dir, `.tmp-${crypto.randomUUID()}${EXT}`);
       await qemuImg(createArgs.map((a) => a === "%OUT%" ? tmp : a));
@@ -135,10 +130,6 @@ export class DirPool {
     if (sizeBytes !== undefined) args.push(String(sizeBytes));
     await qemuImg(args);
     return await this.info(name);
-  }
-
-  async has(name: string): Promise<boolean> {
-    return await this.exists(name);
   }
 
   /** Internal qcow2 snapshots of a volume that no QEMU has open. */
@@ -193,13 +184,18 @@ export class DirPool {
 
   async delete(name: string): Promise<void> {
     await this.mustExist(name);
-    const dependents = (await this.list()).filter((v) => v.backing === name).map((v) => v.name);
+    const dependents = await this.dependentsOf(name);
     if (dependents.length) {
       throw new ConflictError(`volume "${name}" backs linked clones: ${dependents.join(", ")}`, {
         dependents,
       });
     }
     await Deno.remove(this.pathOf(name));
+  }
+
+  /** Volumes whose backing file is `name`. */
+  private async dependentsOf(name: string): Promise<string[]> {
+    return (await this.list()).filter((v) => v.backing === name).map((v) => v.name);
   }
 
   async info(name: string): Promise<Volume> {
@@ -212,15 +208,30 @@ export class DirPool {
       path,
       virtualBytes: info["virtual-size"],
       allocatedBytes: info["actual-size"] ?? (await Deno.stat(path)).size,
-      backing: backingFile ? backingFile.replace(/^.*\//, "").replace(/\.qcow2$/, "") : null,
+      backing: backingFile ? volumeNameOf(backingFile) : null,
     };
   }
 
+  /**
+   * Every volume, read from the qcow2 headers and file metadata rather than
+   * one `qemu-img info` process per volume: deletion (which checks for
+   * dependents) and inventory usage stay cheap when the pool holds many.
+   */
   async list(): Promise<Volume[]> {
     const out: Volume[] = [];
     for await (const e of Deno.readDir(this.root)) {
       if (!e.isFile || !e.name.endsWith(EXT) || e.name.startsWith(".tmp-")) continue;
-      out.push(await this.info(e.name.slice(0, -EXT.length)));
+      const path = join(this.root, e.name);
+      const header = await readQcow2Header(path);
+      if (!header) continue;
+      const st = await Deno.stat(path);
+      out.push({
+        name: e.name.slice(0, -EXT.length),
+        path,
+        virtualBytes: header.virtualBytes,
+        allocatedBytes: (st.blocks ?? 0) * 512 || st.size,
+        backing: header.backing ? volumeNameOf(header.backing) : null,
+      });
     }
     return out.sort((a, b) => a.name.localeCompare(b.name));
   }
@@ -237,13 +248,35 @@ export class DirPool {
   }
 }
 
-async function fileExists(path: string): Promise<boolean> {
+/** A backing file path as the volume (or blob) name it refers to. */
+function volumeNameOf(backingFile: string): string {
+  return backingFile.replace(/^.*\//, "").replace(/\.qcow2$/, "");
+}
+
+/**
+ * The fields of a qcow2 header the pool needs (QEMU's qcow2 spec: big-endian,
+ * backing file offset at 8 and size at 16, virtual size at 24); null when the
+ * file is not qcow2.
+ */
+async function readQcow2Header(
+  path: string,
+): Promise<{ virtualBytes: number; backing: string | null } | null> {
+  const f = await Deno.open(path);
   try {
-    await Deno.stat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
+    const header = new Uint8Array(32);
+    if ((await f.read(header)) !== 32) return null;
+    const view = new DataView(header.buffer);
+    if (view.getUint32(0) !== 0x514649fb) return null; // "QFI\xfb"
+    const virtualBytes = Number(view.getBigUint64(24));
+    const offset = Number(view.getBigUint64(8));
+    const size = view.getUint32(16);
+    if (!offset || !size) return { virtualBytes, backing: null };
+    const name = new Uint8Array(size);
+    await f.seek(offset, Deno.SeekMode.Start);
+    if ((await f.read(name)) !== size) return null;
+    return { virtualBytes, backing: new TextDecoder().decode(name) };
+  } finally {
+    f.close();
   }
 }
 
