@@ -25,8 +25,9 @@ import {
 import { NovaError, ValidationError } from "../core/errors/mod.ts";
 import { writeIdentity } from "../core/store/mod.ts";
 import { log, setLogContext } from "../core/log/mod.ts";
+import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
-import { BlobStore, DirPool } from "../host/storage/mod.ts";
+import { BlobStore, DirPool, findOrphans, sweepDataDir } from "../host/storage/mod.ts";
 import { hostAccel, QemuDriver } from "../host/kvm/mod.ts";
 import { type HostCluster, Migrator, VmHost } from "../host/mod.ts";
 
@@ -92,6 +93,12 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     });
   }
 
+  const swept = await sweepDataDir(opts.dataDir);
+  if (swept.length) {
+    log.warn("removed temporary files left by a crash", { files: swept });
+    metrics.tempFilesSwept.inc(swept.length);
+  }
+
   let shuttingDown = false;
   const node: ClusterNode = new ClusterNode({
     dataDir: opts.dataDir,
@@ -129,6 +136,7 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     }
   });
   const replication = keepImagesReplicated(node, blobs);
+  void reportOrphansOnceCaughtUp(node, pool, blobs);
   const ha = new HaManager(node, leases);
   ha.start();
   const rebalancer = new Rebalancer(node);
@@ -199,6 +207,41 @@ function keepInventoryCurrent(
   };
   loop();
   return { stop: () => (stopped = true) };
+}
+
+/**
+ * Logs and exports (novactl_storage_orphaned_files) the volumes and blobs no VM or
+ * image refers to, once this node's replica has caught up with the leader: a
+ * replica that is behind would call everything created meanwhile an orphan.
+ */
+async function reportOrphansOnceCaughtUp(
+  node: ClusterNode,
+  pool: DirPool,
+  blobs: BlobStore,
+): Promise<void> {
+  try {
+    await caughtUp(node);
+    const orphans = await findOrphans(pool, blobs, node.fsm);
+    metrics.orphanedFiles.set({ kind: "volume" }, orphans.volumes.length);
+    metrics.orphanedFiles.set({ kind: "blob" }, orphans.blobs.length);
+    if (orphans.volumes.length || orphans.blobs.length) {
+      log.warn("files no VM or image refers to (kept; delete them by hand if unneeded)", {
+        volumes: orphans.volumes.map((v) => pool.pathOf(v)),
+        blobs: orphans.blobs.map((b) => blobs.path(b)),
+      });
+    }
+  } catch (err) {
+    log.warn("orphan check failed", { error: String(err) });
+  }
+}
+
+/** Resolves once a leader is known and everything this node knows committed is applied. */
+async function caughtUp(node: ClusterNode): Promise<void> {
+  for (;;) {
+    const s = node.raft.status();
+    if (s.lead && s.commit > 0 && node.fsm.appliedIndex() >= s.commit) return;
+    await delay(500);
+  }
 }
 
 /** The host's view of the cluster: committed state from the local replica, reports through the leader. */

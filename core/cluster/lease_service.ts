@@ -10,6 +10,7 @@ import { LeaseHolder, type LeaseTable } from "./lease.ts";
 import { PEER_SECRET_HEADER } from "../peer/mod.ts";
 import { UnavailableError } from "../errors/mod.ts";
 import { log } from "../log/mod.ts";
+import { writeFileDurably } from "../store/mod.ts";
 
 const LEASE_FILE = "lease.json";
 
@@ -75,7 +76,7 @@ export function keepLeaseRenewed(
     // The file only has to lag the real expiry by less than half a lease: a restarted node then
     // believes its lease ends earlier than it does (it fences sooner), never later.
     if (until - persisted > granted.leaseMs / 2) {
-      await Deno.writeTextFile(join(dataDir, LEASE_FILE), JSON.stringify({ validUntil: until }));
+      await writeFileDurably(join(dataDir, LEASE_FILE), JSON.stringify({ validUntil: until }));
       persisted = until;
     }
     onGranted(granted.commitIndex);

@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { NovaError, TimeoutError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
+import { writeFileDurably } from "../../core/store/mod.ts";
 import type { Accel } from "./accel.ts";
 import { QmpClient } from "./qmp.ts";
 import { GuestAgent } from "./qga.ts";
@@ -173,7 +174,7 @@ export class QemuDriver {
     const p = this.paths(spec.name);
     await Deno.mkdir(p.dir, { recursive: true, mode: 0o700 });
     await Deno.remove(p.pidfile).catch(() => {});
-    await Deno.writeTextFile(p.launch, JSON.stringify(spec, null, 2) + "\n");
+    await writeFileDurably(p.launch, JSON.stringify(spec, null, 2) + "\n");
     const child = new Deno.Command(this.binary, {
       args: this.args(spec, p),
       stdin: "null",
