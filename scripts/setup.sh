@@ -11,7 +11,7 @@ command -v df >/dev/null || need_apt+=(coreutils)
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
 command -v genisoimage >/dev/null || need_apt+=(genisoimage)
-command -v strace >/dev/null || need_apt+=(strace) # tests/files_test: which syscalls a durable rename makes
+command -v strace >/dev/null || need_apt+=(strace) # core/store/files_test.ts: which syscalls a durable rename makes
 command -v cpio >/dev/null || need_apt+=(cpio)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 if ((${#need_apt[@]})); then
