@@ -28,7 +28,7 @@ import { log, setLogContext } from "../core/log/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
 import { BlobStore, DirPool, findOrphans, sweepDataDir } from "../host/storage/mod.ts";
-import { hostAccel, QemuDriver } from "../host/kvm/mod.ts";
+import { type Accel, hostAccel, QemuDriver } from "../host/kvm/mod.ts";
 import { type HostCluster, Migrator, VmHost } from "../host/mod.ts";
 
 export interface NodeStartOptions {
@@ -169,19 +169,28 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   await server.finished;
 }
 
-/** Registers this host's inventory in cluster state on start and refreshes it periodically. */
+/**
+ * Registers this host's inventory in cluster state on start and refreshes it
+ * periodically. The first registration does not wait for the accelerator probe
+ * (seconds): it says `accel: null`, which the scheduler reads as "probing", and
+ * the host registers again as soon as the probe has decided.
+ */
 function keepInventoryCurrent(
   node: ClusterNode,
   opts: NodeStartOptions,
   pool: DirPool,
 ): { stop(): void } {
   let stopped = false;
+  let accel: Accel | null = null;
+  const probed = hostAccel().then((a) => void (accel = a));
   const loop = async () => {
     let interval = 2_000;
     while (!stopped) {
+      const decided = accel;
       try {
         const inventory = {
-          ...await collectInventory(opts.dataDir, hostAccel),
+          ...await collectInventory(opts.dataDir),
+          accel: decided,
           pool: await pool.usage(),
         };
         const current = node.fsm.node(node.id);
@@ -197,9 +206,11 @@ function keepInventoryCurrent(
           at: Date.now(),
         });
         interval = node.fsm.config().config["nodes.inventoryRefreshMs"];
+        if (decided === null) await probed; // then register the decision at once
+        if (decided === null) continue;
       } catch (err) {
         log.debug("inventory registration deferred", { error: String(err) });
-        interval = 2_000;
+        interval = decided === null ? 250 : 2_000;
       }
       const until = Date.now() + interval;
       while (!stopped && Date.now() < until) await delay(250);
