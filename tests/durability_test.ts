@@ -139,7 +139,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a node whose disk fails while applying stops instead of diverging, and replays on restart",
+  name: "a node whose disk fails while applying stops instead of diverging",
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
