@@ -187,6 +187,12 @@ function keepInventoryCurrent(
     let interval = 2_000;
     while (!stopped) {
       const decided = accel;
+      if (decided === null && node.fsm.node(node.id)?.inventory?.accel) {
+        // A restart: the record holds the decision of an earlier probe on this same
+        // hardware. Keep it rather than turn the host "probing" (and unready) for seconds.
+        await probed;
+        continue;
+      }
       try {
         const inventory = {
           ...await collectInventory(opts.dataDir),

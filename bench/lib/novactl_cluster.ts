@@ -7,7 +7,7 @@
  *   novactl cluster token create --server URL --token ADMIN
  *     prints a fresh join token alone on the last line of stdout
  *   novactl node start --name nK --data-dir DK --listen 127.0.0.1:PK --join URL --token JOIN
- *   GET /readyz                         → 200 once the node serves
+ *   GET /readyz                         → 200 once the node serves and is a registered host
  *   GET /api/v1/cluster (Bearer ADMIN)  → ClusterStatus
  *
  * Restarting a node re-runs `node start` with the same name, data dir and listen
