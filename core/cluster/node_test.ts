@@ -6,15 +6,28 @@ import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
 import { NovaError, UnavailableError } from "../errors/mod.ts";
 import { RaftInvariantError } from "../raft/mod.ts";
 import type { Message } from "../raft/types.ts";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { readIdentity } from "../store/mod.ts";
 import { bootstrapCluster } from "./bootstrap.ts";
 import { ClusterNode, delay } from "./node.ts";
 
 /** A bootstrapped one-voter node that leads and has applied an entry of its term. */
-async function leadingNode(): Promise<{ node: ClusterNode; fatal: unknown[] }> {
-  const dataDir = await Deno.makeTempDir();
-  const { identity } = await bootstrapCluster(dataDir, "n1", "http://127.0.0.1:1");
+async function leadingNode(
+  dataDir?: string,
+): Promise<{ node: ClusterNode; fatal: unknown[]; dataDir: string }> {
+  let identity = dataDir ? await readIdentity(dataDir) : null;
+  if (!identity) {
+    dataDir = await Deno.makeTempDir();
+    identity = (await bootstrapCluster(dataDir, "n1", "http://127.0.0.1:1")).identity;
+  }
   const fatal: unknown[] = [];
-  const node = new ClusterNode({ dataDir, identity, tickMs: 10, onFatal: (e) => fatal.push(e) });
+  const node = new ClusterNode({
+    dataDir: dataDir!,
+    identity,
+    tickMs: 10,
+    onFatal: (e) => fatal.push(e),
+  });
   node.start();
   for (let i = 0; i < 500; i++) {
     const s = node.raft.status();
@@ -23,8 +36,10 @@ async function leadingNode(): Promise<{ node: ClusterNode; fatal: unknown[] }> {
   }
   assert(node.isLeader(), "the lone voter leads");
   // A learner that never answers: a member whose messages pass the screen.
-  await node.changeMembership({ type: "addLearner", node: "n2", context: "{}" });
-  return { node, fatal };
+  if (!node.fsm.member("n2")) {
+    await node.changeMembership({ type: "addLearner", node: "n2", context: "{}" });
+  }
+  return { node, fatal, dataDir: dataDir! };
 }
 
 function envelope(node: ClusterNode, from: string, messages: Partial<Message>[]) {
@@ -91,5 +106,53 @@ Deno.test({
     assertEquals(fatal.length, 0);
   } finally {
     await node.stop();
+  }
+});
+
+Deno.test({
+  name: "a state machine that lost applied entries (power loss, synchronous=NORMAL) recovers them",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const { node, dataDir } = await leadingNode();
+  const describe = (i: number) =>
+    node.propose({
+      op: "config.patch",
+      changes: { "cluster.description": `d${i}` },
+      by: "t",
+      at: i,
+    });
+  await node.propose({
+    op: "config.patch",
+    changes: { "raft.snapshotEntries": 16 },
+    by: "t",
+    at: 0,
+  });
+  // What a power loss could leave of state.db: its durable image from back then.
+  const old = join(dataDir, "state-at-power-loss.db");
+  const reader = new DatabaseSync(join(dataDir, "state.db"));
+  reader.exec(`VACUUM INTO '${old}'`);
+  reader.close();
+  const oldApplied = node.fsm.appliedIndex();
+  for (let i = 0; i < 200; i++) await describe(i);
+  for (let i = 0; i < 100 && node.log.snapshot().meta.index <= oldApplied; i++) {
+    await delay(20);
+  }
+  const snapIndex = node.log.snapshot().meta.index;
+  assert(snapIndex > oldApplied, `the log was compacted past the lost entries (${snapIndex})`);
+  const applied = node.fsm.appliedIndex();
+  await node.stop();
+
+  for (const f of ["state.db", "state.db-wal", "state.db-shm"]) {
+    await Deno.remove(join(dataDir, f)).catch(() => {});
+  }
+  await Deno.rename(old, join(dataDir, "state.db"));
+  const again = await leadingNode(dataDir);
+  try {
+    await again.node.waitApplied(applied);
+    assertEquals(again.node.fsm.config().config["cluster.description"], "d199");
+    assertEquals(again.fatal.length, 0);
+  } finally {
+    await again.node.stop();
   }
 });
