@@ -163,7 +163,12 @@ export class ClusterNode {
 
   start(): void {
     this.tickTimer = setInterval(() => {
-      this.raft.tick();
+      try {
+        this.raft.tick();
+      } catch (err) {
+        this.failStop("raft tick failed", err); // only a broken invariant throws here
+        return;
+      }
       this.schedule();
     }, this.opts.tickMs);
     this.membershipTimer = setInterval(() => this.manageMembership(), 500);
