@@ -20,6 +20,7 @@ import {
   validateFullConfig,
 } from "../config/mod.ts";
 import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
+import { log } from "../log/mod.ts";
 import type {
   Command,
   GuestInfo,
@@ -857,6 +858,11 @@ export class StateMachine {
   }
 }
 
+/** A command whose shape the appliers do not expect (missing fields, bad JSON). */
+function isMalformedCommand(err: unknown): boolean {
+  return err instanceof TypeError || err instanceof SyntaxError || err instanceof RangeError;
+}
+
 /** SQLite's primary result code for a violated constraint (UNIQUE, NOT NULL, CHECK). */
 const SQLITE_CONSTRAINT = 19;
 
@@ -868,6 +874,12 @@ const SQLITE_CONSTRAINT = 19;
  */
 function asRejection(err: unknown): NovaError | null {
   if (err instanceof NovaError) return err;
+  if (isMalformedCommand(err)) {
+    // Same code, same bytes: every replica fails the same way. Stopping here would
+    // let one malformed proposal stop every replica of the cluster at once.
+    log.error("malformed command rejected while applying", { error: String(err) });
+    return new ValidationError(`malformed command: ${(err as Error).message}`);
+  }
   const sqlite = err as { code?: unknown; errcode?: unknown };
   if (
     sqlite?.code === "ERR_SQLITE_ERROR" && typeof sqlite.errcode === "number" &&

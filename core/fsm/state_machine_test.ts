@@ -222,3 +222,18 @@ Deno.test("a violated constraint is a deterministic rejection, not a failure of 
   assertEquals(fsm.appliedIndex(), dup.index);
   fsm.close();
 });
+
+Deno.test("a malformed command is rejected the same on every replica, never a node failure", async () => {
+  const { fsm } = await fresh();
+  // A command missing the fields its applier reads throws a TypeError, which
+  // would stop every replica at once if it were treated as this node's failure.
+  const bad = cmd({ op: "group.create", at: 3 });
+  const garbage: Entry = { index: ++idx, term: 1, type: "normal", data: "{not json" };
+  const r = fsm.applyEntries([bad, garbage]);
+  for (const e of [bad, garbage]) {
+    const res = r.get(e.index)!;
+    assert(!res.ok && res.error.code === "validation", JSON.stringify(res));
+  }
+  assertEquals(fsm.appliedIndex(), garbage.index);
+  fsm.close();
+});
