@@ -66,6 +66,8 @@ export class VmHost {
   private readonly queued = new Set<string>();
   private readonly restarts = new Map<string, number[]>();
   private readonly guestPolledAt = new Map<string, number>();
+  /** HA VMs whose start failed here: the leader places them again, this host does not retry. */
+  private readonly haStartFailed = new Set<string>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private unsubscribe: (() => void) | null = null;
   private stopped = false;
@@ -271,6 +273,10 @@ export class VmHost {
   }
 
   private async ensureRunning(vm: VmRecord, rt: Runtime | undefined): Promise<void> {
+    if (this.haStartFailed.has(vm.name)) {
+      if (vm.state === "failed" && !rt) return;
+      this.haStartFailed.delete(vm.name);
+    }
     if (vm.ha && !this.lease.holds() && !(rt && rt.qemu.alive())) {
       log.debug("not starting HA VM without a lease", { vm: vm.name });
       return;
@@ -403,7 +409,9 @@ export class VmHost {
       const rt = this.runtimes.get(vm.name);
       if (rt) await this.stopRuntime(vm.name, rt, true).catch(() => {});
       await this.report(vm, "failed", reason);
-      await this.settle(vm.name, "stopped");
+      // An HA VM is the leader's to place again (elsewhere, within its HA policy).
+      if (vm.ha) this.haStartFailed.add(vm.name);
+      else await this.settle(vm.name, "stopped");
     }
   }
 
@@ -443,6 +451,7 @@ export class VmHost {
       loadvm: opts.loadvm,
       incoming: opts.incoming,
       generation: vm.generation,
+      fenced: vm.ha,
     };
   }
 
