@@ -1,0 +1,233 @@
+/**
+ * HA fencing that does not depend on the node process, on a real 3-node
+ * cluster with real QEMU (TCG) and the test guest on the shared pool. Every
+ * scenario samples, every ~100 ms, the QEMU processes of the VM on the whole
+ * machine (by its uuid in /proc/PID/cmdline, whichever host's data dir they
+ * belong to): the guest must never run in two QEMUs at once.
+ *
+ * (a) the host's node process is SIGKILLed (its QEMU survives at first)
+ * (b) the node process is SIGSTOPped past its lease, then continued
+ * (c) the host's fencing watchdog is SIGKILLed
+ * (d) the node process restarts inside the lease: its VMs keep running
+ */
+import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
+import { assert, assertEquals } from "../core/testing/assert.ts";
+import { api, cli, eventually, sleep, step } from "./support/api.ts";
+import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
+
+interface Vm {
+  name: string;
+  uuid: string;
+  node: string;
+  state: string;
+  desired: string;
+  reason: string | null;
+}
+
+interface Copy {
+  pid: number;
+  host: string;
+}
+
+/** Every QEMU on this machine running the VM with `uuid`, and whose data dir it belongs to. */
+async function qemusOf(uuid: string): Promise<Copy[]> {
+  const out: Copy[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    let cmdline: string;
+    try {
+      cmdline = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
+    } catch {
+      continue; // exited while we looked
+    }
+    if (!cmdline.includes("qemu-system") || !cmdline.includes(`-uuid ${uuid}`)) continue;
+    const host = /\/(n\d+)\/vms\//.exec(cmdline)?.[1] ?? "?";
+    out.push({ pid: Number(e.name), host });
+  }
+  return out;
+}
+
+/** Samples the VM's QEMUs in the background until stopped; remembers any moment with two. */
+function sampleCopies(uuid: string) {
+  const state = { samples: 0, doubles: [] as Copy[][], running: true };
+  const done = (async () => {
+    while (state.running) {
+      const copies = await qemusOf(uuid);
+      state.samples++;
+      if (copies.length > 1) state.doubles.push(copies);
+      await sleep(100);
+    }
+  })();
+  return {
+    async stop() {
+      state.running = false;
+      await done;
+      return state;
+    },
+  };
+}
+
+Deno.test({
+  name: "HA fencing survives the node process: kill, stop, watchdog kill, quick restart",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async (t) => {
+  const guest = await testGuest();
+  const base = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "novactl-fence-" });
+  const keep = Deno.env.get("NOVACTL_KEEP_TEST_DIRS") === "1";
+  const cluster = new NovactlCluster({
+    baseDir: base,
+    keepBaseDir: keep,
+    env: { NOVACTL_ACCEL: "tcg" },
+  });
+  await cluster.start(3);
+  const token = cluster.adminToken;
+  const live = new Set(["n1", "n2", "n3"]);
+  const url = () => cluster.node([...live][0]).url;
+  const ok = async (...args: string[]) => {
+    const r = await cli([...args, "--server", url(), "--token", token]);
+    assertEquals(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const show = async (name: string) =>
+    (await api<Vm>(`${url()}/api/v1/vms/${name}`, { token })).body;
+  /** A host that is not the leader: losing it leaves the cluster's quorum and leader alone. */
+  const follower = async () => {
+    const leader = await cluster.leaderName();
+    return ["n1", "n2", "n3"].find((n) => n !== leader)!;
+  };
+  /** Creates an HA VM on `host` and returns it with its (single) QEMU. */
+  const haVm = async (name: string, host: string) => {
+    await ok("vm", "create", name, "--image", "guest", "--ha", "--node", host, "--wait");
+    const vm = await show(name);
+    const copies = await qemusOf(vm.uuid);
+    assertEquals(copies.map((c) => c.host), [host]);
+    return { vm, pid: copies[0].pid };
+  };
+  const runningElsewhere = (name: string, host: string) =>
+    eventually(`${name} running on a host other than ${host}`, async () => {
+      const v = await show(name);
+      return v.node !== host && v.state === "running" ? v : undefined;
+    }, 60_000);
+  const alive = (pid: number) => {
+    try {
+      return !Deno.readTextFileSync(`/proc/${pid}/stat`).includes(") Z ");
+    } catch {
+      return false;
+    }
+  };
+  const watchdogPid = async (host: string) =>
+    Number((await Deno.readTextFile(`${cluster.node(host).dataDir}/watchdog.pid`)).trim());
+
+  try {
+    await step(t, "setup: guest image, shared pool, a short lease", async () => {
+      await ok(...guestImportArgs(guest, "guest"));
+      await Deno.mkdir(`${base}/shared`);
+      await ok("config", "set", "storage.sharedDir", `${base}/shared`);
+      await ok("config", "set", "ha.leaseMs", "4000");
+    });
+
+    await step(t, "(a) SIGKILL the node process: the VM moves, never in two QEMUs", async () => {
+      const host = await follower();
+      const { vm, pid } = await haVm("ha-a", host);
+      const sampler = sampleCopies(vm.uuid);
+      await cluster.kill(host, "SIGKILL");
+      live.delete(host);
+      assert(alive(pid), "the QEMU outlives its node process (VMs do by design)");
+      const moved = await runningElsewhere("ha-a", host);
+      assert(!alive(pid), "the watchdog killed the orphaned QEMU");
+      await cluster.restart(host);
+      live.add(host);
+      await sleep(3_000);
+      const s = await sampler.stop();
+      console.log(`(a) ${s.samples} samples; now on ${moved.node}`);
+      assertEquals(s.doubles, [], "two QEMUs ran the guest at once");
+      assertEquals((await qemusOf(vm.uuid)).map((c) => c.host), [moved.node]);
+    });
+
+    await step(
+      t,
+      "(b) SIGSTOP the node past its lease, SIGCONT: moved, not restarted",
+      async () => {
+        const host = await follower();
+        const { vm, pid } = await haVm("ha-b", host);
+        const sampler = sampleCopies(vm.uuid);
+        await cluster.kill(host, "SIGSTOP");
+        live.delete(host);
+        let moved: Vm;
+        try {
+          moved = await runningElsewhere("ha-b", host);
+          assert(!alive(pid), "the watchdog killed the QEMU of the frozen node");
+        } finally {
+          await cluster.kill(host, "SIGCONT");
+          live.add(host);
+        }
+        // Give the resumed node time to see its lapsed lease, renew it and reconcile.
+        await sleep(6_000);
+        const s = await sampler.stop();
+        console.log(`(b) ${s.samples} samples; now on ${moved.node}`);
+        assertEquals(s.doubles, [], "two QEMUs ran the guest at once");
+        assertEquals((await qemusOf(vm.uuid)).map((c) => c.host), [moved.node]);
+        assertEquals((await show("ha-b")).node, moved.node);
+      },
+    );
+
+    await step(
+      t,
+      "(c) SIGKILL the watchdog: its HA QEMUs die with it, restart elsewhere",
+      async () => {
+        const host = await follower();
+        const { vm, pid } = await haVm("ha-c", host);
+        const sampler = sampleCopies(vm.uuid);
+        Deno.kill(await watchdogPid(host), "SIGKILL");
+        await eventually(
+          "the QEMU died with its watchdog",
+          () => Promise.resolve(!alive(pid)),
+          5_000,
+        );
+        const moved = await runningElsewhere("ha-c", host);
+        await sleep(3_000);
+        const s = await sampler.stop();
+        console.log(`(c) ${s.samples} samples; now on ${moved.node}`);
+        assertEquals(s.doubles, [], "two QEMUs ran the guest at once");
+        assertEquals((await qemusOf(vm.uuid)).map((c) => c.host), [moved.node]);
+        const v = await show("ha-c");
+        assertEquals([v.state, v.desired], ["running", "running"]);
+      },
+    );
+
+    await step(
+      t,
+      "(d) the node restarts inside its lease: its VMs keep running, re-adopted",
+      async () => {
+        await ok("config", "set", "ha.leaseMs", "15000");
+        const host = await follower();
+        const { vm, pid } = await haVm("ha-d", host);
+        await sleep(2_000); // a renewal or two under the longer lease
+        const watchdog = await watchdogPid(host);
+        await cluster.kill(host, "SIGKILL");
+        await cluster.restart(host);
+        assertEquals(
+          await watchdogPid(host),
+          watchdog,
+          "the restarted node re-attached to its watchdog",
+        );
+        // Past the end of the lease the watchdog had before the restart: it was fed again.
+        await sleep(16_000);
+        assert(alive(pid), "the same QEMU still runs");
+        assertEquals((await qemusOf(vm.uuid)).map((c) => c.pid), [pid]);
+        const v = await show("ha-d");
+        assertEquals([v.node, v.state], [host, "running"]);
+      },
+    );
+  } catch (err) {
+    console.error(await cluster.describeLogs());
+    throw err;
+  } finally {
+    await cluster.stop();
+    for (const n of cluster.nodes) {
+      await watchdogPid(n.name).then((pid) => Deno.kill(pid, "SIGKILL")).catch(() => {});
+    }
+    if (!keep) await Deno.remove(base, { recursive: true }).catch(() => {});
+  }
+});
