@@ -124,9 +124,6 @@ Deno.test({
     const movedMs = Math.round(performance.now() - t0);
     return { moved, fencedMs, movedMs };
   };
-  const watchdogPid = async (host: string) =>
-    Number((await Deno.readTextFile(`${cluster.node(host).dataDir}/watchdog.pid`)).trim());
-
   try {
     await step(t, "setup: guest image, shared pool, a short lease", async () => {
       await ok(...guestImportArgs(guest, "guest"));
@@ -198,7 +195,7 @@ Deno.test({
         await cluster.kill(host, "SIGSTOP");
         const t0 = performance.now();
         try {
-          Deno.kill(await watchdogPid(host), "SIGKILL");
+          await cluster.killWatchdog(host);
           await eventually(
             "the QEMU died with its watchdog",
             () => Promise.resolve(!alive(pid)),
@@ -281,11 +278,12 @@ Deno.test({
         const host = await follower();
         const { vm, pid } = await haVm("ha-d", host);
         await sleep(2_000); // a renewal or two under the longer lease
-        const watchdog = await watchdogPid(host);
+        const watchdog = await cluster.watchdogPid(host);
+        assert(watchdog !== null, "the host runs a watchdog");
         await cluster.kill(host, "SIGKILL");
         await cluster.restart(host);
         assertEquals(
-          await watchdogPid(host),
+          await cluster.watchdogPid(host),
           watchdog,
           "the restarted node re-attached to its watchdog",
         );
@@ -302,9 +300,6 @@ Deno.test({
     throw err;
   } finally {
     await cluster.stop();
-    for (const n of cluster.nodes) {
-      await watchdogPid(n.name).then((pid) => Deno.kill(pid, "SIGKILL")).catch(() => {});
-    }
     if (!keep) await Deno.remove(base, { recursive: true }).catch(() => {});
   }
 });
