@@ -347,6 +347,7 @@ export class VmHost {
   }
 
   private async ensureStopped(vm: VmRecord, rt: Runtime | undefined): Promise<void> {
+    this.haStartFailed.delete(vm.name); // a later start is the user's: it runs here again
     if (rt && rt.qemu.alive()) {
       await this.report(vm, "stopping");
       await this.stopRuntime(vm.name, rt, !!vm.force);
@@ -363,6 +364,7 @@ export class VmHost {
     } else if (rt) this.forget(vm.name);
     await this.removeFromHost(vm, { keepDisks: vm.keepDisks });
     this.restarts.delete(vm.name);
+    this.haStartFailed.delete(vm.name);
     await this.cluster.report({
       op: "vm.remove",
       name: vm.name,

@@ -24,9 +24,13 @@ export function bootTimeMs(): number {
   return Math.round(Number.parseFloat(text) * 1_000);
 }
 
-/** Leader side: when each host was last granted its lease in the current term (monotonic ms). */
+/**
+ * Leader side: until when each host may hold the leases granted to it in the
+ * current term (monotonic ms). Each grant's own length counts, so lowering
+ * `ha.leaseMs` never makes a host expire here before it fenced itself.
+ */
 export class LeaseTable {
-  private readonly grants = new Map<string, number>();
+  private readonly leases = new Map<string, { until: number; leaseMs: number }>();
   private term: number | null = null;
   private leaderSince = 0;
 
@@ -37,28 +41,32 @@ export class LeaseTable {
   private sync(now: number): number | null {
     const term = this.currentTerm();
     if (term !== this.term) {
-      this.grants.clear();
+      this.leases.clear();
       this.term = term;
       this.leaderSince = now;
     }
     return term;
   }
 
-  grant(host: string, now = performance.now()): void {
+  grant(host: string, leaseMs: number, now = performance.now()): void {
     if (this.sync(now) === null) return;
-    this.grants.set(host, now);
+    const prev = this.leases.get(host);
+    this.leases.set(host, {
+      until: Math.max(prev?.until ?? 0, now + leaseMs),
+      leaseMs: Math.max(prev?.leaseMs ?? 0, leaseMs),
+    });
   }
 
-  /** Milliseconds since `host`'s lease was last granted in this term (or since the term began here). */
-  silentFor(host: string, now = performance.now()): number {
-    this.sync(now);
-    return now - Math.max(this.grants.get(host) ?? this.leaderSince, this.leaderSince);
-  }
-
-  /** True once the host can no longer hold a lease, whatever its clock did. Never true off the leader. */
+  /**
+   * True once the host can no longer hold a lease, whatever its clock did: its
+   * last grant in this term (or the term's start here) plus the lease and a
+   * margin lie in the past. Never true off the leader.
+   */
   surelyExpired(host: string, leaseMs: number, now = performance.now()): boolean {
     if (this.sync(now) === null) return false;
-    return this.silentFor(host, now) > leaseMs + safetyMarginMs(leaseMs);
+    const granted = this.leases.get(host);
+    const until = Math.max(granted?.until ?? 0, this.leaderSince + leaseMs);
+    return now > until + safetyMarginMs(Math.max(leaseMs, granted?.leaseMs ?? 0));
   }
 }
 
@@ -73,9 +81,13 @@ export class LeaseHolder {
     this.validUntil = initialValidUntil;
   }
 
-  /** A renewal sent at `sentAt` (boot-clock ms) was granted for `leaseMs`. */
+  /**
+   * A renewal sent at `sentAt` (boot-clock ms) was granted for `leaseMs`. The
+   * latest grant replaces earlier ones (renewals run one at a time), so a
+   * shorter `ha.leaseMs` takes effect here at once.
+   */
   granted(sentAt: number, leaseMs: number): number {
-    this.validUntil = Math.max(this.validUntil, sentAt + leaseMs);
+    this.validUntil = sentAt + leaseMs;
     return this.validUntil;
   }
 

@@ -34,11 +34,9 @@ export async function grantLease(
     throw new UnavailableError("partitioned (fault injection)");
   }
   await node.linearizableRead();
-  leases.grant(host);
-  return {
-    leaseMs: node.fsm.settings()["ha.leaseMs"],
-    commitIndex: node.status().lastIndex,
-  };
+  const leaseMs = node.fsm.settings()["ha.leaseMs"];
+  leases.grant(host, leaseMs);
+  return { leaseMs, commitIndex: node.status().lastIndex };
 }
 
 /** Asks the leader (or itself, when leading) for this host's lease. */

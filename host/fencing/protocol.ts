@@ -21,7 +21,7 @@ export function watchdogPaths(dataDir: string): WatchdogPaths {
 export type WatchdogRequest =
   /** Who are you, and until when may HA VMs run? */
   | { op: "hello" }
-  /** HA VMs may run until `fenceAt` (CLOCK_BOOTTIME ms); never moves the deadline back. */
+  /** HA VMs may run until `fenceAt` (CLOCK_BOOTTIME ms); the latest feed replaces earlier ones. */
   | { op: "feed"; fenceAt: number }
   /** Start `argv` as a direct child that dies with the watchdog; stderr appended to `logPath`. */
   | { op: "spawn"; name: string; argv: string[]; logPath: string };

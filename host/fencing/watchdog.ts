@@ -95,7 +95,7 @@ export class FencingWatchdog {
         case "hello":
           return { ok: true, hello: this.hello() };
         case "feed":
-          this.fenceAt = Math.max(this.fenceAt, req.fenceAt);
+          this.fenceAt = req.fenceAt;
           return { ok: true };
         case "spawn":
           return { ok: true, pid: this.spawn(req.name, req.argv, req.logPath) };
