@@ -6,3 +6,4 @@ export * from "./protocol.ts";
 export * from "./client.ts";
 export { runWatchdog } from "./watchdog.ts";
 export * from "./host_fencing.ts";
+export { isWatchdogInvocation, watchdogMain } from "./entry.ts";
