@@ -130,6 +130,7 @@ Deno.test({
       await Deno.mkdir(`${base}/shared`);
       await ok("config", "set", "storage.sharedDir", `${base}/shared`);
       await ok("config", "set", "ha.leaseMs", "4000");
+      await sleep(1_500); // every host renewed under the short lease
     });
 
     await step(t, "(a) SIGKILL the node process: the VM moves, never in two QEMUs", async () => {
@@ -267,6 +268,36 @@ Deno.test({
         console.log(`(e) running on ${v.node}; reason: ${v.reason}`);
         assert(v.node !== host, `re-placed away from ${host}, where its start failed`);
         assertEquals((await qemusOf(vm.uuid)).map((c) => c.host), [v.node]);
+      },
+    );
+
+    await step(
+      t,
+      "(f) fencing broken too (watchdog frozen): the disk lock stops a second copy, named",
+      async () => {
+        const host = await follower();
+        const { vm, pid } = await haVm("ha-f", host);
+        const watchdog = await cluster.watchdogPid(host);
+        assert(watchdog !== null, "the host runs a watchdog");
+        Deno.kill(watchdog, "SIGSTOP");
+        try {
+          await cluster.kill(host, "SIGKILL");
+          live.delete(host);
+          const v = await eventually("the leader gave up within the HA policy", async () => {
+            const v = await show("ha-f");
+            return /HA restart limit reached/.test(v.reason ?? "") ? v : undefined;
+          }, 90_000);
+          console.log(`(f) ${v.state} on ${v.node}, desired ${v.desired}: ${v.reason}`);
+          assertEquals([v.state, v.desired], ["failed", "running"]);
+          assert(v.reason!.includes(`disk locked by another QEMU, probably on ${host}`), v.reason!);
+          assertEquals((await qemusOf(vm.uuid)).map((c) => c.pid), [pid], "only the stale copy");
+        } finally {
+          Deno.kill(watchdog, "SIGCONT");
+        }
+        // Running again, the watchdog fences at once: the lease ran out long ago.
+        await eventually("the stale copy fenced", () => Promise.resolve(!alive(pid)), 5_000);
+        await cluster.restart(host);
+        live.add(host);
       },
     );
 

@@ -14,8 +14,8 @@ import { explain, place } from "../scheduler/mod.ts";
 import { hostViews, placementRequestOf, serializedDecision } from "./vm_service.ts";
 
 export class HaManager {
-  /** The host each VM was last moved away from: the likely holder of a stale disk lock. */
-  private readonly movedFrom = new Map<string, string>();
+  /** The host each VM last left because that host lost its lease: the likely holder of a stale disk lock. */
+  private readonly lostOn = new Map<string, string>();
   private readonly restarts = new Map<string, number[]>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private busy = false;
@@ -65,9 +65,10 @@ export class HaManager {
     }
   }
 
-  private hostLost(vm: VmRecord): { why: string; stillValid: () => boolean } {
+  private hostLost(vm: VmRecord): { why: string; stillValid: () => boolean; lostOn?: string } {
     const leaseMs = () => this.node.fsm.config().config["ha.leaseMs"];
     return {
+      lostOn: vm.node!,
       why: `host ${vm.node} lost its lease`,
       // Checked again right before the move: a grant may have landed since the pass began.
       stillValid: () => this.leases.surelyExpired(vm.node!, leaseMs()),
@@ -77,7 +78,7 @@ export class HaManager {
   /** Why an HA VM that failed to start on a live host moves on; a lock names its likely holder. */
   private startLost(vm: VmRecord): { why: string; stillValid: () => boolean } {
     const detail = vm.reason!.replace(/^start failed: /, "");
-    const holder = this.movedFrom.get(vm.name);
+    const holder = this.lostOn.get(vm.name);
     const why = /locked by another QEMU/.test(detail)
       ? `disk locked by another QEMU${holder ? `, probably on ${holder}` : ""}`
       : detail;
@@ -136,7 +137,7 @@ export class HaManager {
   private async failover(
     vm: VmRecord,
     exclude: Set<string>,
-    cause: { why: string; stillValid: () => boolean },
+    cause: { why: string; stillValid: () => boolean; lostOn?: string },
   ): Promise<void> {
     if (!this.withinRestartBudget(vm)) {
       const reason = `HA restart limit reached; last: ${cause.why}`;
@@ -180,7 +181,7 @@ export class HaManager {
         return;
       }
       this.restarts.get(vm.name)!.push(Date.now());
-      this.movedFrom.set(vm.name, vm.node!);
+      if (cause.lostOn) this.lostOn.set(vm.name, cause.lostOn);
       log.warn("HA failover", { vm: vm.name, from: vm.node, to: placed.node, why: cause.why });
       await this.node.propose({
         op: "vm.moved",
