@@ -14,6 +14,8 @@ import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, sleep, step } from "./support/api.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
+import { WatchdogClient } from "../host/fencing/mod.ts";
+import { bootTimeMs } from "../core/cluster/lease.ts";
 
 interface Vm {
   name: string;
@@ -109,6 +111,12 @@ Deno.test({
       const v = await show(name);
       return v.node !== host && v.state === "running" ? v : undefined;
     }, 60_000);
+  /** A restarted or resumed host may run HA VMs again once it renewed its lease (its watchdog says so). */
+  const backInService = (host: string) =>
+    eventually(`${host} holds its lease again`, async () => {
+      const hello = await WatchdogClient.probe(cluster.node(host).dataDir);
+      return hello !== null && hello.fenceAt > bootTimeMs() + 1_000;
+    }, 30_000);
   const alive = (pid: number) => {
     try {
       return !Deno.readTextFileSync(`/proc/${pid}/stat`).includes(") Z ");
@@ -147,7 +155,8 @@ Deno.test({
       );
       await cluster.restart(host);
       live.add(host);
-      await sleep(3_000);
+      await backInService(host);
+      await sleep(2_000);
       const s = await sampler.stop();
       console.log(`(a) ${s.samples} samples`);
       assertEquals(s.doubles, [], "two QEMUs ran the guest at once");
@@ -175,8 +184,9 @@ Deno.test({
           await cluster.kill(host, "SIGCONT");
           live.add(host);
         }
-        // Give the resumed node time to see its lapsed lease, renew it and reconcile.
-        await sleep(6_000);
+        // The resumed node renews its lease and reconciles: its old copy must stay dead.
+        await backInService(host);
+        await sleep(3_000);
         const s = await sampler.stop();
         console.log(`(b) ${s.samples} samples; now on ${moved.node}`);
         assertEquals(s.doubles, [], "two QEMUs ran the guest at once");
@@ -212,7 +222,8 @@ Deno.test({
             Math.round(performance.now() - t0)
           } ms`,
         );
-        await sleep(3_000);
+        // With a new watchdog, the host renews again after sitting out a lease; ha-c stays put.
+        await backInService(host);
         const s = await sampler.stop();
         console.log(`(c) ${s.samples} samples; now on ${moved.node}`);
         assertEquals(s.doubles, [], "two QEMUs ran the guest at once");
@@ -298,6 +309,7 @@ Deno.test({
         await eventually("the stale copy fenced", () => Promise.resolve(!alive(pid)), 5_000);
         await cluster.restart(host);
         live.add(host);
+        await backInService(host);
       },
     );
 

@@ -57,6 +57,13 @@ export class WatchdogClient implements FencedSpawner {
     }
   }
 
+  /** What the watchdog serving `dataDir` says, without starting one; null when none answers. */
+  static async probe(dataDir: string): Promise<HelloReply | null> {
+    const client = await WatchdogClient.connect(watchdogPaths(dataDir)).catch(() => null);
+    client?.close();
+    return client?.hello ?? null;
+  }
+
   private static async connect(paths: WatchdogPaths): Promise<WatchdogClient> {
     const conn = await Deno.connect({ transport: "unix", path: paths.socket });
     const replies = lines(conn);
