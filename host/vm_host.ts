@@ -157,7 +157,9 @@ export class VmHost {
 
   /**
    * Self-fencing: a host that cannot renew its lease kills its HA VMs before
-   * the lease expires, because the leader restarts them elsewhere after.
+   * the lease expires, because the leader restarts them elsewhere after. The
+   * fencing watchdog (host/fencing) does the same even when this process is
+   * dead or hung; this is the in-process second copy.
    */
   private fenceIfLeaseLost(): void {
     if (this.lease.holds()) return;
