@@ -10,12 +10,13 @@ import {
   ClusterNode,
   collectInventory,
   delay,
+  FENCE_MARGIN_MS,
   HaManager,
   joinCluster,
   keepImagesReplicated,
   keepLeaseRenewed,
+  LeaseHolder,
   LeaseTable,
-  loadLease,
   migratorPeer,
   pullImage,
   readIdentity,
@@ -30,6 +31,7 @@ import { join } from "node:path";
 import { BlobStore, DirPool, findOrphans, sweepDataDir } from "../host/storage/mod.ts";
 import { type Accel, hostAccel, QemuDriver } from "../host/kvm/mod.ts";
 import { type HostCluster, Migrator, VmHost } from "../host/mod.ts";
+import { HostFencing } from "../host/fencing/mod.ts";
 
 export interface NodeStartOptions {
   name: string;
@@ -108,14 +110,18 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   const blobs = await new BlobStore(join(opts.dataDir, "blobs")).init();
   const pool = await new DirPool(join(opts.dataDir, "pool")).init();
   const driver = await new QemuDriver(join(opts.dataDir, "vms")).init();
-  const leases = new LeaseTable();
-  const lease = await loadLease(opts.dataDir);
+  // Grants count only in the term they were made in (see LeaseTable).
+  const leases = new LeaseTable(() => node.isLeader() ? node.raft.status().term : null);
+  // HA VMs run under the host's watchdog; a restarted node inherits the lease it fed it.
+  const fencing = await HostFencing.start(opts.dataDir);
+  driver.fencedSpawner = fencing;
+  const lease = new LeaseHolder(fencing.inheritedFenceAt() + FENCE_MARGIN_MS);
   const host = new VmHost({
     cluster: hostClusterOf(node, blobs),
     driver,
     pool,
     accel: hostAccel,
-    lease: { holds: () => lease.holds() },
+    lease: { holds: () => lease.holds() && fencing.alive() },
   });
   const migrator = new Migrator(
     host,
@@ -129,12 +135,13 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   log.info("node listening", { url });
 
   const registration = keepInventoryCurrent(node, opts, pool);
-  const renewal = keepLeaseRenewed(node, lease, leases, opts.dataDir, (commitIndex) => {
+  const renewal = keepLeaseRenewed(node, lease, leases, fencing, (commitIndex) => {
     // Act on drift only once this host has seen everything the leader had committed.
     if (!host.isCaughtUp()) {
       node.waitApplied(commitIndex, 30_000).then(() => host.markCaughtUp(), () => {});
     }
   });
+  fencing.onLost(() => renewal.fencingLost());
   const replication = keepImagesReplicated(node, blobs);
   void reportOrphansOnceCaughtUp(node, pool, blobs);
   const ha = new HaManager(node, leases);
@@ -154,6 +161,7 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     ha.stop();
     rebalancer.stop();
     host.stop();
+    fencing.close();
     await server.shutdown().catch(() => {});
     await node.stop();
     Deno.exit(0);
