@@ -6,7 +6,12 @@
  */
 import { join } from "node:path";
 import { setImmediate } from "node:timers";
-import { ConfChangeError, NotLeaderError as RaftNotLeaderError, RaftNode } from "../raft/mod.ts";
+import {
+  ConfChangeError,
+  NotLeaderError as RaftNotLeaderError,
+  ProposalDroppedError,
+  RaftNode,
+} from "../raft/mod.ts";
 import type { ConfChange, Entry, Message, NodeId, Ready } from "../raft/types.ts";
 import { SqliteRaftLog } from "../store/mod.ts";
 import type { NodeIdentity } from "../store/mod.ts";
@@ -16,10 +21,16 @@ import {
   ConflictError,
   NotLeaderError,
   NovaError,
+  OverloadedError,
   TimeoutError,
   UnavailableError,
 } from "../errors/mod.ts";
-import { type Envelope, PeerTransport } from "../peer/mod.ts";
+import {
+  type Envelope,
+  PeerTransport,
+  type SnapshotChunkMeta,
+  SnapshotReceiver,
+} from "../peer/mod.ts";
 import { log } from "../log/mod.ts";
 import { metrics } from "../metrics/mod.ts";
 
@@ -31,6 +42,21 @@ export interface ClusterNodeOptions {
   heartbeatTicks?: number;
   /** Called once the node has applied its own removal from the cluster. */
   onRemoved?: () => void;
+  /**
+   * Max bytes of proposals the leader holds uncommitted; beyond it proposals
+   * get 503 with Retry-After. Env NOVACTL_MAX_UNCOMMITTED_BYTES; default 64 MiB.
+   */
+  maxUncommittedBytes?: number;
+  /** Bytes per streamed snapshot chunk. Env NOVACTL_SNAPSHOT_CHUNK_BYTES; default 1 MiB. */
+  snapshotChunkBytes?: number;
+  /** Max bytes queued for one peer. Env NOVACTL_PEER_QUEUE_BYTES; default 16 MiB. */
+  peerQueueBytes?: number;
+}
+
+/** A positive integer from the environment, or the fallback. */
+function envBytes(name: string, fallback: number): number {
+  const v = Number(Deno.env.get(name));
+  return Number.isSafeInteger(v) && v > 0 ? v : fallback;
 }
 
 interface Waiter {
@@ -77,6 +103,7 @@ export class ClusterNode {
   readonly fsm: StateMachine;
   readonly raft: RaftNode;
   readonly transport: PeerTransport;
+  readonly snapshotReceiver: SnapshotReceiver;
   private readonly opts:
     & Required<Omit<ClusterNodeOptions, "onRemoved">>
     & Pick<ClusterNodeOptions, "onRemoved">;
@@ -99,6 +126,9 @@ export class ClusterNode {
       tickMs: 50,
       electionTicks: 10,
       heartbeatTicks: 2,
+      maxUncommittedBytes: envBytes("NOVACTL_MAX_UNCOMMITTED_BYTES", 64 << 20),
+      snapshotChunkBytes: envBytes("NOVACTL_SNAPSHOT_CHUNK_BYTES", 1 << 20),
+      peerQueueBytes: envBytes("NOVACTL_PEER_QUEUE_BYTES", 16 << 20),
       ...opts,
     };
     this.id = opts.identity.name;
@@ -116,6 +146,7 @@ export class ClusterNode {
       checkQuorum: true,
       maxMsgBytes: 1 << 20,
       maxInflight: 256,
+      maxUncommittedBytes: this.opts.maxUncommittedBytes,
       applied: this.fsm.appliedIndex(),
     }, this.log);
     this.transport = new PeerTransport(
@@ -134,14 +165,19 @@ export class ClusterNode {
           this.schedule();
         },
       },
+      { maxQueueBytes: this.opts.peerQueueBytes, snapshotChunkBytes: this.opts.snapshotChunkBytes },
+    );
+    this.snapshotReceiver = new SnapshotReceiver(
+      this.log.snapshotDir,
+      (env) => this.receive(env, env.messages[0].snapshot?.file),
     );
   }
 
   /** A state machine behind the snapshot (crash between log and FSM writes) restarts from it. */
   private recoverStateMachine(): void {
     const snap = this.log.snapshot();
-    if (snap.meta.index > this.fsm.appliedIndex() && snap.data) {
-      this.fsm.restore(snap.data, snap.meta.index);
+    if (snap.meta.index > this.fsm.appliedIndex() && snap.file) {
+      this.fsm.restoreFromFileSync(snap.file, snap.meta.index);
     }
   }
 
@@ -211,7 +247,7 @@ export class ClusterNode {
       metrics.fsyncSeconds.observe((performance.now() - t0) / 1000);
     }
     if (!leading) this.transport.send(rd.messages);
-    if (rd.snapshot) this.fsm.restore(rd.snapshot.data, rd.snapshot.meta.index);
+    if (rd.snapshot) await this.restoreSnapshot(rd.snapshot.meta);
     if (rd.committedEntries.length) this.applyCommitted(rd.committedEntries);
     this.handleReadStates(rd);
     this.raft.advance(rd);
@@ -227,6 +263,20 @@ export class ClusterNode {
         ms: Math.round((performance.now() - t0) * 100) / 100,
       });
     }
+  }
+
+  /**
+   * Restores the state machine from the snapshot just persisted, streaming
+   * its file; ticks and peer messages go on meanwhile (the next Ready waits).
+   */
+  private async restoreSnapshot(meta: { index: number; term: number }): Promise<void> {
+    const t0 = performance.now();
+    await this.fsm.restoreFromFile(this.log.snapshotPath(meta), meta.index);
+    log.info("snapshot restored", {
+      index: meta.index,
+      bytes: this.log.snapshotBytes(),
+      ms: Math.round(performance.now() - t0),
+    });
   }
 
   private observeSoftState(rd: Ready): void {
@@ -289,23 +339,27 @@ export class ClusterNode {
     if (applied - this.log.snapshot().meta.index < this.snapshotThreshold()) return;
     // Amortize: rewriting a large state costs in proportion to its size, so
     // wait until the log holds as many bytes (compaction work stays O(bytes written)).
-    if (this.log.bytesAfterSnapshot() < this.log.snapshot().data.length) return;
+    if (this.log.bytesAfterSnapshot() < this.log.snapshotBytes()) return;
     this.compacting = true;
     const t0 = performance.now();
-    this.fsm.snapshotInBackground().then((snap) => {
-      if (this.stopped || snap.index <= this.log.snapshot().meta.index) return;
-      if (snap.index > this.log.lastIndex()) return; // a snapshot was installed meanwhile
-      return this.log.compact(snap.index, snap.conf, snap.data).then(() => snap);
+    const tmp = this.log.tempSnapshotPath();
+    this.fsm.snapshotToFile(tmp).then((snap) => {
+      const stale = this.stopped || snap.index <= this.log.snapshot().meta.index ||
+        snap.index > this.log.lastIndex(); // a snapshot was installed meanwhile
+      if (stale) return Deno.remove(tmp).then(() => undefined);
+      return this.log.compact(snap.index, snap.conf, tmp, snap.bytes).then(() => snap);
     }).then((snap) => {
       if (!snap) return;
       log.info("log compacted", {
         index: snap.index,
-        bytes: snap.data.length,
+        bytes: snap.bytes,
         ms: Math.round(performance.now() - t0),
       });
       metrics.snapshots.inc();
-    }).catch((err) => log.error("snapshot failed", { error: String(err) }))
-      .finally(() => (this.compacting = false));
+    }).catch((err) => {
+      log.error("snapshot failed", { error: String(err) });
+      return Deno.remove(tmp).catch(() => {});
+    }).finally(() => (this.compacting = false));
   }
 
   private snapshotThreshold(): number {
@@ -326,7 +380,12 @@ export class ClusterNode {
 
   // ---- inbound peer traffic -------------------------------------------------
 
-  receive(env: Envelope): void {
+  /**
+   * Steps the messages of a peer's envelope. A snapshot's `file` is a local
+   * path, so only our SnapshotReceiver may set it (as `snapshotFile`).
+   */
+  receive(env: Envelope, snapshotFile?: string): void {
+    for (const m of env.messages) if (m.snapshot) m.snapshot.file = snapshotFile;
     if (this.stopped) return;
     if (env.clusterId !== this.opts.identity.clusterId) {
       throw new NovaError("forbidden", "message from another cluster");
@@ -345,6 +404,19 @@ export class ClusterNode {
     }
     for (const m of env.messages) this.stepSafely(m);
     this.schedule();
+  }
+
+  /** One chunk of a snapshot the leader streams to us (see SnapshotReceiver). */
+  async receiveSnapshotChunk(
+    meta: SnapshotChunkMeta,
+    body: ReadableStream<Uint8Array> | null,
+  ): Promise<void> {
+    if (this.stopped) throw new UnavailableError("node is shutting down");
+    if (meta.clusterId !== this.opts.identity.clusterId) {
+      throw new NovaError("forbidden", "snapshot from another cluster");
+    }
+    this.lastContact.set(meta.from, Date.now());
+    await this.snapshotReceiver.chunk(meta, body);
   }
 
   /**
@@ -421,6 +493,10 @@ export class ClusterNode {
   private translateRaftError(err: unknown): Error {
     if (err instanceof RaftNotLeaderError) return new NotLeaderError(err.leader ?? null);
     if (err instanceof ConfChangeError) return new ConflictError(err.message);
+    if (err instanceof ProposalDroppedError) {
+      metrics.proposalsDropped.inc();
+      return new OverloadedError(`the cluster is busy: ${err.message}`, 1);
+    }
     return err instanceof Error ? err : new Error(String(err));
   }
 
@@ -671,6 +747,7 @@ export class ClusterNode {
     clearInterval(this.tickTimer);
     clearInterval(this.membershipTimer);
     this.transport.close();
+    await this.snapshotReceiver.abort();
     for (const w of this.waiters.values()) {
       clearTimeout(w.timer);
       w.reject(new UnavailableError("node is shutting down"));

@@ -26,3 +26,17 @@ export class LeadershipTransferError extends Error {
     this.name = "LeadershipTransferError";
   }
 }
+
+/**
+ * A proposal was refused because the leader already holds too many
+ * uncommitted bytes (RaftConfig.maxUncommittedBytes): retry once the
+ * cluster has caught up. Nothing was appended.
+ */
+export class ProposalDroppedError extends Error {
+  constructor(readonly uncommittedBytes: number, readonly limit: number) {
+    super(
+      `proposal dropped: ${uncommittedBytes} uncommitted bytes already pending (limit ${limit}); retry later`,
+    );
+    this.name = "ProposalDroppedError";
+  }
+}

@@ -4,6 +4,7 @@ export {
   LeadershipTransferError,
   NotLeaderError,
   type ProgressStatus,
+  ProposalDroppedError,
   RaftNode,
   type Status,
   validateConfChange,

@@ -1,4 +1,5 @@
 /** Small file-system helpers shared by the node's stores. */
+import { dirname } from "node:path";
 
 /** Whether `path` exists; errors other than "not found" (permissions, I/O) are not hidden. */
 export async function pathExists(path: string): Promise<boolean> {
@@ -8,5 +9,30 @@ export async function pathExists(path: string): Promise<boolean> {
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return false;
     throw err;
+  }
+}
+
+/**
+ * Moves a fully written `tmp` file to `dest` so that after a crash either the
+ * old or the complete new file is found: the data is fsynced before the
+ * rename, and the directory after it (the rename itself is durable only then).
+ */
+export async function renameDurably(tmp: string, dest: string): Promise<void> {
+  const file = await Deno.open(tmp, { read: true, write: true });
+  try {
+    await file.sync();
+  } finally {
+    file.close();
+  }
+  await Deno.rename(tmp, dest);
+  await syncDir(dirname(dest));
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const d = await Deno.open(dir, { read: true });
+  try {
+    await d.sync();
+  } finally {
+    d.close();
   }
 }
