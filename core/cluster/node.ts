@@ -311,9 +311,20 @@ export class ClusterNode {
   }
 
   private onMembershipApplied(): void {
+    this.forgetDepartedPeers();
     if (this.removed || this.fsm.member(this.id)) return;
     if (this.fsm.members().length === 0) return; // joiner that has not caught up yet
     this.markRemoved("applied its own removal");
+  }
+
+  /** Per-peer state must not outlive membership, or it grows with every node ever removed. */
+  private forgetDepartedPeers(): void {
+    const members = new Set(this.fsm.members().map((m) => m.name));
+    for (const peer of [...this.lastContact.keys()]) {
+      if (members.has(peer)) continue;
+      this.lastContact.delete(peer);
+      this.transport.forget(peer);
+    }
   }
 
   /**
