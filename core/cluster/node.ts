@@ -606,11 +606,14 @@ export class ClusterNode {
   waitApplied(index: number, timeoutMs = 5_000): Promise<void> {
     if (this.fsm.appliedIndex() >= index) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new TimeoutError(`applying index ${index}`)),
-        timeoutMs,
-      );
-      this.appliedWaiters.push({ index, resolve: () => (clearTimeout(timer), resolve()) });
+      const waiter = { index, resolve: () => (clearTimeout(timer), resolve()) };
+      const timer = setTimeout(() => {
+        // A waiter that gave up must not stay queued (a lagging node would collect them).
+        const i = this.appliedWaiters.indexOf(waiter);
+        if (i >= 0) this.appliedWaiters.splice(i, 1);
+        reject(new TimeoutError(`applying index ${index}`));
+      }, timeoutMs);
+      this.appliedWaiters.push(waiter);
     });
   }
 
