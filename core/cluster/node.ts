@@ -95,6 +95,8 @@ export interface ClusterStatus {
 
 const TRACE = Deno.env.get("NOVACTL_TRACE_READY") === "1";
 const PROPOSAL_TIMEOUT_MS = 10_000;
+/** Log bytes after which a compaction is due whatever the state's size (bounds the log's memory). */
+const MAX_LOG_BYTES = 64 << 20;
 const READ_TIMEOUT_MS = 5_000;
 
 export class ClusterNode {
@@ -349,8 +351,10 @@ export class ClusterNode {
     const applied = this.fsm.appliedIndex();
     if (applied - this.log.snapshot().meta.index < this.snapshotThreshold()) return;
     // Amortize: rewriting a large state costs in proportion to its size, so
-    // wait until the log holds as many bytes (compaction work stays O(bytes written)).
-    if (this.log.bytesAfterSnapshot() < this.log.snapshotBytes()) return;
+    // wait until the log holds as many bytes (compaction work stays O(bytes written)),
+    // but no longer than MAX_LOG_BYTES: the live log is mirrored in memory.
+    const wanted = Math.min(this.log.snapshotBytes(), MAX_LOG_BYTES);
+    if (this.log.bytesAfterSnapshot() < wanted) return;
     this.compacting = true;
     const t0 = performance.now();
     const tmp = this.log.tempSnapshotPath();

@@ -6,12 +6,17 @@
  * synchronous=FULL) is the durable copy written once per Ready — that single
  * transaction is the one fsync a batch of proposals costs — by a worker
  * thread, so the node keeps serving while the disk syncs (see log_writer.ts).
+ *
+ * Snapshot data is never held in memory: it lives in a file in `snapshots/`
+ * (written by the state machine, or received from the leader in chunks) that
+ * the in-memory Snapshot names in `file`; a row in SQLite records which one
+ * is current, and is written only after the file is durably in place.
  */
 import { DatabaseSync } from "node:sqlite";
 import { LogWriter, type WriteBatch } from "./log_writer.ts";
 import { writeFileDurably } from "./identity.ts";
 import { renameDurably } from "./files.ts";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import {
   CompactedError,
   type ConfState,
@@ -317,7 +322,7 @@ export class SqliteRaftLog implements Storage {
    * core refused (they are not newer than what we hold, so never installed).
    */
   private async removeOldSnapshotFiles(): Promise<void> {
-    const keep = snapshotFileName(this.snap.meta);
+    const keep = basename(this.snap.file ?? snapshotFileName(this.snap.meta));
     for await (const f of Deno.readDir(this.snapDir)) {
       const stale = (f.name !== keep && f.name.startsWith("snap-")) ||
         (f.name.startsWith(RECEIVED_PREFIX) &&
