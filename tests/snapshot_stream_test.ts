@@ -114,7 +114,9 @@ Deno.test({
         "temp files were moved or removed",
       );
       const logText = await Deno.readTextFile(cluster.node(follower).logPath);
-      assert(/"msg":"snapshot restored"/.test(logText), "restored from the received file");
+      const restored = logText.split("\n").findLast((l) => l.includes('"msg":"snapshot restored"'));
+      assert(restored, "restored from the received file");
+      console.log(`follower: ${restored}`);
     });
 
     await step(t, "the follower's state machine equals the leader's", async () => {
@@ -126,6 +128,9 @@ Deno.test({
       const mine = configRows(cluster.node(follower).dataDir);
       const theirs = configRows(cluster.node(leader).dataDir);
       assertEquals(mine, theirs);
+      assert(!cluster.node(follower).process!.exited, "the follower is still running");
+      const logText = await Deno.readTextFile(cluster.node(follower).logPath);
+      assert(!/Uncaught|"level":"error"/.test(logText), "the follower logged no error");
     });
   } finally {
     await cluster.stop();

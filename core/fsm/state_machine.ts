@@ -48,7 +48,8 @@ import {
   rowLine,
   SnapshotWriter,
 } from "./snapshot_file.ts";
-import { renameDurably } from "../store/files.ts";
+import { syncDir, syncFile } from "../store/files.ts";
+import { dirname } from "node:path";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -929,19 +930,26 @@ export class StateMachine {
     this.emitVmChange(null);
   }
 
-  /** Puts the database file `replacement` in place of ours and reopens. */
+  /**
+   * Puts the database file `replacement` in place of ours and reopens. The
+   * close-rename-open step is synchronous: nothing may run while no database
+   * is open. If the rename is lost in a crash, the old file (with its older
+   * applied index) is found and the node restores the snapshot again.
+   */
   private async swapDatabase(replacement: string): Promise<void> {
+    await syncFile(replacement);
     this.statements.clear();
     this.currentConfig = null;
     this.tokenCache.clear();
     // Closing checkpoints the WAL into the file; a stale -wal must never meet the new file.
     this.db.close();
-    removeDatabaseFiles(this.path, ["-wal", "-shm"]);
     try {
-      await renameDurably(replacement, this.path);
+      removeDatabaseFiles(this.path, ["-wal", "-shm"]);
+      Deno.renameSync(replacement, this.path);
     } finally {
       this.db = this.open();
     }
+    await syncDir(dirname(this.path));
   }
 
   private restoreInPlace(snap: ParsedSnapshot, index: number): void {

@@ -18,17 +18,23 @@ export async function pathExists(path: string): Promise<boolean> {
  * rename, and the directory after it (the rename itself is durable only then).
  */
 export async function renameDurably(tmp: string, dest: string): Promise<void> {
-  const file = await Deno.open(tmp, { read: true, write: true });
+  await syncFile(tmp);
+  await Deno.rename(tmp, dest);
+  await syncDir(dirname(dest));
+}
+
+/** fsyncs a file's data (and size) to disk. */
+export async function syncFile(path: string): Promise<void> {
+  const file = await Deno.open(path, { read: true, write: true });
   try {
     await file.sync();
   } finally {
     file.close();
   }
-  await Deno.rename(tmp, dest);
-  await syncDir(dirname(dest));
 }
 
-async function syncDir(dir: string): Promise<void> {
+/** fsyncs a directory, making renames and creations in it durable. */
+export async function syncDir(dir: string): Promise<void> {
   const d = await Deno.open(dir, { read: true });
   try {
     await d.sync();
