@@ -33,7 +33,9 @@ export function configRoutes(node: ClusterNode): Hono<Env> {
 
   app.get("/history", async (c) => {
     const limit = Math.min(Math.max(Number(c.req.query("limit") ?? 100) || 100, 1), 10_000);
-    return c.json({ versions: await configHistory(node, limit) });
+    const versions = await configHistory(node, limit);
+    // What retention keeps, so a caller knows which versions a rollback can reach.
+    return c.json({ versions, retention: node.fsm.configRetention() });
   });
 
   app.get("/:key", async (c) => {
