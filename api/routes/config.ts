@@ -12,6 +12,7 @@ import {
   setConfigKey,
 } from "../../core/cluster/mod.ts";
 import type { ConfigVersion } from "../../core/fsm/mod.ts";
+import { NotFoundError } from "../../core/errors/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { ifMatchVersion, parseBody } from "../validate.ts";
@@ -25,8 +26,26 @@ function withEtag(c: Context, cv: ConfigVersion, status = 200): Response {
   return c.json(cv, status as 200);
 }
 
+/**
+ * Test hook, a planted bug: with NOVACTL_TESTING_STALE_READS=1 a node answers
+ * `GET /api/v1/config/:key` from its own replica, neither forwarding to the leader nor
+ * confirming leadership with ReadIndex, so a partitioned node serves stale values.
+ * tests/linearizability_test.ts sets it to prove its checker notices. Never set it
+ * anywhere else; without it this route does not exist.
+ */
+const STALE_READS_FOR_TESTING = Deno.env.get("NOVACTL_TESTING_STALE_READS") === "1";
+
 export function configRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
+  if (STALE_READS_FOR_TESTING) {
+    // Registered first, so it answers before leaderOnly can forward.
+    app.get("/:key", bearerAuth(node), (c) => {
+      const { config, version } = node.fsm.config();
+      const key = c.req.param("key");
+      if (!(key in config)) throw new NotFoundError("configuration key", key);
+      return c.json({ key, value: (config as Record<string, unknown>)[key], version });
+    });
+  }
   app.use("*", bearerAuth(node), leaderOnly(node));
 
   app.get("/", async (c) => withEtag(c, await readConfig(node)));
