@@ -127,6 +127,7 @@ Deno.test({
     `every fault kind was injected (${[...kinds].join(", ")})`,
   );
   assert(result.stats.forwarded > 0, "clients' requests were forwarded");
+  assert(result.stats.forwardedLost > 0, "forwarded requests crossed cut links");
   for (const key of KEY_NAMES) {
     const history = result.histories.get(key)!;
     assert(history.length > 50, `enough operations on ${key} (${history.length})`);
