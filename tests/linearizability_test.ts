@@ -54,7 +54,7 @@ const KEY_NAMES = Object.keys(KEYS);
 const SOAK = Deno.env.get("LIN_SOAK") === "1";
 const DURATION_MS = Number(Deno.env.get("LIN_DURATION_MS") ?? (SOAK ? 600_000 : 0));
 const SEED = Number(Deno.env.get("LIN_SEED") ?? Math.floor(Math.random() * 2 ** 31));
-const CLIENTS = 6;
+const CLIENTS = 10;
 /** How long each fault stays in force, and the calm after undoing it. */
 const FAULT_MS = 2_500;
 const SETTLE_MS = 1_000;
@@ -134,23 +134,38 @@ Deno.test({
   assert(bad.length === 0, `not linearizable: ${bad.map((v) => v.key).join(", ")}`);
 });
 
-Deno.test({
-  name: "the checker catches a planted bug: stale reads from a partitioned node's replica",
-  ignore: SOAK,
-  sanitizeOps: false,
-  sanitizeResources: false,
-}, async () => {
-  // The node-side test hook (api/routes/config.ts) serves reads locally, without ReadIndex.
-  const plan: FaultPlan = (round) =>
-    round < 3 ? [round === 1 ? "isolate leader" : "isolate follower"] : undefined;
-  const result = await withNamespacedCluster(
-    { NOVACTL_TESTING_STALE_READS: "1" },
-    (cluster, lab) => runWorkload(cluster, lab, plan),
-  );
-  const verdicts = checkEveryKey(result);
-  assert(verdicts.every((v) => !v.timedOut), "the checker reached a verdict on every key");
-  assert(verdicts.some((v) => !v.ok), "stale reads were reported as a violation");
-});
+plantedBugTest(
+  "a partitioned follower answers reads from its own replica",
+  "replica",
+  ["isolate follower", "isolate leader", "isolate follower"],
+);
+
+plantedBugTest(
+  "a leader answers reads without ReadIndex, and is paused",
+  "leader",
+  ["pause leader", "pause leader", "pause leader"],
+);
+
+/**
+ * Runs the workload with a stale-read bug planted in the nodes (the test hook in
+ * api/routes/config.ts) under the given faults, and expects the checker to report it.
+ */
+function plantedBugTest(bug: string, hook: "replica" | "leader", faults: FaultKind[]): void {
+  Deno.test({
+    name: `the checker catches a planted bug: ${bug}`,
+    ignore: SOAK,
+    sanitizeOps: false,
+    sanitizeResources: false,
+  }, async () => {
+    const result = await withNamespacedCluster(
+      { NOVACTL_TESTING_STALE_READS: hook },
+      (cluster, lab) => runWorkload(cluster, lab, (round) => faults[round] && [faults[round]]),
+    );
+    const verdicts = checkEveryKey(result);
+    assert(verdicts.every((v) => !v.timedOut), "the checker reached a verdict on every key");
+    assert(verdicts.some((v) => !v.ok), "stale reads were reported as a violation");
+  });
+}
 
 async function withNamespacedCluster<T>(
   env: Record<string, string>,

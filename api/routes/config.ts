@@ -27,26 +27,34 @@ function withEtag(c: Context, cv: ConfigVersion, status = 200): Response {
 }
 
 /**
- * Test hook, a planted bug: with NOVACTL_TESTING_STALE_READS=1 a node answers
- * `GET /api/v1/config/:key` from its own replica, neither forwarding to the leader nor
- * confirming leadership with ReadIndex, so a partitioned node serves stale values.
- * tests/linearizability_test.ts sets it to prove its checker notices. Never set it
- * anywhere else; without it this route does not exist.
+ * Test hook, a planted bug that tests/linearizability_test.ts sets to prove its checker
+ * notices stale reads. NOVACTL_TESTING_STALE_READS changes `GET /api/v1/config/:key`:
+ * - `replica`: every node answers from its own replica, neither forwarding to the leader
+ *   nor confirming leadership with ReadIndex (a partitioned follower serves old values);
+ * - `leader`: reads are still forwarded, but the leader answers without ReadIndex (a
+ *   deposed leader that has not noticed yet, e.g. after SIGSTOP, serves old values).
+ * Never set it anywhere else; unset, reads are linearizable.
  */
-const STALE_READS_FOR_TESTING = Deno.env.get("NOVACTL_TESTING_STALE_READS") === "1";
+const STALE_READS_FOR_TESTING = Deno.env.get("NOVACTL_TESTING_STALE_READS");
+
+/** The planted bug's read: whatever this node's replica holds, unconfirmed. */
+function unconfirmedKeyRead(node: ClusterNode) {
+  return (c: Context<Env>) => {
+    const { config, version } = node.fsm.config();
+    const key = c.req.param("key") ?? "";
+    if (!(key in config)) throw new NotFoundError("configuration key", key);
+    return c.json({ key, value: (config as Record<string, unknown>)[key], version });
+  };
+}
 
 export function configRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
-  if (STALE_READS_FOR_TESTING) {
+  if (STALE_READS_FOR_TESTING === "replica") {
     // Registered first, so it answers before leaderOnly can forward.
-    app.get("/:key", bearerAuth(node), (c) => {
-      const { config, version } = node.fsm.config();
-      const key = c.req.param("key");
-      if (!(key in config)) throw new NotFoundError("configuration key", key);
-      return c.json({ key, value: (config as Record<string, unknown>)[key], version });
-    });
+    app.get("/:key", bearerAuth(node), unconfirmedKeyRead(node));
   }
   app.use("*", bearerAuth(node), leaderOnly(node));
+  if (STALE_READS_FOR_TESTING === "leader") app.get("/:key", unconfirmedKeyRead(node));
 
   app.get("/", async (c) => withEtag(c, await readConfig(node)));
 

@@ -20,7 +20,11 @@ export interface Target {
   token: string;
 }
 
-const REQUEST_TIMEOUT_MS = 3_000;
+/**
+ * Shorter than the nemesis's faults, so that clients stuck on a paused or cut-off node
+ * give up and go on working through the others while the fault lasts.
+ */
+const REQUEST_TIMEOUT_MS = 1_500;
 
 async function request(
   target: Target,
