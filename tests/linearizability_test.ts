@@ -137,13 +137,15 @@ Deno.test({
 plantedBugTest(
   "a partitioned follower answers reads from its own replica",
   "replica",
-  ["isolate follower", "isolate leader", "isolate follower"],
+  ["isolate follower", "isolate leader"],
 );
 
 plantedBugTest(
   "a leader answers reads without ReadIndex, and is paused",
   "leader",
-  ["pause leader", "pause leader", "pause leader"],
+  // Caught only when a read reaches the paused leader after a write through its successor
+  // and is answered on SIGCONT before the leader learns of the new term: not every round.
+  Array(6).fill("pause leader"),
 );
 
 /**
