@@ -12,12 +12,11 @@ import {
   setConfigKey,
 } from "../../core/cluster/mod.ts";
 import type { ConfigVersion } from "../../core/fsm/mod.ts";
-import { NotFoundError } from "../../core/errors/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { ifMatchVersion, parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 
 const doc = z.record(z.unknown());
 
@@ -38,11 +37,11 @@ function withEtag(c: Context, cv: ConfigVersion, status = 200): Response {
 const STALE_READS_FOR_TESTING = Deno.env.get("NOVACTL_TESTING_STALE_READS");
 
 /** The planted bug's read: whatever this node's replica holds, unconfirmed. */
-function unconfirmedKeyRead(node: ClusterNode) {
-  return (c: Context<Env>) => {
+function unconfirmedKeyRead(node: ClusterNode): MiddlewareHandler<Env> {
+  return async (c, next) => {
     const { config, version } = node.fsm.config();
     const key = c.req.param("key") ?? "";
-    if (!(key in config)) throw new NotFoundError("configuration key", key);
+    if (!(key in config)) return await next(); // e.g. /history: the usual route
     return c.json({ key, value: (config as Record<string, unknown>)[key], version });
   };
 }
