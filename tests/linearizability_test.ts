@@ -309,7 +309,11 @@ async function runNemesis(
       }
       weather.networkFault = injected.some((f) => f.network);
       await sleep(FAULT_MS);
-      for (const fault of injected.reverse()) await fault.undo();
+      // Heal the network first: a node restarted behind a cut cannot become ready.
+      const processFaults = injected.filter((f) => !f.network).reverse();
+      for (const fault of [...injected.filter((f) => f.network), ...processFaults]) {
+        await fault.undo();
+      }
       weather.networkFault = false;
       await sleep(SETTLE_MS);
     }
