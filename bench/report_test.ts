@@ -143,7 +143,7 @@ Deno.test("the raft table prints provenance, medians with spread and the ratio o
 Deno.test("repetitions with fewer than 100 samples show their max, never a p99", () => {
   const out = renderDocument(DOC, new Map([["raft", raftResult()]]));
   const row64 = out.split("\n").find((line) => line.startsWith("| 64") && line.includes("novactl"));
-  assert(row64?.includes("max 9.00 (n < 100)"), row64);
+  assert(row64?.includes("max 9 (n < 100)"), row64);
   assertEquals(raftResult().rows[2].p99Ms, null);
 });
 
@@ -186,11 +186,15 @@ Deno.test("any result's figures are found and pivoted: one row per owner, one co
   const out = renderFigures({
     meta: META,
     setup: { runs: 5 },
-    modes: { sharedDisk: { novactl: side(700), bare: side(400) } },
+    modes: {
+      sharedDisk: { novactl: side(700), bare: side(400) },
+      localDiskNbd: { novactl: side(900), bare: side(600) },
+    },
   });
   const lines = out.split("\n");
   assert(lines[0].includes("command to done ms") && lines[0].includes("guest paused ms"), out);
-  assert(lines.some((l) => l.includes("modes.sharedDisk.novactl") && l.includes("700 (699–701)")));
-  assert(lines.some((l) => l.includes("modes.sharedDisk.bare") && l.includes("40.0 (1.00–50.0)")));
+  assert(lines.some((l) => l.includes("| shared disk, novactl ") && l.includes("700 (699–701)")));
+  assert(lines.some((l) => l.includes("| shared disk, bare ") && l.includes("40 (1–50)")));
   assert(!out.includes("p99"), "no figure here has 100 values");
+  assert(lines.some((l) => /^\| setup: runs +\| +5 \|$/.test(l)), "plain numbers are listed too");
 });

@@ -194,23 +194,49 @@ export function renderScheduler(result: SchedulerResult): string {
  * Every {@linkcode Figure} in the result, pivoted: one row per object holding
  * figures (labelled by its `label` string, else its JSON path), one column per
  * figure name (`commandToDoneMs`), each cell "median (min–max)", plus p99 where
- * the sample supports one.
+ * the sample supports one. Plain numbers (counts, settings) follow in a second
+ * table, so nothing the result measured is left out.
  */
 export function renderFigures(result: Record<string, unknown>): string {
   const groups = new Map<string, Map<string, Figure>>();
-  collectFigures(result, [], (owner, key, f) => {
-    if (!groups.has(owner)) groups.set(owner, new Map());
-    groups.get(owner)!.set(key, f);
+  const scalars: [string[], number | boolean][] = [];
+  collect(result, [], {
+    figure: (owner, key, f) => {
+      if (!groups.has(owner)) groups.set(owner, new Map());
+      groups.get(owner)!.set(key, f);
+    },
+    scalar: (path, value) => scalars.push([path, value]),
   });
-  if (!groups.size) return "_The result holds no figures._";
+  const parts = [groups.size ? figureTable(groups) : "_The result holds no figures._"];
+  if (scalars.length) {
+    const rows = scalars.map(([path, value]) => [
+      path.map(humanize).join(": "),
+      typeof value === "number" ? number(value) : String(value),
+    ]);
+    parts.push(table(["setting or count", "value"], rows, ["left", "right"]));
+  }
+  return parts.join("\n\n");
+}
+
+function figureTable(groups: Map<string, Map<string, Figure>>): string {
+  const owners = dropCommonPrefix([...groups.keys()].map((owner) => owner.split(".")));
   const columns = [...new Set([...groups.values()].flatMap((g) => [...g.keys()]))];
-  const rows = [...groups].map(([owner, figures]) => [
-    owner || "(top level)",
+  const rows = [...groups.values()].map((figures, i) => [
+    owners[i].map(humanize).join(", ") || "(top level)",
     String(Math.max(...[...figures.values()].map((f) => f.n))),
     ...columns.map((column) => figureCell(figures.get(column))),
   ]);
   const headers = ["measure", "n", ...columns.map(humanize)];
   return table(headers, rows, headers.map((_, i): Align => (i === 0 ? "left" : "right")));
+}
+
+/** `modes.a.x`, `modes.b.x` → `a.x`, `b.x`: the shared leading segments say nothing. */
+function dropCommonPrefix(paths: string[][]): string[][] {
+  let shared = 0;
+  while (
+    paths.length > 1 && paths.every((p) => p.length > shared + 1 && p[shared] === paths[0][shared])
+  ) shared++;
+  return paths.map((p) => p.slice(shared));
 }
 
 function figureCell(f: Figure | undefined): string {
@@ -223,18 +249,21 @@ function humanize(key: string): string {
   return key.replace(/([a-z0-9])([A-Z])/g, "$1 $2").toLowerCase();
 }
 
-function collectFigures(
-  value: unknown,
-  path: string[],
-  emit: (owner: string, key: string, figure: Figure) => void,
-): void {
-  if (typeof value !== "object" || value === null) return;
+interface Collector {
+  figure(owner: string, key: string, figure: Figure): void;
+  scalar(path: string[], value: number | boolean): void;
+}
+
+function collect(value: unknown, path: string[], emit: Collector): void {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return;
   const record = value as Record<string, unknown>;
   const owner = typeof record.label === "string" ? record.label : path.join(".");
   for (const [key, child] of Object.entries(record)) {
     if (key === "meta") continue;
-    if (isFigure(child)) emit(owner, key, child);
-    else collectFigures(child, [...path, key], emit);
+    if (isFigure(child)) emit.figure(owner, key, child);
+    else if (typeof child === "number" || typeof child === "boolean") {
+      emit.scalar([...path, key], child);
+    } else collect(child, [...path, key], emit);
   }
 }
 
@@ -249,11 +278,11 @@ export function spread(f: Figure | null | undefined): string {
   return `${number(f.median)} (${number(f.min)}–${number(f.max)})`;
 }
 
-/** Whole numbers from 100 up (thousands separated), one decimal from 10, else two. */
+/** Integers as they are; others whole from 100 up, one decimal from 10, else two. */
 export function number(value: number | null | undefined): string {
   if (!isFiniteNumber(value)) return "–";
   const abs = Math.abs(value);
-  const digits = abs >= 100 ? 0 : abs >= 10 ? 1 : 2;
+  const digits = Number.isInteger(value) || abs >= 100 ? 0 : abs >= 10 ? 1 : 2;
   return value.toLocaleString("en-US", {
     minimumFractionDigits: digits,
     maximumFractionDigits: digits,
