@@ -221,11 +221,14 @@ export function renderFigures(result: Record<string, unknown>): string {
 function figureTable(groups: Map<string, Map<string, Figure>>): string {
   const owners = dropCommonPrefix([...groups.keys()].map((owner) => owner.split(".")));
   const columns = [...new Set([...groups.values()].flatMap((g) => [...g.keys()]))];
-  const rows = [...groups.values()].map((figures, i) => [
-    owners[i].map(humanize).join(", ") || "(top level)",
-    String(Math.max(...[...figures.values()].map((f) => f.n))),
-    ...columns.map((column) => figureCell(figures.get(column))),
-  ]);
+  const rows = [...groups.values()].map((figures, i) => {
+    const n = Math.max(...[...figures.values()].map((f) => f.n));
+    return [
+      owners[i].map(humanize).join(", ") || "(top level)",
+      String(n),
+      ...columns.map((column) => figureCell(figures.get(column), n)),
+    ];
+  });
   const headers = ["measure", "n", ...columns.map(humanize)];
   return table(headers, rows, headers.map((_, i): Align => (i === 0 ? "left" : "right")));
 }
@@ -239,14 +242,18 @@ function dropCommonPrefix(paths: string[][]): string[][] {
   return paths.map((p) => p.slice(shared));
 }
 
-function figureCell(f: Figure | undefined): string {
+/** "median (min–max)", with its p99 where it has one and its own n where it differs from the row's. */
+function figureCell(f: Figure | undefined, rowN: number): string {
   if (!f) return "";
-  return f.p99 === undefined ? spread(f) : `${spread(f)}, p99 ${number(f.p99)}`;
+  const p99 = f.p99 === undefined ? "" : `, p99 ${number(f.p99)}`;
+  const n = f.n === rowN ? "" : ` (n = ${f.n})`;
+  return `${spread(f)}${p99}${n}`;
 }
 
-/** `commandToDoneMs` → `command to done ms`. */
+/** `commandToDoneMs` → `command to done ms`; units such as `MiB` keep their case. */
 function humanize(key: string): string {
-  return key.replace(/([a-z0-9])([A-Z])/g, "$1 $2").toLowerCase();
+  const words = key.match(/[KMGT]iB|[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])/g) ?? [key];
+  return words.map((word) => /^[A-Z][a-z]+$/.test(word) ? word.toLowerCase() : word).join(" ");
 }
 
 interface Collector {
