@@ -10,6 +10,7 @@ import {
   renderDocument,
   renderFigures,
   renderSection,
+  ResultShapeError,
   SECTIONS,
 } from "./lib/render.ts";
 import { type Figure, figure } from "./lib/figures.ts";
@@ -161,6 +162,12 @@ Deno.test("a missing result or one without provenance shows a note, no figures",
   const legacy = renderSection(raft, { results: [{ writesPerSec: 5062 }] });
   assert(legacy.includes("predates run provenance"), legacy);
   assert(!legacy.includes("5062") && !legacy.includes("5,062"), "withheld");
+});
+
+Deno.test("a result with provenance but the wrong shape names its file", () => {
+  const raft = SECTIONS.find((s) => s.name === "raft")!;
+  const error = assertThrows(() => renderSection(raft, { meta: META }), ResultShapeError);
+  assert(error.message.includes("bench/results/raft.json"), error.message);
 });
 
 Deno.test("markers: every section needs one block, and unknown ones are refused", () => {

@@ -36,6 +36,9 @@ export const SECTIONS: readonly Section[] = [
 /** Thrown when BENCHMARKS.md's markers are missing, unbalanced or unknown. */
 export class MarkerError extends Error {}
 
+/** Thrown when a result file with provenance lacks what its section's table needs. */
+export class ResultShapeError extends Error {}
+
 // ---------------------------------------------------------------- documents
 
 /**
@@ -83,7 +86,17 @@ export function renderSection(section: Section, result: unknown): string {
     return `_No figures: \`${file}\` predates run provenance (no commit, filesystem or run ` +
       `count recorded); ${rerun}._`;
   }
-  return `${provenance(record.meta, file)}\n\n${section.render(record)}`;
+  return `${provenance(record.meta, file)}\n\n${renderOrExplain(section, record, file)}`;
+}
+
+/** A result of the wrong shape stops the report with the file's name, rather than a bare TypeError. */
+function renderOrExplain(section: Section, result: Record<string, unknown>, file: string): string {
+  try {
+    return section.render(result);
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error);
+    throw new ResultShapeError(`${file} is not the shape bench:report renders: ${why}`);
+  }
 }
 
 function isRunMeta(value: unknown): value is RunMeta {
