@@ -8,7 +8,7 @@
  * Each mode runs novactl side by side with its anchor, bare QEMU → QEMU on this machine by hand
  * over QMP with the same guest, the same disk placement (one file both open / a blank copy
  * mirrored over NBD) and the same migration parameters, interleaved run by run (novactl first in
- * even runs, bare first in odd ones). Figures, each a `Spread` over `--runs`:
+ * even runs, bare first in odd ones). Figures, each a `Figure` over `--runs`:
  *
  * - `commandToDoneMs`: novactl, `POST /api/v1/vms/NAME/migrate` → the operation `succeeded` as the
  *   client sees it (the whole orchestration: placement, destination prepare, mirror, memory,
@@ -27,7 +27,7 @@
  * Writes bench/results/migrate.json (`MigrateBenchResult`).
  */
 import { type GuestCluster, startGuestCluster } from "./lib/guest_cluster.ts";
-import { type Spread, spread } from "./lib/stats.ts";
+import { type Figure, figure } from "./lib/figures.ts";
 import type { QmpClient, QmpEvent } from "../host/kvm/mod.ts";
 import { QemuDriver } from "../host/kvm/mod.ts";
 import { launchBare, quitBare } from "./lib/bare_qemu.ts";
@@ -38,10 +38,12 @@ import { sleep, waitFor } from "./lib/util.ts";
 
 /** One side (novactl or bare QEMU) of one mode; every figure in ms over all runs. */
 export interface MigrateSide {
-  commandToDoneMs: Spread;
-  qemuTotalMs: Spread;
-  qemuDowntimeMs: Spread;
-  guestPausedMs: Spread;
+  /** The table row's name, e.g. "shared disk: novactl". */
+  label: string;
+  commandToDoneMs: Figure;
+  qemuTotalMs: Figure;
+  qemuDowntimeMs: Figure;
+  guestPausedMs: Figure;
 }
 
 export type MigrateMode = "sharedDisk" | "localDiskNbd";
@@ -270,12 +272,18 @@ async function createNovactlGuest(g: GuestCluster, mode: MigrateMode): Promise<s
   return name;
 }
 
-function side(samples: Sample[]): MigrateSide {
+const MODE_LABELS: Record<MigrateMode, string> = {
+  sharedDisk: "shared disk",
+  localDiskNbd: "local disk, NBD mirror",
+};
+
+function side(label: string, samples: Sample[]): MigrateSide {
   return {
-    commandToDoneMs: spread(samples.map((s) => s.commandToDoneMs)),
-    qemuTotalMs: spread(samples.map((s) => s.qemuTotalMs)),
-    qemuDowntimeMs: spread(samples.map((s) => s.qemuDowntimeMs)),
-    guestPausedMs: spread(samples.map((s) => s.guestPausedMs)),
+    label,
+    commandToDoneMs: figure(samples.map((s) => s.commandToDoneMs), 1),
+    qemuTotalMs: figure(samples.map((s) => s.qemuTotalMs), 1),
+    qemuDowntimeMs: figure(samples.map((s) => s.qemuDowntimeMs), 1),
+    guestPausedMs: figure(samples.map((s) => s.guestPausedMs), 1),
   };
 }
 
@@ -328,7 +336,10 @@ try {
       order: "novactl first in even runs, bare first in odd runs",
     },
     modes: Object.fromEntries(
-      MODES.map((m) => [m, { novactl: side(samples[m].novactl), bare: side(samples[m].bare) }]),
+      MODES.map((m) => [m, {
+        novactl: side(`${MODE_LABELS[m]}: novactl`, samples[m].novactl),
+        bare: side(`${MODE_LABELS[m]}: bare QEMU (anchor)`, samples[m].bare),
+      }]),
     ) as MigrateBenchResult["modes"],
   };
   console.log(JSON.stringify(result.modes, null, 2));

@@ -17,12 +17,12 @@
  * (`VmBenchResult`).
  */
 import { type GuestCluster, startGuestCluster } from "./lib/guest_cluster.ts";
-import { type Spread, spread } from "./lib/stats.ts";
+import { type Figure, figure } from "./lib/figures.ts";
 import { timeBareStart } from "./lib/bare_qemu.ts";
 import { type RunMeta, runMeta } from "./lib/run_meta.ts";
 import { sleep } from "./lib/util.ts";
 
-/** What bench/results/vm.json holds; every figure in ms is a `Spread` (median, min, max, n). */
+/** What bench/results/vm.json holds; every figure in ms is a `Figure` (median, min, max, n). */
 export interface VmBenchResult {
   meta: RunMeta;
   setup: {
@@ -34,19 +34,19 @@ export interface VmBenchResult {
   };
   start: {
     /** API create → running, every sample of every repetition. */
-    novactlMs: Spread;
+    novactlMs: Figure;
     /** Bare QEMU spawn → QMP running, every sample. */
-    bareMs: Spread;
+    bareMs: Figure;
     /** novactl minus bare within each pair, every pair. */
-    overheadMs: Spread;
+    overheadMs: Figure;
     /** The median overhead of each repetition: how much the repetitions agree. */
-    overheadRepMediansMs: Spread;
+    overheadRepMediansMs: Figure;
   };
   concurrent: {
     vms: number;
     memoryMiB: number;
-    /** First create sent → every VM running. */
-    allRunningMs: number;
+    /** First create sent → every VM running (one sample: n 1). */
+    allRunningMs: Figure;
     createErrors: number;
     startErrors: number;
     /** QEMU processes found on all nodes afterwards (should equal `vms`). */
@@ -123,14 +123,14 @@ async function measureStart(g: GuestCluster, work: string): Promise<VmBenchResul
   for (let rep = 0; rep < REPS; rep++) {
     const these = await repetition(g, work, rep);
     pairs.push(...these);
-    repMedians.push(spread(these.map((p) => p.novactl - p.bare)).median);
+    repMedians.push(figure(these.map((p) => p.novactl - p.bare)).median);
     console.log(`rep ${rep + 1}:`, JSON.stringify(these.map((p) => [p.novactl, p.bare])));
   }
   return {
-    novactlMs: spread(pairs.map((p) => p.novactl)),
-    bareMs: spread(pairs.map((p) => p.bare)),
-    overheadMs: spread(pairs.map((p) => p.novactl - p.bare)),
-    overheadRepMediansMs: spread(repMedians),
+    novactlMs: figure(pairs.map((p) => p.novactl), 1),
+    bareMs: figure(pairs.map((p) => p.bare), 1),
+    overheadMs: figure(pairs.map((p) => p.novactl - p.bare), 1),
+    overheadRepMediansMs: figure(repMedians, 1),
   };
 }
 
@@ -155,7 +155,7 @@ async function measureConcurrent(g: GuestCluster): Promise<VmBenchResult["concur
     ),
   );
   const startErrors = rejected(await Promise.allSettled(names.map((n) => waitRunning(g, n))));
-  const allRunningMs = Math.round(performance.now() - t0);
+  const allRunningMs = figure([performance.now() - t0], 0);
   let qemuProcesses = 0;
   for (const node of g.cluster.nodes) qemuProcesses += (await g.cluster.qemuPids(node.name)).size;
   return {

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
-import { percentile, spread, summarize } from "./stats.ts";
+import { percentile, summarize } from "./stats.ts";
 import { formatMarkdownTable, throughputRatios, toRow } from "./report.ts";
 
 Deno.test("percentile uses nearest rank", () => {
@@ -38,11 +38,4 @@ Deno.test("report pairs novactl with etcd per client count", () => {
   assert(
     formatMarkdownTable(rows).includes("| 16 | novactl | 100.0 | 2.00 | 3.00 | 3.00 | 0 | 0.50x |"),
   );
-});
-
-Deno.test("spread gives the true median, the extremes and the count", () => {
-  assertEquals(spread([30, 10, 20]), { median: 20, min: 10, max: 30, n: 3 });
-  assertEquals(spread([4, 1, 3, 2]), { median: 2.5, min: 1, max: 4, n: 4 });
-  assertEquals(spread([1.234], 2), { median: 1.23, min: 1.23, max: 1.23, n: 1 });
-  assertEquals(spread([]).n, 0);
 });
