@@ -19,6 +19,7 @@
 import { type GuestCluster, startGuestCluster } from "./lib/guest_cluster.ts";
 import { type Figure, figure } from "./lib/figures.ts";
 import { timeBareStart } from "./lib/bare_qemu.ts";
+import { qemusMatching } from "./lib/qemu_procs.ts";
 import { type RunMeta, runMeta } from "./lib/run_meta.ts";
 import { sleep } from "./lib/util.ts";
 
@@ -156,8 +157,7 @@ async function measureConcurrent(g: GuestCluster): Promise<VmBenchResult["concur
   );
   const startErrors = rejected(await Promise.allSettled(names.map((n) => waitRunning(g, n))));
   const allRunningMs = figure([performance.now() - t0], 0);
-  let qemuProcesses = 0;
-  for (const node of g.cluster.nodes) qemuProcesses += (await g.cluster.qemuPids(node.name)).size;
+  const qemuProcesses = (await qemusMatching(`${g.base}/n`)).length;
   return {
     vms: CONCURRENT,
     memoryMiB: MEMORY,

@@ -10,7 +10,13 @@ export interface QemuCopy {
   host: string;
 }
 
-export async function qemusOf(uuid: string): Promise<QemuCopy[]> {
+/** Every live QEMU on this machine running the VM with `uuid`. */
+export function qemusOf(uuid: string): Promise<QemuCopy[]> {
+  return qemusMatching(`-uuid ${uuid}`);
+}
+
+/** Every live QEMU on this machine whose command line mentions `text` (e.g. a cluster's base dir). */
+export async function qemusMatching(text: string): Promise<QemuCopy[]> {
   const out: QemuCopy[] = [];
   for await (const e of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
@@ -20,7 +26,7 @@ export async function qemusOf(uuid: string): Promise<QemuCopy[]> {
     } catch {
       continue; // exited while we looked
     }
-    if (!cmdline.includes("qemu-system") || !cmdline.includes(`-uuid ${uuid}`)) continue;
+    if (!cmdline.includes("qemu-system") || !cmdline.includes(text)) continue;
     if (!isAlive(Number(e.name))) continue;
     out.push({ pid: Number(e.name), host: /\/(n\d+)\/vms\//.exec(cmdline)?.[1] ?? "?" });
   }
