@@ -166,8 +166,12 @@ async function failOnce(
   await sleep(1_500); // a lease renewal or two in between
   const { fenceIn, leaseLeft } = await leaseLeftMs(g, victim);
   const t0 = performance.now();
+  // Bounded beyond the wait for "running elsewhere" below, which fails first if fencing does.
   const gone = (async () => {
-    while (isAlive(pid)) await sleep(10);
+    while (isAlive(pid)) {
+      if (performance.now() - t0 > 120_000) throw new Error(`${name}: old QEMU never died`);
+      await sleep(10);
+    }
     return performance.now() - t0;
   })();
   if (mode === "nodeProcessDeath") {
