@@ -1,12 +1,37 @@
 /**
  * Deterministic simulation of Raft clusters: one seeded PRNG drives the
- * network (loss, delay, reordering, duplication, partitions), crashes and
- * restarts from persisted state, compaction, leadership transfers,
- * membership changes and a client issuing writes and ReadIndex reads.
- * Safety invariants are checked continuously; after the faults stop, the
+ * network (loss, delay, reordering, duplication, symmetric and one-way
+ * partitions), crashes and restarts from persisted state, slow disks,
+ * compaction, leadership transfers, a membership nemesis (learners and voters
+ * added, promoted, demoted and removed, in bursts, at stale leaders too) and a
+ * client issuing writes and ReadIndex reads. After the faults stop, the
  * cluster must converge (liveness).
  *
- * Run through sim_test.ts; `SIM_SEED=n` replays one seed verbosely.
+ * Contract:
+ * - A seed alone determines a run: parameters ({@link drawParams}), faults,
+ *   workload and every node's randomness come from one PRNG seeded with it,
+ *   and nothing reads clocks or Math.random. `SIM_SEED=n` replays seed n
+ *   (printed in every {@link SimFailure}); planted bugs are replayed with
+ *   `SIM_MUTATIONS=...` (see {@link replayCommand}).
+ * - Safety invariants are checked as the run goes, and each is a property of
+ *   Raft itself, not of one bug:
+ *   - election safety: at most one leader per term;
+ *   - configuration safety: a leader's votes come from a majority of the
+ *     voters it leads with, and when its commit index advances a majority of
+ *     the voters it commits with durably hold the entry (so no two disjoint
+ *     majorities decide);
+ *   - commit stability and leader completeness: a committed entry never
+ *     changes, and every leader holds every entry committed in earlier terms;
+ *   - log matching, over sent entries and over whole persisted logs;
+ *   - persistence ordering: what a message acknowledges is already durable,
+ *     and nothing beyond the persisted log is applied;
+ *   - state machine safety: every node applies the same entries in the same
+ *     order (a running digest), with acknowledged writes never lost and reads
+ *     never stale.
+ * - A violation throws SimFailure with the reason, the replay command and the
+ *   last events. sim_test.ts sweeps seeds from a fresh base seed each run and
+ *   proves, with planted bugs (RaftConfig.testingMutations), that the checks
+ *   notice broken membership guards.
  */
 import { MemoryStorage } from "./memory_storage.ts";
 import { ConfChangeError, LeadershipTransferError, NotLeaderError, RaftNode } from "./raft.ts";
@@ -18,6 +43,7 @@ import type {
   Message,
   NodeId,
   RaftConfig,
+  RaftMutation,
   Ready,
   Snapshot,
 } from "./types.ts";
@@ -37,6 +63,12 @@ export interface SimParams {
   dupRate: number;
   maxDelay: number;
   partitionRate: number;
+  /** Share of partitions that are one-way: A reaches B, B cannot reach A. */
+  oneWayRate: number;
+  /** Chance per tick that the membership nemesis proposes changes (when membership is on). */
+  membershipRate: number;
+  /** Chance per tick of a leadership transfer. */
+  transferRate: number;
   crashRate: number;
   /** Chance per Ready of crashing after persisting it but before sending anything. */
   crashMidReadyRate: number;
@@ -44,9 +76,18 @@ export interface SimParams {
   leaderChurnRate: number;
   /** Chance a node's driver lags a round behind (slow disk): inputs pile up before a Ready. */
   slowDriverRate: number;
+  /**
+   * Chance per tick that one node's disk turns slow for a few ticks: its
+   * driver handles one Ready per tick while the core keeps ticking and stepping
+   * messages (as node.ts does while it awaits a write), so commits it learns
+   * stay unapplied for a while.
+   */
+  stallRate: number;
   /** Restarted nodes rebuild their state machine from the snapshot (else it survived). */
   volatileFsmRate: number;
   compactEvery: number;
+  /** Cap on committed bytes per Ready (0: the core's default); 1 hands out one entry per Ready. */
+  committedBytesPerReady: number;
   chaosTicks: number;
   livenessTicks: number;
 }
@@ -62,16 +103,30 @@ export interface SimStats {
   partitions: number;
   snapshotsInstalled: number;
   confChanges: number;
+  /** Conf changes the core refused (another pending, leader not settled in its term). */
+  confChangesRefused: number;
   transfers: number;
+  oneWayPartitions: number;
   /** Ticks the healed cluster needed to converge. */
   convergedAfter: number;
 }
 
+/** The command that replays one seed verbosely (with the same planted bugs, if any). */
+export function replayCommand(seed: number, mutations: readonly RaftMutation[] = []): string {
+  const env = mutations.length ? `SIM_MUTATIONS=${mutations.join(",")} ` : "";
+  return `${env}SIM_SEED=${seed} deno test -A core/raft/sim_test.ts`;
+}
+
 export class SimFailure extends Error {
-  constructor(readonly seed: number, reason: string, trace: string[]) {
+  constructor(
+    readonly seed: number,
+    reason: string,
+    trace: string[],
+    mutations: readonly RaftMutation[] = [],
+  ) {
     super(
       `simulation seed ${seed} failed: ${reason}\n` +
-        `replay: SIM_SEED=${seed} deno test -A core/raft/sim_test.ts\n` +
+        `replay: ${replayCommand(seed, mutations)}\n` +
         `last events:\n  ${trace.join("\n  ")}`,
     );
     this.name = "SimFailure";
@@ -99,15 +154,24 @@ export function drawParams(rng: () => number): SimParams {
     dupRate: pick([0, 0.02, 0.1]),
     maxDelay: pick([0, 1, 2, 4]),
     partitionRate: storm ? 0.03 : pick([0.01, 0.03, 0.06]),
+    oneWayRate: pick([0, 0.3, 0.6]),
+    membershipRate: pick([0.03, 0.1, 0.3]),
+    transferRate: pick([0.005, 0.01, 0.05]),
     crashRate: storm ? 0.03 : pick([0, 0.005, 0.01, 0.03]),
     crashMidReadyRate: pick([0, 0, 0.001, 0.004]),
     leaderChurnRate: storm ? pick([0.6, 0.8]) : pick([0, 0.1, 0.3]),
     slowDriverRate: pick([0, 0.2, 0.5]),
+    stallRate: pick([0, 0.02, 0.1]),
     volatileFsmRate: pick([0, 0.5, 1]),
     compactEvery: pick([5, 10, 25, 1000]),
+    committedBytesPerReady: pick([0, 0, 1, 100]),
     chaosTicks: 250 + Math.floor(rng() * 150),
     livenessTicks: 400,
   };
+}
+
+function majority(voters: number): number {
+  return Math.floor(voters / 2) + 1;
 }
 
 // ---- the replicated state machine ------------------------------------------------
@@ -231,7 +295,12 @@ interface SimNode {
   raft: RaftNode | null;
   incarnation: number;
   downUntil: number;
+  /** Until this tick the driver handles at most one Ready per tick (a slow disk). */
+  stalledUntil: number;
+  lastStalledReady: number;
   proposals: Map<number, Proposal>;
+  /** Conf changes this node proposed as leader and has not applied yet. */
+  confInFlight: { index: number; term: number; cc: ConfChange }[];
   reads: Map<string, PendingRead>;
   /** Leader observation state for invariant checks. */
   observedTerm: number;
@@ -260,6 +329,8 @@ export interface SimOptions {
   traceMessagesFrom?: number;
   /** Override drawn parameters. */
   params?: Partial<SimParams>;
+  /** Planted bugs switched on in every node's core (sim_test.ts proves the checks notice). */
+  mutations?: RaftMutation[];
 }
 
 export function runSimulation(seed: number, opts: SimOptions = {}): SimStats {
@@ -277,12 +348,17 @@ class Simulation {
   /** node → partition group; nodes in different groups cannot talk. */
   private groups: Map<NodeId, number> | null = null;
   private partitionEnds = 0;
+  /** Directed links "a>b" that drop everything a sends to b (one-way partitions). */
+  private oneWay = new Set<string>();
+  private oneWayEnds = 0;
   private faults = true;
   private churn: { node: SimNode; incarnation: number; at: number }[] = [];
   private readonly trace: string[] = [];
 
   // Invariant bookkeeping.
   private readonly leaderOfTerm = new Map<number, NodeId>();
+  /** "term>candidate" → voters that durably granted it their vote in that term. */
+  private readonly grants = new Map<string, Set<NodeId>>();
   /** index → term of the committed entry, as seen by the leader that committed it. */
   private readonly committedTerm: number[] = [];
   /** index → lowest term of a leader seen with the index committed. */
@@ -302,10 +378,12 @@ class Simulation {
 
   private readonly verbose: boolean;
   private readonly traceMessagesFrom: number;
+  private readonly mutations: RaftMutation[];
 
   constructor(readonly seed: number, opts: SimOptions) {
     this.rng = mulberry32(seed);
     this.params = { ...drawParams(this.rng), ...opts.params };
+    this.mutations = opts.mutations ?? [];
     this.verbose = opts.verbose ?? false;
     this.traceMessagesFrom = opts.traceMessagesFrom ?? Infinity;
     const p = this.params;
@@ -323,7 +401,9 @@ class Simulation {
       partitions: 0,
       snapshotsInstalled: 0,
       confChanges: 0,
+      confChangesRefused: 0,
       transfers: 0,
+      oneWayPartitions: 0,
       convergedAfter: -1,
     };
     this.event(`params ${JSON.stringify(p)}`);
@@ -423,7 +503,9 @@ class Simulation {
     }
   }
 
+  /** Whether what `a` sends now reaches `b`. */
   private connected(a: NodeId, b: NodeId): boolean {
+    if (this.oneWay.has(`${a}>${b}`)) return false;
     return !this.groups || this.groups.get(a) === this.groups.get(b);
   }
 
@@ -437,10 +519,36 @@ class Simulation {
     } else if (!this.groups && this.rng() < p.partitionRate) {
       this.startPartition();
     }
+    if (this.oneWay.size && this.now >= this.oneWayEnds) {
+      this.oneWay.clear();
+      this.event("one-way partition healed");
+    } else if (!this.oneWay.size && this.rng() < p.partitionRate * p.oneWayRate) {
+      this.startOneWayPartition();
+    }
     if (this.rng() < p.crashRate) this.crashRandomNode();
+    if (this.rng() < p.stallRate) this.stallRandomDriver();
     this.runLeaderChurn();
-    if (this.rng() < 0.01) this.transferLeadership();
-    if (p.membership && this.rng() < 0.03) this.changeMembership();
+    if (this.rng() < p.transferRate) this.transferLeadership();
+    if (p.membership && this.rng() < p.membershipRate) this.changeMembership();
+  }
+
+  /**
+   * Asymmetric faults: a node that hears the leader but cannot answer it (its
+   * acks and votes vanish), or a leader whose heartbeats vanish while its
+   * followers' messages still arrive. Check-quorum, pre-vote and stickiness
+   * all meet the cases a symmetric cut never produces.
+   */
+  private startOneWayPartition(): void {
+    const ids = this.nodes.map((n) => n.id);
+    const a = this.rng() < 0.5 ? (this.leader() ?? this.pick(this.nodes)).id : this.pick(ids);
+    const others = ids.filter((id) => id !== a);
+    const cut = others.filter(() => this.rng() < 0.6);
+    if (!cut.length) cut.push(this.pick(others));
+    const outbound = this.rng() < 0.5;
+    for (const b of cut) this.oneWay.add(outbound ? `${a}>${b}` : `${b}>${a}`);
+    this.oneWayEnds = this.now + 5 + Math.floor(this.rng() * 50);
+    this.stats.oneWayPartitions++;
+    this.event(`one-way partition ${[...this.oneWay].join(" ")} until ${this.oneWayEnds}`);
   }
 
   private startPartition(): void {
@@ -473,6 +581,15 @@ class Simulation {
     this.partitionEnds = this.now + ticks;
     this.stats.partitions++;
     this.event(`partition ${JSON.stringify([...groups])} until ${this.partitionEnds}`);
+  }
+
+  private stallRandomDriver(): void {
+    this.stall(this.pick(this.nodes), 1 + this.rng() * 10);
+  }
+
+  private stall(n: SimNode, ticks: number): void {
+    n.stalledUntil = this.now + Math.floor(ticks);
+    this.event(`${n.id}'s driver is slow until ${n.stalledUntil}`);
   }
 
   private crashRandomNode(): void {
@@ -539,6 +656,8 @@ class Simulation {
     n.observedTerm = 0;
     n.observedCommit = 0;
     n.raft = new RaftNode(this.config(n.id, n.sm.applied), n.storage);
+    // A restart often meets a cold, slow disk: replaying the log lags the commit index.
+    if (this.faults && this.rng() < this.params.stallRate * 5) this.stall(n, 10 + this.rng() * 30);
     this.event(`start ${n.id} applied=${n.sm.applied} hs=${JSON.stringify(n.storage.hardState())}`);
   }
 
@@ -569,10 +688,21 @@ class Simulation {
     this.observe(leader);
   }
 
+  /**
+   * The membership nemesis: a burst of one to three changes at whichever node
+   * claims to lead, stale leaders included. The core must refuse all but one
+   * change in flight, and any change before it has committed in its term.
+   */
   private changeMembership(): void {
-    const leader = this.leader();
-    if (!leader) return;
-    const conf = leader.raft!.status().conf;
+    const leaders = this.nodes.filter((n) => n.raft?.basicStatus().role === "leader");
+    if (!leaders.length) return;
+    const leader = this.pick(leaders);
+    const burst = 1 + Math.floor(this.rng() * 3);
+    for (let i = 0; i < burst && leader.raft; i++) this.proposeConfChange(leader);
+  }
+
+  private proposeConfChange(leader: SimNode): void {
+    const conf = this.projectedConf(leader);
     const members = [...conf.voters, ...conf.learners];
     const outsiders = this.nodes.map((n) => n.id).filter((id) => !members.includes(id));
     const options: ConfChange[] = [];
@@ -590,17 +720,44 @@ class Simulation {
     const cc = this.pick(options);
     try {
       const index = leader.raft!.proposeConfChange(cc);
+      leader.confInFlight.push({ index, term: leader.raft!.basicStatus().term, cc });
       this.stats.confChanges++;
       this.event(`conf change ${cc.type} ${cc.node} at ${index} by ${leader.id}`);
     } catch (err) {
       if (!(err instanceof ConfChangeError || err instanceof NotLeaderError)) throw err;
+      this.stats.confChangesRefused++;
     }
     this.observe(leader);
+  }
+
+  /**
+   * The membership the operator expects once the leader's own changes in flight
+   * apply: the nemesis keeps at least three voters in it, so a core that lets
+   * changes pile up fails on safety, not merely by running out of voters.
+   */
+  private projectedConf(leader: SimNode): ConfState {
+    const { term } = leader.raft!.basicStatus();
+    leader.confInFlight = leader.confInFlight.filter((c) =>
+      c.term === term && c.index > leader.sm.applied
+    );
+    const conf = leader.raft!.status().conf;
+    const projected = { voters: [...conf.voters], learners: [...conf.learners] };
+    // Changes of earlier leaders still in its log count too: they may yet commit.
+    const { storage } = leader;
+    const from = Math.max(leader.sm.applied + 1, storage.firstIndex());
+    for (const e of storage.entries(from, storage.lastIndex() + 1)) {
+      if (e.type === "conf" && e.data !== "") applyConf(projected, JSON.parse(e.data));
+    }
+    for (const c of leader.confInFlight) {
+      if (c.index > storage.lastIndex()) applyConf(projected, c.cc);
+    }
+    return projected;
   }
 
   private healEverything(): void {
     this.faults = false;
     this.groups = null;
+    this.oneWay.clear();
     for (const n of this.nodes) if (!n.raft) this.startNode(n);
     for (const p of this.packets) p.lost = false;
     this.event("healed: no more faults");
@@ -668,6 +825,14 @@ class Simulation {
   private processAllReadies(): void {
     for (const n of this.nodes) {
       if (this.faults && this.rng() < this.params.slowDriverRate) continue;
+      if (this.faults && n.stalledUntil > this.now) {
+        // A slow disk: one write (one Ready) per tick, the core steps on in between.
+        if (n.raft?.hasReady() && n.lastStalledReady < this.now) {
+          n.lastStalledReady = this.now;
+          this.handleReady(n, n.raft.ready());
+        }
+        continue;
+      }
       while (n.raft?.hasReady()) this.handleReady(n, n.raft.ready());
     }
   }
@@ -685,6 +850,7 @@ class Simulation {
     // 2. send
     for (const m of rd.messages) {
       this.checkAckIsDurable(n, m);
+      this.noteVoteGranted(m);
       this.send(n, m);
     }
     // 3. apply
@@ -769,6 +935,7 @@ class Simulation {
       this.leaderOfTerm.set(s.term, n.id);
       this.stats.leaderTerms++;
       this.event(`${n.id} leads term ${s.term}`);
+      this.checkElectionQuorum(n, s.term);
       this.scheduleLeaderChurn(n);
     } else if (prev !== n.id) {
       this.fail(`election safety: ${prev} and ${n.id} both lead term ${s.term}`);
@@ -779,6 +946,7 @@ class Simulation {
       this.checkLeaderCompleteness(n, s.term);
     }
     if (n.observedCommit === 0 && s.commit > 0) this.firstCommitOfTerm(n);
+    if (s.commit > n.observedCommit) this.checkCommitQuorum(n, s.commit);
     for (let i = Math.max(n.observedCommit + 1, 1); i <= s.commit; i++) {
       this.recordCommitted(n, i, s.term);
     }
@@ -798,6 +966,63 @@ class Simulation {
     const t = this.commitTermOf[index];
     if (t === undefined || leaderTerm < t) this.commitTermOf[index] = leaderTerm;
     this.maxCommitted = Math.max(this.maxCommitted, index);
+  }
+
+  private noteVoteGranted(m: Message): void {
+    if (m.type !== "voteResp" || m.reject) return;
+    const key = `${m.term}>${m.to}`;
+    const granted = this.grants.get(key) ?? new Set<NodeId>();
+    granted.add(m.from);
+    this.grants.set(key, granted);
+  }
+
+  /**
+   * Configuration safety for elections: the voters that durably granted a new
+   * leader its term form a majority of the configuration it leads with. Two
+   * leaders of one term would need two disjoint majorities.
+   */
+  private checkElectionQuorum(n: SimNode, term: number): void {
+    const voters = n.raft!.status().conf.voters;
+    const granted = this.grants.get(`${term}>${n.id}`) ?? new Set<NodeId>();
+    const backing = voters.filter((v) => v === n.id || granted.has(v));
+    if (backing.length < majority(voters.length)) {
+      this.fail(
+        `${n.id} leads term ${term} with votes from ${backing.join(",") || "nobody"}, ` +
+          `not a majority of its voters ${voters.join(",")}`,
+      );
+    }
+  }
+
+  /**
+   * Configuration safety for commits: when a leader's commit index advances, a
+   * majority of the voters it commits with durably hold that entry (the
+   * leader itself counts when the entry is in its log: a leader may count its
+   * own write while it is still in flight).
+   */
+  private checkCommitQuorum(n: SimNode, commit: number): void {
+    const raft = n.raft!;
+    const term = raft.termAt(commit);
+    // Only commits this leader counted itself: a restarted node's commit index was
+    // counted by an earlier leader, in an earlier configuration.
+    if (term !== raft.basicStatus().term) return;
+    const voters = raft.status().conf.voters;
+    const holders = voters.filter((v) => v === n.id || this.holdsDurably(v, commit, term));
+    if (holders.length < majority(voters.length)) {
+      this.fail(
+        `${n.id} commits ${commit}@${term} but only ${
+          holders.join(",") || "nobody"
+        } of its voters ` +
+          `${voters.join(",")} hold it`,
+      );
+    }
+  }
+
+  private holdsDurably(id: NodeId, index: number, term: number): boolean {
+    const storage = this.byId.get(id)?.storage;
+    if (!storage) return false;
+    if (storage.snapshot().meta.index >= index) return true;
+    if (index > storage.lastIndex()) return false;
+    return storage.term(index) === term;
   }
 
   /** Every entry committed in an earlier term must be in a new leader's log. */
@@ -975,7 +1200,10 @@ class Simulation {
       raft: null,
       incarnation: 0,
       downUntil: 0,
+      stalledUntil: 0,
+      lastStalledReady: -1,
       proposals: new Map(),
+      confInFlight: [],
       reads: new Map(),
       observedTerm: 0,
       observedCommit: 0,
@@ -992,10 +1220,12 @@ class Simulation {
       electionTicks: p.electionTicks,
       heartbeatTicks: p.heartbeatTicks,
       random: mulberry32(Math.floor(this.rng() * 2 ** 32)),
+      testingMutations: this.mutations.length ? new Set(this.mutations) : undefined,
       preVote: p.preVote,
       checkQuorum: p.checkQuorum,
       maxMsgBytes: p.maxMsgBytes,
       maxInflight: p.maxInflight,
+      maxCommittedBytesPerReady: p.committedBytesPerReady || undefined,
       applied,
     };
   }
@@ -1048,6 +1278,6 @@ class Simulation {
   }
 
   private fail(reason: string): never {
-    throw new SimFailure(this.seed, `${reason} (at tick ${this.now})`, this.trace);
+    throw new SimFailure(this.seed, `${reason} (at tick ${this.now})`, this.trace, this.mutations);
   }
 }

@@ -164,4 +164,22 @@ export interface RaftConfig {
   applied: number;
   /** Max bytes of committed entries handed out in one Ready (at least one entry); defaults to maxMsgBytes. */
   maxCommittedBytesPerReady?: number;
+  /**
+   * Test-only fault hook: each named membership guard is switched off, so the
+   * simulation can prove it notices (sim_test.ts). Never set in production;
+   * read only at the three guard sites in raft.ts.
+   */
+  testingMutations?: ReadonlySet<RaftMutation>;
 }
+
+/**
+ * Planted bugs in the membership guards (see {@link RaftConfig.testingMutations}):
+ * - multiConfChange: the leader accepts a conf change while another is unapplied;
+ * - campaignWithPendingConf: a node campaigns with committed conf changes it has not applied;
+ * - confChangeBeforeTermCommit: a new leader proposes a conf change before committing in its
+ *   term, i.e. before it knows which conf changes of earlier leaders in its log are committed.
+ */
+export type RaftMutation =
+  | "multiConfChange"
+  | "campaignWithPendingConf"
+  | "confChangeBeforeTermCommit";
