@@ -22,6 +22,7 @@ import {
 import { type Envelope, PeerTransport } from "../peer/mod.ts";
 import { log } from "../log/mod.ts";
 import { metrics } from "../metrics/mod.ts";
+import { ReadyLoop } from "./ready_loop.ts";
 
 export interface ClusterNodeOptions {
   dataDir: string;
@@ -77,6 +78,7 @@ export class ClusterNode {
   readonly fsm: StateMachine;
   readonly raft: RaftNode;
   readonly transport: PeerTransport;
+  private readonly readyLoop: ReadyLoop;
   private readonly opts:
     & Required<Omit<ClusterNodeOptions, "onRemoved">>
     & Pick<ClusterNodeOptions, "onRemoved">;
@@ -135,6 +137,39 @@ export class ClusterNode {
         },
       },
     );
+    this.readyLoop = this.createReadyLoop();
+  }
+
+  /** The Ready loop with production I/O (the simulation runs it with its own). */
+  private createReadyLoop(): ReadyLoop {
+    return new ReadyLoop(this.raft, this.log, {
+      send: (messages) => this.transport.send(messages),
+      observe: (rd) => this.observeSoftState(rd),
+      durable: (rd, ms) => {
+        if (rd.entries.length || rd.hardState) metrics.fsyncSeconds.observe(ms / 1000);
+      },
+      restore: (snap) => this.fsm.restore(snap.data, snap.meta.index),
+      apply: (entries) => this.applyCommitted(entries),
+      readStates: (rd) => this.handleReadStates(rd),
+      advanced: (rd, ms) => {
+        this.releaseAppliedWaiters();
+        this.updateGauges();
+        if (TRACE) this.traceReady(rd, ms);
+      },
+      stopped: () => this.stopped,
+      appliedIndex: () => this.fsm.appliedIndex(),
+      snapshotThreshold: () => this.snapshotThreshold(),
+      snapshotInBackground: () => this.fsm.snapshotInBackground(),
+      compacted: (snap, ms) => {
+        log.info("log compacted", {
+          index: snap.index,
+          bytes: snap.data.length,
+          ms: Math.round(ms),
+        });
+        metrics.snapshots.inc();
+      },
+      compactionFailed: (err) => log.error("snapshot failed", { error: String(err) }),
+    });
   }
 
   /** A state machine behind the snapshot (crash between log and FSM writes) restarts from it. */
@@ -186,7 +221,7 @@ export class ClusterNode {
 
   private async drainReady(): Promise<void> {
     try {
-      while (!this.stopped && this.raft.hasReady()) await this.handleReady(this.raft.ready());
+      await this.readyLoop.drain();
     } catch (err) {
       // Storage failures are fatal: continuing could acknowledge unpersisted state.
       log.error("fatal error in raft loop", { error: String(err), stack: (err as Error).stack });
@@ -196,37 +231,14 @@ export class ClusterNode {
 
   private loopDone: Promise<void> = Promise.resolve();
 
-  private async handleReady(rd: Ready): Promise<void> {
-    this.observeSoftState(rd);
-    const t0 = performance.now();
-    const durable = this.log.save(rd);
-    // A leader replicates while its own write is in flight (Raft thesis 10.2.1):
-    // any commit that counts its unsynced entries only surfaces in the next
-    // Ready, which is not taken before this write is durable. Everyone else
-    // acknowledges only what is on disk.
-    const leading = rd.softState.role === "leader";
-    if (leading) this.transport.send(rd.messages);
-    await durable;
-    if (rd.entries.length || rd.hardState) {
-      metrics.fsyncSeconds.observe((performance.now() - t0) / 1000);
-    }
-    if (!leading) this.transport.send(rd.messages);
-    if (rd.snapshot) this.fsm.restore(rd.snapshot.data, rd.snapshot.meta.index);
-    if (rd.committedEntries.length) this.applyCommitted(rd.committedEntries);
-    this.handleReadStates(rd);
-    this.raft.advance(rd);
-    this.maybeCompact();
-    this.releaseAppliedWaiters();
-    this.updateGauges();
-    if (TRACE) {
-      log.debug("ready", {
-        t: Math.round(performance.now() * 10) / 10,
-        entries: rd.entries.length,
-        committed: rd.committedEntries.length,
-        msgs: rd.messages.map((m) => `${m.type}>${m.to}:${m.entries?.length ?? ""}`).join(","),
-        ms: Math.round((performance.now() - t0) * 100) / 100,
-      });
-    }
+  private traceReady(rd: Ready, ms: number): void {
+    log.debug("ready", {
+      t: Math.round(performance.now() * 10) / 10,
+      entries: rd.entries.length,
+      committed: rd.committedEntries.length,
+      msgs: rd.messages.map((m) => `${m.type}>${m.to}:${m.entries?.length ?? ""}`).join(","),
+      ms: Math.round(ms * 100) / 100,
+    });
   }
 
   private observeSoftState(rd: Ready): void {
@@ -278,34 +290,6 @@ export class ClusterNode {
     this.removed = true;
     log.warn("this node was removed from the cluster", { why });
     setTimeout(() => this.opts.onRemoved?.(), 200);
-  }
-
-  private compacting = false;
-
-  /** Compacts the log once enough entries were applied since the last snapshot. */
-  private maybeCompact(): void {
-    if (this.compacting) return;
-    const applied = this.fsm.appliedIndex();
-    if (applied - this.log.snapshot().meta.index < this.snapshotThreshold()) return;
-    // Amortize: rewriting a large state costs in proportion to its size, so
-    // wait until the log holds as many bytes (compaction work stays O(bytes written)).
-    if (this.log.bytesAfterSnapshot() < this.log.snapshot().data.length) return;
-    this.compacting = true;
-    const t0 = performance.now();
-    this.fsm.snapshotInBackground().then((snap) => {
-      if (this.stopped || snap.index <= this.log.snapshot().meta.index) return;
-      if (snap.index > this.log.lastIndex()) return; // a snapshot was installed meanwhile
-      return this.log.compact(snap.index, snap.conf, snap.data).then(() => snap);
-    }).then((snap) => {
-      if (!snap) return;
-      log.info("log compacted", {
-        index: snap.index,
-        bytes: snap.data.length,
-        ms: Math.round(performance.now() - t0),
-      });
-      metrics.snapshots.inc();
-    }).catch((err) => log.error("snapshot failed", { error: String(err) }))
-      .finally(() => (this.compacting = false));
   }
 
   private snapshotThreshold(): number {

@@ -543,11 +543,11 @@ export class RaftNode {
   }
 
   private answerStale(m: Message): void {
-    if (
-      (this.cfg.checkQuorum || this.cfg.preVote) && (m.type === "app" || m.type === "heartbeat")
-    ) {
+    if (m.type === "app" || m.type === "heartbeat") {
       // A deposed leader that can't win (pre-vote) or won't step down (check-quorum)
-      // would otherwise never learn about the newer term.
+      // would otherwise never learn about the newer term. Nor would a leader whose
+      // follower moved on by campaigning within a stale membership that no longer
+      // lists the leader as a voter (so never asked it for a vote).
       this.send({ type: "appResp", to: m.from });
     } else if (m.type === "preVote") {
       // The pre-candidate learns our term and stops bothering the cluster.

@@ -36,6 +36,7 @@
 import { MemoryStorage } from "./memory_storage.ts";
 import { ConfChangeError, LeadershipTransferError, NotLeaderError, RaftNode } from "./raft.ts";
 import { mulberry32 } from "./testing.ts";
+import { ProductionDriver, type ProductionHooks } from "./sim_production.ts";
 import type {
   ConfChange,
   ConfState,
@@ -53,6 +54,13 @@ export interface SimParams {
   voters: number;
   spares: number;
   membership: boolean;
+  /**
+   * Membership under pressure: frequent changes, proposed also the moment a
+   * leader appears, leaders lost right after proposing one, and nodes that
+   * restart from an old snapshot onto a slow disk (one entry applied per
+   * Ready), so their membership lags what they know is committed.
+   */
+  membershipStorm: boolean;
   preVote: boolean;
   checkQuorum: boolean;
   electionTicks: number;
@@ -111,9 +119,16 @@ export interface SimStats {
   convergedAfter: number;
 }
 
-/** The command that replays one seed verbosely (with the same planted bugs, if any). */
-export function replayCommand(seed: number, mutations: readonly RaftMutation[] = []): string {
-  const env = mutations.length ? `SIM_MUTATIONS=${mutations.join(",")} ` : "";
+/** How a seed was run, beyond the seed itself (part of its replay command). */
+export interface SimMode {
+  mutations?: readonly RaftMutation[];
+  production?: boolean;
+}
+
+/** The command that replays one seed verbosely, in the same mode. */
+export function replayCommand(seed: number, mode: SimMode = {}): string {
+  let env = mode.mutations?.length ? `SIM_MUTATIONS=${mode.mutations.join(",")} ` : "";
+  if (mode.production) env += "SIM_PRODUCTION=1 ";
   return `${env}SIM_SEED=${seed} deno test -A core/raft/sim_test.ts`;
 }
 
@@ -122,11 +137,11 @@ export class SimFailure extends Error {
     readonly seed: number,
     reason: string,
     trace: string[],
-    mutations: readonly RaftMutation[] = [],
+    mode: SimMode = {},
   ) {
     super(
       `simulation seed ${seed} failed: ${reason}\n` +
-        `replay: ${replayCommand(seed, mutations)}\n` +
+        `replay: ${replayCommand(seed, mode)}\n` +
         `last events:\n  ${trace.join("\n  ")}`,
     );
     this.name = "SimFailure";
@@ -140,10 +155,12 @@ export function drawParams(rng: () => number): SimParams {
   // A storm keeps leaders short-lived and logs divergent: the histories where
   // commit-rule and election bugs show (e.g. the Raft paper's figure 8).
   const storm = rng() < 0.3;
-  return {
+  const membershipStorm = membership && rng() < 0.5;
+  const params: SimParams = {
     voters,
     spares: membership ? 1 + Math.floor(rng() * 2) : 0,
     membership,
+    membershipStorm,
     preVote: rng() < 0.7,
     checkQuorum: rng() < 0.7,
     electionTicks: 10,
@@ -168,6 +185,23 @@ export function drawParams(rng: () => number): SimParams {
     chaosTicks: 250 + Math.floor(rng() * 150),
     livenessTicks: 400,
   };
+  if (!membershipStorm) return params;
+  return {
+    ...params,
+    membershipRate: 0.3,
+    stallRate: pick([0.02, 0.1]),
+    volatileFsmRate: 1,
+    compactEvery: pick([25, 1000]),
+    committedBytesPerReady: 1,
+  };
+}
+
+/** Raft's up-to-date order on logs (what a vote compares). */
+function moreUpToDate(
+  a: { lastIndex: number; lastTerm: number },
+  b: { lastIndex: number; lastTerm: number },
+): boolean {
+  return a.lastTerm > b.lastTerm || (a.lastTerm === b.lastTerm && a.lastIndex > b.lastIndex);
 }
 
 function majority(voters: number): number {
@@ -331,10 +365,20 @@ export interface SimOptions {
   params?: Partial<SimParams>;
   /** Planted bugs switched on in every node's core (sim_test.ts proves the checks notice). */
   mutations?: RaftMutation[];
+  /**
+   * Drive nodes with the production Ready loop over real SQLite logs
+   * (sim_production.ts) instead of the inline driver; the seed's run differs.
+   */
+  production?: boolean;
 }
 
-export function runSimulation(seed: number, opts: SimOptions = {}): SimStats {
-  return new Simulation(seed, opts).run();
+export async function runSimulation(seed: number, opts: SimOptions = {}): Promise<SimStats> {
+  const sim = new Simulation(seed, opts);
+  try {
+    return await sim.run();
+  } finally {
+    await sim.close();
+  }
 }
 
 class Simulation {
@@ -352,7 +396,8 @@ class Simulation {
   private oneWay = new Set<string>();
   private oneWayEnds = 0;
   private faults = true;
-  private churn: { node: SimNode; incarnation: number; at: number }[] = [];
+  /** Faults due soon after an event: the leader lost, or the cluster split at random. */
+  private churn: { node: SimNode; incarnation: number; at: number; split?: boolean }[] = [];
   private readonly trace: string[] = [];
 
   // Invariant bookkeeping.
@@ -364,6 +409,12 @@ class Simulation {
   /** index → lowest term of a leader seen with the index committed. */
   private readonly commitTermOf: number[] = [];
   private maxCommitted = 0;
+  /** index → "type:data" of committed entries whose content is known. */
+  private readonly committedData: string[] = [];
+  /** Highest index up to which every committed entry's content is known. */
+  private knownCommittedPrefix = 0;
+  /** Membership after each committed conf change over that prefix, in log order. */
+  private readonly confTimeline: { index: number; conf: ConfState }[] = [];
   /** index → {term, data} of what state machines applied. */
   private readonly applied: { term: number; data: string; digest: number }[] = [];
   /** "index/term" → data and previous term, for log matching. */
@@ -379,11 +430,13 @@ class Simulation {
   private readonly verbose: boolean;
   private readonly traceMessagesFrom: number;
   private readonly mutations: RaftMutation[];
+  private readonly production: ProductionDriver | null;
 
   constructor(readonly seed: number, opts: SimOptions) {
     this.rng = mulberry32(seed);
     this.params = { ...drawParams(this.rng), ...opts.params };
     this.mutations = opts.mutations ?? [];
+    this.production = opts.production ? new ProductionDriver(this.productionHooks()) : null;
     this.verbose = opts.verbose ?? false;
     this.traceMessagesFrom = opts.traceMessagesFrom ?? Infinity;
     const p = this.params;
@@ -409,13 +462,16 @@ class Simulation {
     this.event(`params ${JSON.stringify(p)}`);
   }
 
-  run(): SimStats {
-    for (; this.now < this.params.chaosTicks; this.now++) this.step();
-    this.healEverything();
+  async run(): Promise<SimStats> {
+    if (this.production) {
+      for (const n of this.nodes) await this.startNode(n);
+    }
+    for (; this.now < this.params.chaosTicks; this.now++) await this.step();
+    await this.healEverything();
     const start = this.now;
     const deadline = this.now + this.params.livenessTicks;
     for (; this.now < deadline; this.now++) {
-      this.step();
+      await this.step();
       if (this.converged()) {
         this.stats.convergedAfter = this.now - start;
         this.stats.ticks = this.now;
@@ -432,22 +488,33 @@ class Simulation {
 
   // ---- world step ----------------------------------------------------------------
 
-  private step(): void {
+  async close(): Promise<void> {
+    await this.production?.close();
+  }
+
+  private async step(): Promise<void> {
     if (this.faults) this.injectFaults();
-    this.restartDueNodes();
+    await this.restartDueNodes();
     this.client();
-    this.processAllReadies();
+    await this.drive();
     for (const n of this.upNodes()) {
       n.raft!.tick();
       this.observe(n);
     }
-    this.processAllReadies();
-    this.deliverDuePackets();
-    if (this.faults) this.maybeCompact();
+    await this.drive();
+    await this.deliverDuePackets();
+    if (this.faults && !this.production) this.maybeCompact();
+    this.checkPotentialLeaders();
     if (this.now % 50 === 0) this.checkLogMatching();
   }
 
-  private deliverDuePackets(): void {
+  /** Lets every node's driver handle its Readies. */
+  private async drive(): Promise<void> {
+    if (this.production) await this.production.settle();
+    else this.processAllReadies();
+  }
+
+  private async deliverDuePackets(): Promise<void> {
     // Messages with zero delay are delivered within the same tick, in later rounds.
     for (let round = 0; round < 8; round++) {
       const due: Packet[] = [];
@@ -457,7 +524,7 @@ class Simulation {
       this.packets = later;
       this.shuffle(due);
       for (const p of due) this.deliver(p);
-      this.processAllReadies();
+      await this.drive();
     }
   }
 
@@ -562,11 +629,14 @@ class Simulation {
       const side = this.nodes.length >= 5 ? [leader.id, buddy.id] : [leader.id];
       this.partition(side, 5 + Math.floor(this.rng() * 40));
     } else {
-      const groups = new Map<NodeId, number>();
-      const parts = kind < 0.85 ? 2 : 3;
-      for (const n of this.nodes) groups.set(n.id, Math.floor(this.rng() * parts));
-      this.setGroups(groups, 5 + Math.floor(this.rng() * 60));
+      this.splitAtRandom(kind < 0.85 ? 2 : 3, 5 + Math.floor(this.rng() * 60));
     }
+  }
+
+  private splitAtRandom(parts: number, ticks: number): void {
+    const groups = new Map<NodeId, number>();
+    for (const n of this.nodes) groups.set(n.id, Math.floor(this.rng() * parts));
+    this.setGroups(groups, ticks);
   }
 
   /** Cuts `side` off from everyone else for `ticks`. */
@@ -600,6 +670,7 @@ class Simulation {
   /** Loses everything not persisted; the node comes back after `ticks`. */
   private crash(n: SimNode, ticks: number): void {
     n.raft = null;
+    this.production?.crash(n.id);
     n.proposals.clear(); // outcome unknown to the client: never acknowledged
     n.reads.clear();
     n.downUntil = this.now + ticks;
@@ -614,6 +685,17 @@ class Simulation {
       node: n,
       incarnation: n.incarnation,
       at: this.now + Math.floor(this.rng() * 4),
+    });
+  }
+
+  private scheduleChurnAfterConfChange(n: SimNode): void {
+    if (!this.faults || this.rng() >= 0.5) return;
+    const split = this.rng() < 0.5;
+    this.churn.push({
+      node: n,
+      incarnation: n.incarnation,
+      at: this.now + Math.floor(this.rng() * 4),
+      split,
     });
   }
 
@@ -634,18 +716,22 @@ class Simulation {
     this.churn = this.churn.filter((c) => c.at > this.now);
     for (const c of due) {
       if (!c.node.raft || c.node.incarnation !== c.incarnation) continue;
+      if (c.split) {
+        if (!this.groups) this.splitAtRandom(2, 5 + Math.floor(this.rng() * 40));
+        continue;
+      }
       if (this.rng() < 0.5 || this.groups) this.crash(c.node, 1 + Math.floor(this.rng() * 15));
       else this.partition([c.node.id], 3 + Math.floor(this.rng() * 20));
     }
   }
 
-  private restartDueNodes(): void {
+  private async restartDueNodes(): Promise<void> {
     for (const n of this.nodes) {
-      if (!n.raft && n.downUntil <= this.now) this.startNode(n);
+      if (!n.raft && n.downUntil <= this.now) await this.startNode(n);
     }
   }
 
-  private startNode(n: SimNode): void {
+  private async startNode(n: SimNode): Promise<void> {
     const snap = n.storage.snapshot();
     // Rebuild the state machine from the durable snapshot if it did not survive, or if
     // we crashed between persisting a received snapshot and applying it (as node.ts does).
@@ -655,7 +741,10 @@ class Simulation {
     n.incarnation++;
     n.observedTerm = 0;
     n.observedCommit = 0;
-    n.raft = new RaftNode(this.config(n.id, n.sm.applied), n.storage);
+    const cfg = this.config(n.id, n.sm.applied);
+    n.raft = this.production
+      ? await this.production.start(n.id, n.storage, cfg, () => n.sm.conf)
+      : new RaftNode(cfg, n.storage);
     // A restart often meets a cold, slow disk: replaying the log lags the commit index.
     if (this.faults && this.rng() < this.params.stallRate * 5) this.stall(n, 10 + this.rng() * 30);
     this.event(`start ${n.id} applied=${n.sm.applied} hs=${JSON.stringify(n.storage.hardState())}`);
@@ -701,6 +790,16 @@ class Simulation {
     for (let i = 0; i < burst && leader.raft; i++) this.proposeConfChange(leader);
   }
 
+  /**
+   * An operator (or node.ts's membership manager) often acts the moment a new
+   * leader appears: before it has committed in its term, while changes of
+   * earlier leaders may still sit uncommitted in its log.
+   */
+  private changeMembershipAtNewLeader(n: SimNode): void {
+    if (!this.faults || !this.params.membershipStorm || this.rng() >= 0.5) return;
+    this.proposeConfChange(n);
+  }
+
   private proposeConfChange(leader: SimNode): void {
     const conf = this.projectedConf(leader);
     const members = [...conf.voters, ...conf.learners];
@@ -722,6 +821,9 @@ class Simulation {
       const index = leader.raft!.proposeConfChange(cc);
       leader.confInFlight.push({ index, term: leader.raft!.basicStatus().term, cc });
       this.stats.confChanges++;
+      // Losing the leader, or splitting the cluster, right after it appended a
+      // change leaves the change in some logs only, known committed by fewer.
+      if (this.params.membershipStorm) this.scheduleChurnAfterConfChange(leader);
       this.event(`conf change ${cc.type} ${cc.node} at ${index} by ${leader.id}`);
     } catch (err) {
       if (!(err instanceof ConfChangeError || err instanceof NotLeaderError)) throw err;
@@ -754,11 +856,11 @@ class Simulation {
     return projected;
   }
 
-  private healEverything(): void {
+  private async healEverything(): Promise<void> {
     this.faults = false;
     this.groups = null;
     this.oneWay.clear();
-    for (const n of this.nodes) if (!n.raft) this.startNode(n);
+    for (const n of this.nodes) if (!n.raft) await this.startNode(n);
     for (const p of this.packets) p.lost = false;
     this.event("healed: no more faults");
   }
@@ -864,6 +966,52 @@ class Simulation {
     this.observe(n);
   }
 
+  /**
+   * The production driver's view of the simulation: the same checks as the
+   * inline driver, at the same steps of the Ready loop. Its writes take
+   * ticks: a slow disk (a stall) holds them until the stall ends.
+   */
+  private productionHooks(): ProductionHooks {
+    const node = (id: NodeId) => this.byId.get(id)!;
+    return {
+      now: () => this.now,
+      latency: (id) => {
+        if (!this.faults) return 0;
+        const stalled = node(id).stalledUntil - this.now;
+        if (stalled > 0) return stalled;
+        return this.rng() < 0.3 ? 1 + Math.floor(this.rng() * 3) : 0;
+      },
+      send: (id, m) => {
+        const n = node(id);
+        this.checkAckIsDurable(n, m);
+        this.noteVoteGranted(m);
+        this.send(n, m);
+      },
+      persisted: (id, entries) => this.checkPersisted(node(id), entries),
+      restore: (id, snap) => {
+        this.stats.snapshotsInstalled++;
+        this.installSnapshot(node(id), snap);
+      },
+      apply: (id, entries) => {
+        for (const e of entries) this.applyEntry(node(id), e);
+      },
+      readStates: (id, rd) => {
+        const n = node(id);
+        for (const rs of rd.readStates) this.readIndexKnown(n, rs.context, rs.index);
+        for (const c of rd.droppedReadContexts ?? []) n.reads.delete(c);
+        this.serveReads(n);
+      },
+      advanced: (id) => this.observe(node(id)),
+      appliedIndex: (id) => node(id).sm.applied,
+      snapshotState: (id) => {
+        const { sm } = node(id);
+        return { index: sm.applied, conf: structuredClone(sm.conf), data: sm.serialize() };
+      },
+      snapshotThreshold: () => this.params.compactEvery,
+      fail: (reason) => this.fail(reason),
+    };
+  }
+
   private installSnapshot(n: SimNode, snap: Snapshot): void {
     if (snap.meta.index <= n.sm.applied) {
       this.fail(`${n.id} got snapshot ${snap.meta.index} but already applied ${n.sm.applied}`);
@@ -937,6 +1085,7 @@ class Simulation {
       this.event(`${n.id} leads term ${s.term}`);
       this.checkElectionQuorum(n, s.term);
       this.scheduleLeaderChurn(n);
+      this.changeMembershipAtNewLeader(n);
     } else if (prev !== n.id) {
       this.fail(`election safety: ${prev} and ${n.id} both lead term ${s.term}`);
     }
@@ -963,9 +1112,105 @@ class Simulation {
       );
     }
     this.committedTerm[index] = term;
+    this.learnCommitted(index, this.persisted.get(`${index}/${term}`)?.data);
     const t = this.commitTermOf[index];
     if (t === undefined || leaderTerm < t) this.commitTermOf[index] = leaderTerm;
     this.maxCommitted = Math.max(this.maxCommitted, index);
+  }
+
+  private learnCommitted(index: number, data: string | undefined): void {
+    if (data === undefined || this.committedData[index] !== undefined) return;
+    this.committedData[index] = data;
+    while (this.committedData[this.knownCommittedPrefix + 1] !== undefined) {
+      const i = ++this.knownCommittedPrefix;
+      const d = this.committedData[i];
+      if (!d.startsWith("conf:") || d === "conf:") continue;
+      const prev = this.confTimeline[this.confTimeline.length - 1]?.conf ?? this.bootstrap;
+      const conf = { voters: [...prev.voters], learners: [...prev.learners] };
+      applyConf(conf, JSON.parse(d.slice("conf:".length)) as ConfChange);
+      this.confTimeline.push({ index: i, conf });
+    }
+  }
+
+  /** Membership as of committed index `index`, if every entry up to it is known. */
+  private confAt(index: number): ConfState | undefined {
+    if (index > this.knownCommittedPrefix) return undefined;
+    for (let k = this.confTimeline.length - 1; k >= 0; k--) {
+      if (this.confTimeline[k].index <= index) return this.confTimeline[k].conf;
+    }
+    return this.bootstrap;
+  }
+
+  /**
+   * Configuration safety, as leader completeness for every potential leader:
+   * a node that a majority of its own configuration could elect (no member's
+   * log is more up to date than its own) holds every committed entry. Its
+   * configuration is the one as of its commit index, which it applies before
+   * it may campaign. A committed entry missing there means the entry's commit
+   * quorum and that majority are disjoint: two majorities that could each decide.
+   */
+  private checkPotentialLeaders(): void {
+    const index = this.maxCommitted;
+    const term = this.committedTerm[index];
+    if (!index || term === undefined) return;
+    const logs = new Map(this.nodes.map((n) => [n.id, this.logPosition(n)]));
+    for (const x of this.nodes) {
+      if (this.holdsEntry(x, index, term)) continue;
+      const own = logs.get(x.id)!;
+      const atCommit = this.confAt(own.commit);
+      if (atCommit) {
+        this.checkCannotBeElected(x, atCommit, `as of its commit index ${own.commit}`, logs);
+      }
+      // A candidate counts votes with the membership it has now.
+      const role = x.raft?.basicStatus().role;
+      if (role === "candidate" || role === "preCandidate") {
+        this.checkCannotBeElected(x, x.raft!.status().conf, `as a ${role}`, logs);
+      }
+    }
+  }
+
+  private checkCannotBeElected(
+    x: SimNode,
+    conf: ConfState,
+    which: string,
+    logs: Map<NodeId, { lastIndex: number; lastTerm: number }>,
+  ): void {
+    if (!conf.voters.includes(x.id)) return;
+    const own = logs.get(x.id)!;
+    const backers = conf.voters.filter((v) => {
+      const p = logs.get(v);
+      return p !== undefined && !moreUpToDate(p, own);
+    });
+    if (backers.length < majority(conf.voters.length)) return;
+    this.fail(
+      `configuration safety: ${x.id} lacks committed entry ${this.maxCommitted} yet ` +
+        `${backers.join(",")} of its voters ${conf.voters.join(",")} (${which}) could elect it`,
+    );
+  }
+
+  /** Where a node's log ends (what a vote compares) and what it knows committed. */
+  private logPosition(n: SimNode): { lastIndex: number; lastTerm: number; commit: number } {
+    if (n.raft) {
+      const { lastIndex, commit } = n.raft.status();
+      return { lastIndex, lastTerm: n.raft.termAt(lastIndex) ?? 0, commit };
+    }
+    const s = n.storage;
+    return {
+      lastIndex: s.lastIndex(),
+      lastTerm: s.term(s.lastIndex()),
+      commit: s.hardState().commit,
+    };
+  }
+
+  private holdsEntry(n: SimNode, index: number, term: number): boolean {
+    if (n.raft) {
+      const t = n.raft.termAt(index);
+      if (t !== undefined) return t === term;
+      return n.raft.status().lastIndex >= index; // compacted: covered by its snapshot
+    }
+    const s = n.storage;
+    if (s.snapshot().meta.index >= index) return true;
+    return index <= s.lastIndex() && s.term(index) === term;
   }
 
   private noteVoteGranted(m: Message): void {
@@ -1139,6 +1384,7 @@ class Simulation {
     const data = `${e.type}:${e.data}`;
     if (!known) {
       this.applied[e.index] = { term: e.term, data, digest: n.sm.digest };
+      this.learnCommitted(e.index, data);
     } else if (known.term !== e.term || known.data !== data) {
       this.fail(`state machine safety: ${n.id} applies a different entry at ${e.index}`);
     }
@@ -1208,7 +1454,8 @@ class Simulation {
       observedTerm: 0,
       observedCommit: 0,
     };
-    node.raft = new RaftNode(this.config(id, 0), storage);
+    // Production nodes open their SQLite logs when the run starts.
+    if (!this.production) node.raft = new RaftNode(this.config(id, 0), storage);
     this.nodes.push(node);
     this.byId.set(id, node);
   }
@@ -1278,6 +1525,9 @@ class Simulation {
   }
 
   private fail(reason: string): never {
-    throw new SimFailure(this.seed, `${reason} (at tick ${this.now})`, this.trace, this.mutations);
+    throw new SimFailure(this.seed, `${reason} (at tick ${this.now})`, this.trace, {
+      mutations: this.mutations,
+      production: this.production !== null,
+    });
   }
 }
