@@ -1,7 +1,11 @@
 /** novactl: one program for the cluster node and its CLI. */
-import { runCli } from "./cmd/main.ts";
 
 if (import.meta.main) {
+  // The fencing watchdog runs beside every node for as long as its HA VMs do: it loads only its
+  // own module, not the whole CLI (about 40 MB resident instead of 70).
+  const { isWatchdogInvocation, watchdogMain } = await import("./host/fencing/entry.ts");
+  if (isWatchdogInvocation(Deno.args)) Deno.exit(await watchdogMain(Deno.args));
+  const { runCli } = await import("./cmd/main.ts");
   const code = await runCli(Deno.args);
   Deno.exit(code);
 }

@@ -5,6 +5,7 @@ import { Command, CommanderError } from "commander";
 import { exitCodeOf, type NovaError, toNovaError } from "../core/errors/mod.ts";
 import { VERSION } from "../core/version.ts";
 import { nodeCommand } from "./node.ts";
+import { hostCommand } from "./host.ts";
 import { clusterCommand } from "./cluster.ts";
 import { configCommand } from "./config.ts";
 import { imageCommand } from "./image.ts";
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   program.addCommand(vmCommand());
   program.addCommand(groupCommand());
   program.addCommand(operationCommand());
+  program.addCommand(hostCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.
   const override = (cmd: Command) => {
     cmd.exitOverride();

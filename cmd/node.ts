@@ -44,7 +44,12 @@ export function nodeCommand(): Command {
         printTable(
           r.nodes.map((n) => {
             const inv = (n.inventory ?? {}) as Record<string, unknown>;
-            return { ...n, cpus: inv.cpus, memoryMiB: inv.memoryMiB, accel: inv.accel };
+            return {
+              ...n,
+              cpus: inv.cpus,
+              memoryMiB: inv.memoryMiB,
+              accel: inv.accel ?? "probing",
+            };
           }),
           ["name", "state", "role", "url", "cpus", "memoryMiB", "accel"],
         ));

@@ -10,12 +10,13 @@ import {
   ClusterNode,
   collectInventory,
   delay,
+  FENCE_MARGIN_MS,
   HaManager,
   joinCluster,
   keepImagesReplicated,
   keepLeaseRenewed,
+  LeaseHolder,
   LeaseTable,
-  loadLease,
   migratorPeer,
   pullImage,
   readIdentity,
@@ -25,10 +26,12 @@ import {
 import { NovaError, ValidationError } from "../core/errors/mod.ts";
 import { writeIdentity } from "../core/store/mod.ts";
 import { log, setLogContext } from "../core/log/mod.ts";
+import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
-import { BlobStore, DirPool } from "../host/storage/mod.ts";
-import { hostAccel, QemuDriver } from "../host/kvm/mod.ts";
+import { BlobStore, DirPool, findOrphans, sweepDataDir } from "../host/storage/mod.ts";
+import { type Accel, hostAccel, QemuDriver } from "../host/kvm/mod.ts";
 import { type HostCluster, Migrator, VmHost } from "../host/mod.ts";
+import { HostFencing } from "../host/fencing/mod.ts";
 
 export interface NodeStartOptions {
   name: string;
@@ -92,6 +95,12 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     });
   }
 
+  const swept = await sweepDataDir(opts.dataDir);
+  if (swept.length) {
+    log.warn("removed temporary files left by a crash", { files: swept });
+    metrics.tempFilesSwept.inc(swept.length);
+  }
+
   let shuttingDown = false;
   const node: ClusterNode = new ClusterNode({
     dataDir: opts.dataDir,
@@ -101,14 +110,18 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   const blobs = await new BlobStore(join(opts.dataDir, "blobs")).init();
   const pool = await new DirPool(join(opts.dataDir, "pool")).init();
   const driver = await new QemuDriver(join(opts.dataDir, "vms")).init();
-  const leases = new LeaseTable();
-  const lease = await loadLease(opts.dataDir);
+  // Grants count only in the term they were made in (see LeaseTable).
+  const leases = new LeaseTable(() => node.isLeader() ? node.raft.status().term : null);
+  // HA VMs run under the host's watchdog; a restarted node inherits the lease it fed it.
+  const fencing = await HostFencing.start(opts.dataDir);
+  driver.fencedSpawner = fencing;
+  const lease = new LeaseHolder(fencing.inheritedFenceAt() + FENCE_MARGIN_MS);
   const host = new VmHost({
     cluster: hostClusterOf(node, blobs),
     driver,
     pool,
     accel: hostAccel,
-    lease: { holds: () => lease.holds() },
+    lease: { holds: () => lease.holds() && fencing.alive() },
   });
   const migrator = new Migrator(
     host,
@@ -122,13 +135,15 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   log.info("node listening", { url });
 
   const registration = keepInventoryCurrent(node, opts, pool);
-  const renewal = keepLeaseRenewed(node, lease, leases, opts.dataDir, (commitIndex) => {
+  const renewal = keepLeaseRenewed(node, lease, leases, fencing, (commitIndex) => {
     // Act on drift only once this host has seen everything the leader had committed.
     if (!host.isCaughtUp()) {
       node.waitApplied(commitIndex, 30_000).then(() => host.markCaughtUp(), () => {});
     }
   });
+  fencing.onLost(() => renewal.fencingLost());
   const replication = keepImagesReplicated(node, blobs);
+  void reportOrphansOnceCaughtUp(node, pool, blobs);
   const ha = new HaManager(node, leases);
   ha.start();
   const rebalancer = new Rebalancer(node);
@@ -146,6 +161,7 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
     ha.stop();
     rebalancer.stop();
     host.stop();
+    fencing.close();
     await server.shutdown().catch(() => {});
     await node.stop();
     Deno.exit(0);
@@ -161,19 +177,34 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   await server.finished;
 }
 
-/** Registers this host's inventory in cluster state on start and refreshes it periodically. */
+/**
+ * Registers this host's inventory in cluster state on start and refreshes it
+ * periodically. The first registration does not wait for the accelerator probe
+ * (seconds): it says `accel: null`, which the scheduler reads as "probing", and
+ * the host registers again as soon as the probe has decided.
+ */
 function keepInventoryCurrent(
   node: ClusterNode,
   opts: NodeStartOptions,
   pool: DirPool,
 ): { stop(): void } {
   let stopped = false;
+  let accel: Accel | null = null;
+  const probed = hostAccel().then((a) => void (accel = a));
   const loop = async () => {
     let interval = 2_000;
     while (!stopped) {
+      const decided = accel;
+      if (decided === null && node.fsm.node(node.id)?.inventory?.accel) {
+        // A restart: the record holds the decision of an earlier probe on this same
+        // hardware. Keep it rather than turn the host "probing" (and unready) for seconds.
+        await probed;
+        continue;
+      }
       try {
         const inventory = {
-          ...await collectInventory(opts.dataDir, hostAccel),
+          ...await collectInventory(opts.dataDir),
+          accel: decided,
           pool: await pool.usage(),
         };
         const current = node.fsm.node(node.id);
@@ -189,9 +220,11 @@ function keepInventoryCurrent(
           at: Date.now(),
         });
         interval = node.fsm.config().config["nodes.inventoryRefreshMs"];
+        if (decided === null) await probed; // then register the decision at once
+        if (decided === null) continue;
       } catch (err) {
         log.debug("inventory registration deferred", { error: String(err) });
-        interval = 2_000;
+        interval = decided === null ? 250 : 2_000;
       }
       const until = Date.now() + interval;
       while (!stopped && Date.now() < until) await delay(250);
@@ -199,6 +232,41 @@ function keepInventoryCurrent(
   };
   loop();
   return { stop: () => (stopped = true) };
+}
+
+/**
+ * Logs and exports (novactl_storage_orphaned_files) the volumes and blobs no VM or
+ * image refers to, once this node's replica has caught up with the leader: a
+ * replica that is behind would call everything created meanwhile an orphan.
+ */
+async function reportOrphansOnceCaughtUp(
+  node: ClusterNode,
+  pool: DirPool,
+  blobs: BlobStore,
+): Promise<void> {
+  try {
+    await caughtUp(node);
+    const orphans = await findOrphans(pool, blobs, node.fsm);
+    metrics.orphanedFiles.set({ kind: "volume" }, orphans.volumes.length);
+    metrics.orphanedFiles.set({ kind: "blob" }, orphans.blobs.length);
+    if (orphans.volumes.length || orphans.blobs.length) {
+      log.warn("files no VM or image refers to (kept; delete them by hand if unneeded)", {
+        volumes: orphans.volumes.map((v) => pool.pathOf(v)),
+        blobs: orphans.blobs.map((b) => blobs.path(b)),
+      });
+    }
+  } catch (err) {
+    log.warn("orphan check failed", { error: String(err) });
+  }
+}
+
+/** Resolves once a leader is known and everything this node knows committed is applied. */
+async function caughtUp(node: ClusterNode): Promise<void> {
+  for (;;) {
+    const s = node.raft.status();
+    if (s.lead && s.commit > 0 && node.fsm.appliedIndex() >= s.commit) return;
+    await delay(500);
+  }
 }
 
 /** The host's view of the cluster: committed state from the local replica, reports through the leader. */

@@ -15,6 +15,7 @@
 import type { OperationRecord, VmRecord } from "../core/fsm/mod.ts";
 import { ConflictError, NovaError } from "../core/errors/mod.ts";
 import { log } from "../core/log/mod.ts";
+import { writeFileDurably } from "../core/store/mod.ts";
 import {
   cancelMirrors,
   exportDisksForMirror,
@@ -322,7 +323,7 @@ export class Migrator {
 
   /** Destination: keeps the source's console history as the older part of this VM's log. */
   async receiveConsole(name: string, history: Uint8Array): Promise<void> {
-    await Deno.writeFile(this.host.driver.paths(name).console + ".1", history, { mode: 0o600 });
+    await writeFileDurably(this.host.driver.paths(name).console + ".1", history);
   }
 
   /** The point of no return: the cluster records that the VM now lives on `to`. */

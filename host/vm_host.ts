@@ -66,6 +66,8 @@ export class VmHost {
   private readonly queued = new Set<string>();
   private readonly restarts = new Map<string, number[]>();
   private readonly guestPolledAt = new Map<string, number>();
+  /** HA VMs whose start failed here: the leader places them again, this host does not retry. */
+  private readonly haStartFailed = new Set<string>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private unsubscribe: (() => void) | null = null;
   private stopped = false;
@@ -155,7 +157,9 @@ export class VmHost {
 
   /**
    * Self-fencing: a host that cannot renew its lease kills its HA VMs before
-   * the lease expires, because the leader restarts them elsewhere after.
+   * the lease expires, because the leader restarts them elsewhere after. The
+   * fencing watchdog (host/fencing) does the same even when this process is
+   * dead or hung; this is the in-process second copy.
    */
   private fenceIfLeaseLost(): void {
     if (this.lease.holds()) return;
@@ -271,6 +275,10 @@ export class VmHost {
   }
 
   private async ensureRunning(vm: VmRecord, rt: Runtime | undefined): Promise<void> {
+    if (this.haStartFailed.has(vm.name)) {
+      if (vm.state === "failed" && !rt) return;
+      this.haStartFailed.delete(vm.name);
+    }
     if (vm.ha && !this.lease.holds() && !(rt && rt.qemu.alive())) {
       log.debug("not starting HA VM without a lease", { vm: vm.name });
       return;
@@ -341,6 +349,7 @@ export class VmHost {
   }
 
   private async ensureStopped(vm: VmRecord, rt: Runtime | undefined): Promise<void> {
+    this.haStartFailed.delete(vm.name); // a later start is the user's: it runs here again
     if (rt && rt.qemu.alive()) {
       await this.report(vm, "stopping");
       await this.stopRuntime(vm.name, rt, !!vm.force);
@@ -357,6 +366,7 @@ export class VmHost {
     } else if (rt) this.forget(vm.name);
     await this.removeFromHost(vm, { keepDisks: vm.keepDisks });
     this.restarts.delete(vm.name);
+    this.haStartFailed.delete(vm.name);
     await this.cluster.report({
       op: "vm.remove",
       name: vm.name,
@@ -403,7 +413,9 @@ export class VmHost {
       const rt = this.runtimes.get(vm.name);
       if (rt) await this.stopRuntime(vm.name, rt, true).catch(() => {});
       await this.report(vm, "failed", reason);
-      await this.settle(vm.name, "stopped");
+      // An HA VM is the leader's to place again (elsewhere, within its HA policy).
+      if (vm.ha) this.haStartFailed.add(vm.name);
+      else await this.settle(vm.name, "stopped");
     }
   }
 
@@ -443,6 +455,7 @@ export class VmHost {
       loadvm: opts.loadvm,
       incoming: opts.incoming,
       generation: vm.generation,
+      fenced: vm.ha,
     };
   }
 

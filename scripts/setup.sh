@@ -10,7 +10,9 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v df >/dev/null || need_apt+=(coreutils)
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+command -v setpriv >/dev/null || need_apt+=(util-linux) # HA QEMUs: setpriv --pdeathsig
 command -v genisoimage >/dev/null || need_apt+=(genisoimage)
+command -v strace >/dev/null || need_apt+=(strace) # core/store/files_test.ts: which syscalls a durable rename makes
 command -v cpio >/dev/null || need_apt+=(cpio)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 if ((${#need_apt[@]})); then

@@ -24,7 +24,7 @@ const inventorySchema = z.object({
   memoryMiB: z.number().nonnegative(),
   diskGiB: z.number().nonnegative(),
   diskFreeGiB: z.number().nonnegative(),
-  accel: z.enum(["kvm", "tcg"]),
+  accel: z.enum(["kvm", "tcg"]).nullable(),
   arch: z.string(),
   kernel: z.string(),
   hostname: z.string(),

@@ -7,7 +7,7 @@
  *   novactl cluster token create --server URL --token ADMIN
  *     prints a fresh join token alone on the last line of stdout
  *   novactl node start --name nK --data-dir DK --listen 127.0.0.1:PK --join URL --token JOIN
- *   GET /readyz                         → 200 once the node serves
+ *   GET /readyz                         → 200 once the node serves and is a registered host
  *   GET /api/v1/cluster (Bearer ADMIN)  → ClusterStatus
  *
  * Restarting a node re-runs `node start` with the same name, data dir and listen
@@ -309,9 +309,34 @@ export class NovactlCluster {
     }
   }
 
-  /** Stops every node and its VMs; removes the base dir if this class created it (unless kept). */
+  /**
+   * Pid of a node's fencing watchdog (`novactl host watchdog`), from its pidfile; it runs in its
+   * own session, so signals to the node's process group do not reach it.
+   */
+  async watchdogPid(name: string): Promise<number | null> {
+    try {
+      const pid = Number(
+        (await Deno.readTextFile(`${this.node(name).dataDir}/watchdog.pid`)).trim(),
+      );
+      return pid > 0 && await isAlive(pid) ? pid : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** SIGKILLs a node's fencing watchdog (its HA VMs die with it). */
+  async killWatchdog(name: string): Promise<void> {
+    const pid = await this.watchdogPid(name);
+    if (pid === null) return;
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+  }
+
+  /** Stops every node, its watchdog and its VMs; removes the base dir if this class created it (unless kept). */
   async stop(): Promise<void> {
     await Promise.all(this.nodes.map((node) => node.process?.stop(this.#options.stopTimeoutMs)));
+    for (const n of this.nodes) await this.killWatchdog(n.name).catch(() => {});
     for (const n of this.nodes) await this.killQemus(n.name).catch(() => {});
     if (this.#ownsBaseDir && this.#baseDir && !this.#keepBaseDir) {
       await Deno.remove(this.#baseDir, { recursive: true }).catch(() => {});

@@ -1,8 +1,10 @@
 /**
  * High availability on the leader: once a host's lease has surely expired,
  * its HA VMs are re-placed on healthy hosts (highest priority first) and its
- * other VMs are reported failed. The host itself stopped its HA VMs before
- * its lease ran out, so an HA VM never runs on two hosts at once.
+ * other VMs are reported failed. The host's fencing watchdog killed its HA VMs
+ * before its lease ran out, so an HA VM never runs on two hosts at once. An
+ * HA VM that fails to start where it was placed is placed again on another
+ * host, within its restart budget: it is never left down with nobody trying.
  */
 import type { ClusterNode } from "./node.ts";
 import type { LeaseTable } from "./lease.ts";
@@ -12,7 +14,8 @@ import { explain, place } from "../scheduler/mod.ts";
 import { hostViews, placementRequestOf, serializedDecision } from "./vm_service.ts";
 
 export class HaManager {
-  private wasLeader = false;
+  /** The host each VM last left because that host lost its lease: the likely holder of a stale disk lock. */
+  private readonly lostOn = new Map<string, string>();
   private readonly restarts = new Map<string, number[]>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private busy = false;
@@ -41,27 +44,48 @@ export class HaManager {
   }
 
   async tick(): Promise<void> {
-    if (!this.node.isLeader()) {
-      this.wasLeader = false;
-      return;
-    }
-    if (!this.wasLeader) {
-      // Grants made by an earlier leader are unknown here: count every host from now.
-      this.leases.resetForNewTerm();
-      this.wasLeader = true;
-      return;
-    }
+    // Grants belong to the term they were made in: the lease table forgets them itself.
+    if (!this.node.isLeader()) return;
     const cfg = this.node.fsm.config().config;
     const dead = new Set(this.deadHosts());
-    if (!dead.size) return;
-    await this.failOrphanedOperations(dead);
-    const stranded = this.node.fsm.vms()
-      .filter((v) => v.node && dead.has(v.node) && v.desired === "running" && !v.template)
-      .sort((a, b) => (b.haPriority ?? 0) - (a.haPriority ?? 0) || a.name.localeCompare(b.name));
+    if (dead.size) await this.failOrphanedOperations(dead);
+    const byPriority = (a: VmRecord, b: VmRecord) =>
+      (b.haPriority ?? 0) - (a.haPriority ?? 0) || a.name.localeCompare(b.name);
+    const vms = this.node.fsm.vms().filter((v) => v.desired === "running" && !v.template);
+    const stranded = vms.filter((v) => v.node && dead.has(v.node)).sort(byPriority);
     for (const vm of stranded) {
-      if (vm.ha && cfg["ha.enabled"]) await this.failover(vm, dead);
+      if (vm.ha && cfg["ha.enabled"]) await this.failover(vm, dead, this.hostLost(vm));
       else if (vm.state !== "failed") await this.markLost(vm);
     }
+    if (!cfg["ha.enabled"]) return;
+    for (const vm of vms.filter((v) => v.ha && v.node && !dead.has(v.node)).sort(byPriority)) {
+      if (startFailed(vm)) {
+        await this.failover(vm, new Set([...dead, vm.node!]), this.startLost(vm));
+      }
+    }
+  }
+
+  private hostLost(vm: VmRecord): { why: string; stillValid: () => boolean; lostOn?: string } {
+    const leaseMs = () => this.node.fsm.config().config["ha.leaseMs"];
+    return {
+      lostOn: vm.node!,
+      why: `host ${vm.node} lost its lease`,
+      // Checked again right before the move: a grant may have landed since the pass began.
+      stillValid: () => this.leases.surelyExpired(vm.node!, leaseMs()),
+    };
+  }
+
+  /** Why an HA VM that failed to start on a live host moves on; a lock names its likely holder. */
+  private startLost(vm: VmRecord): { why: string; stillValid: () => boolean } {
+    const detail = vm.reason!.replace(/^start failed: /, "");
+    const holder = this.lostOn.get(vm.name);
+    const why = /locked by another QEMU/.test(detail)
+      ? `disk locked by another QEMU${holder ? `, probably on ${holder}` : ""}`
+      : detail;
+    return {
+      why: `start on ${vm.node} failed: ${why}`,
+      stillValid: () => startFailed(this.node.fsm.vm(vm.name) ?? vm),
+    };
   }
 
   /** Operations whose runner died will never report: fail them and unmark their VMs. */
@@ -110,15 +134,20 @@ export class HaManager {
     return recent.length < limit;
   }
 
-  private async failover(vm: VmRecord, dead: Set<string>): Promise<void> {
+  private async failover(
+    vm: VmRecord,
+    exclude: Set<string>,
+    cause: { why: string; stillValid: () => boolean; lostOn?: string },
+  ): Promise<void> {
     if (!this.withinRestartBudget(vm)) {
-      if (vm.state !== "failed") {
+      const reason = `HA restart limit reached; last: ${cause.why}`;
+      if (vm.state !== "failed" || vm.reason !== reason) {
         await this.node.propose({
           op: "vm.observed",
           name: vm.name,
           node: vm.node!,
           state: "failed",
-          reason: "HA restart limit reached",
+          reason,
           at: Date.now(),
         });
       }
@@ -126,40 +155,47 @@ export class HaManager {
     }
     await serializedDecision(this.node, async () => {
       const fresh = this.node.fsm.vm(vm.name);
-      if (!fresh || fresh.node !== vm.node) return;
+      if (!fresh || fresh.node !== vm.node || !cause.stillValid()) return;
       const hosts = hostViews(this.node).map((h) =>
-        dead.has(h.node.name) ? { ...h, schedulable: false, state: "offline" } : h
+        exclude.has(h.node.name) ? { ...h, schedulable: false, state: "offline" } : h
       );
       const others = this.node.fsm.vms().filter((v) => v.name !== vm.name);
       const placed = place(
-        placementRequestOf(this.node, fresh, { exclude: [...dead] }),
+        placementRequestOf(this.node, fresh, { exclude: [...exclude] }),
         hosts,
         others,
         this.node.fsm.config().config,
       );
       if (!placed.ok) {
-        if (fresh.state !== "failed" || !fresh.reason?.startsWith("HA: no host")) {
+        const reason = `HA: no host can take it (${cause.why}): ${explain(placed.reasons)}`;
+        if (fresh.state !== "failed" || fresh.reason !== reason) {
           await this.node.propose({
             op: "vm.observed",
             name: vm.name,
             node: vm.node!,
             state: "failed",
-            reason: `HA: no host can take it: ${explain(placed.reasons)}`,
+            reason,
             at: Date.now(),
           });
         }
         return;
       }
       this.restarts.get(vm.name)!.push(Date.now());
-      log.warn("HA failover", { vm: vm.name, from: vm.node, to: placed.node });
+      if (cause.lostOn) this.lostOn.set(vm.name, cause.lostOn);
+      log.warn("HA failover", { vm: vm.name, from: vm.node, to: placed.node, why: cause.why });
       await this.node.propose({
         op: "vm.moved",
         name: vm.name,
         from: vm.node!,
         to: placed.node,
-        reason: `HA restart: host ${vm.node} lost its lease`,
+        reason: `HA restart: ${cause.why}`,
         at: Date.now(),
       });
     });
   }
+}
+
+/** The host reported that this VM did not start (and left its retry to the leader). */
+function startFailed(vm: VmRecord): boolean {
+  return vm.state === "failed" && !!vm.reason?.startsWith("start failed: ");
 }

@@ -23,7 +23,8 @@ async function diskGiB(dir: string): Promise<{ total: number; free: number }> {
 /**
  * KVM is reported only when a bounded probe shows it works; on nested build
  * machines /dev/kvm exists but guests hang, so presence alone proves nothing.
- * The probe is supplied by the host driver (host/kvm); without one we say tcg.
+ * The probe is supplied by the host driver (host/kvm); without one the
+ * accelerator is reported as undecided (null), never guessed.
  */
 export type AccelProbe = () => Promise<"kvm" | "tcg">;
 
@@ -35,7 +36,7 @@ export async function collectInventory(dataDir: string, probe?: AccelProbe): Pro
     memoryMiB: Math.round(mem.total / 1024 / 1024),
     diskGiB: disk.total,
     diskFreeGiB: disk.free,
-    accel: probe ? await probe() : "tcg",
+    accel: probe ? await probe() : null,
     arch: Deno.build.arch,
     kernel: Deno.osRelease(),
     hostname: Deno.hostname(),

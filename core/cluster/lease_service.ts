@@ -1,19 +1,30 @@
 /**
  * Lease renewal: every host asks the leader for its lease each heartbeat
  * interval; the leader grants it only after a ReadIndex round proves it still
- * leads a quorum. The granted expiry is kept in the data dir so a restarted
- * node process knows how long the lease it held is still good.
+ * leads a quorum. Each granted lease is handed to the host's fencer (its
+ * watchdog process), which kills the host's HA VMs when the lease runs out
+ * unrenewed; a restarted node learns the lease it held from the fencer.
  */
-import { join } from "node:path";
 import type { ClusterNode } from "./node.ts";
-import { LeaseHolder, type LeaseTable } from "./lease.ts";
+import { bootTimeMs, type LeaseHolder, type LeaseTable, safetyMarginMs } from "./lease.ts";
 import { PEER_SECRET_HEADER } from "../peer/mod.ts";
 import { UnavailableError } from "../errors/mod.ts";
 import { log } from "../log/mod.ts";
 
-const LEASE_FILE = "lease.json";
+/** The host's fencing device, as the renewal loop sees it. */
+export interface Fencer {
+  /** HA VMs must be dead by `fenceAt` (CLOCK_BOOTTIME ms) unless fed again. */
+  feed(fenceAt: number): Promise<void>;
+  /** Whether the device is there to fence: without it the host may hold no lease. */
+  alive(): boolean;
+}
 
-/** Leader side: grant after confirming leadership. Returns the leader's commit index for catch-up. */
+/**
+ * Leader side: grant after confirming leadership. Returns the index the host
+ * must have applied before acting on its state: the leader's last index, so it
+ * covers every decision the leader took before granting (a re-placement of the
+ * host's VMs included, even one not committed yet).
+ */
 export async function grantLease(
   node: ClusterNode,
   leases: LeaseTable,
@@ -23,71 +34,81 @@ export async function grantLease(
     throw new UnavailableError("partitioned (fault injection)");
   }
   await node.linearizableRead();
-  leases.grant(host);
-  return {
-    leaseMs: node.fsm.settings()["ha.leaseMs"],
-    commitIndex: node.status().commitIndex,
-  };
+  const leaseMs = node.fsm.settings()["ha.leaseMs"];
+  leases.grant(host, leaseMs);
+  return { leaseMs, commitIndex: node.status().lastIndex };
 }
 
-export async function loadLease(dataDir: string): Promise<LeaseHolder> {
-  try {
-    const { validUntil } = JSON.parse(await Deno.readTextFile(join(dataDir, LEASE_FILE)));
-    return new LeaseHolder(Number(validUntil) || 0);
-  } catch {
-    return new LeaseHolder(0);
-  }
+/** Asks the leader (or itself, when leading) for this host's lease. */
+async function requestLease(
+  node: ClusterNode,
+  leases: LeaseTable,
+): Promise<{ leaseMs: number; commitIndex: number }> {
+  if (node.isLeader()) return await grantLease(node, leases, node.id);
+  const leader = node.leaderId();
+  const url = node.leaderUrl();
+  if (!leader || !url) throw new UnavailableError("no leader");
+  if (node.transport.blocked.has(leader)) throw new UnavailableError("partitioned");
+  const res = await fetch(`${url}/internal/lease`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      [PEER_SECRET_HEADER]: node.identity.clusterSecret,
+    },
+    body: JSON.stringify({ node: node.id }),
+    signal: AbortSignal.timeout(2_000),
+  });
+  if (!res.ok) throw new UnavailableError(`lease refused: HTTP ${res.status}`);
+  return await res.json();
 }
 
-/** Host side: renews in a loop until stopped; `onGranted` sees the leader's commit index. */
+/**
+ * Host side: renews in a loop until stopped; `onGranted` sees the index to
+ * catch up to. When the fencer is lost the host gives its lease up and stops
+ * renewing until the leader has surely seen it expire: the HA VMs that died
+ * with the fencer are then restarted elsewhere, not raced back here.
+ */
 export function keepLeaseRenewed(
   node: ClusterNode,
   holder: LeaseHolder,
   leases: LeaseTable,
-  dataDir: string,
+  fencer: Fencer,
   onGranted: (commitIndex: number) => void,
-): { stop(): void } {
+): { stop(): void; fencingLost(): void } {
   let stopped = false;
-  let persisted = 0;
+  let pausedUntil = 0;
+  const fencingLost = () => {
+    holder.revoke();
+    const leaseMs = node.fsm.settings()["ha.leaseMs"];
+    const interval = node.fsm.settings()["nodes.heartbeatIntervalMs"];
+    pausedUntil = bootTimeMs() + leaseMs + safetyMarginMs(leaseMs) + 2 * interval;
+    log.warn("fencing watchdog lost: giving up the lease", {
+      renewingInMs: pausedUntil - bootTimeMs(),
+    });
+  };
   const renewOnce = async (): Promise<void> => {
-    const sentAt = Date.now();
-    let granted: { leaseMs: number; commitIndex: number };
-    if (node.isLeader()) {
-      granted = await grantLease(node, leases, node.id);
-    } else {
-      const leader = node.leaderId();
-      const url = node.leaderUrl();
-      if (!leader || !url) throw new UnavailableError("no leader");
-      if (node.transport.blocked.has(leader)) throw new UnavailableError("partitioned");
-      const res = await fetch(`${url}/internal/lease`, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          [PEER_SECRET_HEADER]: node.identity.clusterSecret,
-        },
-        body: JSON.stringify({ node: node.id }),
-        signal: AbortSignal.timeout(2_000),
-      });
-      if (!res.ok) throw new UnavailableError(`lease refused: HTTP ${res.status}`);
-      granted = await res.json();
-    }
-    const until = holder.granted(sentAt, granted.leaseMs);
-    // The file only has to lag the real expiry by less than half a lease: a restarted node then
-    // believes its lease ends earlier than it does (it fences sooner), never later.
-    if (until - persisted > granted.leaseMs / 2) {
-      await Deno.writeTextFile(join(dataDir, LEASE_FILE), JSON.stringify({ validUntil: until }));
-      persisted = until;
-    }
+    if (bootTimeMs() < pausedUntil || !fencer.alive()) return;
+    const sentAt = bootTimeMs();
+    const lapsed = !holder.holds(sentAt);
+    const granted = await requestLease(node, leases);
+    // After a gap the leader may have moved this host's HA VMs: hold the lease (and so
+    // restart anything here) only once this replica shows every decision made before the grant.
+    if (lapsed) await node.waitApplied(granted.commitIndex, 10_000);
+    if (bootTimeMs() < pausedUntil) return;
+    holder.granted(sentAt, granted.leaseMs);
+    await fencer.feed(holder.fenceAt());
     onGranted(granted.commitIndex);
   };
   const loop = async () => {
     while (!stopped) {
-      const started = Date.now();
+      const started = performance.now();
       await renewOnce().catch((err) => log.debug("lease renewal failed", { error: String(err) }));
       const interval = node.fsm.settings()["nodes.heartbeatIntervalMs"];
-      await new Promise((r) => setTimeout(r, Math.max(50, interval - (Date.now() - started))));
+      await new Promise((r) =>
+        setTimeout(r, Math.max(50, interval - (performance.now() - started)))
+      );
     }
   };
   loop();
-  return { stop: () => (stopped = true) };
+  return { stop: () => (stopped = true), fencingLost };
 }

@@ -6,7 +6,12 @@
  */
 import { join } from "node:path";
 import { setImmediate } from "node:timers";
-import { ConfChangeError, NotLeaderError as RaftNotLeaderError, RaftNode } from "../raft/mod.ts";
+import {
+  ConfChangeError,
+  NotLeaderError as RaftNotLeaderError,
+  RaftInvariantError,
+  RaftNode,
+} from "../raft/mod.ts";
 import type { ConfChange, Entry, Message, NodeId, Ready } from "../raft/types.ts";
 import { SqliteRaftLog } from "../store/mod.ts";
 import type { NodeIdentity } from "../store/mod.ts";
@@ -32,6 +37,11 @@ export interface ClusterNodeOptions {
   heartbeatTicks?: number;
   /** Called once the node has applied its own removal from the cluster. */
   onRemoved?: () => void;
+  /**
+   * Called when the node must stop (storage failure, failed apply, broken Raft
+   * invariant) after it halted itself; the default exits the process with status 70.
+   */
+  onFatal?: (err: unknown) => void;
 }
 
 interface Waiter {
@@ -80,8 +90,8 @@ export class ClusterNode {
   readonly transport: PeerTransport;
   private readonly readyLoop: ReadyLoop;
   private readonly opts:
-    & Required<Omit<ClusterNodeOptions, "onRemoved">>
-    & Pick<ClusterNodeOptions, "onRemoved">;
+    & Required<Omit<ClusterNodeOptions, "onRemoved" | "onFatal">>
+    & Pick<ClusterNodeOptions, "onRemoved" | "onFatal">;
   private readonly waiters = new Map<number, Waiter>();
   private readonly appliedWaiters: { index: number; resolve: () => void }[] = [];
   private readRounds: ReadRound[] = [];
@@ -94,6 +104,8 @@ export class ClusterNode {
   private leader: NodeId | null = null;
   private role = "follower";
   private stopped = false;
+  /** Set by failStop: nothing is stepped, persisted or applied any more. */
+  private halted = false;
   private removed = false;
 
   constructor(opts: ClusterNodeOptions) {
@@ -156,7 +168,7 @@ export class ClusterNode {
         this.updateGauges();
         if (TRACE) this.traceReady(rd, ms);
       },
-      stopped: () => this.stopped,
+      stopped: () => this.stopped || this.halted,
       appliedIndex: () => this.fsm.appliedIndex(),
       snapshotThreshold: () => this.snapshotThreshold(),
       snapshotInBackground: () => this.fsm.snapshotInBackground(),
@@ -186,7 +198,12 @@ export class ClusterNode {
 
   start(): void {
     this.tickTimer = setInterval(() => {
-      this.raft.tick();
+      try {
+        this.raft.tick();
+      } catch (err) {
+        this.failStop("raft tick failed", err); // only a broken invariant throws here
+        return;
+      }
       this.schedule();
     }, this.opts.tickMs);
     this.membershipTimer = setInterval(() => this.manageMembership(), 500);
@@ -199,7 +216,7 @@ export class ClusterNode {
   // ---- the Ready loop -------------------------------------------------------
 
   private schedule(): void {
-    if (this.scheduled || this.stopped) return;
+    if (this.scheduled || this.stopped || this.halted) return;
     this.scheduled = true;
     // A macrotask, not a microtask, so requests that arrive meanwhile join this
     // batch; setImmediate because nested setTimeout(0) is clamped to milliseconds.
@@ -210,7 +227,7 @@ export class ClusterNode {
   }
 
   private processReady(): void {
-    if (this.processing || this.stopped) return;
+    if (this.processing || this.stopped || this.halted) return;
     this.processing = true;
     this.loopDone = this.drainReady().finally(() => {
       this.processing = false;
@@ -223,10 +240,26 @@ export class ClusterNode {
     try {
       await this.readyLoop.drain();
     } catch (err) {
-      // Storage failures are fatal: continuing could acknowledge unpersisted state.
-      log.error("fatal error in raft loop", { error: String(err), stack: (err as Error).stack });
-      Deno.exit(70);
+      // Storage and apply failures are fatal: continuing could acknowledge unpersisted
+      // state, or record an outcome the other replicas did not (ApplyFailedError).
+      this.failStop("fatal error in raft loop", err);
     }
+  }
+
+  /**
+   * Stops this node for good after a failure that is not the cluster's but this
+   * node's (or a broken invariant): it halts the Raft loop at once, logs loudly
+   * and, unless a test supplied onFatal, exits non-zero. A supervisor restarts it;
+   * it then replays from what is durable, or stays down if the disk is broken.
+   */
+  private failStop(what: string, err: unknown): void {
+    if (this.halted) return;
+    this.halted = true;
+    clearInterval(this.tickTimer);
+    clearInterval(this.membershipTimer);
+    log.error(what, { error: String(err), stack: (err as Error)?.stack, fatal: true });
+    if (this.opts.onFatal) this.opts.onFatal(err);
+    else Deno.exit(70);
   }
 
   private loopDone: Promise<void> = Promise.resolve();
@@ -312,6 +345,7 @@ export class ClusterNode {
 
   receive(env: Envelope): void {
     if (this.stopped) return;
+    if (this.halted) throw new UnavailableError("node halted after a fatal error");
     if (env.clusterId !== this.opts.identity.clusterId) {
       throw new NovaError("forbidden", "message from another cluster");
     }
@@ -327,8 +361,28 @@ export class ClusterNode {
         msgs: env.messages.map((m) => `${m.type}:${m.index ?? ""}`).join(","),
       });
     }
-    for (const m of env.messages) this.stepSafely(m);
+    for (const m of this.screenNonMember(env.from, env.messages)) this.stepSafely(m);
     this.schedule();
+  }
+
+  /**
+   * A removed member (which often never learns of its removal) must not disturb
+   * the cluster: the leader refuses it outright (410, and it shuts down), and
+   * nobody lets a non-member's newer term depose a leader it still follows.
+   * Without a known leader there is nothing to disturb, and a voter added while
+   * this node lagged must be able to win its vote (liveness), so its messages pass.
+   */
+  private screenNonMember(from: NodeId, messages: Message[]): Message[] {
+    const s = this.raft.status();
+    if (s.conf.voters.includes(from) || s.conf.learners.includes(from)) return messages;
+    this.refuseRemovedMember(from);
+    if (!s.lead) return messages;
+    const kept = messages.filter((m) => m.term <= s.term);
+    if (kept.length < messages.length) {
+      log.debug("dropped newer-term messages from a non-member", { from, term: s.term });
+      metrics.droppedNonMemberMessages.inc(messages.length - kept.length);
+    }
+    return kept;
   }
 
   /**
@@ -338,16 +392,22 @@ export class ClusterNode {
   private refuseRemovedMember(from: NodeId): void {
     const s = this.raft.status();
     if (s.role !== "leader") return;
-    // Until it commits in its own term a new leader may not yet apply every committed change.
-    if (this.raft.termAt(s.commit) !== s.term) return;
+    // Once an entry of its own term is applied, a new leader's membership includes every
+    // change committed before its term (each took effect when handed out for applying).
+    if (this.raft.termAt(s.applied) !== s.term) return;
     if (s.conf.voters.includes(from) || s.conf.learners.includes(from)) return;
     throw new NovaError("removed", `${from} is not a member of this cluster`);
   }
 
+  /** Ordinary bad or stale messages are dropped; a broken Raft invariant stops the node. */
   private stepSafely(m: Message): void {
     try {
       this.raft.step(m);
     } catch (err) {
+      if (err instanceof RaftInvariantError) {
+        this.failStop(`raft invariant violated by ${m.type} from ${m.from}`, err);
+        throw new UnavailableError("node halted: raft invariant violated");
+      }
       log.warn("dropped raft message", { type: m.type, from: m.from, error: String(err) });
     }
   }

@@ -93,13 +93,21 @@ function mustGetVm(node: ClusterNode, name: string): VmRecord {
   return vm;
 }
 
+/** Members whose host has not registered its inventory yet (e.g. still starting up). */
+export function unregisteredMembers(node: ClusterNode): string[] {
+  const hosts = new Set(node.fsm.nodes().map((n) => n.name));
+  return node.fsm.members().map((m) => m.name).filter((m) => !hosts.has(m));
+}
+
 /** The scheduler's decision on committed state, or a conflict naming every host's reason. */
 export function placeOrExplain(node: ClusterNode, req: PlacementRequest) {
   const placed = place(req, hostViews(node), node.fsm.vms(), node.fsm.config().config);
   if (!placed.ok) {
-    throw new ConflictError(`no host can run ${req.name}: ${explain(placed.reasons)}`, {
-      reasons: placed.reasons,
-    });
+    const unregistered = unregisteredMembers(node);
+    throw new ConflictError(
+      `no host can run ${req.name}: ${explain(placed.reasons, unregistered)}`,
+      { reasons: placed.reasons, unregistered },
+    );
   }
   return placed;
 }

@@ -104,6 +104,24 @@ export class UnavailableError extends NovaError {
   }
 }
 
+/**
+ * This node's environment (SQLite, the disk, memory) failed while it applied a
+ * committed entry. Unlike a rejection (a {@link NovaError} the command itself
+ * earns, the same on every replica), other replicas applied the entry fine: a
+ * node that recorded a different outcome and moved on would silently diverge,
+ * so the node stops instead (fail-stop) and replays the entry after a restart.
+ * Deliberately not a NovaError: nothing may turn it into an API answer.
+ */
+export class ApplyFailedError extends Error {
+  constructor(readonly index: number, cause: unknown) {
+    super(
+      `applying entry ${index} failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause },
+    );
+    this.name = "ApplyFailedError";
+  }
+}
+
 const HTTP_STATUS: Record<ErrorCode, number> = {
   validation: 400,
   usage: 400,

@@ -16,7 +16,11 @@ export interface Inventory {
   memoryMiB: number;
   diskGiB: number;
   diskFreeGiB: number;
-  accel: "kvm" | "tcg";
+  /**
+   * The accelerator the host's probe chose; null until the probe has decided (a
+   * host registers before that, and takes no VMs until it knows how to run them).
+   */
+  accel: "kvm" | "tcg" | null;
   arch: string;
   kernel: string;
   hostname: string;

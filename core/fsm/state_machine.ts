@@ -6,7 +6,13 @@
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
-import { ConflictError, NotFoundError, NovaError, ValidationError } from "../errors/mod.ts";
+import {
+  ApplyFailedError,
+  ConflictError,
+  NotFoundError,
+  NovaError,
+  ValidationError,
+} from "../errors/mod.ts";
 import {
   type ClusterConfig,
   DEFAULT_CONFIG,
@@ -14,6 +20,7 @@ import {
   validateFullConfig,
 } from "../config/mod.ts";
 import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
+import { log } from "../log/mod.ts";
 import type {
   Command,
   GuestInfo,
@@ -99,7 +106,13 @@ export class StateMachine {
 
   constructor(readonly path: string) {
     this.db = new DatabaseSync(path);
-    // NORMAL is enough: anything lost here is re-applied from the fsynced Raft log.
+    // NORMAL is enough. In WAL mode a power loss can roll back the last commits here
+    // (never corrupt: checkpoints still fsync), so the applied index may fall back. The
+    // entries after it are then replayed, and they are always still there: the log only
+    // drops entries (compaction, ClusterNode.maybeCompact) once a snapshot covering them
+    // is durable in the log's own store (data file fsynced and renamed durably, then its
+    // row in the same FULL transaction as the deletion), and on start a state machine
+    // behind that snapshot is restored from it (ClusterNode.recoverStateMachine).
     this.db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
     this.db.exec(SCHEMA);
   }
@@ -139,16 +152,25 @@ export class StateMachine {
     );
   }
 
-  /** Applies a batch of committed entries in one transaction; returns a result per entry index. */
+  /**
+   * Applies a batch of committed entries in one transaction; returns a result per entry index.
+   * @throws ApplyFailedError (or the SQLite error) when this node, not a command, failed:
+   * nothing of the batch is kept and the applied index stays where it was.
+   */
   applyEntries(entries: Entry[]): Map<number, ApplyResult> {
     const results = new Map<number, ApplyResult>();
     const applied = this.appliedIndex();
     const fresh = entries.filter((e) => e.index > applied);
     if (!fresh.length) return results;
-    this.inTransaction(() => {
-      for (const e of fresh) results.set(e.index, this.applyEntry(e));
-      this.metaSet("applied_index", fresh[fresh.length - 1].index);
-    });
+    try {
+      this.inTransaction(() => {
+        for (const e of fresh) results.set(e.index, this.applyEntry(e));
+        this.metaSet("applied_index", fresh[fresh.length - 1].index);
+      });
+    } catch (err) {
+      this.touchedVms.clear();
+      throw err;
+    }
     this.notifyVmChanges();
     return results;
   }
@@ -189,6 +211,11 @@ export class StateMachine {
     }
   }
 
+  /**
+   * Applies one entry inside the batch's transaction. A command the state
+   * refuses yields an error result (identical on every replica); any other
+   * failure throws {@link ApplyFailedError}.
+   */
   private applyEntry(e: Entry): ApplyResult {
     if (e.data === "") return { ok: true, value: null };
     this.db.exec("SAVEPOINT entry");
@@ -204,8 +231,11 @@ export class StateMachine {
       // A rejected command changes nothing: roll back whatever it started.
       this.db.exec("ROLLBACK TO entry; RELEASE entry");
       this.currentConfig = null;
-      if (err instanceof NovaError) return { ok: false, error: err };
-      return { ok: false, error: new NovaError("internal", String(err)) };
+      const rejection = asRejection(err);
+      if (rejection) return { ok: false, error: rejection };
+      // Anything else failed here, not in the command: applyEntries rolls back the
+      // whole batch, so the applied index does not move, and the caller stops the node.
+      throw new ApplyFailedError(e.index, err);
     }
   }
 
@@ -826,6 +856,38 @@ export class StateMachine {
     })`;
     this.sql(sql).run(...(cols.map((c) => row[c]) as (string | number | null)[]));
   }
+}
+
+/** A command whose shape the appliers do not expect (missing fields, bad JSON). */
+function isMalformedCommand(err: unknown): boolean {
+  return err instanceof TypeError || err instanceof SyntaxError || err instanceof RangeError;
+}
+
+/** SQLite's primary result code for a violated constraint (UNIQUE, NOT NULL, CHECK). */
+const SQLITE_CONSTRAINT = 19;
+
+/**
+ * The deterministic outcomes of applying a command: errors the appliers throw
+ * on purpose, and constraint violations, which depend only on the replicated
+ * state and the command. Everything else (I/O, a full disk, a read-only or
+ * corrupted database) is this node's own failure: null.
+ */
+function asRejection(err: unknown): NovaError | null {
+  if (err instanceof NovaError) return err;
+  if (isMalformedCommand(err)) {
+    // Same code, same bytes: every replica fails the same way. Stopping here would
+    // let one malformed proposal stop every replica of the cluster at once.
+    log.error("malformed command rejected while applying", { error: String(err) });
+    return new ValidationError(`malformed command: ${(err as Error).message}`);
+  }
+  const sqlite = err as { code?: unknown; errcode?: unknown };
+  if (
+    sqlite?.code === "ERR_SQLITE_ERROR" && typeof sqlite.errcode === "number" &&
+    (sqlite.errcode & 0xff) === SQLITE_CONSTRAINT
+  ) {
+    return new ConflictError((err as Error).message);
+  }
+  return null;
 }
 
 function deepFreeze<T>(o: T): T {

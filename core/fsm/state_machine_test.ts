@@ -1,5 +1,7 @@
 import { StateMachine } from "./state_machine.ts";
-import { assert, assertEquals } from "../testing/assert.ts";
+import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
+import { ApplyFailedError } from "../errors/mod.ts";
+import { DatabaseSync } from "node:sqlite";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import type { Command } from "./commands.ts";
 import type { Entry } from "../raft/types.ts";
@@ -182,5 +184,56 @@ Deno.test("vm.desired deleted is refused for nothing, a template never runs, lis
   const del = cmd({ op: "image.delete", name: "img", at: 6 });
   const d = fsm.applyEntries([del]).get(del.index)!;
   assert(!d.ok && d.error.code === "conflict", "an image in use cannot be deleted");
+  fsm.close();
+});
+
+Deno.test("an environmental failure while applying throws and leaves the applied index where it was", async () => {
+  const { fsm, path } = await fresh();
+  const before = fsm.appliedIndex();
+  // Another connection breaks the database under the state machine: not something
+  // the command did, so no replica-specific "result" may be recorded for it.
+  const vandal = new DatabaseSync(path);
+  vandal.exec("DROP TABLE groups");
+  vandal.close();
+  const ok = cmd({ op: "config.patch", changes: { "cluster.name": "z" }, by: "t", at: 2 });
+  const doomed = cmd({
+    op: "group.create",
+    group: { name: "g", policy: "spread", strict: true },
+    at: 3,
+  });
+  const err = assertThrows(() => fsm.applyEntries([ok, doomed]), ApplyFailedError);
+  assert(err.message.includes(`entry ${doomed.index}`), err.message);
+  assertEquals(fsm.appliedIndex(), before, "the applied index did not advance");
+  assertEquals(fsm.config().config["cluster.name"], "novactl", "the whole batch rolled back");
+  fsm.close();
+  const reopened = new StateMachine(path);
+  assertEquals(reopened.appliedIndex(), before, "nothing of the batch was committed");
+  reopened.close();
+});
+
+Deno.test("a violated constraint is a deterministic rejection, not a failure of the node", async () => {
+  const { fsm } = await fresh();
+  const first = cmd({ op: "joinToken.create", id: "t1", expiresAt: 100, at: 10, by: "admin" });
+  const dup = cmd({ op: "joinToken.create", id: "t1", expiresAt: 100, at: 11, by: "admin" });
+  const r = fsm.applyEntries([first, dup]);
+  assert(r.get(first.index)!.ok);
+  const rd = r.get(dup.index)!;
+  assert(!rd.ok && rd.error.code === "conflict", JSON.stringify(rd));
+  assertEquals(fsm.appliedIndex(), dup.index);
+  fsm.close();
+});
+
+Deno.test("a malformed command is rejected the same on every replica, never a node failure", async () => {
+  const { fsm } = await fresh();
+  // A command missing the fields its applier reads throws a TypeError, which
+  // would stop every replica at once if it were treated as this node's failure.
+  const bad = cmd({ op: "group.create", at: 3 });
+  const garbage: Entry = { index: ++idx, term: 1, type: "normal", data: "{not json" };
+  const r = fsm.applyEntries([bad, garbage]);
+  for (const e of [bad, garbage]) {
+    const res = r.get(e.index)!;
+    assert(!res.ok && res.error.code === "validation", JSON.stringify(res));
+  }
+  assertEquals(fsm.appliedIndex(), garbage.index);
   fsm.close();
 });

@@ -51,6 +51,22 @@ export const metrics = {
     help: "Local snapshots taken (log compactions)",
     registers: [registry],
   }),
+  droppedNonMemberMessages: new client.Counter({
+    name: "novactl_raft_dropped_non_member_messages_total",
+    help: "Raft messages with a newer term from non-members (removed nodes), dropped unstepped",
+    registers: [registry],
+  }),
+  orphanedFiles: new client.Gauge({
+    name: "novactl_storage_orphaned_files",
+    help: "Volumes and blobs on this host that no VM or image in cluster state refers to",
+    labelNames: ["kind"] as const,
+    registers: [registry],
+  }),
+  tempFilesSwept: new client.Counter({
+    name: "novactl_storage_temp_files_swept_total",
+    help: "Leftover temporary files removed by the startup sweep",
+    registers: [registry],
+  }),
   proposalSeconds: new client.Histogram({
     name: "novactl_raft_proposal_duration_seconds",
     help: "Time from proposal to apply on the leader",

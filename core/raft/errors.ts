@@ -26,3 +26,17 @@ export class LeadershipTransferError extends Error {
     this.name = "LeadershipTransferError";
   }
 }
+
+/**
+ * A Raft safety invariant does not hold on this node: a leader's entries conflict
+ * with our committed prefix, the commit index points past our log, a log entry is
+ * unreadable. Only lost or corrupted storage (or a bug) leads here, and going on
+ * could apply or acknowledge a different history than the cluster's, so the driver
+ * must stop the node loudly instead of dropping the message that revealed it.
+ */
+export class RaftInvariantError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RaftInvariantError";
+  }
+}

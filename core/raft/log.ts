@@ -4,6 +4,7 @@
  * snapshot) that the driver has not persisted yet.
  */
 import { CompactedError, type Entry, type Snapshot, type Storage } from "./types.ts";
+import { RaftInvariantError } from "./errors.ts";
 
 /** Approximate wire size of an entry (the same estimate the SQLite log uses). */
 export function entrySize(e: Entry): number {
@@ -132,7 +133,9 @@ export class RaftLog {
     // A snapshot always covers committed state, even if the hard state lags it.
     this.committed = Math.max(committed, first - 1);
     if (this.committed > last) {
-      throw new Error(`commit index ${this.committed} is beyond the last log index ${last}`);
+      throw new RaftInvariantError(
+        `commit index ${this.committed} is beyond the last log index ${last}: log lost`,
+      );
     }
     if (applied < first - 1 || applied > this.committed) {
       throw new Error(
@@ -230,7 +233,7 @@ export class RaftLog {
     const conflict = this.findConflict(ents);
     if (conflict !== 0) {
       if (conflict <= this.committed) {
-        throw new Error(
+        throw new RaftInvariantError(
           `entry ${conflict} conflicts with the committed prefix (${this.committed})`,
         );
       }
@@ -266,10 +269,14 @@ export class RaftLog {
     if (!ents.length) return this.lastIndex();
     const after = ents[0].index - 1;
     if (after < this.committed) {
-      throw new Error(`appending after ${after} would overwrite committed index ${this.committed}`);
+      throw new RaftInvariantError(
+        `appending after ${after} would overwrite committed index ${this.committed}`,
+      );
     }
     if (after > this.lastIndex()) {
-      throw new Error(`appending after ${after} leaves a gap after ${this.lastIndex()}`);
+      throw new RaftInvariantError(
+        `appending after ${after} leaves a gap after ${this.lastIndex()}`,
+      );
     }
     this.unstable.truncateAndAppend(ents);
     return this.lastIndex();
@@ -278,7 +285,7 @@ export class RaftLog {
   commitTo(index: number): void {
     if (index <= this.committed) return;
     if (index > this.lastIndex()) {
-      throw new Error(
+      throw new RaftInvariantError(
         `commit ${index} is beyond the last index ${this.lastIndex()}: log lost or corrupted`,
       );
     }

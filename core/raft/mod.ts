@@ -4,6 +4,7 @@ export {
   LeadershipTransferError,
   NotLeaderError,
   type ProgressStatus,
+  RaftInvariantError,
   RaftNode,
   type Status,
   validateConfChange,

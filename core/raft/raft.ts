@@ -33,7 +33,12 @@
 import { RaftLog } from "./log.ts";
 import { Progress, type ProgressState } from "./progress.ts";
 import { ReadOnly } from "./read_only.ts";
-import { ConfChangeError, LeadershipTransferError, NotLeaderError } from "./errors.ts";
+import {
+  ConfChangeError,
+  LeadershipTransferError,
+  NotLeaderError,
+  RaftInvariantError,
+} from "./errors.ts";
 import {
   CompactedError,
   type ConfChange,
@@ -54,7 +59,7 @@ import {
   type Storage,
 } from "./types.ts";
 
-export { ConfChangeError, LeadershipTransferError, NotLeaderError };
+export { ConfChangeError, LeadershipTransferError, NotLeaderError, RaftInvariantError };
 
 export interface ProgressStatus {
   match: number;
@@ -770,7 +775,9 @@ export class RaftNode {
       if (!(err instanceof CompactedError)) throw err;
       return this.sendSnapshot(to, pr);
     }
-    if (prevTerm === undefined) throw new Error(`progress of ${to} is beyond our log`);
+    if (prevTerm === undefined) {
+      throw new RaftInvariantError(`progress of ${to} is beyond our log`);
+    }
     if (!entries.length && !sendIfEmpty) return false;
     this.send({
       type: "app",
@@ -788,7 +795,9 @@ export class RaftNode {
     // Snapshots are expensive: only send one to a follower we know is alive.
     if (!pr.recentActive) return false;
     const snapshot = this.log.snapshot();
-    if (snapshot.meta.index === 0) throw new Error("entries are compacted but no snapshot exists");
+    if (snapshot.meta.index === 0) {
+      throw new RaftInvariantError("entries are compacted but no snapshot exists");
+    }
     pr.becomeSnapshot(snapshot.meta.index);
     this.send({ type: "snap", to, snapshot });
     return true;
@@ -1014,7 +1023,7 @@ function parseConfChange(e: Entry): ConfChange {
   try {
     return JSON.parse(e.data) as ConfChange;
   } catch {
-    throw new Error(`conf entry ${e.index} holds invalid JSON: the log is corrupted`);
+    throw new RaftInvariantError(`conf entry ${e.index} holds invalid JSON: the log is corrupted`);
   }
 }
 

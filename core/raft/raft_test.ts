@@ -1,5 +1,11 @@
 import { MemoryStorage } from "./memory_storage.ts";
-import { ConfChangeError, LeadershipTransferError, NotLeaderError } from "./raft.ts";
+import { RaftLog } from "./log.ts";
+import {
+  ConfChangeError,
+  LeadershipTransferError,
+  NotLeaderError,
+  RaftInvariantError,
+} from "./raft.ts";
 import { assert, assertEquals, assertThrows, TestNetwork } from "./testing.ts";
 import { CompactedError, type Entry, type Message } from "./types.ts";
 
@@ -549,4 +555,55 @@ Deno.test("MemoryStorage: append truncates, compaction keeps the base term, snap
   assertEquals([s.firstIndex(), s.lastIndex(), s.term(10)], [11, 10, 4]);
   s.confAtApplied = () => ({ voters: ["a", "b"], learners: [] });
   assertEquals(s.initialState().conf.voters, ["a", "b"]);
+});
+
+// ---- invariants -------------------------------------------------------------------
+
+Deno.test("invariant: entries conflicting with the committed prefix throw RaftInvariantError", () => {
+  // The core answers an append below its commit index without reading it, so the
+  // check guards the log itself (storage that lost or changed committed entries).
+  const storage = new MemoryStorage();
+  storage.append(entries([1, 1, 1]));
+  const log = new RaftLog(storage, 3, 0);
+  assertThrows(
+    () => log.maybeAppend(1, 1, 3, [{ index: 2, term: 2, type: "normal", data: "rewritten" }]),
+    RaftInvariantError,
+    /committed prefix/,
+  );
+});
+
+Deno.test("invariant: a leader committing past our log (log lost) throws RaftInvariantError from step()", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  seedLog(net, "b", [1, 1], 1);
+  // The leader believes b holds 5 entries (it acknowledged them before losing them).
+  assertThrows(
+    () => net.raft("b").step({ type: "heartbeat", from: "c", to: "b", term: 1, commit: 5 }),
+    RaftInvariantError,
+    /log lost/,
+  );
+});
+
+Deno.test("invariant: a commit index beyond the stored log (log lost) throws RaftInvariantError", () => {
+  const net = new TestNetwork(["a"]);
+  const n = net.node("a");
+  n.storage.append(entries([1, 1]));
+  n.storage.setHardState({ term: 1, vote: null, commit: 5 });
+  assertThrows(() => net.restart("a", { applied: 0 }), RaftInvariantError);
+});
+
+Deno.test("invariant: an ordinary stale or mismatched message is not an invariant violation", () => {
+  const net = new TestNetwork(["a", "b", "c"]);
+  seedLog(net, "b", [1, 1, 1], 3);
+  // A leader probing at an index we do not have gets a rejection, not an exception.
+  net.raft("b").step({
+    type: "app",
+    from: "c",
+    to: "b",
+    term: 2,
+    index: 9,
+    logTerm: 2,
+    entries: [],
+    commit: 3,
+  });
+  assertEquals(net.raft("b").status().commit, 3);
 });

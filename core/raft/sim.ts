@@ -34,7 +34,13 @@
  *   notice broken membership guards.
  */
 import { MemoryStorage } from "./memory_storage.ts";
-import { ConfChangeError, LeadershipTransferError, NotLeaderError, RaftNode } from "./raft.ts";
+import {
+  ConfChangeError,
+  LeadershipTransferError,
+  NotLeaderError,
+  RaftInvariantError,
+  RaftNode,
+} from "./raft.ts";
 import { mulberry32 } from "./testing.ts";
 import { ProductionDriver, type ProductionHooks } from "./sim_production.ts";
 import type {
@@ -498,7 +504,7 @@ class Simulation {
     this.client();
     await this.drive();
     for (const n of this.upNodes()) {
-      n.raft!.tick();
+      this.guardInvariants(n, () => n.raft!.tick());
       this.observe(n);
     }
     await this.drive();
@@ -544,8 +550,18 @@ class Simulation {
     if (this.now >= this.traceMessagesFrom) {
       console.log(`[t=${this.now}] deliver ${JSON.stringify(m)}`);
     }
-    to!.raft!.step(m);
+    this.guardInvariants(to!, () => to!.raft!.step(m));
     this.observe(to!);
+  }
+
+  /** The core's own invariant checks (log conflicts with the committed prefix) fail the run too. */
+  private guardInvariants(n: SimNode, input: () => void): void {
+    try {
+      input();
+    } catch (err) {
+      if (!(err instanceof RaftInvariantError)) throw err;
+      this.fail(`Raft invariant broken on ${n.id}: ${err.message}`);
+    }
   }
 
   private reportSnapshot(from: SimNode, p: Packet, ok: boolean): void {

@@ -19,8 +19,11 @@ export function stateRejection(host: HostView): string | null {
   return null;
 }
 
+/** A host takes VMs once it reported its inventory and its accelerator probe has decided. */
 export function inventoryRejection(host: HostView): string | null {
-  return host.node.inventory ? null : "no inventory reported yet";
+  if (!host.node.inventory) return "no inventory reported yet";
+  if (host.node.inventory.accel === null) return "probing its accelerator";
+  return null;
 }
 
 export function memoryFits(freeMiB: number, requestedMiB: number): boolean {

@@ -165,5 +165,5 @@ Deno.test("explain joins per-host reasons in host order", () => {
     [vm("a", "n2", 824)],
   );
   assertEquals(explain(reasons), "n2: memory 200 MiB free < 512 MiB requested; n3: cordoned");
-  assertEquals(explain({}), "");
+  assertEquals(explain({}), "no hosts registered yet", "never an empty explanation");
 });

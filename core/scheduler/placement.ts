@@ -34,7 +34,22 @@ export function place(
   return new PlacementIndex(hosts, vms, config).place(req);
 }
 
-/** `n2: memory 200 MiB free < 512 MiB requested; n3: cordoned` */
-export function explain(reasons: Record<string, string>): string {
-  return Object.entries(reasons).map(([n, why]) => `${n}: ${why}`).join("; ");
+/**
+ * `n2: memory 200 MiB free < 512 MiB requested; n3: cordoned`. With no host
+ * to reject, that is the reason: never an empty explanation. `unregistered`
+ * names members whose host has not registered yet (they are not hosts yet).
+ */
+export function explain(
+  reasons: Record<string, string>,
+  unregistered: readonly string[] = [],
+): string {
+  const parts = Object.entries(reasons).map(([n, why]) => `${n}: ${why}`);
+  if (!parts.length && !unregistered.length) return "no hosts registered yet";
+  if (!parts.length) parts.push("no hosts registered yet");
+  for (const n of unregistered) {
+    parts.push(
+      `${n} has not registered as a host yet (it does once its accelerator probe decides)`,
+    );
+  }
+  return parts.join("; ");
 }

@@ -47,3 +47,32 @@ Deno.test("cpu overcommit ratio is applied", () => {
   const ok = place({ cpus: 8, memoryMiB: 64 }, [host("n1", 4096)], [], DEFAULT_CONFIG);
   assertEquals(ok.ok, true);
 });
+
+Deno.test("with no candidate host the explanation says why, never nothing", () => {
+  const none = place({ name: "v1", cpus: 1, memoryMiB: 256 }, [], [], DEFAULT_CONFIG);
+  assertEquals(none.ok, false);
+  if (none.ok) return;
+  assertEquals(explain(none.reasons), "no hosts registered yet");
+  assertEquals(
+    explain(none.reasons, ["n1"]),
+    "no hosts registered yet; n1 has not registered as a host yet (it does once its accelerator probe decides)",
+  );
+});
+
+Deno.test("a host whose accelerator probe has not decided takes no VMs, and says so", () => {
+  const r = place(
+    { cpus: 1, memoryMiB: 256 },
+    [host("n1", 4096, { accel: null }), host("n2", 128)],
+    [],
+    DEFAULT_CONFIG,
+  );
+  assertEquals(r.ok, false);
+  if (!r.ok) {
+    assertEquals(
+      explain(r.reasons),
+      "n1: probing its accelerator; n2: memory 128 MiB free < 256 MiB requested",
+    );
+  }
+  const later = place({ cpus: 1, memoryMiB: 256 }, [host("n1", 4096)], [], DEFAULT_CONFIG);
+  assertEquals(later.ok && later.node, "n1");
+});

@@ -8,6 +8,8 @@ export interface HostOptions {
   diskGiB?: number;
   labels?: Record<string, string>;
   inventory?: Inventory | null;
+  /** null: the host's accelerator probe has not decided yet. */
+  accel?: Inventory["accel"];
 }
 
 export function host(name: string, memoryMiB: number, opts: HostOptions = {}): HostView {
@@ -16,7 +18,7 @@ export function host(name: string, memoryMiB: number, opts: HostOptions = {}): H
     memoryMiB,
     diskGiB: opts.diskGiB ?? 10,
     diskFreeGiB: 5,
-    accel: "tcg",
+    accel: opts.accel === undefined ? "tcg" : opts.accel,
     arch: "x86_64",
     kernel: "k",
     hostname: name,

@@ -1,5 +1,6 @@
 /** The node's identity file (`DIR/node.json`) and other small files in the data dir. */
 import { join } from "node:path";
+import { writeFileDurably } from "./files.ts";
 
 export interface NodeIdentity {
   name: string;
@@ -24,19 +25,6 @@ export async function readIdentity(dataDir: string): Promise<NodeIdentity | null
     if (err instanceof Deno.errors.NotFound) return null;
     throw err;
   }
-}
-
-/** Writes a file atomically and durably (temp file, fsync, rename). */
-export async function writeFileDurably(path: string, text: string, mode = 0o600): Promise<void> {
-  const tmp = `${path}.tmp-${crypto.randomUUID()}`;
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode });
-  try {
-    await file.write(new TextEncoder().encode(text));
-    await file.sync();
-  } finally {
-    file.close();
-  }
-  await Deno.rename(tmp, path);
 }
 
 export async function writeIdentity(dataDir: string, id: NodeIdentity): Promise<void> {

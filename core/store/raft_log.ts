@@ -9,7 +9,7 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import { LogWriter, type WriteBatch } from "./log_writer.ts";
-import { writeFileDurably } from "./identity.ts";
+import { writeFileDurably } from "./files.ts";
 import { dirname, join } from "node:path";
 import {
   CompactedError,

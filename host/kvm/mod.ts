@@ -1,7 +1,7 @@
 /**
- * The KVM/QEMU host driver: QMP and guest-agent clients, one daemonized QEMU
- * per VM (re-adoptable by pidfile), accelerator probing, console logs and
- * cloud-init seeds.
+ * The KVM/QEMU host driver: QMP and guest-agent clients, one QEMU per VM
+ * (daemonized, or a child of the fencing watchdog for HA VMs; re-adoptable by
+ * pidfile either way), accelerator probing, console logs and cloud-init seeds.
  */
 export * from "./accel.ts";
 export * from "./qemu.ts";

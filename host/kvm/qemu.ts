@@ -1,11 +1,14 @@
 /**
  * One qemu-system-x86_64 process per VM. QEMU daemonizes itself so VMs
  * outlive the node process; a restarted node finds them again through the
- * pidfile and the QMP socket in the VM's run directory.
+ * pidfile and the QMP socket in the VM's run directory. An HA VM instead runs
+ * as a direct child of the host's fencing watchdog (host/fencing), which kills
+ * it when the lease runs out and takes it along when it dies itself.
  */
 import { join } from "node:path";
-import { NovaError, TimeoutError } from "../../core/errors/mod.ts";
+import { ConflictError, NovaError, TimeoutError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
+import { writeFileDurably } from "../../core/store/mod.ts";
 import type { Accel } from "./accel.ts";
 import { QmpClient } from "./qmp.ts";
 import { GuestAgent } from "./qga.ts";
@@ -39,6 +42,21 @@ export interface LaunchSpec {
   incoming?: string;
   /** Opaque to QEMU: what the host agent needs to know about this incarnation. */
   generation: number;
+  /** An HA VM: started by the fencing watchdog as its child, never daemonized. */
+  fenced?: boolean;
+}
+
+/** Starts a process that dies with the host's fencing watchdog (see host/fencing). */
+export interface FencedSpawner {
+  /** Starts `argv` as a direct child of the watchdog, stderr appended to `logPath`; its pid. */
+  spawn(name: string, argv: string[], logPath: string): Promise<number>;
+}
+
+/** QEMU could not open a disk because another QEMU holds its lock (image locking). */
+export class DiskLockedError extends ConflictError {
+  constructor(readonly vm: string, readonly disk: string) {
+    super(`disk ${disk} of ${vm} is locked by another QEMU`, { disk });
+  }
 }
 
 export interface VmPaths {
@@ -48,12 +66,17 @@ export interface VmPaths {
   qga: string;
   console: string;
   launch: string;
+  /** QEMU's own messages (startup errors); only ever appended to. */
+  stderr: string;
 }
 
 /** sun_path holds 108 bytes including the terminator. */
 const MAX_SOCKET_PATH = 107;
 
 export class QemuDriver {
+  /** Starts HA VMs under fencing; without it an HA VM cannot start. */
+  fencedSpawner: FencedSpawner | null = null;
+
   constructor(readonly vmRoot: string, readonly binary = "qemu-system-x86_64") {}
 
   async init(): Promise<this> {
@@ -70,6 +93,7 @@ export class QemuDriver {
       qga: join(dir, "qga.sock"),
       console: join(dir, "console.log"),
       launch: join(dir, "launch.json"),
+      stderr: join(dir, "qemu.log"),
     };
     if (p.qmp.length > MAX_SOCKET_PATH) {
       throw new NovaError(
@@ -112,7 +136,7 @@ export class QemuDriver {
       "-display",
       "none",
       "-S",
-      "-daemonize",
+      ...(spec.fenced ? [] : ["-daemonize"]),
       "-pidfile",
       p.pidfile,
       "-msg",
@@ -167,13 +191,18 @@ export class QemuDriver {
 
   /**
    * Starts QEMU paused and returns once its QMP socket is up. QEMU reports
-   * configuration errors before it daemonizes, so they arrive here as text.
+   * configuration errors (a locked disk, a bad option) on stderr before it
+   * serves QMP; they come back as the error's message.
    */
   async launch(spec: LaunchSpec): Promise<QemuVm> {
     const p = this.paths(spec.name);
     await Deno.mkdir(p.dir, { recursive: true, mode: 0o700 });
     await Deno.remove(p.pidfile).catch(() => {});
-    await Deno.writeTextFile(p.launch, JSON.stringify(spec, null, 2) + "\n");
+    await writeFileDurably(p.launch, JSON.stringify(spec, null, 2) + "\n");
+    return spec.fenced ? await this.launchFenced(spec, p) : await this.launchDaemonized(spec, p);
+  }
+
+  private async launchDaemonized(spec: LaunchSpec, p: VmPaths): Promise<QemuVm> {
     const child = new Deno.Command(this.binary, {
       args: this.args(spec, p),
       stdin: "null",
@@ -184,12 +213,44 @@ export class QemuDriver {
     const out = await child.output();
     clearTimeout(timer);
     if (!out.success) {
-      const msg = new TextDecoder().decode(out.stderr).trim().split("\n").pop() ?? "";
-      throw new NovaError("internal", `qemu failed to start ${spec.name}: ${msg}`);
+      throw startFailure(spec, new TextDecoder().decode(out.stderr), `exit code ${out.code}`);
     }
     const vm = await this.adopt(spec.name);
     if (!vm) throw new NovaError("internal", `qemu for ${spec.name} exited right after starting`);
     return vm;
+  }
+
+  /** An HA VM: a child of the fencing watchdog, up once its QMP socket answers. */
+  private async launchFenced(spec: LaunchSpec, p: VmPaths): Promise<QemuVm> {
+    if (!this.fencedSpawner) {
+      throw new NovaError(
+        "unavailable",
+        `no fencing watchdog on this host to run HA VM ${spec.name}`,
+      );
+    }
+    await Deno.writeTextFile(p.stderr, "");
+    const pid = await this.fencedSpawner.spawn(
+      spec.name,
+      [this.binary, ...this.args(spec, p)],
+      p.stderr,
+    );
+    const deadline = performance.now() + 30_000;
+    for (;;) {
+      if (!processAlive(pid)) {
+        const stderr = await Deno.readTextFile(p.stderr).catch(() => "");
+        throw startFailure(spec, stderr, "QEMU exited while starting");
+      }
+      const vm = await this.adopt(spec.name).catch(() => null);
+      if (vm?.pid === pid) return vm;
+      vm?.close();
+      if (performance.now() > deadline) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch { /* gone */ }
+        throw new TimeoutError(`qemu for ${spec.name} did not serve QMP within 30 s`);
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
   }
 
   /** Finds the QEMU of a VM by its pidfile and connects to it; null when none runs. */
@@ -222,6 +283,23 @@ export class QemuDriver {
       return null;
     }
   }
+}
+
+/**
+ * QEMU's reason for not starting, from its stderr: every line it printed
+ * about the failure, without timestamps; never empty. A lock conflict on a
+ * disk becomes a {@link DiskLockedError}.
+ */
+export function startFailure(spec: LaunchSpec, stderr: string, fallback: string): NovaError {
+  const lines = stderr.split("\n")
+    .map((l) => l.replace(/^\S+Z\s+/, "").replace(/^qemu-system-\S+: /, "").trim())
+    .filter(Boolean);
+  if (lines.some((l) => /Failed to get ".*" lock/.test(l))) {
+    const disk = spec.disks.find((d) => lines.some((l) => l.includes(d.path)))?.id ?? "?";
+    return new DiskLockedError(spec.name, disk);
+  }
+  const message = lines.slice(-3).join("; ") || fallback;
+  return new NovaError("internal", `qemu failed to start ${spec.name}: ${message}`);
 }
 
 async function readPid(pidfile: string): Promise<number | null> {

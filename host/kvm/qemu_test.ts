@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { guestRunsUnder } from "./accel.ts";
-import { QemuDriver } from "./qemu.ts";
+import { DiskLockedError, QemuDriver, startFailure } from "./qemu.ts";
 
 Deno.test("the accelerator probe runs a guest to completion under TCG", async () => {
   assertEquals(await guestRunsUnder("tcg"), true);
@@ -47,4 +47,60 @@ Deno.test("socket paths longer than sun_path are refused with the reason", () =>
     msg = (err as Error).message;
   }
   assert(/shorter --data-dir/.test(msg), msg);
+});
+
+Deno.test({
+  name: "a disk locked by another QEMU is the reason a start fails, never an empty one",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "novactl-lock-" });
+  const disk = `${dir}/shared.qcow2`;
+  await new Deno.Command("qemu-img", { args: ["create", "-q", "-f", "qcow2", disk, "16M"] })
+    .output();
+  const spec = (name: string) => ({
+    name,
+    uuid: crypto.randomUUID(),
+    cpus: 1,
+    memoryMiB: 64,
+    accel: "tcg" as const,
+    disks: [{ id: "root", path: disk, format: "qcow2" as const }],
+    nics: [],
+    generation: 0,
+  });
+  const first = await new QemuDriver(`${dir}/h1`).init().then((d) => d.launch(spec("v")));
+  try {
+    const err = await new QemuDriver(`${dir}/h2`).init().then((d) => d.launch(spec("v"))).then(
+      () => null,
+      (e: Error) => e,
+    );
+    assert(err instanceof DiskLockedError, String(err));
+    assertEquals(err.message, "disk root of v is locked by another QEMU");
+  } finally {
+    await first.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("QEMU's stderr becomes the reason, without timestamps; never empty", () => {
+  const spec = {
+    name: "v",
+    uuid: "u",
+    cpus: 1,
+    memoryMiB: 64,
+    accel: "tcg" as const,
+    disks: [],
+    nics: [],
+    generation: 0,
+  };
+  const bad = startFailure(
+    spec,
+    "2026-12-01T21:35:21.361803Z qemu-system-x86_64: -m 1T: cannot set up guest memory\n",
+    "exit code 1",
+  );
+  assertEquals(bad.message, "qemu failed to start v: -m 1T: cannot set up guest memory");
+  assertEquals(
+    startFailure(spec, "\n", "exit code 1").message,
+    "qemu failed to start v: exit code 1",
+  );
 });

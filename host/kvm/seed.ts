@@ -2,6 +2,7 @@
 import { join } from "node:path";
 import { NovaError } from "../../core/errors/mod.ts";
 import type { SeedFiles } from "../../core/cloudinit/mod.ts";
+import { renameDurably, tempPathFor } from "../../core/store/mod.ts";
 
 export async function buildSeedIso(output: string, files: SeedFiles): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "novactl-seed-" });
@@ -9,7 +10,7 @@ export async function buildSeedIso(output: string, files: SeedFiles): Promise<vo
     for (const [name, text] of Object.entries(files)) {
       await Deno.writeTextFile(join(dir, name), text, { mode: 0o600 });
     }
-    const tmp = `${output}.tmp`;
+    const tmp = tempPathFor(output, ".iso");
     const out = await new Deno.Command("genisoimage", {
       args: [
         "-quiet",
@@ -31,7 +32,7 @@ export async function buildSeedIso(output: string, files: SeedFiles): Promise<vo
         `genisoimage failed: ${new TextDecoder().decode(out.stderr).trim()}`,
       );
     }
-    await Deno.rename(tmp, output);
+    await renameDurably(tmp, output);
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

@@ -11,6 +11,7 @@ import {
   UnavailableError,
   ValidationError,
 } from "../../core/errors/mod.ts";
+import { renameDurably, TEMP_PREFIX, writeAll } from "../../core/store/mod.ts";
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
@@ -50,7 +51,7 @@ export class BlobStore {
    */
   async put(body: ReadableStream<Uint8Array>, expected?: string): Promise<BlobInfo> {
     if (expected !== undefined) this.path(expected);
-    const tmp = join(this.root, `.tmp-${crypto.randomUUID()}`);
+    const tmp = join(this.root, `${TEMP_PREFIX}${crypto.randomUUID()}`);
     const hash = createHash("sha256");
     let size = 0;
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
@@ -75,7 +76,7 @@ export class BlobStore {
         actual: sha256,
       });
     }
-    await Deno.rename(tmp, this.path(sha256));
+    await renameDurably(tmp, this.path(sha256), { synced: true });
     return { sha256, size };
   }
 
@@ -109,6 +110,15 @@ export class BlobStore {
     );
   }
 
+  /** Hashes of the blobs present (temporary files of unfinished uploads are not blobs). */
+  async list(): Promise<string[]> {
+    const out: string[] = [];
+    for await (const e of Deno.readDir(this.root)) {
+      if (e.isFile && SHA256.test(e.name)) out.push(e.name);
+    }
+    return out.sort();
+  }
+
   async open(sha256: string): Promise<Deno.FsFile> {
     try {
       return await Deno.open(this.path(sha256), { read: true });
@@ -123,9 +133,4 @@ export class BlobStore {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     });
   }
-}
-
-async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await file.write(data.subarray(off));
 }

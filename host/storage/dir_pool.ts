@@ -7,7 +7,13 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { ConflictError, NotFoundError, ValidationError } from "../../core/errors/mod.ts";
 import { imageInfo, qemuImg } from "./qemu_img.ts";
-import { pathExists } from "../../core/store/mod.ts";
+import {
+  fsyncDir,
+  fsyncFile,
+  pathExists,
+  renameDurably,
+  TEMP_PREFIX,
+} from "../../core/store/mod.ts";
 
 export interface Volume {
   name: string;
@@ -82,14 +88,14 @@ export class DirPool {
     const template = join(dir, `${key}${EXT}`);
     if (!(await pathExists(template))) {
       await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-      const tmp = join(dir, `.tmp-${crypto.randomUUID()}${EXT}`);
+      const tmp = join(dir, `${TEMP_PREFIX}${crypto.randomUUID()}${EXT}`);
       await qemuImg(createArgs.map((a) => a === "%OUT%" ? tmp : a));
-      await Deno.rename(tmp, template);
+      await renameDurably(tmp, template);
     }
-    const tmp = join(this.root, `.tmp-${crypto.randomUUID()}${EXT}`);
+    const tmp = join(this.root, `${TEMP_PREFIX}${crypto.randomUUID()}${EXT}`);
     try {
       await Deno.copyFile(template, tmp);
-      await Deno.rename(tmp, this.pathOf(name));
+      await renameDurably(tmp, this.pathOf(name));
     } catch (err) {
       await Deno.remove(tmp).catch(() => {});
       throw err;
@@ -111,7 +117,14 @@ export class DirPool {
       "qcow2",
       this.pathOf(name),
     ]);
+    await this.syncCreated(name);
     return await this.info(name);
+  }
+
+  /** qemu-img writes in place without fsync: a crash must not lose a volume the cluster was told of. */
+  private async syncCreated(name: string): Promise<void> {
+    await fsyncFile(this.pathOf(name));
+    await fsyncDir(this.root);
   }
 
   /**
@@ -129,6 +142,7 @@ export class DirPool {
     const args = ["create", "-q", "-f", "qcow2", "-b", backing, "-F", format, this.pathOf(name)];
     if (sizeBytes !== undefined) args.push(String(sizeBytes));
     await qemuImg(args);
+    await this.syncCreated(name);
     return await this.info(name);
   }
 
@@ -156,10 +170,10 @@ export class DirPool {
 
   private async convertInto(src: string, name: string): Promise<void> {
     // Convert to a temporary name, then rename: a crash never leaves a half-written volume.
-    const tmp = join(this.root, `.tmp-${crypto.randomUUID()}${EXT}`);
+    const tmp = join(this.root, `${TEMP_PREFIX}${crypto.randomUUID()}${EXT}`);
     try {
       await qemuImg(["convert", "-q", "-O", "qcow2", src, tmp], 3_600_000);
-      await Deno.rename(tmp, this.pathOf(name));
+      await renameDurably(tmp, this.pathOf(name));
     } catch (err) {
       await Deno.remove(tmp).catch(() => {});
       throw err;
@@ -220,7 +234,7 @@ export class DirPool {
   async list(): Promise<Volume[]> {
     const out: Volume[] = [];
     for await (const e of Deno.readDir(this.root)) {
-      if (!e.isFile || !e.name.endsWith(EXT) || e.name.startsWith(".tmp-")) continue;
+      if (!e.isFile || !e.name.endsWith(EXT) || e.name.startsWith(TEMP_PREFIX)) continue;
       const path = join(this.root, e.name);
       const header = await readQcow2Header(path);
       if (!header) continue;

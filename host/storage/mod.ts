@@ -2,3 +2,4 @@
 export * from "./dir_pool.ts";
 export { imageInfo, qemuImg } from "./qemu_img.ts";
 export * from "./blob_store.ts";
+export * from "./sweep.ts";

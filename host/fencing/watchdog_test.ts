@@ -1,0 +1,92 @@
+/**
+ * The fencing watchdog as a real process (`novactl host watchdog`), its
+ * children real processes: it starts them only under a lease, kills them when
+ * the lease runs out unfed, takes them along when it dies, and lets a new
+ * node process re-attach. (QEMU under it: tests/ha_fencing_test.ts.)
+ */
+import { assert, assertEquals } from "../../core/testing/assert.ts";
+import { bootTimeMs } from "../../core/cluster/lease.ts";
+import { processAlive } from "../kvm/qemu.ts";
+import { WatchdogClient } from "./client.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+const COMMAND = [Deno.execPath(), "run", "-A", MAIN];
+
+async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function refusal(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return "";
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+Deno.test({
+  name: "watchdog: no lease no start; fences when unfed; re-attach; children die with it",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "novactl-wd-" });
+  const log = `${dir}/child.log`;
+  let watchdogPid = 0;
+  try {
+    const node = await WatchdogClient.attach(dir, COMMAND);
+    watchdogPid = node.pid;
+    assertEquals(node.hello.fenceAt, 0);
+    assert(/holds no lease/.test(await refusal(node.spawn("v0", ["sleep", "600"], log))));
+
+    // Fed for 1.5 s: a child starts, lives while the lease lasts, dies once it ran out.
+    const fenceAt = bootTimeMs() + 1_500;
+    await node.feed(fenceAt);
+    const a = await node.spawn("a", ["sleep", "600"], log);
+    assert(processAlive(a));
+    await until("a fenced", () => !processAlive(a));
+    assert(bootTimeMs() >= fenceAt, "not killed before its lease ran out");
+
+    // A node process that goes away and comes back finds the same watchdog and its children.
+    await node.feed(bootTimeMs() + 60_000);
+    const b = await node.spawn("b", ["sleep", "600"], log);
+    node.close();
+    const again = await WatchdogClient.attach(dir, COMMAND);
+    assertEquals(again.pid, watchdogPid);
+    assertEquals(again.hello.children, [{ name: "b", pid: b }]);
+    assert(again.hello.fenceAt > bootTimeMs());
+
+    // The watchdog dies: PR_SET_PDEATHSIG takes its children with it at once, lease or not.
+    Deno.kill(watchdogPid, "SIGKILL");
+    await until("b died with the watchdog", () => !processAlive(b));
+    await until("client sees it gone", () => !again.alive());
+    again.close();
+  } finally {
+    try {
+      if (watchdogPid) Deno.kill(watchdogPid, "SIGKILL");
+    } catch { /* gone */ }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "watchdog: exits by itself once no node and no child is left",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "novactl-wd-" });
+  try {
+    const node = await WatchdogClient.attach(dir, COMMAND);
+    const pid = node.pid;
+    node.close();
+    await until("watchdog gone", () => !processAlive(pid), 30_000);
+    const left = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n !== "watchdog.log");
+    assertEquals(left, [], "socket and pidfile removed");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
