@@ -16,10 +16,13 @@
  * - Safety invariants are checked as the run goes, and each is a property of
  *   Raft itself, not of one bug:
  *   - election safety: at most one leader per term;
- *   - configuration safety: a leader's votes come from a majority of the
- *     voters it leads with, and when its commit index advances a majority of
- *     the voters it commits with durably hold the entry (so no two disjoint
- *     majorities decide);
+ *   - configuration safety (no two disjoint majorities): every node that a
+ *     majority of its configuration could elect (their logs are no more up to
+ *     date than its own) holds every committed entry, with its configuration
+ *     as of its commit index (which it applies before it may campaign), or
+ *     the one it counts votes with while a candidate; a leader's votes come
+ *     from a majority of the voters it leads with; and when its commit index
+ *     advances, a majority of the voters it commits with durably hold the entry;
  *   - commit stability and leader completeness: a committed entry never
  *     changes, and every leader holds every entry committed in earlier terms;
  *   - log matching, over sent entries and over whole persisted logs;
@@ -32,6 +35,11 @@
  *   last events. sim_test.ts sweeps seeds from a fresh base seed each run and
  *   proves, with planted bugs (RaftConfig.testingMutations), that the checks
  *   notice broken membership guards.
+ * - Two drivers: inline (this file's handleReady: fast, and it can crash a
+ *   node between persisting a Ready and sending it), or, with `production`,
+ *   ClusterNode's ReadyLoop over real SQLite logs (sim_production.ts), where a
+ *   leader sends before its write is durable, the core keeps stepping while a
+ *   write is in flight, and compaction runs beside the loop.
  */
 import { MemoryStorage } from "./memory_storage.ts";
 import {

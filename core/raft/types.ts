@@ -108,7 +108,11 @@ export interface ReadState {
  * Work handed from the core to the driver. The driver must, in order:
  * 1. persist `snapshot` (if any), then `entries` (replacing any stored entries
  *    with index >= entries[0].index), then `hardState` (if any) — durably;
- * 2. send `messages`;
+ * 2. send `messages` — except that a leader may send them before its own write
+ *    is durable (Raft thesis 10.2.1; core/cluster/ready_loop.ts does): a commit
+ *    that counts its unsynced entries only surfaces in a later Ready, which the
+ *    driver takes only after this one is durable. Everyone else sends only what
+ *    is on disk, so every acknowledgment and vote is durable;
  * 3. apply `committedEntries` to the state machine (and `snapshot` if set);
  * 4. call `advance(ready)`.
  */
