@@ -53,8 +53,8 @@ export interface ReadyLoopHost {
   observe?(rd: Ready): void;
   /** The Ready's writes are durable; `ms` since persisting began. */
   durable?(rd: Ready, ms: number): void;
-  /** Replaces the state machine with a snapshot just persisted. */
-  restore(snapshot: Snapshot): void;
+  /** Replaces the state machine with a snapshot just persisted (the next Ready waits). */
+  restore(snapshot: Snapshot): void | Promise<void>;
   /** Applies committed entries, in order. */
   apply(entries: Entry[]): void;
   /** After applying, before advance: read states and dropped reads. */
@@ -107,7 +107,7 @@ export class ReadyLoop {
     await durable;
     host.durable?.(rd, performance.now() - t0);
     if (!leading) host.send(rd.messages);
-    if (rd.snapshot) host.restore(rd.snapshot);
+    if (rd.snapshot) await host.restore(rd.snapshot);
     if (rd.committedEntries.length) host.apply(rd.committedEntries);
     host.readStates?.(rd);
     this.core.advance(rd);
