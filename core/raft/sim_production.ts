@@ -116,7 +116,12 @@ export class ProductionDriver {
     }
     await node.closing;
     const log = new SqliteRaftLog(join(node.dir, "raft.db"));
-    this.checkReopened(id, log, durable);
+    try {
+      this.checkReopened(id, log, durable);
+    } catch (err) {
+      await log.close();
+      throw err;
+    }
     log.confAtApplied = confAtApplied;
     log.raiseCommitTo(cfg.applied);
     const raft = new RaftNode(cfg, log);
@@ -136,10 +141,10 @@ export class ProductionDriver {
     if (!node || !inc) return;
     inc.alive = false;
     node.current = null;
-    for (const g of inc.gates) g.effect();
-    const reals = inc.gates.map((g) => g.real);
+    const inFlight = inc.gates;
     inc.gates = [];
-    node.closing = Promise.all(reals).then(() => inc.log.close());
+    node.closing = Promise.all(inFlight.map((g) => g.real)).then(() => inc.log.close());
+    for (const g of inFlight) g.effect();
   }
 
   /**
@@ -165,7 +170,11 @@ export class ProductionDriver {
 
   /** Closes every log and removes the temp directory. */
   async close(): Promise<void> {
-    for (const id of this.nodes.keys()) this.crash(id);
+    for (const id of this.nodes.keys()) {
+      try {
+        this.crash(id);
+      } catch { /* the run already ended (or failed): only closing matters now */ }
+    }
     await Promise.allSettled([...this.nodes.values()].map((n) => n.closing));
     Deno.removeSync(this.root, { recursive: true });
   }
