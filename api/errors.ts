@@ -1,7 +1,13 @@
 /** The single place where errors become HTTP responses. */
 import type { Context } from "hono";
 import { ZodError } from "zod";
-import { httpStatusOf, NovaError, toNovaError, ValidationError } from "../core/errors/mod.ts";
+import {
+  httpStatusOf,
+  NovaError,
+  retryAfterOf,
+  toNovaError,
+  ValidationError,
+} from "../core/errors/mod.ts";
 import { log } from "../core/log/mod.ts";
 
 export function zodToValidationError(err: ZodError, prefix = ""): ValidationError {
@@ -22,6 +28,8 @@ export function errorResponse(c: Context, err: unknown): Response {
       stack: (err as Error)?.stack,
     });
   }
+  const retryAfter = retryAfterOf(nova);
+  if (retryAfter !== undefined) c.header("Retry-After", String(Math.ceil(retryAfter)));
   return c.json(nova.toJSON(), status as 400);
 }
 

@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
-import type { ConfigVersion } from "../core/fsm/mod.ts";
+import { type ConfigRetention, type ConfigVersion, describeRetention } from "../core/fsm/mod.ts";
 
 function versionArg(v: string): number {
   const n = Number(v);
@@ -63,20 +63,20 @@ export function configCommand(): Command {
     config.command("history").description("list configuration versions, newest first")
       .option("--limit <n>", "how many versions", "50"),
   ).action(async (opts: GlobalOpts & { limit: string }) => {
-    const r = await clientOf(opts).get<{ versions: ConfigVersion[] }>(
+    const r = await clientOf(opts).get<
+      { versions: ConfigVersion[]; retention?: ConfigRetention }
+    >(
       `/api/v1/config/history?limit=${encodeURIComponent(opts.limit)}`,
     );
-    render(
-      opts.output,
-      r,
-      () =>
-        printTable(r.versions as unknown as Record<string, unknown>[], [
-          "version",
-          "createdAt",
-          "author",
-          "action",
-        ]),
-    );
+    render(opts.output, r, () => {
+      printTable(r.versions as unknown as Record<string, unknown>[], [
+        "version",
+        "createdAt",
+        "author",
+        "action",
+      ]);
+      if (r.retention) console.log(`kept: ${describeRetention(r.retention)}`);
+    });
   });
 
   withClientOptions(

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# The linearizability test cuts links between network namespaces with nftables rules.
+command -v nft >/dev/null || need_apt+=(nftables)
 command -v df >/dev/null || need_apt+=(coreutils)
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)

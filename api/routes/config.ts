@@ -16,7 +16,7 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { ifMatchVersion, parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 
 const doc = z.record(z.unknown());
 
@@ -25,15 +25,43 @@ function withEtag(c: Context, cv: ConfigVersion, status = 200): Response {
   return c.json(cv, status as 200);
 }
 
+/**
+ * Test hook, a planted bug that tests/linearizability_test.ts sets to prove its checker
+ * notices stale reads. NOVACTL_TESTING_STALE_READS changes `GET /api/v1/config/:key`:
+ * - `replica`: every node answers from its own replica, neither forwarding to the leader
+ *   nor confirming leadership with ReadIndex (a partitioned follower serves old values);
+ * - `leader`: reads are still forwarded, but the leader answers without ReadIndex (a
+ *   deposed leader that has not noticed yet, e.g. after SIGSTOP, serves old values).
+ * Never set it anywhere else; unset, reads are linearizable.
+ */
+const STALE_READS_FOR_TESTING = Deno.env.get("NOVACTL_TESTING_STALE_READS");
+
+/** The planted bug's read: whatever this node's replica holds, unconfirmed. */
+function unconfirmedKeyRead(node: ClusterNode): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    const { config, version } = node.fsm.config();
+    const key = c.req.param("key") ?? "";
+    if (!(key in config)) return await next(); // e.g. /history: the usual route
+    return c.json({ key, value: (config as Record<string, unknown>)[key], version });
+  };
+}
+
 export function configRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
+  if (STALE_READS_FOR_TESTING === "replica") {
+    // Registered first, so it answers before leaderOnly can forward.
+    app.get("/:key", bearerAuth(node), unconfirmedKeyRead(node));
+  }
   app.use("*", bearerAuth(node), leaderOnly(node));
+  if (STALE_READS_FOR_TESTING === "leader") app.get("/:key", unconfirmedKeyRead(node));
 
   app.get("/", async (c) => withEtag(c, await readConfig(node)));
 
   app.get("/history", async (c) => {
     const limit = Math.min(Math.max(Number(c.req.query("limit") ?? 100) || 100, 1), 10_000);
-    return c.json({ versions: await configHistory(node, limit) });
+    const versions = await configHistory(node, limit);
+    // What retention keeps, so a caller knows which versions a rollback can reach.
+    return c.json({ versions, retention: node.fsm.configRetention() });
   });
 
   app.get("/:key", async (c) => {

@@ -8,7 +8,7 @@ import {
 } from "../../core/cluster/mod.ts";
 import { NotFoundError } from "../../core/errors/mod.ts";
 import type { Command } from "../../core/fsm/mod.ts";
-import type { Envelope } from "../../core/peer/mod.ts";
+import { type Envelope, SNAPSHOT_CHUNK_HEADER, SnapshotReceiver } from "../../core/peer/mod.ts";
 import { peerAuth } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { readJson } from "../validate.ts";
@@ -41,6 +41,13 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
 
   app.post("/raft", async (c) => {
     node.receive(await readJson(c) as Envelope);
+    return c.body(null, 204);
+  });
+
+  // A snapshot streamed by the leader, one chunk per request (body: the chunk's bytes).
+  app.post("/raft/snapshot", async (c) => {
+    const meta = SnapshotReceiver.parseMeta(c.req.header(SNAPSHOT_CHUNK_HEADER));
+    await node.receiveSnapshotChunk(meta, c.req.raw.body);
     return c.body(null, 204);
   });
 

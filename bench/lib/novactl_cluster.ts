@@ -13,6 +13,10 @@
  * Restarting a node re-runs `node start` with the same name, data dir and listen
  * address but without `--join`: the data dir already holds its state.
  *
+ * With `network` (e.g. a `NetworkLab` from ./netns.ts) each node instead runs in its own
+ * network namespace, `ip netns exec NS deno run ... --listen ADDRESS:PORT`, so tests can
+ * cut links between nodes in the network itself.
+ *
  * ```ts
  * await using cluster = new NovactlCluster();
  * await cluster.start(3);
@@ -21,6 +25,7 @@
  */
 
 import { ManagedProcess, runToCompletion } from "./process.ts";
+import type { NodeNetwork } from "./netns.ts";
 import { freePorts, LOOPBACK, requestJson, tailFile, WaitAborted, waitFor } from "./util.ts";
 
 export interface NovactlMemberStatus {
@@ -69,6 +74,8 @@ export interface NovactlNode {
   listen: string;
   dataDir: string;
   logPath: string;
+  /** Network namespace the node runs in (only with `NovactlClusterOptions.network`). */
+  namespace?: string;
   process?: ManagedProcess;
 }
 
@@ -90,6 +97,11 @@ export interface NovactlClusterOptions {
   stopTimeoutMs?: number;
   /** Keep the base dir after `stop()` even if this class created it. */
   keepBaseDir?: boolean;
+  /**
+   * Puts every node in the namespace and at the address `network.attach(name)` gives it,
+   * instead of on loopback; the caller owns the network and tears it down.
+   */
+  network?: NodeNetwork;
 }
 
 const DEFAULT_MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
@@ -167,7 +179,7 @@ export class NovactlCluster {
   async addNode(options: AddNodeOptions = {}): Promise<NovactlNode> {
     const joinToken = options.joinToken ?? (await this.createJoinToken());
     const joinUrl = await this.#liveMemberUrl();
-    const node = this.#planNode(options.name ?? `n${this.nodes.length + 1}`);
+    const node = await this.#planNode(options.name ?? `n${this.nodes.length + 1}`);
     this.nodes.push(node);
     await this.#spawn(node, ["--join", joinUrl, "--token", joinToken]);
     await this.#waitReady(node);
@@ -366,22 +378,23 @@ export class NovactlCluster {
   }
 
   async #bootstrap(): Promise<void> {
-    const node = this.#planNode("n1");
+    const node = await this.#planNode("n1");
     this.nodes.push(node);
     await this.#spawn(node, []);
     this.adminToken = await this.#waitAdminToken(node);
     await this.#waitReady(node);
   }
 
-  #planNode(name: string): NovactlNode {
-    const [port] = freePorts(1);
-    const listen = `${LOOPBACK}:${port}`;
+  async #planNode(name: string): Promise<NovactlNode> {
+    const attachment = await this.#options.network?.attach(name);
+    const listen = attachment?.listen ?? `${LOOPBACK}:${freePorts(1)[0]}`;
     return {
       name,
       url: `http://${listen}`,
       listen,
       dataDir: `${this.baseDir}/${name}`,
       logPath: `${this.baseDir}/${name}.log`,
+      namespace: attachment?.namespace,
     };
   }
 
@@ -402,10 +415,12 @@ export class NovactlCluster {
       ...joinArgs,
       ...(this.#options.extraNodeArgs ?? []),
     ];
+    // `ip netns exec` execs the command in place, so signals still reach the node itself.
+    const inNamespace = node.namespace ? ["netns", "exec", node.namespace, this.#denoPath] : [];
     node.process = await ManagedProcess.spawn({
       name: node.name,
-      command: this.#denoPath,
-      args,
+      command: node.namespace ? "ip" : this.#denoPath,
+      args: [...inNamespace, ...args],
       logPath: node.logPath,
       cwd: this.#cwd,
       env: this.#options.env,

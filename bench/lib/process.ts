@@ -110,9 +110,19 @@ async function exitsWithin(process: ManagedProcess, timeoutMs: number): Promise<
   }
 }
 
+/**
+ * Copies chunk by chunk as output arrives: `stream.pipeTo(file.writable)` (Deno 2.9) only
+ * reached the file when the child exited, so logs of running nodes looked stale.
+ */
 async function pipeToLog(stream: ReadableStream<Uint8Array>, logPath: string): Promise<void> {
-  const file = await Deno.open(logPath, { append: true, create: true });
-  await stream.pipeTo(file.writable).catch(() => {});
+  using file = await Deno.open(logPath, { append: true, create: true });
+  try {
+    for await (const chunk of stream) {
+      for (let written = 0; written < chunk.length;) {
+        written += await file.write(chunk.subarray(written));
+      }
+    }
+  } catch { /* the child's pipe broke: nothing more to copy */ }
 }
 
 async function appendLine(path: string, line: string): Promise<void> {

@@ -9,6 +9,7 @@ import { setImmediate } from "node:timers";
 import {
   ConfChangeError,
   NotLeaderError as RaftNotLeaderError,
+  ProposalDroppedError,
   RaftInvariantError,
   RaftNode,
 } from "../raft/mod.ts";
@@ -21,10 +22,16 @@ import {
   ConflictError,
   NotLeaderError,
   NovaError,
+  OverloadedError,
   TimeoutError,
   UnavailableError,
 } from "../errors/mod.ts";
-import { type Envelope, PeerTransport } from "../peer/mod.ts";
+import {
+  type Envelope,
+  PeerTransport,
+  type SnapshotChunkMeta,
+  SnapshotReceiver,
+} from "../peer/mod.ts";
 import { log } from "../log/mod.ts";
 import { metrics } from "../metrics/mod.ts";
 import { ReadyLoop } from "./ready_loop.ts";
@@ -42,6 +49,21 @@ export interface ClusterNodeOptions {
    * invariant) after it halted itself; the default exits the process with status 70.
    */
   onFatal?: (err: unknown) => void;
+  /**
+   * Max bytes of proposals the leader holds uncommitted; beyond it proposals
+   * get 503 with Retry-After. Env NOVACTL_MAX_UNCOMMITTED_BYTES; default 64 MiB.
+   */
+  maxUncommittedBytes?: number;
+  /** Bytes per streamed snapshot chunk. Env NOVACTL_SNAPSHOT_CHUNK_BYTES; default 1 MiB. */
+  snapshotChunkBytes?: number;
+  /** Max bytes queued for one peer. Env NOVACTL_PEER_QUEUE_BYTES; default 16 MiB. */
+  peerQueueBytes?: number;
+}
+
+/** A positive integer from the environment, or the fallback. */
+function envBytes(name: string, fallback: number): number {
+  const v = Number(Deno.env.get(name));
+  return Number.isSafeInteger(v) && v > 0 ? v : fallback;
 }
 
 interface Waiter {
@@ -80,6 +102,8 @@ export interface ClusterStatus {
 
 const TRACE = Deno.env.get("NOVACTL_TRACE_READY") === "1";
 const PROPOSAL_TIMEOUT_MS = 10_000;
+/** Log bytes after which a compaction is due whatever the state's size (bounds the log's memory). */
+const MAX_LOG_BYTES = 64 << 20;
 const READ_TIMEOUT_MS = 5_000;
 
 export class ClusterNode {
@@ -89,6 +113,7 @@ export class ClusterNode {
   readonly raft: RaftNode;
   readonly transport: PeerTransport;
   private readonly readyLoop: ReadyLoop;
+  readonly snapshotReceiver: SnapshotReceiver;
   private readonly opts:
     & Required<Omit<ClusterNodeOptions, "onRemoved" | "onFatal">>
     & Pick<ClusterNodeOptions, "onRemoved" | "onFatal">;
@@ -113,6 +138,9 @@ export class ClusterNode {
       tickMs: 50,
       electionTicks: 10,
       heartbeatTicks: 2,
+      maxUncommittedBytes: envBytes("NOVACTL_MAX_UNCOMMITTED_BYTES", 64 << 20),
+      snapshotChunkBytes: envBytes("NOVACTL_SNAPSHOT_CHUNK_BYTES", 1 << 20),
+      peerQueueBytes: envBytes("NOVACTL_PEER_QUEUE_BYTES", 16 << 20),
       ...opts,
     };
     this.id = opts.identity.name;
@@ -130,6 +158,7 @@ export class ClusterNode {
       checkQuorum: true,
       maxMsgBytes: 1 << 20,
       maxInflight: 256,
+      maxUncommittedBytes: this.opts.maxUncommittedBytes,
       applied: this.fsm.appliedIndex(),
     }, this.log);
     this.transport = new PeerTransport(
@@ -148,6 +177,11 @@ export class ClusterNode {
           this.schedule();
         },
       },
+      { maxQueueBytes: this.opts.peerQueueBytes, snapshotChunkBytes: this.opts.snapshotChunkBytes },
+    );
+    this.snapshotReceiver = new SnapshotReceiver(
+      this.log.snapshotDir,
+      (env) => this.receive(env, env.messages[0].snapshot?.file),
     );
     this.readyLoop = this.createReadyLoop();
   }
@@ -160,7 +194,7 @@ export class ClusterNode {
       durable: (rd, ms) => {
         if (rd.entries.length || rd.hardState) metrics.fsyncSeconds.observe(ms / 1000);
       },
-      restore: (snap) => this.fsm.restore(snap.data, snap.meta.index),
+      restore: (snap) => this.restoreSnapshot(snap.meta),
       apply: (entries) => this.applyCommitted(entries),
       readStates: (rd) => this.handleReadStates(rd),
       advanced: (rd, ms) => {
@@ -171,13 +205,11 @@ export class ClusterNode {
       stopped: () => this.stopped || this.halted,
       appliedIndex: () => this.fsm.appliedIndex(),
       snapshotThreshold: () => this.snapshotThreshold(),
-      snapshotInBackground: () => this.fsm.snapshotInBackground(),
+      maxLogBytes: MAX_LOG_BYTES,
+      snapshotToFile: (path) => this.fsm.snapshotToFile(path),
+      removeFile: (path) => Deno.remove(path),
       compacted: (snap, ms) => {
-        log.info("log compacted", {
-          index: snap.index,
-          bytes: snap.data.length,
-          ms: Math.round(ms),
-        });
+        log.info("log compacted", { index: snap.index, bytes: snap.bytes, ms: Math.round(ms) });
         metrics.snapshots.inc();
       },
       compactionFailed: (err) => log.error("snapshot failed", { error: String(err) }),
@@ -187,8 +219,8 @@ export class ClusterNode {
   /** A state machine behind the snapshot (crash between log and FSM writes) restarts from it. */
   private recoverStateMachine(): void {
     const snap = this.log.snapshot();
-    if (snap.meta.index > this.fsm.appliedIndex() && snap.data) {
-      this.fsm.restore(snap.data, snap.meta.index);
+    if (snap.meta.index > this.fsm.appliedIndex() && snap.file) {
+      this.fsm.restoreFromFileSync(snap.file, snap.meta.index);
     }
   }
 
@@ -274,6 +306,20 @@ export class ClusterNode {
     });
   }
 
+  /**
+   * Restores the state machine from the snapshot just persisted, streaming
+   * its file; ticks and peer messages go on meanwhile (the next Ready waits).
+   */
+  private async restoreSnapshot(meta: { index: number; term: number }): Promise<void> {
+    const t0 = performance.now();
+    await this.fsm.restoreFromFile(this.log.snapshotPath(meta), meta.index);
+    log.info("snapshot restored", {
+      index: meta.index,
+      bytes: this.log.snapshotBytes(),
+      ms: Math.round(performance.now() - t0),
+    });
+  }
+
   private observeSoftState(rd: Ready): void {
     const { leader, role } = rd.softState;
     if (leader !== this.leader) {
@@ -306,9 +352,20 @@ export class ClusterNode {
   }
 
   private onMembershipApplied(): void {
+    this.forgetDepartedPeers();
     if (this.removed || this.fsm.member(this.id)) return;
     if (this.fsm.members().length === 0) return; // joiner that has not caught up yet
     this.markRemoved("applied its own removal");
+  }
+
+  /** Per-peer state must not outlive membership, or it grows with every node ever removed. */
+  private forgetDepartedPeers(): void {
+    const members = new Set(this.fsm.members().map((m) => m.name));
+    for (const peer of [...this.lastContact.keys()]) {
+      if (members.has(peer)) continue;
+      this.lastContact.delete(peer);
+      this.transport.forget(peer);
+    }
   }
 
   /**
@@ -343,7 +400,12 @@ export class ClusterNode {
 
   // ---- inbound peer traffic -------------------------------------------------
 
-  receive(env: Envelope): void {
+  /**
+   * Steps the messages of a peer's envelope. A snapshot's `file` is a local
+   * path, so only our SnapshotReceiver may set it (as `snapshotFile`).
+   */
+  receive(env: Envelope, snapshotFile?: string): void {
+    for (const m of env.messages) if (m.snapshot) m.snapshot.file = snapshotFile;
     if (this.stopped) return;
     if (this.halted) throw new UnavailableError("node halted after a fatal error");
     if (env.clusterId !== this.opts.identity.clusterId) {
@@ -363,6 +425,20 @@ export class ClusterNode {
     }
     for (const m of this.screenNonMember(env.from, env.messages)) this.stepSafely(m);
     this.schedule();
+  }
+
+  /** One chunk of a snapshot the leader streams to us (see SnapshotReceiver). */
+  async receiveSnapshotChunk(
+    meta: SnapshotChunkMeta,
+    body: ReadableStream<Uint8Array> | null,
+  ): Promise<void> {
+    if (this.stopped) throw new UnavailableError("node is shutting down");
+    if (this.halted) throw new UnavailableError("node halted after a fatal error");
+    if (meta.clusterId !== this.opts.identity.clusterId) {
+      throw new NovaError("forbidden", "snapshot from another cluster");
+    }
+    this.lastContact.set(meta.from, Date.now());
+    await this.snapshotReceiver.chunk(meta, body);
   }
 
   /**
@@ -465,6 +541,10 @@ export class ClusterNode {
   private translateRaftError(err: unknown): Error {
     if (err instanceof RaftNotLeaderError) return new NotLeaderError(err.leader ?? null);
     if (err instanceof ConfChangeError) return new ConflictError(err.message);
+    if (err instanceof ProposalDroppedError) {
+      metrics.proposalsDropped.inc();
+      return new OverloadedError(`the cluster is busy: ${err.message}`, 1);
+    }
     return err instanceof Error ? err : new Error(String(err));
   }
 
@@ -563,11 +643,14 @@ export class ClusterNode {
   waitApplied(index: number, timeoutMs = 5_000): Promise<void> {
     if (this.fsm.appliedIndex() >= index) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new TimeoutError(`applying index ${index}`)),
-        timeoutMs,
-      );
-      this.appliedWaiters.push({ index, resolve: () => (clearTimeout(timer), resolve()) });
+      const waiter = { index, resolve: () => (clearTimeout(timer), resolve()) };
+      const timer = setTimeout(() => {
+        // A waiter that gave up must not stay queued (a lagging node would collect them).
+        const i = this.appliedWaiters.indexOf(waiter);
+        if (i >= 0) this.appliedWaiters.splice(i, 1);
+        reject(new TimeoutError(`applying index ${index}`));
+      }, timeoutMs);
+      this.appliedWaiters.push(waiter);
     });
   }
 
@@ -715,6 +798,7 @@ export class ClusterNode {
     clearInterval(this.tickTimer);
     clearInterval(this.membershipTimer);
     this.transport.close();
+    await this.snapshotReceiver.abort();
     for (const w of this.waiters.values()) {
       clearTimeout(w.timer);
       w.reject(new UnavailableError("node is shutting down"));

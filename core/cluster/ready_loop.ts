@@ -15,9 +15,9 @@
  * 3. restore a received snapshot, then apply the committed entries;
  * 4. hand read states over, advance the core, and maybe compact.
  *
- * Compaction runs beside the loop: the state machine is snapshotted in the
- * background and the log compacted to it only if that is still useful (not
- * when a newer snapshot was installed meanwhile or the log was replaced).
+ * Compaction runs beside the loop: the state machine is snapshotted to a file
+ * in the background and the log compacted to it only if that is still useful
+ * (not when a newer snapshot was installed meanwhile or the log was replaced).
  */
 import type { ConfState, Entry, Message, Ready, Snapshot } from "../raft/types.ts";
 
@@ -34,15 +34,21 @@ export interface ReadyLog {
   save(rd: Ready): Promise<void>;
   snapshot(): Snapshot;
   lastIndex(): number;
+  /** Payload bytes of the entries after the snapshot (what a compaction would drop). */
   bytesAfterSnapshot(): number;
-  compact(index: number, conf: ConfState, data: string): Promise<void>;
+  /** Size of the current snapshot's data. */
+  snapshotBytes(): number;
+  /** A fresh path for a snapshot file being written. */
+  tempSnapshotPath(): string;
+  /** Records the snapshot in `file` (taken at applied `index`) and drops the entries it covers. */
+  compact(index: number, conf: ConfState, file: string, bytes: number): Promise<void>;
 }
 
-/** A state machine snapshot taken in the background. */
+/** A state machine snapshot written to a file in the background. */
 export interface StateSnapshot {
   index: number;
   conf: ConfState;
-  data: string;
+  bytes: number;
 }
 
 /** Everything around the loop that differs between production and simulation. */
@@ -66,8 +72,12 @@ export interface ReadyLoopHost {
   appliedIndex(): number;
   /** Applied entries beyond the last snapshot that make a compaction worthwhile. */
   snapshotThreshold(): number;
-  /** A consistent snapshot of the state machine, taken while applying goes on. */
-  snapshotInBackground(): Promise<StateSnapshot>;
+  /** Log bytes after which a compaction is due whatever the state's size. */
+  maxLogBytes: number;
+  /** Writes a consistent snapshot of the state machine to `path` while applying goes on. */
+  snapshotToFile(path: string): Promise<StateSnapshot>;
+  /** Removes a snapshot file that will not be used. */
+  removeFile(path: string): Promise<void>;
   compacted?(snap: StateSnapshot, ms: number): void;
   compactionFailed?(err: unknown): void;
 }
@@ -123,17 +133,23 @@ export class ReadyLoop {
     const applied = host.appliedIndex();
     if (applied - log.snapshot().meta.index < host.snapshotThreshold()) return;
     // Amortize: rewriting a large state costs in proportion to its size, so
-    // wait until the log holds as many bytes (compaction work stays O(bytes written)).
-    if (log.bytesAfterSnapshot() < log.snapshot().data.length) return;
+    // wait until the log holds as many bytes (compaction work stays O(bytes written)),
+    // but no longer than maxLogBytes: the live log is mirrored in memory.
+    const wanted = Math.min(log.snapshotBytes(), host.maxLogBytes);
+    if (log.bytesAfterSnapshot() < wanted) return;
     this.compacting = true;
     const t0 = performance.now();
-    this.compactionDone = host.snapshotInBackground().then((snap) => {
-      if (host.stopped() || snap.index <= log.snapshot().meta.index) return;
-      if (snap.index > log.lastIndex()) return; // a snapshot was installed meanwhile
-      return log.compact(snap.index, snap.conf, snap.data).then(() => snap);
+    const tmp = log.tempSnapshotPath();
+    this.compactionDone = host.snapshotToFile(tmp).then((snap) => {
+      const stale = host.stopped() || snap.index <= log.snapshot().meta.index ||
+        snap.index > log.lastIndex(); // a snapshot was installed meanwhile
+      if (stale) return host.removeFile(tmp).then(() => undefined);
+      return log.compact(snap.index, snap.conf, tmp, snap.bytes).then(() => snap);
     }).then((snap) => {
       if (snap) host.compacted?.(snap, performance.now() - t0);
-    }).catch((err) => host.compactionFailed?.(err))
-      .finally(() => (this.compacting = false));
+    }).catch((err) => {
+      host.compactionFailed?.(err);
+      return host.removeFile(tmp).catch(() => {});
+    }).finally(() => (this.compacting = false));
   }
 }

@@ -5,6 +5,7 @@ import {
   codeOfHttpStatus,
   NotFoundError,
   NovaError,
+  OverloadedError,
   UnavailableError,
   ValidationError,
 } from "../errors/mod.ts";
@@ -143,7 +144,11 @@ export async function submitToLeader(
   });
   const body = await res.json();
   if (!res.ok) {
-    throw new NovaError(codeOfHttpStatus(res.status), body?.error?.message ?? `HTTP ${res.status}`);
+    const message = body?.error?.message ?? `HTTP ${res.status}`;
+    const retryAfter = res.headers.get("retry-after");
+    // The leader's back-pressure reaches the caller intact (503 + Retry-After).
+    if (res.status === 503 && retryAfter) throw new OverloadedError(message, Number(retryAfter));
+    throw new NovaError(codeOfHttpStatus(res.status), message);
   }
   if (opts.readOwnWrite !== false) await node.waitApplied(body.index, 10_000);
   return body.result;

@@ -56,6 +56,11 @@ export const CONFIG_FIELDS = {
   "vms.consoleMaxBytes": numeric(z.number().int().min(4096).max(1024 * 1024 * 1024)),
   "vms.restartLimit": numeric(z.number().int().min(0).max(1000)),
   "vms.restartWindowMs": numeric(z.number().int().min(1_000).max(86_400_000)),
+  "config.keepVersions": numeric(z.number().int().min(1).max(1_000_000)),
+  "config.keepDays": numeric(z.number().min(0).max(36_500)),
+  "operations.keepCount": numeric(z.number().int().min(1).max(1_000_000)),
+  "operations.keepDays": numeric(z.number().min(0).max(36_500)),
+  "joinTokens.keepDays": numeric(z.number().min(0).max(36_500)),
 } as const;
 
 export type ConfigKey = keyof typeof CONFIG_FIELDS;
@@ -90,6 +95,12 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   "vms.consoleMaxBytes": 1024 * 1024,
   "vms.restartLimit": 3,
   "vms.restartWindowMs": 600_000,
+  // Retention (pruned deterministically while applying; 0 days = no age limit).
+  "config.keepVersions": 1000,
+  "config.keepDays": 0,
+  "operations.keepCount": 1000,
+  "operations.keepDays": 30,
+  "joinTokens.keepDays": 7,
 };
 
 export function isConfigKey(key: string): key is ConfigKey {

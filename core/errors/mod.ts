@@ -73,6 +73,13 @@ export class NotFoundError extends NovaError {
   }
 }
 
+/** The thing asked for existed once, but retention has removed it; the message says which limit. */
+export class PrunedError extends NovaError {
+  constructor(message: string, details?: unknown) {
+    super("not_found", message, details);
+  }
+}
+
 export class ConflictError extends NovaError {
   constructor(message: string, details?: unknown) {
     super("conflict", message, details);
@@ -99,8 +106,22 @@ export class TimeoutError extends NovaError {
 }
 
 export class UnavailableError extends NovaError {
-  constructor(message: string) {
+  /** Seconds after which a retry may succeed; the API sends it as Retry-After. */
+  readonly retryAfterSeconds?: number;
+
+  constructor(message: string, retryAfterSeconds?: number) {
     super("unavailable", message);
+    if (retryAfterSeconds !== undefined) this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+/**
+ * A capacity limit was reached (uncommitted bytes, a peer's send queue):
+ * the request was refused before using more memory, and can be retried.
+ */
+export class OverloadedError extends UnavailableError {
+  constructor(message: string, retryAfterSeconds = 1) {
+    super(message, retryAfterSeconds);
   }
 }
 
@@ -158,6 +179,11 @@ export function codeOfHttpStatus(status: number): ErrorCode {
 /** CLI exit codes per the interface contract: 2 bad usage, 1 any other failure. */
 export function exitCodeOf(code: ErrorCode): number {
   return code === "usage" ? 2 : 1;
+}
+
+/** The Retry-After seconds an error suggests, if any. */
+export function retryAfterOf(err: NovaError): number | undefined {
+  return err instanceof UnavailableError ? err.retryAfterSeconds : undefined;
 }
 
 export function toNovaError(err: unknown): NovaError {

@@ -11,6 +11,7 @@ import {
   ConflictError,
   NotFoundError,
   NovaError,
+  PrunedError,
   ValidationError,
 } from "../errors/mod.ts";
 import {
@@ -40,6 +41,17 @@ import type {
   VmSpec,
   VmState,
 } from "./commands.ts";
+import {
+  headerLine,
+  linesOfFile,
+  linesOfText,
+  type ParsedSnapshot,
+  parseSnapshot,
+  rowLine,
+  SnapshotWriter,
+} from "./snapshot_file.ts";
+import { fsyncDir, fsyncFile } from "../store/files.ts";
+import { dirname } from "node:path";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,10 +114,15 @@ export interface ConfigVersion {
 type Row = Record<string, unknown>;
 
 export class StateMachine {
-  readonly db: DatabaseSync;
+  /** Replaced (reopened) when a snapshot is restored from a file. */
+  db: DatabaseSync;
 
   constructor(readonly path: string) {
-    this.db = new DatabaseSync(path);
+    this.db = this.open();
+  }
+
+  private open(): DatabaseSync {
+    const db = new DatabaseSync(this.path);
     // NORMAL is enough. In WAL mode a power loss can roll back the last commits here
     // (never corrupt: checkpoints still fsync), so the applied index may fall back. The
     // entries after it are then replayed, and they are always still there: the log only
@@ -113,8 +130,9 @@ export class StateMachine {
     // is durable in the log's own store (data file fsynced and renamed durably, then its
     // row in the same FULL transaction as the deletion), and on start a state machine
     // behind that snapshot is restored from it (ClusterNode.recoverStateMachine).
-    this.db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
-    this.db.exec(SCHEMA);
+    db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+    db.exec(SCHEMA);
+    return db;
   }
 
   close(): void {
@@ -307,9 +325,13 @@ export class StateMachine {
         this.sql(
           "INSERT INTO join_tokens (id, created_at, expires_at, created_by) VALUES (?, ?, ?, ?)",
         ).run(cmd.id, cmd.at, cmd.expiresAt, cmd.by);
+        this.pruneJoinTokens(cmd.at);
         return { expiresAt: cmd.expiresAt };
-      case "joinToken.consume":
-        return this.consumeJoinToken(cmd.id, cmd.node, cmd.at);
+      case "joinToken.consume": {
+        const used = this.consumeJoinToken(cmd.id, cmd.node, cmd.at);
+        this.pruneJoinTokens(cmd.at);
+        return used;
+      }
       case "node.upsert":
         return this.upsertNode(cmd);
       case "node.state":
@@ -382,6 +404,7 @@ export class StateMachine {
         this.sql(
           "INSERT INTO operations (id, spec, state, progress, result, error, created_at, updated_at) VALUES (?, ?, 'running', '{}', NULL, NULL, ?, ?)",
         ).run(cmd.operation.id, JSON.stringify(cmd.operation), cmd.at, cmd.at);
+        this.pruneOperations(cmd.at);
         return this.operation(cmd.operation.id);
       case "operation.update":
         return this.updateOperation(cmd);
@@ -716,6 +739,7 @@ export class StateMachine {
     this.sql(
       "INSERT INTO config_versions (version, data, author, created_at, action) VALUES (?, ?, ?, ?, ?)",
     ).run(version, JSON.stringify(config), by, at, action);
+    this.pruneConfigVersions(config, version, at);
     this.currentConfig = deepFreeze({
       version,
       config,
@@ -756,8 +780,62 @@ export class StateMachine {
     const row = this.sql("SELECT * FROM config_versions WHERE version = ?").get(version) as
       | Row
       | undefined;
-    if (!row) throw new NotFoundError("configuration version", String(version));
-    return toConfigVersion(row);
+    if (row) return toConfigVersion(row);
+    const kept = this.configRetention();
+    if (Number.isInteger(version) && version >= 1 && version < kept.oldest) {
+      throw new PrunedError(
+        `configuration version ${version} was pruned: ${describeRetention(kept)}`,
+        { version, ...kept },
+      );
+    }
+    throw new NotFoundError("configuration version", String(version));
+  }
+
+  /** Which configuration versions are kept, and the settings that decide it. */
+  configRetention(): ConfigRetention {
+    const row = this.sql(
+      "SELECT MIN(version) AS oldest, MAX(version) AS newest FROM config_versions",
+    ).get() as { oldest: number | null; newest: number | null };
+    const r = retentionOf(this.settings());
+    return {
+      keepVersions: r.configVersions,
+      keepDays: r.configDays,
+      oldest: row.oldest ?? 0,
+      newest: row.newest ?? 0,
+    };
+  }
+
+  // ---- retention -------------------------------------------------------------
+  // Pruning runs inside the apply of the command that adds a row, with that
+  // command's timestamp (chosen by its proposer and carried in the log), so
+  // every replica removes exactly the same rows. No local clock is read.
+
+  /** Keeps the newest config.keepVersions versions, none older than config.keepDays but the current. */
+  private pruneConfigVersions(config: ClusterConfig, current: number, at: number): void {
+    const r = retentionOf(config);
+    const cutoff = r.configDays > 0 ? at - r.configDays * DAY_MS : Number.MIN_SAFE_INTEGER;
+    this.sql(
+      "DELETE FROM config_versions WHERE version < ? AND (version <= ? OR created_at < ?)",
+    ).run(current, current - r.configVersions, cutoff);
+  }
+
+  /** Finished operations beyond operations.keepCount, or older than operations.keepDays, go. */
+  private pruneOperations(at: number): void {
+    const r = retentionOf(this.settings());
+    const cutoff = r.operationDays > 0 ? at - r.operationDays * DAY_MS : Number.MIN_SAFE_INTEGER;
+    this.sql(
+      `DELETE FROM operations WHERE state != 'running' AND (updated_at < ? OR id IN (
+         SELECT id FROM operations WHERE state != 'running'
+         ORDER BY updated_at DESC, id DESC LIMIT -1 OFFSET ?))`,
+    ).run(cutoff, r.operationCount);
+  }
+
+  /** Used or expired join tokens are kept joinTokens.keepDays after their use or expiry. */
+  private pruneJoinTokens(at: number): void {
+    const cutoff = at - retentionOf(this.settings()).joinTokenDays * DAY_MS;
+    this.sql(
+      "DELETE FROM join_tokens WHERE (used_at IS NOT NULL AND used_at < ?) OR (used_at IS NULL AND expires_at < ?)",
+    ).run(cutoff, cutoff);
   }
 
   configHistory(limit = 100): ConfigVersion[] {
@@ -769,22 +847,24 @@ export class StateMachine {
 
   // ---- snapshots -----------------------------------------------------------
 
-  /** Serializes the replicated tables (the applied index travels in the snapshot meta). */
+  /** Serializes the replicated tables in memory (bootstrap and tests; nodes use snapshotToFile). */
   snapshotData(): string {
-    const tables: Record<string, Row[]> = {};
+    const parts = [headerLine(this.clusterId())];
     for (const t of REPLICATED_TABLES) {
-      tables[t] = this.sql(`SELECT * FROM ${t}`).all() as Row[];
+      for (const row of this.sql(`SELECT * FROM ${t}`).all() as Row[]) parts.push(rowLine(t, row));
     }
-    return JSON.stringify({ format: 1, clusterId: this.clusterId(), tables });
+    return parts.join("");
   }
 
   /**
-   * Takes a snapshot without stalling the caller's event loop: a second
-   * connection holds a WAL read transaction (a consistent view at one applied
-   * index) while the table dump proceeds in pages, and applying goes on.
+   * Writes a snapshot to `path` without stalling the caller's event loop or
+   * holding it in memory: a second connection holds a WAL read transaction
+   * (a consistent view at one applied index) while the tables are written
+   * out in pages, and applying goes on. The file is not fsynced here.
    */
-  async snapshotInBackground(): Promise<{ index: number; conf: ConfState; data: string }> {
+  async snapshotToFile(path: string): Promise<{ index: number; conf: ConfState; bytes: number }> {
     const reader = new DatabaseSync(this.path, { readOnly: true });
+    const file = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 });
     try {
       reader.exec("BEGIN");
       const meta = (key: string) =>
@@ -793,18 +873,17 @@ export class StateMachine {
           | undefined)
           ?.value ?? null;
       const index = Number(meta("applied_index") ?? 0);
-      const clusterId = meta("cluster_id");
       const members = reader.prepare("SELECT name, role FROM members ORDER BY name").all() as Row[];
       const conf: ConfState = {
         voters: members.filter((m) => m.role === "voter").map((m) => String(m.name)),
         learners: members.filter((m) => m.role === "learner").map((m) => String(m.name)),
       };
-      const parts: string[] = [];
+      const out = new SnapshotWriter(file);
+      await out.add(headerLine(meta("cluster_id")));
       for (const t of REPLICATED_TABLES) {
         const page = reader.prepare(
           `SELECT rowid AS __rowid, * FROM ${t} WHERE rowid > ? ORDER BY rowid LIMIT 2000`,
         );
-        const rows: string[] = [];
         let after = Number.MIN_SAFE_INTEGER;
         for (;;) {
           const batch = page.all(after) as Row[];
@@ -812,50 +891,173 @@ export class StateMachine {
           after = Number(batch[batch.length - 1].__rowid);
           for (const row of batch) {
             delete row.__rowid;
-            rows.push(JSON.stringify(row));
+            await out.add(rowLine(t, row));
           }
           await new Promise((r) => setImmediate(r));
         }
-        parts.push(`${JSON.stringify(t)}:[${rows.join(",")}]`);
       }
+      await out.flush();
       reader.exec("COMMIT");
-      const data = `{"format":1,"clusterId":${JSON.stringify(clusterId)},"tables":{${
-        parts.join(",")
-      }}}`;
-      return { index, conf, data };
+      return { index, conf, bytes: out.bytes };
     } finally {
+      file.close();
       reader.close();
     }
   }
 
-  /** Replaces the whole state with a snapshot taken at `index`. */
+  /** Replaces the whole state with an in-memory snapshot taken at `index` (tests, legacy). */
   restore(data: string, index: number): void {
-    const snap = JSON.parse(data) as {
-      format: number;
-      clusterId: string | null;
-      tables: Record<string, Row[]>;
-    };
-    if (snap.format !== 1) throw new Error(`unsupported snapshot format ${snap.format}`);
+    this.restoreInPlace(parseSnapshot(linesOfText(data), RESTORE_BATCH_ROWS), index);
+  }
+
+  /**
+   * Replaces the whole state with the snapshot file at `path`, taken at
+   * `index`, at startup: synchronous, but streamed (one batch of rows in
+   * memory at a time).
+   */
+  restoreFromFileSync(path: string, index: number): void {
+    this.restoreInPlace(parseSnapshot(linesOfFile(path), RESTORE_BATCH_ROWS), index);
+  }
+
+  /**
+   * Replaces the whole state with the snapshot file at `path` while the node
+   * keeps running: rows are loaded in batches into a fresh database file,
+   * yielding to the event loop between batches (ticks, HTTP and reads of the
+   * old state go on), which then replaces this one in a single rename.
+   */
+  async restoreFromFile(
+    path: string,
+    index: number,
+    opts: { batchRows?: number; onBatch?: () => void } = {},
+  ): Promise<void> {
+    const scratch = `${this.path}.restore`;
+    removeDatabaseFiles(scratch);
+    const fresh = new DatabaseSync(scratch);
+    try {
+      // A crash leaves only a scratch file, removed on the next attempt: no journal needed.
+      fresh.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;");
+      fresh.exec(SCHEMA);
+      fresh.exec("BEGIN");
+      const snap = parseSnapshot(linesOfFile(path), opts.batchRows ?? RESTORE_BATCH_ROWS);
+      for (const batch of snap.batches) {
+        for (const [t, row] of batch) insertRow(fresh, t, row);
+        opts.onBatch?.();
+        await new Promise((r) => setImmediate(r));
+      }
+      const setMeta = fresh.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)");
+      if (snap.clusterId) setMeta.run("cluster_id", snap.clusterId);
+      setMeta.run("applied_index", String(index));
+      fresh.exec("COMMIT");
+    } finally {
+      fresh.close();
+    }
+    await this.swapDatabase(scratch);
+    this.emitVmChange(null);
+  }
+
+  /**
+   * Puts the database file `replacement` in place of ours and reopens. The
+   * close-rename-open step is synchronous: nothing may run while no database
+   * is open. If the rename is lost in a crash, the old file (with its older
+   * applied index) is found and the node restores the snapshot again.
+   */
+  private async swapDatabase(replacement: string): Promise<void> {
+    await fsyncFile(replacement);
+    this.statements.clear();
+    this.currentConfig = null;
+    this.tokenCache.clear();
+    // Closing checkpoints the WAL into the file; a stale -wal must never meet the new file.
+    this.db.close();
+    try {
+      removeDatabaseFiles(this.path, ["-wal", "-shm"]);
+      Deno.renameSync(replacement, this.path);
+    } finally {
+      this.db = this.open();
+    }
+    await fsyncDir(dirname(this.path));
+  }
+
+  private restoreInPlace(snap: ParsedSnapshot, index: number): void {
     this.currentConfig = null;
     this.tokenCache.clear();
     this.inTransaction(() => {
-      for (const t of REPLICATED_TABLES) {
-        this.db.exec(`DELETE FROM ${t}`);
-        for (const row of snap.tables[t] ?? []) this.insertRow(t, row);
+      for (const t of REPLICATED_TABLES) this.db.exec(`DELETE FROM ${t}`);
+      for (const batch of snap.batches) {
+        for (const [t, row] of batch) insertRow(this.db, t, row);
       }
       if (snap.clusterId) this.metaSet("cluster_id", snap.clusterId);
       this.metaSet("applied_index", index);
     });
     this.emitVmChange(null);
   }
+}
 
-  private insertRow(table: string, row: Row): void {
-    const cols = Object.keys(row);
-    const sql = `INSERT INTO ${table} (${cols.join(", ")}) VALUES (${
-      cols.map(() => "?").join(", ")
-    })`;
-    this.sql(sql).run(...(cols.map((c) => row[c]) as (string | number | null)[]));
+/** Rows per batch when restoring: bounds memory and the time between event-loop turns. */
+const RESTORE_BATCH_ROWS = 500;
+
+const COLUMN_NAME = /^[a-z_][a-z0-9_]*$/;
+
+/** Prepared INSERTs per connection: a restore inserts many rows of few shapes. */
+const insertStatements = new WeakMap<DatabaseSync, Map<string, StatementSync>>();
+
+/** Inserts one snapshot row; table and column names are checked, as the file came from a peer. */
+function insertRow(db: DatabaseSync, table: string, row: Row): void {
+  if (!(REPLICATED_TABLES as readonly string[]).includes(table)) {
+    throw new Error(`snapshot names an unknown table "${table}"`);
   }
+  const cols = Object.keys(row);
+  const bad = cols.find((c) => !COLUMN_NAME.test(c));
+  if (bad) throw new Error(`snapshot names an invalid column "${bad}"`);
+  const sql = `INSERT INTO ${table} (${cols.join(", ")}) VALUES (${
+    cols.map(() => "?").join(", ")
+  })`;
+  let cache = insertStatements.get(db);
+  if (!cache) insertStatements.set(db, cache = new Map());
+  let st = cache.get(sql);
+  if (!st) cache.set(sql, st = db.prepare(sql));
+  st.run(...(cols.map((c) => row[c]) as (string | number | null)[]));
+}
+
+function removeDatabaseFiles(path: string, suffixes = ["", "-journal", "-wal", "-shm"]): void {
+  for (const s of suffixes) {
+    try {
+      Deno.removeSync(path + s);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+}
+
+const DAY_MS = 86_400_000;
+
+/** Which configuration versions are kept. */
+export interface ConfigRetention {
+  keepVersions: number;
+  keepDays: number;
+  /** Oldest and newest version still stored. */
+  oldest: number;
+  newest: number;
+}
+
+/** E.g. "config.keepVersions=1000 keeps versions 1201–2200". */
+export function describeRetention(r: ConfigRetention): string {
+  const rules = [`config.keepVersions=${r.keepVersions}`];
+  if (r.keepDays > 0) rules.push(`config.keepDays=${r.keepDays}`);
+  return `${rules.join(" and ")} keep${
+    rules.length === 1 ? "s" : ""
+  } versions ${r.oldest}–${r.newest}`;
+}
+
+/** Retention settings; versions written before they existed lack them, so defaults fill in. */
+function retentionOf(config: Partial<ClusterConfig>) {
+  const get = <K extends keyof ClusterConfig>(k: K) => config[k] ?? DEFAULT_CONFIG[k];
+  return {
+    configVersions: get("config.keepVersions"),
+    configDays: get("config.keepDays"),
+    operationCount: get("operations.keepCount"),
+    operationDays: get("operations.keepDays"),
+    joinTokenDays: get("joinTokens.keepDays"),
+  };
 }
 
 /** A command whose shape the appliers do not expect (missing fields, bad JSON). */

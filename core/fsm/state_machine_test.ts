@@ -100,21 +100,91 @@ Deno.test("snapshot restore reproduces the replicated tables", async () => {
   assertEquals(other.appliedIndex(), fsm.appliedIndex());
 });
 
-Deno.test("a background snapshot equals the synchronous one and restores the same state", async () => {
+Deno.test("a snapshot file equals the in-memory one and restores the same state", async () => {
   const { fsm } = await fresh();
+  fsm.applyEntries([
+    cmd({ op: "config.patch", changes: { "config.keepVersions": 10_000 }, by: "t", at: 1 }),
+  ]);
   for (let i = 0; i < 4500; i++) {
     fsm.applyEntries([
       cmd({ op: "config.patch", changes: { "cluster.description": `v${i}` }, by: "t", at: i }),
     ]);
   }
-  const bg = await fsm.snapshotInBackground();
-  assertEquals(bg.index, fsm.appliedIndex());
-  assertEquals(JSON.parse(bg.data), JSON.parse(fsm.snapshotData()));
-  assertEquals(bg.conf, fsm.confState());
+  const path = join(await Deno.makeTempDir(), "snap");
+  const snap = await fsm.snapshotToFile(path);
+  assertEquals(snap.index, fsm.appliedIndex());
+  assertEquals(await Deno.readTextFile(path), fsm.snapshotData());
+  assertEquals(snap.bytes, (await Deno.stat(path)).size);
+  assertEquals(snap.conf, fsm.confState());
   const other = new StateMachine(join(await Deno.makeTempDir(), "s.db"));
-  other.restore(bg.data, bg.index);
-  assertEquals(other.configHistory(5000).length, 4501);
+  other.restoreFromFileSync(path, snap.index);
+  assertEquals(other.configHistory(5000).length, 4502);
   assertEquals(other.config().config["cluster.description"], "v4499");
+});
+
+Deno.test("a streamed restore loads rows in batches into a fresh file and swaps it in", async () => {
+  const { fsm } = await fresh();
+  fsm.applyEntries([
+    cmd({ op: "config.patch", changes: { "config.keepVersions": 10_000 }, by: "t", at: 1 }),
+  ]);
+  for (let i = 0; i < 300; i++) {
+    fsm.applyEntries([
+      cmd({ op: "config.patch", changes: { "cluster.description": `v${i}` }, by: "t", at: i }),
+    ]);
+  }
+  const path = join(await Deno.makeTempDir(), "snap");
+  const snap = await fsm.snapshotToFile(path);
+  const dir = await Deno.makeTempDir();
+  const other = new StateMachine(join(dir, "state.db"));
+  other.applyEntries([{ index: 1, term: 1, type: "normal", data: "" }]);
+  let batches = 0;
+  let ticks = 0;
+  const readErrors: string[] = [];
+  const ticker = setInterval(() => {
+    ticks++;
+    // Reads go on during the restore, including around the swap: the database is always open.
+    try {
+      other.settings();
+      other.appliedIndex();
+    } catch (err) {
+      readErrors.push(String(err));
+    }
+  }, 0);
+  const restoring = other.restoreFromFile(path, snap.index, {
+    batchRows: 50,
+    onBatch: () => {
+      batches++;
+      // Until the swap, readers see the old state, never a half-restored one.
+      assertEquals(other.appliedIndex(), 1);
+    },
+  });
+  await restoring;
+  clearInterval(ticker);
+  assert(batches >= 6, `restored in ${batches} batches of 50 rows`);
+  assert(ticks > 0, "timers ran while restoring");
+  assertEquals(readErrors, []);
+  assertEquals(other.appliedIndex(), snap.index);
+  assertEquals(other.config().config["cluster.description"], "v299");
+  assertEquals(other.configHistory(1000).length, 302);
+  const left = [...Deno.readDirSync(dir)].map((f) => f.name).filter((n) => n.includes("restore"));
+  assertEquals(left, [], "the scratch file was moved into place");
+  other.close();
+  const reopened = new StateMachine(join(dir, "state.db"));
+  assertEquals(reopened.appliedIndex(), snap.index, "the swapped-in file is the durable state");
+  reopened.close();
+});
+
+Deno.test("a snapshot naming an unknown table or column is refused", async () => {
+  const { fsm } = await fresh();
+  const bad = '{"format":2,"clusterId":"c"}\n["meta",{"key":"applied_index","value":"9"}]\n';
+  let err = "";
+  try {
+    fsm.restore(bad, 9);
+  } catch (e) {
+    err = String(e);
+  }
+  assert(/unknown table "meta"/.test(err), err);
+  assertEquals(fsm.appliedIndex(), 1, "nothing changed");
 });
 
 const image = {
@@ -236,4 +306,118 @@ Deno.test("a malformed command is rejected the same on every replica, never a no
   }
   assertEquals(fsm.appliedIndex(), garbage.index);
   fsm.close();
+});
+
+// ---- retention ------------------------------------------------------------------
+
+const DAY = 86_400_000;
+
+/** Applies the same entries to two fresh state machines: pruning must leave them identical. */
+async function twoReplicas(entries: Entry[]): Promise<[StateMachine, StateMachine]> {
+  const a = (await fresh()).fsm;
+  const b = (await fresh()).fsm;
+  for (const e of entries) {
+    a.applyEntries([e]);
+    b.applyEntries([e]);
+  }
+  return [a, b];
+}
+
+Deno.test("retention: config versions beyond config.keepVersions are pruned on every replica alike", async () => {
+  idx = 1; // after cluster.init
+  const entries = [
+    cmd({ op: "config.patch", changes: { "config.keepVersions": 5 }, by: "t", at: 2 }),
+  ];
+  for (let i = 0; i < 10; i++) {
+    entries.push(
+      cmd({ op: "config.patch", changes: { "cluster.description": `d${i}` }, by: "t", at: 3 + i }),
+    );
+  }
+  const [a, b] = await twoReplicas(entries);
+  assertEquals(a.configHistory().map((v) => v.version), [12, 11, 10, 9, 8]);
+  assertEquals(a.snapshotData(), b.snapshotData(), "replicas prune the same rows");
+  assertEquals(a.configRetention(), { keepVersions: 5, keepDays: 0, oldest: 8, newest: 12 });
+
+  const rollback = { ...cmd({ op: "config.rollback", version: 3, by: "t", at: 20 }), index: 99 };
+  const r = a.applyEntries([rollback]).get(99)!;
+  assert(!r.ok, "rollback to a pruned version is refused");
+  assertEquals(r.error.code, "not_found");
+  assertEquals(
+    r.error.message,
+    "configuration version 3 was pruned: config.keepVersions=5 keeps versions 8–12",
+  );
+  assertEquals(a.config().version, 12, "nothing was written");
+  const ok = { ...cmd({ op: "config.rollback", version: 9, by: "t", at: 21 }), index: 100 };
+  assert(a.applyEntries([ok]).get(100)!.ok, "a kept version rolls back");
+  assertEquals(a.config().config["cluster.description"], "d6");
+  assertEquals(a.configHistory().map((v) => v.version), [13, 12, 11, 10, 9]);
+});
+
+Deno.test("retention: config.keepDays prunes by the entry's timestamp, never the current version", async () => {
+  const { fsm } = await fresh();
+  fsm.applyEntries([
+    cmd({ op: "config.patch", changes: { "config.keepDays": 2 }, by: "t", at: 10 * DAY }),
+    cmd({ op: "config.patch", changes: { "cluster.description": "x" }, by: "t", at: 11 * DAY }),
+  ]);
+  assertEquals(fsm.configHistory().map((v) => v.version), [3, 2], "version 1 (day 0) is pruned");
+  fsm.applyEntries([
+    cmd({ op: "config.patch", changes: { "cluster.description": "y" }, by: "t", at: 30 * DAY }),
+  ]);
+  assertEquals(fsm.configHistory().map((v) => v.version), [4], "only the current one is left");
+  const e = { ...cmd({ op: "config.rollback", version: 2, by: "t", at: 31 * DAY }), index: 50 };
+  const r = fsm.applyEntries([e]).get(50)!;
+  assert(
+    !r.ok && /version 2 was pruned: .*config\.keepDays=2 keep versions 4–4/.test(r.error.message),
+  );
+});
+
+const op = (id: string, at: number) =>
+  cmd({
+    op: "operation.create",
+    operation: { id, kind: "migrate", target: "v", runner: "n1", params: {}, by: "t" },
+    at,
+  });
+const finish = (id: string, at: number) =>
+  cmd({ op: "operation.update", id, state: "succeeded", at });
+
+Deno.test("retention: finished operations beyond operations.keepCount go; running ones stay", async () => {
+  idx = 1;
+  const entries = [
+    cmd({ op: "config.patch", changes: { "operations.keepCount": 2 }, by: "t", at: 2 }),
+    op("running-1", 3),
+  ];
+  for (let i = 0; i < 5; i++) entries.push(op(`op-${i}`, 10 + i), finish(`op-${i}`, 20 + i));
+  entries.push(op("op-last", 30));
+  const [a, b] = await twoReplicas(entries);
+  assertEquals(
+    a.operations().map((o) => o.id).sort(),
+    ["op-3", "op-4", "op-last", "running-1"],
+  );
+  assertEquals(a.snapshotData(), b.snapshotData());
+});
+
+Deno.test("retention: finished operations older than operations.keepDays go", async () => {
+  const { fsm } = await fresh();
+  fsm.applyEntries([op("old", DAY), finish("old", DAY), op("stuck", DAY)]);
+  fsm.applyEntries([op("new", 40 * DAY)]);
+  assertEquals(fsm.operations().map((o) => o.id).sort(), ["new", "stuck"]);
+});
+
+Deno.test("retention: used and expired join tokens are purged joinTokens.keepDays later", async () => {
+  const { fsm } = await fresh();
+  fsm.applyEntries([
+    cmd({ op: "joinToken.create", id: "expired", expiresAt: DAY, at: 0, by: "a" }),
+    cmd({ op: "joinToken.create", id: "used", expiresAt: 100 * DAY, at: 0, by: "a" }),
+    cmd({ op: "joinToken.consume", id: "used", node: "n2", at: 2 * DAY }),
+    cmd({ op: "joinToken.create", id: "open", expiresAt: 100 * DAY, at: 3 * DAY, by: "a" }),
+  ]);
+  assertEquals(fsm.joinTokens().map((t) => t.id), ["expired", "used", "open"], "kept 7 days");
+  fsm.applyEntries([
+    cmd({ op: "joinToken.create", id: "later", expiresAt: 100 * DAY, at: 8.5 * DAY, by: "a" }),
+  ]);
+  assertEquals(fsm.joinTokens().map((t) => t.id), ["used", "open", "later"]);
+  fsm.applyEntries([
+    cmd({ op: "joinToken.create", id: "much", expiresAt: 100 * DAY, at: 9.5 * DAY, by: "a" }),
+  ]);
+  assertEquals(fsm.joinTokens().map((t) => t.id), ["open", "later", "much"]);
 });

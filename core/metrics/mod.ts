@@ -67,6 +67,22 @@ export const metrics = {
     help: "Leftover temporary files removed by the startup sweep",
     registers: [registry],
   }),
+  proposalsDropped: new client.Counter({
+    name: "novactl_raft_proposals_dropped_total",
+    help: "Proposals refused because too many uncommitted bytes were pending",
+    registers: [registry],
+  }),
+  peerMessagesDropped: new client.Counter({
+    name: "novactl_peer_messages_dropped_total",
+    help: "Raft messages dropped because a peer's send queue was full",
+    registers: [registry],
+  }),
+  snapshotChunks: new client.Counter({
+    name: "novactl_raft_snapshot_chunks_total",
+    help: "Snapshot chunks sent or received",
+    labelNames: ["direction"] as const,
+    registers: [registry],
+  }),
   proposalSeconds: new client.Histogram({
     name: "novactl_raft_proposal_duration_seconds",
     help: "Time from proposal to apply on the leader",

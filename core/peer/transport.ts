@@ -3,12 +3,52 @@
  * sent as one batch per POST; while a batch is in flight the next one
  * accumulates, so a busy leader sends few, large requests. Every request
  * carries the cluster secret, checked in constant time by the receiver.
+ *
+ * Memory is bounded: a peer's queue holds at most `maxQueueBytes` (and
+ * `maxQueueMessages`); beyond that the oldest messages are dropped and Raft is
+ * told the peer is unreachable, so it probes and re-sends from the log.
+ * Snapshots do not travel in a batch: their file is streamed to the peer in
+ * chunks of `snapshotChunkBytes` (see snapshot_receiver.ts for the other end).
  */
 import type { Message, NodeId } from "../raft/types.ts";
 import { log } from "../log/mod.ts";
+import { metrics } from "../metrics/mod.ts";
 
 export const PEER_SECRET_HEADER = "x-novactl-peer-secret";
 export const RAFT_PATH = "/internal/raft";
+export const SNAPSHOT_PATH = "/internal/raft/snapshot";
+/** Header of a snapshot chunk: URI-encoded JSON {@link SnapshotChunkMeta}. */
+export const SNAPSHOT_CHUNK_HEADER = "x-novactl-snapshot-chunk";
+
+/** Describes one chunk of a snapshot transfer; the body is the chunk's bytes. */
+export interface SnapshotChunkMeta {
+  clusterId: string;
+  from: NodeId;
+  fromUrl: string;
+  /** Identifies one transfer: chunks of another transfer restart the receiver. */
+  transfer: string;
+  /** Byte offset of this chunk in the snapshot data. */
+  offset: number;
+  /** Total bytes of the snapshot data. */
+  total: number;
+  /** The `snap` message, with `snapshot.data` empty and no `file`. */
+  message: Message;
+}
+
+export interface TransportLimits {
+  /** Max estimated bytes queued for one peer. */
+  maxQueueBytes: number;
+  /** Max messages queued for one peer. */
+  maxQueueMessages: number;
+  /** Bytes per snapshot chunk. */
+  snapshotChunkBytes: number;
+}
+
+export const DEFAULT_TRANSPORT_LIMITS: TransportLimits = {
+  maxQueueBytes: 16 << 20,
+  maxQueueMessages: 4096,
+  snapshotChunkBytes: 1 << 20,
+};
 
 export interface Envelope {
   clusterId: string;
@@ -31,8 +71,18 @@ const MAX_INFLIGHT = 2;
 
 class PeerQueue {
   queue: Message[] = [];
+  /** Estimated bytes of `queue`. */
+  bytes = 0;
   inflight = 0;
   failing = false;
+}
+
+/** Rough wire size of a message: what a queue holding it costs. */
+function messageBytes(m: Message): number {
+  let n = 64;
+  for (const e of m.entries ?? []) n += e.data.length + 32;
+  if (m.snapshot) n += m.snapshot.data.length;
+  return n;
 }
 
 export class PeerTransport {
@@ -46,10 +96,28 @@ export class PeerTransport {
    */
   readonly blocked = new Set<NodeId>();
 
+  private readonly limits: TransportLimits;
+
   constructor(
     private readonly self: { id: NodeId; url: string; clusterId: string; secret: string },
     private readonly hooks: TransportHooks,
-  ) {}
+    limits: Partial<TransportLimits> = {},
+  ) {
+    this.limits = { ...DEFAULT_TRANSPORT_LIMITS, ...limits };
+  }
+
+  /** Forgets a peer that left the cluster (its queue and announced URL). */
+  forget(id: NodeId): void {
+    const q = this.peers.get(id);
+    if (q) this.dropMessages(id, q, q.queue.length);
+    this.peers.delete(id);
+    this.learnedUrls.delete(id);
+  }
+
+  /** Messages queued for a peer, not yet handed to a POST (tests, metrics). */
+  queuedFor(id: NodeId): number {
+    return this.peers.get(id)?.queue.length ?? 0;
+  }
 
   /** Remembers the URL a peer announced in its envelope (a joiner may not be in state yet). */
   learnUrl(id: NodeId, url: string): void {
@@ -60,11 +128,43 @@ export class PeerTransport {
     if (this.closed) return;
     for (const m of messages) {
       if (this.blocked.has(m.to)) continue;
+      if (m.type === "snap" && m.snapshot?.file !== undefined) {
+        this.streamSnapshot(m);
+        continue;
+      }
       let q = this.peers.get(m.to);
       if (!q) this.peers.set(m.to, q = new PeerQueue());
       q.queue.push(m);
+      q.bytes += messageBytes(m);
+      this.enforceLimits(m.to, q);
     }
     for (const [id, q] of this.peers) this.flush(id, q);
+  }
+
+  /**
+   * A peer that cannot keep up must not make us buffer without bound: the
+   * oldest messages go (Raft re-sends what matters once told the peer is
+   * unreachable); the newest message is always kept.
+   */
+  private enforceLimits(id: NodeId, q: PeerQueue): void {
+    let excess = 0;
+    let bytes = q.bytes;
+    while (
+      q.queue.length - excess > 1 &&
+      (bytes > this.limits.maxQueueBytes || q.queue.length - excess > this.limits.maxQueueMessages)
+    ) {
+      bytes -= messageBytes(q.queue[excess]);
+      excess++;
+    }
+    if (excess) this.dropMessages(id, q, excess);
+  }
+
+  private dropMessages(id: NodeId, q: PeerQueue, count: number): void {
+    if (!count) return;
+    const dropped = q.queue.splice(0, count);
+    for (const m of dropped) q.bytes -= messageBytes(m);
+    metrics.peerMessagesDropped.inc(count);
+    this.dropped(id, dropped);
   }
 
   private flush(id: NodeId, q: PeerQueue): void {
@@ -72,6 +172,7 @@ export class PeerTransport {
     const url = this.hooks.resolve(id) ?? this.learnedUrls.get(id);
     const batch = q.queue;
     q.queue = [];
+    q.bytes = 0;
     if (!url) {
       this.dropped(id, batch);
       return;
@@ -117,9 +218,94 @@ export class PeerTransport {
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
   }
 
+  /**
+   * Sends a snapshot file in chunks, one POST each, each acknowledged before
+   * the next is read: at most one chunk of it is in memory. Raft hears of
+   * the outcome through snapshotSent.
+   */
+  private streamSnapshot(m: Message): void {
+    const to = m.to;
+    const url = this.hooks.resolve(to) ?? this.learnedUrls.get(to);
+    const done = (ok: boolean, err?: unknown) => {
+      if (!ok) {
+        log.warn("snapshot transfer failed", { peer: to, error: String(err) });
+        this.hooks.unreachable(to);
+      }
+      this.hooks.snapshotSent(to, ok);
+    };
+    if (!url) return done(false, "no URL known");
+    this.sendSnapshotChunks(url, m).then(
+      (chunks) => {
+        log.info("snapshot sent", { peer: to, index: m.snapshot!.meta.index, chunks });
+        done(true);
+      },
+      (err) => done(false, err),
+    );
+  }
+
+  private async sendSnapshotChunks(url: string, m: Message): Promise<number> {
+    const snap = m.snapshot!;
+    using file = await Deno.open(snap.file!, { read: true });
+    const total = (await file.stat()).size;
+    const meta: Omit<SnapshotChunkMeta, "offset"> = {
+      clusterId: this.self.clusterId,
+      from: this.self.id,
+      fromUrl: this.self.url,
+      transfer: crypto.randomUUID(),
+      total,
+      message: { ...m, snapshot: { meta: snap.meta, data: "" } },
+    };
+    const buf = new Uint8Array(Math.max(1, this.limits.snapshotChunkBytes));
+    let offset = 0;
+    let chunks = 0;
+    do {
+      const n = await readUpTo(file, buf);
+      if (n === 0 && offset < total) {
+        throw new Error(`snapshot file shrank at ${offset} of ${total}`);
+      }
+      await this.postChunk(url, { ...meta, offset }, buf.subarray(0, n));
+      offset += n;
+      chunks++;
+      metrics.snapshotChunks.inc({ direction: "sent" });
+    } while (offset < total && !this.closed);
+    if (offset < total) throw new Error("transport closed during a snapshot transfer");
+    return chunks;
+  }
+
+  private async postChunk(
+    url: string,
+    meta: SnapshotChunkMeta,
+    body: Uint8Array<ArrayBuffer>,
+  ): Promise<void> {
+    const res = await fetch(url + SNAPSHOT_PATH, {
+      method: "POST",
+      headers: {
+        "content-type": "application/octet-stream",
+        [PEER_SECRET_HEADER]: this.self.secret,
+        [SNAPSHOT_CHUNK_HEADER]: encodeURIComponent(JSON.stringify(meta)),
+      },
+      body,
+      signal: AbortSignal.timeout(60_000),
+    });
+    const text = await res.text();
+    if (res.status === 410) this.hooks.removed();
+    if (!res.ok) throw new Error(`HTTP ${res.status} ${text.slice(0, 200)}`);
+  }
+
   close(): void {
     this.closed = true;
   }
+}
+
+/** Reads until `buf` is full or the file ends; returns the bytes read. */
+async function readUpTo(file: Deno.FsFile, buf: Uint8Array): Promise<number> {
+  let n = 0;
+  while (n < buf.length) {
+    const r = await file.read(buf.subarray(n));
+    if (r === null) break;
+    n += r;
+  }
+  return n;
 }
 
 /** Constant-time comparison of secrets. */

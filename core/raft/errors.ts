@@ -40,3 +40,17 @@ export class RaftInvariantError extends Error {
     this.name = "RaftInvariantError";
   }
 }
+
+/**
+ * A proposal was refused because the leader already holds too many
+ * uncommitted bytes (RaftConfig.maxUncommittedBytes): retry once the
+ * cluster has caught up. Nothing was appended.
+ */
+export class ProposalDroppedError extends Error {
+  constructor(readonly uncommittedBytes: number, readonly limit: number) {
+    super(
+      `proposal dropped: ${uncommittedBytes} uncommitted bytes already pending (limit ${limit}); retry later`,
+    );
+    this.name = "ProposalDroppedError";
+  }
+}

@@ -4,6 +4,7 @@ export {
   LeadershipTransferError,
   NotLeaderError,
   type ProgressStatus,
+  ProposalDroppedError,
   RaftInvariantError,
   RaftNode,
   type Status,

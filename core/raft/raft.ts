@@ -37,6 +37,7 @@ import {
   ConfChangeError,
   LeadershipTransferError,
   NotLeaderError,
+  ProposalDroppedError,
   RaftInvariantError,
 } from "./errors.ts";
 import {
@@ -59,7 +60,13 @@ import {
   type Storage,
 } from "./types.ts";
 
-export { ConfChangeError, LeadershipTransferError, NotLeaderError, RaftInvariantError };
+export {
+  ConfChangeError,
+  LeadershipTransferError,
+  NotLeaderError,
+  ProposalDroppedError,
+  RaftInvariantError,
+};
 
 export interface ProgressStatus {
   match: number;
@@ -83,6 +90,8 @@ export interface Status {
   progress: Record<NodeId, ProgressStatus>;
   /** Target of an ongoing leadership transfer. */
   transferee: NodeId | null;
+  /** Leader: payload bytes proposed in this term, not yet committed (see maxUncommittedBytes). */
+  uncommittedBytes: number;
 }
 
 /** Why an election starts: on timeout (with or without pre-vote) or on a leader's request. */
@@ -125,6 +134,11 @@ export class RaftNode {
   private droppedReads: string[] = [];
   /** Leader: appends are pending for followers (proposals are batched until ready()). */
   private needBroadcast = false;
+  /**
+   * Leader: payload bytes proposed in this term and not yet handed out as
+   * committed (an estimate: entries of older terms reduce it too, never below 0).
+   */
+  private uncommittedBytes = 0;
 
   private prevSoft: SoftState;
   private prevHard: HardState;
@@ -180,6 +194,7 @@ export class RaftNode {
   /** Appends a normal entry; returns its index. Batched with other proposals until ready(). */
   propose(data: string): number {
     this.checkCanPropose();
+    this.reserveUncommitted(data.length);
     const index = this.appendEntries("normal", data);
     this.needBroadcast = true;
     return index;
@@ -330,6 +345,7 @@ export class RaftNode {
       conf: this.confState(),
       progress,
       transferee: this.leadTransferee,
+      uncommittedBytes: this.uncommittedBytes,
     };
   }
 
@@ -395,6 +411,7 @@ export class RaftNode {
     this.prs = new Map();
     this.pendingConfIndex = 0;
     this.needBroadcast = false;
+    this.uncommittedBytes = 0;
     this.dropPendingReads();
   }
 
@@ -874,6 +891,22 @@ export class RaftNode {
     return this.log.termOrUndefined(this.log.committed) === this.term;
   }
 
+  /** Bounds the leader's memory: refuses a proposal beyond maxUncommittedBytes. */
+  private reserveUncommitted(bytes: number): void {
+    const limit = this.cfg.maxUncommittedBytes;
+    if (limit !== undefined && this.uncommittedBytes > 0 && this.uncommittedBytes + bytes > limit) {
+      throw new ProposalDroppedError(this.uncommittedBytes, limit);
+    }
+    this.uncommittedBytes += bytes;
+  }
+
+  private releaseUncommitted(ents: Entry[]): void {
+    if (this.uncommittedBytes === 0) return;
+    let bytes = 0;
+    for (const e of ents) bytes += e.data.length;
+    this.uncommittedBytes = Math.max(0, this.uncommittedBytes - bytes);
+  }
+
   private checkCanPropose(): void {
     if (this.role !== "leader") throw new NotLeaderError(this.lead);
     if (this.leadTransferee !== null) {
@@ -920,6 +953,7 @@ export class RaftNode {
     const ents = this.log.nextCommitted(maxBytes);
     if (!ents.length) return ents;
     this.log.applying = ents[ents.length - 1].index;
+    this.releaseUncommitted(ents);
     for (const e of ents) {
       if (e.type === "conf" && e.data !== "") this.applyConfChange(parseConfChange(e));
     }

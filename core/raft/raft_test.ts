@@ -4,6 +4,7 @@ import {
   ConfChangeError,
   LeadershipTransferError,
   NotLeaderError,
+  ProposalDroppedError,
   RaftInvariantError,
 } from "./raft.ts";
 import { assert, assertEquals, assertThrows, TestNetwork } from "./testing.ts";
@@ -229,6 +230,31 @@ Deno.test("batching: 100 proposals are persisted as one batch and sent as one ap
     assertEquals(persisted.map((r) => r.entries.length), [1, 100]); // no-op, then the batch
   }
   assertEquals(net.raft("c").status().commit, 101);
+});
+
+Deno.test("uncommitted cap: a leader refuses proposals beyond maxUncommittedBytes until they commit", () => {
+  const net = new TestNetwork(["a", "b", "c"], { maxUncommittedBytes: 100 });
+  net.campaign("a");
+  const leader = net.raft("a");
+  net.isolate("a"); // nothing commits while the followers are cut off
+  const lastBefore = leader.status().lastIndex;
+  for (let i = 0; i < 4; i++) leader.propose("x".repeat(25)); // exactly 100 bytes
+  assertThrows(() => leader.propose("y"), ProposalDroppedError, /100 uncommitted bytes.*limit 100/);
+  assertEquals(leader.status().lastIndex, lastBefore + 4, "a dropped proposal appends nothing");
+  assertEquals(leader.status().uncommittedBytes, 100);
+  net.heal();
+  net.tick(["a"]);
+  assertEquals(leader.status().commit, lastBefore + 4);
+  assertEquals(leader.status().uncommittedBytes, 0, "committing releases the budget");
+  leader.propose("y");
+});
+
+Deno.test("uncommitted cap: one entry larger than the cap fits when nothing is pending", () => {
+  const net = new TestNetwork(["a", "b"], { maxUncommittedBytes: 10 });
+  net.campaign("a");
+  net.isolate("a");
+  net.raft("a").propose("z".repeat(50));
+  assertThrows(() => net.raft("a").propose("z"), ProposalDroppedError);
 });
 
 // ---- ReadIndex ----------------------------------------------------------------------------

@@ -756,7 +756,9 @@ class Simulation {
   }
 
   private async startNode(n: SimNode): Promise<void> {
-    const snap = n.storage.snapshot();
+    const snap = this.production
+      ? await this.production.open(n.id, n.storage)
+      : n.storage.snapshot();
     // Rebuild the state machine from the durable snapshot if it did not survive, or if
     // we crashed between persisting a received snapshot and applying it (as node.ts does).
     if (this.rng() < this.params.volatileFsmRate || snap.meta.index > n.sm.applied) {
@@ -767,7 +769,7 @@ class Simulation {
     n.observedCommit = 0;
     const cfg = this.config(n.id, n.sm.applied);
     n.raft = this.production
-      ? await this.production.start(n.id, n.storage, cfg, () => n.sm.conf)
+      ? this.production.run(n.id, cfg, () => n.sm.conf)
       : new RaftNode(cfg, n.storage);
     // A restart often meets a cold, slow disk: replaying the log lags the commit index.
     if (this.faults && this.rng() < this.params.stallRate * 5) this.stall(n, 10 + this.rng() * 30);

@@ -20,7 +20,7 @@
  */
 import { setImmediate } from "node:timers";
 import { join } from "node:path";
-import { type ReadyLog, ReadyLoop, type StateSnapshot } from "../cluster/ready_loop.ts";
+import { type ReadyLog, ReadyLoop, type ReadyLoopHost } from "../cluster/ready_loop.ts";
 import { SqliteRaftLog } from "../store/raft_log.ts";
 import type { MemoryStorage } from "./memory_storage.ts";
 import { RaftNode } from "./raft.ts";
@@ -49,7 +49,7 @@ export interface ProductionHooks {
   advanced(id: NodeId): void;
   appliedIndex(id: NodeId): number;
   /** The state machine as of now: what a background snapshot captures. */
-  snapshotState(id: NodeId): StateSnapshot;
+  snapshotState(id: NodeId): { index: number; conf: ConfState; data: string };
   snapshotThreshold(): number;
   fail(reason: string): never;
 }
@@ -79,6 +79,8 @@ interface ProductionNode {
   dir: string;
   durable: MemoryStorage;
   current: Incarnation | null;
+  /** A log open() opened and run() has not started yet. */
+  opened: SqliteRaftLog | null;
   /** The previous incarnation's writes landing and its log closing. */
   closing: Promise<void>;
 }
@@ -86,6 +88,11 @@ interface ProductionNode {
 export class ProductionDriver {
   private readonly root: string;
   private readonly nodes = new Map<NodeId, ProductionNode>();
+  /**
+   * Snapshot data by index (a state machine at an index is the same on every
+   * node): what a leader sends, known without racing the log's file renames.
+   */
+  private readonly snapshotData = new Map<number, string>();
   /** A failure thrown inside a loop (an invariant, a storage error), rethrown by settle(). */
   private failure: unknown = null;
 
@@ -100,17 +107,19 @@ export class ProductionDriver {
 
   /**
    * Opens the node's SQLite log once the previous incarnation's writes have
-   * landed, checks it holds exactly what was durable, and starts a ReadyLoop.
+   * landed and checks it holds exactly what was durable. Returns its snapshot
+   * with the data read back from the snapshot file (to rebuild the state machine).
    */
-  async start(
-    id: NodeId,
-    durable: MemoryStorage,
-    cfg: RaftConfig,
-    confAtApplied: () => ConfState,
-  ): Promise<RaftNode> {
+  async open(id: NodeId, durable: MemoryStorage): Promise<Snapshot> {
     let node = this.nodes.get(id);
     if (!node) {
-      node = { dir: join(this.root, id), durable, current: null, closing: Promise.resolve() };
+      node = {
+        dir: join(this.root, id),
+        durable,
+        current: null,
+        opened: null,
+        closing: Promise.resolve(),
+      };
       Deno.mkdirSync(node.dir);
       this.nodes.set(id, node);
     }
@@ -118,15 +127,27 @@ export class ProductionDriver {
     const log = new SqliteRaftLog(join(node.dir, "raft.db"));
     try {
       this.checkReopened(id, log, durable);
+      const snap = log.snapshot();
+      const data = snap.meta.index ? Deno.readTextFileSync(log.snapshotPath(snap.meta)) : "";
+      node.opened = log;
+      if (snap.meta.index) this.snapshotData.set(snap.meta.index, data);
+      return { meta: snap.meta, data };
     } catch (err) {
       await log.close();
       throw err;
     }
+  }
+
+  /** Starts the node's core and ReadyLoop on the log open() opened. */
+  run(id: NodeId, cfg: RaftConfig, confAtApplied: () => ConfState): RaftNode {
+    const node = this.nodes.get(id)!;
+    const log = node.opened!;
+    node.opened = null;
     log.confAtApplied = confAtApplied;
     log.raiseCommitTo(cfg.applied);
     const raft = new RaftNode(cfg, log);
     const inc: Incarnation = { raft, log, loop: null!, gates: [], draining: false, alive: true };
-    inc.loop = new ReadyLoop(raft, this.gatedLog(id, inc, durable), this.loopHost(id, inc));
+    inc.loop = new ReadyLoop(raft, this.gatedLog(id, inc, node.durable), this.loopHost(id, inc));
     node.current = inc;
     return raft;
   }
@@ -245,6 +266,7 @@ export class ProductionDriver {
     const { log } = inc;
     return {
       save: (rd) => {
+        if (rd.snapshot) this.snapshotData.set(rd.snapshot.meta.index, rd.snapshot.data);
         const real = log.save(rd);
         if (!rd.snapshot && !rd.entries.length && !rd.hardState) return real; // nothing to write
         return this.gate(id, inc, true, real, () => {
@@ -255,33 +277,60 @@ export class ProductionDriver {
       snapshot: () => log.snapshot(),
       lastIndex: () => log.lastIndex(),
       bytesAfterSnapshot: () => log.bytesAfterSnapshot(),
-      compact: (index, conf, data) => {
-        const real = log.compact(index, conf, data);
-        return this.gate(id, inc, true, real, () => compactDurably(durable, index, conf, data));
+      snapshotBytes: () => log.snapshotBytes(),
+      tempSnapshotPath: () => log.tempSnapshotPath(),
+      compact: (index, conf, file, bytes) => {
+        const real = log.compact(index, conf, file, bytes);
+        return this.gate(id, inc, true, real, () => compactDurably(durable, index, conf));
       },
     };
   }
 
-  private loopHost(id: NodeId, inc: Incarnation) {
+  private loopHost(id: NodeId, inc: Incarnation): ReadyLoopHost {
     const h = this.hooks;
+    const { log } = inc;
     return {
       send: (messages: Message[]) => {
-        for (const m of messages) h.send(id, m);
+        for (const m of messages) h.send(id, this.withSnapshotData(m));
       },
-      restore: (snap: Snapshot) => h.restore(id, snap),
+      restore: (snap: Snapshot) => {
+        // The log renamed or wrote the snapshot into place: read it back from there.
+        const data = Deno.readTextFileSync(log.snapshotPath(snap.meta));
+        h.restore(id, { meta: snap.meta, data });
+      },
       apply: (entries: Entry[]) => h.apply(id, entries),
       readStates: (rd: Ready) => h.readStates(id, rd),
       advanced: () => h.advanced(id),
       stopped: () => !inc.alive,
       appliedIndex: () => h.appliedIndex(id),
       snapshotThreshold: () => h.snapshotThreshold(),
-      snapshotInBackground: () => {
-        // Taken now (a read transaction), delivered later: applying goes on meanwhile.
+      maxLogBytes: 64 << 20,
+      snapshotToFile: (path: string) => {
+        // Taken now (a read transaction), written and reported later: applying goes on.
         const snap = h.snapshotState(id);
-        return this.gate(id, inc, false, Promise.resolve(), () => {}).then(() => snap);
+        this.snapshotData.set(snap.index, snap.data);
+        const real = Deno.writeTextFile(path, snap.data);
+        const done = { index: snap.index, conf: snap.conf, bytes: snap.data.length };
+        return this.gate(id, inc, false, real, () => {}).then(() => done);
+      },
+      removeFile: (path: string) => {
+        const real = Deno.remove(path).catch(() => {});
+        return this.gate(id, inc, false, real, () => {});
       },
       compactionFailed: (err: unknown) => (this.failure ??= err),
     };
+  }
+
+  /**
+   * A snapshot leaves a node as a file (streamed in production); the simulated
+   * network carries its data inline instead, and the receiving SqliteRaftLog
+   * writes it into place.
+   */
+  private withSnapshotData(m: Message): Message {
+    if (!m.snapshot || m.snapshot.file === undefined) return m;
+    const data = this.snapshotData.get(m.snapshot.meta.index);
+    if (data === undefined) this.hooks.fail(`no data for snapshot ${m.snapshot.meta.index}`);
+    return { ...m, snapshot: { meta: m.snapshot.meta, data } };
   }
 
   /** What SQLite holds after a restart must be what was durable before the crash. */
@@ -314,15 +363,15 @@ function saveDurably(durable: MemoryStorage, rd: Ready): void {
     const { index, term, conf } = snap.meta;
     const matches = index > durable.snapshot().meta.index && index <= durable.lastIndex() &&
       durable.term(index) === term;
-    if (matches) compactDurably(durable, index, conf, snap.data);
+    if (matches) compactDurably(durable, index, conf);
     else durable.applySnapshot(snap);
   }
   if (rd.entries.length) durable.append(rd.entries);
   if (rd.hardState) durable.setHardState(rd.hardState);
 }
 
-function compactDurably(durable: MemoryStorage, index: number, conf: ConfState, data: string) {
+function compactDurably(durable: MemoryStorage, index: number, conf: ConfState): void {
   if (index <= durable.snapshot().meta.index || index > durable.lastIndex()) return;
-  durable.createSnapshot(index, conf, data);
+  durable.createSnapshot(index, conf, "");
   durable.compact(index);
 }

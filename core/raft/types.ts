@@ -50,8 +50,15 @@ export interface SnapshotMeta {
 
 export interface Snapshot {
   meta: SnapshotMeta;
-  /** Serialized state machine at meta.index. */
+  /** Serialized state machine at meta.index ("" when `file` holds it). */
   data: string;
+  /**
+   * Path of a local file holding the serialized state instead of `data`, so
+   * large snapshots never sit in memory. Opaque to the core, which passes
+   * snapshots through unchanged; the driver's storage and transport read the
+   * file (and send it in chunks).
+   */
+  file?: string;
 }
 
 export type MessageType =
@@ -168,6 +175,13 @@ export interface RaftConfig {
   applied: number;
   /** Max bytes of committed entries handed out in one Ready (at least one entry); defaults to maxMsgBytes. */
   maxCommittedBytesPerReady?: number;
+  /**
+   * Max payload bytes a leader holds appended in its term but not yet
+   * committed (etcd-raft's MaxUncommittedEntriesSize). A proposal that would
+   * exceed it throws ProposalDroppedError, unless nothing is uncommitted (so
+   * one large entry always fits). Unlimited when absent.
+   */
+  maxUncommittedBytes?: number;
   /**
    * Test-only fault hook: each named membership guard is switched off, so the
    * simulation can prove it notices (sim_test.ts). Never set in production;

@@ -6,11 +6,16 @@
  * synchronous=FULL) is the durable copy written once per Ready — that single
  * transaction is the one fsync a batch of proposals costs — by a worker
  * thread, so the node keeps serving while the disk syncs (see log_writer.ts).
+ *
+ * Snapshot data is never held in memory: it lives in a file in `snapshots/`
+ * (written by the state machine, or received from the leader in chunks) that
+ * the in-memory Snapshot names in `file`; a row in SQLite records which one
+ * is current, and is written only after the file is durably in place.
  */
 import { DatabaseSync } from "node:sqlite";
 import { LogWriter, type WriteBatch } from "./log_writer.ts";
-import { writeFileDurably } from "./files.ts";
-import { dirname, join } from "node:path";
+import { renameDurably, writeFileDurably } from "./files.ts";
+import { basename, dirname, join } from "node:path";
 import {
   CompactedError,
   type ConfState,
@@ -44,6 +49,7 @@ export class SqliteRaftLog implements Storage {
   constructor(path: string) {
     this.snapDir = join(dirname(path), "snapshots");
     Deno.mkdirSync(this.snapDir, { recursive: true });
+    this.removeUnfinishedSnapshotFiles();
     const db = new DatabaseSync(path);
     try {
       db.exec("PRAGMA journal_mode=WAL;");
@@ -65,8 +71,14 @@ export class SqliteRaftLog implements Storage {
       | { idx: number; term: number; conf: string; file: string }
       | undefined;
     if (s) {
-      const data = Deno.readTextFileSync(join(this.snapDir, s.file));
-      this.snap = { meta: { index: s.idx, term: s.term, conf: JSON.parse(s.conf) }, data };
+      // Only the file's name is kept: the data is streamed from it when needed.
+      const file = join(this.snapDir, s.file);
+      this.snapBytes = Deno.statSync(file).size;
+      this.snap = {
+        meta: { index: s.idx, term: s.term, conf: JSON.parse(s.conf) },
+        data: "",
+        file,
+      };
     }
     const rows = db.prepare(
       "SELECT idx, term, type, data FROM entries WHERE idx > ? ORDER BY idx",
@@ -87,6 +99,36 @@ export class SqliteRaftLog implements Storage {
 
   /** Payload bytes of the entries after the snapshot (what a compaction would drop). */
   private logBytes = 0;
+  /** Size of the current snapshot's data. */
+  private snapBytes = 0;
+
+  /** Where snapshot files live; received snapshots are written here too (same file system). */
+  get snapshotDir(): string {
+    return this.snapDir;
+  }
+
+  snapshotBytes(): number {
+    return this.snapBytes;
+  }
+
+  /** The file the snapshot with `meta` is kept in once installed. */
+  snapshotPath(meta: { index: number; term: number }): string {
+    return join(this.snapDir, snapshotFileName(meta));
+  }
+
+  /** A fresh name for a snapshot being written locally (removed at startup if left over). */
+  tempSnapshotPath(): string {
+    return join(this.snapDir, `${TEMP_PREFIX}${crypto.randomUUID()}`);
+  }
+
+  /** Leftovers of a crash while writing or receiving a snapshot. */
+  private removeUnfinishedSnapshotFiles(): void {
+    for (const f of Deno.readDirSync(this.snapDir)) {
+      if (f.name.startsWith(TEMP_PREFIX) || f.name.startsWith(RECEIVED_PREFIX)) {
+        Deno.removeSync(join(this.snapDir, f.name));
+      }
+    }
+  }
 
   bytesAfterSnapshot(): number {
     return this.logBytes;
@@ -168,7 +210,7 @@ export class SqliteRaftLog implements Storage {
     }
     if (!rd.snapshot) return this.writer.write(batch);
     const snap = rd.snapshot;
-    return this.writeSnapshotFile(snap).then(() => this.writer.write(batch)).then(() =>
+    return this.placeSnapshotFile(snap).then(() => this.writer.write(batch)).then(() =>
       this.removeOldSnapshotFiles()
     );
   }
@@ -221,9 +263,10 @@ export class SqliteRaftLog implements Storage {
       index: m.index,
       term: m.term,
       conf: JSON.stringify(m.conf),
-      file: snapshotFileName(s),
+      file: snapshotFileName(m),
     };
     const keepsTail = !discardLog || this.hasEntry(m.index, m.term);
+    const installed: Snapshot = { meta: m, data: "", file: this.snapshotPath(m) };
     if (keepsTail) {
       batch.dropEntries = m.index;
       this.log = this.log.filter((e) => e.index > m.index);
@@ -233,7 +276,8 @@ export class SqliteRaftLog implements Storage {
       this.log = [];
       this.logBytes = 0;
     }
-    this.snap = s;
+    this.snap = installed;
+    this.snapBytes = s.file ? fileSize(s.file) : s.data.length;
   }
 
   private hasEntry(index: number, term: number): boolean {
@@ -246,30 +290,54 @@ export class SqliteRaftLog implements Storage {
    * `index` (which must be applied) and drops the entries it covers. Peers
    * that lag behind it catch up through InstallSnapshot.
    */
-  compact(index: number, conf: ConfState, data: string): Promise<void> {
-    if (index <= this.snap.meta.index) return Promise.resolve();
+  compact(index: number, conf: ConfState, file: string, bytes: number): Promise<void> {
+    if (index <= this.snap.meta.index) return Deno.remove(file).catch(() => {});
     if (index > this.lastIndex()) throw new RangeError(`cannot compact beyond ${this.lastIndex()}`);
     const batch: WriteBatch = { sync: true };
-    const snap: Snapshot = { meta: { index, term: this.term(index), conf }, data };
+    const snap: Snapshot = { meta: { index, term: this.term(index), conf }, data: "", file };
     this.installSnapshot(snap, false, batch);
-    return this.writeSnapshotFile(snap).then(() => {
+    this.snapBytes = bytes;
+    const installed = this.snap;
+    return this.placeSnapshotFile(snap).then(() => {
       // A snapshot received meanwhile is newer: recording ours would roll it back.
-      if (this.snap !== snap) return;
+      if (this.snap !== installed) return;
       return this.writer.write(batch).then(() => this.removeOldSnapshotFiles());
     });
   }
 
-  /** The data file is durable before the row that names it is written. */
-  private async writeSnapshotFile(snap: Snapshot): Promise<void> {
-    await writeFileDurably(join(this.snapDir, snapshotFileName(snap)), snap.data);
+  /**
+   * Puts the snapshot's data at its final path, durably, before the row that
+   * names it is written: a file (written or received) is renamed there, inline
+   * data (bootstrap) is written there.
+   */
+  /** Received snapshot files being renamed to their final path right now. */
+  private readonly placing = new Set<string>();
+
+  private async placeSnapshotFile(snap: Snapshot): Promise<void> {
+    const dest = this.snapshotPath(snap.meta);
+    if (snap.file === undefined) return await writeFileDurably(dest, snap.data);
+    if (snap.file === dest) return;
+    this.placing.add(snap.file);
+    try {
+      await renameDurably(snap.file, dest);
+    } finally {
+      this.placing.delete(snap.file);
+    }
   }
 
+  /**
+   * Removes snapshots older than the current one, and received snapshots the
+   * core refused (they are not newer than what we hold, so never installed).
+   */
   private async removeOldSnapshotFiles(): Promise<void> {
-    const keep = snapshotFileName(this.snap);
+    const keep = basename(this.snap.file ?? snapshotFileName(this.snap.meta));
     for await (const f of Deno.readDir(this.snapDir)) {
-      if (f.name !== keep && f.name.startsWith("snap-")) {
-        await Deno.remove(join(this.snapDir, f.name)).catch(() => {});
-      }
+      // A received file still on its way to its final name is the newest snapshot, not stale.
+      if (f.name === keep || this.placing.has(join(this.snapDir, f.name))) continue;
+      const stale = f.name.startsWith("snap-") ||
+        (f.name.startsWith(RECEIVED_PREFIX) &&
+          receivedSnapshotIndex(f.name) <= this.snap.meta.index);
+      if (stale) await Deno.remove(join(this.snapDir, f.name)).catch(() => {});
     }
   }
 
@@ -279,6 +347,30 @@ export class SqliteRaftLog implements Storage {
   }
 }
 
-function snapshotFileName(s: Snapshot): string {
-  return `snap-${s.meta.term}-${s.meta.index}.json`;
+const TEMP_PREFIX = "tmp-";
+/** Prefix of snapshots received from the leader, before the core installs them. */
+export const RECEIVED_PREFIX = "recv-";
+
+function snapshotFileName(meta: { index: number; term: number }): string {
+  return `snap-${meta.term}-${meta.index}.snap`;
+}
+
+/** Name of a fully received snapshot file: its index is in it, for clean-up. */
+export function receivedSnapshotName(meta: { index: number; term: number }): string {
+  return `${RECEIVED_PREFIX}${meta.term}-${meta.index}.snap`;
+}
+
+function fileSize(path: string): number {
+  try {
+    return Deno.statSync(path).size;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return 0;
+    throw err;
+  }
+}
+
+function receivedSnapshotIndex(name: string): number {
+  const m = /^recv-\d+-(\d+)\.snap$/.exec(name);
+  // Partial transfers have no index: they are only removed at startup or by the receiver.
+  return m ? Number(m[1]) : Infinity;
 }

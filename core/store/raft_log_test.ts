@@ -51,13 +51,17 @@ Deno.test("compaction keeps the snapshot and drops covered entries", async () =>
     entries: [e(1, 1), e(2, 1), e(3, 2), e(4, 2)],
     hardState: null,
   });
-  await log.compact(3, { voters: ["a"], learners: [] }, "state@3");
+  const tmp = log.tempSnapshotPath();
+  await Deno.writeTextFile(tmp, "state@3");
+  await log.compact(3, { voters: ["a"], learners: [] }, tmp, 7);
   assertEquals(log.firstIndex(), 4);
   assertEquals(log.term(3), 2);
   assertThrows(() => log.term(2), CompactedError);
   await log.close();
   const again = new SqliteRaftLog(path);
-  assertEquals(again.snapshot().data, "state@3");
+  assertEquals(again.snapshot().data, "", "snapshot data stays on disk");
+  assertEquals(await Deno.readTextFile(again.snapshot().file!), "state@3");
+  assertEquals(again.snapshotBytes(), 7);
   assertEquals(again.firstIndex(), 4);
   assertEquals(again.lastIndex(), 4);
   await again.close();

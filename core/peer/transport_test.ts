@@ -1,0 +1,255 @@
+import { join } from "node:path";
+import { assert, assertEquals } from "../testing/assert.ts";
+import type { Message } from "../raft/types.ts";
+import { SqliteRaftLog } from "../store/raft_log.ts";
+import { toNovaError } from "../errors/mod.ts";
+import {
+  type Envelope,
+  PeerTransport,
+  SNAPSHOT_CHUNK_HEADER,
+  SNAPSHOT_PATH,
+  type TransportHooks,
+} from "./transport.ts";
+import { SnapshotReceiver } from "./snapshot_receiver.ts";
+
+const SELF = { id: "a", url: "http://a", clusterId: "c1", secret: "s" };
+
+/** Records what the transport tells Raft. */
+function recordingHooks(url: string) {
+  const events = { unreachable: 0, snapshots: [] as boolean[] };
+  const hooks: TransportHooks = {
+    resolve: () => url,
+    unreachable: () => events.unreachable++,
+    snapshotSent: (_id, ok) => events.snapshots.push(ok),
+    removed: () => {},
+  };
+  return { events, hooks };
+}
+
+const app = (index: number, bytes: number): Message => ({
+  type: "app",
+  from: "a",
+  to: "b",
+  term: 1,
+  index,
+  logTerm: 1,
+  entries: [{ index: index + 1, term: 1, type: "normal", data: "x".repeat(bytes) }],
+  commit: 0,
+});
+
+async function until(what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert(cond(), `timed out waiting for ${what}`);
+}
+
+/** A peer that takes requests but answers none until released. */
+function stalledPeer() {
+  let release!: () => void;
+  const stalled = new Promise<void>((r) => (release = r));
+  const received: Message[] = [];
+  const server = Deno.serve({ port: 0, onListen: () => {} }, async (req) => {
+    const env = await req.json() as Envelope;
+    received.push(...env.messages);
+    await stalled;
+    return new Response(null, { status: 204 });
+  });
+  return { release, received, server, url: `http://127.0.0.1:${server.addr.port}` };
+}
+
+Deno.test("peer queue cap: a stalled peer's queue stays bounded, dropping the oldest and reporting it", async () => {
+  const peer = stalledPeer();
+  const { events, hooks } = recordingHooks(peer.url);
+  const t = new PeerTransport(SELF, hooks, { maxQueueBytes: 10_000, maxQueueMessages: 1000 });
+  try {
+    t.send([app(0, 100), app(1, 100)]); // two POSTs in flight, then the peer stalls
+    await until("two batches in flight", () => peer.received.length === 2);
+    for (let i = 2; i < 1002; i++) t.send([app(i, 1000)]);
+    assert(t.queuedFor("b") <= 10, `queue holds ${t.queuedFor("b")} messages of ~1 KB`);
+    assert(events.unreachable > 0, "Raft was told to probe instead of pipelining");
+    peer.release();
+    await until("the queue drains", () => t.queuedFor("b") === 0 && peer.received.length > 2);
+    assertEquals(peer.received.at(-1)!.index, 1001, "the newest message is always kept");
+    assert(peer.received.length < 20, `only the retained tail was sent (${peer.received.length})`);
+  } finally {
+    peer.release();
+    t.close();
+    await peer.server.shutdown();
+  }
+});
+
+Deno.test("peer queue cap: the message count is capped too", async () => {
+  const peer = stalledPeer();
+  const { events, hooks } = recordingHooks(peer.url);
+  const t = new PeerTransport(SELF, hooks, { maxQueueMessages: 3 });
+  const heartbeat = (i: number): Message => ({ type: "heartbeat", from: "a", to: "b", term: i });
+  try {
+    t.send([heartbeat(1)]);
+    t.send([heartbeat(2)]);
+    await until("two batches in flight", () => peer.received.length === 2);
+    for (let i = 3; i <= 100; i++) t.send([heartbeat(i)]);
+    assertEquals(t.queuedFor("b"), 3);
+    assert(events.unreachable > 0);
+  } finally {
+    peer.release();
+    t.close();
+    await peer.server.shutdown();
+  }
+});
+
+Deno.test("snapshot streaming: a refused chunk fails the transfer and Raft hears of it", async () => {
+  const server = Deno.serve({ port: 0, onListen: () => {} }, async (req) => {
+    await req.body?.cancel();
+    return new Response("no", { status: 409 });
+  });
+  const source = join(await Deno.makeTempDir(), "snap");
+  await Deno.writeTextFile(source, "x".repeat(100));
+  const { events, hooks } = recordingHooks(`http://127.0.0.1:${server.addr.port}`);
+  const t = new PeerTransport(SELF, hooks, { snapshotChunkBytes: 10 });
+  try {
+    t.send([{
+      type: "snap",
+      from: "a",
+      to: "b",
+      term: 1,
+      snapshot: {
+        meta: { index: 5, term: 1, conf: { voters: [], learners: [] } },
+        data: "",
+        file: source,
+      },
+    }]);
+    await until("the outcome", () => events.snapshots.length > 0);
+    assertEquals(events.snapshots, [false]);
+    assertEquals(events.unreachable, 1);
+  } finally {
+    t.close();
+    await server.shutdown();
+  }
+});
+
+/** A peer endpoint backed by a real SnapshotReceiver writing into `dir`. */
+function snapshotPeer(dir: string) {
+  const delivered: Envelope[] = [];
+  const bodySizes: number[] = [];
+  const receiver = new SnapshotReceiver(dir, (env) => delivered.push(env));
+  const server = Deno.serve({ port: 0, onListen: () => {} }, async (req) => {
+    if (new URL(req.url).pathname !== SNAPSHOT_PATH) return new Response(null, { status: 404 });
+    try {
+      const meta = SnapshotReceiver.parseMeta(req.headers.get(SNAPSHOT_CHUNK_HEADER) ?? undefined);
+      bodySizes.push(Number(req.headers.get("content-length")));
+      await receiver.chunk(meta, req.body);
+      return new Response(null, { status: 204 });
+    } catch (err) {
+      return new Response(String(err), {
+        status: toNovaError(err).code === "conflict" ? 409 : 400,
+      });
+    }
+  });
+  return { delivered, bodySizes, receiver, server, url: `http://127.0.0.1:${server.addr.port}` };
+}
+
+Deno.test("snapshot streaming: a file goes in chunks to a temp file, then to Raft by reference", async () => {
+  const senderDir = await Deno.makeTempDir();
+  const receiverDir = await Deno.makeTempDir();
+  const source = join(senderDir, "snap-1-500.snap");
+  const data = Array.from({ length: 2000 }, (_, i) => `["vms",{"name":"vm${i}"}]\n`).join("");
+  await Deno.writeTextFile(source, data);
+  const peer = snapshotPeer(receiverDir);
+  const { events, hooks } = recordingHooks(peer.url);
+  const t = new PeerTransport(SELF, hooks, { snapshotChunkBytes: 4096 });
+  try {
+    t.send([{
+      type: "snap",
+      from: "a",
+      to: "b",
+      term: 3,
+      snapshot: {
+        meta: { index: 500, term: 2, conf: { voters: ["a"], learners: [] } },
+        data: "",
+        file: source,
+      },
+    }]);
+    await until("the snapshot to be delivered", () => events.snapshots.length > 0);
+    assertEquals(events.snapshots, [true]);
+    const chunks = Math.ceil(data.length / 4096);
+    assertEquals(peer.bodySizes.length, chunks, "one request per chunk");
+    assert(
+      chunks > 1 && Math.max(...peer.bodySizes) <= 4096,
+      "no request carried the whole snapshot",
+    );
+    assertEquals(peer.delivered.length, 1);
+    const m = peer.delivered[0].messages[0];
+    assertEquals([m.type, m.term, m.snapshot!.meta.index, m.snapshot!.data], ["snap", 3, 500, ""]);
+    assertEquals(m.snapshot!.file, join(receiverDir, "recv-2-500.snap"), "handed over as a file");
+    assertEquals(await Deno.readTextFile(m.snapshot!.file!), data, "byte-identical");
+    assertEquals([...Deno.readDirSync(receiverDir)].map((f) => f.name), ["recv-2-500.snap"]);
+  } finally {
+    t.close();
+    await peer.server.shutdown();
+  }
+});
+
+Deno.test("snapshot receiver: an out-of-order chunk or a non-integer index is refused", async () => {
+  const receiverDir = await Deno.makeTempDir();
+  const peer = snapshotPeer(receiverDir);
+  const meta = {
+    clusterId: "c1",
+    from: "a",
+    fromUrl: "http://a",
+    transfer: crypto.randomUUID(),
+    offset: 10,
+    total: 20,
+    message: {
+      type: "snap" as const,
+      from: "a",
+      to: "b",
+      term: 1,
+      snapshot: { meta: { index: 5, term: 1, conf: { voters: [], learners: [] } }, data: "" },
+    },
+  };
+  try {
+    const res = await fetch(peer.url + SNAPSHOT_PATH, {
+      method: "POST",
+      headers: { [SNAPSHOT_CHUNK_HEADER]: encodeURIComponent(JSON.stringify(meta)) },
+      body: "0123456789",
+    });
+    assertEquals(res.status, 409, await res.text());
+    const evil = {
+      ...meta,
+      offset: 0,
+      message: {
+        ...meta.message,
+        snapshot: {
+          ...meta.message.snapshot,
+          meta: { index: "../x", term: 1, conf: meta.message.snapshot.meta.conf },
+        },
+      },
+    };
+    const res2 = await fetch(peer.url + SNAPSHOT_PATH, {
+      method: "POST",
+      headers: { [SNAPSHOT_CHUNK_HEADER]: encodeURIComponent(JSON.stringify(evil)) },
+      body: "0123456789",
+    });
+    assertEquals(res2.status, 400, "an index that is not an integer never becomes a file name");
+    await res2.body?.cancel();
+    assertEquals(peer.delivered.length, 0);
+  } finally {
+    await peer.server.shutdown();
+  }
+});
+
+Deno.test("snapshot files: a received snapshot is moved into the log's snapshot directory on install", async () => {
+  const dir = await Deno.makeTempDir();
+  const log = new SqliteRaftLog(join(dir, "raft.db"));
+  const received = join(log.snapshotDir, "recv-2-9.snap");
+  await Deno.writeTextFile(received, "state@9");
+  const stale = join(log.snapshotDir, "recv-1-4.snap");
+  await Deno.writeTextFile(stale, "refused earlier");
+  const meta = { index: 9, term: 2, conf: { voters: ["a"], learners: [] } };
+  await log.save({ snapshot: { meta, data: "", file: received }, entries: [], hardState: null });
+  assertEquals(log.snapshot().file, log.snapshotPath(meta));
+  assertEquals(await Deno.readTextFile(log.snapshotPath(meta)), "state@9");
+  assertEquals(log.snapshotBytes(), 7);
+  const names = [...Deno.readDirSync(log.snapshotDir)].map((f) => f.name).sort();
+  assertEquals(names, ["snap-2-9.snap"], "the refused older snapshot was cleaned up");
+  await log.close();
+});
