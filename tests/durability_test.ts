@@ -9,7 +9,7 @@
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
-import { freePorts, LOOPBACK } from "../bench/lib/util.ts";
+import { LOOPBACK } from "../bench/lib/util.ts";
 import { ManagedProcess } from "../bench/lib/process.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
@@ -205,8 +205,6 @@ Deno.test({
 }, async (t) => {
   const guest = await testGuest();
   const dataDir = await Deno.makeTempDir({ prefix: "novactl-ready-" });
-  const [port] = freePorts(1);
-  const url = `http://${LOOPBACK}:${port}`;
   // No NOVACTL_ACCEL: the real accelerator probe runs, as on a new host.
   const proc = await ManagedProcess.spawn({
     name: "n1",
@@ -222,15 +220,20 @@ Deno.test({
       "--data-dir",
       join(dataDir, "n1"),
       "--listen",
-      `${LOOPBACK}:${port}`,
+      `${LOOPBACK}:0`,
     ],
     logPath: join(dataDir, "n1.log"),
   });
+  let url = "";
   const ready = async () => {
     const r = await fetch(`${url}/readyz`);
     return { status: r.status, body: await r.json() as { host: string } };
   };
   try {
+    url = await eventually("the bound port in listen.json", async () => {
+      const report = JSON.parse(await Deno.readTextFile(join(dataDir, "n1", "listen.json")));
+      return report.url as string | undefined;
+    }, 60_000);
     const token = await eventually(
       "admin token",
       async () => (await Deno.readTextFile(join(dataDir, "n1", "admin.token"))).trim() || undefined,
