@@ -5,13 +5,15 @@
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, sleep, step } from "./support/api.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 interface ErrorBody {
   error: { code: string; message: string; details?: { fields?: { field: string }[] } };
 }
 
-Deno.test({
+testWithTimeout({
   name: "bad input is rejected with the documented error and changes nothing",
+  timeoutMs: 5 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {

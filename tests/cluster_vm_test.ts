@@ -9,6 +9,7 @@ import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, sleep, step } from "./support/api.ts";
 import { bootIds, counters, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 interface Vm {
   name: string;
@@ -26,8 +27,9 @@ interface Op {
   error: string | null;
 }
 
-Deno.test({
+testWithTimeout({
   name: "cluster: groups, placement, live migration, drain, rebalance, HA with fencing",
+  timeoutMs: 25 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {

@@ -14,6 +14,7 @@ import { ManagedProcess } from "../bench/lib/process.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, sleep, step } from "./support/api.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 interface Status {
   leader: string | null;
@@ -29,8 +30,9 @@ const secretOf = async (dataDir: string) =>
     url: string;
   };
 
-Deno.test({
+testWithTimeout({
   name: "a removed member is refused with 410, shuts down, and never changes the cluster's term",
+  timeoutMs: 10 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
@@ -138,8 +140,9 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
   name: "a node whose disk fails while applying stops instead of diverging",
+  timeoutMs: 10 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
@@ -198,8 +201,9 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
   name: "readiness: a VM created right after /readyz first answers 200 on a fresh node is placed",
+  timeoutMs: 10 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {

@@ -16,6 +16,7 @@ import { api, cli, eventually, sleep, step } from "./support/api.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { WatchdogClient } from "../host/fencing/mod.ts";
 import { bootTimeMs } from "../core/cluster/lease.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 interface Vm {
   name: string;
@@ -69,8 +70,9 @@ function sampleCopies(uuid: string) {
   };
 }
 
-Deno.test({
+testWithTimeout({
   name: "HA fencing survives the node process: kill, stop, watchdog kill, quick restart",
+  timeoutMs: 20 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
