@@ -23,6 +23,12 @@ interface Status {
   members: { name: string; role: string }[];
 }
 
+/**
+ * The longest a follower waits before it campaigns: ClusterNode's tick (50 ms) × election
+ * ticks (10), randomized up to twice that (core/cluster/node.ts, core/raft/raft.ts).
+ */
+const MAX_ELECTION_TIMEOUT_MS = 2 * 10 * 50;
+
 const secretOf = async (dataDir: string) =>
   JSON.parse(await Deno.readTextFile(join(dataDir, "node.json"))) as {
     clusterId: string;
@@ -110,7 +116,8 @@ testWithTimeout({
         await setBlocked(follower, []);
         assertEquals(await sendAsVictim(leader, term + 10), 410);
         assertEquals(await sendAsVictim(follower, term + 10), 204);
-        await sleep(500);
+        // Long enough for a follower that wrongly took the term to campaign with it.
+        await sleep(MAX_ELECTION_TIMEOUT_MS);
         for (const n of [leader, follower]) {
           const s = await local(n);
           assertEquals([s.term, s.leader], [term, leader], `${n} kept the term and the leader`);

@@ -17,6 +17,7 @@ import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { WatchdogClient } from "../host/fencing/mod.ts";
 import { bootTimeMs, FENCE_MARGIN_MS } from "../core/cluster/lease.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
+import { fenceInMs as fenceInMsOf, haQuietWindowMs } from "./support/fencing.ts";
 
 interface Vm {
   name: string;
@@ -119,18 +120,8 @@ testWithTimeout({
       const hello = await WatchdogClient.probe(cluster.node(host).dataDir);
       return hello !== null && hello.fenceAt > bootTimeMs() + 1_000;
     }, 30_000);
-  /** How long the host's watchdog lets HA VMs run from now (negative: fenced), or null. */
-  const fenceInMs = async (host: string) => {
-    const hello = await WatchdogClient.probe(cluster.node(host).dataDir);
-    return hello === null ? null : hello.fenceAt - bootTimeMs();
-  };
-  const configNumber = async (key: string) =>
-    Number((await api<{ value: number }>(`${url()}/api/v1/config/${key}`, { token })).body.value);
-  /**
-   * The window in which a wrongly restarted copy would show: one lease plus the fencing margin
-   * (a host acts on the cluster's state at least once per lease), read from the live config.
-   */
-  const quietWindowMs = async () => (await configNumber("ha.leaseMs")) + FENCE_MARGIN_MS;
+  const fenceInMs = (host: string) => fenceInMsOf(cluster.node(host).dataDir);
+  const quietWindowMs = () => haQuietWindowMs(url(), token);
   /** Waits until every live host has been fed under a lease of at most `leaseMs`. */
   const renewedUnder = (leaseMs: number, hosts: string[]) =>
     eventually(`${hosts.join(", ")} renewed under a ${leaseMs} ms lease`, async () => {
