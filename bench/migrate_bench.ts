@@ -11,6 +11,7 @@ import { percentile } from "./lib/stats.ts";
 import type { QmpClient } from "../host/kvm/mod.ts";
 import { launchBare, quitBare } from "./lib/bare_qemu.ts";
 import { DirPool } from "../host/storage/mod.ts";
+import { incomingOnFreePort } from "../host/kvm/migration.ts";
 
 const runsArg = Deno.args.indexOf("--runs");
 const RUNS = runsArg >= 0 ? Number(Deno.args[runsArg + 1]) : 5;
@@ -53,9 +54,10 @@ class BareMigrations {
   }
 
   async migrateOnce(): Promise<Sample> {
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
     const src = this.current!;
-    const dst = await this.launch(["-incoming", `tcp:127.0.0.1:${port}`]);
+    // The destination binds a port the kernel picks and reports it, as novactl's does.
+    const dst = await this.launch(["-incoming", "defer"]);
+    const port = await incomingOnFreePort(dst, "127.0.0.1");
     // The same parameters novactl sets (downtime limit, bandwidth cap far above loopback speed).
     await src.execute("migrate-set-parameters", {
       "downtime-limit": DOWNTIME_LIMIT_MS,

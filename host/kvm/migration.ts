@@ -90,12 +90,26 @@ export async function stopDiskExports(dest: QemuVm): Promise<void> {
 
 /**
  * Destination: waits for the migration stream on a port QEMU binds itself (port 0) and
- * returns it, as `query-migrate` reports it (`socket-address`, QEMU ≥ 4.0).
+ * returns that port.
  */
 export async function listenForMigration(dest: QemuVm, host: string): Promise<number> {
   await setCapabilities(dest);
-  await dest.qmp.execute("migrate-incoming", { uri: `tcp:${host}:0` });
-  const info = await dest.qmp.execute<{ "socket-address"?: { type: string; port?: string }[] }>(
+  return await incomingOnFreePort(dest.qmp, host);
+}
+
+/** What `incomingOnFreePort` needs of a QMP connection. */
+export interface QmpExecutor {
+  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T>;
+}
+
+/**
+ * `migrate-incoming` on `tcp:HOST:0` for a QEMU started with `-incoming defer`: the port QEMU
+ * bound is read back from `query-migrate` (`socket-address`, QEMU ≥ 4.0), so no other process
+ * can take it between choosing and binding.
+ */
+export async function incomingOnFreePort(qmp: QmpExecutor, host: string): Promise<number> {
+  await qmp.execute("migrate-incoming", { uri: `tcp:${host}:0` });
+  const info = await qmp.execute<{ "socket-address"?: { type: string; port?: string }[] }>(
     "query-migrate",
   );
   const port = Number(info["socket-address"]?.find((a) => a.type === "inet")?.port);
