@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { QemuDriver } from "./qemu.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 import { exportDisksForMirror, listenForMigration, listeningTcpPorts } from "./migration.ts";
 
 /** Connects to `port` on loopback and closes: proves something listens there. */
@@ -12,8 +13,9 @@ async function accepts(port: number): Promise<boolean> {
   }
 }
 
-Deno.test({
+testWithTimeout({
   name: "an incoming QEMU binds its NBD and migration ports itself and both are read back",
+  timeoutMs: MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
