@@ -26,6 +26,7 @@
  * ```
  */
 
+import { trackRunning } from "./cleanup.ts";
 import { ManagedProcess, runToCompletion } from "./process.ts";
 import type { NodeNetwork } from "./netns.ts";
 import { LOOPBACK, requestJson, tailFile, WaitAborted, waitFor } from "./util.ts";
@@ -124,6 +125,7 @@ export class NovactlCluster {
   #baseDir?: string;
   #ownsBaseDir = false;
   #keepBaseDir: boolean;
+  #untrack: () => void = () => {};
 
   constructor(options: NovactlClusterOptions = {}) {
     this.#options = options;
@@ -351,6 +353,7 @@ export class NovactlCluster {
 
   /** Stops every node, its watchdog and its VMs; removes the base dir if this class created it (unless kept). */
   async stop(): Promise<void> {
+    this.#untrack();
     await Promise.all(this.nodes.map((node) => node.process?.stop(this.#options.stopTimeoutMs)));
     for (const n of this.nodes) await this.killWatchdog(n.name).catch(() => {});
     for (const n of this.nodes) await this.killQemus(n.name).catch(() => {});
@@ -372,6 +375,8 @@ export class NovactlCluster {
   }
 
   async #prepareBaseDir(): Promise<void> {
+    // A test that times out stops this cluster through the registry (bench/lib/cleanup.ts).
+    this.#untrack = trackRunning(this);
     if (this.#options.baseDir) {
       this.#baseDir = this.#options.baseDir;
       await Deno.mkdir(this.#baseDir, { recursive: true });

@@ -11,6 +11,8 @@
  * NOVACTL_TEST_TIMEOUT_SCALE (default 1) multiplies every bound, for slow machines.
  */
 
+import { stopEverythingRunning } from "../../bench/lib/cleanup.ts";
+
 export const MINUTE = 60_000;
 
 /** Every test timeout is multiplied by this (env NOVACTL_TEST_TIMEOUT_SCALE). */
@@ -27,7 +29,8 @@ export type TimedTestDefinition = Omit<Deno.TestDefinition, "fn"> & { timeoutMs:
 
 /**
  * `Deno.test` whose body fails with `TestTimeoutError` once `timeoutMs` (times the scale) has
- * passed. The body also gets an AbortSignal that aborts at that moment, to stop its own work.
+ * passed, after stopping every cluster and process the body left running (bench/lib/cleanup.ts).
+ * The body also gets an AbortSignal that aborts at that moment, to stop its own work.
  */
 export function testWithTimeout(
   definition: TimedTestDefinition,
@@ -36,18 +39,24 @@ export function testWithTimeout(
   const { timeoutMs, ...rest } = definition;
   Deno.test({
     ...rest,
-    fn: (t) => runWithTimeout(`test "${rest.name}"`, timeoutMs, (signal) => fn(t, signal)),
+    fn: (t) =>
+      runWithTimeout(`test "${rest.name}"`, timeoutMs, (signal) => fn(t, signal), {
+        // The body's own cleanup will not run: stop the clusters and processes it started.
+        onTimeout: stopEverythingRunning,
+      }),
   });
 }
 
 /**
  * Runs `body` and rejects with `TestTimeoutError` if it has not settled after `timeoutMs`
- * (times the scale); the signal given to `body` aborts at the same moment.
+ * (times the scale); the signal given to `body` aborts at the same moment, and `onTimeout`
+ * runs before the rejection.
  */
 export async function runWithTimeout<T>(
   what: string,
   timeoutMs: number,
   body: (signal: AbortSignal) => T | Promise<T>,
+  options: { onTimeout?: () => Promise<void> } = {},
 ): Promise<T> {
   const limitMs = Math.round(timeoutMs * timeoutScale());
   const controller = new AbortController();
@@ -56,7 +65,8 @@ export async function runWithTimeout<T>(
     timer = setTimeout(() => {
       const error = new TestTimeoutError(`${what} did not finish within ${limitMs} ms`);
       controller.abort(error);
-      reject(error);
+      const cleanup = options.onTimeout?.() ?? Promise.resolve();
+      cleanup.catch(() => {}).finally(() => reject(error));
     }, limitMs);
   });
   const running = Promise.resolve().then(() => body(controller.signal));

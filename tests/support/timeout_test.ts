@@ -23,3 +23,15 @@ Deno.test("readWithTimeout fails a read with nothing to read", async () => {
   assert(error instanceof TestTimeoutError, `a TestTimeoutError, not ${error}`);
   await reader.cancel();
 });
+
+Deno.test("on timeout, onTimeout runs (to stop what the body started) before the failure", async () => {
+  const order: string[] = [];
+  const error = await runWithTimeout("a hung body", 20, () => new Promise<void>(() => {}), {
+    onTimeout: async () => {
+      await new Promise((r) => setTimeout(r, 20));
+      order.push("cleaned up");
+    },
+  }).then(() => null, (e) => (order.push("failed"), e));
+  assert(error instanceof TestTimeoutError, String(error));
+  assertEquals(order, ["cleaned up", "failed"]);
+});
