@@ -491,8 +491,9 @@ export class NovactlCluster {
     return chosen.url;
   }
 
+  /** Running nodes that have reported their URL. */
   #liveNodes(): NovactlNode[] {
-    return this.nodes.filter((node) => node.process && !node.process.exited);
+    return this.nodes.filter((node) => node.url && node.process && !node.process.exited);
   }
 
   get #mainTs(): string {
