@@ -24,7 +24,7 @@ import {
   submitToLeader,
 } from "../core/cluster/mod.ts";
 import { NovaError, ValidationError } from "../core/errors/mod.ts";
-import { writeIdentity } from "../core/store/mod.ts";
+import { type NodeIdentity, writeFileDurably, writeIdentity } from "../core/store/mod.ts";
 import { log, setLogContext } from "../core/log/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
@@ -43,25 +43,95 @@ export interface NodeStartOptions {
   label: Record<string, string>;
 }
 
+/** Where a node reports the address it bound (`--listen HOST:0` picks a free port). */
+export const LISTEN_FILE = "listen.json";
+
+/** Contents of `DATA_DIR/listen.json`. */
+export interface ListenReport {
+  /** Advertised base URL, with the bound port. */
+  url: string;
+  /** `host:port` actually bound. */
+  listen: string;
+  pid: number;
+}
+
+/** HOST:PORT; port 0 asks the kernel for a free port. */
 export function parseListen(listen: string): { hostname: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(listen);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || !m[1] || !(port > 0 && port < 65536)) {
+  if (!m || !m[1] || !(port >= 0 && port < 65536)) {
     throw ValidationError.field("listen", `"${listen}" is not HOST:PORT`);
   }
   return { hostname: m[1].replace(/^\[|\]$/g, ""), port };
 }
 
+type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
+
+/**
+ * Binds the API port before anything else, so `--listen HOST:0` gets a port from the kernel
+ * with no window in which another process could take it; requests get 503 until the node
+ * is ready to serve. A restarted node keeps the port its identity advertises, since
+ * members know it by URL.
+ */
+function bindApi(
+  hostname: string,
+  port: number,
+): { server: Deno.HttpServer<Deno.NetAddr>; serveWith(handler: Handler): void } {
+  let handler: Handler = () =>
+    Response.json({ error: { code: "unavailable", message: "node is starting" } }, {
+      status: 503,
+    });
+  const server = Deno.serve(
+    { hostname, port, onListen: () => {} },
+    (request, info) => handler(request, info),
+  );
+  return { server, serveWith: (next) => void (handler = next) };
+}
+
+/**
+ * The port a restarted node bound last time (its `listen.json`), else the one its advertised
+ * URL names: members know the node by that URL, so `--listen HOST:0` must not move it.
+ */
+async function portUsedBefore(dataDir: string, identity: NodeIdentity): Promise<number> {
+  try {
+    const last = JSON.parse(await Deno.readTextFile(join(dataDir, LISTEN_FILE))) as ListenReport;
+    return parseListen(last.listen).port;
+  } catch {
+    return Number(new URL(identity.url).port) || 0;
+  }
+}
+
+function listenUrl(hostname: string, port: number): string {
+  return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+}
+
 export async function startNode(opts: NodeStartOptions): Promise<void> {
-  const { hostname, port } = parseListen(opts.listen);
-  const url =
-    (opts.advertise ?? `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`)
-      .replace(/\/$/, "");
+  const { hostname, port: requestedPort } = parseListen(opts.listen);
   if (opts.join && !opts.token) throw ValidationError.field("token", "--join needs --token");
   setLogContext({ node: opts.name });
   await Deno.mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
 
-  let identity = await readIdentity(opts.dataDir);
+  const identity = await readIdentity(opts.dataDir);
+  const port = requestedPort || (identity ? await portUsedBefore(opts.dataDir, identity) : 0);
+  const api = bindApi(hostname, port);
+  try {
+    await runNode(opts, hostname, identity, api);
+  } finally {
+    await api.server.shutdown().catch(() => {});
+  }
+}
+
+async function runNode(
+  opts: NodeStartOptions,
+  hostname: string,
+  existing: NodeIdentity | null,
+  api: ReturnType<typeof bindApi>,
+): Promise<void> {
+  const port = api.server.addr.port;
+  const url = (opts.advertise ?? listenUrl(hostname, port)).replace(/\/$/, "");
+  const report: ListenReport = { url, listen: `${hostname}:${port}`, pid: Deno.pid };
+  await writeFileDurably(join(opts.dataDir, LISTEN_FILE), JSON.stringify(report) + "\n");
+  let identity = existing;
   if (identity) {
     if (identity.name !== opts.name) {
       throw ValidationError.field("name", `data dir belongs to node "${identity.name}"`);
@@ -130,9 +200,10 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   );
   host.migrator = migrator;
   const app = createApp(node, { blobs, host, leases, migrator });
-  const server = Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
+  api.serveWith(app.fetch);
+  const server = api.server;
   node.start();
-  log.info("node listening", { url });
+  log.info("node listening", { url, listen: report.listen });
 
   const registration = keepInventoryCurrent(node, opts, pool);
   const renewal = keepLeaseRenewed(node, lease, leases, fencing, (commitIndex) => {

@@ -43,13 +43,6 @@ export interface IncomingEndpoints {
 
 const PROGRESS_EVERY_MS = 500;
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "0.0.0.0", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 export class Migrator {
   private readonly running = new Map<string, AbortController>();
 
@@ -80,13 +73,11 @@ export class Migrator {
       const qemu = await this.host.driver.launch(spec);
       this.host.track(vm.name, qemu, opId);
       const localDisks = vm.disks.filter((d) => d.pool !== "shared").map((d) => d.id);
-      let nbdPort: number | null = null;
-      if (localDisks.length) {
-        nbdPort = freePort();
-        await exportDisksForMirror(qemu, { host: "0.0.0.0", port: nbdPort }, localDisks);
-      }
-      const migrationPort = freePort();
-      await listenForMigration(qemu, "0.0.0.0", migrationPort);
+      // QEMU binds both ports itself (port 0) and they are read back: nothing can take them first.
+      const nbdPort = localDisks.length
+        ? await exportDisksForMirror(qemu, "0.0.0.0", localDisks)
+        : null;
+      const migrationPort = await listenForMigration(qemu, "0.0.0.0");
       return { address: this.selfAddress, migrationPort, nbdPort };
     });
   }

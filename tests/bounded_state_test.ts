@@ -12,6 +12,7 @@ import { configRoutes } from "../api/routes/config.ts";
 import { errorResponse } from "../api/errors.ts";
 import type { Env } from "../api/context.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 /** A bootstrapped one-node cluster and the config API in front of it. */
 async function configApi(opts: { maxUncommittedBytes?: number } = {}) {
@@ -33,8 +34,9 @@ async function configApi(opts: { maxUncommittedBytes?: number } = {}) {
   return { node, call };
 }
 
-Deno.test({
+testWithTimeout({
   name: "config retention: history shows what is kept; rollback to a pruned version is refused",
+  timeoutMs: 5 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
@@ -61,8 +63,9 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
   name: "a proposal beyond the uncommitted-bytes cap gets 503 with Retry-After",
+  timeoutMs: 5 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {

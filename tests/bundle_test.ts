@@ -4,9 +4,11 @@
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assertEquals } from "../core/testing/assert.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
-Deno.test({
+testWithTimeout({
   name: "the deno bundle output runs a node and the CLI",
+  timeoutMs: 5 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {

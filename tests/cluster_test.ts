@@ -6,6 +6,7 @@
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 interface Status {
   leader: string | null;
@@ -21,8 +22,9 @@ const voters = (s: Status) => s.members.filter((m) => m.role === "voter").map((m
 const learners = (s: Status) =>
   s.members.filter((m) => m.role === "learner").map((m) => m.name).sort();
 
-Deno.test({
+testWithTimeout({
   name: "multi-process cluster survives kill -9, catches up via snapshot, and manages membership",
+  timeoutMs: 10 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {

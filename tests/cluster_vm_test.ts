@@ -9,6 +9,8 @@ import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, sleep, step } from "./support/api.ts";
 import { bootIds, counters, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
+import { haQuietWindowMs, holdsLease } from "./support/fencing.ts";
 
 interface Vm {
   name: string;
@@ -26,8 +28,9 @@ interface Op {
   error: string | null;
 }
 
-Deno.test({
+testWithTimeout({
   name: "cluster: groups, placement, live migration, drain, rebalance, HA with fencing",
+  timeoutMs: 25 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
@@ -275,7 +278,9 @@ Deno.test({
       assert(maxConcurrent <= 1);
       assertEquals(await hostsRunning("ha1"), [vm.node]);
       await cluster.restart("n3");
-      await sleep(3_000);
+      const n3Dir = cluster.node("n3").dataDir;
+      await eventually("n3 holds its lease again", () => holdsLease(n3Dir), 30_000);
+      await sleep(await haQuietWindowMs(url(), token));
       assertEquals(await hostsRunning("ha1"), [vm.node], "n3 does not restart it when it returns");
       await ok("vm", "delete", "ha1", "--force", "--wait");
     });
@@ -309,7 +314,9 @@ Deno.test({
       assert(fencedAt < startedElsewhereAt, "fenced first");
       assert(samples.every((s) => s.length <= 1), "never on two hosts");
       for (const n of ["n1", "n2", "n3"]) await setBlocked(n, []);
-      await sleep(3_000);
+      const n3Dir = cluster.node("n3").dataDir;
+      await eventually("n3 holds its lease again", () => holdsLease(n3Dir), 30_000);
+      await sleep(await haQuietWindowMs(url(), token));
       const final = await hostsRunning("ha2");
       assertEquals(final.length, 1);
       assert(final[0] !== "n3");

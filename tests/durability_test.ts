@@ -9,11 +9,12 @@
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
-import { freePorts, LOOPBACK } from "../bench/lib/util.ts";
+import { LOOPBACK } from "../bench/lib/util.ts";
 import { ManagedProcess } from "../bench/lib/process.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, sleep, step } from "./support/api.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 interface Status {
   leader: string | null;
@@ -22,6 +23,12 @@ interface Status {
   members: { name: string; role: string }[];
 }
 
+/**
+ * The longest a follower waits before it campaigns: ClusterNode's tick (50 ms) × election
+ * ticks (10), randomized up to twice that (core/cluster/node.ts, core/raft/raft.ts).
+ */
+const MAX_ELECTION_TIMEOUT_MS = 2 * 10 * 50;
+
 const secretOf = async (dataDir: string) =>
   JSON.parse(await Deno.readTextFile(join(dataDir, "node.json"))) as {
     clusterId: string;
@@ -29,8 +36,9 @@ const secretOf = async (dataDir: string) =>
     url: string;
   };
 
-Deno.test({
+testWithTimeout({
   name: "a removed member is refused with 410, shuts down, and never changes the cluster's term",
+  timeoutMs: 10 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
@@ -108,7 +116,8 @@ Deno.test({
         await setBlocked(follower, []);
         assertEquals(await sendAsVictim(leader, term + 10), 410);
         assertEquals(await sendAsVictim(follower, term + 10), 204);
-        await sleep(500);
+        // Long enough for a follower that wrongly took the term to campaign with it.
+        await sleep(MAX_ELECTION_TIMEOUT_MS);
         for (const n of [leader, follower]) {
           const s = await local(n);
           assertEquals([s.term, s.leader], [term, leader], `${n} kept the term and the leader`);
@@ -138,8 +147,9 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
   name: "a node whose disk fails while applying stops instead of diverging",
+  timeoutMs: 10 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
@@ -198,15 +208,14 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
   name: "readiness: a VM created right after /readyz first answers 200 on a fresh node is placed",
+  timeoutMs: 10 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
   const guest = await testGuest();
   const dataDir = await Deno.makeTempDir({ prefix: "novactl-ready-" });
-  const [port] = freePorts(1);
-  const url = `http://${LOOPBACK}:${port}`;
   // No NOVACTL_ACCEL: the real accelerator probe runs, as on a new host.
   const proc = await ManagedProcess.spawn({
     name: "n1",
@@ -222,15 +231,20 @@ Deno.test({
       "--data-dir",
       join(dataDir, "n1"),
       "--listen",
-      `${LOOPBACK}:${port}`,
+      `${LOOPBACK}:0`,
     ],
     logPath: join(dataDir, "n1.log"),
   });
+  let url = "";
   const ready = async () => {
     const r = await fetch(`${url}/readyz`);
     return { status: r.status, body: await r.json() as { host: string } };
   };
   try {
+    url = await eventually("the bound port in listen.json", async () => {
+      const report = JSON.parse(await Deno.readTextFile(join(dataDir, "n1", "listen.json")));
+      return report.url as string | undefined;
+    }, 60_000);
     const token = await eventually(
       "admin token",
       async () => (await Deno.readTextFile(join(dataDir, "n1", "admin.token"))).trim() || undefined,

@@ -15,7 +15,9 @@ import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, sleep, step } from "./support/api.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { WatchdogClient } from "../host/fencing/mod.ts";
-import { bootTimeMs } from "../core/cluster/lease.ts";
+import { bootTimeMs, FENCE_MARGIN_MS } from "../core/cluster/lease.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
+import { fenceInMs as fenceInMsOf, haQuietWindowMs } from "./support/fencing.ts";
 
 interface Vm {
   name: string;
@@ -69,8 +71,9 @@ function sampleCopies(uuid: string) {
   };
 }
 
-Deno.test({
+testWithTimeout({
   name: "HA fencing survives the node process: kill, stop, watchdog kill, quick restart",
+  timeoutMs: 20 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
@@ -117,6 +120,18 @@ Deno.test({
       const hello = await WatchdogClient.probe(cluster.node(host).dataDir);
       return hello !== null && hello.fenceAt > bootTimeMs() + 1_000;
     }, 30_000);
+  const fenceInMs = (host: string) => fenceInMsOf(cluster.node(host).dataDir);
+  const quietWindowMs = () => haQuietWindowMs(url(), token);
+  /** Waits until every live host has been fed under a lease of at most `leaseMs`. */
+  const renewedUnder = (leaseMs: number, hosts: string[]) =>
+    eventually(`${hosts.join(", ")} renewed under a ${leaseMs} ms lease`, async () => {
+      for (const host of hosts) {
+        const left = await fenceInMs(host);
+        // Fed at most `leaseMs` minus the margin ahead; the old, longer lease gives more.
+        if (left === null || left <= 0 || left > leaseMs - FENCE_MARGIN_MS) return false;
+      }
+      return true;
+    }, 30_000);
   const alive = (pid: number) => {
     try {
       return !Deno.readTextFileSync(`/proc/${pid}/stat`).includes(") Z ");
@@ -138,7 +153,7 @@ Deno.test({
       await Deno.mkdir(`${base}/shared`);
       await ok("config", "set", "storage.sharedDir", `${base}/shared`);
       await ok("config", "set", "ha.leaseMs", "4000");
-      await sleep(1_500); // every host renewed under the short lease
+      await renewedUnder(4_000, [...live]);
     });
 
     await step(t, "(a) SIGKILL the node process: the VM moves, never in two QEMUs", async () => {
@@ -156,7 +171,7 @@ Deno.test({
       await cluster.restart(host);
       live.add(host);
       await backInService(host);
-      await sleep(2_000);
+      await sleep(await quietWindowMs());
       const s = await sampler.stop();
       console.log(`(a) ${s.samples} samples`);
       assertEquals(s.doubles, [], "two QEMUs ran the guest at once");
@@ -186,7 +201,7 @@ Deno.test({
         }
         // The resumed node renews its lease and reconciles: its old copy must stay dead.
         await backInService(host);
-        await sleep(3_000);
+        await sleep(await quietWindowMs());
         const s = await sampler.stop();
         console.log(`(b) ${s.samples} samples; now on ${moved.node}`);
         assertEquals(s.doubles, [], "two QEMUs ran the guest at once");
@@ -320,7 +335,11 @@ Deno.test({
         await ok("config", "set", "ha.leaseMs", "15000");
         const host = await follower();
         const { vm, pid } = await haVm("ha-d", host);
-        await sleep(2_000); // a renewal or two under the longer lease
+        // Fed under the longer lease: more left than the short one could give.
+        await eventually(`${host} fed under the 15 s lease`, async () => {
+          return ((await fenceInMs(host)) ?? 0) > 4_000;
+        }, 30_000);
+        const fencedBefore = (await WatchdogClient.probe(cluster.node(host).dataDir))!.fenceAt;
         const watchdog = await cluster.watchdogPid(host);
         assert(watchdog !== null, "the host runs a watchdog");
         await cluster.kill(host, "SIGKILL");
@@ -331,7 +350,11 @@ Deno.test({
           "the restarted node re-attached to its watchdog",
         );
         // Past the end of the lease the watchdog had before the restart: it was fed again.
-        await sleep(16_000);
+        await eventually("the watchdog fed past its old deadline", async () => {
+          const hello = await WatchdogClient.probe(cluster.node(host).dataDir);
+          return hello !== null && hello.fenceAt > fencedBefore;
+        }, 30_000);
+        await sleep(Math.max(0, fencedBefore - bootTimeMs()) + FENCE_MARGIN_MS);
         assert(alive(pid), "the same QEMU still runs");
         assertEquals((await qemusOf(vm.uuid)).map((c) => c.pid), [pid]);
         const v = await show("ha-d");

@@ -5,6 +5,7 @@
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 async function randomFile(dir: string, name: string, bytes: number): Promise<string> {
   const path = `${dir}/${name}`;
@@ -16,8 +17,9 @@ async function randomFile(dir: string, name: string, bytes: number): Promise<str
   return path;
 }
 
-Deno.test({
+testWithTimeout({
   name: "images: import, validate, and fetch from a peer with checksum verification",
+  timeoutMs: 10 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {

@@ -37,6 +37,7 @@ import {
 } from "./lin/nemesis.ts";
 import { type ErrorKind, HistoryRecorder } from "./lin/recorder.ts";
 import { checkLinearizable, type Operation } from "./lin/wgl.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 /**
  * The keys under test, each with how to make its n-th unique value. cluster.description
@@ -107,9 +108,10 @@ function everyKindThenRandom(): FaultPlan {
   };
 }
 
-Deno.test({
+testWithTimeout({
   name: "config reads, writes and CAS on several keys are linearizable under network and " +
     "process faults",
+  timeoutMs: CHECK_TIMEOUT_MS + DURATION_MS + 15 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
@@ -153,9 +155,10 @@ plantedBugTest(
  * api/routes/config.ts) under the given faults, and expects the checker to report it.
  */
 function plantedBugTest(bug: string, hook: "replica" | "leader", faults: FaultKind[]): void {
-  Deno.test({
+  testWithTimeout({
     name: `the checker catches a planted bug: ${bug}`,
     ignore: SOAK,
+    timeoutMs: 10 * MINUTE,
     sanitizeOps: false,
     sanitizeResources: false,
   }, async () => {

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, eventually, step } from "./support/api.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 const CHUNK = 8192;
 
@@ -38,8 +39,9 @@ function configRows(dataDir: string): { n: number; newest: number; bytes: number
   }
 }
 
-Deno.test({
+testWithTimeout({
   name: "a lagging follower catches up through a multi-chunk streamed snapshot",
+  timeoutMs: 10 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {

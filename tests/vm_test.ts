@@ -8,6 +8,7 @@ import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
 import { bootIds, counters, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
+import { MINUTE, readWithTimeout, testWithTimeout } from "./support/timeout.ts";
 
 interface Vm {
   name: string;
@@ -24,8 +25,9 @@ interface Vm {
   snapshots: { name: string }[];
 }
 
-Deno.test({
+testWithTimeout({
   name: "vms: lifecycle, console, agent, snapshots, clones, crashes and node restarts",
+  timeoutMs: 25 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
@@ -111,7 +113,10 @@ Deno.test({
       const reader = child.stdout.getReader();
       const deadline = Date.now() + 30_000;
       while (Date.now() < deadline && counters(seen).filter((n) => n > start).length < 2) {
-        const { value, done } = await reader.read();
+        const left = Math.max(1, deadline - Date.now());
+        // Out of time with nothing read: stop reading; the assertion below says what was seen.
+        const { value, done } = await readWithTimeout(reader, left, "vm console --follow")
+          .catch(() => ({ value: undefined, done: true as const }));
         if (done) break;
         seen += new TextDecoder().decode(value);
       }

@@ -6,6 +6,7 @@ import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { NetworkLab, NODE_PORT } from "./netns.ts";
 import { ManagedProcess } from "./process.ts";
 import { waitFor } from "./util.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const NODES = ["a", "b"];
 
@@ -46,7 +47,10 @@ async function startServer(lab: NetworkLab, name: string, dir: string) {
   });
 }
 
-Deno.test("network lab: one-way cuts, partitions and link down act in the kernel", async () => {
+testWithTimeout({
+  name: "network lab: one-way cuts, partitions and link down act in the kernel",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir({ prefix: "netns-test-" });
   const lab = await NetworkLab.create();
   const servers: ManagedProcess[] = [];
@@ -92,7 +96,10 @@ Deno.test("network lab: one-way cuts, partitions and link down act in the kernel
   assert(!namespaces.includes(lab.hubNamespace), "destroy() removed the namespaces");
 });
 
-Deno.test("network lab: sweepStale removes what a dead run left, not a live run's", async () => {
+testWithTimeout({
+  name: "network lab: sweepStale removes what a dead run left, not a live run's",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const deadRun = "nvlab-999999999x1-n1"; // no process can have this pid
   await new Deno.Command("ip", { args: ["netns", "add", deadRun] }).output();
   const live = await NetworkLab.create();

@@ -2,16 +2,18 @@
  * A multi-process novactl cluster on loopback, driven only through the public CLI
  * and HTTP contract (usable by benchmarks and multi-process tests):
  *
- *   novactl node start --name n1 --data-dir D1 --listen 127.0.0.1:P1
+ *   novactl node start --name n1 --data-dir D1 --listen 127.0.0.1:0
+ *     binds a port the kernel picks, reports it in D1/listen.json ({url, listen}),
  *     bootstraps a one-node cluster and writes D1/admin.token
  *   novactl cluster token create --server URL --token ADMIN
  *     prints a fresh join token alone on the last line of stdout
- *   novactl node start --name nK --data-dir DK --listen 127.0.0.1:PK --join URL --token JOIN
+ *   novactl node start --name nK --data-dir DK --listen 127.0.0.1:0 --join URL --token JOIN
  *   GET /readyz                         → 200 once the node serves and is a registered host
  *   GET /api/v1/cluster (Bearer ADMIN)  → ClusterStatus
  *
- * Restarting a node re-runs `node start` with the same name, data dir and listen
- * address but without `--join`: the data dir already holds its state.
+ * Restarting a node re-runs `node start` with the same name, data dir and `--listen` (port 0
+ * included) but without `--join`: the data dir already holds its state, and the node binds the
+ * port it had, so its URL does not change (checked here).
  *
  * With `network` (e.g. a `NetworkLab` from ./netns.ts) each node instead runs in its own
  * network namespace, `ip netns exec NS deno run ... --listen ADDRESS:PORT`, so tests can
@@ -24,9 +26,10 @@
  * ```
  */
 
+import { trackRunning } from "./cleanup.ts";
 import { ManagedProcess, runToCompletion } from "./process.ts";
 import type { NodeNetwork } from "./netns.ts";
-import { freePorts, LOOPBACK, requestJson, tailFile, WaitAborted, waitFor } from "./util.ts";
+import { LOOPBACK, requestJson, tailFile, WaitAborted, waitFor } from "./util.ts";
 
 export interface NovactlMemberStatus {
   name: string;
@@ -68,9 +71,9 @@ export interface AddNodeOptions {
 
 export interface NovactlNode {
   name: string;
-  /** Base URL, e.g. `http://127.0.0.1:41234`. */
+  /** Base URL, e.g. `http://127.0.0.1:41234`, as the node reported it (empty until spawned). */
   url: string;
-  /** `host:port` passed to `--listen`. */
+  /** `host:port` passed to `--listen` (port 0 unless in a network namespace). */
   listen: string;
   dataDir: string;
   logPath: string;
@@ -106,6 +109,8 @@ export interface NovactlClusterOptions {
 
 const DEFAULT_MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
 const ADMIN_TOKEN_FILE = "admin.token";
+/** Where `node start` reports the address it bound (see cmd/node_start.ts). */
+const LISTEN_FILE = "listen.json";
 const TERMINATING_SIGNALS: ReadonlySet<Deno.Signal> = new Set([
   "SIGKILL",
   "SIGTERM",
@@ -120,6 +125,7 @@ export class NovactlCluster {
   #baseDir?: string;
   #ownsBaseDir = false;
   #keepBaseDir: boolean;
+  #untrack: () => void = () => {};
 
   constructor(options: NovactlClusterOptions = {}) {
     this.#options = options;
@@ -347,6 +353,7 @@ export class NovactlCluster {
 
   /** Stops every node, its watchdog and its VMs; removes the base dir if this class created it (unless kept). */
   async stop(): Promise<void> {
+    this.#untrack();
     await Promise.all(this.nodes.map((node) => node.process?.stop(this.#options.stopTimeoutMs)));
     for (const n of this.nodes) await this.killWatchdog(n.name).catch(() => {});
     for (const n of this.nodes) await this.killQemus(n.name).catch(() => {});
@@ -368,6 +375,8 @@ export class NovactlCluster {
   }
 
   async #prepareBaseDir(): Promise<void> {
+    // A test that times out stops this cluster through the registry (bench/lib/cleanup.ts).
+    this.#untrack = trackRunning(this);
     if (this.#options.baseDir) {
       this.#baseDir = this.#options.baseDir;
       await Deno.mkdir(this.#baseDir, { recursive: true });
@@ -387,10 +396,11 @@ export class NovactlCluster {
 
   async #planNode(name: string): Promise<NovactlNode> {
     const attachment = await this.#options.network?.attach(name);
-    const listen = attachment?.listen ?? `${LOOPBACK}:${freePorts(1)[0]}`;
+    // Port 0: the node binds a port the kernel picks and reports it; nothing can take it first.
+    const listen = attachment?.listen ?? `${LOOPBACK}:0`;
     return {
       name,
-      url: `http://${listen}`,
+      url: "",
       listen,
       dataDir: `${this.baseDir}/${name}`,
       logPath: `${this.baseDir}/${name}.log`,
@@ -415,6 +425,7 @@ export class NovactlCluster {
       ...joinArgs,
       ...(this.#options.extraNodeArgs ?? []),
     ];
+    await Deno.remove(`${node.dataDir}/${LISTEN_FILE}`).catch(() => {}); // a stale report
     // `ip netns exec` execs the command in place, so signals still reach the node itself.
     const inNamespace = node.namespace ? ["netns", "exec", node.namespace, this.#denoPath] : [];
     node.process = await ManagedProcess.spawn({
@@ -425,6 +436,21 @@ export class NovactlCluster {
       cwd: this.#cwd,
       env: this.#options.env,
     });
+    await this.#learnUrl(node);
+  }
+
+  /** Reads the URL the node reports having bound; a restarted node must keep its old one. */
+  async #learnUrl(node: NovactlNode): Promise<void> {
+    const path = `${node.dataDir}/${LISTEN_FILE}`;
+    const reported = await waitFor(async () => {
+      assertRunning(node);
+      const report = JSON.parse(await Deno.readTextFile(path)) as { url?: string };
+      return report.url ? stripTrailingSlash(report.url) : undefined;
+    }, { timeoutMs: this.#startTimeoutMs, description: `${node.name} ${path}` });
+    if (node.url && node.url !== reported) {
+      throw new Error(`${node.name} restarted at ${reported}, not at its old URL ${node.url}`);
+    }
+    node.url = reported;
   }
 
   #waitAdminToken(node: NovactlNode): Promise<string> {
@@ -465,8 +491,9 @@ export class NovactlCluster {
     return chosen.url;
   }
 
+  /** Running nodes that have reported their URL. */
   #liveNodes(): NovactlNode[] {
-    return this.nodes.filter((node) => node.process && !node.process.exited);
+    return this.nodes.filter((node) => node.url && node.process && !node.process.exited);
   }
 
   get #mainTs(): string {

@@ -6,6 +6,8 @@
  * to a single log file whose path is kept for failure reports.
  */
 
+import { trackRunning } from "./cleanup.ts";
+
 export interface SpawnOptions {
   /** Human-readable name used in log markers and error messages. */
   name: string;
@@ -37,8 +39,10 @@ export class ManagedProcess {
     this.logPath = logPath;
     this.#child = child;
     this.#pipes = pipes;
+    const untrack = trackRunning(this);
     this.status = child.status.then((status) => {
       this.#exited = true;
+      untrack();
       return status;
     });
   }

@@ -7,8 +7,12 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /**
- * Reserves `count` distinct free TCP ports on loopback. All listeners are held
+ * Picks `count` distinct free TCP ports on loopback. All listeners are held
  * open until every port is chosen so the same port cannot be returned twice.
+ *
+ * Racy by nature: the ports are free when chosen, not when the caller binds them. Use it only
+ * for a process that must be told its peers' ports up front (etcd's static cluster); novactl
+ * nodes and QEMU bind port 0 and report the port they got.
  */
 export function freePorts(count: number): number[] {
   const listeners = Array.from(

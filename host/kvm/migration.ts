@@ -25,15 +25,29 @@ export interface MigrationResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Destination: exports the incoming VM's local disks over NBD for the source to mirror into. */
+/**
+ * Destination: exports the incoming VM's local disks over NBD for the source to mirror into.
+ * QEMU binds port 0 itself (no window for another process to take a pre-picked port); QMP
+ * does not say which port the NBD server got, so it is read from QEMU's own listening
+ * sockets in /proc. Call before `listenForMigration`, so the NBD listener is QEMU's only one.
+ * Returns the bound port.
+ */
 export async function exportDisksForMirror(
   dest: QemuVm,
-  listen: { host: string; port: number },
+  host: string,
   diskIds: string[],
-): Promise<void> {
+): Promise<number> {
+  const before = await listeningTcpPorts(dest.pid);
   await dest.qmp.execute("nbd-server-start", {
-    addr: { type: "inet", data: { host: listen.host, port: String(listen.port) } },
+    addr: { type: "inet", data: { host, port: "0" } },
   });
+  const added = [...await listeningTcpPorts(dest.pid)].filter((port) => !before.has(port));
+  if (added.length !== 1) {
+    await dest.qmp.execute("nbd-server-stop").catch(() => {});
+    throw new ConflictError(
+      `cannot tell the NBD server's port: QEMU ${dest.pid} opened ${added.length} listeners`,
+    );
+  }
   for (const id of diskIds) {
     await dest.qmp.execute("block-export-add", {
       type: "nbd",
@@ -43,6 +57,30 @@ export async function exportDisksForMirror(
       writable: true,
     });
   }
+  return added[0];
+}
+
+/** TCP ports process `pid` listens on, from its socket fds and its network namespace's tables. */
+export async function listeningTcpPorts(pid: number): Promise<Set<number>> {
+  const inodes = new Set<string>();
+  for await (const entry of Deno.readDir(`/proc/${pid}/fd`)) {
+    const target = await Deno.readLink(`/proc/${pid}/fd/${entry.name}`).catch(() => "");
+    const m = /^socket:\[(\d+)\]$/.exec(target);
+    if (m) inodes.add(m[1]);
+  }
+  const ports = new Set<number>();
+  for (const table of ["tcp", "tcp6"]) {
+    const text = await Deno.readTextFile(`/proc/${pid}/net/${table}`).catch(() => "");
+    for (const line of text.split("\n").slice(1)) {
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+      const fields = line.trim().split(/\s+/);
+      const LISTEN = "0A";
+      if (fields.length > 9 && fields[3] === LISTEN && inodes.has(fields[9])) {
+        ports.add(parseInt(fields[1].split(":").at(-1)!, 16));
+      }
+    }
+  }
+  return ports;
 }
 
 /** Destination, after switchover (or abort): stop serving the disks. */
@@ -50,10 +88,35 @@ export async function stopDiskExports(dest: QemuVm): Promise<void> {
   await dest.qmp.execute("nbd-server-stop").catch(() => {});
 }
 
-/** Destination: waits for the migration stream on `port`. */
-export async function listenForMigration(dest: QemuVm, host: string, port: number): Promise<void> {
+/**
+ * Destination: waits for the migration stream on a port QEMU binds itself (port 0) and
+ * returns that port.
+ */
+export async function listenForMigration(dest: QemuVm, host: string): Promise<number> {
   await setCapabilities(dest);
-  await dest.qmp.execute("migrate-incoming", { uri: `tcp:${host}:${port}` });
+  return await incomingOnFreePort(dest.qmp, host);
+}
+
+/** What `incomingOnFreePort` needs of a QMP connection. */
+export interface QmpExecutor {
+  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T>;
+}
+
+/**
+ * `migrate-incoming` on `tcp:HOST:0` for a QEMU started with `-incoming defer`: the port QEMU
+ * bound is read back from `query-migrate` (`socket-address`, QEMU ≥ 4.0), so no other process
+ * can take it between choosing and binding.
+ */
+export async function incomingOnFreePort(qmp: QmpExecutor, host: string): Promise<number> {
+  await qmp.execute("migrate-incoming", { uri: `tcp:${host}:0` });
+  const info = await qmp.execute<{ "socket-address"?: { type: string; port?: string }[] }>(
+    "query-migrate",
+  );
+  const port = Number(info["socket-address"]?.find((a) => a.type === "inet")?.port);
+  if (!(port > 0)) {
+    throw new ConflictError(`QEMU did not report its migration port: ${JSON.stringify(info)}`);
+  }
+  return port;
 }
 
 async function setCapabilities(vm: QemuVm): Promise<void> {

@@ -30,7 +30,10 @@ export async function api<T = Record<string, unknown>>(
   return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
 }
 
-/** Runs the CLI to completion; returns exit code and output. */
+/** Longest a single CLI call in a test may run (a migration or an image import included). */
+const CLI_TIMEOUT_MS = 5 * 60_000;
+
+/** Runs the CLI to completion (killed after CLI_TIMEOUT_MS); returns exit code and output. */
 export async function cli(
   args: string[],
   env: Record<string, string> = {},
@@ -42,6 +45,8 @@ export async function cli(
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
+    // A CLI call that hangs is killed, and its failure shows up as a non-zero exit code.
+    signal: AbortSignal.timeout(CLI_TIMEOUT_MS),
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
