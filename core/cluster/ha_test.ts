@@ -89,14 +89,17 @@ Deno.test({
     const first = c.node.fsm.vm("db")!.node!;
     assert(first === "n3" || first === "n4", `moved to ${first}`);
 
-    await t.step("a start failure on a live host moves it on; a lock names the old host", async () => {
-      await c.observe("db", first, "failed", "start failed: disk locked by another QEMU process");
-      await ha.tick();
-      const db = c.node.fsm.vm("db")!;
-      assert(db.node !== first && db.node !== "n2", `moved on to ${db.node}`);
-      assertEquals(db.state, "scheduled");
-      assert(/probably on n2/.test(db.reason!), db.reason!);
-    });
+    await t.step(
+      "a start failure on a live host moves it on; a lock names the old host",
+      async () => {
+        await c.observe("db", first, "failed", "start failed: disk locked by another QEMU process");
+        await ha.tick();
+        const db = c.node.fsm.vm("db")!;
+        assert(db.node !== first && db.node !== "n2", `moved on to ${db.node}`);
+        assertEquals(db.state, "scheduled");
+        assert(/probably on n2/.test(db.reason!), db.reason!);
+      },
+    );
 
     await t.step("past haMaxRestarts it stays failed, saying the limit was reached", async () => {
       const second = c.node.fsm.vm("db")!.node!;
