@@ -121,6 +121,32 @@ Deno.test({
 });
 
 Deno.test({
+  name: "HA: a renewal that lands during the pass stops the move (checked again before it)",
+  ...opts,
+}, async () => {
+  const c = await TestCluster.start();
+  // Expired when the pass looks for dead hosts; renewed by the time the move is decided.
+  const looks: string[] = [];
+  const leases = new class extends ScriptedLeases {
+    override surelyExpired(host: string): boolean {
+      looks.push(host);
+      return looks.filter((h) => h === host).length === 1;
+    }
+  }();
+  const ha = new HaManager(c.node, leases);
+  try {
+    await c.addHost("n2");
+    await c.vm({ name: "db", node: "n2", ha: true });
+    await ha.tick();
+    assert(looks.filter((h) => h === "n2").length >= 2, "the lease was checked again");
+    const db = c.node.fsm.vm("db")!;
+    assertEquals([db.node, db.state], ["n2", "running"], "never placed twice");
+  } finally {
+    await c.stop();
+  }
+});
+
+Deno.test({
   name: "HA: with ha.enabled false, HA VMs of a dead host are failed, never moved",
   ...opts,
 }, async () => {
