@@ -1,153 +1,351 @@
 /**
- * Live migration benchmark for a 256 MiB guest: total time and downtime of
- * novactl migrations (disk on the shared pool; disk on the local pool, copied
- * over NBD) side by side with a bare QEMU→QEMU migration of the same guest
- * driven by hand over QMP (the anchor), in one run.
+ * Live migration benchmark for a 256 MiB guest, in two separate modes:
  *
- *   deno run -A bench/migrate_bench.ts [--runs 5]
+ * - shared disk: the disk stays on the shared pool; only RAM and device state move;
+ * - local disk: the disk is on the host's own pool and is first mirrored to the destination over
+ *   NBD (`blockdev-mirror`), then RAM and device state move.
+ *
+ * Each mode runs novactl side by side with its anchor, bare QEMU → QEMU on this machine by hand
+ * over QMP with the same guest, the same disk placement (one file both open / a blank copy
+ * mirrored over NBD) and the same migration parameters, interleaved run by run (novactl first in
+ * even runs, bare first in odd ones). Figures, each a `Figure` over `--runs`:
+ *
+ * - `commandToDoneMs`: novactl, `POST /api/v1/vms/NAME/migrate` → the operation `succeeded` as the
+ *   client sees it (the whole orchestration: placement, destination prepare, mirror, memory,
+ *   Raft commit of the move, resume, retiring the source); bare, destination QEMU launched → guest
+ *   resumed there and the source quit.
+ * - `qemuTotalMs`, `qemuDowntimeMs`: QEMU's own `query-migrate` `total-time` (the memory phase,
+ *   `migrate` → completed) and `downtime`, on both sides.
+ * - `guestPausedMs`: the source's QMP STOP event to the destination's RESUME event (QEMU's own
+ *   timestamps) on both sides. Bare QEMU resumes by itself on completion; novactl resumes after the
+ *   Raft commit of the move, which is what its extra pause is.
+ *
+ * Data dirs are on tmpfs (/dev/shm): migration from images on the ext4 root fails here (SPEC).
+ *
+ *   deno task bench:migrate [--runs 5]
+ *
+ * Writes bench/results/migrate.json (`MigrateBenchResult`).
  */
-import { startGuestCluster } from "./lib/guest_cluster.ts";
-import { percentile } from "./lib/stats.ts";
-import type { QmpClient } from "../host/kvm/mod.ts";
+import { type GuestCluster, startGuestCluster } from "./lib/guest_cluster.ts";
+import { type Figure, figure } from "./lib/figures.ts";
+import type { QmpClient, QmpEvent } from "../host/kvm/mod.ts";
+import { QemuDriver } from "../host/kvm/mod.ts";
 import { launchBare, quitBare } from "./lib/bare_qemu.ts";
 import { DirPool } from "../host/storage/mod.ts";
+import { fetchConsole } from "./lib/guest.ts";
+import { type RunMeta, runMeta } from "./lib/run_meta.ts";
+import { sleep, waitFor } from "./lib/util.ts";
+
+/** One side (novactl or bare QEMU) of one mode; every figure in ms over all runs. */
+export interface MigrateSide {
+  /** The table row's name, e.g. "shared disk: novactl". */
+  label: string;
+  commandToDoneMs: Figure;
+  qemuTotalMs: Figure;
+  qemuDowntimeMs: Figure;
+  guestPausedMs: Figure;
+}
+
+export type MigrateMode = "sharedDisk" | "localDiskNbd";
+
+/** What bench/results/migrate.json holds. */
+export interface MigrateBenchResult {
+  meta: RunMeta;
+  setup: {
+    nodes: number;
+    memoryMiB: number;
+    diskGiB: number;
+    runs: number;
+    /** The cluster's `migration.downtimeLimitMs`, also set on the bare source. */
+    downtimeLimitMs: number;
+    /** The cluster's `migration.maxBandwidthMiBs`, also set on the bare source. */
+    maxBandwidthMiBs: number;
+    order: "novactl first in even runs, bare first in odd runs";
+  };
+  modes: Record<MigrateMode, { novactl: MigrateSide; bare: MigrateSide }>;
+}
+
+interface Sample {
+  commandToDoneMs: number;
+  qemuTotalMs: number;
+  qemuDowntimeMs: number;
+  guestPausedMs: number;
+}
 
 const runsArg = Deno.args.indexOf("--runs");
 const RUNS = runsArg >= 0 ? Number(Deno.args[runsArg + 1]) : 5;
+const outArg = Deno.args.indexOf("--out");
+const OUT = outArg >= 0
+  ? Deno.args[outArg + 1]
+  : new URL("./results/migrate.json", import.meta.url).pathname;
+const NODES = 3;
 const MEMORY = 256;
-const DOWNTIME_LIMIT_MS = 50;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const DISK_BYTES = 2 ** 30;
+const MODES: MigrateMode[] = ["sharedDisk", "localDiskNbd"];
 
-interface Sample {
-  totalMs: number;
-  downtimeMs: number;
-  guestPausedMs?: number;
+interface MigrationParams {
+  downtimeLimitMs: number;
+  maxBandwidthMiBs: number;
+}
+
+interface MigrateInfo {
+  status: string;
+  "total-time"?: number;
+  downtime?: number;
+  "socket-address"?: { type: string; port?: string }[];
+}
+
+function eventMs(e: QmpEvent): number {
+  return e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
 }
 
 /**
- * The anchor: the same guest migrated back and forth between QEMU processes
- * by hand over QMP, each time into a fresh destination, like novactl does.
+ * The anchor: one guest migrated back and forth between QEMU processes on this machine by hand
+ * over QMP, each time into a fresh destination, as novactl does. The destination listens on port
+ * 0 and says which port it got; the NBD export is on a unix socket (no port to pick at all).
  */
-class BareMigrations {
-  private current: QmpClient | null = null;
-  private n = 0;
-  private disk = "";
+class BareGuest {
+  #qmp: QmpClient | null = null;
+  #dir = "";
+  #n = 0;
 
-  constructor(private readonly dir: string) {}
+  constructor(
+    private readonly root: string,
+    private readonly mode: MigrateMode,
+    private readonly params: MigrationParams,
+  ) {}
 
-  private async launch(extra: string[]): Promise<QmpClient> {
-    if (!this.disk) {
-      const pool = await new DirPool(`${this.dir}/pool`).init();
-      this.disk = (await pool.create("bare", 2 ** 30)).path;
-    }
-    return await launchBare(`${this.dir}/q${this.n++}`, {
-      name: "bare",
-      memoryMiB: MEMORY,
-      disk: this.disk,
-      extraArgs: extra,
-    });
+  /** Boots the guest and waits for its ready line on the console. */
+  async start(): Promise<void> {
+    const { qmp, dir } = await this.#launch([]);
+    [this.#qmp, this.#dir] = [qmp, dir];
+    const console = new QemuDriver(dir).paths("bare").console;
+    await waitFor(
+      async () =>
+        (await Deno.readTextFile(console).catch(() => "")).includes("NOVACTL-GUEST-READY") ||
+        undefined,
+      { timeoutMs: 60_000, description: "the bare guest's ready line" },
+    );
   }
 
-  async start(): Promise<void> {
-    this.current = await this.launch([]);
+  /** A QEMU in its own directory; with a local disk, its own blank disk (the destination's). */
+  async #launch(extraArgs: string[]): Promise<{ qmp: QmpClient; dir: string }> {
+    const dir = `${this.root}/q${this.#n++}`;
+    const disk = this.mode === "sharedDisk" ? `${this.root}/shared` : `${dir}/pool`;
+    const pool = await new DirPool(disk).init();
+    const volume = await pool.has("bare")
+      ? await pool.info("bare")
+      : await pool.create("bare", DISK_BYTES);
+    const qmp = await launchBare(dir, {
+      name: "bare",
+      memoryMiB: MEMORY,
+      disk: volume.path,
+      extraArgs,
+    });
+    return { qmp, dir };
   }
 
   async migrateOnce(): Promise<Sample> {
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
-    const src = this.current!;
-    const dst = await this.launch(["-incoming", `tcp:127.0.0.1:${port}`]);
-    // The same parameters novactl sets (downtime limit, bandwidth cap far above loopback speed).
+    const src = this.#qmp!;
+    const t0 = performance.now();
+    const dst = await this.#launch(["-incoming", "defer"]);
+    await dst.qmp.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
+    const port = (await dst.qmp.execute<MigrateInfo>("query-migrate"))["socket-address"]?.[0]?.port;
+    if (!port) throw new Error("the destination did not report its migration port");
+    if (this.mode === "localDiskNbd") await this.#mirror(src, dst.qmp, `${dst.dir}/nbd.sock`);
+    await src.execute("migrate-set-capabilities", {
+      capabilities: [{ capability: "events", state: true }],
+    });
     await src.execute("migrate-set-parameters", {
-      "downtime-limit": DOWNTIME_LIMIT_MS,
-      "max-bandwidth": 10 * 2 ** 30,
+      "downtime-limit": this.params.downtimeLimitMs,
+      "max-bandwidth": this.params.maxBandwidthMiBs * 2 ** 20,
+    });
+    const stopped = src.waitForEvent("STOP", { timeoutMs: 120_000 });
+    const resumed = dst.qmp.waitForEvent("RESUME", { timeoutMs: 120_000 });
+    const finished = src.waitForEvent("MIGRATION", {
+      timeoutMs: 120_000,
+      match: (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)),
     });
     await src.execute("migrate", { uri: `tcp:127.0.0.1:${port}` });
-    let info: { status: string; "total-time"?: number; downtime?: number };
-    do {
-      await sleep(20);
-      info = await src.execute("query-migrate");
-    } while (info.status !== "completed" && info.status !== "failed");
-    if (info.status !== "completed") throw new Error("bare migration failed");
+    if ((await finished).data?.status !== "completed") throw new Error("bare migration failed");
+    const paused = eventMs(await stopped);
+    const running = eventMs(await resumed);
+    const info = await this.#completedInfo(src);
+    if (this.mode === "localDiskNbd") {
+      await src.execute("block-job-cancel", { device: "mig-mirror", force: true }).catch(() => {});
+      await dst.qmp.execute("nbd-server-stop").catch(() => {});
+    }
     await quitBare(src);
-    this.current = dst;
-    return { totalMs: info["total-time"]!, downtimeMs: info.downtime! };
+    const commandToDoneMs = performance.now() - t0;
+    await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
+    [this.#qmp, this.#dir] = [dst.qmp, dst.dir];
+    return {
+      commandToDoneMs,
+      qemuTotalMs: info["total-time"] ?? NaN,
+      qemuDowntimeMs: info.downtime ?? NaN,
+      guestPausedMs: Math.max(0, running - paused),
+    };
+  }
+
+  /** Right after the completion event the statistics may not be filled in yet. */
+  async #completedInfo(src: QmpClient): Promise<MigrateInfo> {
+    for (;;) {
+      const info = await src.execute<MigrateInfo>("query-migrate");
+      if (info["total-time"]) return info;
+      await sleep(5);
+    }
+  }
+
+  /** The destination exports its blank disk over NBD; the source mirrors into it until in sync. */
+  async #mirror(src: QmpClient, dst: QmpClient, socket: string): Promise<void> {
+    await dst.execute("nbd-server-start", { addr: { type: "unix", data: { path: socket } } });
+    await dst.execute("block-export-add", {
+      type: "nbd",
+      id: "mig-root",
+      "node-name": "root",
+      name: "root",
+      writable: true,
+    });
+    await src.execute("blockdev-add", {
+      driver: "nbd",
+      "node-name": "mig-target",
+      server: { type: "unix", path: socket },
+      export: "root",
+    });
+    const ready = src.waitForEvent("BLOCK_JOB_READY", { timeoutMs: 120_000 });
+    await src.execute("blockdev-mirror", {
+      "job-id": "mig-mirror",
+      device: "root",
+      target: "mig-target",
+      sync: "full",
+    });
+    await ready;
   }
 
   async stop(): Promise<void> {
-    if (this.current) await quitBare(this.current);
+    if (this.#qmp) await quitBare(this.#qmp);
   }
 }
 
-function summarize(xs: Sample[]) {
-  const pick = (f: (s: Sample) => number | undefined) => {
-    const v = xs.map(f).filter((x): x is number => x !== undefined).sort((a, b) => a - b);
-    return v.length
-      ? { p50: Math.round(percentile(v, 50) * 10) / 10, max: Math.round(v[v.length - 1] * 10) / 10 }
-      : null;
-  };
-  return {
-    runs: xs.length,
-    totalMs: pick((s) => s.totalMs),
-    downtimeMs: pick((s) => s.downtimeMs),
-    guestPausedMs: pick((s) => s.guestPausedMs),
-  };
+interface OperationView {
+  state: string;
+  error: string | null;
+  result: Record<string, number>;
 }
 
-const g = await startGuestCluster(3);
-const work = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "novactl-bare-" });
-try {
-  const results: Record<string, Sample[]> = { bare: [], shared: [], local: [] };
-  const bare = new BareMigrations(work);
-  await bare.start();
-  for (const pool of ["shared", "local"] as const) {
-    const name = `mig-${pool}`;
-    await g.api("POST", "/api/v1/vms", {
-      name,
-      image: "guest",
-      memoryMiB: MEMORY,
-      node: "n1",
-      pool: pool === "shared" ? "shared" : "dir",
-    });
-    await g.until(name, (v) => v.state === "running");
-    await sleep(4_000);
-  }
-  for (let i = 0; i < RUNS; i++) {
-    results.bare.push(await bare.migrateOnce());
-    for (const pool of ["shared", "local"] as const) {
-      const name = `mig-${pool}`;
-      const op = await g.api<{ id: string }>("POST", `/api/v1/vms/${name}/migrate`, {});
-      const done = await g.api<{ state: string; error: string; result: Record<string, number> }>(
-        "GET",
-        `/api/v1/operations/${op.id}/wait?timeoutMs=120000`,
-      );
-      if (done.state !== "succeeded") throw new Error(`${name}: ${done.error}`);
-      results[pool].push({
-        totalMs: done.result.totalMs,
-        downtimeMs: done.result.qemuDowntimeMs,
-        guestPausedMs: done.result.guestPausedMs,
-      });
-      await g.until(name, (v) => v.state === "running" && !v.migration);
-    }
-    console.log(
-      `run ${i + 1}:`,
-      JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.at(-1)]))),
-    );
-  }
-  const summary = {
-    date: new Date().toISOString(),
-    memoryMiB: MEMORY,
-    downtimeLimitMs: DOWNTIME_LIMIT_MS,
-    bareQemu: summarize(results.bare),
-    novactlSharedDisk: summarize(results.shared),
-    novactlLocalDiskNbd: summarize(results.local),
-  };
-  console.log(JSON.stringify(summary, null, 2));
-  await bare.stop();
-  await Deno.writeTextFile(
-    new URL("./results/migrate.json", import.meta.url).pathname,
-    JSON.stringify(summary, null, 2) + "\n",
+/** One novactl migration of `name` to wherever the scheduler puts it, timed from the client. */
+async function novactlMigrateOnce(g: GuestCluster, name: string): Promise<Sample> {
+  const t0 = performance.now();
+  const op = await g.api<{ id: string }>("POST", `/api/v1/vms/${name}/migrate`, {});
+  const done = await g.api<OperationView>(
+    "GET",
+    `/api/v1/operations/${op.id}/wait?timeoutMs=120000`,
   );
+  const commandToDoneMs = performance.now() - t0;
+  if (done.state !== "succeeded") throw new Error(`${name}: ${done.state}: ${done.error}`);
+  await g.until(name, (v) => v.state === "running" && !v.migration);
+  return {
+    commandToDoneMs,
+    qemuTotalMs: done.result.totalMs,
+    qemuDowntimeMs: done.result.qemuDowntimeMs,
+    guestPausedMs: done.result.guestPausedMs,
+  };
+}
+
+async function createNovactlGuest(g: GuestCluster, mode: MigrateMode): Promise<string> {
+  const name = mode === "sharedDisk" ? "mig-shared" : "mig-local";
+  await g.api("POST", "/api/v1/vms", {
+    name,
+    image: "guest",
+    memoryMiB: MEMORY,
+    node: "n1",
+    pool: mode === "sharedDisk" ? "shared" : "dir",
+  });
+  await g.until(name, (v) => v.state === "running");
+  const url = g.cluster.node("n1").url;
+  await waitFor(
+    async () =>
+      (await fetchConsole(url, g.cluster.adminToken, name)).includes("NOVACTL-GUEST-READY") ||
+      undefined,
+    { timeoutMs: 60_000, description: `${name}'s ready line` },
+  );
+  return name;
+}
+
+const MODE_LABELS: Record<MigrateMode, string> = {
+  sharedDisk: "shared disk",
+  localDiskNbd: "local disk, NBD mirror",
+};
+
+function side(label: string, samples: Sample[]): MigrateSide {
+  return {
+    label,
+    commandToDoneMs: figure(samples.map((s) => s.commandToDoneMs), 1),
+    qemuTotalMs: figure(samples.map((s) => s.qemuTotalMs), 1),
+    qemuDowntimeMs: figure(samples.map((s) => s.qemuDowntimeMs), 1),
+    guestPausedMs: figure(samples.map((s) => s.guestPausedMs), 1),
+  };
+}
+
+const g = await startGuestCluster(NODES); // tmpfs: see the module doc
+const bareRoot = await Deno.makeTempDir({ dir: g.base, prefix: "bare-" });
+const bares: BareGuest[] = [];
+try {
+  const meta0 = await runMeta("migrate", { dataDir: g.base, runs: RUNS });
+  const { config } = await g.api<{ config: Record<string, number> }>("GET", "/api/v1/config");
+  const params: MigrationParams = {
+    downtimeLimitMs: config["migration.downtimeLimitMs"],
+    maxBandwidthMiBs: config["migration.maxBandwidthMiBs"],
+  };
+  const guests = {} as Record<MigrateMode, { name: string; bare: BareGuest }>;
+  for (const mode of MODES) {
+    const bare = new BareGuest(`${bareRoot}/${mode}`, mode, params);
+    await Deno.mkdir(`${bareRoot}/${mode}`);
+    bares.push(bare);
+    await bare.start();
+    guests[mode] = { name: await createNovactlGuest(g, mode), bare };
+  }
+  const samples = Object.fromEntries(
+    MODES.map((m) => [m, { novactl: [] as Sample[], bare: [] as Sample[] }]),
+  ) as Record<MigrateMode, { novactl: Sample[]; bare: Sample[] }>;
+  for (let run = 0; run < RUNS; run++) {
+    for (const mode of MODES) {
+      const novactl = () => novactlMigrateOnce(g, guests[mode].name);
+      const bare = () => guests[mode].bare.migrateOnce();
+      if (run % 2 === 0) {
+        samples[mode].novactl.push(await novactl());
+        samples[mode].bare.push(await bare());
+      } else {
+        samples[mode].bare.push(await bare());
+        samples[mode].novactl.push(await novactl());
+      }
+      console.log(
+        `run ${run + 1} ${mode}: novactl ${JSON.stringify(samples[mode].novactl.at(-1))}` +
+          ` bare ${JSON.stringify(samples[mode].bare.at(-1))}`,
+      );
+    }
+  }
+  const result: MigrateBenchResult = {
+    meta: { ...meta0, date: new Date().toISOString() },
+    setup: {
+      nodes: NODES,
+      memoryMiB: MEMORY,
+      diskGiB: DISK_BYTES / 2 ** 30,
+      runs: RUNS,
+      ...params,
+      order: "novactl first in even runs, bare first in odd runs",
+    },
+    modes: Object.fromEntries(
+      MODES.map((m) => [m, {
+        novactl: side(`${MODE_LABELS[m]}: novactl`, samples[m].novactl),
+        bare: side(`${MODE_LABELS[m]}: bare QEMU (anchor)`, samples[m].bare),
+      }]),
+    ) as MigrateBenchResult["modes"],
+  };
+  console.log(JSON.stringify(result.modes, null, 2));
+  await Deno.writeTextFile(OUT, JSON.stringify(result, null, 2) + "\n");
+  console.log(`wrote ${OUT}`);
 } finally {
+  for (const bare of bares) await bare.stop().catch(() => {});
   await g.stop();
-  await Deno.remove(work, { recursive: true }).catch(() => {});
 }

@@ -5,6 +5,7 @@
  */
 import { QemuDriver, QmpClient } from "../../host/kvm/mod.ts";
 import { testGuest } from "./guest.ts";
+import { DirPool } from "../../host/storage/mod.ts";
 
 /** Spawns the guest (QEMU daemonizes) and connects to its QMP socket. */
 export async function launchBare(
@@ -40,4 +41,22 @@ export async function launchBare(
 export async function quitBare(qmp: QmpClient): Promise<void> {
   await qmp.execute("quit").catch(() => {});
   qmp.close();
+}
+
+/**
+ * The anchor for a VM start: a fresh 1 GiB qcow2 in `dir`/pool (like a new VM's), then the guest
+ * launched by hand; spawn → QMP `query-status` running, in ms. The QEMU is quit afterwards.
+ */
+export async function timeBareStart(dir: string, name: string, memoryMiB: number): Promise<number> {
+  const pool = await new DirPool(`${dir}/pool`).init();
+  const disk = (await pool.create(name, 2 ** 30)).path;
+  const t0 = performance.now();
+  const qmp = await launchBare(`${dir}/vms`, { name, memoryMiB, disk });
+  while ((await qmp.execute<{ status: string }>("query-status")).status !== "running") {
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  const ms = performance.now() - t0;
+  await quitBare(qmp);
+  await pool.delete(name).catch(() => {});
+  return ms;
 }

@@ -1,4 +1,8 @@
-/** A novactl cluster on tmpfs with the test guest imported and a shared pool, for VM benchmarks. */
+/**
+ * A novactl cluster with the test guest imported and a shared pool, for VM benchmarks. Its data
+ * dirs go under `dir` (default /dev/shm, a tmpfs: live migration needs it here, see SPEC; pass a
+ * directory on disk to include the real fsync cost).
+ */
 import { NovactlCluster } from "./novactl_cluster.ts";
 import { guestImportArgs, testGuest } from "./guest.ts";
 
@@ -15,9 +19,12 @@ export interface GuestCluster {
   stop(): Promise<void>;
 }
 
-export async function startGuestCluster(size: number): Promise<GuestCluster> {
+export async function startGuestCluster(
+  size: number,
+  opts: { dir?: string } = {},
+): Promise<GuestCluster> {
   const guest = await testGuest();
-  const base = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "novactl-bench-" });
+  const base = await Deno.makeTempDir({ dir: opts.dir ?? "/dev/shm", prefix: "novactl-bench-" });
   const cluster = new NovactlCluster({ baseDir: base, env: { NOVACTL_ACCEL: "tcg" } });
   await cluster.start(size);
   const url = () => cluster.nodes.find((n) => n.process && !n.process.exited)!.url;

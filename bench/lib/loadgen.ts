@@ -9,12 +9,15 @@
 
 import { type LatencySummary, summarize } from "./stats.ts";
 
-/** One fully-formed HTTP write; built once per client and re-sent in a loop. */
+/**
+ * One HTTP request, built once per client and re-sent in a loop. A function body is called
+ * with the client's request number (0, 1, …), for requests that must differ, e.g. new names.
+ */
 export interface WriteRequest {
   url: string;
-  method: "PUT" | "POST";
+  method: "PUT" | "POST" | "GET";
   headers: Record<string, string>;
-  body: string;
+  body?: string | ((seq: number) => string);
 }
 
 export interface LoadOptions {
@@ -98,10 +101,11 @@ interface ClientContext {
 
 async function runClient(request: WriteRequest, context: ClientContext): Promise<void> {
   const { recorder } = context;
-  while (performance.now() < recorder.window.end) {
+  for (let seq = 0; performance.now() < recorder.window.end; seq++) {
+    const body = typeof request.body === "function" ? request.body(seq) : request.body;
     const startedAt = performance.now();
     try {
-      await sendWrite(request, context);
+      await sendWrite(request, body, context);
       recorder.success(startedAt, performance.now());
     } catch (error) {
       recorder.failure(performance.now(), error);
@@ -112,11 +116,15 @@ async function runClient(request: WriteRequest, context: ClientContext): Promise
 }
 
 /** Sends one write; resolves on 2xx (body fully drained to keep the connection reusable). */
-async function sendWrite(request: WriteRequest, context: ClientContext): Promise<void> {
+async function sendWrite(
+  request: WriteRequest,
+  body: string | undefined,
+  context: ClientContext,
+): Promise<void> {
   const response = await fetch(request.url, {
     method: request.method,
     headers: request.headers,
-    body: request.body,
+    body,
     client: context.httpClient,
     signal: context.abort,
   });

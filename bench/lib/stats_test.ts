@@ -1,6 +1,5 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { percentile, summarize } from "./stats.ts";
-import { formatMarkdownTable, throughputRatios, toRow } from "./report.ts";
 
 Deno.test("percentile uses nearest rank", () => {
   const sorted = Array.from({ length: 100 }, (_, i) => i + 1);
@@ -17,25 +16,4 @@ Deno.test("summarize sorts numerically, not lexically", () => {
   assertEquals(summary.p50Ms, 9);
   assertEquals(summary.maxMs, 100);
   assertEquals(summary.meanMs, 30.25);
-});
-
-Deno.test("report pairs novactl with etcd per client count", () => {
-  const result = (writes: number, clients: number) => ({
-    clients,
-    durationMs: 1000,
-    writes,
-    writesPerSec: writes,
-    errors: 0,
-    errorSamples: [],
-    latency: summarize([1, 2, 3]),
-  });
-  const rows = [
-    toRow("etcd", result(200, 16)),
-    toRow("novactl", result(100, 16)),
-    toRow("etcd", result(50, 1)),
-  ];
-  assertEquals(throughputRatios(rows), [{ clients: 16, throughputRatio: 0.5 }]);
-  assert(
-    formatMarkdownTable(rows).includes("| 16 | novactl | 100.0 | 2.00 | 3.00 | 3.00 | 0 | 0.50x |"),
-  );
 });

@@ -34,6 +34,7 @@ import {
 } from "../peer/mod.ts";
 import { log } from "../log/mod.ts";
 import { metrics } from "../metrics/mod.ts";
+import { ReadyLoop } from "./ready_loop.ts";
 
 export interface ClusterNodeOptions {
   dataDir: string;
@@ -111,6 +112,7 @@ export class ClusterNode {
   readonly fsm: StateMachine;
   readonly raft: RaftNode;
   readonly transport: PeerTransport;
+  private readonly readyLoop: ReadyLoop;
   readonly snapshotReceiver: SnapshotReceiver;
   private readonly opts:
     & Required<Omit<ClusterNodeOptions, "onRemoved" | "onFatal">>
@@ -181,6 +183,37 @@ export class ClusterNode {
       this.log.snapshotDir,
       (env) => this.receive(env, env.messages[0].snapshot?.file),
     );
+    this.readyLoop = this.createReadyLoop();
+  }
+
+  /** The Ready loop with production I/O (the simulation runs it with its own). */
+  private createReadyLoop(): ReadyLoop {
+    return new ReadyLoop(this.raft, this.log, {
+      send: (messages) => this.transport.send(messages),
+      observe: (rd) => this.observeSoftState(rd),
+      durable: (rd, ms) => {
+        if (rd.entries.length || rd.hardState) metrics.fsyncSeconds.observe(ms / 1000);
+      },
+      restore: (snap) => this.restoreSnapshot(snap.meta),
+      apply: (entries) => this.applyCommitted(entries),
+      readStates: (rd) => this.handleReadStates(rd),
+      advanced: (rd, ms) => {
+        this.releaseAppliedWaiters();
+        this.updateGauges();
+        if (TRACE) this.traceReady(rd, ms);
+      },
+      stopped: () => this.stopped || this.halted,
+      appliedIndex: () => this.fsm.appliedIndex(),
+      snapshotThreshold: () => this.snapshotThreshold(),
+      maxLogBytes: MAX_LOG_BYTES,
+      snapshotToFile: (path) => this.fsm.snapshotToFile(path),
+      removeFile: (path) => Deno.remove(path),
+      compacted: (snap, ms) => {
+        log.info("log compacted", { index: snap.index, bytes: snap.bytes, ms: Math.round(ms) });
+        metrics.snapshots.inc();
+      },
+      compactionFailed: (err) => log.error("snapshot failed", { error: String(err) }),
+    });
   }
 
   /** A state machine behind the snapshot (crash between log and FSM writes) restarts from it. */
@@ -237,9 +270,7 @@ export class ClusterNode {
 
   private async drainReady(): Promise<void> {
     try {
-      while (!this.stopped && !this.halted && this.raft.hasReady()) {
-        await this.handleReady(this.raft.ready());
-      }
+      await this.readyLoop.drain();
     } catch (err) {
       // Storage and apply failures are fatal: continuing could acknowledge unpersisted
       // state, or record an outcome the other replicas did not (ApplyFailedError).
@@ -265,37 +296,14 @@ export class ClusterNode {
 
   private loopDone: Promise<void> = Promise.resolve();
 
-  private async handleReady(rd: Ready): Promise<void> {
-    this.observeSoftState(rd);
-    const t0 = performance.now();
-    const durable = this.log.save(rd);
-    // A leader replicates while its own write is in flight (Raft thesis 10.2.1):
-    // any commit that counts its unsynced entries only surfaces in the next
-    // Ready, which is not taken before this write is durable. Everyone else
-    // acknowledges only what is on disk.
-    const leading = rd.softState.role === "leader";
-    if (leading) this.transport.send(rd.messages);
-    await durable;
-    if (rd.entries.length || rd.hardState) {
-      metrics.fsyncSeconds.observe((performance.now() - t0) / 1000);
-    }
-    if (!leading) this.transport.send(rd.messages);
-    if (rd.snapshot) await this.restoreSnapshot(rd.snapshot.meta);
-    if (rd.committedEntries.length) this.applyCommitted(rd.committedEntries);
-    this.handleReadStates(rd);
-    this.raft.advance(rd);
-    this.maybeCompact();
-    this.releaseAppliedWaiters();
-    this.updateGauges();
-    if (TRACE) {
-      log.debug("ready", {
-        t: Math.round(performance.now() * 10) / 10,
-        entries: rd.entries.length,
-        committed: rd.committedEntries.length,
-        msgs: rd.messages.map((m) => `${m.type}>${m.to}:${m.entries?.length ?? ""}`).join(","),
-        ms: Math.round((performance.now() - t0) * 100) / 100,
-      });
-    }
+  private traceReady(rd: Ready, ms: number): void {
+    log.debug("ready", {
+      t: Math.round(performance.now() * 10) / 10,
+      entries: rd.entries.length,
+      committed: rd.committedEntries.length,
+      msgs: rd.messages.map((m) => `${m.type}>${m.to}:${m.entries?.length ?? ""}`).join(","),
+      ms: Math.round(ms * 100) / 100,
+    });
   }
 
   /**
@@ -372,40 +380,6 @@ export class ClusterNode {
     this.removed = true;
     log.warn("this node was removed from the cluster", { why });
     setTimeout(() => this.opts.onRemoved?.(), 200);
-  }
-
-  private compacting = false;
-
-  /** Compacts the log once enough entries were applied since the last snapshot. */
-  private maybeCompact(): void {
-    if (this.compacting) return;
-    const applied = this.fsm.appliedIndex();
-    if (applied - this.log.snapshot().meta.index < this.snapshotThreshold()) return;
-    // Amortize: rewriting a large state costs in proportion to its size, so
-    // wait until the log holds as many bytes (compaction work stays O(bytes written)),
-    // but no longer than MAX_LOG_BYTES: the live log is mirrored in memory.
-    const wanted = Math.min(this.log.snapshotBytes(), MAX_LOG_BYTES);
-    if (this.log.bytesAfterSnapshot() < wanted) return;
-    this.compacting = true;
-    const t0 = performance.now();
-    const tmp = this.log.tempSnapshotPath();
-    this.fsm.snapshotToFile(tmp).then((snap) => {
-      const stale = this.stopped || snap.index <= this.log.snapshot().meta.index ||
-        snap.index > this.log.lastIndex(); // a snapshot was installed meanwhile
-      if (stale) return Deno.remove(tmp).then(() => undefined);
-      return this.log.compact(snap.index, snap.conf, tmp, snap.bytes).then(() => snap);
-    }).then((snap) => {
-      if (!snap) return;
-      log.info("log compacted", {
-        index: snap.index,
-        bytes: snap.bytes,
-        ms: Math.round(performance.now() - t0),
-      });
-      metrics.snapshots.inc();
-    }).catch((err) => {
-      log.error("snapshot failed", { error: String(err) });
-      return Deno.remove(tmp).catch(() => {});
-    }).finally(() => (this.compacting = false));
   }
 
   private snapshotThreshold(): number {

@@ -51,6 +51,7 @@ import {
   type MessageType,
   type NodeId,
   type RaftConfig,
+  type RaftMutation,
   type ReadState,
   type Ready,
   type Role,
@@ -202,12 +203,12 @@ export class RaftNode {
   /** Appends a single-server membership change; it takes effect when committed. */
   proposeConfChange(cc: ConfChange): number {
     this.checkCanPropose();
-    if (this.pendingConfIndex > this.log.applying) {
+    if (this.pendingConfIndex > this.log.applying && !this.mutated("multiConfChange")) {
       throw new ConfChangeError(
         `another configuration change (index ${this.pendingConfIndex}) is still pending`,
       );
     }
-    if (!this.committedInCurrentTerm()) {
+    if (!this.committedInCurrentTerm() && !this.mutated("confChangeBeforeTermCommit")) {
       // Ongaro's fix for the single-server change bug: first commit something in our term.
       throw new ConfChangeError("the leader has not yet committed an entry in its current term");
     }
@@ -388,7 +389,7 @@ export class RaftNode {
     self.becomeReplicate();
     self.recentActive = true;
     // Conservatively treat any conf change in our log as pending until applied.
-    this.pendingConfIndex = this.log.lastIndex();
+    if (!this.mutated("confChangeBeforeTermCommit")) this.pendingConfIndex = this.log.lastIndex();
     // The no-op lets us commit (and so learn the commit index) in our term.
     this.appendEntries("normal", "");
     this.needBroadcast = true;
@@ -480,7 +481,7 @@ export class RaftNode {
   private hup(kind: CampaignKind): void {
     if (this.role === "leader" || !this.promotable()) return;
     // Our membership view would be stale: apply committed conf changes first.
-    if (this.hasUnappliedConfChanges()) return;
+    if (this.hasUnappliedConfChanges() && !this.mutated("campaignWithPendingConf")) return;
     this.startCampaign(kind);
   }
 
@@ -564,11 +565,11 @@ export class RaftNode {
   }
 
   private answerStale(m: Message): void {
-    if (
-      (this.cfg.checkQuorum || this.cfg.preVote) && (m.type === "app" || m.type === "heartbeat")
-    ) {
+    if (m.type === "app" || m.type === "heartbeat") {
       // A deposed leader that can't win (pre-vote) or won't step down (check-quorum)
-      // would otherwise never learn about the newer term.
+      // would otherwise never learn about the newer term. Nor would a leader whose
+      // follower moved on by campaigning within a stale membership that no longer
+      // lists the leader as a voter (so never asked it for a vote).
       this.send({ type: "appResp", to: m.from });
     } else if (m.type === "preVote") {
       // The pre-candidate learns our term and stops bothering the cluster.
@@ -879,6 +880,11 @@ export class RaftNode {
     if (!matches.length) return 0;
     matches.sort((a, b) => b - a);
     return matches[quorum(matches.length) - 1];
+  }
+
+  /** Test-only: whether a planted bug switches off one membership guard (never in production). */
+  private mutated(guard: RaftMutation): boolean {
+    return this.cfg.testingMutations?.has(guard) ?? false;
   }
 
   private committedInCurrentTerm(): boolean {

@@ -1,16 +1,56 @@
 /**
  * Deterministic simulation of Raft clusters: one seeded PRNG drives the
- * network (loss, delay, reordering, duplication, partitions), crashes and
- * restarts from persisted state, compaction, leadership transfers,
- * membership changes and a client issuing writes and ReadIndex reads.
- * Safety invariants are checked continuously; after the faults stop, the
+ * network (loss, delay, reordering, duplication, symmetric and one-way
+ * partitions), crashes and restarts from persisted state, slow disks,
+ * compaction, leadership transfers, a membership nemesis (learners and voters
+ * added, promoted, demoted and removed, in bursts, at stale leaders too) and a
+ * client issuing writes and ReadIndex reads. After the faults stop, the
  * cluster must converge (liveness).
  *
- * Run through sim_test.ts; `SIM_SEED=n` replays one seed verbosely.
+ * Contract:
+ * - A seed alone determines a run: parameters ({@link drawParams}), faults,
+ *   workload and every node's randomness come from one PRNG seeded with it,
+ *   and nothing reads clocks or Math.random. `SIM_SEED=n` replays seed n
+ *   (printed in every {@link SimFailure}); planted bugs are replayed with
+ *   `SIM_MUTATIONS=...` (see {@link replayCommand}).
+ * - Safety invariants are checked as the run goes, and each is a property of
+ *   Raft itself, not of one bug:
+ *   - election safety: at most one leader per term;
+ *   - configuration safety (no two disjoint majorities): every node that a
+ *     majority of its configuration could elect (their logs are no more up to
+ *     date than its own) holds every committed entry, with its configuration
+ *     as of its commit index (which it applies before it may campaign), or
+ *     the one it counts votes with while a candidate; a leader's votes come
+ *     from a majority of the voters it leads with; and when its commit index
+ *     advances, a majority of the voters it commits with durably hold the entry;
+ *   - commit stability and leader completeness: a committed entry never
+ *     changes, and every leader holds every entry committed in earlier terms;
+ *   - log matching, over sent entries and over whole persisted logs;
+ *   - persistence ordering: what a message acknowledges is already durable,
+ *     and nothing beyond the persisted log is applied;
+ *   - state machine safety: every node applies the same entries in the same
+ *     order (a running digest), with acknowledged writes never lost and reads
+ *     never stale.
+ * - A violation throws SimFailure with the reason, the replay command and the
+ *   last events. sim_test.ts sweeps seeds from a fresh base seed each run and
+ *   proves, with planted bugs (RaftConfig.testingMutations), that the checks
+ *   notice broken membership guards.
+ * - Two drivers: inline (this file's handleReady: fast, and it can crash a
+ *   node between persisting a Ready and sending it), or, with `production`,
+ *   ClusterNode's ReadyLoop over real SQLite logs (sim_production.ts), where a
+ *   leader sends before its write is durable, the core keeps stepping while a
+ *   write is in flight, and compaction runs beside the loop.
  */
 import { MemoryStorage } from "./memory_storage.ts";
-import { ConfChangeError, LeadershipTransferError, NotLeaderError, RaftNode } from "./raft.ts";
+import {
+  ConfChangeError,
+  LeadershipTransferError,
+  NotLeaderError,
+  RaftInvariantError,
+  RaftNode,
+} from "./raft.ts";
 import { mulberry32 } from "./testing.ts";
+import { ProductionDriver, type ProductionHooks } from "./sim_production.ts";
 import type {
   ConfChange,
   ConfState,
@@ -18,6 +58,7 @@ import type {
   Message,
   NodeId,
   RaftConfig,
+  RaftMutation,
   Ready,
   Snapshot,
 } from "./types.ts";
@@ -27,6 +68,13 @@ export interface SimParams {
   voters: number;
   spares: number;
   membership: boolean;
+  /**
+   * Membership under pressure: frequent changes, proposed also the moment a
+   * leader appears, leaders lost right after proposing one, and nodes that
+   * restart from an old snapshot onto a slow disk (one entry applied per
+   * Ready), so their membership lags what they know is committed.
+   */
+  membershipStorm: boolean;
   preVote: boolean;
   checkQuorum: boolean;
   electionTicks: number;
@@ -37,6 +85,12 @@ export interface SimParams {
   dupRate: number;
   maxDelay: number;
   partitionRate: number;
+  /** Share of partitions that are one-way: A reaches B, B cannot reach A. */
+  oneWayRate: number;
+  /** Chance per tick that the membership nemesis proposes changes (when membership is on). */
+  membershipRate: number;
+  /** Chance per tick of a leadership transfer. */
+  transferRate: number;
   crashRate: number;
   /** Chance per Ready of crashing after persisting it but before sending anything. */
   crashMidReadyRate: number;
@@ -44,9 +98,18 @@ export interface SimParams {
   leaderChurnRate: number;
   /** Chance a node's driver lags a round behind (slow disk): inputs pile up before a Ready. */
   slowDriverRate: number;
+  /**
+   * Chance per tick that one node's disk turns slow for a few ticks: its
+   * driver handles one Ready per tick while the core keeps ticking and stepping
+   * messages (as node.ts does while it awaits a write), so commits it learns
+   * stay unapplied for a while.
+   */
+  stallRate: number;
   /** Restarted nodes rebuild their state machine from the snapshot (else it survived). */
   volatileFsmRate: number;
   compactEvery: number;
+  /** Cap on committed bytes per Ready (0: the core's default); 1 hands out one entry per Ready. */
+  committedBytesPerReady: number;
   chaosTicks: number;
   livenessTicks: number;
 }
@@ -62,16 +125,37 @@ export interface SimStats {
   partitions: number;
   snapshotsInstalled: number;
   confChanges: number;
+  /** Conf changes the core refused (another pending, leader not settled in its term). */
+  confChangesRefused: number;
   transfers: number;
+  oneWayPartitions: number;
   /** Ticks the healed cluster needed to converge. */
   convergedAfter: number;
 }
 
+/** How a seed was run, beyond the seed itself (part of its replay command). */
+export interface SimMode {
+  mutations?: readonly RaftMutation[];
+  production?: boolean;
+}
+
+/** The command that replays one seed verbosely, in the same mode. */
+export function replayCommand(seed: number, mode: SimMode = {}): string {
+  let env = mode.mutations?.length ? `SIM_MUTATIONS=${mode.mutations.join(",")} ` : "";
+  if (mode.production) env += "SIM_PRODUCTION=1 ";
+  return `${env}SIM_SEED=${seed} deno test -A core/raft/sim_test.ts`;
+}
+
 export class SimFailure extends Error {
-  constructor(readonly seed: number, reason: string, trace: string[]) {
+  constructor(
+    readonly seed: number,
+    reason: string,
+    trace: string[],
+    mode: SimMode = {},
+  ) {
     super(
       `simulation seed ${seed} failed: ${reason}\n` +
-        `replay: SIM_SEED=${seed} deno test -A core/raft/sim_test.ts\n` +
+        `replay: ${replayCommand(seed, mode)}\n` +
         `last events:\n  ${trace.join("\n  ")}`,
     );
     this.name = "SimFailure";
@@ -85,10 +169,12 @@ export function drawParams(rng: () => number): SimParams {
   // A storm keeps leaders short-lived and logs divergent: the histories where
   // commit-rule and election bugs show (e.g. the Raft paper's figure 8).
   const storm = rng() < 0.3;
-  return {
+  const membershipStorm = membership && rng() < 0.5;
+  const params: SimParams = {
     voters,
     spares: membership ? 1 + Math.floor(rng() * 2) : 0,
     membership,
+    membershipStorm,
     preVote: rng() < 0.7,
     checkQuorum: rng() < 0.7,
     electionTicks: 10,
@@ -99,15 +185,41 @@ export function drawParams(rng: () => number): SimParams {
     dupRate: pick([0, 0.02, 0.1]),
     maxDelay: pick([0, 1, 2, 4]),
     partitionRate: storm ? 0.03 : pick([0.01, 0.03, 0.06]),
+    oneWayRate: pick([0, 0.3, 0.6]),
+    membershipRate: pick([0.03, 0.1, 0.3]),
+    transferRate: pick([0.005, 0.01, 0.05]),
     crashRate: storm ? 0.03 : pick([0, 0.005, 0.01, 0.03]),
     crashMidReadyRate: pick([0, 0, 0.001, 0.004]),
     leaderChurnRate: storm ? pick([0.6, 0.8]) : pick([0, 0.1, 0.3]),
     slowDriverRate: pick([0, 0.2, 0.5]),
+    stallRate: pick([0, 0.02, 0.1]),
     volatileFsmRate: pick([0, 0.5, 1]),
     compactEvery: pick([5, 10, 25, 1000]),
+    committedBytesPerReady: pick([0, 0, 1, 100]),
     chaosTicks: 250 + Math.floor(rng() * 150),
     livenessTicks: 400,
   };
+  if (!membershipStorm) return params;
+  return {
+    ...params,
+    membershipRate: 0.3,
+    stallRate: pick([0.02, 0.1]),
+    volatileFsmRate: 1,
+    compactEvery: pick([25, 1000]),
+    committedBytesPerReady: 1,
+  };
+}
+
+/** Raft's up-to-date order on logs (what a vote compares). */
+function moreUpToDate(
+  a: { lastIndex: number; lastTerm: number },
+  b: { lastIndex: number; lastTerm: number },
+): boolean {
+  return a.lastTerm > b.lastTerm || (a.lastTerm === b.lastTerm && a.lastIndex > b.lastIndex);
+}
+
+function majority(voters: number): number {
+  return Math.floor(voters / 2) + 1;
 }
 
 // ---- the replicated state machine ------------------------------------------------
@@ -231,7 +343,12 @@ interface SimNode {
   raft: RaftNode | null;
   incarnation: number;
   downUntil: number;
+  /** Until this tick the driver handles at most one Ready per tick (a slow disk). */
+  stalledUntil: number;
+  lastStalledReady: number;
   proposals: Map<number, Proposal>;
+  /** Conf changes this node proposed as leader and has not applied yet. */
+  confInFlight: { index: number; term: number; cc: ConfChange }[];
   reads: Map<string, PendingRead>;
   /** Leader observation state for invariant checks. */
   observedTerm: number;
@@ -260,10 +377,22 @@ export interface SimOptions {
   traceMessagesFrom?: number;
   /** Override drawn parameters. */
   params?: Partial<SimParams>;
+  /** Planted bugs switched on in every node's core (sim_test.ts proves the checks notice). */
+  mutations?: RaftMutation[];
+  /**
+   * Drive nodes with the production Ready loop over real SQLite logs
+   * (sim_production.ts) instead of the inline driver; the seed's run differs.
+   */
+  production?: boolean;
 }
 
-export function runSimulation(seed: number, opts: SimOptions = {}): SimStats {
-  return new Simulation(seed, opts).run();
+export async function runSimulation(seed: number, opts: SimOptions = {}): Promise<SimStats> {
+  const sim = new Simulation(seed, opts);
+  try {
+    return await sim.run();
+  } finally {
+    await sim.close();
+  }
 }
 
 class Simulation {
@@ -277,17 +406,29 @@ class Simulation {
   /** node → partition group; nodes in different groups cannot talk. */
   private groups: Map<NodeId, number> | null = null;
   private partitionEnds = 0;
+  /** Directed links "a>b" that drop everything a sends to b (one-way partitions). */
+  private oneWay = new Set<string>();
+  private oneWayEnds = 0;
   private faults = true;
-  private churn: { node: SimNode; incarnation: number; at: number }[] = [];
+  /** Faults due soon after an event: the leader lost, or the cluster split at random. */
+  private churn: { node: SimNode; incarnation: number; at: number; split?: boolean }[] = [];
   private readonly trace: string[] = [];
 
   // Invariant bookkeeping.
   private readonly leaderOfTerm = new Map<number, NodeId>();
+  /** "term>candidate" → voters that durably granted it their vote in that term. */
+  private readonly grants = new Map<string, Set<NodeId>>();
   /** index → term of the committed entry, as seen by the leader that committed it. */
   private readonly committedTerm: number[] = [];
   /** index → lowest term of a leader seen with the index committed. */
   private readonly commitTermOf: number[] = [];
   private maxCommitted = 0;
+  /** index → "type:data" of committed entries whose content is known. */
+  private readonly committedData: string[] = [];
+  /** Highest index up to which every committed entry's content is known. */
+  private knownCommittedPrefix = 0;
+  /** Membership after each committed conf change over that prefix, in log order. */
+  private readonly confTimeline: { index: number; conf: ConfState }[] = [];
   /** index → {term, data} of what state machines applied. */
   private readonly applied: { term: number; data: string; digest: number }[] = [];
   /** "index/term" → data and previous term, for log matching. */
@@ -302,10 +443,14 @@ class Simulation {
 
   private readonly verbose: boolean;
   private readonly traceMessagesFrom: number;
+  private readonly mutations: RaftMutation[];
+  private readonly production: ProductionDriver | null;
 
   constructor(readonly seed: number, opts: SimOptions) {
     this.rng = mulberry32(seed);
     this.params = { ...drawParams(this.rng), ...opts.params };
+    this.mutations = opts.mutations ?? [];
+    this.production = opts.production ? new ProductionDriver(this.productionHooks()) : null;
     this.verbose = opts.verbose ?? false;
     this.traceMessagesFrom = opts.traceMessagesFrom ?? Infinity;
     const p = this.params;
@@ -323,19 +468,24 @@ class Simulation {
       partitions: 0,
       snapshotsInstalled: 0,
       confChanges: 0,
+      confChangesRefused: 0,
       transfers: 0,
+      oneWayPartitions: 0,
       convergedAfter: -1,
     };
     this.event(`params ${JSON.stringify(p)}`);
   }
 
-  run(): SimStats {
-    for (; this.now < this.params.chaosTicks; this.now++) this.step();
-    this.healEverything();
+  async run(): Promise<SimStats> {
+    if (this.production) {
+      for (const n of this.nodes) await this.startNode(n);
+    }
+    for (; this.now < this.params.chaosTicks; this.now++) await this.step();
+    await this.healEverything();
     const start = this.now;
     const deadline = this.now + this.params.livenessTicks;
     for (; this.now < deadline; this.now++) {
-      this.step();
+      await this.step();
       if (this.converged()) {
         this.stats.convergedAfter = this.now - start;
         this.stats.ticks = this.now;
@@ -352,22 +502,33 @@ class Simulation {
 
   // ---- world step ----------------------------------------------------------------
 
-  private step(): void {
+  async close(): Promise<void> {
+    await this.production?.close();
+  }
+
+  private async step(): Promise<void> {
     if (this.faults) this.injectFaults();
-    this.restartDueNodes();
+    await this.restartDueNodes();
     this.client();
-    this.processAllReadies();
+    await this.drive();
     for (const n of this.upNodes()) {
-      n.raft!.tick();
+      this.guardInvariants(n, () => n.raft!.tick());
       this.observe(n);
     }
-    this.processAllReadies();
-    this.deliverDuePackets();
-    if (this.faults) this.maybeCompact();
+    await this.drive();
+    await this.deliverDuePackets();
+    if (this.faults && !this.production) this.maybeCompact();
+    this.checkPotentialLeaders();
     if (this.now % 50 === 0) this.checkLogMatching();
   }
 
-  private deliverDuePackets(): void {
+  /** Lets every node's driver handle its Readies. */
+  private async drive(): Promise<void> {
+    if (this.production) await this.production.settle();
+    else this.processAllReadies();
+  }
+
+  private async deliverDuePackets(): Promise<void> {
     // Messages with zero delay are delivered within the same tick, in later rounds.
     for (let round = 0; round < 8; round++) {
       const due: Packet[] = [];
@@ -377,7 +538,7 @@ class Simulation {
       this.packets = later;
       this.shuffle(due);
       for (const p of due) this.deliver(p);
-      this.processAllReadies();
+      await this.drive();
     }
   }
 
@@ -397,8 +558,18 @@ class Simulation {
     if (this.now >= this.traceMessagesFrom) {
       console.log(`[t=${this.now}] deliver ${JSON.stringify(m)}`);
     }
-    to!.raft!.step(m);
+    this.guardInvariants(to!, () => to!.raft!.step(m));
     this.observe(to!);
+  }
+
+  /** The core's own invariant checks (log conflicts with the committed prefix) fail the run too. */
+  private guardInvariants(n: SimNode, input: () => void): void {
+    try {
+      input();
+    } catch (err) {
+      if (!(err instanceof RaftInvariantError)) throw err;
+      this.fail(`Raft invariant broken on ${n.id}: ${err.message}`);
+    }
   }
 
   private reportSnapshot(from: SimNode, p: Packet, ok: boolean): void {
@@ -423,7 +594,9 @@ class Simulation {
     }
   }
 
+  /** Whether what `a` sends now reaches `b`. */
   private connected(a: NodeId, b: NodeId): boolean {
+    if (this.oneWay.has(`${a}>${b}`)) return false;
     return !this.groups || this.groups.get(a) === this.groups.get(b);
   }
 
@@ -437,10 +610,36 @@ class Simulation {
     } else if (!this.groups && this.rng() < p.partitionRate) {
       this.startPartition();
     }
+    if (this.oneWay.size && this.now >= this.oneWayEnds) {
+      this.oneWay.clear();
+      this.event("one-way partition healed");
+    } else if (!this.oneWay.size && this.rng() < p.partitionRate * p.oneWayRate) {
+      this.startOneWayPartition();
+    }
     if (this.rng() < p.crashRate) this.crashRandomNode();
+    if (this.rng() < p.stallRate) this.stallRandomDriver();
     this.runLeaderChurn();
-    if (this.rng() < 0.01) this.transferLeadership();
-    if (p.membership && this.rng() < 0.03) this.changeMembership();
+    if (this.rng() < p.transferRate) this.transferLeadership();
+    if (p.membership && this.rng() < p.membershipRate) this.changeMembership();
+  }
+
+  /**
+   * Asymmetric faults: a node that hears the leader but cannot answer it (its
+   * acks and votes vanish), or a leader whose heartbeats vanish while its
+   * followers' messages still arrive. Check-quorum, pre-vote and stickiness
+   * all meet the cases a symmetric cut never produces.
+   */
+  private startOneWayPartition(): void {
+    const ids = this.nodes.map((n) => n.id);
+    const a = this.rng() < 0.5 ? (this.leader() ?? this.pick(this.nodes)).id : this.pick(ids);
+    const others = ids.filter((id) => id !== a);
+    const cut = others.filter(() => this.rng() < 0.6);
+    if (!cut.length) cut.push(this.pick(others));
+    const outbound = this.rng() < 0.5;
+    for (const b of cut) this.oneWay.add(outbound ? `${a}>${b}` : `${b}>${a}`);
+    this.oneWayEnds = this.now + 5 + Math.floor(this.rng() * 50);
+    this.stats.oneWayPartitions++;
+    this.event(`one-way partition ${[...this.oneWay].join(" ")} until ${this.oneWayEnds}`);
   }
 
   private startPartition(): void {
@@ -454,11 +653,14 @@ class Simulation {
       const side = this.nodes.length >= 5 ? [leader.id, buddy.id] : [leader.id];
       this.partition(side, 5 + Math.floor(this.rng() * 40));
     } else {
-      const groups = new Map<NodeId, number>();
-      const parts = kind < 0.85 ? 2 : 3;
-      for (const n of this.nodes) groups.set(n.id, Math.floor(this.rng() * parts));
-      this.setGroups(groups, 5 + Math.floor(this.rng() * 60));
+      this.splitAtRandom(kind < 0.85 ? 2 : 3, 5 + Math.floor(this.rng() * 60));
     }
+  }
+
+  private splitAtRandom(parts: number, ticks: number): void {
+    const groups = new Map<NodeId, number>();
+    for (const n of this.nodes) groups.set(n.id, Math.floor(this.rng() * parts));
+    this.setGroups(groups, ticks);
   }
 
   /** Cuts `side` off from everyone else for `ticks`. */
@@ -475,6 +677,15 @@ class Simulation {
     this.event(`partition ${JSON.stringify([...groups])} until ${this.partitionEnds}`);
   }
 
+  private stallRandomDriver(): void {
+    this.stall(this.pick(this.nodes), 1 + this.rng() * 10);
+  }
+
+  private stall(n: SimNode, ticks: number): void {
+    n.stalledUntil = this.now + Math.floor(ticks);
+    this.event(`${n.id}'s driver is slow until ${n.stalledUntil}`);
+  }
+
   private crashRandomNode(): void {
     const up = this.upNodes();
     if (up.length) this.crash(this.pick(up), 1 + Math.floor(this.rng() * 40));
@@ -483,6 +694,7 @@ class Simulation {
   /** Loses everything not persisted; the node comes back after `ticks`. */
   private crash(n: SimNode, ticks: number): void {
     n.raft = null;
+    this.production?.crash(n.id);
     n.proposals.clear(); // outcome unknown to the client: never acknowledged
     n.reads.clear();
     n.downUntil = this.now + ticks;
@@ -497,6 +709,17 @@ class Simulation {
       node: n,
       incarnation: n.incarnation,
       at: this.now + Math.floor(this.rng() * 4),
+    });
+  }
+
+  private scheduleChurnAfterConfChange(n: SimNode): void {
+    if (!this.faults || this.rng() >= 0.5) return;
+    const split = this.rng() < 0.5;
+    this.churn.push({
+      node: n,
+      incarnation: n.incarnation,
+      at: this.now + Math.floor(this.rng() * 4),
+      split,
     });
   }
 
@@ -517,19 +740,25 @@ class Simulation {
     this.churn = this.churn.filter((c) => c.at > this.now);
     for (const c of due) {
       if (!c.node.raft || c.node.incarnation !== c.incarnation) continue;
+      if (c.split) {
+        if (!this.groups) this.splitAtRandom(2, 5 + Math.floor(this.rng() * 40));
+        continue;
+      }
       if (this.rng() < 0.5 || this.groups) this.crash(c.node, 1 + Math.floor(this.rng() * 15));
       else this.partition([c.node.id], 3 + Math.floor(this.rng() * 20));
     }
   }
 
-  private restartDueNodes(): void {
+  private async restartDueNodes(): Promise<void> {
     for (const n of this.nodes) {
-      if (!n.raft && n.downUntil <= this.now) this.startNode(n);
+      if (!n.raft && n.downUntil <= this.now) await this.startNode(n);
     }
   }
 
-  private startNode(n: SimNode): void {
-    const snap = n.storage.snapshot();
+  private async startNode(n: SimNode): Promise<void> {
+    const snap = this.production
+      ? await this.production.open(n.id, n.storage)
+      : n.storage.snapshot();
     // Rebuild the state machine from the durable snapshot if it did not survive, or if
     // we crashed between persisting a received snapshot and applying it (as node.ts does).
     if (this.rng() < this.params.volatileFsmRate || snap.meta.index > n.sm.applied) {
@@ -538,7 +767,12 @@ class Simulation {
     n.incarnation++;
     n.observedTerm = 0;
     n.observedCommit = 0;
-    n.raft = new RaftNode(this.config(n.id, n.sm.applied), n.storage);
+    const cfg = this.config(n.id, n.sm.applied);
+    n.raft = this.production
+      ? this.production.run(n.id, cfg, () => n.sm.conf)
+      : new RaftNode(cfg, n.storage);
+    // A restart often meets a cold, slow disk: replaying the log lags the commit index.
+    if (this.faults && this.rng() < this.params.stallRate * 5) this.stall(n, 10 + this.rng() * 30);
     this.event(`start ${n.id} applied=${n.sm.applied} hs=${JSON.stringify(n.storage.hardState())}`);
   }
 
@@ -569,10 +803,31 @@ class Simulation {
     this.observe(leader);
   }
 
+  /**
+   * The membership nemesis: a burst of one to three changes at whichever node
+   * claims to lead, stale leaders included. The core must refuse all but one
+   * change in flight, and any change before it has committed in its term.
+   */
   private changeMembership(): void {
-    const leader = this.leader();
-    if (!leader) return;
-    const conf = leader.raft!.status().conf;
+    const leaders = this.nodes.filter((n) => n.raft?.basicStatus().role === "leader");
+    if (!leaders.length) return;
+    const leader = this.pick(leaders);
+    const burst = 1 + Math.floor(this.rng() * 3);
+    for (let i = 0; i < burst && leader.raft; i++) this.proposeConfChange(leader);
+  }
+
+  /**
+   * An operator (or node.ts's membership manager) often acts the moment a new
+   * leader appears: before it has committed in its term, while changes of
+   * earlier leaders may still sit uncommitted in its log.
+   */
+  private changeMembershipAtNewLeader(n: SimNode): void {
+    if (!this.faults || !this.params.membershipStorm || this.rng() >= 0.5) return;
+    this.proposeConfChange(n);
+  }
+
+  private proposeConfChange(leader: SimNode): void {
+    const conf = this.projectedConf(leader);
     const members = [...conf.voters, ...conf.learners];
     const outsiders = this.nodes.map((n) => n.id).filter((id) => !members.includes(id));
     const options: ConfChange[] = [];
@@ -590,18 +845,48 @@ class Simulation {
     const cc = this.pick(options);
     try {
       const index = leader.raft!.proposeConfChange(cc);
+      leader.confInFlight.push({ index, term: leader.raft!.basicStatus().term, cc });
       this.stats.confChanges++;
+      // Losing the leader, or splitting the cluster, right after it appended a
+      // change leaves the change in some logs only, known committed by fewer.
+      if (this.params.membershipStorm) this.scheduleChurnAfterConfChange(leader);
       this.event(`conf change ${cc.type} ${cc.node} at ${index} by ${leader.id}`);
     } catch (err) {
       if (!(err instanceof ConfChangeError || err instanceof NotLeaderError)) throw err;
+      this.stats.confChangesRefused++;
     }
     this.observe(leader);
   }
 
-  private healEverything(): void {
+  /**
+   * The membership the operator expects once the leader's own changes in flight
+   * apply: the nemesis keeps at least three voters in it, so a core that lets
+   * changes pile up fails on safety, not merely by running out of voters.
+   */
+  private projectedConf(leader: SimNode): ConfState {
+    const { term } = leader.raft!.basicStatus();
+    leader.confInFlight = leader.confInFlight.filter((c) =>
+      c.term === term && c.index > leader.sm.applied
+    );
+    const conf = leader.raft!.status().conf;
+    const projected = { voters: [...conf.voters], learners: [...conf.learners] };
+    // Changes of earlier leaders still in its log count too: they may yet commit.
+    const { storage } = leader;
+    const from = Math.max(leader.sm.applied + 1, storage.firstIndex());
+    for (const e of storage.entries(from, storage.lastIndex() + 1)) {
+      if (e.type === "conf" && e.data !== "") applyConf(projected, JSON.parse(e.data));
+    }
+    for (const c of leader.confInFlight) {
+      if (c.index > storage.lastIndex()) applyConf(projected, c.cc);
+    }
+    return projected;
+  }
+
+  private async healEverything(): Promise<void> {
     this.faults = false;
     this.groups = null;
-    for (const n of this.nodes) if (!n.raft) this.startNode(n);
+    this.oneWay.clear();
+    for (const n of this.nodes) if (!n.raft) await this.startNode(n);
     for (const p of this.packets) p.lost = false;
     this.event("healed: no more faults");
   }
@@ -668,6 +953,14 @@ class Simulation {
   private processAllReadies(): void {
     for (const n of this.nodes) {
       if (this.faults && this.rng() < this.params.slowDriverRate) continue;
+      if (this.faults && n.stalledUntil > this.now) {
+        // A slow disk: one write (one Ready) per tick, the core steps on in between.
+        if (n.raft?.hasReady() && n.lastStalledReady < this.now) {
+          n.lastStalledReady = this.now;
+          this.handleReady(n, n.raft.ready());
+        }
+        continue;
+      }
       while (n.raft?.hasReady()) this.handleReady(n, n.raft.ready());
     }
   }
@@ -685,6 +978,7 @@ class Simulation {
     // 2. send
     for (const m of rd.messages) {
       this.checkAckIsDurable(n, m);
+      this.noteVoteGranted(m);
       this.send(n, m);
     }
     // 3. apply
@@ -696,6 +990,52 @@ class Simulation {
     // 4. advance
     n.raft!.advance(rd);
     this.observe(n);
+  }
+
+  /**
+   * The production driver's view of the simulation: the same checks as the
+   * inline driver, at the same steps of the Ready loop. Its writes take
+   * ticks: a slow disk (a stall) holds them until the stall ends.
+   */
+  private productionHooks(): ProductionHooks {
+    const node = (id: NodeId) => this.byId.get(id)!;
+    return {
+      now: () => this.now,
+      latency: (id) => {
+        if (!this.faults) return 0;
+        const stalled = node(id).stalledUntil - this.now;
+        if (stalled > 0) return stalled;
+        return this.rng() < 0.3 ? 1 + Math.floor(this.rng() * 3) : 0;
+      },
+      send: (id, m) => {
+        const n = node(id);
+        this.checkAckIsDurable(n, m);
+        this.noteVoteGranted(m);
+        this.send(n, m);
+      },
+      persisted: (id, entries) => this.checkPersisted(node(id), entries),
+      restore: (id, snap) => {
+        this.stats.snapshotsInstalled++;
+        this.installSnapshot(node(id), snap);
+      },
+      apply: (id, entries) => {
+        for (const e of entries) this.applyEntry(node(id), e);
+      },
+      readStates: (id, rd) => {
+        const n = node(id);
+        for (const rs of rd.readStates) this.readIndexKnown(n, rs.context, rs.index);
+        for (const c of rd.droppedReadContexts ?? []) n.reads.delete(c);
+        this.serveReads(n);
+      },
+      advanced: (id) => this.observe(node(id)),
+      appliedIndex: (id) => node(id).sm.applied,
+      snapshotState: (id) => {
+        const { sm } = node(id);
+        return { index: sm.applied, conf: structuredClone(sm.conf), data: sm.serialize() };
+      },
+      snapshotThreshold: () => this.params.compactEvery,
+      fail: (reason) => this.fail(reason),
+    };
   }
 
   private installSnapshot(n: SimNode, snap: Snapshot): void {
@@ -769,7 +1109,9 @@ class Simulation {
       this.leaderOfTerm.set(s.term, n.id);
       this.stats.leaderTerms++;
       this.event(`${n.id} leads term ${s.term}`);
+      this.checkElectionQuorum(n, s.term);
       this.scheduleLeaderChurn(n);
+      this.changeMembershipAtNewLeader(n);
     } else if (prev !== n.id) {
       this.fail(`election safety: ${prev} and ${n.id} both lead term ${s.term}`);
     }
@@ -779,6 +1121,7 @@ class Simulation {
       this.checkLeaderCompleteness(n, s.term);
     }
     if (n.observedCommit === 0 && s.commit > 0) this.firstCommitOfTerm(n);
+    if (s.commit > n.observedCommit) this.checkCommitQuorum(n, s.commit);
     for (let i = Math.max(n.observedCommit + 1, 1); i <= s.commit; i++) {
       this.recordCommitted(n, i, s.term);
     }
@@ -795,9 +1138,162 @@ class Simulation {
       );
     }
     this.committedTerm[index] = term;
+    this.learnCommitted(index, this.persisted.get(`${index}/${term}`)?.data);
     const t = this.commitTermOf[index];
     if (t === undefined || leaderTerm < t) this.commitTermOf[index] = leaderTerm;
     this.maxCommitted = Math.max(this.maxCommitted, index);
+  }
+
+  private learnCommitted(index: number, data: string | undefined): void {
+    if (data === undefined || this.committedData[index] !== undefined) return;
+    this.committedData[index] = data;
+    while (this.committedData[this.knownCommittedPrefix + 1] !== undefined) {
+      const i = ++this.knownCommittedPrefix;
+      const d = this.committedData[i];
+      if (!d.startsWith("conf:") || d === "conf:") continue;
+      const prev = this.confTimeline[this.confTimeline.length - 1]?.conf ?? this.bootstrap;
+      const conf = { voters: [...prev.voters], learners: [...prev.learners] };
+      applyConf(conf, JSON.parse(d.slice("conf:".length)) as ConfChange);
+      this.confTimeline.push({ index: i, conf });
+    }
+  }
+
+  /** Membership as of committed index `index`, if every entry up to it is known. */
+  private confAt(index: number): ConfState | undefined {
+    if (index > this.knownCommittedPrefix) return undefined;
+    for (let k = this.confTimeline.length - 1; k >= 0; k--) {
+      if (this.confTimeline[k].index <= index) return this.confTimeline[k].conf;
+    }
+    return this.bootstrap;
+  }
+
+  /**
+   * Configuration safety, as leader completeness for every potential leader:
+   * a node that a majority of its own configuration could elect (no member's
+   * log is more up to date than its own) holds every committed entry. Its
+   * configuration is the one as of its commit index, which it applies before
+   * it may campaign. A committed entry missing there means the entry's commit
+   * quorum and that majority are disjoint: two majorities that could each decide.
+   */
+  private checkPotentialLeaders(): void {
+    const index = this.maxCommitted;
+    const term = this.committedTerm[index];
+    if (!index || term === undefined) return;
+    const logs = new Map(this.nodes.map((n) => [n.id, this.logPosition(n)]));
+    for (const x of this.nodes) {
+      if (this.holdsEntry(x, index, term)) continue;
+      const own = logs.get(x.id)!;
+      const atCommit = this.confAt(own.commit);
+      if (atCommit) {
+        this.checkCannotBeElected(x, atCommit, `as of its commit index ${own.commit}`, logs);
+      }
+      // A candidate counts votes with the membership it has now.
+      const role = x.raft?.basicStatus().role;
+      if (role === "candidate" || role === "preCandidate") {
+        this.checkCannotBeElected(x, x.raft!.status().conf, `as a ${role}`, logs);
+      }
+    }
+  }
+
+  private checkCannotBeElected(
+    x: SimNode,
+    conf: ConfState,
+    which: string,
+    logs: Map<NodeId, { lastIndex: number; lastTerm: number }>,
+  ): void {
+    if (!conf.voters.includes(x.id)) return;
+    const own = logs.get(x.id)!;
+    const backers = conf.voters.filter((v) => {
+      const p = logs.get(v);
+      return p !== undefined && !moreUpToDate(p, own);
+    });
+    if (backers.length < majority(conf.voters.length)) return;
+    this.fail(
+      `configuration safety: ${x.id} lacks committed entry ${this.maxCommitted} yet ` +
+        `${backers.join(",")} of its voters ${conf.voters.join(",")} (${which}) could elect it`,
+    );
+  }
+
+  /** Where a node's log ends (what a vote compares) and what it knows committed. */
+  private logPosition(n: SimNode): { lastIndex: number; lastTerm: number; commit: number } {
+    if (n.raft) {
+      const { lastIndex, commit } = n.raft.status();
+      return { lastIndex, lastTerm: n.raft.termAt(lastIndex) ?? 0, commit };
+    }
+    const s = n.storage;
+    return {
+      lastIndex: s.lastIndex(),
+      lastTerm: s.term(s.lastIndex()),
+      commit: s.hardState().commit,
+    };
+  }
+
+  private holdsEntry(n: SimNode, index: number, term: number): boolean {
+    if (n.raft) {
+      const t = n.raft.termAt(index);
+      if (t !== undefined) return t === term;
+      return n.raft.status().lastIndex >= index; // compacted: covered by its snapshot
+    }
+    const s = n.storage;
+    if (s.snapshot().meta.index >= index) return true;
+    return index <= s.lastIndex() && s.term(index) === term;
+  }
+
+  private noteVoteGranted(m: Message): void {
+    if (m.type !== "voteResp" || m.reject) return;
+    const key = `${m.term}>${m.to}`;
+    const granted = this.grants.get(key) ?? new Set<NodeId>();
+    granted.add(m.from);
+    this.grants.set(key, granted);
+  }
+
+  /**
+   * Configuration safety for elections: the voters that durably granted a new
+   * leader its term form a majority of the configuration it leads with. Two
+   * leaders of one term would need two disjoint majorities.
+   */
+  private checkElectionQuorum(n: SimNode, term: number): void {
+    const voters = n.raft!.status().conf.voters;
+    const granted = this.grants.get(`${term}>${n.id}`) ?? new Set<NodeId>();
+    const backing = voters.filter((v) => v === n.id || granted.has(v));
+    if (backing.length < majority(voters.length)) {
+      this.fail(
+        `${n.id} leads term ${term} with votes from ${backing.join(",") || "nobody"}, ` +
+          `not a majority of its voters ${voters.join(",")}`,
+      );
+    }
+  }
+
+  /**
+   * Configuration safety for commits: when a leader's commit index advances, a
+   * majority of the voters it commits with durably hold that entry (the
+   * leader itself counts when the entry is in its log: a leader may count its
+   * own write while it is still in flight).
+   */
+  private checkCommitQuorum(n: SimNode, commit: number): void {
+    const raft = n.raft!;
+    const term = raft.termAt(commit);
+    // Only commits this leader counted itself: a restarted node's commit index was
+    // counted by an earlier leader, in an earlier configuration.
+    if (term !== raft.basicStatus().term) return;
+    const voters = raft.status().conf.voters;
+    const holders = voters.filter((v) => v === n.id || this.holdsDurably(v, commit, term));
+    if (holders.length < majority(voters.length)) {
+      this.fail(
+        `${n.id} commits ${commit}@${term} but only ${
+          holders.join(",") || "nobody"
+        } of its voters ` +
+          `${voters.join(",")} hold it`,
+      );
+    }
+  }
+
+  private holdsDurably(id: NodeId, index: number, term: number): boolean {
+    const storage = this.byId.get(id)?.storage;
+    if (!storage) return false;
+    if (storage.snapshot().meta.index >= index) return true;
+    if (index > storage.lastIndex()) return false;
+    return storage.term(index) === term;
   }
 
   /** Every entry committed in an earlier term must be in a new leader's log. */
@@ -914,6 +1410,7 @@ class Simulation {
     const data = `${e.type}:${e.data}`;
     if (!known) {
       this.applied[e.index] = { term: e.term, data, digest: n.sm.digest };
+      this.learnCommitted(e.index, data);
     } else if (known.term !== e.term || known.data !== data) {
       this.fail(`state machine safety: ${n.id} applies a different entry at ${e.index}`);
     }
@@ -975,12 +1472,16 @@ class Simulation {
       raft: null,
       incarnation: 0,
       downUntil: 0,
+      stalledUntil: 0,
+      lastStalledReady: -1,
       proposals: new Map(),
+      confInFlight: [],
       reads: new Map(),
       observedTerm: 0,
       observedCommit: 0,
     };
-    node.raft = new RaftNode(this.config(id, 0), storage);
+    // Production nodes open their SQLite logs when the run starts.
+    if (!this.production) node.raft = new RaftNode(this.config(id, 0), storage);
     this.nodes.push(node);
     this.byId.set(id, node);
   }
@@ -992,10 +1493,12 @@ class Simulation {
       electionTicks: p.electionTicks,
       heartbeatTicks: p.heartbeatTicks,
       random: mulberry32(Math.floor(this.rng() * 2 ** 32)),
+      testingMutations: this.mutations.length ? new Set(this.mutations) : undefined,
       preVote: p.preVote,
       checkQuorum: p.checkQuorum,
       maxMsgBytes: p.maxMsgBytes,
       maxInflight: p.maxInflight,
+      maxCommittedBytesPerReady: p.committedBytesPerReady || undefined,
       applied,
     };
   }
@@ -1048,6 +1551,9 @@ class Simulation {
   }
 
   private fail(reason: string): never {
-    throw new SimFailure(this.seed, `${reason} (at tick ${this.now})`, this.trace);
+    throw new SimFailure(this.seed, `${reason} (at tick ${this.now})`, this.trace, {
+      mutations: this.mutations,
+      production: this.production !== null,
+    });
   }
 }

@@ -22,11 +22,11 @@ export interface WorkerReport {
   clusterSizes: number[];
 }
 
-self.onmessage = (e: MessageEvent<WorkerRequest>) => {
+self.onmessage = async (e: MessageEvent<WorkerRequest>) => {
   const report: WorkerReport = { failures: [], ran: 0, totals: {}, clusterSizes: [] };
   for (const seed of e.data.seeds) {
     try {
-      const stats = runSimulation(seed);
+      const stats = await runSimulation(seed);
       for (const [k, v] of Object.entries(stats)) {
         if (typeof v === "number" && k !== "seed") report.totals[k] = (report.totals[k] ?? 0) + v;
       }

@@ -115,7 +115,11 @@ export interface ReadState {
  * Work handed from the core to the driver. The driver must, in order:
  * 1. persist `snapshot` (if any), then `entries` (replacing any stored entries
  *    with index >= entries[0].index), then `hardState` (if any) — durably;
- * 2. send `messages`;
+ * 2. send `messages` — except that a leader may send them before its own write
+ *    is durable (Raft thesis 10.2.1; core/cluster/ready_loop.ts does): a commit
+ *    that counts its unsynced entries only surfaces in a later Ready, which the
+ *    driver takes only after this one is durable. Everyone else sends only what
+ *    is on disk, so every acknowledgment and vote is durable;
  * 3. apply `committedEntries` to the state machine (and `snapshot` if set);
  * 4. call `advance(ready)`.
  */
@@ -178,4 +182,22 @@ export interface RaftConfig {
    * one large entry always fits). Unlimited when absent.
    */
   maxUncommittedBytes?: number;
+  /**
+   * Test-only fault hook: each named membership guard is switched off, so the
+   * simulation can prove it notices (sim_test.ts). Never set in production;
+   * read only at the three guard sites in raft.ts.
+   */
+  testingMutations?: ReadonlySet<RaftMutation>;
 }
+
+/**
+ * Planted bugs in the membership guards (see {@link RaftConfig.testingMutations}):
+ * - multiConfChange: the leader accepts a conf change while another is unapplied;
+ * - campaignWithPendingConf: a node campaigns with committed conf changes it has not applied;
+ * - confChangeBeforeTermCommit: a new leader proposes a conf change before committing in its
+ *   term, i.e. before it knows which conf changes of earlier leaders in its log are committed.
+ */
+export type RaftMutation =
+  | "multiConfChange"
+  | "campaignWithPendingConf"
+  | "confChangeBeforeTermCommit";

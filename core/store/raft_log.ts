@@ -310,10 +310,19 @@ export class SqliteRaftLog implements Storage {
    * names it is written: a file (written or received) is renamed there, inline
    * data (bootstrap) is written there.
    */
+  /** Received snapshot files being renamed to their final path right now. */
+  private readonly placing = new Set<string>();
+
   private async placeSnapshotFile(snap: Snapshot): Promise<void> {
     const dest = this.snapshotPath(snap.meta);
-    if (snap.file === undefined) await writeFileDurably(dest, snap.data);
-    else if (snap.file !== dest) await renameDurably(snap.file, dest);
+    if (snap.file === undefined) return await writeFileDurably(dest, snap.data);
+    if (snap.file === dest) return;
+    this.placing.add(snap.file);
+    try {
+      await renameDurably(snap.file, dest);
+    } finally {
+      this.placing.delete(snap.file);
+    }
   }
 
   /**
@@ -323,7 +332,9 @@ export class SqliteRaftLog implements Storage {
   private async removeOldSnapshotFiles(): Promise<void> {
     const keep = basename(this.snap.file ?? snapshotFileName(this.snap.meta));
     for await (const f of Deno.readDir(this.snapDir)) {
-      const stale = (f.name !== keep && f.name.startsWith("snap-")) ||
+      // A received file still on its way to its final name is the newest snapshot, not stale.
+      if (f.name === keep || this.placing.has(join(this.snapDir, f.name))) continue;
+      const stale = f.name.startsWith("snap-") ||
         (f.name.startsWith(RECEIVED_PREFIX) &&
           receivedSnapshotIndex(f.name) <= this.snap.meta.index);
       if (stale) await Deno.remove(join(this.snapDir, f.name)).catch(() => {});

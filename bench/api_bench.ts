@@ -1,0 +1,353 @@
+/**
+ * The user's path through the REST API, next to etcd as the anchor, interleaved.
+ *
+ *   deno run -A bench/api_bench.ts [--duration 10] [--warmup 1] [--clients 1,64] [--reps 3]
+ *                                  [--list-vms 100] [--keep] [--out FILE]
+ *
+ * One fresh 3-node novactl cluster and one 3-member etcd start once and stay up. For each case
+ * and client count the closed-loop load generator (bench/lib/loadgen.ts) drives novactl, etcd,
+ * novactl, etcd, … (`--reps` each), every request to the leader:
+ *
+ * - vm list: novactl `GET /api/v1/vms` over `--list-vms` stopped VMs; etcd a range read over
+ *   as many keys holding values the size of one VM record (serializable, as novactl's list
+ *   answers from the local replica).
+ * - vm create: novactl `POST /api/v1/vms` with `start: false` (validated, placed by the
+ *   scheduler, committed through Raft; no QEMU), a fresh name per request; etcd `POST
+ *   /v3/kv/put` of a fresh key per request with a value the size of the create body. The VMs
+ *   a repetition created are deleted before the next one, so every repetition places VMs on
+ *   the same state.
+ *
+ * The result (bench/results/api.json) holds each repetition, the median and spread per system,
+ * and the ratio of the medians.
+ */
+
+import {
+  type ComparisonRow,
+  type Contender,
+  interleave,
+  medianRatios,
+  printRep,
+  type RepResult,
+} from "./lib/comparison.ts";
+import {
+  clientList,
+  nonNegativeNumber,
+  parseFlags,
+  positiveNumber,
+  toPositiveInt,
+} from "./lib/flags.ts";
+import { payload, runClosedLoop, type WriteRequest } from "./lib/loadgen.ts";
+import { runMeta } from "./lib/run_meta.ts";
+import {
+  base64,
+  CLUSTER_SIZE,
+  defaultOut,
+  installSignalTeardown,
+  type RunningEtcd,
+  type RunningNovactl,
+  startEtcd,
+  startNovactl,
+  stopAll,
+  writeResult,
+} from "./lib/systems.ts";
+import { requestJson, sleep, waitFor } from "./lib/util.ts";
+
+interface BenchOptions {
+  durationS: number;
+  warmupS: number;
+  clients: number[];
+  reps: number;
+  listVms: number;
+  keep: boolean;
+  outPath: string;
+}
+
+const IMAGE = "bench";
+const CREATED_PREFIX = "c";
+const SEED_PREFIX = "seed";
+const PAUSE_BETWEEN_RUNS_MS = 1_000;
+const DELETE_PARALLELISM = 8;
+const CLEANUP_TIMEOUT_MS = 300_000;
+/** Thousands of stopped VMs on 3 hosts of this size only fit with the widest overcommit. */
+const WIDE_OVERCOMMIT = {
+  "scheduler.overcommit.cpu": 64,
+  "scheduler.overcommit.memory": 8,
+  "scheduler.overcommit.disk": 64,
+};
+
+function parseOptions(args: string[]): BenchOptions {
+  const flags = parseFlags(args, new Set(["keep"]));
+  return {
+    durationS: positiveNumber(flags, "duration", 10),
+    warmupS: nonNegativeNumber(flags, "warmup", 1),
+    clients: clientList(flags, "1,64"),
+    reps: toPositiveInt("reps", flags.get("reps") ?? "3"),
+    listVms: toPositiveInt("list-vms", flags.get("list-vms") ?? "100"),
+    keep: flags.has("keep"),
+    outPath: flags.get("out") ?? defaultOut("api"),
+  };
+}
+
+// ---------------------------------------------------------------- novactl
+
+class NovactlApi {
+  constructor(readonly novactl: RunningNovactl) {}
+
+  get #token(): string {
+    return this.novactl.cluster.adminToken;
+  }
+
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const url = `${await this.novactl.cluster.leaderUrl()}${path}`;
+    const { status, body: answer } = await requestJson<T>(url, {
+      method,
+      body,
+      token: this.#token,
+      timeoutMs: 30_000,
+    });
+    if (status < 200 || status > 299) {
+      throw new Error(`${method} ${path} → ${status}: ${JSON.stringify(answer)}`);
+    }
+    return answer as T;
+  }
+
+  headers(): Record<string, string> {
+    return { "content-type": "application/json", authorization: `Bearer ${this.#token}` };
+  }
+
+  /** A kernel "image" of random bytes: stopped VMs never boot it, creates only reference it. */
+  async importImage(baseDir: string): Promise<void> {
+    await this.call("PATCH", "/api/v1/config", {
+      ...WIDE_OVERCOMMIT,
+      "images.replicateToAllHosts": false,
+    });
+    const kernel = `${baseDir}/bench-kernel`;
+    await Deno.writeFile(kernel, crypto.getRandomValues(new Uint8Array(64 * 1024)));
+    const server = await this.novactl.cluster.leaderUrl();
+    await this.novactl.cluster.cli([
+      "image",
+      "import",
+      IMAGE,
+      "--kernel",
+      kernel,
+      "--server",
+      server,
+      "--token",
+      this.#token,
+    ]);
+  }
+
+  async vmNames(): Promise<string[]> {
+    const { vms } = await this.call<{ vms: { name: string }[] }>("GET", "/api/v1/vms");
+    return vms.map((vm) => vm.name);
+  }
+
+  /** Deletes every VM whose name starts with `prefix` and waits until they are gone. */
+  async deleteVms(prefix: string): Promise<void> {
+    const names = (await this.vmNames()).filter((name) => name.startsWith(prefix));
+    for (let i = 0; i < names.length; i += DELETE_PARALLELISM) {
+      await Promise.all(
+        names.slice(i, i + DELETE_PARALLELISM).map((name) =>
+          this.call("DELETE", `/api/v1/vms/${name}?force=true`)
+        ),
+      );
+    }
+    await waitFor(async () => {
+      const left = (await this.vmNames()).filter((name) => name.startsWith(prefix));
+      return left.length === 0 ? true : undefined;
+    }, { timeoutMs: CLEANUP_TIMEOUT_MS, intervalMs: 500, description: `${prefix}* VMs deleted` });
+  }
+}
+
+/** The body of one stopped-VM create; `name` differs per request. */
+function createBody(name: string): string {
+  return JSON.stringify({
+    name,
+    image: IMAGE,
+    cpus: 1,
+    memoryMiB: 16,
+    diskGiB: 1,
+    start: false,
+  });
+}
+
+async function seedVms(api: NovactlApi, count: number): Promise<number> {
+  for (let i = 0; i < count; i++) {
+    await api.call("POST", "/api/v1/vms", JSON.parse(createBody(`${SEED_PREFIX}${i}`)));
+  }
+  const vm = await api.call<unknown>("GET", `/api/v1/vms/${SEED_PREFIX}0`);
+  return JSON.stringify(vm).length;
+}
+
+function novactlList(api: NovactlApi, options: BenchOptions): Contender {
+  return loadContender("novactl", () => api.novactl.cluster.leaderUrl(), options, (leader) => ({
+    url: `${leader}/api/v1/vms`,
+    method: "GET",
+    headers: api.headers(),
+  }));
+}
+
+function novactlCreates(api: NovactlApi, options: BenchOptions, clients: number): Contender {
+  return {
+    system: "novactl",
+    run: (_, rep) =>
+      loadContender("novactl", () => api.novactl.cluster.leaderUrl(), options, (leader, c) => ({
+        url: `${leader}/api/v1/vms`,
+        method: "POST",
+        headers: api.headers(),
+        body: (seq) => createBody(`${CREATED_PREFIX}${clients}-r${rep}-w${c}-${seq}`),
+      })).run(clients, rep),
+  };
+}
+
+// ---------------------------------------------------------------- etcd
+
+async function seedEtcd(etcd: RunningEtcd, count: number, valueBytes: number): Promise<void> {
+  const leader = await etcd.cluster.leaderUrl();
+  const value = base64(payload(valueBytes));
+  for (let i = 0; i < count; i++) {
+    await requestJson(etcd.cluster.api(leader, "kv/put"), {
+      body: { key: base64(`vms/${SEED_PREFIX}${i}`), value },
+    });
+  }
+}
+
+function etcdList(etcd: RunningEtcd, options: BenchOptions): Contender {
+  const body = JSON.stringify({
+    key: base64("vms/"),
+    range_end: base64("vms0"), // "0" follows "/": every key under vms/
+    serializable: true,
+  });
+  return loadContender("etcd", () => etcd.cluster.leaderUrl(), options, (leader) => ({
+    url: etcd.cluster.api(leader, "kv/range"),
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body,
+  }));
+}
+
+function etcdPuts(etcd: RunningEtcd, options: BenchOptions, clients: number): Contender {
+  const value = base64(payload(createBody(`${CREATED_PREFIX}${clients}-r0-w0-0`).length));
+  return {
+    system: "etcd",
+    run: (_, rep) =>
+      loadContender("etcd", () => etcd.cluster.leaderUrl(), options, (leader, c) => ({
+        url: etcd.cluster.api(leader, "kv/put"),
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: (seq) => JSON.stringify({ key: base64(`new/${clients}-${rep}-${c}-${seq}`), value }),
+      })).run(clients, rep),
+  };
+}
+
+// ---------------------------------------------------------------- running
+
+function loadContender(
+  system: string,
+  leaderUrl: () => Promise<string>,
+  options: BenchOptions,
+  requestFor: (leader: string, client: number) => WriteRequest,
+): Contender {
+  return {
+    system,
+    run: async (clients) => {
+      const leader = await leaderUrl();
+      return await runClosedLoop({
+        clients,
+        durationMs: options.durationS * 1000,
+        warmupMs: options.warmupS * 1000,
+        requestFor: (client) => requestFor(leader, client),
+      });
+    },
+  };
+}
+
+async function runCases(
+  api: NovactlApi,
+  etcd: RunningEtcd,
+  options: BenchOptions,
+): Promise<ComparisonRow[]> {
+  const rows: ComparisonRow[] = [];
+  const progress = (clients: number) => (system: string, rep: number, r: RepResult) =>
+    printRep(clients, system, rep, r);
+  for (const clients of options.clients) {
+    console.log(`-- vm list, ${clients} clients`);
+    rows.push(
+      ...await interleave([novactlList(api, options), etcdList(etcd, options)], {
+        case: `vm list (${options.listVms} VMs)`,
+        clients,
+        reps: options.reps,
+        onRun: progress(clients),
+        between: () => sleep(PAUSE_BETWEEN_RUNS_MS),
+      }),
+    );
+  }
+  for (const clients of options.clients) {
+    console.log(`-- vm create (start: false), ${clients} clients`);
+    rows.push(
+      ...await interleave(
+        [novactlCreates(api, options, clients), etcdPuts(etcd, options, clients)],
+        {
+          case: "vm create (stopped)",
+          clients,
+          reps: options.reps,
+          onRun: progress(clients),
+          between: async (system) => {
+            if (system === "novactl") await api.deleteVms(CREATED_PREFIX);
+            await sleep(PAUSE_BETWEEN_RUNS_MS);
+          },
+        },
+      ),
+    );
+  }
+  return rows;
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions(Deno.args);
+  const baseDir = await Deno.makeTempDir({ prefix: "api-bench-" });
+  installSignalTeardown();
+  let failed = true;
+  try {
+    const meta = await runMeta("api", { dataDir: baseDir, runs: options.reps });
+    const novactl = await startNovactl(baseDir);
+    const etcd = await startEtcd(baseDir);
+    const api = new NovactlApi(novactl);
+    await api.importImage(baseDir);
+    const recordBytes = await seedVms(api, options.listVms);
+    await seedEtcd(etcd, options.listVms, recordBytes);
+    const rows = await runCases(api, etcd, options);
+    const ratios = medianRatios(rows, "etcd");
+    for (const r of ratios) console.log(`${r.case} at ${r.clients} clients: ${r.ratio}x etcd`);
+    await writeResult(options.outPath, {
+      meta: { ...meta, date: new Date().toISOString() },
+      versions: { novactl: novactl.version, etcd: etcd.version },
+      config: {
+        clusterSize: CLUSTER_SIZE,
+        durationS: options.durationS,
+        warmupS: options.warmupS,
+        clients: options.clients,
+        listVms: options.listVms,
+        vmRecordBytes: recordBytes,
+        target: "leader",
+      },
+      rows,
+      ratios,
+    });
+    failed = false;
+  } finally {
+    await stopAll();
+    if (failed || options.keep) console.error(`logs and data kept in ${baseDir}`);
+    else await Deno.remove(baseDir, { recursive: true });
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+    Deno.exit(0);
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : error);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * The QEMU processes running one VM, found on the whole machine by the VM's uuid in
+ * /proc/PID/cmdline (HA QEMUs are children of the fencing watchdog and may outlive any pidfile), with
+ * the node whose data dir they belong to.
+ */
+
+export interface QemuCopy {
+  pid: number;
+  /** The node name in the QEMU's paths (`…/n2/vms/…`), "?" when none is. */
+  host: string;
+}
+
+/** Every live QEMU on this machine running the VM with `uuid`. */
+export function qemusOf(uuid: string): Promise<QemuCopy[]> {
+  return qemusMatching(`-uuid ${uuid}`);
+}
+
+/** Every live QEMU on this machine whose command line mentions `text` (e.g. a cluster's base dir). */
+export async function qemusMatching(text: string): Promise<QemuCopy[]> {
+  const out: QemuCopy[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    let cmdline: string;
+    try {
+      cmdline = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
+    } catch {
+      continue; // exited while we looked
+    }
+    if (!cmdline.includes("qemu-system") || !cmdline.includes(text)) continue;
+    if (!isAlive(Number(e.name))) continue;
+    out.push({ pid: Number(e.name), host: /\/(n\d+)\/vms\//.exec(cmdline)?.[1] ?? "?" });
+  }
+  return out;
+}
+
+/** True while `pid` exists and is not a zombie. */
+export function isAlive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,329 @@
+/**
+ * Renders the tables of BENCHMARKS.md from the raw results in `bench/results/*.json`.
+ *
+ * Each benchmark owns one block of BENCHMARKS.md between marker comments,
+ * `<!-- bench:NAME:begin -->` … `<!-- bench:NAME:end -->`; only those blocks are
+ * rewritten, the prose around them is left alone. A block starts with the run's
+ * provenance (commit, filesystem, repetitions, date), from the result's `meta`
+ * (bench/lib/run_meta.ts). A result without `meta` predates provenance: its
+ * figures are withheld, with a note saying how to regenerate them.
+ *
+ * Figures are {@linkcode Figure}s (median, min, max, n, p99 only when n ≥ 100).
+ * Results of benchmarks this module has no dedicated table for are rendered by
+ * finding every figure in the JSON, labelled by its path (or a sibling `label`).
+ */
+
+import { type Figure, isFigure } from "./figures.ts";
+import type { ComparisonRatio, ComparisonResult, ComparisonRow } from "./comparison.ts";
+import type { RunMeta } from "./run_meta.ts";
+
+/** A benchmark section: its marker name and how its result becomes markdown. */
+export interface Section {
+  name: string;
+  render: (result: Record<string, unknown>) => string;
+}
+
+/** Every benchmark with a section in BENCHMARKS.md, in the order they appear there. */
+export const SECTIONS: readonly Section[] = [
+  { name: "raft", render: (r) => renderComparison(r as unknown as ComparisonResult) },
+  { name: "api", render: (r) => renderComparison(r as unknown as ComparisonResult) },
+  { name: "vm", render: renderFigures },
+  { name: "scheduler", render: (r) => renderScheduler(r as unknown as SchedulerResult) },
+  { name: "ha", render: renderFigures },
+  { name: "migrate", render: renderFigures },
+];
+
+/** Thrown when BENCHMARKS.md's markers are missing, unbalanced or unknown. */
+export class MarkerError extends Error {}
+
+/** Thrown when a result file with provenance lacks what its section's table needs. */
+export class ResultShapeError extends Error {}
+
+// ---------------------------------------------------------------- documents
+
+/**
+ * Rewrites every marked block of `markdown` from `results` (section name → parsed
+ * JSON, or undefined when the file is missing).
+ *
+ * @throws {MarkerError} when a section has no markers, or markers name no section.
+ */
+export function renderDocument(
+  markdown: string,
+  results: ReadonlyMap<string, unknown>,
+): string {
+  const known = new Set(SECTIONS.map((s) => s.name));
+  for (const match of markdown.matchAll(/<!-- bench:([a-z0-9-]+):(begin|end) -->/g)) {
+    if (!known.has(match[1])) throw new MarkerError(`unknown marker ${match[0]}`);
+  }
+  let out = markdown;
+  for (const section of SECTIONS) {
+    out = replaceBlock(out, section.name, renderSection(section, results.get(section.name)));
+  }
+  return out;
+}
+
+function replaceBlock(markdown: string, name: string, body: string): string {
+  const begin = `<!-- bench:${name}:begin -->`;
+  const end = `<!-- bench:${name}:end -->`;
+  const from = markdown.indexOf(begin);
+  const to = markdown.indexOf(end);
+  if (from < 0 || to < 0 || to < from) {
+    throw new MarkerError(`BENCHMARKS.md needs one ${begin} … ${end} block`);
+  }
+  if (markdown.indexOf(begin, from + 1) >= 0 || markdown.indexOf(end, to + 1) >= 0) {
+    throw new MarkerError(`BENCHMARKS.md has more than one bench:${name} block`);
+  }
+  return `${markdown.slice(0, from + begin.length)}\n\n${body.trim()}\n\n${markdown.slice(to)}`;
+}
+
+/** One section's block: provenance, then its tables; or a note when there is nothing to show. */
+export function renderSection(section: Section, result: unknown): string {
+  const file = `bench/results/${section.name}.json`;
+  const rerun = `run \`deno task bench:${section.name}\` to produce it`;
+  if (result === undefined) return `_No result: \`${file}\` is missing; ${rerun}._`;
+  const record = result as Record<string, unknown>;
+  if (!isRunMeta(record.meta)) {
+    return `_No figures: \`${file}\` predates run provenance (no commit, filesystem or run ` +
+      `count recorded); ${rerun}._`;
+  }
+  return `${provenance(record.meta, file)}\n\n${renderOrExplain(section, record, file)}`;
+}
+
+/** A result of the wrong shape stops the report with the file's name, rather than a bare TypeError. */
+function renderOrExplain(section: Section, result: Record<string, unknown>, file: string): string {
+  try {
+    return section.render(result);
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error);
+    throw new ResultShapeError(`${file} is not the shape bench:report renders: ${why}`);
+  }
+}
+
+function isRunMeta(value: unknown): value is RunMeta {
+  const meta = value as Partial<RunMeta> | undefined;
+  return typeof meta?.commit === "string" && typeof meta.date === "string";
+}
+
+/** "Run: commit abc123, ext4, 3 runs, 2026-12-01 (…)" */
+export function provenance(meta: RunMeta, file: string): string {
+  const runs = `${meta.runs} run${meta.runs === 1 ? "" : "s"}`;
+  const load = Number.isFinite(meta.loadAvgBefore)
+    ? `, load average ${meta.loadAvgBefore.toFixed(2)} at start`
+    : "";
+  return `Run: commit ${meta.commit}, ${meta.fsType}, ${runs}, ${meta.date.slice(0, 10)} ` +
+    `(${meta.cpus} CPUs${load}; \`${meta.command}\`; raw: \`${file}\`).`;
+}
+
+// ---------------------------------------------------------------- novactl vs etcd
+
+/** `bench:raft` and `bench:api`: one row per case, client count and system. */
+export function renderComparison(result: ComparisonResult): string {
+  const manyCases = new Set(result.rows.map((r) => r.case)).size > 1;
+  const ratios = result.ratios ?? [];
+  const anchor = ratios[0]?.anchor ?? "etcd";
+  const headers = [
+    ...(manyCases ? ["case"] : []),
+    "clients",
+    "system",
+    "ops/s median (min–max)",
+    "p50 ms median (min–max)",
+    "p99 ms median (min–max)",
+    "errors",
+    `novactl/${anchor} (medians)`,
+  ];
+  const cells = orderRows(result.rows).map((row) => [
+    ...(manyCases ? [row.case] : []),
+    String(row.clients),
+    `${row.system} ${versionOf(result, row.system)}`.trim(),
+    spread(row.writesPerSec),
+    spread(row.p50Ms),
+    row.p99Ms ? spread(row.p99Ms) : `max ${spread(row.maxMs)} (n < 100)`,
+    String(row.errors),
+    ratioCell(ratios, row),
+  ]);
+  const leftColumns = manyCases ? 3 : 2;
+  const align = headers.map((_, i): Align => (i < leftColumns ? "left" : "right"));
+  return table(headers, cells, align);
+}
+
+function orderRows(rows: readonly ComparisonRow[]): ComparisonRow[] {
+  const cases = [...new Set(rows.map((r) => r.case))];
+  const rank = (system: string) => (system === "novactl" ? 0 : 1);
+  return [...rows].sort((a, b) =>
+    cases.indexOf(a.case) - cases.indexOf(b.case) || a.clients - b.clients ||
+    rank(a.system) - rank(b.system) || a.system.localeCompare(b.system)
+  );
+}
+
+function versionOf(result: ComparisonResult, system: string): string {
+  return system === "novactl" ? "" : result.versions?.[system] ?? "";
+}
+
+function ratioCell(ratios: readonly ComparisonRatio[], row: ComparisonRow): string {
+  if (row.system !== "novactl") return "";
+  const ratio = ratios.find((r) => r.case === row.case && r.clients === row.clients);
+  return ratio ? `${ratio.ratio.toFixed(2)}×` : "";
+}
+
+// ---------------------------------------------------------------- scheduler
+
+/** One measured path of `bench:scheduler`. */
+export interface SchedulerPath {
+  label: string;
+  decisionsPerSec: Figure;
+}
+
+/** What `bench:scheduler` writes (bench/scheduler_bench.ts). */
+export interface SchedulerResult {
+  meta: RunMeta;
+  state: { hosts: number; readyHosts: number; vms: number; groups: number };
+  /** The path the leader runs, first; then its anchors and variants. */
+  paths: SchedulerPath[];
+  indexBuildMs: Figure;
+}
+
+export function renderScheduler(result: SchedulerResult): string {
+  const s = result.state;
+  const rows = result.paths.map((p) => [
+    p.label,
+    spread(p.decisionsPerSec),
+    String(p.decisionsPerSec.n),
+  ]);
+  rows.push([
+    `index build (${number(s.hosts)} hosts, ${number(s.vms)} VMs), ms`,
+    spread(result.indexBuildMs),
+    String(result.indexBuildMs.n),
+  ]);
+  return table(["path", "decisions/s median (min–max)", "reps"], rows, [
+    "left",
+    "right",
+    "right",
+  ]);
+}
+
+// ---------------------------------------------------------------- any result
+
+/**
+ * Every {@linkcode Figure} in the result, pivoted: one row per object holding
+ * figures (labelled by its `label` string, else its JSON path), one column per
+ * figure name (`commandToDoneMs`), each cell "median (min–max)", plus p99 where
+ * the sample supports one. Plain numbers (counts, settings) follow in a second
+ * table, so nothing the result measured is left out.
+ */
+export function renderFigures(result: Record<string, unknown>): string {
+  const groups = new Map<string, Map<string, Figure>>();
+  const scalars: [string[], number | boolean][] = [];
+  collect(result, [], {
+    figure: (owner, key, f) => {
+      if (!groups.has(owner)) groups.set(owner, new Map());
+      groups.get(owner)!.set(key, f);
+    },
+    scalar: (path, value) => scalars.push([path, value]),
+  });
+  const parts = [groups.size ? figureTable(groups) : "_The result holds no figures._"];
+  if (scalars.length) {
+    const rows = scalars.map(([path, value]) => [
+      path.map(humanize).join(": "),
+      typeof value === "number" ? number(value) : String(value),
+    ]);
+    parts.push(table(["setting or count", "value"], rows, ["left", "right"]));
+  }
+  return parts.join("\n\n");
+}
+
+function figureTable(groups: Map<string, Map<string, Figure>>): string {
+  const owners = dropCommonPrefix([...groups.keys()].map((owner) => owner.split(".")));
+  const columns = [...new Set([...groups.values()].flatMap((g) => [...g.keys()]))];
+  const rows = [...groups.values()].map((figures, i) => {
+    const n = Math.max(...[...figures.values()].map((f) => f.n));
+    return [
+      owners[i].map(humanize).join(", ") || "(top level)",
+      String(n),
+      ...columns.map((column) => figureCell(figures.get(column), n)),
+    ];
+  });
+  const headers = ["measure", "n", ...columns.map(humanize)];
+  return table(headers, rows, headers.map((_, i): Align => (i === 0 ? "left" : "right")));
+}
+
+/** `modes.a.x`, `modes.b.x` → `a.x`, `b.x`: the shared leading segments say nothing. */
+function dropCommonPrefix(paths: string[][]): string[][] {
+  let shared = 0;
+  while (
+    paths.length > 1 && paths.every((p) => p.length > shared + 1 && p[shared] === paths[0][shared])
+  ) shared++;
+  return paths.map((p) => p.slice(shared));
+}
+
+/** "median (min–max)", with its p99 where it has one and its own n where it differs from the row's. */
+function figureCell(f: Figure | undefined, rowN: number): string {
+  if (!f) return "";
+  const p99 = f.p99 === undefined ? "" : `, p99 ${number(f.p99)}`;
+  const n = f.n === rowN ? "" : ` (n = ${f.n})`;
+  return `${spread(f)}${p99}${n}`;
+}
+
+/** `commandToDoneMs` → `command to done ms`; units such as `MiB` keep their case. */
+function humanize(key: string): string {
+  const words = key.match(/[KMGT]iB|[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])/g) ?? [key];
+  return words.map((word) => /^[A-Z][a-z]+$/.test(word) ? word.toLowerCase() : word).join(" ");
+}
+
+interface Collector {
+  figure(owner: string, key: string, figure: Figure): void;
+  scalar(path: string[], value: number | boolean): void;
+}
+
+function collect(value: unknown, path: string[], emit: Collector): void {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return;
+  const record = value as Record<string, unknown>;
+  const owner = typeof record.label === "string" ? record.label : path.join(".");
+  for (const [key, child] of Object.entries(record)) {
+    if (key === "meta") continue;
+    if (isFigure(child)) emit.figure(owner, key, child);
+    else if (typeof child === "number" || typeof child === "boolean") {
+      emit.scalar([...path, key], child);
+    } else collect(child, [...path, key], emit);
+  }
+}
+
+// ---------------------------------------------------------------- formatting
+
+type Align = "left" | "right";
+
+/** "392.0 (380.1–401.2)"; one value when min = max. */
+export function spread(f: Figure | null | undefined): string {
+  if (!f || !isFiniteNumber(f.median)) return "–";
+  if (f.min === f.max) return number(f.median);
+  return `${number(f.median)} (${number(f.min)}–${number(f.max)})`;
+}
+
+/** Integers as they are; others whole from 100 up, one decimal from 10, else two. */
+export function number(value: number | null | undefined): string {
+  if (!isFiniteNumber(value)) return "–";
+  const abs = Math.abs(value);
+  const digits = Number.isInteger(value) || abs >= 100 ? 0 : abs >= 10 ? 1 : 2;
+  return value.toLocaleString("en-US", {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+  });
+}
+
+function isFiniteNumber(value: unknown): value is number {
+  return typeof value === "number" && Number.isFinite(value);
+}
+
+/** A markdown table padded the way `deno fmt` pads one, so the file stays fmt-clean. */
+export function table(headers: string[], rows: string[][], align: Align[]): string {
+  const all = [headers, ...rows];
+  const widths = headers.map((_, col) => Math.max(3, ...all.map((r) => [...r[col]].length)));
+  const pad = (cell: string, col: number) => {
+    const fill = " ".repeat(widths[col] - [...cell].length);
+    return align[col] === "right" ? fill + cell : cell + fill;
+  };
+  const line = (cells: string[]) => `| ${cells.map(pad).join(" | ")} |`;
+  const rule = widths.map((w, col) =>
+    align[col] === "right" ? `${"-".repeat(w - 1)}:` : "-".repeat(w)
+  );
+  return [line(headers), `| ${rule.join(" | ")} |`, ...rows.map(line)].join("\n");
+}
