@@ -1,17 +1,48 @@
 /** Request body parsing with zod; failures name the field. */
 import type { Context } from "hono";
 import type { z } from "zod";
-import { ValidationError } from "../core/errors/mod.ts";
+import { PayloadTooLargeError, ValidationError } from "../core/errors/mod.ts";
 import { zodToValidationError } from "./errors.ts";
 
-export async function readJson(c: Context): Promise<unknown> {
-  const text = await c.req.text();
+/**
+ * The largest JSON body the public API reads. Its biggest legitimate bodies
+ * (a VM's cloud-init user-data, a whole config document) are kilobytes; the
+ * cap keeps one request from holding a node's memory. Files go through the
+ * streamed blob upload instead.
+ */
+export const MAX_JSON_BODY_BYTES = 1 << 20;
+
+/** Parses a JSON body of at most `maxBytes` (413 beyond it); an empty body is `{}`. */
+export async function readJson(c: Context, maxBytes = MAX_JSON_BODY_BYTES): Promise<unknown> {
+  const text = await readCapped(c.req.raw, maxBytes);
   if (text.trim() === "") return {};
   try {
     return JSON.parse(text);
   } catch (err) {
     throw ValidationError.field("body", `malformed JSON (${(err as Error).message})`);
   }
+}
+
+/** The body as text, refused as soon as it (or its declared length) passes `maxBytes`. */
+async function readCapped(req: Request, maxBytes: number): Promise<string> {
+  if (Number(req.headers.get("content-length") ?? 0) > maxBytes) {
+    throw new PayloadTooLargeError(maxBytes);
+  }
+  if (!req.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body) {
+    size += chunk.byteLength;
+    if (size > maxBytes) throw new PayloadTooLargeError(maxBytes);
+    chunks.push(chunk);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return new TextDecoder().decode(all);
 }
 
 export async function parseBody<T extends z.ZodTypeAny>(

@@ -16,6 +16,13 @@ import type { Env } from "../context.ts";
 import type { AppDeps } from "../app.ts";
 
 /** What hosts report about themselves and their VMs; everything else goes through the public API. */
+/**
+ * Raft envelopes and forwarded proposals carry entries whose JSON is escaped
+ * once more: far beyond the public cap, but bounded like the leader's
+ * uncommitted bytes (64 MiB), and only ever sent by authenticated peers.
+ */
+const PEER_JSON_BODY_BYTES = 64 << 20;
+
 const PEER_PROPOSABLE = new Set<Command["op"]>([
   "node.upsert",
   "node.state",
@@ -40,7 +47,7 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.use("*", peerAuth(node));
 
   app.post("/raft", async (c) => {
-    node.receive(await readJson(c) as Envelope);
+    node.receive(await readJson(c, PEER_JSON_BODY_BYTES) as Envelope);
     return c.body(null, 204);
   });
 
@@ -53,7 +60,7 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
 
   // Node self-registration (inventory) from followers lands here on the leader.
   app.post("/propose", leaderOnly(node), async (c) => {
-    const { command } = await readJson(c) as { command: Command };
+    const { command } = await readJson(c, PEER_JSON_BODY_BYTES) as { command: Command };
     const from = c.req.header(PEER_NAME_HEADER);
     if (from && node.transport.blocked.has(from)) {
       return c.json(

@@ -17,7 +17,8 @@ export type ErrorCode =
   | "timeout"
   | "internal"
   | "usage"
-  | "removed";
+  | "removed"
+  | "too_large";
 
 export class NovaError extends Error {
   constructor(
@@ -83,6 +84,13 @@ export class PrunedError extends NovaError {
 export class ConflictError extends NovaError {
   constructor(message: string, details?: unknown) {
     super("conflict", message, details);
+  }
+}
+
+/** A request body beyond its cap: refused before it is read whole. */
+export class PayloadTooLargeError extends NovaError {
+  constructor(readonly limitBytes: number) {
+    super("too_large", `request body is larger than ${limitBytes} bytes`, { limitBytes });
   }
 }
 
@@ -157,6 +165,7 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   timeout: 504,
   internal: 500,
   removed: 410,
+  too_large: 413,
 };
 
 export function httpStatusOf(code: ErrorCode): number {
@@ -171,6 +180,7 @@ export function codeOfHttpStatus(status: number): ErrorCode {
   if (status === 404) return "not_found";
   if (status === 409) return "conflict";
   if (status === 410) return "removed";
+  if (status === 413) return "too_large";
   if (status === 503) return "unavailable";
   if (status === 504) return "timeout";
   return "internal";

@@ -13,28 +13,30 @@ export function assertStrictEquals<T>(actual: T, expected: T, msg?: string): voi
   strictEqual(actual, expected, msg);
 }
 
-export function assertThrows(
+/** Returns what `fn` threw, typed as the class `match` names. */
+export function assertThrows<E extends Error = Error>(
   fn: () => unknown,
-  match?: RegExp | (new (...a: never[]) => Error),
-): Error {
+  match?: RegExp | (new (...a: never[]) => E),
+): E {
   try {
     fn();
   } catch (err) {
     checkMatch(err, match);
-    return err as Error;
+    return err as E;
   }
   throw new Error("expected function to throw");
 }
 
-export async function assertRejects(
+/** Returns what `fn` rejected with, typed as the class `match` names. */
+export async function assertRejects<E extends Error = Error>(
   fn: () => Promise<unknown>,
-  match?: RegExp | (new (...a: never[]) => Error),
-): Promise<Error> {
+  match?: RegExp | (new (...a: never[]) => E),
+): Promise<E> {
   try {
     await fn();
   } catch (err) {
     checkMatch(err, match);
-    return err as Error;
+    return err as E;
   }
   throw new Error("expected promise to reject");
 }

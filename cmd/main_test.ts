@@ -1,0 +1,296 @@
+/**
+ * The CLI in-process: the real command tree (runCli) against the real API app
+ * of a one-voter leader served on a free port. What is checked is the
+ * contract of SPEC.md: exit 0 / 1 (the server or the operation failed) / 2
+ * (bad usage), `-o json` prints exactly one JSON document, tables for people,
+ * and an error is one line on stderr.
+ */
+import process from "node:process";
+import { InvalidArgumentError } from "commander";
+import { assert, assertEquals, assertThrows } from "../core/testing/assert.ts";
+import { TestCluster } from "../core/testing/test_cluster.ts";
+import { LeaseTable } from "../core/cluster/mod.ts";
+import { BlobStore } from "../host/storage/mod.ts";
+import type { Migrator, VmHost } from "../host/mod.ts";
+import { createApp } from "../api/app.ts";
+import { runCli } from "./main.ts";
+import { printTable } from "./output.ts";
+import { parseDiskGiB, parseMemoryMiB } from "./vm.ts";
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI, capturing what it writes through console and through commander's own output. */
+async function capture(fn: () => Promise<number>): Promise<Run> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const saved = {
+    log: console.log,
+    error: console.error,
+    out: process.stdout.write,
+    err: process.stderr.write,
+  };
+  const line = (sink: string[]) => (...a: unknown[]) => void sink.push(a.join(" ") + "\n");
+  const raw = (sink: string[]) => (chunk: string | Uint8Array) => {
+    sink.push(typeof chunk === "string" ? chunk : new TextDecoder().decode(chunk));
+    return true;
+  };
+  console.log = line(out);
+  console.error = line(err);
+  process.stdout.write = raw(out) as typeof process.stdout.write;
+  process.stderr.write = raw(err) as typeof process.stderr.write;
+  try {
+    const code = await fn();
+    return { code, stdout: out.join(""), stderr: err.join("") };
+  } finally {
+    console.log = saved.log;
+    console.error = saved.error;
+    process.stdout.write = saved.out;
+    process.stderr.write = saved.err;
+  }
+}
+
+function notUsedHere<T>(what: string): T {
+  return new Proxy({}, {
+    get: (_t, prop) => {
+      throw new Error(`${what}.${String(prop)} used by a command under test`);
+    },
+  }) as T;
+}
+
+async function servedCluster() {
+  const c = await TestCluster.start();
+  const app = createApp(c.node, {
+    blobs: await new BlobStore(`${c.dataDir}/blobs`).init(),
+    leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),
+    host: notUsedHere<VmHost>("host"),
+    migrator: notUsedHere<Migrator>("migrator"),
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  const cli = (...args: string[]) =>
+    capture(() => runCli([...args, "--server", url, "--token", c.adminToken]));
+  const stop = async () => {
+    await server.shutdown();
+    await c.stop();
+  };
+  return { c, url, cli, stop };
+}
+
+/** Exactly one JSON document on stdout (JSON.parse takes no trailing second one). */
+function oneDocument(r: Run): Record<string, unknown> {
+  assertEquals([r.code, r.stderr], [0, ""], r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+/** An error: the exit code, nothing on stdout, one line on stderr. */
+function oneErrorLine(r: Run, code: number): string {
+  assertEquals(r.code, code, r.stderr);
+  assertEquals(r.stdout, "");
+  const lines = r.stderr.trimEnd().split("\n");
+  assertEquals(lines.length, 1, r.stderr);
+  assert(lines[0].startsWith("error: "), lines[0]);
+  return lines[0];
+}
+
+/** What commander prints under a usage error (showHelpAfterError in cmd/main.ts). */
+const USAGE_HINT = "(run with --help for usage)";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+Deno.test(
+  { name: "CLI: flags become the request; -o json prints one document", ...opts },
+  async (t) => {
+    const { c, cli, stop } = await servedCluster();
+    try {
+      await t.step("vm create maps every flag onto the API body", async () => {
+        const r = await cli(
+          "vm",
+          "create",
+          "web",
+          "--image",
+          "img",
+          "--cpus",
+          "2",
+          "--memory",
+          "1G",
+          "--disk-size",
+          "3G",
+          "--no-start",
+          "--label",
+          "tier=front",
+          "--label",
+          "team=a=b",
+          "--constraint",
+          "zone!=b",
+          "--strategy",
+          "pack",
+          "--ha-priority",
+          "7",
+          "-o",
+          "json",
+        );
+        const doc = oneDocument(r);
+        assertEquals(doc.name, "web");
+        const vm = c.node.fsm.vm("web")!;
+        assertEquals([vm.cpus, vm.memoryMiB, vm.desired], [2, 1_024, "stopped"]);
+        assertEquals(vm.disks[0].sizeBytes, 3 * 2 ** 30);
+        assertEquals(vm.labels, { tier: "front", team: "a=b" });
+        assertEquals(vm.constraints, [{ key: "zone", op: "!=", value: "b" }]);
+        assertEquals([vm.strategy, vm.haPriority], ["pack", 7]);
+      });
+
+      for (
+        const args of [
+          ["cluster", "status"],
+          ["vm", "list"],
+          ["vm", "show", "web"],
+          ["node", "list"],
+          ["config", "get"],
+          ["group", "list"],
+          ["operation", "list"],
+        ]
+      ) {
+        await t.step(`${args.join(" ")} -o json → exactly one JSON document`, async () => {
+          oneDocument(await cli(...args, "-o", "json"));
+        });
+      }
+
+      await t.step("cluster status -o json has the fields the contract names", async () => {
+        const doc = oneDocument(await cli("cluster", "status", "-o", "json"));
+        for (const k of ["leader", "term", "commitIndex", "members"]) assert(k in doc, k);
+        assertEquals(doc.leader, "n1");
+      });
+
+      await t.step("vm list as a table: a header and one aligned row per VM", async () => {
+        const r = await cli("vm", "list");
+        assertEquals(r.code, 0, r.stderr);
+        const [header, ...rows] = r.stdout.trimEnd().split("\n");
+        assertEquals(header.split(/\s+/), [
+          "NAME",
+          "NODE",
+          "STATE",
+          "DESIRED",
+          "CPUS",
+          "MEMORYMIB",
+          "IMAGE",
+        ]);
+        assertEquals(rows.length, 1);
+        const state = c.node.fsm.vm("web")!.state;
+        assertEquals(rows[0].split(/\s+/).slice(0, 4), ["web", "n1", state, "stopped"]);
+        assertEquals(rows[0].indexOf("n1"), header.indexOf("NODE"), "columns line up");
+      });
+    } finally {
+      await stop();
+    }
+  },
+);
+
+Deno.test(
+  { name: "CLI: exit 2 for bad usage, 1 for server errors, one line on stderr", ...opts },
+  async (t) => {
+    const { c, url, cli, stop } = await servedCluster();
+    try {
+      await t.step("bad usage exits 2 and sends nothing", async () => {
+        const before = c.node.fsm.vms().length;
+        const usage = [
+          ["vm", "create", "x", "--image", "img", "--cpus", "0"],
+          ["vm", "create", "x", "--image", "img", "--memory", "12X"],
+          ["vm", "create", "x", "--image", "img", "--label", "novalue"],
+          ["vm", "create", "x", "--image", "img", "--bogus"],
+          ["vm", "create"],
+          ["vm", "frobnicate", "x"],
+          ["vm", "list", "-o", "yaml"],
+          ["config", "set", "onlykey"],
+        ];
+        for (const args of usage) {
+          const r = await cli(...args);
+          assertEquals(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+          assertEquals(r.stdout, "", args.join(" "));
+          // One error line; commander may add its fixed hint line after it.
+          const lines = r.stderr.trimEnd().split("\n");
+          assertEquals(lines.filter((l) => l.startsWith("error: ")).length, 1, r.stderr);
+          assert(lines.every((l) => l.startsWith("error: ") || l === USAGE_HINT), r.stderr);
+        }
+        assertEquals(c.node.fsm.vms().length, before);
+      });
+
+      await t.step("a usage error found after parsing is 2 and one line", async () => {
+        const line = oneErrorLine(await cli("vm", "clone", "a", "b", "--linked", "--full"), 2);
+        assert(/--linked or --full/.test(line), line);
+      });
+
+      await t.step("--help and --version exit 0", async () => {
+        const help = await capture(() => runCli(["vm", "create", "--help"]));
+        assertEquals(help.code, 0);
+        assert(/--ha-max-restarts/.test(help.stdout), help.stdout);
+        assertEquals((await capture(() => runCli(["--version"]))).code, 0);
+      });
+
+      await t.step("not found → 1, with -o json too: stdout stays empty", async () => {
+        const line = oneErrorLine(await cli("vm", "show", "ghost", "-o", "json"), 1);
+        assertEquals(line, 'error: vm "ghost" not found');
+      });
+
+      await t.step("a 400 naming several fields → 1, the fields on the same line", async () => {
+        const r = await cli("vm", "create", "Bad_Name", "--image", "img", "--ha-priority", "5000");
+        const line = oneErrorLine(r, 1);
+        assert(/\(haPriority, name\)|\(name, haPriority\)/.test(line), line);
+      });
+
+      await t.step("a wrong token → 1 unauthorized", async () => {
+        const r = await capture(() => runCli(["vm", "list", "--server", url, "--token", "nope"]));
+        assert(/invalid API token/.test(oneErrorLine(r, 1)));
+      });
+
+      await t.step("NOVACTL_SERVER and NOVACTL_TOKEN stand in for the flags", async () => {
+        Deno.env.set("NOVACTL_SERVER", url);
+        Deno.env.set("NOVACTL_TOKEN", c.adminToken);
+        try {
+          oneDocument(await capture(() => runCli(["vm", "list", "-o", "json"])));
+        } finally {
+          Deno.env.delete("NOVACTL_SERVER");
+          Deno.env.delete("NOVACTL_TOKEN");
+        }
+      });
+
+      await t.step("an unreachable server → 1, naming it", async () => {
+        const r = await capture(() => runCli(["vm", "list", "--server", "http://127.0.0.1:1"]));
+        assert(/cannot reach http:\/\/127\.0\.0\.1:1/.test(oneErrorLine(r, 1)));
+      });
+    } finally {
+      await stop();
+    }
+  },
+);
+
+Deno.test("CLI sizes: M/G for memory in MiB, G/T for disks in GiB, anything else refused", () => {
+  assertEquals(
+    ["256", "256M", "256MiB", "2G", "2gib"].map(parseMemoryMiB),
+    [256, 256, 256, 2_048, 2_048],
+  );
+  assertEquals(["20", "20G", "1T", "1TiB"].map(parseDiskGiB), [20, 20, 1_024, 1_024]);
+  for (const bad of ["", "1.5G", "-1", "2K", "lots"]) {
+    assertThrows(() => parseMemoryMiB(bad), InvalidArgumentError);
+  }
+  assertThrows(() => parseDiskGiB("10M"), InvalidArgumentError);
+});
+
+Deno.test("tables: upper-case headers, aligned columns, '-' for missing, objects as JSON", async () => {
+  const r = await capture(() => {
+    printTable([
+      { name: "a", node: null, labels: { x: "1" } },
+      { name: "longer-name", node: "n1" },
+    ], ["name", "node", "labels"]);
+    return Promise.resolve(0);
+  });
+  assertEquals(r.stdout.split("\n"), [
+    "NAME         NODE  LABELS",
+    'a            -     {"x":"1"}',
+    "longer-name  n1    -",
+    "",
+  ]);
+});
