@@ -215,6 +215,8 @@ install_guest_files() {
 		rm -f "$root/sbin/$cmd" "$root/usr/sbin/$cmd" "$root/bin/$cmd"
 		ln -s shutdown "$root/sbin/$cmd"
 	done
+	# qemu-ga -F runs it around guest-fsfreeze-freeze/-thaw (it must exist, or qemu-ga will not start).
+	install -D -m 0755 "$GUEST_SRC/fsfreeze-hook" "$root/etc/qemu/fsfreeze-hook"
 	# busybox acpid runs /etc/acpi/PWRF/00000080 on the power button.
 	mkdir -p "$root/etc/acpi/PWRF"
 	printf '#!/bin/sh\nexec /sbin/poweroff\n' >"$root/etc/acpi/PWRF/00000080"
