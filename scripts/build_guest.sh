@@ -2,6 +2,10 @@
 # Build the novactl test guest: a Debian cloud kernel plus a tiny busybox
 # initramfs that runs qemu-guest-agent, reads a NoCloud "cidata" seed, prints
 # NOVACTL-GUEST-READY and then a NOVACTL-COUNTER line every second.
+# Other console lines tests read: NOVACTL-GUEST-RESOURCES (CPUs and MemTotal the
+# guest sees), NOVACTL-USER / NOVACTL-SSH-KEY (the seed's users and keys as
+# applied; user-data runcmd output follows), NOVACTL-FSFREEZE freeze|thaw (the
+# agent's fsfreeze hook) and "novactl-guest: poweroff" (its own shutdown path).
 #
 # Everything comes from Debian packages (apt-get download + dpkg-deb -x), so
 # it works on machines that can reach only the Debian mirror.
