@@ -3,6 +3,10 @@
  * guest boots and prints its marker, the agent answers, memory snapshots roll
  * the guest's counter back, clones and templates, crashes, node restarts that
  * leave VMs running, deletion that leaves nothing behind, and bad input.
+ * What the guest did is read from the guest itself (its console): its own
+ * poweroff line on a graceful stop, the agent's fsfreeze hook around a disk
+ * snapshot, the CPUs and memory it sees after a resize (also asked of QEMU over
+ * QMP), and the cloud-init user, key and runcmd output it applied.
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
