@@ -2,6 +2,10 @@
 # Build the novactl test guest: a Debian cloud kernel plus a tiny busybox
 # initramfs that runs qemu-guest-agent, reads a NoCloud "cidata" seed, prints
 # NOVACTL-GUEST-READY and then a NOVACTL-COUNTER line every second.
+# Other console lines tests read: NOVACTL-GUEST-RESOURCES (CPUs and MemTotal the
+# guest sees), NOVACTL-USER / NOVACTL-SSH-KEY (the seed's users and keys as
+# applied; user-data runcmd output follows), NOVACTL-FSFREEZE freeze|thaw (the
+# agent's fsfreeze hook) and "novactl-guest: poweroff" (its own shutdown path).
 #
 # Everything comes from Debian packages (apt-get download + dpkg-deb -x), so
 # it works on machines that can reach only the Debian mirror.
@@ -215,6 +219,8 @@ install_guest_files() {
 		rm -f "$root/sbin/$cmd" "$root/usr/sbin/$cmd" "$root/bin/$cmd"
 		ln -s shutdown "$root/sbin/$cmd"
 	done
+	# qemu-ga -F runs it around guest-fsfreeze-freeze/-thaw (it must exist, or qemu-ga will not start).
+	install -D -m 0755 "$GUEST_SRC/fsfreeze-hook" "$root/etc/qemu/fsfreeze-hook"
 	# busybox acpid runs /etc/acpi/PWRF/00000080 on the power button.
 	mkdir -p "$root/etc/acpi/PWRF"
 	printf '#!/bin/sh\nexec /sbin/poweroff\n' >"$root/etc/acpi/PWRF/00000080"

@@ -300,22 +300,9 @@ export class NovactlCluster {
     await this.node(name).process?.stop(this.#options.stopTimeoutMs);
   }
 
-  /**
-   * QEMU pids of the VMs a node runs, from the pidfiles in its data dir
-   * (VMs outlive node processes, so they are found there, not as children).
-   */
-  async qemuPids(name: string): Promise<Map<string, number>> {
-    const out = new Map<string, number>();
-    const root = `${this.node(name).dataDir}/vms`;
-    try {
-      for await (const e of Deno.readDir(root)) {
-        try {
-          const pid = Number((await Deno.readTextFile(`${root}/${e.name}/qemu.pid`)).trim());
-          if (pid > 0 && await isAlive(pid)) out.set(e.name, pid);
-        } catch { /* no pidfile: not running */ }
-      }
-    } catch { /* no VMs yet */ }
-    return out;
+  /** QEMU pids of the VMs a node runs, by VM name (see `qemuPidsIn`). */
+  qemuPids(name: string): Promise<Map<string, number>> {
+    return qemuPidsIn(this.node(name).dataDir);
   }
 
   /** SIGKILLs every QEMU of a node (a host losing power takes its VMs with it). */
@@ -527,11 +514,60 @@ function stripTrailingSlash(url: string): string {
   return url.replace(/\/+$/, "");
 }
 
-async function isAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
+/**
+ * QEMU pids of the VMs under a node's data dir, from their pidfiles (VMs outlive
+ * node processes, so they are found there, not as children). Only "not found"
+ * means "not running" (no VM yet, no pidfile, a VM dir or process that vanished
+ * mid-scan); a missing data dir or any other read error throws, so a check such
+ * as "no QEMU left" can never pass without really looking.
+ */
+export async function qemuPidsIn(dataDir: string): Promise<Map<string, number>> {
+  if (!(await Deno.stat(dataDir)).isDirectory) throw new Error(`${dataDir} is not a directory`);
+  const out = new Map<string, number>();
+  const root = `${dataDir}/vms`;
+  for (const vm of await readDirNames(root)) {
+    const text = await readIfExists(`${root}/${vm}/qemu.pid`);
+    if (text === null || text.trim() === "") continue; // none, or QEMU is still writing it
+    const pid = Number(text.trim());
+    if (!Number.isInteger(pid) || pid <= 0) {
+      throw new Error(`${root}/${vm}/qemu.pid holds no pid: ${JSON.stringify(text)}`);
+    }
+    if (await isAlive(pid)) out.set(vm, pid);
   }
+  return out;
+}
+
+async function isAlive(pid: number): Promise<boolean> {
+  let stat: string | null;
+  try {
+    stat = await readIfExists(`/proc/${pid}/stat`);
+  } catch (err) {
+    // A process that exits between open and read reports ESRCH: it is gone too.
+    if ((err as { code?: string }).code === "ESRCH") return false;
+    throw err;
+  }
+  if (stat === null) return false;
+  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+}
+
+/** A file's text, or null when it does not exist; every other error is thrown. */
+async function readIfExists(path: string): Promise<string | null> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+}
+
+/** Entry names of a directory, or none when it does not exist; every other error is thrown. */
+async function readDirNames(path: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(path)) names.push(e.name);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return [];
+    throw err;
+  }
+  return names;
 }

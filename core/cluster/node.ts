@@ -104,6 +104,9 @@ const TRACE = Deno.env.get("NOVACTL_TRACE_READY") === "1";
 const PROPOSAL_TIMEOUT_MS = 10_000;
 /** Log bytes after which a compaction is due whatever the state's size (bounds the log's memory). */
 const MAX_LOG_BYTES = 64 << 20;
+/** Raft clock defaults: a follower waits electionTicks..2×electionTicks ticks for a leader. */
+export const DEFAULT_TICK_MS = 50;
+export const DEFAULT_ELECTION_TICKS = 10;
 const READ_TIMEOUT_MS = 5_000;
 
 export class ClusterNode {
@@ -135,8 +138,8 @@ export class ClusterNode {
 
   constructor(opts: ClusterNodeOptions) {
     this.opts = {
-      tickMs: 50,
-      electionTicks: 10,
+      tickMs: DEFAULT_TICK_MS,
+      electionTicks: DEFAULT_ELECTION_TICKS,
       heartbeatTicks: 2,
       maxUncommittedBytes: envBytes("NOVACTL_MAX_UNCOMMITTED_BYTES", 64 << 20),
       snapshotChunkBytes: envBytes("NOVACTL_SNAPSHOT_CHUNK_BYTES", 1 << 20),
