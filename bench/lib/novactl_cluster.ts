@@ -93,6 +93,8 @@ export interface NovactlClusterOptions {
   denoArgs?: string[];
   /** Extra arguments appended to every `node start`. */
   extraNodeArgs?: string[];
+  /** Extra arguments for one node's `node start`, by node name (e.g. its `--label`s). */
+  nodeArgs?: Record<string, string[]>;
   env?: Record<string, string>;
   /** Timeout for each startup / membership wait. Default 60 s. */
   startTimeoutMs?: number;
@@ -411,6 +413,7 @@ export class NovactlCluster {
       ],
       ...joinArgs,
       ...(this.#options.extraNodeArgs ?? []),
+      ...(this.#options.nodeArgs?.[node.name] ?? []),
     ];
     await Deno.remove(`${node.dataDir}/${LISTEN_FILE}`).catch(() => {}); // a stale report
     // `ip netns exec` execs the command in place, so signals still reach the node itself.

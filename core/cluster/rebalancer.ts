@@ -97,29 +97,44 @@ async function runPlan(node: ClusterNode, opId: string, moves: Move[]): Promise<
   });
 }
 
-/** The periodic loop: plans when enabled, applies when the imbalance exceeds the threshold. */
+/** How often the loop looks at the configuration; a new interval applies within this. */
+const RECHECK_MS = 1_000;
+
+/**
+ * The periodic loop: plans when enabled, applies when the imbalance exceeds the threshold.
+ * It wakes every second and passes once `rebalancer.intervalMs` has gone by since the last
+ * pass, so enabling it or shortening the interval applies live, not after the old interval.
+ */
 export class Rebalancer {
   private timer: ReturnType<typeof setTimeout> | null = null;
+  private lastPassAt = Date.now();
 
   constructor(private readonly node: ClusterNode) {}
 
   start(): void {
     const loop = async () => {
       const cfg = this.node.fsm.settings();
-      if (this.node.isLeader() && cfg["rebalancer.enabled"]) {
-        try {
-          const plan = rebalancePlan(this.node);
-          if (plan.moves.length && plan.imbalanceBefore > cfg["rebalancer.threshold"]) {
-            log.info("rebalancing", { moves: plan.moves.length, imbalance: plan.imbalanceBefore });
-            await applyRebalance(this.node, plan, "rebalancer");
-          }
-        } catch (err) {
-          log.debug("rebalance pass skipped", { error: String(err) });
-        }
+      if (!cfg["rebalancer.enabled"]) this.lastPassAt = Date.now();
+      else if (Date.now() - this.lastPassAt >= cfg["rebalancer.intervalMs"]) {
+        this.lastPassAt = Date.now();
+        if (this.node.isLeader()) await this.pass();
       }
-      this.timer = setTimeout(loop, this.node.fsm.settings()["rebalancer.intervalMs"]);
+      this.timer = setTimeout(loop, RECHECK_MS);
     };
-    this.timer = setTimeout(loop, this.node.fsm.settings()["rebalancer.intervalMs"]);
+    this.timer = setTimeout(loop, RECHECK_MS);
+  }
+
+  private async pass(): Promise<void> {
+    const cfg = this.node.fsm.settings();
+    try {
+      const plan = rebalancePlan(this.node);
+      if (plan.moves.length && plan.imbalanceBefore > cfg["rebalancer.threshold"]) {
+        log.info("rebalancing", { moves: plan.moves.length, imbalance: plan.imbalanceBefore });
+        await applyRebalance(this.node, plan, "rebalancer");
+      }
+    } catch (err) {
+      log.debug("rebalance pass skipped", { error: String(err) });
+    }
   }
 
   stop(): void {
