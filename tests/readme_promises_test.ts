@@ -13,6 +13,7 @@
  * off for the restart policy.
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
 import { bootIds, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
@@ -74,9 +75,11 @@ async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true, () => false);
 }
 
-Deno.test({
+testWithTimeout({
   name:
     "README promises end to end: placement, VM options, rebalancer, config, images, metrics, HA",
+  // 155–175 s measured at load 5–13; guest boots take twice as long on a saturated machine.
+  timeoutMs: 12 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
