@@ -8,7 +8,7 @@
  */
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
+import { NovactlCluster, qemuPidsIn } from "../bench/lib/novactl_cluster.ts";
 import { LOOPBACK } from "../bench/lib/util.ts";
 import { ManagedProcess } from "../bench/lib/process.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
@@ -316,6 +316,14 @@ testWithTimeout({
     throw err;
   } finally {
     await proc.stop(5_000);
+    // VMs outlive their node by design: a failed step must not leave its guest running.
+    const nodeDir = join(dataDir, "n1");
+    const qemus = await qemuPidsIn(nodeDir).catch(() => new Map<string, number>());
+    for (const pid of qemus.values()) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* already gone */ }
+    }
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
 });
