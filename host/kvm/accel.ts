@@ -37,6 +37,10 @@ export async function guestRunsUnder(accel: Accel, timeoutMs = 5_000): Promise<b
     await Deno.writeFile(disk, probeBootSector());
     const child = new Deno.Command("qemu-system-x86_64", {
       args: [
+        // The CPU model of real guests (host/kvm/qemu.ts): on a nested host a default-model
+        // probe can pass under KVM while `-cpu host` fails to set its MSRs at every start.
+        "-cpu",
+        accel === "kvm" ? "host" : "max",
         "-accel",
         accel,
         "-nodefaults",
