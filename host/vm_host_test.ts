@@ -9,6 +9,7 @@ import type { Command, ImageRecord, VmRecord } from "../core/fsm/mod.ts";
 import { QemuDriver } from "./kvm/mod.ts";
 import { DirPool } from "./storage/mod.ts";
 import { type HostCluster, VmHost } from "./vm_host.ts";
+import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
 class FakeCluster implements HostCluster {
   readonly nodeName = "h1";
@@ -92,7 +93,8 @@ async function until(what: string, check: () => boolean, timeoutMs = 20_000): Pr
   }
 }
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "reconcile: start, reconnect a dropped QMP connection, stop, delete leaving nothing",
   sanitizeOps: false,
   sanitizeResources: false,

@@ -8,6 +8,7 @@ import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { bootTimeMs } from "../../core/cluster/lease.ts";
 import { processAlive } from "../kvm/qemu.ts";
 import { WatchdogClient } from "./client.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const COMMAND = [Deno.execPath(), "run", "-A", MAIN];
@@ -29,7 +30,8 @@ async function refusal(p: Promise<unknown>): Promise<string> {
   }
 }
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "watchdog: no lease no start; fences when unfed; re-attach; children die with it",
   sanitizeOps: false,
   sanitizeResources: false,
@@ -73,7 +75,8 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "watchdog: exits by itself once no node and no child is left",
   sanitizeOps: false,
   sanitizeResources: false,

@@ -1,5 +1,6 @@
 import { guestRunsUnder } from "./accel.ts";
 import { assertEquals } from "../../core/testing/assert.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 /** Whether QEMU gets past vCPU set-up with the CPU model real KVM guests use. */
 async function cpuHostStartsUnderKvm(): Promise<boolean> {
@@ -25,7 +26,10 @@ async function cpuHostStartsUnderKvm(): Promise<boolean> {
   return !exited;
 }
 
-Deno.test("the KVM probe agrees with a real start of the CPU model guests use", async () => {
+testWithTimeout({
+  name: "the KVM probe agrees with a real start of the CPU model guests use",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   // On this nested machine a default-model guest runs under KVM while `-cpu host` fails to set
   // its MSRs: a probe that does not use the guests' model would choose KVM and every VM would fail.
   const guestsCanStart = await cpuHostStartsUnderKvm();

@@ -1,7 +1,11 @@
 import { assertEquals } from "../../core/testing/assert.ts";
 import { readConsole, rotateConsole } from "./console.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
-Deno.test("console rotation keeps at most twice the limit and reads back in order", async () => {
+testWithTimeout({
+  name: "console rotation keeps at most twice the limit and reads back in order",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir();
   const path = `${dir}/console.log`;
   const f = await Deno.open(path, { append: true, create: true });

@@ -1,12 +1,19 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { guestRunsUnder } from "./accel.ts";
 import { DiskLockedError, QemuDriver, startFailure } from "./qemu.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
-Deno.test("the accelerator probe runs a guest to completion under TCG", async () => {
+testWithTimeout({
+  name: "the accelerator probe runs a guest to completion under TCG",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   assertEquals(await guestRunsUnder("tcg"), true);
 });
 
-Deno.test("QEMU arguments: paused, daemonized, no default devices, explicit disks and NICs", () => {
+testWithTimeout({
+  name: "QEMU arguments: paused, daemonized, no default devices, explicit disks and NICs",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const driver = new QemuDriver("/var/lib/novactl/vms");
   const spec = {
     name: "web1",
@@ -38,7 +45,10 @@ Deno.test("QEMU arguments: paused, daemonized, no default devices, explicit disk
   assert(joined.includes("virtio-net-pci,netdev=net0,id=net0-dev,mac=52:54:00:0b:0e:8a"));
 });
 
-Deno.test("socket paths longer than sun_path are refused with the reason", () => {
+testWithTimeout({
+  name: "socket paths longer than sun_path are refused with the reason",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const driver = new QemuDriver("/" + "x".repeat(120));
   let msg = "";
   try {
@@ -49,7 +59,8 @@ Deno.test("socket paths longer than sun_path are refused with the reason", () =>
   assert(/shorter --data-dir/.test(msg), msg);
 });
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "a disk locked by another QEMU is the reason a start fails, never an empty one",
   sanitizeOps: false,
   sanitizeResources: false,
@@ -82,7 +93,10 @@ Deno.test({
   }
 });
 
-Deno.test("QEMU's stderr becomes the reason, without timestamps; never empty", () => {
+testWithTimeout({
+  name: "QEMU's stderr becomes the reason, without timestamps; never empty",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const spec = {
     name: "v",
     uuid: "u",

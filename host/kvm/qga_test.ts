@@ -3,6 +3,7 @@ import { TimeoutError } from "../../core/errors/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../core/testing/assert.ts";
 import { GuestAgent } from "./qga.ts";
 import { QmpError, sleep } from "./qmp.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 // Generous bounds; no test asserts timing.
 const SLOW_MS = 20_000;
@@ -165,7 +166,10 @@ async function withFakeAgent(
   }
 }
 
-Deno.test("qga: resyncs past stale data and decodes the agent's answers", async () => {
+testWithTimeout({
+  name: "qga: resyncs past stale data and decodes the agent's answers",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withFakeAgent({}, async (agent, fake) => {
     assertEquals(await agent.ping(), true);
     assertEquals(await agent.osInfo(), {
@@ -199,7 +203,10 @@ Deno.test("qga: resyncs past stale data and decodes the agent's answers", async 
   });
 });
 
-Deno.test("qga: concurrent calls are serialized over the one connection", async () => {
+testWithTimeout({
+  name: "qga: concurrent calls are serialized over the one connection",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withFakeAgent({}, async (agent, fake) => {
     const results = await Promise.all([
       agent.osInfo().then((o) => o.id),
@@ -214,7 +221,10 @@ Deno.test("qga: concurrent calls are serialized over the one connection", async 
   });
 });
 
-Deno.test("qga: an error reply rejects with QmpError and the client stays usable", async () => {
+testWithTimeout({
+  name: "qga: an error reply rejects with QmpError and the client stays usable",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withFakeAgent({}, async (agent) => {
     const err = await assertRejects(() => agent.execute("guest-bogus"), QmpError);
     assertEquals((err as QmpError).errorClass, "CommandNotFound");
@@ -222,7 +232,10 @@ Deno.test("qga: an error reply rejects with QmpError and the client stays usable
   });
 });
 
-Deno.test("qga: after a timeout the late reply is not taken for the next call", async () => {
+testWithTimeout({
+  name: "qga: after a timeout the late reply is not taken for the next call",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withFakeAgent({ late: new Set(["guest-fsfreeze-thaw"]) }, async (agent, fake) => {
     assertEquals(await agent.ping(), true);
     await assertRejects(() => agent.fsThaw({ timeoutMs: 300 }), TimeoutError);
@@ -232,34 +245,43 @@ Deno.test("qga: after a timeout the late reply is not taken for the next call", 
   });
 });
 
-Deno.test("qga: shutdown without a reply counts as success", async () => {
-  await withFakeAgent({}, async (agent, fake) => {
-    // Synced first, so the short bound only covers the (never coming) reply.
-    assertEquals(await agent.ping(), true);
-    await agent.shutdown("reboot", { timeoutMs: 300 });
-    assert(fake.received.includes("guest-shutdown"));
-    assertEquals(await agent.ping(), true);
-  });
-});
+testWithTimeout(
+  { name: "qga: shutdown without a reply counts as success", timeoutMs: 2 * MINUTE },
+  async () => {
+    await withFakeAgent({}, async (agent, fake) => {
+      // Synced first, so the short bound only covers the (never coming) reply.
+      assertEquals(await agent.ping(), true);
+      await agent.shutdown("reboot", { timeoutMs: 300 });
+      assert(fake.received.includes("guest-shutdown"));
+      assertEquals(await agent.ping(), true);
+    });
+  },
+);
 
-Deno.test("qga: reconnects when the agent socket closed", async () => {
-  await withFakeAgent({ closeAfter: 1 }, async (agent, fake) => {
-    assertEquals(await agent.ping(), true);
-    assertEquals((await agent.osInfo()).id, "alpine");
-    assertEquals(fake.connections(), 2);
-  });
-});
+testWithTimeout(
+  { name: "qga: reconnects when the agent socket closed", timeoutMs: 2 * MINUTE },
+  async () => {
+    await withFakeAgent({ closeAfter: 1 }, async (agent, fake) => {
+      assertEquals(await agent.ping(), true);
+      assertEquals((await agent.osInfo()).id, "alpine");
+      assertEquals(fake.connections(), 2);
+    });
+  },
+);
 
-Deno.test("qga: ping on a missing socket is false", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "qga-test-" });
-  const agent = new GuestAgent(join(dir, "absent.sock"));
-  try {
-    assertEquals(await agent.ping(500), false);
-  } finally {
-    await agent.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+testWithTimeout(
+  { name: "qga: ping on a missing socket is false", timeoutMs: 2 * MINUTE },
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "qga-test-" });
+    const agent = new GuestAgent(join(dir, "absent.sock"));
+    try {
+      assertEquals(await agent.ping(500), false);
+    } finally {
+      await agent.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
 
 async function waitForFile(path: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -274,7 +296,10 @@ async function waitForFile(path: string, timeoutMs: number): Promise<void> {
   }
 }
 
-Deno.test("qga: a VM without an agent times out, never throws from ping, stays usable", async () => {
+testWithTimeout({
+  name: "qga: a VM without an agent times out, never throws from ping, stays usable",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir({ prefix: "qga-test-" });
   const sock = join(dir, "qga.sock");
   const child = new Deno.Command("qemu-system-x86_64", {

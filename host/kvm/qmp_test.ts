@@ -10,6 +10,7 @@ import {
   ReconnectingQmp,
   sleep,
 } from "./qmp.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 // Generous bounds: TCG on a loaded CI machine is slow, and no test asserts timing.
 const SLOW_MS = 20_000;
@@ -132,7 +133,10 @@ function fakeQmpServer(path: string, handle: Handler) {
   };
 }
 
-Deno.test("qmp: greeting, prelaunch status, cont/stop with RESUME/STOP events", async () => {
+testWithTimeout({
+  name: "qmp: greeting, prelaunch status, cont/stop with RESUME/STOP events",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withQemu(async (sock) => {
     const c = await connect(sock);
     try {
@@ -166,7 +170,10 @@ Deno.test("qmp: greeting, prelaunch status, cont/stop with RESUME/STOP events", 
   });
 });
 
-Deno.test("qmp: an unknown command rejects with QmpError class CommandNotFound", async () => {
+testWithTimeout({
+  name: "qmp: an unknown command rejects with QmpError class CommandNotFound",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withQemu(async (sock) => {
     const c = await connect(sock);
     try {
@@ -181,7 +188,10 @@ Deno.test("qmp: an unknown command rejects with QmpError class CommandNotFound",
   });
 });
 
-Deno.test("qmp: 50 concurrent commands each get their own reply", async () => {
+testWithTimeout({
+  name: "qmp: 50 concurrent commands each get their own reply",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withQemu(async (sock) => {
     const c = await connect(sock);
     try {
@@ -203,7 +213,10 @@ Deno.test("qmp: 50 concurrent commands each get their own reply", async () => {
   });
 });
 
-Deno.test("qmp: a hung command times out and its late reply goes to nobody", async () => {
+testWithTimeout({
+  name: "qmp: a hung command times out and its late reply goes to nobody",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir({ prefix: "qmp-test-" });
   const path = join(dir, "fake.sock");
   let hung: unknown = null;
@@ -232,7 +245,10 @@ Deno.test("qmp: a hung command times out and its late reply goes to nobody", asy
   }
 });
 
-Deno.test("qmp: quit resolves closed and later commands reject clearly", async () => {
+testWithTimeout({
+  name: "qmp: quit resolves closed and later commands reject clearly",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withQemu(async (sock, qemu) => {
     const c = await connect(sock);
     try {
@@ -253,7 +269,10 @@ Deno.test("qmp: quit resolves closed and later commands reject clearly", async (
   });
 });
 
-Deno.test("qmp: pending commands reject when the socket closes under them", async () => {
+testWithTimeout({
+  name: "qmp: pending commands reject when the socket closes under them",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir({ prefix: "qmp-test-" });
   const path = join(dir, "fake.sock");
   const server = fakeQmpServer(path, (_cmd, _reply, conn) => conn.close());
@@ -275,7 +294,10 @@ Deno.test("qmp: pending commands reject when the socket closes under them", asyn
   }
 });
 
-Deno.test("qmp: connect with retryUntil waits for a socket QEMU creates later", async () => {
+testWithTimeout({
+  name: "qmp: connect with retryUntil waits for a socket QEMU creates later",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir({ prefix: "qmp-test-" });
   const sock = join(dir, "qmp.sock");
   let qemu: Qemu | null = null;
@@ -298,7 +320,10 @@ Deno.test("qmp: connect with retryUntil waits for a socket QEMU creates later", 
   }
 });
 
-Deno.test("qmp: connect to a missing socket without retry fails at once", async () => {
+testWithTimeout({
+  name: "qmp: connect to a missing socket without retry fails at once",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir({ prefix: "qmp-test-" });
   try {
     const path = join(dir, "absent.sock");
@@ -309,7 +334,10 @@ Deno.test("qmp: connect to a missing socket without retry fails at once", async 
   }
 });
 
-Deno.test("qmp: a second client times out while the first holds the monitor", async () => {
+testWithTimeout({
+  name: "qmp: a second client times out while the first holds the monitor",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withQemu(async (sock) => {
     const first = await connect(sock);
     const err = await assertRejects(
@@ -327,7 +355,10 @@ Deno.test("qmp: a second client times out while the first holds the monitor", as
   });
 });
 
-Deno.test("qmp: ReconnectingQmp connects lazily and reconnects to a running QEMU", async () => {
+testWithTimeout({
+  name: "qmp: ReconnectingQmp connects lazily and reconnects to a running QEMU",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withQemu(async (sock) => {
     const qmp = new ReconnectingQmp(sock, { connectTimeoutMs: SLOW_MS, retryMs: SLOW_MS });
     try {
@@ -352,7 +383,10 @@ Deno.test("qmp: ReconnectingQmp connects lazily and reconnects to a running QEMU
   });
 });
 
-Deno.test("qmp: ReconnectingQmp reconnects after the server drops the connection", async () => {
+testWithTimeout({
+  name: "qmp: ReconnectingQmp reconnects after the server drops the connection",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir({ prefix: "qmp-test-" });
   const path = join(dir, "fake.sock");
   const server = fakeQmpServer(path, (cmd, reply, conn) => {
