@@ -10,6 +10,7 @@ import { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
 import { createApp } from "./app.ts";
 import { MAX_JSON_BODY_BYTES } from "./validate.ts";
+import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
 interface ErrorBody {
   error: { code: string; message: string; details?: { fields?: { field: string }[] } };
@@ -59,78 +60,85 @@ async function harness() {
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-Deno.test({ name: "API: authentication and roles", ...opts }, async (t) => {
-  const { c, call, tokens } = await harness();
-  try {
-    await t.step("health and metrics need no token", async () => {
-      assertEquals((await call("GET", "/healthz")).status, 200);
-      assertEquals((await call("GET", "/metrics")).status, 200);
-    });
-
-    await t.step("no token, a wrong one, or another scheme → 401 unauthorized", async () => {
-      for (const authorization of [undefined, "Bearer nva_wrong", `Basic ${tokens.admin}`]) {
-        const r = await call("GET", "/api/v1/vms", {
-          headers: authorization ? { authorization } : {},
-        });
-        assertEquals([r.status, r.body.error.code], [401, "unauthorized"], authorization);
-      }
-    });
-
-    await t.step("viewers read; every write needs operator → 403 forbidden", async () => {
-      for (const path of ["/api/v1/vms", "/api/v1/nodes", "/api/v1/groups", "/api/v1/images"]) {
-        assertEquals((await call("GET", path, { token: tokens.viewer })).status, 200, path);
-      }
-      const writes: [string, string][] = [
-        ["POST", "/api/v1/vms"],
-        ["POST", "/api/v1/vms/x/stop"],
-        ["DELETE", "/api/v1/vms/x"],
-        ["POST", "/api/v1/groups"],
-        ["POST", "/api/v1/nodes/n1/cordon"],
-        ["POST", "/api/v1/cluster/rebalance"],
-      ];
-      for (const [method, path] of writes) {
-        // The role is checked before the body: even a bad body is 403, not 400.
-        const r = await call(method, path, { token: tokens.viewer, body: { bogus: true } });
-        assertEquals([r.status, r.body.error.code], [403, "forbidden"], `${method} ${path}`);
-        assert(/viewer .*operator required/.test(r.body.error.message), r.body.error.message);
-      }
-    });
-
-    await t.step("config, join tokens and membership need admin", async () => {
-      const adminOnly: [string, string, unknown][] = [
-        ["PATCH", "/api/v1/config", { "cluster.description": "x" }],
-        ["PUT", "/api/v1/config/cluster.description", { value: "x" }],
-        ["POST", "/api/v1/config/rollback", { version: 1 }],
-        ["POST", "/api/v1/cluster/tokens", {}],
-        ["DELETE", "/api/v1/cluster/members/n2", undefined],
-        ["POST", "/api/v1/cluster/transfer-leader", { name: "n1" }],
-      ];
-      for (const [method, path, body] of adminOnly) {
-        for (const who of ["viewer", "operator"] as const) {
-          const r = await call(method, path, { token: tokens[who], body });
-          assertEquals(r.status, 403, `${who} ${method} ${path}`);
-        }
-      }
-      assertEquals(
-        (await call("POST", "/api/v1/cluster/tokens", { token: tokens.admin, body: {} })).status,
-        201,
-      );
-    });
-
-    await t.step("operators write VMs and groups", async () => {
-      const r = await call("POST", "/api/v1/groups", {
-        token: tokens.operator,
-        body: { name: "web", policy: "anti-affinity" },
+testWithTimeout(
+  { timeoutMs: 2 * MINUTE, name: "API: authentication and roles", ...opts },
+  async (t) => {
+    const { c, call, tokens } = await harness();
+    try {
+      await t.step("health and metrics need no token", async () => {
+        assertEquals((await call("GET", "/healthz")).status, 200);
+        assertEquals((await call("GET", "/metrics")).status, 200);
       });
-      assertEquals(r.status, 201);
-    });
-  } finally {
-    await c.stop();
-  }
-});
 
-Deno.test(
-  { name: "API: bad bodies on the main routes → 400 naming each failing field", ...opts },
+      await t.step("no token, a wrong one, or another scheme → 401 unauthorized", async () => {
+        for (const authorization of [undefined, "Bearer nva_wrong", `Basic ${tokens.admin}`]) {
+          const r = await call("GET", "/api/v1/vms", {
+            headers: authorization ? { authorization } : {},
+          });
+          assertEquals([r.status, r.body.error.code], [401, "unauthorized"], authorization);
+        }
+      });
+
+      await t.step("viewers read; every write needs operator → 403 forbidden", async () => {
+        for (const path of ["/api/v1/vms", "/api/v1/nodes", "/api/v1/groups", "/api/v1/images"]) {
+          assertEquals((await call("GET", path, { token: tokens.viewer })).status, 200, path);
+        }
+        const writes: [string, string][] = [
+          ["POST", "/api/v1/vms"],
+          ["POST", "/api/v1/vms/x/stop"],
+          ["DELETE", "/api/v1/vms/x"],
+          ["POST", "/api/v1/groups"],
+          ["POST", "/api/v1/nodes/n1/cordon"],
+          ["POST", "/api/v1/cluster/rebalance"],
+        ];
+        for (const [method, path] of writes) {
+          // The role is checked before the body: even a bad body is 403, not 400.
+          const r = await call(method, path, { token: tokens.viewer, body: { bogus: true } });
+          assertEquals([r.status, r.body.error.code], [403, "forbidden"], `${method} ${path}`);
+          assert(/viewer .*operator required/.test(r.body.error.message), r.body.error.message);
+        }
+      });
+
+      await t.step("config, join tokens and membership need admin", async () => {
+        const adminOnly: [string, string, unknown][] = [
+          ["PATCH", "/api/v1/config", { "cluster.description": "x" }],
+          ["PUT", "/api/v1/config/cluster.description", { value: "x" }],
+          ["POST", "/api/v1/config/rollback", { version: 1 }],
+          ["POST", "/api/v1/cluster/tokens", {}],
+          ["DELETE", "/api/v1/cluster/members/n2", undefined],
+          ["POST", "/api/v1/cluster/transfer-leader", { name: "n1" }],
+        ];
+        for (const [method, path, body] of adminOnly) {
+          for (const who of ["viewer", "operator"] as const) {
+            const r = await call(method, path, { token: tokens[who], body });
+            assertEquals(r.status, 403, `${who} ${method} ${path}`);
+          }
+        }
+        assertEquals(
+          (await call("POST", "/api/v1/cluster/tokens", { token: tokens.admin, body: {} })).status,
+          201,
+        );
+      });
+
+      await t.step("operators write VMs and groups", async () => {
+        const r = await call("POST", "/api/v1/groups", {
+          token: tokens.operator,
+          body: { name: "web", policy: "anti-affinity" },
+        });
+        assertEquals(r.status, 201);
+      });
+    } finally {
+      await c.stop();
+    }
+  },
+);
+
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "API: bad bodies on the main routes → 400 naming each failing field",
+    ...opts,
+  },
   async (t) => {
     const { c, call, tokens, fieldsOf } = await harness();
     const token = tokens.admin;
@@ -231,7 +239,11 @@ Deno.test(
   },
 );
 
-Deno.test({ name: "API: not found and conflict keep the error shape", ...opts }, async () => {
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
+  name: "API: not found and conflict keep the error shape",
+  ...opts,
+}, async () => {
   const { c, call, tokens } = await harness();
   try {
     const vm = await call("GET", "/api/v1/vms/ghost", { token: tokens.viewer });
@@ -252,8 +264,12 @@ Deno.test({ name: "API: not found and conflict keep the error shape", ...opts },
   }
 });
 
-Deno.test(
-  { name: "API: JSON bodies are capped at 1 MiB → 413, declared or streamed", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "API: JSON bodies are capped at 1 MiB → 413, declared or streamed",
+    ...opts,
+  },
   async (t) => {
     const { c, call, tokens } = await harness();
     const token = tokens.admin;

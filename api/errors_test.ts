@@ -27,6 +27,7 @@ import {
   ValidationError,
 } from "../core/errors/mod.ts";
 import { errorResponse } from "./errors.ts";
+import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
 interface ErrorBody {
   error: { code: string; message: string; details?: unknown };
@@ -86,7 +87,10 @@ const CASES: [string, unknown, number, string][] = [
 ];
 
 for (const [what, err, status, code] of CASES) {
-  Deno.test(`${what} → ${status} ${code}, in the one error shape`, async () => {
+  testWithTimeout({
+    name: `${what} → ${status} ${code}, in the one error shape`,
+    timeoutMs: 2 * MINUTE,
+  }, async () => {
     const { res, body } = await answerTo(err);
     assertEquals(res.status, status);
     assertEquals(res.headers.get("content-type"), "application/json");
@@ -98,7 +102,10 @@ for (const [what, err, status, code] of CASES) {
   });
 }
 
-Deno.test("validation errors name every failing field in details.fields", async () => {
+testWithTimeout({
+  name: "validation errors name every failing field in details.fields",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { body } = await answerTo(zodError);
   assertEquals(body.error.details, {
     fields: [
@@ -109,7 +116,11 @@ Deno.test("validation errors name every failing field in details.fields", async 
   assert(/cpus: .*; name: Required/.test(body.error.message), body.error.message);
 });
 
-Deno.test("not found names the kind and the name; an internal error's body has its message, never its stack", async () => {
+testWithTimeout({
+  name:
+    "not found names the kind and the name; an internal error's body has its message, never its stack",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   assertEquals((await answerTo(new NotFoundError("vm", "web"))).body.error.details, {
     kind: "vm",
     name: "web",
@@ -118,14 +129,20 @@ Deno.test("not found names the kind and the name; an internal error's body has i
   assertEquals(plain.body.error, { code: "internal", message: "disk on fire" });
 });
 
-Deno.test("unavailable errors that know when to retry send Retry-After, rounded up", async () => {
+testWithTimeout({
+  name: "unavailable errors that know when to retry send Retry-After, rounded up",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   assertEquals((await answerTo(new OverloadedError("full"))).res.headers.get("retry-after"), "1");
   const later = await answerTo(new UnavailableError("snapshot", 2.2));
   assertEquals(later.res.headers.get("retry-after"), "3");
   assertEquals((await answerTo(new NoQuorumError())).res.headers.get("retry-after"), null);
 });
 
-Deno.test("a client reading only the status maps it back to a code of the same status", () => {
+testWithTimeout({
+  name: "a client reading only the status maps it back to a code of the same status",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const codes: ErrorCode[] = [
     "validation",
     "unauthorized",
@@ -144,7 +161,10 @@ Deno.test("a client reading only the status maps it back to a code of the same s
   assertEquals(codeOfHttpStatus(418), "internal");
 });
 
-Deno.test("CLI exit codes: 2 for bad usage, 1 for every other error", () => {
+testWithTimeout({
+  name: "CLI exit codes: 2 for bad usage, 1 for every other error",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   for (const [, err, , code] of CASES) {
     const expected = code === "usage" ? 2 : 1;
     assertEquals(exitCodeOf(code as ErrorCode), expected, String(err));

@@ -16,6 +16,7 @@ import {
 import { type Figure, figure } from "./lib/figures.ts";
 import { type ComparisonResult, medianRatios, summarizeReps } from "./lib/comparison.ts";
 import type { RunMeta } from "./lib/run_meta.ts";
+import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
 const TIMEOUT_MS = 60_000;
 
@@ -123,7 +124,10 @@ Deno.test(withTimeout("a figure changed in the JSON makes the check fail", async
   assert(diff?.includes("392") && diff.includes("393"), `expected the changed row, got ${diff}`);
 }));
 
-Deno.test("rendering rewrites only the marked blocks and keeps the prose around them", () => {
+testWithTimeout({
+  name: "rendering rewrites only the marked blocks and keeps the prose around them",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const out = renderDocument(DOC, new Map([["raft", raftResult()]]));
   assert(!out.includes("stale table"));
   for (const prose of ["Prose before, kept as written.", "Between.", "Prose after."]) {
@@ -132,7 +136,10 @@ Deno.test("rendering rewrites only the marked blocks and keeps the prose around 
   assertEquals(renderDocument(out, new Map([["raft", raftResult()]])), out);
 });
 
-Deno.test("the raft table prints provenance, medians with spread and the ratio of medians", () => {
+testWithTimeout({
+  name: "the raft table prints provenance, medians with spread and the ratio of medians",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const out = renderDocument(DOC, new Map([["raft", raftResult()]]));
   assert(out.includes("Run: commit abc1234, ext2/ext3, 3 runs, 2026-12-01"), out);
   assert(out.includes("392 (380–401)"), "novactl writes/s: median (min–max)");
@@ -141,22 +148,31 @@ Deno.test("the raft table prints provenance, medians with spread and the ratio o
   assert(out.includes("6.50 (6.10–6.90)"), "p99 of repetitions with ≥ 100 samples");
 });
 
-Deno.test("repetitions with fewer than 100 samples show their max, never a p99", () => {
+testWithTimeout({
+  name: "repetitions with fewer than 100 samples show their max, never a p99",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const out = renderDocument(DOC, new Map([["raft", raftResult()]]));
   const row64 = out.split("\n").find((line) => line.startsWith("| 64") && line.includes("novactl"));
   assert(row64?.includes("max 9 (n < 100)"), row64);
   assertEquals(raftResult().rows[2].p99Ms, null);
 });
 
-Deno.test("a figure carries a p99 only from 100 values up", () => {
-  const twenty = figure(Array.from({ length: 20 }, (_, i) => i + 1));
-  assertEquals(twenty, { median: 10.5, min: 1, max: 20, n: 20 });
-  const hundred = figure(Array.from({ length: 100 }, (_, i) => i + 1));
-  assertEquals(hundred.p99, 99);
-  assertThrows(() => figure([]), RangeError);
-});
+testWithTimeout(
+  { name: "a figure carries a p99 only from 100 values up", timeoutMs: 2 * MINUTE },
+  () => {
+    const twenty = figure(Array.from({ length: 20 }, (_, i) => i + 1));
+    assertEquals(twenty, { median: 10.5, min: 1, max: 20, n: 20 });
+    const hundred = figure(Array.from({ length: 100 }, (_, i) => i + 1));
+    assertEquals(hundred.p99, 99);
+    assertThrows(() => figure([]), RangeError);
+  },
+);
 
-Deno.test("a missing result or one without provenance shows a note, no figures", () => {
+testWithTimeout({
+  name: "a missing result or one without provenance shows a note, no figures",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const raft = SECTIONS.find((s) => s.name === "raft")!;
   assert(renderSection(raft, undefined).includes("`bench/results/raft.json` is missing"));
   const legacy = renderSection(raft, { results: [{ writesPerSec: 5062 }] });
@@ -164,13 +180,19 @@ Deno.test("a missing result or one without provenance shows a note, no figures",
   assert(!legacy.includes("5062") && !legacy.includes("5,062"), "withheld");
 });
 
-Deno.test("a result with provenance but the wrong shape names its file", () => {
+testWithTimeout({
+  name: "a result with provenance but the wrong shape names its file",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const raft = SECTIONS.find((s) => s.name === "raft")!;
   const error = assertThrows(() => renderSection(raft, { meta: META }), ResultShapeError);
   assert(error.message.includes("bench/results/raft.json"), error.message);
 });
 
-Deno.test("markers: every section needs one block, and unknown ones are refused", () => {
+testWithTimeout({
+  name: "markers: every section needs one block, and unknown ones are refused",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assertThrows(
     () => renderDocument(DOC.replace("<!-- bench:api:begin -->", ""), new Map()),
     MarkerError,
@@ -185,7 +207,10 @@ Deno.test("markers: every section needs one block, and unknown ones are refused"
   );
 });
 
-Deno.test("any result's figures are found and pivoted: one row per owner, one column per figure", () => {
+testWithTimeout({
+  name: "any result's figures are found and pivoted: one row per owner, one column per figure",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const side = (base: number): Record<string, Figure> => ({
     commandToDoneMs: { median: base, min: base - 1, max: base + 1, n: 5 },
     guestPausedMs: { median: base / 10, min: 1, max: 50, n: 5 },

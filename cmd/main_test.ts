@@ -16,6 +16,7 @@ import { createApp } from "../api/app.ts";
 import { runCli } from "./main.ts";
 import { printTable } from "./output.ts";
 import { parseDiskGiB, parseMemoryMiB } from "./vm.ts";
+import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
 interface Run {
   code: number;
@@ -101,8 +102,12 @@ const USAGE_HINT = "(run with --help for usage)";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-Deno.test(
-  { name: "CLI: flags become the request; -o json prints one document", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "CLI: flags become the request; -o json prints one document",
+    ...opts,
+  },
   async (t) => {
     const { c, cli, stop } = await servedCluster();
     try {
@@ -189,8 +194,12 @@ Deno.test(
   },
 );
 
-Deno.test(
-  { name: "CLI: exit 2 for bad usage, 1 for server errors, one line on stderr", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "CLI: exit 2 for bad usage, 1 for server errors, one line on stderr",
+    ...opts,
+  },
   async (t) => {
     const { c, url, cli, stop } = await servedCluster();
     try {
@@ -267,7 +276,10 @@ Deno.test(
   },
 );
 
-Deno.test("CLI sizes: M/G for memory in MiB, G/T for disks in GiB, anything else refused", () => {
+testWithTimeout({
+  name: "CLI sizes: M/G for memory in MiB, G/T for disks in GiB, anything else refused",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assertEquals(
     ["256", "256M", "256MiB", "2G", "2gib"].map(parseMemoryMiB),
     [256, 256, 256, 2_048, 2_048],
@@ -279,7 +291,10 @@ Deno.test("CLI sizes: M/G for memory in MiB, G/T for disks in GiB, anything else
   assertThrows(() => parseDiskGiB("10M"), InvalidArgumentError);
 });
 
-Deno.test("tables: upper-case headers, aligned columns, '-' for missing, objects as JSON", async () => {
+testWithTimeout({
+  name: "tables: upper-case headers, aligned columns, '-' for missing, objects as JSON",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const r = await capture(() => {
     printTable([
       { name: "a", node: null, labels: { x: "1" } },

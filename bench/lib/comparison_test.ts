@@ -2,6 +2,7 @@ import { assertEquals } from "../../core/testing/assert.ts";
 import { type Contender, interleave, medianRatios } from "./comparison.ts";
 import type { LoadResult } from "./loadgen.ts";
 import { summarize } from "./stats.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 function fakeLoad(writesPerSec: number, samples: number): LoadResult {
   return {
@@ -15,7 +16,10 @@ function fakeLoad(writesPerSec: number, samples: number): LoadResult {
   };
 }
 
-Deno.test("interleave alternates novactl and the anchor, rep by rep, and keeps each rep", async () => {
+testWithTimeout({
+  name: "interleave alternates novactl and the anchor, rep by rep, and keeps each rep",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const order: string[] = [];
   const contender = (system: string, rates: number[]): Contender => ({
     system,
@@ -37,7 +41,10 @@ Deno.test("interleave alternates novactl and the anchor, rep by rep, and keeps e
   ]);
 });
 
-Deno.test("a repetition with fewer than 100 samples has no p99", async () => {
+testWithTimeout({
+  name: "a repetition with fewer than 100 samples has no p99",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const rows = await interleave([{
     system: "novactl",
     run: () => Promise.resolve(fakeLoad(5, 99)),

@@ -4,6 +4,7 @@
  */
 import { assertEquals, assertRejects } from "../../core/testing/assert.ts";
 import { qemuPidsIn } from "./novactl_cluster.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 async function withDataDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "qemu-pids-" });
@@ -14,7 +15,10 @@ async function withDataDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-Deno.test("qemuPidsIn: live pidfiles count, missing or stale ones do not", async () => {
+testWithTimeout({
+  name: "qemuPidsIn: live pidfiles count, missing or stale ones do not",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withDataDir(async (dir) => {
     assertEquals((await qemuPidsIn(dir)).size, 0, "no vms dir yet: nothing runs");
     await Deno.mkdir(`${dir}/vms/alive`, { recursive: true });
@@ -26,13 +30,19 @@ Deno.test("qemuPidsIn: live pidfiles count, missing or stale ones do not", async
   });
 });
 
-Deno.test("qemuPidsIn: a data dir that is not there throws instead of reporting none", async () => {
+testWithTimeout({
+  name: "qemuPidsIn: a data dir that is not there throws instead of reporting none",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withDataDir(async (dir) => {
     await assertRejects(() => qemuPidsIn(`${dir}/missing`), Deno.errors.NotFound);
   });
 });
 
-Deno.test("qemuPidsIn: a pidfile it cannot read throws instead of reporting none", async () => {
+testWithTimeout({
+  name: "qemuPidsIn: a pidfile it cannot read throws instead of reporting none",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   await withDataDir(async (dir) => {
     // A directory where the pidfile should be: reading it fails with EISDIR, not ENOENT.
     await Deno.mkdir(`${dir}/vms/vm1/qemu.pid`, { recursive: true });
@@ -40,13 +50,16 @@ Deno.test("qemuPidsIn: a pidfile it cannot read throws instead of reporting none
   });
 });
 
-Deno.test("qemuPidsIn: a pidfile holding no pid throws", async () => {
-  await withDataDir(async (dir) => {
-    await Deno.mkdir(`${dir}/vms/vm1`, { recursive: true });
-    await Deno.writeTextFile(`${dir}/vms/vm1/qemu.pid`, "garbage\n");
-    await assertRejects(() => qemuPidsIn(dir), /holds no pid/);
-  });
-});
+testWithTimeout(
+  { name: "qemuPidsIn: a pidfile holding no pid throws", timeoutMs: 2 * MINUTE },
+  async () => {
+    await withDataDir(async (dir) => {
+      await Deno.mkdir(`${dir}/vms/vm1`, { recursive: true });
+      await Deno.writeTextFile(`${dir}/vms/vm1/qemu.pid`, "garbage\n");
+      await assertRejects(() => qemuPidsIn(dir), /holds no pid/);
+    });
+  },
+);
 
 async function exitedPid(): Promise<number> {
   const child = new Deno.Command("true").spawn();

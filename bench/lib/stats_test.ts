@@ -1,7 +1,8 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { percentile, summarize } from "./stats.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
-Deno.test("percentile uses nearest rank", () => {
+testWithTimeout({ name: "percentile uses nearest rank", timeoutMs: 2 * MINUTE }, () => {
   const sorted = Array.from({ length: 100 }, (_, i) => i + 1);
   assertEquals(percentile(sorted, 50), 50);
   assertEquals(percentile(sorted, 99), 99);
@@ -10,10 +11,13 @@ Deno.test("percentile uses nearest rank", () => {
   assert(Number.isNaN(percentile([], 50)));
 });
 
-Deno.test("summarize sorts numerically, not lexically", () => {
-  const summary = summarize([10, 9, 100, 2]);
-  assertEquals(summary.count, 4);
-  assertEquals(summary.p50Ms, 9);
-  assertEquals(summary.maxMs, 100);
-  assertEquals(summary.meanMs, 30.25);
-});
+testWithTimeout(
+  { name: "summarize sorts numerically, not lexically", timeoutMs: 2 * MINUTE },
+  () => {
+    const summary = summarize([10, 9, 100, 2]);
+    assertEquals(summary.count, 4);
+    assertEquals(summary.p50Ms, 9);
+    assertEquals(summary.maxMs, 100);
+    assertEquals(summary.meanMs, 30.25);
+  },
+);

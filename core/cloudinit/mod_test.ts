@@ -2,10 +2,14 @@ import { assertEquals, assertThrows } from "../testing/assert.ts";
 import { ValidationError } from "../errors/mod.ts";
 import { renderSeed, validateCloudInit } from "./mod.ts";
 import { parse } from "yaml";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbT0mBzC4r1 ops@example";
 
-Deno.test("cloud-init: user, key and hash merge into the operator's cloud-config", () => {
+testWithTimeout({
+  name: "cloud-init: user, key and hash merge into the operator's cloud-config",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const spec = validateCloudInit({
     user: "ops",
     sshKeys: [KEY],
@@ -21,25 +25,28 @@ Deno.test("cloud-init: user, key and hash merge into the operator's cloud-config
   assertEquals(parse(seed["meta-data"]), { "instance-id": "u-1", "local-hostname": "web1" });
 });
 
-Deno.test("cloud-init: malformed input names the field", () => {
-  const field = (f: () => unknown) => {
-    const err = assertThrows(f, ValidationError) as ValidationError;
-    return err.issues[0].field;
-  };
-  assertEquals(
-    field(() => validateCloudInit({ userData: "#cloud-config\nusers: [a\n" })),
-    "userData",
-  );
-  assertEquals(field(() => validateCloudInit({ userData: "hello" })), "userData");
-  assertEquals(
-    field(() => validateCloudInit({ userData: "#cloud-config\n- a\n- b\n" })),
-    "userData",
-  );
-  assertEquals(field(() => validateCloudInit({ user: "Root!" })), "user");
-  assertEquals(field(() => validateCloudInit({ user: "ops", sshKeys: ["nope"] })), "sshKeys[0]");
-  assertEquals(
-    field(() => validateCloudInit({ user: "ops", passwordHash: "secret" })),
-    "passwordHash",
-  );
-  assertEquals(field(() => validateCloudInit({ sshKeys: [KEY] })), "user");
-});
+testWithTimeout(
+  { name: "cloud-init: malformed input names the field", timeoutMs: 2 * MINUTE },
+  () => {
+    const field = (f: () => unknown) => {
+      const err = assertThrows(f, ValidationError) as ValidationError;
+      return err.issues[0].field;
+    };
+    assertEquals(
+      field(() => validateCloudInit({ userData: "#cloud-config\nusers: [a\n" })),
+      "userData",
+    );
+    assertEquals(field(() => validateCloudInit({ userData: "hello" })), "userData");
+    assertEquals(
+      field(() => validateCloudInit({ userData: "#cloud-config\n- a\n- b\n" })),
+      "userData",
+    );
+    assertEquals(field(() => validateCloudInit({ user: "Root!" })), "user");
+    assertEquals(field(() => validateCloudInit({ user: "ops", sshKeys: ["nope"] })), "sshKeys[0]");
+    assertEquals(
+      field(() => validateCloudInit({ user: "ops", passwordHash: "secret" })),
+      "passwordHash",
+    );
+    assertEquals(field(() => validateCloudInit({ sshKeys: [KEY] })), "user");
+  },
+);

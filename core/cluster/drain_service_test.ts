@@ -10,6 +10,7 @@ import type { OperationRecord, VmDisk } from "../fsm/mod.ts";
 import { TestCluster } from "../testing/test_cluster.ts";
 import { drainNode, setNodeState } from "./drain_service.ts";
 import { LeaseTable } from "./lease.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -39,8 +40,12 @@ async function finished(c: TestCluster, id: string): Promise<OperationRecord> {
   return c.node.fsm.operation(id)!;
 }
 
-Deno.test(
-  { name: "cordon and uncordon set the node's state; unknown nodes are 404", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "cordon and uncordon set the node's state; unknown nodes are 404",
+    ...opts,
+  },
   async () => {
     const c = await TestCluster.start();
     try {
@@ -56,8 +61,12 @@ Deno.test(
   },
 );
 
-Deno.test(
-  { name: "drain moves every VM away, live or cold, then marks the node drained", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "drain moves every VM away, live or cold, then marks the node drained",
+    ...opts,
+  },
   async (t) => {
     const c = await TestCluster.start();
     const hosts = c.completeMigrations();
@@ -114,8 +123,12 @@ Deno.test(
   },
 );
 
-Deno.test(
-  { name: "drain reports a VM that cannot move and leaves the node undrained", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "drain reports a VM that cannot move and leaves the node undrained",
+    ...opts,
+  },
   async () => {
     const c = await TestCluster.start();
     const hosts = c.completeMigrations(new Set(["stuck"]));
@@ -136,7 +149,8 @@ Deno.test(
   },
 );
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "evacuating a lost host restarts shared-disk VMs; local-disk ones are reported",
   ...opts,
 }, async () => {

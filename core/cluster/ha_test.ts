@@ -8,6 +8,7 @@ import { assert, assertEquals } from "../testing/assert.ts";
 import { TestCluster } from "../testing/test_cluster.ts";
 import { HaManager } from "./ha.ts";
 import { LeaseTable } from "./lease.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 /** A lease table whose expired hosts the test names. */
 class ScriptedLeases extends LeaseTable {
@@ -24,7 +25,8 @@ class ScriptedLeases extends LeaseTable {
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "HA: a dead host's HA VMs move by priority; the rest are reported failed",
   ...opts,
 }, async (t) => {
@@ -71,7 +73,8 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "HA: a VM that fails to start is placed again, within its restart budget",
   ...opts,
 }, async (t) => {
@@ -120,7 +123,8 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "HA: a renewal that lands during the pass stops the move (checked again before it)",
   ...opts,
 }, async () => {
@@ -146,7 +150,8 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "HA: with ha.enabled false, HA VMs of a dead host are failed, never moved",
   ...opts,
 }, async () => {
@@ -166,7 +171,8 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "HA: operations run by a dead host are failed and their VMs unmarked",
   ...opts,
 }, async () => {
@@ -206,7 +212,8 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "HA: the real lease table never declares a host dead before its lease ran out",
   ...opts,
 }, async () => {

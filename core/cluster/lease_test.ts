@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "../testing/assert.ts";
 import { bootTimeMs, LeaseHolder, LeaseTable } from "./lease.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 /** A leader whose term and role the test sets. */
 function leaderIn(term: number | null) {
@@ -7,7 +8,10 @@ function leaderIn(term: number | null) {
   return { state, table: new LeaseTable(() => state.term) };
 }
 
-Deno.test("the host stops before the leader can restart elsewhere, for any renewal timing", () => {
+testWithTimeout({
+  name: "the host stops before the leader can restart elsewhere, for any renewal timing",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const leaseMs = 6_000;
   for (const rttMs of [0, 5, 200, 900]) {
     const { table } = leaderIn(3);
@@ -30,37 +34,46 @@ Deno.test("the host stops before the leader can restart elsewhere, for any renew
   }
 });
 
-Deno.test("a new leader counts every host from its own term", () => {
-  const { state, table } = leaderIn(null);
-  table.grant("h1", 6_000, 0); // not leading: recorded nowhere
-  state.term = 4;
-  assertEquals(table.surelyExpired("h1", 6_000, 10_000), false);
-  assertEquals(table.surelyExpired("h1", 6_000, 17_001), true);
-});
+testWithTimeout(
+  { name: "a new leader counts every host from its own term", timeoutMs: 2 * MINUTE },
+  () => {
+    const { state, table } = leaderIn(null);
+    table.grant("h1", 6_000, 0); // not leading: recorded nowhere
+    state.term = 4;
+    assertEquals(table.surelyExpired("h1", 6_000, 10_000), false);
+    assertEquals(table.surelyExpired("h1", 6_000, 17_001), true);
+  },
+);
 
-Deno.test("no grant survives a quick A→B→A change of leader", () => {
-  const { state, table } = leaderIn(5);
-  table.grant("h1", 6_000, 0);
-  table.grant("h2", 6_000, 0);
-  // A loses leadership to B (term 6) and wins it back (term 7) between two looks at the
-  // table: a poll of "am I leader?" would see A lead throughout and keep the term-5 grants.
-  state.term = 7;
-  table.grant("h2", 6_000, 9_000); // renewed with the new leader
-  assertEquals(table.surelyExpired("h1", 6_000, 9_000 + 7_000), false, "counted from term 7");
-  assertEquals(table.surelyExpired("h1", 6_000, 9_000 + 7_001), true);
-  assertEquals(table.surelyExpired("h2", 6_000, 9_000 + 7_000), false);
-  // Were the term-5 grant of h1 kept, h1 would count as expired at 7 001 instead.
-  assertEquals(table.surelyExpired("h1", 6_000, 7_001), false);
-});
+testWithTimeout(
+  { name: "no grant survives a quick A→B→A change of leader", timeoutMs: 2 * MINUTE },
+  () => {
+    const { state, table } = leaderIn(5);
+    table.grant("h1", 6_000, 0);
+    table.grant("h2", 6_000, 0);
+    // A loses leadership to B (term 6) and wins it back (term 7) between two looks at the
+    // table: a poll of "am I leader?" would see A lead throughout and keep the term-5 grants.
+    state.term = 7;
+    table.grant("h2", 6_000, 9_000); // renewed with the new leader
+    assertEquals(table.surelyExpired("h1", 6_000, 9_000 + 7_000), false, "counted from term 7");
+    assertEquals(table.surelyExpired("h1", 6_000, 9_000 + 7_001), true);
+    assertEquals(table.surelyExpired("h2", 6_000, 9_000 + 7_000), false);
+    // Were the term-5 grant of h1 kept, h1 would count as expired at 7 001 instead.
+    assertEquals(table.surelyExpired("h1", 6_000, 7_001), false);
+  },
+);
 
-Deno.test("a follower never declares a host expired", () => {
+testWithTimeout({ name: "a follower never declares a host expired", timeoutMs: 2 * MINUTE }, () => {
   const { state, table } = leaderIn(2);
   table.grant("h1", 6_000, 0);
   state.term = null;
   assertEquals(table.surelyExpired("h1", 6_000, 1e9), false);
 });
 
-Deno.test("lowering ha.leaseMs never expires a host before it fenced itself", () => {
+testWithTimeout({
+  name: "lowering ha.leaseMs never expires a host before it fenced itself",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const { table } = leaderIn(3);
   table.surelyExpired("h1", 6_000, 0);
   const holder = new LeaseHolder();
@@ -76,7 +89,10 @@ Deno.test("lowering ha.leaseMs never expires a host before it fenced itself", ()
   assertEquals(holder.fenceAt(), 3_000);
 });
 
-Deno.test("a revoked lease no longer holds; the boot clock moves forward", async () => {
+testWithTimeout({
+  name: "a revoked lease no longer holds; the boot clock moves forward",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const holder = new LeaseHolder();
   const t0 = bootTimeMs();
   holder.granted(t0, 60_000);

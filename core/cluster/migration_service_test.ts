@@ -6,11 +6,16 @@ import { assert, assertEquals, assertRejects, assertThrows } from "../testing/as
 import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
 import { TestCluster } from "../testing/test_cluster.ts";
 import { migrateVm, migratorPeer } from "./migration_service.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
-Deno.test(
-  { name: "migrateVm: what may move, and what a started migration records", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "migrateVm: what may move, and what a started migration records",
+    ...opts,
+  },
   async (t) => {
     const c = await TestCluster.start();
     try {
@@ -92,8 +97,12 @@ Deno.test(
   },
 );
 
-Deno.test(
-  { name: "migratorPeer: a member's URL, the peer secret and a bare address", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "migratorPeer: a member's URL, the peer secret and a bare address",
+    ...opts,
+  },
   async () => {
     const c = await TestCluster.start();
     try {

@@ -11,6 +11,7 @@ import { DatabaseSync } from "node:sqlite";
 import { readIdentity } from "../store/mod.ts";
 import { bootstrapCluster } from "./bootstrap.ts";
 import { ClusterNode, delay } from "./node.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 /** A bootstrapped one-voter node that leads and has applied an entry of its term. */
 async function leadingNode(
@@ -51,7 +52,8 @@ function envelope(node: ClusterNode, from: string, messages: Partial<Message>[])
   };
 }
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "a raft invariant violation inside step() stops the node instead of being dropped",
   sanitizeOps: false,
   sanitizeResources: false,
@@ -83,7 +85,8 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "the leader refuses a removed member with 'removed' and never takes its term",
   sanitizeOps: false,
   sanitizeResources: false,
@@ -109,7 +112,8 @@ Deno.test({
   }
 });
 
-Deno.test({
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
   name: "a state machine that lost applied entries (power loss, synchronous=NORMAL) recovers them",
   sanitizeOps: false,
   sanitizeResources: false,

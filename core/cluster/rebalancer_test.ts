@@ -7,6 +7,7 @@ import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
 import { ConflictError } from "../errors/mod.ts";
 import { TestCluster } from "../testing/test_cluster.ts";
 import { applyRebalance, rebalancePlan, Rebalancer } from "./rebalancer.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -22,8 +23,12 @@ async function lopsided(): Promise<TestCluster> {
 
 const movedVms = (plan: { moves: { vm: string }[] }) => plan.moves.map((m) => m.vm).sort();
 
-Deno.test(
-  { name: "rebalancePlan evens load and never moves a migrating or cooling VM", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "rebalancePlan evens load and never moves a migrating or cooling VM",
+    ...opts,
+  },
   async (t) => {
     const c = await lopsided();
     try {
@@ -70,8 +75,12 @@ Deno.test(
   },
 );
 
-Deno.test(
-  { name: "applyRebalance runs the plan as migrations, one rebalance at a time", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "applyRebalance runs the plan as migrations, one rebalance at a time",
+    ...opts,
+  },
   async (t) => {
     const c = await lopsided();
     const hosts = c.completeMigrations();
@@ -102,8 +111,12 @@ Deno.test(
   },
 );
 
-Deno.test(
-  { name: "a planned move whose VM moved meanwhile is reported, not forced", ...opts },
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "a planned move whose VM moved meanwhile is reported, not forced",
+    ...opts,
+  },
   async () => {
     const c = await lopsided();
     const hosts = c.completeMigrations();
@@ -137,7 +150,11 @@ Deno.test(
   },
 );
 
-Deno.test({ name: "the periodic rebalancer applies a plan once enabled", ...opts }, async () => {
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
+  name: "the periodic rebalancer applies a plan once enabled",
+  ...opts,
+}, async () => {
   const c = await lopsided();
   const hosts = c.completeMigrations();
   const loop = new Rebalancer(c.node);

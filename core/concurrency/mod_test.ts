@@ -1,7 +1,11 @@
 import { assertEquals } from "../testing/assert.ts";
 import { KeyedSerializer } from "./mod.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
-Deno.test("tasks of one key run in order, even after a failure; keys run concurrently", async () => {
+testWithTimeout({
+  name: "tasks of one key run in order, even after a failure; keys run concurrently",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const q = new KeyedSerializer();
   const log: string[] = [];
   const task = (name: string, ms: number, fail = false) => async () => {

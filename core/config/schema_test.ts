@@ -1,8 +1,9 @@
 import { DEFAULT_CONFIG, validateConfigPatch, validateFullConfig } from "./schema.ts";
 import { assertEquals, assertThrows } from "../testing/assert.ts";
 import { ValidationError } from "../errors/mod.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
-Deno.test("numeric strings from the CLI are coerced", () => {
+testWithTimeout({ name: "numeric strings from the CLI are coerced", timeoutMs: 2 * MINUTE }, () => {
   assertEquals(validateConfigPatch({ "nodes.offlineAfterMs": "5000" }), {
     "nodes.offlineAfterMs": 5000,
   });
@@ -11,7 +12,10 @@ Deno.test("numeric strings from the CLI are coerced", () => {
   });
 });
 
-Deno.test("unknown keys and bad values are rejected with the field named", () => {
+testWithTimeout({
+  name: "unknown keys and bad values are rejected with the field named",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const err = assertThrows(
     () =>
       validateConfigPatch({ "no.such": 1, "cluster.maxVoters": 4, "scheduler.strategy": "random" }),
@@ -24,9 +28,12 @@ Deno.test("unknown keys and bad values are rejected with the field named", () =>
   ]);
 });
 
-Deno.test("a full document takes defaults for missing keys", () => {
-  assertEquals(validateFullConfig({ "cluster.name": "prod" }), {
-    ...DEFAULT_CONFIG,
-    "cluster.name": "prod",
-  });
-});
+testWithTimeout(
+  { name: "a full document takes defaults for missing keys", timeoutMs: 2 * MINUTE },
+  () => {
+    assertEquals(validateFullConfig({ "cluster.name": "prod" }), {
+      ...DEFAULT_CONFIG,
+      "cluster.name": "prod",
+    });
+  },
+);

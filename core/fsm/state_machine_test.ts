@@ -6,6 +6,7 @@ import { DEFAULT_CONFIG } from "../config/mod.ts";
 import type { Command } from "./commands.ts";
 import type { Entry } from "../raft/types.ts";
 import { join } from "node:path";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 let idx = 0;
 const cmd = (c: Command | Record<string, unknown>, type: Entry["type"] = "normal"): Entry => ({
@@ -30,7 +31,10 @@ async function fresh(): Promise<{ fsm: StateMachine; path: string }> {
   return { fsm, path };
 }
 
-Deno.test("applied index and results are recorded atomically and never re-applied", async () => {
+testWithTimeout({
+  name: "applied index and results are recorded atomically and never re-applied",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm, path } = await fresh();
   const e = cmd({ op: "config.patch", changes: { "cluster.name": "x" }, by: "t", at: 2 });
   const r = fsm.applyEntries([e]);
@@ -43,7 +47,10 @@ Deno.test("applied index and results are recorded atomically and never re-applie
   again.close();
 });
 
-Deno.test("a stale ifVersion is a conflict and changes nothing", async () => {
+testWithTimeout({
+  name: "a stale ifVersion is a conflict and changes nothing",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   const e = cmd({
     op: "config.patch",
@@ -59,7 +66,10 @@ Deno.test("a stale ifVersion is a conflict and changes nothing", async () => {
   assertEquals(fsm.appliedIndex(), e.index, "the rejected entry still counts as applied");
 });
 
-Deno.test("rollback creates a new version equal to the old one", async () => {
+testWithTimeout({
+  name: "rollback creates a new version equal to the old one",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   fsm.applyEntries([
     cmd({ op: "config.patch", changes: { "cluster.maxVoters": 5 }, by: "t", at: 2 }),
@@ -71,22 +81,28 @@ Deno.test("rollback creates a new version equal to the old one", async () => {
   assertEquals(fsm.configHistory().map((v) => v.version), [3, 2, 1]);
 });
 
-Deno.test("join tokens are single-use and expire", async () => {
-  const { fsm } = await fresh();
-  fsm.applyEntries([
-    cmd({ op: "joinToken.create", id: "t1", expiresAt: 100, at: 10, by: "admin" }),
-  ]);
-  const late = cmd({ op: "joinToken.consume", id: "t1", node: "n2", at: 100 });
-  const r1 = fsm.applyEntries([late]).get(late.index)!;
-  assert(!r1.ok && /expired/.test(r1.error.message));
-  const ok = cmd({ op: "joinToken.consume", id: "t1", node: "n2", at: 50 });
-  assert(fsm.applyEntries([ok]).get(ok.index)!.ok);
-  const reuse = cmd({ op: "joinToken.consume", id: "t1", node: "n3", at: 51 });
-  const r3 = fsm.applyEntries([reuse]).get(reuse.index)!;
-  assert(!r3.ok && /already used/.test(r3.error.message));
-});
+testWithTimeout(
+  { name: "join tokens are single-use and expire", timeoutMs: 2 * MINUTE },
+  async () => {
+    const { fsm } = await fresh();
+    fsm.applyEntries([
+      cmd({ op: "joinToken.create", id: "t1", expiresAt: 100, at: 10, by: "admin" }),
+    ]);
+    const late = cmd({ op: "joinToken.consume", id: "t1", node: "n2", at: 100 });
+    const r1 = fsm.applyEntries([late]).get(late.index)!;
+    assert(!r1.ok && /expired/.test(r1.error.message));
+    const ok = cmd({ op: "joinToken.consume", id: "t1", node: "n2", at: 50 });
+    assert(fsm.applyEntries([ok]).get(ok.index)!.ok);
+    const reuse = cmd({ op: "joinToken.consume", id: "t1", node: "n3", at: 51 });
+    const r3 = fsm.applyEntries([reuse]).get(reuse.index)!;
+    assert(!r3.ok && /already used/.test(r3.error.message));
+  },
+);
 
-Deno.test("snapshot restore reproduces the replicated tables", async () => {
+testWithTimeout({
+  name: "snapshot restore reproduces the replicated tables",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   fsm.applyEntries([
     cmd({ type: "addLearner", node: "n2", context: JSON.stringify({ url: "http://b" }) }, "conf"),
@@ -100,7 +116,10 @@ Deno.test("snapshot restore reproduces the replicated tables", async () => {
   assertEquals(other.appliedIndex(), fsm.appliedIndex());
 });
 
-Deno.test("a snapshot file equals the in-memory one and restores the same state", async () => {
+testWithTimeout({
+  name: "a snapshot file equals the in-memory one and restores the same state",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   fsm.applyEntries([
     cmd({ op: "config.patch", changes: { "config.keepVersions": 10_000 }, by: "t", at: 1 }),
@@ -122,7 +141,10 @@ Deno.test("a snapshot file equals the in-memory one and restores the same state"
   assertEquals(other.config().config["cluster.description"], "v4499");
 });
 
-Deno.test("a streamed restore loads rows in batches into a fresh file and swaps it in", async () => {
+testWithTimeout({
+  name: "a streamed restore loads rows in batches into a fresh file and swaps it in",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   fsm.applyEntries([
     cmd({ op: "config.patch", changes: { "config.keepVersions": 10_000 }, by: "t", at: 1 }),
@@ -174,7 +196,10 @@ Deno.test("a streamed restore loads rows in batches into a fresh file and swaps 
   reopened.close();
 });
 
-Deno.test("a snapshot naming an unknown table or column is refused", async () => {
+testWithTimeout({
+  name: "a snapshot naming an unknown table or column is refused",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   const bad = '{"format":2,"clusterId":"c"}\n["meta",{"key":"applied_index","value":"9"}]\n';
   let err = "";
@@ -211,7 +236,10 @@ const vmSpec = {
   snapshots: [],
 };
 
-Deno.test("VMs and images survive snapshot restore; reports from another host are ignored", async () => {
+testWithTimeout({
+  name: "VMs and images survive snapshot restore; reports from another host are ignored",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   fsm.applyEntries([
     cmd({ op: "image.create", image, by: "t", at: 2 }),
@@ -237,7 +265,11 @@ Deno.test("VMs and images survive snapshot restore; reports from another host ar
   other.close();
 });
 
-Deno.test("vm.desired deleted is refused for nothing, a template never runs, listeners hear VM changes", async () => {
+testWithTimeout({
+  name:
+    "vm.desired deleted is refused for nothing, a template never runs, listeners hear VM changes",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   const heard: (string | null)[] = [];
   fsm.onVmChange((n) => heard.push(n));
@@ -257,7 +289,10 @@ Deno.test("vm.desired deleted is refused for nothing, a template never runs, lis
   fsm.close();
 });
 
-Deno.test("an environmental failure while applying throws and leaves the applied index where it was", async () => {
+testWithTimeout({
+  name: "an environmental failure while applying throws and leaves the applied index where it was",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm, path } = await fresh();
   const before = fsm.appliedIndex();
   // Another connection breaks the database under the state machine: not something
@@ -281,7 +316,10 @@ Deno.test("an environmental failure while applying throws and leaves the applied
   reopened.close();
 });
 
-Deno.test("a violated constraint is a deterministic rejection, not a failure of the node", async () => {
+testWithTimeout({
+  name: "a violated constraint is a deterministic rejection, not a failure of the node",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   const first = cmd({ op: "joinToken.create", id: "t1", expiresAt: 100, at: 10, by: "admin" });
   const dup = cmd({ op: "joinToken.create", id: "t1", expiresAt: 100, at: 11, by: "admin" });
@@ -293,7 +331,10 @@ Deno.test("a violated constraint is a deterministic rejection, not a failure of 
   fsm.close();
 });
 
-Deno.test("a malformed command is rejected the same on every replica, never a node failure", async () => {
+testWithTimeout({
+  name: "a malformed command is rejected the same on every replica, never a node failure",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   // A command missing the fields its applier reads throws a TypeError, which
   // would stop every replica at once if it were treated as this node's failure.
@@ -323,7 +364,10 @@ async function twoReplicas(entries: Entry[]): Promise<[StateMachine, StateMachin
   return [a, b];
 }
 
-Deno.test("retention: config versions beyond config.keepVersions are pruned on every replica alike", async () => {
+testWithTimeout({
+  name: "retention: config versions beyond config.keepVersions are pruned on every replica alike",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   idx = 1; // after cluster.init
   const entries = [
     cmd({ op: "config.patch", changes: { "config.keepVersions": 5 }, by: "t", at: 2 }),
@@ -353,7 +397,10 @@ Deno.test("retention: config versions beyond config.keepVersions are pruned on e
   assertEquals(a.configHistory().map((v) => v.version), [13, 12, 11, 10, 9]);
 });
 
-Deno.test("retention: config.keepDays prunes by the entry's timestamp, never the current version", async () => {
+testWithTimeout({
+  name: "retention: config.keepDays prunes by the entry's timestamp, never the current version",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   fsm.applyEntries([
     cmd({ op: "config.patch", changes: { "config.keepDays": 2 }, by: "t", at: 10 * DAY }),
@@ -380,7 +427,10 @@ const op = (id: string, at: number) =>
 const finish = (id: string, at: number) =>
   cmd({ op: "operation.update", id, state: "succeeded", at });
 
-Deno.test("retention: finished operations beyond operations.keepCount go; running ones stay", async () => {
+testWithTimeout({
+  name: "retention: finished operations beyond operations.keepCount go; running ones stay",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   idx = 1;
   const entries = [
     cmd({ op: "config.patch", changes: { "operations.keepCount": 2 }, by: "t", at: 2 }),
@@ -396,14 +446,20 @@ Deno.test("retention: finished operations beyond operations.keepCount go; runnin
   assertEquals(a.snapshotData(), b.snapshotData());
 });
 
-Deno.test("retention: finished operations older than operations.keepDays go", async () => {
+testWithTimeout({
+  name: "retention: finished operations older than operations.keepDays go",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   fsm.applyEntries([op("old", DAY), finish("old", DAY), op("stuck", DAY)]);
   fsm.applyEntries([op("new", 40 * DAY)]);
   assertEquals(fsm.operations().map((o) => o.id).sort(), ["new", "stuck"]);
 });
 
-Deno.test("retention: used and expired join tokens are purged joinTokens.keepDays later", async () => {
+testWithTimeout({
+  name: "retention: used and expired join tokens are purged joinTokens.keepDays later",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { fsm } = await fresh();
   fsm.applyEntries([
     cmd({ op: "joinToken.create", id: "expired", expiresAt: DAY, at: 0, by: "a" }),

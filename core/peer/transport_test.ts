@@ -11,6 +11,7 @@ import {
   type TransportHooks,
 } from "./transport.ts";
 import { SnapshotReceiver } from "./snapshot_receiver.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const SELF = { id: "a", url: "http://a", clusterId: "c1", secret: "s" };
 
@@ -56,7 +57,11 @@ function stalledPeer() {
   return { release, received, server, url: `http://127.0.0.1:${server.addr.port}` };
 }
 
-Deno.test("peer queue cap: a stalled peer's queue stays bounded, dropping the oldest and reporting it", async () => {
+testWithTimeout({
+  name:
+    "peer queue cap: a stalled peer's queue stays bounded, dropping the oldest and reporting it",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const peer = stalledPeer();
   const { events, hooks } = recordingHooks(peer.url);
   const t = new PeerTransport(SELF, hooks, { maxQueueBytes: 10_000, maxQueueMessages: 1000 });
@@ -80,26 +85,32 @@ Deno.test("peer queue cap: a stalled peer's queue stays bounded, dropping the ol
   }
 });
 
-Deno.test("peer queue cap: the message count is capped too", async () => {
-  const peer = stalledPeer();
-  const { events, hooks } = recordingHooks(peer.url);
-  const t = new PeerTransport(SELF, hooks, { maxQueueMessages: 3 });
-  const heartbeat = (i: number): Message => ({ type: "heartbeat", from: "a", to: "b", term: i });
-  try {
-    t.send([heartbeat(1)]);
-    t.send([heartbeat(2)]);
-    await until("two batches in flight", () => peer.received.length === 2);
-    for (let i = 3; i <= 100; i++) t.send([heartbeat(i)]);
-    assertEquals(t.queuedFor("b"), 3);
-    assert(events.unreachable > 0);
-  } finally {
-    peer.release();
-    t.close();
-    await peer.server.shutdown();
-  }
-});
+testWithTimeout(
+  { name: "peer queue cap: the message count is capped too", timeoutMs: 2 * MINUTE },
+  async () => {
+    const peer = stalledPeer();
+    const { events, hooks } = recordingHooks(peer.url);
+    const t = new PeerTransport(SELF, hooks, { maxQueueMessages: 3 });
+    const heartbeat = (i: number): Message => ({ type: "heartbeat", from: "a", to: "b", term: i });
+    try {
+      t.send([heartbeat(1)]);
+      t.send([heartbeat(2)]);
+      await until("two batches in flight", () => peer.received.length === 2);
+      for (let i = 3; i <= 100; i++) t.send([heartbeat(i)]);
+      assertEquals(t.queuedFor("b"), 3);
+      assert(events.unreachable > 0);
+    } finally {
+      peer.release();
+      t.close();
+      await peer.server.shutdown();
+    }
+  },
+);
 
-Deno.test("snapshot streaming: a refused chunk fails the transfer and Raft hears of it", async () => {
+testWithTimeout({
+  name: "snapshot streaming: a refused chunk fails the transfer and Raft hears of it",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const server = Deno.serve({ port: 0, onListen: () => {} }, async (req) => {
     await req.body?.cancel();
     return new Response("no", { status: 409 });
@@ -150,7 +161,10 @@ function snapshotPeer(dir: string) {
   return { delivered, bodySizes, receiver, server, url: `http://127.0.0.1:${server.addr.port}` };
 }
 
-Deno.test("snapshot streaming: a file goes in chunks to a temp file, then to Raft by reference", async () => {
+testWithTimeout({
+  name: "snapshot streaming: a file goes in chunks to a temp file, then to Raft by reference",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const senderDir = await Deno.makeTempDir();
   const receiverDir = await Deno.makeTempDir();
   const source = join(senderDir, "snap-1-500.snap");
@@ -191,7 +205,10 @@ Deno.test("snapshot streaming: a file goes in chunks to a temp file, then to Raf
   }
 });
 
-Deno.test("snapshot receiver: an out-of-order chunk or a non-integer index is refused", async () => {
+testWithTimeout({
+  name: "snapshot receiver: an out-of-order chunk or a non-integer index is refused",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const receiverDir = await Deno.makeTempDir();
   const peer = snapshotPeer(receiverDir);
   const meta = {
@@ -240,7 +257,10 @@ Deno.test("snapshot receiver: an out-of-order chunk or a non-integer index is re
   }
 });
 
-Deno.test("snapshot files: a received snapshot is moved into the log's snapshot directory on install", async () => {
+testWithTimeout({
+  name: "snapshot files: a received snapshot is moved into the log's snapshot directory on install",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir();
   const log = new SqliteRaftLog(join(dir, "raft.db"));
   const received = join(log.snapshotDir, "recv-2-9.snap");

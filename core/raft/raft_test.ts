@@ -9,6 +9,7 @@ import {
 } from "./raft.ts";
 import { assert, assertEquals, assertThrows, TestNetwork } from "./testing.ts";
 import { CompactedError, type Entry, type Message } from "./types.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const isApp = (m: Message) => m.type === "app";
 
@@ -40,7 +41,10 @@ function logTerms(net: TestNetwork, id: string): number[] {
 
 // ---- elections ------------------------------------------------------------------
 
-Deno.test("election: a campaigning node wins and everyone commits its no-op", () => {
+testWithTimeout({
+  name: "election: a campaigning node wins and everyone commits its no-op",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   assertEquals(net.leaders(), ["a"]);
@@ -51,7 +55,10 @@ Deno.test("election: a campaigning node wins and everyone commits its no-op", ()
   }
 });
 
-Deno.test("election: ticking alone elects exactly one leader", () => {
+testWithTimeout({
+  name: "election: ticking alone elects exactly one leader",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   for (const preVote of [false, true]) {
     const net = new TestNetwork(["a", "b", "c", "d", "e"], { preVote, checkQuorum: preVote });
     net.tickAll(40);
@@ -59,7 +66,10 @@ Deno.test("election: ticking alone elects exactly one leader", () => {
   }
 });
 
-Deno.test("election: a candidate with a stale log cannot win", () => {
+testWithTimeout({
+  name: "election: a candidate with a stale log cannot win",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   net.isolate("c");
@@ -74,7 +84,10 @@ Deno.test("election: a candidate with a stale log cannot win", () => {
   assert(leader === "a" || leader === "b", `up-to-date node must lead, got ${leader}`);
 });
 
-Deno.test("election: the randomized timeout lies in [electionTicks, 2*electionTicks)", () => {
+testWithTimeout({
+  name: "election: the randomized timeout lies in [electionTicks, 2*electionTicks)",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   for (let trial = 0; trial < 20; trial++) {
     const net = new TestNetwork(["a", "b", "c"]);
     net.isolate("a");
@@ -89,7 +102,10 @@ Deno.test("election: the randomized timeout lies in [electionTicks, 2*electionTi
 
 // ---- pre-vote and check-quorum ---------------------------------------------------------
 
-Deno.test("pre-vote: a partitioned node rejoining neither bumps the term nor deposes the leader", () => {
+testWithTimeout({
+  name: "pre-vote: a partitioned node rejoining neither bumps the term nor deposes the leader",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"], { preVote: true });
   net.campaign("a");
   const term = net.raft("a").status().term;
@@ -106,7 +122,10 @@ Deno.test("pre-vote: a partitioned node rejoining neither bumps the term nor dep
   assertEquals(logTerms(net, "c"), logTerms(net, "a"));
 });
 
-Deno.test("pre-vote (contrast): without it the rejoining node disrupts the cluster", () => {
+testWithTimeout({
+  name: "pre-vote (contrast): without it the rejoining node disrupts the cluster",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"], { preVote: false });
   net.campaign("a");
   const term = net.raft("a").status().term;
@@ -121,7 +140,10 @@ Deno.test("pre-vote (contrast): without it the rejoining node disrupts the clust
   assertEquals(net.leaders().length, 1);
 });
 
-Deno.test("check-quorum: a leader cut off from a quorum steps down within two election timeouts", () => {
+testWithTimeout({
+  name: "check-quorum: a leader cut off from a quorum steps down within two election timeouts",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"], { checkQuorum: true });
   net.campaign("a");
   net.isolate("a");
@@ -130,7 +152,10 @@ Deno.test("check-quorum: a leader cut off from a quorum steps down within two el
   assertEquals(net.raft("a").status().lead, null);
 });
 
-Deno.test("check-quorum: a follower hearing from its leader ignores vote requests unless transfer", () => {
+testWithTimeout({
+  name: "check-quorum: a follower hearing from its leader ignores vote requests unless transfer",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"], { checkQuorum: true });
   net.campaign("a");
   const mark = net.sent.length;
@@ -145,7 +170,10 @@ Deno.test("check-quorum: a follower hearing from its leader ignores vote request
 
 // ---- replication ------------------------------------------------------------------------
 
-Deno.test("replication: conflicting suffixes are replaced with few round trips (fast back-off)", () => {
+testWithTimeout({
+  name: "replication: conflicting suffixes are replaced with few round trips (fast back-off)",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   seedLog(net, "a", [1, 1, 1, 4, 4, 5, 5, 6, 6, 6], 3);
   seedLog(net, "b", [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3], 3);
@@ -165,7 +193,10 @@ Deno.test("replication: conflicting suffixes are replaced with few round trips (
   assertEquals(net.raft("b").status().commit, 11);
 });
 
-Deno.test("commit rule: entries of an older term are not committed by counting replicas", () => {
+testWithTimeout({
+  name: "commit rule: entries of an older term are not committed by counting replicas",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"], { maxMsgBytes: 1 });
   seedLog(net, "a", [1, 2], 1);
   seedLog(net, "b", [1], 1);
@@ -196,7 +227,10 @@ Deno.test("commit rule: entries of an older term are not committed by counting r
   assertEquals(net.node("b").applied.map((e) => e.index), [1, 2, 3]);
 });
 
-Deno.test("pipelining: at most maxInflight appends are outstanding per follower", () => {
+testWithTimeout({
+  name: "pipelining: at most maxInflight appends are outstanding per follower",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b"], { maxInflight: 2, maxMsgBytes: 40 });
   net.campaign("a");
   net.dropIf = (m) => m.type === "appResp";
@@ -211,7 +245,10 @@ Deno.test("pipelining: at most maxInflight appends are outstanding per follower"
   assertEquals(net.raft("b").status().commit, 11);
 });
 
-Deno.test("batching: 100 proposals are persisted as one batch and sent as one append per follower", () => {
+testWithTimeout({
+  name: "batching: 100 proposals are persisted as one batch and sent as one append per follower",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   const leader = net.node("a");
@@ -232,7 +269,10 @@ Deno.test("batching: 100 proposals are persisted as one batch and sent as one ap
   assertEquals(net.raft("c").status().commit, 101);
 });
 
-Deno.test("uncommitted cap: a leader refuses proposals beyond maxUncommittedBytes until they commit", () => {
+testWithTimeout({
+  name: "uncommitted cap: a leader refuses proposals beyond maxUncommittedBytes until they commit",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"], { maxUncommittedBytes: 100 });
   net.campaign("a");
   const leader = net.raft("a");
@@ -249,7 +289,10 @@ Deno.test("uncommitted cap: a leader refuses proposals beyond maxUncommittedByte
   leader.propose("y");
 });
 
-Deno.test("uncommitted cap: one entry larger than the cap fits when nothing is pending", () => {
+testWithTimeout({
+  name: "uncommitted cap: one entry larger than the cap fits when nothing is pending",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b"], { maxUncommittedBytes: 10 });
   net.campaign("a");
   net.isolate("a");
@@ -259,7 +302,10 @@ Deno.test("uncommitted cap: one entry larger than the cap fits when nothing is p
 
 // ---- ReadIndex ----------------------------------------------------------------------------
 
-Deno.test("readIndex: a read is released once a quorum confirms leadership", () => {
+testWithTimeout({
+  name: "readIndex: a read is released once a quorum confirms leadership",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   net.raft("a").propose("x");
@@ -275,7 +321,10 @@ Deno.test("readIndex: a read is released once a quorum confirms leadership", () 
   assertEquals(net.node("a").readStates, [{ index: 2, context: "r1" }]);
 });
 
-Deno.test("readIndex: a new leader defers reads until it commits in its term", () => {
+testWithTimeout({
+  name: "readIndex: a new leader defers reads until it commits in its term",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.dropIf = (m) => m.type === "appResp";
   net.campaign("a");
@@ -289,7 +338,10 @@ Deno.test("readIndex: a new leader defers reads until it commits in its term", (
   assertEquals(net.node("a").readStates, [{ index: 1, context: "r2" }]);
 });
 
-Deno.test("readIndex: a single voter answers at once; followers refuse", () => {
+testWithTimeout({
+  name: "readIndex: a single voter answers at once; followers refuse",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const solo = new TestNetwork(["a"]);
   solo.campaign("a");
   solo.raft("a").readIndex("s");
@@ -302,7 +354,10 @@ Deno.test("readIndex: a single voter answers at once; followers refuse", () => {
   assertEquals(err.leader, "a");
 });
 
-Deno.test("readIndex: pending reads are dropped when leadership is lost", () => {
+testWithTimeout({
+  name: "readIndex: pending reads are dropped when leadership is lost",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   net.dropIf = (m) => m.type === "heartbeatResp";
@@ -316,7 +371,10 @@ Deno.test("readIndex: pending reads are dropped when leadership is lost", () => 
 
 // ---- learners and membership ---------------------------------------------------------------
 
-Deno.test("learners: replicate but never vote, campaign or count towards quorum", () => {
+testWithTimeout({
+  name: "learners: replicate but never vote, campaign or count towards quorum",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b"], {}, ["d"]);
   net.campaign("a");
   net.raft("a").propose("x");
@@ -335,7 +393,10 @@ Deno.test("learners: replicate but never vote, campaign or count towards quorum"
   assertEquals(net.raft("d").status().term, term);
 });
 
-Deno.test("conf change: one at a time, validated, applied by everyone when committed", () => {
+testWithTimeout({
+  name: "conf change: one at a time, validated, applied by everyone when committed",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   // d knows the bootstrap membership (a real joiner gets it from a snapshot) but is not in it.
   net.add("d", { voters: ["a", "b", "c"], learners: [] });
@@ -370,7 +431,10 @@ Deno.test("conf change: one at a time, validated, applied by everyone when commi
   }
 });
 
-Deno.test("conf change: refused until the leader commits an entry in its term", () => {
+testWithTimeout({
+  name: "conf change: refused until the leader commits an entry in its term",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.dropIf = (m) => m.type === "appResp";
   net.campaign("a");
@@ -381,7 +445,10 @@ Deno.test("conf change: refused until the leader commits an entry in its term", 
   );
 });
 
-Deno.test("conf change: a removed leader steps down after committing its removal", () => {
+testWithTimeout({
+  name: "conf change: a removed leader steps down after committing its removal",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   net.raft("a").proposeConfChange({ type: "remove", node: "a" });
@@ -399,7 +466,10 @@ Deno.test("conf change: a removed leader steps down after committing its removal
 
 // ---- leadership transfer ----------------------------------------------------------------------
 
-Deno.test("transfer: the target takes over at once, even with check-quorum stickiness", () => {
+testWithTimeout({
+  name: "transfer: the target takes over at once, even with check-quorum stickiness",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"], { checkQuorum: true, preVote: true });
   net.campaign("a");
   const term = net.raft("a").status().term;
@@ -412,20 +482,26 @@ Deno.test("transfer: the target takes over at once, even with check-quorum stick
   assertThrows(() => net.raft("b").transferLeadership("zz"), LeadershipTransferError);
 });
 
-Deno.test("transfer: a lagging target is caught up first", () => {
-  const net = new TestNetwork(["a", "b", "c"]);
-  net.campaign("a");
-  net.isolate("c");
-  for (let i = 0; i < 5; i++) net.raft("a").propose(`w${i}`);
-  net.deliverAll();
-  net.heal();
-  net.raft("a").transferLeadership("c");
-  net.deliverAll();
-  assertEquals(net.leaders(), ["c"]);
-  assertEquals(net.raft("c").termAt(6), 1);
-});
+testWithTimeout(
+  { name: "transfer: a lagging target is caught up first", timeoutMs: 2 * MINUTE },
+  () => {
+    const net = new TestNetwork(["a", "b", "c"]);
+    net.campaign("a");
+    net.isolate("c");
+    for (let i = 0; i < 5; i++) net.raft("a").propose(`w${i}`);
+    net.deliverAll();
+    net.heal();
+    net.raft("a").transferLeadership("c");
+    net.deliverAll();
+    assertEquals(net.leaders(), ["c"]);
+    assertEquals(net.raft("c").termAt(6), 1);
+  },
+);
 
-Deno.test("transfer: aborted after an election timeout, then proposals resume", () => {
+testWithTimeout({
+  name: "transfer: aborted after an election timeout, then proposals resume",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   net.isolate("c");
@@ -439,7 +515,10 @@ Deno.test("transfer: aborted after an election timeout, then proposals resume", 
 
 // ---- snapshots and restarts ---------------------------------------------------------------------
 
-Deno.test("snapshot: a follower behind the compacted log is caught up by InstallSnapshot", () => {
+testWithTimeout({
+  name: "snapshot: a follower behind the compacted log is caught up by InstallSnapshot",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   net.isolate("c");
@@ -462,7 +541,10 @@ Deno.test("snapshot: a follower behind the compacted log is caught up by Install
   assertEquals(c.raft.status().commit, 12);
 });
 
-Deno.test("snapshot: a follower ignores a snapshot not newer than its commit index", () => {
+testWithTimeout({
+  name: "snapshot: a follower ignores a snapshot not newer than its commit index",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   net.raft("a").propose("x");
@@ -476,7 +558,10 @@ Deno.test("snapshot: a follower ignores a snapshot not newer than its commit ind
   assertEquals(resp.index, 2);
 });
 
-Deno.test("restart: committed but unapplied entries are handed out again", () => {
+testWithTimeout({
+  name: "restart: committed but unapplied entries are handed out again",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   for (let i = 0; i < 3; i++) net.raft("a").propose(`w${i}`);
@@ -489,7 +574,10 @@ Deno.test("restart: committed but unapplied entries are handed out again", () =>
   assertEquals(b.raft.status().term, 1);
 });
 
-Deno.test("ready: a second ready() before advance() is a driver bug", () => {
+testWithTimeout({
+  name: "ready: a second ready() before advance() is a driver bug",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a"]);
   net.raft("a").campaign();
   net.raft("a").ready();
@@ -498,7 +586,10 @@ Deno.test("ready: a second ready() before advance() is a driver bug", () => {
 
 // ---- persistence contract -------------------------------------------------------------------------
 
-Deno.test("persistence: acks travel in the same Ready as the state they acknowledge", () => {
+testWithTimeout({
+  name: "persistence: acks travel in the same Ready as the state they acknowledge",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   const b = net.raft("b");
@@ -522,7 +613,10 @@ Deno.test("persistence: acks travel in the same Ready as the state they acknowle
   assertEquals(rd.messages.map((m) => [m.type, m.reject]), [["voteResp", false]]);
 });
 
-Deno.test("persistence: a crash loses unpersisted entries; persisted state is restored", () => {
+testWithTimeout({
+  name: "persistence: a crash loses unpersisted entries; persisted state is restored",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   const a = net.node("a");
@@ -535,7 +629,10 @@ Deno.test("persistence: a crash loses unpersisted entries; persisted state is re
   assertEquals(a.storage.allEntries().map((e) => e.data), ["", "durable"]);
 });
 
-Deno.test("progress: unreachable followers are probed; snapshot reports resume probing", () => {
+testWithTimeout({
+  name: "progress: unreachable followers are probed; snapshot reports resume probing",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   net.campaign("a");
   const a = net.raft("a");
@@ -562,7 +659,10 @@ Deno.test("progress: unreachable followers are probed; snapshot reports resume p
 
 // ---- MemoryStorage -------------------------------------------------------------------------------
 
-Deno.test("MemoryStorage: append truncates, compaction keeps the base term, snapshots replace", () => {
+testWithTimeout({
+  name: "MemoryStorage: append truncates, compaction keeps the base term, snapshots replace",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const s = new MemoryStorage({ voters: ["a"], learners: [] });
   s.append(entries([1, 1, 2, 2]));
   s.append([{ index: 3, term: 3, type: "normal", data: "new" }]);
@@ -585,7 +685,10 @@ Deno.test("MemoryStorage: append truncates, compaction keeps the base term, snap
 
 // ---- invariants -------------------------------------------------------------------
 
-Deno.test("invariant: entries conflicting with the committed prefix throw RaftInvariantError", () => {
+testWithTimeout({
+  name: "invariant: entries conflicting with the committed prefix throw RaftInvariantError",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   // The core answers an append below its commit index without reading it, so the
   // check guards the log itself (storage that lost or changed committed entries).
   const storage = new MemoryStorage();
@@ -598,7 +701,11 @@ Deno.test("invariant: entries conflicting with the committed prefix throw RaftIn
   );
 });
 
-Deno.test("invariant: a leader committing past our log (log lost) throws RaftInvariantError from step()", () => {
+testWithTimeout({
+  name:
+    "invariant: a leader committing past our log (log lost) throws RaftInvariantError from step()",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   seedLog(net, "b", [1, 1], 1);
   // The leader believes b holds 5 entries (it acknowledged them before losing them).
@@ -609,7 +716,10 @@ Deno.test("invariant: a leader committing past our log (log lost) throws RaftInv
   );
 });
 
-Deno.test("invariant: a commit index beyond the stored log (log lost) throws RaftInvariantError", () => {
+testWithTimeout({
+  name: "invariant: a commit index beyond the stored log (log lost) throws RaftInvariantError",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a"]);
   const n = net.node("a");
   n.storage.append(entries([1, 1]));
@@ -617,7 +727,10 @@ Deno.test("invariant: a commit index beyond the stored log (log lost) throws Raf
   assertThrows(() => net.restart("a", { applied: 0 }), RaftInvariantError);
 });
 
-Deno.test("invariant: an ordinary stale or mismatched message is not an invariant violation", () => {
+testWithTimeout({
+  name: "invariant: an ordinary stale or mismatched message is not an invariant violation",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const net = new TestNetwork(["a", "b", "c"]);
   seedLog(net, "b", [1, 1, 1], 3);
   // A leader probing at an index we do not have gets a rejection, not an exception.

@@ -20,6 +20,7 @@ import { drawParams, replayCommand, runSimulation, SimFailure } from "./sim.ts";
 import { mulberry32 } from "./testing.ts";
 import type { RaftMutation } from "./types.ts";
 import type { WorkerReport } from "./sim_worker.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 /**
  * About 10 ms of CPU per seed (each simulates ~350-800 ticks): some 25 s with
@@ -50,18 +51,24 @@ function baseSeed(): number {
 }
 
 if (replaySeed !== undefined) {
-  Deno.test(`simulation: replay seed ${replaySeed}`, async () => {
-    const traceFrom = Deno.env.get("SIM_TRACE_FROM");
-    const stats = await runSimulation(Number(replaySeed), {
-      verbose: true,
-      traceMessagesFrom: traceFrom === undefined ? undefined : Number(traceFrom),
-      mutations: replayMutations,
-      production: Deno.env.get("SIM_PRODUCTION") === "1",
-    });
-    console.log(JSON.stringify(stats, null, 2));
-  });
+  testWithTimeout(
+    { name: `simulation: replay seed ${replaySeed}`, timeoutMs: 20 * MINUTE },
+    async () => {
+      const traceFrom = Deno.env.get("SIM_TRACE_FROM");
+      const stats = await runSimulation(Number(replaySeed), {
+        verbose: true,
+        traceMessagesFrom: traceFrom === undefined ? undefined : Number(traceFrom),
+        mutations: replayMutations,
+        production: Deno.env.get("SIM_PRODUCTION") === "1",
+      });
+      console.log(JSON.stringify(stats, null, 2));
+    },
+  );
 } else {
-  Deno.test("simulation: random seeds keep every invariant and converge after healing", async () => {
+  testWithTimeout({
+    name: "simulation: random seeds keep every invariant and converge after healing",
+    timeoutMs: 20 * MINUTE,
+  }, async () => {
     const count = Number(Deno.env.get("SIM_SEEDS") ?? DEFAULT_SEEDS);
     const first = baseSeed();
     console.log(
@@ -127,7 +134,10 @@ if (replaySeed !== undefined) {
     }
   });
 
-  Deno.test("simulation: a failing seed names its replay command", () => {
+  testWithTimeout({
+    name: "simulation: a failing seed names its replay command",
+    timeoutMs: 20 * MINUTE,
+  }, () => {
     const err = new SimFailure(7, "example", []);
     if (!err.message.includes("SIM_SEED=7 deno test -A core/raft/sim_test.ts")) {
       throw new Error(err.message);
@@ -141,7 +151,10 @@ if (replaySeed !== undefined) {
     }
   });
 
-  Deno.test("simulation: the production Ready loop over SQLite logs keeps every invariant", async () => {
+  testWithTimeout({
+    name: "simulation: the production Ready loop over SQLite logs keeps every invariant",
+    timeoutMs: 20 * MINUTE,
+  }, async () => {
     const count = Number(Deno.env.get("SIM_PRODUCTION_SEEDS") ?? DEFAULT_PRODUCTION_SEEDS);
     const first = baseSeed();
     const started = performance.now();
@@ -170,7 +183,10 @@ if (replaySeed !== undefined) {
   });
 
   for (const mutation of MUTATIONS) {
-    Deno.test(`simulation: the checks notice the planted bug ${mutation}`, async () => {
+    testWithTimeout({
+      name: `simulation: the checks notice the planted bug ${mutation}`,
+      timeoutMs: 20 * MINUTE,
+    }, async () => {
       const found = await findFailingSeed(mutation);
       console.log(`${mutation}: ${found.detail}`);
       if (found.seed === null) {

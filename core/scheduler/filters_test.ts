@@ -3,6 +3,7 @@ import { assertEquals } from "../testing/assert.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { host, vm } from "./testing.ts";
 import type { HostView, PlacedVm, PlacementRequest } from "./types.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const GiB = 2 ** 30;
 const SMALL: PlacementRequest = { cpus: 1, memoryMiB: 64 };
@@ -19,7 +20,10 @@ function rejected(
   return r.reasons;
 }
 
-Deno.test("only ready hosts are schedulable; the reason is the state", () => {
+testWithTimeout({
+  name: "only ready hosts are schedulable; the reason is the state",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const reasons = rejected(SMALL, [
     host("n1", 4096, { state: "cordoned" }),
     host("n2", 4096, { state: "draining" }),
@@ -29,18 +33,24 @@ Deno.test("only ready hosts are schedulable; the reason is the state", () => {
   assertEquals(reasons, { n1: "cordoned", n2: "draining", n3: "offline", n4: "maintenance" });
 });
 
-Deno.test("a ready host the caller marks unschedulable is rejected", () => {
+testWithTimeout({
+  name: "a ready host the caller marks unschedulable is rejected",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const h = { ...host("n1", 4096), schedulable: false };
   assertEquals(rejected(SMALL, [h]), { n1: "not schedulable" });
 });
 
-Deno.test("a host without inventory is rejected", () => {
+testWithTimeout({ name: "a host without inventory is rejected", timeoutMs: 2 * MINUTE }, () => {
   assertEquals(rejected(SMALL, [host("n1", 4096, { inventory: null })]), {
     n1: "no inventory reported yet",
   });
 });
 
-Deno.test("memory filter reports free and requested MiB, with the overcommit ratio", () => {
+testWithTimeout({
+  name: "memory filter reports free and requested MiB, with the overcommit ratio",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const reasons = rejected({ cpus: 1, memoryMiB: 512 }, [host("n2", 1024)], [vm("a", "n2", 824)]);
   assertEquals(reasons, { n2: "memory 200 MiB free < 512 MiB requested" });
   const overcommitted = { ...DEFAULT_CONFIG, "scheduler.overcommit.memory": 1.5 };
@@ -53,7 +63,10 @@ Deno.test("memory filter reports free and requested MiB, with the overcommit rat
   assertEquals(r.ok, true, "1024 x 1.5 - 824 = 712 >= 512");
 });
 
-Deno.test("cpu filter reports free and requested cpus, with the overcommit ratio", () => {
+testWithTimeout({
+  name: "cpu filter reports free and requested cpus, with the overcommit ratio",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const config = { ...DEFAULT_CONFIG, "scheduler.overcommit.cpu": 1.25 };
   const reasons = rejected(
     { cpus: 2, memoryMiB: 64 },
@@ -64,7 +77,10 @@ Deno.test("cpu filter reports free and requested cpus, with the overcommit ratio
   assertEquals(reasons, { n1: "cpu 1.5 free < 2 requested" }, "2 x 1.25 - 1 = 1.5");
 });
 
-Deno.test("disk filter counts the disks of the VMs on the host, with the overcommit ratio", () => {
+testWithTimeout({
+  name: "disk filter counts the disks of the VMs on the host, with the overcommit ratio",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const vms = [vm("a", "n1", 64, { disks: [{ sizeBytes: 6 * GiB }, { sizeBytes: 2 * GiB }] })];
   const req = { ...SMALL, diskBytes: 3 * GiB };
   assertEquals(rejected(req, [host("n1", 4096, { diskGiB: 10 })], vms), {
@@ -79,7 +95,10 @@ Deno.test("disk filter counts the disks of the VMs on the host, with the overcom
   );
 });
 
-Deno.test("VMs being deleted free their capacity; templates hold only disk", () => {
+testWithTimeout({
+  name: "VMs being deleted free their capacity; templates hold only disk",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const vms = [
     vm("gone", "n1", 4000, { desired: "deleted", disks: [{ sizeBytes: 10 * GiB }] }),
     vm("tpl", "n1", 4000, { template: true, disks: [{ sizeBytes: 8 * GiB }] }),
@@ -91,41 +110,44 @@ Deno.test("VMs being deleted free their capacity; templates hold only disk", () 
   assertEquals(r, { ok: false, reasons: { n1: "disk 2 GiB free < 3 GiB requested" } });
 });
 
-Deno.test("label constraints = and != match node labels", () => {
-  const hs = [
-    host("n1", 4096, { labels: { zone: "a", ssd: "true" } }),
-    host("n2", 4096, { labels: { zone: "b" } }),
-    host("n3", 4096),
-  ];
-  const inA = place(
-    { ...SMALL, constraints: [{ key: "zone", op: "=", value: "a" }] },
-    hs,
-    [],
-    DEFAULT_CONFIG,
-  );
-  assertEquals(inA.ok && inA.node, "n1");
-  if (inA.ok) assertEquals(inA.reasons, { n2: "label zone=b != a", n3: "label zone unset != a" });
-  const notA = place(
-    { ...SMALL, constraints: [{ key: "zone", op: "!=", value: "a" }] },
-    hs,
-    [],
-    DEFAULT_CONFIG,
-  );
-  if (!notA.ok) throw new Error("expected a placement");
-  assertEquals(Object.keys(notA.scores), ["n2", "n3"], "an unset label is != a");
-  assertEquals(notA.reasons, { n1: "label zone=a (want != a)" });
-  const both = rejected({
-    ...SMALL,
-    constraints: [{ key: "zone", op: "=", value: "b" }, { key: "ssd", op: "=", value: "true" }],
-  }, hs);
-  assertEquals(both, {
-    n1: "label zone=a != b",
-    n2: "label ssd unset != true",
-    n3: "label zone unset != b",
-  });
-});
+testWithTimeout(
+  { name: "label constraints = and != match node labels", timeoutMs: 2 * MINUTE },
+  () => {
+    const hs = [
+      host("n1", 4096, { labels: { zone: "a", ssd: "true" } }),
+      host("n2", 4096, { labels: { zone: "b" } }),
+      host("n3", 4096),
+    ];
+    const inA = place(
+      { ...SMALL, constraints: [{ key: "zone", op: "=", value: "a" }] },
+      hs,
+      [],
+      DEFAULT_CONFIG,
+    );
+    assertEquals(inA.ok && inA.node, "n1");
+    if (inA.ok) assertEquals(inA.reasons, { n2: "label zone=b != a", n3: "label zone unset != a" });
+    const notA = place(
+      { ...SMALL, constraints: [{ key: "zone", op: "!=", value: "a" }] },
+      hs,
+      [],
+      DEFAULT_CONFIG,
+    );
+    if (!notA.ok) throw new Error("expected a placement");
+    assertEquals(Object.keys(notA.scores), ["n2", "n3"], "an unset label is != a");
+    assertEquals(notA.reasons, { n1: "label zone=a (want != a)" });
+    const both = rejected({
+      ...SMALL,
+      constraints: [{ key: "zone", op: "=", value: "b" }, { key: "ssd", op: "=", value: "true" }],
+    }, hs);
+    assertEquals(both, {
+      n1: "label zone=a != b",
+      n2: "label ssd unset != true",
+      n3: "label zone unset != b",
+    });
+  },
+);
 
-Deno.test("an explicit node is the only candidate", () => {
+testWithTimeout({ name: "an explicit node is the only candidate", timeoutMs: 2 * MINUTE }, () => {
   const hs = [host("n1", 4096), host("n2", 128), host("n3", 4096, { state: "cordoned" })];
   const r = place({ ...SMALL, node: "n2" }, hs, [], DEFAULT_CONFIG);
   assertEquals(r.ok && [r.node, r.reasons], ["n2", {}]);
@@ -133,14 +155,20 @@ Deno.test("an explicit node is the only candidate", () => {
   assertEquals(rejected({ ...SMALL, node: "n9" }, hs), { n9: "no such node" });
 });
 
-Deno.test("excluded hosts are rejected, even when named explicitly", () => {
+testWithTimeout({
+  name: "excluded hosts are rejected, even when named explicitly",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = [host("n1", 8192), host("n2", 4096)];
   const r = place({ ...SMALL, exclude: ["n1"] }, hs, [], DEFAULT_CONFIG);
   assertEquals(r.ok && [r.node, r.reasons], ["n2", { n1: "excluded" }]);
   assertEquals(rejected({ ...SMALL, node: "n1", exclude: ["n1", "n7"] }, hs), { n1: "excluded" });
 });
 
-Deno.test("the reason shown is the first filter that rejects", () => {
+testWithTimeout({
+  name: "the reason shown is the first filter that rejects",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = [
     host("n1", 16, { state: "cordoned", labels: { zone: "b" } }),
     host("n2", 16, { labels: { zone: "b" } }),
@@ -158,12 +186,15 @@ Deno.test("the reason shown is the first filter that rejects", () => {
   });
 });
 
-Deno.test("explain joins per-host reasons in host order", () => {
-  const reasons = rejected(
-    { cpus: 1, memoryMiB: 512 },
-    [host("n3", 4096, { state: "cordoned" }), host("n2", 1024)],
-    [vm("a", "n2", 824)],
-  );
-  assertEquals(explain(reasons), "n2: memory 200 MiB free < 512 MiB requested; n3: cordoned");
-  assertEquals(explain({}), "no hosts registered yet", "never an empty explanation");
-});
+testWithTimeout(
+  { name: "explain joins per-host reasons in host order", timeoutMs: 2 * MINUTE },
+  () => {
+    const reasons = rejected(
+      { cpus: 1, memoryMiB: 512 },
+      [host("n3", 4096, { state: "cordoned" }), host("n2", 1024)],
+      [vm("a", "n2", 824)],
+    );
+    assertEquals(explain(reasons), "n2: memory 200 MiB free < 512 MiB requested; n3: cordoned");
+    assertEquals(explain({}), "no hosts registered yet", "never an empty explanation");
+  },
+);

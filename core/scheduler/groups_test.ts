@@ -4,6 +4,7 @@ import { assert, assertEquals } from "../testing/assert.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { host, hosts, vm } from "./testing.ts";
 import type { PlacementGroup, PlacementRequest } from "./types.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const strictAnti: PlacementGroup = { name: "web", policy: "anti-affinity", strict: true };
 const softAnti: PlacementGroup = { ...strictAnti, strict: false };
@@ -14,7 +15,10 @@ function member(group: PlacementGroup, memoryMiB = 256): PlacementRequest {
   return { cpus: 1, memoryMiB, group };
 }
 
-Deno.test("strict anti-affinity never puts two members on one host across 20 decisions", () => {
+testWithTimeout({
+  name: "strict anti-affinity never puts two members on one host across 20 decisions",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const index = new PlacementIndex(
     hosts(16),
     [vm("other", "h01", 256, { group: "db" })],
@@ -39,7 +43,10 @@ Deno.test("strict anti-affinity never puts two members on one host across 20 dec
   assertEquals(failures[0].split("; ").length, 16);
 });
 
-Deno.test("strict anti-affinity counts members already in the state, not deleted ones", () => {
+testWithTimeout({
+  name: "strict anti-affinity counts members already in the state, not deleted ones",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = hosts(3);
   const vms = [
     vm("web1", "h01", 256, { group: "web" }),
@@ -53,7 +60,10 @@ Deno.test("strict anti-affinity counts members already in the state, not deleted
   }]);
 });
 
-Deno.test("a member being resized or moved does not repel itself", () => {
+testWithTimeout({
+  name: "a member being resized or moved does not repel itself",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const vms = [vm("web1", "h01", 256, { group: "web" })];
   const r = place(
     { ...member(strictAnti), name: "web1", node: "h01" },
@@ -64,7 +74,10 @@ Deno.test("a member being resized or moved does not repel itself", () => {
   assertEquals(r.ok, true);
 });
 
-Deno.test("soft anti-affinity prefers an empty host but still places when there is none", () => {
+testWithTimeout({
+  name: "soft anti-affinity prefers an empty host but still places when there is none",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = [host("n1", 8192), host("n2", 1024)];
   const withMember = [vm("web1", "n1", 256, { group: "web" })];
   const r = place(member(softAnti), hs, withMember, DEFAULT_CONFIG);
@@ -75,7 +88,10 @@ Deno.test("soft anti-affinity prefers an empty host but still places when there 
   if (full.ok) assert(full.scores.n1 < 0, "the penalty shows in the dry-run scores");
 });
 
-Deno.test("soft anti-affinity picks the host with the fewest members", () => {
+testWithTimeout({
+  name: "soft anti-affinity picks the host with the fewest members",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const vms = [
     vm("web1", "h01", 256, { group: "web" }),
     vm("web2", "h01", 256, { group: "web" }),
@@ -86,7 +102,10 @@ Deno.test("soft anti-affinity picks the host with the fewest members", () => {
   assertEquals(r.ok && r.node, "h02");
 });
 
-Deno.test("strict affinity follows the members already placed", () => {
+testWithTimeout({
+  name: "strict affinity follows the members already placed",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = hosts(3);
   const first = place(member(strictAffinity), hs, [], DEFAULT_CONFIG);
   assertEquals(first.ok && first.node, "h01", "no member yet: any host");
@@ -104,7 +123,10 @@ Deno.test("strict affinity follows the members already placed", () => {
   );
 });
 
-Deno.test("soft affinity prefers members' hosts and falls back to others", () => {
+testWithTimeout({
+  name: "soft affinity prefers members' hosts and falls back to others",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = hosts(3);
   const vms = [vm("db1", "h02", 2048, { group: "db" })];
   const joined = place(member(softAffinity), hs, vms, DEFAULT_CONFIG);
@@ -113,7 +135,7 @@ Deno.test("soft affinity prefers members' hosts and falls back to others", () =>
   assertEquals(tooBig.ok && tooBig.node, "h01");
 });
 
-Deno.test("members of other groups do not count", () => {
+testWithTimeout({ name: "members of other groups do not count", timeoutMs: 2 * MINUTE }, () => {
   const vms = [vm("db1", "h01", 256, { group: "db" }), vm("x", "h02", 256)];
   const r = place(member(strictAnti), hosts(2), vms, DEFAULT_CONFIG);
   assertEquals(r.ok && r.node, "h01");

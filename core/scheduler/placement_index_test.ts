@@ -3,10 +3,14 @@ import { PlacementIndex } from "./placement_index.ts";
 import { assertEquals, assertThrows } from "../testing/assert.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { host, hosts, vm } from "./testing.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const GiB = 2 ** 30;
 
-Deno.test("commit accounts for a decision so a batch stays within capacity", () => {
+testWithTimeout({
+  name: "commit accounts for a decision so a batch stays within capacity",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const index = new PlacementIndex([host("n1", 1024), host("n2", 1024)], [], DEFAULT_CONFIG);
   const req = { cpus: 1, memoryMiB: 512 };
   const nodes: string[] = [];
@@ -26,7 +30,10 @@ Deno.test("commit accounts for a decision so a batch stays within capacity", () 
   });
 });
 
-Deno.test("committing a VM the index holds moves it instead of counting it twice", () => {
+testWithTimeout({
+  name: "committing a VM the index holds moves it instead of counting it twice",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const disks = [{ sizeBytes: 4 * GiB }];
   const index = new PlacementIndex(hosts(2), [vm("a", "h01", 800, { disks })], DEFAULT_CONFIG);
   index.commit("a", "h02", { cpus: 1, memoryMiB: 800, diskBytes: 4 * GiB });
@@ -38,7 +45,10 @@ Deno.test("committing a VM the index holds moves it instead of counting it twice
   index.release("never-there");
 });
 
-Deno.test("a VM placed again is not counted against itself (resize)", () => {
+testWithTimeout({
+  name: "a VM placed again is not counted against itself (resize)",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const vms = [vm("a", "n1", 800)];
   const hs = [host("n1", 1024)];
   const r = place({ name: "a", cpus: 1, memoryMiB: 1000, node: "n1" }, hs, vms, DEFAULT_CONFIG);
@@ -47,7 +57,10 @@ Deno.test("a VM placed again is not counted against itself (resize)", () => {
   assertEquals(other.ok, false);
 });
 
-Deno.test("decisions do not depend on the order hosts and VMs are given in", () => {
+testWithTimeout({
+  name: "decisions do not depend on the order hosts and VMs are given in",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = hosts(5);
   const vms = hs.map((h, i) => vm(`v${i}`, h.node.name, 100 * (i % 2)));
   const forward = place({ cpus: 1, memoryMiB: 64 }, hs, vms, DEFAULT_CONFIG);
@@ -61,7 +74,10 @@ Deno.test("decisions do not depend on the order hosts and VMs are given in", () 
   assertEquals(forward.ok && forward.node, "h01");
 });
 
-Deno.test("VMs on hosts unknown to the index are ignored, but can still be moved", () => {
+testWithTimeout({
+  name: "VMs on hosts unknown to the index are ignored, but can still be moved",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const index = new PlacementIndex(hosts(1), [vm("lost", "gone", 4000)], DEFAULT_CONFIG);
   assertEquals(index.usage("h01")?.vms, 0);
   index.commit("lost", "h01", { cpus: 1, memoryMiB: 4000 });
@@ -69,7 +85,10 @@ Deno.test("VMs on hosts unknown to the index are ignored, but can still be moved
   assertThrows(() => index.commit("x", "gone", { cpus: 1, memoryMiB: 1 }), /no such node gone/);
 });
 
-Deno.test("a result's scores and reasons describe its decision, even when read after commits", () => {
+testWithTimeout({
+  name: "a result's scores and reasons describe its decision, even when read after commits",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = [host("n1", 1024), host("n2", 1024), host("n3", 1024, { state: "cordoned" })];
   const group = { name: "web", policy: "anti-affinity" as const, strict: true };
   const index = new PlacementIndex(hs, [vm("web1", "n1", 256, { group: "web" })], DEFAULT_CONFIG);

@@ -2,18 +2,22 @@ import { explain, place } from "./placement.ts";
 import { assertEquals } from "../testing/assert.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { host, vm } from "./testing.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
-Deno.test("spread picks the host with most free memory", () => {
-  const r = place({ cpus: 1, memoryMiB: 256 }, [host("n1", 1024), host("n2", 2048)], [
-    vm("a", "n2", 1536),
-  ], DEFAULT_CONFIG);
-  assertEquals(r.ok && { node: r.node, freeMemoryMiB: r.freeMemoryMiB }, {
-    node: "n1",
-    freeMemoryMiB: 1024,
-  });
-});
+testWithTimeout(
+  { name: "spread picks the host with most free memory", timeoutMs: 2 * MINUTE },
+  () => {
+    const r = place({ cpus: 1, memoryMiB: 256 }, [host("n1", 1024), host("n2", 2048)], [
+      vm("a", "n2", 1536),
+    ], DEFAULT_CONFIG);
+    assertEquals(r.ok && { node: r.node, freeMemoryMiB: r.freeMemoryMiB }, {
+      node: "n1",
+      freeMemoryMiB: 1024,
+    });
+  },
+);
 
-Deno.test("an unplaceable VM gets a reason per host", () => {
+testWithTimeout({ name: "an unplaceable VM gets a reason per host", timeoutMs: 2 * MINUTE }, () => {
   const r = place(
     { cpus: 1, memoryMiB: 512 },
     [host("n1", 1024), host("n2", 4096, { state: "cordoned" })],
@@ -26,29 +30,35 @@ Deno.test("an unplaceable VM gets a reason per host", () => {
   }
 });
 
-Deno.test("an explicit node is honoured or explained", () => {
-  const placed = place(
-    { cpus: 1, memoryMiB: 64, node: "n2" },
-    [host("n1", 4096), host("n2", 128)],
-    [],
-    DEFAULT_CONFIG,
-  );
-  assertEquals(placed.ok && { node: placed.node, freeMemoryMiB: placed.freeMemoryMiB }, {
-    node: "n2",
-    freeMemoryMiB: 128,
-  });
-  const r = place({ cpus: 1, memoryMiB: 64, node: "n9" }, [host("n1", 4096)], [], DEFAULT_CONFIG);
-  assertEquals(r, { ok: false, reasons: { n9: "no such node" } });
-});
+testWithTimeout(
+  { name: "an explicit node is honoured or explained", timeoutMs: 2 * MINUTE },
+  () => {
+    const placed = place(
+      { cpus: 1, memoryMiB: 64, node: "n2" },
+      [host("n1", 4096), host("n2", 128)],
+      [],
+      DEFAULT_CONFIG,
+    );
+    assertEquals(placed.ok && { node: placed.node, freeMemoryMiB: placed.freeMemoryMiB }, {
+      node: "n2",
+      freeMemoryMiB: 128,
+    });
+    const r = place({ cpus: 1, memoryMiB: 64, node: "n9" }, [host("n1", 4096)], [], DEFAULT_CONFIG);
+    assertEquals(r, { ok: false, reasons: { n9: "no such node" } });
+  },
+);
 
-Deno.test("cpu overcommit ratio is applied", () => {
+testWithTimeout({ name: "cpu overcommit ratio is applied", timeoutMs: 2 * MINUTE }, () => {
   const r = place({ cpus: 9, memoryMiB: 64 }, [host("n1", 4096)], [], DEFAULT_CONFIG);
   assertEquals(r.ok, false, "2 cpus x 4 overcommit = 8 < 9");
   const ok = place({ cpus: 8, memoryMiB: 64 }, [host("n1", 4096)], [], DEFAULT_CONFIG);
   assertEquals(ok.ok, true);
 });
 
-Deno.test("with no candidate host the explanation says why, never nothing", () => {
+testWithTimeout({
+  name: "with no candidate host the explanation says why, never nothing",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const none = place({ name: "v1", cpus: 1, memoryMiB: 256 }, [], [], DEFAULT_CONFIG);
   assertEquals(none.ok, false);
   if (none.ok) return;
@@ -59,7 +69,10 @@ Deno.test("with no candidate host the explanation says why, never nothing", () =
   );
 });
 
-Deno.test("a host whose accelerator probe has not decided takes no VMs, and says so", () => {
+testWithTimeout({
+  name: "a host whose accelerator probe has not decided takes no VMs, and says so",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const r = place(
     { cpus: 1, memoryMiB: 256 },
     [host("n1", 4096, { accel: null }), host("n2", 128)],

@@ -2,6 +2,7 @@ import { assert, assertEquals } from "../testing/assert.ts";
 import { planRebalance } from "./rebalance.ts";
 import type { HostView, PlacedVm } from "./types.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 function host(name: string, memoryMiB = 4096): HostView {
   return {
@@ -38,7 +39,10 @@ const vm = (name: string, node: string, memoryMiB = 512, group?: string): Placed
   group,
 });
 
-Deno.test("the planner evens out a skewed cluster and stops when balanced", () => {
+testWithTimeout({
+  name: "the planner evens out a skewed cluster and stops when balanced",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hosts = [host("n1"), host("n2"), host("n3")];
   const vms = Array.from({ length: 6 }, (_, i) => vm(`v${i}`, "n1"));
   const plan = planRebalance(hosts, vms, DEFAULT_CONFIG, {
@@ -57,7 +61,10 @@ Deno.test("the planner evens out a skewed cluster and stops when balanced", () =
   assert(plan.imbalanceAfter <= 0.1);
 });
 
-Deno.test("the planner honours strict anti-affinity and frozen VMs", () => {
+testWithTimeout({
+  name: "the planner honours strict anti-affinity and frozen VMs",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hosts = [host("n1"), host("n2")];
   const vms = [vm("a", "n1", 512, "web"), vm("b", "n1", 512), vm("c", "n2", 512, "web")];
   const group = { name: "web", policy: "anti-affinity" as const, strict: true };

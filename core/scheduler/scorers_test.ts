@@ -3,6 +3,7 @@ import { assertEquals } from "../testing/assert.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { host, vm } from "./testing.ts";
 import type { HostView, PlacedVm, PlacementRequest, PlacementSuccess } from "./types.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const REQ: PlacementRequest = { cpus: 1, memoryMiB: 512 };
 const PACK = { ...DEFAULT_CONFIG, "scheduler.strategy": "pack" as const };
@@ -18,7 +19,7 @@ function placed(
   return r;
 }
 
-Deno.test("spread and pack choose different hosts", () => {
+testWithTimeout({ name: "spread and pack choose different hosts", timeoutMs: 2 * MINUTE }, () => {
   const hs = [host("n1", 4096), host("n2", 4096), host("n3", 1024)];
   const vms = [vm("a", "n1", 3072), vm("b", "n3", 768)];
   const spread = placed(REQ, hs, vms);
@@ -28,34 +29,49 @@ Deno.test("spread and pack choose different hosts", () => {
   assertEquals(pack.reasons, { n3: "memory 256 MiB free < 512 MiB requested" });
 });
 
-Deno.test("scores are the memory percentage free (spread) or used (pack) after placing", () => {
+testWithTimeout({
+  name: "scores are the memory percentage free (spread) or used (pack) after placing",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = [host("n1", 4096), host("n2", 4096)];
   const vms = [vm("a", "n1", 3072)];
   assertEquals(placed(REQ, hs, vms).scores, { n1: 12.5, n2: 87.5 });
   assertEquals(placed(REQ, hs, vms, PACK).scores, { n1: 87.5, n2: 12.5 });
 });
 
-Deno.test("spread compares free fractions, so a small idle host beats a big busy one", () => {
+testWithTimeout({
+  name: "spread compares free fractions, so a small idle host beats a big busy one",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = [host("big", 16384), host("small", 2048)];
   const r = placed(REQ, hs, [vm("a", "big", 12288)]);
   assertEquals(r.node, "small", "75% free after placing vs 72%");
 });
 
-Deno.test("the request's strategy overrides the configured one", () => {
+testWithTimeout({
+  name: "the request's strategy overrides the configured one",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = [host("n1", 4096), host("n2", 4096)];
   const vms = [vm("a", "n1", 2048)];
   assertEquals(placed({ ...REQ, strategy: "pack" }, hs, vms).node, "n1");
   assertEquals(placed({ ...REQ, strategy: "spread" }, hs, vms, PACK).node, "n2");
 });
 
-Deno.test("spread breaks score ties towards fewer VMs, then by host name", () => {
+testWithTimeout({
+  name: "spread breaks score ties towards fewer VMs, then by host name",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = [host("n3", 4096), host("n2", 4096), host("n1", 4096)];
   const vms = [vm("a", "n1", 512), vm("b", "n1", 512), vm("c", "n2", 1024), vm("d", "n3", 1024)];
   assertEquals(placed(REQ, hs, vms).node, "n2", "n2 and n3 tie on score and VMs; n1 has two VMs");
   assertEquals(placed(REQ, hs, [], PACK).node, "n1", "identical hosts: the first name wins");
 });
 
-Deno.test("pack skips the fullest host when the VM no longer fits there", () => {
+testWithTimeout({
+  name: "pack skips the fullest host when the VM no longer fits there",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const hs = [host("n1", 4096), host("n2", 4096), host("n3", 4096)];
   const vms = [vm("a", "n1", 3800), vm("b", "n2", 2048)];
   const r = placed(REQ, hs, vms, PACK);

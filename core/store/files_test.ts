@@ -1,8 +1,12 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
 import { renameDurably, sweepTempFiles, writeAll, writeFileDurably } from "./files.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
-Deno.test("writeAll keeps writing after short writes and fails on a zero write", async () => {
+testWithTimeout({
+  name: "writeAll keeps writing after short writes and fails on a zero write",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const got: number[] = [];
   const shortWriter = {
     write: (p: Uint8Array) => {
@@ -20,7 +24,10 @@ Deno.test("writeAll keeps writing after short writes and fails on a zero write",
   );
 });
 
-Deno.test("writeFileDurably replaces the file whole and leaves no temporary file", async () => {
+testWithTimeout({
+  name: "writeFileDurably replaces the file whole and leaves no temporary file",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir();
   const path = join(dir, "node.json");
   await writeFileDurably(path, "old");
@@ -29,26 +36,32 @@ Deno.test("writeFileDurably replaces the file whole and leaves no temporary file
   assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["node.json"]);
 });
 
-Deno.test("the startup sweep removes temporary files only", async () => {
-  const dir = await Deno.makeTempDir();
-  for (const f of [".tmp-node.json-1", ".tmp-abc.qcow2", "keep.qcow2", "seed.iso.tmp"]) {
-    await Deno.writeTextFile(join(dir, f), "x");
-  }
-  const removed = await sweepTempFiles(dir, (n) => n.endsWith(".tmp"));
-  assertEquals(removed.map((p) => p.slice(dir.length + 1)).sort(), [
-    ".tmp-abc.qcow2",
-    ".tmp-node.json-1",
-    "seed.iso.tmp",
-  ]);
-  assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["keep.qcow2"]);
-  assertEquals(await sweepTempFiles(join(dir, "missing")), []);
-});
+testWithTimeout(
+  { name: "the startup sweep removes temporary files only", timeoutMs: 2 * MINUTE },
+  async () => {
+    const dir = await Deno.makeTempDir();
+    for (const f of [".tmp-node.json-1", ".tmp-abc.qcow2", "keep.qcow2", "seed.iso.tmp"]) {
+      await Deno.writeTextFile(join(dir, f), "x");
+    }
+    const removed = await sweepTempFiles(dir, (n) => n.endsWith(".tmp"));
+    assertEquals(removed.map((p) => p.slice(dir.length + 1)).sort(), [
+      ".tmp-abc.qcow2",
+      ".tmp-node.json-1",
+      "seed.iso.tmp",
+    ]);
+    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["keep.qcow2"]);
+    assertEquals(await sweepTempFiles(join(dir, "missing")), []);
+  },
+);
 
 /**
  * Which system calls a durable rename makes, seen by strace on a real process:
  * the file's data is synced before the rename, the directory after it.
  */
-Deno.test("renameDurably fsyncs the file before and the directory after the rename", async () => {
+testWithTimeout({
+  name: "renameDurably fsyncs the file before and the directory after the rename",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir();
   const tmp = join(dir, ".tmp-x");
   const final = join(dir, "x");
@@ -86,7 +99,10 @@ await renameDurably(${JSON.stringify(tmp)}, ${JSON.stringify(final)});`;
   assert(dirOpen > rename && syncAfter(dirOpen) > dirOpen, "directory synced after the rename");
 });
 
-Deno.test("renameDurably of a missing file fails without creating the target", async () => {
+testWithTimeout({
+  name: "renameDurably of a missing file fails without creating the target",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dir = await Deno.makeTempDir();
   await assertRejects(() => renameDurably(join(dir, "nope"), join(dir, "x")), Deno.errors.NotFound);
   assertEquals([...Deno.readDirSync(dir)].length, 0);

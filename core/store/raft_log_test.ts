@@ -2,6 +2,7 @@ import { SqliteRaftLog } from "./raft_log.ts";
 import { assertEquals, assertThrows } from "../testing/assert.ts";
 import { CompactedError, type Entry } from "../raft/types.ts";
 import { join } from "node:path";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const e = (index: number, term: number, data = `d${index}`): Entry => ({
   index,
@@ -16,7 +17,10 @@ async function tempLog(): Promise<{ path: string; log: SqliteRaftLog }> {
   return { path, log: new SqliteRaftLog(path) };
 }
 
-Deno.test("raft log persists entries and hard state across reopen", async () => {
+testWithTimeout({
+  name: "raft log persists entries and hard state across reopen",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { path, log } = await tempLog();
   await log.save({
     snapshot: null,
@@ -32,19 +36,25 @@ Deno.test("raft log persists entries and hard state across reopen", async () => 
   await again.close();
 });
 
-Deno.test("raft log truncates a conflicting suffix", async () => {
-  const { path, log } = await tempLog();
-  await log.save({ snapshot: null, entries: [e(1, 1), e(2, 1), e(3, 1)], hardState: null });
-  await log.save({ snapshot: null, entries: [e(2, 3, "new")], hardState: null });
-  assertEquals(log.lastIndex(), 2);
-  await log.close();
-  const again = new SqliteRaftLog(path);
-  assertEquals(again.lastIndex(), 2);
-  assertEquals(again.entries(1, 3).map((x) => x.data), ["d1", "new"]);
-  await again.close();
-});
+testWithTimeout(
+  { name: "raft log truncates a conflicting suffix", timeoutMs: 2 * MINUTE },
+  async () => {
+    const { path, log } = await tempLog();
+    await log.save({ snapshot: null, entries: [e(1, 1), e(2, 1), e(3, 1)], hardState: null });
+    await log.save({ snapshot: null, entries: [e(2, 3, "new")], hardState: null });
+    assertEquals(log.lastIndex(), 2);
+    await log.close();
+    const again = new SqliteRaftLog(path);
+    assertEquals(again.lastIndex(), 2);
+    assertEquals(again.entries(1, 3).map((x) => x.data), ["d1", "new"]);
+    await again.close();
+  },
+);
 
-Deno.test("compaction keeps the snapshot and drops covered entries", async () => {
+testWithTimeout({
+  name: "compaction keeps the snapshot and drops covered entries",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { path, log } = await tempLog();
   await log.save({
     snapshot: null,
@@ -67,7 +77,10 @@ Deno.test("compaction keeps the snapshot and drops covered entries", async () =>
   await again.close();
 });
 
-Deno.test("an installed snapshot newer than the log replaces it", async () => {
+testWithTimeout({
+  name: "an installed snapshot newer than the log replaces it",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const { log } = await tempLog();
   await log.save({ snapshot: null, entries: [e(1, 1), e(2, 1)], hardState: null });
   await log.save({

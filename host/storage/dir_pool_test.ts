@@ -1,6 +1,7 @@
 import { DirPool } from "./dir_pool.ts";
 import { assert, assertEquals, assertRejects } from "../../core/testing/assert.ts";
 import { ConflictError, ValidationError } from "../../core/errors/mod.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const MiB = 1024 * 1024;
 
@@ -20,18 +21,24 @@ async function pool(): Promise<DirPool> {
   return await new DirPool(await Deno.makeTempDir({ prefix: "novactl-pool-" })).init();
 }
 
-Deno.test("create, resize (grow only) and delete a volume", async () => {
-  const p = await pool();
-  const v = await p.create("disk0", 64 * MiB);
-  assertEquals(v.virtualBytes, 64 * MiB);
-  assertEquals((await p.resize("disk0", 128 * MiB)).virtualBytes, 128 * MiB);
-  await assertRejects(() => p.resize("disk0", 32 * MiB), ValidationError);
-  await assertRejects(() => p.create("disk0", 64 * MiB), ConflictError);
-  await p.delete("disk0");
-  assertEquals(await p.list(), []);
-});
+testWithTimeout(
+  { name: "create, resize (grow only) and delete a volume", timeoutMs: 2 * MINUTE },
+  async () => {
+    const p = await pool();
+    const v = await p.create("disk0", 64 * MiB);
+    assertEquals(v.virtualBytes, 64 * MiB);
+    assertEquals((await p.resize("disk0", 128 * MiB)).virtualBytes, 128 * MiB);
+    await assertRejects(() => p.resize("disk0", 32 * MiB), ValidationError);
+    await assertRejects(() => p.create("disk0", 64 * MiB), ConflictError);
+    await p.delete("disk0");
+    assertEquals(await p.list(), []);
+  },
+);
 
-Deno.test("linked clone shares the base's data, writes stay in the clone, the base cannot be deleted", async () => {
+testWithTimeout({
+  name: "linked clone shares the base's data, writes stay in the clone, the base cannot be deleted",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const p = await pool();
   const base = await p.create("base", 16 * MiB);
   assert(await qemuIo(base.path, "write -P 0xab 0 64k"));
@@ -46,23 +53,29 @@ Deno.test("linked clone shares the base's data, writes stay in the clone, the ba
   await p.delete("base");
 });
 
-Deno.test("full clone is independent of its source", async () => {
-  const p = await pool();
-  const base = await p.create("base", 16 * MiB);
-  assert(await qemuIo(base.path, "write -P 0x5a 0 64k"));
-  const full = await p.cloneFull("base", "copy");
-  assertEquals(full.backing, null);
-  await p.delete("base");
-  assert(
-    await qemuIo(full.path, "read -P 0x5a 0 64k"),
-    "copy keeps the data after the source is gone",
-  );
-  const usage = await p.usage();
-  assertEquals(usage.volumes, 1);
-  assert(usage.freeBytes > 0);
-});
+testWithTimeout(
+  { name: "full clone is independent of its source", timeoutMs: 2 * MINUTE },
+  async () => {
+    const p = await pool();
+    const base = await p.create("base", 16 * MiB);
+    assert(await qemuIo(base.path, "write -P 0x5a 0 64k"));
+    const full = await p.cloneFull("base", "copy");
+    assertEquals(full.backing, null);
+    await p.delete("base");
+    assert(
+      await qemuIo(full.path, "read -P 0x5a 0 64k"),
+      "copy keeps the data after the source is gone",
+    );
+    const usage = await p.usage();
+    assertEquals(usage.volumes, 1);
+    assert(usage.freeBytes > 0);
+  },
+);
 
-Deno.test("bad names and sizes are refused with the field named", async () => {
+testWithTimeout({
+  name: "bad names and sizes are refused with the field named",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const p = await pool();
   await assertRejects(() => p.create("../evil", 16 * MiB), /volume/);
   await assertRejects(() => p.create("zero", 0), /size/);

@@ -4,11 +4,15 @@ import type { ImageRecord, VmRecord } from "../../core/fsm/mod.ts";
 import { BlobStore } from "./blob_store.ts";
 import { DirPool } from "./dir_pool.ts";
 import { findOrphans, sweepDataDir } from "./sweep.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const MiB = 1024 * 1024;
 const bytes = (s: string) => ReadableStream.from([new TextEncoder().encode(s)]);
 
-Deno.test("start-up sweep removes temp files; orphaned volumes and blobs are reported, not deleted", async () => {
+testWithTimeout({
+  name: "start-up sweep removes temp files; orphaned volumes and blobs are reported, not deleted",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
   const dataDir = await Deno.makeTempDir();
   const pool = await new DirPool(join(dataDir, "pool")).init();
   const blobs = await new BlobStore(join(dataDir, "blobs")).init();

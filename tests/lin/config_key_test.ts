@@ -12,6 +12,7 @@ import {
   type KeyOutput,
 } from "./config_key.ts";
 import { checkLinearizable, type Operation } from "./wgl.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 type Op = Operation<KeyInput, KeyOutput>;
 
@@ -36,7 +37,10 @@ function verdict(history: Op[], m: KeyModel = model): boolean {
   return result.ok;
 }
 
-Deno.test("per-key model: other keys' writes may move the version between this key's ops", () => {
+testWithTimeout({
+  name: "per-key model: other keys' writes may move the version between this key's ops",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assert(verdict([
     write(0, 1, "x", 9), // versions 6..8 went to other keys
     read(2, 3, 12, "x"),
@@ -45,13 +49,19 @@ Deno.test("per-key model: other keys' writes may move the version between this k
   ]));
 });
 
-Deno.test("per-key model: a read older than a finished write of the key is a violation", () => {
+testWithTimeout({
+  name: "per-key model: a read older than a finished write of the key is a violation",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assert(!verdict([write(0, 1, "x", 9), read(2, 3, 5, "init")]), "stale value and version");
   assert(!verdict([write(0, 1, "x", 9), read(2, 3, 12, "init")]), "stale value, newer version");
   assert(!verdict([write(0, 1, "x", 9), read(2, 3, 8, "x")]), "version below the write's");
 });
 
-Deno.test("per-key model: versions of this key's writes must grow", () => {
+testWithTimeout({
+  name: "per-key model: versions of this key's writes must grow",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assert(!verdict([write(0, 1, "x", 9), write(2, 3, "y", 9)]));
   assert(!verdict([write(0, 1, "x", 9), write(2, 3, "y", 7)]));
   assert(
@@ -61,7 +71,10 @@ Deno.test("per-key model: versions of this key's writes must grow", () => {
   assert(!verdict([cas(0, 1, 7, "y", { ok: true, version: 9 })]), "a CAS makes expected + 1");
 });
 
-Deno.test("per-key model: a CAS conflict is always possible, indefinite ops either way", () => {
+testWithTimeout({
+  name: "per-key model: a CAS conflict is always possible, indefinite ops either way",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assert(verdict([cas(0, 1, 5, "y", { ok: false }), read(2, 3, 5, "init")]));
   const lostWrite = { ...write(0, 1, "x", 0), ret: Infinity, output: UNKNOWN };
   assert(verdict([lostWrite, read(2, 3, 7, "init")]), "the write may not have happened");
@@ -69,7 +82,10 @@ Deno.test("per-key model: a CAS conflict is always possible, indefinite ops eith
   assert(!verdict([lostWrite, read(2, 3, 7, "x"), read(4, 5, 8, "init")]), "but not undone");
 });
 
-Deno.test("per-key model: projections of real multi-key executions pass, stale reads fail", () => {
+testWithTimeout({
+  name: "per-key model: projections of real multi-key executions pass, stale reads fail",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   let caught = 0;
   for (let seed = 1; seed <= 80; seed++) {
     const rng = new Rng(seed);
@@ -88,7 +104,10 @@ Deno.test("per-key model: projections of real multi-key executions pass, stale r
   assert(caught > 40, `only ${caught} seeds had a stale read to plant`);
 });
 
-Deno.test("per-key model: the optional hooks never change a verdict", () => {
+testWithTimeout({
+  name: "per-key model: the optional hooks never change a verdict",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const plain: KeyModel = { init: model.init, step: model.step, hash: model.hash };
   let violations = 0;
   for (let seed = 1; seed <= 1500; seed++) {

@@ -11,6 +11,7 @@ import {
   type ConfigState,
 } from "./config_register.ts";
 import { checkLinearizable, type Operation } from "./wgl.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 type Op = Operation<ConfigInput, ConfigOutput>;
 
@@ -62,11 +63,14 @@ function assertViolation(history: Op[]) {
 
 // --- linearizable histories ---
 
-Deno.test("empty history is linearizable", () => {
+testWithTimeout({ name: "empty history is linearizable", timeoutMs: 2 * MINUTE }, () => {
   assertEquals(assertLinearizable([]), []);
 });
 
-Deno.test("sequential history is linearizable in real-time order", () => {
+testWithTimeout({
+  name: "sequential history is linearizable in real-time order",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const witness = assertLinearizable([
     read(0, 0, 1, 5, "init"),
     write(0, 2, 3, "a", 6),
@@ -78,7 +82,10 @@ Deno.test("sequential history is linearizable in real-time order", () => {
   assertEquals(witness, [0, 1, 2, 3, 4, 5]);
 });
 
-Deno.test("concurrent writes may take effect in the opposite order to their calls", () => {
+testWithTimeout({
+  name: "concurrent writes may take effect in the opposite order to their calls",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const witness = assertLinearizable([
     write(0, 0, 10, "a", 7), // called first, applied second
     write(1, 1, 5, "b", 6),
@@ -88,18 +95,27 @@ Deno.test("concurrent writes may take effect in the opposite order to their call
   assertEquals(witness, [1, 2, 0, 3]);
 });
 
-Deno.test("a read concurrent with a write may see either value", () => {
+testWithTimeout({
+  name: "a read concurrent with a write may see either value",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   for (const [version, value] of [[5, "init"], [6, "a"]] as const) {
     assertLinearizable([write(0, 0, 10, "a", 6), read(1, 2, 3, version, value)]);
   }
 });
 
-Deno.test("intervals that only touch count as concurrent", () => {
-  // With a coarse clock, ret == call does not prove the write finished first.
-  assertLinearizable([write(0, 0, 5, "a", 6), read(1, 5, 6, 5, "init")]);
-});
+testWithTimeout(
+  { name: "intervals that only touch count as concurrent", timeoutMs: 2 * MINUTE },
+  () => {
+    // With a coarse clock, ret == call does not prove the write finished first.
+    assertLinearizable([write(0, 0, 5, "a", 6), read(1, 5, 6, 5, "init")]);
+  },
+);
 
-Deno.test("a CAS conflict is fine once another write has moved the version", () => {
+testWithTimeout({
+  name: "a CAS conflict is fine once another write has moved the version",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assertLinearizable([
     write(0, 0, 1, "a", 6),
     cas(1, 2, 3, 5, "b", { ok: false }),
@@ -107,7 +123,10 @@ Deno.test("a CAS conflict is fine once another write has moved the version", () 
   ]);
 });
 
-Deno.test("many fully overlapping operations are checked quickly thanks to memoization", () => {
+testWithTimeout({
+  name: "many fully overlapping operations are checked quickly thanks to memoization",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const history: Op[] = [];
   for (let i = 0; i < 12; i++) history.push(write(i, 0, 100, `w${i}`, 6 + i));
   for (let i = 0; i < 12; i++) {
@@ -118,7 +137,10 @@ Deno.test("many fully overlapping operations are checked quickly thanks to memoi
 
 // --- classic violations ---
 
-Deno.test("stale read after a completed write is a violation", () => {
+testWithTimeout({
+  name: "stale read after a completed write is a violation",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const failure = assertViolation([write(0, 0, 1, "a", 6), read(1, 2, 3, 5, "init")]);
   assertEquals(failure.longestPrefixIndices, [0]);
   assertEquals(failure.unplacedIndex, 1);
@@ -128,7 +150,10 @@ Deno.test("stale read after a completed write is a violation", () => {
   assert(explanation.includes('leaving state v6="a"'), explanation);
 });
 
-Deno.test("reading a value that was never written is a violation", () => {
+testWithTimeout({
+  name: "reading a value that was never written is a violation",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const failure = assertViolation([
     write(0, 0, 10, "a", 6),
     read(1, 1, 2, 6, "nope"),
@@ -139,7 +164,10 @@ Deno.test("reading a value that was never written is a violation", () => {
   assertEquals(verdicts, [[1, false]]);
 });
 
-Deno.test("two CAS succeeding against the same version is a violation", () => {
+testWithTimeout({
+  name: "two CAS succeeding against the same version is a violation",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const failure = assertViolation([
     cas(0, 0, 10, 5, "a", { ok: true, version: 6 }),
     cas(1, 1, 11, 5, "b", { ok: true, version: 6 }),
@@ -147,15 +175,24 @@ Deno.test("two CAS succeeding against the same version is a violation", () => {
   assertEquals(failure.longestPrefix.length, 1);
 });
 
-Deno.test("a CAS may not claim a version other than expected + 1", () => {
+testWithTimeout({
+  name: "a CAS may not claim a version other than expected + 1",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assertViolation([cas(0, 0, 1, 5, "a", { ok: true, version: 7 })]);
 });
 
-Deno.test("a CAS conflict while the version definitely matched is a violation", () => {
+testWithTimeout({
+  name: "a CAS conflict while the version definitely matched is a violation",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assertViolation([read(0, 0, 1, 5, "init"), cas(1, 2, 3, 5, "a", { ok: false })]);
 });
 
-Deno.test("version going backwards between two reads is a violation", () => {
+testWithTimeout({
+  name: "version going backwards between two reads is a violation",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assertViolation([
     write(0, 0, 1, "a", 6),
     write(1, 0, 100, "b", 7), // concurrent with everything below
@@ -164,26 +201,38 @@ Deno.test("version going backwards between two reads is a violation", () => {
   ]);
 });
 
-Deno.test("two writes reporting the same version is a violation", () => {
+testWithTimeout({
+  name: "two writes reporting the same version is a violation",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assertViolation([write(0, 0, 10, "a", 6), write(1, 0, 10, "b", 6)]);
 });
 
 // --- indefinite operations ---
 
-Deno.test("an indefinite write may have taken effect", () => {
-  assertLinearizable([unknownWrite(0, 0, "a"), read(1, 50, 51, 6, "a")]);
-});
+testWithTimeout(
+  { name: "an indefinite write may have taken effect", timeoutMs: 2 * MINUTE },
+  () => {
+    assertLinearizable([unknownWrite(0, 0, "a"), read(1, 50, 51, 6, "a")]);
+  },
+);
 
-Deno.test("an indefinite write may never have taken effect", () => {
-  assertLinearizable([
-    unknownWrite(0, 0, "a"),
-    read(1, 50, 51, 5, "init"),
-    write(1, 60, 61, "b", 6),
-    read(1, 70, 71, 6, "b"),
-  ]);
-});
+testWithTimeout(
+  { name: "an indefinite write may never have taken effect", timeoutMs: 2 * MINUTE },
+  () => {
+    assertLinearizable([
+      unknownWrite(0, 0, "a"),
+      read(1, 50, 51, 5, "init"),
+      write(1, 60, 61, "b", 6),
+      read(1, 70, 71, 6, "b"),
+    ]);
+  },
+);
 
-Deno.test("an indefinite write may take effect long after its call", () => {
+testWithTimeout({
+  name: "an indefinite write may take effect long after its call",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assertLinearizable([
     unknownWrite(0, 0, "a"),
     read(1, 50, 51, 5, "init"),
@@ -191,7 +240,10 @@ Deno.test("an indefinite write may take effect long after its call", () => {
   ]);
 });
 
-Deno.test("an indefinite write cannot be observed and then un-observed", () => {
+testWithTimeout({
+  name: "an indefinite write cannot be observed and then un-observed",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assertViolation([
     unknownWrite(0, 0, "a"),
     read(1, 50, 51, 6, "a"),
@@ -199,11 +251,17 @@ Deno.test("an indefinite write cannot be observed and then un-observed", () => {
   ]);
 });
 
-Deno.test("an indefinite write cannot take effect before it was called", () => {
+testWithTimeout({
+  name: "an indefinite write cannot take effect before it was called",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   assertViolation([read(1, 0, 1, 6, "a"), unknownWrite(0, 2, "a")]);
 });
 
-Deno.test("an indefinite CAS may or may not have taken effect", () => {
+testWithTimeout({
+  name: "an indefinite CAS may or may not have taken effect",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const pending = cas(0, 0, Infinity, 5, "a", UNKNOWN);
   assertLinearizable([pending, read(1, 10, 11, 6, "a")]);
   assertLinearizable([pending, read(1, 10, 11, 5, "init")]);
@@ -211,7 +269,10 @@ Deno.test("an indefinite CAS may or may not have taken effect", () => {
   assertViolation([write(1, 0, 1, "b", 6), pending, read(1, 10, 11, 7, "a")]);
 });
 
-Deno.test("indefinite operations that changed nothing go at the end of the witness", () => {
+testWithTimeout({
+  name: "indefinite operations that changed nothing go at the end of the witness",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const lostRead: Op = {
     client: 1,
     call: 0,
@@ -222,7 +283,10 @@ Deno.test("indefinite operations that changed nothing go at the end of the witne
   assertEquals(assertLinearizable([lostRead, write(0, 1, 2, "a", 6)]), [1, 0]);
 });
 
-Deno.test("dozens of timed-out writes are resolved without trying every subset", () => {
+testWithTimeout({
+  name: "dozens of timed-out writes are resolved without trying every subset",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   // 40 writes time out; a later write reports a version implying 20 of them happened.
   const lost = Array.from({ length: 40 }, (_, i) => unknownWrite(i, i, `lost${i}`));
   const after = [write(50, 100, 101, "k", 26), read(51, 200, 201, 26, "k")];
@@ -233,12 +297,15 @@ Deno.test("dozens of timed-out writes are resolved without trying every subset",
 
 // --- input validation and timeouts ---
 
-Deno.test("malformed intervals are rejected", () => {
+testWithTimeout({ name: "malformed intervals are rejected", timeoutMs: 2 * MINUTE }, () => {
   assertThrows(() => check([read(0, 5, 4, 5, "init")]), /ret \(4\) must be >= call \(5\)/);
   assertThrows(() => check([read(0, Infinity, Infinity, 5, "init")]), /call must be finite/);
 });
 
-Deno.test("a search that runs out of time is inconclusive, not a violation", () => {
+testWithTimeout({
+  name: "a search that runs out of time is inconclusive, not a violation",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const { history } = generateHistory(new Rng(7), { clients: 10, ops: 3000 });
   const result = checkLinearizable(model, history, { timeoutMs: 0 });
   assertEquals([result.ok, result.timedOut, result.witness], [false, true, undefined]);
@@ -248,7 +315,10 @@ Deno.test("a search that runs out of time is inconclusive, not a violation", () 
 
 // --- generated histories ---
 
-Deno.test("randomized: histories from a real sequential execution pass, corrupted ones fail", () => {
+testWithTimeout({
+  name: "randomized: histories from a real sequential execution pass, corrupted ones fail",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   for (let seed = 1; seed <= 60; seed++) {
     const rng = new Rng(seed);
     const generated = generateHistory(rng, {
@@ -266,7 +336,10 @@ Deno.test("randomized: histories from a real sequential execution pass, corrupte
   }
 });
 
-Deno.test("agrees with brute-force search on small random histories", () => {
+testWithTimeout({
+  name: "agrees with brute-force search on small random histories",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   // The same model without its optional hooks: plain WGL plus the generic reductions.
   const plain: ConfigModel = {
     init: model.init,
@@ -288,7 +361,10 @@ Deno.test("agrees with brute-force search on small random histories", () => {
   assert(violations > 750 && violations < 2250, `${violations} violations`);
 });
 
-Deno.test("performance: a 3000-operation history from 10 clients is checked", () => {
+testWithTimeout({
+  name: "performance: a 3000-operation history from 10 clients is checked",
+  timeoutMs: 2 * MINUTE,
+}, () => {
   const generated = generateHistory(new Rng(42), {
     clients: 10,
     ops: 3000,
