@@ -14,6 +14,7 @@
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
+import { holdsLease } from "./support/fencing.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
 import { bootIds, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
@@ -182,6 +183,13 @@ testWithTimeout({
   const reviveHost = async (host: string) => {
     await cluster.restart(host);
     live.add(host);
+    // Ready is not enough for what comes next: until its first renewal under the current
+    // leader, the leader counts the host's lease as expired and fails VMs placed there.
+    await eventually(
+      `${host} holds its lease`,
+      async () => await holdsLease(cluster.node(host).dataDir) || undefined,
+      60_000,
+    );
   };
   const untilBoots = (name: string, n: number) =>
     eventually(`${name}: ${n} boots`, async () => {
