@@ -11,6 +11,7 @@
  * (d) the node process restarts inside the lease: its VMs keep running
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
+import { type QemuCopy, qemusOf } from "../bench/lib/qemu_procs.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, sleep, step } from "./support/api.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
@@ -28,32 +29,9 @@ interface Vm {
   reason: string | null;
 }
 
-interface Copy {
-  pid: number;
-  host: string;
-}
-
-/** Every QEMU on this machine running the VM with `uuid`, and whose data dir it belongs to. */
-async function qemusOf(uuid: string): Promise<Copy[]> {
-  const out: Copy[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    let cmdline: string;
-    try {
-      cmdline = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
-    } catch {
-      continue; // exited while we looked
-    }
-    if (!cmdline.includes("qemu-system") || !cmdline.includes(`-uuid ${uuid}`)) continue;
-    const host = /\/(n\d+)\/vms\//.exec(cmdline)?.[1] ?? "?";
-    out.push({ pid: Number(e.name), host });
-  }
-  return out;
-}
-
 /** Samples the VM's QEMUs in the background until stopped; remembers any moment with two. */
 function sampleCopies(uuid: string) {
-  const state = { samples: 0, doubles: [] as Copy[][], running: true };
+  const state = { samples: 0, doubles: [] as QemuCopy[][], running: true };
   const done = (async () => {
     while (state.running) {
       const copies = await qemusOf(uuid);

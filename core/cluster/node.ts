@@ -454,7 +454,7 @@ export class ClusterNode {
   private screenNonMember(from: NodeId, messages: Message[]): Message[] {
     const s = this.raft.status();
     if (s.conf.voters.includes(from) || s.conf.learners.includes(from)) return messages;
-    this.refuseRemovedMember(from);
+    this.refuseRemovedMember(from, s);
     if (!s.lead) return messages;
     const kept = messages.filter((m) => m.term <= s.term);
     if (kept.length < messages.length) {
@@ -465,16 +465,14 @@ export class ClusterNode {
   }
 
   /**
-   * Only the leader decides a sender was removed: its membership includes
-   * every committed change, and a joiner is added before it ever sends.
+   * Only the leader decides a non-member sender was removed: its membership
+   * includes every committed change, and a joiner is added before it ever sends.
    */
-  private refuseRemovedMember(from: NodeId): void {
-    const s = this.raft.status();
+  private refuseRemovedMember(from: NodeId, s: { role: string; applied: number; term: number }) {
     if (s.role !== "leader") return;
     // Once an entry of its own term is applied, a new leader's membership includes every
     // change committed before its term (each took effect when handed out for applying).
     if (this.raft.termAt(s.applied) !== s.term) return;
-    if (s.conf.voters.includes(from) || s.conf.learners.includes(from)) return;
     throw new NovaError("removed", `${from} is not a member of this cluster`);
   }
 

@@ -14,7 +14,7 @@
  */
 import { DatabaseSync } from "node:sqlite";
 import { LogWriter, type WriteBatch } from "./log_writer.ts";
-import { renameDurably, writeFileDurably } from "./files.ts";
+import { renameDurably, TEMP_PREFIX, writeFileDurably } from "./files.ts";
 import { basename, dirname, join } from "node:path";
 import {
   CompactedError,
@@ -347,7 +347,6 @@ export class SqliteRaftLog implements Storage {
   }
 }
 
-const TEMP_PREFIX = "tmp-";
 /** Prefix of snapshots received from the leader, before the core installs them. */
 export const RECEIVED_PREFIX = "recv-";
 
