@@ -11,7 +11,7 @@
  * (d) the node process restarts inside the lease: its VMs keep running
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
-import { type QemuCopy, qemusOf } from "../bench/lib/qemu_procs.ts";
+import { isAlive, type QemuCopy, qemusOf } from "../bench/lib/qemu_procs.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, sleep, step } from "./support/api.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
@@ -110,16 +110,9 @@ testWithTimeout({
       }
       return true;
     }, 30_000);
-  const alive = (pid: number) => {
-    try {
-      return !Deno.readTextFileSync(`/proc/${pid}/stat`).includes(") Z ");
-    } catch {
-      return false;
-    }
-  };
   /** Times the two moments that matter after a fault: the old QEMU gone, the VM running elsewhere. */
   const timeFailover = async (name: string, host: string, pid: number, t0: number) => {
-    await eventually(`the QEMU on ${host} gone`, () => Promise.resolve(!alive(pid)), 60_000);
+    await eventually(`the QEMU on ${host} gone`, () => Promise.resolve(!isAlive(pid)), 60_000);
     const fencedMs = Math.round(performance.now() - t0);
     const moved = await runningElsewhere(name, host);
     const movedMs = Math.round(performance.now() - t0);
@@ -141,7 +134,7 @@ testWithTimeout({
       const t0 = performance.now();
       await cluster.kill(host, "SIGKILL");
       live.delete(host);
-      assert(alive(pid), "the QEMU outlives its node process (VMs do by design)");
+      assert(isAlive(pid), "the QEMU outlives its node process (VMs do by design)");
       const { moved, fencedMs, movedMs } = await timeFailover("ha-a", host, pid, t0);
       console.log(
         `(a) QEMU killed by the watchdog after ${fencedMs} ms, running on ${moved.node} after ${movedMs} ms`,
@@ -202,7 +195,7 @@ testWithTimeout({
           await cluster.killWatchdog(host);
           await eventually(
             "the QEMU died with its watchdog",
-            () => Promise.resolve(!alive(pid)),
+            () => Promise.resolve(!isAlive(pid)),
             3_000,
           );
         } finally {
@@ -299,7 +292,7 @@ testWithTimeout({
           Deno.kill(watchdog, "SIGCONT");
         }
         // Running again, the watchdog fences at once: the lease ran out long ago.
-        await eventually("the stale copy fenced", () => Promise.resolve(!alive(pid)), 5_000);
+        await eventually("the stale copy fenced", () => Promise.resolve(!isAlive(pid)), 5_000);
         await cluster.restart(host);
         live.add(host);
         await backInService(host);
@@ -333,10 +326,46 @@ testWithTimeout({
           return hello !== null && hello.fenceAt > fencedBefore;
         }, 30_000);
         await sleep(Math.max(0, fencedBefore - bootTimeMs()) + FENCE_MARGIN_MS);
-        assert(alive(pid), "the same QEMU still runs");
+        assert(isAlive(pid), "the same QEMU still runs");
         assertEquals((await qemusOf(vm.uuid)).map((c) => c.pid), [pid]);
         const v = await show("ha-d");
         assertEquals([v.node, v.state], [host, "running"]);
+      },
+    );
+
+    await step(
+      t,
+      "(g) only the HA VM's QEMU dies: its node restarts it in place, never two copies",
+      async () => {
+        const host = await follower();
+        await ok(
+          "vm",
+          "create",
+          "ha-g",
+          "--image",
+          "guest",
+          "--ha",
+          "--restart-policy",
+          "on-failure",
+          "--node",
+          host,
+          "--wait",
+        );
+        const vm = await show("ha-g");
+        const [first] = await qemusOf(vm.uuid);
+        assertEquals(first.host, host);
+        const sampler = sampleCopies(vm.uuid);
+        Deno.kill(first.pid, "SIGKILL");
+        const again = await eventually("ha-g running again in a new QEMU", async () => {
+          const copies = await qemusOf(vm.uuid);
+          const v = await show("ha-g");
+          return v.state === "running" && copies.length === 1 && copies[0].pid !== first.pid
+            ? { v, copies }
+            : undefined;
+        }, 60_000);
+        const sampled = await sampler.stop();
+        assertEquals(sampled.doubles, [], "never two QEMUs");
+        assertEquals([again.v.node, again.copies[0].host], [host, host]);
       },
     );
   } catch (err) {
