@@ -24,7 +24,12 @@ import {
   submitToLeader,
 } from "../core/cluster/mod.ts";
 import { NovaError, ValidationError } from "../core/errors/mod.ts";
-import { type NodeIdentity, writeFileDurably, writeIdentity } from "../core/store/mod.ts";
+import {
+  type NodeIdentity,
+  secureDataDir,
+  writeFileDurably,
+  writeIdentity,
+} from "../core/store/mod.ts";
 import { log, setLogContext } from "../core/log/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
@@ -110,6 +115,7 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   if (opts.join && !opts.token) throw ValidationError.field("token", "--join needs --token");
   setLogContext({ node: opts.name });
   await Deno.mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  await secureDataDir(opts.dataDir); // also when it existed with looser modes
 
   const identity = await readIdentity(opts.dataDir);
   const port = requestedPort || (identity ? await portUsedBefore(opts.dataDir, identity) : 0);
@@ -177,6 +183,7 @@ async function runNode(
     identity,
     onRemoved: () => void onRemoved(),
   });
+  await secureDataDir(opts.dataDir); // the databases (and -wal/-shm) it just opened or created
   const blobs = await new BlobStore(join(opts.dataDir, "blobs")).init();
   const pool = await new DirPool(join(opts.dataDir, "pool")).init();
   const driver = await new QemuDriver(join(opts.dataDir, "vms")).init();
