@@ -16,6 +16,7 @@ import { groupRoutes } from "./routes/groups.ts";
 import type { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
 import { operationRoutes } from "./routes/operations.ts";
+import { tokenRoutes } from "./routes/tokens.ts";
 
 export interface AppDeps {
   blobs: BlobStore;
@@ -45,6 +46,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/groups", groupRoutes(node));
   app.route("/api/v1/operations", operationRoutes(node, deps.migrator));
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
+  app.route("/api/v1/tokens", tokenRoutes(node));
 
   app.notFound((c) =>
     errorResponse(c, new NotFoundError("route", `${c.req.method} ${c.req.path}`))
