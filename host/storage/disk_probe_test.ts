@@ -40,6 +40,8 @@ testWithTimeout({
     const backed = join(dir, "backed.qcow2");
     await qemuImg("create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw", backed, "1M");
     assert((await refusal(backed)).includes("backing file"));
+    // Each layer alone: the header read (no tool opens the named file) ...
+    assert((await qcow2HeaderProblem(backed))?.includes("backing file"));
 
     const backedQcow = join(dir, "backed2.qcow2");
     const base = join(dir, "base.qcow2");
@@ -59,6 +61,7 @@ testWithTimeout({
       "1M",
     );
     assert((await refusal(dataFile)).includes("external data file"));
+    assert((await qcow2HeaderProblem(dataFile))?.includes("external data file"));
 
     const raw = join(dir, "disk.raw");
     await Deno.writeFile(raw, new Uint8Array(1 << 20));
