@@ -22,7 +22,6 @@ import type { AppDeps } from "../app.ts";
  */
 const PEER_JSON_BODY_BYTES = 64 << 20;
 
-
 export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   const { blobs, leases, migrator } = deps;
   const vmOf = (name: string) => {
