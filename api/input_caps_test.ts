@@ -130,9 +130,12 @@ testWithTimeout({ name: "API caps: /internal/propose checks peer commands", ...o
       labels: {},
       at: Date.now(),
     };
-    const huge = await propose({ ...upsert, labels: labels(20_000, "v".repeat(250)) });
-    assertEquals(huge.status, 400, JSON.stringify(huge.body).slice(0, 300));
-    assertEquals(fieldsOf(huge), ["command.labels"]);
+    // The review's 5.6 MB: refused before parsing; 0.9 MB: refused by the label caps.
+    const huge = await propose({ ...upsert, labels: labels(22_000, "v".repeat(250)) });
+    assertEquals(huge.status, 413, JSON.stringify(huge.body).slice(0, 300));
+    const big = await propose({ ...upsert, labels: labels(3_500, "v".repeat(250)) });
+    assertEquals(big.status, 400, JSON.stringify(big.body).slice(0, 300));
+    assertEquals(fieldsOf(big), ["command.labels"]);
     const host = await propose({
       ...upsert,
       inventory: { ...n1.inventory, hostname: "h".repeat(300) },

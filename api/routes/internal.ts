@@ -21,6 +21,8 @@ import type { AppDeps } from "../app.ts";
  * uncommitted bytes (64 MiB), and only ever sent by authenticated peers.
  */
 const PEER_JSON_BODY_BYTES = 64 << 20;
+/** One command a host reports: kilobytes (labels ≤ 16 KiB, operation progress ≤ 64 KiB). */
+const PEER_COMMAND_BODY_BYTES = 1 << 20;
 
 export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   const { blobs, leases, migrator } = deps;
@@ -46,7 +48,7 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
 
   // Node self-registration (inventory) from followers lands here on the leader.
   app.post("/propose", leaderOnly(node), async (c) => {
-    const { command: raw } = await readJson(c, PEER_JSON_BODY_BYTES) as { command?: unknown };
+    const { command: raw } = await readJson(c, PEER_COMMAND_BODY_BYTES) as { command?: unknown };
     const from = c.req.header(PEER_NAME_HEADER);
     if (from && node.transport.blocked.has(from)) {
       return c.json(
