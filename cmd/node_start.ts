@@ -4,6 +4,8 @@
  * data dir — and serves the REST API and peer traffic on --listen.
  */
 import { createApp } from "../api/mod.ts";
+import { zodToValidationError } from "../api/errors.ts";
+import { labelsSchema } from "../core/fsm/command_schemas.ts";
 import {
   ADMIN_TOKEN_FILE,
   bootstrapCluster,
@@ -113,6 +115,9 @@ function listenUrl(hostname: string, port: number): string {
 export async function startNode(opts: NodeStartOptions): Promise<void> {
   const { hostname, port: requestedPort } = parseListen(opts.listen);
   if (opts.join && !opts.token) throw ValidationError.field("token", "--join needs --token");
+  // The leader refuses such labels in every registration: say so now, not in a debug log later.
+  const labels = labelsSchema.safeParse(opts.label);
+  if (!labels.success) throw zodToValidationError(labels.error, "label.");
   setLogContext({ node: opts.name });
   await Deno.mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   await secureDataDir(opts.dataDir); // also when it existed with looser modes
