@@ -4,6 +4,8 @@
  * data dir — and serves the REST API and peer traffic on --listen.
  */
 import { createApp } from "../api/mod.ts";
+import { zodToValidationError } from "../api/errors.ts";
+import { labelsSchema } from "../core/fsm/command_schemas.ts";
 import {
   ADMIN_TOKEN_FILE,
   bootstrapCluster,
@@ -24,7 +26,12 @@ import {
   submitToLeader,
 } from "../core/cluster/mod.ts";
 import { NovaError, ValidationError } from "../core/errors/mod.ts";
-import { type NodeIdentity, writeFileDurably, writeIdentity } from "../core/store/mod.ts";
+import {
+  type NodeIdentity,
+  secureDataDir,
+  writeFileDurably,
+  writeIdentity,
+} from "../core/store/mod.ts";
 import { log, setLogContext } from "../core/log/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
@@ -108,8 +115,12 @@ function listenUrl(hostname: string, port: number): string {
 export async function startNode(opts: NodeStartOptions): Promise<void> {
   const { hostname, port: requestedPort } = parseListen(opts.listen);
   if (opts.join && !opts.token) throw ValidationError.field("token", "--join needs --token");
+  // The leader refuses such labels in every registration: say so now, not in a debug log later.
+  const labels = labelsSchema.safeParse(opts.label);
+  if (!labels.success) throw zodToValidationError(labels.error, "label.");
   setLogContext({ node: opts.name });
   await Deno.mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  await secureDataDir(opts.dataDir); // also when it existed with looser modes
 
   const identity = await readIdentity(opts.dataDir);
   const port = requestedPort || (identity ? await portUsedBefore(opts.dataDir, identity) : 0);
@@ -177,6 +188,7 @@ async function runNode(
     identity,
     onRemoved: () => void onRemoved(),
   });
+  await secureDataDir(opts.dataDir); // the databases (and -wal/-shm) it just opened or created
   const blobs = await new BlobStore(join(opts.dataDir, "blobs")).init();
   const pool = await new DirPool(join(opts.dataDir, "pool")).init();
   const driver = await new QemuDriver(join(opts.dataDir, "vms")).init();

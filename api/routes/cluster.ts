@@ -13,22 +13,11 @@ import { applyRebalance, rebalancePlan } from "../../core/cluster/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { forwardTo, leaderOnly } from "../forward.ts";
 import { parseBody, parseDuration } from "../validate.ts";
+import { inventorySchema, labelsSchema } from "../../core/fsm/command_schemas.ts";
 import type { Env } from "../context.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
-});
-
-const inventorySchema = z.object({
-  cpus: z.number().int().nonnegative(),
-  memoryMiB: z.number().nonnegative(),
-  diskGiB: z.number().nonnegative(),
-  diskFreeGiB: z.number().nonnegative(),
-  accel: z.enum(["kvm", "tcg"]).nullable(),
-  arch: z.string(),
-  kernel: z.string(),
-  hostname: z.string(),
-  version: z.string(),
 });
 
 export const joinSchema = z.object({
@@ -36,7 +25,7 @@ export const joinSchema = z.object({
   url: z.string().url(),
   token: z.string().min(1),
   inventory: inventorySchema,
-  labels: z.record(z.string()).default({}),
+  labels: labelsSchema.default({}),
 });
 
 export function clusterRoutes(node: ClusterNode): Hono<Env> {

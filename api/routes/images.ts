@@ -2,8 +2,8 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { type ClusterNode, createImage, deleteImage, pullImage } from "../../core/cluster/mod.ts";
-import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
-import { type BlobStore, imageInfo } from "../../host/storage/mod.ts";
+import { NotFoundError, PayloadTooLargeError, ValidationError } from "../../core/errors/mod.ts";
+import { BlobStore } from "../../host/storage/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { forwardTo, leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
@@ -31,17 +31,23 @@ export function blobRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
   app.use("*", bearerAuth(node));
 
   // Uploads land on the node that receives them; the image record names it as a source.
+  // Streams to disk: refused (413, partial file deleted) past images.maxUploadBytes; a qcow2
+  // naming other host files (backing or data file) is refused (400) before it is kept.
   app.put("/:sha256", requireRole("operator"), async (c) => {
     const body = c.req.raw.body;
     if (!body) throw ValidationError.field("body", "the file content is missing");
-    const info = await blobs.put(body, c.req.param("sha256"));
-    if (c.req.query("format") !== "qcow2") return c.json({ ...info, node: node.id }, 201);
-    const img = await imageInfo(blobs.path(info.sha256)).catch(() => null);
-    if (img?.format !== "qcow2") {
-      await blobs.remove(info.sha256);
-      throw ValidationError.field("disk", `not a qcow2 image (${img?.format ?? "unreadable"})`);
+    const maxBytes = node.fsm.settings()["images.maxUploadBytes"];
+    if (Number(c.req.header("content-length") ?? 0) > maxBytes) {
+      throw new PayloadTooLargeError(maxBytes);
     }
-    return c.json({ ...info, node: node.id, virtualBytes: img["virtual-size"] }, 201);
+    const disk = c.req.query("format") === "qcow2";
+    let virtualBytes: number | undefined;
+    const info = await blobs.put(body, c.req.param("sha256"), {
+      maxBytes,
+      check: async (tmp) => void (virtualBytes = await BlobStore.checkUpload(tmp, disk)),
+    });
+    if (!disk) return c.json({ ...info, node: node.id }, 201);
+    return c.json({ ...info, node: node.id, virtualBytes }, 201);
   });
 
   return app;

@@ -7,7 +7,7 @@ import {
   PEER_NAME_HEADER,
 } from "../../core/cluster/mod.ts";
 import { NotFoundError } from "../../core/errors/mod.ts";
-import type { Command } from "../../core/fsm/mod.ts";
+import { isPeerOp, parsePeerCommand } from "../../core/fsm/command_schemas.ts";
 import { type Envelope, SNAPSHOT_CHUNK_HEADER, SnapshotReceiver } from "../../core/peer/mod.ts";
 import { peerAuth } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
@@ -15,26 +15,14 @@ import { readJson } from "../validate.ts";
 import type { Env } from "../context.ts";
 import type { AppDeps } from "../app.ts";
 
-/** What hosts report about themselves and their VMs; everything else goes through the public API. */
 /**
  * Raft envelopes and forwarded proposals carry entries whose JSON is escaped
  * once more: far beyond the public cap, but bounded like the leader's
  * uncommitted bytes (64 MiB), and only ever sent by authenticated peers.
  */
 const PEER_JSON_BODY_BYTES = 64 << 20;
-
-const PEER_PROPOSABLE = new Set<Command["op"]>([
-  "node.upsert",
-  "node.state",
-  "vm.observed",
-  "vm.remove",
-  "vm.desired",
-  "vm.snapshot.add",
-  "vm.snapshot.remove",
-  "vm.update",
-  "vm.migrated",
-  "operation.update",
-]);
+/** One command a host reports: kilobytes (labels ≤ 16 KiB, operation progress ≤ 64 KiB). */
+const PEER_COMMAND_BODY_BYTES = 1 << 20;
 
 export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   const { blobs, leases, migrator } = deps;
@@ -60,7 +48,7 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
 
   // Node self-registration (inventory) from followers lands here on the leader.
   app.post("/propose", leaderOnly(node), async (c) => {
-    const { command } = await readJson(c, PEER_JSON_BODY_BYTES) as { command: Command };
+    const { command: raw } = await readJson(c, PEER_COMMAND_BODY_BYTES) as { command?: unknown };
     const from = c.req.header(PEER_NAME_HEADER);
     if (from && node.transport.blocked.has(from)) {
       return c.json(
@@ -68,13 +56,14 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
         503,
       );
     }
-    if (!PEER_PROPOSABLE.has(command.op)) {
+    if (!isPeerOp((raw as { op?: unknown } | null)?.op)) {
       return c.json(
         { error: { code: "forbidden", message: "command not allowed from peers" } },
         403,
       );
     }
-    const { value, index } = await node.proposeIndexed(command);
+    // Schema-checked (caps included) before it can reach the log: a 400 names the field.
+    const { value, index } = await node.proposeIndexed(parsePeerCommand(raw));
     return c.json({ result: value, index });
   });
 

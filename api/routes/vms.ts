@@ -19,7 +19,15 @@ import type { VmHost } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { hostOnly, leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
+import { labelsSchema } from "../../core/fsm/command_schemas.ts";
+import {
+  MAX_PASSWORD_HASH_CHARS,
+  MAX_SSH_KEY_CHARS,
+  MAX_USER_DATA_BYTES,
+  redactVm,
+} from "../../core/cloudinit/mod.ts";
 import type { Env } from "../context.ts";
+import type { Role } from "../../core/fsm/mod.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -34,17 +42,17 @@ const DISK_GIB = z.number().int().min(1).max(65_536);
 /** Mirrors the CLI flags of `vm create`. */
 export const createVmSchema = z.object({
   name: NAME,
-  image: z.string().min(1).optional(),
+  image: z.string().min(1).max(63).optional(),
   fromTemplate: NAME.optional(),
   cpus: CPUS.optional(),
   memoryMiB: MEMORY_MIB.optional(),
   diskGiB: DISK_GIB.optional(),
-  node: z.string().min(1).optional(),
+  node: z.string().min(1).max(63).optional(),
   ha: z.boolean().default(false),
   start: z.boolean().default(true),
-  labels: z.record(z.string().max(253)).default({}),
+  labels: labelsSchema.default({}),
   restartPolicy: z.enum(["never", "on-failure", "always"]).optional(),
-  group: z.string().min(1).optional(),
+  group: z.string().min(1).max(63).optional(),
   constraints: z.array(
     z.object({
       key: z.string().min(1).max(253),
@@ -59,10 +67,10 @@ export const createVmSchema = z.object({
   pool: z.enum(["dir", "shared"]).optional(),
   dryRun: z.boolean().optional(),
   cloudInit: z.object({
-    user: z.string().optional(),
-    sshKeys: z.array(z.string()).max(64).optional(),
-    passwordHash: z.string().optional(),
-    userData: z.string().optional(),
+    user: z.string().max(32).optional(),
+    sshKeys: z.array(z.string().max(MAX_SSH_KEY_CHARS)).max(64).optional(),
+    passwordHash: z.string().max(MAX_PASSWORD_HASH_CHARS).optional(),
+    userData: z.string().max(MAX_USER_DATA_BYTES).optional(),
   }).strict().optional(),
 }).strict().refine((v) => !!v.image !== !!v.fromTemplate, {
   message: "give exactly one of image or fromTemplate",
@@ -92,14 +100,17 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
   const who = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
+  // Only admins see cloud-init secrets (password hash, user-data) in anything returning a VM.
+  const shown = <T>(c: { get(k: "principal"): { role: Role } }, v: T): T =>
+    redactVm(v, c.get("principal").role);
   const vmOr404 = (name: string) => {
     const vm = node.fsm.vm(name);
     if (!vm) throw new NotFoundError("vm", name);
     return vm;
   };
 
-  app.get("/", (c) => c.json({ vms: node.fsm.vms() }));
-  app.get("/:name", (c) => c.json(vmOr404(c.req.param("name"))));
+  app.get("/", (c) => c.json({ vms: node.fsm.vms().map((vm) => shown(c, vm)) }));
+  app.get("/:name", (c) => c.json(shown(c, vmOr404(c.req.param("name")))));
 
   // Long-poll: answers when the VM reaches `state` (or fails, or is deleted: 404), or at the
   // timeout with its current record. Woken by applied changes, not by polling.
@@ -129,39 +140,44 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
       });
     }
     if (!vm) throw new NotFoundError("vm", name);
-    return c.json(vm);
+    return c.json(shown(c, vm));
   });
 
   app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, createVmSchema);
     const r = await createVm(node, req, who(c));
-    return c.json(r, req.dryRun ? 200 : 201);
+    return c.json(shown(c, r), req.dryRun ? 200 : 201);
   });
 
   app.post("/:name/start", requireRole("operator"), leaderOnly(node), async (c) => {
-    return c.json(await setVmDesired(node, c.req.param("name"), "running", who(c)));
+    return c.json(shown(c, await setVmDesired(node, c.req.param("name"), "running", who(c))));
   });
 
   app.post("/:name/stop", requireRole("operator"), leaderOnly(node), async (c) => {
     const force = c.req.query("force") === "true";
-    return c.json(await setVmDesired(node, c.req.param("name"), "stopped", who(c), { force }));
+    return c.json(
+      shown(c, await setVmDesired(node, c.req.param("name"), "stopped", who(c), { force })),
+    );
   });
 
   app.post("/:name/restart", requireRole("operator"), leaderOnly(node), async (c) => {
-    return c.json(await restartVm(node, c.req.param("name"), who(c)));
+    return c.json(shown(c, await restartVm(node, c.req.param("name"), who(c))));
   });
 
   app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
     const force = c.req.query("force") === "true";
     const keepDisks = c.req.query("keepDisks") === "true";
     return c.json(
-      await setVmDesired(node, c.req.param("name"), "deleted", who(c), { force, keepDisks }),
+      shown(
+        c,
+        await setVmDesired(node, c.req.param("name"), "deleted", who(c), { force, keepDisks }),
+      ),
     );
   });
 
   app.post("/:name/resize", requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, resizeSchema);
-    return c.json(await resizeVm(node, c.req.param("name"), req, who(c)));
+    return c.json(shown(c, await resizeVm(node, c.req.param("name"), req, who(c))));
   });
 
   app.post("/:name/clone", requireRole("operator"), leaderOnly(node), async (c) => {
@@ -180,7 +196,7 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
       mode,
       who(c),
     );
-    return c.json(created, 201);
+    return c.json(shown(c, created), 201);
   });
 
   app.post("/:name/migrate", requireRole("operator"), leaderOnly(node), async (c) => {
@@ -189,7 +205,7 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   });
 
   app.post("/:name/template", requireRole("operator"), leaderOnly(node), async (c) => {
-    return c.json(await markTemplate(node, c.req.param("name"), who(c)));
+    return c.json(shown(c, await markTemplate(node, c.req.param("name"), who(c))));
   });
 
   // The serial console can show what guests print (passwords, keys): not for viewers.

@@ -24,18 +24,42 @@ const USER = /^[a-z_][a-z0-9_-]{0,31}$/;
 const SSH_KEY =
   /^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( .*)?$/;
 const PASSWORD_HASH = /^\$(1|5|6|y|2[aby]|gy)\$[^\s:]+$/;
-const MAX_USER_DATA = 64 * 1024;
+/** Largest user-data document, in UTF-8 bytes (it is stored in cluster state). */
+export const MAX_USER_DATA_BYTES = 64 * 1024;
+const MAX_USER_DATA = MAX_USER_DATA_BYTES;
+/** Longest SSH public key line (a 16384-bit RSA key is about 2.8 KB). */
+export const MAX_SSH_KEY_CHARS = 8 * 1024;
+/** At most this many SSH keys. */
+export const MAX_SSH_KEYS = 64;
+/** Longest crypt(3) hash (yescrypt and SHA-512 hashes are about 120 chars). */
+export const MAX_PASSWORD_HASH_CHARS = 512;
+
+/** What callers below admin see instead of a secret. */
+export const REDACTED = "[redacted]";
 
 /** Throws a ValidationError naming the field; returns the normalized spec. */
 export function validateCloudInit(spec: CloudInitSpec): CloudInitSpec {
   if (spec.user !== undefined && !USER.test(spec.user)) {
     throw ValidationError.field("user", `"${spec.user}" is not a valid Linux user name`);
   }
+  if ((spec.sshKeys?.length ?? 0) > MAX_SSH_KEYS) {
+    throw ValidationError.field("sshKeys", `at most ${MAX_SSH_KEYS} keys`);
+  }
   for (const [i, key] of (spec.sshKeys ?? []).entries()) {
+    if (key.length > MAX_SSH_KEY_CHARS) {
+      throw ValidationError.field(`sshKeys[${i}]`, `longer than ${MAX_SSH_KEY_CHARS} characters`);
+    }
     if (!SSH_KEY.test(key.trim())) {
       throw ValidationError.field(`sshKeys[${i}]`, "not an OpenSSH public key line");
     }
   }
+  if (spec.passwordHash !== undefined && spec.passwordHash.length > MAX_PASSWORD_HASH_CHARS) {
+    throw ValidationError.field(
+      "passwordHash",
+      `longer than ${MAX_PASSWORD_HASH_CHARS} characters`,
+    );
+  }
+  // The message never echoes the value: a mistyped plain password must not land in errors.
   if (spec.passwordHash !== undefined && !PASSWORD_HASH.test(spec.passwordHash)) {
     throw ValidationError.field(
       "passwordHash",
@@ -110,4 +134,29 @@ export function renderSeed(
       ethernets: { all: { match: { name: "e*" }, dhcp4: true } },
     }),
   };
+}
+
+/**
+ * The cloud-init secrets (password hash, user-data, which often carries
+ * credentials) replaced by {@link REDACTED}; the user name and SSH public
+ * keys stay visible. Returns `spec` itself when there is nothing to hide.
+ */
+export function redactCloudInit<T extends CloudInitSpec | null | undefined>(spec: T): T {
+  if (!spec || (spec.passwordHash === undefined && spec.userData === undefined)) return spec;
+  const out: CloudInitSpec = { ...spec };
+  if (out.passwordHash !== undefined) out.passwordHash = REDACTED;
+  if (out.userData !== undefined) out.userData = REDACTED;
+  return out as T;
+}
+
+/**
+ * A VM record as a caller of `role` may see it: only admins see the
+ * cloud-init password hash and user-data. Works on anything with a
+ * `cloudInit` field (records, create results); other values pass through.
+ */
+export function redactVm<T>(vm: T, role: "admin" | "operator" | "viewer"): T {
+  if (role === "admin" || !vm || typeof vm !== "object" || !("cloudInit" in vm)) return vm;
+  const ci = (vm as { cloudInit?: CloudInitSpec | null }).cloudInit;
+  const redacted = redactCloudInit(ci);
+  return redacted === ci ? vm : { ...vm, cloudInit: redacted };
 }

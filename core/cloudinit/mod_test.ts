@@ -1,6 +1,16 @@
-import { assertEquals, assertThrows } from "../testing/assert.ts";
+import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
 import { ValidationError } from "../errors/mod.ts";
-import { renderSeed, validateCloudInit } from "./mod.ts";
+import {
+  MAX_PASSWORD_HASH_CHARS,
+  MAX_SSH_KEY_CHARS,
+  MAX_SSH_KEYS,
+  MAX_USER_DATA_BYTES,
+  redactCloudInit,
+  REDACTED,
+  redactVm,
+  renderSeed,
+  validateCloudInit,
+} from "./mod.ts";
 import { parse } from "yaml";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
@@ -50,3 +60,42 @@ testWithTimeout(
     assertEquals(field(() => validateCloudInit({ sshKeys: [KEY] })), "user");
   },
 );
+
+testWithTimeout({
+  name: "cloud-init caps: key count and length, hash length, user-data size",
+  timeoutMs: 2 * MINUTE,
+}, () => {
+  const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB me@host";
+  const field = (spec: Parameters<typeof validateCloudInit>[0]) =>
+    (assertThrows(() => validateCloudInit(spec), ValidationError) as ValidationError).issues[0]
+      .field;
+  assertEquals(field({ user: "u", sshKeys: Array(MAX_SSH_KEYS + 1).fill(key) }), "sshKeys");
+  assertEquals(field({ user: "u", sshKeys: [key + "x".repeat(MAX_SSH_KEY_CHARS)] }), "sshKeys[0]");
+  assertEquals(
+    field({ user: "u", passwordHash: "$6$" + "x".repeat(MAX_PASSWORD_HASH_CHARS) }),
+    "passwordHash",
+  );
+  assertEquals(field({ userData: "#!" + "x".repeat(MAX_USER_DATA_BYTES) }), "userData");
+  assert(validateCloudInit({ user: "u", sshKeys: Array(MAX_SSH_KEYS).fill(key) }));
+});
+
+testWithTimeout({
+  name: "cloud-init redaction: hash and user-data hidden below admin, the rest kept",
+  timeoutMs: 2 * MINUTE,
+}, () => {
+  const spec = { user: "ops", sshKeys: ["k"], passwordHash: "$6$s$h", userData: "#!x" };
+  const vm = { name: "web", cloudInit: spec };
+  assertEquals(redactVm(vm, "admin"), vm);
+  for (const role of ["operator", "viewer"] as const) {
+    assertEquals(redactVm(vm, role).cloudInit, {
+      user: "ops",
+      sshKeys: ["k"],
+      passwordHash: REDACTED,
+      userData: REDACTED,
+    });
+  }
+  assertEquals(vm.cloudInit.passwordHash, "$6$s$h", "the record itself is not changed");
+  assertEquals(redactCloudInit({ user: "ops" }), { user: "ops" });
+  assertEquals(redactCloudInit(null), null);
+  assertEquals(redactVm({ name: "x", cloudInit: null }, "viewer"), { name: "x", cloudInit: null });
+});

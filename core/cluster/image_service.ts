@@ -67,6 +67,8 @@ export async function pullImage(
   const sources = ordered.map((m) => ({ url: m.url, headers }));
   const out: BlobInfo[] = [];
   for (const b of imageBlobs(image)) out.push(await blobs.ensure(b.sha256, sources));
+  // Checked where it is about to be used, whoever uploaded it: QEMU opens what a qcow2 names.
+  if (image.disk) await blobs.assertSafeDisk(image.disk.sha256);
   return out;
 }
 

@@ -10,6 +10,7 @@ import {
   ValidationError,
 } from "../errors/mod.ts";
 import { PEER_SECRET_HEADER } from "../peer/mod.ts";
+import { parsePeerCommand } from "../fsm/command_schemas.ts";
 
 /** Names the proposing peer, so fault injection can cut it off like a real partition. */
 export const PEER_NAME_HEADER = "x-novactl-peer-name";
@@ -126,7 +127,8 @@ export async function submitToLeader(
   command: Command,
   opts: { readOwnWrite?: boolean } = {},
 ): Promise<unknown> {
-  if (node.isLeader()) return await node.propose(command);
+  // The same checks a peer's report meets at /internal/propose, so a leader's own host cannot skip them.
+  if (node.isLeader()) return await node.propose(parsePeerCommand(command));
   const url = node.leaderUrl();
   if (!url || !node.fsm.member(node.id)) throw new UnavailableError("no leader known yet");
   if (node.transport.blocked.has(node.leaderId()!)) {

@@ -49,6 +49,8 @@ export const CONFIG_FIELDS = {
   "rebalancer.maxConcurrentMigrations": numeric(z.number().int().min(1).max(64)),
   "rebalancer.cooldownMs": numeric(z.number().int().min(0).max(86_400_000)),
   "images.replicateToAllHosts": boolean(),
+  /** Largest file one upload may store (413 beyond it, the partial file deleted). */
+  "images.maxUploadBytes": numeric(z.number().int().min(4096).max(2 ** 50)),
   "storage.sharedDir": z.string().max(4096).refine((p) => p === "" || p.startsWith("/"), {
     message: "must be an absolute path (or empty for none)",
   }),
@@ -90,6 +92,7 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   "rebalancer.maxConcurrentMigrations": 2,
   "rebalancer.cooldownMs": 600_000,
   "images.replicateToAllHosts": true,
+  "images.maxUploadBytes": 64 * 2 ** 30,
   "storage.sharedDir": "",
   "vms.stopTimeoutMs": 30_000,
   "vms.consoleMaxBytes": 1024 * 1024,

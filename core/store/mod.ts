@@ -2,3 +2,4 @@
 export { SqliteRaftLog } from "./raft_log.ts";
 export * from "./identity.ts";
 export * from "./files.ts";
+export * from "./permissions.ts";

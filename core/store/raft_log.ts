@@ -15,6 +15,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { LogWriter, type WriteBatch } from "./log_writer.ts";
 import { renameDurably, TEMP_PREFIX, writeFileDurably } from "./files.ts";
+import { ensurePrivateFileSync } from "./permissions.ts";
 import { basename, dirname, join } from "node:path";
 import {
   CompactedError,
@@ -50,6 +51,7 @@ export class SqliteRaftLog implements Storage {
     this.snapDir = join(dirname(path), "snapshots");
     Deno.mkdirSync(this.snapDir, { recursive: true });
     this.removeUnfinishedSnapshotFiles();
+    ensurePrivateFileSync(path); // else SQLite creates it (and its -wal/-shm) 0644
     const db = new DatabaseSync(path);
     try {
       db.exec("PRAGMA journal_mode=WAL;");

@@ -17,6 +17,7 @@
  */
 import { TimeoutError, UnavailableError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
+import { GUEST_LIMITS } from "../../core/fsm/command_schemas.ts";
 import {
   ByteBuffer,
   connectUnix,
@@ -186,7 +187,11 @@ export class GuestAgent {
 
   async interfaces(opts?: CallOptions): Promise<GuestInterface[]> {
     const r = await this.execute<unknown>("guest-network-get-interfaces", undefined, opts);
-    return Array.isArray(r) ? r.map(toInterface).filter((i) => i !== null) : [];
+    // The guest decides how many interfaces and addresses it claims: keep a bounded few.
+    return Array.isArray(r)
+      ? r.slice(0, 4 * GUEST_LIMITS.interfaces).map(toInterface).filter((i) => i !== null)
+        .slice(0, GUEST_LIMITS.interfaces)
+      : [];
   }
 
   /** Freezes all guest filesystems; resolves with how many were frozen. */
@@ -393,8 +398,12 @@ function stripSentinels(line: Uint8Array): Uint8Array {
   return line.subarray(i);
 }
 
-function str(v: unknown): string | undefined {
-  return typeof v === "string" ? v : undefined;
+/**
+ * A guest-supplied string, cut to `max` characters with control characters
+ * replaced: it ends up in cluster state, tables and logs (see GUEST_LIMITS).
+ */
+function str(v: unknown, max: number = GUEST_LIMITS.stringChars): string | undefined {
+  return typeof v === "string" ? v.slice(0, max).replace(/\p{Cc}/gu, "?") : undefined;
 }
 
 function dropUndefined<T extends Record<string, unknown>>(o: T): T {
@@ -405,24 +414,34 @@ function dropUndefined<T extends Record<string, unknown>>(o: T): T {
 function toInterface(raw: unknown): GuestInterface | null {
   if (!raw || typeof raw !== "object") return null;
   const r = raw as Record<string, unknown>;
-  const name = str(r["name"]);
+  const name = str(r["name"], GUEST_LIMITS.interfaceNameChars);
   if (!name) return null;
-  const ips = Array.isArray(r["ip-addresses"]) ? r["ip-addresses"] : [];
+  const ips = Array.isArray(r["ip-addresses"])
+    ? r["ip-addresses"].slice(0, 4 * GUEST_LIMITS.addressesPerInterface)
+    : [];
   const iface: GuestInterface = {
     name,
-    addresses: ips.map(toAddress).filter((a) => a !== null),
+    addresses: ips.map(toAddress).filter((a) => a !== null)
+      .slice(0, GUEST_LIMITS.addressesPerInterface),
   };
-  const mac = str(r["hardware-address"]);
+  const mac = str(r["hardware-address"], GUEST_LIMITS.macChars);
   if (mac) iface.mac = mac;
   return iface;
 }
+
+/** The longest textual IP address (IPv6 with an embedded IPv4); the host appends `/prefix`. */
+const MAX_ADDRESS_CHARS = 45;
 
 function toAddress(raw: unknown): GuestAddress | null {
   if (!raw || typeof raw !== "object") return null;
   const r = raw as Record<string, unknown>;
   const type = r["ip-address-type"];
-  const address = str(r["ip-address"]);
+  const rawAddress = r["ip-address"];
+  // A cut address would be a wrong one: longer than any real address means none.
+  if (typeof rawAddress !== "string" || rawAddress.length > MAX_ADDRESS_CHARS) return null;
+  const address = str(rawAddress, MAX_ADDRESS_CHARS);
   const prefix = r["prefix"];
   if ((type !== "ipv4" && type !== "ipv6") || !address || typeof prefix !== "number") return null;
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > 128) return null;
   return { type, address, prefix };
 }

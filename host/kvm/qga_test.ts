@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { TimeoutError } from "../../core/errors/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../core/testing/assert.ts";
 import { GuestAgent } from "./qga.ts";
+import { GUEST_LIMITS, guestInfoSchema } from "../../core/fsm/command_schemas.ts";
 import { QmpError, sleep } from "./qmp.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
@@ -42,6 +43,8 @@ interface FakeAgentOptions {
   late?: Set<string>;
   /** Close the connection after answering this many commands. */
   closeAfter?: number;
+  /** Replies that replace the defaults, by command (a hostile guest's answers). */
+  answers?: Record<string, unknown>;
 }
 
 /**
@@ -57,7 +60,12 @@ function fakeAgent(path: string, opts: FakeAgentOptions = {}) {
 
   const serveConn = async (conn: Deno.Conn) => {
     const send = async (bytes: Uint8Array) => {
-      await conn.write(bytes).catch(() => {});
+      // One write may take only part of a large reply.
+      for (let off = 0; off < bytes.length;) {
+        const n = await conn.write(bytes.subarray(off)).catch(() => 0);
+        if (n <= 0) return;
+        off += n;
+      }
     };
     const sendJson = (msg: unknown) => send(enc.encode(JSON.stringify(msg) + "\n"));
     let held: unknown = null;
@@ -86,6 +94,7 @@ function fakeAgent(path: string, opts: FakeAgentOptions = {}) {
           break; // The real agent never answers a successful shutdown.
         default:
           if (opts.late?.has(name)) held = { return: 99 };
+          else if (opts.answers && name in opts.answers) await reply(opts.answers[name]);
           else if (name === "guest-ping") await reply({});
           else if (name === "guest-get-osinfo") await reply(OS_INFO);
           else if (name === "guest-network-get-interfaces") await reply(INTERFACES);
@@ -332,4 +341,50 @@ testWithTimeout({
     await child.output();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+testWithTimeout({
+  name: "qga: a hostile guest's huge strings and lists are cut to the caps before reporting",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  const huge = "x".repeat(2_000) + "\u001b[2J";
+  const answers = {
+    "guest-get-osinfo": { "id": huge, "pretty-name": "evil\nline", "kernel-release": 42 },
+    "guest-network-get-interfaces": Array.from({ length: 100 }, (_, i) => ({
+      "name": `eth${i}${huge}`,
+      "hardware-address": huge,
+      "ip-addresses": Array.from({ length: 40 }, (_, j) => ({
+        "ip-address-type": "ipv4",
+        "ip-address": j === 0 ? huge : `10.0.${i % 256}.${j % 256}`,
+        "prefix": j === 1 ? 1e9 : 24,
+      })),
+    })),
+  };
+  await withFakeAgent({ answers }, async (agent) => {
+    const os = await agent.osInfo();
+    assertEquals(os.id!.length, GUEST_LIMITS.stringChars);
+    assertEquals(os.prettyName, "evil?line");
+    assertEquals(os.kernelRelease, undefined);
+    const ifaces = await agent.interfaces();
+    assertEquals(ifaces.length, GUEST_LIMITS.interfaces);
+    for (const i of ifaces) {
+      assert(i.name.length <= GUEST_LIMITS.interfaceNameChars);
+      assert(i.mac!.length <= GUEST_LIMITS.macChars);
+      assertEquals(i.addresses.length, GUEST_LIMITS.addressesPerInterface);
+      // The oversized address and the impossible prefix are dropped, not cut.
+      assert(i.addresses.every((a) => a.address.startsWith("10.0.") && a.prefix === 24));
+    }
+    // What the host reports from it (host/vm_host.ts guestInfo) passes the leader's schema.
+    const report = {
+      agent: "ok" as const,
+      os: { id: os.id, prettyName: os.prettyName },
+      interfaces: ifaces.map((i) => ({
+        name: i.name,
+        mac: i.mac,
+        addresses: i.addresses.map((a) => `${a.address}/${a.prefix}`),
+      })),
+    };
+    const parsed = guestInfoSchema.safeParse(report);
+    assert(parsed.success, JSON.stringify(parsed.error?.issues.slice(0, 3)));
+  });
 });

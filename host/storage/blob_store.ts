@@ -8,16 +8,33 @@ import { join } from "node:path";
 import {
   ConflictError,
   NotFoundError,
+  PayloadTooLargeError,
   UnavailableError,
   ValidationError,
 } from "../../core/errors/mod.ts";
 import { renameDurably, TEMP_PREFIX, writeAll } from "../../core/store/mod.ts";
+import { isQcow2, probeDiskImage, qcow2HeaderProblem } from "./disk_probe.ts";
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
 export interface BlobInfo {
   sha256: string;
   size: number;
+}
+
+/** Options of {@link BlobStore.put}. */
+export interface PutOptions {
+  /**
+   * Refuse the stream (413, PayloadTooLargeError) as soon as it passes this
+   * many bytes; the partial file is deleted.
+   */
+  maxBytes?: number;
+  /**
+   * Inspects the complete, hash-verified file before it is put in place
+   * (e.g. a qcow2 safety probe); a throw discards it. The file is never
+   * visible under its hash unless the check passed.
+   */
+  check?: (tmpPath: string) => Promise<void>;
 }
 
 export class BlobStore {
@@ -49,32 +66,46 @@ export class BlobStore {
    * Stores a stream. With `expected`, a mismatching hash is refused and
    * nothing is kept; without it, the blob is named by the hash it has.
    */
-  async put(body: ReadableStream<Uint8Array>, expected?: string): Promise<BlobInfo> {
+  async put(
+    body: ReadableStream<Uint8Array>,
+    expected?: string,
+    opts: PutOptions = {},
+  ): Promise<BlobInfo> {
     if (expected !== undefined) this.path(expected);
     const tmp = join(this.root, `${TEMP_PREFIX}${crypto.randomUUID()}`);
     const hash = createHash("sha256");
     let size = 0;
+    const max = opts.maxBytes ?? Infinity;
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
     try {
       for await (const chunk of body) {
-        hash.update(chunk);
         size += chunk.length;
+        // Checked before writing: the disk never holds more than the cap.
+        if (size > max) throw new PayloadTooLargeError(max);
+        hash.update(chunk);
         await writeAll(file, chunk);
       }
       await file.sync();
     } catch (err) {
       file.close();
       await Deno.remove(tmp).catch(() => {});
+      // Stop the sender's stream too (an unread request body is not left half-consumed).
+      await body.cancel().catch(() => {});
       throw err;
     }
     file.close();
     const sha256 = hash.digest("hex");
-    if (expected !== undefined && sha256 !== expected) {
+    try {
+      if (expected !== undefined && sha256 !== expected) {
+        throw new ConflictError(`checksum mismatch: expected ${expected}, got ${sha256}`, {
+          expected,
+          actual: sha256,
+        });
+      }
+      await opts.check?.(tmp);
+    } catch (err) {
       await Deno.remove(tmp).catch(() => {});
-      throw new ConflictError(`checksum mismatch: expected ${expected}, got ${sha256}`, {
-        expected,
-        actual: sha256,
-      });
+      throw err;
     }
     await renameDurably(tmp, this.path(sha256), { synced: true });
     return { sha256, size };
@@ -125,6 +156,28 @@ export class BlobStore {
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) throw new NotFoundError("blob", sha256);
       throw err;
+    }
+  }
+
+  /**
+   * Checks an upload before it is kept: a qcow2 (asked for with `disk`, or
+   * found by its magic whatever the uploader claimed) must be self-contained.
+   * Returns the disk's virtual size when it is one. Use as {@link PutOptions.check}.
+   */
+  static async checkUpload(tmpPath: string, disk: boolean): Promise<number | undefined> {
+    if (!disk && !(await isQcow2(tmpPath))) return undefined;
+    return (await probeDiskImage(tmpPath)).virtualBytes;
+  }
+
+  /**
+   * Refuses a present blob as a VM's disk image when it names other host files
+   * (backing or external data file): a blob stored before uploads were checked,
+   * or one a peer holds that was never checked, never reaches QEMU.
+   */
+  async assertSafeDisk(sha256: string): Promise<void> {
+    const problem = await qcow2HeaderProblem(this.path(sha256));
+    if (problem) {
+      throw ValidationError.field("disk", `image disk ${sha256.slice(0, 12)} refused: ${problem}`);
     }
   }
 

@@ -3,3 +3,4 @@ export * from "./dir_pool.ts";
 export { imageInfo, qemuImg } from "./qemu_img.ts";
 export * from "./blob_store.ts";
 export * from "./sweep.ts";
+export * from "./disk_probe.ts";
