@@ -52,6 +52,7 @@ import {
 } from "./snapshot_file.ts";
 import { fsyncDir, fsyncFile } from "../store/files.ts";
 import { dirname } from "node:path";
+import * as audit from "./audit.ts";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, spec TEXT NOT NULL, 
   progress TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS config_versions (version INTEGER PRIMARY KEY, data TEXT NOT NULL, author TEXT NOT NULL,
   created_at INTEGER NOT NULL, action TEXT NOT NULL);
+${audit.TABLE.ddl}
 `;
 
 /** Tables carried in snapshots, in restore order. */
@@ -82,6 +84,7 @@ const REPLICATED_TABLES = [
   "vms",
   "groups",
   "operations",
+  audit.TABLE.name,
 ] as const;
 
 /** Outcome of one applied entry: deterministic on every node. */
@@ -424,6 +427,8 @@ export class StateMachine {
         );
       case "vm.remove":
         return this.removeVm(cmd.name, cmd.node);
+      case "audit.append":
+        return audit.append({ sql: (t) => this.sql(t) }, cmd, this.auditRetention());
       case "apiToken.create":
         this.sql("INSERT INTO api_tokens (hash, name, role, created_at) VALUES (?, ?, ?, ?)")
           .run(cmd.hash, cmd.name, cmd.role, cmd.at);
@@ -689,6 +694,18 @@ export class StateMachine {
   vm(name: string): VmRecord | null {
     const row = this.sql("SELECT * FROM vms WHERE name = ?").get(name) as Row | undefined;
     return row ? toVmRecord(row) : null;
+  }
+
+  // ---- audit ---------------------------------------------------------------
+
+  /** Audit records matching `q`, newest first (core/fsm/audit.ts). */
+  auditEntries(q: audit.AuditQuery = {}): audit.AuditEntry[] {
+    return audit.list({ sql: (t) => this.sql(t) }, q);
+  }
+
+  private auditRetention(): audit.AuditRetention {
+    const r = retentionOf(this.settings());
+    return { keepCount: r.auditCount, keepDays: r.auditDays };
   }
 
   // ---- tokens --------------------------------------------------------------
@@ -1057,6 +1074,8 @@ function retentionOf(config: Partial<ClusterConfig>) {
     operationCount: get("operations.keepCount"),
     operationDays: get("operations.keepDays"),
     joinTokenDays: get("joinTokens.keepDays"),
+    auditCount: get("audit.keepCount"),
+    auditDays: get("audit.keepDays"),
   };
 }
 
