@@ -6,6 +6,7 @@
 import { createApp } from "../api/mod.ts";
 import {
   ADMIN_TOKEN_FILE,
+  auditSystem,
   bootstrapCluster,
   ClusterNode,
   collectInventory,
@@ -351,6 +352,7 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
     config: () => node.fsm.settings(),
     onVmChange: (listener) => node.fsm.onVmChange(listener),
     report: (command, opts) => submitToLeader(node, command, opts),
+    audit: (action, resource, detail) => auditSystem(node, action, resource, detail),
     pullImage: async (name) => {
       const image = node.fsm.image(name);
       await pullImage(node, blobs, name);

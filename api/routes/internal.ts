@@ -34,6 +34,7 @@ const PEER_PROPOSABLE = new Set<Command["op"]>([
   "vm.update",
   "vm.migrated",
   "operation.update",
+  "audit.append",
 ]);
 
 export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
