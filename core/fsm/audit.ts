@@ -20,6 +20,9 @@
  * `audit.keepDays` (0 = no age limit).
  */
 import type { StatementSync } from "node:sqlite";
+import { DEFAULT_CONFIG } from "../config/mod.ts";
+import * as config from "./config.ts";
+import { type Applied, applied, type Resource, type Store } from "./store.ts";
 
 /** One record as a node buffers and proposes it. */
 export interface AuditInput {
@@ -80,6 +83,19 @@ export interface AuditQuery {
 export interface AuditRetention {
   keepCount: number;
   keepDays: number;
+}
+
+/** The retention settings in force (defaults for versions written before they existed). */
+export function retention(s: Store): AuditRetention {
+  const cfg = config.settings(s);
+  return {
+    keepCount: cfg["audit.keepCount"] ?? DEFAULT_CONFIG["audit.keepCount"],
+    keepDays: cfg["audit.keepDays"] ?? DEFAULT_CONFIG["audit.keepDays"],
+  };
+}
+
+function applyAppend(s: Store, c: AuditAppend): Applied {
+  return applied(append(s, c, retention(s)), { resource: "audit" });
 }
 
 /** Records per `audit.append`: more are refused (a node never proposes more per batch). */
@@ -240,3 +256,9 @@ function text(v: unknown): string {
 function textOrNull(v: unknown): string | null {
   return v === null || v === undefined ? null : text(v);
 }
+
+/** The audit log: its table and the `audit.append` applier. */
+export const resource: Resource<"audit.append"> = {
+  tables: [TABLE],
+  appliers: { "audit.append": applyAppend },
+};

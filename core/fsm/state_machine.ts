@@ -3,43 +3,24 @@
  * tables and records the applied index in the same transaction, so after a
  * crash every entry is applied exactly once (entries past the recorded index
  * are replayed from the Raft log or a snapshot).
+ *
+ * This file keeps the transactions, the applied index, the dispatch of
+ * commands to their appliers (resources.ts) and snapshots. Each resource's
+ * tables, reads and appliers live in its own module (vms.ts, nodes.ts, ...);
+ * the read methods here are the public face callers use.
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
-import {
-  ApplyFailedError,
-  ConflictError,
-  NotFoundError,
-  NovaError,
-  PrunedError,
-  ValidationError,
-} from "../errors/mod.ts";
-import {
-  type ClusterConfig,
-  DEFAULT_CONFIG,
-  validateConfigPatch,
-  validateFullConfig,
-} from "../config/mod.ts";
+import { ApplyFailedError, ConflictError, NovaError, ValidationError } from "../errors/mod.ts";
+import type { ClusterConfig } from "../config/mod.ts";
 import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
 import { log } from "../log/mod.ts";
 import type {
   Command,
-  GuestInfo,
   ImageRecord,
-  ImageSpec,
-  Inventory,
-  NodeState,
   OperationRecord,
-  OperationSpec,
-  OperationState,
   PlacementGroup,
-  Role,
-  VmChanges,
-  VmDesired,
   VmRecord,
-  VmSnapshot,
-  VmSpec,
-  VmState,
 } from "./commands.ts";
 import {
   headerLine,
@@ -52,76 +33,40 @@ import {
 } from "./snapshot_file.ts";
 import { fsyncDir, fsyncFile } from "../store/files.ts";
 import { dirname } from "node:path";
+import { type Applied, type Changed, type Row, Store } from "./store.ts";
+import { APPLIERS, RESOURCES, SCHEMA, TABLE_NAMES, TABLES } from "./resources.ts";
+import * as cluster from "./cluster.ts";
+import * as config from "./config.ts";
+import * as groups from "./groups.ts";
+import * as images from "./images.ts";
+import * as joinTokens from "./join_tokens.ts";
+import * as members from "./members.ts";
+import * as nodes from "./nodes.ts";
+import * as operations from "./operations.ts";
+import * as tokens from "./tokens.ts";
+import * as vms from "./vms.ts";
 import * as audit from "./audit.ts";
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS members (name TEXT PRIMARY KEY, url TEXT NOT NULL, role TEXT NOT NULL, added_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, url TEXT NOT NULL, state TEXT NOT NULL,
-  labels TEXT NOT NULL, inventory TEXT NOT NULL, joined_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS join_tokens (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
-  created_by TEXT NOT NULL, used_at INTEGER, used_by TEXT);
-CREATE TABLE IF NOT EXISTS api_tokens (hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS images (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_at INTEGER NOT NULL, created_by TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS vms (name TEXT PRIMARY KEY, spec TEXT NOT NULL, node TEXT, state TEXT NOT NULL,
-  reason TEXT, guest TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, data TEXT NOT NULL, created_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
-  progress TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS config_versions (version INTEGER PRIMARY KEY, data TEXT NOT NULL, author TEXT NOT NULL,
-  created_at INTEGER NOT NULL, action TEXT NOT NULL);
-${audit.TABLE.ddl}
-`;
-
-/** Tables carried in snapshots, in restore order. */
-const REPLICATED_TABLES = [
-  "members",
-  "nodes",
-  "join_tokens",
-  "api_tokens",
-  "config_versions",
-  "images",
-  "vms",
-  "groups",
-  "operations",
-  audit.TABLE.name,
-] as const;
+export type { Member } from "./members.ts";
+export type { NodeRecord } from "./nodes.ts";
+export type { ConfigRetention, ConfigVersion } from "./config.ts";
+export { describeRetention } from "./config.ts";
+export type { Principal } from "./tokens.ts";
+export type { JoinTokenView } from "./join_tokens.ts";
+export type { Applied, Changed } from "./store.ts";
 
 /** Outcome of one applied entry: deterministic on every node. */
 export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
 
-export interface Member {
-  name: string;
-  url: string;
-  role: "voter" | "learner";
-}
-
-export interface NodeRecord {
-  name: string;
-  url: string;
-  state: NodeState;
-  labels: Record<string, string>;
-  inventory: Inventory | null;
-  joinedAt: string;
-  updatedAt: string;
-}
-
-export interface ConfigVersion {
-  version: number;
-  config: ClusterConfig;
-  author: string;
-  createdAt: string;
-  action: string;
-}
-
-type Row = Record<string, unknown>;
-
 export class StateMachine {
   /** Replaced (reopened) when a snapshot is restored from a file. */
   db: DatabaseSync;
+  /** What the resource modules read and write through. */
+  readonly #store: Store;
 
   constructor(readonly path: string) {
     this.db = this.open();
+    this.#store = new Store(this.db);
   }
 
   private open(): DatabaseSync {
@@ -135,6 +80,7 @@ export class StateMachine {
     // behind that snapshot is restored from it (ClusterNode.recoverStateMachine).
     db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
     db.exec(SCHEMA);
+    for (const r of RESOURCES) r.migrate?.(db);
     return db;
   }
 
@@ -142,35 +88,12 @@ export class StateMachine {
     this.db.close();
   }
 
-  private readonly statements = new Map<string, StatementSync>();
-
-  /** Prepared statements are cached: preparing costs more than running them. */
-  private sql(text: string): StatementSync {
-    let st = this.statements.get(text);
-    if (!st) this.statements.set(text, st = this.db.prepare(text));
-    return st;
-  }
-
   appliedIndex(): number {
-    return Number(this.metaGet("applied_index") ?? 0);
+    return Number(this.#store.metaGet("applied_index") ?? 0);
   }
 
   clusterId(): string | null {
-    return this.metaGet("cluster_id");
-  }
-
-  private metaGet(key: string): string | null {
-    const row = this.sql("SELECT value FROM meta WHERE key = ?").get(key) as
-      | { value: string }
-      | undefined;
-    return row ? row.value : null;
-  }
-
-  private metaSet(key: string, value: string | number): void {
-    this.sql("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(
-      key,
-      String(value),
-    );
+    return cluster.clusterId(this.#store);
   }
 
   /**
@@ -186,48 +109,59 @@ export class StateMachine {
     try {
       this.inTransaction(() => {
         for (const e of fresh) results.set(e.index, this.applyEntry(e));
-        this.metaSet("applied_index", fresh[fresh.length - 1].index);
+        this.#store.metaSet("applied_index", fresh[fresh.length - 1].index);
       });
     } catch (err) {
-      this.touchedVms.clear();
+      this.changes.clear();
       throw err;
     }
-    this.notifyVmChanges();
+    this.notifyChanges();
     return results;
   }
 
-  /** VMs changed by the batch being applied; listeners hear of them after it commits. */
-  private readonly touchedVms = new Set<string>();
+  /** What the batch being applied changed; listeners hear of it after it commits. */
+  private readonly changes = new Map<string, Changed>();
 
-  private readonly vmListeners = new Set<(name: string | null) => void>();
+  private readonly listeners = new Set<(changed: Changed | null) => void>();
+
+  /**
+   * Calls `listener` after a committed command changed part of the state
+   * (what, as its applier named it), or after a snapshot replaced the whole
+   * state (null).
+   */
+  onChange(listener: (changed: Changed | null) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
 
   /**
    * Calls `listener` after a committed command touched a VM (its name), or
    * after a snapshot replaced the whole state (null). Hosts reconcile on it.
    */
   onVmChange(listener: (name: string | null) => void): () => void {
-    this.vmListeners.add(listener);
-    return () => this.vmListeners.delete(listener);
+    return this.onChange((c) => {
+      if (c === null) listener(null);
+      else if (c.resource === "vm" && c.name !== undefined) listener(c.name);
+    });
   }
 
-  private notifyVmChanges(): void {
-    const names = [...this.touchedVms];
-    this.touchedVms.clear();
-    for (const n of names) this.emitVmChange(n);
+  private notifyChanges(): void {
+    const list = [...this.changes.values()];
+    this.changes.clear();
+    for (const c of list) this.emit(c);
   }
 
-  private noteVmTouched(cmd: Command): void {
-    if (!this.vmListeners.size || !cmd.op.startsWith("vm.")) return;
-    const name = cmd.op === "vm.create" ? cmd.vm.name : (cmd as { name: string }).name;
-    this.touchedVms.add(name);
+  private noteChanges(a: Applied): void {
+    if (!this.listeners.size) return;
+    for (const c of a.changed) this.changes.set(`${c.resource}\0${c.name ?? ""}`, c);
   }
 
-  private emitVmChange(name: string | null): void {
-    for (const l of this.vmListeners) {
+  private emit(changed: Changed | null): void {
+    for (const l of this.listeners) {
       try {
-        l(name);
+        l(changed);
       } catch (err) {
-        console.error("vm change listener failed", err);
+        console.error("state change listener failed", err);
       }
     }
   }
@@ -242,22 +176,31 @@ export class StateMachine {
     this.db.exec("SAVEPOINT entry");
     try {
       const cmd = JSON.parse(e.data);
-      const value = e.type === "conf"
-        ? this.applyConfChange(cmd as ConfChange)
+      const out = e.type === "conf"
+        ? members.applyConfChange(this.#store, cmd as ConfChange)
         : this.applyCommand(cmd as Command);
       this.db.exec("RELEASE entry");
-      if (e.type !== "conf") this.noteVmTouched(cmd as Command);
-      return { ok: true, value };
+      this.noteChanges(out);
+      return { ok: true, value: out.value };
     } catch (err) {
       // A rejected command changes nothing: roll back whatever it started.
       this.db.exec("ROLLBACK TO entry; RELEASE entry");
-      this.currentConfig = null;
+      this.#store.dropCaches();
       const rejection = asRejection(err);
       if (rejection) return { ok: false, error: rejection };
       // Anything else failed here, not in the command: applyEntries rolls back the
       // whole batch, so the applied index does not move, and the caller stops the node.
       throw new ApplyFailedError(e.index, err);
     }
+  }
+
+  /** Sends a command to the applier of its kind. */
+  private applyCommand(cmd: Command): Applied {
+    const apply = Object.hasOwn(APPLIERS, cmd.op)
+      ? APPLIERS[cmd.op] as (s: Store, c: Command) => Applied
+      : undefined;
+    if (!apply) throw new ValidationError(`unknown command ${(cmd as { op: string }).op}`);
+    return apply(this.#store, cmd);
   }
 
   private inTransaction(fn: () => void): void {
@@ -267,599 +210,99 @@ export class StateMachine {
       this.db.exec("COMMIT");
     } catch (err) {
       this.db.exec("ROLLBACK");
-      this.currentConfig = null;
+      this.#store.dropCaches();
       throw err;
     }
   }
 
-  // ---- membership ----------------------------------------------------------
+  // ---- reads (each resource module holds its own) ----------------------------
 
-  private applyConfChange(cc: ConfChange): unknown {
-    const ctx = cc.context ? JSON.parse(cc.context) as { url?: string; at?: number } : {};
-    switch (cc.type) {
-      case "addLearner":
-        this.sql(
-          "INSERT OR REPLACE INTO members (name, url, role, added_at) VALUES (?, ?, 'learner', ?)",
-        ).run(cc.node, ctx.url ?? "", ctx.at ?? 0);
-        break;
-      case "promote":
-        this.sql("UPDATE members SET role = 'voter' WHERE name = ?").run(cc.node);
-        break;
-      case "demote":
-        this.sql("UPDATE members SET role = 'learner' WHERE name = ?").run(cc.node);
-        break;
-      case "remove":
-        this.sql("DELETE FROM members WHERE name = ?").run(cc.node);
-        this.sql("DELETE FROM nodes WHERE name = ?").run(cc.node);
-        break;
-    }
-    return { member: cc.node, change: cc.type };
+  members(): members.Member[] {
+    return members.all(this.#store);
   }
 
-  members(): Member[] {
-    return (this.sql("SELECT name, url, role FROM members ORDER BY name").all() as Row[])
-      .map(
-        (r) => ({ name: String(r.name), url: String(r.url), role: r.role as Member["role"] }),
-      );
-  }
-
-  member(name: string): Member | null {
-    return this.members().find((m) => m.name === name) ?? null;
+  member(name: string): members.Member | null {
+    return members.get(this.#store, name);
   }
 
   confState(): ConfState {
-    const ms = this.members();
-    return {
-      voters: ms.filter((m) => m.role === "voter").map((m) => m.name),
-      learners: ms.filter((m) => m.role === "learner").map((m) => m.name),
-    };
+    return members.confState(this.#store);
   }
 
-  // ---- commands ------------------------------------------------------------
-
-  private applyCommand(cmd: Command): unknown {
-    if (cmd.op === "apiToken.create" || cmd.op === "cluster.init") this.tokenCache.clear();
-    switch (cmd.op) {
-      case "noop":
-        return null;
-      case "cluster.init":
-        return this.applyInit(cmd);
-      case "joinToken.create":
-        this.sql(
-          "INSERT INTO join_tokens (id, created_at, expires_at, created_by) VALUES (?, ?, ?, ?)",
-        ).run(cmd.id, cmd.at, cmd.expiresAt, cmd.by);
-        this.pruneJoinTokens(cmd.at);
-        return { expiresAt: cmd.expiresAt };
-      case "joinToken.consume": {
-        const used = this.consumeJoinToken(cmd.id, cmd.node, cmd.at);
-        this.pruneJoinTokens(cmd.at);
-        return used;
-      }
-      case "node.upsert":
-        return this.upsertNode(cmd);
-      case "node.state":
-        return this.setNodeState(cmd.name, cmd.state, cmd.at);
-      case "node.remove":
-        this.sql("DELETE FROM nodes WHERE name = ?").run(cmd.name);
-        return null;
-      case "config.patch":
-        // Only the changed keys need validating: the rest already passed when written.
-        return this.writeConfig(
-          { ...this.config().config, ...validateConfigPatch(cmd.changes) },
-          cmd.ifVersion,
-          cmd.by,
-          cmd.at,
-          "set " + Object.keys(cmd.changes).join(","),
-        );
-      case "config.replace":
-        return this.writeConfig(
-          validateFullConfig(cmd.config),
-          cmd.ifVersion,
-          cmd.by,
-          cmd.at,
-          "replace",
-        );
-      case "config.rollback": {
-        const old = this.configVersion(cmd.version);
-        return this.writeConfig(
-          validateFullConfig(old.config),
-          cmd.ifVersion,
-          cmd.by,
-          cmd.at,
-          `rollback to ${cmd.version}`,
-        );
-      }
-      case "image.create":
-        return this.createImage(cmd.image, cmd.by, cmd.at);
-      case "image.delete":
-        return this.deleteImage(cmd.name);
-      case "vm.create":
-        return this.createVm(cmd.vm, cmd.at);
-      case "vm.desired":
-        return this.setVmDesired(cmd.name, cmd.desired, cmd, cmd.at);
-      case "vm.update":
-        return this.updateVm(cmd.name, cmd.changes, cmd.at);
-      case "vm.observed":
-        return this.observeVm(cmd, cmd.at);
-      case "vm.migrated":
-        return this.moveVm(cmd.name, cmd.from, cmd.to, "running", null, cmd.at);
-      case "vm.moved":
-        return this.moveVm(cmd.name, cmd.from, cmd.to, "scheduled", cmd.reason, cmd.at);
-      case "group.create":
-        if (this.group(cmd.group.name)) {
-          throw new ConflictError(`group "${cmd.group.name}" already exists`);
-        }
-        this.sql("INSERT INTO groups (name, data, created_at) VALUES (?, ?, ?)").run(
-          cmd.group.name,
-          JSON.stringify(cmd.group),
-          cmd.at,
-        );
-        return cmd.group;
-      case "group.delete": {
-        const members = this.vms().filter((v) => v.group === cmd.name).map((v) => v.name);
-        if (members.length) {
-          throw new ConflictError(`group "${cmd.name}" has members: ${members.join(", ")}`);
-        }
-        this.sql("DELETE FROM groups WHERE name = ?").run(cmd.name);
-        return { name: cmd.name, deleted: true };
-      }
-      case "operation.create":
-        this.sql(
-          "INSERT INTO operations (id, spec, state, progress, result, error, created_at, updated_at) VALUES (?, ?, 'running', '{}', NULL, NULL, ?, ?)",
-        ).run(cmd.operation.id, JSON.stringify(cmd.operation), cmd.at, cmd.at);
-        this.pruneOperations(cmd.at);
-        return this.operation(cmd.operation.id);
-      case "operation.update":
-        return this.updateOperation(cmd);
-      case "vm.snapshot.add":
-        return this.changeSnapshots(cmd.name, cmd.node, cmd.at, (list) => {
-          if (list.some((s) => s.name === cmd.snapshot.name)) {
-            throw new ConflictError(`snapshot "${cmd.snapshot.name}" already exists`);
-          }
-          return [...list, cmd.snapshot];
-        });
-      case "vm.snapshot.remove":
-        return this.changeSnapshots(
-          cmd.name,
-          cmd.node,
-          cmd.at,
-          (list) => list.filter((s) => s.name !== cmd.snapshot),
-        );
-      case "vm.remove":
-        return this.removeVm(cmd.name, cmd.node);
-      case "audit.append":
-        return audit.append({ sql: (t) => this.sql(t) }, cmd, this.auditRetention());
-      case "apiToken.create":
-        this.sql("INSERT INTO api_tokens (hash, name, role, created_at) VALUES (?, ?, ?, ?)")
-          .run(cmd.hash, cmd.name, cmd.role, cmd.at);
-        return { name: cmd.name, role: cmd.role };
-      default:
-        throw new ValidationError(`unknown command ${(cmd as { op: string }).op}`);
-    }
+  nodes(): nodes.NodeRecord[] {
+    return nodes.all(this.#store);
   }
 
-  /** The bootstrap state of a new cluster, written into its first snapshot. */
-  private applyInit(cmd: Extract<Command, { op: "cluster.init" }>): unknown {
-    this.metaSet("cluster_id", cmd.clusterId);
-    this.sql(
-      "INSERT OR REPLACE INTO members (name, url, role, added_at) VALUES (?, ?, 'voter', ?)",
-    )
-      .run(cmd.member.name, cmd.member.url, cmd.at);
-    this.sql(
-      "INSERT OR REPLACE INTO api_tokens (hash, name, role, created_at) VALUES (?, 'admin', 'admin', ?)",
-    )
-      .run(cmd.adminTokenHash, cmd.at);
-    this.writeConfig(validateFullConfig(cmd.config), undefined, "system", cmd.at, "init");
-    return null;
-  }
-
-  private consumeJoinToken(id: string, node: string, at: number): unknown {
-    const row = this.sql("SELECT expires_at, used_at, used_by FROM join_tokens WHERE id = ?")
-      .get(id) as
-        | { expires_at: number; used_at: number | null; used_by: string | null }
-        | undefined;
-    if (!row) throw new NovaError("unauthorized", "join token is not valid for this cluster");
-    if (row.used_at !== null) {
-      throw new NovaError("unauthorized", `join token was already used (by ${row.used_by})`);
-    }
-    if (row.expires_at <= at) {
-      throw new NovaError(
-        "unauthorized",
-        `join token expired at ${new Date(row.expires_at).toISOString()}`,
-      );
-    }
-    if (this.member(node)) throw new ConflictError(`a member named "${node}" already exists`);
-    this.sql("UPDATE join_tokens SET used_at = ?, used_by = ? WHERE id = ?").run(
-      at,
-      node,
-      id,
-    );
-    return { node };
-  }
-
-  private upsertNode(cmd: Extract<Command, { op: "node.upsert" }>): unknown {
-    const existing = this.node(cmd.name);
-    this.sql(
-      `INSERT INTO nodes (name, url, state, labels, inventory, joined_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT(name) DO UPDATE SET url = excluded.url, labels = excluded.labels,
-         inventory = excluded.inventory, updated_at = excluded.updated_at`,
-    ).run(
-      cmd.name,
-      cmd.url,
-      existing?.state ?? "ready",
-      JSON.stringify(cmd.labels),
-      JSON.stringify(cmd.inventory),
-      cmd.at,
-      cmd.at,
-    );
-    return null;
-  }
-
-  private setNodeState(name: string, state: NodeState, at: number): unknown {
-    const res = this.sql("UPDATE nodes SET state = ?, updated_at = ? WHERE name = ?").run(
-      state,
-      at,
-      name,
-    );
-    if (Number(res.changes) === 0) throw new NotFoundError("node", name);
-    return { name, state };
-  }
-
-  nodes(): NodeRecord[] {
-    return (this.sql("SELECT * FROM nodes ORDER BY name").all() as Row[]).map(toNodeRecord);
-  }
-
-  node(name: string): NodeRecord | null {
-    const row = this.sql("SELECT * FROM nodes WHERE name = ?").get(name) as Row | undefined;
-    return row ? toNodeRecord(row) : null;
-  }
-
-  // ---- images --------------------------------------------------------------
-
-  private createImage(image: ImageSpec, by: string, at: number): unknown {
-    if (this.image(image.name)) throw new ConflictError(`image "${image.name}" already exists`);
-    this.sql("INSERT INTO images (name, data, created_at, created_by) VALUES (?, ?, ?, ?)")
-      .run(image.name, JSON.stringify(image), at, by);
-    return this.image(image.name);
-  }
-
-  private deleteImage(name: string): unknown {
-    if (!this.image(name)) throw new NotFoundError("image", name);
-    const users = this.vms().filter((v) => v.image === name).map((v) => v.name);
-    if (users.length) {
-      throw new ConflictError(`image "${name}" is used by VMs: ${users.join(", ")}`, {
-        vms: users,
-      });
-    }
-    this.sql("DELETE FROM images WHERE name = ?").run(name);
-    return { deleted: name };
+  node(name: string): nodes.NodeRecord | null {
+    return nodes.get(this.#store, name);
   }
 
   images(): ImageRecord[] {
-    return (this.sql("SELECT * FROM images ORDER BY name").all() as Row[]).map(toImageRecord);
+    return images.all(this.#store);
   }
 
   image(name: string): ImageRecord | null {
-    const row = this.sql("SELECT * FROM images WHERE name = ?").get(name) as Row | undefined;
-    return row ? toImageRecord(row) : null;
-  }
-
-  // ---- virtual machines ---------------------------------------------------
-
-  private createVm(spec: VmSpec, at: number): unknown {
-    if (this.vm(spec.name)) throw new ConflictError(`VM "${spec.name}" already exists`);
-    if (!this.image(spec.image)) throw new NotFoundError("image", spec.image);
-    const state: VmState = spec.node ? "scheduled" : "pending";
-    this.sql(
-      "INSERT INTO vms (name, spec, node, state, reason, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?)",
-    ).run(spec.name, JSON.stringify(spec), spec.node, state, at, at);
-    return this.vm(spec.name);
-  }
-
-  private setVmDesired(
-    name: string,
-    desired: VmDesired,
-    opts: { keepDisks?: boolean; force?: boolean },
-    at: number,
-  ): unknown {
-    const vm = this.vm(name);
-    if (!vm) throw new NotFoundError("vm", name);
-    if (vm.template && desired === "running") {
-      throw new ConflictError(`"${name}" is a template; clone it to run it`);
-    }
-    if (desired === "deleted" && !vm.node) {
-      this.sql("DELETE FROM vms WHERE name = ?").run(name);
-      return { name, deleted: true };
-    }
-    const spec: VmSpec = { ...specOf(vm), desired, force: !!opts.force };
-    if (desired === "deleted") spec.keepDisks = !!opts.keepDisks;
-    this.writeSpec(spec, at);
-    return this.vm(name);
-  }
-
-  private updateVm(name: string, changes: VmChanges, at: number): unknown {
-    const vm = this.vm(name);
-    if (!vm) throw new NotFoundError("vm", name);
-    if (vm.desired === "deleted") throw new ConflictError(`VM "${name}" is being deleted`);
-    this.writeSpec({ ...specOf(vm), ...changes }, at);
-    return this.vm(name);
-  }
-
-  private writeSpec(spec: VmSpec, at: number): void {
-    this.sql("UPDATE vms SET spec = ?, updated_at = ? WHERE name = ?").run(
-      JSON.stringify(spec),
-      at,
-      spec.name,
-    );
-  }
-
-  /** A host reports what it sees; reports from a host the VM is not placed on are ignored. */
-  private observeVm(
-    o: { name: string; node: string; state: VmState; reason?: string; guest?: GuestInfo | null },
-    at: number,
-  ): unknown {
-    const vm = this.vm(o.name);
-    if (!vm || vm.node !== o.node) return null;
-    const guest = o.guest === undefined ? vm.guest : o.guest;
-    this.sql("UPDATE vms SET state = ?, reason = ?, guest = ?, updated_at = ? WHERE name = ?").run(
-      o.state,
-      o.reason ?? null,
-      guest ? JSON.stringify(guest) : null,
-      at,
-      o.name,
-    );
-    return this.vm(o.name);
-  }
-
-  /** Re-homes a VM; a no-op unless it is still where the proposer saw it (idempotent, race-safe). */
-  private moveVm(
-    name: string,
-    from: string,
-    to: string,
-    state: VmState,
-    reason: string | null,
-    at: number,
-  ): unknown {
-    const vm = this.vm(name);
-    if (!vm || vm.node !== from) return null;
-    const spec: VmSpec = { ...specOf(vm), node: to, migration: null };
-    this.sql(
-      "UPDATE vms SET spec = ?, node = ?, state = ?, reason = ?, guest = NULL, updated_at = ? WHERE name = ?",
-    ).run(JSON.stringify(spec), to, state, reason, at, name);
-    return this.vm(name);
-  }
-
-  group(name: string): PlacementGroup | null {
-    const row = this.sql("SELECT data FROM groups WHERE name = ?").get(name) as Row | undefined;
-    return row ? JSON.parse(String(row.data)) : null;
-  }
-
-  groups(): PlacementGroup[] {
-    return (this.sql("SELECT data FROM groups ORDER BY name").all() as Row[]).map((r) =>
-      JSON.parse(String(r.data))
-    );
-  }
-
-  private updateOperation(cmd: Extract<Command, { op: "operation.update" }>): unknown {
-    const op = this.operation(cmd.id);
-    if (!op) throw new NotFoundError("operation", cmd.id);
-    if (op.state !== "running") return op; // finished operations are immutable
-    this.sql(
-      "UPDATE operations SET state = ?, progress = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
-    ).run(
-      cmd.state ?? op.state,
-      JSON.stringify(cmd.progress ?? op.progress),
-      cmd.result ? JSON.stringify(cmd.result) : (op.result ? JSON.stringify(op.result) : null),
-      cmd.error ?? op.error,
-      cmd.at,
-      cmd.id,
-    );
-    return this.operation(cmd.id);
-  }
-
-  operation(id: string): OperationRecord | null {
-    const row = this.sql("SELECT * FROM operations WHERE id = ?").get(id) as Row | undefined;
-    return row ? toOperationRecord(row) : null;
-  }
-
-  operations(): OperationRecord[] {
-    return (this.sql("SELECT * FROM operations ORDER BY created_at DESC LIMIT 1000").all() as Row[])
-      .map(toOperationRecord);
-  }
-
-  private changeSnapshots(
-    name: string,
-    node: string,
-    at: number,
-    change: (list: VmSnapshot[]) => VmSnapshot[],
-  ): unknown {
-    const vm = this.vm(name);
-    if (!vm) throw new NotFoundError("vm", name);
-    if (vm.node !== node) throw new ConflictError(`VM "${name}" is not on ${node}`);
-    this.writeSpec({ ...specOf(vm), snapshots: change(vm.snapshots) }, at);
-    return this.vm(name);
-  }
-
-  private removeVm(name: string, node: string): unknown {
-    const vm = this.vm(name);
-    if (!vm || vm.node !== node || vm.desired !== "deleted") return null;
-    this.sql("DELETE FROM vms WHERE name = ?").run(name);
-    return { name, deleted: true };
+    return images.get(this.#store, name);
   }
 
   vms(): VmRecord[] {
-    return (this.sql("SELECT * FROM vms ORDER BY name").all() as Row[]).map(toVmRecord);
+    return vms.all(this.#store);
   }
 
   vm(name: string): VmRecord | null {
-    const row = this.sql("SELECT * FROM vms WHERE name = ?").get(name) as Row | undefined;
-    return row ? toVmRecord(row) : null;
+    return vms.get(this.#store, name);
   }
 
-  // ---- audit ---------------------------------------------------------------
+  group(name: string): PlacementGroup | null {
+    return groups.get(this.#store, name);
+  }
 
-  /** Audit records matching `q`, newest first (core/fsm/audit.ts). */
+  groups(): PlacementGroup[] {
+    return groups.all(this.#store);
+  }
+
+  operation(id: string): OperationRecord | null {
+    return operations.get(this.#store, id);
+  }
+
+  operations(): OperationRecord[] {
+    return operations.all(this.#store);
+  }
+
+  /** Audit records matching `q`, newest first. */
   auditEntries(q: audit.AuditQuery = {}): audit.AuditEntry[] {
-    return audit.list({ sql: (t) => this.sql(t) }, q);
+    return audit.list(this.#store, q);
   }
 
-  private auditRetention(): audit.AuditRetention {
-    const r = retentionOf(this.settings());
-    return { keepCount: r.auditCount, keepDays: r.auditDays };
+  apiTokenByHash(hash: string): tokens.Principal | null {
+    return tokens.byHash(this.#store, hash);
   }
 
-  // ---- tokens --------------------------------------------------------------
-
-  /** Every API request authenticates, so known tokens are cached (cleared when tokens change). */
-  private readonly tokenCache = new Map<string, { name: string; role: Role }>();
-
-  apiTokenByHash(hash: string): { name: string; role: Role } | null {
-    const cached = this.tokenCache.get(hash);
-    if (cached) return cached;
-    const row = this.sql("SELECT name, role FROM api_tokens WHERE hash = ?").get(hash) as
-      | { name: string; role: Role }
-      | undefined;
-    if (!row) return null;
-    const principal = { name: row.name, role: row.role };
-    this.tokenCache.set(hash, principal);
-    return principal;
+  joinTokens(): joinTokens.JoinTokenView[] {
+    return joinTokens.all(this.#store);
   }
 
-  joinTokens(): { id: string; createdAt: string; expiresAt: string; usedBy: string | null }[] {
-    return (this.sql("SELECT * FROM join_tokens ORDER BY created_at").all() as Row[]).map((
-      r,
-    ) => ({
-      id: String(r.id).slice(0, 12),
-      createdAt: new Date(Number(r.created_at)).toISOString(),
-      expiresAt: new Date(Number(r.expires_at)).toISOString(),
-      usedBy: (r.used_by as string | null) ?? null,
-    }));
-  }
-
-  // ---- configuration -------------------------------------------------------
-
-  private writeConfig(
-    config: ClusterConfig,
-    ifVersion: number | undefined,
-    by: string,
-    at: number,
-    action: string,
-  ): { version: number } {
-    const current = this.latestConfigVersion();
-    if (ifVersion !== undefined && ifVersion !== current) {
-      throw new ConflictError(
-        `configuration changed: version is ${current}, request expected ${ifVersion}`,
-        { currentVersion: current, expectedVersion: ifVersion },
-      );
-    }
-    const version = current + 1;
-    this.sql(
-      "INSERT INTO config_versions (version, data, author, created_at, action) VALUES (?, ?, ?, ?, ?)",
-    ).run(version, JSON.stringify(config), by, at, action);
-    this.pruneConfigVersions(config, version, at);
-    this.currentConfig = deepFreeze({
-      version,
-      config,
-      author: by,
-      createdAt: new Date(at).toISOString(),
-      action,
-    });
-    return { version };
-  }
-
-  /** The latest version, cached: it is read on every write and by the node's loops. */
-  private currentConfig: ConfigVersion | null = null;
-
-  private latestConfigVersion(): number {
-    if (this.currentConfig) return this.currentConfig.version;
-    const row = this.sql("SELECT MAX(version) AS v FROM config_versions").get() as {
-      v: number | null;
-    };
-    return row.v ?? 0;
-  }
-
-  /** The latest version; frozen, shared by every caller. */
-  config(): ConfigVersion {
-    if (this.currentConfig) return this.currentConfig;
-    const v = this.latestConfigVersion();
-    if (v === 0) throw new NotFoundError("configuration", "current");
-    this.currentConfig = deepFreeze(this.configVersion(v));
-    return this.currentConfig;
+  /** The latest configuration version; frozen, shared by every caller. */
+  config(): config.ConfigVersion {
+    return config.current(this.#store);
   }
 
   /** The current settings, or the defaults on a joiner that has not received any state yet. */
   settings(): ClusterConfig {
-    if (this.currentConfig) return this.currentConfig.config;
-    return this.latestConfigVersion() === 0 ? DEFAULT_CONFIG : this.config().config;
+    return config.settings(this.#store);
   }
 
-  configVersion(version: number): ConfigVersion {
-    const row = this.sql("SELECT * FROM config_versions WHERE version = ?").get(version) as
-      | Row
-      | undefined;
-    if (row) return toConfigVersion(row);
-    const kept = this.configRetention();
-    if (Number.isInteger(version) && version >= 1 && version < kept.oldest) {
-      throw new PrunedError(
-        `configuration version ${version} was pruned: ${describeRetention(kept)}`,
-        { version, ...kept },
-      );
-    }
-    throw new NotFoundError("configuration version", String(version));
+  configVersion(version: number): config.ConfigVersion {
+    return config.version(this.#store, version);
   }
 
   /** Which configuration versions are kept, and the settings that decide it. */
-  configRetention(): ConfigRetention {
-    const row = this.sql(
-      "SELECT MIN(version) AS oldest, MAX(version) AS newest FROM config_versions",
-    ).get() as { oldest: number | null; newest: number | null };
-    const r = retentionOf(this.settings());
-    return {
-      keepVersions: r.configVersions,
-      keepDays: r.configDays,
-      oldest: row.oldest ?? 0,
-      newest: row.newest ?? 0,
-    };
+  configRetention(): config.ConfigRetention {
+    return config.retention(this.#store);
   }
 
-  // ---- retention -------------------------------------------------------------
-  // Pruning runs inside the apply of the command that adds a row, with that
-  // command's timestamp (chosen by its proposer and carried in the log), so
-  // every replica removes exactly the same rows. No local clock is read.
-
-  /** Keeps the newest config.keepVersions versions, none older than config.keepDays but the current. */
-  private pruneConfigVersions(config: ClusterConfig, current: number, at: number): void {
-    const r = retentionOf(config);
-    const cutoff = r.configDays > 0 ? at - r.configDays * DAY_MS : Number.MIN_SAFE_INTEGER;
-    this.sql(
-      "DELETE FROM config_versions WHERE version < ? AND (version <= ? OR created_at < ?)",
-    ).run(current, current - r.configVersions, cutoff);
-  }
-
-  /** Finished operations beyond operations.keepCount, or older than operations.keepDays, go. */
-  private pruneOperations(at: number): void {
-    const r = retentionOf(this.settings());
-    const cutoff = r.operationDays > 0 ? at - r.operationDays * DAY_MS : Number.MIN_SAFE_INTEGER;
-    this.sql(
-      `DELETE FROM operations WHERE state != 'running' AND (updated_at < ? OR id IN (
-         SELECT id FROM operations WHERE state != 'running'
-         ORDER BY updated_at DESC, id DESC LIMIT -1 OFFSET ?))`,
-    ).run(cutoff, r.operationCount);
-  }
-
-  /** Used or expired join tokens are kept joinTokens.keepDays after their use or expiry. */
-  private pruneJoinTokens(at: number): void {
-    const cutoff = at - retentionOf(this.settings()).joinTokenDays * DAY_MS;
-    this.sql(
-      "DELETE FROM join_tokens WHERE (used_at IS NOT NULL AND used_at < ?) OR (used_at IS NULL AND expires_at < ?)",
-    ).run(cutoff, cutoff);
-  }
-
-  configHistory(limit = 100): ConfigVersion[] {
-    return (this.sql("SELECT * FROM config_versions ORDER BY version DESC LIMIT ?").all(
-      limit,
-    ) as Row[])
-      .map(toConfigVersion);
+  configHistory(limit = 100): config.ConfigVersion[] {
+    return config.history(this.#store, limit);
   }
 
   // ---- snapshots -----------------------------------------------------------
@@ -867,8 +310,10 @@ export class StateMachine {
   /** Serializes the replicated tables in memory (bootstrap and tests; nodes use snapshotToFile). */
   snapshotData(): string {
     const parts = [headerLine(this.clusterId())];
-    for (const t of REPLICATED_TABLES) {
-      for (const row of this.sql(`SELECT * FROM ${t}`).all() as Row[]) parts.push(rowLine(t, row));
+    for (const { name: t } of TABLES) {
+      for (const row of this.#store.sql(`SELECT * FROM ${t}`).all() as Row[]) {
+        parts.push(rowLine(t, row));
+      }
     }
     return parts.join("");
   }
@@ -897,7 +342,7 @@ export class StateMachine {
       };
       const out = new SnapshotWriter(file);
       await out.add(headerLine(meta("cluster_id")));
-      for (const t of REPLICATED_TABLES) {
+      for (const { name: t } of TABLES) {
         const page = reader.prepare(
           `SELECT rowid AS __rowid, * FROM ${t} WHERE rowid > ? ORDER BY rowid LIMIT 2000`,
         );
@@ -969,7 +414,7 @@ export class StateMachine {
       fresh.close();
     }
     await this.swapDatabase(scratch);
-    this.emitVmChange(null);
+    this.emit(null);
   }
 
   /**
@@ -980,9 +425,6 @@ export class StateMachine {
    */
   private async swapDatabase(replacement: string): Promise<void> {
     await fsyncFile(replacement);
-    this.statements.clear();
-    this.currentConfig = null;
-    this.tokenCache.clear();
     // Closing checkpoints the WAL into the file; a stale -wal must never meet the new file.
     this.db.close();
     try {
@@ -990,22 +432,22 @@ export class StateMachine {
       Deno.renameSync(replacement, this.path);
     } finally {
       this.db = this.open();
+      this.#store.reopen(this.db);
     }
     await fsyncDir(dirname(this.path));
   }
 
   private restoreInPlace(snap: ParsedSnapshot, index: number): void {
-    this.currentConfig = null;
-    this.tokenCache.clear();
+    this.#store.dropCaches();
     this.inTransaction(() => {
-      for (const t of REPLICATED_TABLES) this.db.exec(`DELETE FROM ${t}`);
+      for (const { name: t } of TABLES) this.db.exec(`DELETE FROM ${t}`);
       for (const batch of snap.batches) {
         for (const [t, row] of batch) insertRow(this.db, t, row);
       }
-      if (snap.clusterId) this.metaSet("cluster_id", snap.clusterId);
-      this.metaSet("applied_index", index);
+      if (snap.clusterId) this.#store.metaSet("cluster_id", snap.clusterId);
+      this.#store.metaSet("applied_index", index);
     });
-    this.emitVmChange(null);
+    this.emit(null);
   }
 }
 
@@ -1019,7 +461,7 @@ const insertStatements = new WeakMap<DatabaseSync, Map<string, StatementSync>>()
 
 /** Inserts one snapshot row; table and column names are checked, as the file came from a peer. */
 function insertRow(db: DatabaseSync, table: string, row: Row): void {
-  if (!(REPLICATED_TABLES as readonly string[]).includes(table)) {
+  if (!TABLE_NAMES.has(table)) {
     throw new Error(`snapshot names an unknown table "${table}"`);
   }
   const cols = Object.keys(row);
@@ -1043,40 +485,6 @@ function removeDatabaseFiles(path: string, suffixes = ["", "-journal", "-wal", "
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
   }
-}
-
-const DAY_MS = 86_400_000;
-
-/** Which configuration versions are kept. */
-export interface ConfigRetention {
-  keepVersions: number;
-  keepDays: number;
-  /** Oldest and newest version still stored. */
-  oldest: number;
-  newest: number;
-}
-
-/** E.g. "config.keepVersions=1000 keeps versions 1201–2200". */
-export function describeRetention(r: ConfigRetention): string {
-  const rules = [`config.keepVersions=${r.keepVersions}`];
-  if (r.keepDays > 0) rules.push(`config.keepDays=${r.keepDays}`);
-  return `${rules.join(" and ")} keep${
-    rules.length === 1 ? "s" : ""
-  } versions ${r.oldest}–${r.newest}`;
-}
-
-/** Retention settings; versions written before they existed lack them, so defaults fill in. */
-function retentionOf(config: Partial<ClusterConfig>) {
-  const get = <K extends keyof ClusterConfig>(k: K) => config[k] ?? DEFAULT_CONFIG[k];
-  return {
-    configVersions: get("config.keepVersions"),
-    configDays: get("config.keepDays"),
-    operationCount: get("operations.keepCount"),
-    operationDays: get("operations.keepDays"),
-    joinTokenDays: get("joinTokens.keepDays"),
-    auditCount: get("audit.keepCount"),
-    auditDays: get("audit.keepDays"),
-  };
 }
 
 /** A command whose shape the appliers do not expect (missing fields, bad JSON). */
@@ -1109,71 +517,4 @@ function asRejection(err: unknown): NovaError | null {
     return new ConflictError((err as Error).message);
   }
   return null;
-}
-
-function deepFreeze<T>(o: T): T {
-  if (o && typeof o === "object" && !Object.isFrozen(o)) {
-    Object.freeze(o);
-    for (const v of Object.values(o)) deepFreeze(v);
-  }
-  return o;
-}
-
-function toVmRecord(r: Row): VmRecord {
-  return {
-    ...(JSON.parse(String(r.spec)) as VmSpec),
-    node: (r.node as string | null) ?? null,
-    state: r.state as VmState,
-    reason: (r.reason as string | null) ?? null,
-    guest: r.guest ? JSON.parse(String(r.guest)) : null,
-    createdAt: new Date(Number(r.created_at)).toISOString(),
-    updatedAt: new Date(Number(r.updated_at)).toISOString(),
-  };
-}
-
-function toOperationRecord(r: Row): OperationRecord {
-  return {
-    ...(JSON.parse(String(r.spec)) as OperationSpec),
-    state: r.state as OperationState,
-    progress: JSON.parse(String(r.progress)),
-    result: r.result ? JSON.parse(String(r.result)) : null,
-    error: (r.error as string | null) ?? null,
-    createdAt: new Date(Number(r.created_at)).toISOString(),
-    updatedAt: new Date(Number(r.updated_at)).toISOString(),
-  };
-}
-
-function specOf(vm: VmRecord): VmSpec {
-  const { state: _s, reason: _r, guest: _g, createdAt: _c, updatedAt: _u, ...spec } = vm;
-  return spec;
-}
-
-function toImageRecord(r: Row): ImageRecord {
-  return {
-    ...(JSON.parse(String(r.data)) as ImageSpec),
-    createdAt: new Date(Number(r.created_at)).toISOString(),
-    createdBy: String(r.created_by),
-  };
-}
-
-function toNodeRecord(r: Row): NodeRecord {
-  return {
-    name: String(r.name),
-    url: String(r.url),
-    state: r.state as NodeState,
-    labels: JSON.parse(String(r.labels)),
-    inventory: JSON.parse(String(r.inventory)),
-    joinedAt: new Date(Number(r.joined_at)).toISOString(),
-    updatedAt: new Date(Number(r.updated_at)).toISOString(),
-  };
-}
-
-function toConfigVersion(r: Row): ConfigVersion {
-  return {
-    version: Number(r.version),
-    config: JSON.parse(String(r.data)),
-    author: String(r.author),
-    createdAt: new Date(Number(r.created_at)).toISOString(),
-    action: String(r.action),
-  };
 }

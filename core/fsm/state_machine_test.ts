@@ -477,3 +477,31 @@ testWithTimeout({
   ]);
   assertEquals(fsm.joinTokens().map((t) => t.id), ["open", "later", "much"]);
 });
+
+testWithTimeout({
+  name: "appliers name what they changed; a rejected config write leaves the current version",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  const { fsm } = await fresh();
+  const heard: string[] = [];
+  fsm.onChange((c) => heard.push(c ? `${c.resource}:${c.name ?? ""}` : "all"));
+  const patch = cmd({ op: "config.patch", changes: { "cluster.name": "a" }, by: "t", at: 2 });
+  fsm.applyEntries([
+    patch,
+    cmd({ op: "image.create", image, by: "t", at: 3 }),
+    cmd({ op: "node.state", name: "nope", state: "cordoned", at: 4 }),
+  ]);
+  assertEquals(heard, ["config:", "image:img"], "rejected commands are silent");
+  const stale = cmd({
+    op: "config.rollback",
+    version: 1,
+    ifVersion: 1,
+    by: "t",
+    at: 5,
+  });
+  const r = fsm.applyEntries([stale]).get(stale.index)!;
+  assert(!r.ok && r.error.code === "conflict");
+  assertEquals(fsm.config().version, 2);
+  assertEquals(fsm.settings()["cluster.name"], "a");
+  fsm.close();
+});

@@ -1,0 +1,90 @@
+/** Long operations (migrations, drains, ...): progress and outcome, replicated. */
+import { NotFoundError } from "../errors/mod.ts";
+import type { Command, OperationRecord, OperationSpec, OperationState } from "./commands.ts";
+import * as config from "./config.ts";
+import {
+  type Applied,
+  applied,
+  DAY_MS,
+  iso,
+  type Resource,
+  type Row,
+  type Store,
+} from "./store.ts";
+
+const TABLE = {
+  name: "operations",
+  ddl:
+    `CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
+  progress TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);`,
+};
+
+function toOperationRecord(r: Row): OperationRecord {
+  return {
+    ...(JSON.parse(String(r.spec)) as OperationSpec),
+    state: r.state as OperationState,
+    progress: JSON.parse(String(r.progress)),
+    result: r.result ? JSON.parse(String(r.result)) : null,
+    error: (r.error as string | null) ?? null,
+    createdAt: iso(r.created_at),
+    updatedAt: iso(r.updated_at),
+  };
+}
+
+export function get(s: Store, id: string): OperationRecord | null {
+  const row = s.sql("SELECT * FROM operations WHERE id = ?").get(id) as Row | undefined;
+  return row ? toOperationRecord(row) : null;
+}
+
+/** The newest 1000 operations, newest first. */
+export function all(s: Store): OperationRecord[] {
+  return (s.sql("SELECT * FROM operations ORDER BY created_at DESC LIMIT 1000").all() as Row[])
+    .map(toOperationRecord);
+}
+
+function create(s: Store, c: Extract<Command, { op: "operation.create" }>): Applied {
+  s.sql(
+    "INSERT INTO operations (id, spec, state, progress, result, error, created_at, updated_at) VALUES (?, ?, 'running', '{}', NULL, NULL, ?, ?)",
+  ).run(c.operation.id, JSON.stringify(c.operation), c.at, c.at);
+  prune(s, c.at);
+  return applied(get(s, c.operation.id), { resource: "operation", name: c.operation.id });
+}
+
+function update(s: Store, c: Extract<Command, { op: "operation.update" }>): Applied {
+  const op = get(s, c.id);
+  if (!op) throw new NotFoundError("operation", c.id);
+  const changed = { resource: "operation", name: c.id } as const;
+  if (op.state !== "running") return applied(op, changed); // finished operations are immutable
+  s.sql(
+    "UPDATE operations SET state = ?, progress = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
+  ).run(
+    c.state ?? op.state,
+    JSON.stringify(c.progress ?? op.progress),
+    c.result ? JSON.stringify(c.result) : (op.result ? JSON.stringify(op.result) : null),
+    c.error ?? op.error,
+    c.at,
+    c.id,
+  );
+  return applied(get(s, c.id), changed);
+}
+
+/**
+ * Finished operations beyond operations.keepCount, or older than
+ * operations.keepDays, go; with the adding command's timestamp, so every
+ * replica removes the same rows.
+ */
+function prune(s: Store, at: number): void {
+  const r = config.retentionOf(config.settings(s));
+  const cutoff = r.operationDays > 0 ? at - r.operationDays * DAY_MS : Number.MIN_SAFE_INTEGER;
+  s.sql(
+    `DELETE FROM operations WHERE state != 'running' AND (updated_at < ? OR id IN (
+       SELECT id FROM operations WHERE state != 'running'
+       ORDER BY updated_at DESC, id DESC LIMIT -1 OFFSET ?))`,
+  ).run(cutoff, r.operationCount);
+}
+
+/** Operations. */
+export const resource: Resource<"operation.create" | "operation.update"> = {
+  tables: [TABLE],
+  appliers: { "operation.create": create, "operation.update": update },
+};

@@ -1,0 +1,174 @@
+/**
+ * Virtual machines: the operator's spec (desired state included) and what
+ * their host observes. Every applier names the VM it touched, so hosts hear
+ * of it (StateMachine.onVmChange) even when the command changed nothing.
+ */
+import { ConflictError, NotFoundError } from "../errors/mod.ts";
+import type { Command, VmRecord, VmSnapshot, VmSpec, VmState } from "./commands.ts";
+import * as images from "./images.ts";
+import { type Applied, applied, iso, type Resource, type Row, type Store } from "./store.ts";
+
+const TABLE = {
+  name: "vms",
+  ddl:
+    `CREATE TABLE IF NOT EXISTS vms (name TEXT PRIMARY KEY, spec TEXT NOT NULL, node TEXT, state TEXT NOT NULL,
+  reason TEXT, guest TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);`,
+};
+
+function toVmRecord(r: Row): VmRecord {
+  return {
+    ...(JSON.parse(String(r.spec)) as VmSpec),
+    node: (r.node as string | null) ?? null,
+    state: r.state as VmState,
+    reason: (r.reason as string | null) ?? null,
+    guest: r.guest ? JSON.parse(String(r.guest)) : null,
+    createdAt: iso(r.created_at),
+    updatedAt: iso(r.updated_at),
+  };
+}
+
+function specOf(vm: VmRecord): VmSpec {
+  const { state: _s, reason: _r, guest: _g, createdAt: _c, updatedAt: _u, ...spec } = vm;
+  return spec;
+}
+
+export function all(s: Store): VmRecord[] {
+  return (s.sql("SELECT * FROM vms ORDER BY name").all() as Row[]).map(toVmRecord);
+}
+
+export function get(s: Store, name: string): VmRecord | null {
+  const row = s.sql("SELECT * FROM vms WHERE name = ?").get(name) as Row | undefined;
+  return row ? toVmRecord(row) : null;
+}
+
+/** The outcome of a VM command: its value, and the VM it touched. */
+function touched(name: string, value: unknown): Applied {
+  return applied(value, { resource: "vm", name });
+}
+
+function writeSpec(s: Store, spec: VmSpec, at: number): void {
+  s.sql("UPDATE vms SET spec = ?, updated_at = ? WHERE name = ?").run(
+    JSON.stringify(spec),
+    at,
+    spec.name,
+  );
+}
+
+function create(s: Store, c: Extract<Command, { op: "vm.create" }>): Applied {
+  const spec = c.vm;
+  if (get(s, spec.name)) throw new ConflictError(`VM "${spec.name}" already exists`);
+  if (!images.get(s, spec.image)) throw new NotFoundError("image", spec.image);
+  const state: VmState = spec.node ? "scheduled" : "pending";
+  s.sql(
+    "INSERT INTO vms (name, spec, node, state, reason, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?)",
+  ).run(spec.name, JSON.stringify(spec), spec.node, state, c.at, c.at);
+  return touched(spec.name, get(s, spec.name));
+}
+
+function setDesired(s: Store, c: Extract<Command, { op: "vm.desired" }>): Applied {
+  const { name, desired } = c;
+  const vm = get(s, name);
+  if (!vm) throw new NotFoundError("vm", name);
+  if (vm.template && desired === "running") {
+    throw new ConflictError(`"${name}" is a template; clone it to run it`);
+  }
+  if (desired === "deleted" && !vm.node) {
+    s.sql("DELETE FROM vms WHERE name = ?").run(name);
+    return touched(name, { name, deleted: true });
+  }
+  const spec: VmSpec = { ...specOf(vm), desired, force: !!c.force };
+  if (desired === "deleted") spec.keepDisks = !!c.keepDisks;
+  writeSpec(s, spec, c.at);
+  return touched(name, get(s, name));
+}
+
+function update(s: Store, c: Extract<Command, { op: "vm.update" }>): Applied {
+  const vm = get(s, c.name);
+  if (!vm) throw new NotFoundError("vm", c.name);
+  if (vm.desired === "deleted") throw new ConflictError(`VM "${c.name}" is being deleted`);
+  writeSpec(s, { ...specOf(vm), ...c.changes }, c.at);
+  return touched(c.name, get(s, c.name));
+}
+
+/** A host reports what it sees; reports from a host the VM is not placed on are ignored. */
+function observe(s: Store, c: Extract<Command, { op: "vm.observed" }>): Applied {
+  const vm = get(s, c.name);
+  if (!vm || vm.node !== c.node) return touched(c.name, null);
+  const guest = c.guest === undefined ? vm.guest : c.guest;
+  s.sql("UPDATE vms SET state = ?, reason = ?, guest = ?, updated_at = ? WHERE name = ?").run(
+    c.state,
+    c.reason ?? null,
+    guest ? JSON.stringify(guest) : null,
+    c.at,
+    c.name,
+  );
+  return touched(c.name, get(s, c.name));
+}
+
+/** Re-homes a VM; a no-op unless it is still where the proposer saw it (idempotent, race-safe). */
+function move(
+  s: Store,
+  c: { name: string; from: string; to: string; at: number },
+  state: VmState,
+  reason: string | null,
+): Applied {
+  const vm = get(s, c.name);
+  if (!vm || vm.node !== c.from) return touched(c.name, null);
+  const spec: VmSpec = { ...specOf(vm), node: c.to, migration: null };
+  s.sql(
+    "UPDATE vms SET spec = ?, node = ?, state = ?, reason = ?, guest = NULL, updated_at = ? WHERE name = ?",
+  ).run(JSON.stringify(spec), c.to, state, reason, c.at, c.name);
+  return touched(c.name, get(s, c.name));
+}
+
+function changeSnapshots(
+  s: Store,
+  c: { name: string; node: string; at: number },
+  change: (list: VmSnapshot[]) => VmSnapshot[],
+): Applied {
+  const vm = get(s, c.name);
+  if (!vm) throw new NotFoundError("vm", c.name);
+  if (vm.node !== c.node) throw new ConflictError(`VM "${c.name}" is not on ${c.node}`);
+  writeSpec(s, { ...specOf(vm), snapshots: change(vm.snapshots) }, c.at);
+  return touched(c.name, get(s, c.name));
+}
+
+function remove(s: Store, c: Extract<Command, { op: "vm.remove" }>): Applied {
+  const vm = get(s, c.name);
+  if (!vm || vm.node !== c.node || vm.desired !== "deleted") return touched(c.name, null);
+  s.sql("DELETE FROM vms WHERE name = ?").run(c.name);
+  return touched(c.name, { name: c.name, deleted: true });
+}
+
+/** Virtual machines. */
+export const resource: Resource<
+  | "vm.create"
+  | "vm.desired"
+  | "vm.update"
+  | "vm.observed"
+  | "vm.migrated"
+  | "vm.moved"
+  | "vm.snapshot.add"
+  | "vm.snapshot.remove"
+  | "vm.remove"
+> = {
+  tables: [TABLE],
+  appliers: {
+    "vm.create": create,
+    "vm.desired": setDesired,
+    "vm.update": update,
+    "vm.observed": observe,
+    "vm.migrated": (s, c) => move(s, c, "running", null),
+    "vm.moved": (s, c) => move(s, c, "scheduled", c.reason),
+    "vm.snapshot.add": (s, c) =>
+      changeSnapshots(s, c, (list) => {
+        if (list.some((x) => x.name === c.snapshot.name)) {
+          throw new ConflictError(`snapshot "${c.snapshot.name}" already exists`);
+        }
+        return [...list, c.snapshot];
+      }),
+    "vm.snapshot.remove": (s, c) =>
+      changeSnapshots(s, c, (list) => list.filter((x) => x.name !== c.snapshot)),
+    "vm.remove": remove,
+  },
+};
