@@ -18,6 +18,7 @@ import type { Migrator, VmHost } from "../host/mod.ts";
 import { operationRoutes } from "./routes/operations.ts";
 import { auditRequests } from "./audit.ts";
 import { auditRoutes } from "./routes/audit.ts";
+import { tokenRoutes } from "./routes/tokens.ts";
 
 export interface AppDeps {
   blobs: BlobStore;
@@ -49,6 +50,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/operations", operationRoutes(node, deps.migrator));
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
   app.route("/api/v1/audit", auditRoutes(node));
+  app.route("/api/v1/tokens", tokenRoutes(node));
 
   app.notFound((c) =>
     errorResponse(c, new NotFoundError("route", `${c.req.method} ${c.req.path}`))

@@ -9,19 +9,35 @@ import type { Env } from "./context.ts";
 
 const RANK: Record<Role, number> = { viewer: 1, operator: 2, admin: 3 };
 
+/**
+ * Authenticates the request's bearer token: sets `principal`, or answers 401
+ * for a missing, unknown (never issued, revoked, rotated away) or expired
+ * token. Expiry is checked on every request against this node's clock.
+ */
 export function bearerAuth(node: ClusterNode): MiddlewareHandler<Env> {
   return async (c, next) => {
     const header = c.req.header("authorization") ?? "";
     const m = /^Bearer\s+(\S+)$/i.exec(header);
     if (!m) throw new UnauthorizedError("missing bearer token in Authorization header");
-    const found = node.fsm.apiTokenByHash(sha256Hex(m[1]));
-    if (!found) throw new UnauthorizedError("invalid API token");
-    c.set("principal", found);
+    const found = node.fsm.checkApiToken(sha256Hex(m[1]), Date.now());
+    if (!found.ok) {
+      throw new UnauthorizedError(
+        found.reason === "expired"
+          ? `token expired (token "${found.name}" expired at ${found.expiresAt})`
+          : "invalid API token",
+      );
+    }
+    c.set("principal", found.principal);
     await next();
   };
 }
 
-/** Viewers may read; writes need operator; cluster membership and config need admin. */
+/**
+ * Viewers may read. Operators drive VMs, images, groups, snapshots,
+ * migrations, operations and node maintenance (cordon, drain, evacuate).
+ * Admins alone change membership (join tokens, member removal, leadership),
+ * the configuration and API tokens.
+ */
 export function requireRole(role: Role): MiddlewareHandler<Env> {
   return async (c, next) => {
     const p = c.get("principal");

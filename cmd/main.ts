@@ -11,6 +11,7 @@ import { configCommand } from "./config.ts";
 import { imageCommand } from "./image.ts";
 import { vmCommand } from "./vm.ts";
 import { auditCommand } from "./audit.ts";
+import { tokenCommand } from "./token.ts";
 
 export function buildProgram(): Command {
   const program = new Command("novactl")
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   program.addCommand(operationCommand());
   program.addCommand(hostCommand());
   program.addCommand(auditCommand());
+  program.addCommand(tokenCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.
   const override = (cmd: Command) => {
     cmd.exitOverride();

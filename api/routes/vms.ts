@@ -192,15 +192,21 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
     return c.json(await markTemplate(node, c.req.param("name"), who(c)));
   });
 
-  app.get("/:name/console", hostOnly(node, { timeoutMs: null }), async (c) => {
-    const bytes = Math.min(Number(c.req.query("bytes") ?? 65_536) || 65_536, 16 << 20);
-    const name = c.req.param("name");
-    const headers = { "content-type": "text/plain; charset=utf-8" };
-    if (c.req.query("follow") === "true") {
-      return new Response(await host.followConsole(name, c.req.raw.signal, bytes), { headers });
-    }
-    return new Response(await host.console(name, bytes), { headers });
-  });
+  // The serial console can show what guests print (passwords, keys): not for viewers.
+  app.get(
+    "/:name/console",
+    requireRole("operator"),
+    hostOnly(node, { timeoutMs: null }),
+    async (c) => {
+      const bytes = Math.min(Number(c.req.query("bytes") ?? 65_536) || 65_536, 16 << 20);
+      const name = c.req.param("name");
+      const headers = { "content-type": "text/plain; charset=utf-8" };
+      if (c.req.query("follow") === "true") {
+        return new Response(await host.followConsole(name, c.req.raw.signal, bytes), { headers });
+      }
+      return new Response(await host.console(name, bytes), { headers });
+    },
+  );
 
   app.get("/:name/snapshots", (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }));
 

@@ -60,7 +60,31 @@ export type Command =
   }
   | { op: "config.replace"; config: ClusterConfig; ifVersion?: number; by: string; at: number }
   | { op: "config.rollback"; version: number; ifVersion?: number; by: string; at: number }
-  | { op: "apiToken.create"; hash: string; name: string; role: Role; by: string; at: number }
+  | {
+    op: "apiToken.create";
+    /** SHA-256 (hex) of the secret: the secret itself is never replicated. */
+    hash: string;
+    name: string;
+    role: Role;
+    /** Epoch ms after which the token is refused; null or absent: never. */
+    expiresAt?: number | null;
+    by: string;
+    at: number;
+  }
+  /** Deletes the token named `name`: its secret is refused from the next request on. */
+  | { op: "apiToken.revoke"; name: string; by: string; at: number }
+  /**
+   * Gives the token named `name` a new secret (same name and role); the old
+   * secret is refused from then on. `expiresAt` absent keeps the old expiry.
+   */
+  | {
+    op: "apiToken.rotate";
+    name: string;
+    hash: string;
+    expiresAt?: number | null;
+    by: string;
+    at: number;
+  }
   | { op: "image.create"; image: ImageSpec; by: string; at: number }
   | { op: "image.delete"; name: string; at: number }
   | { op: "vm.create"; vm: VmSpec; at: number; by: string }

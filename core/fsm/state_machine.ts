@@ -51,7 +51,8 @@ export type { Member } from "./members.ts";
 export type { NodeRecord } from "./nodes.ts";
 export type { ConfigRetention, ConfigVersion } from "./config.ts";
 export { describeRetention } from "./config.ts";
-export type { Principal } from "./tokens.ts";
+export type { Principal, TokenCheck, TokenView } from "./tokens.ts";
+export { BOOTSTRAP_TOKEN_NAME, ROLES, TOKEN_NAME, TOKEN_NAME_RULE } from "./tokens.ts";
 export type { JoinTokenView } from "./join_tokens.ts";
 export type { Applied, Changed } from "./store.ts";
 
@@ -274,8 +275,23 @@ export class StateMachine {
     return audit.list(this.#store, q);
   }
 
+  /** The principal of the token whose secret hashes to `hash` (expired or not), or null. */
   apiTokenByHash(hash: string): tokens.Principal | null {
     return tokens.byHash(this.#store, hash);
+  }
+
+  /** Checks a presented token (by the hash of its secret) at `now`: live, expired or unknown. */
+  checkApiToken(hash: string, now: number): tokens.TokenCheck {
+    return tokens.check(this.#store, hash, now);
+  }
+
+  /** Every API token (never a secret or hash). */
+  apiTokens(): tokens.TokenView[] {
+    return tokens.all(this.#store);
+  }
+
+  apiToken(name: string): tokens.TokenView | null {
+    return tokens.get(this.#store, name);
   }
 
   joinTokens(): joinTokens.JoinTokenView[] {
