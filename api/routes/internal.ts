@@ -75,6 +75,13 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
         403,
       );
     }
+    if (command.op === "audit.append" && command.records?.some((r) => r.node !== from)) {
+      // A member records only what it served or did itself.
+      return c.json(
+        { error: { code: "forbidden", message: "audit records of another node" } },
+        403,
+      );
+    }
     const { value, index } = await node.proposeIndexed(command);
     return c.json({ result: value, index });
   });
