@@ -4,6 +4,16 @@ import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printTable, render } from "./output.ts";
 import { parseSince } from "../api/routes/audit.ts";
 import type { AuditEntry } from "../core/fsm/mod.ts";
+import { NovaError } from "../core/errors/mod.ts";
+
+/** `--since` as epoch ms; a value it cannot read is bad usage (exit 2). */
+function sinceOf(since: string): number {
+  try {
+    return parseSince(since, Date.now());
+  } catch (err) {
+    throw new NovaError("usage", `--since: ${(err as Error).message.replace(/^since: /, "")}`);
+  }
+}
 
 export function auditCommand(): Command {
   const cmd = new Command("audit").description("the audit log of requests and cluster actions");
@@ -19,7 +29,7 @@ export function auditCommand(): Command {
     ) => {
       const q = new URLSearchParams({ limit: String(opts.limit) });
       // An age counts back from this machine's clock: the user's "last hour".
-      if (opts.since) q.set("since", new Date(parseSince(opts.since, Date.now())).toISOString());
+      if (opts.since) q.set("since", new Date(sinceOf(opts.since)).toISOString());
       if (opts.principal) q.set("principal", opts.principal);
       if (opts.resource) q.set("resource", opts.resource);
       const r = await clientOf(opts).get<{ entries: AuditEntry[] }>(`/api/v1/audit?${q}`);
