@@ -1,6 +1,7 @@
-import { assertEquals } from "../testing/assert.ts";
+import { assert, assertEquals } from "../testing/assert.ts";
 import { AuditBuffer, auditBufferOf } from "./audit.ts";
 import { drainNode } from "./drain_service.ts";
+import { applyRebalance, rebalancePlan } from "./rebalancer.ts";
 import { LeaseTable } from "./lease.ts";
 import { TestCluster } from "../testing/test_cluster.ts";
 import type { ClusterNode } from "./node.ts";
@@ -103,6 +104,38 @@ testWithTimeout({
       "n1",
       "SYSTEM",
     ]);
+  } finally {
+    hosts.stop();
+    await c.stop();
+  }
+});
+
+testWithTimeout({
+  name: "audit: each move of a rebalance is recorded as system:rebalance",
+  timeoutMs: 2 * MINUTE,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const c = await TestCluster.start({ memoryMiB: 4_096 });
+  const hosts = c.completeMigrations();
+  try {
+    await c.addHost("n2", { memoryMiB: 4_096 });
+    for (const name of ["r1", "r2", "r3", "r4"]) await c.vm({ name, node: "n2", memoryMiB: 1_024 });
+    const plan = rebalancePlan(c.node);
+    const op = await applyRebalance(c.node, plan, "ops");
+    await c.until(
+      "the rebalance to finish",
+      () => c.node.fsm.operation(op.id)?.state !== "running",
+    );
+    await auditBufferOf(c.node).flush();
+    const recorded = () => c.node.fsm.auditEntries({ principal: "system:rebalance" });
+    await c.until("the records committed", () => recorded().length === plan.moves.length);
+    assert(plan.moves.length > 0);
+    assertEquals(
+      recorded().map((e) => e.resource).sort(),
+      plan.moves.map((m) => `vm/${m.vm}`).sort(),
+    );
+    for (const e of recorded()) assertEquals([e.route, e.node], ["rebalance.move", "n1"]);
   } finally {
     hosts.stop();
     await c.stop();
