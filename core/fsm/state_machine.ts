@@ -275,11 +275,6 @@ export class StateMachine {
     return audit.list(this.#store, q);
   }
 
-  /** The principal of the token whose secret hashes to `hash` (expired or not), or null. */
-  apiTokenByHash(hash: string): tokens.Principal | null {
-    return tokens.byHash(this.#store, hash);
-  }
-
   /** Checks a presented token (by the hash of its secret) at `now`: live, expired or unknown. */
   checkApiToken(hash: string, now: number): tokens.TokenCheck {
     return tokens.check(this.#store, hash, now);

@@ -115,12 +115,6 @@ export function check(s: Store, hash: string, now: number): TokenCheck {
   return { ok: true, principal: { name: t.name, role: t.role } };
 }
 
-/** The principal of the token whose secret hashes to `hash`, expired or not, or null. */
-export function byHash(s: Store, hash: string): Principal | null {
-  const t = lookup(s, hash);
-  return t ? { name: t.name, role: t.role } : null;
-}
-
 function toView(r: Row): TokenView {
   return {
     name: String(r.name),

@@ -1,0 +1,161 @@
+/**
+ * Who may call which route: a table with every route of the app (a new route
+ * missing from it fails the test), checked by calling each route with every
+ * role. The role below the required one gets 403, the required one gets past
+ * the check (whatever the handler then answers, never 401 or 403), and no
+ * token gets 401. Requests aim at things that do not exist, so the allowed
+ * calls change nothing that matters.
+ */
+import { assert, assertEquals } from "../core/testing/assert.ts";
+import { TestCluster } from "../core/testing/test_cluster.ts";
+import { LeaseTable } from "../core/cluster/mod.ts";
+import { BlobStore } from "../host/storage/mod.ts";
+import type { Migrator, VmHost } from "../host/mod.ts";
+import type { Role } from "../core/fsm/mod.ts";
+import { createApp } from "./app.ts";
+import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
+
+/** Required role per route ("none": no bearer token; "peer": internal, not for tokens). */
+const ROUTES: Record<string, Role | "none" | "peer"> = {
+  "GET /healthz": "none",
+  "GET /readyz": "none",
+  "GET /metrics": "none",
+  "POST /internal/raft": "peer",
+  "POST /internal/raft/snapshot": "peer",
+  "POST /internal/propose": "peer",
+  "POST /internal/lease": "peer",
+  "POST /internal/host/migrations/:op/prepare": "peer",
+  "POST /internal/host/migrations/:op/finish": "peer",
+  "POST /internal/host/migrations/:op/console": "peer",
+  "POST /internal/host/migrations/:op/abort": "peer",
+  "POST /internal/host/migrations/:op/receive": "peer",
+  "GET /internal/host/volumes/:vm/:disk": "peer",
+  "GET /internal/blobs/:sha256": "peer",
+  // Joiners authenticate with the join token in the body.
+  "POST /api/v1/cluster/join": "none",
+  "GET /api/v1/cluster": "viewer",
+  "POST /api/v1/cluster/tokens": "admin",
+  "GET /api/v1/cluster/tokens": "admin",
+  "DELETE /api/v1/cluster/members/:name": "admin",
+  "POST /api/v1/cluster/rebalance": "operator",
+  "POST /api/v1/cluster/transfer-leader": "admin",
+  "GET /api/v1/config": "viewer",
+  "GET /api/v1/config/history": "viewer",
+  "GET /api/v1/config/:key": "viewer",
+  "PUT /api/v1/config": "admin",
+  "PATCH /api/v1/config": "admin",
+  "PUT /api/v1/config/:key": "admin",
+  "POST /api/v1/config/rollback": "admin",
+  "GET /api/v1/nodes": "viewer",
+  "GET /api/v1/nodes/:name": "viewer",
+  "POST /api/v1/nodes/:name/cordon": "operator",
+  "POST /api/v1/nodes/:name/uncordon": "operator",
+  "POST /api/v1/nodes/:name/drain": "operator",
+  "POST /api/v1/nodes/:name/evacuate": "operator",
+  "GET /api/v1/images": "viewer",
+  "GET /api/v1/images/:name": "viewer",
+  "POST /api/v1/images": "operator",
+  "DELETE /api/v1/images/:name": "operator",
+  "POST /api/v1/images/:name/pull": "operator",
+  "GET /api/v1/vms": "viewer",
+  "GET /api/v1/vms/:name": "viewer",
+  "GET /api/v1/vms/:name/wait": "viewer",
+  "POST /api/v1/vms": "operator",
+  "POST /api/v1/vms/:name/start": "operator",
+  "POST /api/v1/vms/:name/stop": "operator",
+  "POST /api/v1/vms/:name/restart": "operator",
+  "DELETE /api/v1/vms/:name": "operator",
+  "POST /api/v1/vms/:name/resize": "operator",
+  "POST /api/v1/vms/:name/clone": "operator",
+  "POST /api/v1/vms/:name/migrate": "operator",
+  "POST /api/v1/vms/:name/template": "operator",
+  "GET /api/v1/vms/:name/console": "operator",
+  "GET /api/v1/vms/:name/snapshots": "viewer",
+  "POST /api/v1/vms/:name/snapshots": "operator",
+  "POST /api/v1/vms/:name/snapshots/:snap/restore": "operator",
+  "DELETE /api/v1/vms/:name/snapshots/:snap": "operator",
+  "GET /api/v1/groups": "viewer",
+  "GET /api/v1/groups/:name": "viewer",
+  "POST /api/v1/groups": "operator",
+  "DELETE /api/v1/groups/:name": "operator",
+  "GET /api/v1/operations": "viewer",
+  "GET /api/v1/operations/:id": "viewer",
+  "GET /api/v1/operations/:id/wait": "viewer",
+  "POST /api/v1/operations/:id/abort": "operator",
+  "PUT /api/v1/blobs/:sha256": "operator",
+  "GET /api/v1/tokens": "admin",
+  "POST /api/v1/tokens": "admin",
+  "DELETE /api/v1/tokens/:name": "admin",
+  "POST /api/v1/tokens/:name/rotate": "admin",
+};
+
+/** Fills a route's parameters with names that exist nowhere. */
+function concrete(path: string): string {
+  return path.replace(/:key/, "no.such.key").replace(/:sha256/, "0".repeat(64))
+    .replace(/:[a-z0-9]+/gi, "ghost");
+}
+
+const BELOW: Record<Role, Role | null> = { viewer: null, operator: "viewer", admin: "operator" };
+
+/** The host side is not under test: any use of it fails the call (500), never a role check. */
+function notUsedHere<T>(what: string): T {
+  return new Proxy({}, {
+    get: (_t, prop) => {
+      throw new Error(`${what}.${String(prop)} used by a route under test`);
+    },
+  }) as T;
+}
+
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
+  name: "API: every route requires the role the table names",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async (t) => {
+  const c = await TestCluster.start();
+  const app = createApp(c.node, {
+    blobs: await new BlobStore(`${c.dataDir}/blobs`).init(),
+    leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),
+    host: notUsedHere<VmHost>("host"),
+    migrator: notUsedHere<Migrator>("migrator"),
+  });
+  const tokens: Record<Role, string> = {
+    admin: c.adminToken,
+    operator: await c.token("operator"),
+    viewer: await c.token("viewer"),
+  };
+  const call = async (method: string, path: string, token?: string) => {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const body = method === "GET" ? undefined : "{}";
+    const res = await app.request(path, { method, headers, body });
+    await res.body?.cancel();
+    return res.status;
+  };
+  try {
+    await t.step("the table lists every route of the app", () => {
+      const routes = [
+        ...new Set(
+          app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`),
+        ),
+      ];
+      assertEquals(routes.filter((r) => !(r in ROUTES)), [], "routes missing from the table");
+      assertEquals(Object.keys(ROUTES).filter((r) => !routes.includes(r)), [], "stale entries");
+    });
+
+    for (const [route, role] of Object.entries(ROUTES)) {
+      if (role === "none" || role === "peer") continue;
+      await t.step(`${route}: ${role}`, async () => {
+        const [method, pattern] = route.split(" ");
+        const path = concrete(pattern);
+        assertEquals(await call(method, path), 401, "no token");
+        const below = BELOW[role];
+        if (below) assertEquals(await call(method, path, tokens[below]), 403, below);
+        const status = await call(method, path, tokens[role]);
+        assert(status !== 401 && status !== 403, `${role} got ${status}`);
+      });
+    }
+  } finally {
+    await c.stop();
+  }
+});
