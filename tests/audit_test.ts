@@ -128,8 +128,9 @@ testWithTimeout({
         );
         const r = byId(refusedId)[0];
         assertEquals(
-          [r.principal, r.role, r.source, r.resource, r.code],
-          ["auditor-view", "viewer", CLIENT_ADDR, "vm/web2", 403],
+          [r.principal, r.role, r.source, r.resource, r.code, r.node],
+          ["auditor-view", "viewer", CLIENT_ADDR, "vm/web2", 403, front],
+          "the follower refused it itself; its record reached the log through the leader",
         );
       },
     );
