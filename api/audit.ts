@@ -26,6 +26,9 @@ const MUTATING = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 /** Bodies up to this size are peeked at for the target's name (`POST /vms {"name": ...}`). */
 const MAX_PEEK_BYTES = 64 << 10;
 
+/** How long a record waits for its body copy before naming the target by its kind alone. */
+const PEEK_WAIT_MS = 2_000;
+
 /** Plural path segments and the resource kind they hold. */
 const KINDS: Record<string, string> = {
   vms: "vm",
@@ -61,7 +64,7 @@ export function auditRequests(node: ClusterNode): MiddlewareHandler<Env> {
       c.res.headers.delete(AUDITED_HEADER); // the member we forwarded to recorded it
     } else {
       const principal = c.get("principal");
-      auditBufferOf(node).record({
+      const record = {
         at: Date.now(),
         principal: principal?.name ?? "anonymous",
         role: principal?.role ?? null,
@@ -71,11 +74,14 @@ export function auditRequests(node: ClusterNode): MiddlewareHandler<Env> {
         method: c.req.method,
         route: routePattern(c),
         path: c.req.path,
-        resource: resourceOf(c.req.path, await body),
         code: c.res.status,
         ms,
         detail: null,
-      });
+      };
+      // The answer does not wait for the body copy: a refused client may never finish sending.
+      void settled(body, PEEK_WAIT_MS).then((b) =>
+        auditBufferOf(node).record({ ...record, resource: resourceOf(record.path, b) })
+      );
       if (c.get("peer")) setHeader(c, AUDITED_HEADER, node.id);
     }
     setHeader(c, REQUEST_ID_HEADER, requestId);
@@ -155,6 +161,13 @@ function concat(chunks: Uint8Array[], size: number): Uint8Array {
     at += c.byteLength;
   }
   return all;
+}
+
+/** `p`'s value, or null once `ms` passed first. */
+function settled<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((r) => timer = setTimeout(() => r(null), ms));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 function decode(seg: string): string {

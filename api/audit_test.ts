@@ -160,6 +160,41 @@ testWithTimeout(
   },
 );
 
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "audit API: a refused client that never finishes its body is answered and recorded",
+    ...opts,
+  },
+  async () => {
+    const { c, entries } = await harness();
+    const app = createApp(c.node, {
+      blobs: await new BlobStore(`${c.dataDir}/blobs2`).init(),
+      leases: new LeaseTable(() => null),
+      host: notUsedHere<VmHost>("host"),
+      migrator: notUsedHere<Migrator>("migrator"),
+    });
+    let feed: ReadableStreamDefaultController<Uint8Array> | undefined;
+    const body = new ReadableStream<Uint8Array>({ start: (ctl) => void (feed = ctl) });
+    feed!.enqueue(new TextEncoder().encode('{"name": "slow'));
+    try {
+      const res = await app.request("/api/v1/vms", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
+      assertEquals(res.status, 401, "answered while the body is still open");
+      await res.body?.cancel();
+      await c.until("the record", () => c.node.fsm.auditEntries().length > 0, 30_000);
+      const [e] = await entries();
+      assertEquals([e.principal, e.code, e.resource], ["anonymous", 401, "vm"]);
+    } finally {
+      feed!.close();
+      await c.stop();
+    }
+  },
+);
+
 testWithTimeout({ timeoutMs: MINUTE, name: "audit: resource and since parsing" }, () => {
   assertEquals(resourceOf("/api/v1/vms/web1/snapshots/s1", null), "vm/web1");
   assertEquals(resourceOf("/api/v1/vms", { name: "db" }), "vm/db");
