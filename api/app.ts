@@ -16,6 +16,8 @@ import { groupRoutes } from "./routes/groups.ts";
 import type { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
 import { operationRoutes } from "./routes/operations.ts";
+import { auditRequests } from "./audit.ts";
+import { auditRoutes } from "./routes/audit.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 
 export interface AppDeps {
@@ -36,6 +38,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
     metrics.httpSeconds.observe({ method: c.req.method, route }, (performance.now() - t0) / 1000);
   });
 
+  app.use("/api/v1/*", auditRequests(node));
   app.route("/", healthRoutes(node));
   app.route("/internal", internalRoutes(node, deps));
   app.route("/api/v1/cluster", clusterRoutes(node));
@@ -46,6 +49,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/groups", groupRoutes(node));
   app.route("/api/v1/operations", operationRoutes(node, deps.migrator));
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
+  app.route("/api/v1/audit", auditRoutes(node));
   app.route("/api/v1/tokens", tokenRoutes(node));
 
   app.notFound((c) =>

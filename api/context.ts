@@ -7,4 +7,15 @@ export interface Principal {
   role: Role;
 }
 
-export type Env = { Variables: { principal: Principal; node: ClusterNode } };
+export type Env = {
+  Variables: {
+    principal: Principal;
+    node: ClusterNode;
+    /** The member that forwarded this request, once authenticated (api/remote.ts). */
+    peer: string | undefined;
+    /** The client's address as the server layer saw it (api/remote.ts). */
+    remoteAddr: string | undefined;
+    /** This request's id, answered as `x-request-id` (api/audit.ts). */
+    requestId: string;
+  };
+};

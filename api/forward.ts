@@ -13,6 +13,7 @@ import {
 } from "../core/errors/mod.ts";
 import type { ClusterNode } from "../core/cluster/mod.ts";
 import type { Env } from "./context.ts";
+import { forwardingHeaders } from "./remote.ts";
 
 export const FORWARDED_HEADER = "x-novactl-forwarded-by";
 
@@ -49,6 +50,7 @@ export async function forwardTo(
   const headers = new Headers(c.req.raw.headers);
   for (const h of HOP_HEADERS) headers.delete(h);
   headers.set(FORWARDED_HEADER, self);
+  for (const [k, v] of Object.entries(forwardingHeaders(c as Context<Env>))) headers.set(k, v);
   const method = c.req.method;
   const body = method === "GET" || method === "HEAD" ? undefined : await c.req.arrayBuffer();
   let res: Response;

@@ -87,6 +87,8 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   "POST /api/v1/tokens": "admin",
   "DELETE /api/v1/tokens/:name": "admin",
   "POST /api/v1/tokens/:name/rotate": "admin",
+  // It names every token, client address and target: not for viewers.
+  "GET /api/v1/audit": "admin",
 };
 
 /** Fills a route's parameters with names that exist nowhere. */

@@ -10,6 +10,7 @@ import { clusterCommand } from "./cluster.ts";
 import { configCommand } from "./config.ts";
 import { imageCommand } from "./image.ts";
 import { vmCommand } from "./vm.ts";
+import { auditCommand } from "./audit.ts";
 import { tokenCommand } from "./token.ts";
 
 export function buildProgram(): Command {
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   program.addCommand(groupCommand());
   program.addCommand(operationCommand());
   program.addCommand(hostCommand());
+  program.addCommand(auditCommand());
   program.addCommand(tokenCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.
   const override = (cmd: Command) => {

@@ -8,6 +8,7 @@ import { zodToValidationError } from "../api/errors.ts";
 import { labelsSchema } from "../core/fsm/command_schemas.ts";
 import {
   ADMIN_TOKEN_FILE,
+  auditSystem,
   bootstrapCluster,
   ClusterNode,
   collectInventory,
@@ -363,6 +364,7 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
     config: () => node.fsm.settings(),
     onVmChange: (listener) => node.fsm.onVmChange(listener),
     report: (command, opts) => submitToLeader(node, command, opts),
+    audit: (action, resource, detail) => auditSystem(node, action, resource, detail),
     pullImage: async (name) => {
       const image = node.fsm.image(name);
       await pullImage(node, blobs, name);

@@ -39,6 +39,8 @@ export interface HostCluster {
   /** Proposes through the leader; rejects when there is none. */
   /** `readOwnWrite: false` skips waiting for the local replica to apply it (latency-critical steps). */
   report(command: Command, opts?: { readOwnWrite?: boolean }): Promise<unknown>;
+  /** Audits an action this host took on its own (principal: system:<action prefix>). */
+  audit?(action: string, resource: string, detail: string): void;
   /** Makes the image's files present here; returns their local paths. */
   pullImage(name: string): Promise<{ kernel?: string; initrd?: string; disk?: string }>;
 }
@@ -167,6 +169,7 @@ export class VmHost {
       const vm = this.cluster.vm(name);
       if (!vm?.ha || rt.expectedExit || !rt.qemu.alive()) continue;
       log.warn("lease lost: fencing HA VM", { vm: name, pid: rt.qemu.pid });
+      this.cluster.audit?.("fencing.kill", `vm/${name}`, "lease lost: HA VM killed");
       rt.expectedExit = true;
       try {
         Deno.kill(rt.qemu.pid, "SIGKILL");

@@ -63,7 +63,15 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
       );
     }
     // Schema-checked (caps included) before it can reach the log: a 400 names the field.
-    const { value, index } = await node.proposeIndexed(parsePeerCommand(raw));
+    const command = parsePeerCommand(raw);
+    if (command.op === "audit.append" && command.records.some((r) => r.node !== from)) {
+      // A member records only what it served or did itself.
+      return c.json(
+        { error: { code: "forbidden", message: "audit records of another node" } },
+        403,
+      );
+    }
+    const { value, index } = await node.proposeIndexed(command);
     return c.json({ result: value, index });
   });
 

@@ -5,6 +5,7 @@
  * restart its shared-disk VMs elsewhere). A VM that cannot move is reported
  * in the operation's result, never dropped.
  */
+import { auditSystem } from "./audit.ts";
 import type { ClusterNode } from "./node.ts";
 import type { NodeState, OperationRecord, VmRecord } from "../fsm/mod.ts";
 import { ConflictError, NotFoundError } from "../errors/mod.ts";
@@ -74,6 +75,7 @@ async function runDrain(
       } catch (err) {
         failed[vm.name] = (err as Error).message;
       }
+      auditSystem(node, `${mode}.move`, `vm/${vm.name}`, failed[vm.name] ?? `to ${moved[vm.name]}`);
       await node.propose({
         op: "operation.update",
         id: op.id,

@@ -10,6 +10,7 @@ import type { ClusterNode } from "./node.ts";
 import type { LeaseTable } from "./lease.ts";
 import type { VmRecord } from "../fsm/mod.ts";
 import { log } from "../log/mod.ts";
+import { auditSystem } from "./audit.ts";
 import { explain, place } from "../scheduler/mod.ts";
 import { hostViews, placementRequestOf, serializedDecision } from "./vm_service.ts";
 
@@ -191,6 +192,7 @@ export class HaManager {
         reason: `HA restart: ${cause.why}`,
         at: Date.now(),
       });
+      auditSystem(this.node, "ha.restart", `vm/${vm.name}`, `to ${placed.node}: ${cause.why}`);
     });
   }
 }

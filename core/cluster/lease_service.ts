@@ -10,6 +10,7 @@ import { bootTimeMs, type LeaseHolder, type LeaseTable, safetyMarginMs } from ".
 import { PEER_SECRET_HEADER } from "../peer/mod.ts";
 import { UnavailableError } from "../errors/mod.ts";
 import { log } from "../log/mod.ts";
+import { auditSystem } from "./audit.ts";
 
 /** The host's fencing device, as the renewal loop sees it. */
 export interface Fencer {
@@ -82,6 +83,7 @@ export function keepLeaseRenewed(
     const leaseMs = node.fsm.settings()["ha.leaseMs"];
     const interval = node.fsm.settings()["nodes.heartbeatIntervalMs"];
     pausedUntil = bootTimeMs() + leaseMs + safetyMarginMs(leaseMs) + 2 * interval;
+    auditSystem(node, "fencing.giveUpLease", `node/${node.id}`, "fencing watchdog lost");
     log.warn("fencing watchdog lost: giving up the lease", {
       renewingInMs: pausedUntil - bootTimeMs(),
     });

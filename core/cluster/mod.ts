@@ -13,3 +13,4 @@ export * from "./migration_service.ts";
 export * from "./drain_service.ts";
 export * from "./rebalancer.ts";
 export * from "./operation_service.ts";
+export * from "./audit.ts";

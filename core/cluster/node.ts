@@ -4,6 +4,7 @@
  * ticks — and offers proposals, linearizable reads and membership changes
  * to the API layer.
  */
+import { closeAudit } from "./audit.ts";
 import { join } from "node:path";
 import { setImmediate } from "node:timers";
 import {
@@ -795,6 +796,7 @@ export class ClusterNode {
 
   async stop(): Promise<void> {
     if (this.stopped) return;
+    await closeAudit(this); // its last records still go out while the node can propose
     this.stopped = true;
     clearInterval(this.tickTimer);
     clearInterval(this.membershipTimer);

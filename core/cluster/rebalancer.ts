@@ -4,6 +4,7 @@
  * Runs periodically when `rebalancer.enabled`; `cluster rebalance` runs it
  * on demand (or only prints the plan with --dry-run).
  */
+import { auditSystem } from "./audit.ts";
 import type { ClusterNode } from "./node.ts";
 import type { OperationRecord } from "../fsm/mod.ts";
 import { ConflictError } from "../errors/mod.ts";
@@ -76,6 +77,7 @@ async function runPlan(node: ClusterNode, opId: string, moves: Move[]): Promise<
           }
           return await startMigration(node, vm, m!.to, "rebalancer");
         });
+        auditSystem(node, "rebalance.move", `vm/${m.vm}`, `${m.from} -> ${m.to} (${mig.id})`);
         const end = await waitForOperation(node, mig.id, { timeoutMs: Infinity });
         if (end.state === "succeeded") done.push(m);
         else failed[m.vm] = end.error ?? end.state;

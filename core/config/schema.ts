@@ -63,6 +63,8 @@ export const CONFIG_FIELDS = {
   "operations.keepCount": numeric(z.number().int().min(1).max(1_000_000)),
   "operations.keepDays": numeric(z.number().min(0).max(36_500)),
   "joinTokens.keepDays": numeric(z.number().min(0).max(36_500)),
+  "audit.keepCount": numeric(z.number().int().min(1).max(10_000_000)),
+  "audit.keepDays": numeric(z.number().min(0).max(36_500)),
 } as const;
 
 export type ConfigKey = keyof typeof CONFIG_FIELDS;
@@ -104,6 +106,8 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   "operations.keepCount": 1000,
   "operations.keepDays": 30,
   "joinTokens.keepDays": 7,
+  "audit.keepCount": 100_000,
+  "audit.keepDays": 90,
 };
 
 export function isConfigKey(key: string): key is ConfigKey {

@@ -19,6 +19,7 @@
 import { z } from "zod";
 import type { Command, GuestInfo, Inventory } from "./commands.ts";
 import { ValidationError } from "../errors/mod.ts";
+import { MAX_FIELD_CHARS, MAX_RECORDS_PER_APPEND } from "./audit.ts";
 
 /** Caps on labels (Kubernetes-like rules, with a longer value). */
 export const LABEL_LIMITS = {
@@ -197,6 +198,8 @@ const NAME = printable(253).min(1);
 const AT = z.number().int().nonnegative();
 const BY = printable(256);
 /** Free text a host attaches (QEMU's stderr, ...): cut to the cap rather than lose the report. */
+/** Free text that is cut to its cap (the applier cuts it the same way), never refused. */
+const cut = (max: number) => z.string().transform((s) => s.slice(0, max));
 const REASON = z.string().transform((s) => s.slice(0, MAX_REASON_CHARS));
 const VM_STATE = z.enum([
   "pending",
@@ -246,7 +249,8 @@ export type PeerOp =
   | "vm.snapshot.remove"
   | "vm.update"
   | "vm.migrated"
-  | "operation.update";
+  | "operation.update"
+  | "audit.append";
 
 type CommandOf<K extends Command["op"]> = Extract<Command, { op: K }>;
 
@@ -340,6 +344,27 @@ export const PEER_COMMAND_SCHEMAS: {
     progress: boundedJson.optional(),
     result: boundedJson.optional(),
     error: REASON.optional(),
+    at: AT,
+  }).strict(),
+  "audit.append": z.object({
+    op: z.literal("audit.append"),
+    records: z.array(
+      z.object({
+        at: AT,
+        principal: cut(MAX_FIELD_CHARS),
+        role: printable(32).nullable(),
+        source: cut(MAX_FIELD_CHARS),
+        node: NAME,
+        requestId: printable(128).nullable(),
+        method: printable(16),
+        route: cut(MAX_FIELD_CHARS),
+        path: cut(MAX_FIELD_CHARS),
+        resource: cut(MAX_FIELD_CHARS).nullable(),
+        code: z.number().int().min(0).max(999).nullable(),
+        ms: z.number().int().min(0).max(86_400_000),
+        detail: cut(MAX_FIELD_CHARS).nullable().optional(),
+      }).strict(),
+    ).max(MAX_RECORDS_PER_APPEND),
     at: AT,
   }).strict(),
 };

@@ -3,6 +3,7 @@
  * stamped by the proposing node so that applying them is deterministic.
  */
 import type { ClusterConfig } from "../config/mod.ts";
+import type { AuditAppend } from "./audit.ts";
 
 export type Role = "admin" | "operator" | "viewer";
 
@@ -126,6 +127,7 @@ export type Command =
     error?: string;
     at: number;
   }
+  | AuditAppend
   | { op: "noop" };
 
 export type NodeState = "ready" | "cordoned" | "draining" | "drained" | "offline";

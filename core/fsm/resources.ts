@@ -16,6 +16,7 @@ import * as images from "./images.ts";
 import * as vms from "./vms.ts";
 import * as groups from "./groups.ts";
 import * as operations from "./operations.ts";
+import * as audit from "./audit.ts";
 
 /** Every resource module, in snapshot and restore order. */
 export const RESOURCES = [
@@ -29,6 +30,7 @@ export const RESOURCES = [
   vms.resource,
   groups.resource,
   operations.resource,
+  audit.resource,
 ] as const;
 
 type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends

@@ -45,6 +45,7 @@ import * as nodes from "./nodes.ts";
 import * as operations from "./operations.ts";
 import * as tokens from "./tokens.ts";
 import * as vms from "./vms.ts";
+import * as audit from "./audit.ts";
 
 export type { Member } from "./members.ts";
 export type { NodeRecord } from "./nodes.ts";
@@ -267,6 +268,11 @@ export class StateMachine {
 
   operations(): OperationRecord[] {
     return operations.all(this.#store);
+  }
+
+  /** Audit records matching `q`, newest first. */
+  auditEntries(q: audit.AuditQuery = {}): audit.AuditEntry[] {
+    return audit.list(this.#store, q);
   }
 
   /** Checks a presented token (by the hash of its secret) at `now`: live, expired or unknown. */

@@ -28,6 +28,7 @@ export interface Changed {
     | "node"
     | "joinToken"
     | "apiToken"
+    | "audit"
     | "config"
     | "image"
     | "vm"

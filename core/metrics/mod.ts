@@ -67,6 +67,11 @@ export const metrics = {
     help: "Leftover temporary files removed by the startup sweep",
     registers: [registry],
   }),
+  auditDropped: new client.Counter({
+    name: "novactl_audit_dropped_total",
+    help: "Audit records this node dropped because its buffer was full (no leader reachable)",
+    registers: [registry],
+  }),
   proposalsDropped: new client.Counter({
     name: "novactl_raft_proposals_dropped_total",
     help: "Proposals refused because too many uncommitted bytes were pending",

@@ -1,0 +1,190 @@
+/**
+ * The audit middleware: every mutating request under /api/v1 (POST, PUT,
+ * PATCH, DELETE), answered or refused (400, 401, 403, 409, ...), becomes one
+ * audit record: principal (the token's name, "anonymous" without a valid
+ * one), role, client address, request id, method, route pattern and path,
+ * target resource, status and duration. Every /api/v1 response carries its
+ * `x-request-id`.
+ *
+ * A request forwarded to another member (the leader, a VM's host) is recorded
+ * once, by the member that answers it: that member sees the client's address
+ * and request id in the forwarding headers (trusted only from an
+ * authenticated peer, api/remote.ts) and marks its answer
+ * {@link AUDITED_HEADER}; the forwarding node then records nothing and strips
+ * the mark. When the forward itself fails (no leader), the forwarding node
+ * records the failure.
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import { auditBufferOf, type ClusterNode } from "../core/cluster/mod.ts";
+import type { Env } from "./context.ts";
+import { identifyForwardingPeer, remoteAddress, REQUEST_ID_HEADER, requestIdOf } from "./remote.ts";
+
+/** Set by the member that recorded a forwarded request, for the forwarding node. */
+export const AUDITED_HEADER = "x-novactl-audited";
+
+const MUTATING = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+/** Bodies up to this size are peeked at for the target's name (`POST /vms {"name": ...}`). */
+const MAX_PEEK_BYTES = 64 << 10;
+
+/** How long a record waits for its body copy before naming the target by its kind alone. */
+const PEEK_WAIT_MS = 2_000;
+
+/** Plural path segments and the resource kind they hold. */
+const KINDS: Record<string, string> = {
+  vms: "vm",
+  nodes: "node",
+  images: "image",
+  blobs: "blob",
+  groups: "group",
+  operations: "operation",
+  tokens: "token",
+  networks: "network",
+  pools: "pool",
+  volumes: "volume",
+  backups: "backup",
+};
+
+/** Records mutating /api/v1 requests (mount on `/api/v1/*`) and answers their request id. */
+export function auditRequests(node: ClusterNode): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    c.set("node", node);
+    identifyForwardingPeer(c, node);
+    const requestId = requestIdOf(c);
+    c.set("requestId", requestId);
+    if (!MUTATING.has(c.req.method)) {
+      await next();
+      setHeader(c, REQUEST_ID_HEADER, requestId);
+      return;
+    }
+    const t0 = performance.now();
+    const body = peekJson(c);
+    await next();
+    const ms = Math.round(performance.now() - t0);
+    if (c.res.headers.get(AUDITED_HEADER)) {
+      c.res.headers.delete(AUDITED_HEADER); // the member we forwarded to recorded it
+    } else {
+      const principal = c.get("principal");
+      const record = {
+        at: Date.now(),
+        principal: principal?.name ?? "anonymous",
+        role: principal?.role ?? null,
+        source: remoteAddress(c),
+        node: node.id,
+        requestId,
+        method: c.req.method,
+        route: routePattern(c),
+        path: c.req.path,
+        code: c.res.status,
+        ms,
+        detail: null,
+      };
+      // The answer does not wait for the body copy: a refused client may never finish sending.
+      void settled(body, PEEK_WAIT_MS).then((b) =>
+        auditBufferOf(node).record({ ...record, resource: resourceOf(record.path, b) })
+      );
+      if (c.get("peer")) setHeader(c, AUDITED_HEADER, node.id);
+    }
+    setHeader(c, REQUEST_ID_HEADER, requestId);
+  };
+}
+
+/**
+ * The target as `kind/name`: from the path (`/vms/web1/start` → `vm/web1`),
+ * else from the body's `name` (`POST /vms`), else the kind alone.
+ */
+export function resourceOf(path: string, body: unknown): string | null {
+  const segs = path.replace(/^\/api\/v1\/?/, "").split("/").filter(Boolean).map(decode);
+  if (!segs.length) return null;
+  const [top, id, sub] = segs;
+  const bodyName = body && typeof body === "object" &&
+      typeof (body as { name?: unknown }).name === "string"
+    ? (body as { name: string }).name
+    : undefined;
+  if (top === "cluster") {
+    if (id === "members" && sub) return `node/${sub}`;
+    if (id === "join" && bodyName) return `node/${bodyName}`;
+    if (id === "tokens") return "joinToken";
+    return "cluster";
+  }
+  if (top === "config") return id && id !== "rollback" ? `config/${id}` : "config";
+  const kind = KINDS[top] ?? top;
+  const name = id ?? bodyName;
+  return name ? `${kind}/${name}` : kind;
+}
+
+/** The pattern of the route that answered (`/api/v1/vms/:name/start`), whatever ran. */
+function routePattern(c: Context<Env>): string {
+  const routes = c.req.matchedRoutes;
+  for (let i = routes.length - 1; i >= 0; i--) {
+    if (routes[i].method !== "ALL") return routes[i].path;
+  }
+  return "unmatched";
+}
+
+/**
+ * A small JSON body's parsed copy, read after the handler (which reads the
+ * original), only when the path does not already name the target. Large or
+ * unsized bodies (uploads) are never copied.
+ */
+function peekJson(c: Context<Env>): Promise<unknown> {
+  const segs = c.req.path.replace(/^\/api\/v1\/?/, "").split("/").filter(Boolean);
+  const named = segs.length >= 2 && !(segs[0] === "cluster" && segs[1] === "join");
+  const size = Number(c.req.header("content-length") ?? 0);
+  const json = (c.req.header("content-type") ?? "").includes("json");
+  if (named || !json || size > MAX_PEEK_BYTES || !c.req.raw.body) return Promise.resolve(null);
+  return readSmall(c.req.raw.clone().body!).catch(() => null);
+}
+
+/** The stream as JSON if it ends within MAX_PEEK_BYTES; else null (and it is cancelled). */
+async function readSmall(body: ReadableStream<Uint8Array>): Promise<unknown> {
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > MAX_PEEK_BYTES) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  return JSON.parse(new TextDecoder().decode(concat(chunks, size)));
+}
+
+function concat(chunks: Uint8Array[], size: number): Uint8Array {
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.byteLength;
+  }
+  return all;
+}
+
+/** `p`'s value, or null once `ms` passed first. */
+function settled<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((r) => timer = setTimeout(() => r(null), ms));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+function decode(seg: string): string {
+  try {
+    return decodeURIComponent(seg);
+  } catch {
+    return seg;
+  }
+}
+
+/** Sets a response header, copying the response first when its headers are immutable. */
+function setHeader(c: Context<Env>, name: string, value: string): void {
+  try {
+    c.res.headers.set(name, value);
+  } catch {
+    const res = new Response(c.res.body, c.res);
+    res.headers.set(name, value);
+    c.res = res;
+  }
+}
