@@ -4,7 +4,7 @@
  * (`-sandbox`). `scripts/setup.sh` creates the user; a node not running as root cannot switch
  * users and runs QEMU as itself (said once in the log).
  *
- * Why `elevateprivileges=deny` is not in the filter: QEMU 7.2 installs the filter before it
+ * Why `elevateprivileges=deny` is left out with `-runas`: QEMU 7.2 installs the filter before it
  * drops root, so that option kills QEMU at its own `setuid` (measured: "Bad system call").
  * After `-runas` every uid of the process is the unprivileged user and its capability sets are
  * empty, so it cannot regain root anyway, and `spawn=deny` forbids exec'ing a setuid binary.
@@ -16,8 +16,15 @@ import { log } from "../../core/log/mod.ts";
 /** The system user QEMU runs as (created by scripts/setup.sh). */
 export const QEMU_USER = "novactl-qemu";
 
-/** QEMU's seccomp filter: no obsolete syscalls, no process creation, no resource control. */
-export const SANDBOX = "on,obsolete=deny,spawn=deny,resourcecontrol=deny";
+/**
+ * QEMU's seccomp filter: no obsolete syscalls, no process creation, no resource control, and
+ * no set*uid/set*gid unless QEMU must make that one `setuid` itself (`-runas`).
+ */
+export function sandbox(dropsToUser: boolean): string {
+  return `on,obsolete=deny,elevateprivileges=${
+    dropsToUser ? "allow" : "deny"
+  },spawn=deny,resourcecontrol=deny`;
+}
 
 /** An unprivileged account to run QEMU as. */
 export interface QemuUser {
@@ -63,7 +70,14 @@ export function parsePasswd(text: string, name: string): QemuUser | null {
   return null;
 }
 
-/** QEMU arguments that confine it: `-sandbox`, and `-runas` when there is a user to drop to. */
-export function confinementArgs(user: QemuUser | null): string[] {
-  return [...(user ? ["-runas", user.name] : []), "-sandbox", SANDBOX];
+/**
+ * QEMU arguments that confine it: `-runas` when there is a user to drop to, and `-sandbox`.
+ *
+ * An HA VM (`fenced`) keeps the node's user: it must die with the fencing watchdog through
+ * PR_SET_PDEATHSIG, and the kernel clears that on any uid change (measured: after `-runas` an HA
+ * QEMU outlived a SIGKILLed watchdog). It gets the full filter, set*uid included, instead.
+ */
+export function confinementArgs(user: QemuUser | null, opts: { fenced?: boolean } = {}): string[] {
+  const runas = user && !opts.fenced ? user : null;
+  return [...(runas ? ["-runas", runas.name] : []), "-sandbox", sandbox(runas !== null)];
 }
