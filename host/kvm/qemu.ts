@@ -187,7 +187,10 @@ export class QemuDriver {
     for (const n of spec.nics) {
       a.push(
         "-netdev",
-        `user,id=${n.id}`,
+        // restrict=on: user-mode networking maps 10.0.2.2 to the host's loopback, where the
+        // node's own services listen; restricted, the guest reaches nothing outside the VM
+        // (DHCP still answers). Outbound traffic waits for real networks (the networking issue).
+        `user,id=${n.id},restrict=on`,
         "-device",
         // No PXE option ROM: nothing boots from the network, and it saves startup time.
         `virtio-net-pci,netdev=${n.id},id=${n.id}-dev,mac=${n.mac},romfile=`,

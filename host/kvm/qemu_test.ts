@@ -52,6 +52,7 @@ testWithTimeout({
   ]);
   assert(joined.includes("virtio-blk-pci,drive=root,id=root-dev,bootindex=1"));
   assert(joined.includes("virtio-net-pci,netdev=net0,id=net0-dev,mac=52:54:00:0b:0e:8a"));
+  assert(joined.includes("user,id=net0,restrict=on"), "guests cannot reach the host via 10.0.2.2");
 });
 
 testWithTimeout({
