@@ -493,7 +493,7 @@ export class VmHost {
       live = false;
       off();
     };
-    // QEMU is not our child (it daemonized): its QMP socket closing is how we learn it exited.
+    // QEMU runs detached, not awaited: its QMP socket closing is how we learn it exited.
     qemu.qmp.closed.then(() => {
       if (live) this.schedule(name);
     });

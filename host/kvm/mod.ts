@@ -1,6 +1,6 @@
 /**
  * The KVM/QEMU host driver: QMP and guest-agent clients, one QEMU per VM
- * (daemonized, or a child of the fencing watchdog for HA VMs; re-adoptable by
+ * (in a session of its own, or a child of the fencing watchdog for HA VMs; re-adoptable by
  * pidfile either way), accelerator probing, console logs and cloud-init seeds, QEMU's
  * confinement (user and seccomp) and its TLS credentials for migration and NBD.
  */
