@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { guestRunsUnder } from "./accel.ts";
-import { DiskLockedError, QemuDriver, startFailure } from "./qemu.ts";
+import { DiskLockedError, processAlive, QemuDriver, startFailure } from "./qemu.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 testWithTimeout({
@@ -191,4 +191,63 @@ testWithTimeout({
   const out = await new Deno.Command("qemu-img", { args: ["snapshot", "-l", disk] }).output();
   assert(new TextDecoder().decode(out.stdout).includes("s1"), "the snapshot is in the image");
   await Deno.remove(dir, { recursive: true });
+});
+
+testWithTimeout({
+  name: "an HA QEMU, confined, still dies with the watchdog that started it (PDEATHSIG kept)",
+  timeoutMs: 2 * MINUTE,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "novactl-pdeathsig-" });
+  const driver = await new QemuDriver(`${dir}/h`).init();
+  const spec = {
+    name: "ha",
+    uuid: crypto.randomUUID(),
+    cpus: 1,
+    memoryMiB: 64,
+    accel: "tcg" as const,
+    disks: [],
+    nics: [],
+    generation: 0,
+    fenced: true,
+  };
+  const p = driver.paths("ha");
+  await Deno.mkdir(p.dir, { recursive: true });
+  // A stand-in for the watchdog: QEMU is its direct child through `setpriv --pdeathsig KILL`.
+  const parent = new Deno.Command("/bin/sh", {
+    args: [
+      "-c",
+      'setpriv --pdeathsig KILL -- "$@" 2>/dev/null & echo $!; wait',
+      "sh",
+      driver.binary,
+      ...driver.args(spec, p),
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = parent.stdout.getReader();
+  const pid = Number(new TextDecoder().decode((await reader.read()).value).trim());
+  try {
+    let up = false;
+    for (let i = 0; i < 200 && !up; i++) {
+      up = await Deno.stat(p.qmp).then(() => true, () => false);
+      if (!up) await new Promise((r) => setTimeout(r, 25));
+    }
+    assert(up && processAlive(pid), "the HA QEMU started");
+    parent.kill("SIGKILL");
+    await parent.status;
+    let gone = false;
+    for (let i = 0; i < 100 && !gone; i++) {
+      gone = !processAlive(pid);
+      if (!gone) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert(gone, "the HA QEMU died with its parent");
+  } finally {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+    await reader.cancel().catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
 });
