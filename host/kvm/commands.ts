@@ -236,3 +236,84 @@ export function queryMigrate(qmp: QmpExecutor): Promise<MigrateInfo> {
 function uriHost(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
 }
+
+// ---- run state -------------------------------------------------------------------------
+
+/** `query-status`: QEMU's run state ("running", "paused", "inmigrate", "postmigrate", …). */
+export async function queryStatus(qmp: QmpExecutor, timeoutMs?: number): Promise<string> {
+  return (await qmp.execute<{ status: string }>("query-status", {}, { timeoutMs })).status;
+}
+
+/** `cont`: resume the guest's vCPUs. */
+export async function cont(qmp: QmpExecutor, timeoutMs?: number): Promise<void> {
+  await qmp.execute("cont", {}, { timeoutMs });
+}
+
+/** `system_powerdown`: an ACPI power button press. */
+export async function systemPowerdown(qmp: QmpExecutor, timeoutMs?: number): Promise<void> {
+  await qmp.execute("system_powerdown", {}, { timeoutMs });
+}
+
+/** `quit`: QEMU exits (the reply may be lost as the socket closes). */
+export async function quit(qmp: QmpExecutor, timeoutMs?: number): Promise<void> {
+  await qmp.execute("quit", {}, { timeoutMs });
+}
+
+// ---- snapshots and jobs --------------------------------------------------------------
+
+/**
+ * Starts `snapshot-save`, `snapshot-load` or `snapshot-delete` as job `jobId` over the block
+ * nodes `devices` (internal qcow2 snapshots; `vmstate` names the node that holds the memory).
+ */
+export async function snapshotJob(
+  qmp: QmpExecutor,
+  command: "snapshot-save" | "snapshot-load" | "snapshot-delete",
+  jobId: string,
+  tag: string,
+  devices: string[],
+  vmstate?: string,
+): Promise<void> {
+  await qmp.execute(command, {
+    "job-id": jobId,
+    tag,
+    devices,
+    ...(vmstate === undefined ? {} : { vmstate }),
+  });
+}
+
+/** One entry of `query-jobs`. */
+export interface Job {
+  id: string;
+  status: string;
+  error?: string;
+}
+
+/** `query-jobs`. */
+export function queryJobs(qmp: QmpExecutor): Promise<Job[]> {
+  return qmp.execute<Job[]>("query-jobs");
+}
+
+/** `job-dismiss` of a concluded job. */
+export async function jobDismiss(qmp: QmpExecutor, id: string): Promise<void> {
+  await qmp.execute("job-dismiss", { id });
+}
+
+/** `job-cancel`. */
+export async function jobCancel(qmp: QmpExecutor, id: string): Promise<void> {
+  await qmp.execute("job-cancel", { id });
+}
+
+/** One `transaction` of `blockdev-snapshot-internal-sync` over `devices`: all or none. */
+export async function internalSnapshotAll(
+  qmp: QmpExecutor,
+  devices: string[],
+  name: string,
+  timeoutMs?: number,
+): Promise<void> {
+  await qmp.execute("transaction", {
+    actions: devices.map((device) => ({
+      type: "blockdev-snapshot-internal-sync",
+      data: { device, name },
+    })),
+  }, { timeoutMs });
+}

@@ -15,6 +15,7 @@ import { ConflictError, NovaError, TimeoutError } from "../../core/errors/mod.ts
 import { log } from "../../core/log/mod.ts";
 import { writeFileDurably } from "../../core/store/mod.ts";
 import type { Accel } from "./accel.ts";
+import { cont, queryStatus, quit, systemPowerdown } from "./commands.ts";
 import { confinementArgs, type QemuUser, qemuUser } from "./confine.ts";
 import { QmpClient } from "./qmp.ts";
 import { GuestAgent } from "./qga.ts";
@@ -370,12 +371,11 @@ export class QemuVm {
   }
 
   async status(): Promise<RunStatus> {
-    const s = await this.qmp.execute<{ status: string }>("query-status", {}, { timeoutMs: 30_000 });
-    return s.status;
+    return await queryStatus(this.qmp, 30_000);
   }
 
   async cont(): Promise<void> {
-    await this.qmp.execute("cont", {}, { timeoutMs: 30_000 });
+    await cont(this.qmp, 30_000);
   }
 
   /**
@@ -409,7 +409,7 @@ export class QemuVm {
       log.debug("agent shutdown failed; using ACPI", { vm: this.name, error: String(err) });
     }
     try {
-      await this.qmp.execute("system_powerdown", {}, { timeoutMs: 2_000 });
+      await systemPowerdown(this.qmp, 2_000);
       return true;
     } catch (err) {
       log.warn("system_powerdown failed", { vm: this.name, error: String(err) });
@@ -421,7 +421,7 @@ export class QemuVm {
   async kill(): Promise<void> {
     if (!this.alive()) return this.close();
     try {
-      await this.qmp.execute("quit", {}, { timeoutMs: 2_000 });
+      await quit(this.qmp, 2_000);
     } catch { /* the socket closes as QEMU exits; a hung QEMU is killed below */ }
     if (!(await this.waitExit(3_000))) {
       try {
