@@ -3,7 +3,7 @@
  *
  * QEMU's `tls-creds-x509` object reads a directory with fixed file names: `ca-cert.pem`, and
  * `server-cert.pem`/`server-key.pem` (listening side) or `client-cert.pem`/`client-key.pem`
- * (connecting side). The node's one certificate (EKU serverAuth + clientAuth) serves as both.
+ * (connecting side), and `dh-params.pem`. The node's one certificate (EKU serverAuth + clientAuth) serves as both.
  * QEMU loads the files when the object is created, so the directory lives only for that
  * moment: it is made fresh in the temp dir (QEMU, running as its own user, cannot traverse
  * the node's 0700 data dir), owned by QEMU's user, and removed right after.
@@ -29,6 +29,21 @@ export function nodeTlsPaths(dataDir: string): NodeTlsPaths {
     key: join(dataDir, "tls", "node.key"),
   };
 }
+
+/**
+ * RFC 7919's ffdhe2048 group (public, standard). Without `dh-params.pem` a QEMU server generates
+ * 2048-bit DH parameters on every `object-add`: 150-550 ms measured here, on the path of every
+ * migration. TLS 1.3 and ECDHE do not use them; this only spares the generation.
+ */
+const FFDHE2048_PEM = `-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+`;
 
 /** The files of QEMU's x509 credentials directory, each with the node file it comes from. */
 const LAYOUT: [string, keyof NodeTlsPaths][] = [
@@ -66,8 +81,12 @@ export async function buildQemuCredsDir(
   }
   const dir = await Deno.makeTempDir({ prefix: "novactl-qemu-tls-" });
   try {
-    for (const [file, from] of LAYOUT) {
-      await Deno.writeTextFile(join(dir, file), pem[from]!, { mode: 0o600 });
+    const files: [string, string][] = [
+      ...LAYOUT.map(([file, from]): [string, string] => [file, pem[from]!]),
+      ["dh-params.pem", FFDHE2048_PEM],
+    ];
+    for (const [file, text] of files) {
+      await Deno.writeTextFile(join(dir, file), text, { mode: 0o600 });
       if (owner) await Deno.chown(join(dir, file), owner.uid, owner.gid);
     }
     await Deno.chmod(dir, 0o700);

@@ -21,6 +21,7 @@ testWithTimeout({
         "ca-cert.pem",
         "client-cert.pem",
         "client-key.pem",
+        "dh-params.pem",
         "server-cert.pem",
         "server-key.pem",
       ]);
