@@ -37,7 +37,7 @@ import { log, setLogContext } from "../core/log/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
 import { BlobStore, DirPool, findOrphans, sweepDataDir } from "../host/storage/mod.ts";
-import { type Accel, hostAccel, QemuDriver } from "../host/kvm/mod.ts";
+import { type Accel, hostAccel, nodeTlsPaths, QemuDriver } from "../host/kvm/mod.ts";
 import { type HostCluster, Migrator, VmHost } from "../host/mod.ts";
 import { HostFencing } from "../host/fencing/mod.ts";
 
@@ -210,6 +210,7 @@ async function runNode(
     host,
     (peer) => node.fsm.member(peer) ? migratorPeer(node, peer) : null,
     new URL(url).hostname.replace(/^\[|\]$/g, ""),
+    nodeTlsPaths(opts.dataDir),
   );
   host.migrator = migrator;
   const app = createApp(node, { blobs, host, leases, migrator });

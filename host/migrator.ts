@@ -23,8 +23,11 @@ import {
   migrateMemory,
   type MigrationProgress,
   mirrorDisks,
+  setUpIncomingTls,
+  setUpOutgoingTls,
   stopDiskExports,
 } from "./kvm/migration.ts";
+import type { NodeTlsPaths } from "./kvm/tls.ts";
 import { type QmpEvent, readConsole } from "./kvm/mod.ts";
 import type { VmHost } from "./vm_host.ts";
 
@@ -49,7 +52,10 @@ export class Migrator {
   constructor(
     private readonly host: VmHost,
     private readonly peerOf: (node: string) => MigrationPeer | null,
+    /** The node's advertised address (its URL's host): the only address QEMU listens on. */
     private readonly selfAddress: string,
+    /** The node's cluster certificate files: migration and NBD are TLS with them, both ways. */
+    private readonly tls: NodeTlsPaths,
   ) {}
 
   isRunning(opId: string): boolean {
@@ -73,11 +79,14 @@ export class Migrator {
       const qemu = await this.host.driver.launch(spec);
       this.host.track(vm.name, qemu, opId);
       const localDisks = vm.disks.filter((d) => d.pool !== "shared").map((d) => d.id);
+      // Only the node the VM lives on now (the source) may send it here.
+      if (!vm.node) throw new ConflictError(`${vm.name} is placed nowhere: no source to admit`);
+      const tls = await setUpIncomingTls(qemu, this.tls, [vm.node]);
       // QEMU binds both ports itself (port 0) and they are read back: nothing can take them first.
       const nbdPort = localDisks.length
-        ? await exportDisksForMirror(qemu, "0.0.0.0", localDisks)
+        ? await exportDisksForMirror(qemu, this.selfAddress, localDisks, tls)
         : null;
-      const migrationPort = await listenForMigration(qemu, "0.0.0.0");
+      const migrationPort = await listenForMigration(qemu, this.selfAddress, tls);
       return { address: this.selfAddress, migrationPort, nbdPort };
     });
   }
@@ -231,12 +240,15 @@ export class Migrator {
     let dest: IncomingEndpoints | null = null;
     let committed = false;
     try {
+      // Before asking the destination for anything: without certificates nothing moves.
+      const tlsCreds = await setUpOutgoingTls(source, this.tls);
       dest = await this.callPeer<IncomingEndpoints>(peer, op.id, "prepare", { vm: vm.name });
       if (localDisks.length) {
         await mirrorDisks(
           source,
           { host: dest.address, port: dest.nbdPort! },
           localDisks,
+          tlsCreds,
           onProgress,
           signal,
         );
@@ -246,6 +258,7 @@ export class Migrator {
       const mem = await migrateMemory(
         source,
         { host: dest.address, port: dest.migrationPort },
+        tlsCreds,
         {
           downtimeLimitMs: cfg["migration.downtimeLimitMs"],
           bandwidthBytesPerSec: cfg["migration.maxBandwidthMiBs"] * 2 ** 20,

@@ -23,6 +23,13 @@ import { log } from "../core/log/mod.ts";
 import { KeyedSerializer } from "../core/concurrency/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
 import type { Accel, QemuDriver, QemuVm } from "./kvm/mod.ts";
+import {
+  internalSnapshotAll,
+  jobCancel,
+  jobDismiss,
+  queryJobs,
+  snapshotJob as startSnapshotJob,
+} from "./kvm/commands.ts";
 import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
 import type { QmpEvent } from "./kvm/qmp.ts";
 import { DirPool, qemuImg } from "./storage/mod.ts";
@@ -496,7 +503,7 @@ export class VmHost {
       live = false;
       off();
     };
-    // QEMU is not our child (it daemonized): its QMP socket closing is how we learn it exited.
+    // QEMU runs detached, not awaited: its QMP socket closing is how we learn it exited.
     qemu.qmp.closed.then(() => {
       if (live) this.schedule(name);
     });
@@ -669,12 +676,7 @@ export class VmHost {
       () => false,
     );
     try {
-      await qemu.qmp.execute("transaction", {
-        actions: disks.map((d) => ({
-          type: "blockdev-snapshot-internal-sync",
-          data: { device: d.id, name: snap },
-        })),
-      }, { timeoutMs: 60_000 });
+      await internalSnapshotAll(qemu.qmp, disks.map((d) => d.id), snap, 60_000);
     } finally {
       if (frozen) await qemu.agent.fsThaw().catch(() => {});
     }
@@ -778,22 +780,20 @@ async function snapshotJob(
   disks: VmDisk[],
 ): Promise<void> {
   const jobId = `${command}-${crypto.randomUUID().slice(0, 8)}`;
-  const args: Record<string, unknown> = { "job-id": jobId, tag, devices: disks.map((d) => d.id) };
-  if (command !== "snapshot-delete") args.vmstate = disks[0].id;
-  await qemu.qmp.execute(command, args);
+  const devices = disks.map((d) => d.id);
+  const vmstate = command === "snapshot-delete" ? undefined : disks[0].id;
+  await startSnapshotJob(qemu.qmp, command, jobId, tag, devices, vmstate);
   const deadline = Date.now() + 300_000;
   for (;;) {
-    const jobs = await qemu.qmp.execute<{ id: string; status: string; error?: string }[]>(
-      "query-jobs",
-    );
+    const jobs = await queryJobs(qemu.qmp);
     const job = jobs.find((j) => j.id === jobId);
     if (!job || job.status === "concluded" || job.status === "null") {
-      if (job) await qemu.qmp.execute("job-dismiss", { id: jobId }).catch(() => {});
+      if (job) await jobDismiss(qemu.qmp, jobId).catch(() => {});
       if (job?.error) throw new ConflictError(`${command} ${tag}: ${job.error}`);
       return;
     }
     if (Date.now() > deadline) {
-      await qemu.qmp.execute("job-cancel", { id: jobId }).catch(() => {});
+      await jobCancel(qemu.qmp, jobId).catch(() => {});
       throw new ConflictError(`${command} ${tag} did not finish in 5 minutes`);
     }
     await new Promise((r) => setTimeout(r, 25));

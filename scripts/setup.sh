@@ -16,11 +16,22 @@ command -v setpriv >/dev/null || need_apt+=(util-linux) # HA QEMUs: setpriv --pd
 command -v genisoimage >/dev/null || need_apt+=(genisoimage)
 command -v strace >/dev/null || need_apt+=(strace) # core/store/files_test.ts: which syscalls a durable rename makes
 command -v cpio >/dev/null || need_apt+=(cpio)
+command -v openssl >/dev/null || need_apt+=(openssl) # host/kvm tests make their own CA for QEMU TLS
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# QEMU drops root for this system user (-runas, see host/kvm/confine.ts); idempotent.
+if ! getent passwd novactl-qemu >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin novactl-qemu
+  else
+    echo "setup: not root, user novactl-qemu not created: QEMU will run as the node's own user" >&2
+  fi
 fi
 
 if ! command -v deno >/dev/null; then

@@ -6,9 +6,38 @@
  * NBD, the source mirrors into them (`blockdev-mirror`, sync=full) until the
  * mirror is in sync, then RAM and device state are migrated over TCP and the
  * mirror is cancelled at switchover (the destination already has every block).
+ *
+ * Both streams carry guest memory and disks, so both are TLS with the cluster's certificates
+ * in both directions: the destination's listeners bind only the node's advertised address and
+ * admit only the certificate of the source node (`tls-authz`), and the source checks that the
+ * destination's certificate comes from the cluster CA and names the address it dialled.
  */
-import { ConflictError, TimeoutError } from "../../core/errors/mod.ts";
+import { ConflictError, NovaError, TimeoutError } from "../../core/errors/mod.ts";
+import {
+  addAuthzList,
+  addTlsCredsX509,
+  blockdevAddNbd,
+  blockdevDel,
+  blockdevMirror,
+  blockExportAddNbd,
+  type BlockJob,
+  blockJobCancel,
+  deleteObject,
+  type ListenerTls,
+  migrate,
+  migrateCancel,
+  migrateIncoming,
+  migrateSetCapabilities,
+  migrateSetParameters,
+  nbdServerStart,
+  nbdServerStop,
+  type QmpExecutor,
+  queryBlockJobs,
+  queryMigrate,
+} from "./commands.ts";
+import type { QemuUser } from "./confine.ts";
 import type { QemuVm } from "./qemu.ts";
+import { nodeDnPatterns, type NodeTlsPaths, withQemuCredsDir } from "./tls.ts";
 
 export interface MigrationProgress {
   phase: "disks" | "memory" | "switchover" | "done";
@@ -25,9 +54,61 @@ export interface MigrationResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Ids of the QEMU objects migration uses (one migration at a time per QEMU). */
+const SERVER_CREDS = "novactl-tls-server";
+const CLIENT_CREDS = "novactl-tls-client";
+const PEER_AUTHZ = "novactl-authz-peers";
+
 /**
- * Destination: exports the incoming VM's local disks over NBD for the source to mirror into.
- * QEMU binds port 0 itself (no window for another process to take a pre-picked port); QMP
+ * Destination: loads the node's certificate into `dest` as TLS server credentials that demand
+ * a client certificate from the cluster CA, and an authorization list that admits only the
+ * certificates of `peers` (node names). Returns what the NBD and migration listeners use.
+ *
+ * @throws {NovaError} "precondition_failed" when the node has no certificate files.
+ */
+export async function setUpIncomingTls(
+  dest: QemuVm,
+  paths: NodeTlsPaths,
+  peers: string[],
+): Promise<ListenerTls> {
+  const owner = await processOwner(dest.pid);
+  await deleteObject(dest.qmp, SERVER_CREDS);
+  await deleteObject(dest.qmp, PEER_AUTHZ);
+  await withQemuCredsDir(
+    paths,
+    owner,
+    (dir) => addTlsCredsX509(dest.qmp, SERVER_CREDS, dir, "server"),
+  );
+  await addAuthzList(dest.qmp, PEER_AUTHZ, peers.flatMap(nodeDnPatterns));
+  return { creds: SERVER_CREDS, authz: PEER_AUTHZ };
+}
+
+/**
+ * Source: loads the node's certificate into `source` as TLS client credentials (the
+ * destination's certificate must come from the cluster CA). Returns the credentials' id.
+ */
+export async function setUpOutgoingTls(source: QemuVm, paths: NodeTlsPaths): Promise<string> {
+  const owner = await processOwner(source.pid);
+  await deleteObject(source.qmp, CLIENT_CREDS);
+  await withQemuCredsDir(
+    paths,
+    owner,
+    (dir) => addTlsCredsX509(source.qmp, CLIENT_CREDS, dir, "client"),
+  );
+  return CLIENT_CREDS;
+}
+
+/** The user QEMU runs as (after `-runas`), so the credentials it reads are its own; null: ours. */
+async function processOwner(pid: number): Promise<QemuUser | null> {
+  const st = await Deno.stat(`/proc/${pid}`);
+  if (st.uid === null || st.gid === null || st.uid === Deno.uid()) return null;
+  return { name: String(st.uid), uid: st.uid, gid: st.gid };
+}
+
+/**
+ * Destination: exports the incoming VM's local disks over NBD (TLS, certified peers only) for
+ * the source to mirror into. The server binds `host` (the node's advertised address, never a
+ * wildcard) on port 0 itself (no window for another process to take a pre-picked port); QMP
  * does not say which port the NBD server got, so it is read from QEMU's own listening
  * sockets in /proc. Call before `listenForMigration`, so the NBD listener is QEMU's only one.
  * Returns the bound port.
@@ -36,28 +117,30 @@ export async function exportDisksForMirror(
   dest: QemuVm,
   host: string,
   diskIds: string[],
+  tls: ListenerTls,
 ): Promise<number> {
+  refuseWildcard(host);
   const before = await listeningTcpPorts(dest.pid);
-  await dest.qmp.execute("nbd-server-start", {
-    addr: { type: "inet", data: { host, port: "0" } },
-  });
+  await nbdServerStart(dest.qmp, { host, port: 0 }, tls);
   const added = [...await listeningTcpPorts(dest.pid)].filter((port) => !before.has(port));
   if (added.length !== 1) {
-    await dest.qmp.execute("nbd-server-stop").catch(() => {});
+    await nbdServerStop(dest.qmp);
     throw new ConflictError(
       `cannot tell the NBD server's port: QEMU ${dest.pid} opened ${added.length} listeners`,
     );
   }
-  for (const id of diskIds) {
-    await dest.qmp.execute("block-export-add", {
-      type: "nbd",
-      id: `mig-${id}`,
-      "node-name": id,
-      name: id,
-      writable: true,
-    });
-  }
+  for (const id of diskIds) await blockExportAddNbd(dest.qmp, `mig-${id}`, id, id, true);
   return added[0];
+}
+
+/** Listeners bind the advertised address: a wildcard would expose guest memory on every interface. */
+function refuseWildcard(host: string): void {
+  if (host === "" || host === "0.0.0.0" || host === "::" || host === "[::]") {
+    throw new NovaError(
+      "internal",
+      `refusing to listen for migration on wildcard address "${host}"`,
+    );
+  }
 }
 
 /** TCP ports process `pid` listens on, from its socket fds and its network namespace's tables. */
@@ -85,22 +168,25 @@ export async function listeningTcpPorts(pid: number): Promise<Set<number>> {
 
 /** Destination, after switchover (or abort): stop serving the disks. */
 export async function stopDiskExports(dest: QemuVm): Promise<void> {
-  await dest.qmp.execute("nbd-server-stop").catch(() => {});
+  await nbdServerStop(dest.qmp);
 }
 
 /**
- * Destination: waits for the migration stream on a port QEMU binds itself (port 0) and
- * returns that port.
+ * Destination: waits for the migration stream (TLS, certified peers only) on `host` and a
+ * port QEMU binds itself (port 0), and returns that port.
  */
-export async function listenForMigration(dest: QemuVm, host: string): Promise<number> {
+export async function listenForMigration(
+  dest: QemuVm,
+  host: string,
+  tls: ListenerTls,
+): Promise<number> {
+  refuseWildcard(host);
   await setCapabilities(dest);
+  await migrateSetParameters(dest.qmp, { "tls-creds": tls.creds, "tls-authz": tls.authz });
   return await incomingOnFreePort(dest.qmp, host);
 }
 
-/** What `incomingOnFreePort` needs of a QMP connection. */
-export interface QmpExecutor {
-  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T>;
-}
+export type { QmpExecutor };
 
 /**
  * `migrate-incoming` on `tcp:HOST:0` for a QEMU started with `-incoming defer`: the port QEMU
@@ -108,10 +194,8 @@ export interface QmpExecutor {
  * can take it between choosing and binding.
  */
 export async function incomingOnFreePort(qmp: QmpExecutor, host: string): Promise<number> {
-  await qmp.execute("migrate-incoming", { uri: `tcp:${host}:0` });
-  const info = await qmp.execute<{ "socket-address"?: { type: string; port?: string }[] }>(
-    "query-migrate",
-  );
+  await migrateIncoming(qmp, { host, port: 0 });
+  const info = await queryMigrate(qmp);
   const port = Number(info["socket-address"]?.find((a) => a.type === "inet")?.port);
   if (!(port > 0)) {
     throw new ConflictError(`QEMU did not report its migration port: ${JSON.stringify(info)}`);
@@ -120,44 +204,32 @@ export async function incomingOnFreePort(qmp: QmpExecutor, host: string): Promis
 }
 
 async function setCapabilities(vm: QemuVm): Promise<void> {
-  await vm.qmp.execute("migrate-set-capabilities", {
-    capabilities: [{ capability: "events", state: true }],
-  });
+  await migrateSetCapabilities(vm.qmp, { events: true });
 }
 
-interface BlockJob {
-  device: string;
-  len: number;
-  offset: number;
-  ready: boolean;
-  status: string;
-}
-
-/** Source: mirrors each local disk into the destination's NBD export; resolves once all are in sync. */
+/**
+ * Source: mirrors each local disk into the destination's NBD export over TLS (`tlsCreds` from
+ * {@link setUpOutgoingTls}; the server's certificate must name `dest.host`); resolves once all
+ * are in sync.
+ */
 export async function mirrorDisks(
   source: QemuVm,
   dest: { host: string; port: number },
   diskIds: string[],
+  tlsCreds: string,
   onProgress: (p: MigrationProgress) => void,
   signal: AbortSignal,
 ): Promise<void> {
   for (const id of diskIds) {
-    await source.qmp.execute("blockdev-add", {
-      driver: "nbd",
-      "node-name": `mig-target-${id}`,
-      server: { type: "inet", host: dest.host, port: String(dest.port) },
-      export: id,
+    await blockdevAddNbd(source.qmp, `mig-target-${id}`, dest, id, {
+      creds: tlsCreds,
+      hostname: dest.host,
     });
-    await source.qmp.execute("blockdev-mirror", {
-      "job-id": `mig-mirror-${id}`,
-      device: id,
-      target: `mig-target-${id}`,
-      sync: "full",
-    });
+    await blockdevMirror(source.qmp, `mig-mirror-${id}`, id, `mig-target-${id}`);
   }
   for (;;) {
     if (signal.aborted) throw new ConflictError("migration aborted");
-    const jobs = (await source.qmp.execute<BlockJob[]>("query-block-jobs"))
+    const jobs = (await queryBlockJobs(source.qmp))
       .filter((j) => j.device.startsWith("mig-mirror-"));
     if (jobs.length < diskIds.length) {
       throw new ConflictError("a disk mirror stopped before it was in sync");
@@ -178,43 +250,38 @@ export async function mirrorDisks(
 /** Source: drops the mirrors (after switchover they are complete; on abort they are discarded). */
 export async function cancelMirrors(source: QemuVm, diskIds: string[]): Promise<void> {
   for (const id of diskIds) {
-    await source.qmp.execute("block-job-cancel", { device: `mig-mirror-${id}`, force: true })
-      .catch(() => {});
+    await blockJobCancel(source.qmp, `mig-mirror-${id}`).catch(() => {});
   }
   // Wait for the jobs to go away before removing their target nodes.
   for (let i = 0; i < 100; i++) {
-    const jobs = await source.qmp.execute<BlockJob[]>("query-block-jobs").catch(() => []);
+    const jobs = await queryBlockJobs(source.qmp).catch((): BlockJob[] => []);
     if (!jobs.some((j) => j.device.startsWith("mig-mirror-"))) break;
     await sleep(20);
   }
   for (const id of diskIds) {
-    await source.qmp.execute("blockdev-del", { "node-name": `mig-target-${id}` }).catch(() => {});
+    await blockdevDel(source.qmp, `mig-target-${id}`).catch(() => {});
   }
 }
 
-interface MigrateInfo {
-  status: string;
-  "total-time"?: number;
-  downtime?: number;
-  "error-desc"?: string;
-  ram?: { transferred: number; total: number; remaining: number };
-}
-
 /**
- * Source: streams RAM and device state to the destination; the guest keeps
- * running until the remaining dirty memory fits the downtime limit.
+ * Source: streams RAM and device state to the destination over TLS (`tlsCreds` from
+ * {@link setUpOutgoingTls}; the destination's certificate must name `dest.host`); the guest
+ * keeps running until the remaining dirty memory fits the downtime limit.
  */
 export async function migrateMemory(
   source: QemuVm,
   dest: { host: string; port: number },
+  tlsCreds: string,
   opts: { downtimeLimitMs: number; bandwidthBytesPerSec?: number; timeoutMs: number },
   onProgress: (p: MigrationProgress) => void,
   signal: AbortSignal,
 ): Promise<MigrationResult> {
   await setCapabilities(source);
-  await source.qmp.execute("migrate-set-parameters", {
+  await migrateSetParameters(source.qmp, {
     "downtime-limit": opts.downtimeLimitMs,
     "max-bandwidth": opts.bandwidthBytesPerSec ?? 10 * 2 ** 30,
+    "tls-creds": tlsCreds,
+    "tls-hostname": dest.host,
   });
   // The MIGRATION event ends the wait the moment QEMU finishes: polling alone would add up to
   // one poll interval to the guest's pause (the commit and resume come after this returns).
@@ -223,14 +290,14 @@ export async function migrateMemory(
     match: (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)),
   });
   finished.catch(() => {});
-  await source.qmp.execute("migrate", { uri: `tcp:${dest.host}:${dest.port}` });
+  await migrate(source.qmp, dest);
   const deadline = Date.now() + opts.timeoutMs;
   for (;;) {
-    let info = await source.qmp.execute<MigrateInfo>("query-migrate");
+    let info = await queryMigrate(source.qmp);
     if (info.status === "completed" && !info["total-time"]) {
       // Right after the completion event the statistics may not be filled in yet.
       await sleep(5);
-      info = await source.qmp.execute<MigrateInfo>("query-migrate");
+      info = await queryMigrate(source.qmp);
     }
     if (info.status === "completed") {
       return {
@@ -252,7 +319,7 @@ export async function migrateMemory(
       });
     }
     if (signal.aborted || Date.now() > deadline) {
-      await source.qmp.execute("migrate_cancel").catch(() => {});
+      await migrateCancel(source.qmp).catch(() => {});
       if (signal.aborted) throw new ConflictError("migration aborted");
       throw new TimeoutError(`migration did not converge in ${opts.timeoutMs} ms`);
     }

@@ -1,15 +1,22 @@
 /**
- * One qemu-system-x86_64 process per VM. QEMU daemonizes itself so VMs
- * outlive the node process; a restarted node finds them again through the
+ * One qemu-system-x86_64 process per VM. QEMU runs in a session of its own so
+ * VMs outlive the node process; a restarted node finds them again through the
  * pidfile and the QMP socket in the VM's run directory. An HA VM instead runs
  * as a direct child of the host's fencing watchdog (host/fencing), which kills
  * it when the lease runs out and takes it along when it dies itself.
+ *
+ * QEMU is confined (host/kvm/confine.ts): it drops root for its own user once
+ * it has opened the disks, console log and sockets, and runs under seccomp.
+ * Its filter forbids fork, so QEMU is not asked to `-daemonize`: the node
+ * starts it through `setsid`, with stderr appended to the VM's `qemu.log`.
  */
 import { join } from "node:path";
 import { ConflictError, NovaError, TimeoutError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
 import { writeFileDurably } from "../../core/store/mod.ts";
 import type { Accel } from "./accel.ts";
+import { cont, queryStatus, quit, systemPowerdown } from "./commands.ts";
+import { confinementArgs, type QemuUser, qemuUser } from "./confine.ts";
 import { QmpClient } from "./qmp.ts";
 import { GuestAgent } from "./qga.ts";
 
@@ -76,11 +83,14 @@ const MAX_SOCKET_PATH = 107;
 export class QemuDriver {
   /** Starts HA VMs under fencing; without it an HA VM cannot start. */
   fencedSpawner: FencedSpawner | null = null;
+  /** The user QEMU drops to (`-runas`); null: it keeps the node's. Set by {@link init}. */
+  user: QemuUser | null = null;
 
   constructor(readonly vmRoot: string, readonly binary = "qemu-system-x86_64") {}
 
   async init(): Promise<this> {
     await Deno.mkdir(this.vmRoot, { recursive: true, mode: 0o700 });
+    this.user = await qemuUser();
     return this;
   }
 
@@ -136,7 +146,7 @@ export class QemuDriver {
       "-display",
       "none",
       "-S",
-      ...(spec.fenced ? [] : ["-daemonize"]),
+      ...confinementArgs(this.user, { fenced: spec.fenced }),
       "-pidfile",
       p.pidfile,
       "-msg",
@@ -178,7 +188,10 @@ export class QemuDriver {
     for (const n of spec.nics) {
       a.push(
         "-netdev",
-        `user,id=${n.id}`,
+        // restrict=on: user-mode networking maps 10.0.2.2 to the host's loopback, where the
+        // node's own services listen; restricted, the guest reaches nothing outside the VM
+        // (DHCP still answers). Outbound traffic waits for real networks (the networking issue).
+        `user,id=${n.id},restrict=on`,
         "-device",
         // No PXE option ROM: nothing boots from the network, and it saves startup time.
         `virtio-net-pci,netdev=${n.id},id=${n.id}-dev,mac=${n.mac},romfile=`,
@@ -199,41 +212,43 @@ export class QemuDriver {
     await Deno.mkdir(p.dir, { recursive: true, mode: 0o700 });
     await Deno.remove(p.pidfile).catch(() => {});
     await writeFileDurably(p.launch, JSON.stringify(spec, null, 2) + "\n");
-    return spec.fenced ? await this.launchFenced(spec, p) : await this.launchDaemonized(spec, p);
-  }
-
-  private async launchDaemonized(spec: LaunchSpec, p: VmPaths): Promise<QemuVm> {
-    const child = new Deno.Command(this.binary, {
-      args: this.args(spec, p),
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-    const out = await child.output();
-    clearTimeout(timer);
-    if (!out.success) {
-      throw startFailure(spec, new TextDecoder().decode(out.stderr), `exit code ${out.code}`);
-    }
-    const vm = await this.adopt(spec.name);
-    if (!vm) throw new NovaError("internal", `qemu for ${spec.name} exited right after starting`);
-    return vm;
-  }
-
-  /** An HA VM: a child of the fencing watchdog, up once its QMP socket answers. */
-  private async launchFenced(spec: LaunchSpec, p: VmPaths): Promise<QemuVm> {
-    if (!this.fencedSpawner) {
-      throw new NovaError(
-        "unavailable",
-        `no fencing watchdog on this host to run HA VM ${spec.name}`,
+    await Deno.writeTextFile(p.stderr, "");
+    const argv = [this.binary, ...this.args(spec, p)];
+    if (spec.fenced) {
+      if (!this.fencedSpawner) {
+        throw new NovaError(
+          "unavailable",
+          `no fencing watchdog on this host to run HA VM ${spec.name}`,
+        );
+      }
+      return await this.waitServing(
+        spec,
+        p,
+        await this.fencedSpawner.spawn(spec.name, argv, p.stderr),
       );
     }
-    await Deno.writeTextFile(p.stderr, "");
-    const pid = await this.fencedSpawner.spawn(
-      spec.name,
-      [this.binary, ...this.args(spec, p)],
-      p.stderr,
-    );
+    return await this.waitServing(spec, p, this.spawnDetached(argv, p.stderr));
+  }
+
+  /**
+   * Starts `argv` in a session of its own (it outlives the node and no terminal signal reaches
+   * it), stderr appended to `logPath`; returns its pid. `sh` and `setsid` exec, so the pid is
+   * QEMU's (`setsid` need not fork: a child of the node leads no process group).
+   */
+  private spawnDetached(argv: string[], logPath: string): number {
+    const child = new Deno.Command("/bin/sh", {
+      args: ["-c", 'log="$1"; shift; exec setsid "$@" 2>>"$log"', "sh", logPath, ...argv],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    child.unref();
+    child.status.catch(() => {}); // reaped by the runtime; its end is seen through /proc
+    return child.pid;
+  }
+
+  /** Up once QEMU (pid `pid`) serves QMP; its own stderr says why when it exits first. */
+  private async waitServing(spec: LaunchSpec, p: VmPaths, pid: number): Promise<QemuVm> {
     const deadline = performance.now() + 30_000;
     for (;;) {
       if (!processAlive(pid)) {
@@ -356,12 +371,11 @@ export class QemuVm {
   }
 
   async status(): Promise<RunStatus> {
-    const s = await this.qmp.execute<{ status: string }>("query-status", {}, { timeoutMs: 30_000 });
-    return s.status;
+    return await queryStatus(this.qmp, 30_000);
   }
 
   async cont(): Promise<void> {
-    await this.qmp.execute("cont", {}, { timeoutMs: 30_000 });
+    await cont(this.qmp, 30_000);
   }
 
   /**
@@ -395,7 +409,7 @@ export class QemuVm {
       log.debug("agent shutdown failed; using ACPI", { vm: this.name, error: String(err) });
     }
     try {
-      await this.qmp.execute("system_powerdown", {}, { timeoutMs: 2_000 });
+      await systemPowerdown(this.qmp, 2_000);
       return true;
     } catch (err) {
       log.warn("system_powerdown failed", { vm: this.name, error: String(err) });
@@ -407,7 +421,7 @@ export class QemuVm {
   async kill(): Promise<void> {
     if (!this.alive()) return this.close();
     try {
-      await this.qmp.execute("quit", {}, { timeoutMs: 2_000 });
+      await quit(this.qmp, 2_000);
     } catch { /* the socket closes as QEMU exits; a hung QEMU is killed below */ }
     if (!(await this.waitExit(3_000))) {
       try {

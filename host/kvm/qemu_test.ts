@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { guestRunsUnder } from "./accel.ts";
-import { DiskLockedError, QemuDriver, startFailure } from "./qemu.ts";
+import { DiskLockedError, processAlive, QemuDriver, startFailure } from "./qemu.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 testWithTimeout({
@@ -11,7 +11,7 @@ testWithTimeout({
 });
 
 testWithTimeout({
-  name: "QEMU arguments: paused, daemonized, no default devices, explicit disks and NICs",
+  name: "QEMU arguments: paused, confined, no default devices, explicit disks and NICs",
   timeoutMs: 2 * MINUTE,
 }, () => {
   const driver = new QemuDriver("/var/lib/novactl/vms");
@@ -28,11 +28,20 @@ testWithTimeout({
     nics: [{ id: "net0", mac: "52:54:00:0b:0e:8a" }],
     generation: 0,
   };
+  driver.user = { name: "novactl-qemu", uid: 999, gid: 999 };
   const args = driver.args(spec, driver.paths("web1"));
-  for (const a of ["-S", "-daemonize", "-nodefaults", "-no-user-config"]) {
+  for (const a of ["-S", "-nodefaults", "-no-user-config"]) {
     assert(args.includes(a), `${a} in ${args.join(" ")}`);
   }
+  // Its seccomp filter forbids fork, which -daemonize needs.
+  assert(!args.includes("-daemonize"), args.join(" "));
   const joined = args.join(" ");
+  assert(joined.includes("-runas novactl-qemu"), joined);
+  assert(joined.includes("-sandbox on,obsolete=deny,elevateprivileges=allow,spawn=deny,"), joined);
+  // An HA VM keeps its user (PDEATHSIG survives) and gets set*uid denied instead.
+  const ha = driver.args({ ...spec, fenced: true }, driver.paths("web1")).join(" ");
+  assert(!ha.includes("-runas"), ha);
+  assert(ha.includes("elevateprivileges=deny,spawn=deny,resourcecontrol=deny"), ha);
   assert(joined.includes("-pidfile /var/lib/novactl/vms/web1/qemu.pid"));
   assert(joined.includes("path=/var/lib/novactl/vms/web1/qmp.sock,server=on,wait=off"));
   assert(joined.includes("name=org.qemu.guest_agent.0"));
@@ -43,6 +52,7 @@ testWithTimeout({
   ]);
   assert(joined.includes("virtio-blk-pci,drive=root,id=root-dev,bootindex=1"));
   assert(joined.includes("virtio-net-pci,netdev=net0,id=net0-dev,mac=52:54:00:0b:0e:8a"));
+  assert(joined.includes("user,id=net0,restrict=on"), "guests cannot reach the host via 10.0.2.2");
 });
 
 testWithTimeout({
@@ -117,4 +127,127 @@ testWithTimeout({
     startFailure(spec, "\n", "exit code 1").message,
     "qemu failed to start v: exit code 1",
   );
+});
+
+testWithTimeout({
+  name: "QEMU runs as its own user under seccomp in its own session, and still writes its disks",
+  timeoutMs: 2 * MINUTE,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "novactl-confined-" }); // 0700, like a data dir
+  const disk = `${dir}/root.qcow2`;
+  await new Deno.Command("qemu-img", { args: ["create", "-q", "-f", "qcow2", disk, "16M"] })
+    .output();
+  const driver = await new QemuDriver(`${dir}/h`).init();
+  const qemu = await driver.launch({
+    name: "v",
+    uuid: crypto.randomUUID(),
+    cpus: 1,
+    memoryMiB: 64,
+    accel: "tcg",
+    disks: [{ id: "root", path: disk, format: "qcow2" }],
+    nics: [],
+    generation: 0,
+  });
+  try {
+    const status = await Deno.readTextFile(`/proc/${qemu.pid}/status`);
+    const field = (name: string) => new RegExp(`^${name}:\\s+(.*)$`, "m").exec(status)?.[1];
+    assertEquals(field("Seccomp"), "2", "seccomp filter mode");
+    if (Deno.uid() === 0) {
+      assert(driver.user, "as root QEMU drops to novactl-qemu (scripts/setup.sh creates it)");
+      const uids = field("Uid")!.split(/\s+/).map(Number);
+      assertEquals(uids, [driver.user.uid, driver.user.uid, driver.user.uid, driver.user.uid]);
+      assertEquals(field("CapEff"), "0000000000000000");
+      assertEquals(field("CapPrm"), "0000000000000000");
+    }
+    const sid = Number(
+      (await Deno.readTextFile(`/proc/${qemu.pid}/stat`)).split(") ")[1]
+        .split(" ")[3],
+    );
+    assertEquals(sid, qemu.pid, "QEMU leads a session of its own");
+    // After the drop QEMU can no longer open the root-owned image in a 0700 dir, but it keeps
+    // the descriptors it opened before: a memory snapshot writes through them.
+    await qemu.cont();
+    await qemu.qmp.execute("snapshot-save", {
+      "job-id": "s",
+      tag: "s1",
+      vmstate: "root",
+      devices: ["root"],
+    });
+    let job: { status: string; error?: string } | undefined;
+    for (let i = 0; i < 400; i++) {
+      job = (await qemu.qmp.execute<{ id: string; status: string; error?: string }[]>(
+        "query-jobs",
+      )).find((j) => j.id === "s");
+      if (job?.status === "concluded") break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assertEquals(job?.status, "concluded");
+    assertEquals(job?.error, undefined, "snapshot-save succeeded");
+  } finally {
+    await qemu.kill();
+  }
+  const out = await new Deno.Command("qemu-img", { args: ["snapshot", "-l", disk] }).output();
+  assert(new TextDecoder().decode(out.stdout).includes("s1"), "the snapshot is in the image");
+  await Deno.remove(dir, { recursive: true });
+});
+
+testWithTimeout({
+  name: "an HA QEMU, confined, still dies with the watchdog that started it (PDEATHSIG kept)",
+  timeoutMs: 2 * MINUTE,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "novactl-pdeathsig-" });
+  const driver = await new QemuDriver(`${dir}/h`).init();
+  const spec = {
+    name: "ha",
+    uuid: crypto.randomUUID(),
+    cpus: 1,
+    memoryMiB: 64,
+    accel: "tcg" as const,
+    disks: [],
+    nics: [],
+    generation: 0,
+    fenced: true,
+  };
+  const p = driver.paths("ha");
+  await Deno.mkdir(p.dir, { recursive: true });
+  // A stand-in for the watchdog: QEMU is its direct child through `setpriv --pdeathsig KILL`.
+  const parent = new Deno.Command("/bin/sh", {
+    args: [
+      "-c",
+      'setpriv --pdeathsig KILL -- "$@" 2>/dev/null & echo $!; wait',
+      "sh",
+      driver.binary,
+      ...driver.args(spec, p),
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = parent.stdout.getReader();
+  const pid = Number(new TextDecoder().decode((await reader.read()).value).trim());
+  try {
+    let up = false;
+    for (let i = 0; i < 200 && !up; i++) {
+      up = await Deno.stat(p.qmp).then(() => true, () => false);
+      if (!up) await new Promise((r) => setTimeout(r, 25));
+    }
+    assert(up && processAlive(pid), "the HA QEMU started");
+    parent.kill("SIGKILL");
+    await parent.status;
+    let gone = false;
+    for (let i = 0; i < 100 && !gone; i++) {
+      gone = !processAlive(pid);
+      if (!gone) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert(gone, "the HA QEMU died with its parent");
+  } finally {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+    await reader.cancel().catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -24,6 +24,7 @@ import {
   encodeLine,
   parseJsonLine,
   QmpError,
+  sleep,
   withTimeout,
   writeAll,
 } from "./qmp.ts";
@@ -217,6 +218,45 @@ export class GuestAgent {
    */
   async shutdown(mode: ShutdownMode = "powerdown", opts?: CallOptions): Promise<void> {
     await this.#exchange("guest-shutdown", { mode }, opts?.timeoutMs, false);
+  }
+
+  /**
+   * Runs a program in the guest (`guest-exec`) and waits for it to end
+   * (`guest-exec-status`); resolves with its exit code and output.
+   * @throws {TimeoutError} when it has not ended after `timeoutMs`.
+   */
+  async run(
+    path: string,
+    args: string[],
+    timeoutMs = 30_000,
+  ): Promise<{ exitCode: number | null; stdout: string; stderr: string }> {
+    const { pid } = await this.execute<{ pid: number }>("guest-exec", {
+      path,
+      arg: args,
+      "capture-output": true,
+    });
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const st = await this.execute<{
+        exited: boolean;
+        exitcode?: number;
+        "out-data"?: string;
+        "err-data"?: string;
+      }>("guest-exec-status", { pid });
+      if (st.exited) {
+        const text = (b64?: string) =>
+          b64 ? new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))) : "";
+        return {
+          exitCode: st.exitcode ?? null,
+          stdout: text(st["out-data"]),
+          stderr: text(st["err-data"]),
+        };
+      }
+      if (Date.now() > deadline) {
+        throw new TimeoutError(`guest program ${path} after ${timeoutMs} ms`);
+      }
+      await sleep(100);
+    }
   }
 
   /** Runs any agent command; rejects with QmpError, TimeoutError or UnavailableError. */

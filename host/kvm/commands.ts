@@ -1,0 +1,319 @@
+/**
+ * Typed QMP commands: one function per command novactl sends, so argument names and reply
+ * shapes live in one place (Incus's `qmp/commands.go` is the model). Started with the
+ * migration, NBD and TLS commands; other callers still use `qmp.execute` directly.
+ *
+ * Every function takes the narrow {@link QmpExecutor}, so it works with a {@link QmpClient}
+ * and with test doubles alike.
+ */
+
+/** What the command functions need of a QMP connection. */
+export interface QmpExecutor {
+  execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    opts?: { timeoutMs?: number },
+  ): Promise<T>;
+}
+
+/** A TCP listen or connect address as QMP's `SocketAddress` (`inet`). */
+export interface InetAddress {
+  host: string;
+  port: number;
+}
+
+// ---- objects: TLS credentials and authorization -----------------------------------
+
+/**
+ * `object-add` of a `tls-creds-x509` object that loads `dir` (ca-cert.pem plus
+ * server-*.pem or client-*.pem, see host/kvm/tls.ts) at once. `verify-peer` is always on:
+ * a server demands a client certificate signed by the CA, a client checks the server's.
+ */
+export async function addTlsCredsX509(
+  qmp: QmpExecutor,
+  id: string,
+  dir: string,
+  endpoint: "server" | "client",
+): Promise<void> {
+  await qmp.execute("object-add", {
+    "qom-type": "tls-creds-x509",
+    id,
+    dir,
+    endpoint,
+    "verify-peer": true,
+  });
+}
+
+/**
+ * `object-add` of an `authz-list` that allows exactly the given client certificate
+ * distinguished names (as GnuTLS prints them, e.g. `CN=n1`) and denies every other one.
+ * A pattern ending in `,*` is matched as a glob (`CN=n1,*` also allows `CN=n1,O=…`).
+ */
+export async function addAuthzList(
+  qmp: QmpExecutor,
+  id: string,
+  allow: string[],
+): Promise<void> {
+  await qmp.execute("object-add", {
+    "qom-type": "authz-list",
+    id,
+    policy: "deny",
+    rules: allow.map((match) => ({
+      match,
+      policy: "allow",
+      format: match.includes("*") ? "glob" : "exact",
+    })),
+  });
+}
+
+/** `object-del`; an object that does not exist is not an error. */
+export async function deleteObject(qmp: QmpExecutor, id: string): Promise<void> {
+  await qmp.execute("object-del", { id }).catch(() => {});
+}
+
+// ---- NBD server (destination of a disk mirror) ------------------------------------
+
+/** TLS for a listener: server credentials and who may connect. */
+export interface ListenerTls {
+  creds: string;
+  authz: string;
+}
+
+/** `nbd-server-start` on `addr` (port 0: QEMU picks); with TLS only certified clients get in. */
+export async function nbdServerStart(
+  qmp: QmpExecutor,
+  addr: InetAddress,
+  tls: ListenerTls | null,
+): Promise<void> {
+  await qmp.execute("nbd-server-start", {
+    addr: { type: "inet", data: { host: addr.host, port: String(addr.port) } },
+    ...(tls ? { "tls-creds": tls.creds, "tls-authz": tls.authz } : {}),
+  });
+}
+
+/** `nbd-server-stop`; a server that is not running is not an error. */
+export async function nbdServerStop(qmp: QmpExecutor): Promise<void> {
+  await qmp.execute("nbd-server-stop").catch(() => {});
+}
+
+/** `block-export-add` of block node `nodeName` as NBD export `name`. */
+export async function blockExportAddNbd(
+  qmp: QmpExecutor,
+  id: string,
+  nodeName: string,
+  name: string,
+  writable: boolean,
+): Promise<void> {
+  await qmp.execute("block-export-add", {
+    type: "nbd",
+    id,
+    "node-name": nodeName,
+    name,
+    writable,
+  });
+}
+
+// ---- block nodes and jobs (source of a disk mirror) -----------------------------------
+
+/** `blockdev-add` of an NBD client node; with `tlsCreds` the server's certificate is checked. */
+export async function blockdevAddNbd(
+  qmp: QmpExecutor,
+  nodeName: string,
+  server: InetAddress,
+  exportName: string,
+  tls: { creds: string; hostname: string } | null,
+): Promise<void> {
+  await qmp.execute("blockdev-add", {
+    driver: "nbd",
+    "node-name": nodeName,
+    server: { type: "inet", host: server.host, port: String(server.port) },
+    export: exportName,
+    ...(tls ? { "tls-creds": tls.creds, "tls-hostname": tls.hostname } : {}),
+  });
+}
+
+/** `blockdev-del`. */
+export async function blockdevDel(qmp: QmpExecutor, nodeName: string): Promise<void> {
+  await qmp.execute("blockdev-del", { "node-name": nodeName });
+}
+
+/** `blockdev-mirror` (sync=full) of `device` into block node `target`. */
+export async function blockdevMirror(
+  qmp: QmpExecutor,
+  jobId: string,
+  device: string,
+  target: string,
+): Promise<void> {
+  await qmp.execute("blockdev-mirror", { "job-id": jobId, device, target, sync: "full" });
+}
+
+/** One entry of `query-block-jobs`. */
+export interface BlockJob {
+  device: string;
+  len: number;
+  offset: number;
+  ready: boolean;
+  status: string;
+}
+
+/** `query-block-jobs`. */
+export function queryBlockJobs(qmp: QmpExecutor): Promise<BlockJob[]> {
+  return qmp.execute<BlockJob[]>("query-block-jobs");
+}
+
+/** `block-job-cancel` with force (a ready mirror is dropped, not completed). */
+export async function blockJobCancel(qmp: QmpExecutor, device: string): Promise<void> {
+  await qmp.execute("block-job-cancel", { device, force: true });
+}
+
+// ---- migration ------------------------------------------------------------------------
+
+/** `migrate-set-capabilities`. */
+export async function migrateSetCapabilities(
+  qmp: QmpExecutor,
+  capabilities: Record<string, boolean>,
+): Promise<void> {
+  await qmp.execute("migrate-set-capabilities", {
+    capabilities: Object.entries(capabilities).map(([capability, state]) => ({
+      capability,
+      state,
+    })),
+  });
+}
+
+/** The `migrate-set-parameters` novactl uses. */
+export interface MigrateParameters {
+  "downtime-limit"?: number;
+  "max-bandwidth"?: number;
+  /** Id of a tls-creds object: the stream is TLS (empty string: plain). */
+  "tls-creds"?: string;
+  /** Source: the name the destination's certificate must carry. */
+  "tls-hostname"?: string;
+  /** Destination: id of the authz object that decides which client certificates may send. */
+  "tls-authz"?: string;
+}
+
+/** `migrate-set-parameters`. */
+export async function migrateSetParameters(
+  qmp: QmpExecutor,
+  params: MigrateParameters,
+): Promise<void> {
+  await qmp.execute("migrate-set-parameters", { ...params });
+}
+
+/** `migrate-incoming` for a QEMU started with `-incoming defer`. */
+export async function migrateIncoming(qmp: QmpExecutor, addr: InetAddress): Promise<void> {
+  await qmp.execute("migrate-incoming", { uri: `tcp:${uriHost(addr.host)}:${addr.port}` });
+}
+
+/** `migrate` to a destination listening on `addr`. */
+export async function migrate(qmp: QmpExecutor, addr: InetAddress): Promise<void> {
+  await qmp.execute("migrate", { uri: `tcp:${uriHost(addr.host)}:${addr.port}` });
+}
+
+/** `migrate_cancel`. */
+export async function migrateCancel(qmp: QmpExecutor): Promise<void> {
+  await qmp.execute("migrate_cancel");
+}
+
+/** The parts of `query-migrate` novactl reads. */
+export interface MigrateInfo {
+  status?: string;
+  "total-time"?: number;
+  downtime?: number;
+  "error-desc"?: string;
+  ram?: { transferred: number; total: number; remaining: number };
+  /** Destination: where `migrate-incoming` listens (QEMU ≥ 4.0). */
+  "socket-address"?: { type: string; host?: string; port?: string }[];
+}
+
+/** `query-migrate`. */
+export function queryMigrate(qmp: QmpExecutor): Promise<MigrateInfo> {
+  return qmp.execute<MigrateInfo>("query-migrate");
+}
+
+/** An IPv6 literal goes in brackets inside a migration URI. */
+function uriHost(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+// ---- run state -------------------------------------------------------------------------
+
+/** `query-status`: QEMU's run state ("running", "paused", "inmigrate", "postmigrate", …). */
+export async function queryStatus(qmp: QmpExecutor, timeoutMs?: number): Promise<string> {
+  return (await qmp.execute<{ status: string }>("query-status", {}, { timeoutMs })).status;
+}
+
+/** `cont`: resume the guest's vCPUs. */
+export async function cont(qmp: QmpExecutor, timeoutMs?: number): Promise<void> {
+  await qmp.execute("cont", {}, { timeoutMs });
+}
+
+/** `system_powerdown`: an ACPI power button press. */
+export async function systemPowerdown(qmp: QmpExecutor, timeoutMs?: number): Promise<void> {
+  await qmp.execute("system_powerdown", {}, { timeoutMs });
+}
+
+/** `quit`: QEMU exits (the reply may be lost as the socket closes). */
+export async function quit(qmp: QmpExecutor, timeoutMs?: number): Promise<void> {
+  await qmp.execute("quit", {}, { timeoutMs });
+}
+
+// ---- snapshots and jobs --------------------------------------------------------------
+
+/**
+ * Starts `snapshot-save`, `snapshot-load` or `snapshot-delete` as job `jobId` over the block
+ * nodes `devices` (internal qcow2 snapshots; `vmstate` names the node that holds the memory).
+ */
+export async function snapshotJob(
+  qmp: QmpExecutor,
+  command: "snapshot-save" | "snapshot-load" | "snapshot-delete",
+  jobId: string,
+  tag: string,
+  devices: string[],
+  vmstate?: string,
+): Promise<void> {
+  await qmp.execute(command, {
+    "job-id": jobId,
+    tag,
+    devices,
+    ...(vmstate === undefined ? {} : { vmstate }),
+  });
+}
+
+/** One entry of `query-jobs`. */
+export interface Job {
+  id: string;
+  status: string;
+  error?: string;
+}
+
+/** `query-jobs`. */
+export function queryJobs(qmp: QmpExecutor): Promise<Job[]> {
+  return qmp.execute<Job[]>("query-jobs");
+}
+
+/** `job-dismiss` of a concluded job. */
+export async function jobDismiss(qmp: QmpExecutor, id: string): Promise<void> {
+  await qmp.execute("job-dismiss", { id });
+}
+
+/** `job-cancel`. */
+export async function jobCancel(qmp: QmpExecutor, id: string): Promise<void> {
+  await qmp.execute("job-cancel", { id });
+}
+
+/** One `transaction` of `blockdev-snapshot-internal-sync` over `devices`: all or none. */
+export async function internalSnapshotAll(
+  qmp: QmpExecutor,
+  devices: string[],
+  name: string,
+  timeoutMs?: number,
+): Promise<void> {
+  await qmp.execute("transaction", {
+    actions: devices.map((device) => ({
+      type: "blockdev-snapshot-internal-sync",
+      data: { device, name },
+    })),
+  }, { timeoutMs });
+}
