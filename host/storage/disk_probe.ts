@@ -11,12 +11,10 @@
  * image must not exhaust the host's memory or CPU) and its report is checked
  * again.
  *
- * Note: a small local helper; i9-qemu may add a shared confined qemu-img
- * runner under host/, which {@link probeDiskImage} can then use.
- *
  * @module
  */
-import { NovaError, TimeoutError, ValidationError } from "../../core/errors/mod.ts";
+import { TimeoutError, ValidationError } from "../../core/errors/mod.ts";
+import { PROBE_LIMITS, qemuImg } from "./qemu_img.ts";
 
 /** The qcow2 magic, "QFI\xfb". */
 const QCOW2_MAGIC = 0x514649fb;
@@ -28,7 +26,7 @@ const INCOMPAT_DATA_FILE = 1n << 2n;
 const HEADER_READ_BYTES = 64 * 1024;
 
 /** Resource limits for qemu-img probes: address space and CPU seconds. */
-export const PROBE_LIMITS = { addressSpaceBytes: 1 << 30, cpuSeconds: 30, timeoutMs: 60_000 };
+const PROBE_TIMEOUT_MS = 60_000;
 
 /** What a checked disk image is. */
 export interface DiskImageFacts {
@@ -129,36 +127,16 @@ export async function probeDiskImage(path: string): Promise<DiskImageFacts> {
 }
 
 /**
- * Runs qemu-img under `prlimit` (address space and CPU time) with a wall-clock
- * deadline. A failure is a 400 on the image (qemu-img refusing a crafted file
- * is the image's fault), carrying qemu-img's first stderr line.
+ * Runs qemu-img under the probe limits (qemu_img.ts: address space, CPU time) with a wall-clock
+ * deadline. A failure is a 400 on the image (qemu-img refusing a crafted file is the image's
+ * fault), carrying qemu-img's first stderr line.
  */
 export async function confinedQemuImg(args: string[]): Promise<string> {
-  const child = new Deno.Command("prlimit", {
-    args: [
-      `--as=${PROBE_LIMITS.addressSpaceBytes}`,
-      `--cpu=${PROBE_LIMITS.cpuSeconds}`,
-      "--",
-      "qemu-img",
-      ...args,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), PROBE_LIMITS.timeoutMs);
-  let out: Deno.CommandOutput;
   try {
-    out = await child.output();
+    return await qemuImg(args, PROBE_TIMEOUT_MS, PROBE_LIMITS);
   } catch (err) {
-    throw new NovaError("internal", `cannot run qemu-img: ${(err as Error).message}`);
-  } finally {
-    clearTimeout(timer);
-  }
-  if (out.signal === "SIGKILL") throw new TimeoutError(`qemu-img ${args[0]} (image probe)`);
-  if (!out.success) {
-    const first = new TextDecoder().decode(out.stderr).trim().split("\n")[0] ?? "";
+    if (err instanceof TimeoutError) throw err;
+    const first = (err as Error).message.split("\n")[0] ?? "";
     throw ValidationError.field("disk", `qemu-img cannot read the image: ${first.slice(0, 300)}`);
   }
-  return new TextDecoder().decode(out.stdout);
 }
