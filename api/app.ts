@@ -5,6 +5,7 @@ import { metrics } from "../core/metrics/mod.ts";
 import { NotFoundError } from "../core/errors/mod.ts";
 import { errorResponse } from "./errors.ts";
 import type { Env } from "./context.ts";
+import { peerIdentity } from "./auth.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { clusterRoutes } from "./routes/cluster.ts";
 import { configRoutes } from "./routes/config.ts";
@@ -34,6 +35,12 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
     metrics.httpRequests.inc({ method: c.req.method, route, status: String(c.res.status) });
     metrics.httpSeconds.observe({ method: c.req.method, route }, (performance.now() - t0) / 1000);
   });
+
+  // Who is asking (peer member, client address) before any route decides anything.
+  app.use("*", async (c, next) => {
+    c.set("node", node);
+    await next();
+  }, peerIdentity(node));
 
   app.route("/", healthRoutes(node));
   app.route("/internal", internalRoutes(node, deps));

@@ -7,4 +7,17 @@ export interface Principal {
   role: Role;
 }
 
-export type Env = { Variables: { principal: Principal; node: ClusterNode } };
+export type Env = {
+  Variables: {
+    principal: Principal;
+    node: ClusterNode;
+    /**
+     * The member a peer request comes from: set only when its TLS client certificate
+     * (or, on a plain loopback listener, its per-node credential) is that of a current
+     * member (api/auth.ts peerIdentity). Internal routes require it.
+     */
+    peer: string | undefined;
+    /** The client's socket address (api/server.ts). */
+    remoteAddr: string;
+  };
+};

@@ -52,6 +52,7 @@ import {
 } from "./snapshot_file.ts";
 import { fsyncDir, fsyncFile } from "../store/files.ts";
 import { dirname } from "node:path";
+import * as certs from "./member_certs.ts";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,6 +83,7 @@ const REPLICATED_TABLES = [
   "vms",
   "groups",
   "operations",
+  ...certs.MEMBER_CERT_TABLES,
 ] as const;
 
 /** Outcome of one applied entry: deterministic on every node. */
@@ -131,7 +133,7 @@ export class StateMachine {
     // row in the same FULL transaction as the deletion), and on start a state machine
     // behind that snapshot is restored from it (ClusterNode.recoverStateMachine).
     db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
-    db.exec(SCHEMA);
+    db.exec(SCHEMA + certs.MEMBER_CERTS_SCHEMA);
     return db;
   }
 
@@ -272,12 +274,15 @@ export class StateMachine {
   // ---- membership ----------------------------------------------------------
 
   private applyConfChange(cc: ConfChange): unknown {
-    const ctx = cc.context ? JSON.parse(cc.context) as { url?: string; at?: number } : {};
+    const ctx = cc.context
+      ? JSON.parse(cc.context) as { url?: string; at?: number } & certs.MemberIdentitySeed
+      : {};
     switch (cc.type) {
       case "addLearner":
         this.sql(
           "INSERT OR REPLACE INTO members (name, url, role, added_at) VALUES (?, ?, 'learner', ?)",
         ).run(cc.node, ctx.url ?? "", ctx.at ?? 0);
+        certs.recordMemberCert(this.sqlOf, cc.node, ctx, ctx.at ?? 0);
         break;
       case "promote":
         this.sql("UPDATE members SET role = 'voter' WHERE name = ?").run(cc.node);
@@ -288,6 +293,7 @@ export class StateMachine {
       case "remove":
         this.sql("DELETE FROM members WHERE name = ?").run(cc.node);
         this.sql("DELETE FROM nodes WHERE name = ?").run(cc.node);
+        certs.revokeMemberCert(this.sqlOf, cc.node, ctx.at ?? 0);
         break;
     }
     return { member: cc.node, change: cc.type };
@@ -302,6 +308,28 @@ export class StateMachine {
 
   member(name: string): Member | null {
     return this.members().find((m) => m.name === name) ?? null;
+  }
+
+  private readonly sqlOf = (text: string) => this.sql(text);
+
+  /** A member's recorded certificate fingerprint and credential hash (see member_certs.ts). */
+  memberCert(name: string): certs.MemberCert | null {
+    return certs.memberCert(this.sqlOf, name);
+  }
+
+  /** Every member's recorded identity. */
+  memberCerts(): certs.MemberCert[] {
+    return certs.memberCerts(this.sqlOf);
+  }
+
+  /** The name of the removed member a revoked certificate fingerprint belonged to, or null. */
+  revokedCert(fingerprint: string): string | null {
+    return certs.revokedCert(this.sqlOf, fingerprint);
+  }
+
+  /** The cluster CA certificate and key (only ever used by the leader to sign joins). */
+  clusterCa(): { certPem: string; keyPem: string } | null {
+    return certs.clusterCa(this.sqlOf);
   }
 
   confState(): ConfState {
@@ -440,6 +468,8 @@ export class StateMachine {
       "INSERT OR REPLACE INTO members (name, url, role, added_at) VALUES (?, ?, 'voter', ?)",
     )
       .run(cmd.member.name, cmd.member.url, cmd.at);
+    certs.recordMemberCert(this.sqlOf, cmd.member.name, cmd.member, cmd.at);
+    if (cmd.ca) certs.setClusterCa(this.sqlOf, cmd.ca);
     this.sql(
       "INSERT OR REPLACE INTO api_tokens (hash, name, role, created_at) VALUES (?, 'admin', 'admin', ?)",
     )
@@ -936,7 +966,7 @@ export class StateMachine {
     try {
       // A crash leaves only a scratch file, removed on the next attempt: no journal needed.
       fresh.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;");
-      fresh.exec(SCHEMA);
+      fresh.exec(SCHEMA + certs.MEMBER_CERTS_SCHEMA);
       fresh.exec("BEGIN");
       const snap = parseSnapshot(linesOfFile(path), opts.batchRows ?? RESTORE_BATCH_ROWS);
       for (const batch of snap.batches) {
