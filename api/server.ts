@@ -108,6 +108,9 @@ export class ApiServer {
           request,
           this.#bindings(env as { incoming: IncomingMessage; outgoing: ServerResponse }),
         ),
+      // autoCleanupIncoming (the default) matters: it wraps the body so that a handler
+      // giving up on it does not cancel Deno's Readable.toWeb stream, whose late 'data'
+      // events then throw an uncaught "cannot close or enqueue" and kill the process.
       { overrideGlobalObjects: false },
     );
     server.on("request", (incoming: IncomingMessage, outgoing: ServerResponse) => {
@@ -220,8 +223,15 @@ export class ApiServer {
       st.inflight--;
       if (!incoming.complete) {
         // The handler answered without reading the whole body (413, 401, ...): the rest
-        // is unwanted, so close rather than read it (a 200 MB POST must not be drained).
-        setTimeout(() => raw.destroy(), 100);
+        // is unwanted, so stop reading (TCP back-pressure holds the sender), let the
+        // answer flush, and close — a 200 MB POST must not be drained into memory.
+        incoming.pause();
+        // @hono/node-server would drain it (up to 64 MiB): keep it paused instead.
+        incoming.resume = () => incoming;
+        incoming.socket.pause();
+        raw.pause();
+        raw.end();
+        setTimeout(() => raw.destroy(), 1_000);
         return;
       }
       // The next request's headers must arrive within the idle window.

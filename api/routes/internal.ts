@@ -78,6 +78,10 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.post("/raft", async (c) => {
     const env = await readJson(c, PEER_JSON_BODY_BYTES) as Envelope;
     assertSender(c, env?.from, "envelope from");
+    // Raft reads each message's own `from`: every one must name the sender too.
+    for (const m of Array.isArray(env.messages) ? env.messages : []) {
+      assertSender(c, m?.from, "message from");
+    }
     node.receive(env);
     return c.body(null, 204);
   });
@@ -86,6 +90,7 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.post("/raft/snapshot", async (c) => {
     const meta = SnapshotReceiver.parseMeta(c.req.header(SNAPSHOT_CHUNK_HEADER));
     assertSender(c, meta.from, "snapshot chunk from");
+    assertSender(c, meta.message?.from, "snapshot message from");
     await node.receiveSnapshotChunk(meta, c.req.raw.body);
     return c.body(null, 204);
   });
