@@ -121,27 +121,23 @@ testWithTimeout({
   const caPem = Deno.readTextFileSync(cluster.caFile);
 
   /** An envelope as a member would send it to the leader's Raft route. */
-  const envelope = (from: string, term: number, entries: unknown[] = []) =>
+  const clusterId = (await api<Status>(`${leader.url}/api/v1/cluster?local=true`, { token }))
+    .body.clusterId;
+  /** An AppendEntries as a leader would send it, or (no entries) a harmless heartbeat reply. */
+  const envelope = (from: string, term: number, entries?: unknown[]) =>
     JSON.stringify({
-      clusterId: "",
+      clusterId,
       from,
       fromUrl: "https://127.0.0.1:1",
-      messages: [{
-        type: "app",
-        from,
-        to: leaderName,
-        term,
-        index: 0,
-        logTerm: 0,
-        entries,
-        commit: 0,
-      }],
+      messages: [
+        entries
+          ? { type: "app", from, to: leaderName, term, index: 0, logTerm: 0, entries, commit: 0 }
+          : { type: "heartbeatResp", from, to: leaderName, term },
+      ],
     });
 
   try {
     const before = await status();
-    const clusterId = (await api<Status>(`${leader.url}/api/v1/cluster?local=true`, { token }))
-      .body.clusterId;
     const forgedToken = "nva_forged-admin-token-of-the-attacker";
     const forgedEntry = {
       index: 1e6,
@@ -159,10 +155,7 @@ testWithTimeout({
       fetchAsNode(cluster.node(as).dataDir, `${leader.url}/internal/raft`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: envelope(from, term, [forgedEntry]).replace(
-          '"clusterId":""',
-          `"clusterId":"${clusterId}"`,
-        ),
+        body: envelope(from, term, [forgedEntry]),
       }).then(async (r) => (await r.body?.cancel(), r.status));
 
     await step(t, "a member forging an envelope as another member gets 403", async () => {
@@ -195,6 +188,20 @@ testWithTimeout({
       await res.body?.cancel();
       return res.status;
     };
+
+    await step(
+      t,
+      "control: the member's own certificate is accepted on /internal/raft",
+      async () => {
+        const res = await fetchAsNode(cluster.node(other1).dataDir, `${leader.url}/internal/raft`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: envelope(other1, before.term),
+        });
+        await res.body?.cancel();
+        assertEquals(res.status, 204);
+      },
+    );
 
     await step(t, "a client without a certificate is refused on /internal/raft", async () => {
       assertEquals(await raftWith(Deno.createHttpClient({ caCerts: clusterCaPems() })), 403);
