@@ -351,3 +351,104 @@ testWithTimeout({
     await cluster.stop();
   }
 });
+
+testWithTimeout({
+  name:
+    "trust: --insecure-http is loopback-only, and its peers authenticate with their own credentials",
+  timeoutMs: 10 * MINUTE,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async (t) => {
+  await step(
+    t,
+    "--insecure-http on a non-loopback address is refused, naming the flag",
+    async () => {
+      const dir = await Deno.makeTempDir();
+      try {
+        const r = await cli([
+          "node",
+          "start",
+          "--name",
+          "x",
+          "--data-dir",
+          `${dir}/d`,
+          "--listen",
+          "0.0.0.0:0",
+          "--insecure-http",
+        ]);
+        assert(r.code !== 0, "started");
+        assert(/--insecure-http/.test(r.stderr), r.stderr);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  );
+
+  const cluster = new NovactlCluster({ insecureHttp: true, env: { NOVACTL_ACCEL: "tcg" } });
+  await cluster.start(2, { voters: 1 });
+  try {
+    const token = cluster.adminToken;
+    const leaderName = await cluster.leaderName();
+    const leader = cluster.node(leaderName);
+    const other = cluster.nodes.find((n) => n.name !== leaderName)!;
+    const s = (await api<Status & { clusterId: string }>(
+      `${leader.url}/api/v1/cluster?local=true`,
+      { token },
+    )).body;
+    const beat = (from: string) =>
+      JSON.stringify({
+        clusterId: s.clusterId,
+        from,
+        fromUrl: other.url,
+        messages: [{ type: "heartbeatResp", from, to: leaderName, term: s.term }],
+      });
+    const post = async (body: string, headers: Record<string, string>) => {
+      const res = await fetch(`${leader.url}/internal/raft`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body,
+      });
+      await res.body?.cancel();
+      return res.status;
+    };
+    const credential = JSON.parse(Deno.readTextFileSync(`${other.dataDir}/node.json`))
+      .peerCredential as string;
+
+    await step(t, "members advertise http:// and replicate", async () => {
+      assert(leader.url.startsWith("http://") && other.url.startsWith("http://"));
+      assertEquals(s.members.length, 2);
+    });
+
+    await step(t, "a member's own credential is accepted (control)", async () => {
+      assertEquals(
+        await post(beat(other.name), {
+          "x-novactl-peer-credential": `${other.name}:${credential}`,
+        }),
+        204,
+      );
+    });
+
+    await step(t, "no credential, a wrong one, or a forged sender get 403", async () => {
+      assertEquals(await post(beat(other.name), {}), 403);
+      assertEquals(
+        await post(beat(other.name), { "x-novactl-peer-credential": `${other.name}:nvp_wrong` }),
+        403,
+      );
+      assertEquals(
+        await post(beat(leaderName), {
+          "x-novactl-peer-credential": `${other.name}:${credential}`,
+        }),
+        403,
+      );
+      // Someone else's name with this credential: it is not theirs.
+      assertEquals(
+        await post(beat(leaderName), {
+          "x-novactl-peer-credential": `${leaderName}:${credential}`,
+        }),
+        403,
+      );
+    });
+  } finally {
+    await cluster.stop();
+  }
+});
