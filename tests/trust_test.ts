@@ -416,7 +416,8 @@ testWithTimeout({
 
     await step(t, "members advertise http:// and replicate", async () => {
       assert(leader.url.startsWith("http://") && other.url.startsWith("http://"));
-      assertEquals(s.members.length, 2);
+      const seen = await api<Status>(`${other.url}/api/v1/cluster?local=true`, { token });
+      assertEquals(seen.body.members.length, 2);
     });
 
     await step(t, "a member's own credential is accepted (control)", async () => {
