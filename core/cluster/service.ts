@@ -81,15 +81,21 @@ export interface JoinResponse {
  * the leader promotes it to voter once it has caught up.
  */
 export async function admitMember(node: ClusterNode, req: JoinRequest): Promise<JoinResponse> {
-  const { secret } = parseJoinToken(req.token);
+  let secret: string;
+  try {
+    secret = parseJoinToken(req.token).secret;
+  } catch {
+    throw new NovaError("unauthorized", "join token is not valid for this cluster");
+  }
   const ca = node.fsm.clusterCa();
   if (!ca) throw new UnavailableError("the cluster CA is not in this leader's state");
+  const at = Date.now();
+  // The token first (through the log, so it is single-use cluster-wide): nobody without
+  // one makes the leader verify or sign anything. A bad CSR then costs the token.
+  await node.propose({ op: "joinToken.consume", id: sha256Hex(secret), node: req.name, at });
   const sans = nodeSans(new URL(req.url).hostname);
-  // Sign before consuming the token: a bad CSR must not burn it.
   const certPem = await signCsr(ca, req.csr, { name: req.name, sans });
   const peerCredential = randomToken(PEER_CREDENTIAL_PREFIX, 32);
-  const at = Date.now();
-  await node.propose({ op: "joinToken.consume", id: sha256Hex(secret), node: req.name, at });
   await node.changeMembership({
     type: "addLearner",
     node: req.name,
