@@ -100,7 +100,7 @@ testWithTimeout(
 testWithTimeout(
   {
     timeoutMs: 2 * MINUTE,
-    name: "migratorPeer: a member's URL, the peer secret and a bare address",
+    name: "migratorPeer: a member's URL, the node's own credential and a bare address",
     ...opts,
   },
   async () => {
