@@ -5,6 +5,7 @@ import { metrics } from "../core/metrics/mod.ts";
 import { NotFoundError } from "../core/errors/mod.ts";
 import { errorResponse } from "./errors.ts";
 import type { Env } from "./context.ts";
+import { peerIdentity } from "./auth.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { clusterRoutes } from "./routes/cluster.ts";
 import { configRoutes } from "./routes/config.ts";
@@ -38,7 +39,14 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
     metrics.httpSeconds.observe({ method: c.req.method, route }, (performance.now() - t0) / 1000);
   });
 
+  // Who is asking (peer member, client address) before any route decides anything.
+  app.use("*", async (c, next) => {
+    c.set("node", node);
+    await next();
+  }, peerIdentity(node));
+
   app.use("/api/v1/*", auditRequests(node));
+
   app.route("/", healthRoutes(node));
   app.route("/internal", internalRoutes(node, deps));
   app.route("/api/v1/cluster", clusterRoutes(node));

@@ -17,7 +17,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { auditBufferOf, type ClusterNode } from "../core/cluster/mod.ts";
 import type { Env } from "./context.ts";
-import { identifyForwardingPeer, remoteAddress, REQUEST_ID_HEADER, requestIdOf } from "./remote.ts";
+import { remoteAddress, REQUEST_ID_HEADER, requestIdOf } from "./remote.ts";
 
 /** Set by the member that recorded a forwarded request, for the forwarding node. */
 export const AUDITED_HEADER = "x-novactl-audited";
@@ -48,7 +48,6 @@ const KINDS: Record<string, string> = {
 export function auditRequests(node: ClusterNode): MiddlewareHandler<Env> {
   return async (c, next) => {
     c.set("node", node);
-    identifyForwardingPeer(c, node);
     const requestId = requestIdOf(c);
     c.set("requestId", requestId);
     if (!MUTATING.has(c.req.method)) {

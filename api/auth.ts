@@ -1,11 +1,14 @@
-/** Bearer-token authentication and role checks; peer-secret checks for internal routes. */
+/** Bearer-token authentication and role checks; peer identity for internal routes. */
 import type { Context, MiddlewareHandler } from "hono";
-import { ForbiddenError, UnauthorizedError } from "../core/errors/mod.ts";
+import { Buffer } from "node:buffer";
+import { timingSafeEqual } from "node:crypto";
+import { ForbiddenError, NovaError, UnauthorizedError } from "../core/errors/mod.ts";
 import type { Role } from "../core/fsm/mod.ts";
 import { sha256Hex } from "../core/secrets/mod.ts";
-import { PEER_SECRET_HEADER, secretsEqual } from "../core/peer/mod.ts";
+import { parsePeerCredential, PEER_CREDENTIAL_HEADER } from "../core/peer/mod.ts";
 import type { ClusterNode } from "../core/cluster/mod.ts";
 import type { Env } from "./context.ts";
+import type { ServerBindings } from "./server.ts";
 
 const RANK: Record<Role, number> = { viewer: 1, operator: 2, admin: 3 };
 
@@ -48,12 +51,108 @@ export function requireRole(role: Role): MiddlewareHandler<Env> {
   };
 }
 
-export function peerAuth(node: ClusterNode): MiddlewareHandler<Env> {
-  return async (c: Context, next) => {
-    const secret = c.req.header(PEER_SECRET_HEADER) ?? "";
-    if (!secretsEqual(secret, node.identity.clusterSecret)) {
-      throw new UnauthorizedError("invalid peer secret");
+/** How a peer request authenticated, or why it did not. */
+export type PeerVerdict =
+  | { peer: string }
+  | { revoked: string }
+  | { refused: string };
+
+/**
+ * Who a request comes from, as far as cluster membership goes. A TLS client
+ * certificate identifies member X only when all hold: it chains to the cluster
+ * CA (the TLS layer's `authorized`), its CN is X, X is a current member, and its
+ * fingerprint equals the one recorded for X at join — so neither the CA key nor
+ * a certificate for another name is enough. A revoked fingerprint (a removed
+ * member) is reported as such, so its Raft traffic learns it was removed (410).
+ * On a plain-HTTP loopback listener a node's own credential stands in for the
+ * certificate (its hash is in the member record).
+ */
+export function identifyPeer(
+  node: ClusterNode,
+  bindings: ServerBindings | undefined,
+  credentialHeader: string | undefined,
+): PeerVerdict {
+  const known = (name: string) =>
+    node.fsm.memberCert(name) ??
+      // A joiner's state is empty until its first snapshot: it trusts the members it joined.
+      (node.fsm.memberCerts().length === 0
+        ? node.identity.joinedWith?.find((m) => m.name === name) ?? null
+        : null);
+  const tls = bindings?.tlsPeer;
+  if (tls) {
+    if (!tls.authorized) return { refused: "client certificate not signed by the cluster CA" };
+    const revokedName = node.fsm.revokedCert(tls.fingerprint);
+    if (revokedName !== null) return { revoked: revokedName };
+    const name = tls.commonName ?? "";
+    const record = known(name);
+    if (!record) return { refused: `"${name}" is not a member of this cluster` };
+    if (!record.fingerprint || !hashesEqual(record.fingerprint, tls.fingerprint)) {
+      return { refused: `certificate is not the one recorded for member "${name}"` };
+    }
+    return { peer: name };
+  }
+  if (bindings?.insecure && credentialHeader) {
+    const cred = parsePeerCredential(credentialHeader);
+    const record = cred ? known(cred.name) : null;
+    if (!cred || !record?.credentialHash) return { refused: "unknown peer credential" };
+    if (!hashesEqual(record.credentialHash, sha256Hex(cred.secret))) {
+      return { refused: `credential is not the one recorded for member "${cred.name}"` };
+    }
+    return { peer: cred.name };
+  }
+  return { refused: "peer routes need a member's client certificate" };
+}
+
+function hashesEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** Sets `peer` (and `remoteAddr`) for every request; refuses nothing by itself. */
+export function peerIdentity(node: ClusterNode): MiddlewareHandler<Env> {
+  return async (c, next) => {
+    const bindings = c.env as ServerBindings | undefined;
+    c.set("remoteAddr", bindings?.remoteAddr ?? "");
+    if (bindings?.tlsPeer || bindings?.insecure) {
+      const verdict = identifyPeer(node, bindings, c.req.header(PEER_CREDENTIAL_HEADER));
+      if ("peer" in verdict) c.set("peer", verdict.peer);
     }
     await next();
   };
+}
+
+/**
+ * Internal routes: only a current member's authenticated node. A removed member
+ * gets 410, which tells it to stop; anyone else 403.
+ */
+export function peerAuth(node: ClusterNode): MiddlewareHandler<Env> {
+  return async (c: Context<Env>, next) => {
+    const verdict = identifyPeer(
+      node,
+      c.env as ServerBindings | undefined,
+      c.req.header(PEER_CREDENTIAL_HEADER),
+    );
+    if ("revoked" in verdict) {
+      throw new NovaError("removed", `${verdict.revoked} was removed from this cluster`);
+    }
+    if ("refused" in verdict) throw new ForbiddenError(verdict.refused);
+    c.set("peer", verdict.peer);
+    await next();
+  };
+}
+
+/**
+ * The member named by a peer request (an envelope's `from`, a lease's `node`, ...)
+ * must be the authenticated peer: a member cannot speak for another.
+ *
+ * @throws {ForbiddenError} otherwise
+ */
+export function assertSender(c: Context<Env>, claimed: unknown, field: string): void {
+  const peer = c.get("peer");
+  if (!peer || claimed !== peer) {
+    throw new ForbiddenError(
+      `${field} "${String(claimed)}" is not the authenticated peer "${peer}"`,
+    );
+  }
 }

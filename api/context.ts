@@ -11,10 +11,14 @@ export type Env = {
   Variables: {
     principal: Principal;
     node: ClusterNode;
-    /** The member that forwarded this request, once authenticated (api/remote.ts). */
+    /**
+     * The member a peer request comes from: set only when its TLS client certificate
+     * (or, on a plain loopback listener, its per-node credential) is that of a current
+     * member (api/auth.ts peerIdentity). Internal routes require it.
+     */
     peer: string | undefined;
-    /** The client's address as the server layer saw it (api/remote.ts). */
-    remoteAddr: string | undefined;
+    /** The client's socket address (api/server.ts). */
+    remoteAddr: string;
     /** This request's id, answered as `x-request-id` (api/audit.ts). */
     requestId: string;
   };

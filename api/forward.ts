@@ -2,6 +2,11 @@
  * Any node accepts any request: requests that need the leader (writes and
  * linearizable reads) are proxied to it unchanged, once. A forwarded request
  * that lands on a non-leader (leadership moved meanwhile) gets 503.
+ *
+ * Forwarding uses the node's mutual-TLS peer client, so a user's bearer token
+ * never crosses between nodes in clear text, and the receiver knows the
+ * forwarder as a member (`peer`); it then trusts `x-novactl-forwarded-for`,
+ * the original client's address.
  */
 import type { Context, MiddlewareHandler } from "hono";
 import {
@@ -16,6 +21,7 @@ import type { Env } from "./context.ts";
 import { forwardingHeaders } from "./remote.ts";
 
 export const FORWARDED_HEADER = "x-novactl-forwarded-by";
+export { FORWARDED_FOR_HEADER } from "./remote.ts";
 
 const HOP_HEADERS = ["host", "connection", "content-length", "transfer-encoding", "keep-alive"];
 
@@ -40,22 +46,32 @@ async function waitForLeaderUrl(node: ClusterNode, timeoutMs = 3_000): Promise<s
   }
 }
 
+/**
+ * Proxies the request to another member over the peer client.
+ *
+ * @param body the body when the caller already read it (e.g. under a size cap)
+ */
 export async function forwardTo(
-  c: Context,
+  c: Context<Env>,
   baseUrl: string,
   self: string,
   timeoutMs: number | null = 30_000,
+  body?: BodyInit,
 ): Promise<Response> {
+  const node = c.get("node") as ClusterNode | undefined;
   const src = new URL(c.req.url);
   const headers = new Headers(c.req.raw.headers);
   for (const h of HOP_HEADERS) headers.delete(h);
   headers.set(FORWARDED_HEADER, self);
   for (const [k, v] of Object.entries(forwardingHeaders(c as Context<Env>))) headers.set(k, v);
   const method = c.req.method;
-  const body = method === "GET" || method === "HEAD" ? undefined : await c.req.arrayBuffer();
+  if (body === undefined && method !== "GET" && method !== "HEAD") {
+    body = await c.req.arrayBuffer();
+  }
+  const peerFetch = node?.peerHttp.fetch ?? ((u: string, i?: RequestInit) => fetch(u, i));
   let res: Response;
   try {
-    res = await fetch(baseUrl + src.pathname + src.search, {
+    res = await peerFetch(baseUrl + src.pathname + src.search, {
       method,
       headers,
       body,

@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { TestCluster } from "../core/testing/test_cluster.ts";
 import { LeaseTable } from "../core/cluster/mod.ts";
-import { PEER_SECRET_HEADER } from "../core/peer/mod.ts";
+import type { ServerBindings } from "./server.ts";
 import { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
 import { createApp } from "./app.ts";
@@ -48,12 +48,18 @@ async function harness() {
   const call = async (
     method: string,
     path: string,
-    o: { token?: string; body?: unknown; raw?: BodyInit; headers?: Record<string, string> } = {},
+    o: {
+      token?: string;
+      body?: unknown;
+      raw?: BodyInit;
+      headers?: Record<string, string>;
+      env?: Partial<ServerBindings>;
+    } = {},
   ) => {
     const headers: Record<string, string> = { ...o.headers };
     if (o.token) headers.authorization = `Bearer ${o.token}`;
     const body = o.raw ?? (o.body === undefined ? undefined : JSON.stringify(o.body));
-    const res = await app.request(path, { method, headers, body });
+    const res = await app.request(path, { method, headers, body }, o.env);
     const json = res.headers.get("content-type")?.startsWith("application/json");
     // deno-lint-ignore no-explicit-any
     return { status: res.status, body: (json ? await res.json() : await res.text()) as any };
@@ -117,9 +123,18 @@ testWithTimeout(
 testWithTimeout({ name: "API caps: /internal/propose checks peer commands", ...opts }, async () => {
   const { c, call, fieldsOf } = await harness();
   try {
-    const headers = { [PEER_SECRET_HEADER]: c.node.identity.clusterSecret };
+    // As the listener reports a member's client certificate (api/server.ts).
+    const env = {
+      remoteAddr: "127.0.0.1",
+      insecure: false,
+      tlsPeer: {
+        authorized: true,
+        commonName: "n1",
+        fingerprint: c.node.fsm.memberCert("n1")!.fingerprint,
+      },
+    };
     const propose = (command: unknown) =>
-      call("POST", "/internal/propose", { headers, body: { command } });
+      call("POST", "/internal/propose", { env, body: { command } });
     const applied = c.node.fsm.appliedIndex();
     const n1 = c.node.fsm.node("n1")!;
     const upsert = {

@@ -4,16 +4,12 @@
  * (`c.get("peer")`), never from what a client claims.
  */
 import type { Context } from "hono";
-import { PEER_SECRET_HEADER, secretsEqual } from "../core/peer/mod.ts";
-import type { ClusterNode } from "../core/cluster/mod.ts";
 import type { Env } from "./context.ts";
 
 /** Set by a forwarding node: the address of the client it forwards for. */
 export const FORWARDED_FOR_HEADER = "x-novactl-forwarded-for";
 /** The request's id: answered to every client; passed on when a node forwards. */
 export const REQUEST_ID_HEADER = "x-request-id";
-/** Names the node that forwarded a request (api/forward.ts sets it). */
-const FORWARDED_BY_HEADER = "x-novactl-forwarded-by";
 
 const MAX_ADDRESS_CHARS = 128;
 const MAX_REQUEST_ID_CHARS = 128;
@@ -44,27 +40,12 @@ export function requestIdOf(c: Context<Env>): string {
 /**
  * Headers a node adds when it forwards a request to another member: the
  * client's address and the request id (both overwrite whatever the client
- * sent), and the proof that a member forwards it.
- *
- * Interim until peer TLS (i9-pki): the proof is the cluster secret, and
- * {@link identifyForwardingPeer} checks it. With mutual TLS the receiving
- * server layer sets `peer` from the client certificate and the secret goes.
+ * sent). The receiver trusts them only because the forwarder authenticates
+ * as a member (mutual TLS, api/auth.ts peerIdentity).
  */
 export function forwardingHeaders(c: Context<Env>): Record<string, string> {
-  const h: Record<string, string> = {
+  return {
     [FORWARDED_FOR_HEADER]: remoteAddress(c),
     [REQUEST_ID_HEADER]: c.get("requestId") ?? requestIdOf(c),
   };
-  const node = c.get("node");
-  if (node) h[PEER_SECRET_HEADER] = node.identity.clusterSecret;
-  return h;
-}
-
-/** Sets `peer` for a request a member forwarded (interim, see {@link forwardingHeaders}). */
-export function identifyForwardingPeer(c: Context<Env>, node: ClusterNode): void {
-  if (c.get("peer")) return;
-  const by = c.req.header(FORWARDED_BY_HEADER);
-  const secret = c.req.header(PEER_SECRET_HEADER);
-  if (!by || !secret || !secretsEqual(secret, node.identity.clusterSecret)) return;
-  if (node.fsm.member(by)) c.set("peer", by);
 }

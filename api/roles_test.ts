@@ -33,6 +33,7 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   "GET /internal/blobs/:sha256": "peer",
   // Joiners authenticate with the join token in the body.
   "POST /api/v1/cluster/join": "none",
+  "GET /api/v1/cluster/ca": "none",
   "GET /api/v1/cluster": "viewer",
   "POST /api/v1/cluster/tokens": "admin",
   "GET /api/v1/cluster/tokens": "admin",

@@ -4,10 +4,30 @@ import { codeOfHttpStatus, type ErrorCode, NovaError } from "../core/errors/mod.
 export interface ClientOptions {
   server: string;
   token?: string;
+  /** PEM file of the cluster CA; without it https servers are checked against system roots. */
+  ca?: string;
 }
 
 export class ApiClient {
+  #client: Deno.HttpClient | undefined;
+
   constructor(readonly opts: ClientOptions) {}
+
+  /** A client trusting the cluster CA (read once), or undefined for system roots. */
+  private httpClient(): Deno.HttpClient | undefined {
+    if (!this.opts.ca || this.#client) return this.#client;
+    let pem: string;
+    try {
+      pem = Deno.readTextFileSync(this.opts.ca);
+    } catch (err) {
+      throw new NovaError(
+        "validation",
+        `cannot read --ca ${this.opts.ca}: ${(err as Error).message}`,
+      );
+    }
+    this.#client = Deno.createHttpClient({ caCerts: [pem] });
+    return this.#client;
+  }
 
   async request<T = unknown>(
     method: string,
@@ -53,12 +73,24 @@ export class ApiClient {
   private async send(path: string, init: RequestInit): Promise<Response> {
     let res: Response;
     try {
-      res = await fetch(this.opts.server.replace(/\/$/, "") + path, init);
+      res = await fetch(this.opts.server.replace(/\/$/, "") + path, {
+        ...init,
+        client: this.httpClient(),
+      });
     } catch (err) {
-      throw new NovaError(
-        "unavailable",
-        `cannot reach ${this.opts.server}: ${(err as Error).message}`,
-      );
+      if (err instanceof NovaError) throw err;
+      const cause = (err as Error).cause;
+      const message = (err as Error).message +
+        (cause instanceof Error ? `: ${cause.message}` : cause ? `: ${String(cause)}` : "");
+      if (this.opts.server.startsWith("https:") && /certificate|UnknownIssuer|tls/i.test(message)) {
+        throw new NovaError(
+          "unavailable",
+          this.opts.ca
+            ? `${this.opts.server} presented a certificate ${this.opts.ca} does not verify: ${message}`
+            : `cannot verify ${this.opts.server}'s certificate: pass --ca DIR/ca.crt (or set NOVACTL_CA) with the cluster CA from a node's data dir`,
+        );
+      }
+      throw new NovaError("unavailable", `cannot reach ${this.opts.server}: ${message}`);
     }
     if (res.ok) return res;
     const data = safeJson(await res.text());

@@ -20,10 +20,18 @@ export function nodeCommand(): Command {
     .option("--listen <host:port>", "address to serve API and peer traffic on", "127.0.0.1:7070")
     .option(
       "--advertise <url>",
-      "URL peers and clients use to reach this node (default http://LISTEN)",
+      "URL peers and clients use to reach this node (default https://LISTEN)",
     )
     .option("--join <url>", "URL of any member of the cluster to join")
-    .option("--token <token>", "join token (from `novactl cluster token create`)")
+    .option(
+      "--token <token>",
+      "join token (from `novactl cluster token create`; prefer --token-file: ps shows argv)",
+    )
+    .option("--token-file <file>", "file holding the join token (env NOVACTL_JOIN_TOKEN)")
+    .option(
+      "--insecure-http",
+      "serve plain HTTP instead of HTTPS (loopback listen addresses only; development)",
+    )
     .option("--label <key=value>", "node label (repeatable)", collectLabel, {})
     .action(async (opts) => {
       await startNode({
@@ -33,6 +41,8 @@ export function nodeCommand(): Command {
         advertise: opts.advertise,
         join: opts.join,
         token: opts.token,
+        tokenFile: opts.tokenFile,
+        insecureHttp: opts.insecureHttp === true,
         label: opts.label,
       });
     });

@@ -40,6 +40,8 @@ import { BlobStore, DirPool, findOrphans, sweepDataDir } from "../host/storage/m
 import { type Accel, hostAccel, nodeTlsPaths, QemuDriver } from "../host/kvm/mod.ts";
 import { type HostCluster, Migrator, VmHost } from "../host/mod.ts";
 import { HostFencing } from "../host/fencing/mod.ts";
+import { ApiServer } from "../api/server.ts";
+import { loadNodeTls, NODE_CERT_FILE } from "../core/pki/mod.ts";
 
 export interface NodeStartOptions {
   name: string;
@@ -48,6 +50,10 @@ export interface NodeStartOptions {
   advertise?: string;
   join?: string;
   token?: string;
+  /** A file holding the join token (kept out of argv, where `ps` shows it). */
+  tokenFile?: string;
+  /** Serve plain HTTP (loopback only); peers then authenticate with per-node credentials. */
+  insecureHttp?: boolean;
   label: Record<string, string>;
 }
 
@@ -73,29 +79,6 @@ export function parseListen(listen: string): { hostname: string; port: number } 
   return { hostname: m[1].replace(/^\[|\]$/g, ""), port };
 }
 
-type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
-
-/**
- * Binds the API port before anything else, so `--listen HOST:0` gets a port from the kernel
- * with no window in which another process could take it; requests get 503 until the node
- * is ready to serve. A restarted node keeps the port its identity advertises, since
- * members know it by URL.
- */
-function bindApi(
-  hostname: string,
-  port: number,
-): { server: Deno.HttpServer<Deno.NetAddr>; serveWith(handler: Handler): void } {
-  let handler: Handler = () =>
-    Response.json({ error: { code: "unavailable", message: "node is starting" } }, {
-      status: 503,
-    });
-  const server = Deno.serve(
-    { hostname, port, onListen: () => {} },
-    (request, info) => handler(request, info),
-  );
-  return { server, serveWith: (next) => void (handler = next) };
-}
-
 /**
  * The port a restarted node bound last time (its `listen.json`), else the one its advertised
  * URL names: members know the node by that URL, so `--listen HOST:0` must not move it.
@@ -109,13 +92,49 @@ async function portUsedBefore(dataDir: string, identity: NodeIdentity): Promise<
   }
 }
 
-function listenUrl(hostname: string, port: number): string {
-  return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+function listenUrl(hostname: string, port: number, insecure: boolean): string {
+  const scheme = insecure ? "http" : "https";
+  return `${scheme}://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+}
+
+/** Plain HTTP is for development on one machine: a loopback listen address only. */
+export function assertInsecureAllowed(hostname: string): void {
+  const loopback = hostname === "localhost" || hostname === "::1" ||
+    /^127\.\d+\.\d+\.\d+$/.test(hostname);
+  if (!loopback) {
+    throw ValidationError.field(
+      "insecure-http",
+      `--insecure-http serves plain HTTP and is allowed only on a loopback --listen address, not ${hostname}`,
+    );
+  }
+}
+
+/** The join token: --token, else --token-file, else env NOVACTL_JOIN_TOKEN. */
+async function joinToken(opts: NodeStartOptions): Promise<string | undefined> {
+  if (opts.token) return opts.token.trim();
+  if (opts.tokenFile) {
+    try {
+      return (await Deno.readTextFile(opts.tokenFile)).trim().split("\n").pop()!.trim();
+    } catch (err) {
+      throw ValidationError.field(
+        "token-file",
+        `cannot read ${opts.tokenFile}: ${(err as Error).message}`,
+      );
+    }
+  }
+  return Deno.env.get("NOVACTL_JOIN_TOKEN")?.trim() || undefined;
 }
 
 export async function startNode(opts: NodeStartOptions): Promise<void> {
   const { hostname, port: requestedPort } = parseListen(opts.listen);
-  if (opts.join && !opts.token) throw ValidationError.field("token", "--join needs --token");
+  if (opts.insecureHttp) assertInsecureAllowed(hostname);
+  opts = { ...opts, token: await joinToken(opts) };
+  if (opts.join && !opts.token) {
+    throw ValidationError.field(
+      "token",
+      "--join needs --token-file FILE (or --token, or env NOVACTL_JOIN_TOKEN)",
+    );
+  }
   // The leader refuses such labels in every registration: say so now, not in a debug log later.
   const labels = labelsSchema.safeParse(opts.label);
   if (!labels.success) throw zodToValidationError(labels.error, "label.");
@@ -125,11 +144,14 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
 
   const identity = await readIdentity(opts.dataDir);
   const port = requestedPort || (identity ? await portUsedBefore(opts.dataDir, identity) : 0);
-  const api = bindApi(hostname, port);
+  // A restarted node serves its own certificate from the first byte; a new one
+  // serves a throwaway one (and 503) until bootstrap or join has made its own.
+  const tls = identity ? await loadNodeTls(opts.dataDir) : null;
+  const api = await ApiServer.listen({ hostname, port, insecure: !!opts.insecureHttp, tls });
   try {
     await runNode(opts, hostname, identity, api);
   } finally {
-    await api.server.shutdown().catch(() => {});
+    await api.shutdown().catch(() => {});
   }
 }
 
@@ -137,10 +159,10 @@ async function runNode(
   opts: NodeStartOptions,
   hostname: string,
   existing: NodeIdentity | null,
-  api: ReturnType<typeof bindApi>,
+  api: ApiServer,
 ): Promise<void> {
-  const port = api.server.addr.port;
-  const url = (opts.advertise ?? listenUrl(hostname, port)).replace(/\/$/, "");
+  const port = api.port;
+  const url = (opts.advertise ?? listenUrl(hostname, port, !!opts.insecureHttp)).replace(/\/$/, "");
   const report: ListenReport = { url, listen: `${hostname}:${port}`, pid: Deno.pid };
   await writeFileDurably(join(opts.dataDir, LISTEN_FILE), JSON.stringify(report) + "\n");
   let identity = existing;
@@ -177,6 +199,15 @@ async function runNode(
     });
   }
 
+  const tls = await loadNodeTls(opts.dataDir);
+  if (tls.name !== identity.name) {
+    throw ValidationError.field(
+      "data-dir",
+      `${NODE_CERT_FILE} names "${tls.name}", not "${identity.name}"`,
+    );
+  }
+  api.useTls(tls);
+
   const swept = await sweepDataDir(opts.dataDir);
   if (swept.length) {
     log.warn("removed temporary files left by a crash", { files: swept });
@@ -187,6 +218,7 @@ async function runNode(
   const node: ClusterNode = new ClusterNode({
     dataDir: opts.dataDir,
     identity,
+    tls,
     onRemoved: () => void onRemoved(),
   });
   await secureDataDir(opts.dataDir); // the databases (and -wal/-shm) it just opened or created
@@ -214,8 +246,8 @@ async function runNode(
   );
   host.migrator = migrator;
   const app = createApp(node, { blobs, host, leases, migrator });
-  api.serveWith(app.fetch);
-  const server = api.server;
+  api.serveWith((request, env) => app.fetch(request, env));
+  const server = api;
   node.start();
   log.info("node listening", { url, listen: report.listen });
 

@@ -34,6 +34,8 @@ import type { VmHost } from "./vm_host.ts";
 export interface MigrationPeer {
   url: string;
   headers: Record<string, string>;
+  /** The node's mutual-TLS client for https peers (core/peer/client.ts). */
+  client?: Deno.HttpClient;
   /** Address QEMU on the source uses to reach the destination. */
   address: string;
 }
@@ -130,6 +132,7 @@ export class Migrator {
         if (d.pool === "shared") continue;
         const res = await fetch(`${from.url}/internal/host/volumes/${vm.name}/${d.id}`, {
           headers: from.headers,
+          client: from.client,
         });
         if (res.status === 404) {
           // Never started: the volume does not exist yet and is created here on first start.
@@ -316,6 +319,7 @@ export class Migrator {
       const res = await fetch(`${peer.url}/internal/host/migrations/${opId}/console?vm=${name}`, {
         method: "POST",
         headers: { ...peer.headers, "content-type": "application/octet-stream" },
+        client: peer.client,
         body: history,
         signal: AbortSignal.timeout(30_000),
       });
@@ -379,6 +383,7 @@ export class Migrator {
     const res = await fetch(`${peer.url}/internal/host/migrations/${opId}/${step}`, {
       method: "POST",
       headers: { ...peer.headers, "content-type": "application/json" },
+      client: peer.client,
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(step === "receive" ? 3_600_000 : 60_000),
     });

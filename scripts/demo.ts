@@ -15,7 +15,18 @@ const server = cluster.urls[0];
 async function novactl(...args: string[]): Promise<void> {
   console.log(`\n$ novactl ${args.join(" ")}`);
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", ...args, "--server", server, "--token", cluster.adminToken],
+    args: [
+      "run",
+      "-A",
+      "main.ts",
+      ...args,
+      "--server",
+      server,
+      "--token",
+      cluster.adminToken,
+      "--ca",
+      cluster.caFile,
+    ],
     stdout: "inherit",
     stderr: "inherit",
   }).output();

@@ -33,6 +33,7 @@ testWithTimeout({
         name,
         url: "http://127.0.0.1:1",
         token: joinToken,
+        csr: "-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n",
         inventory: {
           cpus: 1,
           memoryMiB: 1,

@@ -5,6 +5,7 @@
  * drain, the rebalancer, and HA failover with fencing after a host is killed
  * or partitioned. Data dirs live on tmpfs (QEMU migration needs it here).
  */
+import { fetchAsNode } from "../bench/lib/tls.ts";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, sleep, step } from "./support/api.ts";
@@ -54,12 +55,11 @@ testWithTimeout({
   const show = async (name: string) =>
     (await api<Vm>(`${url()}/api/v1/vms/${name}`, { token })).body;
   const consoleOf = (name: string) => fetchConsole(url(), token, name);
-  const secret = JSON.parse(await Deno.readTextFile(`${cluster.node("n1").dataDir}/node.json`))
-    .clusterSecret;
+  // Each node accepts fault injection from itself (its own certificate).
   const setBlocked = (name: string, blocked: string[]) =>
-    fetch(`${cluster.node(name).url}/internal/faults`, {
+    fetchAsNode(cluster.node(name).dataDir, `${cluster.node(name).url}/internal/faults`, {
       method: "PUT",
-      headers: { "x-novactl-peer-secret": secret, "content-type": "application/json" },
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ blocked }),
     }).then((r) => r.body?.cancel());
   /** Hosts currently running a QEMU for `vm` (by pidfile and /proc). */

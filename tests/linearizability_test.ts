@@ -16,6 +16,7 @@
  * - LIN_SEED: reuse the random choices of a printed seed (which fault kinds in which
  *   order, victims, keys, targets); timing still differs from run to run.
  */
+import { clusterFetch } from "../bench/lib/tls.ts";
 import { NetworkLab } from "../bench/lib/netns.ts";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { sleep, waitFor } from "../bench/lib/util.ts";
@@ -194,7 +195,7 @@ async function pausedLeaderRound(cluster: NovactlCluster, round: number) {
     const others = cluster.nodes.map((n) => n.name).filter((n) => n !== old);
     const successor = await waitFor(async () => {
       for (const name of others) {
-        const res = await fetch(`${cluster.node(name).url}/api/v1/cluster`, {
+        const res = await clusterFetch(`${cluster.node(name).url}/api/v1/cluster`, {
           headers: { authorization: `Bearer ${token}` },
           signal: AbortSignal.timeout(1_000),
         }).catch(() => null);

@@ -12,6 +12,7 @@
  * holds after a snapshot restore, a resize or a full clone, and power itself
  * off for the restart policy.
  */
+import { clusterFetch } from "../bench/lib/tls.ts";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 import { holdsLease } from "./support/fencing.ts";
@@ -479,7 +480,7 @@ testWithTimeout({
         const blobsBefore = [...Deno.readDirSync(`${n2.dataDir}/blobs`)].map((e) => e.name).sort();
         const content = crypto.getRandomValues(new Uint8Array(65_536));
         const claimed = "0".repeat(64);
-        const res = await fetch(`${n2.url}/api/v1/blobs/${claimed}`, {
+        const res = await clusterFetch(`${n2.url}/api/v1/blobs/${claimed}`, {
           method: "PUT",
           headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
           body: content,
@@ -880,7 +881,7 @@ testWithTimeout({
       const status = await cluster.status();
       const scraped = new Map<string, Map<string, number>>();
       for (const n of HOSTS) {
-        const res = await fetch(`${cluster.node(n).url}/metrics`);
+        const res = await clusterFetch(`${cluster.node(n).url}/metrics`);
         assertEquals(res.status, 200);
         assert((res.headers.get("content-type") ?? "").startsWith("text/plain"));
         scraped.set(n, parseMetrics(await res.text()));
@@ -914,7 +915,8 @@ testWithTimeout({
       // Requests are counted by route and status where they are answered: three creates and one
       // refusal sent to the leader move its counters by exactly that much.
       const leaderUrl = cluster.node(status.leader!).url;
-      const scrape = async () => parseMetrics(await (await fetch(`${leaderUrl}/metrics`)).text());
+      const scrape = async () =>
+        parseMetrics(await (await clusterFetch(`${leaderUrl}/metrics`)).text());
       const sample = (m: Map<string, number>, status: number) =>
         [...m].filter(([k]) =>
           new RegExp(

@@ -4,6 +4,7 @@
  * lowered to 8 KiB so a ~1 MB state needs over a hundred), received into a
  * temporary file and restored from it, never held whole in one message.
  */
+import { clusterFetch } from "../bench/lib/tls.ts";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
@@ -22,7 +23,7 @@ interface Status {
 
 /** A counter's value from Prometheus text, 0 when absent. */
 async function counter(url: string, name: string, labels: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+  const text = await (await clusterFetch(`${url}/metrics`)).text();
   const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}}`));
   return line ? Number(line.split(" ").at(-1)) : 0;
 }

@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import {
   admitMember,
+  caPemOf,
   type ClusterNode,
   createJoinToken,
   NotLeaderRetry,
@@ -11,9 +12,14 @@ import {
 } from "../../core/cluster/mod.ts";
 import { applyRebalance, rebalancePlan } from "../../core/cluster/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
-import { forwardTo, leaderOnly } from "../forward.ts";
-import { parseBody, parseDuration } from "../validate.ts";
+import { FORWARDED_HEADER, forwardTo, leaderOnly } from "../forward.ts";
+import { parseBody, parseDuration, readJson } from "../validate.ts";
+import { zodToValidationError } from "../errors.ts";
+import { NoQuorumError, NotLeaderError } from "../../core/errors/mod.ts";
 import { inventorySchema, labelsSchema } from "../../core/fsm/command_schemas.ts";
+
+/** A join request is a name, a URL, a token, a CSR and a small inventory. */
+export const MAX_JOIN_BODY_BYTES = 64 << 10;
 import type { Env } from "../context.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
@@ -22,8 +28,9 @@ const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
 
 export const joinSchema = z.object({
   name: NAME,
-  url: z.string().url(),
-  token: z.string().min(1),
+  url: z.string().url().max(2048),
+  token: z.string().min(1).max(512),
+  csr: z.string().min(1).max(8192),
   inventory: inventorySchema,
   labels: labelsSchema.default({}),
 });
@@ -31,10 +38,23 @@ export const joinSchema = z.object({
 export function clusterRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
+  // The CA certificate, public: joiners fetch it untrusted and compare its fingerprint
+  // with the one in their join token; clients may fetch it to pin (e.g. curl --cacert).
+  app.get("/ca", (c) => c.body(caPemOf(node), 200, { "content-type": "application/x-pem-file" }));
+
   // Joining nodes have no API token yet: the join token in the body authenticates them.
-  app.post("/join", leaderOnly(node), async (c) => {
-    const req = await parseBody(c, joinSchema);
-    return c.json(await admitMember(node, req), 201);
+  // The body is capped (64 KiB) before anything else, also on a follower that forwards it.
+  app.post("/join", async (c) => {
+    const raw = await readJson(c, MAX_JOIN_BODY_BYTES);
+    if (!node.isLeader()) {
+      if (c.req.header(FORWARDED_HEADER)) throw new NotLeaderError(node.leaderId());
+      const url = node.leaderUrl();
+      if (!url) throw new NoQuorumError();
+      return await forwardTo(c, url, node.id, 30_000, JSON.stringify(raw));
+    }
+    const parsed = joinSchema.safeParse(raw);
+    if (!parsed.success) throw zodToValidationError(parsed.error);
+    return c.json(await admitMember(node, parsed.data), 201);
   });
 
   app.use("*", bearerAuth(node));

@@ -1,16 +1,20 @@
-/** Peer-only routes: Raft messages and proposals from followers. Authenticated by the cluster secret. */
+/**
+ * Peer-only routes: Raft messages, snapshots, proposals, leases, migrations and
+ * image files. Only a current member's node gets here (mutual TLS, see
+ * api/auth.ts peerAuth), and whatever sender a request names — an envelope's
+ * `from`, a snapshot chunk's `from`, a lease's `node`, a volume transfer's
+ * `from` — must be that authenticated member, or the request is refused (403)
+ * before anything changes.
+ */
 import { Hono } from "hono";
-import {
-  type ClusterNode,
-  grantLease,
-  migratorPeer,
-  PEER_NAME_HEADER,
-} from "../../core/cluster/mod.ts";
+import { type ClusterNode, grantLease, migratorPeer } from "../../core/cluster/mod.ts";
 import { NotFoundError } from "../../core/errors/mod.ts";
 import { isPeerOp, parsePeerCommand } from "../../core/fsm/command_schemas.ts";
+import type { Command } from "../../core/fsm/mod.ts";
 import { type Envelope, SNAPSHOT_CHUNK_HEADER, SnapshotReceiver } from "../../core/peer/mod.ts";
-import { peerAuth } from "../auth.ts";
-import { leaderOnly } from "../forward.ts";
+import { assertSender, peerAuth } from "../auth.ts";
+import { NotLeaderError } from "../../core/errors/mod.ts";
+import type { MiddlewareHandler } from "hono";
 import { readJson } from "../validate.ts";
 import type { Env } from "../context.ts";
 import type { AppDeps } from "../app.ts";
@@ -24,6 +28,32 @@ const PEER_JSON_BODY_BYTES = 64 << 20;
 /** One command a host reports: kilobytes (labels ≤ 16 KiB, operation progress ≤ 64 KiB). */
 const PEER_COMMAND_BODY_BYTES = 1 << 20;
 
+/** The member a proposed report speaks for: it must be the sender itself. */
+function senderOf(command: Command): { field: string; value: string } | null {
+  switch (command.op) {
+    case "node.upsert":
+    case "node.state":
+      return { field: "name", value: command.name };
+    case "vm.observed":
+    case "vm.remove":
+    case "vm.snapshot.add":
+    case "vm.snapshot.remove":
+      return { field: "node", value: command.node };
+    case "vm.migrated":
+      return { field: "from", value: command.from };
+    default:
+      return null;
+  }
+}
+
+/** Peer requests that need the leader are answered by it directly (the sender retries). */
+function leaderHere(node: ClusterNode): MiddlewareHandler<Env> {
+  return async (_c, next) => {
+    if (!node.isLeader()) throw new NotLeaderError(node.leaderId());
+    await next();
+  };
+}
+
 export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   const { blobs, leases, migrator } = deps;
   const vmOf = (name: string) => {
@@ -35,22 +65,31 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.use("*", peerAuth(node));
 
   app.post("/raft", async (c) => {
-    node.receive(await readJson(c, PEER_JSON_BODY_BYTES) as Envelope);
+    const env = await readJson(c, PEER_JSON_BODY_BYTES) as Envelope;
+    assertSender(c, env?.from, "envelope from");
+    // Raft reads each message's own `from`: every one must name the sender too.
+    for (const m of Array.isArray(env.messages) ? env.messages : []) {
+      assertSender(c, m?.from, "message from");
+    }
+    node.receive(env);
     return c.body(null, 204);
   });
 
   // A snapshot streamed by the leader, one chunk per request (body: the chunk's bytes).
   app.post("/raft/snapshot", async (c) => {
     const meta = SnapshotReceiver.parseMeta(c.req.header(SNAPSHOT_CHUNK_HEADER));
+    assertSender(c, meta.from, "snapshot chunk from");
+    assertSender(c, meta.message?.from, "snapshot message from");
     await node.receiveSnapshotChunk(meta, c.req.raw.body);
     return c.body(null, 204);
   });
 
   // Node self-registration (inventory) from followers lands here on the leader.
-  app.post("/propose", leaderOnly(node), async (c) => {
+  // Not forwarded: behind a forward the leader would see the forwarder, not the sender.
+  app.post("/propose", leaderHere(node), async (c) => {
     const { command: raw } = await readJson(c, PEER_COMMAND_BODY_BYTES) as { command?: unknown };
-    const from = c.req.header(PEER_NAME_HEADER);
-    if (from && node.transport.blocked.has(from)) {
+    const from = c.get("peer")!;
+    if (node.transport.blocked.has(from)) {
       return c.json(
         { error: { code: "unavailable", message: "partitioned (fault injection)" } },
         503,
@@ -64,20 +103,20 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
     }
     // Schema-checked (caps included) before it can reach the log: a 400 names the field.
     const command = parsePeerCommand(raw);
-    if (command.op === "audit.append" && command.records.some((r) => r.node !== from)) {
-      // A member records only what it served or did itself.
-      return c.json(
-        { error: { code: "forbidden", message: "audit records of another node" } },
-        403,
-      );
+    const sender = senderOf(command);
+    if (sender) assertSender(c, sender.value, `${command.op} ${sender.field}`);
+    // A member records only what it served or did itself.
+    for (const r of command.op === "audit.append" ? command.records : []) {
+      assertSender(c, r.node, "audit.append records node");
     }
     const { value, index } = await node.proposeIndexed(command);
     return c.json({ result: value, index });
   });
 
   // Hosts renew their leases here (on the leader); a refused renewal leads to self-fencing.
-  app.post("/lease", leaderOnly(node), async (c) => {
+  app.post("/lease", leaderHere(node), async (c) => {
     const { node: host } = await readJson(c) as { node: string };
+    assertSender(c, host, "lease node");
     if (!node.fsm.member(host)) {
       return c.json({ error: { code: "forbidden", message: "not a member" } }, 403);
     }
@@ -106,6 +145,7 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   });
   app.post("/host/migrations/:op/receive", async (c) => {
     const { vm, from } = await readJson(c) as { vm: string; from: string };
+    assertSender(c, from, "volume source");
     const peer = migratorPeer(node, from);
     await migrator.receiveVolumes(vmOf(vm), peer);
     return c.json({ received: true });

@@ -1,4 +1,5 @@
 /** The small test guest (kernel + busybox initramfs with qemu-ga), built once into a cache dir. */
+import { clusterFetch } from "./tls.ts";
 export interface TestGuest {
   dir: string;
   kernel: string;
@@ -59,7 +60,7 @@ export async function fetchConsole(
   vm: string,
   bytes = 1 << 20,
 ): Promise<string> {
-  const res = await fetch(`${url}/api/v1/vms/${vm}/console?bytes=${bytes}`, {
+  const res = await clusterFetch(`${url}/api/v1/vms/${vm}/console?bytes=${bytes}`, {
     headers: { authorization: `Bearer ${token}` },
   });
   return res.ok ? await res.text() : (await res.body?.cancel(), "");

@@ -3,6 +3,7 @@
  * dirs go under `dir` (default /dev/shm, a tmpfs: live migration needs it here, see SPEC; pass a
  * directory on disk to include the real fsync cost).
  */
+import { clusterFetch } from "./tls.ts";
 import { NovactlCluster } from "./novactl_cluster.ts";
 import { guestImportArgs, testGuest } from "./guest.ts";
 
@@ -29,7 +30,7 @@ export async function startGuestCluster(
   await cluster.start(size);
   const url = () => cluster.nodes.find((n) => n.process && !n.process.exited)!.url;
   const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
-    const res = await fetch(url() + path, {
+    const res = await clusterFetch(url() + path, {
       method,
       headers: {
         authorization: `Bearer ${cluster.adminToken}`,

@@ -7,6 +7,7 @@
  * counted and its latency recorded.
  */
 
+import { clusterCaPems } from "./tls.ts";
 import { type LatencySummary, summarize } from "./stats.ts";
 
 /**
@@ -79,7 +80,11 @@ export async function runClosedLoop(options: LoadOptions): Promise<LoadResult> {
     end: now + options.warmupMs + options.durationMs,
   };
   const recorder = new Recorder(window);
-  const httpClient = Deno.createHttpClient({ poolMaxIdlePerHost: options.clients });
+  // Trusts the cluster CAs NovactlCluster registered (nodes serve HTTPS by default).
+  const httpClient = Deno.createHttpClient({
+    poolMaxIdlePerHost: options.clients,
+    caCerts: clusterCaPems(),
+  });
   const abort = AbortSignal.timeout(options.warmupMs + options.durationMs + DRAIN_GRACE_MS);
   try {
     const workers = Array.from(

@@ -7,7 +7,9 @@
  *     bootstraps a one-node cluster and writes D1/admin.token
  *   novactl cluster token create --server URL --token ADMIN
  *     prints a fresh join token alone on the last line of stdout
- *   novactl node start --name nK --data-dir DK --listen 127.0.0.1:0 --join URL --token JOIN
+ *   novactl node start --name nK --data-dir DK --listen 127.0.0.1:0 --join URL --token-file F
+ *     (F holds the join token; nodes serve HTTPS with the cluster CA, D1/ca.crt, which this
+ *     process then trusts: `cluster.fetch`, `requestJson`, and CLI runs with NOVACTL_CA)
  *   GET /readyz                         → 200 once the node serves and is a registered host
  *   GET /api/v1/cluster (Bearer ADMIN)  → ClusterStatus
  *
@@ -30,6 +32,7 @@ import { trackRunning } from "./cleanup.ts";
 import { ManagedProcess, runToCompletion } from "./process.ts";
 import type { NodeNetwork } from "./netns.ts";
 import { LOOPBACK, requestJson, tailFile, WaitAborted, waitFor } from "./util.ts";
+import { clusterFetch, trustClusterCa } from "./tls.ts";
 
 export interface NovactlMemberStatus {
   name: string;
@@ -91,6 +94,11 @@ export interface NovactlClusterOptions {
   denoPath?: string;
   /** Arguments placed before the entry point; default `["run", "-A"]`. */
   denoArgs?: string[];
+  /**
+   * Start nodes with `--insecure-http` (plain HTTP on loopback, per-node peer credentials),
+   * e.g. for benchmarks comparing TLS with plain HTTP. Default: HTTPS.
+   */
+  insecureHttp?: boolean;
   /** Extra arguments appended to every `node start`. */
   extraNodeArgs?: string[];
   /** Extra arguments for one node's `node start`, by node name (e.g. its `--label`s). */
@@ -189,7 +197,10 @@ export class NovactlCluster {
     const joinUrl = await this.#liveMemberUrl();
     const node = await this.#planNode(options.name ?? `n${this.nodes.length + 1}`);
     this.nodes.push(node);
-    await this.#spawn(node, ["--join", joinUrl, "--token", joinToken]);
+    // From a file, as operators should (argv shows in ps).
+    const tokenFile = `${this.baseDir}/${node.name}.join-token`;
+    await Deno.writeTextFile(tokenFile, joinToken + "\n", { mode: 0o600 });
+    await this.#spawn(node, ["--join", joinUrl, "--token-file", tokenFile]);
     await this.#waitReady(node);
     await this.#waitForMembership(node.name, options.awaitRole ?? "member");
     return node;
@@ -220,11 +231,21 @@ export class NovactlCluster {
     return token;
   }
 
+  /** The cluster CA certificate (n1's DATA_DIR/ca.crt): what clients pass as `--ca`. */
+  get caFile(): string {
+    return `${this.baseDir}/n1/ca.crt`;
+  }
+
+  /** `fetch` trusting this cluster's CA (and any other registered in this process). */
+  fetch(url: string | URL, init: RequestInit = {}): Promise<Response> {
+    return clusterFetch(url, init);
+  }
+
   /** Runs a novactl CLI command to completion and returns its stdout. */
   cli(args: string[]): Promise<string> {
     return runToCompletion(this.#denoPath, [...this.#denoArgs, this.#mainTs, ...args], {
       cwd: this.#cwd,
-      env: this.#options.env,
+      env: { NOVACTL_CA: this.caFile, ...this.#options.env },
       timeoutMs: this.#startTimeoutMs,
     });
   }
@@ -380,6 +401,7 @@ export class NovactlCluster {
     this.nodes.push(node);
     await this.#spawn(node, []);
     this.adminToken = await this.#waitAdminToken(node);
+    trustClusterCa(this.caFile); // written before admin.token
     await this.#waitReady(node);
   }
 
@@ -412,6 +434,7 @@ export class NovactlCluster {
         node.listen,
       ],
       ...joinArgs,
+      ...(this.#options.insecureHttp ? ["--insecure-http"] : []),
       ...(this.#options.extraNodeArgs ?? []),
       ...(this.#options.nodeArgs?.[node.name] ?? []),
     ];
@@ -455,7 +478,9 @@ export class NovactlCluster {
   async #waitReady(node: NovactlNode): Promise<void> {
     await waitFor(async () => {
       assertRunning(node);
-      const response = await fetch(`${node.url}/readyz`, { signal: AbortSignal.timeout(2_000) });
+      const response = await clusterFetch(`${node.url}/readyz`, {
+        signal: AbortSignal.timeout(2_000),
+      });
       await response.body?.cancel();
       return response.status === 200 ? true : undefined;
     }, { timeoutMs: this.#startTimeoutMs, description: `${node.name} GET /readyz → 200` });

@@ -1,4 +1,5 @@
 /** Small shared helpers: ports, polling, and JSON-over-HTTP with timeouts. */
+import { clusterFetch } from "./tls.ts";
 
 export const LOOPBACK = "127.0.0.1";
 
@@ -77,7 +78,7 @@ export async function requestJson<T>(
   const headers: Record<string, string> = {};
   if (request.body !== undefined) headers["content-type"] = "application/json";
   if (request.token) headers["authorization"] = `Bearer ${request.token}`;
-  const response = await fetch(url, {
+  const response = await clusterFetch(url, {
     method: request.method ?? (request.body === undefined ? "GET" : "POST"),
     headers,
     body: request.body === undefined ? undefined : JSON.stringify(request.body),

@@ -13,7 +13,20 @@ import { type Inventory, StateMachine } from "../fsm/mod.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { randomToken, sha256Hex } from "../secrets/mod.ts";
 import { NovaError, UnavailableError, ValidationError } from "../errors/mod.ts";
-import type { JoinResponse } from "./service.ts";
+import { type JoinResponse, PEER_CREDENTIAL_PREFIX } from "./service.ts";
+import {
+  certInfo,
+  createCa,
+  createNodeKeyAndCsr,
+  fingerprint,
+  nodeSans,
+  parseJoinToken,
+  signCsr,
+  verifyCert,
+  writeNodeTls,
+} from "../pki/mod.ts";
+import { get as httpsGet } from "node:https";
+import { get as httpGet } from "node:http";
 
 export const ADMIN_TOKEN_FILE = "admin.token";
 
@@ -27,6 +40,16 @@ export async function assertFreshDataDir(dataDir: string): Promise<void> {
   }
 }
 
+/** The host part of a node URL (its certificate's SAN). */
+function hostOf(url: string): string {
+  return new URL(url).hostname.replace(/^\[|\]$/g, "");
+}
+
+/**
+ * Creates a new one-node cluster in `dataDir`: the cluster CA, this node's key
+ * and certificate (signed by that CA), the admin token, and the initial state.
+ * `DIR/ca.crt` is what clients pass as `--ca`.
+ */
 export async function bootstrapCluster(
   dataDir: string,
   name: string,
@@ -34,11 +57,16 @@ export async function bootstrapCluster(
 ): Promise<{ identity: NodeIdentity; adminToken: string }> {
   await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
   await assertFreshDataDir(dataDir);
+  const clusterId = crypto.randomUUID();
+  const ca = await createCa(clusterId);
+  const sans = nodeSans(hostOf(url));
+  const { keyPem, csrPem } = await createNodeKeyAndCsr(name, sans);
+  const certPem = await signCsr(ca, csrPem, { name, sans });
   const identity: NodeIdentity = {
     name,
-    clusterId: crypto.randomUUID(),
+    clusterId,
     url,
-    clusterSecret: randomToken("", 32),
+    peerCredential: randomToken(PEER_CREDENTIAL_PREFIX, 32),
     createdAt: new Date().toISOString(),
   };
   const adminToken = randomToken("nva_");
@@ -48,9 +76,15 @@ export async function bootstrapCluster(
     const init = {
       op: "cluster.init" as const,
       clusterId: identity.clusterId,
-      member: { name, url },
+      member: {
+        name,
+        url,
+        fingerprint: fingerprint(certPem),
+        credentialHash: sha256Hex(identity.peerCredential),
+      },
       adminTokenHash: sha256Hex(adminToken),
       config: DEFAULT_CONFIG,
+      ca,
       at: Date.now(),
     };
     fsm.applyEntries([{ index: 1, term: 1, type: "normal", data: JSON.stringify(init) }]);
@@ -63,11 +97,51 @@ export async function bootstrapCluster(
     fsm.close();
     await raftLog.close();
   }
+  await writeNodeTls(dataDir, { caPem: ca.certPem, certPem, keyPem });
   await writeFileDurably(join(dataDir, ADMIN_TOKEN_FILE), adminToken + "\n");
   await writeIdentity(dataDir, identity); // last: its presence marks a complete bootstrap
   return { identity, adminToken };
 }
 
+/** Largest CA certificate a joiner accepts from the cluster it is about to verify. */
+const MAX_CA_PEM_BYTES = 16 << 10;
+
+/**
+ * Fetches the CA certificate a cluster presents, without trusting it: the
+ * caller compares its fingerprint with the one in the join token before using it.
+ */
+export async function fetchUntrustedCa(joinUrl: string): Promise<string> {
+  const url = new URL(joinUrl.replace(/\/$/, "") + CA_ROUTE);
+  const get = url.protocol === "https:" ? httpsGet : httpGet;
+  return await new Promise<string>((resolve, reject) => {
+    const req = get(url, { rejectUnauthorized: false, timeout: 15_000 }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        text += chunk;
+        if (text.length > MAX_CA_PEM_BYTES) req.destroy(new Error("CA certificate too large"));
+      });
+      res.on("end", () => {
+        if (res.statusCode !== 200) reject(new Error(`GET ${CA_ROUTE}: HTTP ${res.statusCode}`));
+        else resolve(text);
+      });
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error("timed out")));
+    req.on("error", reject);
+  }).catch((err) => {
+    throw new UnavailableError(`cannot reach ${joinUrl}: ${(err as Error).message}`);
+  });
+}
+
+/** The public route serving the cluster CA certificate (PEM). */
+export const CA_ROUTE = "/api/v1/cluster/ca";
+
+/**
+ * Joins an existing cluster: verifies the cluster's CA against the fingerprint in
+ * the join token, then sends a CSR (with the CA pinned) and stores the certificate
+ * the leader signed.
+ */
 export async function joinCluster(opts: {
   dataDir: string;
   name: string;
@@ -77,8 +151,26 @@ export async function joinCluster(opts: {
   inventory: Inventory;
   labels: Record<string, string>;
 }): Promise<NodeIdentity> {
+  const token = parseJoinToken(opts.token);
   await Deno.mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   await assertFreshDataDir(opts.dataDir);
+  const caPem = await fetchUntrustedCa(opts.joinUrl);
+  let presented: string;
+  try {
+    presented = fingerprint(caPem);
+  } catch {
+    throw new ValidationError(`${opts.joinUrl} did not serve a CA certificate`);
+  }
+  if (presented !== token.caFingerprint) {
+    throw ValidationError.field(
+      "token",
+      `the cluster at ${opts.joinUrl} presents CA fingerprint ${presented}, but the join token ` +
+        `pins ${token.caFingerprint}: wrong cluster, or someone in between; not joining`,
+    );
+  }
+  const sans = nodeSans(hostOf(opts.url));
+  const { keyPem, csrPem } = await createNodeKeyAndCsr(opts.name, sans);
+  const client = Deno.createHttpClient({ caCerts: [caPem] });
   let res: Response;
   try {
     res = await fetch(opts.joinUrl.replace(/\/$/, "") + "/api/v1/cluster/join", {
@@ -88,15 +180,19 @@ export async function joinCluster(opts: {
         name: opts.name,
         url: opts.url,
         token: opts.token,
+        csr: csrPem,
         inventory: opts.inventory,
         labels: opts.labels,
       }),
       signal: AbortSignal.timeout(30_000),
+      client,
     });
   } catch (err) {
+    client.close();
     throw new UnavailableError(`cannot reach ${opts.joinUrl}: ${(err as Error).message}`);
   }
   const body = await res.json().catch(() => ({}));
+  client.close();
   if (!res.ok) {
     const e = body?.error ?? {};
     throw new NovaError(
@@ -106,11 +202,21 @@ export async function joinCluster(opts: {
     );
   }
   const joined = body as JoinResponse;
+  if (
+    !(await verifyCert(joined.certPem, caPem)) || certInfo(joined.certPem).commonName !== opts.name
+  ) {
+    throw new NovaError(
+      "internal",
+      "join answered with a certificate the pinned CA did not sign for this node",
+    );
+  }
+  await writeNodeTls(opts.dataDir, { caPem, certPem: joined.certPem, keyPem });
   const identity: NodeIdentity = {
     name: opts.name,
     clusterId: joined.clusterId,
     url: opts.url,
-    clusterSecret: joined.clusterSecret,
+    peerCredential: joined.peerCredential,
+    joinedWith: joined.trustedPeers,
     createdAt: new Date().toISOString(),
   };
   await writeIdentity(opts.dataDir, identity);

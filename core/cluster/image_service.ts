@@ -3,7 +3,6 @@ import type { ClusterNode } from "./node.ts";
 import type { BlobRef, ImageRecord, ImageSpec } from "../fsm/mod.ts";
 import { NotFoundError, ValidationError } from "../errors/mod.ts";
 import type { BlobInfo, BlobStore } from "../../host/storage/mod.ts";
-import { PEER_SECRET_HEADER } from "../peer/mod.ts";
 import { log } from "../log/mod.ts";
 
 export async function createImage(
@@ -63,8 +62,11 @@ export async function pullImage(
     ...members.filter((m) => image.sources.includes(m.name)),
     ...members.filter((m) => !image.sources.includes(m.name)),
   ];
-  const headers = { [PEER_SECRET_HEADER]: node.identity.clusterSecret };
-  const sources = ordered.map((m) => ({ url: m.url, headers }));
+  const sources = ordered.map((m) => ({
+    url: m.url,
+    headers: node.peerHttp.headersFor(m.url),
+    client: node.peerHttp.client,
+  }));
   const out: BlobInfo[] = [];
   for (const b of imageBlobs(image)) out.push(await blobs.ensure(b.sha256, sources));
   // Checked where it is about to be used, whoever uploaded it: QEMU opens what a qcow2 names.

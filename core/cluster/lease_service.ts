@@ -7,7 +7,6 @@
  */
 import type { ClusterNode } from "./node.ts";
 import { bootTimeMs, type LeaseHolder, type LeaseTable, safetyMarginMs } from "./lease.ts";
-import { PEER_SECRET_HEADER } from "../peer/mod.ts";
 import { UnavailableError } from "../errors/mod.ts";
 import { log } from "../log/mod.ts";
 import { auditSystem } from "./audit.ts";
@@ -50,12 +49,9 @@ async function requestLease(
   const url = node.leaderUrl();
   if (!leader || !url) throw new UnavailableError("no leader");
   if (node.transport.blocked.has(leader)) throw new UnavailableError("partitioned");
-  const res = await fetch(`${url}/internal/lease`, {
+  const res = await node.peerHttp.fetch(`${url}/internal/lease`, {
     method: "POST",
-    headers: {
-      "content-type": "application/json",
-      [PEER_SECRET_HEADER]: node.identity.clusterSecret,
-    },
+    headers: { "content-type": "application/json" },
     body: JSON.stringify({ node: node.id }),
     signal: AbortSignal.timeout(2_000),
   });

@@ -6,7 +6,6 @@
 import type { ClusterNode } from "./node.ts";
 import type { OperationRecord, VmRecord } from "../fsm/mod.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
-import { PEER_SECRET_HEADER } from "../peer/mod.ts";
 import { isAtRest, placementRequestOf, placeOrExplain, serializedDecision } from "./vm_service.ts";
 
 export interface MigrateRequest {
@@ -76,16 +75,26 @@ export async function startMigration(
   return op;
 }
 
-/** How a host reaches a peer host for migration steps: its API URL, the peer secret, its address. */
+/**
+ * How a host reaches a peer host for migration steps: its API URL, the TLS client
+ * presenting this node's certificate (or, in plain-HTTP mode, the node's credential
+ * header), and its address.
+ */
 export function migratorPeer(
   node: ClusterNode,
   name: string,
-): { url: string; headers: Record<string, string>; address: string } {
+): {
+  url: string;
+  headers: Record<string, string>;
+  client: Deno.HttpClient | undefined;
+  address: string;
+} {
   const m = node.fsm.member(name);
   if (!m) throw ValidationError.field("node", `"${name}" is not a member`);
   return {
     url: m.url,
-    headers: { [PEER_SECRET_HEADER]: node.identity.clusterSecret },
+    headers: node.peerHttp.headersFor(m.url),
+    client: node.peerHttp.client,
     address: new URL(m.url).hostname.replace(/^\[|\]$/g, ""),
   };
 }

@@ -100,7 +100,7 @@ testWithTimeout(
 testWithTimeout(
   {
     timeoutMs: 2 * MINUTE,
-    name: "migratorPeer: a member's URL, the peer secret and a bare address",
+    name: "migratorPeer: a member's URL, the node's own credential and a bare address",
     ...opts,
   },
   async () => {
@@ -113,7 +113,8 @@ testWithTimeout(
       });
       const peer = migratorPeer(c.node, "n1");
       assertEquals(peer.url, "http://127.0.0.1:1");
-      assertEquals(Object.values(peer.headers), [c.node.identity.clusterSecret]);
+      // Plain http (no TLS identity in this test): the node's own credential, not a shared secret.
+      assertEquals(Object.values(peer.headers), [`n1:${c.node.identity.peerCredential}`]);
       assertEquals(peer.address, "127.0.0.1");
       assertEquals(migratorPeer(c.node, "v6").address, "::1");
       const err = assertThrows(() => migratorPeer(c.node, "stranger"), ValidationError);

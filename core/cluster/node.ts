@@ -29,6 +29,7 @@ import {
 } from "../errors/mod.ts";
 import {
   type Envelope,
+  PeerHttp,
   PeerTransport,
   type SnapshotChunkMeta,
   SnapshotReceiver,
@@ -36,10 +37,16 @@ import {
 import { log } from "../log/mod.ts";
 import { metrics } from "../metrics/mod.ts";
 import { ReadyLoop } from "./ready_loop.ts";
+import type { NodeTls } from "../pki/mod.ts";
 
 export interface ClusterNodeOptions {
   dataDir: string;
   identity: NodeIdentity;
+  /**
+   * The node's certificate, key and cluster CA: its peer requests present them.
+   * Without it (unit tests) peers are reached over plain HTTP with the node's credential.
+   */
+  tls?: NodeTls | null;
   tickMs?: number;
   electionTicks?: number;
   heartbeatTicks?: number;
@@ -119,8 +126,10 @@ export class ClusterNode {
   private readonly readyLoop: ReadyLoop;
   readonly snapshotReceiver: SnapshotReceiver;
   private readonly opts:
-    & Required<Omit<ClusterNodeOptions, "onRemoved" | "onFatal">>
-    & Pick<ClusterNodeOptions, "onRemoved" | "onFatal">;
+    & Required<Omit<ClusterNodeOptions, "onRemoved" | "onFatal" | "tls">>
+    & Pick<ClusterNodeOptions, "onRemoved" | "onFatal" | "tls">;
+  /** The one client for every request to a peer (mutual TLS; see core/peer/client.ts). */
+  readonly peerHttp: PeerHttp;
   private readonly waiters = new Map<number, Waiter>();
   private readonly appliedWaiters: { index: number; resolve: () => void }[] = [];
   private readRounds: ReadRound[] = [];
@@ -165,12 +174,15 @@ export class ClusterNode {
       maxUncommittedBytes: this.opts.maxUncommittedBytes,
       applied: this.fsm.appliedIndex(),
     }, this.log);
+    this.peerHttp = new PeerHttp(opts.tls ?? null, {
+      name: this.id,
+      credential: opts.identity.peerCredential,
+    });
     this.transport = new PeerTransport(
       {
         id: this.id,
         url: opts.identity.url,
         clusterId: opts.identity.clusterId,
-        secret: opts.identity.clusterSecret,
       },
       {
         resolve: (peer) => this.fsm.member(peer)?.url || undefined,
@@ -182,6 +194,7 @@ export class ClusterNode {
         },
       },
       { maxQueueBytes: this.opts.peerQueueBytes, snapshotChunkBytes: this.opts.snapshotChunkBytes },
+      this.peerHttp.fetch,
     );
     this.snapshotReceiver = new SnapshotReceiver(
       this.log.snapshotDir,
@@ -230,6 +243,11 @@ export class ClusterNode {
 
   get identity(): NodeIdentity {
     return this.opts.identity;
+  }
+
+  /** The node's TLS identity (null in unit tests that run without one). */
+  get tls(): NodeTls | null {
+    return this.opts.tls ?? null;
   }
 
   start(): void {

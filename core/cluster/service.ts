@@ -9,14 +9,27 @@ import {
   UnavailableError,
   ValidationError,
 } from "../errors/mod.ts";
-import { PEER_SECRET_HEADER } from "../peer/mod.ts";
 import { parsePeerCommand } from "../fsm/command_schemas.ts";
-
-/** Names the proposing peer, so fault injection can cut it off like a real partition. */
-export const PEER_NAME_HEADER = "x-novactl-peer-name";
 import { randomToken, sha256Hex } from "../secrets/mod.ts";
+import {
+  fingerprint,
+  formatJoinToken,
+  JOIN_TOKEN_PREFIX,
+  nodeSans,
+  parseJoinToken,
+  signCsr,
+} from "../pki/mod.ts";
 
-export const JOIN_TOKEN_PREFIX = "nvj_";
+export { JOIN_TOKEN_PREFIX };
+/** Prefix of a node's own peer credential (plain-HTTP loopback mode). */
+export const PEER_CREDENTIAL_PREFIX = "nvp_";
+
+/** The cluster CA certificate (PEM) every member holds: what joiners and clients pin. */
+export function caPemOf(node: ClusterNode): string {
+  const pem = node.tls?.caPem ?? node.fsm.clusterCa()?.certPem;
+  if (!pem) throw new UnavailableError("this node has no cluster CA");
+  return pem;
+}
 
 export async function createJoinToken(
   node: ClusterNode,
@@ -26,15 +39,17 @@ export async function createJoinToken(
   if (ttlMs < 1_000 || ttlMs > 30 * 86_400_000) {
     throw ValidationError.field("ttl", "must be between 1s and 30d");
   }
-  const token = randomToken(JOIN_TOKEN_PREFIX);
+  const secret = randomToken(JOIN_TOKEN_PREFIX);
   const at = Date.now();
   await node.propose({
     op: "joinToken.create",
-    id: sha256Hex(token),
+    id: sha256Hex(secret),
     expiresAt: at + ttlMs,
     at,
     by,
   });
+  // The joiner checks the cluster it reaches against this fingerprint before trusting it.
+  const token = formatJoinToken(secret, fingerprint(caPemOf(node)));
   return { token, expiresAt: new Date(at + ttlMs).toISOString() };
 }
 
@@ -42,15 +57,23 @@ export interface JoinRequest {
   name: string;
   url: string;
   token: string;
+  /** PEM PKCS#10 request for the joiner's key, CN = its name. */
+  csr: string;
   inventory: Inventory;
   labels: Record<string, string>;
 }
 
 export interface JoinResponse {
   clusterId: string;
-  clusterSecret: string;
   leader: string;
   members: { name: string; url: string; role: string }[];
+  /** The joiner's certificate, signed by the cluster CA. */
+  certPem: string;
+  caPem: string;
+  /** The joiner's own peer credential (plain-HTTP mode); the cluster keeps only its hash. */
+  peerCredential: string;
+  /** Identities of the current members, trusted until the joiner's state lists them. */
+  trustedPeers: { name: string; fingerprint: string; credentialHash: string }[];
 }
 
 /**
@@ -59,12 +82,30 @@ export interface JoinResponse {
  * the leader promotes it to voter once it has caught up.
  */
 export async function admitMember(node: ClusterNode, req: JoinRequest): Promise<JoinResponse> {
+  let secret: string;
+  try {
+    secret = parseJoinToken(req.token).secret;
+  } catch {
+    throw new NovaError("unauthorized", "join token is not valid for this cluster");
+  }
+  const ca = node.fsm.clusterCa();
+  if (!ca) throw new UnavailableError("the cluster CA is not in this leader's state");
   const at = Date.now();
-  await node.propose({ op: "joinToken.consume", id: sha256Hex(req.token), node: req.name, at });
+  // The token first (through the log, so it is single-use cluster-wide): nobody without
+  // one makes the leader verify or sign anything. A bad CSR then costs the token.
+  await node.propose({ op: "joinToken.consume", id: sha256Hex(secret), node: req.name, at });
+  const sans = nodeSans(new URL(req.url).hostname);
+  const certPem = await signCsr(ca, req.csr, { name: req.name, sans });
+  const peerCredential = randomToken(PEER_CREDENTIAL_PREFIX, 32);
   await node.changeMembership({
     type: "addLearner",
     node: req.name,
-    context: JSON.stringify({ url: req.url, at }),
+    context: JSON.stringify({
+      url: req.url,
+      at,
+      fingerprint: fingerprint(certPem),
+      credentialHash: sha256Hex(peerCredential),
+    }),
   });
   await node.propose({
     op: "node.upsert",
@@ -76,9 +117,12 @@ export async function admitMember(node: ClusterNode, req: JoinRequest): Promise<
   });
   return {
     clusterId: node.identity.clusterId,
-    clusterSecret: node.identity.clusterSecret,
     leader: node.id,
     members: node.fsm.members(),
+    certPem,
+    caPem: ca.certPem,
+    peerCredential,
+    trustedPeers: node.fsm.memberCerts().filter((m) => m.name !== req.name),
   };
 }
 
@@ -134,13 +178,9 @@ export async function submitToLeader(
   if (node.transport.blocked.has(node.leaderId()!)) {
     throw new UnavailableError("the leader is unreachable (fault injection)");
   }
-  const res = await fetch(url + "/internal/propose", {
+  const res = await node.peerHttp.fetch(url + "/internal/propose", {
     method: "POST",
-    headers: {
-      "content-type": "application/json",
-      [PEER_SECRET_HEADER]: node.identity.clusterSecret,
-      [PEER_NAME_HEADER]: node.id,
-    },
+    headers: { "content-type": "application/json" },
     body: JSON.stringify({ command }),
     signal: AbortSignal.timeout(10_000),
   });

@@ -3,6 +3,7 @@ import { validateFullConfig } from "../config/mod.ts";
 import type { Command } from "./commands.ts";
 import * as config from "./config.ts";
 import * as members from "./members.ts";
+import * as certs from "./member_certs.ts";
 import * as tokens from "./tokens.ts";
 import { type Applied, applied, type Resource, type Store } from "./store.ts";
 
@@ -14,6 +15,8 @@ export function clusterId(s: Store): string | null {
 function init(s: Store, c: Extract<Command, { op: "cluster.init" }>): Applied {
   s.metaSet("cluster_id", c.clusterId);
   members.put(s, c.member.name, c.member.url, "voter", c.at);
+  certs.recordMemberCert(certs.sqlOf(s), c.member.name, c.member, c.at);
+  if (c.ca) certs.setClusterCa(certs.sqlOf(s), c.ca);
   tokens.bootstrap(s, c.adminTokenHash, c.at);
   config.write(s, validateFullConfig(c.config), undefined, "system", c.at, "init");
   return applied(

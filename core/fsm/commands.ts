@@ -10,6 +10,10 @@ export type Role = "admin" | "operator" | "viewer";
 export interface MemberSeed {
   name: string;
   url: string;
+  /** SHA-256 of the member's certificate (see member_certs.ts). */
+  fingerprint?: string;
+  /** SHA-256 of its per-node credential (plain-HTTP loopback mode). */
+  credentialHash?: string;
 }
 
 export interface Inventory {
@@ -37,6 +41,8 @@ export type Command =
     member: MemberSeed;
     adminTokenHash: string;
     config: ClusterConfig;
+    /** The cluster CA, kept in replicated state so any future leader can sign joins. */
+    ca?: { certPem: string; keyPem: string };
     at: number;
   }
   | { op: "joinToken.create"; id: string; expiresAt: number; at: number; by: string }

@@ -6,6 +6,7 @@
 import type { ConfChange, ConfState } from "../raft/types.ts";
 import { type Applied, applied, type Resource, type Row, type Store } from "./store.ts";
 import * as nodes from "./nodes.ts";
+import * as certs from "./member_certs.ts";
 
 /** A member of the Raft group. */
 export interface Member {
@@ -46,10 +47,13 @@ export function put(s: Store, name: string, url: string, role: Member["role"], a
 
 /** Applies a Raft configuration change entry. */
 export function applyConfChange(s: Store, cc: ConfChange): Applied {
-  const ctx = cc.context ? JSON.parse(cc.context) as { url?: string; at?: number } : {};
+  const ctx = cc.context
+    ? JSON.parse(cc.context) as { url?: string; at?: number } & certs.MemberIdentitySeed
+    : {};
   switch (cc.type) {
     case "addLearner":
       put(s, cc.node, ctx.url ?? "", "learner", ctx.at ?? 0);
+      certs.recordMemberCert(certs.sqlOf(s), cc.node, ctx, ctx.at ?? 0);
       break;
     case "promote":
       s.sql("UPDATE members SET role = 'voter' WHERE name = ?").run(cc.node);
@@ -60,6 +64,7 @@ export function applyConfChange(s: Store, cc: ConfChange): Applied {
     case "remove":
       s.sql("DELETE FROM members WHERE name = ?").run(cc.node);
       nodes.deleteRow(s, cc.node);
+      certs.revokeMemberCert(certs.sqlOf(s), cc.node, ctx.at ?? 0);
       return applied(
         { member: cc.node, change: cc.type },
         { resource: "member", name: cc.node },

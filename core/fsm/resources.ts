@@ -8,6 +8,7 @@
 import type { Appliers, Resource, Table } from "./store.ts";
 import * as cluster from "./cluster.ts";
 import * as members from "./members.ts";
+import * as memberCerts from "./member_certs.ts";
 import * as nodes from "./nodes.ts";
 import * as joinTokens from "./join_tokens.ts";
 import * as tokens from "./tokens.ts";
@@ -22,6 +23,7 @@ import * as audit from "./audit.ts";
 export const RESOURCES = [
   cluster.resource,
   members.resource,
+  memberCerts.resource,
   nodes.resource,
   joinTokens.resource,
   tokens.resource,

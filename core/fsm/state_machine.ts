@@ -41,6 +41,7 @@ import * as groups from "./groups.ts";
 import * as images from "./images.ts";
 import * as joinTokens from "./join_tokens.ts";
 import * as members from "./members.ts";
+import * as certs from "./member_certs.ts";
 import * as nodes from "./nodes.ts";
 import * as operations from "./operations.ts";
 import * as tokens from "./tokens.ts";
@@ -224,6 +225,26 @@ export class StateMachine {
 
   member(name: string): members.Member | null {
     return members.get(this.#store, name);
+  }
+
+  /** A member's recorded certificate fingerprint and credential hash (see member_certs.ts). */
+  memberCert(name: string): certs.MemberCert | null {
+    return certs.memberCert(certs.sqlOf(this.#store), name);
+  }
+
+  /** Every member's recorded identity. */
+  memberCerts(): certs.MemberCert[] {
+    return certs.memberCerts(certs.sqlOf(this.#store));
+  }
+
+  /** The name of the removed member a revoked certificate fingerprint belonged to, or null. */
+  revokedCert(fingerprint: string): string | null {
+    return certs.revokedCert(certs.sqlOf(this.#store), fingerprint);
+  }
+
+  /** The cluster CA certificate and key (only ever used by the leader to sign joins). */
+  clusterCa(): { certPem: string; keyPem: string } | null {
+    return certs.clusterCa(certs.sqlOf(this.#store));
   }
 
   confState(): ConfState {

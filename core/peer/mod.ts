@@ -1,3 +1,4 @@
-/** HTTP transport for Raft messages between peers, authenticated by the cluster secret. */
+/** HTTP between peers: the Raft transport, snapshot streaming, and the node's mutual-TLS client. */
 export * from "./transport.ts";
 export * from "./snapshot_receiver.ts";
+export * from "./client.ts";

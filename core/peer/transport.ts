@@ -1,8 +1,9 @@
 /**
  * HTTP transport between cluster peers. Messages to one peer are queued and
  * sent as one batch per POST; while a batch is in flight the next one
- * accumulates, so a busy leader sends few, large requests. Every request
- * carries the cluster secret, checked in constant time by the receiver.
+ * accumulates, so a busy leader sends few, large requests. Requests go through
+ * the node's {@link PeerFetch} (mutual TLS): the receiver knows the sender from
+ * its certificate and refuses an envelope whose `from` names anyone else.
  *
  * Memory is bounded: a peer's queue holds at most `maxQueueBytes` (and
  * `maxQueueMessages`); beyond that the oldest messages are dropped and Raft is
@@ -13,8 +14,8 @@
 import type { Message, NodeId } from "../raft/types.ts";
 import { log } from "../log/mod.ts";
 import { metrics } from "../metrics/mod.ts";
+import type { PeerFetch } from "./client.ts";
 
-export const PEER_SECRET_HEADER = "x-novactl-peer-secret";
 export const RAFT_PATH = "/internal/raft";
 export const SNAPSHOT_PATH = "/internal/raft/snapshot";
 /** Header of a snapshot chunk: URI-encoded JSON {@link SnapshotChunkMeta}. */
@@ -99,9 +100,10 @@ export class PeerTransport {
   private readonly limits: TransportLimits;
 
   constructor(
-    private readonly self: { id: NodeId; url: string; clusterId: string; secret: string },
+    private readonly self: { id: NodeId; url: string; clusterId: string },
     private readonly hooks: TransportHooks,
     limits: Partial<TransportLimits> = {},
+    private readonly peerFetch: PeerFetch = (url, init) => fetch(url, init),
   ) {
     this.limits = { ...DEFAULT_TRANSPORT_LIMITS, ...limits };
   }
@@ -207,9 +209,9 @@ export class PeerTransport {
       messages,
     };
     const hasSnapshot = messages.some((m) => m.type === "snap");
-    const res = await fetch(url + RAFT_PATH, {
+    const res = await this.peerFetch(url + RAFT_PATH, {
       method: "POST",
-      headers: { "content-type": "application/json", [PEER_SECRET_HEADER]: this.self.secret },
+      headers: { "content-type": "application/json" },
       body: JSON.stringify(env),
       signal: AbortSignal.timeout(hasSnapshot ? 60_000 : 5_000),
     });
@@ -277,11 +279,10 @@ export class PeerTransport {
     meta: SnapshotChunkMeta,
     body: Uint8Array<ArrayBuffer>,
   ): Promise<void> {
-    const res = await fetch(url + SNAPSHOT_PATH, {
+    const res = await this.peerFetch(url + SNAPSHOT_PATH, {
       method: "POST",
       headers: {
         "content-type": "application/octet-stream",
-        [PEER_SECRET_HEADER]: this.self.secret,
         [SNAPSHOT_CHUNK_HEADER]: encodeURIComponent(JSON.stringify(meta)),
       },
       body,
@@ -306,13 +307,4 @@ async function readUpTo(file: Deno.FsFile, buf: Uint8Array): Promise<number> {
     n += r;
   }
   return n;
-}
-
-/** Constant-time comparison of secrets. */
-export function secretsEqual(a: string, b: string): boolean {
-  const x = new TextEncoder().encode(a);
-  const y = new TextEncoder().encode(b);
-  let diff = x.length ^ y.length;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
-  return diff === 0;
 }

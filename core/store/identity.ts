@@ -7,8 +7,16 @@ export interface NodeIdentity {
   clusterId: string;
   /** URL peers and clients use to reach this node. */
   url: string;
-  /** Shared secret authenticating peer traffic. */
-  clusterSecret: string;
+  /**
+   * This node's own peer credential, sent (over loopback plain HTTP only) instead of a
+   * client certificate; the cluster stores only its hash. Never shared between nodes.
+   */
+  peerCredential: string;
+  /**
+   * Fingerprints of the members at join time, trusted for Raft traffic until this
+   * node's replicated state lists members itself (a joiner's state starts empty).
+   */
+  joinedWith?: { name: string; fingerprint: string; credentialHash: string }[];
   createdAt: string;
   /** Set when the node learns it was removed; it must not rejoin with this data dir. */
   removedAt?: string;

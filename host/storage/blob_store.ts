@@ -114,7 +114,7 @@ export class BlobStore {
   /** Makes a blob present, fetching it from the first peer that has it (verified by hash). */
   async ensure(
     sha256: string,
-    sources: { url: string; headers: Record<string, string> }[],
+    sources: { url: string; headers: Record<string, string>; client?: Deno.HttpClient }[],
   ): Promise<BlobInfo> {
     const have = await this.stat(sha256);
     if (have) return have;
@@ -123,6 +123,7 @@ export class BlobStore {
       try {
         const res = await fetch(`${src.url}/internal/blobs/${sha256}`, {
           headers: src.headers,
+          client: src.client,
           signal: AbortSignal.timeout(3_600_000),
         });
         if (!res.ok || !res.body) {

@@ -4,6 +4,7 @@
  * did not happen" (`DefiniteFailure`) or "may have happened" (any other error), as the
  * history recorder needs.
  */
+import { clusterFetch } from "../../bench/lib/tls.ts";
 import type { ConfigValue, KeyOutput } from "./config_key.ts";
 
 /** The operation is known not to have taken effect: the recorder leaves it out. */
@@ -37,7 +38,7 @@ async function request(
   if (body !== undefined) headers["content-type"] = "application/json";
   if (ifMatch !== undefined) headers["if-match"] = String(ifMatch);
   try {
-    return await fetch(`${target.url}/api/v1/config/${key}`, {
+    return await clusterFetch(`${target.url}/api/v1/config/${key}`, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),

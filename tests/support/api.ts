@@ -1,4 +1,5 @@
 /** Small HTTP helpers for tests that talk to real novactl processes. */
+import { clusterCaFile, clusterFetch } from "../../bench/lib/tls.ts";
 
 export interface ApiResult<T = Record<string, unknown>> {
   status: number;
@@ -20,7 +21,7 @@ export async function api<T = Record<string, unknown>>(
   if (opts.body !== undefined || opts.raw !== undefined) {
     headers["content-type"] = "application/json";
   }
-  const res = await fetch(url, {
+  const res = await clusterFetch(url, {
     method: opts.method ?? "GET",
     headers,
     body: opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body)),
@@ -41,7 +42,8 @@ export async function cli(
   const main = new URL("../../main.ts", import.meta.url).pathname;
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", main, ...args],
-    env: { NO_COLOR: "1", ...env },
+    // Nodes serve HTTPS with their cluster's CA (registered by NovactlCluster).
+    env: { NO_COLOR: "1", ...(clusterCaFile() ? { NOVACTL_CA: clusterCaFile()! } : {}), ...env },
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
