@@ -43,6 +43,11 @@ export interface ServerBindings {
   insecure: boolean;
 }
 
+/** Unwanted body bytes read and dropped after an early answer, before the connection is cut. */
+const DISCARD_LIMIT_BYTES = 8 << 20;
+/** How long an early-answered request may go on sending before its connection is cut. */
+const DISCARD_TIMEOUT_MS = 5_000;
+
 export interface ConnectionLimits {
   /** A connection must complete a request's headers within this after opening or going idle. */
   headersTimeoutMs: number;
@@ -222,16 +227,7 @@ export class ApiServer {
       done = true;
       st.inflight--;
       if (!incoming.complete) {
-        // The handler answered without reading the whole body (413, 401, ...): the rest
-        // is unwanted, so stop reading (TCP back-pressure holds the sender), let the
-        // answer flush, and close — a 200 MB POST must not be drained into memory.
-        incoming.pause();
-        // @hono/node-server would drain it (up to 64 MiB): keep it paused instead.
-        incoming.resume = () => incoming;
-        incoming.socket.pause();
-        raw.pause();
-        raw.end();
-        setTimeout(() => raw.destroy(), 1_000);
+        this.#discardRestOf(incoming, raw);
         return;
       }
       // The next request's headers must arrive within the idle window.
@@ -239,6 +235,36 @@ export class ApiServer {
     };
     outgoing.once("finish", finished);
     outgoing.once("close", finished);
+  }
+
+  /**
+   * The handler answered without reading the whole body (413, 401, ...). The rest is read
+   * and thrown away, up to {@link DISCARD_LIMIT_BYTES}, so a client that is still sending gets
+   * to read the answer instead of a reset; past that (a 200 MB POST), or after
+   * {@link DISCARD_TIMEOUT_MS}, the connection is cut. Nothing is kept: memory stays flat.
+   * The connection is closed either way (a half-read body leaves no request boundary).
+   */
+  #discardRestOf(incoming: IncomingMessage, raw: Socket): void {
+    // @hono/node-server would drain it (up to 64 MiB, buffered): only this reader runs.
+    const resume = incoming.resume.bind(incoming);
+    incoming.resume = () => incoming;
+    incoming.removeAllListeners("data");
+    let discarded = 0;
+    const cut = setTimeout(() => raw.destroy(), DISCARD_TIMEOUT_MS);
+    incoming.on("data", (chunk: Uint8Array) => {
+      discarded += chunk.length;
+      if (discarded > DISCARD_LIMIT_BYTES) {
+        clearTimeout(cut);
+        raw.destroy();
+      }
+    });
+    incoming.once("end", () => {
+      clearTimeout(cut);
+      // Through the TLS socket, so the client gets close_notify after the answer, not a bare FIN.
+      incoming.socket.end();
+      setTimeout(() => raw.destroy(), 1_000);
+    });
+    resume();
   }
 
   #bindings(env: { incoming: IncomingMessage; outgoing: ServerResponse }): ServerBindings {

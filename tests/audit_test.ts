@@ -7,6 +7,7 @@
  * that address, not the forwarding follower's (127.0.0.1), and must be
  * recorded once, by the member that answered.
  */
+import { clusterCaFile } from "../bench/lib/tls.ts";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
@@ -41,6 +42,7 @@ async function curlFrom(
       "-",
       "--max-time",
       "60",
+      ...(url.startsWith("https:") ? ["--cacert", clusterCaFile()!] : []),
       url,
     ],
     stdout: "piped",

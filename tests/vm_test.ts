@@ -135,6 +135,8 @@ testWithTimeout({
           n1.url,
           "--token",
           token,
+          "--ca",
+          cluster.caFile,
         ],
         stdout: "piped",
         stderr: "null",
