@@ -54,7 +54,10 @@ export interface ResolvedCa {
 export function parseFingerprint(value: string): string {
   const fp = normalizeFingerprint(value.trim().replace(/^sha256:/i, ""));
   if (!/^[0-9a-f]{64}$/.test(fp)) {
-    throw new NovaError("usage", `--ca-fingerprint must be a SHA-256 (64 hex digits), not ${value}`);
+    throw new NovaError(
+      "usage",
+      `--ca-fingerprint must be a SHA-256 (64 hex digits), not ${value}`,
+    );
   }
   return fp;
 }
