@@ -101,6 +101,29 @@ async function readPinned(file: string): Promise<string | undefined> {
   }
 }
 
+/**
+ * Checks that the server's own certificate verifies against the CA it served, before that CA is
+ * pinned (a CA copied from elsewhere, fronted by another certificate, is not pinned).
+ */
+async function assertServedBy(server: string, pem: string): Promise<void> {
+  const client = Deno.createHttpClient({ caCerts: [pem] });
+  try {
+    const res = await fetch(server.replace(/\/$/, "") + "/healthz", {
+      client,
+      signal: AbortSignal.timeout(15_000),
+    });
+    await res.body?.cancel();
+  } catch (err) {
+    const cause = (err as Error).cause;
+    throw new ValidationError(
+      `${serverOrigin(server)} served a CA that does not verify its own certificate; nothing ` +
+        `pinned: ${(err as Error).message}${cause instanceof Error ? `: ${cause.message}` : ""}`,
+    );
+  } finally {
+    client.close();
+  }
+}
+
 /** Writes a pinned CA (dir 0700, file 0600; renamed into place so a reader never sees half). */
 export async function writePinned(file: string, pem: string): Promise<void> {
   const dir = join(file, "..");
@@ -163,6 +186,7 @@ export async function resolveCa(
         `check it (node log or DIR/ca.crt), then pass --ca DIR/ca.crt or --ca-fingerprint ${presented}`,
     );
   }
+  await assertServedBy(opts.server, pem);
   await writePinned(file, pem);
   deps.notice(`pinned the cluster CA of ${origin} (SHA-256 ${presented}) in ${file}`);
   return { file, source: "pinned" };
@@ -231,6 +255,7 @@ export async function trustRemote(
         `confirm with --ca-fingerprint ${presented} or --yes`,
     );
   }
+  await assertServedBy(opts.server, pem);
   await writePinned(file, pem);
   return { server: origin, fingerprint: presented, file, alreadyPinned: false };
 }

@@ -26,15 +26,18 @@ import {
 } from "./trust.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
-/** An HTTPS server with a certificate from `ca`, serving the CA PEM and a tiny API. */
-async function tlsServer(ca: KeyPairPem) {
+/**
+ * An HTTPS server with a certificate from `ca`, serving a CA PEM (`ca`'s own unless `served`)
+ * and a tiny API.
+ */
+async function tlsServer(ca: KeyPairPem, served = ca.certPem) {
   const { keyPem, csrPem } = await createNodeKeyAndCsr("n1", nodeSans("127.0.0.1"));
   const cert = await signCsr(ca, csrPem, { name: "n1", sans: nodeSans("127.0.0.1") });
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, cert, key: keyPem, onListen: () => {} },
     (req) =>
       new URL(req.url).pathname === "/api/v1/cluster/ca"
-        ? new Response(ca.certPem)
+        ? new Response(served)
         : Response.json({ vms: [] }),
   );
   return { url: `https://127.0.0.1:${server.addr.port}`, server };
@@ -183,6 +186,29 @@ testWithTimeout(
             new RegExp(`${pinB} already pins another CA \\(${fpA}\\).*${fpB}`),
           );
           await Deno.remove(pinB);
+        },
+      );
+
+      await t.step(
+        "a server serving a CA that did not sign its certificate: nothing pinned",
+        async () => {
+          // Someone in between with its own certificate, handing out cluster A's real CA.
+          const mitm = await tlsServer(caB, caA.certPem);
+          try {
+            const f = fakeDeps(home, { interactive: false });
+            const pin = pinnedCaPath(mitm.url, f.deps.env);
+            await assertRejects(
+              () => resolveCa({ server: mitm.url, caFingerprint: fpA }, f.deps),
+              /does not verify its own certificate; nothing pinned/,
+            );
+            await assertRejects(
+              () => trustRemote({ server: mitm.url, yes: true }, f.deps),
+              /does not verify its own certificate; nothing pinned/,
+            );
+            assertEquals(await exists(pin), false);
+          } finally {
+            await mitm.server.shutdown();
+          }
         },
       );
 
