@@ -1,28 +1,45 @@
 /** The CLI's HTTP client of the REST API. Server errors become NovaErrors with the server's code. */
 import { codeOfHttpStatus, type ErrorCode, NovaError } from "../core/errors/mod.ts";
+import { resolveCa, type ResolvedCa, type TrustDeps } from "./trust.ts";
 
 export interface ClientOptions {
   server: string;
   token?: string;
-  /** PEM file of the cluster CA; without it https servers are checked against system roots. */
+  /** PEM file of the cluster CA; without it the CA pinned for the server (see trust.ts). */
   ca?: string;
+  /** SHA-256 the server's CA must have to be pinned on first use (`--ca-fingerprint`). */
+  caFingerprint?: string;
+  /**
+   * How to find or pin the CA for https servers without `ca`; without it, https servers are
+   * checked against system roots only.
+   */
+  trust?: TrustDeps;
 }
 
 export class ApiClient {
   #client: Deno.HttpClient | undefined;
+  #ca: ResolvedCa | undefined;
+  #resolved = false;
 
   constructor(readonly opts: ClientOptions) {}
 
-  /** A client trusting the cluster CA (read once), or undefined for system roots. */
-  private httpClient(): Deno.HttpClient | undefined {
-    if (!this.opts.ca || this.#client) return this.#client;
+  /** A client trusting the cluster CA (resolved and read once), or undefined for system roots. */
+  private async httpClient(): Promise<Deno.HttpClient | undefined> {
+    if (this.#resolved) return this.#client;
+    this.#ca = this.opts.trust
+      ? await resolveCa(this.opts, this.opts.trust)
+      : this.opts.ca
+      ? { file: this.opts.ca, source: "flag" }
+      : undefined;
+    this.#resolved = true;
+    if (!this.#ca) return undefined;
     let pem: string;
     try {
-      pem = Deno.readTextFileSync(this.opts.ca);
+      pem = Deno.readTextFileSync(this.#ca.file);
     } catch (err) {
       throw new NovaError(
         "validation",
-        `cannot read --ca ${this.opts.ca}: ${(err as Error).message}`,
+        `cannot read --ca ${this.#ca.file}: ${(err as Error).message}`,
       );
     }
     this.#client = Deno.createHttpClient({ caCerts: [pem] });
@@ -71,24 +88,17 @@ export class ApiClient {
   }
 
   private async send(path: string, init: RequestInit): Promise<Response> {
+    const client = await this.httpClient();
     let res: Response;
     try {
-      res = await fetch(this.opts.server.replace(/\/$/, "") + path, {
-        ...init,
-        client: this.httpClient(),
-      });
+      res = await fetch(this.opts.server.replace(/\/$/, "") + path, { ...init, client });
     } catch (err) {
       if (err instanceof NovaError) throw err;
       const cause = (err as Error).cause;
       const message = (err as Error).message +
         (cause instanceof Error ? `: ${cause.message}` : cause ? `: ${String(cause)}` : "");
       if (this.opts.server.startsWith("https:") && /certificate|UnknownIssuer|tls/i.test(message)) {
-        throw new NovaError(
-          "unavailable",
-          this.opts.ca
-            ? `${this.opts.server} presented a certificate ${this.opts.ca} does not verify: ${message}`
-            : `cannot verify ${this.opts.server}'s certificate: pass --ca DIR/ca.crt (or set NOVACTL_CA) with the cluster CA from a node's data dir`,
-        );
+        throw new NovaError("unavailable", this.certificateProblem(message));
       }
       throw new NovaError("unavailable", `cannot reach ${this.opts.server}: ${message}`);
     }
@@ -101,6 +111,21 @@ export class ApiClient {
       e?.message ?? `HTTP ${res.status}`,
       e?.details,
     );
+  }
+
+  /** Why an https server's certificate was refused, naming the CA file that refused it. */
+  private certificateProblem(message: string): string {
+    const server = this.opts.server;
+    if (this.#ca?.source === "pinned") {
+      return `${server} presented a certificate the cluster CA pinned in ${this.#ca.file} does not ` +
+        `verify: another cluster at this address, or someone in between; if the cluster was ` +
+        `re-created, remove ${this.#ca.file} and pin the new CA (novactl remote trust): ${message}`;
+    }
+    if (this.#ca) {
+      return `${server} presented a certificate ${this.#ca.file} does not verify: ${message}`;
+    }
+    return `cannot verify ${server}'s certificate: pass --ca DIR/ca.crt (or set NOVACTL_CA) with ` +
+      `the cluster CA from a node's data dir`;
   }
 }
 

@@ -12,13 +12,16 @@ export function clusterCommand(): Command {
     cluster.command("status").description("show leader, term, commit index and members"),
   )
     .action(async (opts: GlobalOpts) => {
-      const s = await clientOf(opts).get<ClusterStatus>("/api/v1/cluster");
+      const s = await clientOf(opts).get<ClusterStatus & { caFingerprint?: string }>(
+        "/api/v1/cluster",
+      );
       render(opts.output, s, () => {
         printFields({
           cluster: s.clusterId,
           leader: s.leader,
           term: s.term,
           commit: s.commitIndex,
+          "ca-fingerprint": s.caFingerprint,
         });
         console.log();
         printTable(s.members as unknown as Record<string, unknown>[], [

@@ -1,6 +1,7 @@
 /** Options every client command takes, and how they become an ApiClient. */
 import { type Command, Option } from "commander";
 import { ApiClient } from "./client.ts";
+import { processTrustDeps } from "./trust.ts";
 import type { Format } from "./output.ts";
 
 /** Nodes serve HTTPS by default (plain HTTP only with --insecure-http). */
@@ -11,6 +12,8 @@ export interface GlobalOpts {
   token?: string;
   /** The cluster CA certificate file (a node's DIR/ca.crt) to verify https servers with. */
   ca?: string;
+  /** The SHA-256 of the cluster CA to pin on first use, instead of asking (see trust.ts). */
+  caFingerprint?: string;
   output: Format;
 }
 
@@ -28,12 +31,28 @@ export function withClientOptions(cmd: Command): Command {
       ),
     )
     .addOption(
+      new Option(
+        "--ca-fingerprint <sha256>",
+        "pin the server's cluster CA on first use if its SHA-256 fingerprint is this",
+      ).env("NOVACTL_CA_FINGERPRINT"),
+    )
+    .addOption(
       new Option("-o, --output <format>", "output format").choices(["json", "table"]).default(
         "table",
       ),
     );
 }
 
+/**
+ * The API client for a command's options. Without `--ca`, an https server is verified with the
+ * CA pinned for it, pinned on first use after a confirmation (see trust.ts).
+ */
 export function clientOf(opts: GlobalOpts): ApiClient {
-  return new ApiClient({ server: opts.server, token: opts.token, ca: opts.ca });
+  return new ApiClient({
+    server: opts.server,
+    token: opts.token,
+    ca: opts.ca,
+    caFingerprint: opts.caFingerprint,
+    trust: processTrustDeps,
+  });
 }

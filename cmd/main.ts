@@ -12,6 +12,7 @@ import { imageCommand } from "./image.ts";
 import { vmCommand } from "./vm.ts";
 import { auditCommand } from "./audit.ts";
 import { tokenCommand } from "./token.ts";
+import { remoteCommand } from "./remote.ts";
 
 export function buildProgram(): Command {
   const program = new Command("novactl")
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   program.addCommand(hostCommand());
   program.addCommand(auditCommand());
   program.addCommand(tokenCommand());
+  program.addCommand(remoteCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.
   const override = (cmd: Command) => {
     cmd.exitOverride();

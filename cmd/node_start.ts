@@ -41,7 +41,7 @@ import { type Accel, hostAccel, nodeTlsPaths, QemuDriver } from "../host/kvm/mod
 import { type HostCluster, Migrator, VmHost } from "../host/mod.ts";
 import { HostFencing } from "../host/fencing/mod.ts";
 import { ApiServer } from "../api/server.ts";
-import { loadNodeTls, NODE_CERT_FILE } from "../core/pki/mod.ts";
+import { CA_CERT_FILE, fingerprint, loadNodeTls, NODE_CERT_FILE } from "../core/pki/mod.ts";
 
 export interface NodeStartOptions {
   name: string;
@@ -193,9 +193,12 @@ async function runNode(
   } else {
     const boot = await bootstrapCluster(opts.dataDir, opts.name, url);
     identity = boot.identity;
+    // The fingerprint is what clients check before pinning DIR/ca.crt (--ca-fingerprint).
     log.info("bootstrapped new cluster", {
       clusterId: identity.clusterId,
       adminTokenFile: join(opts.dataDir, ADMIN_TOKEN_FILE),
+      caFile: join(opts.dataDir, CA_CERT_FILE),
+      caFingerprint: fingerprint(await Deno.readTextFile(join(opts.dataDir, CA_CERT_FILE))),
     });
   }
 

@@ -5,6 +5,7 @@ import {
   admitMember,
   caPemOf,
   type ClusterNode,
+  type ClusterStatus,
   createJoinToken,
   NotLeaderRetry,
   removeMember,
@@ -16,6 +17,7 @@ import { FORWARDED_HEADER, forwardTo, leaderOnly } from "../forward.ts";
 import { parseBody, parseDuration, readJson } from "../validate.ts";
 import { zodToValidationError } from "../errors.ts";
 import { NoQuorumError, NotLeaderError } from "../../core/errors/mod.ts";
+import { fingerprint } from "../../core/pki/mod.ts";
 import { inventorySchema, labelsSchema } from "../../core/fsm/command_schemas.ts";
 
 /** A join request is a name, a URL, a token, a CSR and a small inventory. */
@@ -34,6 +36,11 @@ export const joinSchema = z.object({
   inventory: inventorySchema,
   labels: labelsSchema.default({}),
 });
+
+/** Cluster status plus the CA's fingerprint, which clients compare before pinning the CA. */
+function statusOf(node: ClusterNode): ClusterStatus & { caFingerprint: string } {
+  return { ...node.status(), caFingerprint: fingerprint(caPemOf(node)) };
+}
 
 export function clusterRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
@@ -63,11 +70,11 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
   app.get(
     "/",
     async (c, next) => {
-      if (c.req.query("local") === "true") return c.json(node.status());
+      if (c.req.query("local") === "true") return c.json(statusOf(node));
       await next();
     },
     leaderOnly(node),
-    (c) => c.json(node.status()),
+    (c) => c.json(statusOf(node)),
   );
 
   app.post("/tokens", requireRole("admin"), leaderOnly(node), async (c) => {
