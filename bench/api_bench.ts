@@ -4,9 +4,11 @@
  *   deno run -A bench/api_bench.ts [--duration 10] [--warmup 1] [--clients 1,64] [--reps 3]
  *                                  [--list-vms 100] [--keep] [--out FILE]
  *
- * One fresh 3-node novactl cluster and one 3-member etcd start once and stay up. For each case
- * and client count the closed-loop load generator (bench/lib/loadgen.ts) drives novactl, etcd,
- * novactl, etcd, … (`--reps` each), every request to the leader:
+ * Two fresh 3-node novactl clusters (as shipped, HTTPS with mutual TLS between peers; and
+ * `novactl-plain`, the same with `--insecure-http`, to show what TLS costs) and one 3-member
+ * etcd start once and stay up. For each case and client count the closed-loop load generator
+ * (bench/lib/loadgen.ts) drives novactl, novactl-plain, etcd, novactl, … (`--reps` each),
+ * every request to the leader:
  *
  * - vm list: novactl `GET /api/v1/vms` over `--list-vms` stopped VMs; etcd a range read over
  *   as many keys holding values the size of one VM record (serializable, as novactl's list
@@ -28,6 +30,7 @@ import {
   medianRatios,
   printRep,
   type RepResult,
+  tlsCosts,
 } from "./lib/comparison.ts";
 import {
   clientList,
@@ -43,6 +46,7 @@ import {
   CLUSTER_SIZE,
   defaultOut,
   installSignalTeardown,
+  PLAIN_SYSTEM,
   type RunningEtcd,
   type RunningNovactl,
   startEtcd,
@@ -91,7 +95,7 @@ function parseOptions(args: string[]): BenchOptions {
 // ---------------------------------------------------------------- novactl
 
 class NovactlApi {
-  constructor(readonly novactl: RunningNovactl) {}
+  constructor(readonly novactl: RunningNovactl, readonly system = "novactl") {}
 
   get #token(): string {
     return this.novactl.cluster.adminToken;
@@ -180,7 +184,7 @@ async function seedVms(api: NovactlApi, count: number): Promise<number> {
 }
 
 function novactlList(api: NovactlApi, options: BenchOptions): Contender {
-  return loadContender("novactl", () => api.novactl.cluster.leaderUrl(), options, (leader) => ({
+  return loadContender(api.system, () => api.novactl.cluster.leaderUrl(), options, (leader) => ({
     url: `${leader}/api/v1/vms`,
     method: "GET",
     headers: api.headers(),
@@ -189,9 +193,9 @@ function novactlList(api: NovactlApi, options: BenchOptions): Contender {
 
 function novactlCreates(api: NovactlApi, options: BenchOptions, clients: number): Contender {
   return {
-    system: "novactl",
+    system: api.system,
     run: (_, rep) =>
-      loadContender("novactl", () => api.novactl.cluster.leaderUrl(), options, (leader, c) => ({
+      loadContender(api.system, () => api.novactl.cluster.leaderUrl(), options, (leader, c) => ({
         url: `${leader}/api/v1/vms`,
         method: "POST",
         headers: api.headers(),
@@ -263,7 +267,7 @@ function loadContender(
 }
 
 async function runCases(
-  api: NovactlApi,
+  apis: NovactlApi[],
   etcd: RunningEtcd,
   options: BenchOptions,
 ): Promise<ComparisonRow[]> {
@@ -273,7 +277,10 @@ async function runCases(
   for (const clients of options.clients) {
     console.log(`-- vm list, ${clients} clients`);
     rows.push(
-      ...await interleave([novactlList(api, options), etcdList(etcd, options)], {
+      ...await interleave([
+        ...apis.map((api) => novactlList(api, options)),
+        etcdList(etcd, options),
+      ], {
         case: `vm list (${options.listVms} VMs)`,
         clients,
         reps: options.reps,
@@ -286,14 +293,17 @@ async function runCases(
     console.log(`-- vm create (start: false), ${clients} clients`);
     rows.push(
       ...await interleave(
-        [novactlCreates(api, options, clients), etcdPuts(etcd, options, clients)],
+        [
+          ...apis.map((api) => novactlCreates(api, options, clients)),
+          etcdPuts(etcd, options, clients),
+        ],
         {
           case: "vm create (stopped)",
           clients,
           reps: options.reps,
           onRun: progress(clients),
           between: async (system) => {
-            if (system === "novactl") await api.deleteVms(CREATED_PREFIX);
+            await apis.find((api) => api.system === system)?.deleteVms(CREATED_PREFIX);
             await sleep(PAUSE_BETWEEN_RUNS_MS);
           },
         },
@@ -311,14 +321,22 @@ async function main(): Promise<void> {
   try {
     const meta = await runMeta("api", { dataDir: baseDir, runs: options.reps });
     const novactl = await startNovactl(baseDir);
+    const plain = await startNovactl(baseDir, { insecureHttp: true });
     const etcd = await startEtcd(baseDir);
-    const api = new NovactlApi(novactl);
-    await api.importImage(baseDir);
-    const recordBytes = await seedVms(api, options.listVms);
+    const apis = [new NovactlApi(novactl), new NovactlApi(plain, PLAIN_SYSTEM)];
+    let recordBytes = 0;
+    for (const api of apis) {
+      await api.importImage(baseDir);
+      recordBytes = await seedVms(api, options.listVms);
+    }
     await seedEtcd(etcd, options.listVms, recordBytes);
-    const rows = await runCases(api, etcd, options);
+    const rows = await runCases(apis, etcd, options);
     const ratios = medianRatios(rows, "etcd");
     for (const r of ratios) console.log(`${r.case} at ${r.clients} clients: ${r.ratio}x etcd`);
+    const tlsCost = tlsCosts(rows, PLAIN_SYSTEM);
+    for (const c of tlsCost) {
+      console.log(`TLS cost, ${c.case} at ${c.clients}: ${c.throughputPct} %, p50 +${c.p50Ms} ms`);
+    }
     await writeResult(options.outPath, {
       meta: { ...meta, date: new Date().toISOString() },
       versions: { novactl: novactl.version, etcd: etcd.version },
@@ -333,6 +351,7 @@ async function main(): Promise<void> {
       },
       rows,
       ratios,
+      tlsCost,
     });
     failed = false;
   } finally {

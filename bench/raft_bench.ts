@@ -4,14 +4,15 @@
  *   deno run -A bench/raft_bench.ts [--duration 10] [--warmup 1] [--clients 1,16,64]
  *                                   [--reps 3] [--value-bytes 256] [--keep] [--out FILE]
  *
- * Both clusters start once, as 3 local processes each on loopback with data dirs in one
- * temp dir, and stay up. For each client count the same closed-loop load generator
- * (bench/lib/loadgen.ts) drives novactl, etcd, novactl, etcd, … (`--reps` each), every
- * durable write to the current leader. The result (bench/results/raft.json) holds each
+ * Three clusters start once, as 3 local processes each on loopback with data dirs in one
+ * temp dir, and stay up: novactl as shipped (HTTPS, mutual TLS between peers), novactl with
+ * `--insecure-http` (the same code over plain HTTP: what TLS costs), and etcd. For each client
+ * count the same closed-loop load generator (bench/lib/loadgen.ts) drives novactl,
+ * novactl-plain, etcd, novactl, … (`--reps` each), every durable write to the current leader. The result (bench/results/raft.json) holds each
  * repetition, the median and spread per system, and the ratio of the medians.
  */
 
-import { type Contender, interleave, medianRatios, printRep } from "./lib/comparison.ts";
+import { type Contender, interleave, medianRatios, printRep, tlsCosts } from "./lib/comparison.ts";
 import {
   clientList,
   nonNegativeNumber,
@@ -26,6 +27,7 @@ import {
   CLUSTER_SIZE,
   defaultOut,
   installSignalTeardown,
+  PLAIN_SYSTEM,
   type RunningEtcd,
   type RunningNovactl,
   startEtcd,
@@ -62,9 +64,13 @@ function parseOptions(args: string[]): BenchOptions {
 }
 
 /** novactl: a new configuration version per write, committed through Raft and applied. */
-function novactlWrites(novactl: RunningNovactl, options: BenchOptions): Contender {
+function novactlWrites(
+  novactl: RunningNovactl,
+  options: BenchOptions,
+  system = "novactl",
+): Contender {
   const body = JSON.stringify({ value: payload(options.valueBytes) });
-  return loadContender("novactl", () => novactl.cluster.leaderUrl(), options, (leader) => ({
+  return loadContender(system, () => novactl.cluster.leaderUrl(), options, (leader) => ({
     url: `${leader}/api/v1/config/cluster.description`,
     method: "PUT",
     headers: {
@@ -114,8 +120,13 @@ async function main(): Promise<void> {
   try {
     const meta = await runMeta("raft", { dataDir: baseDir, runs: options.reps });
     const novactl = await startNovactl(baseDir);
+    const plain = await startNovactl(baseDir, { insecureHttp: true });
     const etcd = await startEtcd(baseDir);
-    const contenders = [novactlWrites(novactl, options), etcdPuts(etcd, options)];
+    const contenders = [
+      novactlWrites(novactl, options),
+      novactlWrites(plain, options, PLAIN_SYSTEM),
+      etcdPuts(etcd, options),
+    ];
     const rows = [];
     for (const clients of options.clients) {
       rows.push(
@@ -130,6 +141,10 @@ async function main(): Promise<void> {
     }
     const ratios = medianRatios(rows, "etcd");
     for (const r of ratios) console.log(`novactl/etcd at ${r.clients} clients: ${r.ratio}x`);
+    const tlsCost = tlsCosts(rows, PLAIN_SYSTEM);
+    for (const c of tlsCost) {
+      console.log(`TLS cost at ${c.clients} clients: ${c.throughputPct} %, p50 +${c.p50Ms} ms`);
+    }
     await writeResult(options.outPath, {
       meta: { ...meta, date: new Date().toISOString() },
       versions: { novactl: novactl.version, etcd: etcd.version },
@@ -143,6 +158,7 @@ async function main(): Promise<void> {
       },
       rows,
       ratios,
+      tlsCost,
     });
     failed = false;
   } finally {

@@ -14,7 +14,7 @@ import {
   SECTIONS,
 } from "./lib/render.ts";
 import { type Figure, figure } from "./lib/figures.ts";
-import { type ComparisonResult, medianRatios, summarizeReps } from "./lib/comparison.ts";
+import { type ComparisonResult, medianRatios, summarizeReps, tlsCosts } from "./lib/comparison.ts";
 import type { RunMeta } from "./lib/run_meta.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
@@ -229,4 +229,27 @@ testWithTimeout({
   assert(lines.some((l) => l.includes("| shared disk, bare ") && l.includes("40 (1–50)")));
   assert(!out.includes("p99"), "no figure here has 100 values");
   assert(lines.some((l) => /^\| setup: runs +\| +5 \|$/.test(l)), "plain numbers are listed too");
+});
+
+testWithTimeout({
+  name: "TLS cost: novactl next to novactl-plain, as lost throughput and added p50",
+  timeoutMs: 2 * MINUTE,
+}, () => {
+  const result = raftResult();
+  const plain = summarizeReps("config write", 1, "novactl-plain", [
+    { ...rep(490, 5.0), p50Ms: 1.5 },
+    { ...rep(480, 5.1), p50Ms: 1.5 },
+    { ...rep(500, 4.9), p50Ms: 1.5 },
+  ]);
+  result.rows.push(plain);
+  result.tlsCost = tlsCosts(result.rows, "novactl-plain");
+  assertEquals(result.tlsCost, [{
+    case: "config write",
+    clients: 1,
+    throughputPct: 20,
+    p50Ms: 0.5,
+  }]);
+  const out = renderDocument(DOC, new Map([["raft", result]]));
+  const row1 = out.split("\n").find((line) => line.startsWith("| 1 ") && line.includes("novactl "));
+  assert(row1?.includes("-20.0 %, +0.50 ms"), row1);
 });

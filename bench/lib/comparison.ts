@@ -57,6 +57,8 @@ export interface ComparisonResult {
   config: Record<string, unknown>;
   rows: ComparisonRow[];
   ratios: ComparisonRatio[];
+  /** Present when the run also drove novactl over plain HTTP. */
+  tlsCost?: TlsCost[];
 }
 
 /** One system's load run for a case at a client count (the cluster stays up between calls). */
@@ -148,11 +150,39 @@ export function medianRatios(rows: readonly ComparisonRow[], anchor: string): Co
   return ratios;
 }
 
+/** What TLS costs novactl at one case and client count: HTTPS + mTLS next to plain HTTP. */
+export interface TlsCost {
+  case: string;
+  clients: number;
+  /** Throughput lost to TLS, in % of the plain-HTTP median (negative: TLS was faster). */
+  throughputPct: number;
+  /** Median p50 with TLS minus median p50 over plain HTTP, in ms. */
+  p50Ms: number;
+}
+
+/** TLS cost for every case and client count that ran both `novactl` and `plainSystem`. */
+export function tlsCosts(rows: readonly ComparisonRow[], plainSystem: string): TlsCost[] {
+  const costs: TlsCost[] = [];
+  for (const tls of rows.filter((r) => r.system === "novactl")) {
+    const plain = rows.find((r) =>
+      r.system === plainSystem && r.case === tls.case && r.clients === tls.clients
+    );
+    if (!plain || !(plain.writesPerSec.median > 0)) continue;
+    costs.push({
+      case: tls.case,
+      clients: tls.clients,
+      throughputPct: round((1 - tls.writesPerSec.median / plain.writesPerSec.median) * 100, 1),
+      p50Ms: round(tls.p50Ms.median - plain.p50Ms.median, 2),
+    });
+  }
+  return costs;
+}
+
 /** One progress line per load run. */
 export function printRep(clients: number, system: string, rep: number, r: RepResult): void {
   const p99 = r.p99Ms === null ? `max ${r.maxMs.toFixed(2)}` : `p99 ${r.p99Ms.toFixed(2)}`;
   console.log(
-    `   clients=${clients} rep ${rep + 1} ${system.padEnd(7)} ${r.writesPerSec.toFixed(1)}/s, ` +
+    `   clients=${clients} rep ${rep + 1} ${system.padEnd(13)} ${r.writesPerSec.toFixed(1)}/s, ` +
       `p50 ${r.p50Ms.toFixed(2)} ms, ${p99} ms, errors ${r.errors}`,
   );
   for (const sample of r.errorSamples) console.log(`     error: ${sample}`);

@@ -14,7 +14,7 @@
  */
 
 import { type Figure, isFigure } from "./figures.ts";
-import type { ComparisonRatio, ComparisonResult, ComparisonRow } from "./comparison.ts";
+import type { ComparisonRatio, ComparisonResult, ComparisonRow, TlsCost } from "./comparison.ts";
 import type { RunMeta } from "./run_meta.ts";
 
 /** A benchmark section: its marker name and how its result becomes markdown. */
@@ -130,6 +130,7 @@ export function renderComparison(result: ComparisonResult): string {
     "p99 ms median (min–max)",
     "errors",
     `novactl/${anchor} (medians)`,
+    ...(result.tlsCost?.length ? ["TLS cost vs plain HTTP (throughput, p50)"] : []),
   ];
   const cells = orderRows(result.rows).map((row) => [
     ...(manyCases ? [row.case] : []),
@@ -140,6 +141,7 @@ export function renderComparison(result: ComparisonResult): string {
     row.p99Ms ? spread(row.p99Ms) : `max ${spread(row.maxMs)} (n < 100)`,
     String(row.errors),
     ratioCell(ratios, row),
+    ...(result.tlsCost?.length ? [tlsCostCell(result.tlsCost, row)] : []),
   ]);
   const leftColumns = manyCases ? 3 : 2;
   const align = headers.map((_, i): Align => (i < leftColumns ? "left" : "right"));
@@ -148,7 +150,9 @@ export function renderComparison(result: ComparisonResult): string {
 
 function orderRows(rows: readonly ComparisonRow[]): ComparisonRow[] {
   const cases = [...new Set(rows.map((r) => r.case))];
-  const rank = (system: string) => (system === "novactl" ? 0 : 1);
+  const rank = (
+    system: string,
+  ) => (system === "novactl" ? 0 : system.startsWith("novactl") ? 1 : 2);
   return [...rows].sort((a, b) =>
     cases.indexOf(a.case) - cases.indexOf(b.case) || a.clients - b.clients ||
     rank(a.system) - rank(b.system) || a.system.localeCompare(b.system)
@@ -156,13 +160,23 @@ function orderRows(rows: readonly ComparisonRow[]): ComparisonRow[] {
 }
 
 function versionOf(result: ComparisonResult, system: string): string {
-  return system === "novactl" ? "" : result.versions?.[system] ?? "";
+  return system.startsWith("novactl") ? "" : result.versions?.[system] ?? "";
 }
 
 function ratioCell(ratios: readonly ComparisonRatio[], row: ComparisonRow): string {
   if (row.system !== "novactl") return "";
   const ratio = ratios.find((r) => r.case === row.case && r.clients === row.clients);
   return ratio ? `${ratio.ratio.toFixed(2)}×` : "";
+}
+
+function tlsCostCell(costs: readonly TlsCost[], row: ComparisonRow): string {
+  if (row.system !== "novactl") return "";
+  const c = costs.find((c) => c.case === row.case && c.clients === row.clients);
+  if (!c) return "";
+  const sign = (v: number) => (v > 0 ? "+" : "");
+  return `${sign(-c.throughputPct)}${(-c.throughputPct).toFixed(1)} %, ${sign(c.p50Ms)}${
+    c.p50Ms.toFixed(2)
+  } ms`;
 }
 
 // ---------------------------------------------------------------- scheduler

@@ -9,6 +9,9 @@ import { currentCommit } from "./run_meta.ts";
 
 export const CLUSTER_SIZE = 3;
 
+/** The system name of novactl started with `--insecure-http` (plain HTTP on loopback). */
+export const PLAIN_SYSTEM = "novactl-plain";
+
 /** Stop functions of clusters that are (or may be) running, for signal-time cleanup. */
 const activeStops = new Set<() => Promise<void>>();
 
@@ -45,10 +48,22 @@ export interface RunningNovactl {
   version: string;
 }
 
-export async function startNovactl(baseDir: string): Promise<RunningNovactl> {
-  const cluster = new NovactlCluster({ baseDir: `${baseDir}/novactl` });
+/**
+ * Starts a 3-node novactl cluster: HTTPS with mutual TLS between peers (the default), or, with
+ * `insecureHttp`, plain HTTP on loopback — the same code without TLS, so a run can put a
+ * figure on what TLS and peer authentication cost.
+ */
+export async function startNovactl(
+  baseDir: string,
+  opts: { insecureHttp?: boolean } = {},
+): Promise<RunningNovactl> {
+  const name = opts.insecureHttp ? PLAIN_SYSTEM : "novactl";
+  const cluster = new NovactlCluster({
+    baseDir: `${baseDir}/${name}`,
+    insecureHttp: opts.insecureHttp,
+  });
   activeStops.add(() => cluster.stop());
-  await timed("novactl", () => cluster.start(CLUSTER_SIZE));
+  await timed(name, () => cluster.start(CLUSTER_SIZE));
   return { cluster, version: await currentCommit() };
 }
 
