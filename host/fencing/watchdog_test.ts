@@ -43,19 +43,26 @@ testWithTimeout({
     const node = await WatchdogClient.attach(dir, COMMAND);
     watchdogPid = node.pid;
     assertEquals(node.hello.fenceAt, 0);
-    assert(/holds no lease/.test(await refusal(node.spawn("v0", ["sleep", "600"], log))));
+    assert(
+      /holds no lease/.test(
+        await refusal(node.spawn("v0", ["sleep", "600"], log, `${dir}/v0.pid`)),
+      ),
+    );
 
     // Fed for 1.5 s: a child starts, lives while the lease lasts, dies once it ran out.
     const fenceAt = bootTimeMs() + 1_500;
     await node.feed(fenceAt);
-    const a = await node.spawn("a", ["sleep", "600"], log);
+    const a = await node.spawn("a", ["sleep", "600"], log, `${dir}/a.pid`);
     assert(processAlive(a));
+    // The pid is the program's own host pid (not its jail's, nor its pid in the namespace).
+    assertEquals(Deno.readTextFileSync(`/proc/${a}/cmdline`), "sleep\x00600\x00");
+    assertEquals(Deno.readTextFileSync(`${dir}/a.pid`), `${a}\n`);
     await until("a fenced", () => !processAlive(a));
     assert(bootTimeMs() >= fenceAt, "not killed before its lease ran out");
 
     // A node process that goes away and comes back finds the same watchdog and its children.
     await node.feed(bootTimeMs() + 60_000);
-    const b = await node.spawn("b", ["sleep", "600"], log);
+    const b = await node.spawn("b", ["sleep", "600"], log, `${dir}/b.pid`);
     node.close();
     const again = await WatchdogClient.attach(dir, COMMAND);
     assertEquals(again.pid, watchdogPid);
