@@ -18,6 +18,7 @@ import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { WatchdogClient } from "../host/fencing/mod.ts";
 import { bootTimeMs, FENCE_MARGIN_MS } from "../core/cluster/lease.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
+import { parsePasswd, QEMU_USER } from "../host/kvm/confine.ts";
 import { fenceInMs as fenceInMsOf, haQuietWindowMs } from "./support/fencing.ts";
 
 interface Vm {
@@ -79,12 +80,18 @@ testWithTimeout({
     const leader = await cluster.leaderName();
     return ["n1", "n2", "n3"].find((n) => n !== leader)!;
   };
+  // Nodes run as root here: QEMU drops to the unprivileged user, HA QEMUs included.
+  const qemuUid = Deno.uid() === 0
+    ? parsePasswd(await Deno.readTextFile("/etc/passwd"), QEMU_USER)?.uid
+    : Deno.uid();
+  assert(qemuUid !== undefined && qemuUid !== 0, `${QEMU_USER} exists (scripts/setup.sh)`);
   /** Creates an HA VM on `host` and returns it with its (single) QEMU. */
   const haVm = async (name: string, host: string) => {
     await ok("vm", "create", name, "--image", "guest", "--ha", "--node", host, "--wait");
     const vm = await show(name);
     const copies = await qemusOf(vm.uuid);
     assertEquals(copies.map((c) => c.host), [host]);
+    assertEquals(copies[0].uid, qemuUid, `the HA QEMU of ${name} runs as ${QEMU_USER}`);
     return { vm, pid: copies[0].pid };
   };
   const runningElsewhere = (name: string, host: string) =>
@@ -188,7 +195,8 @@ testWithTimeout({
         const host = await follower();
         const { vm, pid } = await haVm("ha-c", host);
         const sampler = sampleCopies(vm.uuid);
-        // The node is frozen meanwhile: only the kernel (PR_SET_PDEATHSIG) can kill the QEMU.
+        // The node is frozen meanwhile: only the kernel can kill the QEMU (PR_SET_PDEATHSIG
+        // of its PID namespace's init, then the namespace teardown).
         await cluster.kill(host, "SIGSTOP");
         const t0 = performance.now();
         try {

@@ -5,7 +5,10 @@
  */
 
 export interface QemuCopy {
+  /** Its pid on the host (an HA QEMU has another one inside its PID namespace). */
   pid: number;
+  /** The real uid it runs as. */
+  uid: number;
   /** The node name in the QEMU's paths (`…/n2/vms/…`), "?" when none is. */
   host: string;
 }
@@ -21,14 +24,23 @@ export async function qemusMatching(text: string): Promise<QemuCopy[]> {
   for await (const e of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
     let cmdline: string;
+    let status: string;
     try {
-      cmdline = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
+      cmdline = await Deno.readTextFile(`/proc/${e.name}/cmdline`);
+      status = await Deno.readTextFile(`/proc/${e.name}/status`);
     } catch {
       continue; // exited while we looked
     }
-    if (!cmdline.includes("qemu-system") || !cmdline.includes(text)) continue;
+    // QEMU itself, not the wrappers that start it with its argv (an HA QEMU's jail).
+    const program = cmdline.slice(0, cmdline.indexOf("\0")).split("/").pop() ?? "";
+    cmdline = cmdline.replaceAll("\0", " ");
+    if (!program.startsWith("qemu-system") || !cmdline.includes(text)) continue;
     if (!isAlive(Number(e.name))) continue;
-    out.push({ pid: Number(e.name), host: /\/(n\d+)\/vms\//.exec(cmdline)?.[1] ?? "?" });
+    out.push({
+      pid: Number(e.name),
+      uid: Number(/^Uid:\s+(\d+)/m.exec(status)?.[1] ?? -1),
+      host: /\/(n\d+)\/vms\//.exec(cmdline)?.[1] ?? "?",
+    });
   }
   return out;
 }

@@ -101,8 +101,8 @@ export class WatchdogClient implements FencedSpawner {
     await this.request({ op: "feed", fenceAt });
   }
 
-  async spawn(name: string, argv: string[], logPath: string): Promise<number> {
-    const reply = await this.request({ op: "spawn", name, argv, logPath });
+  async spawn(name: string, argv: string[], logPath: string, pidfile: string): Promise<number> {
+    const reply = await this.request({ op: "spawn", name, argv, logPath, pidfile });
     return reply.pid!;
   }
 

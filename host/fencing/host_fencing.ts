@@ -46,9 +46,9 @@ export class HostFencing implements FencedSpawner {
     await this.client.feed(fenceAt);
   }
 
-  async spawn(name: string, argv: string[], logPath: string): Promise<number> {
+  async spawn(name: string, argv: string[], logPath: string, pidfile: string): Promise<number> {
     if (!this.client) throw new Error("no fencing watchdog attached");
-    return await this.client.spawn(name, argv, logPath);
+    return await this.client.spawn(name, argv, logPath, pidfile);
   }
 
   /** Detaches; the watchdog keeps fencing on its own. */

@@ -23,8 +23,11 @@ export type WatchdogRequest =
   | { op: "hello" }
   /** HA VMs may run until `fenceAt` (CLOCK_BOOTTIME ms); the latest feed replaces earlier ones. */
   | { op: "feed"; fenceAt: number }
-  /** Start `argv` as a direct child that dies with the watchdog; stderr appended to `logPath`. */
-  | { op: "spawn"; name: string; argv: string[]; logPath: string };
+  /**
+   * Start `argv` jailed so that it dies with the watchdog, stderr appended to `logPath`, its host
+   * pid written to `pidfile`; the reply's `pid` is that pid.
+   */
+  | { op: "spawn"; name: string; argv: string[]; logPath: string; pidfile: string };
 
 export interface HelloReply {
   pid: number;

@@ -6,11 +6,13 @@
  * 1. The node starts it in its own session (it outlives the node) and feeds it
  *    after every granted lease renewal with the instant HA VMs must be dead by
  *    (`fenceAt`, CLOCK_BOOTTIME ms, the clock both processes share).
- * 2. HA QEMUs are its direct children, started through
- *    `setpriv --pdeathsig KILL` without `-daemonize`: PR_SET_PDEATHSIG refers
- *    to the parent thread and is cleared by fork, so only a direct, never
- *    forking child dies with the watchdog.
- * 3. Once `fenceAt` passes unfed it SIGKILLs every child, whatever the node
+ * 2. Each HA QEMU runs in a PID namespace of its own (the "jail", see
+ *    {@link jailedCommand}) whose init is a root process tied to the watchdog
+ *    by PR_SET_PDEATHSIG. QEMU itself cannot carry that tie: it drops root
+ *    (`-runas`) and the kernel clears PDEATHSIG on any uid change. But when a
+ *    namespace's init dies the kernel SIGKILLs everything in it, whatever its
+ *    uid, so QEMU still dies at once with the watchdog.
+ * 3. Once `fenceAt` passes unfed it SIGKILLs every jail, whatever the node
  *    does; if the watchdog itself dies, the kernel kills them.
  * 4. A restarted node re-attaches over the socket and learns the deadline, so
  *    VMs keep running across a quick node restart.
@@ -33,10 +35,72 @@ import {
 const CHECK_EVERY_MS = 50;
 const IDLE_EXIT_MS = 5_000;
 const SETPRIV = "/usr/bin/setpriv";
+const UNSHARE = "/usr/bin/unshare";
+/** How long a jail may take to start QEMU (write its pidfile) before the spawn fails. */
+const JAIL_START_MS = 5_000;
+
+/**
+ * The init of an HA QEMU's PID namespace (`sh -c`), root and never changing uid, so the
+ * PDEATHSIG `unshare --kill-child` gave it holds. Arguments: the watchdog's pid, the pidfile,
+ * QEMU's argv.
+ *
+ * It first checks that its parent (`unshare`) and grandparent (the watchdog) are alive as it
+ * expects: each PDEATHSIG is armed by the child after the fork, so a parent that died in
+ * between went unnoticed, and QEMU must then not start. /proc is the host's (no
+ * `--mount-proc`), so `/proc/self/stat` gives host pids. The subshell writes its own host pid
+ * to the pidfile, then execs QEMU (QEMU's own `-pidfile` would say 2, its pid in here). When
+ * QEMU exits, so does the init, and the namespace is gone.
+ */
+const JAIL_INIT = [
+  "wd=$1 pf=$2; shift 2",
+  "read -r me comm state up rest </proc/self/stat",
+  'read -r up comm state gp rest <"/proc/$up/stat" || exit 70',
+  'if [ "$gp" != "$wd" ]; then echo "fencing: watchdog $wd gone before QEMU started" >&2; exit 70; fi',
+  '( read -r pid rest </proc/self/stat; echo "$pid" >"$pf"; exec "$@" ) &',
+  "wait $!",
+].join("\n");
+
+/**
+ * The command that starts `argv` (an HA QEMU) jailed: stderr appended to `logPath`; a child
+ * that dies with `watchdogPid` (PDEATHSIG) and runs `unshare` to make a PID namespace whose
+ * init dies with it (`--kill-child`); QEMU inside, its host pid written to `pidfile`.
+ * Killing the returned command's process (`unshare`) kills QEMU with it.
+ */
+export function jailedCommand(
+  argv: string[],
+  opts: { logPath: string; pidfile: string; watchdogPid: number },
+): string[] {
+  return [
+    "/bin/sh",
+    "-c",
+    'log="$1"; shift; exec "$@" 2>>"$log"',
+    "sh",
+    opts.logPath,
+    SETPRIV,
+    "--pdeathsig",
+    "KILL",
+    "--",
+    UNSHARE,
+    "--pid",
+    "--fork",
+    "--kill-child=SIGKILL",
+    "--",
+    "/bin/sh",
+    "-c",
+    JAIL_INIT,
+    "jail",
+    String(opts.watchdogPid),
+    opts.pidfile,
+    ...argv,
+  ];
+}
 
 interface Child {
   name: string;
+  /** The jail (`unshare`): killing it kills QEMU. */
   process: Deno.ChildProcess;
+  /** QEMU's host pid, once its jail wrote it; 0 before. */
+  pid: number;
 }
 
 export class FencingWatchdog {
@@ -76,7 +140,7 @@ export class FencingWatchdog {
     this.nodes.add(conn);
     try {
       for await (const line of lines(conn)) {
-        await sendLine(conn, this.handle(JSON.parse(line) as WatchdogRequest));
+        await sendLine(conn, await this.handle(JSON.parse(line) as WatchdogRequest));
       }
     } catch (err) {
       log.debug("node connection failed", { error: String(err) });
@@ -90,7 +154,7 @@ export class FencingWatchdog {
     }
   }
 
-  private handle(req: WatchdogRequest): WatchdogReply {
+  private async handle(req: WatchdogRequest): Promise<WatchdogReply> {
     try {
       switch (req.op) {
         case "hello":
@@ -99,7 +163,7 @@ export class FencingWatchdog {
           this.fenceAt = req.fenceAt;
           return { ok: true };
         case "spawn":
-          return { ok: true, pid: this.spawn(req.name, req.argv, req.logPath) };
+          return { ok: true, pid: await this.spawn(req.name, req.argv, req.logPath, req.pidfile) };
       }
     } catch (err) {
       return { ok: false, error: (err as Error).message };
@@ -107,44 +171,57 @@ export class FencingWatchdog {
   }
 
   private hello(): HelloReply {
-    const children = [...this.children].map(([pid, c]) => ({ name: c.name, pid }));
+    const children = [...this.children.values()].filter((c) => c.pid)
+      .map((c) => ({ name: c.name, pid: c.pid }));
     return { pid: Deno.pid, fenceAt: this.fenceAt, children };
   }
 
-  private spawn(name: string, argv: string[], logPath: string): number {
+  /** Starts `argv` jailed (see {@link jailedCommand}); QEMU's host pid once it is known. */
+  private async spawn(
+    name: string,
+    argv: string[],
+    logPath: string,
+    pidfile: string,
+  ): Promise<number> {
     if (bootTimeMs() >= this.fenceAt) {
       throw new Error("this host holds no lease: not starting an HA VM");
     }
-    // sh only redirects stderr to the VM's log and execs: the pid is QEMU's, a child of ours.
-    const process = new Deno.Command("/bin/sh", {
-      args: [
-        "-c",
-        'log="$1"; shift; exec "$@" 2>>"$log"',
-        "sh",
-        logPath,
-        SETPRIV,
-        "--pdeathsig",
-        "KILL",
-        "--",
-        ...argv,
-      ],
+    await Deno.remove(pidfile).catch(() => {});
+    const [cmd, ...args] = jailedCommand(argv, { logPath, pidfile, watchdogPid: Deno.pid });
+    const process = new Deno.Command(cmd, {
+      args,
       stdin: "null",
       stdout: "null",
       stderr: "null",
     }).spawn();
-    this.children.set(process.pid, { name, process });
+    const child: Child = { name, process, pid: 0 };
+    // In the map at once: a lease running out while QEMU starts fences it too.
+    this.children.set(process.pid, child);
+    let exited = false;
     process.status.then((status) => {
+      exited = true;
       this.children.delete(process.pid);
       this.idleSince = performance.now();
       log.info("HA QEMU exited", {
         vm: name,
-        pid: process.pid,
+        pid: child.pid,
+        jail: process.pid,
         code: status.code,
         signal: status.signal,
       });
     });
-    log.info("HA QEMU started", { vm: name, pid: process.pid });
-    return process.pid;
+    const deadline = performance.now() + JAIL_START_MS;
+    while (!child.pid) {
+      const text = await Deno.readTextFile(pidfile).catch(() => "");
+      if (/^\d+\n$/.test(text)) child.pid = Number(text);
+      else if (exited) throw new Error(`the jail of ${name} exited before starting QEMU`);
+      else if (performance.now() > deadline) {
+        process.kill("SIGKILL");
+        throw new Error(`the jail of ${name} did not start QEMU within ${JAIL_START_MS} ms`);
+      } else await new Promise((r) => setTimeout(r, 10));
+    }
+    log.info("HA QEMU started", { vm: name, pid: child.pid, jail: process.pid });
+    return child.pid;
   }
 
   private check(): void {
@@ -155,8 +232,8 @@ export class FencingWatchdog {
 
   /** The lease ran out unfed: kill every HA QEMU now. */
   private fence(): void {
-    for (const [pid, child] of this.children) {
-      log.warn("lease ran out unfed: fencing HA VM", { vm: child.name, pid });
+    for (const child of this.children.values()) {
+      log.warn("lease ran out unfed: fencing HA VM", { vm: child.name, pid: child.pid });
       try {
         child.process.kill("SIGKILL");
       } catch { /* already gone */ }

@@ -8,6 +8,7 @@ import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { bootTimeMs } from "../../core/cluster/lease.ts";
 import { processAlive } from "../kvm/qemu.ts";
 import { WatchdogClient } from "./client.ts";
+import { jailedCommand } from "./watchdog.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -43,19 +44,26 @@ testWithTimeout({
     const node = await WatchdogClient.attach(dir, COMMAND);
     watchdogPid = node.pid;
     assertEquals(node.hello.fenceAt, 0);
-    assert(/holds no lease/.test(await refusal(node.spawn("v0", ["sleep", "600"], log))));
+    assert(
+      /holds no lease/.test(
+        await refusal(node.spawn("v0", ["sleep", "600"], log, `${dir}/v0.pid`)),
+      ),
+    );
 
     // Fed for 1.5 s: a child starts, lives while the lease lasts, dies once it ran out.
     const fenceAt = bootTimeMs() + 1_500;
     await node.feed(fenceAt);
-    const a = await node.spawn("a", ["sleep", "600"], log);
+    const a = await node.spawn("a", ["sleep", "600"], log, `${dir}/a.pid`);
     assert(processAlive(a));
+    // The pid is the program's own host pid (not its jail's, nor its pid in the namespace).
+    assertEquals(Deno.readTextFileSync(`/proc/${a}/cmdline`), "sleep\x00600\x00");
+    assertEquals(Deno.readTextFileSync(`${dir}/a.pid`), `${a}\n`);
     await until("a fenced", () => !processAlive(a));
     assert(bootTimeMs() >= fenceAt, "not killed before its lease ran out");
 
     // A node process that goes away and comes back finds the same watchdog and its children.
     await node.feed(bootTimeMs() + 60_000);
-    const b = await node.spawn("b", ["sleep", "600"], log);
+    const b = await node.spawn("b", ["sleep", "600"], log, `${dir}/b.pid`);
     node.close();
     const again = await WatchdogClient.attach(dir, COMMAND);
     assertEquals(again.pid, watchdogPid);
@@ -93,3 +101,61 @@ testWithTimeout({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
+  name:
+    "jail: its program runs in a PID namespace, host pid in the pidfile; not without its watchdog",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "novactl-jail-" });
+  const jail = (watchdogPid: number) => {
+    const [cmd, ...args] = jailedCommand(["sleep", "600"], {
+      logPath: `${dir}/log`,
+      pidfile: `${dir}/pid`,
+      watchdogPid,
+    });
+    return new Deno.Command(cmd, { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
+  };
+  let pid = 0;
+  try {
+    // Started on behalf of a watchdog that is not its grandparent (one that died before the
+    // PDEATHSIGs were armed, so the jail was reparented): the program must not start.
+    const orphan = jail(Deno.pid + 1_000_000);
+    let started = false;
+    await until("the orphaned jail exits or starts", () => {
+      started = readOr(`${dir}/pid`) !== "";
+      return started || !processAlive(orphan.pid);
+    });
+    if (started) orphan.kill("SIGKILL");
+    assert(!started, "the program started without its watchdog");
+    assertEquals((await orphan.status).code, 70);
+    assert(/watchdog \d+ gone before QEMU started/.test(await Deno.readTextFile(`${dir}/log`)));
+
+    // This process as the watchdog: the program runs, its host pid in the pidfile.
+    const child = jail(Deno.pid);
+    await until("pidfile written", () => /^\d+\n$/.test(readOr(`${dir}/pid`)));
+    pid = Number(readOr(`${dir}/pid`));
+    await until("sleep running", () => readOr(`/proc/${pid}/cmdline`) === "sleep\x00600\x00");
+    const nspid = /^NSpid:\s+(.*)$/m.exec(readOr(`/proc/${pid}/status`))?.[1].split(/\s+/);
+    assertEquals(nspid, [String(pid), "2"], "its own PID namespace, where its init is 1");
+    // Killing the jail (what fencing does) takes the program along.
+    child.kill("SIGKILL");
+    await child.status;
+    await until("sleep died with its jail", () => !processAlive(pid));
+  } finally {
+    try {
+      if (pid) Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+function readOr(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return "";
+  }
+}

@@ -73,11 +73,10 @@ export function parsePasswd(text: string, name: string): QemuUser | null {
 /**
  * QEMU arguments that confine it: `-runas` when there is a user to drop to, and `-sandbox`.
  *
- * An HA VM (`fenced`) keeps the node's user: it must die with the fencing watchdog through
- * PR_SET_PDEATHSIG, and the kernel clears that on any uid change (measured: after `-runas` an HA
- * QEMU outlived a SIGKILLed watchdog). It gets the full filter, set*uid included, instead.
+ * HA VMs too: the kernel clears PR_SET_PDEATHSIG on `-runas`'s uid change (measured: such a QEMU
+ * outlived a SIGKILLed watchdog), so the fencing watchdog does not rely on QEMU's own
+ * PDEATHSIG but jails it in a PID namespace whose root init carries it (host/fencing/watchdog.ts).
  */
-export function confinementArgs(user: QemuUser | null, opts: { fenced?: boolean } = {}): string[] {
-  const runas = user && !opts.fenced ? user : null;
-  return [...(runas ? ["-runas", runas.name] : []), "-sandbox", sandbox(runas !== null)];
+export function confinementArgs(user: QemuUser | null): string[] {
+  return [...(user ? ["-runas", user.name] : []), "-sandbox", sandbox(user !== null)];
 }

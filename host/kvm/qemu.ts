@@ -2,8 +2,9 @@
  * One qemu-system-x86_64 process per VM. QEMU runs in a session of its own so
  * VMs outlive the node process; a restarted node finds them again through the
  * pidfile and the QMP socket in the VM's run directory. An HA VM instead runs
- * as a direct child of the host's fencing watchdog (host/fencing), which kills
- * it when the lease runs out and takes it along when it dies itself.
+ * in a PID namespace tied to the host's fencing watchdog (host/fencing), which
+ * kills it when the lease runs out and takes it along when it dies itself; the
+ * watchdog writes its pidfile (with the host pid, not the namespace's).
  *
  * QEMU is confined (host/kvm/confine.ts): it drops root for its own user once
  * it has opened the disks, console log and sockets, and runs under seccomp.
@@ -49,14 +50,17 @@ export interface LaunchSpec {
   incoming?: string;
   /** Opaque to QEMU: what the host agent needs to know about this incarnation. */
   generation: number;
-  /** An HA VM: started by the fencing watchdog as its child, never daemonized. */
+  /** An HA VM: started by the fencing watchdog, jailed in a PID namespace, never daemonized. */
   fenced?: boolean;
 }
 
 /** Starts a process that dies with the host's fencing watchdog (see host/fencing). */
 export interface FencedSpawner {
-  /** Starts `argv` as a direct child of the watchdog, stderr appended to `logPath`; its pid. */
-  spawn(name: string, argv: string[], logPath: string): Promise<number>;
+  /**
+   * Starts `argv` so that it dies with the watchdog, stderr appended to `logPath`, its host pid
+   * written to `pidfile`; returns that pid.
+   */
+  spawn(name: string, argv: string[], logPath: string, pidfile: string): Promise<number>;
 }
 
 /** QEMU could not open a disk because another QEMU holds its lock (image locking). */
@@ -146,9 +150,9 @@ export class QemuDriver {
       "-display",
       "none",
       "-S",
-      ...confinementArgs(this.user, { fenced: spec.fenced }),
-      "-pidfile",
-      p.pidfile,
+      ...confinementArgs(this.user),
+      // An HA QEMU's pid in its PID namespace is not the host's: its jail writes the pidfile.
+      ...(spec.fenced ? [] : ["-pidfile", p.pidfile]),
       "-msg",
       "timestamp=on",
       "-chardev",
@@ -224,7 +228,7 @@ export class QemuDriver {
       return await this.waitServing(
         spec,
         p,
-        await this.fencedSpawner.spawn(spec.name, argv, p.stderr),
+        await this.fencedSpawner.spawn(spec.name, argv, p.stderr, p.pidfile),
       );
     }
     return await this.waitServing(spec, p, this.spawnDetached(argv, p.stderr));

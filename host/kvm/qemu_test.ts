@@ -2,6 +2,10 @@ import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { guestRunsUnder } from "./accel.ts";
 import { DiskLockedError, processAlive, QemuDriver, startFailure } from "./qemu.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
+import { bootTimeMs } from "../../core/cluster/lease.ts";
+import { WatchdogClient } from "../fencing/client.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 testWithTimeout({
   name: "the accelerator probe runs a guest to completion under TCG",
@@ -38,10 +42,10 @@ testWithTimeout({
   const joined = args.join(" ");
   assert(joined.includes("-runas novactl-qemu"), joined);
   assert(joined.includes("-sandbox on,obsolete=deny,elevateprivileges=allow,spawn=deny,"), joined);
-  // An HA VM keeps its user (PDEATHSIG survives) and gets set*uid denied instead.
+  // An HA VM drops root too; its jail, not QEMU, writes its pidfile (QEMU's pid in there is 2).
   const ha = driver.args({ ...spec, fenced: true }, driver.paths("web1")).join(" ");
-  assert(!ha.includes("-runas"), ha);
-  assert(ha.includes("elevateprivileges=deny,spawn=deny,resourcecontrol=deny"), ha);
+  assert(ha.includes("-runas novactl-qemu"), ha);
+  assert(!ha.includes("-pidfile"), ha);
   assert(joined.includes("-pidfile /var/lib/novactl/vms/web1/qemu.pid"));
   assert(joined.includes("path=/var/lib/novactl/vms/web1/qmp.sock,server=on,wait=off"));
   assert(joined.includes("name=org.qemu.guest_agent.0"));
@@ -194,60 +198,61 @@ testWithTimeout({
 });
 
 testWithTimeout({
-  name: "an HA QEMU, confined, still dies with the watchdog that started it (PDEATHSIG kept)",
+  name: "an HA QEMU runs as novactl-qemu and still dies at once with the watchdog that started it",
   timeoutMs: 2 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
   const dir = await Deno.makeTempDir({ prefix: "novactl-pdeathsig-" });
   const driver = await new QemuDriver(`${dir}/h`).init();
-  const spec = {
-    name: "ha",
-    uuid: crypto.randomUUID(),
-    cpus: 1,
-    memoryMiB: 64,
-    accel: "tcg" as const,
-    disks: [],
-    nics: [],
-    generation: 0,
-    fenced: true,
-  };
-  const p = driver.paths("ha");
-  await Deno.mkdir(p.dir, { recursive: true });
-  // A stand-in for the watchdog: QEMU is its direct child through `setpriv --pdeathsig KILL`.
-  const parent = new Deno.Command("/bin/sh", {
-    args: [
-      "-c",
-      'setpriv --pdeathsig KILL -- "$@" 2>/dev/null & echo $!; wait',
-      "sh",
-      driver.binary,
-      ...driver.args(spec, p),
-    ],
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const reader = parent.stdout.getReader();
-  const pid = Number(new TextDecoder().decode((await reader.read()).value).trim());
+  // The real watchdog (`novactl host watchdog`), as a node starts it.
+  const watchdog = await WatchdogClient.attach(dir, [Deno.execPath(), "run", "-A", MAIN]);
+  driver.fencedSpawner = watchdog;
+  let pid = 0;
   try {
-    let up = false;
-    for (let i = 0; i < 200 && !up; i++) {
-      up = await Deno.stat(p.qmp).then(() => true, () => false);
-      if (!up) await new Promise((r) => setTimeout(r, 25));
+    await watchdog.feed(bootTimeMs() + 60_000);
+    const qemu = await driver.launch({
+      name: "ha",
+      uuid: crypto.randomUUID(),
+      cpus: 1,
+      memoryMiB: 64,
+      accel: "tcg",
+      disks: [],
+      nics: [],
+      generation: 0,
+      fenced: true,
+    });
+    pid = qemu.pid;
+    qemu.close();
+    // The pid the node knows (pidfile) is QEMU's host pid, and QEMU dropped root.
+    assert((await Deno.readTextFile(`/proc/${pid}/cmdline`)).startsWith(driver.binary));
+    assertEquals((await WatchdogClient.probe(dir))?.children, [{ name: "ha", pid }]);
+    const status = await Deno.readTextFile(`/proc/${pid}/status`);
+    const field = (name: string) => new RegExp(`^${name}:\\s+(.*)$`, "m").exec(status)?.[1];
+    assertEquals(field("Seccomp"), "2", "seccomp filter mode");
+    if (Deno.uid() === 0) {
+      assert(driver.user, "as root QEMU drops to novactl-qemu (scripts/setup.sh creates it)");
+      const uids = field("Uid")!.split(/\s+/).map(Number);
+      assertEquals(uids, [driver.user.uid, driver.user.uid, driver.user.uid, driver.user.uid]);
+      assertEquals(field("CapEff"), "0000000000000000");
+      // Not PDEATHSIG (the uid change cleared it): it lives in a PID namespace of its own.
+      assertEquals(field("NSpid")!.split(/\s+/).length, 2, `NSpid: ${field("NSpid")}`);
     }
-    assert(up && processAlive(pid), "the HA QEMU started");
-    parent.kill("SIGKILL");
-    await parent.status;
+    // SIGKILL leaves the watchdog no say: only the kernel can take QEMU along.
+    Deno.kill(watchdog.pid, "SIGKILL");
     let gone = false;
     for (let i = 0; i < 100 && !gone; i++) {
       gone = !processAlive(pid);
       if (!gone) await new Promise((r) => setTimeout(r, 50));
     }
-    assert(gone, "the HA QEMU died with its parent");
+    assert(gone, "the HA QEMU died with the watchdog");
   } finally {
-    try {
-      Deno.kill(pid, "SIGKILL");
-    } catch { /* gone */ }
-    await reader.cancel().catch(() => {});
+    watchdog.close();
+    for (const p of [pid, watchdog.pid]) {
+      try {
+        if (p) Deno.kill(p, "SIGKILL");
+      } catch { /* gone */ }
+    }
     await Deno.remove(dir, { recursive: true });
   }
 });
