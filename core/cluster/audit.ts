@@ -3,9 +3,10 @@
  * took on its own are collected here and proposed to the replicated audit log
  * (core/fsm/audit.ts) in batches, one `audit.append` command per batch.
  *
- * - On the leader a batch is proposed on the next turn of the event loop, so
- *   records of requests that finish together share one entry and reach the
- *   Raft log in the Ready batch right after their responses were built.
+ * - On the leader a batch rides along with the next proposal (ClusterNode
+ *   beforePropose): it joins that proposal's Ready batch, so under load the
+ *   audit log costs no Raft round (no fsync) of its own. When nothing else is
+ *   proposed it goes after {@link AuditBufferOptions.intervalMs}.
  * - On a follower a batch goes to the leader every {@link AuditBufferOptions.intervalMs}
  *   (or at once when {@link AuditBufferOptions.batch} records wait), the way
  *   hosts report (submitToLeader).
@@ -56,6 +57,15 @@ export class AuditBuffer {
     this.#node = node;
     this.#opts = { ...DEFAULTS, ...opts };
     this.#opts.batch = Math.min(this.#opts.batch, MAX_RECORDS_PER_APPEND);
+    node.beforePropose(() => this.#rideAlong());
+  }
+
+  /** On the leader, proposes what waits now, just before (and with) another proposal. */
+  #rideAlong(): void {
+    if (this.#closed || this.#sending || !this.#pending.length || !this.#node.isLeader()) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    void this.#send();
   }
 
   /** Records waiting to be proposed. */
@@ -114,7 +124,7 @@ export class AuditBuffer {
     const full = this.#pending.length >= this.#opts.batch;
     const delay = this.#failures
       ? Math.min(this.#opts.maxBackoffMs, this.#opts.intervalMs * 2 ** this.#failures)
-      : this.#node.isLeader() || full
+      : full
       ? 0
       : this.#opts.intervalMs;
     this.#timer = setTimeout(() => {

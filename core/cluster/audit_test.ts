@@ -12,13 +12,25 @@ import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 /** A node with no leader in sight until `lead` is set; proposals land in `proposed`. */
 function fakeNode() {
   const state = { lead: false, proposed: [] as Command[] };
+  const hooks = new Set<() => void>();
+  let inHooks = false;
   const node = {
     id: "n1",
     isLeader: () => state.lead,
     leaderUrl: () => null,
     leaderId: () => null,
     fsm: { member: () => null },
+    // As ClusterNode: hooks run first (not re-entered), so what they propose goes before.
+    beforePropose: (hook: () => void) => {
+      hooks.add(hook);
+      return () => hooks.delete(hook);
+    },
     propose: (c: Command) => {
+      if (!inHooks) {
+        inHooks = true;
+        for (const hook of hooks) hook();
+        inHooks = false;
+      }
       state.proposed.push(c);
       return Promise.resolve(null);
     },
@@ -67,16 +79,26 @@ testWithTimeout({
 });
 
 testWithTimeout({
-  name: "audit buffer: a leader proposes what finished in one turn as one command",
+  name: "audit buffer: on a leader records ride along with the next proposal, else wait intervalMs",
   timeoutMs: 2 * MINUTE,
 }, async () => {
   const { node, state } = fakeNode();
   state.lead = true;
-  const buffer = new AuditBuffer(node);
+  const buffer = new AuditBuffer(node, { intervalMs: 50 });
   for (let i = 0; i < 3; i++) buffer.record(rec(i));
-  await new Promise((r) => setTimeout(r, 20));
-  assertEquals(state.proposed.length, 1);
+  await new Promise((r) => setTimeout(r, 5));
+  assertEquals(state.proposed.length, 0, "no Raft round of their own right away");
+  await node.propose({ op: "noop" } as Command);
+  assertEquals(
+    state.proposed.map((c) => c.op),
+    ["audit.append", "noop"],
+    "one batch, records first",
+  );
   assertEquals((state.proposed[0] as { records: AuditInput[] }).records.length, 3);
+  await new Promise((r) => setTimeout(r, 5)); // the send settles
+  buffer.record(rec(3));
+  await new Promise((r) => setTimeout(r, 120));
+  assertEquals(state.proposed.map((c) => c.op), ["audit.append", "noop", "audit.append"]);
   await buffer.close();
 });
 

@@ -531,7 +531,31 @@ export class ClusterNode {
 
   /** Like propose, also telling the log index the command was applied at (for read-your-writes elsewhere). */
   proposeIndexed(cmd: Command): Promise<{ value: unknown; index: number }> {
+    this.#runBeforePropose();
     return this.track(() => this.raft.propose(JSON.stringify(cmd)));
+  }
+
+  readonly #beforePropose = new Set<() => void>();
+  #inBeforePropose = false;
+
+  /**
+   * Calls `hook` synchronously before each proposal, so what it proposes lands in the
+   * same Ready batch (one fsync) as the proposal that woke it: the audit log rides along
+   * with the writes it records instead of costing a Raft round of its own.
+   */
+  beforePropose(hook: () => void): () => void {
+    this.#beforePropose.add(hook);
+    return () => this.#beforePropose.delete(hook);
+  }
+
+  #runBeforePropose(): void {
+    if (this.#inBeforePropose || this.#beforePropose.size === 0) return;
+    this.#inBeforePropose = true;
+    try {
+      for (const hook of this.#beforePropose) hook();
+    } finally {
+      this.#inBeforePropose = false;
+    }
   }
 
   private track(append: () => number): Promise<{ value: unknown; index: number }> {
