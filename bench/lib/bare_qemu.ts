@@ -7,7 +7,7 @@ import { QemuDriver, QmpClient } from "../../host/kvm/mod.ts";
 import { testGuest } from "./guest.ts";
 import { DirPool } from "../../host/storage/mod.ts";
 
-/** Spawns the guest (QEMU daemonizes) and connects to its QMP socket. */
+/** Spawns the guest (detached, as the driver does) and connects to its QMP socket. */
 export async function launchBare(
   dir: string,
   opts: { name: string; memoryMiB: number; disk: string; extraArgs?: string[] },
@@ -28,14 +28,29 @@ export async function launchBare(
   const p = driver.paths(spec.name);
   await Deno.mkdir(p.dir, { recursive: true });
   const args = [...driver.args(spec, p).filter((a) => a !== "-S"), ...(opts.extraArgs ?? [])];
-  const out = await new Deno.Command("qemu-system-x86_64", {
-    args,
+  // As the driver starts QEMU: in a session of its own, not daemonized (its -sandbox denies
+  // the fork -daemonize needs); ready once its QMP socket answers.
+  const child = new Deno.Command("setsid", {
+    args: ["qemu-system-x86_64", ...args],
+    stdin: "null",
     stdout: "null",
     stderr: "piped",
-  })
-    .output();
-  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
-  return await QmpClient.connect(p.qmp, { timeoutMs: 10_000 });
+  }).spawn();
+  let exited = false;
+  const stderr = child.stderr.pipeTo(new WritableStream()).catch(() => {});
+  child.status.then(() => void (exited = true));
+  const deadline = performance.now() + 30_000;
+  for (;;) {
+    const qmp = await QmpClient.connect(p.qmp, { timeoutMs: 1_000 }).catch(() => null);
+    if (qmp) return qmp;
+    if (exited) throw new Error(`bare QEMU for ${opts.name} exited while starting`);
+    if (performance.now() > deadline) {
+      child.kill("SIGKILL");
+      await stderr;
+      throw new Error(`bare QEMU for ${opts.name} did not serve QMP within 30 s`);
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 export async function quitBare(qmp: QmpClient): Promise<void> {
