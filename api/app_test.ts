@@ -4,57 +4,12 @@
  * and that nothing refused changes the replicated state.
  */
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { TestCluster } from "../core/testing/test_cluster.ts";
-import { LeaseTable } from "../core/cluster/mod.ts";
-import { BlobStore } from "../host/storage/mod.ts";
-import type { Migrator, VmHost } from "../host/mod.ts";
-import { createApp } from "./app.ts";
 import { MAX_JSON_BODY_BYTES } from "./validate.ts";
+import { fieldsOf, startTestApp } from "./testing.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
-interface ErrorBody {
-  error: { code: string; message: string; details?: { fields?: { field: string }[] } };
-}
-
-/** The host side is not under test: any use of it fails the test loudly. */
-function notUsedHere<T>(what: string): T {
-  return new Proxy({}, {
-    get: (_t, prop) => {
-      throw new Error(`${what}.${String(prop)} used by a route under test`);
-    },
-  }) as T;
-}
-
 async function harness() {
-  const c = await TestCluster.start();
-  const blobs = await new BlobStore(`${c.dataDir}/blobs`).init();
-  const leases = new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null);
-  const app = createApp(c.node, {
-    blobs,
-    leases,
-    host: notUsedHere<VmHost>("host"),
-    migrator: notUsedHere<Migrator>("migrator"),
-  });
-  const tokens = {
-    admin: c.adminToken,
-    operator: await c.token("operator"),
-    viewer: await c.token("viewer"),
-  };
-  const call = async (
-    method: string,
-    path: string,
-    opts: { token?: string; body?: unknown; raw?: BodyInit; headers?: Record<string, string> } = {},
-  ) => {
-    const headers: Record<string, string> = { ...opts.headers };
-    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-    const body = opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
-    const res = await app.request(path, { method, headers, body });
-    const json = res.headers.get("content-type")?.startsWith("application/json");
-    return { status: res.status, body: (json ? await res.json() : await res.text()) as ErrorBody };
-  };
-  /** The failing fields a 400 names, each once, sorted. */
-  const fieldsOf = (r: { body: ErrorBody }) =>
-    [...new Set((r.body.error.details?.fields ?? []).map((f) => f.field))].sort();
+  const { c, call, tokens } = await startTestApp();
   return { c, call, tokens, fieldsOf };
 }
 

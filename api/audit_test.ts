@@ -5,7 +5,6 @@
  * client cannot pass off its own address or request id as a forwarding peer's.
  */
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { TestCluster } from "../core/testing/test_cluster.ts";
 import { auditBufferOf, delay, LeaseTable } from "../core/cluster/mod.ts";
 import type { AuditEntry } from "../core/fsm/mod.ts";
 import { BlobStore } from "../host/storage/mod.ts";
@@ -13,39 +12,11 @@ import type { Migrator, VmHost } from "../host/mod.ts";
 import { createApp } from "./app.ts";
 import { resourceOf } from "./audit.ts";
 import { parseSince } from "./routes/audit.ts";
+import { notUsedHere, startTestApp } from "./testing.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
-function notUsedHere<T>(what: string): T {
-  return new Proxy({}, {
-    get: (_t, prop) => {
-      throw new Error(`${what}.${String(prop)} used by a route under test`);
-    },
-  }) as T;
-}
-
 async function harness() {
-  const c = await TestCluster.start();
-  const blobs = await new BlobStore(`${c.dataDir}/blobs`).init();
-  const leases = new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null);
-  const app = createApp(c.node, {
-    blobs,
-    leases,
-    host: notUsedHere<VmHost>("host"),
-    migrator: notUsedHere<Migrator>("migrator"),
-  });
-  const tokens = { admin: c.adminToken, viewer: await c.token("viewer") };
-  const call = async (
-    method: string,
-    path: string,
-    opts: { token?: string; body?: unknown; headers?: Record<string, string> } = {},
-  ) => {
-    const headers: Record<string, string> = { ...opts.headers };
-    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-    if (opts.body !== undefined) headers["content-type"] = "application/json";
-    const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
-    const res = await app.request(path, { method, headers, body });
-    return { status: res.status, headers: res.headers, body: await res.json() };
-  };
+  const { c, call, tokens } = await startTestApp();
   /** The log once everything buffered is committed. */
   const entries = async (): Promise<AuditEntry[]> => {
     await auditBufferOf(c.node).flush();

@@ -8,64 +8,14 @@
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { TestCluster } from "../core/testing/test_cluster.ts";
-import { LeaseTable } from "../core/cluster/mod.ts";
-import type { ServerBindings } from "./server.ts";
-import { BlobStore } from "../host/storage/mod.ts";
-import type { Migrator, VmHost } from "../host/mod.ts";
-import { createApp } from "./app.ts";
+import type { BlobStore } from "../host/storage/mod.ts";
+import { fieldsOf, startTestApp } from "./testing.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
-
-interface ErrorBody {
-  error: { code: string; message: string; details?: { fields?: { field: string }[] } };
-}
 
 const opts = { sanitizeOps: false, sanitizeResources: false, timeoutMs: 2 * MINUTE };
 
-function notUsedHere<T>(what: string): T {
-  return new Proxy({}, {
-    get: (_t, prop) => {
-      throw new Error(`${what}.${String(prop)} used by a route under test`);
-    },
-  }) as T;
-}
-
 async function harness() {
-  const c = await TestCluster.start();
-  const blobs = await new BlobStore(join(c.dataDir, "blobs")).init();
-  const leases = new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null);
-  const app = createApp(c.node, {
-    blobs,
-    leases,
-    host: notUsedHere<VmHost>("host"),
-    migrator: notUsedHere<Migrator>("migrator"),
-  });
-  const tokens = {
-    admin: c.adminToken,
-    operator: await c.token("operator"),
-    viewer: await c.token("viewer"),
-  };
-  const call = async (
-    method: string,
-    path: string,
-    o: {
-      token?: string;
-      body?: unknown;
-      raw?: BodyInit;
-      headers?: Record<string, string>;
-      env?: Partial<ServerBindings>;
-    } = {},
-  ) => {
-    const headers: Record<string, string> = { ...o.headers };
-    if (o.token) headers.authorization = `Bearer ${o.token}`;
-    const body = o.raw ?? (o.body === undefined ? undefined : JSON.stringify(o.body));
-    const res = await app.request(path, { method, headers, body }, o.env);
-    const json = res.headers.get("content-type")?.startsWith("application/json");
-    // deno-lint-ignore no-explicit-any
-    return { status: res.status, body: (json ? await res.json() : await res.text()) as any };
-  };
-  const fieldsOf = (r: { body: ErrorBody }) =>
-    [...new Set((r.body.error.details?.fields ?? []).map((f) => f.field))].sort();
+  const { c, blobs, call, tokens } = await startTestApp();
   return { c, blobs, call, tokens, fieldsOf };
 }
 

@@ -7,12 +7,8 @@
  * calls change nothing that matters.
  */
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { TestCluster } from "../core/testing/test_cluster.ts";
-import { LeaseTable } from "../core/cluster/mod.ts";
-import { BlobStore } from "../host/storage/mod.ts";
-import type { Migrator, VmHost } from "../host/mod.ts";
 import type { Role } from "../core/fsm/mod.ts";
-import { createApp } from "./app.ts";
+import { startTestApp } from "./testing.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
 /** Required role per route ("none": no bearer token; "peer": internal, not for tokens). */
@@ -100,33 +96,14 @@ function concrete(path: string): string {
 
 const BELOW: Record<Role, Role | null> = { viewer: null, operator: "viewer", admin: "operator" };
 
-/** The host side is not under test: any use of it fails the call (500), never a role check. */
-function notUsedHere<T>(what: string): T {
-  return new Proxy({}, {
-    get: (_t, prop) => {
-      throw new Error(`${what}.${String(prop)} used by a route under test`);
-    },
-  }) as T;
-}
-
 testWithTimeout({
   timeoutMs: 2 * MINUTE,
   name: "API: every route requires the role the table names",
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
-  const c = await TestCluster.start();
-  const app = createApp(c.node, {
-    blobs: await new BlobStore(`${c.dataDir}/blobs`).init(),
-    leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),
-    host: notUsedHere<VmHost>("host"),
-    migrator: notUsedHere<Migrator>("migrator"),
-  });
-  const tokens: Record<Role, string> = {
-    admin: c.adminToken,
-    operator: await c.token("operator"),
-    viewer: await c.token("viewer"),
-  };
+  // The host side is not under test: any use of it fails the call (500), never a role check.
+  const { c, app, tokens } = await startTestApp();
   const call = async (method: string, path: string, token?: string) => {
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (token) headers.authorization = `Bearer ${token}`;
