@@ -16,19 +16,15 @@ const MAX_REQUEST_ID_CHARS = 128;
 
 /**
  * The client's address: the one a forwarding peer vouches for, else the one
- * the server layer recorded (`remoteAddr`), else the socket's from Deno.serve's
- * handler info, else "unknown" (in-process requests).
+ * the listener recorded (`remoteAddr`, set by peerIdentity), else "unknown"
+ * (in-process requests).
  */
 export function remoteAddress(c: Context<Env>): string {
   if (c.get("peer")) {
     const forwarded = c.req.header(FORWARDED_FOR_HEADER);
     if (forwarded) return forwarded.slice(0, MAX_ADDRESS_CHARS);
   }
-  const own = c.get("remoteAddr");
-  if (own) return own;
-  const addr = (c.env as Deno.ServeHandlerInfo | undefined)?.remoteAddr;
-  if (addr && "hostname" in addr) return addr.hostname;
-  return "unknown";
+  return c.get("remoteAddr") || "unknown";
 }
 
 /** The id a forwarding peer gave the request, else a new one. */

@@ -3,7 +3,7 @@
  * arguments novactl's driver would use (minus `-S`: it runs at once), with no
  * cluster, reconcile loop or Raft in between.
  */
-import { QemuDriver, QmpClient } from "../../host/kvm/mod.ts";
+import { processAlive, QemuDriver, QmpClient, spawnDetached } from "../../host/kvm/mod.ts";
 import { testGuest } from "./guest.ts";
 import { DirPool } from "../../host/storage/mod.ts";
 
@@ -28,25 +28,16 @@ export async function launchBare(
   const p = driver.paths(spec.name);
   await Deno.mkdir(p.dir, { recursive: true });
   const args = [...driver.args(spec, p).filter((a) => a !== "-S"), ...(opts.extraArgs ?? [])];
-  // As the driver starts QEMU: in a session of its own, not daemonized (its -sandbox denies
-  // the fork -daemonize needs); ready once its QMP socket answers.
-  const child = new Deno.Command("setsid", {
-    args: ["qemu-system-x86_64", ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let exited = false;
-  const stderr = child.stderr.pipeTo(new WritableStream()).catch(() => {});
-  child.status.then(() => void (exited = true));
+  // Started as the driver starts QEMU (detached, not daemonized: its -sandbox denies the fork
+  // -daemonize needs); ready once its QMP socket answers.
+  const pid = spawnDetached(["qemu-system-x86_64", ...args], p.stderr);
   const deadline = performance.now() + 30_000;
   for (;;) {
     const qmp = await QmpClient.connect(p.qmp, { timeoutMs: 1_000 }).catch(() => null);
     if (qmp) return qmp;
-    if (exited) throw new Error(`bare QEMU for ${opts.name} exited while starting`);
+    if (!processAlive(pid)) throw new Error(`bare QEMU for ${opts.name} exited while starting`);
     if (performance.now() > deadline) {
-      child.kill("SIGKILL");
-      await stderr;
+      Deno.kill(pid, "SIGKILL");
       throw new Error(`bare QEMU for ${opts.name} did not serve QMP within 30 s`);
     }
     await new Promise((r) => setTimeout(r, 5));

@@ -231,24 +231,7 @@ export class QemuDriver {
         await this.fencedSpawner.spawn(spec.name, argv, p.stderr, p.pidfile),
       );
     }
-    return await this.waitServing(spec, p, this.spawnDetached(argv, p.stderr));
-  }
-
-  /**
-   * Starts `argv` in a session of its own (it outlives the node and no terminal signal reaches
-   * it), stderr appended to `logPath`; returns its pid. `sh` and `setsid` exec, so the pid is
-   * QEMU's (`setsid` need not fork: a child of the node leads no process group).
-   */
-  private spawnDetached(argv: string[], logPath: string): number {
-    const child = new Deno.Command("/bin/sh", {
-      args: ["-c", 'log="$1"; shift; exec setsid "$@" 2>>"$log"', "sh", logPath, ...argv],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    child.unref();
-    child.status.catch(() => {}); // reaped by the runtime; its end is seen through /proc
-    return child.pid;
+    return await this.waitServing(spec, p, spawnDetached(argv, p.stderr));
   }
 
   /** Up once QEMU (pid `pid`) serves QMP; its own stderr says why when it exits first. */
@@ -452,4 +435,21 @@ export class QemuVm {
     this.qmp.close();
     this.agentClient?.close();
   }
+}
+
+/**
+ * Starts `argv` in a session of its own (it outlives the node and no terminal signal reaches
+ * it), stderr appended to `logPath`; returns its pid. `sh` and `setsid` exec, so the pid is
+ * QEMU's (`setsid` need not fork: a child of the node leads no process group).
+ */
+export function spawnDetached(argv: string[], logPath: string): number {
+  const child = new Deno.Command("/bin/sh", {
+    args: ["-c", 'log="$1"; shift; exec setsid "$@" 2>>"$log"', "sh", logPath, ...argv],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  child.unref();
+  child.status.catch(() => {}); // reaped by the runtime; its end is seen through /proc
+  return child.pid;
 }
