@@ -8,7 +8,7 @@
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { sleep, step } from "./support/api.ts";
+import { cli, sleep, step } from "./support/api.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 /** A CLI call's outcome: exit code and stdout, or the error text it printed. */
@@ -30,14 +30,8 @@ testWithTimeout({
   let admin = cluster.adminToken;
   const work = await Deno.makeTempDir({ prefix: "novactl-tokens-" });
   const as = async (token: string, ...args: string[]): Promise<Outcome> => {
-    try {
-      const stdout = await cluster.cli([...args, "--server", n1.url, "--token", token]);
-      return { code: 0, stdout, error: "" };
-    } catch (err) {
-      const text = (err as Error).message;
-      const code = Number(/exited with (\d+)/.exec(text)?.[1] ?? -1);
-      return { code, stdout: "", error: text.slice(text.indexOf("stderr:")) };
-    }
+    const r = await cli([...args, "--server", n1.url, "--token", token]);
+    return { code: r.code, stdout: r.stdout, error: r.stderr };
   };
   const ok = async (token: string, ...args: string[]): Promise<string> => {
     const r = await as(token, ...args);
