@@ -24,6 +24,7 @@
  */
 
 import {
+  closedLoopContender,
   type ComparisonRow,
   type Contender,
   interleave,
@@ -39,7 +40,7 @@ import {
   positiveNumber,
   toPositiveInt,
 } from "./lib/flags.ts";
-import { payload, runClosedLoop, type WriteRequest } from "./lib/loadgen.ts";
+import { payload } from "./lib/loadgen.ts";
 import { runMeta } from "./lib/run_meta.ts";
 import {
   base64,
@@ -184,23 +185,33 @@ async function seedVms(api: NovactlApi, count: number): Promise<number> {
 }
 
 function novactlList(api: NovactlApi, options: BenchOptions): Contender {
-  return loadContender(api.system, () => api.novactl.cluster.leaderUrl(), options, (leader) => ({
-    url: `${leader}/api/v1/vms`,
-    method: "GET",
-    headers: api.headers(),
-  }));
+  return closedLoopContender(
+    api.system,
+    () => api.novactl.cluster.leaderUrl(),
+    options,
+    (leader) => ({
+      url: `${leader}/api/v1/vms`,
+      method: "GET",
+      headers: api.headers(),
+    }),
+  );
 }
 
 function novactlCreates(api: NovactlApi, options: BenchOptions, clients: number): Contender {
   return {
     system: api.system,
     run: (_, rep) =>
-      loadContender(api.system, () => api.novactl.cluster.leaderUrl(), options, (leader, c) => ({
-        url: `${leader}/api/v1/vms`,
-        method: "POST",
-        headers: api.headers(),
-        body: (seq) => createBody(`${CREATED_PREFIX}${clients}-r${rep}-w${c}-${seq}`),
-      })).run(clients, rep),
+      closedLoopContender(
+        api.system,
+        () => api.novactl.cluster.leaderUrl(),
+        options,
+        (leader, c) => ({
+          url: `${leader}/api/v1/vms`,
+          method: "POST",
+          headers: api.headers(),
+          body: (seq) => createBody(`${CREATED_PREFIX}${clients}-r${rep}-w${c}-${seq}`),
+        }),
+      ).run(clients, rep),
   };
 }
 
@@ -222,7 +233,7 @@ function etcdList(etcd: RunningEtcd, options: BenchOptions): Contender {
     range_end: base64("vms0"), // "0" follows "/": every key under vms/
     serializable: true,
   });
-  return loadContender("etcd", () => etcd.cluster.leaderUrl(), options, (leader) => ({
+  return closedLoopContender("etcd", () => etcd.cluster.leaderUrl(), options, (leader) => ({
     url: etcd.cluster.api(leader, "kv/range"),
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -235,7 +246,7 @@ function etcdPuts(etcd: RunningEtcd, options: BenchOptions, clients: number): Co
   return {
     system: "etcd",
     run: (_, rep) =>
-      loadContender("etcd", () => etcd.cluster.leaderUrl(), options, (leader, c) => ({
+      closedLoopContender("etcd", () => etcd.cluster.leaderUrl(), options, (leader, c) => ({
         url: etcd.cluster.api(leader, "kv/put"),
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -245,26 +256,6 @@ function etcdPuts(etcd: RunningEtcd, options: BenchOptions, clients: number): Co
 }
 
 // ---------------------------------------------------------------- running
-
-function loadContender(
-  system: string,
-  leaderUrl: () => Promise<string>,
-  options: BenchOptions,
-  requestFor: (leader: string, client: number) => WriteRequest,
-): Contender {
-  return {
-    system,
-    run: async (clients) => {
-      const leader = await leaderUrl();
-      return await runClosedLoop({
-        clients,
-        durationMs: options.durationS * 1000,
-        warmupMs: options.warmupS * 1000,
-        requestFor: (client) => requestFor(leader, client),
-      });
-    },
-  };
-}
 
 async function runCases(
   apis: NovactlApi[],

@@ -12,7 +12,14 @@
  * repetition, the median and spread per system, and the ratio of the medians.
  */
 
-import { type Contender, interleave, medianRatios, printRep, tlsCosts } from "./lib/comparison.ts";
+import {
+  closedLoopContender,
+  type Contender,
+  interleave,
+  medianRatios,
+  printRep,
+  tlsCosts,
+} from "./lib/comparison.ts";
 import {
   clientList,
   nonNegativeNumber,
@@ -20,7 +27,7 @@ import {
   positiveNumber,
   toPositiveInt,
 } from "./lib/flags.ts";
-import { payload, runClosedLoop, type WriteRequest } from "./lib/loadgen.ts";
+import { payload } from "./lib/loadgen.ts";
 import { runMeta } from "./lib/run_meta.ts";
 import {
   base64,
@@ -70,7 +77,7 @@ function novactlWrites(
   system = "novactl",
 ): Contender {
   const body = JSON.stringify({ value: payload(options.valueBytes) });
-  return loadContender(system, () => novactl.cluster.leaderUrl(), options, (leader) => ({
+  return closedLoopContender(system, () => novactl.cluster.leaderUrl(), options, (leader) => ({
     url: `${leader}/api/v1/config/cluster.description`,
     method: "PUT",
     headers: {
@@ -84,32 +91,12 @@ function novactlWrites(
 /** etcd: `POST /v3/kv/put` (grpc-gateway JSON), one key per client. */
 function etcdPuts(etcd: RunningEtcd, options: BenchOptions): Contender {
   const value = base64(payload(options.valueBytes));
-  return loadContender("etcd", () => etcd.cluster.leaderUrl(), options, (leader, client) => ({
+  return closedLoopContender("etcd", () => etcd.cluster.leaderUrl(), options, (leader, client) => ({
     url: etcd.cluster.api(leader, "kv/put"),
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ key: base64(`bench/k${client}`), value }),
   }));
-}
-
-function loadContender(
-  system: string,
-  leaderUrl: () => Promise<string>,
-  options: BenchOptions,
-  requestFor: (leader: string, client: number) => WriteRequest,
-): Contender {
-  return {
-    system,
-    run: async (clients) => {
-      const leader = await leaderUrl();
-      return await runClosedLoop({
-        clients,
-        durationMs: options.durationS * 1000,
-        warmupMs: options.warmupS * 1000,
-        requestFor: (client) => requestFor(leader, client),
-      });
-    },
-  };
 }
 
 async function main(): Promise<void> {

@@ -8,7 +8,7 @@
  */
 
 import { type Figure, figure, MIN_SAMPLES_FOR_P99, round } from "./figures.ts";
-import type { LoadResult } from "./loadgen.ts";
+import { type LoadResult, runClosedLoop, type WriteRequest } from "./loadgen.ts";
 import type { RunMeta } from "./run_meta.ts";
 
 /** One repetition of one system at one client count. */
@@ -186,4 +186,29 @@ export function printRep(clients: number, system: string, rep: number, r: RepRes
       `p50 ${r.p50Ms.toFixed(2)} ms, ${p99} ms, errors ${r.errors}`,
   );
   for (const sample of r.errorSamples) console.log(`     error: ${sample}`);
+}
+
+/**
+ * A contender that drives the current leader (`leaderUrl`, asked once per run) with the
+ * closed-loop load generator: `clients` concurrent clients, each sending `requestFor(leader,
+ * client)` and waiting for the answer, for `durationS` after `warmupS`.
+ */
+export function closedLoopContender(
+  system: string,
+  leaderUrl: () => Promise<string>,
+  timing: { durationS: number; warmupS: number },
+  requestFor: (leader: string, client: number) => WriteRequest,
+): Contender {
+  return {
+    system,
+    run: async (clients) => {
+      const leader = await leaderUrl();
+      return await runClosedLoop({
+        clients,
+        durationMs: timing.durationS * 1000,
+        warmupMs: timing.warmupS * 1000,
+        requestFor: (client) => requestFor(leader, client),
+      });
+    },
+  };
 }
