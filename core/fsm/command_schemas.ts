@@ -200,7 +200,7 @@ const BY = printable(256);
 /** Free text a host attaches (QEMU's stderr, ...): cut to the cap rather than lose the report. */
 /** Free text that is cut to its cap (the applier cuts it the same way), never refused. */
 const cut = (max: number) => z.string().transform((s) => s.slice(0, max));
-const REASON = z.string().transform((s) => s.slice(0, MAX_REASON_CHARS));
+const REASON = cut(MAX_REASON_CHARS);
 const VM_STATE = z.enum([
   "pending",
   "scheduled",
