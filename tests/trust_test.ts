@@ -10,7 +10,8 @@
 import { DatabaseSync } from "node:sqlite";
 import { sha256Hex } from "../core/secrets/mod.ts";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
-import { clusterCaPems, fetchAsNode } from "../bench/lib/tls.ts";
+import { clusterFetch, fetchAsNode, fetchSignedWith } from "../bench/lib/tls.ts";
+import { RequestSigner } from "../core/peer/signature.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
@@ -44,9 +45,10 @@ function pidOf(dataDir: string): number {
 }
 
 /** A key and certificate for `name` signed by `ca`, as a client would present them. */
-async function certFor(ca: KeyPairPem, name: string): Promise<{ cert: string; key: string }> {
+/** A signer for a fresh key and certificate named `name`, signed by `ca`. */
+async function signerFor(ca: KeyPairPem, name: string): Promise<RequestSigner> {
   const { keyPem, csrPem } = await createNodeKeyAndCsr(name, ["127.0.0.1"]);
-  return { cert: await signCsr(ca, csrPem, { name, sans: ["127.0.0.1"] }), key: keyPem };
+  return new RequestSigner(name, await signCsr(ca, csrPem, { name, sans: ["127.0.0.1"] }), keyPem);
 }
 
 /**
@@ -178,20 +180,21 @@ testWithTimeout({
       },
     );
 
-    const raftWith = async (client?: Deno.HttpClient) => {
-      const res = await fetch(`${leader.url}/internal/raft`, {
+    const raftWith = async (signer?: RequestSigner) => {
+      const init = {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: envelope(other1, before.term),
-        client,
-      });
+      };
+      const url = `${leader.url}/internal/raft`;
+      const res = await (signer ? fetchSignedWith(signer, url, init) : clusterFetch(url, init));
       await res.body?.cancel();
       return res.status;
     };
 
     await step(
       t,
-      "control: the member's own certificate is accepted on /internal/raft",
+      "control: a request signed with the member's own key is accepted on /internal/raft",
       async () => {
         const res = await fetchAsNode(cluster.node(other1).dataDir, `${leader.url}/internal/raft`, {
           method: "POST",
@@ -203,15 +206,12 @@ testWithTimeout({
       },
     );
 
-    await step(t, "a client without a certificate is refused on /internal/raft", async () => {
-      assertEquals(await raftWith(Deno.createHttpClient({ caCerts: clusterCaPems() })), 403);
+    await step(t, "an unsigned request is refused on /internal/raft", async () => {
+      assertEquals(await raftWith(), 403);
     });
 
-    await step(t, "a certificate from another CA is refused on /internal/raft", async () => {
-      const foreign = await certFor(await createCa(clusterId), other1);
-      const client = Deno.createHttpClient({ caCerts: [caPem], ...foreign });
-      assertEquals(await raftWith(client), 403);
-      client.close();
+    await step(t, "a request signed with another CA's certificate is refused", async () => {
+      assertEquals(await raftWith(await signerFor(await createCa(clusterId), other1)), 403);
     });
 
     await step(
@@ -225,10 +225,8 @@ testWithTimeout({
           key_pem: string;
         };
         db.close();
-        const minted = await certFor({ certPem: row.cert_pem, keyPem: row.key_pem }, other1);
-        const client = Deno.createHttpClient({ caCerts: [caPem], ...minted });
-        assertEquals(await raftWith(client), 403);
-        client.close();
+        const minted = await signerFor({ certPem: row.cert_pem, keyPem: row.key_pem }, other1);
+        assertEquals(await raftWith(minted), 403);
       },
     );
 
