@@ -1,6 +1,6 @@
 /**
  * Peer-only routes: Raft messages, snapshots, proposals, leases, migrations and
- * image files. Only a current member's node gets here (mutual TLS, see
+ * image files. Only a current member's node gets here (signed requests, see
  * api/auth.ts peerAuth), and whatever sender a request names — an envelope's
  * `from`, a snapshot chunk's `from`, a lease's `node`, a volume transfer's
  * `from` — must be that authenticated member, or the request is refused (403)

@@ -24,7 +24,15 @@ export class PeerHttp {
    * @param self the node's name and its own peer credential
    */
   constructor(tls: NodeTls | null, self: { name: string; credential: string }) {
-    this.#client = tls ? Deno.createHttpClient({ caCerts: [tls.caPem] }) : null;
+    // HTTP/1.1: Deno.serve offers h2 too, but one h2 connection per peer measured slower
+    // per request (0.13 against 0.06 ms on loopback); the pool keeps one TLS connection
+    // per concurrent request instead. NOVACTL_PEER_HTTP2=1 allows h2 (for measuring).
+    this.#client = tls
+      ? Deno.createHttpClient({
+        caCerts: [tls.caPem],
+        http2: Deno.env.get("NOVACTL_PEER_HTTP2") === "1",
+      })
+      : null;
     this.#signer = tls ? new RequestSigner(self.name, tls.certPem, tls.keyPem) : null;
     this.#credentialHeader = `${self.name}:${self.credential}`;
   }
