@@ -12,6 +12,7 @@
  * cost ~0.2 ms per request and more than 1 ms per replicated write (BENCHMARKS.md).
  */
 import {
+  NODE_CERT_PATH,
   PEER_SIGNATURE_HEADER,
   type PeerProof,
   SignatureVerifier,
@@ -39,6 +40,8 @@ export class ApiServer {
   #server!: Deno.HttpServer<Deno.NetAddr>;
   #certPem: string | null = null;
   #verifier: SignatureVerifier | null = null;
+  /** Published at NODE_CERT_PATH once the node has its own (peers derive MAC keys from it). */
+  #ownCert: string | null = null;
   #handler: FetchHandler = () =>
     Response.json({ error: { code: "unavailable", message: "node is starting" } }, {
       status: 503,
@@ -101,7 +104,8 @@ export class ApiServer {
    */
   async useTls(tls: NodeTls, selfUrl: string): Promise<void> {
     if (this.#insecure) return;
-    this.#verifier = new SignatureVerifier(tls.caPem, selfUrl);
+    this.#verifier = new SignatureVerifier(tls, selfUrl);
+    this.#ownCert = tls.certPem;
     if (this.#certPem === tls.certPem) return;
     await this.#server.shutdown();
     this.#start(this.#port, { cert: tls.certPem, key: tls.keyPem });
@@ -127,6 +131,9 @@ export class ApiServer {
 
   #dispatch(req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Response | Promise<Response> {
     const remoteAddr = info.remoteAddr.hostname;
+    if (this.#ownCert && req.method === "GET" && req.url.endsWith(NODE_CERT_PATH)) {
+      return new Response(this.#ownCert, { headers: { "content-type": "application/x-pem-file" } });
+    }
     if (this.#insecure || !this.#verifier || !req.headers.has(PEER_SIGNATURE_HEADER)) {
       return this.#handler(req, { remoteAddr, tlsPeer: null, insecure: this.#insecure });
     }

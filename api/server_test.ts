@@ -8,7 +8,7 @@ import {
   type NodeTls,
   signCsr,
 } from "../core/pki/mod.ts";
-import { RequestSigner } from "../core/peer/signature.ts";
+import { NODE_CERT_PATH, RequestSigner } from "../core/peer/signature.ts";
 
 async function tlsFor(name: string, ca: { certPem: string; keyPem: string }): Promise<NodeTls> {
   const { keyPem, csrPem } = await createNodeKeyAndCsr(name, ["127.0.0.1"]);
@@ -37,7 +37,10 @@ testWithTimeout({
     Response.json({ peer: env.tlsPeer, body: await req.text(), insecure: env.insecure })
   );
   const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
-  const signer = new RequestSigner("n2", n2.certPem, n2.keyPem);
+  const signer = new RequestSigner("n2", n2, async (origin) => {
+    const res = await fetch(origin + NODE_CERT_PATH, { client });
+    return await res.text();
+  });
   const call = async (signed: boolean, body = "hello") => {
     const target = `${url}/internal/raft`;
     const headers = signed ? await signer.headers("POST", target, body) : {};

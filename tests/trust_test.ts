@@ -10,7 +10,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { sha256Hex } from "../core/secrets/mod.ts";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
-import { clusterFetch, fetchAsNode, fetchSignedWith } from "../bench/lib/tls.ts";
+import { clusterFetch, fetchAsNode, fetchSignedWith, nodeCertAt } from "../bench/lib/tls.ts";
 import { RequestSigner } from "../core/peer/signature.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
@@ -45,10 +45,18 @@ function pidOf(dataDir: string): number {
 }
 
 /** A key and certificate for `name` signed by `ca`, as a client would present them. */
-/** A signer for a fresh key and certificate named `name`, signed by `ca`. */
-async function signerFor(ca: KeyPairPem, name: string): Promise<RequestSigner> {
+/**
+ * A signer for a fresh key and certificate named `name`, signed by `ca`, that trusts
+ * the cluster's CA `clusterCaPem` (to reach its nodes).
+ */
+async function signerFor(
+  ca: KeyPairPem,
+  name: string,
+  clusterCaPem: string,
+): Promise<RequestSigner> {
   const { keyPem, csrPem } = await createNodeKeyAndCsr(name, ["127.0.0.1"]);
-  return new RequestSigner(name, await signCsr(ca, csrPem, { name, sans: ["127.0.0.1"] }), keyPem);
+  const certPem = await signCsr(ca, csrPem, { name, sans: ["127.0.0.1"] });
+  return new RequestSigner(name, { certPem, keyPem, caPem: clusterCaPem }, nodeCertAt);
 }
 
 /**
@@ -211,7 +219,7 @@ testWithTimeout({
     });
 
     await step(t, "a request signed with another CA's certificate is refused", async () => {
-      assertEquals(await raftWith(await signerFor(await createCa(clusterId), other1)), 403);
+      assertEquals(await raftWith(await signerFor(await createCa(clusterId), other1, caPem)), 403);
     });
 
     await step(
@@ -225,7 +233,11 @@ testWithTimeout({
           key_pem: string;
         };
         db.close();
-        const minted = await signerFor({ certPem: row.cert_pem, keyPem: row.key_pem }, other1);
+        const minted = await signerFor(
+          { certPem: row.cert_pem, keyPem: row.key_pem },
+          other1,
+          caPem,
+        );
         assertEquals(await raftWith(minted), 403);
       },
     );

@@ -5,7 +5,7 @@
  * `requestJson`, tests/support/api.ts `api`/`cli`) use it. The one client trusts
  * every CA registered in this process, so tests with two clusters work too.
  */
-import { RequestSigner } from "../../core/peer/signature.ts";
+import { NODE_CERT_PATH, RequestSigner } from "../../core/peer/signature.ts";
 
 const cas = new Map<string, string>();
 let client: Deno.HttpClient | undefined;
@@ -37,6 +37,13 @@ export function clusterFetch(url: string | URL, init: RequestInit = {}): Promise
 }
 
 const nodeSigners = new Map<string, RequestSigner>();
+
+/** A node's published certificate (what a signer derives the pair key from). */
+export async function nodeCertAt(origin: string): Promise<string> {
+  const res = await clusterFetch(origin + NODE_CERT_PATH);
+  if (!res.ok) throw new Error(`${origin}${NODE_CERT_PATH}: HTTP ${res.status}`);
+  return await res.text();
+}
 
 /**
  * `fetch` signed with a certificate's key (core/peer/signature.ts), trusting the
@@ -74,7 +81,11 @@ export function fetchAsNode(
   let signer = nodeSigners.get(dataDir);
   if (!signer) {
     const read = (f: string) => Deno.readTextFileSync(`${dataDir}/${f}`);
-    signer = new RequestSigner(id.name, read("tls/node.crt"), read("tls/node.key"));
+    signer = new RequestSigner(
+      id.name,
+      { certPem: read("tls/node.crt"), keyPem: read("tls/node.key"), caPem: read("ca.crt") },
+      nodeCertAt,
+    );
     nodeSigners.set(dataDir, signer);
   }
   return fetchSignedWith(signer, url, init);

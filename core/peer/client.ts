@@ -6,7 +6,7 @@
  * it sends the node's own credential instead, never a secret shared by the cluster.
  */
 import type { NodeTls } from "../pki/mod.ts";
-import { RequestSigner } from "./signature.ts";
+import { NODE_CERT_PATH, RequestSigner } from "./signature.ts";
 
 /** `NAME:CREDENTIAL` of the sending node, on plain-HTTP peer requests only. */
 export const PEER_CREDENTIAL_HEADER = "x-novactl-peer-credential";
@@ -33,7 +33,17 @@ export class PeerHttp {
         http2: Deno.env.get("NOVACTL_PEER_HTTP2") === "1",
       })
       : null;
-    this.#signer = tls ? new RequestSigner(self.name, tls.certPem, tls.keyPem) : null;
+    const client = this.#client;
+    this.#signer = tls && client
+      ? new RequestSigner(self.name, tls, async (origin) => {
+        const res = await fetch(origin + NODE_CERT_PATH, {
+          client,
+          signal: AbortSignal.timeout(10_000),
+        });
+        if (!res.ok) throw new Error(`${origin}${NODE_CERT_PATH}: HTTP ${res.status}`);
+        return await res.text();
+      })
+      : null;
     this.#credentialHeader = `${self.name}:${self.credential}`;
   }
 
@@ -44,7 +54,10 @@ export class PeerHttp {
       const headers = new Headers(init.headers);
       const signed = await this.#signer.headers(init.method ?? "GET", url, init.body);
       for (const k in signed) headers.set(k, signed[k]);
-      return await fetch(url, { ...init, headers, client: this.#client });
+      const res = await fetch(url, { ...init, headers, client: this.#client });
+      // The receiver may have a new certificate (rejoined): derive the pair key anew next time.
+      if (res.status === 403) this.#signer.forget(new URL(url).origin);
+      return res;
     }
     const headers = new Headers(init.headers);
     headers.set(PEER_CREDENTIAL_HEADER, this.#credentialHeader);
