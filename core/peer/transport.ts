@@ -215,7 +215,7 @@ export class PeerTransport {
       body: JSON.stringify(env),
       signal: AbortSignal.timeout(hasSnapshot ? 60_000 : 5_000),
     });
-    await res.body?.cancel();
+    await res.arrayBuffer(); // read, not cancelled: the connection goes back to the pool
     if (res.status === 410) this.hooks.removed();
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
   }
