@@ -10,6 +10,13 @@
  *
  * `node:https` with `requestCert` (mutual TLS) served this before; its HTTP layer
  * cost ~0.2 ms per request and more than 1 ms per replicated write (BENCHMARKS.md).
+ *
+ * KNOWN GAP: `Deno.serve` (Deno 2.9.6) exposes no connection hooks and enforces no
+ * header timeout, idle timeout or connection cap: a slowloris connection sending a
+ * header line a second, and an idle keep-alive connection, both stayed open past 70 s
+ * (measured). The node:https listener enforced all three (NOVACTL_HEADERS_TIMEOUT_MS,
+ * NOVACTL_IDLE_TIMEOUT_MS, NOVACTL_MAX_CONNECTIONS); tests/trust_test.ts's slowloris
+ * step fails here. Body limits still hold (413 early, flat memory on a 200 MB join).
  */
 import {
   NODE_CERT_PATH,
