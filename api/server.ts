@@ -1,7 +1,8 @@
 /**
  * The node's one listener (`--listen`): HTTPS with the node's certificate by
- * default, or plain HTTP with `--insecure-http` (loopback only), served by
- * `Deno.serve`. Clients and peers share it. `Deno.serve` cannot ask for client
+ * default, or plain HTTP with `--insecure-http` (loopback only). Two
+ * implementations ({@link ApiServer.listen}): api/node_server.ts (node:https, the
+ * default) and {@link DenoApiServer}, served by `Deno.serve`. Clients and peers share it. `Deno.serve` cannot ask for client
  * certificates, so peers authenticate each request with a signature made with
  * their node key (core/peer/signature.ts, "TLS plus signed requests" in issue 9);
  * the signature is checked here, before routing, and what it proves is handed to
@@ -16,7 +17,8 @@
  * header line a second, and an idle keep-alive connection, both stayed open past 70 s
  * (measured). The node:https listener enforced all three (NOVACTL_HEADERS_TIMEOUT_MS,
  * NOVACTL_IDLE_TIMEOUT_MS, NOVACTL_MAX_CONNECTIONS); tests/trust_test.ts's slowloris
- * step fails here. Body limits still hold (413 early, flat memory on a 200 MB join).
+ * step fails with NOVACTL_LISTENER=deno. Body limits still hold (413 early, flat memory
+ * on a 200 MB join).
  */
 import {
   NODE_CERT_PATH,
@@ -25,6 +27,7 @@ import {
   SignatureVerifier,
 } from "../core/peer/signature.ts";
 import { createCa, type NodeTls } from "../core/pki/mod.ts";
+import { type ConnectionLimits, NodeApiServer } from "./node_server.ts";
 
 /** What a signed peer request proved about its sender (null: unsigned, or a plain listener). */
 export type TlsPeer = PeerProof;
@@ -39,9 +42,53 @@ export interface ServerBindings {
   insecure: boolean;
 }
 
-type FetchHandler = (request: Request, env: ServerBindings) => Response | Promise<Response>;
+/** Routes a request (with what the listener learned) to the application. */
+export type FetchHandler = (
+  request: Request,
+  env: ServerBindings,
+) => Response | Promise<Response>;
 
-export class ApiServer {
+/** The node's listener, whichever implementation serves it. */
+export interface ApiServer {
+  readonly port: number;
+  readonly insecure: boolean;
+  /** Resolves when the server has closed. */
+  readonly finished: Promise<void>;
+  /** Presents the node's certificate; accepts peer requests signed for `selfUrl`. */
+  useTls(tls: NodeTls, selfUrl: string): Promise<void>;
+  /** Routes requests to `handler` from now on. */
+  serveWith(handler: FetchHandler): void;
+  /** Stops accepting, closes the server. */
+  shutdown(): Promise<void>;
+}
+
+/** Which listener serves the API: env NOVACTL_LISTENER=deno|node (default node, see below). */
+export function listenerKind(): "deno" | "node" {
+  return Deno.env.get("NOVACTL_LISTENER") === "deno" ? "deno" : "node";
+}
+
+/**
+ * Binds the node's listener. `node` (the default) is api/node_server.ts: node:https,
+ * with header/idle timeouts and a connection cap. `deno` is {@link DenoApiServer}:
+ * faster (BENCHMARKS.md) but without any connection limit (see KNOWN GAP above).
+ */
+export const ApiServer = {
+  async listen(opts: {
+    hostname: string;
+    port: number;
+    insecure: boolean;
+    tls?: NodeTls | null;
+    kind?: "deno" | "node";
+    limits?: ConnectionLimits;
+  }): Promise<ApiServer> {
+    return (opts.kind ?? listenerKind()) === "deno"
+      ? await DenoApiServer.listen(opts)
+      : await NodeApiServer.listen(opts);
+  },
+};
+
+/** The API served by `Deno.serve` (module doc). */
+export class DenoApiServer implements ApiServer {
   readonly #hostname: string;
   readonly #insecure: boolean;
   #server!: Deno.HttpServer<Deno.NetAddr>;
@@ -75,8 +122,8 @@ export class ApiServer {
     port: number;
     insecure: boolean;
     tls?: NodeTls | null;
-  }): Promise<ApiServer> {
-    const api = new ApiServer(opts.hostname, opts.insecure);
+  }): Promise<DenoApiServer> {
+    const api = new DenoApiServer(opts.hostname, opts.insecure);
     const cert = opts.insecure
       ? null
       : opts.tls
