@@ -58,9 +58,10 @@ export type PeerVerdict =
   | { refused: string };
 
 /**
- * Who a request comes from, as far as cluster membership goes. A TLS client
- * certificate identifies member X only when all hold: it chains to the cluster
- * CA (the TLS layer's `authorized`), its CN is X, X is a current member, and its
+ * Who a request comes from, as far as cluster membership goes. A signed peer
+ * request (api/server.ts, core/peer/signature.ts) identifies member X only when
+ * all hold: its signature verifies with a certificate chained to the cluster CA
+ * (`authorized`: also fresh and not replayed), its CN is X, X is a current member, and its
  * fingerprint equals the one recorded for X at join — so neither the CA key nor
  * a certificate for another name is enough. A revoked fingerprint (a removed
  * member) is reported as such, so its Raft traffic learns it was removed (410).
@@ -80,7 +81,7 @@ export function identifyPeer(
         : null);
   const tls = bindings?.tlsPeer;
   if (tls) {
-    if (!tls.authorized) return { refused: "client certificate not signed by the cluster CA" };
+    if (!tls.authorized) return { refused: tls.problem ?? "peer certificate not trusted" };
     const revokedName = node.fsm.revokedCert(tls.fingerprint);
     if (revokedName !== null) return { revoked: revokedName };
     const name = tls.commonName ?? "";
@@ -100,7 +101,7 @@ export function identifyPeer(
     }
     return { peer: cred.name };
   }
-  return { refused: "peer routes need a member's client certificate" };
+  return { refused: "peer routes need a request signed by a member" };
 }
 
 function hashesEqual(a: string, b: string): boolean {

@@ -12,8 +12,8 @@ export type Env = {
     principal: Principal;
     node: ClusterNode;
     /**
-     * The member a peer request comes from: set only when its TLS client certificate
-     * (or, on a plain loopback listener, its per-node credential) is that of a current
+     * The member a peer request comes from: set only when its signature (by the key of
+     * its certificate; or, on a plain loopback listener, its per-node credential) is that of a current
      * member (api/auth.ts peerIdentity). Internal routes require it.
      */
     peer: string | undefined;

@@ -3,7 +3,7 @@
  * linearizable reads) are proxied to it unchanged, once. A forwarded request
  * that lands on a non-leader (leadership moved meanwhile) gets 503.
  *
- * Forwarding uses the node's mutual-TLS peer client, so a user's bearer token
+ * Forwarding uses the node's peer client (TLS, signed requests), so a user's bearer token
  * never crosses between nodes in clear text, and the receiver knows the
  * forwarder as a member (`peer`); it then trusts `x-novactl-forwarded-for`,
  * the original client's address.

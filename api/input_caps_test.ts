@@ -73,7 +73,7 @@ testWithTimeout(
 testWithTimeout({ name: "API caps: /internal/propose checks peer commands", ...opts }, async () => {
   const { c, call, fieldsOf } = await harness();
   try {
-    // As the listener reports a member's client certificate (api/server.ts).
+    // As the listener reports a member's verified signature (api/server.ts).
     const env = {
       remoteAddr: "127.0.0.1",
       insecure: false,

@@ -37,7 +37,7 @@ export function requestIdOf(c: Context<Env>): string {
  * Headers a node adds when it forwards a request to another member: the
  * client's address and the request id (both overwrite whatever the client
  * sent). The receiver trusts them only because the forwarder authenticates
- * as a member (mutual TLS, api/auth.ts peerIdentity).
+ * as a member (signed request, api/auth.ts peerIdentity).
  */
 export function forwardingHeaders(c: Context<Env>): Record<string, string> {
   return {

@@ -1,163 +1,145 @@
 /**
- * The node's one listener (`--listen`): HTTPS with the cluster CA by default,
- * asking every client for a certificate (`requestCert`) without requiring one —
- * CLI and curl clients present none, peers present their node certificate — or
- * plain HTTP with `--insecure-http` (loopback only). `node:https` is used
- * because `Deno.serve` cannot request or verify client certificates; requests
- * reach Hono through `@hono/node-server`'s listener.
+ * The node's one listener (`--listen`): HTTPS with the node's certificate by
+ * default, or plain HTTP with `--insecure-http` (loopback only). Two
+ * implementations ({@link ApiServer.listen}): api/node_server.ts (node:https, the
+ * default) and {@link DenoApiServer}, served by `Deno.serve`. Clients and peers share it. `Deno.serve` cannot ask for client
+ * certificates, so peers authenticate each request with a signature made with
+ * their node key (core/peer/signature.ts, "TLS plus signed requests" in issue 9);
+ * the signature is checked here, before routing, and what it proves is handed to
+ * the application as `tlsPeer` (api/auth.ts decides membership from it). On a
+ * plain listener peers send their per-node credential instead.
  *
- * Deno's node:http does not enforce headersTimeout/keepAliveTimeout, so the
- * limits are enforced here per connection: a header timer (a slowloris
- * connection that never completes its request is destroyed), an idle timer
- * after each response, and a cap on open connections.
+ * `node:https` with `requestCert` (mutual TLS) served this before; its HTTP layer
+ * cost ~0.2 ms per request and more than 1 ms per replicated write (BENCHMARKS.md).
+ *
+ * KNOWN GAP: `Deno.serve` (Deno 2.9.6) exposes no connection hooks and enforces no
+ * header timeout, idle timeout or connection cap: a slowloris connection sending a
+ * header line a second, and an idle keep-alive connection, both stayed open past 70 s
+ * (measured). The node:https listener enforced all three (NOVACTL_HEADERS_TIMEOUT_MS,
+ * NOVACTL_IDLE_TIMEOUT_MS, NOVACTL_MAX_CONNECTIONS); tests/trust_test.ts's slowloris
+ * step fails with NOVACTL_LISTENER=deno. Body limits still hold (413 early, flat memory
+ * on a 200 MB join).
  */
-import { createServer as createHttpsServer } from "node:https";
 import {
-  createServer as createHttpServer,
-  type IncomingMessage,
-  type ServerResponse,
-} from "node:http";
-import type { Socket } from "node:net";
-import type { TLSSocket } from "node:tls";
-import { getRequestListener } from "@hono/node-server";
-import { createCa, type NodeTls, normalizeFingerprint } from "../core/pki/mod.ts";
+  NODE_CERT_PATH,
+  PEER_SIGNATURE_HEADER,
+  type PeerProof,
+  SignatureVerifier,
+} from "../core/peer/signature.ts";
+import { createCa, type NodeTls } from "../core/pki/mod.ts";
+import { type ConnectionLimits, NodeApiServer } from "./node_server.ts";
 
-/** What the TLS layer learned about a client's certificate. */
-export interface TlsPeer {
-  /** Chained to the cluster CA and within its validity (checked by the TLS stack). */
-  authorized: boolean;
-  commonName: string | null;
-  /** SHA-256 of the certificate's DER, lowercase hex. */
-  fingerprint: string;
-}
+/** What a signed peer request proved about its sender (null: unsigned, or a plain listener). */
+export type TlsPeer = PeerProof;
 
 /** Hono's `c.env` for requests served here. */
 export interface ServerBindings {
-  incoming: IncomingMessage;
-  outgoing: ServerResponse;
   /** The client's address (the socket's), for logs and audit. */
   remoteAddr: string;
-  /** The client certificate, if one was presented; always null on a plain listener. */
+  /** What the request's peer signature proved, if it carried one; always null on a plain listener. */
   tlsPeer: TlsPeer | null;
   /** A plain-HTTP listener (`--insecure-http`): peers use per-node credentials. */
   insecure: boolean;
 }
 
-/** Unwanted body bytes read and dropped after an early answer, before the connection is cut. */
-const DISCARD_LIMIT_BYTES = 8 << 20;
-/** How long an early-answered request may go on sending before its connection is cut. */
-const DISCARD_TIMEOUT_MS = 5_000;
+/** Routes a request (with what the listener learned) to the application. */
+export type FetchHandler = (
+  request: Request,
+  env: ServerBindings,
+) => Response | Promise<Response>;
 
-export interface ConnectionLimits {
-  /** A connection must complete a request's headers within this after opening or going idle. */
-  headersTimeoutMs: number;
-  /** A keep-alive connection with no request in flight is closed after this. */
-  idleTimeoutMs: number;
-  /** Connections beyond this are closed at once. */
-  maxConnections: number;
+/** The node's listener, whichever implementation serves it. */
+export interface ApiServer {
+  readonly port: number;
+  readonly insecure: boolean;
+  /** Resolves when the server has closed. */
+  readonly finished: Promise<void>;
+  /** Presents the node's certificate; accepts peer requests signed for `selfUrl`. */
+  useTls(tls: NodeTls, selfUrl: string): Promise<void>;
+  /** Routes requests to `handler` from now on. */
+  serveWith(handler: FetchHandler): void;
+  /** Stops accepting, closes the server. */
+  shutdown(): Promise<void>;
 }
 
-function envMs(name: string, fallback: number): number {
-  const v = Number(Deno.env.get(name));
-  return Number.isSafeInteger(v) && v > 0 ? v : fallback;
+/** Which listener serves the API: env NOVACTL_LISTENER=deno|node (default node, see below). */
+export function listenerKind(): "deno" | "node" {
+  return Deno.env.get("NOVACTL_LISTENER") === "deno" ? "deno" : "node";
 }
 
-/** Defaults; env NOVACTL_HEADERS_TIMEOUT_MS, NOVACTL_IDLE_TIMEOUT_MS, NOVACTL_MAX_CONNECTIONS. */
-export function defaultConnectionLimits(): ConnectionLimits {
-  return {
-    headersTimeoutMs: envMs("NOVACTL_HEADERS_TIMEOUT_MS", 10_000),
-    idleTimeoutMs: envMs("NOVACTL_IDLE_TIMEOUT_MS", 30_000),
-    maxConnections: envMs("NOVACTL_MAX_CONNECTIONS", 1024),
-  };
-}
+/**
+ * Binds the node's listener. `node` (the default) is api/node_server.ts: node:https,
+ * with header/idle timeouts and a connection cap. `deno` is {@link DenoApiServer}:
+ * faster (BENCHMARKS.md) but without any connection limit (see KNOWN GAP above).
+ */
+export const ApiServer = {
+  async listen(opts: {
+    hostname: string;
+    port: number;
+    insecure: boolean;
+    tls?: NodeTls | null;
+    kind?: "deno" | "node";
+    limits?: ConnectionLimits;
+  }): Promise<ApiServer> {
+    return (opts.kind ?? listenerKind()) === "deno"
+      ? await DenoApiServer.listen(opts)
+      : await NodeApiServer.listen(opts);
+  },
+};
 
-type FetchHandler = (request: Request, env: ServerBindings) => Response | Promise<Response>;
-
-interface ConnState {
-  timer: ReturnType<typeof setTimeout> | undefined;
-  inflight: number;
-}
-
-/** The transport-level socket under a TLS socket (timers and counts live on it). */
-function rawOf(sock: Socket): Socket {
-  return ((sock as { _parent?: Socket })._parent) ?? sock;
-}
-
-export class ApiServer {
-  readonly #server: ReturnType<typeof createHttpsServer> | ReturnType<typeof createHttpServer>;
+/** The API served by `Deno.serve` (module doc). */
+export class DenoApiServer implements ApiServer {
+  readonly #hostname: string;
   readonly #insecure: boolean;
-  readonly #limits: ConnectionLimits;
-  readonly #conns = new Map<Socket, ConnState>();
-  readonly #peers = new WeakMap<Socket, TlsPeer | null>();
+  #server!: Deno.HttpServer<Deno.NetAddr>;
+  #certPem: string | null = null;
+  #verifier: SignatureVerifier | null = null;
+  /** Published at NODE_CERT_PATH once the node has its own (peers derive MAC keys from it). */
+  #ownCert: string | null = null;
   #handler: FetchHandler = () =>
     Response.json({ error: { code: "unavailable", message: "node is starting" } }, {
       status: 503,
     });
   #port = 0;
+  #closed = false;
+  #done!: () => void;
   /** Resolves when the server has closed. */
   readonly finished: Promise<void>;
 
-  private constructor(
-    server: ReturnType<typeof createHttpsServer> | ReturnType<typeof createHttpServer>,
-    insecure: boolean,
-    limits: ConnectionLimits,
-  ) {
-    this.#server = server;
+  private constructor(hostname: string, insecure: boolean) {
+    this.#hostname = hostname;
     this.#insecure = insecure;
-    this.#limits = limits;
-    this.finished = new Promise((resolve) => server.once("close", () => resolve()));
-    server.on("connection", (sock: Socket) => this.#onConnection(sock));
-    const listener = getRequestListener(
-      (request, env) =>
-        this.#handler(
-          request,
-          this.#bindings(env as { incoming: IncomingMessage; outgoing: ServerResponse }),
-        ),
-      // autoCleanupIncoming (the default) matters: it wraps the body so that a handler
-      // giving up on it does not cancel Deno's Readable.toWeb stream, whose late 'data'
-      // events then throw an uncaught "cannot close or enqueue" and kill the process.
-      { overrideGlobalObjects: false },
-    );
-    server.on("request", (incoming: IncomingMessage, outgoing: ServerResponse) => {
-      this.#onRequest(incoming, outgoing);
-      listener(incoming, outgoing);
-    });
-    // A failed handshake (a client that distrusts us, or garbage) is the client's problem.
-    server.on("tlsClientError", (_err: unknown, sock: Socket) => sock.destroy());
-    server.on("clientError", (_err: unknown, sock: Socket) => sock.destroy());
+    this.finished = new Promise((resolve) => this.#done = resolve);
   }
 
   /**
-   * Binds the port now (so `HOST:0` gets a kernel-chosen port with no window for
-   * another process); TLS material can follow with {@link useTls} — until then the
-   * listener presents a throwaway certificate and answers 503.
+   * Binds the port now (so `HOST:0` gets a kernel-chosen port); TLS material can
+   * follow with {@link useTls} — until then the listener presents a throwaway
+   * certificate and answers 503.
    */
   static async listen(opts: {
     hostname: string;
     port: number;
     insecure: boolean;
     tls?: NodeTls | null;
-    limits?: ConnectionLimits;
-  }): Promise<ApiServer> {
-    let server;
-    if (opts.insecure) {
-      server = createHttpServer();
-    } else {
-      const initial = opts.tls
-        ? { cert: opts.tls.certPem, key: opts.tls.keyPem, ca: opts.tls.caPem }
-        : await throwawayCert();
-      server = createHttpsServer({ ...initial, requestCert: true, rejectUnauthorized: false });
-    }
-    const api = new ApiServer(server, opts.insecure, opts.limits ?? defaultConnectionLimits());
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(opts.port, opts.hostname, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
-    api.#port = (server.address() as { port: number }).port;
+  }): Promise<DenoApiServer> {
+    const api = new DenoApiServer(opts.hostname, opts.insecure);
+    const cert = opts.insecure
+      ? null
+      : opts.tls
+      ? { cert: opts.tls.certPem, key: opts.tls.keyPem }
+      : await throwawayCert();
+    api.#start(opts.port, cert);
     return api;
+  }
+
+  #start(port: number, cert: { cert: string; key: string } | null): void {
+    this.#server = Deno.serve(
+      { hostname: this.#hostname, port, onListen() {}, ...(cert ?? {}) },
+      (req, info) => this.#dispatch(req, info),
+    );
+    this.#port = this.#server.addr.port;
+    this.#certPem = cert?.cert ?? null;
   }
 
   get port(): number {
@@ -168,14 +150,19 @@ export class ApiServer {
     return this.#insecure;
   }
 
-  /** Presents the node's certificate and verifies clients against the cluster CA. */
-  useTls(tls: NodeTls): void {
+  /**
+   * Presents the node's certificate and accepts peer requests signed for
+   * `selfUrl` (the node's advertised URL) by members' certificates.
+   * `Deno.serve` cannot change its certificate, so a listener still presenting
+   * the throwaway one is served anew on the same port.
+   */
+  async useTls(tls: NodeTls, selfUrl: string): Promise<void> {
     if (this.#insecure) return;
-    (this.#server as ReturnType<typeof createHttpsServer>).setSecureContext({
-      cert: tls.certPem,
-      key: tls.keyPem,
-      ca: tls.caPem,
-    });
+    this.#verifier = new SignatureVerifier(tls, selfUrl);
+    this.#ownCert = tls.certPem;
+    if (this.#certPem === tls.certPem) return;
+    await this.#server.shutdown();
+    this.#start(this.#port, { cert: tls.certPem, key: tls.keyPem });
   }
 
   /** Routes requests to `handler` from now on. */
@@ -183,116 +170,34 @@ export class ApiServer {
     this.#handler = handler;
   }
 
-  /** Stops accepting, closes every connection. */
+  /** Stops accepting and closes the server (waiting at most 2 s for requests in flight). */
   async shutdown(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    for (const [sock, st] of this.#conns) {
-      clearTimeout(st.timer);
-      sock.destroy();
+    if (this.#closed) return;
+    this.#closed = true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#server.shutdown(),
+      new Promise((r) => timer = setTimeout(r, 2_000)),
+    ]);
+    clearTimeout(timer);
+    this.#done();
+  }
+
+  #dispatch(req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Response | Promise<Response> {
+    const remoteAddr = info.remoteAddr.hostname;
+    if (this.#ownCert && req.method === "GET" && req.url.endsWith(NODE_CERT_PATH)) {
+      return new Response(this.#ownCert, { headers: { "content-type": "application/x-pem-file" } });
     }
-    this.#conns.clear();
-    await closed;
-  }
-
-  #onConnection(sock: Socket): void {
-    if (this.#conns.size >= this.#limits.maxConnections) {
-      sock.destroy();
-      return;
+    if (this.#insecure || !this.#verifier || !req.headers.has(PEER_SIGNATURE_HEADER)) {
+      return this.#handler(req, { remoteAddr, tlsPeer: null, insecure: this.#insecure });
     }
-    const st: ConnState = { timer: undefined, inflight: 0 };
-    this.#conns.set(sock, st);
-    this.#arm(sock, st, this.#limits.headersTimeoutMs);
-    sock.once("close", () => {
-      clearTimeout(st.timer);
-      this.#conns.delete(sock);
-    });
-  }
-
-  #arm(sock: Socket, st: ConnState, ms: number): void {
-    clearTimeout(st.timer);
-    st.timer = setTimeout(() => {
-      if (st.inflight === 0) sock.destroy();
-    }, ms);
-  }
-
-  #onRequest(incoming: IncomingMessage, outgoing: ServerResponse): void {
-    const raw = rawOf(incoming.socket);
-    const st = this.#conns.get(raw);
-    if (!st) return;
-    clearTimeout(st.timer);
-    st.inflight++;
-    let done = false;
-    const finished = () => {
-      if (done) return;
-      done = true;
-      st.inflight--;
-      if (!incoming.complete) {
-        this.#discardRestOf(incoming, raw);
-        return;
-      }
-      // The next request's headers must arrive within the idle window.
-      if (st.inflight === 0) this.#arm(raw, st, this.#limits.idleTimeoutMs);
-    };
-    outgoing.once("finish", finished);
-    outgoing.once("close", finished);
-  }
-
-  /**
-   * The handler answered without reading the whole body (413, 401, ...). The rest is read
-   * and thrown away, up to {@link DISCARD_LIMIT_BYTES}, so a client that is still sending gets
-   * to read the answer instead of a reset; past that (a 200 MB POST), or after
-   * {@link DISCARD_TIMEOUT_MS}, the connection is cut. Nothing is kept: memory stays flat.
-   * The connection is closed either way (a half-read body leaves no request boundary).
-   */
-  #discardRestOf(incoming: IncomingMessage, raw: Socket): void {
-    // @hono/node-server would drain it (up to 64 MiB, buffered): only this reader runs.
-    const resume = incoming.resume.bind(incoming);
-    incoming.resume = () => incoming;
-    incoming.removeAllListeners("data");
-    let discarded = 0;
-    const cut = setTimeout(() => raw.destroy(), DISCARD_TIMEOUT_MS);
-    incoming.on("data", (chunk: Uint8Array) => {
-      discarded += chunk.length;
-      if (discarded > DISCARD_LIMIT_BYTES) {
-        clearTimeout(cut);
-        raw.destroy();
-      }
-    });
-    incoming.once("end", () => {
-      clearTimeout(cut);
-      // Through the TLS socket, so the client gets close_notify after the answer, not a bare FIN.
-      incoming.socket.end();
-      setTimeout(() => raw.destroy(), 1_000);
-    });
-    resume();
-  }
-
-  #bindings(env: { incoming: IncomingMessage; outgoing: ServerResponse }): ServerBindings {
-    const sock = env.incoming.socket;
-    return {
-      incoming: env.incoming,
-      outgoing: env.outgoing,
-      remoteAddr: sock.remoteAddress ?? "",
-      tlsPeer: this.#insecure ? null : this.#tlsPeerOf(sock as TLSSocket),
-      insecure: this.#insecure,
-    };
-  }
-
-  /** The client certificate of a TLS connection, read once per connection. */
-  #tlsPeerOf(sock: TLSSocket): TlsPeer | null {
-    if (this.#peers.has(sock)) return this.#peers.get(sock)!;
-    let peer: TlsPeer | null = null;
-    const cert = typeof sock.getPeerCertificate === "function" ? sock.getPeerCertificate() : null;
-    if (cert && cert.fingerprint256) {
-      const cn = cert.subject?.CN;
-      peer = {
-        authorized: sock.authorized === true,
-        commonName: typeof cn === "string" ? cn : Array.isArray(cn) ? null : null,
-        fingerprint: normalizeFingerprint(cert.fingerprint256),
-      };
-    }
-    this.#peers.set(sock, peer);
-    return peer;
+    return this.#verifier.verify(req).then((v) =>
+      this.#handler(v?.request ?? req, {
+        remoteAddr,
+        tlsPeer: v?.proof ?? null,
+        insecure: false,
+      })
+    );
   }
 }
 

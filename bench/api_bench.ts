@@ -4,7 +4,7 @@
  *   deno run -A bench/api_bench.ts [--duration 10] [--warmup 1] [--clients 1,64] [--reps 3]
  *                                  [--list-vms 100] [--keep] [--out FILE]
  *
- * Two fresh 3-node novactl clusters (as shipped, HTTPS with mutual TLS between peers; and
+ * Two fresh 3-node novactl clusters (as shipped, HTTPS with signed peer requests; and
  * `novactl-plain`, the same with `--insecure-http`, to show what TLS costs) and one 3-member
  * etcd start once and stay up. For each case and client count the closed-loop load generator
  * (bench/lib/loadgen.ts) drives novactl, novactl-plain, etcd, novactl, … (`--reps` each),

@@ -5,7 +5,7 @@
  *                                   [--reps 3] [--value-bytes 256] [--keep] [--out FILE]
  *
  * Three clusters start once, as 3 local processes each on loopback with data dirs in one
- * temp dir, and stay up: novactl as shipped (HTTPS, mutual TLS between peers), novactl with
+ * temp dir, and stay up: novactl as shipped (HTTPS, signed peer requests), novactl with
  * `--insecure-http` (the same code over plain HTTP: what TLS costs), and etcd. For each client
  * count the same closed-loop load generator (bench/lib/loadgen.ts) drives novactl,
  * novactl-plain, etcd, novactl, … (`--reps` each), every durable write to the current leader. The result (bench/results/raft.json) holds each

@@ -209,7 +209,7 @@ async function runNode(
       `${NODE_CERT_FILE} names "${tls.name}", not "${identity.name}"`,
     );
   }
-  api.useTls(tls);
+  await api.useTls(tls, identity.url);
 
   const swept = await sweepDataDir(opts.dataDir);
   if (swept.length) {

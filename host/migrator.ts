@@ -33,9 +33,8 @@ import type { VmHost } from "./vm_host.ts";
 
 export interface MigrationPeer {
   url: string;
-  headers: Record<string, string>;
-  /** The node's mutual-TLS client for https peers (core/peer/client.ts). */
-  client?: Deno.HttpClient;
+  /** fetch as this node: signed over https, the node's credential over http (core/peer/client.ts). */
+  fetch: (url: string, init?: RequestInit) => Promise<Response>;
   /** Address QEMU on the source uses to reach the destination. */
   address: string;
 }
@@ -130,10 +129,7 @@ export class Migrator {
     return this.host.serialize(vm.name, async () => {
       for (const d of vm.disks) {
         if (d.pool === "shared") continue;
-        const res = await fetch(`${from.url}/internal/host/volumes/${vm.name}/${d.id}`, {
-          headers: from.headers,
-          client: from.client,
-        });
+        const res = await from.fetch(`${from.url}/internal/host/volumes/${vm.name}/${d.id}`);
         if (res.status === 404) {
           // Never started: the volume does not exist yet and is created here on first start.
           await res.body?.cancel();
@@ -316,13 +312,15 @@ export class Migrator {
     try {
       const maxBytes = this.host.cluster.config()["vms.consoleMaxBytes"];
       const history = await readConsole(this.host.driver.paths(name).console, maxBytes);
-      const res = await fetch(`${peer.url}/internal/host/migrations/${opId}/console?vm=${name}`, {
-        method: "POST",
-        headers: { ...peer.headers, "content-type": "application/octet-stream" },
-        client: peer.client,
-        body: history,
-        signal: AbortSignal.timeout(30_000),
-      });
+      const res = await peer.fetch(
+        `${peer.url}/internal/host/migrations/${opId}/console?vm=${name}`,
+        {
+          method: "POST",
+          headers: { "content-type": "application/octet-stream" },
+          body: history,
+          signal: AbortSignal.timeout(30_000),
+        },
+      );
       await res.body?.cancel();
     } catch (err) {
       log.warn("console history not handed over", { vm: name, error: String(err) });
@@ -380,10 +378,9 @@ export class Migrator {
     step: "prepare" | "finish" | "abort" | "receive",
     body: Record<string, unknown>,
   ): Promise<T> {
-    const res = await fetch(`${peer.url}/internal/host/migrations/${opId}/${step}`, {
+    const res = await peer.fetch(`${peer.url}/internal/host/migrations/${opId}/${step}`, {
       method: "POST",
-      headers: { ...peer.headers, "content-type": "application/json" },
-      client: peer.client,
+      headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(step === "receive" ? 3_600_000 : 60_000),
     });

@@ -122,7 +122,7 @@ testWithTimeout({
         await setBlocked(follower, []);
         assertEquals(await sendAsVictim(leader, term + 10), 410);
         // The follower applied the removal, so it knows the certificate is revoked too.
-        // (Until it has, its non-member screen drops the newer-term messages: 204.)
+        // (Until it has, its non-member screen drops the newer-term messages: 200.)
         await eventually(
           "the follower refuses the revoked certificate",
           async () => (await sendAsVictim(follower, term + 10)) === 410,

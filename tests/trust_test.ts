@@ -10,7 +10,8 @@
 import { DatabaseSync } from "node:sqlite";
 import { sha256Hex } from "../core/secrets/mod.ts";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
-import { clusterCaPems, fetchAsNode } from "../bench/lib/tls.ts";
+import { clusterFetch, fetchAsNode, fetchSignedWith, nodeCertAt } from "../bench/lib/tls.ts";
+import { RequestSigner } from "../core/peer/signature.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
@@ -44,9 +45,18 @@ function pidOf(dataDir: string): number {
 }
 
 /** A key and certificate for `name` signed by `ca`, as a client would present them. */
-async function certFor(ca: KeyPairPem, name: string): Promise<{ cert: string; key: string }> {
+/**
+ * A signer for a fresh key and certificate named `name`, signed by `ca`, that trusts
+ * the cluster's CA `clusterCaPem` (to reach its nodes).
+ */
+async function signerFor(
+  ca: KeyPairPem,
+  name: string,
+  clusterCaPem: string,
+): Promise<RequestSigner> {
   const { keyPem, csrPem } = await createNodeKeyAndCsr(name, ["127.0.0.1"]);
-  return { cert: await signCsr(ca, csrPem, { name, sans: ["127.0.0.1"] }), key: keyPem };
+  const certPem = await signCsr(ca, csrPem, { name, sans: ["127.0.0.1"] });
+  return new RequestSigner(name, { certPem, keyPem, caPem: clusterCaPem }, nodeCertAt);
 }
 
 /**
@@ -178,20 +188,21 @@ testWithTimeout({
       },
     );
 
-    const raftWith = async (client?: Deno.HttpClient) => {
-      const res = await fetch(`${leader.url}/internal/raft`, {
+    const raftWith = async (signer?: RequestSigner) => {
+      const init = {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: envelope(other1, before.term),
-        client,
-      });
+      };
+      const url = `${leader.url}/internal/raft`;
+      const res = await (signer ? fetchSignedWith(signer, url, init) : clusterFetch(url, init));
       await res.body?.cancel();
       return res.status;
     };
 
     await step(
       t,
-      "control: the member's own certificate is accepted on /internal/raft",
+      "control: a request signed with the member's own key is accepted on /internal/raft",
       async () => {
         const res = await fetchAsNode(cluster.node(other1).dataDir, `${leader.url}/internal/raft`, {
           method: "POST",
@@ -199,19 +210,16 @@ testWithTimeout({
           body: envelope(other1, before.term),
         });
         await res.body?.cancel();
-        assertEquals(res.status, 204);
+        assertEquals(res.status, 200);
       },
     );
 
-    await step(t, "a client without a certificate is refused on /internal/raft", async () => {
-      assertEquals(await raftWith(Deno.createHttpClient({ caCerts: clusterCaPems() })), 403);
+    await step(t, "an unsigned request is refused on /internal/raft", async () => {
+      assertEquals(await raftWith(), 403);
     });
 
-    await step(t, "a certificate from another CA is refused on /internal/raft", async () => {
-      const foreign = await certFor(await createCa(clusterId), other1);
-      const client = Deno.createHttpClient({ caCerts: [caPem], ...foreign });
-      assertEquals(await raftWith(client), 403);
-      client.close();
+    await step(t, "a request signed with another CA's certificate is refused", async () => {
+      assertEquals(await raftWith(await signerFor(await createCa(clusterId), other1, caPem)), 403);
     });
 
     await step(
@@ -225,10 +233,12 @@ testWithTimeout({
           key_pem: string;
         };
         db.close();
-        const minted = await certFor({ certPem: row.cert_pem, keyPem: row.key_pem }, other1);
-        const client = Deno.createHttpClient({ caCerts: [caPem], ...minted });
-        assertEquals(await raftWith(client), 403);
-        client.close();
+        const minted = await signerFor(
+          { certPem: row.cert_pem, keyPem: row.key_pem },
+          other1,
+          caPem,
+        );
+        assertEquals(await raftWith(minted), 403);
       },
     );
 
@@ -425,7 +435,7 @@ testWithTimeout({
         await post(beat(other.name), {
           "x-novactl-peer-credential": `${other.name}:${credential}`,
         }),
-        204,
+        200,
       );
     });
 

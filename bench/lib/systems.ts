@@ -49,7 +49,7 @@ export interface RunningNovactl {
 }
 
 /**
- * Starts a 3-node novactl cluster: HTTPS with mutual TLS between peers (the default), or, with
+ * Starts a 3-node novactl cluster: HTTPS with signed peer requests (the default), or, with
  * `insecureHttp`, plain HTTP on loopback — the same code without TLS, so a run can put a
  * figure on what TLS and peer authentication cost.
  */

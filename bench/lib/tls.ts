@@ -5,6 +5,7 @@
  * `requestJson`, tests/support/api.ts `api`/`cli`) use it. The one client trusts
  * every CA registered in this process, so tests with two clusters work too.
  */
+import { NODE_CERT_PATH, RequestSigner } from "../../core/peer/signature.ts";
 
 const cas = new Map<string, string>();
 let client: Deno.HttpClient | undefined;
@@ -35,41 +36,59 @@ export function clusterFetch(url: string | URL, init: RequestInit = {}): Promise
   return fetch(url, client ? { ...init, client } : init);
 }
 
-const nodeClients = new Map<string, Deno.HttpClient>();
+const nodeSigners = new Map<string, RequestSigner>();
 
-/**
- * A client presenting a node's own certificate (its DATA_DIR/tls files), for tests
- * that speak on a node's behalf: fault injection (/internal/faults), or what a removed
- * or misbehaving member could send.
- */
-export function nodeHttpClient(dataDir: string): Deno.HttpClient {
-  let c = nodeClients.get(dataDir);
-  if (!c) {
-    const read = (f: string) => Deno.readTextFileSync(`${dataDir}/${f}`);
-    c = Deno.createHttpClient({
-      caCerts: [read("ca.crt")],
-      cert: read("tls/node.crt"),
-      key: read("tls/node.key"),
-    });
-    nodeClients.set(dataDir, c);
-  }
-  return c;
+/** A node's published certificate (what a signer derives the pair key from). */
+export async function nodeCertAt(origin: string): Promise<string> {
+  const res = await clusterFetch(origin + NODE_CERT_PATH);
+  if (!res.ok) throw new Error(`${origin}${NODE_CERT_PATH}: HTTP ${res.status}`);
+  return await res.text();
 }
 
-/** `fetch` as the node whose data dir is `dataDir` (see {@link nodeHttpClient}). */
+/**
+ * `fetch` signed with a certificate's key (core/peer/signature.ts), trusting the
+ * registered cluster CAs: what a node (or an impostor holding `certPem`/`keyPem`)
+ * sends to a peer.
+ */
+export async function fetchSignedWith(
+  signer: RequestSigner,
+  url: string | URL,
+  init: RequestInit = {},
+): Promise<Response> {
+  const headers = new Headers(init.headers);
+  const signed = await signer.headers(init.method ?? "GET", String(url), init.body);
+  for (const k in signed) headers.set(k, signed[k]);
+  return await clusterFetch(url, { ...init, headers });
+}
+
+/**
+ * `fetch` as the node whose data dir is `dataDir`, for tests that speak on a node's
+ * behalf: fault injection (/internal/faults), or what a removed or misbehaving member
+ * could send. Signed with its key (DATA_DIR/tls), or its credential on plain HTTP.
+ */
 export function fetchAsNode(
   dataDir: string,
   url: string | URL,
   init: RequestInit = {},
 ): Promise<Response> {
+  const id = JSON.parse(Deno.readTextFileSync(`${dataDir}/node.json`));
   if (String(url).startsWith("http:")) {
     // Plain-HTTP clusters (--insecure-http): the node's own credential stands in.
-    const id = JSON.parse(Deno.readTextFileSync(`${dataDir}/node.json`));
     const headers = new Headers(init.headers);
     headers.set("x-novactl-peer-credential", `${id.name}:${id.peerCredential}`);
     return fetch(url, { ...init, headers });
   }
-  return fetch(url, { ...init, client: nodeHttpClient(dataDir) });
+  let signer = nodeSigners.get(dataDir);
+  if (!signer) {
+    const read = (f: string) => Deno.readTextFileSync(`${dataDir}/${f}`);
+    signer = new RequestSigner(
+      id.name,
+      { certPem: read("tls/node.crt"), keyPem: read("tls/node.key"), caPem: read("ca.crt") },
+      nodeCertAt,
+    );
+    nodeSigners.set(dataDir, signer);
+  }
+  return fetchSignedWith(signer, url, init);
 }
 
 /** PEMs of every registered cluster CA, for callers that build their own client. */

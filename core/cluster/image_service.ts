@@ -64,8 +64,7 @@ export async function pullImage(
   ];
   const sources = ordered.map((m) => ({
     url: m.url,
-    headers: node.peerHttp.headersFor(m.url),
-    client: node.peerHttp.client,
+    fetch: node.peerHttp.fetch,
   }));
   const out: BlobInfo[] = [];
   for (const b of imageBlobs(image)) out.push(await blobs.ensure(b.sha256, sources));

@@ -76,8 +76,8 @@ export async function startMigration(
 }
 
 /**
- * How a host reaches a peer host for migration steps: its API URL, the TLS client
- * presenting this node's certificate (or, in plain-HTTP mode, the node's credential
+ * How a host reaches a peer host for migration steps: its API URL, fetch as this
+ * node (requests signed with its key, or, in plain-HTTP mode, the node's credential
  * header), and its address.
  */
 export function migratorPeer(
@@ -85,16 +85,14 @@ export function migratorPeer(
   name: string,
 ): {
   url: string;
-  headers: Record<string, string>;
-  client: Deno.HttpClient | undefined;
+  fetch: (url: string, init?: RequestInit) => Promise<Response>;
   address: string;
 } {
   const m = node.fsm.member(name);
   if (!m) throw ValidationError.field("node", `"${name}" is not a member`);
   return {
     url: m.url,
-    headers: node.peerHttp.headersFor(m.url),
-    client: node.peerHttp.client,
+    fetch: node.peerHttp.fetch,
     address: new URL(m.url).hostname.replace(/^\[|\]$/g, ""),
   };
 }

@@ -100,7 +100,7 @@ testWithTimeout(
 testWithTimeout(
   {
     timeoutMs: 2 * MINUTE,
-    name: "migratorPeer: a member's URL, the node's own credential and a bare address",
+    name: "migratorPeer: a member's URL, the node's peer fetch and a bare address",
     ...opts,
   },
   async () => {
@@ -113,8 +113,8 @@ testWithTimeout(
       });
       const peer = migratorPeer(c.node, "n1");
       assertEquals(peer.url, "http://127.0.0.1:1");
-      // Plain http (no TLS identity in this test): the node's own credential, not a shared secret.
-      assertEquals(Object.values(peer.headers), [`n1:${c.node.identity.peerCredential}`]);
+      // Requests go as this node: its peer client (signed, or its own credential on http).
+      assertEquals(peer.fetch, c.node.peerHttp.fetch);
       assertEquals(peer.address, "127.0.0.1");
       assertEquals(migratorPeer(c.node, "v6").address, "::1");
       const err = assertThrows(() => migratorPeer(c.node, "stranger"), ValidationError);

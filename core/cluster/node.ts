@@ -128,7 +128,7 @@ export class ClusterNode {
   private readonly opts:
     & Required<Omit<ClusterNodeOptions, "onRemoved" | "onFatal" | "tls">>
     & Pick<ClusterNodeOptions, "onRemoved" | "onFatal" | "tls">;
-  /** The one client for every request to a peer (mutual TLS; see core/peer/client.ts). */
+  /** The one client for every request to a peer (TLS, signed requests; see core/peer/client.ts). */
   readonly peerHttp: PeerHttp;
   private readonly waiters = new Map<number, Waiter>();
   private readonly appliedWaiters: { index: number; resolve: () => void }[] = [];

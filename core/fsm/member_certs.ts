@@ -7,7 +7,7 @@
  *
  * The CA key lives here rather than on one node so joins survive the loss of
  * the bootstrap node. It never leaves through the API: no route reads this
- * table, and peers receive it only inside Raft snapshots over mutual TLS.
+ * table, and peers receive it only inside Raft snapshots over TLS.
  * Holding it does not make one a member: a peer is member X only when its
  * certificate's fingerprint equals the one recorded for X here.
  */

@@ -2,8 +2,8 @@
  * HTTP transport between cluster peers. Messages to one peer are queued and
  * sent as one batch per POST; while a batch is in flight the next one
  * accumulates, so a busy leader sends few, large requests. Requests go through
- * the node's {@link PeerFetch} (mutual TLS): the receiver knows the sender from
- * its certificate and refuses an envelope whose `from` names anyone else.
+ * the node's {@link PeerFetch} (signed with its key): the receiver knows the sender from
+ * the signature and refuses an envelope whose `from` names anyone else.
  *
  * Memory is bounded: a peer's queue holds at most `maxQueueBytes` (and
  * `maxQueueMessages`); beyond that the oldest messages are dropped and Raft is
@@ -215,7 +215,7 @@ export class PeerTransport {
       body: JSON.stringify(env),
       signal: AbortSignal.timeout(hasSnapshot ? 60_000 : 5_000),
     });
-    await res.body?.cancel();
+    await res.arrayBuffer(); // read, not cancelled: the connection goes back to the pool
     if (res.status === 410) this.hooks.removed();
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
   }

@@ -114,16 +114,14 @@ export class BlobStore {
   /** Makes a blob present, fetching it from the first peer that has it (verified by hash). */
   async ensure(
     sha256: string,
-    sources: { url: string; headers: Record<string, string>; client?: Deno.HttpClient }[],
+    sources: { url: string; fetch: (url: string, init?: RequestInit) => Promise<Response> }[],
   ): Promise<BlobInfo> {
     const have = await this.stat(sha256);
     if (have) return have;
     const errors: string[] = [];
     for (const src of sources) {
       try {
-        const res = await fetch(`${src.url}/internal/blobs/${sha256}`, {
-          headers: src.headers,
-          client: src.client,
+        const res = await src.fetch(`${src.url}/internal/blobs/${sha256}`, {
           signal: AbortSignal.timeout(3_600_000),
         });
         if (!res.ok || !res.body) {
