@@ -1,24 +1,24 @@
 /**
  * The node's one listener (`--listen`): HTTPS with the node's certificate by
- * default, or plain HTTP with `--insecure-http` (loopback only). Two
- * implementations ({@link ApiServer.listen}): api/node_server.ts (node:https, the
- * default) and {@link DenoApiServer}, served by `Deno.serve`. Clients and peers share it. `Deno.serve` cannot ask for client
- * certificates, so peers authenticate each request with a signature made with
- * their node key (core/peer/signature.ts, "TLS plus signed requests" in issue 9);
- * the signature is checked here, before routing, and what it proves is handed to
- * the application as `tlsPeer` (api/auth.ts decides membership from it). On a
- * plain listener peers send their per-node credential instead.
+ * default, or plain HTTP with `--insecure-http` (loopback only). Clients and
+ * peers share it.
  *
- * `node:https` with `requestCert` (mutual TLS) served this before; its HTTP layer
- * cost ~0.2 ms per request and more than 1 ms per replicated write (BENCHMARKS.md).
+ * Requests are served by `Deno.serve` on a loopback port behind the node's
+ * port, which belongs to a {@link ConnectionGuard} (api/connection_guard.ts):
+ * `Deno.serve` enforces no header timeout, idle timeout or connection cap, so
+ * the guard does, splicing each connection's bytes (TLS stays end to end) and
+ * hearing from here when each request starts and ends.
  *
- * KNOWN GAP: `Deno.serve` (Deno 2.9.6) exposes no connection hooks and enforces no
- * header timeout, idle timeout or connection cap: a slowloris connection sending a
- * header line a second, and an idle keep-alive connection, both stayed open past 70 s
- * (measured). The node:https listener enforced all three (NOVACTL_HEADERS_TIMEOUT_MS,
- * NOVACTL_IDLE_TIMEOUT_MS, NOVACTL_MAX_CONNECTIONS); tests/trust_test.ts's slowloris
- * step fails with NOVACTL_LISTENER=deno. Body limits still hold (413 early, flat memory
- * on a 200 MB join).
+ * `node:https` served this before, with mutual TLS; it was dropped because its
+ * HTTP layer stalls: measured on Deno 2.9.6, 5 of 40 keep-alive requests after a
+ * 14 MB response and 2 of 2,000 small ones were never answered (the same client
+ * against `Deno.serve`: 0 of 3,000). It also cost ~0.07 ms more per request.
+ * `Deno.serve` cannot ask for client certificates, so peers authenticate each
+ * request with a signature made with their node key (core/peer/signature.ts,
+ * "TLS plus signed requests" in issue 9); the signature is checked here, before
+ * routing, and what it proves is handed to the application as `tlsPeer`
+ * (api/auth.ts decides membership from it). On a plain listener peers send
+ * their per-node credential instead.
  */
 import {
   NODE_CERT_PATH,
@@ -27,7 +27,11 @@ import {
   SignatureVerifier,
 } from "../core/peer/signature.ts";
 import { createCa, type NodeTls } from "../core/pki/mod.ts";
-import { type ConnectionLimits, NodeApiServer } from "./node_server.ts";
+import {
+  ConnectionGuard,
+  type ConnectionLimits,
+  type GuardedConnection,
+} from "./connection_guard.ts";
 
 /** What a signed peer request proved about its sender (null: unsigned, or a plain listener). */
 export type TlsPeer = PeerProof;
@@ -62,35 +66,23 @@ export interface ApiServer {
   shutdown(): Promise<void>;
 }
 
-/** Which listener serves the API: env NOVACTL_LISTENER=deno|node (default node, see below). */
-export function listenerKind(): "deno" | "node" {
-  return Deno.env.get("NOVACTL_LISTENER") === "deno" ? "deno" : "node";
-}
-
-/**
- * Binds the node's listener. `node` (the default) is api/node_server.ts: node:https,
- * with header/idle timeouts and a connection cap. `deno` is {@link DenoApiServer}:
- * faster (BENCHMARKS.md) but without any connection limit (see KNOWN GAP above).
- */
+/** Binds the node's listener (see the module doc). */
 export const ApiServer = {
-  async listen(opts: {
+  listen(opts: {
     hostname: string;
     port: number;
     insecure: boolean;
     tls?: NodeTls | null;
-    kind?: "deno" | "node";
     limits?: ConnectionLimits;
   }): Promise<ApiServer> {
-    return (opts.kind ?? listenerKind()) === "deno"
-      ? await DenoApiServer.listen(opts)
-      : await NodeApiServer.listen(opts);
+    return DenoApiServer.listen(opts);
   },
 };
 
-/** The API served by `Deno.serve` (module doc). */
+/** The API served by `Deno.serve` behind the connection guard (module doc). */
 export class DenoApiServer implements ApiServer {
-  readonly #hostname: string;
   readonly #insecure: boolean;
+  readonly #guard: ConnectionGuard;
   #server!: Deno.HttpServer<Deno.NetAddr>;
   #certPem: string | null = null;
   #verifier: SignatureVerifier | null = null;
@@ -100,14 +92,13 @@ export class DenoApiServer implements ApiServer {
     Response.json({ error: { code: "unavailable", message: "node is starting" } }, {
       status: 503,
     });
-  #port = 0;
   #closed = false;
   #done!: () => void;
   /** Resolves when the server has closed. */
   readonly finished: Promise<void>;
 
-  private constructor(hostname: string, insecure: boolean) {
-    this.#hostname = hostname;
+  private constructor(guard: ConnectionGuard, insecure: boolean) {
+    this.#guard = guard;
     this.#insecure = insecure;
     this.finished = new Promise((resolve) => this.#done = resolve);
   }
@@ -122,28 +113,30 @@ export class DenoApiServer implements ApiServer {
     port: number;
     insecure: boolean;
     tls?: NodeTls | null;
+    limits?: ConnectionLimits;
   }): Promise<DenoApiServer> {
-    const api = new DenoApiServer(opts.hostname, opts.insecure);
+    const guard = ConnectionGuard.listen(opts);
+    const api = new DenoApiServer(guard, opts.insecure);
     const cert = opts.insecure
       ? null
       : opts.tls
       ? { cert: opts.tls.certPem, key: opts.tls.keyPem }
       : await throwawayCert();
-    api.#start(opts.port, cert);
+    api.#start(cert);
     return api;
   }
 
-  #start(port: number, cert: { cert: string; key: string } | null): void {
+  #start(cert: { cert: string; key: string } | null): void {
     this.#server = Deno.serve(
-      { hostname: this.#hostname, port, onListen() {}, ...(cert ?? {}) },
+      { hostname: "127.0.0.1", port: 0, onListen() {}, ...(cert ?? {}) },
       (req, info) => this.#dispatch(req, info),
     );
-    this.#port = this.#server.addr.port;
+    this.#guard.forwardTo(this.#server.addr.port);
     this.#certPem = cert?.cert ?? null;
   }
 
   get port(): number {
-    return this.#port;
+    return this.#guard.port;
   }
 
   get insecure(): boolean {
@@ -153,16 +146,17 @@ export class DenoApiServer implements ApiServer {
   /**
    * Presents the node's certificate and accepts peer requests signed for
    * `selfUrl` (the node's advertised URL) by members' certificates.
-   * `Deno.serve` cannot change its certificate, so a listener still presenting
-   * the throwaway one is served anew on the same port.
+   * `Deno.serve` cannot change its certificate, so a server still presenting
+   * the throwaway one is replaced: new connections reach the new one.
    */
   async useTls(tls: NodeTls, selfUrl: string): Promise<void> {
     if (this.#insecure) return;
     this.#verifier = new SignatureVerifier(tls, selfUrl);
     this.#ownCert = tls.certPem;
     if (this.#certPem === tls.certPem) return;
-    await this.#server.shutdown();
-    this.#start(this.#port, { cert: tls.certPem, key: tls.keyPem });
+    const old = this.#server;
+    this.#start({ cert: tls.certPem, key: tls.keyPem });
+    await shutdownWithin(old, 2_000);
   }
 
   /** Routes requests to `handler` from now on. */
@@ -174,17 +168,24 @@ export class DenoApiServer implements ApiServer {
   async shutdown(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#server.shutdown(),
-      new Promise((r) => timer = setTimeout(r, 2_000)),
-    ]);
-    clearTimeout(timer);
+    this.#guard.close();
+    await shutdownWithin(this.#server, 2_000);
     this.#done();
   }
 
   #dispatch(req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Response | Promise<Response> {
-    const remoteAddr = info.remoteAddr.hostname;
+    const conn = this.#guard.connectionFrom(info.remoteAddr.port);
+    if (!conn) return notThroughTheGuard();
+    this.#guard.requestStarted(conn);
+    info.completed.then(
+      () => this.#guard.requestEnded(conn),
+      () => this.#guard.requestEnded(conn),
+    );
+    return this.#route(req, conn);
+  }
+
+  #route(req: Request, conn: GuardedConnection): Response | Promise<Response> {
+    const remoteAddr = conn.remote.hostname;
     if (this.#ownCert && req.method === "GET" && req.url.endsWith(NODE_CERT_PATH)) {
       return new Response(this.#ownCert, { headers: { "content-type": "application/x-pem-file" } });
     }
@@ -199,6 +200,22 @@ export class DenoApiServer implements ApiServer {
       })
     );
   }
+}
+
+/**
+ * A connection straight to the loopback server, around the guard (another local
+ * process): it would escape the connection limits and show no client address.
+ */
+function notThroughTheGuard(): Response {
+  return Response.json({
+    error: { code: "forbidden", message: "connect to the node's --listen address" },
+  }, { status: 403, headers: { connection: "close" } });
+}
+
+async function shutdownWithin(server: Deno.HttpServer, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([server.shutdown(), new Promise((r) => timer = setTimeout(r, ms))]);
+  clearTimeout(timer);
 }
 
 /** A self-signed certificate served only until the node's own is ready (bootstrap, join). */

@@ -18,102 +18,97 @@ async function tlsFor(name: string, ca: { certPem: string; keyPem: string }): Pr
 
 const opts = { timeoutMs: 2 * MINUTE, sanitizeOps: false, sanitizeResources: false };
 
-for (const kind of ["deno", "node"] as const) {
-  testWithTimeout({
-    name:
-      `ApiServer (${kind}): signed peer requests reach the handler with their proof, others with none`,
-    ...opts,
-  }, async () => {
-    const ca = await createCa("c1");
-    const n1 = await tlsFor("n1", ca);
-    const n2 = await tlsFor("n2", ca);
-    const server = await ApiServer.listen({
-      hostname: "127.0.0.1",
-      port: 0,
-      insecure: false,
-      tls: n1,
-    });
-    const url = `https://127.0.0.1:${server.port}`;
-    await server.useTls(n1, url);
-    server.serveWith(async (req, env) =>
-      Response.json({ peer: env.tlsPeer, body: await req.text(), insecure: env.insecure })
-    );
-    const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
-    const signer = new RequestSigner("n2", n2, async (origin) => {
-      const res = await fetch(origin + NODE_CERT_PATH, { client });
-      return await res.text();
-    });
-    const call = async (signed: boolean, body = "hello") => {
-      const target = `${url}/internal/raft`;
-      const headers = signed ? await signer.headers("POST", target, body) : {};
-      const res = await fetch(target, { method: "POST", headers, body, client });
-      return await res.json();
-    };
-    try {
-      assertEquals(await call(true), {
-        peer: { authorized: true, commonName: "n2", fingerprint: n2.fingerprint },
-        body: "hello",
-        insecure: false,
-      });
-      assertEquals(await call(false), { peer: null, body: "hello", insecure: false });
-    } finally {
-      client.close();
-      await server.shutdown();
-    }
+testWithTimeout({
+  name: "ApiServer: signed peer requests reach the handler with their proof, others with none",
+  ...opts,
+}, async () => {
+  const ca = await createCa("c1");
+  const n1 = await tlsFor("n1", ca);
+  const n2 = await tlsFor("n2", ca);
+  const server = await ApiServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    insecure: false,
+    tls: n1,
   });
-
-  testWithTimeout({
-    name: `ApiServer (${kind}): a listener started before its certificate serves the real one`,
-    ...opts,
-  }, async () => {
-    const ca = await createCa("c1");
-    const n1 = await tlsFor("n1", ca);
-    const server = await ApiServer.listen({
-      hostname: "127.0.0.1",
-      port: 0,
-      insecure: false,
-      kind,
-    });
-    const port = server.port;
-    const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
-    try {
-      // The throwaway certificate is not the cluster CA's: a client pinning the CA refuses it.
-      const before = await fetch(`https://127.0.0.1:${port}/healthz`, { client }).then(
-        () => "trusted",
-        () => "refused",
-      );
-      assertEquals(before, "refused");
-      await server.useTls(n1, `https://127.0.0.1:${port}`);
-      assertEquals(server.port, port, "same port");
-      server.serveWith(() => new Response("ok"));
-      const res = await fetch(`https://127.0.0.1:${port}/healthz`, { client });
-      assertEquals(await res.text(), "ok");
-    } finally {
-      client.close();
-      await server.shutdown();
-    }
-  });
-
-  testWithTimeout(
-    { name: `ApiServer (${kind}): a plain listener reports the client's address`, ...opts },
-    async () => {
-      const server = await ApiServer.listen({
-        hostname: "127.0.0.1",
-        port: 0,
-        insecure: true,
-        kind,
-      });
-      server.serveWith((_req, env) => Response.json(env));
-      try {
-        const res = await fetch(`http://127.0.0.1:${server.port}/x`);
-        assertEquals(await res.json(), { remoteAddr: "127.0.0.1", tlsPeer: null, insecure: true });
-        assert(server.insecure);
-      } finally {
-        await server.shutdown();
-      }
-    },
+  const url = `https://127.0.0.1:${server.port}`;
+  await server.useTls(n1, url);
+  server.serveWith(async (req, env) =>
+    Response.json({ peer: env.tlsPeer, body: await req.text(), insecure: env.insecure })
   );
-}
+  const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
+  const signer = new RequestSigner("n2", n2, async (origin) => {
+    const res = await fetch(origin + NODE_CERT_PATH, { client });
+    return await res.text();
+  });
+  const call = async (signed: boolean, body = "hello") => {
+    const target = `${url}/internal/raft`;
+    const headers = signed ? await signer.headers("POST", target, body) : {};
+    const res = await fetch(target, { method: "POST", headers, body, client });
+    return await res.json();
+  };
+  try {
+    assertEquals(await call(true), {
+      peer: { authorized: true, commonName: "n2", fingerprint: n2.fingerprint },
+      body: "hello",
+      insecure: false,
+    });
+    assertEquals(await call(false), { peer: null, body: "hello", insecure: false });
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+});
+
+testWithTimeout({
+  name: "ApiServer: a listener started before its certificate serves the real one",
+  ...opts,
+}, async () => {
+  const ca = await createCa("c1");
+  const n1 = await tlsFor("n1", ca);
+  const server = await ApiServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    insecure: false,
+  });
+  const port = server.port;
+  const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
+  try {
+    // The throwaway certificate is not the cluster CA's: a client pinning the CA refuses it.
+    const before = await fetch(`https://127.0.0.1:${port}/healthz`, { client }).then(
+      () => "trusted",
+      () => "refused",
+    );
+    assertEquals(before, "refused");
+    await server.useTls(n1, `https://127.0.0.1:${port}`);
+    assertEquals(server.port, port, "same port");
+    server.serveWith(() => new Response("ok"));
+    const res = await fetch(`https://127.0.0.1:${port}/healthz`, { client });
+    assertEquals(await res.text(), "ok");
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+});
+
+testWithTimeout(
+  { name: "ApiServer: a plain listener reports the client's address", ...opts },
+  async () => {
+    const server = await ApiServer.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      insecure: true,
+    });
+    server.serveWith((_req, env) => Response.json(env));
+    try {
+      const res = await fetch(`http://127.0.0.1:${server.port}/x`);
+      assertEquals(await res.json(), { remoteAddr: "127.0.0.1", tlsPeer: null, insecure: true });
+      assert(server.insecure);
+    } finally {
+      await server.shutdown();
+    }
+  },
+);
 
 /** Resolves true once the peer closes the connection (a read ends or fails). */
 function closedBy(conn: Deno.Conn): Promise<true> {
@@ -121,8 +116,7 @@ function closedBy(conn: Deno.Conn): Promise<true> {
 }
 
 testWithTimeout({
-  name:
-    "ApiServer (node): connections beyond the cap and idle ones past the header timeout are closed",
+  name: "ApiServer: connections beyond the cap and idle ones past the header timeout are closed",
   timeoutMs: 2 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -131,7 +125,6 @@ testWithTimeout({
     hostname: "127.0.0.1",
     port: 0,
     insecure: true,
-    kind: "node",
     limits: { headersTimeoutMs: 300, idleTimeoutMs: 300, maxConnections: 2 },
   });
   server.serveWith(() => new Response("ok"));
@@ -157,5 +150,133 @@ testWithTimeout({
     }
   } finally {
     await server.shutdown();
+  }
+});
+
+testWithTimeout({
+  name: "ApiServer: a slowloris request is cut at the header timeout; a slow answer is not",
+  ...opts,
+}, async () => {
+  const server = await ApiServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    insecure: true,
+    limits: { headersTimeoutMs: 400, idleTimeoutMs: 400, maxConnections: 10 },
+  });
+  // The handler takes longer than both timeouts: a request in flight is never cut.
+  server.serveWith(async () => {
+    await new Promise((r) => setTimeout(r, 1_200));
+    return new Response("slow but whole");
+  });
+  const enc = new TextEncoder();
+  try {
+    const loris = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await loris.write(enc.encode("GET / HTTP/1.1\r\nHost: x\r\n"));
+    let lines = 0;
+    const closed = closedBy(loris);
+    let open = true;
+    closed.then(() => open = false);
+    // One header line every 100 ms, never the blank line that ends them.
+    while (open && lines < 40) {
+      await new Promise((r) => setTimeout(r, 100));
+      await loris.write(enc.encode(`X-Line-${lines++}: 1\r\n`)).catch(() => open = false);
+    }
+    assert(!open, `the slowloris connection was still open after ${lines} header lines`);
+    try {
+      loris.close();
+    } catch { /* closed */ }
+
+    const res = await fetch(`http://127.0.0.1:${server.port}/`);
+    assertEquals(await res.text(), "slow but whole");
+  } finally {
+    await server.shutdown();
+  }
+});
+
+testWithTimeout({
+  name: "ApiServer: a keep-alive connection is closed once idle past the idle timeout",
+  ...opts,
+}, async () => {
+  const server = await ApiServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    insecure: true,
+    limits: { headersTimeoutMs: 10 * MINUTE, idleTimeoutMs: 300, maxConnections: 10 },
+  });
+  server.serveWith(() => new Response("ok"));
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  try {
+    await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const buf = new Uint8Array(4096);
+    const n = await conn.read(buf);
+    assert(n && new TextDecoder().decode(buf.subarray(0, n)).startsWith("HTTP/1.1 200"));
+    // Keep-alive: the server keeps it open for the next request, until the idle timer.
+    const outcome = await Promise.race([
+      closedBy(conn).then(() => "closed"),
+      new Promise((r) => setTimeout(() => r("still open after 30 s"), 30_000)),
+    ]);
+    assertEquals(outcome, "closed");
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+    await server.shutdown();
+  }
+});
+
+testWithTimeout({
+  name:
+    "ApiServer: every keep-alive request is answered, after large responses too (node:https stalled)",
+  ...opts,
+}, async () => {
+  const ca = await createCa("c1");
+  const n1 = await tlsFor("n1", ca);
+  const server = await ApiServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    insecure: false,
+    tls: n1,
+  });
+  await server.useTls(n1, `https://127.0.0.1:${server.port}`);
+  // Streamed from a file, as peers fetch image blobs (where the stall hit a VM start).
+  const bigFile = await Deno.makeTempFile();
+  const bigBytes = 8 << 20;
+  await Deno.writeFile(bigFile, new Uint8Array(bigBytes).fill(7));
+  server.serveWith(async (req) => {
+    if (new URL(req.url).pathname !== "/big") return new Response(JSON.stringify({ ok: true }));
+    const file = await Deno.open(bigFile);
+    const { size } = await file.stat();
+    return new Response(file.readable, { headers: { "content-length": String(size) } });
+  });
+  const client = Deno.createHttpClient({ caCerts: [ca.certPem], http2: false });
+  /** A request that makes no progress for 10 s counts as unanswered (a stall, not slowness). */
+  const get = async (path: string) => {
+    const ctl = new AbortController();
+    let timer = setTimeout(() => ctl.abort(), 10_000);
+    try {
+      const res = await fetch(`https://127.0.0.1:${server.port}${path}`, {
+        client,
+        signal: ctl.signal,
+      });
+      let bytes = 0;
+      for await (const chunk of res.body!) {
+        bytes += chunk.length;
+        clearTimeout(timer);
+        timer = setTimeout(() => ctl.abort(), 10_000);
+      }
+      return bytes;
+    } catch (err) {
+      throw new Error(`GET ${path} stalled: ${err}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  try {
+    for (let i = 0; i < 40; i++) assertEquals(await get("/big"), bigBytes);
+    for (let i = 0; i < 1_000; i++) assertEquals(await get("/small"), 11);
+  } finally {
+    client.close();
+    await server.shutdown();
+    await Deno.remove(bigFile);
   }
 });

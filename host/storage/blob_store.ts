@@ -16,6 +16,28 @@ import { renameDurably, TEMP_PREFIX, writeAll } from "../../core/store/mod.ts";
 import { isQcow2, probeDiskImage, qcow2HeaderProblem } from "./disk_probe.ts";
 
 const SHA256 = /^[0-9a-f]{64}$/;
+/** A peer fetch that makes no progress (no headers, no bytes) for this long is given up. */
+const FETCH_STALL_MS = 30_000;
+/** However steady, a blob fetch ends after this. */
+const FETCH_MAX_MS = 3_600_000;
+
+/**
+ * Aborts `signal` once no byte passed through `meter` for `ms` (nor, before
+ * the first, since the start): a stalled peer is left for the next one instead
+ * of holding a VM's start for the whole fetch timeout.
+ */
+function stallGuard(ms: number) {
+  const ctl = new AbortController();
+  let timer = setTimeout(() => ctl.abort(), ms);
+  const meter = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, out) {
+      clearTimeout(timer);
+      timer = setTimeout(() => ctl.abort(), ms);
+      out.enqueue(chunk);
+    },
+  });
+  return { signal: ctl.signal, meter, stop: () => clearTimeout(timer) };
+}
 
 export interface BlobInfo {
   sha256: string;
@@ -115,23 +137,29 @@ export class BlobStore {
   async ensure(
     sha256: string,
     sources: { url: string; fetch: (url: string, init?: RequestInit) => Promise<Response> }[],
+    opts: { stallMs?: number } = {},
   ): Promise<BlobInfo> {
+    const stallMs = opts.stallMs ?? FETCH_STALL_MS;
     const have = await this.stat(sha256);
     if (have) return have;
     const errors: string[] = [];
     for (const src of sources) {
+      const progress = stallGuard(stallMs);
       try {
         const res = await src.fetch(`${src.url}/internal/blobs/${sha256}`, {
-          signal: AbortSignal.timeout(3_600_000),
+          signal: AbortSignal.any([progress.signal, AbortSignal.timeout(FETCH_MAX_MS)]),
         });
         if (!res.ok || !res.body) {
           await res.body?.cancel();
           errors.push(`${src.url}: HTTP ${res.status}`);
           continue;
         }
-        return await this.put(res.body, sha256);
+        return await this.put(res.body.pipeThrough(progress.meter), sha256);
       } catch (err) {
-        errors.push(`${src.url}: ${(err as Error).message}`);
+        const why = progress.signal.aborted ? `no data for ${stallMs} ms` : (err as Error).message;
+        errors.push(`${src.url}: ${why}`);
+      } finally {
+        progress.stop();
       }
     }
     if (!sources.length) throw new NotFoundError("blob", sha256);
