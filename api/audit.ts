@@ -26,8 +26,14 @@ const MUTATING = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 /** Bodies up to this size are peeked at for the target's name (`POST /vms {"name": ...}`). */
 const MAX_PEEK_BYTES = 64 << 10;
 
-/** How long a record waits for its body copy before naming the target by its kind alone. */
-const PEEK_WAIT_MS = 2_000;
+/**
+ * How long the answer waits for the body copy before the record names the target by its
+ * kind alone: a refused client may never finish sending. The wait matters only when the
+ * handler did not read the body (a 401/403): `Deno.serve` drops an unread body once the
+ * answer is sent, so the copy must be read first. A body that came with its headers is
+ * read in microseconds.
+ */
+const PEEK_WAIT_MS = 250;
 
 /** Plural path segments and the resource kind they hold. */
 const KINDS: Record<string, string> = {
@@ -77,10 +83,8 @@ export function auditRequests(node: ClusterNode): MiddlewareHandler<Env> {
         ms,
         detail: null,
       };
-      // The answer does not wait for the body copy: a refused client may never finish sending.
-      void settled(body, PEEK_WAIT_MS).then((b) =>
-        auditBufferOf(node).record({ ...record, resource: resourceOf(record.path, b) })
-      );
+      const b = await settled(body, PEEK_WAIT_MS);
+      auditBufferOf(node).record({ ...record, resource: resourceOf(record.path, b) });
       if (c.get("peer")) setHeader(c, AUDITED_HEADER, node.id);
     }
     setHeader(c, REQUEST_ID_HEADER, requestId);
