@@ -8,7 +8,7 @@ import {
   type NodeTls,
   signCsr,
 } from "../core/pki/mod.ts";
-import { NODE_CERT_PATH, RequestSigner } from "../core/peer/signature.ts";
+import { NODE_CERT_PATH, PEER_SIGNATURE_HEADER, RequestSigner } from "../core/peer/signature.ts";
 
 async function tlsFor(name: string, ca: { certPem: string; keyPem: string }): Promise<NodeTls> {
   const { keyPem, csrPem } = await createNodeKeyAndCsr(name, ["127.0.0.1"]);
@@ -278,5 +278,117 @@ testWithTimeout({
     client.close();
     await server.shutdown();
     await Deno.remove(bigFile);
+  }
+});
+
+/** One HTTP/1.1 request on an open connection; the answer's body (JSON). */
+async function exchange(
+  conn: Deno.Conn,
+  path: string,
+  headers: Record<string, string>,
+  body: string,
+): Promise<unknown> {
+  const head = [
+    `POST ${path} HTTP/1.1`,
+    "host: 127.0.0.1",
+    `content-length: ${new TextEncoder().encode(body).length}`,
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+  ].join("\r\n");
+  await conn.write(new TextEncoder().encode(`${head}\r\n\r\n${body}`));
+  let text = "";
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) throw new Error("connection closed");
+    text += new TextDecoder().decode(buf.subarray(0, n));
+    const end = text.indexOf("\r\n\r\n");
+    if (end < 0) continue;
+    const len = Number(/content-length: (\d+)/i.exec(text.slice(0, end))?.[1] ?? 0);
+    if (text.length >= end + 4 + len) return JSON.parse(text.slice(end + 4, end + 4 + len));
+  }
+}
+
+testWithTimeout({
+  name:
+    "ApiServer: a connection keeps the peer its first signed request proved; anyone else is verified in full",
+  ...opts,
+}, async () => {
+  const ca = await createCa("c1");
+  const n1 = await tlsFor("n1", ca);
+  const n2 = await tlsFor("n2", ca);
+  const n3 = await tlsFor("n3", ca);
+  const server = await ApiServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    insecure: false,
+    tls: n1,
+  });
+  const url = `https://127.0.0.1:${server.port}`;
+  await server.useTls(n1, url);
+  server.serveWith(async (req, env) =>
+    Response.json({
+      peer: env.tlsPeer?.commonName ?? null,
+      ok: env.tlsPeer?.authorized ?? false,
+      body: await req.text(),
+    })
+  );
+  const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
+  const certOf = async (origin: string) =>
+    await (await fetch(origin + NODE_CERT_PATH, { client })).text();
+  const as2 = new RequestSigner("n2", n2, certOf);
+  const as3 = new RequestSigner("n3", n3, certOf);
+  const signed = (signer: RequestSigner, body: string) =>
+    signer.headers("POST", `${url}/internal/raft`, body);
+  /** The headers with the MAC replaced: what only a forger would send. */
+  const forged = (h: Record<string, string>) => {
+    const sig = h[PEER_SIGNATURE_HEADER].split(" ");
+    sig[4] = "A".repeat(sig[4].length);
+    return { ...h, [PEER_SIGNATURE_HEADER]: sig.join(" ") };
+  };
+  const open = () =>
+    Deno.connectTls({ hostname: "127.0.0.1", port: server.port, caCerts: [ca.certPem] });
+  const a = await open();
+  const b = await open();
+  try {
+    // A fresh connection: a forged MAC is refused.
+    assertEquals(await exchange(b, "/internal/raft", forged(await signed(as2, "x")), "x"), {
+      peer: "n2",
+      ok: false,
+      body: "x",
+    });
+    // Proven as n2 by a good signature; later n2 requests on it keep that proof.
+    assertEquals(await exchange(a, "/internal/raft", await signed(as2, "one"), "one"), {
+      peer: "n2",
+      ok: true,
+      body: "one",
+    });
+    assertEquals(await exchange(a, "/internal/raft", await signed(as2, "two"), "two"), {
+      peer: "n2",
+      ok: true,
+      body: "two",
+    });
+    // The proof belongs to that connection alone: on another, a forged n2 is still refused.
+    assertEquals(
+      await exchange(b, "/internal/raft", forged(await signed(as2, "w")), "w"),
+      { peer: "n2", ok: false, body: "w" },
+    );
+    // Another node's name on that connection is checked in full: forged is refused, genuine passes.
+    assertEquals(await exchange(a, "/internal/raft", forged(await signed(as3, "y")), "y"), {
+      peer: "n3",
+      ok: false,
+      body: "y",
+    });
+    assertEquals(await exchange(a, "/internal/raft", await signed(as3, "z"), "z"), {
+      peer: "n3",
+      ok: true,
+      body: "z",
+    });
+    // Unsigned on a proven connection: a client, with no peer identity.
+    assertEquals(await exchange(a, "/x", {}, "plain"), { peer: null, ok: false, body: "plain" });
+  } finally {
+    a.close();
+    b.close();
+    client.close();
+    await server.shutdown();
   }
 });
