@@ -3,21 +3,22 @@
  * default, or plain HTTP with `--insecure-http` (loopback only). Clients and
  * peers share it.
  *
- * The port belongs to a {@link ConnectionGuard} (api/connection_guard.ts), which
- * terminates TLS and enforces the header timeout, idle timeout and connection cap;
- * it splices each connection's plaintext to `Deno.serve` on a loopback port and
- * hears from here when each request starts and ends. Why not one server alone:
- * `Deno.serve` enforces no connection limits and, over TLS, holds the end of
- * 16–64 KiB answers for 40 ms; `node:https` stalls keep-alive requests (measured
- * on Deno 2.9.6: 5 of 40 after a 14 MB answer, 2 of 2,000 small ones never
- * answered). Both findings are in the guard's module doc.
+ * Requests are served by `Deno.serve` on a loopback port behind the node's
+ * port, which belongs to a {@link ConnectionGuard} (api/connection_guard.ts):
+ * `Deno.serve` enforces no header timeout, idle timeout or connection cap, so
+ * the guard does, splicing each connection's bytes (TLS stays end to end) and
+ * hearing from here when each request starts and ends.
  *
- * Peers authenticate each request with a signature made with their node key
- * (core/peer/signature.ts, "TLS plus signed requests" in issue 9), checked here
- * before routing; what it proves is handed to the application as `tlsPeer`
- * (api/auth.ts decides membership from it). A connection keeps the peer its
- * first verified request proved (see `provenPeers`). On a plain listener peers
- * send their per-node credential instead.
+ * `node:https` served this before, with mutual TLS; it was dropped because its
+ * HTTP layer stalls: measured on Deno 2.9.6, 5 of 40 keep-alive requests after a
+ * 14 MB response and 2 of 2,000 small ones were never answered (the same client
+ * against `Deno.serve`: 0 of 3,000). It also cost ~0.07 ms more per request.
+ * `Deno.serve` cannot ask for client certificates, so peers authenticate each
+ * request with a signature made with their node key (core/peer/signature.ts,
+ * "TLS plus signed requests" in issue 9); the signature is checked here, before
+ * routing, and what it proves is handed to the application as `tlsPeer`
+ * (api/auth.ts decides membership from it). On a plain listener peers send
+ * their per-node credential instead.
  */
 import {
   NODE_CERT_PATH,
@@ -84,6 +85,7 @@ export class DenoApiServer implements ApiServer {
   readonly #insecure: boolean;
   readonly #guard: ConnectionGuard;
   #server!: Deno.HttpServer<Deno.NetAddr>;
+  #certPem: string | null = null;
   #verifier: SignatureVerifier | null = null;
   /** Published at NODE_CERT_PATH once the node has its own (peers derive MAC keys from it). */
   #ownCert: string | null = null;
@@ -114,19 +116,24 @@ export class DenoApiServer implements ApiServer {
     tls?: NodeTls | null;
     limits?: ConnectionLimits;
   }): Promise<DenoApiServer> {
-    const certificate = opts.insecure
+    const guard = ConnectionGuard.listen(opts);
+    const api = new DenoApiServer(guard, opts.insecure);
+    const cert = opts.insecure
       ? null
       : opts.tls
       ? { cert: opts.tls.certPem, key: opts.tls.keyPem }
       : await throwawayCert();
-    const guard = await ConnectionGuard.listen({ ...opts, certificate });
-    const api = new DenoApiServer(guard, opts.insecure);
-    api.#server = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen() {} },
-      (req, info) => api.#dispatch(req, info),
-    );
-    guard.forwardTo(api.#server.addr.port);
+    api.#start(cert);
     return api;
+  }
+
+  #start(cert: { cert: string; key: string } | null): void {
+    this.#server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {}, ...(cert ?? {}) },
+      (req, info) => this.#dispatch(req, info),
+    );
+    this.#guard.forwardTo(this.#server.addr.port);
+    this.#certPem = cert?.cert ?? null;
   }
 
   get port(): number {
@@ -140,13 +147,17 @@ export class DenoApiServer implements ApiServer {
   /**
    * Presents the node's certificate and accepts peer requests signed for
    * `selfUrl` (the node's advertised URL) by members' certificates.
+   * `Deno.serve` cannot change its certificate, so a server still presenting
+   * the throwaway one is replaced: new connections reach the new one.
    */
-  useTls(tls: NodeTls, selfUrl: string): Promise<void> {
-    if (this.#insecure) return Promise.resolve();
+  async useTls(tls: NodeTls, selfUrl: string): Promise<void> {
+    if (this.#insecure) return;
     this.#verifier = new SignatureVerifier(tls, selfUrl);
     this.#ownCert = tls.certPem;
-    this.#guard.useCertificate({ cert: tls.certPem, key: tls.keyPem });
-    return Promise.resolve();
+    if (this.#certPem === tls.certPem) return;
+    const old = this.#server;
+    this.#start({ cert: tls.certPem, key: tls.keyPem });
+    await shutdownWithin(old, 2_000);
   }
 
   /** Routes requests to `handler` from now on. */
@@ -175,7 +186,7 @@ export class DenoApiServer implements ApiServer {
   }
 
   #route(req: Request, conn: GuardedConnection): Response | Promise<Response> {
-    const remoteAddr = conn.remoteHost;
+    const remoteAddr = conn.remote.hostname;
     if (this.#ownCert && req.method === "GET" && req.url.endsWith(NODE_CERT_PATH)) {
       return new Response(this.#ownCert, { headers: { "content-type": "application/x-pem-file" } });
     }
