@@ -21,10 +21,11 @@
  * their per-node credential instead.
  *
  * KNOWN COST (Deno 2.9.6): over TLS, `Deno.serve` writes an answer's headers and
- * body in separate TLS records without TCP_NODELAY, so a GET answer of more than
- * ~800 bytes waits for the client's delayed ACK: 44 ms p50 on loopback (300 B:
- * 0.1 ms; 800 B to 40 KB: 44 ms; `Deno.listenTls` does the same from 16 KiB).
- * Requests with a body (the Raft path, creates) are not held. Two ways out were
+ * body in separate TLS records without TCP_NODELAY, so an answer of more than
+ * ~800 bytes, whatever the method, waits for the client's delayed ACK: 44 ms p50
+ * on loopback, curl included (300 B: 0.1 ms; 800 B to 40 KB: 44 ms;
+ * `Deno.listenTls` does the same from 16 KiB). The Raft path's answers are smaller
+ * and are not held. Two ways out were
  * measured and not kept: `node:https` stalls keep-alive requests outright (above),
  * and terminating TLS in the guard with `node:tls` removed the wait but has no
  * backpressure (Deno's node:tls reads a paused socket on: 100 MB taken into
