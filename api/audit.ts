@@ -17,6 +17,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { auditBufferOf, type ClusterNode } from "../core/cluster/mod.ts";
 import type { Env } from "./context.ts";
+import { readUpTo } from "../core/store/mod.ts";
 import { remoteAddress, REQUEST_ID_HEADER, requestIdOf } from "./remote.ts";
 
 /** Set by the member that recorded a forwarded request, for the forwarding node. */
@@ -140,30 +141,8 @@ function peekJson(c: Context<Env>): Promise<unknown> {
 
 /** The stream as JSON if it ends within MAX_PEEK_BYTES; else null (and it is cancelled). */
 async function readSmall(body: ReadableStream<Uint8Array>): Promise<unknown> {
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > MAX_PEEK_BYTES) {
-      await reader.cancel();
-      return null;
-    }
-    chunks.push(value);
-  }
-  return JSON.parse(new TextDecoder().decode(concat(chunks, size)));
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return all;
+  const bytes = await readUpTo(body, MAX_PEEK_BYTES);
+  return bytes && JSON.parse(new TextDecoder().decode(bytes));
 }
 
 /** `p`'s value, or null once `ms` passed first. */

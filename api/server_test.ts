@@ -16,6 +16,14 @@ async function tlsFor(name: string, ca: { certPem: string; keyPem: string }): Pr
   return { name, caPem: ca.certPem, certPem, keyPem, fingerprint: fingerprint(certPem) };
 }
 
+/** A TLS listener presenting `tls`, accepting peer requests signed for its URL. */
+async function tlsServer(tls: NodeTls) {
+  const server = await ApiServer.listen({ hostname: "127.0.0.1", port: 0, insecure: false, tls });
+  const url = `https://127.0.0.1:${server.port}`;
+  await server.useTls(tls, url);
+  return { server, url };
+}
+
 const opts = { timeoutMs: 2 * MINUTE, sanitizeOps: false, sanitizeResources: false };
 
 testWithTimeout({
@@ -25,14 +33,7 @@ testWithTimeout({
   const ca = await createCa("c1");
   const n1 = await tlsFor("n1", ca);
   const n2 = await tlsFor("n2", ca);
-  const server = await ApiServer.listen({
-    hostname: "127.0.0.1",
-    port: 0,
-    insecure: false,
-    tls: n1,
-  });
-  const url = `https://127.0.0.1:${server.port}`;
-  await server.useTls(n1, url);
+  const { server, url } = await tlsServer(n1);
   server.serveWith(async (req, env) =>
     Response.json({ peer: env.tlsPeer, body: await req.text(), insecure: env.insecure })
   );
@@ -317,14 +318,7 @@ testWithTimeout({
   const n1 = await tlsFor("n1", ca);
   const n2 = await tlsFor("n2", ca);
   const n3 = await tlsFor("n3", ca);
-  const server = await ApiServer.listen({
-    hostname: "127.0.0.1",
-    port: 0,
-    insecure: false,
-    tls: n1,
-  });
-  const url = `https://127.0.0.1:${server.port}`;
-  await server.useTls(n1, url);
+  const { server, url } = await tlsServer(n1);
   server.serveWith(async (req, env) =>
     Response.json({
       peer: env.tlsPeer?.commonName ?? null,

@@ -39,6 +39,7 @@ import * as x509 from "@peculiar/x509";
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { pemToDer } from "../pki/mod.ts";
+import { readUpTo } from "../store/mod.ts";
 
 /** `NAME TIMESTAMP NONCE BODY-SHA256 SIGNATURE` of a signed peer request. */
 export const PEER_SIGNATURE_HEADER = "x-novactl-peer-signature";
@@ -374,32 +375,4 @@ export class SignatureVerifier {
       return { ...none, commonName };
     }
   }
-}
-
-/** The whole stream if it is at most `max` bytes, else null (reading stops there). */
-async function readUpTo(
-  body: ReadableStream<Uint8Array>,
-  max: number,
-): Promise<Uint8Array<ArrayBuffer> | null> {
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const reader = body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel().catch(() => {});
-      return null;
-    }
-    chunks.push(value);
-  }
-  if (chunks.length === 1) return new Uint8Array(chunks[0]);
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return all;
 }

@@ -3,3 +3,4 @@ export { SqliteRaftLog } from "./raft_log.ts";
 export * from "./identity.ts";
 export * from "./files.ts";
 export * from "./permissions.ts";
+export * from "./streams.ts";
