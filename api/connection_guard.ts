@@ -1,28 +1,31 @@
 /**
- * The connection limits `Deno.serve` lacks, enforced in front of it.
+ * The node's port: TLS and the connection limits, in front of `Deno.serve`.
  *
- * `Deno.serve` (Deno 2.9) has no header timeout, no idle timeout and no
- * connection cap: a slowloris client sending one header line a second keeps
- * its connection forever. `node:https` has hooks for all three but its HTTP
- * layer stalls: about one keep-alive request in a thousand (one in eight after
- * a multi-megabyte response) is never answered (measured; see api/server.ts).
+ * `Deno.serve` (Deno 2.9) has no header timeout, idle timeout or connection cap,
+ * and over TLS it holds every answer above ~800 bytes for the client's delayed
+ * ACK (44 ms on loopback: it writes headers and body as separate TLS records
+ * without TCP_NODELAY). `node:https` stalls keep-alive requests outright, and
+ * `node:tls`'s own server keeps reading a paused socket (no backpressure).
  *
- * So the node's port is a plain TCP listener owned by this guard. Each client
- * connection is spliced, bytes unchanged (TLS stays end to end), to the real
- * server on a loopback port. The server tells the guard when a request on a
- * connection starts (headers complete) and ends (response sent), by the port
- * its side of the splice comes from; the guard then runs Node's rules:
- * - a connection must complete a request's headers within `headersTimeoutMs`
- *   of opening,
+ * So the guard owns the port: a TCP listener (TCP_NODELAY), TLS terminated with
+ * `node:tls` over a stream that reads the TCP connection only while the TLS
+ * socket wants data — real backpressure (a paused reader held a client at 3 MiB)
+ * and no delayed-ACK hold (a 20 KB answer in 0.27 ms) — and each connection's
+ * plaintext spliced to plain `Deno.serve` on a loopback port. The server tells the
+ * guard when a request on a connection starts and ends, by the port its side of
+ * the splice comes from; the guard runs Node's rules:
+ * - a connection must complete its TLS handshake and a request's headers within
+ *   `headersTimeoutMs` of opening,
  * - a connection with no request in flight is closed after `idleTimeoutMs`,
  * - connections beyond `maxConnections` are closed at once.
- * The splice costs ~0.02 ms per request on loopback (node:https cost 0.07 ms more
- * than `Deno.serve` for the same request).
+ * With `--insecure-http` the same guard splices plain TCP.
  */
+import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
+import { Duplex } from "node:stream";
 import { log } from "../core/log/mod.ts";
 
 export interface ConnectionLimits {
-  /** A new connection must complete a request's headers within this. */
+  /** A new connection must complete its handshake and a request's headers within this. */
   headersTimeoutMs: number;
   /** A keep-alive connection with no request in flight is closed after this. */
   idleTimeoutMs: number;
@@ -44,45 +47,87 @@ export function defaultConnectionLimits(): ConnectionLimits {
   };
 }
 
+/** The certificate and key the guard presents. */
+export interface GuardCertificate {
+  cert: string;
+  key: string;
+}
+
 /** One client connection and its splice to the server. */
 export interface GuardedConnection {
   /** The client's address. */
-  readonly remote: Deno.NetAddr;
+  readonly remoteHost: string;
   /** Requests whose response is not yet sent. */
   inflight: number;
+  /**
+   * The server answered without reading the whole request body (a 401, a 413), or is
+   * done with the connection: the client's further bytes are dropped.
+   */
+  answered: boolean;
   timer: ReturnType<typeof setTimeout> | undefined;
   close(): void;
 }
 
 const COPY_BUFFER_BYTES = 64 * 1024;
+/** After an early answer, how long a client may go on before its connection is cut. */
+const EARLY_ANSWER_GRACE_MS = 1_000;
+/** After an early answer, how many more body bytes a client may send before it is cut. */
+const EARLY_ANSWER_DROP_BYTES = 8 << 20;
+/** Decrypted bytes the TLS socket may hold unread before the guard stops reading the network. */
+const TLS_READ_AHEAD_BYTES = 1 << 20;
 
 export class ConnectionGuard {
-  readonly #listener: Deno.TcpListener;
   readonly #limits: ConnectionLimits;
+  #context: SecureContext | null;
+  readonly #tcp: Deno.TcpListener;
+  #port = 0;
   /** By the local port of the guard's socket to the server (the server's `remoteAddr.port`). */
   readonly #byInnerPort = new Map<number, GuardedConnection>();
+  /** Every accepted connection, handshaking ones included (the cap counts them all). */
   readonly #open = new Set<GuardedConnection>();
   #target = 0;
   #closed = false;
 
-  private constructor(listener: Deno.TcpListener, limits: ConnectionLimits) {
-    this.#listener = listener;
+  private constructor(
+    limits: ConnectionLimits,
+    context: SecureContext | null,
+    tcp: Deno.TcpListener,
+  ) {
     this.#limits = limits;
-    void this.#accept();
+    this.#context = context;
+    this.#tcp = tcp;
   }
 
-  /** Binds the node's port now (`port` 0: kernel-chosen); connections wait for {@link forwardTo}. */
-  static listen(opts: { hostname: string; port: number; limits?: ConnectionLimits }) {
-    const listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
-    return new ConnectionGuard(listener, opts.limits ?? defaultConnectionLimits());
+  /**
+   * Binds the node's port now (`port` 0: kernel-chosen); connections wait for
+   * {@link forwardTo}. With `certificate`, clients speak TLS (HTTP/1.1).
+   */
+  static listen(opts: {
+    hostname: string;
+    port: number;
+    certificate: GuardCertificate | null;
+    limits?: ConnectionLimits;
+  }): Promise<ConnectionGuard> {
+    const limits = opts.limits ?? defaultConnectionLimits();
+    const tcp = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
+    const context = opts.certificate ? contextOf(opts.certificate) : null;
+    const guard = new ConnectionGuard(limits, context, tcp);
+    guard.#port = tcp.addr.port;
+    void guard.#accept(tcp);
+    return Promise.resolve(guard);
   }
 
   get port(): number {
-    return (this.#listener.addr as Deno.NetAddr).port;
+    return this.#port;
   }
 
   get openConnections(): number {
     return this.#open.size;
+  }
+
+  /** Presents `certificate` to new connections from now on. */
+  useCertificate(certificate: GuardCertificate): void {
+    if (this.#context) this.#context = contextOf(certificate);
   }
 
   /** New connections go to the server on loopback port `port` (existing ones stay where they are). */
@@ -108,64 +153,145 @@ export class ConnectionGuard {
     if (conn.inflight === 0) this.#arm(conn, this.#limits.idleTimeoutMs);
   }
 
+  /**
+   * The server answered a request whose body it did not read: the client may still
+   * be sending it, and no request can follow on this connection. Its bytes are
+   * dropped from now on and the connection is closed after a grace period.
+   */
+  answeredEarly(conn: GuardedConnection): void {
+    conn.answered = true;
+    setTimeout(() => conn.close(), EARLY_ANSWER_GRACE_MS);
+  }
+
   /** Stops accepting and closes every connection. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     try {
-      this.#listener.close();
+      this.#tcp.close();
     } catch { /* already closed */ }
     for (const conn of [...this.#open]) conn.close();
   }
 
-  async #accept(): Promise<void> {
+  // ---- accepting ---------------------------------------------------------------
+
+  async #accept(listener: Deno.TcpListener): Promise<void> {
     try {
-      for await (const client of this.#listener) void this.#splice(client);
+      for await (const client of listener) {
+        if (this.#context) void this.#spliceTls(client, this.#context);
+        else void this.#splicePlain(client);
+      }
     } catch (err) {
       if (!this.#closed) log.error("listener failed", { error: String(err) });
     }
   }
 
-  async #splice(client: Deno.TcpConn): Promise<void> {
-    if (this.#open.size >= this.#limits.maxConnections || !this.#target) {
-      client.close();
-      return;
-    }
-    let server: Deno.TcpConn;
-    try {
-      server = await Deno.connect({ hostname: "127.0.0.1", port: this.#target });
-    } catch (err) {
-      log.warn("cannot reach the API server behind the guard", { error: String(err) });
-      client.close();
-      return;
-    }
+  async #splicePlain(client: Deno.TcpConn): Promise<void> {
+    const conn = this.#admit(client.remoteAddr.hostname, () => client.close());
+    if (!conn) return;
     client.setNoDelay(true);
-    server.setNoDelay(true);
-    const innerPort = server.localAddr.port;
+    const server = await this.#connectServer(conn);
+    if (!server) return;
+    await Promise.all([copy(client, server), copy(server, client)]);
+    conn.close();
+  }
+
+  async #spliceTls(client: Deno.TcpConn, context: SecureContext): Promise<void> {
+    const gated = gatedStream(client);
+    const sock = new TLSSocket(gated.stream, {
+      isServer: true,
+      secureContext: context,
+      ALPNProtocols: ["http/1.1"],
+    });
+    gated.readFor(sock);
+    const conn = this.#admit(client.remoteAddr.hostname, () => {
+      sock.destroy();
+      try {
+        client.close();
+      } catch { /* already closed */ }
+    });
+    if (!conn) return;
+    client.setNoDelay(true);
+    sock.on("error", () => conn.close());
+    sock.once("close", () => conn.close());
+    // A failed handshake (a client that distrusts us, or garbage) is the client's problem.
+    const secure = await new Promise<boolean>((resolve) => {
+      sock.once("secure", () => resolve(true));
+      sock.once("close", () => resolve(false));
+    });
+    if (!secure) return;
+    const server = await this.#connectServer(conn);
+    if (!server) return;
+    forwardClient(sock, server, conn);
+    // Server → client.
+    const buf = new Uint8Array(COPY_BUFFER_BYTES);
+    try {
+      for (;;) {
+        const n = await server.read(buf);
+        if (n === null) break;
+        if (!sock.write(buf.slice(0, n))) await drained(sock);
+      }
+    } catch { /* the server side closed */ }
+    // The server is done with this connection: the answer is out, nothing more is read.
+    conn.answered = true;
+    sock.end();
+    setTimeout(() => conn.close(), EARLY_ANSWER_GRACE_MS);
+  }
+
+  // ---- shared ----------------------------------------------------------------
+
+  /** Counts a new connection, or refuses it (over the cap, or closing): null then. */
+  #admit(remoteHost: string, destroy: () => void): GuardedConnection | null {
+    if (this.#closed || this.#open.size >= this.#limits.maxConnections || !this.#target) {
+      destroy();
+      return null;
+    }
     let closed = false;
+    const extra: (() => void)[] = [];
     const conn: GuardedConnection = {
-      remote: client.remoteAddr,
+      remoteHost,
       inflight: 0,
+      answered: false,
       timer: undefined,
       close: () => {
         if (closed) return;
         closed = true;
         clearTimeout(conn.timer);
         this.#open.delete(conn);
-        this.#byInnerPort.delete(innerPort);
-        for (const c of [client, server]) {
-          try {
-            c.close();
-          } catch { /* already closed */ }
-        }
+        destroy();
+        for (const f of extra) f();
       },
     };
+    innerClosers.set(conn, extra);
     this.#open.add(conn);
-    this.#byInnerPort.set(innerPort, conn);
     this.#arm(conn, this.#limits.headersTimeoutMs);
-    if (this.#closed) return conn.close();
-    await Promise.all([copy(client, server), copy(server, client)]);
-    conn.close();
+    return conn;
+  }
+
+  /** The guard's side of the splice, registered by its local port; null when unreachable. */
+  async #connectServer(conn: GuardedConnection): Promise<Deno.TcpConn | null> {
+    let server: Deno.TcpConn;
+    try {
+      server = await Deno.connect({ hostname: "127.0.0.1", port: this.#target });
+    } catch (err) {
+      log.warn("cannot reach the API server behind the guard", { error: String(err) });
+      conn.close();
+      return null;
+    }
+    server.setNoDelay(true);
+    const innerPort = server.localAddr.port;
+    this.#byInnerPort.set(innerPort, conn);
+    innerClosers.get(conn)!.push(() => {
+      this.#byInnerPort.delete(innerPort);
+      try {
+        server.close();
+      } catch { /* already closed */ }
+    });
+    if (this.#closed) {
+      conn.close();
+      return null;
+    }
+    return server;
   }
 
   #arm(conn: GuardedConnection, ms: number): void {
@@ -176,6 +302,96 @@ export class ConnectionGuard {
   }
 }
 
+/** What closing a connection also closes (its splice to the server). */
+const innerClosers = new WeakMap<GuardedConnection, (() => void)[]>();
+
+function contextOf(certificate: GuardCertificate): SecureContext {
+  return createSecureContext({ cert: certificate.cert, key: certificate.key });
+}
+
+/**
+ * The TCP connection as the stream a server-side TLSSocket reads and writes. It
+ * reads the network only while the TLS socket wants data (not paused, less than
+ * {@link TLS_READ_AHEAD_BYTES} decrypted and unread): a TLSSocket made by
+ * `tls.createServer` in Deno goes on reading a paused socket, so backpressure is
+ * given here.
+ */
+function gatedStream(conn: Deno.TcpConn): { stream: Duplex; readFor(tls: TLSSocket): void } {
+  const buf = new Uint8Array(COPY_BUFFER_BYTES);
+  let tls: TLSSocket | null = null;
+  const stream: Duplex = new Duplex({
+    read() {
+      const pull = () =>
+        conn.read(buf).then(
+          (n) => stream.push(n === null ? null : buf.slice(0, n)),
+          () => stream.push(null),
+        );
+      if (tls && (tls.isPaused() || tls.readableLength > TLS_READ_AHEAD_BYTES)) {
+        tls.once("resume", pull);
+      } else void pull();
+    },
+    write(chunk: Uint8Array, _encoding, done) {
+      writeAll(conn, chunk).then(() => done(), (err) => done(err));
+    },
+    final(done) {
+      conn.closeWrite().then(() => done(), () => done());
+    },
+    destroy(_err, done) {
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+      done(null);
+    },
+  });
+  return { stream, readFor: (s) => tls = s };
+}
+
+/**
+ * Client → server over TLS, in order. The TLS socket is paused while a chunk is
+ * written to the server, which (through {@link gatedStream}) stops reading the
+ * network: a client sending faster than the server reads is held back by TCP.
+ * After an early answer its bytes are dropped and, past a bound, it is cut.
+ */
+function forwardClient(sock: TLSSocket, server: Deno.TcpConn, conn: GuardedConnection): void {
+  let dropped = 0;
+  let ended = false;
+  let writing = Promise.resolve();
+  sock.on("data", (chunk: Uint8Array) => {
+    if (conn.answered) {
+      dropped += chunk.length;
+      if (dropped > EARLY_ANSWER_DROP_BYTES) conn.close();
+      return;
+    }
+    sock.pause();
+    writing = writing.then(() => writeAll(server, chunk)).then(
+      () => void sock.resume(),
+      () => conn.close(),
+    );
+  });
+  sock.once("end", () => {
+    ended = true;
+    void writing.then(() => {
+      if (ended) return server.closeWrite();
+    }).catch(() => {});
+  });
+}
+
+function drained(sock: TLSSocket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      sock.off("drain", done);
+      sock.off("close", done);
+      resolve();
+    };
+    sock.on("drain", done);
+    sock.on("close", done);
+  });
+}
+
+async function writeAll(to: Deno.Conn, chunk: Uint8Array): Promise<void> {
+  for (let off = 0; off < chunk.length;) off += await to.write(chunk.subarray(off));
+}
+
 /** Copies `from` to `to` until `from` ends, then half-closes `to` (the other direction goes on). */
 async function copy(from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
   const buf = new Uint8Array(COPY_BUFFER_BYTES);
@@ -183,7 +399,7 @@ async function copy(from: Deno.TcpConn, to: Deno.TcpConn): Promise<void> {
     for (;;) {
       const n = await from.read(buf);
       if (n === null) break;
-      for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
+      await writeAll(to, buf.subarray(0, n));
     }
     await to.closeWrite();
   } catch {

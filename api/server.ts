@@ -3,33 +3,21 @@
  * default, or plain HTTP with `--insecure-http` (loopback only). Clients and
  * peers share it.
  *
- * Requests are served by `Deno.serve` on a loopback port behind the node's
- * port, which belongs to a {@link ConnectionGuard} (api/connection_guard.ts):
- * `Deno.serve` enforces no header timeout, idle timeout or connection cap, so
- * the guard does, splicing each connection's bytes (TLS stays end to end) and
- * hearing from here when each request starts and ends.
+ * The port belongs to a {@link ConnectionGuard} (api/connection_guard.ts), which
+ * terminates TLS and enforces the header timeout, idle timeout and connection cap;
+ * it splices each connection's plaintext to `Deno.serve` on a loopback port and
+ * hears from here when each request starts and ends. Why not one server alone
+ * (measured on Deno 2.9.6; details in the guard's doc): `Deno.serve` enforces no
+ * connection limits and over TLS holds answers above ~800 bytes for 44 ms;
+ * `node:https` leaves keep-alive requests unanswered (5 of 40 after a 14 MB
+ * answer, 2 of 2,000 small ones).
  *
- * `node:https` served this before, with mutual TLS; it was dropped because its
- * HTTP layer stalls: measured on Deno 2.9.6, 5 of 40 keep-alive requests after a
- * 14 MB response and 2 of 2,000 small ones were never answered (the same client
- * against `Deno.serve`: 0 of 3,000). It also cost ~0.07 ms more per request.
- * `Deno.serve` cannot ask for client certificates, so peers authenticate each
- * request with a signature made with their node key (core/peer/signature.ts,
- * "TLS plus signed requests" in issue 9); the signature is checked here, before
- * routing, and what it proves is handed to the application as `tlsPeer`
- * (api/auth.ts decides membership from it). On a plain listener peers send
- * their per-node credential instead.
- *
- * KNOWN COST (Deno 2.9.6): over TLS, `Deno.serve` writes an answer's headers and
- * body in separate TLS records without TCP_NODELAY, so an answer of more than
- * ~800 bytes, whatever the method, waits for the client's delayed ACK: 44 ms p50
- * on loopback, curl included (300 B: 0.1 ms; 800 B to 40 KB: 44 ms;
- * `Deno.listenTls` does the same from 16 KiB). The Raft path's answers are smaller
- * and are not held. Two ways out were
- * measured and not kept: `node:https` stalls keep-alive requests outright (above),
- * and terminating TLS in the guard with `node:tls` removed the wait but has no
- * backpressure (Deno's node:tls reads a paused socket on: 100 MB taken into
- * memory while paused), so an early 413 could no longer keep memory flat.
+ * Peers authenticate each request with a signature made with their node key
+ * (core/peer/signature.ts, "TLS plus signed requests" in issue 9), checked here
+ * before routing; what it proves is handed to the application as `tlsPeer`
+ * (api/auth.ts decides membership from it). A connection keeps the peer its
+ * first verified request proved (see `provenPeers`). On a plain listener peers
+ * send their per-node credential instead.
  */
 import {
   NODE_CERT_PATH,
@@ -96,7 +84,6 @@ export class DenoApiServer implements ApiServer {
   readonly #insecure: boolean;
   readonly #guard: ConnectionGuard;
   #server!: Deno.HttpServer<Deno.NetAddr>;
-  #certPem: string | null = null;
   #verifier: SignatureVerifier | null = null;
   /** Published at NODE_CERT_PATH once the node has its own (peers derive MAC keys from it). */
   #ownCert: string | null = null;
@@ -127,24 +114,19 @@ export class DenoApiServer implements ApiServer {
     tls?: NodeTls | null;
     limits?: ConnectionLimits;
   }): Promise<DenoApiServer> {
-    const guard = ConnectionGuard.listen(opts);
-    const api = new DenoApiServer(guard, opts.insecure);
-    const cert = opts.insecure
+    const certificate = opts.insecure
       ? null
       : opts.tls
       ? { cert: opts.tls.certPem, key: opts.tls.keyPem }
       : await throwawayCert();
-    api.#start(cert);
-    return api;
-  }
-
-  #start(cert: { cert: string; key: string } | null): void {
-    this.#server = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen() {}, ...(cert ?? {}) },
-      (req, info) => this.#dispatch(req, info),
+    const guard = await ConnectionGuard.listen({ ...opts, certificate });
+    const api = new DenoApiServer(guard, opts.insecure);
+    api.#server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      (req, info) => api.#dispatch(req, info),
     );
-    this.#guard.forwardTo(this.#server.addr.port);
-    this.#certPem = cert?.cert ?? null;
+    guard.forwardTo(api.#server.addr.port);
+    return api;
   }
 
   get port(): number {
@@ -158,17 +140,13 @@ export class DenoApiServer implements ApiServer {
   /**
    * Presents the node's certificate and accepts peer requests signed for
    * `selfUrl` (the node's advertised URL) by members' certificates.
-   * `Deno.serve` cannot change its certificate, so a server still presenting
-   * the throwaway one is replaced: new connections reach the new one.
    */
-  async useTls(tls: NodeTls, selfUrl: string): Promise<void> {
-    if (this.#insecure) return;
+  useTls(tls: NodeTls, selfUrl: string): Promise<void> {
+    if (this.#insecure) return Promise.resolve();
     this.#verifier = new SignatureVerifier(tls, selfUrl);
     this.#ownCert = tls.certPem;
-    if (this.#certPem === tls.certPem) return;
-    const old = this.#server;
-    this.#start({ cert: tls.certPem, key: tls.keyPem });
-    await shutdownWithin(old, 2_000);
+    this.#guard.useCertificate({ cert: tls.certPem, key: tls.keyPem });
+    return Promise.resolve();
   }
 
   /** Routes requests to `handler` from now on. */
@@ -189,15 +167,22 @@ export class DenoApiServer implements ApiServer {
     const conn = this.#guard.connectionFrom(info.remoteAddr.port);
     if (!conn) return notThroughTheGuard();
     this.#guard.requestStarted(conn);
-    info.completed.then(
-      () => this.#guard.requestEnded(conn),
-      () => this.#guard.requestEnded(conn),
-    );
-    return this.#route(req, conn);
+    const ended = () => this.#guard.requestEnded(conn);
+    info.completed.then(ended, ended);
+    // A body that may still be on its way (a small one came with the headers).
+    const longBody = req.headers.has("transfer-encoding") ||
+      Number(req.headers.get("content-length") ?? 0) > LONG_BODY_BYTES;
+    if (!longBody) return this.#route(req, conn);
+    // Answered without touching the body (a 401, a 413): the client may still be sending it,
+    // and the server would not finish the answer before it had all of it.
+    return Promise.resolve(this.#route(req, conn)).then((res) => {
+      if (!bodyWasRead(req)) this.#guard.answeredEarly(conn);
+      return res;
+    });
   }
 
   #route(req: Request, conn: GuardedConnection): Response | Promise<Response> {
-    const remoteAddr = conn.remote.hostname;
+    const remoteAddr = conn.remoteHost;
     if (this.#ownCert && req.method === "GET" && req.url.endsWith(NODE_CERT_PATH)) {
       return new Response(this.#ownCert, { headers: { "content-type": "application/x-pem-file" } });
     }
@@ -246,6 +231,17 @@ function notThroughTheGuard(): Response {
   return Response.json({
     error: { code: "forbidden", message: "connect to the node's --listen address" },
   }, { status: 403, headers: { connection: "close" } });
+}
+
+/** Bodies above this may still be arriving when an early answer goes out. */
+const LONG_BODY_BYTES = 64 << 10;
+
+function bodyWasRead(req: Request): boolean {
+  try {
+    return req.bodyUsed;
+  } catch {
+    return true; // the request is gone with its connection
+  }
 }
 
 async function shutdownWithin(server: Deno.HttpServer, ms: number): Promise<void> {

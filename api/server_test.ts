@@ -154,45 +154,66 @@ testWithTimeout({
   }
 });
 
-testWithTimeout({
-  name: "ApiServer: a slowloris request is cut at the header timeout; a slow answer is not",
-  ...opts,
-}, async () => {
-  const server = await ApiServer.listen({
-    hostname: "127.0.0.1",
-    port: 0,
-    insecure: true,
-    limits: { headersTimeoutMs: 400, idleTimeoutMs: 400, maxConnections: 10 },
-  });
-  // The handler takes longer than both timeouts: a request in flight is never cut.
-  server.serveWith(async () => {
-    await new Promise((r) => setTimeout(r, 1_200));
-    return new Response("slow but whole");
-  });
-  const enc = new TextEncoder();
-  try {
-    const loris = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    await loris.write(enc.encode("GET / HTTP/1.1\r\nHost: x\r\n"));
-    let lines = 0;
-    const closed = closedBy(loris);
-    let open = true;
-    closed.then(() => open = false);
-    // One header line every 100 ms, never the blank line that ends them.
-    while (open && lines < 40) {
-      await new Promise((r) => setTimeout(r, 100));
-      await loris.write(enc.encode(`X-Line-${lines++}: 1\r\n`)).catch(() => open = false);
-    }
-    assert(!open, `the slowloris connection was still open after ${lines} header lines`);
+for (const mode of ["tls", "plain"] as const) {
+  testWithTimeout({
+    name:
+      `ApiServer (${mode}): a slowloris request is cut at the header timeout; a slow answer is not`,
+    ...opts,
+  }, async () => {
+    const ca = await createCa("c1");
+    const n1 = await tlsFor("n1", ca);
+    const server = await ApiServer.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      insecure: mode === "plain",
+      tls: n1,
+      limits: { headersTimeoutMs: 400, idleTimeoutMs: 400, maxConnections: 10 },
+    });
+    const base = `${mode === "tls" ? "https" : "http"}://127.0.0.1:${server.port}`;
+    await server.useTls(n1, base);
+    // The handler takes longer than both timeouts: a request in flight is never cut.
+    server.serveWith(async () => {
+      await new Promise((r) => setTimeout(r, 1_200));
+      return new Response("slow but whole");
+    });
+    const enc = new TextEncoder();
+    const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
+    const connect = () =>
+      mode === "tls"
+        ? Deno.connectTls({ hostname: "127.0.0.1", port: server.port, caCerts: [ca.certPem] })
+        : Deno.connect({ hostname: "127.0.0.1", port: server.port });
     try {
-      loris.close();
-    } catch { /* closed */ }
+      const loris = await connect();
+      await loris.write(enc.encode("GET / HTTP/1.1\r\nHost: x\r\n"));
+      let lines = 0;
+      let open = true;
+      closedBy(loris).then(() => open = false);
+      // One header line every 100 ms, never the blank line that ends them.
+      while (open && lines < 40) {
+        await new Promise((r) => setTimeout(r, 100));
+        await loris.write(enc.encode(`X-Line-${lines++}: 1\r\n`)).catch(() => open = false);
+      }
+      assert(!open, `the slowloris connection was still open after ${lines} header lines`);
+      try {
+        loris.close();
+      } catch { /* closed */ }
+      // A TCP connection that never even starts its TLS handshake is on the same clock.
+      const mute = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      const outcome = await Promise.race([
+        closedBy(mute).then(() => "closed"),
+        new Promise((r) => setTimeout(() => r("still open after 30 s"), 30_000)),
+      ]);
+      assertEquals(outcome, "closed");
+      mute.close();
 
-    const res = await fetch(`http://127.0.0.1:${server.port}/`);
-    assertEquals(await res.text(), "slow but whole");
-  } finally {
-    await server.shutdown();
-  }
-});
+      const res = await fetch(`${base}/`, { client });
+      assertEquals(await res.text(), "slow but whole");
+    } finally {
+      client.close();
+      await server.shutdown();
+    }
+  });
+}
 
 testWithTimeout({
   name: "ApiServer: a keep-alive connection is closed once idle past the idle timeout",
