@@ -65,6 +65,13 @@ export interface GuardedConnection {
    */
   answered: boolean;
   timer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Stops taking the client's bytes and lets the server finish: what it has
+   * answered still reaches the client, which then gets the end of the stream
+   * (close_notify and FIN); the connection is closed {@link EARLY_ANSWER_GRACE_MS}
+   * later. A client that is still sending is held back by TCP meanwhile.
+   */
+  hangUp(): void;
   close(): void;
 }
 
@@ -160,7 +167,7 @@ export class ConnectionGuard {
    */
   answeredEarly(conn: GuardedConnection): void {
     conn.answered = true;
-    setTimeout(() => conn.close(), EARLY_ANSWER_GRACE_MS);
+    setTimeout(() => conn.hangUp(), EARLY_ANSWER_GRACE_MS);
   }
 
   /** Stops accepting and closes every connection. */
@@ -189,6 +196,8 @@ export class ConnectionGuard {
   async #splicePlain(client: Deno.TcpConn): Promise<void> {
     const conn = this.#admit(client.remoteAddr.hostname, () => client.close());
     if (!conn) return;
+    // Plain TCP is spliced as it comes (development only): no finer hang-up than closing.
+    conn.hangUp = () => setTimeout(() => conn.close(), EARLY_ANSWER_GRACE_MS);
     client.setNoDelay(true);
     const server = await this.#connectServer(conn);
     if (!server) return;
@@ -222,7 +231,16 @@ export class ConnectionGuard {
     if (!secure) return;
     const server = await this.#connectServer(conn);
     if (!server) return;
-    forwardClient(sock, server, conn);
+    let hungUp = false;
+    conn.hangUp = () => {
+      if (hungUp) return;
+      hungUp = true;
+      sock.pause();
+      // The server sees the request end here; it finishes its answer and closes (below).
+      server.closeWrite().catch(() => {});
+      setTimeout(() => conn.close(), EARLY_ANSWER_GRACE_MS);
+    };
+    forwardClient(sock, server, conn, () => hungUp);
     // Server → client.
     const buf = new Uint8Array(COPY_BUFFER_BYTES);
     try {
@@ -235,7 +253,7 @@ export class ConnectionGuard {
     // The server is done with this connection: the answer is out, nothing more is read.
     conn.answered = true;
     sock.end();
-    setTimeout(() => conn.close(), EARLY_ANSWER_GRACE_MS);
+    conn.hangUp();
   }
 
   // ---- shared ----------------------------------------------------------------
@@ -253,6 +271,7 @@ export class ConnectionGuard {
       inflight: 0,
       answered: false,
       timer: undefined,
+      hangUp: () => conn.close(),
       close: () => {
         if (closed) return;
         closed = true;
@@ -352,19 +371,24 @@ function gatedStream(conn: Deno.TcpConn): { stream: Duplex; readFor(tls: TLSSock
  * network: a client sending faster than the server reads is held back by TCP.
  * After an early answer its bytes are dropped and, past a bound, it is cut.
  */
-function forwardClient(sock: TLSSocket, server: Deno.TcpConn, conn: GuardedConnection): void {
+function forwardClient(
+  sock: TLSSocket,
+  server: Deno.TcpConn,
+  conn: GuardedConnection,
+  hungUp: () => boolean,
+): void {
   let dropped = 0;
   let ended = false;
   let writing = Promise.resolve();
   sock.on("data", (chunk: Uint8Array) => {
     if (conn.answered) {
       dropped += chunk.length;
-      if (dropped > EARLY_ANSWER_DROP_BYTES) conn.close();
+      if (dropped > EARLY_ANSWER_DROP_BYTES) conn.hangUp();
       return;
     }
     sock.pause();
     writing = writing.then(() => writeAll(server, chunk)).then(
-      () => void sock.resume(),
+      () => void (hungUp() || sock.resume()),
       () => conn.close(),
     );
   });

@@ -174,10 +174,11 @@ export class DenoApiServer implements ApiServer {
       Number(req.headers.get("content-length") ?? 0) > LONG_BODY_BYTES;
     if (!longBody) return this.#route(req, conn);
     // Answered without touching the body (a 401, a 413): the client may still be sending it,
-    // and the server would not finish the answer before it had all of it.
+    // and the server would read (and drop) all of it, however long, before closing.
     return Promise.resolve(this.#route(req, conn)).then((res) => {
-      if (!bodyWasRead(req)) this.#guard.answeredEarly(conn);
-      return res;
+      if (bodyWasRead(req)) return res;
+      this.#guard.answeredEarly(conn);
+      return closingAfter(res);
     });
   }
 
@@ -235,6 +236,19 @@ function notThroughTheGuard(): Response {
 
 /** Bodies above this may still be arriving when an early answer goes out. */
 const LONG_BODY_BYTES = 64 << 10;
+
+/** `res` marked as the last answer on its connection (its request's unread body is in the way). */
+function closingAfter(res: Response): Response {
+  try {
+    res.headers.set("connection", "close");
+    return res;
+  } catch {
+    // Immutable headers (a response fetched from another node): copy them.
+    const headers = new Headers(res.headers);
+    headers.set("connection", "close");
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+  }
+}
 
 function bodyWasRead(req: Request): boolean {
   try {

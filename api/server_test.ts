@@ -303,6 +303,90 @@ testWithTimeout({
   }
 });
 
+testWithTimeout({
+  name:
+    "ApiServer: an answer that leaves a long body unread ends its connection cleanly: the next request works, a sender that goes on is stopped",
+  ...opts,
+}, async () => {
+  const ca = await createCa("c1");
+  const { server, url } = await tlsServer(await tlsFor("n1", ca));
+  // As the API's body caps do: a declared or streamed body over 1 MiB is refused unread.
+  server.serveWith(async (req) => {
+    const long = req.headers.has("transfer-encoding") ||
+      Number(req.headers.get("content-length")) > 1 << 20;
+    if (long) return Response.json({ error: "too large" }, { status: 413 });
+    return Response.json({ bytes: (await req.text()).length });
+  });
+  const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
+  const post = async (bytes: number) => {
+    const res = await fetch(`${url}/x`, { method: "POST", body: "a".repeat(bytes), client });
+    return { status: res.status, body: await res.json() };
+  };
+  /** Sends a 200 MiB body whatever it hears; what it heard, and how much it got to send. */
+  const stubborn = async () => {
+    const conn = await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port: server.port,
+      caCerts: [ca.certPem],
+    });
+    const chunk = new Uint8Array(1 << 20).fill(0x20);
+    let mib = 0;
+    const sending = (async () => {
+      try {
+        await writeAll(conn, `POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: ${200 << 20}\r\n\r\n`);
+        for (; mib < 200; mib++) await writeAll(conn, chunk);
+      } catch { /* stopped by the server */ }
+    })();
+    const buf = new Uint8Array(4096);
+    const n = await conn.read(buf).catch(() => null);
+    await sending;
+    try {
+      conn.close();
+    } catch { /* closed */ }
+    return { head: new TextDecoder().decode(buf.subarray(0, n ?? 0)).split("\r\n")[0], mib };
+  };
+  try {
+    // fetch sends the whole 5 MB, hears 413, then its next request must not land on a
+    // connection whose leftovers are being dropped.
+    for (let i = 0; i < 3; i++) {
+      assertEquals((await post(5_000_000)).status, 413);
+      assertEquals(await post(900_000), { status: 200, body: { bytes: 900_000 } });
+      assertEquals(await post(10), { status: 200, body: { bytes: 10 } });
+    }
+    // A client that sent its whole body is told not to reuse the connection.
+    const polite = await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port: server.port,
+      caCerts: [ca.certPem],
+    });
+    try {
+      const body = "a".repeat(5_000_000);
+      await writeAll(
+        polite,
+        `POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: ${body.length}\r\n\r\n`,
+      );
+      await writeAll(polite, body);
+      const buf = new Uint8Array(4096);
+      const head = new TextDecoder().decode(buf.subarray(0, (await polite.read(buf)) ?? 0));
+      assert(head.startsWith("HTTP/1.1 413"), head);
+      assert(/\r\nconnection: close\r\n/i.test(head), `no "connection: close": ${head}`);
+    } finally {
+      polite.close();
+    }
+    const s = await stubborn();
+    assert(s.head.startsWith("HTTP/1.1 413"), `the answer reached the sender: "${s.head}"`);
+    assert(s.mib < 64, `a sender that goes on is stopped: it sent ${s.mib} MiB`);
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+});
+
+async function writeAll(conn: Deno.Conn, data: string | Uint8Array): Promise<void> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+}
+
 /** One HTTP/1.1 request on an open connection; the answer's body (JSON). */
 async function exchange(
   conn: Deno.Conn,
