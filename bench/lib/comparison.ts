@@ -191,13 +191,15 @@ export function printRep(clients: number, system: string, rep: number, r: RepRes
 /**
  * A contender that drives the current leader (`leaderUrl`, asked once per run) with the
  * closed-loop load generator: `clients` concurrent clients, each sending `requestFor(leader,
- * client)` and waiting for the answer, for `durationS` after `warmupS`.
+ * client)` and waiting for the answer, for `durationS` after `warmupS` — or until
+ * `maxRequests()` (asked once per run) requests went out, for requests that use something up.
  */
 export function closedLoopContender(
   system: string,
   leaderUrl: () => Promise<string>,
   timing: { durationS: number; warmupS: number },
   requestFor: (leader: string, client: number) => WriteRequest,
+  maxRequests?: () => Promise<number>,
 ): Contender {
   return {
     system,
@@ -208,6 +210,7 @@ export function closedLoopContender(
         durationMs: timing.durationS * 1000,
         warmupMs: timing.warmupS * 1000,
         requestFor: (client) => requestFor(leader, client),
+        maxRequests: await maxRequests?.(),
       });
     },
   };

@@ -27,10 +27,17 @@ export interface LoadOptions {
   warmupMs: number;
   /** Builds the request that client number `client` (0-based) sends repeatedly. */
   requestFor: (client: number) => WriteRequest;
+  /**
+   * At most this many requests in all (warmup included), for requests that use up
+   * something finite (VM creates fill the hosts). Spent before the window ends, the
+   * window ends with the last answer and throughput is taken over what it lasted.
+   */
+  maxRequests?: number;
 }
 
 export interface LoadResult {
   clients: number;
+  /** The measurement window: `durationMs`, or less when `maxRequests` ran out first. */
   durationMs: number;
   writes: number;
   writesPerSec: number;
@@ -54,16 +61,34 @@ class Recorder {
   readonly latencies: number[] = [];
   errors = 0;
   readonly errorSamples = new Set<string>();
+  /** Requests sent so far, warmup included. */
+  sent = 0;
+  /** When the last answer inside the window came. */
+  lastAnswerAt = 0;
 
-  constructor(readonly window: Window) {}
+  constructor(readonly window: Window, readonly maxRequests = Infinity) {}
+
+  /** Takes one request from the budget; false once it is spent. */
+  take(): boolean {
+    if (this.sent >= this.maxRequests) return false;
+    this.sent++;
+    return true;
+  }
+
+  get budgetSpent(): boolean {
+    return this.sent >= this.maxRequests;
+  }
 
   success(startedAt: number, finishedAt: number): void {
-    if (this.#inWindow(finishedAt)) this.latencies.push(finishedAt - startedAt);
+    if (!this.#inWindow(finishedAt)) return;
+    this.latencies.push(finishedAt - startedAt);
+    this.lastAnswerAt = finishedAt;
   }
 
   failure(finishedAt: number, error: unknown): void {
     if (!this.#inWindow(finishedAt)) return;
     this.errors++;
+    this.lastAnswerAt = finishedAt;
     if (this.errorSamples.size < MAX_ERROR_SAMPLES) this.errorSamples.add(errorMessage(error));
   }
 
@@ -79,7 +104,7 @@ export async function runClosedLoop(options: LoadOptions): Promise<LoadResult> {
     start: now + options.warmupMs,
     end: now + options.warmupMs + options.durationMs,
   };
-  const recorder = new Recorder(window);
+  const recorder = new Recorder(window, options.maxRequests);
   // Trusts the cluster CAs NovactlCluster registered (nodes serve HTTPS by default).
   const httpClient = Deno.createHttpClient({
     poolMaxIdlePerHost: options.clients,
@@ -106,7 +131,7 @@ interface ClientContext {
 
 async function runClient(request: WriteRequest, context: ClientContext): Promise<void> {
   const { recorder } = context;
-  for (let seq = 0; performance.now() < recorder.window.end; seq++) {
+  for (let seq = 0; performance.now() < recorder.window.end && recorder.take(); seq++) {
     const body = typeof request.body === "function" ? request.body(seq) : request.body;
     const startedAt = performance.now();
     try {
@@ -141,11 +166,14 @@ async function sendWrite(
 
 function toResult(options: LoadOptions, recorder: Recorder): LoadResult {
   const latency = summarize(recorder.latencies);
+  const durationMs = recorder.budgetSpent && recorder.lastAnswerAt > 0
+    ? Math.min(options.durationMs, recorder.lastAnswerAt - recorder.window.start)
+    : options.durationMs;
   return {
     clients: options.clients,
-    durationMs: options.durationMs,
+    durationMs,
     writes: latency.count,
-    writesPerSec: latency.count / (options.durationMs / 1000),
+    writesPerSec: durationMs > 0 ? latency.count / (durationMs / 1000) : 0,
     errors: recorder.errors,
     errorSamples: [...recorder.errorSamples],
     latency,
