@@ -5,10 +5,13 @@
  * - local disk: the disk is on the host's own pool and is first mirrored to the destination over
  *   NBD (`blockdev-mirror`), then RAM and device state move.
  *
- * Each mode runs novactl side by side with its anchor, bare QEMU → QEMU on this machine by hand
+ * Each mode runs novactl side by side with its anchors, bare QEMU → QEMU on this machine by hand
  * over QMP with the same guest, the same disk placement (one file both open / a blank copy
- * mirrored over NBD) and the same migration parameters, interleaved run by run (novactl first in
- * even runs, bare first in odd ones). Figures, each a `Figure` over `--runs`:
+ * mirrored over NBD) and the same migration parameters, once in plain TCP and once over TLS as
+ * novactl migrates (`tls-creds-x509` with verify-peer on both ends, an `authz-list` admitting
+ * the source's certificate, for the memory stream and the NBD mirror alike): bare plain against
+ * bare TLS is what TLS costs QEMU itself, novactl against bare TLS what novactl adds. The three
+ * are interleaved run by run in a rotating order. Figures, each a `Figure` over `--runs`:
  *
  * - `commandToDoneMs`: novactl, `POST /api/v1/vms/NAME/migrate` → the operation `succeeded` as the
  *   client sees it (the whole orchestration: placement, destination prepare, mirror, memory,
@@ -35,6 +38,10 @@ import { DirPool } from "../host/storage/mod.ts";
 import { fetchConsole } from "./lib/guest.ts";
 import { type RunMeta, runMeta } from "./lib/run_meta.ts";
 import { sleep, waitFor } from "./lib/util.ts";
+import { qemuUser } from "../host/kvm/mod.ts";
+import { buildQemuCredsDir } from "../host/kvm/tls.ts";
+import { addAuthzList, addTlsCredsX509, deleteObject } from "../host/kvm/commands.ts";
+import { createCa, createNodeKeyAndCsr, signCsr } from "../core/pki/mod.ts";
 
 /** One side (novactl or bare QEMU) of one mode; every figure in ms over all runs. */
 export interface MigrateSide {
@@ -60,9 +67,9 @@ export interface MigrateBenchResult {
     downtimeLimitMs: number;
     /** The cluster's `migration.maxBandwidthMiBs`, also set on the bare source. */
     maxBandwidthMiBs: number;
-    order: "novactl first in even runs, bare first in odd runs";
+    order: "rotating: novactl, bare, bare TLS; then bare, bare TLS, novactl; …";
   };
-  modes: Record<MigrateMode, { novactl: MigrateSide; bare: MigrateSide }>;
+  modes: Record<MigrateMode, { novactl: MigrateSide; bare: MigrateSide; bareTls: MigrateSide }>;
 }
 
 interface Sample {
@@ -95,6 +102,27 @@ interface MigrateInfo {
   "socket-address"?: { type: string; port?: string }[];
 }
 
+/** TLS for the bare anchor: a QEMU credentials directory (CA, one certificate for "bare"). */
+interface BareTls {
+  credsDir: string;
+}
+
+const BARE_SERVER_CREDS = "bench-tls-server";
+const BARE_CLIENT_CREDS = "bench-tls-client";
+const BARE_AUTHZ = "bench-tls-authz";
+
+/** A CA and a certificate for "bare" (127.0.0.1), laid out as novactl lays out a node's. */
+async function bareTls(root: string): Promise<BareTls> {
+  const ca = await createCa("bench");
+  const { keyPem, csrPem } = await createNodeKeyAndCsr("bare", ["127.0.0.1"]);
+  const certPem = await signCsr(ca, csrPem, { name: "bare", sans: ["127.0.0.1"] });
+  const files = { caCert: `${root}/ca.crt`, cert: `${root}/node.crt`, key: `${root}/node.key` };
+  await Deno.writeTextFile(files.caCert, ca.certPem);
+  await Deno.writeTextFile(files.cert, certPem);
+  await Deno.writeTextFile(files.key, keyPem, { mode: 0o600 });
+  return { credsDir: await buildQemuCredsDir(files, await qemuUser()) };
+}
+
 function eventMs(e: QmpEvent): number {
   return e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
 }
@@ -110,9 +138,10 @@ class BareGuest {
   #n = 0;
 
   constructor(
-    private readonly root: string,
+    readonly root: string,
     private readonly mode: MigrateMode,
     private readonly params: MigrationParams,
+    private readonly tls: BareTls | null,
   ) {}
 
   /** Boots the guest and waits for its ready line on the console. */
@@ -149,6 +178,7 @@ class BareGuest {
     const src = this.#qmp!;
     const t0 = performance.now();
     const dst = await this.#launch(["-incoming", "defer"]);
+    if (this.tls) await this.#tlsBothEnds(src, dst.qmp, this.tls);
     await dst.qmp.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
     const port = (await dst.qmp.execute<MigrateInfo>("query-migrate"))["socket-address"]?.[0]?.port;
     if (!port) throw new Error("the destination did not report its migration port");
@@ -187,6 +217,25 @@ class BareGuest {
     };
   }
 
+  /**
+   * As novactl does: the destination demands a certificate from the CA and admits only the
+   * source's; the source checks the destination's against the CA and the name 127.0.0.1.
+   */
+  async #tlsBothEnds(src: QmpClient, dst: QmpClient, tls: BareTls): Promise<void> {
+    await addTlsCredsX509(dst, BARE_SERVER_CREDS, tls.credsDir, "server");
+    await addAuthzList(dst, BARE_AUTHZ, ["CN=bare"]);
+    await dst.execute("migrate-set-parameters", {
+      "tls-creds": BARE_SERVER_CREDS,
+      "tls-authz": BARE_AUTHZ,
+    });
+    await deleteObject(src, BARE_CLIENT_CREDS);
+    await addTlsCredsX509(src, BARE_CLIENT_CREDS, tls.credsDir, "client");
+    await src.execute("migrate-set-parameters", {
+      "tls-creds": BARE_CLIENT_CREDS,
+      "tls-hostname": "127.0.0.1",
+    });
+  }
+
   /** Right after the completion event the statistics may not be filled in yet. */
   async #completedInfo(src: QmpClient): Promise<MigrateInfo> {
     for (;;) {
@@ -198,7 +247,14 @@ class BareGuest {
 
   /** The destination exports its blank disk over NBD; the source mirrors into it until in sync. */
   async #mirror(src: QmpClient, dst: QmpClient, socket: string): Promise<void> {
-    await dst.execute("nbd-server-start", { addr: { type: "unix", data: { path: socket } } });
+    const serverTls = this.tls ? { "tls-creds": BARE_SERVER_CREDS, "tls-authz": BARE_AUTHZ } : {};
+    const clientTls = this.tls
+      ? { "tls-creds": BARE_CLIENT_CREDS, "tls-hostname": "127.0.0.1" }
+      : {};
+    await dst.execute("nbd-server-start", {
+      addr: { type: "unix", data: { path: socket } },
+      ...serverTls,
+    });
     await dst.execute("block-export-add", {
       type: "nbd",
       id: "mig-root",
@@ -211,6 +267,7 @@ class BareGuest {
       "node-name": "mig-target",
       server: { type: "unix", path: socket },
       export: "root",
+      ...clientTls,
     });
     const ready = src.waitForEvent("BLOCK_JOB_READY", { timeoutMs: 120_000 });
     await src.execute("blockdev-mirror", {
@@ -272,6 +329,14 @@ async function createNovactlGuest(g: GuestCluster, mode: MigrateMode): Promise<s
   return name;
 }
 
+type Side = "novactl" | "bare" | "bareTls";
+const SIDES: Side[] = ["novactl", "bare", "bareTls"];
+
+/** Run r's order: the sides rotated by r, so none is always first (or always right after another). */
+function rotation(r: number): Side[] {
+  return SIDES.map((_, i) => SIDES[(i + r) % SIDES.length]);
+}
+
 const MODE_LABELS: Record<MigrateMode, string> = {
   sharedDisk: "shared disk",
   localDiskNbd: "local disk, NBD mirror",
@@ -290,6 +355,7 @@ function side(label: string, samples: Sample[]): MigrateSide {
 const g = await startGuestCluster(NODES); // tmpfs: see the module doc
 const bareRoot = await Deno.makeTempDir({ dir: g.base, prefix: "bare-" });
 const bares: BareGuest[] = [];
+let tls: BareTls | null = null;
 try {
   const meta0 = await runMeta("migrate", { dataDir: g.base, runs: RUNS });
   const { config } = await g.api<{ config: Record<string, number> }>("GET", "/api/v1/config");
@@ -297,33 +363,36 @@ try {
     downtimeLimitMs: config["migration.downtimeLimitMs"],
     maxBandwidthMiBs: config["migration.maxBandwidthMiBs"],
   };
-  const guests = {} as Record<MigrateMode, { name: string; bare: BareGuest }>;
-  for (const mode of MODES) {
-    const bare = new BareGuest(`${bareRoot}/${mode}`, mode, params);
-    await Deno.mkdir(`${bareRoot}/${mode}`);
-    bares.push(bare);
-    await bare.start();
-    guests[mode] = { name: await createNovactlGuest(g, mode), bare };
-  }
+  tls = await bareTls(bareRoot);
   const samples = Object.fromEntries(
-    MODES.map((m) => [m, { novactl: [] as Sample[], bare: [] as Sample[] }]),
-  ) as Record<MigrateMode, { novactl: Sample[]; bare: Sample[] }>;
-  for (let run = 0; run < RUNS; run++) {
-    for (const mode of MODES) {
-      const novactl = () => novactlMigrateOnce(g, guests[mode].name);
-      const bare = () => guests[mode].bare.migrateOnce();
-      if (run % 2 === 0) {
-        samples[mode].novactl.push(await novactl());
-        samples[mode].bare.push(await bare());
-      } else {
-        samples[mode].bare.push(await bare());
-        samples[mode].novactl.push(await novactl());
-      }
+    MODES.map((
+      m,
+    ): [MigrateMode, Record<Side, Sample[]>] => [m, { novactl: [], bare: [], bareTls: [] }]),
+  ) as Record<MigrateMode, Record<Side, Sample[]>>;
+  // One mode at a time: three idle TCG guests are background load enough on 2 CPUs.
+  for (const mode of MODES) {
+    const plain = new BareGuest(`${bareRoot}/${mode}`, mode, params, null);
+    const overTls = new BareGuest(`${bareRoot}/${mode}-tls`, mode, params, tls);
+    for (const bare of [plain, overTls]) {
+      await Deno.mkdir(bare.root);
+      bares.push(bare);
+      await bare.start();
+    }
+    const name = await createNovactlGuest(g, mode);
+    const run: Record<Side, () => Promise<Sample>> = {
+      novactl: () => novactlMigrateOnce(g, name),
+      bare: () => plain.migrateOnce(),
+      bareTls: () => overTls.migrateOnce(),
+    };
+    for (let r = 0; r < RUNS; r++) {
+      for (const side of rotation(r)) samples[mode][side].push(await run[side]());
       console.log(
-        `run ${run + 1} ${mode}: novactl ${JSON.stringify(samples[mode].novactl.at(-1))}` +
-          ` bare ${JSON.stringify(samples[mode].bare.at(-1))}`,
+        `run ${r + 1} ${mode}: ` +
+          SIDES.map((side) => `${side} ${JSON.stringify(samples[mode][side].at(-1))}`).join(" "),
       );
     }
+    for (const bare of bares.splice(0)) await bare.stop().catch(() => {});
+    await g.api("DELETE", `/api/v1/vms/${name}?force=true`);
   }
   const result: MigrateBenchResult = {
     meta: { ...meta0, date: new Date().toISOString() },
@@ -333,12 +402,13 @@ try {
       diskGiB: DISK_BYTES / 2 ** 30,
       runs: RUNS,
       ...params,
-      order: "novactl first in even runs, bare first in odd runs",
+      order: "rotating: novactl, bare, bare TLS; then bare, bare TLS, novactl; …",
     },
     modes: Object.fromEntries(
       MODES.map((m) => [m, {
         novactl: side(`${MODE_LABELS[m]}: novactl`, samples[m].novactl),
         bare: side(`${MODE_LABELS[m]}: bare QEMU (anchor)`, samples[m].bare),
+        bareTls: side(`${MODE_LABELS[m]}: bare QEMU over TLS (anchor)`, samples[m].bareTls),
       }]),
     ) as MigrateBenchResult["modes"],
   };
@@ -347,5 +417,6 @@ try {
   console.log(`wrote ${OUT}`);
 } finally {
   for (const bare of bares) await bare.stop().catch(() => {});
+  if (tls) await Deno.remove(tls.credsDir, { recursive: true }).catch(() => {});
   await g.stop();
 }
