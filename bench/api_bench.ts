@@ -1,7 +1,7 @@
 /**
  * The user's path through the REST API, next to etcd as the anchor, interleaved.
  *
- *   deno run -A bench/api_bench.ts [--duration 10] [--warmup 1] [--clients 1,64] [--reps 3]
+ *   deno run -A bench/api_bench.ts [--duration 10] [--warmup 1] [--clients 1,16,64] [--reps 3]
  *                                  [--list-vms 100] [--keep] [--out FILE]
  *
  * Two fresh 3-node novactl clusters (as shipped, HTTPS with signed peer requests; and
@@ -20,6 +20,12 @@
  *   the same state. Stopped VMs hold their vCPUs, and 3 hosts of this machine's size hold
  *   3 × CPUs × 64 (the widest overcommit): a repetition stops when it has sent as many creates
  *   as there are free vCPUs, and its ops/s is taken over the time that took.
+ * - vm create+delete: each client creates a stopped VM, then deletes it (`?force=true`), and
+ *   so on; every request counts. etcd: the same puts as for creates.
+ *
+ * After every novactl run the bench checks through the API that no host holds more vCPUs
+ * or memory than its capacity after overcommit and that no strict placement group is
+ * broken, prints the outcome, records it (`placementChecks`) and fails when anything was.
  *
  * The result (bench/results/api.json) holds each repetition, the median and spread per system,
  * and the ratio of the medians.
@@ -71,6 +77,7 @@ interface BenchOptions {
 
 const IMAGE = "bench";
 const CREATED_PREFIX = "c";
+const PAIR_PREFIX = "p";
 const SEED_PREFIX = "seed";
 const PAUSE_BETWEEN_RUNS_MS = 1_000;
 const DELETE_PARALLELISM = 8;
@@ -87,7 +94,7 @@ function parseOptions(args: string[]): BenchOptions {
   return {
     durationS: positiveNumber(flags, "duration", 10),
     warmupS: nonNegativeNumber(flags, "warmup", 1),
-    clients: clientList(flags, "1,64"),
+    clients: clientList(flags, "1,16,64"),
     reps: toPositiveInt("reps", flags.get("reps") ?? "3"),
     listVms: toPositiveInt("list-vms", flags.get("list-vms") ?? "100"),
     keep: flags.has("keep"),
@@ -158,6 +165,19 @@ class NovactlApi {
     return capacity - (await this.vmNames()).length;
   }
 
+  /**
+   * What the scheduler must never allow, checked from outside through the API: a host
+   * holding more CPU or memory than its capacity after overcommit, or a strict group
+   * broken. One line per finding; none is the expected answer.
+   */
+  async placementViolations(): Promise<string[]> {
+    const { nodes } = await this.call<{ nodes: BenchHost[] }>("GET", "/api/v1/nodes");
+    const { config } = await this.call<{ config: Record<string, number> }>("GET", "/api/v1/config");
+    const { vms } = await this.call<{ vms: BenchVm[] }>("GET", "/api/v1/vms");
+    const { groups } = await this.call<{ groups: BenchGroup[] }>("GET", "/api/v1/groups");
+    return placementViolations(nodes, config, vms, groups);
+  }
+
   async vmNames(): Promise<string[]> {
     const { vms } = await this.call<{ vms: { name: string }[] }>("GET", "/api/v1/vms");
     return vms.map((vm) => vm.name);
@@ -178,6 +198,58 @@ class NovactlApi {
       return left.length === 0 ? true : undefined;
     }, { timeoutMs: CLEANUP_TIMEOUT_MS, intervalMs: 500, description: `${prefix}* VMs deleted` });
   }
+}
+
+interface BenchHost {
+  name: string;
+  inventory?: { cpus: number; memoryMiB: number };
+}
+interface BenchVm {
+  name: string;
+  node: string | null;
+  cpus: number;
+  memoryMiB: number;
+  desired: string;
+  template?: boolean;
+  group?: string;
+}
+interface BenchGroup {
+  name: string;
+  policy: "affinity" | "anti-affinity";
+  strict: boolean;
+}
+
+/** See {@link NovactlApi.placementViolations}. Deleted VMs and templates hold no CPU or memory. */
+export function placementViolations(
+  hosts: BenchHost[],
+  config: Record<string, number>,
+  vms: BenchVm[],
+  groups: BenchGroup[],
+): string[] {
+  const found: string[] = [];
+  const holding = vms.filter((vm) => vm.node && vm.desired !== "deleted" && !vm.template);
+  for (const host of hosts) {
+    const here = holding.filter((vm) => vm.node === host.name);
+    const cpus = here.reduce((sum, vm) => sum + vm.cpus, 0);
+    const memory = here.reduce((sum, vm) => sum + vm.memoryMiB, 0);
+    const capCpus = (host.inventory?.cpus ?? 0) * config["scheduler.overcommit.cpu"];
+    const capMemory = (host.inventory?.memoryMiB ?? 0) * config["scheduler.overcommit.memory"];
+    if (cpus > capCpus) found.push(`${host.name} holds ${cpus} vCPUs > ${capCpus}`);
+    if (memory > capMemory) found.push(`${host.name} holds ${memory} MiB > ${capMemory} MiB`);
+  }
+  for (const group of groups.filter((g) => g.strict)) {
+    const members = holding.filter((vm) => vm.group === group.name);
+    const hostsUsed = new Set(members.map((vm) => vm.node));
+    if (group.policy === "anti-affinity" && hostsUsed.size < members.length) {
+      found.push(
+        `anti-affinity group ${group.name}: ${members.length} VMs on ${hostsUsed.size} hosts`,
+      );
+    }
+    if (group.policy === "affinity" && hostsUsed.size > 1) {
+      found.push(`affinity group ${group.name}: spread over ${[...hostsUsed].join(", ")}`);
+    }
+  }
+  return found;
 }
 
 /** The body of one stopped-VM create; `name` differs per request. */
@@ -232,6 +304,33 @@ function novactlCreates(api: NovactlApi, options: BenchOptions, clients: number)
   };
 }
 
+/**
+ * Create-then-delete pairs: each client creates a VM and then deletes what it created
+ * (`?force=true`, as the VM is stopped and never started); every request counts.
+ */
+function novactlPairs(api: NovactlApi, options: BenchOptions, clients: number): Contender {
+  return {
+    system: api.system,
+    run: (_, rep) =>
+      closedLoopContender(
+        api.system,
+        () => api.novactl.cluster.leaderUrl(),
+        options,
+        (leader, c) => ({
+          url: `${leader}/api/v1/vms`,
+          method: "POST",
+          headers: api.headers(),
+          sequence: (seq) => {
+            const name = `${PAIR_PREFIX}${clients}-r${rep}-w${c}-${seq >> 1}`;
+            return seq % 2 === 0
+              ? { url: `${leader}/api/v1/vms`, method: "POST", body: createBody(name) }
+              : { url: `${leader}/api/v1/vms/${name}?force=true`, method: "DELETE" };
+          },
+        }),
+      ).run(clients, rep),
+  };
+}
+
 // ---------------------------------------------------------------- etcd
 
 async function seedEtcd(etcd: RunningEtcd, count: number, valueBytes: number): Promise<void> {
@@ -278,8 +377,9 @@ async function runCases(
   apis: NovactlApi[],
   etcd: RunningEtcd,
   options: BenchOptions,
-): Promise<ComparisonRow[]> {
+): Promise<{ rows: ComparisonRow[]; checks: PlacementCheck[] }> {
   const rows: ComparisonRow[] = [];
+  const checks: PlacementCheck[] = [];
   const progress = (clients: number) => (system: string, rep: number, r: RepResult) =>
     printRep(clients, system, rep, r);
   for (const clients of options.clients) {
@@ -297,6 +397,19 @@ async function runCases(
       }),
     );
   }
+  /** After each novactl run: nothing over-committed, no strict group broken (printed, kept). */
+  const checked = async (system: string, prefix: string) => {
+    const api = apis.find((a) => a.system === system);
+    if (!api) return;
+    const found = await api.placementViolations();
+    checks.push({ system, violations: found });
+    console.log(
+      found.length
+        ? `   CHECK FAILED (${system}): ${found.join("; ")}`
+        : `   check (${system}): no host over-committed, no strict group broken`,
+    );
+    await api.deleteVms(prefix);
+  };
   for (const clients of options.clients) {
     console.log(`-- vm create (start: false), ${clients} clients`);
     rows.push(
@@ -311,14 +424,41 @@ async function runCases(
           reps: options.reps,
           onRun: progress(clients),
           between: async (system) => {
-            await apis.find((api) => api.system === system)?.deleteVms(CREATED_PREFIX);
+            await checked(system, CREATED_PREFIX);
             await sleep(PAUSE_BETWEEN_RUNS_MS);
           },
         },
       ),
     );
   }
-  return rows;
+  for (const clients of options.clients) {
+    console.log(`-- vm create+delete pairs, ${clients} clients`);
+    rows.push(
+      ...await interleave(
+        [
+          ...apis.map((api) => novactlPairs(api, options, clients)),
+          etcdPuts(etcd, options, clients),
+        ],
+        {
+          case: "vm create+delete",
+          clients,
+          reps: options.reps,
+          onRun: progress(clients),
+          between: async (system) => {
+            await checked(system, PAIR_PREFIX);
+            await sleep(PAUSE_BETWEEN_RUNS_MS);
+          },
+        },
+      ),
+    );
+  }
+  return { rows, checks };
+}
+
+/** One check after a novactl run: what was found over-committed or broken (nothing, we hope). */
+interface PlacementCheck {
+  system: string;
+  violations: string[];
 }
 
 async function main(): Promise<void> {
@@ -338,7 +478,7 @@ async function main(): Promise<void> {
       recordBytes = await seedVms(api, options.listVms);
     }
     await seedEtcd(etcd, options.listVms, recordBytes);
-    const rows = await runCases(apis, etcd, options);
+    const { rows, checks } = await runCases(apis, etcd, options);
     const ratios = medianRatios(rows, "etcd");
     for (const r of ratios) console.log(`${r.case} at ${r.clients} clients: ${r.ratio}x etcd`);
     const tlsCost = tlsCosts(rows, PLAIN_SYSTEM);
@@ -360,7 +500,14 @@ async function main(): Promise<void> {
       rows,
       ratios,
       tlsCost,
+      placementChecks: {
+        runs: checks.length,
+        violations: checks.flatMap((c) => c.violations.map((v) => `${c.system}: ${v}`)),
+      },
     });
+    if (checks.some((c) => c.violations.length)) {
+      throw new Error("a placement check failed: see CHECK FAILED above (results written)");
+    }
     failed = false;
   } finally {
     await stopAll();

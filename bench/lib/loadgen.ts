@@ -16,9 +16,14 @@ import { type LatencySummary, summarize } from "./stats.ts";
  */
 export interface WriteRequest {
   url: string;
-  method: "PUT" | "POST" | "GET";
+  method: "PUT" | "POST" | "GET" | "DELETE";
   headers: Record<string, string>;
   body?: string | ((seq: number) => string);
+  /**
+   * Request number `seq` of this client, when requests differ by more than their
+   * body (a create, then the delete of what it created): overrides url, method, body.
+   */
+  sequence?: (seq: number) => { url: string; method: WriteRequest["method"]; body?: string };
 }
 
 export interface LoadOptions {
@@ -132,10 +137,14 @@ interface ClientContext {
 async function runClient(request: WriteRequest, context: ClientContext): Promise<void> {
   const { recorder } = context;
   for (let seq = 0; performance.now() < recorder.window.end && recorder.take(); seq++) {
-    const body = typeof request.body === "function" ? request.body(seq) : request.body;
+    const step = request.sequence?.(seq) ?? {
+      url: request.url,
+      method: request.method,
+      body: typeof request.body === "function" ? request.body(seq) : request.body,
+    };
     const startedAt = performance.now();
     try {
-      await sendWrite(request, body, context);
+      await sendWrite({ ...request, ...step }, step.body, context);
       recorder.success(startedAt, performance.now());
     } catch (error) {
       recorder.failure(performance.now(), error);

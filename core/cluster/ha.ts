@@ -12,7 +12,7 @@ import type { VmRecord } from "../fsm/mod.ts";
 import { log } from "../log/mod.ts";
 import { auditSystem } from "./audit.ts";
 import { explain, place } from "../scheduler/mod.ts";
-import { hostViews, placementRequestOf, serializedDecision } from "./vm_service.ts";
+import { hostViews, placedVms, placementRequestOf, serializedDecision } from "./vm_service.ts";
 
 export class HaManager {
   /** The host each VM last left because that host lost its lease: the likely holder of a stale disk lock. */
@@ -160,7 +160,7 @@ export class HaManager {
       const hosts = hostViews(this.node).map((h) =>
         exclude.has(h.node.name) ? { ...h, schedulable: false, state: "offline" } : h
       );
-      const others = this.node.fsm.vms().filter((v) => v.name !== vm.name);
+      const others = placedVms(this.node).filter((v) => v.name !== vm.name);
       const placed = place(
         placementRequestOf(this.node, fresh, { exclude: [...exclude] }),
         hosts,

@@ -13,16 +13,18 @@ import type {
   VmRecord,
   VmSpec,
 } from "../fsm/mod.ts";
-import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
+import { ConflictError, NotFoundError, NotLeaderError, ValidationError } from "../errors/mod.ts";
 import {
   explain,
   type HostView,
   place,
+  type PlacedVm,
   type PlacementRequest,
   type PlacementResult,
 } from "../scheduler/mod.ts";
 import { validateCloudInit } from "../cloudinit/mod.ts";
 import { KeyedSerializer } from "../concurrency/mod.ts";
+import { Planner } from "./planner.ts";
 
 export interface CreateVmRequest {
   name: string;
@@ -71,12 +73,30 @@ const DEFAULT_KERNEL_DISK_GIB = 1;
 const decisions = new KeyedSerializer<ClusterNode>();
 
 /**
- * Runs placement decisions one at a time on the leader, each against the
- * state its predecessors committed: concurrent creates can then never
- * over-commit a host or break a strict placement group.
+ * Runs the rarer placement decisions (migration destinations, HA restarts,
+ * drains, resizes) one at a time on the leader, each against the state its
+ * predecessors committed plus the creates in flight. Creates do not wait here:
+ * they go through the node's {@link Planner}.
  */
 export function serializedDecision<T>(node: ClusterNode, decide: () => Promise<T>): Promise<T> {
   return decisions.run(node, decide);
+}
+
+const planners = new WeakMap<ClusterNode, Planner>();
+
+/** The node's planner of new VMs (made on first use; it decides only while the node leads). */
+export function plannerOf(node: ClusterNode): Planner {
+  let planner = planners.get(node);
+  if (!planner) planners.set(node, planner = new Planner(node, () => hostViews(node)));
+  return planner;
+}
+
+/** Every placed VM the scheduler must count: the applied state and the creates in flight. */
+export function placedVms(node: ClusterNode): PlacedVm[] {
+  const reserved = plannerOf(node).reservations();
+  if (!reserved.length) return node.fsm.vms();
+  const names = new Set(reserved.map((v) => v.name));
+  return [...node.fsm.vms().filter((v) => !names.has(v.name)), ...reserved];
 }
 
 export function hostViews(node: ClusterNode): HostView[] {
@@ -101,7 +121,7 @@ export function unregisteredMembers(node: ClusterNode): string[] {
 
 /** The scheduler's decision on committed state, or a conflict naming every host's reason. */
 export function placeOrExplain(node: ClusterNode, req: PlacementRequest) {
-  const placed = place(req, hostViews(node), node.fsm.vms(), node.fsm.config().config);
+  const placed = place(req, hostViews(node), placedVms(node), node.fsm.config().config);
   if (!placed.ok) {
     const unregistered = unregisteredMembers(node);
     throw new ConflictError(
@@ -165,17 +185,17 @@ function rootDiskFor(
   };
 }
 
-export function createVm(node: ClusterNode, req: CreateVmRequest, by: string): Promise<VmRecord> {
-  return serializedDecision(node, () => decideCreate(node, req, by));
-}
-
-async function decideCreate(
+/**
+ * `vm create`: validated here, then placed and recorded by the planner along with
+ * whatever else is being created (no wait for other creates' commits).
+ */
+export async function createVm(
   node: ClusterNode,
   req: CreateVmRequest,
   by: string,
 ): Promise<VmRecord> {
-  await node.linearizableRead();
-  if (req.fromTemplate) return await decideClone(node, req.fromTemplate, req, "linked", by);
+  if (req.fromTemplate) return await cloneVm(node, req.fromTemplate, req, "linked", by);
+  if (!node.isLeader()) throw new NotLeaderError(node.leaderId());
   if (!req.image) throw ValidationError.field("image", "required (or --from-template)");
   if (node.fsm.vm(req.name)) throw new ConflictError(`VM "${req.name}" already exists`);
   if (!node.fsm.image(req.image)) {
@@ -196,7 +216,7 @@ async function decideCreate(
     throw ValidationError.field("pool", "an HA VM needs its disks on the shared pool");
   }
   const root = { ...rootDiskFor(node, req, uuid, req.image), pool };
-  const decision = placeOrExplain(node, {
+  const placement: PlacementRequest = {
     name: req.name,
     cpus,
     memoryMiB,
@@ -205,16 +225,17 @@ async function decideCreate(
     constraints: req.constraints,
     strategy: req.strategy,
     group: groupOf(node, req.group),
-  });
-  if (req.dryRun) return dryRunResult(req.name, decision) as unknown as VmRecord;
-  const placed = decision.node;
-  return await proposeCreate(node, {
+  };
+  if (req.dryRun) {
+    return dryRunResult(req.name, placeOrExplain(node, placement)) as unknown as VmRecord;
+  }
+  const vm: VmSpec = {
     name: req.name,
     uuid,
     image: req.image,
     cpus,
     memoryMiB,
-    node: placed,
+    node: null,
     ha: req.ha,
     labels: req.labels,
     desired: req.start ? "running" : "stopped",
@@ -230,7 +251,8 @@ async function decideCreate(
     haPriority: req.haPriority,
     haMaxRestarts: req.haMaxRestarts,
     haRestartWindowMs: req.haRestartWindowMs,
-  }, by);
+  };
+  return await plannerOf(node).create(vm, placement, by);
 }
 
 function dryRunResult(
@@ -245,10 +267,6 @@ function dryRunResult(
     scores: { ...decision.scores },
     rejected: { ...decision.reasons },
   };
-}
-
-async function proposeCreate(node: ClusterNode, vm: VmSpec, by: string): Promise<VmRecord> {
-  return await node.propose({ op: "vm.create", vm, by, at: Date.now() }) as VmRecord;
 }
 
 /**
@@ -291,7 +309,6 @@ async function decideClone(
   const uuid = crypto.randomUUID();
   const cpus = req.cpus ?? src.cpus;
   const memoryMiB = req.memoryMiB ?? src.memoryMiB;
-  const placed = placeOrExplain(node, { name: req.name, cpus, memoryMiB, node: src.node! }).node;
   const disks: VmDisk[] = src.disks.map((d) => ({
     id: d.id,
     volume: volumeName(req.name, uuid, d.id),
@@ -301,13 +318,13 @@ async function decideClone(
     pool: d.pool,
     source: { kind: "volume", volume: d.volume, mode },
   }));
-  return await proposeCreate(node, {
+  const vm: VmSpec = {
     name: req.name,
     uuid,
     image: src.image,
     cpus,
     memoryMiB,
-    node: placed,
+    node: null,
     ha: req.ha || src.ha,
     labels: { ...src.labels, ...req.labels },
     desired: req.start ? "running" : "stopped",
@@ -317,11 +334,15 @@ async function decideClone(
     template: false,
     generation: 0,
     snapshots: [],
-  }, by);
+  };
+  // Disks are local to the source's host: the clone goes there or nowhere.
+  return await plannerOf(node).create(vm, { node: src.node! }, by);
 }
 
 /** VMs whose disks are linked clones of `vm`'s volumes. */
 export function linkedClonesOf(node: ClusterNode, vm: VmRecord): string[] {
+  // Only a template backs linked clones, and it stays one: other VMs need no scan of all VMs.
+  if (!vm.template) return [];
   const volumes = new Set(vm.disks.map((d) => d.volume));
   return node.fsm.vms().filter((v) =>
     v.disks.some((d) =>
@@ -439,7 +460,7 @@ async function decideResize(
     const placed = place(
       others,
       hostViews(node),
-      node.fsm.vms().filter((v) => v.name !== name),
+      placedVms(node).filter((v) => v.name !== name),
       node.fsm.config().config,
     );
     if (!placed.ok) {

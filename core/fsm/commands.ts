@@ -2,6 +2,7 @@
  * Commands replicated through the Raft log. Each carries the time and actor
  * stamped by the proposing node so that applying them is deterministic.
  */
+import type { ErrorCode } from "../errors/mod.ts";
 import type { ClusterConfig } from "../config/mod.ts";
 import type { AuditAppend } from "./audit.ts";
 
@@ -94,6 +95,8 @@ export type Command =
   | { op: "image.create"; image: ImageSpec; by: string; at: number }
   | { op: "image.delete"; name: string; at: number }
   | { op: "vm.create"; vm: VmSpec; at: number; by: string }
+  /** Placements the leader decided, many per entry; each is checked again as it is applied. */
+  | { op: "plan.apply"; creates: PlannedCreate[]; at: number }
   | {
     op: "vm.desired";
     name: string;
@@ -300,3 +303,19 @@ export interface VmRecord extends VmSpec {
   createdAt: string;
   updatedAt: string;
 }
+
+/** One VM create in a `plan.apply` entry: the VM with its host chosen, and who asked. */
+export interface PlannedCreate {
+  vm: VmSpec;
+  by: string;
+}
+
+/** What `plan.apply` answers for each create, in order. */
+export type PlannedCreateResult =
+  | { ok: true; vm: VmRecord }
+  | {
+    ok: false;
+    error: { code: ErrorCode; message: string; details?: unknown };
+    /** The chosen host no longer fits the VM (decided on state that moved on): worth deciding again. */
+    stale: boolean;
+  };

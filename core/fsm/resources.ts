@@ -18,6 +18,7 @@ import * as vms from "./vms.ts";
 import * as groups from "./groups.ts";
 import * as operations from "./operations.ts";
 import * as audit from "./audit.ts";
+import * as plans from "./plans.ts";
 
 /** Every resource module, in snapshot and restore order. */
 export const RESOURCES = [
@@ -33,6 +34,7 @@ export const RESOURCES = [
   groups.resource,
   operations.resource,
   audit.resource,
+  plans.resource,
 ] as const;
 
 type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends

@@ -47,6 +47,7 @@ import * as operations from "./operations.ts";
 import * as tokens from "./tokens.ts";
 import * as vms from "./vms.ts";
 import * as audit from "./audit.ts";
+import * as placementCheck from "./placement_check.ts";
 
 export type { Member } from "./members.ts";
 export type { NodeRecord } from "./nodes.ts";
@@ -182,6 +183,7 @@ export class StateMachine {
         ? members.applyConfChange(this.#store, cmd as ConfChange)
         : this.applyCommand(cmd as Command);
       this.db.exec("RELEASE entry");
+      for (const c of out.changed) placementCheck.noteChange(this.#store, c);
       this.noteChanges(out);
       return { ok: true, value: out.value };
     } catch (err) {

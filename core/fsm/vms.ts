@@ -54,7 +54,8 @@ function writeSpec(s: Store, spec: VmSpec, at: number): void {
   );
 }
 
-function create(s: Store, c: Extract<Command, { op: "vm.create" }>): Applied {
+/** Records a new VM (also each create of a `plan.apply`, after its placement check). */
+export function create(s: Store, c: { vm: VmSpec; at: number }): Applied {
   const spec = c.vm;
   if (get(s, spec.name)) throw new ConflictError(`VM "${spec.name}" already exists`);
   if (!images.get(s, spec.image)) throw new NotFoundError("image", spec.image);

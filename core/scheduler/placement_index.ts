@@ -143,6 +143,15 @@ export class PlacementIndex {
     });
   }
 
+  /**
+   * Brings what `vmName` holds in line with `vm`, its current record (null: it is gone):
+   * how a long-lived index follows changes to the state it was built from.
+   */
+  refresh(vmName: string, vm: PlacedVm | null): void {
+    this.release(vmName);
+    if (vm) this.addPlaced(vm);
+  }
+
   /** Frees what `vmName` holds (deleted, or about to be re-placed). Unknown names are ignored. */
   release(vmName: string): void {
     const held = this.holdings.get(vmName);

@@ -1,0 +1,62 @@
+/**
+ * Plans: placements the leader decided optimistically, many VMs per entry
+ * (core/cluster/planner.ts). Each create is checked again here against the
+ * state as it is now (./placement_check.ts) and applied or refused on its own:
+ * one VM that no longer fits never costs the others in its batch their place.
+ *
+ * @module
+ */
+import { ConflictError, NotFoundError, NovaError } from "../errors/mod.ts";
+import type { Command, PlannedCreate, PlannedCreateResult, VmRecord } from "./commands.ts";
+import * as images from "./images.ts";
+import * as vms from "./vms.ts";
+import { checkAndHold, noteChange } from "./placement_check.ts";
+import { type Applied, type Changed, type Resource, type Store } from "./store.ts";
+
+/** Refused because the chosen host no longer fits the VM: the leader may decide again. */
+export class StalePlacementError extends ConflictError {}
+
+function applyPlan(s: Store, c: Extract<Command, { op: "plan.apply" }>): Applied {
+  const results: PlannedCreateResult[] = [];
+  const changed: Changed[] = [];
+  for (const item of c.creates) {
+    s.db.exec("SAVEPOINT planned");
+    try {
+      const vm = createChecked(s, item, c.at);
+      s.db.exec("RELEASE planned");
+      results.push({ ok: true, vm });
+      changed.push({ resource: "vm", name: vm.name });
+    } catch (err) {
+      s.db.exec("ROLLBACK TO planned; RELEASE planned");
+      // What the check held for it is not in the state: the ledger reads the VM again.
+      noteChange(s, { resource: "vm", name: item.vm.name });
+      if (!(err instanceof NovaError)) throw err;
+      results.push({
+        ok: false,
+        error: err.toJSON().error,
+        stale: err instanceof StalePlacementError,
+      });
+    }
+  }
+  return { value: { results }, changed };
+}
+
+function createChecked(s: Store, item: PlannedCreate, at: number): VmRecord {
+  const { vm } = item;
+  if (vms.get(s, vm.name)) throw new ConflictError(`VM "${vm.name}" already exists`);
+  if (!images.get(s, vm.image)) throw new NotFoundError("image", vm.image);
+  const misfit = checkAndHold(s, vm);
+  if (misfit) {
+    throw new StalePlacementError(`${vm.name} no longer fits on ${vm.node}: ${misfit}`, {
+      node: vm.node,
+      reason: misfit,
+    });
+  }
+  return vms.create(s, { vm, at }).value as VmRecord;
+}
+
+/** Plans of placements. */
+export const resource: Resource<"plan.apply"> = {
+  tables: [],
+  appliers: { "plan.apply": applyPlan },
+};
