@@ -11,7 +11,7 @@ import type { Command, PlannedCreate, PlannedCreateResult, VmRecord } from "./co
 import * as images from "./images.ts";
 import * as vms from "./vms.ts";
 import { checkAndHold, noteChange } from "./placement_check.ts";
-import { type Applied, type Changed, type Resource, type Store } from "./store.ts";
+import type { Applied, Changed, Resource, Store } from "./store.ts";
 
 /** Refused because the chosen host no longer fits the VM: the leader may decide again. */
 export class StalePlacementError extends ConflictError {}
