@@ -115,7 +115,10 @@ Deno.test("plan.apply refuses only the creates that no longer fit, never the who
   const results = plan(fsm, vm("a", "h1"), vm("b", "h1"), vm("c", "h1"), vm("d", "h2"));
   assertEquals(results.map(outcome), ["created", "created", "stale", "created"]);
   const refused = results[2];
-  assert(!refused.ok && /cpu 0 free < 1 requested/.test(refused.error.message), JSON.stringify(refused));
+  assert(
+    !refused.ok && /cpu 0 free < 1 requested/.test(refused.error.message),
+    JSON.stringify(refused),
+  );
   assertEquals(fsm.vms().map((v) => `${v.name}@${v.node}`), ["a@h1", "b@h1", "d@h2"]);
 });
 
