@@ -24,6 +24,7 @@ import {
   pullImage,
   readIdentity,
   Rebalancer,
+  ReportBatcher,
   submitToLeader,
 } from "../core/cluster/mod.ts";
 import { NovaError, ValidationError } from "../core/errors/mod.ts";
@@ -391,6 +392,7 @@ async function caughtUp(node: ClusterNode): Promise<void> {
 
 /** The host's view of the cluster: committed state from the local replica, reports through the leader. */
 function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
+  const reports = new ReportBatcher(node);
   return {
     nodeName: node.id,
     vm: (name) => node.fsm.vm(name),
@@ -399,7 +401,7 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
     operation: (id) => node.fsm.operation(id),
     config: () => node.fsm.settings(),
     onVmChange: (listener) => node.fsm.onVmChange(listener),
-    report: (command, opts) => submitToLeader(node, command, opts),
+    report: (command, opts) => reports.submit(command, opts),
     audit: (action, resource, detail) => auditSystem(node, action, resource, detail),
     pullImage: async (name) => {
       const image = node.fsm.image(name);

@@ -7,8 +7,13 @@
  * before anything changes.
  */
 import { Hono } from "hono";
-import { type ClusterNode, grantLease, migratorPeer } from "../../core/cluster/mod.ts";
-import { NotFoundError } from "../../core/errors/mod.ts";
+import {
+  type ClusterNode,
+  grantLease,
+  MAX_REPORTS_PER_REQUEST,
+  migratorPeer,
+} from "../../core/cluster/mod.ts";
+import { NotFoundError, NovaError, ValidationError } from "../../core/errors/mod.ts";
 import { isPeerOp, parsePeerCommand } from "../../core/fsm/command_schemas.ts";
 import type { Command } from "../../core/fsm/mod.ts";
 import { type Envelope, SNAPSHOT_CHUNK_HEADER, SnapshotReceiver } from "../../core/peer/mod.ts";
@@ -33,6 +38,12 @@ const PEER_OK = { ok: true };
 const PEER_JSON_BODY_BYTES = 64 << 20;
 /** One command a host reports: kilobytes (labels ≤ 16 KiB, operation progress ≤ 64 KiB). */
 const PEER_COMMAND_BODY_BYTES = 1 << 20;
+
+/** One command's failure in a batch answer, as an error body says it. */
+function errorBodyOf(err: unknown): { code: string; message: string } {
+  const nova = err instanceof NovaError ? err : new NovaError("internal", String(err));
+  return { code: nova.code, message: nova.message };
+}
 
 /** The member a proposed report speaks for: it must be the sender itself. */
 function senderOf(command: Command): { field: string; value: string } | null {
@@ -93,8 +104,13 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
 
   // Node self-registration (inventory) from followers lands here on the leader.
   // Not forwarded: behind a forward the leader would see the forwarder, not the sender.
+  // A report, or many (host/…'s ReportBatcher): each checked as one would be before any is
+  // proposed; they are proposed together and answered each with its own outcome.
   app.post("/propose", leaderHere(node), async (c) => {
-    const { command: raw } = await readJson(c, PEER_COMMAND_BODY_BYTES) as { command?: unknown };
+    const body = await readJson(c, PEER_COMMAND_BODY_BYTES) as {
+      command?: unknown;
+      commands?: unknown;
+    };
     const from = c.get("peer")!;
     if (node.transport.blocked.has(from)) {
       return c.json(
@@ -102,22 +118,41 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
         503,
       );
     }
-    if (!isPeerOp((raw as { op?: unknown } | null)?.op)) {
-      return c.json(
-        { error: { code: "forbidden", message: "command not allowed from peers" } },
-        403,
-      );
+    const batch = Array.isArray(body.commands);
+    const raws = batch ? body.commands as unknown[] : [body.command];
+    if (batch && (raws.length === 0 || raws.length > MAX_REPORTS_PER_REQUEST)) {
+      throw ValidationError.field("commands", `1 to ${MAX_REPORTS_PER_REQUEST} commands`);
     }
-    // Schema-checked (caps included) before it can reach the log: a 400 names the field.
-    const command = parsePeerCommand(raw);
-    const sender = senderOf(command);
-    if (sender) assertSender(c, sender.value, `${command.op} ${sender.field}`);
-    // A member records only what it served or did itself.
-    for (const r of command.op === "audit.append" ? command.records : []) {
-      assertSender(c, r.node, "audit.append records node");
+    const commands: Command[] = [];
+    for (const raw of raws) {
+      if (!isPeerOp((raw as { op?: unknown } | null)?.op)) {
+        return c.json(
+          { error: { code: "forbidden", message: "command not allowed from peers" } },
+          403,
+        );
+      }
+      // Schema-checked (caps included) before it can reach the log: a 400 names the field.
+      const command = parsePeerCommand(raw);
+      const sender = senderOf(command);
+      if (sender) assertSender(c, sender.value, `${command.op} ${sender.field}`);
+      // A member records only what it served or did itself.
+      for (const r of command.op === "audit.append" ? command.records : []) {
+        assertSender(c, r.node, "audit.append records node");
+      }
+      commands.push(command);
     }
-    const { value, index } = await node.proposeIndexed(command);
-    return c.json({ result: value, index });
+    if (!batch) {
+      const { value, index } = await node.proposeIndexed(commands[0]);
+      return c.json({ result: value, index });
+    }
+    const settled = await Promise.allSettled(commands.map((cmd) => node.proposeIndexed(cmd)));
+    return c.json({
+      results: settled.map((s) =>
+        s.status === "fulfilled"
+          ? { result: s.value.value, index: s.value.index }
+          : { error: errorBodyOf(s.reason) }
+      ),
+    });
   });
 
   // Hosts renew their leases here (on the leader); a refused renewal leads to self-fencing.

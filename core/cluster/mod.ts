@@ -14,3 +14,4 @@ export * from "./drain_service.ts";
 export * from "./rebalancer.ts";
 export * from "./operation_service.ts";
 export * from "./audit.ts";
+export * from "./report_batcher.ts";
