@@ -22,7 +22,10 @@ testWithTimeout(
     try {
       await t.step("health and metrics need no token", async () => {
         assertEquals((await call("GET", "/healthz")).status, 200);
-        assertEquals((await call("GET", "/metrics")).status, 200);
+        const metrics = await call("GET", "/metrics");
+        assertEquals(metrics.status, 200);
+        const rss = /^novactl_process_resident_memory_bytes (\d+)/m.exec(String(metrics.body));
+        assert(rss && Number(rss[1]) > 10 << 20, "the node's RSS is reported");
       });
 
       await t.step("no token, a wrong one, or another scheme → 401 unauthorized", async () => {

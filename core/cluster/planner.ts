@@ -35,6 +35,7 @@ import {
 } from "../scheduler/mod.ts";
 import { placementRequestOfSpec } from "../fsm/placement_check.ts";
 import { log } from "../log/mod.ts";
+import { metrics } from "../metrics/mod.ts";
 
 /** Creates decided into one entry at most (bounds the entry: a VM spec is ~1 KB). */
 export const MAX_BATCH = 512;
@@ -160,6 +161,7 @@ export class Planner {
       creates.push({ vm: { ...p.vm, node: chosen }, by: p.by });
     }
     if (!creates.length) return;
+    metrics.planEntries.observe(creates.length);
     this.#plansInFlight++;
     this.#node.propose({ op: "plan.apply", creates, at: Date.now() }).then(
       (value) => this.#answer(planned, (value as { results: PlannedCreateResult[] }).results),
@@ -176,6 +178,7 @@ export class Planner {
     }
     const placed = index.place(p.req);
     if (!placed.ok) {
+      metrics.placements.inc({ outcome: "no_host" });
       const unregistered = this.#unregisteredMembers();
       p.reject(
         new ConflictError(`no host can run ${name}: ${explain(placed.reasons, unregistered)}`, {
@@ -194,8 +197,14 @@ export class Planner {
     planned.forEach((p, i) => {
       this.#release(p.vm.name);
       const r = results[i];
-      if (r?.ok) return p.resolve(r.vm);
-      if (r?.stale) this.#refusedAtApply++;
+      if (r?.ok) {
+        metrics.placements.inc({ outcome: "created" });
+        return p.resolve(r.vm);
+      }
+      if (r?.stale) {
+        this.#refusedAtApply++;
+        metrics.placements.inc({ outcome: "refused_at_apply" });
+      }
       if (r && r.stale && p.attempts + 1 < MAX_ATTEMPTS) {
         log.debug("placement no longer fits; deciding again", { vm: p.vm.name, why: r.error });
         return this.#enqueue({ ...p, attempts: p.attempts + 1 });

@@ -16,6 +16,7 @@ import type { ClusterNode } from "./node.ts";
 import type { Command } from "../fsm/mod.ts";
 import { codeOfHttpStatus, NovaError, OverloadedError, UnavailableError } from "../errors/mod.ts";
 import { submitToLeader } from "./service.ts";
+import { metrics } from "../metrics/mod.ts";
 
 /** Reports per request at most. */
 export const MAX_REPORTS_PER_REQUEST = 256;
@@ -82,6 +83,7 @@ export class ReportBatcher {
   }
 
   async #send(batch: Queued[]): Promise<void> {
+    metrics.reportsPerRequest.observe(batch.length);
     let outcomes: ReportOutcome[];
     try {
       outcomes = await this.#post(batch.map((q) => q.command));

@@ -113,4 +113,30 @@ export const metrics = {
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   }),
+  residentBytes: new client.Gauge({
+    name: "novactl_process_resident_memory_bytes",
+    help: "Resident set size of the node process",
+    registers: [registry],
+    collect() {
+      this.set(Deno.memoryUsage().rss);
+    },
+  }),
+  placements: new client.Counter({
+    name: "novactl_placements_total",
+    help: "New VMs the leader's planner decided, by outcome",
+    labelNames: ["outcome"] as const,
+    registers: [registry],
+  }),
+  planEntries: new client.Histogram({
+    name: "novactl_plan_entry_creates",
+    help: "VM creates per plan.apply entry the planner proposed",
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+    registers: [registry],
+  }),
+  reportsPerRequest: new client.Histogram({
+    name: "novactl_host_reports_per_request",
+    help: "Reports per request a host sent to the leader",
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    registers: [registry],
+  }),
 };
