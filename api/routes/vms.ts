@@ -14,7 +14,7 @@ import {
   restartVm,
   setVmDesired,
 } from "../../core/cluster/mod.ts";
-import { NotFoundError } from "../../core/errors/mod.ts";
+import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
 import type { VmHost } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { hostOnly, leaderOnly } from "../forward.ts";
@@ -27,7 +27,7 @@ import {
   redactVm,
 } from "../../core/cloudinit/mod.ts";
 import type { Env } from "../context.ts";
-import type { Role } from "../../core/fsm/mod.ts";
+import type { Role, VmQuery } from "../../core/fsm/mod.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -96,6 +96,64 @@ const snapshotSchema = z.object({
   memory: z.boolean().default(false),
 }).strict();
 
+const VM_STATES = [
+  "pending",
+  "scheduled",
+  "starting",
+  "running",
+  "stopping",
+  "stopped",
+  "migrating",
+  "failed",
+] as const;
+/** Largest page `vm list` answers. */
+export const MAX_VM_PAGE = 1000;
+
+/**
+ * `GET /api/v1/vms?node=&state=&label=k=v&limit=&continue=`: filters (labels repeat,
+ * all must match) and a page. The continue token is opaque to clients: pass it back.
+ */
+function vmQueryOf(query: (k: string) => string | undefined, labels: string[]): VmQuery {
+  const q: VmQuery = {};
+  const node = query("node");
+  if (node) q.node = node;
+  const state = query("state");
+  if (state !== undefined) {
+    if (!(VM_STATES as readonly string[]).includes(state)) {
+      throw ValidationError.field("state", `one of ${VM_STATES.join(", ")}`);
+    }
+    q.state = state as VmQuery["state"];
+  }
+  for (const label of labels) {
+    const eq = label.indexOf("=");
+    if (eq <= 0) throw ValidationError.field("label", `"${label}" is not key=value`);
+    (q.labels ??= {})[label.slice(0, eq)] = label.slice(eq + 1);
+  }
+  const limit = query("limit");
+  if (limit !== undefined) {
+    const n = Number(limit);
+    if (!Number.isInteger(n) || n < 1 || n > MAX_VM_PAGE) {
+      throw ValidationError.field("limit", `an integer from 1 to ${MAX_VM_PAGE}`);
+    }
+    q.limit = n;
+  }
+  const token = query("continue");
+  if (token) q.after = afterOf(token);
+  return q;
+}
+
+function continueToken(lastName: string): string {
+  return btoa(JSON.stringify({ after: lastName })).replace(/=+$/, "");
+}
+
+function afterOf(token: string): string {
+  try {
+    const { after } = JSON.parse(atob(token)) as { after?: unknown };
+    if (typeof after === "string") return after;
+  } catch { /* fall through */ }
+  throw ValidationError.field("continue", "not a token this API gave out");
+}
+
 export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
@@ -109,7 +167,15 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
     return vm;
   };
 
-  app.get("/", (c) => c.json({ vms: node.fsm.vms().map((vm) => shown(c, vm)) }));
+  app.get("/", (c) => {
+    const q = vmQueryOf((k) => c.req.query(k), c.req.queries("label") ?? []);
+    const vms = node.fsm.listVms(q);
+    const more = q.limit !== undefined && vms.length === q.limit;
+    return c.json({
+      vms: vms.map((vm) => shown(c, vm)),
+      ...(more ? { continue: continueToken(vms[vms.length - 1].name) } : {}),
+    });
+  });
   app.get("/:name", (c) => c.json(shown(c, vmOr404(c.req.param("name")))));
 
   // Long-poll: answers when the VM reaches `state` (or fails, or is deleted: 404), or at the

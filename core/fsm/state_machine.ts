@@ -57,6 +57,7 @@ export type { Principal, TokenCheck, TokenView } from "./tokens.ts";
 export { BOOTSTRAP_TOKEN_NAME, ROLES, TOKEN_NAME, TOKEN_NAME_RULE } from "./tokens.ts";
 export type { JoinTokenView } from "./join_tokens.ts";
 export type { Applied, Changed } from "./store.ts";
+export type { VmQuery } from "./vms.ts";
 
 /** Outcome of one applied entry: deterministic on every node. */
 export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
@@ -275,6 +276,11 @@ export class StateMachine {
 
   vm(name: string): VmRecord | null {
     return vms.get(this.#store, name);
+  }
+
+  /** VMs matching `q` (filters, a page), in name order. */
+  listVms(q: vms.VmQuery): VmRecord[] {
+    return vms.list(this.#store, q);
   }
 
   group(name: string): PlacementGroup | null {
