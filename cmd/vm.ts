@@ -47,6 +47,9 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** VMs per request when `vm list` walks the pages. */
+const LIST_PAGE = 500;
+
 const vmPath = (name: string, rest = "") => `/api/v1/vms/${encodeURIComponent(name)}${rest}`;
 
 interface VmView {
@@ -242,8 +245,26 @@ export function vmCommand(): Command {
     render(opts.output, r, () => console.log(`VM ${name} created on ${r.node} (${r.state})`));
   });
 
-  withClientOptions(vm.command("list").description("list VMs")).action(async (opts: GlobalOpts) => {
-    const r = await clientOf(opts).get<{ vms: Record<string, unknown>[] }>("/api/v1/vms");
+  withClientOptions(
+    vm.command("list").description("list VMs (filtered by the server; every page is fetched)")
+      .option("--node <node>", "only VMs placed on this host")
+      .option("--state <state>", "only VMs in this state (running, stopped, failed, ...)")
+      .option("-l, --label <key=value>", "only VMs with this label (repeatable)", collect, []),
+  ).action(async (opts: GlobalOpts & { node?: string; state?: string; label: string[] }) => {
+    const query = new URLSearchParams({ limit: String(LIST_PAGE) });
+    if (opts.node) query.set("node", opts.node);
+    if (opts.state) query.set("state", opts.state);
+    for (const l of opts.label) query.append("label", l);
+    const vms: Record<string, unknown>[] = [];
+    for (;;) {
+      const page = await clientOf(opts).get<{ vms: Record<string, unknown>[]; continue?: string }>(
+        `/api/v1/vms?${query}`,
+      );
+      vms.push(...page.vms);
+      if (!page.continue) break;
+      query.set("continue", page.continue);
+    }
+    const r = { vms };
     render(
       opts.output,
       r,

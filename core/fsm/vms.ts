@@ -59,7 +59,9 @@ export function list(s: Store, q: VmQuery): VmRecord[] {
   if (q.node !== undefined) where.push("node = ?"), args.push(q.node);
   if (q.state !== undefined) where.push("state = ?"), args.push(q.state);
   if (q.after !== undefined) where.push("name > ?"), args.push(q.after);
-  const sql = `SELECT * FROM vms${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY name`;
+  const sql = `SELECT * FROM vms${
+    where.length ? ` WHERE ${where.join(" AND ")}` : ""
+  } ORDER BY name`;
   const limit = q.limit ?? Infinity;
   const wanted = Object.entries(q.labels ?? {});
   const out: VmRecord[] = [];
