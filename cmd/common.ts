@@ -1,5 +1,5 @@
 /** Options every client command takes, and how they become an ApiClient. */
-import { type Command, Option } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { ApiClient } from "./client.ts";
 import { processTrustDeps } from "./trust.ts";
 import type { Format } from "./output.ts";
@@ -55,4 +55,11 @@ export function clientOf(opts: GlobalOpts): ApiClient {
     caFingerprint: opts.caFingerprint,
     trust: processTrustDeps,
   });
+}
+
+/** A commander parser for flags that take a positive integer. */
+export function positiveInt(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
+  return n;
 }

@@ -1,7 +1,7 @@
 /** `novactl node ...`: run a cluster member, list and show hosts. */
 import { Command, InvalidArgumentError } from "commander";
 import { startNode } from "./node_start.ts";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
 
@@ -33,6 +33,12 @@ export function nodeCommand(): Command {
       "serve plain HTTP instead of HTTPS (loopback listen addresses only; development)",
     )
     .option("--label <key=value>", "node label (repeatable)", collectLabel, {})
+    .option(
+      "--simulated-host",
+      "SIMULATION for scale tests: report VMs placed here as running without QEMU",
+    )
+    .option("--simulated-cpus <n>", "CPUs a simulated host registers", positiveInt, 64)
+    .option("--simulated-memory <MiB>", "memory a simulated host registers", positiveInt, 262_144)
     .action(async (opts) => {
       await startNode({
         name: opts.name,
@@ -44,6 +50,9 @@ export function nodeCommand(): Command {
         tokenFile: opts.tokenFile,
         insecureHttp: opts.insecureHttp === true,
         label: opts.label,
+        simulatedHost: opts.simulatedHost === true
+          ? { cpus: opts.simulatedCpus, memoryMiB: opts.simulatedMemory }
+          : undefined,
       });
     });
 

@@ -6,6 +6,7 @@
 import { createApp } from "../api/mod.ts";
 import { zodToValidationError } from "../api/errors.ts";
 import { labelsSchema } from "../core/fsm/command_schemas.ts";
+import type { Inventory } from "../core/fsm/mod.ts";
 import {
   ADMIN_TOKEN_FILE,
   auditSystem,
@@ -39,7 +40,14 @@ import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
 import { BlobStore, DirPool, findOrphans, sweepDataDir } from "../host/storage/mod.ts";
 import { type Accel, hostAccel, nodeTlsPaths, QemuDriver } from "../host/kvm/mod.ts";
-import { type HostCluster, Migrator, VmHost } from "../host/mod.ts";
+import {
+  type HostCluster,
+  Migrator,
+  SIMULATED_SUFFIX,
+  type SimulatedHardware,
+  SimulatedHost,
+  VmHost,
+} from "../host/mod.ts";
 import { HostFencing } from "../host/fencing/mod.ts";
 import { ApiServer } from "../api/server.ts";
 import { CA_CERT_FILE, fingerprint, loadNodeTls, NODE_CERT_FILE } from "../core/pki/mod.ts";
@@ -56,6 +64,8 @@ export interface NodeStartOptions {
   /** Serve plain HTTP (loopback only); peers then authenticate with per-node credentials. */
   insecureHttp?: boolean;
   label: Record<string, string>;
+  /** SIMULATION: no QEMU; VMs are reported as converged, the inventory is this (host/simulated_host.ts). */
+  simulatedHost?: SimulatedHardware;
 }
 
 /** Where a node reports the address it bound (`--listen HOST:0` picks a free port). */
@@ -235,6 +245,7 @@ async function runNode(
   const fencing = await HostFencing.start(opts.dataDir);
   driver.fencedSpawner = fencing;
   const lease = new LeaseHolder(fencing.inheritedFenceAt() + FENCE_MARGIN_MS);
+  const simulated = opts.simulatedHost ? new SimulatedHost(hostClusterOf(node, blobs)) : null;
   const host = new VmHost({
     cluster: hostClusterOf(node, blobs),
     driver,
@@ -269,7 +280,8 @@ async function runNode(
   ha.start();
   const rebalancer = new Rebalancer(node);
   rebalancer.start();
-  await host.start();
+  if (simulated) simulated.start();
+  else await host.start();
 
   async function shutdown(signal: string): Promise<void> {
     if (shuttingDown) return;
@@ -282,6 +294,7 @@ async function runNode(
     ha.stop();
     rebalancer.stop();
     host.stop();
+    simulated?.stop();
     fencing.close();
     await server.shutdown().catch(() => {});
     await node.stop();
@@ -298,6 +311,17 @@ async function runNode(
   await server.finished;
 }
 
+/** A simulated host's inventory: its flags' hardware, marked as simulated. */
+function simulatedInventory<T extends Inventory>(real: T, sim: SimulatedHardware | undefined): T {
+  if (!sim) return real;
+  return {
+    ...real,
+    cpus: sim.cpus,
+    memoryMiB: sim.memoryMiB,
+    version: `${real.version}${SIMULATED_SUFFIX}`,
+  };
+}
+
 /**
  * Registers this host's inventory in cluster state on start and refreshes it
  * periodically. The first registration does not wait for the accelerator probe
@@ -311,7 +335,10 @@ function keepInventoryCurrent(
 ): { stop(): void } {
   let stopped = false;
   let accel: Accel | null = null;
-  const probed = hostAccel().then((a) => void (accel = a));
+  // A simulated host runs no guest: nothing to probe, it says TCG.
+  const probed = opts.simulatedHost
+    ? Promise.resolve(void (accel = "tcg"))
+    : hostAccel().then((a) => void (accel = a));
   const loop = async () => {
     let interval = 2_000;
     while (!stopped) {
@@ -323,11 +350,11 @@ function keepInventoryCurrent(
         continue;
       }
       try {
-        const inventory = {
+        const inventory = simulatedInventory({
           ...await collectInventory(opts.dataDir),
           accel: decided,
           pool: await pool.usage(),
-        };
+        }, opts.simulatedHost);
         const current = node.fsm.node(node.id);
         const labels = current && Object.keys(opts.label).length === 0
           ? current.labels

@@ -1,7 +1,7 @@
 /** `novactl vm ...`: the VM lifecycle, as a thin client of /api/v1/vms. */
 import { Command, InvalidArgumentError } from "commander";
 import type { ApiClient } from "./client.ts";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import { NovaError } from "../core/errors/mod.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
@@ -20,12 +20,6 @@ export function parseDiskGiB(text: string): number {
   if (!m) throw new InvalidArgumentError(`"${text}" is not a size like 10G or 1T`);
   const n = Number(m[1]);
   return m[2] && /^t/i.test(m[2]) ? n * 1024 : n;
-}
-
-function positiveInt(text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("must be a positive integer");
-  return n;
 }
 
 function collectLabel(value: string, previous: Record<string, string>): Record<string, string> {

@@ -1,0 +1,98 @@
+/**
+ * A SIMULATED host, for scale tests and benchmarks only (`novactl node start
+ * --simulated-host`): it takes the VMs the scheduler places on it and reports
+ * them as the real host would once it converged — running, stopped, removed —
+ * without QEMU, disks or images. Everything else about the node is real: its
+ * Raft membership, its leases, its reports through the leader, its API.
+ *
+ * It lets one machine carry a control plane with far more (and far larger)
+ * hosts than it could run guests for: the inventory it registers comes from
+ * flags. Its registration says so (`version` ends in "(simulated host)"), and a
+ * real VM's console, snapshots or disks are not available on it.
+ *
+ * @module
+ */
+import type { HostCluster } from "./vm_host.ts";
+import type { VmRecord } from "../core/fsm/mod.ts";
+import { KeyedSerializer } from "../core/concurrency/mod.ts";
+import { log } from "../core/log/mod.ts";
+
+/** What a simulated host registers as its hardware. */
+export interface SimulatedHardware {
+  cpus: number;
+  memoryMiB: number;
+}
+
+/** Marks a simulated host's inventory (`version`), so no one takes it for a real one. */
+export const SIMULATED_SUFFIX = " (simulated host)";
+
+const RECONCILE_EVERY_MS = 2_000;
+
+export class SimulatedHost {
+  readonly #cluster: HostCluster;
+  readonly #work = new KeyedSerializer();
+  readonly #queued = new Set<string>();
+  #timer: ReturnType<typeof setInterval> | null = null;
+  #unsubscribe: (() => void) | null = null;
+
+  constructor(cluster: HostCluster) {
+    this.#cluster = cluster;
+  }
+
+  start(): void {
+    log.warn("SIMULATED HOST: VMs placed here are reported without running QEMU");
+    this.#unsubscribe = this.#cluster.onVmChange((name) => {
+      if (name === null) this.#reconcileAll();
+      else this.#schedule(name);
+    });
+    this.#reconcileAll();
+    this.#timer = setInterval(() => this.#reconcileAll(), RECONCILE_EVERY_MS);
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#unsubscribe?.();
+  }
+
+  #reconcileAll(): void {
+    for (const vm of this.#cluster.vms()) {
+      if (vm.node === this.#cluster.nodeName) this.#schedule(vm.name);
+    }
+  }
+
+  #schedule(name: string): void {
+    if (this.#queued.has(name)) return;
+    this.#queued.add(name);
+    void this.#work.run(name, async () => {
+      this.#queued.delete(name);
+      try {
+        await this.#reconcile(name);
+      } catch (err) {
+        log.debug("simulated reconcile failed; will retry", { vm: name, error: String(err) });
+      }
+    });
+  }
+
+  /** What a real host reports once it converged on the VM's desired state. */
+  async #reconcile(name: string): Promise<void> {
+    const vm = this.#cluster.vm(name);
+    if (!vm || vm.node !== this.#cluster.nodeName) return;
+    if (vm.desired === "deleted") {
+      await this.#cluster.report({ op: "vm.remove", name, node: vm.node, at: Date.now() });
+      return;
+    }
+    const want = vm.desired === "running" ? "running" : "stopped";
+    if (vm.state === want || (want === "stopped" && vm.state === "failed")) return;
+    await this.#observe(vm, want);
+  }
+
+  #observe(vm: VmRecord, state: "running" | "stopped"): Promise<unknown> {
+    return this.#cluster.report({
+      op: "vm.observed",
+      name: vm.name,
+      node: vm.node!,
+      state,
+      at: Date.now(),
+    }, { readOwnWrite: false });
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * `node start --simulated-host`: real nodes (Raft, leases, reports, API) whose host
+ * part is a simulation — the inventory from flags, VMs reported as converged
+ * without QEMU. What scale tests and bench:api's start/stop case stand on.
+ */
+import { assert, assertEquals } from "../core/testing/assert.ts";
+import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
+import { requestJson, waitFor } from "../bench/lib/util.ts";
+import { MINUTE, testWithTimeout } from "./support/timeout.ts";
+
+interface Vm {
+  name: string;
+  node: string;
+  state: string;
+}
+
+/** Pids of QEMU processes whose command line names `dir`. */
+async function qemusUnder(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
+    if (cmd.startsWith("qemu-system") && cmd.includes(dir)) pids.push(Number(e.name));
+  }
+  return pids;
+}
+
+testWithTimeout({
+  name: "simulated hosts: their flags' inventory, marked; VMs run, stop and go without QEMU",
+  timeoutMs: 5 * MINUTE,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const cluster = new NovactlCluster({
+    extraNodeArgs: ["--simulated-host", "--simulated-cpus", "512", "--simulated-memory", "1048576"],
+  });
+  await cluster.start(3);
+  const token = cluster.adminToken;
+  const call = async <T>(method: string, path: string, body?: unknown) => {
+    const r = await requestJson<T>(`${await cluster.leaderUrl()}${path}`, {
+      method,
+      body,
+      token,
+      timeoutMs: 30_000,
+    });
+    assert(
+      r.status >= 200 && r.status < 300,
+      `${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`,
+    );
+    return r.body as T;
+  };
+  const states = async () => (await call<{ vms: Vm[] }>("GET", "/api/v1/vms")).vms;
+  try {
+    const { nodes } = await call<{ nodes: { inventory: { cpus: number; version: string } }[] }>(
+      "GET",
+      "/api/v1/nodes",
+    );
+    assertEquals(nodes.length, 3);
+    for (const n of nodes) {
+      assertEquals(n.inventory.cpus, 512);
+      assert(n.inventory.version.endsWith("(simulated host)"), n.inventory.version);
+    }
+    const kernel = `${cluster.baseDir}/kernel`;
+    await Deno.writeFile(kernel, new Uint8Array(4096));
+    await cluster.cli([
+      "image",
+      "import",
+      "sim",
+      "--kernel",
+      kernel,
+      "--server",
+      await cluster.leaderUrl(),
+      "--token",
+      token,
+    ]);
+    // 600 vCPUs: more than this 2-CPU machine could ever run, placed on 3 × 512.
+    await Promise.all(Array.from({ length: 150 }, (_, i) =>
+      call("POST", "/api/v1/vms", {
+        name: `s${i}`,
+        image: "sim",
+        cpus: 4,
+        memoryMiB: 1024,
+      })));
+    await waitFor(async () => (await states()).every((v) => v.state === "running") || undefined, {
+      timeoutMs: 120_000,
+      description: "150 simulated VMs running",
+    });
+    assertEquals(new Set((await states()).map((v) => v.node)).size, 3, "placed on every host");
+    assertEquals(await qemusUnder(cluster.baseDir), [], "no QEMU runs for them");
+    await Promise.all(
+      Array.from({ length: 150 }, (_, i) => call("POST", `/api/v1/vms/s${i}/stop`)),
+    );
+    await waitFor(async () => (await states()).every((v) => v.state === "stopped") || undefined, {
+      timeoutMs: 120_000,
+      description: "150 simulated VMs stopped",
+    });
+    await Promise.all(
+      Array.from({ length: 150 }, (_, i) => call("DELETE", `/api/v1/vms/s${i}`)),
+    );
+    await waitFor(async () => (await states()).length === 0 || undefined, {
+      timeoutMs: 120_000,
+      description: "150 simulated VMs removed by their hosts",
+    });
+  } finally {
+    await cluster.stop();
+  }
+});
