@@ -22,6 +22,12 @@
  *   as there are free vCPUs, and its ops/s is taken over the time that took.
  * - vm create+delete: each client creates a stopped VM, then deletes it (`?force=true`), and
  *   so on; every request counts. etcd: the same puts as for creates.
+ * - vm start/stop: client c starts, stops, starts … the seeded VM number c (`--list-vms` must
+ *   be at least the largest client count); every request counts. etcd: the same puts.
+ *
+ * The novactl nodes run with `--simulated-host` (16,384 CPUs each, no QEMU): every node is
+ * real (Raft, leases, the API, each host's reports through the leader); only the hypervisor
+ * is simulated, so thousands of VMs fit and starts are reported as a converged host would.
  *
  * After every novactl run the bench checks through the API that no host holds more vCPUs
  * or memory than its capacity after overcommit and that no strict placement group is
@@ -78,6 +84,18 @@ interface BenchOptions {
 const IMAGE = "bench";
 const CREATED_PREFIX = "c";
 const PAIR_PREFIX = "p";
+/**
+ * The nodes' hosts are simulated (`--simulated-host`): a real node, Raft, leases and
+ * reports, with this inventory and no QEMU. A stopped VM costs a real host nothing but its
+ * report either; starts and stops are reported as a converged host would report them.
+ */
+const SIMULATED_HOST_ARGS = [
+  "--simulated-host",
+  "--simulated-cpus",
+  "16384",
+  "--simulated-memory",
+  String(16 << 20),
+];
 const SEED_PREFIX = "seed";
 const PAUSE_BETWEEN_RUNS_MS = 1_000;
 const DELETE_PARALLELISM = 8;
@@ -91,7 +109,7 @@ const WIDE_OVERCOMMIT = {
 
 function parseOptions(args: string[]): BenchOptions {
   const flags = parseFlags(args, new Set(["keep"]));
-  return {
+  const options = {
     durationS: positiveNumber(flags, "duration", 10),
     warmupS: nonNegativeNumber(flags, "warmup", 1),
     clients: clientList(flags, "1,16,64"),
@@ -100,6 +118,13 @@ function parseOptions(args: string[]): BenchOptions {
     keep: flags.has("keep"),
     outPath: flags.get("out") ?? defaultOut("api"),
   };
+  if (options.listVms < Math.max(...options.clients)) {
+    throw new Error(
+      `--list-vms ${options.listVms} is below ${Math.max(...options.clients)} clients: ` +
+        "start/stop flips one seeded VM per client",
+    );
+  }
+  return options;
 }
 
 // ---------------------------------------------------------------- novactl
@@ -331,6 +356,27 @@ function novactlPairs(api: NovactlApi, options: BenchOptions, clients: number): 
   };
 }
 
+/**
+ * Starts and stops: client c flips the seeded VM number c, start then stop then start …
+ * (each a desired state committed through Raft; the simulated host reports it converged).
+ */
+function novactlStartStop(api: NovactlApi, options: BenchOptions): Contender {
+  return closedLoopContender(
+    api.system,
+    () => api.novactl.cluster.leaderUrl(),
+    options,
+    (leader, c) => ({
+      url: `${leader}/api/v1/vms`,
+      method: "POST",
+      headers: api.headers(),
+      sequence: (seq) => ({
+        url: `${leader}/api/v1/vms/${SEED_PREFIX}${c}/${seq % 2 === 0 ? "start" : "stop"}`,
+        method: "POST",
+      }),
+    }),
+  );
+}
+
 // ---------------------------------------------------------------- etcd
 
 async function seedEtcd(etcd: RunningEtcd, count: number, valueBytes: number): Promise<void> {
@@ -452,6 +498,28 @@ async function runCases(
       ),
     );
   }
+  for (const clients of options.clients) {
+    console.log(`-- vm start/stop, ${clients} clients`);
+    rows.push(
+      ...await interleave(
+        [
+          ...apis.map((api) => novactlStartStop(api, options)),
+          etcdPuts(etcd, options, clients),
+        ],
+        {
+          case: "vm start/stop",
+          clients,
+          reps: options.reps,
+          onRun: progress(clients),
+          between: async (system) => {
+            const api = apis.find((a) => a.system === system);
+            if (api) checks.push({ system, violations: await api.placementViolations() });
+            await sleep(PAUSE_BETWEEN_RUNS_MS);
+          },
+        },
+      ),
+    );
+  }
   return { rows, checks };
 }
 
@@ -468,8 +536,11 @@ async function main(): Promise<void> {
   let failed = true;
   try {
     const meta = await runMeta("api", { dataDir: baseDir, runs: options.reps });
-    const novactl = await startNovactl(baseDir);
-    const plain = await startNovactl(baseDir, { insecureHttp: true });
+    const novactl = await startNovactl(baseDir, { extraNodeArgs: SIMULATED_HOST_ARGS });
+    const plain = await startNovactl(baseDir, {
+      insecureHttp: true,
+      extraNodeArgs: SIMULATED_HOST_ARGS,
+    });
     const etcd = await startEtcd(baseDir);
     const apis = [new NovactlApi(novactl), new NovactlApi(plain, PLAIN_SYSTEM)];
     let recordBytes = 0;

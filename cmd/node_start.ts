@@ -311,6 +311,8 @@ async function runNode(
   await server.finished;
 }
 
+const SIMULATED_DISK_GIB = 2 ** 20;
+
 /** A simulated host's inventory: its flags' hardware, marked as simulated. */
 function simulatedInventory<T extends Inventory>(real: T, sim: SimulatedHardware | undefined): T {
   if (!sim) return real;
@@ -318,6 +320,9 @@ function simulatedInventory<T extends Inventory>(real: T, sim: SimulatedHardware
     ...real,
     cpus: sim.cpus,
     memoryMiB: sim.memoryMiB,
+    // Simulated VMs write no disk: what they hold is bookkeeping only (1 PiB of it).
+    diskGiB: SIMULATED_DISK_GIB,
+    diskFreeGiB: SIMULATED_DISK_GIB,
     version: `${real.version}${SIMULATED_SUFFIX}`,
   };
 }

@@ -55,12 +55,13 @@ export interface RunningNovactl {
  */
 export async function startNovactl(
   baseDir: string,
-  opts: { insecureHttp?: boolean } = {},
+  opts: { insecureHttp?: boolean; extraNodeArgs?: string[] } = {},
 ): Promise<RunningNovactl> {
   const name = opts.insecureHttp ? PLAIN_SYSTEM : "novactl";
   const cluster = new NovactlCluster({
     baseDir: `${baseDir}/${name}`,
     insecureHttp: opts.insecureHttp,
+    extraNodeArgs: opts.extraNodeArgs,
   });
   activeStops.add(() => cluster.stop());
   await timed(name, () => cluster.start(CLUSTER_SIZE));
