@@ -87,6 +87,25 @@ testWithTimeout({
     });
     assertEquals(new Set((await states()).map((v) => v.node)).size, 3, "placed on every host");
     assertEquals(await qemusUnder(cluster.baseDir), [], "no QEMU runs for them");
+    // The CLI's list filters go to the server, and every page comes back.
+    const listed = async (...filters: string[]) =>
+      (JSON.parse(
+        await cluster.cli([
+          "vm",
+          "list",
+          ...filters,
+          "-o",
+          "json",
+          "--server",
+          await cluster.leaderUrl(),
+          "--token",
+          token,
+        ]),
+      ) as { vms: Vm[] }).vms;
+    const onN1 = (await states()).filter((v) => v.node === "n1").map((v) => v.name).sort();
+    assertEquals((await listed("--node", "n1")).map((v) => v.name).sort(), onN1);
+    assertEquals((await listed("--state", "running")).length, 150);
+    assertEquals((await listed("--state", "stopped")).length, 0);
     await Promise.all(
       Array.from({ length: 150 }, (_, i) => call("POST", `/api/v1/vms/s${i}/stop`)),
     );

@@ -1,0 +1,244 @@
+/**
+ * State that grows: a 3-node cluster (simulated hosts, `--simulated-host`) filled with
+ * `--vms` stopped VMs through the API, then:
+ *
+ * - `vm list`: the whole list (JSON, every VM) and one page of 500 (`?limit=500`), p50/p99
+ *   over `--samples` requests each, from the leader;
+ * - each node's RSS (its own `novactl_process_resident_memory_bytes`) after the fill and
+ *   after the lists;
+ * - a 4th node joining afterwards: join → caught up with the leader's commit index, and
+ *   whether it got there through a snapshot (its `novactl_raft_snapshot_chunks_total`);
+ * - the leader's CPU (from /proc, % of one core) over `--idle` seconds with its hosts
+ *   heart-beating and nothing else to do.
+ *
+ *   deno run -A bench/scale_bench.ts [--vms 10000] [--samples 100] [--idle 30] [--out FILE]
+ *
+ * Goals (control-plane issue 10): full list p50 ≤ 150 ms, a page of 500 ≤ 20 ms, RSS ≤ 300 MiB.
+ * The issue's 200 simulated hosts are not run here: each simulated host is a whole node process
+ * (a Raft learner), and 200 of them do not fit this 2-CPU machine; the idle CPU figure is for
+ * the hosts there are.
+ *
+ * @module
+ */
+import { NovactlCluster } from "./lib/novactl_cluster.ts";
+import { parseFlags, toPositiveInt } from "./lib/flags.ts";
+import { type Figure, figure } from "./lib/figures.ts";
+import { runMeta } from "./lib/run_meta.ts";
+import { defaultOut, installSignalTeardown, writeResult } from "./lib/systems.ts";
+import { requestJson, waitFor } from "./lib/util.ts";
+
+const SIMULATED = [
+  "--simulated-host",
+  "--simulated-cpus",
+  "65536",
+  "--simulated-memory",
+  String(1 << 30),
+];
+const CREATE_CLIENTS = 64;
+const PAGE = 500;
+
+interface Options {
+  vms: number;
+  samples: number;
+  idleS: number;
+  out: string;
+}
+
+function parseOptions(args: string[]): Options {
+  const flags = parseFlags(args, new Set());
+  return {
+    vms: toPositiveInt("vms", flags.get("vms") ?? "10000"),
+    samples: toPositiveInt("samples", flags.get("samples") ?? "100"),
+    idleS: toPositiveInt("idle", flags.get("idle") ?? "30"),
+    out: flags.get("out") ?? defaultOut("scale"),
+  };
+}
+
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`, { client: httpClient })).text();
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, "m").exec(text);
+  return m ? Number(m[1]) : NaN;
+}
+
+let httpClient: Deno.HttpClient;
+
+/** CPU seconds (user + system) of `pid` so far. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
+}
+
+async function timedGets(
+  url: string,
+  token: string,
+  n: number,
+): Promise<{ ms: Figure; bytes: number }> {
+  const times: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const res = await fetch(url, {
+      headers: { authorization: `Bearer ${token}` },
+      client: httpClient,
+    });
+    const body = await res.arrayBuffer();
+    times.push(performance.now() - t0);
+    if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
+    bytes = body.byteLength;
+  }
+  return { ms: figure(times, 2), bytes };
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions(Deno.args);
+  installSignalTeardown();
+  const cluster = new NovactlCluster({ extraNodeArgs: SIMULATED });
+  try {
+    const meta = await runMeta("scale", { dataDir: cluster.baseDir, runs: options.samples });
+    await cluster.start(3);
+    httpClient = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(cluster.caFile)] });
+    const token = cluster.adminToken;
+    const leader = await cluster.leaderUrl();
+    const kernel = `${cluster.baseDir}/kernel`;
+    await Deno.writeFile(kernel, new Uint8Array(4096));
+    await cluster.cli([
+      "image",
+      "import",
+      "k",
+      "--kernel",
+      kernel,
+      "--server",
+      leader,
+      "--token",
+      token,
+    ]);
+
+    console.log(`-- filling: ${options.vms} stopped VMs, ${CREATE_CLIENTS} clients`);
+    const fillStart = performance.now();
+    let next = 0;
+    await Promise.all(Array.from({ length: CREATE_CLIENTS }, async () => {
+      for (let i = next++; i < options.vms; i = next++) {
+        const r = await requestJson(`${leader}/api/v1/vms`, {
+          body: {
+            name: `vm${i}`,
+            image: "k",
+            start: false,
+            cpus: 1,
+            memoryMiB: 64,
+            labels: { n: String(i % 10) },
+          },
+          token,
+          timeoutMs: 60_000,
+        });
+        if (r.status !== 201) {
+          throw new Error(`create vm${i}: ${r.status} ${JSON.stringify(r.body)}`);
+        }
+      }
+    }));
+    const fillS = (performance.now() - fillStart) / 1000;
+    console.log(
+      `   ${options.vms} creates in ${fillS.toFixed(1)} s (${(options.vms / fillS).toFixed(0)}/s)`,
+    );
+    await waitFor(async () => {
+      const r = await requestJson<{ vms: unknown[] }>(
+        `${leader}/api/v1/vms?state=scheduled&limit=1`,
+        { token },
+      );
+      return r.body!.vms.length === 0 || undefined;
+    }, { timeoutMs: 300_000, description: "every host reported its VMs" });
+
+    const rssAfterFill: Record<string, number> = {};
+    for (const name of ["n1", "n2", "n3"]) {
+      rssAfterFill[name] = await metric(
+        cluster.node(name).url,
+        "novactl_process_resident_memory_bytes",
+      );
+    }
+    console.log(`-- vm list: ${options.samples} full lists, ${options.samples} pages of ${PAGE}`);
+    const full = await timedGets(`${leader}/api/v1/vms`, token, options.samples);
+    const page = await timedGets(`${leader}/api/v1/vms?limit=${PAGE}`, token, options.samples);
+    console.log(
+      `   full: p50 ${full.ms.median} ms (${
+        (full.bytes / 2 ** 20).toFixed(1)
+      } MiB); page: p50 ${page.ms.median} ms`,
+    );
+    const rssAfterLists: Record<string, number> = {};
+    for (const name of ["n1", "n2", "n3"]) {
+      rssAfterLists[name] = await metric(
+        cluster.node(name).url,
+        "novactl_process_resident_memory_bytes",
+      );
+    }
+
+    console.log("-- a 4th node joins");
+    const joinStart = performance.now();
+    const n4 = await cluster.addNode({ name: "n4" });
+    const target = await metric(leader, "novactl_raft_commit_index");
+    await waitFor(
+      async () => (await metric(n4.url, "novactl_raft_applied_index")) >= target || undefined,
+      {
+        timeoutMs: 300_000,
+        description: "n4 caught up",
+      },
+    );
+    const joinS = (performance.now() - joinStart) / 1000;
+    const snapshotChunks = await metric(n4.url, "novactl_raft_snapshot_chunks_total");
+    console.log(
+      `   caught up in ${joinS.toFixed(1)} s; snapshot chunks received: ${snapshotChunks}`,
+    );
+
+    console.log(`-- leader CPU over ${options.idleS} s idle`);
+    const leaderName = await cluster.leaderName();
+    const pid = Number(
+      JSON.parse(await Deno.readTextFile(`${cluster.node(leaderName).dataDir}/listen.json`)).pid,
+    );
+    const c0 = await cpuSeconds(pid);
+    await new Promise((r) => setTimeout(r, options.idleS * 1000));
+    const idleCpuPct = ((await cpuSeconds(pid)) - c0) / options.idleS * 100;
+    console.log(`   leader ${leaderName}: ${idleCpuPct.toFixed(1)} % of a core with 4 hosts`);
+
+    const mib = (b: number) => Math.round(b / 2 ** 20);
+    await writeResult(options.out, {
+      meta: { ...meta, date: new Date().toISOString() },
+      setup: {
+        nodes: 3,
+        vms: options.vms,
+        samples: options.samples,
+        createClients: CREATE_CLIENTS,
+      },
+      fill: {
+        seconds: Math.round(fillS * 10) / 10,
+        createsPerSec: Math.round(options.vms / fillS),
+      },
+      list: {
+        fullMs: full.ms,
+        fullMiB: Math.round(full.bytes / 2 ** 20 * 10) / 10,
+        page500Ms: page.ms,
+      },
+      rssMiB: {
+        afterFill: Object.fromEntries(Object.entries(rssAfterFill).map(([k, v]) => [k, mib(v)])),
+        afterLists: Object.fromEntries(Object.entries(rssAfterLists).map(([k, v]) => [k, mib(v)])),
+      },
+      join: { caughtUpSeconds: Math.round(joinS * 10) / 10, snapshotChunks },
+      leaderIdle: {
+        seconds: options.idleS,
+        hosts: 4,
+        cpuPctOfOneCore: Math.round(idleCpuPct * 10) / 10,
+      },
+    });
+  } finally {
+    httpClient?.close();
+    await cluster.stop();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+    Deno.exit(0);
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : error);
+    Deno.exit(1);
+  }
+}
