@@ -52,7 +52,7 @@ function createChecked(s: Store, item: PlannedCreate, at: number): VmRecord {
       reason: misfit,
     });
   }
-  return vms.create(s, { vm, at }).value as VmRecord;
+  return vms.create(s, { vm, at }, true).value as VmRecord;
 }
 
 /** Plans of placements. */

@@ -187,3 +187,10 @@ Deno.test("plan.apply decides the same on a replica that rebuilt its check from 
   assertEquals(plan(again, vm("b", "h1"), vm("c", "h1")).map(outcome), ["created", "stale"]);
   again.close();
 });
+
+Deno.test("plan.apply: a VM to stay stopped is stopped at once (its host has nothing to report); one to run is scheduled", async () => {
+  const fsm = await cluster();
+  plan(fsm, vm("idle", "h1"), vm("busy", "h2", { desired: "running" }));
+  assertEquals(fsm.vm("idle")!.state, "stopped");
+  assertEquals(fsm.vm("busy")!.state, "scheduled");
+});

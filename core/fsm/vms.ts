@@ -91,12 +91,21 @@ function writeSpec(s: Store, spec: VmSpec, at: number): void {
   );
 }
 
-/** Records a new VM (also each create of a `plan.apply`, after its placement check). */
-export function create(s: Store, c: { vm: VmSpec; at: number }): Applied {
+/**
+ * Records a new VM (also each create of a `plan.apply`, after its placement check).
+ * `stoppedAtOnce`: a placed VM that is to stay stopped is stopped from the start — its
+ * host has nothing to do for it, so nothing to report (plan.apply; `vm.create` entries
+ * keep "scheduled", as they were applied when written).
+ */
+export function create(s: Store, c: { vm: VmSpec; at: number }, stoppedAtOnce = false): Applied {
   const spec = c.vm;
   if (get(s, spec.name)) throw new ConflictError(`VM "${spec.name}" already exists`);
   if (!images.get(s, spec.image)) throw new NotFoundError("image", spec.image);
-  const state: VmState = spec.node ? "scheduled" : "pending";
+  const state: VmState = !spec.node
+    ? "pending"
+    : stoppedAtOnce && spec.desired === "stopped"
+    ? "stopped"
+    : "scheduled";
   s.sql(
     "INSERT INTO vms (name, spec, node, state, reason, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?)",
   ).run(spec.name, JSON.stringify(spec), spec.node, state, c.at, c.at);
@@ -196,7 +205,7 @@ export const resource: Resource<
     db.exec("CREATE INDEX IF NOT EXISTS vms_node ON vms(node)");
   },
   appliers: {
-    "vm.create": create,
+    "vm.create": (s, c) => create(s, c),
     "vm.desired": setDesired,
     "vm.update": update,
     "vm.observed": observe,
