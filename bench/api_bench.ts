@@ -98,7 +98,7 @@ const SIMULATED_HOST_ARGS = [
 ];
 const SEED_PREFIX = "seed";
 const PAUSE_BETWEEN_RUNS_MS = 1_000;
-const DELETE_PARALLELISM = 8;
+const DELETE_PARALLELISM = 64;
 const CLEANUP_TIMEOUT_MS = 300_000;
 /** Thousands of stopped VMs on 3 hosts of this size only fit with the widest overcommit. */
 const WIDE_OVERCOMMIT = {
@@ -208,16 +208,31 @@ class NovactlApi {
     return vms.map((vm) => vm.name);
   }
 
-  /** Deletes every VM whose name starts with `prefix` and waits until they are gone. */
+  /**
+   * Deletes every VM whose name starts with `prefix` and waits until they are gone. One
+   * already being deleted may be gone by the time it is asked again (404): that is fine.
+   */
   async deleteVms(prefix: string): Promise<void> {
-    const names = (await this.vmNames()).filter((name) => name.startsWith(prefix));
-    for (let i = 0; i < names.length; i += DELETE_PARALLELISM) {
-      await Promise.all(
-        names.slice(i, i + DELETE_PARALLELISM).map((name) =>
-          this.call("DELETE", `/api/v1/vms/${name}?force=true`)
-        ),
-      );
-    }
+    const { vms } = await this.call<{ vms: { name: string; desired: string }[] }>(
+      "GET",
+      "/api/v1/vms",
+    );
+    const names = vms.filter((vm) => vm.name.startsWith(prefix) && vm.desired !== "deleted")
+      .map((vm) => vm.name);
+    let next = 0;
+    await Promise.all(Array.from({ length: DELETE_PARALLELISM }, async () => {
+      for (let i = next++; i < names.length; i = next++) {
+        const url = `${await this.novactl.cluster.leaderUrl()}/api/v1/vms/${names[i]}?force=true`;
+        const r = await requestJson(url, {
+          method: "DELETE",
+          token: this.#token,
+          timeoutMs: 30_000,
+        });
+        if (r.status !== 200 && r.status !== 404) {
+          throw new Error(`DELETE ${names[i]} → ${r.status}: ${JSON.stringify(r.body)}`);
+        }
+      }
+    }));
     await waitFor(async () => {
       const left = (await this.vmNames()).filter((name) => name.startsWith(prefix));
       return left.length === 0 ? true : undefined;

@@ -27,6 +27,7 @@ export interface Section {
 export const SECTIONS: readonly Section[] = [
   { name: "raft", render: (r) => renderComparison(r as unknown as ComparisonResult) },
   { name: "api", render: (r) => renderComparison(r as unknown as ComparisonResult) },
+  { name: "scale", render: renderFigures },
   { name: "vm", render: renderFigures },
   { name: "scheduler", render: (r) => renderScheduler(r as unknown as SchedulerResult) },
   { name: "ha", render: renderFigures },
