@@ -95,8 +95,8 @@ async function main(): Promise<void> {
   installSignalTeardown();
   const cluster = new NovactlCluster({ extraNodeArgs: SIMULATED });
   try {
-    const meta = await runMeta("scale", { dataDir: cluster.baseDir, runs: options.samples });
     await cluster.start(3);
+    const meta = await runMeta("scale", { dataDir: cluster.baseDir, runs: options.samples });
     httpClient = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(cluster.caFile)] });
     const token = cluster.adminToken;
     const leader = await cluster.leaderUrl();
@@ -173,7 +173,10 @@ async function main(): Promise<void> {
 
     console.log("-- a 4th node joins");
     const joinStart = performance.now();
-    const n4 = await cluster.addNode({ name: "n4" });
+    const n4 = await cluster.addNode({ name: "n4" }).catch(async (err) => {
+      const log = await Deno.readTextFile(cluster.node("n4").logPath).catch(() => "");
+      throw new Error(`${err}\n${log.split("\n").slice(-15).join("\n")}`);
+    });
     const target = await metric(leader, "novactl_raft_commit_index");
     await waitFor(
       async () => (await metric(n4.url, "novactl_raft_applied_index")) >= target || undefined,

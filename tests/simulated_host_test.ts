@@ -124,3 +124,63 @@ testWithTimeout({
     await cluster.stop();
   }
 });
+
+testWithTimeout({
+  name:
+    "a node joining a cluster with a long log (10,000 VMs, no recent snapshot) catches up and stays a member",
+  timeoutMs: 5 * MINUTE,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const cluster = new NovactlCluster({
+    extraNodeArgs: [
+      "--simulated-host",
+      "--simulated-cpus",
+      "65536",
+      "--simulated-memory",
+      "1073741824",
+    ],
+  });
+  await cluster.start(3);
+  try {
+    const token = cluster.adminToken;
+    const leader = await cluster.leaderUrl();
+    const kernel = `${cluster.baseDir}/kernel`;
+    await Deno.writeFile(kernel, new Uint8Array(4096));
+    await cluster.cli([
+      "image",
+      "import",
+      "k",
+      "--kernel",
+      kernel,
+      "--server",
+      leader,
+      "--token",
+      token,
+    ]);
+    let next = 0;
+    await Promise.all(Array.from({ length: 64 }, async () => {
+      for (let i = next++; i < 10_000; i = next++) {
+        const r = await requestJson(`${leader}/api/v1/vms`, {
+          body: { name: `vm${i}`, image: "k", start: false, memoryMiB: 64 },
+          token,
+          timeoutMs: 60_000,
+        });
+        assertEquals(r.status, 201, JSON.stringify(r.body));
+      }
+    }));
+    // The joiner applies the additions of n2 and n3 long before its own; it must not take
+    // "not a member yet" for "removed" (it did, and shut itself down).
+    const n4 = await cluster.addNode({ name: "n4" });
+    const status = await cluster.status();
+    assert(status.members.some((m) => m.name === "n4"), JSON.stringify(status.members));
+    await waitFor(async () => {
+      const r = await requestJson<{ vms: unknown[] }>(`${n4.url}/api/v1/vms?limit=1000`, { token });
+      return r.body?.vms?.length === 1000 || undefined;
+    }, { timeoutMs: 120_000, description: "n4 answering from its own caught-up replica" });
+    const after = await cluster.status();
+    assert(after.members.some((m) => m.name === "n4"), "n4 is still a member");
+  } finally {
+    await cluster.stop();
+  }
+});

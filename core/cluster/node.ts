@@ -370,14 +370,25 @@ export class ClusterNode {
       if (r.ok) w.resolve(r.value);
       else w.reject(r.error);
     }
-    if (entries.some((e) => e.type === "conf")) this.onMembershipApplied();
+    const conf = entries.filter((e) => e.type === "conf");
+    if (conf.length) this.onMembershipApplied(conf, results);
   }
 
-  private onMembershipApplied(): void {
+  /**
+   * Only an applied change that removes this very node removes it. Not being a member
+   * after some change proves nothing: a joiner catching up through the log applies the
+   * additions of the members before it long before its own (measured: a 4th node joining
+   * a cluster with 10,000 VMs and no recent snapshot shut itself down as "removed").
+   */
+  private onMembershipApplied(conf: Entry[], results: Map<number, ApplyResult>): void {
     this.forgetDepartedPeers();
     if (this.removed || this.fsm.member(this.id)) return;
-    if (this.fsm.members().length === 0) return; // joiner that has not caught up yet
-    this.markRemoved("applied its own removal");
+    const removesMe = conf.some((e) => {
+      if (results.get(e.index)?.ok === false) return false;
+      const cc = JSON.parse(e.data) as ConfChange;
+      return cc.type === "remove" && cc.node === this.id;
+    });
+    if (removesMe) this.markRemoved("applied its own removal");
   }
 
   /** Per-peer state must not outlive membership, or it grows with every node ever removed. */
