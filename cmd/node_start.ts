@@ -428,7 +428,7 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
   return {
     nodeName: node.id,
     vm: (name) => node.fsm.vm(name),
-    vms: () => node.fsm.vms(),
+    vmsHere: () => node.fsm.listVms({ node: node.id }),
     image: (name) => node.fsm.image(name),
     operation: (id) => node.fsm.operation(id),
     config: () => node.fsm.settings(),

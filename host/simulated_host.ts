@@ -55,9 +55,7 @@ export class SimulatedHost {
   }
 
   #reconcileAll(): void {
-    for (const vm of this.#cluster.vms()) {
-      if (vm.node === this.#cluster.nodeName) this.#schedule(vm.name);
-    }
+    for (const vm of this.#cluster.vmsHere()) this.#schedule(vm.name);
   }
 
   #schedule(name: string): void {

@@ -38,7 +38,8 @@ import { DirPool, qemuImg } from "./storage/mod.ts";
 export interface HostCluster {
   readonly nodeName: string;
   vm(name: string): VmRecord | null;
-  vms(): VmRecord[];
+  /** The VMs placed on this host (found by index: not a scan of every VM). */
+  vmsHere(): VmRecord[];
   image(name: string): ImageRecord | null;
   operation(id: string): OperationRecord | null;
   config(): ClusterConfig;
@@ -207,7 +208,7 @@ export class VmHost {
 
   private reconcileAll(): void {
     const names = new Set(this.runtimes.keys());
-    for (const vm of this.cluster.vms()) if (vm.node === this.nodeName) names.add(vm.name);
+    for (const vm of this.cluster.vmsHere()) names.add(vm.name);
     for (const n of names) this.schedule(n);
   }
 

@@ -20,8 +20,8 @@ class FakeCluster implements HostCluster {
   vm(name: string) {
     return this.vms_.get(name) ?? null;
   }
-  vms() {
-    return [...this.vms_.values()];
+  vmsHere() {
+    return [...this.vms_.values()].filter((vm) => vm.node === this.nodeName);
   }
   image(): ImageRecord {
     return { name: "blank", kind: "disk", sources: [], createdAt: "", createdBy: "" };

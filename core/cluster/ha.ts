@@ -52,14 +52,17 @@ export class HaManager {
     if (dead.size) await this.failOrphanedOperations(dead);
     const byPriority = (a: VmRecord, b: VmRecord) =>
       (b.haPriority ?? 0) - (a.haPriority ?? 0) || a.name.localeCompare(b.name);
-    const vms = this.node.fsm.vms().filter((v) => v.desired === "running" && !v.template);
-    const stranded = vms.filter((v) => v.node && dead.has(v.node)).sort(byPriority);
+    // Found by index (the dead hosts' VMs, the HA VMs), not by parsing every VM each round.
+    const wanted = (v: VmRecord) => v.desired === "running" && !v.template;
+    const stranded = [...dead].flatMap((host) => this.node.fsm.listVms({ node: host }))
+      .filter(wanted).sort(byPriority);
     for (const vm of stranded) {
       if (vm.ha && cfg["ha.enabled"]) await this.failover(vm, dead, this.hostLost(vm));
       else if (vm.state !== "failed") await this.markLost(vm);
     }
     if (!cfg["ha.enabled"]) return;
-    for (const vm of vms.filter((v) => v.ha && v.node && !dead.has(v.node)).sort(byPriority)) {
+    const ha = this.node.fsm.listVms({ ha: true }).filter(wanted);
+    for (const vm of ha.filter((v) => v.node && !dead.has(v.node)).sort(byPriority)) {
       if (startFailed(vm)) {
         await this.failover(vm, new Set([...dead, vm.node!]), this.startLost(vm));
       }

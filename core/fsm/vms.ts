@@ -42,6 +42,8 @@ export interface VmQuery {
   state?: VmState;
   /** Every one of these labels, with these values. */
   labels?: Record<string, string>;
+  /** Only HA VMs (the HA manager's round: not a parse of every VM). */
+  ha?: true;
   /** Names after this one (the page before ended there). */
   after?: string;
   /** At most this many (all when absent). */
@@ -59,6 +61,7 @@ export function list(s: Store, q: VmQuery): VmRecord[] {
   if (q.node !== undefined) where.push("node = ?"), args.push(q.node);
   if (q.state !== undefined) where.push("state = ?"), args.push(q.state);
   if (q.after !== undefined) where.push("name > ?"), args.push(q.after);
+  if (q.ha) where.push("json_extract(spec, '$.ha') = 1");
   const sql = `SELECT * FROM vms${
     where.length ? ` WHERE ${where.join(" AND ")}` : ""
   } ORDER BY name`;
