@@ -434,13 +434,14 @@ function etcdPuts(etcd: RunningEtcd, options: BenchOptions, clients: number): Co
 
 // ---------------------------------------------------------------- running
 
+/** Fills `rows` and `checks` as the cases run, so what was measured survives a late failure. */
 async function runCases(
   apis: NovactlApi[],
   etcd: RunningEtcd,
   options: BenchOptions,
-): Promise<{ rows: ComparisonRow[]; checks: PlacementCheck[] }> {
-  const rows: ComparisonRow[] = [];
-  const checks: PlacementCheck[] = [];
+  rows: ComparisonRow[],
+  checks: PlacementCheck[],
+): Promise<void> {
   const progress = (clients: number) => (system: string, rep: number, r: RepResult) =>
     printRep(clients, system, rep, r);
   for (const clients of options.clients) {
@@ -535,7 +536,6 @@ async function runCases(
       ),
     );
   }
-  return { rows, checks };
 }
 
 /** One check after a novactl run: what was found over-committed or broken (nothing, we hope). */
@@ -564,7 +564,17 @@ async function main(): Promise<void> {
       recordBytes = await seedVms(api, options.listVms);
     }
     await seedEtcd(etcd, options.listVms, recordBytes);
-    const { rows, checks } = await runCases(apis, etcd, options);
+    const rows: ComparisonRow[] = [];
+    const checks: PlacementCheck[] = [];
+    try {
+      await runCases(apis, etcd, options, rows, checks);
+    } catch (err) {
+      // Half an hour of measurements must not go with one late error: kept beside the result.
+      const partial = `${options.outPath.replace(/\.json$/, "")}.partial.json`;
+      await writeResult(partial, { meta, error: String(err), rows, checks });
+      console.error(`what was measured before the failure: ${partial}`);
+      throw err;
+    }
     const ratios = medianRatios(rows, "etcd");
     for (const r of ratios) console.log(`${r.case} at ${r.clients} clients: ${r.ratio}x etcd`);
     const tlsCost = tlsCosts(rows, PLAIN_SYSTEM);
