@@ -14,8 +14,8 @@
  */
 import type { ClusterNode } from "./node.ts";
 import type { Command } from "../fsm/mod.ts";
-import { codeOfHttpStatus, NovaError, OverloadedError, UnavailableError } from "../errors/mod.ts";
-import { submitToLeader } from "./service.ts";
+import { NovaError } from "../errors/mod.ts";
+import { postToLeader, submitToLeader } from "./service.ts";
 import { metrics } from "../metrics/mod.ts";
 
 /** Reports per request at most. */
@@ -109,25 +109,6 @@ export class ReportBatcher {
 
   /** One request to the leader with every command of the batch. */
   async #post(commands: Command[]): Promise<ReportOutcome[]> {
-    const node = this.#node;
-    const url = node.leaderUrl();
-    if (!url || !node.fsm.member(node.id)) throw new UnavailableError("no leader known yet");
-    if (node.transport.blocked.has(node.leaderId()!)) {
-      throw new UnavailableError("the leader is unreachable (fault injection)");
-    }
-    const res = await node.peerHttp.fetch(url + "/internal/propose", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ commands }),
-      signal: AbortSignal.timeout(10_000),
-    });
-    const body = await res.json();
-    if (!res.ok) {
-      const message = body?.error?.message ?? `HTTP ${res.status}`;
-      const retryAfter = res.headers.get("retry-after");
-      if (res.status === 503 && retryAfter) throw new OverloadedError(message, Number(retryAfter));
-      throw new NovaError(codeOfHttpStatus(res.status), message);
-    }
-    return body.results as ReportOutcome[];
+    return (await postToLeader(this.#node, { commands }) as { results: ReportOutcome[] }).results;
   }
 }

@@ -173,6 +173,16 @@ export async function submitToLeader(
 ): Promise<unknown> {
   // The same checks a peer's report meets at /internal/propose, so a leader's own host cannot skip them.
   if (node.isLeader()) return await node.propose(parsePeerCommand(command));
+  const body = await postToLeader(node, { command }) as { result: unknown; index: number };
+  if (opts.readOwnWrite !== false) await node.waitApplied(body.index, 10_000);
+  return body.result;
+}
+
+/**
+ * POSTs `payload` (`{command}` or `{commands}`) to the leader's `/internal/propose` and
+ * returns its answer; a refusal becomes the matching error.
+ */
+export async function postToLeader(node: ClusterNode, payload: unknown): Promise<unknown> {
   const url = node.leaderUrl();
   if (!url || !node.fsm.member(node.id)) throw new UnavailableError("no leader known yet");
   if (node.transport.blocked.has(node.leaderId()!)) {
@@ -181,7 +191,7 @@ export async function submitToLeader(
   const res = await node.peerHttp.fetch(url + "/internal/propose", {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ command }),
+    body: JSON.stringify(payload),
     signal: AbortSignal.timeout(10_000),
   });
   const body = await res.json();
@@ -192,6 +202,5 @@ export async function submitToLeader(
     if (res.status === 503 && retryAfter) throw new OverloadedError(message, Number(retryAfter));
     throw new NovaError(codeOfHttpStatus(res.status), message);
   }
-  if (opts.readOwnWrite !== false) await node.waitApplied(body.index, 10_000);
-  return body.result;
+  return body;
 }
