@@ -19,7 +19,7 @@ import type { VmHost } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { hostOnly, leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
-import { labelsSchema } from "../../core/fsm/command_schemas.ts";
+import { labelsSchema, VM_STATE } from "../../core/fsm/command_schemas.ts";
 import {
   MAX_PASSWORD_HASH_CHARS,
   MAX_SSH_KEY_CHARS,
@@ -96,16 +96,6 @@ const snapshotSchema = z.object({
   memory: z.boolean().default(false),
 }).strict();
 
-const VM_STATES = [
-  "pending",
-  "scheduled",
-  "starting",
-  "running",
-  "stopping",
-  "stopped",
-  "migrating",
-  "failed",
-] as const;
 /** Largest page `vm list` answers. */
 export const MAX_VM_PAGE = 1000;
 
@@ -119,10 +109,11 @@ function vmQueryOf(query: (k: string) => string | undefined, labels: string[]): 
   if (node) q.node = node;
   const state = query("state");
   if (state !== undefined) {
-    if (!(VM_STATES as readonly string[]).includes(state)) {
-      throw ValidationError.field("state", `one of ${VM_STATES.join(", ")}`);
+    const parsed = VM_STATE.safeParse(state);
+    if (!parsed.success) {
+      throw ValidationError.field("state", `one of ${VM_STATE.options.join(", ")}`);
     }
-    q.state = state as VmQuery["state"];
+    q.state = parsed.data;
   }
   for (const label of labels) {
     const eq = label.indexOf("=");

@@ -179,13 +179,7 @@ export class Planner {
     const placed = index.place(p.req);
     if (!placed.ok) {
       metrics.placements.inc({ outcome: "no_host" });
-      const unregistered = this.#unregisteredMembers();
-      p.reject(
-        new ConflictError(`no host can run ${name}: ${explain(placed.reasons, unregistered)}`, {
-          reasons: placed.reasons,
-          unregistered,
-        }),
-      );
+      p.reject(noHostError(this.#node, name, placed.reasons));
       return null;
     }
     index.commit(name, placed.node, p.req);
@@ -253,9 +247,23 @@ export class Planner {
     this.#stale.clear();
     return this.#index;
   }
+}
 
-  #unregisteredMembers(): string[] {
-    const hosts = new Set(this.#node.fsm.nodes().map((n) => n.name));
-    return this.#node.fsm.members().map((m) => m.name).filter((m) => !hosts.has(m));
-  }
+/** Members whose host has not registered its inventory yet (e.g. still starting up). */
+export function unregisteredMembers(node: ClusterNode): string[] {
+  const hosts = new Set(node.fsm.nodes().map((n) => n.name));
+  return node.fsm.members().map((m) => m.name).filter((m) => !hosts.has(m));
+}
+
+/** The 409 for a VM no host can take, naming every host's reason (and hosts not registered yet). */
+export function noHostError(
+  node: ClusterNode,
+  name: string | undefined,
+  reasons: Record<string, string>,
+): ConflictError {
+  const unregistered = unregisteredMembers(node);
+  return new ConflictError(`no host can run ${name}: ${explain(reasons, unregistered)}`, {
+    reasons,
+    unregistered,
+  });
 }

@@ -24,7 +24,7 @@ import {
 } from "../scheduler/mod.ts";
 import { validateCloudInit } from "../cloudinit/mod.ts";
 import { KeyedSerializer } from "../concurrency/mod.ts";
-import { Planner } from "./planner.ts";
+import { noHostError, Planner } from "./planner.ts";
 
 export interface CreateVmRequest {
   name: string;
@@ -113,22 +113,10 @@ function mustGetVm(node: ClusterNode, name: string): VmRecord {
   return vm;
 }
 
-/** Members whose host has not registered its inventory yet (e.g. still starting up). */
-export function unregisteredMembers(node: ClusterNode): string[] {
-  const hosts = new Set(node.fsm.nodes().map((n) => n.name));
-  return node.fsm.members().map((m) => m.name).filter((m) => !hosts.has(m));
-}
-
 /** The scheduler's decision on committed state, or a conflict naming every host's reason. */
 export function placeOrExplain(node: ClusterNode, req: PlacementRequest) {
   const placed = place(req, hostViews(node), placedVms(node), node.fsm.config().config);
-  if (!placed.ok) {
-    const unregistered = unregisteredMembers(node);
-    throw new ConflictError(
-      `no host can run ${req.name}: ${explain(placed.reasons, unregistered)}`,
-      { reasons: placed.reasons, unregistered },
-    );
-  }
+  if (!placed.ok) throw noHostError(node, req.name, placed.reasons);
   return placed;
 }
 

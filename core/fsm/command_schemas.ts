@@ -201,7 +201,8 @@ const BY = printable(256);
 /** Free text that is cut to its cap (the applier cuts it the same way), never refused. */
 const cut = (max: number) => z.string().transform((s) => s.slice(0, max));
 const REASON = cut(MAX_REASON_CHARS);
-const VM_STATE = z.enum([
+/** Every state a VM record can be in (also `vm list --state`'s choices). */
+export const VM_STATE = z.enum([
   "pending",
   "scheduled",
   "starting",
