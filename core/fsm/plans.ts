@@ -6,9 +6,8 @@
  *
  * @module
  */
-import { ConflictError, NotFoundError, NovaError } from "../errors/mod.ts";
+import { ConflictError, NovaError } from "../errors/mod.ts";
 import type { Command, PlannedCreate, PlannedCreateResult, VmRecord } from "./commands.ts";
-import * as images from "./images.ts";
 import * as vms from "./vms.ts";
 import { checkAndHold, noteChange } from "./placement_check.ts";
 import type { Applied, Changed, Resource, Store } from "./store.ts";
@@ -43,8 +42,7 @@ function applyPlan(s: Store, c: Extract<Command, { op: "plan.apply" }>): Applied
 
 function createChecked(s: Store, item: PlannedCreate, at: number): VmRecord {
   const { vm } = item;
-  if (vms.get(s, vm.name)) throw new ConflictError(`VM "${vm.name}" already exists`);
-  if (!images.get(s, vm.image)) throw new NotFoundError("image", vm.image);
+  vms.assertCreatable(s, vm);
   const misfit = checkAndHold(s, vm);
   if (misfit) {
     throw new StalePlacementError(`${vm.name} no longer fits on ${vm.node}: ${misfit}`, {
@@ -52,7 +50,7 @@ function createChecked(s: Store, item: PlannedCreate, at: number): VmRecord {
       reason: misfit,
     });
   }
-  return vms.create(s, { vm, at }, true).value as VmRecord;
+  return vms.insert(s, vm, at, true).value as VmRecord;
 }
 
 /** Plans of placements. */

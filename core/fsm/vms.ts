@@ -94,16 +94,25 @@ function writeSpec(s: Store, spec: VmSpec, at: number): void {
   );
 }
 
-/**
- * Records a new VM (also each create of a `plan.apply`, after its placement check).
- * `stoppedAtOnce`: a placed VM that is to stay stopped is stopped from the start — its
- * host has nothing to do for it, so nothing to report (plan.apply; `vm.create` entries
- * keep "scheduled", as they were applied when written).
- */
-export function create(s: Store, c: { vm: VmSpec; at: number }, stoppedAtOnce = false): Applied {
-  const spec = c.vm;
+/** Throws unless a VM like `spec` may be created: its name free, its image known. */
+export function assertCreatable(s: Store, spec: VmSpec): void {
   if (get(s, spec.name)) throw new ConflictError(`VM "${spec.name}" already exists`);
   if (!images.get(s, spec.image)) throw new NotFoundError("image", spec.image);
+}
+
+function create(s: Store, c: Extract<Command, { op: "vm.create" }>): Applied {
+  assertCreatable(s, c.vm);
+  return insert(s, c.vm, c.at, false);
+}
+
+/**
+ * Records a new VM its caller checked with {@link assertCreatable} (`plan.apply` also
+ * checks its placement in between). `stoppedAtOnce`: a placed VM that is to stay
+ * stopped is stopped from the start — its host has nothing to do for it, so nothing to
+ * report (plan.apply; `vm.create` entries keep "scheduled", as they were applied when
+ * written).
+ */
+export function insert(s: Store, spec: VmSpec, at: number, stoppedAtOnce: boolean): Applied {
   const state: VmState = !spec.node
     ? "pending"
     : stoppedAtOnce && spec.desired === "stopped"
@@ -111,7 +120,7 @@ export function create(s: Store, c: { vm: VmSpec; at: number }, stoppedAtOnce = 
     : "scheduled";
   s.sql(
     "INSERT INTO vms (name, spec, node, state, reason, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?)",
-  ).run(spec.name, JSON.stringify(spec), spec.node, state, c.at, c.at);
+  ).run(spec.name, JSON.stringify(spec), spec.node, state, at, at);
   return touched(spec.name, get(s, spec.name));
 }
 
@@ -208,7 +217,7 @@ export const resource: Resource<
     db.exec("CREATE INDEX IF NOT EXISTS vms_node ON vms(node)");
   },
   appliers: {
-    "vm.create": (s, c) => create(s, c),
+    "vm.create": create,
     "vm.desired": setDesired,
     "vm.update": update,
     "vm.observed": observe,
