@@ -442,25 +442,34 @@ async function runCases(
   rows: ComparisonRow[],
   checks: PlacementCheck[],
 ): Promise<void> {
-  const progress = (clients: number) => (system: string, rep: number, r: RepResult) =>
-    printRep(clients, system, rep, r);
-  for (const clients of options.clients) {
-    console.log(`-- vm list, ${clients} clients`);
-    rows.push(
-      ...await interleave([
-        ...apis.map((api) => novactlList(api, options)),
-        etcdList(etcd, options),
-      ], {
-        case: `vm list (${options.listVms} VMs)`,
-        clients,
-        reps: options.reps,
-        onRun: progress(clients),
-        between: () => sleep(PAUSE_BETWEEN_RUNS_MS),
-      }),
-    );
-  }
-  /** After each novactl run: nothing over-committed, no strict group broken (printed, kept). */
-  const checked = async (system: string, prefix: string) => {
+  /** One case at every client count: the contenders interleaved, `after` each run, a pause. */
+  const runCase = async (
+    title: string,
+    name: string,
+    contenders: (clients: number) => Contender[],
+    after: (system: string) => Promise<void> = () => Promise.resolve(),
+  ) => {
+    for (const clients of options.clients) {
+      console.log(`-- ${title}, ${clients} clients`);
+      rows.push(
+        ...await interleave(contenders(clients), {
+          case: name,
+          clients,
+          reps: options.reps,
+          onRun: (system: string, rep: number, r: RepResult) => printRep(clients, system, rep, r),
+          between: async (system) => {
+            await after(system);
+            await sleep(PAUSE_BETWEEN_RUNS_MS);
+          },
+        }),
+      );
+    }
+  };
+  /**
+   * After each novactl run: nothing over-committed, no strict group broken (printed, kept);
+   * then the VMs named `prefix…` the run created are deleted.
+   */
+  const checked = (prefix: string | null) => async (system: string) => {
     const api = apis.find((a) => a.system === system);
     if (!api) return;
     const found = await api.placementViolations();
@@ -470,72 +479,24 @@ async function runCases(
         ? `   CHECK FAILED (${system}): ${found.join("; ")}`
         : `   check (${system}): no host over-committed, no strict group broken`,
     );
-    await api.deleteVms(prefix);
+    if (prefix) await api.deleteVms(prefix);
   };
-  for (const clients of options.clients) {
-    console.log(`-- vm create (start: false), ${clients} clients`);
-    rows.push(
-      ...await interleave(
-        [
-          ...apis.map((api) => novactlCreates(api, options, clients)),
-          etcdPuts(etcd, options, clients),
-        ],
-        {
-          case: "vm create (stopped)",
-          clients,
-          reps: options.reps,
-          onRun: progress(clients),
-          between: async (system) => {
-            await checked(system, CREATED_PREFIX);
-            await sleep(PAUSE_BETWEEN_RUNS_MS);
-          },
-        },
-      ),
-    );
-  }
-  for (const clients of options.clients) {
-    console.log(`-- vm create+delete pairs, ${clients} clients`);
-    rows.push(
-      ...await interleave(
-        [
-          ...apis.map((api) => novactlPairs(api, options, clients)),
-          etcdPuts(etcd, options, clients),
-        ],
-        {
-          case: "vm create+delete",
-          clients,
-          reps: options.reps,
-          onRun: progress(clients),
-          between: async (system) => {
-            await checked(system, PAIR_PREFIX);
-            await sleep(PAUSE_BETWEEN_RUNS_MS);
-          },
-        },
-      ),
-    );
-  }
-  for (const clients of options.clients) {
-    console.log(`-- vm start/stop, ${clients} clients`);
-    rows.push(
-      ...await interleave(
-        [
-          ...apis.map((api) => novactlStartStop(api, options)),
-          etcdPuts(etcd, options, clients),
-        ],
-        {
-          case: "vm start/stop",
-          clients,
-          reps: options.reps,
-          onRun: progress(clients),
-          between: async (system) => {
-            const api = apis.find((a) => a.system === system);
-            if (api) checks.push({ system, violations: await api.placementViolations() });
-            await sleep(PAUSE_BETWEEN_RUNS_MS);
-          },
-        },
-      ),
-    );
-  }
+  await runCase("vm list", `vm list (${options.listVms} VMs)`, () => [
+    ...apis.map((api) => novactlList(api, options)),
+    etcdList(etcd, options),
+  ]);
+  await runCase("vm create (start: false)", "vm create (stopped)", (clients) => [
+    ...apis.map((api) => novactlCreates(api, options, clients)),
+    etcdPuts(etcd, options, clients),
+  ], checked(CREATED_PREFIX));
+  await runCase("vm create+delete pairs", "vm create+delete", (clients) => [
+    ...apis.map((api) => novactlPairs(api, options, clients)),
+    etcdPuts(etcd, options, clients),
+  ], checked(PAIR_PREFIX));
+  await runCase("vm start/stop", "vm start/stop", (clients) => [
+    ...apis.map((api) => novactlStartStop(api, options)),
+    etcdPuts(etcd, options, clients),
+  ], checked(null));
 }
 
 /** One check after a novactl run: what was found over-committed or broken (nothing, we hope). */
