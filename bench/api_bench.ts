@@ -70,6 +70,7 @@ import {
   writeResult,
 } from "./lib/systems.ts";
 import { requestJson, sleep, waitFor } from "./lib/util.ts";
+import { simulatedHostArgs } from "./lib/simulated.ts";
 
 interface BenchOptions {
   durationS: number;
@@ -89,13 +90,7 @@ const PAIR_PREFIX = "p";
  * reports, with this inventory and no QEMU. A stopped VM costs a real host nothing but its
  * report either; starts and stops are reported as a converged host would report them.
  */
-const SIMULATED_HOST_ARGS = [
-  "--simulated-host",
-  "--simulated-cpus",
-  "16384",
-  "--simulated-memory",
-  String(16 << 20),
-];
+const SIMULATED_HOST_ARGS = simulatedHostArgs(16_384, 16 << 20);
 const SEED_PREFIX = "seed";
 const PAUSE_BETWEEN_RUNS_MS = 1_000;
 const DELETE_PARALLELISM = 64;

@@ -26,14 +26,9 @@ import { type Figure, figure } from "./lib/figures.ts";
 import { runMeta } from "./lib/run_meta.ts";
 import { defaultOut, installSignalTeardown, writeResult } from "./lib/systems.ts";
 import { requestJson, waitFor } from "./lib/util.ts";
+import { createVms, importTinyKernel, simulatedHostArgs } from "./lib/simulated.ts";
 
-const SIMULATED = [
-  "--simulated-host",
-  "--simulated-cpus",
-  "65536",
-  "--simulated-memory",
-  String(1 << 30),
-];
+const SIMULATED = simulatedHostArgs(65_536, 1 << 30);
 const CREATE_CLIENTS = 64;
 const PAGE = 500;
 
@@ -100,41 +95,17 @@ async function main(): Promise<void> {
     httpClient = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(cluster.caFile)] });
     const token = cluster.adminToken;
     const leader = await cluster.leaderUrl();
-    const kernel = `${cluster.baseDir}/kernel`;
-    await Deno.writeFile(kernel, new Uint8Array(4096));
-    await cluster.cli([
-      "image",
-      "import",
-      "k",
-      "--kernel",
-      kernel,
-      "--server",
-      leader,
-      "--token",
-      token,
-    ]);
+    await importTinyKernel(cluster, "k");
 
     console.log(`-- filling: ${options.vms} stopped VMs, ${CREATE_CLIENTS} clients`);
     const fillStart = performance.now();
-    let next = 0;
-    await Promise.all(Array.from({ length: CREATE_CLIENTS }, async () => {
-      for (let i = next++; i < options.vms; i = next++) {
-        const r = await requestJson(`${leader}/api/v1/vms`, {
-          body: {
-            name: `vm${i}`,
-            image: "k",
-            start: false,
-            cpus: 1,
-            memoryMiB: 64,
-            labels: { n: String(i % 10) },
-          },
-          token,
-          timeoutMs: 60_000,
-        });
-        if (r.status !== 201) {
-          throw new Error(`create vm${i}: ${r.status} ${JSON.stringify(r.body)}`);
-        }
-      }
+    await createVms(cluster, options.vms, CREATE_CLIENTS, (i) => ({
+      name: `vm${i}`,
+      image: "k",
+      start: false,
+      cpus: 1,
+      memoryMiB: 64,
+      labels: { n: String(i % 10) },
     }));
     const fillS = (performance.now() - fillStart) / 1000;
     console.log(

@@ -6,6 +6,7 @@
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { requestJson, waitFor } from "../bench/lib/util.ts";
+import { createVms, importTinyKernel, simulatedHostArgs } from "../bench/lib/simulated.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 interface Vm {
@@ -32,7 +33,7 @@ testWithTimeout({
   sanitizeResources: false,
 }, async () => {
   const cluster = new NovactlCluster({
-    extraNodeArgs: ["--simulated-host", "--simulated-cpus", "512", "--simulated-memory", "1048576"],
+    extraNodeArgs: simulatedHostArgs(512, 1_048_576),
   });
   await cluster.start(3);
   const token = cluster.adminToken;
@@ -60,19 +61,7 @@ testWithTimeout({
       assertEquals(n.inventory.cpus, 512);
       assert(n.inventory.version.endsWith("(simulated host)"), n.inventory.version);
     }
-    const kernel = `${cluster.baseDir}/kernel`;
-    await Deno.writeFile(kernel, new Uint8Array(4096));
-    await cluster.cli([
-      "image",
-      "import",
-      "sim",
-      "--kernel",
-      kernel,
-      "--server",
-      await cluster.leaderUrl(),
-      "--token",
-      token,
-    ]);
+    await importTinyKernel(cluster, "sim");
     // 600 vCPUs: more than this 2-CPU machine could ever run, placed on 3 × 512.
     await Promise.all(Array.from({ length: 150 }, (_, i) =>
       call("POST", "/api/v1/vms", {
@@ -133,41 +122,17 @@ testWithTimeout({
   sanitizeResources: false,
 }, async () => {
   const cluster = new NovactlCluster({
-    extraNodeArgs: [
-      "--simulated-host",
-      "--simulated-cpus",
-      "65536",
-      "--simulated-memory",
-      "1073741824",
-    ],
+    extraNodeArgs: simulatedHostArgs(65_536, 1 << 30),
   });
   await cluster.start(3);
   try {
     const token = cluster.adminToken;
-    const leader = await cluster.leaderUrl();
-    const kernel = `${cluster.baseDir}/kernel`;
-    await Deno.writeFile(kernel, new Uint8Array(4096));
-    await cluster.cli([
-      "image",
-      "import",
-      "k",
-      "--kernel",
-      kernel,
-      "--server",
-      leader,
-      "--token",
-      token,
-    ]);
-    let next = 0;
-    await Promise.all(Array.from({ length: 64 }, async () => {
-      for (let i = next++; i < 10_000; i = next++) {
-        const r = await requestJson(`${leader}/api/v1/vms`, {
-          body: { name: `vm${i}`, image: "k", start: false, memoryMiB: 64 },
-          token,
-          timeoutMs: 60_000,
-        });
-        assertEquals(r.status, 201, JSON.stringify(r.body));
-      }
+    await importTinyKernel(cluster, "k");
+    await createVms(cluster, 10_000, 64, (i) => ({
+      name: `vm${i}`,
+      image: "k",
+      start: false,
+      memoryMiB: 64,
     }));
     // The joiner applies the additions of n2 and n3 long before its own; it must not take
     // "not a member yet" for "removed" (it did, and shut itself down).
