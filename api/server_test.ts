@@ -26,6 +26,11 @@ async function tlsServer(tls: NodeTls) {
 
 const opts = { timeoutMs: 2 * MINUTE, sanitizeOps: false, sanitizeResources: false };
 
+/** A TLS connection to a test listener on loopback, trusting `caPem`. */
+function connectTlsTo(port: number, caPem: string): Promise<Deno.TlsConn> {
+  return Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [caPem] });
+}
+
 testWithTimeout({
   name: "ApiServer: signed peer requests reach the handler with their proof, others with none",
   ...opts,
@@ -180,7 +185,7 @@ for (const mode of ["tls", "plain"] as const) {
     const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
     const connect = () =>
       mode === "tls"
-        ? Deno.connectTls({ hostname: "127.0.0.1", port: server.port, caCerts: [ca.certPem] })
+        ? connectTlsTo(server.port, ca.certPem)
         : Deno.connect({ hostname: "127.0.0.1", port: server.port });
     try {
       const loris = await connect();
@@ -324,11 +329,7 @@ testWithTimeout({
   };
   /** Sends a 200 MiB body whatever it hears; what it heard, and how much it got to send. */
   const stubborn = async () => {
-    const conn = await Deno.connectTls({
-      hostname: "127.0.0.1",
-      port: server.port,
-      caCerts: [ca.certPem],
-    });
+    const conn = await connectTlsTo(server.port, ca.certPem);
     const chunk = new Uint8Array(1 << 20).fill(0x20);
     let mib = 0;
     const sending = (async () => {
@@ -354,11 +355,7 @@ testWithTimeout({
       assertEquals(await post(10), { status: 200, body: { bytes: 10 } });
     }
     // A client that sent its whole body is told not to reuse the connection.
-    const polite = await Deno.connectTls({
-      hostname: "127.0.0.1",
-      port: server.port,
-      caCerts: [ca.certPem],
-    });
+    const polite = await connectTlsTo(server.port, ca.certPem);
     try {
       const body = "a".repeat(5_000_000);
       await writeAll(
@@ -444,8 +441,7 @@ testWithTimeout({
     sig[4] = "A".repeat(sig[4].length);
     return { ...h, [PEER_SIGNATURE_HEADER]: sig.join(" ") };
   };
-  const open = () =>
-    Deno.connectTls({ hostname: "127.0.0.1", port: server.port, caCerts: [ca.certPem] });
+  const open = () => connectTlsTo(server.port, ca.certPem);
   const a = await open();
   const b = await open();
   try {
