@@ -1,4 +1,6 @@
 import { StateMachine } from "./state_machine.ts";
+import { PRUNE_SQL } from "./config.ts";
+import { SPAN_SQL } from "./audit.ts";
 import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
 import { ApplyFailedError } from "../errors/mod.ts";
 import { DatabaseSync } from "node:sqlite";
@@ -503,5 +505,26 @@ testWithTimeout({
   assert(!r.ok && r.error.code === "conflict");
   assertEquals(fsm.config().version, 2);
   assertEquals(fsm.settings()["cluster.name"], "a");
+  fsm.close();
+});
+
+Deno.test("retention: what runs on every write reads only the rows it removes, never the whole table", async () => {
+  const { fsm } = await fresh();
+  const plan = (sql: string) =>
+    (fsm.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...sql.split("?").slice(1).map(() => 0)) as {
+      detail: string;
+    }[]).map((r) => r.detail).join("; ");
+  // Bounded from below by what is kept, or on the created_at index: only old rows are visited.
+  // (The single statement they replace, `version < current AND (version <= ? OR created_at < ?)`,
+  // visited every kept version on every write: 8.8 % of a follower's CPU at 1,000 versions.)
+  assertEquals(
+    plan(PRUNE_SQL.byCount),
+    "SEARCH config_versions USING INTEGER PRIMARY KEY (rowid<?)",
+  );
+  assert(/USING INDEX config_versions_created_at \(created_at<\?\)/.test(plan(PRUNE_SQL.byAge)));
+  // Each aggregate on its own reads one end of the index; MIN and MAX in one SELECT scan the
+  // table (7.3 ms per append at 200,000 records, against 0.001 ms), as this check shows.
+  assert(!/SCAN audit/.test(plan(SPAN_SQL)), plan(SPAN_SQL));
+  assert(/SCAN audit/.test(plan("SELECT MIN(id) AS lo, MAX(id) AS hi FROM audit")));
   fsm.close();
 });
