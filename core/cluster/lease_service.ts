@@ -19,6 +19,9 @@ export interface Fencer {
   alive(): boolean;
 }
 
+/** How long a renewal waits for others to share its leadership check. */
+const LEASE_READ_COALESCE_MS = 10;
+
 /**
  * Leader side: grant after confirming leadership. Returns the index the host
  * must have applied before acting on its state: the leader's last index, so it
@@ -33,7 +36,8 @@ export async function grantLease(
   if (node.transport.blocked.has(host)) {
     throw new UnavailableError("partitioned (fault injection)");
   }
-  await node.linearizableRead();
+  // Renewals come from every host each interval: they share a round per window.
+  await node.linearizableRead({ coalesceMs: LEASE_READ_COALESCE_MS });
   const leaseMs = node.fsm.settings()["ha.leaseMs"];
   leases.grant(host, leaseMs);
   return { leaseMs, commitIndex: node.status().lastIndex };

@@ -116,6 +116,8 @@ const MAX_LOG_BYTES = 64 << 20;
 export const DEFAULT_TICK_MS = 50;
 export const DEFAULT_ELECTION_TICKS = 10;
 const READ_TIMEOUT_MS = 5_000;
+/** The longest interval between heartbeats to a learner. */
+const LEARNER_HEARTBEAT_MAX_MS = 1_000;
 
 export class ClusterNode {
   readonly id: NodeId;
@@ -253,6 +255,7 @@ export class ClusterNode {
   start(): void {
     this.tickTimer = setInterval(() => {
       try {
+        this.raft.setLearnerHeartbeatTicks(this.learnerHeartbeatTicks());
         this.raft.tick();
       } catch (err) {
         this.failStop("raft tick failed", err); // only a broken invariant throws here
@@ -626,25 +629,34 @@ export class ClusterNode {
    * leader confirmed it still leads and has applied up to the read index.
    * Concurrent callers share one ReadIndex round.
    */
-  linearizableRead(): Promise<void> {
+  linearizableRead(opts: { coalesceMs?: number } = {}): Promise<void> {
     if (!this.isLeader()) return Promise.reject(new NotLeaderError(this.leaderId()));
     return new Promise<void>((resolve, reject) => {
-      if (!this.nextRead) {
+      const slot = opts.coalesceMs ? "nextCoalescedRead" : "nextRead";
+      if (!this[slot]) {
         const round: ReadRound = {
           context: crypto.randomUUID(),
           index: null,
           waiters: [],
           timer: setTimeout(() => this.expireRead(round), READ_TIMEOUT_MS),
         };
-        this.nextRead = round;
-        setImmediate(() => this.launchRead(round));
+        this[slot] = round;
+        if (opts.coalesceMs) setTimeout(() => this.launchRead(round), opts.coalesceMs);
+        else setImmediate(() => this.launchRead(round));
       }
-      this.nextRead.waiters.push({ resolve, reject });
+      this[slot]!.waiters.push({ resolve, reject });
     });
   }
 
+  /**
+   * Readers that can wait a little (`coalesceMs`: lease renewals, a few per host and
+   * second) share one round per window instead of one each.
+   */
+  private nextCoalescedRead: ReadRound | null = null;
+
   private launchRead(round: ReadRound): void {
     if (this.nextRead === round) this.nextRead = null;
+    if (this.nextCoalescedRead === round) this.nextCoalescedRead = null;
     try {
       this.raft.readIndex(round.context);
       this.readRounds.push(round);
@@ -687,6 +699,7 @@ export class ClusterNode {
 
   private expireRead(round: ReadRound): void {
     if (this.nextRead === round) this.nextRead = null;
+    if (this.nextCoalescedRead === round) this.nextCoalescedRead = null;
     this.finishRead(round, new TimeoutError("confirming leadership for a linearizable read"));
   }
 
@@ -746,6 +759,17 @@ export class ClusterNode {
     } catch {
       return DEFAULT_CONFIG["nodes.offlineAfterMs"];
     }
+  }
+
+  /**
+   * Learners (most hosts of a large cluster) are heartbeated four times per
+   * nodes.offlineAfterMs, at most once a second: each costs the leader a
+   * message and an answer, and with 200 hosts the voters' 100 ms rate would be
+   * 4,000 messages a second (see LEARNER_HEARTBEAT_MAX_MS).
+   */
+  private learnerHeartbeatTicks(): number {
+    const everyMs = Math.min(LEARNER_HEARTBEAT_MAX_MS, this.offlineAfterMs() / 4);
+    return Math.max(this.opts.heartbeatTicks, Math.floor(everyMs / this.opts.tickMs));
   }
 
   private maxVoters(): number {

@@ -118,6 +118,7 @@ export class RaftNode {
 
   private electionElapsed = 0;
   private heartbeatElapsed = 0;
+  private learnerHeartbeatElapsed = 0;
   private randomizedElectionTimeout = 0;
 
   private leadTransferee: NodeId | null = null;
@@ -146,7 +147,7 @@ export class RaftNode {
 
   constructor(cfg: RaftConfig, storage: Storage) {
     validateConfig(cfg);
-    this.cfg = cfg;
+    this.cfg = { ...cfg };
     this.id = cfg.id;
     const { hardState, conf } = storage.initialState();
     this.log = new RaftLog(storage, hardState.commit, cfg.applied);
@@ -159,6 +160,11 @@ export class RaftNode {
   }
 
   // ---- driver API -------------------------------------------------------------
+
+  /** Changes {@link RaftConfig.learnerHeartbeatTicks} (it follows a cluster setting). */
+  setLearnerHeartbeatTicks(ticks: number): void {
+    this.cfg.learnerHeartbeatTicks = Math.max(1, Math.floor(ticks));
+  }
 
   tick(): void {
     if (this.role === "leader") this.tickHeartbeat();
@@ -404,6 +410,7 @@ export class RaftNode {
     this.lead = null;
     this.electionElapsed = 0;
     this.heartbeatElapsed = 0;
+    this.learnerHeartbeatElapsed = 0;
     this.randomizedElectionTimeout = this.cfg.electionTicks +
       Math.floor(this.cfg.random() * this.cfg.electionTicks);
     this.leadTransferee = null;
@@ -456,9 +463,15 @@ export class RaftNode {
       // A transfer that did not complete within an election timeout is abandoned.
       this.leadTransferee = null;
     }
+    this.learnerHeartbeatElapsed++;
+    const learnersDue =
+      this.learnerHeartbeatElapsed >= (this.cfg.learnerHeartbeatTicks ?? this.cfg.heartbeatTicks);
+    if (learnersDue) this.learnerHeartbeatElapsed = 0;
     if (this.heartbeatElapsed >= this.cfg.heartbeatTicks) {
       this.heartbeatElapsed = 0;
-      this.bcastHeartbeat();
+      this.bcastHeartbeat(learnersDue);
+    } else if (learnersDue) {
+      this.bcastHeartbeat(true, false);
     }
   }
 
@@ -835,11 +848,16 @@ export class RaftNode {
     }
   }
 
-  private bcastHeartbeat(): void {
+  /**
+   * Heartbeats the voters and, when `learners`, the learners too. A read round needs
+   * only the voters (only their acks count), so it never costs a message per learner.
+   */
+  private bcastHeartbeat(learners: boolean, voters = true): void {
     // Re-sending the newest pending read context makes reads survive lost heartbeats.
     const context = this.readOnly.lastPendingContext();
     for (const [id, pr] of this.prs) {
       if (id === this.id) continue;
+      if (!(pr.isLearner ? learners : voters)) continue;
       const m: Message = {
         type: "heartbeat",
         from: this.id,
@@ -848,7 +866,7 @@ export class RaftNode {
         // Never beyond the follower's match: it may not hold our later entries yet.
         commit: Math.min(pr.match, this.log.committed),
       };
-      if (context !== undefined) m.context = context;
+      if (context !== undefined && !pr.isLearner) m.context = context;
       this.msgs.push(m);
     }
   }
@@ -924,8 +942,8 @@ export class RaftNode {
       return;
     }
     for (const context of contexts) this.readOnly.add(this.log.committed, context, this.id);
-    // One heartbeat round carrying the newest context confirms them all.
-    this.bcastHeartbeat();
+    // One heartbeat round to the voters, carrying the newest context, confirms them all.
+    this.bcastHeartbeat(false);
   }
 
   private releaseDeferredReads(): void {

@@ -322,6 +322,39 @@ testWithTimeout({
 });
 
 testWithTimeout({
+  name: "heartbeats: learners get them every learnerHeartbeatTicks, read rounds go to voters only",
+  timeoutMs: 2 * MINUTE,
+}, () => {
+  // a, b, c vote; l1, l2 are learners (hosts), heartbeated every 10 ticks instead of every 2.
+  const net = new TestNetwork(["a", "b", "c"], { heartbeatTicks: 2, learnerHeartbeatTicks: 10 }, [
+    "l1",
+    "l2",
+  ]);
+  net.campaign("a");
+  net.raft("a").propose("x");
+  net.deliverAll();
+  const heartbeatsTo = (mark: number, ids: string[]) =>
+    net.sentSince(mark, (m) => m.type === "heartbeat" && ids.includes(m.to)).length;
+  let mark = net.sent.length;
+  for (let i = 0; i < 20; i++) {
+    net.tick(["a"]);
+    net.deliverAll();
+  }
+  assertEquals(heartbeatsTo(mark, ["b", "c"]), 20); // every 2 ticks, 2 voters
+  assertEquals(heartbeatsTo(mark, ["l1", "l2"]), 4); // every 10 ticks, 2 learners
+  // Learners still get every entry and commit at once: they learn commits from appends.
+  net.raft("a").propose("y");
+  net.deliverAll();
+  for (const id of ["l1", "l2"]) assertEquals(net.raft(id).status().commit, 3);
+  mark = net.sent.length;
+  net.raft("a").readIndex("r1");
+  net.deliverAll();
+  assertEquals(net.node("a").readStates, [{ index: 3, context: "r1" }]);
+  assertEquals(heartbeatsTo(mark, ["b", "c"]), 2);
+  assertEquals(heartbeatsTo(mark, ["l1", "l2"]), 0);
+});
+
+testWithTimeout({
   name: "readIndex: a new leader defers reads until it commits in its term",
   timeoutMs: 2 * MINUTE,
 }, () => {

@@ -163,6 +163,13 @@ export interface RaftConfig {
   /** Ticks without a leader message before a follower campaigns; randomized in [et, 2*et). */
   electionTicks: number;
   heartbeatTicks: number;
+  /**
+   * Ticks between heartbeats to learners; defaults to heartbeatTicks. Learners do not vote,
+   * so their acks confirm neither leadership nor reads: they learn commits from appends, and
+   * a heartbeat only tells them the leader lives and refills a stalled pipeline. A cluster
+   * whose hosts are mostly learners pays per learner at this rate, not the voters' rate.
+   */
+  learnerHeartbeatTicks?: number;
   /** Seeded random source in [0,1) — Math.random in production, a PRNG in simulation. */
   random: () => number;
   preVote: boolean;
