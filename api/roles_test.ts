@@ -18,6 +18,7 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   "GET /metrics": "none",
   "POST /internal/raft": "peer",
   "POST /internal/raft/snapshot": "peer",
+  "POST /internal/raft/stream": "peer",
   "POST /internal/propose": "peer",
   "POST /internal/lease": "peer",
   "POST /internal/host/migrations/:op/prepare": "peer",

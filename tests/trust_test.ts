@@ -12,6 +12,7 @@ import { sha256Hex } from "../core/secrets/mod.ts";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { clusterFetch, fetchAsNode, fetchSignedWith, nodeCertAt } from "../bench/lib/tls.ts";
 import { RequestSigner } from "../core/peer/signature.ts";
+import { RAFT_STREAM_PATH, RAFT_STREAM_TYPE } from "../core/peer/stream.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
@@ -174,6 +175,27 @@ testWithTimeout({
 
     await step(t, "a member claiming to lead a higher term as a non-member gets 403", async () => {
       assertEquals(await forge(other1, "evil", before.term + 5), 403);
+    });
+
+    // The same over a Raft stream (core/peer/stream.ts): authenticated once when it opens,
+    // every frame is checked against that identity.
+    const forgeOnStream = (as: string, frames: string[]) =>
+      fetchAsNode(cluster.node(as).dataDir, `${leader.url}${RAFT_STREAM_PATH}`, {
+        method: "POST",
+        headers: { "content-type": RAFT_STREAM_TYPE },
+        body: frames.join("\n") + "\n",
+      }).then(async (r) => (await r.body?.cancel(), r.status));
+
+    await step(t, "on a Raft stream, a frame naming another member gets 403", async () => {
+      // A valid frame first: the stream was accepted, the forged frame is refused on its own.
+      const valid = envelope(other1, before.term);
+      assertEquals(await forgeOnStream(other1, [valid]), 200);
+      const forged = envelope(other2, before.term + 5, [forgedEntry]);
+      assertEquals(await forgeOnStream(other1, [valid, forged]), 403);
+      assertEquals(
+        await forgeOnStream(other1, [envelope("evil", before.term + 5, [forgedEntry])]),
+        403,
+      );
     });
 
     await step(
@@ -356,6 +378,17 @@ testWithTimeout({
       });
       await raft.body?.cancel();
       assertEquals(raft.status, 410);
+      const stream = await fetchAsNode(
+        cluster.node(victim).dataDir,
+        `${leader.url}${RAFT_STREAM_PATH}`,
+        {
+          method: "POST",
+          headers: { "content-type": RAFT_STREAM_TYPE },
+          body: envelope(victim, before.term) + "\n",
+        },
+      );
+      await stream.body?.cancel();
+      assertEquals(stream.status, 410, "a removed member's stream");
     });
   } finally {
     await cluster.stop();

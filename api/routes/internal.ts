@@ -13,11 +13,25 @@ import {
   MAX_REPORTS_PER_REQUEST,
   migratorPeer,
 } from "../../core/cluster/mod.ts";
-import { NotFoundError, NovaError, ValidationError } from "../../core/errors/mod.ts";
+import {
+  ForbiddenError,
+  NotFoundError,
+  NovaError,
+  UnavailableError,
+  ValidationError,
+} from "../../core/errors/mod.ts";
 import { isPeerOp, parsePeerCommand } from "../../core/fsm/command_schemas.ts";
 import type { Command } from "../../core/fsm/mod.ts";
-import { type Envelope, SNAPSHOT_CHUNK_HEADER, SnapshotReceiver } from "../../core/peer/mod.ts";
-import { assertSender, peerAuth } from "../auth.ts";
+import {
+  type Envelope,
+  FrameError,
+  PEER_CREDENTIAL_HEADER,
+  readFrames,
+  SNAPSHOT_CHUNK_HEADER,
+  SnapshotReceiver,
+} from "../../core/peer/mod.ts";
+import { assertSender, identifyPeer, peerAuth } from "../auth.ts";
+import type { ServerBindings } from "../server.ts";
 import { NotLeaderError } from "../../core/errors/mod.ts";
 import type { MiddlewareHandler } from "hono";
 import { readJson } from "../validate.ts";
@@ -90,6 +104,45 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
     }
     node.receive(env);
     // 200 with a tiny body, not an empty 204: see PEER_OK.
+    return c.json(PEER_OK);
+  });
+
+  // A peer's Raft stream (core/peer/stream.ts): one frame per batch, stepped as it comes,
+  // answered when it ends. The sender was authenticated when it opened (peerAuth above);
+  // each frame must name it, and it must still be a member, as a POST per batch would.
+  app.post("/raft/stream", async (c) => {
+    const body = c.req.raw.body;
+    if (!body) throw ValidationError.field("body", "a stream of Raft frames");
+    const bindings = c.env as ServerBindings | undefined;
+    const credential = c.req.header(PEER_CREDENTIAL_HEADER);
+    const reader = body.getReader();
+    const untrack = node.transport.trackInbound(() => void reader.cancel().catch(() => {}));
+    try {
+      await readFrames(readerStream(reader), PEER_JSON_BODY_BYTES, (env) => {
+        const verdict = identifyPeer(node, bindings, credential);
+        if ("revoked" in verdict) {
+          throw new NovaError("removed", `${verdict.revoked} was removed from this cluster`);
+        }
+        if ("refused" in verdict) throw new ForbiddenError(verdict.refused);
+        assertSender(c, env.from, "envelope from");
+        for (const m of env.messages) assertSender(c, m?.from, "message from");
+        try {
+          node.receive(env);
+        } catch (err) {
+          // A peer cut off by fault injection: its frames are dropped, as its POSTs were refused.
+          if (!(err instanceof UnavailableError) || !node.transport.blocked.has(env.from)) {
+            throw err;
+          }
+        }
+      });
+    } catch (err) {
+      // Refused mid-stream: stop reading; the sender sees the answer and drops the stream.
+      void reader.cancel().catch(() => {});
+      if (err instanceof FrameError) throw ValidationError.field("body", err.message);
+      throw err;
+    } finally {
+      untrack();
+    }
     return c.json(PEER_OK);
   });
 
@@ -221,4 +274,17 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   }
 
   return app;
+}
+
+/** The rest of a body whose reader we hold (so that it can be cancelled from outside). */
+function readerStream(reader: ReadableStreamDefaultReader<Uint8Array>): AsyncIterable<Uint8Array> {
+  return {
+    async *[Symbol.asyncIterator]() {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        yield value;
+      }
+    },
+  };
 }

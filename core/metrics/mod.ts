@@ -82,6 +82,16 @@ export const metrics = {
     help: "Raft messages dropped because a peer's send queue was full",
     registers: [registry],
   }),
+  peerStreamsOpened: new client.Counter({
+    name: "novactl_peer_streams_opened_total",
+    help: "Raft streams this node opened to peers (one per peer while both run)",
+    registers: [registry],
+  }),
+  peerStreamFrames: new client.Counter({
+    name: "novactl_peer_stream_frames_total",
+    help: "Batches of Raft messages written to peer streams",
+    registers: [registry],
+  }),
   snapshotChunks: new client.Counter({
     name: "novactl_raft_snapshot_chunks_total",
     help: "Snapshot chunks sent or received",

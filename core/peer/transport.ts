@@ -15,6 +15,7 @@ import type { Message, NodeId } from "../raft/types.ts";
 import { log } from "../log/mod.ts";
 import { metrics } from "../metrics/mod.ts";
 import type { PeerFetch } from "./client.ts";
+import { OutboundStream, RAFT_STREAM_PATH, RAFT_STREAM_TYPE, type StreamEnd } from "./stream.ts";
 
 export const RAFT_PATH = "/internal/raft";
 export const SNAPSHOT_PATH = "/internal/raft/snapshot";
@@ -76,6 +77,10 @@ class PeerQueue {
   bytes = 0;
   inflight = 0;
   failing = false;
+  /** The open stream to this peer (./stream.ts), if any. */
+  stream: OutboundStream | null = null;
+  /** The peer answered a stream with 404: it predates streams; batches go by POST. */
+  noStreams = false;
 }
 
 /** Rough wire size of a message: what a queue holding it costs. */
@@ -108,9 +113,10 @@ export class PeerTransport {
     this.limits = { ...DEFAULT_TRANSPORT_LIMITS, ...limits };
   }
 
-  /** Forgets a peer that left the cluster (its queue and announced URL). */
+  /** Forgets a peer that left the cluster (its queue, stream and announced URL). */
   forget(id: NodeId): void {
     const q = this.peers.get(id);
+    q?.stream?.close();
     if (q) this.dropMessages(id, q, q.queue.length);
     this.peers.delete(id);
     this.learnedUrls.delete(id);
@@ -170,7 +176,12 @@ export class PeerTransport {
   }
 
   private flush(id: NodeId, q: PeerQueue): void {
-    if (!q.queue.length || q.inflight >= MAX_INFLIGHT) return;
+    if (!q.queue.length) return;
+    if (!q.noStreams && !q.queue.some((m) => m.type === "snap")) {
+      this.flushToStream(id, q);
+      return;
+    }
+    if (q.inflight >= MAX_INFLIGHT) return;
     const url = this.hooks.resolve(id) ?? this.learnedUrls.get(id);
     const batch = q.queue;
     q.queue = [];
@@ -196,18 +207,92 @@ export class PeerTransport {
     });
   }
 
+  /**
+   * Writes the queue as one frame on the peer's stream, opening one if needed. A
+   * stream the peer does not read (more than maxQueueBytes waiting) is given up:
+   * its messages are as good as lost, Raft re-sends once told.
+   */
+  private flushToStream(id: NodeId, q: PeerQueue): void {
+    if (q.stream && q.stream.backlog > this.limits.maxQueueBytes) {
+      log.warn("peer stream stalled: closing it", { peer: id, backlog: q.stream.backlog });
+      q.stream.close();
+      q.stream = null;
+      this.hooks.unreachable(id);
+    }
+    if (!q.stream?.open) {
+      const url = this.hooks.resolve(id) ?? this.learnedUrls.get(id);
+      if (!url) {
+        const batch = q.queue;
+        q.queue = [];
+        q.bytes = 0;
+        this.dropped(id, batch);
+        return;
+      }
+      q.stream = this.openStream(id, q, url);
+    }
+    const batch = q.queue;
+    q.queue = [];
+    q.bytes = 0;
+    q.stream.write(this.envelope(batch));
+    metrics.peerStreamFrames.inc();
+  }
+
+  private openStream(id: NodeId, q: PeerQueue, url: string): OutboundStream {
+    const stream = new OutboundStream((body) =>
+      this.peerFetch(url + RAFT_STREAM_PATH, {
+        method: "POST",
+        headers: { "content-type": RAFT_STREAM_TYPE },
+        body,
+        // A stream lives as long as both ends do: no timeout.
+        ...({ duplex: "half" } as RequestInit),
+      })
+    );
+    metrics.peerStreamsOpened.inc();
+    stream.ended.then((end) => this.streamEnded(id, q, stream, url, end));
+    return stream;
+  }
+
+  private streamEnded(
+    id: NodeId,
+    q: PeerQueue,
+    stream: OutboundStream,
+    url: string,
+    end: StreamEnd,
+  ): void {
+    if (q.stream === stream) q.stream = null;
+    if (this.closed) return;
+    if ("status" in end && end.status === 410) this.hooks.removed();
+    if ("status" in end && (end.status === 404 || end.status === 405)) {
+      q.noStreams = true; // a peer from before streams: POST per batch
+      log.info("peer takes no Raft streams: posting batches", { peer: id });
+    } else if ("error" in end || end.status !== 200) {
+      const why = "error" in end ? String(end.error) : `HTTP ${end.status}`;
+      if (!q.failing) log.warn("peer unreachable", { peer: id, url, error: why });
+      q.failing = true;
+    } else {
+      q.failing = false;
+    }
+    // What was written and not yet stepped there is lost: Raft probes and re-sends.
+    this.hooks.unreachable(id);
+    if (q.queue.length) this.flush(id, q);
+  }
+
+  private envelope(messages: Message[]): Envelope {
+    return {
+      clusterId: this.self.clusterId,
+      from: this.self.id,
+      fromUrl: this.self.url,
+      messages,
+    };
+  }
+
   private dropped(id: NodeId, batch: Message[]): void {
     this.hooks.unreachable(id);
     for (const m of batch) if (m.type === "snap") this.hooks.snapshotSent(id, false);
   }
 
   private async post(url: string, messages: Message[]): Promise<void> {
-    const env: Envelope = {
-      clusterId: this.self.clusterId,
-      from: this.self.id,
-      fromUrl: this.self.url,
-      messages,
-    };
+    const env = this.envelope(messages);
     const hasSnapshot = messages.some((m) => m.type === "snap");
     const res = await this.peerFetch(url + RAFT_PATH, {
       method: "POST",
@@ -293,8 +378,22 @@ export class PeerTransport {
     if (!res.ok) throw new Error(`HTTP ${res.status} ${text.slice(0, 200)}`);
   }
 
+  /**
+   * Registers the reader of a stream a peer sent us; {@link close} cancels it, so a
+   * stopping node need not wait for its peers to hang up.
+   */
+  trackInbound(cancel: () => void): () => void {
+    this.inbound.add(cancel);
+    return () => this.inbound.delete(cancel);
+  }
+
+  private readonly inbound = new Set<() => void>();
+
   close(): void {
     this.closed = true;
+    for (const q of this.peers.values()) q.stream?.close();
+    for (const cancel of [...this.inbound]) cancel();
+    this.inbound.clear();
   }
 }
 

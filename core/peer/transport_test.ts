@@ -11,6 +11,7 @@ import {
   type TransportHooks,
 } from "./transport.ts";
 import { SnapshotReceiver } from "./snapshot_receiver.ts";
+import { RAFT_STREAM_PATH, readFrames } from "./stream.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 const SELF = { id: "a", url: "http://a", clusterId: "c1", secret: "s" };
@@ -43,12 +44,20 @@ async function until(what: string, cond: () => boolean): Promise<void> {
   assert(cond(), `timed out waiting for ${what}`);
 }
 
-/** A peer that takes requests but answers none until released. */
+/**
+ * A peer that takes POSTed batches but answers none until released. It predates
+ * streams (404 to one), so the transport posts its batches: the queue caps below
+ * are those of that path.
+ */
 function stalledPeer() {
   let release!: () => void;
   const stalled = new Promise<void>((r) => (release = r));
   const received: Message[] = [];
   const server = Deno.serve({ port: 0, onListen: () => {} }, async (req) => {
+    if (new URL(req.url).pathname === RAFT_STREAM_PATH) {
+      await req.body?.cancel();
+      return new Response("no such route", { status: 404 });
+    }
     const env = await req.json() as Envelope;
     received.push(...env.messages);
     await stalled;
@@ -66,6 +75,9 @@ testWithTimeout({
   const { events, hooks } = recordingHooks(peer.url);
   const t = new PeerTransport(SELF, hooks, { maxQueueBytes: 10_000, maxQueueMessages: 1000 });
   try {
+    t.send([app(-2, 10)]); // finds out that the peer takes no streams
+    await until("the stream refused", () => events.unreachable === 1);
+    peer.received.length = 0;
     t.send([app(0, 100), app(1, 100)]); // two POSTs in flight, then the peer stalls
     await until("two batches in flight", () => peer.received.length === 2);
     for (let i = 2; i < 1002; i++) t.send([app(i, 1000)]);
@@ -93,6 +105,9 @@ testWithTimeout(
     const t = new PeerTransport(SELF, hooks, { maxQueueMessages: 3 });
     const heartbeat = (i: number): Message => ({ type: "heartbeat", from: "a", to: "b", term: i });
     try {
+      t.send([heartbeat(0)]); // finds out that the peer takes no streams
+      await until("the stream refused", () => events.unreachable === 1);
+      peer.received.length = 0;
       t.send([heartbeat(1)]);
       t.send([heartbeat(2)]);
       await until("two batches in flight", () => peer.received.length === 2);
@@ -275,4 +290,101 @@ testWithTimeout({
   const names = [...Deno.readDirSync(log.snapshotDir)].map((f) => f.name).sort();
   assertEquals(names, ["snap-2-9.snap"], "the refused older snapshot was cleaned up");
   await log.close();
+});
+
+/** A peer that reads Raft streams (the real route's framing), or stops reading them. */
+function streamingPeer(opts: { status?: number; read?: boolean } = {}) {
+  const received: Message[] = [];
+  const requests: string[] = [];
+  let release!: () => void;
+  const stalled = new Promise<void>((r) => (release = r));
+  const server = Deno.serve({ port: 0, onListen: () => {} }, async (req) => {
+    requests.push(new URL(req.url).pathname);
+    if (opts.status) {
+      await req.body?.cancel();
+      return new Response("refused", { status: opts.status });
+    }
+    if (opts.read === false) {
+      await stalled; // reads nothing until released: the sender's writes pile up
+      await req.body?.cancel();
+      return new Response("late", { status: 503 });
+    }
+    await readFrames(req.body!, 1 << 20, (env) => received.push(...env.messages));
+    return Response.json({ ok: true });
+  });
+  return {
+    received,
+    requests,
+    server,
+    release,
+    url: `http://127.0.0.1:${server.addr.port}`,
+  };
+}
+
+testWithTimeout({
+  name: "raft stream: many batches travel in order over one request",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  const peer = streamingPeer();
+  const { events, hooks } = recordingHooks(peer.url);
+  const t = new PeerTransport(SELF, hooks);
+  try {
+    for (let i = 0; i < 500; i++) {
+      t.send([app(i, 50)]);
+      if (i % 50 === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    await until("all 500 batches", () => peer.received.length === 500);
+    assertEquals(peer.received.map((m) => m.index), [...Array(500).keys()]);
+    assertEquals(peer.requests, [RAFT_STREAM_PATH], "one request carried them all");
+    assertEquals(events.unreachable, 0);
+  } finally {
+    t.close();
+    await peer.server.shutdown();
+  }
+});
+
+testWithTimeout({
+  name: "raft stream: a peer that stops reading costs at most the queue cap, then Raft hears of it",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  const peer = streamingPeer({ read: false });
+  const { events, hooks } = recordingHooks(peer.url);
+  const t = new PeerTransport(SELF, hooks, { maxQueueBytes: 256 << 10 });
+  try {
+    // 64 MB offered, 64 KB at a time; the socket takes a few MB, the stream holds the rest.
+    let offered = 0;
+    while (offered < 1000 && events.unreachable === 0) {
+      t.send([app(offered++, 64 << 10)]);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    assert(events.unreachable > 0, "Raft was told the peer is unreachable");
+    // Loopback socket buffers take a few MB before the stream's own backlog grows.
+    assert(offered * 64 < 16 << 10, `gave up only after ${offered * 64} KB`);
+  } finally {
+    peer.release();
+    t.close();
+    await peer.server.shutdown();
+  }
+});
+
+testWithTimeout({
+  name: "raft stream: a refused stream is dropped and Raft told; 410 says this node was removed",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  for (const status of [403, 410, 503]) {
+    const peer = streamingPeer({ status });
+    let removed = 0;
+    const { events, hooks } = recordingHooks(peer.url);
+    const t = new PeerTransport(SELF, { ...hooks, removed: () => removed++ });
+    try {
+      t.send([app(1, 10)]);
+      await until(`the ${status}`, () => events.unreachable === 1);
+      assertEquals(removed, status === 410 ? 1 : 0);
+      t.send([app(2, 10)]); // the next batch opens a new stream
+      await until("a second stream", () => peer.requests.length === 2);
+    } finally {
+      t.close();
+      await peer.server.shutdown();
+    }
+  }
 });
