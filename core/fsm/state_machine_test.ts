@@ -1,6 +1,7 @@
 import { StateMachine } from "./state_machine.ts";
 import { PRUNE_SQL } from "./config.ts";
 import { SPAN_SQL } from "./audit.ts";
+import { listSql } from "./vms.ts";
 import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
 import { ApplyFailedError } from "../errors/mod.ts";
 import { DatabaseSync } from "node:sqlite";
@@ -526,5 +527,19 @@ Deno.test("retention: what runs on every write reads only the rows it removes, n
   // table (7.3 ms per append at 200,000 records, against 0.001 ms), as this check shows.
   assert(!/SCAN audit/.test(plan(SPAN_SQL)), plan(SPAN_SQL));
   assert(/SCAN audit/.test(plan("SELECT MIN(id) AS lo, MAX(id) AS hi FROM audit")));
+  fsm.close();
+});
+
+Deno.test("vm lists the leader runs on a timer are index searches: a host's VMs, the HA VMs", async () => {
+  const { fsm } = await fresh();
+  const plan = (q: Parameters<typeof listSql>[0]) => {
+    const { sql, args } = listSql(q);
+    return (fsm.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...args) as { detail: string }[])
+      .map((r) => r.detail).join("; ");
+  };
+  assertEquals(plan({ ha: true }), "SCAN vms USING INDEX vms_ha");
+  assert(/USING INDEX vms_node/.test(plan({ node: "n1" })), plan({ node: "n1" }));
+  fsm.db.exec("DROP INDEX vms_ha"); // the check catches a missing index
+  assertEquals(plan({ ha: true }), "SCAN vms USING INDEX sqlite_autoindex_vms_1"); // every row
   fsm.close();
 });
