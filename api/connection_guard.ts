@@ -194,7 +194,11 @@ export class ConnectionGuard {
   }
 
   async #splicePlain(client: Deno.TcpConn): Promise<void> {
-    const conn = this.#admit(client.remoteAddr.hostname, () => client.close());
+    const conn = this.#admit(client.remoteAddr.hostname, () => {
+      try {
+        client.close();
+      } catch { /* already closed: closing twice must not crash the node */ }
+    });
     if (!conn) return;
     // Plain TCP is spliced as it comes (development only): no finer hang-up than closing.
     conn.hangUp = () => setTimeout(() => conn.close(), EARLY_ANSWER_GRACE_MS);
