@@ -37,6 +37,7 @@ import type { MiddlewareHandler } from "hono";
 import { readJson } from "../validate.ts";
 import type { Env } from "../context.ts";
 import type { AppDeps } from "../app.ts";
+import { log } from "../../core/log/mod.ts";
 
 /**
  * Raft envelopes and forwarded proposals carry entries whose JSON is escaped
@@ -139,7 +140,10 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
       // Refused mid-stream: stop reading; the sender sees the answer and drops the stream.
       void reader.cancel().catch(() => {});
       if (err instanceof FrameError) throw ValidationError.field("body", err.message);
-      throw err;
+      if (err instanceof NovaError) throw err;
+      // The connection broke (the sender died or was cut off): nobody is left to answer.
+      log.debug("raft stream ended", { peer: c.get("peer"), error: String(err) });
+      return c.json(PEER_OK);
     } finally {
       untrack();
     }

@@ -43,7 +43,11 @@ export class OutboundStream {
   constructor(post: (body: ReadableStream<Uint8Array>) => Promise<Response>) {
     // Counted in bytes: desiredSize is then minus the bytes not yet handed to the socket.
     const body = new ReadableStream<Uint8Array>(
-      { start: (c) => void (this.#controller = c) },
+      {
+        start: (c) => void (this.#controller = c),
+        // fetch gave the body up (the connection broke): nothing more can be written.
+        cancel: () => void (this.#open = false),
+      },
       new ByteLengthQueuingStrategy({ highWaterMark: 0 }),
     );
     this.ended = post(body).then(
@@ -64,11 +68,19 @@ export class OutboundStream {
     return this.#open ? Math.max(0, -(this.#controller.desiredSize ?? 0)) : 0;
   }
 
-  /** Queues one frame; false when the stream has closed. */
+  /**
+   * Queues one frame; false when the stream has closed (or broke before its end was
+   * noticed): the frame was not sent. Never throws: it runs inside the Raft loop.
+   */
   write(env: Envelope): boolean {
     if (!this.#open) return false;
-    this.#controller.enqueue(encoder.encode(JSON.stringify(env) + "\n"));
-    return true;
+    try {
+      this.#controller.enqueue(encoder.encode(JSON.stringify(env) + "\n"));
+      return true;
+    } catch {
+      this.#open = false; // errored by fetch, its end not yet delivered
+      return false;
+    }
   }
 
   /** Ends the body: the receiver answers once it has read what was written. */

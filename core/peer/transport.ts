@@ -233,8 +233,13 @@ export class PeerTransport {
     const batch = q.queue;
     q.queue = [];
     q.bytes = 0;
-    q.stream.write(this.envelope(batch));
-    metrics.peerStreamFrames.inc();
+    if (q.stream.write(this.envelope(batch))) {
+      metrics.peerStreamFrames.inc();
+      return;
+    }
+    // The stream broke under us: this batch is lost (Raft re-sends), the next opens anew.
+    q.stream = null;
+    this.dropped(id, batch);
   }
 
   private openStream(id: NodeId, q: PeerQueue, url: string): OutboundStream {

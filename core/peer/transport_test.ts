@@ -388,3 +388,32 @@ testWithTimeout({
     }
   }
 });
+
+testWithTimeout({
+  name: "raft stream: a stream that breaks while batches are written never throws into Raft",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  // fetch takes one frame, then gives the body up and fails, as when the peer dies mid-stream.
+  let opened = 0;
+  const breaking = async (_url: string, init?: RequestInit) => {
+    opened++;
+    const reader = (init!.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read();
+    await reader.cancel();
+    // The failure surfaces a little later: meanwhile the Raft loop keeps writing.
+    await new Promise((r) => setTimeout(r, 30));
+    throw new TypeError("fetch failed");
+  };
+  const { events, hooks } = recordingHooks("http://peer");
+  const t = new PeerTransport(SELF, hooks, {}, breaking);
+  try {
+    for (let i = 0; i < 50; i++) {
+      t.send([app(i, 10)]); // would throw "cannot close or enqueue" on a given-up body
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    assert(events.unreachable > 0, "Raft heard that the peer is unreachable");
+    assert(opened > 1, "later batches opened new streams");
+  } finally {
+    t.close();
+  }
+});
