@@ -76,3 +76,35 @@ testWithTimeout({ name: "API: vm list filters and pages", ...opts }, async (t) =
     await c.stop();
   }
 });
+
+testWithTimeout({
+  name: "API: a full list spanning many streamed chunks is one valid, complete JSON answer",
+  ...opts,
+}, async () => {
+  const { c, call, tokens } = await startTestApp();
+  try {
+    // 700 VMs: chunks of 250; the label `keep` is on VMs 0–99 and 600–699 only, so the
+    // middle chunks have nothing to write and the filtered list must still be well-formed.
+    for (let i = 0; i < 700; i++) {
+      const keep = i < 100 || i >= 600 ? "yes" : "no";
+      await c.vm(
+        { name: `v${String(i).padStart(3, "0")}`, node: "n1", labels: { keep } },
+        "stopped",
+      );
+    }
+    const all = await call("GET", "/api/v1/vms", { token: tokens.viewer });
+    assertEquals(all.status, 200);
+    const vms = (all.body as { vms: { name: string }[] }).vms;
+    assertEquals(vms.length, 700);
+    assertEquals(vms.map((v) => v.name), [...vms.map((v) => v.name)].sort());
+    const kept = await call("GET", "/api/v1/vms?label=keep%3Dyes", { token: tokens.viewer });
+    const keptNames = (kept.body as { vms: { name: string }[] }).vms.map((v) => v.name);
+    assertEquals(keptNames.length, 200);
+    assertEquals(keptNames[99], "v099");
+    assertEquals(keptNames[100], "v600");
+    const none = await call("GET", "/api/v1/vms?label=keep%3Dmaybe", { token: tokens.viewer });
+    assertEquals(none.body, { vms: [] });
+  } finally {
+    await c.stop();
+  }
+});

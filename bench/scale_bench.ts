@@ -148,6 +148,11 @@ async function main(): Promise<void> {
         "novactl_process_resident_memory_bytes",
       );
     }
+    // How much of the leader's resident set is JavaScript heap (the rest: runtime, SQLite).
+    const leaderHeap = {
+      usedMiB: Math.round(await metric(leader, "novactl_process_heap_used_bytes") / 2 ** 20),
+      totalMiB: Math.round(await metric(leader, "novactl_process_heap_total_bytes") / 2 ** 20),
+    };
 
     console.log("-- a 4th node joins");
     const joinStart = performance.now();
@@ -214,6 +219,7 @@ async function main(): Promise<void> {
       rssMiB: {
         afterFill: Object.fromEntries(Object.entries(rssAfterFill).map(([k, v]) => [k, mib(v)])),
         afterLists: Object.fromEntries(Object.entries(rssAfterLists).map(([k, v]) => [k, mib(v)])),
+        leaderHeapAfterLists: leaderHeap,
       },
       join: { caughtUpSeconds: Math.round(joinS * 10) / 10, snapshotChunks },
       leaderIdle: {

@@ -131,6 +131,22 @@ export const metrics = {
       this.set(Deno.memoryUsage().rss);
     },
   }),
+  heapUsedBytes: new client.Gauge({
+    name: "novactl_process_heap_used_bytes",
+    help: "JavaScript heap in use (the rest of the resident set is the runtime, SQLite, buffers)",
+    registers: [registry],
+    collect() {
+      this.set(Deno.memoryUsage().heapUsed);
+    },
+  }),
+  heapTotalBytes: new client.Gauge({
+    name: "novactl_process_heap_total_bytes",
+    help: "JavaScript heap reserved",
+    registers: [registry],
+    collect() {
+      this.set(Deno.memoryUsage().heapTotal);
+    },
+  }),
   placements: new client.Counter({
     name: "novactl_placements_total",
     help: "New VMs the leader's planner decided, by outcome",
