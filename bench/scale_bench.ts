@@ -4,8 +4,9 @@
  *
  * - `vm list`: the whole list (JSON, every VM) and one page of 500 (`?limit=500`), p50/p99
  *   over `--samples` requests each, from the leader;
- * - each node's RSS (its own `novactl_process_resident_memory_bytes`) after the fill and
- *   after the lists;
+ * - each node's RSS (its own `novactl_process_resident_memory_bytes`) after the fill, right
+ *   after the lists and 15 s later (garbage collected, freed memory returned), and the
+ *   leader's JavaScript heap;
  * - a 4th node joining afterwards: join → caught up with the leader's commit index, and
  *   whether it got there through a snapshot (its `novactl_raft_snapshot_chunks_total`);
  * - the leader's CPU (from /proc, % of one core) over `--idle` seconds with its hosts
@@ -34,6 +35,8 @@ import { createVms, importTinyKernel, simulatedHostArgs } from "./lib/simulated.
 const SIMULATED = simulatedHostArgs(65_536, 1 << 30);
 const CREATE_CLIENTS = 64;
 const PAGE = 500;
+/** How long after the lists the resident sets are read again. */
+const SETTLE_MS = 15_000;
 
 interface Options {
   vms: number;
@@ -148,6 +151,15 @@ async function main(): Promise<void> {
         "novactl_process_resident_memory_bytes",
       );
     }
+    // Again once garbage could be collected and freed memory returned (core/memory: every 10 s).
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    const rssSettled: Record<string, number> = {};
+    for (const name of ["n1", "n2", "n3"]) {
+      rssSettled[name] = await metric(
+        cluster.node(name).url,
+        "novactl_process_resident_memory_bytes",
+      );
+    }
     // How much of the leader's resident set is JavaScript heap (the rest: runtime, SQLite).
     const leaderHeap = {
       usedMiB: Math.round(await metric(leader, "novactl_process_heap_used_bytes") / 2 ** 20),
@@ -219,6 +231,9 @@ async function main(): Promise<void> {
       rssMiB: {
         afterFill: Object.fromEntries(Object.entries(rssAfterFill).map(([k, v]) => [k, mib(v)])),
         afterLists: Object.fromEntries(Object.entries(rssAfterLists).map(([k, v]) => [k, mib(v)])),
+        [`${SETTLE_MS / 1000}sAfterLists`]: Object.fromEntries(
+          Object.entries(rssSettled).map(([k, v]) => [k, mib(v)]),
+        ),
         leaderHeapAfterLists: leaderHeap,
       },
       join: { caughtUpSeconds: Math.round(joinS * 10) / 10, snapshotChunks },

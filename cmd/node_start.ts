@@ -35,6 +35,7 @@ import {
   writeFileDurably,
   writeIdentity,
 } from "../core/store/mod.ts";
+import { keepMemoryTrimmed } from "../core/memory/mod.ts";
 import { log, setLogContext } from "../core/log/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
@@ -264,6 +265,7 @@ async function runNode(
   api.serveWith((request, env) => app.fetch(request, env));
   const server = api;
   node.start();
+  const stopTrimming = keepMemoryTrimmed();
   log.info("node listening", { url, listen: report.listen });
 
   const registration = keepInventoryCurrent(node, opts, pool);
@@ -295,6 +297,7 @@ async function runNode(
     rebalancer.stop();
     host.stop();
     simulated?.stop();
+    stopTrimming();
     fencing.close();
     await server.shutdown().catch(() => {});
     await node.stop();

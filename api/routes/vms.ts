@@ -27,7 +27,7 @@ import {
   redactVm,
 } from "../../core/cloudinit/mod.ts";
 import type { Env } from "../context.ts";
-import { type Role, vmOfRow, type VmQuery } from "../../core/fsm/mod.ts";
+import type { Role, VmQuery } from "../../core/fsm/mod.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -160,13 +160,6 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 
   app.get("/", (c) => {
     const q = vmQueryOf((k) => c.req.query(k), c.req.queries("label") ?? []);
-    if (q.limit === undefined) {
-      const rows = node.fsm.listVmRows(q);
-      return streamedList(rows, (row) => {
-        const vm = vmOfRow(row, q.labels);
-        return vm && shown(c, vm);
-      });
-    }
     const vms = node.fsm.listVms(q);
     const more = q.limit !== undefined && vms.length === q.limit;
     return c.json({
@@ -305,44 +298,4 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   });
 
   return app;
-}
-
-/** VMs turned into JSON per chunk of a streamed list. */
-const LIST_CHUNK = 250;
-
-/**
- * `{"vms":[...]}` of every row, written a chunk of VMs at a time: the rows were read at
- * once (one consistent view), but only a chunk of them is parsed and serialized at any
- * moment. Building the whole answer at once (10,000 VMs: 4.7 MiB of JSON and the parsed
- * records behind it) grew a leader's resident memory by ~110 MiB over 100 lists.
- */
-function streamedList<R>(rows: R[], toVm: (row: R) => unknown): Response {
-  const encoder = new TextEncoder();
-  let next = 0;
-  let opened = false;
-  let wroteAny = false;
-  const body = new ReadableStream<Uint8Array>({
-    pull(controller) {
-      // Never an empty chunk: in chunked encoding that would end the answer early.
-      for (;;) {
-        const parts: string[] = [];
-        while (next < rows.length && parts.length < LIST_CHUNK) {
-          const vm = toVm(rows[next++]);
-          if (vm !== null) parts.push(JSON.stringify(vm));
-        }
-        let text = (wroteAny && parts.length ? "," : "") + parts.join(",");
-        if (parts.length) wroteAny = true;
-        if (!opened) {
-          text = '{"vms":[' + text;
-          opened = true;
-        }
-        const last = next >= rows.length;
-        if (last) text += "]}";
-        if (text) controller.enqueue(encoder.encode(text));
-        if (last) return controller.close();
-        if (text) return;
-      }
-    },
-  });
-  return new Response(body, { headers: { "content-type": "application/json" } });
 }

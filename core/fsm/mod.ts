@@ -3,4 +3,3 @@ export * from "./commands.ts";
 export * from "./state_machine.ts";
 export type { AuditAppend, AuditEntry, AuditInput, AuditQuery } from "./audit.ts";
 export type { MemberCert } from "./member_certs.ts";
-export { vmOfRow } from "./vms.ts";

@@ -283,11 +283,6 @@ export class StateMachine {
     return vms.list(this.#store, q);
   }
 
-  /** Like listVms without a page: each VM as its unparsed row (see vms.listRows). */
-  listVmRows(q: Omit<vms.VmQuery, "limit">): Row[] {
-    return vms.listRows(this.#store, q);
-  }
-
   group(name: string): PlacementGroup | null {
     return groups.get(this.#store, name);
   }

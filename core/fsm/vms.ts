@@ -85,26 +85,6 @@ export function list(s: Store, q: VmQuery): VmRecord[] {
   return out;
 }
 
-/**
- * The rows of every VM matching `q` but its labels, read at once (a consistent view),
- * left unparsed: a caller streaming a long list turns them into records a page at a
- * time ({@link vmOfRow}; labels filtered there), so 10,000 parsed VMs and their JSON
- * never sit in memory together.
- */
-export function listRows(s: Store, q: Omit<VmQuery, "limit">): Row[] {
-  const { sql, args } = listSql({ ...q, limit: undefined });
-  return s.sql(sql).all(...args) as Row[];
-}
-
-/** A VM from a row of {@link listRows}; null when it lacks one of `labels`. */
-export function vmOfRow(row: Row, labels: Record<string, string> = {}): VmRecord | null {
-  const vm = toVmRecord(row);
-  for (const [k, v] of Object.entries(labels)) {
-    if (!Object.hasOwn(vm.labels, k) || vm.labels[k] !== v) return null;
-  }
-  return vm;
-}
-
 export function get(s: Store, name: string): VmRecord | null {
   const row = s.sql("SELECT * FROM vms WHERE name = ?").get(name) as Row | undefined;
   return row ? toVmRecord(row) : null;
