@@ -26,6 +26,10 @@ testWithTimeout(
         assertEquals(metrics.status, 200);
         const rss = /^novactl_process_resident_memory_bytes (\d+)/m.exec(String(metrics.body));
         assert(rss && Number(rss[1]) > 10 << 20, "the node's RSS is reported");
+        const heap = /^novactl_process_heap_used_bytes (\d+)/m.exec(String(metrics.body));
+        const reserved = /^novactl_process_heap_total_bytes (\d+)/m.exec(String(metrics.body));
+        assert(heap && reserved && Number(heap[1]) > 0, "the JavaScript heap is reported");
+        assert(Number(heap[1]) <= Number(reserved[1]) && Number(reserved[1]) <= Number(rss[1]));
       });
 
       await t.step("no token, a wrong one, or another scheme → 401 unauthorized", async () => {

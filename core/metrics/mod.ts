@@ -20,6 +20,22 @@ const LATENCY_BUCKETS = [
   10,
 ];
 
+/** A gauge read from `Deno.memoryUsage()` when scraped. */
+function memoryGauge(
+  name: string,
+  help: string,
+  field: "rss" | "heapUsed" | "heapTotal",
+): client.Gauge {
+  return new client.Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(Deno.memoryUsage()[field]);
+    },
+  });
+}
+
 export const metrics = {
   term: new client.Gauge({
     name: "novactl_raft_term",
@@ -123,30 +139,21 @@ export const metrics = {
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   }),
-  residentBytes: new client.Gauge({
-    name: "novactl_process_resident_memory_bytes",
-    help: "Resident set size of the node process",
-    registers: [registry],
-    collect() {
-      this.set(Deno.memoryUsage().rss);
-    },
-  }),
-  heapUsedBytes: new client.Gauge({
-    name: "novactl_process_heap_used_bytes",
-    help: "JavaScript heap in use (the rest of the resident set is the runtime, SQLite, buffers)",
-    registers: [registry],
-    collect() {
-      this.set(Deno.memoryUsage().heapUsed);
-    },
-  }),
-  heapTotalBytes: new client.Gauge({
-    name: "novactl_process_heap_total_bytes",
-    help: "JavaScript heap reserved",
-    registers: [registry],
-    collect() {
-      this.set(Deno.memoryUsage().heapTotal);
-    },
-  }),
+  residentBytes: memoryGauge(
+    "novactl_process_resident_memory_bytes",
+    "Resident set size of the node process",
+    "rss",
+  ),
+  heapUsedBytes: memoryGauge(
+    "novactl_process_heap_used_bytes",
+    "JavaScript heap in use (the rest of the resident set is the runtime, SQLite, buffers)",
+    "heapUsed",
+  ),
+  heapTotalBytes: memoryGauge(
+    "novactl_process_heap_total_bytes",
+    "JavaScript heap reserved",
+    "heapTotal",
+  ),
   placements: new client.Counter({
     name: "novactl_placements_total",
     help: "New VMs the leader's planner decided, by outcome",
