@@ -129,18 +129,27 @@ export function peerIdentity(node: ClusterNode): MiddlewareHandler<Env> {
  */
 export function peerAuth(node: ClusterNode): MiddlewareHandler<Env> {
   return async (c: Context<Env>, next) => {
-    const verdict = identifyPeer(
-      node,
-      c.env as ServerBindings | undefined,
-      c.req.header(PEER_CREDENTIAL_HEADER),
-    );
-    if ("revoked" in verdict) {
-      throw new NovaError("removed", `${verdict.revoked} was removed from this cluster`);
-    }
-    if ("refused" in verdict) throw new ForbiddenError(verdict.refused);
-    c.set("peer", verdict.peer);
+    c.set("peer", authenticatedPeer(node, c));
     await next();
   };
+}
+
+/**
+ * The current member the request comes from (see {@link identifyPeer}); a Raft stream
+ * asks again for each frame, as membership may change while it is open.
+ * @throws NovaError "removed" (410) for a revoked member, ForbiddenError for anyone else
+ */
+export function authenticatedPeer(node: ClusterNode, c: Context<Env>): string {
+  const verdict = identifyPeer(
+    node,
+    c.env as ServerBindings | undefined,
+    c.req.header(PEER_CREDENTIAL_HEADER),
+  );
+  if ("revoked" in verdict) {
+    throw new NovaError("removed", `${verdict.revoked} was removed from this cluster`);
+  }
+  if ("refused" in verdict) throw new ForbiddenError(verdict.refused);
+  return verdict.peer;
 }
 
 /**

@@ -13,25 +13,17 @@ import {
   MAX_REPORTS_PER_REQUEST,
   migratorPeer,
 } from "../../core/cluster/mod.ts";
-import {
-  ForbiddenError,
-  NotFoundError,
-  NovaError,
-  UnavailableError,
-  ValidationError,
-} from "../../core/errors/mod.ts";
+import { NotFoundError, NovaError, ValidationError } from "../../core/errors/mod.ts";
 import { isPeerOp, parsePeerCommand } from "../../core/fsm/command_schemas.ts";
 import type { Command } from "../../core/fsm/mod.ts";
 import {
   type Envelope,
   FrameError,
-  PEER_CREDENTIAL_HEADER,
   readFrames,
   SNAPSHOT_CHUNK_HEADER,
   SnapshotReceiver,
 } from "../../core/peer/mod.ts";
-import { assertSender, identifyPeer, peerAuth } from "../auth.ts";
-import type { ServerBindings } from "../server.ts";
+import { assertSender, authenticatedPeer, peerAuth } from "../auth.ts";
 import { NotLeaderError } from "../../core/errors/mod.ts";
 import type { MiddlewareHandler } from "hono";
 import { readJson } from "../validate.ts";
@@ -114,27 +106,15 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.post("/raft/stream", async (c) => {
     const body = c.req.raw.body;
     if (!body) throw ValidationError.field("body", "a stream of Raft frames");
-    const bindings = c.env as ServerBindings | undefined;
-    const credential = c.req.header(PEER_CREDENTIAL_HEADER);
     const reader = body.getReader();
     const untrack = node.transport.trackInbound(() => void reader.cancel().catch(() => {}));
     try {
       await readFrames(readerStream(reader), PEER_JSON_BODY_BYTES, (env) => {
-        const verdict = identifyPeer(node, bindings, credential);
-        if ("revoked" in verdict) {
-          throw new NovaError("removed", `${verdict.revoked} was removed from this cluster`);
-        }
-        if ("refused" in verdict) throw new ForbiddenError(verdict.refused);
+        authenticatedPeer(node, c);
         assertSender(c, env.from, "envelope from");
         for (const m of env.messages) assertSender(c, m?.from, "message from");
-        try {
-          node.receive(env);
-        } catch (err) {
-          // A peer cut off by fault injection: its frames are dropped, as its POSTs were refused.
-          if (!(err instanceof UnavailableError) || !node.transport.blocked.has(env.from)) {
-            throw err;
-          }
-        }
+        // A peer cut off by fault injection: its frames are dropped, as its POSTs are refused.
+        if (!node.transport.blocked.has(env.from)) node.receive(env);
       });
     } catch (err) {
       // Refused mid-stream: stop reading; the sender sees the answer and drops the stream.

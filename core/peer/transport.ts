@@ -83,6 +83,14 @@ class PeerQueue {
   noStreams = false;
 }
 
+/** Empties a peer's queue, returning what it held. */
+function takeQueue(q: PeerQueue): Message[] {
+  const batch = q.queue;
+  q.queue = [];
+  q.bytes = 0;
+  return batch;
+}
+
 /** Rough wire size of a message: what a queue holding it costs. */
 function messageBytes(m: Message): number {
   let n = 64;
@@ -182,10 +190,8 @@ export class PeerTransport {
       return;
     }
     if (q.inflight >= MAX_INFLIGHT) return;
-    const url = this.hooks.resolve(id) ?? this.learnedUrls.get(id);
-    const batch = q.queue;
-    q.queue = [];
-    q.bytes = 0;
+    const url = this.urlOf(id);
+    const batch = takeQueue(q);
     if (!url) {
       this.dropped(id, batch);
       return;
@@ -220,19 +226,11 @@ export class PeerTransport {
       this.hooks.unreachable(id);
     }
     if (!q.stream?.open) {
-      const url = this.hooks.resolve(id) ?? this.learnedUrls.get(id);
-      if (!url) {
-        const batch = q.queue;
-        q.queue = [];
-        q.bytes = 0;
-        this.dropped(id, batch);
-        return;
-      }
+      const url = this.urlOf(id);
+      if (!url) return this.dropped(id, takeQueue(q));
       q.stream = this.openStream(id, q, url);
     }
-    const batch = q.queue;
-    q.queue = [];
-    q.bytes = 0;
+    const batch = takeQueue(q);
     if (q.stream.write(this.envelope(batch))) {
       metrics.peerStreamFrames.inc();
       return;
@@ -282,6 +280,11 @@ export class PeerTransport {
     if (q.queue.length) this.flush(id, q);
   }
 
+  /** Where a peer is: the member record's URL, else the one it announced. */
+  private urlOf(id: NodeId): string | undefined {
+    return this.hooks.resolve(id) ?? this.learnedUrls.get(id);
+  }
+
   private envelope(messages: Message[]): Envelope {
     return {
       clusterId: this.self.clusterId,
@@ -317,7 +320,7 @@ export class PeerTransport {
    */
   private streamSnapshot(m: Message): void {
     const to = m.to;
-    const url = this.hooks.resolve(to) ?? this.learnedUrls.get(to);
+    const url = this.urlOf(to);
     const done = (ok: boolean, err?: unknown) => {
       if (!ok) {
         log.warn("snapshot transfer failed", { peer: to, error: String(err) });
