@@ -30,6 +30,8 @@ testWithTimeout(
         const reserved = /^novactl_process_heap_total_bytes (\d+)/m.exec(String(metrics.body));
         assert(heap && reserved && Number(heap[1]) > 0, "the JavaScript heap is reported");
         assert(Number(heap[1]) <= Number(reserved[1]) && Number(reserved[1]) <= Number(rss[1]));
+        const external = /^novactl_process_external_memory_bytes (\d+)/m.exec(String(metrics.body));
+        assert(external && Number(external[1]) < Number(rss[1]), "memory held outside the heap");
       });
 
       await t.step("no token, a wrong one, or another scheme → 401 unauthorized", async () => {

@@ -268,7 +268,14 @@ testWithTimeout({
   // Streamed from a file, as peers fetch image blobs (where the stall hit a VM start).
   const bigFile = await Deno.makeTempFile();
   const bigBytes = 8 << 20;
-  await Deno.writeFile(bigFile, new Uint8Array(bigBytes).fill(7));
+  // Random bytes: the guard reuses one buffer per connection, a chunk overwritten before TLS
+  // took it would show in the digest.
+  const content = new Uint8Array(bigBytes);
+  for (let off = 0; off < bigBytes; off += 65_536) {
+    crypto.getRandomValues(content.subarray(off, off + 65_536));
+  }
+  await Deno.writeFile(bigFile, content);
+  const expected = await sha256(content);
   server.serveWith(async (req) => {
     if (new URL(req.url).pathname !== "/big") return new Response(JSON.stringify({ ok: true }));
     const file = await Deno.open(bigFile);
@@ -285,13 +292,17 @@ testWithTimeout({
         client,
         signal: ctl.signal,
       });
-      let bytes = 0;
+      const chunks: Uint8Array[] = [];
       for await (const chunk of res.body!) {
-        bytes += chunk.length;
+        chunks.push(chunk);
         clearTimeout(timer);
         timer = setTimeout(() => ctl.abort(), 10_000);
       }
-      return bytes;
+      const body: Uint8Array<ArrayBuffer> = new Uint8Array(
+        chunks.reduce((n, c) => n + c.length, 0),
+      );
+      chunks.reduce((off, c) => (body.set(c, off), off + c.length), 0);
+      return body;
     } catch (err) {
       throw new Error(`GET ${path} stalled: ${err}`);
     } finally {
@@ -299,14 +310,21 @@ testWithTimeout({
     }
   };
   try {
-    for (let i = 0; i < 40; i++) assertEquals(await get("/big"), bigBytes);
-    for (let i = 0; i < 1_000; i++) assertEquals(await get("/small"), 11);
+    for (let i = 0; i < 40; i++) assertEquals(await sha256(await get("/big")), expected, `#${i}`);
+    for (let i = 0; i < 1_000; i++) assertEquals((await get("/small")).length, 11);
   } finally {
     client.close();
     await server.shutdown();
     await Deno.remove(bigFile);
   }
 });
+
+async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  return Array.from(
+    new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+}
 
 testWithTimeout({
   name:

@@ -61,7 +61,7 @@ export async function startTestApp(): Promise<TestApp> {
   const blobs = await new BlobStore(`${c.dataDir}/blobs`).init();
   const app = createApp(c.node, {
     blobs,
-    leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),
+    leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.basicStatus().term : null),
     host: notUsedHere<VmHost>("host"),
     migrator: notUsedHere<Migrator>("migrator"),
   });

@@ -57,6 +57,51 @@ testWithTimeout({ name: "API: vm list filters and pages", ...opts }, async (t) =
       assertEquals(webPage.vms.length, 4, "labels filtered before the page is cut");
     });
 
+    await t.step(
+      "each listed VM is its record, as GET /vms/NAME shows it to that role",
+      async () => {
+        // What the list writes from SQLite's JSON must be what the records give: nulls, a
+        // failure reason, guest details, odd label keys, text beyond ASCII, and secrets
+        // redacted for all but admins.
+        await c.vm(
+          {
+            name: "zz-odd",
+            node: "n2",
+            labels: { "app.kubernetes.io/name": 'wéb "quoted"' },
+            description: "naïve \u2028 line",
+            cloudInit: { user: "ops", passwordHash: "$6$salt$hash", userData: "#cloud-config\n" },
+          } as Parameters<typeof c.vm>[0],
+          "failed",
+          'QEMU exited: "boom"',
+        );
+        await c.node.propose({
+          op: "vm.observed",
+          name: "vm03",
+          node: "n2",
+          state: "running",
+          guest: {
+            agent: "ok",
+            os: { id: "debian" },
+            interfaces: [{ name: "eth0", addresses: [] }],
+          },
+          at: Date.now(),
+        });
+        for (const role of ["viewer", "admin"] as const) {
+          const r = await call("GET", "/api/v1/vms", { token: tokens[role] });
+          const listed = (r.body as { vms: { name: string }[] }).vms;
+          assertEquals(listed.length, 26);
+          for (const vm of listed) {
+            const one = await call("GET", `/api/v1/vms/${vm.name}`, { token: tokens[role] });
+            assertEquals(vm, one.body, `${vm.name} as ${role}`);
+          }
+          const odd = listed.find((v) => v.name === "zz-odd") as unknown as {
+            cloudInit: { passwordHash: string; userData: string };
+          };
+          assertEquals(odd.cloudInit.passwordHash === "$6$salt$hash", role === "admin", role);
+        }
+      },
+    );
+
     await t.step("bad filters are 400s naming the field", async () => {
       for (
         const [query, field] of [

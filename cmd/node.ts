@@ -1,6 +1,7 @@
 /** `novactl node ...`: run a cluster member, list and show hosts. */
 import { Command, InvalidArgumentError } from "commander";
 import { startNode } from "./node_start.ts";
+import { simulateHosts } from "./simulate_hosts.ts";
 import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
@@ -53,6 +54,38 @@ export function nodeCommand(): Command {
         simulatedHost: opts.simulatedHost === true
           ? { cpus: opts.simulatedCpus, memoryMiB: opts.simulatedMemory }
           : undefined,
+      });
+    });
+
+  node.command("simulate-hosts")
+    .description(
+      "SIMULATION for scale tests: run --count simulated hosts (no QEMU) as members, in one process",
+    )
+    .requiredOption("--count <n>", "how many simulated hosts", positiveInt)
+    .requiredOption("--data-dir <dir>", "each host's data dir is DIR/NAME")
+    .option("--name-prefix <prefix>", "hosts are named PREFIX1 … PREFIXn", "sim")
+    .option(
+      "--listen-host <host>",
+      "address every host listens on (each its own port)",
+      "127.0.0.1",
+    )
+    .option("--join <url>", "URL of any member of the cluster to join")
+    .option("--token-file <file>", "join tokens, one per line, one per host that has not joined")
+    .option("--insecure-http", "serve plain HTTP (loopback only; development)")
+    .option("--simulated-cpus <n>", "CPUs each host registers", positiveInt, 64)
+    .option("--simulated-memory <MiB>", "memory each host registers", positiveInt, 262_144)
+    .option("--parallel <n>", "hosts joining at the same time", positiveInt, 4)
+    .action(async (opts) => {
+      await simulateHosts({
+        count: opts.count,
+        namePrefix: opts.namePrefix,
+        dataDir: opts.dataDir,
+        listenHost: opts.listenHost,
+        join: opts.join,
+        tokenFile: opts.tokenFile,
+        insecureHttp: opts.insecureHttp === true,
+        hardware: { cpus: opts.simulatedCpus, memoryMiB: opts.simulatedMemory },
+        parallel: opts.parallel,
       });
     });
 

@@ -16,6 +16,7 @@ import {
   delay,
   FENCE_MARGIN_MS,
   HaManager,
+  inventoryChanged,
   joinCluster,
   keepImagesReplicated,
   keepLeaseRenewed,
@@ -45,6 +46,7 @@ import {
   type HostCluster,
   Migrator,
   SIMULATED_SUFFIX,
+  SimulatedFencing,
   type SimulatedHardware,
   SimulatedHost,
   VmHost,
@@ -137,7 +139,33 @@ async function joinToken(opts: NodeStartOptions): Promise<string | undefined> {
   return Deno.env.get("NOVACTL_JOIN_TOKEN")?.trim() || undefined;
 }
 
+/** A member running in this process: `node start` runs one, `node simulate-hosts` many. */
+export interface RunningMember {
+  readonly name: string;
+  readonly url: string;
+  /** Hands off leadership, stops every loop, closes the listener and the databases. */
+  stop(reason: string): Promise<void>;
+  /** Resolves once the member has stopped (asked to, or removed from its cluster). */
+  readonly finished: Promise<void>;
+}
+
 export async function startNode(opts: NodeStartOptions): Promise<void> {
+  setLogContext({ node: opts.name });
+  const member = await openMember(opts);
+  const stopTrimming = keepMemoryTrimmed();
+  Deno.addSignalListener("SIGTERM", () => void member.stop("SIGTERM"));
+  Deno.addSignalListener("SIGINT", () => void member.stop("SIGINT"));
+  await member.finished;
+  stopTrimming();
+  Deno.exit(0);
+}
+
+/**
+ * Checks the options, then bootstraps, joins or restarts the member in `opts.dataDir` and
+ * serves it on `opts.listen`. Process-wide concerns (signals, exit, memory trimming, the
+ * log context) are the caller's.
+ */
+export async function openMember(opts: NodeStartOptions): Promise<RunningMember> {
   const { hostname, port: requestedPort } = parseListen(opts.listen);
   if (opts.insecureHttp) assertInsecureAllowed(hostname);
   opts = { ...opts, token: await joinToken(opts) };
@@ -150,7 +178,6 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   // The leader refuses such labels in every registration: say so now, not in a debug log later.
   const labels = labelsSchema.safeParse(opts.label);
   if (!labels.success) throw zodToValidationError(labels.error, "label.");
-  setLogContext({ node: opts.name });
   await Deno.mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   await secureDataDir(opts.dataDir); // also when it existed with looser modes
 
@@ -161,38 +188,36 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   const tls = identity ? await loadNodeTls(opts.dataDir) : null;
   const api = await ApiServer.listen({ hostname, port, insecure: !!opts.insecureHttp, tls });
   try {
-    await runNode(opts, hostname, identity, api);
-  } finally {
+    return await runMember(opts, hostname, identity, api);
+  } catch (err) {
     await api.shutdown().catch(() => {});
+    throw err;
   }
 }
 
-async function runNode(
+/** Who this member is: its identity from the data dir, else from joining or bootstrapping. */
+async function establishIdentity(
   opts: NodeStartOptions,
-  hostname: string,
   existing: NodeIdentity | null,
-  api: ApiServer,
-): Promise<void> {
-  const port = api.port;
-  const url = (opts.advertise ?? listenUrl(hostname, port, !!opts.insecureHttp)).replace(/\/$/, "");
-  const report: ListenReport = { url, listen: `${hostname}:${port}`, pid: Deno.pid };
-  await writeFileDurably(join(opts.dataDir, LISTEN_FILE), JSON.stringify(report) + "\n");
-  let identity = existing;
-  if (identity) {
-    if (identity.name !== opts.name) {
-      throw ValidationError.field("name", `data dir belongs to node "${identity.name}"`);
+  url: string,
+): Promise<NodeIdentity> {
+  if (existing) {
+    if (existing.name !== opts.name) {
+      throw ValidationError.field("name", `data dir belongs to node "${existing.name}"`);
     }
-    if (identity.removedAt) {
+    if (existing.removedAt) {
       throw new NovaError(
         "conflict",
-        `this node was removed from its cluster at ${identity.removedAt}; start with a new --data-dir and --join`,
+        `this node was removed from its cluster at ${existing.removedAt}; start with a new --data-dir and --join`,
       );
     }
-    if (identity.url !== url) identity = { ...identity, url };
-    log.info("restarting with existing identity", { clusterId: identity.clusterId });
-  } else if (opts.join) {
-    const inventory = await collectInventory(opts.dataDir);
-    identity = await joinCluster({
+    log.info("restarting with existing identity", { clusterId: existing.clusterId });
+    return existing.url === url ? existing : { ...existing, url };
+  }
+  if (opts.join) {
+    // A simulated host says so from its first registration, not only from its first refresh.
+    const inventory = simulatedInventory(await collectInventory(opts.dataDir), opts.simulatedHost);
+    const identity = await joinCluster({
       dataDir: opts.dataDir,
       name: opts.name,
       url,
@@ -202,17 +227,37 @@ async function runNode(
       labels: opts.label,
     });
     log.info("joined cluster", { clusterId: identity.clusterId });
-  } else {
-    const boot = await bootstrapCluster(opts.dataDir, opts.name, url);
-    identity = boot.identity;
-    // The fingerprint is what clients check before pinning DIR/ca.crt (--ca-fingerprint).
-    log.info("bootstrapped new cluster", {
-      clusterId: identity.clusterId,
-      adminTokenFile: join(opts.dataDir, ADMIN_TOKEN_FILE),
-      caFile: join(opts.dataDir, CA_CERT_FILE),
-      caFingerprint: fingerprint(await Deno.readTextFile(join(opts.dataDir, CA_CERT_FILE))),
-    });
+    return identity;
   }
+  const boot = await bootstrapCluster(opts.dataDir, opts.name, url);
+  // The fingerprint is what clients check before pinning DIR/ca.crt (--ca-fingerprint).
+  log.info("bootstrapped new cluster", {
+    clusterId: boot.identity.clusterId,
+    adminTokenFile: join(opts.dataDir, ADMIN_TOKEN_FILE),
+    caFile: join(opts.dataDir, CA_CERT_FILE),
+    caFingerprint: fingerprint(await Deno.readTextFile(join(opts.dataDir, CA_CERT_FILE))),
+  });
+  return boot.identity;
+}
+
+/** The host's fencing device: its watchdog process, or nothing to fence on a simulated host. */
+function openFencing(opts: NodeStartOptions): Promise<HostFencing | SimulatedFencing> {
+  return opts.simulatedHost
+    ? Promise.resolve(new SimulatedFencing())
+    : HostFencing.start(opts.dataDir);
+}
+
+async function runMember(
+  opts: NodeStartOptions,
+  hostname: string,
+  existing: NodeIdentity | null,
+  api: ApiServer,
+): Promise<RunningMember> {
+  const port = api.port;
+  const url = (opts.advertise ?? listenUrl(hostname, port, !!opts.insecureHttp)).replace(/\/$/, "");
+  const report: ListenReport = { url, listen: `${hostname}:${port}`, pid: Deno.pid };
+  await writeFileDurably(join(opts.dataDir, LISTEN_FILE), JSON.stringify(report) + "\n");
+  const identity = await establishIdentity(opts, existing, url);
 
   const tls = await loadNodeTls(opts.dataDir);
   if (tls.name !== identity.name) {
@@ -229,7 +274,7 @@ async function runNode(
     metrics.tempFilesSwept.inc(swept.length);
   }
 
-  let shuttingDown = false;
+  let stopping: Promise<void> | null = null;
   const node: ClusterNode = new ClusterNode({
     dataDir: opts.dataDir,
     identity,
@@ -241,10 +286,10 @@ async function runNode(
   const pool = await new DirPool(join(opts.dataDir, "pool")).init();
   const driver = await new QemuDriver(join(opts.dataDir, "vms")).init();
   // Grants count only in the term they were made in (see LeaseTable).
-  const leases = new LeaseTable(() => node.isLeader() ? node.raft.status().term : null);
+  const leases = new LeaseTable(() => node.isLeader() ? node.raft.basicStatus().term : null);
   // HA VMs run under the host's watchdog; a restarted node inherits the lease it fed it.
-  const fencing = await HostFencing.start(opts.dataDir);
-  driver.fencedSpawner = fencing;
+  const fencing = await openFencing(opts);
+  if (fencing instanceof HostFencing) driver.fencedSpawner = fencing;
   const lease = new LeaseHolder(fencing.inheritedFenceAt() + FENCE_MARGIN_MS);
   const simulated = opts.simulatedHost ? new SimulatedHost(hostClusterOf(node, blobs)) : null;
   const host = new VmHost({
@@ -263,15 +308,15 @@ async function runNode(
   host.migrator = migrator;
   const app = createApp(node, { blobs, host, leases, migrator });
   api.serveWith((request, env) => app.fetch(request, env));
-  const server = api;
   node.start();
-  const stopTrimming = keepMemoryTrimmed();
   log.info("node listening", { url, listen: report.listen });
 
   const registration = keepInventoryCurrent(node, opts, pool);
   const renewal = keepLeaseRenewed(node, lease, leases, fencing, (commitIndex) => {
-    // Act on drift only once this host has seen everything the leader had committed.
-    if (!host.isCaughtUp()) {
+    // Act on drift only once this host has seen everything the leader had committed. On a
+    // simulated host the QEMU side never acts: marking it caught up would start real QEMUs
+    // for the VMs placed there (it did, on a restart with VMs in place).
+    if (!simulated && !host.isCaughtUp()) {
       node.waitApplied(commitIndex, 30_000).then(() => host.markCaughtUp(), () => {});
     }
   });
@@ -285,10 +330,8 @@ async function runNode(
   if (simulated) simulated.start();
   else await host.start();
 
-  async function shutdown(signal: string): Promise<void> {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    log.info("shutting down", { signal });
+  async function shutdown(reason: string): Promise<void> {
+    log.info("shutting down", { node: identity.name, reason });
     await node.handOffLeadership();
     registration.stop();
     renewal.stop();
@@ -297,21 +340,23 @@ async function runNode(
     rebalancer.stop();
     host.stop();
     simulated?.stop();
-    stopTrimming();
     fencing.close();
-    await server.shutdown().catch(() => {});
+    await api.shutdown().catch(() => {});
     await node.stop();
-    Deno.exit(0);
   }
+  const stop = (reason: string) => stopping ??= shutdown(reason);
 
   async function onRemoved(): Promise<void> {
-    await writeIdentity(opts.dataDir, { ...identity!, removedAt: new Date().toISOString() });
-    await shutdown("removed");
+    await writeIdentity(opts.dataDir, { ...identity, removedAt: new Date().toISOString() });
+    await stop("removed");
   }
 
-  Deno.addSignalListener("SIGTERM", () => void shutdown("SIGTERM"));
-  Deno.addSignalListener("SIGINT", () => void shutdown("SIGINT"));
-  await server.finished;
+  return {
+    name: identity.name,
+    url,
+    stop,
+    finished: api.finished.then(() => stopping ?? undefined),
+  };
 }
 
 const SIMULATED_DISK_GIB = 2 ** 20;
@@ -326,6 +371,8 @@ function simulatedInventory<T extends Inventory>(real: T, sim: SimulatedHardware
     // Simulated VMs write no disk: what they hold is bookkeeping only (1 PiB of it).
     diskGiB: SIMULATED_DISK_GIB,
     diskFreeGiB: SIMULATED_DISK_GIB,
+    // It runs no guest: nothing to probe.
+    accel: "tcg",
     version: `${real.version}${SIMULATED_SUFFIX}`,
   };
 }
@@ -367,14 +414,19 @@ function keepInventoryCurrent(
         const labels = current && Object.keys(opts.label).length === 0
           ? current.labels
           : opts.label;
-        await submitToLeader(node, {
-          op: "node.upsert",
-          name: node.id,
-          url: node.identity.url,
-          inventory,
-          labels,
-          at: Date.now(),
-        });
+        const unchanged = current?.url === node.identity.url &&
+          JSON.stringify(current.labels) === JSON.stringify(labels) &&
+          !inventoryChanged(current.inventory, inventory);
+        if (!unchanged) {
+          await submitToLeader(node, {
+            op: "node.upsert",
+            name: node.id,
+            url: node.identity.url,
+            inventory,
+            labels,
+            at: Date.now(),
+          });
+        }
         interval = node.fsm.config().config["nodes.inventoryRefreshMs"];
         if (decided === null) await probed; // then register the decision at once
         if (decided === null) continue;

@@ -99,3 +99,24 @@ export class SimulatedHost {
     }, { readOwnWrite: false });
   }
 }
+
+/**
+ * A simulated host's fencing device. It runs no QEMU, so there is nothing to kill when
+ * its lease runs out: it takes every feed and is always there. The lease itself is
+ * renewed with the leader exactly as on a real host (that traffic is what a simulation
+ * of many hosts is for); no watchdog process is started.
+ */
+export class SimulatedFencing {
+  feed(_fenceAt: number): Promise<void> {
+    return Promise.resolve();
+  }
+  alive(): boolean {
+    return true;
+  }
+  /** Nothing was fed before this process: no inherited lease. */
+  inheritedFenceAt(): number {
+    return 0;
+  }
+  onLost(_listener: () => void): void {}
+  close(): void {}
+}

@@ -149,3 +149,125 @@ testWithTimeout({
     await cluster.stop();
   }
 });
+
+/** Processes whose command line contains every one of `words`. */
+async function processesWith(...words: string[]): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
+    if (words.every((w) => cmd.includes(w))) pids.push(Number(e.name));
+  }
+  return pids;
+}
+
+testWithTimeout({
+  name:
+    "node simulate-hosts: many whole members in one process, each with its own identity; VMs run on them; an unchanged inventory is not rewritten; SIGTERM stops them all",
+  timeoutMs: 5 * MINUTE,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const cluster = new NovactlCluster({ extraNodeArgs: simulatedHostArgs(512, 1_048_576) });
+  await cluster.start(1);
+  const token = cluster.adminToken;
+  const call = async <T>(method: string, path: string, body?: unknown) => {
+    const r = await requestJson<T>(`${await cluster.leaderUrl()}${path}`, {
+      method,
+      body,
+      token,
+      timeoutMs: 30_000,
+    });
+    assert(r.status < 300, `${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body as T;
+  };
+  try {
+    // Registrations are checked every second from here on: only a change may be written.
+    // n1 stays the only voter: stopping the simulated hosts below must not take the quorum.
+    await call("PATCH", "/api/v1/config", {
+      "cluster.maxVoters": 1,
+      "nodes.inventoryRefreshMs": 1_000,
+      "scheduler.overcommit.cpu": 1,
+    });
+    const group = await cluster.addSimulatedHosts(8, "sim", ["--simulated-cpus", "16"]);
+    assertEquals(group.names, ["sim1", "sim2", "sim3", "sim4", "sim5", "sim6", "sim7", "sim8"]);
+    assertEquals(await processesWith("simulate-hosts", group.dataDir), [group.process!.pid]);
+    assertEquals(await processesWith("watchdog", group.dataDir), [], "no watchdog for them");
+    type NodeRow = { name: string; url: string; updatedAt: string; inventory: Inventory };
+    type Inventory = { cpus: number; version: string; pool?: unknown } | null;
+    const sims = async () =>
+      (await call<{ nodes: NodeRow[] }>("GET", "/api/v1/nodes")).nodes
+        .filter((n) => n.name.startsWith("sim"));
+    const registered = await waitFor(async () => {
+      const rows = await sims();
+      // Its own registration (with its pool), after the one its join made.
+      const marked = (n: NodeRow) =>
+        n.inventory?.version.endsWith("(simulated host)") && n.inventory.pool;
+      return rows.length === 8 && rows.every(marked) ? rows : undefined;
+    }, { timeoutMs: 60_000, description: "8 simulated hosts registered" });
+    assertEquals(new Set(registered.map((n) => n.url)).size, 8, "a listener each");
+    for (const n of registered) {
+      assertEquals(n.inventory!.cpus, 16);
+      assert(n.inventory!.version.endsWith("(simulated host)"), n.inventory!.version);
+    }
+    await waitFor(async () => {
+      const s = await cluster.status();
+      return group.names.every((n) => s.members.find((m) => m.name === n)?.state === "ready") ||
+        undefined;
+    }, { timeoutMs: 30_000, description: "every simulated host running and heard from" });
+    // Each member proves its own identity: its certificate names it, not the process.
+    const certs = await Promise.all(
+      group.names.map((n) => Deno.readTextFile(`${group.dataDir}/${n}/tls/node.crt`)),
+    );
+    assertEquals(new Set(certs).size, 8);
+
+    // n1 takes nothing, and without overcommit the 16 VMs of 8 vCPUs fill the 8 simulated hosts
+    // of 16 CPUs exactly: two on each.
+    await call("POST", "/api/v1/nodes/n1/cordon");
+    await importTinyKernel(cluster, "k");
+    await Promise.all(
+      Array.from(
+        { length: 16 },
+        (_, i) =>
+          call("POST", "/api/v1/vms", { name: `v${i}`, image: "k", cpus: 8, memoryMiB: 64 }),
+      ),
+    );
+    const vms = await waitFor(async () => {
+      const list = (await call<{ vms: Vm[] }>("GET", "/api/v1/vms")).vms;
+      return list.every((v) => v.state === "running") ? list : undefined;
+    }, { timeoutMs: 60_000, description: "16 VMs running on simulated hosts" });
+    const perHost = Object.groupBy(vms, (v) => v.node);
+    assertEquals(Object.keys(perHost).sort(), [...group.names].sort());
+    assert(Object.values(perHost).every((on) => on!.length === 2), JSON.stringify(perHost));
+
+    const before = new Map((await sims()).map((n) => [n.name, n.updatedAt]));
+    await new Promise((r) => setTimeout(r, 3_500));
+    for (const n of await sims()) {
+      assertEquals(n.updatedAt, before.get(n.name), `${n.name}'s unchanged inventory rewritten`);
+    }
+
+    assertEquals((await group.process!.stop(10_000)).code, 0, "stopped on SIGTERM, exit 0");
+    await waitFor(async () => {
+      const s = await cluster.status();
+      return group.names.every((n) => s.members.find((m) => m.name === n)?.state === "offline") ||
+        undefined;
+    }, { timeoutMs: 30_000, description: "the stopped simulated hosts offline" });
+
+    // Back with their VMs in place (no tokens needed): they catch up and report them as
+    // running; nothing of the real host side runs for them (it once started real QEMUs).
+    await cluster.restartSimulatedHosts(group);
+    await waitFor(async () => {
+      const list = (await call<{ vms: Vm[] }>("GET", "/api/v1/vms")).vms;
+      return list.length === 16 && list.every((v) => v.state === "running") || undefined;
+    }, { timeoutMs: 60_000, description: "the 16 VMs running after the restart" });
+    // Once caught up, a real host side would take them for crashed and start QEMUs.
+    for (let i = 0; i < 10; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      assertEquals(await qemusUnder(cluster.baseDir), [], "no QEMU runs for simulated hosts");
+      const list = (await call<{ vms: Vm[] }>("GET", "/api/v1/vms")).vms;
+      assert(list.every((v) => v.state === "running"), JSON.stringify(list));
+    }
+  } finally {
+    await cluster.stop();
+  }
+});

@@ -72,6 +72,17 @@ export interface AddNodeOptions {
   awaitRole?: "member" | "voter";
 }
 
+/** Simulated hosts run together in one process (`novactl node simulate-hosts`). */
+export interface SimulatedHostGroup {
+  names: string[];
+  dataDir: string;
+  logPath: string;
+  /** `novactl` arguments it runs with (the same again on a restart). */
+  args: string[];
+  /** Null until spawned. */
+  process: ManagedProcess | null;
+}
+
 export interface NovactlNode {
   name: string;
   /** Base URL, e.g. `http://127.0.0.1:41234`, as the node reported it (empty until spawned). */
@@ -130,6 +141,8 @@ const TERMINATING_SIGNALS: ReadonlySet<Deno.Signal> = new Set([
 
 export class NovactlCluster {
   readonly nodes: NovactlNode[] = [];
+  /** Groups of simulated hosts, each one process (see {@link addSimulatedHosts}). */
+  readonly simulatedHostGroups: SimulatedHostGroup[] = [];
   adminToken = "";
   readonly #options: NovactlClusterOptions;
   #baseDir?: string;
@@ -204,6 +217,74 @@ export class NovactlCluster {
     await this.#waitReady(node);
     await this.#waitForMembership(node.name, options.awaitRole ?? "member");
     return node;
+  }
+
+  /**
+   * SIMULATION: `count` more simulated hosts, all in one process (`novactl node simulate-hosts`),
+   * named PREFIX1 … PREFIXcount, each joining with a token of its own. Resolves once every one
+   * of them is a member. `args` go to the command (e.g. `--simulated-cpus`).
+   */
+  async addSimulatedHosts(
+    count: number,
+    prefix: string,
+    args: string[] = [],
+  ): Promise<SimulatedHostGroup> {
+    const leader = await this.leaderUrl();
+    const tokens: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const r = await requestJson<{ token: string }>(`${leader}/api/v1/cluster/tokens`, {
+        method: "POST",
+        token: this.adminToken,
+        body: {},
+      });
+      if (!r.body?.token) throw new Error(`join token ${i + 1}: HTTP ${r.status}`);
+      tokens.push(r.body.token);
+    }
+    const dataDir = `${this.baseDir}/${prefix}`;
+    const tokenFile = `${this.baseDir}/${prefix}.join-tokens`;
+    await Deno.writeTextFile(tokenFile, tokens.join("\n") + "\n", { mode: 0o600 });
+    const group: SimulatedHostGroup = {
+      names: Array.from({ length: count }, (_, i) => `${prefix}${i + 1}`),
+      dataDir,
+      logPath: `${this.baseDir}/${prefix}.log`,
+      args: [
+        ...["node", "simulate-hosts", "--count", String(count), "--name-prefix", prefix],
+        ...["--data-dir", dataDir, "--join", leader, "--token-file", tokenFile],
+        ...(this.#options.insecureHttp ? ["--insecure-http"] : []),
+        ...args,
+      ],
+      process: null,
+    };
+    this.simulatedHostGroups.push(group);
+    await this.#spawnSimulatedHosts(group);
+    return group;
+  }
+
+  /** Starts a stopped group of simulated hosts again (their data dirs hold their identities). */
+  async restartSimulatedHosts(group: SimulatedHostGroup): Promise<void> {
+    await group.process?.stop(this.#options.stopTimeoutMs);
+    await this.#spawnSimulatedHosts(group);
+  }
+
+  /** Spawns the group's process and waits until the leader hears from every one of its hosts. */
+  async #spawnSimulatedHosts(group: SimulatedHostGroup): Promise<void> {
+    const process = group.process = await ManagedProcess.spawn({
+      name: group.names[0],
+      command: this.#denoPath,
+      args: [...this.#denoArgs, this.#mainTs, ...group.args],
+      logPath: group.logPath,
+      cwd: this.#cwd,
+      env: this.#options.env,
+    });
+    const { names, logPath } = group;
+    await waitFor(async () => {
+      if (process.exited) throw new Error(`${names[0]}… exited:\n${await tailFile(logPath)}`);
+      const ready = (await this.status()).members.filter((m) => m.state === "ready");
+      return names.every((n) => ready.some((m) => m.name === n)) || undefined;
+    }, {
+      timeoutMs: this.#startTimeoutMs + names.length * 5_000,
+      description: `${names.length} simulated hosts ${names[0]}… ready`,
+    });
   }
 
   /** `addNode` with a caller-supplied join token. */
@@ -364,7 +445,10 @@ export class NovactlCluster {
   /** Stops every node, its watchdog and its VMs; removes the base dir if this class created it (unless kept). */
   async stop(): Promise<void> {
     this.#untrack();
-    await Promise.all(this.nodes.map((node) => node.process?.stop(this.#options.stopTimeoutMs)));
+    await Promise.all([
+      ...this.simulatedHostGroups.map((g) => g.process?.stop(this.#options.stopTimeoutMs)),
+      ...this.nodes.map((node) => node.process?.stop(this.#options.stopTimeoutMs)),
+    ]);
     for (const n of this.nodes) await this.killWatchdog(n.name).catch(() => {});
     for (const n of this.nodes) await this.killQemus(n.name).catch(() => {});
     if (this.#ownsBaseDir && this.#baseDir && !this.#keepBaseDir) {

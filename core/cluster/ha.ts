@@ -39,7 +39,7 @@ export class HaManager {
   /** Hosts whose lease has surely expired, as seen by this leader. */
   deadHosts(): string[] {
     const leaseMs = this.node.fsm.config().config["ha.leaseMs"];
-    return this.node.fsm.nodes().map((n) => n.name).filter((n) =>
+    return this.node.fsm.nodeNames().filter((n) =>
       n !== this.node.id && this.leases.surelyExpired(n, leaseMs)
     );
   }

@@ -56,3 +56,37 @@ export async function collectInventory(dataDir: string, probe?: AccelProbe): Pro
     version: capped(VERSION, INVENTORY_LIMITS.versionChars),
   };
 }
+
+/** Free-space figures move all the time; a change below this share of the disk is not news. */
+const SPACE_TOLERANCE = 0.01;
+const GIB = 2 ** 30;
+
+/**
+ * Whether `next` differs from the inventory the cluster recorded enough to be worth a
+ * replicated write. Every entry goes to every member: 200 hosts rewriting an unchanged
+ * inventory each minute were 3 entries a second, each sent to 200 members, the largest
+ * part of an idle leader's work. Hardware, accelerator, versions and volume counts count
+ * exactly; free and allocated space only once they moved by 1 % of the disk (at least
+ * 1 GiB) from the recorded figure, so a slow drift is reported once it adds up. Host
+ * liveness is the lease's business, not this record's.
+ */
+export function inventoryChanged(recorded: Inventory | null, next: Inventory): boolean {
+  if (!recorded) return true;
+  const { diskFreeGiB: freeA, pool: poolA, ...restA } = recorded;
+  const { diskFreeGiB: freeB, pool: poolB, ...restB } = next;
+  if (!sameFields(restA, restB)) return true;
+  const toleranceGiB = Math.max(1, next.diskGiB * SPACE_TOLERANCE);
+  if (Math.abs(freeA - freeB) >= toleranceGiB) return true;
+  if (!poolA || !poolB) return poolA !== poolB;
+  if (poolA.volumes !== poolB.volumes || poolA.virtualBytes !== poolB.virtualBytes) return true;
+  const tolerance = toleranceGiB * GIB;
+  return Math.abs(poolA.allocatedBytes - poolB.allocatedBytes) >= tolerance ||
+    Math.abs(poolA.freeBytes - poolB.freeBytes) >= tolerance;
+}
+
+/** Equal field by field, whatever the order of the keys (the recorded copy went through a schema). */
+function sameFields(a: Record<string, unknown>, b: Record<string, unknown>): boolean {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  for (const k of keys) if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return false;
+  return true;
+}

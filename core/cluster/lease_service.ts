@@ -10,6 +10,7 @@ import { bootTimeMs, type LeaseHolder, type LeaseTable, safetyMarginMs } from ".
 import { UnavailableError } from "../errors/mod.ts";
 import { log } from "../log/mod.ts";
 import { auditSystem } from "./audit.ts";
+import type { ClusterConfig } from "../config/mod.ts";
 
 /** The host's fencing device, as the renewal loop sees it. */
 export interface Fencer {
@@ -32,22 +33,52 @@ export async function grantLease(
   node: ClusterNode,
   leases: LeaseTable,
   host: string,
-): Promise<{ leaseMs: number; commitIndex: number }> {
+): Promise<LeaseGrant> {
   if (node.transport.blocked.has(host)) {
     throw new UnavailableError("partitioned (fault injection)");
   }
+  node.heardFrom(host);
   // Renewals come from every host each interval: they share a round per window.
   await node.linearizableRead({ coalesceMs: LEASE_READ_COALESCE_MS });
-  const leaseMs = node.fsm.settings()["ha.leaseMs"];
+  const settings = node.fsm.settings();
+  const leaseMs = settings["ha.leaseMs"];
   leases.grant(host, leaseMs);
-  return { leaseMs, commitIndex: node.status().lastIndex };
+  return {
+    leaseMs,
+    commitIndex: node.raft.basicStatus().lastIndex,
+    renewInMs: renewalIntervalMs(settings, node.fsm.nodeCount()),
+  };
+}
+
+/** What the leader answers a renewal. */
+export interface LeaseGrant {
+  leaseMs: number;
+  /** The index the host must have applied before acting on its state. */
+  commitIndex: number;
+  /** When the host should renew next (absent from leaders older than this field). */
+  renewInMs?: number;
+}
+
+/**
+ * How often hosts renew: every nodes.heartbeatIntervalMs, spread out once the hosts would
+ * send the leader more than nodes.maxLeaseRenewalsPerSec renewals a second (Nomad scales
+ * its clients' heartbeat TTL with their number the same way), but never beyond a quarter of
+ * the lease, so three renewals in a row can fail before the host must fence itself.
+ */
+export function renewalIntervalMs(
+  settings: Pick<
+    ClusterConfig,
+    "nodes.heartbeatIntervalMs" | "nodes.maxLeaseRenewalsPerSec" | "ha.leaseMs"
+  >,
+  hosts: number,
+): number {
+  const base = settings["nodes.heartbeatIntervalMs"];
+  const spread = Math.ceil(hosts / settings["nodes.maxLeaseRenewalsPerSec"] * 1000);
+  return Math.max(base, Math.min(spread, Math.floor(settings["ha.leaseMs"] / 4)));
 }
 
 /** Asks the leader (or itself, when leading) for this host's lease. */
-async function requestLease(
-  node: ClusterNode,
-  leases: LeaseTable,
-): Promise<{ leaseMs: number; commitIndex: number }> {
+async function requestLease(node: ClusterNode, leases: LeaseTable): Promise<LeaseGrant> {
   if (node.isLeader()) return await grantLease(node, leases, node.id);
   const leader = node.leaderId();
   const url = node.leaderUrl();
@@ -88,7 +119,9 @@ export function keepLeaseRenewed(
       renewingInMs: pausedUntil - bootTimeMs(),
     });
   };
+  let renewInMs: number | undefined;
   const renewOnce = async (): Promise<void> => {
+    renewInMs = undefined;
     if (bootTimeMs() < pausedUntil || !fencer.alive()) return;
     const sentAt = bootTimeMs();
     const lapsed = !holder.holds(sentAt);
@@ -98,6 +131,7 @@ export function keepLeaseRenewed(
     if (lapsed) await node.waitApplied(granted.commitIndex, 10_000);
     if (bootTimeMs() < pausedUntil) return;
     holder.granted(sentAt, granted.leaseMs);
+    renewInMs = granted.renewInMs;
     await fencer.feed(holder.fenceAt());
     onGranted(granted.commitIndex);
   };
@@ -105,7 +139,8 @@ export function keepLeaseRenewed(
     while (!stopped) {
       const started = performance.now();
       await renewOnce().catch((err) => log.debug("lease renewal failed", { error: String(err) }));
-      const interval = node.fsm.settings()["nodes.heartbeatIntervalMs"];
+      // After a failure, the configured interval: the leader's advice came with a grant.
+      const interval = renewInMs ?? node.fsm.settings()["nodes.heartbeatIntervalMs"];
       await new Promise((r) =>
         setTimeout(r, Math.max(50, interval - (performance.now() - started)))
       );

@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "../testing/assert.ts";
 import { bootTimeMs, LeaseHolder, LeaseTable } from "./lease.ts";
+import { renewalIntervalMs } from "./lease_service.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 /** A leader whose term and role the test sets. */
@@ -101,4 +102,20 @@ testWithTimeout({
   assertEquals(holder.holds(), false);
   await new Promise((r) => setTimeout(r, 30));
   assert(bootTimeMs() >= t0 + 20);
+});
+
+Deno.test("lease renewals spread out with the number of hosts, within a quarter of the lease", () => {
+  const settings = {
+    "nodes.heartbeatIntervalMs": 1_000,
+    "nodes.maxLeaseRenewalsPerSec": 100,
+    "ha.leaseMs": 6_000,
+  };
+  assertEquals(renewalIntervalMs(settings, 3), 1_000, "a small cluster renews every interval");
+  assertEquals(renewalIntervalMs(settings, 100), 1_000, "100 hosts: 100 renewals a second");
+  assertEquals(renewalIntervalMs(settings, 120), 1_200);
+  assertEquals(renewalIntervalMs(settings, 200), 1_500, "capped at a quarter of the lease");
+  assertEquals(renewalIntervalMs({ ...settings, "ha.leaseMs": 20_000 }, 400), 4_000);
+  // Never faster than configured, even when the lease is short.
+  const slow = { ...settings, "nodes.heartbeatIntervalMs": 3_000 };
+  assertEquals(renewalIntervalMs(slow, 1_000), 3_000);
 });

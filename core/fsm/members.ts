@@ -27,7 +27,10 @@ export function all(s: Store): Member[] {
 }
 
 export function get(s: Store, name: string): Member | null {
-  return all(s).find((m) => m.name === name) ?? null;
+  const r = s.sql("SELECT name, url, role FROM members WHERE name = ?").get(name) as
+    | Row
+    | undefined;
+  return r ? { name: String(r.name), url: String(r.url), role: r.role as Member["role"] } : null;
 }
 
 /** Voters and learners, by name. */

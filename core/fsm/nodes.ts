@@ -37,6 +37,16 @@ export function all(s: Store): NodeRecord[] {
   return (s.sql("SELECT * FROM nodes ORDER BY name").all() as Row[]).map(toNodeRecord);
 }
 
+/** How many hosts there are. */
+export function count(s: Store): number {
+  return Number((s.sql("SELECT COUNT(*) AS n FROM nodes").get() as Row).n);
+}
+
+/** Every host's name, in order, without reading its record. */
+export function names(s: Store): string[] {
+  return (s.sql("SELECT name FROM nodes ORDER BY name").all() as Row[]).map((r) => String(r.name));
+}
+
 export function get(s: Store, name: string): NodeRecord | null {
   const row = s.sql("SELECT * FROM nodes WHERE name = ?").get(name) as Row | undefined;
   return row ? toNodeRecord(row) : null;

@@ -258,6 +258,15 @@ export class StateMachine {
     return nodes.all(this.#store);
   }
 
+  nodeCount(): number {
+    return nodes.count(this.#store);
+  }
+
+  /** Every host's name: for passes that need only the names (cheap with hundreds of hosts). */
+  nodeNames(): string[] {
+    return nodes.names(this.#store);
+  }
+
   node(name: string): nodes.NodeRecord | null {
     return nodes.get(this.#store, name);
   }

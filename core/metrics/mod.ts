@@ -24,7 +24,7 @@ const LATENCY_BUCKETS = [
 function memoryGauge(
   name: string,
   help: string,
-  field: "rss" | "heapUsed" | "heapTotal",
+  field: "rss" | "heapUsed" | "heapTotal" | "external",
 ): client.Gauge {
   return new client.Gauge({
     name,
@@ -153,6 +153,11 @@ export const metrics = {
     "novactl_process_heap_total_bytes",
     "JavaScript heap reserved",
     "heapTotal",
+  ),
+  externalBytes: memoryGauge(
+    "novactl_process_external_memory_bytes",
+    "Memory outside the JavaScript heap that heap objects hold (ArrayBuffers, some strings)",
+    "external",
   ),
   placements: new client.Counter({
     name: "novactl_placements_total",

@@ -417,6 +417,10 @@ testWithTimeout({
   net.raft("a").propose("y");
   net.deliverAll();
   assertEquals(net.raft("d").status().lastIndex, 3, "learner received the entry");
+  // The cheap accessors the hot paths use agree with the full status.
+  assertEquals(net.raft("a").basicStatus().lastIndex, net.raft("a").status().lastIndex);
+  assert(net.raft("a").isMember("d") && net.raft("a").isMember("b"), "voters and learners");
+  assert(!net.raft("a").isMember("z"), "a stranger is no member");
   assertEquals(net.raft("a").status().commit, 2, "a learner's ack does not make a quorum");
   net.isolate("a");
   const term = net.raft("d").status().term;
