@@ -14,6 +14,7 @@
  *   4 node processes are simulated hosts that share a process (`novactl node simulate-hosts`:
  *   each a whole member with its own identity, Raft learner, listener and lease renewals), so
  *   200 of them fit this machine; the CPU those processes use meanwhile is printed beside.
+ *   Then, at the same count, 100 creates one after another: the commit latency a user sees.
  *
  *   deno run -A bench/scale_bench.ts [--vms 10000] [--samples 100] [--idle 30]
  *                                    [--idle-hosts 4,100,200] [--out FILE]
@@ -34,6 +35,8 @@ import { createVms, importTinyKernel, simulatedHostArgs } from "./lib/simulated.
 const SIMULATED = simulatedHostArgs(65_536, 1 << 30);
 const CREATE_CLIENTS = 64;
 const PAGE = 500;
+/** Creates timed one after another at each count of hosts (commit latency under them). */
+const CREATES_PER_POINT = 100;
 /** How long after the lists the resident sets are read again. */
 const SETTLE_MS = 15_000;
 
@@ -197,7 +200,12 @@ async function main(): Promise<void> {
     const pid = Number(
       JSON.parse(await Deno.readTextFile(`${cluster.node(leaderName).dataDir}/listen.json`)).pid,
     );
-    const idle: { hosts: number; cpuPctOfOneCore: number; simulatorsPctOfOneCore: number }[] = [];
+    const idle: {
+      hosts: number;
+      cpuPctOfOneCore: number;
+      simulatorsPctOfOneCore: number;
+      createMs: Figure;
+    }[] = [];
     const hostCount = () =>
       cluster.nodes.length +
       cluster.simulatedHostGroups.reduce((n, g) => n + g.names.length, 0);
@@ -223,10 +231,26 @@ async function main(): Promise<void> {
         `   leader ${leaderName}: ${pct.toFixed(1)} % of a core idle with ${hosts} hosts ` +
           `(the simulated hosts' processes: ${simPct.toFixed(0)} %)`,
       );
+      // Commit latency on the user's path with this many hosts: creates one after another,
+      // each replicated to every member (the learners too) before the API answers.
+      const createMs: number[] = [];
+      for (let i = 0; i < CREATES_PER_POINT; i++) {
+        const t0 = performance.now();
+        const r = await requestJson(`${leader}/api/v1/vms`, {
+          body: { name: `h${hosts}-${i}`, image: "k", start: false, cpus: 1, memoryMiB: 64 },
+          token,
+          timeoutMs: 30_000,
+        });
+        createMs.push(performance.now() - t0);
+        if (r.status !== 201) throw new Error(`create with ${hosts} hosts: ${r.status}`);
+      }
+      const creates = figure(createMs, 2);
+      console.log(`   a create, one client: p50 ${creates.median} ms, p99 ${creates.p99} ms`);
       idle.push({
         hosts,
         cpuPctOfOneCore: Math.round(pct * 10) / 10,
         simulatorsPctOfOneCore: Math.round(simPct),
+        createMs: creates,
       });
     }
     const fit = leastSquares(idle.map((p) => [p.hosts, p.cpuPctOfOneCore]));
@@ -268,6 +292,7 @@ async function main(): Promise<void> {
         simulatedHostProcessesPctOfOneCoreWithHosts: Object.fromEntries(
           idle.map((p) => [String(p.hosts), p.simulatorsPctOfOneCore]),
         ),
+        createMsWithHosts: Object.fromEntries(idle.map((p) => [String(p.hosts), p.createMs])),
         pctPerHost: Math.round(fit.slope * 1000) / 1000,
         pctAtZeroHosts: Math.round(fit.intercept * 10) / 10,
       },
