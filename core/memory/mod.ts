@@ -9,10 +9,6 @@
  * @module
  */
 import { log } from "../log/mod.ts";
-import { keepHeapNearLive } from "./heap.ts";
-import { metrics } from "../metrics/mod.ts";
-
-export { fullCollector, keepHeapNearLive } from "./heap.ts";
 
 const TRIM_EVERY_MS = 10_000;
 
@@ -30,26 +26,16 @@ export function openLibc(): Libc | null {
   }
 }
 
-/**
- * Trims freed native memory every few seconds and keeps the JavaScript heap near its live
- * size (./heap.ts); returns a function that stops both.
- */
+/** Trims freed memory now and every few seconds; returns a function that stops it. */
 export function keepMemoryTrimmed(everyMs = TRIM_EVERY_MS): () => void {
-  const stopHeap = keepHeapNearLive({
-    onCollected: (freed) => {
-      metrics.heapCollections.inc();
-      metrics.heapCollectedBytes.inc(Math.max(0, freed));
-    },
-  });
   const libc = openLibc();
   if (!libc) {
     log.debug("malloc_trim not available: freed native memory stays with the allocator");
-    return stopHeap;
+    return () => {};
   }
   const timer = setInterval(() => libc.symbols.malloc_trim(0), everyMs);
   Deno.unrefTimer(timer);
   return () => {
-    stopHeap();
     clearInterval(timer);
     libc.close();
   };

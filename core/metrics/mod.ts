@@ -78,16 +78,6 @@ export const metrics = {
     labelNames: ["kind"] as const,
     registers: [registry],
   }),
-  heapCollections: new client.Counter({
-    name: "novactl_process_heap_collections_total",
-    help: "Full collections the node ran because its heap in use had doubled (core/memory)",
-    registers: [registry],
-  }),
-  heapCollectedBytes: new client.Counter({
-    name: "novactl_process_heap_collected_bytes_total",
-    help: "Heap those collections freed",
-    registers: [registry],
-  }),
   tempFilesSwept: new client.Counter({
     name: "novactl_storage_temp_files_swept_total",
     help: "Leftover temporary files removed by the startup sweep",
