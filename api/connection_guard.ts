@@ -23,6 +23,7 @@
 import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
 import { Duplex } from "node:stream";
 import { log } from "../core/log/mod.ts";
+import { metrics } from "../core/metrics/mod.ts";
 
 export interface ConnectionLimits {
   /** A new connection must complete its handshake and a request's headers within this. */
@@ -262,9 +263,29 @@ export class ConnectionGuard {
 
   // ---- shared ----------------------------------------------------------------
 
+  #lastCapWarning = 0;
+
+  /** A connection refused at the cap is counted, and said at most every 10 s. */
+  #refusedOverCap(remoteHost: string): void {
+    metrics.connectionsRefused.inc();
+    const now = Date.now();
+    if (now - this.#lastCapWarning < 10_000) return;
+    this.#lastCapWarning = now;
+    log.warn("connection refused: the listener is at its connection cap", {
+      from: remoteHost,
+      maxConnections: this.#limits.maxConnections,
+      hint: "raise NOVACTL_MAX_CONNECTIONS",
+    });
+  }
+
   /** Counts a new connection, or refuses it (over the cap, or closing): null then. */
   #admit(remoteHost: string, destroy: () => void): GuardedConnection | null {
-    if (this.#closed || this.#open.size >= this.#limits.maxConnections || !this.#target) {
+    if (this.#closed || !this.#target) {
+      destroy();
+      return null;
+    }
+    if (this.#open.size >= this.#limits.maxConnections) {
+      this.#refusedOverCap(remoteHost);
       destroy();
       return null;
     }

@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 import { ApiServer } from "./server.ts";
+import { registry } from "../core/metrics/mod.ts";
 import {
   createCa,
   createNodeKeyAndCsr,
@@ -121,6 +122,12 @@ function closedBy(conn: Deno.Conn): Promise<true> {
   return conn.read(new Uint8Array(1024)).then(() => true, () => true);
 }
 
+/** novactl_http_connections_refused_total as /metrics would show it. */
+async function refusedCount(): Promise<number> {
+  const text = await registry.metrics();
+  return Number(/^novactl_http_connections_refused_total (\d+)/m.exec(text)?.[1] ?? NaN);
+}
+
 testWithTimeout({
   name: "ApiServer: connections beyond the cap and idle ones past the header timeout are closed",
   timeoutMs: 2 * MINUTE,
@@ -135,6 +142,7 @@ testWithTimeout({
   });
   server.serveWith(() => new Response("ok"));
   const open = () => Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  const refusedBefore = await refusedCount();
   try {
     const a = await open();
     const b = await open();
@@ -146,6 +154,7 @@ testWithTimeout({
       closedBy(b).then(() => "b"),
     ]);
     assertEquals(first, "c");
+    assertEquals(await refusedCount() - refusedBefore, 1, "the refusal is counted");
     // a and b never send a request: the header timer closes them too.
     assert(await closedBy(a));
     assert(await closedBy(b));

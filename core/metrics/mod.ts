@@ -78,6 +78,12 @@ export const metrics = {
     labelNames: ["kind"] as const,
     registers: [registry],
   }),
+  connectionsRefused: new client.Counter({
+    name: "novactl_http_connections_refused_total",
+    help:
+      "Connections the listener closed at once because it held its maximum (NOVACTL_MAX_CONNECTIONS)",
+    registers: [registry],
+  }),
   tempFilesSwept: new client.Counter({
     name: "novactl_storage_temp_files_swept_total",
     help: "Leftover temporary files removed by the startup sweep",
