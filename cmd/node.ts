@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { startNode } from "./node_start.ts";
 import { simulateHosts } from "./simulate_hosts.ts";
+import type { SimulatedHardware } from "../host/mod.ts";
 import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
@@ -12,34 +13,47 @@ function collectLabel(value: string, previous: Record<string, string>): Record<s
   return { ...previous, [m[1]]: m[2] };
 }
 
+/** The hardware a simulated host registers (`node start --simulated-host`, `node simulate-hosts`). */
+function withSimulatedHardware(cmd: Command): Command {
+  return cmd
+    .option("--simulated-cpus <n>", "CPUs a simulated host registers", positiveInt, 64)
+    .option("--simulated-memory <MiB>", "memory a simulated host registers", positiveInt, 262_144);
+}
+
+function simulatedHardwareOf(
+  opts: { simulatedCpus: number; simulatedMemory: number },
+): SimulatedHardware {
+  return { cpus: opts.simulatedCpus, memoryMiB: opts.simulatedMemory };
+}
+
 export function nodeCommand(): Command {
   const node = new Command("node").description("cluster members (hypervisor hosts)");
 
-  node.command("start").description("run this host as a cluster node")
-    .requiredOption("--name <name>", "unique node name")
-    .requiredOption("--data-dir <dir>", "where Raft log, state and identity live")
-    .option("--listen <host:port>", "address to serve API and peer traffic on", "127.0.0.1:7070")
-    .option(
-      "--advertise <url>",
-      "URL peers and clients use to reach this node (default https://LISTEN)",
-    )
-    .option("--join <url>", "URL of any member of the cluster to join")
-    .option(
-      "--token <token>",
-      "join token (from `novactl cluster token create`; prefer --token-file: ps shows argv)",
-    )
-    .option("--token-file <file>", "file holding the join token (env NOVACTL_JOIN_TOKEN)")
-    .option(
-      "--insecure-http",
-      "serve plain HTTP instead of HTTPS (loopback listen addresses only; development)",
-    )
-    .option("--label <key=value>", "node label (repeatable)", collectLabel, {})
-    .option(
-      "--simulated-host",
-      "SIMULATION for scale tests: report VMs placed here as running without QEMU",
-    )
-    .option("--simulated-cpus <n>", "CPUs a simulated host registers", positiveInt, 64)
-    .option("--simulated-memory <MiB>", "memory a simulated host registers", positiveInt, 262_144)
+  withSimulatedHardware(
+    node.command("start").description("run this host as a cluster node")
+      .requiredOption("--name <name>", "unique node name")
+      .requiredOption("--data-dir <dir>", "where Raft log, state and identity live")
+      .option("--listen <host:port>", "address to serve API and peer traffic on", "127.0.0.1:7070")
+      .option(
+        "--advertise <url>",
+        "URL peers and clients use to reach this node (default https://LISTEN)",
+      )
+      .option("--join <url>", "URL of any member of the cluster to join")
+      .option(
+        "--token <token>",
+        "join token (from `novactl cluster token create`; prefer --token-file: ps shows argv)",
+      )
+      .option("--token-file <file>", "file holding the join token (env NOVACTL_JOIN_TOKEN)")
+      .option(
+        "--insecure-http",
+        "serve plain HTTP instead of HTTPS (loopback listen addresses only; development)",
+      )
+      .option("--label <key=value>", "node label (repeatable)", collectLabel, {})
+      .option(
+        "--simulated-host",
+        "SIMULATION for scale tests: report VMs placed here as running without QEMU",
+      ),
+  )
     .action(async (opts) => {
       await startNode({
         name: opts.name,
@@ -51,30 +65,28 @@ export function nodeCommand(): Command {
         tokenFile: opts.tokenFile,
         insecureHttp: opts.insecureHttp === true,
         label: opts.label,
-        simulatedHost: opts.simulatedHost === true
-          ? { cpus: opts.simulatedCpus, memoryMiB: opts.simulatedMemory }
-          : undefined,
+        simulatedHost: opts.simulatedHost === true ? simulatedHardwareOf(opts) : undefined,
       });
     });
 
-  node.command("simulate-hosts")
-    .description(
-      "SIMULATION for scale tests: run --count simulated hosts (no QEMU) as members, in one process",
-    )
-    .requiredOption("--count <n>", "how many simulated hosts", positiveInt)
-    .requiredOption("--data-dir <dir>", "each host's data dir is DIR/NAME")
-    .option("--name-prefix <prefix>", "hosts are named PREFIX1 … PREFIXn", "sim")
-    .option(
-      "--listen-host <host>",
-      "address every host listens on (each its own port)",
-      "127.0.0.1",
-    )
-    .option("--join <url>", "URL of any member of the cluster to join")
-    .option("--token-file <file>", "join tokens, one per line, one per host that has not joined")
-    .option("--insecure-http", "serve plain HTTP (loopback only; development)")
-    .option("--simulated-cpus <n>", "CPUs each host registers", positiveInt, 64)
-    .option("--simulated-memory <MiB>", "memory each host registers", positiveInt, 262_144)
-    .option("--parallel <n>", "hosts joining at the same time", positiveInt, 4)
+  withSimulatedHardware(
+    node.command("simulate-hosts")
+      .description(
+        "SIMULATION for scale tests: run --count simulated hosts (no QEMU) as members, in one process",
+      )
+      .requiredOption("--count <n>", "how many simulated hosts", positiveInt)
+      .requiredOption("--data-dir <dir>", "each host's data dir is DIR/NAME")
+      .option("--name-prefix <prefix>", "hosts are named PREFIX1 … PREFIXn", "sim")
+      .option(
+        "--listen-host <host>",
+        "address every host listens on (each its own port)",
+        "127.0.0.1",
+      )
+      .option("--join <url>", "URL of any member of the cluster to join")
+      .option("--token-file <file>", "join tokens, one per line, one per host that has not joined")
+      .option("--insecure-http", "serve plain HTTP (loopback only; development)")
+      .option("--parallel <n>", "hosts joining at the same time", positiveInt, 4),
+  )
     .action(async (opts) => {
       await simulateHosts({
         count: opts.count,
@@ -84,7 +96,7 @@ export function nodeCommand(): Command {
         join: opts.join,
         tokenFile: opts.tokenFile,
         insecureHttp: opts.insecureHttp === true,
-        hardware: { cpus: opts.simulatedCpus, memoryMiB: opts.simulatedMemory },
+        hardware: simulatedHardwareOf(opts),
         parallel: opts.parallel,
       });
     });

@@ -15,15 +15,42 @@ interface Vm {
   state: string;
 }
 
-/** Pids of QEMU processes whose command line names `dir`. */
-async function qemusUnder(dir: string): Promise<number[]> {
+/** Pids of the processes whose command line passes `test`. */
+async function pidsWhere(test: (cmdline: string) => boolean): Promise<number[]> {
   const pids: number[] = [];
   for await (const e of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
     const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
-    if (cmd.startsWith("qemu-system") && cmd.includes(dir)) pids.push(Number(e.name));
+    if (test(cmd)) pids.push(Number(e.name));
   }
   return pids;
+}
+
+/** Pids of QEMU processes whose command line names `dir`. */
+function qemusUnder(dir: string): Promise<number[]> {
+  return pidsWhere((cmd) => cmd.startsWith("qemu-system") && cmd.includes(dir));
+}
+
+/** Processes whose command line contains every one of `words`. */
+function processesWith(...words: string[]): Promise<number[]> {
+  return pidsWhere((cmd) => words.every((w) => cmd.includes(w)));
+}
+
+/** `call(method, path, body)` against the leader as admin; anything but a 2xx fails the test. */
+function leaderCaller(cluster: NovactlCluster) {
+  return async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    const r = await requestJson<T>(`${await cluster.leaderUrl()}${path}`, {
+      method,
+      body,
+      token: cluster.adminToken,
+      timeoutMs: 30_000,
+    });
+    assert(
+      r.status >= 200 && r.status < 300,
+      `${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`,
+    );
+    return r.body as T;
+  };
 }
 
 testWithTimeout({
@@ -37,19 +64,7 @@ testWithTimeout({
   });
   await cluster.start(3);
   const token = cluster.adminToken;
-  const call = async <T>(method: string, path: string, body?: unknown) => {
-    const r = await requestJson<T>(`${await cluster.leaderUrl()}${path}`, {
-      method,
-      body,
-      token,
-      timeoutMs: 30_000,
-    });
-    assert(
-      r.status >= 200 && r.status < 300,
-      `${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`,
-    );
-    return r.body as T;
-  };
+  const call = leaderCaller(cluster);
   const states = async () => (await call<{ vms: Vm[] }>("GET", "/api/v1/vms")).vms;
   try {
     const { nodes } = await call<{ nodes: { inventory: { cpus: number; version: string } }[] }>(
@@ -150,17 +165,6 @@ testWithTimeout({
   }
 });
 
-/** Processes whose command line contains every one of `words`. */
-async function processesWith(...words: string[]): Promise<number[]> {
-  const pids: number[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
-    if (words.every((w) => cmd.includes(w))) pids.push(Number(e.name));
-  }
-  return pids;
-}
-
 testWithTimeout({
   name:
     "node simulate-hosts: many whole members in one process, each with its own identity; VMs run on them; an unchanged inventory is not rewritten; SIGTERM stops them all",
@@ -170,17 +174,7 @@ testWithTimeout({
 }, async () => {
   const cluster = new NovactlCluster({ extraNodeArgs: simulatedHostArgs(512, 1_048_576) });
   await cluster.start(1);
-  const token = cluster.adminToken;
-  const call = async <T>(method: string, path: string, body?: unknown) => {
-    const r = await requestJson<T>(`${await cluster.leaderUrl()}${path}`, {
-      method,
-      body,
-      token,
-      timeoutMs: 30_000,
-    });
-    assert(r.status < 300, `${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
-    return r.body as T;
-  };
+  const call = leaderCaller(cluster);
   try {
     // Registrations are checked every second from here on: only a change may be written.
     // n1 stays the only voter: stopping the simulated hosts below must not take the quorum.
