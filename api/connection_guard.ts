@@ -7,23 +7,25 @@
  * without TCP_NODELAY). `node:https` stalls keep-alive requests outright, and
  * `node:tls`'s own server keeps reading a paused socket (no backpressure).
  *
- * So the guard owns the port: a TCP listener (TCP_NODELAY), TLS terminated with
- * `node:tls` over a stream that reads the TCP connection only while the TLS
- * socket wants data — real backpressure (a paused reader held a client at 3 MiB)
- * and no delayed-ACK hold (a 20 KB answer in 0.27 ms) — and each connection's
- * plaintext spliced to plain `Deno.serve` on a loopback port. The server tells the
- * guard when a request on a connection starts and ends, by the port its side of
- * the splice comes from; the guard runs Node's rules:
+ * So the guard owns the port: a `Deno.listenTls` listener (TCP_NODELAY set on it,
+ * see ap./tcp_sockets.ts) whose connections are read only while the server takes
+ * what was read — real backpressure — and each connection's plaintext spliced to
+ * plain `Deno.serve` on a loopback port. The server tells the guard when a request
+ * on a connection starts and ends, by the port its side of the splice comes from;
+ * the guard runs Node's rules:
  * - a connection must complete its TLS handshake and a request's headers within
  *   `headersTimeoutMs` of opening,
  * - a connection with no request in flight is closed after `idleTimeoutMs`,
  * - connections beyond `maxConnections` are closed at once.
  * With `--insecure-http` the same guard splices plain TCP.
+ *
+ * TLS is Deno's own (rustls): until stop 22 it was `node:tls` over a gated
+ * stream, which cost the server 88 µs of CPU per small request against 53–67 µs
+ * now and 43–60 µs in plain TCP (64 clients on loopback).
  */
-import { createSecureContext, type SecureContext, TLSSocket } from "node:tls";
-import { Duplex } from "node:stream";
 import { log } from "../core/log/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
+import { setListenerNoDelay, shutDownSocket } from "./tcp_sockets.ts";
 
 export interface ConnectionLimits {
   /** A new connection must complete its handshake and a request's headers within this. */
@@ -81,13 +83,13 @@ const COPY_BUFFER_BYTES = 64 * 1024;
 const EARLY_ANSWER_GRACE_MS = 1_000;
 /** After an early answer, how many more body bytes a client may send before it is cut. */
 const EARLY_ANSWER_DROP_BYTES = 8 << 20;
-/** Decrypted bytes the TLS socket may hold unread before the guard stops reading the network. */
-const TLS_READ_AHEAD_BYTES = 1 << 20;
 
 export class ConnectionGuard {
   readonly #limits: ConnectionLimits;
-  #context: SecureContext | null;
-  readonly #tcp: Deno.TcpListener;
+  readonly #hostname: string;
+  /** The TLS listener's (null: plain TCP). */
+  #certificate: GuardCertificate | null;
+  #listener: Deno.Listener;
   #port = 0;
   /** By the local port of the guard's socket to the server (the server's `remoteAddr.port`). */
   readonly #byInnerPort = new Map<number, GuardedConnection>();
@@ -98,12 +100,15 @@ export class ConnectionGuard {
 
   private constructor(
     limits: ConnectionLimits,
-    context: SecureContext | null,
-    tcp: Deno.TcpListener,
+    hostname: string,
+    certificate: GuardCertificate | null,
+    listener: Deno.Listener,
   ) {
     this.#limits = limits;
-    this.#context = context;
-    this.#tcp = tcp;
+    this.#hostname = hostname;
+    this.#certificate = certificate;
+    this.#listener = listener;
+    this.#port = (listener.addr as Deno.NetAddr).port;
   }
 
   /**
@@ -117,11 +122,11 @@ export class ConnectionGuard {
     limits?: ConnectionLimits;
   }): Promise<ConnectionGuard> {
     const limits = opts.limits ?? defaultConnectionLimits();
-    const tcp = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
-    const context = opts.certificate ? contextOf(opts.certificate) : null;
-    const guard = new ConnectionGuard(limits, context, tcp);
-    guard.#port = tcp.addr.port;
-    void guard.#accept(tcp);
+    const listener = opts.certificate
+      ? listenTls(opts.hostname, opts.port, opts.certificate)
+      : Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
+    const guard = new ConnectionGuard(limits, opts.hostname, opts.certificate, listener);
+    void guard.#accept(listener);
     return Promise.resolve(guard);
   }
 
@@ -133,9 +138,20 @@ export class ConnectionGuard {
     return this.#open.size;
   }
 
-  /** Presents `certificate` to new connections from now on. */
-  useCertificate(certificate: GuardCertificate): void {
-    if (this.#context) this.#context = contextOf(certificate);
+  /**
+   * Presents `certificate` to new connections from now on (a node's own, after the
+   * throwaway one it listened with while starting). The port is bound again with
+   * it; connections already open keep theirs.
+   */
+  async useCertificate(certificate: GuardCertificate): Promise<void> {
+    if (!this.#certificate || this.#closed) return;
+    this.#certificate = certificate;
+    this.#listener = await listenTlsAgain(
+      this.#listener,
+      () => listenTls(this.#hostname, this.#port, certificate),
+    );
+    if (this.#closed) this.#listener.close();
+    else void this.#accept(this.#listener);
   }
 
   /** New connections go to the server on loopback port `port` (existing ones stay where they are). */
@@ -176,21 +192,23 @@ export class ConnectionGuard {
     if (this.#closed) return;
     this.#closed = true;
     try {
-      this.#tcp.close();
+      this.#listener.close();
     } catch { /* already closed */ }
     for (const conn of [...this.#open]) conn.close();
   }
 
   // ---- accepting ---------------------------------------------------------------
 
-  async #accept(listener: Deno.TcpListener): Promise<void> {
+  async #accept(listener: Deno.Listener): Promise<void> {
     try {
       for await (const client of listener) {
-        if (this.#context) void this.#spliceTls(client, this.#context);
-        else void this.#splicePlain(client);
+        if (this.#certificate) void this.#spliceTls(client as Deno.TlsConn);
+        else void this.#splicePlain(client as Deno.TcpConn);
       }
     } catch (err) {
-      if (!this.#closed) log.error("listener failed", { error: String(err) });
+      if (!this.#closed && listener === this.#listener) {
+        log.error("listener failed", { error: String(err) });
+      }
     }
   }
 
@@ -210,54 +228,42 @@ export class ConnectionGuard {
     conn.close();
   }
 
-  async #spliceTls(client: Deno.TcpConn, context: SecureContext): Promise<void> {
-    const gated = gatedStream(client);
-    const sock = new TLSSocket(gated.stream, {
-      isServer: true,
-      secureContext: context,
-      ALPNProtocols: ["http/1.1"],
-    });
-    gated.readFor(sock);
+  async #spliceTls(client: Deno.TlsConn): Promise<void> {
+    let handshaken = false;
     const conn = this.#admit(client.remoteAddr.hostname, () => {
-      sock.destroy();
       try {
         client.close();
       } catch { /* already closed */ }
+      // Deno keeps the socket of a TLS connection closed before its handshake finished.
+      if (!handshaken) shutDownSocket(this.#port, client.remoteAddr.port);
     });
     if (!conn) return;
-    client.setNoDelay(true);
-    sock.on("error", () => conn.close());
-    sock.once("close", () => conn.close());
+    // The connection's timer (headersTimeoutMs) closes a handshake that takes too long.
     // A failed handshake (a client that distrusts us, or garbage) is the client's problem.
-    const secure = await new Promise<boolean>((resolve) => {
-      sock.once("secure", () => resolve(true));
-      sock.once("close", () => resolve(false));
-    });
-    if (!secure) return;
+    try {
+      await client.handshake();
+      handshaken = true;
+    } catch {
+      conn.close();
+      return;
+    }
     const server = await this.#connectServer(conn);
     if (!server) return;
     let hungUp = false;
     conn.hangUp = () => {
       if (hungUp) return;
       hungUp = true;
-      sock.pause();
       // The server sees the request end here; it finishes its answer and closes (below).
       server.closeWrite().catch(() => {});
       setTimeout(() => conn.close(), EARLY_ANSWER_GRACE_MS);
     };
-    forwardClient(sock, server, conn, () => hungUp);
-    // Server → client.
-    const buf = new Uint8Array(COPY_BUFFER_BYTES);
+    void forwardClient(client, server, conn, () => hungUp);
     try {
-      for (;;) {
-        const n = await server.read(buf);
-        if (n === null) break;
-        if (!sock.write(buf.slice(0, n))) await drained(sock);
-      }
-    } catch { /* the server side closed */ }
+      await copyAll(server, client);
+    } catch { /* either side went away */ }
     // The server is done with this connection: the answer is out, nothing more is read.
     conn.answered = true;
-    sock.end();
+    await client.closeWrite().catch(() => {});
     conn.hangUp();
   }
 
@@ -349,92 +355,92 @@ export class ConnectionGuard {
 /** What closing a connection also closes (its splice to the server). */
 const innerClosers = new WeakMap<GuardedConnection, (() => void)[]>();
 
-function contextOf(certificate: GuardCertificate): SecureContext {
-  return createSecureContext({ cert: certificate.cert, key: certificate.key });
-}
-
-/**
- * The TCP connection as the stream a server-side TLSSocket reads and writes. It
- * reads the network only while the TLS socket wants data (not paused, less than
- * {@link TLS_READ_AHEAD_BYTES} decrypted and unread): a TLSSocket made by
- * `tls.createServer` in Deno goes on reading a paused socket, so backpressure is
- * given here.
- */
-function gatedStream(conn: Deno.TcpConn): { stream: Duplex; readFor(tls: TLSSocket): void } {
-  const buf = new Uint8Array(COPY_BUFFER_BYTES);
-  let tls: TLSSocket | null = null;
-  const stream: Duplex = new Duplex({
-    read() {
-      const pull = () =>
-        conn.read(buf).then(
-          (n) => stream.push(n === null ? null : buf.slice(0, n)),
-          () => stream.push(null),
-        );
-      if (tls && (tls.isPaused() || tls.readableLength > TLS_READ_AHEAD_BYTES)) {
-        tls.once("resume", pull);
-      } else void pull();
-    },
-    write(chunk: Uint8Array, _encoding, done) {
-      writeAll(conn, chunk).then(() => done(), (err) => done(err));
-    },
-    final(done) {
-      conn.closeWrite().then(() => done(), () => done());
-    },
-    destroy(_err, done) {
-      try {
-        conn.close();
-      } catch { /* already closed */ }
-      done(null);
-    },
+/** A TLS listener on `hostname:port` whose connections have TCP_NODELAY. */
+function listenTls(
+  hostname: string,
+  port: number,
+  certificate: GuardCertificate,
+): Deno.TlsListener {
+  const listener = Deno.listenTls({
+    hostname,
+    port,
+    cert: certificate.cert,
+    key: certificate.key,
+    alpnProtocols: ["http/1.1"],
   });
-  return { stream, readFor: (s) => tls = s };
+  setListenerNoDelay((listener.addr as Deno.NetAddr).port);
+  return listener;
 }
 
 /**
- * Client → server over TLS, in order. The TLS socket is paused while a chunk is
- * written to the server, which (through {@link gatedStream}) stops reading the
- * network: a client sending faster than the server reads is held back by TCP.
- * After an early answer its bytes are dropped and, past a bound, it is cut.
+ * Replaces `old` by the listener `listen` makes on the same port. Deno releases a
+ * closed listener's socket once its pending accept is cancelled, a turn of the
+ * event loop later, so the bind is retried meanwhile. The port is free between
+ * the two for a moment: a connection refused then is retried as any refused
+ * connection is (this happens once, while a node starts).
  */
-function forwardClient(
-  sock: TLSSocket,
+async function listenTlsAgain(
+  old: Deno.Listener,
+  listen: () => Deno.TlsListener,
+): Promise<Deno.TlsListener> {
+  try {
+    old.close();
+  } catch { /* already closed */ }
+  for (let attempt = 0;; attempt++) {
+    try {
+      return listen();
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AddrInUse) || attempt >= REBIND_ATTEMPTS) throw err;
+      await new Promise((resolve) => setTimeout(resolve, attempt < 10 ? 0 : 10));
+    }
+  }
+}
+
+/** About 1 s of retries: a port still bound by then is someone else's. */
+const REBIND_ATTEMPTS = 100;
+
+/**
+ * Client → server over TLS, in order: the client is read only once what was read
+ * has been written to the server, so a client sending faster than the server reads
+ * is held back by TCP. After an early answer its bytes are dropped and, past a
+ * bound, it is cut; after a hang-up it is no longer read.
+ */
+async function forwardClient(
+  client: Deno.TlsConn,
   server: Deno.TcpConn,
   conn: GuardedConnection,
   hungUp: () => boolean,
-): void {
+): Promise<void> {
+  const buf = new Uint8Array(COPY_BUFFER_BYTES);
   let dropped = 0;
-  let ended = false;
-  let writing = Promise.resolve();
-  sock.on("data", (chunk: Uint8Array) => {
-    if (conn.answered) {
-      dropped += chunk.length;
-      if (dropped > EARLY_ANSWER_DROP_BYTES) conn.hangUp();
-      return;
+  try {
+    for (;;) {
+      const n = await client.read(buf);
+      if (hungUp()) return;
+      if (n === null) {
+        if (!conn.answered) await server.closeWrite();
+        return;
+      }
+      if (conn.answered) {
+        dropped += n;
+        if (dropped > EARLY_ANSWER_DROP_BYTES) conn.hangUp();
+        continue;
+      }
+      await writeAll(server, buf.subarray(0, n));
     }
-    sock.pause();
-    writing = writing.then(() => writeAll(server, chunk)).then(
-      () => void (hungUp() || sock.resume()),
-      () => conn.close(),
-    );
-  });
-  sock.once("end", () => {
-    ended = true;
-    void writing.then(() => {
-      if (ended) return server.closeWrite();
-    }).catch(() => {});
-  });
+  } catch {
+    conn.close();
+  }
 }
 
-function drained(sock: TLSSocket): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      sock.off("drain", done);
-      sock.off("close", done);
-      resolve();
-    };
-    sock.on("drain", done);
-    sock.on("close", done);
-  });
+/** Copies `from` to `to` until `from` ends. */
+async function copyAll(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(COPY_BUFFER_BYTES);
+  for (;;) {
+    const n = await from.read(buf);
+    if (n === null) return;
+    await writeAll(to, buf.subarray(0, n));
+  }
 }
 
 async function writeAll(to: Deno.Conn, chunk: Uint8Array): Promise<void> {

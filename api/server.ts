@@ -141,12 +141,11 @@ export class DenoApiServer implements ApiServer {
    * Presents the node's certificate and accepts peer requests signed for
    * `selfUrl` (the node's advertised URL) by members' certificates.
    */
-  useTls(tls: NodeTls, selfUrl: string): Promise<void> {
-    if (this.#insecure) return Promise.resolve();
+  async useTls(tls: NodeTls, selfUrl: string): Promise<void> {
+    if (this.#insecure) return;
     this.#verifier = new SignatureVerifier(tls, selfUrl);
     this.#ownCert = tls.certPem;
-    this.#guard.useCertificate({ cert: tls.certPem, key: tls.keyPem });
-    return Promise.resolve();
+    await this.#guard.useCertificate({ cert: tls.certPem, key: tls.keyPem });
   }
 
   /** Routes requests to `handler` from now on. */

@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 import { ApiServer } from "./server.ts";
+import { noDelayOfSockets } from "./tcp_sockets.ts";
 import { registry } from "../core/metrics/mod.ts";
 import {
   createCa,
@@ -80,6 +81,8 @@ testWithTimeout({
   });
   const port = server.port;
   const client = Deno.createHttpClient({ caCerts: [ca.certPem] });
+  // A connection open while the certificate changes: the port is bound again under it.
+  const early = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
     // The throwaway certificate is not the cluster CA's: a client pinning the CA refuses it.
     const before = await fetch(`https://127.0.0.1:${port}/healthz`, { client }).then(
@@ -92,7 +95,14 @@ testWithTimeout({
     server.serveWith(() => new Response("ok"));
     const res = await fetch(`https://127.0.0.1:${port}/healthz`, { client });
     assertEquals(await res.text(), "ok");
+    // The connection made before keeps the certificate it was accepted with.
+    const tls = await Deno.startTls(early, { hostname: "127.0.0.1", caCerts: [ca.certPem] });
+    const handshake = await tls.handshake().then(() => "trusted", () => "refused");
+    assertEquals(handshake, "refused");
   } finally {
+    try {
+      early.close();
+    } catch { /* handed to startTls, which closed it */ }
     client.close();
     await server.shutdown();
   }
@@ -128,45 +138,50 @@ async function refusedCount(): Promise<number> {
   return Number(/^novactl_http_connections_refused_total (\d+)/m.exec(text)?.[1] ?? NaN);
 }
 
-testWithTimeout({
-  name: "ApiServer: connections beyond the cap and idle ones past the header timeout are closed",
-  timeoutMs: 2 * MINUTE,
-  sanitizeOps: false,
-  sanitizeResources: false,
-}, async () => {
-  const server = await ApiServer.listen({
-    hostname: "127.0.0.1",
-    port: 0,
-    insecure: true,
-    limits: { headersTimeoutMs: 300, idleTimeoutMs: 300, maxConnections: 2 },
-  });
-  server.serveWith(() => new Response("ok"));
-  const open = () => Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  const refusedBefore = await refusedCount();
-  try {
-    const a = await open();
-    const b = await open();
-    const c = await open();
-    // The third is over the cap: closed at once, before any timeout could matter.
-    const first = await Promise.race([
-      closedBy(c).then(() => "c"),
-      closedBy(a).then(() => "a"),
-      closedBy(b).then(() => "b"),
-    ]);
-    assertEquals(first, "c");
-    assertEquals(await refusedCount() - refusedBefore, 1, "the refusal is counted");
-    // a and b never send a request: the header timer closes them too.
-    assert(await closedBy(a));
-    assert(await closedBy(b));
-    for (const conn of [a, b, c]) {
-      try {
-        conn.close();
-      } catch { /* closed */ }
+for (const mode of ["plain", "tls"] as const) {
+  testWithTimeout({
+    name:
+      `ApiServer (${mode}): connections beyond the cap and idle ones past the header timeout are closed`,
+    timeoutMs: 2 * MINUTE,
+    sanitizeOps: false,
+    sanitizeResources: false,
+  }, async () => {
+    // Over TLS the connections never start their handshake: Deno would keep their sockets.
+    const server = await ApiServer.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      insecure: mode === "plain",
+      tls: mode === "tls" ? await tlsFor("n1", await createCa("c1")) : null,
+      limits: { headersTimeoutMs: 300, idleTimeoutMs: 300, maxConnections: 2 },
+    });
+    server.serveWith(() => new Response("ok"));
+    const open = () => Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    const refusedBefore = await refusedCount();
+    try {
+      const a = await open();
+      const b = await open();
+      const c = await open();
+      // The third is over the cap: closed at once, before any timeout could matter.
+      const first = await Promise.race([
+        closedBy(c).then(() => "c"),
+        closedBy(a).then(() => "a"),
+        closedBy(b).then(() => "b"),
+      ]);
+      assertEquals(first, "c");
+      assertEquals(await refusedCount() - refusedBefore, 1, "the refusal is counted");
+      // a and b never send a request: the header timer closes them too.
+      assert(await closedBy(a));
+      assert(await closedBy(b));
+      for (const conn of [a, b, c]) {
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      }
+    } finally {
+      await server.shutdown();
     }
-  } finally {
-    await server.shutdown();
-  }
-});
+  });
+}
 
 for (const mode of ["tls", "plain"] as const) {
   testWithTimeout({
@@ -511,6 +526,33 @@ testWithTimeout({
     a.close();
     b.close();
     client.close();
+    await server.shutdown();
+  }
+});
+
+testWithTimeout({
+  name:
+    "ApiServer: TLS connections are accepted with TCP_NODELAY (an answer's last TLS record is not held for the delayed ACK)",
+  ...opts,
+}, async () => {
+  const ca = await createCa("c1");
+  const n1 = await tlsFor("n1", ca);
+  // Started with the throwaway certificate, then the node's own: both listeners set it.
+  const server = await ApiServer.listen({ hostname: "127.0.0.1", port: 0, insecure: false });
+  await server.useTls(n1, `https://127.0.0.1:${server.port}`);
+  server.serveWith(() => new Response("x".repeat(20_000)));
+  const conns = [
+    await connectTlsTo(server.port, ca.certPem),
+    await connectTlsTo(server.port, ca.certPem),
+  ];
+  try {
+    for (const c of conns) await c.handshake();
+    const sockets = noDelayOfSockets(server.port);
+    // The listener and the two accepted connections.
+    assertEquals(sockets.size, 3, `sockets on the port: ${[...sockets]}`);
+    assertEquals([...sockets.values()], [true, true, true]);
+  } finally {
+    for (const c of conns) c.close();
     await server.shutdown();
   }
 });
