@@ -27,6 +27,7 @@ import {
   redactVm,
 } from "../../core/cloudinit/mod.ts";
 import type { Env } from "../context.ts";
+import { VmListing } from "../vm_listing.ts";
 import type { Role, VmQuery } from "../../core/fsm/mod.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
@@ -147,6 +148,7 @@ function afterOf(token: string): string {
 
 export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   const app = new Hono<Env>();
+  const listing = new VmListing(node.fsm);
   app.use("*", bearerAuth(node));
   const who = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
   // Only admins see cloud-init secrets (password hash, user-data) in anything returning a VM.
@@ -160,12 +162,11 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 
   app.get("/", (c) => {
     const q = vmQueryOf((k) => c.req.query(k), c.req.queries("label") ?? []);
-    const vms = node.fsm.listVms(q);
-    const more = q.limit !== undefined && vms.length === q.limit;
-    return c.json({
-      vms: vms.map((vm) => shown(c, vm)),
-      ...(more ? { continue: continueToken(vms[vms.length - 1].name) } : {}),
-    });
+    const page = listing.page(q, c.get("principal").role);
+    const more = page.lastName === null
+      ? ""
+      : `,"continue":${JSON.stringify(continueToken(page.lastName))}`;
+    return c.body(`{"vms":${page.json}${more}}`, 200, { "content-type": "application/json" });
   });
   app.get("/:name", (c) => c.json(shown(c, vmOr404(c.req.param("name")))));
 

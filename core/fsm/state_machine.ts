@@ -287,6 +287,11 @@ export class StateMachine {
     return vms.get(this.#store, name);
   }
 
+  /** Names of the VMs on `q`'s node, in its state, after its `after` (labels and limit ignored). */
+  vmNames(q: vms.VmQuery): string[] {
+    return vms.names(this.#store, q);
+  }
+
   /** VMs matching `q` (filters, a page), in name order. */
   listVms(q: vms.VmQuery): VmRecord[] {
     return vms.list(this.#store, q);

@@ -56,14 +56,17 @@ export interface VmQuery {
  * the page is full.
  */
 /** The SELECT behind {@link list} (a test reads its query plan). */
-export function listSql(q: VmQuery): { sql: string; args: (string | number)[] } {
+export function listSql(
+  q: VmQuery,
+  columns = "*",
+): { sql: string; args: (string | number)[] } {
   const where: string[] = [];
   const args: (string | number)[] = [];
   if (q.node !== undefined) where.push("node = ?"), args.push(q.node);
   if (q.state !== undefined) where.push("state = ?"), args.push(q.state);
   if (q.after !== undefined) where.push("name > ?"), args.push(q.after);
   if (q.ha) where.push(HA_TERM);
-  const sql = `SELECT * FROM vms${
+  const sql = `SELECT ${columns} FROM vms${
     where.length ? ` WHERE ${where.join(" AND ")}` : ""
   } ORDER BY name`;
   return { sql, args };
@@ -83,6 +86,15 @@ export function list(s: Store, q: VmQuery): VmRecord[] {
     if (out.length >= limit) break;
   }
   return out;
+}
+
+/**
+ * Names of the VMs matching `q`'s node, state and `after`, in order; labels and the
+ * page size are the caller's to apply (api/vm_listing.ts, from its own copy of each VM).
+ */
+export function names(s: Store, q: VmQuery): string[] {
+  const { sql, args } = listSql(q, "name");
+  return (s.sql(sql).all(...args) as { name: string }[]).map((r) => r.name);
 }
 
 export function get(s: Store, name: string): VmRecord | null {
