@@ -287,8 +287,11 @@ export class StateMachine {
     return vms.get(this.#store, name);
   }
 
-  /** Names of the VMs on `q`'s node, in its state, after its `after` (labels and limit ignored). */
-  vmNames(q: vms.VmQuery): string[] {
+  /**
+   * Names of the VMs on `q`'s node, in its state, after its `after` (labels and limit
+   * ignored), read as the caller iterates: within one turn of the event loop.
+   */
+  vmNames(q: vms.VmQuery): Iterable<string> {
     return vms.names(this.#store, q);
   }
 

@@ -89,12 +89,14 @@ export function list(s: Store, q: VmQuery): VmRecord[] {
 }
 
 /**
- * Names of the VMs matching `q`'s node, state and `after`, in order; labels and the
- * page size are the caller's to apply (api/vm_listing.ts, from its own copy of each VM).
+ * Names of the VMs matching `q`'s node, state and `after`, in order, read as the
+ * caller goes (a page stops early); labels and the page size are the caller's to
+ * apply (api/vm_listing.ts, from its own copy of each VM). Read them within one
+ * turn of the event loop: no command may apply in between.
  */
-export function names(s: Store, q: VmQuery): string[] {
+export function* names(s: Store, q: VmQuery): Generator<string> {
   const { sql, args } = listSql(q, "name");
-  return (s.sql(sql).all(...args) as { name: string }[]).map((r) => r.name);
+  for (const row of s.sql(sql).iterate(...args) as Iterable<{ name: string }>) yield row.name;
 }
 
 export function get(s: Store, name: string): VmRecord | null {
