@@ -94,6 +94,8 @@ const SIMULATED_HOST_ARGS = simulatedHostArgs(16_384, 16 << 20);
 const SEED_PREFIX = "seed";
 const PAUSE_BETWEEN_RUNS_MS = 1_000;
 const DELETE_PARALLELISM = 64;
+/** Cleanup deletes answered 503 (no leader for a moment) are retried this often, 200 ms apart. */
+const CLEANUP_ATTEMPTS_ON_503 = 50;
 const CLEANUP_TIMEOUT_MS = 300_000;
 /** Thousands of stopped VMs on 3 hosts of this size only fit with the widest overcommit. */
 const WIDE_OVERCOMMIT = {
@@ -217,13 +219,20 @@ class NovactlApi {
     let next = 0;
     await Promise.all(Array.from({ length: DELETE_PARALLELISM }, async () => {
       for (let i = next++; i < names.length; i = next++) {
-        const url = `${await this.novactl.cluster.leaderUrl()}/api/v1/vms/${names[i]}?force=true`;
-        const r = await requestJson(url, {
-          method: "DELETE",
-          token: this.#token,
-          timeoutMs: 30_000,
-        });
-        if (r.status !== 200 && r.status !== 404) {
+        for (let attempt = 1;; attempt++) {
+          const url = `${await this.novactl.cluster.leaderUrl()}/api/v1/vms/${names[i]}?force=true`;
+          const r = await requestJson(url, {
+            method: "DELETE",
+            token: this.#token,
+            timeoutMs: 30_000,
+          });
+          if (r.status === 200 || r.status === 404) break;
+          // A moment without a leader (seen once on a slow disk) is retried as a client would.
+          if (r.status === 503 && attempt < CLEANUP_ATTEMPTS_ON_503) {
+            console.log(`   DELETE ${names[i]} → 503 (attempt ${attempt}); retrying`);
+            await sleep(200);
+            continue;
+          }
           throw new Error(`DELETE ${names[i]} → ${r.status}: ${JSON.stringify(r.body)}`);
         }
       }
