@@ -1,5 +1,6 @@
 /** The per-VM JSON `vm list` joins follows every change, a snapshot install included. */
 import { assertEquals } from "../core/testing/assert.ts";
+import { testVmSpec } from "../core/testing/fixtures.ts";
 import { StateMachine } from "../core/fsm/mod.ts";
 import type { Entry } from "../core/raft/types.ts";
 import { join } from "node:path";
@@ -19,23 +20,7 @@ const image = {
   kernel: { sha256: "a".repeat(64), size: 1 },
   sources: ["n1"],
 };
-const spec = (name: string) => ({
-  name,
-  uuid: `u-${name}`,
-  image: "img",
-  cpus: 1,
-  memoryMiB: 256,
-  node: "n1",
-  ha: false,
-  labels: {},
-  desired: "stopped",
-  restartPolicy: "never",
-  disks: [],
-  cloudInit: null,
-  template: false,
-  generation: 0,
-  snapshots: [],
-});
+const spec = (name: string) => testVmSpec(name, "n1", { uuid: `u-${name}` });
 
 const statesOf = (listing: VmListing) =>
   (JSON.parse(listing.page({}, "viewer").json) as { name: string; state: string }[])

@@ -3,6 +3,7 @@
  * chosen host as it is applied; only the ones that no longer fit are refused.
  */
 import { StateMachine } from "./state_machine.ts";
+import { testVmSpec } from "../testing/fixtures.ts";
 import { assert, assertEquals } from "../testing/assert.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import type { Command, PlannedCreateResult, VmSpec } from "./commands.ts";
@@ -77,26 +78,7 @@ async function cluster(): Promise<StateMachine> {
   return fsm;
 }
 
-function vm(name: string, node: string, extra: Partial<VmSpec> = {}): VmSpec {
-  return {
-    name,
-    uuid: crypto.randomUUID(),
-    image: "img",
-    cpus: 1,
-    memoryMiB: 256,
-    node,
-    ha: false,
-    labels: {},
-    desired: "stopped",
-    restartPolicy: "never",
-    disks: [],
-    cloudInit: null,
-    template: false,
-    generation: 0,
-    snapshots: [],
-    ...extra,
-  };
-}
+const vm = testVmSpec;
 
 function plan(fsm: StateMachine, ...vms: VmSpec[]): PlannedCreateResult[] {
   const value = apply(fsm, {
