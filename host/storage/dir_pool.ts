@@ -236,9 +236,9 @@ export class DirPool {
     for await (const e of Deno.readDir(this.root)) {
       if (!e.isFile || !e.name.endsWith(EXT) || e.name.startsWith(TEMP_PREFIX)) continue;
       const path = join(this.root, e.name);
-      const header = await readQcow2Header(path);
-      if (!header) continue;
-      const st = await Deno.stat(path);
+      const read = await headerAndStat(path);
+      if (!read) continue;
+      const { header, st } = read;
       out.push({
         name: e.name.slice(0, -EXT.length),
         path,
@@ -259,6 +259,23 @@ export class DirPool {
       allocatedBytes: vols.reduce((n, v) => n + v.allocatedBytes, 0),
       freeBytes: await freeBytes(this.root),
     };
+  }
+}
+
+/**
+ * A volume's header and metadata, or null when it is not qcow2 or was
+ * deleted after the directory was read: deletions run concurrently (another
+ * VM's reconcile), and one gone file must not fail every listing.
+ */
+async function headerAndStat(
+  path: string,
+): Promise<{ header: { virtualBytes: number; backing: string | null }; st: Deno.FileInfo } | null> {
+  try {
+    const header = await readQcow2Header(path);
+    return header ? { header, st: await Deno.stat(path) } : null;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
   }
 }
 

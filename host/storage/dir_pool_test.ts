@@ -82,3 +82,16 @@ testWithTimeout({
   await assertRejects(() => p.create("huge", 2 ** 53), /size/);
   assertEquals(await p.list(), []);
 });
+
+testWithTimeout({
+  name: "volumes deleted concurrently: each delete's listing skips the files the others removed",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  const p = await pool();
+  const names = Array.from({ length: 40 }, (_, i) => `v${i}`);
+  for (const n of names) await p.create(n, 16 * MiB);
+  // Every delete lists the pool (to refuse deleting a linked clone's base) while the others remove files.
+  const results = await Promise.allSettled(names.map((n) => p.delete(n)));
+  assertEquals(results.filter((r) => r.status === "rejected").map((r) => String(r.reason)), []);
+  assertEquals(await p.list(), []);
+});
