@@ -39,7 +39,15 @@ type SockLibc = {
   close(): void;
 };
 
+/** Opened once, on first use, and kept: these calls come with every refused or early-closed connection. */
+let sockLibc: SockLibc | null | undefined;
+
 function openSockLibc(): SockLibc | null {
+  if (sockLibc === undefined) sockLibc = dlopenSockLibc();
+  return sockLibc;
+}
+
+function dlopenSockLibc(): SockLibc | null {
   if (Deno.build.os !== "linux") return null;
   try {
     return Deno.dlopen("libc.so.6", {
@@ -114,17 +122,13 @@ export function setListenerNoDelay(port: number): boolean {
     warnOnce("TCP_NODELAY cannot be set on the TLS listener (needs Linux and --allow-ffi)");
     return false;
   }
-  try {
-    const fds = descriptorsOf(socketInodes(port, TCP_LISTEN_STATE));
-    const one = new Uint8Array(new Int32Array([1]).buffer);
-    const set = fds.filter((fd) =>
-      libc.symbols.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4) === 0
-    );
-    if (set.length === 0) warnOnce(`no listening socket of this process found on port ${port}`);
-    return set.length > 0;
-  } finally {
-    libc.close();
-  }
+  const fds = descriptorsOf(socketInodes(port, TCP_LISTEN_STATE));
+  const one = new Uint8Array(new Int32Array([1]).buffer);
+  const set = fds.filter((fd) =>
+    libc.symbols.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4) === 0
+  );
+  if (set.length === 0) warnOnce(`no listening socket of this process found on port ${port}`);
+  return set.length > 0;
 }
 
 /**
@@ -135,17 +139,13 @@ export function noDelayOfSockets(port: number): Map<number, boolean> {
   const libc = openSockLibc();
   const out = new Map<number, boolean>();
   if (!libc) return out;
-  try {
-    for (const fd of descriptorsOf(socketInodes(port, null))) {
-      const value = new Uint8Array(4);
-      const len = new Uint8Array(new Uint32Array([4]).buffer);
-      if (libc.symbols.getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, value, len) !== 0) continue;
-      out.set(fd, new Int32Array(value.buffer)[0] !== 0);
-    }
-    return out;
-  } finally {
-    libc.close();
+  for (const fd of descriptorsOf(socketInodes(port, null))) {
+    const value = new Uint8Array(4);
+    const len = new Uint8Array(new Uint32Array([4]).buffer);
+    if (libc.symbols.getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, value, len) !== 0) continue;
+    out.set(fd, new Int32Array(value.buffer)[0] !== 0);
   }
+  return out;
 }
 
 /** Connections (local port, remote port) waiting for {@link shutDownSockets}. */
@@ -175,17 +175,13 @@ function shutDownPending(): void {
     warnOnce("sockets of TLS connections closed before their handshake cannot be shut down");
     return;
   }
-  try {
-    const inodes = socketInodesWhere((local, remote) =>
-      wanted.has(`${local.slice(local.lastIndexOf(":"))} ${remote.slice(remote.lastIndexOf(":"))}`)
-    );
-    for (const fd of descriptorsOf(inodes)) {
-      // The descriptor may have been closed and reused since the scan: check it again.
-      const inode = inodeOf(fd);
-      if (inode && inodes.has(inode)) libc.symbols.shutdown(fd, SHUT_RDWR);
-    }
-  } finally {
-    libc.close();
+  const inodes = socketInodesWhere((local, remote) =>
+    wanted.has(`${local.slice(local.lastIndexOf(":"))} ${remote.slice(remote.lastIndexOf(":"))}`)
+  );
+  for (const fd of descriptorsOf(inodes)) {
+    // The descriptor may have been closed and reused since the scan: check it again.
+    const inode = inodeOf(fd);
+    if (inode && inodes.has(inode)) libc.symbols.shutdown(fd, SHUT_RDWR);
   }
 }
 
