@@ -15,7 +15,7 @@ import type { Migrator, VmHost } from "../host/mod.ts";
 import { createApp } from "../api/app.ts";
 import { runCli } from "./main.ts";
 import { printTable } from "./output.ts";
-import { parseDiskGiB, parseMemoryMiB } from "./vm.ts";
+import { collectNic, parseDiskGiB, parseMemoryMiB } from "./vm.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
 interface Run {
@@ -289,6 +289,21 @@ testWithTimeout({
     assertThrows(() => parseMemoryMiB(bad), InvalidArgumentError);
   }
   assertThrows(() => parseDiskGiB("10M"), InvalidArgumentError);
+});
+
+testWithTimeout({
+  name: "CLI --nic: NETWORK[,ip=IP][,mac=MAC], repeatable; anything else refused",
+  timeoutMs: 2 * MINUTE,
+}, () => {
+  const one = collectNic("blue", []);
+  assertEquals(one, [{ network: "blue" }]);
+  assertEquals(collectNic("v100,ip=10.0.0.9,mac=02:6e:76:00:00:09", one), [
+    { network: "blue" },
+    { network: "v100", ip: "10.0.0.9", mac: "02:6e:76:00:00:09" },
+  ]);
+  for (const bad of ["", "ip=10.0.0.9", "blue,sg=web", "blue,ip", "blue,,ip=1.2.3.4"]) {
+    assertThrows(() => collectNic(bad, []), InvalidArgumentError);
+  }
 });
 
 testWithTimeout({

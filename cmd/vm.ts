@@ -37,6 +37,24 @@ function collectConstraint(
   return [...previous, { key: m[1], op: m[2] as "=" | "!=", value: m[3] }];
 }
 
+/** `--nic NETWORK[,ip=IP][,mac=MAC]`, as the API's `nics` entries. */
+export function collectNic(
+  value: string,
+  previous: { network: string; ip?: string; mac?: string }[],
+): { network: string; ip?: string; mac?: string }[] {
+  const [network, ...opts] = value.split(",");
+  if (!network || network.includes("=")) {
+    throw new InvalidArgumentError(`"${value}" is not NETWORK[,ip=IP][,mac=MAC]`);
+  }
+  const nic: { network: string; ip?: string; mac?: string } = { network };
+  for (const opt of opts) {
+    const m = /^(ip|mac)=(.+)$/.exec(opt);
+    if (!m) throw new InvalidArgumentError(`"${opt}" in --nic: give ip=IP or mac=MAC`);
+    nic[m[1] as "ip" | "mac"] = m[2];
+  }
+  return [...previous, nic];
+}
+
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
@@ -136,6 +154,7 @@ interface CreateOpts extends WaitOpts {
   haRestartWindow?: number;
   pool?: "dir" | "shared";
   dryRun?: boolean;
+  nic: { network: string; ip?: string; mac?: string }[];
 }
 
 async function cloudInitOf(opts: CreateOpts) {
@@ -190,6 +209,12 @@ export function vmCommand(): Command {
       .option("--ha-max-restarts <n>", "HA restarts allowed per --ha-restart-window", Number)
       .option("--ha-restart-window <seconds>", "window for --ha-max-restarts", Number)
       .option("--pool <pool>", "dir (host-local) | shared (default: shared with --ha)")
+      .option(
+        "--nic <network[,ip=IP][,mac=MAC]>",
+        "a NIC on a network (repeatable; none: one user-mode NIC)",
+        collectNic,
+        [],
+      )
       .option("--dry-run", "print the placement decision and scores; create nothing"),
   )).action(async (name: string, opts: CreateOpts) => {
     const client = clientOf(opts);
@@ -216,6 +241,7 @@ export function vmCommand(): Command {
         : opts.haRestartWindow * 1000,
       pool: opts.pool,
       dryRun: opts.dryRun || undefined,
+      nics: opts.nic.length ? opts.nic : undefined,
     });
     if (opts.dryRun) {
       return render(opts.output, r, () => {

@@ -18,7 +18,7 @@ import type {
   VmSnapshot,
   VmState,
 } from "../core/fsm/mod.ts";
-import { ConflictError, NotFoundError, ValidationError } from "../core/errors/mod.ts";
+import { ConflictError, NotFoundError, NovaError, ValidationError } from "../core/errors/mod.ts";
 import { log } from "../core/log/mod.ts";
 import { KeyedSerializer } from "../core/concurrency/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
@@ -462,7 +462,7 @@ export class VmHost {
         ? { path: files.kernel!, initrd: files.initrd, cmdline: image.cmdline }
         : undefined,
       disks,
-      nics: [{ id: "net0", mac: macFor(vm.uuid) }],
+      nics: userModeNics(vm),
       loadvm: opts.loadvm,
       incoming: opts.incoming,
       generation: vm.generation,
@@ -802,6 +802,22 @@ async function snapshotJob(
 }
 
 /** A stable locally administered MAC derived from the VM's uuid. */
+/**
+ * The one user-mode NIC of a VM without NICs on networks. A VM with NICs on networks is not
+ * started with user-mode networking in their place: its NICs are plugged into OVN, which this
+ * host side does not do yet (the networking issue), so the start fails and says so.
+ */
+function userModeNics(vm: VmRecord): { id: string; mac: string }[] {
+  if (vm.nics?.length) {
+    const networks = [...new Set(vm.nics.map((n) => n.network))].join(", ");
+    throw new NovaError(
+      "precondition_failed",
+      `${vm.name} has NICs on networks (${networks}); plugging them into OVN on this host is not built yet`,
+    );
+  }
+  return [{ id: "net0", mac: macFor(vm.uuid) }];
+}
+
 export function macFor(uuid: string): string {
   const hex = uuid.replace(/-/g, "");
   const bytes = [0x52, 0x54, 0x00, ...[0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16))];

@@ -184,6 +184,52 @@ testWithTimeout({
       assertEquals(help.code, 0);
       assert(/--if-match/.test(help.stdout));
     });
+
+    await step(
+      t,
+      "CLI networks: bad subnets, VLANs and addresses are refused, naming the field; nothing changes",
+      async () => {
+        const nova = (...args: string[]) => cli([...args, "--server", url, "--token", token]);
+        const ok = await nova("network", "create", "blue", "--subnet", "10.10.0.0/24");
+        assertEquals(ok.code, 0, ok.stderr);
+        const listed = async () => (await nova("network", "list", "-o", "json")).stdout;
+        const before = await listed();
+        const refused: [string[], RegExp][] = [
+          [
+            ["network", "create", "b2", "--subnet", "10.10.0.0/16"],
+            /subnet: .*overlaps network "blue"/,
+          ],
+          [["network", "create", "b3", "--subnet", "10.20.0.1/24"], /subnet: .*host bits/],
+          [[
+            "network",
+            "create",
+            "b4",
+            "--type",
+            "vlan",
+            "--vlan",
+            "5000",
+            "--subnet",
+            "10.30.0.0/24",
+          ], /vlan/],
+          [["network", "create", "b5", "--type", "bogus", "--subnet", "10.40.0.0/24"], /bogus/],
+          [
+            ["network", "create", "b6", "--subnet", "10.50.0.0/24", "--gateway", "10.51.0.1"],
+            /gateway: /,
+          ],
+        ];
+        for (const [args, message] of refused) {
+          const r = await nova(...args);
+          assert(r.code !== 0, `${args.join(" ")} refused`);
+          assert(message.test(r.stderr), `${args.join(" ")}: ${r.stderr}`);
+        }
+        assertEquals(await listed(), before, "no network added");
+        const unknown = await nova("vm", "create", "n1", "--image", "none", "--nic", "red");
+        assert(unknown.code !== 0 && /red|image/.test(unknown.stderr), unknown.stderr);
+        const del = await nova("network", "delete", "blue");
+        assertEquals(del.code, 0, del.stderr);
+        assertEquals(JSON.parse(await listed()).networks, []);
+      },
+    );
   } catch (err) {
     console.error(await cluster.describeLogs());
     throw err;

@@ -40,6 +40,9 @@ const CPUS = z.number().int().min(1).max(256);
 const MEMORY_MIB = z.number().int().min(16).max(4 * 1024 * 1024);
 const DISK_GIB = z.number().int().min(1).max(65_536);
 
+/** NICs on one VM: virtio-net devices, each a PCI slot. */
+const MAX_NICS = 8;
+
 /** Mirrors the CLI flags of `vm create`. */
 export const createVmSchema = z.object({
   name: NAME,
@@ -67,6 +70,13 @@ export const createVmSchema = z.object({
   haRestartWindowMs: z.number().int().min(1_000).max(30 * 86_400_000).optional(),
   pool: z.enum(["dir", "shared"]).optional(),
   dryRun: z.boolean().optional(),
+  nics: z.array(
+    z.object({
+      network: z.string().min(1).max(63),
+      ip: z.string().max(15).optional(),
+      mac: z.string().max(17).optional(),
+    }).strict(),
+  ).max(MAX_NICS, `at most ${MAX_NICS} NICs`).optional(),
   cloudInit: z.object({
     user: z.string().max(32).optional(),
     sshKeys: z.array(z.string().max(MAX_SSH_KEY_CHARS)).max(64).optional(),

@@ -6,6 +6,7 @@
 import type { ClusterNode } from "./node.ts";
 import type {
   CloudInitSpec,
+  NicRequest,
   RestartPolicy,
   VmChanges,
   VmDesired,
@@ -49,6 +50,8 @@ export interface CreateVmRequest {
   pool?: "dir" | "shared";
   /** Decide and explain, record nothing. */
   dryRun?: boolean;
+  /** NICs on networks; none: the one user-mode NIC. */
+  nics?: NicRequest[];
 }
 
 export interface LabelConstraint {
@@ -190,6 +193,7 @@ export async function createVm(
     throw ValidationError.field("image", `no image named "${req.image}"`);
   }
   const cloudInit = req.cloudInit ? validateCloudInit(req.cloudInit) : null;
+  const nics = checkNicNetworks(node, req.nics ?? []);
   const cpus = req.cpus ?? 1;
   const memoryMiB = req.memoryMiB ?? 256;
   const uuid = crypto.randomUUID();
@@ -239,8 +243,22 @@ export async function createVm(
     haPriority: req.haPriority,
     haMaxRestarts: req.haMaxRestarts,
     haRestartWindowMs: req.haRestartWindowMs,
+    ...(nics.length ? { nics } : {}),
   };
   return await plannerOf(node).create(vm, placement, by);
+}
+
+/**
+ * The NICs asked for, each on a network that exists (named in the error when not). Addresses
+ * and MACs are decided, or checked, when the create is applied: concurrent creates race there.
+ */
+function checkNicNetworks(node: ClusterNode, nics: NicRequest[]): NicRequest[] {
+  nics.forEach((n, i) => {
+    if (!node.fsm.network(n.network)) {
+      throw ValidationError.field(`nics[${i}].network`, `network "${n.network}" not found`);
+    }
+  });
+  return nics;
 }
 
 function dryRunResult(
@@ -322,6 +340,8 @@ async function decideClone(
     template: false,
     generation: 0,
     snapshots: [],
+    // The same networks; its own addresses and MACs.
+    ...(src.nics?.length ? { nics: src.nics.map((n) => ({ network: n.network })) } : {}),
   };
   // Disks are local to the source's host: the clone goes there or nowhere.
   return await plannerOf(node).create(vm, { node: src.node! }, by);

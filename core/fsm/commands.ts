@@ -124,6 +124,8 @@ export type Command =
   | { op: "vm.migrated"; name: string; from: string; to: string; opId: string; at: number }
   /** HA failover or evacuation: the VM is re-placed on `to` and started there. */
   | { op: "vm.moved"; name: string; from: string; to: string; reason: string; at: number }
+  | { op: "network.create"; network: NetworkSpec; by: string; at: number }
+  | { op: "network.delete"; name: string; by: string; at: number }
   | { op: "group.create"; group: PlacementGroup; by: string; at: number }
   | { op: "group.delete"; name: string; at: number }
   | { op: "operation.create"; operation: OperationSpec; at: number }
@@ -246,6 +248,41 @@ export interface GuestInfo {
   interfaces?: { name: string; mac?: string; addresses: string[] }[];
 }
 
+/** A virtual network (core/fsm/networks.ts). */
+export interface NetworkSpec {
+  name: string;
+  /** overlay: an OVN logical switch over geneve; vlan and flat: a provider network (localnet). */
+  type: "overlay" | "vlan" | "flat";
+  /** IPv4 CIDR, canonical (`10.0.0.0/24`). */
+  subnet: string;
+  /** The router address handed out by DHCP; null: none. */
+  gateway: string | null;
+  /** 802.1Q id for type vlan; null otherwise. */
+  vlan: number | null;
+  /** The provider network name hosts map to a bridge (vlan and flat); null for overlay. */
+  physnet: string | null;
+  dhcp: boolean;
+  dns: string[];
+  mtu: number;
+  /** SNAT to the uplink through a router (the routers part of the networking issue). */
+  nat: boolean;
+  /** Address ranges IPAM never hands out (`10.0.0.2-10.0.0.9`). */
+  reserved: string[];
+}
+
+/** A NIC as asked for: its network, and optionally its address and MAC. */
+export interface NicRequest {
+  network: string;
+  ip?: string | null;
+  mac?: string | null;
+}
+
+/** A NIC as recorded once its create was applied: address and MAC decided. */
+export interface VmNic extends NicRequest {
+  ip: string | null;
+  mac: string;
+}
+
 export interface VmSpec {
   name: string;
   uuid: string;
@@ -271,6 +308,11 @@ export interface VmSpec {
   snapshots: VmSnapshot[];
   /** Placement group (affinity / anti-affinity). */
   group?: string;
+  /**
+   * NICs on networks (asked for in the create; recorded as {@link VmNic} with their address
+   * and MAC once applied). Absent or empty: the VM's one user-mode NIC, as before networks.
+   */
+  nics?: NicRequest[];
   /** Host label constraints: `key=value` / `key!=value`. */
   constraints?: { key: string; op: "=" | "!="; value: string }[];
   /** Scheduler strategy for this VM (else the cluster's). */

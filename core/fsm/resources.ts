@@ -16,6 +16,7 @@ import * as config from "./config.ts";
 import * as images from "./images.ts";
 import * as vms from "./vms.ts";
 import * as groups from "./groups.ts";
+import * as networks from "./networks.ts";
 import * as operations from "./operations.ts";
 import * as audit from "./audit.ts";
 import * as plans from "./plans.ts";
@@ -30,6 +31,7 @@ export const RESOURCES = [
   tokens.resource,
   config.resource,
   images.resource,
+  networks.resource,
   vms.resource,
   groups.resource,
   operations.resource,

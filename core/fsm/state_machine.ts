@@ -38,6 +38,7 @@ import { APPLIERS, RESOURCES, SCHEMA, TABLE_NAMES, TABLES } from "./resources.ts
 import * as cluster from "./cluster.ts";
 import * as config from "./config.ts";
 import * as groups from "./groups.ts";
+import * as networks from "./networks.ts";
 import * as images from "./images.ts";
 import * as joinTokens from "./join_tokens.ts";
 import * as members from "./members.ts";
@@ -58,6 +59,7 @@ export { BOOTSTRAP_TOKEN_NAME, ROLES, TOKEN_NAME, TOKEN_NAME_RULE } from "./toke
 export type { JoinTokenView } from "./join_tokens.ts";
 export type { Applied, Changed } from "./store.ts";
 export type { VmQuery } from "./vms.ts";
+export type { NetworkRecord } from "./networks.ts";
 
 /** Outcome of one applied entry: deterministic on every node. */
 export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
@@ -306,6 +308,19 @@ export class StateMachine {
 
   groups(): PlacementGroup[] {
     return groups.all(this.#store);
+  }
+
+  network(name: string): networks.NetworkRecord | null {
+    return networks.get(this.#store, name);
+  }
+
+  networks(): networks.NetworkRecord[] {
+    return networks.all(this.#store);
+  }
+
+  /** The NICs on a network, with their VM, address and MAC. */
+  networkPorts(name: string): ReturnType<typeof networks.ports> {
+    return networks.ports(this.#store, name);
   }
 
   operation(id: string): OperationRecord | null {

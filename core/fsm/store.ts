@@ -33,6 +33,7 @@ export interface Changed {
     | "image"
     | "vm"
     | "group"
+    | "network"
     | "operation";
   name?: string;
 }

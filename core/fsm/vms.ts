@@ -6,6 +6,7 @@
 import { ConflictError, NotFoundError } from "../errors/mod.ts";
 import type { Command, VmRecord, VmSnapshot, VmSpec, VmState } from "./commands.ts";
 import * as images from "./images.ts";
+import * as networks from "./networks.ts";
 import { type Applied, applied, iso, type Resource, type Row, type Store } from "./store.ts";
 
 const TABLE = {
@@ -136,6 +137,7 @@ function create(s: Store, c: Extract<Command, { op: "vm.create" }>): Applied {
  * written).
  */
 export function insert(s: Store, spec: VmSpec, at: number, stoppedAtOnce: boolean): Applied {
+  if (spec.nics?.length) spec = { ...spec, nics: networks.attachNics(s, spec.name, spec.nics) };
   const state: VmState = !spec.node
     ? "pending"
     : stoppedAtOnce && spec.desired === "stopped"
@@ -156,6 +158,7 @@ function setDesired(s: Store, c: Extract<Command, { op: "vm.desired" }>): Applie
   }
   if (desired === "deleted" && !vm.node) {
     s.sql("DELETE FROM vms WHERE name = ?").run(name);
+    networks.detachAll(s, name);
     return touched(name, { name, deleted: true });
   }
   const spec: VmSpec = { ...specOf(vm), desired, force: !!c.force };
@@ -219,6 +222,7 @@ function remove(s: Store, c: Extract<Command, { op: "vm.remove" }>): Applied {
   const vm = get(s, c.name);
   if (!vm || vm.node !== c.node || vm.desired !== "deleted") return touched(c.name, null);
   s.sql("DELETE FROM vms WHERE name = ?").run(c.name);
+  networks.detachAll(s, c.name);
   return touched(c.name, { name: c.name, deleted: true });
 }
 

@@ -25,8 +25,8 @@ export interface IpRange {
 
 /** What is already spoken for in a network. */
 export interface AddressUsage {
-  /** The gateway address; never handed to a VM. */
-  readonly gateway: number;
+  /** The gateway address, never handed to a VM; null on a network without one. */
+  readonly gateway: number | null;
   /** Addresses VMs already hold. */
   readonly taken: ReadonlySet<number>;
   /** Ranges kept out of allocation (e.g. for DHCP or appliances). */
@@ -80,7 +80,7 @@ export function checkStaticIp(cidr: Cidr, ip: number, usage: AddressUsage, field
     );
   }
   if (usage.taken.has(ip)) {
-    throw new ConflictError(`address ${addr} is already taken in network ${where}`, {
+    throw new ConflictError(`${field}: address ${addr} is already taken in network ${where}`, {
       field,
       address: addr,
       ...(usage.network === undefined ? {} : { network: usage.network }),

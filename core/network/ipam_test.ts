@@ -46,12 +46,18 @@ Deno.test("checkStaticIp accepts a free host and refuses every other case, namin
   assertFieldError(() => checkStaticIp(net24, ip("10.0.0.0"), usage), "ip", /network address/);
 
   const taken = assertThrows(check("10.0.0.50"), ConflictError);
-  assertEquals(taken.message, "address 10.0.0.50 is already taken in network 10.0.0.0/24");
+  assertEquals(
+    taken.message,
+    "nics[0].ip: address 10.0.0.50 is already taken in network 10.0.0.0/24",
+  );
   const named = assertThrows(
     () => checkStaticIp(net24, ip("10.0.0.50"), { ...usage, network: "prod" }),
     ConflictError,
   );
-  assertEquals(named.message, 'address 10.0.0.50 is already taken in network "prod" (10.0.0.0/24)');
+  assertEquals(
+    named.message,
+    'ip: address 10.0.0.50 is already taken in network "prod" (10.0.0.0/24)',
+  );
   assertEquals(named.details, { field: "ip", address: "10.0.0.50", network: "prod" });
 });
 

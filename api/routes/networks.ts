@@ -1,0 +1,122 @@
+/** /api/v1/networks: virtual networks (overlay, vlan, flat) with their subnet and IPAM. */
+import { Hono } from "hono";
+import { z } from "zod";
+import type { ClusterNode } from "../../core/cluster/mod.ts";
+import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
+import type { NetworkSpec } from "../../core/fsm/commands.ts";
+import {
+  defaultGateway,
+  formatIpv4,
+  parseCidr,
+  parseIpv4,
+  parseReservedRanges,
+} from "../../core/network/mod.ts";
+import { bearerAuth, requireRole } from "../auth.ts";
+import { leaderOnly } from "../forward.ts";
+import { parseBody } from "../validate.ts";
+import type { Env } from "../context.ts";
+
+/** Geneve's encapsulation takes 58 bytes of a 1500-byte underlay MTU (OVN's own default). */
+export const OVERLAY_MTU = 1442;
+const UNDERLAY_MTU = 1500;
+const DEFAULT_PHYSNET = "physnet1";
+
+const ipv4 = z.string().max(15);
+
+const networkSchema = z.object({
+  name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
+    message: "lowercase letters, digits and '-' (1-63 chars)",
+  }),
+  type: z.enum(["overlay", "vlan", "flat"]),
+  subnet: z.string().max(18),
+  /** Absent: the subnet's first host address; null: no gateway. */
+  gateway: ipv4.nullable().optional(),
+  vlan: z.number().int().min(1, "must be 1-4094").max(4094, "must be 1-4094").optional(),
+  physnet: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, {
+    message: "letters, digits, '_', '.' and '-' (1-64 chars)",
+  }).optional(),
+  dhcp: z.boolean().default(true),
+  dns: z.array(ipv4).max(8).default([]),
+  mtu: z.number().int().min(576, "must be at least 576").max(9000, "must be at most 9000")
+    .optional(),
+  nat: z.boolean().default(false),
+  reserved: z.array(z.string().max(31)).max(32).default([]),
+}).strict();
+
+type NetworkBody = z.output<typeof networkSchema>;
+
+/** The body as a spec: type rules checked and defaults filled, each refusal naming its field. */
+export function networkSpecOf(body: NetworkBody): NetworkSpec {
+  if (body.type === "vlan" && body.vlan === undefined) {
+    throw ValidationError.field("vlan", "a vlan network needs its VLAN id (1-4094)");
+  }
+  if (body.type !== "vlan" && body.vlan !== undefined) {
+    throw ValidationError.field("vlan", `only a vlan network has a VLAN id, not ${body.type}`);
+  }
+  if (body.type === "overlay" && body.physnet !== undefined) {
+    throw ValidationError.field("physnet", "an overlay network has no provider network");
+  }
+  const cidr = parseCidr(body.subnet, "subnet");
+  const gateway = body.gateway === undefined
+    ? defaultGateway(cidr)
+    : body.gateway === null
+    ? null
+    : parseIpv4(body.gateway, "gateway");
+  body.dns.forEach((d, i) => parseIpv4(d, `dns[${i}]`));
+  parseReservedRanges(body.reserved, cidr, "reserved");
+  const overlay = body.type === "overlay";
+  return {
+    name: body.name,
+    type: body.type,
+    subnet: cidr.text,
+    gateway: gateway === null ? null : formatIpv4(gateway),
+    vlan: body.vlan ?? null,
+    physnet: overlay ? null : body.physnet ?? DEFAULT_PHYSNET,
+    dhcp: body.dhcp,
+    dns: body.dns,
+    mtu: body.mtu ?? (overlay ? OVERLAY_MTU : UNDERLAY_MTU),
+    nat: body.nat,
+    reserved: body.reserved,
+  };
+}
+
+export function networkRoutes(node: ClusterNode): Hono<Env> {
+  const app = new Hono<Env>();
+  app.use("*", bearerAuth(node));
+  app.get("/", (c) => {
+    const networks = node.fsm.networks().map((n) => ({
+      ...n,
+      ports: node.fsm.networkPorts(n.name).length,
+    }));
+    return c.json({ networks });
+  });
+  app.get("/:name", (c) => {
+    const name = c.req.param("name");
+    const n = node.fsm.network(name);
+    if (!n) throw new NotFoundError("network", name);
+    return c.json({ ...n, ports: node.fsm.networkPorts(name) });
+  });
+  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
+    const network = networkSpecOf(await parseBody(c, networkSchema));
+    const r = await node.propose({
+      op: "network.create",
+      network,
+      by: c.get("principal").name,
+      at: Date.now(),
+    });
+    return c.json(r, 201);
+  });
+  app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
+    const name = c.req.param("name");
+    if (!node.fsm.network(name)) throw new NotFoundError("network", name);
+    return c.json(
+      await node.propose({
+        op: "network.delete",
+        name,
+        by: c.get("principal").name,
+        at: Date.now(),
+      }),
+    );
+  });
+  return app;
+}
