@@ -36,7 +36,7 @@ import {
   writeFileDurably,
   writeIdentity,
 } from "../core/store/mod.ts";
-import { keepMemoryTrimmed } from "../core/memory/mod.ts";
+import { keepHeapWithinBudget, keepMemoryTrimmed } from "../core/memory/mod.ts";
 import { log, setLogContext } from "../core/log/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
@@ -153,9 +153,20 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   setLogContext({ node: opts.name });
   const member = await openMember(opts);
   const stopTrimming = keepMemoryTrimmed();
+  const stopCollecting = keepHeapWithinBudget({
+    onCollect: (c) => {
+      metrics.forcedGcSeconds.observe(c.pauseMs / 1000);
+      log.debug("over the resident budget: garbage collected", {
+        pauseMs: Math.round(c.pauseMs),
+        heapBeforeMiB: Math.round(c.heapBeforeBytes / 2 ** 20),
+        heapAfterMiB: Math.round(c.heapAfterBytes / 2 ** 20),
+      });
+    },
+  });
   Deno.addSignalListener("SIGTERM", () => void member.stop("SIGTERM"));
   Deno.addSignalListener("SIGINT", () => void member.stop("SIGINT"));
   await member.finished;
+  stopCollecting();
   stopTrimming();
   Deno.exit(0);
 }

@@ -105,10 +105,15 @@ testWithTimeout({
         sentBefore;
       const snapDir = join(cluster.node(follower).dataDir, "snapshots");
       const files = [...Deno.readDirSync(snapDir)].map((f) => f.name);
-      const snapFile = files.find((f) => f.startsWith("snap-"))!;
+      // The newest snapshot file (snap-TERM-INDEX.snap): an older one may linger until the log
+      // removes it.
+      const indexOf = (f: string) => Number(/^snap-\d+-(\d+)\.snap$/.exec(f)?.[1] ?? -1);
+      const snapFile = files.filter((f) =>
+        indexOf(f) >= 0
+      ).sort((a, b) => indexOf(b) - indexOf(a))[0];
       const size = Deno.statSync(join(snapDir, snapFile)).size;
       console.log(`snapshot of ${size} bytes received in ${received} chunks (leader sent ${sent})`);
-      assert(size > 100 * CHUNK, `snapshot file has ${size} bytes`);
+      assert(size > 100 * CHUNK, `snapshot file ${snapFile} has ${size} bytes (files: ${files})`);
       assert(received >= Math.ceil(size / CHUNK), `received ${received} chunks of ${CHUNK} bytes`);
       assert(sent >= received, "every received chunk was a separate request from the leader");
       assertEquals(

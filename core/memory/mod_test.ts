@@ -1,5 +1,12 @@
-import { assert } from "../testing/assert.ts";
-import { keepMemoryTrimmed, openLibc } from "./mod.ts";
+import { assert, assertEquals } from "../testing/assert.ts";
+import {
+  type Collection,
+  fullGc,
+  keepHeapWithinBudget,
+  keepMemoryTrimmed,
+  openLibc,
+  shouldCollect,
+} from "./mod.ts";
 
 Deno.test("memory: on glibc Linux, malloc_trim is reachable and returns freed pages", () => {
   const libc = openLibc();
@@ -12,4 +19,60 @@ Deno.test("memory: on glibc Linux, malloc_trim is reachable and returns freed pa
   assert(released === 0 || released === 1, `malloc_trim answered ${released}`);
   libc.close();
   keepMemoryTrimmed(50)(); // starts and stops without leaving a timer or the library open
+});
+
+Deno.test("memory: a collection needs all three: over budget, the gap since the last, and enough garbage", () => {
+  const MiB = 2 ** 20;
+  const last = { liveHeap: 40 * MiB, atMs: 0 };
+  const over = { rss: 300 * MiB, heapUsed: 100 * MiB, atMs: 10_000 };
+  assert(shouldCollect(over, last, 256 * MiB));
+  assert(!shouldCollect({ ...over, rss: 200 * MiB }, last, 256 * MiB), "under the budget");
+  assert(!shouldCollect({ ...over, atMs: 1_000 }, last, 256 * MiB), "too soon after the last");
+  assert(!shouldCollect({ ...over, heapUsed: 60 * MiB }, last, 256 * MiB), "too little garbage");
+});
+
+Deno.test("memory: the run-time full collection frees garbage V8 has not collected yet", () => {
+  const gc = fullGc();
+  assert(gc, "gc is reachable at run time (--expose-gc through node:v8, read by a new context)");
+  let junk: string[] | null = [];
+  for (let i = 0; i < 300_000; i++) junk.push("x".repeat(200) + i);
+  junk = null;
+  const before = Deno.memoryUsage().heapUsed;
+  gc();
+  const after = Deno.memoryUsage().heapUsed;
+  assert(after < before - 32 * 2 ** 20, `freed: ${before} -> ${after} bytes`);
+});
+
+Deno.test("memory: over its budget with garbage the node collects, then waits before the next", async () => {
+  const MiB = 2 ** 20;
+  const usage = { rss: 100 * MiB, heapUsed: 40 * MiB };
+  let collections = 0;
+  const control = {
+    memoryUsage: () => ({ ...usage }),
+    gc: () => {
+      collections++;
+      usage.heapUsed = 40 * MiB;
+    },
+  };
+  const seen: Collection[] = [];
+  const stop = keepHeapWithinBudget({
+    budgetBytes: 256 * MiB,
+    control,
+    onCollect: (c) => seen.push(c),
+  });
+  const waitMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  try {
+    usage.heapUsed = 200 * MiB; // garbage, but under the budget
+    await waitMs(600);
+    assertEquals(collections, 0, "under the budget: V8's own schedule");
+    usage.rss = 400 * MiB;
+    for (let i = 0; i < 40 && collections === 0; i++) await waitMs(50);
+    assertEquals(collections, 1, "over the budget with garbage: one collection");
+    assertEquals(seen[0].heapBeforeBytes - seen[0].heapAfterBytes, 160 * MiB);
+    usage.heapUsed = 200 * MiB; // garbage again at once
+    await waitMs(1_000);
+    assertEquals(collections, 1, "not again within the gap");
+  } finally {
+    stop();
+  }
 });

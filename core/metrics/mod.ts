@@ -160,6 +160,13 @@ export const metrics = {
     "JavaScript heap reserved",
     "heapTotal",
   ),
+  forcedGcSeconds: new client.Histogram({
+    name: "novactl_process_forced_gc_seconds",
+    help:
+      "Pauses of the full collections the node ran because it was over its resident budget (core/memory)",
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  }),
   externalBytes: memoryGauge(
     "novactl_process_external_memory_bytes",
     "Memory outside the JavaScript heap that heap objects hold (ArrayBuffers, some strings)",
