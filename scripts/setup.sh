@@ -18,6 +18,11 @@ command -v strace >/dev/null || need_apt+=(strace) # core/store/files_test.ts: w
 command -v cpio >/dev/null || need_apt+=(cpio)
 command -v openssl >/dev/null || need_apt+=(openssl) # host/kvm tests make their own CA for QEMU TLS
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+# Real networks: each host's own Open vSwitch (userspace datapath where the kernel lacks the
+# module) and OVN. Debian's policy-rc.d keeps the services from starting; nodes start their own.
+command -v ovs-vswitchd >/dev/null || need_apt+=(openvswitch-switch)
+command -v ovn-controller >/dev/null || need_apt+=(ovn-host)
+command -v ovn-northd >/dev/null || need_apt+=(ovn-central)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null

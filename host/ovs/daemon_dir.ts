@@ -1,0 +1,143 @@
+/**
+ * What every Open vSwitch and OVN daemon a node runs has in common: a
+ * directory of its own (run, log, databases), started detached with its pid
+ * file, control socket and log file there, and found again through the pid
+ * file. The daemons outlive the node process, as QEMU does, so guests keep
+ * their network while a node restarts; a node that finds one dead starts it
+ * again (that check is the supervision).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { NovaError } from "../../core/errors/mod.ts";
+
+export class DaemonDir {
+  readonly run: string;
+  readonly log: string;
+
+  constructor(readonly root: string) {
+    this.run = join(root, "run");
+    this.log = join(root, "log");
+  }
+
+  /** The variables that keep OVS's and OVN's tools in this directory, not /var/run. */
+  get env(): Record<string, string> {
+    return {
+      OVS_RUNDIR: this.run,
+      OVS_LOGDIR: this.log,
+      OVS_DBDIR: this.root,
+      OVS_SYSCONFDIR: this.root,
+      OVN_RUNDIR: this.run,
+      OVN_LOGDIR: this.log,
+      OVN_DBDIR: this.root,
+      OVN_SYSCONFDIR: this.root,
+    };
+  }
+
+  async prepare(): Promise<void> {
+    await Deno.mkdir(this.run, { recursive: true, mode: 0o700 });
+    await Deno.mkdir(this.log, { recursive: true, mode: 0o700 });
+  }
+
+  /** A unix socket path in the run directory. */
+  socket(name: string): string {
+    return join(this.run, `${name}.sock`);
+  }
+
+  /** The pid of daemon `name` if it runs (its pid file names a live process of it), else null. */
+  async pidOf(name: string): Promise<number | null> {
+    const text = await Deno.readTextFile(join(this.run, `${name}.pid`)).catch(() => "");
+    const pid = Number(text.trim());
+    if (!(pid > 0)) return null;
+    try {
+      const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+      // A pid file outlives its process, and the pid may belong to another process by now.
+      return cmdline.split("\0").some((arg) => arg.endsWith(`${name}.pid`)) ? pid : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Starts `binary` detached as daemon `name` unless it runs; true when it had to start it.
+   * `args` are the daemon's own; pid file, control socket and log file are added here
+   * (`unixctl: false` for daemons without that option, such as ovn-controller, which put
+   * their control socket in `OVN_RUNDIR`).
+   */
+  async ensureDaemon(
+    name: string,
+    binary: string,
+    args: string[],
+    opts: { unixctl?: boolean } = {},
+  ): Promise<boolean> {
+    if (await this.pidOf(name)) return false;
+    const unixctl = opts.unixctl ?? true;
+    await this.exec(binary, [
+      ...args,
+      `--pidfile=${join(this.run, `${name}.pid`)}`,
+      ...(unixctl ? [`--unixctl=${join(this.run, `${name}.ctl`)}`] : []),
+      `--log-file=${join(this.log, `${name}.log`)}`,
+      "--detach",
+      "--no-chdir",
+    ]);
+    return true;
+  }
+
+  /** Stops daemon `name` if it runs (tests; a node leaves its guests' network running). */
+  async stopDaemon(name: string): Promise<void> {
+    const pid = await this.pidOf(name);
+    if (!pid) return;
+    try {
+      Deno.kill(pid, "SIGTERM");
+    } catch { /* gone already */ }
+  }
+
+  /** Runs a tool with this directory's environment; its stdout, or an error with its stderr. */
+  async exec(binary: string, args: string[]): Promise<string> {
+    const out = await new Deno.Command(binary, {
+      args,
+      env: this.env,
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+    }).output();
+    const dec = new TextDecoder();
+    if (!out.success) {
+      throw new NovaError(
+        "unavailable",
+        `${binary} ${args.join(" ")} failed: ${dec.decode(out.stderr).trim()}`,
+      );
+    }
+    return dec.decode(out.stdout);
+  }
+
+  /** Creates the OVSDB database `file` from `schema` unless it exists. */
+  async ensureDatabase(file: string, schema: string): Promise<void> {
+    try {
+      await Deno.stat(file);
+    } catch {
+      await this.exec("ovsdb-tool", ["create", file, schema]);
+    }
+  }
+}
+
+/** Why `binaries` cannot run here (which are missing, and the Debian packages to install), or null. */
+export async function missingBinaries(
+  binaries: string[],
+  packages: string[],
+  what: string,
+): Promise<string | null> {
+  const missing: string[] = [];
+  for (const bin of binaries) {
+    const found = await new Deno.Command("sh", {
+      args: ["-c", `command -v ${bin}`],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    if (!found.success) missing.push(bin);
+  }
+  if (missing.length === 0) return null;
+  return `${what} is not installed (${missing.join(", ")} missing): apt-get install ${
+    packages.join(" ")
+  }`;
+}

@@ -1,0 +1,11 @@
+/**
+ * A host's part of real networks (the networking issue): its own Open vSwitch
+ * daemons and OVN (the central databases and northd where a node runs them,
+ * and every host's ovn-controller), all supervised by the node. The replicated
+ * network state they are derived from lives in `core/fsm/networks.ts`.
+ *
+ * @module
+ */
+export * from "./daemon_dir.ts";
+export * from "./ovs_host.ts";
+export * from "./ovn.ts";

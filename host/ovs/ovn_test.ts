@@ -1,0 +1,104 @@
+import { assert, assertEquals } from "../../core/testing/assert.ts";
+import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
+import { OvsHost } from "./ovs_host.ts";
+import { OvnCentral, OvnChassis, ovnMissing } from "./ovn.ts";
+
+async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  ms = 15_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+testWithTimeout({
+  name: "OVN: a host registers as a chassis and binds a logical port to its OVS interface",
+  timeoutMs: 2 * MINUTE,
+}, async (t) => {
+  assertEquals(await ovnMissing(), null, "scripts/setup.sh installs ovn-central and ovn-host");
+  const dataDir = await Deno.makeTempDir({ prefix: "novactl-ovn-" });
+  const tag = crypto.randomUUID().slice(0, 6);
+  const ovs = new OvsHost(dataDir);
+  const central = new OvnCentral(dataDir);
+  const chassis = new OvnChassis(ovs, {
+    name: `h-${tag}`,
+    southbound: central.southbound,
+    encapIp: "127.0.0.1",
+    bridge: `nvi${tag}`,
+  });
+  const port = `nvp${tag}`;
+  try {
+    await t.step("central, OVS and ovn-controller start; the host is a chassis", async () => {
+      assertEquals(await central.ensureRunning(), ["ovnnb_db", "ovnsb_db", "ovn-northd"]);
+      await ovs.ensureRunning();
+      assert(await chassis.ensureRunning(), "ovn-controller started");
+      await until("the chassis row", async () => {
+        const names = await central.sbctl(["--bare", "--columns=name", "list", "Chassis"]);
+        return names.split("\n").includes(`h-${tag}`) || undefined;
+      });
+    });
+
+    await t.step("a logical port comes up once an interface on the host claims it", async () => {
+      await central.nbctl(["ls-add", "sw0"]);
+      await central.nbctl(["lsp-add", "sw0", "p1"]);
+      await central.nbctl(["lsp-set-addresses", "p1", "02:6e:76:00:00:01 10.0.0.2"]);
+      assertEquals((await central.nbctl(["lsp-get-up", "p1"])).trim(), "down");
+      await until(
+        "the integration bridge",
+        async () =>
+          (await ovs.vsctl(["list-br"])).split("\n").includes(chassis.bridge) || undefined,
+      );
+      await ovs.vsctl([
+        "add-port",
+        chassis.bridge,
+        port,
+        "--",
+        "set",
+        "interface",
+        port,
+        "type=internal",
+        "external_ids:iface-id=p1",
+      ]);
+      await until(
+        "p1 up",
+        async () => (await central.nbctl(["lsp-get-up", "p1"])).trim() === "up" || undefined,
+      );
+      const bound = await central.sbctl([
+        "--bare",
+        "--columns=chassis",
+        "find",
+        "Port_Binding",
+        "logical_port=p1",
+      ]);
+      assert(bound.trim().length > 0, "bound to a chassis");
+    });
+
+    await t.step("ovn-controller killed: started again, the port stays bound", async () => {
+      const pid = (await chassis.pidOf())!;
+      Deno.kill(pid, "SIGKILL");
+      await until(
+        "ovn-controller seen dead",
+        async () => (await chassis.pidOf()) === null || undefined,
+      );
+      assert(await chassis.ensureRunning(), "started again");
+      await until(
+        "p1 up again",
+        async () => (await central.nbctl(["lsp-get-up", "p1"])).trim() === "up" || undefined,
+      );
+    });
+  } finally {
+    // ovn-controller first: it would create its bridge again.
+    await chassis.stop();
+    await ovs.vsctl(["--if-exists", "del-port", port]).catch(() => {});
+    await ovs.vsctl(["--if-exists", "del-br", chassis.bridge]).catch(() => {});
+    await central.stop();
+    await ovs.stop();
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  }
+});
