@@ -56,7 +56,7 @@ export function keepMemoryTrimmed(everyMs = TRIM_EVERY_MS): () => void {
 export const RSS_BUDGET_BYTES = 256 * 2 ** 20;
 const CHECK_EVERY_MS = 250;
 /** Collections are never closer than this: under sustained load V8's own schedule is cheaper. */
-const MIN_GAP_MS = 5_000;
+const MIN_GAP_MS = 2_000;
 /**
  * Worth a full collection only when the heap holds at least this much garbage past what the
  * last one left live, and at least as much garbage as live data: under steady load (joins
