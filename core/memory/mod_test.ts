@@ -21,7 +21,7 @@ Deno.test("memory: on glibc Linux, malloc_trim is reachable and returns freed pa
   keepMemoryTrimmed(50)(); // starts and stops without leaving a timer or the library open
 });
 
-Deno.test("memory: a collection needs all three: over budget, the gap since the last, and enough garbage", () => {
+Deno.test("memory: a collection needs all three: over budget, the gap since the last, and garbage (≥ 32 MiB and ≥ the live heap)", () => {
   const MiB = 2 ** 20;
   const last = { liveHeap: 40 * MiB, atMs: 0 };
   const over = { rss: 300 * MiB, heapUsed: 100 * MiB, atMs: 10_000 };
@@ -29,6 +29,13 @@ Deno.test("memory: a collection needs all three: over budget, the gap since the 
   assert(!shouldCollect({ ...over, rss: 200 * MiB }, last, 256 * MiB), "under the budget");
   assert(!shouldCollect({ ...over, atMs: 1_000 }, last, 256 * MiB), "too soon after the last");
   assert(!shouldCollect({ ...over, heapUsed: 60 * MiB }, last, 256 * MiB), "too little garbage");
+  assert(
+    !shouldCollect({ ...over, heapUsed: 180 * MiB }, { ...last, liveHeap: 100 * MiB }, 256 * MiB),
+    "less garbage than live data: V8's own schedule",
+  );
+  assert(
+    shouldCollect({ ...over, heapUsed: 210 * MiB }, { ...last, liveHeap: 100 * MiB }, 256 * MiB),
+  );
 });
 
 Deno.test("memory: the run-time full collection frees garbage V8 has not collected yet", () => {
