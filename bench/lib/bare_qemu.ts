@@ -10,19 +10,26 @@ import { DirPool } from "../../host/storage/mod.ts";
 /** Spawns the guest (detached, as the driver does) and connects to its QMP socket. */
 export async function launchBare(
   dir: string,
-  opts: { name: string; memoryMiB: number; disk: string; extraArgs?: string[] },
+  opts: {
+    name: string;
+    memoryMiB: number;
+    disk: string;
+    extraArgs?: string[];
+    uuid?: string;
+    nics?: { id: string; mac: string; tap?: string }[];
+  },
 ): Promise<QmpClient> {
   const guest = await testGuest();
   const driver = new QemuDriver(dir);
   const spec = {
     name: opts.name,
-    uuid: crypto.randomUUID(),
+    uuid: opts.uuid ?? crypto.randomUUID(),
     cpus: 1,
     memoryMiB: opts.memoryMiB,
     accel: "tcg" as const,
     kernel: { path: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
     disks: [{ id: "root", path: opts.disk, format: "qcow2" as const }],
-    nics: [{ id: "net0", mac: "52:54:00:00:00:01" }],
+    nics: opts.nics ?? [{ id: "net0", mac: "52:54:00:00:00:01" }],
     generation: 0,
   };
   const p = driver.paths(spec.name);

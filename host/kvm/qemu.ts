@@ -32,6 +32,11 @@ export interface DiskSpec {
 export interface NicSpec {
   id: string;
   mac: string;
+  /**
+   * A tap device made for this NIC (host/ovs/nic.ts) on a network's bridge; absent: user-mode
+   * networking, restricted.
+   */
+  tap?: string;
 }
 
 /** Everything needed to (re)launch a VM, stored beside it so re-adoption knows what runs. */
@@ -192,10 +197,14 @@ export class QemuDriver {
     for (const n of spec.nics) {
       a.push(
         "-netdev",
-        // restrict=on: user-mode networking maps 10.0.2.2 to the host's loopback, where the
-        // node's own services listen; restricted, the guest reaches nothing outside the VM
-        // (DHCP still answers). Outbound traffic waits for real networks (the networking issue).
-        `user,id=${n.id},restrict=on`,
+        n.tap
+          // vnet_hdr=off: OVS's userspace datapath forwards packets whose checksum the guest
+          // left to offload unfinished, and TCP then fails silently (measured; SPEC.md facts).
+          ? `tap,id=${n.id},ifname=${n.tap},script=no,downscript=no,vnet_hdr=off`
+          // restrict=on: user-mode networking maps 10.0.2.2 to the host's loopback, where the
+          // node's own services listen; restricted, the guest reaches nothing outside the VM
+          // (DHCP still answers).
+          : `user,id=${n.id},restrict=on`,
         "-device",
         // No PXE option ROM: nothing boots from the network, and it saves startup time.
         `virtio-net-pci,netdev=${n.id},id=${n.id}-dev,mac=${n.mac},romfile=`,

@@ -46,6 +46,19 @@ testWithTimeout({
   const ha = driver.args({ ...spec, fenced: true }, driver.paths("web1")).join(" ");
   assert(ha.includes("-runas novactl-qemu"), ha);
   assert(!ha.includes("-pidfile"), ha);
+  assert(joined.includes("-netdev user,id=net0,restrict=on"), joined);
+  // A NIC on a network: its tap, without the vnet header OVS's userspace datapath mishandles.
+  const tapped = driver.args(
+    { ...spec, nics: [{ id: "net0", mac: "02:6e:76:00:00:01", tap: "nt0b0e8a527a0" }] },
+    driver.paths("web1"),
+  ).join(" ");
+  assert(
+    tapped.includes(
+      "-netdev tap,id=net0,ifname=nt0b0e8a527a0,script=no,downscript=no,vnet_hdr=off",
+    ),
+    tapped,
+  );
+  assert(!tapped.includes("user,id=net0"), tapped);
   assert(joined.includes("-pidfile /var/lib/novactl/vms/web1/qemu.pid"));
   assert(joined.includes("path=/var/lib/novactl/vms/web1/qmp.sock,server=on,wait=off"));
   assert(joined.includes("name=org.qemu.guest_agent.0"));

@@ -10,3 +10,4 @@ export * from "./daemon_dir.ts";
 export * from "./ovs_host.ts";
 export * from "./ovn.ts";
 export * from "./northbound.ts";
+export * from "./nic.ts";
