@@ -6,37 +6,20 @@
  */
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
-import type { NetworkRecord } from "../core/fsm/mod.ts";
 import { GuestAgent, QemuDriver, qemuUser } from "../host/kvm/mod.ts";
 import {
   applyNorthbound,
   desiredNorthbound,
-  OvnCentral,
-  OvnChassis,
-  OvsHost,
   plugTap,
   portName,
   tapName,
   unplugTap,
 } from "../host/ovs/mod.ts";
 import { launchBare, quitBare } from "../bench/lib/bare_qemu.ts";
+import { testNetwork, testOvn } from "../host/ovs/testing.ts";
 import { DirPool } from "../host/storage/mod.ts";
 
-const NETWORK: NetworkRecord = {
-  name: "blue",
-  type: "overlay",
-  subnet: "10.77.0.0/24",
-  gateway: "10.77.0.1",
-  vlan: null,
-  physnet: null,
-  dhcp: true,
-  dns: [],
-  mtu: 1442,
-  nat: false,
-  reserved: [],
-  createdAt: 1,
-  by: "t",
-};
+const NETWORK = testNetwork("blue", { subnet: "10.77.0.0/24", gateway: "10.77.0.1" });
 
 testWithTimeout({
   name: "OVN: a guest on an overlay network gets its IPAM address from OVN's DHCP",
@@ -44,16 +27,7 @@ testWithTimeout({
   sanitizeOps: false,
   sanitizeResources: false,
 }, async (t) => {
-  const dataDir = await Deno.makeTempDir({ prefix: "novactl-ovn-guest-" });
-  const tag = crypto.randomUUID().slice(0, 6);
-  const ovs = new OvsHost(dataDir);
-  const central = new OvnCentral(dataDir);
-  const chassis = new OvnChassis(ovs, {
-    name: `h-${tag}`,
-    southbound: central.southbound,
-    encapIp: "127.0.0.1",
-    bridge: `nvi${tag}`,
-  });
+  const { dataDir, ovs, central, chassis, start, stop } = await testOvn("novactl-ovn-guest-");
   const uuid = crypto.randomUUID();
   const tap = tapName(uuid, 0);
   const nic = { vm: "g", nic: 0, network: "blue", ip: "10.77.0.23", mac: "02:6e:76:00:07:17" };
@@ -62,9 +36,7 @@ testWithTimeout({
     await t.step(
       "OVN up; the network and the NIC's port written to the northbound DB",
       async () => {
-        await central.ensureRunning();
-        await ovs.ensureRunning();
-        await chassis.ensureRunning();
+        await start();
         const changes = await applyNorthbound(
           (args) => central.nbctl(args),
           desiredNorthbound([NETWORK], [nic]),
@@ -74,10 +46,6 @@ testWithTimeout({
     );
 
     await t.step("the tap plugged and QEMU booted on it: the port comes up", async () => {
-      for (let i = 0; i < 200; i++) {
-        if ((await ovs.vsctl(["list-br"])).split("\n").includes(chassis.bridge)) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
       const user = await qemuUser();
       await plugTap(ovs, chassis.bridge, tap, portName("g", 0), user?.uid ?? null);
       const pool = await new DirPool(`${dataDir}/pool`).init();
@@ -111,11 +79,6 @@ testWithTimeout({
     });
   } finally {
     if (qmp) await quitBare(qmp);
-    await chassis.stop();
-    await unplugTap(ovs, chassis.bridge, tap).catch(() => {});
-    await ovs.vsctl(["--if-exists", "del-br", chassis.bridge]).catch(() => {});
-    await central.stop();
-    await ovs.stop();
-    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    await stop(() => unplugTap(ovs, chassis.bridge, tap));
   }
 });

@@ -1,27 +1,8 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
-import type { NetworkRecord } from "../../core/fsm/mod.ts";
+import { testNetwork as network } from "./testing.ts";
 import { OvnCentral } from "./ovn.ts";
 import { applyNorthbound, desiredNorthbound, type NicPort, readNorthbound } from "./northbound.ts";
-
-function network(name: string, over: Partial<NetworkRecord> = {}): NetworkRecord {
-  return {
-    name,
-    type: "overlay",
-    subnet: "10.10.0.0/24",
-    gateway: "10.10.0.1",
-    vlan: null,
-    physnet: null,
-    dhcp: true,
-    dns: [],
-    mtu: 1442,
-    nat: false,
-    reserved: [],
-    createdAt: 1,
-    by: "t",
-    ...over,
-  };
-}
 
 testWithTimeout({
   name:

@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
-import { OvsHost } from "./ovs_host.ts";
-import { OvnCentral, OvnChassis, ovnMissing } from "./ovn.ts";
+import { ovnMissing } from "./ovn.ts";
+import { testOvn } from "./testing.ts";
 
 async function until<T>(
   what: string,
@@ -22,17 +22,8 @@ testWithTimeout({
   timeoutMs: 2 * MINUTE,
 }, async (t) => {
   assertEquals(await ovnMissing(), null, "scripts/setup.sh installs ovn-central and ovn-host");
-  const dataDir = await Deno.makeTempDir({ prefix: "novactl-ovn-" });
-  const tag = crypto.randomUUID().slice(0, 6);
-  const ovs = new OvsHost(dataDir);
-  const central = new OvnCentral(dataDir);
-  const chassis = new OvnChassis(ovs, {
-    name: `h-${tag}`,
-    southbound: central.southbound,
-    encapIp: "127.0.0.1",
-    bridge: `nvi${tag}`,
-  });
-  const port = `nvp${tag}`;
+  const { ovs, central, chassis, stop } = await testOvn("novactl-ovn-");
+  const port = `nvp${chassis.bridge.slice(3)}`;
   try {
     await t.step("central, OVS and ovn-controller start; the host is a chassis", async () => {
       assertEquals(await central.ensureRunning(), ["ovnnb_db", "ovnsb_db", "ovn-northd"]);
@@ -40,7 +31,7 @@ testWithTimeout({
       assert(await chassis.ensureRunning(), "ovn-controller started");
       await until("the chassis row", async () => {
         const names = await central.sbctl(["--bare", "--columns=name", "list", "Chassis"]);
-        return names.split("\n").includes(`h-${tag}`) || undefined;
+        return names.split("\n").includes(chassis.options.name) || undefined;
       });
     });
 
@@ -93,12 +84,6 @@ testWithTimeout({
       );
     });
   } finally {
-    // ovn-controller first: it would create its bridge again.
-    await chassis.stop();
-    await ovs.vsctl(["--if-exists", "del-port", port]).catch(() => {});
-    await ovs.vsctl(["--if-exists", "del-br", chassis.bridge]).catch(() => {});
-    await central.stop();
-    await ovs.stop();
-    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    await stop(() => ovs.vsctl(["--if-exists", "del-port", port]).then(() => {}));
   }
 });
