@@ -10,6 +10,7 @@
  */
 import { join } from "node:path";
 import { NovaError } from "../../core/errors/mod.ts";
+import { pathExists } from "../../core/store/mod.ts";
 
 export class DaemonDir {
   readonly run: string;
@@ -93,32 +94,37 @@ export class DaemonDir {
   }
 
   /** Runs a tool with this directory's environment; its stdout, or an error with its stderr. */
-  async exec(binary: string, args: string[]): Promise<string> {
-    const out = await new Deno.Command(binary, {
-      args,
-      env: this.env,
-      stdout: "piped",
-      stderr: "piped",
-      stdin: "null",
-    }).output();
-    const dec = new TextDecoder();
-    if (!out.success) {
-      throw new NovaError(
-        "unavailable",
-        `${binary} ${args.join(" ")} failed: ${dec.decode(out.stderr).trim()}`,
-      );
-    }
-    return dec.decode(out.stdout);
+  exec(binary: string, args: string[]): Promise<string> {
+    return runTool(binary, args, this.env);
   }
 
   /** Creates the OVSDB database `file` from `schema` unless it exists. */
   async ensureDatabase(file: string, schema: string): Promise<void> {
-    try {
-      await Deno.stat(file);
-    } catch {
-      await this.exec("ovsdb-tool", ["create", file, schema]);
-    }
+    if (!(await pathExists(file))) await this.exec("ovsdb-tool", ["create", file, schema]);
   }
+}
+
+/** Runs `binary` with `env` added; its stdout, or an error naming the command with its stderr. */
+export async function runTool(
+  binary: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<string> {
+  const out = await new Deno.Command(binary, {
+    args,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).output();
+  const dec = new TextDecoder();
+  if (!out.success) {
+    throw new NovaError(
+      "unavailable",
+      `${binary} ${args.join(" ")} failed: ${dec.decode(out.stderr).trim()}`,
+    );
+  }
+  return dec.decode(out.stdout);
 }
 
 /** Why `binaries` cannot run here (which are missing, and the Debian packages to install), or null. */

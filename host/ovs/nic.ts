@@ -11,7 +11,8 @@
  *
  * @module
  */
-import { NovaError } from "../../core/errors/mod.ts";
+import { pathExists } from "../../core/store/mod.ts";
+import { runTool } from "./daemon_dir.ts";
 import type { OvsHost } from "./ovs_host.ts";
 
 /** Linux interface names: at most 15 bytes. */
@@ -24,23 +25,12 @@ export function tapName(uuid: string, nic: number): string {
   return name;
 }
 
-async function ip(args: string[]): Promise<void> {
-  const out = await new Deno.Command("ip", { args, stdout: "null", stderr: "piped" }).output();
-  if (!out.success) {
-    throw new NovaError(
-      "unavailable",
-      `ip ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr).trim()}`,
-    );
-  }
+function ip(args: string[]): Promise<string> {
+  return runTool("ip", args);
 }
 
-async function linkExists(name: string): Promise<boolean> {
-  try {
-    await Deno.stat(`/sys/class/net/${name}`);
-    return true;
-  } catch {
-    return false;
-  }
+function linkExists(name: string): Promise<boolean> {
+  return pathExists(`/sys/class/net/${name}`);
 }
 
 /**

@@ -328,9 +328,10 @@ function portCommands(
     changes.created.push(p.name);
     return;
   }
+  // A reference to DHCP options created in this transaction ("@...") is a change by itself.
+  const sameDhcp = !dhcpRef?.startsWith("@") && have.dhcpUuid === dhcpRef;
   const same = have.addresses === p.addresses && have.portSecurity === p.portSecurity &&
-    have.type === p.type && sameMap(have.options, p.options) && have.tag === p.tag &&
-    (have.dhcpUuid ?? null) === (dhcpRef?.startsWith("@") ? "new" : dhcpRef);
+    have.type === p.type && sameMap(have.options, p.options) && have.tag === p.tag && sameDhcp;
   if (!same) {
     cmds.push(["set", "Logical_Switch_Port", have.uuid, ...columns]);
     changes.updated.push(p.name);

@@ -1,21 +1,8 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
+import { eventually } from "../../tests/support/api.ts";
 import { ovnMissing } from "./ovn.ts";
 import { testOvn } from "./testing.ts";
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  ms = 15_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 testWithTimeout({
   name: "OVN: a host registers as a chassis and binds a logical port to its OVS interface",
@@ -29,7 +16,7 @@ testWithTimeout({
       assertEquals(await central.ensureRunning(), ["ovnnb_db", "ovnsb_db", "ovn-northd"]);
       await ovs.ensureRunning();
       assert(await chassis.ensureRunning(), "ovn-controller started");
-      await until("the chassis row", async () => {
+      await eventually("the chassis row", async () => {
         const names = await central.sbctl(["--bare", "--columns=name", "list", "Chassis"]);
         return names.split("\n").includes(chassis.options.name) || undefined;
       });
@@ -40,7 +27,7 @@ testWithTimeout({
       await central.nbctl(["lsp-add", "sw0", "p1"]);
       await central.nbctl(["lsp-set-addresses", "p1", "02:6e:76:00:00:01 10.0.0.2"]);
       assertEquals((await central.nbctl(["lsp-get-up", "p1"])).trim(), "down");
-      await until(
+      await eventually(
         "the integration bridge",
         async () =>
           (await ovs.vsctl(["list-br"])).split("\n").includes(chassis.bridge) || undefined,
@@ -56,7 +43,7 @@ testWithTimeout({
         "type=internal",
         "external_ids:iface-id=p1",
       ]);
-      await until(
+      await eventually(
         "p1 up",
         async () => (await central.nbctl(["lsp-get-up", "p1"])).trim() === "up" || undefined,
       );
@@ -73,12 +60,12 @@ testWithTimeout({
     await t.step("ovn-controller killed: started again, the port stays bound", async () => {
       const pid = (await chassis.pidOf())!;
       Deno.kill(pid, "SIGKILL");
-      await until(
+      await eventually(
         "ovn-controller seen dead",
         async () => (await chassis.pidOf()) === null || undefined,
       );
       assert(await chassis.ensureRunning(), "started again");
-      await until(
+      await eventually(
         "p1 up again",
         async () => (await central.nbctl(["lsp-get-up", "p1"])).trim() === "up" || undefined,
       );
