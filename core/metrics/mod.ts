@@ -109,6 +109,13 @@ export const metrics = {
     help: "Raft streams this node opened to peers (one per peer while both run)",
     registers: [registry],
   }),
+  peerStreamsEnded: new client.Counter({
+    name: "novactl_peer_streams_ended_total",
+    help: "Raft streams this node ended itself: retired (closed cleanly after their age limit), " +
+      "stalled (the connection took nothing for seconds) or backlog (the peer fell megabytes behind)",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+  }),
   peerStreamFrames: new client.Counter({
     name: "novactl_peer_stream_frames_total",
     help: "Batches of Raft messages written to peer streams",

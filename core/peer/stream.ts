@@ -15,7 +15,13 @@
  *
  * A stream that breaks (the peer restarted, refused it, or stopped reading) is
  * dropped; Raft is told the peer is unreachable, so it probes and re-sends from
- * its log, and the next batch opens a new stream.
+ * its log, and the next batch opens a new stream. A stream can also fail
+ * silently: a connection whose handshake hangs takes none of the frames, and
+ * nothing ever answers. So the sender aborts a stream whose oldest frame has
+ * waited `streamStallMs`, and retires every stream after `streamMaxAgeMs`
+ * (closing it cleanly and opening the next), which bounds any failure neither
+ * side can see — a cluster's simulated hosts once sat for minutes as learners
+ * that never heard from the leader.
  *
  * @module
  */
@@ -30,42 +36,67 @@ const encoder = new TextEncoder();
 /** How a stream ended: the receiver's status, or the error that broke it. */
 export type StreamEnd = { status: number } | { error: unknown };
 
-/** The sending half of one stream to one peer. */
+/**
+ * The sending half of one stream to one peer. Frames wait in the stream's own
+ * queue until the connection asks for more, so the stream knows how long the
+ * oldest unsent frame has waited: a connection that takes nothing for seconds
+ * (a connect or handshake that hangs, a peer that stopped reading) is stalled,
+ * which a byte count alone would show only after megabytes of heartbeats.
+ */
 export class OutboundStream {
-  #controller!: ReadableStreamDefaultController<Uint8Array>;
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  /** When the oldest frame still in the queue was written. */
+  #oldestAt = 0;
   #open = true;
+  #closedByUs = false;
+  /** Resolves the connection's pending request for more, if it is waiting. */
+  #wake: (() => void) | null = null;
+  readonly #abort = new AbortController();
+  /** When the stream was opened (performance.now()). */
+  readonly openedAt = performance.now();
   /** Resolves when the receiver answered or the request failed. */
   readonly ended: Promise<StreamEnd>;
 
   /**
-   * @param post sends the request (the node's signed peer fetch); its body is this stream
+   * @param post sends the request (the node's signed peer fetch); its body is this
+   *   stream, and `signal` aborts it
    */
-  constructor(post: (body: ReadableStream<Uint8Array>) => Promise<Response>) {
-    // Counted in bytes: desiredSize is then minus the bytes not yet handed to the socket.
+  constructor(post: (body: ReadableStream<Uint8Array>, signal: AbortSignal) => Promise<Response>) {
     const body = new ReadableStream<Uint8Array>(
       {
-        start: (c) => void (this.#controller = c),
+        pull: (c) => this.#pull(c),
         // fetch gave the body up (the connection broke): nothing more can be written.
-        cancel: () => void (this.#open = false),
+        cancel: () => this.#discard(),
       },
-      new ByteLengthQueuingStrategy({ highWaterMark: 0 }),
+      { highWaterMark: 0 },
     );
-    this.ended = post(body).then(
+    this.ended = post(body, this.#abort.signal).then(
       async (res) => {
         await res.body?.cancel().catch(() => {});
         return { status: res.status };
       },
       (error) => ({ error }),
-    ).finally(() => this.close());
+    ).finally(() => this.#discard());
   }
 
   get open(): boolean {
     return this.#open;
   }
 
+  /** Whether {@link close} ended it (so a 200 means every frame was read). */
+  get closedByUs(): boolean {
+    return this.#closedByUs;
+  }
+
   /** Bytes written but not yet taken by the connection (the peer is not reading them). */
   get backlog(): number {
-    return this.#open ? Math.max(0, -(this.#controller.desiredSize ?? 0)) : 0;
+    return this.#queued;
+  }
+
+  /** How long the connection has left written frames untaken (0 when it has taken all). */
+  stalledMs(now = performance.now()): number {
+    return this.#queued > 0 ? now - this.#oldestAt : 0;
   }
 
   /**
@@ -74,23 +105,72 @@ export class OutboundStream {
    */
   write(env: Envelope): boolean {
     if (!this.#open) return false;
-    try {
-      this.#controller.enqueue(encoder.encode(JSON.stringify(env) + "\n"));
-      return true;
-    } catch {
-      this.#open = false; // errored by fetch, its end not yet delivered
-      return false;
-    }
+    const frame = encoder.encode(JSON.stringify(env) + "\n");
+    if (this.#queued === 0) this.#oldestAt = performance.now();
+    this.#queue.push(frame);
+    this.#queued += frame.length;
+    this.#wakeConnection();
+    return true;
   }
 
   /** Ends the body: the receiver answers once it has read what was written. */
   close(): void {
     if (!this.#open) return;
     this.#open = false;
-    try {
-      this.#controller.close();
-    } catch { /* already errored or closed */ }
+    this.#closedByUs = true;
+    this.#wakeConnection();
   }
+
+  /** Gives the request up at once: what was not delivered is lost. */
+  abort(): void {
+    this.#discard();
+    this.#abort.abort(new Error("raft stream aborted"));
+  }
+
+  /** The connection wants more: everything queued goes as one chunk, or the body ends. */
+  async #pull(c: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    while (this.#queued === 0) {
+      if (!this.#open) {
+        try {
+          c.close();
+        } catch { /* cancelled by fetch: already closed */ }
+        return;
+      }
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+    const chunk = this.#queue.length === 1 ? this.#queue[0] : concat(this.#queue, this.#queued);
+    this.#queue = [];
+    this.#queued = 0;
+    try {
+      c.enqueue(chunk);
+    } catch {
+      this.#discard(); // cancelled meanwhile
+    }
+  }
+
+  #wakeConnection(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  /** Nothing more can be sent: drops what waits and releases a waiting pull. */
+  #discard(): void {
+    this.#open = false;
+    this.#queue = [];
+    this.#queued = 0;
+    this.#wakeConnection();
+  }
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 /**

@@ -44,12 +44,18 @@ export interface TransportLimits {
   maxQueueMessages: number;
   /** Bytes per snapshot chunk. */
   snapshotChunkBytes: number;
+  /** A stream whose oldest frame waits this long untaken is aborted (./stream.ts). */
+  streamStallMs: number;
+  /** A stream older than this is closed cleanly and the next batch opens a new one. */
+  streamMaxAgeMs: number;
 }
 
 export const DEFAULT_TRANSPORT_LIMITS: TransportLimits = {
   maxQueueBytes: 16 << 20,
   maxQueueMessages: 4096,
   snapshotChunkBytes: 1 << 20,
+  streamStallMs: 5_000,
+  streamMaxAgeMs: 30_000,
 };
 
 export interface Envelope {
@@ -215,16 +221,12 @@ export class PeerTransport {
 
   /**
    * Writes the queue as one frame on the peer's stream, opening one if needed. A
-   * stream the peer does not read (more than maxQueueBytes waiting) is given up:
-   * its messages are as good as lost, Raft re-sends once told.
+   * stream the peer does not read (more than maxQueueBytes waiting, or nothing
+   * taken for streamStallMs) is given up: its messages are as good as lost, Raft
+   * re-sends once told. An old stream is retired cleanly first.
    */
   private flushToStream(id: NodeId, q: PeerQueue): void {
-    if (q.stream && q.stream.backlog > this.limits.maxQueueBytes) {
-      log.warn("peer stream stalled: closing it", { peer: id, backlog: q.stream.backlog });
-      q.stream.close();
-      q.stream = null;
-      this.hooks.unreachable(id);
-    }
+    if (q.stream) this.checkStream(id, q, q.stream);
     if (!q.stream?.open) {
       const url = this.urlOf(id);
       if (!url) return this.dropped(id, takeQueue(q));
@@ -240,13 +242,45 @@ export class PeerTransport {
     this.dropped(id, batch);
   }
 
+  /** Aborts a stalled stream, retires an old one; either way the next batch opens anew. */
+  private checkStream(id: NodeId, q: PeerQueue, stream: OutboundStream): void {
+    const now = performance.now();
+    const stalledMs = stream.stalledMs(now);
+    const reason = stream.backlog > this.limits.maxQueueBytes
+      ? "backlog"
+      : stalledMs > this.limits.streamStallMs
+      ? "stalled"
+      : now - stream.openedAt > this.limits.streamMaxAgeMs
+      ? "retired"
+      : null;
+    if (!reason) return;
+    metrics.peerStreamsEnded.inc({ reason });
+    q.stream = null;
+    if (reason === "retired") {
+      stream.close(); // the receiver reads what was written, then answers
+      // ...unless the connection is the silent kind: then it goes once it has had as long again.
+      const timer = setTimeout(() => stream.abort(), this.limits.streamStallMs);
+      Deno.unrefTimer(timer);
+      stream.ended.finally(() => clearTimeout(timer));
+      return;
+    }
+    log.warn("peer stream stalled: aborting it", {
+      peer: id,
+      backlog: stream.backlog,
+      stalledMs: Math.round(stalledMs),
+    });
+    stream.abort();
+    this.hooks.unreachable(id);
+  }
+
   private openStream(id: NodeId, q: PeerQueue, url: string): OutboundStream {
-    const stream = new OutboundStream((body) =>
+    const stream = new OutboundStream((body, signal) =>
       this.peerFetch(url + RAFT_STREAM_PATH, {
         method: "POST",
         headers: { "content-type": RAFT_STREAM_TYPE },
         body,
-        // A stream lives as long as both ends do: no timeout.
+        // A stream lives until it is retired (streamMaxAgeMs), stalls or breaks.
+        signal,
         ...({ duplex: "half" } as RequestInit),
       })
     );
@@ -274,6 +308,8 @@ export class PeerTransport {
       q.failing = true;
     } else {
       q.failing = false;
+      // We ended it and the receiver read it all: nothing was lost.
+      if (stream.closedByUs) return;
     }
     // What was written and not yet stepped there is lost: Raft probes and re-sends.
     this.hooks.unreachable(id);

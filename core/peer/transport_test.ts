@@ -417,3 +417,114 @@ testWithTimeout({
     t.close();
   }
 });
+
+/** A fetch that sends to `peer` from its `realAfter`-th call on; before that, as `silent` does. */
+function fetchFailingFirst(
+  peerUrl: string,
+  silent: (body: ReadableStream<Uint8Array>, signal: AbortSignal) => Promise<Response>,
+  realAfter = 1,
+) {
+  const calls: { aborted: () => boolean }[] = [];
+  const peerFetch = (url: string, init?: RequestInit) => {
+    const signal = init!.signal!;
+    calls.push({ aborted: () => signal.aborted });
+    if (calls.length <= realAfter) {
+      return silent(init!.body as ReadableStream<Uint8Array>, signal);
+    }
+    return fetch(peerUrl + new URL(url).pathname, init);
+  };
+  return { calls, peerFetch };
+}
+
+/** Like fetch when nothing answers: pending until aborted, then rejecting. */
+function untilAborted(signal: AbortSignal): Promise<Response> {
+  return new Promise((_, reject) => {
+    signal.addEventListener("abort", () => reject(new TypeError("aborted")), { once: true });
+  });
+}
+
+/** Sends a small batch every 10 ms until `done` (Raft's heartbeats keep a live peer busy). */
+async function sendUntil(t: PeerTransport, what: string, done: () => boolean): Promise<number> {
+  let sent = 0;
+  for (let i = 0; i < 500 && !done(); i++) {
+    t.send([app(sent++, 10)]);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert(done(), `timed out waiting for ${what}`);
+  return sent;
+}
+
+testWithTimeout({
+  name: "raft stream: a connection that takes nothing (a hung handshake) is aborted and replaced",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  const peer = streamingPeer();
+  const { events, hooks } = recordingHooks(peer.url);
+  // The first stream's connection never takes a byte and never answers.
+  const { calls, peerFetch } = fetchFailingFirst(peer.url, (_body, signal) => untilAborted(signal));
+  const t = new PeerTransport(SELF, hooks, { streamStallMs: 200 }, peerFetch);
+  try {
+    await sendUntil(t, "frames on a second stream", () => peer.received.length > 0);
+    assert(calls[0].aborted(), "the stalled stream's request was aborted");
+    assert(events.unreachable >= 1, "Raft heard that what the stalled stream held was lost");
+    assertEquals(peer.requests, [RAFT_STREAM_PATH], "one stream reached the peer");
+  } finally {
+    t.close();
+    await peer.server.shutdown();
+  }
+});
+
+testWithTimeout({
+  name:
+    "raft stream: a connection that takes frames but is never answered is retired, then aborted",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  const peer = streamingPeer();
+  const { hooks } = recordingHooks(peer.url);
+  // The first stream's connection reads everything into a void: no error, no answer.
+  const { calls, peerFetch } = fetchFailingFirst(peer.url, async (body, signal) => {
+    const reader = body.getReader();
+    signal.addEventListener("abort", () => void reader.cancel().catch(() => {}));
+    while (!(await reader.read()).done) { /* a black hole */ }
+    return await untilAborted(signal);
+  });
+  const t = new PeerTransport(
+    SELF,
+    hooks,
+    { streamStallMs: 300, streamMaxAgeMs: 200 },
+    peerFetch,
+  );
+  try {
+    await sendUntil(t, "frames on a second stream", () => peer.received.length > 0);
+    await until("the silent stream aborted", () => calls[0].aborted());
+  } finally {
+    t.close();
+    await peer.server.shutdown();
+  }
+});
+
+testWithTimeout({
+  name: "raft stream: retiring old streams loses no message and costs Raft no probe",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  const peer = streamingPeer();
+  const { events, hooks } = recordingHooks(peer.url);
+  const t = new PeerTransport(SELF, hooks, { streamMaxAgeMs: 100 });
+  try {
+    let sent = 0;
+    for (let i = 0; i < 100; i++) {
+      t.send([app(sent++, 50)]);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await until("every message", () => peer.received.length === sent);
+    // Streams overlap while one retires, so order across them is not promised; delivery is.
+    assertEquals(peer.received.map((m) => m.index).sort((a, b) => a! - b!), [
+      ...Array(sent).keys(),
+    ]);
+    assert(peer.requests.length >= 3, `${peer.requests.length} streams in 0.5 s`);
+    assertEquals(events.unreachable, 0, "a clean retirement is not a lost peer");
+  } finally {
+    t.close();
+    await peer.server.shutdown();
+  }
+});
