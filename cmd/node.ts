@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { startNode } from "./node_start.ts";
 import { simulateHosts } from "./simulate_hosts.ts";
 import type { SimulatedHardware } from "../host/mod.ts";
+import { type CentralPorts, parseCentralPorts } from "../host/ovs/mod.ts";
 import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
@@ -24,6 +25,17 @@ function simulatedHardwareOf(
   opts: { simulatedCpus: number; simulatedMemory: number },
 ): SimulatedHardware {
   return { cpus: opts.simulatedCpus, memoryMiB: opts.simulatedMemory };
+}
+
+function onOff(value: string): boolean {
+  if (value !== "on" && value !== "off") throw new InvalidArgumentError(`"${value}" is not on|off`);
+  return value === "on";
+}
+
+function ovnPorts(value: string): CentralPorts {
+  const ports = parseCentralPorts(value);
+  if (!ports) throw new InvalidArgumentError(`"${value}" is not four ports NB,SB,NBRAFT,SBRAFT`);
+  return ports;
 }
 
 export function nodeCommand(): Command {
@@ -52,6 +64,21 @@ export function nodeCommand(): Command {
       .option(
         "--simulated-host",
         "SIMULATION for scale tests: report VMs placed here as running without QEMU",
+      )
+      .option(
+        "--networking <on|off>",
+        "run this host's Open vSwitch and OVN (off: VMs with --nic cannot run here)",
+        onOff,
+        true,
+      )
+      .option(
+        "--tunnel-interface <iface>",
+        "interface whose IPv4 address is the overlay tunnel endpoint (default: the advertised address)",
+      )
+      .option(
+        "--ovn-ports <nb,sb,nbRaft,sbRaft>",
+        "TCP ports of this voter's OVN central member",
+        ovnPorts,
       ),
   )
     .action(async (opts) => {
@@ -66,6 +93,9 @@ export function nodeCommand(): Command {
         insecureHttp: opts.insecureHttp === true,
         label: opts.label,
         simulatedHost: opts.simulatedHost === true ? simulatedHardwareOf(opts) : undefined,
+        networking: opts.networking,
+        tunnelInterface: opts.tunnelInterface,
+        ovnPorts: opts.ovnPorts,
       });
     });
 

@@ -52,6 +52,16 @@ import {
   VmHost,
 } from "../host/mod.ts";
 import { HostFencing } from "../host/fencing/mod.ts";
+import {
+  type CentralEndpoint,
+  type CentralPlan,
+  type CentralPorts,
+  centralRemotes,
+  DEFAULT_CENTRAL_PORTS,
+  HostNetwork,
+  NorthboundReconciler,
+} from "../host/ovs/mod.ts";
+import { qemuUser } from "../host/kvm/mod.ts";
 import { ApiServer } from "../api/server.ts";
 import { CA_CERT_FILE, fingerprint, loadNodeTls, NODE_CERT_FILE } from "../core/pki/mod.ts";
 
@@ -69,6 +79,12 @@ export interface NodeStartOptions {
   label: Record<string, string>;
   /** SIMULATION: no QEMU; VMs are reported as converged, the inventory is this (host/simulated_host.ts). */
   simulatedHost?: SimulatedHardware;
+  /** Run the host's OVS/OVN (default); off with `--networking off` and on simulated hosts. */
+  networking?: boolean;
+  /** `--tunnel-interface`: the overlay's tunnel endpoint is this interface's IPv4 address. */
+  tunnelInterface?: string;
+  /** `--ovn-ports`: this host's OVN central member ports (default 6641-6644). */
+  ovnPorts?: CentralPorts;
 }
 
 /** Where a node reports the address it bound (`--listen HOST:0` picks a free port). */
@@ -189,6 +205,8 @@ export async function openMember(opts: NodeStartOptions): Promise<RunningMember>
   // The leader refuses such labels in every registration: say so now, not in a debug log later.
   const labels = labelsSchema.safeParse(opts.label);
   if (!labels.success) throw zodToValidationError(labels.error, "label.");
+  // Missing OVS/OVN packages: say which, and how to run without, before anything starts.
+  if (networkingOn(opts)) await HostNetwork.preflight();
   await Deno.mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   await secureDataDir(opts.dataDir); // also when it existed with looser modes
 
@@ -303,12 +321,14 @@ async function runMember(
   if (fencing instanceof HostFencing) driver.fencedSpawner = fencing;
   const lease = new LeaseHolder(fencing.inheritedFenceAt() + FENCE_MARGIN_MS);
   const simulated = opts.simulatedHost ? new SimulatedHost(hostClusterOf(node, blobs)) : null;
+  const network = networkingOn(opts) ? hostNetworkOf(node, opts, url) : null;
   const host = new VmHost({
     cluster: hostClusterOf(node, blobs),
     driver,
     pool,
     accel: hostAccel,
     lease: { holds: () => lease.holds() && fencing.alive() },
+    nics: network,
   });
   const migrator = new Migrator(
     host,
@@ -322,7 +342,11 @@ async function runMember(
   node.start();
   log.info("node listening", { url, listen: report.listen });
 
-  const registration = keepInventoryCurrent(node, opts, pool);
+  // Before the VMs: re-adopted and new guests need their network.
+  await network?.start();
+  const northbound = network ? new NorthboundReconciler(northboundSourceOf(node, network)) : null;
+  northbound?.start();
+  const registration = keepInventoryCurrent(node, opts, pool, network);
   const renewal = keepLeaseRenewed(node, lease, leases, fencing, (commitIndex) => {
     // Act on drift only once this host has seen everything the leader had committed. On a
     // simulated host the QEMU side never acts: marking it caught up would start real QEMUs
@@ -349,6 +373,8 @@ async function runMember(
     replication.stop();
     ha.stop();
     rebalancer.stop();
+    northbound?.stop();
+    network?.stop();
     host.stop();
     simulated?.stop();
     fencing.close();
@@ -398,6 +424,7 @@ function keepInventoryCurrent(
   node: ClusterNode,
   opts: NodeStartOptions,
   pool: DirPool,
+  network: HostNetwork | null,
 ): { stop(): void } {
   let stopped = false;
   let accel: Accel | null = null;
@@ -420,6 +447,7 @@ function keepInventoryCurrent(
           ...await collectInventory(opts.dataDir),
           accel: decided,
           pool: await pool.usage(),
+          ...(network ? { network: network.inventory() } : {}),
         }, opts.simulatedHost);
         const current = node.fsm.node(node.id);
         const labels = current && Object.keys(opts.label).length === 0
@@ -506,6 +534,65 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
       await pullImage(node, blobs, name);
       const path = (b?: { sha256: string }) => b ? blobs.path(b.sha256) : undefined;
       return { kernel: path(image?.kernel), initrd: path(image?.initrd), disk: path(image?.disk) };
+    },
+  };
+}
+
+function networkingOn(opts: NodeStartOptions): boolean {
+  return opts.networking !== false && !opts.simulatedHost;
+}
+
+/** This host's networking, following the cluster's voters and configuration. */
+function hostNetworkOf(node: ClusterNode, opts: NodeStartOptions, url: string): HostNetwork {
+  const advertised = new URL(url).hostname.replace(/^\[|\]$/g, "");
+  const self: CentralEndpoint = {
+    address: advertised,
+    ports: opts.ovnPorts ?? DEFAULT_CENTRAL_PORTS,
+  };
+  return new HostNetwork({
+    dataDir: opts.dataDir,
+    name: opts.name,
+    advertised,
+    tunnelInterface: opts.tunnelInterface,
+    central: self,
+    plan: () => centralPlan(node, self),
+    tapOwner: async () => (await qemuUser())?.uid ?? null,
+  });
+}
+
+/**
+ * Where OVN central is now: the configured external OVN, else a member on
+ * every voter that has networking on (known from its inventory; this host's
+ * own from itself, before its inventory is in).
+ */
+function centralPlan(node: ClusterNode, self: CentralEndpoint): CentralPlan {
+  const cfg = node.fsm.settings();
+  if (cfg["network.ovn.northbound"] || cfg["network.ovn.southbound"]) {
+    return { southbound: cfg["network.ovn.southbound"], runCentral: false, peers: [] };
+  }
+  const voters = node.fsm.members().filter((m) => m.role === "voter");
+  const runCentral = voters.some((v) => v.name === node.id);
+  const peers = voters.filter((v) => v.name !== node.id)
+    .map((v) => node.fsm.node(v.name)?.inventory?.network?.central)
+    .filter((c): c is CentralEndpoint => !!c);
+  const members = runCentral ? [self, ...peers] : peers;
+  return { southbound: centralRemotes(members, "sb"), runCentral, peers };
+}
+
+/** What the leader's northbound pass reads: the applied networks and NICs, and where NB is. */
+function northboundSourceOf(node: ClusterNode, network: HostNetwork) {
+  return {
+    isLeader: () => node.isLeader(),
+    networks: () => node.fsm.networks(),
+    nics: (name: string) => node.fsm.networkPorts(name),
+    onChange: (listener: (resource: string | null) => void) =>
+      node.fsm.onChange((c) => listener(c?.resource ?? null)),
+    northbound: () => {
+      const external = node.fsm.settings()["network.ovn.northbound"];
+      if (external) return external;
+      const plan = centralPlan(node, network.opts.central);
+      const members = plan.runCentral ? [network.opts.central, ...plan.peers] : plan.peers;
+      return centralRemotes(members, "nb");
     },
   };
 }

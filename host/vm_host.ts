@@ -22,7 +22,7 @@ import { ConflictError, NotFoundError, NovaError, ValidationError } from "../cor
 import { log } from "../core/log/mod.ts";
 import { KeyedSerializer } from "../core/concurrency/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
-import type { Accel, QemuDriver, QemuVm } from "./kvm/mod.ts";
+import type { Accel, NicSpec, QemuDriver, QemuVm } from "./kvm/mod.ts";
 import {
   internalSnapshotAll,
   jobCancel,
@@ -33,6 +33,7 @@ import {
 import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
 import type { QmpEvent } from "./kvm/qmp.ts";
 import { DirPool, qemuImg } from "./storage/mod.ts";
+import type { HostNics } from "./ovs/host_network.ts";
 
 /** What the host needs from the cluster: committed state in, observations out. */
 export interface HostCluster {
@@ -96,6 +97,8 @@ export class VmHost {
   /** Set once this host's state caught up with the leader's: only then may drift be acted on. */
   private caughtUp = false;
   private sharedPools = new Map<string, DirPool>();
+  /** The host's networking (taps for NICs on networks); null with `--networking off`. */
+  private readonly nics: HostNics | null;
 
   constructor(opts: {
     cluster: HostCluster;
@@ -104,12 +107,14 @@ export class VmHost {
     accel: () => Promise<Accel>;
     /** Whether this host holds its lease (may run HA VMs); always true without HA. */
     lease?: { holds(): boolean };
+    nics?: HostNics | null;
   }) {
     this.cluster = opts.cluster;
     this.driver = opts.driver;
     this.pool = opts.pool;
     this.accel = opts.accel;
     this.lease = opts.lease ?? { holds: () => true };
+    this.nics = opts.nics ?? null;
   }
 
   /** The pool a disk lives in: the host's own, or the cluster's shared directory. */
@@ -283,6 +288,7 @@ export class VmHost {
     });
     if (!this.caughtUp || !vm) return;
     await this.stopRuntime(name, rt, true);
+    await this.unplugNics(vm);
   }
 
   private async ensureRunning(vm: VmRecord, rt: Runtime | undefined): Promise<void> {
@@ -364,9 +370,13 @@ export class VmHost {
     if (rt && rt.qemu.alive()) {
       await this.report(vm, "stopping");
       await this.stopRuntime(vm.name, rt, !!vm.force);
+      await this.unplugNics(vm);
       return await this.report(vm, "stopped");
     }
-    if (rt) this.forget(vm.name);
+    if (rt) {
+      this.forget(vm.name);
+      await this.unplugNics(vm);
+    }
     if (vm.state !== "stopped" && vm.state !== "failed") await this.report(vm, "stopped");
   }
 
@@ -462,12 +472,37 @@ export class VmHost {
         ? { path: files.kernel!, initrd: files.initrd, cmdline: image.cmdline }
         : undefined,
       disks,
-      nics: userModeNics(vm),
+      nics: await this.nicSpecs(vm),
       loadvm: opts.loadvm,
       incoming: opts.incoming,
       generation: vm.generation,
       fenced: vm.ha,
     };
+  }
+
+  /**
+   * QEMU's NICs: a tap per NIC on a network, plugged before QEMU starts (an
+   * incoming migration's too); a VM without NICs keeps its one restricted
+   * user-mode NIC.
+   */
+  private async nicSpecs(vm: VmRecord): Promise<NicSpec[]> {
+    if (!vm.nics?.length) return [{ id: "net0", mac: macFor(vm.uuid) }];
+    if (!this.nics) {
+      const networks = [...new Set(vm.nics.map((n) => n.network))].join(", ");
+      throw new NovaError(
+        "precondition_failed",
+        `${vm.name} has NICs on networks (${networks}), but networking is off on ${this.nodeName} (--networking off)`,
+      );
+    }
+    return await this.nics.plug(vm);
+  }
+
+  /** Removes the taps of a VM that no longer runs here (best effort: a leftover tap is harmless). */
+  private async unplugNics(vm: VmRecord): Promise<void> {
+    if (!vm.nics?.length || !this.nics) return;
+    await this.nics.unplug(vm).catch((err) =>
+      log.warn("could not unplug NICs", { vm: vm.name, error: String(err) })
+    );
   }
 
   /** Creates the volume on first start (from its source) and grows it when the spec grew. */
@@ -740,6 +775,7 @@ export class VmHost {
       const removed = pool.delete(d.volume);
       await (opts.bestEffort ? removed.catch(() => {}) : removed);
     }
+    await this.unplugNics(vm);
     await this.driver.cleanup(vm.name);
   }
 
@@ -801,23 +837,7 @@ async function snapshotJob(
   }
 }
 
-/** A stable locally administered MAC derived from the VM's uuid. */
-/**
- * The one user-mode NIC of a VM without NICs on networks. A VM with NICs on networks is not
- * started with user-mode networking in their place: its NICs are plugged into OVN, which this
- * host side does not do yet (the networking issue), so the start fails and says so.
- */
-function userModeNics(vm: VmRecord): { id: string; mac: string }[] {
-  if (vm.nics?.length) {
-    const networks = [...new Set(vm.nics.map((n) => n.network))].join(", ");
-    throw new NovaError(
-      "precondition_failed",
-      `${vm.name} has NICs on networks (${networks}); plugging them into OVN on this host is not built yet`,
-    );
-  }
-  return [{ id: "net0", mac: macFor(vm.uuid) }];
-}
-
+/** A stable locally administered MAC derived from the VM's uuid (its user-mode NIC). */
 export function macFor(uuid: string): string {
   const hex = uuid.replace(/-/g, "");
   const bytes = [0x52, 0x54, 0x00, ...[0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16))];

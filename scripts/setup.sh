@@ -23,6 +23,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v ovs-vswitchd >/dev/null || need_apt+=(openvswitch-switch)
 command -v ovn-controller >/dev/null || need_apt+=(ovn-host)
 command -v ovn-northd >/dev/null || need_apt+=(ovn-central)
+# Tests feed OVS's userspace datapath through veths, whose tx checksum offload must be off.
+command -v ethtool >/dev/null || need_apt+=(ethtool)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null

@@ -243,6 +243,8 @@ testWithTimeout({
       join(dataDir, "n1"),
       "--listen",
       `${LOOPBACK}:0`,
+      "--networking",
+      "off",
     ],
     logPath: join(dataDir, "n1.log"),
   });

@@ -110,6 +110,12 @@ export interface NovactlClusterOptions {
    * e.g. for benchmarks comparing TLS with plain HTTP. Default: HTTPS.
    */
   insecureHttp?: boolean;
+  /**
+   * Let nodes run their own OVS and OVN (`node start` does by default). Off unless asked
+   * (`--networking off`): nodes sharing one network namespace would share `br-int`, and the
+   * daemons outlive the nodes by design.
+   */
+  networking?: boolean;
   /** Extra arguments appended to every `node start`. */
   extraNodeArgs?: string[];
   /** Extra arguments for one node's `node start`, by node name (e.g. its `--label`s). */
@@ -519,6 +525,7 @@ export class NovactlCluster {
       ],
       ...joinArgs,
       ...(this.#options.insecureHttp ? ["--insecure-http"] : []),
+      ...(this.#options.networking ? [] : ["--networking", "off"]),
       ...(this.#options.extraNodeArgs ?? []),
       ...(this.#options.nodeArgs?.[node.name] ?? []),
     ];

@@ -21,6 +21,13 @@ function boolean() {
   );
 }
 
+/** OVSDB remotes as OVN tools take them: `tcp:HOST:PORT`, `ssl:...`, `unix:PATH`, comma-separated. */
+function ovnRemotes() {
+  return z.string().max(1024).regex(/^$|^(tcp|ssl|unix):[^,\s]+(,(tcp|ssl|unix):[^,\s]+)*$/, {
+    message: "OVSDB remotes such as tcp:10.0.0.1:6641,tcp:10.0.0.2:6641 (or empty)",
+  });
+}
+
 export const CONFIG_FIELDS = {
   "cluster.name": z.string().min(1).max(63).regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/, {
     message: "letters, digits, '.', '_' and '-' only",
@@ -55,6 +62,9 @@ export const CONFIG_FIELDS = {
   "storage.sharedDir": z.string().max(4096).refine((p) => p === "" || p.startsWith("/"), {
     message: "must be an absolute path (or empty for none)",
   }),
+  /** An external OVN's databases (`tcp:IP:6641,...`); empty: the voters run OVN central. */
+  "network.ovn.northbound": ovnRemotes(),
+  "network.ovn.southbound": ovnRemotes(),
   "vms.stopTimeoutMs": numeric(z.number().int().min(0).max(3_600_000)),
   "vms.consoleMaxBytes": numeric(z.number().int().min(4096).max(1024 * 1024 * 1024)),
   "vms.restartLimit": numeric(z.number().int().min(0).max(1000)),
@@ -98,6 +108,8 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   "images.replicateToAllHosts": true,
   "images.maxUploadBytes": 64 * 2 ** 30,
   "storage.sharedDir": "",
+  "network.ovn.northbound": "",
+  "network.ovn.southbound": "",
   "vms.stopTimeoutMs": 30_000,
   "vms.consoleMaxBytes": 1024 * 1024,
   "vms.restartLimit": 3,

@@ -149,6 +149,7 @@ export const labelsSchema = z.record(z.string(), z.string()).superRefine((labels
   }
 });
 
+const port = z.number().int().min(1).max(65_535);
 const count = (max: number) => z.number().int().min(0).max(max);
 const amount = (max: number) => z.number().finite().min(0).max(max);
 
@@ -168,6 +169,14 @@ export const inventorySchema: z.ZodType<Inventory> = z.object({
     virtualBytes: amount(INVENTORY_LIMITS.poolBytes),
     allocatedBytes: amount(INVENTORY_LIMITS.poolBytes),
     freeBytes: amount(INVENTORY_LIMITS.poolBytes),
+  }).strict().optional(),
+  network: z.object({
+    datapath: z.enum(["netdev", "system"]),
+    tunnelIp: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/),
+    central: z.object({
+      address: printable(INVENTORY_LIMITS.hostnameChars),
+      ports: z.object({ nb: port, sb: port, nbRaft: port, sbRaft: port }).strict(),
+    }).strict(),
   }).strict().optional(),
 }).strict();
 

@@ -33,6 +33,16 @@ export interface Inventory {
   version: string;
   /** Usage of the host's `dir` storage pool. */
   pool?: { volumes: number; virtualBytes: number; allocatedBytes: number; freeBytes: number };
+  /** The host's networking (absent with `--networking off`). */
+  network?: HostNetworkInventory;
+}
+
+/** What a host with networking on reports: its datapath, tunnel address and OVN central member. */
+export interface HostNetworkInventory {
+  datapath: "netdev" | "system";
+  tunnelIp: string;
+  /** Where its member of the embedded OVN central answers when it is a voter. */
+  central: { address: string; ports: { nb: number; sb: number; nbRaft: number; sbRaft: number } };
 }
 
 export type Command =

@@ -191,6 +191,18 @@ export const metrics = {
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
     registers: [registry],
   }),
+  networkDaemonRestarts: new client.Counter({
+    name: "novactl_network_daemon_restarts_total",
+    help: "OVS/OVN daemons the node's supervisor found dead and started again, by daemon",
+    labelNames: ["daemon"] as const,
+    registers: [registry],
+  }),
+  northboundPasses: new client.Counter({
+    name: "novactl_network_northbound_passes_total",
+    help: "Leader passes writing OVN's northbound DB from the replicated networks, by result",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  }),
   reportsPerRequest: new client.Histogram({
     name: "novactl_host_reports_per_request",
     help: "Reports per request a host sent to the leader",

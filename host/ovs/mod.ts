@@ -11,3 +11,7 @@ export * from "./ovs_host.ts";
 export * from "./ovn.ts";
 export * from "./northbound.ts";
 export * from "./nic.ts";
+export * from "./underlay.ts";
+export * from "./ovn_cluster.ts";
+export * from "./host_network.ts";
+export * from "./northbound_reconciler.ts";

@@ -107,6 +107,7 @@ export interface ChassisOptions {
 /** A host's `ovn-controller`, programming the host's own OVS. */
 export class OvnChassis {
   readonly dir: DaemonDir;
+  #configured = "";
 
   constructor(readonly ovs: OvsHost, readonly options: ChassisOptions) {
     // ovn-controller reaches each bridge's OpenFlow socket in its run directory: it must be
@@ -125,11 +126,32 @@ export class OvnChassis {
   /**
    * Points the host's OVS at OVN (the external_ids ovn-controller reads) and
    * starts ovn-controller unless it runs; true when it had to start it. Its
-   * integration bridge `br-int` gets the host's datapath type.
+   * integration bridge `br-int` gets the host's datapath type. `southbound`
+   * replaces the options' remotes (the voters running central change).
    */
-  async ensureRunning(): Promise<boolean> {
+  async ensureRunning(southbound = this.options.southbound): Promise<boolean> {
     await this.dir.prepare();
-    const o = this.options;
+    const o = { ...this.options, southbound };
+    // Written when it changes (or once per process: the database may have been recreated).
+    const key = JSON.stringify(o);
+    if (key !== this.#configured) await this.configure(o);
+    this.#configured = key;
+    const started = await this.dir.ensureDaemon(
+      "ovn-controller",
+      "ovn-controller",
+      [`unix:${this.ovs.dbSocket}`],
+      { unixctl: false },
+    );
+    if (started) log.info("ovn-controller started", { chassis: o.name });
+    return started;
+  }
+
+  /** Forgets what was written, so the next ensureRunning writes it again (its OVS restarted). */
+  reconfigure(): void {
+    this.#configured = "";
+  }
+
+  private async configure(o: ChassisOptions): Promise<void> {
     await this.ovs.vsctl([
       "set",
       "open_vswitch",
@@ -141,14 +163,6 @@ export class OvnChassis {
       `external_ids:ovn-bridge=${this.bridge}`,
       `external_ids:ovn-bridge-datapath-type=${this.ovs.datapath}`,
     ]);
-    const started = await this.dir.ensureDaemon(
-      "ovn-controller",
-      "ovn-controller",
-      [`unix:${this.ovs.dbSocket}`],
-      { unixctl: false },
-    );
-    if (started) log.info("ovn-controller started", { chassis: o.name });
-    return started;
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,222 @@
+/**
+ * A node's networking, brought up by `node start` and kept up by a supervisor:
+ * - the host's own Open vSwitch (ovsdb-server, ovs-vswitchd) and ovn-controller;
+ * - the tunnel address moved onto the underlay bridge (./underlay.ts);
+ * - on a voter, unless the cluster names an external OVN, a member of the
+ *   embedded clustered OVN central (./ovn_cluster.ts).
+ *
+ * The supervisor runs {@link HostNetwork.superviseOnce} every 2 s: each
+ * daemon found dead is started again (logged and counted in
+ * `novactl_network_daemon_restarts_total{daemon}`), and the chassis follows
+ * the southbound remotes as voters change. The daemons are not stopped with
+ * the node: guests keep their network while a node restarts.
+ *
+ * VMs reach it through the narrow {@link HostNics}: plug a tap per NIC before
+ * QEMU starts (also before an incoming migration), unplug when the VM leaves.
+ *
+ * @module
+ */
+import { NovaError } from "../../core/errors/mod.ts";
+import { log } from "../../core/log/mod.ts";
+import { metrics } from "../../core/metrics/mod.ts";
+import type { VmNic } from "../../core/fsm/mod.ts";
+import type { NicSpec } from "../kvm/mod.ts";
+import { missingBinaries } from "./daemon_dir.ts";
+import { plugTap, tapName, unplugTap } from "./nic.ts";
+import { portName } from "./northbound.ts";
+import { OVN_PACKAGES, OvnChassis, ovnMissing } from "./ovn.ts";
+import { type CentralEndpoint, ClusteredCentral } from "./ovn_cluster.ts";
+import { OVS_PACKAGES, OvsHost, ovsMissing } from "./ovs_host.ts";
+import { ensureUnderlay, tunnelAddress } from "./underlay.ts";
+
+/** What the VM host needs of the network: taps for a VM's NICs, and their removal. */
+export interface HostNics {
+  /** Plugs a tap per NIC into the NIC's logical port; QEMU's NIC specs for them, in order. */
+  plug(vm: NicOwner): Promise<NicSpec[]>;
+  /** Removes the VM's taps (gone, stopped, or moved away); absent taps are fine. */
+  unplug(vm: NicOwner): Promise<void>;
+}
+
+/** A VM as far as its NICs go. */
+export interface NicOwner {
+  name: string;
+  uuid: string;
+  nics?: { network: string; mac?: string | null }[];
+}
+
+/** Where OVN central is, as the cluster decides it now (voters and configuration change). */
+export interface CentralPlan {
+  /** The southbound remotes for this host's ovn-controller; "" while none is known yet. */
+  southbound: string;
+  /** Run a member of the embedded central here (this host is a voter, no external OVN). */
+  runCentral: boolean;
+  /** The other voters' members (to join through, and for northd). */
+  peers: CentralEndpoint[];
+}
+
+/** What a host tells the cluster about its networking (in its inventory). */
+export interface NetworkInventory {
+  datapath: "netdev" | "system";
+  tunnelIp: string;
+  /** Where this host's member of the embedded central answers, when it runs one. */
+  central: CentralEndpoint;
+}
+
+export interface HostNetworkOptions {
+  dataDir: string;
+  /** The chassis name: the node's name. */
+  name: string;
+  /** The host part of the node's advertised URL: the tunnel address by default. */
+  advertised: string;
+  /** `--tunnel-interface`: its IPv4 address is the tunnel address instead. */
+  tunnelInterface?: string;
+  /** This host's member of the embedded central (address and ports). */
+  central: CentralEndpoint;
+  /** The current plan (read on every supervision pass). */
+  plan: () => CentralPlan;
+  /** The uid taps are made for (QEMU's user); null: the node's own. */
+  tapOwner: () => Promise<number | null>;
+}
+
+const SUPERVISE_EVERY_MS = 2_000;
+
+/** Why networking cannot run on this host, naming the packages and the way out; else null. */
+export async function networkingMissing(): Promise<string | null> {
+  const why = [
+    await ovsMissing(),
+    await ovnMissing(),
+    await missingBinaries(["ip", "nft"], ["iproute2", "nftables"], "iproute2/nftables"),
+  ].filter(Boolean);
+  if (!why.length) return null;
+  return `${why.join("; ")} (Debian: apt-get install ${
+    [...OVS_PACKAGES, ...OVN_PACKAGES].join(" ")
+  }); or start the node with --networking off`;
+}
+
+export class HostNetwork implements HostNics {
+  readonly ovs: OvsHost;
+  readonly chassis: OvnChassis;
+  readonly central: ClusteredCentral;
+  #tunnelIp = "";
+  #timer: ReturnType<typeof setInterval> | null = null;
+  #pass: Promise<void> | null = null;
+  #started = false;
+
+  constructor(readonly opts: HostNetworkOptions) {
+    this.ovs = new OvsHost(opts.dataDir);
+    this.chassis = new OvnChassis(this.ovs, {
+      name: opts.name,
+      southbound: "",
+      encapIp: "", // set in start(), once the tunnel address is known
+    });
+    this.central = new ClusteredCentral(opts.dataDir, opts.central);
+  }
+
+  /** Fails with the packages to install (and `--networking off`) when the binaries are missing. */
+  static async preflight(): Promise<void> {
+    const why = await networkingMissing();
+    if (why) throw new NovaError("precondition_failed", `networking: ${why}`);
+  }
+
+  get tunnelIp(): string {
+    return this.#tunnelIp;
+  }
+
+  get bridge(): string {
+    return this.chassis.bridge;
+  }
+
+  inventory(): NetworkInventory {
+    return { datapath: this.ovs.datapath, tunnelIp: this.#tunnelIp, central: this.opts.central };
+  }
+
+  /** Brings everything up once (errors out if it cannot), then supervises it. */
+  async start(): Promise<void> {
+    const t0 = performance.now();
+    this.#tunnelIp = await tunnelAddress(
+      this.ovs.dir.root,
+      this.opts.tunnelInterface,
+      this.opts.advertised,
+    );
+    Object.assign(this.chassis.options, { encapIp: this.#tunnelIp });
+    await this.superviseOnce();
+    this.#started = true;
+    log.info("networking up", {
+      tunnelIp: this.#tunnelIp,
+      ms: Math.round(performance.now() - t0),
+    });
+    this.#timer = setInterval(() => void this.tick(), SUPERVISE_EVERY_MS);
+  }
+
+  /** Stops supervising; the daemons keep running (guests keep their network). */
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  private async tick(): Promise<void> {
+    if (this.#pass) return; // a slow pass is still going
+    this.#pass = this.superviseOnce().catch((err) =>
+      log.warn("network supervision failed; will retry", { error: String(err) })
+    );
+    await this.#pass;
+    this.#pass = null;
+  }
+
+  /** Starts whatever is not running; a daemon started after the first pass is a restart. */
+  async superviseOnce(): Promise<void> {
+    const plan = this.opts.plan();
+    const ovsStarted = await this.ovs.ensureRunning();
+    if (ovsStarted.length) {
+      // A new ovsdb-server or vswitchd: the bridges and the chassis settings are written again.
+      this.chassis.reconfigure();
+      await ensureUnderlay(this.ovs, this.#tunnelIp);
+    } else if (!this.#started) {
+      await ensureUnderlay(this.ovs, this.#tunnelIp);
+    }
+    this.countRestarts(ovsStarted);
+    if (plan.runCentral) this.countRestarts(await this.central.ensureRunning(plan.peers));
+    // No southbound known yet (a joining host before the voters' inventory arrives): wait.
+    if (plan.southbound && await this.chassis.ensureRunning(plan.southbound)) {
+      this.countRestarts(["ovn-controller"]);
+    }
+  }
+
+  private countRestarts(daemons: string[]): void {
+    if (!this.#started) return;
+    for (const daemon of daemons) {
+      metrics.networkDaemonRestarts.inc({ daemon });
+      log.warn("network daemon was not running: started again", { daemon });
+    }
+  }
+
+  async plug(vm: NicOwner): Promise<NicSpec[]> {
+    const uid = await this.opts.tapOwner();
+    if (vm.nics?.length) await this.waitForBridge();
+    const specs: NicSpec[] = [];
+    for (const [i, nic] of (vm.nics ?? []).entries()) {
+      const tap = tapName(vm.uuid, i);
+      await plugTap(this.ovs, this.bridge, tap, portName(vm.name, i), uid);
+      specs.push({ id: `net${i}`, mac: (nic as VmNic).mac, tap });
+    }
+    return specs;
+  }
+
+  /** ovn-controller makes the integration bridge soon after it starts; taps go on it. */
+  private async waitForBridge(): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      if ((await this.ovs.vsctl(["list-br"])).split("\n").includes(this.bridge)) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new NovaError(
+      "unavailable",
+      `the integration bridge ${this.bridge} does not exist: is ovn-controller connected?`,
+    );
+  }
+
+  async unplug(vm: NicOwner): Promise<void> {
+    for (let i = 0; i < (vm.nics?.length ?? 0); i++) {
+      await unplugTap(this.ovs, this.bridge, tapName(vm.uuid, i));
+    }
+  }
+}
