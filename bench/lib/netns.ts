@@ -73,16 +73,23 @@ export class NetworkLab implements NodeNetwork {
   readonly #cuts = new Set<string>();
   readonly #down = new Set<string>();
   #destroyed = false;
+  readonly #txChecksumOff: boolean;
 
-  private constructor(run: string, subnet: string) {
+  private constructor(run: string, subnet: string, txChecksumOff: boolean) {
     this.#run = run;
     this.#subnet = subnet;
+    this.#txChecksumOff = txChecksumOff;
   }
 
-  /** Creates the hub namespace with its bridge and the test process's link to it. */
-  static async create(): Promise<NetworkLab> {
+  /**
+   * Creates the hub namespace with its bridge and the test process's link to it.
+   * `txChecksumOff`: every veth that sends towards a node computes checksums itself,
+   * for nodes whose interface feeds Open vSwitch's userspace datapath (it forwards
+   * packets with unfinished checksums as they are; needs ethtool).
+   */
+  static async create(opts: { txChecksumOff?: boolean } = {}): Promise<NetworkLab> {
     const run = `${Deno.pid}x${++labsCreated}`;
-    const lab = new NetworkLab(run, await freeSubnet());
+    const lab = new NetworkLab(run, await freeSubnet(), opts.txChecksumOff ?? false);
     try {
       await lab.#createHub();
     } catch (error) {
@@ -248,6 +255,7 @@ export class NetworkLab implements NodeNetwork {
     await ip(["-n", hub, "link", "set", "client", "master", BRIDGE, "up"]);
     await ip(["addr", "add", `${this.clientAddress}/24`, "dev", this.#rootLink]);
     await ip(["link", "set", this.#rootLink, "up"]);
+    if (this.#txChecksumOff) await run("ethtool", ["-K", this.#rootLink, "tx", "off"]);
     await this.#applyRules();
   }
 
@@ -262,6 +270,10 @@ export class NetworkLab implements NodeNetwork {
     await ip(["-n", hub, "link", "set", node.bridgePort, "master", BRIDGE, "up"]);
     await ip(["-n", node.namespace, "addr", "add", `${node.address}/24`, "dev", "eth0"]);
     await ip(["-n", node.namespace, "link", "set", "eth0", "up"]);
+    if (this.#txChecksumOff) {
+      await run("ip", ["netns", "exec", hub, "ethtool", "-K", node.bridgePort, "tx", "off"]);
+      await run("ip", ["netns", "exec", node.namespace, "ethtool", "-K", "eth0", "tx", "off"]);
+    }
   }
 
   /** Replaces the whole rule table in one nft transaction, so no half-applied state exists. */
