@@ -105,9 +105,17 @@ testWithTimeout({
       const t0 = performance.now();
       await cluster.start(2, { voters: 1 });
       console.log(`cluster with networking up in ${Math.round(performance.now() - t0)} ms`);
+      // A joining host starts its chassis once it knows the voters' southbound remotes.
       for (const n of ["n1", "n2"]) {
-        assert((await pidOf(n, "ovn-controller")) > 0, `${n} runs ovn-controller`);
+        await eventually(
+          `${n} runs ovn-controller`,
+          async () => (await pidOf(n, "ovn-controller")) > 0 || undefined,
+          15_000,
+        );
       }
+      console.log(
+        `ovn-controller on both hosts ${Math.round(performance.now() - t0)} ms after the start`,
+      );
       // The voter runs the clustered central; the learner does not.
       const ovnRun = (n: string) => `${cluster.node(n).dataDir}/ovn/run/ovnsb_db.pid`;
       assert(await Deno.stat(ovnRun("n1")).then(() => true, () => false), "n1 runs central");
