@@ -60,6 +60,7 @@ import {
   DEFAULT_CENTRAL_PORTS,
   HostNetwork,
   NorthboundReconciler,
+  tunnelAddress,
 } from "../host/ovs/mod.ts";
 import { qemuUser } from "../host/kvm/mod.ts";
 import { ApiServer } from "../api/server.ts";
@@ -206,7 +207,13 @@ export async function openMember(opts: NodeStartOptions): Promise<RunningMember>
   const labels = labelsSchema.safeParse(opts.label);
   if (!labels.success) throw zodToValidationError(labels.error, "label.");
   // Missing OVS/OVN packages: say which, and how to run without, before anything starts.
-  if (networkingOn(opts)) await HostNetwork.preflight();
+  if (networkingOn(opts)) {
+    await HostNetwork.preflight();
+    // A wrong --tunnel-interface is refused now, not after the node joined.
+    if (opts.tunnelInterface) {
+      await tunnelAddress(join(opts.dataDir, "ovs"), opts.tunnelInterface, "");
+    }
+  }
   await Deno.mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   await secureDataDir(opts.dataDir); // also when it existed with looser modes
 

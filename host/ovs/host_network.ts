@@ -26,7 +26,7 @@ import { plugTap, tapName, unplugTap } from "./nic.ts";
 import { portName } from "./northbound.ts";
 import { OVN_PACKAGES, OvnChassis, ovnMissing } from "./ovn.ts";
 import { type CentralEndpoint, ClusteredCentral } from "./ovn_cluster.ts";
-import { OVS_PACKAGES, OvsHost, ovsMissing } from "./ovs_host.ts";
+import { OvsHost, ovsMissing } from "./ovs_host.ts";
 import { ensureUnderlay, tunnelAddress } from "./underlay.ts";
 
 /** What the VM host needs of the network: taps for a VM's NICs, and their removal. */
@@ -88,9 +88,7 @@ export async function networkingMissing(): Promise<string | null> {
     await missingBinaries(["ip", "nft"], ["iproute2", "nftables"], "iproute2/nftables"),
   ].filter(Boolean);
   if (!why.length) return null;
-  return `${why.join("; ")} (Debian: apt-get install ${
-    [...OVS_PACKAGES, ...OVN_PACKAGES].join(" ")
-  }); or start the node with --networking off`;
+  return `${why.join("; ")}; or start the node with --networking off`;
 }
 
 export class HostNetwork implements HostNics {
