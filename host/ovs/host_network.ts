@@ -24,7 +24,7 @@ import type { NicSpec } from "../kvm/mod.ts";
 import { missingBinaries } from "./daemon_dir.ts";
 import { plugTap, tapName, unplugTap } from "./nic.ts";
 import { portName } from "./northbound.ts";
-import { OVN_PACKAGES, OvnChassis, ovnMissing } from "./ovn.ts";
+import { OvnChassis, ovnMissing } from "./ovn.ts";
 import { type CentralEndpoint, ClusteredCentral } from "./ovn_cluster.ts";
 import { OvsHost, ovsMissing } from "./ovs_host.ts";
 import { ensureUnderlay, tunnelAddress } from "./underlay.ts";
