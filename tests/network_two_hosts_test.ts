@@ -201,6 +201,34 @@ testWithTimeout({
         return pings(await consoleOf(ga.name), ga.peer).length >= count + 3 || undefined;
       }, 30_000);
     });
+
+    await step(
+      t,
+      "ovs-vswitchd killed on n2: started again, the tunnel and pings come back",
+      async () => {
+        const before = await pidOf("n2", "ovs-vswitchd");
+        const t0 = performance.now();
+        Deno.kill(before, "SIGKILL");
+        await eventually("a new ovs-vswitchd on n2", async () => {
+          const pid = await pidOf("n2", "ovs-vswitchd");
+          return pid > 0 && pid !== before &&
+              await Deno.stat(`/proc/${pid}`).then(() => true, () => false) || undefined;
+        }, 15_000);
+        const back = performance.now() - t0;
+        const [ga] = GUESTS;
+        const count = pings(await consoleOf(ga.name), ga.peer).length;
+        await eventually("pings go on after the restart", async () => {
+          return pings(await consoleOf(ga.name), ga.peer).length >= count + 3 || undefined;
+        }, 30_000);
+        console.log(
+          `ovs-vswitchd back in ${Math.round(back)} ms; 3 more pings ${
+            Math.round(performance.now() - t0)
+          } ms after the kill`,
+        );
+        // The node's API answers on its moved address again.
+        assertEquals((await clusterFetch(`${cluster.node("n2").url}/healthz`)).status, 200);
+      },
+    );
   } catch (err) {
     await diagnose().catch((e) => console.error("diagnose:", e));
     throw err;
