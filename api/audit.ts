@@ -46,6 +46,7 @@ const KINDS: Record<string, string> = {
   operations: "operation",
   tokens: "token",
   networks: "network",
+  "security-groups": "securityGroup",
   pools: "pool",
   volumes: "volume",
   backups: "backup",

@@ -1,6 +1,7 @@
 /** The novactl command line: a thin client of the REST API, plus `node start`. */
 import { groupCommand } from "./group.ts";
 import { networkCommand } from "./network.ts";
+import { sgCommand } from "./sg.ts";
 import { operationCommand } from "./operation.ts";
 import { Command, CommanderError } from "commander";
 import { exitCodeOf, type NovaError, toNovaError } from "../core/errors/mod.ts";
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   program.addCommand(vmCommand());
   program.addCommand(groupCommand());
   program.addCommand(networkCommand());
+  program.addCommand(sgCommand());
   program.addCommand(operationCommand());
   program.addCommand(hostCommand());
   program.addCommand(auditCommand());

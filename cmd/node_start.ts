@@ -592,6 +592,16 @@ function northboundSourceOf(node: ClusterNode, network: HostNetwork) {
     isLeader: () => node.isLeader(),
     networks: () => node.fsm.networks(),
     nics: (name: string) => node.fsm.networkPorts(name),
+    securityGroups: () => {
+      const sg = node.fsm.securityGroups;
+      const rules = Map.groupBy(sg.rules(null), (r) => r.group);
+      const members = Map.groupBy(sg.members(null), (m) => m.group);
+      return sg.all().map((g) => ({
+        name: g.name,
+        rules: rules.get(g.name) ?? [],
+        members: members.get(g.name) ?? [],
+      }));
+    },
     onChange: (listener: (resource: string | null) => void) =>
       node.fsm.onChange((c) => listener(c?.resource ?? null)),
     northbound: () => {

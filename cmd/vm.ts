@@ -37,20 +37,30 @@ function collectConstraint(
   return [...previous, { key: m[1], op: m[2] as "=" | "!=", value: m[3] }];
 }
 
-/** `--nic NETWORK[,ip=IP][,mac=MAC]`, as the API's `nics` entries. */
-export function collectNic(
-  value: string,
-  previous: { network: string; ip?: string; mac?: string }[],
-): { network: string; ip?: string; mac?: string }[] {
+/** One `--nic` as the API's `nics` entry. */
+export interface NicArg {
+  network: string;
+  ip?: string;
+  mac?: string;
+  securityGroups?: string[];
+}
+
+/** `--nic NETWORK[,ip=IP][,mac=MAC][,sg=GROUP[+GROUP...]]`, as the API's `nics` entries. */
+export function collectNic(value: string, previous: NicArg[]): NicArg[] {
   const [network, ...opts] = value.split(",");
   if (!network || network.includes("=")) {
-    throw new InvalidArgumentError(`"${value}" is not NETWORK[,ip=IP][,mac=MAC]`);
+    throw new InvalidArgumentError(`"${value}" is not NETWORK[,ip=IP][,mac=MAC][,sg=GROUP]`);
   }
-  const nic: { network: string; ip?: string; mac?: string } = { network };
+  const nic: NicArg = { network };
   for (const opt of opts) {
-    const m = /^(ip|mac)=(.+)$/.exec(opt);
-    if (!m) throw new InvalidArgumentError(`"${opt}" in --nic: give ip=IP or mac=MAC`);
-    nic[m[1] as "ip" | "mac"] = m[2];
+    const m = /^(ip|mac|sg)=(.+)$/.exec(opt);
+    if (!m) {
+      throw new InvalidArgumentError(`"${opt}" in --nic: give ip=IP, mac=MAC or sg=GROUP[+GROUP]`);
+    }
+    if (m[1] === "sg") {
+      // Several groups: `sg=web+ssh` or `sg=web,sg=ssh`.
+      nic.securityGroups = [...nic.securityGroups ?? [], ...m[2].split("+").filter(Boolean)];
+    } else nic[m[1] as "ip" | "mac"] = m[2];
   }
   return [...previous, nic];
 }
@@ -154,7 +164,7 @@ interface CreateOpts extends WaitOpts {
   haRestartWindow?: number;
   pool?: "dir" | "shared";
   dryRun?: boolean;
-  nic: { network: string; ip?: string; mac?: string }[];
+  nic: NicArg[];
 }
 
 async function cloudInitOf(opts: CreateOpts) {
@@ -210,7 +220,7 @@ export function vmCommand(): Command {
       .option("--ha-restart-window <seconds>", "window for --ha-max-restarts", Number)
       .option("--pool <pool>", "dir (host-local) | shared (default: shared with --ha)")
       .option(
-        "--nic <network[,ip=IP][,mac=MAC]>",
+        "--nic <network[,ip=IP][,mac=MAC][,sg=GROUP[+GROUP]]>",
         "a NIC on a network (repeatable; none: one user-mode NIC)",
         collectNic,
         [],

@@ -20,6 +20,7 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { hostOnly, leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { labelsSchema, VM_STATE } from "../../core/fsm/command_schemas.ts";
+import { SECURITY_GROUP_LIMITS } from "../../core/fsm/security_groups.ts";
 import {
   MAX_PASSWORD_HASH_CHARS,
   MAX_SSH_KEY_CHARS,
@@ -75,6 +76,8 @@ export const createVmSchema = z.object({
       network: z.string().min(1).max(63),
       ip: z.string().max(15).optional(),
       mac: z.string().max(17).optional(),
+      securityGroups: z.array(z.string().max(63)).max(SECURITY_GROUP_LIMITS.groupsPerNic)
+        .optional(),
     }).strict(),
   ).max(MAX_NICS, `at most ${MAX_NICS} NICs`).optional(),
   cloudInit: z.object({

@@ -257,6 +257,14 @@ function checkNicNetworks(node: ClusterNode, nics: NicRequest[]): NicRequest[] {
     if (!node.fsm.network(n.network)) {
       throw ValidationError.field(`nics[${i}].network`, `network "${n.network}" not found`);
     }
+    for (const g of n.securityGroups ?? []) {
+      if (!node.fsm.securityGroups.get(g)) {
+        throw ValidationError.field(
+          `nics[${i}].securityGroups`,
+          `security group "${g}" not found`,
+        );
+      }
+    }
   });
   return nics;
 }
@@ -340,8 +348,15 @@ async function decideClone(
     template: false,
     generation: 0,
     snapshots: [],
-    // The same networks; its own addresses and MACs.
-    ...(src.nics?.length ? { nics: src.nics.map((n) => ({ network: n.network })) } : {}),
+    // The same networks and security groups; its own addresses and MACs.
+    ...(src.nics?.length
+      ? {
+        nics: src.nics.map((n) => ({
+          network: n.network,
+          ...(n.securityGroups?.length ? { securityGroups: n.securityGroups } : {}),
+        })),
+      }
+      : {}),
   };
   // Disks are local to the source's host: the clone goes there or nowhere.
   return await plannerOf(node).create(vm, { node: src.node! }, by);

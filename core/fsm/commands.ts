@@ -136,6 +136,10 @@ export type Command =
   | { op: "vm.moved"; name: string; from: string; to: string; reason: string; at: number }
   | { op: "network.create"; network: NetworkSpec; by: string; at: number }
   | { op: "network.delete"; name: string; by: string; at: number }
+  | { op: "sg.create"; group: SecurityGroupSpec; by: string; at: number }
+  | { op: "sg.delete"; name: string; by: string; at: number }
+  | { op: "sg.rule.add"; group: string; rule: SecurityGroupRuleSpec; by: string; at: number }
+  | { op: "sg.rule.remove"; group: string; id: string; by: string; at: number }
   | { op: "group.create"; group: PlacementGroup; by: string; at: number }
   | { op: "group.delete"; name: string; at: number }
   | { op: "operation.create"; operation: OperationSpec; at: number }
@@ -280,11 +284,36 @@ export interface NetworkSpec {
   reserved: string[];
 }
 
-/** A NIC as asked for: its network, and optionally its address and MAC. */
+/** A security group (core/fsm/security_groups.ts): a named set of stateful allow rules. */
+export interface SecurityGroupSpec {
+  name: string;
+  description: string;
+}
+
+/**
+ * One allow rule of a security group. Ingress rules admit traffic to the
+ * group's NICs from `remote`; egress rules let them send to it. Ports apply to
+ * tcp and udp only; `remoteCidr` and `remoteGroup` are exclusive, both null
+ * meaning anywhere.
+ */
+export interface SecurityGroupRuleSpec {
+  direction: "ingress" | "egress";
+  protocol: "tcp" | "udp" | "icmp" | "any";
+  portMin: number | null;
+  portMax: number | null;
+  /** Canonical IPv4 CIDR (`10.0.0.0/8`, `0.0.0.0/0`). */
+  remoteCidr: string | null;
+  /** Another (or the same) group: the addresses of its NICs. */
+  remoteGroup: string | null;
+}
+
+/** A NIC as asked for: its network, and optionally its address, MAC and security groups. */
 export interface NicRequest {
   network: string;
   ip?: string | null;
   mac?: string | null;
+  /** Security groups the NIC is in; absent or empty: none (all traffic passes). */
+  securityGroups?: string[];
 }
 
 /** A NIC as recorded once its create was applied: address and MAC decided. */

@@ -14,6 +14,7 @@
 import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
 import type { Command, NetworkSpec, NicRequest, VmNic } from "./commands.ts";
 import { type Applied, applied, type Resource, type Row, type Store } from "./store.ts";
+import * as securityGroups from "./security_groups.ts";
 import {
   allocateIp,
   checkStaticIp,
@@ -161,7 +162,13 @@ function attachNic(s: Store, vm: string, nic: number, req: NicRequest, field: st
     ip,
     mac,
   );
-  return { network: net.name, ip: ip === null ? null : formatIpv4(ip), mac };
+  const groups = securityGroups.attachNic(s, vm, nic, req.securityGroups, field);
+  return {
+    network: net.name,
+    ip: ip === null ? null : formatIpv4(ip),
+    mac,
+    ...(groups.length ? { securityGroups: groups } : {}),
+  };
 }
 
 /**
@@ -208,9 +215,10 @@ function nextMac(s: Store): string {
   return mac;
 }
 
-/** Frees the addresses and MACs of a VM that is gone. */
+/** Frees the addresses and MACs of a VM that is gone, and takes its NICs out of their groups. */
 export function detachAll(s: Store, vm: string): void {
   s.sql("DELETE FROM network_ports WHERE vm = ?").run(vm);
+  securityGroups.detachVm(s, vm);
 }
 
 /** Networks and the NIC ports on them. */

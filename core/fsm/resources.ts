@@ -17,6 +17,7 @@ import * as images from "./images.ts";
 import * as vms from "./vms.ts";
 import * as groups from "./groups.ts";
 import * as networks from "./networks.ts";
+import * as securityGroups from "./security_groups.ts";
 import * as operations from "./operations.ts";
 import * as audit from "./audit.ts";
 import * as plans from "./plans.ts";
@@ -32,6 +33,7 @@ export const RESOURCES = [
   config.resource,
   images.resource,
   networks.resource,
+  securityGroups.resource,
   vms.resource,
   groups.resource,
   operations.resource,

@@ -39,6 +39,7 @@ import * as cluster from "./cluster.ts";
 import * as config from "./config.ts";
 import * as groups from "./groups.ts";
 import * as networks from "./networks.ts";
+import * as securityGroups from "./security_groups.ts";
 import * as images from "./images.ts";
 import * as joinTokens from "./join_tokens.ts";
 import * as members from "./members.ts";
@@ -60,6 +61,12 @@ export type { JoinTokenView } from "./join_tokens.ts";
 export type { Applied, Changed } from "./store.ts";
 export type { VmQuery } from "./vms.ts";
 export type { NetworkRecord } from "./networks.ts";
+export type {
+  SecurityGroupMember,
+  SecurityGroupReads,
+  SecurityGroupRecord,
+  SecurityGroupRule,
+} from "./security_groups.ts";
 
 /** Outcome of one applied entry: deterministic on every node. */
 export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
@@ -70,9 +77,13 @@ export class StateMachine {
   /** What the resource modules read and write through. */
   readonly #store: Store;
 
+  /** Security groups, their rules and members (core/fsm/security_groups.ts). */
+  readonly securityGroups: securityGroups.SecurityGroupReads;
+
   constructor(readonly path: string) {
     this.db = this.open();
     this.#store = new Store(this.db);
+    this.securityGroups = securityGroups.readsOf(this.#store);
   }
 
   private open(): DatabaseSync {

@@ -34,6 +34,7 @@ export interface Changed {
     | "vm"
     | "group"
     | "network"
+    | "securityGroup"
     | "operation";
   name?: string;
 }

@@ -9,13 +9,33 @@
  * Names: a network's logical switch is `nv-NETWORK`; a NIC's port is
  * `nv-VM-NIC`; a provider network's localnet port is `nv-NETWORK-localnet`.
  *
+ * Security groups (core/fsm/security_groups.ts) become port groups, which OVN
+ * names like address sets (letters, digits, `_` and `.`): group `web-1` is
+ * `pg_nv_sg_web_1` (group names have no `_`, so `-` to `_` cannot make two
+ * groups one), its rules `allow-related` ACLs on it, and `--remote-sg web-1`
+ * the address set OVN keeps for it, `$pg_nv_sg_web_1_ip4`. Two port groups of
+ * novactl's own carry the defaults: {@link DEFAULT_PG} (every NIC in any group;
+ * its IP ingress dropped below the rules) and {@link EGRESS_PG} (NICs with a
+ * group that has egress rules; their IP egress dropped below the rules, DHCP
+ * requests excepted). ARP is not IP, and OVN lets its own DHCP replies and the
+ * replies of allowed connections through, so guests keep their leases.
+ *
  * @module
  */
-import type { NetworkRecord } from "../../core/fsm/mod.ts";
+import type { NetworkRecord, SecurityGroupRule } from "../../core/fsm/mod.ts";
 import { firstHost, formatIpv4, parseCidr } from "../../core/network/mod.ts";
 
 /** The external id that marks a row as novactl's, with the network it belongs to. */
 export const OWNER_KEY = "novactl-network";
+/** The external id that marks a port group as novactl's: the security group ("" for the defaults). */
+export const SG_OWNER_KEY = "novactl-sg";
+/** Every NIC in any security group: ingress denied unless a rule allows it. */
+export const DEFAULT_PG = "pg_nv_default";
+/** NICs in a group with egress rules: egress denied unless a rule allows it. */
+export const EGRESS_PG = "pg_nv_egress";
+/** ACL priorities: rules above the default drops (OVN allows 0..32767). */
+export const RULE_PRIORITY = 1002;
+export const DROP_PRIORITY = 1001;
 /** DHCP leases: an hour, renewed at half. */
 const LEASE_SECONDS = 3600;
 
@@ -52,6 +72,7 @@ export interface SwitchRows {
 }
 
 export const switchName = (network: string) => `nv-${network}`;
+export const portGroupName = (group: string) => `pg_nv_sg_${group.replace(/-/g, "_")}`;
 export const portName = (vm: string, nic: number) => `nv-${vm}-${nic}`;
 
 /** What the northbound database must hold for `networks` and their NICs. */
@@ -65,6 +86,124 @@ export function desiredNorthbound(networks: NetworkRecord[], nics: NicPort[]): S
       ...nics.filter((p) => p.network === n.name).map((p) => nicPort(n, p)),
     ],
   }));
+}
+
+/** A security group as the northbound pass needs it: its rules and member NICs. */
+export interface SecurityGroupState {
+  name: string;
+  rules: Pick<
+    SecurityGroupRule,
+    "direction" | "protocol" | "portMin" | "portMax" | "remoteCidr" | "remoteGroup"
+  >[];
+  members: { vm: string; nic: number }[];
+}
+
+/** One ACL on a port group as novactl wants it. */
+export interface AclRow {
+  direction: "to-lport" | "from-lport";
+  priority: number;
+  match: string;
+  action: "allow-related" | "drop";
+}
+
+/** One port group as novactl wants it: its member ports (by name) and ACLs. */
+export interface PortGroupRow {
+  name: string;
+  /** The security group it enforces; "" for novactl's default groups. */
+  group: string;
+  ports: string[];
+  acls: AclRow[];
+}
+
+/**
+ * The port groups and ACLs that enforce `groups` on the NICs of `nics` (a
+ * member whose NIC has no port, e.g. on a network being deleted, is left out:
+ * a port group can only hold ports that exist).
+ */
+export function desiredPortGroups(groups: SecurityGroupState[], nics: NicPort[]): PortGroupRow[] {
+  if (!groups.length) return [];
+  const existing = new Set(nics.map((p) => portName(p.vm, p.nic)));
+  const portsOf = (g: SecurityGroupState) =>
+    [...new Set(g.members.map((m) => portName(m.vm, m.nic)))].filter((p) => existing.has(p))
+      .sort();
+  const rows: PortGroupRow[] = groups.map((g) => {
+    const pg = portGroupName(g.name);
+    const acls = new Map<string, AclRow>();
+    for (const r of g.rules) {
+      const acl = ruleAcl(pg, r);
+      acls.set(aclKey(acl), acl);
+    }
+    return { name: pg, group: g.name, ports: portsOf(g), acls: [...acls.values()] };
+  });
+  const all = [...new Set(groups.flatMap(portsOf))].sort();
+  const egress = [
+    ...new Set(
+      groups.filter((g) => g.rules.some((r) => r.direction === "egress")).flatMap(portsOf),
+    ),
+  ].sort();
+  rows.push({
+    name: DEFAULT_PG,
+    group: "",
+    ports: all,
+    acls: [{
+      direction: "to-lport",
+      priority: DROP_PRIORITY,
+      match: `outport == @${DEFAULT_PG} && ip`,
+      action: "drop",
+    }],
+  }, {
+    name: EGRESS_PG,
+    group: "",
+    ports: egress,
+    acls: [{
+      direction: "from-lport",
+      priority: DROP_PRIORITY,
+      match: `inport == @${EGRESS_PG} && ip`,
+      action: "drop",
+    }, {
+      // A NIC whose egress is limited still asks OVN's DHCP for its lease.
+      direction: "from-lport",
+      priority: RULE_PRIORITY,
+      match: `inport == @${EGRESS_PG} && udp && udp.src == 68 && udp.dst == 67`,
+      action: "allow-related",
+    }],
+  });
+  return rows;
+}
+
+/** A rule as an OVN ACL on its group's port group `pg`. */
+function ruleAcl(pg: string, r: SecurityGroupState["rules"][number]): AclRow {
+  const ingress = r.direction === "ingress";
+  // Ingress: traffic to the group's ports, from the remote; egress: from them, to it.
+  const parts = [ingress ? `outport == @${pg}` : `inport == @${pg}`, "ip4"];
+  const peer = ingress ? "ip4.src" : "ip4.dst";
+  if (r.remoteGroup !== null) parts.push(`${peer} == $${portGroupName(r.remoteGroup)}_ip4`);
+  else if (r.remoteCidr !== null && r.remoteCidr !== "0.0.0.0/0") {
+    parts.push(`${peer} == ${r.remoteCidr}`);
+  }
+  if (r.protocol === "icmp") parts.push("icmp4");
+  else if (r.protocol === "tcp" || r.protocol === "udp") {
+    parts.push(r.protocol);
+    if (r.portMin !== null && r.portMax !== null) {
+      const port = `${r.protocol}.dst`;
+      parts.push(
+        r.portMin === r.portMax
+          ? `${port} == ${r.portMin}`
+          : `${port} >= ${r.portMin} && ${port} <= ${r.portMax}`,
+      );
+    }
+  }
+  return {
+    direction: ingress ? "to-lport" : "from-lport",
+    priority: RULE_PRIORITY,
+    match: parts.join(" && "),
+    action: "allow-related",
+  };
+}
+
+/** What makes two ACLs of one port group the same. */
+function aclKey(a: AclRow): string {
+  return `${a.direction}|${a.priority}|${a.action}|${a.match}`;
 }
 
 function dhcpOptions(n: NetworkRecord): Record<string, string> {
@@ -132,10 +271,19 @@ interface ActualPort {
   dhcpUuid: string | null;
 }
 
+/** A port group of novactl's, as read: member port names and ACLs (with their uuids). */
+interface ActualPortGroup {
+  uuid: string;
+  group: string;
+  ports: string[];
+  acls: (AclRow & { uuid: string })[];
+}
+
 export interface ActualNorthbound {
   switches: Map<string, { uuid: string; network: string }>;
   ports: Map<string, ActualPort>;
   dhcp: Map<string, { uuid: string; cidr: string; options: Record<string, string> }>;
+  portGroups: Map<string, ActualPortGroup>;
 }
 
 /** Runs `ovn-nbctl` with these arguments and returns its stdout. */
@@ -153,7 +301,12 @@ export async function readNorthbound(nbctl: NbCtl): Promise<ActualNorthbound> {
   };
   const owner = (r: Record<string, unknown>) =>
     (r.external_ids as Record<string, string>)[OWNER_KEY];
-  const actual: ActualNorthbound = { switches: new Map(), ports: new Map(), dhcp: new Map() };
+  const actual: ActualNorthbound = {
+    switches: new Map(),
+    ports: new Map(),
+    dhcp: new Map(),
+    portGroups: new Map(),
+  };
   for (const r of await list("Logical_Switch", ["_uuid", "name", "external_ids"])) {
     if (owner(r)) {
       actual.switches.set(String(r.name), { uuid: String(r._uuid), network: owner(r) });
@@ -195,7 +348,41 @@ export async function readNorthbound(nbctl: NbCtl): Promise<ActualNorthbound> {
       });
     }
   }
+  const groups = (await list("Port_Group", ["_uuid", "name", "ports", "acls", "external_ids"]))
+    .filter((r) => SG_OWNER_KEY in (r.external_ids as Record<string, string>));
+  if (groups.length) {
+    // Port names by uuid: any switch's ports (a port group may hold others' ports after drift).
+    const portNames = new Map<string, string>();
+    for (const r of await list("Logical_Switch_Port", ["_uuid", "name"])) {
+      portNames.set(String(r._uuid), String(r.name));
+    }
+    const acls = new Map<string, AclRow>();
+    for (const r of await list("ACL", ["_uuid", "direction", "priority", "match", "action"])) {
+      acls.set(String(r._uuid), {
+        direction: r.direction as AclRow["direction"],
+        priority: Number(r.priority),
+        match: String(r.match),
+        action: r.action as AclRow["action"],
+      });
+    }
+    for (const r of groups) {
+      actual.portGroups.set(String(r.name), {
+        uuid: String(r._uuid),
+        group: (r.external_ids as Record<string, string>)[SG_OWNER_KEY],
+        ports: asList(r.ports).map((u) => portNames.get(u) ?? u).sort(),
+        acls: asList(r.acls).flatMap((u) => {
+          const acl = acls.get(u);
+          return acl ? [{ ...acl, uuid: u }] : [];
+        }),
+      });
+    }
+  }
   return actual;
+}
+
+/** A decoded OVSDB set column: one member comes back bare, several as an array. */
+function asList(v: unknown): string[] {
+  return Array.isArray(v) ? v.map(String) : v === null || v === undefined ? [] : [String(v)];
 }
 
 /** An OVSDB JSON value (RFC 7047: atoms, ["uuid", u], ["set", [...]], ["map", [[k, v]...]]). */
@@ -222,12 +409,15 @@ export interface NorthboundChanges {
 }
 
 /**
- * Makes novactl's part of the northbound database equal `desired` in one
- * `ovn-nbctl` transaction; returns what it changed (nothing when equal).
+ * Makes novactl's part of the northbound database equal `desired` and
+ * `portGroups` in one `ovn-nbctl` transaction; returns what it changed
+ * (nothing when equal). One transaction: a NIC's port and its port group
+ * membership appear together, so no host ever sees the port without its ACLs.
  */
 export async function applyNorthbound(
   nbctl: NbCtl,
   desired: SwitchRows[],
+  portGroups: PortGroupRow[] = [],
 ): Promise<NorthboundChanges> {
   const actual = await readNorthbound(nbctl);
   const cmds: string[][] = [];
@@ -266,8 +456,76 @@ export async function applyNorthbound(
       portCommands(sw, p, actual.ports.get(p.name), p.dhcp ? dhcpRef : null, cmds, changes);
     }
   }
+  portGroupCommands(portGroups, actual, cmds, changes);
   if (cmds.length) await nbctl(cmds.flatMap((c) => ["--", ...c]));
   return changes;
+}
+
+/**
+ * Port groups: made, deleted, their members set and their ACLs added or
+ * removed one by one, so an unchanged rule's ACL (and its flows on every
+ * host) is never replaced while another rule changes. Runs after the ports'
+ * commands: a new NIC's port is created earlier in the same transaction.
+ */
+function portGroupCommands(
+  desired: PortGroupRow[],
+  actual: ActualNorthbound,
+  cmds: string[][],
+  changes: NorthboundChanges,
+): void {
+  const wanted = new Set(desired.map((g) => g.name));
+  for (const [name, pg] of actual.portGroups) {
+    if (!wanted.has(name)) {
+      // Its ACLs are only referenced from it: OVSDB deletes them with it.
+      cmds.push(["destroy", "Port_Group", pg.uuid]);
+      changes.deleted.push(`pg:${name}`);
+    }
+  }
+  let n = 0;
+  for (const g of desired) {
+    const have = actual.portGroups.get(g.name);
+    const ref = have?.uuid ?? g.name;
+    if (!have) {
+      cmds.push(
+        ["pg-add", g.name, ...g.ports],
+        ["set", "Port_Group", g.name, `external_ids:${SG_OWNER_KEY}=${quote(g.group)}`],
+      );
+      changes.created.push(`pg:${g.name}`);
+    } else if (have.ports.join(" ") !== g.ports.join(" ")) {
+      cmds.push(
+        g.ports.length
+          ? ["pg-set-ports", g.name, ...g.ports]
+          : ["clear", "Port_Group", ref, "ports"],
+      );
+      changes.updated.push(`pg:${g.name}`);
+    }
+    const haveAcls = new Set<string>();
+    const wantAcls = new Set(g.acls.map(aclKey));
+    for (const a of have?.acls ?? []) {
+      const key = aclKey(a);
+      // Not wanted, or a second copy someone made: either is drift.
+      if (!wantAcls.has(key) || haveAcls.has(key)) {
+        cmds.push(["remove", "Port_Group", ref, "acls", a.uuid]);
+        changes.deleted.push(`acl:${g.name}:${a.match}`);
+      }
+      haveAcls.add(key);
+    }
+    for (const a of g.acls) {
+      if (haveAcls.has(aclKey(a))) continue;
+      const id = `@acl${n++}`;
+      cmds.push([
+        `--id=${id}`,
+        "create",
+        "ACL",
+        `direction=${a.direction}`,
+        `priority=${a.priority}`,
+        `match=${quote(a.match)}`,
+        `action=${a.action}`,
+        `external_ids:${SG_OWNER_KEY}=${quote(g.group)}`,
+      ], ["add", "Port_Group", ref, "acls", id]);
+      changes.created.push(`acl:${g.name}:${a.match}`);
+    }
+  }
 }
 
 /** The network's DHCP_Options row (created or updated as needed); how ports refer to it. */

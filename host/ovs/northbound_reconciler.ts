@@ -15,7 +15,13 @@ import type { NetworkRecord } from "../../core/fsm/mod.ts";
 import { log } from "../../core/log/mod.ts";
 import { metrics } from "../../core/metrics/mod.ts";
 import { runTool } from "./daemon_dir.ts";
-import { applyNorthbound, desiredNorthbound, type NicPort } from "./northbound.ts";
+import {
+  applyNorthbound,
+  desiredNorthbound,
+  desiredPortGroups,
+  type NicPort,
+  type SecurityGroupState,
+} from "./northbound.ts";
 
 /** What the reconciler reads of the cluster. */
 export interface NorthboundSource {
@@ -23,6 +29,8 @@ export interface NorthboundSource {
   networks(): NetworkRecord[];
   /** The NICs on `network`. */
   nics(network: string): NicPort[];
+  /** Security groups with their rules and member NICs. */
+  securityGroups(): SecurityGroupState[];
   /** Calls back after an applied change to `resource` (null: the whole state was replaced). */
   onChange(listener: (resource: string | null) => void): () => void;
   /** The northbound remotes (`tcp:A:6641,...`); "" while none is known. */
@@ -44,7 +52,10 @@ export class NorthboundReconciler {
 
   start(): void {
     this.#unsubscribe = this.source.onChange((resource) => {
-      if (resource === null || resource === "network" || resource === "vm") this.markDirty();
+      if (
+        resource === null || resource === "network" || resource === "vm" ||
+        resource === "securityGroup"
+      ) this.markDirty();
     });
     // The repair pass: forgets what it wrote, so the database is read and compared again.
     this.#timers.push(setInterval(() => {
@@ -79,14 +90,17 @@ export class NorthboundReconciler {
     if (!remotes) return;
     this.#dirty = false;
     const networks = this.source.networks();
-    const desired = desiredNorthbound(networks, networks.flatMap((n) => this.source.nics(n.name)));
-    const key = `${remotes}\n${JSON.stringify(desired)}`;
+    const nics = networks.flatMap((n) => this.source.nics(n.name));
+    const desired = desiredNorthbound(networks, nics);
+    const portGroups = desiredPortGroups(this.source.securityGroups(), nics);
+    const key = `${remotes}\n${JSON.stringify(desired)}\n${JSON.stringify(portGroups)}`;
     if (key === this.#lastWritten) return;
     try {
       const t0 = performance.now();
       const changes = await applyNorthbound(
         (args) => runTool("ovn-nbctl", [`--db=${remotes}`, "--timeout=10", ...args]),
         desired,
+        portGroups,
       );
       this.#lastWritten = key;
       metrics.northboundPasses.inc({ result: "ok" });
