@@ -291,29 +291,9 @@ export type NbCtl = (args: string[]) => Promise<string>;
 
 /** novactl's rows in the northbound database. */
 export async function readNorthbound(nbctl: NbCtl): Promise<ActualNorthbound> {
-  const list = async (table: string, columns: string[]) => {
-    const out = JSON.parse(
-      await nbctl(["--format=json", `--columns=${columns.join(",")}`, "list", table]),
-    ) as { headings: string[]; data: unknown[][] };
-    return out.data.map((row) =>
-      Object.fromEntries(out.headings.map((h, i) => [h, decode(row[i])]))
-    ) as Record<string, unknown>[];
-  };
-  const owner = (r: Record<string, unknown>) =>
-    (r.external_ids as Record<string, string>)[OWNER_KEY];
-  const actual: ActualNorthbound = {
-    switches: new Map(),
-    ports: new Map(),
-    dhcp: new Map(),
-    portGroups: new Map(),
-  };
-  for (const r of await list("Logical_Switch", ["_uuid", "name", "external_ids"])) {
-    if (owner(r)) {
-      actual.switches.set(String(r.name), { uuid: String(r._uuid), network: owner(r) });
-    }
-  }
-  for (
-    const r of await list("Logical_Switch_Port", [
+  const tables: [string, string[]][] = [
+    ["Logical_Switch", ["_uuid", "name", "external_ids"]],
+    ["Logical_Switch_Port", [
       "_uuid",
       "name",
       "addresses",
@@ -323,8 +303,42 @@ export async function readNorthbound(nbctl: NbCtl): Promise<ActualNorthbound> {
       "tag",
       "dhcpv4_options",
       "external_ids",
-    ])
-  ) {
+    ]],
+    ["DHCP_Options", ["_uuid", "cidr", "options", "external_ids"]],
+    ["Port_Group", ["_uuid", "name", "ports", "acls", "external_ids"]],
+    ["ACL", ["_uuid", "direction", "priority", "match", "action"]],
+  ];
+  // One ovn-nbctl run for every table (one JSON document per line): each run connects and
+  // downloads afresh, and this read is on the path from a rule change to its enforcement.
+  const out = await nbctl([
+    "--format=json",
+    ...tables.flatMap((
+      [table, columns],
+    ) => ["--", `--columns=${columns.join(",")}`, "list", table]),
+  ]);
+  const [switches, ports, dhcp, portGroups, aclRows] = out.trim().split("\n").map((line) => {
+    const doc = JSON.parse(line) as { headings: string[]; data: unknown[][] };
+    return doc.data.map((row) =>
+      Object.fromEntries(doc.headings.map((h, i) => [h, decode(row[i])]))
+    ) as Record<string, unknown>[];
+  });
+  const owner = (r: Record<string, unknown>) =>
+    (r.external_ids as Record<string, string>)[OWNER_KEY];
+  const actual: ActualNorthbound = {
+    switches: new Map(),
+    ports: new Map(),
+    dhcp: new Map(),
+    portGroups: new Map(),
+  };
+  for (const r of switches) {
+    if (owner(r)) {
+      actual.switches.set(String(r.name), { uuid: String(r._uuid), network: owner(r) });
+    }
+  }
+  // Port names by uuid: any switch's ports (a port group may hold others' ports after drift).
+  const portNames = new Map<string, string>();
+  for (const r of ports) {
+    portNames.set(String(r._uuid), String(r.name));
     if (!owner(r)) continue;
     const one = (v: unknown) => Array.isArray(v) ? (v[0] ?? null) : v;
     actual.ports.set(String(r.name), {
@@ -339,7 +353,7 @@ export async function readNorthbound(nbctl: NbCtl): Promise<ActualNorthbound> {
       dhcpUuid: (one(r.dhcpv4_options) as string | null) ?? null,
     });
   }
-  for (const r of await list("DHCP_Options", ["_uuid", "cidr", "options", "external_ids"])) {
+  for (const r of dhcp) {
     if (owner(r)) {
       actual.dhcp.set(owner(r), {
         uuid: String(r._uuid),
@@ -348,34 +362,27 @@ export async function readNorthbound(nbctl: NbCtl): Promise<ActualNorthbound> {
       });
     }
   }
-  const groups = (await list("Port_Group", ["_uuid", "name", "ports", "acls", "external_ids"]))
-    .filter((r) => SG_OWNER_KEY in (r.external_ids as Record<string, string>));
-  if (groups.length) {
-    // Port names by uuid: any switch's ports (a port group may hold others' ports after drift).
-    const portNames = new Map<string, string>();
-    for (const r of await list("Logical_Switch_Port", ["_uuid", "name"])) {
-      portNames.set(String(r._uuid), String(r.name));
-    }
-    const acls = new Map<string, AclRow>();
-    for (const r of await list("ACL", ["_uuid", "direction", "priority", "match", "action"])) {
-      acls.set(String(r._uuid), {
-        direction: r.direction as AclRow["direction"],
-        priority: Number(r.priority),
-        match: String(r.match),
-        action: r.action as AclRow["action"],
-      });
-    }
-    for (const r of groups) {
-      actual.portGroups.set(String(r.name), {
-        uuid: String(r._uuid),
-        group: (r.external_ids as Record<string, string>)[SG_OWNER_KEY],
-        ports: asList(r.ports).map((u) => portNames.get(u) ?? u).sort(),
-        acls: asList(r.acls).flatMap((u) => {
-          const acl = acls.get(u);
-          return acl ? [{ ...acl, uuid: u }] : [];
-        }),
-      });
-    }
+  const acls = new Map<string, AclRow>();
+  for (const r of aclRows) {
+    acls.set(String(r._uuid), {
+      direction: r.direction as AclRow["direction"],
+      priority: Number(r.priority),
+      match: String(r.match),
+      action: r.action as AclRow["action"],
+    });
+  }
+  for (const r of portGroups) {
+    const ids = r.external_ids as Record<string, string>;
+    if (!(SG_OWNER_KEY in ids)) continue;
+    actual.portGroups.set(String(r.name), {
+      uuid: String(r._uuid),
+      group: ids[SG_OWNER_KEY],
+      ports: asList(r.ports).map((u) => portNames.get(u) ?? u).sort(),
+      acls: asList(r.acls).flatMap((u) => {
+        const acl = acls.get(u);
+        return acl ? [{ ...acl, uuid: u }] : [];
+      }),
+    });
   }
   return actual;
 }
@@ -413,13 +420,19 @@ export interface NorthboundChanges {
  * `portGroups` in one `ovn-nbctl` transaction; returns what it changed
  * (nothing when equal). One transaction: a NIC's port and its port group
  * membership appear together, so no host ever sees the port without its ACLs.
+ * `known`: the database as a read right after the last write found it, which
+ * takes the read off the way from a change to its enforcement. If someone
+ * else changed the database since, the transaction fails (a row it names is
+ * gone) or the drift stays until the caller's next fresh read: callers read
+ * afresh after a failure and on every repair pass.
  */
 export async function applyNorthbound(
   nbctl: NbCtl,
   desired: SwitchRows[],
   portGroups: PortGroupRow[] = [],
+  known?: ActualNorthbound,
 ): Promise<NorthboundChanges> {
-  const actual = await readNorthbound(nbctl);
+  const actual = known ?? await readNorthbound(nbctl);
   const cmds: string[][] = [];
   const changes: NorthboundChanges = { created: [], updated: [], deleted: [] };
   const wantedSwitches = new Set(desired.map((s) => s.name));
