@@ -177,7 +177,7 @@ testWithTimeout({ name: "API: security groups, rules and NIC membership", ...opt
           400,
           ["nics[0].securityGroups"],
         ],
-        ["a group in use by a NIC", () => call("DELETE", `${base}/web`, { token }), 409, []],
+        ["a group in use by a NIC", () => call("DELETE", `${base}/db`, { token }), 409, []],
         [
           "removing an unknown rule",
           () => call("DELETE", `${base}/web/rules/r999`, { token }),
