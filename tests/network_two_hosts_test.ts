@@ -8,12 +8,11 @@
  * ovn-controller is killed on one host: the node's supervisor starts it
  * again, counts it in /metrics, and the pings go on.
  */
-import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
-import { NetworkLab } from "../bench/lib/netns.ts";
-import { fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
+import { type NetCluster, startNetCluster } from "../bench/lib/net_cluster.ts";
+import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { clusterFetch } from "../bench/lib/tls.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { api, cli, eventually, step } from "./support/api.ts";
+import { eventually, step } from "./support/api.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 interface Vm {
@@ -46,87 +45,38 @@ testWithTimeout({
   sanitizeResources: false,
 }, async (t) => {
   const guest = await testGuest();
-  await NetworkLab.sweepStale();
-  const lab = await NetworkLab.create({ txChecksumOff: true });
-  const base = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "novactl-net2-" });
-  const cluster = new NovactlCluster({
-    baseDir: base,
-    network: lab,
-    networking: true,
-    keepBaseDir: Deno.env.get("NOVACTL_KEEP_TEST_DIRS") === "1",
-    env: { NOVACTL_ACCEL: "tcg" },
-  });
-  const url = () => cluster.node("n1").url;
-  const ok = async (...args: string[]) => {
-    const r = await cli([...args, "--server", url(), "--token", cluster.adminToken]);
-    assertEquals(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
-    return r.stdout;
-  };
-  const show = async (name: string) =>
-    (await api<Vm>(`${url()}/api/v1/vms/${name}`, { token: cluster.adminToken })).body;
-  const consoleOf = (name: string) => fetchConsole(url(), cluster.adminToken, name);
+  // Set inside a step (a closure), which TypeScript does not see narrowing it.
+  let net = null as NetCluster | null;
+  const cluster = () => net!.cluster;
+  const ok = (...args: string[]) => net!.ok(...args);
+  const show = async (name: string) => (await net!.api<Vm>(`/api/v1/vms/${name}`)).body;
+  const consoleOf = (name: string) => net!.consoleOf(name);
   const pidFile = (node: string, daemon: string) =>
-    `${cluster.node(node).dataDir}/ovs/run/${daemon}.pid`;
+    `${cluster().node(node).dataDir}/ovs/run/${daemon}.pid`;
   const pidOf = async (node: string, daemon: string) =>
     Number((await Deno.readTextFile(pidFile(node, daemon)).catch(() => "0")).trim());
-
-  /** What a failure needs explained: the guests' consoles, each host's OVS, the chassis. */
-  const diagnose = async () => {
-    for (const g of GUESTS) {
-      console.error(`--- ${g.name} console\n${(await consoleOf(g.name)).slice(-3000)}`);
-    }
-    for (const n of cluster.nodes) {
-      const env = { OVS_RUNDIR: `${n.dataDir}/ovs/run` };
-      const sh = (cmd: string[]) =>
-        new Deno.Command("ip", { args: ["netns", "exec", n.namespace!, ...cmd], env }).output()
-          .then((o) => new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr));
-      console.error(
-        `--- ${n.name} ovs\n${await sh([
-          "ovs-vsctl",
-          `--db=unix:${n.dataDir}/ovs/run/db.sock`,
-          "show",
-        ])}`,
-      );
-      console.error(`--- ${n.name} addresses\n${await sh(["ip", "-4", "-o", "addr"])}`);
-    }
-    const sb = `${cluster.node("n1").dataDir}/ovn/run/ovnsb_db.sock`;
-    console.error(
-      `--- chassis\n${
-        new TextDecoder().decode(
-          (await new Deno.Command("ovn-sbctl", { args: [`--db=unix:${sb}`, "show"] }).output())
-            .stdout,
-        )
-      }`,
-    );
-  };
 
   try {
     await step(t, "two nodes in two namespaces bring their networking up", async () => {
       const t0 = performance.now();
-      await cluster.start(2, { voters: 1 });
-      console.log(`cluster with networking up in ${Math.round(performance.now() - t0)} ms`);
-      // A joining host starts its chassis once it knows the voters' southbound remotes.
-      for (const n of ["n1", "n2"]) {
-        await eventually(
-          `${n} runs ovn-controller`,
-          async () => (await pidOf(n, "ovn-controller")) > 0 || undefined,
-          15_000,
-        );
-      }
+      // Waits for ovn-controller on every host: a joining host starts its chassis once it
+      // knows the voters' southbound remotes.
+      net = await startNetCluster({ prefix: "novactl-net2-", hosts: 2, voters: 1 });
       console.log(
-        `ovn-controller on both hosts ${Math.round(performance.now() - t0)} ms after the start`,
+        `cluster with networking, ovn-controller on both hosts, in ${
+          Math.round(performance.now() - t0)
+        } ms`,
       );
       // The voter runs the clustered central; the learner does not.
-      const ovnRun = (n: string) => `${cluster.node(n).dataDir}/ovn/run/ovnsb_db.pid`;
+      const ovnRun = (n: string) => `${cluster().node(n).dataDir}/ovn/run/ovnsb_db.pid`;
       assert(await Deno.stat(ovnRun("n1")).then(() => true, () => false), "n1 runs central");
       assert(!(await Deno.stat(ovnRun("n2")).then(() => true, () => false)), "n2 does not");
       await ok(...guestImportArgs(guest, "guest"));
     });
 
     await step(t, "an overlay network through the REST API", async () => {
-      const r = await api(`${url()}/api/v1/networks`, {
+      const r = await net!.api("/api/v1/networks", {
         method: "POST",
-        token: cluster.adminToken,
         body: { name: "blue", type: "overlay", subnet: `${SUBNET}.0/24` },
       });
       assertEquals(r.status, 201, JSON.stringify(r.body));
@@ -190,7 +140,7 @@ testWithTimeout({
           await Deno.stat(`/proc/${pid}`).then(() => pid, () => 0);
       }, 15_000);
       console.log(`ovn-controller back in ${Math.round(performance.now() - t0)} ms (pid ${after})`);
-      const metrics = await (await clusterFetch(`${cluster.node("n2").url}/metrics`)).text();
+      const metrics = await (await clusterFetch(`${cluster().node("n2").url}/metrics`)).text();
       assert(
         /novactl_network_daemon_restarts_total\{daemon="ovn-controller"\} [1-9]/.test(metrics),
         metrics.split("\n").filter((l) => l.includes("network")).join("\n"),
@@ -226,19 +176,15 @@ testWithTimeout({
           } ms after the kill`,
         );
         // The node's API answers on its moved address again.
-        assertEquals((await clusterFetch(`${cluster.node("n2").url}/healthz`)).status, 200);
+        assertEquals((await clusterFetch(`${cluster().node("n2").url}/healthz`)).status, 200);
       },
     );
   } catch (err) {
-    await diagnose().catch((e) => console.error("diagnose:", e));
+    await net?.diagnose(GUESTS.map((g) => g.name)).catch((e) => console.error("diagnose:", e));
     throw err;
   } finally {
-    await cluster.stop().catch((err) => console.error("cluster stop:", err));
-    // Kills what still runs in the namespaces (OVS/OVN daemons, QEMU) and deletes them with
-    // their bridges and taps.
-    await lab.destroy();
-    if (Deno.env.get("NOVACTL_KEEP_TEST_DIRS") !== "1") {
-      await Deno.remove(base, { recursive: true }).catch(() => {});
-    }
+    // Stops the nodes, kills what still runs in the namespaces (OVS/OVN daemons, QEMU) and
+    // deletes them with their bridges and taps.
+    await net?.stop();
   }
 });
