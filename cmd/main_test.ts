@@ -292,7 +292,7 @@ testWithTimeout({
 });
 
 testWithTimeout({
-  name: "CLI --nic: NETWORK[,ip=IP][,mac=MAC], repeatable; anything else refused",
+  name: "CLI --nic: NETWORK[,ip=IP][,mac=MAC][,sg=G[+G]], repeatable; anything else refused",
   timeoutMs: 2 * MINUTE,
 }, () => {
   const one = collectNic("blue", []);
@@ -301,7 +301,10 @@ testWithTimeout({
     { network: "blue" },
     { network: "v100", ip: "10.0.0.9", mac: "02:6e:76:00:00:09" },
   ]);
-  for (const bad of ["", "ip=10.0.0.9", "blue,sg=web", "blue,ip", "blue,,ip=1.2.3.4"]) {
+  assertEquals(collectNic("blue,sg=web+db,sg=ssh", []), [
+    { network: "blue", securityGroups: ["web", "db", "ssh"] },
+  ]);
+  for (const bad of ["", "ip=10.0.0.9", "blue,sg", "blue,ip", "blue,,ip=1.2.3.4", "blue,acl=x"]) {
     assertThrows(() => collectNic(bad, []), InvalidArgumentError);
   }
 });
