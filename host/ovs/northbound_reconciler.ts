@@ -27,8 +27,11 @@ import {
   desiredNorthbound,
   desiredPortGroups,
   type NicPort,
+  type NorthboundChanges,
+  type PortGroupRow,
   readNorthbound,
   type SecurityGroupState,
+  type SwitchRows,
 } from "./northbound.ts";
 
 /** What the reconciler reads of the cluster. */
@@ -45,7 +48,28 @@ export interface NorthboundSource {
   northbound(): string;
 }
 
+/** The northbound database at `remotes`, as the pass writes and reads it (ovn-nbctl by default). */
+export interface NorthboundDb {
+  apply(
+    remotes: string,
+    desired: SwitchRows[],
+    portGroups: PortGroupRow[],
+    actual?: ActualNorthbound,
+  ): Promise<NorthboundChanges>;
+  read(remotes: string): Promise<ActualNorthbound>;
+}
+
+const nbctlAt = (remotes: string) => (args: string[]) =>
+  runTool("ovn-nbctl", [`--db=${remotes}`, "--timeout=10", ...args]);
+
+const OVN_NBCTL: NorthboundDb = {
+  apply: (remotes, desired, portGroups, actual) =>
+    applyNorthbound(nbctlAt(remotes), desired, portGroups, actual),
+  read: (remotes) => readNorthbound(nbctlAt(remotes)),
+};
+
 const DEBOUNCE_MS = 20;
+const RETRY_MS = 2_000;
 const REPAIR_EVERY_MS = 30_000;
 
 export class NorthboundReconciler {
@@ -57,11 +81,17 @@ export class NorthboundReconciler {
   /** The remotes #actual was read from. */
   #actualFrom = "";
   #running: Promise<void> | null = null;
-  #timers: ReturnType<typeof setTimeout>[] = [];
+  /** The one pass timer pending, if any: a burst of changes (creates at 1,000/s) is one pass. */
+  #scheduled: ReturnType<typeof setTimeout> | null = null;
+  #repair: ReturnType<typeof setInterval> | null = null;
   #unsubscribe: (() => void) | null = null;
   #stopped = false;
 
-  constructor(readonly source: NorthboundSource) {}
+  constructor(
+    readonly source: NorthboundSource,
+    private readonly db: NorthboundDb = OVN_NBCTL,
+    private readonly debounceMs = DEBOUNCE_MS,
+  ) {}
 
   start(): void {
     this.#unsubscribe = this.source.onChange((resource) => {
@@ -71,42 +101,59 @@ export class NorthboundReconciler {
       ) this.markDirty();
     });
     // The repair pass: forgets what it wrote, so the database is read and compared again.
-    this.#timers.push(setInterval(() => {
+    this.#repair = setInterval(() => {
       this.#lastWritten = "";
       this.#actual = null;
       this.markDirty();
-    }, REPAIR_EVERY_MS));
+    }, REPAIR_EVERY_MS);
     this.markDirty();
   }
 
   stop(): void {
     this.#stopped = true;
     this.#unsubscribe?.();
-    for (const t of this.#timers) clearInterval(t);
+    if (this.#repair) clearInterval(this.#repair);
+    if (this.#scheduled) clearTimeout(this.#scheduled);
+    this.#scheduled = null;
   }
 
-  markDirty(): void {
+  /** Something changed: one pass soon, however many changes arrive meanwhile. */
+  markDirty(delayMs = this.debounceMs): void {
     this.#dirty = true;
-    if (this.#stopped) return;
-    setTimeout(() => void this.runPass(), DEBOUNCE_MS);
+    if (this.#stopped || this.#scheduled) return;
+    this.#scheduled = setTimeout(() => {
+      this.#scheduled = null;
+      void this.runPass();
+    }, delayMs);
   }
 
-  /** One pass if one is due; resolves when it is done (tests). */
+  /**
+   * Runs passes until nothing is dirty; resolves when done (tests). A change that
+   * arrives during a pass gets a pass of its own after it, not just the one running.
+   */
   async runPass(): Promise<void> {
-    if (this.#running) return await this.#running;
-    this.#running = this.pass().finally(() => this.#running = null);
+    while (this.#running) await this.#running;
+    if (!this.#dirty || this.#stopped) return;
+    let ran = false;
+    this.#running = this.pass().then((r) => void (ran = r)).finally(() => this.#running = null);
     await this.#running;
+    if (!this.#dirty || this.#scheduled || this.#stopped) return;
+    // Changed during the pass: again now. Not the leader, or no NB known yet: look again soon
+    // (a node that becomes leader writes within RETRY_MS, not at the next repair).
+    if (ran) await this.runPass();
+    else this.markDirty(RETRY_MS);
   }
 
-  private async pass(): Promise<void> {
+  /** One pass; false when it could not run (not the leader, no northbound known). */
+  private async pass(): Promise<boolean> {
     if (!this.source.isLeader()) {
       // Another leader writes meanwhile: what this one read is stale by the time it leads again.
       this.#actual = null;
-      return;
+      return false;
     }
-    if (this.#stopped || !this.#dirty) return;
+    if (this.#stopped || !this.#dirty) return false;
     const remotes = this.source.northbound();
-    if (!remotes) return;
+    if (!remotes) return false;
     if (remotes !== this.#actualFrom) this.#actual = null;
     this.#dirty = false;
     const networks = this.source.networks();
@@ -114,18 +161,11 @@ export class NorthboundReconciler {
     const desired = desiredNorthbound(networks, nics);
     const portGroups = desiredPortGroups(this.source.securityGroups(), nics);
     const key = `${remotes}\n${JSON.stringify(desired)}\n${JSON.stringify(portGroups)}`;
-    if (key === this.#lastWritten) return;
-    const nbctl = (args: string[]) =>
-      runTool("ovn-nbctl", [`--db=${remotes}`, "--timeout=10", ...args]);
+    if (key === this.#lastWritten) return true;
     try {
       const t0 = performance.now();
       await this.#reading;
-      const changes = await applyNorthbound(
-        nbctl,
-        desired,
-        portGroups,
-        this.#actual ?? undefined,
-      );
+      const changes = await this.db.apply(remotes, desired, portGroups, this.#actual ?? undefined);
       this.#lastWritten = key;
       metrics.northboundPasses.inc({ result: "ok" });
       const changed = changes.created.length + changes.updated.length + changes.deleted.length;
@@ -141,7 +181,7 @@ export class NorthboundReconciler {
         });
         // New rows' uuids are only known by reading: done now, off the next change's path.
         this.#actual = null;
-        this.#reading = readNorthbound(nbctl).then(
+        this.#reading = this.db.read(remotes).then(
           (a) => {
             this.#actual = a;
             this.#actualFrom = remotes;
@@ -152,9 +192,9 @@ export class NorthboundReconciler {
     } catch (err) {
       metrics.northboundPasses.inc({ result: "error" });
       log.warn("northbound pass failed; will retry", { error: String(err) });
-      this.#dirty = true;
       this.#actual = null;
-      this.#timers.push(setTimeout(() => void this.runPass(), 2_000));
+      this.markDirty(RETRY_MS);
     }
+    return true;
   }
 }
