@@ -49,6 +49,8 @@ testWithTimeout({
     const n = net;
     const show = async (name: string) => (await n.api<Vm>(`/api/v1/vms/${name}`)).body;
     const ga = () => n.consoleOf("ga", 1 << 16);
+    const allowTcp = (port: string) =>
+      n.ok("sg", "rule", "add", "locked", "--dir", "ingress", "--proto", "tcp", "--port", port);
 
     await step(t, "a network, a group with no rules, a guest on each host", async () => {
       await n.ok(...guestImportArgs(guest, "guest"));
@@ -131,18 +133,7 @@ testWithTimeout({
     );
 
     await step(t, "a tcp 8080 rule admits 8080 and not 8081", async () => {
-      await n.ok(
-        "sg",
-        "rule",
-        "add",
-        "locked",
-        "--dir",
-        "ingress",
-        "--proto",
-        "tcp",
-        "--port",
-        "8080",
-      );
+      await allowTcp("8080");
       await eventually(
         "gb's 8080 answers ga",
         async () => answers(await ga(), 8080) >= 2 || undefined,
@@ -159,18 +150,7 @@ testWithTimeout({
     });
 
     await step(t, "8081's listener is real: a rule for it and it answers", async () => {
-      await n.ok(
-        "sg",
-        "rule",
-        "add",
-        "locked",
-        "--dir",
-        "ingress",
-        "--proto",
-        "tcp",
-        "--port",
-        "8081-8081",
-      );
+      await allowTcp("8081-8081");
       await eventually(
         "gb's 8081 answers ga",
         async () => answers(await ga(), 8081) >= 1 || undefined,

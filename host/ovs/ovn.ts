@@ -16,8 +16,9 @@ import type { OvsHost } from "./ovs_host.ts";
 /** The Debian packages that hold what this module runs. */
 export const OVN_PACKAGES = ["ovn-central", "ovn-host"];
 
-const NB_SCHEMA = "/usr/share/ovn/ovn-nb.ovsschema";
-const SB_SCHEMA = "/usr/share/ovn/ovn-sb.ovsschema";
+/** The OVN database schemas Debian installs (shared with ./ovn_cluster.ts). */
+export const NB_SCHEMA = "/usr/share/ovn/ovn-nb.ovsschema";
+export const SB_SCHEMA = "/usr/share/ovn/ovn-sb.ovsschema";
 
 /** Why OVN cannot run here (the Debian packages to install), or null. */
 export function ovnMissing(): Promise<string | null> {

@@ -18,10 +18,7 @@ import { join } from "node:path";
 import { log } from "../../core/log/mod.ts";
 import { pathExists } from "../../core/store/mod.ts";
 import { DaemonDir } from "./daemon_dir.ts";
-import type { OvnCentralDaemon } from "./ovn.ts";
-
-const NB_SCHEMA = "/usr/share/ovn/ovn-nb.ovsschema";
-const SB_SCHEMA = "/usr/share/ovn/ovn-sb.ovsschema";
+import { NB_SCHEMA, type OvnCentralDaemon, SB_SCHEMA } from "./ovn.ts";
 
 /** TCP ports of one member: clients (nb, sb) and OVSDB Raft (nbRaft, sbRaft). */
 export interface CentralPorts {
