@@ -5,6 +5,7 @@ import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./com
 import { printFields, printTable, render } from "./output.ts";
 import { NovaError } from "../core/errors/mod.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
+import { nicCommand } from "./vm_nic.ts";
 
 /** Parses 256M, 1G, 512 (MiB) into MiB. */
 export function parseMemoryMiB(text: string): number {
@@ -446,6 +447,7 @@ export function vmCommand(): Command {
   );
 
   vm.addCommand(snapshotCommand());
+  vm.addCommand(nicCommand());
   return vm;
 }
 

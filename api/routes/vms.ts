@@ -29,6 +29,7 @@ import {
 } from "../../core/cloudinit/mod.ts";
 import type { Env } from "../context.ts";
 import { VmListing } from "../vm_listing.ts";
+import { vmNicRoutes } from "./vm_nics.ts";
 import type { Role, VmQuery } from "../../core/fsm/mod.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
@@ -294,6 +295,8 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
       return new Response(await host.console(name, bytes), { headers });
     },
   );
+
+  app.route("/", vmNicRoutes(node));
 
   app.get("/:name/snapshots", (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }));
 

@@ -134,6 +134,10 @@ export type Command =
   | { op: "vm.migrated"; name: string; from: string; to: string; opId: string; at: number }
   /** HA failover or evacuation: the VM is re-placed on `to` and started there. */
   | { op: "vm.moved"; name: string; from: string; to: string; reason: string; at: number }
+  /** NIC hot-plug (core/fsm/vm_nics.ts): a NIC added to a VM, allocated as at create. */
+  | { op: "vm.nic.add"; name: string; nic: NicRequest; at: number; by: string }
+  /** Removes the VM's NIC `nic`: its index ("1") or its MAC. */
+  | { op: "vm.nic.remove"; name: string; nic: string; at: number; by: string }
   | { op: "network.create"; network: NetworkSpec; by: string; at: number }
   | { op: "network.delete"; name: string; by: string; at: number }
   | { op: "sg.create"; group: SecurityGroupSpec; by: string; at: number }
@@ -320,6 +324,16 @@ export interface NicRequest {
 export interface VmNic extends NicRequest {
   ip: string | null;
   mac: string;
+  /**
+   * The NIC's number: its logical port (`nv-VM-N`), tap and QEMU device ids, kept when
+   * another NIC is removed. Absent on NICs recorded before hot-plug: their position.
+   */
+  index?: number;
+}
+
+/** NIC `nic`'s number, at `position` in its VM's list (see {@link VmNic.index}). */
+export function nicIndex(nic: NicRequest & { index?: number }, position: number): number {
+  return nic.index ?? position;
 }
 
 export interface VmSpec {

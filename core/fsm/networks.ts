@@ -141,7 +141,18 @@ export function attachNics(s: Store, vm: string, requests: NicRequest[]): VmNic[
   return requests.map((req, i) => attachNic(s, vm, i, req, `nics[${i}]`));
 }
 
-function attachNic(s: Store, vm: string, nic: number, req: NicRequest, field: string): VmNic {
+/**
+ * Gives NIC number `nic` of `vm` its address and MAC (as asked, else allocated) and records
+ * it; `field` names the request in errors (`nics[0]`, `nic`). Throws, changing nothing the
+ * caller's transaction keeps, when the network, address or MAC cannot be had.
+ */
+export function attachNic(
+  s: Store,
+  vm: string,
+  nic: number,
+  req: NicRequest,
+  field: string,
+): VmNic {
   const net = get(s, req.network);
   if (!net) {
     throw new ValidationError(`${field}.network: network "${req.network}" not found`, [{
@@ -168,6 +179,7 @@ function attachNic(s: Store, vm: string, nic: number, req: NicRequest, field: st
     ip: ip === null ? null : formatIpv4(ip),
     mac,
     ...(groups.length ? { securityGroups: groups } : {}),
+    index: nic,
   };
 }
 
@@ -213,6 +225,12 @@ function nextMac(s: Store): string {
     "INSERT INTO network_counters (key, value) VALUES ('mac', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
   ).run(n);
   return mac;
+}
+
+/** Frees NIC `nic` of `vm` (hot-unplugged): its address and MAC, and its group memberships. */
+export function detachNic(s: Store, vm: string, nic: number): void {
+  s.sql("DELETE FROM network_ports WHERE vm = ? AND nic = ?").run(vm, nic);
+  securityGroups.detachNic(s, vm, nic);
 }
 
 /** Frees the addresses and MACs of a VM that is gone, and takes its NICs out of their groups. */

@@ -15,6 +15,7 @@ import * as tokens from "./tokens.ts";
 import * as config from "./config.ts";
 import * as images from "./images.ts";
 import * as vms from "./vms.ts";
+import * as vmNics from "./vm_nics.ts";
 import * as groups from "./groups.ts";
 import * as networks from "./networks.ts";
 import * as securityGroups from "./security_groups.ts";
@@ -35,6 +36,7 @@ export const RESOURCES = [
   networks.resource,
   securityGroups.resource,
   vms.resource,
+  vmNics.resource,
   groups.resource,
   operations.resource,
   audit.resource,

@@ -341,6 +341,11 @@ export function attachNic(
   return list;
 }
 
+/** Takes one NIC of `vm` (hot-unplugged) out of every group. */
+export function detachNic(s: Store, vm: string, nic: number): void {
+  s.sql("DELETE FROM security_group_members WHERE vm = ? AND nic = ?").run(vm, nic);
+}
+
 /** Takes a VM that is gone out of every group. */
 export function detachVm(s: Store, vm: string): void {
   s.sql("DELETE FROM security_group_members WHERE vm = ?").run(vm);

@@ -28,7 +28,8 @@ function toVmRecord(r: Row): VmRecord {
   };
 }
 
-function specOf(vm: VmRecord): VmSpec {
+/** A VM's spec: the record without what its host observes. */
+export function specOf(vm: VmRecord): VmSpec {
   const { state: _s, reason: _r, guest: _g, createdAt: _c, updatedAt: _u, ...spec } = vm;
   return spec;
 }
@@ -110,7 +111,8 @@ function touched(name: string, value: unknown): Applied {
   return applied(value, { resource: "vm", name });
 }
 
-function writeSpec(s: Store, spec: VmSpec, at: number): void {
+/** Replaces a VM's spec (not its observed state). */
+export function writeSpec(s: Store, spec: VmSpec, at: number): void {
   s.sql("UPDATE vms SET spec = ?, updated_at = ? WHERE name = ?").run(
     JSON.stringify(spec),
     at,

@@ -1,0 +1,75 @@
+/**
+ * /api/v1/vms/:name/nics: NIC hot-plug (core/fsm/vm_nics.ts).
+ *
+ * - `GET /` the VM's NICs, each with its `index`
+ * - `POST /` `{network, ip?, mac?, securityGroups?}` (an entry of `vm create`'s `nics`) adds
+ *   a NIC: 201 with the NIC as recorded (address and MAC decided). A running guest gets it
+ *   hot-plugged by its host shortly after; a stopped one at its next start.
+ * - `DELETE /:nic` removes the NIC `nic` names: its index (`1`) or its MAC.
+ *
+ * Refusals name the field: `nic.network`, `nic.ip`, `nic.mac`, `nic.securityGroups`, `nic`.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import type { ClusterNode } from "../../core/cluster/mod.ts";
+import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
+import { nicIndex, type VmNic } from "../../core/fsm/mod.ts";
+import { SECURITY_GROUP_LIMITS } from "../../core/fsm/security_groups.ts";
+import { requireRole } from "../auth.ts";
+import { leaderOnly } from "../forward.ts";
+import { parseBody } from "../validate.ts";
+import type { Env } from "../context.ts";
+
+export const addNicSchema = z.object({
+  network: z.string().min(1).max(63),
+  ip: z.string().max(15).optional(),
+  mac: z.string().max(17).optional(),
+  securityGroups: z.array(z.string().max(63)).max(SECURITY_GROUP_LIMITS.groupsPerNic).optional(),
+}).strict();
+
+/** Mounted under `/api/v1/vms` behind its bearer authentication. */
+export function vmNicRoutes(node: ClusterNode): Hono<Env> {
+  const app = new Hono<Env>();
+  const who = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
+
+  app.get("/:name/nics", (c) => {
+    const vm = node.fsm.vm(c.req.param("name"));
+    if (!vm) throw new NotFoundError("vm", c.req.param("name"));
+    const nics = ((vm.nics ?? []) as VmNic[]).map((n, i) => ({ ...n, index: nicIndex(n, i) }));
+    return c.json({ nics });
+  });
+
+  app.post("/:name/nics", requireRole("operator"), leaderOnly(node), async (c) => {
+    const req = await parseBody(c, addNicSchema);
+    // The applier checks these too (it decides); here they fail before a log entry is spent.
+    if (!node.fsm.network(req.network)) {
+      throw ValidationError.field("nic.network", `network "${req.network}" not found`);
+    }
+    for (const g of req.securityGroups ?? []) {
+      if (!node.fsm.securityGroups.get(g)) {
+        throw ValidationError.field("nic.securityGroups", `security group "${g}" not found`);
+      }
+    }
+    const nic = await node.propose({
+      op: "vm.nic.add",
+      name: c.req.param("name"),
+      nic: req,
+      by: who(c),
+      at: Date.now(),
+    });
+    return c.json(nic as VmNic, 201);
+  });
+
+  app.delete("/:name/nics/:nic", requireRole("operator"), leaderOnly(node), async (c) => {
+    const removed = await node.propose({
+      op: "vm.nic.remove",
+      name: c.req.param("name"),
+      nic: c.req.param("nic").slice(0, 64),
+      by: who(c),
+      at: Date.now(),
+    });
+    return c.json({ removed });
+  });
+
+  return app;
+}
