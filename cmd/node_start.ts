@@ -60,6 +60,7 @@ import {
   DEFAULT_CENTRAL_PORTS,
   HostNetwork,
   NorthboundReconciler,
+  placedPorts,
   tunnelAddress,
 } from "../host/ovs/mod.ts";
 import { qemuUser } from "../host/kvm/mod.ts";
@@ -591,7 +592,7 @@ function northboundSourceOf(node: ClusterNode, network: HostNetwork) {
   return {
     isLeader: () => node.isLeader(),
     networks: () => node.fsm.networks(),
-    nics: (name: string) => node.fsm.networkPorts(name),
+    nics: (name: string) => placedPorts(node.fsm, name),
     securityGroups: () => {
       const sg = node.fsm.securityGroups;
       const rules = Map.groupBy(sg.rules(null), (r) => r.group);

@@ -15,3 +15,4 @@ export * from "./underlay.ts";
 export * from "./ovn_cluster.ts";
 export * from "./host_network.ts";
 export * from "./northbound_reconciler.ts";
+export * from "./northbound_migration.ts";

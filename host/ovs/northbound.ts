@@ -24,6 +24,7 @@
  */
 import type { NetworkRecord, SecurityGroupRule } from "../../core/fsm/mod.ts";
 import { firstHost, formatIpv4, parseCidr } from "../../core/network/mod.ts";
+import { bindingOptions, type PortPlacement } from "./northbound_migration.ts";
 
 /** The external id that marks a row as novactl's, with the network it belongs to. */
 export const OWNER_KEY = "novactl-network";
@@ -46,6 +47,8 @@ export interface NicPort {
   network: string;
   ip: string | null;
   mac: string;
+  /** Where the VM runs: which chassis may bind the port (./northbound_migration.ts). */
+  placement?: PortPlacement;
 }
 
 /** One logical switch port as novactl wants it. */
@@ -250,7 +253,7 @@ function nicPort(n: NetworkRecord, p: NicPort): PortRow {
     // A guest may not send from another MAC or address than IPAM gave it.
     portSecurity: addresses,
     type: "",
-    options: {},
+    options: bindingOptions(p.placement),
     tag: null,
     dhcp: n.dhcp && p.ip !== null,
   };
