@@ -34,6 +34,7 @@ import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/m
 import type { QmpEvent } from "./kvm/qmp.ts";
 import { DirPool, qemuImg } from "./storage/mod.ts";
 import type { HostNics } from "./ovs/host_network.ts";
+import { syncNics } from "./nic_hotplug.ts";
 
 /** What the host needs from the cluster: committed state in, observations out. */
 export interface HostCluster {
@@ -321,6 +322,10 @@ export class VmHost {
     if (status === "prelaunch" || (status === "paused" && vm.state !== "running")) {
       await rt.qemu.cont();
       status = await rt.qemu.status();
+    }
+    // NICs added or removed while it runs (core/fsm/vm_nics.ts): hot-plugged here.
+    if (status === "running" && this.nics) {
+      await syncNics(vm, rt.qemu, this.nics, (q) => this.driver.saveLaunchSpec(q.spec));
     }
     const observed: VmState = status === "running" ? "running" : "failed";
     const reason = observed === "failed" ? `QEMU reports status "${status}"` : null;

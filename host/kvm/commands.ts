@@ -317,3 +317,59 @@ export async function internalSnapshotAll(
     })),
   }, { timeoutMs });
 }
+
+// ---- device hot-plug: NICs ----------------------------------------------------------
+
+/**
+ * `netdev_add` of a tap backend on the existing tap `ifname` (made and plugged by the host,
+ * host/ovs/nic.ts): no scripts, no vhost, and no virtio-net header, as on the command line
+ * (host/kvm/qemu.ts says why).
+ */
+export async function netdevAddTap(qmp: QmpExecutor, id: string, ifname: string): Promise<void> {
+  await qmp.execute("netdev_add", {
+    type: "tap",
+    id,
+    ifname,
+    script: "no",
+    downscript: "no",
+    vhost: false,
+    vnet_hdr: false,
+  });
+}
+
+/** `netdev_del`. */
+export async function netdevDel(qmp: QmpExecutor, id: string): Promise<void> {
+  await qmp.execute("netdev_del", { id });
+}
+
+/** `device_add` of a virtio-net NIC with `mac` on `netdev`, on the PCIe port `bus`. */
+export async function deviceAddVirtioNet(
+  qmp: QmpExecutor,
+  id: string,
+  netdev: string,
+  mac: string,
+  bus: string,
+): Promise<void> {
+  await qmp.execute("device_add", {
+    driver: "virtio-net-pci",
+    id,
+    netdev,
+    mac,
+    bus,
+    // No PXE option ROM, as on the command line.
+    romfile: "",
+  });
+}
+
+/**
+ * `device_del`: asks the guest to release the device; QEMU emits `DEVICE_DELETED` once it
+ * did (the guest may take its time, or never answer).
+ */
+export async function deviceDel(qmp: QmpExecutor, id: string): Promise<void> {
+  await qmp.execute("device_del", { id });
+}
+
+/** `qom-list` of a QOM path: the names of its children and properties. */
+export async function qomList(qmp: QmpExecutor, path: string): Promise<string[]> {
+  return (await qmp.execute<{ name: string }[]>("qom-list", { path })).map((p) => p.name);
+}

@@ -37,6 +37,25 @@ export interface NicSpec {
    * networking, restricted.
    */
   tap?: string;
+  /**
+   * The PCIe root port the NIC sits on ({@link nicPortId}); set for NICs on networks: their
+   * NIC index, so a NIC hot-plugged later has the same slot on a migration's destination,
+   * where it is on the command line.
+   */
+  port?: number;
+}
+
+/**
+ * PCIe root ports a VM with NICs on networks gets, one per possible NIC (core/fsm/vm_nics.ts
+ * MAX_NICS): on q35 only a root port can take a hot-plugged device, and every port must
+ * exist from the start. They sit at fixed slots (0x10 + port on pcie.0), clear of the
+ * devices QEMU places itself from slot 1 up.
+ */
+export const NIC_PORTS = 8;
+
+/** The QEMU id of NIC root port `port`. */
+export function nicPortId(port: number): string {
+  return `nvrp${port}`;
 }
 
 /** Everything needed to (re)launch a VM, stored beside it so re-adoption knows what runs. */
@@ -194,6 +213,16 @@ export class QemuDriver {
         `virtio-blk-pci,drive=${d.id},id=${d.id}-dev${i === 0 ? ",bootindex=1" : ""}`,
       );
     });
+    if (spec.nics.some((n) => n.port !== undefined)) {
+      for (let i = 0; i < NIC_PORTS; i++) {
+        a.push(
+          "-device",
+          `pcie-root-port,id=${nicPortId(i)},bus=pcie.0,chassis=${i + 1},addr=0x${
+            (0x10 + i).toString(16)
+          }`,
+        );
+      }
+    }
     for (const n of spec.nics) {
       a.push(
         "-netdev",
@@ -207,7 +236,8 @@ export class QemuDriver {
           : `user,id=${n.id},restrict=on`,
         "-device",
         // No PXE option ROM: nothing boots from the network, and it saves startup time.
-        `virtio-net-pci,netdev=${n.id},id=${n.id}-dev,mac=${n.mac},romfile=`,
+        `virtio-net-pci,netdev=${n.id},id=${n.id}-dev,mac=${n.mac},romfile=` +
+          (n.port === undefined ? "" : `,bus=${nicPortId(n.port)}`),
       );
     }
     if (spec.loadvm) a.push("-loadvm", spec.loadvm);
@@ -285,6 +315,14 @@ export class QemuDriver {
     await Deno.remove(this.paths(name).dir, { recursive: true }).catch((err) => {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     });
+  }
+
+  /**
+   * Records what a running QEMU now has (a NIC hot-plugged or removed), so a restarted node
+   * that re-adopts it knows its devices.
+   */
+  async saveLaunchSpec(spec: LaunchSpec): Promise<void> {
+    await writeFileDurably(this.paths(spec.name).launch, JSON.stringify(spec, null, 2) + "\n");
   }
 
   async readLaunchSpec(name: string): Promise<LaunchSpec | null> {

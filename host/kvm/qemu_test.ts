@@ -59,6 +59,16 @@ testWithTimeout({
     tapped,
   );
   assert(!tapped.includes("user,id=net0"), tapped);
+  assert(!tapped.includes("pcie-root-port"), "no ports for NICs without one");
+  // NICs with ports: every port from the start (hot-plug needs them), each NIC on its own.
+  const ported = driver.args(
+    { ...spec, nics: [{ id: "net1", mac: "02:6e:76:00:00:02", tap: "nt0b0e8a527a1", port: 1 }] },
+    driver.paths("web1"),
+  );
+  const ports = ported.filter((a) => a.startsWith("pcie-root-port"));
+  assertEquals(ports.length, 8);
+  assertEquals(ports[1], "pcie-root-port,id=nvrp1,bus=pcie.0,chassis=2,addr=0x11");
+  assert(ported.join(" ").includes("id=net1-dev,mac=02:6e:76:00:00:02,romfile=,bus=nvrp1"));
   assert(joined.includes("-pidfile /var/lib/novactl/vms/web1/qemu.pid"));
   assert(joined.includes("path=/var/lib/novactl/vms/web1/qmp.sock,server=on,wait=off"));
   assert(joined.includes("name=org.qemu.guest_agent.0"));

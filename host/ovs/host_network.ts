@@ -19,10 +19,10 @@
 import { NovaError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
 import { metrics } from "../../core/metrics/mod.ts";
-import type { VmNic } from "../../core/fsm/mod.ts";
+import { nicIndex, type VmNic } from "../../core/fsm/mod.ts";
 import type { NicSpec } from "../kvm/mod.ts";
 import { missingBinaries } from "./daemon_dir.ts";
-import { plugTap, tapName, unplugTap } from "./nic.ts";
+import { plugTap, tapName, tapPrefix, unplugTap } from "./nic.ts";
 import { portName } from "./northbound.ts";
 import { OvnChassis, ovnMissing } from "./ovn.ts";
 import { type CentralEndpoint, ClusteredCentral } from "./ovn_cluster.ts";
@@ -35,13 +35,17 @@ export interface HostNics {
   plug(vm: NicOwner): Promise<NicSpec[]>;
   /** Removes the VM's taps (gone, stopped, or moved away); absent taps are fine. */
   unplug(vm: NicOwner): Promise<void>;
+  /** Plugs the tap of the VM's NIC number `index` (hot-plug); QEMU's NIC spec for it. */
+  plugNic(vm: NicOwner, index: number): Promise<NicSpec>;
+  /** Removes the tap of the VM's NIC number `index` (hot-unplugged); an absent tap is fine. */
+  unplugNic(vm: NicOwner, index: number): Promise<void>;
 }
 
 /** A VM as far as its NICs go. */
 export interface NicOwner {
   name: string;
   uuid: string;
-  nics?: { network: string; mac?: string | null }[];
+  nics?: { network: string; mac?: string | null; index?: number }[];
 }
 
 /** Where OVN central is, as the cluster decides it now (voters and configuration change). */
@@ -189,15 +193,23 @@ export class HostNetwork implements HostNics {
   }
 
   async plug(vm: NicOwner): Promise<NicSpec[]> {
-    const uid = await this.opts.tapOwner();
-    if (vm.nics?.length) await this.waitForBridge();
     const specs: NicSpec[] = [];
     for (const [i, nic] of (vm.nics ?? []).entries()) {
-      const tap = tapName(vm.uuid, i);
-      await plugTap(this.ovs, this.bridge, tap, portName(vm.name, i), uid);
-      specs.push({ id: `net${i}`, mac: (nic as VmNic).mac, tap });
+      specs.push(await this.plugNic(vm, nicIndex(nic, i)));
     }
     return specs;
+  }
+
+  async plugNic(vm: NicOwner, index: number): Promise<NicSpec> {
+    const position = (vm.nics ?? []).findIndex((n, i) => nicIndex(n, i) === index);
+    if (position < 0) throw new NovaError("not_found", `${vm.name} has no NIC ${index}`);
+    const uid = await this.opts.tapOwner();
+    await this.waitForBridge();
+    const tap = tapName(vm.uuid, index);
+    await plugTap(this.ovs, this.bridge, tap, portName(vm.name, index), uid);
+    // Device ids and the PCIe port follow the NIC's number, not its place in the list: a
+    // hot-plugged NIC has them on a migration's destination too.
+    return { id: `net${index}`, mac: (vm.nics![position] as VmNic).mac, tap, port: index };
   }
 
   /** ovn-controller makes the integration bridge soon after it starts; taps go on it. */
@@ -213,8 +225,15 @@ export class HostNetwork implements HostNics {
   }
 
   async unplug(vm: NicOwner): Promise<void> {
-    for (let i = 0; i < (vm.nics?.length ?? 0); i++) {
-      await unplugTap(this.ovs, this.bridge, tapName(vm.uuid, i));
-    }
+    // Every tap of the VM, also one of a NIC removed while this host could not unplug it.
+    const prefix = tapPrefix(vm.uuid);
+    const ports = await this.ovs.vsctl(["list-ports", this.bridge]).catch(() => "");
+    const taps = new Set(ports.split("\n").filter((p) => p.startsWith(prefix)));
+    for (const [i, nic] of (vm.nics ?? []).entries()) taps.add(tapName(vm.uuid, nicIndex(nic, i)));
+    for (const tap of taps) await unplugTap(this.ovs, this.bridge, tap);
+  }
+
+  async unplugNic(vm: NicOwner, index: number): Promise<void> {
+    await unplugTap(this.ovs, this.bridge, tapName(vm.uuid, index));
   }
 }

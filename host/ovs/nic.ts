@@ -18,9 +18,14 @@ import type { OvsHost } from "./ovs_host.ts";
 /** Linux interface names: at most 15 bytes. */
 const IFNAMSIZ = 15;
 
+/** What every tap of the VM with `uuid` starts with. */
+export function tapPrefix(uuid: string): string {
+  return `nt${uuid.replace(/-/g, "").slice(0, 10)}`;
+}
+
 /** The tap name of NIC `nic` of the VM with `uuid`: stable, unique, and short enough. */
 export function tapName(uuid: string, nic: number): string {
-  const name = `nt${uuid.replace(/-/g, "").slice(0, 10)}${nic}`;
+  const name = `${tapPrefix(uuid)}${nic}`;
   if (name.length > IFNAMSIZ) throw new Error(`tap name ${name} too long`);
   return name;
 }
