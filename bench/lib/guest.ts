@@ -38,6 +38,22 @@ export function bootIds(consoleText: string): string[] {
   return [...consoleText.matchAll(/NOVACTL-GUEST-READY boot_id=([0-9a-f-]+)/g)].map((m) => m[1]);
 }
 
+/**
+ * `#cloud-config` user-data that makes the test guest run `script` (sh) in the background
+ * at boot. The script travels base64-encoded in short runcmd lines: the seed's YAML folds
+ * long lines and would quote special characters, neither of which the guest's small
+ * cloud-config reader undoes.
+ */
+export function scriptUserData(script: string): string {
+  const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(script)));
+  const lines = ["#cloud-config", "runcmd:"];
+  for (let i = 0; i < b64.length; i += 56) {
+    lines.push(`  - echo -n ${b64.slice(i, i + 56)} >>/run/nv.b64`);
+  }
+  lines.push("  - base64 -d /run/nv.b64 >/run/nv.sh", "  - sh /run/nv.sh &");
+  return lines.join("\n") + "\n";
+}
+
 /** `novactl image import NAME --kernel … --initrd … --cmdline …` arguments for the test guest. */
 export function guestImportArgs(guest: TestGuest, name: string): string[] {
   return [

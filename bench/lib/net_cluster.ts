@@ -39,6 +39,8 @@ export interface NetCluster {
   consoleOf(vm: string, bytes?: number): Promise<string>;
   /** Runs `cmd` in `node`'s namespace against its own OVS (ovs-vsctl, ovs-ofctl); stdout. */
   sh(node: string, cmd: string[]): Promise<string>;
+  /** `ovn-nbctl ARGS` against the northbound database of n1's OVN central member; stdout. */
+  nbctl(...args: string[]): Promise<string>;
   /** Prints what a failure needs explained: consoles of `vms`, each host's OVS, the chassis. */
   diagnose(vms?: string[]): Promise<void>;
   /** Stops the nodes, then kills what still runs in the namespaces and deletes them. */
@@ -90,6 +92,16 @@ export async function startNetCluster(
         stderr: "piped",
       }).output();
       if (!out.success) throw new Error(`${cmd.join(" ")} on ${node}: ${dec.decode(out.stderr)}`);
+      return dec.decode(out.stdout);
+    },
+    async nbctl(...args) {
+      const nb = `${cluster.node("n1").dataDir}/ovn/run/ovnnb_db.sock`;
+      const out = await new Deno.Command("ovn-nbctl", {
+        args: [`--db=unix:${nb}`, "--timeout=10", ...args],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!out.success) throw new Error(`ovn-nbctl ${args.join(" ")}: ${dec.decode(out.stderr)}`);
       return dec.decode(out.stdout);
     },
     async diagnose(vms = []) {
