@@ -88,6 +88,9 @@ export class Migrator {
         ? await exportDisksForMirror(qemu, this.selfAddress, localDisks, tls)
         : null;
       const migrationPort = await listenForMigration(qemu, this.selfAddress, tls);
+      // The tap is plugged (launchSpec did, before QEMU started); its port must be bound here
+      // too before the switchover, or the guest's traffic stays behind until the commit.
+      await this.host.waitNicsInstalled(vm);
       return { address: this.selfAddress, migrationPort, nbdPort };
     });
   }

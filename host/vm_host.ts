@@ -502,6 +502,22 @@ export class VmHost {
     return await this.nics.plug(vm);
   }
 
+  /**
+   * Waits (at most `timeoutMs`) until ovn-controller bound the VM's NIC ports on this host and
+   * installed their flows. An incoming migration waits for it before the stream starts: with
+   * the port bound here as an additional chassis (host/ovs/northbound_migration.ts), traffic
+   * moves as soon as the guest announces itself after the switchover. Not bound in time: the
+   * migration goes on (the guest's network then follows the commit, later), with a warning.
+   */
+  async waitNicsInstalled(vm: VmRecord, timeoutMs = 10_000): Promise<void> {
+    if (!vm.nics?.length || !this.nics) return;
+    const t0 = performance.now();
+    const bound = await this.nics.waitInstalled(vm, timeoutMs);
+    const ms = Math.round(performance.now() - t0);
+    if (bound) log.debug("NIC ports bound here", { vm: vm.name, ms });
+    else log.warn("NIC ports not bound here in time; migrating anyway", { vm: vm.name, ms });
+  }
+
   /** Removes the taps of a VM that no longer runs here (best effort: a leftover tap is harmless). */
   private async unplugNics(vm: VmRecord): Promise<void> {
     if (!vm.nics?.length || !this.nics) return;

@@ -39,6 +39,11 @@ export interface HostNics {
   plugNic(vm: NicOwner, index: number): Promise<NicSpec>;
   /** Removes the tap of the VM's NIC number `index` (hot-unplugged); an absent tap is fine. */
   unplugNic(vm: NicOwner, index: number): Promise<void>;
+  /**
+   * Waits until ovn-controller bound every NIC's port here and installed its flows (it marks
+   * the tap `ovn-installed`), at most `timeoutMs`; whether it did.
+   */
+  waitInstalled(vm: NicOwner, timeoutMs: number): Promise<boolean>;
 }
 
 /** A VM as far as its NICs go. */
@@ -231,6 +236,23 @@ export class HostNetwork implements HostNics {
     const taps = new Set(ports.split("\n").filter((p) => p.startsWith(prefix)));
     for (const [i, nic] of (vm.nics ?? []).entries()) taps.add(tapName(vm.uuid, nicIndex(nic, i)));
     for (const tap of taps) await unplugTap(this.ovs, this.bridge, tap);
+  }
+
+  async waitInstalled(vm: NicOwner, timeoutMs: number): Promise<boolean> {
+    const taps = (vm.nics ?? []).map((n, i) => tapName(vm.uuid, nicIndex(n, i)));
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      // One ovs-vsctl run for all taps; a tap not (yet) marked has no such key.
+      const out = await this.ovs.vsctl(
+        taps.flatMap((
+          t,
+        ) => ["--", "--if-exists", "get", "Interface", t, "external_ids:ovn-installed"]),
+      ).catch(() => "");
+      const marked = out.split("\n").filter((l) => l.trim() === '"true"').length;
+      if (marked === taps.length) return true;
+      if (performance.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   async unplugNic(vm: NicOwner, index: number): Promise<void> {
