@@ -87,6 +87,7 @@ testWithTimeout({
             `QEMU downtime ${r.result.qemuDowntimeMs} ms, guest paused ${r.result.guestPausedMs} ms`,
         );
         console.log(`  port options seen while moving: ${r.portOptions.join(" | ")}`);
+        console.log(`  port binding options seen: ${r.bindingOptions.join(" | ")}`);
         assert(
           r.portOptions.includes(`activation-strategy=rarp requested-chassis=${from},${to}`),
           `multi-chassis binding while migrating: ${r.portOptions.join(" | ")}`,

@@ -41,6 +41,8 @@ export interface NetCluster {
   sh(node: string, cmd: string[]): Promise<string>;
   /** `ovn-nbctl ARGS` against the northbound database of n1's OVN central member; stdout. */
   nbctl(...args: string[]): Promise<string>;
+  /** `ovn-sbctl ARGS` against the southbound database of n1's OVN central member; stdout. */
+  sbctl(...args: string[]): Promise<string>;
   /** Prints what a failure needs explained: consoles of `vms`, each host's OVS, the chassis. */
   diagnose(vms?: string[]): Promise<void>;
   /** Stops the nodes, then kills what still runs in the namespaces and deletes them. */
@@ -65,6 +67,16 @@ export async function startNetCluster(
     env: { NOVACTL_ACCEL: "tcg" },
   });
   const url = () => cluster.node("n1").url;
+  const ovnctl = async (tool: string, db: string, args: string[]) => {
+    const sock = `${cluster.node("n1").dataDir}/ovn/run/${db}.sock`;
+    const out = await new Deno.Command(tool, {
+      args: [`--db=unix:${sock}`, "--timeout=10", ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) throw new Error(`${tool} ${args.join(" ")}: ${dec.decode(out.stderr)}`);
+    return dec.decode(out.stdout);
+  };
   const ovsEnv = (node: string) => ({ OVS_RUNDIR: `${cluster.node(node).dataDir}/ovs/run` });
   const net: NetCluster = {
     cluster,
@@ -94,16 +106,8 @@ export async function startNetCluster(
       if (!out.success) throw new Error(`${cmd.join(" ")} on ${node}: ${dec.decode(out.stderr)}`);
       return dec.decode(out.stdout);
     },
-    async nbctl(...args) {
-      const nb = `${cluster.node("n1").dataDir}/ovn/run/ovnnb_db.sock`;
-      const out = await new Deno.Command("ovn-nbctl", {
-        args: [`--db=unix:${nb}`, "--timeout=10", ...args],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      if (!out.success) throw new Error(`ovn-nbctl ${args.join(" ")}: ${dec.decode(out.stderr)}`);
-      return dec.decode(out.stdout);
-    },
+    nbctl: (...args) => ovnctl("ovn-nbctl", "ovnnb_db", args),
+    sbctl: (...args) => ovnctl("ovn-sbctl", "ovnsb_db", args),
     async diagnose(vms = []) {
       for (const vm of vms) {
         console.error(

@@ -73,6 +73,11 @@ export interface MigrationUnderPing {
   migrateMs: number;
   /** Each distinct `options` of the target's port seen while it moved (`k=v` sorted, joined). */
   portOptions: string[];
+  /**
+   * Each distinct `options` of its southbound Port_Binding seen meanwhile; ovn-controller adds
+   * `additional-chassis-activated=DST` there when the destination's RARP reached it.
+   */
+  bindingOptions: string[];
 }
 
 /**
@@ -105,20 +110,30 @@ export async function migrateUnderPing(
   const before = pingSeqs(await consoleOf(), opts.peerIp).at(-1) ?? steady;
 
   const seen = new Set<string>();
+  const bound = new Set<string>();
+  /** The options map of the one row `out` (ovn-*ctl --format=json) lists, as sorted `k=v`. */
+  const optionsIn = (out: string, into: Set<string>) => {
+    try {
+      const map = JSON.parse(out).data[0][0][1] as [string, string][];
+      into.add(map.map(([k, v]) => `${k}=${v}`).sort().join(" "));
+    } catch { /* not readable this time */ }
+  };
   let watching = true;
   const watch = (async () => {
     while (watching) {
-      const out = await net.nbctl(
-        "--format=json",
-        "--columns=options",
-        "list",
-        "Logical_Switch_Port",
-        opts.port,
-      ).catch(() => "");
-      try {
-        const map = JSON.parse(out).data[0][0][1] as [string, string][];
-        seen.add(map.map(([k, v]) => `${k}=${v}`).sort().join(" "));
-      } catch { /* not readable this time */ }
+      const [nb, sb] = await Promise.all([
+        net.nbctl("--format=json", "--columns=options", "list", "Logical_Switch_Port", opts.port)
+          .catch(() => ""),
+        net.sbctl(
+          "--format=json",
+          "--columns=options",
+          "find",
+          "Port_Binding",
+          `logical_port=${opts.port}`,
+        ).catch(() => ""),
+      ]);
+      optionsIn(nb, seen);
+      optionsIn(sb, bound);
       await new Promise((r) => setTimeout(r, 50));
     }
   })();
@@ -146,5 +161,6 @@ export async function migrateUnderPing(
     result: op.result ?? {},
     migrateMs,
     portOptions: [...seen],
+    bindingOptions: [...bound],
   };
 }
