@@ -125,11 +125,11 @@ testWithTimeout({
     });
 
     await step(t, "the VM live-migrates with its hot-plugged NIC", async () => {
+      const before = JSON.stringify([...(await nets())].sort());
       const op = JSON.parse(await ok("vm", "migrate", "hc", "--to", "n2", "-o", "json"));
       assertEquals(op.state, "succeeded", JSON.stringify(op));
       assert((await ports("n2")).includes(tapName(uuid, 1)), "its tap on n2's br-int");
       assert(!(await ports("n1")).includes(tapName(uuid, 1)), "and no longer on n1's");
-      const before = JSON.stringify([...(await nets())].sort());
       const lines = async () => (await net!.consoleOf("hc")).split("NV-NETS").length;
       const count = await lines();
       await eventually(
