@@ -144,6 +144,32 @@ export type Command =
   | { op: "sg.delete"; name: string; by: string; at: number }
   | { op: "sg.rule.add"; group: string; rule: SecurityGroupRuleSpec; by: string; at: number }
   | { op: "sg.rule.remove"; group: string; id: string; by: string; at: number }
+  | { op: "router.create"; router: RouterSpec; by: string; at: number }
+  | { op: "router.delete"; name: string; by: string; at: number }
+  /** Gives `router` a port on `network` (at the network's gateway address). */
+  | { op: "router.attach"; router: string; network: string; by: string; at: number }
+  | { op: "router.detach"; router: string; network: string; by: string; at: number }
+  /** Sets (or with null, takes away) the router's uplink; `ip` null: IPAM picks its address. */
+  | {
+    op: "router.uplink";
+    router: string;
+    uplink: string | null;
+    ip: string | null;
+    by: string;
+    at: number;
+  }
+  | { op: "fip.create"; network: string; ip: string | null; by: string; at: number }
+  | { op: "fip.delete"; ip: string; by: string; at: number }
+  | { op: "fip.attach"; ip: string; vm: string; nic: number; by: string; at: number }
+  | { op: "fip.detach"; ip: string; by: string; at: number }
+  /** Replaces a host's provider bridge mappings (physnet → OVS bridge); empty clears them. */
+  | {
+    op: "node.bridgeMappings";
+    node: string;
+    mappings: Record<string, string>;
+    by: string;
+    at: number;
+  }
   | { op: "group.create"; group: PlacementGroup; by: string; at: number }
   | { op: "group.delete"; name: string; at: number }
   | { op: "operation.create"; operation: OperationSpec; at: number }
@@ -309,6 +335,20 @@ export interface SecurityGroupRuleSpec {
   remoteCidr: string | null;
   /** Another (or the same) group: the addresses of its NICs. */
   remoteGroup: string | null;
+}
+
+/**
+ * A router (core/fsm/routers.ts): routes between the networks attached to it
+ * and, through its uplink (a flat or vlan network), to the outside, with the
+ * attached subnets SNATed to its uplink address when `snat` is on.
+ */
+export interface RouterSpec {
+  name: string;
+  /** The flat or vlan network its gateway port sits on; null: none yet. */
+  uplink: string | null;
+  /** Its address on the uplink; null: IPAM picks one (when there is an uplink). */
+  uplinkIp: string | null;
+  snat: boolean;
 }
 
 /** A NIC as asked for: its network, and optionally its address, MAC and security groups. */

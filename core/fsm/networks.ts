@@ -15,6 +15,7 @@ import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts"
 import type { Command, NetworkSpec, NicRequest, VmNic } from "./commands.ts";
 import { type Applied, applied, type Resource, type Row, type Store } from "./store.ts";
 import * as securityGroups from "./security_groups.ts";
+import * as routers from "./routers.ts";
 import {
   allocateIp,
   checkStaticIp,
@@ -128,6 +129,12 @@ function remove(s: Store, c: Extract<Command, { op: "network.delete" }>): Applie
       { vms: users },
     );
   }
+  const routing = routers.networkUsers(s, c.name);
+  if (routing.length) {
+    throw new ConflictError(`network "${c.name}" is in use: ${routing.join("; ")}`, {
+      users: routing,
+    });
+  }
   s.sql("DELETE FROM networks WHERE name = ?").run(c.name);
   return applied({ name: c.name, deleted: true }, { resource: "network", name: c.name });
 }
@@ -199,6 +206,8 @@ function addressFor(
       net.name,
     ) as Row[]).map((r) => Number(r.ip)),
   );
+  // Routers' and floating IPs' addresses on an uplink are taken too.
+  for (const ip of routers.addressesOn(s, net.name)) taken.add(ip);
   const usage = {
     gateway: net.gateway === null ? null : parseIpv4(net.gateway),
     taken,
@@ -211,6 +220,38 @@ function addressFor(
     return ip;
   }
   return allocateIp(cidr, usage);
+}
+
+/**
+ * Takes an address of `network` for something other than a NIC (a router's
+ * uplink port, a floating IP): `asked` if free and allowed, else the lowest
+ * free one. The caller records it; {@link addressFor} counts it as taken
+ * from then on (routers.addressesOn).
+ * @throws ValidationError naming `field` (outside the subnet, reserved, the gateway)
+ * @throws ConflictError when taken or when none is free
+ */
+export function takeAddress(s: Store, network: string, asked: string | null, field: string): number {
+  const net = get(s, network);
+  if (!net) throw ValidationError.field("network", `network "${network}" not found`);
+  return addressFor(s, net, parseCidr(net.subnet), asked, field)!;
+}
+
+/** NIC `nic` of `vm`: its network and address, or null when it has none. */
+export function portOf(
+  s: Store,
+  vm: string,
+  nic: number,
+): { network: string; ip: string | null; mac: string } | null {
+  const r = s.sql("SELECT network, ip, mac FROM network_ports WHERE vm = ? AND nic = ?").get(
+    vm,
+    nic,
+  ) as Row | undefined;
+  if (!r) return null;
+  return {
+    network: String(r.network),
+    ip: r.ip === null ? null : formatIpv4(Number(r.ip)),
+    mac: String(r.mac),
+  };
 }
 
 /** The next MAC of the sequence that no NIC holds (an operator may have chosen one of them). */
@@ -237,6 +278,7 @@ export function detachNic(s: Store, vm: string, nic: number): void {
 export function detachAll(s: Store, vm: string): void {
   s.sql("DELETE FROM network_ports WHERE vm = ?").run(vm);
   securityGroups.detachVm(s, vm);
+  routers.detachVm(s, vm);
 }
 
 /** Networks and the NIC ports on them. */

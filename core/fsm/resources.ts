@@ -19,6 +19,8 @@ import * as vmNics from "./vm_nics.ts";
 import * as groups from "./groups.ts";
 import * as networks from "./networks.ts";
 import * as securityGroups from "./security_groups.ts";
+import * as routers from "./routers.ts";
+import * as bridgeMappings from "./bridge_mappings.ts";
 import * as operations from "./operations.ts";
 import * as audit from "./audit.ts";
 import * as plans from "./plans.ts";
@@ -35,6 +37,8 @@ export const RESOURCES = [
   images.resource,
   networks.resource,
   securityGroups.resource,
+  routers.resource,
+  bridgeMappings.resource,
   vms.resource,
   vmNics.resource,
   groups.resource,

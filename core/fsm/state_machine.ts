@@ -40,6 +40,8 @@ import * as config from "./config.ts";
 import * as groups from "./groups.ts";
 import * as networks from "./networks.ts";
 import * as securityGroups from "./security_groups.ts";
+import * as routers from "./routers.ts";
+import * as bridgeMappings from "./bridge_mappings.ts";
 import * as images from "./images.ts";
 import * as joinTokens from "./join_tokens.ts";
 import * as members from "./members.ts";
@@ -67,6 +69,7 @@ export type {
   SecurityGroupRecord,
   SecurityGroupRule,
 } from "./security_groups.ts";
+export type { FloatingIpRecord, RouterReads, RouterRecord } from "./routers.ts";
 
 /** Outcome of one applied entry: deterministic on every node. */
 export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
@@ -79,11 +82,14 @@ export class StateMachine {
 
   /** Security groups, their rules and members (core/fsm/security_groups.ts). */
   readonly securityGroups: securityGroups.SecurityGroupReads;
+  /** Routers and floating IPs (core/fsm/routers.ts). */
+  readonly routers: routers.RouterReads;
 
   constructor(readonly path: string) {
     this.db = this.open();
     this.#store = new Store(this.db);
     this.securityGroups = securityGroups.readsOf(this.#store);
+    this.routers = routers.readsOf(this.#store);
   }
 
   private open(): DatabaseSync {
@@ -332,6 +338,16 @@ export class StateMachine {
   /** The NICs on a network, with their VM, address and MAC. */
   networkPorts(name: string): ReturnType<typeof networks.ports> {
     return networks.ports(this.#store, name);
+  }
+
+  /** A host's provider bridge mappings, physnet → bridge (core/fsm/bridge_mappings.ts). */
+  bridgeMappings(node: string): Record<string, string> {
+    return bridgeMappings.of(this.#store, node);
+  }
+
+  /** The hosts that map `physnet` to a bridge, in name order. */
+  hostsMapping(physnet: string): string[] {
+    return bridgeMappings.hostsMapping(this.#store, physnet);
   }
 
   operation(id: string): OperationRecord | null {

@@ -35,6 +35,9 @@ export interface Changed {
     | "group"
     | "network"
     | "securityGroup"
+    | "router"
+    | "floatingIp"
+    | "bridgeMapping"
     | "operation";
   name?: string;
 }
