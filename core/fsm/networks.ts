@@ -230,7 +230,12 @@ function addressFor(
  * @throws ValidationError naming `field` (outside the subnet, reserved, the gateway)
  * @throws ConflictError when taken or when none is free
  */
-export function takeAddress(s: Store, network: string, asked: string | null, field: string): number {
+export function takeAddress(
+  s: Store,
+  network: string,
+  asked: string | null,
+  field: string,
+): number {
   const net = get(s, network);
   if (!net) throw ValidationError.field("network", `network "${network}" not found`);
   return addressFor(s, net, parseCidr(net.subnet), asked, field)!;

@@ -116,7 +116,11 @@ export function floatingIps(s: Store): FloatingIpRecord[] {
 
 function fipOf(r: Row): FloatingIpRecord {
   const data = JSON.parse(String(r.data)) as FloatingIpRecord;
-  return { ...data, vm: r.vm === null ? null : String(r.vm), nic: r.nic === null ? null : Number(r.nic) };
+  return {
+    ...data,
+    vm: r.vm === null ? null : String(r.vm),
+    nic: r.nic === null ? null : Number(r.nic),
+  };
 }
 
 /** Addresses of `network` routers and floating IPs hold (networks.ts: taken for NICs too). */
@@ -132,7 +136,11 @@ export function networkUsers(s: Store, network: string): string[] {
   const users: string[] = [];
   const attached = routerOf(s, network);
   if (attached) users.push(`router "${attached}" is attached to it`);
-  for (const r of s.sql("SELECT name FROM routers WHERE uplink = ? ORDER BY name").all(network) as Row[]) {
+  for (
+    const r of s.sql("SELECT name FROM routers WHERE uplink = ? ORDER BY name").all(
+      network,
+    ) as Row[]
+  ) {
     users.push(`router "${r.name}" uses it as uplink`);
   }
   const fips = Number(
@@ -195,7 +203,9 @@ function fipsThrough(s: Store, router: string, network?: string): string[] {
 function refuseWithFips(ips: string[], what: string): void {
   if (ips.length) {
     throw new ConflictError(
-      `${what}: floating IP(s) ${ips.slice(0, 10).join(", ")} reach their VMs through it; detach them first`,
+      `${what}: floating IP(s) ${
+        ips.slice(0, 10).join(", ")
+      } reach their VMs through it; detach them first`,
       { floatingIps: ips },
     );
   }
@@ -372,7 +382,9 @@ function attachFip(s: Store, c: Extract<Command, { op: "fip.attach" }>): Applied
   if (!port) {
     throw ValidationError.field("vm", `VM "${c.vm}" has no NIC ${c.nic} on a network`);
   }
-  if (port.ip === null) throw ValidationError.field("vm", `NIC ${c.nic} of "${c.vm}" has no address`);
+  if (port.ip === null) {
+    throw ValidationError.field("vm", `NIC ${c.nic} of "${c.vm}" has no address`);
+  }
   const router = routerOf(s, port.network);
   const r = router ? get(s, router) : null;
   if (!r || r.uplink !== fip.network) {
@@ -432,3 +444,18 @@ export const resource: Resource<
     "fip.detach": detachFip,
   },
 };
+
+/**
+ * The hosts that carry `router`'s gateway port, highest priority first: every
+ * host that maps the uplink's physnet (`hosts`, in name order), rotated by a
+ * hash of the router's name so that routers spread their active gateways
+ * over the hosts instead of all piling onto the first. OVN moves a gateway
+ * to the next in this order when BFD finds the active one dead.
+ */
+export function gatewayOrder(router: string, hosts: readonly string[]): string[] {
+  if (!hosts.length) return [];
+  let h = 0x811c9dc5;
+  for (const ch of new TextEncoder().encode(router)) h = Math.imul(h ^ ch, 0x01000193) >>> 0;
+  const k = h % hosts.length;
+  return [...hosts.slice(k), ...hosts.slice(0, k)];
+}
