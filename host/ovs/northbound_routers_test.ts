@@ -83,7 +83,7 @@ testWithTimeout({
         assertEquals(
           (await nbctl(["get", "Logical_Switch_Port", "nvrp-r1.uplink", "options:nat-addresses"]))
             .trim(),
-          '"router"',
+          "router",
         );
         assertEquals(
           (await nbctl(["get", "Logical_Router_Port", "nvr-r1_blue", "mac"])).trim(),
