@@ -16,6 +16,7 @@ import { vmRoutes } from "./routes/vms.ts";
 import { groupRoutes } from "./routes/groups.ts";
 import { networkRoutes } from "./routes/networks.ts";
 import { securityGroupRoutes } from "./routes/security_groups.ts";
+import { floatingIpRoutes, routerRoutes } from "./routes/routers.ts";
 import type { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
 import { operationRoutes } from "./routes/operations.ts";
@@ -59,6 +60,8 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/groups", groupRoutes(node));
   app.route("/api/v1/networks", networkRoutes(node));
   app.route("/api/v1/security-groups", securityGroupRoutes(node));
+  app.route("/api/v1/routers", routerRoutes(node));
+  app.route("/api/v1/floating-ips", floatingIpRoutes(node));
   app.route("/api/v1/operations", operationRoutes(node, deps.migrator));
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
   app.route("/api/v1/audit", auditRoutes(node));

@@ -2,6 +2,7 @@
 import { groupCommand } from "./group.ts";
 import { networkCommand } from "./network.ts";
 import { sgCommand } from "./sg.ts";
+import { fipCommand, routerCommand } from "./router.ts";
 import { operationCommand } from "./operation.ts";
 import { Command, CommanderError } from "commander";
 import { exitCodeOf, type NovaError, toNovaError } from "../core/errors/mod.ts";
@@ -30,6 +31,8 @@ export function buildProgram(): Command {
   program.addCommand(groupCommand());
   program.addCommand(networkCommand());
   program.addCommand(sgCommand());
+  program.addCommand(routerCommand());
+  program.addCommand(fipCommand());
   program.addCommand(operationCommand());
   program.addCommand(hostCommand());
   program.addCommand(auditCommand());

@@ -7,6 +7,7 @@ import { type CentralPorts, parseCentralPorts } from "../host/ovs/mod.ts";
 import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
+import { NovaError } from "../core/errors/mod.ts";
 
 function collectLabel(value: string, previous: Record<string, string>): Record<string, string> {
   const m = /^([a-zA-Z0-9._/-]+)=(.*)$/.exec(value);
@@ -156,6 +157,45 @@ export function nodeCommand(): Command {
       );
       render(opts.output, r, () => printFields(r));
     });
+
+  withClientOptions(
+    node.command("set").argument("<name>").description(
+      "set a host's provider bridge mappings (vlan and flat networks leave through them)",
+    )
+      .option(
+        "--bridge-mapping <physnet:bridge>",
+        "map a provider network to an OVS bridge the host makes (repeatable; replaces all)",
+        (v: string, prev: string[]) => [...prev, v],
+        [],
+      )
+      .option("--clear-bridge-mappings", "map no provider network on this host"),
+  ).action(
+    async (
+      name: string,
+      opts: GlobalOpts & { bridgeMapping: string[]; clearBridgeMappings?: boolean },
+    ) => {
+      if (!opts.bridgeMapping.length && !opts.clearBridgeMappings) {
+        throw new NovaError(
+          "usage",
+          "give --bridge-mapping PHYSNET:BRIDGE or --clear-bridge-mappings",
+        );
+      }
+      const bridgeMappings: Record<string, string> = {};
+      for (const m of opts.bridgeMapping) {
+        const [physnet, bridge, ...rest] = m.split(":");
+        if (!physnet || !bridge || rest.length) {
+          throw new NovaError("usage", `--bridge-mapping "${m}" is not PHYSNET:BRIDGE`);
+        }
+        bridgeMappings[physnet] = bridge;
+      }
+      const r = await clientOf(opts).request(
+        "PUT",
+        `/api/v1/nodes/${encodeURIComponent(name)}/bridge-mappings`,
+        { bridgeMappings },
+      );
+      render(opts.output, r, () => console.log(`${name}: bridge mappings set`));
+    },
+  );
 
   for (const [verb, what] of [["cordon", "accept no new VMs"], ["uncordon", "accept VMs again"]]) {
     withClientOptions(node.command(verb).argument("<name>").description(what))

@@ -61,6 +61,7 @@ import {
   HostNetwork,
   NorthboundReconciler,
   placedPorts,
+  routerInputs,
   tunnelAddress,
 } from "../host/ovs/mod.ts";
 import { qemuUser } from "../host/kvm/mod.ts";
@@ -564,6 +565,7 @@ function hostNetworkOf(node: ClusterNode, opts: NodeStartOptions, url: string): 
     tunnelInterface: opts.tunnelInterface,
     central: self,
     plan: () => centralPlan(node, self),
+    bridgeMappings: () => node.fsm.bridgeMappings(opts.name),
     tapOwner: async () => (await qemuUser())?.uid ?? null,
   });
 }
@@ -603,6 +605,7 @@ function northboundSourceOf(node: ClusterNode, network: HostNetwork) {
         members: members.get(g.name) ?? [],
       }));
     },
+    routers: () => routerInputs(node.fsm),
     onChange: (listener: (resource: string | null) => void) =>
       node.fsm.onChange((c) => listener(c?.resource ?? null)),
     northbound: () => {

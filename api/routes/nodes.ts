@@ -7,6 +7,8 @@ import {
   setNodeState,
 } from "../../core/cluster/mod.ts";
 import { NotFoundError } from "../../core/errors/mod.ts";
+import { bridgeMappingsSchema } from "./routers.ts";
+import { parseBody } from "../validate.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import type { Env } from "../context.ts";
@@ -22,6 +24,7 @@ export function nodeRoutes(node: ClusterNode, leases: LeaseTable): Hono<Env> {
         ...n,
         state: states.get(n.name)?.state ?? n.state,
         role: states.get(n.name)?.role ?? null,
+        bridgeMappings: node.fsm.bridgeMappings(n.name),
       })),
     });
   });
@@ -31,7 +34,28 @@ export function nodeRoutes(node: ClusterNode, leases: LeaseTable): Hono<Env> {
     const n = node.fsm.node(name);
     if (!n) throw new NotFoundError("node", name);
     const m = node.status().members.find((x) => x.name === name);
-    return c.json({ ...n, state: m?.state ?? n.state, role: m?.role ?? null });
+    return c.json({
+      ...n,
+      state: m?.state ?? n.state,
+      role: m?.role ?? null,
+      bridgeMappings: node.fsm.bridgeMappings(name),
+    });
+  });
+
+  /** Replaces the host's provider bridge mappings (`node set --bridge-mapping`). */
+  app.put("/:name/bridge-mappings", requireRole("admin"), leaderOnly(node), async (c) => {
+    const name = c.req.param("name");
+    if (!node.fsm.node(name)) throw new NotFoundError("node", name);
+    const { bridgeMappings } = await parseBody(c, bridgeMappingsSchema);
+    return c.json(
+      await node.propose({
+        op: "node.bridgeMappings",
+        node: name,
+        mappings: bridgeMappings,
+        by: c.get("principal").name,
+        at: Date.now(),
+      }),
+    );
   });
 
   app.post("/:name/cordon", requireRole("operator"), leaderOnly(node), async (c) => {

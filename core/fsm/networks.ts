@@ -13,7 +13,14 @@
  */
 import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
 import type { Command, NetworkSpec, NicRequest, VmNic } from "./commands.ts";
-import { type Applied, applied, type Resource, type Row, type Store } from "./store.ts";
+import {
+  type Applied,
+  applied,
+  type Changed,
+  type Resource,
+  type Row,
+  type Store,
+} from "./store.ts";
 import * as securityGroups from "./security_groups.ts";
 import * as routers from "./routers.ts";
 import {
@@ -117,7 +124,10 @@ function create(s: Store, c: Extract<Command, { op: "network.create" }>): Applie
     JSON.stringify(record),
     c.at,
   );
-  return applied(record, { resource: "network", name: n.name });
+  if (n.nat) routers.attachForNat(s, n.name, c.by, c.at);
+  const changed: Changed[] = [{ resource: "network", name: n.name }];
+  if (n.nat) changed.push({ resource: "router" });
+  return applied(record, ...changed);
 }
 
 function remove(s: Store, c: Extract<Command, { op: "network.delete" }>): Applied {

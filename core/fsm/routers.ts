@@ -414,6 +414,27 @@ function detachFip(s: Store, c: Extract<Command, { op: "fip.detach" }>): Applied
   return applied(floatingIp(s, c.ip), { resource: "floatingIp", name: c.ip });
 }
 
+/**
+ * `network create --nat`: the new network is attached to the cluster's one
+ * router with an uplink and SNAT, so its guests reach the outside. Called while
+ * the network's create is applied: no such router (or several to choose from)
+ * refuses the create, naming `nat`.
+ */
+export function attachForNat(s: Store, network: string, by: string, at: number): void {
+  const candidates = all(s).filter((r) => r.uplink !== null && r.snat);
+  if (candidates.length !== 1) {
+    throw ValidationError.field(
+      "nat",
+      candidates.length
+        ? `routers ${
+          candidates.map((r) => r.name).join(", ")
+        } have an uplink with SNAT: create the network without --nat and use router attach`
+        : "no router has an uplink with SNAT: create one (router create NAME --uplink NETWORK)",
+    );
+  }
+  attach(s, { op: "router.attach", router: candidates[0].name, network, by, at });
+}
+
 /** A VM that is gone lets go of its floating IPs (they stay allocated, unattached). */
 export function detachVm(s: Store, vm: string): void {
   s.sql("UPDATE floating_ips SET vm = NULL, nic = NULL WHERE vm = ?").run(vm);

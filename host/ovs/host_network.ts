@@ -28,6 +28,7 @@ import { OvnChassis, ovnMissing } from "./ovn.ts";
 import { type CentralEndpoint, ClusteredCentral } from "./ovn_cluster.ts";
 import { OvsHost, ovsMissing } from "./ovs_host.ts";
 import { ensureUnderlay, tunnelAddress } from "./underlay.ts";
+import { ProviderBridges } from "./bridge_mappings.ts";
 
 /** What the VM host needs of the network: taps for a VM's NICs, and their removal. */
 export interface HostNics {
@@ -85,6 +86,8 @@ export interface HostNetworkOptions {
   plan: () => CentralPlan;
   /** The uid taps are made for (QEMU's user); null: the node's own. */
   tapOwner: () => Promise<number | null>;
+  /** This host's provider bridge mappings, physnet → bridge (read on every pass). */
+  bridgeMappings?: () => Record<string, string>;
 }
 
 const SUPERVISE_EVERY_MS = 2_000;
@@ -104,6 +107,7 @@ export class HostNetwork implements HostNics {
   readonly ovs: OvsHost;
   readonly chassis: OvnChassis;
   readonly central: ClusteredCentral;
+  readonly providerBridges: ProviderBridges;
   #tunnelIp = "";
   #timer: ReturnType<typeof setInterval> | null = null;
   #pass: Promise<void> | null = null;
@@ -117,6 +121,7 @@ export class HostNetwork implements HostNics {
       encapIp: "", // set in start(), once the tunnel address is known
     });
     this.central = new ClusteredCentral(opts.dataDir, opts.central);
+    this.providerBridges = new ProviderBridges(this.ovs);
   }
 
   /** Fails with the packages to install (and `--networking off`) when the binaries are missing. */
@@ -177,11 +182,13 @@ export class HostNetwork implements HostNics {
     if (ovsStarted.length) {
       // A new ovsdb-server or vswitchd: the bridges and the chassis settings are written again.
       this.chassis.reconfigure();
+      this.providerBridges.reset();
       await ensureUnderlay(this.ovs, this.#tunnelIp);
     } else if (!this.#started) {
       await ensureUnderlay(this.ovs, this.#tunnelIp);
     }
     this.countRestarts(ovsStarted);
+    await this.providerBridges.ensure(this.opts.bridgeMappings?.() ?? {});
     if (plan.runCentral) this.countRestarts(await this.central.ensureRunning(plan.peers));
     // No southbound known yet (a joining host before the voters' inventory arrives): wait.
     if (plan.southbound && await this.chassis.ensureRunning(plan.southbound)) {

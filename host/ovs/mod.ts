@@ -10,6 +10,8 @@ export * from "./daemon_dir.ts";
 export * from "./ovs_host.ts";
 export * from "./ovn.ts";
 export * from "./northbound.ts";
+export * from "./northbound_routers.ts";
+export * from "./bridge_mappings.ts";
 export * from "./nic.ts";
 export * from "./underlay.ts";
 export * from "./ovn_cluster.ts";

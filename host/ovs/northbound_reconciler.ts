@@ -33,6 +33,12 @@ import {
   type SecurityGroupState,
   type SwitchRows,
 } from "./northbound.ts";
+import {
+  applyRouters,
+  desiredRouters,
+  type RouterInput,
+  type RouterRows,
+} from "./northbound_routers.ts";
 
 /** What the reconciler reads of the cluster. */
 export interface NorthboundSource {
@@ -42,6 +48,8 @@ export interface NorthboundSource {
   nics(network: string): NicPort[];
   /** Security groups with their rules and member NICs. */
   securityGroups(): SecurityGroupState[];
+  /** Routers with their networks, uplink, gateway hosts and floating IPs (none when absent). */
+  routers?(): RouterInput[];
   /** Calls back after an applied change to `resource` (null: the whole state was replaced). */
   onChange(listener: (resource: string | null) => void): () => void;
   /** The northbound remotes (`tcp:A:6641,...`); "" while none is known. */
@@ -57,6 +65,8 @@ export interface NorthboundDb {
     actual?: ActualNorthbound,
   ): Promise<NorthboundChanges>;
   read(remotes: string): Promise<ActualNorthbound>;
+  /** Makes novactl's routers equal `desired` (./northbound_routers.ts); absent: none written. */
+  applyRouters?(remotes: string, desired: RouterRows[]): Promise<NorthboundChanges>;
 }
 
 const nbctlAt = (remotes: string) => (args: string[]) =>
@@ -66,6 +76,7 @@ const OVN_NBCTL: NorthboundDb = {
   apply: (remotes, desired, portGroups, actual) =>
     applyNorthbound(nbctlAt(remotes), desired, portGroups, actual),
   read: (remotes) => readNorthbound(nbctlAt(remotes)),
+  applyRouters: (remotes, desired) => applyRouters(nbctlAt(remotes), desired),
 };
 
 const DEBOUNCE_MS = 20;
@@ -75,6 +86,11 @@ const REPAIR_EVERY_MS = 30_000;
 export class NorthboundReconciler {
   #dirty = true;
   #lastWritten = "";
+  /**
+   * The routers' rows the last pass wrote: kept apart, so a security-group rule change
+   * (the latency bench:net measures) does not read and compare the routers too.
+   */
+  #routersWritten = "";
   /** The database as read after the last write (null: read it afresh), and that read. */
   #actual: ActualNorthbound | null = null;
   #reading: Promise<void> | null = null;
@@ -97,12 +113,14 @@ export class NorthboundReconciler {
     this.#unsubscribe = this.source.onChange((resource) => {
       if (
         resource === null || resource === "network" || resource === "vm" ||
-        resource === "securityGroup"
+        resource === "securityGroup" || resource === "router" || resource === "floatingIp" ||
+        resource === "bridgeMapping"
       ) this.markDirty();
     });
     // The repair pass: forgets what it wrote, so the database is read and compared again.
     this.#repair = setInterval(() => {
       this.#lastWritten = "";
+      this.#routersWritten = "";
       this.#actual = null;
       this.markDirty();
     }, REPAIR_EVERY_MS);
@@ -161,12 +179,24 @@ export class NorthboundReconciler {
     const desired = desiredNorthbound(networks, nics);
     const portGroups = desiredPortGroups(this.source.securityGroups(), nics);
     const key = `${remotes}\n${JSON.stringify(desired)}\n${JSON.stringify(portGroups)}`;
-    if (key === this.#lastWritten) return true;
+    const routers = desiredRouters(this.source.routers?.() ?? []);
+    const routersKey = `${remotes}\n${JSON.stringify(routers)}`;
+    if (key === this.#lastWritten && routersKey === this.#routersWritten) return true;
     try {
       const t0 = performance.now();
       await this.#reading;
-      const changes = await this.db.apply(remotes, desired, portGroups, this.#actual ?? undefined);
+      const changes = key === this.#lastWritten
+        ? { created: [], updated: [], deleted: [] }
+        : await this.db.apply(remotes, desired, portGroups, this.#actual ?? undefined);
       this.#lastWritten = key;
+      // After the switches: a router's ports go on switches that pass made.
+      if (routersKey !== this.#routersWritten && this.db.applyRouters) {
+        const r = await this.db.applyRouters(remotes, routers);
+        changes.created.push(...r.created);
+        changes.updated.push(...r.updated);
+        changes.deleted.push(...r.deleted);
+      }
+      this.#routersWritten = routersKey;
       metrics.northboundPasses.inc({ result: "ok" });
       const changed = changes.created.length + changes.updated.length + changes.deleted.length;
       if (changed) {

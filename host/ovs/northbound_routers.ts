@@ -27,7 +27,8 @@
  *
  * @module
  */
-import type { NetworkRecord } from "../../core/fsm/mod.ts";
+import type { NetworkRecord, StateMachine } from "../../core/fsm/mod.ts";
+import { gatewayOrder } from "../../core/fsm/routers.ts";
 import { parseCidr } from "../../core/network/mod.ts";
 import type { NbCtl, NorthboundChanges } from "./northbound.ts";
 import { switchName } from "./northbound.ts";
@@ -45,6 +46,46 @@ export interface RouterInput {
   uplink: { network: NetworkRecord; ip: string; chassis: string[] } | null;
   /** Attached floating IPs: the uplink address and the NIC address it forwards to. */
   floatingIps: { external: string; logical: string }[];
+}
+
+/** What {@link routerInputs} reads of the replicated state. */
+export type RouterState = Pick<
+  StateMachine,
+  "routers" | "network" | "networkPorts" | "hostsMapping"
+>;
+
+/**
+ * The routers as the derivation needs them, resolved from the replicated
+ * state: networks by record, the gateway hosts in priority order, each
+ * attached floating IP with its NIC's address. A floating IP whose NIC is
+ * gone or no longer behind the router is left out (the state machine refuses
+ * to make one, this is the belt to those braces).
+ */
+export function routerInputs(state: RouterState): RouterInput[] {
+  const fips = state.routers.floatingIps().filter((f) => f.vm !== null);
+  return state.routers.all().map((r) => {
+    const networks = r.networks.map((n) => state.network(n)).filter((n): n is NetworkRecord =>
+      n !== null
+    );
+    const uplinkNet = r.uplink === null ? null : state.network(r.uplink);
+    const uplink = uplinkNet && r.uplinkIp
+      ? {
+        network: uplinkNet,
+        ip: r.uplinkIp,
+        chassis: gatewayOrder(r.name, state.hostsMapping(uplinkNet.physnet ?? "")),
+      }
+      : null;
+    const floatingIps = uplink
+      ? fips.filter((f) => f.network === uplink.network.name).flatMap((f) => {
+        for (const n of networks) {
+          const port = state.networkPorts(n.name).find((p) => p.vm === f.vm && p.nic === f.nic);
+          if (port?.ip) return [{ external: f.ip, logical: port.ip }];
+        }
+        return [];
+      })
+      : [];
+    return { name: r.name, snat: r.snat, networks, uplink, floatingIps };
+  });
 }
 
 /** One router port as novactl wants it, with the switch port that joins it to its network. */
