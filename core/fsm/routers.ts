@@ -372,12 +372,6 @@ function deleteFip(s: Store, c: Extract<Command, { op: "fip.delete" }>): Applied
 function attachFip(s: Store, c: Extract<Command, { op: "fip.attach" }>): Applied {
   const fip = floatingIp(s, c.ip);
   if (!fip) throw new NotFoundError("floating IP", c.ip);
-  if (fip.vm !== null && (fip.vm !== c.vm || fip.nic !== c.nic)) {
-    throw new ConflictError(
-      `floating IP ${c.ip} is attached to ${fip.vm}:${fip.nic}; detach it first`,
-      { vm: fip.vm, nic: fip.nic },
-    );
-  }
   const port = networks.portOf(s, c.vm, c.nic);
   if (!port) {
     throw ValidationError.field("vm", `VM "${c.vm}" has no NIC ${c.nic} on a network`);
@@ -391,6 +385,13 @@ function attachFip(s: Store, c: Extract<Command, { op: "fip.attach" }>): Applied
     throw new ConflictError(
       `vm: network "${port.network}" of ${c.vm}:${c.nic} is not attached to a router with uplink "${fip.network}"`,
       { field: "vm", network: port.network },
+    );
+  }
+  // Its own state only after the target's: a bad target is refused as such, attached or not.
+  if (fip.vm !== null && (fip.vm !== c.vm || fip.nic !== c.nic)) {
+    throw new ConflictError(
+      `floating IP ${c.ip} is attached to ${fip.vm}:${fip.nic}; detach it first`,
+      { vm: fip.vm, nic: fip.nic },
     );
   }
   const other = s.sql("SELECT ip FROM floating_ips WHERE vm = ? AND nic = ? AND ip != ?").get(
