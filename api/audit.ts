@@ -47,6 +47,8 @@ const KINDS: Record<string, string> = {
   tokens: "token",
   networks: "network",
   "security-groups": "securityGroup",
+  routers: "router",
+  "floating-ips": "floatingIp",
   pools: "pool",
   volumes: "volume",
   backups: "backup",
