@@ -94,3 +94,45 @@ Deno.test("northbound reconciler: a node that becomes leader writes soon, not at
     r.stop();
   }
 });
+
+Deno.test("northbound reconciler: routers are written after the switches, and only when they change", async () => {
+  const c = fakeCluster();
+  const order: string[] = [];
+  const routerInput = (name: string) => ({
+    name,
+    snat: true,
+    networks: [testNetwork("a")],
+    uplink: null,
+    floatingIps: [],
+  });
+  let routers = [routerInput("r1")];
+  const db: NorthboundDb = {
+    ...c.db,
+    apply: (...args) => {
+      order.push("switches");
+      return c.db.apply(...args);
+    },
+    applyRouters: (_remotes, desired) => {
+      order.push(`routers:${desired.map((r) => r.name).join(",")}`);
+      return Promise.resolve({ created: [], updated: [], deleted: [] });
+    },
+  };
+  const r = new NorthboundReconciler({ ...c.source, routers: () => routers }, db, 5);
+  r.start();
+  try {
+    await eventually("the first pass", () => Promise.resolve(order.length === 2));
+    assertEquals(order, ["switches", "routers:nvr-r1"]);
+    // A switch-side change only: the routers are not written again.
+    c.change([testNetwork("a"), testNetwork("b", { subnet: "10.20.0.0/24" })]);
+    await eventually("the second pass", () => Promise.resolve(order.length === 3));
+    await new Promise((res) => setTimeout(res, 50));
+    assertEquals(order.slice(2), ["switches"]);
+    // A router change only: the switches are not written again.
+    routers = [routerInput("r1"), routerInput("r2")];
+    c.change(c.state.networks);
+    await eventually("the third pass", () => Promise.resolve(order.length === 4));
+    assertEquals(order.slice(3), ["routers:nvr-r1,nvr-r2"]);
+  } finally {
+    r.stop();
+  }
+});
