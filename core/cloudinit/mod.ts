@@ -124,7 +124,9 @@ export function renderSeed(
       doc.users = [...others, user];
       if (spec.passwordHash) doc.ssh_pwauth = true;
     }
-    userData = "#cloud-config\n" + stringify(doc);
+    // No folding: a long runcmd line stays one line, as small cloud-config readers (the test
+    // guest's) expect; folded plain scalars are valid YAML but gain nothing here.
+    userData = "#cloud-config\n" + stringify(doc, { lineWidth: 0 });
   }
   return {
     "user-data": userData,

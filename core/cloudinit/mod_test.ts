@@ -99,3 +99,13 @@ testWithTimeout({
   assertEquals(redactCloudInit(null), null);
   assertEquals(redactVm({ name: "x", cloudInit: null }, "viewer"), { name: "x", cloudInit: null });
 });
+
+testWithTimeout({
+  name: "cloud-init: a long runcmd line stays on one line of the rendered user-data",
+  timeoutMs: 2 * MINUTE,
+}, () => {
+  const cmd = `echo -n ${"QUJD".repeat(30)} >>/run/out.b64`;
+  const spec = validateCloudInit({ userData: `#cloud-config\nruncmd:\n  - ${cmd}\n` });
+  const lines = renderSeed({ name: "web1", uuid: "u-1" }, spec)["user-data"].split("\n");
+  assert(lines.includes(`  - ${cmd}`), `folded:\n${lines.join("\n")}`);
+});
