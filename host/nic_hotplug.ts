@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { TimeoutError } from "../core/errors/mod.ts";
+import { TimeoutError, UnavailableError } from "../core/errors/mod.ts";
 import { nicIndex, type VmRecord } from "../core/fsm/mod.ts";
 import { log } from "../core/log/mod.ts";
 import { deviceAddVirtioNet, deviceDel, netdevAddTap, netdevDel, qomList } from "./kvm/commands.ts";
@@ -71,6 +71,20 @@ async function devicesPresent(qemu: QemuVm, ids: string[]): Promise<Set<string>>
   return new Set(ids.filter((id) => names.has(id)));
 }
 
+/**
+ * QEMU runs as its own user by then (host/kvm/confine.ts), so it opens /dev/net/tun as that
+ * user: say what the host needs instead of passing on QEMU's bare "Permission denied".
+ */
+export function explainTapOpen(err: unknown): unknown {
+  if (!(err instanceof QmpError && /\/dev\/net\/tun.*permission denied/i.test(err.desc))) {
+    return err;
+  }
+  return new UnavailableError(
+    "NIC hot-plug: QEMU, running as its own user, cannot open /dev/net/tun; make it mode 0666 " +
+      "as Debian's udev rule does (scripts/setup.sh does it): " + err.desc,
+  );
+}
+
 /** Hot-adds the NIC `spec` (its tap already plugged) to the running `qemu`. */
 export async function hotAddNic(qemu: QemuVm, spec: NicSpec): Promise<void> {
   const dev = `${spec.id}-dev`;
@@ -79,7 +93,7 @@ export async function hotAddNic(qemu: QemuVm, spec: NicSpec): Promise<void> {
     await netdevAddTap(qemu.qmp, spec.id, spec.tap!);
   } catch (err) {
     // Left by an add that failed after it: the backend is there, on the same tap.
-    if (!(err instanceof QmpError && /duplicate/i.test(err.desc))) throw err;
+    if (!(err instanceof QmpError && /duplicate/i.test(err.desc))) throw explainTapOpen(err);
   }
   try {
     await deviceAddVirtioNet(qemu.qmp, dev, spec.id, spec.mac, nicPortId(spec.port!));

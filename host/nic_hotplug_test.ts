@@ -1,8 +1,8 @@
-import { assertEquals, assertRejects } from "../core/testing/assert.ts";
-import { TimeoutError } from "../core/errors/mod.ts";
+import { assert, assertEquals, assertRejects } from "../core/testing/assert.ts";
+import { TimeoutError, UnavailableError } from "../core/errors/mod.ts";
 import type { NicSpec, QemuVm } from "./kvm/mod.ts";
 import { QmpError } from "./kvm/qmp.ts";
-import { hotAddNic, hotRemoveNic, nicChanges } from "./nic_hotplug.ts";
+import { explainTapOpen, hotAddNic, hotRemoveNic, nicChanges } from "./nic_hotplug.ts";
 
 const tap = (port: number, mac: string): NicSpec => ({
   id: `net${port}`,
@@ -150,4 +150,20 @@ Deno.test("hot-remove: a guest that does not let go times out, and a retry waits
   // The request stays pending in QEMU: the retry does not fail on it, it waits again.
   await assertRejects(() => hotRemoveNic(q.qemu, nic, 50), TimeoutError);
   assertEquals(q.netdevs.has("net1"), true, "the backend stays while the device does");
+});
+
+Deno.test("hot-add: QEMU's denied /dev/net/tun becomes an error naming the device and the fix", () => {
+  const denied = new QmpError(
+    "netdev_add",
+    "GenericError",
+    "could not open /dev/net/tun: Permission denied",
+  );
+  const err = explainTapOpen(denied);
+  assert(err instanceof UnavailableError);
+  assert(
+    err.message.includes("mode 0666") && err.message.includes("scripts/setup.sh"),
+    err.message,
+  );
+  const other = new QmpError("netdev_add", "GenericError", "Duplicate ID 'net1' for netdev");
+  assertEquals(explainTapOpen(other), other);
 });

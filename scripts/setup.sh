@@ -41,6 +41,12 @@ if ! getent passwd novactl-qemu >/dev/null; then
   fi
 fi
 
+# NIC hot-plug: QEMU, already running as novactl-qemu, opens /dev/net/tun itself for the new
+# tap (owned by that user). Debian's udev rule makes the device 0666; some containers leave it 0600.
+if [ "$(id -u)" = 0 ] && [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+  chmod 0666 /dev/net/tun
+fi
+
 if ! command -v deno >/dev/null; then
   npm install -g --silent deno@2.9.6 >/dev/null
 fi

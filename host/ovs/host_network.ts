@@ -158,6 +158,20 @@ export class HostNetwork implements HostNics {
       ms: Math.round(performance.now() - t0),
     });
     this.#timer = setInterval(() => void this.tick(), SUPERVISE_EVERY_MS);
+    await this.warnIfHotPlugCannotOpenTun();
+  }
+
+  /** A QEMU running as its own user opens /dev/net/tun itself to hot-plug a NIC. */
+  private async warnIfHotPlugCannotOpenTun(): Promise<void> {
+    if ((await this.opts.tapOwner()) === null) return;
+    const mode = (await Deno.stat("/dev/net/tun").catch(() => null))?.mode ?? 0;
+    if ((mode & 0o006) !== 0o006) {
+      log.warn(
+        "NIC hot-plug will fail: /dev/net/tun is not mode 0666 (Debian's udev default; " +
+          "scripts/setup.sh sets it), and QEMU runs as its own user",
+        { mode: (mode & 0o777).toString(8) },
+      );
+    }
   }
 
   /** Stops supervising; the daemons keep running (guests keep their network). */
