@@ -57,6 +57,8 @@ import {
   type CentralPlan,
   type CentralPorts,
   centralRemotes,
+  ChassisCleaner,
+  type ChassisSource,
   DEFAULT_CENTRAL_PORTS,
   HostNetwork,
   NorthboundReconciler,
@@ -355,6 +357,8 @@ async function runMember(
   await network?.start();
   const northbound = network ? new NorthboundReconciler(northboundSourceOf(node, network)) : null;
   northbound?.start();
+  const chassisCleaner = network ? new ChassisCleaner(chassisSourceOf(node, network)) : null;
+  chassisCleaner?.start();
   const registration = keepInventoryCurrent(node, opts, pool, network);
   const renewal = keepLeaseRenewed(node, lease, leases, fencing, (commitIndex) => {
     // Act on drift only once this host has seen everything the leader had committed. On a
@@ -383,6 +387,7 @@ async function runMember(
     ha.stop();
     rebalancer.stop();
     northbound?.stop();
+    chassisCleaner?.stop();
     network?.stop();
     host.stop();
     simulated?.stop();
@@ -587,6 +592,18 @@ function centralPlan(node: ClusterNode, self: CentralEndpoint): CentralPlan {
     .filter((c): c is CentralEndpoint => !!c);
   const members = runCentral ? [self, ...peers] : peers;
   return { southbound: centralRemotes(members, "sb"), runCentral, peers };
+}
+
+/** What the leader's cleaner of removed nodes' chassis reads (host/ovs/southbound_chassis.ts). */
+function chassisSourceOf(node: ClusterNode, network: HostNetwork): ChassisSource {
+  return {
+    isLeader: () => node.isLeader(),
+    members: () => node.fsm.members().map((m) => m.name),
+    removedMembers: () => node.fsm.removedMembers(),
+    // The configured external southbound, else the embedded one on the voters.
+    southbound: () => centralPlan(node, network.opts.central).southbound,
+    onChange: (listener) => node.fsm.onChange((c) => listener(c?.resource ?? null)),
+  };
 }
 
 /** What the leader's northbound pass reads: the applied networks and NICs, and where NB is. */
