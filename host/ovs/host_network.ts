@@ -68,6 +68,8 @@ export interface CentralPlan {
 export interface NetworkInventory {
   datapath: "netdev" | "system";
   tunnelIp: string;
+  /** The provider bridge mappings in effect in this host's OVS (physnet → bridge). */
+  bridgeMappings: Record<string, string>;
   /** Where this host's member of the embedded central answers, when it runs one. */
   central: CentralEndpoint;
 }
@@ -139,7 +141,12 @@ export class HostNetwork implements HostNics {
   }
 
   inventory(): NetworkInventory {
-    return { datapath: this.ovs.datapath, tunnelIp: this.#tunnelIp, central: this.opts.central };
+    return {
+      datapath: this.ovs.datapath,
+      tunnelIp: this.#tunnelIp,
+      bridgeMappings: this.providerBridges.applied(),
+      central: this.opts.central,
+    };
   }
 
   /** Brings everything up once (errors out if it cannot), then supervises it. */
