@@ -360,6 +360,8 @@ async function runMember(
   const chassisCleaner = network ? new ChassisCleaner(chassisSourceOf(node, network)) : null;
   chassisCleaner?.start();
   const registration = keepInventoryCurrent(node, opts, pool, network);
+  // Applied bridge mappings show in the inventory at once, not at the next refresh.
+  if (network) network.onInventoryChange = () => registration.refresh();
   const renewal = keepLeaseRenewed(node, lease, leases, fencing, (commitIndex) => {
     // Act on drift only once this host has seen everything the leader had committed. On a
     // simulated host the QEMU side never acts: marking it caught up would start real QEMUs
@@ -399,6 +401,9 @@ async function runMember(
 
   async function onRemoved(): Promise<void> {
     await writeIdentity(opts.dataDir, { ...identity, removedAt: new Date().toISOString() });
+    await network?.retire().catch((err) =>
+      log.warn("stopping ovn-controller of a removed node failed", { error: String(err) })
+    );
     await stop("removed");
   }
 
@@ -439,8 +444,9 @@ function keepInventoryCurrent(
   opts: NodeStartOptions,
   pool: DirPool,
   network: HostNetwork | null,
-): { stop(): void } {
+): { stop(): void; refresh(): void } {
   let stopped = false;
+  let wake = false;
   let accel: Accel | null = null;
   // A simulated host runs no guest: nothing to probe, it says TCG.
   const probed = opts.simulatedHost
@@ -488,11 +494,12 @@ function keepInventoryCurrent(
         interval = decided === null ? 250 : 2_000;
       }
       const until = Date.now() + interval;
-      while (!stopped && Date.now() < until) await delay(250);
+      while (!stopped && !wake && Date.now() < until) await delay(250);
+      wake = false;
     }
   };
   loop();
-  return { stop: () => (stopped = true) };
+  return { stop: () => (stopped = true), refresh: () => (wake = true) };
 }
 
 /**
