@@ -13,6 +13,7 @@
  * @module
  */
 import { redactVm } from "../core/cloudinit/mod.ts";
+import { viewWithAddressChecks } from "../core/network/mod.ts";
 import type { Role, StateMachine, VmQuery, VmRecord } from "../core/fsm/mod.ts";
 
 /** One VM as the list shows it. */
@@ -82,7 +83,9 @@ export class VmListing {
   }
 }
 
-function listedOf(record: VmRecord): Listed {
+function listedOf(stored: VmRecord): Listed {
+  // As `vm show` gives it: NICs with their guest-address check.
+  const record = viewWithAddressChecks(stored);
   const full = JSON.stringify(record);
   const hidden = redactVm(record, "viewer");
   return {

@@ -7,6 +7,7 @@ import { type CentralPorts, parseCentralPorts } from "../host/ovs/mod.ts";
 import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
+import { networkFields } from "./node_network.ts";
 import { NovaError } from "../core/errors/mod.ts";
 
 function collectLabel(value: string, previous: Record<string, string>): Record<string, string> {
@@ -144,9 +145,10 @@ export function nodeCommand(): Command {
               cpus: inv.cpus,
               memoryMiB: inv.memoryMiB,
               accel: inv.accel ?? "probing",
+              ...networkFields(n),
             };
           }),
-          ["name", "state", "role", "url", "cpus", "memoryMiB", "accel"],
+          ["name", "state", "role", "url", "cpus", "memoryMiB", "accel", "datapath", "tunnelIp"],
         ));
     });
 
@@ -155,7 +157,7 @@ export function nodeCommand(): Command {
       const r = await clientOf(opts).get<Record<string, unknown>>(
         `/api/v1/nodes/${encodeURIComponent(name)}`,
       );
-      render(opts.output, r, () => printFields(r));
+      render(opts.output, r, () => printFields({ ...r, ...networkFields(r) }));
     });
 
   withClientOptions(

@@ -57,6 +57,8 @@ import {
   type CentralPlan,
   type CentralPorts,
   centralRemotes,
+  ChassisCleaner,
+  type ChassisSource,
   DEFAULT_CENTRAL_PORTS,
   HostNetwork,
   NorthboundReconciler,
@@ -355,7 +357,11 @@ async function runMember(
   await network?.start();
   const northbound = network ? new NorthboundReconciler(northboundSourceOf(node, network)) : null;
   northbound?.start();
+  const chassisCleaner = network ? new ChassisCleaner(chassisSourceOf(node, network)) : null;
+  chassisCleaner?.start();
   const registration = keepInventoryCurrent(node, opts, pool, network);
+  // Applied bridge mappings show in the inventory at once, not at the next refresh.
+  if (network) network.onInventoryChange = () => registration.refresh();
   const renewal = keepLeaseRenewed(node, lease, leases, fencing, (commitIndex) => {
     // Act on drift only once this host has seen everything the leader had committed. On a
     // simulated host the QEMU side never acts: marking it caught up would start real QEMUs
@@ -383,6 +389,7 @@ async function runMember(
     ha.stop();
     rebalancer.stop();
     northbound?.stop();
+    chassisCleaner?.stop();
     network?.stop();
     host.stop();
     simulated?.stop();
@@ -394,6 +401,9 @@ async function runMember(
 
   async function onRemoved(): Promise<void> {
     await writeIdentity(opts.dataDir, { ...identity, removedAt: new Date().toISOString() });
+    await network?.retire().catch((err) =>
+      log.warn("stopping ovn-controller of a removed node failed", { error: String(err) })
+    );
     await stop("removed");
   }
 
@@ -434,8 +444,9 @@ function keepInventoryCurrent(
   opts: NodeStartOptions,
   pool: DirPool,
   network: HostNetwork | null,
-): { stop(): void } {
+): { stop(): void; refresh(): void } {
   let stopped = false;
+  let wake = false;
   let accel: Accel | null = null;
   // A simulated host runs no guest: nothing to probe, it says TCG.
   const probed = opts.simulatedHost
@@ -483,11 +494,12 @@ function keepInventoryCurrent(
         interval = decided === null ? 250 : 2_000;
       }
       const until = Date.now() + interval;
-      while (!stopped && Date.now() < until) await delay(250);
+      while (!stopped && !wake && Date.now() < until) await delay(250);
+      wake = false;
     }
   };
   loop();
-  return { stop: () => (stopped = true) };
+  return { stop: () => (stopped = true), refresh: () => (wake = true) };
 }
 
 /**
@@ -587,6 +599,18 @@ function centralPlan(node: ClusterNode, self: CentralEndpoint): CentralPlan {
     .filter((c): c is CentralEndpoint => !!c);
   const members = runCentral ? [self, ...peers] : peers;
   return { southbound: centralRemotes(members, "sb"), runCentral, peers };
+}
+
+/** What the leader's cleaner of removed nodes' chassis reads (host/ovs/southbound_chassis.ts). */
+function chassisSourceOf(node: ClusterNode, network: HostNetwork): ChassisSource {
+  return {
+    isLeader: () => node.isLeader(),
+    members: () => node.fsm.members().map((m) => m.name),
+    removedMembers: () => node.fsm.removedMembers(),
+    // The configured external southbound, else the embedded one on the voters.
+    southbound: () => centralPlan(node, network.opts.central).southbound,
+    onChange: (listener) => node.fsm.onChange((c) => listener(c?.resource ?? null)),
+  };
 }
 
 /** What the leader's northbound pass reads: the applied networks and NICs, and where NB is. */

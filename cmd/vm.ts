@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from "commander";
 import type { ApiClient } from "./client.ts";
 import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
+import { vmFields } from "./vm_nic_view.ts";
 import { NovaError } from "../core/errors/mod.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { nicCommand } from "./vm_nic.ts";
@@ -306,7 +307,7 @@ export function vmCommand(): Command {
   withClientOptions(vm.command("show").argument("<name>").description("show one VM"))
     .action(async (name: string, opts: GlobalOpts) => {
       const r = await clientOf(opts).get<Record<string, unknown>>(vmPath(name));
-      render(opts.output, r, () => printFields(r));
+      render(opts.output, r, () => printFields(vmFields(r)));
     });
 
   withClientOptions(withWait(vm.command("start").argument("<name>").description("start a VM")))

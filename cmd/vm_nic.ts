@@ -16,6 +16,8 @@ type NicView = {
   ip: string | null;
   mac: string;
   securityGroups?: string[];
+  guestIps?: string[] | null;
+  ipStatus?: string;
 };
 
 const nicsPath = (vm: string, rest = "") => `/api/v1/vms/${encodeURIComponent(vm)}/nics${rest}`;
@@ -53,7 +55,11 @@ export function nicCommand(): Command {
   withClientOptions(nic.command("list").argument("<vm>").description("list a VM's NICs"))
     .action(async (vm: string, opts: GlobalOpts) => {
       const r = await clientOf(opts).get<{ nics: NicView[] }>(nicsPath(vm));
-      render(opts.output, r, () => printTable(r.nics, ["index", "network", "ip", "mac"]));
+      render(
+        opts.output,
+        r,
+        () => printTable(r.nics, ["index", "network", "ip", "mac", "guestIps", "ipStatus"]),
+      );
     });
   return nic;
 }

@@ -35,6 +35,7 @@ import type { QmpEvent } from "./kvm/qmp.ts";
 import { DirPool, qemuImg } from "./storage/mod.ts";
 import type { HostNics } from "./ovs/host_network.ts";
 import { syncNics } from "./nic_hotplug.ts";
+import { noteGuestAddresses } from "./guest_addresses.ts";
 
 /** What the host needs from the cluster: committed state in, observations out. */
 export interface HostCluster {
@@ -628,6 +629,7 @@ export class VmHost {
     this.guestPolledAt.set(name, Date.now());
     const guest = await this.guestInfo(rt.qemu);
     if (JSON.stringify(guest) === JSON.stringify(vm.guest)) return;
+    noteGuestAddresses(vm, guest);
     await this.serialize(name, async () => {
       const now = this.cluster.vm(name);
       if (now?.state !== "running" || this.runtimes.get(name) !== rt) return;

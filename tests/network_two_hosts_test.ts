@@ -7,10 +7,21 @@
  * from OVN's DHCP, and the guests ping each other over geneve. Then
  * ovn-controller is killed on one host: the node's supervisor starts it
  * again, counts it in /metrics, and the pings go on.
+ *
+ * Node lifecycle and the guest-address check (the rest of the networking issue):
+ * - each DHCP guest's NIC shows `ipStatus: match`; a third guest that sets
+ *   another address by hand shows `mismatch` (JSON, table, /metrics);
+ * - `node show` gives n2's datapath, tunnel IP and the bridge mappings it applied;
+ * - n2's node process is SIGKILLed and restarted (QEMU keeps running): the
+ *   VM's tap is the same interface (same ofport and ifindex, same iface-id),
+ *   and the guests go on pinging each other;
+ * - n2 dies (node and ovn-controller SIGKILLed) and `cluster remove n2`: the
+ *   leader deletes its chassis from the southbound DB; n1's stays.
  */
 import { type NetCluster, startNetCluster } from "../bench/lib/net_cluster.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { clusterFetch } from "../bench/lib/tls.ts";
+import { portName } from "../host/ovs/northbound.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { eventually, step } from "./support/api.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
@@ -19,11 +30,20 @@ interface Vm {
   name: string;
   node: string;
   state: string;
-  nics: { network: string; ip: string; mac: string }[];
+  nics: { network: string; ip: string; mac: string; guestIps?: string[]; ipStatus?: string }[];
   guest?: { interfaces?: { mac: string; addresses: string[] }[] };
 }
 
+interface NodeView {
+  bridgeMappings: Record<string, string>;
+  inventory: {
+    network?: { datapath: string; tunnelIp: string; bridgeMappings?: Record<string, string> };
+  };
+}
+
 const SUBNET = "10.91.0";
+/** The address guest gc sets by hand instead of its IPAM one. */
+const MISMATCH_IP = "10.91.0.99";
 const GUESTS = [
   { name: "ga", node: "n1", ip: `${SUBNET}.10`, peer: `${SUBNET}.11` },
   { name: "gb", node: "n2", ip: `${SUBNET}.11`, peer: `${SUBNET}.10` },
@@ -114,6 +134,8 @@ testWithTimeout({
           return eth?.addresses.includes(`${g.ip}/24`) ? v : undefined;
         }, 120_000);
         assertEquals(vm.state, "running");
+        // The guest-address check agrees with IPAM.
+        assertEquals([vm.nics[0].ipStatus, vm.nics[0].guestIps], ["match", [g.ip]]);
       }
     });
 
@@ -177,6 +199,129 @@ testWithTimeout({
         );
         // The node's API answers on its moved address again.
         assertEquals((await clusterFetch(`${cluster().node("n2").url}/healthz`)).status, 200);
+      },
+    );
+
+    await step(t, "a guest that sets another address by hand: reported as a mismatch", async () => {
+      const dir = await Deno.makeTempDir();
+      try {
+        const ud = `${dir}/gc.yaml`;
+        // After its DHCP lease, the guest replaces the address by hand (in the background:
+        // runcmd runs before the agent starts).
+        await Deno.writeTextFile(
+          ud,
+          "#cloud-config\nruncmd:\n" +
+            '  - "w(){ until ip -4 addr show eth0|grep -q inet;do sleep 1;done; }"\n' +
+            `  - "(w;ip addr flush dev eth0;ip addr add ${MISMATCH_IP}/24 dev eth0)&"\n`,
+        );
+        await ok(
+          ...["vm", "create", "gc", "--image", "guest", "--memory", "128M", "--node", "n1"],
+          ...["--nic", `blue,ip=${SUBNET}.12`, "--user-data", ud, "--wait"],
+        );
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+      const vm = await eventually("gc's NIC reported in mismatch", async () => {
+        const v = await show("gc");
+        return v.nics[0].ipStatus === "mismatch" ? v : undefined;
+      }, 120_000);
+      assertEquals(vm.nics[0].ip, `${SUBNET}.12`);
+      assertEquals(vm.nics[0].guestIps, [MISMATCH_IP]);
+      const table = await ok("vm", "show", "gc");
+      assert(
+        new RegExp(`^nic0\\s+blue ${SUBNET}\\.12 \\S+ guest ${MISMATCH_IP} MISMATCH$`, "m")
+          .test(table),
+        table,
+      );
+      const metrics = await (await clusterFetch(`${cluster().node("n1").url}/metrics`)).text();
+      assert(/^novactl_guest_ip_mismatches_total [1-9]/m.test(metrics), "counted on gc's host");
+      // The DHCP guests are still in agreement.
+      for (const g of GUESTS) assertEquals((await show(g.name)).nics[0].ipStatus, "match");
+      await ok("vm", "delete", "gc", "--force", "--wait");
+    });
+
+    await step(t, "node show: datapath, tunnel IP and the bridge mappings n2 applied", async () => {
+      await ok("node", "set", "n2", "--bridge-mapping", "physnet9:br-nv9");
+      const tunnelIp = new URL(cluster().node("n2").url).hostname;
+      const view = await eventually("n2 reports the mapping applied", async () => {
+        const r = await net!.api<NodeView>("/api/v1/nodes/n2");
+        return r.body.inventory.network?.bridgeMappings?.physnet9 === "br-nv9" ? r.body : undefined;
+      }, 30_000);
+      assertEquals(view.bridgeMappings, { physnet9: "br-nv9" });
+      assertEquals(view.inventory.network?.datapath, "netdev");
+      assertEquals(view.inventory.network?.tunnelIp, tunnelIp);
+      const table = await ok("node", "show", "n2");
+      for (
+        const line of [
+          /^datapath\s+netdev$/m,
+          new RegExp(`^tunnelIp\\s+${tunnelIp}$`, "m"),
+          /^bridgeMappings\s+physnet9:br-nv9$/m,
+        ]
+      ) assert(line.test(table), `${line} in:\n${table}`);
+      const list = await ok("node", "list");
+      assert(/DATAPATH\s+TUNNELIP/.test(list) && list.includes(tunnelIp), list);
+    });
+
+    await step(
+      t,
+      "n2's node process killed and restarted: its VM's tap is re-adopted",
+      async () => {
+        const port = portName("gb", 0);
+        const tapOf = async () =>
+          (await net!.sh("n2", [
+            "ovs-vsctl",
+            "--bare",
+            "--columns=name,ofport,ifindex,external_ids",
+            "find",
+            "Interface",
+            `external_ids:iface-id=${port}`,
+          ])).trim().split("\n").filter(Boolean);
+        const before = await tapOf();
+        assertEquals(before.length, 4, `one tap with iface-id ${port}: ${before}`);
+        const qemuBefore = (await cluster().qemuPids("n2")).get("gb");
+        assert(qemuBefore, "gb's QEMU runs on n2");
+        await cluster().kill("n2"); // the node's process group only: QEMU runs in its own session
+        assertEquals((await cluster().qemuPids("n2")).get("gb"), qemuBefore, "QEMU outlived it");
+        await cluster().restart("n2");
+        const [ga, gb] = GUESTS;
+        const counts = [
+          pings(await consoleOf(ga.name), ga.peer),
+          pings(await consoleOf(gb.name), gb.peer),
+        ]
+          .map((p) => p.length);
+        await eventually("both guests go on pinging after the restart", async () => {
+          return pings(await consoleOf(ga.name), ga.peer).length >= counts[0] + 3 &&
+              pings(await consoleOf(gb.name), gb.peer).length >= counts[1] + 3 || undefined;
+        }, 60_000);
+        assertEquals((await cluster().qemuPids("n2")).get("gb"), qemuBefore, "the same QEMU");
+        assertEquals((await show("gb")).state, "running");
+        // The same interface: not deleted and made again (ofport and ifindex would change).
+        assertEquals(await tapOf(), before);
+      },
+    );
+
+    await step(
+      t,
+      "a dead n2 removed from the cluster: its chassis leaves the southbound DB",
+      async () => {
+        const chassis = async () =>
+          (await net!.sbctl("--bare", "--columns=name", "list", "Chassis")).split("\n")
+            .map((l) => l.trim()).filter(Boolean).sort();
+        assertEquals(await chassis(), ["n1", "n2"]);
+        // The host dies: the node and its ovn-controller (which would deregister if it could).
+        await cluster().kill("n2");
+        const controller = await pidOf("n2", "ovn-controller");
+        assert(controller > 0, "n2's ovn-controller runs");
+        Deno.kill(controller, "SIGKILL");
+        await ok("cluster", "remove", "n2");
+        await eventually("n2's chassis deleted", async () => {
+          const names = await chassis();
+          return names.length === 1 && names[0] === "n1" || undefined;
+        }, 30_000);
+        const priv = await net!.sbctl("--bare", "--columns=name", "list", "Chassis_Private");
+        assert(!priv.split("\n").some((l) => l.trim() === "n2"), priv);
+        const metrics = await (await clusterFetch(`${cluster().node("n1").url}/metrics`)).text();
+        assert(/^novactl_network_chassis_deleted_total [1-9]/m.test(metrics), "counted");
       },
     );
   } catch (err) {

@@ -14,6 +14,7 @@ import { z } from "zod";
 import type { ClusterNode } from "../../core/cluster/mod.ts";
 import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
 import { nicIndex, type VmNic } from "../../core/fsm/mod.ts";
+import { checkNicAddress } from "../../core/network/mod.ts";
 import { SECURITY_GROUP_LIMITS } from "../../core/fsm/security_groups.ts";
 import { requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
@@ -35,7 +36,8 @@ export function vmNicRoutes(node: ClusterNode): Hono<Env> {
   app.get("/:name/nics", (c) => {
     const vm = node.fsm.vm(c.req.param("name"));
     if (!vm) throw new NotFoundError("vm", c.req.param("name"));
-    const nics = ((vm.nics ?? []) as VmNic[]).map((n, i) => ({ ...n, index: nicIndex(n, i) }));
+    const nics = ((vm.nics ?? []) as VmNic[])
+      .map((n, i) => ({ ...n, index: nicIndex(n, i), ...checkNicAddress(n, vm.guest) }));
     return c.json({ nics });
   });
 

@@ -29,6 +29,7 @@ import {
 } from "../../core/cloudinit/mod.ts";
 import type { Env } from "../context.ts";
 import { VmListing } from "../vm_listing.ts";
+import { viewWithAddressChecks } from "../../core/network/mod.ts";
 import { vmNicRoutes } from "./vm_nics.ts";
 import type { Role, VmQuery } from "../../core/fsm/mod.ts";
 
@@ -166,8 +167,9 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   app.use("*", bearerAuth(node));
   const who = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
   // Only admins see cloud-init secrets (password hash, user-data) in anything returning a VM.
+  // NICs carry their guest-address check (core/network/guest_addresses.ts).
   const shown = <T>(c: { get(k: "principal"): { role: Role } }, v: T): T =>
-    redactVm(v, c.get("principal").role);
+    redactVm(viewWithAddressChecks(v), c.get("principal").role);
   const vmOr404 = (name: string) => {
     const vm = node.fsm.vm(name);
     if (!vm) throw new NotFoundError("vm", name);

@@ -47,8 +47,10 @@ export function bootIds(consoleText: string): string[] {
 export function scriptUserData(script: string): string {
   const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(script)));
   const lines = ["#cloud-config", "runcmd:"];
-  for (let i = 0; i < b64.length; i += 56) {
-    lines.push(`  - echo -n ${b64.slice(i, i + 56)} >>/run/nv.b64`);
+  // 40 characters a line: with "  - echo -n " and " >>/run/nv.b64" that is 66, under the 80
+  // at which the seed's YAML folds (56 made 82: folded, the guest echoed the chunk instead).
+  for (let i = 0; i < b64.length; i += 40) {
+    lines.push(`  - echo -n ${b64.slice(i, i + 40)} >>/run/nv.b64`);
   }
   lines.push("  - base64 -d /run/nv.b64 >/run/nv.sh", "  - sh /run/nv.sh &");
   return lines.join("\n") + "\n";

@@ -20,6 +20,7 @@ import { z } from "zod";
 import type { Command, GuestInfo, Inventory } from "./commands.ts";
 import { ValidationError } from "../errors/mod.ts";
 import { MAX_FIELD_CHARS, MAX_RECORDS_PER_APPEND } from "./audit.ts";
+import { BRIDGE_NAME, MAX_MAPPINGS, PHYSNET_NAME } from "./bridge_mappings.ts";
 
 /** Caps on labels (Kubernetes-like rules, with a longer value). */
 export const LABEL_LIMITS = {
@@ -173,6 +174,10 @@ export const inventorySchema: z.ZodType<Inventory> = z.object({
   network: z.object({
     datapath: z.enum(["netdev", "system"]),
     tunnelIp: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/),
+    bridgeMappings: z.record(z.string().regex(PHYSNET_NAME), z.string().regex(BRIDGE_NAME))
+      .refine((m) => Object.keys(m).length <= MAX_MAPPINGS, {
+        message: `at most ${MAX_MAPPINGS} bridge mappings`,
+      }).optional(),
     central: z.object({
       address: printable(INVENTORY_LIMITS.hostnameChars),
       ports: z.object({ nb: port, sb: port, nbRaft: port, sbRaft: port }).strict(),

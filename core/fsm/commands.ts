@@ -37,10 +37,18 @@ export interface Inventory {
   network?: HostNetworkInventory;
 }
 
-/** What a host with networking on reports: its datapath, tunnel address and OVN central member. */
+/**
+ * What a host with networking on reports: its datapath, tunnel address, the provider bridge
+ * mappings in effect on it, and its OVN central member.
+ */
 export interface HostNetworkInventory {
   datapath: "netdev" | "system";
   tunnelIp: string;
+  /**
+   * The bridge mappings the host's OVS has in effect (physnet → bridge): the replicated ones
+   * (core/fsm/bridge_mappings.ts) once the host applied them. Absent from older hosts.
+   */
+  bridgeMappings?: Record<string, string>;
   /** Where its member of the embedded OVN central answers when it is a voter. */
   central: { address: string; ports: { nb: number; sb: number; nbRaft: number; sbRaft: number } };
 }

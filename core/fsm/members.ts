@@ -21,6 +21,18 @@ const TABLE = {
     `CREATE TABLE IF NOT EXISTS members (name TEXT PRIMARY KEY, url TEXT NOT NULL, role TEXT NOT NULL, added_at INTEGER NOT NULL);`,
 };
 
+/**
+ * Names of members that were removed (or left) and have not joined again: what
+ * they left behind outside novactl (their OVN chassis, see
+ * host/ovs/southbound_chassis.ts) is theirs alone to clean up. A name that joins
+ * again leaves this table.
+ */
+const REMOVED_TABLE = {
+  name: "removed_members",
+  ddl:
+    `CREATE TABLE IF NOT EXISTS removed_members (name TEXT PRIMARY KEY, removed_at INTEGER NOT NULL);`,
+};
+
 export function all(s: Store): Member[] {
   return (s.sql("SELECT name, url, role FROM members ORDER BY name").all() as Row[])
     .map((r) => ({ name: String(r.name), url: String(r.url), role: r.role as Member["role"] }));
@@ -31,6 +43,12 @@ export function get(s: Store, name: string): Member | null {
     | Row
     | undefined;
   return r ? { name: String(r.name), url: String(r.url), role: r.role as Member["role"] } : null;
+}
+
+/** Names of members removed from the group (and not members again), by name. */
+export function removed(s: Store): string[] {
+  return (s.sql("SELECT name FROM removed_members ORDER BY name").all() as Row[])
+    .map((r) => String(r.name));
 }
 
 /** Voters and learners, by name. */
@@ -56,6 +74,7 @@ export function applyConfChange(s: Store, cc: ConfChange): Applied {
   switch (cc.type) {
     case "addLearner":
       put(s, cc.node, ctx.url ?? "", "learner", ctx.at ?? 0);
+      s.sql("DELETE FROM removed_members WHERE name = ?").run(cc.node);
       certs.recordMemberCert(certs.sqlOf(s), cc.node, ctx, ctx.at ?? 0);
       break;
     case "promote":
@@ -66,6 +85,8 @@ export function applyConfChange(s: Store, cc: ConfChange): Applied {
       break;
     case "remove":
       s.sql("DELETE FROM members WHERE name = ?").run(cc.node);
+      s.sql("INSERT OR REPLACE INTO removed_members (name, removed_at) VALUES (?, ?)")
+        .run(cc.node, ctx.at ?? 0);
       nodes.deleteRow(s, cc.node);
       certs.revokeMemberCert(certs.sqlOf(s), cc.node, ctx.at ?? 0);
       return applied(
@@ -78,4 +99,4 @@ export function applyConfChange(s: Store, cc: ConfChange): Applied {
 }
 
 /** Members: changed by conf-change entries only, so no command appliers. */
-export const resource: Resource = { tables: [TABLE], appliers: {} };
+export const resource: Resource = { tables: [TABLE, REMOVED_TABLE], appliers: {} };

@@ -249,6 +249,11 @@ export class StateMachine {
     return members.get(this.#store, name);
   }
 
+  /** Names of members removed from the group that have not joined again. */
+  removedMembers(): string[] {
+    return members.removed(this.#store);
+  }
+
   /** A member's recorded certificate fingerprint and credential hash (see member_certs.ts). */
   memberCert(name: string): certs.MemberCert | null {
     return certs.memberCert(certs.sqlOf(this.#store), name);

@@ -543,3 +543,17 @@ Deno.test("vm lists the leader runs on a timer are index searches: a host's VMs,
   assertEquals(plan({ ha: true }), "SCAN vms USING INDEX sqlite_autoindex_vms_1"); // every row
   fsm.close();
 });
+
+Deno.test("removed members are remembered until they join again (their OVN chassis go)", async () => {
+  const { fsm } = await fresh();
+  const conf = (type: string, node: string) =>
+    cmd({ type, node, context: JSON.stringify({ url: "http://b", at: 2 }) }, "conf");
+  fsm.applyEntries([conf("addLearner", "n2"), conf("addLearner", "n3")]);
+  assertEquals(fsm.removedMembers(), []);
+  fsm.applyEntries([conf("remove", "n2")]);
+  assertEquals(fsm.removedMembers(), ["n2"]);
+  assertEquals(fsm.members().map((m) => m.name), ["n1", "n3"]);
+  fsm.applyEntries([conf("addLearner", "n2")]);
+  assertEquals(fsm.removedMembers(), [], "a name that joined again is a member, not removed");
+  fsm.close();
+});

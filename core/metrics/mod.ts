@@ -203,6 +203,16 @@ export const metrics = {
     labelNames: ["result"] as const,
     registers: [registry],
   }),
+  chassisDeleted: new client.Counter({
+    name: "novactl_network_chassis_deleted_total",
+    help: "Removed nodes' OVN chassis the leader deleted from the southbound DB",
+    registers: [registry],
+  }),
+  guestIpMismatches: new client.Counter({
+    name: "novactl_guest_ip_mismatches_total",
+    help: "Times a guest agent reported a NIC's IPv4 addresses other than its IPAM address",
+    registers: [registry],
+  }),
   reportsPerRequest: new client.Histogram({
     name: "novactl_host_reports_per_request",
     help: "Reports per request a host sent to the leader",

@@ -7,3 +7,4 @@
 export * from "./cidr.ts";
 export * from "./ipam.ts";
 export * from "./mac.ts";
+export * from "./guest_addresses.ts";

@@ -33,6 +33,13 @@ export class ProviderBridges {
     this.#applied = null;
   }
 
+  /** The mappings in effect on this host, as last written (none before the first write). */
+  applied(): Record<string, string> {
+    return Object.fromEntries(
+      (this.#applied ?? "").split(",").filter(Boolean).map((m) => m.split(":", 2)),
+    );
+  }
+
   /** Makes the bridges and the mappings setting equal `mappings`; true when it wrote. */
   async ensure(mappings: Record<string, string>): Promise<boolean> {
     const value = bridgeMappingsValue(mappings);

@@ -68,6 +68,8 @@ export interface CentralPlan {
 export interface NetworkInventory {
   datapath: "netdev" | "system";
   tunnelIp: string;
+  /** The provider bridge mappings in effect in this host's OVS (physnet → bridge). */
+  bridgeMappings: Record<string, string>;
   /** Where this host's member of the embedded central answers, when it runs one. */
   central: CentralEndpoint;
 }
@@ -112,6 +114,8 @@ export class HostNetwork implements HostNics {
   #timer: ReturnType<typeof setInterval> | null = null;
   #pass: Promise<void> | null = null;
   #started = false;
+  /** Called when what {@link inventory} reports changed (the bridge mappings were applied). */
+  onInventoryChange: (() => void) | null = null;
 
   constructor(readonly opts: HostNetworkOptions) {
     this.ovs = new OvsHost(opts.dataDir);
@@ -139,7 +143,12 @@ export class HostNetwork implements HostNics {
   }
 
   inventory(): NetworkInventory {
-    return { datapath: this.ovs.datapath, tunnelIp: this.#tunnelIp, central: this.opts.central };
+    return {
+      datapath: this.ovs.datapath,
+      tunnelIp: this.#tunnelIp,
+      bridgeMappings: this.providerBridges.applied(),
+      central: this.opts.central,
+    };
   }
 
   /** Brings everything up once (errors out if it cannot), then supervises it. */
@@ -180,6 +189,18 @@ export class HostNetwork implements HostNics {
     this.#timer = null;
   }
 
+  /**
+   * The node was removed from the cluster for good: stops supervising and stops
+   * ovn-controller, which would otherwise register this host's chassis again
+   * after the leader cleaned it out of the southbound DB
+   * (./southbound_chassis.ts). OVS keeps running with the flows it has.
+   */
+  async retire(): Promise<void> {
+    this.stop();
+    await this.#pass;
+    await this.chassis.stop();
+  }
+
   private async tick(): Promise<void> {
     if (this.#pass) return; // a slow pass is still going
     this.#pass = this.superviseOnce().catch((err) =>
@@ -202,7 +223,9 @@ export class HostNetwork implements HostNics {
       await ensureUnderlay(this.ovs, this.#tunnelIp);
     }
     this.countRestarts(ovsStarted);
-    await this.providerBridges.ensure(this.opts.bridgeMappings?.() ?? {});
+    if (await this.providerBridges.ensure(this.opts.bridgeMappings?.() ?? {})) {
+      this.onInventoryChange?.();
+    }
     if (plan.runCentral) this.countRestarts(await this.central.ensureRunning(plan.peers));
     // No southbound known yet (a joining host before the voters' inventory arrives): wait.
     if (plan.southbound && await this.chassis.ensureRunning(plan.southbound)) {

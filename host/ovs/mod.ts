@@ -18,3 +18,4 @@ export * from "./ovn_cluster.ts";
 export * from "./host_network.ts";
 export * from "./northbound_reconciler.ts";
 export * from "./northbound_migration.ts";
+export * from "./southbound_chassis.ts";
