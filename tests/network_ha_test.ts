@@ -4,7 +4,8 @@
  * it. `node drain n2` live-migrates the VM (to n3: n1 is cordoned) and the pings go on; then n3
  * is killed outright (node process, fencing watchdog, QEMU, OVS and OVN daemons: everything in
  * its namespace) and HA restarts the VM on n2, where it boots again, gets the same address by
- * DHCP on the same MAC, and answers the guest on n1 again.
+ * DHCP on the same MAC, and answers the guest on n1 again. A non-HA VM on the shared pool that
+ * was on n3 too is moved by `node evacuate n3` and pings the guest on n1 from its new host.
  */
 import { type NetCluster, startNetCluster } from "../bench/lib/net_cluster.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
@@ -16,9 +17,10 @@ import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 const SUBNET = "10.95.0";
 const GW_IP = `${SUBNET}.10`;
 const HA_IP = `${SUBNET}.20`;
+const EV_IP = `${SUBNET}.30`;
 
 testWithTimeout({
-  name: "networks: drain and an HA restart bring the VM's NIC up on its new host",
+  name: "networks: drain, an HA restart and evacuate bring NICs up on the new host",
   timeoutMs: 12 * MINUTE,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -26,7 +28,7 @@ testWithTimeout({
   const guest = await testGuest();
   let net = null as NetCluster | null;
   const n = () => net!;
-  const vms = ["gw", "ha1"];
+  const vms = ["gw", "ha1", "ev1"];
   /** Replies gw has seen from ha1 so far. */
   const gwReplies = async () => pings(await n().consoleOf("gw"), HA_IP).length;
   let mac = "";
@@ -62,9 +64,10 @@ testWithTimeout({
     });
 
     await step(t, "node drain n2: the VM live-migrates to n3 and the pings go on", async () => {
-      const before = await gwReplies();
       const t0 = performance.now();
       const op = JSON.parse(await n().ok("node", "drain", "n2", "-o", "json"));
+      // Counted once the VM runs on n3 alone: the replies awaited below come from there.
+      const before = await gwReplies();
       assertEquals(op.state, "succeeded", JSON.stringify(op));
       const drained = performance.now() - t0;
       const vm = await showVm(n(), "ha1");
@@ -74,9 +77,21 @@ testWithTimeout({
       console.log(
         `drain ${Math.round(drained)} ms; gw has 3 more replies from ha1 ${
           ms(t0)
-        } ms after it began`,
+        } ms after the drain began`,
       );
       await n().ok("node", "uncordon", "n2");
+    });
+
+    await step(t, "a non-HA VM on the shared pool on n3, pinging gw", async () => {
+      // HA does not restart it when n3 dies: `node evacuate` moves it below.
+      await createPinger(n(), {
+        name: "ev1",
+        node: "n3",
+        nic: `blue,ip=${EV_IP}`,
+        peer: GW_IP,
+        extra: ["--pool", "shared"],
+      });
+      await pingsFrom(n(), "ev1", GW_IP);
     });
 
     await step(t, "n3 killed: HA restarts the VM on n2 with its IP and MAC", async () => {
@@ -98,6 +113,21 @@ testWithTimeout({
         `after the kill: running on n2 at ${Math.round(moved)} ms, leased ${HA_IP} at ` +
           `${Math.round(leasedAt)} ms, 3 more replies to gw at ${ms(t0)} ms`,
       );
+    });
+
+    await step(t, "node evacuate n3: the non-HA VM restarts on n2 and pings gw", async () => {
+      const t0 = performance.now();
+      const before = (await showVm(n(), "ev1")).nics.map((x) => [x.ip, x.mac]);
+      const op = JSON.parse(await n().ok("node", "evacuate", "n3", "-o", "json"));
+      assertEquals(op.state, "succeeded", JSON.stringify(op));
+      const vm = await eventually("ev1 running on n2", async () => {
+        const v = await showVm(n(), "ev1");
+        return v.node === "n2" && v.state === "running" ? v : undefined;
+      }, 120_000);
+      assertEquals(vm.nics.map((x) => [x.ip, x.mac]), before);
+      await leased(n(), "ev1", EV_IP);
+      await pingsFrom(n(), "ev1", GW_IP);
+      console.log(`evacuated, leased ${EV_IP} and pinging gw in ${ms(t0)} ms`);
     });
   } catch (err) {
     await net?.diagnose(vms).catch((e) => console.error("diagnose:", e));
