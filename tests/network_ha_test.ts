@@ -6,6 +6,7 @@
  * its namespace) and HA restarts the VM on n2, where it boots again, gets the same address by
  * DHCP on the same MAC, and answers the guest on n1 again. A non-HA VM on the shared pool that
  * was on n3 too is moved by `node evacuate n3` and pings the guest on n1 from its new host.
+ * When n3 comes back, it removes the taps it still had for both, and nothing changes for them.
  */
 import { type NetCluster, startNetCluster } from "../bench/lib/net_cluster.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
@@ -128,6 +129,19 @@ testWithTimeout({
       await leased(n(), "ev1", EV_IP);
       await pingsFrom(n(), "ev1", GW_IP);
       console.log(`evacuated, leased ${EV_IP} and pinging gw in ${ms(t0)} ms`);
+    });
+
+    await step(t, "n3 back: it keeps no tap of the VMs that left it; they still ping", async () => {
+      const t0 = performance.now();
+      await n().restartHost("n3");
+      const taps = async () =>
+        (await n().sh("n3", ["ovs-vsctl", "list-ports", "br-int"])).split("\n")
+          .filter((p) => p.startsWith("nt"));
+      console.log(`n3 restarted in ${ms(t0)} ms; its taps then: ${await taps().catch(String)}`);
+      await eventually("no tap left on n3", async () => (await taps()).length === 0, 30_000);
+      const before = await gwReplies();
+      await pingsFrom(n(), "gw", HA_IP, { after: before });
+      console.log(`n3's taps gone and gw pinging ha1 ${ms(t0)} ms after the restart began`);
     });
   } catch (err) {
     await net?.diagnose(vms).catch((e) => console.error("diagnose:", e));

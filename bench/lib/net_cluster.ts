@@ -56,6 +56,8 @@ export interface NetCluster {
   /** SIGSTOPs the node process and its `ovn-northd` (a hung host); `resumeHost` continues them. */
   pauseHost(node: string): Promise<void>;
   resumeHost(node: string): Promise<void>;
+  /** Starts a killed host's node again from its data dir; it brings its daemons up itself. */
+  restartHost(node: string): Promise<void>;
   /** Prints what a failure needs explained: consoles of `vms`, each host's OVS, the chassis. */
   diagnose(vms?: string[]): Promise<void>;
   /** Stops the nodes, then kills what still runs in the namespaces and deletes them. */
@@ -164,6 +166,10 @@ export async function startNetCluster(
       const pid = await northdPid(node);
       if (pid > 0) Deno.kill(pid, "SIGSTOP");
       await cluster.kill(node, "SIGSTOP");
+    },
+    async restartHost(node) {
+      await cluster.restart(node);
+      down.delete(node);
     },
     async resumeHost(node) {
       await cluster.kill(node, "SIGCONT");
