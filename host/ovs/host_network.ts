@@ -270,7 +270,18 @@ export class HostNetwork implements HostNics {
   }
 
   async removeForeignTaps(keptUuid: (vm: string) => string | null): Promise<string[]> {
-    await this.waitForBridge();
+    // No integration bridge yet (a new host): no taps either. A host that had one keeps it in
+    // its OVS database, with the ports, across restarts.
+    let bridges: string[] | null = null;
+    for (let i = 0; !bridges; i++) {
+      // Until this host's ovsdb-server answers (the node brings it up as it starts).
+      bridges = await this.ovs.vsctl(["list-br"]).then((out) => out.split("\n"), (err) => {
+        if (i >= 100) throw err;
+        return null;
+      });
+      if (!bridges) await new Promise((r) => setTimeout(r, 100));
+    }
+    if (!bridges.includes(this.bridge)) return [];
     return await removeForeignTaps(this.ovs, this.bridge, keptUuid);
   }
 
