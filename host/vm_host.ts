@@ -143,6 +143,12 @@ export class VmHost {
     if (!this.caughtUp) {
       this.caughtUp = true;
       this.reconcileAll();
+      // Taps of VMs restarted elsewhere while this host was down (host/ovs/stale_taps.ts).
+      void this.nics?.removeForeignTaps((name) => {
+        const vm = this.cluster.vm(name);
+        const here = vm?.node === this.nodeName || vm?.migration?.to === this.nodeName;
+        return vm && (here || this.runtimes.has(name)) ? vm.uuid : null;
+      }).catch((err) => log.warn("could not remove stale taps", { error: String(err) }));
     }
   }
 

@@ -26,11 +26,11 @@ import { api, cli, eventually } from "../../tests/support/api.ts";
 export interface NetCluster {
   cluster: NovactlCluster;
   lab: NetworkLab;
-  /** n1's API URL. */
+  /** The API URL of the first node not killed or paused here (n1's, unless it was). */
   url(): string;
-  /** `novactl ARGS` against n1 as admin; throws with its stderr unless it exits 0. */
+  /** `novactl ARGS` against `url()` as admin; throws with its stderr unless it exits 0. */
   ok(...args: string[]): Promise<string>;
-  /** `/api/v1/...` on n1 as admin. */
+  /** `/api/v1/...` on `url()` as admin. */
   api<T = Record<string, unknown>>(
     path: string,
     init?: { method?: string; body?: unknown },
@@ -39,10 +39,25 @@ export interface NetCluster {
   consoleOf(vm: string, bytes?: number): Promise<string>;
   /** Runs `cmd` in `node`'s namespace against its own OVS (ovs-vsctl, ovs-ofctl); stdout. */
   sh(node: string, cmd: string[]): Promise<string>;
-  /** `ovn-nbctl ARGS` against the northbound database of n1's OVN central member; stdout. */
+  /**
+   * `ovn-nbctl ARGS` against the northbound database of the first OVN central member that
+   * still runs (n1's unless it was killed); stdout.
+   */
   nbctl(...args: string[]): Promise<string>;
-  /** `ovn-sbctl ARGS` against the southbound database of n1's OVN central member; stdout. */
+  /** `ovn-sbctl ARGS` against the southbound database, as `nbctl`; stdout. */
   sbctl(...args: string[]): Promise<string>;
+  /** `ovn-northd`'s own view on `node`: "active", "standby" or "paused"; null when not running. */
+  northdStatus(node: string): Promise<string | null>;
+  /**
+   * A host losing power: SIGKILLs the node process, then everything else in its namespace
+   * (fencing watchdog, QEMU, its OVS and OVN daemons), and waits until none is left.
+   */
+  killHost(node: string): Promise<void>;
+  /** SIGSTOPs the node process and its `ovn-northd` (a hung host); `resumeHost` continues them. */
+  pauseHost(node: string): Promise<void>;
+  resumeHost(node: string): Promise<void>;
+  /** Starts a killed host's node again from its data dir; it brings its daemons up itself. */
+  restartHost(node: string): Promise<void>;
   /** Prints what a failure needs explained: consoles of `vms`, each host's OVS, the chassis. */
   diagnose(vms?: string[]): Promise<void>;
   /** Stops the nodes, then kills what still runs in the namespaces and deletes them. */
@@ -52,6 +67,18 @@ export interface NetCluster {
 const dec = new TextDecoder();
 
 /** Starts `hosts` nodes with networking (`voters` of them voters) and waits for every chassis. */
+/** The unix socket of database `db` of the first central member whose server still runs. */
+async function liveSocket(cluster: NovactlCluster, db: string): Promise<string> {
+  for (const n of cluster.nodes) {
+    const run = `${n.dataDir}/ovn/run`;
+    const pid = Number((await Deno.readTextFile(`${run}/${db}.pid`).catch(() => "0")).trim());
+    if (pid > 0 && await Deno.stat(`/proc/${pid}`).then(() => true, () => false)) {
+      return `${run}/${db}.sock`;
+    }
+  }
+  throw new Error(`no OVN central member runs ${db}`);
+}
+
 export async function startNetCluster(
   opts: { prefix: string; hosts: number; voters?: number },
 ): Promise<NetCluster> {
@@ -66,9 +93,20 @@ export async function startNetCluster(
     keepBaseDir: keep,
     env: { NOVACTL_ACCEL: "tcg" },
   });
-  const url = () => cluster.node("n1").url;
+  // Nodes the test killed or paused: the CLI and API go to another.
+  const down = new Set<string>();
+  const url = () => {
+    const up = cluster.nodes.find((n) => !down.has(n.name));
+    if (!up) throw new Error("every node is down");
+    return up.url;
+  };
+  const northdPid = async (node: string) =>
+    Number(
+      (await Deno.readTextFile(`${cluster.node(node).dataDir}/ovn/run/ovn-northd.pid`)
+        .catch(() => "0")).trim(),
+    );
   const ovnctl = async (tool: string, db: string, args: string[]) => {
-    const sock = `${cluster.node("n1").dataDir}/ovn/run/${db}.sock`;
+    const sock = await liveSocket(cluster, db);
     const out = await new Deno.Command(tool, {
       args: [`--db=unix:${sock}`, "--timeout=10", ...args],
       stdout: "piped",
@@ -108,6 +146,37 @@ export async function startNetCluster(
     },
     nbctl: (...args) => ovnctl("ovn-nbctl", "ovnnb_db", args),
     sbctl: (...args) => ovnctl("ovn-sbctl", "ovnsb_db", args),
+    async northdStatus(node) {
+      const ctl = `${cluster.node(node).dataDir}/ovn/run/ovn-northd.ctl`;
+      const out = await new Deno.Command("ovs-appctl", {
+        args: ["-T", "5", "-t", ctl, "status"],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!out.success) return null;
+      return /Status: (\w+)/.exec(dec.decode(out.stdout))?.[1] ?? null;
+    },
+    async killHost(node) {
+      down.add(node);
+      await cluster.kill(node, "SIGKILL");
+      await lab.killAll(node);
+    },
+    async pauseHost(node) {
+      down.add(node);
+      const pid = await northdPid(node);
+      if (pid > 0) Deno.kill(pid, "SIGSTOP");
+      await cluster.kill(node, "SIGSTOP");
+    },
+    async restartHost(node) {
+      await cluster.restart(node);
+      down.delete(node);
+    },
+    async resumeHost(node) {
+      await cluster.kill(node, "SIGCONT");
+      const pid = await northdPid(node);
+      if (pid > 0) Deno.kill(pid, "SIGCONT");
+      down.delete(node);
+    },
     async diagnose(vms = []) {
       for (const vm of vms) {
         console.error(
@@ -119,12 +188,11 @@ export async function startNetCluster(
         const addrs = await net.sh(n.name, ["ip", "-4", "-o", "addr"]).catch((e) => String(e));
         console.error(`--- ${n.name} ovs\n${show}\n--- ${n.name} addresses\n${addrs}`);
       }
-      const sb = `${cluster.node("n1").dataDir}/ovn/run/ovnsb_db.sock`;
-      const chassis = await new Deno.Command("ovn-sbctl", { args: [`--db=unix:${sb}`, "show"] })
-        .output();
-      console.error(`--- chassis\n${dec.decode(chassis.stdout)}`);
+      console.error(`--- chassis\n${await net.sbctl("show").catch((e) => String(e))}`);
     },
     async stop() {
+      // A paused node would only stop at its SIGKILL timeout.
+      for (const n of down) await net.resumeHost(n).catch(() => {});
       await cluster.stop().catch((err) => console.error("cluster stop:", err));
       // Kills what still runs in the namespaces (OVS/OVN daemons, QEMU) and deletes them with
       // their bridges and taps.

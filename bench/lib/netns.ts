@@ -132,6 +132,30 @@ export class NetworkLab implements NodeNetwork {
     return this.#node(name).namespace;
   }
 
+  /** Pids of every process running in `name`'s namespace (its node, QEMU, OVS/OVN daemons). */
+  async pids(name: string): Promise<number[]> {
+    const out = await ip(["netns", "pids", this.#node(name).namespace]).catch(() => "");
+    return out.split("\n").map(Number).filter((p) => p > 0);
+  }
+
+  /**
+   * SIGKILLs everything that runs in `name`'s namespace, as a host losing power, and waits
+   * until nothing is left there; the namespace and its links stay (nothing answers on them).
+   */
+  async killAll(name: string): Promise<void> {
+    for (let round = 0; round < 50; round++) {
+      const pids = await this.pids(name);
+      if (pids.length === 0) return;
+      for (const pid of pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch { /* gone already */ }
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`processes still run in ${name}'s namespace: ${await this.pids(name)}`);
+  }
+
   /**
    * From now on every packet `from` sends to `to`'s node port is dropped on the bridge:
    * `from`'s requests to `to` (Raft messages, forwarded client requests) are lost,

@@ -26,6 +26,7 @@ import { plugTap, tapName, tapPrefix, unplugTap } from "./nic.ts";
 import { portName } from "./northbound.ts";
 import { OvnChassis, ovnMissing } from "./ovn.ts";
 import { type CentralEndpoint, ClusteredCentral } from "./ovn_cluster.ts";
+import { removeForeignTaps } from "./stale_taps.ts";
 import { OvsHost, ovsMissing } from "./ovs_host.ts";
 import { ensureUnderlay, tunnelAddress } from "./underlay.ts";
 import { ProviderBridges } from "./bridge_mappings.ts";
@@ -45,6 +46,12 @@ export interface HostNics {
    * the tap `ovn-installed`), at most `timeoutMs`; whether it did.
    */
   waitInstalled(vm: NicOwner, timeoutMs: number): Promise<boolean>;
+  /**
+   * Removes every NIC tap whose VM this host no longer keeps (a host back from the dead still
+   * has the taps of VMs restarted elsewhere meanwhile; see ./stale_taps.ts); `keptUuid(vm)` is
+   * the uuid of VM `vm` when this host keeps it, else null. The taps removed.
+   */
+  removeForeignTaps(keptUuid: (vm: string) => string | null): Promise<string[]>;
 }
 
 /** A VM as far as its NICs go. */
@@ -297,6 +304,22 @@ export class HostNetwork implements HostNics {
       if (performance.now() > deadline) return false;
       await new Promise((r) => setTimeout(r, 20));
     }
+  }
+
+  async removeForeignTaps(keptUuid: (vm: string) => string | null): Promise<string[]> {
+    // No integration bridge yet (a new host): no taps either. A host that had one keeps it in
+    // its OVS database, with the ports, across restarts.
+    let bridges: string[] | null = null;
+    for (let i = 0; !bridges; i++) {
+      // Until this host's ovsdb-server answers (the node brings it up as it starts).
+      bridges = await this.ovs.vsctl(["list-br"]).then((out) => out.split("\n"), (err) => {
+        if (i >= 100) throw err;
+        return null;
+      });
+      if (!bridges) await new Promise((r) => setTimeout(r, 100));
+    }
+    if (!bridges.includes(this.bridge)) return [];
+    return await removeForeignTaps(this.ovs, this.bridge, keptUuid);
   }
 
   async unplugNic(vm: NicOwner, index: number): Promise<void> {
