@@ -67,7 +67,7 @@ import {
 } from "./lib/bare_ovn.ts";
 import { DhcpWatch, epochNowMs } from "./lib/dhcp_watch.ts";
 import { DirPool } from "../host/storage/mod.ts";
-import { buildSeedIso } from "../host/kvm/mod.ts";
+import { buildSeedIso, GuestAgent, QemuDriver } from "../host/kvm/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
 import { type NetCluster, startNetCluster } from "./lib/net_cluster.ts";
 import { migrateUnderPing, pingerUserData } from "./lib/net_migration.ts";
@@ -592,7 +592,10 @@ async function streamRate(net: NetCluster, node: string, tap: string): Promise<n
     const now = await bytes();
     if (now - last > 100_000) break;
     last = now;
-    if (performance.now() > deadline) throw new Error(`no stream into ${tap} after 120 s`);
+    if (performance.now() > deadline) {
+      const rx = await tapBytes(net, node, tap, "rx");
+      throw new Error(`no stream into ${tap} after 120 s (tx ${now} bytes, rx ${rx} bytes)`);
+    }
   }
   await sleep(1_000);
   const read = async () => {
@@ -723,6 +726,17 @@ async function tcpCase(): Promise<NonNullable<NetBenchResult["tcp"]>> {
       });
       try {
         return await streamRate(net, "n2", recv.tap);
+      } catch (err) {
+        for (const vm of ["bare-recv", name]) {
+          const agent = new GuestAgent(new QemuDriver(`${work}/vms`).paths(vm).qga);
+          const r = await agent.run("/bin/sh", [
+            "-c",
+            "ip link show eth0; ip -4 addr show eth0; netstat -tn; grep -A1 '^Tcp:' /proc/net/snmp",
+          ]).catch((e) => ({ stdout: String(e), stderr: "" }));
+          console.error(`--- ${vm}\n${r.stdout}${r.stderr}`);
+          await agent.close();
+        }
+        throw err;
       } finally {
         await quitBare(qmp);
         await pool.delete(name).catch(() => {});
