@@ -562,11 +562,21 @@ const TCP_PORT = 5001;
  * lost; pings pass): each script sets the network's MTU first, on both sides alike.
  */
 const setMtu = (mtu: number) => `ip link set dev eth0 mtu ${mtu}`;
-/** The receiver: accepts stream after stream and throws the bytes away. */
+/**
+ * The receiver: accepts stream after stream and throws the bytes away. busybox nc half-closes
+ * the connection when its stdin ends, and the sender's nc quits on that FIN: its stdin is a
+ * FIFO this shell holds open, so it never ends.
+ */
 const receiverScript = (mtu: number) =>
-  `${setMtu(mtu)}\nwhile :; do nc -l -p ${TCP_PORT} >/dev/null; done\n`;
+  [
+    setMtu(mtu),
+    "mkfifo /run/hold",
+    "exec 3<>/run/hold",
+    `while :; do nc -l -p ${TCP_PORT} <&3 >/dev/null; done`,
+    "",
+  ].join("\n");
 /** Seconds a sender streams: the window, and slack for the host to see the stream start. */
-const streamSeconds = () => WINDOW_S + 8;
+const streamSeconds = () => WINDOW_S + 5;
 /**
  * The sender: once it holds its lease, streams zeros to `peer` for `streamSeconds()` and
  * closes the connection (so the receiver listens again for the next sender).

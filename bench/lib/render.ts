@@ -320,7 +320,7 @@ export function renderNet(result: NetBenchResult): string {
     parts.push(
       `_Not measured in this file: ${
         missing.map((c) => `\`deno task bench:net --case ${c}\``).join(", ")
-      } produces it._`,
+      } ${missing.length > 1 ? "produce them" : "produces it"}._`,
     );
   }
   return parts.join("\n\n");
