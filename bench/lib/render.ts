@@ -305,7 +305,21 @@ export function renderNet(result: NetBenchResult): string {
           String(t.bareMbitPerS.n),
           spread(t.bareMbitPerS),
         ],
+        ...(t.bareAclMbitPerS
+          ? [[
+            "anchor with novactl's ACLs (port group, stateful), Mbit/s",
+            String(t.bareAclMbitPerS.n),
+            spread(t.bareAclMbitPerS),
+          ]]
+          : []),
         ["novactl / anchor, per pair", String(t.ratio.n), spread(t.ratio)],
+        ...(t.ratioToBareAcl
+          ? [[
+            "novactl / anchor with ACLs, per sample",
+            String(t.ratioToBareAcl.n),
+            spread(t.ratioToBareAcl),
+          ]]
+          : []),
       ], ["left", "right", "right"]),
       `novactl / anchor (medians): ${t.ratioOfMedians.toFixed(2)}×; goal ≥ ${t.goalRatio}×: ${
         goal(t.ratioOfMedians >= t.goalRatio)
