@@ -737,7 +737,7 @@ async function tcpCase(): Promise<NonNullable<NetBenchResult["tcp"]>> {
      * through conntrack, as it does novactl's).
      */
     const bareAcls = async (on: boolean) => {
-      if (!on) return void await net.nbctl("--if-exists", "pg-del", "bare_acl");
+      if (!on) return void await net.nbctl("pg-del", "bare_acl");
       await net.nbctl("pg-add", "bare_acl", recv.port, send.port);
       const acl = (prio: string, match: string, action: string) =>
         net.nbctl("--type=port-group", "acl-add", "bare_acl", "to-lport", prio, match, action);
