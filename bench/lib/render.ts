@@ -292,8 +292,8 @@ export function renderNet(result: NetBenchResult): string {
   if (t) {
     parts.push(
       `**Guest-to-guest TCP throughput across hosts** (${t.setup.hosts} hosts, ` +
-        `${t.setup.guestMemoryMiB} MiB guests, ${t.setup.samples} pairs of ${t.setup.windowS} s ` +
-        `windows, ${t.setup.order}; ${t.setup.tool}). ${caseRun(t.meta)}`,
+        `${t.setup.guestMemoryMiB} MiB guests, ${t.setup.samples} samples a side, each a ` +
+        `${t.setup.windowS} s window, ${t.setup.order}; ${t.setup.tool}). ${caseRun(t.meta)}`,
       table(["measure", "n", "median (min–max)"], [
         [
           "novactl: guests on its overlay network, Mbit/s",
