@@ -26,15 +26,49 @@
  * answered (bench/lib/net_migration.ts, shared with
  * tests/network_migration_test.ts). Goal: ≤ 2 lost.
  *
- *   deno task bench:net [--case sg|migration|all] [--changes 50] [--voters 3] [--migrations 10]
+ * DHCP part: VM create with a NIC → the guest's DHCP lease. Two real nodes in
+ * namespaces, an overlay network; each sample `POST /api/v1/vms` (start, one
+ * NIC on the network, pinned to n2) → OVN's DHCPACK to the NIC's MAC leaving
+ * on its tap in n2's namespace (tcpdump's capture time, bench/lib/dhcp_watch.ts).
+ * Anchor, alternating with it in the same run: a logical port made by hand on a
+ * switch made by hand (the same DHCP options) and a tap plugged by hand into
+ * n2's `br-int`, then the same guest (same kernel, initramfs, cmdline, memory,
+ * a fresh 1 GiB qcow2, the driver's QEMU arguments) launched by hand in n2's
+ * namespace → the same DHCPACK (bench/lib/bare_ovn.ts, bench/lib/bare_qemu.ts).
+ * Overhead is novactl minus anchor within each pair. Goal: ≤ 100 ms.
  *
- * Writes bench/results/net.json (`NetBenchResult`); a run of one case keeps the other case's
- * section from the file as it was.
+ * TCP part: guest-to-guest TCP throughput across hosts. Two nodes; on the
+ * overlay network a receiver guest on n2 (busybox `nc -l` to /dev/null, its
+ * NIC in a security group that admits the port) and, per sample, a sender
+ * guest on n1 (`nc RECEIVER PORT </dev/zero`), both created through novactl.
+ * Anchor: the same two guests with the same user-data, launched by hand in the
+ * same namespaces on logical ports and taps wired by hand (no ACLs). One pair
+ * streams at a time, alternating; each sample is the bytes the receiver's tap
+ * handed its guest over `--window` seconds once the stream runs (Ethernet
+ * frames, read from the tap's tx counter on the host). Goal: ≥ 0.9× the anchor.
+ *
+ *   deno task bench:net [--case sg|migration|dhcp|tcp|all] [--changes 50] [--voters 3]
+ *     [--migrations 10] [--samples 10] [--window 5]
+ *
+ * Writes bench/results/net.json (`NetBenchResult`); a run of some cases keeps the other cases'
+ * sections from the file as they were.
  */
 import { type Figure, figure } from "./lib/figures.ts";
 import { type RunMeta, runMeta } from "./lib/run_meta.ts";
 import { percentile } from "./lib/stats.ts";
-import { guestImportArgs, testGuest } from "./lib/guest.ts";
+import { guestImportArgs, scriptUserData, testGuest } from "./lib/guest.ts";
+import { launchBare, quitBare } from "./lib/bare_qemu.ts";
+import {
+  addBarePort,
+  type BarePort,
+  createBareSwitch,
+  removeBarePort,
+  tapBytes,
+} from "./lib/bare_ovn.ts";
+import { DhcpWatch, epochNowMs } from "./lib/dhcp_watch.ts";
+import { DirPool } from "../host/storage/mod.ts";
+import { buildSeedIso, GuestAgent, QemuDriver } from "../host/kvm/mod.ts";
+import { renderSeed } from "../core/cloudinit/mod.ts";
 import { type NetCluster, startNetCluster } from "./lib/net_cluster.ts";
 import { migrateUnderPing, pingerUserData } from "./lib/net_migration.ts";
 import { sleep } from "./lib/util.ts";
@@ -75,6 +109,44 @@ export interface NetBenchResult {
     withinGoal: number;
     goalLost: number;
   };
+  dhcp?: {
+    meta: RunMeta;
+    setup: { hosts: number; guestMemoryMiB: number; samples: number; order: string };
+    /** `POST /api/v1/vms` → OVN's DHCPACK on the guest's tap. */
+    novactlMs: Figure & { p50: number; p99: number };
+    /** Port, tap and QEMU by hand → the same DHCPACK. */
+    bareMs: Figure & { p50: number; p99: number };
+    /** novactl minus bare within each pair. */
+    overheadMs: Figure & { p50: number; p99: number };
+    /** The guest's first DHCPDISCOVER → the DHCPACK: OVN's DHCP exchange alone, each side. */
+    novactlDiscoverToAckMs: Figure;
+    bareDiscoverToAckMs: Figure;
+    goalOverheadMs: number;
+  };
+  tcp?: {
+    meta: RunMeta;
+    setup: {
+      hosts: number;
+      guestMemoryMiB: number;
+      samples: number;
+      windowS: number;
+      tool: string;
+      order: string;
+    };
+    /** Guests created through novactl on its overlay network. */
+    novactlMbitPerS: Figure;
+    /** The same guests launched by hand on logical ports wired by hand, no ACLs. */
+    bareMbitPerS: Figure;
+    /** The same, the ports in a port group with novactl's pair's ACLs (so through conntrack). */
+    bareAclMbitPerS?: Figure;
+    /** novactl / bare within each pair. */
+    ratio: Figure;
+    /** novactl / bare with ACLs within each sample. */
+    ratioToBareAcl?: Figure;
+    /** novactl's median over the anchor's median. */
+    ratioOfMedians: number;
+    goalRatio: number;
+  };
 }
 
 function flag(name: string, def: string): string {
@@ -91,6 +163,11 @@ const CHANGES = Number(flag("changes", "50"));
 const CASE = flag("case", "all");
 const MIGRATIONS = Number(flag("migrations", "10"));
 const GOAL_LOST = 2;
+const SAMPLES = Number(flag("samples", "10"));
+const WINDOW_S = Number(flag("window", "5"));
+const GOAL_OVERHEAD_MS = 100;
+const GOAL_RATIO = 0.9;
+const GUEST_MIB = 128;
 const OUT = flag("out", new URL("./results/net.json", import.meta.url).pathname);
 const GOAL_P50_MS = 300;
 const POLL_MS = 10;
@@ -351,23 +428,425 @@ async function migrationCase(): Promise<NonNullable<NetBenchResult["migration"]>
   }
 }
 
-if (!["sg", "migration", "all"].includes(CASE)) {
-  console.error(`--case: sg, migration or all, not "${CASE}"`);
+/** Waits until the VM is gone from the cluster (its host stopped it and unplugged its tap). */
+async function deleteVm(net: NetCluster, name: string): Promise<void> {
+  await net.api(`/api/v1/vms/${name}?force=true`, { method: "DELETE" });
+  const deadline = Date.now() + 60_000;
+  while ((await net.api(`/api/v1/vms/${name}`)).status !== 404) {
+    if (Date.now() > deadline) throw new Error(`${name} still there 60 s after its delete`);
+    await sleep(50);
+  }
+}
+
+/** The MAC of NIC 0 of a VM, from its record. */
+async function macOf(net: NetCluster, vm: string): Promise<string> {
+  const r = await net.api<{ nics?: { mac: string }[] }>(`/api/v1/vms/${vm}`);
+  const mac = r.body.nics?.[0]?.mac;
+  if (!mac) throw new Error(`${vm} has no NIC: ${JSON.stringify(r.body)}`);
+  return mac;
+}
+
+/** Creates an overlay network through novactl and returns its OVN DHCP options' subnet. */
+async function overlay(net: NetCluster, name: string, cidr: string): Promise<void> {
+  await post(net, "/api/v1/networks", { name, type: "overlay", subnet: cidr });
+  // The leader's northbound pass writes its switch and DHCP options.
+  const deadline = Date.now() + 30_000;
+  while (!(await net.nbctl("--bare", "--columns=_uuid", "find", "DHCP_Options", `cidr=${cidr}`))) {
+    if (Date.now() > deadline) throw new Error(`no DHCP options for ${cidr} after 30 s`);
+    await sleep(100);
+  }
+}
+
+/** The DHCP case: VM create with a NIC → lease, against a port, tap and QEMU by hand. */
+async function dhcpCase(): Promise<NonNullable<NetBenchResult["dhcp"]>> {
+  const net = await startNetCluster({ prefix: "novactl-netbench-dhcp-", hosts: 2, voters: 1 });
+  const work = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "novactl-netbench-bare-" });
+  const host = "n2";
+  let watch: DhcpWatch | null = null;
+  try {
+    const meta = await runMeta("net", { dataDir: "/dev/shm", runs: SAMPLES });
+    await net.ok(...guestImportArgs(await testGuest(), "guest"));
+    await overlay(net, "dhcp", "10.95.0.0/24");
+    const sw = await createBareSwitch(net, "bare_dhcp", "10.95.1.0/24", "10.95.0.0/24");
+    const pool = await new DirPool(`${work}/pool`).init();
+    watch = await DhcpWatch.start(net.cluster.node(host).namespace!);
+    const w = watch;
+
+    const novactl = async (name: string) => {
+      const t0 = epochNowMs();
+      await post(net, "/api/v1/vms", {
+        name,
+        image: "guest",
+        memoryMiB: GUEST_MIB,
+        node: host,
+        nics: [{ network: "dhcp" }],
+      });
+      const mac = await macOf(net, name);
+      const ms = {
+        ack: (await w.waitFor(mac, t0)) - t0,
+        discover: (await w.waitFor(mac, t0, "DISCOVER")) - t0,
+      };
+      await deleteVm(net, name);
+      return ms;
+    };
+    const bare = async (i: number) => {
+      const name = `bare-d${i}`;
+      const hex = (i & 0xff).toString(16).padStart(2, "0");
+      const p: BarePort = {
+        node: host,
+        port: `bare-dhcp-${i}`,
+        tap: `nvbd${i}`,
+        mac: `52:54:00:95:01:${hex}`,
+        ip: `10.95.1.${10 + (i % 200)}`,
+      };
+      // A fresh disk like a new VM's, made before the clock starts (as bench:vm's anchor does).
+      const disk = (await pool.create(name, 2 ** 30)).path;
+      const t0 = epochNowMs();
+      await addBarePort(net, sw, p);
+      const qmp = await launchBare(`${work}/vms`, {
+        name,
+        memoryMiB: GUEST_MIB,
+        disk,
+        nics: [{ id: "net0", mac: p.mac, tap: p.tap, port: 0 }],
+        netns: net.cluster.node(host).namespace!,
+      });
+      try {
+        return {
+          ack: (await w.waitFor(p.mac, t0)) - t0,
+          discover: (await w.waitFor(p.mac, t0, "DISCOVER")) - t0,
+        };
+      } finally {
+        await quitBare(qmp);
+        await removeBarePort(net, p);
+        await pool.delete(name).catch(() => {});
+      }
+    };
+
+    // Warm up once each (the image's first pull into the host's store, the accelerator probe).
+    console.log(`warm-up: novactl ${Math.round((await novactl("dwarm")).ack)} ms`);
+    console.log(`warm-up: bare ${Math.round((await bare(999)).ack)} ms`);
+    const n: { ack: number; discover: number }[] = [];
+    const b: { ack: number; discover: number }[] = [];
+    for (let i = 0; i < SAMPLES; i++) {
+      n.push(await novactl(`d${i}`));
+      b.push(await bare(i));
+      console.log(
+        `dhcp ${i + 1}: novactl ${Math.round(n[i].ack)} ms (discover at ${
+          Math.round(n[i].discover)
+        }), bare ${Math.round(b[i].ack)} ms (discover at ${Math.round(b[i].discover)}), ` +
+          `overhead ${Math.round(n[i].ack - b[i].ack)} ms`,
+      );
+    }
+    return {
+      meta: { ...meta, date: new Date().toISOString() },
+      setup: {
+        hosts: 2,
+        guestMemoryMiB: GUEST_MIB,
+        samples: SAMPLES,
+        order: "novactl, bare, alternating",
+      },
+      novactlMs: withPercentiles(n.map((s) => s.ack)),
+      bareMs: withPercentiles(b.map((s) => s.ack)),
+      overheadMs: withPercentiles(n.map((s, i) => s.ack - b[i].ack)),
+      novactlDiscoverToAckMs: figure(n.map((s) => s.ack - s.discover), 1),
+      bareDiscoverToAckMs: figure(b.map((s) => s.ack - s.discover), 1),
+      goalOverheadMs: GOAL_OVERHEAD_MS,
+    };
+  } finally {
+    await watch?.stop();
+    await net.stop();
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
+
+const TCP_PORT = 5001;
+/**
+ * The test guest's udhcpc hook leaves DHCP's MTU option unapplied, so the guest would send
+ * 1,500-byte frames that the overlay's encapsulation cannot carry (full-size TCP segments are
+ * lost; pings pass): each script sets the network's MTU first, on both sides alike.
+ */
+const setMtu = (mtu: number) => `ip link set dev eth0 mtu ${mtu}`;
+/**
+ * The receiver: accepts stream after stream and throws the bytes away. busybox nc half-closes
+ * the connection when its stdin ends, and the sender's nc quits on that FIN: its stdin is a
+ * FIFO this shell holds open, so it never ends.
+ */
+const receiverScript = (mtu: number) =>
+  [
+    setMtu(mtu),
+    "mkfifo /run/hold",
+    "exec 3<>/run/hold",
+    `while :; do nc -l -p ${TCP_PORT} <&3 >/dev/null; done`,
+    "",
+  ].join("\n");
+/** Seconds a sender streams: the window, and slack for the host to see the stream start. */
+const streamSeconds = () => WINDOW_S + 5;
+/**
+ * The sender: once it holds its lease, streams zeros to `peer` for `streamSeconds()` and
+ * closes the connection (so the receiver listens again for the next sender).
+ */
+const senderScript = (peer: string, mtu: number) =>
+  [
+    setMtu(mtu),
+    "until ip -4 addr show dev eth0 | grep -q inet; do sleep 0.2; done",
+    `timeout ${streamSeconds()} nc ${peer} ${TCP_PORT} </dev/zero`,
+    "",
+  ].join("\n");
+
+/**
+ * Mbit/s through `tap` (its tx: what it handed the guest behind it) over `WINDOW_S` seconds,
+ * once the stream runs (100 kB within half a second, then 1 s more); then waits for the
+ * stream to end.
+ */
+async function streamRate(net: NetCluster, node: string, tap: string): Promise<number> {
+  const bytes = () => tapBytes(net, node, tap, "tx");
+  const deadline = performance.now() + 120_000;
+  for (let last = await bytes();;) {
+    await sleep(500);
+    const now = await bytes();
+    if (now - last > 100_000) break;
+    last = now;
+    if (performance.now() > deadline) {
+      const rx = await tapBytes(net, node, tap, "rx");
+      throw new Error(`no stream into ${tap} after 120 s (tx ${now} bytes, rx ${rx} bytes)`);
+    }
+  }
+  await sleep(1_000);
+  const read = async () => {
+    const t = performance.now();
+    const n = await bytes();
+    return { n, at: (t + performance.now()) / 2 };
+  };
+  const a = await read();
+  await sleep(WINDOW_S * 1_000);
+  const z = await read();
+  const end = performance.now() + 30_000;
+  for (let last = z.n; performance.now() < end;) {
+    await sleep(500);
+    const now = await bytes();
+    if (now - last < 10_000) break;
+    last = now;
+  }
+  return ((z.n - a.n) * 8) / ((z.at - a.at) / 1_000) / 1e6;
+}
+
+/** The tap `ovs-vsctl` names for logical port `port` on `node`. */
+async function tapOf(net: NetCluster, node: string, port: string): Promise<string> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const name = (await net.sh(node, [
+      ...["ovs-vsctl", "--bare", "--columns=name", "find", "interface"],
+      `external_ids:iface-id=${port}`,
+    ])).trim();
+    if (name) return name;
+    if (Date.now() > deadline) throw new Error(`no tap for ${port} on ${node} after 60 s`);
+    await sleep(100);
+  }
+}
+
+/** The TCP case: guest-to-guest throughput across hosts, novactl against OVN wired by hand. */
+async function tcpCase(): Promise<NonNullable<NetBenchResult["tcp"]>> {
+  const net = await startNetCluster({ prefix: "novactl-netbench-tcp-", hosts: 2, voters: 1 });
+  const work = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "novactl-netbench-bare-" });
+  const bareQmps: Awaited<ReturnType<typeof launchBare>>[] = [];
+  try {
+    const meta = await runMeta("net", { dataDir: "/dev/shm", runs: SAMPLES });
+    await net.ok(...guestImportArgs(await testGuest(), "guest"));
+    await overlay(net, "tcp", "10.96.0.0/24");
+    const mtu = (await net.api<{ mtu: number }>("/api/v1/networks/tcp")).body.mtu;
+    await post(net, "/api/v1/security-groups", { name: "stream" });
+    await post(net, "/api/v1/security-groups/stream/rules", {
+      direction: "ingress",
+      protocol: "tcp",
+      port: TCP_PORT,
+    });
+    const sw = await createBareSwitch(net, "bare_tcp", "10.96.1.0/24", "10.96.0.0/24");
+    const pool = await new DirPool(`${work}/pool`).init();
+    const nsOf = (node: string) => net.cluster.node(node).namespace!;
+    const seed = async (name: string, userData: string) => {
+      const iso = `${work}/${name}-seed.iso`;
+      await buildSeedIso(iso, renderSeed({ name, uuid: crypto.randomUUID() }, { userData }));
+      return iso;
+    };
+
+    // The receivers, for the whole run: novactl's on n2 ...
+    const novactlPeer = "10.96.0.20";
+    await post(net, "/api/v1/vms", {
+      name: "recv",
+      image: "guest",
+      memoryMiB: GUEST_MIB,
+      node: "n2",
+      nics: [{ network: "tcp", ip: novactlPeer, securityGroups: ["stream"] }],
+      cloudInit: { userData: scriptUserData(receiverScript(mtu)) },
+    });
+    const novactlTap = await tapOf(net, "n2", "nv-recv-0");
+    // ... and the anchor's, by hand on n2.
+    const recv: BarePort = {
+      node: "n2",
+      port: "bare-recv",
+      tap: "nvbrecv",
+      mac: "52:54:00:96:01:14",
+      ip: "10.96.1.20",
+    };
+    await addBarePort(net, sw, recv);
+    bareQmps.push(
+      await launchBare(`${work}/vms`, {
+        name: "bare-recv",
+        memoryMiB: GUEST_MIB,
+        disk: (await pool.create("bare-recv", 2 ** 30)).path,
+        nics: [{ id: "net0", mac: recv.mac, tap: recv.tap, port: 0 }],
+        seed: await seed("bare-recv", scriptUserData(receiverScript(mtu))),
+        netns: nsOf("n2"),
+      }),
+    );
+    const send: BarePort = {
+      node: "n1",
+      port: "bare-send",
+      tap: "nvbsend",
+      mac: "52:54:00:96:01:0a",
+      ip: "10.96.1.10",
+    };
+    await addBarePort(net, sw, send);
+    const sendSeed = await seed("bare-send", scriptUserData(senderScript(recv.ip, mtu)));
+
+    const novactl = async (i: number) => {
+      const name = `send${i}`;
+      await post(net, "/api/v1/vms", {
+        name,
+        image: "guest",
+        memoryMiB: GUEST_MIB,
+        node: "n1",
+        // The same address and MAC every sample, as the anchor's sender has: a new MAC on a
+        // reused address would meet the receiver's stale ARP entry (the test guest sends no
+        // gratuitous ARP), and its ACKs would go to the old MAC for seconds.
+        nics: [{ network: "tcp", ip: "10.96.0.10", mac: "52:54:00:96:00:0a" }],
+        cloudInit: { userData: scriptUserData(senderScript(novactlPeer, mtu)) },
+      });
+      try {
+        return await streamRate(net, "n2", novactlTap);
+      } catch (err) {
+        await net.diagnose(["recv", name]);
+        throw err;
+      } finally {
+        await deleteVm(net, name);
+      }
+    };
+    /**
+     * The anchor's ports in a port group with the ACLs novactl gives its pair: ingress dropped
+     * by default, the stream's port admitted statefully (OVN then sends the switch's traffic
+     * through conntrack, as it does novactl's).
+     */
+    const bareAcls = async (on: boolean) => {
+      if (!on) return void await net.nbctl("pg-del", "bare_acl");
+      await net.nbctl("pg-add", "bare_acl", recv.port, send.port);
+      const acl = (prio: string, match: string, action: string) =>
+        net.nbctl("--type=port-group", "acl-add", "bare_acl", "to-lport", prio, match, action);
+      await acl("1001", "outport == @bare_acl && ip", "drop");
+      await acl(
+        "1002",
+        `outport == @bare_acl && ip4 && tcp && tcp.dst == ${TCP_PORT}`,
+        "allow-related",
+      );
+    };
+    const bare = async (i: number, acls = false) => {
+      const name = `bare-send${i}${acls ? "-acl" : ""}`;
+      if (acls) {
+        await bareAcls(true);
+        await sleep(2_000); // their flows on both hosts (bench:net sg: well under a second)
+      }
+      const qmp = await launchBare(`${work}/vms`, {
+        name,
+        memoryMiB: GUEST_MIB,
+        disk: (await pool.create(name, 2 ** 30)).path,
+        nics: [{ id: "net0", mac: send.mac, tap: send.tap, port: 0 }],
+        seed: sendSeed,
+        netns: nsOf("n1"),
+      });
+      try {
+        return await streamRate(net, "n2", recv.tap);
+      } catch (err) {
+        for (const vm of ["bare-recv", name]) {
+          const agent = new GuestAgent(new QemuDriver(`${work}/vms`).paths(vm).qga);
+          const r = await agent.run("/bin/sh", [
+            "-c",
+            "ip link show eth0; ip -4 addr show eth0; netstat -tn; grep -A1 '^Tcp:' /proc/net/snmp",
+          ]).catch((e) => ({ stdout: String(e), stderr: "" }));
+          console.error(`--- ${vm}\n${r.stdout}${r.stderr}`);
+          await agent.close();
+        }
+        throw err;
+      } finally {
+        await quitBare(qmp);
+        await pool.delete(name).catch(() => {});
+        if (acls) await bareAcls(false);
+      }
+    };
+
+    const n: number[] = [];
+    const b: number[] = [];
+    const ba: number[] = [];
+    for (let i = 0; i < SAMPLES; i++) {
+      n.push(await novactl(i));
+      b.push(await bare(i));
+      ba.push(await bare(i, true));
+      console.log(
+        `tcp ${i + 1}: novactl ${n[i].toFixed(1)} Mbit/s, bare ${b[i].toFixed(1)} Mbit/s, ` +
+          `bare with ACLs ${ba[i].toFixed(1)} Mbit/s, ratio ${(n[i] / b[i]).toFixed(2)}`,
+      );
+    }
+    const novactlMbitPerS = figure(n, 1);
+    const bareMbitPerS = figure(b, 1);
+    const bareAclMbitPerS = figure(ba, 1);
+    return {
+      meta: { ...meta, date: new Date().toISOString() },
+      setup: {
+        hosts: 2,
+        guestMemoryMiB: GUEST_MIB,
+        samples: SAMPLES,
+        windowS: WINDOW_S,
+        tool: "busybox `nc </dev/zero` → `nc -l >/dev/null`; bytes from the receiver's tap counter",
+        order: "novactl, bare, bare with ACLs, in turn",
+      },
+      novactlMbitPerS,
+      bareMbitPerS,
+      bareAclMbitPerS,
+      ratio: figure(n.map((v, i) => v / b[i]), 3),
+      ratioOfMedians: Math.round((novactlMbitPerS.median / bareMbitPerS.median) * 1000) / 1000,
+      ratioToBareAcl: figure(n.map((v, i) => v / ba[i]), 3),
+      goalRatio: GOAL_RATIO,
+    };
+  } finally {
+    for (const qmp of bareQmps) await quitBare(qmp);
+    await net.stop();
+    await Deno.remove(work, { recursive: true }).catch(() => {});
+  }
+}
+
+const CASES = ["sg", "migration", "dhcp", "tcp"];
+if (CASE !== "all" && !CASES.includes(CASE)) {
+  console.error(`--case: ${CASES.join(", ")} or all, not "${CASE}"`);
   Deno.exit(2);
 }
-// A run of one case keeps what the file says of the other.
+const wants = (c: string) => CASE === "all" || CASE === c;
+// A run of some cases keeps what the file says of the others.
 const previous: Partial<NetBenchResult> = await Deno.readTextFile(OUT).then(
   (t) => JSON.parse(t),
   () => ({}),
 );
-const sg = CASE === "migration" ? null : await securityGroupCase();
-const migration = CASE === "sg" ? previous.migration : await migrationCase();
-if (migration && CASE !== "sg") console.log(JSON.stringify(migration, null, 2));
+const sg = wants("sg") ? await securityGroupCase() : null;
+const migration = wants("migration") ? await migrationCase() : previous.migration;
+if (wants("migration")) console.log(JSON.stringify(migration, null, 2));
+const dhcp = wants("dhcp") ? await dhcpCase() : previous.dhcp;
+if (wants("dhcp")) console.log(JSON.stringify(dhcp, null, 2));
+const tcp = wants("tcp") ? await tcpCase() : previous.tcp;
+if (wants("tcp")) console.log(JSON.stringify(tcp, null, 2));
 const result: NetBenchResult = {
   ...previous,
   ...(sg ?? {}),
-  meta: sg?.meta ?? previous.meta ?? migration!.meta,
+  meta: sg?.meta ?? previous.meta ?? (migration ?? dhcp ?? tcp)!.meta,
   ...(migration ? { migration } : {}),
+  ...(dhcp ? { dhcp } : {}),
+  ...(tcp ? { tcp } : {}),
 };
 await Deno.writeTextFile(OUT, JSON.stringify(result, null, 2) + "\n");
 console.log(`wrote ${OUT}`);

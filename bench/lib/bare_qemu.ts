@@ -3,7 +3,13 @@
  * arguments novactl's driver would use (minus `-S`: it runs at once), with no
  * cluster, reconcile loop or Raft in between.
  */
-import { processAlive, QemuDriver, QmpClient, spawnDetached } from "../../host/kvm/mod.ts";
+import {
+  type NicSpec,
+  processAlive,
+  QemuDriver,
+  QmpClient,
+  spawnDetached,
+} from "../../host/kvm/mod.ts";
 import { testGuest } from "./guest.ts";
 import { DirPool } from "../../host/storage/mod.ts";
 
@@ -16,7 +22,11 @@ export async function launchBare(
     disk: string;
     extraArgs?: string[];
     uuid?: string;
-    nics?: { id: string; mac: string; tap?: string }[];
+    nics?: NicSpec[];
+    /** A NoCloud seed ISO, attached as novactl's host attaches one (a read-only raw disk). */
+    seed?: string;
+    /** Runs QEMU in this network namespace (`ip netns exec`), e.g. a host's, for its taps. */
+    netns?: string;
   },
 ): Promise<QmpClient> {
   const guest = await testGuest();
@@ -28,7 +38,12 @@ export async function launchBare(
     memoryMiB: opts.memoryMiB,
     accel: "tcg" as const,
     kernel: { path: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline },
-    disks: [{ id: "root", path: opts.disk, format: "qcow2" as const }],
+    disks: [
+      { id: "root", path: opts.disk, format: "qcow2" as const },
+      ...(opts.seed
+        ? [{ id: "seed", path: opts.seed, format: "raw" as const, readOnly: true }]
+        : []),
+    ],
     nics: opts.nics ?? [{ id: "net0", mac: "52:54:00:00:00:01" }],
     generation: 0,
   };
@@ -37,7 +52,9 @@ export async function launchBare(
   const args = [...driver.args(spec, p).filter((a) => a !== "-S"), ...(opts.extraArgs ?? [])];
   // Started as the driver starts QEMU (detached, not daemonized: its -sandbox denies the fork
   // -daemonize needs); ready once its QMP socket answers.
-  const pid = spawnDetached(["qemu-system-x86_64", ...args], p.stderr);
+  // `ip netns exec` execs QEMU in place: the pid stays QEMU's.
+  const netns = opts.netns ? ["ip", "netns", "exec", opts.netns] : [];
+  const pid = spawnDetached([...netns, "qemu-system-x86_64", ...args], p.stderr);
   const deadline = performance.now() + 30_000;
   for (;;) {
     const qmp = await QmpClient.connect(p.qmp, { timeoutMs: 1_000 }).catch(() => null);

@@ -42,13 +42,12 @@ export function bootIds(consoleText: string): string[] {
  * `#cloud-config` user-data that makes the test guest run `script` (sh) in the background
  * at boot. The script travels base64-encoded in short runcmd lines: the seed's YAML folds
  * long lines and would quote special characters, neither of which the guest's small
- * cloud-config reader undoes.
+ * cloud-config reader undoes. A line stays well under the YAML writer's 80 columns ("  - " and
+ * the command around a 40-character chunk: 66; 56-character chunks were folded).
  */
 export function scriptUserData(script: string): string {
   const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(script)));
   const lines = ["#cloud-config", "runcmd:"];
-  // 40 characters a line: with "  - echo -n " and " >>/run/nv.b64" that is 66, under the 80
-  // at which the seed's YAML folds (56 made 82: folded, the guest echoed the chunk instead).
   for (let i = 0; i < b64.length; i += 40) {
     lines.push(`  - echo -n ${b64.slice(i, i + 40)} >>/run/nv.b64`);
   }

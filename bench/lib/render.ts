@@ -16,6 +16,7 @@
 import { type Figure, isFigure } from "./figures.ts";
 import type { ComparisonRatio, ComparisonResult, ComparisonRow, TlsCost } from "./comparison.ts";
 import type { RunMeta } from "./run_meta.ts";
+import type { NetBenchResult } from "../net_bench.ts";
 
 /** A benchmark section: its marker name and how its result becomes markdown. */
 export interface Section {
@@ -32,6 +33,7 @@ export const SECTIONS: readonly Section[] = [
   { name: "scheduler", render: (r) => renderScheduler(r as unknown as SchedulerResult) },
   { name: "ha", render: renderFigures },
   { name: "migrate", render: renderFigures },
+  { name: "net", render: (r) => renderNet(r as unknown as NetBenchResult) },
 ];
 
 /** Thrown when BENCHMARKS.md's markers are missing, unbalanced or unknown. */
@@ -214,6 +216,139 @@ export function renderScheduler(result: SchedulerResult): string {
     "right",
     "right",
   ]);
+}
+
+// ---------------------------------------------------------------- networking
+
+/**
+ * `bench:net`: one table per case the file holds (security groups, migration, DHCP lease, TCP
+ * throughput), each under the command, commit and date of the run that measured it (a run of
+ * one case keeps the others' figures from earlier runs).
+ */
+export function renderNet(result: NetBenchResult): string {
+  const parts: string[] = [];
+  const ms = (f: Figure & { p50?: number; p99?: number }) => [
+    String(f.n),
+    number(f.p50 ?? f.median),
+    number(f.p99 ?? f.max),
+    spread(f),
+  ];
+  const msHeaders = ["measure", "n", "p50 ms", "p99 ms", "median (min–max) ms"];
+  const msAlign: Align[] = ["left", "right", "right", "right", "right"];
+  const goal = (met: boolean) => (met ? "met" : "**not met**");
+
+  const sg = result.securityGroups;
+  if (sg && result.setup) {
+    const s = result.setup;
+    parts.push(
+      `**Security-group rule change → enforced on every host** (${s.hosts} hosts, ${s.voters} ` +
+        `voters, ${s.ports} ports, ${s.groups} groups, ${number(s.rules)} rules, ${s.changes} ` +
+        `changes). ${caseRun(result.meta)}`,
+      table(msHeaders, [
+        [
+          "novactl: rule POST → its flows in br-int on every host",
+          ...ms(sg.ruleToEnforcedAllHostsMs),
+        ],
+        ["anchor: `ovn-nbctl acl-add` → its flows on every host", ...ms(sg.bareOvnAclToEnforcedMs)],
+        ["novactl: rule POST → API answer", ...ms(sg.ruleApiMs)],
+      ], msAlign),
+      `Goal p50 ≤ ${sg.goalP50Ms} ms: ${goal(sg.ruleToEnforcedAllHostsMs.p50 <= sg.goalP50Ms)}.`,
+    );
+  }
+  const m = result.migration;
+  if (m) {
+    parts.push(
+      `**Packets lost during live migration** (${m.setup.hosts} hosts, a ping every ` +
+        `${m.setup.pingIntervalMs} ms, ${m.setup.guestMemoryMiB} MiB guest, ` +
+        `${m.setup.migrations} migrations). ${caseRun(m.meta)}`,
+      table(["measure", "n", "median (min–max)"], [
+        ["pings lost per migration", String(m.lostPackets.n), spread(m.lostPackets)],
+        ["longest outage, pings", String(m.longestOutagePings.n), spread(m.longestOutagePings)],
+        ["migration, ms", String(m.migrationMs.n), spread(m.migrationMs)],
+        ["guest paused, ms", String(m.guestPausedMs.n), spread(m.guestPausedMs)],
+      ], ["left", "right", "right"]),
+      `Goal ≤ ${m.goalLost} lost: ${m.withinGoal} of ${m.lostPackets.n} migrations within it.`,
+    );
+  }
+  const d = result.dhcp;
+  if (d) {
+    parts.push(
+      `**VM create with a NIC → guest DHCP lease** (${d.setup.hosts} hosts, ` +
+        `${d.setup.guestMemoryMiB} MiB guest, ${d.setup.samples} pairs, ${d.setup.order}). ` +
+        caseRun(d.meta),
+      table(msHeaders, [
+        ["novactl: `POST /api/v1/vms` → DHCPACK on the guest's tap", ...ms(d.novactlMs)],
+        ["anchor: port, tap and QEMU by hand → DHCPACK", ...ms(d.bareMs)],
+        ["overhead (novactl − anchor, per pair)", ...ms(d.overheadMs)],
+        ["novactl: first DHCPDISCOVER → DHCPACK", ...ms(d.novactlDiscoverToAckMs)],
+        ["anchor: first DHCPDISCOVER → DHCPACK", ...ms(d.bareDiscoverToAckMs)],
+      ], msAlign),
+      `Goal overhead ≤ ${d.goalOverheadMs} ms (p50): ${goal(d.overheadMs.p50 <= d.goalOverheadMs)}${
+        d.overheadMs.max - d.overheadMs.min > d.goalOverheadMs
+          ? ", but the pairs spread wider than the goal (the guests' boot varies), so this run " +
+            "cannot resolve it"
+          : ""
+      }. With n < 100 the p99 is the largest sample.`,
+    );
+  }
+  const t = result.tcp;
+  if (t) {
+    parts.push(
+      `**Guest-to-guest TCP throughput across hosts** (${t.setup.hosts} hosts, ` +
+        `${t.setup.guestMemoryMiB} MiB guests, ${t.setup.samples} samples a side, each a ` +
+        `${t.setup.windowS} s window, ${t.setup.order}; ${t.setup.tool}). ${caseRun(t.meta)}`,
+      table(["measure", "n", "median (min–max)"], [
+        [
+          "novactl: guests on its overlay network, Mbit/s",
+          String(t.novactlMbitPerS.n),
+          spread(t.novactlMbitPerS),
+        ],
+        [
+          "anchor: the same guests on OVN wired by hand, Mbit/s",
+          String(t.bareMbitPerS.n),
+          spread(t.bareMbitPerS),
+        ],
+        ...(t.bareAclMbitPerS
+          ? [[
+            "anchor with novactl's ACLs (port group, stateful), Mbit/s",
+            String(t.bareAclMbitPerS.n),
+            spread(t.bareAclMbitPerS),
+          ]]
+          : []),
+        ["novactl / anchor, per pair", String(t.ratio.n), spread(t.ratio)],
+        ...(t.ratioToBareAcl
+          ? [[
+            "novactl / anchor with ACLs, per sample",
+            String(t.ratioToBareAcl.n),
+            spread(t.ratioToBareAcl),
+          ]]
+          : []),
+      ], ["left", "right", "right"]),
+      `novactl / anchor (medians): ${t.ratioOfMedians.toFixed(2)}×; goal ≥ ${t.goalRatio}×: ${
+        goal(t.ratioOfMedians >= t.goalRatio)
+      }.`,
+    );
+  }
+  const missing = (["securityGroups", "migration", "dhcp", "tcp"] as const).filter((k) =>
+    !result[k]
+  )
+    .map((k) => ({ securityGroups: "sg", migration: "migration", dhcp: "dhcp", tcp: "tcp" })[k]);
+  if (missing.length) {
+    parts.push(
+      `_Not measured in this file: ${
+        missing.map((c) => `\`deno task bench:net --case ${c}\``).join(", ")
+      } ${missing.length > 1 ? "produce them" : "produces it"}._`,
+    );
+  }
+  return parts.join("\n\n");
+}
+
+/** "Run: `command`, commit abc, 2026-12-03, load average 0.5 at start." for one case. */
+function caseRun(meta: RunMeta): string {
+  const load = Number.isFinite(meta.loadAvgBefore)
+    ? `, load average ${meta.loadAvgBefore.toFixed(2)} at start`
+    : "";
+  return `Run: \`${meta.command}\`, commit ${meta.commit}, ${meta.date.slice(0, 10)}${load}.`;
 }
 
 // ---------------------------------------------------------------- any result
