@@ -38,9 +38,12 @@ const UPSTREAM = "192.0.2.1";
 const GUEST_IP = "10.93.0.10";
 const GATEWAY_HOSTS = ["n2", "n3"];
 
-/** Client addresses the upstream's CGI reported to the guest, in order. */
+/**
+ * Client addresses the upstream's CGI reported to the guest, in order (busybox httpd listens on
+ * IPv6 and writes an IPv4 client as `[::ffff:a.b.c.d]`).
+ */
 const seenAs = (consoleText: string) =>
-  [...consoleText.matchAll(/NV-FROM-([\d.]+)/g)].map((m) => m[1]);
+  [...consoleText.matchAll(/NV-FROM-\[?(?:::ffff:)?([\d.]+)\]?/g)].map((m) => m[1]);
 /** Echo replies the guest got from the upstream host. */
 const upstreamPings = (consoleText: string) =>
   consoleText.split(`64 bytes from ${UPSTREAM}`).length - 1;
