@@ -27,12 +27,34 @@ const HOP_HEADERS = ["host", "connection", "content-length", "transfer-encoding"
 
 export function leaderOnly(node: ClusterNode): MiddlewareHandler<Env> {
   return async (c, next) => {
-    if (node.isLeader()) return await next();
+    if (node.isLeader()) {
+      await next();
+      if (c.req.header(FORWARDED_HEADER)) {
+        c.res.headers.set(APPLIED_HEADER, String(node.fsm.appliedIndex()));
+      }
+      return;
+    }
     if (c.req.header(FORWARDED_HEADER)) throw new NotLeaderError(node.leaderId());
     const url = await waitForLeaderUrl(node);
     c.res = await forwardTo(c, url, node.id);
+    await appliedHereToo(node, Number(c.res.headers.get(APPLIED_HEADER)));
   };
 }
+
+/**
+ * How far the leader had applied when it answered a forwarded request. The forwarding node
+ * answers its client only once it has applied as much, so the client's next read on this node
+ * (`vm create --wait` polling the VM) sees its own write instead of a 404.
+ */
+export const APPLIED_HEADER = "x-novactl-applied-index";
+
+async function appliedHereToo(node: ClusterNode, index: number): Promise<void> {
+  if (!(index > 0)) return;
+  // The write is done either way; a lagging node answers late rather than never.
+  await node.waitApplied(index, FORWARDED_APPLY_WAIT_MS).catch(() => {});
+}
+
+const FORWARDED_APPLY_WAIT_MS = 5_000;
 
 /** During an election there is briefly no leader; wait a little before giving up. */
 async function waitForLeaderUrl(node: ClusterNode, timeoutMs = 3_000): Promise<string> {
