@@ -1,6 +1,7 @@
 /** Per-request variables shared by the middlewares and routes. */
 import type { ClusterNode } from "../core/cluster/mod.ts";
 import type { Role } from "../core/fsm/mod.ts";
+import type { Context } from "hono";
 
 export interface Principal {
   name: string;
@@ -23,3 +24,8 @@ export type Env = {
     requestId: string;
   };
 };
+
+/** Who proposes a change and when: the fields every replicated command carries. */
+export function authorship(c: Context<Env>): { by: string; at: number } {
+  return { by: c.get("principal").name, at: Date.now() };
+}

@@ -1,5 +1,6 @@
 /** /api/v1/groups: placement groups (affinity / anti-affinity, strict or soft). */
 import { Hono } from "hono";
+import { authorship } from "../context.ts";
 import { z } from "zod";
 import type { ClusterNode } from "../../core/cluster/mod.ts";
 import { NotFoundError } from "../../core/errors/mod.ts";
@@ -33,8 +34,7 @@ export function groupRoutes(node: ClusterNode): Hono<Env> {
     const r = await node.propose({
       op: "group.create",
       group,
-      by: c.get("principal").name,
-      at: Date.now(),
+      ...authorship(c),
     });
     return c.json(r, 201);
   });

@@ -1,5 +1,6 @@
 /** /api/v1/networks: virtual networks (overlay, vlan, flat) with their subnet and IPAM. */
 import { Hono } from "hono";
+import { authorship } from "../context.ts";
 import { z } from "zod";
 import type { ClusterNode } from "../../core/cluster/mod.ts";
 import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
@@ -101,8 +102,7 @@ export function networkRoutes(node: ClusterNode): Hono<Env> {
     const r = await node.propose({
       op: "network.create",
       network,
-      by: c.get("principal").name,
-      at: Date.now(),
+      ...authorship(c),
     });
     return c.json(r, 201);
   });
@@ -113,8 +113,7 @@ export function networkRoutes(node: ClusterNode): Hono<Env> {
       await node.propose({
         op: "network.delete",
         name,
-        by: c.get("principal").name,
-        at: Date.now(),
+        ...authorship(c),
       }),
     );
   });

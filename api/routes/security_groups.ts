@@ -9,6 +9,7 @@
  *   its `id`; `DELETE /:name/rules/:id`
  */
 import { Hono } from "hono";
+import { authorship } from "../context.ts";
 import { z } from "zod";
 import type { ClusterNode } from "../../core/cluster/mod.ts";
 import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
@@ -96,8 +97,7 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
     const r = await node.propose({
       op: "sg.create",
       group: { name: body.name, description: body.description },
-      by: c.get("principal").name,
-      at: Date.now(),
+      ...authorship(c),
     });
     return c.json(r, 201);
   });
@@ -105,7 +105,7 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
     const name = c.req.param("name");
     mustExist(name);
     return c.json(
-      await node.propose({ op: "sg.delete", name, by: c.get("principal").name, at: Date.now() }),
+      await node.propose({ op: "sg.delete", name, ...authorship(c) }),
     );
   });
   app.post("/:name/rules", requireRole("operator"), leaderOnly(node), async (c) => {
@@ -122,8 +122,7 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
       op: "sg.rule.add",
       group: name,
       rule,
-      by: c.get("principal").name,
-      at: Date.now(),
+      ...authorship(c),
     });
     return c.json(r, 201);
   });
@@ -135,8 +134,7 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
         op: "sg.rule.remove",
         group: name,
         id: c.req.param("id"),
-        by: c.get("principal").name,
-        at: Date.now(),
+        ...authorship(c),
       }),
     );
   });
