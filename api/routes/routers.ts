@@ -26,7 +26,7 @@ import { gatewayOrder, ROUTER_NAME, type RouterRecord } from "../../core/fsm/rou
 import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
-import type { Env } from "../context.ts";
+import { authorship, type Env } from "../context.ts";
 
 const NAME = z.string().regex(ROUTER_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -84,7 +84,6 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
     if (!r) throw new NotFoundError("router", name);
     return r;
   };
-  const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
 
   app.use("*", bearerAuth(node));
   app.get("/", (c) => c.json({ routers: routers.all().map((r) => routerView(node, r)) }));
@@ -101,15 +100,14 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
     const r = await node.propose({
       op: "router.create",
       router: body,
-      by: by(c),
-      at: Date.now(),
+      ...authorship(c),
     }) as RouterRecord;
     return c.json(routerView(node, r), 201);
   });
   app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     mustGet(name);
-    return c.json(await node.propose({ op: "router.delete", name, by: by(c), at: Date.now() }));
+    return c.json(await node.propose({ op: "router.delete", name, ...authorship(c) }));
   });
   app.post("/:name/networks", requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
@@ -119,8 +117,7 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
       op: "router.attach",
       router: name,
       network,
-      by: by(c),
-      at: Date.now(),
+      ...authorship(c),
     }) as RouterRecord;
     return c.json(routerView(node, r));
   });
@@ -131,8 +128,7 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
       op: "router.detach",
       router: name,
       network: c.req.param("network"),
-      by: by(c),
-      at: Date.now(),
+      ...authorship(c),
     }) as RouterRecord;
     return c.json(routerView(node, r));
   });
@@ -145,8 +141,7 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
       router: name,
       uplink: body.uplink,
       ip: body.ip,
-      by: by(c),
-      at: Date.now(),
+      ...authorship(c),
     }) as RouterRecord;
     return c.json(routerView(node, r));
   });
@@ -159,7 +154,6 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
   const mustExist = (ip: string) => {
     if (!routers.floatingIp(ip)) throw new NotFoundError("floating IP", ip);
   };
-  const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
 
   app.use("*", bearerAuth(node));
   app.get("/", (c) => c.json({ floatingIps: routers.floatingIps() }));
@@ -174,15 +168,14 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
       op: "fip.create",
       network: body.network,
       ip: body.ip,
-      by: by(c),
-      at: Date.now(),
+      ...authorship(c),
     });
     return c.json(r, 201);
   });
   app.delete("/:ip", requireRole("operator"), leaderOnly(node), async (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);
-    return c.json(await node.propose({ op: "fip.delete", ip, by: by(c), at: Date.now() }));
+    return c.json(await node.propose({ op: "fip.delete", ip, ...authorship(c) }));
   });
   app.post("/:ip/attach", requireRole("operator"), leaderOnly(node), async (c) => {
     const ip = c.req.param("ip");
@@ -195,15 +188,14 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
         ip,
         vm: body.vm,
         nic: body.nic,
-        by: by(c),
-        at: Date.now(),
+        ...authorship(c),
       }),
     );
   });
   app.post("/:ip/detach", requireRole("operator"), leaderOnly(node), async (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);
-    return c.json(await node.propose({ op: "fip.detach", ip, by: by(c), at: Date.now() }));
+    return c.json(await node.propose({ op: "fip.detach", ip, ...authorship(c) }));
   });
   return app;
 }

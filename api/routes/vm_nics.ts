@@ -19,7 +19,7 @@ import { SECURITY_GROUP_LIMITS } from "../../core/fsm/security_groups.ts";
 import { requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
-import type { Env } from "../context.ts";
+import { authorship, type Env } from "../context.ts";
 
 export const addNicSchema = z.object({
   network: z.string().min(1).max(63),
@@ -31,7 +31,6 @@ export const addNicSchema = z.object({
 /** Mounted under `/api/v1/vms` behind its bearer authentication. */
 export function vmNicRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
-  const who = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
 
   app.get("/:name/nics", (c) => {
     const vm = node.fsm.vm(c.req.param("name"));
@@ -56,8 +55,7 @@ export function vmNicRoutes(node: ClusterNode): Hono<Env> {
       op: "vm.nic.add",
       name: c.req.param("name"),
       nic: req,
-      by: who(c),
-      at: Date.now(),
+      ...authorship(c),
     });
     return c.json(nic as VmNic, 201);
   });
@@ -67,8 +65,7 @@ export function vmNicRoutes(node: ClusterNode): Hono<Env> {
       op: "vm.nic.remove",
       name: c.req.param("name"),
       nic: c.req.param("nic").slice(0, 64),
-      by: who(c),
-      at: Date.now(),
+      ...authorship(c),
     });
     return c.json({ removed });
   });
