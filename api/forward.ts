@@ -25,7 +25,15 @@ export { FORWARDED_FOR_HEADER } from "./remote.ts";
 
 const HOP_HEADERS = ["host", "connection", "content-length", "transfer-encoding", "keep-alive"];
 
-export function leaderOnly(node: ClusterNode): MiddlewareHandler<Env> {
+/**
+ * Runs the handler on the leader, forwarding there from any other member.
+ * @param opts.timeoutMs the forwarded request's bound (default 30 s); null: as long as the
+ *   client stays (long streamed answers, e.g. a cluster backup)
+ */
+export function leaderOnly(
+  node: ClusterNode,
+  opts: { timeoutMs?: number | null } = {},
+): MiddlewareHandler<Env> {
   return async (c, next) => {
     if (node.isLeader()) {
       await next();
@@ -36,7 +44,12 @@ export function leaderOnly(node: ClusterNode): MiddlewareHandler<Env> {
     }
     if (c.req.header(FORWARDED_HEADER)) throw new NotLeaderError(node.leaderId());
     const url = await waitForLeaderUrl(node);
-    c.res = await forwardTo(c, url, node.id);
+    c.res = await forwardTo(
+      c,
+      url,
+      node.id,
+      opts.timeoutMs === undefined ? 30_000 : opts.timeoutMs,
+    );
     await appliedHereToo(node, Number(c.res.headers.get(APPLIED_HEADER)));
   };
 }

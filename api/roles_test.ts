@@ -37,6 +37,7 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   "DELETE /api/v1/cluster/members/:name": "admin",
   "POST /api/v1/cluster/rebalance": "operator",
   "POST /api/v1/cluster/transfer-leader": "admin",
+  "POST /api/v1/cluster/backup": "admin",
   "GET /api/v1/config": "viewer",
   "GET /api/v1/config/history": "viewer",
   "GET /api/v1/config/:key": "viewer",

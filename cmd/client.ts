@@ -74,9 +74,9 @@ export class ApiClient {
     return safeJson(await res.text()) as T;
   }
 
-  /** A successful response whose body the caller reads (console text, streams). */
-  async stream(path: string): Promise<Response> {
-    return await this.send(path, { method: "GET", headers: this.authHeaders() });
+  /** A successful response whose body the caller reads (console text, streams, backups). */
+  async stream(path: string, method = "GET"): Promise<Response> {
+    return await this.send(path, { method, headers: this.authHeaders() });
   }
 
   get<T = unknown>(path: string): Promise<T> {

@@ -1,9 +1,10 @@
-/** `novactl cluster ...`: status, join tokens, remove, transfer-leader. */
+/** `novactl cluster ...`: status, join tokens, remove, transfer-leader, backup, recover. */
 import { Command } from "commander";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import type { ClusterStatus } from "../core/cluster/mod.ts";
+import { addRecoveryCommands } from "./cluster_recover.ts";
 
 export function clusterCommand(): Command {
   const cluster = new Command("cluster").description("cluster membership and status");
@@ -107,5 +108,6 @@ export function clusterCommand(): Command {
     });
   });
 
+  addRecoveryCommands(cluster);
   return cluster;
 }

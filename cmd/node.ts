@@ -59,6 +59,10 @@ export function nodeCommand(): Command {
       )
       .option("--token-file <file>", "file holding the join token (env NOVACTL_JOIN_TOKEN)")
       .option(
+        "--restore <file>",
+        "build a new one-node cluster from a `cluster backup` FILE (data dir without cluster state)",
+      )
+      .option(
         "--insecure-http",
         "serve plain HTTP instead of HTTPS (loopback listen addresses only; development)",
       )
@@ -92,6 +96,7 @@ export function nodeCommand(): Command {
         join: opts.join,
         token: opts.token,
         tokenFile: opts.tokenFile,
+        restore: opts.restore,
         insecureHttp: opts.insecureHttp === true,
         label: opts.label,
         simulatedHost: opts.simulatedHost === true ? simulatedHardwareOf(opts) : undefined,

@@ -68,6 +68,12 @@ import {
 } from "../host/ovs/mod.ts";
 import { qemuUser } from "../host/kvm/mod.ts";
 import { ApiServer } from "../api/server.ts";
+import {
+  assertNoRewriteRunning,
+  assertRestorableDataDir,
+  readBackup,
+  restoreDataDir,
+} from "../core/recovery/mod.ts";
 import { CA_CERT_FILE, fingerprint, loadNodeTls, NODE_CERT_FILE } from "../core/pki/mod.ts";
 
 export interface NodeStartOptions {
@@ -79,6 +85,8 @@ export interface NodeStartOptions {
   token?: string;
   /** A file holding the join token (kept out of argv, where `ps` shows it). */
   tokenFile?: string;
+  /** `--restore FILE`: a new one-node cluster from a cluster backup (core/recovery/restore.ts). */
+  restore?: string;
   /** Serve plain HTTP (loopback only); peers then authenticate with per-node credentials. */
   insecureHttp?: boolean;
   label: Record<string, string>;
@@ -207,6 +215,22 @@ export async function openMember(opts: NodeStartOptions): Promise<RunningMember>
       "--join needs --token-file FILE (or --token, or env NOVACTL_JOIN_TOKEN)",
     );
   }
+  if (opts.restore) {
+    if (opts.join) {
+      throw ValidationError.field("restore", "--restore builds a new cluster; drop --join");
+    }
+    // Both checks before anything is created: a bad file or dir leaves the data dir as it was.
+    await assertRestorableDataDir(opts.dataDir);
+    const backup = await readBackup(opts.restore);
+    log.info("backup verified", {
+      file: opts.restore,
+      clusterId: backup.clusterId,
+      index: backup.index,
+      createdAt: backup.createdAt,
+    });
+  }
+  // A rewrite of the data dir (cluster recover) must finish first.
+  await assertNoRewriteRunning(opts.dataDir);
   // The leader refuses such labels in every registration: say so now, not in a debug log later.
   const labels = labelsSchema.safeParse(opts.label);
   if (!labels.success) throw zodToValidationError(labels.error, "label.");
@@ -253,6 +277,26 @@ async function establishIdentity(
     }
     log.info("restarting with existing identity", { clusterId: existing.clusterId });
     return existing.url === url ? existing : { ...existing, url };
+  }
+  if (opts.restore) {
+    const r = await restoreDataDir({
+      dataDir: opts.dataDir,
+      file: opts.restore,
+      name: opts.name,
+      url,
+    });
+    log.info("restored cluster from backup", {
+      clusterId: r.identity.clusterId,
+      backupIndex: r.backup.index,
+      backupCreatedAt: r.backup.createdAt,
+      index: r.index,
+      removedMembers: r.removed,
+      vms: r.vms,
+      adminToken: r.adminTokenName,
+      adminTokenFile: join(opts.dataDir, ADMIN_TOKEN_FILE),
+      caFingerprint: fingerprint(await Deno.readTextFile(join(opts.dataDir, CA_CERT_FILE))),
+    });
+    return r.identity;
   }
   if (opts.join) {
     // A simulated host says so from its first registration, not only from its first refresh.

@@ -19,6 +19,11 @@ import { zodToValidationError } from "../errors.ts";
 import { NoQuorumError, NotLeaderError } from "../../core/errors/mod.ts";
 import { fingerprint } from "../../core/pki/mod.ts";
 import { inventorySchema, labelsSchema } from "../../core/fsm/command_schemas.ts";
+import { openClusterBackup } from "../../core/recovery/mod.ts";
+
+/** Response headers of `POST /cluster/backup`: the applied index and SHA-256 it was taken at. */
+export const BACKUP_INDEX_HEADER = "x-novactl-backup-index";
+export const BACKUP_SHA256_HEADER = "x-novactl-backup-sha256";
 
 /** A join request is a name, a URL, a token, a CSR and a small inventory. */
 export const MAX_JOIN_BODY_BYTES = 64 << 10;
@@ -106,6 +111,20 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
       return await forwardTo(c, url, node.id);
     }
     return c.json({ removed: name });
+  });
+
+  // A consistent backup of the replicated state, streamed (core/recovery/backup.ts). Admin only:
+  // it holds the CA key and every token's hash. Audited as every POST is.
+  app.post("/backup", requireRole("admin"), leaderOnly(node, { timeoutMs: null }), async (c) => {
+    await node.linearizableRead();
+    const { header, body } = await openClusterBackup(node);
+    return c.body(body, 200, {
+      "content-type": "application/x-ndjson",
+      "content-disposition":
+        `attachment; filename="novactl-${header.clusterId}-${header.index}.backup"`,
+      [BACKUP_INDEX_HEADER]: String(header.index),
+      [BACKUP_SHA256_HEADER]: header.sha256,
+    });
   });
 
   app.post("/rebalance", requireRole("operator"), leaderOnly(node), async (c) => {

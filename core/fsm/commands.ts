@@ -66,6 +66,12 @@ export type Command =
   }
   | { op: "joinToken.create"; id: string; expiresAt: number; at: number; by: string }
   | { op: "joinToken.consume"; id: string; node: string; at: number }
+  /**
+   * Voids every join token not used yet (as if it expired at `at`). Only written by the
+   * offline recovery of a data dir (core/recovery/): tokens handed out for the old cluster
+   * must not admit nodes into the recovered one.
+   */
+  | { op: "joinToken.voidAll"; at: number }
   | {
     op: "node.upsert";
     name: string;

@@ -62,6 +62,13 @@ function consume(s: Store, c: Extract<Command, { op: "joinToken.consume" }>): Ap
   return applied({ node: c.node }, { resource: "joinToken" });
 }
 
+/** Every unused join token expires now (see the command's doc in commands.ts). */
+function voidAll(s: Store, c: Extract<Command, { op: "joinToken.voidAll" }>): Applied {
+  const r = s.sql("UPDATE join_tokens SET expires_at = ? WHERE used_at IS NULL AND expires_at > ?")
+    .run(c.at, c.at);
+  return applied({ voided: Number(r.changes) }, { resource: "joinToken" });
+}
+
 /** Used or expired join tokens are kept joinTokens.keepDays after their use or expiry. */
 function prune(s: Store, at: number): void {
   const cutoff = at - config.retentionOf(config.settings(s)).joinTokenDays * DAY_MS;
@@ -71,7 +78,11 @@ function prune(s: Store, at: number): void {
 }
 
 /** Join tokens. */
-export const resource: Resource<"joinToken.create" | "joinToken.consume"> = {
+export const resource: Resource<"joinToken.create" | "joinToken.consume" | "joinToken.voidAll"> = {
   tables: [TABLE],
-  appliers: { "joinToken.create": create, "joinToken.consume": consume },
+  appliers: {
+    "joinToken.create": create,
+    "joinToken.consume": consume,
+    "joinToken.voidAll": voidAll,
+  },
 };
