@@ -126,12 +126,12 @@ export function parseListen(listen: string): { hostname: string; port: number } 
  * The port a restarted node bound last time (its `listen.json`), else the one its advertised
  * URL names: members know the node by that URL, so `--listen HOST:0` must not move it.
  */
-async function portUsedBefore(dataDir: string, identity: NodeIdentity): Promise<number> {
+async function portUsedBefore(dataDir: string, identity: NodeIdentity | null): Promise<number> {
   try {
     const last = JSON.parse(await Deno.readTextFile(join(dataDir, LISTEN_FILE))) as ListenReport;
     return parseListen(last.listen).port;
   } catch {
-    return Number(new URL(identity.url).port) || 0;
+    return identity ? Number(new URL(identity.url).port) || 0 : 0;
   }
 }
 
@@ -246,7 +246,9 @@ export async function openMember(opts: NodeStartOptions): Promise<RunningMember>
   await secureDataDir(opts.dataDir); // also when it existed with looser modes
 
   const identity = await readIdentity(opts.dataDir);
-  const port = requestedPort || (identity ? await portUsedBefore(opts.dataDir, identity) : 0);
+  // A restore on a host's old data dir keeps the port it had, as a restart does.
+  const port = requestedPort ||
+    (identity || opts.restore ? await portUsedBefore(opts.dataDir, identity) : 0);
   // A restarted node serves its own certificate from the first byte; a new one
   // serves a throwaway one (and 503) until bootstrap or join has made its own.
   const tls = identity ? await loadNodeTls(opts.dataDir) : null;

@@ -318,8 +318,17 @@ export class NovactlCluster {
     return token;
   }
 
-  /** The cluster CA certificate (n1's DATA_DIR/ca.crt): what clients pass as `--ca`. */
+  /**
+   * The cluster CA certificate (n1's DATA_DIR/ca.crt, else that of the first node that still
+   * has one, e.g. after n1's data dir was lost): what clients pass as `--ca`.
+   */
   get caFile(): string {
+    for (const n of this.nodes) {
+      try {
+        Deno.statSync(`${n.dataDir}/ca.crt`);
+        return `${n.dataDir}/ca.crt`;
+      } catch { /* lost: try the next */ }
+    }
     return `${this.baseDir}/n1/ca.crt`;
   }
 
@@ -397,12 +406,35 @@ export class NovactlCluster {
     if (TERMINATING_SIGNALS.has(signal)) await process.wait();
   }
 
-  /** Restarts a stopped or killed node from its data dir (no --join) and waits for /readyz. */
-  async restart(name: string): Promise<void> {
+  /**
+   * Restarts a stopped or killed node from its data dir (no --join) and waits for /readyz.
+   * `args` go to its `node start` this time only (e.g. `--restore FILE`).
+   */
+  async restart(name: string, args: string[] = []): Promise<void> {
     const node = this.node(name);
     if (node.process && !node.process.exited) await node.process.stop(this.#options.stopTimeoutMs);
-    await this.#spawn(node, []);
+    if (args.length) node.url = ""; // a new identity (a restore) may get a new address
+    await this.#spawn(node, args);
     await this.#waitReady(node);
+  }
+
+  /**
+   * Starts this cluster as `node start --name NAME --restore FILE` on a fresh data dir
+   * (a one-node cluster holding the backup's state) instead of bootstrapping it; its
+   * `DIR/admin.token` becomes {@link adminToken}.
+   */
+  async restore(file: string, name = "n1"): Promise<this> {
+    try {
+      await this.#prepareBaseDir();
+      await this.#bootstrap(name, ["--restore", file]);
+      await this.waitForVoters(1);
+      return this;
+    } catch (error) {
+      const logs = await this.describeLogs();
+      this.#keepBaseDir = true;
+      await this.stop();
+      throw new Error(`novactl cluster failed to restore: ${(error as Error).message}\n${logs}`);
+    }
   }
 
   /** Gracefully stops one node (SIGTERM, then SIGKILL after the stop timeout). */
@@ -486,10 +518,10 @@ export class NovactlCluster {
     }
   }
 
-  async #bootstrap(): Promise<void> {
-    const node = await this.#planNode("n1");
+  async #bootstrap(name = "n1", args: string[] = []): Promise<void> {
+    const node = await this.#planNode(name);
     this.nodes.push(node);
-    await this.#spawn(node, []);
+    await this.#spawn(node, args);
     this.adminToken = await this.#waitAdminToken(node);
     trustClusterCa(this.caFile); // written before admin.token
     await this.#waitReady(node);
