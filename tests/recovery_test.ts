@@ -8,12 +8,15 @@
  *   same state through every listing of the API;
  * - bad input: truncated and corrupt backups, a data dir with cluster state,
  *   recover without its flag or on a running node are refused, and leave the
- *   data dir as it was.
+ *   data dir as it was;
+ * - real QEMU: `--restore` on a host's old data dir (cluster state gone, `vms/`
+ *   kept) re-adopts the VM still running there instead of starting it again.
  * Timings are printed, never asserted.
  */
 import { join } from "node:path";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { importTinyKernel, simulatedHostArgs } from "../bench/lib/simulated.ts";
+import { bootIds, counters, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { api, cli, eventually, step } from "./support/api.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
@@ -355,5 +358,68 @@ testWithTimeout({
     await cluster.stop();
     await (restored as NovactlCluster | null)?.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+testWithTimeout({
+  name: "--restore on a host's old data dir re-adopts the QEMU still running there",
+  timeoutMs: 10 * MINUTE,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async (t) => {
+  const guest = await testGuest();
+  const cluster = new NovactlCluster({ env: { NOVACTL_ACCEL: "tcg" } });
+  await cluster.start(1);
+  const n1 = cluster.node("n1");
+  const token = cluster.adminToken;
+  const file = join(cluster.baseDir, "cluster.backup");
+  const ok = async (...args: string[]) => {
+    const r = await cli([...args, "--server", n1.url, "--token", token]);
+    assertEquals(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+    return r.stdout;
+  };
+  try {
+    let pid = 0;
+    await step(t, "a VM runs, and the cluster is backed up", async () => {
+      await ok(...guestImportArgs(guest, "guest"));
+      await ok("vm", "create", "g1", "--image", "guest", "--memory", "256M", "--wait");
+      await eventually(
+        "g1's guest booted",
+        async () => bootIds(await fetchConsole(n1.url, token, "g1")).length === 1,
+        60_000,
+      );
+      pid = (await cluster.qemuPids("n1")).get("g1")!;
+      assert(pid > 0, "g1 has a QEMU");
+      await ok("cluster", "backup", file);
+    });
+
+    await step(t, "the node's cluster state is lost; its VM goes on running", async () => {
+      await cluster.stopNode("n1");
+      const keep = new Set(["vms", "pool", "blobs", "ovs", "listen.json"]);
+      for (const e of Deno.readDirSync(n1.dataDir)) {
+        if (!keep.has(e.name) && !e.name.startsWith("watchdog.")) {
+          await Deno.remove(join(n1.dataDir, e.name), { recursive: true });
+        }
+      }
+      assertEquals((await cluster.qemuPids("n1")).get("g1"), pid);
+    });
+
+    await step(t, "--restore with the same name re-adopts g1: same QEMU, same boot", async () => {
+      await cluster.restart("n1", ["--restore", file]);
+      const vm = await eventually("g1 running after the restore", async () => {
+        const r = await api<Vm>(`${n1.url}/api/v1/vms/g1`, { token });
+        return r.status === 200 && r.body.state === "running" ? r.body : undefined;
+      }, 60_000);
+      assertEquals(vm.node, "n1");
+      assertEquals((await cluster.qemuPids("n1")).get("g1"), pid, "the same QEMU, not a new one");
+      const log = await Deno.readTextFile(n1.logPath);
+      assert(log.includes('"re-adopted running VM"'), "the node logged the re-adoption");
+      await eventually("g1's guest keeps counting in the same boot", async () => {
+        const text = await fetchConsole(n1.url, token, "g1");
+        return bootIds(text).length === 1 && counters(text).length >= 3;
+      }, 60_000);
+    });
+  } finally {
+    await cluster.stop();
   }
 });
