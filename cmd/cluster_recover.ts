@@ -10,6 +10,7 @@ import { type Format, printFields, render } from "./output.ts";
 import { NovaError } from "../core/errors/mod.ts";
 import { fsyncDir, tempPathFor, writeAll } from "../core/store/mod.ts";
 import { forceNewCluster, readBackup } from "../core/recovery/mod.ts";
+import { retireCentralMember } from "../host/ovs/mod.ts";
 
 /** Adds `backup` and `recover` to the `cluster` command. */
 export function addRecoveryCommands(cluster: Command): void {
@@ -80,7 +81,10 @@ export function addRecoveryCommands(cluster: Command): void {
             "removes every other member for good; pass --force-new-cluster to do so",
         );
       }
-      const r = await forceNewCluster(opts.dataDir);
+      const report = await forceNewCluster(opts.dataDir);
+      // The embedded OVN central's own Raft counts the lost voters too: start it anew.
+      const ovnMovedTo = await retireCentralMember(opts.dataDir, Date.now());
+      const r = { ...report, ovnMovedTo };
       render(opts.output, r, () =>
         printFields({
           node: r.node,
@@ -96,6 +100,7 @@ export function addRecoveryCommands(cluster: Command): void {
           vms: r.vms,
           "admin token": `${r.adminToken.name} (secret in ${r.adminToken.file})`,
           ms: r.ms,
+          "old OVN central": r.ovnMovedTo ?? "-",
           next: `novactl node start --name ${r.node} --data-dir ${opts.dataDir} ...`,
         }));
     });

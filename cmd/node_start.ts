@@ -63,6 +63,7 @@ import {
   HostNetwork,
   NorthboundReconciler,
   placedPorts,
+  retireCentralMember,
   routerInputs,
   tunnelAddress,
 } from "../host/ovs/mod.ts";
@@ -281,6 +282,9 @@ async function establishIdentity(
     return existing.url === url ? existing : { ...existing, url };
   }
   if (opts.restore) {
+    // The old OVN central member counts the old voters: start a new one (see the function).
+    const ovn = await retireCentralMember(opts.dataDir, Date.now());
+    if (ovn) log.info("moved the old OVN central member aside", { dir: ovn });
     const r = await restoreDataDir({
       dataDir: opts.dataDir,
       file: opts.restore,

@@ -13,7 +13,7 @@
  *   backup are void; a fresh admin token is written to `DIR/admin.token`.
  *
  * A data dir may keep what this host ran before (`vms/`, `pool/`, `blobs/`,
- * `ovs/`, the watchdog's files): started with the same `--name`, the node
+ * `ovs/`, `ovn/`, the watchdog's files): started with the same `--name`, the node
  * re-adopts the QEMUs still running from `vms/` as a restarted node does, instead
  * of starting them twice. Cluster state there (`node.json`, `raft.db`,
  * `state.db`, `snapshots/`, `tls/`, ...) is refused.
@@ -42,6 +42,7 @@ const HOST_ENTRIES = new Set([
   "pool",
   "blobs",
   "ovs",
+  "ovn",
   "listen.json",
   "watchdog.sock",
   "watchdog.pid",
@@ -57,7 +58,9 @@ export async function assertRestorableDataDir(dataDir: string): Promise<void> {
   const found: string[] = [];
   try {
     for await (const e of Deno.readDir(dataDir)) {
-      if (!HOST_ENTRIES.has(e.name) && !e.name.startsWith(TEMP_PREFIX)) found.push(e.name);
+      if (HOST_ENTRIES.has(e.name) || e.name.startsWith(TEMP_PREFIX)) continue;
+      if (e.name.startsWith("ovn.before-recovery-")) continue;
+      found.push(e.name);
     }
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return;

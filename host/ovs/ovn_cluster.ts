@@ -145,3 +145,26 @@ export class ClusteredCentral {
 async function waitGone(pid: () => Promise<number | null>): Promise<void> {
   for (let i = 0; i < 100 && await pid(); i++) await new Promise((r) => setTimeout(r, 20));
 }
+
+/**
+ * Retires this host's member of the embedded OVN central after a cluster recovery
+ * (`cluster recover --force-new-cluster`, `node start --restore`): its OVSDB
+ * clusters count the lost voters as members, so they would never regain a quorum.
+ * Stops the member's daemons and moves `DATA_DIR/ovn` aside (returned; null when
+ * there was none). The node then creates one-member databases at its start, the
+ * leader writes the northbound database again from the replicated networks
+ * (NorthboundReconciler), and northd and every ovn-controller fill the southbound.
+ */
+export async function retireCentralMember(dataDir: string, at: number): Promise<string | null> {
+  const root = join(dataDir, "ovn");
+  if (!(await pathExists(root))) return null;
+  const dir = new DaemonDir(root);
+  for (const d of ["ovn-northd", "ovnsb_db", "ovnnb_db"] as const) {
+    await dir.stopDaemon(d);
+    await waitGone(() => dir.pidOf(d));
+  }
+  const stamp = new Date(at).toISOString().replace(/[-:]/g, "").slice(0, 15).toLowerCase();
+  const aside = `${root}.before-recovery-${stamp}`;
+  await Deno.rename(root, aside);
+  return aside;
+}
