@@ -4,6 +4,7 @@
  * forced new cluster on a stopped node's data dir with an uncommitted tail.
  */
 import { join } from "node:path";
+import { createHash } from "node:crypto";
 import { assert, assertEquals } from "../testing/assert.ts";
 import { TestCluster } from "../testing/test_cluster.ts";
 import { ClusterNode, delay } from "../cluster/node.ts";
@@ -129,6 +130,21 @@ Deno.test("a truncated, corrupt or foreign backup is refused, naming the file, a
     await bad("foreign", new TextEncoder().encode('{"hello":1}\n'), /not a novactl cluster backup/);
     await bad("empty", new Uint8Array(0), /empty/);
     await bad("longer", new Uint8Array([...bytes, 10]), /more than/);
+    // A well-formed backup whose state cannot make a cluster (no CA): refused after the
+    // databases were made, which must go again.
+    const [head, ...rest] = new TextDecoder().decode(bytes).split("\n");
+    const snapshot = rest.filter((l) => !l.startsWith('["cluster_ca",')).join("\n");
+    const data = new TextEncoder().encode(snapshot);
+    const header = {
+      ...JSON.parse(head),
+      bytes: data.length,
+      sha256: createHash("sha256").update(data).digest("hex"),
+    };
+    await bad(
+      "no-ca",
+      new TextEncoder().encode(JSON.stringify(header) + "\n" + snapshot),
+      /no cluster CA/,
+    );
   } finally {
     await cluster.stop();
     await Deno.remove(dir, { recursive: true });
