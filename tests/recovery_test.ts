@@ -15,6 +15,7 @@
  */
 import { join } from "node:path";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
+import { ManagedProcess } from "../bench/lib/process.ts";
 import { importTinyKernel, simulatedHostArgs } from "../bench/lib/simulated.ts";
 import { bootIds, counters, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
@@ -111,9 +112,16 @@ testWithTimeout({
     const call = caller(() => survivor.url, () => token);
     const before = (await call<{ vms: Vm[] }>("GET", "/api/v1/vms?limit=1000")).vms;
 
+    // A copy of n2's data dir as the crash left it: a lost host that comes back later.
+    const n2Copy = join(cluster.baseDir, "n2-as-it-died");
     await step(t, "n1 and n2 are lost for good: the survivor has no quorum", async () => {
       for (const n of ["n1", "n2"]) {
         await cluster.kill(n, "SIGKILL");
+        if (n === "n2") {
+          const cp = await new Deno.Command("cp", { args: ["-a", cluster.node(n).dataDir, n2Copy] })
+            .output();
+          assert(cp.success, "copied n2's data dir");
+        }
         await Deno.remove(cluster.node(n).dataDir, { recursive: true });
       }
       const r = await api(`${survivor.url}/api/v1/config/cluster.description`, {
@@ -203,6 +211,32 @@ testWithTimeout({
         return vm.state === "running";
       });
     });
+
+    await step(t, "lost n2 coming back on its old data dir is refused and stops", async () => {
+      const before = await call<Status & { term: number }>("GET", "/api/v1/cluster");
+      const logPath = join(cluster.baseDir, "n2-returns.log");
+      const n2 = await ManagedProcess.spawn({
+        name: "n2-returns",
+        command: Deno.execPath(),
+        args: [
+          ...["run", "-A", new URL("../main.ts", import.meta.url).pathname, "node", "start"],
+          ...["--name", "n2", "--data-dir", n2Copy, "--listen", "127.0.0.1:0"],
+          ...["--networking", "off", ...SIM],
+        ],
+        logPath,
+      });
+      try {
+        await eventually("the returning n2 to stop", () => Promise.resolve(n2.exited), 60_000);
+      } finally {
+        await n2.stop(5_000);
+      }
+      const log = await Deno.readTextFile(logPath);
+      assert(/removed/.test(log), "n2 logged that it was removed");
+      const after = await call<Status & { term: number }>("GET", "/api/v1/cluster");
+      assertEquals(after.leader, "n3");
+      assertEquals(after.term, before.term, "its old term did not disturb the cluster");
+      assertEquals(after.members.map((m) => m.name).sort(), ["n3", "n4"]);
+    });
   } finally {
     await cluster.stop();
   }
@@ -283,8 +317,8 @@ testWithTimeout({
         const flipped = bytes.slice();
         flipped[Math.floor(bytes.length * 0.7)] ^= 0x20;
         const cases: [string, Uint8Array, RegExp][] = [
-          ["truncated.backup", bytes.subarray(0, Math.floor(bytes.length / 2)), /truncated/],
-          ["corrupt.backup", flipped, /corrupt/],
+          ["bad1.backup", bytes.subarray(0, Math.floor(bytes.length / 2)), /is truncated/],
+          ["bad2.backup", flipped, /is corrupt/],
         ];
         for (const [name, data, why] of cases) {
           const bad = join(dir, name);
@@ -309,16 +343,15 @@ testWithTimeout({
       async () => {
         await cluster.stopNode("n2");
         const dataDir = cluster.node("n2").dataDir;
-        const listing = async () =>
-          [...Deno.readDirSync(dataDir)].map((e) => e.name).sort().join(",");
-        const was = await listing();
+        const listing = () => [...Deno.readDirSync(dataDir)].map((e) => e.name).sort().join(",");
+        const was = listing();
         const r = await cli([
           ...["node", "start", "--name", "n2", "--data-dir", dataDir, "--listen", "127.0.0.1:0"],
           ...["--restore", file, "--networking", "off", ...SIM],
         ]);
         assertEquals(r.code, 1, r.stderr);
         assert(/data-dir: .*without cluster state.*node\.json/.test(r.stderr), r.stderr);
-        assertEquals(await listing(), was);
+        assertEquals(listing(), was);
       },
     );
 
@@ -360,6 +393,17 @@ testWithTimeout({
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+/** Pids of QEMUs whose command line names `dir`. */
+async function qemusUnder(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
+    if (cmd.startsWith("qemu-system") && cmd.includes(dir)) pids.push(Number(e.name));
+  }
+  return pids;
+}
 
 testWithTimeout({
   name: "--restore on a host's old data dir re-adopts the QEMU still running there",
@@ -420,6 +464,13 @@ testWithTimeout({
       }, 60_000);
     });
   } finally {
+    const base = cluster.baseDir;
     await cluster.stop();
+    // A QEMU whose pidfile went missing (a failing run) is found by its command line.
+    for (const pid of await qemusUnder(base)) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
   }
 });

@@ -123,12 +123,12 @@ Deno.test("a truncated, corrupt or foreign backup is refused, naming the file, a
       const left = [...Deno.readDirSync(target)].map((e) => e.name);
       assertEquals(left, [], `${name}: the data dir is left empty`);
     };
-    await bad("truncated", bytes.subarray(0, bytes.length - 100), /truncated/);
+    await bad("cut", bytes.subarray(0, bytes.length - 100), /is truncated/);
     const flipped = bytes.slice();
     flipped[flipped.length - 50] ^= 0x01;
-    await bad("flipped", flipped, /corrupt/);
+    await bad("flipped", flipped, /is corrupt/);
     await bad("foreign", new TextEncoder().encode('{"hello":1}\n'), /not a novactl cluster backup/);
-    await bad("empty", new Uint8Array(0), /empty/);
+    await bad("nothing", new Uint8Array(0), /is empty/);
     await bad("longer", new Uint8Array([...bytes, 10]), /more than/);
     // A well-formed backup whose state cannot make a cluster (no CA): refused after the
     // databases were made, which must go again.

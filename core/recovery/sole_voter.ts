@@ -30,7 +30,7 @@
 import { ConflictError, NovaError } from "../errors/mod.ts";
 import type { ConfChange, ConfState, Entry } from "../raft/types.ts";
 import type { AuditInput, Command, StateMachine } from "../fsm/mod.ts";
-import { type SqliteRaftLog } from "../store/mod.ts";
+import type { SqliteRaftLog } from "../store/mod.ts";
 import { randomToken, sha256Hex } from "../secrets/mod.ts";
 
 /** What to make of the state machine. */
