@@ -36,12 +36,16 @@ export class HaManager {
     if (this.timer) clearInterval(this.timer);
   }
 
-  /** Hosts whose lease has surely expired, as seen by this leader. */
+  /**
+   * Hosts whose lease has surely expired, as seen by this leader. Removed members count
+   * too: their host record is gone but their VMs keep the host's name (`cluster remove` of
+   * a dead host, or a recovery that removed every other member, core/recovery/), and their
+   * lease runs out like any other, so their HA VMs restart elsewhere.
+   */
   deadHosts(): string[] {
     const leaseMs = this.node.fsm.config().config["ha.leaseMs"];
-    return this.node.fsm.nodeNames().filter((n) =>
-      n !== this.node.id && this.leases.surelyExpired(n, leaseMs)
-    );
+    const hosts = new Set([...this.node.fsm.nodeNames(), ...this.node.fsm.removedMembers()]);
+    return [...hosts].filter((n) => n !== this.node.id && this.leases.surelyExpired(n, leaseMs));
   }
 
   async tick(): Promise<void> {

@@ -231,3 +231,34 @@ testWithTimeout({
     await c.stop();
   }
 });
+
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
+  name: "HA: a removed member's HA VMs move once its lease surely expired; the rest are failed",
+  ...opts,
+}, async () => {
+  const c = await TestCluster.start();
+  const leases = new ScriptedLeases();
+  const ha = new HaManager(c.node, leases);
+  try {
+    await c.addHost("n2");
+    await c.vm({ name: "h", node: "n2", ha: true, memoryMiB: 16 });
+    await c.vm({ name: "p", node: "n2", memoryMiB: 16 });
+    c.silence("n2");
+    // As `cluster remove n2` or a forced recovery does: the host record goes, the VMs stay.
+    await c.node.changeMembership({
+      type: "remove",
+      node: "n2",
+      context: JSON.stringify({ at: Date.now() }),
+    });
+    assertEquals(c.node.fsm.node("n2"), null);
+    await ha.tick();
+    assertEquals(c.node.fsm.vm("h")!.node, "n2", "nothing moves before its lease surely expired");
+    leases.expired.add("n2");
+    await ha.tick();
+    assertEquals(c.node.fsm.vm("h")!.node, "n1");
+    assertEquals([c.node.fsm.vm("p")!.node, c.node.fsm.vm("p")!.state], ["n2", "failed"]);
+  } finally {
+    await c.stop();
+  }
+});
