@@ -269,6 +269,10 @@ async function establishIdentity(
   url: string,
 ): Promise<NodeIdentity> {
   if (existing) {
+    // Checked before the data dir was touched too (openMember); never restore over a node.
+    if (opts.restore) {
+      throw ValidationError.field("data-dir", `--restore: ${opts.dataDir} already holds a node`);
+    }
     if (existing.name !== opts.name) {
       throw ValidationError.field("name", `data dir belongs to node "${existing.name}"`);
     }

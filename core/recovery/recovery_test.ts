@@ -16,7 +16,7 @@ import { openClusterBackup } from "./backup.ts";
 import { readBackup } from "./backup_file.ts";
 import { restoreDataDir } from "./restore.ts";
 import { forceNewCluster, RECOVERY_TOKEN_FILE } from "./force_new_cluster.ts";
-import { assertNodeStopped } from "./node_lock.ts";
+import { assertNodeStopped, assertNoRewriteRunning } from "./node_lock.ts";
 
 async function writeBackup(cluster: TestCluster, file: string): Promise<void> {
   await cluster.node.linearizableRead();
@@ -212,7 +212,7 @@ Deno.test("force-new-cluster keeps every entry the survivor holds and leaves it 
   }
 });
 
-Deno.test("recovery refuses a running node's data dir, naming the pid", async () => {
+Deno.test("recovery refuses a running node's data dir, and node start a running recovery", async () => {
   const dir = await Deno.makeTempDir({ prefix: "novactl-lock-" });
   const child = new Deno.Command(Deno.execPath(), {
     args: ["eval", "await new Promise((r) => setTimeout(r, 60_000))", "--data-dir", dir],
@@ -234,6 +234,13 @@ Deno.test("recovery refuses a running node's data dir, naming the pid", async ()
     // A stale pid that now belongs to a process of another data dir does not count.
     await Deno.writeTextFile(join(dir, "listen.json"), JSON.stringify({ pid: other.pid }));
     await assertNodeStopped(dir);
+    // A rewrite in another live process holds the dir; `node start` checks the same.
+    await Deno.writeTextFile(join(dir, "recover.lock"), JSON.stringify({ pid: other.pid }));
+    await rejects(assertNoRewriteRunning(dir), new RegExp(`process ${other.pid} is rewriting`));
+    await rejects(assertNodeStopped(dir), /is rewriting/);
+    // Its lock left by a crash (a dead pid) is ignored.
+    await Deno.writeTextFile(join(dir, "recover.lock"), JSON.stringify({ pid: 999_999_999 }));
+    await assertNoRewriteRunning(dir);
   } finally {
     for (const c of [child, other]) {
       c.kill("SIGKILL");
