@@ -274,6 +274,46 @@ testWithTimeout({
       assertEquals(after.term, before.term, "its old term did not disturb the cluster");
       assertEquals(after.members.map((m) => m.name).sort(), ["n3", "n4"]);
     });
+
+    await step(
+      t,
+      "n2 rejoins under its name with a join token: its VMs are its again",
+      async () => {
+        // The README's way back for a host: its cluster files go, its VMs' files stay.
+        for (const f of Deno.readDirSync(n2Copy)) {
+          if (!["vms", "pool", "blobs", "ovs", "listen.json"].includes(f.name)) {
+            await Deno.remove(join(n2Copy, f.name), { recursive: true });
+          }
+        }
+        const tokenFile = join(cluster.baseDir, "n2-rejoin.token");
+        await Deno.writeTextFile(tokenFile, await cluster.createJoinToken() + "\n");
+        const n2 = await ManagedProcess.spawn({
+          name: "n2-rejoins",
+          command: Deno.execPath(),
+          args: [
+            ...["run", "-A", new URL("../main.ts", import.meta.url).pathname, "node", "start"],
+            ...["--name", "n2", "--data-dir", n2Copy, "--listen", "127.0.0.1:0"],
+            ...["--join", survivor.url, "--token-file", tokenFile, "--networking", "off", ...SIM],
+          ],
+          logPath: join(cluster.baseDir, "n2-rejoins.log"),
+        });
+        try {
+          await eventually("n2 a ready member again", async () => {
+            const s = await call<Status>("GET", "/api/v1/cluster");
+            return s.members.some((m) => m.name === "n2" && m.state === "ready");
+          }, 60_000);
+          // The VMs it ran (reported failed while it was gone) run on it again.
+          const wanted = before.filter((v) => v.node === "n2" && v.state === "running");
+          assert(wanted.length > 0, "n2 had running VMs");
+          await eventually("n2's VMs running again", async () => {
+            const { vms } = await call<{ vms: Vm[] }>("GET", "/api/v1/vms?node=n2&limit=1000");
+            return wanted.every((w) => vms.some((v) => v.name === w.name && v.state === "running"));
+          }, 60_000);
+        } finally {
+          await n2.stop(5_000);
+        }
+      },
+    );
   } finally {
     await cluster.stop();
   }
