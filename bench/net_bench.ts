@@ -108,6 +108,11 @@ export interface NetBenchResult {
     /** Migrations that lost at most goalLost pings. */
     withinGoal: number;
     goalLost: number;
+    /**
+     * The migration after which the pings never resumed (the run stops there: the guest is
+     * gone for the ones after it), with the end of the target guest's console.
+     */
+    stalled?: { migration: number; to: string; guestConsoleTail: string };
   };
   dhcp?: {
     meta: RunMeta;
@@ -395,15 +400,26 @@ async function migrationCase(): Promise<NonNullable<NetBenchResult["migration"]>
     const gaps: number[] = [];
     const totalMs: number[] = [];
     const pausedMs: number[] = [];
+    let stalled: { migration: number; to: string; guestConsoleTail: string } | undefined;
     for (let i = 0; i < MIGRATIONS; i++) {
       const to = i % 2 ? "n1" : "n2";
-      const r = await migrateUnderPing(net, {
-        pinger: "pa",
-        target: "pb",
-        peerIp: b,
-        to,
-        port: "nv-pb-0",
-      });
+      let r: Awaited<ReturnType<typeof migrateUnderPing>>;
+      try {
+        r = await migrateUnderPing(net, {
+          pinger: "pa",
+          target: "pb",
+          peerIp: b,
+          to,
+          port: "nv-pb-0",
+        });
+      } catch (err) {
+        const tail = (await net.consoleOf("pb", 4096).catch(() => "")).split("\n").slice(-6).join(
+          "\n",
+        );
+        stalled = { migration: i + 1, to, guestConsoleTail: tail };
+        console.log(`migration ${i + 1} → ${to}: ${err}; the target's console ends:\n${tail}`);
+        break;
+      }
       lost.push(r.lost);
       gaps.push(r.longestGap);
       totalMs.push(Number(r.result.totalMs));
@@ -422,6 +438,7 @@ async function migrationCase(): Promise<NonNullable<NetBenchResult["migration"]>
       guestPausedMs: figure(pausedMs, 1),
       withinGoal: lost.filter((n) => n <= GOAL_LOST).length,
       goalLost: GOAL_LOST,
+      ...(stalled ? { stalled } : {}),
     };
   } finally {
     await net.stop();

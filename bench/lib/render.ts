@@ -269,6 +269,12 @@ export function renderNet(result: NetBenchResult): string {
       ], ["left", "right", "right"]),
       `Goal ≤ ${m.goalLost} lost: ${m.withinGoal} of ${m.lostPackets.n} migrations within it.`,
     );
+    if (m.stalled) {
+      parts.push(
+        `Migration ${m.stalled.migration} (→ ${m.stalled.to}) never got its pings back and ended ` +
+          `the run; the target guest's console ended with:\n\n\`\`\`\n${m.stalled.guestConsoleTail}\n\`\`\``,
+      );
+    }
   }
   const d = result.dhcp;
   if (d) {
