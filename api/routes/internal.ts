@@ -204,8 +204,12 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
 
   // Migration steps a source host asks of the destination (this node).
   app.post("/host/migrations/:op/prepare", async (c) => {
-    const { vm } = await readJson(c) as { vm: string };
-    return c.json(await migrator.prepareIncoming(vmOf(vm), c.req.param("op")));
+    const { vm, diskPorts } = await readJson(c) as { vm: string; diskPorts?: unknown };
+    return c.json(
+      await migrator.prepareIncoming(vmOf(vm), c.req.param("op"), {
+        diskPorts: diskPorts === true,
+      }),
+    );
   });
   app.post("/host/migrations/:op/finish", async (c) => {
     const { vm } = await readJson(c) as { vm: string };
