@@ -34,7 +34,7 @@ import {
   namedBlockNodes,
   qomList,
 } from "./kvm/commands.ts";
-import { type DiskSpec, diskPortId, type QemuVm } from "./kvm/mod.ts";
+import { diskPortId, type DiskSpec, type QemuVm } from "./kvm/mod.ts";
 import type { QemuUser } from "./kvm/confine.ts";
 import { QmpError } from "./kvm/qmp.ts";
 
@@ -84,7 +84,7 @@ export async function grantQemuAccess(path: string, user: QemuUser | null): Prom
   if (!user) return; // QEMU runs as the node's own user: it can open what the node made
   await Deno.chown(path, user.uid, user.gid);
   await Deno.chmod(path, 0o600);
-  for (let dir = dirname(path); ; dir = dirname(dir)) {
+  for (let dir = dirname(path);; dir = dirname(dir)) {
     const st = await Deno.stat(dir);
     const mode = (st.mode ?? 0) & 0o7777;
     const passes = (mode & 0o001) !== 0 || st.uid === user.uid ||

@@ -149,7 +149,10 @@ export class Migrator {
         if (!res.ok || !res.body) {
           throw new NovaError("unavailable", `volume ${d.volume}: HTTP ${res.status}`);
         }
-        const tmp = await Deno.makeTempFile({ dir: this.host.poolOf(d).root, prefix: ".tmp-recv-" });
+        const tmp = await Deno.makeTempFile({
+          dir: this.host.poolOf(d).root,
+          prefix: ".tmp-recv-",
+        });
         try {
           await res.body.pipeTo((await Deno.open(tmp, { write: true })).writable);
           const pool = this.host.poolOf(d);

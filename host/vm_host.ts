@@ -33,7 +33,7 @@ import {
 } from "./kvm/commands.ts";
 import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
 import type { QmpEvent } from "./kvm/qmp.ts";
-import { DirPool, HostPools, qemuImg, type VolumePool } from "./storage/mod.ts";
+import { type DirPool, HostPools, qemuImg, type VolumePool } from "./storage/mod.ts";
 import type { PoolRecord } from "../core/fsm/mod.ts";
 import { syncDisks } from "./disk_hotplug.ts";
 import type { HostNics } from "./ovs/host_network.ts";
@@ -582,7 +582,10 @@ export class VmHost {
         return (await pool.overlayOn(imageDisk, "qcow2", d.volume, d.sizeBytes)).path;
       }
       if (src.kind === "attached") {
-        throw new NotFoundError("volume", `${d.volume} (in pool ${d.pool ?? "dir"} on ${this.nodeName})`);
+        throw new NotFoundError(
+          "volume",
+          `${d.volume} (in pool ${d.pool ?? "dir"} on ${this.nodeName})`,
+        );
       }
       if (src.mode === "linked") await pool.cloneLinked(src.volume, d.volume);
       else await pool.cloneFull(src.volume, d.volume);

@@ -77,8 +77,10 @@ export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
-  app.get("/", (c) =>
-    c.json({ pools: node.fsm.pools.all().map((p) => node.fsm.pools.view(p.name)) }));
+  app.get(
+    "/",
+    (c) => c.json({ pools: node.fsm.pools.all().map((p) => node.fsm.pools.view(p.name)) }),
+  );
   app.get("/:name", (c) => c.json(node.fsm.pools.view(mustGet(c.req.param("name")).name)));
 
   app.post("/", requireRole("operator"), async (c) => {

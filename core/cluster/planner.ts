@@ -94,7 +94,12 @@ export class Planner {
    */
   create(
     vm: VmSpec,
-    choice: { node?: string; strategy?: Strategy; group?: PlacementGroup; pools?: readonly PoolRule[] },
+    choice: {
+      node?: string;
+      strategy?: Strategy;
+      group?: PlacementGroup;
+      pools?: readonly PoolRule[];
+    },
     by: string,
   ): Promise<VmRecord> {
     const req = {

@@ -20,12 +20,7 @@
  * @module
  */
 import { PlacementIndex } from "../scheduler/placement_index.ts";
-import type {
-  HostView,
-  PlacementGroup,
-  PlacementRequest,
-  PoolRule,
-} from "../scheduler/types.ts";
+import type { HostView, PlacementGroup, PlacementRequest, PoolRule } from "../scheduler/types.ts";
 import type { Changed } from "./store.ts";
 import type { CacheKey, Store } from "./store.ts";
 import type { VmSpec } from "./commands.ts";

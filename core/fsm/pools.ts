@@ -167,7 +167,10 @@ function users(s: Store, name: string): { vmDisks: number; volumes: number; vms:
   const vms: string[] = [];
   let vmDisks = 0;
   for (const r of s.sql("SELECT name, spec FROM vms ORDER BY name").all() as Row[]) {
-    const disks = (JSON.parse(String(r.spec)).disks ?? []) as { pool?: string; source: { kind: string } }[];
+    const disks = (JSON.parse(String(r.spec)).disks ?? []) as {
+      pool?: string;
+      source: { kind: string };
+    }[];
     const here = disks.filter((d) => poolNameOf(d) === name && d.source.kind !== "attached");
     if (here.length) {
       vmDisks += here.length;
@@ -207,10 +210,12 @@ export function rulesFor(
     const p = get(s, name);
     if (!p || p.builtin) continue;
     const room = checkRoom && !isShared(p)
-      ? Object.fromEntries(hostsOf(s, p).map((n) => {
-        const r = roomOn(s, p, n);
-        return [n, "error" in r ? r.error : r.bytes];
-      }))
+      ? Object.fromEntries(
+        hostsOf(s, p).map((n) => {
+          const r = roomOn(s, p, n);
+          return [n, "error" in r ? r.error : r.bytes];
+        }),
+      )
       : null;
     if (p.node === null && room === null) continue;
     rules.push({ pool: name, node: p.node, bytes: total, room });
@@ -293,7 +298,9 @@ function create(s: Store, c: Extract<Command, { op: "pool.create" }>): Applied {
   if (p.node !== null && !nodes.get(s, p.node)) {
     throw ValidationError.field("node", `no node named "${p.node}"`);
   }
-  const same = all(s).find((o) => o.source === p.source && (o.node ?? p.node) === (p.node ?? o.node));
+  const same = all(s).find((o) =>
+    o.source === p.source && (o.node ?? p.node) === (p.node ?? o.node)
+  );
   if (same) {
     throw new ConflictError(`source: pool "${same.name}" already uses ${p.source}`, {
       field: "source",

@@ -73,7 +73,10 @@ function attach(s: Store, c: Extract<Command, { op: "vm.disk.attach" }>): Applie
   let port = 0;
   while (used.has(port)) port++;
   if (port >= MAX_ATTACHED) {
-    throw ValidationError.field("volume", `VM "${vm.name}" has ${MAX_ATTACHED} volumes attached, the most it can`);
+    throw ValidationError.field(
+      "volume",
+      `VM "${vm.name}" has ${MAX_ATTACHED} volumes attached, the most it can`,
+    );
   }
   const disk: VmDisk = {
     id: attachedDiskId(port),

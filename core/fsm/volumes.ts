@@ -26,7 +26,11 @@ import { type Applied, applied, type Resource, type Row, type Store } from "./st
 /** Volume names: as pool names (they are file and subvolume names on hosts). */
 export const VOLUME_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** Caps on the number of volumes (each is measured by its host's inventory pass). */
-export const VOLUME_LIMITS = { volumes: 100_000, maxBytes: 64 * 2 ** 40, minBytes: 2 ** 20 } as const;
+export const VOLUME_LIMITS = {
+  volumes: 100_000,
+  maxBytes: 64 * 2 ** 40,
+  minBytes: 2 ** 20,
+} as const;
 
 const TABLE = {
   name: "volumes",

@@ -65,10 +65,15 @@ export async function run(cmd: string, args: string[], timeoutMs = 120_000): Pro
   } finally {
     clearTimeout(timer);
   }
-  if (out.signal === "SIGKILL") throw new TimeoutError(`${cmd} ${args[0]} took over ${timeoutMs} ms`);
+  if (out.signal === "SIGKILL") {
+    throw new TimeoutError(`${cmd} ${args[0]} took over ${timeoutMs} ms`);
+  }
   if (!out.success) {
     const err = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-3).join("; ");
-    throw new NovaError("internal", `${cmd} ${args.slice(0, 2).join(" ")}: ${err || `exit ${out.code}`}`);
+    throw new NovaError(
+      "internal",
+      `${cmd} ${args.slice(0, 2).join(" ")}: ${err || `exit ${out.code}`}`,
+    );
   }
   return new TextDecoder().decode(out.stdout);
 }
@@ -246,7 +251,9 @@ export class BtrfsPool implements VolumePool {
     const v = await this.build(name, async (tmp) => {
       await run("btrfs", ["subvolume", "snapshot", base, tmp]);
     });
-    if (sizeBytes !== undefined && sizeBytes > v.virtualBytes) return await this.resize(name, sizeBytes);
+    if (sizeBytes !== undefined && sizeBytes > v.virtualBytes) {
+      return await this.resize(name, sizeBytes);
+    }
     return v;
   }
 
@@ -332,7 +339,9 @@ export class BtrfsPool implements VolumePool {
   /** Deletes the volume and its snapshots (nothing else depends on them). */
   async delete(name: string): Promise<void> {
     await this.mustExist(name);
-    for (const tag of await this.snapshots(name)) await deleteSubvolume(this.snapshotDir(name, tag));
+    for (const tag of await this.snapshots(name)) {
+      await deleteSubvolume(this.snapshotDir(name, tag));
+    }
     await deleteSubvolume(this.dirOf(name));
   }
 

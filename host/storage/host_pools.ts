@@ -86,13 +86,18 @@ export class HostPools {
     }
     if (spec.driver === "shared-dir") {
       if (!(await isDirectory(root))) {
-        throw ValidationError.field("source", `${root} is not a directory on ${this.cluster.nodeName}`);
+        throw ValidationError.field(
+          "source",
+          `${root} is not a directory on ${this.cluster.nodeName}`,
+        );
       }
       return nothing;
     }
     const existed = await pathExists(root);
     await Deno.mkdir(root, { recursive: true, mode: 0o700 });
-    if (!(await isDirectory(root))) throw ValidationError.field("source", `${root} is not a directory`);
+    if (!(await isDirectory(root))) {
+      throw ValidationError.field("source", `${root} is not a directory`);
+    }
     return { undo: async () => void (!existed && await Deno.remove(root).catch(() => {})) };
   }
 
@@ -118,7 +123,11 @@ export class HostPools {
           log.warn("loop image of a pool is missing", { pool: p.name, image });
           continue;
         }
-        const { mounted } = await ensureLoopMount(image, sourceOn(p.source!, this.cluster.nodeName), p.loop.sizeBytes);
+        const { mounted } = await ensureLoopMount(
+          image,
+          sourceOn(p.source!, this.cluster.nodeName),
+          p.loop.sizeBytes,
+        );
         if (mounted) log.info("mounted loop-backed pool", { pool: p.name, image });
       } catch (err) {
         log.warn("cannot mount loop-backed pool", { pool: p.name, error: String(err) });
