@@ -429,34 +429,34 @@ export class BtrfsPool implements VolumePool {
    */
   async receive(name: string, tag: string, stream: ReadableStream<Uint8Array>): Promise<Volume> {
     await this.init();
-    const inbox = join(this.root, `${TEMP_PREFIX}recv-${crypto.randomUUID()}`);
-    await Deno.mkdir(inbox);
+    // Received straight into .snapshots/: a read-only subvolume cannot be moved afterwards.
+    const snap = this.snapshotDir(name, tag);
+    await deleteSubvolume(snap);
+    const child = new Deno.Command("btrfs", {
+      args: ["receive", "-q", join(this.root, SNAPSHOTS)],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const err = new Response(child.stderr).text();
     try {
-      const child = new Deno.Command("btrfs", {
-        args: ["receive", "-q", inbox],
-        stdin: "piped",
-        stdout: "null",
-        stderr: "piped",
-      }).spawn();
-      const err = new Response(child.stderr).text();
       await stream.pipeTo(child.stdin);
-      const status = await child.status;
-      if (!status.success) {
-        throw new NovaError("internal", `btrfs receive ${name}: ${(await err).trim()}`);
-      }
-      const received = join(inbox, `${name}@${tag}`);
-      const snap = this.snapshotDir(name, tag);
-      if (await pathExists(snap)) await deleteSubvolume(snap);
-      await Deno.rename(received, snap);
-      if (await pathExists(this.dirOf(name))) await deleteSubvolume(this.dirOf(name));
-      await run("btrfs", ["subvolume", "snapshot", snap, this.dirOf(name)]);
-      await fsyncDir(this.root);
-    } finally {
-      for await (const e of readDirOrNothing(inbox)) {
-        await deleteSubvolume(join(inbox, e.name)).catch(() => {});
-      }
-      await Deno.remove(inbox).catch(() => {});
+    } catch (e) {
+      child.kill("SIGKILL");
+      await child.status;
+      await deleteSubvolume(snap).catch(() => {});
+      throw e;
     }
+    const status = await child.status;
+    if (!status.success) {
+      await deleteSubvolume(snap).catch(() => {});
+      throw new NovaError("internal", `btrfs receive ${name}: ${(await err).trim()}`);
+    }
+    const tmp = join(this.root, `${TEMP_PREFIX}${crypto.randomUUID()}`);
+    await run("btrfs", ["subvolume", "snapshot", snap, tmp]);
+    if (await pathExists(this.dirOf(name))) await deleteSubvolume(this.dirOf(name));
+    await Deno.rename(tmp, this.dirOf(name));
+    await fsyncDir(this.root);
     return await this.info(name);
   }
 }
