@@ -333,7 +333,8 @@ async function decideClone(
   const uuid = crypto.randomUUID();
   const cpus = req.cpus ?? src.cpus;
   const memoryMiB = req.memoryMiB ?? src.memoryMiB;
-  const disks: VmDisk[] = src.disks.map((d) => ({
+  // Attached volumes stay with the source: a clone copies the VM's own disks.
+  const disks: VmDisk[] = src.disks.filter((d) => d.source.kind !== "attached").map((d) => ({
     id: d.id,
     volume: volumeName(req.name, uuid, d.id),
     sizeBytes: d.id === "root" && req.diskGiB
