@@ -364,6 +364,10 @@ async function runMember(
   const registration = keepInventoryCurrent(node, opts, host, network);
   // Applied bridge mappings show in the inventory at once, not at the next refresh.
   if (network) network.onInventoryChange = () => registration.refresh();
+  // So do new pools and volumes: their capacity decides the next volume's or VM's place.
+  node.fsm.onChange((c) => {
+    if (c === null || c.resource === "pool" || c.resource === "volume") registration.refresh();
+  });
   const renewal = keepLeaseRenewed(node, lease, leases, fencing, (commitIndex) => {
     // Act on drift only once this host has seen everything the leader had committed. On a
     // simulated host the QEMU side never acts: marking it caught up would start real QEMUs

@@ -60,7 +60,7 @@ export const NIC_PORTS = 8;
 
 /**
  * PCIe root ports every VM launched by this version gets for volumes (core/fsm/vm_disks.ts
- * MAX_ATTACHED), at fixed slots 0x18 + port on pcie.0: a volume hot-plugged later needs a
+ * MAX_ATTACHED), at fixed functions 0x18.port on pcie.0: a volume hot-plugged later needs a
  * free port that existed from the start, and the same slot on a migration's destination.
  */
 export const DISK_PORTS = 8;
@@ -225,9 +225,9 @@ export class QemuDriver {
       for (let i = 0; i < DISK_PORTS; i++) {
         a.push(
           "-device",
-          `pcie-root-port,id=${diskPortId(i)},bus=pcie.0,chassis=${17 + i},addr=0x${
-            (0x18 + i).toString(16)
-          }`,
+          // One slot, eight functions: q35 keeps slot 0x1f for its LPC bridge.
+          `pcie-root-port,id=${diskPortId(i)},bus=pcie.0,chassis=${17 + i},addr=0x18.${i}` +
+            (i === 0 ? ",multifunction=on" : ""),
         );
       }
     }
