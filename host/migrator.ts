@@ -30,6 +30,7 @@ import {
 import type { NodeTlsPaths } from "./kvm/tls.ts";
 import { type QmpEvent, readConsole } from "./kvm/mod.ts";
 import type { VmHost } from "./vm_host.ts";
+import { BtrfsPool } from "./storage/mod.ts";
 
 export interface MigrationPeer {
   url: string;
@@ -140,7 +141,14 @@ export class Migrator {
     return this.host.serialize(vm.name, async () => {
       for (const d of vm.disks) {
         if (this.host.isSharedDisk(d)) continue;
-        const res = await from.fetch(`${from.url}/internal/host/volumes/${vm.name}/${d.id}`);
+        const pool = this.host.poolOf(d);
+        // On btrfs, say which snapshots are here: the source sends only what changed since.
+        const query = pool instanceof BtrfsPool
+          ? `?btrfs=${encodeURIComponent((await pool.snapshots(d.volume)).join(","))}`
+          : "";
+        const res = await from.fetch(
+          `${from.url}/internal/host/volumes/${vm.name}/${d.id}${query}`,
+        );
         if (res.status === 404) {
           // Never started: the volume does not exist yet and is created here on first start.
           await res.body?.cancel();
@@ -148,6 +156,18 @@ export class Migrator {
         }
         if (!res.ok || !res.body) {
           throw new NovaError("unavailable", `volume ${d.volume}: HTTP ${res.status}`);
+        }
+        const tag = res.headers.get("x-novactl-btrfs-tag");
+        if (pool instanceof BtrfsPool && tag) {
+          const t0 = performance.now();
+          await pool.receive(d.volume, tag, res.body);
+          log.info("received volume with btrfs receive", {
+            volume: d.volume,
+            tag,
+            parent: res.headers.get("x-novactl-btrfs-parent") || null,
+            ms: Math.round(performance.now() - t0),
+          });
+          continue;
         }
         const tmp = await Deno.makeTempFile({
           dir: this.host.poolOf(d).root,

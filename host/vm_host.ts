@@ -33,8 +33,9 @@ import {
 } from "./kvm/commands.ts";
 import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
 import type { QmpEvent } from "./kvm/qmp.ts";
-import { type DirPool, HostPools, qemuImg, type VolumePool } from "./storage/mod.ts";
+import { BtrfsPool, type DirPool, HostPools, qemuImg, type VolumePool } from "./storage/mod.ts";
 import type { PoolRecord } from "../core/fsm/mod.ts";
+import { MIGRATION_TAG } from "./storage/btrfs.ts";
 import { syncDisks } from "./disk_hotplug.ts";
 import type { HostNics } from "./ovs/host_network.ts";
 import { syncNics } from "./nic_hotplug.ts";
@@ -145,6 +146,7 @@ export class VmHost {
   /** Whether a disk's pool is the same on every host (a migration leaves it in place). */
   isSharedDisk(d: VmDisk): boolean {
     const name = d.pool ?? "dir";
+    if (name === "shared") return true; // the built-in one, as before pools
     const p = this.cluster.pool ? this.cluster.pool(name) : builtinPool(this.cluster, name);
     return p?.driver === "shared-dir";
   }
@@ -842,11 +844,24 @@ export class VmHost {
     opts: { keepDisks?: boolean; localOnly?: boolean; bestEffort?: boolean } = {},
   ): Promise<void> {
     for (const d of opts.keepDisks ? [] : vm.disks) {
-      if (d.source.kind === "attached") continue; // a volume: it outlives the VM
+      if (d.source.kind === "attached" && !opts.localOnly) continue; // a volume outlives its VM
       if (opts.localOnly && this.isSharedDisk(d)) continue;
       const pool = this.poolOf(d);
-      if (!(await pool.has(d.volume))) continue;
-      const removed = pool.delete(d.volume);
+      let removed: Promise<void>;
+      if (pool instanceof BtrfsPool) {
+        // Moved away: its last sent snapshot stays, the base when it comes back; deleted: all.
+        removed = (await pool.has(d.volume))
+          ? pool.delete(
+            d.volume,
+            opts.localOnly ? await pool.lastMigrationSnapshot(d.volume) : undefined,
+          )
+          : opts.localOnly
+          ? Promise.resolve()
+          : pool.forgetSnapshots(d.volume);
+      } else {
+        if (!(await pool.has(d.volume))) continue;
+        removed = pool.delete(d.volume);
+      }
       await (opts.bestEffort ? removed.catch(() => {}) : removed);
     }
     await this.unplugNics(vm);
@@ -860,6 +875,25 @@ export class VmHost {
     snap: string,
   ): Promise<void> {
     for (const d of vm.disks) await this.poolOf(d).snapshot(action, d.volume, snap);
+  }
+
+  /**
+   * A stopped VM's volume for cold migration: on btrfs a `btrfs send` stream from a new
+   * snapshot, incremental against the newest migration snapshot the receiver also has
+   * (`theirs`); null when the pool is not btrfs (then {@link exportVolume}).
+   */
+  async sendVolume(
+    d: VmDisk,
+    theirs: string[],
+  ): Promise<{ stream: ReadableStream<Uint8Array>; tag: string; parent: string | null } | null> {
+    const pool = this.poolOf(d);
+    if (!(pool instanceof BtrfsPool)) return null;
+    if (!(await pool.has(d.volume))) throw new NotFoundError("volume", d.volume);
+    const parent = await pool.commonBase(d.volume, theirs);
+    const tag = `${MIGRATION_TAG}${Date.now()}`;
+    const { stream } = await pool.send(d.volume, tag, parent);
+    log.info("sending volume with btrfs send", { volume: d.volume, tag, parent });
+    return { stream, tag, parent };
   }
 
   /** A stopped VM's local volume as one self-contained qcow2 (backing chain flattened), for cold migration. */

@@ -8,6 +8,8 @@
  *   in it is refused with the pool's free space named;
  * - btrfs VM lifecycle: boot, a disk snapshot (a read-only subvolume), a linked clone (a
  *   subvolume snapshot, no backing file);
+ * - cold migration of a VM whose disk is on a btrfs pool on every host: `btrfs send` out, and
+ *   back incrementally against the snapshot both hosts kept;
  * - volumes: refused beyond the pool's free space unless `storage.overcommit` allows it;
  * - hot-plug: `vm disk attach` shows the disk in the running guest's `/sys/block`, `volume
  *   resize` grows it there (QMP block_resize), detaching the root disk is refused, `vm disk
@@ -58,6 +60,7 @@ interface PoolView {
 }
 
 const MiB = 2 ** 20;
+const LOOP_SCRIPT = new URL("../scripts/btrfs_loop.sh", import.meta.url).pathname;
 const GiB = 2 ** 30;
 
 async function sh(cmd: string, ...args: string[]): Promise<string> {
@@ -198,6 +201,77 @@ testWithTimeout({
       },
     );
 
+    await step(
+      t,
+      "cold migration of a btrfs volume: btrfs send, then incremental back",
+      async () => {
+        // A btrfs pool on every host: each its own loop device, named by `{node}` in the source.
+        for (const n of ["n1", "n2"]) {
+          await sh("bash", LOOP_SCRIPT, "up", `${base}/bt-${n}`, "2G");
+        }
+        await ok(
+          "pool",
+          "create",
+          "cold",
+          "--driver",
+          "btrfs",
+          "--source",
+          `${base}/bt-{node}/mnt`,
+        );
+        await ok("vm", "create", "c1", "--image", "guest", "--memory", "128M", "--pool", "cold");
+        const c1 = await eventually("c1 runs", async () => {
+          const vm = await show("c1");
+          return vm.state === "running" ? vm : undefined;
+        }, 120_000);
+        const vol = c1.disks[0].volume;
+        const there = c1.node;
+        const other = there === "n1" ? "n2" : "n1";
+        await ok("vm", "stop", "c1", "--wait");
+        const snaps = async (n: string) =>
+          (await sh("btrfs", "subvolume", "list", `${base}/bt-${n}/mnt`)).split("\n")
+            .filter((l) => l.includes(`.snapshots/${vol}@mig-`)).length;
+        const hasVolume = async (n: string) =>
+          (await sh("btrfs", "subvolume", "list", `${base}/bt-${n}/mnt`)).includes(
+            ` path ${vol}\n`,
+          );
+        for (const [to, from, snapshotsThere] of [[other, there, 1], [there, other, 2]] as const) {
+          await ok("vm", "migrate", "c1", "--to", to);
+          await eventually(`c1 is on ${to}`, async () => {
+            const vm = await show("c1");
+            return vm.node === to && vm.state === "stopped" || undefined;
+          }, 120_000);
+          assert(await hasVolume(to), `the volume arrived on ${to}`);
+          await eventually(
+            `the volume left ${from}`,
+            async () => !(await hasVolume(from)) || undefined,
+          );
+          assertEquals(
+            await snaps(from),
+            1,
+            `${from} keeps its last sent snapshot as the next base`,
+          );
+          // Back on the first host it arrived on top of that base: an incremental receive.
+          assertEquals(await snaps(to), snapshotsThere);
+        }
+        // What the receivers logged: the first stream was full, the one back incremental.
+        const received = (await Promise.all(cluster.logPaths.map((p) => Deno.readTextFile(p))))
+          .flatMap((text) => text.split("\n"))
+          .filter((l) => l.includes("received volume with btrfs receive") && l.includes(vol))
+          .map((l) => JSON.parse(l) as { tag: string; parent: string | null; ts: string })
+          .sort((a, b) => a.ts.localeCompare(b.ts));
+        assertEquals(received.map((r) => r.parent), [null, received[0]?.tag]);
+        console.log(`btrfs receive: ${JSON.stringify(received)}`);
+        await ok("vm", "start", "c1", "--wait");
+        await ok("vm", "delete", "c1", "--force");
+        await eventually(
+          "c1 is gone",
+          async () => (await run("vm", "show", "c1")).code === 1 || undefined,
+          60_000,
+        );
+        await ok("pool", "delete", "cold");
+      },
+    );
+
     await step(t, "volumes: refused beyond free space unless overcommit allows", async () => {
       await refused(
         /size: 100\.00 GiB requested, pool "fast" has \d+\.\d\d GiB free on n1/,
@@ -295,8 +369,7 @@ testWithTimeout({
     });
   } finally {
     await cluster.stop();
-    await sh("bash", new URL("../scripts/btrfs_loop.sh", import.meta.url).pathname, "down", base)
-      .catch(() => {});
+    await sh("bash", LOOP_SCRIPT, "down", base).catch(() => {});
     await Deno.remove(base, { recursive: true }).catch(() => {});
   }
 });

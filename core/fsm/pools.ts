@@ -249,8 +249,9 @@ export function readsOf(s: Store): PoolReads {
     roomOn: (pool, node) => roomOn(s, pool, node),
     rulesFor: (disks, checkRoom) => rulesFor(s, disks, checkRoom),
     isSharedDisk: (disk) => {
+      // `shared` means the shared path even while storage.sharedDir is unset (as before pools).
       const p = get(s, poolNameOf(disk));
-      return p !== null && isShared(p);
+      return poolNameOf(disk) === "shared" || (p !== null && isShared(p));
     },
   };
 }

@@ -44,6 +44,8 @@ import {
 } from "./dir_pool.ts";
 
 const DISK_FILE = "disk.qcow2";
+/** Tags of the snapshots cold migration sends from (`mig-<ms>`; ordered by time). */
+export const MIGRATION_TAG = "mig-";
 const SNAPSHOTS = ".snapshots";
 const IMAGES = ".images";
 const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$/;
@@ -336,13 +338,25 @@ export class BtrfsPool implements VolumePool {
     return await this.info(name);
   }
 
-  /** Deletes the volume and its snapshots (nothing else depends on them). */
-  async delete(name: string): Promise<void> {
+  /**
+   * Deletes the volume and its snapshots (nothing else depends on them); `keep` names one
+   * snapshot to leave (a migrated volume's last sent one: the base of an incremental send
+   * when it comes back).
+   */
+  async delete(name: string, keep?: string): Promise<void> {
     await this.mustExist(name);
+    for (const tag of await this.snapshots(name)) {
+      if (tag !== keep) await deleteSubvolume(this.snapshotDir(name, tag));
+    }
+    await deleteSubvolume(this.dirOf(name));
+  }
+
+  /** Drops the snapshots of a volume that no longer exists here (it is gone for good). */
+  async forgetSnapshots(name: string): Promise<void> {
+    if (await this.has(name)) return;
     for (const tag of await this.snapshots(name)) {
       await deleteSubvolume(this.snapshotDir(name, tag));
     }
-    await deleteSubvolume(this.dirOf(name));
   }
 
   async info(name: string): Promise<Volume> {
@@ -394,6 +408,18 @@ export class BtrfsPool implements VolumePool {
   }
 
   // ---- send / receive -------------------------------------------------------------------
+
+  /** The newest of `name`'s migration snapshots (`mig-*`) that is also in `theirs`, or null. */
+  async commonBase(name: string, theirs: readonly string[]): Promise<string | null> {
+    const have = new Set(theirs);
+    const mine = (await this.snapshots(name)).filter((t) => t.startsWith(MIGRATION_TAG));
+    return mine.reverse().find((t) => have.has(t)) ?? null;
+  }
+
+  /** The newest migration snapshot of `name` (kept after it moved away), or undefined. */
+  async lastMigrationSnapshot(name: string): Promise<string | undefined> {
+    return (await this.snapshots(name)).filter((t) => t.startsWith(MIGRATION_TAG)).at(-1);
+  }
 
   /**
    * Streams volume `name` as `btrfs send` output: a new read-only snapshot
