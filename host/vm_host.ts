@@ -352,6 +352,8 @@ export class VmHost {
       await syncNics(vm, rt.qemu, this.nics, (q) => this.driver.saveLaunchSpec(q.spec));
     }
     // Volumes attached or detached while it runs (core/fsm/vm_disks.ts): hot-plugged here.
+    // A failure here (a guest slow to release a disk, a QEMU without disk ports) is retried
+    // on the next round; it must not keep the VM's state from being reported.
     if (status === "running") {
       await syncDisks(
         vm,
@@ -359,6 +361,8 @@ export class VmHost {
         async (d) => (await this.poolOf(d).info(d.volume)).path,
         this.driver.user,
         (q) => this.driver.saveLaunchSpec(q.spec),
+      ).catch((err) =>
+        log.warn("disk hot-plug not done; will retry", { vm: vm.name, error: String(err) })
       );
     }
     const observed: VmState = status === "running" ? "running" : "failed";
