@@ -352,8 +352,25 @@ testWithTimeout({
         (await json<{ attachedTo: string | null }>("volume", "show", "d1")).attachedTo,
         null,
       );
-      await ok("volume", "delete", "d1");
     });
+
+    await step(
+      t,
+      "a stopped VM: attach is recorded, and the disk is there at its next start",
+      async () => {
+        await ok("vm", "stop", "g1", "--wait");
+        await ok("vm", "disk", "attach", "g1", "d1");
+        await ok("vm", "start", "g1", "--wait");
+        await eventually(
+          "the guest boots with the volume",
+          async () => [...(await disks("g1")).values()].includes(128 * MiB / 512) || undefined,
+          120_000,
+        );
+        await ok("vm", "stop", "g1", "--wait");
+        await ok("vm", "disk", "detach", "g1", "d1");
+        await ok("volume", "delete", "d1");
+      },
+    );
 
     await step(t, "a pool with something in it is not deleted", async () => {
       await refused(/holds \d VM disk\(s\) \(b1/, "pool", "delete", "fast");
