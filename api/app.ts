@@ -17,6 +17,8 @@ import { groupRoutes } from "./routes/groups.ts";
 import { networkRoutes } from "./routes/networks.ts";
 import { securityGroupRoutes } from "./routes/security_groups.ts";
 import { floatingIpRoutes, routerRoutes } from "./routes/routers.ts";
+import { poolRoutes } from "./routes/pools.ts";
+import { volumeRoutes } from "./routes/volumes.ts";
 import type { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
 import { operationRoutes } from "./routes/operations.ts";
@@ -62,6 +64,8 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/security-groups", securityGroupRoutes(node));
   app.route("/api/v1/routers", routerRoutes(node));
   app.route("/api/v1/floating-ips", floatingIpRoutes(node));
+  app.route("/api/v1/pools", poolRoutes(node, deps.host));
+  app.route("/api/v1/volumes", volumeRoutes(node, deps.host));
   app.route("/api/v1/operations", operationRoutes(node, deps.migrator));
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
   app.route("/api/v1/audit", auditRoutes(node));

@@ -3,6 +3,8 @@ import { groupCommand } from "./group.ts";
 import { networkCommand } from "./network.ts";
 import { sgCommand } from "./sg.ts";
 import { fipCommand, routerCommand } from "./router.ts";
+import { poolCommand } from "./pool.ts";
+import { volumeCommand } from "./volume.ts";
 import { operationCommand } from "./operation.ts";
 import { Command, CommanderError } from "commander";
 import { exitCodeOf, type NovaError, toNovaError } from "../core/errors/mod.ts";
@@ -32,6 +34,8 @@ export function buildProgram(): Command {
   program.addCommand(networkCommand());
   program.addCommand(sgCommand());
   program.addCommand(routerCommand());
+  program.addCommand(poolCommand());
+  program.addCommand(volumeCommand());
   program.addCommand(fipCommand());
   program.addCommand(operationCommand());
   program.addCommand(hostCommand());

@@ -8,6 +8,7 @@ import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./com
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
 import { networkFields } from "./node_network.ts";
+import { formatBytes } from "./pool.ts";
 import { NovaError } from "../core/errors/mod.ts";
 
 function collectLabel(value: string, previous: Record<string, string>): Record<string, string> {
@@ -162,7 +163,7 @@ export function nodeCommand(): Command {
       const r = await clientOf(opts).get<Record<string, unknown>>(
         `/api/v1/nodes/${encodeURIComponent(name)}`,
       );
-      render(opts.output, r, () => printFields({ ...r, ...networkFields(r) }));
+      render(opts.output, r, () => printFields({ ...r, ...networkFields(r), ...poolFields(r) }));
     });
 
   withClientOptions(
@@ -236,4 +237,18 @@ export function nodeCommand(): Command {
   }
 
   return node;
+}
+
+/** A host's storage pools as `node show` prints them: `NAME FREE/TOTAL free` each. */
+function poolFields(n: Record<string, unknown>): Record<string, string> {
+  const pools = ((n.inventory ?? {}) as { pools?: Record<string, Record<string, number | string>> })
+    .pools;
+  if (!pools) return {};
+  return {
+    pools: Object.entries(pools).map(([name, u]) =>
+      u.error
+        ? `${name} (${u.error})`
+        : `${name} ${formatBytes(Number(u.freeBytes))}/${formatBytes(Number(u.totalBytes))} free`
+    ).join(", "),
+  };
 }

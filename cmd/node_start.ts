@@ -413,9 +413,15 @@ async function runMember(
   northbound?.start();
   const chassisCleaner = network ? new ChassisCleaner(chassisSourceOf(node, network)) : null;
   chassisCleaner?.start();
-  const registration = keepInventoryCurrent(node, opts, pool, network);
+  // Loop-backed btrfs pools of this host, mounted again after a reboot (before the VMs start).
+  await host.pools.mountAll();
+  const registration = keepInventoryCurrent(node, opts, host, network);
   // Applied bridge mappings show in the inventory at once, not at the next refresh.
   if (network) network.onInventoryChange = () => registration.refresh();
+  // So do new pools and volumes: their capacity decides the next volume's or VM's place.
+  node.fsm.onChange((c) => {
+    if (c === null || c.resource === "pool" || c.resource === "volume") registration.refresh();
+  });
   const renewal = keepLeaseRenewed(node, lease, leases, fencing, (commitIndex) => {
     // Act on drift only once this host has seen everything the leader had committed. On a
     // simulated host the QEMU side never acts: marking it caught up would start real QEMUs
@@ -496,7 +502,7 @@ function simulatedInventory<T extends Inventory>(real: T, sim: SimulatedHardware
 function keepInventoryCurrent(
   node: ClusterNode,
   opts: NodeStartOptions,
-  pool: DirPool,
+  host: VmHost,
   network: HostNetwork | null,
 ): { stop(): void; refresh(): void } {
   let stopped = false;
@@ -520,7 +526,7 @@ function keepInventoryCurrent(
         const inventory = simulatedInventory({
           ...await collectInventory(opts.dataDir),
           accel: decided,
-          pool: await pool.usage(),
+          ...await storageInventory(host),
           ...(network ? { network: network.inventory() } : {}),
         }, opts.simulatedHost);
         const current = node.fsm.node(node.id);
@@ -554,6 +560,12 @@ function keepInventoryCurrent(
   };
   loop();
   return { stop: () => (stopped = true), refresh: () => (wake = true) };
+}
+
+/** The inventory's storage part: the `dir` pool as before pools, and every pool of this host. */
+async function storageInventory(host: VmHost): Promise<Pick<Inventory, "pool" | "pools">> {
+  const { totalBytes: _, ...pool } = await host.pool.usage();
+  return { pool, pools: await host.pools.usage() };
 }
 
 /**
@@ -604,6 +616,8 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
     onVmChange: (listener) => node.fsm.onVmChange(listener),
     report: (command, opts) => reports.submit(command, opts),
     audit: (action, resource, detail) => auditSystem(node, action, resource, detail),
+    pool: (name) => node.fsm.pools.get(name),
+    pools: () => node.fsm.pools.all(),
     pullImage: async (name) => {
       const image = node.fsm.image(name);
       await pullImage(node, blobs, name);

@@ -7,6 +7,7 @@ import { vmFields } from "./vm_nic_view.ts";
 import { NovaError } from "../core/errors/mod.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { nicCommand } from "./vm_nic.ts";
+import { diskCommand } from "./vm_disk.ts";
 
 /** Parses 256M, 1G, 512 (MiB) into MiB. */
 export function parseMemoryMiB(text: string): number {
@@ -164,7 +165,7 @@ interface CreateOpts extends WaitOpts {
   haPriority?: number;
   haMaxRestarts?: number;
   haRestartWindow?: number;
-  pool?: "dir" | "shared";
+  pool?: string;
   dryRun?: boolean;
   nic: NicArg[];
 }
@@ -220,7 +221,10 @@ export function vmCommand(): Command {
       .option("--ha-priority <n>", "HA restart order, higher first", Number)
       .option("--ha-max-restarts <n>", "HA restarts allowed per --ha-restart-window", Number)
       .option("--ha-restart-window <seconds>", "window for --ha-max-restarts", Number)
-      .option("--pool <pool>", "dir (host-local) | shared (default: shared with --ha)")
+      .option(
+        "--pool <pool>",
+        "storage pool of the disks: dir (host-local, default), shared (default with --ha), or any `pool list` names",
+      )
       .option(
         "--nic <network[,ip=IP][,mac=MAC][,sg=GROUP[+GROUP]]>",
         "a NIC on a network (repeatable; none: one user-mode NIC)",
@@ -449,6 +453,7 @@ export function vmCommand(): Command {
 
   vm.addCommand(snapshotCommand());
   vm.addCommand(nicCommand());
+  vm.addCommand(diskCommand());
   return vm;
 }
 

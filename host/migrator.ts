@@ -30,6 +30,7 @@ import {
 import type { NodeTlsPaths } from "./kvm/tls.ts";
 import { type QmpEvent, readConsole } from "./kvm/mod.ts";
 import type { VmHost } from "./vm_host.ts";
+import { BtrfsPool } from "./storage/mod.ts";
 
 export interface MigrationPeer {
   url: string;
@@ -72,14 +73,22 @@ export class Migrator {
   // ---- destination side -------------------------------------------------------
 
   /** Starts the VM's QEMU here waiting for the stream; returns where to send memory and disks. */
-  prepareIncoming(vm: VmRecord, opId: string): Promise<IncomingEndpoints> {
+  prepareIncoming(
+    vm: VmRecord,
+    opId: string,
+    opts: { diskPorts?: boolean } = {},
+  ): Promise<IncomingEndpoints> {
     return this.host.serialize(vm.name, async () => {
       const old = this.host.runtimes.get(vm.name);
       if (old) await this.host.stopRuntime(vm.name, old, true); // a leftover of an earlier attempt
-      const spec = await this.host.launchSpec(vm, { incoming: "defer", blankLocalDisks: true });
+      const spec = await this.host.launchSpec(vm, {
+        incoming: "defer",
+        blankLocalDisks: true,
+        diskPorts: opts.diskPorts,
+      });
       const qemu = await this.host.driver.launch(spec);
       this.host.track(vm.name, qemu, opId);
-      const localDisks = vm.disks.filter((d) => d.pool !== "shared").map((d) => d.id);
+      const localDisks = vm.disks.filter((d) => !this.host.isSharedDisk(d)).map((d) => d.id);
       // Only the node the VM lives on now (the source) may send it here.
       if (!vm.node) throw new ConflictError(`${vm.name} is placed nowhere: no source to admit`);
       const tls = await setUpIncomingTls(qemu, this.tls, [vm.node]);
@@ -131,8 +140,15 @@ export class Migrator {
   receiveVolumes(vm: VmRecord, from: MigrationPeer): Promise<void> {
     return this.host.serialize(vm.name, async () => {
       for (const d of vm.disks) {
-        if (d.pool === "shared") continue;
-        const res = await from.fetch(`${from.url}/internal/host/volumes/${vm.name}/${d.id}`);
+        if (this.host.isSharedDisk(d)) continue;
+        const pool = this.host.poolOf(d);
+        // On btrfs, say which snapshots are here: the source sends only what changed since.
+        const query = pool instanceof BtrfsPool
+          ? `?btrfs=${encodeURIComponent((await pool.snapshots(d.volume)).join(","))}`
+          : "";
+        const res = await from.fetch(
+          `${from.url}/internal/host/volumes/${vm.name}/${d.id}${query}`,
+        );
         if (res.status === 404) {
           // Never started: the volume does not exist yet and is created here on first start.
           await res.body?.cancel();
@@ -141,7 +157,22 @@ export class Migrator {
         if (!res.ok || !res.body) {
           throw new NovaError("unavailable", `volume ${d.volume}: HTTP ${res.status}`);
         }
-        const tmp = await Deno.makeTempFile({ dir: this.host.pool.root, prefix: ".tmp-recv-" });
+        const tag = res.headers.get("x-novactl-btrfs-tag");
+        if (pool instanceof BtrfsPool && tag) {
+          const t0 = performance.now();
+          await pool.receive(d.volume, tag, res.body);
+          log.info("received volume with btrfs receive", {
+            volume: d.volume,
+            tag,
+            parent: res.headers.get("x-novactl-btrfs-parent") || null,
+            ms: Math.round(performance.now() - t0),
+          });
+          continue;
+        }
+        const tmp = await Deno.makeTempFile({
+          dir: this.host.poolOf(d).root,
+          prefix: ".tmp-recv-",
+        });
         try {
           await res.body.pipeTo((await Deno.open(tmp, { write: true })).writable);
           const pool = this.host.poolOf(d);
@@ -238,13 +269,16 @@ export class Migrator {
     const cfg = this.host.cluster.config();
     await this.host.report(vm, "migrating");
     const onProgress = this.progressReporter(op.id);
-    const localDisks = vm.disks.filter((d) => d.pool !== "shared").map((d) => d.id);
+    const localDisks = vm.disks.filter((d) => !this.host.isSharedDisk(d)).map((d) => d.id);
     let dest: IncomingEndpoints | null = null;
     let committed = false;
     try {
       // Before asking the destination for anything: without certificates nothing moves.
       const tlsCreds = await setUpOutgoingTls(source, this.tls);
-      dest = await this.callPeer<IncomingEndpoints>(peer, op.id, "prepare", { vm: vm.name });
+      dest = await this.callPeer<IncomingEndpoints>(peer, op.id, "prepare", {
+        vm: vm.name,
+        diskPorts: source.spec.diskPorts === true,
+      });
       if (localDisks.length) {
         await mirrorDisks(
           source,

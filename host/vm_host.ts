@@ -24,6 +24,7 @@ import { KeyedSerializer } from "../core/concurrency/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
 import type { Accel, NicSpec, QemuDriver, QemuVm } from "./kvm/mod.ts";
 import {
+  blockResize,
   internalSnapshotAll,
   jobCancel,
   jobDismiss,
@@ -32,7 +33,10 @@ import {
 } from "./kvm/commands.ts";
 import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
 import type { QmpEvent } from "./kvm/qmp.ts";
-import { DirPool, qemuImg } from "./storage/mod.ts";
+import { BtrfsPool, type DirPool, HostPools, qemuImg, type VolumePool } from "./storage/mod.ts";
+import type { PoolRecord } from "../core/fsm/mod.ts";
+import { MIGRATION_TAG } from "./storage/btrfs.ts";
+import { syncDisks } from "./disk_hotplug.ts";
 import type { HostNics } from "./ovs/host_network.ts";
 import { syncNics } from "./nic_hotplug.ts";
 import { noteGuestAddresses } from "./guest_addresses.ts";
@@ -54,6 +58,9 @@ export interface HostCluster {
   audit?(action: string, resource: string, detail: string): void;
   /** Makes the image's files present here; returns their local paths. */
   pullImage(name: string): Promise<{ kernel?: string; initrd?: string; disk?: string }>;
+  /** A storage pool's record (core/fsm/pools.ts); absent: only the built-in pools exist. */
+  pool?(name: string): PoolRecord | null;
+  pools?(): PoolRecord[];
 }
 
 export interface Runtime {
@@ -98,7 +105,8 @@ export class VmHost {
   private fenceTimer: ReturnType<typeof setInterval> | null = null;
   /** Set once this host's state caught up with the leader's: only then may drift be acted on. */
   private caughtUp = false;
-  private sharedPools = new Map<string, DirPool>();
+  /** The host's storage pools, from the replicated records (host/storage/host_pools.ts). */
+  readonly pools: HostPools;
   /** The host's networking (taps for NICs on networks); null with `--networking off`. */
   private readonly nics: HostNics | null;
 
@@ -110,28 +118,37 @@ export class VmHost {
     /** Whether this host holds its lease (may run HA VMs); always true without HA. */
     lease?: { holds(): boolean };
     nics?: HostNics | null;
+    pools?: HostPools;
   }) {
     this.cluster = opts.cluster;
     this.driver = opts.driver;
     this.pool = opts.pool;
+    const cluster = opts.cluster;
+    this.pools = opts.pools ?? new HostPools(opts.pool, {
+      nodeName: cluster.nodeName,
+      pool: (name) => cluster.pool ? cluster.pool(name) : builtinPool(cluster, name),
+      pools: () => cluster.pools?.() ?? [],
+    });
     this.accel = opts.accel;
     this.lease = opts.lease ?? { holds: () => true };
     this.nics = opts.nics ?? null;
   }
 
-  /** The pool a disk lives in: the host's own, or the cluster's shared directory. */
-  poolOf(d: VmDisk): DirPool {
-    if (d.pool !== "shared") return this.pool;
-    const dir = this.cluster.config()["storage.sharedDir"];
-    if (!dir) {
+  /** The pool a disk lives in: the host's own `dir`, the cluster's shared one, or any other. */
+  poolOf(d: VmDisk): VolumePool {
+    const name = d.pool ?? "dir";
+    if (name === "shared" && !this.cluster.config()["storage.sharedDir"]) {
       throw new ConflictError("the VM uses the shared pool but storage.sharedDir is not set");
     }
-    let pool = this.sharedPools.get(dir);
-    if (!pool) {
-      pool = new DirPool(dir);
-      this.sharedPools.set(dir, pool);
-    }
-    return pool;
+    return this.pools.backend(name);
+  }
+
+  /** Whether a disk's pool is the same on every host (a migration leaves it in place). */
+  isSharedDisk(d: VmDisk): boolean {
+    const name = d.pool ?? "dir";
+    if (name === "shared") return true; // the built-in one, as before pools
+    const p = this.cluster.pool ? this.cluster.pool(name) : builtinPool(this.cluster, name);
+    return p?.driver === "shared-dir";
   }
 
   isCaughtUp(): boolean {
@@ -334,6 +351,20 @@ export class VmHost {
     if (status === "running" && this.nics) {
       await syncNics(vm, rt.qemu, this.nics, (q) => this.driver.saveLaunchSpec(q.spec));
     }
+    // Volumes attached or detached while it runs (core/fsm/vm_disks.ts): hot-plugged here.
+    // A failure here (a guest slow to release a disk, a QEMU without disk ports) is retried
+    // on the next round; it must not keep the VM's state from being reported.
+    if (status === "running") {
+      await syncDisks(
+        vm,
+        rt.qemu,
+        async (d) => (await this.poolOf(d).info(d.volume)).path,
+        this.driver.user,
+        (q) => this.driver.saveLaunchSpec(q.spec),
+      ).catch((err) =>
+        log.warn("disk hot-plug not done; will retry", { vm: vm.name, error: String(err) })
+      );
+    }
     const observed: VmState = status === "running" ? "running" : "failed";
     const reason = observed === "failed" ? `QEMU reports status "${status}"` : null;
     if (vm.state !== observed || vm.reason !== reason) await this.report(vm, observed, reason);
@@ -454,17 +485,21 @@ export class VmHost {
 
   async launchSpec(
     vm: VmRecord,
-    opts: { loadvm?: string; incoming?: string; blankLocalDisks?: boolean },
+    opts: { loadvm?: string; incoming?: string; blankLocalDisks?: boolean; diskPorts?: boolean },
   ) {
     const image = this.cluster.image(vm.image);
     if (!image) throw new NotFoundError("image", vm.image);
     const files = await this.cluster.pullImage(vm.image);
     const disks = [];
+    // Volumes on ports need the ports: a fresh QEMU always has them; an incoming one only
+    // when its source has them (else the devices differ and the migration fails).
+    const diskPorts = opts.incoming ? opts.diskPorts === true : true;
     for (const d of vm.disks) {
       disks.push({
         id: d.id,
-        path: await this.prepareDisk(d, files.disk),
+        path: await this.prepareDisk(d, files.disk, !!opts.blankLocalDisks),
         format: "qcow2" as const,
+        ...(d.port !== undefined ? { port: d.port } : {}),
       });
     }
     if (vm.cloudInit) {
@@ -489,6 +524,7 @@ export class VmHost {
       incoming: opts.incoming,
       generation: vm.generation,
       fenced: vm.ha,
+      diskPorts,
     };
   }
 
@@ -534,14 +570,28 @@ export class VmHost {
   }
 
   /** Creates the volume on first start (from its source) and grows it when the spec grew. */
-  private async prepareDisk(d: VmDisk, imageDisk: string | undefined): Promise<string> {
+  private async prepareDisk(
+    d: VmDisk,
+    imageDisk: string | undefined,
+    incoming = false,
+  ): Promise<string> {
     const src = d.source;
     const pool = this.poolOf(d);
     if (!(await pool.has(d.volume))) {
+      // A host-local volume arriving by live migration: made blank, the mirror fills it.
+      if (src.kind === "attached" && incoming) {
+        return (await pool.create(d.volume, d.sizeBytes)).path;
+      }
       if (src.kind === "blank") return (await pool.create(d.volume, d.sizeBytes)).path;
       if (src.kind === "image") {
         if (!imageDisk) throw ValidationError.field("image", "image has no disk");
         return (await pool.overlayOn(imageDisk, "qcow2", d.volume, d.sizeBytes)).path;
+      }
+      if (src.kind === "attached") {
+        throw new NotFoundError(
+          "volume",
+          `${d.volume} (in pool ${d.pool ?? "dir"} on ${this.nodeName})`,
+        );
       }
       if (src.mode === "linked") await pool.cloneLinked(src.volume, d.volume);
       else await pool.cloneFull(src.volume, d.volume);
@@ -798,10 +848,24 @@ export class VmHost {
     opts: { keepDisks?: boolean; localOnly?: boolean; bestEffort?: boolean } = {},
   ): Promise<void> {
     for (const d of opts.keepDisks ? [] : vm.disks) {
-      if (opts.localOnly && d.pool === "shared") continue;
+      if (d.source.kind === "attached" && !opts.localOnly) continue; // a volume outlives its VM
+      if (opts.localOnly && this.isSharedDisk(d)) continue;
       const pool = this.poolOf(d);
-      if (!(await pool.has(d.volume))) continue;
-      const removed = pool.delete(d.volume);
+      let removed: Promise<void>;
+      if (pool instanceof BtrfsPool) {
+        // Moved away: its last sent snapshot stays, the base when it comes back; deleted: all.
+        removed = (await pool.has(d.volume))
+          ? pool.delete(
+            d.volume,
+            opts.localOnly ? await pool.lastMigrationSnapshot(d.volume) : undefined,
+          )
+          : opts.localOnly
+          ? Promise.resolve()
+          : pool.forgetSnapshots(d.volume);
+      } else {
+        if (!(await pool.has(d.volume))) continue;
+        removed = pool.delete(d.volume);
+      }
       await (opts.bestEffort ? removed.catch(() => {}) : removed);
     }
     await this.unplugNics(vm);
@@ -817,6 +881,25 @@ export class VmHost {
     for (const d of vm.disks) await this.poolOf(d).snapshot(action, d.volume, snap);
   }
 
+  /**
+   * A stopped VM's volume for cold migration: on btrfs a `btrfs send` stream from a new
+   * snapshot, incremental against the newest migration snapshot the receiver also has
+   * (`theirs`); null when the pool is not btrfs (then {@link exportVolume}).
+   */
+  async sendVolume(
+    d: VmDisk,
+    theirs: string[],
+  ): Promise<{ stream: ReadableStream<Uint8Array>; tag: string; parent: string | null } | null> {
+    const pool = this.poolOf(d);
+    if (!(pool instanceof BtrfsPool)) return null;
+    if (!(await pool.has(d.volume))) throw new NotFoundError("volume", d.volume);
+    const parent = await pool.commonBase(d.volume, theirs);
+    const tag = `${MIGRATION_TAG}${Date.now()}`;
+    const { stream } = await pool.send(d.volume, tag, parent);
+    log.info("sending volume with btrfs send", { volume: d.volume, tag, parent });
+    return { stream, tag, parent };
+  }
+
   /** A stopped VM's local volume as one self-contained qcow2 (backing chain flattened), for cold migration. */
   async exportVolume(d: VmDisk): Promise<Deno.FsFile> {
     const pool = this.poolOf(d);
@@ -826,6 +909,24 @@ export class VmHost {
     const file = await Deno.open(tmp);
     await Deno.remove(tmp); // the open handle keeps the data until the stream is done
     return file;
+  }
+
+  /**
+   * Grows volume `volume` attached to `vmName` (placed here) to `sizeBytes`: through QMP
+   * `block_resize` while its QEMU runs (the guest sees the new size at once), else the file.
+   */
+  resizeAttached(vmName: string, volume: string, sizeBytes: number): Promise<void> {
+    return this.serialize(vmName, async () => {
+      const vm = this.mine(vmName);
+      const d = vm.disks.find((x) => x.source.kind === "attached" && x.volume === volume);
+      if (!d) throw new NotFoundError("disk", `${vmName}/${volume}`);
+      const qemu = this.live(vmName);
+      if (qemu && qemu.spec.disks.some((x) => x.id === d.id)) {
+        await blockResize(qemu.qmp, d.id, sizeBytes);
+      } else {
+        await this.poolOf(d).resize(d.volume, sizeBytes);
+      }
+    });
   }
 
   /** Test and operator aid: the pid of a VM's QEMU on this host. */
@@ -864,6 +965,15 @@ async function snapshotJob(
     }
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** The built-in pools as records, for a cluster view that has no pool records (older callers). */
+function builtinPool(cluster: HostCluster, name: string): PoolRecord | null {
+  const base = { source: null, node: null, loop: null, builtin: true, createdAt: 0, by: "system" };
+  if (name === "dir") return { ...base, name, driver: "dir" };
+  const shared = cluster.config()["storage.sharedDir"];
+  if (name === "shared" && shared) return { ...base, name, driver: "shared-dir", source: shared };
+  return null;
 }
 
 /** A stable locally administered MAC derived from the VM's uuid (its user-mode NIC). */

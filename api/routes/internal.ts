@@ -204,8 +204,12 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
 
   // Migration steps a source host asks of the destination (this node).
   app.post("/host/migrations/:op/prepare", async (c) => {
-    const { vm } = await readJson(c) as { vm: string };
-    return c.json(await migrator.prepareIncoming(vmOf(vm), c.req.param("op")));
+    const { vm, diskPorts } = await readJson(c) as { vm: string; diskPorts?: unknown };
+    return c.json(
+      await migrator.prepareIncoming(vmOf(vm), c.req.param("op"), {
+        diskPorts: diskPorts === true,
+      }),
+    );
   });
   app.post("/host/migrations/:op/finish", async (c) => {
     const { vm } = await readJson(c) as { vm: string };
@@ -234,6 +238,20 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
     const vm = vmOf(c.req.param("vm"));
     const disk = vm.disks.find((d) => d.id === c.req.param("disk"));
     if (!disk) throw new NotFoundError("disk", c.req.param("disk"));
+    // btrfs on both sides: a send stream, incremental against a snapshot the receiver has.
+    const have = c.req.query("btrfs");
+    if (have !== undefined) {
+      const sent = await deps.host.sendVolume(disk, have.split(",").filter(Boolean).slice(0, 64));
+      if (sent) {
+        return new Response(sent.stream, {
+          headers: {
+            "content-type": "application/x-btrfs-send",
+            "x-novactl-btrfs-tag": sent.tag,
+            "x-novactl-btrfs-parent": sent.parent ?? "",
+          },
+        });
+      }
+    }
     const file = await deps.host.exportVolume(disk);
     return new Response(file.readable, { headers: { "content-type": "application/octet-stream" } });
   });

@@ -31,6 +31,7 @@ import type { Env } from "../context.ts";
 import { VmListing } from "../vm_listing.ts";
 import { viewWithAddressChecks } from "../../core/network/mod.ts";
 import { vmNicRoutes } from "./vm_nics.ts";
+import { vmDiskRoutes } from "./volumes.ts";
 import type { Role, VmQuery } from "../../core/fsm/mod.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
@@ -71,7 +72,7 @@ export const createVmSchema = z.object({
   haPriority: z.number().int().min(0).max(1000).optional(),
   haMaxRestarts: z.number().int().min(0).max(1000).optional(),
   haRestartWindowMs: z.number().int().min(1_000).max(30 * 86_400_000).optional(),
-  pool: z.enum(["dir", "shared"]).optional(),
+  pool: z.string().min(1).max(63).optional(),
   dryRun: z.boolean().optional(),
   nics: z.array(
     z.object({
@@ -299,6 +300,7 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   );
 
   app.route("/", vmNicRoutes(node));
+  app.route("/", vmDiskRoutes(node));
 
   app.get("/:name/snapshots", (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }));
 

@@ -103,7 +103,7 @@ async function runDrain(
 async function moveOne(node: ClusterNode, vm: VmRecord, hostGone: boolean): Promise<string> {
   if (hostGone) {
     // The host is dead and its lease expired: nothing runs there; restart elsewhere if the disks allow.
-    if (vm.disks.some((d) => d.pool !== "shared")) {
+    if (vm.disks.some((d) => !node.fsm.pools.isSharedDisk(d))) {
       throw new ConflictError("its disks are local to the lost host");
     }
     return await serializedDecision(node, async () => {

@@ -72,9 +72,10 @@ const GIB = 2 ** 30;
  */
 export function inventoryChanged(recorded: Inventory | null, next: Inventory): boolean {
   if (!recorded) return true;
-  const { diskFreeGiB: freeA, pool: poolA, ...restA } = recorded;
-  const { diskFreeGiB: freeB, pool: poolB, ...restB } = next;
+  const { diskFreeGiB: freeA, pool: poolA, pools: poolsA, ...restA } = recorded;
+  const { diskFreeGiB: freeB, pool: poolB, pools: poolsB, ...restB } = next;
   if (!sameFields(restA, restB)) return true;
+  if (poolsChanged(poolsA ?? {}, poolsB ?? {})) return true;
   const toleranceGiB = Math.max(1, next.diskGiB * SPACE_TOLERANCE);
   if (Math.abs(freeA - freeB) >= toleranceGiB) return true;
   if (!poolA || !poolB) return poolA !== poolB;
@@ -82,6 +83,27 @@ export function inventoryChanged(recorded: Inventory | null, next: Inventory): b
   const tolerance = toleranceGiB * GIB;
   return Math.abs(poolA.allocatedBytes - poolB.allocatedBytes) >= tolerance ||
     Math.abs(poolA.freeBytes - poolB.freeBytes) >= tolerance;
+}
+
+/**
+ * Pools appeared, went, changed their volume count or error, or their free space moved by
+ * 1 % of their size (at least 16 MiB): small loop-backed pools are reported closely enough
+ * for the free-space checks of volume creates.
+ */
+function poolsChanged(
+  a: NonNullable<Inventory["pools"]>,
+  b: NonNullable<Inventory["pools"]>,
+): boolean {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  for (const k of keys) {
+    const x = a[k];
+    const y = b[k];
+    if (!x || !y || x.volumes !== y.volumes || x.error !== y.error) return true;
+    if (x.totalBytes !== y.totalBytes) return true;
+    const tolerance = Math.max(16 * 2 ** 20, y.totalBytes * 0.01);
+    if (Math.abs(x.freeBytes - y.freeBytes) >= tolerance) return true;
+  }
+  return false;
 }
 
 /** Equal field by field, whatever the order of the keys (the recorded copy went through a schema). */

@@ -31,6 +31,7 @@ import {
   type PlacementGroup,
   PlacementIndex,
   type PlacementRequest,
+  type PoolRule,
   type Strategy,
 } from "../scheduler/mod.ts";
 import { placementRequestOfSpec } from "../fsm/placement_check.ts";
@@ -93,11 +94,16 @@ export class Planner {
    */
   create(
     vm: VmSpec,
-    choice: { node?: string; strategy?: Strategy; group?: PlacementGroup },
+    choice: {
+      node?: string;
+      strategy?: Strategy;
+      group?: PlacementGroup;
+      pools?: readonly PoolRule[];
+    },
     by: string,
   ): Promise<VmRecord> {
     const req = {
-      ...placementRequestOfSpec(vm, choice.group),
+      ...placementRequestOfSpec(vm, choice.group, choice.pools),
       node: choice.node,
       strategy: choice.strategy,
     };

@@ -46,8 +46,11 @@ export interface CreateVmRequest {
   haPriority?: number;
   haMaxRestarts?: number;
   haRestartWindowMs?: number;
-  /** Where the disks live; HA VMs need the shared pool to restart on another host. */
-  pool?: "dir" | "shared";
+  /**
+   * The storage pool of the VM's disks (core/fsm/pools.ts; default `dir`, or `shared` for HA
+   * VMs, which need a shared pool to restart on another host).
+   */
+  pool?: string;
   /** Decide and explain, record nothing. */
   dryRun?: boolean;
   /** NICs on networks; none: the one user-mode NIC. */
@@ -136,6 +139,8 @@ export function placementRequestOf(
   vm: VmRecord,
   extra: Partial<PlacementRequest> = {},
 ): PlacementRequest {
+  // A move keeps the disks where their pools are: a pool with one host pins the VM to it.
+  const pools = node.fsm.pools.rulesFor(vm.disks, false);
   return {
     name: vm.name,
     cpus: vm.cpus,
@@ -143,6 +148,7 @@ export function placementRequestOf(
     constraints: vm.constraints,
     strategy: vm.strategy,
     group: vm.group ? node.fsm.group(vm.group) ?? undefined : undefined,
+    ...(pools.length ? { pools } : {}),
     ...extra,
   };
 }
@@ -198,17 +204,21 @@ export async function createVm(
   const memoryMiB = req.memoryMiB ?? 256;
   const uuid = crypto.randomUUID();
   const pool = req.pool ?? (req.ha ? "shared" : "dir");
-  if (pool === "shared" && !node.fsm.config().config["storage.sharedDir"]) {
+  const record = node.fsm.pools.get(pool);
+  if (pool === "shared" && !record) {
     throw ValidationError.field(
       req.ha ? "ha" : "pool",
       "needs the shared pool: set storage.sharedDir (a path mounted on every host) first",
     );
   }
-  if (req.ha && pool !== "shared") {
-    throw ValidationError.field("pool", "an HA VM needs its disks on the shared pool");
+  if (!record) throw ValidationError.field("pool", `no pool named "${pool}"`);
+  if (req.ha && record.driver !== "shared-dir") {
+    throw ValidationError.field("pool", "an HA VM needs its disks on a shared-dir pool");
   }
   const root = { ...rootDiskFor(node, req, uuid, req.image), pool };
+  const poolRules = node.fsm.pools.rulesFor([root], true);
   const placement: PlacementRequest = {
+    ...(poolRules.length ? { pools: poolRules } : {}),
     name: req.name,
     cpus,
     memoryMiB,
@@ -323,7 +333,8 @@ async function decideClone(
   const uuid = crypto.randomUUID();
   const cpus = req.cpus ?? src.cpus;
   const memoryMiB = req.memoryMiB ?? src.memoryMiB;
-  const disks: VmDisk[] = src.disks.map((d) => ({
+  // Attached volumes stay with the source: a clone copies the VM's own disks.
+  const disks: VmDisk[] = src.disks.filter((d) => d.source.kind !== "attached").map((d) => ({
     id: d.id,
     volume: volumeName(req.name, uuid, d.id),
     sizeBytes: d.id === "root" && req.diskGiB

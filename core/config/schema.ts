@@ -59,6 +59,8 @@ export const CONFIG_FIELDS = {
   "images.replicateToAllHosts": boolean(),
   /** Largest file one upload may store (413 beyond it, the partial file deleted). */
   "images.maxUploadBytes": numeric(z.number().int().min(4096).max(2 ** 50)),
+  /** Volumes may take up to this many times a pool's free space (thin qcow2 and btrfs). */
+  "storage.overcommit": numeric(z.number().min(1).max(64)),
   "storage.sharedDir": z.string().max(4096).refine((p) => p === "" || p.startsWith("/"), {
     message: "must be an absolute path (or empty for none)",
   }),
@@ -108,6 +110,7 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   "images.replicateToAllHosts": true,
   "images.maxUploadBytes": 64 * 2 ** 30,
   "storage.sharedDir": "",
+  "storage.overcommit": 1,
   "network.ovn.northbound": "",
   "network.ovn.southbound": "",
   "vms.stopTimeoutMs": 30_000,

@@ -171,6 +171,16 @@ export const inventorySchema: z.ZodType<Inventory> = z.object({
     allocatedBytes: amount(INVENTORY_LIMITS.poolBytes),
     freeBytes: amount(INVENTORY_LIMITS.poolBytes),
   }).strict().optional(),
+  pools: z.record(
+    z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/),
+    z.object({
+      totalBytes: amount(INVENTORY_LIMITS.poolBytes),
+      freeBytes: amount(INVENTORY_LIMITS.poolBytes),
+      allocatedBytes: amount(INVENTORY_LIMITS.poolBytes),
+      volumes: count(INVENTORY_LIMITS.poolVolumes),
+      error: printable(512).optional(),
+    }).strict(),
+  ).refine((m) => Object.keys(m).length <= 66, { message: "at most 66 pools" }).optional(),
   network: z.object({
     datapath: z.enum(["netdev", "system"]),
     tunnelIp: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/),
@@ -242,7 +252,7 @@ const boundedJson = z.record(z.string(), z.unknown()).superRefine((v, ctx) => {
 
 const DISK = z.object({
   id: NAME,
-  pool: z.enum(["dir", "shared"]).optional(),
+  pool: NAME.optional(),
   volume: NAME,
   sizeBytes: amount(2 ** 62),
   source: z.discriminatedUnion("kind", [
@@ -250,7 +260,28 @@ const DISK = z.object({
     z.object({ kind: z.literal("image"), image: NAME }).strict(),
     z.object({ kind: z.literal("volume"), volume: NAME, mode: z.enum(["linked", "full"]) })
       .strict(),
+    z.object({ kind: z.literal("attached") }).strict(),
   ]),
+  port: z.number().int().min(0).max(63).optional(),
+}).strict();
+
+/** A pool's path: absolute, printable (pools.ts checks the rest). */
+const PATH = printable(1024).min(1);
+
+const POOL_SPEC = z.object({
+  name: NAME,
+  driver: z.enum(["dir", "shared-dir", "btrfs"]),
+  source: PATH.nullable(),
+  node: NAME.nullable(),
+  loop: z.object({ image: PATH, sizeBytes: amount(2 ** 62) }).strict().nullable(),
+}).strict();
+
+const VOLUME_SPEC = z.object({
+  name: NAME,
+  pool: NAME,
+  node: NAME.nullable(),
+  sizeBytes: amount(2 ** 62),
+  fromImage: NAME.nullable(),
 }).strict();
 
 /** The ops `/internal/propose` accepts from peers: what hosts report about themselves and their VMs. */
@@ -265,7 +296,12 @@ export type PeerOp =
   | "vm.update"
   | "vm.migrated"
   | "operation.update"
-  | "audit.append";
+  | "audit.append"
+  | "pool.create"
+  | "pool.delete"
+  | "volume.create"
+  | "volume.resize"
+  | "volume.delete";
 
 type CommandOf<K extends Command["op"]> = Extract<Command, { op: K }>;
 
@@ -361,6 +397,25 @@ export const PEER_COMMAND_SCHEMAS: {
     error: REASON.optional(),
     at: AT,
   }).strict(),
+  // Pools and volumes are proposed by the host that prepared them (api/routes/pools.ts).
+  "pool.create": z.object({ op: z.literal("pool.create"), pool: POOL_SPEC, by: BY, at: AT })
+    .strict(),
+  "pool.delete": z.object({ op: z.literal("pool.delete"), name: NAME, by: BY, at: AT }).strict(),
+  "volume.create": z.object({
+    op: z.literal("volume.create"),
+    volume: VOLUME_SPEC,
+    by: BY,
+    at: AT,
+  }).strict(),
+  "volume.resize": z.object({
+    op: z.literal("volume.resize"),
+    name: NAME,
+    sizeBytes: amount(2 ** 62),
+    by: BY,
+    at: AT,
+  }).strict(),
+  "volume.delete": z.object({ op: z.literal("volume.delete"), name: NAME, by: BY, at: AT })
+    .strict(),
   "audit.append": z.object({
     op: z.literal("audit.append"),
     records: z.array(

@@ -31,8 +31,13 @@ export interface Inventory {
   kernel: string;
   hostname: string;
   version: string;
-  /** Usage of the host's `dir` storage pool. */
+  /** Usage of the host's `dir` storage pool (kept for hosts and readers older than pools). */
   pool?: { volumes: number; virtualBytes: number; allocatedBytes: number; freeBytes: number };
+  /**
+   * Capacity and usage of every storage pool this host can reach, by pool name
+   * (core/fsm/pools.ts); a pool it cannot use carries its `error`.
+   */
+  pools?: Record<string, PoolHostUsage>;
   /** The host's networking (absent with `--networking off`). */
   network?: HostNetworkInventory;
 }
@@ -51,6 +56,17 @@ export interface HostNetworkInventory {
   bridgeMappings?: Record<string, string>;
   /** Where its member of the embedded OVN central answers when it is a voter. */
   central: { address: string; ports: { nb: number; sb: number; nbRaft: number; sbRaft: number } };
+}
+
+/** One pool on one host, as the host measured it (host/storage/host_pools.ts). */
+export interface PoolHostUsage {
+  totalBytes: number;
+  freeBytes: number;
+  /** Bytes the pool's volumes take on disk. */
+  allocatedBytes: number;
+  volumes: number;
+  /** Why the host cannot use the pool (not mounted, not btrfs, ...); absent when it can. */
+  error?: string;
 }
 
 export type Command =
@@ -152,6 +168,18 @@ export type Command =
   | { op: "vm.nic.add"; name: string; nic: NicRequest; at: number; by: string }
   /** Removes the VM's NIC `nic`: its index ("1") or its MAC. */
   | { op: "vm.nic.remove"; name: string; nic: string; at: number; by: string }
+  /** A storage pool (core/fsm/pools.ts); its host checked and prepared it first. */
+  | { op: "pool.create"; pool: PoolSpec; by: string; at: number }
+  | { op: "pool.delete"; name: string; by: string; at: number }
+  /** A volume its host created in its pool (core/fsm/volumes.ts). */
+  | { op: "volume.create"; volume: VolumeSpec; by: string; at: number }
+  /** A volume its host grew (the file, or a running guest's disk through QMP). */
+  | { op: "volume.resize"; name: string; sizeBytes: number; by: string; at: number }
+  | { op: "volume.delete"; name: string; by: string; at: number }
+  /** Attaches a volume to a VM (core/fsm/vm_disks.ts); a running VM's host hot-plugs it. */
+  | { op: "vm.disk.attach"; name: string; volume: string; by: string; at: number }
+  /** Detaches the VM's disk `disk` (a volume name or a disk id). */
+  | { op: "vm.disk.detach"; name: string; disk: string; by: string; at: number }
   | { op: "network.create"; network: NetworkSpec; by: string; at: number }
   | { op: "network.delete"; name: string; by: string; at: number }
   | { op: "sg.create"; group: SecurityGroupSpec; by: string; at: number }
@@ -267,21 +295,61 @@ export type VmDesired = "running" | "stopped" | "deleted";
 
 export type RestartPolicy = "never" | "on-failure" | "always";
 
-/** Where a disk's first contents come from when its host creates it. */
+/**
+ * Where a disk's first contents come from when its host creates it; `attached`: the disk is a
+ * volume resource (core/fsm/volumes.ts) attached to the VM, which never creates or deletes it.
+ */
 export type DiskSource =
   | { kind: "blank" }
   | { kind: "image"; image: string }
-  | { kind: "volume"; volume: string; mode: "linked" | "full" };
+  | { kind: "volume"; volume: string; mode: "linked" | "full" }
+  | { kind: "attached" };
 
 export interface VmDisk {
   /** Device id inside the VM ("root", ...). */
   id: string;
-  /** `dir`: the host's local pool; `shared`: the cluster's shared-dir pool (same path on every host). */
-  pool?: "dir" | "shared";
+  /**
+   * The storage pool's name (core/fsm/pools.ts); absent: `dir`, the host's local pool. The
+   * built-in `shared` is the cluster's shared-dir pool at `storage.sharedDir`.
+   */
+  pool?: string;
   /** Volume name in the host's pool. */
   volume: string;
   sizeBytes: number;
   source: DiskSource;
+  /**
+   * The PCIe root port an attached volume sits on (host/kvm/qemu.ts DISK_PORTS), so that a
+   * hot-plugged disk has the same slot on a migration's destination. Absent: on the root bus.
+   */
+  port?: number;
+}
+
+/** A storage pool (core/fsm/pools.ts). */
+export interface PoolSpec {
+  name: string;
+  /**
+   * `dir`: qcow2 files in a host-local directory; `shared-dir`: qcow2 files in a directory
+   * mounted at the same path on every host (NFS, ...); `btrfs`: each volume a subvolume of a
+   * btrfs filesystem (an existing mount, or a loop image the pool made).
+   */
+  driver: "dir" | "shared-dir" | "btrfs";
+  /** The directory (or btrfs mount point); null: the node's own `DATA_DIR/pool` (dir only). */
+  source: string | null;
+  /** The one host that has the pool; null: every host (the same path on each). */
+  node: string | null;
+  /** A btrfs pool on a loop image the pool made: the image file and its size. */
+  loop: { image: string; sizeBytes: number } | null;
+}
+
+/** A volume as asked for (core/fsm/volumes.ts). */
+export interface VolumeSpec {
+  name: string;
+  pool: string;
+  /** The host that holds it (a local pool's); null for a shared-dir pool. */
+  node: string | null;
+  sizeBytes: number;
+  /** The image whose disk it started as a copy of; null: blank. */
+  fromImage: string | null;
 }
 
 export interface CloudInitSpec {

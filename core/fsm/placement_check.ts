@@ -20,13 +20,14 @@
  * @module
  */
 import { PlacementIndex } from "../scheduler/placement_index.ts";
-import type { HostView, PlacementGroup, PlacementRequest } from "../scheduler/types.ts";
+import type { HostView, PlacementGroup, PlacementRequest, PoolRule } from "../scheduler/types.ts";
 import type { Changed } from "./store.ts";
 import type { CacheKey, Store } from "./store.ts";
 import type { VmSpec } from "./commands.ts";
 import * as nodes from "./nodes.ts";
 import * as vms from "./vms.ts";
 import * as groups from "./groups.ts";
+import * as pools from "./pools.ts";
 import * as config from "./config.ts";
 
 interface Ledger {
@@ -70,7 +71,11 @@ export function checkAndHold(s: Store, vm: VmSpec): string | null {
 }
 
 function requestOf(s: Store, vm: VmSpec): PlacementRequest {
-  return placementRequestOfSpec(vm, vm.group ? groups.get(s, vm.group) ?? undefined : undefined);
+  return placementRequestOfSpec(
+    vm,
+    vm.group ? groups.get(s, vm.group) ?? undefined : undefined,
+    pools.rulesFor(s, vm.disks, false),
+  );
 }
 
 /**
@@ -80,8 +85,10 @@ function requestOf(s: Store, vm: VmSpec): PlacementRequest {
 export function placementRequestOfSpec(
   vm: VmSpec,
   group: PlacementGroup | undefined,
+  poolRules: readonly PoolRule[] = [],
 ): PlacementRequest {
   return {
+    ...(poolRules.length ? { pools: poolRules } : {}),
     name: vm.name,
     cpus: vm.template ? 0 : vm.cpus,
     memoryMiB: vm.template ? 0 : vm.memoryMiB,

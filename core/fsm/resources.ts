@@ -16,6 +16,9 @@ import * as config from "./config.ts";
 import * as images from "./images.ts";
 import * as vms from "./vms.ts";
 import * as vmNics from "./vm_nics.ts";
+import * as pools from "./pools.ts";
+import * as volumes from "./volumes.ts";
+import * as vmDisks from "./vm_disks.ts";
 import * as groups from "./groups.ts";
 import * as networks from "./networks.ts";
 import * as securityGroups from "./security_groups.ts";
@@ -39,8 +42,11 @@ export const RESOURCES = [
   securityGroups.resource,
   routers.resource,
   bridgeMappings.resource,
+  pools.resource,
+  volumes.resource,
   vms.resource,
   vmNics.resource,
+  vmDisks.resource,
   groups.resource,
   operations.resource,
   audit.resource,

@@ -41,6 +41,8 @@ import * as groups from "./groups.ts";
 import * as networks from "./networks.ts";
 import * as securityGroups from "./security_groups.ts";
 import * as routers from "./routers.ts";
+import * as pools from "./pools.ts";
+import * as volumes from "./volumes.ts";
 import * as bridgeMappings from "./bridge_mappings.ts";
 import * as images from "./images.ts";
 import * as joinTokens from "./join_tokens.ts";
@@ -70,6 +72,8 @@ export type {
   SecurityGroupRule,
 } from "./security_groups.ts";
 export type { FloatingIpRecord, RouterReads, RouterRecord } from "./routers.ts";
+export type { PoolReads, PoolRecord, PoolView } from "./pools.ts";
+export type { VolumeReads, VolumeRecord } from "./volumes.ts";
 
 /** Outcome of one applied entry: deterministic on every node. */
 export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
@@ -84,12 +88,18 @@ export class StateMachine {
   readonly securityGroups: securityGroups.SecurityGroupReads;
   /** Routers and floating IPs (core/fsm/routers.ts). */
   readonly routers: routers.RouterReads;
+  /** Storage pools, built-in and created (core/fsm/pools.ts). */
+  readonly pools: pools.PoolReads;
+  /** Volumes (core/fsm/volumes.ts). */
+  readonly volumes: volumes.VolumeReads;
 
   constructor(readonly path: string) {
     this.db = this.open();
     this.#store = new Store(this.db);
     this.securityGroups = securityGroups.readsOf(this.#store);
     this.routers = routers.readsOf(this.#store);
+    this.pools = pools.readsOf(this.#store);
+    this.volumes = volumes.readsOf(this.#store);
   }
 
   private open(): DatabaseSync {

@@ -38,6 +38,8 @@ export interface Changed {
     | "router"
     | "floatingIp"
     | "bridgeMapping"
+    | "pool"
+    | "volume"
     | "operation";
   name?: string;
 }

@@ -7,6 +7,7 @@ import { ConflictError, NotFoundError } from "../errors/mod.ts";
 import type { Command, VmRecord, VmSnapshot, VmSpec, VmState } from "./commands.ts";
 import * as images from "./images.ts";
 import * as networks from "./networks.ts";
+import * as volumes from "./volumes.ts";
 import { type Applied, applied, iso, type Resource, type Row, type Store } from "./store.ts";
 
 const TABLE = {
@@ -161,6 +162,7 @@ function setDesired(s: Store, c: Extract<Command, { op: "vm.desired" }>): Applie
   if (desired === "deleted" && !vm.node) {
     s.sql("DELETE FROM vms WHERE name = ?").run(name);
     networks.detachAll(s, name);
+    volumes.releaseVm(s, name);
     return touched(name, { name, deleted: true });
   }
   const spec: VmSpec = { ...specOf(vm), desired, force: !!c.force };
@@ -205,6 +207,7 @@ function move(
   s.sql(
     "UPDATE vms SET spec = ?, node = ?, state = ?, reason = ?, guest = NULL, updated_at = ? WHERE name = ?",
   ).run(JSON.stringify(spec), c.to, state, reason, c.at, c.name);
+  volumes.followVm(s, c.name, c.to);
   return touched(c.name, get(s, c.name));
 }
 
@@ -225,6 +228,7 @@ function remove(s: Store, c: Extract<Command, { op: "vm.remove" }>): Applied {
   if (!vm || vm.node !== c.node || vm.desired !== "deleted") return touched(c.name, null);
   s.sql("DELETE FROM vms WHERE name = ?").run(c.name);
   networks.detachAll(s, c.name);
+  volumes.releaseVm(s, c.name);
   return touched(c.name, { name: c.name, deleted: true });
 }
 

@@ -30,6 +30,7 @@ import type {
   PlacementRequest,
   PlacementResult,
   PlacementSuccess,
+  PoolRule,
   SchedulerConfig,
   Strategy,
 } from "./types.ts";
@@ -286,9 +287,35 @@ export class PlacementIndex {
     if (!memoryFits(memory, req.memoryMiB)) return verdicts.reject(i, Verdict.memory, memory);
     const cpus = this.freeCpus(i, d);
     if (!cpuFits(cpus, req.cpus)) return verdicts.reject(i, Verdict.cpu, cpus);
+    if (req.pools?.length) {
+      const broken = this.brokenPoolRule(i, req.pools);
+      if (broken >= 0) return verdicts.reject(i, Verdict.pool, broken);
+    }
     if (!req.diskBytes) return true;
     const disk = this.freeDiskBytes(i, d);
     return diskFits(disk, req.diskBytes) || verdicts.reject(i, Verdict.disk, disk);
+  }
+
+  /** The position of the first pool rule host `i` breaks, or -1. */
+  private brokenPoolRule(i: number, rules: readonly PoolRule[]): number {
+    const name = this.names[i];
+    for (let k = 0; k < rules.length; k++) {
+      const r = rules[k];
+      if (r.node !== null && r.node !== name) return k;
+      if (r.room === null) continue;
+      const room = r.room[name];
+      if (typeof room !== "number" || room < r.bytes) return k;
+    }
+    return -1;
+  }
+
+  private poolReason(i: number, r: PoolRule): string {
+    const name = this.names[i];
+    if (r.node !== null && r.node !== name) return `pool "${r.pool}" is on ${r.node}`;
+    const room = r.room?.[name];
+    if (room === undefined) return `pool "${r.pool}" not reported by this host`;
+    if (typeof room === "string") return room;
+    return `pool "${r.pool}" has ${gib(room)} GiB free < ${gib(r.bytes)} GiB requested`;
   }
 
   /** The reason for a rejection recorded during the decision `d`. */
@@ -307,6 +334,8 @@ export class PlacementIndex {
         return cpuReason(figure, req.cpus);
       case Verdict.disk:
         return diskReason(figure, req.diskBytes ?? 0);
+      case Verdict.pool:
+        return this.poolReason(i, req.pools![figure]);
       default:
         return this.fixedRejection[i] ?? "";
     }
@@ -332,6 +361,10 @@ export class PlacementIndex {
     const credit = d.self?.host === i ? d.self.diskBytes : 0;
     return this.capDiskBytes[i] - this.usedDiskBytes[i] + credit;
   }
+}
+
+function gib(bytes: number): string {
+  return (bytes / GiB).toFixed(1);
 }
 
 function diskBytesOf(vm: PlacedVm): number {

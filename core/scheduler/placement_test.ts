@@ -89,3 +89,62 @@ testWithTimeout({
   const later = place({ cpus: 1, memoryMiB: 256 }, [host("n1", 4096)], [], DEFAULT_CONFIG);
   assertEquals(later.ok && later.node, "n1");
 });
+
+testWithTimeout(
+  {
+    name: "a disk's pool pins its VM to the pool's host and needs room there",
+    timeoutMs: 2 * MINUTE,
+  },
+  () => {
+    const GiB = 2 ** 30;
+    const hosts = [host("n1", 4096), host("n2", 1024), host("n3", 4096)];
+    const pinned = place(
+      { cpus: 1, memoryMiB: 256, pools: [{ pool: "fast", node: "n2", bytes: GiB, room: null }] },
+      hosts,
+      [],
+      DEFAULT_CONFIG,
+    );
+    assertEquals(pinned.ok && pinned.node, "n2", "not the emptier n1: the pool is on n2");
+    const room = { n1: 8 * GiB, n2: 'pool "local" on n2: not mounted', n3: 2 * GiB };
+    const full = place(
+      { cpus: 1, memoryMiB: 256, pools: [{ pool: "local", node: null, bytes: 4 * GiB, room }] },
+      hosts,
+      [],
+      DEFAULT_CONFIG,
+    );
+    assertEquals(full.ok && full.node, "n1");
+    const none = place(
+      {
+        cpus: 1,
+        memoryMiB: 256,
+        node: "n3",
+        pools: [{ pool: "local", node: null, bytes: 4 * GiB, room }],
+      },
+      hosts,
+      [],
+      DEFAULT_CONFIG,
+    );
+    assertEquals(none.ok, false);
+    if (!none.ok) {
+      assertEquals(explain(none.reasons), 'n3: pool "local" has 2.0 GiB free < 4.0 GiB requested');
+    }
+    const elsewhere = place(
+      {
+        cpus: 1,
+        memoryMiB: 256,
+        pools: [{ pool: "fast", node: "n2", bytes: GiB, room: { n2: 'pool "fast" on n2: x' } }],
+      },
+      hosts,
+      [],
+      DEFAULT_CONFIG,
+    );
+    assertEquals(
+      !elsewhere.ok && explain(elsewhere.reasons),
+      [
+        'n1: pool "fast" is on n2',
+        'n2: pool "fast" on n2: x',
+        'n3: pool "fast" is on n2',
+      ].join("; "),
+    );
+  },
+);

@@ -34,6 +34,20 @@ export interface PlacementRequest {
   group?: PlacementGroup;
   /** Overrides `scheduler.strategy` for this request. */
   strategy?: Strategy;
+  /** The storage pools the VM's disks live in, as far as they restrict its hosts. */
+  pools?: readonly PoolRule[];
+}
+
+/**
+ * What a storage pool asks of a host: to be its one host (`node`), and to have
+ * room for `bytes` of new disks in it (`room`: per host, the bytes free after
+ * overcommit or why the pool cannot be used there; null: not checked).
+ */
+export interface PoolRule {
+  pool: string;
+  node: string | null;
+  bytes: number;
+  room: Readonly<Record<string, number | string>> | null;
 }
 
 export interface HostView {

@@ -19,6 +19,8 @@ export const Verdict = {
   memory: 6,
   cpu: 7,
   disk: 8,
+  /** Figure: the position of the pool rule that failed. */
+  pool: 9,
 } as const;
 export type Verdict = typeof Verdict[keyof typeof Verdict];
 

@@ -373,3 +373,49 @@ export async function deviceDel(qmp: QmpExecutor, id: string): Promise<void> {
 export async function qomList(qmp: QmpExecutor, path: string): Promise<string[]> {
   return (await qmp.execute<{ name: string }[]>("qom-list", { path })).map((p) => p.name);
 }
+
+// ---- block devices: hot-plug and resize -------------------------------------------------
+
+/**
+ * `blockdev-add` of a qcow2 node `nodeName` over the file `filename` (opened by QEMU then,
+ * as the user it runs as).
+ */
+export async function blockdevAddQcow2(
+  qmp: QmpExecutor,
+  nodeName: string,
+  filename: string,
+): Promise<void> {
+  await qmp.execute("blockdev-add", {
+    "node-name": nodeName,
+    driver: "qcow2",
+    "read-only": false,
+    file: { driver: "file", filename, "read-only": false },
+  });
+}
+
+/** `device_add` of a virtio-blk disk `id` on block node `drive`, on PCIe root port `bus`. */
+export async function deviceAddVirtioBlk(
+  qmp: QmpExecutor,
+  id: string,
+  drive: string,
+  bus: string,
+): Promise<void> {
+  await qmp.execute("device_add", { driver: "virtio-blk-pci", id, drive, bus });
+}
+
+/** `block_resize`: grows block node `nodeName` to `sizeBytes` while the guest runs. */
+export async function blockResize(
+  qmp: QmpExecutor,
+  nodeName: string,
+  sizeBytes: number,
+): Promise<void> {
+  await qmp.execute("block_resize", { "node-name": nodeName, size: sizeBytes });
+}
+
+/** Names of the block nodes QEMU has (`query-named-block-nodes`, flat). */
+export async function namedBlockNodes(qmp: QmpExecutor): Promise<string[]> {
+  const nodes = await qmp.execute<{ "node-name": string }[]>("query-named-block-nodes", {
+    flat: true,
+  });
+  return nodes.map((n) => n["node-name"]);
+}

@@ -27,6 +27,11 @@ export interface DiskSpec {
   path: string;
   format: "qcow2" | "raw";
   readOnly?: boolean;
+  /**
+   * The disk root port an attached volume sits on ({@link diskPortId}); absent: the root bus
+   * (not hot-pluggable).
+   */
+  port?: number;
 }
 
 export interface NicSpec {
@@ -53,6 +58,18 @@ export interface NicSpec {
  */
 export const NIC_PORTS = 8;
 
+/**
+ * PCIe root ports every VM launched by this version gets for volumes (core/fsm/vm_disks.ts
+ * MAX_ATTACHED), at fixed functions 0x18.port on pcie.0: a volume hot-plugged later needs a
+ * free port that existed from the start, and the same slot on a migration's destination.
+ */
+export const DISK_PORTS = 8;
+
+/** The QEMU id of disk root port `port`. */
+export function diskPortId(port: number): string {
+  return `nvdp${port}`;
+}
+
 /** The QEMU id of NIC root port `port`. */
 export function nicPortId(port: number): string {
   return `nvrp${port}`;
@@ -76,6 +93,11 @@ export interface LaunchSpec {
   generation: number;
   /** An HA VM: started by the fencing watchdog, jailed in a PID namespace, never daemonized. */
   fenced?: boolean;
+  /**
+   * With the {@link DISK_PORTS} root ports for volumes. Absent on QEMUs launched before disk
+   * hot-plug; an incoming migration copies the source's choice (the devices must match).
+   */
+  diskPorts?: boolean;
 }
 
 /** Starts a process that dies with the host's fencing watchdog (see host/fencing). */
@@ -199,6 +221,16 @@ export class QemuDriver {
       if (spec.kernel.initrd) a.push("-initrd", spec.kernel.initrd);
       if (spec.kernel.cmdline) a.push("-append", spec.kernel.cmdline);
     }
+    if (spec.diskPorts) {
+      for (let i = 0; i < DISK_PORTS; i++) {
+        a.push(
+          "-device",
+          // One slot, eight functions: q35 keeps slot 0x1f for its LPC bridge.
+          `pcie-root-port,id=${diskPortId(i)},bus=pcie.0,chassis=${17 + i},addr=0x18.${i}` +
+            (i === 0 ? ",multifunction=on" : ""),
+        );
+      }
+    }
     spec.disks.forEach((d, i) => {
       const ro = !!d.readOnly;
       a.push(
@@ -210,7 +242,8 @@ export class QemuDriver {
           file: { driver: "file", filename: d.path, "read-only": ro },
         }),
         "-device",
-        `virtio-blk-pci,drive=${d.id},id=${d.id}-dev${i === 0 ? ",bootindex=1" : ""}`,
+        `virtio-blk-pci,drive=${d.id},id=${d.id}-dev${i === 0 ? ",bootindex=1" : ""}` +
+          (d.port !== undefined && spec.diskPorts ? `,bus=${diskPortId(d.port)}` : ""),
       );
     });
     if (spec.nics.some((n) => n.port !== undefined)) {

@@ -29,6 +29,34 @@ export interface PoolUsage {
   virtualBytes: number;
   allocatedBytes: number;
   freeBytes: number;
+  /** Size of the filesystem the pool is on (absent from the inventory's `pool` field). */
+  totalBytes?: number;
+}
+
+/**
+ * What a VM's host needs of a storage backend (./dir_pool.ts, ./btrfs.ts):
+ * volumes by name, made blank, from an image or as clones, with disk
+ * snapshots while no QEMU writes to them.
+ */
+export interface VolumePool {
+  /** The directory the pool keeps its volumes (and temporary files) in. */
+  readonly root: string;
+  init(): Promise<this>;
+  /** The file QEMU opens for volume `name`. */
+  pathOf(name: string): string;
+  has(name: string): Promise<boolean>;
+  create(name: string, sizeBytes: number): Promise<Volume>;
+  cloneLinked(source: string, name: string): Promise<Volume>;
+  cloneFull(source: string, name: string): Promise<Volume>;
+  /** A volume whose first contents are the image file `backing`, grown to `sizeBytes`. */
+  overlayOn(backing: string, format: string, name: string, sizeBytes?: number): Promise<Volume>;
+  snapshot(action: "create" | "apply" | "delete", name: string, tag: string): Promise<void>;
+  importFile(file: string, name: string): Promise<Volume>;
+  resize(name: string, sizeBytes: number): Promise<Volume>;
+  delete(name: string): Promise<void>;
+  info(name: string): Promise<Volume>;
+  list(): Promise<Volume[]>;
+  usage(): Promise<PoolUsage>;
 }
 
 const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$/;
@@ -36,7 +64,7 @@ const EXT = ".qcow2";
 /** Largest volume we agree to create: 64 TiB. */
 export const MAX_VOLUME_BYTES = 64 * 2 ** 40;
 
-export class DirPool {
+export class DirPool implements VolumePool {
   constructor(readonly root: string) {}
 
   async init(): Promise<this> {
@@ -253,11 +281,13 @@ export class DirPool {
   /** What the node reports in its inventory. */
   async usage(): Promise<PoolUsage> {
     const vols = await this.list();
+    const fs = await fsStats(this.root);
     return {
       volumes: vols.length,
       virtualBytes: vols.reduce((n, v) => n + v.virtualBytes, 0),
       allocatedBytes: vols.reduce((n, v) => n + v.allocatedBytes, 0),
-      freeBytes: await freeBytes(this.root),
+      freeBytes: fs.freeBytes,
+      totalBytes: fs.totalBytes,
     };
   }
 }
@@ -289,7 +319,7 @@ function volumeNameOf(backingFile: string): string {
  * backing file offset at 8 and size at 16, virtual size at 24); null when the
  * file is not qcow2.
  */
-async function readQcow2Header(
+export async function readQcow2Header(
   path: string,
 ): Promise<{ virtualBytes: number; backing: string | null } | null> {
   const f = await Deno.open(path);
@@ -311,7 +341,7 @@ async function readQcow2Header(
   }
 }
 
-function checkSize(sizeBytes: number): void {
+export function checkSize(sizeBytes: number): void {
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 1024 * 1024) {
     throw ValidationError.field("size", "must be at least 1 MiB");
   }
@@ -319,10 +349,11 @@ function checkSize(sizeBytes: number): void {
   if (sizeBytes % 512 !== 0) throw ValidationError.field("size", "must be a multiple of 512 bytes");
 }
 
-async function freeBytes(dir: string): Promise<number> {
+/** Size and free space of the filesystem holding `dir` (`df`; zeros when it cannot tell). */
+export async function fsStats(dir: string): Promise<{ totalBytes: number; freeBytes: number }> {
   const out = await new Deno.Command("df", { args: ["-Pk", dir], stdout: "piped", stderr: "null" })
     .output();
   const cols = new TextDecoder().decode(out.stdout).trim().split("\n").pop()?.split(/\s+/) ?? [];
-  const kib = Number(cols[3]);
-  return Number.isFinite(kib) ? kib * 1024 : 0;
+  const kib = (i: number) => Number.isFinite(Number(cols[i])) ? Number(cols[i]) * 1024 : 0;
+  return { totalBytes: kib(1), freeBytes: kib(3) };
 }

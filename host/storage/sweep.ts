@@ -53,9 +53,15 @@ export interface Orphans {
 export async function findOrphans(
   pool: DirPool,
   blobs: BlobStore,
-  state: { vms(): VmRecord[]; images(): ImageRecord[] },
+  state: {
+    vms(): VmRecord[];
+    images(): ImageRecord[];
+    /** Volumes recorded on their own (core/fsm/volumes.ts): not orphans either. */
+    volumes?: { all(): { name: string }[] };
+  },
 ): Promise<Orphans> {
   const usedVolumes = new Set(state.vms().flatMap((vm) => vm.disks.map((d) => d.volume)));
+  for (const v of state.volumes?.all() ?? []) usedVolumes.add(v.name);
   const volumes = await pool.list();
   const backing = new Set(volumes.map((v) => v.backing).filter((b) => b !== null));
   const usedBlobs = new Set(

@@ -1,0 +1,173 @@
+/**
+ * /api/v1/volumes: volumes (core/fsm/volumes.ts), and /api/v1/vms/:name/disks: attaching
+ * them to VMs (core/fsm/vm_disks.ts).
+ *
+ * Volumes; each request runs on the host that holds the volume (its pool's host, `node` for
+ * a pool on every host, or, for a shared-dir pool, the member that took it):
+ * - `POST /` `{name, pool, sizeBytes, fromImage?, node?}`: refused (409) beyond the pool's
+ *   free space on that host times `storage.overcommit`; the host makes it, then records it
+ * - `GET /`; `GET /:name`
+ * - `POST /:name/resize` `{sizeBytes}`: grows it (a running VM's disk through QMP
+ *   `block_resize`, on the VM's host)
+ * - `DELETE /:name` (409 while attached)
+ *
+ * VM disks:
+ * - `GET /api/v1/vms/:name/disks`
+ * - `POST /api/v1/vms/:name/disks` `{volume}` attaches (a running VM's host hot-plugs it)
+ * - `DELETE /api/v1/vms/:name/disks/:disk` detaches a volume (by name or disk id); the root
+ *   disk of a running VM is refused
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import type { ClusterNode } from "../../core/cluster/mod.ts";
+import { ConflictError, NotFoundError, ValidationError } from "../../core/errors/mod.ts";
+import type { VolumeRecord, VolumeSpec } from "../../core/fsm/mod.ts";
+import { VOLUME_NAME } from "../../core/fsm/volumes.ts";
+import type { VmHost } from "../../host/mod.ts";
+import { bearerAuth, requireRole } from "../auth.ts";
+import { leaderOnly } from "../forward.ts";
+import { parseBody } from "../validate.ts";
+import type { Env } from "../context.ts";
+import { onMember } from "./pools.ts";
+
+const NAME = z.string().regex(VOLUME_NAME, {
+  message: "lowercase letters, digits and '-' (1-63 chars)",
+});
+const SIZE = z.number().int().min(2 ** 20, "at least 1 MiB").max(64 * 2 ** 40, "at most 64 TiB");
+
+export const volumeSchema = z.object({
+  name: NAME,
+  pool: z.string().min(1).max(63),
+  sizeBytes: SIZE,
+  fromImage: z.string().min(1).max(253).nullable().default(null),
+  node: z.string().min(1).max(253).nullable().default(null),
+}).strict();
+
+const resizeSchema = z.object({ sizeBytes: SIZE }).strict();
+const attachSchema = z.object({ volume: z.string().min(1).max(63) }).strict();
+
+export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
+  const app = new Hono<Env>();
+  const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
+  const mustGet = (name: string): VolumeRecord => {
+    const v = node.fsm.volumes.get(name);
+    if (!v) throw new NotFoundError("volume", name);
+    return v;
+  };
+
+  app.use("*", bearerAuth(node));
+  app.get("/", (c) => c.json({ volumes: node.fsm.volumes.all() }));
+  app.get("/:name", (c) => c.json(mustGet(c.req.param("name"))));
+
+  app.post("/", requireRole("operator"), async (c) => {
+    const body = await parseBody(c, volumeSchema);
+    // The state machine decides again when the volume is recorded; here nothing is made yet.
+    const pool = node.fsm.volumes.check(body);
+    const target = pool.driver === "shared-dir" ? node.id : pool.node ?? body.node!;
+    if (node.fsm.volumes.get(body.name)) {
+      throw new ConflictError(`name: volume "${body.name}" already exists`, { field: "name" });
+    }
+    node.fsm.pools.assertRoom(pool, target, body.sizeBytes, "size");
+    return await onMember(c, node, target, body, async () => {
+      const spec: VolumeSpec = { ...body };
+      const backend = host.pools.backend(spec.pool);
+      if (spec.fromImage) {
+        const files = await host.cluster.pullImage(spec.fromImage);
+        await backend.overlayOn(files.disk!, "qcow2", spec.name, spec.sizeBytes);
+      } else {
+        await backend.create(spec.name, spec.sizeBytes);
+      }
+      try {
+        const record = await host.cluster.report({
+          op: "volume.create",
+          volume: spec,
+          by: by(c),
+          at: Date.now(),
+        });
+        return c.json(record as VolumeRecord, 201);
+      } catch (err) {
+        await backend.delete(spec.name).catch(() => {});
+        throw err;
+      }
+    });
+  });
+
+  app.post("/:name/resize", requireRole("operator"), async (c) => {
+    const v = mustGet(c.req.param("name"));
+    const { sizeBytes } = await parseBody(c, resizeSchema);
+    const vm = v.attachedTo ? node.fsm.vm(v.attachedTo) : null;
+    const target = vm?.node ?? v.node;
+    if (sizeBytes > v.sizeBytes) {
+      const pool = node.fsm.pools.get(v.pool)!;
+      node.fsm.pools.assertRoom(pool, v.node ?? target ?? node.id, sizeBytes - v.sizeBytes, "size");
+    }
+    if (sizeBytes < v.sizeBytes) {
+      throw ValidationError.field("size", `cannot shrink ${v.name} below ${v.sizeBytes} bytes`);
+    }
+    return await onMember(c, node, target, { sizeBytes }, async () => {
+      if (vm) await host.resizeAttached(vm.name, v.name, sizeBytes);
+      else await host.pools.backend(v.pool).resize(v.name, sizeBytes);
+      const record = await host.cluster.report({
+        op: "volume.resize",
+        name: v.name,
+        sizeBytes,
+        by: by(c),
+        at: Date.now(),
+      });
+      return c.json(record as VolumeRecord);
+    });
+  });
+
+  app.delete("/:name", requireRole("operator"), async (c) => {
+    const v = mustGet(c.req.param("name"));
+    return await onMember(c, node, v.node, {}, async () => {
+      const out = await host.cluster.report({
+        op: "volume.delete",
+        name: v.name,
+        by: by(c),
+        at: Date.now(),
+      });
+      const backend = host.pools.backend(v.pool);
+      if (await backend.has(v.name)) await backend.delete(v.name);
+      return c.json(out);
+    });
+  });
+
+  return app;
+}
+
+/** Mounted under `/api/v1/vms` behind its bearer authentication. */
+export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
+  const app = new Hono<Env>();
+  const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
+
+  app.get("/:name/disks", (c) => {
+    const vm = node.fsm.vm(c.req.param("name"));
+    if (!vm) throw new NotFoundError("vm", c.req.param("name"));
+    return c.json({ disks: vm.disks });
+  });
+  app.post("/:name/disks", requireRole("operator"), leaderOnly(node), async (c) => {
+    const { volume } = await parseBody(c, attachSchema);
+    const disk = await node.propose({
+      op: "vm.disk.attach",
+      name: c.req.param("name"),
+      volume,
+      by: by(c),
+      at: Date.now(),
+    });
+    return c.json(disk, 201);
+  });
+  app.delete("/:name/disks/:disk", requireRole("operator"), leaderOnly(node), async (c) => {
+    const disk = await node.propose({
+      op: "vm.disk.detach",
+      name: c.req.param("name"),
+      disk: c.req.param("disk").slice(0, 64),
+      by: by(c),
+      at: Date.now(),
+    });
+    return c.json({ detached: disk });
+  });
+  return app;
+}
