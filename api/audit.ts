@@ -52,6 +52,8 @@ const KINDS: Record<string, string> = {
   pools: "pool",
   volumes: "volume",
   backups: "backup",
+  "backup-targets": "backupTarget",
+  "backup-schedules": "backupSchedule",
 };
 
 /** Records mutating /api/v1 requests (mount on `/api/v1/*`) and answers their request id. */

@@ -3,6 +3,7 @@ import { groupCommand } from "./group.ts";
 import { networkCommand } from "./network.ts";
 import { sgCommand } from "./sg.ts";
 import { fipCommand, routerCommand } from "./router.ts";
+import { backupCommand } from "./backup.ts";
 import { operationCommand } from "./operation.ts";
 import { Command, CommanderError } from "commander";
 import { exitCodeOf, type NovaError, toNovaError } from "../core/errors/mod.ts";
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   program.addCommand(networkCommand());
   program.addCommand(sgCommand());
   program.addCommand(routerCommand());
+  program.addCommand(backupCommand());
   program.addCommand(fipCommand());
   program.addCommand(operationCommand());
   program.addCommand(hostCommand());

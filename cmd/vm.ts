@@ -6,6 +6,7 @@ import { printFields, printTable, render } from "./output.ts";
 import { vmFields } from "./vm_nic_view.ts";
 import { NovaError } from "../core/errors/mod.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
+import { vmBackupCommand } from "./backup.ts";
 import { nicCommand } from "./vm_nic.ts";
 
 /** Parses 256M, 1G, 512 (MiB) into MiB. */
@@ -449,6 +450,7 @@ export function vmCommand(): Command {
 
   vm.addCommand(snapshotCommand());
   vm.addCommand(nicCommand());
+  vm.addCommand(vmBackupCommand());
   return vm;
 }
 

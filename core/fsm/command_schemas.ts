@@ -250,6 +250,7 @@ const DISK = z.object({
     z.object({ kind: z.literal("image"), image: NAME }).strict(),
     z.object({ kind: z.literal("volume"), volume: NAME, mode: z.enum(["linked", "full"]) })
       .strict(),
+    z.object({ kind: z.literal("backup"), backup: NAME, disk: NAME }).strict(),
   ]),
 }).strict();
 
@@ -265,6 +266,7 @@ export type PeerOp =
   | "vm.update"
   | "vm.migrated"
   | "operation.update"
+  | "backup.record"
   | "audit.append";
 
 type CommandOf<K extends Command["op"]> = Extract<Command, { op: K }>;
@@ -359,6 +361,32 @@ export const PEER_COMMAND_SCHEMAS: {
     progress: boundedJson.optional(),
     result: boundedJson.optional(),
     error: REASON.optional(),
+    at: AT,
+  }).strict(),
+  "backup.record": z.object({
+    op: z.literal("backup.record"),
+    backup: z.object({
+      id: NAME,
+      vm: NAME,
+      target: NAME,
+      kind: z.enum(["full", "incremental"]),
+      parent: NAME.nullable(),
+      chain: NAME,
+      dir: printable(1024),
+      manifest: printable(1024),
+      manifestSha256: z.string().regex(/^[0-9a-f]{64}$/),
+      disks: z.array(
+        z.object({
+          id: NAME,
+          file: printable(1024),
+          virtualBytes: amount(2 ** 62),
+          fileBytes: amount(2 ** 62),
+          copiedBytes: amount(2 ** 62),
+        }).strict(),
+      ).max(64),
+      fullReason: REASON.nullable(),
+      node: NAME,
+    }).strict(),
     at: AT,
   }).strict(),
   "audit.append": z.object({

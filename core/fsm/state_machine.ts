@@ -41,6 +41,7 @@ import * as groups from "./groups.ts";
 import * as networks from "./networks.ts";
 import * as securityGroups from "./security_groups.ts";
 import * as routers from "./routers.ts";
+import * as backups from "./backups.ts";
 import * as bridgeMappings from "./bridge_mappings.ts";
 import * as images from "./images.ts";
 import * as joinTokens from "./join_tokens.ts";
@@ -70,6 +71,13 @@ export type {
   SecurityGroupRule,
 } from "./security_groups.ts";
 export type { FloatingIpRecord, RouterReads, RouterRecord } from "./routers.ts";
+export type {
+  BackupDiskRecord,
+  BackupReads,
+  BackupRecord,
+  BackupScheduleRecord,
+  BackupTargetRecord,
+} from "./backups.ts";
 
 /** Outcome of one applied entry: deterministic on every node. */
 export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
@@ -84,12 +92,15 @@ export class StateMachine {
   readonly securityGroups: securityGroups.SecurityGroupReads;
   /** Routers and floating IPs (core/fsm/routers.ts). */
   readonly routers: routers.RouterReads;
+  /** Backup targets, backups and schedules (core/fsm/backups.ts). */
+  readonly backups: backups.BackupReads;
 
   constructor(readonly path: string) {
     this.db = this.open();
     this.#store = new Store(this.db);
     this.securityGroups = securityGroups.readsOf(this.#store);
     this.routers = routers.readsOf(this.#store);
+    this.backups = backups.readsOf(this.#store);
   }
 
   private open(): DatabaseSync {

@@ -38,7 +38,10 @@ export interface Changed {
     | "router"
     | "floatingIp"
     | "bridgeMapping"
-    | "operation";
+    | "operation"
+    | "backupTarget"
+    | "backup"
+    | "backupSchedule";
   name?: string;
 }
 
