@@ -164,7 +164,7 @@ export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<
         return false;
       });
       try {
-        await transaction(qmp, actions, true, 30_000);
+        await transaction(qmp, actions, false, 30_000);
         started = true;
       } finally {
         if (fsFrozen) {
@@ -175,7 +175,7 @@ export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<
         }
       }
     } else {
-      await transaction(qmp, actions, true, 30_000);
+      await transaction(qmp, actions, false, 30_000);
       started = true;
     }
     const copied = await waitJobs(qmp, files.map(jobId), req.signal, req.onProgress);
