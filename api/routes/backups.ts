@@ -179,8 +179,8 @@ export function backupScheduleRoutes(node: ClusterNode): Hono<Env> {
   });
   app.put("/:vm", requireRole("operator"), leaderOnly(node), async (c) => {
     const vm = c.req.param("vm");
-    if (!node.fsm.vm(vm)) throw new NotFoundError("vm", vm);
     const body = await parseBody(c, scheduleSchema);
+    if (!node.fsm.vm(vm)) throw new NotFoundError("vm", vm);
     const last = backups.list(vm).pop();
     const target = body.target ?? last?.target ?? backups.targets()[0]?.name;
     const s = await node.propose({

@@ -246,6 +246,7 @@ export class BackupRunner {
         const { parent, fullReason } = wantIncremental
           ? await this.chooseParent(vm.name, target, disks)
           : { parent: null, fullReason: null };
+        const tJob = performance.now();
         const job = await runBackupJobs(qmp, {
           id,
           dir,
@@ -256,12 +257,14 @@ export class BackupRunner {
           signal,
           onProgress: (done, total) => onProgress("copying", done, total),
         });
-        return { vm, parent, fullReason, job, live: !!qemu };
+        const copyMs = Math.round(performance.now() - tJob);
+        return { vm, parent, fullReason, job, live: !!qemu, copyMs };
       } finally {
         await daemon?.stop();
       }
     });
     const { vm, parent, fullReason, job } = made;
+    const tSums = performance.now();
     try {
       // Checksums of what landed in the target, read back from it.
       const sizes = await Promise.all(job.disks.map((d) => Deno.stat(join(dir, d.file))));
@@ -336,6 +339,8 @@ export class BackupRunner {
         freezeMs: job.freezeMs,
         copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
         fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
+        copyMs: made.copyMs,
+        checksumMs: Math.round(performance.now() - tSums),
       };
     } catch (err) {
       await removeFiles(dir, id, job.disks.map((d) => d.file));
