@@ -1,5 +1,6 @@
 /**
- * Backups end to end with real QEMU (TCG) on a one-node cluster: the test
+ * Backups end to end with real QEMU (TCG) on a two-node cluster (data dirs on
+ * tmpfs: live migration from the ext4 root fails here, SPEC.md): the test
  * guest writes a known pattern into its disk at each boot (a user-data script
  * that counts its boots in the disk's first 16 bytes: boot 1 writes 4 MiB of
  * random data at 8 MiB, boot 2 writes 1 MiB at 64 MiB, and each boot prints the
@@ -8,6 +9,8 @@
  * - a full backup of the running VM (fs-frozen by the agent), then a VM restart
  *   (bitmaps stored in the qcow2 and loaded again), then an incremental backup
  *   that carries only the changed blocks (size checked);
+ * - a live migration to the other host (local disk, NBD mirror) keeps the
+ *   bitmap: the next backup there is incremental again;
  * - an incremental backup of the stopped VM (offline, through
  *   qemu-storage-daemon) with nothing changed copies nothing;
  * - restoring the incremental (full + incremental) as a new VM reproduces
@@ -117,7 +120,9 @@ testWithTimeout({
   sanitizeResources: false,
 }, async (t) => {
   const guest = await testGuest();
+  const base = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "novactl-backup-test-" });
   const cluster = new NovactlCluster({
+    baseDir: base,
     env: { NOVACTL_ACCEL: "tcg" },
     keepBaseDir: Deno.env.get("NOVACTL_KEEP_TEST_DIRS") === "1",
   });
@@ -125,8 +130,8 @@ testWithTimeout({
   // QEMU runs as novactl-qemu and opens its target files by path.
   await Deno.chmod(targetDir, 0o711);
   const userData = await Deno.makeTempFile({ suffix: ".yaml" });
-  await cluster.start(1);
-  const [n1] = cluster.nodes;
+  await cluster.start(2, { voters: 1 });
+  const [n1, n2] = cluster.nodes;
   const token = cluster.adminToken;
   const run = (...args: string[]) => cli([...args, "--server", n1.url, "--token", token]);
   const ok = async (...args: string[]) => {
@@ -170,6 +175,8 @@ testWithTimeout({
         "guest",
         "--user-data",
         userData,
+        "--node",
+        "n1",
         "--wait",
       );
       await untilPattern(1);
@@ -232,6 +239,21 @@ testWithTimeout({
       },
     );
 
+    let moved = "";
+    await step(
+      t,
+      "a live migration keeps the bitmap: incremental again on the new host",
+      async () => {
+        await ok("vm", "migrate", "g1", "--to", "n2");
+        moved = lastLine(await ok("vm", "backup", "create", "g1", "--incremental"));
+        const b = await backupOf(moved);
+        assertEquals(b.kind, "incremental", `fullReason: ${b.fullReason}`);
+        assertEquals(b.parent, incr);
+        assertEquals(b.disks[0].copiedBytes, 0);
+        assertEquals((await opMaking(moved)).result?.live, true);
+      },
+    );
+
     await step(
       t,
       "a stopped VM is backed up offline; nothing changed, nothing copied",
@@ -240,11 +262,12 @@ testWithTimeout({
         const id = lastLine(await ok("vm", "backup", "create", "g1", "--incremental"));
         const b = await backupOf(id);
         assertEquals(b.kind, "incremental", `fullReason: ${b.fullReason}`);
-        assertEquals(b.parent, incr);
+        assertEquals(b.parent, moved);
         assertEquals(b.disks[0].copiedBytes, 0);
         assertEquals((await opMaking(id)).result?.live, false);
-        // The newest backup goes; the chain stays restorable.
+        // The newest backups go, newest first; the chain stays restorable.
         await ok("backup", "delete", id);
+        await ok("backup", "delete", moved);
       },
     );
 
@@ -257,11 +280,12 @@ testWithTimeout({
     await step(t, "full + incremental restored as a new VM reproduce the pattern", async () => {
       const out = await ok("backup", "restore", incr, "--as", "r1", "-o", "json");
       assertEquals(JSON.parse(out).state, "succeeded");
-      const vm = (await api<{ disks: { volume: string }[]; state: string }>(
+      const vm = (await api<{ disks: { volume: string }[]; node: string }>(
         `${n1.url}/api/v1/vms/r1`,
         { token },
       )).body;
-      const shas = await regionShas(`${n1.dataDir}/pool/${vm.disks[0].volume}.qcow2`, [
+      const host = vm.node === "n2" ? n2 : n1;
+      const shas = await regionShas(`${host.dataDir}/pool/${vm.disks[0].volume}.qcow2`, [
         REGION_A,
         REGION_B,
       ]);
@@ -311,6 +335,7 @@ testWithTimeout({
     );
   } finally {
     await cluster.stop();
+    await Deno.remove(base, { recursive: true }).catch(() => {});
     await Deno.remove(targetDir, { recursive: true }).catch(() => {});
     await Deno.remove(userData).catch(() => {});
   }
