@@ -112,25 +112,46 @@ export function bitmapParent(bitmaps: DirtyBitmap[]): string | null {
   return ours.length ? ours[ours.length - 1].name.slice(BITMAP_PREFIX.length) : null;
 }
 
+/** Backup jobs started by {@link startBackupJobs}, for {@link finishBackupJobs}. */
+export interface StartedJobs {
+  files: (JobDisk & { file: string })[];
+  /** Target block nodes added to QEMU. */
+  added: string[];
+  /** Whether the transaction ran (jobs and the new bitmap exist). */
+  started: boolean;
+  fsFrozen: boolean;
+  freezeMs: number | null;
+}
+
+const targetNode = (d: JobDisk) => `nvbkt-${d.id}`.slice(0, 31);
+const jobId = (d: JobDisk) => `nvbkj-${d.id}`.slice(0, 31);
+
 /**
- * Runs the backup jobs: creates the target files, freezes the guest's
- * filesystems (when its agent answers), starts every disk's job and its new
- * bitmap in one transaction, thaws, and waits for the jobs. On failure or abort
- * nothing is left behind: targets removed, the new bitmap dropped, the parent's
- * kept.
+ * Runs the backup jobs: {@link startBackupJobs}, then {@link finishBackupJobs}. On failure
+ * or abort nothing is left behind: targets removed, the new bitmap dropped, the parent's kept.
  */
 export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<JobResult> {
+  return await finishBackupJobs(qmp, req, await startBackupJobs(qmp, req));
+}
+
+/**
+ * Creates the target files, freezes the guest's filesystems (when its agent answers), starts
+ * every disk's job and its new bitmap in one transaction and thaws: the point in time. The
+ * copy then runs on in QEMU; the VM may be handled meanwhile (a stop ends the jobs, and the
+ * backup fails). Cleans up after itself when it fails.
+ */
+export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<StartedJobs> {
   const incremental = req.parent !== null;
-  const files = req.disks.map((d) => ({ ...d, file: layout.file(req.id, d.id) }));
-  const targetNode = (d: JobDisk) => `nvbkt-${d.id}`.slice(0, 31);
-  const jobId = (d: JobDisk) => `nvbkj-${d.id}`.slice(0, 31);
+  const s: StartedJobs = {
+    files: req.disks.map((d) => ({ ...d, file: layout.file(req.id, d.id) })),
+    added: [],
+    started: false,
+    fsFrozen: false,
+    freezeMs: null,
+  };
   await Deno.mkdir(req.dir, { recursive: true, mode: 0o711 });
-  const added: string[] = [];
-  let started = false;
-  let fsFrozen = false;
-  let freezeMs: number | null = null;
   try {
-    for (const d of files) {
+    for (const d of s.files) {
       const path = join(req.dir, d.file);
       const backing = incremental ? ["-F", "qcow2", "-b", layout.file(req.parent!.id, d.id)] : [];
       await qemuImg(["create", "-q", "-f", "qcow2", ...backing, path, String(d.virtualBytes)]);
@@ -144,9 +165,9 @@ export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<
           )
           : err;
       });
-      added.push(targetNode(d));
+      s.added.push(targetNode(d));
     }
-    const actions = files.flatMap((d) => [
+    const actions = s.files.flatMap((d) => [
       bitmapAddAction(d.node, bitmapName(req.id), true),
       blockdevBackupAction({
         jobId: jobId(d),
@@ -159,29 +180,48 @@ export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<
     // The point in time: frozen filesystems (when the agent answers) around the transaction.
     if (req.agent && await req.agent.ping(1_000).catch(() => false)) {
       const t0 = performance.now();
-      fsFrozen = await req.agent.fsFreeze({ timeoutMs: 10_000 }).then(() => true, (err) => {
+      s.fsFrozen = await req.agent.fsFreeze({ timeoutMs: 10_000 }).then(() => true, (err) => {
         log.warn("fs-freeze failed; backing up without it", { error: String(err) });
         return false;
       });
       try {
         await transaction(qmp, actions, false, 30_000);
-        started = true;
+        s.started = true;
       } finally {
-        if (fsFrozen) {
+        if (s.fsFrozen) {
           await req.agent.fsThaw({ timeoutMs: 10_000 }).catch((err) =>
             log.warn("fs-thaw failed", { error: String(err) })
           );
-          freezeMs = Math.round((performance.now() - t0) * 10) / 10;
+          s.freezeMs = Math.round((performance.now() - t0) * 10) / 10;
         }
       }
     } else {
       await transaction(qmp, actions, false, 30_000);
-      started = true;
+      s.started = true;
     }
-    const copied = await waitJobs(qmp, files.map(jobId), req.signal, req.onProgress);
+    return s;
+  } catch (err) {
+    await undo(qmp, req, s);
+    await teardown(qmp, req, s);
+    throw err;
+  }
+}
+
+/**
+ * Waits for the jobs started by {@link startBackupJobs}; on success drops the bitmaps the
+ * new one replaces, on failure or abort undoes everything; removes the target nodes and takes
+ * the files back from QEMU's user either way.
+ */
+export async function finishBackupJobs(
+  qmp: QmpExecutor,
+  req: JobRequest,
+  s: StartedJobs,
+): Promise<JobResult> {
+  try {
+    const copied = await waitJobs(qmp, s.files.map(jobId), req.signal, req.onProgress);
     // Success: the parent's bitmap (or any older chain's) is spent; the new one counts on.
     const keep = bitmapName(req.id);
-    for (const d of files) {
+    for (const d of s.files) {
       for (const bm of await dirtyBitmaps(qmp, d.node)) {
         if (bm.name.startsWith(BITMAP_PREFIX) && bm.name !== keep) {
           await blockDirtyBitmapRemove(qmp, d.node, bm.name).catch((err) =>
@@ -191,38 +231,46 @@ export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<
       }
     }
     return {
-      disks: files.map((d, i) => ({
+      disks: s.files.map((d, i) => ({
         id: d.id,
         file: d.file,
         copiedBytes: copied[i],
         virtualBytes: d.virtualBytes,
       })),
-      fsFrozen,
-      freezeMs,
+      fsFrozen: s.fsFrozen,
+      freezeMs: s.freezeMs,
     };
   } catch (err) {
-    if (started) {
-      for (const d of files) {
-        await jobCancel(qmp, jobId(d)).catch(() => {});
-      }
-      await waitGone(qmp, files.map(jobId));
-      for (const d of files) {
-        await blockDirtyBitmapRemove(qmp, d.node, bitmapName(req.id)).catch(() => {});
-      }
-    }
-    for (const d of files) await Deno.remove(join(req.dir, d.file)).catch(() => {});
+    await undo(qmp, req, s);
     throw err;
   } finally {
-    for (const n of added) {
-      await blockdevDel(qmp, n).catch((err) =>
-        log.warn("cannot remove a backup target node", { node: n, error: String(err) })
-      );
+    await teardown(qmp, req, s);
+  }
+}
+
+/** After a failure: jobs cancelled, the new bitmap dropped (the parent's stays), files removed. */
+async function undo(qmp: QmpExecutor, req: JobRequest, s: StartedJobs): Promise<void> {
+  if (s.started) {
+    for (const d of s.files) await jobCancel(qmp, jobId(d)).catch(() => {});
+    await waitGone(qmp, s.files.map(jobId));
+    for (const d of s.files) {
+      await blockDirtyBitmapRemove(qmp, d.node, bitmapName(req.id)).catch(() => {});
     }
-    for (const d of files) {
-      const path = join(req.dir, d.file);
-      await Deno.chown(path, 0, 0).catch(() => {});
-      await Deno.chmod(path, 0o600).catch(() => {});
-    }
+  }
+  for (const d of s.files) await Deno.remove(join(req.dir, d.file)).catch(() => {});
+}
+
+/** Target nodes removed from QEMU, files taken back from its user. */
+async function teardown(qmp: QmpExecutor, req: JobRequest, s: StartedJobs): Promise<void> {
+  for (const n of s.added.splice(0)) {
+    await blockdevDel(qmp, n).catch((err) =>
+      log.warn("cannot remove a backup target node", { node: n, error: String(err) })
+    );
+  }
+  for (const d of s.files) {
+    const path = join(req.dir, d.file);
+    await Deno.chown(path, 0, 0).catch(() => {});
+    await Deno.chmod(path, 0o600).catch(() => {});
   }
 }
 

@@ -7,7 +7,7 @@
  * stopped is marked failed at the next start (its partial files are gone:
  * every step writes to a temporary name, or removes what it made on failure).
  *
- * - backup: {@link runBackupJobs} on the VM's running QEMU, or on a
+ * - backup: the jobs of host/backup/job.ts on the VM's running QEMU, or on a
  *   `qemu-storage-daemon` for a stopped VM; then every file is checksummed
  *   (whole and per 64 KiB block), the manifest written and the backup recorded;
  * - verify: every block of every file re-read and checked against the manifest;
@@ -47,7 +47,13 @@ import {
   type VerifyReport,
   writeManifest,
 } from "./format.ts";
-import { bitmapParent, incrementalBlocker, runBackupJobs } from "./job.ts";
+import {
+  bitmapParent,
+  finishBackupJobs,
+  incrementalBlocker,
+  type JobRequest,
+  startBackupJobs,
+} from "./job.ts";
 import { StorageDaemon } from "./storage_daemon.ts";
 import { convertChain } from "./restore.ts";
 
@@ -246,8 +252,7 @@ export class BackupRunner {
         const { parent, fullReason } = wantIncremental
           ? await this.chooseParent(vm.name, target, disks)
           : { parent: null, fullReason: null };
-        const tJob = performance.now();
-        const job = await runBackupJobs(qmp, {
+        const req: JobRequest = {
           id,
           dir,
           disks,
@@ -256,14 +261,22 @@ export class BackupRunner {
           qemuUser: qemu ? this.host.driver.user : null,
           signal,
           onProgress: (done, total) => onProgress("copying", done, total),
-        });
-        const copyMs = Math.round(performance.now() - tJob);
-        return { vm, parent, fullReason, job, live: !!qemu, copyMs };
+        };
+        const t0 = performance.now();
+        // A running VM's copy goes on outside the VM's lock (a stop or restart need not wait
+        // for it; it ends the jobs, and the backup fails). A storage daemon holds the images'
+        // locks: a stopped VM stays locked until its backup is done.
+        const started = await startBackupJobs(qmp, req);
+        const job = qemu ? null : await finishBackupJobs(qmp, req, started);
+        return { vm, parent, fullReason, req, started, job, qemu, t0 };
       } finally {
         await daemon?.stop();
       }
     });
-    const { vm, parent, fullReason, job } = made;
+    const { vm, parent, fullReason } = made;
+    const job = made.job ?? await finishBackupJobs(made.qemu!.qmp, made.req, made.started);
+    const live = !!made.qemu;
+    const copyMs = Math.round(performance.now() - made.t0);
     const tSums = performance.now();
     try {
       // Checksums of what landed in the target, read back from it.
@@ -334,12 +347,12 @@ export class BackupRunner {
         kind: manifest.kind,
         parent: manifest.parent,
         fullReason,
-        live: made.live,
+        live,
         fsFrozen: job.fsFrozen,
         freezeMs: job.freezeMs,
         copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
         fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
-        copyMs: made.copyMs,
+        copyMs,
         checksumMs: Math.round(performance.now() - tSums),
       };
     } catch (err) {
