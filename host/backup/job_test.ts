@@ -10,6 +10,7 @@ import type { BackupRecord } from "../../core/fsm/mod.ts";
 import type { DirtyBitmap, QmpExecutor } from "../kvm/commands.ts";
 import { bitmapName, incrementalBlocker, runBackupJobs } from "./job.ts";
 import { qemuImg } from "../storage/qemu_img.ts";
+import { testWithTimeout } from "../../tests/support/timeout.ts";
 
 /** A QEMU whose jobs advance one step per `query-jobs`, `steps` times, unless cancelled. */
 class FakeQemu implements QmpExecutor {
@@ -120,7 +121,13 @@ Deno.test("backup jobs: one transaction, the new bitmap kept, the old ones dropp
   assert((await Deno.stat(join(dir, "bk-00000000000b.root.qcow2"))).isFile);
 });
 
-Deno.test("backup jobs: an abort cancels them; no new bitmap, no file, the parent's kept", async () => {
+// Bounded: an abort that never reaches QEMU would wait for its jobs forever.
+testWithTimeout({
+  name: "backup jobs: an abort cancels them; no new bitmap, no file, the parent's kept",
+  timeoutMs: 30_000,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
   const dir = join(await Deno.makeTempDir(), "web1");
   await Deno.mkdir(dir);
   const parentFile = join(dir, "bk-00000000000a.root.qcow2");
