@@ -9,7 +9,7 @@ import { DEFAULT_CONFIG } from "../config/mod.ts";
 import type { Command } from "./commands.ts";
 import type { BackupRecord } from "./backups.ts";
 import type { Entry } from "../raft/types.ts";
-import { ConflictError, NovaError, ValidationError } from "../errors/mod.ts";
+import { ConflictError, type NovaError, ValidationError } from "../errors/mod.ts";
 import { join } from "node:path";
 
 let idx = 0;
