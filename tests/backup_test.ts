@@ -15,7 +15,8 @@
  *   qemu-storage-daemon) with nothing changed copies nothing;
  * - restoring the incremental (full + incremental) as a new VM reproduces
  *   both regions (sha256 of the restored disk's regions equals the guest's),
- *   and the new VM boots;
+ *   and the new VM boots; restoring the full one in place onto the stopped VM
+ *   brings its disk back to that point (and the next backup is full, saying why);
  * - `backup verify` passes, then detects one flipped byte in the target;
  * - restoring in place onto a running VM is refused, and a corrupt manifest is
  *   refused with a clear error and nothing created;
@@ -291,6 +292,27 @@ testWithTimeout({
       ]);
       assertEquals(shas, [pattern2.a, pattern2.b]);
       await ok("vm", "start", "r1", "--wait");
+    });
+
+    await step(t, "in place onto the stopped VM: its disk is the full backup's again", async () => {
+      const out = await ok("backup", "restore", full, "--in-place", "-o", "json");
+      assertEquals(JSON.parse(out).state, "succeeded");
+      const vm = (await api<{ disks: { volume: string }[]; node: string }>(
+        `${n1.url}/api/v1/vms/g1`,
+        { token },
+      )).body;
+      const host = vm.node === "n2" ? n2 : n1;
+      const shas = await regionShas(`${host.dataDir}/pool/${vm.disks[0].volume}.qcow2`, [
+        REGION_A,
+        REGION_B,
+      ]);
+      // Region B was written after the full backup: zeros again.
+      assertEquals(shas, [pattern2.a, await sha256Hex(new Uint8Array(REGION_B.bytes))]);
+      // The bitmap went with the replaced disk: the next backup is full, and says why.
+      const id = lastLine(await ok("vm", "backup", "create", "g1", "--incremental"));
+      const b = await backupOf(id);
+      assertEquals(b.kind, "full");
+      assert(/no dirty bitmap/.test(b.fullReason ?? ""), String(b.fullReason));
     });
 
     await step(t, "verify passes, then detects one flipped byte", async () => {

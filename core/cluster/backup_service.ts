@@ -85,6 +85,10 @@ export function startBackup(
     if (!vm) throw new NotFoundError("vm", req.vm);
     if (!vm.node) throw new ConflictError(`VM "${vm.name}" is placed nowhere yet`);
     if (vm.desired === "deleted") throw new ConflictError(`VM "${vm.name}" is being deleted`);
+    if (vm.template) {
+      // Its volumes back linked clones that may run: a bitmap cannot be written into them.
+      throw new ConflictError(`"${vm.name}" is a template; back up a VM cloned from it`);
+    }
     if (vm.migration) throw new ConflictError(`VM "${vm.name}" is migrating; back it up after`);
     const running = vm.desired === "running" && vm.state === "running";
     if (!running && !isAtRest(vm)) {

@@ -47,6 +47,12 @@ testWithTimeout(
       await t.step("a backup needs a VM, a target, and no other operation on it", async () => {
         await assertRejects(() => startBackup(c.node, { vm: "ghost" }, by), NotFoundError);
         await c.vm({ name: "web", node: "n2" }, "running");
+        await c.vm({ name: "tpl", node: "n2", template: true, desired: "stopped" }, "stopped");
+        const tpl = await assertRejects(
+          () => startBackup(c.node, { vm: "tpl" }, by),
+          ConflictError,
+        );
+        assert(/is a template/.test(tpl.message), tpl.message);
         const none = await assertRejects(
           () => startBackup(c.node, { vm: "web" }, by),
           ValidationError,
