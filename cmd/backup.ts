@@ -97,6 +97,7 @@ export function vmBackupCommand(): Command {
 
 const COLUMNS = ["id", "vm", "kind", "parent", "target", "created", "copied", "stored"];
 
+/** `novactl backup ...`: targets, list, show, delete, verify, restore, schedules. */
 export function backupCommand(): Command {
   const backup = new Command("backup").description(
     "backups: targets, list, verify, restore, schedules",

@@ -83,6 +83,7 @@ const scheduleSchema = z.object({
 
 const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
 
+/** `/api/v1/backup-targets`. */
 export function backupTargetRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
@@ -117,6 +118,7 @@ export function backupTargetRoutes(node: ClusterNode): Hono<Env> {
   return app;
 }
 
+/** `/api/v1/backups`: backups, verify, restore, delete. */
 export function backupRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
@@ -167,6 +169,7 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
   return app;
 }
 
+/** `/api/v1/backup-schedules`. */
 export function backupScheduleRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;

@@ -49,6 +49,7 @@ function busy(node: ClusterNode, target: string): OperationRecord | undefined {
   );
 }
 
+/** Backup `id`. @throws NotFoundError when there is none. */
 export function mustGetBackup(node: ClusterNode, id: string): BackupRecord {
   const b = node.fsm.backups.get(id);
   if (!b) throw new NotFoundError("backup", id);

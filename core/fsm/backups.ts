@@ -118,17 +118,20 @@ const TABLES = [
 
 // ---- reads --------------------------------------------------------------------------------
 
+/** The backup target named `name`, or null. */
 export function target(s: Store, name: string): BackupTargetRecord | null {
   const row = s.sql("SELECT data FROM backup_targets WHERE name = ?").get(name) as Row | undefined;
   return row ? JSON.parse(String(row.data)) : null;
 }
 
+/** Every backup target, by name. */
 export function targets(s: Store): BackupTargetRecord[] {
   return (s.sql("SELECT data FROM backup_targets ORDER BY name").all() as Row[]).map((r) =>
     JSON.parse(String(r.data))
   );
 }
 
+/** Backup `id`, or null. */
 export function get(s: Store, id: string): BackupRecord | null {
   const row = s.sql("SELECT data FROM backups WHERE id = ?").get(id) as Row | undefined;
   return row ? JSON.parse(String(row.data)) : null;
@@ -159,11 +162,13 @@ export function chainOf(s: Store, id: string): BackupRecord[] {
   return out;
 }
 
+/** `vm`'s backup schedule, or null. */
 export function schedule(s: Store, vm: string): BackupScheduleRecord | null {
   const row = s.sql("SELECT data FROM backup_schedules WHERE vm = ?").get(vm) as Row | undefined;
   return row ? JSON.parse(String(row.data)) : null;
 }
 
+/** Every backup schedule, by VM. */
 export function schedules(s: Store): BackupScheduleRecord[] {
   return (s.sql("SELECT data FROM backup_schedules ORDER BY vm").all() as Row[]).map((r) =>
     JSON.parse(String(r.data))
@@ -182,6 +187,7 @@ export interface BackupReads {
   schedules(): BackupScheduleRecord[];
 }
 
+/** The read-only view of this resource over `s`. */
 export function readsOf(s: Store): BackupReads {
   return {
     target: (name) => target(s, name),

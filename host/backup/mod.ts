@@ -42,7 +42,6 @@ import {
   type Manifest,
   MANIFEST_FORMAT,
   readChain,
-  readManifest,
   verifyBackup,
   type VerifyReport,
   writeManifest,
@@ -524,5 +523,3 @@ export async function checkRestorable(
 ): Promise<Manifest[]> {
   return await readChain(targetPath, chain);
 }
-
-export { readManifest };
