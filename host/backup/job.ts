@@ -106,10 +106,14 @@ export function incrementalBlocker(
   return null;
 }
 
-/** The backup id the first disk's novactl bitmap counts from (the newest when several). */
-export function bitmapParent(bitmaps: DirtyBitmap[]): string | null {
-  const ours = bitmaps.filter((b) => b.name.startsWith(BITMAP_PREFIX));
-  return ours.length ? ours[ours.length - 1].name.slice(BITMAP_PREFIX.length) : null;
+/**
+ * The backups novactl's bitmaps on a disk count from. Normally one; a backup cut short by
+ * its node's restart can leave its own beside its parent's.
+ */
+export function bitmapBackups(bitmaps: DirtyBitmap[]): string[] {
+  return bitmaps.filter((b) => b.name.startsWith(BITMAP_PREFIX)).map((b) =>
+    b.name.slice(BITMAP_PREFIX.length)
+  );
 }
 
 /** Backup jobs started by {@link startBackupJobs}, for {@link finishBackupJobs}. */

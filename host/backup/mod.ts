@@ -47,7 +47,7 @@ import {
   writeManifest,
 } from "./format.ts";
 import {
-  bitmapParent,
+  bitmapBackups,
   finishBackupJobs,
   incrementalBlocker,
   type JobRequest,
@@ -82,6 +82,8 @@ export interface BackupHost {
   live(name: string): QemuVm | null;
   poolOf(d: VmDisk): DirPool;
   readonly driver: { user: QemuUser | null };
+  /** Whether this host has applied everything the leader had committed when it started. */
+  isCaughtUp(): boolean;
 }
 
 const PROGRESS_EVERY_MS = 500;
@@ -91,6 +93,7 @@ export class BackupRunner {
   readonly #running = new Map<string, AbortController>();
   readonly #startedAt = Date.now();
   #off: (() => void) | null = null;
+  #timer: ReturnType<typeof setInterval> | null = null;
 
   constructor(private readonly cluster: BackupCluster, private readonly host: BackupHost) {}
 
@@ -101,10 +104,14 @@ export class BackupRunner {
       else this.consider(this.cluster.operation(id));
     });
     this.scan();
+    // Operations left by an earlier run are judged once this replica caught up (before, one
+    // may look running that finished long ago); the periodic scan also catches a missed change.
+    this.#timer = setInterval(() => this.scan(), 5_000);
   }
 
   stop(): void {
     this.#off?.();
+    if (this.#timer !== null) clearInterval(this.#timer);
     for (const c of this.#running.values()) c.abort(new ConflictError("node stopping"));
   }
 
@@ -128,13 +135,28 @@ export class BackupRunner {
     if (!(BACKUP_OPERATION_KINDS as readonly string[]).includes(op.kind)) return;
     if (this.#running.has(op.id)) return;
     if (Date.parse(op.createdAt) < this.#startedAt - 1_000) {
+      if (!this.host.isCaughtUp()) return;
       // Ours, from before this process: whatever it did is gone with it.
       this.#running.set(op.id, new AbortController());
-      void this.finish(op.id, "failed", null, "interrupted: its node restarted while it ran")
-        .finally(() => this.#running.delete(op.id));
+      void this.interrupted(op).finally(() => this.#running.delete(op.id));
       return;
     }
     void this.run(op);
+  }
+
+  /** An operation cut short by this node's restart: failed, and a backup's files removed. */
+  private async interrupted(op: OperationRecord): Promise<void> {
+    const t = op.kind === "backup" ? this.cluster.backups.target(String(op.params.target)) : null;
+    const id = String(op.params.backup);
+    if (t && !this.cluster.backups.get(id)) {
+      const dir = join(t.path, layout.dir(op.target));
+      try {
+        for await (const e of Deno.readDir(dir)) {
+          if (e.name.startsWith(`${id}.`)) await Deno.remove(join(dir, e.name)).catch(() => {});
+        }
+      } catch { /* no directory: nothing was written */ }
+    }
+    await this.finish(op.id, "failed", null, "interrupted: its node restarted while it ran");
   }
 
   private async run(op: OperationRecord): Promise<void> {
@@ -371,18 +393,24 @@ export class BackupRunner {
     disks: Parameters<typeof incrementalBlocker>[1],
   ): Promise<{ parent: BackupRecord | null; fullReason: string | null }> {
     const full = (why: string) => ({ parent: null, fullReason: `full backup: ${why}` });
-    const pid = bitmapParent(disks[0]?.bitmaps ?? []);
-    if (!pid) {
+    const ids = bitmapBackups(disks[0]?.bitmaps ?? []);
+    if (!ids.length) {
       return full(
         `disk ${
           disks[0]?.id
         } has no dirty bitmap (no earlier backup, or the disk was restored or recreated)`,
       );
     }
-    const parent = this.cluster.backups.get(pid);
+    // The newest recorded one (a bitmap of a backup that never finished is ignored).
+    const parent = ids.map((id) => this.cluster.backups.get(id))
+      .filter((b): b is BackupRecord => b !== null)
+      .sort((a, b) => a.createdAt - b.createdAt).pop();
     if (!parent) {
-      return full(`the disks' dirty bitmap counts from backup ${pid}, which no longer exists`);
+      return full(
+        `the disks' dirty bitmap counts from backup ${ids.join(", ")}, which no longer exists`,
+      );
     }
+    const pid = parent.id;
     if (parent.vm !== vm) return full(`backup ${pid} is of another VM`);
     if (parent.target !== target.name) {
       return full(`the last backup ${pid} is on target ${parent.target}, not ${target.name}`);
