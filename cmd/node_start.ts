@@ -350,7 +350,11 @@ async function runMember(
     nodeTlsPaths(opts.dataDir),
   );
   host.migrator = migrator;
-  const backups = new BackupRunner(backupClusterOf(node, host.cluster), host);
+  const backups = new BackupRunner(
+    backupClusterOf(node, host.cluster),
+    host,
+    join(opts.dataDir, "backup-operations.json"),
+  );
   const app = createApp(node, { blobs, host, leases, migrator, backups });
   api.serveWith((request, env) => app.fetch(request, env));
   node.start();
@@ -385,7 +389,7 @@ async function runMember(
     if (t) await removeBackupFiles(t.path, b);
   });
   backupScheduler.start();
-  if (!simulated) backups.start();
+  if (!simulated) await backups.start();
   if (simulated) simulated.start();
   else await host.start();
 

@@ -22,7 +22,7 @@
 import { join } from "node:path";
 import { ConflictError, NotFoundError, NovaError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
-import { renameDurably, TEMP_PREFIX } from "../../core/store/mod.ts";
+import { renameDurably, TEMP_PREFIX, writeFileDurably } from "../../core/store/mod.ts";
 import type {
   BackupReads,
   BackupRecord,
@@ -91,14 +91,40 @@ const PROGRESS_EVERY_MS = 500;
 /** Runs this host's backup, restore and verify operations. */
 export class BackupRunner {
   readonly #running = new Map<string, AbortController>();
-  readonly #startedAt = Date.now();
+  /** Operations this host started and has not finished, persisted across its restarts. */
+  #mine = new Set<string>();
+  #mineLoaded = false;
   #off: (() => void) | null = null;
   #timer: ReturnType<typeof setInterval> | null = null;
 
-  constructor(private readonly cluster: BackupCluster, private readonly host: BackupHost) {}
+  /**
+   * @param stateFile where the ids of the operations this host runs are kept (so that after a
+   *   restart it knows which ones it was running when it stopped)
+   */
+  constructor(
+    private readonly cluster: BackupCluster,
+    private readonly host: BackupHost,
+    private readonly stateFile: string,
+  ) {}
+
+  private async loadMine(): Promise<void> {
+    if (this.#mineLoaded) return;
+    try {
+      const ids = JSON.parse(await Deno.readTextFile(this.stateFile));
+      if (Array.isArray(ids)) this.#mine = new Set(ids.map(String));
+    } catch { /* none yet */ }
+    this.#mineLoaded = true;
+  }
+
+  private async saveMine(): Promise<void> {
+    await writeFileDurably(this.stateFile, JSON.stringify([...this.#mine]) + "\n").catch((err) =>
+      log.warn("cannot record running backup operations", { error: String(err) })
+    );
+  }
 
   /** Starts watching operations; fails the ones a previous run of this node left running. */
-  start(): void {
+  async start(): Promise<void> {
+    await this.loadMine();
     this.#off = this.cluster.onOperationChange((id) => {
       if (id === null) this.scan();
       else this.consider(this.cluster.operation(id));
@@ -127,15 +153,28 @@ export class BackupRunner {
   }
 
   private scan(): void {
-    for (const op of this.cluster.operations()) this.consider(op);
+    const ops = this.cluster.operations();
+    for (const op of ops) this.consider(op);
+    if (this.host.isCaughtUp()) {
+      // Forget operations that finished (or were pruned) while this host was down.
+      const running = new Set(ops.filter((o) => o.state === "running").map((o) => o.id));
+      const stale = [...this.#mine].filter((id) => !running.has(id) && !this.#running.has(id));
+      if (stale.length) {
+        for (const id of stale) this.#mine.delete(id);
+        void this.saveMine();
+      }
+    }
   }
 
   private consider(op: OperationRecord | null): void {
     if (!op || op.state !== "running" || op.runner !== this.cluster.nodeName) return;
     if (!(BACKUP_OPERATION_KINDS as readonly string[]).includes(op.kind)) return;
     if (this.#running.has(op.id)) return;
-    if (Date.parse(op.createdAt) < this.#startedAt - 1_000) {
-      if (!this.host.isCaughtUp()) return;
+    // Nothing before this replica caught up: an operation may look running in it that this
+    // host finished before a restart (the periodic scan comes back to it).
+    if (!this.host.isCaughtUp()) return;
+    if (this.#mine.has(op.id)) {
+      // Started by an earlier run of this node and never finished.
       // Ours, from before this process: whatever it did is gone with it.
       this.#running.set(op.id, new AbortController());
       void this.interrupted(op).finally(() => this.#running.delete(op.id));
@@ -157,11 +196,15 @@ export class BackupRunner {
       } catch { /* no directory: nothing was written */ }
     }
     await this.finish(op.id, "failed", null, "interrupted: its node restarted while it ran");
+    this.#mine.delete(op.id);
+    await this.saveMine();
   }
 
   private async run(op: OperationRecord): Promise<void> {
     const ctl = new AbortController();
     this.#running.set(op.id, ctl);
+    this.#mine.add(op.id);
+    await this.saveMine();
     const t0 = performance.now();
     try {
       let result: Record<string, unknown>;
@@ -189,6 +232,8 @@ export class BackupRunner {
       );
     } finally {
       this.#running.delete(op.id);
+      this.#mine.delete(op.id);
+      await this.saveMine();
     }
   }
 
@@ -233,6 +278,9 @@ export class BackupRunner {
 
   private async backup(op: OperationRecord, signal: AbortSignal): Promise<Record<string, unknown>> {
     const id = String(op.params.backup);
+    if (this.cluster.backups.get(id)) {
+      throw new ConflictError(`backup ${id} already exists; this operation ran before`);
+    }
     const target = this.target(String(op.params.target));
     const wantIncremental = op.params.incremental === true;
     const onProgress = this.progress(op.id);
@@ -377,7 +425,8 @@ export class BackupRunner {
         checksumMs: Math.round(performance.now() - tSums),
       };
     } catch (err) {
-      await removeFiles(dir, id, job.disks.map((d) => d.file));
+      // Unless the record made it after all (its answer was lost): then the files are the backup.
+      if (!this.cluster.backups.get(id)) await removeFiles(dir, id, job.disks.map((d) => d.file));
       throw err;
     }
   }
