@@ -25,12 +25,16 @@ import { operationRoutes } from "./routes/operations.ts";
 import { auditRequests } from "./audit.ts";
 import { auditRoutes } from "./routes/audit.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
+import { backupRoutes, backupScheduleRoutes, backupTargetRoutes } from "./routes/backups.ts";
+import type { BackupRunner } from "../host/backup/mod.ts";
 
 export interface AppDeps {
   blobs: BlobStore;
   host: VmHost;
   leases: LeaseTable;
   migrator: Migrator;
+  /** Runs this host's backup, restore and verify operations (host/backup/). */
+  backups?: BackupRunner;
 }
 
 export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
@@ -66,7 +70,13 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/floating-ips", floatingIpRoutes(node));
   app.route("/api/v1/pools", poolRoutes(node, deps.host));
   app.route("/api/v1/volumes", volumeRoutes(node, deps.host));
-  app.route("/api/v1/operations", operationRoutes(node, deps.migrator));
+  app.route("/api/v1/backup-targets", backupTargetRoutes(node));
+  app.route("/api/v1/backups", backupRoutes(node));
+  app.route("/api/v1/backup-schedules", backupScheduleRoutes(node));
+  app.route(
+    "/api/v1/operations",
+    operationRoutes(node, deps.backups ? [deps.migrator, deps.backups] : [deps.migrator]),
+  );
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
   app.route("/api/v1/audit", auditRoutes(node));
   app.route("/api/v1/tokens", tokenRoutes(node));

@@ -52,6 +52,8 @@ const KINDS: Record<string, string> = {
   pools: "pool",
   volumes: "volume",
   backups: "backup",
+  "backup-targets": "backupTarget",
+  "backup-schedules": "backupSchedule",
 };
 
 /** Records mutating /api/v1 requests (mount on `/api/v1/*`) and answers their request id. */
@@ -97,7 +99,7 @@ export function auditRequests(node: ClusterNode): MiddlewareHandler<Env> {
 
 /**
  * The target as `kind/name`: from the path (`/vms/web1/start` → `vm/web1`),
- * else from the body's `name` (`POST /vms`), else the kind alone.
+ * else from the body's `name` (`POST /vms`) or, for a backup, its `vm`, else the kind alone.
  */
 export function resourceOf(path: string, body: unknown): string | null {
   const segs = path.replace(/^\/api\/v1\/?/, "").split("/").filter(Boolean).map(decode);
@@ -114,6 +116,10 @@ export function resourceOf(path: string, body: unknown): string | null {
     return "cluster";
   }
   if (top === "config") return id && id !== "rollback" ? `config/${id}` : "config";
+  // `POST /backups {vm}` backs a VM up: recorded against the VM (`audit list --resource vm/web1`).
+  if (top === "backups" && !id && typeof (body as { vm?: unknown } | null)?.vm === "string") {
+    return `vm/${(body as { vm: string }).vm}`;
+  }
   const kind = KINDS[top] ?? top;
   const name = id ?? bodyName;
   return name ? `${kind}/${name}` : kind;

@@ -173,6 +173,9 @@ testWithTimeout({ timeoutMs: MINUTE, name: "audit: resource and since parsing" }
   assertEquals(resourceOf("/api/v1/config/ha.leaseMs", null), "config/ha.leaseMs");
   assertEquals(resourceOf("/api/v1/config", { "x": 1 }), "config");
   assertEquals(resourceOf("/api/v1/nodes/n2/drain", null), "node/n2");
+  assertEquals(resourceOf("/api/v1/backups", { vm: "web1" }), "vm/web1");
+  assertEquals(resourceOf("/api/v1/backups/bk-1/restore", { as: "x" }), "backup/bk-1");
+  assertEquals(resourceOf("/api/v1/backup-targets", { name: "nas" }), "backupTarget/nas");
   assertEquals(parseSince("1h", 10_000_000), 10_000_000 - 3_600_000);
   assertEquals(parseSince("2026-01-01T00:00:00Z", 0), Date.UTC(2026, 0, 1));
 });

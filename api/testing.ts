@@ -10,6 +10,7 @@ import { LeaseTable } from "../core/cluster/mod.ts";
 import { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
 import { createApp } from "./app.ts";
+import type { BackupRunner } from "../host/backup/mod.ts";
 import type { ServerBindings } from "./server.ts";
 
 /** The shape of an error answer. */
@@ -64,6 +65,7 @@ export async function startTestApp(): Promise<TestApp> {
     leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.basicStatus().term : null),
     host: notUsedHere<VmHost>("host"),
     migrator: notUsedHere<Migrator>("migrator"),
+    backups: notUsedHere<BackupRunner>("backups"),
   });
   const tokens = {
     admin: c.adminToken,

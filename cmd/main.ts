@@ -5,6 +5,7 @@ import { sgCommand } from "./sg.ts";
 import { fipCommand, routerCommand } from "./router.ts";
 import { poolCommand } from "./pool.ts";
 import { volumeCommand } from "./volume.ts";
+import { backupCommand } from "./backup.ts";
 import { operationCommand } from "./operation.ts";
 import { Command, CommanderError } from "commander";
 import { exitCodeOf, type NovaError, toNovaError } from "../core/errors/mod.ts";
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   program.addCommand(routerCommand());
   program.addCommand(poolCommand());
   program.addCommand(volumeCommand());
+  program.addCommand(backupCommand());
   program.addCommand(fipCommand());
   program.addCommand(operationCommand());
   program.addCommand(hostCommand());

@@ -327,3 +327,62 @@ testWithTimeout({
     "",
   ]);
 });
+
+testWithTimeout(
+  { timeoutMs: 2 * MINUTE, name: "CLI: backup targets, schedules and refusals", ...opts },
+  async (t) => {
+    const { c, cli, stop } = await servedCluster();
+    try {
+      await t.step("backup target create and list; a relative path is refused", async () => {
+        const made = oneDocument(
+          await cli("backup", "target", "create", "nas", "--path", "/srv/backups", "-o", "json"),
+        );
+        assertEquals(made.path, "/srv/backups");
+        const list = oneDocument(await cli("backup", "target", "list", "-o", "json"));
+        assertEquals((list.targets as { name: string }[]).map((x) => x.name), ["nas"]);
+        const bad = oneErrorLine(await cli("backup", "target", "create", "x", "--path", "rel"), 1);
+        assert(bad.includes("path"), bad);
+      });
+
+      await t.step("restore needs --as or --in-place (usage, exit 2)", async () => {
+        const r = await cli("backup", "restore", "bk-000000000001");
+        assertEquals(r.code, 2, r.stderr);
+        assert(r.stderr.includes("--as NEWVM or --in-place"), r.stderr);
+      });
+
+      await t.step("vm backup create of an unknown VM is exit 1, one line", async () => {
+        const line = oneErrorLine(await cli("vm", "backup", "create", "ghost"), 1);
+        assert(line.includes("ghost"), line);
+      });
+
+      await t.step("backup schedule set: a bad cron names the field", async () => {
+        await c.addHost("n2");
+        await c.vm({ name: "web", node: "n2" }, "running");
+        const line = oneErrorLine(
+          await cli("backup", "schedule", "set", "web", "--cron", "99 * * * *", "--keep-last", "3"),
+          1,
+        );
+        assert(line.includes("cron"), line);
+        const ok = oneDocument(
+          await cli(
+            "backup",
+            "schedule",
+            "set",
+            "web",
+            "--cron",
+            "0 2 * * *",
+            "--keep-last",
+            "3",
+            "--keep-weekly",
+            "4",
+            "-o",
+            "json",
+          ),
+        );
+        assertEquals([ok.vm, ok.target, ok.keepLast, ok.keepWeekly], ["web", "nas", 3, 4]);
+      });
+    } finally {
+      await stop();
+    }
+  },
+);

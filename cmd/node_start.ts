@@ -4,6 +4,8 @@
  * data dir — and serves the REST API and peer traffic on --listen.
  */
 import { createApp } from "../api/mod.ts";
+import { type BackupCluster, BackupRunner, removeBackupFiles } from "../host/backup/mod.ts";
+import { BackupScheduler } from "../core/cluster/backup_scheduler.ts";
 import { zodToValidationError } from "../api/errors.ts";
 import { labelsSchema } from "../core/fsm/command_schemas.ts";
 import type { Inventory } from "../core/fsm/mod.ts";
@@ -402,7 +404,12 @@ async function runMember(
     nodeTlsPaths(opts.dataDir),
   );
   host.migrator = migrator;
-  const app = createApp(node, { blobs, host, leases, migrator });
+  const backups = new BackupRunner(
+    backupClusterOf(node, host.cluster),
+    host,
+    join(opts.dataDir, "backup-operations.json"),
+  );
+  const app = createApp(node, { blobs, host, leases, migrator, backups });
   api.serveWith((request, env) => app.fetch(request, env));
   node.start();
   log.info("node listening", { url, listen: report.listen });
@@ -437,6 +444,12 @@ async function runMember(
   ha.start();
   const rebalancer = new Rebalancer(node);
   rebalancer.start();
+  const backupScheduler = new BackupScheduler(node, async (b) => {
+    const t = node.fsm.backups.target(b.target);
+    if (t) await removeBackupFiles(t.path, b);
+  });
+  backupScheduler.start();
+  if (!simulated) await backups.start();
   if (simulated) simulated.start();
   else await host.start();
 
@@ -448,6 +461,8 @@ async function runMember(
     replication.stop();
     ha.stop();
     rebalancer.stop();
+    backupScheduler.stop();
+    backups.stop();
     northbound?.stop();
     chassisCleaner?.stop();
     network?.stop();
@@ -601,6 +616,24 @@ async function caughtUp(node: ClusterNode): Promise<void> {
     if (s.lead && s.commit > 0 && node.fsm.appliedIndex() >= s.commit) return;
     await delay(500);
   }
+}
+
+/** What the backup runner reads and proposes: the local replica, reports as the host's. */
+function backupClusterOf(node: ClusterNode, host: HostCluster): BackupCluster {
+  return {
+    nodeName: node.id,
+    backups: node.fsm.backups,
+    vm: (name) => node.fsm.vm(name),
+    operations: () => node.fsm.operations(),
+    operation: (id) => node.fsm.operation(id),
+    onOperationChange: (listener) =>
+      node.fsm.onChange((c) => {
+        if (c === null) listener(null);
+        else if (c.resource === "operation" && c.name !== undefined) listener(c.name);
+      }),
+    report: (command) => host.report(command),
+    audit: host.audit,
+  };
 }
 
 /** The host's view of the cluster: committed state from the local replica, reports through the leader. */

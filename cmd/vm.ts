@@ -6,6 +6,7 @@ import { printFields, printTable, render } from "./output.ts";
 import { vmFields } from "./vm_nic_view.ts";
 import { NovaError } from "../core/errors/mod.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
+import { vmBackupCommand } from "./backup.ts";
 import { nicCommand } from "./vm_nic.ts";
 import { diskCommand } from "./vm_disk.ts";
 
@@ -454,6 +455,7 @@ export function vmCommand(): Command {
   vm.addCommand(snapshotCommand());
   vm.addCommand(nicCommand());
   vm.addCommand(diskCommand());
+  vm.addCommand(vmBackupCommand());
   return vm;
 }
 

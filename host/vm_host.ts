@@ -593,6 +593,12 @@ export class VmHost {
           `${d.volume} (in pool ${d.pool ?? "dir"} on ${this.nodeName})`,
         );
       }
+      if (src.kind === "backup") {
+        // Made by the restore operation (host/backup/), never on start: a missing one is not blank.
+        throw new ConflictError(
+          `disk ${d.id} is restored from backup ${src.backup}; its restore has not finished`,
+        );
+      }
       if (src.mode === "linked") await pool.cloneLinked(src.volume, d.volume);
       else await pool.cloneFull(src.volume, d.volume);
     }

@@ -1,15 +1,22 @@
-/** /api/v1/operations: long operations (migrations, drains) with progress, a wait endpoint and abort. */
+/**
+ * /api/v1/operations: long operations (migrations, drains, backups, restores, verifies) with
+ * progress, a wait endpoint and abort.
+ */
 import { Hono } from "hono";
 import { type ClusterNode, waitForOperation } from "../../core/cluster/mod.ts";
 import { ConflictError, NotFoundError } from "../../core/errors/mod.ts";
-import type { Migrator } from "../../host/mod.ts";
+/** What runs operations on this node and can abort them (the migrator, the backup runner). */
+export interface OperationAborter {
+  /** Aborts the operation if it runs here; false when it does not. */
+  abort(opId: string): boolean;
+}
 import { bearerAuth, requireRole } from "../auth.ts";
 import { runsOn } from "../forward.ts";
 import type { Env } from "../context.ts";
 
 const MAX_WAIT_MS = 300_000;
 
-export function operationRoutes(node: ClusterNode, migrator: Migrator): Hono<Env> {
+export function operationRoutes(node: ClusterNode, runners: OperationAborter[]): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
   const get = (id: string) => {
@@ -37,7 +44,7 @@ export function operationRoutes(node: ClusterNode, migrator: Migrator): Hono<Env
   app.post("/:id/abort", requireRole("operator"), onRunner, (c) => {
     const op = get(c.req.param("id"));
     if (op.state !== "running") throw new ConflictError(`operation ${op.id} already ${op.state}`);
-    if (!migrator.abort(op.id)) {
+    if (!runners.some((r) => r.abort(op.id))) {
       throw new ConflictError(`operation ${op.id} is not running on ${node.id} yet; retry`);
     }
     return c.json({ id: op.id, aborting: true }, 202);

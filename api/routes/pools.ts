@@ -22,7 +22,7 @@ import type { VmHost } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { FORWARDED_HEADER, forwardTo } from "../forward.ts";
 import { parseBody } from "../validate.ts";
-import type { Env } from "../context.ts";
+import { authorship, type Env } from "../context.ts";
 import type { Context } from "hono";
 
 const NAME = z.string().regex(POOL_NAME, {
@@ -69,7 +69,6 @@ export async function onMember(
 
 export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   const app = new Hono<Env>();
-  const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
   const mustGet = (name: string): PoolRecord => {
     const p = node.fsm.pools.get(name);
     if (!p) throw new NotFoundError("pool", name);
@@ -105,8 +104,7 @@ export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
         const record = await host.cluster.report({
           op: "pool.create",
           pool: spec,
-          by: by(c),
-          at: Date.now(),
+          ...authorship(c),
         });
         return c.json(record as PoolRecord, 201);
       } catch (err) {
@@ -122,8 +120,7 @@ export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
       const out = await host.cluster.report({
         op: "pool.delete",
         name: pool.name,
-        by: by(c),
-        at: Date.now(),
+        ...authorship(c),
       });
       await host.pools.release(pool);
       return c.json(out);

@@ -29,7 +29,7 @@ import type { VmHost } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
-import type { Env } from "../context.ts";
+import { authorship, type Env } from "../context.ts";
 import { onMember } from "./pools.ts";
 
 const NAME = z.string().regex(VOLUME_NAME, {
@@ -50,7 +50,6 @@ const attachSchema = z.object({ volume: z.string().min(1).max(63) }).strict();
 
 export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   const app = new Hono<Env>();
-  const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
   const mustGet = (name: string): VolumeRecord => {
     const v = node.fsm.volumes.get(name);
     if (!v) throw new NotFoundError("volume", name);
@@ -83,8 +82,7 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
         const record = await host.cluster.report({
           op: "volume.create",
           volume: spec,
-          by: by(c),
-          at: Date.now(),
+          ...authorship(c),
         });
         return c.json(record as VolumeRecord, 201);
       } catch (err) {
@@ -113,8 +111,7 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
         op: "volume.resize",
         name: v.name,
         sizeBytes,
-        by: by(c),
-        at: Date.now(),
+        ...authorship(c),
       });
       return c.json(record as VolumeRecord);
     });
@@ -126,8 +123,7 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
       const out = await host.cluster.report({
         op: "volume.delete",
         name: v.name,
-        by: by(c),
-        at: Date.now(),
+        ...authorship(c),
       });
       const backend = host.pools.backend(v.pool);
       if (await backend.has(v.name)) await backend.delete(v.name);
@@ -141,7 +137,6 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 /** Mounted under `/api/v1/vms` behind its bearer authentication. */
 export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
-  const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
 
   app.get("/:name/disks", (c) => {
     const vm = node.fsm.vm(c.req.param("name"));
@@ -154,8 +149,7 @@ export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
       op: "vm.disk.attach",
       name: c.req.param("name"),
       volume,
-      by: by(c),
-      at: Date.now(),
+      ...authorship(c),
     });
     return c.json(disk, 201);
   });
@@ -164,8 +158,7 @@ export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
       op: "vm.disk.detach",
       name: c.req.param("name"),
       disk: c.req.param("disk").slice(0, 64),
-      by: by(c),
-      at: Date.now(),
+      ...authorship(c),
     });
     return c.json({ detached: disk });
   });

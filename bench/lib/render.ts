@@ -34,6 +34,7 @@ export const SECTIONS: readonly Section[] = [
   { name: "ha", render: renderFigures },
   { name: "migrate", render: renderFigures },
   { name: "net", render: (r) => renderNet(r as unknown as NetBenchResult) },
+  { name: "backup", render: renderFigures },
 ];
 
 /** Thrown when BENCHMARKS.md's markers are missing, unbalanced or unknown. */

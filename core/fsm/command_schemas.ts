@@ -261,6 +261,7 @@ const DISK = z.object({
     z.object({ kind: z.literal("volume"), volume: NAME, mode: z.enum(["linked", "full"]) })
       .strict(),
     z.object({ kind: z.literal("attached") }).strict(),
+    z.object({ kind: z.literal("backup"), backup: NAME, disk: NAME }).strict(),
   ]),
   port: z.number().int().min(0).max(63).optional(),
 }).strict();
@@ -301,7 +302,8 @@ export type PeerOp =
   | "pool.delete"
   | "volume.create"
   | "volume.resize"
-  | "volume.delete";
+  | "volume.delete"
+  | "backup.record";
 
 type CommandOf<K extends Command["op"]> = Extract<Command, { op: K }>;
 
@@ -416,6 +418,32 @@ export const PEER_COMMAND_SCHEMAS: {
   }).strict(),
   "volume.delete": z.object({ op: z.literal("volume.delete"), name: NAME, by: BY, at: AT })
     .strict(),
+  "backup.record": z.object({
+    op: z.literal("backup.record"),
+    backup: z.object({
+      id: NAME,
+      vm: NAME,
+      target: NAME,
+      kind: z.enum(["full", "incremental"]),
+      parent: NAME.nullable(),
+      chain: NAME,
+      dir: printable(1024),
+      manifest: printable(1024),
+      manifestSha256: z.string().regex(/^[0-9a-f]{64}$/),
+      disks: z.array(
+        z.object({
+          id: NAME,
+          file: printable(1024),
+          virtualBytes: amount(2 ** 62),
+          fileBytes: amount(2 ** 62),
+          copiedBytes: amount(2 ** 62),
+        }).strict(),
+      ).max(64),
+      fullReason: REASON.nullable(),
+      node: NAME,
+    }).strict(),
+    at: AT,
+  }).strict(),
   "audit.append": z.object({
     op: z.literal("audit.append"),
     records: z.array(

@@ -5,6 +5,7 @@
 import type { ErrorCode } from "../errors/mod.ts";
 import type { ClusterConfig } from "../config/mod.ts";
 import type { AuditAppend } from "./audit.ts";
+import type { BackupCommand } from "./backups.ts";
 
 export type Role = "admin" | "operator" | "viewer";
 
@@ -225,6 +226,7 @@ export type Command =
     at: number;
   }
   | AuditAppend
+  | BackupCommand
   | { op: "noop" };
 
 export type NodeState = "ready" | "cordoned" | "draining" | "drained" | "offline";
@@ -240,7 +242,7 @@ export type OperationState = "running" | "succeeded" | "failed" | "aborted";
 /** A long operation (migration, drain, ...): an id, progress and an outcome, replicated. */
 export interface OperationSpec {
   id: string;
-  kind: "migrate" | "drain" | "evacuate" | "rebalance";
+  kind: "migrate" | "drain" | "evacuate" | "rebalance" | "backup" | "restore" | "verify";
   /** What it acts on: a VM or a node name. */
   target: string;
   /** Node that executes it (reports progress, can abort it). */
@@ -303,7 +305,9 @@ export type DiskSource =
   | { kind: "blank" }
   | { kind: "image"; image: string }
   | { kind: "volume"; volume: string; mode: "linked" | "full" }
-  | { kind: "attached" };
+  | { kind: "attached" }
+  /** Restored from a backup by a restore operation (host/backup/); never made on first start. */
+  | { kind: "backup"; backup: string; disk: string };
 
 export interface VmDisk {
   /** Device id inside the VM ("root", ...). */

@@ -27,6 +27,7 @@ import * as bridgeMappings from "./bridge_mappings.ts";
 import * as operations from "./operations.ts";
 import * as audit from "./audit.ts";
 import * as plans from "./plans.ts";
+import * as backups from "./backups.ts";
 
 /** Every resource module, in snapshot and restore order. */
 export const RESOURCES = [
@@ -51,6 +52,7 @@ export const RESOURCES = [
   operations.resource,
   audit.resource,
   plans.resource,
+  backups.resource,
 ] as const;
 
 type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends

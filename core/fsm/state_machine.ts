@@ -43,6 +43,7 @@ import * as securityGroups from "./security_groups.ts";
 import * as routers from "./routers.ts";
 import * as pools from "./pools.ts";
 import * as volumes from "./volumes.ts";
+import * as backups from "./backups.ts";
 import * as bridgeMappings from "./bridge_mappings.ts";
 import * as images from "./images.ts";
 import * as joinTokens from "./join_tokens.ts";
@@ -74,6 +75,13 @@ export type {
 export type { FloatingIpRecord, RouterReads, RouterRecord } from "./routers.ts";
 export type { PoolReads, PoolRecord, PoolView } from "./pools.ts";
 export type { VolumeReads, VolumeRecord } from "./volumes.ts";
+export type {
+  BackupDiskRecord,
+  BackupReads,
+  BackupRecord,
+  BackupScheduleRecord,
+  BackupTargetRecord,
+} from "./backups.ts";
 
 /** Outcome of one applied entry: deterministic on every node. */
 export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
@@ -92,6 +100,8 @@ export class StateMachine {
   readonly pools: pools.PoolReads;
   /** Volumes (core/fsm/volumes.ts). */
   readonly volumes: volumes.VolumeReads;
+  /** Backup targets, backups and schedules (core/fsm/backups.ts). */
+  readonly backups: backups.BackupReads;
 
   constructor(readonly path: string) {
     this.db = this.open();
@@ -100,6 +110,7 @@ export class StateMachine {
     this.routers = routers.readsOf(this.#store);
     this.pools = pools.readsOf(this.#store);
     this.volumes = volumes.readsOf(this.#store);
+    this.backups = backups.readsOf(this.#store);
   }
 
   private open(): DatabaseSync {

@@ -40,7 +40,10 @@ export interface Changed {
     | "bridgeMapping"
     | "pool"
     | "volume"
-    | "operation";
+    | "operation"
+    | "backupTarget"
+    | "backup"
+    | "backupSchedule";
   name?: string;
 }
 

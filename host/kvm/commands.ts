@@ -286,6 +286,9 @@ export interface Job {
   id: string;
   status: string;
   error?: string;
+  /** Progress in the job's own unit (bytes for block jobs), out of `total-progress`. */
+  "current-progress"?: number;
+  "total-progress"?: number;
 }
 
 /** `query-jobs`. */
@@ -418,4 +421,130 @@ export async function namedBlockNodes(qmp: QmpExecutor): Promise<string[]> {
     flat: true,
   });
   return nodes.map((n) => n["node-name"]);
+}
+
+// ---- backups: dirty bitmaps, backup jobs (host/backup/) ------------------------------
+
+/**
+ * `blockdev-add` of a qcow2 file as block node `nodeName`, without opening its backing chain
+ * (`backing: null`): a backup job's target, whose backing file (the previous backup) only
+ * matters when the chain is read back.
+ */
+export async function blockdevAddQcow2Target(
+  qmp: QmpExecutor,
+  nodeName: string,
+  filename: string,
+): Promise<void> {
+  await qmp.execute("blockdev-add", {
+    driver: "qcow2",
+    "node-name": nodeName,
+    file: { driver: "file", filename },
+    backing: null,
+  });
+}
+
+/** A dirty bitmap on a block node as `query-named-block-nodes` shows it. */
+export interface DirtyBitmap {
+  name: string;
+  /** Dirty bytes. */
+  count: number;
+  granularity: number;
+  recording: boolean;
+  persistent: boolean;
+  /** Left "in use" by a QEMU that did not close the image: its contents cannot be trusted. */
+  inconsistent?: boolean;
+}
+
+/** What `query-named-block-nodes` says of one block node. */
+export interface BlockNodeInfo {
+  virtualBytes: number;
+  bitmaps: DirtyBitmap[];
+}
+
+/** Size and dirty bitmaps of block node `nodeName`; null when there is no such node. */
+export async function blockNodeInfo(
+  qmp: QmpExecutor,
+  nodeName: string,
+): Promise<BlockNodeInfo | null> {
+  const nodes = await qmp.execute<
+    {
+      "node-name": string;
+      image?: { "virtual-size"?: number };
+      "dirty-bitmaps"?: DirtyBitmap[];
+    }[]
+  >("query-named-block-nodes", { flat: true });
+  const n = nodes.find((x) => x["node-name"] === nodeName);
+  return n
+    ? { virtualBytes: n.image?.["virtual-size"] ?? 0, bitmaps: n["dirty-bitmaps"] ?? [] }
+    : null;
+}
+
+/** The dirty bitmaps of block node `nodeName` (none when the node does not exist). */
+export async function dirtyBitmaps(qmp: QmpExecutor, nodeName: string): Promise<DirtyBitmap[]> {
+  return (await blockNodeInfo(qmp, nodeName))?.bitmaps ?? [];
+}
+
+/** `block-dirty-bitmap-remove`. */
+export async function blockDirtyBitmapRemove(
+  qmp: QmpExecutor,
+  node: string,
+  name: string,
+): Promise<void> {
+  await qmp.execute("block-dirty-bitmap-remove", { node, name });
+}
+
+/** One action of a `transaction`. */
+export interface TransactionAction {
+  type: string;
+  data: Record<string, unknown>;
+}
+
+/** `block-dirty-bitmap-add` as a transaction action (persistent: stored in the qcow2 on close). */
+export function bitmapAddAction(
+  node: string,
+  name: string,
+  persistent: boolean,
+): TransactionAction {
+  return { type: "block-dirty-bitmap-add", data: { node, name, persistent } };
+}
+
+/**
+ * `blockdev-backup` as a transaction action: `full` copies every block of `device` (its whole
+ * backing chain) into `target`; `incremental` copies the blocks dirty in `bitmap`, which is
+ * cleared on success. The job stays until dismissed, so its outcome can be read back.
+ */
+export function blockdevBackupAction(opts: {
+  jobId: string;
+  device: string;
+  target: string;
+  sync: "full" | "incremental";
+  bitmap?: string;
+}): TransactionAction {
+  return {
+    type: "blockdev-backup",
+    data: {
+      "job-id": opts.jobId,
+      device: opts.device,
+      target: opts.target,
+      sync: opts.sync,
+      ...(opts.bitmap ? { bitmap: opts.bitmap } : {}),
+      "auto-dismiss": false,
+    },
+  };
+}
+
+/**
+ * `transaction`: every action at the same point in time, all or none. `grouped`: when one
+ * job of it fails, the others are cancelled too.
+ */
+export async function transaction(
+  qmp: QmpExecutor,
+  actions: TransactionAction[],
+  grouped = false,
+  timeoutMs?: number,
+): Promise<void> {
+  await qmp.execute("transaction", {
+    actions,
+    ...(grouped ? { properties: { "completion-mode": "grouped" } } : {}),
+  }, { timeoutMs });
 }

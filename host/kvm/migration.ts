@@ -203,8 +203,14 @@ export async function incomingOnFreePort(qmp: QmpExecutor, host: string): Promis
   return port;
 }
 
+/**
+ * Both ends: migration events, and `dirty-bitmaps`, so the disks' persistent dirty bitmaps
+ * (host/backup/) move with the VM. Over NBD the destination's disks start blank, and a
+ * mirror copies data, not bitmaps; on shared storage QEMU then hands them over in the stream
+ * instead of through the image. Without it the next backup after a move would be full.
+ */
 async function setCapabilities(vm: QemuVm): Promise<void> {
-  await migrateSetCapabilities(vm.qmp, { events: true });
+  await migrateSetCapabilities(vm.qmp, { events: true, "dirty-bitmaps": true });
 }
 
 /**

@@ -1,0 +1,120 @@
+/**
+ * The backup format on its own: block checksums of a file, a manifest whose
+ * recorded sha256 guards it, and verify finding the one flipped byte.
+ */
+import { join } from "node:path";
+import { assert, assertEquals } from "../../core/testing/assert.ts";
+import type { BackupRecord } from "../../core/fsm/mod.ts";
+import { ValidationError } from "../../core/errors/mod.ts";
+import {
+  BLOCK_BYTES,
+  checksumFile,
+  type Manifest,
+  MANIFEST_FORMAT,
+  readManifest,
+  verifyBackup,
+  writeManifest,
+} from "./format.ts";
+
+async function setUp(): Promise<{ root: string; record: BackupRecord; file: string }> {
+  const root = await Deno.makeTempDir();
+  await Deno.mkdir(join(root, "web1"));
+  const file = join(root, "web1", "bk-000000000001.root.qcow2");
+  const data = new Uint8Array(5 * BLOCK_BYTES + 123);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
+  await Deno.writeFile(file, data);
+  const sums = await checksumFile(file);
+  assertEquals(sums.blocks.length, 6);
+  assertEquals(sums.bytes, data.length);
+  const m: Manifest = {
+    format: MANIFEST_FORMAT,
+    id: "bk-000000000001",
+    vm: "web1",
+    vmUuid: "u",
+    kind: "full",
+    parent: null,
+    chain: "bk-000000000001",
+    createdAt: new Date().toISOString(),
+    node: "h1",
+    spec: { image: "i", cpus: 1, memoryMiB: 256 },
+    fsFrozen: false,
+    freezeMs: null,
+    fullReason: null,
+    disks: [{
+      id: "root",
+      file: "bk-000000000001.root.qcow2",
+      backing: null,
+      virtualBytes: data.length,
+      fileBytes: sums.bytes,
+      copiedBytes: sums.bytes,
+      sha256: sums.sha256,
+      blockBytes: BLOCK_BYTES,
+      blocks: sums.blocks,
+    }],
+  };
+  const sha = await writeManifest(join(root, "web1"), m);
+  const record: BackupRecord = {
+    id: m.id,
+    vm: "web1",
+    target: "t1",
+    kind: "full",
+    parent: null,
+    chain: m.id,
+    dir: "web1",
+    manifest: "bk-000000000001.manifest.json",
+    manifestSha256: sha,
+    disks: [],
+    fullReason: null,
+    node: "h1",
+    createdAt: 0,
+  };
+  return { root, record, file };
+}
+
+Deno.test("verify: a clean backup passes; one flipped byte is found in its block", async () => {
+  const { root, record, file } = await setUp();
+  const clean = await verifyBackup(root, record);
+  assertEquals(clean.badBlocks, []);
+  assertEquals(clean.badFiles, []);
+  assertEquals(clean.blocks, 6);
+  const f = await Deno.open(file, { read: true, write: true });
+  const at = 3 * BLOCK_BYTES + 77;
+  const one = new Uint8Array(1);
+  await f.seek(at, Deno.SeekMode.Start);
+  await f.read(one);
+  one[0] ^= 0x80;
+  await f.seek(at, Deno.SeekMode.Start);
+  await f.write(one);
+  f.close();
+  const bad = await verifyBackup(root, record);
+  assertEquals(bad.badBlocks, [{
+    file: "bk-000000000001.root.qcow2",
+    index: 3,
+    offset: 3 * BLOCK_BYTES,
+  }]);
+  assertEquals(bad.badFiles, ["bk-000000000001.root.qcow2"]);
+  assert(
+    (await Deno.readTextFile(join(root, "web1", "bk-000000000001.SHA256SUMS"))).includes("  bk-"),
+  );
+});
+
+Deno.test("manifest: changed, unparsable or missing ones are refused, naming the backup", async () => {
+  const { root, record } = await setUp();
+  assertEquals((await readManifest(root, record)).id, record.id);
+  const path = join(root, "web1", record.manifest);
+  const text = await Deno.readTextFile(path);
+  for (
+    const [broken, why] of [
+      [text.replace('"kind":"full"', '"kind":"incremental"'), /corrupt or was changed/],
+      [text.slice(0, 20), /corrupt or was changed/],
+    ] as const
+  ) {
+    await Deno.writeTextFile(path, broken);
+    const err = await readManifest(root, record).then(() => null, (e) => e);
+    assert(err instanceof ValidationError, String(err));
+    assert(why.test(err.message) && err.message.includes(record.id), err.message);
+  }
+  await Deno.remove(path);
+  const gone = await readManifest(root, record).then(() => null, (e) => e);
+  assert(/cannot be read/.test(String(gone?.message)), String(gone));
+});

@@ -1,0 +1,322 @@
+/**
+ * One backup of a VM's disks through QMP: of its running QEMU, or, for a
+ * stopped VM, of a `qemu-storage-daemon` that opens its volumes for the
+ * backup's length (the same commands, so the same bitmaps and format).
+ *
+ * Bitmaps: each disk carries one persistent dirty bitmap named after the
+ * backup it counts from, `nvbk-ID`. It is created in the same `transaction`
+ * as the backup jobs (the same point in time), so it records exactly the
+ * writes after that backup. An incremental backup copies the blocks dirty in
+ * its parent's bitmap while a new bitmap, named after itself, starts counting;
+ * the parent's is removed once the jobs succeeded (on failure the new one is
+ * removed and the parent's kept). Persistent bitmaps are stored in the qcow2
+ * when QEMU closes the image, so they survive restarts; one left "in use" by a
+ * QEMU that died is inconsistent, and the next backup is full and says why.
+ *
+ * Files: QEMU runs as its own user (host/kvm/confine.ts) and opens the target
+ * files after it dropped root, so each is created by the node with qemu-img,
+ * handed to that user while the job writes it, and taken back (root, 0600)
+ * before it is checksummed. The chain directory is 0711.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { ConflictError, NovaError } from "../../core/errors/mod.ts";
+import { log } from "../../core/log/mod.ts";
+import type { BackupRecord } from "../../core/fsm/mod.ts";
+import {
+  bitmapAddAction,
+  blockdevAddQcow2Target,
+  blockdevBackupAction,
+  blockdevDel,
+  blockDirtyBitmapRemove,
+  type DirtyBitmap,
+  dirtyBitmaps,
+  jobCancel,
+  jobDismiss,
+  type QmpExecutor,
+  queryJobs,
+  transaction,
+} from "../kvm/commands.ts";
+import type { GuestAgent } from "../kvm/qga.ts";
+import type { QemuUser } from "../kvm/confine.ts";
+import { qemuImg } from "../storage/qemu_img.ts";
+import { sleep } from "../kvm/qmp.ts";
+import { layout } from "./format.ts";
+
+/** Bitmap names novactl owns start with this. */
+export const BITMAP_PREFIX = "nvbk-";
+
+/** The bitmap that counts writes since backup `id`. */
+export function bitmapName(id: string): string {
+  return `${BITMAP_PREFIX}${id}`;
+}
+
+/** A disk to back up: its QMP block node and size. */
+export interface JobDisk {
+  id: string;
+  node: string;
+  virtualBytes: number;
+}
+
+/** What the caller decided to make. */
+export interface JobRequest {
+  id: string;
+  /** The chain directory (absolute). */
+  dir: string;
+  disks: JobDisk[];
+  /** The parent backup, for an incremental one. */
+  parent: BackupRecord | null;
+  /** The guest agent of a running guest, for fs-freeze/thaw. */
+  agent: GuestAgent | null;
+  /** Who QEMU runs as (target files are handed to it while written); null: as the node. */
+  qemuUser: QemuUser | null;
+  signal: AbortSignal;
+  onProgress: (done: number, total: number) => void;
+}
+
+/** What a finished job produced, per disk. */
+export interface JobResult {
+  disks: { id: string; file: string; copiedBytes: number; virtualBytes: number }[];
+  fsFrozen: boolean;
+  freezeMs: number | null;
+}
+
+/**
+ * Decides whether an incremental backup on top of `parent` is possible: every disk has
+ * the parent's bitmap, consistent, and the same size as in the parent. Returns null when
+ * it is, else why not (the backup is then full).
+ */
+export function incrementalBlocker(
+  parent: BackupRecord,
+  disks: { id: string; virtualBytes: number; bitmaps: DirtyBitmap[] }[],
+): string | null {
+  const name = bitmapName(parent.id);
+  for (const d of disks) {
+    const bm = d.bitmaps.find((b) => b.name === name);
+    if (!bm) return `disk ${d.id} has no dirty bitmap of backup ${parent.id}`;
+    if (bm.inconsistent) {
+      return `the dirty bitmap of disk ${d.id} is inconsistent (its QEMU did not shut down cleanly)`;
+    }
+    const pd = parent.disks.find((x) => x.id === d.id);
+    if (!pd) return `disk ${d.id} is not in backup ${parent.id}`;
+    if (pd.virtualBytes !== d.virtualBytes) return `disk ${d.id} was resized since ${parent.id}`;
+  }
+  if (parent.disks.length !== disks.length) return `the VM's disks changed since ${parent.id}`;
+  return null;
+}
+
+/**
+ * The backups novactl's bitmaps on a disk count from. Normally one; a backup cut short by
+ * its node's restart can leave its own beside its parent's.
+ */
+export function bitmapBackups(bitmaps: DirtyBitmap[]): string[] {
+  return bitmaps.filter((b) => b.name.startsWith(BITMAP_PREFIX)).map((b) =>
+    b.name.slice(BITMAP_PREFIX.length)
+  );
+}
+
+/** Backup jobs started by {@link startBackupJobs}, for {@link finishBackupJobs}. */
+export interface StartedJobs {
+  files: (JobDisk & { file: string })[];
+  /** Target block nodes added to QEMU. */
+  added: string[];
+  /** Whether the transaction ran (jobs and the new bitmap exist). */
+  started: boolean;
+  fsFrozen: boolean;
+  freezeMs: number | null;
+}
+
+const targetNode = (d: JobDisk) => `nvbkt-${d.id}`.slice(0, 31);
+const jobId = (d: JobDisk) => `nvbkj-${d.id}`.slice(0, 31);
+
+/**
+ * Runs the backup jobs: {@link startBackupJobs}, then {@link finishBackupJobs}. On failure
+ * or abort nothing is left behind: targets removed, the new bitmap dropped, the parent's kept.
+ */
+export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<JobResult> {
+  return await finishBackupJobs(qmp, req, await startBackupJobs(qmp, req));
+}
+
+/**
+ * Creates the target files, freezes the guest's filesystems (when its agent answers), starts
+ * every disk's job and its new bitmap in one transaction and thaws: the point in time. The
+ * copy then runs on in QEMU; the VM may be handled meanwhile (a stop ends the jobs, and the
+ * backup fails). Cleans up after itself when it fails.
+ */
+export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<StartedJobs> {
+  const incremental = req.parent !== null;
+  const s: StartedJobs = {
+    files: req.disks.map((d) => ({ ...d, file: layout.file(req.id, d.id) })),
+    added: [],
+    started: false,
+    fsFrozen: false,
+    freezeMs: null,
+  };
+  await Deno.mkdir(req.dir, { recursive: true, mode: 0o711 });
+  try {
+    for (const d of s.files) {
+      const path = join(req.dir, d.file);
+      const backing = incremental ? ["-F", "qcow2", "-b", layout.file(req.parent!.id, d.id)] : [];
+      await qemuImg(["create", "-q", "-f", "qcow2", ...backing, path, String(d.virtualBytes)]);
+      if (req.qemuUser) await Deno.chown(path, req.qemuUser.uid, req.qemuUser.gid);
+      await blockdevAddQcow2Target(qmp, targetNode(d), path).catch((err) => {
+        throw /Permission denied/.test(String(err.message))
+          ? new NovaError(
+            "precondition_failed",
+            `QEMU (user ${req.qemuUser?.name}) cannot open ${path}: make the target path ` +
+              `traversable by that user on every host (chmod o+x on each directory)`,
+          )
+          : err;
+      });
+      s.added.push(targetNode(d));
+    }
+    const actions = s.files.flatMap((d) => [
+      bitmapAddAction(d.node, bitmapName(req.id), true),
+      blockdevBackupAction({
+        jobId: jobId(d),
+        device: d.node,
+        target: targetNode(d),
+        sync: incremental ? "incremental" : "full",
+        bitmap: incremental ? bitmapName(req.parent!.id) : undefined,
+      }),
+    ]);
+    // The point in time: frozen filesystems (when the agent answers) around the transaction.
+    if (req.agent && await req.agent.ping(1_000).catch(() => false)) {
+      const t0 = performance.now();
+      s.fsFrozen = await req.agent.fsFreeze({ timeoutMs: 10_000 }).then(() => true, (err) => {
+        log.warn("fs-freeze failed; backing up without it", { error: String(err) });
+        return false;
+      });
+      try {
+        await transaction(qmp, actions, false, 30_000);
+        s.started = true;
+      } finally {
+        if (s.fsFrozen) {
+          await req.agent.fsThaw({ timeoutMs: 10_000 }).catch((err) =>
+            log.warn("fs-thaw failed", { error: String(err) })
+          );
+          s.freezeMs = Math.round((performance.now() - t0) * 10) / 10;
+        }
+      }
+    } else {
+      await transaction(qmp, actions, false, 30_000);
+      s.started = true;
+    }
+    return s;
+  } catch (err) {
+    await undo(qmp, req, s);
+    await teardown(qmp, req, s);
+    throw err;
+  }
+}
+
+/**
+ * Waits for the jobs started by {@link startBackupJobs}; on success drops the bitmaps the
+ * new one replaces, on failure or abort undoes everything; removes the target nodes and takes
+ * the files back from QEMU's user either way.
+ */
+export async function finishBackupJobs(
+  qmp: QmpExecutor,
+  req: JobRequest,
+  s: StartedJobs,
+): Promise<JobResult> {
+  try {
+    const copied = await waitJobs(qmp, s.files.map(jobId), req.signal, req.onProgress);
+    // Success: the parent's bitmap (or any older chain's) is spent; the new one counts on.
+    const keep = bitmapName(req.id);
+    for (const d of s.files) {
+      for (const bm of await dirtyBitmaps(qmp, d.node)) {
+        if (bm.name.startsWith(BITMAP_PREFIX) && bm.name !== keep) {
+          await blockDirtyBitmapRemove(qmp, d.node, bm.name).catch((err) =>
+            log.warn("cannot remove an old bitmap", { bitmap: bm.name, error: String(err) })
+          );
+        }
+      }
+    }
+    return {
+      disks: s.files.map((d, i) => ({
+        id: d.id,
+        file: d.file,
+        copiedBytes: copied[i],
+        virtualBytes: d.virtualBytes,
+      })),
+      fsFrozen: s.fsFrozen,
+      freezeMs: s.freezeMs,
+    };
+  } catch (err) {
+    await undo(qmp, req, s);
+    throw err;
+  } finally {
+    await teardown(qmp, req, s);
+  }
+}
+
+/** After a failure: jobs cancelled, the new bitmap dropped (the parent's stays), files removed. */
+async function undo(qmp: QmpExecutor, req: JobRequest, s: StartedJobs): Promise<void> {
+  if (s.started) {
+    for (const d of s.files) await jobCancel(qmp, jobId(d)).catch(() => {});
+    await waitGone(qmp, s.files.map(jobId));
+    for (const d of s.files) {
+      await blockDirtyBitmapRemove(qmp, d.node, bitmapName(req.id)).catch(() => {});
+    }
+  }
+  for (const d of s.files) await Deno.remove(join(req.dir, d.file)).catch(() => {});
+}
+
+/** Target nodes removed from QEMU, files taken back from its user. */
+async function teardown(qmp: QmpExecutor, req: JobRequest, s: StartedJobs): Promise<void> {
+  for (const n of s.added.splice(0)) {
+    await blockdevDel(qmp, n).catch((err) =>
+      log.warn("cannot remove a backup target node", { node: n, error: String(err) })
+    );
+  }
+  for (const d of s.files) {
+    const path = join(req.dir, d.file);
+    await Deno.chown(path, 0, 0).catch(() => {});
+    await Deno.chmod(path, 0o600).catch(() => {});
+  }
+}
+
+/** Waits until every job concluded; returns each job's bytes; throws on an error or abort. */
+async function waitJobs(
+  qmp: QmpExecutor,
+  ids: string[],
+  signal: AbortSignal,
+  onProgress: (done: number, total: number) => void,
+): Promise<number[]> {
+  let cancelled = false;
+  for (;;) {
+    if (signal.aborted && !cancelled) {
+      cancelled = true;
+      for (const id of ids) await jobCancel(qmp, id).catch(() => {});
+    }
+    const jobs = (await queryJobs(qmp)).filter((j) => ids.includes(j.id));
+    const done = jobs.reduce((n, j) => n + (j["current-progress"] ?? 0), 0);
+    const total = jobs.reduce((n, j) => n + (j["total-progress"] ?? 0), 0);
+    onProgress(done, total);
+    if (jobs.length === ids.length && jobs.every((j) => j.status === "concluded")) {
+      for (const id of ids) await jobDismiss(qmp, id).catch(() => {});
+      const failed = jobs.find((j) => j.error);
+      if (cancelled) throw signal.reason ?? new ConflictError("backup aborted");
+      if (failed) throw new NovaError("internal", `backup job ${failed.id}: ${failed.error}`);
+      return ids.map((id) => jobs.find((j) => j.id === id)!["total-progress"] ?? 0);
+    }
+    if (jobs.length < ids.length) {
+      throw new NovaError("internal", "a backup job disappeared (did QEMU stop?)");
+    }
+    await sleep(200);
+  }
+}
+
+/** After cancelling: waits for the jobs to conclude and dismisses them. */
+async function waitGone(qmp: QmpExecutor, ids: string[]): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    const jobs = (await queryJobs(qmp).catch(() => [])).filter((j) => ids.includes(j.id));
+    for (const j of jobs) {
+      if (j.status === "concluded") await jobDismiss(qmp, j.id).catch(() => {});
+    }
+    if (!jobs.length) return;
+    await sleep(100);
+  }
+}

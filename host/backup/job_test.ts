@@ -1,0 +1,186 @@
+/**
+ * The QMP side of a backup against a scripted QEMU: what the transaction
+ * holds, which bitmaps go on success, and that an abort cancels the jobs and
+ * leaves neither the new bitmap nor a file behind. (Real QEMU:
+ * tests/backup_test.ts.)
+ */
+import { join } from "node:path";
+import { assert, assertEquals, assertRejects } from "../../core/testing/assert.ts";
+import type { BackupRecord } from "../../core/fsm/mod.ts";
+import type { DirtyBitmap, QmpExecutor } from "../kvm/commands.ts";
+import { bitmapName, incrementalBlocker, runBackupJobs } from "./job.ts";
+import { qemuImg } from "../storage/qemu_img.ts";
+import { testWithTimeout } from "../../tests/support/timeout.ts";
+
+/** A QEMU whose jobs advance one step per `query-jobs`, `steps` times, unless cancelled. */
+class FakeQemu implements QmpExecutor {
+  calls: { command: string; args?: Record<string, unknown> }[] = [];
+  bitmaps: string[];
+  jobs = new Map<string, { done: number; total: number; cancelled: boolean }>();
+
+  constructor(bitmaps: string[], readonly steps = 3, readonly total = 1 << 20) {
+    this.bitmaps = [...bitmaps];
+  }
+
+  execute<T>(command: string, args?: Record<string, unknown>): Promise<T> {
+    this.calls.push({ command, args });
+    const ok = (v: unknown = {}) => Promise.resolve(v as T);
+    switch (command) {
+      case "blockdev-add":
+      case "blockdev-del":
+        return ok();
+      case "job-dismiss":
+        this.jobs.delete(String(args!.id));
+        return ok();
+      case "transaction": {
+        for (const a of args!.actions as { type: string; data: Record<string, unknown> }[]) {
+          if (a.type === "block-dirty-bitmap-add") this.bitmaps.push(String(a.data.name));
+          else {this.jobs.set(String(a.data["job-id"]), {
+              done: 0,
+              total: this.total,
+              cancelled: false,
+            });}
+        }
+        return ok();
+      }
+      case "query-jobs":
+        return ok([...this.jobs].map(([id, j]) => {
+          if (!j.cancelled && j.done < this.steps) j.done++;
+          const concluded = j.cancelled || j.done >= this.steps;
+          return {
+            id,
+            status: concluded ? "concluded" : "running",
+            "current-progress": Math.round((j.done / this.steps) * j.total),
+            "total-progress": j.total,
+            ...(j.cancelled ? { error: "cancelled" } : {}),
+          };
+        }));
+      case "job-cancel": {
+        const job = this.jobs.get(String(args!.id));
+        if (!job) return Promise.reject(new Error(`no job ${args!.id}`));
+        job.cancelled = true;
+        return ok();
+      }
+      case "query-named-block-nodes":
+        return ok([{
+          "node-name": "root",
+          "dirty-bitmaps": this.bitmaps.map((name) => ({ name, count: 0 })),
+        }]);
+      case "block-dirty-bitmap-remove":
+        this.bitmaps = this.bitmaps.filter((b) => b !== args!.name);
+        return ok();
+    }
+    return Promise.reject(new Error(`unexpected ${command}`));
+  }
+}
+
+function request(dir: string, signal: AbortSignal, parent: BackupRecord | null = null) {
+  return {
+    id: "bk-00000000000b",
+    dir,
+    disks: [{ id: "root", node: "root", virtualBytes: 1 << 20 }],
+    parent,
+    agent: null,
+    qemuUser: null,
+    signal,
+    onProgress: () => {},
+  };
+}
+
+Deno.test("backup jobs: one transaction, the new bitmap kept, the old ones dropped", async () => {
+  const dir = join(await Deno.makeTempDir(), "web1");
+  const qemu = new FakeQemu([bitmapName("bk-00000000000a"), "someone-elses"]);
+  const r = await runBackupJobs(qemu, request(dir, new AbortController().signal));
+  const tx = qemu.calls.find((c) => c.command === "transaction")!;
+  assertEquals(tx.args!.actions, [
+    {
+      type: "block-dirty-bitmap-add",
+      data: { node: "root", name: bitmapName("bk-00000000000b"), persistent: true },
+    },
+    {
+      type: "blockdev-backup",
+      data: {
+        "job-id": "nvbkj-root",
+        device: "root",
+        target: "nvbkt-root",
+        sync: "full",
+        "auto-dismiss": false,
+      },
+    },
+  ]);
+  assertEquals(qemu.bitmaps, ["someone-elses", bitmapName("bk-00000000000b")]);
+  assertEquals(r.disks, [{
+    id: "root",
+    file: "bk-00000000000b.root.qcow2",
+    copiedBytes: 1 << 20,
+    virtualBytes: 1 << 20,
+  }]);
+  assert(
+    qemu.calls.some((c) => c.command === "blockdev-del" && c.args!["node-name"] === "nvbkt-root"),
+  );
+  assert((await Deno.stat(join(dir, "bk-00000000000b.root.qcow2"))).isFile);
+});
+
+// Bounded: an abort that never reaches QEMU would wait for its jobs forever.
+testWithTimeout({
+  name: "backup jobs: an abort cancels them; no new bitmap, no file, the parent's kept",
+  timeoutMs: 30_000,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dir = join(await Deno.makeTempDir(), "web1");
+  await Deno.mkdir(dir);
+  const parentFile = join(dir, "bk-00000000000a.root.qcow2");
+  await qemuImg(["create", "-q", "-f", "qcow2", parentFile, String(1 << 20)]);
+  const parent = bitmapName("bk-00000000000a");
+  const qemu = new FakeQemu([parent], 1_000_000);
+  const ctl = new AbortController();
+  const req = {
+    ...request(dir, ctl.signal, { id: "bk-00000000000a" } as BackupRecord),
+    onProgress: (done: number) => {
+      if (done > 0) ctl.abort(new Error("aborted by test"));
+    },
+  };
+  await assertRejects(() => runBackupJobs(qemu, req), /aborted by test/);
+  const tx = qemu.calls.find((c) => c.command === "transaction")!;
+  const backup = (tx.args!.actions as { data: Record<string, unknown> }[])[1].data;
+  assertEquals([backup.sync, backup.bitmap], ["incremental", parent]);
+  assert(qemu.calls.some((c) => c.command === "job-cancel"));
+  assertEquals(qemu.bitmaps, [parent]);
+  assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["bk-00000000000a.root.qcow2"]);
+});
+
+Deno.test("incremental only on the parent's intact bitmap, same disks, same sizes", () => {
+  const parent = {
+    id: "bk-00000000000a",
+    disks: [{ id: "root", virtualBytes: 100 }],
+  } as unknown as BackupRecord;
+  const bm = (name: string, inconsistent = false): DirtyBitmap => ({
+    name,
+    count: 0,
+    granularity: 65536,
+    recording: true,
+    persistent: true,
+    inconsistent,
+  });
+  const name = bitmapName(parent.id);
+  assertEquals(
+    incrementalBlocker(parent, [{ id: "root", virtualBytes: 100, bitmaps: [bm(name)] }]),
+    null,
+  );
+  assert(/no dirty bitmap/.test(
+    incrementalBlocker(parent, [{ id: "root", virtualBytes: 100, bitmaps: [] }])!,
+  ));
+  assert(/inconsistent/.test(
+    incrementalBlocker(parent, [{ id: "root", virtualBytes: 100, bitmaps: [bm(name, true)] }])!,
+  ));
+  assert(/resized/.test(
+    incrementalBlocker(parent, [{ id: "root", virtualBytes: 200, bitmaps: [bm(name)] }])!,
+  ));
+  assert(/not in backup/.test(
+    incrementalBlocker(parent, [
+      { id: "root", virtualBytes: 100, bitmaps: [bm(name)] },
+      { id: "data", virtualBytes: 100, bitmaps: [bm(name)] },
+    ])!,
+  ));
+});

@@ -1,0 +1,602 @@
+/**
+ * Backups on the host side: this host runs the backup, restore and verify
+ * operations whose runner it is. The leader records such an operation
+ * (core/cluster/backup_service.ts); every host watches the replicated
+ * operations and starts the ones that name it, reports progress while they
+ * run, and their outcome. An operation this host ran when its node process
+ * stopped is marked failed at the next start (its partial files are gone:
+ * every step writes to a temporary name, or removes what it made on failure).
+ *
+ * - backup: the jobs of host/backup/job.ts on the VM's running QEMU, or on a
+ *   `qemu-storage-daemon` for a stopped VM; then every file is checksummed
+ *   (whole and per 64 KiB block), the manifest written and the backup recorded;
+ * - verify: every block of every file re-read and checked against the manifest;
+ * - restore: the chain converted into the VM's volumes, either of a new VM the
+ *   leader created for it (`--as`; removed again if the restore fails) or of a
+ *   stopped VM in place (its volumes replaced only once every disk converted).
+ *
+ * Format: host/backup/format.ts. QMP steps: host/backup/job.ts.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { ConflictError, NotFoundError, NovaError } from "../../core/errors/mod.ts";
+import { log } from "../../core/log/mod.ts";
+import { renameDurably, TEMP_PREFIX, writeFileDurably } from "../../core/store/mod.ts";
+import type {
+  BackupReads,
+  BackupRecord,
+  BackupTargetRecord,
+  Command,
+  OperationRecord,
+  VmDisk,
+  VmRecord,
+} from "../../core/fsm/mod.ts";
+import type { QemuVm } from "../kvm/qemu.ts";
+import type { QemuUser } from "../kvm/confine.ts";
+import { blockNodeInfo, type QmpExecutor } from "../kvm/commands.ts";
+import type { VolumePool } from "../storage/dir_pool.ts";
+import {
+  checksumFile,
+  layout,
+  type Manifest,
+  MANIFEST_FORMAT,
+  readChain,
+  verifyBackup,
+  type VerifyReport,
+  writeManifest,
+} from "./format.ts";
+import {
+  bitmapBackups,
+  finishBackupJobs,
+  incrementalBlocker,
+  type JobRequest,
+  startBackupJobs,
+} from "./job.ts";
+import { StorageDaemon } from "./storage_daemon.ts";
+import { convertChain } from "./restore.ts";
+
+export * from "./format.ts";
+export { BITMAP_PREFIX, bitmapName } from "./job.ts";
+
+/** Operation kinds this module runs. */
+export const BACKUP_OPERATION_KINDS = ["backup", "restore", "verify"] as const;
+
+/** What the runner needs of the cluster: replicated reads and proposals. */
+export interface BackupCluster {
+  readonly nodeName: string;
+  readonly backups: BackupReads;
+  vm(name: string): VmRecord | null;
+  operations(): OperationRecord[];
+  operation(id: string): OperationRecord | null;
+  /** Calls `listener` with an operation's id when it changed (null: everything may have). */
+  onOperationChange(listener: (id: string | null) => void): () => void;
+  report(command: Command): Promise<unknown>;
+  audit?(action: string, resource: string, detail: string): void;
+}
+
+/** What the runner needs of the host's VM side (host/vm_host.ts's VmHost). */
+export interface BackupHost {
+  serialize<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  mine(name: string): VmRecord;
+  live(name: string): QemuVm | null;
+  poolOf(d: VmDisk): VolumePool;
+  readonly driver: { user: QemuUser | null };
+  /** Whether this host has applied everything the leader had committed when it started. */
+  isCaughtUp(): boolean;
+}
+
+const PROGRESS_EVERY_MS = 500;
+
+/** Runs this host's backup, restore and verify operations. */
+export class BackupRunner {
+  readonly #running = new Map<string, AbortController>();
+  /** Operations this host started and has not finished, persisted across its restarts. */
+  #mine = new Set<string>();
+  #mineLoaded = false;
+  #off: (() => void) | null = null;
+  #timer: ReturnType<typeof setInterval> | null = null;
+
+  /**
+   * @param stateFile where the ids of the operations this host runs are kept (so that after a
+   *   restart it knows which ones it was running when it stopped)
+   */
+  constructor(
+    private readonly cluster: BackupCluster,
+    private readonly host: BackupHost,
+    private readonly stateFile: string,
+  ) {}
+
+  private async loadMine(): Promise<void> {
+    if (this.#mineLoaded) return;
+    try {
+      const ids = JSON.parse(await Deno.readTextFile(this.stateFile));
+      if (Array.isArray(ids)) this.#mine = new Set(ids.map(String));
+    } catch { /* none yet */ }
+    this.#mineLoaded = true;
+  }
+
+  private async saveMine(): Promise<void> {
+    await writeFileDurably(this.stateFile, JSON.stringify([...this.#mine]) + "\n").catch((err) =>
+      log.warn("cannot record running backup operations", { error: String(err) })
+    );
+  }
+
+  /** Starts watching operations; fails the ones a previous run of this node left running. */
+  async start(): Promise<void> {
+    await this.loadMine();
+    this.#off = this.cluster.onOperationChange((id) => {
+      if (id === null) this.scan();
+      else this.consider(this.cluster.operation(id));
+    });
+    this.scan();
+    // Operations left by an earlier run are judged once this replica caught up (before, one
+    // may look running that finished long ago); the periodic scan also catches a missed change.
+    this.#timer = setInterval(() => this.scan(), 5_000);
+  }
+
+  stop(): void {
+    this.#off?.();
+    if (this.#timer !== null) clearInterval(this.#timer);
+    for (const c of this.#running.values()) c.abort(new ConflictError("node stopping"));
+  }
+
+  isRunning(opId: string): boolean {
+    return this.#running.has(opId);
+  }
+
+  /** Aborts a running operation of this host; false when it runs no such operation. */
+  abort(opId: string): boolean {
+    const c = this.#running.get(opId);
+    c?.abort(new ConflictError(`operation ${opId} aborted`));
+    return !!c;
+  }
+
+  private scan(): void {
+    const ops = this.cluster.operations();
+    for (const op of ops) this.consider(op);
+    if (this.host.isCaughtUp()) {
+      // Forget operations that finished (or were pruned) while this host was down.
+      const running = new Set(ops.filter((o) => o.state === "running").map((o) => o.id));
+      const stale = [...this.#mine].filter((id) => !running.has(id) && !this.#running.has(id));
+      if (stale.length) {
+        for (const id of stale) this.#mine.delete(id);
+        void this.saveMine();
+      }
+    }
+  }
+
+  private consider(op: OperationRecord | null): void {
+    if (!op || op.state !== "running" || op.runner !== this.cluster.nodeName) return;
+    if (!(BACKUP_OPERATION_KINDS as readonly string[]).includes(op.kind)) return;
+    if (this.#running.has(op.id)) return;
+    // Nothing before this replica caught up: an operation may look running in it that this
+    // host finished before a restart (the periodic scan comes back to it).
+    if (!this.host.isCaughtUp()) return;
+    if (this.#mine.has(op.id)) {
+      // Started by an earlier run of this node and never finished.
+      // Ours, from before this process: whatever it did is gone with it.
+      this.#running.set(op.id, new AbortController());
+      void this.interrupted(op).finally(() => this.#running.delete(op.id));
+      return;
+    }
+    void this.run(op);
+  }
+
+  /** An operation cut short by this node's restart: failed, and a backup's files removed. */
+  private async interrupted(op: OperationRecord): Promise<void> {
+    const t = op.kind === "backup" ? this.cluster.backups.target(String(op.params.target)) : null;
+    const id = String(op.params.backup);
+    if (t && !this.cluster.backups.get(id)) {
+      const dir = join(t.path, layout.dir(op.target));
+      try {
+        for await (const e of Deno.readDir(dir)) {
+          if (e.name.startsWith(`${id}.`)) await Deno.remove(join(dir, e.name)).catch(() => {});
+        }
+      } catch { /* no directory: nothing was written */ }
+    }
+    await this.finish(op.id, "failed", null, "interrupted: its node restarted while it ran");
+    this.#mine.delete(op.id);
+    await this.saveMine();
+  }
+
+  private async run(op: OperationRecord): Promise<void> {
+    const ctl = new AbortController();
+    this.#running.set(op.id, ctl);
+    this.#mine.add(op.id);
+    await this.saveMine();
+    const t0 = performance.now();
+    try {
+      let result: Record<string, unknown>;
+      if (op.kind === "backup") result = await this.backup(op, ctl.signal);
+      else if (op.kind === "verify") result = await this.verify(op, ctl.signal);
+      else result = await this.restore(op, ctl.signal);
+      result.ms = Math.round(performance.now() - t0);
+      await this.finish(op.id, "succeeded", result);
+      this.cluster.audit?.(
+        `backup.${op.kind}`,
+        String(op.params.vm ?? op.target),
+        `${op.id} succeeded`,
+      );
+      log.info(`${op.kind} finished`, { op: op.id, target: op.target, ...result });
+    } catch (err) {
+      const aborted = ctl.signal.aborted;
+      const message = (err as Error).message ?? String(err);
+      const result = err instanceof VerifyFailed ? { ...err.report } : null;
+      log.warn(`${op.kind} failed`, { op: op.id, target: op.target, error: message, aborted });
+      await this.finish(op.id, aborted ? "aborted" : "failed", result, message);
+      this.cluster.audit?.(
+        `backup.${op.kind}`,
+        String(op.params.vm ?? op.target),
+        `${op.id} ${aborted ? "aborted" : "failed"}: ${message}`,
+      );
+    } finally {
+      this.#running.delete(op.id);
+      this.#mine.delete(op.id);
+      await this.saveMine();
+    }
+  }
+
+  private async finish(
+    id: string,
+    state: "succeeded" | "failed" | "aborted",
+    result: Record<string, unknown> | null,
+    error?: string,
+  ): Promise<void> {
+    await this.cluster.report({
+      op: "operation.update",
+      id,
+      state,
+      result: result ?? undefined,
+      error,
+      at: Date.now(),
+    }).catch((err) => log.warn("cannot record operation outcome", { id, error: String(err) }));
+  }
+
+  private progress(opId: string): (phase: string, done: number, total: number) => void {
+    let last = 0;
+    return (phase, done, total) => {
+      if (Date.now() - last < PROGRESS_EVERY_MS) return;
+      last = Date.now();
+      const percent = total > 0 ? Math.min(100, Math.floor((done / total) * 100)) : 0;
+      this.cluster.report({
+        op: "operation.update",
+        id: opId,
+        progress: { phase, percent, doneBytes: done, totalBytes: total },
+        at: last,
+      }).catch(() => {});
+    };
+  }
+
+  private target(name: string): BackupTargetRecord {
+    const t = this.cluster.backups.target(name);
+    if (!t) throw new NotFoundError("backup target", name);
+    return t;
+  }
+
+  // ---- backup ------------------------------------------------------------------------
+
+  private async backup(op: OperationRecord, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const id = String(op.params.backup);
+    if (this.cluster.backups.get(id)) {
+      throw new ConflictError(`backup ${id} already exists; this operation ran before`);
+    }
+    const target = this.target(String(op.params.target));
+    const wantIncremental = op.params.incremental === true;
+    const onProgress = this.progress(op.id);
+    const dir = join(target.path, layout.dir(op.target));
+    const made = await this.host.serialize(op.target, async () => {
+      const vm = this.host.mine(op.target);
+      const qemu = this.host.live(vm.name);
+      let daemon: StorageDaemon | null = null;
+      let qmp: QmpExecutor;
+      if (qemu) {
+        qmp = qemu.qmp;
+      } else {
+        const disks = [];
+        for (const d of vm.disks) {
+          const pool = this.host.poolOf(d);
+          if (!(await pool.has(d.volume))) {
+            throw new ConflictError(
+              `${vm.name} has never run: its disk ${d.id} does not exist yet, nothing to back up`,
+            );
+          }
+          disks.push({ node: d.id, path: pool.pathOf(d.volume) });
+        }
+        daemon = await StorageDaemon.start(disks);
+        qmp = daemon.qmp;
+      }
+      try {
+        const disks = [];
+        for (const d of vm.disks) {
+          const info = await blockNodeInfo(qmp, d.id);
+          if (!info) throw new NovaError("internal", `QEMU has no block node ${d.id}`);
+          disks.push({
+            id: d.id,
+            node: d.id,
+            virtualBytes: info.virtualBytes,
+            bitmaps: info.bitmaps,
+          });
+        }
+        const { parent, fullReason } = wantIncremental
+          ? await this.chooseParent(vm.name, target, disks)
+          : { parent: null, fullReason: null };
+        const req: JobRequest = {
+          id,
+          dir,
+          disks,
+          parent,
+          agent: qemu ? qemu.agent : null,
+          qemuUser: qemu ? this.host.driver.user : null,
+          signal,
+          onProgress: (done, total) => onProgress("copying", done, total),
+        };
+        const t0 = performance.now();
+        // A running VM's copy goes on outside the VM's lock (a stop or restart need not wait
+        // for it; it ends the jobs, and the backup fails). A storage daemon holds the images'
+        // locks: a stopped VM stays locked until its backup is done.
+        const started = await startBackupJobs(qmp, req);
+        const job = qemu ? null : await finishBackupJobs(qmp, req, started);
+        return { vm, parent, fullReason, req, started, job, qemu, t0 };
+      } finally {
+        await daemon?.stop();
+      }
+    });
+    const { vm, parent, fullReason } = made;
+    const job = made.job ?? await finishBackupJobs(made.qemu!.qmp, made.req, made.started);
+    const live = !!made.qemu;
+    const copyMs = Math.round(performance.now() - made.t0);
+    const tSums = performance.now();
+    try {
+      // Checksums of what landed in the target, read back from it.
+      const sizes = await Promise.all(job.disks.map((d) => Deno.stat(join(dir, d.file))));
+      const total = sizes.reduce((n, s) => n + s.size, 0);
+      let done = 0;
+      const disks = [];
+      for (const d of job.disks) {
+        const sums = await checksumFile(join(dir, d.file), {
+          signal,
+          onBytes: (n) => onProgress("checksumming", done += n, total),
+        });
+        disks.push({
+          id: d.id,
+          file: d.file,
+          backing: parent ? layout.file(parent.id, d.id) : null,
+          virtualBytes: d.virtualBytes,
+          fileBytes: sums.bytes,
+          copiedBytes: d.copiedBytes,
+          sha256: sums.sha256,
+          blockBytes: 64 * 1024,
+          blocks: sums.blocks,
+        });
+      }
+      const manifest: Manifest = {
+        format: MANIFEST_FORMAT,
+        id,
+        vm: vm.name,
+        vmUuid: vm.uuid,
+        kind: parent ? "incremental" : "full",
+        parent: parent?.id ?? null,
+        chain: parent?.chain ?? id,
+        createdAt: new Date().toISOString(),
+        node: this.cluster.nodeName,
+        spec: { image: vm.image, cpus: vm.cpus, memoryMiB: vm.memoryMiB },
+        fsFrozen: job.fsFrozen,
+        freezeMs: job.freezeMs,
+        fullReason,
+        disks,
+      };
+      const manifestSha256 = await writeManifest(dir, manifest);
+      await this.cluster.report({
+        op: "backup.record",
+        backup: {
+          id,
+          vm: vm.name,
+          target: target.name,
+          kind: manifest.kind,
+          parent: manifest.parent,
+          chain: manifest.chain,
+          dir: layout.dir(vm.name),
+          manifest: layout.manifest(id),
+          manifestSha256,
+          disks: disks.map((d) => ({
+            id: d.id,
+            file: d.file,
+            virtualBytes: d.virtualBytes,
+            fileBytes: d.fileBytes,
+            copiedBytes: d.copiedBytes,
+          })),
+          fullReason,
+          node: this.cluster.nodeName,
+        },
+        at: Date.now(),
+      });
+      return {
+        backup: id,
+        kind: manifest.kind,
+        parent: manifest.parent,
+        fullReason,
+        live,
+        fsFrozen: job.fsFrozen,
+        freezeMs: job.freezeMs,
+        copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
+        fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
+        copyMs,
+        checksumMs: Math.round(performance.now() - tSums),
+      };
+    } catch (err) {
+      // Unless the record made it after all (its answer was lost): then the files are the backup.
+      if (!this.cluster.backups.get(id)) await removeFiles(dir, id, job.disks.map((d) => d.file));
+      throw err;
+    }
+  }
+
+  /**
+   * The backup an incremental one builds on: the one the disks' bitmap counts
+   * from, when it is still recorded, on this target, readable, and the
+   * bitmaps are intact; otherwise none, and why.
+   */
+  private async chooseParent(
+    vm: string,
+    target: BackupTargetRecord,
+    disks: Parameters<typeof incrementalBlocker>[1],
+  ): Promise<{ parent: BackupRecord | null; fullReason: string | null }> {
+    const full = (why: string) => ({ parent: null, fullReason: `full backup: ${why}` });
+    const ids = bitmapBackups(disks[0]?.bitmaps ?? []);
+    if (!ids.length) {
+      return full(
+        `disk ${
+          disks[0]?.id
+        } has no dirty bitmap (no earlier backup, or the disk was restored or recreated)`,
+      );
+    }
+    // The newest recorded one (a bitmap of a backup that never finished is ignored).
+    const parent = ids.map((id) => this.cluster.backups.get(id))
+      .filter((b): b is BackupRecord => b !== null)
+      .sort((a, b) => a.createdAt - b.createdAt).pop();
+    if (!parent) {
+      return full(
+        `the disks' dirty bitmap counts from backup ${ids.join(", ")}, which no longer exists`,
+      );
+    }
+    const pid = parent.id;
+    if (parent.vm !== vm) return full(`backup ${pid} is of another VM`);
+    if (parent.target !== target.name) {
+      return full(`the last backup ${pid} is on target ${parent.target}, not ${target.name}`);
+    }
+    const blocker = incrementalBlocker(parent, disks);
+    if (blocker) return full(blocker);
+    try {
+      await readChain(target.path, this.cluster.backups.chainOf(pid));
+    } catch (err) {
+      return full(`the chain of ${pid} cannot be read: ${(err as Error).message}`);
+    }
+    return { parent, fullReason: null };
+  }
+
+  // ---- verify ------------------------------------------------------------------------
+
+  private async verify(op: OperationRecord, signal: AbortSignal): Promise<Record<string, unknown>> {
+    const b = this.cluster.backups.get(String(op.params.backup));
+    if (!b) throw new NotFoundError("backup", String(op.params.backup));
+    const onProgress = this.progress(op.id);
+    const report = await verifyBackup(this.target(b.target).path, b, {
+      signal,
+      onProgress: (done, total) => onProgress("verifying", done, total),
+    });
+    if (report.badBlocks.length || report.badFiles.length) throw new VerifyFailed(report);
+    return { ...report, ok: true };
+  }
+
+  // ---- restore -----------------------------------------------------------------------
+
+  private async restore(
+    op: OperationRecord,
+    signal: AbortSignal,
+  ): Promise<Record<string, unknown>> {
+    const id = String(op.params.backup);
+    const vmName = String(op.params.vm);
+    const mode = op.params.mode === "in-place" ? "in-place" : "as";
+    const onProgress = this.progress(op.id);
+    try {
+      return await this.host.serialize(vmName, async () => {
+        const b = this.cluster.backups.get(id);
+        if (!b) throw new NotFoundError("backup", id);
+        const target = this.target(b.target);
+        const manifests = await readChain(target.path, this.cluster.backups.chainOf(id));
+        const top = manifests[manifests.length - 1];
+        const vm = this.host.mine(vmName);
+        if (this.host.live(vmName)) {
+          throw new ConflictError(`${vmName} is running; stop it before restoring in place`);
+        }
+        // Every disk converted to a temporary file first; the volumes change only after.
+        const staged: { d: VmDisk; tmp: string; dst: string }[] = [];
+        try {
+          for (const [i, d] of vm.disks.entries()) {
+            const md = top.disks.find((x) =>
+              x.id === (d.source.kind === "backup" ? d.source.disk : d.id)
+            );
+            if (!md) {
+              if (mode === "in-place") continue; // a disk added after the backup keeps its data
+              throw new ConflictError(`backup ${id} has no disk ${d.id}`);
+            }
+            const pool = this.host.poolOf(d);
+            const tmp = join(pool.root, `${TEMP_PREFIX}restore-${crypto.randomUUID()}.qcow2`);
+            staged.push({ d, tmp, dst: pool.pathOf(d.volume) });
+            await convertChain(join(target.path, b.dir, md.file), tmp, {
+              signal,
+              onPercent: (p) => onProgress("restoring", i * 100 + p, vm.disks.length * 100),
+            });
+          }
+          for (const s of staged) await renameDurably(s.tmp, s.dst);
+        } catch (err) {
+          for (const s of staged) await Deno.remove(s.tmp).catch(() => {});
+          throw err;
+        }
+        if (mode === "as" && op.params.start === true) {
+          await this.cluster.report({
+            op: "vm.desired",
+            name: vmName,
+            desired: "running",
+            by: `host:${this.cluster.nodeName}`,
+            at: Date.now(),
+          });
+        }
+        return {
+          backup: id,
+          vm: vmName,
+          mode,
+          disks: staged.map((s) => s.d.id),
+          chain: manifests.map((m) => m.id),
+        };
+      });
+    } catch (err) {
+      if (mode === "as") {
+        // Nothing half-restored: the VM made for this restore goes again.
+        await this.cluster.report({
+          op: "vm.desired",
+          name: vmName,
+          desired: "deleted",
+          by: `host:${this.cluster.nodeName}`,
+          at: Date.now(),
+        }).catch((e) => log.warn("cannot remove the VM of a failed restore", { error: String(e) }));
+      }
+      throw err;
+    }
+  }
+}
+
+/** A verify that found bad blocks: the operation fails with the report as its result. */
+class VerifyFailed extends NovaError {
+  constructor(readonly report: VerifyReport) {
+    const first = report.badBlocks.slice(0, 3).map((b) =>
+      `${b.file} block ${b.index} (offset ${b.offset})`
+    );
+    super(
+      "conflict",
+      `backup ${report.backup}: ${report.badBlocks.length} block(s) do not match their checksum` +
+        (first.length ? ` (${first.join(", ")})` : "") +
+        (report.badFiles.length ? `; files differ: ${report.badFiles.join(", ")}` : ""),
+      report,
+    );
+  }
+}
+
+async function removeFiles(dir: string, id: string, files: string[]): Promise<void> {
+  for (const f of [...files, layout.manifest(id), layout.sums(id)]) {
+    await Deno.remove(join(dir, f)).catch(() => {});
+  }
+}
+
+/** Removes backup `b`'s files from its target (after its record was deleted). */
+export async function removeBackupFiles(targetPath: string, b: BackupRecord): Promise<void> {
+  await removeFiles(join(targetPath, b.dir), b.id, b.disks.map((d) => d.file));
+}
+
+/** Reads and checks the manifests of the chain ending at `b` (the full backup first). */
+export async function checkRestorable(
+  targetPath: string,
+  chain: BackupRecord[],
+): Promise<Manifest[]> {
+  return await readChain(targetPath, chain);
+}
