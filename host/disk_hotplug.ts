@@ -23,23 +23,18 @@
  * @module
  */
 import { dirname } from "node:path";
-import { ConflictError, TimeoutError, UnavailableError } from "../core/errors/mod.ts";
+import { ConflictError, UnavailableError } from "../core/errors/mod.ts";
 import type { VmDisk, VmRecord } from "../core/fsm/mod.ts";
 import { log } from "../core/log/mod.ts";
 import {
   blockdevAddQcow2,
   blockdevDel,
   deviceAddVirtioBlk,
-  deviceDel,
   namedBlockNodes,
-  qomList,
 } from "./kvm/commands.ts";
 import { diskPortId, type DiskSpec, type QemuVm } from "./kvm/mod.ts";
 import type { QemuUser } from "./kvm/confine.ts";
-import { QmpError } from "./kvm/qmp.ts";
-
-/** How long a guest gets to release a disk before this round gives up (the next one retries). */
-const UNPLUG_TIMEOUT_MS = 20_000;
+import { devicePresent, UNPLUG_TIMEOUT_MS, unplugDevice } from "./kvm/unplug.ts";
 
 /** What differs between the attached disks a QEMU has and those its VM's record lists. */
 export interface DiskChanges {
@@ -68,11 +63,6 @@ export function diskChanges(
   };
   if (!hasPorts && changes.add.length) return null;
   return changes;
-}
-
-/** Which of `ids` QEMU has as devices (`/machine/peripheral`). */
-async function devicePresent(qemu: QemuVm, id: string): Promise<boolean> {
-  return (await qomList(qemu.qmp, "/machine/peripheral")).includes(id);
 }
 
 /**
@@ -137,32 +127,7 @@ export async function hotRemoveDisk(
   spec: DiskSpec,
   timeoutMs = UNPLUG_TIMEOUT_MS,
 ): Promise<void> {
-  const dev = `${spec.id}-dev`;
-  if (await devicePresent(qemu, dev)) {
-    const deleted = qemu.qmp.waitForEvent("DEVICE_DELETED", {
-      timeoutMs,
-      match: (e) => e.data?.device === dev,
-    });
-    deleted.catch(() => {});
-    try {
-      await deviceDel(qemu.qmp, dev);
-    } catch (err) {
-      // "already in the process of unplug": an earlier request is pending; wait for it.
-      if (!(err instanceof QmpError && /unplug/i.test(err.desc))) {
-        if (!(err instanceof QmpError && err.errorClass === "DeviceNotFound")) throw err;
-      }
-    }
-    try {
-      await deleted;
-    } catch (err) {
-      if (!(err instanceof TimeoutError)) throw err;
-      if (await devicePresent(qemu, dev)) {
-        throw new TimeoutError(
-          `the guest did not release disk ${spec.id} within ${timeoutMs} ms; retrying later`,
-        );
-      }
-    }
-  }
+  await unplugDevice(qemu, `${spec.id}-dev`, `disk ${spec.id}`, timeoutMs);
   if ((await namedBlockNodes(qemu.qmp)).includes(spec.id)) {
     await blockdevDel(qemu.qmp, spec.id);
   }

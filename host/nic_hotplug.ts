@@ -16,16 +16,14 @@
  *
  * @module
  */
-import { TimeoutError, UnavailableError } from "../core/errors/mod.ts";
+import { UnavailableError } from "../core/errors/mod.ts";
 import { nicIndex, type VmRecord } from "../core/fsm/mod.ts";
 import { log } from "../core/log/mod.ts";
-import { deviceAddVirtioNet, deviceDel, netdevAddTap, netdevDel, qomList } from "./kvm/commands.ts";
+import { deviceAddVirtioNet, netdevAddTap, netdevDel } from "./kvm/commands.ts";
+import { devicePresent, UNPLUG_TIMEOUT_MS, unplugDevice } from "./kvm/unplug.ts";
 import { nicPortId, type NicSpec, type QemuVm } from "./kvm/mod.ts";
 import { QmpError } from "./kvm/qmp.ts";
 import type { HostNics } from "./ovs/host_network.ts";
-
-/** How long a guest gets to release a NIC before this round gives up (the next one retries). */
-const UNPLUG_TIMEOUT_MS = 20_000;
 
 /** A NIC as the record wants it on the guest: its number (port) and MAC. */
 export interface WantedNic {
@@ -65,12 +63,6 @@ export function wantedNics(vm: VmRecord): WantedNic[] {
   return (vm.nics ?? []).map((n, i) => ({ index: nicIndex(n, i), mac: String(n.mac) }));
 }
 
-/** Which of `ids` QEMU has as devices (`/machine/peripheral`). */
-async function devicesPresent(qemu: QemuVm, ids: string[]): Promise<Set<string>> {
-  const names = new Set(await qomList(qemu.qmp, "/machine/peripheral"));
-  return new Set(ids.filter((id) => names.has(id)));
-}
-
 /**
  * QEMU runs as its own user by then (host/kvm/confine.ts), so it opens /dev/net/tun as that
  * user: say what the host needs instead of passing on QEMU's bare "Permission denied".
@@ -88,7 +80,7 @@ export function explainTapOpen(err: unknown): unknown {
 /** Hot-adds the NIC `spec` (its tap already plugged) to the running `qemu`. */
 export async function hotAddNic(qemu: QemuVm, spec: NicSpec): Promise<void> {
   const dev = `${spec.id}-dev`;
-  if ((await devicesPresent(qemu, [dev])).has(dev)) return; // added before a restart
+  if (await devicePresent(qemu, dev)) return; // added before a restart
   try {
     await netdevAddTap(qemu.qmp, spec.id, spec.tap!);
   } catch (err) {
@@ -113,34 +105,8 @@ export async function hotRemoveNic(
   spec: NicSpec,
   timeoutMs = UNPLUG_TIMEOUT_MS,
 ): Promise<void> {
-  const dev = `${spec.id}-dev`;
-  if ((await devicesPresent(qemu, [dev])).has(dev)) {
-    const deleted = qemu.qmp.waitForEvent("DEVICE_DELETED", {
-      timeoutMs,
-      match: (e) => e.data?.device === dev,
-    });
-    deleted.catch(() => {});
-    try {
-      await deviceDel(qemu.qmp, dev);
-    } catch (err) {
-      // "already in the process of unplug": an earlier request is pending; wait for it.
-      if (!(err instanceof QmpError && /unplug/i.test(err.desc))) {
-        if (err instanceof QmpError && err.errorClass === "DeviceNotFound") return void 0;
-        throw err;
-      }
-    }
-    try {
-      await deleted;
-    } catch (err) {
-      if (!(err instanceof TimeoutError)) throw err;
-      // The event may have come between our check and the subscription: look again.
-      if ((await devicesPresent(qemu, [dev])).has(dev)) {
-        throw new TimeoutError(
-          `the guest did not release NIC ${spec.mac} (${dev}) within ${timeoutMs} ms; retrying later`,
-        );
-      }
-    }
-  }
+  const unplugged = await unplugDevice(qemu, `${spec.id}-dev`, `NIC ${spec.mac}`, timeoutMs);
+  if (unplugged === "not-found") return;
   await netdevDel(qemu.qmp, spec.id).catch((err) => {
     // Already gone (a retry after the backend was dropped).
     if (!(err instanceof QmpError)) throw err;

@@ -37,6 +37,7 @@ import { imageInfo, qemuImg } from "./qemu_img.ts";
 import {
   checkSize,
   fsStats,
+  growVolume,
   type PoolUsage,
   readQcow2Header,
   type Volume,
@@ -324,18 +325,7 @@ export class BtrfsPool implements VolumePool {
   }
 
   async resize(name: string, sizeBytes: number): Promise<Volume> {
-    checkSize(sizeBytes);
-    const current = await this.info(name);
-    if (sizeBytes < current.virtualBytes) {
-      throw ValidationError.field(
-        "size",
-        `cannot shrink ${name} from ${current.virtualBytes} to ${sizeBytes} bytes`,
-      );
-    }
-    if (sizeBytes > current.virtualBytes) {
-      await qemuImg(["resize", "-q", this.pathOf(name), String(sizeBytes)]);
-    }
-    return await this.info(name);
+    return await growVolume(this, name, sizeBytes);
   }
 
   /**

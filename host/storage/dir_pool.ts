@@ -64,6 +64,29 @@ const EXT = ".qcow2";
 /** Largest volume we agree to create: 64 TiB. */
 export const MAX_VOLUME_BYTES = 64 * 2 ** 40;
 
+/**
+ * Grows the qcow2 volume `name` of `pool` to `sizeBytes` (every driver keeps one qcow2 file
+ * per volume); shrinking would destroy guest data and is refused.
+ */
+export async function growVolume(
+  pool: Pick<VolumePool, "info" | "pathOf">,
+  name: string,
+  sizeBytes: number,
+): Promise<Volume> {
+  checkSize(sizeBytes);
+  const current = await pool.info(name);
+  if (sizeBytes < current.virtualBytes) {
+    throw ValidationError.field(
+      "size",
+      `cannot shrink ${name} from ${current.virtualBytes} to ${sizeBytes} bytes`,
+    );
+  }
+  if (sizeBytes > current.virtualBytes) {
+    await qemuImg(["resize", "-q", pool.pathOf(name), String(sizeBytes)]);
+  }
+  return await pool.info(name);
+}
+
 export class DirPool implements VolumePool {
   constructor(readonly root: string) {}
 
@@ -210,18 +233,7 @@ export class DirPool implements VolumePool {
 
   /** Grows a volume; shrinking would destroy guest data and is refused. */
   async resize(name: string, sizeBytes: number): Promise<Volume> {
-    checkSize(sizeBytes);
-    const current = await this.info(name);
-    if (sizeBytes < current.virtualBytes) {
-      throw ValidationError.field(
-        "size",
-        `cannot shrink ${name} from ${current.virtualBytes} to ${sizeBytes} bytes`,
-      );
-    }
-    if (sizeBytes > current.virtualBytes) {
-      await qemuImg(["resize", "-q", this.pathOf(name), String(sizeBytes)]);
-    }
-    return await this.info(name);
+    return await growVolume(this, name, sizeBytes);
   }
 
   async delete(name: string): Promise<void> {
