@@ -78,6 +78,8 @@ export const CONFIG_FIELDS = {
   "joinTokens.keepDays": numeric(z.number().min(0).max(36_500)),
   "audit.keepCount": numeric(z.number().int().min(1).max(10_000_000)),
   "audit.keepDays": numeric(z.number().min(0).max(36_500)),
+  /** Events kept for `GET /api/v1/events` resumes (core/events/log.ts). */
+  "events.keepCount": numeric(z.number().int().min(10).max(1_000_000)),
 } as const;
 
 export type ConfigKey = keyof typeof CONFIG_FIELDS;
@@ -125,6 +127,7 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   "joinTokens.keepDays": 7,
   "audit.keepCount": 100_000,
   "audit.keepDays": 90,
+  "events.keepCount": 10_000,
 };
 
 export function isConfigKey(key: string): key is ConfigKey {

@@ -55,6 +55,8 @@ import * as tokens from "./tokens.ts";
 import * as vms from "./vms.ts";
 import * as audit from "./audit.ts";
 import * as placementCheck from "./placement_check.ts";
+import * as eventLog from "../events/log.ts";
+import { type Before, beforeOf, confEvents, type EventDraft, eventsOf } from "../events/derive.ts";
 
 export type { Member } from "./members.ts";
 export type { NodeRecord } from "./nodes.ts";
@@ -102,6 +104,8 @@ export class StateMachine {
   readonly volumes: volumes.VolumeReads;
   /** Backup targets, backups and schedules (core/fsm/backups.ts). */
   readonly backups: backups.BackupReads;
+  /** The event log derived from applied entries (core/events/). */
+  readonly events: eventLog.EventReads;
 
   constructor(readonly path: string) {
     this.db = this.open();
@@ -111,6 +115,7 @@ export class StateMachine {
     this.pools = pools.readsOf(this.#store);
     this.volumes = volumes.readsOf(this.#store);
     this.backups = backups.readsOf(this.#store);
+    this.events = eventLog.readsOf(this.#store);
   }
 
   private open(): DatabaseSync {
@@ -157,9 +162,11 @@ export class StateMachine {
       });
     } catch (err) {
       this.changes.clear();
+      this.#eventsMade = false;
       throw err;
     }
     this.notifyChanges();
+    this.notifyEvents();
     return results;
   }
 
@@ -187,6 +194,37 @@ export class StateMachine {
       if (c === null) listener(null);
       else if (c.resource === "vm" && c.name !== undefined) listener(c.name);
     });
+  }
+
+  /** Whether the batch being applied made events. */
+  #eventsMade = false;
+  readonly #eventListeners = new Set<() => void>();
+
+  /**
+   * Calls `listener` after a committed batch made events (read them from
+   * {@link events}), or after a snapshot replaced the whole state (and with
+   * it the event log).
+   */
+  onEvents(listener: () => void): () => void {
+    this.#eventListeners.add(listener);
+    return () => this.#eventListeners.delete(listener);
+  }
+
+  /** How many event listeners are registered (tests check that streams leave none behind). */
+  eventListenerCount(): number {
+    return this.#eventListeners.size;
+  }
+
+  private notifyEvents(force = false): void {
+    if (!this.#eventsMade && !force) return;
+    this.#eventsMade = false;
+    for (const l of [...this.#eventListeners]) {
+      try {
+        l();
+      } catch (err) {
+        console.error("event listener failed", err);
+      }
+    }
   }
 
   private notifyChanges(): void {
@@ -220,9 +258,17 @@ export class StateMachine {
     this.db.exec("SAVEPOINT entry");
     try {
       const cmd = JSON.parse(e.data);
-      const out = e.type === "conf"
-        ? members.applyConfChange(this.#store, cmd as ConfChange)
-        : this.applyCommand(cmd as Command);
+      let out: Applied;
+      let drafts: () => EventDraft[];
+      if (e.type === "conf") {
+        out = members.applyConfChange(this.#store, cmd as ConfChange);
+        drafts = () => confEvents(cmd as ConfChange);
+      } else {
+        const before = this.eventsBefore(cmd as Command);
+        out = this.applyCommand(cmd as Command);
+        drafts = () => eventsOf(cmd as Command, out.value, before);
+      }
+      this.recordEvents(e.index, drafts);
       this.db.exec("RELEASE entry");
       for (const c of out.changed) placementCheck.noteChange(this.#store, c);
       this.noteChanges(out);
@@ -237,6 +283,42 @@ export class StateMachine {
       // whole batch, so the applied index does not move, and the caller stops the node.
       throw new ApplyFailedError(e.index, err);
     }
+  }
+
+  /** What {@link beforeOf} reads: the state inside the entry's transaction. */
+  private readonly beforeReads = {
+    vm: (name: string) => vms.get(this.#store, name),
+    node: (name: string) => nodes.get(this.#store, name),
+    operation: (id: string) => operations.get(this.#store, id),
+  };
+
+  /** What events compare against, read before the command applies (never fails the command). */
+  private eventsBefore(cmd: Command): Before {
+    try {
+      return beforeOf(cmd, this.beforeReads);
+    } catch (err) {
+      log.error("reading state for events failed", { op: cmd?.op, error: String(err) });
+      return {};
+    }
+  }
+
+  /**
+   * Stores the events of the entry at `index` (core/events/). Deriving is pure and
+   * deterministic; should it throw (a bug), the entry keeps its result and makes no
+   * event, the same on every replica. Stored inside the entry's savepoint: what fails to
+   * store them is this node's failure (or, for a constraint, the same on every replica).
+   */
+  private recordEvents(index: number, drafts: () => EventDraft[]): void {
+    let list: EventDraft[];
+    try {
+      list = drafts();
+    } catch (err) {
+      log.error("deriving events failed", { index, error: String(err) });
+      return;
+    }
+    if (!list.length) return;
+    eventLog.append(this.#store, index, list, eventLog.keepCount(this.#store));
+    this.#eventsMade = true;
   }
 
   /** Sends a command to the applier of its kind. */
@@ -540,6 +622,7 @@ export class StateMachine {
     }
     await this.swapDatabase(scratch);
     this.emit(null);
+    this.notifyEvents(true);
   }
 
   /**
@@ -573,6 +656,7 @@ export class StateMachine {
       this.#store.metaSet("applied_index", index);
     });
     this.emit(null);
+    this.notifyEvents(true);
   }
 }
 
