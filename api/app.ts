@@ -25,6 +25,7 @@ import { operationRoutes } from "./routes/operations.ts";
 import { auditRequests } from "./audit.ts";
 import { auditRoutes } from "./routes/audit.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
+import { eventRoutes } from "./routes/events.ts";
 import { backupRoutes, backupScheduleRoutes, backupTargetRoutes } from "./routes/backups.ts";
 import type { BackupRunner } from "../host/backup/mod.ts";
 
@@ -80,6 +81,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
   app.route("/api/v1/audit", auditRoutes(node));
   app.route("/api/v1/tokens", tokenRoutes(node));
+  app.route("/api/v1/events", eventRoutes(node));
 
   app.notFound((c) =>
     errorResponse(c, new NotFoundError("route", `${c.req.method} ${c.req.path}`))

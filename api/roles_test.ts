@@ -141,6 +141,8 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   "POST /api/v1/tokens/:name/rotate": "admin",
   // It names every token, client address and target: not for viewers.
   "GET /api/v1/audit": "admin",
+  // Audit events in it are for admins only (api/routes/events.ts).
+  "GET /api/v1/events": "viewer",
 };
 
 /** Fills a route's parameters with names that exist nowhere. */

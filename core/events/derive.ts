@@ -22,7 +22,7 @@
  * requests still appear as `audit` events.
  */
 import type { ConfChange } from "../raft/types.ts";
-import type { Command, OperationRecord, VmRecord } from "../fsm/commands.ts";
+import type { Command, OperationRecord, PlannedCreateResult, VmRecord } from "../fsm/commands.ts";
 import type { AuditInput } from "../fsm/audit.ts";
 import type { NodeRecord } from "../fsm/nodes.ts";
 
@@ -133,10 +133,8 @@ export function eventsOf(cmd: Command, value: unknown, before: Before): EventDra
       return [vmEvent("vm.created", vm.name, cmd.at, { ...vmSummary(vm), by: cmd.by })];
     }
     case "plan.apply": {
-      const results = value as
-        | ({ ok: true; vm: VmRecord } | { ok: false })[]
-        | null;
-      return (results ?? []).flatMap((r, i) =>
+      const { results } = value as { results: PlannedCreateResult[] };
+      return results.flatMap((r, i) =>
         r.ok
           ? [vmEvent("vm.created", r.vm.name, cmd.at, {
             ...vmSummary(r.vm),

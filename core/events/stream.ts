@@ -35,8 +35,13 @@ export type StreamItem =
 /** Where the events come from. */
 export interface EventSource {
   reads: EventReads;
-  /** Calls `listener` after entries that made events were applied (or a snapshot was restored). */
+  /**
+   * Calls `listener` after entries that made events were applied, a snapshot was restored,
+   * or the log closed.
+   */
   onEvents(listener: () => void): () => void;
+  /** The log is closed (the node stops): readers end. */
+  readonly closed?: boolean;
 }
 
 export interface StreamOptions {
@@ -82,6 +87,7 @@ export async function* eventStream(
   const onAbort = () => wake?.();
   opts.signal.addEventListener("abort", onAbort);
   try {
+    if (source.closed) return;
     let cursor: EventPosition | null;
     if (opts.since) {
       cursor = opts.since;
@@ -91,7 +97,7 @@ export async function* eventStream(
       cursor = source.reads.window()?.newest ?? null;
       for (const event of first) yield { event };
     }
-    while (!opts.signal.aborted) {
+    while (!opts.signal.aborted && !source.closed) {
       pending = false;
       // The gap check and the page in one turn: the window cannot move in between.
       let gap: GapNotice | null = null;
@@ -122,7 +128,7 @@ export async function* eventStream(
         if (pending || opts.signal.aborted) wake();
       });
       wake = null;
-      if (timedOut && !opts.signal.aborted) yield { heartbeat: true };
+      if (timedOut && !opts.signal.aborted && !source.closed) yield { heartbeat: true };
     }
   } finally {
     off();

@@ -133,8 +133,17 @@ export class StateMachine {
     return db;
   }
 
+  /** Set by {@link close}: readers of the event log stop. */
+  #closed = false;
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   close(): void {
     this.db.close();
+    this.#closed = true;
+    this.notifyEvents(true); // readers of the event log wake up, see it closed and end
   }
 
   appliedIndex(): number {
