@@ -17,6 +17,7 @@ import { configCommand } from "./config.ts";
 import { imageCommand } from "./image.ts";
 import { vmCommand } from "./vm.ts";
 import { auditCommand } from "./audit.ts";
+import { eventsCommand } from "./events.ts";
 import { tokenCommand } from "./token.ts";
 import { remoteCommand } from "./remote.ts";
 
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   program.addCommand(operationCommand());
   program.addCommand(hostCommand());
   program.addCommand(auditCommand());
+  program.addCommand(eventsCommand());
   program.addCommand(tokenCommand());
   program.addCommand(remoteCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.
