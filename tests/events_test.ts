@@ -28,7 +28,12 @@ testWithTimeout({
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
-  const cluster = new NovactlCluster({ extraNodeArgs: simulatedHostArgs(64, 65_536) });
+  const cluster = new NovactlCluster({
+    extraNodeArgs: simulatedHostArgs(64, 65_536),
+    // No keepalive within the test: a stream must end because its client left, not because
+    // a keepalive failed to reach it.
+    env: { NOVACTL_EVENTS_HEARTBEAT_MS: "600000" },
+  });
   await cluster.start(3);
   const token = cluster.adminToken;
   try {
@@ -111,6 +116,11 @@ testWithTimeout({
     // 2. The client goes away.
     await first.messages.return(undefined);
     const lastSeen = seen.at(-1)!.id;
+    // ... and the follower lets go of its stream (no listener left behind).
+    await waitFor(async () => {
+      const text = await (await clusterFetch(`${follower.url}/metrics`)).text();
+      return /^novactl_event_streams 0$/m.test(text) || undefined;
+    }, { timeoutMs: 30_000, description: "the follower's event stream closed" });
 
     // 3. Changes it misses: ev1 stopped and deleted, ev2 created and running.
     await call("POST", "/api/v1/vms/ev1/stop");

@@ -38,6 +38,7 @@ import {
   isEventType,
   parseEventId,
 } from "../../core/events/mod.ts";
+import { metrics } from "../../core/metrics/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import type { Env } from "../context.ts";
 import { zodToValidationError } from "../errors.ts";
@@ -114,6 +115,7 @@ export function eventRoutes(node: ClusterNode): Hono<Env> {
           heartbeatMs: heartbeatMs(),
         },
       );
+      metrics.eventStreams.inc();
       try {
         for await (const item of items) {
           if ("event" in item) {
@@ -128,6 +130,7 @@ export function eventRoutes(node: ClusterNode): Hono<Env> {
       } finally {
         ac.abort();
         await items.return(undefined);
+        metrics.eventStreams.dec();
       }
     });
   });

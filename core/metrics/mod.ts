@@ -89,6 +89,11 @@ export const metrics = {
     help: "Leftover temporary files removed by the startup sweep",
     registers: [registry],
   }),
+  eventStreams: new client.Gauge({
+    name: "novactl_event_streams",
+    help: "Open GET /api/v1/events streams on this node (one gone when its client goes away)",
+    registers: [registry],
+  }),
   auditDropped: new client.Counter({
     name: "novactl_audit_dropped_total",
     help: "Audit records this node dropped because its buffer was full (no leader reachable)",
