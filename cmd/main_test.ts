@@ -386,3 +386,44 @@ testWithTimeout(
     }
   },
 );
+
+testWithTimeout(
+  {
+    timeoutMs: 2 * MINUTE,
+    name: "CLI: events lists, filters and resumes; -o json is one document; a bad type is usage",
+    ...opts,
+  },
+  async () => {
+    const { cli, stop } = await servedCluster();
+    try {
+      assertEquals((await cli("vm", "create", "ev1", "--image", "img", "--no-start")).code, 0);
+      assertEquals((await cli("vm", "create", "ev2", "--image", "img", "--no-start")).code, 0);
+      const all = oneDocument(await cli("events", "--type", "vm", "-o", "json")) as {
+        events: { id: string; action: string; resource: string }[];
+      };
+      assertEquals(all.events.map((e) => [e.action, e.resource]), [
+        ["vm.created", "ev1"],
+        ["vm.created", "ev2"],
+      ]);
+      const after = oneDocument(
+        await cli("events", "--type", "vm", "--since", all.events[0].id, "-o", "json"),
+      ) as { events: { resource: string }[] };
+      assertEquals(after.events.map((e) => e.resource), ["ev2"]);
+      const one = oneDocument(
+        await cli("events", "--resource", "ev1", "--type", "vm", "-o", "json"),
+      );
+      assertEquals((one.events as unknown[]).length, 1);
+      const table = await cli("events", "--type", "vm", "--tail", "1");
+      assertEquals(table.code, 0, table.stderr);
+      const lines = table.stdout.trimEnd().split("\n");
+      assert(lines[0].startsWith("AT") && lines[0].includes("ACTION"), lines[0]);
+      assertEquals(lines.length, 2, table.stdout);
+      assert(lines[1].includes("vm.created") && lines[1].includes("ev2"), lines[1]);
+      const bad = await cli("events", "--type", "vms");
+      assertEquals(bad.code, 2, bad.stderr);
+      assert(bad.stderr.includes("unknown event type vms"), bad.stderr);
+    } finally {
+      await stop();
+    }
+  },
+);
