@@ -97,7 +97,6 @@ export function eventRoutes(node: ClusterNode): Hono<Env> {
     return streamSSE(c, async (stream) => {
       const ac = new AbortController();
       stream.onAbort(() => ac.abort());
-      c.req.raw.signal.addEventListener("abort", () => ac.abort(), { once: true });
       const items = eventStream(
         {
           reads: node.fsm.events,
