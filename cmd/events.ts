@@ -61,6 +61,7 @@ function gapText(g: GapNotice): string {
   return `events lost: ${g.message}`;
 }
 
+/** `novactl events` (see the module doc). */
 export function eventsCommand(): Command {
   const cmd = withClientOptions(
     new Command("events")

@@ -57,6 +57,7 @@ function heartbeatMs(): number {
   return Number.isSafeInteger(v) && v > 0 ? v : 15_000;
 }
 
+/** The routes under /api/v1/events (see the module doc). */
 export function eventRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node), requireRole("viewer"));
@@ -94,6 +95,7 @@ export function eventRoutes(node: ClusterNode): Hono<Env> {
     const follow = q.follow === undefined || q.follow === "true" || q.follow === "1";
     const tail = q.tail ?? (follow ? 0 : 100);
 
+    c.header("x-accel-buffering", "no"); // nginx: pass events on as they come
     return streamSSE(c, async (stream) => {
       const ac = new AbortController();
       stream.onAbort(() => ac.abort());

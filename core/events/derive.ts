@@ -28,6 +28,7 @@ import type { NodeRecord } from "../fsm/nodes.ts";
 
 /** The kinds of event, as `?type=` filters them. */
 export const EVENT_TYPES = ["vm", "operation", "node", "ha", "audit"] as const;
+/** One of {@link EVENT_TYPES}. */
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /** Whether `s` names an event type. */

@@ -27,7 +27,7 @@ export {
   parseEventId,
 } from "./log.ts";
 export {
-  type EventSource,
+  type EventFeed,
   eventStream,
   type GapNotice,
   idOf,

@@ -33,7 +33,7 @@ export type StreamItem =
   | { heartbeat: true };
 
 /** Where the events come from. */
-export interface EventSource {
+export interface EventFeed {
   reads: EventReads;
   /**
    * Calls `listener` after entries that made events were applied, a snapshot was restored,
@@ -44,6 +44,7 @@ export interface EventSource {
   readonly closed?: boolean;
 }
 
+/** Where a reader starts, what it keeps, and how long it goes on. */
 export interface StreamOptions {
   /** Resume after this position (Last-Event-ID); when absent, start with the newest `tail`. */
   since?: EventPosition | null;
@@ -74,7 +75,7 @@ export function idOf(p: EventPosition): string {
  * following and caught up, or the consumer stopped).
  */
 export async function* eventStream(
-  source: EventSource,
+  source: EventFeed,
   opts: StreamOptions,
 ): AsyncGenerator<StreamItem> {
   const filter = opts.filter ?? {};
