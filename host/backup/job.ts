@@ -25,6 +25,7 @@ import { ConflictError, NovaError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 import {
+  type BackupPerf,
   bitmapAddAction,
   blockdevAddQcow2Target,
   blockdevBackupAction,
@@ -41,7 +42,7 @@ import {
 import type { GuestAgent } from "../kvm/qga.ts";
 import type { QemuUser } from "../kvm/confine.ts";
 import { qemuImg } from "../storage/qemu_img.ts";
-import { sleep } from "../kvm/qmp.ts";
+import { type QmpListener, sleep } from "../kvm/qmp.ts";
 import { layout } from "./format.ts";
 
 /** Bitmap names novactl owns start with this. */
@@ -80,6 +81,7 @@ export interface JobResult {
   disks: { id: string; file: string; copiedBytes: number; virtualBytes: number }[];
   fsFrozen: boolean;
   freezeMs: number | null;
+  freezePhasesMs: FreezePhases | null;
 }
 
 /**
@@ -125,7 +127,29 @@ export interface StartedJobs {
   started: boolean;
   fsFrozen: boolean;
   freezeMs: number | null;
+  freezePhasesMs: FreezePhases | null;
 }
+
+/**
+ * Where a freeze window's time went: the agent's fs-freeze (sent → answered: the guest syncs,
+ * then freezes), the QMP transaction, the agent's fs-thaw (sent → answered).
+ */
+export interface FreezePhases {
+  freeze: number;
+  transaction: number;
+  thaw: number;
+}
+
+const ms = (x: number) => Math.round(x * 10) / 10;
+
+/**
+ * How the jobs copy: the kernel copies (`copy_file_range`, no pass through QEMU's buffers;
+ * QEMU falls back to read/write where the two files cannot), in requests of up to 64 MiB,
+ * 8 at a time, instead of QEMU's default of 64 KiB clusters through a buffer. A sequential
+ * run of dirty blocks of an incremental backup is one request too. Measured here on a 1 GiB
+ * full backup: 0.7 s instead of 1.3–3.5 s.
+ */
+const COPY_PERF: BackupPerf = { useCopyRange: true, maxWorkers: 8, maxChunk: 64 * 2 ** 20 };
 
 const targetNode = (d: JobDisk) => `nvbkt-${d.id}`.slice(0, 31);
 const jobId = (d: JobDisk) => `nvbkj-${d.id}`.slice(0, 31);
@@ -152,6 +176,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
     started: false,
     fsFrozen: false,
     freezeMs: null,
+    freezePhasesMs: null,
   };
   await Deno.mkdir(req.dir, { recursive: true, mode: 0o711 });
   try {
@@ -179,6 +204,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
         target: targetNode(d),
         sync: incremental ? "incremental" : "full",
         bitmap: incremental ? bitmapName(req.parent!.id) : undefined,
+        perf: COPY_PERF,
       }),
     ]);
     // The point in time: frozen filesystems (when the agent answers) around the transaction.
@@ -188,15 +214,19 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
         log.warn("fs-freeze failed; backing up without it", { error: String(err) });
         return false;
       });
+      const t1 = performance.now();
       try {
         await transaction(qmp, actions, false, 30_000);
         s.started = true;
       } finally {
         if (s.fsFrozen) {
+          const t2 = performance.now();
           await req.agent.fsThaw({ timeoutMs: 10_000 }).catch((err) =>
             log.warn("fs-thaw failed", { error: String(err) })
           );
-          s.freezeMs = Math.round((performance.now() - t0) * 10) / 10;
+          const t3 = performance.now();
+          s.freezeMs = ms(t3 - t0);
+          s.freezePhasesMs = { freeze: ms(t1 - t0), transaction: ms(t2 - t1), thaw: ms(t3 - t2) };
         }
       }
     } else {
@@ -243,6 +273,7 @@ export async function finishBackupJobs(
       })),
       fsFrozen: s.fsFrozen,
       freezeMs: s.freezeMs,
+      freezePhasesMs: s.freezePhasesMs,
     };
   } catch (err) {
     await undo(qmp, req, s);
@@ -278,12 +309,50 @@ async function teardown(qmp: QmpExecutor, req: JobRequest, s: StartedJobs): Prom
   }
 }
 
-/** Waits until every job concluded; returns each job's bytes; throws on an error or abort. */
+/** A QMP connection that may also deliver events (QmpClient, ReconnectingQmp). */
+type QmpWithEvents = QmpExecutor & { on?(listener: QmpListener): () => void };
+
+/**
+ * Waits until every job concluded; returns each job's bytes; throws on an error or abort.
+ * Polls `query-jobs` every 200 ms for progress, and at once when one of the jobs changes
+ * state (`JOB_STATUS_CHANGE`), so a job's end is seen within a round trip.
+ */
 async function waitJobs(
+  qmp: QmpWithEvents,
+  ids: string[],
+  signal: AbortSignal,
+  onProgress: (done: number, total: number) => void,
+): Promise<number[]> {
+  let wake: (() => void) | null = null;
+  const off = qmp.on?.((e) => {
+    if (e.event === "JOB_STATUS_CHANGE" && ids.includes(String(e.data?.id))) wake?.();
+  });
+  const onAbort = () => wake?.();
+  signal.addEventListener("abort", onAbort);
+  try {
+    const pause = (ms: number) =>
+      new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          wake = null;
+          resolve();
+        };
+        const timer = setTimeout(done, ms);
+        wake = done;
+      });
+    return await pollJobs(qmp, ids, signal, onProgress, pause);
+  } finally {
+    off?.();
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+async function pollJobs(
   qmp: QmpExecutor,
   ids: string[],
   signal: AbortSignal,
   onProgress: (done: number, total: number) => void,
+  pause: (ms: number) => Promise<void>,
 ): Promise<number[]> {
   let cancelled = false;
   for (;;) {
@@ -305,7 +374,7 @@ async function waitJobs(
     if (jobs.length < ids.length) {
       throw new NovaError("internal", "a backup job disappeared (did QEMU stop?)");
     }
-    await sleep(200);
+    await pause(200);
   }
 }
 

@@ -419,6 +419,7 @@ export class BackupRunner {
         live,
         fsFrozen: job.fsFrozen,
         freezeMs: job.freezeMs,
+        freezePhasesMs: job.freezePhasesMs,
         copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
         fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
         copyMs,

@@ -509,6 +509,19 @@ export function bitmapAddAction(
 }
 
 /**
+ * A backup job's copy settings (QAPI `BackupPerf`, `x-perf` since QEMU 6.0): `useCopyRange`
+ * lets the kernel copy (`copy_file_range`; QEMU falls back to read/write where it fails),
+ * `maxWorkers` copy requests run at once, each up to `maxChunk` bytes (the QAPI defaults:
+ * no copy offload, 64 workers, no set chunk limit). Copy-before-write requests, made when
+ * the guest writes a block not copied yet, do not follow these.
+ */
+export interface BackupPerf {
+  useCopyRange?: boolean;
+  maxWorkers?: number;
+  maxChunk?: number;
+}
+
+/**
  * `blockdev-backup` as a transaction action: `full` copies every block of `device` (its whole
  * backing chain) into `target`; `incremental` copies the blocks dirty in `bitmap`, which is
  * cleared on success. The job stays until dismissed, so its outcome can be read back.
@@ -519,6 +532,7 @@ export function blockdevBackupAction(opts: {
   target: string;
   sync: "full" | "incremental";
   bitmap?: string;
+  perf?: BackupPerf;
 }): TransactionAction {
   return {
     type: "blockdev-backup",
@@ -528,6 +542,17 @@ export function blockdevBackupAction(opts: {
       target: opts.target,
       sync: opts.sync,
       ...(opts.bitmap ? { bitmap: opts.bitmap } : {}),
+      ...(opts.perf
+        ? {
+          "x-perf": {
+            ...(opts.perf.useCopyRange !== undefined
+              ? { "use-copy-range": opts.perf.useCopyRange }
+              : {}),
+            ...(opts.perf.maxWorkers !== undefined ? { "max-workers": opts.perf.maxWorkers } : {}),
+            ...(opts.perf.maxChunk !== undefined ? { "max-chunk": opts.perf.maxChunk } : {}),
+          },
+        }
+        : {}),
       "auto-dismiss": false,
     },
   };
