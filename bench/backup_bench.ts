@@ -245,6 +245,9 @@ try {
         } ms (${s.incrCopied[r].toFixed(1)} MiB), restore ${s.restore[r].toFixed(0)} ms ` +
         `(anchor ${s.restoreAnchor[r].toFixed(0)} ms), freeze ${s.freeze.slice(-2).join("/")} ms`,
     );
+    const split = (o: Op) => JSON.stringify({ ...o.result, kind: undefined, backup: undefined });
+    console.log(`  full: ${split(full.op)}\n  incremental: ${split(incr.op)}`);
+    console.log(`  restore: ${split(restore.op)}`);
   }
   const ratio = (a: number[], b: number[]) => a.map((x, i) => x / b[i]);
   const result: BackupBenchResult = {

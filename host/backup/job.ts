@@ -16,7 +16,9 @@
  * Files: QEMU runs as its own user (host/kvm/confine.ts) and opens the target
  * files after it dropped root, so each is created by the node with qemu-img,
  * handed to that user while the job writes it, and taken back (root, 0600)
- * before it is checksummed. The chain directory is 0711.
+ * before it is checksummed. QEMU does not sync them (`cache.no-flush`): the caller syncs
+ * each file to disk while it reads it back for checksums, before the manifest names it.
+ * The chain directory is 0711.
  *
  * @module
  */
@@ -185,7 +187,8 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
       const backing = incremental ? ["-F", "qcow2", "-b", layout.file(req.parent!.id, d.id)] : [];
       await qemuImg(["create", "-q", "-f", "qcow2", ...backing, path, String(d.virtualBytes)]);
       if (req.qemuUser) await Deno.chown(path, req.qemuUser.uid, req.qemuUser.gid);
-      await blockdevAddQcow2Target(qmp, targetNode(d), path).catch((err) => {
+      // Not synced by QEMU: the caller syncs the file while it reads it back for checksums.
+      await blockdevAddQcow2Target(qmp, targetNode(d), path, { noFlush: true }).catch((err) => {
         throw /Permission denied/.test(String(err.message))
           ? new NovaError(
             "precondition_failed",

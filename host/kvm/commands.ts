@@ -428,17 +428,21 @@ export async function namedBlockNodes(qmp: QmpExecutor): Promise<string[]> {
 /**
  * `blockdev-add` of a qcow2 file as block node `nodeName`, without opening its backing chain
  * (`backing: null`): a backup job's target, whose backing file (the previous backup) only
- * matters when the chain is read back.
+ * matters when the chain is read back. `noFlush`: QEMU writes everything to the file but
+ * never syncs it to disk (not even when it closes it); the caller syncs it.
  */
 export async function blockdevAddQcow2Target(
   qmp: QmpExecutor,
   nodeName: string,
   filename: string,
+  opts: { noFlush?: boolean } = {},
 ): Promise<void> {
+  const cache = opts.noFlush ? { cache: { "no-flush": true } } : {};
   await qmp.execute("blockdev-add", {
     driver: "qcow2",
     "node-name": nodeName,
-    file: { driver: "file", filename },
+    ...cache,
+    file: { driver: "file", filename, ...cache },
     backing: null,
   });
 }
