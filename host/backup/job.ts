@@ -130,6 +130,11 @@ export interface StartedJobs {
   fsFrozen: boolean;
   freezeMs: number | null;
   freezePhasesMs: FreezePhases | null;
+  /**
+   * Resolves once the guest answered its fs-thaw (never rejects); `freezeMs` and
+   * `freezePhasesMs` are set then.
+   */
+  thawed: Promise<void>;
 }
 
 /**
@@ -166,9 +171,11 @@ export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<
 
 /**
  * Creates the target files, freezes the guest's filesystems (when its agent answers), starts
- * every disk's job and its new bitmap in one transaction and thaws: the point in time. The
- * copy then runs on in QEMU; the VM may be handled meanwhile (a stop ends the jobs, and the
- * backup fails). Cleans up after itself when it fails.
+ * every disk's job and its new bitmap in one transaction and sends the thaw: the point in
+ * time. Everything that can be made before the freeze is (files, target nodes, the agent's
+ * ping), so only the transaction runs inside the window. The copy then runs on in QEMU; the
+ * VM may be handled meanwhile (a stop ends the jobs, and the backup fails). Cleans up after
+ * itself when it fails.
  */
 export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<StartedJobs> {
   const incremental = req.parent !== null;
@@ -179,7 +186,10 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
     fsFrozen: false,
     freezeMs: null,
     freezePhasesMs: null,
+    thawed: Promise.resolve(),
   };
+  // The agent is asked whether it answers while the targets are made.
+  const agentUp = req.agent ? req.agent.ping(1_000).catch(() => false) : Promise.resolve(false);
   await Deno.mkdir(req.dir, { recursive: true, mode: 0o711 });
   try {
     for (const d of s.files) {
@@ -211,9 +221,10 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
       }),
     ]);
     // The point in time: frozen filesystems (when the agent answers) around the transaction.
-    if (req.agent && await req.agent.ping(1_000).catch(() => false)) {
+    const agent = req.agent;
+    if (agent && await agentUp) {
       const t0 = performance.now();
-      s.fsFrozen = await req.agent.fsFreeze({ timeoutMs: 10_000 }).then(() => true, (err) => {
+      s.fsFrozen = await agent.fsFreeze({ timeoutMs: 10_000 }).then(() => true, (err) => {
         log.warn("fs-freeze failed; backing up without it", { error: String(err) });
         return false;
       });
@@ -223,13 +234,20 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
         s.started = true;
       } finally {
         if (s.fsFrozen) {
+          // Sent at once; its answer is awaited by finishBackupJobs, while the jobs copy.
           const t2 = performance.now();
-          await req.agent.fsThaw({ timeoutMs: 10_000 }).catch((err) =>
-            log.warn("fs-thaw failed", { error: String(err) })
-          );
-          const t3 = performance.now();
-          s.freezeMs = ms(t3 - t0);
-          s.freezePhasesMs = { freeze: ms(t1 - t0), transaction: ms(t2 - t1), thaw: ms(t3 - t2) };
+          s.thawed = agent.fsThaw({ timeoutMs: 10_000 }).then(
+            () => {},
+            (err) => log.warn("fs-thaw failed", { error: String(err) }),
+          ).then(() => {
+            const t3 = performance.now();
+            s.freezeMs = ms(t3 - t0);
+            s.freezePhasesMs = {
+              freeze: ms(t1 - t0),
+              transaction: ms(t2 - t1),
+              thaw: ms(t3 - t2),
+            };
+          });
         }
       }
     } else {
@@ -238,6 +256,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
     }
     return s;
   } catch (err) {
+    await s.thawed;
     await undo(qmp, req, s);
     await teardown(qmp, req, s);
     throw err;
@@ -267,6 +286,7 @@ export async function finishBackupJobs(
         }
       }
     }
+    await s.thawed;
     return {
       disks: s.files.map((d, i) => ({
         id: d.id,
@@ -279,6 +299,7 @@ export async function finishBackupJobs(
       freezePhasesMs: s.freezePhasesMs,
     };
   } catch (err) {
+    await s.thawed;
     await undo(qmp, req, s);
     throw err;
   } finally {

@@ -9,6 +9,7 @@ import { assert, assertEquals, assertRejects } from "../../core/testing/assert.t
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 import type { DirtyBitmap, QmpExecutor } from "../kvm/commands.ts";
 import { bitmapName, incrementalBlocker, runBackupJobs } from "./job.ts";
+import type { GuestAgent } from "../kvm/qga.ts";
 import { qemuImg } from "../storage/qemu_img.ts";
 import { testWithTimeout } from "../../tests/support/timeout.ts";
 
@@ -17,6 +18,8 @@ class FakeQemu implements QmpExecutor {
   calls: { command: string; args?: Record<string, unknown> }[] = [];
   bitmaps: string[];
   jobs = new Map<string, { done: number; total: number; cancelled: boolean }>();
+  /** When set, every command's name is appended (shared with a fake agent, for the order). */
+  log?: string[];
 
   constructor(bitmaps: string[], readonly steps = 3, readonly total = 1 << 20) {
     this.bitmaps = [...bitmaps];
@@ -24,6 +27,7 @@ class FakeQemu implements QmpExecutor {
 
   execute<T>(command: string, args?: Record<string, unknown>): Promise<T> {
     this.calls.push({ command, args });
+    this.log?.push(command);
     const ok = (v: unknown = {}) => Promise.resolve(v as T);
     switch (command) {
       case "blockdev-add":
@@ -186,3 +190,30 @@ Deno.test("incremental only on the parent's intact bitmap, same disks, same size
     ])!,
   ));
 });
+
+Deno.test(
+  "backup jobs: only the transaction inside the freeze; the thaw answered before they finish",
+  async () => {
+    const dir = join(await Deno.makeTempDir(), "web1");
+    const qemu = new FakeQemu([]);
+    const log: string[] = [];
+    qemu.log = log;
+    let thawAnswered = false;
+    const agent = {
+      ping: () => Promise.resolve(log.push("agent:ping") > 0),
+      fsFreeze: () => Promise.resolve(log.push("agent:freeze")),
+      fsThaw: async () => {
+        log.push("agent:thaw");
+        await new Promise((r) => setTimeout(r, 50)); // a slow guest
+        thawAnswered = true;
+        return 1;
+      },
+    } as unknown as GuestAgent;
+    const r = await runBackupJobs(qemu, { ...request(dir, new AbortController().signal), agent });
+    const freeze = log.indexOf("agent:freeze");
+    assertEquals(log.slice(freeze, freeze + 3), ["agent:freeze", "transaction", "agent:thaw"]);
+    assert(log.indexOf("blockdev-add") < freeze, "the target node is added before the freeze");
+    assert(thawAnswered, "the thaw's answer is awaited before the jobs are reported done");
+    assert(r.fsFrozen && r.freezeMs !== null && r.freezeMs >= r.freezePhasesMs!.thaw);
+  },
+);

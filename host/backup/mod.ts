@@ -390,7 +390,10 @@ export class BackupRunner {
         fullReason,
         disks,
       };
+      const checksumMs = Math.round(performance.now() - tSums);
       await synced;
+      const syncWaitMs = Math.round(performance.now() - tSums) - checksumMs;
+      const tRecord = performance.now();
       const manifestSha256 = await writeManifest(dir, manifest);
       await this.cluster.report({
         op: "backup.record",
@@ -428,7 +431,9 @@ export class BackupRunner {
         copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
         fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
         copyMs,
-        checksumMs: Math.round(performance.now() - tSums),
+        checksumMs,
+        syncWaitMs,
+        recordMs: Math.round(performance.now() - tRecord),
       };
     } catch (err) {
       // Unless the record made it after all (its answer was lost): then the files are the backup.
