@@ -374,6 +374,8 @@ export class BackupRunner {
           blocks: sums.blocks,
         });
       }
+      const checksumMs = Math.round(performance.now() - tSums);
+      const freeze = await job.freeze;
       const manifest: Manifest = {
         format: MANIFEST_FORMAT,
         id,
@@ -385,12 +387,11 @@ export class BackupRunner {
         createdAt: new Date().toISOString(),
         node: this.cluster.nodeName,
         spec: { image: vm.image, cpus: vm.cpus, memoryMiB: vm.memoryMiB },
-        fsFrozen: job.fsFrozen,
-        freezeMs: job.freezeMs,
+        fsFrozen: freeze.fsFrozen,
+        freezeMs: freeze.freezeMs,
         fullReason,
         disks,
       };
-      const checksumMs = Math.round(performance.now() - tSums);
       await synced;
       const syncWaitMs = Math.round(performance.now() - tSums) - checksumMs;
       const tRecord = performance.now();
@@ -425,9 +426,9 @@ export class BackupRunner {
         parent: manifest.parent,
         fullReason,
         live,
-        fsFrozen: job.fsFrozen,
-        freezeMs: job.freezeMs,
-        freezePhasesMs: job.freezePhasesMs,
+        fsFrozen: freeze.fsFrozen,
+        freezeMs: freeze.freezeMs,
+        freezePhasesMs: freeze.freezePhasesMs,
         copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
         fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
         copyMs,
