@@ -16,17 +16,18 @@ import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 const GiB = 2 ** 30;
 
-/** The guest's side: once a second, `NV-VDA SECTORS`. */
-const WATCHER = `while :; do
-  echo "NV-VDA $(cat /sys/block/vda/size)"
+/** The guest's side: once a second, `NV-VDA BOOT_ID SECTORS`. */
+const WATCHER = `b=$(cat /proc/sys/kernel/random/boot_id)
+while :; do
+  echo "NV-VDA $b $(cat /sys/block/vda/size)"
   sleep 1
 done
 `;
 
-/** The root disk's size in bytes as the guest's last `NV-VDA` line says (0: none yet). */
-function guestRootBytes(consoleText: string): number {
-  const last = [...consoleText.matchAll(/NV-VDA (\d+)/g)].at(-1)?.[1];
-  return last ? Number(last) * 512 : 0;
+/** The guest's last `NV-VDA` line: its boot and root disk size in bytes (null: none yet). */
+function guestRoot(consoleText: string): { boot: string; bytes: number } | null {
+  const last = [...consoleText.matchAll(/NV-VDA (\S+) (\d+)/g)].at(-1);
+  return last ? { boot: last[1], bytes: Number(last[2]) * 512 } : null;
 }
 
 testWithTimeout({
@@ -53,8 +54,9 @@ testWithTimeout({
     (JSON.parse(await ok("vm", "show", "r1", "-o", "json")) as {
       disks: { id: string; sizeBytes: number }[];
     }).disks.find((d) => d.id === "root")!.sizeBytes;
-  const seen = async () =>
-    guestRootBytes(await fetchConsole(cluster.nodes[0].url, cluster.adminToken, "r1"));
+  const consoleText = () => fetchConsole(cluster.nodes[0].url, cluster.adminToken, "r1");
+  const seen = async () => guestRoot(await consoleText());
+  let firstBoot = "";
 
   try {
     await step(t, "a running guest that reports its root disk's size", async () => {
@@ -70,12 +72,13 @@ testWithTimeout({
       } finally {
         await Deno.remove(dir, { recursive: true });
       }
-      const bytes = await eventually(
+      const first = await eventually(
         "the guest reports vda",
-        async () => (await seen()) || undefined,
+        async () => await seen() ?? undefined,
         180_000,
       );
-      assertEquals(bytes, 1 * GiB);
+      assertEquals(first.bytes, 1 * GiB);
+      firstBoot = first.boot;
     });
 
     await step(t, "vm resize --disk-size on the running VM: the guest sees it grow", async () => {
@@ -83,7 +86,7 @@ testWithTimeout({
       assertEquals(await rootOf(), 3 * GiB, "recorded at once");
       await eventually(
         "the guest sees its root disk grown",
-        async () => (await seen()) === 3 * GiB || undefined,
+        async () => (await seen())?.bytes === 3 * GiB || undefined,
         60_000,
       );
     });
@@ -104,12 +107,13 @@ testWithTimeout({
     await step(t, "a stop and a start keep the new size", async () => {
       await ok("vm", "stop", "r1", "--wait");
       await ok("vm", "start", "r1", "--wait");
-      // What the second boot printed: after the kernel's second banner.
-      await eventually("the restarted guest reports vda", async () => {
-        const text = await fetchConsole(cluster.nodes[0].url, cluster.adminToken, "r1");
-        const boots = text.split("Linux version");
-        return (boots.length > 2 && guestRootBytes(boots.at(-1)!) === 3 * GiB) || undefined;
-      }, 180_000);
+      const again = await eventually("the restarted guest reports vda", async () => {
+        const r = await seen();
+        return r && r.boot !== firstBoot ? r : undefined;
+      }, 180_000).catch(async (err) => {
+        throw new Error(`${err.message}; console ends: ${(await consoleText()).slice(-1500)}`);
+      });
+      assertEquals(again.bytes, 3 * GiB);
     });
   } finally {
     await cluster.stop();
