@@ -81,15 +81,6 @@ export interface JobRequest {
 /** What a finished job produced, per disk. */
 export interface JobResult {
   disks: { id: string; file: string; copiedBytes: number; virtualBytes: number }[];
-  /**
-   * The freeze window, once the guest answered its fs-thaw (never rejects). The jobs may end
-   * before that answer comes: what follows them (checksums) need not wait for it.
-   */
-  freeze: Promise<FreezeOutcome>;
-}
-
-/** Whether the guest's filesystems were frozen at the point in time, and for how long. */
-export interface FreezeOutcome {
   fsFrozen: boolean;
   freezeMs: number | null;
   freezePhasesMs: FreezePhases | null;
@@ -243,7 +234,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
         s.started = true;
       } finally {
         if (s.fsFrozen) {
-          // Sent at once; its answer is awaited while the jobs copy and the files are hashed.
+          // Sent at once; its answer is awaited by finishBackupJobs, while the jobs copy.
           const t2 = performance.now();
           s.thawed = agent.fsThaw({ timeoutMs: 10_000 }).then(
             () => {},
@@ -295,6 +286,7 @@ export async function finishBackupJobs(
         }
       }
     }
+    await s.thawed;
     return {
       disks: s.files.map((d, i) => ({
         id: d.id,
@@ -302,11 +294,9 @@ export async function finishBackupJobs(
         copiedBytes: copied[i],
         virtualBytes: d.virtualBytes,
       })),
-      freeze: s.thawed.then(() => ({
-        fsFrozen: s.fsFrozen,
-        freezeMs: s.freezeMs,
-        freezePhasesMs: s.freezePhasesMs,
-      })),
+      fsFrozen: s.fsFrozen,
+      freezeMs: s.freezeMs,
+      freezePhasesMs: s.freezePhasesMs,
     };
   } catch (err) {
     await s.thawed;

@@ -374,8 +374,6 @@ export class BackupRunner {
           blocks: sums.blocks,
         });
       }
-      const checksumMs = Math.round(performance.now() - tSums);
-      const freeze = await job.freeze;
       const manifest: Manifest = {
         format: MANIFEST_FORMAT,
         id,
@@ -387,11 +385,12 @@ export class BackupRunner {
         createdAt: new Date().toISOString(),
         node: this.cluster.nodeName,
         spec: { image: vm.image, cpus: vm.cpus, memoryMiB: vm.memoryMiB },
-        fsFrozen: freeze.fsFrozen,
-        freezeMs: freeze.freezeMs,
+        fsFrozen: job.fsFrozen,
+        freezeMs: job.freezeMs,
         fullReason,
         disks,
       };
+      const checksumMs = Math.round(performance.now() - tSums);
       await synced;
       const syncWaitMs = Math.round(performance.now() - tSums) - checksumMs;
       const tRecord = performance.now();
@@ -426,9 +425,9 @@ export class BackupRunner {
         parent: manifest.parent,
         fullReason,
         live,
-        fsFrozen: freeze.fsFrozen,
-        freezeMs: freeze.freezeMs,
-        freezePhasesMs: freeze.freezePhasesMs,
+        fsFrozen: job.fsFrozen,
+        freezeMs: job.freezeMs,
+        freezePhasesMs: job.freezePhasesMs,
         copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
         fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
         copyMs,
