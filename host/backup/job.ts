@@ -275,6 +275,11 @@ export async function finishBackupJobs(
 ): Promise<JobResult> {
   try {
     const copied = await waitJobs(qmp, s.files.map(jobId), req.signal, req.onProgress);
+    // The guest thaws before this host reads and hashes the files: that work would take CPU
+    // from the guest (and the QEMU main loop that carries the agent's answer) while it thaws.
+    // (In a bench:backup run that hashed during the thaw, the incremental backups' windows
+    // grew from 62–78 ms to 93–148 ms.) Only the jobs' copy overlaps the thaw.
+    await s.thawed;
     // Success: the parent's bitmap (or any older chain's) is spent; the new one counts on.
     const keep = bitmapName(req.id);
     for (const d of s.files) {
@@ -286,7 +291,6 @@ export async function finishBackupJobs(
         }
       }
     }
-    await s.thawed;
     return {
       disks: s.files.map((d, i) => ({
         id: d.id,
