@@ -276,9 +276,9 @@ export async function finishBackupJobs(
   try {
     const copied = await waitJobs(qmp, s.files.map(jobId), req.signal, req.onProgress);
     // The guest thaws before this host reads and hashes the files: that work would take CPU
-    // from the guest (and the QEMU main loop that carries the agent's answer) while it thaws.
-    // (In a bench:backup run that hashed during the thaw, the incremental backups' windows
-    // grew from 62–78 ms to 93–148 ms.) Only the jobs' copy overlaps the thaw.
+    // from the guest (and from the QEMU main loop that carries the agent's answer) while it
+    // thaws, on a host with few cores. Only the jobs' copy overlaps the thaw. (A bench:backup
+    // run that hashed during the thaw saw longer windows, but within this machine's noise.)
     await s.thawed;
     // Success: the parent's bitmap (or any older chain's) is spent; the new one counts on.
     const keep = bitmapName(req.id);
