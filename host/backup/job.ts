@@ -33,6 +33,7 @@ import {
   blockdevBackupAction,
   blockdevDel,
   blockDirtyBitmapRemove,
+  blockJobSetSpeed,
   type DirtyBitmap,
   dirtyBitmaps,
   jobCancel,
@@ -135,6 +136,8 @@ export interface StartedJobs {
    * `freezePhasesMs` are set then.
    */
   thawed: Promise<void>;
+  /** Resolves once the jobs run at full speed (after the thaw); rejects if they cannot. */
+  released: Promise<void>;
 }
 
 /**
@@ -157,6 +160,21 @@ const ms = (x: number) => Math.round(x * 10) / 10;
  * full backup (bench:backup, warm): 0.45 s instead of 1.2–1.4 s.
  */
 const COPY_PERF: BackupPerf = { useCopyRange: true, maxWorkers: 8, maxChunk: 64 * 2 ** 20 };
+
+/**
+ * The copy rate (bytes/s) jobs start at when the guest was frozen for them, until its thaw
+ * is answered: the first request of each job copies at once, the rest wait. The point in
+ * time is kept by copy-before-write, which no rate holds back, so nothing is lost; the
+ * thawing guest (and the QEMU main loop that carries the agent's answer) does not compete
+ * with up to 8 × 64 MiB of copying on a host with few cores.
+ */
+const HELD_SPEED = 1;
+
+/** Lets the jobs of `s` copy at full speed. */
+async function release(qmp: QmpExecutor, s: StartedJobs): Promise<void> {
+  if (!s.started) return;
+  for (const d of s.files) await blockJobSetSpeed(qmp, jobId(d), 0);
+}
 
 const targetNode = (d: JobDisk) => `nvbkt-${d.id}`.slice(0, 31);
 const jobId = (d: JobDisk) => `nvbkj-${d.id}`.slice(0, 31);
@@ -187,6 +205,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
     freezeMs: null,
     freezePhasesMs: null,
     thawed: Promise.resolve(),
+    released: Promise.resolve(),
   };
   // The agent is asked whether it answers while the targets are made.
   const agentUp = req.agent ? req.agent.ping(1_000).catch(() => false) : Promise.resolve(false);
@@ -209,6 +228,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
       });
       s.added.push(targetNode(d));
     }
+    const agent = (await agentUp) ? req.agent : null;
     const actions = s.files.flatMap((d) => [
       bitmapAddAction(d.node, bitmapName(req.id), true),
       blockdevBackupAction({
@@ -218,11 +238,12 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
         sync: incremental ? "incremental" : "full",
         bitmap: incremental ? bitmapName(req.parent!.id) : undefined,
         perf: COPY_PERF,
+        // Held back while the guest thaws (see HELD_SPEED); copy-before-write is not.
+        speed: agent ? HELD_SPEED : undefined,
       }),
     ]);
     // The point in time: frozen filesystems (when the agent answers) around the transaction.
-    const agent = req.agent;
-    if (agent && await agentUp) {
+    if (agent) {
       const t0 = performance.now();
       s.fsFrozen = await agent.fsFreeze({ timeoutMs: 10_000 }).then(() => true, (err) => {
         log.warn("fs-freeze failed; backing up without it", { error: String(err) });
@@ -234,7 +255,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
         s.started = true;
       } finally {
         if (s.fsFrozen) {
-          // Sent at once; its answer is awaited by finishBackupJobs, while the jobs copy.
+          // Sent at once; finishBackupJobs awaits its answer (and the jobs' release).
           const t2 = performance.now();
           s.thawed = agent.fsThaw({ timeoutMs: 10_000 }).then(
             () => {},
@@ -249,6 +270,8 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
             };
           });
         }
+        s.released = s.thawed.then(() => release(qmp, s));
+        s.released.catch(() => {}); // awaited by finishBackupJobs, or dropped on failure
       }
     } else {
       await transaction(qmp, actions, false, 30_000);
@@ -274,12 +297,10 @@ export async function finishBackupJobs(
   s: StartedJobs,
 ): Promise<JobResult> {
   try {
+    // The jobs copy at full speed once the guest answered its thaw (HELD_SPEED), and this
+    // host reads and hashes the files only after that too.
+    await s.released;
     const copied = await waitJobs(qmp, s.files.map(jobId), req.signal, req.onProgress);
-    // The guest thaws before this host reads and hashes the files: that work would take CPU
-    // from the guest (and from the QEMU main loop that carries the agent's answer) while it
-    // thaws, on a host with few cores. Only the jobs' copy overlaps the thaw. (A bench:backup
-    // run that hashed during the thaw saw longer windows, but within this machine's noise.)
-    await s.thawed;
     // Success: the parent's bitmap (or any older chain's) is spent; the new one counts on.
     const keep = bitmapName(req.id);
     for (const d of s.files) {

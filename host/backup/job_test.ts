@@ -17,7 +17,7 @@ import { testWithTimeout } from "../../tests/support/timeout.ts";
 class FakeQemu implements QmpExecutor {
   calls: { command: string; args?: Record<string, unknown> }[] = [];
   bitmaps: string[];
-  jobs = new Map<string, { done: number; total: number; cancelled: boolean }>();
+  jobs = new Map<string, { done: number; total: number; cancelled: boolean; held: boolean }>();
   /** When set, every command's name is appended (shared with a fake agent, for the order). */
   log?: string[];
 
@@ -33,6 +33,12 @@ class FakeQemu implements QmpExecutor {
       case "blockdev-add":
       case "blockdev-del":
         return ok();
+      case "block-job-set-speed": {
+        const job = this.jobs.get(String(args!.device));
+        if (!job) return Promise.reject(new Error(`no job ${args!.device}`));
+        job.held = args!.speed !== 0;
+        return ok();
+      }
       case "job-dismiss":
         this.jobs.delete(String(args!.id));
         return ok();
@@ -43,13 +49,14 @@ class FakeQemu implements QmpExecutor {
               done: 0,
               total: this.total,
               cancelled: false,
+              held: a.data.speed !== undefined && a.data.speed !== 0,
             });}
         }
         return ok();
       }
       case "query-jobs":
         return ok([...this.jobs].map(([id, j]) => {
-          if (!j.cancelled && j.done < this.steps) j.done++;
+          if (!j.cancelled && !j.held && j.done < this.steps) j.done++;
           const concluded = j.cancelled || j.done >= this.steps;
           return {
             id,
@@ -192,7 +199,7 @@ Deno.test("incremental only on the parent's intact bitmap, same disks, same size
 });
 
 Deno.test(
-  "backup jobs: only the transaction inside the freeze; the thaw answered before they finish",
+  "backup jobs: only the transaction inside the freeze; the copy held back until the thaw",
   async () => {
     const dir = join(await Deno.makeTempDir(), "web1");
     const qemu = new FakeQemu([]);
@@ -212,6 +219,14 @@ Deno.test(
     const r = await runBackupJobs(qemu, { ...request(dir, new AbortController().signal), agent });
     const freeze = log.indexOf("agent:freeze");
     assertEquals(log.slice(freeze, freeze + 3), ["agent:freeze", "transaction", "agent:thaw"]);
+    const tx = qemu.calls.find((c) => c.command === "transaction")!;
+    const backup = (tx.args!.actions as { data: Record<string, unknown> }[])[1].data;
+    assertEquals(backup.speed, 1, "the job holds back while the guest thaws");
+    assert(
+      log.indexOf("block-job-set-speed") > log.indexOf("agent:thaw"),
+      "and runs at full speed once the thaw is answered",
+    );
+    assertEquals(r.disks[0].copiedBytes, 1 << 20);
     assert(log.indexOf("blockdev-add") < freeze, "the target node is added before the freeze");
     assert(thawAnswered, "the thaw's answer is awaited before the jobs are reported done");
     assert(r.fsFrozen && r.freezeMs !== null && r.freezeMs >= r.freezePhasesMs!.thaw);

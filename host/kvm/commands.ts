@@ -306,6 +306,11 @@ export async function jobCancel(qmp: QmpExecutor, id: string): Promise<void> {
   await qmp.execute("job-cancel", { id });
 }
 
+/** `block-job-set-speed`: the job's copy rate in bytes per second (0: unlimited). */
+export async function blockJobSetSpeed(qmp: QmpExecutor, id: string, speed: number): Promise<void> {
+  await qmp.execute("block-job-set-speed", { device: id, speed });
+}
+
 /** One `transaction` of `blockdev-snapshot-internal-sync` over `devices`: all or none. */
 export async function internalSnapshotAll(
   qmp: QmpExecutor,
@@ -537,6 +542,8 @@ export function blockdevBackupAction(opts: {
   sync: "full" | "incremental";
   bitmap?: string;
   perf?: BackupPerf;
+  /** Copy rate limit in bytes per second (copy-before-write is never held back by it). */
+  speed?: number;
 }): TransactionAction {
   return {
     type: "blockdev-backup",
@@ -546,6 +553,7 @@ export function blockdevBackupAction(opts: {
       target: opts.target,
       sync: opts.sync,
       ...(opts.bitmap ? { bitmap: opts.bitmap } : {}),
+      ...(opts.speed !== undefined ? { speed: opts.speed } : {}),
       ...(opts.perf
         ? {
           "x-perf": {
