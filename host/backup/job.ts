@@ -170,10 +170,17 @@ const COPY_PERF: BackupPerf = { useCopyRange: true, maxWorkers: 8, maxChunk: 64 
  */
 const HELD_SPEED = 1;
 
-/** Lets the jobs of `s` copy at full speed. */
+/** Lets the jobs of `s` copy at full speed (one whose first request was all may be done). */
 async function release(qmp: QmpExecutor, s: StartedJobs): Promise<void> {
   if (!s.started) return;
-  for (const d of s.files) await blockJobSetSpeed(qmp, jobId(d), 0);
+  for (const d of s.files) {
+    await blockJobSetSpeed(qmp, jobId(d), 0).catch(async (err) => {
+      const job = (await queryJobs(qmp)).find((j) => j.id === jobId(d));
+      if (job && ["created", "running", "paused", "ready", "standby"].includes(job.status)) {
+        throw err;
+      }
+    });
+  }
 }
 
 const targetNode = (d: JobDisk) => `nvbkt-${d.id}`.slice(0, 31);

@@ -36,6 +36,9 @@ class FakeQemu implements QmpExecutor {
       case "block-job-set-speed": {
         const job = this.jobs.get(String(args!.device));
         if (!job) return Promise.reject(new Error(`no job ${args!.device}`));
+        if (job.done >= this.steps) {
+          return Promise.reject(new Error(`Job in state 'concluded' cannot accept 'set-speed'`));
+        }
         job.held = args!.speed !== 0;
         return ok();
       }
@@ -232,3 +235,16 @@ Deno.test(
     assert(r.fsFrozen && r.freezeMs !== null && r.freezeMs >= r.freezePhasesMs!.thaw);
   },
 );
+
+Deno.test("backup jobs: a job done before its release (one request was all) is fine", async () => {
+  const dir = join(await Deno.makeTempDir(), "web1");
+  const qemu = new FakeQemu([], 0); // concluded at the first look
+  const agent = {
+    ping: () => Promise.resolve(true),
+    fsFreeze: () => Promise.resolve(1),
+    fsThaw: () => Promise.resolve(1),
+  } as unknown as GuestAgent;
+  const r = await runBackupJobs(qemu, { ...request(dir, new AbortController().signal), agent });
+  assertEquals(r.disks.length, 1);
+  assert(qemu.calls.some((c) => c.command === "block-job-set-speed"));
+});
