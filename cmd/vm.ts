@@ -347,7 +347,7 @@ export function vmCommand(): Command {
 
   withClientOptions(
     vm.command("resize").argument("<name>").description(
-      "change CPUs, memory or root disk of a stopped VM",
+      "change CPUs or memory of a stopped VM, or grow its root disk (also while it runs)",
     )
       .option("--cpus <n>", "virtual CPUs", positiveInt)
       .option("--memory <size>", "memory, e.g. 512M", parseMemoryMiB)

@@ -323,8 +323,13 @@ export class Migrator {
         totalMs: mem.totalMs,
         qemuDowntimeMs: mem.downtimeMs,
         guestPausedMs: Math.max(0, resumedAt - pausedAt),
+        // Wall-clock (epoch ms, QEMU's event times) of the pause and the resume, to line up
+        // with what else happened meanwhile (the network's switch, lost packets).
+        pausedAt,
+        resumedAt,
         // Where the pause went after QEMU finished: awaiting completion, the Raft commit, the resume call.
         switchover: {
+          qemuCompletedMs: mem.completedAt ? Math.round(mem.completedAt - pausedAt) : null,
           noticedMs: Math.round(Date.now() - (performance.now() - tDone) - pausedAt),
           commitMs: Math.round(tCommitted - tDone),
           resumeMs: Math.round(tResumed - tCommitted),

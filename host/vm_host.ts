@@ -24,6 +24,7 @@ import { KeyedSerializer } from "../core/concurrency/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
 import type { Accel, NicSpec, QemuDriver, QemuVm } from "./kvm/mod.ts";
 import {
+  blockNodeInfo,
   blockResize,
   internalSnapshotAll,
   jobCancel,
@@ -86,6 +87,8 @@ export class VmHost {
   private readonly queued = new Set<string>();
   private readonly restarts = new Map<string, number[]>();
   private readonly guestPolledAt = new Map<string, number>();
+  /** Per running VM: its QEMU's pid and the disk sizes that QEMU has (growRunningDisks). */
+  private readonly diskBytes = new Map<string, { pid: number; bytes: Map<string, number> }>();
   /** HA VMs whose start failed here: the leader places them again, this host does not retry. */
   private readonly haStartFailed = new Set<string>();
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -365,6 +368,12 @@ export class VmHost {
         log.warn("disk hot-plug not done; will retry", { vm: vm.name, error: String(err) })
       );
     }
+    // A disk grown while it runs (`vm resize --disk-size`): grown here with block_resize.
+    if (status === "running") {
+      await this.growRunningDisks(vm, rt.qemu).catch((err) =>
+        log.warn("disk resize not done; will retry", { vm: vm.name, error: String(err) })
+      );
+    }
     const observed: VmState = status === "running" ? "running" : "failed";
     const reason = observed === "failed" ? `QEMU reports status "${status}"` : null;
     if (vm.state !== observed || vm.reason !== reason) await this.report(vm, observed, reason);
@@ -638,6 +647,40 @@ export class VmHost {
     rt.qemu.close();
     this.runtimes.delete(name);
     this.guestPolledAt.delete(name);
+    this.diskBytes.delete(name);
+  }
+
+  /**
+   * Grows each of a running VM's own disks (not attached volumes: `volume resize` grows those
+   * itself) whose recorded size exceeds what its QEMU has, through QMP `block_resize`: the
+   * guest sees the new size at once. What QEMU has is asked once per QEMU and then followed
+   * here, so a round without a change costs no QMP call.
+   */
+  private async growRunningDisks(vm: VmRecord, qemu: QemuVm): Promise<void> {
+    let known = this.diskBytes.get(vm.name);
+    if (!known || known.pid !== qemu.pid) {
+      known = { pid: qemu.pid, bytes: new Map() };
+      this.diskBytes.set(vm.name, known);
+    }
+    for (const d of vm.disks) {
+      if (d.source.kind === "attached" || !qemu.spec.disks.some((x) => x.id === d.id)) continue;
+      let have = known.bytes.get(d.id);
+      if (have === undefined) {
+        const info = await blockNodeInfo(qemu.qmp, d.id);
+        if (!info) continue;
+        have = info.virtualBytes;
+        known.bytes.set(d.id, have);
+      }
+      if (d.sizeBytes <= have) continue;
+      await blockResize(qemu.qmp, d.id, d.sizeBytes);
+      known.bytes.set(d.id, d.sizeBytes);
+      log.info("disk grown while running", {
+        vm: vm.name,
+        disk: d.id,
+        from: have,
+        to: d.sizeBytes,
+      });
+    }
   }
 
   /**

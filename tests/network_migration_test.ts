@@ -10,7 +10,7 @@
  */
 import { type NetCluster, startNetCluster } from "../bench/lib/net_cluster.ts";
 import { guestImportArgs, testGuest } from "../bench/lib/guest.ts";
-import { migrateUnderPing, pingerUserData } from "../bench/lib/net_migration.ts";
+import { migrateUnderPing, pingerUserData, pingsInPause } from "../bench/lib/net_migration.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { eventually, step } from "./support/api.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
@@ -26,8 +26,12 @@ interface Vm {
 const SUBNET = "10.92.0";
 const A = { name: "pa", node: "n1", ip: `${SUBNET}.10` };
 const B = { name: "pb", node: "n1", ip: `${SUBNET}.11` };
-/** Lost pings (100 ms apart) a migration may cost: the guest's pause plus OVN's switch. */
-const MAX_LOST = 5;
+/**
+ * Lost pings (100 ms apart) a migration may cost beyond those sent while the guest itself was
+ * paused: OVN's switch of the port. The pause is the CPU's business (TCG on a loaded 2-core
+ * machine pauses 100–350 ms); the network's share is what this test holds to a bound.
+ */
+const MAX_LOST_BEYOND_PAUSE = 3;
 
 testWithTimeout({
   name: "networks: a guest live-migrates under a 100 ms ping and keeps its IP, MAC and traffic",
@@ -92,7 +96,12 @@ testWithTimeout({
           r.portOptions.includes(`activation-strategy=rarp requested-chassis=${from},${to}`),
           `multi-chassis binding while migrating: ${r.portOptions.join(" | ")}`,
         );
-        assert(r.lost <= MAX_LOST, `${r.lost} pings lost (at most ${MAX_LOST})`);
+        const allowed = pingsInPause(Number(r.result.guestPausedMs)) + MAX_LOST_BEYOND_PAUSE;
+        assert(
+          r.lost <= allowed,
+          `${r.lost} pings lost; at most ${allowed} (the guest's ${r.result.guestPausedMs} ms ` +
+            `pause, plus ${MAX_LOST_BEYOND_PAUSE})`,
+        );
         assertEquals(await optionsOf("nv-pb-0"), `{requested-chassis=${to}}`);
         const vm = await show(B.name);
         assertEquals([vm.node, vm.state], [to, "running"]);

@@ -20,6 +20,14 @@ export function pingerUserData(peer: string): string {
   return scriptUserData(`while :; do ping -i 0.1 ${peer}; sleep 1; done\n`);
 }
 
+/**
+ * The pings a guest pause of `pausedMs` can swallow: those sent while it lasted, plus the one
+ * in flight when it began. What a migration loses beyond these is the network's share.
+ */
+export function pingsInPause(pausedMs: number): number {
+  return Math.ceil(pausedMs / PING_INTERVAL_MS) + 1;
+}
+
 /** The sequence numbers of the replies from `peer` in busybox ping lines, in console order. */
 export function pingSeqs(consoleText: string, peer: string): number[] {
   const re = new RegExp(`64 bytes from ${peer.replace(/\./g, "\\.")}: seq=(\\d+)`, "g");

@@ -446,7 +446,10 @@ export async function restartVm(node: ClusterNode, name: string, by: string): Pr
   return await updateVm(node, name, { generation: vm.generation + 1 }, by);
 }
 
-/** `vm resize`: CPUs and memory while stopped; the root disk may grow any time it is stopped. */
+/**
+ * `vm resize`: CPUs and memory while stopped; the root disk may grow at any time: while the VM
+ * runs, its host grows it with QMP `block_resize` (host/vm_host.ts), else at its next start.
+ */
 export function resizeVm(
   node: ClusterNode,
   name: string,
@@ -464,7 +467,11 @@ async function decideResize(
 ): Promise<VmRecord> {
   await node.linearizableRead();
   const vm = mustGetVm(node, name);
-  mustBeStopped(vm, "resize it");
+  if (req.cpus !== undefined || req.memoryMiB !== undefined) {
+    mustBeStopped(vm, "change its CPUs or memory");
+  } else if (vm.migration) {
+    throw new ConflictError(`VM "${name}" is migrating; resize its disk after the migration`);
+  }
   const changes: VmChanges = {};
   if (req.cpus !== undefined) changes.cpus = req.cpus;
   if (req.memoryMiB !== undefined) changes.memoryMiB = req.memoryMiB;

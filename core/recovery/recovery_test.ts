@@ -224,7 +224,18 @@ Deno.test("recovery refuses a running node's data dir, and node start a running 
     stdout: "null",
     stderr: "null",
   }).spawn();
+  // Right after the spawn a child may not have exec'd yet (its command line is still ours).
+  const execed = async (pid: number, arg: string) => {
+    for (let i = 0; i < 500; i++) {
+      const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+      if (cmdline.includes(arg)) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`process ${pid} never ran with ${arg}`);
+  };
   try {
+    await execed(child.pid, dir);
+    await execed(other.pid, "/elsewhere");
     await Deno.writeTextFile(join(dir, "listen.json"), JSON.stringify({ pid: child.pid }));
     const err = await rejects(
       assertNodeStopped(dir),

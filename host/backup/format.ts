@@ -76,14 +76,29 @@ export interface FileSums {
 }
 
 /**
+ * Files up to this size are hashed whole and per block in one pass here: starting a worker
+ * costs more than the second hash of so few bytes.
+ */
+const INLINE_BYTES = 64 * 2 ** 20;
+
+/**
  * Hashes `path` per block here and, at the same time, whole in a worker (a second core: the
- * two hashes together are what a backup adds to the copy); `onBytes` sees progress.
+ * two hashes together are what a backup adds to the copy), or both here for a small file;
+ * `onBytes` sees progress.
  */
 export async function checksumFile(
   path: string,
-  opts: { signal?: AbortSignal; onBytes?: (n: number) => void } = {},
+  opts: {
+    signal?: AbortSignal;
+    onBytes?: (n: number) => void;
+    /** Hash in one pass here up to this size (tests); {@link INLINE_BYTES} unless set. */
+    inlineBytes?: number;
+  } = {},
 ): Promise<FileSums> {
-  const whole = wholeSha256(path, opts.signal);
+  const size = (await Deno.stat(path)).size;
+  const whole = size <= (opts.inlineBytes ?? INLINE_BYTES)
+    ? { digest: Promise.resolve(""), inline: true, stop: () => {} }
+    : wholeSha256(path, opts.signal);
   try {
     const blocks = await blockSums(path, opts, whole.inline);
     return {

@@ -3,6 +3,7 @@
  * recorded sha256 guards it, and verify finding the one flipped byte.
  */
 import { join } from "node:path";
+import { createHash } from "node:crypto";
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 import { ValidationError } from "../../core/errors/mod.ts";
@@ -15,6 +16,24 @@ import {
   verifyBackup,
   writeManifest,
 } from "./format.ts";
+
+Deno.test("checksums: one pass here and the worker's whole-file hash agree", async () => {
+  const file = join(await Deno.makeTempDir(), "f.qcow2");
+  const data = new Uint8Array(70 * BLOCK_BYTES + 5);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 16)) & 0xff;
+  await Deno.writeFile(file, data);
+  const hex = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+  const want = {
+    bytes: data.length,
+    sha256: hex(data),
+    blocks: Array.from(
+      { length: 71 },
+      (_, i) => hex(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES)),
+    ),
+  };
+  assertEquals(await checksumFile(file), want);
+  assertEquals(await checksumFile(file, { inlineBytes: 0 }), want);
+});
 
 async function setUp(): Promise<{ root: string; record: BackupRecord; file: string }> {
   const root = await Deno.makeTempDir();

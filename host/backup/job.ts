@@ -16,7 +16,9 @@
  * Files: QEMU runs as its own user (host/kvm/confine.ts) and opens the target
  * files after it dropped root, so each is created by the node with qemu-img,
  * handed to that user while the job writes it, and taken back (root, 0600)
- * before it is checksummed. The chain directory is 0711.
+ * before it is checksummed. QEMU does not sync them (`cache.no-flush`): the caller syncs
+ * each file to disk while it reads it back for checksums, before the manifest names it.
+ * The chain directory is 0711.
  *
  * @module
  */
@@ -25,11 +27,13 @@ import { ConflictError, NovaError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 import {
+  type BackupPerf,
   bitmapAddAction,
   blockdevAddQcow2Target,
   blockdevBackupAction,
   blockdevDel,
   blockDirtyBitmapRemove,
+  blockJobSetSpeed,
   type DirtyBitmap,
   dirtyBitmaps,
   jobCancel,
@@ -41,7 +45,7 @@ import {
 import type { GuestAgent } from "../kvm/qga.ts";
 import type { QemuUser } from "../kvm/confine.ts";
 import { qemuImg } from "../storage/qemu_img.ts";
-import { sleep } from "../kvm/qmp.ts";
+import { type QmpListener, sleep } from "../kvm/qmp.ts";
 import { layout } from "./format.ts";
 
 /** Bitmap names novactl owns start with this. */
@@ -80,6 +84,7 @@ export interface JobResult {
   disks: { id: string; file: string; copiedBytes: number; virtualBytes: number }[];
   fsFrozen: boolean;
   freezeMs: number | null;
+  freezePhasesMs: FreezePhases | null;
 }
 
 /**
@@ -125,6 +130,57 @@ export interface StartedJobs {
   started: boolean;
   fsFrozen: boolean;
   freezeMs: number | null;
+  freezePhasesMs: FreezePhases | null;
+  /**
+   * Resolves once the guest answered its fs-thaw (never rejects); `freezeMs` and
+   * `freezePhasesMs` are set then.
+   */
+  thawed: Promise<void>;
+  /** Resolves once the jobs run at full speed (after the thaw); rejects if they cannot. */
+  released: Promise<void>;
+}
+
+/**
+ * Where a freeze window's time went: the agent's fs-freeze (sent → answered: the guest syncs,
+ * then freezes), the QMP transaction, the agent's fs-thaw (sent → answered).
+ */
+export interface FreezePhases {
+  freeze: number;
+  transaction: number;
+  thaw: number;
+}
+
+const ms = (x: number) => Math.round(x * 10) / 10;
+
+/**
+ * How the jobs copy: the kernel copies (`copy_file_range`, no pass through QEMU's buffers;
+ * QEMU falls back to read/write where the two files cannot), in requests of up to 64 MiB,
+ * 8 at a time, instead of QEMU's default of 64 KiB clusters through a buffer. A sequential
+ * run of dirty blocks of an incremental backup is one request too. Measured here on a 1 GiB
+ * full backup (bench:backup, warm): 0.45 s instead of 1.2–1.4 s.
+ */
+const COPY_PERF: BackupPerf = { useCopyRange: true, maxWorkers: 8, maxChunk: 64 * 2 ** 20 };
+
+/**
+ * The copy rate (bytes/s) jobs start at when the guest was frozen for them, until its thaw
+ * is answered: the first request of each job copies at once, the rest wait. The point in
+ * time is kept by copy-before-write, which no rate holds back, so nothing is lost; the
+ * thawing guest (and the QEMU main loop that carries the agent's answer) does not compete
+ * with up to 8 × 64 MiB of copying on a host with few cores.
+ */
+const HELD_SPEED = 1;
+
+/** Lets the jobs of `s` copy at full speed (one whose first request was all may be done). */
+async function release(qmp: QmpExecutor, s: StartedJobs): Promise<void> {
+  if (!s.started) return;
+  for (const d of s.files) {
+    await blockJobSetSpeed(qmp, jobId(d), 0).catch(async (err) => {
+      const job = (await queryJobs(qmp)).find((j) => j.id === jobId(d));
+      if (job && ["created", "running", "paused", "ready", "standby"].includes(job.status)) {
+        throw err;
+      }
+    });
+  }
 }
 
 const targetNode = (d: JobDisk) => `nvbkt-${d.id}`.slice(0, 31);
@@ -140,9 +196,11 @@ export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<
 
 /**
  * Creates the target files, freezes the guest's filesystems (when its agent answers), starts
- * every disk's job and its new bitmap in one transaction and thaws: the point in time. The
- * copy then runs on in QEMU; the VM may be handled meanwhile (a stop ends the jobs, and the
- * backup fails). Cleans up after itself when it fails.
+ * every disk's job and its new bitmap in one transaction and sends the thaw: the point in
+ * time. Everything that can be made before the freeze is (files, target nodes, the agent's
+ * ping), so only the transaction runs inside the window. The copy then runs on in QEMU; the
+ * VM may be handled meanwhile (a stop ends the jobs, and the backup fails). Cleans up after
+ * itself when it fails.
  */
 export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<StartedJobs> {
   const incremental = req.parent !== null;
@@ -152,7 +210,12 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
     started: false,
     fsFrozen: false,
     freezeMs: null,
+    freezePhasesMs: null,
+    thawed: Promise.resolve(),
+    released: Promise.resolve(),
   };
+  // The agent is asked whether it answers while the targets are made.
+  const agentUp = req.agent ? req.agent.ping(1_000).catch(() => false) : Promise.resolve(false);
   await Deno.mkdir(req.dir, { recursive: true, mode: 0o711 });
   try {
     for (const d of s.files) {
@@ -160,7 +223,8 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
       const backing = incremental ? ["-F", "qcow2", "-b", layout.file(req.parent!.id, d.id)] : [];
       await qemuImg(["create", "-q", "-f", "qcow2", ...backing, path, String(d.virtualBytes)]);
       if (req.qemuUser) await Deno.chown(path, req.qemuUser.uid, req.qemuUser.gid);
-      await blockdevAddQcow2Target(qmp, targetNode(d), path).catch((err) => {
+      // Not synced by QEMU: the caller syncs the file while it reads it back for checksums.
+      await blockdevAddQcow2Target(qmp, targetNode(d), path, { noFlush: true }).catch((err) => {
         throw /Permission denied/.test(String(err.message))
           ? new NovaError(
             "precondition_failed",
@@ -171,6 +235,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
       });
       s.added.push(targetNode(d));
     }
+    const agent = (await agentUp) ? req.agent : null;
     const actions = s.files.flatMap((d) => [
       bitmapAddAction(d.node, bitmapName(req.id), true),
       blockdevBackupAction({
@@ -179,25 +244,41 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
         target: targetNode(d),
         sync: incremental ? "incremental" : "full",
         bitmap: incremental ? bitmapName(req.parent!.id) : undefined,
+        perf: COPY_PERF,
+        // Held back while the guest thaws (see HELD_SPEED); copy-before-write is not.
+        speed: agent ? HELD_SPEED : undefined,
       }),
     ]);
     // The point in time: frozen filesystems (when the agent answers) around the transaction.
-    if (req.agent && await req.agent.ping(1_000).catch(() => false)) {
+    if (agent) {
       const t0 = performance.now();
-      s.fsFrozen = await req.agent.fsFreeze({ timeoutMs: 10_000 }).then(() => true, (err) => {
+      s.fsFrozen = await agent.fsFreeze({ timeoutMs: 10_000 }).then(() => true, (err) => {
         log.warn("fs-freeze failed; backing up without it", { error: String(err) });
         return false;
       });
+      const t1 = performance.now();
       try {
         await transaction(qmp, actions, false, 30_000);
         s.started = true;
       } finally {
         if (s.fsFrozen) {
-          await req.agent.fsThaw({ timeoutMs: 10_000 }).catch((err) =>
-            log.warn("fs-thaw failed", { error: String(err) })
-          );
-          s.freezeMs = Math.round((performance.now() - t0) * 10) / 10;
+          // Sent at once; finishBackupJobs awaits its answer (and the jobs' release).
+          const t2 = performance.now();
+          s.thawed = agent.fsThaw({ timeoutMs: 10_000 }).then(
+            () => {},
+            (err) => log.warn("fs-thaw failed", { error: String(err) }),
+          ).then(() => {
+            const t3 = performance.now();
+            s.freezeMs = ms(t3 - t0);
+            s.freezePhasesMs = {
+              freeze: ms(t1 - t0),
+              transaction: ms(t2 - t1),
+              thaw: ms(t3 - t2),
+            };
+          });
         }
+        s.released = s.thawed.then(() => release(qmp, s));
+        s.released.catch(() => {}); // awaited by finishBackupJobs, or dropped on failure
       }
     } else {
       await transaction(qmp, actions, false, 30_000);
@@ -205,6 +286,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
     }
     return s;
   } catch (err) {
+    await s.thawed;
     await undo(qmp, req, s);
     await teardown(qmp, req, s);
     throw err;
@@ -222,6 +304,9 @@ export async function finishBackupJobs(
   s: StartedJobs,
 ): Promise<JobResult> {
   try {
+    // The jobs copy at full speed once the guest answered its thaw (HELD_SPEED), and this
+    // host reads and hashes the files only after that too.
+    await s.released;
     const copied = await waitJobs(qmp, s.files.map(jobId), req.signal, req.onProgress);
     // Success: the parent's bitmap (or any older chain's) is spent; the new one counts on.
     const keep = bitmapName(req.id);
@@ -243,8 +328,10 @@ export async function finishBackupJobs(
       })),
       fsFrozen: s.fsFrozen,
       freezeMs: s.freezeMs,
+      freezePhasesMs: s.freezePhasesMs,
     };
   } catch (err) {
+    await s.thawed;
     await undo(qmp, req, s);
     throw err;
   } finally {
@@ -278,12 +365,50 @@ async function teardown(qmp: QmpExecutor, req: JobRequest, s: StartedJobs): Prom
   }
 }
 
-/** Waits until every job concluded; returns each job's bytes; throws on an error or abort. */
+/** A QMP connection that may also deliver events (QmpClient, ReconnectingQmp). */
+type QmpWithEvents = QmpExecutor & { on?(listener: QmpListener): () => void };
+
+/**
+ * Waits until every job concluded; returns each job's bytes; throws on an error or abort.
+ * Polls `query-jobs` every 200 ms for progress, and at once when one of the jobs changes
+ * state (`JOB_STATUS_CHANGE`), so a job's end is seen within a round trip.
+ */
 async function waitJobs(
+  qmp: QmpWithEvents,
+  ids: string[],
+  signal: AbortSignal,
+  onProgress: (done: number, total: number) => void,
+): Promise<number[]> {
+  let wake: (() => void) | null = null;
+  const off = qmp.on?.((e) => {
+    if (e.event === "JOB_STATUS_CHANGE" && ids.includes(String(e.data?.id))) wake?.();
+  });
+  const onAbort = () => wake?.();
+  signal.addEventListener("abort", onAbort);
+  try {
+    const pause = (ms: number) =>
+      new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          wake = null;
+          resolve();
+        };
+        const timer = setTimeout(done, ms);
+        wake = done;
+      });
+    return await pollJobs(qmp, ids, signal, onProgress, pause);
+  } finally {
+    off?.();
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+async function pollJobs(
   qmp: QmpExecutor,
   ids: string[],
   signal: AbortSignal,
   onProgress: (done: number, total: number) => void,
+  pause: (ms: number) => Promise<void>,
 ): Promise<number[]> {
   let cancelled = false;
   for (;;) {
@@ -305,7 +430,7 @@ async function waitJobs(
     if (jobs.length < ids.length) {
       throw new NovaError("internal", "a backup job disappeared (did QEMU stop?)");
     }
-    await sleep(200);
+    await pause(200);
   }
 }
 

@@ -9,6 +9,7 @@ import { assert, assertEquals, assertRejects } from "../../core/testing/assert.t
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 import type { DirtyBitmap, QmpExecutor } from "../kvm/commands.ts";
 import { bitmapName, incrementalBlocker, runBackupJobs } from "./job.ts";
+import type { GuestAgent } from "../kvm/qga.ts";
 import { qemuImg } from "../storage/qemu_img.ts";
 import { testWithTimeout } from "../../tests/support/timeout.ts";
 
@@ -16,7 +17,9 @@ import { testWithTimeout } from "../../tests/support/timeout.ts";
 class FakeQemu implements QmpExecutor {
   calls: { command: string; args?: Record<string, unknown> }[] = [];
   bitmaps: string[];
-  jobs = new Map<string, { done: number; total: number; cancelled: boolean }>();
+  jobs = new Map<string, { done: number; total: number; cancelled: boolean; held: boolean }>();
+  /** When set, every command's name is appended (shared with a fake agent, for the order). */
+  log?: string[];
 
   constructor(bitmaps: string[], readonly steps = 3, readonly total = 1 << 20) {
     this.bitmaps = [...bitmaps];
@@ -24,11 +27,21 @@ class FakeQemu implements QmpExecutor {
 
   execute<T>(command: string, args?: Record<string, unknown>): Promise<T> {
     this.calls.push({ command, args });
+    this.log?.push(command);
     const ok = (v: unknown = {}) => Promise.resolve(v as T);
     switch (command) {
       case "blockdev-add":
       case "blockdev-del":
         return ok();
+      case "block-job-set-speed": {
+        const job = this.jobs.get(String(args!.device));
+        if (!job) return Promise.reject(new Error(`no job ${args!.device}`));
+        if (job.done >= this.steps) {
+          return Promise.reject(new Error(`Job in state 'concluded' cannot accept 'set-speed'`));
+        }
+        job.held = args!.speed !== 0;
+        return ok();
+      }
       case "job-dismiss":
         this.jobs.delete(String(args!.id));
         return ok();
@@ -39,13 +52,14 @@ class FakeQemu implements QmpExecutor {
               done: 0,
               total: this.total,
               cancelled: false,
+              held: a.data.speed !== undefined && a.data.speed !== 0,
             });}
         }
         return ok();
       }
       case "query-jobs":
         return ok([...this.jobs].map(([id, j]) => {
-          if (!j.cancelled && j.done < this.steps) j.done++;
+          if (!j.cancelled && !j.held && j.done < this.steps) j.done++;
           const concluded = j.cancelled || j.done >= this.steps;
           return {
             id,
@@ -104,6 +118,8 @@ Deno.test("backup jobs: one transaction, the new bitmap kept, the old ones dropp
         device: "root",
         target: "nvbkt-root",
         sync: "full",
+        // Kernel copies in large requests (the default copies 64 KiB clusters).
+        "x-perf": { "use-copy-range": true, "max-workers": 8, "max-chunk": 64 * 2 ** 20 },
         "auto-dismiss": false,
       },
     },
@@ -183,4 +199,52 @@ Deno.test("incremental only on the parent's intact bitmap, same disks, same size
       { id: "data", virtualBytes: 100, bitmaps: [bm(name)] },
     ])!,
   ));
+});
+
+Deno.test(
+  "backup jobs: only the transaction inside the freeze; the copy held back until the thaw",
+  async () => {
+    const dir = join(await Deno.makeTempDir(), "web1");
+    const qemu = new FakeQemu([]);
+    const log: string[] = [];
+    qemu.log = log;
+    let thawAnswered = false;
+    const agent = {
+      ping: () => Promise.resolve(log.push("agent:ping") > 0),
+      fsFreeze: () => Promise.resolve(log.push("agent:freeze")),
+      fsThaw: async () => {
+        log.push("agent:thaw");
+        await new Promise((r) => setTimeout(r, 50)); // a slow guest
+        thawAnswered = true;
+        return 1;
+      },
+    } as unknown as GuestAgent;
+    const r = await runBackupJobs(qemu, { ...request(dir, new AbortController().signal), agent });
+    const freeze = log.indexOf("agent:freeze");
+    assertEquals(log.slice(freeze, freeze + 3), ["agent:freeze", "transaction", "agent:thaw"]);
+    const tx = qemu.calls.find((c) => c.command === "transaction")!;
+    const backup = (tx.args!.actions as { data: Record<string, unknown> }[])[1].data;
+    assertEquals(backup.speed, 1, "the job holds back while the guest thaws");
+    assert(
+      log.indexOf("block-job-set-speed") > log.indexOf("agent:thaw"),
+      "and runs at full speed once the thaw is answered",
+    );
+    assertEquals(r.disks[0].copiedBytes, 1 << 20);
+    assert(log.indexOf("blockdev-add") < freeze, "the target node is added before the freeze");
+    assert(thawAnswered, "the thaw's answer is awaited before the jobs are reported done");
+    assert(r.fsFrozen && r.freezeMs !== null && r.freezeMs >= r.freezePhasesMs!.thaw);
+  },
+);
+
+Deno.test("backup jobs: a job done before its release (one request was all) is fine", async () => {
+  const dir = join(await Deno.makeTempDir(), "web1");
+  const qemu = new FakeQemu([], 0); // concluded at the first look
+  const agent = {
+    ping: () => Promise.resolve(true),
+    fsFreeze: () => Promise.resolve(1),
+    fsThaw: () => Promise.resolve(1),
+  } as unknown as GuestAgent;
+  const r = await runBackupJobs(qemu, { ...request(dir, new AbortController().signal), agent });
+  assertEquals(r.disks.length, 1);
+  assert(qemu.calls.some((c) => c.command === "block-job-set-speed"));
 });

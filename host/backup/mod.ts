@@ -22,7 +22,7 @@
 import { join } from "node:path";
 import { ConflictError, NotFoundError, NovaError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
-import { renameDurably, TEMP_PREFIX, writeFileDurably } from "../../core/store/mod.ts";
+import { fsyncFile, renameDurably, TEMP_PREFIX, writeFileDurably } from "../../core/store/mod.ts";
 import type {
   BackupReads,
   BackupRecord,
@@ -347,6 +347,10 @@ export class BackupRunner {
     const live = !!made.qemu;
     const copyMs = Math.round(performance.now() - made.t0);
     const tSums = performance.now();
+    // The files to disk (QEMU did not sync them) while they are read back for checksums;
+    // the manifest names them only once both are done.
+    const synced = Promise.all(job.disks.map((d) => fsyncFile(join(dir, d.file))));
+    synced.catch(() => {}); // awaited below, or its error dropped with the backup's
     try {
       // Checksums of what landed in the target, read back from it.
       const sizes = await Promise.all(job.disks.map((d) => Deno.stat(join(dir, d.file))));
@@ -386,6 +390,10 @@ export class BackupRunner {
         fullReason,
         disks,
       };
+      const checksumMs = Math.round(performance.now() - tSums);
+      await synced;
+      const syncWaitMs = Math.round(performance.now() - tSums) - checksumMs;
+      const tRecord = performance.now();
       const manifestSha256 = await writeManifest(dir, manifest);
       await this.cluster.report({
         op: "backup.record",
@@ -419,10 +427,13 @@ export class BackupRunner {
         live,
         fsFrozen: job.fsFrozen,
         freezeMs: job.freezeMs,
+        freezePhasesMs: job.freezePhasesMs,
         copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
         fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
         copyMs,
-        checksumMs: Math.round(performance.now() - tSums),
+        checksumMs,
+        syncWaitMs,
+        recordMs: Math.round(performance.now() - tRecord),
       };
     } catch (err) {
       // Unless the record made it after all (its answer was lost): then the files are the backup.

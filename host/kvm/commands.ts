@@ -306,6 +306,11 @@ export async function jobCancel(qmp: QmpExecutor, id: string): Promise<void> {
   await qmp.execute("job-cancel", { id });
 }
 
+/** `block-job-set-speed`: the job's copy rate in bytes per second (0: unlimited). */
+export async function blockJobSetSpeed(qmp: QmpExecutor, id: string, speed: number): Promise<void> {
+  await qmp.execute("block-job-set-speed", { device: id, speed });
+}
+
 /** One `transaction` of `blockdev-snapshot-internal-sync` over `devices`: all or none. */
 export async function internalSnapshotAll(
   qmp: QmpExecutor,
@@ -428,17 +433,21 @@ export async function namedBlockNodes(qmp: QmpExecutor): Promise<string[]> {
 /**
  * `blockdev-add` of a qcow2 file as block node `nodeName`, without opening its backing chain
  * (`backing: null`): a backup job's target, whose backing file (the previous backup) only
- * matters when the chain is read back.
+ * matters when the chain is read back. `noFlush`: QEMU writes everything to the file but
+ * never syncs it to disk (not even when it closes it); the caller syncs it.
  */
 export async function blockdevAddQcow2Target(
   qmp: QmpExecutor,
   nodeName: string,
   filename: string,
+  opts: { noFlush?: boolean } = {},
 ): Promise<void> {
+  const cache = opts.noFlush ? { cache: { "no-flush": true } } : {};
   await qmp.execute("blockdev-add", {
     driver: "qcow2",
     "node-name": nodeName,
-    file: { driver: "file", filename },
+    ...cache,
+    file: { driver: "file", filename, ...cache },
     backing: null,
   });
 }
@@ -509,6 +518,19 @@ export function bitmapAddAction(
 }
 
 /**
+ * A backup job's copy settings (QAPI `BackupPerf`, `x-perf` since QEMU 6.0): `useCopyRange`
+ * lets the kernel copy (`copy_file_range`; QEMU falls back to read/write where it fails),
+ * `maxWorkers` copy requests run at once, each up to `maxChunk` bytes (the QAPI defaults:
+ * no copy offload, 64 workers, no set chunk limit). Copy-before-write requests, made when
+ * the guest writes a block not copied yet, do not follow these.
+ */
+export interface BackupPerf {
+  useCopyRange?: boolean;
+  maxWorkers?: number;
+  maxChunk?: number;
+}
+
+/**
  * `blockdev-backup` as a transaction action: `full` copies every block of `device` (its whole
  * backing chain) into `target`; `incremental` copies the blocks dirty in `bitmap`, which is
  * cleared on success. The job stays until dismissed, so its outcome can be read back.
@@ -519,6 +541,9 @@ export function blockdevBackupAction(opts: {
   target: string;
   sync: "full" | "incremental";
   bitmap?: string;
+  perf?: BackupPerf;
+  /** Copy rate limit in bytes per second (copy-before-write is never held back by it). */
+  speed?: number;
 }): TransactionAction {
   return {
     type: "blockdev-backup",
@@ -528,6 +553,18 @@ export function blockdevBackupAction(opts: {
       target: opts.target,
       sync: opts.sync,
       ...(opts.bitmap ? { bitmap: opts.bitmap } : {}),
+      ...(opts.speed !== undefined ? { speed: opts.speed } : {}),
+      ...(opts.perf
+        ? {
+          "x-perf": {
+            ...(opts.perf.useCopyRange !== undefined
+              ? { "use-copy-range": opts.perf.useCopyRange }
+              : {}),
+            ...(opts.perf.maxWorkers !== undefined ? { "max-workers": opts.perf.maxWorkers } : {}),
+            ...(opts.perf.maxChunk !== undefined ? { "max-chunk": opts.perf.maxChunk } : {}),
+          },
+        }
+        : {}),
       "auto-dismiss": false,
     },
   };

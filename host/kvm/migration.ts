@@ -50,6 +50,8 @@ export interface MigrationResult {
   totalMs: number;
   downtimeMs: number;
   transferredBytes: number;
+  /** When the source QEMU said `completed` (epoch ms, its event's time); 0 if not seen. */
+  completedAt: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -295,7 +297,10 @@ export async function migrateMemory(
     timeoutMs: opts.timeoutMs,
     match: (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)),
   });
-  finished.catch(() => {});
+  let completedAt = 0;
+  finished.then((e) => {
+    completedAt = e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
+  }, () => {});
   await migrate(source.qmp, dest);
   const deadline = Date.now() + opts.timeoutMs;
   for (;;) {
@@ -310,6 +315,7 @@ export async function migrateMemory(
         totalMs: info["total-time"] ?? 0,
         downtimeMs: info.downtime ?? 0,
         transferredBytes: info.ram?.transferred ?? 0,
+        completedAt,
       };
     }
     if (info.status === "failed" || info.status === "cancelled") {
