@@ -214,6 +214,7 @@ function subscribe(
           if (event.action === "vm.created") sub.created!.set(event.resource, now);
         }
       }
+      if (!abort.signal.aborted) sub.error = "the stream ended";
     } catch (error) {
       if (!abort.signal.aborted) sub.error = String(error);
       failed(error);
@@ -359,6 +360,8 @@ interface PhaseResult {
   label: string;
   deliveryAfterResponseMs: Figure;
   deliveryAfterSendMs: Figure;
+  /** Delivery after response, by the node the subscriber streams from (the leader's name first). */
+  byNode: Record<string, Figure | string>;
   createMs: Figure;
   createsOk: number;
   createsFailed: number;
@@ -382,7 +385,11 @@ async function runPhase(
   {
     result: Omit<
       PhaseResult,
-      "deliveryAfterResponseMs" | "deliveryAfterSendMs" | "deliveriesMeasured" | "deliveriesMissing"
+      | "deliveryAfterResponseMs"
+      | "deliveryAfterSendMs"
+      | "byNode"
+      | "deliveriesMeasured"
+      | "deliveriesMissing"
     >;
     samples: CreateSample[];
   }
@@ -416,11 +423,19 @@ async function runPhase(
   return { result, samples: ok };
 }
 
+/** A figure of `values`, or an empty one (n 0) where nothing was measured. */
+function figureOrEmpty(values: number[]): Figure {
+  return values.length ? figure(values, 2) : { median: NaN, min: NaN, max: NaN, n: 0 };
+}
+
 function deliveries(samples: CreateSample[], subs: Subscriber[]) {
   const afterResponse: number[] = [];
   const afterSend: number[] = [];
+  const byNode = new Map<string, number[]>();
   let missing = 0;
   for (const sub of subs) {
+    if (!byNode.has(sub.node)) byNode.set(sub.node, []);
+    const mine = byNode.get(sub.node)!;
     for (const s of samples) {
       const at = sub.created.get(s.name);
       if (at === undefined) {
@@ -429,9 +444,10 @@ function deliveries(samples: CreateSample[], subs: Subscriber[]) {
       }
       afterResponse.push(at - s.answeredAt);
       afterSend.push(at - s.sentAt);
+      mine.push(at - s.answeredAt);
     }
   }
-  return { afterResponse, afterSend, missing };
+  return { afterResponse, afterSend, byNode, missing };
 }
 
 async function waitDrained(samples: CreateSample[], subs: Subscriber[]): Promise<boolean> {
@@ -542,8 +558,16 @@ async function main(): Promise<void> {
       const d = deliveries(p.samples, subs);
       const r: PhaseResult = {
         ...p.result,
-        deliveryAfterResponseMs: figure(d.afterResponse, 2),
-        deliveryAfterSendMs: figure(d.afterSend, 2),
+        deliveryAfterResponseMs: figureOrEmpty(d.afterResponse),
+        deliveryAfterSendMs: figureOrEmpty(d.afterSend),
+        byNode: {
+          label: `${p.result.label}: delivery after response ms, subscribers on`,
+          ...Object.fromEntries(
+            [...d.byNode].filter(([, v]) => v.length).map((
+              [node, v],
+            ) => [node === leaderName ? `${node} (leader)` : node, figureOrEmpty(v)]),
+          ),
+        },
         deliveriesMeasured: d.afterResponse.length,
         deliveriesMissing: d.missing,
       };
@@ -553,6 +577,9 @@ async function main(): Promise<void> {
           `after send p50 ${r.deliveryAfterSendMs.median} p99 ${r.deliveryAfterSendMs.p99} ms; ` +
           `${r.deliveriesMeasured} measured, ${r.deliveriesMissing} missing`,
       );
+      for (const [node, f] of Object.entries(r.byNode)) {
+        if (typeof f !== "string") console.log(`     on ${node}: p50 ${f.median} p99 ${f.p99} ms`);
+      }
       return r;
     });
 
