@@ -2,7 +2,7 @@
  * The event stream under load (issue 13): Server-Sent Events fanned out to 100 subscribers
  * while VMs are created.
  *
- *   deno run -A bench/events_bench.ts [--subscribers 100] [--duration 20] [--rate 100]
+ *   deno run -A bench/events_bench.ts [--subscribers 100] [--duration 20] [--warmup 5] [--rate 100]
  *                                     [--clients 16] [--stalled 3] [--slow 2] [--out FILE]
  *
  * A real 3-node cluster (HTTPS, signed peer requests) whose hosts are simulated
@@ -19,6 +19,9 @@
  * - Load: `--clients` API clients create stopped VMs through the leader, paced together to
  *   `--rate` creates/s (each client sends its next create at its next slot, or at once when
  *   behind), for `--duration` seconds per phase.
+ * - Warm-up: `--warmup` seconds of the same load, not measured (the first seconds of 100 new
+ *   streams and of the load pay for compilation and connection set-up: a first run without
+ *   it had a phase-1 p99 of 1.3 s against 0.19 s in phase 2).
  * - Phase 1, "without slow readers": the load with the 100 subscribers.
  * - Phase 2, "with slow readers": the same again after `--stalled` clients that send the
  *   request over their own TLS connection and never read a byte, and `--slow` clients that
@@ -53,7 +56,7 @@
  */
 import { readSse } from "../core/events/sse.ts";
 import { type Figure, figure } from "./lib/figures.ts";
-import { parseFlags, positiveNumber, toPositiveInt } from "./lib/flags.ts";
+import { nonNegativeNumber, parseFlags, positiveNumber, toPositiveInt } from "./lib/flags.ts";
 import { NovactlCluster } from "./lib/novactl_cluster.ts";
 import { runMeta } from "./lib/run_meta.ts";
 import { importTinyKernel, simulatedHostArgs } from "./lib/simulated.ts";
@@ -71,6 +74,7 @@ const PAUSE_BETWEEN_PHASES_MS = 2_000;
 interface Options {
   subscribers: number;
   durationS: number;
+  warmupS: number;
   rate: number;
   clients: number;
   stalled: number;
@@ -88,6 +92,7 @@ function parseOptions(args: string[]): Options {
   return {
     subscribers: toPositiveInt("subscribers", flags.get("subscribers") ?? "100"),
     durationS: positiveNumber(flags, "duration", 20),
+    warmupS: nonNegativeNumber(flags, "warmup", 5),
     rate: positiveNumber(flags, "rate", 100),
     clients: toPositiveInt("clients", flags.get("clients") ?? "16"),
     stalled: count("stalled", 3),
@@ -285,11 +290,12 @@ async function createLoad(
   ca: string,
   options: Options,
   prefix: string,
+  durationS = options.durationS,
 ): Promise<{ samples: CreateSample[]; seconds: number }> {
   const client = Deno.createHttpClient({ caCerts: [ca] });
   const samples: CreateSample[] = [];
   const start = performance.now();
-  const end = start + options.durationS * 1000;
+  const end = start + durationS * 1000;
   const interval = 1000 / options.rate;
   try {
     await Promise.all(Array.from({ length: options.clients }, async (_, c) => {
@@ -368,6 +374,8 @@ interface PhaseResult {
   createsPerSec: number;
   deliveriesMeasured: number;
   deliveriesMissing: number;
+  /** p99 of delivery after response in each second of the phase (an array: not rendered). */
+  deliveryAfterResponseP99MsPerSecond: (number | null)[];
   nodeRssMaxMiB: Record<string, number>;
   benchCpuPctOfOneCore: number;
 }
@@ -389,6 +397,7 @@ async function runPhase(
       | "deliveryAfterSendMs"
       | "byNode"
       | "deliveriesMeasured"
+      | "deliveryAfterResponseP99MsPerSecond"
       | "deliveriesMissing"
     >;
     samples: CreateSample[];
@@ -447,7 +456,19 @@ function deliveries(samples: CreateSample[], subs: Subscriber[]) {
       mine.push(at - s.answeredAt);
     }
   }
-  return { afterResponse, afterSend, byNode, missing };
+  // p99 of delivery after response per second of the phase (by the create's send time).
+  const start = Math.min(...samples.map((s) => s.sentAt));
+  const perSecond: number[][] = [];
+  for (const sub of subs) {
+    for (const s of samples) {
+      const at = sub.created.get(s.name);
+      if (at === undefined) continue;
+      const k = Math.floor((s.sentAt - start) / 1000);
+      (perSecond[k] ??= []).push(at - s.answeredAt);
+    }
+  }
+  const p99PerSecond = Array.from(perSecond, (v) => v?.length ? figure(v, 1).p99 ?? null : null);
+  return { afterResponse, afterSend, byNode, missing, p99PerSecond };
 }
 
 async function waitDrained(samples: CreateSample[], subs: Subscriber[]): Promise<boolean> {
@@ -499,6 +520,7 @@ async function main(): Promise<void> {
   installSignalTeardown();
   const cluster = new NovactlCluster({ extraNodeArgs: SIMULATED });
   const subs: Subscriber[] = [];
+  const warmup: CreateSample[] = [];
   const closers: (() => unknown)[] = [];
   try {
     await cluster.start(3);
@@ -531,6 +553,14 @@ async function main(): Promise<void> {
     }
     await Promise.all(subs.map((s) => s.connected));
     await sleep(1_000);
+    if (options.warmupS > 0) {
+      // Warm-up, not measured (its events are checked below like all others): the first
+      // seconds of 100 new streams and of the load pay for compilation and connection set-up.
+      console.log(`-- warm-up: ${options.warmupS} s of creates, not measured`);
+      const w = await createLoad(leader, token, ca, options, "w", options.warmupS);
+      warmup.push(...w.samples.filter((s) => s.status >= 200 && s.status < 300));
+      await sleep(PAUSE_BETWEEN_PHASES_MS);
+    }
 
     const p1 = await runPhase("without slow readers", "a", leader, token, ca, options, pids, subs);
     await sleep(PAUSE_BETWEEN_PHASES_MS);
@@ -551,7 +581,7 @@ async function main(): Promise<void> {
     await sleep(SLOW_SETTLE_MS);
     const p2 = await runPhase("with slow readers", "b", leader, token, ca, options, pids, subs);
 
-    const all = [...p1.samples, ...p2.samples];
+    const all = [...warmup, ...p1.samples, ...p2.samples];
     const drained = await waitDrained(all, subs);
     console.log(drained ? "   every subscriber has every vm.created" : "   NOT DRAINED in 30 s");
     const phases = [p1, p2].map((p) => {
@@ -568,6 +598,7 @@ async function main(): Promise<void> {
             ) => [node === leaderName ? `${node} (leader)` : node, figureOrEmpty(v)]),
           ),
         },
+        deliveryAfterResponseP99MsPerSecond: d.p99PerSecond,
         deliveriesMeasured: d.afterResponse.length,
         deliveriesMissing: d.missing,
       };
@@ -577,6 +608,7 @@ async function main(): Promise<void> {
           `after send p50 ${r.deliveryAfterSendMs.median} p99 ${r.deliveryAfterSendMs.p99} ms; ` +
           `${r.deliveriesMeasured} measured, ${r.deliveriesMissing} missing`,
       );
+      console.log(`     p99 per second: ${d.p99PerSecond.join(" ")}`);
       for (const [node, f] of Object.entries(r.byNode)) {
         if (typeof f !== "string") console.log(`     on ${node}: p50 ${f.median} p99 ${f.p99} ms`);
       }
@@ -659,6 +691,7 @@ async function main(): Promise<void> {
         subscribers: options.subscribers,
         subscribersTypeVm: subs.filter((s) => s.filter === "vm").length,
         durationSPerPhase: options.durationS,
+        warmupS: options.warmupS,
         rateCreatesPerSec: options.rate,
         createClients: options.clients,
         stalledReaders: options.stalled,
