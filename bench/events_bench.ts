@@ -711,11 +711,17 @@ async function main(): Promise<void> {
       slowReaderBytesRead: slowBytes,
     });
   } finally {
+    // Aborted streams may end only once the nodes close them (a first run waited here until
+    // its nodes were stopped by hand): a bounded wait, then the cluster stops either way.
     for (const sub of subs) sub.abort.abort();
-    await Promise.allSettled(subs.map((s) => s.done));
-    for (const sub of subs) sub.client.close();
-    await Promise.allSettled(closers.map(async (c) => await c()));
+    const settled = Promise.allSettled([
+      ...subs.map((s) => s.done),
+      ...closers.map(async (c) => await c()),
+    ]);
+    await Promise.race([settled, sleep(5_000)]);
     await cluster.stop();
+    await Promise.race([settled, sleep(5_000)]);
+    for (const sub of subs) sub.client.close();
   }
 }
 
