@@ -35,6 +35,7 @@ export const SECTIONS: readonly Section[] = [
   { name: "migrate", render: renderFigures },
   { name: "net", render: (r) => renderNet(r as unknown as NetBenchResult) },
   { name: "backup", render: renderFigures },
+  { name: "events", render: renderFigures },
 ];
 
 /** Thrown when BENCHMARKS.md's markers are missing, unbalanced or unknown. */
