@@ -36,9 +36,9 @@ import { fsyncDir, pathExists, TEMP_PREFIX } from "../../core/store/mod.ts";
 import { imageInfo, qemuImg } from "./qemu_img.ts";
 import {
   checkSize,
-  fsStats,
   growVolume,
   type PoolUsage,
+  poolUsage,
   readQcow2Header,
   type Volume,
   type VolumePool,
@@ -386,15 +386,7 @@ export class BtrfsPool implements VolumePool {
   }
 
   async usage(): Promise<PoolUsage> {
-    const vols = await this.list();
-    const fs = await fsStats(this.root);
-    return {
-      volumes: vols.length,
-      virtualBytes: vols.reduce((n, v) => n + v.virtualBytes, 0),
-      allocatedBytes: vols.reduce((n, v) => n + v.allocatedBytes, 0),
-      freeBytes: fs.freeBytes,
-      totalBytes: fs.totalBytes,
-    };
+    return poolUsage(await this.list(), this.root);
   }
 
   // ---- send / receive -------------------------------------------------------------------

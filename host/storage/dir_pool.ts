@@ -292,15 +292,7 @@ export class DirPool implements VolumePool {
 
   /** What the node reports in its inventory. */
   async usage(): Promise<PoolUsage> {
-    const vols = await this.list();
-    const fs = await fsStats(this.root);
-    return {
-      volumes: vols.length,
-      virtualBytes: vols.reduce((n, v) => n + v.virtualBytes, 0),
-      allocatedBytes: vols.reduce((n, v) => n + v.allocatedBytes, 0),
-      freeBytes: fs.freeBytes,
-      totalBytes: fs.totalBytes,
-    };
+    return poolUsage(await this.list(), this.root);
   }
 }
 
@@ -368,4 +360,19 @@ export async function fsStats(dir: string): Promise<{ totalBytes: number; freeBy
   const cols = new TextDecoder().decode(out.stdout).trim().split("\n").pop()?.split(/\s+/) ?? [];
   const kib = (i: number) => Number.isFinite(Number(cols[i])) ? Number(cols[i]) * 1024 : 0;
   return { totalBytes: kib(1), freeBytes: kib(3) };
+}
+
+/** A pool's usage: its volumes' sizes summed, and the free and total space of the filesystem at `root`. */
+export async function poolUsage(
+  vols: { virtualBytes: number; allocatedBytes: number }[],
+  root: string,
+): Promise<PoolUsage> {
+  const fs = await fsStats(root);
+  return {
+    volumes: vols.length,
+    virtualBytes: vols.reduce((n, v) => n + v.virtualBytes, 0),
+    allocatedBytes: vols.reduce((n, v) => n + v.allocatedBytes, 0),
+    freeBytes: fs.freeBytes,
+    totalBytes: fs.totalBytes,
+  };
 }
