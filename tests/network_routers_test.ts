@@ -224,7 +224,13 @@ testWithTimeout({
           Math.round(inbound)
         } ms, guest → upstream after ${Math.round(outbound)} ms`,
       );
-      assertEquals(await boundTo(), standby);
+      // The data path moves on BFD; the standby's ovn-controller records its claim in the
+      // southbound DB after, which waits for that DB's own Raft when the dead host was its leader.
+      await eventually(`the southbound DB binds the gateway to ${standby}`, async () => {
+        const bound = await boundTo();
+        if (bound !== standby) throw new Error(`bound to ${bound || "nothing"}`);
+        return true;
+      }, 60_000);
     });
 
     await step(t, "bad input through the REST API: refused, nothing changed", async () => {

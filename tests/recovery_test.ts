@@ -16,6 +16,7 @@
 import { join } from "node:path";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { ManagedProcess } from "../bench/lib/process.ts";
+import { tailFile } from "../bench/lib/util.ts";
 import { importTinyKernel, simulatedHostArgs } from "../bench/lib/simulated.ts";
 import { bootIds, counters, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
@@ -542,8 +543,12 @@ testWithTimeout({
       await cluster.restart("n1", ["--restore", file]);
       const vm = await eventually("g1 running after the restore", async () => {
         const r = await api<Vm>(`${n1.url}/api/v1/vms/g1`, { token });
-        return r.status === 200 && r.body.state === "running" ? r.body : undefined;
-      }, 60_000);
+        if (r.status === 200 && r.body.state === "running") return r.body;
+        // What it was instead, for the timeout's message.
+        throw new Error(`GET g1 → ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
+      }, 60_000).catch(async (err) => {
+        throw new Error(`${err.message}\n== n1 log\n${await tailFile(n1.logPath, 60)}`);
+      });
       assertEquals(vm.node, "n1");
       assertEquals((await cluster.qemuPids("n1")).get("g1"), pid, "the same QEMU, not a new one");
       const log = await Deno.readTextFile(n1.logPath);
