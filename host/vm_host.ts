@@ -108,6 +108,12 @@ export class VmHost {
   private fenceTimer: ReturnType<typeof setInterval> | null = null;
   /** Set once this host's state caught up with the leader's: only then may drift be acted on. */
   private caughtUp = false;
+  /**
+   * Set once start() has re-adopted the QEMUs that outlived the previous node process. No
+   * reconcile may run before: it would take a running VM's missing runtime for a crash, and
+   * its restart policy could then stop the very QEMU being adopted.
+   */
+  private adopted = false;
   /** The host's storage pools, from the replicated records (host/storage/host_pools.ts). */
   readonly pools: HostPools;
   /** The host's networking (taps for NICs on networks); null with `--networking off`. */
@@ -189,6 +195,7 @@ export class VmHost {
         log.warn("cannot re-adopt VM", { vm: name, error: String(err) });
       }
     }
+    this.adopted = true;
     this.unsubscribe = this.cluster.onVmChange((name) => {
       if (name === null) this.reconcileAll();
       else this.schedule(name);
@@ -247,7 +254,8 @@ export class VmHost {
 
   /** Queues one reconcile of `name` behind whatever runs for it now (coalescing repeats). */
   schedule(name: string): void {
-    if (this.stopped || this.queued.has(name)) return;
+    // Before adoption ends, start() reconciles everything once it has.
+    if (this.stopped || !this.adopted || this.queued.has(name)) return;
     this.queued.add(name);
     void this.serialize(name, async () => {
       this.queued.delete(name);

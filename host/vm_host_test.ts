@@ -144,3 +144,60 @@ testWithTimeout({
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
+  name:
+    "a restarted host that hears it caught up while still re-adopting leaves the running QEMU alone",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "novactl-host-" });
+  const blank = `${dir}/blank.qcow2`;
+  await new Deno.Command("qemu-img", { args: ["create", "-q", "-f", "qcow2", blank, "64M"] })
+    .output();
+  const cluster = new FakeCluster(blank);
+  const pool = await new DirPool(`${dir}/pool`).init();
+  const hostOn = async () =>
+    new VmHost({
+      cluster,
+      driver: await new QemuDriver(`${dir}/vms`).init(),
+      pool,
+      accel: () => Promise.resolve("tcg"),
+    });
+  const first = await hostOn();
+  await first.start();
+  let second: VmHost | null = null;
+  try {
+    cluster.vms_.set("a", vmRecord("a"));
+    first.schedule("a");
+    await until("a running", () => cluster.vm("a")?.state === "running");
+    const pid = first.pidOf("a")!;
+    first.stop(); // the node process goes; its QEMU stays
+
+    const reportsBefore = cluster.reports.length;
+    second = await hostOn();
+    // The lease renewal's "caught up" can land while start() is still re-adopting (it did,
+    // after a restore): no reconcile may take the not-yet-adopted QEMU for a crash.
+    const starting = second.start();
+    second.markCaughtUp();
+    await starting;
+    await until("a reconciled after adoption", () => second!.pidOf("a") === pid);
+    second.schedule("a");
+    await new Promise((r) => setTimeout(r, 500));
+    const reports = cluster.reports.slice(reportsBefore).map((c) =>
+      c.op === "vm.observed" ? `${c.op} ${c.state} ${c.reason ?? ""}` : c.op
+    );
+    assertEquals(reports.filter((r) => !r.startsWith("vm.observed running")), [], "no reports");
+    assertEquals(cluster.vm("a")!.state, "running");
+    assertEquals(cluster.vm("a")!.desired, "running");
+    assertEquals(second.pidOf("a"), pid, "the same QEMU");
+  } finally {
+    first.stop();
+    second?.stop();
+    for (const h of [first, second]) {
+      for (const rt of h?.runtimes.values() ?? []) await rt.qemu.kill().catch(() => {});
+    }
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});

@@ -55,8 +55,13 @@ testWithTimeout({
       assertEquals(img.kind, "kernel");
       assertEquals(img.kernel.size, 3 * 1024 * 1024 + 17);
       assertEquals(img.sources, ["n1"]);
-      const list = await api<{ images: { name: string }[] }>(`${n2.url}/api/v1/images`, { token });
-      assert(list.body.images.some((i) => i.name === "tiny"), "replicated to n2");
+      // A follower answers lists from its own replica, which applies the entry a moment later.
+      await eventually("the image replicated to n2", async () => {
+        const list = await api<{ images: { name: string }[] }>(`${n2.url}/api/v1/images`, {
+          token,
+        });
+        return list.body.images.some((i) => i.name === "tiny") || undefined;
+      });
     });
 
     await step(
