@@ -15,6 +15,7 @@ import {
   applied,
   type CacheKey,
   DAY_MS,
+  deepFreeze,
   iso,
   type Resource,
   type Row,
@@ -232,11 +233,3 @@ export const resource: Resource<"config.patch" | "config.replace" | "config.roll
   tables: [TABLE],
   appliers: { "config.patch": patch, "config.replace": replace, "config.rollback": rollback },
 };
-
-function deepFreeze<T>(o: T): T {
-  if (o && typeof o === "object" && !Object.isFrozen(o)) {
-    Object.freeze(o);
-    for (const v of Object.values(o)) deepFreeze(v);
-  }
-  return o;
-}

@@ -2,7 +2,15 @@
 import { ConflictError, NotFoundError } from "../errors/mod.ts";
 import type { Command, ImageRecord, ImageSpec } from "./commands.ts";
 import * as vms from "./vms.ts";
-import { type Applied, applied, iso, type Resource, type Row, type Store } from "./store.ts";
+import {
+  type Applied,
+  applied,
+  iso,
+  RecordCache,
+  type Resource,
+  type Row,
+  type Store,
+} from "./store.ts";
 
 const TABLE = {
   name: "images",
@@ -22,14 +30,20 @@ export function all(s: Store): ImageRecord[] {
   return (s.sql("SELECT * FROM images ORDER BY name").all() as Row[]).map(toImageRecord);
 }
 
+/** Images as last read (frozen); create and delete forget their row. */
+const byName = new RecordCache<ImageRecord>(256);
+
 export function get(s: Store, name: string): ImageRecord | null {
-  const row = s.sql("SELECT * FROM images WHERE name = ?").get(name) as Row | undefined;
-  return row ? toImageRecord(row) : null;
+  return byName.get(s, name, () => {
+    const row = s.sql("SELECT * FROM images WHERE name = ?").get(name) as Row | undefined;
+    return row ? toImageRecord(row) : null;
+  });
 }
 
 function create(s: Store, c: Extract<Command, { op: "image.create" }>): Applied {
   const { image } = c;
   if (get(s, image.name)) throw new ConflictError(`image "${image.name}" already exists`);
+  byName.forget(s, image.name);
   s.sql("INSERT INTO images (name, data, created_at, created_by) VALUES (?, ?, ?, ?)")
     .run(image.name, JSON.stringify(image), c.at, c.by);
   return applied(get(s, image.name), { resource: "image", name: image.name });
@@ -44,6 +58,7 @@ function remove(s: Store, c: Extract<Command, { op: "image.delete" }>): Applied 
       vms: users,
     });
   }
+  byName.forget(s, name);
   s.sql("DELETE FROM images WHERE name = ?").run(name);
   return applied({ deleted: name }, { resource: "image", name });
 }

@@ -27,6 +27,8 @@ function applyPlan(s: Store, c: Extract<Command, { op: "plan.apply" }>): Applied
       changed.push({ resource: "vm", name: vm.name });
     } catch (err) {
       s.db.exec("ROLLBACK TO planned; RELEASE planned");
+      // A cache may hold what the refused create wrote (its VM, as read back).
+      s.dropCaches();
       // What the check held for it is not in the state: the ledger reads the VM again.
       noteChange(s, { resource: "vm", name: item.vm.name });
       if (!(err instanceof NovaError)) throw err;

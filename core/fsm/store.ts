@@ -137,6 +137,41 @@ export class Store {
   }
 }
 
+/** `o` and everything it holds made read-only: a cached record is shared by every reader. */
+export function deepFreeze<T>(o: T): T {
+  if (o && typeof o === "object" && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/**
+ * Records read by key, kept as read (frozen; a miss as null) so that the reads a request and
+ * its entry make of the same row (a create reads its VM's name and image about ten times
+ * between the API, the planner and the applier) decode it once. Bounded: the oldest entry
+ * goes first. Whoever writes a row calls {@link forget} for it before reading it back; a
+ * rolled-back transaction or a restored snapshot drops the whole cache (Store.dropCaches).
+ */
+export class RecordCache<T> {
+  readonly #key: CacheKey<Map<string, T | null>> = { init: () => new Map() };
+  constructor(private readonly max: number) {}
+
+  get(s: Store, key: string, read: () => T | null): T | null {
+    const cache = s.cache(this.#key);
+    const hit = cache.get(key);
+    if (hit !== undefined) return hit;
+    const value = deepFreeze(read());
+    if (cache.size >= this.max) cache.delete(cache.keys().next().value!);
+    cache.set(key, value);
+    return value;
+  }
+
+  forget(s: Store, key: string): void {
+    s.cache(this.#key).delete(key);
+  }
+}
+
 /** Milliseconds in a day (retention settings are in days). */
 export const DAY_MS = 86_400_000;
 

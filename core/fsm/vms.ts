@@ -8,7 +8,15 @@ import type { Command, VmRecord, VmSnapshot, VmSpec, VmState } from "./commands.
 import * as images from "./images.ts";
 import * as networks from "./networks.ts";
 import * as volumes from "./volumes.ts";
-import { type Applied, applied, iso, type Resource, type Row, type Store } from "./store.ts";
+import {
+  type Applied,
+  applied,
+  iso,
+  RecordCache,
+  type Resource,
+  type Row,
+  type Store,
+} from "./store.ts";
 
 const TABLE = {
   name: "vms",
@@ -102,9 +110,20 @@ export function* names(s: Store, q: VmQuery): Generator<string> {
   for (const row of s.sql(sql).iterate(...args) as Iterable<{ name: string }>) yield row.name;
 }
 
+/** VMs as last read (frozen), a write's own row forgotten by {@link write} before it runs. */
+const byName = new RecordCache<VmRecord>(4096);
+
 export function get(s: Store, name: string): VmRecord | null {
-  const row = s.sql("SELECT * FROM vms WHERE name = ?").get(name) as Row | undefined;
-  return row ? toVmRecord(row) : null;
+  return byName.get(s, name, () => {
+    const row = s.sql("SELECT * FROM vms WHERE name = ?").get(name) as Row | undefined;
+    return row ? toVmRecord(row) : null;
+  });
+}
+
+/** Runs a statement that writes VM `name`'s row (every write goes through here). */
+function write(s: Store, name: string, sql: string, ...args: (string | number | null)[]): void {
+  byName.forget(s, name);
+  s.sql(sql).run(...args);
 }
 
 /** The outcome of a VM command: its value, and the VM it touched. */
@@ -114,7 +133,10 @@ function touched(name: string, value: unknown): Applied {
 
 /** Replaces a VM's spec (not its observed state). */
 export function writeSpec(s: Store, spec: VmSpec, at: number): void {
-  s.sql("UPDATE vms SET spec = ?, updated_at = ? WHERE name = ?").run(
+  write(
+    s,
+    spec.name,
+    "UPDATE vms SET spec = ?, updated_at = ? WHERE name = ?",
     JSON.stringify(spec),
     at,
     spec.name,
@@ -146,9 +168,17 @@ export function insert(s: Store, spec: VmSpec, at: number, stoppedAtOnce: boolea
     : stoppedAtOnce && spec.desired === "stopped"
     ? "stopped"
     : "scheduled";
-  s.sql(
+  write(
+    s,
+    spec.name,
     "INSERT INTO vms (name, spec, node, state, reason, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?)",
-  ).run(spec.name, JSON.stringify(spec), spec.node, state, at, at);
+    spec.name,
+    JSON.stringify(spec),
+    spec.node,
+    state,
+    at,
+    at,
+  );
   return touched(spec.name, get(s, spec.name));
 }
 
@@ -160,7 +190,7 @@ function setDesired(s: Store, c: Extract<Command, { op: "vm.desired" }>): Applie
     throw new ConflictError(`"${name}" is a template; clone it to run it`);
   }
   if (desired === "deleted" && !vm.node) {
-    s.sql("DELETE FROM vms WHERE name = ?").run(name);
+    write(s, name, "DELETE FROM vms WHERE name = ?", name);
     networks.detachAll(s, name);
     volumes.releaseVm(s, name);
     return touched(name, { name, deleted: true });
@@ -184,7 +214,10 @@ function observe(s: Store, c: Extract<Command, { op: "vm.observed" }>): Applied 
   const vm = get(s, c.name);
   if (!vm || vm.node !== c.node) return touched(c.name, null);
   const guest = c.guest === undefined ? vm.guest : c.guest;
-  s.sql("UPDATE vms SET state = ?, reason = ?, guest = ?, updated_at = ? WHERE name = ?").run(
+  write(
+    s,
+    c.name,
+    "UPDATE vms SET state = ?, reason = ?, guest = ?, updated_at = ? WHERE name = ?",
     c.state,
     c.reason ?? null,
     guest ? JSON.stringify(guest) : null,
@@ -204,9 +237,17 @@ function move(
   const vm = get(s, c.name);
   if (!vm || vm.node !== c.from) return touched(c.name, null);
   const spec: VmSpec = { ...specOf(vm), node: c.to, migration: null };
-  s.sql(
+  write(
+    s,
+    c.name,
     "UPDATE vms SET spec = ?, node = ?, state = ?, reason = ?, guest = NULL, updated_at = ? WHERE name = ?",
-  ).run(JSON.stringify(spec), c.to, state, reason, c.at, c.name);
+    JSON.stringify(spec),
+    c.to,
+    state,
+    reason,
+    c.at,
+    c.name,
+  );
   volumes.followVm(s, c.name, c.to);
   return touched(c.name, get(s, c.name));
 }
@@ -226,7 +267,7 @@ function changeSnapshots(
 function remove(s: Store, c: Extract<Command, { op: "vm.remove" }>): Applied {
   const vm = get(s, c.name);
   if (!vm || vm.node !== c.node || vm.desired !== "deleted") return touched(c.name, null);
-  s.sql("DELETE FROM vms WHERE name = ?").run(c.name);
+  write(s, c.name, "DELETE FROM vms WHERE name = ?", c.name);
   networks.detachAll(s, c.name);
   volumes.releaseVm(s, c.name);
   return touched(c.name, { name: c.name, deleted: true });
