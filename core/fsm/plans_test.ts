@@ -176,3 +176,28 @@ Deno.test("plan.apply: a VM to stay stopped is stopped at once (its host has not
   assertEquals(fsm.vm("idle")!.state, "stopped");
   assertEquals(fsm.vm("busy")!.state, "scheduled");
 });
+
+Deno.test("VM records read by name (kept as read) follow every write at once, and are read-only", async () => {
+  const fsm = await cluster();
+  assertEquals(fsm.vm("a"), null, "a miss is kept too");
+  plan(fsm, vm("a", "h1"));
+  assertEquals(fsm.vm("a")!.state, "stopped");
+  apply(fsm, { op: "vm.desired", name: "a", desired: "running", by: "t", at: 11 });
+  assertEquals(fsm.vm("a")!.desired, "running");
+  apply(fsm, { op: "vm.observed", name: "a", node: "h1", state: "running", at: 12 });
+  assertEquals(fsm.vm("a")!.state, "running");
+  const before = fsm.vm("a")!;
+  let threw = false;
+  try {
+    (before as { state: string }).state = "failed";
+  } catch (err) {
+    threw = err instanceof TypeError;
+  }
+  assert(threw, "a shared record cannot be changed by one reader");
+  apply(fsm, { op: "vm.desired", name: "a", desired: "deleted", by: "t", at: 13 });
+  apply(fsm, { op: "vm.remove", name: "a", node: "h1", at: 14 });
+  assertEquals(fsm.vm("a"), null);
+  // A refused create leaves nothing behind that a later read could see.
+  assertEquals(plan(fsm, vm("b", "h1", { image: "nope" })).map(outcome), ["not_found"]);
+  assertEquals(fsm.vm("b"), null);
+});
