@@ -54,6 +54,7 @@ import {
   VmHost,
 } from "../host/mod.ts";
 import { HostFencing } from "../host/fencing/mod.ts";
+import { hostMetrics } from "../host/metrics/mod.ts";
 import {
   type CentralEndpoint,
   type CentralPlan,
@@ -409,7 +410,9 @@ async function runMember(
     host,
     join(opts.dataDir, "backup-operations.json"),
   );
-  const app = createApp(node, { blobs, host, leases, migrator, backups });
+  // Simulated hosts run no QEMU: they have no metrics of their own to sample.
+  const stats = simulated ? undefined : hostMetrics(host, opts.dataDir);
+  const app = createApp(node, { blobs, host, leases, migrator, backups, stats });
   api.serveWith((request, env) => app.fetch(request, env));
   node.start();
   log.info("node listening", { url, listen: report.listen });
@@ -452,6 +455,7 @@ async function runMember(
   if (!simulated) await backups.start();
   if (simulated) simulated.start();
   else await host.start();
+  stats?.start();
 
   async function shutdown(reason: string): Promise<void> {
     log.info("shutting down", { node: identity.name, reason });
@@ -467,6 +471,7 @@ async function runMember(
     chassisCleaner?.stop();
     network?.stop();
     host.stop();
+    await stats?.stop();
     simulated?.stop();
     fencing.close();
     await api.shutdown().catch(() => {});
