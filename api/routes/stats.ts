@@ -15,8 +15,10 @@ import { NotFoundError } from "../../core/errors/mod.ts";
 import {
   type HistoryWindow,
   historyWindow,
+  type HostSample,
   type Latest,
   type MetricsSampler,
+  type VmSample,
 } from "../../host/metrics/mod.ts";
 import type { Point } from "../../host/metrics/history.ts";
 import { hostOnly, runsOn } from "../forward.ts";
@@ -43,13 +45,45 @@ const validQuery: MiddlewareHandler<Env> = async (c, next) => {
 
 const iso = (t: number) => new Date(t).toISOString();
 
-function view<T extends object>(latest: Latest<T> | null, w: HistoryWindow, points: Point[]) {
+/** A sample with its time (ISO 8601). */
+export type Stamped<T> = { t: string } & T;
+
+/** What both stats answers have: the newest sample and the history. */
+export interface StatsHistory<T> {
+  current: Stamped<T> | null;
+  /** The window's start (ISO 8601). */
+  since: string;
+  step: string;
+  stepSeconds: number;
+  /** `{t, ...fields}` oldest first; a field is null when nothing was sampled for it. */
+  points: Stamped<{ [K in keyof T]: number | null }>[];
+}
+
+/** `GET /api/v1/vms/:name/stats`; the wire type the CLI reads. */
+export interface VmStatsView extends StatsHistory<VmSample> {
+  vm: string;
+  /** The host that answered (the VM's). */
+  node: string;
+  state: string | null;
+}
+
+/** `GET /api/v1/nodes/:name/stats`; `vms` are the VMs that host samples now. */
+export interface NodeStatsView extends StatsHistory<HostSample> {
+  node: string;
+  vms: ({ name: string } & VmSample)[];
+}
+
+function view<T extends object>(
+  latest: Latest<T> | null,
+  w: HistoryWindow,
+  points: Point[],
+): StatsHistory<T> {
   return {
     current: latest ? { t: iso(latest.t), ...latest.sample } : null,
     since: iso(w.from),
     step: w.step,
     stepSeconds: w.stepMs / 1000,
-    points: points.map((p) => ({ t: iso(p.t), ...p.fields })),
+    points: points.map((p) => ({ t: iso(p.t), ...p.fields }) as StatsHistory<T>["points"][number]),
   };
 }
 
@@ -60,7 +94,7 @@ export function vmStatsRoutes(node: ClusterNode, stats: MetricsSampler | undefin
     const name = c.req.param("name");
     const w = windowOf(c.req.query());
     const vm = node.fsm.vm(name);
-    return c.json({
+    return c.json<VmStatsView>({
       vm: name,
       node: node.id,
       state: vm?.state ?? null,
@@ -80,7 +114,7 @@ export function nodeStatsRoutes(node: ClusterNode, stats: MetricsSampler | undef
   });
   app.get("/:name/stats", validQuery, onThatNode, (c) => {
     const w = windowOf(c.req.query());
-    return c.json({
+    return c.json<NodeStatsView>({
       node: node.id,
       // What this host samples now: `novactl top` lists them.
       vms: (stats?.vmNames() ?? []).sort().map((name) => ({
