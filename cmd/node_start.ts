@@ -16,6 +16,7 @@ import {
   ClusterNode,
   collectInventory,
   delay,
+  exportClusterMetrics,
   FENCE_MARGIN_MS,
   HaManager,
   inventoryChanged,
@@ -445,6 +446,7 @@ async function runMember(
   void reportOrphansOnceCaughtUp(node, pool, blobs);
   const ha = new HaManager(node, leases);
   ha.start();
+  const stopClusterMetrics = exportClusterMetrics(node);
   const rebalancer = new Rebalancer(node);
   rebalancer.start();
   const backupScheduler = new BackupScheduler(node, async (b) => {
@@ -464,6 +466,7 @@ async function runMember(
     renewal.stop();
     replication.stop();
     ha.stop();
+    stopClusterMetrics();
     rebalancer.stop();
     backupScheduler.stop();
     backups.stop();
