@@ -108,7 +108,7 @@ testWithTimeout({
       try {
         await Deno.writeTextFile(`${dir}/ud.yaml`, scriptUserData(SPINNER));
         await ok(
-          ...["vm", "create", "m1", "--image", "guest", "--memory", "128M"],
+          ...["vm", "create", "m1", "--image", "guest", "--memory", "128M", "--disk-size", "1"],
           ...["--user-data", `${dir}/ud.yaml`, "--wait"],
         );
       } finally {
@@ -131,6 +131,9 @@ testWithTimeout({
       const text = await metricsText();
       assert(/novactl_vm_cpu_seconds_total\{vm="m1"\} [\d.]+/.test(text), "cpu seconds");
       assert(/novactl_vm_memory_resident_bytes\{vm="m1"\} \d+/.test(text), "rss");
+      // The guest's kernel read its root disk's partition table at least (query-blockstats).
+      const rootRead = /novactl_vm_disk_read_bytes_total\{vm="m1",disk="root"\} (\d+)/.exec(text);
+      assert(rootRead && Number(rootRead[1]) > 0, `root disk reads: ${rootRead?.[0]}`);
       assert(/novactl_host_vms 1\b/.test(text), "the host's VM count");
       assert(/novactl_host_cpu_percent [\d.]+/.test(text), "the host's CPU");
       assert(
