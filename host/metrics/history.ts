@@ -9,6 +9,7 @@
  * over. A series is a VM (`vm:NAME`) or the host (`host`).
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { ensurePrivateFileSync } from "../../core/store/permissions.ts";
 import { combine, type FieldKind, type Fields } from "./samples.ts";
 
 /** One ring table: points `stepMs` apart, `slots` of them. */
@@ -47,6 +48,8 @@ export class MetricsHistory {
 
   /** @param path the SQLite file (created when missing); ":memory:" for tests */
   constructor(path: string) {
+    // It names the host's VMs and what they do: private, as the node's other databases are.
+    if (path !== ":memory:") ensurePrivateFileSync(path);
     this.#db = new DatabaseSync(path);
     // History is rebuilt by sampling: losing the last writes in a crash costs a point or two.
     this.#db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;");

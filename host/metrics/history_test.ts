@@ -92,3 +92,15 @@ Deno.test("history: prune drops what is older than each ring's span (a VM that l
   assertEquals(h.rowCount(COARSE), 0);
   h.close();
 });
+
+Deno.test("history: its file is private to the node's user (it names the VMs)", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const h = new MetricsHistory(`${dir}/metrics.db`);
+    h.record("vm:a", 1_700_000_000_000, { cpu: 1, mem: 1 }, KINDS);
+    h.close();
+    assertEquals((Deno.statSync(`${dir}/metrics.db`).mode ?? 0) & 0o777, 0o600);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
