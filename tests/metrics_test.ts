@@ -208,10 +208,13 @@ testWithTimeout({
       assertEquals(n.body.vms.map((v) => v.name), ["m1"]);
       assertEquals(n.body.current.vms, 1);
       assert(n.body.current.memoryTotalBytes > 0 && n.body.current.cpuPercent > 0);
+      const table = await ok("vm", "stats", "m1", "--since", "3m", "--step", "1m");
+      assert(/^cpu%\s+\d/m.test(table) && /^TIME\s+CPU%\s+MEM/m.test(table), table);
       const top = await ok("top", "--once");
       assert(/^NAME\s+NODE\s+CPU%/m.test(top) && /^m1\s/m.test(top), top);
       const hosts = await ok("top", "--nodes", "--once");
       assert(new RegExp(`^${name}\\s`, "m").test(hosts), hosts);
+      console.log(`${table}\n${top}\n${hosts}`);
       const json = JSON.parse(await ok("top", "--once", "-o", "json")) as {
         vms: { name: string; cpuPercent: number }[];
       };
