@@ -1,5 +1,6 @@
 /**
- * Metrics (issue 13, item 1) on a one-node cluster with the test guest under TCG. The host
+ * Metrics (issue 13, item 1) on a two-node cluster with the test guest under TCG on n2, asked
+ * through n1 (the VM's stats are answered by its host, forwarded there). The host
  * samples every second here (NOVACTL_METRICS_INTERVAL_MS; 10 s by default). The guest idles
  * for a while after boot, then spins a busy loop; the console says which phase it is in (the
  * host keeps the guest agent's only connection, so the test cannot drive the guest there):
@@ -8,7 +9,8 @@
  *   does `novactl_vm_cpu_percent{vm}` in /metrics (compared busy vs idle, no wall-clock bound);
  * - the history answers with the asked step, in points that step apart, with the documented
  *   fields; an unknown `step` or `since` is 400 naming the field (and exit 1 in the CLI);
- * - the host's stats and `top --once` list the VM; its series leave /metrics with the VM.
+ * - the host's stats and `top --once` list the VM; only its host exports its series, which
+ *   leave /metrics with the VM; only the leader exports the cluster's VMs by state.
  */
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
@@ -63,7 +65,10 @@ testWithTimeout({
   const cluster = new NovactlCluster({
     env: { NOVACTL_ACCEL: "tcg", NOVACTL_METRICS_INTERVAL_MS: "1000" },
   });
+  /** Where the client asks: n1, not the VM's host. */
   const url = () => cluster.nodes[0].url;
+  /** The VM's host. */
+  const host = () => cluster.nodes[1];
   const run = (...args: string[]) =>
     cli([...args, "--server", url(), "--token", cluster.adminToken]);
   const ok = async (...args: string[]) => {
@@ -91,7 +96,8 @@ testWithTimeout({
     return { cpu: out, last };
   };
   const consoleText = () => fetchConsole(url(), cluster.adminToken, "m1");
-  const metricsText = async () => await (await clusterFetch(`${url()}/metrics`)).text();
+  const metricsOf = async (base: string) => await (await clusterFetch(`${base}/metrics`)).text();
+  const metricsText = () => metricsOf(host().url);
   const promCpu = async () => {
     const m = /novactl_vm_cpu_percent\{vm="m1"\} ([\d.e+-]+)/.exec(await metricsText());
     return m ? Number(m[1]) : null;
@@ -102,13 +108,14 @@ testWithTimeout({
 
   try {
     await step(t, "a running guest that idles", async () => {
-      await cluster.start(1);
+      await cluster.start(2, { voters: 1 }); // n2 stays a learner (an even count has no spare)
       await ok(...guestImportArgs(guest, "guest"));
       const dir = await Deno.makeTempDir();
       try {
         await Deno.writeTextFile(`${dir}/ud.yaml`, scriptUserData(SPINNER));
         await ok(
           ...["vm", "create", "m1", "--image", "guest", "--memory", "128M", "--disk-size", "1"],
+          ...["--node", host().name],
           ...["--user-data", `${dir}/ud.yaml`, "--wait"],
         );
       } finally {
@@ -125,7 +132,7 @@ testWithTimeout({
       lastIdle = s.last;
       idlePromCpu = (await promCpu())!;
       const r = await stats();
-      assertEquals([r.vm, r.node, r.state], ["m1", cluster.nodes[0].name, "running"]);
+      assertEquals([r.vm, r.node, r.state], ["m1", host().name, "running"], "answered by its host");
       for (const f of ["t", ...VM_FIELDS]) assert(f in r.current!, `current.${f}: ${f}`);
       assert(r.current!.memoryBytes! > 16 * 2 ** 20, `QEMU's RSS ${r.current!.memoryBytes}`);
       const text = await metricsText();
@@ -136,6 +143,7 @@ testWithTimeout({
       assert(rootRead && Number(rootRead[1]) > 0, `root disk reads: ${rootRead?.[0]}`);
       assert(/novactl_host_vms 1\b/.test(text), "the host's VM count");
       assert(/novactl_host_cpu_percent [\d.]+/.test(text), "the host's CPU");
+      assert(!(await metricsOf(url())).includes('vm="m1"'), "only the VM's host exports it");
       assert(
         !/NV-SPINNING/.test(await consoleText()),
         `the guest began spinning before the idle samples were taken (idle ${IDLE_SECONDS} s)`,
@@ -197,7 +205,7 @@ testWithTimeout({
     });
 
     await step(t, "the host's stats and top list the VM", async () => {
-      const name = cluster.nodes[0].name;
+      const name = host().name;
       const n = await api<
         { node: string; current: Record<string, number>; vms: { name: string }[] }
       >(
@@ -205,20 +213,34 @@ testWithTimeout({
         { token: cluster.adminToken },
       );
       assertEquals(n.status, 200);
+      assertEquals(n.body.node, name, "answered by that node");
       assertEquals(n.body.vms.map((v) => v.name), ["m1"]);
       assertEquals(n.body.current.vms, 1);
+      const other = await api<{ node: string; vms: unknown[] }>(
+        `${url()}/api/v1/nodes/${cluster.nodes[0].name}/stats`,
+        { token: cluster.adminToken },
+      );
+      assertEquals([other.body.node, other.body.vms], [cluster.nodes[0].name, []]);
       assert(n.body.current.memoryTotalBytes > 0 && n.body.current.cpuPercent > 0);
       const table = await ok("vm", "stats", "m1", "--since", "3m", "--step", "1m");
       assert(/^cpu%\s+\d/m.test(table) && /^TIME\s+CPU%\s+MEM/m.test(table), table);
       const top = await ok("top", "--once");
       assert(/^NAME\s+NODE\s+CPU%/m.test(top) && /^m1\s/m.test(top), top);
       const hosts = await ok("top", "--nodes", "--once");
-      assert(new RegExp(`^${name}\\s`, "m").test(hosts), hosts);
+      for (const n of cluster.nodes) assert(new RegExp(`^${n.name}\\s`, "m").test(hosts), hosts);
       console.log(`${table}\n${top}\n${hosts}`);
       const json = JSON.parse(await ok("top", "--once", "-o", "json")) as {
         vms: { name: string; cpuPercent: number }[];
       };
       assertEquals(json.vms.map((v) => v.name), ["m1"]);
+    });
+
+    await step(t, "the leader alone exports the cluster's VMs by state", async () => {
+      const status = JSON.parse(await ok("cluster", "status", "-o", "json")) as { leader: string };
+      for (const n of cluster.nodes) {
+        const has = /novactl_cluster_vms\{state="running"\} 1\b/.test(await metricsOf(n.url));
+        assertEquals(has, n.name === status.leader, `${n.name} (leader ${status.leader})`);
+      }
     });
 
     await step(t, "the VM's series leave /metrics with the VM", async () => {
