@@ -28,6 +28,7 @@ import { tokenRoutes } from "./routes/tokens.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { backupRoutes, backupScheduleRoutes, backupTargetRoutes } from "./routes/backups.ts";
 import type { BackupRunner } from "../host/backup/mod.ts";
+import type { MetricsSampler } from "../host/metrics/mod.ts";
 
 export interface AppDeps {
   blobs: BlobStore;
@@ -36,6 +37,8 @@ export interface AppDeps {
   migrator: Migrator;
   /** Runs this host's backup, restore and verify operations (host/backup/). */
   backups?: BackupRunner;
+  /** This host's metrics sampler and history (host/metrics/); absent on a simulated host. */
+  stats?: MetricsSampler;
 }
 
 export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
@@ -61,9 +64,9 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/internal", internalRoutes(node, deps));
   app.route("/api/v1/cluster", clusterRoutes(node));
   app.route("/api/v1/config", configRoutes(node));
-  app.route("/api/v1/nodes", nodeRoutes(node, deps.leases));
+  app.route("/api/v1/nodes", nodeRoutes(node, deps.leases, deps.stats));
   app.route("/api/v1/images", imageRoutes(node, deps.blobs));
-  app.route("/api/v1/vms", vmRoutes(node, deps.host));
+  app.route("/api/v1/vms", vmRoutes(node, deps.host, deps.stats));
   app.route("/api/v1/groups", groupRoutes(node));
   app.route("/api/v1/networks", networkRoutes(node));
   app.route("/api/v1/security-groups", securityGroupRoutes(node));

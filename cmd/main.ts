@@ -18,6 +18,7 @@ import { imageCommand } from "./image.ts";
 import { vmCommand } from "./vm.ts";
 import { auditCommand } from "./audit.ts";
 import { eventsCommand } from "./events.ts";
+import { topCommand } from "./stats.ts";
 import { tokenCommand } from "./token.ts";
 import { remoteCommand } from "./remote.ts";
 
@@ -44,6 +45,7 @@ export function buildProgram(): Command {
   program.addCommand(hostCommand());
   program.addCommand(auditCommand());
   program.addCommand(eventsCommand());
+  program.addCommand(topCommand());
   program.addCommand(tokenCommand());
   program.addCommand(remoteCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.

@@ -16,6 +16,7 @@ import {
   ClusterNode,
   collectInventory,
   delay,
+  exportClusterMetrics,
   FENCE_MARGIN_MS,
   HaManager,
   inventoryChanged,
@@ -54,6 +55,7 @@ import {
   VmHost,
 } from "../host/mod.ts";
 import { HostFencing } from "../host/fencing/mod.ts";
+import { hostMetrics } from "../host/metrics/mod.ts";
 import {
   type CentralEndpoint,
   type CentralPlan,
@@ -409,7 +411,9 @@ async function runMember(
     host,
     join(opts.dataDir, "backup-operations.json"),
   );
-  const app = createApp(node, { blobs, host, leases, migrator, backups });
+  // Simulated hosts run no QEMU: they have no metrics of their own to sample.
+  const stats = simulated ? undefined : hostMetrics(host, opts.dataDir);
+  const app = createApp(node, { blobs, host, leases, migrator, backups, stats });
   api.serveWith((request, env) => app.fetch(request, env));
   node.start();
   log.info("node listening", { url, listen: report.listen });
@@ -442,6 +446,7 @@ async function runMember(
   void reportOrphansOnceCaughtUp(node, pool, blobs);
   const ha = new HaManager(node, leases);
   ha.start();
+  const stopClusterMetrics = exportClusterMetrics(node);
   const rebalancer = new Rebalancer(node);
   rebalancer.start();
   const backupScheduler = new BackupScheduler(node, async (b) => {
@@ -452,6 +457,7 @@ async function runMember(
   if (!simulated) await backups.start();
   if (simulated) simulated.start();
   else await host.start();
+  stats?.start();
 
   async function shutdown(reason: string): Promise<void> {
     log.info("shutting down", { node: identity.name, reason });
@@ -460,6 +466,7 @@ async function runMember(
     renewal.stop();
     replication.stop();
     ha.stop();
+    stopClusterMetrics();
     rebalancer.stop();
     backupScheduler.stop();
     backups.stop();
@@ -467,6 +474,7 @@ async function runMember(
     chassisCleaner?.stop();
     network?.stop();
     host.stop();
+    await stats?.stop();
     simulated?.stop();
     fencing.close();
     await api.shutdown().catch(() => {});

@@ -9,6 +9,7 @@ import { type Operation, waitForOperation } from "./operation.ts";
 import { vmBackupCommand } from "./backup.ts";
 import { nicCommand } from "./vm_nic.ts";
 import { diskCommand } from "./vm_disk.ts";
+import { vmStatsCommand } from "./stats.ts";
 
 /** Parses 256M, 1G, 512 (MiB) into MiB. */
 export function parseMemoryMiB(text: string): number {
@@ -454,6 +455,7 @@ export function vmCommand(): Command {
 
   vm.addCommand(snapshotCommand());
   vm.addCommand(nicCommand());
+  vm.addCommand(vmStatsCommand());
   vm.addCommand(diskCommand());
   vm.addCommand(vmBackupCommand());
   return vm;

@@ -20,6 +20,7 @@ import type {
 } from "../core/fsm/mod.ts";
 import { ConflictError, NotFoundError, NovaError, ValidationError } from "../core/errors/mod.ts";
 import { log } from "../core/log/mod.ts";
+import { metrics } from "../core/metrics/mod.ts";
 import { KeyedSerializer } from "../core/concurrency/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
 import type { Accel, NicSpec, QemuDriver, QemuVm } from "./kvm/mod.ts";
@@ -218,6 +219,7 @@ export class VmHost {
       if (!vm?.ha || rt.expectedExit || !rt.qemu.alive()) continue;
       log.warn("lease lost: fencing HA VM", { vm: name, pid: rt.qemu.pid });
       this.cluster.audit?.("fencing.kill", `vm/${name}`, "lease lost: HA VM killed");
+      metrics.fencingEvents.inc({ event: "vm_killed" });
       rt.expectedExit = true;
       try {
         Deno.kill(rt.qemu.pid, "SIGKILL");

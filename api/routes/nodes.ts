@@ -12,8 +12,14 @@ import { parseBody } from "../validate.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import type { Env } from "../context.ts";
+import { nodeStatsRoutes } from "./stats.ts";
+import type { MetricsSampler } from "../../host/metrics/mod.ts";
 
-export function nodeRoutes(node: ClusterNode, leases: LeaseTable): Hono<Env> {
+export function nodeRoutes(
+  node: ClusterNode,
+  leases: LeaseTable,
+  stats?: MetricsSampler,
+): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
 
@@ -70,6 +76,8 @@ export function nodeRoutes(node: ClusterNode, leases: LeaseTable): Hono<Env> {
       return c.json(op, 202);
     });
   }
+
+  app.route("/", nodeStatsRoutes(node, stats));
 
   return app;
 }

@@ -32,6 +32,8 @@ import { VmListing } from "../vm_listing.ts";
 import { viewWithAddressChecks } from "../../core/network/mod.ts";
 import { vmNicRoutes } from "./vm_nics.ts";
 import { vmDiskRoutes } from "./volumes.ts";
+import { vmStatsRoutes } from "./stats.ts";
+import type { MetricsSampler } from "../../host/metrics/mod.ts";
 import type { Role, VmQuery } from "../../core/fsm/mod.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
@@ -162,7 +164,11 @@ function afterOf(token: string): string {
   throw ValidationError.field("continue", "not a token this API gave out");
 }
 
-export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
+export function vmRoutes(
+  node: ClusterNode,
+  host: VmHost,
+  stats?: MetricsSampler,
+): Hono<Env> {
   const app = new Hono<Env>();
   const listing = new VmListing(node.fsm);
   app.use("*", bearerAuth(node));
@@ -301,6 +307,7 @@ export function vmRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 
   app.route("/", vmNicRoutes(node));
   app.route("/", vmDiskRoutes(node));
+  app.route("/", vmStatsRoutes(node, stats));
 
   app.get("/:name/snapshots", (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }));
 

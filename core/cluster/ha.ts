@@ -10,6 +10,7 @@ import type { ClusterNode } from "./node.ts";
 import type { LeaseTable } from "./lease.ts";
 import type { VmRecord } from "../fsm/mod.ts";
 import { log } from "../log/mod.ts";
+import { metrics } from "../metrics/mod.ts";
 import { auditSystem } from "./audit.ts";
 import { explain, place } from "../scheduler/mod.ts";
 import { hostViews, placedVms, placementRequestOf, serializedDecision } from "./vm_service.ts";
@@ -18,6 +19,8 @@ export class HaManager {
   /** The host each VM last left because that host lost its lease: the likely holder of a stale disk lock. */
   private readonly lostOn = new Map<string, string>();
   private readonly restarts = new Map<string, number[]>();
+  /** Hosts this leader found lost (lease surely expired), counted once until they return. */
+  private readonly lost = new Set<string>();
   private timer: ReturnType<typeof setInterval> | null = null;
   private busy = false;
 
@@ -53,6 +56,7 @@ export class HaManager {
     if (!this.node.isLeader()) return;
     const cfg = this.node.fsm.config().config;
     const dead = new Set(this.deadHosts());
+    this.countLost(dead);
     if (dead.size) await this.failOrphanedOperations(dead);
     const byPriority = (a: VmRecord, b: VmRecord) =>
       (b.haPriority ?? 0) - (a.haPriority ?? 0) || a.name.localeCompare(b.name);
@@ -71,6 +75,15 @@ export class HaManager {
         await this.failover(vm, new Set([...dead, vm.node!]), this.startLost(vm));
       }
     }
+  }
+
+  /** A fencing event per host newly lost: its HA VMs were fenced by its watchdog. */
+  private countLost(dead: Set<string>): void {
+    for (const host of dead) {
+      if (!this.lost.has(host)) metrics.fencingEvents.inc({ event: "host_lost" });
+    }
+    this.lost.clear();
+    for (const host of dead) this.lost.add(host);
   }
 
   private hostLost(vm: VmRecord): { why: string; stillValid: () => boolean; lostOn?: string } {
@@ -199,6 +212,7 @@ export class HaManager {
         reason: `HA restart: ${cause.why}`,
         at: Date.now(),
       });
+      metrics.haRestarts.inc();
       auditSystem(this.node, "ha.restart", `vm/${vm.name}`, `to ${placed.node}: ${cause.why}`);
     });
   }

@@ -9,6 +9,17 @@ import { TestCluster } from "../testing/test_cluster.ts";
 import { HaManager } from "./ha.ts";
 import { LeaseTable } from "./lease.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
+import { metrics } from "../metrics/mod.ts";
+
+/** The value of a counter (of its series with `labels`), 0 before its first increment. */
+async function counted(
+  c: { get(): Promise<{ values: { value: number; labels: Record<string, unknown> }[] }> },
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const { values } = await c.get();
+  const v = values.find((x) => Object.entries(labels).every(([k, l]) => x.labels[k] === l));
+  return v?.value ?? 0;
+}
 
 /** A lease table whose expired hosts the test names. */
 class ScriptedLeases extends LeaseTable {
@@ -48,10 +59,18 @@ testWithTimeout({
       assertEquals(c.node.fsm.vm("plain")!.state, "running");
     });
 
+    const restartsBefore = await counted(metrics.haRestarts);
+    const lostBefore = await counted(metrics.fencingEvents, { event: "host_lost" });
     leases.expired.add("n2");
     c.silence("n2");
     await ha.tick();
     const vm = (name: string) => c.node.fsm.vm(name)!;
+
+    await t.step("metrics: one HA restart, one host lost (counted once per loss)", async () => {
+      assertEquals(await counted(metrics.haRestarts), restartsBefore + 1);
+      await ha.tick();
+      assertEquals(await counted(metrics.fencingEvents, { event: "host_lost" }), lostBefore + 1);
+    });
 
     await t.step("the higher-priority HA VM takes the only room left", () => {
       assertEquals([vm("high").node, vm("high").state], ["n3", "scheduled"]);

@@ -15,3 +15,4 @@ export * from "./rebalancer.ts";
 export * from "./operation_service.ts";
 export * from "./audit.ts";
 export * from "./report_batcher.ts";
+export * from "./cluster_metrics.ts";

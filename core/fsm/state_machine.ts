@@ -21,6 +21,7 @@ import type {
   OperationRecord,
   PlacementGroup,
   VmRecord,
+  VmState,
 } from "./commands.ts";
 import {
   headerLine,
@@ -429,6 +430,11 @@ export class StateMachine {
    */
   vmNames(q: vms.VmQuery): Iterable<string> {
     return vms.names(this.#store, q);
+  }
+
+  /** How many VMs are in each state (the leader's /metrics). */
+  vmCountsByState(): Partial<Record<VmState, number>> {
+    return vms.countByState(this.#store);
   }
 
   /** VMs matching `q` (filters, a page), in name order. */

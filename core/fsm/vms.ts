@@ -83,6 +83,15 @@ export function listSql(
   return { sql, args };
 }
 
+/** How many VMs are in each state (states without VMs are absent). */
+export function countByState(s: Store): Partial<Record<VmState, number>> {
+  const out: Partial<Record<VmState, number>> = {};
+  for (const r of s.sql("SELECT state, count(*) AS n FROM vms GROUP BY state").all() as Row[]) {
+    out[r.state as VmState] = Number(r.n);
+  }
+  return out;
+}
+
 /** How an HA VM is found; the partial index vms_ha holds exactly those rows. */
 const HA_TERM = "json_extract(spec, '$.ha') = 1";
 

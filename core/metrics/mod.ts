@@ -36,6 +36,16 @@ function memoryGauge(
   });
 }
 
+/** VM counts by state while this node leads (null otherwise); set by the cluster wiring. */
+let vmStateSource: (() => Partial<Record<string, number>> | null) | null = null;
+
+/** Where `novactl_cluster_vms` reads from (core/cluster/cluster_metrics.ts). */
+export function setVmStateSource(
+  source: (() => Partial<Record<string, number>> | null) | null,
+): void {
+  vmStateSource = source;
+}
+
 export const metrics = {
   term: new client.Gauge({
     name: "novactl_raft_term",
@@ -222,6 +232,41 @@ export const metrics = {
     name: "novactl_host_reports_per_request",
     help: "Reports per request a host sent to the leader",
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    registers: [registry],
+  }),
+  // ---- cluster-wide, on the leader (core/cluster/cluster_metrics.ts, ha.ts) ----------
+  clusterVms: new client.Gauge({
+    name: "novactl_cluster_vms",
+    help: "VMs by state in the cluster (exported by the leader only)",
+    labelNames: ["state"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [state, n] of Object.entries(vmStateSource?.() ?? {})) this.set({ state }, n ?? 0);
+    },
+  }),
+  haRestarts: new client.Counter({
+    name: "novactl_ha_restarts_total",
+    help: "HA VMs this node, as leader, restarted on another host",
+    registers: [registry],
+  }),
+  migrations: new client.Counter({
+    name: "novactl_migrations_total",
+    help: "Migrations that ended while this node led, by result",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  }),
+  operations: new client.Counter({
+    name: "novactl_operations_total",
+    help: "Long operations that ended while this node led, by kind and result",
+    labelNames: ["kind", "result"] as const,
+    registers: [registry],
+  }),
+  fencingEvents: new client.Counter({
+    name: "novactl_fencing_events_total",
+    help: "Fencing: host_lost (as leader, a host's lease surely expired) and vm_killed " +
+      "(this host killed an HA VM when it lost its lease)",
+    labelNames: ["event"] as const,
     registers: [registry],
   }),
 };

@@ -18,7 +18,7 @@ export const DATA_DIR_MODE = 0o700;
 export const PRIVATE_FILE_MODE = 0o600;
 
 /** Databases whose files (and SQLite companions) are private. */
-const DATABASES = ["state.db", "raft.db"];
+const DATABASES = ["state.db", "raft.db", "metrics.db"];
 /** Identity, tokens and keys (relative to the data dir). */
 const SECRET_FILES = ["node.json", "admin.token", "tls/node.key"];
 /** Subdirectories holding copies of replicated state. */

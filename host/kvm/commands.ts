@@ -6,6 +6,7 @@
  * Every function takes the narrow {@link QmpExecutor}, so it works with a {@link QmpClient}
  * and with test doubles alike.
  */
+import { QmpError } from "./qmp.ts";
 
 /** What the command functions need of a QMP connection. */
 export interface QmpExecutor {
@@ -426,6 +427,54 @@ export async function namedBlockNodes(qmp: QmpExecutor): Promise<string[]> {
     flat: true,
   });
   return nodes.map((n) => n["node-name"]);
+}
+
+// ---- statistics (host/metrics/) ---------------------------------------------------
+
+/** I/O counters of one disk since its QEMU started. */
+export interface BlockStats {
+  /** The disk's block node (novactl's disk id), or its device's id when QEMU gives no node. */
+  disk: string;
+  readBytes: number;
+  writeBytes: number;
+  readOps: number;
+  writeOps: number;
+}
+
+interface BlockStatsReply {
+  device?: string;
+  "node-name"?: string;
+  qdev?: string;
+  stats: { rd_bytes: number; wr_bytes: number; rd_operations: number; wr_operations: number };
+}
+
+/**
+ * `query-blockstats` of the disks attached to devices. Disks are `-blockdev`s with
+ * `-device ...,drive=ID,id=ID-dev`, so the device name is empty and the node name is the id.
+ */
+export async function queryBlockstats(qmp: QmpExecutor): Promise<BlockStats[]> {
+  const reply = await qmp.execute<BlockStatsReply[]>("query-blockstats", { "query-nodes": false });
+  return reply.filter((b) => b.qdev || b.device).map((b) => ({
+    disk: b["node-name"] || b.device ||
+      (b.qdev ?? "").replace(/^\/machine\/peripheral\//, "").replace(/-dev\/.*$/, ""),
+    readBytes: b.stats.rd_bytes,
+    writeBytes: b.stats.wr_bytes,
+    readOps: b.stats.rd_operations,
+    writeOps: b.stats.wr_operations,
+  }));
+}
+
+/**
+ * The guest's memory as its balloon sets it (`query-balloon`), in bytes; null when the VM has
+ * no balloon device (QEMU answers DeviceNotActive).
+ */
+export async function queryBalloonBytes(qmp: QmpExecutor): Promise<number | null> {
+  try {
+    return (await qmp.execute<{ actual: number }>("query-balloon")).actual;
+  } catch (err) {
+    if (err instanceof QmpError && err.errorClass === "DeviceNotActive") return null;
+    throw err;
+  }
 }
 
 // ---- backups: dirty bitmaps, backup jobs (host/backup/) ------------------------------
