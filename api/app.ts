@@ -22,6 +22,7 @@ import { volumeRoutes } from "./routes/volumes.ts";
 import type { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
 import { operationRoutes } from "./routes/operations.ts";
+import { accessLog } from "./access_log.ts";
 import { auditRequests } from "./audit.ts";
 import { auditRoutes } from "./routes/audit.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
@@ -44,6 +45,7 @@ export interface AppDeps {
 export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   const app = new Hono<Env>();
 
+  app.use("*", accessLog());
   app.use("*", async (c, next) => {
     const t0 = performance.now();
     await next();

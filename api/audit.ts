@@ -19,6 +19,7 @@ import { auditBufferOf, type ClusterNode } from "../core/cluster/mod.ts";
 import type { Env } from "./context.ts";
 import { readUpTo } from "../core/store/mod.ts";
 import { remoteAddress, REQUEST_ID_HEADER, requestIdOf } from "./remote.ts";
+import { runForRequest } from "../core/log/mod.ts";
 
 /** Set by the member that recorded a forwarded request, for the forwarding node. */
 export const AUDITED_HEADER = "x-novactl-audited";
@@ -63,13 +64,13 @@ export function auditRequests(node: ClusterNode): MiddlewareHandler<Env> {
     const requestId = requestIdOf(c);
     c.set("requestId", requestId);
     if (!MUTATING.has(c.req.method)) {
-      await next();
+      await runForRequest(requestId, next);
       setHeader(c, REQUEST_ID_HEADER, requestId);
       return;
     }
     const t0 = performance.now();
     const body = peekJson(c);
-    await next();
+    await runForRequest(requestId, next);
     const ms = Math.round(performance.now() - t0);
     if (c.res.headers.get(AUDITED_HEADER)) {
       c.res.headers.delete(AUDITED_HEADER); // the member we forwarded to recorded it

@@ -10,6 +10,7 @@ import { printFields, printTable, render } from "./output.ts";
 import { networkFields } from "./node_network.ts";
 import { formatBytes } from "./pool.ts";
 import { NovaError } from "../core/errors/mod.ts";
+import { isLevel, type Level, LEVELS, setLogLevel } from "../core/log/mod.ts";
 
 function collectLabel(value: string, previous: Record<string, string>): Record<string, string> {
   const m = /^([a-zA-Z0-9._/-]+)=(.*)$/.exec(value);
@@ -39,6 +40,13 @@ function ovnPorts(value: string): CentralPorts {
   const ports = parseCentralPorts(value);
   if (!ports) throw new InvalidArgumentError(`"${value}" is not four ports NB,SB,NBRAFT,SBRAFT`);
   return ports;
+}
+
+function logLevel(value: string): Level {
+  if (!isLevel(value)) {
+    throw new InvalidArgumentError(`"${value}" is not one of ${LEVELS.join(", ")}`);
+  }
+  return value;
 }
 
 export function nodeCommand(): Command {
@@ -86,9 +94,15 @@ export function nodeCommand(): Command {
         "--ovn-ports <nb,sb,nbRaft,sbRaft>",
         "TCP ports of this voter's OVN central member",
         ovnPorts,
+      )
+      .option(
+        "--log-level <level>",
+        `least severe log lines written: ${LEVELS.join("|")} (env NOVACTL_LOG_LEVEL; default info)`,
+        logLevel,
       ),
   )
     .action(async (opts) => {
+      if (opts.logLevel) setLogLevel(opts.logLevel);
       await startNode({
         name: opts.name,
         dataDir: opts.dataDir,

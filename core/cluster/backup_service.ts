@@ -7,6 +7,7 @@
  * scheduler, its disks marked as coming from the backup); a restore that
  * fails removes it again.
  */
+import { createOperation } from "./operation_service.ts";
 import type { ClusterNode } from "./node.ts";
 import type { BackupRecord, OperationRecord, VmDisk, VmRecord, VmSpec } from "../fsm/mod.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
@@ -103,18 +104,14 @@ export function startBackup(
     }
     const target = targetFor(node, vm.name, req.target);
     const id = newId("bk-", 12);
-    return await node.propose({
-      op: "operation.create",
-      operation: {
-        id: newId("bkop-", 8),
-        kind: "backup",
-        target: vm.name,
-        runner: vm.node,
-        params: { backup: id, vm: vm.name, target, incremental: req.incremental === true },
-        by,
-      },
-      at: Date.now(),
-    }) as OperationRecord;
+    return await createOperation(node, {
+      id: newId("bkop-", 8),
+      kind: "backup",
+      target: vm.name,
+      runner: vm.node,
+      params: { backup: id, vm: vm.name, target, incremental: req.incremental === true },
+      by,
+    });
   });
 }
 
@@ -126,18 +123,14 @@ export async function startVerify(
 ): Promise<OperationRecord> {
   await node.linearizableRead();
   const b = mustGetBackup(node, id);
-  return await node.propose({
-    op: "operation.create",
-    operation: {
-      id: newId("vfop-", 8),
-      kind: "verify",
-      target: b.id,
-      runner: node.id,
-      params: { backup: b.id, vm: b.vm },
-      by,
-    },
-    at: Date.now(),
-  }) as OperationRecord;
+  return await createOperation(node, {
+    id: newId("vfop-", 8),
+    kind: "verify",
+    target: b.id,
+    runner: node.id,
+    params: { backup: b.id, vm: b.vm },
+    by,
+  });
 }
 
 /**
@@ -176,23 +169,19 @@ export function startRestore(
     } else {
       vm = await createRestoredVm(node, b, req, source, by);
     }
-    return await node.propose({
-      op: "operation.create",
-      operation: {
-        id: newId("rsop-", 8),
-        kind: "restore",
-        target: vm.name,
-        runner: vm.node!,
-        params: {
-          backup: b.id,
-          vm: vm.name,
-          mode: req.inPlace ? "in-place" : "as",
-          start: req.start === true,
-        },
-        by,
+    return await createOperation(node, {
+      id: newId("rsop-", 8),
+      kind: "restore",
+      target: vm.name,
+      runner: vm.node!,
+      params: {
+        backup: b.id,
+        vm: vm.name,
+        mode: req.inPlace ? "in-place" : "as",
+        start: req.start === true,
       },
-      at: Date.now(),
-    }) as OperationRecord;
+      by,
+    });
   });
 }
 

@@ -13,7 +13,7 @@ import { log } from "../log/mod.ts";
 import { chooseDestination, startMigration } from "./migration_service.ts";
 import { serializedDecision } from "./vm_service.ts";
 import type { LeaseTable } from "./lease.ts";
-import { waitForOperation } from "./operation_service.ts";
+import { createOperation, waitForOperation } from "./operation_service.ts";
 
 export async function setNodeState(node: ClusterNode, name: string, state: NodeState) {
   await node.linearizableRead();
@@ -35,18 +35,14 @@ export async function drainNode(
   );
   if (running) throw new ConflictError(`node ${name} is already being drained (${running.id})`);
   await node.propose({ op: "node.state", name, state: "draining", at: Date.now() });
-  const op = await node.propose({
-    op: "operation.create",
-    operation: {
-      id: `${mode}-${crypto.randomUUID().slice(0, 8)}`,
-      kind: mode,
-      target: name,
-      runner: node.id,
-      params: {},
-      by,
-    },
-    at: Date.now(),
-  }) as OperationRecord;
+  const op = await createOperation(node, {
+    id: `${mode}-${crypto.randomUUID().slice(0, 8)}`,
+    kind: mode,
+    target: name,
+    runner: node.id,
+    params: {},
+    by,
+  });
   void runDrain(node, op, mode, leases).catch((err) =>
     log.warn("drain failed", { node: name, error: String(err) })
   );

@@ -3,6 +3,7 @@
  * the scheduler, record the operation and mark the VM; the source host's
  * reconcile loop sees the mark and runs it.
  */
+import { createOperation } from "./operation_service.ts";
 import type { ClusterNode } from "./node.ts";
 import type { OperationRecord, VmRecord } from "../fsm/mod.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
@@ -53,18 +54,14 @@ export async function startMigration(
   by: string,
 ): Promise<OperationRecord> {
   const id = `mig-${crypto.randomUUID().slice(0, 8)}`;
-  const op = await node.propose({
-    op: "operation.create",
-    operation: {
-      id,
-      kind: "migrate",
-      target: vm.name,
-      runner: vm.node!,
-      params: { from: vm.node, to, live: vm.state === "running" },
-      by,
-    },
-    at: Date.now(),
-  }) as OperationRecord;
+  const op = await createOperation(node, {
+    id,
+    kind: "migrate",
+    target: vm.name,
+    runner: vm.node!,
+    params: { from: vm.node, to, live: vm.state === "running" },
+    by,
+  });
   await node.propose({
     op: "vm.update",
     name: vm.name,

@@ -1,7 +1,24 @@
 /** Long operations as seen from one node's replica. */
 import type { ClusterNode } from "./node.ts";
-import type { OperationRecord } from "../fsm/mod.ts";
+import type { OperationRecord, OperationSpec } from "../fsm/mod.ts";
 import { NotFoundError } from "../errors/mod.ts";
+import { currentRequestId } from "../log/mod.ts";
+
+/**
+ * Records a new operation through Raft. It names the API request it was started for, when
+ * there is one, as that request's audit record and log lines do.
+ */
+export async function createOperation(
+  node: ClusterNode,
+  spec: Omit<OperationSpec, "requestId">,
+): Promise<OperationRecord> {
+  const requestId = currentRequestId();
+  return await node.propose({
+    op: "operation.create",
+    operation: requestId ? { ...spec, requestId } : spec,
+    at: Date.now(),
+  }) as OperationRecord;
+}
 
 /**
  * Resolves when the operation has left "running" here, or at the deadline

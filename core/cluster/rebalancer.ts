@@ -12,7 +12,7 @@ import { log } from "../log/mod.ts";
 import { type Move, planRebalance, type RebalancePlan } from "../scheduler/mod.ts";
 import { hostViews, placementRequestOf, serializedDecision } from "./vm_service.ts";
 import { startMigration } from "./migration_service.ts";
-import { waitForOperation } from "./operation_service.ts";
+import { createOperation, waitForOperation } from "./operation_service.ts";
 
 /** VMs that must stay put: migrating, or moved within the cooldown. */
 function frozenVms(node: ClusterNode): Set<string> {
@@ -45,18 +45,14 @@ export async function applyRebalance(
   if (node.fsm.operations().some((o) => o.kind === "rebalance" && o.state === "running")) {
     throw new ConflictError("a rebalance is already running");
   }
-  const op = await node.propose({
-    op: "operation.create",
-    operation: {
-      id: `rebalance-${crypto.randomUUID().slice(0, 8)}`,
-      kind: "rebalance",
-      target: "cluster",
-      runner: node.id,
-      params: { plan },
-      by,
-    },
-    at: Date.now(),
-  }) as OperationRecord;
+  const op = await createOperation(node, {
+    id: `rebalance-${crypto.randomUUID().slice(0, 8)}`,
+    kind: "rebalance",
+    target: "cluster",
+    runner: node.id,
+    params: { plan },
+    by,
+  });
   void runPlan(node, op.id, plan.moves).catch((err) =>
     log.warn("rebalance failed", { error: String(err) })
   );

@@ -249,6 +249,8 @@ export interface OperationSpec {
   runner: string;
   params: Record<string, unknown>;
   by: string;
+  /** The API request that started it (its `x-request-id`, in its audit record too). */
+  requestId?: string;
 }
 
 export interface OperationRecord extends OperationSpec {

@@ -1,15 +1,32 @@
-/** Structured JSON logs on stderr, one object per line. Never log secrets. */
+/**
+ * Structured JSON logs on stderr, one object per line. Never log secrets. A line
+ * written while serving a request carries that request's id (./request_context.ts).
+ */
+import { currentRequestId } from "./request_context.ts";
+export { currentRequestId, runForRequest } from "./request_context.ts";
 
 export type Level = "debug" | "info" | "warn" | "error";
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
+/** The levels, least severe first (`--log-level`, `NOVACTL_LOG_LEVEL`). */
+export const LEVELS = Object.keys(ORDER) as Level[];
+
+export function isLevel(v: string): v is Level {
+  return Object.hasOwn(ORDER, v);
+}
+
 function configuredLevel(): Level {
-  const v = Deno.env.get("NOVACTL_LOG_LEVEL") as Level | undefined;
-  return v && v in ORDER ? v : "info";
+  const v = Deno.env.get("NOVACTL_LOG_LEVEL");
+  return v && isLevel(v) ? v : "info";
 }
 
 let minLevel: Level = configuredLevel();
 const baseFields: Record<string, unknown> = {};
+
+/** Whether a line at `level` would be written. */
+export function logs(level: Level): boolean {
+  return ORDER[level] >= ORDER[minLevel];
+}
 
 export function setLogLevel(level: Level): void {
   minLevel = level;
@@ -29,13 +46,22 @@ function write(level: Level, msg: string, fields?: Record<string, unknown>): voi
     level,
     msg,
     ...baseFields,
+    requestId: currentRequestId(),
     ...fields,
   });
+  if (sink) return sink(line);
   try {
     Deno.stderr.writeSync(encoder.encode(line + "\n"));
   } catch {
     // stderr closed: nothing sensible left to do with a log line.
   }
+}
+
+let sink: ((line: string) => void) | null = null;
+
+/** Sends every line to `to` instead of stderr (tests read what was logged); null: stderr. */
+export function setLogSink(to: ((line: string) => void) | null): void {
+  sink = to;
 }
 
 export const log = {
