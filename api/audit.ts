@@ -20,6 +20,7 @@ import type { Env } from "./context.ts";
 import { readUpTo } from "../core/store/mod.ts";
 import { remoteAddress, REQUEST_ID_HEADER, requestIdOf } from "./remote.ts";
 import { runForRequest } from "../core/log/mod.ts";
+import { parsedBodyOf } from "./validate.ts";
 
 /** Set by the member that recorded a forwarded request, for the forwarding node. */
 export const AUDITED_HEADER = "x-novactl-audited";
@@ -69,7 +70,6 @@ export function auditRequests(node: ClusterNode): MiddlewareHandler<Env> {
       return;
     }
     const t0 = performance.now();
-    const body = peekJson(c);
     await runForRequest(requestId, next);
     const ms = Math.round(performance.now() - t0);
     if (c.res.headers.get(AUDITED_HEADER)) {
@@ -90,7 +90,8 @@ export function auditRequests(node: ClusterNode): MiddlewareHandler<Env> {
         ms,
         detail: null,
       };
-      const b = await settled(body, PEEK_WAIT_MS);
+      const parsed = parsedBodyOf(c.req.raw);
+      const b = parsed !== undefined ? parsed : await settled(peekUnread(c), PEEK_WAIT_MS);
       auditBufferOf(node).record({ ...record, resource: resourceOf(record.path, b) });
       if (c.get("peer")) setHeader(c, AUDITED_HEADER, node.id);
     }
@@ -136,17 +137,21 @@ function routePattern(c: Context<Env>): string {
 }
 
 /**
- * A small JSON body's parsed copy, read after the handler (which reads the
- * original), only when the path does not already name the target. Large or
- * unsized bodies (uploads) are never copied.
+ * The JSON body of a request its handler did not read (refused before it: a 401, a 403),
+ * read once the answer is ready and before it is sent, only when the path does not already
+ * name the target. Large or unsized bodies (uploads) are never read. A handler that read
+ * the body left its parse (api/validate.ts), which the record uses instead.
  */
-function peekJson(c: Context<Env>): Promise<unknown> {
+function peekUnread(c: Context<Env>): Promise<unknown> {
   const segs = c.req.path.replace(/^\/api\/v1\/?/, "").split("/").filter(Boolean);
   const named = segs.length >= 2 && !(segs[0] === "cluster" && segs[1] === "join");
   const size = Number(c.req.header("content-length") ?? 0);
   const json = (c.req.header("content-type") ?? "").includes("json");
-  if (named || !json || size > MAX_PEEK_BYTES || !c.req.raw.body) return Promise.resolve(null);
-  return readSmall(c.req.raw.clone().body!).catch(() => null);
+  const body = c.req.raw.body;
+  if (named || !json || size > MAX_PEEK_BYTES || !body || c.req.raw.bodyUsed) {
+    return Promise.resolve(null);
+  }
+  return readSmall(body).catch(() => null);
 }
 
 /** The stream as JSON if it ends within MAX_PEEK_BYTES; else null (and it is cancelled). */

@@ -12,23 +12,37 @@ import { zodToValidationError } from "./errors.ts";
  */
 export const MAX_JSON_BODY_BYTES = 1 << 20;
 
+/** Bodies parsed by {@link readJson}, for the audit record's target (api/audit.ts). */
+const parsedBodies = new WeakMap<Request, unknown>();
+
+/** The JSON body a handler parsed from `req`; undefined when none did. */
+export function parsedBodyOf(req: Request): unknown {
+  return parsedBodies.get(req);
+}
+
 /** Parses a JSON body of at most `maxBytes` (413 beyond it); an empty body is `{}`. */
 export async function readJson(c: Context, maxBytes = MAX_JSON_BODY_BYTES): Promise<unknown> {
   const text = await readCapped(c.req.raw, maxBytes);
-  if (text.trim() === "") return {};
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw ValidationError.field("body", `malformed JSON (${(err as Error).message})`);
+  let value: unknown = {};
+  if (text.trim() !== "") {
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      throw ValidationError.field("body", `malformed JSON (${(err as Error).message})`);
+    }
   }
+  parsedBodies.set(c.req.raw, value);
+  return value;
 }
 
 /** The body as text, refused as soon as it (or its declared length) passes `maxBytes`. */
 async function readCapped(req: Request, maxBytes: number): Promise<string> {
-  if (Number(req.headers.get("content-length") ?? 0) > maxBytes) {
-    throw new PayloadTooLargeError(maxBytes);
-  }
+  const declared = req.headers.get("content-length");
+  if (Number(declared ?? 0) > maxBytes) throw new PayloadTooLargeError(maxBytes);
   if (!req.body) return "";
+  // A declared length bounds the body (HTTP framing): read it whole, natively, without the
+  // stream reader a chunk loop needs (its release costs an exception object per request).
+  if (declared !== null) return await req.text();
   const chunks: Uint8Array[] = [];
   let size = 0;
   for await (const chunk of req.body) {
