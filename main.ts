@@ -7,5 +7,6 @@ if (import.meta.main) {
   if (isWatchdogInvocation(Deno.args)) Deno.exit(await watchdogMain(Deno.args));
   const { runCli } = await import("./cmd/main.ts");
   const code = await runCli(Deno.args);
+  (await import("./core/log/mod.ts")).flushLogs();
   Deno.exit(code);
 }

@@ -40,7 +40,7 @@ import {
   writeIdentity,
 } from "../core/store/mod.ts";
 import { keepHeapWithinBudget, keepMemoryTrimmed } from "../core/memory/mod.ts";
-import { log, setLogContext } from "../core/log/mod.ts";
+import { flushLogs, log, setLogContext } from "../core/log/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
 import { join } from "node:path";
 import { BlobStore, DirPool, findOrphans, sweepDataDir } from "../host/storage/mod.ts";
@@ -202,6 +202,7 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   await member.finished;
   stopCollecting();
   stopTrimming();
+  flushLogs();
   Deno.exit(0);
 }
 

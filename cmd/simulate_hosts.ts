@@ -13,7 +13,7 @@
  */
 import { join } from "node:path";
 import { UnavailableError, ValidationError } from "../core/errors/mod.ts";
-import { log, setLogContext } from "../core/log/mod.ts";
+import { flushLogs, log, setLogContext } from "../core/log/mod.ts";
 import { keepMemoryTrimmed } from "../core/memory/mod.ts";
 import { readIdentity } from "../core/store/mod.ts";
 import type { SimulatedHardware } from "../host/mod.ts";
@@ -138,5 +138,6 @@ export async function simulateHosts(opts: SimulateHostsOptions): Promise<void> {
   // A removed member stops alone; the process ends with the last one.
   await Promise.all(members.map((m) => m.finished));
   stopTrimming();
+  flushLogs();
   Deno.exit(0);
 }

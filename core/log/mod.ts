@@ -2,6 +2,7 @@
  * Structured JSON logs on stderr, one object per line. Never log secrets. A line
  * written while serving a request carries that request's id (./request_context.ts).
  */
+import { setImmediate } from "node:timers";
 import { currentRequestId } from "./request_context.ts";
 export { currentRequestId, runForRequest } from "./request_context.ts";
 
@@ -50,8 +51,28 @@ function write(level: Level, msg: string, fields?: Record<string, unknown>): voi
     ...fields,
   });
   if (sink) return sink(line);
+  pending.push(line);
+  // Warnings and errors go out at once (a fatal one may be the last thing this process
+  // does); debug and info lines, one per request under load, leave together once this
+  // turn of the event loop is over: one write instead of one per line.
+  if (ORDER[level] >= ORDER.warn) return flushLogs();
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flushLogs);
+  }
+}
+
+let pending: string[] = [];
+let flushScheduled = false;
+
+/** Writes every line not yet written (in order). */
+export function flushLogs(): void {
+  flushScheduled = false;
+  if (!pending.length) return;
+  const bytes = encoder.encode(pending.join("\n") + "\n");
+  pending = [];
   try {
-    Deno.stderr.writeSync(encoder.encode(line + "\n"));
+    for (let at = 0; at < bytes.length;) at += Deno.stderr.writeSync(bytes.subarray(at));
   } catch {
     // stderr closed: nothing sensible left to do with a log line.
   }
