@@ -93,24 +93,35 @@ async function until(what: string, check: () => boolean, timeoutMs = 20_000): Pr
   }
 }
 
-testWithTimeout({
-  timeoutMs: 2 * MINUTE,
-  name: "reconcile: start, reconnect a dropped QMP connection, stop, delete leaving nothing",
-  sanitizeOps: false,
-  sanitizeResources: false,
-}, async () => {
+/**
+ * A temp dir with a blank image, a FakeCluster and a pool; `host()` makes a VmHost on them
+ * (again after a "restart": the same run and pool dirs).
+ */
+async function onDisk() {
   const dir = await Deno.makeTempDir({ prefix: "novactl-host-" });
   const blank = `${dir}/blank.qcow2`;
   await new Deno.Command("qemu-img", { args: ["create", "-q", "-f", "qcow2", blank, "64M"] })
     .output();
   const cluster = new FakeCluster(blank);
   const pool = await new DirPool(`${dir}/pool`).init();
-  const host = new VmHost({
-    cluster,
-    driver: await new QemuDriver(`${dir}/vms`).init(),
-    pool,
-    accel: () => Promise.resolve("tcg"),
-  });
+  const host = async () =>
+    new VmHost({
+      cluster,
+      driver: await new QemuDriver(`${dir}/vms`).init(),
+      pool,
+      accel: () => Promise.resolve("tcg"),
+    });
+  return { dir, cluster, pool, host };
+}
+
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
+  name: "reconcile: start, reconnect a dropped QMP connection, stop, delete leaving nothing",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const { dir, cluster, pool, host: hostOn } = await onDisk();
+  const host = await hostOn();
   await host.start();
   try {
     cluster.vms_.set("a", vmRecord("a"));
@@ -152,19 +163,7 @@ testWithTimeout({
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
-  const dir = await Deno.makeTempDir({ prefix: "novactl-host-" });
-  const blank = `${dir}/blank.qcow2`;
-  await new Deno.Command("qemu-img", { args: ["create", "-q", "-f", "qcow2", blank, "64M"] })
-    .output();
-  const cluster = new FakeCluster(blank);
-  const pool = await new DirPool(`${dir}/pool`).init();
-  const hostOn = async () =>
-    new VmHost({
-      cluster,
-      driver: await new QemuDriver(`${dir}/vms`).init(),
-      pool,
-      accel: () => Promise.resolve("tcg"),
-    });
+  const { dir, cluster, host: hostOn } = await onDisk();
   const first = await hostOn();
   await first.start();
   let second: VmHost | null = null;
