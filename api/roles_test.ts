@@ -28,6 +28,7 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   "POST /internal/host/migrations/:op/receive": "peer",
   "GET /internal/host/volumes/:vm/:disk": "peer",
   "GET /internal/blobs/:sha256": "peer",
+  "GET /internal/metrics/latest": "peer",
   // Joiners authenticate with the join token in the body.
   "POST /api/v1/cluster/join": "none",
   "GET /api/v1/cluster/ca": "none",
