@@ -51,6 +51,7 @@ function alertRow(a: AlertView): Record<string, unknown> {
   };
 }
 
+/** `novactl alert`. */
 export function alertCommand(): Command {
   const alert = new Command("alert").description("alert rules on VM, host and cluster metrics");
   const rule = alert.command("rule").description("alert rules (evaluated by the leader)");

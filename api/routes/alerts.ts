@@ -104,6 +104,7 @@ export type AlertView = Omit<AlertRecord, "since" | "firedAt" | "resolvedAt"> & 
   resolvedAt: string | null;
 };
 
+/** A stored rule as the API answers it (`forSeconds`, times ISO 8601). */
 export function ruleView(r: AlertRuleRecord): AlertRuleView {
   return {
     ...r,
@@ -113,6 +114,7 @@ export function ruleView(r: AlertRuleRecord): AlertRuleView {
   };
 }
 
+/** A stored alert as the API answers it (times ISO 8601). */
 export function alertView(a: AlertRecord): AlertView {
   return {
     ...a,

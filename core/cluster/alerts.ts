@@ -171,6 +171,7 @@ export class AlertManager {
     this.#opts = opts;
   }
 
+  /** Evaluates every `intervalMs` from now on (on a follower each tick does nothing). */
   start(): void {
     this.#timer = setInterval(() => void this.tick(), this.#opts.intervalMs);
   }
