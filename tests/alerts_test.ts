@@ -136,7 +136,14 @@ testWithTimeout({
 
     await step(t, "g1 deleted: failed-vms resolves", async () => {
       await eventually("g1 failed", async () => (await show("g1")).state === "failed", 60_000);
-      await ok("vm", "delete", "g1", "--wait");
+      // Not --wait: it reports the VM's failure (exit 1) instead of waiting for the delete.
+      await ok("vm", "delete", "g1");
+      await eventually(
+        "g1 gone",
+        async () =>
+          (await api(`${url()}/api/v1/vms/g1`, { token: cluster.adminToken })).status === 404,
+        60_000,
+      );
       const resolved = await untilHook("failed-vms", "resolved");
       assertEquals([resolved.subject, resolved.value], ["cluster", 0]);
     });
