@@ -28,6 +28,7 @@ import { auditRoutes } from "./routes/audit.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { backupRoutes, backupScheduleRoutes, backupTargetRoutes } from "./routes/backups.ts";
+import { alertRoutes } from "./routes/alerts.ts";
 import type { BackupRunner } from "../host/backup/mod.ts";
 import type { MetricsSampler } from "../host/metrics/mod.ts";
 
@@ -79,6 +80,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/backup-targets", backupTargetRoutes(node));
   app.route("/api/v1/backups", backupRoutes(node));
   app.route("/api/v1/backup-schedules", backupScheduleRoutes(node));
+  app.route("/api/v1/alerts", alertRoutes(node));
   app.route(
     "/api/v1/operations",
     operationRoutes(node, deps.backups ? [deps.migrator, deps.backups] : [deps.migrator]),

@@ -122,6 +122,11 @@ export function resourceOf(path: string, body: unknown): string | null {
   if (top === "backups" && !id && typeof (body as { vm?: unknown } | null)?.vm === "string") {
     return `vm/${(body as { vm: string }).vm}`;
   }
+  // `/alerts/rules/NAME` (and `POST /alerts/rules {name}`) is the alert rule NAME.
+  if (top === "alerts" && id === "rules") {
+    const rule = sub ?? bodyName;
+    return rule ? `alertRule/${rule}` : "alertRule";
+  }
   const kind = KINDS[top] ?? top;
   const name = id ?? bodyName;
   return name ? `${kind}/${name}` : kind;

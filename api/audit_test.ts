@@ -176,6 +176,8 @@ testWithTimeout({ timeoutMs: MINUTE, name: "audit: resource and since parsing" }
   assertEquals(resourceOf("/api/v1/backups", { vm: "web1" }), "vm/web1");
   assertEquals(resourceOf("/api/v1/backups/bk-1/restore", { as: "x" }), "backup/bk-1");
   assertEquals(resourceOf("/api/v1/backup-targets", { name: "nas" }), "backupTarget/nas");
+  assertEquals(resourceOf("/api/v1/alerts/rules", { name: "hot" }), "alertRule/hot");
+  assertEquals(resourceOf("/api/v1/alerts/rules/hot", { enabled: false }), "alertRule/hot");
   assertEquals(parseSince("1h", 10_000_000), 10_000_000 - 3_600_000);
   assertEquals(parseSince("2026-01-01T00:00:00Z", 0), Date.UTC(2026, 0, 1));
 });

@@ -6,6 +6,7 @@ import { fipCommand, routerCommand } from "./router.ts";
 import { poolCommand } from "./pool.ts";
 import { volumeCommand } from "./volume.ts";
 import { backupCommand } from "./backup.ts";
+import { alertCommand } from "./alert.ts";
 import { operationCommand } from "./operation.ts";
 import { Command, CommanderError } from "commander";
 import { exitCodeOf, type NovaError, toNovaError } from "../core/errors/mod.ts";
@@ -46,6 +47,7 @@ export function buildProgram(): Command {
   program.addCommand(auditCommand());
   program.addCommand(eventsCommand());
   program.addCommand(topCommand());
+  program.addCommand(alertCommand());
   program.addCommand(tokenCommand());
   program.addCommand(remoteCommand());
   // Usage errors in subcommands must exit 2 as well: let them throw to us.

@@ -55,7 +55,8 @@ import {
   VmHost,
 } from "../host/mod.ts";
 import { HostFencing } from "../host/fencing/mod.ts";
-import { hostMetrics } from "../host/metrics/mod.ts";
+import { hostMetrics, intervalFromEnv } from "../host/metrics/mod.ts";
+import { AlertManager, latestSamplesOf, samplesSource } from "../core/cluster/alerts.ts";
 import {
   type CentralEndpoint,
   type CentralPlan,
@@ -455,6 +456,16 @@ async function runMember(
     if (t) await removeBackupFiles(t.path, b);
   });
   backupScheduler.start();
+  // Alert rules, evaluated by the leader every sampling interval (core/cluster/alerts.ts).
+  const alerting = new AlertManager(node, {
+    intervalMs: intervalFromEnv(),
+    samples: samplesSource(
+      node.id,
+      stats ? () => latestSamplesOf(stats) : null,
+      (peer) => node.fsm.member(peer) ? migratorPeer(node, peer) : null,
+    ),
+  });
+  alerting.start();
   if (!simulated) await backups.start();
   if (simulated) simulated.start();
   else await host.start();
@@ -470,6 +481,7 @@ async function runMember(
     stopClusterMetrics();
     rebalancer.stop();
     backupScheduler.stop();
+    alerting.stop();
     backups.stop();
     northbound?.stop();
     chassisCleaner?.stop();

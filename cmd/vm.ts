@@ -27,7 +27,11 @@ export function parseDiskGiB(text: string): number {
   return m[2] && /^t/i.test(m[2]) ? n * 1024 : n;
 }
 
-function collectLabel(value: string, previous: Record<string, string>): Record<string, string> {
+/** Collects repeated `--label key=value` options into one object. */
+export function collectLabel(
+  value: string,
+  previous: Record<string, string>,
+): Record<string, string> {
   const m = /^([a-zA-Z0-9._/-]+)=(.*)$/.exec(value);
   if (!m) throw new InvalidArgumentError(`"${value}" is not key=value`);
   return { ...previous, [m[1]]: m[2] };

@@ -5,6 +5,8 @@
  * `from`, a snapshot chunk's `from`, a lease's `node`, a volume transfer's
  * `from` — must be that authenticated member, or the request is refused (403)
  * before anything changes.
+ *
+ * `GET /metrics/latest` answers this host's newest samples (core/cluster/alerts.ts).
  */
 import { Hono } from "hono";
 import {
@@ -30,6 +32,7 @@ import { readJson } from "../validate.ts";
 import type { Env } from "../context.ts";
 import type { AppDeps } from "../app.ts";
 import { log } from "../../core/log/mod.ts";
+import { type LatestSamples, latestSamplesOf } from "../../core/cluster/alerts.ts";
 
 /**
  * Raft envelopes and forwarded proposals carry entries whose JSON is escaped
@@ -264,6 +267,9 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
       headers: { "content-type": "application/octet-stream", "content-length": String(size) },
     });
   });
+
+  // The leader's alert rules read this host's newest samples from here (core/cluster/alerts.ts).
+  app.get("/metrics/latest", (c) => c.json<LatestSamples>(latestSamplesOf(deps.stats)));
 
   if (Deno.env.get("NOVACTL_FAULT_INJECTION") === "1") {
     // Test-only: simulate a network partition of Raft traffic to/from the given peers.

@@ -16,6 +16,8 @@
  * - `ha`: actions the cluster took on its own (`ha.restart`, `fencing.kill`,
  *   `evacuate.move`, `drain.move`, `rebalance.move`), from their audit records.
  * - `audit`: every other audit record (mutating API requests, backup schedules, recovery).
+ * - `alert`: an alert fired or resolved (`alert.fired`, `alert.resolved`; resource
+ *   `RULE/SUBJECT`, target the subject). A repeated fire or resolve changes nothing and is none.
  *
  * Rejected commands change nothing and produce no event. Inventory refreshes,
  * images, networks and other resources are not events of their own; their
@@ -25,9 +27,10 @@ import type { ConfChange } from "../raft/types.ts";
 import type { Command, OperationRecord, PlannedCreateResult, VmRecord } from "../fsm/commands.ts";
 import type { AuditInput } from "../fsm/audit.ts";
 import type { NodeRecord } from "../fsm/nodes.ts";
+import type { AlertChange } from "../fsm/alerts.ts";
 
 /** The kinds of event, as `?type=` filters them. */
-export const EVENT_TYPES = ["vm", "operation", "node", "ha", "audit"] as const;
+export const EVENT_TYPES = ["vm", "operation", "node", "ha", "audit", "alert"] as const;
 /** One of {@link EVENT_TYPES}. */
 export type EventType = (typeof EVENT_TYPES)[number];
 
@@ -252,6 +255,27 @@ export function eventsOf(cmd: Command, value: unknown, before: Before): EventDra
       return [nodeEvent("node.removed", cmd.name, cmd.at)];
     case "audit.append":
       return cmd.records.map(auditEvent);
+    case "alert.fire":
+    case "alert.resolve": {
+      const { alert, changed } = value as AlertChange;
+      if (!changed || !alert) return [];
+      return [{
+        type: "alert",
+        action: cmd.op === "alert.fire" ? "alert.fired" : "alert.resolved",
+        kind: "alert",
+        resource: `${alert.rule}/${alert.subject}`,
+        target: alert.subject,
+        at: cmd.at,
+        details: {
+          rule: alert.rule,
+          metric: alert.metric,
+          subject: alert.subject,
+          value: cmd.op === "alert.fire" ? alert.value : alert.resolvedValue,
+          comparison: alert.comparison,
+          threshold: alert.threshold,
+        },
+      }];
+    }
     default:
       return [];
   }

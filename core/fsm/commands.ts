@@ -6,6 +6,7 @@ import type { ErrorCode } from "../errors/mod.ts";
 import type { ClusterConfig } from "../config/mod.ts";
 import type { AuditAppend } from "./audit.ts";
 import type { BackupCommand } from "./backups.ts";
+import type { AlertCommand } from "./alerts.ts";
 
 export type Role = "admin" | "operator" | "viewer";
 
@@ -227,6 +228,7 @@ export type Command =
   }
   | AuditAppend
   | BackupCommand
+  | AlertCommand
   | { op: "noop" };
 
 export type NodeState = "ready" | "cordoned" | "draining" | "drained" | "offline";

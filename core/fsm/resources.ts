@@ -28,6 +28,7 @@ import * as operations from "./operations.ts";
 import * as audit from "./audit.ts";
 import * as plans from "./plans.ts";
 import * as backups from "./backups.ts";
+import * as alerts from "./alerts.ts";
 import * as events from "../events/log.ts";
 
 /** Every resource module, in snapshot and restore order. */
@@ -54,6 +55,7 @@ export const RESOURCES = [
   audit.resource,
   plans.resource,
   backups.resource,
+  alerts.resource,
   events.resource,
 ] as const;
 

@@ -45,6 +45,7 @@ import * as routers from "./routers.ts";
 import * as pools from "./pools.ts";
 import * as volumes from "./volumes.ts";
 import * as backups from "./backups.ts";
+import * as alerts from "./alerts.ts";
 import * as bridgeMappings from "./bridge_mappings.ts";
 import * as images from "./images.ts";
 import * as joinTokens from "./join_tokens.ts";
@@ -85,6 +86,13 @@ export type {
   BackupScheduleRecord,
   BackupTargetRecord,
 } from "./backups.ts";
+export type {
+  AlertChange,
+  AlertReads,
+  AlertRecord,
+  AlertRuleRecord,
+  AlertRuleSpec,
+} from "./alerts.ts";
 
 /** Outcome of one applied entry: deterministic on every node. */
 export type ApplyResult = { ok: true; value: unknown } | { ok: false; error: NovaError };
@@ -105,6 +113,8 @@ export class StateMachine {
   readonly volumes: volumes.VolumeReads;
   /** Backup targets, backups and schedules (core/fsm/backups.ts). */
   readonly backups: backups.BackupReads;
+  /** Alert rules and the alerts they raised (core/fsm/alerts.ts). */
+  readonly alerts: alerts.AlertReads;
   /** The event log derived from applied entries (core/events/). */
   readonly events: eventLog.EventReads;
 
@@ -116,6 +126,7 @@ export class StateMachine {
     this.pools = pools.readsOf(this.#store);
     this.volumes = volumes.readsOf(this.#store);
     this.backups = backups.readsOf(this.#store);
+    this.alerts = alerts.readsOf(this.#store);
     this.events = eventLog.readsOf(this.#store);
   }
 

@@ -43,7 +43,9 @@ export interface Changed {
     | "operation"
     | "backupTarget"
     | "backup"
-    | "backupSchedule";
+    | "backupSchedule"
+    | "alertRule"
+    | "alert";
   name?: string;
 }
 

@@ -269,4 +269,29 @@ export const metrics = {
     labelNames: ["event"] as const,
     registers: [registry],
   }),
+  // ---- alerts, on the leader (core/cluster/alerts.ts) ---------------------------------
+  alertTransitions: new client.Counter({
+    name: "novactl_alert_transitions_total",
+    help: "Alerts this node, as leader, fired or resolved, by state",
+    labelNames: ["state"] as const,
+    registers: [registry],
+  }),
+  alertWebhookDeliveries: new client.Counter({
+    name: "novactl_alert_webhook_deliveries_total",
+    help: "Alert webhook notifications, by result (delivered, or failed after every retry)",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  }),
+  alertWebhookAttemptFailures: new client.Counter({
+    name: "novactl_alert_webhook_attempt_failures_total",
+    help:
+      "Alert webhook POSTs that failed (timeout, network error, non-2xx); retried while any are left",
+    registers: [registry],
+  }),
+  alertEvaluationSeconds: new client.Histogram({
+    name: "novactl_alert_evaluation_seconds",
+    help: "One evaluation of every alert rule by the leader, fetching hosts' samples included",
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5],
+    registers: [registry],
+  }),
 };

@@ -67,7 +67,7 @@ export function hostMetrics(
  * `NOVACTL_METRICS_INTERVAL_MS`: a shorter interval for tests, which cannot wait 10 s per
  * sample. The rings keep their 10-second and 5-minute slots whatever it is.
  */
-function intervalFromEnv(): number {
+export function intervalFromEnv(): number {
   const v = Number(Deno.env.get("NOVACTL_METRICS_INTERVAL_MS"));
   return Number.isInteger(v) && v >= 100 ? v : DEFAULT_INTERVAL_MS;
 }
