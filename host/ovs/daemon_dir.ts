@@ -73,14 +73,26 @@ export class DaemonDir {
   ): Promise<boolean> {
     if (await this.pidOf(name)) return false;
     const unixctl = opts.unixctl ?? true;
-    await this.exec(binary, [
-      ...args,
-      `--pidfile=${join(this.run, `${name}.pid`)}`,
-      ...(unixctl ? [`--unixctl=${join(this.run, `${name}.ctl`)}`] : []),
-      `--log-file=${join(this.log, `${name}.log`)}`,
-      "--detach",
-      "--no-chdir",
-    ]);
+    const start = () =>
+      this.exec(binary, [
+        ...args,
+        `--pidfile=${join(this.run, `${name}.pid`)}`,
+        ...(unixctl ? [`--unixctl=${join(this.run, `${name}.ctl`)}`] : []),
+        `--log-file=${join(this.log, `${name}.log`)}`,
+        "--detach",
+        "--no-chdir",
+      ]);
+    try {
+      await start();
+    } catch (err) {
+      // A daemon that just died can still hold its pid file's lock: the kernel drops a
+      // process's memory (its /proc cmdline goes empty, so pidOf says gone) before its
+      // files. The new one then refuses as "already running"; once the old one is gone, it
+      // starts.
+      const holder = /already running as pid (\d+)/.exec(String(err))?.[1];
+      if (!holder || !(await exited(Number(holder), 5_000))) throw err;
+      await start();
+    }
     return true;
   }
 
@@ -146,4 +158,15 @@ export async function missingBinaries(
   return `${what} is not installed (${missing.join(", ")} missing): apt-get install ${
     packages.join(" ")
   }`;
+}
+
+/** Whether process `pid` is gone (or a zombie, its files closed) within `ms`. */
+async function exited(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const status = await Deno.readTextFile(`/proc/${pid}/status`).catch(() => null);
+    if (status === null || /^State:\s+Z/m.test(status)) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }
