@@ -18,7 +18,7 @@
  * @module
  */
 import { ConflictError, NotFoundError, ValidationError } from "../errors/mod.ts";
-import type { VmState } from "./commands.ts";
+import { NODE_STATE, VM_STATE } from "./command_schemas.ts";
 import { type Applied, applied, DAY_MS, type Resource, type Row, type Store } from "./store.ts";
 
 /** Rule names: as pools and networks (they appear in paths, logs and webhooks). */
@@ -37,17 +37,8 @@ export const ALERT_LIMITS = {
   maxForMs: DAY_MS,
 } as const;
 
-const VM_STATES: readonly VmState[] = [
-  "pending",
-  "scheduled",
-  "starting",
-  "running",
-  "stopping",
-  "stopped",
-  "migrating",
-  "failed",
-];
-const NODE_STATES = ["ready", "cordoned", "draining", "drained", "offline"] as const;
+const VM_STATES = VM_STATE.options;
+const NODE_STATES = NODE_STATE.options;
 
 /**
  * The metrics a rule may name, with what each measures. `vm.*` are read from the VM's host's

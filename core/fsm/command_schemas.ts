@@ -236,6 +236,8 @@ export const VM_STATE = z.enum([
   "migrating",
   "failed",
 ]);
+/** Every state a host record can be in. */
+export const NODE_STATE = z.enum(["ready", "cordoned", "draining", "drained", "offline"]);
 const RESTART_POLICY = z.enum(["never", "on-failure", "always"]);
 const MIGRATION = z.object({ opId: NAME, to: NAME }).strict().nullable();
 
@@ -325,7 +327,7 @@ export const PEER_COMMAND_SCHEMAS: {
   "node.state": z.object({
     op: z.literal("node.state"),
     name: NAME,
-    state: z.enum(["ready", "cordoned", "draining", "drained", "offline"]),
+    state: NODE_STATE,
     at: AT,
   }).strict(),
   "vm.observed": z.object({
