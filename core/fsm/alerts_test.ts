@@ -3,46 +3,11 @@
  * resolving idempotent (a retried proposal changes nothing and makes no event), deleting a rule
  * resolves its alerts, resolved alerts bounded.
  */
-import { StateMachine } from "./state_machine.ts";
 import { assert, assertEquals } from "../testing/assert.ts";
-import { DEFAULT_CONFIG } from "../config/mod.ts";
 import type { Command } from "./commands.ts";
 import { ALERT_LIMITS, type AlertChange, type AlertRuleSpec } from "./alerts.ts";
-import type { Entry } from "../raft/types.ts";
-import { ConflictError, type NovaError, ValidationError } from "../errors/mod.ts";
-import { join } from "node:path";
-
-let idx = 0;
-
-function apply(fsm: StateMachine, c: Command): unknown {
-  const e: Entry = { index: ++idx, term: 1, type: "normal", data: JSON.stringify(c) };
-  const r = fsm.applyEntries([e]).get(e.index)!;
-  if (!r.ok) throw r.error;
-  return r.value;
-}
-
-function refused(fsm: StateMachine, c: Command): NovaError {
-  try {
-    apply(fsm, c);
-  } catch (err) {
-    return err as NovaError;
-  }
-  throw new Error(`${c.op} was not refused`);
-}
-
-async function fresh(): Promise<StateMachine> {
-  idx = 0;
-  const fsm = new StateMachine(join(await Deno.makeTempDir(), "state.db"));
-  apply(fsm, {
-    op: "cluster.init",
-    clusterId: "c1",
-    member: { name: "h1", url: "http://a" },
-    adminTokenHash: "h",
-    config: DEFAULT_CONFIG,
-    at: 1,
-  });
-  return fsm;
-}
+import { ConflictError, ValidationError } from "../errors/mod.ts";
+import { apply, fresh, refused } from "../testing/fsm.ts";
 
 const RULE: AlertRuleSpec = {
   name: "hot",
