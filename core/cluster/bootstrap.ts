@@ -12,7 +12,14 @@ import { type NodeIdentity, readIdentity, writeFileDurably, writeIdentity } from
 import { type Inventory, StateMachine } from "../fsm/mod.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import { randomToken, sha256Hex } from "../secrets/mod.ts";
-import { NovaError, UnavailableError, ValidationError } from "../errors/mod.ts";
+import {
+  codeOfHttpStatus,
+  type ErrorCode,
+  NovaError,
+  TimeoutError,
+  UnavailableError,
+  ValidationError,
+} from "../errors/mod.ts";
 import { type JoinResponse, PEER_CREDENTIAL_PREFIX } from "./service.ts";
 import {
   certInfo,
@@ -134,6 +141,74 @@ export async function fetchUntrustedCa(joinUrl: string): Promise<string> {
   });
 }
 
+/**
+ * Answers that say the cluster did not act on the join and may on a later try:
+ * no leader, a leader change that dropped the proposal, a full queue. The join
+ * token is consumed only in the committed entry, so trying again is safe.
+ * A timeout is not among them: the join may have committed.
+ */
+const JOIN_RETRYABLE = new Set(["unavailable", "no_quorum", "not_leader"]);
+/** Tries of a join the cluster refused as retryable, with 0.5, 1, 2, 4 s between them. */
+export const JOIN_ATTEMPTS = 5;
+
+/**
+ * POSTs the join request (with the CA pinned), trying again while the cluster
+ * answers that it could not act on it yet.
+ *
+ * @throws {NovaError} the cluster's own refusal, typed by its code
+ */
+async function postJoinRetried(
+  joinUrl: string,
+  caPem: string,
+  request: Record<string, unknown>,
+  backoffMs = 500,
+): Promise<JoinResponse> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await postJoin(joinUrl, caPem, request);
+    } catch (err) {
+      if (!(err instanceof NovaError) || !JOIN_RETRYABLE.has(err.code)) throw err;
+      if (attempt >= JOIN_ATTEMPTS) throw err;
+      await new Promise((r) => setTimeout(r, backoffMs * 2 ** (attempt - 1)));
+    }
+  }
+}
+
+async function postJoin(
+  joinUrl: string,
+  caPem: string,
+  request: Record<string, unknown>,
+): Promise<JoinResponse> {
+  const client = Deno.createHttpClient({ caCerts: [caPem] });
+  try {
+    let res: Response;
+    try {
+      res = await fetch(joinUrl.replace(/\/$/, "") + "/api/v1/cluster/join", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(request),
+        signal: AbortSignal.timeout(30_000),
+        client,
+      });
+    } catch (err) {
+      if ((err as Error).name === "TimeoutError") {
+        throw new TimeoutError(`join request to ${joinUrl} (it may have been accepted)`);
+      }
+      throw new UnavailableError(`cannot reach ${joinUrl}: ${(err as Error).message}`);
+    }
+    const body = await res.json().catch(() => ({}));
+    if (res.ok) return body as JoinResponse;
+    const e = body?.error ?? {};
+    const code: ErrorCode = e.code ?? codeOfHttpStatus(res.status);
+    const message = `join refused: ${e.message ?? `HTTP ${res.status}`}`;
+    throw code === "unavailable"
+      ? new UnavailableError(message)
+      : new NovaError(code, message, e.details);
+  } finally {
+    client.close();
+  }
+}
+
 /** The public route serving the cluster CA certificate (PEM). */
 export const CA_ROUTE = "/api/v1/cluster/ca";
 
@@ -170,38 +245,15 @@ export async function joinCluster(opts: {
   }
   const sans = nodeSans(hostOf(opts.url));
   const { keyPem, csrPem } = await createNodeKeyAndCsr(opts.name, sans);
-  const client = Deno.createHttpClient({ caCerts: [caPem] });
-  let res: Response;
-  try {
-    res = await fetch(opts.joinUrl.replace(/\/$/, "") + "/api/v1/cluster/join", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({
-        name: opts.name,
-        url: opts.url,
-        token: opts.token,
-        csr: csrPem,
-        inventory: opts.inventory,
-        labels: opts.labels,
-      }),
-      signal: AbortSignal.timeout(30_000),
-      client,
-    });
-  } catch (err) {
-    client.close();
-    throw new UnavailableError(`cannot reach ${opts.joinUrl}: ${(err as Error).message}`);
-  }
-  const body = await res.json().catch(() => ({}));
-  client.close();
-  if (!res.ok) {
-    const e = body?.error ?? {};
-    throw new NovaError(
-      e.code ?? "internal",
-      `join refused: ${e.message ?? `HTTP ${res.status}`}`,
-      e.details,
-    );
-  }
-  const joined = body as JoinResponse;
+  const request = {
+    name: opts.name,
+    url: opts.url,
+    token: opts.token,
+    csr: csrPem,
+    inventory: opts.inventory,
+    labels: opts.labels,
+  };
+  const joined = await postJoinRetried(opts.joinUrl, caPem, request);
   if (
     !(await verifyCert(joined.certPem, caPem)) || certInfo(joined.certPem).commonName !== opts.name
   ) {
