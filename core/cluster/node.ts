@@ -112,6 +112,8 @@ const TRACE = Deno.env.get("NOVACTL_TRACE_READY") === "1";
 const PROPOSAL_TIMEOUT_MS = 10_000;
 /** Log bytes after which a compaction is due whatever the state's size (bounds the log's memory). */
 const MAX_LOG_BYTES = 64 << 20;
+/** Log bytes after which a compaction is due however few (batched) entries hold them. */
+const SNAPSHOT_LOG_BYTES = 4 << 20;
 /** Raft clock defaults: a follower waits electionTicks..2×electionTicks ticks for a leader. */
 export const DEFAULT_TICK_MS = 50;
 export const DEFAULT_ELECTION_TICKS = 10;
@@ -225,6 +227,7 @@ export class ClusterNode {
       appliedIndex: () => this.fsm.appliedIndex(),
       snapshotThreshold: () => this.snapshotThreshold(),
       maxLogBytes: MAX_LOG_BYTES,
+      snapshotLogBytes: SNAPSHOT_LOG_BYTES,
       snapshotToFile: (path) => this.fsm.snapshotToFile(path),
       removeFile: (path) => Deno.remove(path),
       compacted: (snap, ms) => {

@@ -160,3 +160,36 @@ testWithTimeout({
     await again.node.stop();
   }
 });
+
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
+  name: "a log of few but large (batched) entries is compacted by its bytes, not only its count",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const { node, dataDir } = await leadingNode();
+  const initial = node.log.snapshot().meta.index;
+  try {
+    // 1,200 entries of ~4 KiB: far below raft.snapshotEntries (10,000), above 4 MiB of log.
+    const text = "x".repeat(4000);
+    for (let i = 0; i < 1_200; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, j) =>
+        node.propose({
+          op: "config.patch",
+          changes: { "cluster.description": `${i + j}${text}` },
+          by: "t",
+          at: i + j,
+        })));
+    }
+    for (let i = 0; i < 250 && node.log.snapshot().meta.index === initial; i++) await delay(20);
+    const snapIndex = node.log.snapshot().meta.index;
+    assert(snapIndex > initial, `the log was compacted (snapshot index ${snapIndex})`);
+    assert(
+      node.log.bytesAfterSnapshot() < 4 << 20,
+      `the log holds ${node.log.bytesAfterSnapshot()} bytes after the snapshot`,
+    );
+  } finally {
+    await node.stop();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

@@ -74,6 +74,12 @@ export interface ReadyLoopHost {
   snapshotThreshold(): number;
   /** Log bytes after which a compaction is due whatever the state's size. */
   maxLogBytes: number;
+  /**
+   * Log bytes after which a compaction is due however few entries hold them: batched
+   * proposals put many commands in one entry, so counting entries alone lets the log
+   * grow unbounded in bytes, and a new member replays all of it instead of a snapshot.
+   */
+  snapshotLogBytes: number;
   /** Writes a consistent snapshot of the state machine to `path` while applying goes on. */
   snapshotToFile(path: string): Promise<StateSnapshot>;
   /** Removes a snapshot file that will not be used. */
@@ -125,13 +131,14 @@ export class ReadyLoop {
     host.advanced?.(rd, performance.now() - t0);
   }
 
-  /** Compacts the log once enough entries were applied since the last snapshot. */
+  /** Compacts the log once enough entries, or bytes, were applied since the last snapshot. */
   maybeCompact(): void {
     if (this.compacting) return;
     const host = this.host;
     const log = this.log;
     const applied = host.appliedIndex();
-    if (applied - log.snapshot().meta.index < host.snapshotThreshold()) return;
+    const entriesDue = applied - log.snapshot().meta.index >= host.snapshotThreshold();
+    if (!entriesDue && log.bytesAfterSnapshot() < host.snapshotLogBytes) return;
     // Amortize: rewriting a large state costs in proportion to its size, so
     // wait until the log holds as many bytes (compaction work stays O(bytes written)),
     // but no longer than maxLogBytes: the live log is mirrored in memory.

@@ -305,6 +305,7 @@ export class ProductionDriver {
       appliedIndex: () => h.appliedIndex(id),
       snapshotThreshold: () => h.snapshotThreshold(),
       maxLogBytes: 64 << 20,
+      snapshotLogBytes: 4 << 20,
       snapshotToFile: (path: string) => {
         // Taken now (a read transaction), written and reported later: applying goes on.
         const snap = h.snapshotState(id);
