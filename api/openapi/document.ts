@@ -25,6 +25,8 @@ export interface PublicRoute {
   /** Hono's pattern, e.g. `/api/v1/vms/:name`. */
   path: string;
   doc: RouteDoc | undefined;
+  /** How many doc() declarations its chain has: one, or the route is mis-declared. */
+  docCount: number;
   /** Whether a bearer token is checked before the handler. */
   bearer: boolean;
   role: Role | undefined;
@@ -62,6 +64,7 @@ export function publicRoutes(app: AnyHono): PublicRoute[] {
       method,
       path,
       doc: chain.map(docOf).find((d) => d !== undefined),
+      docCount: chain.filter((h) => docOf(h) !== undefined).length,
       bearer: chain.some(isBearerAuth),
       role: chain.map(requiredRoleOf).findLast((r) => r !== undefined),
     };
@@ -89,7 +92,9 @@ function statusesOf(d: RouteDoc | undefined): number[] {
 
 function operationId(method: string, path: string): string {
   const words = path.slice(PUBLIC_PREFIX.length).split("/").filter(Boolean)
-    .map((w) => w.replace(/^:/, "by-").replace(/[^a-zA-Z0-9]+(.)?/g, (_, ch) => ch?.toUpperCase() ?? ""));
+    .map((w) =>
+      w.replace(/^:/, "by-").replace(/[^a-zA-Z0-9]+(.)?/g, (_, ch) => ch?.toUpperCase() ?? "")
+    );
   return [method.toLowerCase(), ...words.map((w) => w[0].toUpperCase() + w.slice(1))].join("");
 }
 
@@ -133,7 +138,8 @@ export function openApiDocument(app: AnyHono): Record<string, unknown> {
     const success: Record<string, unknown> = {};
     for (const status of statusesOf(d)) {
       const media = d?.responseType ?? "application/json";
-      const schema = d?.response && !d.responseType ? ref(d.response, "output") : {};
+      const declared = d?.responses?.[status] ?? d?.response;
+      const schema = declared && !d?.responseType ? ref(declared, "output") : {};
       success[String(status)] = {
         description: d?.summary ?? "success",
         content: { [media]: { schema } },

@@ -10,7 +10,7 @@ import { openApiDocument } from "./document.ts";
 import { doc } from "./route_doc.ts";
 
 export { openApiDocument, PUBLIC_PREFIX, publicRoutes } from "./document.ts";
-export { doc, docOf, parseQuery, type RouteDoc } from "./route_doc.ts";
+export { doc, docOf, parseQuery, queryFlag, type RouteDoc } from "./route_doc.ts";
 
 /**
  * `GET /openapi.json` for `app`, to mount under /api/v1 after every other route. It needs no

@@ -13,7 +13,7 @@
  * @module
  */
 import type { Context, MiddlewareHandler } from "hono";
-import type { z } from "zod";
+import { z } from "zod";
 import { NovaError } from "../../core/errors/mod.ts";
 import { zodToValidationError } from "../errors.ts";
 
@@ -29,6 +29,8 @@ export interface RouteDoc {
   query?: z.AnyZodObject;
   /** The success answer's JSON schema; absent: any JSON. */
   response?: z.ZodTypeAny;
+  /** Answers whose schema depends on the status, e.g. a dry run's 200 beside a create's 201. */
+  responses?: Record<number, z.ZodTypeAny>;
   /** A success answer that is not JSON: its media type. */
   responseType?: string;
   /** Success statuses; the first is the usual one. Default 200. */
@@ -73,3 +75,6 @@ export function parseQuery<T extends z.AnyZodObject>(c: Context, schema: T): z.o
   if (!parsed.success) throw zodToValidationError(parsed.error);
   return parsed.data;
 }
+
+/** A boolean query parameter: `true` or `false`, absent meaning false. */
+export const queryFlag = z.enum(["true", "false"]).optional();

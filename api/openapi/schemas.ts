@@ -8,12 +8,7 @@
  */
 import { z } from "zod";
 import { inventorySchema, NODE_STATE, VM_STATE } from "../../core/fsm/command_schemas.ts";
-import type {
-  ImageRecord,
-  NodeRecord,
-  OperationRecord,
-  VmRecord,
-} from "../../core/fsm/mod.ts";
+import type { ImageRecord, NodeRecord, OperationRecord, VmRecord } from "../../core/fsm/mod.ts";
 import type { ClusterStatus } from "../../core/cluster/mod.ts";
 
 const NAMES = new WeakMap<z.ZodTypeAny, string>();
@@ -121,6 +116,19 @@ export const vmSchema = named(
     guest: z.object({ agent: z.enum(["ok", "absent"]) }).nullable(),
     createdAt: isoTime,
     updatedAt: isoTime,
+  }),
+);
+
+/** A `vm create` dry run: where the VM would go, each host's score, and why others were not. */
+export const placementSchema = named(
+  "Placement",
+  z.object({
+    dryRun: z.literal(true),
+    name: z.string(),
+    node: z.string().nullable(),
+    strategy: z.enum(["spread", "pack"]),
+    scores: z.record(z.string(), z.number()),
+    rejected: z.record(z.string(), z.unknown()),
   }),
 );
 
@@ -238,6 +246,9 @@ const _fits: [
   Fits<ImageRecord, typeof imageSchema>,
   Fits<OperationRecord, typeof operationSchema>,
   Fits<ClusterStatus & { caFingerprint: string }, typeof clusterStatusSchema>,
-  Fits<NodeRecord & { role: "voter" | null; bridgeMappings: Record<string, string> }, typeof nodeSchema>,
+  Fits<
+    NodeRecord & { role: "voter" | null; bridgeMappings: Record<string, string> },
+    typeof nodeSchema
+  >,
 ] = [true, true, true, true, true];
 void _fits;

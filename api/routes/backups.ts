@@ -35,6 +35,7 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 
 const VM_NAME = z.string().min(1).max(63);
 const TARGET_NAME = z.string().regex(BACKUP_TARGET_NAME, {
@@ -84,35 +85,53 @@ const scheduleSchema = z.object({
 const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
 
 /** `/api/v1/backup-targets`. */
+const listQuery = z.object({ vm: z.string().optional().describe("only this VM's backups") });
+
 export function backupTargetRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ targets: backups.targets() }));
-  app.get("/:name", (c) => {
+  app.get(
+    "/",
+    doc({ summary: "List backup targets" }),
+    (c) => c.json({ targets: backups.targets() }),
+  );
+  app.get("/:name", doc({ summary: "Show a backup target" }), (c) => {
     const t = backups.target(c.req.param("name"));
     if (!t) throw new NotFoundError("backup target", c.req.param("name"));
     return c.json({ ...t, backups: backups.list().filter((b) => b.target === t.name).length });
   });
-  app.post("/", requireRole("admin"), leaderOnly(node), async (c) => {
-    const body = await parseBody(c, targetSchema);
-    const path = body.path.replace(/\/+$/, "") || "/";
-    const t = await node.propose({
-      op: "backup.target.create",
-      target: { name: body.name, path },
-      ...authorship(c),
-    });
-    return c.json(t, 201);
-  });
-  app.delete("/:name", requireRole("admin"), leaderOnly(node), async (c) => {
-    return c.json(
-      await node.propose({
-        op: "backup.target.delete",
-        name: c.req.param("name"),
+  app.post(
+    "/",
+    doc({ summary: "Create a backup target", body: targetSchema, status: 201 }),
+    requireRole("admin"),
+    leaderOnly(node),
+    async (c) => {
+      const body = await parseBody(c, targetSchema);
+      const path = body.path.replace(/\/+$/, "") || "/";
+      const t = await node.propose({
+        op: "backup.target.create",
+        target: { name: body.name, path },
         ...authorship(c),
-      }),
-    );
-  });
+      });
+      return c.json(t, 201);
+    },
+  );
+  app.delete(
+    "/:name",
+    doc({ summary: "Delete a backup target" }),
+    requireRole("admin"),
+    leaderOnly(node),
+    async (c) => {
+      return c.json(
+        await node.propose({
+          op: "backup.target.delete",
+          name: c.req.param("name"),
+          ...authorship(c),
+        }),
+      );
+    },
+  );
   return app;
 }
 
@@ -121,8 +140,12 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ backups: backups.list(c.req.query("vm") || undefined) }));
-  app.get("/:id", (c) => {
+  app.get(
+    "/",
+    doc({ summary: "List backups", query: listQuery }),
+    (c) => c.json({ backups: backups.list(parseQuery(c, listQuery).vm || undefined) }),
+  );
+  app.get("/:id", doc({ summary: "Show a backup" }), (c) => {
     const b = mustGetBackup(node, c.req.param("id"));
     return c.json({
       ...b,
@@ -130,40 +153,68 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
       children: backups.children(b.id),
     });
   });
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
-    const body = await parseBody(c, backupSchema);
-    return c.json(await startBackup(node, body, by(c)), 202);
-  });
-  app.delete("/:id", requireRole("operator"), leaderOnly(node), async (c) => {
-    const b = mustGetBackup(node, c.req.param("id"));
-    await node.propose({ op: "backup.delete", id: b.id, ...authorship(c) });
-    // The record is gone first: a crash here leaves unlisted files, never a listed backup
-    // without its files.
-    const t = backups.target(b.target);
-    if (t) {
-      await removeBackupFiles(t.path, b).catch((err) =>
-        log.warn("cannot remove a deleted backup's files", { backup: b.id, error: String(err) })
-      );
-    }
-    return c.json({ id: b.id, deleted: true });
-  });
-  app.post("/:id/verify", requireRole("operator"), leaderOnly(node), async (c) => {
-    return c.json(await startVerify(node, c.req.param("id"), by(c)), 202);
-  });
-  app.post("/:id/restore", requireRole("operator"), leaderOnly(node), async (c) => {
-    const body = await parseBody(c, restoreSchema);
-    const b = mustGetBackup(node, c.req.param("id"));
-    const t = backups.target(b.target);
-    if (!t) throw new NotFoundError("backup target", b.target);
-    // Every manifest of the chain read and checked before anything is created.
-    const manifests = await checkRestorable(t.path, backups.chainOf(b.id));
-    const top = manifests[manifests.length - 1];
-    const op = await startRestore(node, b.id, body, {
-      spec: top.spec,
-      disks: top.disks.map((d) => ({ id: d.id, virtualBytes: d.virtualBytes })),
-    }, by(c));
-    return c.json(op, 202);
-  });
+  app.post(
+    "/",
+    doc({ summary: "Back up a VM (202 with the operation)", body: backupSchema, status: 202 }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const body = await parseBody(c, backupSchema);
+      return c.json(await startBackup(node, body, by(c)), 202);
+    },
+  );
+  app.delete(
+    "/:id",
+    doc({ summary: "Delete a backup" }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const b = mustGetBackup(node, c.req.param("id"));
+      await node.propose({ op: "backup.delete", id: b.id, ...authorship(c) });
+      // The record is gone first: a crash here leaves unlisted files, never a listed backup
+      // without its files.
+      const t = backups.target(b.target);
+      if (t) {
+        await removeBackupFiles(t.path, b).catch((err) =>
+          log.warn("cannot remove a deleted backup's files", { backup: b.id, error: String(err) })
+        );
+      }
+      return c.json({ id: b.id, deleted: true });
+    },
+  );
+  app.post(
+    "/:id/verify",
+    doc({ summary: "Verify a backup's checksums (202 with the operation)", status: 202 }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      return c.json(await startVerify(node, c.req.param("id"), by(c)), 202);
+    },
+  );
+  app.post(
+    "/:id/restore",
+    doc({
+      summary: "Restore a backup as a new VM (202 with the operation)",
+      body: restoreSchema,
+      status: 202,
+    }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const body = await parseBody(c, restoreSchema);
+      const b = mustGetBackup(node, c.req.param("id"));
+      const t = backups.target(b.target);
+      if (!t) throw new NotFoundError("backup target", b.target);
+      // Every manifest of the chain read and checked before anything is created.
+      const manifests = await checkRestorable(t.path, backups.chainOf(b.id));
+      const top = manifests[manifests.length - 1];
+      const op = await startRestore(node, b.id, body, {
+        spec: top.spec,
+        disks: top.disks.map((d) => ({ id: d.id, virtualBytes: d.virtualBytes })),
+      }, by(c));
+      return c.json(op, 202);
+    },
+  );
   return app;
 }
 
@@ -172,40 +223,56 @@ export function backupScheduleRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ schedules: backups.schedules() }));
-  app.get("/:vm", (c) => {
+  app.get(
+    "/",
+    doc({ summary: "List backup schedules" }),
+    (c) => c.json({ schedules: backups.schedules() }),
+  );
+  app.get("/:vm", doc({ summary: "Show a VM's backup schedule" }), (c) => {
     const s = backups.schedule(c.req.param("vm"));
     if (!s) throw new NotFoundError("backup schedule", c.req.param("vm"));
     return c.json(s);
   });
-  app.put("/:vm", requireRole("operator"), leaderOnly(node), async (c) => {
-    const vm = c.req.param("vm");
-    const body = await parseBody(c, scheduleSchema);
-    if (!node.fsm.vm(vm)) throw new NotFoundError("vm", vm);
-    const last = backups.list(vm).pop();
-    const target = body.target ?? last?.target ?? backups.targets()[0]?.name;
-    const s = await node.propose({
-      op: "backup.schedule.set",
-      schedule: {
-        vm,
-        cron: body.cron,
-        target: target ?? "",
-        keepLast: body.keepLast,
-        keepDaily: body.keepDaily,
-        keepWeekly: body.keepWeekly,
-      },
-      ...authorship(c),
-    });
-    return c.json(s);
-  });
-  app.delete("/:vm", requireRole("operator"), leaderOnly(node), async (c) => {
-    return c.json(
-      await node.propose({
-        op: "backup.schedule.delete",
-        vm: c.req.param("vm"),
+  app.put(
+    "/:vm",
+    doc({ summary: "Set a VM's backup schedule", body: scheduleSchema }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const vm = c.req.param("vm");
+      const body = await parseBody(c, scheduleSchema);
+      if (!node.fsm.vm(vm)) throw new NotFoundError("vm", vm);
+      const last = backups.list(vm).pop();
+      const target = body.target ?? last?.target ?? backups.targets()[0]?.name;
+      const s = await node.propose({
+        op: "backup.schedule.set",
+        schedule: {
+          vm,
+          cron: body.cron,
+          target: target ?? "",
+          keepLast: body.keepLast,
+          keepDaily: body.keepDaily,
+          keepWeekly: body.keepWeekly,
+        },
         ...authorship(c),
-      }),
-    );
-  });
+      });
+      return c.json(s);
+    },
+  );
+  app.delete(
+    "/:vm",
+    doc({ summary: "Remove a VM's backup schedule" }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      return c.json(
+        await node.propose({
+          op: "backup.schedule.delete",
+          vm: c.req.param("vm"),
+          ...authorship(c),
+        }),
+      );
+    },
+  );
   return app;
 }

@@ -16,6 +16,7 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
+import { doc } from "../openapi/mod.ts";
 
 /** Geneve's encapsulation takes 58 bytes of a 1500-byte underlay MTU (OVN's own default). */
 export const OVERLAY_MTU = 1442;
@@ -84,38 +85,50 @@ export function networkSpecOf(body: NetworkBody): NetworkSpec {
 export function networkRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => {
+  app.get("/", doc({ summary: "List networks" }), (c) => {
     const networks = node.fsm.networks().map((n) => ({
       ...n,
       ports: node.fsm.networkPorts(n.name).length,
     }));
     return c.json({ networks });
   });
-  app.get("/:name", (c) => {
+  app.get("/:name", doc({ summary: "Show a network" }), (c) => {
     const name = c.req.param("name");
     const n = node.fsm.network(name);
     if (!n) throw new NotFoundError("network", name);
     return c.json({ ...n, ports: node.fsm.networkPorts(name) });
   });
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
-    const network = networkSpecOf(await parseBody(c, networkSchema));
-    const r = await node.propose({
-      op: "network.create",
-      network,
-      ...authorship(c),
-    });
-    return c.json(r, 201);
-  });
-  app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
-    const name = c.req.param("name");
-    if (!node.fsm.network(name)) throw new NotFoundError("network", name);
-    return c.json(
-      await node.propose({
-        op: "network.delete",
-        name,
+  app.post(
+    "/",
+    doc({ summary: "Create a network", body: networkSchema, status: 201 }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const network = networkSpecOf(await parseBody(c, networkSchema));
+      const r = await node.propose({
+        op: "network.create",
+        network,
         ...authorship(c),
-      }),
-    );
-  });
+      });
+      return c.json(r, 201);
+    },
+  );
+  app.delete(
+    "/:name",
+    doc({ summary: "Delete a network (409 while NICs use it)" }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const name = c.req.param("name");
+      if (!node.fsm.network(name)) throw new NotFoundError("network", name);
+      return c.json(
+        await node.propose({
+          op: "network.delete",
+          name,
+          ...authorship(c),
+        }),
+      );
+    },
+  );
   return app;
 }

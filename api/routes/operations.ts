@@ -3,6 +3,7 @@
  * progress, a wait endpoint and abort.
  */
 import { Hono } from "hono";
+import { z } from "zod";
 import { type ClusterNode, waitForOperation } from "../../core/cluster/mod.ts";
 import { ConflictError, NotFoundError } from "../../core/errors/mod.ts";
 /** What runs operations on this node and can abort them (the migrator, the backup runner). */
@@ -13,8 +14,14 @@ export interface OperationAborter {
 import { bearerAuth, requireRole } from "../auth.ts";
 import { runsOn } from "../forward.ts";
 import type { Env } from "../context.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
+import { operationListSchema, operationSchema } from "../openapi/schemas.ts";
 
 const MAX_WAIT_MS = 300_000;
+
+const waitQuery = z.object({
+  timeoutMs: z.string().regex(/^\d+$/).optional().describe("at most 300000 (default 60000)"),
+});
 
 export function operationRoutes(node: ClusterNode, runners: OperationAborter[]): Hono<Env> {
   const app = new Hono<Env>();
@@ -25,29 +32,52 @@ export function operationRoutes(node: ClusterNode, runners: OperationAborter[]):
     return op;
   };
 
-  app.get("/", (c) => c.json({ operations: node.fsm.operations() }));
-  app.get("/:id", (c) => c.json(get(c.req.param("id"))));
+  app.get(
+    "/",
+    doc({ summary: "List operations", response: operationListSchema }),
+    (c) => c.json({ operations: node.fsm.operations() }),
+  );
+  app.get(
+    "/:id",
+    doc({ summary: "Show an operation", response: operationSchema }),
+    (c) => c.json(get(c.req.param("id"))),
+  );
 
   // Long-poll until the operation finishes (or `timeoutMs` passes: then 200 with state "running").
-  app.get("/:id/wait", async (c) => {
-    const timeoutMs = Math.min(Number(c.req.query("timeoutMs") ?? 60_000) || 60_000, MAX_WAIT_MS);
-    return c.json(
-      await waitForOperation(node, c.req.param("id"), { timeoutMs, signal: c.req.raw.signal }),
-    );
-  });
+  app.get(
+    "/:id/wait",
+    doc({
+      summary: "Wait for an operation to finish (at the timeout: still running)",
+      query: waitQuery,
+      response: operationSchema,
+    }),
+    async (c) => {
+      const q = parseQuery(c, waitQuery);
+      const timeoutMs = Math.min(Number(q.timeoutMs ?? 60_000) || 60_000, MAX_WAIT_MS);
+      return c.json(
+        await waitForOperation(node, c.req.param("id"), { timeoutMs, signal: c.req.raw.signal }),
+      );
+    },
+  );
 
   // Abort runs where the operation runs.
   const onRunner = runsOn(node, (c) => {
     const op = get(c.req.param("id") ?? "");
     return { member: op.runner, what: `operation ${op.id}` };
   });
-  app.post("/:id/abort", requireRole("operator"), onRunner, (c) => {
-    const op = get(c.req.param("id"));
-    if (op.state !== "running") throw new ConflictError(`operation ${op.id} already ${op.state}`);
-    if (!runners.some((r) => r.abort(op.id))) {
-      throw new ConflictError(`operation ${op.id} is not running on ${node.id} yet; retry`);
-    }
-    return c.json({ id: op.id, aborting: true }, 202);
-  });
+  app.post(
+    "/:id/abort",
+    doc({ summary: "Abort a running operation", status: 202 }),
+    requireRole("operator"),
+    onRunner,
+    (c) => {
+      const op = get(c.req.param("id"));
+      if (op.state !== "running") throw new ConflictError(`operation ${op.id} already ${op.state}`);
+      if (!runners.some((r) => r.abort(op.id))) {
+        throw new ConflictError(`operation ${op.id} is not running on ${node.id} yet; retry`);
+      }
+      return c.json({ id: op.id, aborting: true }, 202);
+    },
+  );
   return app;
 }

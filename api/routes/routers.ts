@@ -27,6 +27,7 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
+import { doc } from "../openapi/mod.ts";
 
 const NAME = z.string().regex(ROUTER_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -86,8 +87,12 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ routers: routers.all().map((r) => routerView(node, r)) }));
-  app.get("/:name", (c) => {
+  app.get(
+    "/",
+    doc({ summary: "List routers" }),
+    (c) => c.json({ routers: routers.all().map((r) => routerView(node, r)) }),
+  );
+  app.get("/:name", doc({ summary: "Show a router" }), (c) => {
     const r = mustGet(c.req.param("name"));
     const attached = new Set(r.networks);
     const floatingIps = routers.floatingIps().filter((f) =>
@@ -95,56 +100,86 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
     );
     return c.json({ ...routerView(node, r), floatingIps });
   });
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
-    const body = await parseBody(c, routerSchema);
-    const r = await node.propose({
-      op: "router.create",
-      router: body,
-      ...authorship(c),
-    }) as RouterRecord;
-    return c.json(routerView(node, r), 201);
-  });
-  app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
-    const name = c.req.param("name");
-    mustGet(name);
-    return c.json(await node.propose({ op: "router.delete", name, ...authorship(c) }));
-  });
-  app.post("/:name/networks", requireRole("operator"), leaderOnly(node), async (c) => {
-    const name = c.req.param("name");
-    mustGet(name);
-    const { network } = await parseBody(c, attachSchema);
-    const r = await node.propose({
-      op: "router.attach",
-      router: name,
-      network,
-      ...authorship(c),
-    }) as RouterRecord;
-    return c.json(routerView(node, r));
-  });
-  app.delete("/:name/networks/:network", requireRole("operator"), leaderOnly(node), async (c) => {
-    const name = c.req.param("name");
-    mustGet(name);
-    const r = await node.propose({
-      op: "router.detach",
-      router: name,
-      network: c.req.param("network"),
-      ...authorship(c),
-    }) as RouterRecord;
-    return c.json(routerView(node, r));
-  });
-  app.put("/:name/uplink", requireRole("operator"), leaderOnly(node), async (c) => {
-    const name = c.req.param("name");
-    mustGet(name);
-    const body = await parseBody(c, uplinkSchema);
-    const r = await node.propose({
-      op: "router.uplink",
-      router: name,
-      uplink: body.uplink,
-      ip: body.ip,
-      ...authorship(c),
-    }) as RouterRecord;
-    return c.json(routerView(node, r));
-  });
+  app.post(
+    "/",
+    doc({ summary: "Create a router", body: routerSchema, status: 201 }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const body = await parseBody(c, routerSchema);
+      const r = await node.propose({
+        op: "router.create",
+        router: body,
+        ...authorship(c),
+      }) as RouterRecord;
+      return c.json(routerView(node, r), 201);
+    },
+  );
+  app.delete(
+    "/:name",
+    doc({ summary: "Delete a router" }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const name = c.req.param("name");
+      mustGet(name);
+      return c.json(await node.propose({ op: "router.delete", name, ...authorship(c) }));
+    },
+  );
+  app.post(
+    "/:name/networks",
+    doc({ summary: "Attach a network to a router", body: attachSchema, status: 201 }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const name = c.req.param("name");
+      mustGet(name);
+      const { network } = await parseBody(c, attachSchema);
+      const r = await node.propose({
+        op: "router.attach",
+        router: name,
+        network,
+        ...authorship(c),
+      }) as RouterRecord;
+      return c.json(routerView(node, r));
+    },
+  );
+  app.delete(
+    "/:name/networks/:network",
+    doc({ summary: "Detach a network from a router" }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const name = c.req.param("name");
+      mustGet(name);
+      const r = await node.propose({
+        op: "router.detach",
+        router: name,
+        network: c.req.param("network"),
+        ...authorship(c),
+      }) as RouterRecord;
+      return c.json(routerView(node, r));
+    },
+  );
+  app.put(
+    "/:name/uplink",
+    doc({ summary: "Set a router's uplink", body: uplinkSchema }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const name = c.req.param("name");
+      mustGet(name);
+      const body = await parseBody(c, uplinkSchema);
+      const r = await node.propose({
+        op: "router.uplink",
+        router: name,
+        uplink: body.uplink,
+        ip: body.ip,
+        ...authorship(c),
+      }) as RouterRecord;
+      return c.json(routerView(node, r));
+    },
+  );
   return app;
 }
 
@@ -156,46 +191,74 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ floatingIps: routers.floatingIps() }));
-  app.get("/:ip", (c) => {
+  app.get(
+    "/",
+    doc({ summary: "List floating IPs" }),
+    (c) => c.json({ floatingIps: routers.floatingIps() }),
+  );
+  app.get("/:ip", doc({ summary: "Show a floating IP" }), (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);
     return c.json(routers.floatingIp(ip));
   });
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
-    const body = await parseBody(c, fipSchema);
-    const r = await node.propose({
-      op: "fip.create",
-      network: body.network,
-      ip: body.ip,
-      ...authorship(c),
-    });
-    return c.json(r, 201);
-  });
-  app.delete("/:ip", requireRole("operator"), leaderOnly(node), async (c) => {
-    const ip = c.req.param("ip");
-    mustExist(ip);
-    return c.json(await node.propose({ op: "fip.delete", ip, ...authorship(c) }));
-  });
-  app.post("/:ip/attach", requireRole("operator"), leaderOnly(node), async (c) => {
-    const ip = c.req.param("ip");
-    mustExist(ip);
-    const body = await parseBody(c, fipAttachSchema);
-    if (!node.fsm.vm(body.vm)) throw new NotFoundError("vm", body.vm);
-    return c.json(
-      await node.propose({
-        op: "fip.attach",
-        ip,
-        vm: body.vm,
-        nic: body.nic,
+  app.post(
+    "/",
+    doc({ summary: "Allocate a floating IP", body: fipSchema, status: 201 }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const body = await parseBody(c, fipSchema);
+      const r = await node.propose({
+        op: "fip.create",
+        network: body.network,
+        ip: body.ip,
         ...authorship(c),
-      }),
-    );
-  });
-  app.post("/:ip/detach", requireRole("operator"), leaderOnly(node), async (c) => {
-    const ip = c.req.param("ip");
-    mustExist(ip);
-    return c.json(await node.propose({ op: "fip.detach", ip, ...authorship(c) }));
-  });
+      });
+      return c.json(r, 201);
+    },
+  );
+  app.delete(
+    "/:ip",
+    doc({ summary: "Release a floating IP" }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const ip = c.req.param("ip");
+      mustExist(ip);
+      return c.json(await node.propose({ op: "fip.delete", ip, ...authorship(c) }));
+    },
+  );
+  app.post(
+    "/:ip/attach",
+    doc({ summary: "Attach a floating IP to a VM's NIC", body: fipAttachSchema }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const ip = c.req.param("ip");
+      mustExist(ip);
+      const body = await parseBody(c, fipAttachSchema);
+      if (!node.fsm.vm(body.vm)) throw new NotFoundError("vm", body.vm);
+      return c.json(
+        await node.propose({
+          op: "fip.attach",
+          ip,
+          vm: body.vm,
+          nic: body.nic,
+          ...authorship(c),
+        }),
+      );
+    },
+  );
+  app.post(
+    "/:ip/detach",
+    doc({ summary: "Detach a floating IP" }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const ip = c.req.param("ip");
+      mustExist(ip);
+      return c.json(await node.propose({ op: "fip.detach", ip, ...authorship(c) }));
+    },
+  );
   return app;
 }

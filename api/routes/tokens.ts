@@ -13,6 +13,7 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody, parseDuration } from "../validate.ts";
 import type { Env } from "../context.ts";
+import { doc } from "../openapi/mod.ts";
 
 const nameSchema = z.string().regex(TOKEN_NAME, { message: TOKEN_NAME_RULE });
 
@@ -42,7 +43,7 @@ export function tokenRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node), requireRole("admin"));
 
-  app.get("/", leaderOnly(node), async (c) => {
+  app.get("/", doc({ summary: "List API tokens" }), leaderOnly(node), async (c) => {
     await node.linearizableRead();
     const now = Date.now();
     return c.json({
@@ -53,29 +54,43 @@ export function tokenRoutes(node: ClusterNode): Hono<Env> {
     });
   });
 
-  app.post("/", leaderOnly(node), async (c) => {
-    const body = await parseBody(c, createSchema);
-    const issued = await createApiToken(
-      node,
-      { name: body.name, role: body.role as (typeof ROLES)[number], ttlMs: ttlMs(body.ttl) },
-      c.get("principal").name,
-    );
-    return c.json(issued, 201);
-  });
+  app.post(
+    "/",
+    doc({
+      summary: "Create an API token (its secret is shown once)",
+      body: createSchema,
+      status: 201,
+    }),
+    leaderOnly(node),
+    async (c) => {
+      const body = await parseBody(c, createSchema);
+      const issued = await createApiToken(
+        node,
+        { name: body.name, role: body.role as (typeof ROLES)[number], ttlMs: ttlMs(body.ttl) },
+        c.get("principal").name,
+      );
+      return c.json(issued, 201);
+    },
+  );
 
-  app.delete("/:name", leaderOnly(node), async (c) => {
+  app.delete("/:name", doc({ summary: "Revoke an API token" }), leaderOnly(node), async (c) => {
     const name = checkName(c.req.param("name"));
     await revokeApiToken(node, name, c.get("principal").name);
     return c.json({ name, revoked: true });
   });
 
-  app.post("/:name/rotate", leaderOnly(node), async (c) => {
-    const name = checkName(c.req.param("name"));
-    const body = await parseBody(c, rotateSchema);
-    return c.json(
-      await rotateApiToken(node, { name, ttlMs: ttlMs(body.ttl) }, c.get("principal").name),
-    );
-  });
+  app.post(
+    "/:name/rotate",
+    doc({ summary: "Rotate an API token's secret", body: rotateSchema }),
+    leaderOnly(node),
+    async (c) => {
+      const name = checkName(c.req.param("name"));
+      const body = await parseBody(c, rotateSchema);
+      return c.json(
+        await rotateApiToken(node, { name, ttlMs: ttlMs(body.ttl) }, c.get("principal").name),
+      );
+    },
+  );
 
   return app;
 }

@@ -20,6 +20,7 @@ import { requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
+import { doc } from "../openapi/mod.ts";
 
 export const addNicSchema = z.object({
   network: z.string().min(1).max(63),
@@ -32,43 +33,63 @@ export const addNicSchema = z.object({
 export function vmNicRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
-  app.get("/:name/nics", (c) => {
-    const vm = node.fsm.vm(c.req.param("name"));
-    if (!vm) throw new NotFoundError("vm", c.req.param("name"));
-    const nics = ((vm.nics ?? []) as VmNic[])
-      .map((n, i) => ({ ...n, index: nicIndex(n, i), ...checkNicAddress(n, vm.guest) }));
-    return c.json({ nics });
-  });
+  app.get(
+    "/:name/nics",
+    doc({ summary: "List a VM's NICs, each with its index and address check" }),
+    (c) => {
+      const vm = node.fsm.vm(c.req.param("name"));
+      if (!vm) throw new NotFoundError("vm", c.req.param("name"));
+      const nics = ((vm.nics ?? []) as VmNic[])
+        .map((n, i) => ({ ...n, index: nicIndex(n, i), ...checkNicAddress(n, vm.guest) }));
+      return c.json({ nics });
+    },
+  );
 
-  app.post("/:name/nics", requireRole("operator"), leaderOnly(node), async (c) => {
-    const req = await parseBody(c, addNicSchema);
-    // The applier checks these too (it decides); here they fail before a log entry is spent.
-    if (!node.fsm.network(req.network)) {
-      throw ValidationError.field("nic.network", `network "${req.network}" not found`);
-    }
-    for (const g of req.securityGroups ?? []) {
-      if (!node.fsm.securityGroups.get(g)) {
-        throw ValidationError.field("nic.securityGroups", `security group "${g}" not found`);
+  app.post(
+    "/:name/nics",
+    doc({
+      summary: "Add a NIC (hot-plugged into a running guest)",
+      body: addNicSchema,
+      status: 201,
+    }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const req = await parseBody(c, addNicSchema);
+      // The applier checks these too (it decides); here they fail before a log entry is spent.
+      if (!node.fsm.network(req.network)) {
+        throw ValidationError.field("nic.network", `network "${req.network}" not found`);
       }
-    }
-    const nic = await node.propose({
-      op: "vm.nic.add",
-      name: c.req.param("name"),
-      nic: req,
-      ...authorship(c),
-    });
-    return c.json(nic as VmNic, 201);
-  });
+      for (const g of req.securityGroups ?? []) {
+        if (!node.fsm.securityGroups.get(g)) {
+          throw ValidationError.field("nic.securityGroups", `security group "${g}" not found`);
+        }
+      }
+      const nic = await node.propose({
+        op: "vm.nic.add",
+        name: c.req.param("name"),
+        nic: req,
+        ...authorship(c),
+      });
+      return c.json(nic as VmNic, 201);
+    },
+  );
 
-  app.delete("/:name/nics/:nic", requireRole("operator"), leaderOnly(node), async (c) => {
-    const removed = await node.propose({
-      op: "vm.nic.remove",
-      name: c.req.param("name"),
-      nic: c.req.param("nic").slice(0, 64),
-      ...authorship(c),
-    });
-    return c.json({ removed });
-  });
+  app.delete(
+    "/:name/nics/:nic",
+    doc({ summary: "Remove a NIC, named by its index or MAC" }),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const removed = await node.propose({
+        op: "vm.nic.remove",
+        name: c.req.param("name"),
+        nic: c.req.param("nic").slice(0, 64),
+        ...authorship(c),
+      });
+      return c.json({ removed });
+    },
+  );
 
   return app;
 }
