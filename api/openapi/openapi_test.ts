@@ -113,6 +113,7 @@ testWithTimeout(
       const checker = responseChecker(doc);
       const call = async (method: string, path: string, o: CallOptions = {}) => {
         const r = await t.call(method, path, { token: t.tokens.admin, ...o });
+        assert(r.status < 500, `${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
         checker.check(method, path, r);
         return r;
       };

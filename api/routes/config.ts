@@ -26,7 +26,7 @@ const rollbackSchema = z.object({ version: z.number().int().positive() }).strict
 const historyQuery = z.object({
   limit: z.string().optional().describe("newest versions to list, 1-10000 (default 100)"),
 });
-const IF_MATCH = "Send `If-Match: VERSION` to refuse (412) a change over a newer version.";
+const IF_MATCH = "Send `If-Match: VERSION` to refuse (409) a change over a newer version.";
 
 function withEtag(c: Context, cv: ConfigVersion, status = 200): Response {
   c.header("ETag", `"${cv.version}"`);
