@@ -83,8 +83,9 @@ function responseChecker(doc: Doc) {
     checked,
     check(method: string, path: string, r: CallResult): void {
       const pathname = path.split("?")[0];
-      const route = routes.filter((x) => x.re.test(pathname) && doc.paths[x.p][method.toLowerCase()])
-        .sort((a, b) => a.params - b.params)[0];
+      const route =
+        routes.filter((x) => x.re.test(pathname) && doc.paths[x.p][method.toLowerCase()])
+          .sort((a, b) => a.params - b.params)[0];
       assert(route, `${method} ${pathname}: no documented route`);
       const op = doc.paths[route.p][method.toLowerCase()];
       const answer = op.responses[String(r.status)] ?? (r.status >= 400 && op.responses.default);

@@ -10,7 +10,6 @@ import { ValidationError } from "../../core/errors/mod.ts";
 import { MAX_LIST } from "../../core/fsm/audit.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import type { Env } from "../context.ts";
-import { zodToValidationError } from "../errors.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
 
 const querySchema = z.object({

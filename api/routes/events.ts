@@ -41,7 +41,6 @@ import {
 import { metrics } from "../../core/metrics/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import type { Env } from "../context.ts";
-import { zodToValidationError } from "../errors.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
 
 const querySchema = z.object({
