@@ -157,7 +157,10 @@ function vmQueryOf(query: z.output<typeof vmListQuery>, labels: string[]): VmQue
 }
 
 const waitQuery = z.object({
-  state: VM_STATE.optional().describe("the state to wait for (default running)"),
+  // `deleted` never comes: the wait ends with 404 once the VM is gone (`vm delete --wait`).
+  state: z.enum([...VM_STATE.options, "deleted"]).optional().describe(
+    "the state to wait for (default running)",
+  ),
   timeoutMs: z.string().regex(/^\d+$/).optional().describe("at most 300000 (default 60000)"),
 });
 const stopQuery = z.object({ force: queryFlag.describe("kill instead of a guest power-off") });
