@@ -11,6 +11,7 @@ import type { Hono } from "hono";
 import type { z } from "zod";
 import { zodToJsonSchema } from "zod-to-json-schema";
 import { isBearerAuth, requiredRoleOf } from "../auth.ts";
+import { isEtagged } from "../etag.ts";
 import type { Role } from "../../core/fsm/mod.ts";
 import { VERSION } from "../../core/version.ts";
 import { docOf, type RouteDoc } from "./route_doc.ts";
@@ -29,6 +30,8 @@ export interface PublicRoute {
   docCount: number;
   /** Whether a bearer token is checked before the handler. */
   bearer: boolean;
+  /** Whether the resource's ETag / If-Match middleware (api/etag.ts) runs before the handler. */
+  etag: boolean;
   role: Role | undefined;
 }
 
@@ -66,6 +69,7 @@ export function publicRoutes(app: AnyHono): PublicRoute[] {
       doc: chain.map(docOf).find((d) => d !== undefined),
       docCount: chain.filter((h) => docOf(h) !== undefined).length,
       bearer: chain.some(isBearerAuth),
+      etag: chain.some(isEtagged),
       role: chain.map(requiredRoleOf).findLast((r) => r !== undefined),
     };
   });
@@ -135,6 +139,16 @@ export function openApiDocument(app: AnyHono): Record<string, unknown> {
         });
       }
     }
+    const mutating = r.method !== "GET";
+    if (r.etag && mutating) {
+      parameters.push({
+        name: "If-Match",
+        in: "header",
+        required: false,
+        description: "an ETag of the resource (or *): 412 precondition_failed if it has changed",
+        schema: { type: "string" },
+      });
+    }
     const success: Record<string, unknown> = {};
     for (const status of statusesOf(d)) {
       const media = d?.responseType ?? "application/json";
@@ -142,6 +156,13 @@ export function openApiDocument(app: AnyHono): Record<string, unknown> {
       const schema = declared && !d?.responseType ? ref(declared, "output") : {};
       success[String(status)] = {
         description: d?.summary ?? "success",
+        ...(r.etag && !mutating && !/\/:[^/]+\/[^:]+$/.test(r.path)
+          ? {
+            headers: {
+              ETag: { description: "the resource's version", schema: { type: "string" } },
+            },
+          }
+          : {}),
         content: { [media]: { schema } },
       };
     }

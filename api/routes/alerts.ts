@@ -34,6 +34,7 @@ import { leaderOnly } from "../forward.ts";
 import { parseBody, parseDuration } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
 
 const THRESHOLD = z.number().finite().min(0, { message: "a number, 0 or more" });
 const WEBHOOK = z.string().max(ALERT_LIMITS.webhookChars).superRefine((s, ctx) => {
@@ -135,6 +136,7 @@ export function alertRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const alerts = node.fsm.alerts;
   app.use("*", bearerAuth(node));
+  withEtags(app, "/rules/:name", (c) => alerts.rule(c.req.param("name") ?? ""));
 
   app.get("/", doc({ summary: "List firing alerts (or all)", query: alertsQuery }), (c) => {
     const { all, rule } = parseQuery(c, alertsQuery);

@@ -36,6 +36,7 @@ import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
 
 const VM_NAME = z.string().min(1).max(63);
 const TARGET_NAME = z.string().regex(BACKUP_TARGET_NAME, {
@@ -91,6 +92,7 @@ export function backupTargetRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => backups.target(c.req.param("name") ?? ""));
   app.get(
     "/",
     doc({ summary: "List backup targets" }),
@@ -140,6 +142,7 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:id", (c) => backups.get(c.req.param("id") ?? ""));
   app.get(
     "/",
     doc({ summary: "List backups", query: listQuery }),
@@ -223,6 +226,7 @@ export function backupScheduleRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:vm", (c) => backups.schedule(c.req.param("vm") ?? ""));
   app.get(
     "/",
     doc({ summary: "List backup schedules" }),

@@ -10,6 +10,7 @@ import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
 import { doc } from "../openapi/mod.ts";
 import { groupListSchema, groupSchema as groupResponseSchema } from "../openapi/schemas.ts";
+import { withEtags } from "../etag.ts";
 
 const groupSchema = z.object({
   name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
@@ -22,6 +23,7 @@ const groupSchema = z.object({
 export function groupRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => node.fsm.group(c.req.param("name") ?? ""));
   app.get(
     "/",
     doc({ summary: "List placement groups and their VMs", response: groupListSchema }),

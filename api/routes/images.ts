@@ -14,6 +14,7 @@ import {
   imageListSchema,
   imageSchema as imageResponseSchema,
 } from "../openapi/schemas.ts";
+import { withEtags } from "../etag.ts";
 
 const IMAGE_NAME = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, {
   message: "lowercase letters, digits, '.', '_' and '-' (1-63 chars)",
@@ -79,6 +80,7 @@ export function blobRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
 export function imageRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => node.fsm.image(c.req.param("name") ?? ""));
 
   app.get(
     "/",

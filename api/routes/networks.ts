@@ -17,6 +17,7 @@ import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
 import { doc } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
 
 /** Geneve's encapsulation takes 58 bytes of a 1500-byte underlay MTU (OVN's own default). */
 export const OVERLAY_MTU = 1442;
@@ -85,6 +86,7 @@ export function networkSpecOf(body: NetworkBody): NetworkSpec {
 export function networkRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => node.fsm.network(c.req.param("name") ?? ""));
   app.get("/", doc({ summary: "List networks" }), (c) => {
     const networks = node.fsm.networks().map((n) => ({
       ...n,

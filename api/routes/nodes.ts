@@ -16,6 +16,7 @@ import { nodeStatsRoutes } from "./stats.ts";
 import type { MetricsSampler } from "../../host/metrics/mod.ts";
 import { doc } from "../openapi/mod.ts";
 import { nodeListSchema, nodeSchema, operationSchema } from "../openapi/schemas.ts";
+import { withEtags } from "../etag.ts";
 
 export function nodeRoutes(
   node: ClusterNode,
@@ -24,6 +25,7 @@ export function nodeRoutes(
 ): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => node.fsm.node(c.req.param("name") ?? ""));
 
   app.get(
     "/",

@@ -16,6 +16,7 @@ import { runsOn } from "../forward.ts";
 import type { Env } from "../context.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
 import { operationListSchema, operationSchema } from "../openapi/schemas.ts";
+import { withEtags } from "../etag.ts";
 
 const MAX_WAIT_MS = 300_000;
 
@@ -26,6 +27,7 @@ const waitQuery = z.object({
 export function operationRoutes(node: ClusterNode, runners: OperationAborter[]): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:id", (c) => node.fsm.operation(c.req.param("id") ?? ""));
   const get = (id: string) => {
     const op = node.fsm.operation(id);
     if (!op) throw new NotFoundError("operation", id);

@@ -25,6 +25,7 @@ import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import type { Context } from "hono";
 import { doc } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
 
 const NAME = z.string().regex(POOL_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -77,6 +78,7 @@ export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => node.fsm.pools.get(c.req.param("name") ?? ""));
   app.get(
     "/",
     doc({ summary: "List storage pools with their usage per host" }),

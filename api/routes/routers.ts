@@ -28,6 +28,7 @@ import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import { doc } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
 
 const NAME = z.string().regex(ROUTER_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -87,6 +88,7 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => routers.get(c.req.param("name") ?? ""));
   app.get(
     "/",
     doc({ summary: "List routers" }),
@@ -191,6 +193,7 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:ip", (c) => routers.floatingIp(c.req.param("ip") ?? ""));
   app.get(
     "/",
     doc({ summary: "List floating IPs" }),

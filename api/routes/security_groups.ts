@@ -24,6 +24,7 @@ import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
 import { doc } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
 
 const NAME = z.string().regex(SECURITY_GROUP_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -78,6 +79,11 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
     });
 
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => {
+    const name = c.req.param("name") ?? "";
+    const g = groups.get(name);
+    return g && { ...g, rules: groups.rules(name) };
+  });
   app.get("/", doc({ summary: "List security groups" }), (c) => {
     const counts = new Map<string, { rules: number; ports: number }>();
     const count = (g: string) => counts.get(g) ?? counts.set(g, { rules: 0, ports: 0 }).get(g)!;

@@ -44,6 +44,7 @@ import {
   vmListSchema,
   vmSchema,
 } from "../openapi/schemas.ts";
+import { withEtags } from "../etag.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -193,6 +194,7 @@ export function vmRoutes(
   const app = new Hono<Env>();
   const listing = new VmListing(node.fsm);
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => node.fsm.vm(c.req.param("name") ?? ""));
   const who = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
   // Only admins see cloud-init secrets (password hash, user-data) in anything returning a VM.
   // NICs carry their guest-address check (core/network/guest_addresses.ts).

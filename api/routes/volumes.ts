@@ -32,6 +32,7 @@ import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import { onMember } from "./pools.ts";
 import { doc } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
 
 const NAME = z.string().regex(VOLUME_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -58,6 +59,7 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => node.fsm.volumes.get(c.req.param("name") ?? ""));
   app.get(
     "/",
     doc({ summary: "List volumes" }),
