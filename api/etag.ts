@@ -63,7 +63,6 @@ export function withEtags<A extends Hono<any, any, any>>(
     }
   };
   const own: MiddlewareHandler = async (c, next) => {
-    check(c);
     await next();
     if (c.res.status >= 300 || c.res.headers.has("etag")) return;
     const record = load(c);
@@ -74,6 +73,8 @@ export function withEtags<A extends Hono<any, any, any>>(
       // A response relayed from another node has immutable headers (and that node's ETag).
     }
   };
+  // Hono's `PATTERN/*` matches PATTERN itself too: this one check covers the resource and its
+  // sub-resources.
   const sub: MiddlewareHandler = async (c, next) => {
     check(c);
     await next();
