@@ -154,6 +154,31 @@ testWithTimeout(
       await call("POST", "/api/v1/nodes/n2/cordon");
       await call("POST", "/api/v1/nodes/n2/uncordon");
       await call("GET", "/api/v1/config");
+      await call("POST", "/api/v1/networks", {
+        body: { name: "blue", type: "overlay", subnet: "10.10.0.0/24" },
+      });
+      await call("POST", "/api/v1/security-groups", { body: { name: "sg1" } });
+      await call("POST", "/api/v1/routers", { body: { name: "r1" } });
+      for (
+        const list of [
+          "networks",
+          "security-groups",
+          "routers",
+          "floating-ips",
+          "pools",
+          "volumes",
+          "backup-targets",
+          "backups",
+          "backup-schedules",
+          "alerts",
+          "alerts/rules",
+          "cluster/tokens",
+          "vms/web1/nics",
+        ]
+      ) {
+        const r = await call("GET", `/api/v1/${list}`);
+        assertEquals(r.status, 200, `${list}: ${JSON.stringify(r.body)}`);
+      }
       await call("GET", "/api/v1/tokens");
       await call("GET", "/api/v1/audit");
       await call("DELETE", "/api/v1/vms/db1");

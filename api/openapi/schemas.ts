@@ -41,6 +41,9 @@ export function listOf<K extends string, T extends z.ZodTypeAny>(key: K, item: T
   return z.object({ [key]: z.array(item) } as { [k in K]: z.ZodArray<T> });
 }
 
+/** A record this document does not detail yet: some JSON object. */
+export const recordSchema = z.object({});
+
 /** `{ "deleted": NAME }`: what deletes answer. */
 export const deletedSchema = named(
   "Deleted",

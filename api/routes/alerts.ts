@@ -35,6 +35,7 @@ import { parseBody, parseDuration } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const THRESHOLD = z.number().finite().min(0, { message: "a number, 0 or more" });
 const WEBHOOK = z.string().max(ALERT_LIMITS.webhookChars).superRefine((s, ctx) => {
@@ -138,20 +139,28 @@ export function alertRoutes(node: ClusterNode): Hono<Env> {
   app.use("*", bearerAuth(node));
   withEtags(app, "/rules/:name", (c) => alerts.rule(c.req.param("name") ?? ""));
 
-  app.get("/", doc({ summary: "List firing alerts (or all)", query: alertsQuery }), (c) => {
-    const { all, rule } = parseQuery(c, alertsQuery);
-    const list = all === "true"
-      ? alerts.list(rule)
-      : alerts.firing().reverse().filter((a) => rule === undefined || a.rule === rule);
-    return c.json({ alerts: list.map(alertView) });
-  });
+  app.get(
+    "/",
+    doc({
+      summary: "List firing alerts (or all)",
+      response: listOf("alerts", recordSchema),
+      query: alertsQuery,
+    }),
+    (c) => {
+      const { all, rule } = parseQuery(c, alertsQuery);
+      const list = all === "true"
+        ? alerts.list(rule)
+        : alerts.firing().reverse().filter((a) => rule === undefined || a.rule === rule);
+      return c.json({ alerts: list.map(alertView) });
+    },
+  );
   app.get("/metrics", doc({ summary: "The metrics alert rules may watch" }), (c) =>
     c.json({
       metrics: ALERT_METRIC_NAMES.map((name) => ({ name, description: ALERT_METRICS[name] })),
     }));
   app.get(
     "/rules",
-    doc({ summary: "List alert rules" }),
+    doc({ summary: "List alert rules", response: listOf("rules", recordSchema) }),
     (c) => c.json({ rules: alerts.rules().map(ruleView) }),
   );
   app.get("/rules/:name", doc({ summary: "Show an alert rule" }), (c) => {

@@ -37,6 +37,7 @@ import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const VM_NAME = z.string().min(1).max(63);
 const TARGET_NAME = z.string().regex(BACKUP_TARGET_NAME, {
@@ -95,7 +96,7 @@ export function backupTargetRoutes(node: ClusterNode): Hono<Env> {
   withEtags(app, "/:name", (c) => backups.target(c.req.param("name") ?? ""));
   app.get(
     "/",
-    doc({ summary: "List backup targets" }),
+    doc({ summary: "List backup targets", response: listOf("targets", recordSchema) }),
     (c) => c.json({ targets: backups.targets() }),
   );
   app.get("/:name", doc({ summary: "Show a backup target" }), (c) => {
@@ -145,7 +146,7 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
   withEtags(app, "/:id", (c) => backups.get(c.req.param("id") ?? ""));
   app.get(
     "/",
-    doc({ summary: "List backups", query: listQuery }),
+    doc({ summary: "List backups", response: listOf("backups", recordSchema), query: listQuery }),
     (c) => c.json({ backups: backups.list(parseQuery(c, listQuery).vm || undefined) }),
   );
   app.get("/:id", doc({ summary: "Show a backup" }), (c) => {
@@ -229,7 +230,7 @@ export function backupScheduleRoutes(node: ClusterNode): Hono<Env> {
   withEtags(app, "/:vm", (c) => backups.schedule(c.req.param("vm") ?? ""));
   app.get(
     "/",
-    doc({ summary: "List backup schedules" }),
+    doc({ summary: "List backup schedules", response: listOf("schedules", recordSchema) }),
     (c) => c.json({ schedules: backups.schedules() }),
   );
   app.get("/:vm", doc({ summary: "Show a VM's backup schedule" }), (c) => {

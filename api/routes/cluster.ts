@@ -29,7 +29,7 @@ export const BACKUP_SHA256_HEADER = "x-novactl-backup-sha256";
 export const MAX_JOIN_BODY_BYTES = 64 << 10;
 import type { Env } from "../context.ts";
 import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
-import { clusterStatusSchema } from "../openapi/schemas.ts";
+import { clusterStatusSchema, listOf, recordSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -133,7 +133,7 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
 
   app.get(
     "/tokens",
-    doc({ summary: "List join tokens" }),
+    doc({ summary: "List join tokens", response: listOf("tokens", recordSchema) }),
     requireRole("admin"),
     leaderOnly(node),
     async (c) => {

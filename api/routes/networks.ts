@@ -18,6 +18,7 @@ import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
 import { doc } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 /** Geneve's encapsulation takes 58 bytes of a 1500-byte underlay MTU (OVN's own default). */
 export const OVERLAY_MTU = 1442;
@@ -87,13 +88,17 @@ export function networkRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.network(c.req.param("name") ?? ""));
-  app.get("/", doc({ summary: "List networks" }), (c) => {
-    const networks = node.fsm.networks().map((n) => ({
-      ...n,
-      ports: node.fsm.networkPorts(n.name).length,
-    }));
-    return c.json({ networks });
-  });
+  app.get(
+    "/",
+    doc({ summary: "List networks", response: listOf("networks", recordSchema) }),
+    (c) => {
+      const networks = node.fsm.networks().map((n) => ({
+        ...n,
+        ports: node.fsm.networkPorts(n.name).length,
+      }));
+      return c.json({ networks });
+    },
+  );
   app.get("/:name", doc({ summary: "Show a network" }), (c) => {
     const name = c.req.param("name");
     const n = node.fsm.network(name);

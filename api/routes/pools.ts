@@ -26,6 +26,7 @@ import { authorship, type Env } from "../context.ts";
 import type { Context } from "hono";
 import { doc } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(POOL_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -81,7 +82,10 @@ export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   withEtags(app, "/:name", (c) => node.fsm.pools.get(c.req.param("name") ?? ""));
   app.get(
     "/",
-    doc({ summary: "List storage pools with their usage per host" }),
+    doc({
+      summary: "List storage pools with their usage per host",
+      response: listOf("pools", recordSchema),
+    }),
     (c) => c.json({ pools: node.fsm.pools.all().map((p) => node.fsm.pools.view(p.name)) }),
   );
   app.get(

@@ -29,6 +29,7 @@ import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import { doc } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(ROUTER_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -91,7 +92,7 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
   withEtags(app, "/:name", (c) => routers.get(c.req.param("name") ?? ""));
   app.get(
     "/",
-    doc({ summary: "List routers" }),
+    doc({ summary: "List routers", response: listOf("routers", recordSchema) }),
     (c) => c.json({ routers: routers.all().map((r) => routerView(node, r)) }),
   );
   app.get("/:name", doc({ summary: "Show a router" }), (c) => {
@@ -196,7 +197,7 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
   withEtags(app, "/:ip", (c) => routers.floatingIp(c.req.param("ip") ?? ""));
   app.get(
     "/",
-    doc({ summary: "List floating IPs" }),
+    doc({ summary: "List floating IPs", response: listOf("floatingIps", recordSchema) }),
     (c) => c.json({ floatingIps: routers.floatingIps() }),
   );
   app.get("/:ip", doc({ summary: "Show a floating IP" }), (c) => {

@@ -25,6 +25,7 @@ import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
 import { doc } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(SECURITY_GROUP_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -84,15 +85,19 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
     const g = groups.get(name);
     return g && { ...g, rules: groups.rules(name) };
   });
-  app.get("/", doc({ summary: "List security groups" }), (c) => {
-    const counts = new Map<string, { rules: number; ports: number }>();
-    const count = (g: string) => counts.get(g) ?? counts.set(g, { rules: 0, ports: 0 }).get(g)!;
-    for (const r of groups.rules(null)) count(r.group).rules++;
-    for (const m of groups.members(null)) count(m.group).ports++;
-    return c.json({
-      securityGroups: groups.all().map((g) => ({ ...g, ...count(g.name) })),
-    });
-  });
+  app.get(
+    "/",
+    doc({ summary: "List security groups", response: listOf("securityGroups", recordSchema) }),
+    (c) => {
+      const counts = new Map<string, { rules: number; ports: number }>();
+      const count = (g: string) => counts.get(g) ?? counts.set(g, { rules: 0, ports: 0 }).get(g)!;
+      for (const r of groups.rules(null)) count(r.group).rules++;
+      for (const m of groups.members(null)) count(m.group).ports++;
+      return c.json({
+        securityGroups: groups.all().map((g) => ({ ...g, ...count(g.name) })),
+      });
+    },
+  );
   app.get("/:name", doc({ summary: "Show a security group and its rules" }), (c) => {
     const name = c.req.param("name");
     const g = groups.get(name);

@@ -14,6 +14,7 @@ import { leaderOnly } from "../forward.ts";
 import { parseBody, parseDuration } from "../validate.ts";
 import type { Env } from "../context.ts";
 import { doc } from "../openapi/mod.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const nameSchema = z.string().regex(TOKEN_NAME, { message: TOKEN_NAME_RULE });
 
@@ -43,16 +44,21 @@ export function tokenRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node), requireRole("admin"));
 
-  app.get("/", doc({ summary: "List API tokens" }), leaderOnly(node), async (c) => {
-    await node.linearizableRead();
-    const now = Date.now();
-    return c.json({
-      tokens: node.fsm.apiTokens().map((t) => ({
-        ...t,
-        expired: t.expiresAt !== null && Date.parse(t.expiresAt) <= now,
-      })),
-    });
-  });
+  app.get(
+    "/",
+    doc({ summary: "List API tokens", response: listOf("tokens", recordSchema) }),
+    leaderOnly(node),
+    async (c) => {
+      await node.linearizableRead();
+      const now = Date.now();
+      return c.json({
+        tokens: node.fsm.apiTokens().map((t) => ({
+          ...t,
+          expired: t.expiresAt !== null && Date.parse(t.expiresAt) <= now,
+        })),
+      });
+    },
+  );
 
   app.post(
     "/",

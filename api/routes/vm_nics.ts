@@ -21,6 +21,7 @@ import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import { doc } from "../openapi/mod.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 export const addNicSchema = z.object({
   network: z.string().min(1).max(63),
@@ -35,7 +36,10 @@ export function vmNicRoutes(node: ClusterNode): Hono<Env> {
 
   app.get(
     "/:name/nics",
-    doc({ summary: "List a VM's NICs, each with its index and address check" }),
+    doc({
+      summary: "List a VM's NICs, each with its index and address check",
+      response: listOf("nics", recordSchema),
+    }),
     (c) => {
       const vm = node.fsm.vm(c.req.param("name"));
       if (!vm) throw new NotFoundError("vm", c.req.param("name"));

@@ -33,6 +33,7 @@ import { authorship, type Env } from "../context.ts";
 import { onMember } from "./pools.ts";
 import { doc } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(VOLUME_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -62,7 +63,7 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   withEtags(app, "/:name", (c) => node.fsm.volumes.get(c.req.param("name") ?? ""));
   app.get(
     "/",
-    doc({ summary: "List volumes" }),
+    doc({ summary: "List volumes", response: listOf("volumes", recordSchema) }),
     (c) => c.json({ volumes: node.fsm.volumes.all() }),
   );
   app.get("/:name", doc({ summary: "Show a volume" }), (c) => c.json(mustGet(c.req.param("name"))));
@@ -169,11 +170,15 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
-  app.get("/:name/disks", doc({ summary: "List a VM's disks" }), (c) => {
-    const vm = node.fsm.vm(c.req.param("name"));
-    if (!vm) throw new NotFoundError("vm", c.req.param("name"));
-    return c.json({ disks: vm.disks });
-  });
+  app.get(
+    "/:name/disks",
+    doc({ summary: "List a VM's disks", response: listOf("disks", recordSchema) }),
+    (c) => {
+      const vm = node.fsm.vm(c.req.param("name"));
+      if (!vm) throw new NotFoundError("vm", c.req.param("name"));
+      return c.json({ disks: vm.disks });
+    },
+  );
   app.post(
     "/:name/disks",
     doc({
