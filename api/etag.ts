@@ -19,11 +19,17 @@ import { createHash } from "node:crypto";
 import { PreconditionFailedError } from "../core/errors/mod.ts";
 
 const MUTATING = new Set(["POST", "PUT", "PATCH", "DELETE"]);
-const ETAGGED = new WeakSet<object>();
+const CHECKS = new WeakSet<object>();
+const TAGS = new WeakSet<object>();
 
-/** Whether `handler` is one of the middlewares {@link withEtags} mounts. */
-export function isEtagged(handler: unknown): boolean {
-  return typeof handler === "function" && ETAGGED.has(handler);
+/** Whether `handler` is the If-Match check {@link withEtags} mounts. */
+export function checksIfMatch(handler: unknown): boolean {
+  return typeof handler === "function" && CHECKS.has(handler);
+}
+
+/** Whether `handler` is the middleware {@link withEtags} mounts to answer a resource's ETag. */
+export function answersEtag(handler: unknown): boolean {
+  return typeof handler === "function" && TAGS.has(handler);
 }
 
 /** The strong ETag of a record: its JSON's SHA-256, quoted. */
@@ -79,8 +85,8 @@ export function withEtags<A extends Hono<any, any, any>>(
     check(c);
     await next();
   };
-  ETAGGED.add(own);
-  ETAGGED.add(sub);
+  TAGS.add(own);
+  CHECKS.add(sub);
   app.use(pattern, own);
   app.use(`${pattern}/*`, sub);
   return app;

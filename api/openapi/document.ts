@@ -11,7 +11,7 @@ import type { Hono } from "hono";
 import type { z } from "zod";
 import { zodToJsonSchema } from "zod-to-json-schema";
 import { isBearerAuth, requiredRoleOf } from "../auth.ts";
-import { isEtagged } from "../etag.ts";
+import { answersEtag, checksIfMatch } from "../etag.ts";
 import type { Role } from "../../core/fsm/mod.ts";
 import { VERSION } from "../../core/version.ts";
 import { docOf, type RouteDoc } from "./route_doc.ts";
@@ -30,7 +30,9 @@ export interface PublicRoute {
   docCount: number;
   /** Whether a bearer token is checked before the handler. */
   bearer: boolean;
-  /** Whether the resource's ETag / If-Match middleware (api/etag.ts) runs before the handler. */
+  /** Whether writes here check `If-Match` (api/etag.ts). */
+  ifMatch: boolean;
+  /** Whether the answer carries the resource's `ETag` (api/etag.ts). */
   etag: boolean;
   role: Role | undefined;
 }
@@ -69,7 +71,8 @@ export function publicRoutes(app: AnyHono): PublicRoute[] {
       doc: chain.map(docOf).find((d) => d !== undefined),
       docCount: chain.filter((h) => docOf(h) !== undefined).length,
       bearer: chain.some(isBearerAuth),
-      etag: chain.some(isEtagged),
+      ifMatch: chain.some(checksIfMatch),
+      etag: chain.some(answersEtag),
       role: chain.map(requiredRoleOf).findLast((r) => r !== undefined),
     };
   });
@@ -140,7 +143,7 @@ export function openApiDocument(app: AnyHono): Record<string, unknown> {
       }
     }
     const mutating = r.method !== "GET";
-    if (r.etag && mutating) {
+    if (r.ifMatch && mutating) {
       parameters.push({
         name: "If-Match",
         in: "header",
@@ -156,7 +159,7 @@ export function openApiDocument(app: AnyHono): Record<string, unknown> {
       const schema = declared && !d?.responseType ? ref(declared, "output") : {};
       success[String(status)] = {
         description: d?.summary ?? "success",
-        ...(r.etag && !mutating && !/\/:[^/]+\/[^:]+$/.test(r.path)
+        ...(r.etag && !mutating
           ? {
             headers: {
               ETag: { description: "the resource's version", schema: { type: "string" } },
