@@ -12,7 +12,7 @@ const opts = { timeoutMs: 2 * MINUTE, sanitizeOps: false, sanitizeResources: fal
 /** A resource, how to make it, and a write to it that succeeds with `ok`. */
 interface Case {
   path: string;
-  create?: { path: string; body: unknown };
+  create?: { path: string; body: unknown; method?: string }[];
   write: { method: string; path: string; body?: unknown; ok: number };
 }
 
@@ -24,20 +24,20 @@ const CASES: Case[] = [
   },
   {
     path: "/api/v1/groups/g1",
-    create: { path: "/api/v1/groups", body: { name: "g1", policy: "affinity" } },
+    create: [{ path: "/api/v1/groups", body: { name: "g1", policy: "affinity" } }],
     write: { method: "DELETE", path: "/api/v1/groups/g1", ok: 200 },
   },
   {
     path: "/api/v1/networks/blue",
-    create: {
+    create: [{
       path: "/api/v1/networks",
       body: { name: "blue", type: "overlay", subnet: "10.10.0.0/24" },
-    },
+    }],
     write: { method: "DELETE", path: "/api/v1/networks/blue", ok: 200 },
   },
   {
     path: "/api/v1/security-groups/sg1",
-    create: { path: "/api/v1/security-groups", body: { name: "sg1" } },
+    create: [{ path: "/api/v1/security-groups", body: { name: "sg1" } }],
     write: {
       method: "POST",
       path: "/api/v1/security-groups/sg1/rules",
@@ -47,20 +47,37 @@ const CASES: Case[] = [
   },
   {
     path: "/api/v1/backup-targets/t1",
-    create: { path: "/api/v1/backup-targets", body: { name: "t1", path: "/srv/backups" } },
+    create: [{ path: "/api/v1/backup-targets", body: { name: "t1", path: "/srv/backups" } }],
     write: { method: "DELETE", path: "/api/v1/backup-targets/t1", ok: 200 },
   },
   {
     path: "/api/v1/alerts/rules/hot",
-    create: {
+    create: [{
       path: "/api/v1/alerts/rules",
       body: { name: "hot", metric: "vm.cpu", above: 90, for: "5m" },
-    },
+    }],
     write: { method: "PATCH", path: "/api/v1/alerts/rules/hot", body: { above: 95 }, ok: 200 },
   },
   {
+    path: "/api/v1/backup-schedules/web",
+    create: [
+      { path: "/api/v1/backup-targets", body: { name: "t2", path: "/srv/b2" } },
+      {
+        method: "PUT",
+        path: "/api/v1/backup-schedules/web",
+        body: { cron: "0 3 * * *", target: "t2", keepLast: 1 },
+      },
+    ],
+    write: {
+      method: "PUT",
+      path: "/api/v1/backup-schedules/web",
+      body: { cron: "0 3 * * *", target: "t2", keepLast: 3 },
+      ok: 200,
+    },
+  },
+  {
     path: "/api/v1/routers/r1",
-    create: { path: "/api/v1/routers", body: { name: "r1" } },
+    create: [{ path: "/api/v1/routers", body: { name: "r1" } }],
     write: { method: "DELETE", path: "/api/v1/routers/r1", ok: 200 },
   },
   {
@@ -87,8 +104,8 @@ testWithTimeout({ name: "API: ETag and If-Match on every resource", ...opts }, a
     });
     for (const k of CASES) {
       await t.step(k.path, async () => {
-        if (k.create) {
-          const made = await call("POST", k.create.path, { token, body: k.create.body });
+        for (const make of k.create ?? []) {
+          const made = await call(make.method ?? "POST", make.path, { token, body: make.body });
           assert(made.status < 300, JSON.stringify(made.body));
         }
         const got = await call("GET", k.path, { token });
