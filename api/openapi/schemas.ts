@@ -242,6 +242,15 @@ export const groupListSchema = named(
   listOf("groups", groupSchema.extend({ members: z.array(z.string()) })),
 );
 
+/** The wire types of these answers, for clients (the CLI, the dashboard). */
+export type ApiError = z.output<typeof errorSchema>;
+export type VmView = z.output<typeof vmSchema>;
+export type VmList = z.output<typeof vmListSchema>;
+export type NodeView = z.output<typeof nodeSchema>;
+export type ImageView = z.output<typeof imageSchema>;
+export type OperationView = z.output<typeof operationSchema>;
+export type ClusterStatusView = z.output<typeof clusterStatusSchema>;
+
 // Compile-time drift checks: each record must still fit its schema's type.
 type Fits<Record, Schema extends z.ZodTypeAny> = Record extends z.input<Schema> ? true : never;
 const _fits: [
