@@ -139,30 +139,24 @@ export function alertRoutes(node: ClusterNode): Hono<Env> {
   app.use("*", bearerAuth(node));
   withEtags(app, "/rules/:name", (c) => alerts.rule(c.req.param("name") ?? ""));
 
-  app.get(
-    "/",
-    doc({
-      summary: "List firing alerts (or all)",
-      response: listOf("alerts", recordSchema),
-      query: alertsQuery,
-    }),
-    (c) => {
-      const { all, rule } = parseQuery(c, alertsQuery);
-      const list = all === "true"
-        ? alerts.list(rule)
-        : alerts.firing().reverse().filter((a) => rule === undefined || a.rule === rule);
-      return c.json({ alerts: list.map(alertView) });
-    },
-  );
+  const getDoc = doc({
+    summary: "List firing alerts (or all)",
+    response: listOf("alerts", recordSchema),
+    query: alertsQuery,
+  });
+  app.get("/", getDoc, (c) => {
+    const { all, rule } = parseQuery(c, alertsQuery);
+    const list = all === "true"
+      ? alerts.list(rule)
+      : alerts.firing().reverse().filter((a) => rule === undefined || a.rule === rule);
+    return c.json({ alerts: list.map(alertView) });
+  });
   app.get("/metrics", doc({ summary: "The metrics alert rules may watch" }), (c) =>
     c.json({
       metrics: ALERT_METRIC_NAMES.map((name) => ({ name, description: ALERT_METRICS[name] })),
     }));
-  app.get(
-    "/rules",
-    doc({ summary: "List alert rules", response: listOf("rules", recordSchema) }),
-    (c) => c.json({ rules: alerts.rules().map(ruleView) }),
-  );
+  const getRulesDoc = doc({ summary: "List alert rules", response: listOf("rules", recordSchema) });
+  app.get("/rules", getRulesDoc, (c) => c.json({ rules: alerts.rules().map(ruleView) }));
   app.get("/rules/:name", doc({ summary: "Show an alert rule" }), (c) => {
     const r = alerts.rule(c.req.param("name"));
     if (!r) throw new NotFoundError("alert rule", c.req.param("name"));
@@ -171,30 +165,26 @@ export function alertRoutes(node: ClusterNode): Hono<Env> {
       firing: alerts.firing().filter((a) => a.rule === r.name).map(alertView),
     });
   });
-  app.post(
-    "/rules",
-    doc({ summary: "Create an alert rule", body: alertRuleSchema, status: 201 }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const b = await parseBody(c, alertRuleSchema);
-      const rule: AlertRuleSpec = {
-        name: b.name,
-        metric: b.metric,
-        comparison: b.above !== undefined ? "above" : "below",
-        threshold: (b.above ?? b.below)!,
-        forMs: b.for === undefined ? 0 : forMsOf(b.for),
-        labels: b.labels ?? {},
-        webhook: b.webhook ?? null,
-        enabled: b.enabled ?? true,
-      };
-      const r = await node.propose({ op: "alert.rule.create", rule, ...authorship(c) });
-      return c.json(ruleView(r as AlertRuleRecord), 201);
-    },
-  );
+  const postRulesDoc = doc({ summary: "Create an alert rule", body: alertRuleSchema, status: 201 });
+  app.post("/rules", postRulesDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const b = await parseBody(c, alertRuleSchema);
+    const rule: AlertRuleSpec = {
+      name: b.name,
+      metric: b.metric,
+      comparison: b.above !== undefined ? "above" : "below",
+      threshold: (b.above ?? b.below)!,
+      forMs: b.for === undefined ? 0 : forMsOf(b.for),
+      labels: b.labels ?? {},
+      webhook: b.webhook ?? null,
+      enabled: b.enabled ?? true,
+    };
+    const r = await node.propose({ op: "alert.rule.create", rule, ...authorship(c) });
+    return c.json(ruleView(r as AlertRuleRecord), 201);
+  });
+  const patchRulesNameDoc = doc({ summary: "Change an alert rule", body: alertRulePatchSchema });
   app.patch(
     "/rules/:name",
-    doc({ summary: "Change an alert rule", body: alertRulePatchSchema }),
+    patchRulesNameDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
@@ -215,9 +205,10 @@ export function alertRoutes(node: ClusterNode): Hono<Env> {
       return c.json(ruleView(r as AlertRuleRecord));
     },
   );
+  const deleteRulesNameDoc = doc({ summary: "Delete an alert rule" });
   app.delete(
     "/rules/:name",
-    doc({ summary: "Delete an alert rule" }),
+    deleteRulesNameDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {

@@ -94,47 +94,34 @@ export function backupTargetRoutes(node: ClusterNode): Hono<Env> {
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => backups.target(c.req.param("name") ?? ""));
-  app.get(
-    "/",
-    doc({ summary: "List backup targets", response: listOf("targets", recordSchema) }),
-    (c) => c.json({ targets: backups.targets() }),
-  );
+  const getDoc = doc({ summary: "List backup targets", response: listOf("targets", recordSchema) });
+  app.get("/", getDoc, (c) => c.json({ targets: backups.targets() }));
   app.get("/:name", doc({ summary: "Show a backup target" }), (c) => {
     const t = backups.target(c.req.param("name"));
     if (!t) throw new NotFoundError("backup target", c.req.param("name"));
     return c.json({ ...t, backups: backups.list().filter((b) => b.target === t.name).length });
   });
-  app.post(
-    "/",
-    doc({ summary: "Create a backup target", body: targetSchema, status: 201 }),
-    requireRole("admin"),
-    leaderOnly(node),
-    async (c) => {
-      const body = await parseBody(c, targetSchema);
-      const path = body.path.replace(/\/+$/, "") || "/";
-      const t = await node.propose({
-        op: "backup.target.create",
-        target: { name: body.name, path },
+  const postDoc = doc({ summary: "Create a backup target", body: targetSchema, status: 201 });
+  app.post("/", postDoc, requireRole("admin"), leaderOnly(node), async (c) => {
+    const body = await parseBody(c, targetSchema);
+    const path = body.path.replace(/\/+$/, "") || "/";
+    const t = await node.propose({
+      op: "backup.target.create",
+      target: { name: body.name, path },
+      ...authorship(c),
+    });
+    return c.json(t, 201);
+  });
+  const deleteNameDoc = doc({ summary: "Delete a backup target" });
+  app.delete("/:name", deleteNameDoc, requireRole("admin"), leaderOnly(node), async (c) => {
+    return c.json(
+      await node.propose({
+        op: "backup.target.delete",
+        name: c.req.param("name"),
         ...authorship(c),
-      });
-      return c.json(t, 201);
-    },
-  );
-  app.delete(
-    "/:name",
-    doc({ summary: "Delete a backup target" }),
-    requireRole("admin"),
-    leaderOnly(node),
-    async (c) => {
-      return c.json(
-        await node.propose({
-          op: "backup.target.delete",
-          name: c.req.param("name"),
-          ...authorship(c),
-        }),
-      );
-    },
-  );
+      }),
+    );
+  });
   return app;
 }
 
@@ -144,9 +131,14 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
   withEtags(app, "/:id", (c) => backups.get(c.req.param("id") ?? ""));
+  const getDoc2 = doc({
+    summary: "List backups",
+    response: listOf("backups", recordSchema),
+    query: listQuery,
+  });
   app.get(
     "/",
-    doc({ summary: "List backups", response: listOf("backups", recordSchema), query: listQuery }),
+    getDoc2,
     (c) => c.json({ backups: backups.list(parseQuery(c, listQuery).vm || undefined) }),
   );
   app.get("/:id", doc({ summary: "Show a backup" }), (c) => {
@@ -157,51 +149,44 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
       children: backups.children(b.id),
     });
   });
-  app.post(
-    "/",
-    doc({ summary: "Back up a VM (202 with the operation)", body: backupSchema, status: 202 }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const body = await parseBody(c, backupSchema);
-      return c.json(await startBackup(node, body, by(c)), 202);
-    },
-  );
-  app.delete(
-    "/:id",
-    doc({ summary: "Delete a backup" }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const b = mustGetBackup(node, c.req.param("id"));
-      await node.propose({ op: "backup.delete", id: b.id, ...authorship(c) });
-      // The record is gone first: a crash here leaves unlisted files, never a listed backup
-      // without its files.
-      const t = backups.target(b.target);
-      if (t) {
-        await removeBackupFiles(t.path, b).catch((err) =>
-          log.warn("cannot remove a deleted backup's files", { backup: b.id, error: String(err) })
-        );
-      }
-      return c.json({ id: b.id, deleted: true });
-    },
-  );
-  app.post(
-    "/:id/verify",
-    doc({ summary: "Verify a backup's checksums (202 with the operation)", status: 202 }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      return c.json(await startVerify(node, c.req.param("id"), by(c)), 202);
-    },
-  );
+  const postDoc2 = doc({
+    summary: "Back up a VM (202 with the operation)",
+    body: backupSchema,
+    status: 202,
+  });
+  app.post("/", postDoc2, requireRole("operator"), leaderOnly(node), async (c) => {
+    const body = await parseBody(c, backupSchema);
+    return c.json(await startBackup(node, body, by(c)), 202);
+  });
+  const deleteIdDoc = doc({ summary: "Delete a backup" });
+  app.delete("/:id", deleteIdDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const b = mustGetBackup(node, c.req.param("id"));
+    await node.propose({ op: "backup.delete", id: b.id, ...authorship(c) });
+    // The record is gone first: a crash here leaves unlisted files, never a listed backup
+    // without its files.
+    const t = backups.target(b.target);
+    if (t) {
+      await removeBackupFiles(t.path, b).catch((err) =>
+        log.warn("cannot remove a deleted backup's files", { backup: b.id, error: String(err) })
+      );
+    }
+    return c.json({ id: b.id, deleted: true });
+  });
+  const postIdVerifyDoc = doc({
+    summary: "Verify a backup's checksums (202 with the operation)",
+    status: 202,
+  });
+  app.post("/:id/verify", postIdVerifyDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    return c.json(await startVerify(node, c.req.param("id"), by(c)), 202);
+  });
+  const postIdRestoreDoc = doc({
+    summary: "Restore a backup as a new VM (202 with the operation)",
+    body: restoreSchema,
+    status: 202,
+  });
   app.post(
     "/:id/restore",
-    doc({
-      summary: "Restore a backup as a new VM (202 with the operation)",
-      body: restoreSchema,
-      status: 202,
-    }),
+    postIdRestoreDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
@@ -228,56 +213,46 @@ export function backupScheduleRoutes(node: ClusterNode): Hono<Env> {
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
   withEtags(app, "/:vm", (c) => backups.schedule(c.req.param("vm") ?? ""));
-  app.get(
-    "/",
-    doc({ summary: "List backup schedules", response: listOf("schedules", recordSchema) }),
-    (c) => c.json({ schedules: backups.schedules() }),
-  );
+  const getDoc3 = doc({
+    summary: "List backup schedules",
+    response: listOf("schedules", recordSchema),
+  });
+  app.get("/", getDoc3, (c) => c.json({ schedules: backups.schedules() }));
   app.get("/:vm", doc({ summary: "Show a VM's backup schedule" }), (c) => {
     const s = backups.schedule(c.req.param("vm"));
     if (!s) throw new NotFoundError("backup schedule", c.req.param("vm"));
     return c.json(s);
   });
-  app.put(
-    "/:vm",
-    doc({ summary: "Set a VM's backup schedule", body: scheduleSchema }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const vm = c.req.param("vm");
-      const body = await parseBody(c, scheduleSchema);
-      if (!node.fsm.vm(vm)) throw new NotFoundError("vm", vm);
-      const last = backups.list(vm).pop();
-      const target = body.target ?? last?.target ?? backups.targets()[0]?.name;
-      const s = await node.propose({
-        op: "backup.schedule.set",
-        schedule: {
-          vm,
-          cron: body.cron,
-          target: target ?? "",
-          keepLast: body.keepLast,
-          keepDaily: body.keepDaily,
-          keepWeekly: body.keepWeekly,
-        },
+  const putVmDoc = doc({ summary: "Set a VM's backup schedule", body: scheduleSchema });
+  app.put("/:vm", putVmDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const vm = c.req.param("vm");
+    const body = await parseBody(c, scheduleSchema);
+    if (!node.fsm.vm(vm)) throw new NotFoundError("vm", vm);
+    const last = backups.list(vm).pop();
+    const target = body.target ?? last?.target ?? backups.targets()[0]?.name;
+    const s = await node.propose({
+      op: "backup.schedule.set",
+      schedule: {
+        vm,
+        cron: body.cron,
+        target: target ?? "",
+        keepLast: body.keepLast,
+        keepDaily: body.keepDaily,
+        keepWeekly: body.keepWeekly,
+      },
+      ...authorship(c),
+    });
+    return c.json(s);
+  });
+  const deleteVmDoc = doc({ summary: "Remove a VM's backup schedule" });
+  app.delete("/:vm", deleteVmDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    return c.json(
+      await node.propose({
+        op: "backup.schedule.delete",
+        vm: c.req.param("vm"),
         ...authorship(c),
-      });
-      return c.json(s);
-    },
-  );
-  app.delete(
-    "/:vm",
-    doc({ summary: "Remove a VM's backup schedule" }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      return c.json(
-        await node.propose({
-          op: "backup.schedule.delete",
-          vm: c.req.param("vm"),
-          ...authorship(c),
-        }),
-      );
-    },
-  );
+      }),
+    );
+  });
   return app;
 }

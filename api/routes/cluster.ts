@@ -65,48 +65,47 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
 
   // The CA certificate, public: joiners fetch it untrusted and compare its fingerprint
   // with the one in their join token; clients may fetch it to pin (e.g. curl --cacert).
+  const getCaDoc = doc({
+    summary: "The cluster CA certificate (PEM), public",
+    responseType: "application/x-pem-file",
+  });
   app.get(
     "/ca",
-    doc({
-      summary: "The cluster CA certificate (PEM), public",
-      responseType: "application/x-pem-file",
-    }),
+    getCaDoc,
     (c) => c.body(caPemOf(node), 200, { "content-type": "application/x-pem-file" }),
   );
 
   // Joining nodes have no API token yet: the join token in the body authenticates them.
   // The body is capped (64 KiB) before anything else, also on a follower that forwards it.
-  app.post(
-    "/join",
-    doc({
-      summary: "Join a node (authenticated by the join token in the body)",
-      body: joinSchema,
-      status: 201,
-    }),
-    async (c) => {
-      const raw = await readJson(c, MAX_JOIN_BODY_BYTES);
-      if (!node.isLeader()) {
-        if (c.req.header(FORWARDED_HEADER)) throw new NotLeaderError(node.leaderId());
-        const url = node.leaderUrl();
-        if (!url) throw new NoQuorumError();
-        return await forwardTo(c, url, node.id, 30_000, JSON.stringify(raw));
-      }
-      const parsed = joinSchema.safeParse(raw);
-      if (!parsed.success) throw zodToValidationError(parsed.error);
-      return c.json(await admitMember(node, parsed.data), 201);
-    },
-  );
+  const postJoinDoc = doc({
+    summary: "Join a node (authenticated by the join token in the body)",
+    body: joinSchema,
+    status: 201,
+  });
+  app.post("/join", postJoinDoc, async (c) => {
+    const raw = await readJson(c, MAX_JOIN_BODY_BYTES);
+    if (!node.isLeader()) {
+      if (c.req.header(FORWARDED_HEADER)) throw new NotLeaderError(node.leaderId());
+      const url = node.leaderUrl();
+      if (!url) throw new NoQuorumError();
+      return await forwardTo(c, url, node.id, 30_000, JSON.stringify(raw));
+    }
+    const parsed = joinSchema.safeParse(raw);
+    if (!parsed.success) throw zodToValidationError(parsed.error);
+    return c.json(await admitMember(node, parsed.data), 201);
+  });
 
   app.use("*", bearerAuth(node));
 
   // `?local=true` answers from this node's own view (for debugging and tests) instead of the leader's.
+  const getDoc = doc({
+    summary: "Cluster status: leader, term, indexes, members",
+    query: statusQuery,
+    response: clusterStatusSchema,
+  });
   app.get(
     "/",
-    doc({
-      summary: "Cluster status: leader, term, indexes, members",
-      query: statusQuery,
-      response: clusterStatusSchema,
-    }),
+    getDoc,
     async (c, next) => {
       if (parseQuery(c, statusQuery).local === "true") return c.json(statusOf(node));
       await next();
@@ -115,36 +114,34 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
     (c) => c.json(statusOf(node)),
   );
 
-  app.post(
-    "/tokens",
-    doc({ summary: "Create a single-use join token", body: joinTokenSchema, status: 201 }),
-    requireRole("admin"),
-    leaderOnly(node),
-    async (c) => {
-      const body = await parseBody(c, joinTokenSchema);
-      const ttl = body.ttl === undefined
-        ? 3_600_000
-        : typeof body.ttl === "number"
-        ? body.ttl * 1000
-        : parseDuration(body.ttl, "ttl");
-      return c.json(await createJoinToken(node, ttl, c.get("principal").name), 201);
-    },
-  );
+  const postTokensDoc = doc({
+    summary: "Create a single-use join token",
+    body: joinTokenSchema,
+    status: 201,
+  });
+  app.post("/tokens", postTokensDoc, requireRole("admin"), leaderOnly(node), async (c) => {
+    const body = await parseBody(c, joinTokenSchema);
+    const ttl = body.ttl === undefined
+      ? 3_600_000
+      : typeof body.ttl === "number"
+      ? body.ttl * 1000
+      : parseDuration(body.ttl, "ttl");
+    return c.json(await createJoinToken(node, ttl, c.get("principal").name), 201);
+  });
 
-  app.get(
-    "/tokens",
-    doc({ summary: "List join tokens", response: listOf("tokens", recordSchema) }),
-    requireRole("admin"),
-    leaderOnly(node),
-    async (c) => {
-      await node.linearizableRead();
-      return c.json({ tokens: node.fsm.joinTokens() });
-    },
-  );
+  const getTokensDoc = doc({
+    summary: "List join tokens",
+    response: listOf("tokens", recordSchema),
+  });
+  app.get("/tokens", getTokensDoc, requireRole("admin"), leaderOnly(node), async (c) => {
+    await node.linearizableRead();
+    return c.json({ tokens: node.fsm.joinTokens() });
+  });
 
+  const deleteMembersNameDoc = doc({ summary: "Remove a member" });
   app.delete(
     "/members/:name",
-    doc({ summary: "Remove a member" }),
+    deleteMembersNameDoc,
     requireRole("admin"),
     leaderOnly(node),
     async (c) => {
@@ -163,12 +160,13 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
 
   // A consistent backup of the replicated state, streamed (core/recovery/backup.ts). Admin only:
   // it holds the CA key and every token's hash. Audited as every POST is.
+  const postBackupDoc = doc({
+    summary: "A consistent backup of the replicated state (NDJSON stream)",
+    responseType: "application/x-ndjson",
+  });
   app.post(
     "/backup",
-    doc({
-      summary: "A consistent backup of the replicated state (NDJSON stream)",
-      responseType: "application/x-ndjson",
-    }),
+    postBackupDoc,
     requireRole("admin"),
     leaderOnly(node, { timeoutMs: null }),
     async (c) => {
@@ -184,29 +182,28 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
     },
   );
 
-  app.post(
-    "/rebalance",
-    doc({
-      summary: "Rebalance VMs by live migration (202 with its operation)",
-      query: rebalanceQuery,
-      status: [200, 202],
-    }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const dryRun = parseQuery(c, rebalanceQuery).dryRun === "true";
-      await node.linearizableRead();
-      const plan = rebalancePlan(node);
-      if (dryRun) return c.json({ dryRun: true, ...plan });
-      if (!plan.moves.length) return c.json({ dryRun: false, ...plan, operation: null });
-      const op = await applyRebalance(node, plan, c.get("principal").name);
-      return c.json({ dryRun: false, ...plan, operation: op }, 202);
-    },
-  );
+  const postRebalanceDoc = doc({
+    summary: "Rebalance VMs by live migration (202 with its operation)",
+    query: rebalanceQuery,
+    status: [200, 202],
+  });
+  app.post("/rebalance", postRebalanceDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const dryRun = parseQuery(c, rebalanceQuery).dryRun === "true";
+    await node.linearizableRead();
+    const plan = rebalancePlan(node);
+    if (dryRun) return c.json({ dryRun: true, ...plan });
+    if (!plan.moves.length) return c.json({ dryRun: false, ...plan, operation: null });
+    const op = await applyRebalance(node, plan, c.get("principal").name);
+    return c.json({ dryRun: false, ...plan, operation: op }, 202);
+  });
 
+  const postTransferLeaderDoc = doc({
+    summary: "Hand leadership to another voter",
+    body: transferSchema,
+  });
   app.post(
     "/transfer-leader",
-    doc({ summary: "Hand leadership to another voter", body: transferSchema }),
+    postTransferLeaderDoc,
     requireRole("admin"),
     leaderOnly(node),
     async (c) => {

@@ -63,91 +63,82 @@ export function configRoutes(node: ClusterNode): Hono<Env> {
   app.use("*", bearerAuth(node), leaderOnly(node));
   if (STALE_READS_FOR_TESTING === "leader") app.get("/:key", unconfirmedKeyRead(node));
 
-  app.get(
-    "/",
-    doc({ summary: "The configuration, with its version as ETag" }),
-    async (c) => withEtag(c, await readConfig(node)),
-  );
+  const getDoc = doc({ summary: "The configuration, with its version as ETag" });
+  app.get("/", getDoc, async (c) => withEtag(c, await readConfig(node)));
 
-  app.get(
-    "/history",
-    doc({
-      summary: "Configuration versions, newest first, and the retention",
-      query: historyQuery,
-    }),
-    async (c) => {
-      const q = parseQuery(c, historyQuery);
-      const limit = Math.min(Math.max(Number(q.limit ?? 100) || 100, 1), 10_000);
-      const versions = await configHistory(node, limit);
-      // What retention keeps, so a caller knows which versions a rollback can reach.
-      return c.json({ versions, retention: node.fsm.configRetention() });
-    },
-  );
+  const getHistoryDoc = doc({
+    summary: "Configuration versions, newest first, and the retention",
+    query: historyQuery,
+  });
+  app.get("/history", getHistoryDoc, async (c) => {
+    const q = parseQuery(c, historyQuery);
+    const limit = Math.min(Math.max(Number(q.limit ?? 100) || 100, 1), 10_000);
+    const versions = await configHistory(node, limit);
+    // What retention keeps, so a caller knows which versions a rollback can reach.
+    return c.json({ versions, retention: node.fsm.configRetention() });
+  });
 
-  app.get(
-    "/:key",
-    doc({ summary: "One configuration key, with the version as ETag" }),
-    async (c) => {
-      const r = await readConfigKey(node, c.req.param("key"));
-      c.header("ETag", `"${r.version}"`);
-      return c.json(r);
-    },
-  );
+  const getKeyDoc = doc({ summary: "One configuration key, with the version as ETag" });
+  app.get("/:key", getKeyDoc, async (c) => {
+    const r = await readConfigKey(node, c.req.param("key"));
+    c.header("ETag", `"${r.version}"`);
+    return c.json(r);
+  });
 
-  app.put(
-    "/",
-    doc({ summary: "Replace the configuration", description: IF_MATCH, body: replaceSchema }),
-    requireRole("admin"),
-    async (c) => {
-      const body = await parseBody(c, replaceSchema);
-      return withEtag(
-        c,
-        await replaceConfig(node, body.config, c.get("principal").name, ifMatchVersion(c)),
-      );
-    },
-  );
+  const putDoc = doc({
+    summary: "Replace the configuration",
+    description: IF_MATCH,
+    body: replaceSchema,
+  });
+  app.put("/", putDoc, requireRole("admin"), async (c) => {
+    const body = await parseBody(c, replaceSchema);
+    return withEtag(
+      c,
+      await replaceConfig(node, body.config, c.get("principal").name, ifMatchVersion(c)),
+    );
+  });
 
-  app.patch(
-    "/",
-    doc({ summary: "Change some configuration keys", description: IF_MATCH, body: configDoc }),
-    requireRole("admin"),
-    async (c) => {
-      const body = await parseBody(c, configDoc);
-      return withEtag(c, await patchConfig(node, body, c.get("principal").name, ifMatchVersion(c)));
-    },
-  );
+  const patchDoc = doc({
+    summary: "Change some configuration keys",
+    description: IF_MATCH,
+    body: configDoc,
+  });
+  app.patch("/", patchDoc, requireRole("admin"), async (c) => {
+    const body = await parseBody(c, configDoc);
+    return withEtag(c, await patchConfig(node, body, c.get("principal").name, ifMatchVersion(c)));
+  });
 
-  app.put(
-    "/:key",
-    doc({ summary: "Set one configuration key", description: IF_MATCH, body: setKeySchema }),
-    requireRole("admin"),
-    async (c) => {
-      const body = await parseBody(c, setKeySchema);
-      const key = c.req.param("key");
-      const r = await setConfigKey(
-        node,
-        key,
-        body.value,
-        c.get("principal").name,
-        ifMatchVersion(c),
-      );
-      c.header("ETag", `"${r.version}"`);
-      return c.json(r);
-    },
-  );
+  const putKeyDoc = doc({
+    summary: "Set one configuration key",
+    description: IF_MATCH,
+    body: setKeySchema,
+  });
+  app.put("/:key", putKeyDoc, requireRole("admin"), async (c) => {
+    const body = await parseBody(c, setKeySchema);
+    const key = c.req.param("key");
+    const r = await setConfigKey(
+      node,
+      key,
+      body.value,
+      c.get("principal").name,
+      ifMatchVersion(c),
+    );
+    c.header("ETag", `"${r.version}"`);
+    return c.json(r);
+  });
 
-  app.post(
-    "/rollback",
-    doc({ summary: "Roll back to a kept version", description: IF_MATCH, body: rollbackSchema }),
-    requireRole("admin"),
-    async (c) => {
-      const { version } = await parseBody(c, rollbackSchema);
-      return withEtag(
-        c,
-        await rollbackConfig(node, version, c.get("principal").name, ifMatchVersion(c)),
-      );
-    },
-  );
+  const postRollbackDoc = doc({
+    summary: "Roll back to a kept version",
+    description: IF_MATCH,
+    body: rollbackSchema,
+  });
+  app.post("/rollback", postRollbackDoc, requireRole("admin"), async (c) => {
+    const { version } = await parseBody(c, rollbackSchema);
+    return withEtag(
+      c,
+      await rollbackConfig(node, version, c.get("principal").name, ifMatchVersion(c)),
+    );
+  });
 
   return app;
 }

@@ -61,85 +61,82 @@ function heartbeatMs(): number {
 export function eventRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node), requireRole("viewer"));
-  app.get(
-    "/",
-    doc({
-      summary: "The event stream (Server-Sent Events)",
-      query: querySchema,
-      responseType: "text/event-stream",
-    }),
-    (c) => {
-      const q = parseQuery(c, querySchema);
-      const admin = c.get("principal").role === "admin";
-      let types: EventType[] | undefined;
-      if (q.type !== undefined) {
-        const asked = q.type.split(",").map((t) => t.trim()).filter((t) => t !== "");
-        const bad = asked.filter((t) => !isEventType(t));
-        if (bad.length || !asked.length) {
-          throw ValidationError.field(
-            "type",
-            `unknown event type ${bad.map((t) => `"${t}"`).join(", ") || "(none)"}; ` +
-              `one or more of ${EVENT_TYPES.join(", ")}`,
-          );
-        }
-        types = [...new Set(asked as EventType[])];
-        if (!admin && types.includes("audit")) {
-          throw new ForbiddenError("audit events are for admins only; admin required");
-        }
-      } else if (!admin) {
-        types = EVENT_TYPES.filter((t) => t !== "audit");
-      }
-      const resumeText = c.req.header("last-event-id") ?? q.since;
-      const since = resumeText === undefined || resumeText === "" ? null : parseEventId(resumeText);
-      if (resumeText && !since) {
+  const getDoc = doc({
+    summary: "The event stream (Server-Sent Events)",
+    query: querySchema,
+    responseType: "text/event-stream",
+  });
+  app.get("/", getDoc, (c) => {
+    const q = parseQuery(c, querySchema);
+    const admin = c.get("principal").role === "admin";
+    let types: EventType[] | undefined;
+    if (q.type !== undefined) {
+      const asked = q.type.split(",").map((t) => t.trim()).filter((t) => t !== "");
+      const bad = asked.filter((t) => !isEventType(t));
+      if (bad.length || !asked.length) {
         throw ValidationError.field(
-          c.req.header("last-event-id") !== undefined ? "Last-Event-ID" : "since",
-          `"${resumeText}" is not an event id (<raftIndex>-<n>, e.g. 1042-0)`,
+          "type",
+          `unknown event type ${bad.map((t) => `"${t}"`).join(", ") || "(none)"}; ` +
+            `one or more of ${EVENT_TYPES.join(", ")}`,
         );
       }
-      const follow = q.follow === undefined || q.follow === "true" || q.follow === "1";
-      const tail = q.tail ?? (follow ? 0 : 100);
+      types = [...new Set(asked as EventType[])];
+      if (!admin && types.includes("audit")) {
+        throw new ForbiddenError("audit events are for admins only; admin required");
+      }
+    } else if (!admin) {
+      types = EVENT_TYPES.filter((t) => t !== "audit");
+    }
+    const resumeText = c.req.header("last-event-id") ?? q.since;
+    const since = resumeText === undefined || resumeText === "" ? null : parseEventId(resumeText);
+    if (resumeText && !since) {
+      throw ValidationError.field(
+        c.req.header("last-event-id") !== undefined ? "Last-Event-ID" : "since",
+        `"${resumeText}" is not an event id (<raftIndex>-<n>, e.g. 1042-0)`,
+      );
+    }
+    const follow = q.follow === undefined || q.follow === "true" || q.follow === "1";
+    const tail = q.tail ?? (follow ? 0 : 100);
 
-      c.header("x-accel-buffering", "no"); // nginx: pass events on as they come
-      return streamSSE(c, async (stream) => {
-        const ac = new AbortController();
-        stream.onAbort(() => ac.abort());
-        const items = eventStream(
-          {
-            reads: node.fsm.events,
-            onEvents: (l) => node.fsm.onEvents(l),
-            get closed() {
-              return node.fsm.closed;
-            },
+    c.header("x-accel-buffering", "no"); // nginx: pass events on as they come
+    return streamSSE(c, async (stream) => {
+      const ac = new AbortController();
+      stream.onAbort(() => ac.abort());
+      const items = eventStream(
+        {
+          reads: node.fsm.events,
+          onEvents: (l) => node.fsm.onEvents(l),
+          get closed() {
+            return node.fsm.closed;
           },
-          {
-            since,
-            tail,
-            filter: { types, resource: q.resource },
-            follow,
-            signal: ac.signal,
-            heartbeatMs: heartbeatMs(),
-          },
-        );
-        metrics.eventStreams.inc();
-        try {
-          for await (const item of items) {
-            if ("event" in item) {
-              await stream.writeSSE({ id: item.event.id, data: JSON.stringify(item.event) });
-            } else if ("gap" in item) {
-              await stream.writeSSE({ event: "gap", data: JSON.stringify(item.gap) });
-            } else {
-              await stream.write(": keepalive\n\n");
-            }
-            if (stream.aborted) break;
+        },
+        {
+          since,
+          tail,
+          filter: { types, resource: q.resource },
+          follow,
+          signal: ac.signal,
+          heartbeatMs: heartbeatMs(),
+        },
+      );
+      metrics.eventStreams.inc();
+      try {
+        for await (const item of items) {
+          if ("event" in item) {
+            await stream.writeSSE({ id: item.event.id, data: JSON.stringify(item.event) });
+          } else if ("gap" in item) {
+            await stream.writeSSE({ event: "gap", data: JSON.stringify(item.gap) });
+          } else {
+            await stream.write(": keepalive\n\n");
           }
-        } finally {
-          ac.abort();
-          await items.return(undefined);
-          metrics.eventStreams.dec();
+          if (stream.aborted) break;
         }
-      });
-    },
-  );
+      } finally {
+        ac.abort();
+        await items.return(undefined);
+        metrics.eventStreams.dec();
+      }
+    });
+  });
   return app;
 }

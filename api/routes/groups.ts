@@ -24,48 +24,32 @@ export function groupRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.group(c.req.param("name") ?? ""));
-  app.get(
-    "/",
-    doc({ summary: "List placement groups and their VMs", response: groupListSchema }),
-    (c) => {
-      const members = (g: string) => node.fsm.vms().filter((v) => v.group === g).map((v) => v.name);
-      return c.json({ groups: node.fsm.groups().map((g) => ({ ...g, members: members(g.name) })) });
-    },
-  );
-  app.get(
-    "/:name",
-    doc({ summary: "Show a placement group", response: groupResponseSchema }),
-    (c) => {
-      const g = node.fsm.group(c.req.param("name"));
-      if (!g) throw new NotFoundError("group", c.req.param("name"));
-      return c.json(g);
-    },
-  );
-  app.post(
-    "/",
-    doc({ summary: "Create a placement group", body: groupSchema, status: 201 }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const group = await parseBody(c, groupSchema);
-      const r = await node.propose({
-        op: "group.create",
-        group,
-        ...authorship(c),
-      });
-      return c.json(r, 201);
-    },
-  );
-  app.delete(
-    "/:name",
-    doc({ summary: "Delete a placement group" }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const name = c.req.param("name");
-      if (!node.fsm.group(name)) throw new NotFoundError("group", name);
-      return c.json(await node.propose({ op: "group.delete", name, at: Date.now() }));
-    },
-  );
+  const getDoc = doc({ summary: "List placement groups and their VMs", response: groupListSchema });
+  app.get("/", getDoc, (c) => {
+    const members = (g: string) => node.fsm.vms().filter((v) => v.group === g).map((v) => v.name);
+    return c.json({ groups: node.fsm.groups().map((g) => ({ ...g, members: members(g.name) })) });
+  });
+  const getNameDoc = doc({ summary: "Show a placement group", response: groupResponseSchema });
+  app.get("/:name", getNameDoc, (c) => {
+    const g = node.fsm.group(c.req.param("name"));
+    if (!g) throw new NotFoundError("group", c.req.param("name"));
+    return c.json(g);
+  });
+  const postDoc = doc({ summary: "Create a placement group", body: groupSchema, status: 201 });
+  app.post("/", postDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const group = await parseBody(c, groupSchema);
+    const r = await node.propose({
+      op: "group.create",
+      group,
+      ...authorship(c),
+    });
+    return c.json(r, 201);
+  });
+  const deleteNameDoc = doc({ summary: "Delete a placement group" });
+  app.delete("/:name", deleteNameDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const name = c.req.param("name");
+    if (!node.fsm.group(name)) throw new NotFoundError("group", name);
+    return c.json(await node.propose({ op: "group.delete", name, at: Date.now() }));
+  });
   return app;
 }

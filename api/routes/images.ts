@@ -47,32 +47,28 @@ export function blobRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
   // Uploads land on the node that receives them; the image record names it as a source.
   // Streams to disk: refused (413, partial file deleted) past images.maxUploadBytes; a qcow2
   // naming other host files (backing or data file) is refused (400) before it is kept.
-  app.put(
-    "/:sha256",
-    doc({
-      summary: "Upload a file (kernel, initrd, disk) by its SHA-256",
-      rawBody: "application/octet-stream",
-      query: uploadQuery,
-      status: 201,
-    }),
-    requireRole("operator"),
-    async (c) => {
-      const body = c.req.raw.body;
-      if (!body) throw ValidationError.field("body", "the file content is missing");
-      const maxBytes = node.fsm.settings()["images.maxUploadBytes"];
-      if (Number(c.req.header("content-length") ?? 0) > maxBytes) {
-        throw new PayloadTooLargeError(maxBytes);
-      }
-      const disk = parseQuery(c, uploadQuery).format === "qcow2";
-      let virtualBytes: number | undefined;
-      const info = await blobs.put(body, c.req.param("sha256"), {
-        maxBytes,
-        check: async (tmp) => void (virtualBytes = await BlobStore.checkUpload(tmp, disk)),
-      });
-      if (!disk) return c.json({ ...info, node: node.id }, 201);
-      return c.json({ ...info, node: node.id, virtualBytes }, 201);
-    },
-  );
+  const putSha256Doc = doc({
+    summary: "Upload a file (kernel, initrd, disk) by its SHA-256",
+    rawBody: "application/octet-stream",
+    query: uploadQuery,
+    status: 201,
+  });
+  app.put("/:sha256", putSha256Doc, requireRole("operator"), async (c) => {
+    const body = c.req.raw.body;
+    if (!body) throw ValidationError.field("body", "the file content is missing");
+    const maxBytes = node.fsm.settings()["images.maxUploadBytes"];
+    if (Number(c.req.header("content-length") ?? 0) > maxBytes) {
+      throw new PayloadTooLargeError(maxBytes);
+    }
+    const disk = parseQuery(c, uploadQuery).format === "qcow2";
+    let virtualBytes: number | undefined;
+    const info = await blobs.put(body, c.req.param("sha256"), {
+      maxBytes,
+      check: async (tmp) => void (virtualBytes = await BlobStore.checkUpload(tmp, disk)),
+    });
+    if (!disk) return c.json({ ...info, node: node.id }, 201);
+    return c.json({ ...info, node: node.id, virtualBytes }, 201);
+  });
 
   return app;
 }
@@ -82,11 +78,8 @@ export function imageRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.image(c.req.param("name") ?? ""));
 
-  app.get(
-    "/",
-    doc({ summary: "List images", response: imageListSchema }),
-    (c) => c.json({ images: node.fsm.images() }),
-  );
+  const getDoc = doc({ summary: "List images", response: imageListSchema });
+  app.get("/", getDoc, (c) => c.json({ images: node.fsm.images() }));
 
   app.get("/:name", doc({ summary: "Show an image", response: imageResponseSchema }), (c) => {
     const image = node.fsm.image(c.req.param("name"));
@@ -94,58 +87,44 @@ export function imageRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
     return c.json(image);
   });
 
-  app.post(
-    "/",
-    doc({
-      summary: "Record an image from uploaded files",
-      body: imageSchema,
-      response: imageResponseSchema,
-      status: 201,
-    }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const body = await parseBody(c, imageSchema);
-      const record = await createImage(node, {
-        name: body.name,
-        kind: body.disk ? "disk" : "kernel",
-        kernel: body.kernel,
-        initrd: body.initrd,
-        cmdline: body.cmdline,
-        disk: body.disk,
-        sources: [body.source],
-      }, c.get("principal").name);
-      return c.json(record, 201);
-    },
-  );
+  const postDoc = doc({
+    summary: "Record an image from uploaded files",
+    body: imageSchema,
+    response: imageResponseSchema,
+    status: 201,
+  });
+  app.post("/", postDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const body = await parseBody(c, imageSchema);
+    const record = await createImage(node, {
+      name: body.name,
+      kind: body.disk ? "disk" : "kernel",
+      kernel: body.kernel,
+      initrd: body.initrd,
+      cmdline: body.cmdline,
+      disk: body.disk,
+      sources: [body.source],
+    }, c.get("principal").name);
+    return c.json(record, 201);
+  });
 
-  app.delete(
-    "/:name",
-    doc({ summary: "Delete an image", response: deletedSchema }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      await deleteImage(node, c.req.param("name"));
-      return c.json({ deleted: c.req.param("name") });
-    },
-  );
+  const deleteNameDoc = doc({ summary: "Delete an image", response: deletedSchema });
+  app.delete("/:name", deleteNameDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    await deleteImage(node, c.req.param("name"));
+    return c.json({ deleted: c.req.param("name") });
+  });
 
   // Pre-stage an image on a host (default: the node answering). Runs on that host.
-  app.post(
-    "/:name/pull",
-    doc({ summary: "Stage an image's files on a host", query: pullQuery }),
-    requireRole("operator"),
-    async (c) => {
-      const target = parseQuery(c, pullQuery).node ?? node.id;
-      if (target !== node.id) {
-        const m = node.fsm.member(target);
-        if (!m) throw new NotFoundError("node", target);
-        return await forwardTo(c, m.url, node.id);
-      }
-      const files = await pullImage(node, blobs, c.req.param("name"));
-      return c.json({ node: node.id, image: c.req.param("name"), files });
-    },
-  );
+  const postNamePullDoc = doc({ summary: "Stage an image's files on a host", query: pullQuery });
+  app.post("/:name/pull", postNamePullDoc, requireRole("operator"), async (c) => {
+    const target = parseQuery(c, pullQuery).node ?? node.id;
+    if (target !== node.id) {
+      const m = node.fsm.member(target);
+      if (!m) throw new NotFoundError("node", target);
+      return await forwardTo(c, m.url, node.id);
+    }
+    const files = await pullImage(node, blobs, c.req.param("name"));
+    return c.json({ node: node.id, image: c.req.param("name"), files });
+  });
 
   return app;
 }

@@ -88,54 +88,41 @@ export function networkRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.network(c.req.param("name") ?? ""));
-  app.get(
-    "/",
-    doc({ summary: "List networks", response: listOf("networks", recordSchema) }),
-    (c) => {
-      const networks = node.fsm.networks().map((n) => ({
-        ...n,
-        ports: node.fsm.networkPorts(n.name).length,
-      }));
-      return c.json({ networks });
-    },
-  );
+  const getDoc = doc({ summary: "List networks", response: listOf("networks", recordSchema) });
+  app.get("/", getDoc, (c) => {
+    const networks = node.fsm.networks().map((n) => ({
+      ...n,
+      ports: node.fsm.networkPorts(n.name).length,
+    }));
+    return c.json({ networks });
+  });
   app.get("/:name", doc({ summary: "Show a network" }), (c) => {
     const name = c.req.param("name");
     const n = node.fsm.network(name);
     if (!n) throw new NotFoundError("network", name);
     return c.json({ ...n, ports: node.fsm.networkPorts(name) });
   });
-  app.post(
-    "/",
-    doc({ summary: "Create a network", body: networkSchema, status: 201 }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const network = networkSpecOf(await parseBody(c, networkSchema));
-      const r = await node.propose({
-        op: "network.create",
-        network,
+  const postDoc = doc({ summary: "Create a network", body: networkSchema, status: 201 });
+  app.post("/", postDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const network = networkSpecOf(await parseBody(c, networkSchema));
+    const r = await node.propose({
+      op: "network.create",
+      network,
+      ...authorship(c),
+    });
+    return c.json(r, 201);
+  });
+  const deleteNameDoc = doc({ summary: "Delete a network (409 while NICs use it)" });
+  app.delete("/:name", deleteNameDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const name = c.req.param("name");
+    if (!node.fsm.network(name)) throw new NotFoundError("network", name);
+    return c.json(
+      await node.propose({
+        op: "network.delete",
+        name,
         ...authorship(c),
-      });
-      return c.json(r, 201);
-    },
-  );
-  app.delete(
-    "/:name",
-    doc({ summary: "Delete a network (409 while NICs use it)" }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const name = c.req.param("name");
-      if (!node.fsm.network(name)) throw new NotFoundError("network", name);
-      return c.json(
-        await node.propose({
-          op: "network.delete",
-          name,
-          ...authorship(c),
-        }),
-      );
-    },
-  );
+      }),
+    );
+  });
   return app;
 }

@@ -27,21 +27,21 @@ export function nodeRoutes(
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.node(c.req.param("name") ?? ""));
 
-  app.get(
-    "/",
-    doc({ summary: "List hosts with their inventory and state", response: nodeListSchema }),
-    (c) => {
-      const states = new Map(node.status().members.map((m) => [m.name, m]));
-      return c.json({
-        nodes: node.fsm.nodes().map((n) => ({
-          ...n,
-          state: states.get(n.name)?.state ?? n.state,
-          role: states.get(n.name)?.role ?? null,
-          bridgeMappings: node.fsm.bridgeMappings(n.name),
-        })),
-      });
-    },
-  );
+  const getDoc = doc({
+    summary: "List hosts with their inventory and state",
+    response: nodeListSchema,
+  });
+  app.get("/", getDoc, (c) => {
+    const states = new Map(node.status().members.map((m) => [m.name, m]));
+    return c.json({
+      nodes: node.fsm.nodes().map((n) => ({
+        ...n,
+        state: states.get(n.name)?.state ?? n.state,
+        role: states.get(n.name)?.role ?? null,
+        bridgeMappings: node.fsm.bridgeMappings(n.name),
+      })),
+    });
+  });
 
   app.get("/:name", doc({ summary: "Show a host", response: nodeSchema }), (c) => {
     const name = c.req.param("name");
@@ -57,9 +57,13 @@ export function nodeRoutes(
   });
 
   /** Replaces the host's provider bridge mappings (`node set --bridge-mapping`). */
+  const putNameBridgeMappingsDoc = doc({
+    summary: "Replace a host's provider bridge mappings",
+    body: bridgeMappingsSchema,
+  });
   app.put(
     "/:name/bridge-mappings",
-    doc({ summary: "Replace a host's provider bridge mappings", body: bridgeMappingsSchema }),
+    putNameBridgeMappingsDoc,
     requireRole("admin"),
     leaderOnly(node),
     async (c) => {
@@ -78,18 +82,20 @@ export function nodeRoutes(
     },
   );
 
+  const postNameCordonDoc = doc({ summary: "Cordon a host: no new VMs" });
   app.post(
     "/:name/cordon",
-    doc({ summary: "Cordon a host: no new VMs" }),
+    postNameCordonDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
       return c.json(await setNodeState(node, c.req.param("name"), "cordoned"));
     },
   );
+  const postNameUncordonDoc = doc({ summary: "Uncordon a host" });
   app.post(
     "/:name/uncordon",
-    doc({ summary: "Uncordon a host" }),
+    postNameUncordonDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {

@@ -34,52 +34,38 @@ export function operationRoutes(node: ClusterNode, runners: OperationAborter[]):
     return op;
   };
 
-  app.get(
-    "/",
-    doc({ summary: "List operations", response: operationListSchema }),
-    (c) => c.json({ operations: node.fsm.operations() }),
-  );
-  app.get(
-    "/:id",
-    doc({ summary: "Show an operation", response: operationSchema }),
-    (c) => c.json(get(c.req.param("id"))),
-  );
+  const getDoc = doc({ summary: "List operations", response: operationListSchema });
+  app.get("/", getDoc, (c) => c.json({ operations: node.fsm.operations() }));
+  const getIdDoc = doc({ summary: "Show an operation", response: operationSchema });
+  app.get("/:id", getIdDoc, (c) => c.json(get(c.req.param("id"))));
 
   // Long-poll until the operation finishes (or `timeoutMs` passes: then 200 with state "running").
-  app.get(
-    "/:id/wait",
-    doc({
-      summary: "Wait for an operation to finish (at the timeout: still running)",
-      query: waitQuery,
-      response: operationSchema,
-    }),
-    async (c) => {
-      const q = parseQuery(c, waitQuery);
-      const timeoutMs = Math.min(Number(q.timeoutMs ?? 60_000) || 60_000, MAX_WAIT_MS);
-      return c.json(
-        await waitForOperation(node, c.req.param("id"), { timeoutMs, signal: c.req.raw.signal }),
-      );
-    },
-  );
+  const getIdWaitDoc = doc({
+    summary: "Wait for an operation to finish (at the timeout: still running)",
+    query: waitQuery,
+    response: operationSchema,
+  });
+  app.get("/:id/wait", getIdWaitDoc, async (c) => {
+    const q = parseQuery(c, waitQuery);
+    const timeoutMs = Math.min(Number(q.timeoutMs ?? 60_000) || 60_000, MAX_WAIT_MS);
+    return c.json(
+      await waitForOperation(node, c.req.param("id"), { timeoutMs, signal: c.req.raw.signal }),
+    );
+  });
 
   // Abort runs where the operation runs.
   const onRunner = runsOn(node, (c) => {
     const op = get(c.req.param("id") ?? "");
     return { member: op.runner, what: `operation ${op.id}` };
   });
-  app.post(
-    "/:id/abort",
-    doc({ summary: "Abort a running operation", status: 202 }),
-    requireRole("operator"),
-    onRunner,
-    (c) => {
-      const op = get(c.req.param("id"));
-      if (op.state !== "running") throw new ConflictError(`operation ${op.id} already ${op.state}`);
-      if (!runners.some((r) => r.abort(op.id))) {
-        throw new ConflictError(`operation ${op.id} is not running on ${node.id} yet; retry`);
-      }
-      return c.json({ id: op.id, aborting: true }, 202);
-    },
-  );
+  const postIdAbortDoc = doc({ summary: "Abort a running operation", status: 202 });
+  app.post("/:id/abort", postIdAbortDoc, requireRole("operator"), onRunner, (c) => {
+    const op = get(c.req.param("id"));
+    if (op.state !== "running") throw new ConflictError(`operation ${op.id} already ${op.state}`);
+    if (!runners.some((r) => r.abort(op.id))) {
+      throw new ConflictError(`operation ${op.id} is not running on ${node.id} yet; retry`);
+    }
+    return c.json({ id: op.id, aborting: true }, 202);
+  });
   return app;
 }

@@ -80,76 +80,68 @@ export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.pools.get(c.req.param("name") ?? ""));
+  const getDoc = doc({
+    summary: "List storage pools with their usage per host",
+    response: listOf("pools", recordSchema),
+  });
   app.get(
     "/",
-    doc({
-      summary: "List storage pools with their usage per host",
-      response: listOf("pools", recordSchema),
-    }),
+    getDoc,
     (c) => c.json({ pools: node.fsm.pools.all().map((p) => node.fsm.pools.view(p.name)) }),
   );
+  const getNameDoc = doc({ summary: "Show a storage pool" });
   app.get(
     "/:name",
-    doc({ summary: "Show a storage pool" }),
+    getNameDoc,
     (c) => c.json(node.fsm.pools.view(mustGet(c.req.param("name")).name)),
   );
 
-  app.post(
-    "/",
-    doc({ summary: "Create a storage pool", body: poolSchema, status: 201 }),
-    requireRole("operator"),
-    async (c) => {
-      const body = await parseBody(c, poolSchema);
-      const spec: PoolSpec = {
-        name: body.name,
-        driver: body.driver,
-        source: body.sizeBytes !== undefined ? body.mount ?? `${body.source}.mnt` : body.source,
-        node: body.node,
-        loop: body.sizeBytes !== undefined
-          ? { image: body.source, sizeBytes: body.sizeBytes }
-          : null,
-      };
-      checkSpec(spec);
-      if (node.fsm.pools.get(spec.name)) {
-        throw new ConflictError(`name: pool "${spec.name}" already exists`, { field: "name" });
-      }
-      if (spec.node !== null && !node.fsm.node(spec.node)) {
-        throw new NotFoundError("node", spec.node);
-      }
-      return await onMember(c, node, spec.node, body, async () => {
-        const made = await host.pools.prepare(spec);
-        try {
-          const record = await host.cluster.report({
-            op: "pool.create",
-            pool: spec,
-            ...authorship(c),
-          });
-          return c.json(record as PoolRecord, 201);
-        } catch (err) {
-          await made.undo().catch(() => {});
-          throw err;
-        }
-      });
-    },
-  );
-
-  app.delete(
-    "/:name",
-    doc({ summary: "Delete a storage pool (409 while it has volumes)" }),
-    requireRole("operator"),
-    async (c) => {
-      const pool = mustGet(c.req.param("name"));
-      return await onMember(c, node, pool.node, {}, async () => {
-        const out = await host.cluster.report({
-          op: "pool.delete",
-          name: pool.name,
+  const postDoc = doc({ summary: "Create a storage pool", body: poolSchema, status: 201 });
+  app.post("/", postDoc, requireRole("operator"), async (c) => {
+    const body = await parseBody(c, poolSchema);
+    const spec: PoolSpec = {
+      name: body.name,
+      driver: body.driver,
+      source: body.sizeBytes !== undefined ? body.mount ?? `${body.source}.mnt` : body.source,
+      node: body.node,
+      loop: body.sizeBytes !== undefined ? { image: body.source, sizeBytes: body.sizeBytes } : null,
+    };
+    checkSpec(spec);
+    if (node.fsm.pools.get(spec.name)) {
+      throw new ConflictError(`name: pool "${spec.name}" already exists`, { field: "name" });
+    }
+    if (spec.node !== null && !node.fsm.node(spec.node)) {
+      throw new NotFoundError("node", spec.node);
+    }
+    return await onMember(c, node, spec.node, body, async () => {
+      const made = await host.pools.prepare(spec);
+      try {
+        const record = await host.cluster.report({
+          op: "pool.create",
+          pool: spec,
           ...authorship(c),
         });
-        await host.pools.release(pool);
-        return c.json(out);
+        return c.json(record as PoolRecord, 201);
+      } catch (err) {
+        await made.undo().catch(() => {});
+        throw err;
+      }
+    });
+  });
+
+  const deleteNameDoc = doc({ summary: "Delete a storage pool (409 while it has volumes)" });
+  app.delete("/:name", deleteNameDoc, requireRole("operator"), async (c) => {
+    const pool = mustGet(c.req.param("name"));
+    return await onMember(c, node, pool.node, {}, async () => {
+      const out = await host.cluster.report({
+        op: "pool.delete",
+        name: pool.name,
+        ...authorship(c),
       });
-    },
-  );
+      await host.pools.release(pool);
+      return c.json(out);
+    });
+  });
 
   return app;
 }

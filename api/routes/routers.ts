@@ -90,11 +90,8 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
 
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => routers.get(c.req.param("name") ?? ""));
-  app.get(
-    "/",
-    doc({ summary: "List routers", response: listOf("routers", recordSchema) }),
-    (c) => c.json({ routers: routers.all().map((r) => routerView(node, r)) }),
-  );
+  const getDoc = doc({ summary: "List routers", response: listOf("routers", recordSchema) });
+  app.get("/", getDoc, (c) => c.json({ routers: routers.all().map((r) => routerView(node, r)) }));
   app.get("/:name", doc({ summary: "Show a router" }), (c) => {
     const r = mustGet(c.req.param("name"));
     const attached = new Set(r.networks);
@@ -103,35 +100,30 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
     );
     return c.json({ ...routerView(node, r), floatingIps });
   });
-  app.post(
-    "/",
-    doc({ summary: "Create a router", body: routerSchema, status: 201 }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const body = await parseBody(c, routerSchema);
-      const r = await node.propose({
-        op: "router.create",
-        router: body,
-        ...authorship(c),
-      }) as RouterRecord;
-      return c.json(routerView(node, r), 201);
-    },
-  );
-  app.delete(
-    "/:name",
-    doc({ summary: "Delete a router" }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const name = c.req.param("name");
-      mustGet(name);
-      return c.json(await node.propose({ op: "router.delete", name, ...authorship(c) }));
-    },
-  );
+  const postDoc = doc({ summary: "Create a router", body: routerSchema, status: 201 });
+  app.post("/", postDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const body = await parseBody(c, routerSchema);
+    const r = await node.propose({
+      op: "router.create",
+      router: body,
+      ...authorship(c),
+    }) as RouterRecord;
+    return c.json(routerView(node, r), 201);
+  });
+  const deleteNameDoc = doc({ summary: "Delete a router" });
+  app.delete("/:name", deleteNameDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const name = c.req.param("name");
+    mustGet(name);
+    return c.json(await node.propose({ op: "router.delete", name, ...authorship(c) }));
+  });
+  const postNameNetworksDoc = doc({
+    summary: "Attach a network to a router",
+    body: attachSchema,
+    status: 201,
+  });
   app.post(
     "/:name/networks",
-    doc({ summary: "Attach a network to a router", body: attachSchema, status: 201 }),
+    postNameNetworksDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
@@ -147,9 +139,10 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
       return c.json(routerView(node, r));
     },
   );
+  const deleteNameNetworksNetworkDoc = doc({ summary: "Detach a network from a router" });
   app.delete(
     "/:name/networks/:network",
-    doc({ summary: "Detach a network from a router" }),
+    deleteNameNetworksNetworkDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
@@ -164,9 +157,10 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
       return c.json(routerView(node, r));
     },
   );
+  const putNameUplinkDoc = doc({ summary: "Set a router's uplink", body: uplinkSchema });
   app.put(
     "/:name/uplink",
-    doc({ summary: "Set a router's uplink", body: uplinkSchema }),
+    putNameUplinkDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
@@ -195,74 +189,57 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
 
   app.use("*", bearerAuth(node));
   withEtags(app, "/:ip", (c) => routers.floatingIp(c.req.param("ip") ?? ""));
-  app.get(
-    "/",
-    doc({ summary: "List floating IPs", response: listOf("floatingIps", recordSchema) }),
-    (c) => c.json({ floatingIps: routers.floatingIps() }),
-  );
+  const getDoc2 = doc({
+    summary: "List floating IPs",
+    response: listOf("floatingIps", recordSchema),
+  });
+  app.get("/", getDoc2, (c) => c.json({ floatingIps: routers.floatingIps() }));
   app.get("/:ip", doc({ summary: "Show a floating IP" }), (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);
     return c.json(routers.floatingIp(ip));
   });
-  app.post(
-    "/",
-    doc({ summary: "Allocate a floating IP", body: fipSchema, status: 201 }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const body = await parseBody(c, fipSchema);
-      const r = await node.propose({
-        op: "fip.create",
-        network: body.network,
-        ip: body.ip,
+  const postDoc2 = doc({ summary: "Allocate a floating IP", body: fipSchema, status: 201 });
+  app.post("/", postDoc2, requireRole("operator"), leaderOnly(node), async (c) => {
+    const body = await parseBody(c, fipSchema);
+    const r = await node.propose({
+      op: "fip.create",
+      network: body.network,
+      ip: body.ip,
+      ...authorship(c),
+    });
+    return c.json(r, 201);
+  });
+  const deleteIpDoc = doc({ summary: "Release a floating IP" });
+  app.delete("/:ip", deleteIpDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const ip = c.req.param("ip");
+    mustExist(ip);
+    return c.json(await node.propose({ op: "fip.delete", ip, ...authorship(c) }));
+  });
+  const postIpAttachDoc = doc({
+    summary: "Attach a floating IP to a VM's NIC",
+    body: fipAttachSchema,
+  });
+  app.post("/:ip/attach", postIpAttachDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const ip = c.req.param("ip");
+    mustExist(ip);
+    const body = await parseBody(c, fipAttachSchema);
+    if (!node.fsm.vm(body.vm)) throw new NotFoundError("vm", body.vm);
+    return c.json(
+      await node.propose({
+        op: "fip.attach",
+        ip,
+        vm: body.vm,
+        nic: body.nic,
         ...authorship(c),
-      });
-      return c.json(r, 201);
-    },
-  );
-  app.delete(
-    "/:ip",
-    doc({ summary: "Release a floating IP" }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const ip = c.req.param("ip");
-      mustExist(ip);
-      return c.json(await node.propose({ op: "fip.delete", ip, ...authorship(c) }));
-    },
-  );
-  app.post(
-    "/:ip/attach",
-    doc({ summary: "Attach a floating IP to a VM's NIC", body: fipAttachSchema }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const ip = c.req.param("ip");
-      mustExist(ip);
-      const body = await parseBody(c, fipAttachSchema);
-      if (!node.fsm.vm(body.vm)) throw new NotFoundError("vm", body.vm);
-      return c.json(
-        await node.propose({
-          op: "fip.attach",
-          ip,
-          vm: body.vm,
-          nic: body.nic,
-          ...authorship(c),
-        }),
-      );
-    },
-  );
-  app.post(
-    "/:ip/detach",
-    doc({ summary: "Detach a floating IP" }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const ip = c.req.param("ip");
-      mustExist(ip);
-      return c.json(await node.propose({ op: "fip.detach", ip, ...authorship(c) }));
-    },
-  );
+      }),
+    );
+  });
+  const postIpDetachDoc = doc({ summary: "Detach a floating IP" });
+  app.post("/:ip/detach", postIpDetachDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const ip = c.req.param("ip");
+    mustExist(ip);
+    return c.json(await node.propose({ op: "fip.detach", ip, ...authorship(c) }));
+  });
   return app;
 }

@@ -85,56 +85,47 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
     const g = groups.get(name);
     return g && { ...g, rules: groups.rules(name) };
   });
-  app.get(
-    "/",
-    doc({ summary: "List security groups", response: listOf("securityGroups", recordSchema) }),
-    (c) => {
-      const counts = new Map<string, { rules: number; ports: number }>();
-      const count = (g: string) => counts.get(g) ?? counts.set(g, { rules: 0, ports: 0 }).get(g)!;
-      for (const r of groups.rules(null)) count(r.group).rules++;
-      for (const m of groups.members(null)) count(m.group).ports++;
-      return c.json({
-        securityGroups: groups.all().map((g) => ({ ...g, ...count(g.name) })),
-      });
-    },
-  );
+  const getDoc = doc({
+    summary: "List security groups",
+    response: listOf("securityGroups", recordSchema),
+  });
+  app.get("/", getDoc, (c) => {
+    const counts = new Map<string, { rules: number; ports: number }>();
+    const count = (g: string) => counts.get(g) ?? counts.set(g, { rules: 0, ports: 0 }).get(g)!;
+    for (const r of groups.rules(null)) count(r.group).rules++;
+    for (const m of groups.members(null)) count(m.group).ports++;
+    return c.json({
+      securityGroups: groups.all().map((g) => ({ ...g, ...count(g.name) })),
+    });
+  });
   app.get("/:name", doc({ summary: "Show a security group and its rules" }), (c) => {
     const name = c.req.param("name");
     const g = groups.get(name);
     if (!g) throw new NotFoundError("security group", name);
     return c.json({ ...g, rules: groups.rules(name), ports: portsOf(name) });
   });
-  app.post(
-    "/",
-    doc({ summary: "Create a security group", body: groupSchema, status: 201 }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const body = await parseBody(c, groupSchema);
-      const r = await node.propose({
-        op: "sg.create",
-        group: { name: body.name, description: body.description },
-        ...authorship(c),
-      });
-      return c.json(r, 201);
-    },
-  );
-  app.delete(
-    "/:name",
-    doc({ summary: "Delete a security group" }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const name = c.req.param("name");
-      mustExist(name);
-      return c.json(
-        await node.propose({ op: "sg.delete", name, ...authorship(c) }),
-      );
-    },
-  );
+  const postDoc = doc({ summary: "Create a security group", body: groupSchema, status: 201 });
+  app.post("/", postDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const body = await parseBody(c, groupSchema);
+    const r = await node.propose({
+      op: "sg.create",
+      group: { name: body.name, description: body.description },
+      ...authorship(c),
+    });
+    return c.json(r, 201);
+  });
+  const deleteNameDoc = doc({ summary: "Delete a security group" });
+  app.delete("/:name", deleteNameDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const name = c.req.param("name");
+    mustExist(name);
+    return c.json(
+      await node.propose({ op: "sg.delete", name, ...authorship(c) }),
+    );
+  });
+  const postNameRulesDoc = doc({ summary: "Add an allow rule", body: ruleSchema, status: 201 });
   app.post(
     "/:name/rules",
-    doc({ summary: "Add an allow rule", body: ruleSchema, status: 201 }),
+    postNameRulesDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
@@ -156,9 +147,10 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
       return c.json(r, 201);
     },
   );
+  const deleteNameRulesIdDoc = doc({ summary: "Remove a rule" });
   app.delete(
     "/:name/rules/:id",
-    doc({ summary: "Remove a rule" }),
+    deleteNameRulesIdDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {

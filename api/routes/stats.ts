@@ -88,23 +88,21 @@ function view<T extends object>(
 /** Mounted under `/api/v1/vms` behind its bearer authentication. */
 export function vmStatsRoutes(node: ClusterNode, stats: MetricsSampler | undefined): Hono<Env> {
   const app = new Hono<Env>();
-  app.get(
-    "/:name/stats",
-    doc({ summary: "A VM's metrics history, from its host", query: statsQuerySchema }),
-    validQuery,
-    hostOnly(node),
-    (c) => {
-      const name = c.req.param("name");
-      const w = windowOf(c);
-      const vm = node.fsm.vm(name);
-      return c.json<VmStatsView>({
-        vm: name,
-        node: node.id,
-        state: vm?.state ?? null,
-        ...view(stats?.latestVm(name) ?? null, w, stats?.vmHistory(name, w) ?? []),
-      });
-    },
-  );
+  const getNameStatsDoc = doc({
+    summary: "A VM's metrics history, from its host",
+    query: statsQuerySchema,
+  });
+  app.get("/:name/stats", getNameStatsDoc, validQuery, hostOnly(node), (c) => {
+    const name = c.req.param("name");
+    const w = windowOf(c);
+    const vm = node.fsm.vm(name);
+    return c.json<VmStatsView>({
+      vm: name,
+      node: node.id,
+      state: vm?.state ?? null,
+      ...view(stats?.latestVm(name) ?? null, w, stats?.vmHistory(name, w) ?? []),
+    });
+  });
   return app;
 }
 
@@ -116,26 +114,21 @@ export function nodeStatsRoutes(node: ClusterNode, stats: MetricsSampler | undef
     if (!node.fsm.node(name) && !node.fsm.member(name)) throw new NotFoundError("node", name);
     return { member: name, what: `node "${name}"` };
   });
-  app.get(
-    "/:name/stats",
-    doc({
-      summary: "A host's metrics history and its VMs' newest samples",
-      query: statsQuerySchema,
-    }),
-    validQuery,
-    onThatNode,
-    (c) => {
-      const w = windowOf(c);
-      return c.json<NodeStatsView>({
-        node: node.id,
-        // What this host samples now: `novactl top` lists them.
-        vms: (stats?.vmNames() ?? []).sort().map((name) => ({
-          name,
-          ...stats!.latestVm(name)!.sample,
-        })),
-        ...view(stats?.latestHost() ?? null, w, stats?.hostHistory(w) ?? []),
-      });
-    },
-  );
+  const getNameStatsDoc2 = doc({
+    summary: "A host's metrics history and its VMs' newest samples",
+    query: statsQuerySchema,
+  });
+  app.get("/:name/stats", getNameStatsDoc2, validQuery, onThatNode, (c) => {
+    const w = windowOf(c);
+    return c.json<NodeStatsView>({
+      node: node.id,
+      // What this host samples now: `novactl top` lists them.
+      vms: (stats?.vmNames() ?? []).sort().map((name) => ({
+        name,
+        ...stats!.latestVm(name)!.sample,
+      })),
+      ...view(stats?.latestHost() ?? null, w, stats?.hostHistory(w) ?? []),
+    });
+  });
   return app;
 }

@@ -44,40 +44,32 @@ export function tokenRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node), requireRole("admin"));
 
-  app.get(
-    "/",
-    doc({ summary: "List API tokens", response: listOf("tokens", recordSchema) }),
-    leaderOnly(node),
-    async (c) => {
-      await node.linearizableRead();
-      const now = Date.now();
-      return c.json({
-        tokens: node.fsm.apiTokens().map((t) => ({
-          ...t,
-          expired: t.expiresAt !== null && Date.parse(t.expiresAt) <= now,
-        })),
-      });
-    },
-  );
+  const getDoc = doc({ summary: "List API tokens", response: listOf("tokens", recordSchema) });
+  app.get("/", getDoc, leaderOnly(node), async (c) => {
+    await node.linearizableRead();
+    const now = Date.now();
+    return c.json({
+      tokens: node.fsm.apiTokens().map((t) => ({
+        ...t,
+        expired: t.expiresAt !== null && Date.parse(t.expiresAt) <= now,
+      })),
+    });
+  });
 
-  app.post(
-    "/",
-    doc({
-      summary: "Create an API token (its secret is shown once)",
-      body: createSchema,
-      status: 201,
-    }),
-    leaderOnly(node),
-    async (c) => {
-      const body = await parseBody(c, createSchema);
-      const issued = await createApiToken(
-        node,
-        { name: body.name, role: body.role as (typeof ROLES)[number], ttlMs: ttlMs(body.ttl) },
-        c.get("principal").name,
-      );
-      return c.json(issued, 201);
-    },
-  );
+  const postDoc = doc({
+    summary: "Create an API token (its secret is shown once)",
+    body: createSchema,
+    status: 201,
+  });
+  app.post("/", postDoc, leaderOnly(node), async (c) => {
+    const body = await parseBody(c, createSchema);
+    const issued = await createApiToken(
+      node,
+      { name: body.name, role: body.role as (typeof ROLES)[number], ttlMs: ttlMs(body.ttl) },
+      c.get("principal").name,
+    );
+    return c.json(issued, 201);
+  });
 
   app.delete("/:name", doc({ summary: "Revoke an API token" }), leaderOnly(node), async (c) => {
     const name = checkName(c.req.param("name"));
@@ -85,18 +77,14 @@ export function tokenRoutes(node: ClusterNode): Hono<Env> {
     return c.json({ name, revoked: true });
   });
 
-  app.post(
-    "/:name/rotate",
-    doc({ summary: "Rotate an API token's secret", body: rotateSchema }),
-    leaderOnly(node),
-    async (c) => {
-      const name = checkName(c.req.param("name"));
-      const body = await parseBody(c, rotateSchema);
-      return c.json(
-        await rotateApiToken(node, { name, ttlMs: ttlMs(body.ttl) }, c.get("principal").name),
-      );
-    },
-  );
+  const postNameRotateDoc = doc({ summary: "Rotate an API token's secret", body: rotateSchema });
+  app.post("/:name/rotate", postNameRotateDoc, leaderOnly(node), async (c) => {
+    const name = checkName(c.req.param("name"));
+    const body = await parseBody(c, rotateSchema);
+    return c.json(
+      await rotateApiToken(node, { name, ttlMs: ttlMs(body.ttl) }, c.get("principal").name),
+    );
+  });
 
   return app;
 }

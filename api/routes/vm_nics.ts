@@ -34,54 +34,47 @@ export const addNicSchema = z.object({
 export function vmNicRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
-  app.get(
-    "/:name/nics",
-    doc({
-      summary: "List a VM's NICs, each with its index and address check",
-      response: listOf("nics", recordSchema),
-    }),
-    (c) => {
-      const vm = node.fsm.vm(c.req.param("name"));
-      if (!vm) throw new NotFoundError("vm", c.req.param("name"));
-      const nics = ((vm.nics ?? []) as VmNic[])
-        .map((n, i) => ({ ...n, index: nicIndex(n, i), ...checkNicAddress(n, vm.guest) }));
-      return c.json({ nics });
-    },
-  );
+  const getNameNicsDoc = doc({
+    summary: "List a VM's NICs, each with its index and address check",
+    response: listOf("nics", recordSchema),
+  });
+  app.get("/:name/nics", getNameNicsDoc, (c) => {
+    const vm = node.fsm.vm(c.req.param("name"));
+    if (!vm) throw new NotFoundError("vm", c.req.param("name"));
+    const nics = ((vm.nics ?? []) as VmNic[])
+      .map((n, i) => ({ ...n, index: nicIndex(n, i), ...checkNicAddress(n, vm.guest) }));
+    return c.json({ nics });
+  });
 
-  app.post(
-    "/:name/nics",
-    doc({
-      summary: "Add a NIC (hot-plugged into a running guest)",
-      body: addNicSchema,
-      status: 201,
-    }),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const req = await parseBody(c, addNicSchema);
-      // The applier checks these too (it decides); here they fail before a log entry is spent.
-      if (!node.fsm.network(req.network)) {
-        throw ValidationError.field("nic.network", `network "${req.network}" not found`);
+  const postNameNicsDoc = doc({
+    summary: "Add a NIC (hot-plugged into a running guest)",
+    body: addNicSchema,
+    status: 201,
+  });
+  app.post("/:name/nics", postNameNicsDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const req = await parseBody(c, addNicSchema);
+    // The applier checks these too (it decides); here they fail before a log entry is spent.
+    if (!node.fsm.network(req.network)) {
+      throw ValidationError.field("nic.network", `network "${req.network}" not found`);
+    }
+    for (const g of req.securityGroups ?? []) {
+      if (!node.fsm.securityGroups.get(g)) {
+        throw ValidationError.field("nic.securityGroups", `security group "${g}" not found`);
       }
-      for (const g of req.securityGroups ?? []) {
-        if (!node.fsm.securityGroups.get(g)) {
-          throw ValidationError.field("nic.securityGroups", `security group "${g}" not found`);
-        }
-      }
-      const nic = await node.propose({
-        op: "vm.nic.add",
-        name: c.req.param("name"),
-        nic: req,
-        ...authorship(c),
-      });
-      return c.json(nic as VmNic, 201);
-    },
-  );
+    }
+    const nic = await node.propose({
+      op: "vm.nic.add",
+      name: c.req.param("name"),
+      nic: req,
+      ...authorship(c),
+    });
+    return c.json(nic as VmNic, 201);
+  });
 
+  const deleteNameNicsNicDoc = doc({ summary: "Remove a NIC, named by its index or MAC" });
   app.delete(
     "/:name/nics/:nic",
-    doc({ summary: "Remove a NIC, named by its index or MAC" }),
+    deleteNameNicsNicDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {

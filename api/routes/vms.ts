@@ -214,11 +214,8 @@ export function vmRoutes(
       : `,"continue":${JSON.stringify(continueToken(page.lastName))}`;
     return c.body(`{"vms":${page.json}${more}}`, 200, { "content-type": "application/json" });
   });
-  app.get(
-    "/:name",
-    doc({ summary: "Show a VM", response: vmSchema }),
-    (c) => c.json(shown(c, vmOr404(c.req.param("name")))),
-  );
+  const getNameDoc = doc({ summary: "Show a VM", response: vmSchema });
+  app.get("/:name", getNameDoc, (c) => c.json(shown(c, vmOr404(c.req.param("name")))));
 
   // Long-poll: answers when the VM reaches `state` (or fails, or is deleted: 404), or at the
   // timeout with its current record. Woken by applied changes, not by polling.
@@ -360,9 +357,14 @@ export function vmRoutes(
   });
 
   // The serial console can show what guests print (passwords, keys): not for viewers.
+  const getNameConsoleDoc = doc({
+    summary: "The serial console's log",
+    query: consoleQuery,
+    responseType: "text/plain",
+  });
   app.get(
     "/:name/console",
-    doc({ summary: "The serial console's log", query: consoleQuery, responseType: "text/plain" }),
+    getNameConsoleDoc,
     requireRole("operator"),
     hostOnly(node, { timeoutMs: null }),
     async (c) => {

@@ -61,107 +61,92 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.volumes.get(c.req.param("name") ?? ""));
-  app.get(
-    "/",
-    doc({ summary: "List volumes", response: listOf("volumes", recordSchema) }),
-    (c) => c.json({ volumes: node.fsm.volumes.all() }),
-  );
+  const getDoc = doc({ summary: "List volumes", response: listOf("volumes", recordSchema) });
+  app.get("/", getDoc, (c) => c.json({ volumes: node.fsm.volumes.all() }));
   app.get("/:name", doc({ summary: "Show a volume" }), (c) => c.json(mustGet(c.req.param("name"))));
 
-  app.post(
-    "/",
-    doc({
-      summary: "Create a volume on the host that holds its pool",
-      body: volumeSchema,
-      status: 201,
-    }),
-    requireRole("operator"),
-    async (c) => {
-      const body = await parseBody(c, volumeSchema);
-      // The state machine decides again when the volume is recorded; here nothing is made yet.
-      const pool = node.fsm.volumes.check(body);
-      const target = pool.driver === "shared-dir" ? node.id : pool.node ?? body.node!;
-      if (node.fsm.volumes.get(body.name)) {
-        throw new ConflictError(`name: volume "${body.name}" already exists`, { field: "name" });
+  const postDoc = doc({
+    summary: "Create a volume on the host that holds its pool",
+    body: volumeSchema,
+    status: 201,
+  });
+  app.post("/", postDoc, requireRole("operator"), async (c) => {
+    const body = await parseBody(c, volumeSchema);
+    // The state machine decides again when the volume is recorded; here nothing is made yet.
+    const pool = node.fsm.volumes.check(body);
+    const target = pool.driver === "shared-dir" ? node.id : pool.node ?? body.node!;
+    if (node.fsm.volumes.get(body.name)) {
+      throw new ConflictError(`name: volume "${body.name}" already exists`, { field: "name" });
+    }
+    node.fsm.pools.assertRoom(pool, target, body.sizeBytes, "size");
+    return await onMember(c, node, target, body, async () => {
+      const spec: VolumeSpec = { ...body };
+      const backend = host.pools.backend(spec.pool);
+      if (spec.fromImage) {
+        const files = await host.cluster.pullImage(spec.fromImage);
+        await backend.overlayOn(files.disk!, "qcow2", spec.name, spec.sizeBytes);
+      } else {
+        await backend.create(spec.name, spec.sizeBytes);
       }
-      node.fsm.pools.assertRoom(pool, target, body.sizeBytes, "size");
-      return await onMember(c, node, target, body, async () => {
-        const spec: VolumeSpec = { ...body };
-        const backend = host.pools.backend(spec.pool);
-        if (spec.fromImage) {
-          const files = await host.cluster.pullImage(spec.fromImage);
-          await backend.overlayOn(files.disk!, "qcow2", spec.name, spec.sizeBytes);
-        } else {
-          await backend.create(spec.name, spec.sizeBytes);
-        }
-        try {
-          const record = await host.cluster.report({
-            op: "volume.create",
-            volume: spec,
-            ...authorship(c),
-          });
-          return c.json(record as VolumeRecord, 201);
-        } catch (err) {
-          await backend.delete(spec.name).catch(() => {});
-          throw err;
-        }
-      });
-    },
-  );
-
-  app.post(
-    "/:name/resize",
-    doc({ summary: "Grow a volume", body: resizeSchema }),
-    requireRole("operator"),
-    async (c) => {
-      const v = mustGet(c.req.param("name"));
-      const { sizeBytes } = await parseBody(c, resizeSchema);
-      const vm = v.attachedTo ? node.fsm.vm(v.attachedTo) : null;
-      const target = vm?.node ?? v.node;
-      if (sizeBytes > v.sizeBytes) {
-        const pool = node.fsm.pools.get(v.pool)!;
-        node.fsm.pools.assertRoom(
-          pool,
-          v.node ?? target ?? node.id,
-          sizeBytes - v.sizeBytes,
-          "size",
-        );
-      }
-      if (sizeBytes < v.sizeBytes) {
-        throw ValidationError.field("size", `cannot shrink ${v.name} below ${v.sizeBytes} bytes`);
-      }
-      return await onMember(c, node, target, { sizeBytes }, async () => {
-        if (vm) await host.resizeAttached(vm.name, v.name, sizeBytes);
-        else await host.pools.backend(v.pool).resize(v.name, sizeBytes);
+      try {
         const record = await host.cluster.report({
-          op: "volume.resize",
-          name: v.name,
-          sizeBytes,
+          op: "volume.create",
+          volume: spec,
           ...authorship(c),
         });
-        return c.json(record as VolumeRecord);
-      });
-    },
-  );
+        return c.json(record as VolumeRecord, 201);
+      } catch (err) {
+        await backend.delete(spec.name).catch(() => {});
+        throw err;
+      }
+    });
+  });
 
-  app.delete(
-    "/:name",
-    doc({ summary: "Delete a volume (409 while attached)" }),
-    requireRole("operator"),
-    async (c) => {
-      const v = mustGet(c.req.param("name"));
-      return await onMember(c, node, v.node, {}, async () => {
-        const out = await host.cluster.report({
-          op: "volume.delete",
-          name: v.name,
-          ...authorship(c),
-        });
-        const backend = host.pools.backend(v.pool);
-        if (await backend.has(v.name)) await backend.delete(v.name);
-        return c.json(out);
+  const postNameResizeDoc = doc({ summary: "Grow a volume", body: resizeSchema });
+  app.post("/:name/resize", postNameResizeDoc, requireRole("operator"), async (c) => {
+    const v = mustGet(c.req.param("name"));
+    const { sizeBytes } = await parseBody(c, resizeSchema);
+    const vm = v.attachedTo ? node.fsm.vm(v.attachedTo) : null;
+    const target = vm?.node ?? v.node;
+    if (sizeBytes > v.sizeBytes) {
+      const pool = node.fsm.pools.get(v.pool)!;
+      node.fsm.pools.assertRoom(
+        pool,
+        v.node ?? target ?? node.id,
+        sizeBytes - v.sizeBytes,
+        "size",
+      );
+    }
+    if (sizeBytes < v.sizeBytes) {
+      throw ValidationError.field("size", `cannot shrink ${v.name} below ${v.sizeBytes} bytes`);
+    }
+    return await onMember(c, node, target, { sizeBytes }, async () => {
+      if (vm) await host.resizeAttached(vm.name, v.name, sizeBytes);
+      else await host.pools.backend(v.pool).resize(v.name, sizeBytes);
+      const record = await host.cluster.report({
+        op: "volume.resize",
+        name: v.name,
+        sizeBytes,
+        ...authorship(c),
       });
-    },
-  );
+      return c.json(record as VolumeRecord);
+    });
+  });
+
+  const deleteNameDoc = doc({ summary: "Delete a volume (409 while attached)" });
+  app.delete("/:name", deleteNameDoc, requireRole("operator"), async (c) => {
+    const v = mustGet(c.req.param("name"));
+    return await onMember(c, node, v.node, {}, async () => {
+      const out = await host.cluster.report({
+        op: "volume.delete",
+        name: v.name,
+        ...authorship(c),
+      });
+      const backend = host.pools.backend(v.pool);
+      if (await backend.has(v.name)) await backend.delete(v.name);
+      return c.json(out);
+    });
+  });
 
   return app;
 }
@@ -170,22 +155,23 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
-  app.get(
-    "/:name/disks",
-    doc({ summary: "List a VM's disks", response: listOf("disks", recordSchema) }),
-    (c) => {
-      const vm = node.fsm.vm(c.req.param("name"));
-      if (!vm) throw new NotFoundError("vm", c.req.param("name"));
-      return c.json({ disks: vm.disks });
-    },
-  );
+  const getNameDisksDoc = doc({
+    summary: "List a VM's disks",
+    response: listOf("disks", recordSchema),
+  });
+  app.get("/:name/disks", getNameDisksDoc, (c) => {
+    const vm = node.fsm.vm(c.req.param("name"));
+    if (!vm) throw new NotFoundError("vm", c.req.param("name"));
+    return c.json({ disks: vm.disks });
+  });
+  const postNameDisksDoc = doc({
+    summary: "Attach a volume to a VM (hot-plugged when running)",
+    body: attachSchema,
+    status: 201,
+  });
   app.post(
     "/:name/disks",
-    doc({
-      summary: "Attach a volume to a VM (hot-plugged when running)",
-      body: attachSchema,
-      status: 201,
-    }),
+    postNameDisksDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
@@ -199,9 +185,10 @@ export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
       return c.json(disk, 201);
     },
   );
+  const deleteNameDisksDiskDoc = doc({ summary: "Detach a volume from a VM, by name or disk id" });
   app.delete(
     "/:name/disks/:disk",
-    doc({ summary: "Detach a volume from a VM, by name or disk id" }),
+    deleteNameDisksDiskDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
