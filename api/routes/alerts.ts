@@ -181,34 +181,28 @@ export function alertRoutes(node: ClusterNode): Hono<Env> {
     const r = await node.propose({ op: "alert.rule.create", rule, ...authorship(c) });
     return c.json(ruleView(r as AlertRuleRecord), 201);
   });
-  const patchRulesNameDoc = doc({ summary: "Change an alert rule", body: alertRulePatchSchema });
-  app.patch(
-    "/rules/:name",
-    patchRulesNameDoc,
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const b = await parseBody(c, alertRulePatchSchema);
-      const patch: Partial<Omit<AlertRuleSpec, "name">> = {};
-      if (b.above !== undefined) Object.assign(patch, { comparison: "above", threshold: b.above });
-      if (b.below !== undefined) Object.assign(patch, { comparison: "below", threshold: b.below });
-      if (b.for !== undefined) patch.forMs = forMsOf(b.for);
-      if (b.labels !== undefined) patch.labels = b.labels;
-      if (b.webhook !== undefined) patch.webhook = b.webhook;
-      if (b.enabled !== undefined) patch.enabled = b.enabled;
-      const r = await node.propose({
-        op: "alert.rule.update",
-        name: c.req.param("name"),
-        patch,
-        ...authorship(c),
-      });
-      return c.json(ruleView(r as AlertRuleRecord));
-    },
-  );
-  const deleteRulesNameDoc = doc({ summary: "Delete an alert rule" });
+  const patchRulesDoc = doc({ summary: "Change an alert rule", body: alertRulePatchSchema });
+  app.patch("/rules/:name", patchRulesDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const b = await parseBody(c, alertRulePatchSchema);
+    const patch: Partial<Omit<AlertRuleSpec, "name">> = {};
+    if (b.above !== undefined) Object.assign(patch, { comparison: "above", threshold: b.above });
+    if (b.below !== undefined) Object.assign(patch, { comparison: "below", threshold: b.below });
+    if (b.for !== undefined) patch.forMs = forMsOf(b.for);
+    if (b.labels !== undefined) patch.labels = b.labels;
+    if (b.webhook !== undefined) patch.webhook = b.webhook;
+    if (b.enabled !== undefined) patch.enabled = b.enabled;
+    const r = await node.propose({
+      op: "alert.rule.update",
+      name: c.req.param("name"),
+      patch,
+      ...authorship(c),
+    });
+    return c.json(ruleView(r as AlertRuleRecord));
+  });
+  const deleteRulesDoc = doc({ summary: "Delete an alert rule" });
   app.delete(
     "/rules/:name",
-    deleteRulesNameDoc,
+    deleteRulesDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {

@@ -112,8 +112,8 @@ export function backupTargetRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(t, 201);
   });
-  const deleteNameDoc = doc({ summary: "Delete a backup target" });
-  app.delete("/:name", deleteNameDoc, requireRole("admin"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a backup target" });
+  app.delete("/:name", deleteDoc, requireRole("admin"), leaderOnly(node), async (c) => {
     return c.json(
       await node.propose({
         op: "backup.target.delete",
@@ -172,38 +172,32 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
     }
     return c.json({ id: b.id, deleted: true });
   });
-  const postIdVerifyDoc = doc({
+  const postVerifyDoc = doc({
     summary: "Verify a backup's checksums (202 with the operation)",
     status: 202,
   });
-  app.post("/:id/verify", postIdVerifyDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+  app.post("/:id/verify", postVerifyDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     return c.json(await startVerify(node, c.req.param("id"), by(c)), 202);
   });
-  const postIdRestoreDoc = doc({
+  const postRestoreDoc = doc({
     summary: "Restore a backup as a new VM (202 with the operation)",
     body: restoreSchema,
     status: 202,
   });
-  app.post(
-    "/:id/restore",
-    postIdRestoreDoc,
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const body = await parseBody(c, restoreSchema);
-      const b = mustGetBackup(node, c.req.param("id"));
-      const t = backups.target(b.target);
-      if (!t) throw new NotFoundError("backup target", b.target);
-      // Every manifest of the chain read and checked before anything is created.
-      const manifests = await checkRestorable(t.path, backups.chainOf(b.id));
-      const top = manifests[manifests.length - 1];
-      const op = await startRestore(node, b.id, body, {
-        spec: top.spec,
-        disks: top.disks.map((d) => ({ id: d.id, virtualBytes: d.virtualBytes })),
-      }, by(c));
-      return c.json(op, 202);
-    },
-  );
+  app.post("/:id/restore", postRestoreDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const body = await parseBody(c, restoreSchema);
+    const b = mustGetBackup(node, c.req.param("id"));
+    const t = backups.target(b.target);
+    if (!t) throw new NotFoundError("backup target", b.target);
+    // Every manifest of the chain read and checked before anything is created.
+    const manifests = await checkRestorable(t.path, backups.chainOf(b.id));
+    const top = manifests[manifests.length - 1];
+    const op = await startRestore(node, b.id, body, {
+      spec: top.spec,
+      disks: top.disks.map((d) => ({ id: d.id, virtualBytes: d.virtualBytes })),
+    }, by(c));
+    return c.json(op, 202);
+  });
   return app;
 }
 
@@ -223,8 +217,8 @@ export function backupScheduleRoutes(node: ClusterNode): Hono<Env> {
     if (!s) throw new NotFoundError("backup schedule", c.req.param("vm"));
     return c.json(s);
   });
-  const putVmDoc = doc({ summary: "Set a VM's backup schedule", body: scheduleSchema });
-  app.put("/:vm", putVmDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+  const putDoc = doc({ summary: "Set a VM's backup schedule", body: scheduleSchema });
+  app.put("/:vm", putDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const vm = c.req.param("vm");
     const body = await parseBody(c, scheduleSchema);
     if (!node.fsm.vm(vm)) throw new NotFoundError("vm", vm);

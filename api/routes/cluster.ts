@@ -138,10 +138,10 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
     return c.json({ tokens: node.fsm.joinTokens() });
   });
 
-  const deleteMembersNameDoc = doc({ summary: "Remove a member" });
+  const deleteMembersDoc = doc({ summary: "Remove a member" });
   app.delete(
     "/members/:name",
-    deleteMembersNameDoc,
+    deleteMembersDoc,
     requireRole("admin"),
     leaderOnly(node),
     async (c) => {

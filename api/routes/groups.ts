@@ -45,8 +45,8 @@ export function groupRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(r, 201);
   });
-  const deleteNameDoc = doc({ summary: "Delete a placement group" });
-  app.delete("/:name", deleteNameDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a placement group" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     if (!node.fsm.group(name)) throw new NotFoundError("group", name);
     return c.json(await node.propose({ op: "group.delete", name, at: Date.now() }));

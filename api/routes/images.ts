@@ -47,13 +47,13 @@ export function blobRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
   // Uploads land on the node that receives them; the image record names it as a source.
   // Streams to disk: refused (413, partial file deleted) past images.maxUploadBytes; a qcow2
   // naming other host files (backing or data file) is refused (400) before it is kept.
-  const putSha256Doc = doc({
+  const putDoc = doc({
     summary: "Upload a file (kernel, initrd, disk) by its SHA-256",
     rawBody: "application/octet-stream",
     query: uploadQuery,
     status: 201,
   });
-  app.put("/:sha256", putSha256Doc, requireRole("operator"), async (c) => {
+  app.put("/:sha256", putDoc, requireRole("operator"), async (c) => {
     const body = c.req.raw.body;
     if (!body) throw ValidationError.field("body", "the file content is missing");
     const maxBytes = node.fsm.settings()["images.maxUploadBytes"];
@@ -107,15 +107,15 @@ export function imageRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
     return c.json(record, 201);
   });
 
-  const deleteNameDoc = doc({ summary: "Delete an image", response: deletedSchema });
-  app.delete("/:name", deleteNameDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete an image", response: deletedSchema });
+  app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     await deleteImage(node, c.req.param("name"));
     return c.json({ deleted: c.req.param("name") });
   });
 
   // Pre-stage an image on a host (default: the node answering). Runs on that host.
-  const postNamePullDoc = doc({ summary: "Stage an image's files on a host", query: pullQuery });
-  app.post("/:name/pull", postNamePullDoc, requireRole("operator"), async (c) => {
+  const postPullDoc = doc({ summary: "Stage an image's files on a host", query: pullQuery });
+  app.post("/:name/pull", postPullDoc, requireRole("operator"), async (c) => {
     const target = parseQuery(c, pullQuery).node ?? node.id;
     if (target !== node.id) {
       const m = node.fsm.member(target);

@@ -112,8 +112,8 @@ export function networkRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(r, 201);
   });
-  const deleteNameDoc = doc({ summary: "Delete a network (409 while NICs use it)" });
-  app.delete("/:name", deleteNameDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a network (409 while NICs use it)" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     if (!node.fsm.network(name)) throw new NotFoundError("network", name);
     return c.json(

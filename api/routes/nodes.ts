@@ -57,13 +57,13 @@ export function nodeRoutes(
   });
 
   /** Replaces the host's provider bridge mappings (`node set --bridge-mapping`). */
-  const putNameBridgeMappingsDoc = doc({
+  const putBridgeMappingsDoc = doc({
     summary: "Replace a host's provider bridge mappings",
     body: bridgeMappingsSchema,
   });
   app.put(
     "/:name/bridge-mappings",
-    putNameBridgeMappingsDoc,
+    putBridgeMappingsDoc,
     requireRole("admin"),
     leaderOnly(node),
     async (c) => {
@@ -82,20 +82,14 @@ export function nodeRoutes(
     },
   );
 
-  const postNameCordonDoc = doc({ summary: "Cordon a host: no new VMs" });
-  app.post(
-    "/:name/cordon",
-    postNameCordonDoc,
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      return c.json(await setNodeState(node, c.req.param("name"), "cordoned"));
-    },
-  );
-  const postNameUncordonDoc = doc({ summary: "Uncordon a host" });
+  const postCordonDoc = doc({ summary: "Cordon a host: no new VMs" });
+  app.post("/:name/cordon", postCordonDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    return c.json(await setNodeState(node, c.req.param("name"), "cordoned"));
+  });
+  const postUncordonDoc = doc({ summary: "Uncordon a host" });
   app.post(
     "/:name/uncordon",
-    postNameUncordonDoc,
+    postUncordonDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {

@@ -40,12 +40,12 @@ export function operationRoutes(node: ClusterNode, runners: OperationAborter[]):
   app.get("/:id", getIdDoc, (c) => c.json(get(c.req.param("id"))));
 
   // Long-poll until the operation finishes (or `timeoutMs` passes: then 200 with state "running").
-  const getIdWaitDoc = doc({
+  const getWaitDoc = doc({
     summary: "Wait for an operation to finish (at the timeout: still running)",
     query: waitQuery,
     response: operationSchema,
   });
-  app.get("/:id/wait", getIdWaitDoc, async (c) => {
+  app.get("/:id/wait", getWaitDoc, async (c) => {
     const q = parseQuery(c, waitQuery);
     const timeoutMs = Math.min(Number(q.timeoutMs ?? 60_000) || 60_000, MAX_WAIT_MS);
     return c.json(
@@ -58,8 +58,8 @@ export function operationRoutes(node: ClusterNode, runners: OperationAborter[]):
     const op = get(c.req.param("id") ?? "");
     return { member: op.runner, what: `operation ${op.id}` };
   });
-  const postIdAbortDoc = doc({ summary: "Abort a running operation", status: 202 });
-  app.post("/:id/abort", postIdAbortDoc, requireRole("operator"), onRunner, (c) => {
+  const postAbortDoc = doc({ summary: "Abort a running operation", status: 202 });
+  app.post("/:id/abort", postAbortDoc, requireRole("operator"), onRunner, (c) => {
     const op = get(c.req.param("id"));
     if (op.state !== "running") throw new ConflictError(`operation ${op.id} already ${op.state}`);
     if (!runners.some((r) => r.abort(op.id))) {

@@ -129,8 +129,8 @@ export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
     });
   });
 
-  const deleteNameDoc = doc({ summary: "Delete a storage pool (409 while it has volumes)" });
-  app.delete("/:name", deleteNameDoc, requireRole("operator"), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a storage pool (409 while it has volumes)" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), async (c) => {
     const pool = mustGet(c.req.param("name"));
     return await onMember(c, node, pool.node, {}, async () => {
       const out = await host.cluster.report({

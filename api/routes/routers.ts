@@ -110,20 +110,20 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
     }) as RouterRecord;
     return c.json(routerView(node, r), 201);
   });
-  const deleteNameDoc = doc({ summary: "Delete a router" });
-  app.delete("/:name", deleteNameDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a router" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     mustGet(name);
     return c.json(await node.propose({ op: "router.delete", name, ...authorship(c) }));
   });
-  const postNameNetworksDoc = doc({
+  const postNetworksDoc = doc({
     summary: "Attach a network to a router",
     body: attachSchema,
     status: 201,
   });
   app.post(
     "/:name/networks",
-    postNameNetworksDoc,
+    postNetworksDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
@@ -139,10 +139,10 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
       return c.json(routerView(node, r));
     },
   );
-  const deleteNameNetworksNetworkDoc = doc({ summary: "Detach a network from a router" });
+  const deleteNetworksDoc = doc({ summary: "Detach a network from a router" });
   app.delete(
     "/:name/networks/:network",
-    deleteNameNetworksNetworkDoc,
+    deleteNetworksDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
@@ -157,26 +157,20 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
       return c.json(routerView(node, r));
     },
   );
-  const putNameUplinkDoc = doc({ summary: "Set a router's uplink", body: uplinkSchema });
-  app.put(
-    "/:name/uplink",
-    putNameUplinkDoc,
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const name = c.req.param("name");
-      mustGet(name);
-      const body = await parseBody(c, uplinkSchema);
-      const r = await node.propose({
-        op: "router.uplink",
-        router: name,
-        uplink: body.uplink,
-        ip: body.ip,
-        ...authorship(c),
-      }) as RouterRecord;
-      return c.json(routerView(node, r));
-    },
-  );
+  const putUplinkDoc = doc({ summary: "Set a router's uplink", body: uplinkSchema });
+  app.put("/:name/uplink", putUplinkDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const name = c.req.param("name");
+    mustGet(name);
+    const body = await parseBody(c, uplinkSchema);
+    const r = await node.propose({
+      op: "router.uplink",
+      router: name,
+      uplink: body.uplink,
+      ip: body.ip,
+      ...authorship(c),
+    }) as RouterRecord;
+    return c.json(routerView(node, r));
+  });
   return app;
 }
 
@@ -216,11 +210,11 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
     mustExist(ip);
     return c.json(await node.propose({ op: "fip.delete", ip, ...authorship(c) }));
   });
-  const postIpAttachDoc = doc({
+  const postAttachDoc = doc({
     summary: "Attach a floating IP to a VM's NIC",
     body: fipAttachSchema,
   });
-  app.post("/:ip/attach", postIpAttachDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+  app.post("/:ip/attach", postAttachDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);
     const body = await parseBody(c, fipAttachSchema);
@@ -235,8 +229,8 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
       }),
     );
   });
-  const postIpDetachDoc = doc({ summary: "Detach a floating IP" });
-  app.post("/:ip/detach", postIpDetachDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+  const postDetachDoc = doc({ summary: "Detach a floating IP" });
+  app.post("/:ip/detach", postDetachDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);
     return c.json(await node.propose({ op: "fip.detach", ip, ...authorship(c) }));

@@ -114,43 +114,37 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(r, 201);
   });
-  const deleteNameDoc = doc({ summary: "Delete a security group" });
-  app.delete("/:name", deleteNameDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a security group" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     mustExist(name);
     return c.json(
       await node.propose({ op: "sg.delete", name, ...authorship(c) }),
     );
   });
-  const postNameRulesDoc = doc({ summary: "Add an allow rule", body: ruleSchema, status: 201 });
-  app.post(
-    "/:name/rules",
-    postNameRulesDoc,
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const name = c.req.param("name");
-      mustExist(name);
-      const rule = ruleSpecOf(await parseBody(c, ruleSchema));
-      if (rule.remoteGroup !== null && !groups.get(rule.remoteGroup)) {
-        throw ValidationError.field(
-          "remoteGroup",
-          `security group "${rule.remoteGroup}" not found`,
-        );
-      }
-      const r = await node.propose({
-        op: "sg.rule.add",
-        group: name,
-        rule,
-        ...authorship(c),
-      });
-      return c.json(r, 201);
-    },
-  );
-  const deleteNameRulesIdDoc = doc({ summary: "Remove a rule" });
+  const postRulesDoc = doc({ summary: "Add an allow rule", body: ruleSchema, status: 201 });
+  app.post("/:name/rules", postRulesDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const name = c.req.param("name");
+    mustExist(name);
+    const rule = ruleSpecOf(await parseBody(c, ruleSchema));
+    if (rule.remoteGroup !== null && !groups.get(rule.remoteGroup)) {
+      throw ValidationError.field(
+        "remoteGroup",
+        `security group "${rule.remoteGroup}" not found`,
+      );
+    }
+    const r = await node.propose({
+      op: "sg.rule.add",
+      group: name,
+      rule,
+      ...authorship(c),
+    });
+    return c.json(r, 201);
+  });
+  const deleteRulesDoc = doc({ summary: "Remove a rule" });
   app.delete(
     "/:name/rules/:id",
-    deleteNameRulesIdDoc,
+    deleteRulesDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {

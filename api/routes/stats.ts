@@ -88,11 +88,11 @@ function view<T extends object>(
 /** Mounted under `/api/v1/vms` behind its bearer authentication. */
 export function vmStatsRoutes(node: ClusterNode, stats: MetricsSampler | undefined): Hono<Env> {
   const app = new Hono<Env>();
-  const getNameStatsDoc = doc({
+  const getStatsDoc = doc({
     summary: "A VM's metrics history, from its host",
     query: statsQuerySchema,
   });
-  app.get("/:name/stats", getNameStatsDoc, validQuery, hostOnly(node), (c) => {
+  app.get("/:name/stats", getStatsDoc, validQuery, hostOnly(node), (c) => {
     const name = c.req.param("name");
     const w = windowOf(c);
     const vm = node.fsm.vm(name);
@@ -114,11 +114,11 @@ export function nodeStatsRoutes(node: ClusterNode, stats: MetricsSampler | undef
     if (!node.fsm.node(name) && !node.fsm.member(name)) throw new NotFoundError("node", name);
     return { member: name, what: `node "${name}"` };
   });
-  const getNameStatsDoc2 = doc({
+  const getStatsDoc2 = doc({
     summary: "A host's metrics history and its VMs' newest samples",
     query: statsQuerySchema,
   });
-  app.get("/:name/stats", getNameStatsDoc2, validQuery, onThatNode, (c) => {
+  app.get("/:name/stats", getStatsDoc2, validQuery, onThatNode, (c) => {
     const w = windowOf(c);
     return c.json<NodeStatsView>({
       node: node.id,

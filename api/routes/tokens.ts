@@ -77,8 +77,8 @@ export function tokenRoutes(node: ClusterNode): Hono<Env> {
     return c.json({ name, revoked: true });
   });
 
-  const postNameRotateDoc = doc({ summary: "Rotate an API token's secret", body: rotateSchema });
-  app.post("/:name/rotate", postNameRotateDoc, leaderOnly(node), async (c) => {
+  const postRotateDoc = doc({ summary: "Rotate an API token's secret", body: rotateSchema });
+  app.post("/:name/rotate", postRotateDoc, leaderOnly(node), async (c) => {
     const name = checkName(c.req.param("name"));
     const body = await parseBody(c, rotateSchema);
     return c.json(

@@ -34,11 +34,11 @@ export const addNicSchema = z.object({
 export function vmNicRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
-  const getNameNicsDoc = doc({
+  const getNicsDoc = doc({
     summary: "List a VM's NICs, each with its index and address check",
     response: listOf("nics", recordSchema),
   });
-  app.get("/:name/nics", getNameNicsDoc, (c) => {
+  app.get("/:name/nics", getNicsDoc, (c) => {
     const vm = node.fsm.vm(c.req.param("name"));
     if (!vm) throw new NotFoundError("vm", c.req.param("name"));
     const nics = ((vm.nics ?? []) as VmNic[])
@@ -46,12 +46,12 @@ export function vmNicRoutes(node: ClusterNode): Hono<Env> {
     return c.json({ nics });
   });
 
-  const postNameNicsDoc = doc({
+  const postNicsDoc = doc({
     summary: "Add a NIC (hot-plugged into a running guest)",
     body: addNicSchema,
     status: 201,
   });
-  app.post("/:name/nics", postNameNicsDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+  app.post("/:name/nics", postNicsDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, addNicSchema);
     // The applier checks these too (it decides); here they fail before a log entry is spent.
     if (!node.fsm.network(req.network)) {
@@ -71,10 +71,10 @@ export function vmNicRoutes(node: ClusterNode): Hono<Env> {
     return c.json(nic as VmNic, 201);
   });
 
-  const deleteNameNicsNicDoc = doc({ summary: "Remove a NIC, named by its index or MAC" });
+  const deleteNicsDoc = doc({ summary: "Remove a NIC, named by its index or MAC" });
   app.delete(
     "/:name/nics/:nic",
-    deleteNameNicsNicDoc,
+    deleteNicsDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {

@@ -214,8 +214,8 @@ export function vmRoutes(
       : `,"continue":${JSON.stringify(continueToken(page.lastName))}`;
     return c.body(`{"vms":${page.json}${more}}`, 200, { "content-type": "application/json" });
   });
-  const getNameDoc = doc({ summary: "Show a VM", response: vmSchema });
-  app.get("/:name", getNameDoc, (c) => c.json(shown(c, vmOr404(c.req.param("name")))));
+  const getDoc = doc({ summary: "Show a VM", response: vmSchema });
+  app.get("/:name", getDoc, (c) => c.json(shown(c, vmOr404(c.req.param("name")))));
 
   // Long-poll: answers when the VM reaches `state` (or fails, or is deleted: 404), or at the
   // timeout with its current record. Woken by applied changes, not by polling.
@@ -357,14 +357,14 @@ export function vmRoutes(
   });
 
   // The serial console can show what guests print (passwords, keys): not for viewers.
-  const getNameConsoleDoc = doc({
+  const getConsoleDoc = doc({
     summary: "The serial console's log",
     query: consoleQuery,
     responseType: "text/plain",
   });
   app.get(
     "/:name/console",
-    getNameConsoleDoc,
+    getConsoleDoc,
     requireRole("operator"),
     hostOnly(node, { timeoutMs: null }),
     async (c) => {

@@ -102,8 +102,8 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
     });
   });
 
-  const postNameResizeDoc = doc({ summary: "Grow a volume", body: resizeSchema });
-  app.post("/:name/resize", postNameResizeDoc, requireRole("operator"), async (c) => {
+  const postResizeDoc = doc({ summary: "Grow a volume", body: resizeSchema });
+  app.post("/:name/resize", postResizeDoc, requireRole("operator"), async (c) => {
     const v = mustGet(c.req.param("name"));
     const { sizeBytes } = await parseBody(c, resizeSchema);
     const vm = v.attachedTo ? node.fsm.vm(v.attachedTo) : null;
@@ -133,8 +133,8 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
     });
   });
 
-  const deleteNameDoc = doc({ summary: "Delete a volume (409 while attached)" });
-  app.delete("/:name", deleteNameDoc, requireRole("operator"), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a volume (409 while attached)" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), async (c) => {
     const v = mustGet(c.req.param("name"));
     return await onMember(c, node, v.node, {}, async () => {
       const out = await host.cluster.report({
@@ -155,40 +155,34 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
-  const getNameDisksDoc = doc({
+  const getDisksDoc = doc({
     summary: "List a VM's disks",
     response: listOf("disks", recordSchema),
   });
-  app.get("/:name/disks", getNameDisksDoc, (c) => {
+  app.get("/:name/disks", getDisksDoc, (c) => {
     const vm = node.fsm.vm(c.req.param("name"));
     if (!vm) throw new NotFoundError("vm", c.req.param("name"));
     return c.json({ disks: vm.disks });
   });
-  const postNameDisksDoc = doc({
+  const postDisksDoc = doc({
     summary: "Attach a volume to a VM (hot-plugged when running)",
     body: attachSchema,
     status: 201,
   });
-  app.post(
-    "/:name/disks",
-    postNameDisksDoc,
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      const { volume } = await parseBody(c, attachSchema);
-      const disk = await node.propose({
-        op: "vm.disk.attach",
-        name: c.req.param("name"),
-        volume,
-        ...authorship(c),
-      });
-      return c.json(disk, 201);
-    },
-  );
-  const deleteNameDisksDiskDoc = doc({ summary: "Detach a volume from a VM, by name or disk id" });
+  app.post("/:name/disks", postDisksDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const { volume } = await parseBody(c, attachSchema);
+    const disk = await node.propose({
+      op: "vm.disk.attach",
+      name: c.req.param("name"),
+      volume,
+      ...authorship(c),
+    });
+    return c.json(disk, 201);
+  });
+  const deleteDisksDoc = doc({ summary: "Detach a volume from a VM, by name or disk id" });
   app.delete(
     "/:name/disks/:disk",
-    deleteNameDisksDiskDoc,
+    deleteDisksDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
