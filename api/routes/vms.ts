@@ -139,7 +139,7 @@ const vmListQuery = z.object({
   limit: z.string().optional().refine(
     (v) => v === undefined || (/^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= MAX_VM_PAGE),
     `an integer from 1 to ${MAX_VM_PAGE}`,
-  ),
+  ).describe(`page size, 1 to ${MAX_VM_PAGE}`),
   continue: z.string().optional().describe("the `continue` of the previous page"),
 });
 
