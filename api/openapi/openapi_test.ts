@@ -3,10 +3,10 @@
  * declared, it is a valid OpenAPI 3.1 document, and real answers fit its response schemas.
  */
 import { Validator } from "@seriousme/openapi-schema-validator";
-import { Ajv } from "ajv";
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
-import { type CallOptions, type CallResult, startTestApp, type TestApp } from "../testing.ts";
+import { type CallOptions, startTestApp, type TestApp } from "../testing.ts";
+import { ResponseChecker } from "./response_check.ts";
 import { PUBLIC_PREFIX, publicRoutes } from "./document.ts";
 
 const opts = { timeoutMs: 2 * MINUTE, sanitizeOps: false, sanitizeResources: false };
@@ -70,52 +70,17 @@ testWithTimeout({ name: "OpenAPI: the document is valid OpenAPI 3.1", ...opts },
   }
 });
 
-/** Validates answers against the document's response schema for their route and status. */
-function responseChecker(doc: Doc) {
-  const ajv = new Ajv({ strict: false, allErrors: true });
-  const routes = Object.keys(doc.paths).map((p) => ({
-    p,
-    re: new RegExp(`^${p.replace(/\{[^}]+\}/g, "[^/]+")}$`),
-    params: (p.match(/\{/g) ?? []).length,
-  }));
-  const checked = new Set<string>();
-  return {
-    checked,
-    check(method: string, path: string, r: CallResult): void {
-      const pathname = path.split("?")[0];
-      const route =
-        routes.filter((x) => x.re.test(pathname) && doc.paths[x.p][method.toLowerCase()])
-          .sort((a, b) => a.params - b.params)[0];
-      assert(route, `${method} ${pathname}: no documented route`);
-      const op = doc.paths[route.p][method.toLowerCase()];
-      const answer = op.responses[String(r.status)] ?? (r.status >= 400 && op.responses.default);
-      assert(answer, `${method} ${route.p}: status ${r.status} not documented`);
-      const schema = answer.content?.["application/json"]?.schema;
-      assert(schema, `${method} ${route.p} ${r.status}: no JSON schema`);
-      // The schema's `$ref`s point into the document's components.
-      const valid = ajv.validate({ ...schema, components: doc.components }, r.body);
-      assert(
-        valid,
-        `${method} ${path} → ${r.status}: ${ajv.errorsText(ajv.errors)}\n${
-          JSON.stringify(r.body).slice(0, 600)
-        }`,
-      );
-      checked.add(`${method.toLowerCase()} ${route.p} ${r.status}`);
-    },
-  };
-}
-
 testWithTimeout(
   { name: "OpenAPI: real answers fit the documented response schemas", ...opts },
   async () => {
     const t = await startTestApp();
     try {
       const doc = await documentOf(t);
-      const checker = responseChecker(doc);
+      const checker = new ResponseChecker(doc);
       const call = async (method: string, path: string, o: CallOptions = {}) => {
         const r = await t.call(method, path, { token: t.tokens.admin, ...o });
         assert(r.status < 500, `${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
-        checker.check(method, path, r);
+        checker.check(method, path, r.status, r.body);
         return r;
       };
       await t.c.addHost("n2");
