@@ -62,8 +62,8 @@ export function withEtags<A extends Hono<any, any, any>>(
     if (!matches(want, current)) {
       throw new PreconditionFailedError(
         current === null || current === undefined
-          ? `If-Match ${want}: ${c.req.path} does not exist`
-          : `If-Match ${want}: ${c.req.path} has changed (now ${etagOf(current)})`,
+          ? `If-Match ${want}: the resource of ${c.req.path} does not exist`
+          : `If-Match ${want}: the resource of ${c.req.path} has changed (now ${etagOf(current)})`,
         { field: "If-Match", current: current == null ? null : etagOf(current) },
       );
     }
