@@ -31,6 +31,7 @@ import { backupRoutes, backupScheduleRoutes, backupTargetRoutes } from "./routes
 import { alertRoutes } from "./routes/alerts.ts";
 import type { BackupRunner } from "../host/backup/mod.ts";
 import type { MetricsSampler } from "../host/metrics/mod.ts";
+import { openApiRoutes } from "./openapi/mod.ts";
 
 export interface AppDeps {
   blobs: BlobStore;
@@ -89,6 +90,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/audit", auditRoutes(node));
   app.route("/api/v1/tokens", tokenRoutes(node));
   app.route("/api/v1/events", eventRoutes(node));
+  app.route("/api/v1", openApiRoutes(app));
 
   app.notFound((c) =>
     errorResponse(c, new NotFoundError("route", `${c.req.method} ${c.req.path}`))

@@ -12,13 +12,27 @@ import type { ServerBindings } from "./server.ts";
 
 const RANK: Record<Role, number> = { viewer: 1, operator: 2, admin: 3 };
 
+/** The middlewares below, so the OpenAPI document can tell which routes they guard. */
+const ROLE_OF = new WeakMap<object, Role>();
+const BEARER = new WeakSet<object>();
+
+/** The role a middleware made by {@link requireRole} demands; undefined for any other. */
+export function requiredRoleOf(handler: unknown): Role | undefined {
+  return typeof handler === "function" ? ROLE_OF.get(handler) : undefined;
+}
+
+/** Whether `handler` is a middleware made by {@link bearerAuth}. */
+export function isBearerAuth(handler: unknown): boolean {
+  return typeof handler === "function" && BEARER.has(handler);
+}
+
 /**
  * Authenticates the request's bearer token: sets `principal`, or answers 401
  * for a missing, unknown (never issued, revoked, rotated away) or expired
  * token. Expiry is checked on every request against this node's clock.
  */
 export function bearerAuth(node: ClusterNode): MiddlewareHandler<Env> {
-  return async (c, next) => {
+  const mw: MiddlewareHandler<Env> = async (c, next) => {
     const header = c.req.header("authorization") ?? "";
     const m = /^Bearer\s+(\S+)$/i.exec(header);
     if (!m) throw new UnauthorizedError("missing bearer token in Authorization header");
@@ -33,6 +47,8 @@ export function bearerAuth(node: ClusterNode): MiddlewareHandler<Env> {
     c.set("principal", found.principal);
     await next();
   };
+  BEARER.add(mw);
+  return mw;
 }
 
 /**
@@ -42,13 +58,15 @@ export function bearerAuth(node: ClusterNode): MiddlewareHandler<Env> {
  * the configuration and API tokens.
  */
 export function requireRole(role: Role): MiddlewareHandler<Env> {
-  return async (c, next) => {
+  const mw: MiddlewareHandler<Env> = async (c, next) => {
     const p = c.get("principal");
     if (RANK[p.role] < RANK[role]) {
       throw new ForbiddenError(`role ${p.role} may not do this; ${role} required`);
     }
     await next();
   };
+  ROLE_OF.set(mw, role);
+  return mw;
 }
 
 /** How a peer request authenticated, or why it did not. */

@@ -2,7 +2,7 @@
 import type { Context } from "hono";
 import { ZodError } from "zod";
 import {
-  httpStatusOf,
+  httpStatusOfError,
   NovaError,
   retryAfterOf,
   toNovaError,
@@ -20,7 +20,7 @@ export function zodToValidationError(err: ZodError, prefix = ""): ValidationErro
 
 export function errorResponse(c: Context, err: unknown): Response {
   const nova = err instanceof ZodError ? zodToValidationError(err) : toNovaError(err);
-  const status = httpStatusOf(nova.code);
+  const status = httpStatusOfError(nova);
   if (status >= 500 && nova.code === "internal") {
     log.error("request failed", {
       path: c.req.path,

@@ -32,6 +32,8 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   // Joiners authenticate with the join token in the body.
   "POST /api/v1/cluster/join": "none",
   "GET /api/v1/cluster/ca": "none",
+  // The API's shape is no secret; a token sent anyway is ignored.
+  "GET /api/v1/openapi.json": "none",
   "GET /api/v1/cluster": "viewer",
   "POST /api/v1/cluster/tokens": "admin",
   "GET /api/v1/cluster/tokens": "admin",

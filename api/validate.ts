@@ -3,6 +3,7 @@ import type { Context } from "hono";
 import type { z } from "zod";
 import { PayloadTooLargeError, ValidationError } from "../core/errors/mod.ts";
 import { zodToValidationError } from "./errors.ts";
+import { assertDeclared } from "./openapi/route_doc.ts";
 
 /**
  * The largest JSON body the public API reads. Its biggest legitimate bodies
@@ -59,10 +60,15 @@ async function readCapped(req: Request, maxBytes: number): Promise<string> {
   return new TextDecoder().decode(all);
 }
 
+/**
+ * Parses the JSON body with `schema`, which must be the route's declared body schema
+ * (api/openapi/route_doc.ts): the OpenAPI document shows what validates.
+ */
 export async function parseBody<T extends z.ZodTypeAny>(
   c: Context,
   schema: T,
 ): Promise<z.output<T>> {
+  assertDeclared(c, "body", schema);
   const parsed = schema.safeParse(await readJson(c));
   if (!parsed.success) throw zodToValidationError(parsed.error);
   return parsed.data;

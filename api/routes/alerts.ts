@@ -33,6 +33,9 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody, parseDuration } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
+import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const THRESHOLD = z.number().finite().min(0, { message: "a number, 0 or more" });
 const WEBHOOK = z.string().max(ALERT_LIMITS.webhookChars).superRefine((s, ctx) => {
@@ -125,28 +128,36 @@ export function alertView(a: AlertRecord): AlertView {
 }
 
 /** Mounted at `/api/v1/alerts`. */
+const alertsQuery = z.object({
+  all: queryFlag.describe("resolved alerts too, not only firing ones"),
+  rule: z.string().optional().describe("only this rule's alerts"),
+});
+
 export function alertRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const alerts = node.fsm.alerts;
   app.use("*", bearerAuth(node));
+  withEtags(app, "/rules/:name", (c) => alerts.rule(c.req.param("name") ?? ""));
 
-  app.get("/", (c) => {
-    const all = c.req.query("all");
-    const rule = c.req.query("rule");
-    if (all !== undefined && all !== "true" && all !== "false") {
-      throw ValidationError.field("all", "true or false");
-    }
+  const getDoc = doc({
+    summary: "List firing alerts (or all)",
+    response: listOf("alerts", recordSchema),
+    query: alertsQuery,
+  });
+  app.get("/", getDoc, (c) => {
+    const { all, rule } = parseQuery(c, alertsQuery);
     const list = all === "true"
       ? alerts.list(rule)
       : alerts.firing().reverse().filter((a) => rule === undefined || a.rule === rule);
     return c.json({ alerts: list.map(alertView) });
   });
-  app.get("/metrics", (c) =>
+  app.get("/metrics", doc({ summary: "The metrics alert rules may watch" }), (c) =>
     c.json({
       metrics: ALERT_METRIC_NAMES.map((name) => ({ name, description: ALERT_METRICS[name] })),
     }));
-  app.get("/rules", (c) => c.json({ rules: alerts.rules().map(ruleView) }));
-  app.get("/rules/:name", (c) => {
+  const getRulesDoc = doc({ summary: "List alert rules", response: listOf("rules", recordSchema) });
+  app.get("/rules", getRulesDoc, (c) => c.json({ rules: alerts.rules().map(ruleView) }));
+  app.get("/rules/:name", doc({ summary: "Show an alert rule" }), (c) => {
     const r = alerts.rule(c.req.param("name"));
     if (!r) throw new NotFoundError("alert rule", c.req.param("name"));
     return c.json({
@@ -154,7 +165,8 @@ export function alertRoutes(node: ClusterNode): Hono<Env> {
       firing: alerts.firing().filter((a) => a.rule === r.name).map(alertView),
     });
   });
-  app.post("/rules", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postRulesDoc = doc({ summary: "Create an alert rule", body: alertRuleSchema, status: 201 });
+  app.post("/rules", postRulesDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const b = await parseBody(c, alertRuleSchema);
     const rule: AlertRuleSpec = {
       name: b.name,
@@ -169,7 +181,8 @@ export function alertRoutes(node: ClusterNode): Hono<Env> {
     const r = await node.propose({ op: "alert.rule.create", rule, ...authorship(c) });
     return c.json(ruleView(r as AlertRuleRecord), 201);
   });
-  app.patch("/rules/:name", requireRole("operator"), leaderOnly(node), async (c) => {
+  const patchRulesDoc = doc({ summary: "Change an alert rule", body: alertRulePatchSchema });
+  app.patch("/rules/:name", patchRulesDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const b = await parseBody(c, alertRulePatchSchema);
     const patch: Partial<Omit<AlertRuleSpec, "name">> = {};
     if (b.above !== undefined) Object.assign(patch, { comparison: "above", threshold: b.above });
@@ -186,13 +199,20 @@ export function alertRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(ruleView(r as AlertRuleRecord));
   });
-  app.delete("/rules/:name", requireRole("operator"), leaderOnly(node), async (c) => {
-    const r = await node.propose({
-      op: "alert.rule.delete",
-      name: c.req.param("name"),
-      ...authorship(c),
-    }) as AlertRuleRecord & { resolved: number };
-    return c.json({ name: r.name, deleted: true, resolved: r.resolved });
-  });
+  const deleteRulesDoc = doc({ summary: "Delete an alert rule" });
+  app.delete(
+    "/rules/:name",
+    deleteRulesDoc,
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const r = await node.propose({
+        op: "alert.rule.delete",
+        name: c.req.param("name"),
+        ...authorship(c),
+      }) as AlertRuleRecord & { resolved: number };
+      return c.json({ name: r.name, deleted: true, resolved: r.resolved });
+    },
+  );
   return app;
 }

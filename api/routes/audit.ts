@@ -10,7 +10,7 @@ import { ValidationError } from "../../core/errors/mod.ts";
 import { MAX_LIST } from "../../core/fsm/audit.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import type { Env } from "../context.ts";
-import { zodToValidationError } from "../errors.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 
 const querySchema = z.object({
   since: z.string().max(64).optional(),
@@ -22,10 +22,8 @@ const querySchema = z.object({
 export function auditRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node), requireRole("admin"));
-  app.get("/", (c) => {
-    const parsed = querySchema.safeParse(c.req.query());
-    if (!parsed.success) throw zodToValidationError(parsed.error);
-    const q = parsed.data;
+  app.get("/", doc({ summary: "The audit log, newest first", query: querySchema }), (c) => {
+    const q = parseQuery(c, querySchema);
     const entries = node.fsm.auditEntries({
       since: q.since === undefined ? undefined : parseSince(q.since, Date.now()),
       principal: q.principal,

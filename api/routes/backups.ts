@@ -35,6 +35,9 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const VM_NAME = z.string().min(1).max(63);
 const TARGET_NAME = z.string().regex(BACKUP_TARGET_NAME, {
@@ -84,17 +87,22 @@ const scheduleSchema = z.object({
 const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
 
 /** `/api/v1/backup-targets`. */
+const listQuery = z.object({ vm: z.string().optional().describe("only this VM's backups") });
+
 export function backupTargetRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ targets: backups.targets() }));
-  app.get("/:name", (c) => {
+  withEtags(app, "/:name", (c) => backups.target(c.req.param("name") ?? ""));
+  const getDoc = doc({ summary: "List backup targets", response: listOf("targets", recordSchema) });
+  app.get("/", getDoc, (c) => c.json({ targets: backups.targets() }));
+  app.get("/:name", doc({ summary: "Show a backup target" }), (c) => {
     const t = backups.target(c.req.param("name"));
     if (!t) throw new NotFoundError("backup target", c.req.param("name"));
     return c.json({ ...t, backups: backups.list().filter((b) => b.target === t.name).length });
   });
-  app.post("/", requireRole("admin"), leaderOnly(node), async (c) => {
+  const postDoc = doc({ summary: "Create a backup target", body: targetSchema, status: 201 });
+  app.post("/", postDoc, requireRole("admin"), leaderOnly(node), async (c) => {
     const body = await parseBody(c, targetSchema);
     const path = body.path.replace(/\/+$/, "") || "/";
     const t = await node.propose({
@@ -104,7 +112,8 @@ export function backupTargetRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(t, 201);
   });
-  app.delete("/:name", requireRole("admin"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a backup target" });
+  app.delete("/:name", deleteDoc, requireRole("admin"), leaderOnly(node), async (c) => {
     return c.json(
       await node.propose({
         op: "backup.target.delete",
@@ -121,8 +130,18 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ backups: backups.list(c.req.query("vm") || undefined) }));
-  app.get("/:id", (c) => {
+  withEtags(app, "/:id", (c) => backups.get(c.req.param("id") ?? ""));
+  const getDoc2 = doc({
+    summary: "List backups",
+    response: listOf("backups", recordSchema),
+    query: listQuery,
+  });
+  app.get(
+    "/",
+    getDoc2,
+    (c) => c.json({ backups: backups.list(parseQuery(c, listQuery).vm || undefined) }),
+  );
+  app.get("/:id", doc({ summary: "Show a backup" }), (c) => {
     const b = mustGetBackup(node, c.req.param("id"));
     return c.json({
       ...b,
@@ -130,11 +149,17 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
       children: backups.children(b.id),
     });
   });
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postDoc2 = doc({
+    summary: "Back up a VM (202 with the operation)",
+    body: backupSchema,
+    status: 202,
+  });
+  app.post("/", postDoc2, requireRole("operator"), leaderOnly(node), async (c) => {
     const body = await parseBody(c, backupSchema);
     return c.json(await startBackup(node, body, by(c)), 202);
   });
-  app.delete("/:id", requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteIdDoc = doc({ summary: "Delete a backup" });
+  app.delete("/:id", deleteIdDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const b = mustGetBackup(node, c.req.param("id"));
     await node.propose({ op: "backup.delete", id: b.id, ...authorship(c) });
     // The record is gone first: a crash here leaves unlisted files, never a listed backup
@@ -147,10 +172,19 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
     }
     return c.json({ id: b.id, deleted: true });
   });
-  app.post("/:id/verify", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postVerifyDoc = doc({
+    summary: "Verify a backup's checksums (202 with the operation)",
+    status: 202,
+  });
+  app.post("/:id/verify", postVerifyDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     return c.json(await startVerify(node, c.req.param("id"), by(c)), 202);
   });
-  app.post("/:id/restore", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postRestoreDoc = doc({
+    summary: "Restore a backup as a new VM (202 with the operation)",
+    body: restoreSchema,
+    status: 202,
+  });
+  app.post("/:id/restore", postRestoreDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const body = await parseBody(c, restoreSchema);
     const b = mustGetBackup(node, c.req.param("id"));
     const t = backups.target(b.target);
@@ -172,13 +206,19 @@ export function backupScheduleRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ schedules: backups.schedules() }));
-  app.get("/:vm", (c) => {
+  withEtags(app, "/:vm", (c) => backups.schedule(c.req.param("vm") ?? ""));
+  const getDoc3 = doc({
+    summary: "List backup schedules",
+    response: listOf("schedules", recordSchema),
+  });
+  app.get("/", getDoc3, (c) => c.json({ schedules: backups.schedules() }));
+  app.get("/:vm", doc({ summary: "Show a VM's backup schedule" }), (c) => {
     const s = backups.schedule(c.req.param("vm"));
     if (!s) throw new NotFoundError("backup schedule", c.req.param("vm"));
     return c.json(s);
   });
-  app.put("/:vm", requireRole("operator"), leaderOnly(node), async (c) => {
+  const putDoc = doc({ summary: "Set a VM's backup schedule", body: scheduleSchema });
+  app.put("/:vm", putDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const vm = c.req.param("vm");
     const body = await parseBody(c, scheduleSchema);
     if (!node.fsm.vm(vm)) throw new NotFoundError("vm", vm);
@@ -198,7 +238,8 @@ export function backupScheduleRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(s);
   });
-  app.delete("/:vm", requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteVmDoc = doc({ summary: "Remove a VM's backup schedule" });
+  app.delete("/:vm", deleteVmDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     return c.json(
       await node.propose({
         op: "backup.schedule.delete",

@@ -28,6 +28,8 @@ export const BACKUP_SHA256_HEADER = "x-novactl-backup-sha256";
 /** A join request is a name, a URL, a token, a CSR and a small inventory. */
 export const MAX_JOIN_BODY_BYTES = 64 << 10;
 import type { Env } from "../context.ts";
+import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
+import { clusterStatusSchema, listOf, recordSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -42,6 +44,17 @@ export const joinSchema = z.object({
   labels: labelsSchema.default({}),
 });
 
+const joinTokenSchema = z.object({
+  ttl: z.union([z.string(), z.number()]).optional().describe(
+    "a duration (30m, 24h) or seconds; default 1h",
+  ),
+});
+const transferSchema = z.object({ name: NAME });
+const rebalanceQuery = z.object({ dryRun: queryFlag.describe("plan only, move nothing") });
+const statusQuery = z.object({
+  local: queryFlag.describe("this node's own view instead of the leader's"),
+});
+
 /** Cluster status plus the CA's fingerprint, which clients compare before pinning the CA. */
 function statusOf(node: ClusterNode): ClusterStatus & { caFingerprint: string } {
   return { ...node.status(), caFingerprint: fingerprint(caPemOf(node)) };
@@ -52,11 +65,24 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
 
   // The CA certificate, public: joiners fetch it untrusted and compare its fingerprint
   // with the one in their join token; clients may fetch it to pin (e.g. curl --cacert).
-  app.get("/ca", (c) => c.body(caPemOf(node), 200, { "content-type": "application/x-pem-file" }));
+  const getCaDoc = doc({
+    summary: "The cluster CA certificate (PEM), public",
+    responseType: "application/x-pem-file",
+  });
+  app.get(
+    "/ca",
+    getCaDoc,
+    (c) => c.body(caPemOf(node), 200, { "content-type": "application/x-pem-file" }),
+  );
 
   // Joining nodes have no API token yet: the join token in the body authenticates them.
   // The body is capped (64 KiB) before anything else, also on a follower that forwards it.
-  app.post("/join", async (c) => {
+  const postJoinDoc = doc({
+    summary: "Join a node (authenticated by the join token in the body)",
+    body: joinSchema,
+    status: 201,
+  });
+  app.post("/join", postJoinDoc, async (c) => {
     const raw = await readJson(c, MAX_JOIN_BODY_BYTES);
     if (!node.isLeader()) {
       if (c.req.header(FORWARDED_HEADER)) throw new NotLeaderError(node.leaderId());
@@ -72,21 +98,29 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
   app.use("*", bearerAuth(node));
 
   // `?local=true` answers from this node's own view (for debugging and tests) instead of the leader's.
+  const getDoc = doc({
+    summary: "Cluster status: leader, term, indexes, members",
+    query: statusQuery,
+    response: clusterStatusSchema,
+  });
   app.get(
     "/",
+    getDoc,
     async (c, next) => {
-      if (c.req.query("local") === "true") return c.json(statusOf(node));
+      if (parseQuery(c, statusQuery).local === "true") return c.json(statusOf(node));
       await next();
     },
     leaderOnly(node),
     (c) => c.json(statusOf(node)),
   );
 
-  app.post("/tokens", requireRole("admin"), leaderOnly(node), async (c) => {
-    const body = await parseBody(
-      c,
-      z.object({ ttl: z.union([z.string(), z.number()]).optional() }),
-    );
+  const postTokensDoc = doc({
+    summary: "Create a single-use join token",
+    body: joinTokenSchema,
+    status: 201,
+  });
+  app.post("/tokens", postTokensDoc, requireRole("admin"), leaderOnly(node), async (c) => {
+    const body = await parseBody(c, joinTokenSchema);
     const ttl = body.ttl === undefined
       ? 3_600_000
       : typeof body.ttl === "number"
@@ -95,40 +129,66 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
     return c.json(await createJoinToken(node, ttl, c.get("principal").name), 201);
   });
 
-  app.get("/tokens", requireRole("admin"), leaderOnly(node), async (c) => {
+  const getTokensDoc = doc({
+    summary: "List join tokens",
+    response: listOf("tokens", recordSchema),
+  });
+  app.get("/tokens", getTokensDoc, requireRole("admin"), leaderOnly(node), async (c) => {
     await node.linearizableRead();
     return c.json({ tokens: node.fsm.joinTokens() });
   });
 
-  app.delete("/members/:name", requireRole("admin"), leaderOnly(node), async (c) => {
-    const name = c.req.param("name");
-    try {
-      await removeMember(node, name);
-    } catch (err) {
-      if (!(err instanceof NotLeaderRetry)) throw err;
-      const url = node.leaderUrl();
-      if (!url) throw err;
-      return await forwardTo(c, url, node.id);
-    }
-    return c.json({ removed: name });
-  });
+  const deleteMembersDoc = doc({ summary: "Remove a member" });
+  app.delete(
+    "/members/:name",
+    deleteMembersDoc,
+    requireRole("admin"),
+    leaderOnly(node),
+    async (c) => {
+      const name = c.req.param("name");
+      try {
+        await removeMember(node, name);
+      } catch (err) {
+        if (!(err instanceof NotLeaderRetry)) throw err;
+        const url = node.leaderUrl();
+        if (!url) throw err;
+        return await forwardTo(c, url, node.id);
+      }
+      return c.json({ removed: name });
+    },
+  );
 
   // A consistent backup of the replicated state, streamed (core/recovery/backup.ts). Admin only:
   // it holds the CA key and every token's hash. Audited as every POST is.
-  app.post("/backup", requireRole("admin"), leaderOnly(node, { timeoutMs: null }), async (c) => {
-    await node.linearizableRead();
-    const { header, body } = await openClusterBackup(node);
-    return c.body(body, 200, {
-      "content-type": "application/x-ndjson",
-      "content-disposition":
-        `attachment; filename="novactl-${header.clusterId}-${header.index}.backup"`,
-      [BACKUP_INDEX_HEADER]: String(header.index),
-      [BACKUP_SHA256_HEADER]: header.sha256,
-    });
+  const postBackupDoc = doc({
+    summary: "A consistent backup of the replicated state (NDJSON stream)",
+    responseType: "application/x-ndjson",
   });
+  app.post(
+    "/backup",
+    postBackupDoc,
+    requireRole("admin"),
+    leaderOnly(node, { timeoutMs: null }),
+    async (c) => {
+      await node.linearizableRead();
+      const { header, body } = await openClusterBackup(node);
+      return c.body(body, 200, {
+        "content-type": "application/x-ndjson",
+        "content-disposition":
+          `attachment; filename="novactl-${header.clusterId}-${header.index}.backup"`,
+        [BACKUP_INDEX_HEADER]: String(header.index),
+        [BACKUP_SHA256_HEADER]: header.sha256,
+      });
+    },
+  );
 
-  app.post("/rebalance", requireRole("operator"), leaderOnly(node), async (c) => {
-    const dryRun = c.req.query("dryRun") === "true";
+  const postRebalanceDoc = doc({
+    summary: "Rebalance VMs by live migration (202 with its operation)",
+    query: rebalanceQuery,
+    status: [200, 202],
+  });
+  app.post("/rebalance", postRebalanceDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const dryRun = parseQuery(c, rebalanceQuery).dryRun === "true";
     await node.linearizableRead();
     const plan = rebalancePlan(node);
     if (dryRun) return c.json({ dryRun: true, ...plan });
@@ -137,11 +197,21 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
     return c.json({ dryRun: false, ...plan, operation: op }, 202);
   });
 
-  app.post("/transfer-leader", requireRole("admin"), leaderOnly(node), async (c) => {
-    const { name } = await parseBody(c, z.object({ name: NAME }));
-    await transferLeader(node, name);
-    return c.json({ leader: name });
+  const postTransferLeaderDoc = doc({
+    summary: "Hand leadership to another voter",
+    body: transferSchema,
   });
+  app.post(
+    "/transfer-leader",
+    postTransferLeaderDoc,
+    requireRole("admin"),
+    leaderOnly(node),
+    async (c) => {
+      const { name } = await parseBody(c, transferSchema);
+      await transferLeader(node, name);
+      return c.json({ leader: name });
+    },
+  );
 
   return app;
 }

@@ -17,8 +17,16 @@ import { leaderOnly } from "../forward.ts";
 import { ifMatchVersion, parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
 import type { Context, MiddlewareHandler } from "hono";
+import { doc, parseQuery } from "../openapi/mod.ts";
 
-const doc = z.record(z.unknown());
+const configDoc = z.record(z.unknown()).describe("config keys and values");
+const replaceSchema = z.object({ config: configDoc }).strict();
+const setKeySchema = z.object({ value: z.unknown() }).strict();
+const rollbackSchema = z.object({ version: z.number().int().positive() }).strict();
+const historyQuery = z.object({
+  limit: z.string().optional().describe("newest versions to list, 1-10000 (default 100)"),
+});
+const IF_MATCH = "Send `If-Match: VERSION` to refuse (409) a change over a newer version.";
 
 function withEtag(c: Context, cv: ConfigVersion, status = 200): Response {
   c.header("ETag", `"${cv.version}"`);
@@ -55,47 +63,77 @@ export function configRoutes(node: ClusterNode): Hono<Env> {
   app.use("*", bearerAuth(node), leaderOnly(node));
   if (STALE_READS_FOR_TESTING === "leader") app.get("/:key", unconfirmedKeyRead(node));
 
-  app.get("/", async (c) => withEtag(c, await readConfig(node)));
+  const getDoc = doc({ summary: "The configuration, with its version as ETag" });
+  app.get("/", getDoc, async (c) => withEtag(c, await readConfig(node)));
 
-  app.get("/history", async (c) => {
-    const limit = Math.min(Math.max(Number(c.req.query("limit") ?? 100) || 100, 1), 10_000);
+  const getHistoryDoc = doc({
+    summary: "Configuration versions, newest first, and the retention",
+    query: historyQuery,
+  });
+  app.get("/history", getHistoryDoc, async (c) => {
+    const q = parseQuery(c, historyQuery);
+    const limit = Math.min(Math.max(Number(q.limit ?? 100) || 100, 1), 10_000);
     const versions = await configHistory(node, limit);
     // What retention keeps, so a caller knows which versions a rollback can reach.
     return c.json({ versions, retention: node.fsm.configRetention() });
   });
 
-  app.get("/:key", async (c) => {
+  const getKeyDoc = doc({ summary: "One configuration key, with the version as ETag" });
+  app.get("/:key", getKeyDoc, async (c) => {
     const r = await readConfigKey(node, c.req.param("key"));
     c.header("ETag", `"${r.version}"`);
     return c.json(r);
   });
 
-  app.put("/", requireRole("admin"), async (c) => {
-    const body = await parseBody(c, z.object({ config: doc }).strict());
+  const putDoc = doc({
+    summary: "Replace the configuration",
+    description: IF_MATCH,
+    body: replaceSchema,
+  });
+  app.put("/", putDoc, requireRole("admin"), async (c) => {
+    const body = await parseBody(c, replaceSchema);
     return withEtag(
       c,
       await replaceConfig(node, body.config, c.get("principal").name, ifMatchVersion(c)),
     );
   });
 
-  app.patch("/", requireRole("admin"), async (c) => {
-    const body = await parseBody(c, doc);
+  const patchDoc = doc({
+    summary: "Change some configuration keys",
+    description: IF_MATCH,
+    body: configDoc,
+  });
+  app.patch("/", patchDoc, requireRole("admin"), async (c) => {
+    const body = await parseBody(c, configDoc);
     return withEtag(c, await patchConfig(node, body, c.get("principal").name, ifMatchVersion(c)));
   });
 
-  app.put("/:key", requireRole("admin"), async (c) => {
-    const body = await parseBody(c, z.object({ value: z.unknown() }).strict());
+  const putKeyDoc = doc({
+    summary: "Set one configuration key",
+    description: IF_MATCH,
+    body: setKeySchema,
+  });
+  app.put("/:key", putKeyDoc, requireRole("admin"), async (c) => {
+    const body = await parseBody(c, setKeySchema);
     const key = c.req.param("key");
-    const r = await setConfigKey(node, key, body.value, c.get("principal").name, ifMatchVersion(c));
+    const r = await setConfigKey(
+      node,
+      key,
+      body.value,
+      c.get("principal").name,
+      ifMatchVersion(c),
+    );
     c.header("ETag", `"${r.version}"`);
     return c.json(r);
   });
 
-  app.post("/rollback", requireRole("admin"), async (c) => {
-    const { version } = await parseBody(
-      c,
-      z.object({ version: z.number().int().positive() }).strict(),
-    );
+  const postRollbackDoc = doc({
+    summary: "Roll back to a kept version",
+    description: IF_MATCH,
+    body: rollbackSchema,
+  });
+  app.post("/rollback", postRollbackDoc, requireRole("admin"), async (c) => {
+    const { version } = await parseBody(c, rollbackSchema);
     return withEtag(
       c,
       await rollbackConfig(node, version, c.get("principal").name, ifMatchVersion(c)),

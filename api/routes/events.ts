@@ -41,7 +41,7 @@ import {
 import { metrics } from "../../core/metrics/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import type { Env } from "../context.ts";
-import { zodToValidationError } from "../errors.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 
 const querySchema = z.object({
   type: z.string().max(256).optional(),
@@ -61,10 +61,13 @@ function heartbeatMs(): number {
 export function eventRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node), requireRole("viewer"));
-  app.get("/", (c) => {
-    const parsed = querySchema.safeParse(c.req.query());
-    if (!parsed.success) throw zodToValidationError(parsed.error);
-    const q = parsed.data;
+  const getDoc = doc({
+    summary: "The event stream (Server-Sent Events)",
+    query: querySchema,
+    responseType: "text/event-stream",
+  });
+  app.get("/", getDoc, (c) => {
+    const q = parseQuery(c, querySchema);
     const admin = c.get("principal").role === "admin";
     let types: EventType[] | undefined;
     if (q.type !== undefined) {

@@ -8,6 +8,9 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
+import { doc } from "../openapi/mod.ts";
+import { groupListSchema, groupSchema as groupResponseSchema } from "../openapi/schemas.ts";
+import { withEtags } from "../etag.ts";
 
 const groupSchema = z.object({
   name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
@@ -20,16 +23,20 @@ const groupSchema = z.object({
 export function groupRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => {
+  withEtags(app, "/:name", (c) => node.fsm.group(c.req.param("name") ?? ""));
+  const getDoc = doc({ summary: "List placement groups and their VMs", response: groupListSchema });
+  app.get("/", getDoc, (c) => {
     const members = (g: string) => node.fsm.vms().filter((v) => v.group === g).map((v) => v.name);
     return c.json({ groups: node.fsm.groups().map((g) => ({ ...g, members: members(g.name) })) });
   });
-  app.get("/:name", (c) => {
+  const getNameDoc = doc({ summary: "Show a placement group", response: groupResponseSchema });
+  app.get("/:name", getNameDoc, (c) => {
     const g = node.fsm.group(c.req.param("name"));
     if (!g) throw new NotFoundError("group", c.req.param("name"));
     return c.json(g);
   });
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postDoc = doc({ summary: "Create a placement group", body: groupSchema, status: 201 });
+  app.post("/", postDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const group = await parseBody(c, groupSchema);
     const r = await node.propose({
       op: "group.create",
@@ -38,7 +45,8 @@ export function groupRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(r, 201);
   });
-  app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a placement group" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     if (!node.fsm.group(name)) throw new NotFoundError("group", name);
     return c.json(await node.propose({ op: "group.delete", name, at: Date.now() }));

@@ -16,6 +16,9 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
+import { doc } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 /** Geneve's encapsulation takes 58 bytes of a 1500-byte underlay MTU (OVN's own default). */
 export const OVERLAY_MTU = 1442;
@@ -84,20 +87,23 @@ export function networkSpecOf(body: NetworkBody): NetworkSpec {
 export function networkRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => {
+  withEtags(app, "/:name", (c) => node.fsm.network(c.req.param("name") ?? ""));
+  const getDoc = doc({ summary: "List networks", response: listOf("networks", recordSchema) });
+  app.get("/", getDoc, (c) => {
     const networks = node.fsm.networks().map((n) => ({
       ...n,
       ports: node.fsm.networkPorts(n.name).length,
     }));
     return c.json({ networks });
   });
-  app.get("/:name", (c) => {
+  app.get("/:name", doc({ summary: "Show a network" }), (c) => {
     const name = c.req.param("name");
     const n = node.fsm.network(name);
     if (!n) throw new NotFoundError("network", name);
     return c.json({ ...n, ports: node.fsm.networkPorts(name) });
   });
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postDoc = doc({ summary: "Create a network", body: networkSchema, status: 201 });
+  app.post("/", postDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const network = networkSpecOf(await parseBody(c, networkSchema));
     const r = await node.propose({
       op: "network.create",
@@ -106,7 +112,8 @@ export function networkRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(r, 201);
   });
-  app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a network (409 while NICs use it)" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     if (!node.fsm.network(name)) throw new NotFoundError("network", name);
     return c.json(

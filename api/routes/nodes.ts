@@ -14,6 +14,9 @@ import { leaderOnly } from "../forward.ts";
 import type { Env } from "../context.ts";
 import { nodeStatsRoutes } from "./stats.ts";
 import type { MetricsSampler } from "../../host/metrics/mod.ts";
+import { doc } from "../openapi/mod.ts";
+import { nodeListSchema, nodeSchema, operationSchema } from "../openapi/schemas.ts";
+import { withEtags } from "../etag.ts";
 
 export function nodeRoutes(
   node: ClusterNode,
@@ -22,8 +25,13 @@ export function nodeRoutes(
 ): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => node.fsm.node(c.req.param("name") ?? ""));
 
-  app.get("/", (c) => {
+  const getDoc = doc({
+    summary: "List hosts with their inventory and state",
+    response: nodeListSchema,
+  });
+  app.get("/", getDoc, (c) => {
     const states = new Map(node.status().members.map((m) => [m.name, m]));
     return c.json({
       nodes: node.fsm.nodes().map((n) => ({
@@ -35,7 +43,7 @@ export function nodeRoutes(
     });
   });
 
-  app.get("/:name", (c) => {
+  app.get("/:name", doc({ summary: "Show a host", response: nodeSchema }), (c) => {
     const name = c.req.param("name");
     const n = node.fsm.node(name);
     if (!n) throw new NotFoundError("node", name);
@@ -49,29 +57,51 @@ export function nodeRoutes(
   });
 
   /** Replaces the host's provider bridge mappings (`node set --bridge-mapping`). */
-  app.put("/:name/bridge-mappings", requireRole("admin"), leaderOnly(node), async (c) => {
-    const name = c.req.param("name");
-    if (!node.fsm.node(name)) throw new NotFoundError("node", name);
-    const { bridgeMappings } = await parseBody(c, bridgeMappingsSchema);
-    return c.json(
-      await node.propose({
-        op: "node.bridgeMappings",
-        node: name,
-        mappings: bridgeMappings,
-        by: c.get("principal").name,
-        at: Date.now(),
-      }),
-    );
+  const putBridgeMappingsDoc = doc({
+    summary: "Replace a host's provider bridge mappings",
+    body: bridgeMappingsSchema,
   });
+  app.put(
+    "/:name/bridge-mappings",
+    putBridgeMappingsDoc,
+    requireRole("admin"),
+    leaderOnly(node),
+    async (c) => {
+      const name = c.req.param("name");
+      if (!node.fsm.node(name)) throw new NotFoundError("node", name);
+      const { bridgeMappings } = await parseBody(c, bridgeMappingsSchema);
+      return c.json(
+        await node.propose({
+          op: "node.bridgeMappings",
+          node: name,
+          mappings: bridgeMappings,
+          by: c.get("principal").name,
+          at: Date.now(),
+        }),
+      );
+    },
+  );
 
-  app.post("/:name/cordon", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postCordonDoc = doc({ summary: "Cordon a host: no new VMs" });
+  app.post("/:name/cordon", postCordonDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     return c.json(await setNodeState(node, c.req.param("name"), "cordoned"));
   });
-  app.post("/:name/uncordon", requireRole("operator"), leaderOnly(node), async (c) => {
-    return c.json(await setNodeState(node, c.req.param("name"), "ready"));
-  });
+  const postUncordonDoc = doc({ summary: "Uncordon a host" });
+  app.post(
+    "/:name/uncordon",
+    postUncordonDoc,
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      return c.json(await setNodeState(node, c.req.param("name"), "ready"));
+    },
+  );
   for (const mode of ["drain", "evacuate"] as const) {
-    app.post(`/:name/${mode}`, requireRole("operator"), leaderOnly(node), async (c) => {
+    const summary = mode === "drain"
+      ? "Drain a host: migrate its VMs away and cordon it (202 with the operation)"
+      : "Evacuate a host: migrate or restart its VMs elsewhere (202 with the operation)";
+    const modeDoc = doc({ summary, response: operationSchema, status: 202 });
+    app.post(`/:name/${mode}`, modeDoc, requireRole("operator"), leaderOnly(node), async (c) => {
       const op = await drainNode(node, c.req.param("name"), mode, leases, c.get("principal").name);
       return c.json(op, 202);
     });

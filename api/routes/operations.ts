@@ -3,6 +3,7 @@
  * progress, a wait endpoint and abort.
  */
 import { Hono } from "hono";
+import { z } from "zod";
 import { type ClusterNode, waitForOperation } from "../../core/cluster/mod.ts";
 import { ConflictError, NotFoundError } from "../../core/errors/mod.ts";
 /** What runs operations on this node and can abort them (the migrator, the backup runner). */
@@ -13,24 +14,40 @@ export interface OperationAborter {
 import { bearerAuth, requireRole } from "../auth.ts";
 import { runsOn } from "../forward.ts";
 import type { Env } from "../context.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
+import { operationListSchema, operationSchema } from "../openapi/schemas.ts";
+import { withEtags } from "../etag.ts";
 
 const MAX_WAIT_MS = 300_000;
+
+const waitQuery = z.object({
+  timeoutMs: z.string().regex(/^\d+$/).optional().describe("at most 300000 (default 60000)"),
+});
 
 export function operationRoutes(node: ClusterNode, runners: OperationAborter[]): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:id", (c) => node.fsm.operation(c.req.param("id") ?? ""));
   const get = (id: string) => {
     const op = node.fsm.operation(id);
     if (!op) throw new NotFoundError("operation", id);
     return op;
   };
 
-  app.get("/", (c) => c.json({ operations: node.fsm.operations() }));
-  app.get("/:id", (c) => c.json(get(c.req.param("id"))));
+  const getDoc = doc({ summary: "List operations", response: operationListSchema });
+  app.get("/", getDoc, (c) => c.json({ operations: node.fsm.operations() }));
+  const getIdDoc = doc({ summary: "Show an operation", response: operationSchema });
+  app.get("/:id", getIdDoc, (c) => c.json(get(c.req.param("id"))));
 
   // Long-poll until the operation finishes (or `timeoutMs` passes: then 200 with state "running").
-  app.get("/:id/wait", async (c) => {
-    const timeoutMs = Math.min(Number(c.req.query("timeoutMs") ?? 60_000) || 60_000, MAX_WAIT_MS);
+  const getWaitDoc = doc({
+    summary: "Wait for an operation to finish (at the timeout: still running)",
+    query: waitQuery,
+    response: operationSchema,
+  });
+  app.get("/:id/wait", getWaitDoc, async (c) => {
+    const q = parseQuery(c, waitQuery);
+    const timeoutMs = Math.min(Number(q.timeoutMs ?? 60_000) || 60_000, MAX_WAIT_MS);
     return c.json(
       await waitForOperation(node, c.req.param("id"), { timeoutMs, signal: c.req.raw.signal }),
     );
@@ -41,7 +58,8 @@ export function operationRoutes(node: ClusterNode, runners: OperationAborter[]):
     const op = get(c.req.param("id") ?? "");
     return { member: op.runner, what: `operation ${op.id}` };
   });
-  app.post("/:id/abort", requireRole("operator"), onRunner, (c) => {
+  const postAbortDoc = doc({ summary: "Abort a running operation", status: 202 });
+  app.post("/:id/abort", postAbortDoc, requireRole("operator"), onRunner, (c) => {
     const op = get(c.req.param("id"));
     if (op.state !== "running") throw new ConflictError(`operation ${op.id} already ${op.state}`);
     if (!runners.some((r) => r.abort(op.id))) {

@@ -24,6 +24,9 @@ import { FORWARDED_HEADER, forwardTo } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import type { Context } from "hono";
+import { doc } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(POOL_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -76,13 +79,25 @@ export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => node.fsm.pools.get(c.req.param("name") ?? ""));
+  const getDoc = doc({
+    summary: "List storage pools with their usage per host",
+    response: listOf("pools", recordSchema),
+  });
   app.get(
     "/",
+    getDoc,
     (c) => c.json({ pools: node.fsm.pools.all().map((p) => node.fsm.pools.view(p.name)) }),
   );
-  app.get("/:name", (c) => c.json(node.fsm.pools.view(mustGet(c.req.param("name")).name)));
+  const getNameDoc = doc({ summary: "Show a storage pool" });
+  app.get(
+    "/:name",
+    getNameDoc,
+    (c) => c.json(node.fsm.pools.view(mustGet(c.req.param("name")).name)),
+  );
 
-  app.post("/", requireRole("operator"), async (c) => {
+  const postDoc = doc({ summary: "Create a storage pool", body: poolSchema, status: 201 });
+  app.post("/", postDoc, requireRole("operator"), async (c) => {
     const body = await parseBody(c, poolSchema);
     const spec: PoolSpec = {
       name: body.name,
@@ -114,7 +129,8 @@ export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
     });
   });
 
-  app.delete("/:name", requireRole("operator"), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a storage pool (409 while it has volumes)" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), async (c) => {
     const pool = mustGet(c.req.param("name"));
     return await onMember(c, node, pool.node, {}, async () => {
       const out = await host.cluster.report({

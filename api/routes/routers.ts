@@ -27,6 +27,9 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
+import { doc } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(ROUTER_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -86,8 +89,10 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ routers: routers.all().map((r) => routerView(node, r)) }));
-  app.get("/:name", (c) => {
+  withEtags(app, "/:name", (c) => routers.get(c.req.param("name") ?? ""));
+  const getDoc = doc({ summary: "List routers", response: listOf("routers", recordSchema) });
+  app.get("/", getDoc, (c) => c.json({ routers: routers.all().map((r) => routerView(node, r)) }));
+  app.get("/:name", doc({ summary: "Show a router" }), (c) => {
     const r = mustGet(c.req.param("name"));
     const attached = new Set(r.networks);
     const floatingIps = routers.floatingIps().filter((f) =>
@@ -95,7 +100,8 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
     );
     return c.json({ ...routerView(node, r), floatingIps });
   });
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postDoc = doc({ summary: "Create a router", body: routerSchema, status: 201 });
+  app.post("/", postDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const body = await parseBody(c, routerSchema);
     const r = await node.propose({
       op: "router.create",
@@ -104,35 +110,55 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
     }) as RouterRecord;
     return c.json(routerView(node, r), 201);
   });
-  app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a router" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     mustGet(name);
     return c.json(await node.propose({ op: "router.delete", name, ...authorship(c) }));
   });
-  app.post("/:name/networks", requireRole("operator"), leaderOnly(node), async (c) => {
-    const name = c.req.param("name");
-    mustGet(name);
-    const { network } = await parseBody(c, attachSchema);
-    const r = await node.propose({
-      op: "router.attach",
-      router: name,
-      network,
-      ...authorship(c),
-    }) as RouterRecord;
-    return c.json(routerView(node, r));
+  const postNetworksDoc = doc({
+    summary: "Attach a network to a router",
+    body: attachSchema,
+    status: 201,
   });
-  app.delete("/:name/networks/:network", requireRole("operator"), leaderOnly(node), async (c) => {
-    const name = c.req.param("name");
-    mustGet(name);
-    const r = await node.propose({
-      op: "router.detach",
-      router: name,
-      network: c.req.param("network"),
-      ...authorship(c),
-    }) as RouterRecord;
-    return c.json(routerView(node, r));
-  });
-  app.put("/:name/uplink", requireRole("operator"), leaderOnly(node), async (c) => {
+  app.post(
+    "/:name/networks",
+    postNetworksDoc,
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const name = c.req.param("name");
+      mustGet(name);
+      const { network } = await parseBody(c, attachSchema);
+      const r = await node.propose({
+        op: "router.attach",
+        router: name,
+        network,
+        ...authorship(c),
+      }) as RouterRecord;
+      return c.json(routerView(node, r));
+    },
+  );
+  const deleteNetworksDoc = doc({ summary: "Detach a network from a router" });
+  app.delete(
+    "/:name/networks/:network",
+    deleteNetworksDoc,
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const name = c.req.param("name");
+      mustGet(name);
+      const r = await node.propose({
+        op: "router.detach",
+        router: name,
+        network: c.req.param("network"),
+        ...authorship(c),
+      }) as RouterRecord;
+      return c.json(routerView(node, r));
+    },
+  );
+  const putUplinkDoc = doc({ summary: "Set a router's uplink", body: uplinkSchema });
+  app.put("/:name/uplink", putUplinkDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     mustGet(name);
     const body = await parseBody(c, uplinkSchema);
@@ -156,13 +182,19 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ floatingIps: routers.floatingIps() }));
-  app.get("/:ip", (c) => {
+  withEtags(app, "/:ip", (c) => routers.floatingIp(c.req.param("ip") ?? ""));
+  const getDoc2 = doc({
+    summary: "List floating IPs",
+    response: listOf("floatingIps", recordSchema),
+  });
+  app.get("/", getDoc2, (c) => c.json({ floatingIps: routers.floatingIps() }));
+  app.get("/:ip", doc({ summary: "Show a floating IP" }), (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);
     return c.json(routers.floatingIp(ip));
   });
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postDoc2 = doc({ summary: "Allocate a floating IP", body: fipSchema, status: 201 });
+  app.post("/", postDoc2, requireRole("operator"), leaderOnly(node), async (c) => {
     const body = await parseBody(c, fipSchema);
     const r = await node.propose({
       op: "fip.create",
@@ -172,12 +204,17 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(r, 201);
   });
-  app.delete("/:ip", requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteIpDoc = doc({ summary: "Release a floating IP" });
+  app.delete("/:ip", deleteIpDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);
     return c.json(await node.propose({ op: "fip.delete", ip, ...authorship(c) }));
   });
-  app.post("/:ip/attach", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postAttachDoc = doc({
+    summary: "Attach a floating IP to a VM's NIC",
+    body: fipAttachSchema,
+  });
+  app.post("/:ip/attach", postAttachDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);
     const body = await parseBody(c, fipAttachSchema);
@@ -192,7 +229,8 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
       }),
     );
   });
-  app.post("/:ip/detach", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postDetachDoc = doc({ summary: "Detach a floating IP" });
+  app.post("/:ip/detach", postDetachDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);
     return c.json(await node.propose({ op: "fip.detach", ip, ...authorship(c) }));

@@ -23,6 +23,9 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
+import { doc } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(SECURITY_GROUP_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -77,7 +80,16 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
     });
 
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => {
+  withEtags(app, "/:name", (c) => {
+    const name = c.req.param("name") ?? "";
+    const g = groups.get(name);
+    return g && { ...g, rules: groups.rules(name) };
+  });
+  const getDoc = doc({
+    summary: "List security groups",
+    response: listOf("securityGroups", recordSchema),
+  });
+  app.get("/", getDoc, (c) => {
     const counts = new Map<string, { rules: number; ports: number }>();
     const count = (g: string) => counts.get(g) ?? counts.set(g, { rules: 0, ports: 0 }).get(g)!;
     for (const r of groups.rules(null)) count(r.group).rules++;
@@ -86,13 +98,14 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
       securityGroups: groups.all().map((g) => ({ ...g, ...count(g.name) })),
     });
   });
-  app.get("/:name", (c) => {
+  app.get("/:name", doc({ summary: "Show a security group and its rules" }), (c) => {
     const name = c.req.param("name");
     const g = groups.get(name);
     if (!g) throw new NotFoundError("security group", name);
     return c.json({ ...g, rules: groups.rules(name), ports: portsOf(name) });
   });
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postDoc = doc({ summary: "Create a security group", body: groupSchema, status: 201 });
+  app.post("/", postDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const body = await parseBody(c, groupSchema);
     const r = await node.propose({
       op: "sg.create",
@@ -101,14 +114,16 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(r, 201);
   });
-  app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a security group" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     mustExist(name);
     return c.json(
       await node.propose({ op: "sg.delete", name, ...authorship(c) }),
     );
   });
-  app.post("/:name/rules", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postRulesDoc = doc({ summary: "Add an allow rule", body: ruleSchema, status: 201 });
+  app.post("/:name/rules", postRulesDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const name = c.req.param("name");
     mustExist(name);
     const rule = ruleSpecOf(await parseBody(c, ruleSchema));
@@ -126,17 +141,24 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(r, 201);
   });
-  app.delete("/:name/rules/:id", requireRole("operator"), leaderOnly(node), async (c) => {
-    const name = c.req.param("name");
-    mustExist(name);
-    return c.json(
-      await node.propose({
-        op: "sg.rule.remove",
-        group: name,
-        id: c.req.param("id"),
-        ...authorship(c),
-      }),
-    );
-  });
+  const deleteRulesDoc = doc({ summary: "Remove a rule" });
+  app.delete(
+    "/:name/rules/:id",
+    deleteRulesDoc,
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const name = c.req.param("name");
+      mustExist(name);
+      return c.json(
+        await node.propose({
+          op: "sg.rule.remove",
+          group: name,
+          id: c.req.param("id"),
+          ...authorship(c),
+        }),
+      );
+    },
+  );
   return app;
 }

@@ -8,7 +8,7 @@
  * the host has two readings), `points` are `{t, ...fields}` oldest first, `step` apart.
  * Unknown `since` or `step` values are 400 naming the field (host/metrics/query.ts).
  */
-import { Hono, type MiddlewareHandler } from "hono";
+import { type Context, Hono, type MiddlewareHandler } from "hono";
 import { z } from "zod";
 import type { ClusterNode } from "../../core/cluster/mod.ts";
 import { NotFoundError } from "../../core/errors/mod.ts";
@@ -22,8 +22,8 @@ import {
 } from "../../host/metrics/mod.ts";
 import type { Point } from "../../host/metrics/history.ts";
 import { hostOnly, runsOn } from "../forward.ts";
-import { zodToValidationError } from "../errors.ts";
 import type { Env } from "../context.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 
 /** Query strings are short: a longer one is not a duration anyway. */
 const statsQuerySchema = z.object({
@@ -31,15 +31,13 @@ const statsQuerySchema = z.object({
   step: z.string().max(16).optional(),
 });
 
-function windowOf(query: Record<string, string>): HistoryWindow {
-  const parsed = statsQuerySchema.safeParse(query);
-  if (!parsed.success) throw zodToValidationError(parsed.error);
-  return historyWindow(parsed.data, Date.now());
+function windowOf(c: Context): HistoryWindow {
+  return historyWindow(parseQuery(c, statsQuerySchema), Date.now());
 }
 
 /** Bad input is refused where it arrives, before forwarding to a host that may be down. */
 const validQuery: MiddlewareHandler<Env> = async (c, next) => {
-  windowOf(c.req.query());
+  windowOf(c);
   await next();
 };
 
@@ -90,9 +88,13 @@ function view<T extends object>(
 /** Mounted under `/api/v1/vms` behind its bearer authentication. */
 export function vmStatsRoutes(node: ClusterNode, stats: MetricsSampler | undefined): Hono<Env> {
   const app = new Hono<Env>();
-  app.get("/:name/stats", validQuery, hostOnly(node), (c) => {
+  const getStatsDoc = doc({
+    summary: "A VM's metrics history, from its host",
+    query: statsQuerySchema,
+  });
+  app.get("/:name/stats", getStatsDoc, validQuery, hostOnly(node), (c) => {
     const name = c.req.param("name");
-    const w = windowOf(c.req.query());
+    const w = windowOf(c);
     const vm = node.fsm.vm(name);
     return c.json<VmStatsView>({
       vm: name,
@@ -112,8 +114,12 @@ export function nodeStatsRoutes(node: ClusterNode, stats: MetricsSampler | undef
     if (!node.fsm.node(name) && !node.fsm.member(name)) throw new NotFoundError("node", name);
     return { member: name, what: `node "${name}"` };
   });
-  app.get("/:name/stats", validQuery, onThatNode, (c) => {
-    const w = windowOf(c.req.query());
+  const getStatsDoc2 = doc({
+    summary: "A host's metrics history and its VMs' newest samples",
+    query: statsQuerySchema,
+  });
+  app.get("/:name/stats", getStatsDoc2, validQuery, onThatNode, (c) => {
+    const w = windowOf(c);
     return c.json<NodeStatsView>({
       node: node.id,
       // What this host samples now: `novactl top` lists them.

@@ -13,6 +13,8 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody, parseDuration } from "../validate.ts";
 import type { Env } from "../context.ts";
+import { doc } from "../openapi/mod.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const nameSchema = z.string().regex(TOKEN_NAME, { message: TOKEN_NAME_RULE });
 
@@ -42,7 +44,8 @@ export function tokenRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node), requireRole("admin"));
 
-  app.get("/", leaderOnly(node), async (c) => {
+  const getDoc = doc({ summary: "List API tokens", response: listOf("tokens", recordSchema) });
+  app.get("/", getDoc, leaderOnly(node), async (c) => {
     await node.linearizableRead();
     const now = Date.now();
     return c.json({
@@ -53,7 +56,12 @@ export function tokenRoutes(node: ClusterNode): Hono<Env> {
     });
   });
 
-  app.post("/", leaderOnly(node), async (c) => {
+  const postDoc = doc({
+    summary: "Create an API token (its secret is shown once)",
+    body: createSchema,
+    status: 201,
+  });
+  app.post("/", postDoc, leaderOnly(node), async (c) => {
     const body = await parseBody(c, createSchema);
     const issued = await createApiToken(
       node,
@@ -63,13 +71,14 @@ export function tokenRoutes(node: ClusterNode): Hono<Env> {
     return c.json(issued, 201);
   });
 
-  app.delete("/:name", leaderOnly(node), async (c) => {
+  app.delete("/:name", doc({ summary: "Revoke an API token" }), leaderOnly(node), async (c) => {
     const name = checkName(c.req.param("name"));
     await revokeApiToken(node, name, c.get("principal").name);
     return c.json({ name, revoked: true });
   });
 
-  app.post("/:name/rotate", leaderOnly(node), async (c) => {
+  const postRotateDoc = doc({ summary: "Rotate an API token's secret", body: rotateSchema });
+  app.post("/:name/rotate", postRotateDoc, leaderOnly(node), async (c) => {
     const name = checkName(c.req.param("name"));
     const body = await parseBody(c, rotateSchema);
     return c.json(

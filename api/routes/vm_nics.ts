@@ -20,6 +20,8 @@ import { requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
+import { doc } from "../openapi/mod.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 export const addNicSchema = z.object({
   network: z.string().min(1).max(63),
@@ -32,7 +34,11 @@ export const addNicSchema = z.object({
 export function vmNicRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
-  app.get("/:name/nics", (c) => {
+  const getNicsDoc = doc({
+    summary: "List a VM's NICs, each with its index and address check",
+    response: listOf("nics", recordSchema),
+  });
+  app.get("/:name/nics", getNicsDoc, (c) => {
     const vm = node.fsm.vm(c.req.param("name"));
     if (!vm) throw new NotFoundError("vm", c.req.param("name"));
     const nics = ((vm.nics ?? []) as VmNic[])
@@ -40,7 +46,12 @@ export function vmNicRoutes(node: ClusterNode): Hono<Env> {
     return c.json({ nics });
   });
 
-  app.post("/:name/nics", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postNicsDoc = doc({
+    summary: "Add a NIC (hot-plugged into a running guest)",
+    body: addNicSchema,
+    status: 201,
+  });
+  app.post("/:name/nics", postNicsDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, addNicSchema);
     // The applier checks these too (it decides); here they fail before a log entry is spent.
     if (!node.fsm.network(req.network)) {
@@ -60,15 +71,22 @@ export function vmNicRoutes(node: ClusterNode): Hono<Env> {
     return c.json(nic as VmNic, 201);
   });
 
-  app.delete("/:name/nics/:nic", requireRole("operator"), leaderOnly(node), async (c) => {
-    const removed = await node.propose({
-      op: "vm.nic.remove",
-      name: c.req.param("name"),
-      nic: c.req.param("nic").slice(0, 64),
-      ...authorship(c),
-    });
-    return c.json({ removed });
-  });
+  const deleteNicsDoc = doc({ summary: "Remove a NIC, named by its index or MAC" });
+  app.delete(
+    "/:name/nics/:nic",
+    deleteNicsDoc,
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const removed = await node.propose({
+        op: "vm.nic.remove",
+        name: c.req.param("name"),
+        nic: c.req.param("nic").slice(0, 64),
+        ...authorship(c),
+      });
+      return c.json({ removed });
+    },
+  );
 
   return app;
 }

@@ -35,6 +35,16 @@ import { vmDiskRoutes } from "./volumes.ts";
 import { vmStatsRoutes } from "./stats.ts";
 import type { MetricsSampler } from "../../host/metrics/mod.ts";
 import type { Role, VmQuery } from "../../core/fsm/mod.ts";
+import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
+import {
+  deletedSchema,
+  listOf,
+  operationSchema,
+  placementSchema,
+  vmListSchema,
+  vmSchema,
+} from "../openapi/schemas.ts";
+import { withEtags } from "../etag.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -122,35 +132,47 @@ export const MAX_VM_PAGE = 1000;
  * `GET /api/v1/vms?node=&state=&label=k=v&limit=&continue=`: filters (labels repeat,
  * all must match) and a page. The continue token is opaque to clients: pass it back.
  */
-function vmQueryOf(query: (k: string) => string | undefined, labels: string[]): VmQuery {
+const vmListQuery = z.object({
+  node: z.string().optional(),
+  state: VM_STATE.optional(),
+  label: z.string().optional().describe("key=value; repeat it: every label must match"),
+  limit: z.string().optional().refine(
+    (v) => v === undefined || (/^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= MAX_VM_PAGE),
+    `an integer from 1 to ${MAX_VM_PAGE}`,
+  ).describe(`page size, 1 to ${MAX_VM_PAGE}`),
+  continue: z.string().optional().describe("the `continue` of the previous page"),
+});
+
+function vmQueryOf(query: z.output<typeof vmListQuery>, labels: string[]): VmQuery {
   const q: VmQuery = {};
-  const node = query("node");
-  if (node) q.node = node;
-  const state = query("state");
-  if (state !== undefined) {
-    const parsed = VM_STATE.safeParse(state);
-    if (!parsed.success) {
-      throw ValidationError.field("state", `one of ${VM_STATE.options.join(", ")}`);
-    }
-    q.state = parsed.data;
-  }
+  if (query.node) q.node = query.node;
+  if (query.state !== undefined) q.state = query.state;
   for (const label of labels) {
     const eq = label.indexOf("=");
     if (eq <= 0) throw ValidationError.field("label", `"${label}" is not key=value`);
     (q.labels ??= {})[label.slice(0, eq)] = label.slice(eq + 1);
   }
-  const limit = query("limit");
-  if (limit !== undefined) {
-    const n = Number(limit);
-    if (!Number.isInteger(n) || n < 1 || n > MAX_VM_PAGE) {
-      throw ValidationError.field("limit", `an integer from 1 to ${MAX_VM_PAGE}`);
-    }
-    q.limit = n;
-  }
-  const token = query("continue");
-  if (token) q.after = afterOf(token);
+  if (query.limit !== undefined) q.limit = Number(query.limit);
+  if (query.continue) q.after = afterOf(query.continue);
   return q;
 }
+
+const waitQuery = z.object({
+  // `deleted` never comes: the wait ends with 404 once the VM is gone (`vm delete --wait`).
+  state: z.enum([...VM_STATE.options, "deleted"]).optional().describe(
+    "the state to wait for (default running)",
+  ),
+  timeoutMs: z.string().regex(/^\d+$/).optional().describe("at most 300000 (default 60000)"),
+});
+const stopQuery = z.object({ force: queryFlag.describe("kill instead of a guest power-off") });
+const deleteQuery = z.object({
+  force: queryFlag.describe("kill instead of a guest power-off"),
+  keepDisks: queryFlag.describe("leave the VM's volumes in their pool"),
+});
+const consoleQuery = z.object({
+  bytes: z.string().regex(/^\d+$/).optional().describe("the log's last N bytes (default 65536)"),
+  follow: queryFlag.describe("stream what the guest prints next"),
+});
 
 function continueToken(lastName: string): string {
   return btoa(JSON.stringify({ after: lastName })).replace(/=+$/, "");
@@ -172,6 +194,7 @@ export function vmRoutes(
   const app = new Hono<Env>();
   const listing = new VmListing(node.fsm);
   app.use("*", bearerAuth(node));
+  withEtags(app, "/:name", (c) => node.fsm.vm(c.req.param("name") ?? ""));
   const who = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
   // Only admins see cloud-init secrets (password hash, user-data) in anything returning a VM.
   // NICs carry their guest-address check (core/network/guest_addresses.ts).
@@ -183,22 +206,29 @@ export function vmRoutes(
     return vm;
   };
 
-  app.get("/", (c) => {
-    const q = vmQueryOf((k) => c.req.query(k), c.req.queries("label") ?? []);
+  app.get("/", doc({ summary: "List VMs", query: vmListQuery, response: vmListSchema }), (c) => {
+    const q = vmQueryOf(parseQuery(c, vmListQuery), c.req.queries("label") ?? []);
     const page = listing.page(q, c.get("principal").role);
     const more = page.lastName === null
       ? ""
       : `,"continue":${JSON.stringify(continueToken(page.lastName))}`;
     return c.body(`{"vms":${page.json}${more}}`, 200, { "content-type": "application/json" });
   });
-  app.get("/:name", (c) => c.json(shown(c, vmOr404(c.req.param("name")))));
+  const getDoc = doc({ summary: "Show a VM", response: vmSchema });
+  app.get("/:name", getDoc, (c) => c.json(shown(c, vmOr404(c.req.param("name")))));
 
   // Long-poll: answers when the VM reaches `state` (or fails, or is deleted: 404), or at the
   // timeout with its current record. Woken by applied changes, not by polling.
-  app.get("/:name/wait", async (c) => {
+  const waitDoc = doc({
+    summary: "Wait until a VM reaches a state (or fails); at the timeout, its current record",
+    query: waitQuery,
+    response: vmSchema,
+  });
+  app.get("/:name/wait", waitDoc, async (c) => {
     const name = c.req.param("name");
-    const want = c.req.query("state") ?? "running";
-    const timeoutMs = Math.min(Number(c.req.query("timeoutMs") ?? 60_000) || 60_000, 300_000);
+    const q = parseQuery(c, waitQuery);
+    const want = q.state ?? "running";
+    const timeoutMs = Math.min(Number(q.timeoutMs ?? 60_000) || 60_000, 300_000);
     const settled = () => {
       const vm = node.fsm.vm(name);
       return !vm || vm.state === want || vm.state === "failed" ? vm : undefined;
@@ -224,30 +254,53 @@ export function vmRoutes(
     return c.json(shown(c, vm));
   });
 
-  app.post("/", requireRole("operator"), leaderOnly(node), async (c) => {
+  const createDoc = doc({
+    summary: "Create a VM (and start it unless start is false); dryRun: 200 with the placement",
+    body: createVmSchema,
+    responses: { 201: vmSchema, 200: placementSchema },
+    status: [201, 200],
+  });
+  app.post("/", createDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, createVmSchema);
     const r = await createVm(node, req, who(c));
     return c.json(shown(c, r), req.dryRun ? 200 : 201);
   });
 
-  app.post("/:name/start", requireRole("operator"), leaderOnly(node), async (c) => {
-    return c.json(shown(c, await setVmDesired(node, c.req.param("name"), "running", who(c))));
-  });
+  const lifecycle = (summary: string, query?: z.AnyZodObject) =>
+    doc({ summary, response: vmSchema, ...(query ? { query } : {}) });
+  app.post(
+    "/:name/start",
+    lifecycle("Start a VM"),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      return c.json(shown(c, await setVmDesired(node, c.req.param("name"), "running", who(c))));
+    },
+  );
 
-  app.post("/:name/stop", requireRole("operator"), leaderOnly(node), async (c) => {
-    const force = c.req.query("force") === "true";
+  const stopDoc = lifecycle("Stop a VM", stopQuery);
+  app.post("/:name/stop", stopDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const force = parseQuery(c, stopQuery).force === "true";
     return c.json(
       shown(c, await setVmDesired(node, c.req.param("name"), "stopped", who(c), { force })),
     );
   });
 
-  app.post("/:name/restart", requireRole("operator"), leaderOnly(node), async (c) => {
-    return c.json(shown(c, await restartVm(node, c.req.param("name"), who(c))));
-  });
+  app.post(
+    "/:name/restart",
+    lifecycle("Restart a VM"),
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      return c.json(shown(c, await restartVm(node, c.req.param("name"), who(c))));
+    },
+  );
 
-  app.delete("/:name", requireRole("operator"), leaderOnly(node), async (c) => {
-    const force = c.req.query("force") === "true";
-    const keepDisks = c.req.query("keepDisks") === "true";
+  const deleteDoc = lifecycle("Delete a VM (once its host cleaned up)", deleteQuery);
+  app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const q = parseQuery(c, deleteQuery);
+    const force = q.force === "true";
+    const keepDisks = q.keepDisks === "true";
     return c.json(
       shown(
         c,
@@ -256,12 +309,19 @@ export function vmRoutes(
     );
   });
 
-  app.post("/:name/resize", requireRole("operator"), leaderOnly(node), async (c) => {
+  const resizeDoc = doc({ summary: "Resize a VM", body: resizeSchema, response: vmSchema });
+  app.post("/:name/resize", resizeDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, resizeSchema);
     return c.json(shown(c, await resizeVm(node, c.req.param("name"), req, who(c))));
   });
 
-  app.post("/:name/clone", requireRole("operator"), leaderOnly(node), async (c) => {
+  const cloneDoc = doc({
+    summary: "Clone a VM (linked from a template, else full)",
+    body: cloneSchema,
+    response: vmSchema,
+    status: 201,
+  });
+  app.post("/:name/clone", cloneDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, cloneSchema);
     const src = vmOr404(c.req.param("name"));
     const mode = req.mode ?? (src.template ? "linked" : "full");
@@ -280,25 +340,39 @@ export function vmRoutes(
     return c.json(shown(c, created), 201);
   });
 
-  app.post("/:name/migrate", requireRole("operator"), leaderOnly(node), async (c) => {
+  const migrateDoc = doc({
+    summary: "Live-migrate a VM (to a chosen host, or the scheduler's pick): its operation",
+    body: migrateSchema,
+    response: operationSchema,
+    status: 202,
+  });
+  app.post("/:name/migrate", migrateDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, migrateSchema);
     return c.json(await migrateVm(node, c.req.param("name"), req, who(c)), 202);
   });
 
-  app.post("/:name/template", requireRole("operator"), leaderOnly(node), async (c) => {
+  const templateDoc = lifecycle("Make a stopped VM a template (the base of linked clones)");
+  app.post("/:name/template", templateDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     return c.json(shown(c, await markTemplate(node, c.req.param("name"), who(c))));
   });
 
   // The serial console can show what guests print (passwords, keys): not for viewers.
+  const getConsoleDoc = doc({
+    summary: "The serial console's log",
+    query: consoleQuery,
+    responseType: "text/plain",
+  });
   app.get(
     "/:name/console",
+    getConsoleDoc,
     requireRole("operator"),
     hostOnly(node, { timeoutMs: null }),
     async (c) => {
-      const bytes = Math.min(Number(c.req.query("bytes") ?? 65_536) || 65_536, 16 << 20);
+      const q = parseQuery(c, consoleQuery);
+      const bytes = Math.min(Number(q.bytes ?? 65_536) || 65_536, 16 << 20);
       const name = c.req.param("name");
       const headers = { "content-type": "text/plain; charset=utf-8" };
-      if (c.req.query("follow") === "true") {
+      if (q.follow === "true") {
         return new Response(await host.followConsole(name, c.req.raw.signal, bytes), { headers });
       }
       return new Response(await host.console(name, bytes), { headers });
@@ -309,21 +383,49 @@ export function vmRoutes(
   app.route("/", vmDiskRoutes(node));
   app.route("/", vmStatsRoutes(node, stats));
 
-  app.get("/:name/snapshots", (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }));
+  const snapshotsDoc = doc({
+    summary: "List a VM's snapshots",
+    response: listOf("snapshots", vmSchema.shape.snapshots.element),
+  });
+  app.get(
+    "/:name/snapshots",
+    snapshotsDoc,
+    (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }),
+  );
 
-  app.post("/:name/snapshots", requireRole("operator"), hostOnly(node), async (c) => {
+  const snapshotDoc = doc({
+    summary: "Snapshot a VM's disks (and memory)",
+    body: snapshotSchema,
+    response: vmSchema.shape.snapshots.element,
+    status: 201,
+  });
+  app.post("/:name/snapshots", snapshotDoc, requireRole("operator"), hostOnly(node), async (c) => {
     const req = await parseBody(c, snapshotSchema);
     return c.json(await host.createSnapshot(c.req.param("name"), req.name, req.memory), 201);
   });
 
-  app.post("/:name/snapshots/:snap/restore", requireRole("operator"), hostOnly(node), async (c) => {
-    return c.json(await host.restoreSnapshot(c.req.param("name"), c.req.param("snap")));
-  });
+  const restoreDoc = doc({ summary: "Restore a VM to a snapshot" });
+  app.post(
+    "/:name/snapshots/:snap/restore",
+    restoreDoc,
+    requireRole("operator"),
+    hostOnly(node),
+    async (c) => {
+      return c.json(await host.restoreSnapshot(c.req.param("name"), c.req.param("snap")));
+    },
+  );
 
-  app.delete("/:name/snapshots/:snap", requireRole("operator"), hostOnly(node), async (c) => {
-    await host.deleteSnapshot(c.req.param("name"), c.req.param("snap"));
-    return c.json({ deleted: c.req.param("snap") });
-  });
+  const deleteSnapshotDoc = doc({ summary: "Delete a snapshot", response: deletedSchema });
+  app.delete(
+    "/:name/snapshots/:snap",
+    deleteSnapshotDoc,
+    requireRole("operator"),
+    hostOnly(node),
+    async (c) => {
+      await host.deleteSnapshot(c.req.param("name"), c.req.param("snap"));
+      return c.json({ deleted: c.req.param("snap") });
+    },
+  );
 
   return app;
 }

@@ -31,6 +31,9 @@ import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import { onMember } from "./pools.ts";
+import { doc } from "../openapi/mod.ts";
+import { withEtags } from "../etag.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(VOLUME_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -57,10 +60,17 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   };
 
   app.use("*", bearerAuth(node));
-  app.get("/", (c) => c.json({ volumes: node.fsm.volumes.all() }));
-  app.get("/:name", (c) => c.json(mustGet(c.req.param("name"))));
+  withEtags(app, "/:name", (c) => node.fsm.volumes.get(c.req.param("name") ?? ""));
+  const getDoc = doc({ summary: "List volumes", response: listOf("volumes", recordSchema) });
+  app.get("/", getDoc, (c) => c.json({ volumes: node.fsm.volumes.all() }));
+  app.get("/:name", doc({ summary: "Show a volume" }), (c) => c.json(mustGet(c.req.param("name"))));
 
-  app.post("/", requireRole("operator"), async (c) => {
+  const postDoc = doc({
+    summary: "Create a volume on the host that holds its pool",
+    body: volumeSchema,
+    status: 201,
+  });
+  app.post("/", postDoc, requireRole("operator"), async (c) => {
     const body = await parseBody(c, volumeSchema);
     // The state machine decides again when the volume is recorded; here nothing is made yet.
     const pool = node.fsm.volumes.check(body);
@@ -92,14 +102,20 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
     });
   });
 
-  app.post("/:name/resize", requireRole("operator"), async (c) => {
+  const postResizeDoc = doc({ summary: "Grow a volume", body: resizeSchema });
+  app.post("/:name/resize", postResizeDoc, requireRole("operator"), async (c) => {
     const v = mustGet(c.req.param("name"));
     const { sizeBytes } = await parseBody(c, resizeSchema);
     const vm = v.attachedTo ? node.fsm.vm(v.attachedTo) : null;
     const target = vm?.node ?? v.node;
     if (sizeBytes > v.sizeBytes) {
       const pool = node.fsm.pools.get(v.pool)!;
-      node.fsm.pools.assertRoom(pool, v.node ?? target ?? node.id, sizeBytes - v.sizeBytes, "size");
+      node.fsm.pools.assertRoom(
+        pool,
+        v.node ?? target ?? node.id,
+        sizeBytes - v.sizeBytes,
+        "size",
+      );
     }
     if (sizeBytes < v.sizeBytes) {
       throw ValidationError.field("size", `cannot shrink ${v.name} below ${v.sizeBytes} bytes`);
@@ -117,7 +133,8 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
     });
   });
 
-  app.delete("/:name", requireRole("operator"), async (c) => {
+  const deleteDoc = doc({ summary: "Delete a volume (409 while attached)" });
+  app.delete("/:name", deleteDoc, requireRole("operator"), async (c) => {
     const v = mustGet(c.req.param("name"));
     return await onMember(c, node, v.node, {}, async () => {
       const out = await host.cluster.report({
@@ -138,12 +155,21 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
-  app.get("/:name/disks", (c) => {
+  const getDisksDoc = doc({
+    summary: "List a VM's disks",
+    response: listOf("disks", recordSchema),
+  });
+  app.get("/:name/disks", getDisksDoc, (c) => {
     const vm = node.fsm.vm(c.req.param("name"));
     if (!vm) throw new NotFoundError("vm", c.req.param("name"));
     return c.json({ disks: vm.disks });
   });
-  app.post("/:name/disks", requireRole("operator"), leaderOnly(node), async (c) => {
+  const postDisksDoc = doc({
+    summary: "Attach a volume to a VM (hot-plugged when running)",
+    body: attachSchema,
+    status: 201,
+  });
+  app.post("/:name/disks", postDisksDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const { volume } = await parseBody(c, attachSchema);
     const disk = await node.propose({
       op: "vm.disk.attach",
@@ -153,14 +179,21 @@ export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
     });
     return c.json(disk, 201);
   });
-  app.delete("/:name/disks/:disk", requireRole("operator"), leaderOnly(node), async (c) => {
-    const disk = await node.propose({
-      op: "vm.disk.detach",
-      name: c.req.param("name"),
-      disk: c.req.param("disk").slice(0, 64),
-      ...authorship(c),
-    });
-    return c.json({ detached: disk });
-  });
+  const deleteDisksDoc = doc({ summary: "Detach a volume from a VM, by name or disk id" });
+  app.delete(
+    "/:name/disks/:disk",
+    deleteDisksDoc,
+    requireRole("operator"),
+    leaderOnly(node),
+    async (c) => {
+      const disk = await node.propose({
+        op: "vm.disk.detach",
+        name: c.req.param("name"),
+        disk: c.req.param("disk").slice(0, 64),
+        ...authorship(c),
+      });
+      return c.json({ detached: disk });
+    },
+  );
   return app;
 }

@@ -151,6 +151,16 @@ export class ApplyFailedError extends Error {
   }
 }
 
+/**
+ * A request's `If-Match` names another version of the resource (api/etag.ts): HTTP 412. The
+ * other precondition_failed errors are states of a host or the cluster, answered 409.
+ */
+export class PreconditionFailedError extends NovaError {
+  constructor(message: string, details?: unknown) {
+    super("precondition_failed", message, details);
+  }
+}
+
 const HTTP_STATUS: Record<ErrorCode, number> = {
   validation: 400,
   usage: 400,
@@ -170,6 +180,11 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
 
 export function httpStatusOf(code: ErrorCode): number {
   return HTTP_STATUS[code] ?? 500;
+}
+
+/** The HTTP status an error is answered with. */
+export function httpStatusOfError(err: NovaError): number {
+  return err instanceof PreconditionFailedError ? 412 : httpStatusOf(err.code);
 }
 
 /** Reverse mapping for clients that receive an error body without a code. */

@@ -1,5 +1,6 @@
 /** Small HTTP helpers for tests that talk to real novactl processes. */
 import { clusterCaFile, clusterFetch } from "../../bench/lib/tls.ts";
+import { ResponseChecker } from "../../api/openapi/response_check.ts";
 
 export interface ApiResult<T = Record<string, unknown>> {
   status: number;
@@ -28,7 +29,37 @@ export async function api<T = Record<string, unknown>>(
     signal: AbortSignal.timeout(15_000),
   });
   const text = await res.text();
-  return { status: res.status, body: (text ? JSON.parse(text) : null) as T };
+  const body = (text ? JSON.parse(text) : null) as T;
+  if (CHECK_OPENAPI && res.headers.get("content-type")?.startsWith("application/json")) {
+    await checkAnswer(url, opts.method ?? "GET", res.status, body, opts.token);
+  }
+  return { status: res.status, body };
+}
+
+/**
+ * NOVACTL_CHECK_OPENAPI=1: every JSON answer `api()` gets from a node must fit the node's own
+ * OpenAPI document (api/openapi/response_check.ts), fetched once per server.
+ */
+const CHECK_OPENAPI = Deno.env.get("NOVACTL_CHECK_OPENAPI") === "1";
+const checkers = new Map<string, Promise<ResponseChecker>>();
+
+async function checkAnswer(
+  url: string,
+  method: string,
+  status: number,
+  body: unknown,
+  token?: string,
+): Promise<void> {
+  const u = new URL(url);
+  if (!u.pathname.startsWith("/api/v1/")) return;
+  let checker = checkers.get(u.origin);
+  if (!checker) {
+    checker = clusterFetch(`${u.origin}/api/v1/openapi.json`, {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    }).then(async (r) => new ResponseChecker(await r.json()));
+    checkers.set(u.origin, checker);
+  }
+  (await checker).check(method, u.pathname, status, body);
 }
 
 /** Longest a single CLI call in a test may run (a migration or an image import included). */

@@ -1,0 +1,266 @@
+/**
+ * Response schemas of the public API, for the OpenAPI document (api/openapi/document.ts) and
+ * the tests that hold real answers to it. Objects allow fields beyond those listed (newer
+ * servers add fields; clients must ignore what they do not know). The `satisfies`-style checks
+ * at the end make a change to the records these describe a compile error here.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { inventorySchema, NODE_STATE, VM_STATE } from "../../core/fsm/command_schemas.ts";
+import type { ImageRecord, NodeRecord, OperationRecord, VmRecord } from "../../core/fsm/mod.ts";
+import type { ClusterStatus } from "../../core/cluster/mod.ts";
+
+const NAMES = new WeakMap<z.ZodTypeAny, string>();
+
+/** Gives `schema` a name: the document shows it once, under components.schemas. */
+export function named<T extends z.ZodTypeAny>(name: string, schema: T): T {
+  NAMES.set(schema, name);
+  return schema;
+}
+
+/** The component name of `schema`, if {@link named} gave it one. */
+export function nameOf(schema: z.ZodTypeAny): string | undefined {
+  return NAMES.get(schema);
+}
+
+/** `{"error":{"code","message","details"}}`, the body of every error answer (api/errors.ts). */
+export const errorSchema = named(
+  "Error",
+  z.object({
+    error: z.object({
+      code: z.string(),
+      message: z.string(),
+      details: z.unknown().optional(),
+    }),
+  }),
+);
+
+/** A list answer: `{ KEY: [...] }`, plus `continue` when a page is cut short. */
+export function listOf<K extends string, T extends z.ZodTypeAny>(key: K, item: T) {
+  return z.object({ [key]: z.array(item) } as { [k in K]: z.ZodArray<T> });
+}
+
+/** A record this document does not detail yet: some JSON object. */
+export const recordSchema = z.object({});
+
+/** `{ "deleted": NAME }`: what deletes answer. */
+export const deletedSchema = named(
+  "Deleted",
+  z.object({ deleted: z.union([z.string(), z.number()]) }),
+);
+
+const labels = z.record(z.string(), z.string());
+const isoTime = z.string();
+
+const blobRef = z.object({ sha256: z.string(), size: z.number().int() });
+
+const vmDisk = z.object({
+  id: z.string(),
+  pool: z.string().optional(),
+  volume: z.string(),
+  sizeBytes: z.number(),
+  source: z.object({ kind: z.string() }),
+  port: z.number().int().optional(),
+});
+
+const vmNic = z.object({
+  network: z.string(),
+  ip: z.string().nullable().optional(),
+  mac: z.string().nullable().optional(),
+  securityGroups: z.array(z.string()).optional(),
+  index: z.number().int().optional(),
+});
+
+export const vmSchema = named(
+  "Vm",
+  z.object({
+    name: z.string(),
+    uuid: z.string(),
+    image: z.string(),
+    cpus: z.number().int(),
+    memoryMiB: z.number().int(),
+    node: z.string().nullable(),
+    ha: z.boolean(),
+    labels,
+    desired: z.enum(["running", "stopped", "deleted"]),
+    restartPolicy: z.enum(["never", "on-failure", "always"]),
+    disks: z.array(vmDisk),
+    cloudInit: z.object({
+      user: z.string().optional(),
+      sshKeys: z.array(z.string()).optional(),
+      passwordHash: z.string().optional(),
+      userData: z.string().optional(),
+    }).nullable(),
+    template: z.boolean(),
+    generation: z.number().int(),
+    keepDisks: z.boolean().optional(),
+    force: z.boolean().optional(),
+    snapshots: z.array(
+      z.object({
+        name: z.string(),
+        memory: z.boolean(),
+        createdAt: isoTime,
+        vmState: z.string(),
+      }),
+    ),
+    group: z.string().optional(),
+    nics: z.array(vmNic).optional(),
+    constraints: z.array(
+      z.object({ key: z.string(), op: z.enum(["=", "!="]), value: z.string() }),
+    ).optional(),
+    strategy: z.enum(["spread", "pack"]).optional(),
+    haPriority: z.number().int().optional(),
+    haMaxRestarts: z.number().int().optional(),
+    haRestartWindowMs: z.number().int().optional(),
+    migration: z.object({ opId: z.string(), to: z.string() }).nullable().optional(),
+    state: VM_STATE,
+    reason: z.string().nullable(),
+    guest: z.object({ agent: z.enum(["ok", "absent"]) }).nullable(),
+    createdAt: isoTime,
+    updatedAt: isoTime,
+  }),
+);
+
+/** A `vm create` dry run: where the VM would go, each host's score, and why others were not. */
+export const placementSchema = named(
+  "Placement",
+  z.object({
+    dryRun: z.literal(true),
+    name: z.string(),
+    node: z.string().nullable(),
+    strategy: z.enum(["spread", "pack"]),
+    scores: z.record(z.string(), z.number()),
+    rejected: z.record(z.string(), z.unknown()),
+  }),
+);
+
+export const vmListSchema = named(
+  "VmList",
+  listOf("vms", vmSchema).extend({
+    continue: z.string().optional().describe("pass back as ?continue= for the next page"),
+  }),
+);
+
+export const nodeSchema = named(
+  "Node",
+  z.object({
+    name: z.string(),
+    url: z.string(),
+    state: z.union([NODE_STATE, z.string()]).describe(
+      "the host's scheduling state, or its Raft member state when it is a member",
+    ),
+    labels,
+    inventory: inventorySchema.nullable(),
+    joinedAt: isoTime,
+    updatedAt: isoTime,
+    role: z.enum(["voter", "learner"]).nullable(),
+    bridgeMappings: z.record(z.string(), z.string()),
+  }),
+);
+
+export const nodeListSchema = named("NodeList", listOf("nodes", nodeSchema));
+
+export const imageSchema = named(
+  "Image",
+  z.object({
+    name: z.string(),
+    kind: z.enum(["kernel", "disk"]),
+    kernel: blobRef.optional(),
+    initrd: blobRef.optional(),
+    cmdline: z.string().optional(),
+    disk: blobRef.extend({ virtualBytes: z.number().int() }).optional(),
+    sources: z.array(z.string()),
+    createdAt: isoTime,
+    createdBy: z.string(),
+  }),
+);
+
+export const imageListSchema = named("ImageList", listOf("images", imageSchema));
+
+export const operationSchema = named(
+  "Operation",
+  z.object({
+    id: z.string(),
+    kind: z.enum(["migrate", "drain", "evacuate", "rebalance", "backup", "restore", "verify"]),
+    target: z.string(),
+    runner: z.string(),
+    params: z.record(z.string(), z.unknown()),
+    by: z.string(),
+    requestId: z.string().optional(),
+    state: z.enum(["running", "succeeded", "failed", "aborted"]),
+    progress: z.record(z.string(), z.unknown()),
+    result: z.record(z.string(), z.unknown()).nullable(),
+    error: z.string().nullable(),
+    createdAt: isoTime,
+    updatedAt: isoTime,
+  }),
+);
+
+export const operationListSchema = named(
+  "OperationList",
+  listOf("operations", operationSchema),
+);
+
+export const clusterStatusSchema = named(
+  "ClusterStatus",
+  z.object({
+    clusterId: z.string(),
+    self: z.string(),
+    leader: z.string().nullable(),
+    term: z.number().int(),
+    commitIndex: z.number().int(),
+    appliedIndex: z.number().int(),
+    lastIndex: z.number().int(),
+    snapshotIndex: z.number().int(),
+    members: z.array(
+      z.object({
+        name: z.string(),
+        url: z.string(),
+        role: z.enum(["voter", "learner"]),
+        state: z.string(),
+        lastContactMs: z.number().nullable(),
+        match: z.number().nullable(),
+      }),
+    ),
+    caFingerprint: z.string(),
+  }),
+);
+
+/** A placement group and the VMs in it. */
+export const groupSchema = named(
+  "Group",
+  z.object({
+    name: z.string(),
+    policy: z.enum(["affinity", "anti-affinity"]),
+    strict: z.boolean(),
+  }),
+);
+
+export const groupListSchema = named(
+  "GroupList",
+  listOf("groups", groupSchema.extend({ members: z.array(z.string()) })),
+);
+
+/** The wire types of these answers, for clients (the CLI, the dashboard). */
+export type ApiError = z.output<typeof errorSchema>;
+export type VmView = z.output<typeof vmSchema>;
+export type VmList = z.output<typeof vmListSchema>;
+export type NodeView = z.output<typeof nodeSchema>;
+export type ImageView = z.output<typeof imageSchema>;
+export type OperationView = z.output<typeof operationSchema>;
+export type ClusterStatusView = z.output<typeof clusterStatusSchema>;
+
+// Compile-time drift checks: each record must still fit its schema's type.
+type Fits<Record, Schema extends z.ZodTypeAny> = Record extends z.input<Schema> ? true : never;
+const _fits: [
+  Fits<VmRecord, typeof vmSchema>,
+  Fits<ImageRecord, typeof imageSchema>,
+  Fits<OperationRecord, typeof operationSchema>,
+  Fits<ClusterStatus & { caFingerprint: string }, typeof clusterStatusSchema>,
+  Fits<
+    NodeRecord & { role: "voter" | null; bridgeMappings: Record<string, string> },
+    typeof nodeSchema
+  >,
+] = [true, true, true, true, true];
+void _fits;
