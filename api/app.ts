@@ -13,6 +13,7 @@ import { nodeRoutes } from "./routes/nodes.ts";
 import { internalRoutes } from "./routes/internal.ts";
 import { blobRoutes, imageRoutes } from "./routes/images.ts";
 import { vmRoutes } from "./routes/vms.ts";
+import { consoleRoutes } from "./routes/console.ts";
 import { groupRoutes } from "./routes/groups.ts";
 import { networkRoutes } from "./routes/networks.ts";
 import { securityGroupRoutes } from "./routes/security_groups.ts";
@@ -70,6 +71,9 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/config", configRoutes(node));
   app.route("/api/v1/nodes", nodeRoutes(node, deps.leases, deps.stats));
   app.route("/api/v1/images", imageRoutes(node, deps.blobs));
+  // Before the VM routes: their bearer check reads the header only, and a browser's
+  // WebSocket can send its token in the query alone.
+  app.route("/api/v1/vms", consoleRoutes(node, deps.host));
   app.route("/api/v1/vms", vmRoutes(node, deps.host, deps.stats));
   app.route("/api/v1/groups", groupRoutes(node));
   app.route("/api/v1/networks", networkRoutes(node));

@@ -7,7 +7,7 @@ import type { Role } from "../core/fsm/mod.ts";
 import { sha256Hex } from "../core/secrets/mod.ts";
 import { parsePeerCredential, PEER_CREDENTIAL_HEADER } from "../core/peer/mod.ts";
 import type { ClusterNode } from "../core/cluster/mod.ts";
-import type { Env } from "./context.ts";
+import type { Env, Principal } from "./context.ts";
 import type { ServerBindings } from "./server.ts";
 
 const RANK: Record<Role, number> = { viewer: 1, operator: 2, admin: 3 };
@@ -33,22 +33,50 @@ export function isBearerAuth(handler: unknown): boolean {
  */
 export function bearerAuth(node: ClusterNode): MiddlewareHandler<Env> {
   const mw: MiddlewareHandler<Env> = async (c, next) => {
-    const header = c.req.header("authorization") ?? "";
-    const m = /^Bearer\s+(\S+)$/i.exec(header);
+    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
     if (!m) throw new UnauthorizedError("missing bearer token in Authorization header");
-    const found = node.fsm.checkApiToken(sha256Hex(m[1]), Date.now());
-    if (!found.ok) {
-      throw new UnauthorizedError(
-        found.reason === "expired"
-          ? `token expired (token "${found.name}" expired at ${found.expiresAt})`
-          : "invalid API token",
-      );
-    }
-    c.set("principal", found.principal);
+    c.set("principal", principalOf(node, m[1]));
     await next();
   };
   BEARER.add(mw);
   return mw;
+}
+
+/**
+ * As {@link bearerAuth}, for WebSockets: a browser cannot set headers on one, so the token may
+ * come as `?token=` instead (the access log and audit record the path only, never the query).
+ */
+export function bearerOrQueryAuth(node: ClusterNode): MiddlewareHandler<Env> {
+  const mw: MiddlewareHandler<Env> = async (c, next) => {
+    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
+    const token = m?.[1] ?? c.req.query("token");
+    if (!token) {
+      throw new UnauthorizedError("missing bearer token (Authorization header or ?token=)");
+    }
+    c.set("principal", principalOf(node, token));
+    c.set("token", token);
+    await next();
+  };
+  BEARER.add(mw);
+  return mw;
+}
+
+/** The principal of API token `token`; 401 for one never issued, revoked or expired. */
+function principalOf(node: ClusterNode, token: string): Principal {
+  const found = node.fsm.checkApiToken(sha256Hex(token), Date.now());
+  if (!found.ok) {
+    throw new UnauthorizedError(
+      found.reason === "expired"
+        ? `token expired (token "${found.name}" expired at ${found.expiresAt})`
+        : "invalid API token",
+    );
+  }
+  return found.principal;
+}
+
+/** Whether `p` has role `role` or a higher one. */
+export function hasRole(p: Principal, role: Role): boolean {
+  return RANK[p.role] >= RANK[role];
 }
 
 /**
@@ -60,7 +88,7 @@ export function bearerAuth(node: ClusterNode): MiddlewareHandler<Env> {
 export function requireRole(role: Role): MiddlewareHandler<Env> {
   const mw: MiddlewareHandler<Env> = async (c, next) => {
     const p = c.get("principal");
-    if (RANK[p.role] < RANK[role]) {
+    if (!hasRole(p, role)) {
       throw new ForbiddenError(`role ${p.role} may not do this; ${role} required`);
     }
     await next();

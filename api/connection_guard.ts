@@ -69,6 +69,11 @@ export interface GuardedConnection {
   answered: boolean;
   timer: ReturnType<typeof setTimeout> | undefined;
   /**
+   * The connection became a WebSocket: it carries no more requests and is not idle between
+   * frames, so the idle clock no longer applies (WebSocket pings find a dead peer).
+   */
+  upgraded: boolean;
+  /**
    * Stops taking the client's bytes and lets the server finish: what it has
    * answered still reaches the client, which then gets the end of the stream
    * (close_notify and FIN); the connection is closed {@link EARLY_ANSWER_GRACE_MS}
@@ -175,6 +180,13 @@ export class ConnectionGuard {
   requestEnded(conn: GuardedConnection): void {
     conn.inflight = Math.max(0, conn.inflight - 1);
     if (conn.inflight === 0) this.#arm(conn, this.#limits.idleTimeoutMs);
+  }
+
+  /** The request on `conn` became a WebSocket (see {@link GuardedConnection.upgraded}). */
+  upgraded(conn: GuardedConnection): void {
+    conn.upgraded = true;
+    clearTimeout(conn.timer);
+    conn.timer = undefined;
   }
 
   /**
@@ -301,6 +313,7 @@ export class ConnectionGuard {
       remoteHost,
       inflight: 0,
       answered: false,
+      upgraded: false,
       timer: undefined,
       hangUp: () => conn.close(),
       close: () => {
@@ -346,6 +359,7 @@ export class ConnectionGuard {
 
   #arm(conn: GuardedConnection, ms: number): void {
     clearTimeout(conn.timer);
+    if (conn.upgraded) return;
     conn.timer = setTimeout(() => {
       if (conn.inflight === 0) conn.close();
     }, ms);

@@ -20,6 +20,13 @@ export type Env = {
     peer: string | undefined;
     /** The client's socket address (api/server.ts). */
     remoteAddr: string;
+    /**
+     * The bearer token itself, kept only by routes that pass it on to the VM's host
+     * (WebSocket consoles); never logged.
+     */
+    token: string | undefined;
+    /** The client's address once worked out (api/remote.ts): a WebSocket's headers go away. */
+    clientAddress: string | undefined;
     /** This request's id, answered as `x-request-id` (api/audit.ts). */
     requestId: string;
   };

@@ -20,11 +20,16 @@ const MAX_REQUEST_ID_CHARS = 128;
  * (in-process requests).
  */
 export function remoteAddress(c: Context<Env>): string {
+  const known = c.get("clientAddress");
+  if (known) return known;
+  let addr = c.get("remoteAddr") || "unknown";
   if (c.get("peer")) {
     const forwarded = c.req.header(FORWARDED_FOR_HEADER);
-    if (forwarded) return forwarded.slice(0, MAX_ADDRESS_CHARS);
+    if (forwarded) addr = forwarded.slice(0, MAX_ADDRESS_CHARS);
   }
-  return c.get("remoteAddr") || "unknown";
+  // Remembered: once a request is upgraded to a WebSocket its headers cannot be read.
+  c.set("clientAddress", addr);
+  return addr;
 }
 
 /** The id a forwarding peer gave the request, else a new one. */

@@ -171,6 +171,12 @@ export class DenoApiServer implements ApiServer {
     // A body that may still be on its way (a small one came with the headers).
     const longBody = req.headers.has("transfer-encoding") ||
       Number(req.headers.get("content-length") ?? 0) > LONG_BODY_BYTES;
+    if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      return Promise.resolve(this.#route(req, conn)).then((res) => {
+        if (res.status === 101) this.#guard.upgraded(conn);
+        return res;
+      });
+    }
     if (!longBody) return this.#route(req, conn);
     // Answered without touching the body (a 401, a 413): the client may still be sending it,
     // and the server would read (and drop) all of it, however long, before closing.

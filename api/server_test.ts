@@ -556,3 +556,47 @@ testWithTimeout({
     await server.shutdown();
   }
 });
+
+testWithTimeout({
+  name: "ApiServer: a WebSocket stays open past the idle timeout (the guard's idle clock stops)",
+  ...opts,
+}, async () => {
+  const server = await ApiServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    insecure: true,
+    limits: { headersTimeoutMs: 10 * MINUTE, idleTimeoutMs: 200, maxConnections: 10 },
+  });
+  server.serveWith((req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (e) => socket.send(`echo ${e.data}`);
+    return response;
+  });
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/`);
+  const got: string[] = [];
+  const closed = new Promise<void>((r) => ws.onclose = () => r());
+  try {
+    await new Promise((r) => ws.onopen = r);
+    ws.onmessage = (e) => got.push(String(e.data));
+    // Quiet for many idle timeouts: a plain keep-alive connection is closed meanwhile (above).
+    await new Promise((r) => setTimeout(r, 1_500));
+    assertEquals(ws.readyState, WebSocket.OPEN, "closed by the idle clock");
+    ws.send("still here");
+    await new Promise<void>((resolve, reject) => {
+      const t = setInterval(() => {
+        if (got.length) {
+          clearInterval(t);
+          resolve();
+        } else if (ws.readyState !== WebSocket.OPEN) {
+          clearInterval(t);
+          reject(new Error("closed"));
+        }
+      }, 20);
+    });
+    assertEquals(got, ["echo still here"]);
+  } finally {
+    ws.close();
+    await closed;
+    await server.shutdown();
+  }
+});

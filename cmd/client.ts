@@ -79,6 +79,16 @@ export class ApiClient {
     return await this.send(path, { method, headers: this.authHeaders() });
   }
 
+  /**
+   * A WebSocket to `path` with the token in its handshake's Authorization header, trusting the
+   * same CA as requests. Whether it opens shows in its events.
+   */
+  async webSocket(path: string): Promise<WebSocket> {
+    const client = await this.httpClient();
+    const url = this.opts.server.replace(/\/$/, "").replace(/^http/, "ws") + path;
+    return new WebSocket(url, { headers: this.authHeaders(), ...(client ? { client } : {}) });
+  }
+
   get<T = unknown>(path: string): Promise<T> {
     return this.request<T>("GET", path);
   }

@@ -10,6 +10,7 @@ import { vmBackupCommand } from "./backup.ts";
 import { nicCommand } from "./vm_nic.ts";
 import { diskCommand } from "./vm_disk.ts";
 import { vmStatsCommand } from "./stats.ts";
+import { attachConsole } from "./console.ts";
 
 /** Parses 256M, 1G, 512 (MiB) into MiB. */
 export function parseMemoryMiB(text: string): number {
@@ -374,8 +375,13 @@ export function vmCommand(): Command {
   withClientOptions(
     vm.command("console").argument("<name>").description("print the serial console log")
       .option("--follow", "keep printing as the guest writes")
-      .option("--bytes <n>", "how much of the log's end to print", positiveInt, 65_536),
-  ).action(async (name: string, opts: GlobalOpts & { follow?: boolean; bytes: number }) => {
+      .option("--bytes <n>", "how much of the log's end to print", positiveInt, 65_536)
+      .option("--attach", "interactive console: type into the guest (Ctrl-] detaches)"),
+  ).action(async (
+    name: string,
+    opts: GlobalOpts & { follow?: boolean; bytes: number; attach?: boolean },
+  ) => {
+    if (opts.attach) return await attachConsole(clientOf(opts), vmPath(name), name);
     const q = `?bytes=${opts.bytes}${opts.follow ? "&follow=true" : ""}`;
     const res = await clientOf(opts).stream(vmPath(name, `/console${q}`));
     await res.body?.pipeTo(Deno.stdout.writable, { preventClose: true });

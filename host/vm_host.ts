@@ -42,6 +42,12 @@ import { syncDisks } from "./disk_hotplug.ts";
 import type { HostNics } from "./ovs/host_network.ts";
 import { syncNics } from "./nic_hotplug.ts";
 import { noteGuestAddresses } from "./guest_addresses.ts";
+import {
+  connectVnc,
+  type ConsoleAttachment,
+  type ConsoleSink,
+  SerialConsoles,
+} from "./console/mod.ts";
 
 /** What the host needs from the cluster: committed state in, observations out. */
 export interface HostCluster {
@@ -83,6 +89,8 @@ const GUEST_REFRESH_MS = 15_000;
 export class VmHost {
   /** Internal to host/: the QEMUs this host runs (the migrator shares it). */
   readonly runtimes = new Map<string, Runtime>();
+  /** Clients attached to running VMs' serial consoles. */
+  private readonly consoles = new SerialConsoles();
   private readonly work = new KeyedSerializer();
   private readonly reports = new KeyedSerializer();
   private readonly queued = new Set<string>();
@@ -544,6 +552,7 @@ export class VmHost {
       generation: vm.generation,
       fenced: vm.ha,
       diskPorts,
+      consoles: true,
     };
   }
 
@@ -799,6 +808,53 @@ export class VmHost {
   async console(name: string, maxBytes: number): Promise<Uint8Array<ArrayBuffer>> {
     this.mine(name);
     return await readConsole(this.driver.paths(name).console, maxBytes);
+  }
+
+  /**
+   * Attaches `sink` to the running VM's interactive serial console (host/console).
+   * @throws {ConflictError} the VM is not running here, or its QEMU (started by a version
+   *   without interactive consoles) has a log only
+   */
+  async attachSerial(name: string, sink: ConsoleSink): Promise<ConsoleAttachment> {
+    const qemu = this.interactive(name);
+    try {
+      return await this.consoles.attach(name, qemu.paths, sink);
+    } catch (err) {
+      if (err instanceof NovaError) throw err;
+      throw new ConflictError(
+        `the serial console of ${name} is unavailable: ${(err as Error).message}`,
+      );
+    }
+  }
+
+  /**
+   * A connection to the running VM's VNC server (host/console).
+   * @throws {ConflictError} as {@link attachSerial}
+   */
+  async connectVnc(name: string): Promise<Deno.UnixConn> {
+    const qemu = this.interactive(name);
+    try {
+      return await connectVnc(qemu.paths.vnc);
+    } catch (err) {
+      throw new ConflictError(
+        `the VNC console of ${name} is unavailable: ${(err as Error).message}`,
+      );
+    }
+  }
+
+  private interactive(name: string): QemuVm {
+    const vm = this.mine(name);
+    const qemu = this.live(name);
+    if (!qemu || vm.state !== "running") {
+      throw new ConflictError(`VM "${name}" is not running (state ${vm.state})`);
+    }
+    if (!qemu.spec.consoles) {
+      throw new ConflictError(
+        `VM "${name}" was started by an older novactl: its serial console is a log only ` +
+          `(novactl vm console ${name}); restart the VM for interactive consoles`,
+      );
+    }
+    return qemu;
   }
 
   async followConsole(name: string, signal: AbortSignal, backlogBytes: number) {

@@ -200,3 +200,64 @@ testWithTimeout({
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+testWithTimeout({
+  timeoutMs: 2 * MINUTE,
+  name:
+    "consoles: a QEMU started before interactive consoles is re-adopted, its log readable, attaching refused",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const { dir, cluster, host: hostOn } = await onDisk();
+  const first = await hostOn();
+  await first.start();
+  let second: VmHost | null = null;
+  try {
+    cluster.vms_.set("a", vmRecord("a"));
+    first.schedule("a");
+    await until("a running", () => cluster.vm("a")?.state === "running");
+    // Interactive: two attachments share the one chardev connection; the VNC socket answers.
+    const sink = () => ({ data: () => {}, end: () => {} });
+    const one = await first.attachSerial("a", sink());
+    const two = await first.attachSerial("a", sink());
+    await one.write(new TextEncoder().encode("\n"));
+    one.detach();
+    two.detach();
+    const vnc = await first.connectVnc("a");
+    const greeting = new Uint8Array(12);
+    let got = 0;
+    while (got < 12) got += (await vnc.read(greeting.subarray(got))) ?? 12;
+    vnc.close();
+    assertEquals(new TextDecoder().decode(greeting), "RFB 003.008\n");
+
+    // What an older node left running: the same VM with its serial on a file, no VNC.
+    const rt = first.runtimes.get("a")!;
+    const legacy = { ...rt.qemu.spec, consoles: undefined };
+    first.stop();
+    await rt.qemu.kill();
+    const old = await first.driver.launch(legacy);
+    await old.cont();
+    old.close();
+
+    second = await hostOn();
+    second.markCaughtUp();
+    await second.start();
+    await until("the old QEMU adopted", () => second!.pidOf("a") === old.pid);
+    assertEquals(cluster.vm("a")!.state, "running");
+    await second.console("a", 1024); // the log still reads
+    let refused = "";
+    await second.attachSerial("a", sink()).catch((e) => refused = String(e));
+    assert(/started by an older novactl/.test(refused), refused);
+    refused = "";
+    await second.connectVnc("a").catch((e) => refused = String(e));
+    assert(/started by an older novactl/.test(refused), refused);
+    assertEquals(second.pidOf("a"), old.pid, "still the same QEMU");
+  } finally {
+    first.stop();
+    second?.stop();
+    for (const h of [first, second]) {
+      for (const rt of h?.runtimes.values() ?? []) await rt.qemu.kill().catch(() => {});
+    }
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});

@@ -64,6 +64,29 @@ export class PeerHttp {
     return fetch(url, { ...init, headers });
   };
 
+  /**
+   * Opens a WebSocket to a peer with this node's identity, as {@link fetch} sends a request:
+   * the handshake is signed (or carries the credential), and over TLS only the cluster CA is
+   * trusted. `url` is the peer's http(s) URL; the socket may still fail to open (its `error`
+   * and `close` events say so).
+   */
+  async webSocket(
+    url: string,
+    init: { headers?: HeadersInit; protocols?: string[] } = {},
+  ): Promise<WebSocket> {
+    const headers = new Headers(init.headers);
+    const wsUrl = url.replace(/^http/, "ws");
+    if (url.startsWith("https:")) {
+      if (!this.#client || !this.#signer) throw new Error("no TLS identity for an https peer");
+      // Signed as the GET it is: the receiver rebuilds the string from its own https origin.
+      const signed = await this.#signer.headers("GET", url, undefined);
+      for (const k in signed) headers.set(k, signed[k]);
+      return new WebSocket(wsUrl, { headers, protocols: init.protocols, client: this.#client });
+    }
+    headers.set(PEER_CREDENTIAL_HEADER, this.#credentialHeader);
+    return new WebSocket(wsUrl, { headers, protocols: init.protocols });
+  }
+
   close(): void {
     this.#client?.close();
   }

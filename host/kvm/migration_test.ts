@@ -88,7 +88,9 @@ async function launch(
     disks: [{ id: "root", path: disk, format: "qcow2" }],
     nics: [],
     generation: 0,
-    ...(incoming ? { incoming: "defer" } : {}),
+    // A destination has this version's consoles (serial socket, VNC); the source has the
+    // older serial file: neither is guest state, and the two migrate.
+    ...(incoming ? { incoming: "defer", consoles: true } : {}),
   });
 }
 

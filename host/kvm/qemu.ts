@@ -98,6 +98,12 @@ export interface LaunchSpec {
    * hot-plug; an incoming migration copies the source's choice (the devices must match).
    */
   diskPorts?: boolean;
+  /**
+   * Serial on a unix socket (still logged to the console file) and VNC on another: interactive
+   * consoles. Absent on QEMUs launched before them, whose serial is a plain file: re-adopted,
+   * they keep running with the log alone.
+   */
+  consoles?: boolean;
 }
 
 /** Starts a process that dies with the host's fencing watchdog (see host/fencing). */
@@ -122,6 +128,10 @@ export interface VmPaths {
   qmp: string;
   qga: string;
   console: string;
+  /** The serial chardev's socket (the node is its one client; host/console). */
+  serial: string;
+  /** QEMU's VNC server (RFB), relayed by the node only. */
+  vnc: string;
   launch: string;
   /** QEMU's own messages (startup errors); only ever appended to. */
   stderr: string;
@@ -152,13 +162,16 @@ export class QemuDriver {
       qmp: join(dir, "qmp.sock"),
       qga: join(dir, "qga.sock"),
       console: join(dir, "console.log"),
+      serial: join(dir, "serial.sock"),
+      vnc: join(dir, "vnc.sock"),
       launch: join(dir, "launch.json"),
       stderr: join(dir, "qemu.log"),
     };
-    if (p.qmp.length > MAX_SOCKET_PATH) {
+    const longest = [p.qmp, p.qga, p.serial, p.vnc].reduce((a, b) => b.length > a.length ? b : a);
+    if (longest.length > MAX_SOCKET_PATH) {
       throw new NovaError(
         "internal",
-        `socket path ${p.qmp} is longer than ${MAX_SOCKET_PATH} bytes; use a shorter --data-dir`,
+        `socket path ${longest} is longer than ${MAX_SOCKET_PATH} bytes; use a shorter --data-dir`,
       );
     }
     return p;
@@ -206,9 +219,16 @@ export class QemuDriver {
       "-mon",
       "chardev=qmp,mode=control",
       "-chardev",
-      `file,id=serial0,path=${p.console},append=on`,
+      spec.consoles
+        // logappend: QEMU opens the log O_APPEND, so rotation (./console.ts) still works, and
+        // it logs what the guest writes whether or not anyone is attached.
+        ? `socket,id=serial0,path=${p.serial},server=on,wait=off,logfile=${p.console},logappend=on`
+        : `file,id=serial0,path=${p.console},append=on`,
       "-serial",
       "chardev:serial0",
+      // No password: the socket is in the VM's run directory (0700), reached only through
+      // the node's authenticated relay.
+      ...(spec.consoles ? ["-vnc", `unix:${p.vnc}`] : []),
       "-chardev",
       `socket,id=qga0,path=${p.qga},server=on,wait=off`,
       "-device",

@@ -279,3 +279,35 @@ testWithTimeout({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+testWithTimeout({
+  name: "QEMU arguments: interactive consoles (serial socket still logged, VNC), or a log only",
+  timeoutMs: 2 * MINUTE,
+}, () => {
+  const driver = new QemuDriver("/var/lib/novactl/vms");
+  const spec = {
+    name: "web1",
+    uuid: "0b0e8a52-7a7e-4c43-9b0c-2a4a1b0c9d10",
+    cpus: 1,
+    memoryMiB: 128,
+    accel: "tcg" as const,
+    disks: [],
+    nics: [],
+    generation: 0,
+  };
+  const dir = "/var/lib/novactl/vms/web1";
+  const interactive = driver.args({ ...spec, consoles: true }, driver.paths("web1")).join(" ");
+  assert(
+    interactive.includes(
+      `-chardev socket,id=serial0,path=${dir}/serial.sock,server=on,wait=off,` +
+        `logfile=${dir}/console.log,logappend=on -serial chardev:serial0`,
+    ),
+    interactive,
+  );
+  assert(interactive.includes(`-vnc unix:${dir}/vnc.sock`), interactive);
+  // A QEMU started before interactive consoles (re-adopted from its launch.json): a log only.
+  const legacy = driver.args(spec, driver.paths("web1")).join(" ");
+  assert(legacy.includes(`-chardev file,id=serial0,path=${dir}/console.log,append=on`), legacy);
+  assert(!legacy.includes("-vnc"), legacy);
+  assert(!legacy.includes("serial.sock"), legacy);
+});
