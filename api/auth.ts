@@ -12,17 +12,34 @@ import type { ServerBindings } from "./server.ts";
 
 const RANK: Record<Role, number> = { viewer: 1, operator: 2, admin: 3 };
 
+/** How {@link bearerAuth} may find the token besides the Authorization header. */
+export interface BearerOptions {
+  /**
+   * Also take a GET request's token from `?token=`, for the browser's EventSource and
+   * WebSocket, which cannot set headers. The access log and audit records leave the query
+   * string out (api/access_log.ts, api/audit.ts), so the token is not written down.
+   */
+  queryToken?: boolean;
+}
+
 /**
  * Authenticates the request's bearer token: sets `principal`, or answers 401
  * for a missing, unknown (never issued, revoked, rotated away) or expired
  * token. Expiry is checked on every request against this node's clock.
  */
-export function bearerAuth(node: ClusterNode): MiddlewareHandler<Env> {
+export function bearerAuth(
+  node: ClusterNode,
+  options: BearerOptions = {},
+): MiddlewareHandler<Env> {
   return async (c, next) => {
-    const header = c.req.header("authorization") ?? "";
-    const m = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!m) throw new UnauthorizedError("missing bearer token in Authorization header");
-    const found = node.fsm.checkApiToken(sha256Hex(m[1]), Date.now());
+    const header = c.req.header("authorization");
+    const m = header === undefined ? null : /^Bearer\s+(\S+)$/i.exec(header);
+    let token = m?.[1];
+    if (!token && header === undefined && options.queryToken && c.req.method === "GET") {
+      token = c.req.query("token") || undefined;
+    }
+    if (!token) throw new UnauthorizedError("missing bearer token in Authorization header");
+    const found = node.fsm.checkApiToken(sha256Hex(token), Date.now());
     if (!found.ok) {
       throw new UnauthorizedError(
         found.reason === "expired"
