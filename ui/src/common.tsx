@@ -40,7 +40,16 @@ export function ErrorBox({ error }: { error: string | null }) {
 }
 
 const GOOD = new Set(["running", "ready", "healthy", "succeeded", "resolved", "leader", "alive"]);
-const BAD = new Set(["failed", "error", "down", "dead", "firing", "aborted", "unreachable"]);
+const BAD = new Set([
+  "failed",
+  "offline",
+  "error",
+  "down",
+  "dead",
+  "firing",
+  "aborted",
+  "unreachable",
+]);
 
 export function Badge({ value }: { value: string | null | undefined }) {
   const v = value ?? "—";
