@@ -98,8 +98,7 @@ export function Overview() {
         <strong data-testid="leader">{leader}</strong>
         {status.data && (
           <span class="muted">
-            {" "}· term {status.data.term} · commit {status.data.commitIndex} · cluster{" "}
-            {status.data.clusterId}
+            {` · term ${status.data.term} · commit ${status.data.commitIndex} · cluster ${status.data.clusterId}`}
           </span>
         )}
       </p>
