@@ -6,8 +6,9 @@
  * - signed in, the cluster page lists the 3 nodes with health and roles, one of them leader;
  * - a VM created from the VM list's form appears in the list and turns `running` there, with
  *   no page load in between (live through the event stream, `?token=` on EventSource);
- * - its detail page shows its state, disks, NICs and stats charts; a stop from the page
- *   turns it `stopped`, again live;
+ * - its detail page shows its state and stats charts; a migration started there shows its
+ *   operation until it succeeds and the VM's new node; a stop from the page turns it
+ *   `stopped`, again live;
  * - every page is saved as a screenshot in tests/artifacts/ui/ (git-ignored).
  *
  * The console tabs (serial over xterm.js, VNC over noVNC) are not tested here yet: the
@@ -33,7 +34,9 @@ testWithTimeout({
 }, async (t) => {
   const guest = await testGuest();
   await Deno.mkdir(ARTIFACTS_DIR, { recursive: true });
-  const cluster = new NovactlCluster({ env: { NOVACTL_ACCEL: "tcg" } });
+  const cluster = new NovactlCluster({
+    env: { NOVACTL_ACCEL: "tcg", NOVACTL_METRICS_INTERVAL_MS: "1000" },
+  });
   const { browser, context } = await openBrowser();
   const page = await context.newPage();
   const pageErrors: string[] = [];
@@ -91,15 +94,33 @@ testWithTimeout({
       await shot(page, "vms");
     });
 
-    await step(t, "its page: state, disks, NICs, stats; stopped from the page, live", async () => {
+    await step(t, "its page: state, disks, NICs, stats charts", async () => {
       await page.click("tr[data-vm=web1] a");
       await page.waitForSelector("[data-testid=vm-state]");
       assert((await page.textContent("[data-testid=vm-state]"))!.startsWith("running"));
       await shot(page, "vm-detail");
       await page.click("role=tab[name='Stats']");
-      await page.waitForSelector(".chart, .charts .muted", { timeout: 15_000 });
+      // Samples every second here; the page reads the history again every 5 s.
+      await page.locator(".chart canvas").nth(3).waitFor({ timeout: 60_000 });
+      assertEquals(await page.locator(".chart canvas").count(), 4, "CPU, memory, disk, network");
       await shot(page, "vm-stats");
       await page.click("role=tab[name='Overview']");
+    });
+
+    await step(t, "migrated from the page, with the operation's progress", async () => {
+      const from = (await page.textContent("[data-testid=vm-node]"))!;
+      const to = ["n1", "n2", "n3"].find((n) => n !== from)!;
+      await page.selectOption("select[aria-label='Migrate to']", to);
+      await page.click("button:text-is('Migrate')");
+      await page.locator("[data-testid=operation] .badge[data-state=succeeded]").waitFor({
+        timeout: 3 * MINUTE,
+      });
+      await page.locator("[data-testid=vm-node]", { hasText: to }).waitFor({ timeout: 30_000 });
+      assert((await page.textContent("[data-testid=vm-state]"))!.startsWith("running"));
+      await shot(page, "vm-migrated");
+    });
+
+    await step(t, "stopped from the page, live", async () => {
       await page.click("button:text-is('Stop')");
       await page.locator("[data-testid=vm-state]", { hasText: /^stopped/ }).waitFor({
         timeout: 2 * MINUTE,

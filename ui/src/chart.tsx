@@ -32,14 +32,15 @@ const COLORS = ["#2563eb", "#dc2626"];
 export function StatsCharts({ path }: { path: string }) {
   const { data, error, reload } = useApi<Stats>(path);
   useEffect(() => {
-    const t = setInterval(reload, 10_000);
+    const t = setInterval(reload, 5_000);
     return () => clearInterval(t);
   }, []);
   return (
     <div class="charts">
       <ErrorBox error={error} />
       {data && !data.points.length && <p class="muted">No samples yet.</p>}
-      {data && CHARTS.map((c) => <Chart key={c.title} stats={data} spec={c} />)}
+      {data && data.points.length > 0 &&
+        CHARTS.map((c) => <Chart key={c.title} stats={data} spec={c} />)}
     </div>
   );
 }

@@ -204,6 +204,7 @@ export function VmList() {
     return () => ac.abort();
   }, [search, all !== null]);
 
+  const refetch = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
   const patch = useRef<(name: string, f: (v: VmView) => VmView | null) => void>(() => {});
   patch.current = (name, f) => {
     const upd = (list: VmView[] | null) => {
@@ -227,8 +228,13 @@ export function VmList() {
       const d = e.details;
       if (e.action === "vm.deleted") return patch.current(e.resource, () => null);
       if (e.action === "vm.created") {
-        setN((x) => x + 1); // where it lands in name order is the API's to say
-        setAll(null);
+        // Where it lands in name order is the API's to say: read the page again, once for
+        // a burst of creates.
+        clearTimeout(refetch.current);
+        refetch.current = setTimeout(() => {
+          setN((x) => x + 1);
+          setAll(null);
+        }, 300);
         return;
       }
       patch.current(e.resource, (v) => ({

@@ -103,7 +103,7 @@ function VmOverview({ vm, path, reload }: { vm: VmView; path: string; reload: ()
           </>
         )}
         <dt>Node</dt>
-        <dd>{vm.node ?? "—"}</dd>
+        <dd data-testid="vm-node">{vm.node ?? "—"}</dd>
         <dt>Image</dt>
         <dd>{vm.image}</dd>
         <dt>CPUs / memory</dt>
