@@ -13,7 +13,7 @@
  *
  * Goals: list rendered ≤ 1 s, assets ≤ 500 KB gzipped. Printed, not asserted.
  *
- * Usage: deno task bench:ui [--vms 1000] [--loads 7] [--out FILE]
+ * Usage: deno task bench:ui [--vms 1000] [--loads 7] [--out FILE] [--screenshot FILE.png]
  */
 import { NovactlCluster } from "./lib/novactl_cluster.ts";
 import { parseFlags, toPositiveInt } from "./lib/flags.ts";
@@ -41,6 +41,7 @@ async function main(): Promise<void> {
   const vms = toPositiveInt("vms", flags.get("vms") ?? "1000");
   const loads = toPositiveInt("loads", flags.get("loads") ?? "7");
   const out = flags.get("out") ?? defaultOut("ui");
+  const screenshot = flags.get("screenshot");
   installSignalTeardown();
 
   // Measure the page as it is now, not an old build.
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
         };
       })()`);
       results.push(m);
+      if (screenshot && i === 0) await page.screenshot({ path: screenshot });
       console.log(
         `   load ${i + 1}: list rendered at ${m.listRendered.toFixed(0)} ms ` +
           `(DOMContentLoaded ${m.domContentLoaded.toFixed(0)} ms, ${m.rows} rows, ` +

@@ -157,6 +157,9 @@ function VmOverview({ vm, path, reload }: { vm: VmView; path: string; reload: ()
           ))}
         </tbody>
       </table>
+      {nics.data && !nics.data.nics.length && (
+        <p class="muted">No NICs on networks: the VM has QEMU's one user-mode NIC.</p>
+      )}
       <h2>Snapshots</h2>
       <form
         class="inline"
