@@ -7,8 +7,8 @@
  * - a VM created from the VM list's form appears in the list and turns `running` there, with
  *   no page load in between (live through the event stream, `?token=` on EventSource);
  * - its detail page shows its state and stats charts; a migration started there shows its
- *   operation until it succeeds and the VM's new node; a stop from the page turns it
- *   `stopped`, again live;
+ *   operation until it succeeds and the VM's new node; a snapshot taken there is listed; a
+ *   stop from the page turns it `stopped`, again live;
  * - every page is saved as a screenshot in tests/artifacts/ui/ (git-ignored).
  *
  * The console tabs (serial over xterm.js, VNC over noVNC) are not tested here yet: the
@@ -94,7 +94,7 @@ testWithTimeout({
       await shot(page, "vms");
     });
 
-    await step(t, "its page: state, disks, NICs, stats charts", async () => {
+    await step(t, "its page: its state, and charts of its stats", async () => {
       await page.click("tr[data-vm=web1] a");
       await page.waitForSelector("[data-testid=vm-state]");
       assert((await page.textContent("[data-testid=vm-state]"))!.startsWith("running"));
@@ -118,6 +118,13 @@ testWithTimeout({
       await page.locator("[data-testid=vm-node]", { hasText: to }).waitFor({ timeout: 30_000 });
       assert((await page.textContent("[data-testid=vm-state]"))!.startsWith("running"));
       await shot(page, "vm-migrated");
+    });
+
+    await step(t, "a snapshot taken from the page is listed", async () => {
+      await page.fill("input[aria-label='Snapshot name']", "s1");
+      await page.click("button:text-is('Take snapshot')");
+      await page.locator("td:text-is('s1')").waitFor({ timeout: MINUTE });
+      await shot(page, "vm-snapshot");
     });
 
     await step(t, "stopped from the page, live", async () => {
