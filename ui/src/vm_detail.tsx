@@ -225,6 +225,8 @@ function VmOverview({ vm, path, reload }: { vm: VmView; path: string; reload: ()
 function MigrateButton({ vm, onStarted }: { vm: VmView; onStarted: (id: string) => void }) {
   const nodes = useApi<{ nodes: NodeView[] }>("/nodes");
   const [to, setTo] = useState("");
+  // Once the VM has moved, the node it went to is no longer a target.
+  useEffect(() => setTo(""), [vm.node]);
   const targets = (nodes.data?.nodes ?? []).filter((n) => n.name !== vm.node);
   return (
     <span class="migrate">
@@ -266,7 +268,10 @@ function OperationProgress({ id, onDone }: { id: string; onDone: () => void }) {
   }, [data?.state]);
   if (!data) return null;
   const p = data.progress;
-  const pct = typeof p.percent === "number"
+  // The last progress report may be from before the end: a finished operation is done.
+  const pct = data.state === "succeeded"
+    ? 100
+    : typeof p.percent === "number"
     ? p.percent
     : typeof p.transferred === "number" && typeof p.total === "number" && p.total > 0
     ? (100 * p.transferred) / p.total
@@ -274,7 +279,8 @@ function OperationProgress({ id, onDone }: { id: string; onDone: () => void }) {
   return (
     <div class="card op" data-testid="operation">
       {data.kind} {data.id}: <Badge value={data.state} />{" "}
-      {pct !== null && <progress max={100} value={pct} />} {data.error ?? progressText(p)}
+      {pct !== null && <progress max={100} value={pct} />}{" "}
+      {data.error ?? (data.state === "running" ? progressText(p) : "")}
     </div>
   );
 }
