@@ -592,7 +592,7 @@ export function Alerts() {
               <td>{String(r.name)}</td>
               <td>{String(r.metric)}</td>
               <td>{r.above !== undefined ? `> ${r.above}` : `< ${r.below}`}</td>
-              <td>{String(r.for ?? r.forMs ?? "—")}</td>
+              <td>{r.forSeconds !== undefined ? `${r.forSeconds} s` : "—"}</td>
             </tr>
           ))}
         </tbody>
