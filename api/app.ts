@@ -33,6 +33,7 @@ import { alertRoutes } from "./routes/alerts.ts";
 import type { BackupRunner } from "../host/backup/mod.ts";
 import type { MetricsSampler } from "../host/metrics/mod.ts";
 import { openApiRoutes } from "./openapi/mod.ts";
+import { uiRoutes } from "./ui_assets.ts";
 
 export interface AppDeps {
   blobs: BlobStore;
@@ -43,6 +44,8 @@ export interface AppDeps {
   backups?: BackupRunner;
   /** This host's metrics sampler and history (host/metrics/); absent on a simulated host. */
   stats?: MetricsSampler;
+  /** The built dashboard served at /ui/ (default: ui/dist of this checkout). */
+  uiDir?: string;
 }
 
 export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
@@ -94,6 +97,8 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/audit", auditRoutes(node));
   app.route("/api/v1/tokens", tokenRoutes(node));
   app.route("/api/v1/events", eventRoutes(node));
+  app.get("/ui", (c) => c.redirect("/ui/", 301));
+  app.route("/ui", uiRoutes(deps.uiDir));
   app.route("/api/v1", openApiRoutes(app));
 
   app.notFound((c) =>

@@ -26,35 +26,42 @@ export function isBearerAuth(handler: unknown): boolean {
   return typeof handler === "function" && BEARER.has(handler);
 }
 
+/** How {@link bearerAuth} may find the token besides the Authorization header. */
+export interface BearerOptions {
+  /**
+   * Also take a GET request's token from `?token=`, for the browser's EventSource and
+   * WebSocket, which cannot set headers. The access log and audit records leave the query
+   * string out (api/access_log.ts, api/audit.ts), so the token is not written down. The
+   * token is kept in the context (`token`) for a WebSocket relayed to another node.
+   */
+  queryToken?: boolean;
+}
+
 /**
  * Authenticates the request's bearer token: sets `principal`, or answers 401
  * for a missing, unknown (never issued, revoked, rotated away) or expired
  * token. Expiry is checked on every request against this node's clock.
  */
-export function bearerAuth(node: ClusterNode): MiddlewareHandler<Env> {
+export function bearerAuth(
+  node: ClusterNode,
+  options: BearerOptions = {},
+): MiddlewareHandler<Env> {
   const mw: MiddlewareHandler<Env> = async (c, next) => {
-    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
-    if (!m) throw new UnauthorizedError("missing bearer token in Authorization header");
-    c.set("principal", principalOf(node, m[1]));
-    await next();
-  };
-  BEARER.add(mw);
-  return mw;
-}
-
-/**
- * As {@link bearerAuth}, for WebSockets: a browser cannot set headers on one, so the token may
- * come as `?token=` instead (the access log and audit record the path only, never the query).
- */
-export function bearerOrQueryAuth(node: ClusterNode): MiddlewareHandler<Env> {
-  const mw: MiddlewareHandler<Env> = async (c, next) => {
-    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
-    const token = m?.[1] ?? c.req.query("token");
+    const header = c.req.header("authorization");
+    // A sent header decides alone: a wrong one is not rescued by a query token.
+    let token = header === undefined ? undefined : /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+    if (header === undefined && options.queryToken && c.req.method === "GET") {
+      token = c.req.query("token") || undefined;
+    }
     if (!token) {
-      throw new UnauthorizedError("missing bearer token (Authorization header or ?token=)");
+      throw new UnauthorizedError(
+        options.queryToken
+          ? "missing bearer token (Authorization header or ?token=)"
+          : "missing bearer token in Authorization header",
+      );
     }
     c.set("principal", principalOf(node, token));
-    c.set("token", token);
+    if (options.queryToken) c.set("token", token);
     await next();
   };
   BEARER.add(mw);

@@ -176,3 +176,40 @@ testWithTimeout({
     await t.c.stop();
   }
 });
+
+testWithTimeout({
+  timeoutMs: MINUTE,
+  name: "events API: ?token= for EventSource (GET only), and a sent header wins",
+  ...opts,
+}, async () => {
+  const t = await startTestApp();
+  try {
+    await createVm(t, "q1");
+    const viaQuery = await t.app.request(
+      `/api/v1/events?follow=false&type=vm&token=${encodeURIComponent(t.tokens.viewer)}`,
+    );
+    assertEquals(viaQuery.status, 200);
+    const got = [];
+    for await (const m of readSse(viaQuery.body!)) got.push(m);
+    assert(events(got).some((e) => e.resource === "q1"), "the viewer's stream has the VM");
+
+    const bad = await t.app.request("/api/v1/events?follow=false&token=nope");
+    assertEquals(bad.status, 401);
+    await bad.body?.cancel();
+    const none = await t.app.request("/api/v1/events?follow=false");
+    assertEquals(none.status, 401);
+    await none.body?.cancel();
+    // A client that sends the header means it: a wrong one is not rescued by the query.
+    const both = await t.app.request(
+      `/api/v1/events?follow=false&token=${encodeURIComponent(t.tokens.viewer)}`,
+      { headers: { authorization: "Bearer wrong" } },
+    );
+    assertEquals(both.status, 401);
+    await both.body?.cancel();
+    // Other routes take the header only.
+    const vms = await t.call("GET", `/api/v1/vms?token=${encodeURIComponent(t.tokens.viewer)}`);
+    assertEquals(vms.status, 401);
+  } finally {
+    await t.c.stop();
+  }
+});

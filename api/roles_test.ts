@@ -16,6 +16,10 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   "GET /healthz": "none",
   "GET /readyz": "none",
   "GET /metrics": "none",
+  // The dashboard's static files hold no data (api/ui_assets.ts).
+  "GET /ui": "none",
+  "GET /ui/assets/:file": "none",
+  "GET /ui/*": "none",
   "POST /internal/raft": "peer",
   "POST /internal/raft/snapshot": "peer",
   "POST /internal/raft/stream": "peer",

@@ -29,6 +29,9 @@ command -v ethtool >/dev/null || need_apt+=(ethtool)
 command -v btrfs >/dev/null || need_apt+=(btrfs-progs)
 # bench:net sees a guest's DHCP lease as OVN's DHCPACK on its tap (bench/lib/dhcp_watch.ts).
 command -v tcpdump >/dev/null || need_apt+=(tcpdump)
+# The dashboard's browser tests and bench:ui drive Debian's Chromium (tests/support/browser.ts).
+command -v chromium >/dev/null || need_apt+=(chromium)
+dpkg -s fonts-liberation >/dev/null 2>&1 || need_apt+=(fonts-liberation) # readable screenshots
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
@@ -57,6 +60,10 @@ fi
 
 # Fetch and cache npm dependencies pinned in deno.json / deno.lock.
 deno install --frozen >/dev/null 2>&1 || deno install >/dev/null
+# The dashboard served at /ui/: its browser packages (pinned in ui/package-lock.json), built
+# into ui/dist.
+npm ci --prefix ui --no-audit --no-fund --silent >/dev/null
+deno task build:ui >/dev/null
 # The small test guest (Debian kernel + busybox initramfs with qemu-ga) for tests and the demo.
 bash scripts/build_guest.sh >/dev/null
 echo "setup ok: $(deno --version | head -1), $(qemu-system-x86_64 --version | head -1)"

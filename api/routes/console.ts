@@ -23,7 +23,7 @@ import { ConflictError, NotFoundError, UnavailableError } from "../../core/error
 import type { VmRecord } from "../../core/fsm/mod.ts";
 import type { VmHost } from "../../host/mod.ts";
 import { z } from "zod";
-import { bearerOrQueryAuth, hasRole, requireRole } from "../auth.ts";
+import { bearerAuth, hasRole, requireRole } from "../auth.ts";
 import { doc } from "../openapi/mod.ts";
 import type { Env } from "../context.ts";
 import { FORWARDED_HEADER } from "../forward.ts";
@@ -66,7 +66,7 @@ const vncDoc = doc({
 
 export function consoleRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   const app = new Hono<Env>();
-  const auth = bearerOrQueryAuth(node);
+  const auth = bearerAuth(node, { queryToken: true });
 
   app.get("/:name/console/ws", serialDoc, auth, requireRole("viewer"), async (c) => {
     const vm = runningVm(c, node);

@@ -12,6 +12,8 @@
  * - `tail=N`: without a resume id, start with the newest N matching events (default: 0
  *   when following, 100 when not).
  * - `follow=false`: end once caught up (default: follow until the client goes away).
+ * - `token=`: the API token, for clients that cannot send an Authorization header (the
+ *   browser's EventSource); never logged (the access log and audit leave queries out).
  *
  * Each event is `id: <raftIndex>-<n>` and one `data:` line of JSON
  * (`{id, type, action, kind, resource, target, at, details}`), with no `event:` field
@@ -47,6 +49,7 @@ const querySchema = z.object({
   type: z.string().max(256).optional(),
   resource: z.string().min(1).max(512).optional(),
   since: z.string().max(64).optional(),
+  token: z.string().max(512).optional(),
   tail: z.coerce.number().int().min(0).max(100_000).optional(),
   follow: z.enum(["true", "false", "1", "0"]).optional(),
 }).strict();
@@ -60,7 +63,8 @@ function heartbeatMs(): number {
 /** The routes under /api/v1/events (see the module doc). */
 export function eventRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
-  app.use("*", bearerAuth(node), requireRole("viewer"));
+  // `?token=` too: the dashboard's EventSource cannot send an Authorization header.
+  app.use("*", bearerAuth(node, { queryToken: true }), requireRole("viewer"));
   const getDoc = doc({
     summary: "The event stream (Server-Sent Events)",
     query: querySchema,
