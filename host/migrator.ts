@@ -299,6 +299,7 @@ export class Migrator {
           downtimeLimitMs: cfg["migration.downtimeLimitMs"],
           bandwidthBytesPerSec: cfg["migration.maxBandwidthMiBs"] * 2 ** 20,
           timeoutMs: cfg["migration.timeoutMs"],
+          stopFirst: source.spec.accel === "tcg" && cfg["migration.tcgStopAndCopy"],
         },
         onProgress,
         signal,

@@ -212,6 +212,11 @@ export async function migrate(qmp: QmpExecutor, addr: InetAddress): Promise<void
   await qmp.execute("migrate", { uri: `tcp:${uriHost(addr.host)}:${addr.port}` });
 }
 
+/** `stop`: pauses the guest's vCPUs. */
+export async function stop(qmp: QmpExecutor, timeoutMs?: number): Promise<void> {
+  await qmp.execute("stop", {}, { timeoutMs });
+}
+
 /** `migrate_cancel`. */
 export async function migrateCancel(qmp: QmpExecutor): Promise<void> {
   await qmp.execute("migrate_cancel");

@@ -34,6 +34,7 @@ import {
   type QmpExecutor,
   queryBlockJobs,
   queryMigrate,
+  stop,
 } from "./commands.ts";
 import type { QemuUser } from "./confine.ts";
 import type { QemuVm } from "./qemu.ts";
@@ -274,13 +275,27 @@ export async function cancelMirrors(source: QemuVm, diskIds: string[]): Promise<
 /**
  * Source: streams RAM and device state to the destination over TLS (`tlsCreds` from
  * {@link setUpOutgoingTls}; the destination's certificate must name `dest.host`); the guest
- * keeps running until the remaining dirty memory fits the downtime limit.
+ * keeps running until the remaining dirty memory fits the downtime limit, or, with
+ * `stopFirst`, is paused before the stream starts (stop-and-copy).
+ *
+ * Why stop-and-copy exists: live, every page the guest writes after it was sent must show up
+ * in QEMU's dirty bitmap. Under TCG, QEMU (7.2 to 10.0 at least, accel/tcg/cputlb.c) decides
+ * whether a new TLB entry traps writes (`TLB_NOTDIRTY`) from the page's dirty bits read before
+ * it takes the TLB lock, and `notdirty_write` drops the trap the same way; a bitmap sync that
+ * clears the page in between leaves an entry whose writes are never tracked until the guest
+ * flushes its TLB. A paused guest writes nothing, so nothing can be missed. Unconfirmed as the
+ * cause of the TCG guest hangs after migration (BENCHMARKS.md, bench:net).
  */
 export async function migrateMemory(
   source: QemuVm,
   dest: { host: string; port: number },
   tlsCreds: string,
-  opts: { downtimeLimitMs: number; bandwidthBytesPerSec?: number; timeoutMs: number },
+  opts: {
+    downtimeLimitMs: number;
+    bandwidthBytesPerSec?: number;
+    timeoutMs: number;
+    stopFirst?: boolean;
+  },
   onProgress: (p: MigrationProgress) => void,
   signal: AbortSignal,
 ): Promise<MigrationResult> {
@@ -301,6 +316,8 @@ export async function migrateMemory(
   finished.then((e) => {
     completedAt = e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
   }, () => {});
+  // The caller resumes the source if the migration fails, paused here or by QEMU.
+  if (opts.stopFirst) await stop(source.qmp);
   await migrate(source.qmp, dest);
   const deadline = Date.now() + opts.timeoutMs;
   for (;;) {

@@ -1,0 +1,84 @@
+/**
+ * The QMP commands migrateMemory sends, in order, against a scripted QMP (no QEMU): with
+ * `stopFirst` the guest is paused before `migrate`, so no page it writes can be missed by
+ * dirty tracking (see migrateMemory).
+ */
+import { assertEquals } from "../../core/testing/assert.ts";
+import { migrateMemory } from "./migration.ts";
+import type { QmpEvent, WaitForEventOptions } from "./qmp.ts";
+import type { QemuVm } from "./qemu.ts";
+
+/** A source QEMU whose migration completes as soon as `migrate` is sent. */
+function scriptedSource(): { vm: QemuVm; sent: string[] } {
+  const sent: string[] = [];
+  const waiters: { name: string; opts: WaitForEventOptions; resolve: (e: QmpEvent) => void }[] = [];
+  const emit = (event: string, data: Record<string, unknown>) => {
+    const e: QmpEvent = { event, data, timestamp: { seconds: 1, microseconds: 0 } };
+    for (const w of waiters.splice(0)) {
+      if (w.name === event && (!w.opts.match || w.opts.match(e))) w.resolve(e);
+      else waiters.push(w);
+    }
+  };
+  let migrated = false;
+  const qmp = {
+    execute(command: string): Promise<unknown> {
+      sent.push(command);
+      if (command === "migrate") {
+        migrated = true;
+        queueMicrotask(() => emit("MIGRATION", { status: "completed" }));
+      }
+      if (command === "query-migrate") {
+        return Promise.resolve(
+          migrated
+            ? {
+              status: "completed",
+              "total-time": 10,
+              downtime: 5,
+              ram: { transferred: 1, total: 1, remaining: 0 },
+            }
+            : { status: "setup" },
+        );
+      }
+      return Promise.resolve({});
+    },
+    waitForEvent(name: string, opts: WaitForEventOptions): Promise<QmpEvent> {
+      return new Promise((resolve) => waiters.push({ name, opts, resolve }));
+    },
+  };
+  return { vm: { qmp } as unknown as QemuVm, sent };
+}
+
+const never = new AbortController().signal;
+const dest = { host: "127.0.0.1", port: 4444 };
+
+Deno.test("migrateMemory: stopFirst pauses the guest before migrate", async () => {
+  const { vm, sent } = scriptedSource();
+  await migrateMemory(
+    vm,
+    dest,
+    "creds",
+    {
+      downtimeLimitMs: 50,
+      timeoutMs: 10_000,
+      stopFirst: true,
+    },
+    () => {},
+    never,
+  );
+  const memoryPhase = sent.filter((c) => c === "stop" || c === "migrate" || c === "cont");
+  assertEquals(memoryPhase, ["stop", "migrate"]);
+});
+
+Deno.test("migrateMemory: live by default (the guest runs until QEMU stops it)", async () => {
+  const { vm, sent } = scriptedSource();
+  await migrateMemory(
+    vm,
+    dest,
+    "creds",
+    { downtimeLimitMs: 50, timeoutMs: 10_000 },
+    () => {},
+    never,
+  );
+  assertEquals(sent.includes("stop"), false);
+  assertEquals(sent.includes("migrate"), true);
+});
