@@ -63,6 +63,9 @@ const { values: args } = parseArgs({
     "no-nic": bool,
     "no-disk": bool,
     dirty: bool,
+    "idle-guest": bool,
+    "stop-first": bool,
+    "ping-interval": str("0.1"),
     keep: bool,
   },
 });
@@ -172,10 +175,14 @@ async function boot(side: number): Promise<QemuVm> {
     });
   }
   if (!args["no-nic"]) {
-    await vm.agent.execute("guest-exec", {
-      path: "/bin/sh",
-      arg: ["-c", `ping -q -i 0.1 ${HOST_IP} >/dev/null 2>&1 </dev/null &`],
-    });
+    // --idle-guest: no process of its own in the guest that wakes (and switches address
+    // space, which flushes TCG's TLB) every 100 ms; it only answers the host's pings.
+    if (!args["idle-guest"]) {
+      await vm.agent.execute("guest-exec", {
+        path: "/bin/sh",
+        arg: ["-c", `ping -q -i 0.1 ${HOST_IP} >/dev/null 2>&1 </dev/null &`],
+      });
+    }
     await until(
       "guest answers pings",
       async () => (await hostPing(2)) > 0 ? true : undefined,
@@ -234,6 +241,7 @@ async function migrateOnce(
           downtimeLimitMs: Number(args.downtime),
           bandwidthBytesPerSec: Number(args.bandwidth) * 2 ** 20,
           timeoutMs: 120_000,
+          stopFirst: args["stop-first"],
         },
         () => {},
         never,
@@ -321,7 +329,7 @@ let side = 0;
 let vm = await boot(side);
 // The guest also answers a ping every 100 ms, as the target of bench:net's migration case does.
 const pinger = args["no-nic"] ? null : new Deno.Command("busybox", {
-  args: ["ping", "-q", "-i", "0.1", GUEST_IP],
+  args: ["ping", "-q", "-i", args["ping-interval"], GUEST_IP],
   stdout: "null",
   stderr: "null",
 }).spawn();
