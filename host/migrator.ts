@@ -25,8 +25,10 @@ import {
   mirrorDisks,
   setUpIncomingTls,
   setUpOutgoingTls,
+  stopAndCopy,
   stopDiskExports,
 } from "./kvm/migration.ts";
+import { queryVersion } from "./kvm/commands.ts";
 import type { NodeTlsPaths } from "./kvm/tls.ts";
 import { type QmpEvent, readConsole } from "./kvm/mod.ts";
 import type { VmHost } from "./vm_host.ts";
@@ -299,7 +301,11 @@ export class Migrator {
           downtimeLimitMs: cfg["migration.downtimeLimitMs"],
           bandwidthBytesPerSec: cfg["migration.maxBandwidthMiBs"] * 2 ** 20,
           timeoutMs: cfg["migration.timeoutMs"],
-          stopFirst: source.spec.accel === "tcg" && cfg["migration.tcgStopAndCopy"],
+          stopFirst: stopAndCopy(
+            cfg["migration.stopAndCopy"],
+            source.spec.accel,
+            await queryVersion(source.qmp),
+          ),
         },
         onProgress,
         signal,

@@ -273,18 +273,32 @@ export async function cancelMirrors(source: QemuVm, diskIds: string[]): Promise<
 }
 
 /**
+ * Whether a migration pauses the guest before its memory phase (stop-and-copy) instead of
+ * streaming it live. Under TCG, QEMU before 9.0 loses guest writes during live migration:
+ * the fast path of `cpu_physical_memory_sync_dirty_bitmap()` clears the migration dirty bits
+ * of a whole RAM block without resetting the TCG TLB (`tlb_reset_dirty_range_all`), so the
+ * guest keeps writing those pages through TLB entries that no longer mark them dirty until
+ * it happens to flush its TLB (an address-space switch). Pages written that way after they
+ * were sent never reach the destination, which then runs with parts of the kernel's memory
+ * older than the rest: the virtio-net TX hang and the idle-task oops seen after migrations
+ * here. Fixed upstream in QEMU 9.0 (03bfc2188f, "physmem: Fix migration dirty bitmap
+ * coherency with TCG memory access"); Debian bookworm's 7.2 does not carry it. A paused
+ * guest writes nothing, so nothing is lost. KVM tracks dirty pages itself.
+ */
+export function stopAndCopy(
+  mode: "auto" | "always" | "never",
+  accel: string,
+  qemu: { major: number },
+): boolean {
+  if (mode !== "auto") return mode === "always";
+  return accel === "tcg" && qemu.major < 9;
+}
+
+/**
  * Source: streams RAM and device state to the destination over TLS (`tlsCreds` from
  * {@link setUpOutgoingTls}; the destination's certificate must name `dest.host`); the guest
  * keeps running until the remaining dirty memory fits the downtime limit, or, with
- * `stopFirst`, is paused before the stream starts (stop-and-copy).
- *
- * Why stop-and-copy exists: live, every page the guest writes after it was sent must show up
- * in QEMU's dirty bitmap. Under TCG, QEMU (7.2 to 10.0 at least, accel/tcg/cputlb.c) decides
- * whether a new TLB entry traps writes (`TLB_NOTDIRTY`) from the page's dirty bits read before
- * it takes the TLB lock, and `notdirty_write` drops the trap the same way; a bitmap sync that
- * clears the page in between leaves an entry whose writes are never tracked until the guest
- * flushes its TLB. A paused guest writes nothing, so nothing can be missed. Unconfirmed as the
- * cause of the TCG guest hangs after migration (BENCHMARKS.md, bench:net).
+ * `stopFirst` ({@link stopAndCopy}), is paused before the stream starts.
  */
 export async function migrateMemory(
   source: QemuVm,

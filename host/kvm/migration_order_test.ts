@@ -1,10 +1,10 @@
 /**
  * The QMP commands migrateMemory sends, in order, against a scripted QMP (no QEMU): with
  * `stopFirst` the guest is paused before `migrate`, so no page it writes can be missed by
- * dirty tracking (see migrateMemory).
+ * dirty tracking (see stopAndCopy).
  */
 import { assertEquals } from "../../core/testing/assert.ts";
-import { migrateMemory } from "./migration.ts";
+import { migrateMemory, stopAndCopy } from "./migration.ts";
 import type { QmpEvent, WaitForEventOptions } from "./qmp.ts";
 import type { QemuVm } from "./qemu.ts";
 
@@ -81,4 +81,14 @@ Deno.test("migrateMemory: live by default (the guest runs until QEMU stops it)",
   );
   assertEquals(sent.includes("stop"), false);
   assertEquals(sent.includes("migrate"), true);
+});
+
+Deno.test("stopAndCopy: auto pauses only TCG guests on QEMU without the 9.0 dirty-tracking fix", () => {
+  assertEquals(stopAndCopy("auto", "tcg", { major: 7 }), true);
+  assertEquals(stopAndCopy("auto", "tcg", { major: 8 }), true);
+  assertEquals(stopAndCopy("auto", "tcg", { major: 9 }), false);
+  assertEquals(stopAndCopy("auto", "tcg", { major: 10 }), false);
+  assertEquals(stopAndCopy("auto", "kvm", { major: 7 }), false);
+  assertEquals(stopAndCopy("always", "kvm", { major: 10 }), true);
+  assertEquals(stopAndCopy("never", "tcg", { major: 7 }), false);
 });
