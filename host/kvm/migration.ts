@@ -280,8 +280,8 @@ export async function cancelMirrors(source: QemuVm, diskIds: string[]): Promise<
  * guest keeps writing those pages through TLB entries that no longer mark them dirty until
  * it happens to flush its TLB (an address-space switch). Pages written that way after they
  * were sent never reach the destination, which then runs with parts of the kernel's memory
- * older than the rest: the virtio-net TX hang and the idle-task oops seen after migrations
- * here. Fixed upstream in QEMU 9.0 (03bfc2188f, "physmem: Fix migration dirty bitmap
+ * older than the rest: the probable cause of the virtio-net TX hang and the idle-task oops
+ * seen after migrations in bench:net (not reproduced outside it). Fixed upstream in QEMU 9.0 (03bfc2188f, "physmem: Fix migration dirty bitmap
  * coherency with TCG memory access"); Debian bookworm's 7.2 does not carry it. A paused
  * guest writes nothing, so nothing is lost. KVM tracks dirty pages itself.
  */
