@@ -23,6 +23,7 @@ import {
   migrateMemory,
   type MigrationProgress,
   mirrorDisks,
+  resumeIncoming,
   setUpIncomingTls,
   setUpOutgoingTls,
   stopAndCopy,
@@ -114,9 +115,7 @@ export class Migrator {
   async finishIncoming(name: string): Promise<{ resumedAt: number }> {
     const rt = this.host.runtimes.get(name);
     if (!rt?.incoming) throw new ConflictError(`no incoming QEMU for ${name} here`);
-    const resumed = rt.qemu.qmp.waitForEvent("RESUME", { timeoutMs: 10_000 });
-    await rt.qemu.cont();
-    const ev = await resumed;
+    const ev = await resumeIncoming(rt.qemu, 10_000);
     rt.incoming = undefined;
     void this.host.serialize(name, async () => {
       await stopDiskExports(rt.qemu);

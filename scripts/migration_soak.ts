@@ -29,6 +29,7 @@ import {
   listenForMigration,
   migrateMemory,
   mirrorDisks,
+  resumeIncoming,
   setUpIncomingTls,
   setUpOutgoingTls,
   stopDiskExports,
@@ -204,6 +205,21 @@ async function migrateOnce(
 ): Promise<{ dest: QemuVm; info: Record<string, unknown> }> {
   const destSide = 1 - sourceSide;
   const dest = await launch(destSide, true);
+  try {
+    return await migrateInto(source, dest, sourceSide, destSide);
+  } catch (err) {
+    // A failed attempt's destination holds the other side's tap: the next one needs it.
+    await dest.kill().catch(() => {});
+    throw err;
+  }
+}
+
+async function migrateInto(
+  source: QemuVm,
+  dest: QemuVm,
+  sourceSide: number,
+  destSide: number,
+): Promise<{ dest: QemuVm; info: Record<string, unknown> }> {
   const disks = args["no-disk"] ? [] : ["root"];
   const never = new AbortController().signal;
   let nbdPort = 0;
@@ -270,9 +286,7 @@ async function migrateOnce(
   await stopped;
   // host/migrator.ts: the Raft commit of the move comes between completion and the resume.
   await sleep(20);
-  const resumed = dest.qmp.waitForEvent("RESUME", { timeoutMs: 30_000 });
-  await dest.cont();
-  await resumed;
+  await resumeIncoming(dest, 30_000);
   if (disks.length) await stopDiskExports(dest);
   if (disks.length) await cancelMirrors(source, disks).catch(() => {});
   await source.kill();

@@ -22,6 +22,7 @@ import {
   blockExportAddNbd,
   type BlockJob,
   blockJobCancel,
+  cont,
   deleteObject,
   type ListenerTls,
   migrate,
@@ -34,10 +35,12 @@ import {
   type QmpExecutor,
   queryBlockJobs,
   queryMigrate,
+  queryStatus,
   stop,
 } from "./commands.ts";
 import type { QemuUser } from "./confine.ts";
 import type { QemuVm } from "./qemu.ts";
+import type { QmpEvent } from "./qmp.ts";
 import { nodeDnPatterns, type NodeTlsPaths, withQemuCredsDir } from "./tls.ts";
 
 export interface MigrationProgress {
@@ -270,6 +273,26 @@ export async function cancelMirrors(source: QemuVm, diskIds: string[]): Promise<
   for (const id of diskIds) {
     await blockdevDel(source.qmp, `mig-target-${id}`).catch(() => {});
   }
+}
+
+/**
+ * Destination, after the source reported `completed`: resumes the guest once QEMU has loaded
+ * all of the stream. A `cont` that arrives while it still loads only asks QEMU to start the
+ * guest when done, and QEMU ignores that when the source was paused when it finished (a
+ * stop-and-copy): it keeps the source's run state, and the guest would stay paused.
+ * Resolves with QEMU's RESUME event.
+ */
+export async function resumeIncoming(dest: QemuVm, timeoutMs: number): Promise<QmpEvent> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await queryStatus(dest.qmp, timeoutMs)) === "inmigrate") {
+    if (Date.now() > deadline) {
+      throw new TimeoutError(`QEMU ${dest.pid} still loading the migration after ${timeoutMs} ms`);
+    }
+    await sleep(5);
+  }
+  const resumed = dest.qmp.waitForEvent("RESUME", { timeoutMs });
+  await cont(dest.qmp, timeoutMs);
+  return await resumed;
 }
 
 /**

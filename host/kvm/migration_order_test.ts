@@ -4,7 +4,7 @@
  * dirty tracking (see stopAndCopy).
  */
 import { assertEquals } from "../../core/testing/assert.ts";
-import { migrateMemory, stopAndCopy } from "./migration.ts";
+import { migrateMemory, resumeIncoming, stopAndCopy } from "./migration.ts";
 import type { QmpEvent, WaitForEventOptions } from "./qmp.ts";
 import type { QemuVm } from "./qemu.ts";
 
@@ -91,4 +91,40 @@ Deno.test("stopAndCopy: auto pauses only TCG guests on QEMU without the 9.0 dirt
   assertEquals(stopAndCopy("auto", "kvm", { major: 7 }), false);
   assertEquals(stopAndCopy("always", "kvm", { major: 10 }), true);
   assertEquals(stopAndCopy("never", "tcg", { major: 7 }), false);
+});
+
+Deno.test("resumeIncoming: cont only once the destination has loaded the whole stream", async () => {
+  const sent: string[] = [];
+  let loading = 3;
+  let onResume: ((e: QmpEvent) => void) | null = null;
+  let onStuck: ((err: Error) => void) | null = null;
+  const qmp = {
+    execute(command: string): Promise<unknown> {
+      sent.push(command);
+      if (command === "query-status") {
+        return Promise.resolve({ status: loading-- > 0 ? "inmigrate" : "paused" });
+      }
+      if (command === "cont") {
+        // A stop-and-copy's destination stays paused after a cont sent while it loads.
+        if (loading >= 0) {
+          queueMicrotask(() => onStuck?.(new Error("cont while loading: the guest stays paused")));
+          return Promise.resolve({});
+        }
+        queueMicrotask(() =>
+          onResume?.({ event: "RESUME", timestamp: { seconds: 2, microseconds: 0 } })
+        );
+      }
+      return Promise.resolve({});
+    },
+    waitForEvent(_name: string, _opts: WaitForEventOptions): Promise<QmpEvent> {
+      return new Promise((resolve, reject) => {
+        onResume = resolve;
+        onStuck = reject;
+      });
+    },
+  };
+  const ev = await resumeIncoming({ qmp, pid: 1 } as unknown as QemuVm, 10_000);
+  assertEquals(ev.event, "RESUME");
+  assertEquals(sent.slice(-2), ["query-status", "cont"]);
+  assertEquals(sent.filter((c) => c === "cont").length, 1);
 });
