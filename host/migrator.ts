@@ -23,10 +23,13 @@ import {
   migrateMemory,
   type MigrationProgress,
   mirrorDisks,
+  resumeIncoming,
   setUpIncomingTls,
   setUpOutgoingTls,
+  stopAndCopy,
   stopDiskExports,
 } from "./kvm/migration.ts";
+import { queryVersion } from "./kvm/commands.ts";
 import type { NodeTlsPaths } from "./kvm/tls.ts";
 import { type QmpEvent, readConsole } from "./kvm/mod.ts";
 import type { VmHost } from "./vm_host.ts";
@@ -112,9 +115,7 @@ export class Migrator {
   async finishIncoming(name: string): Promise<{ resumedAt: number }> {
     const rt = this.host.runtimes.get(name);
     if (!rt?.incoming) throw new ConflictError(`no incoming QEMU for ${name} here`);
-    const resumed = rt.qemu.qmp.waitForEvent("RESUME", { timeoutMs: 10_000 });
-    await rt.qemu.cont();
-    const ev = await resumed;
+    const ev = await resumeIncoming(rt.qemu, 10_000);
     rt.incoming = undefined;
     void this.host.serialize(name, async () => {
       await stopDiskExports(rt.qemu);
@@ -299,6 +300,11 @@ export class Migrator {
           downtimeLimitMs: cfg["migration.downtimeLimitMs"],
           bandwidthBytesPerSec: cfg["migration.maxBandwidthMiBs"] * 2 ** 20,
           timeoutMs: cfg["migration.timeoutMs"],
+          stopFirst: stopAndCopy(
+            cfg["migration.stopAndCopy"],
+            source.spec.accel,
+            await queryVersion(source.qmp),
+          ),
         },
         onProgress,
         signal,

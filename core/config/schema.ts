@@ -53,6 +53,12 @@ export const CONFIG_FIELDS = {
   "migration.downtimeLimitMs": numeric(z.number().int().min(1).max(60_000)),
   "migration.maxBandwidthMiBs": numeric(z.number().int().min(1).max(100_000)),
   "migration.timeoutMs": numeric(z.number().int().min(5_000).max(86_400_000)),
+  /**
+   * Stop-and-copy (the guest paused for the whole memory phase) instead of live migration:
+   * "auto" for TCG guests on QEMU older than 9.0, whose dirty tracking loses guest writes
+   * (host/kvm/migration.ts); "always"; "never". KVM guests migrate live unless "always".
+   */
+  "migration.stopAndCopy": z.enum(["auto", "always", "never"]),
   "drain.parallelism": numeric(z.number().int().min(1).max(64)),
   "rebalancer.maxConcurrentMigrations": numeric(z.number().int().min(1).max(64)),
   "rebalancer.cooldownMs": numeric(z.number().int().min(0).max(86_400_000)),
@@ -106,6 +112,7 @@ export const DEFAULT_CONFIG: ClusterConfig = {
   "migration.downtimeLimitMs": 50,
   "migration.maxBandwidthMiBs": 10_240,
   "migration.timeoutMs": 600_000,
+  "migration.stopAndCopy": "auto",
   "drain.parallelism": 2,
   "rebalancer.maxConcurrentMigrations": 2,
   "rebalancer.cooldownMs": 600_000,

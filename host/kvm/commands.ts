@@ -212,6 +212,21 @@ export async function migrate(qmp: QmpExecutor, addr: InetAddress): Promise<void
   await qmp.execute("migrate", { uri: `tcp:${uriHost(addr.host)}:${addr.port}` });
 }
 
+/** `query-version`: the QEMU release this process runs. */
+export async function queryVersion(
+  qmp: QmpExecutor,
+): Promise<{ major: number; minor: number; micro: number }> {
+  const r = await qmp.execute<{ qemu: { major: number; minor: number; micro: number } }>(
+    "query-version",
+  );
+  return r.qemu;
+}
+
+/** `stop`: pauses the guest's vCPUs. */
+export async function stop(qmp: QmpExecutor, timeoutMs?: number): Promise<void> {
+  await qmp.execute("stop", {}, { timeoutMs });
+}
+
 /** `migrate_cancel`. */
 export async function migrateCancel(qmp: QmpExecutor): Promise<void> {
   await qmp.execute("migrate_cancel");
