@@ -166,7 +166,9 @@ testWithTimeout({
       )
         .catch(async (err) => {
           await shot(page, "vm-serial-failed");
-          throw new Error(`${err}; the terminal shows ${JSON.stringify(await termText())}`);
+          throw new Error(
+            `${(err as Error).message}; the terminal shows ${JSON.stringify(await termText())}`,
+          );
         });
       await shot(page, "vm-serial");
     });
