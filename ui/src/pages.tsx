@@ -368,6 +368,7 @@ function CreateVm({ onCreated }: { onCreated: (name: string) => void }) {
     };
     if (f.get("diskGiB")) body.diskGiB = Number(f.get("diskGiB"));
     if (f.get("node")) body.node = String(f.get("node"));
+    if (f.get("userData")) body.cloudInit = { userData: String(f.get("userData")) };
     setBusy(true);
     setError(null);
     try {
@@ -403,6 +404,9 @@ function CreateVm({ onCreated }: { onCreated: (name: string) => void }) {
       </label>
       <label>
         Node <input name="node" placeholder="scheduler decides" />
+      </label>
+      <label>
+        User data <textarea name="userData" rows={3} placeholder="#cloud-config (optional)" />
       </label>
       <button type="submit" disabled={busy}>{busy ? "Creating…" : "Create"}</button>
       <ErrorBox error={error ?? images.error} />
