@@ -6,8 +6,9 @@
  * `--no-wait`.
  */
 import { Command } from "commander";
+import { durationSeconds } from "./parse.ts";
 import { NovaError } from "../core/errors/mod.ts";
-import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
+import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
 
@@ -57,7 +58,7 @@ export function vmBackupCommand(): Command {
       .option("--target <name>", "backup target (default: its last backup's, or the only one)")
       .option("--incremental", "only the blocks changed since its last backup (else full)")
       .option("--no-wait", "return the operation at once")
-      .option("--timeout <seconds>", "how long to wait", positiveInt, 3600),
+      .option("--timeout <duration>", "how long to wait, e.g. 30m", durationSeconds, 3600),
   ).action(
     async (
       vm: string,
@@ -130,7 +131,7 @@ export function backupCommand(): Command {
       "re-read every block and check its checksum (exit 1 when one fails)",
     )
       .option("--no-wait", "return the operation at once")
-      .option("--timeout <seconds>", "how long to wait", positiveInt, 3600),
+      .option("--timeout <duration>", "how long to wait, e.g. 30m", durationSeconds, 3600),
   ).action(async (id: string, opts: GlobalOpts & { wait: boolean; timeout: number }) => {
     const client = clientOf(opts);
     let op = await client.request<Operation>("POST", `/api/v1/backups/${enc(id)}/verify`);
@@ -150,7 +151,7 @@ export function backupCommand(): Command {
       .option("--node <node>", "host of the new VM (default: the scheduler's choice)")
       .option("--start", "start the new VM once restored")
       .option("--no-wait", "return the operation at once")
-      .option("--timeout <seconds>", "how long to wait", positiveInt, 3600),
+      .option("--timeout <duration>", "how long to wait, e.g. 30m", durationSeconds, 3600),
   ).action(
     async (
       id: string,

@@ -1,5 +1,6 @@
 /** `novactl cluster ...`: status, join tokens, remove, transfer-leader, backup, recover. */
 import { Command } from "commander";
+import { durationSeconds, durationText } from "./parse.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
@@ -39,7 +40,7 @@ export function clusterCommand(): Command {
     token.command("create").description(
       "create a single-use join token (printed alone on the last line)",
     )
-      .option("--ttl <duration>", "lifetime, e.g. 30m, 24h", "1h"),
+      .option("--ttl <duration>", "lifetime, e.g. 30m, 24h", durationText, "1h"),
   ).action(async (opts: GlobalOpts & { ttl: string }) => {
     const r = await clientOf(opts).request<{ token: string; expiresAt: string }>(
       "POST",
@@ -85,7 +86,7 @@ export function clusterCommand(): Command {
     cluster.command("rebalance").description("even out host load with live migrations")
       .option("--dry-run", "print the plan only")
       .option("--no-wait", "return the operation at once")
-      .option("--timeout <seconds>", "how long to wait", Number, 3600),
+      .option("--timeout <duration>", "how long to wait, e.g. 30m", durationSeconds, 3600),
   ).action(async (opts: GlobalOpts & { dryRun?: boolean; wait: boolean; timeout: number }) => {
     const client = clientOf(opts);
     const q = opts.dryRun ? "?dryRun=true" : "";

@@ -1,5 +1,6 @@
 /** `novactl node ...`: run a cluster member, list and show hosts. */
 import { Command, InvalidArgumentError } from "commander";
+import { durationSeconds } from "./parse.ts";
 import { startNode } from "./node_start.ts";
 import { simulateHosts } from "./simulate_hosts.ts";
 import type { SimulatedHardware } from "../host/mod.ts";
@@ -238,7 +239,7 @@ export function nodeCommand(): Command {
     withClientOptions(
       node.command(verb).argument("<name>").description(what)
         .option("--no-wait", "return the operation at once")
-        .option("--timeout <seconds>", "how long to wait", Number, 3600),
+        .option("--timeout <duration>", "how long to wait, e.g. 30m", durationSeconds, 3600),
     ).action(async (name: string, opts: GlobalOpts & { wait: boolean; timeout: number }) => {
       const client = clientOf(opts);
       let op = await client.request<Operation>(
