@@ -133,7 +133,11 @@ function q(s: string): string {
 const PASSED_ON = ["--server", "--token", "--ca", "--context"];
 
 function tables(root: Command, assoc: (name: string, entries: [string, string][]) => string) {
-  const tree = completionTree(root);
+  // Keys start with the program's name: bash refuses an empty key for the root.
+  const tree = completionTree(root).map((n) => ({
+    ...n,
+    path: `novactl${n.path && ` ${n.path}`}`,
+  }));
   const g = globalsOf(root);
   const subs: [string, string][] = tree.map((n) => [n.path, n.subcommands.join(" ")]);
   const flags: [string, string][] = tree.map((n) => [n.path, n.flags.join(" ")]);
@@ -183,7 +187,7 @@ __novactl_value_of() {
 }
 
 _novactl() {
-  local cur="\${COMP_WORDS[COMP_CWORD]}" prev="" cpath="" w i nargs=0 spec
+  local cur="\${COMP_WORDS[COMP_CWORD]}" prev="" cpath="novactl" w i nargs=0 spec
   local -a passed=()
   for ((i = 1; i < COMP_CWORD; i++)); do
     w="\${COMP_WORDS[i]}"
@@ -196,7 +200,7 @@ _novactl() {
       continue
     fi
     if [[ " \${__novactl_subs[$cpath]} " == *" $w "* ]]; then
-      cpath="\${cpath:+$cpath }$w"
+      cpath="$cpath $w"
       nargs=0
     else
       ((nargs++))
@@ -244,12 +248,12 @@ __novactl_words() {
     @files) _files ;;
     @dirs) _files -/ ;;
     @*) local -a names; names=(\${(f)"$(\${words[1]} __complete \${1#@} \${passed[@]} 2>/dev/null)"}); compadd -a names ;;
-    *) local -a ws; ws=(\${(s:,:)1}); compadd -a ws ;;
+    *) local -a ws; ws=(\${=\${1//,/ }}); compadd -a ws ;;
   esac
 }
 
 _novactl() {
-  local cur="\${words[CURRENT]}" prev="" cpath="" w spec
+  local cur="\${words[CURRENT]}" prev="" cpath="novactl" w spec
   local -i i nargs=0
   local -a passed
   for (( i = 2; i < CURRENT; i++ )); do
@@ -263,7 +267,7 @@ _novactl() {
       continue
     fi
     if [[ " \${__novactl_subs[$cpath]} " == *" $w "* ]]; then
-      cpath="\${cpath:+$cpath }$w"
+      cpath="$cpath $w"
       nargs=0
     else
       (( nargs++ ))
