@@ -6,6 +6,7 @@
  * `--no-wait`.
  */
 import { Command } from "commander";
+import { nonNegativeInt } from "./parse.ts";
 import { durationSeconds } from "./parse.ts";
 import { NovaError } from "../core/errors/mod.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
@@ -40,12 +41,6 @@ function backupRow(b: BackupView): Record<string, unknown> {
 
 function mib(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-}
-
-function nonNegativeInt(text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0) throw new NovaError("usage", `"${text}" is not a count`);
-  return n;
 }
 
 /** `novactl vm backup create VM`: prints the backup's ID alone on the last stdout line. */
