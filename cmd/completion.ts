@@ -7,7 +7,9 @@
  * @module
  */
 import { Argument, Command, type Option } from "commander";
-import { clientOf, type GlobalOpts } from "./common.ts";
+import { type GlobalOpts, targetOfOpts } from "./common.ts";
+import { ApiClient } from "./client.ts";
+import { processTrustDeps } from "./trust.ts";
 import { configPath, loadConfig } from "./contexts.ts";
 import { namesOf } from "./output.ts";
 
@@ -413,7 +415,7 @@ export function completeCommand(): Command {
           ? loadConfig(configPath()).contexts.map((c) => c.name)
           : RESOURCE_LISTS[kind]
           ? namesOf(
-            await Promise.race([clientOf(opts).get(RESOURCE_LISTS[kind]), giveUpAfter(3000)]),
+            await Promise.race([quietClient(opts).get(RESOURCE_LISTS[kind]), giveUpAfter(3000)]),
           )
           : [];
         for (const n of names) console.log(n);
@@ -427,5 +429,15 @@ export function completeCommand(): Command {
 function giveUpAfter(ms: number): Promise<never> {
   return new Promise((_, reject) => {
     Deno.unrefTimer(setTimeout(() => reject(new Error("timeout")), ms));
+  });
+}
+
+/** A client that never asks to trust a CA nor prints a notice: a Tab press is no place for it. */
+function quietClient(opts: GlobalOpts): ApiClient {
+  const t = targetOfOpts(opts);
+  return new ApiClient({
+    ...t,
+    caFingerprint: opts.caFingerprint,
+    trust: { ...processTrustDeps, interactive: () => false, notice: () => {} },
   });
 }
