@@ -81,6 +81,11 @@ Deno.test("vm list: filters go to the server; every page is fetched unless --lim
     assertEquals(s.seen.filter((q) => q.path === "/api/v1/vms").length, 2);
     r = await cli("vm", "list", "-q", "--server", url, "-l", "t=x", "-l", "u=y", "--limit", "2");
     assertEquals(r.stdout, "a1\na2\n");
+    const pages = s.seen.filter((q) => q.path === "/api/v1/vms").length;
+    r = await cli("vm", "list", "-q", "--server", url, "--limit", "3");
+    assertEquals(r.stdout, "a1\na2\na3\n", "a limit past the server's page size follows pages");
+    assertEquals(s.seen.filter((q) => q.path === "/api/v1/vms").length, pages + 2);
+    r = await cli("vm", "list", "-q", "--server", url, "-l", "t=x", "-l", "u=y", "--limit", "2");
     assertEquals(s.seen.at(-1)!.query.getAll("label"), ["t=x", "u=y"]);
     assertEquals(s.seen.at(-1)!.query.get("limit"), "2");
   });

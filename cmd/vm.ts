@@ -309,11 +309,12 @@ export function vmCommand(): Command {
         new Option("--state <state>", "only VMs in this state").choices(VM_STATE.options),
       )
       .option("-l, --label <key=value>", "only VMs with this label (repeatable)", collect, [])
-      .option("--limit <n>", "at most this many (one page; default: every page)", positiveInt),
+      .option("--limit <n>", "at most this many (default: every VM, page by page)", positiveInt),
   ).action(async (
     opts: GlobalOpts & { node?: string; state?: string; label: string[]; limit?: number },
   ) => {
-    const query = new URLSearchParams({ limit: String(opts.limit ?? LIST_PAGE) });
+    const want = opts.limit ?? Infinity;
+    const query = new URLSearchParams({ limit: String(Math.min(want, LIST_PAGE)) });
     if (opts.node) query.set("node", opts.node);
     if (opts.state) query.set("state", opts.state);
     for (const l of opts.label) query.append("label", l);
@@ -322,9 +323,10 @@ export function vmCommand(): Command {
       const page = await clientOf(opts).get<{ vms: Record<string, unknown>[]; continue?: string }>(
         `/api/v1/vms?${query}`,
       );
-      vms.push(...page.vms);
-      if (!page.continue || opts.limit) break;
+      vms.push(...page.vms.slice(0, want - vms.length));
+      if (!page.continue || vms.length >= want) break;
       query.set("continue", page.continue);
+      query.set("limit", String(Math.min(want - vms.length, LIST_PAGE)));
     }
     const r = { vms };
     render(
