@@ -13,7 +13,7 @@ function typedGlobal(opts: GlobalOpts, key: "server" | "ca"): string | undefined
 
 export function contextCommand(): Command {
   const context = new Command("context").description(
-    `named clusters (server, token file, CA) in ${"$XDG_CONFIG_HOME"}/novactl/config.yaml`,
+    "named clusters (server, token file, CA) in $XDG_CONFIG_HOME/novactl/config.yaml",
   );
 
   withClientOptions(
