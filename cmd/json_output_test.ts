@@ -7,25 +7,12 @@
 import type { Command } from "commander";
 import { parse as parseYaml } from "yaml";
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { TestCluster } from "../core/testing/test_cluster.ts";
-import { LeaseTable } from "../core/cluster/mod.ts";
-import { BlobStore } from "../host/storage/mod.ts";
-import type { Migrator, VmHost } from "../host/mod.ts";
-import { createApp } from "../api/app.ts";
 import { buildProgram } from "./main.ts";
-import { cli, withEnv } from "./testing.ts";
+import { cli, servedCluster, withEnv } from "./testing.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
 /** Read-only leaf commands by name: what they are called across the tree. */
 const READS = new Set(["list", "show", "status", "get", "history", "current"]);
-
-function notUsedHere<T>(what: string): T {
-  return new Proxy({}, {
-    get: (_t, prop) => {
-      throw new Error(`${what}.${String(prop)} used by a command under test`);
-    },
-  }) as T;
-}
 
 function readCommands(root: Command): { path: string[]; args: string[] }[] {
   const out: { path: string[]; args: string[] }[] = [];
@@ -50,15 +37,7 @@ testWithTimeout(
     sanitizeResources: false,
   },
   async () => {
-    const c = await TestCluster.start();
-    const app = createApp(c.node, {
-      blobs: await new BlobStore(`${c.dataDir}/blobs`).init(),
-      leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),
-      host: notUsedHere<VmHost>("host"),
-      migrator: notUsedHere<Migrator>("migrator"),
-    });
-    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
-    const url = `http://127.0.0.1:${server.addr.port}`;
+    const { c, url, stop } = await servedCluster();
     const dir = await Deno.makeTempDir();
     try {
       await withEnv(
@@ -105,8 +84,7 @@ testWithTimeout(
         },
       );
     } finally {
-      await server.shutdown();
-      await c.stop();
+      await stop();
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -7,43 +7,11 @@
  */
 import { InvalidArgumentError } from "commander";
 import { assert, assertEquals, assertThrows } from "../core/testing/assert.ts";
-import { TestCluster } from "../core/testing/test_cluster.ts";
-import { LeaseTable } from "../core/cluster/mod.ts";
-import { BlobStore } from "../host/storage/mod.ts";
-import type { Migrator, VmHost } from "../host/mod.ts";
-import { createApp } from "../api/app.ts";
 import { runCli } from "./main.ts";
-import { capture, type Run } from "./testing.ts";
+import { capture, type Run, servedCluster } from "./testing.ts";
 import { printTable } from "./output.ts";
 import { collectNic, parseDiskGiB, parseMemoryMiB } from "./vm.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
-
-function notUsedHere<T>(what: string): T {
-  return new Proxy({}, {
-    get: (_t, prop) => {
-      throw new Error(`${what}.${String(prop)} used by a command under test`);
-    },
-  }) as T;
-}
-
-async function servedCluster() {
-  const c = await TestCluster.start();
-  const app = createApp(c.node, {
-    blobs: await new BlobStore(`${c.dataDir}/blobs`).init(),
-    leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),
-    host: notUsedHere<VmHost>("host"),
-    migrator: notUsedHere<Migrator>("migrator"),
-  });
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
-  const url = `http://127.0.0.1:${server.addr.port}`;
-  const cli = (...args: string[]) =>
-    capture(() => runCli([...args, "--server", url, "--token", c.adminToken]));
-  const stop = async () => {
-    await server.shutdown();
-    await c.stop();
-  };
-  return { c, url, cli, stop };
-}
 
 /** Exactly one JSON document on stdout (JSON.parse takes no trailing second one). */
 function oneDocument(r: Run): Record<string, unknown> {

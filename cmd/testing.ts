@@ -1,6 +1,11 @@
 /** Running the CLI in-process for tests, capturing what it prints. */
 import process from "node:process";
 import { runCli } from "./main.ts";
+import { TestCluster } from "../core/testing/test_cluster.ts";
+import { LeaseTable } from "../core/cluster/mod.ts";
+import { BlobStore } from "../host/storage/mod.ts";
+import type { Migrator, VmHost } from "../host/mod.ts";
+import { createApp } from "../api/app.ts";
 
 /** What one CLI run did. */
 export interface Run {
@@ -101,4 +106,36 @@ export async function withEnv<T>(
   } finally {
     apply(saved);
   }
+}
+
+/** A stand-in for what a command under test must not use. */
+export function notUsedHere<T>(what: string): T {
+  return new Proxy({}, {
+    get: (_t, prop) => {
+      throw new Error(`${what}.${String(prop)} used by a command under test`);
+    },
+  }) as T;
+}
+
+/**
+ * The real API app of a one-voter leader served on a free port, without a hypervisor (a command
+ * that needs one fails naming it); `cli` runs the CLI against it with the admin token.
+ */
+export async function servedCluster() {
+  const c = await TestCluster.start();
+  const app = createApp(c.node, {
+    blobs: await new BlobStore(`${c.dataDir}/blobs`).init(),
+    leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),
+    host: notUsedHere<VmHost>("host"),
+    migrator: notUsedHere<Migrator>("migrator"),
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  const cli = (...args: string[]) =>
+    capture(() => runCli([...args, "--server", url, "--token", c.adminToken]));
+  const stop = async () => {
+    await server.shutdown();
+    await c.stop();
+  };
+  return { c, url, cli, stop };
 }
