@@ -54,9 +54,8 @@ testWithTimeout(
           let ok = 0;
           const failed: string[] = [];
           for (const { path, args } of readCommands(buildProgram())) {
-            const values = args.map((a) =>
-              a === "name" && path[0] === "node" ? node : sample[a] ?? a
-            );
+            const named: Record<string, string> = { node, pool: "dir" };
+            const values = args.map((a) => a === "name" ? named[path[0]] ?? "web" : sample[a] ?? a);
             const argv = [...path, ...values];
             const json = await cli(...argv, "-o", "json");
             if (json.code !== 0) {
