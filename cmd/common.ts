@@ -11,6 +11,8 @@ import { processTrustDeps } from "./trust.ts";
 import { configureOutput, type Format, OUTPUT_FORMATS } from "./output.ts";
 import { DEFAULT_SERVER, type Target, targetOf } from "./contexts.ts";
 
+import { durationSeconds } from "./parse.ts";
+
 export { positiveInt } from "./parse.ts";
 export { DEFAULT_SERVER };
 
@@ -85,6 +87,27 @@ export function applyGlobalOptions(root: Command, action: Command): void {
   action.setOptionValue("typedGlobals", typed);
   const opts = root.opts() as GlobalOpts;
   configureOutput({ headers: opts.headers !== false, quiet: opts.quiet === true });
+}
+
+/**
+ * `--wait`, `--no-wait` and `--timeout DURATION`, the same on every command that starts something
+ * long: commands that return an operation wait by default (`--no-wait` returns it at once), VM
+ * state changes return at once unless `--wait`; either way `--timeout` bounds the wait and a
+ * wait that runs out exits 1.
+ */
+export function withWaitOptions(
+  cmd: Command,
+  opts: { byDefault: boolean; timeoutSeconds: number; until: string },
+): Command {
+  return cmd
+    .addOption(
+      new Option("--wait", `wait until ${opts.until}`).default(opts.byDefault),
+    )
+    .addOption(new Option("--no-wait", `return at once${opts.byDefault ? "" : " (the default)"}`))
+    .addOption(
+      new Option("--timeout <duration>", "how long to wait, e.g. 90s, 5m, 1h")
+        .argParser(durationSeconds).default(opts.timeoutSeconds, `${opts.timeoutSeconds}s`),
+    );
 }
 
 /**

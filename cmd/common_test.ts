@@ -54,3 +54,25 @@ Deno.test("global flags: the environment fills them; node start's --token stays 
     assertEquals(joining.token, "J");
   });
 });
+
+Deno.test("--wait, --no-wait and --timeout DURATION: the same flags wherever a command waits", () => {
+  const visit = (cmd: Command, path: string[]): string[][] =>
+    cmd.commands.flatMap((c) => [[...path, c.name()], ...visit(c, [...path, c.name()])]);
+  const program = buildProgram();
+  let checked = 0;
+  for (const path of visit(program, [])) {
+    const cmd = path.reduce((c: Command, n) => c.commands.find((s) => s.name() === n)!, program);
+    const timeout = cmd.options.find((o) => o.long === "--timeout");
+    if (!timeout) continue;
+    assertEquals(timeout.parseArg!("5m", undefined), 300, path.join(" "));
+    if (path.at(-1) === "wait") continue; // `vm wait`, `operation wait`: waiting is the command
+    const flags = cmd.options.map((o) => o.long);
+    assertEquals(
+      [flags.includes("--wait"), flags.includes("--no-wait")],
+      [true, true],
+      path.join(" "),
+    );
+    checked++;
+  }
+  assertEquals(checked >= 11, true, `${checked} commands wait`);
+});

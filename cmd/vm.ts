@@ -1,7 +1,13 @@
 /** `novactl vm ...`: the VM lifecycle, as a thin client of /api/v1/vms. */
 import { Command, InvalidArgumentError, Option } from "commander";
 import type { ApiClient } from "./client.ts";
-import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  positiveInt,
+  withClientOptions,
+  withWaitOptions,
+} from "./common.ts";
 import { durationSeconds, integer, nonNegativeInt, sizeGiB, sizeMiB } from "./parse.ts";
 import { RESTART_POLICY, VM_STATE } from "../core/fsm/command_schemas.ts";
 import { printFields, printTable, render } from "./output.ts";
@@ -133,9 +139,11 @@ interface WaitOpts extends GlobalOpts {
 }
 
 function withWait(cmd: Command): Command {
-  return cmd
-    .option("--wait", "wait until the VM reaches the requested state")
-    .option("--timeout <duration>", "how long --wait waits, e.g. 90s, 5m", durationSeconds, 120);
+  return withWaitOptions(cmd, {
+    byDefault: false,
+    timeoutSeconds: 120,
+    until: "the VM reaches the requested state",
+  });
 }
 
 function lifecycleAction(verb: string, path: string, want: string, query = "") {
@@ -452,14 +460,13 @@ export function vmCommand(): Command {
     render(opts.output, r, () => console.log(`${name} is now a template`));
   });
 
-  withClientOptions(
+  withClientOptions(withWaitOptions(
     vm.command("migrate").argument("<name>")
       .description("move a VM to another host (live when running, cold when stopped)")
       .option("--to <node>", "destination (default: the scheduler's choice)")
-      .option("--no-wait", "return the operation at once")
-      .option("--abort", "abort the VM's running migration")
-      .option("--timeout <duration>", "how long to wait, e.g. 10m", durationSeconds, 600),
-  ).action(
+      .option("--abort", "abort the VM's running migration"),
+    { byDefault: true, timeoutSeconds: 600, until: "the migration is done" },
+  )).action(
     async (
       name: string,
       opts: GlobalOpts & { to?: string; wait: boolean; abort?: boolean; timeout: number },
