@@ -4,6 +4,7 @@ import type { z } from "zod";
 import { PayloadTooLargeError, ValidationError } from "../core/errors/mod.ts";
 import { zodToValidationError } from "./errors.ts";
 import { assertDeclared } from "./openapi/route_doc.ts";
+import { DURATION_HINT, parseDuration as parseUnits } from "../core/units.ts";
 
 /**
  * The largest JSON body the public API reads. Its biggest legitimate bodies
@@ -85,12 +86,9 @@ export function ifMatchVersion(c: Context): number | undefined {
   return v;
 }
 
-/** Parses a duration like 30s, 15m, 24h, 7d or plain seconds. */
+/** Parses a duration like 30s, 15m, 24h, 7d or plain seconds (core/units.ts, as the CLI does). */
 export function parseDuration(text: string, field: string): number {
-  const m = /^(\d+)(ms|s|m|h|d)?$/.exec(text.trim());
-  if (!m) {
-    throw ValidationError.field(field, `"${text}" is not a duration (e.g. 90s, 15m, 24h, 7d)`);
-  }
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? "s"]!;
-  return Number(m[1]) * unit;
+  const ms = parseUnits(text, "s");
+  if (ms === undefined) throw ValidationError.field(field, `"${text}" is not ${DURATION_HINT}`);
+  return ms;
 }

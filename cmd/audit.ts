@@ -1,5 +1,6 @@
 /** `novactl audit list`: the replicated audit log (admin tokens only). */
 import { Command } from "commander";
+import { positiveInt } from "./parse.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printTable, render } from "./output.ts";
 import { parseSince } from "../api/routes/audit.ts";
@@ -22,7 +23,7 @@ export function auditCommand(): Command {
       .option("--since <when>", "only newer: an age (90s, 15m, 1h, 7d) or an ISO time")
       .option("--principal <name>", "only this principal (token name, system:ha, anonymous)")
       .option("--resource <kind/name>", "only this target (vm/web1), or a kind (vm)")
-      .option("--limit <n>", "at most this many", Number, 100),
+      .option("--limit <n>", "at most this many", positiveInt, 100),
   ).action(
     async (
       opts: GlobalOpts & { since?: string; principal?: string; resource?: string; limit: number },

@@ -6,8 +6,9 @@
  * `--no-wait`.
  */
 import { Command } from "commander";
+import { nonNegativeInt } from "./parse.ts";
 import { NovaError } from "../core/errors/mod.ts";
-import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
+import { clientOf, type GlobalOpts, withClientOptions, withWaitOptions } from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
 
@@ -41,24 +42,17 @@ function mib(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
-function nonNegativeInt(text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0) throw new NovaError("usage", `"${text}" is not a count`);
-  return n;
-}
-
 /** `novactl vm backup create VM`: prints the backup's ID alone on the last stdout line. */
 export function vmBackupCommand(): Command {
   const cmd = new Command("backup").description("back a VM up (full or incremental)");
-  withClientOptions(
+  withClientOptions(withWaitOptions(
     cmd.command("create").argument("<vm>").description(
       "back the VM's disks up (running: live, fs-frozen when its agent answers; stopped: offline)",
     )
       .option("--target <name>", "backup target (default: its last backup's, or the only one)")
-      .option("--incremental", "only the blocks changed since its last backup (else full)")
-      .option("--no-wait", "return the operation at once")
-      .option("--timeout <seconds>", "how long to wait", positiveInt, 3600),
-  ).action(
+      .option("--incremental", "only the blocks changed since its last backup (else full)"),
+    { byDefault: true, timeoutSeconds: 3600, until: "the backup is done" },
+  )).action(
     async (
       vm: string,
       opts: GlobalOpts & { target?: string; incremental?: boolean; wait: boolean; timeout: number },
@@ -125,13 +119,12 @@ export function backupCommand(): Command {
     const r = await clientOf(opts).request("DELETE", `/api/v1/backups/${enc(id)}`);
     render(opts.output, r, () => console.log(`backup ${id} deleted`));
   });
-  withClientOptions(
+  withClientOptions(withWaitOptions(
     backup.command("verify").argument("<id>").description(
       "re-read every block and check its checksum (exit 1 when one fails)",
-    )
-      .option("--no-wait", "return the operation at once")
-      .option("--timeout <seconds>", "how long to wait", positiveInt, 3600),
-  ).action(async (id: string, opts: GlobalOpts & { wait: boolean; timeout: number }) => {
+    ),
+    { byDefault: true, timeoutSeconds: 3600, until: "the check is done" },
+  )).action(async (id: string, opts: GlobalOpts & { wait: boolean; timeout: number }) => {
     const client = clientOf(opts);
     let op = await client.request<Operation>("POST", `/api/v1/backups/${enc(id)}/verify`);
     if (opts.wait) op = await waitForOperation(client, op.id, opts.timeout);
@@ -141,17 +134,16 @@ export function backupCommand(): Command {
       console.log(`backup ${id} verified: ${r.files} file(s), ${r.blocks} blocks, all match`);
     });
   });
-  withClientOptions(
+  withClientOptions(withWaitOptions(
     backup.command("restore").argument("<id>").description(
       "restore a backup (with its chain) into a new VM, or in place into its stopped VM",
     )
       .option("--as <vm>", "create this new VM with the restored disks")
       .option("--in-place", "replace the disks of the (stopped) VM it was made of")
       .option("--node <node>", "host of the new VM (default: the scheduler's choice)")
-      .option("--start", "start the new VM once restored")
-      .option("--no-wait", "return the operation at once")
-      .option("--timeout <seconds>", "how long to wait", positiveInt, 3600),
-  ).action(
+      .option("--start", "start the new VM once restored"),
+    { byDefault: true, timeoutSeconds: 3600, until: "the restore is done" },
+  )).action(
     async (
       id: string,
       opts: GlobalOpts & {

@@ -1,7 +1,8 @@
 /** `novactl cluster ...`: status, join tokens, remove, transfer-leader, backup, recover. */
 import { Command } from "commander";
+import { durationText } from "./parse.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import { clientOf, type GlobalOpts, withClientOptions, withWaitOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import type { ClusterStatus } from "../core/cluster/mod.ts";
 import { addRecoveryCommands } from "./cluster_recover.ts";
@@ -39,7 +40,7 @@ export function clusterCommand(): Command {
     token.command("create").description(
       "create a single-use join token (printed alone on the last line)",
     )
-      .option("--ttl <duration>", "lifetime, e.g. 30m, 24h", "1h"),
+      .option("--ttl <duration>", "lifetime, e.g. 30m, 24h", durationText, "1h"),
   ).action(async (opts: GlobalOpts & { ttl: string }) => {
     const r = await clientOf(opts).request<{ token: string; expiresAt: string }>(
       "POST",
@@ -81,12 +82,11 @@ export function clusterCommand(): Command {
     render(opts.output, r, () => console.log(`leader is now ${name}`));
   });
 
-  withClientOptions(
+  withClientOptions(withWaitOptions(
     cluster.command("rebalance").description("even out host load with live migrations")
-      .option("--dry-run", "print the plan only")
-      .option("--no-wait", "return the operation at once")
-      .option("--timeout <seconds>", "how long to wait", Number, 3600),
-  ).action(async (opts: GlobalOpts & { dryRun?: boolean; wait: boolean; timeout: number }) => {
+      .option("--dry-run", "print the plan only"),
+    { byDefault: true, timeoutSeconds: 3600, until: "the rebalance is done" },
+  )).action(async (opts: GlobalOpts & { dryRun?: boolean; wait: boolean; timeout: number }) => {
     const client = clientOf(opts);
     const q = opts.dryRun ? "?dryRun=true" : "";
     const r = await client.request<

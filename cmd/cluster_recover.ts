@@ -3,7 +3,7 @@
  * and `novactl cluster recover --force-new-cluster` (an offline rewrite of a
  * stopped node's data dir, core/recovery/). See the README's "Disaster recovery".
  */
-import { type Command, Option } from "commander";
+import type { Command } from "commander";
 import { dirname } from "node:path";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { type Format, printFields, render } from "./output.ts";
@@ -67,11 +67,6 @@ export function addRecoveryCommands(cluster: Command): void {
     .option(
       "--force-new-cluster",
       "required: remove every other member from the configuration",
-    )
-    .addOption(
-      new Option("-o, --output <format>", "output format").choices(["json", "table"]).default(
-        "table",
-      ),
     )
     .action(async (opts: { dataDir: string; forceNewCluster?: boolean; output: Format }) => {
       if (!opts.forceNewCluster) {

@@ -9,6 +9,7 @@
  * (`since`), on the same server, without loss within the retention window.
  */
 import { Command, InvalidArgumentError } from "commander";
+import { nonNegativeInt } from "./parse.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printJson, printTable } from "./output.ts";
 import { NovaError } from "../core/errors/mod.ts";
@@ -33,12 +34,6 @@ function types(value: string, previous: string[] = []): string[] {
     );
   }
   return [...previous, ...list];
-}
-
-function nonNegativeInt(text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be an integer ≥ 0");
-  return n;
 }
 
 /** One line of `--follow` output for people. */

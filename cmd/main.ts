@@ -22,6 +22,10 @@ import { eventsCommand } from "./events.ts";
 import { topCommand } from "./stats.ts";
 import { tokenCommand } from "./token.ts";
 import { remoteCommand } from "./remote.ts";
+import { contextCommand } from "./context.ts";
+import { completeCommand, completionCommand } from "./completion.ts";
+import { applyGlobalOptions, globalOptions } from "./common.ts";
+import { addExamples } from "./examples.ts";
 
 export function buildProgram(): Command {
   const program = new Command("novactl")
@@ -29,6 +33,10 @@ export function buildProgram(): Command {
     .version(VERSION)
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
+  // Global flags are the root's options; commander reads a parent's options anywhere on the line
+  // (positional options stay off), so they stand before or after the subcommand alike.
+  for (const o of globalOptions()) program.addOption(o);
+  program.hook("preAction", (root, action) => applyGlobalOptions(root, action));
   program.addCommand(nodeCommand());
   program.addCommand(clusterCommand());
   program.addCommand(configCommand());
@@ -50,12 +58,19 @@ export function buildProgram(): Command {
   program.addCommand(alertCommand());
   program.addCommand(tokenCommand());
   program.addCommand(remoteCommand());
-  // Usage errors in subcommands must exit 2 as well: let them throw to us.
+  program.addCommand(contextCommand());
+  program.addCommand(completionCommand(program));
+  program.addCommand(completeCommand(), { hidden: true });
+  // Usage errors in subcommands must exit 2 as well: let them throw to us. Every command's
+  // --help lists the global flags and shows an example.
   const override = (cmd: Command) => {
     cmd.exitOverride();
+    cmd.showHelpAfterError("(run with --help for usage)");
+    cmd.configureHelp({ showGlobalOptions: true });
     cmd.commands.forEach(override);
   };
   override(program);
+  addExamples(program);
   return program;
 }
 

@@ -5,81 +5,13 @@
  * (bad usage), `-o json` prints exactly one JSON document, tables for people,
  * and an error is one line on stderr.
  */
-import process from "node:process";
 import { InvalidArgumentError } from "commander";
 import { assert, assertEquals, assertThrows } from "../core/testing/assert.ts";
-import { TestCluster } from "../core/testing/test_cluster.ts";
-import { LeaseTable } from "../core/cluster/mod.ts";
-import { BlobStore } from "../host/storage/mod.ts";
-import type { Migrator, VmHost } from "../host/mod.ts";
-import { createApp } from "../api/app.ts";
 import { runCli } from "./main.ts";
+import { capture, type Run, servedCluster } from "./testing.ts";
 import { printTable } from "./output.ts";
 import { collectNic, parseDiskGiB, parseMemoryMiB } from "./vm.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI, capturing what it writes through console and through commander's own output. */
-async function capture(fn: () => Promise<number>): Promise<Run> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const saved = {
-    log: console.log,
-    error: console.error,
-    out: process.stdout.write,
-    err: process.stderr.write,
-  };
-  const line = (sink: string[]) => (...a: unknown[]) => void sink.push(a.join(" ") + "\n");
-  const raw = (sink: string[]) => (chunk: string | Uint8Array) => {
-    sink.push(typeof chunk === "string" ? chunk : new TextDecoder().decode(chunk));
-    return true;
-  };
-  console.log = line(out);
-  console.error = line(err);
-  process.stdout.write = raw(out) as typeof process.stdout.write;
-  process.stderr.write = raw(err) as typeof process.stderr.write;
-  try {
-    const code = await fn();
-    return { code, stdout: out.join(""), stderr: err.join("") };
-  } finally {
-    console.log = saved.log;
-    console.error = saved.error;
-    process.stdout.write = saved.out;
-    process.stderr.write = saved.err;
-  }
-}
-
-function notUsedHere<T>(what: string): T {
-  return new Proxy({}, {
-    get: (_t, prop) => {
-      throw new Error(`${what}.${String(prop)} used by a command under test`);
-    },
-  }) as T;
-}
-
-async function servedCluster() {
-  const c = await TestCluster.start();
-  const app = createApp(c.node, {
-    blobs: await new BlobStore(`${c.dataDir}/blobs`).init(),
-    leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),
-    host: notUsedHere<VmHost>("host"),
-    migrator: notUsedHere<Migrator>("migrator"),
-  });
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
-  const url = `http://127.0.0.1:${server.addr.port}`;
-  const cli = (...args: string[]) =>
-    capture(() => runCli([...args, "--server", url, "--token", c.adminToken]));
-  const stop = async () => {
-    await server.shutdown();
-    await c.stop();
-  };
-  return { c, url, cli, stop };
-}
 
 /** Exactly one JSON document on stdout (JSON.parse takes no trailing second one). */
 function oneDocument(r: Run): Record<string, unknown> {
@@ -212,7 +144,11 @@ testWithTimeout(
           ["vm", "create", "x", "--image", "img", "--bogus"],
           ["vm", "create"],
           ["vm", "frobnicate", "x"],
-          ["vm", "list", "-o", "yaml"],
+          ["vm", "list", "-o", "xml"],
+          ["vm", "list", "--state", "sleeping"],
+          ["vm", "create", "x", "--image", "img", "--restart-policy", "banana"],
+          ["vm", "create", "x", "--image", "img", "--ha-priority", "abc"],
+          ["vm", "create", "x", "--image", "img", "--wait", "--timeout", "soon"],
           ["config", "set", "onlykey"],
         ];
         for (const args of usage) {
@@ -277,15 +213,16 @@ testWithTimeout(
 );
 
 testWithTimeout({
-  name: "CLI sizes: M/G for memory in MiB, G/T for disks in GiB, anything else refused",
+  name:
+    "CLI sizes: M/G for memory in MiB, G/T for disks in GiB (decimals too), anything else refused",
   timeoutMs: 2 * MINUTE,
 }, () => {
   assertEquals(
-    ["256", "256M", "256MiB", "2G", "2gib"].map(parseMemoryMiB),
-    [256, 256, 256, 2_048, 2_048],
+    ["256", "256M", "256MiB", "2G", "2gib", "1.5G"].map(parseMemoryMiB),
+    [256, 256, 256, 2_048, 2_048, 1_536],
   );
   assertEquals(["20", "20G", "1T", "1TiB"].map(parseDiskGiB), [20, 20, 1_024, 1_024]);
-  for (const bad of ["", "1.5G", "-1", "2K", "lots"]) {
+  for (const bad of ["", "0", "-1", "2K", "lots", "1.5X"]) {
     assertThrows(() => parseMemoryMiB(bad), InvalidArgumentError);
   }
   assertThrows(() => parseDiskGiB("10M"), InvalidArgumentError);

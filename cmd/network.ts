@@ -1,5 +1,6 @@
 /** `novactl network ...`: virtual networks, a thin client of /api/v1/networks. */
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Command, Option } from "commander";
+import { nonNegativeInt } from "./parse.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printTable, render } from "./output.ts";
 
@@ -16,11 +17,6 @@ interface CreateOpts extends GlobalOpts {
   reserve: string[];
 }
 
-function integer(text: string): number {
-  if (!/^\d+$/.test(text)) throw new InvalidArgumentError(`"${text}" is not a whole number`);
-  return Number(text);
-}
-
 const networkPath = (name: string) => `/api/v1/networks/${encodeURIComponent(name)}`;
 
 export function networkCommand(): Command {
@@ -34,11 +30,11 @@ export function networkCommand(): Command {
       .requiredOption("--subnet <cidr>", "IPv4 subnet, e.g. 10.10.0.0/24")
       .option("--gateway <ip>", "router address handed out by DHCP (default: first host)")
       .option("--no-gateway", "no router address")
-      .option("--vlan <id>", "802.1Q VLAN id (1-4094), for --type vlan", integer)
+      .option("--vlan <id>", "802.1Q VLAN id (1-4094), for --type vlan", nonNegativeInt)
       .option("--physnet <name>", "provider network hosts map to a bridge (default physnet1)")
       .option("--no-dhcp", "no DHCP: guests set their (IPAM-assigned) address themselves")
       .option("--dns <ip,...>", "DNS servers handed out by DHCP")
-      .option("--mtu <bytes>", "MTU (default 1442 overlay, 1500 otherwise)", integer)
+      .option("--mtu <bytes>", "MTU (default 1442 overlay, 1500 otherwise)", nonNegativeInt)
       .option("--nat", "SNAT to the uplink through a router")
       .option(
         "--reserve <from-to>",

@@ -4,7 +4,13 @@ import { startNode } from "./node_start.ts";
 import { simulateHosts } from "./simulate_hosts.ts";
 import type { SimulatedHardware } from "../host/mod.ts";
 import { type CentralPorts, parseCentralPorts } from "../host/ovs/mod.ts";
-import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  positiveInt,
+  withClientOptions,
+  withWaitOptions,
+} from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
 import { networkFields } from "./node_network.ts";
@@ -235,11 +241,10 @@ export function nodeCommand(): Command {
       ["evacuate", "move every VM away; for a lost host, restart its shared-disk VMs elsewhere"],
     ]
   ) {
-    withClientOptions(
-      node.command(verb).argument("<name>").description(what)
-        .option("--no-wait", "return the operation at once")
-        .option("--timeout <seconds>", "how long to wait", Number, 3600),
-    ).action(async (name: string, opts: GlobalOpts & { wait: boolean; timeout: number }) => {
+    withClientOptions(withWaitOptions(
+      node.command(verb).argument("<name>").description(what),
+      { byDefault: true, timeoutSeconds: 3600, until: "the host is empty" },
+    )).action(async (name: string, opts: GlobalOpts & { wait: boolean; timeout: number }) => {
       const client = clientOf(opts);
       let op = await client.request<Operation>(
         "POST",

@@ -1,5 +1,6 @@
 /** `novactl operation ...` and the shared "wait with progress" of long operations. */
 import { Command } from "commander";
+import { durationSeconds } from "./parse.ts";
 import type { ApiClient } from "./client.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
@@ -65,7 +66,7 @@ export function operationCommand(): Command {
     });
   withClientOptions(
     cmd.command("wait").argument("<id>").description("wait for an operation to finish")
-      .option("--timeout <seconds>", "give up after", Number, 600),
+      .option("--timeout <duration>", "give up after, e.g. 10m", durationSeconds, 600),
   ).action(async (id: string, opts: GlobalOpts & { timeout: number }) => {
     const r = await waitForOperation(clientOf(opts), id, opts.timeout);
     render(opts.output, r, () => printFields(r as unknown as Record<string, unknown>));

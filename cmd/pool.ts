@@ -5,18 +5,14 @@
  *   `[--size 10G [--mount DIR]]` (with `--size`: a btrfs image made at PATH, mounted on DIR)
  * - `pool list`, `pool show NAME` (each host's capacity and usage), `pool delete NAME`
  */
-import { Command, InvalidArgumentError } from "commander";
+import { Command, Option } from "commander";
+import { sizeBytes } from "./parse.ts";
+import { POOL_DRIVERS } from "../core/fsm/command_schemas.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 
-/** Parses 512M, 10G, 1T (or a number of bytes) into bytes. */
-export function parseBytes(text: string): number {
-  const m = /^(\d+)([KMGT]i?B?)?$/i.exec(text.trim());
-  if (!m) throw new InvalidArgumentError(`"${text}" is not a size like 512M or 10G`);
-  const unit = (m[2] ?? "").slice(0, 1).toUpperCase();
-  const shift = { "": 0, K: 10, M: 20, G: 30, T: 40 }[unit] ?? 0;
-  return Number(m[1]) * 2 ** shift;
-}
+/** Sizes go through the one size parser (parse.ts); the name stays for callers. */
+export { sizeBytes as parseBytes };
 
 /** Bytes as `12.3G`. */
 export function formatBytes(n: number): string {
@@ -66,7 +62,10 @@ export function poolCommand(): Command {
   const pool = new Command("pool").description("storage pools: where disks and volumes live");
   withClientOptions(
     pool.command("create").argument("<name>").description("create a storage pool")
-      .requiredOption("--driver <driver>", "dir | shared-dir | btrfs")
+      .addOption(
+        new Option("--driver <driver>", "the storage backend").choices(POOL_DRIVERS)
+          .makeOptionMandatory(),
+      )
       .requiredOption(
         "--source <path>",
         "its directory (btrfs: a btrfs mount; with --size: the image)",
@@ -75,7 +74,7 @@ export function poolCommand(): Command {
       .option(
         "--size <size>",
         "btrfs: make a loop-backed image of this size at --source",
-        parseBytes,
+        sizeBytes,
       )
       .option("--mount <dir>", "with --size: where to mount it (default: SOURCE.mnt)"),
   ).action(

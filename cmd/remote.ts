@@ -1,34 +1,23 @@
 /** `novactl remote trust`: pin a server's cluster CA explicitly (see trust.ts). */
-import { Command, Option } from "commander";
-import { DEFAULT_SERVER } from "./common.ts";
-import { type Format, printFields, render } from "./output.ts";
+import { Command } from "commander";
+import { type GlobalOpts, targetOfOpts } from "./common.ts";
+import { printFields, render } from "./output.ts";
 import { processTrustDeps, trustRemote } from "./trust.ts";
 
-/** The `remote` command tree (only `trust` for now; named remotes come with contexts). */
+/** The `remote` command tree (named clusters are contexts: see context.ts). */
 export function remoteCommand(): Command {
   const remote = new Command("remote").description("servers this CLI trusts");
   remote.command("trust")
-    .description("pin the server's cluster CA (printing its SHA-256 fingerprint and the file)")
-    .addOption(
-      new Option("--server <url>", "API server URL").env("NOVACTL_SERVER").default(
-        DEFAULT_SERVER,
-      ),
-    )
-    .addOption(
-      new Option("--ca-fingerprint <sha256>", "pin only if the CA has this SHA-256 fingerprint")
-        .env("NOVACTL_CA_FINGERPRINT"),
+    .description(
+      "pin the cluster CA of --server (or the context's server), printing its SHA-256 fingerprint",
     )
     .option("-y, --yes", "pin whatever CA the server presents, without asking")
-    .addOption(
-      new Option("-o, --output <format>", "output format").choices(["json", "table"]).default(
-        "table",
-      ),
-    )
     .action(
-      async (
-        opts: { server: string; caFingerprint?: string; yes?: boolean; output: Format },
-      ) => {
-        const r = await trustRemote(opts, processTrustDeps);
+      async (opts: GlobalOpts & { yes?: boolean }) => {
+        const r = await trustRemote(
+          { ...opts, server: targetOfOpts(opts).server },
+          processTrustDeps,
+        );
         render(opts.output, r, () => {
           printFields({ server: r.server, fingerprint: r.fingerprint, file: r.file });
           if (r.alreadyPinned) console.log("(already pinned)");

@@ -6,8 +6,9 @@
  * terminal; with `--once`, `-o json` or when stdout is not a terminal it prints once.
  */
 import { Command, Option } from "commander";
+import { durationSeconds } from "./parse.ts";
 import type { ApiClient } from "./client.ts";
-import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
+import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import type { NodeStatsView, VmStatsView } from "../api/routes/stats.ts";
 import type { VmSample } from "../host/metrics/mod.ts";
@@ -147,7 +148,7 @@ export function topCommand(): Command {
         new Option("--sort <key>", "sort by").choices(["cpu", "mem", "name"]).default("cpu"),
       )
       .option("--once", "print once and exit (also when stdout is not a terminal)")
-      .option("--interval <seconds>", "seconds between refreshes", positiveInt, 2),
+      .option("--interval <duration>", "time between refreshes, e.g. 2s", durationSeconds, 2),
   ).action(async (opts: TopOpts) => {
     const client = clientOf(opts);
     const live = !opts.once && opts.output !== "json" && Deno.stdout.isTerminal();

@@ -1,5 +1,6 @@
 /** `novactl token ...`: API tokens with roles and expiry, a thin client of /api/v1/tokens. */
 import { Command, Option } from "commander";
+import { durationText } from "./parse.ts";
 import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
 import { printTable, render } from "./output.ts";
 
@@ -36,7 +37,11 @@ export function tokenCommand(): Command {
         ])
           .makeOptionMandatory(),
       )
-      .option("--ttl <duration>", "lifetime, e.g. 90s, 12h, 30d (default: never expires)"),
+      .option(
+        "--ttl <duration>",
+        "lifetime, e.g. 90s, 12h, 30d (default: never expires)",
+        durationText,
+      ),
   ).action(async (name: string, opts: GlobalOpts & { role: string; ttl?: string }) => {
     const r = await clientOf(opts).request<IssuedToken>("POST", "/api/v1/tokens", {
       name,
@@ -63,7 +68,11 @@ export function tokenCommand(): Command {
   withClientOptions(
     token.command("rotate").argument("<name>").description(
       "issue a new secret for a token (same name and role); the old secret stops working",
-    ).option("--ttl <duration>", "new lifetime (default: keep the current expiry)"),
+    ).option(
+      "--ttl <duration>",
+      "new lifetime (default: keep the current expiry)",
+      durationText,
+    ),
   ).action(async (name: string, opts: GlobalOpts & { ttl?: string }) => {
     const r = await clientOf(opts).request<IssuedToken>(
       "POST",

@@ -1,7 +1,15 @@
 /** `novactl vm ...`: the VM lifecycle, as a thin client of /api/v1/vms. */
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import type { ApiClient } from "./client.ts";
-import { clientOf, type GlobalOpts, positiveInt, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  positiveInt,
+  withClientOptions,
+  withWaitOptions,
+} from "./common.ts";
+import { durationSeconds, integer, nonNegativeInt, sizeGiB, sizeMiB } from "./parse.ts";
+import { RESTART_POLICY, VM_STATE } from "../core/fsm/command_schemas.ts";
 import { printFields, printTable, render } from "./output.ts";
 import { vmFields } from "./vm_nic_view.ts";
 import { NovaError } from "../core/errors/mod.ts";
@@ -12,21 +20,8 @@ import { diskCommand } from "./vm_disk.ts";
 import { vmStatsCommand } from "./stats.ts";
 import { attachConsole } from "./console.ts";
 
-/** Parses 256M, 1G, 512 (MiB) into MiB. */
-export function parseMemoryMiB(text: string): number {
-  const m = /^(\d+)([MG]i?B?)?$/i.exec(text.trim());
-  if (!m) throw new InvalidArgumentError(`"${text}" is not a size like 256M or 2G`);
-  const n = Number(m[1]);
-  return m[2] && /^g/i.test(m[2]) ? n * 1024 : n;
-}
-
-/** Parses 10G, 1T, 20 (GiB) into GiB. */
-export function parseDiskGiB(text: string): number {
-  const m = /^(\d+)([GT]i?B?)?$/i.exec(text.trim());
-  if (!m) throw new InvalidArgumentError(`"${text}" is not a size like 10G or 1T`);
-  const n = Number(m[1]);
-  return m[2] && /^t/i.test(m[2]) ? n * 1024 : n;
-}
+/** Memory and disk sizes go through the one size parser (parse.ts); these names stay for callers. */
+export { sizeGiB as parseDiskGiB, sizeMiB as parseMemoryMiB };
 
 /** Collects repeated `--label key=value` options into one object. */
 export function collectLabel(
@@ -73,6 +68,19 @@ export function collectNic(value: string, previous: NicArg[]): NicArg[] {
     } else nic[m[1] as "ip" | "mac"] = m[2];
   }
   return [...previous, nic];
+}
+
+/** `vm wait --for`: `state=STATE` or `delete`, as the state waitFor waits for. */
+export function waitCondition(text: string): string {
+  if (/^delete(d)?$/.test(text)) return "gone";
+  const m = /^state=(.+)$/.exec(text);
+  const states: readonly string[] = VM_STATE.options;
+  if (!m || !states.includes(m[1])) {
+    throw new InvalidArgumentError(
+      `"${text}" is not state=STATE (${VM_STATE.options.join(", ")}) or delete`,
+    );
+  }
+  return m[1];
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -132,9 +140,11 @@ interface WaitOpts extends GlobalOpts {
 }
 
 function withWait(cmd: Command): Command {
-  return cmd
-    .option("--wait", "wait until the VM reaches the requested state")
-    .option("--timeout <seconds>", "how long --wait waits", positiveInt, 120);
+  return withWaitOptions(cmd, {
+    byDefault: false,
+    timeoutSeconds: 120,
+    until: "the VM reaches the requested state",
+  });
 }
 
 function lifecycleAction(verb: string, path: string, want: string, query = "") {
@@ -206,13 +216,17 @@ export function vmCommand(): Command {
       .option("--image <image>", "image to boot")
       .option("--from-template <template>", "linked clone of a template")
       .option("--cpus <n>", "virtual CPUs (default 1)", positiveInt)
-      .option("--memory <size>", "memory, e.g. 256M or 2G (default 256M)", parseMemoryMiB)
-      .option("--disk-size <size>", "root disk size, e.g. 10G", parseDiskGiB)
+      .option("--memory <size>", "memory, e.g. 256M or 1.5G (default 256M)", sizeMiB)
+      .option("--disk-size <size>", "root disk size, e.g. 10G", sizeGiB)
       .option("--node <node>", "place on this node")
       .option("--ha", "restart on another node if its host fails")
       .option("--no-start", "create stopped")
       .option("--label <key=value>", "label (repeatable)", collectLabel, {})
-      .option("--restart-policy <policy>", "never | on-failure | always (default never)")
+      .addOption(
+        new Option("--restart-policy <policy>", "when to restart it (default never)").choices(
+          RESTART_POLICY.options,
+        ),
+      )
       .option("--user <name>", "cloud-init: create this user")
       .option("--ssh-key <file>", "cloud-init: authorized key file (repeatable)", collect, [])
       .option("--password-hash <hash>", "cloud-init: crypt(3) password hash for --user")
@@ -224,10 +238,19 @@ export function vmCommand(): Command {
         collectConstraint,
         [],
       )
-      .option("--strategy <strategy>", "spread | pack (default: the cluster's)")
-      .option("--ha-priority <n>", "HA restart order, higher first", Number)
-      .option("--ha-max-restarts <n>", "HA restarts allowed per --ha-restart-window", Number)
-      .option("--ha-restart-window <seconds>", "window for --ha-max-restarts", Number)
+      .addOption(
+        new Option("--strategy <strategy>", "placement (default: the cluster's)").choices([
+          "spread",
+          "pack",
+        ]),
+      )
+      .option("--ha-priority <n>", "HA restart order, higher first", integer)
+      .option(
+        "--ha-max-restarts <n>",
+        "HA restarts allowed per --ha-restart-window",
+        nonNegativeInt,
+      )
+      .option("--ha-restart-window <duration>", "window for --ha-max-restarts", durationSeconds)
       .option(
         "--pool <pool>",
         "storage pool of the disks: dir (host-local, default), shared (default with --ha), or any `pool list` names",
@@ -291,10 +314,16 @@ export function vmCommand(): Command {
   withClientOptions(
     vm.command("list").description("list VMs (filtered by the server; every page is fetched)")
       .option("--node <node>", "only VMs placed on this host")
-      .option("--state <state>", "only VMs in this state (running, stopped, failed, ...)")
-      .option("-l, --label <key=value>", "only VMs with this label (repeatable)", collect, []),
-  ).action(async (opts: GlobalOpts & { node?: string; state?: string; label: string[] }) => {
-    const query = new URLSearchParams({ limit: String(LIST_PAGE) });
+      .addOption(
+        new Option("--state <state>", "only VMs in this state").choices(VM_STATE.options),
+      )
+      .option("-l, --label <key=value>", "only VMs with this label (repeatable)", collect, [])
+      .option("--limit <n>", "at most this many (default: every VM, page by page)", positiveInt),
+  ).action(async (
+    opts: GlobalOpts & { node?: string; state?: string; label: string[]; limit?: number },
+  ) => {
+    const want = opts.limit ?? Infinity;
+    const query = new URLSearchParams({ limit: String(Math.min(want, LIST_PAGE)) });
     if (opts.node) query.set("node", opts.node);
     if (opts.state) query.set("state", opts.state);
     for (const l of opts.label) query.append("label", l);
@@ -303,9 +332,10 @@ export function vmCommand(): Command {
       const page = await clientOf(opts).get<{ vms: Record<string, unknown>[]; continue?: string }>(
         `/api/v1/vms?${query}`,
       );
-      vms.push(...page.vms);
-      if (!page.continue) break;
+      vms.push(...page.vms.slice(0, want - vms.length));
+      if (!page.continue || vms.length >= want) break;
       query.set("continue", page.continue);
+      query.set("limit", String(Math.min(want - vms.length, LIST_PAGE)));
     }
     const r = { vms };
     render(
@@ -352,12 +382,27 @@ export function vmCommand(): Command {
   });
 
   withClientOptions(
+    vm.command("wait").argument("<name>")
+      .description("wait until a VM is in a state (or deleted); exit 1 on failure or timeout")
+      .requiredOption(
+        "--for <condition>",
+        "state=STATE (e.g. state=running) or delete",
+        waitCondition,
+      )
+      .option("--timeout <duration>", "give up after, e.g. 90s, 5m", durationSeconds, 300),
+  ).action(async (name: string, opts: GlobalOpts & { for: string; timeout: number }) => {
+    const vm = await waitFor(clientOf(opts), name, opts.for, opts.timeout * 1000);
+    const r = vm ?? { name, deleted: true };
+    render(opts.output, r, () => console.log(`${name}: ${vm ? vm.state : "deleted"}`));
+  });
+
+  withClientOptions(
     vm.command("resize").argument("<name>").description(
       "change CPUs or memory of a stopped VM, or grow its root disk (also while it runs)",
     )
       .option("--cpus <n>", "virtual CPUs", positiveInt)
-      .option("--memory <size>", "memory, e.g. 512M", parseMemoryMiB)
-      .option("--disk-size <size>", "grow the root disk to this size", parseDiskGiB),
+      .option("--memory <size>", "memory, e.g. 512M", sizeMiB)
+      .option("--disk-size <size>", "grow the root disk to this size", sizeGiB),
   ).action(
     async (
       name: string,
@@ -421,14 +466,13 @@ export function vmCommand(): Command {
     render(opts.output, r, () => console.log(`${name} is now a template`));
   });
 
-  withClientOptions(
+  withClientOptions(withWaitOptions(
     vm.command("migrate").argument("<name>")
       .description("move a VM to another host (live when running, cold when stopped)")
       .option("--to <node>", "destination (default: the scheduler's choice)")
-      .option("--no-wait", "return the operation at once")
-      .option("--abort", "abort the VM's running migration")
-      .option("--timeout <seconds>", "how long to wait", positiveInt, 600),
-  ).action(
+      .option("--abort", "abort the VM's running migration"),
+    { byDefault: true, timeoutSeconds: 600, until: "the migration is done" },
+  )).action(
     async (
       name: string,
       opts: GlobalOpts & { to?: string; wait: boolean; abort?: boolean; timeout: number },

@@ -32,6 +32,9 @@ command -v tcpdump >/dev/null || need_apt+=(tcpdump)
 # The dashboard's browser tests and bench:ui drive Debian's Chromium (tests/support/browser.ts).
 command -v chromium >/dev/null || need_apt+=(chromium)
 dpkg -s fonts-liberation >/dev/null 2>&1 || need_apt+=(fonts-liberation) # readable screenshots
+# `novactl completion zsh|fish` is checked in the shells themselves (cmd/completion_test.ts).
+command -v zsh >/dev/null || need_apt+=(zsh)
+command -v fish >/dev/null || need_apt+=(fish)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null

@@ -158,7 +158,7 @@ testWithTimeout({
         "cluster",
         "status",
         "-o",
-        "yaml",
+        "xml",
         "--server",
         url,
         "--token",

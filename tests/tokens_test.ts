@@ -82,7 +82,10 @@ testWithTimeout({
 
     await step(t, "bad names and ttls are refused, naming the field", async () => {
       await refused(admin, /name/, "token", "create", "Not Valid", "--role", "viewer");
-      await refused(admin, /ttl/, "token", "create", "x", "--role", "viewer", "--ttl", "soon");
+      // A ttl that is no duration is bad usage, refused before anything is sent.
+      const soon = await as(admin, "token", "create", "x", "--role", "viewer", "--ttl", "soon");
+      assertEquals(soon.code, 2, soon.error);
+      assert(/--ttl/.test(soon.error) && /not a duration/.test(soon.error), soon.error);
       await refused(admin, /exists/, "token", "create", "ops", "--role", "viewer");
     });
 

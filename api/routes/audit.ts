@@ -11,6 +11,7 @@ import { MAX_LIST } from "../../core/fsm/audit.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import type { Env } from "../context.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
+import { parseDuration } from "../../core/units.ts";
 
 const querySchema = z.object({
   since: z.string().max(64).optional(),
@@ -40,11 +41,9 @@ export function auditRoutes(node: ClusterNode): Hono<Env> {
  * `15m`, `1h`, `7d`) counted back from `now`.
  */
 export function parseSince(since: string, now: number): number {
-  const age = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(since.trim());
-  if (age) {
-    const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[age[2]]!;
-    return now - Number(age[1]) * unit;
-  }
+  // A bare number is epoch ms, not an age: only a spelled-out unit makes an age.
+  const age = /[a-z]$/.test(since.trim()) ? parseDuration(since) : undefined;
+  if (age !== undefined) return now - age;
   if (/^\d+$/.test(since)) return Number(since);
   const t = Date.parse(since);
   if (Number.isNaN(t)) {

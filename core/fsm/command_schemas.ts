@@ -238,7 +238,8 @@ export const VM_STATE = z.enum([
 ]);
 /** Every state a host record can be in. */
 export const NODE_STATE = z.enum(["ready", "cordoned", "draining", "drained", "offline"]);
-const RESTART_POLICY = z.enum(["never", "on-failure", "always"]);
+/** When a VM is restarted after it stops by itself (also `vm create --restart-policy`'s choices). */
+export const RESTART_POLICY = z.enum(["never", "on-failure", "always"]);
 const MIGRATION = z.object({ opId: NAME, to: NAME }).strict().nullable();
 
 /** A JSON object of bounded size (operation progress and results). */
@@ -271,9 +272,12 @@ const DISK = z.object({
 /** A pool's path: absolute, printable (pools.ts checks the rest). */
 const PATH = printable(1024).min(1);
 
+/** Storage pool backends (also `pool create --driver`'s choices). */
+export const POOL_DRIVERS = ["dir", "shared-dir", "btrfs"] as const;
+
 const POOL_SPEC = z.object({
   name: NAME,
-  driver: z.enum(["dir", "shared-dir", "btrfs"]),
+  driver: z.enum(POOL_DRIVERS),
   source: PATH.nullable(),
   node: NAME.nullable(),
   loop: z.object({ image: PATH, sizeBytes: amount(2 ** 62) }).strict().nullable(),
