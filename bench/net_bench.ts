@@ -48,7 +48,7 @@
  * frames, read from the tap's tx counter on the host). Goal: ≥ 0.9× the anchor.
  *
  *   deno task bench:net [--case sg|migration|dhcp|tcp|all] [--changes 50] [--voters 3]
- *     [--migrations 10] [--samples 10] [--window 5]
+ *     [--migrations 10] [--samples 10] [--window 5] [--stop-and-copy auto|always|never]
  *
  * Writes bench/results/net.json (`NetBenchResult`); a run of some cases keeps the other cases'
  * sections from the file as they were.
@@ -172,6 +172,8 @@ const RULES = 1_000;
 const CHANGES = Number(flag("changes", "50"));
 const CASE = flag("case", "all");
 const MIGRATIONS = Number(flag("migrations", "10"));
+/** `migration.stopAndCopy` for the migration case; the cluster's default when absent. */
+const STOP_AND_COPY = flag("stop-and-copy", "");
 const GOAL_LOST = 2;
 const SAMPLES = Number(flag("samples", "10"));
 const WINDOW_S = Number(flag("window", "5"));
@@ -387,6 +389,7 @@ async function migrationCase(): Promise<NonNullable<NetBenchResult["migration"]>
   try {
     const meta = await runMeta("net", { dataDir: "/dev/shm", runs: MIGRATIONS });
     await net.ok(...guestImportArgs(await testGuest(), "guest"));
+    if (STOP_AND_COPY) await net.ok("config", "set", "migration.stopAndCopy", STOP_AND_COPY);
     await post(net, "/api/v1/networks", { name: "mig", type: "overlay", subnet: `${subnet}.0/24` });
     const dir = await Deno.makeTempDir();
     try {
