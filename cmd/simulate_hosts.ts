@@ -12,7 +12,7 @@
  * @module
  */
 import { join } from "node:path";
-import { UnavailableError, ValidationError } from "../core/errors/mod.ts";
+import { ValidationError } from "../core/errors/mod.ts";
 import { flushLogs, log, setLogContext } from "../core/log/mod.ts";
 import { keepMemoryTrimmed } from "../core/memory/mod.ts";
 import { readIdentity } from "../core/store/mod.ts";
@@ -79,19 +79,17 @@ export async function openSimulatedHosts(opts: SimulateHostsOptions): Promise<Ru
   const queue = names.map((name, i) => ({ name, token: joined[i] ? undefined : tokens.shift() }));
   const worker = async () => {
     for (let next = queue.shift(); next; next = queue.shift()) {
-      const { name } = next;
       members.push(
-        await retriedWhileUnavailable(name, () =>
-          openMember({
-            name: next.name,
-            dataDir: join(opts.dataDir, next.name),
-            listen: `${opts.listenHost}:0`,
-            join: next.token ? opts.join : undefined,
-            token: next.token,
-            insecureHttp: opts.insecureHttp,
-            label: {},
-            simulatedHost: opts.hardware,
-          })),
+        await openMember({
+          name: next.name,
+          dataDir: join(opts.dataDir, next.name),
+          listen: `${opts.listenHost}:0`,
+          join: next.token ? opts.join : undefined,
+          token: next.token,
+          insecureHttp: opts.insecureHttp,
+          label: {},
+          simulatedHost: opts.hardware,
+        }),
       );
     }
   };
@@ -103,25 +101,6 @@ export async function openSimulatedHosts(opts: SimulateHostsOptions): Promise<Ru
     throw err;
   }
   return members;
-}
-
-/** Joins under load meet refused connections; a host that could not reach the leader tries again. */
-const JOIN_ATTEMPTS = 5;
-
-async function retriedWhileUnavailable<T>(name: string, open: () => Promise<T>): Promise<T> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await open();
-    } catch (err) {
-      if (!(err instanceof UnavailableError) || attempt >= JOIN_ATTEMPTS) throw err;
-      log.warn("simulated host could not start; trying again", {
-        name,
-        attempt,
-        error: String(err),
-      });
-      await new Promise((r) => setTimeout(r, 1_000 * attempt));
-    }
-  }
 }
 
 export async function simulateHosts(opts: SimulateHostsOptions): Promise<void> {

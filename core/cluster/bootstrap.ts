@@ -143,7 +143,8 @@ export async function fetchUntrustedCa(joinUrl: string): Promise<string> {
 
 /**
  * Answers that say the cluster did not act on the join and may on a later try:
- * no leader, a leader change that dropped the proposal, a full queue. The join
+ * unreachable (joins under load meet refused connections), no leader, a leader
+ * change that dropped the proposal, a full queue. The join
  * token is consumed only in the committed entry, so trying again is safe.
  * A timeout is not among them: the join may have committed.
  */
@@ -152,20 +153,15 @@ const JOIN_RETRYABLE = new Set(["unavailable", "no_quorum", "not_leader"]);
 export const JOIN_ATTEMPTS = 5;
 
 /**
- * POSTs the join request (with the CA pinned), trying again while the cluster
- * answers that it could not act on it yet.
+ * Runs one step of a join (fetching the CA, posting the request), trying again
+ * while the cluster is unreachable or answers that it could not act on it yet.
  *
  * @throws {NovaError} the cluster's own refusal, typed by its code
  */
-async function postJoinRetried(
-  joinUrl: string,
-  caPem: string,
-  request: Record<string, unknown>,
-  backoffMs = 500,
-): Promise<JoinResponse> {
+async function retriedWhileRetryable<T>(step: () => Promise<T>, backoffMs = 500): Promise<T> {
   for (let attempt = 1;; attempt++) {
     try {
-      return await postJoin(joinUrl, caPem, request);
+      return await step();
     } catch (err) {
       if (!(err instanceof NovaError) || !JOIN_RETRYABLE.has(err.code)) throw err;
       if (attempt >= JOIN_ATTEMPTS) throw err;
@@ -229,7 +225,7 @@ export async function joinCluster(opts: {
   const token = parseJoinToken(opts.token);
   await Deno.mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   await assertFreshDataDir(opts.dataDir);
-  const caPem = await fetchUntrustedCa(opts.joinUrl);
+  const caPem = await retriedWhileRetryable(() => fetchUntrustedCa(opts.joinUrl));
   let presented: string;
   try {
     presented = fingerprint(caPem);
@@ -253,7 +249,7 @@ export async function joinCluster(opts: {
     inventory: opts.inventory,
     labels: opts.labels,
   };
-  const joined = await postJoinRetried(opts.joinUrl, caPem, request);
+  const joined = await retriedWhileRetryable(() => postJoin(opts.joinUrl, caPem, request));
   if (
     !(await verifyCert(joined.certPem, caPem)) || certInfo(joined.certPem).commonName !== opts.name
   ) {

@@ -19,12 +19,21 @@ const INVENTORY = {
  * A plain-HTTP stand-in for a cluster's join endpoint: it serves its CA, answers
  * the first `refusals` joins with `refusal`, then signs the joiner's CSR.
  */
-async function fakeCluster(refusals: number, refusal: { status: number; code: string }) {
+async function fakeCluster(
+  refusals: number,
+  refusal: { status: number; code: string },
+  caRefusals = 0,
+) {
   const ca = await createCa("c1");
   let joins = 0;
+  let caFetches = 0;
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const path = new URL(req.url).pathname;
-    if (path === CA_ROUTE) return new Response(ca.certPem);
+    if (path === CA_ROUTE) {
+      return ++caFetches <= caRefusals
+        ? new Response("starting", { status: 503 })
+        : new Response(ca.certPem);
+    }
     const body = await req.json();
     if (++joins <= refusals) {
       return Response.json(
@@ -47,6 +56,7 @@ async function fakeCluster(refusals: number, refusal: { status: number; code: st
     url: `http://127.0.0.1:${server.addr.port}`,
     token: formatJoinToken("nvj_secret", fingerprint(ca.certPem)),
     joins: () => joins,
+    caFetches: () => caFetches,
     [Symbol.asyncDispose]: () => server.shutdown(),
   };
 }
@@ -71,6 +81,18 @@ Deno.test("a join the cluster could not act on (a leader change dropped it) is t
     assertEquals(cluster.joins(), 3);
     assertEquals(identity.clusterId, "c1");
     assertEquals((await readIdentity(join(dir, "n4")))?.name, "n4");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a cluster that cannot serve its CA yet (a join under load) is asked again", async () => {
+  await using cluster = await fakeCluster(0, { status: 503, code: "unavailable" }, 2);
+  const dir = await Deno.makeTempDir();
+  try {
+    const identity = await joinAs(cluster, join(dir, "n4"));
+    assertEquals(cluster.caFetches(), 3);
+    assertEquals(identity.clusterId, "c1");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
