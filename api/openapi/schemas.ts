@@ -50,6 +50,12 @@ export const deletedSchema = named(
   z.object({ deleted: z.union([z.string(), z.number()]) }),
 );
 
+/** A VM delete that needed no host (never placed), or one `?wait` saw finish. */
+export const deletedVmSchema = named(
+  "DeletedVm",
+  z.object({ name: z.string(), deleted: z.literal(true) }),
+);
+
 const labels = z.record(z.string(), z.string());
 const isoTime = z.string();
 

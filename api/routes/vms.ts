@@ -2,7 +2,7 @@
  * /api/v1/vms: lifecycle decisions go to the leader; console, snapshots and
  * other work on a VM's disks or QEMU go to its host.
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { z } from "zod";
 import {
   cloneVm,
@@ -13,6 +13,8 @@ import {
   resizeVm,
   restartVm,
   setVmDesired,
+  type VmWaitTarget,
+  waitForVm,
 } from "../../core/cluster/mod.ts";
 import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
 import type { VmHost } from "../../host/mod.ts";
@@ -34,10 +36,11 @@ import { vmNicRoutes } from "./vm_nics.ts";
 import { vmDiskRoutes } from "./volumes.ts";
 import { vmStatsRoutes } from "./stats.ts";
 import type { MetricsSampler } from "../../host/metrics/mod.ts";
-import type { Role, VmQuery } from "../../core/fsm/mod.ts";
+import type { Role, VmQuery, VmRecord } from "../../core/fsm/mod.ts";
 import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
 import {
   deletedSchema,
+  deletedVmSchema,
   listOf,
   operationSchema,
   placementSchema,
@@ -164,10 +167,24 @@ const waitQuery = z.object({
   ),
   timeoutMs: z.string().regex(/^\d+$/).optional().describe("at most 300000 (default 60000)"),
 });
-const stopQuery = z.object({ force: queryFlag.describe("kill instead of a guest power-off") });
+/**
+ * `?wait=SECONDS` on a lifecycle call: hold the answer until the VM settles (200, or 201 for a
+ * create), else answer 202 with its record while it is still on its way.
+ */
+const waitSeconds = z.string().regex(/^\d+$/).optional().describe(
+  "wait up to this many seconds (at most 300) for the VM to settle: 200 when it did (or failed), " +
+    "202 with its record while still on its way; absent: answer at once",
+);
+const lifecycleQuery = z.object({ wait: waitSeconds });
+const createQuery = z.object({ wait: waitSeconds });
+const stopQuery = z.object({
+  force: queryFlag.describe("kill instead of a guest power-off"),
+  wait: waitSeconds,
+});
 const deleteQuery = z.object({
   force: queryFlag.describe("kill instead of a guest power-off"),
   keepDisks: queryFlag.describe("leave the VM's volumes in their pool"),
+  wait: waitSeconds,
 });
 const consoleQuery = z.object({
   bytes: z.string().regex(/^\d+$/).optional().describe("the log's last N bytes (default 65536)"),
@@ -206,6 +223,29 @@ export function vmRoutes(
     return vm;
   };
 
+  /**
+   * The answer to a lifecycle call: at once with `record`, or with `?wait=SECONDS` once the VM
+   * settles in `want` (`done` status) or at the deadline (202, still on its way).
+   */
+  const settledAnswer = async (
+    c: Context<Env>,
+    record: VmRecord | { name: string; deleted: true },
+    want: VmWaitTarget,
+    wait: string | undefined,
+    done: 200 | 201 = 200,
+  ) => {
+    if (wait === undefined || "deleted" in record) return c.json(shown(c, record), done);
+    const timeoutMs = Number(wait) * 1000;
+    const signal = c.req.raw.signal;
+    const { vm, settled } = await waitForVm(node, record.name, want, {
+      timeoutMs,
+      signal,
+      since: record,
+    });
+    const status = settled ? done : 202;
+    return c.json(vm ? shown(c, vm) : { name: record.name, deleted: true }, status);
+  };
+
   app.get("/", doc({ summary: "List VMs", query: vmListQuery, response: vmListSchema }), (c) => {
     const q = vmQueryOf(parseQuery(c, vmListQuery), c.req.queries("label") ?? []);
     const page = listing.page(q, c.get("principal").role);
@@ -228,28 +268,8 @@ export function vmRoutes(
     const name = c.req.param("name");
     const q = parseQuery(c, waitQuery);
     const want = q.state ?? "running";
-    const timeoutMs = Math.min(Number(q.timeoutMs ?? 60_000) || 60_000, 300_000);
-    const settled = () => {
-      const vm = node.fsm.vm(name);
-      return !vm || vm.state === want || vm.state === "failed" ? vm : undefined;
-    };
-    let vm = settled();
-    if (vm === undefined) {
-      vm = await new Promise<ReturnType<typeof settled>>((resolve) => {
-        const done = (v: ReturnType<typeof settled>) => {
-          off();
-          clearTimeout(timer);
-          resolve(v);
-        };
-        const off = node.fsm.onVmChange((changed) => {
-          if (changed !== null && changed !== name) return;
-          const v = settled();
-          if (v !== undefined) done(v);
-        });
-        const timer = setTimeout(() => done(node.fsm.vm(name)), timeoutMs);
-        c.req.raw.signal.addEventListener("abort", () => done(node.fsm.vm(name)));
-      });
-    }
+    const timeoutMs = Number(q.timeoutMs ?? 60_000) || 60_000;
+    const { vm } = await waitForVm(node, name, want, { timeoutMs, signal: c.req.raw.signal });
     if (!vm) throw new NotFoundError("vm", name);
     return c.json(shown(c, vm));
   });
@@ -257,33 +277,36 @@ export function vmRoutes(
   const createDoc = doc({
     summary: "Create a VM (and start it unless start is false); dryRun: 200 with the placement",
     body: createVmSchema,
-    responses: { 201: vmSchema, 200: placementSchema },
-    status: [201, 200],
+    query: createQuery,
+    responses: { 201: vmSchema, 200: placementSchema, 202: vmSchema },
+    status: [201, 200, 202],
   });
   app.post("/", createDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, createVmSchema);
+    const { wait } = parseQuery(c, createQuery);
     const r = await createVm(node, req, who(c));
-    return c.json(shown(c, r), req.dryRun ? 200 : 201);
+    if (req.dryRun) return c.json(r, 200);
+    const vm = r as VmRecord;
+    return await settledAnswer(c, vm, req.start === false ? vm.state : "running", wait, 201);
   });
 
   const lifecycle = (summary: string, query?: z.AnyZodObject) =>
     doc({ summary, response: vmSchema, ...(query ? { query } : {}) });
-  app.post(
-    "/:name/start",
-    lifecycle("Start a VM"),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      return c.json(shown(c, await setVmDesired(node, c.req.param("name"), "running", who(c))));
-    },
-  );
+  const settling = (summary: string, query: z.AnyZodObject, response: z.ZodTypeAny = vmSchema) =>
+    doc({ summary, query, responses: { 200: response, 202: vmSchema }, status: [200, 202] });
+  const startDoc = settling("Start a VM (?wait=SECONDS: until it runs)", lifecycleQuery);
+  app.post("/:name/start", startDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const { wait } = parseQuery(c, lifecycleQuery);
+    const vm = await setVmDesired(node, c.req.param("name"), "running", who(c));
+    return await settledAnswer(c, vm, "running", wait);
+  });
 
-  const stopDoc = lifecycle("Stop a VM", stopQuery);
+  const stopDoc = settling("Stop a VM (?wait=SECONDS: until it stopped)", stopQuery);
   app.post("/:name/stop", stopDoc, requireRole("operator"), leaderOnly(node), async (c) => {
-    const force = parseQuery(c, stopQuery).force === "true";
-    return c.json(
-      shown(c, await setVmDesired(node, c.req.param("name"), "stopped", who(c), { force })),
-    );
+    const q = parseQuery(c, stopQuery);
+    const force = q.force === "true";
+    const vm = await setVmDesired(node, c.req.param("name"), "stopped", who(c), { force });
+    return await settledAnswer(c, vm, "stopped", q.wait);
   });
 
   app.post(
@@ -296,17 +319,20 @@ export function vmRoutes(
     },
   );
 
-  const deleteDoc = lifecycle("Delete a VM (once its host cleaned up)", deleteQuery);
+  const deleteDoc = settling(
+    "Delete a VM (once its host cleaned up; ?wait=SECONDS: until it is gone)",
+    deleteQuery,
+    z.union([vmSchema, deletedVmSchema]),
+  );
   app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const q = parseQuery(c, deleteQuery);
     const force = q.force === "true";
     const keepDisks = q.keepDisks === "true";
-    return c.json(
-      shown(
-        c,
-        await setVmDesired(node, c.req.param("name"), "deleted", who(c), { force, keepDisks }),
-      ),
-    );
+    const vm = await setVmDesired(node, c.req.param("name"), "deleted", who(c), {
+      force,
+      keepDisks,
+    });
+    return await settledAnswer(c, vm, "deleted", q.wait);
   });
 
   const resizeDoc = doc({ summary: "Resize a VM", body: resizeSchema, response: vmSchema });
