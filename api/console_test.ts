@@ -1,7 +1,7 @@
 /**
  * The console WebSockets' checks before any upgrade, in-process (the consoles themselves, with
  * QEMU and a relaying node, are in tests/console_test.ts): a token from the header or the
- * query, 401 without a valid one, 403 for a viewer on VNC, 404 for an unknown VM; and a token
+ * query, 401 without a valid one, 403 for a viewer (serial or VNC), 404 for an unknown VM; and a token
  * given in the query never reaches the access log.
  */
 import { assert, assertEquals } from "../core/testing/assert.ts";
@@ -30,9 +30,11 @@ testWithTimeout({
     assertEquals(await status(serial, "nva_bogus"), 401, "a bad header token");
     assertEquals(await status(`${vnc}?token=${tokens.viewer}`), 403, "a viewer on VNC");
     assertEquals(await status(vnc, tokens.viewer), 403, "a viewer on VNC (header)");
-    assertEquals(await status(`${serial}?token=${tokens.viewer}`), 404, "viewers may watch");
+    assertEquals(await status(`${serial}?token=${tokens.viewer}`), 403, "a viewer on serial");
+    assertEquals(await status(serial, tokens.viewer), 403, "a viewer on serial (header)");
+    assertEquals(await status(`${serial}?token=${tokens.operator}`), 404);
     assertEquals(await status(`${vnc}?token=${tokens.operator}`), 404);
-    const r = await call("GET", `${serial}?token=${tokens.viewer}`);
+    const r = await call("GET", `${serial}?token=${tokens.operator}`);
     assertEquals(r.body.error.code, "not_found");
     assert(lines.some((l) => l.includes(serial)), "the requests are logged");
     for (const t of [tokens.viewer, tokens.operator, "nva_bogus"]) {

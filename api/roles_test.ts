@@ -78,8 +78,8 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   "POST /api/v1/vms/:name/migrate": "operator",
   "POST /api/v1/vms/:name/template": "operator",
   "GET /api/v1/vms/:name/console": "operator",
-  // WebSockets; a viewer may watch the serial console (its input is dropped on the host).
-  "GET /api/v1/vms/:name/console/ws": "viewer",
+  // What guests print or draw, logged or live: one role for all of it.
+  "GET /api/v1/vms/:name/console/ws": "operator",
   "GET /api/v1/vms/:name/vnc/ws": "operator",
   "GET /api/v1/vms/:name/snapshots": "viewer",
   "POST /api/v1/vms/:name/snapshots": "operator",

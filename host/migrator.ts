@@ -31,7 +31,7 @@ import {
 } from "./kvm/migration.ts";
 import { queryVersion } from "./kvm/commands.ts";
 import type { NodeTlsPaths } from "./kvm/tls.ts";
-import { type QmpEvent, readConsole } from "./kvm/mod.ts";
+import { type Display, displayOf, type QmpEvent, readConsole } from "./kvm/mod.ts";
 import type { VmHost } from "./vm_host.ts";
 import { BtrfsPool } from "./storage/mod.ts";
 
@@ -79,7 +79,7 @@ export class Migrator {
   prepareIncoming(
     vm: VmRecord,
     opId: string,
-    opts: { diskPorts?: boolean } = {},
+    opts: { diskPorts?: boolean; display?: Display } = {},
   ): Promise<IncomingEndpoints> {
     return this.host.serialize(vm.name, async () => {
       const old = this.host.runtimes.get(vm.name);
@@ -88,6 +88,7 @@ export class Migrator {
         incoming: "defer",
         blankLocalDisks: true,
         diskPorts: opts.diskPorts,
+        display: opts.display,
       });
       const qemu = await this.host.driver.launch(spec);
       this.host.track(vm.name, qemu, opId);
@@ -279,6 +280,7 @@ export class Migrator {
       dest = await this.callPeer<IncomingEndpoints>(peer, op.id, "prepare", {
         vm: vm.name,
         diskPorts: source.spec.diskPorts === true,
+        display: displayOf(source.spec),
       });
       if (localDisks.length) {
         await mirrorDisks(

@@ -23,7 +23,7 @@ import { log } from "../core/log/mod.ts";
 import { metrics } from "../core/metrics/mod.ts";
 import { KeyedSerializer } from "../core/concurrency/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
-import type { Accel, NicSpec, QemuDriver, QemuVm } from "./kvm/mod.ts";
+import type { Accel, Display, LaunchSpec, NicSpec, QemuDriver, QemuVm } from "./kvm/mod.ts";
 import {
   blockNodeInfo,
   blockResize,
@@ -33,7 +33,7 @@ import {
   queryJobs,
   snapshotJob as startSnapshotJob,
 } from "./kvm/commands.ts";
-import { buildSeedIso, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
+import { buildSeedIso, displayOf, followConsole, readConsole, rotateConsole } from "./kvm/mod.ts";
 import type { QmpEvent } from "./kvm/qmp.ts";
 import { BtrfsPool, type DirPool, HostPools, qemuImg, type VolumePool } from "./storage/mod.ts";
 import type { PoolRecord } from "../core/fsm/mod.ts";
@@ -394,7 +394,10 @@ export class VmHost {
     }
     const observed: VmState = status === "running" ? "running" : "failed";
     const reason = observed === "failed" ? `QEMU reports status "${status}"` : null;
-    if (vm.state !== observed || vm.reason !== reason) await this.report(vm, observed, reason);
+    if (
+      vm.state !== observed || vm.reason !== reason ||
+      (vm.display ?? null) !== displayOf(rt.qemu.spec)
+    ) await this.report(vm, observed, reason);
   }
 
   /** The QEMU we tracked is gone: a stop we asked for, the guest powering off, or a crash. */
@@ -478,7 +481,10 @@ export class VmHost {
 
   // ---- launching ----------------------------------------------------------------
 
-  private async launch(vm: VmRecord, opts: { loadvm?: string } = {}): Promise<void> {
+  private async launch(
+    vm: VmRecord,
+    opts: { loadvm?: string; display?: Display } = {},
+  ): Promise<void> {
     // Not awaited: "starting" commits while QEMU starts; later reports queue behind it.
     this.report(vm, "starting").catch(() => {});
     const t0 = performance.now();
@@ -512,8 +518,14 @@ export class VmHost {
 
   async launchSpec(
     vm: VmRecord,
-    opts: { loadvm?: string; incoming?: string; blankLocalDisks?: boolean; diskPorts?: boolean },
-  ) {
+    opts: {
+      loadvm?: string;
+      incoming?: string;
+      blankLocalDisks?: boolean;
+      diskPorts?: boolean;
+      display?: Display;
+    },
+  ): Promise<LaunchSpec> {
     const image = this.cluster.image(vm.image);
     if (!image) throw new NotFoundError("image", vm.image);
     const files = await this.cluster.pullImage(vm.image);
@@ -521,6 +533,9 @@ export class VmHost {
     // Volumes on ports need the ports: a fresh QEMU always has them; an incoming one only
     // when its source has them (else the devices differ and the migration fails).
     const diskPorts = opts.incoming ? opts.diskPorts === true : true;
+    // Likewise the display device: a fresh boot gets one; saved guest state (an incoming
+    // stream, a memory snapshot) is loaded with the device it was saved with, none if unsaid.
+    const display: Display = opts.incoming || opts.loadvm ? opts.display ?? "none" : "vga";
     for (const d of vm.disks) {
       disks.push({
         id: d.id,
@@ -553,6 +568,7 @@ export class VmHost {
       fenced: vm.ha,
       diskPorts,
       consoles: true,
+      display,
     };
   }
 
@@ -722,6 +738,7 @@ export class VmHost {
   }
 
   private async sendReport(vm: VmRecord, state: VmState, reason: string | null): Promise<void> {
+    const rt = this.runtimes.get(vm.name);
     await this.cluster.report({
       op: "vm.observed",
       name: vm.name,
@@ -729,6 +746,7 @@ export class VmHost {
       state,
       reason: reason ?? undefined,
       guest: state === "running" ? undefined : null,
+      display: rt && rt.qemu.alive() ? displayOf(rt.qemu.spec) : null,
       at: Date.now(),
     });
   }
@@ -887,6 +905,8 @@ export class VmHost {
         memory,
         createdAt: new Date().toISOString(),
         vmState,
+        // Its saved device state is loadable only into a QEMU with the same display device.
+        ...(memory && qemu ? { display: displayOf(qemu.spec) } : {}),
       };
       await this.cluster.report({
         op: "vm.snapshot.add",
@@ -918,14 +938,22 @@ export class VmHost {
       const s = vm.snapshots.find((x) => x.name === snap);
       if (!s) throw new NotFoundError("snapshot", snap);
       const qemu = this.live(name);
-      if (s.memory && qemu) {
+      const display = displayOf(s);
+      if (s.memory && qemu && displayOf(qemu.spec) === display) {
         await snapshotJob(qemu, "snapshot-load", snap, vm.disks);
         if ((await qemu.status()) !== "running" && s.vmState === "running") await qemu.cont();
       } else if (s.memory) {
+        // A running QEMU with another display device than the snapshot's cannot load its
+        // device state: it is replaced by one with the snapshot's.
+        const rt = this.runtimes.get(name);
+        if (qemu && rt) {
+          await this.report(vm, "stopping", `restoring snapshot ${snap}`);
+          await this.stopRuntime(name, rt, true);
+        }
         // Resume the stopped VM at the snapshot point: desired first, so the reconcile that follows agrees.
         await this.snapshotVolumes(vm, "apply", snap);
         await this.settle(name, "running");
-        await this.launch(this.mine(name), { loadvm: snap });
+        await this.launch(this.mine(name), { loadvm: snap, display });
       } else {
         if (qemu) {
           throw new ConflictError(`stop ${name} before restoring a disk-only snapshot`);

@@ -42,7 +42,14 @@ class FakeCluster implements HostCluster {
   report(cmd: Command): Promise<unknown> {
     this.reports.push(cmd);
     if (cmd.op === "vm.observed") {
-      this.update(cmd.name, { state: cmd.state, reason: cmd.reason ?? null });
+      this.update(cmd.name, {
+        state: cmd.state,
+        reason: cmd.reason ?? null,
+        ...(cmd.display !== undefined ? { display: cmd.display } : {}),
+      });
+    }
+    if (cmd.op === "vm.snapshot.add") {
+      this.update(cmd.name, { snapshots: [...this.vm(cmd.name)!.snapshots, cmd.snapshot] });
     }
     if (cmd.op === "vm.desired") this.update(cmd.name, { desired: cmd.desired });
     if (cmd.op === "vm.remove") this.vms_.delete(cmd.name);
@@ -258,6 +265,74 @@ testWithTimeout({
     for (const h of [first, second]) {
       for (const rt of h?.runtimes.values() ?? []) await rt.qemu.kill().catch(() => {});
     }
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+testWithTimeout({
+  timeoutMs: 3 * MINUTE,
+  name:
+    "display: a fresh start gets VGA (reported); memory snapshots are loaded with the display they were saved with",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const { dir, cluster, host: hostOn } = await onDisk();
+  const host = await hostOn();
+  host.markCaughtUp();
+  await host.start();
+  try {
+    cluster.vms_.set("a", vmRecord("a"));
+    host.schedule("a");
+    await until("a running", () => cluster.vm("a")?.state === "running");
+    assertEquals(host.runtimes.get("a")!.qemu.spec.display, "vga", "a fresh QEMU has VGA");
+    assertEquals(cluster.vm("a")!.display, "vga", "and its host says so");
+
+    // A memory snapshot records the display; restored into a stopped VM, QEMU gets the device.
+    const withVga = await host.createSnapshot("a", "s-vga", true);
+    assertEquals(withVga.display, "vga");
+    cluster.update("a", { desired: "stopped" });
+    await until("a stopped", () => cluster.vm("a")?.state === "stopped");
+    assertEquals(cluster.vm("a")!.display, null, "no QEMU, no display");
+    await host.restoreSnapshot("a", "s-vga");
+    let rt = host.runtimes.get("a")!;
+    assertEquals([rt.qemu.spec.loadvm, rt.qemu.spec.display], ["s-vga", "vga"]);
+    assertEquals(await rt.qemu.status(), "running");
+
+    // What an older version left: a QEMU without a display, and its memory snapshot recorded
+    // without one (the field absent).
+    const legacy = { ...rt.qemu.spec, display: undefined, loadvm: undefined };
+    host.stop();
+    await rt.qemu.kill();
+    const old = await host.driver.launch(legacy);
+    await old.cont();
+    old.close();
+    const second = await hostOn();
+    second.markCaughtUp();
+    await second.start();
+    try {
+      await until("the old QEMU adopted", () => second.pidOf("a") === old.pid);
+      await until("its display reported", () => cluster.vm("a")!.display === "none");
+      const { display: _, ...noDisplay } = await second.createSnapshot("a", "s-old", true);
+      assertEquals(_, "none");
+      const snaps = cluster.vm("a")!.snapshots.map((x) => x.name === "s-old" ? noDisplay : x);
+      cluster.update("a", { snapshots: snaps });
+
+      // Restored while a QEMU with VGA runs: that QEMU cannot take the device state, so a new
+      // one without a display loads it.
+      await second.restoreSnapshot("a", "s-vga"); // back to a VGA QEMU (loaded in place)
+      assertEquals(second.runtimes.get("a")!.qemu.spec.display, "vga");
+      await second.restoreSnapshot("a", "s-old");
+      rt = second.runtimes.get("a")!;
+      assertEquals([rt.qemu.spec.loadvm, rt.qemu.spec.display], ["s-old", "none"]);
+      assertEquals(await rt.qemu.status(), "running");
+      await until("reported without display", () => cluster.vm("a")!.display === "none");
+    } finally {
+      second.stop();
+      for (const rt of second.runtimes.values()) await rt.qemu.kill().catch(() => {});
+    }
+  } finally {
+    host.stop();
+    for (const rt of host.runtimes.values()) await rt.qemu.kill().catch(() => {});
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });

@@ -19,6 +19,7 @@ interface Vm {
   state: string;
   reason: string | null;
   migration: { opId: string } | null;
+  display?: "vga" | "none" | null;
 }
 
 interface Op {
@@ -130,6 +131,7 @@ testWithTimeout({
         60_000,
       );
       const before = Math.max(...counters(await consoleOf("m1")));
+      assertEquals((await show("m1")).display, "vga", "a fresh VM has a display");
       const op = JSON.parse(await ok("vm", "migrate", "m1", "--to", "n2", "-o", "json")) as Op;
       assertEquals(op.state, "succeeded");
       assertEquals(op.result!.disksMirrored, 1);
@@ -145,6 +147,9 @@ testWithTimeout({
       assert(after.every((n, i) => i === 0 || n >= after[i - 1]), `counters: ${after.join(",")}`);
       // The console history moved along: one boot (the original), no second one.
       assertEquals(bootIds(await consoleOf("m1")).length, 1, "no reboot on the destination");
+      // The destination was launched with the source's display device (else QEMU refuses the
+      // stream), and says so.
+      await eventually("n2 reports m1's display", async () => (await show("m1")).display === "vga");
     });
 
     await step(t, "a shared-disk VM migrates without copying its disk", async () => {

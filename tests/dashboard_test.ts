@@ -14,7 +14,7 @@
  *   runs one on ttyS0), and the answer differs from what was typed (`echo $((6*7))-NV-UI`
  *   answers `42-NV-UI`), so the tty's echo cannot pass for it;
  * - its graphical console tab (noVNC, RFB relayed to QEMU's VNC server) connects and draws a
- *   canvas that is not one flat colour;
+ *   canvas of the guest's VGA text screen (720x400, not QEMU's placeholder), not one flat colour;
  * - every page is saved as a screenshot in tests/artifacts/ui/ (git-ignored).
  */
 import type { Page } from "playwright-core";
@@ -178,10 +178,9 @@ testWithTimeout({
       await page.locator("[data-testid=console-status][data-status=connected]").waitFor({
         timeout: 30_000,
       });
-      // The guest has no VGA device (-nodefaults): what QEMU's VNC server sends is its own
-      // placeholder text screen. That is still a real RFB framebuffer update, drawn by noVNC,
-      // and not one flat colour, which is what is checked here (a canvas that never got a
-      // frame stays blank).
+      // The VM has a VGA device: noVNC's canvas is the guest's text screen (720x400), not
+      // QEMU's 640x480 "no graphic display device" placeholder, and not one flat colour (a
+      // canvas that never got a frame stays blank).
       const canvas = page.locator("[data-testid=vnc-console] canvas").first();
       await canvas.waitFor({ state: "attached", timeout: 15_000 });
       // How many distinct pixel values the canvas holds (stops counting at 2).
@@ -207,6 +206,11 @@ testWithTimeout({
       }
       await shot(page, "vm-vnc");
       assert(n >= 2, "the noVNC canvas is blank (all its pixels are the same)");
+      const size = await canvas.evaluate((el) => {
+        const c = el as unknown as { width: number; height: number };
+        return { width: c.width, height: c.height };
+      });
+      assertEquals(size, { width: 720, height: 400 }, "the guest's VGA text screen");
       await page.click("role=tab[name='Overview']");
     });
 

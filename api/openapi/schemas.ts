@@ -108,6 +108,9 @@ export const vmSchema = named(
         memory: z.boolean(),
         createdAt: isoTime,
         vmState: z.string(),
+        display: z.enum(["vga", "none"]).optional().describe(
+          "a memory snapshot's display device; absent: none",
+        ),
       }),
     ),
     group: z.string().optional(),
@@ -120,6 +123,9 @@ export const vmSchema = named(
     haMaxRestarts: z.number().int().optional(),
     haRestartWindowMs: z.number().int().optional(),
     migration: z.object({ opId: z.string(), to: z.string() }).nullable().optional(),
+    display: z.enum(["vga", "none"]).nullable().optional().describe(
+      "the display device of the VM's QEMU (its VNC console shows it); null: not running",
+    ),
     state: VM_STATE,
     reason: z.string().nullable(),
     guest: z.object({ agent: z.enum(["ok", "absent"]) }).nullable(),

@@ -3,10 +3,13 @@
  * by any other node:
  *
  * - `GET /api/v1/vms/NAME/console/ws`: the serial console. Binary frames both ways (text
- *   frames from the client are taken as UTF-8 input); the log's tail comes first. Viewers
- *   watch, operators and admins type: a viewer's input is dropped with one notice.
- * - `GET /api/v1/vms/NAME/vnc/ws`: the graphical console, RFB relayed to QEMU's VNC server
- *   (operator role or above). noVNC's `binary` subprotocol is accepted.
+ *   frames from the client are taken as UTF-8 input); the log's tail comes first.
+ * - `GET /api/v1/vms/NAME/vnc/ws`: the graphical console, RFB relayed to QEMU's VNC server.
+ *   noVNC's `binary` subprotocol is accepted.
+ *
+ * Both need the operator role, as the console's log does (`GET /api/v1/vms/NAME/console`):
+ * what a guest prints or draws (passwords, keys) is for those who may drive the VM, not for
+ * viewers (Proxmox's auditors lack its console privilege too).
  *
  * The token comes as `Authorization: Bearer` or, from browsers, `?token=`. Everything that
  * can be refused (401, 403, 404, 409) is answered before the upgrade.
@@ -23,7 +26,7 @@ import { ConflictError, NotFoundError, UnavailableError } from "../../core/error
 import type { VmRecord } from "../../core/fsm/mod.ts";
 import type { VmHost } from "../../host/mod.ts";
 import { z } from "zod";
-import { bearerAuth, hasRole, requireRole } from "../auth.ts";
+import { bearerAuth, requireRole } from "../auth.ts";
 import { doc } from "../openapi/mod.ts";
 import type { Env } from "../context.ts";
 import { FORWARDED_HEADER } from "../forward.ts";
@@ -40,10 +43,6 @@ import {
   upgrade,
 } from "../websocket.ts";
 
-/** What a viewer who types is told, once per connection. */
-export const READ_ONLY_NOTICE =
-  "\r\n[novactl: read-only console: a viewer token may watch but not type]\r\n";
-
 /** How long a relaying node waits for the host's WebSocket to open. */
 const HOST_OPEN_TIMEOUT_MS = 10_000;
 
@@ -52,7 +51,7 @@ const wsQuery = z.object({
   token: z.string().optional().describe("the API token, when no Authorization header is sent"),
 });
 const serialDoc = doc({
-  summary: "The serial console, interactive (WebSocket; viewers watch, operators type)",
+  summary: "The serial console, interactive (WebSocket; operator role)",
   query: wsQuery,
   responseType: "application/octet-stream",
   status: 101,
@@ -68,10 +67,9 @@ export function consoleRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   const app = new Hono<Env>();
   const auth = bearerAuth(node, { queryToken: true });
 
-  app.get("/:name/console/ws", serialDoc, auth, requireRole("viewer"), async (c) => {
+  app.get("/:name/console/ws", serialDoc, auth, requireRole("operator"), async (c) => {
     const vm = runningVm(c, node);
     if (vm.node !== node.id) return await relayToHost(c, node, vm);
-    const canType = hasRole(c.get("principal"), "operator");
     remoteAddress(c);
     let socket: WebSocket | null = null;
     const early: Uint8Array[] = [];
@@ -86,19 +84,11 @@ export function consoleRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
     });
     const up = upgrade(c);
     socket = up.socket;
-    let warned = false;
     socket.onopen = () => {
       for (const b of early.splice(0)) sendIfOpen(up.socket, b);
       if (ended !== null) closeSocket(up.socket, 1000, ended);
     };
-    socket.onmessage = (e) => {
-      if (canType) {
-        attachment.write(frameBytes(e.data)).catch(() => {});
-      } else if (!warned) {
-        warned = true;
-        sendIfOpen(up.socket, new TextEncoder().encode(READ_ONLY_NOTICE));
-      }
-    };
+    socket.onmessage = (e) => attachment.write(frameBytes(e.data)).catch(() => {});
     socket.onclose = () => attachment.detach();
     socket.onerror = () => attachment.detach();
     return up.response;

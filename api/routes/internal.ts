@@ -207,10 +207,22 @@ export function internalRoutes(node: ClusterNode, deps: AppDeps): Hono<Env> {
 
   // Migration steps a source host asks of the destination (this node).
   app.post("/host/migrations/:op/prepare", async (c) => {
-    const { vm, diskPorts } = await readJson(c) as { vm: string; diskPorts?: unknown };
+    const { vm, diskPorts, display } = await readJson(c) as {
+      vm: string;
+      diskPorts?: unknown;
+      display?: unknown;
+    };
+    // The source's devices, as its QEMU has them; a source that does not say has no display.
+    if (display !== undefined && display !== "vga" && display !== "none") {
+      throw ValidationError.field(
+        "display",
+        `must be "vga" or "none", not ${JSON.stringify(display)}`,
+      );
+    }
     return c.json(
       await migrator.prepareIncoming(vmOf(vm), c.req.param("op"), {
         diskPorts: diskPorts === true,
+        display: display ?? "none",
       }),
     );
   });

@@ -291,6 +291,8 @@ const VOLUME_SPEC = z.object({
   fromImage: NAME.nullable(),
 }).strict();
 
+const DISPLAY = z.enum(["vga", "none"]);
+
 /** The ops `/internal/propose` accepts from peers: what hosts report about themselves and their VMs. */
 export type PeerOp =
   | "node.upsert"
@@ -341,6 +343,7 @@ export const PEER_COMMAND_SCHEMAS: {
     state: VM_STATE,
     reason: REASON.optional(),
     guest: guestInfoSchema.nullable().optional(),
+    display: DISPLAY.nullable().optional(),
     at: AT,
   }).strict(),
   "vm.remove": z.object({ op: z.literal("vm.remove"), name: NAME, node: NAME, at: AT }).strict(),
@@ -362,6 +365,7 @@ export const PEER_COMMAND_SCHEMAS: {
       memory: z.boolean(),
       createdAt: printable(64),
       vmState: printable(32),
+      display: DISPLAY.optional(),
     }).strict(),
     at: AT,
   }).strict(),

@@ -153,6 +153,16 @@ testWithTimeout({ name: "peer commands: schema-checked, fields named", ...opts }
     fieldsOf(() => parsePeerCommand({ ...observed, state: "exploded" })),
     ["command.state"],
   );
+  for (const display of ["vga", "none", null]) {
+    assertEquals(
+      (parsePeerCommand({ ...observed, display }) as { display: unknown }).display,
+      display,
+    );
+  }
+  assertEquals(
+    fieldsOf(() => parsePeerCommand({ ...observed, display: "cirrus" })),
+    ["command.display"],
+  );
   assertEquals(
     fieldsOf(() =>
       parsePeerCommand({ ...observed, guest: { agent: "ok", os: { id: "x".repeat(1000) } } })

@@ -157,6 +157,8 @@ export type Command =
     state: VmState;
     reason?: string;
     guest?: GuestInfo | null;
+    /** The display device of the VM's QEMU here; null: none runs; absent: unchanged. */
+    display?: VmDisplay | null;
     at: number;
   }
   | { op: "vm.snapshot.add"; name: string; node: string; snapshot: VmSnapshot; at: number }
@@ -373,7 +375,18 @@ export interface VmSnapshot {
   createdAt: string;
   /** The VM's run state when taken (a memory snapshot resumes into it). */
   vmState: string;
+  /**
+   * A memory snapshot's display device: it is loaded into a QEMU with the same one (the device
+   * state must match). Absent on snapshots taken before displays: none.
+   */
+  display?: VmDisplay;
 }
+
+/**
+ * A VM's display device (host/kvm/qemu.ts): "vga", the standard VGA its VNC console shows, or
+ * "none" (QEMU's placeholder screen).
+ */
+export type VmDisplay = "vga" | "none";
 
 /** What the guest agent reports; null when no agent answers. */
 export interface GuestInfo {
@@ -507,6 +520,12 @@ export interface VmSpec {
   haRestartWindowMs?: number;
   /** Set while a migration of this VM runs. */
   migration?: { opId: string; to: string } | null;
+  /**
+   * The display device of the VM's QEMU, as its host reports it (vm.observed); null while no
+   * QEMU runs, absent until first reported. Chosen per launch, not by the operator: a fresh start
+   * gets "vga", a migration or memory snapshot restore keeps what the saved state had.
+   */
+  display?: VmDisplay | null;
 }
 
 /** Fields an operator may change after creation (through vm.update). */

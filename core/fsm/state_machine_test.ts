@@ -269,6 +269,54 @@ testWithTimeout({
 });
 
 testWithTimeout({
+  name: "a VM's display is what its host last reported (kept when unsaid), and survives restore",
+  timeoutMs: 2 * MINUTE,
+}, async () => {
+  const { fsm } = await fresh();
+  const observed = (display: "vga" | "none" | null | undefined, at: number) =>
+    cmd({
+      op: "vm.observed",
+      name: "v1",
+      node: "n1",
+      state: display ? "running" : "stopped",
+      ...(display !== undefined ? { display } : {}),
+      at,
+    });
+  fsm.applyEntries([
+    cmd({ op: "image.create", image, by: "t", at: 2 }),
+    cmd({ op: "vm.create", vm: vmSpec, by: "t", at: 3 }),
+  ]);
+  assertEquals(fsm.vm("v1")!.display, undefined, "never reported");
+  fsm.applyEntries([observed("vga", 4)]);
+  assertEquals(fsm.vm("v1")!.display, "vga");
+  fsm.applyEntries([
+    cmd({
+      op: "vm.snapshot.add",
+      name: "v1",
+      node: "n1",
+      snapshot: { name: "s1", memory: true, createdAt: "t", vmState: "running", display: "vga" },
+      at: 5,
+    }),
+  ]);
+  assertEquals(fsm.vm("v1")!.display, "vga", "a spec write keeps it");
+  assertEquals(fsm.vm("v1")!.snapshots[0].display, "vga");
+  fsm.applyEntries([
+    cmd({ op: "vm.observed", name: "v1", node: "n9", state: "running", display: "none", at: 6 }),
+  ]);
+  assertEquals(fsm.vm("v1")!.display, "vga", "another host's report is ignored");
+  fsm.applyEntries([{ ...observed(undefined, 7) }]);
+  assertEquals(fsm.vm("v1")!.display, "vga", "unsaid: unchanged");
+  fsm.applyEntries([observed(null, 8)]);
+  assertEquals(fsm.vm("v1")!.display, null, "no QEMU runs");
+  fsm.applyEntries([observed("none", 9)]);
+  const other = new StateMachine(join(await Deno.makeTempDir(), "state.db"));
+  other.restore(fsm.snapshotData(), fsm.appliedIndex());
+  assertEquals(other.vm("v1")!.display, "none");
+  fsm.close();
+  other.close();
+});
+
+testWithTimeout({
   name:
     "vm.desired deleted is refused for nothing, a template never runs, listeners hear VM changes",
   timeoutMs: 2 * MINUTE,

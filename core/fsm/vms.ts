@@ -223,14 +223,21 @@ function observe(s: Store, c: Extract<Command, { op: "vm.observed" }>): Applied 
   const vm = get(s, c.name);
   if (!vm || vm.node !== c.node) return touched(c.name, null);
   const guest = c.guest === undefined ? vm.guest : c.guest;
+  // Observed, but kept in the spec's JSON: what the VM's QEMU has, shown with the VM.
+  const spec = c.display === undefined || c.display === (vm.display ?? null)
+    ? null
+    : { ...specOf(vm), display: c.display };
   write(
     s,
     c.name,
-    "UPDATE vms SET state = ?, reason = ?, guest = ?, updated_at = ? WHERE name = ?",
+    `UPDATE vms SET state = ?, reason = ?, guest = ?, updated_at = ?${
+      spec ? ", spec = ?" : ""
+    } WHERE name = ?`,
     c.state,
     c.reason ?? null,
     guest ? JSON.stringify(guest) : null,
     c.at,
+    ...(spec ? [JSON.stringify(spec)] : []),
     c.name,
   );
   return touched(c.name, get(s, c.name));

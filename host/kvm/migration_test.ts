@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertRejects } from "../../core/testing/assert.ts";
 import { NovaError } from "../../core/errors/mod.ts";
-import { QemuDriver, type QemuVm } from "./qemu.ts";
+import { type Display, QemuDriver, type QemuVm } from "./qemu.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 import {
   cancelMirrors,
@@ -78,6 +78,7 @@ async function launch(
   name: string,
   disk: string,
   incoming: boolean,
+  display?: Display,
 ): Promise<QemuVm> {
   return await driver.launch({
     name,
@@ -91,16 +92,17 @@ async function launch(
     // A destination has this version's consoles (serial socket, VNC); the source has the
     // older serial file: neither is guest state, and the two migrate.
     ...(incoming ? { incoming: "defer", consoles: true } : {}),
+    ...(display ? { display } : {}),
   });
 }
 
 const never = new AbortController().signal;
 
 /** A destination QEMU listening for migration and NBD on `host` (TLS; only n1 admitted). */
-async function destination(dir: string, pki: Pki, host = "127.0.0.1") {
+async function destination(dir: string, pki: Pki, host = "127.0.0.1", display?: Display) {
   await qemuImg("create", "-q", "-f", "qcow2", `${dir}/dest.qcow2`, "16M");
   const driver = await new QemuDriver(`${dir}/d`).init();
-  const qemu = await launch(driver, "v", `${dir}/dest.qcow2`, true);
+  const qemu = await launch(driver, "v", `${dir}/dest.qcow2`, true, display);
   const tls = await setUpIncomingTls(qemu, pki.n2, ["n1"]);
   const nbdPort = await exportDisksForMirror(qemu, host, ["root"], tls);
   const migrationPort = await listenForMigration(qemu, host, tls);
@@ -108,12 +110,18 @@ async function destination(dir: string, pki: Pki, host = "127.0.0.1") {
 }
 
 /** A running source QEMU whose disk starts with 1 MiB of 0xab. */
-async function source(dir: string, name = "s"): Promise<QemuVm> {
+async function source(dir: string, name = "s", display?: Display): Promise<QemuVm> {
   const disk = `${dir}/${name}.qcow2`;
   await qemuImg("create", "-q", "-f", "qcow2", disk, "16M");
   const w = await run("qemu-io", ["-f", "qcow2", "-c", "write -P 0xab 0 1M", disk]);
   assert(w.ok, w.out);
-  const qemu = await launch(await new QemuDriver(`${dir}/${name}`).init(), "v", disk, false);
+  const qemu = await launch(
+    await new QemuDriver(`${dir}/${name}`).init(),
+    "v",
+    disk,
+    false,
+    display,
+  );
   await qemu.cont();
   return qemu;
 }
@@ -333,4 +341,67 @@ testWithTimeout({
     await qemu.kill();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/**
+ * Live-migrates a source QEMU with display `from` into a destination launched with `to`
+ * (undefined: the field absent, as in a launch spec written before displays); the destination's
+ * status afterwards, or why the migration failed.
+ */
+async function migrateDisplay(
+  from: Display | undefined,
+  to: Display | undefined,
+): Promise<{ status?: string; error?: string }> {
+  const dir = await tmpfsDir("novactl-mig-display-");
+  const pki = await makePki(`${dir}/pki`);
+  const dest = await destination(dir, pki, "127.0.0.1", to);
+  const src = await source(dir, "s", from);
+  try {
+    const creds = await setUpOutgoingTls(src, pki.n1);
+    await mirrorDisks(
+      src,
+      { host: "127.0.0.1", port: dest.nbdPort },
+      ["root"],
+      creds,
+      () => {},
+      never,
+    );
+    try {
+      await migrateMemory(
+        src,
+        { host: "127.0.0.1", port: dest.migrationPort },
+        creds,
+        { downtimeLimitMs: 300, timeoutMs: 60_000 },
+        () => {},
+        never,
+      );
+    } catch (err) {
+      return { error: String(err) };
+    }
+    let status = "inmigrate";
+    for (let i = 0; i < 200 && status === "inmigrate"; i++) {
+      status = await dest.qemu.status().catch(() => "gone");
+      if (status === "inmigrate") await new Promise((r) => setTimeout(r, 50));
+    }
+    return { status };
+  } finally {
+    await src.kill();
+    await dest.qemu.kill().catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+testWithTimeout({
+  name:
+    "display devices must match: VGA to VGA and none (absent) to none migrate; VGA to none does not",
+  timeoutMs: 3 * MINUTE,
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  assertEquals(await migrateDisplay("vga", "vga"), { status: "paused" });
+  // A QEMU launched before displays (no field) into a destination told "none".
+  assertEquals(await migrateDisplay(undefined, "none"), { status: "paused" });
+  // Why the destination must copy the source's choice: with another device set QEMU refuses.
+  const mismatch = await migrateDisplay("vga", "none");
+  assert(mismatch.error !== undefined || mismatch.status !== "paused", JSON.stringify(mismatch));
 });

@@ -65,6 +65,25 @@ export const NIC_PORTS = 8;
  */
 export const DISK_PORTS = 8;
 
+/**
+ * A VM's display device: "vga" is QEMU's standard VGA, which the VNC console shows (the BIOS,
+ * a kernel's text console, a framebuffer driver's screen); "none", no display device, and the
+ * VNC console shows QEMU's own "no graphic display device" placeholder.
+ */
+export type Display = "vga" | "none";
+
+/**
+ * Video memory of the VGA device: enough for 1024x768 at 32 bits (a framebuffer driver's
+ * default mode), small beside guest RAM and cheap to migrate (mostly zero pages).
+ */
+export const VGA_MEM_MB = 4;
+
+/**
+ * Where the VGA device sits on pcie.0: a fixed slot well clear of those QEMU hands out from 1
+ * up, so adding it moves no other device a guest already knows (a NIC's name follows its slot).
+ */
+export const VGA_ADDR = "0x1e";
+
 /** The QEMU id of disk root port `port`. */
 export function diskPortId(port: number): string {
   return `nvdp${port}`;
@@ -104,6 +123,17 @@ export interface LaunchSpec {
    * they keep running with the log alone.
    */
   consoles?: boolean;
+  /**
+   * The display device ({@link Display}). Absent on QEMUs launched before displays: none. The
+   * device set must match wherever guest state moves, so an incoming migration copies its
+   * source's and a memory snapshot is loaded with the one it was saved with.
+   */
+  display?: Display;
+}
+
+/** The display a launch spec (or a record of one) has: absent means none. */
+export function displayOf(spec: { display?: Display }): Display {
+  return spec.display === "vga" ? "vga" : "none";
 }
 
 /** Starts a process that dies with the host's fencing watchdog (see host/fencing). */
@@ -229,6 +259,9 @@ export class QemuDriver {
       // No password: the socket is in the VM's run directory (0700), reached only through
       // the node's authenticated relay.
       ...(spec.consoles ? ["-vnc", `unix:${p.vnc}`] : []),
+      ...(displayOf(spec) === "vga"
+        ? ["-device", `VGA,id=video0,vgamem_mb=${VGA_MEM_MB},bus=pcie.0,addr=${VGA_ADDR}`]
+        : []),
       "-chardev",
       `socket,id=qga0,path=${p.qga},server=on,wait=off`,
       "-device",

@@ -1,6 +1,13 @@
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { guestRunsUnder } from "./accel.ts";
-import { DiskLockedError, processAlive, QemuDriver, startFailure } from "./qemu.ts";
+import {
+  DiskLockedError,
+  displayOf,
+  processAlive,
+  QemuDriver,
+  startFailure,
+  VGA_MEM_MB,
+} from "./qemu.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 import { bootTimeMs } from "../../core/cluster/lease.ts";
 import { WatchdogClient } from "../fencing/client.ts";
@@ -310,4 +317,34 @@ testWithTimeout({
   assert(legacy.includes(`-chardev file,id=serial0,path=${dir}/console.log,append=on`), legacy);
   assert(!legacy.includes("-vnc"), legacy);
   assert(!legacy.includes("serial.sock"), legacy);
+});
+
+testWithTimeout({
+  name: "QEMU arguments: a VGA display at a fixed slot when asked, none otherwise (absent: none)",
+  timeoutMs: MINUTE,
+}, () => {
+  const driver = new QemuDriver("/var/lib/novactl/vms");
+  const spec = {
+    name: "web1",
+    uuid: "0b0e8a52-7a7e-4c43-9b0c-2a4a1b0c9d10",
+    cpus: 1,
+    memoryMiB: 128,
+    accel: "tcg" as const,
+    disks: [],
+    nics: [],
+    generation: 0,
+    consoles: true,
+  };
+  const p = driver.paths("web1");
+  const vga = driver.args({ ...spec, display: "vga" }, p).join(" ");
+  assert(vga.includes(`-device VGA,id=video0,vgamem_mb=${VGA_MEM_MB},bus=pcie.0,addr=0x1e`), vga);
+  // -nodefaults stays: the one display device is ours, and no other default device comes back.
+  assert(vga.includes("-nodefaults"), vga);
+  assertEquals(vga.match(/VGA|bochs-display|virtio-vga/g)?.length, 1, vga);
+  for (const none of [{ ...spec, display: "none" as const }, spec]) {
+    const a = driver.args(none, p).join(" ");
+    assert(!/VGA|bochs-display|virtio-vga/.test(a), a);
+  }
+  assertEquals(displayOf({}), "none");
+  assertEquals(displayOf({ display: "vga" }), "vga");
 });
