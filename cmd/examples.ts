@@ -63,6 +63,7 @@ const EXAMPLES: Record<string, string[]> = {
   ],
   "context use": ["novactl context use prod"],
   "context list": ["novactl context list"],
+  "version": ["novactl version", "novactl version -o json", "novactl version --client"],
   "completion": [
     "source <(novactl completion bash)",
     'novactl completion zsh > "${fpath[1]}/_novactl"',

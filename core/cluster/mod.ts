@@ -16,3 +16,4 @@ export * from "./operation_service.ts";
 export * from "./audit.ts";
 export * from "./report_batcher.ts";
 export * from "./cluster_metrics.ts";
+export * from "./readiness.ts";
