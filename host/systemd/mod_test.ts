@@ -24,8 +24,11 @@ Deno.test("sd_notify: datagrams reach the socket NOTIFY_SOCKET names, in order",
   const dir = await Deno.makeTempDir();
   const manager = receiver(`${dir}/notify`);
   try {
-    const n = withNotifySocket(`${dir}/notify`, () => SystemdNotifier.fromEnv())!;
-    assertEquals(Deno.env.get("NOTIFY_SOCKET"), undefined); // children must not inherit it
+    const n = withNotifySocket(`${dir}/notify`, () => {
+      const n = SystemdNotifier.fromEnv();
+      assertEquals(Deno.env.get("NOTIFY_SOCKET"), undefined); // children must not inherit it
+      return n;
+    })!;
     await Promise.all([
       n.notify({ STATUS: "waiting for a leader" }),
       n.notify({ READY: "1", STATUS: "ready\n(leader n1)" }),
