@@ -194,11 +194,15 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   setLogContext({ node: opts.name });
   // Read (and unset) before anything is spawned; refused now if it cannot be used.
   const systemd = SystemdNotifier.fromEnv();
+  await systemd?.notify({ STATUS: opts.join ? `joining ${opts.join}` : "starting" })
+    .catch((err) => log.warn("notifying systemd failed", { error: String(err) }));
   const member = await openMember(opts);
   const readiness = systemd ? tellSystemdWhenReady(member, systemd) : null;
+  let toldStopping: Promise<void> | undefined;
   const stopping = (reason: string) => {
     readiness?.stop();
-    systemd?.notify({ STOPPING: "1", STATUS: `stopping (${reason})` }).catch(() => {});
+    return toldStopping ??= systemd?.notify({ STOPPING: "1", STATUS: `stopping (${reason})` })
+      .catch((err) => log.warn("notifying systemd failed", { error: String(err) }));
   };
   const stopTrimming = keepMemoryTrimmed();
   const stopCollecting = keepHeapWithinBudget({
@@ -213,12 +217,13 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
   });
   for (const signal of ["SIGTERM", "SIGINT"] as const) {
     Deno.addSignalListener(signal, () => {
-      stopping(signal);
+      void stopping(signal);
       void member.stop(signal);
     });
   }
   await member.finished;
-  stopping("stopped");
+  await stopping("removed from the cluster"); // unless a signal said so already
+  systemd?.close();
   stopCollecting();
   stopTrimming();
   flushLogs();
