@@ -7,7 +7,7 @@
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { VERSION } from "../core/version.ts";
 import { ManagedProcess } from "../bench/lib/process.ts";
-import { requestJson, tailFile, waitFor } from "../bench/lib/util.ts";
+import { requestJson, tailFile, WaitAborted, waitFor } from "../bench/lib/util.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -51,7 +51,7 @@ class NotifySocket {
     return waitFor(async () => {
       const i = this.messages.findIndex((m, i) => i >= from && m.split("\n").includes(line));
       if (i >= 0) return i;
-      if (node.exited) throw new Error(`node exited:\n${await tailFile(node.logPath)}`);
+      if (node.exited) throw new WaitAborted(`node exited:\n${await tailFile(node.logPath)}`);
     }, { timeoutMs: 2 * MINUTE, intervalMs: 50, description: `${line} on NOTIFY_SOCKET` });
   }
 
