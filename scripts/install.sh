@@ -104,6 +104,9 @@ sed "s#/usr/local/#$prefix/#g" "$src/scripts/novactl.service" >"$tmp/novactl.ser
 install -m 0644 "$tmp/novactl.service" "$units/novactl.service"
 
 if [ ! -e "$conf/node.yaml" ]; then
+  address="$(hostname -I 2>/dev/null | awk '{print $1}' || true)"
+  advertise="# advertise: https://10.0.0.5:7070"
+  [ -z "$address" ] || advertise="advertise: https://$address:7070"
   # 0600: a join token may be put in it.
   install -m 0600 /dev/null "$conf/node.yaml"
   cat >"$conf/node.yaml" <<CONFIG
@@ -112,7 +115,8 @@ if [ ! -e "$conf/node.yaml" ]; then
 name: $(hostname -s 2>/dev/null | tr 'A-Z_' 'a-z-' || echo n1)
 data-dir: /var/lib/novactl
 listen: 0.0.0.0:7070
-# advertise: https://10.0.0.5:7070
+# The URL peers and clients reach this node at (with listen 0.0.0.0, an address of this host).
+$advertise
 # To join a cluster instead of starting one (token from \`novactl cluster token create\`):
 # join: https://10.0.0.1:7070
 # token-file: /etc/novactl/join.token

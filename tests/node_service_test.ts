@@ -6,6 +6,7 @@
  */
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { VERSION } from "../core/version.ts";
+import { parseNodeConfig } from "../cmd/node_config.ts";
 import { ManagedProcess } from "../bench/lib/process.ts";
 import { requestJson, tailFile, WaitAborted, waitFor } from "../bench/lib/util.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
@@ -176,6 +177,9 @@ testWithTimeout({
   const root = await Deno.makeTempDir({ prefix: "novactl-install-" });
   try {
     assertEquals((await install(root)).code, 0);
+    // The sample config is a valid one.
+    const sample = parseNodeConfig(await Deno.readTextFile(`${root}/etc/novactl/node.yaml`), "s");
+    assertEquals([sample["data-dir"], sample.listen], ["/var/lib/novactl", "0.0.0.0:7070"]);
     // A second run (here through DESTDIR) upgrades the program and keeps config and data.
     await Deno.writeTextFile(`${root}/etc/novactl/node.yaml`, "name: mine\n");
     await Deno.chmod(`${root}/var/lib/novactl`, 0o755);
