@@ -30,6 +30,7 @@ import { tokenRoutes } from "./routes/tokens.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { backupRoutes, backupScheduleRoutes, backupTargetRoutes } from "./routes/backups.ts";
 import { alertRoutes } from "./routes/alerts.ts";
+import { versionRoutes } from "./routes/version.ts";
 import type { BackupRunner } from "../host/backup/mod.ts";
 import type { MetricsSampler } from "../host/metrics/mod.ts";
 import { openApiRoutes } from "./openapi/mod.ts";
@@ -97,6 +98,7 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/audit", auditRoutes(node));
   app.route("/api/v1/tokens", tokenRoutes(node));
   app.route("/api/v1/events", eventRoutes(node));
+  app.route("/api/v1/version", versionRoutes(node));
   app.get("/ui", (c) => c.redirect("/ui/", 301));
   app.route("/ui", uiRoutes(deps.uiDir));
   app.route("/api/v1", openApiRoutes(app));

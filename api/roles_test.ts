@@ -162,6 +162,7 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   "GET /api/v1/audit": "admin",
   // Audit events in it are for admins only (api/routes/events.ts).
   "GET /api/v1/events": "viewer",
+  "GET /api/v1/version": "viewer",
 };
 
 /** Fills a route's parameters with names that exist nowhere. */

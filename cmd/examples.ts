@@ -15,6 +15,7 @@ const EXAMPLES: Record<string, string[]> = {
     "novactl vm list --server https://10.0.0.5:7070 --ca ca.crt -o wide",
   ],
   "node start": [
+    "novactl node start --config /etc/novactl/node.yaml",
     "novactl node start --name n1 --data-dir /var/lib/novactl --listen 0.0.0.0:7070",
     "novactl node start --name n2 --data-dir /var/lib/novactl --listen 0.0.0.0:7070 \\\n" +
     "    --join https://10.0.0.1:7070 --token-file join.token",
@@ -63,6 +64,7 @@ const EXAMPLES: Record<string, string[]> = {
   ],
   "context use": ["novactl context use prod"],
   "context list": ["novactl context list"],
+  "version": ["novactl version", "novactl version -o json", "novactl version --client"],
   "completion": [
     "source <(novactl completion bash)",
     'novactl completion zsh > "${fpath[1]}/_novactl"',

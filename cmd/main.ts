@@ -23,6 +23,7 @@ import { topCommand } from "./stats.ts";
 import { tokenCommand } from "./token.ts";
 import { remoteCommand } from "./remote.ts";
 import { contextCommand } from "./context.ts";
+import { versionCommand } from "./version.ts";
 import { completeCommand, completionCommand } from "./completion.ts";
 import { applyGlobalOptions, globalOptions } from "./common.ts";
 import { addExamples } from "./examples.ts";
@@ -59,6 +60,7 @@ export function buildProgram(): Command {
   program.addCommand(tokenCommand());
   program.addCommand(remoteCommand());
   program.addCommand(contextCommand());
+  program.addCommand(versionCommand());
   program.addCommand(completionCommand(program));
   program.addCommand(completeCommand(), { hidden: true });
   // Usage errors in subcommands must exit 2 as well: let them throw to us. Every command's

@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { startNode } from "./node_start.ts";
 import { simulateHosts } from "./simulate_hosts.ts";
+import { NODE_CONFIG_ENV, readNodeConfig, withNodeConfig } from "./node_config.ts";
 import type { SimulatedHardware } from "../host/mod.ts";
 import { type CentralPorts, parseCentralPorts } from "../host/ovs/mod.ts";
 import {
@@ -60,8 +61,15 @@ export function nodeCommand(): Command {
 
   withSimulatedHardware(
     node.command("start").description("run this host as a cluster node")
-      .requiredOption("--name <name>", "unique node name")
-      .requiredOption("--data-dir <dir>", "where Raft log, state and identity live")
+      .option(
+        "--config <file>",
+        `YAML file of these options, keyed by flag name (data-dir: DIR); flags override it (env ${NODE_CONFIG_ENV})`,
+      )
+      .option("--name <name>", "unique node name (required here or in the config file)")
+      .option(
+        "--data-dir <dir>",
+        "where Raft log, state and identity live (required here or in the config file)",
+      )
       .option("--listen <host:port>", "address to serve API and peer traffic on", "127.0.0.1:7070")
       .option(
         "--advertise <url>",
@@ -107,7 +115,18 @@ export function nodeCommand(): Command {
         logLevel,
       ),
   )
-    .action(async (opts) => {
+    .action(async (flags: Record<string, unknown>, cmd: Command) => {
+      const file = (flags.config as string | undefined) ?? Deno.env.get(NODE_CONFIG_ENV);
+      // deno-lint-ignore no-explicit-any
+      const opts: any = file ? withNodeConfig(cmd, flags, await readNodeConfig(file)) : flags;
+      for (const [attr, flag] of [["name", "--name"], ["dataDir", "--data-dir"]]) {
+        if (!opts[attr]) {
+          throw new NovaError(
+            "usage",
+            `node start needs ${flag} (or ${flag.slice(2)}: in --config)`,
+          );
+        }
+      }
       if (opts.logLevel) setLogLevel(opts.logLevel);
       await startNode({
         name: opts.name,

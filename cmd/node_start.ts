@@ -28,6 +28,9 @@ import {
   migratorPeer,
   pullImage,
   readIdentity,
+  type Readiness,
+  readinessOf,
+  readinessStatus,
   Rebalancer,
   ReportBatcher,
   submitToLeader,
@@ -55,6 +58,7 @@ import {
   VmHost,
 } from "../host/mod.ts";
 import { HostFencing } from "../host/fencing/mod.ts";
+import { SystemdNotifier } from "../host/systemd/mod.ts";
 import { hostMetrics, intervalFromEnv } from "../host/metrics/mod.ts";
 import { AlertManager, latestSamplesOf, samplesSource } from "../core/cluster/alerts.ts";
 import {
@@ -182,11 +186,24 @@ export interface RunningMember {
   stop(reason: string): Promise<void>;
   /** Resolves once the member has stopped (asked to, or removed from its cluster). */
   readonly finished: Promise<void>;
+  /** What `/readyz` answers now (core/cluster/readiness.ts). */
+  readiness(): Readiness;
 }
 
 export async function startNode(opts: NodeStartOptions): Promise<void> {
   setLogContext({ node: opts.name });
+  // Read (and unset) before anything is spawned; refused now if it cannot be used.
+  const systemd = SystemdNotifier.fromEnv();
+  await systemd?.notify({ STATUS: opts.join ? `joining ${opts.join}` : "starting" })
+    .catch((err) => log.warn("notifying systemd failed", { error: String(err) }));
   const member = await openMember(opts);
+  const readiness = systemd ? tellSystemdWhenReady(member, systemd) : null;
+  let toldStopping: Promise<void> | undefined;
+  const stopping = (reason: string) => {
+    readiness?.stop();
+    return toldStopping ??= systemd?.notify({ STOPPING: "1", STATUS: `stopping (${reason})` })
+      .catch((err) => log.warn("notifying systemd failed", { error: String(err) }));
+  };
   const stopTrimming = keepMemoryTrimmed();
   const stopCollecting = keepHeapWithinBudget({
     onCollect: (c) => {
@@ -198,13 +215,51 @@ export async function startNode(opts: NodeStartOptions): Promise<void> {
       });
     },
   });
-  Deno.addSignalListener("SIGTERM", () => void member.stop("SIGTERM"));
-  Deno.addSignalListener("SIGINT", () => void member.stop("SIGINT"));
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    Deno.addSignalListener(signal, () => {
+      void stopping(signal);
+      void member.stop(signal);
+    });
+  }
   await member.finished;
+  await stopping("removed from the cluster"); // unless a signal said so already
+  systemd?.close();
   stopCollecting();
   stopTrimming();
   flushLogs();
   Deno.exit(0);
+}
+
+/**
+ * Tells systemd what the node waits for (STATUS=) and, once it is ready as `/readyz` means it,
+ * READY=1; later changes of readiness (a lost leader) show in STATUS= only, as systemd wants.
+ */
+function tellSystemdWhenReady(member: RunningMember, systemd: SystemdNotifier): { stop(): void } {
+  let stopped = false;
+  let told = "";
+  let ready = false;
+  const loop = async () => {
+    while (!stopped) {
+      const r = member.readiness();
+      const status = readinessStatus(r);
+      const fields: Record<string, string> = {};
+      if (r.ready && !ready) fields.READY = "1";
+      if (status !== told) fields.STATUS = status;
+      if (Object.keys(fields).length && !stopped) {
+        try {
+          await systemd.notify(fields);
+          ready ||= r.ready;
+          told = status;
+          if (fields.READY) log.info("told systemd the node is ready", { socket: systemd.socket });
+        } catch (err) {
+          log.warn("notifying systemd failed", { socket: systemd.socket, error: String(err) });
+        }
+      }
+      await delay(ready ? 1_000 : 200);
+    }
+  };
+  void loop();
+  return { stop: () => void (stopped = true) };
 }
 
 /**
@@ -508,6 +563,7 @@ async function runMember(
     url,
     stop,
     finished: api.finished.then(() => stopping ?? undefined),
+    readiness: () => readinessOf(node),
   };
 }
 

@@ -25,6 +25,8 @@ command -v ovn-controller >/dev/null || need_apt+=(ovn-host)
 command -v ovn-northd >/dev/null || need_apt+=(ovn-central)
 # Tests feed OVS's userspace datapath through veths, whose tx checksum offload must be off.
 command -v ethtool >/dev/null || need_apt+=(ethtool)
+# tests/node_service_test.ts checks scripts/novactl.service with systemd-analyze verify.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # The btrfs storage backend (host/storage/btrfs.ts): mkfs.btrfs, btrfs subvolume/send/receive.
 command -v btrfs >/dev/null || need_apt+=(btrfs-progs)
 # bench:net sees a guest's DHCP lease as OVN's DHCPACK on its tap (bench/lib/dhcp_watch.ts).

@@ -17,3 +17,4 @@ export * from "./audit.ts";
 export * from "./report_batcher.ts";
 export * from "./cluster_metrics.ts";
 export * from "./vm_wait.ts";
+export * from "./readiness.ts";
