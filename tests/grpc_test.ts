@@ -82,7 +82,7 @@ testWithTimeout({
   const clients: Client[] = [];
   const streams: grpc.ClientReadableStream<WatchItem>[] = [];
   try {
-    await cluster.start(2);
+    await cluster.start(3);
     await importTinyKernel(cluster, "tiny");
     const leader = await cluster.leaderName();
     const follower = cluster.nodes.find((n) => n.name !== leader)!;
