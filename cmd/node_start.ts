@@ -4,7 +4,6 @@
  * data dir — and serves the REST API and peer traffic on --listen.
  */
 import { createApp } from "../api/mod.ts";
-import { GrpcServer } from "../api/grpc/mod.ts";
 import { type BackupCluster, BackupRunner, removeBackupFiles } from "../host/backup/mod.ts";
 import { BackupScheduler } from "../core/cluster/backup_scheduler.ts";
 import { zodToValidationError } from "../api/errors.ts";
@@ -422,12 +421,14 @@ async function runMember(
   const stats = simulated ? undefined : hostMetrics(host, opts.dataDir);
   const app = createApp(node, { blobs, host, leases, migrator, backups, stats });
   api.serveWith((request, env) => app.fetch(request, env));
-  const grpc = opts.grpcPort === undefined ? null : await GrpcServer.listen({
-    hostname,
-    port: opts.grpcPort,
-    tls: opts.insecureHttp ? null : tls,
-    app: (request, env) => app.fetch(request, env),
-  });
+  // Loaded only when asked for: Connect and protobuf-es cost every CLI command ~30 ms to load.
+  const grpc = opts.grpcPort === undefined ? null : await (await import("../api/grpc/mod.ts"))
+    .GrpcServer.listen({
+      hostname,
+      port: opts.grpcPort,
+      tls: opts.insecureHttp ? null : tls,
+      app: (request, env) => app.fetch(request, env),
+    });
   if (grpc) {
     report.grpc = `${hostname}:${grpc.port}`;
     await writeFileDurably(join(opts.dataDir, LISTEN_FILE), JSON.stringify(report) + "\n");
