@@ -14,6 +14,7 @@ import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { requestJson } from "../bench/lib/util.ts";
 import { importTinyKernel, simulatedHostArgs } from "../bench/lib/simulated.ts";
 import { eventually } from "./support/api.ts";
+import { plainStruct } from "../api/grpc/testing.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 const PROTO = new URL("../api/grpc/novactl/v1/novactl.proto", import.meta.url).pathname;
@@ -63,7 +64,7 @@ interface Vm {
   node: string;
   state: string;
   desired: string;
-  record: { fields: Record<string, unknown> };
+  record: Record<string, never>;
 }
 interface WatchItem {
   event?: { id: string; type: string; action: string; resource: string };
@@ -117,17 +118,22 @@ testWithTimeout({
     assertEquals(noToken.code, grpc.status.UNAUTHENTICATED, noToken.details);
     assert(noToken.details.includes("bearer token"), noToken.details);
 
-    // The event stream, on the follower, before the VM exists.
+    // The event stream, on the follower, from the newest node events on: once one has come,
+    // the stream is in place, and the VM's events, later in the log, cannot be missed.
     const events = client("EventService", onFollower);
     const seen: WatchItem[] = [];
-    const watch = events.WatchEvents({ types: ["vm"] }, admin) as grpc.ClientReadableStream<
-      WatchItem
-    >;
+    const watch = events.WatchEvents(
+      { types: ["vm", "node"], tail: 10 },
+      admin,
+    ) as grpc.ClientReadableStream<WatchItem>;
     streams.push(watch);
     watch.on("data", (item: WatchItem) => seen.push(item));
     watch.on("error", () => {}); // cancelled at the end
-    // Let the stream reach the node before the write it must see.
-    await new Promise((r) => setTimeout(r, 500));
+    await until(() => seen.find((i) => i.event?.type === "node"), {
+      timeoutMs: 20_000,
+      what: "the stream's first node event",
+    });
+    assert(!seen.some((i) => i.event?.type === "vm"), "no VM yet");
 
     // A round trip through the follower: its write is forwarded to the leader, as REST's is.
     const created = await unary<{ vm: Vm }>(vms, "CreateVm", {
@@ -143,9 +149,7 @@ testWithTimeout({
     assert(created.vm.node, "placed on a host");
     const got = await unary<Vm>(client("VmService", onLeader), "GetVm", { name: "grpc1" }, admin);
     assertEquals(got.name, "grpc1");
-    assertEquals((got.record.fields.labels as { structValue: unknown }).structValue, {
-      fields: { app: { stringValue: "grpc" } },
-    });
+    assertEquals(plainStruct(got.record).labels, { app: "grpc" });
 
     const streamed = await until(
       () => seen.find((i) => i.event?.resource === "grpc1"),
@@ -241,7 +245,7 @@ testWithTimeout({
     assertEquals(noOp.code, grpc.status.NOT_FOUND, noOp.details);
 
     // Resumed after the first event: the stream goes on with later ones only.
-    const first = seen.find((i) => i.event)!.event!;
+    const first = seen.find((i) => i.event?.type === "vm")!.event!;
     const resumed: WatchItem[] = [];
     const again = events.WatchEvents({ types: ["vm"], since: first.id }, admin);
     streams.push(again);

@@ -13,6 +13,7 @@ import { startTestApp } from "../testing.ts";
 import { connectCodeOf, connectErrorOf } from "./errors.ts";
 import { GrpcServer } from "./server.ts";
 import { specEncode } from "./server.ts";
+import { plainStruct } from "./testing.ts";
 
 const PROTO = new URL("./novactl/v1/novactl.proto", import.meta.url).pathname;
 
@@ -123,13 +124,15 @@ testWithTimeout({
     });
 
     await t.step("a viewer reads, is refused writes: PermissionDenied", async () => {
-      const got = await call<{ name: string; node: string }>(
+      const got = await call<{ name: string; node: string; record: Record<string, never> }>(
         vms,
         "GetVm",
         { name: "vm1" },
         as(tokens.viewer),
       );
       assertEquals([got.name, got.node], ["vm1", "n2"]);
+      const record = plainStruct(got.record);
+      assertEquals([record.name, record.labels, record.cpus], ["vm1", { tier: "web" }, 1]);
       const denied = await failure(call(vms, "StopVm", { name: "vm1" }, as(tokens.viewer)));
       assertEquals(denied.code, grpc.status.PERMISSION_DENIED);
       assertEquals(denied.details, "role viewer may not do this; operator required");
