@@ -27,8 +27,8 @@ export class GrpcServer {
 
   /**
    * Serves the node's REST app's gRPC face on `hostname:port` (0: kernel-chosen), over TLS
-   * with `tls`, or over h2c (prior knowledge) and HTTP/1.1 when `tls` is null
-   * (`--insecure-http`, loopback only).
+   * with `tls`; when `tls` is null (`--insecure-http`, loopback only), over h2c alone (prior
+   * knowledge: `node:http2` has no HTTP/1.1 fallback in clear).
    */
   static async listen(opts: {
     hostname: string;
