@@ -198,7 +198,11 @@ testWithTimeout({
     );
     assertEquals(issued.status, 201);
     const viewer = bearer(issued.body!.token);
-    await unary(vms, "GetVm", { name: "grpc1" }, viewer);
+    // Made on the leader: the follower knows the token once it has applied its creation.
+    await until(() => unary<Vm>(vms, "GetVm", { name: "grpc1" }, viewer), {
+      timeoutMs: 20_000,
+      what: "the viewer token known on the follower",
+    });
     const denied = await failure(unary(vms, "DeleteVm", { name: "grpc1" }, viewer));
     assertEquals(denied.code, grpc.status.PERMISSION_DENIED, denied.details);
     assert(denied.details.includes("operator required"), denied.details);
