@@ -3,8 +3,8 @@
  * @grpc/proto-loader) against real node processes over TLS (h2 by ALPN, the cluster CA
  * trusted), on simulated hosts: a VM's round trip through a follower (forwarded to the leader
  * as REST is), auth (no token: Unauthenticated; a viewer writing: PermissionDenied), a
- * validation error naming its field, a streamed event and a resumed stream, and one call in
- * the Connect protocol (plain JSON POST) to show Connect clients work too.
+ * validation error naming its field, a streamed event and a resumed stream; and calls in the
+ * Connect protocol (plain JSON POST) and in gRPC-Web (the browser's transport over fetch).
  */
 import { Buffer } from "node:buffer";
 import grpc from "@grpc/grpc-js";
@@ -15,6 +15,9 @@ import { requestJson } from "../bench/lib/util.ts";
 import { importTinyKernel, simulatedHostArgs } from "../bench/lib/simulated.ts";
 import { eventually } from "./support/api.ts";
 import { plainStruct } from "../api/grpc/testing.ts";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { VmService } from "../api/grpc/gen/novactl/v1/novactl_pb.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 
 const PROTO = new URL("../api/grpc/novactl/v1/novactl.proto", import.meta.url).pathname;
@@ -296,6 +299,24 @@ testWithTimeout({
     });
     assertEquals(refused.status, 401);
     assertEquals((await refused.json() as { code: string }).code, "unauthenticated");
+
+    // gRPC-Web, with the browser's transport (fetch; here the cluster CA trusted), and the
+    // generated TypeScript client.
+    const web = createClient(
+      VmService,
+      createGrpcWebTransport({
+        baseUrl: `https://localhost:${port}`,
+        fetch: (input, init) => cluster.fetch(input instanceof Request ? input.url : input, init),
+      }),
+    );
+    const viaWeb = await web.listVms({}, {
+      headers: { authorization: `Bearer ${cluster.adminToken}` },
+    });
+    assertEquals(viaWeb.vms.map((v) => v.name), ["grpc2"]);
+    const webDenied = await web.deleteVm({ name: "grpc2" }, {
+      headers: { authorization: `Bearer ${issued.body!.token}` },
+    }).then(() => null, (e) => ConnectError.from(e));
+    assertEquals(webDenied?.code, Code.PermissionDenied);
   } finally {
     for (const s of streams) s.cancel();
     for (const c of clients) c.close();
