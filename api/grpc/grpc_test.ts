@@ -12,6 +12,8 @@ import { VmService } from "./gen/novactl/v1/novactl_pb.ts";
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 import { startTestApp } from "../testing.ts";
+import { metrics } from "../../core/metrics/mod.ts";
+import { eventually } from "../../tests/support/api.ts";
 import { connectCodeOf, connectErrorOf } from "./errors.ts";
 import { GrpcServer } from "./server.ts";
 import { specEncode } from "./server.ts";
@@ -196,6 +198,38 @@ testWithTimeout({
       await call(vms, "GetVm", { name: "vm1" }, md);
       assertEquals(seenHeaders.map((h) => [...h.keys()].sort()), [["authorization"]]);
     });
+    await t.step("WatchEvents: events as they are, and a cancel ends the REST stream", async () => {
+      const streams = async () => (await metrics.eventStreams.get()).values[0]?.value ?? 0;
+      const before = await streams();
+      const events = new pkg.novactl.v1.EventService(
+        `127.0.0.1:${server.port}`,
+        grpc.credentials.createInsecure(),
+      );
+      const got: { event?: { type: string; resource: string; id: string } }[] = [];
+      const watch = events.WatchEvents({ types: ["vm"], tail: 2 }, as(tokens.viewer));
+      watch.on("data", (item: (typeof got)[number]) => got.push(item));
+      const ended = new Promise((resolve) => watch.on("error", resolve));
+      await eventually("two events", async () => got.length >= 2 || undefined);
+      // The newest two: the last VM made, vm4's.
+      assertEquals(got.map((i) => [i.event?.type, i.event?.resource]), [["vm", "vm4"], [
+        "vm",
+        "vm4",
+      ]]);
+      await c.vm({ name: "vm5", node: "n1" }, "stopped");
+      await eventually(
+        "vm5's event",
+        async () => got.some((i) => i.event?.resource === "vm5") || undefined,
+      );
+      assertEquals(await streams(), before + 1);
+      watch.cancel();
+      await ended;
+      await eventually(
+        "the REST stream closed",
+        async () => (await streams()) === before || undefined,
+      );
+      events.close();
+    });
+
     await t.step(
       "the Connect protocol (connect-node's transport, the generated client)",
       async () => {
