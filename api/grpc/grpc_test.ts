@@ -209,7 +209,7 @@ testWithTimeout({
       const watch = events.WatchEvents({ types: ["vm"], tail: 2 }, as(tokens.viewer));
       watch.on("data", (item: (typeof got)[number]) => got.push(item));
       const ended = new Promise((resolve) => watch.on("error", resolve));
-      await eventually("two events", async () => got.length >= 2 || undefined);
+      await eventually("two events", () => Promise.resolve(got.length >= 2 || undefined));
       // The newest two: the last VM made, vm4's.
       assertEquals(got.map((i) => [i.event?.type, i.event?.resource]), [["vm", "vm4"], [
         "vm",
@@ -218,7 +218,7 @@ testWithTimeout({
       await c.vm({ name: "vm5", node: "n1" }, "stopped");
       await eventually(
         "vm5's event",
-        async () => got.some((i) => i.event?.resource === "vm5") || undefined,
+        () => Promise.resolve(got.some((i) => i.event?.resource === "vm5") || undefined),
       );
       assertEquals(await streams(), before + 1);
       watch.cancel();
