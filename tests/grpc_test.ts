@@ -266,13 +266,39 @@ testWithTimeout({
 
     // The same audit as REST: the follower's forwarded create is recorded once, by its principal.
     const audit = await until(async () => {
-      const r = await requestJson<{ entries: { principal: string; code: number }[] }>(
+      const r = await requestJson<
+        { entries: { principal: string; code: number; detail: string | null }[] }
+      >(
         `${await cluster.leaderUrl()}/api/v1/audit?resource=vm/grpc1`,
         { token: cluster.adminToken },
       );
       return r.body!.entries.some((e) => e.code === 403) ? r.body!.entries : undefined;
     }, { timeoutMs: 20_000, what: "audit records of the gRPC calls" });
-    assert(audit.some((e) => e.code === 201 && e.principal !== "anonymous"), JSON.stringify(audit));
+    const create = audit.find((e) => e.code === 201);
+    assertEquals(
+      [create?.principal, create?.detail],
+      ["admin", "grpc novactl.v1.VmService/CreateVm"],
+      JSON.stringify(audit),
+    );
+    // A REST client cannot pass itself off as gRPC through a follower's forward.
+    const forged = await cluster.fetch(`${follower.url}/api/v1/vms`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${cluster.adminToken}`,
+        "x-novactl-via": "grpc forged",
+      },
+      body: JSON.stringify({ name: "rest1", image: "tiny", start: false }),
+    });
+    assertEquals(forged.status, 201, await forged.text());
+    const restAudit = await until(async () => {
+      const r = await requestJson<{ entries: { code: number; detail: string | null }[] }>(
+        `${await cluster.leaderUrl()}/api/v1/audit?resource=vm/rest1`,
+        { token: cluster.adminToken },
+      );
+      return r.body!.entries.find((e) => e.code === 201);
+    }, { timeoutMs: 20_000, what: "the REST create's audit record" });
+    assertEquals(restAudit.detail, null);
 
     // The Connect protocol: a plain JSON POST (HTTP/1.1 or h2, whichever fetch picks).
     const [host, port] = [
@@ -291,7 +317,7 @@ testWithTimeout({
     });
     assertEquals(res.status, 200);
     const listed = await res.json() as { vms: { name: string; memoryMib: number }[] };
-    assertEquals(listed.vms.map((v) => v.name), ["grpc2"]);
+    assertEquals(listed.vms.map((v) => v.name), ["grpc2", "rest1"]);
     const refused = await cluster.fetch(connectUrl, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -312,7 +338,7 @@ testWithTimeout({
     const viaWeb = await web.listVms({}, {
       headers: { authorization: `Bearer ${cluster.adminToken}` },
     });
-    assertEquals(viaWeb.vms.map((v) => v.name), ["grpc2"]);
+    assertEquals(viaWeb.vms.map((v) => v.name), ["grpc2", "rest1"]);
     const webDenied = await web.deleteVm({ name: "grpc2" }, {
       headers: { authorization: `Bearer ${issued.body!.token}` },
     }).then(() => null, (e) => ConnectError.from(e));

@@ -141,6 +141,20 @@ testWithTimeout({
       const denied = await failure(call(vms, "StopVm", { name: "vm1" }, as(tokens.viewer)));
       assertEquals(denied.code, grpc.status.PERMISSION_DENIED);
       assertEquals(denied.details, "role viewer may not do this; operator required");
+      // Audited as REST's route, naming the RPC.
+      const audited = await eventually("the refused write's audit record", async () => {
+        const res = await app.request("/api/v1/audit?resource=vm/vm1", {
+          headers: { authorization: `Bearer ${tokens.admin}` },
+        });
+        const { entries } = await res.json() as {
+          entries: { code: number; route: string; detail: string | null; principal: string }[];
+        };
+        return entries.find((e) => e.code === 403);
+      });
+      assertEquals(
+        [audited.route, audited.detail, audited.principal],
+        ["/api/v1/vms/:name/stop", "grpc novactl.v1.VmService/StopVm", "viewer-token"],
+      );
     });
 
     await t.step("unknown VM: NotFound; bad input: InvalidArgument naming the field", async () => {

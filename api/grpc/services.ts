@@ -73,6 +73,7 @@ class Rest {
       remoteAddr: ctx.values.get(CLIENT_ADDRESS),
       tlsPeer: null,
       insecure: false,
+      via: `grpc ${ctx.service.typeName}/${ctx.method.name}`,
     });
     const id = res.headers.get("x-request-id");
     if (id) ctx.responseHeader.set("x-request-id", id);
