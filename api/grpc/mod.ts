@@ -21,7 +21,9 @@
  * records, forwarding to the leader (or to a VM's host), redaction of secrets and the calls
  * into core/cluster are REST's by construction, and cannot drift from it. Only the
  * caller's `authorization` and `if-match` metadata are passed on: peer headers never are.
- * The request is audited as the REST route it runs (e.g. `POST /api/v1/vms/:name/start`).
+ * The request is audited as the REST route it runs (e.g. `POST /api/v1/vms/:name/start`),
+ * with the RPC as the record's `detail` (`ServerBindings.via`, carried to the leader on a
+ * forward).
  * Errors map from the project's error codes to gRPC codes in one place (errors.ts).
  *
  * `deno task gen:proto` regenerates gen/ (committed) with buf and protoc-gen-es from npm.
