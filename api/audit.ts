@@ -18,7 +18,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { auditBufferOf, type ClusterNode } from "../core/cluster/mod.ts";
 import type { Env } from "./context.ts";
 import { readUpTo } from "../core/store/mod.ts";
-import { remoteAddress, REQUEST_ID_HEADER, requestIdOf } from "./remote.ts";
+import { remoteAddress, REQUEST_ID_HEADER, requestIdOf, viaOf } from "./remote.ts";
 import { runForRequest } from "../core/log/mod.ts";
 import { parsedBodyOf } from "./validate.ts";
 
@@ -88,7 +88,8 @@ export function auditRequests(node: ClusterNode): MiddlewareHandler<Env> {
         path: c.req.path,
         code: c.res.status,
         ms,
-        detail: null,
+        // Requests through the gRPC API name their RPC.
+        detail: viaOf(c),
       };
       const parsed = parsedBodyOf(c.req.raw);
       const b = parsed !== undefined ? parsed : await settled(peekUnread(c), PEEK_WAIT_MS);

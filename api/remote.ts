@@ -10,6 +10,8 @@ import type { Env } from "./context.ts";
 export const FORWARDED_FOR_HEADER = "x-novactl-forwarded-for";
 /** The request's id: answered to every client; passed on when a node forwards. */
 export const REQUEST_ID_HEADER = "x-request-id";
+/** Set by a forwarding node: the API the client used, when not REST (`ServerBindings.via`). */
+export const VIA_HEADER = "x-novactl-via";
 
 const MAX_ADDRESS_CHARS = 128;
 const MAX_REQUEST_ID_CHARS = 128;
@@ -45,8 +47,24 @@ export function requestIdOf(c: Context<Env>): string {
  * as a member (signed request, api/auth.ts peerIdentity).
  */
 export function forwardingHeaders(c: Context<Env>): Record<string, string> {
-  return {
+  const headers: Record<string, string> = {
     [FORWARDED_FOR_HEADER]: remoteAddress(c),
     [REQUEST_ID_HEADER]: c.get("requestId") ?? requestIdOf(c),
   };
+  // Always set: a client's own header must not pass through as if vouched for.
+  headers[VIA_HEADER] = viaOf(c) ?? "";
+  return headers;
 }
+
+/**
+ * The API the client used when not REST: what the in-process caller (api/grpc/) bound, or
+ * what a forwarding peer vouches for; null for REST.
+ */
+export function viaOf(c: Context<Env>): string | null {
+  const bound = (c.env as { via?: string } | undefined)?.via;
+  if (bound) return bound;
+  const forwarded = c.get("peer") ? c.req.header(VIA_HEADER) : undefined;
+  return forwarded ? forwarded.slice(0, MAX_VIA_CHARS) : null;
+}
+
+const MAX_VIA_CHARS = 128;

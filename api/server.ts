@@ -44,6 +44,11 @@ export interface ServerBindings {
   tlsPeer: TlsPeer | null;
   /** A plain-HTTP listener (`--insecure-http`): peers use per-node credentials. */
   insecure: boolean;
+  /**
+   * The API a request came through when not REST, for its audit record (`grpc
+   * novactl.v1.VmService/StartVm`): set in-process by api/grpc/, never from a client's header.
+   */
+  via?: string;
 }
 
 /** Routes a request (with what the listener learned) to the application. */

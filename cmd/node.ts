@@ -38,6 +38,14 @@ function simulatedHardwareOf(
   return { cpus: opts.simulatedCpus, memoryMiB: opts.simulatedMemory };
 }
 
+function grpcPort(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 65535) {
+    throw new InvalidArgumentError(`"${value}" is not a port number (0-65535)`);
+  }
+  return n;
+}
+
 function onOff(value: string): boolean {
   if (value !== "on" && value !== "off") throw new InvalidArgumentError(`"${value}" is not on|off`);
   return value === "on";
@@ -91,6 +99,11 @@ export function nodeCommand(): Command {
       )
       .option("--label <key=value>", "node label (repeatable)", collectLabel, {})
       .option(
+        "--grpc-port <port>",
+        "also serve the gRPC API (gRPC, gRPC-Web, Connect) on this port of the --listen host (0: any free port; default: off)",
+        grpcPort,
+      )
+      .option(
         "--simulated-host",
         "SIMULATION for scale tests: report VMs placed here as running without QEMU",
       )
@@ -139,6 +152,7 @@ export function nodeCommand(): Command {
         restore: opts.restore,
         insecureHttp: opts.insecureHttp === true,
         label: opts.label,
+        grpcPort: opts.grpcPort,
         simulatedHost: opts.simulatedHost === true ? simulatedHardwareOf(opts) : undefined,
         networking: opts.networking,
         tunnelInterface: opts.tunnelInterface,

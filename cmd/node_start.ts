@@ -108,6 +108,8 @@ export interface NodeStartOptions {
   tunnelInterface?: string;
   /** `--ovn-ports`: this host's OVN central member ports (default 6641-6644). */
   ovnPorts?: CentralPorts;
+  /** `--grpc-port`: serve the gRPC API on this port of the listen host (0: any); absent: off. */
+  grpcPort?: number;
 }
 
 /** Where a node reports the address it bound (`--listen HOST:0` picks a free port). */
@@ -120,6 +122,8 @@ export interface ListenReport {
   /** `host:port` actually bound. */
   listen: string;
   pid: number;
+  /** `host:port` the gRPC API is served on (`--grpc-port`); absent when off. */
+  grpc?: string;
 }
 
 /** HOST:PORT; port 0 asks the kernel for a free port. */
@@ -472,6 +476,19 @@ async function runMember(
   const stats = simulated ? undefined : hostMetrics(host, opts.dataDir);
   const app = createApp(node, { blobs, host, leases, migrator, backups, stats });
   api.serveWith((request, env) => app.fetch(request, env));
+  // Loaded only when asked for: Connect and protobuf-es cost every CLI command ~30 ms to load.
+  const grpc = opts.grpcPort === undefined ? null : await (await import("../api/grpc/mod.ts"))
+    .GrpcServer.listen({
+      hostname,
+      port: opts.grpcPort,
+      tls: opts.insecureHttp ? null : tls,
+      app: (request, env) => app.fetch(request, env),
+    });
+  if (grpc) {
+    report.grpc = `${hostname}:${grpc.port}`;
+    await writeFileDurably(join(opts.dataDir, LISTEN_FILE), JSON.stringify(report) + "\n");
+    log.info("gRPC API listening", { listen: report.grpc });
+  }
   node.start();
   log.info("node listening", { url, listen: report.listen });
 
@@ -545,6 +562,7 @@ async function runMember(
     await stats?.stop();
     simulated?.stop();
     fencing.close();
+    await grpc?.close().catch(() => {});
     await api.shutdown().catch(() => {});
     await node.stop();
   }
