@@ -3,6 +3,7 @@
  * new cluster, joins one with a token, or restarts with the identity in the
  * data dir — and serves the REST API and peer traffic on --listen.
  */
+import { Upgrader } from "../core/upgrade/mod.ts";
 import { createApp } from "../api/mod.ts";
 import { type BackupCluster, BackupRunner, removeBackupFiles } from "../host/backup/mod.ts";
 import { BackupScheduler } from "../core/cluster/backup_scheduler.ts";
@@ -451,6 +452,8 @@ async function runMember(
   const stopClusterMetrics = exportClusterMetrics(node);
   const rebalancer = new Rebalancer(node);
   rebalancer.start();
+  const upgrader = new Upgrader(node);
+  upgrader.start();
   const backupScheduler = new BackupScheduler(node, async (b) => {
     const t = node.fsm.backups.target(b.target);
     if (t) await removeBackupFiles(t.path, b);
@@ -480,6 +483,7 @@ async function runMember(
     ha.stop();
     stopClusterMetrics();
     rebalancer.stop();
+    upgrader.stop();
     backupScheduler.stop();
     alerting.stop();
     backups.stop();

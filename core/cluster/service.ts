@@ -1,4 +1,5 @@
 /** Cluster membership operations offered to the API: join tokens, join, remove, transfer. */
+import { assertJoinerSupported } from "../upgrade/mod.ts";
 import type { ClusterNode } from "./node.ts";
 import type { Command, Inventory } from "../fsm/mod.ts";
 import {
@@ -90,6 +91,8 @@ export async function admitMember(node: ClusterNode, req: JoinRequest): Promise<
   }
   const ca = node.fsm.clusterCa();
   if (!ca) throw new UnavailableError("the cluster CA is not in this leader's state");
+  // Before the token is spent: an older release could not apply this cluster's entries.
+  assertJoinerSupported(req.name, req.inventory.version, node.fsm.clusterLevel());
   const at = Date.now();
   // The token first (through the log, so it is single-use cluster-wide): nobody without
   // one makes the leader verify or sign anything. A bad CSR then costs the token.
