@@ -4,6 +4,7 @@
  * data dir — and serves the REST API and peer traffic on --listen.
  */
 import { Upgrader } from "../core/upgrade/mod.ts";
+import { assertDataDirUsable } from "../core/upgrade/data_dir.ts";
 import { createApp } from "../api/mod.ts";
 import { type BackupCluster, BackupRunner, removeBackupFiles } from "../host/backup/mod.ts";
 import { BackupScheduler } from "../core/cluster/backup_scheduler.ts";
@@ -239,6 +240,8 @@ export async function openMember(opts: NodeStartOptions): Promise<RunningMember>
   }
   // A rewrite of the data dir (cluster recover) must finish first.
   await assertNoRewriteRunning(opts.dataDir);
+  // A data dir a newer release upgraded (core/upgrade/): refused before anything starts.
+  assertDataDirUsable(opts.dataDir);
   // The leader refuses such labels in every registration: say so now, not in a debug log later.
   const labels = labelsSchema.safeParse(opts.label);
   if (!labels.success) throw zodToValidationError(labels.error, "label.");

@@ -17,7 +17,9 @@ import { apply, fresh, refused } from "../testing/fsm.ts";
 import { TestCluster } from "../testing/test_cluster.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../testing/assert.ts";
 import { ApplyFailedError, FeatureUnavailableError, NovaError } from "../errors/mod.ts";
-import type { Command, Inventory, StateMachine } from "../fsm/mod.ts";
+import { type Command, type Inventory, StateMachine } from "../fsm/mod.ts";
+import { assertDataDirUsable, dataDirLevel } from "./data_dir.ts";
+import { DatabaseSync } from "node:sqlite";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
 /** Every command kind release 0.1.0 could apply (`git show v0.1.0:core/fsm/resources.ts`). */
@@ -297,4 +299,27 @@ testWithTimeout({
   } finally {
     await cluster.stop();
   }
+});
+
+testWithTimeout({
+  name: "a data dir's level is read without opening it for writing: none, 1, or what it reached",
+  timeoutMs: MINUTE,
+}, async () => {
+  const dir = await Deno.makeTempDir();
+  assertEquals(dataDirLevel(dir), null, "no state yet");
+  const fsm = new StateMachine(`${dir}/state.db`);
+  assertEquals(dataDirLevel(dir), 1);
+  fsm.close();
+  const old = await Deno.makeTempDir();
+  const db = new DatabaseSync(`${old}/state.db`);
+  db.exec("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+  db.close();
+  assertEquals(dataDirLevel(old), 1, "a 0.1.0 state has no cluster_level table");
+  const up = await fresh();
+  apply(up, { op: "cluster.upgrade", level: 2, at: 1 });
+  const path = up.path;
+  up.close();
+  const upDir = path.slice(0, path.lastIndexOf("/"));
+  assertEquals(dataDirLevel(upDir), 2);
+  assertDataDirUsable(upDir);
 });
