@@ -247,6 +247,27 @@ testWithTimeout({
       },
     );
 
+    await step(t, `a ${PREVIOUS.version} node may not join the level-2 cluster`, async () => {
+      const dir = `${cluster.baseDir}/old-joiner`;
+      const tokenFile = `${cluster.baseDir}/old-joiner.token`;
+      await Deno.writeTextFile(tokenFile, (await cluster.createJoinToken()) + "\n");
+      const r = await run(Deno.execPath(), [
+        ...["run", "-A", previous.mainTs, "node", "start", "--name", "n4", "--data-dir", dir],
+        ...["--listen", "127.0.0.1:0", "--networking", "off"],
+        ...["--join", nodeUrl("n2"), "--token-file", tokenFile],
+      ], { cwd: previous.dir, env: { NOVACTL_ACCEL: "tcg" }, timeoutMs: 90_000 });
+      const said = r.stdout + r.stderr;
+      assert(r.code !== 0, `joined anyway: ${said}`);
+      assert(
+        said.includes(
+          `n4 runs novactl ${PREVIOUS.version}, which supports cluster levels up to 1; this cluster runs at level 2`,
+        ),
+        said,
+      );
+      const s = (await api<Status>(`${nodeUrl("n2")}/api/v1/cluster`, { token: token() })).body;
+      assertEquals(s.members.map((m) => m.name), ["n1", "n2", "n3"]);
+    });
+
     await step(t, "a program older than the data dir's level refuses it, naming both", async () => {
       const n1 = cluster.node("n1");
       await cluster.stopNode("n1");
