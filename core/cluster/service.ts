@@ -1,5 +1,5 @@
 /** Cluster membership operations offered to the API: join tokens, join, remove, transfer. */
-import { assertJoinerSupported } from "../upgrade/mod.ts";
+import { admitting, assertJoinerSupported } from "../upgrade/mod.ts";
 import type { ClusterNode } from "./node.ts";
 import type { Command, Inventory } from "../fsm/mod.ts";
 import {
@@ -82,7 +82,12 @@ export interface JoinResponse {
  * (so it is single-use cluster-wide), then the node is added as a learner;
  * the leader promotes it to voter once it has caught up.
  */
-export async function admitMember(node: ClusterNode, req: JoinRequest): Promise<JoinResponse> {
+export function admitMember(node: ClusterNode, req: JoinRequest): Promise<JoinResponse> {
+  // Checked against the level and added with no upgrade in between (core/upgrade/).
+  return admitting(() => admit(node, req));
+}
+
+async function admit(node: ClusterNode, req: JoinRequest): Promise<JoinResponse> {
   let secret: string;
   try {
     secret = parseJoinToken(req.token).secret;

@@ -119,6 +119,41 @@ export function assertJoinerSupported(name: string, version: string | null, leve
   );
 }
 
+/** Joins being admitted in this process, and the upgrade under way (see {@link admitting}). */
+let joins = 0;
+let upgrading: Promise<void> | null = null;
+const joinsDone: (() => void)[] = [];
+
+/**
+ * Runs a join (which checks the joiner against the level, then adds it) so that it never
+ * interleaves with an upgrade (which checks every member, then raises the level): otherwise an
+ * old joiner could slip in behind a `cluster.upgrade` it cannot apply. Joins run concurrently
+ * with each other; an upgrade waits for those under way and holds back new ones.
+ */
+export async function admitting<T>(fn: () => Promise<T>): Promise<T> {
+  while (upgrading) await upgrading;
+  joins++;
+  try {
+    return await fn();
+  } finally {
+    if (--joins === 0) { for (const done of joinsDone.splice(0)) done(); }
+  }
+}
+
+/** Runs `fn` with no join under way (see {@link admitting}). */
+async function upgradingAlone<T>(fn: () => Promise<T>): Promise<T> {
+  while (upgrading) await upgrading;
+  let finished!: () => void;
+  upgrading = new Promise((r) => finished = r);
+  try {
+    while (joins > 0) await new Promise<void>((r) => joinsDone.push(r));
+    return await fn();
+  } finally {
+    upgrading = null;
+    finished();
+  }
+}
+
 /** The leader side of {@link Upgrader}: what it reads and how it proposes. */
 export interface UpgraderNode {
   fsm: Reads;
@@ -148,12 +183,21 @@ export class Upgrader {
   /** One pass: proposes the upgrade if it is due; resolves with the level proposed, or null. */
   async check(): Promise<number | null> {
     if (this.#busy || !this.node.isLeader()) return null;
+    this.#busy = true;
+    try {
+      return await upgradingAlone(() => this.#raise());
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  async #raise(): Promise<number | null> {
+    if (!this.node.isLeader()) return null;
     const level = this.node.fsm.clusterLevel();
     if (level >= MAX_KNOWN_LEVEL) return null;
     const members = memberSupport(this.node.fsm);
     const target = supportedLevel(members);
     if (target <= level) return null;
-    this.#busy = true;
     try {
       await this.node.propose({ op: "cluster.upgrade", level: target, at: Date.now() });
       log.info("cluster level raised", {
@@ -165,8 +209,6 @@ export class Upgrader {
     } catch (err) {
       log.warn("cluster upgrade not applied; will retry", { level: target, error: String(err) });
       return null;
-    } finally {
-      this.#busy = false;
     }
   }
 }

@@ -1,4 +1,5 @@
 import {
+  admitting,
   assertCommandAllowed,
   assertDataDirSupported,
   assertJoinerSupported,
@@ -322,4 +323,44 @@ testWithTimeout({
   const upDir = path.slice(0, path.lastIndexOf("/"));
   assertEquals(dataDirLevel(upDir), 2);
   assertDataDirUsable(upDir);
+});
+
+testWithTimeout({
+  name: "an upgrade waits for joins under way, and holds back new ones until it is done",
+  timeoutMs: MINUTE,
+}, async () => {
+  const order: string[] = [];
+  let releaseJoin!: () => void;
+  const joinHeld = new Promise<void>((r) => releaseJoin = r);
+  let level = 1;
+  const fsm = {
+    members: () => [{ name: "n1", url: "", role: "voter" as const }],
+    nodes: () => [{ name: "n1", inventory: { version: "0.2.0" } }] as never,
+    clusterLevel: () => level,
+  };
+  const upgrader = new Upgrader({
+    fsm,
+    isLeader: () => true,
+    propose: (c) => {
+      order.push("upgrade");
+      level = c.level;
+      return Promise.resolve(null);
+    },
+  });
+  const join1 = admitting(async () => {
+    order.push("join1 checks");
+    await joinHeld;
+    order.push("join1 added");
+  });
+  const upgraded = upgrader.check();
+  await new Promise((r) => setTimeout(r, 20));
+  const join2 = admitting(() => {
+    order.push(`join2 checks at level ${level}`);
+    return Promise.resolve();
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  assertEquals(order, ["join1 checks"], "the upgrade waits for join1; join2 waits for it");
+  releaseJoin();
+  await Promise.all([join1, upgraded, join2]);
+  assertEquals(order, ["join1 checks", "join1 added", "upgrade", "join2 checks at level 2"]);
 });
