@@ -242,6 +242,10 @@ testWithTimeout({
         );
         const consoleText = await fetchConsole(nodeUrl(host), token(), "keep");
         assertEquals(bootIds(consoleText).length, 1, "one boot");
+        console.log(
+          `guest on ${host}: QEMU pid ${qemuPid} throughout, counter ${countedBefore} before the ` +
+            `last upgrade, ${Math.max(...counters(consoleText))} after`,
+        );
         const vm = JSON.parse(await ok("vm", "show", "keep", "-o", "json"));
         assertEquals([vm.state, vm.node], ["running", host]);
       },
