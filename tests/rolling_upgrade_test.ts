@@ -187,8 +187,13 @@ testWithTimeout({
     await step(t, `three nodes on ${PREVIOUS.tag} run a guest`, async () => {
       await cluster.start(3);
       await ok(...guestImportArgs(guest, "guest"));
-      await ok("vm", "create", "keep", "--image", "guest", "--memory", "128M", "--wait");
+      // On n3, upgraded last: its host restarts in the very step that raises the level.
+      await ok(
+        ...["vm", "create", "keep", "--image", "guest", "--memory", "128M", "--node", "n3"],
+        "--wait",
+      );
       host = (JSON.parse(await ok("vm", "show", "keep", "-o", "json")) as { node: string }).node;
+      assertEquals(host, "n3");
       await eventually("the guest counts", async () => (await guestCounters()).length > 0, 180_000);
       qemuPid = (await cluster.qemuPids(host)).get("keep")!;
       assert(qemuPid > 0, `no QEMU for keep on ${host}`);
@@ -215,6 +220,9 @@ testWithTimeout({
     let countedBefore = 0;
     await step(t, "n3 upgraded: the leader raises the level to 2, node meta works", async () => {
       countedBefore = Math.max(...await guestCounters());
+      const before = (await api<Status>(`${nodeUrl("n1")}/api/v1/cluster`, { token: token() }))
+        .body;
+      assertEquals(before.level, 1, "n3 still runs 0.1.0: the level has not moved");
       await upgrade("n3");
       const s = await eventually("level 2", async () => {
         const s = (await api<Status>(`${nodeUrl("n3")}/api/v1/cluster`, { token: token() }))
