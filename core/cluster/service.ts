@@ -96,12 +96,13 @@ async function admit(node: ClusterNode, req: JoinRequest): Promise<JoinResponse>
   }
   const ca = node.fsm.clusterCa();
   if (!ca) throw new UnavailableError("the cluster CA is not in this leader's state");
-  // Before the token is spent: an older release could not apply this cluster's entries.
-  assertJoinerSupported(req.name, req.inventory.version, node.fsm.clusterLevel());
   const at = Date.now();
   // The token first (through the log, so it is single-use cluster-wide): nobody without
   // one makes the leader verify or sign anything. A bad CSR then costs the token.
   await node.propose({ op: "joinToken.consume", id: sha256Hex(secret), node: req.name, at });
+  // After the token (callers without one learn nothing): an older release could not apply
+  // this cluster's entries. The token is spent; the upgraded joiner needs a new one.
+  assertJoinerSupported(req.name, req.inventory.version, node.fsm.clusterLevel());
   const sans = nodeSans(new URL(req.url).hostname);
   const certPem = await signCsr(ca, req.csr, { name: req.name, sans });
   const peerCredential = randomToken(PEER_CREDENTIAL_PREFIX, 32);

@@ -114,7 +114,7 @@ export function assertJoinerSupported(name: string, version: string | null, leve
       version ?? "(no version reported)"
     }, which supports cluster levels up to ${supports}; this cluster runs at level ${level}: join it with novactl ${
       releaseOfLevel(level) ?? PROGRAM_VERSION
-    } or newer`,
+    } or newer (and a new join token: this one is spent)`,
     { name, version, maxLevel: supports, level },
   );
 }
