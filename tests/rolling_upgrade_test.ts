@@ -19,7 +19,7 @@ import { dirname } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { NovactlCluster } from "../bench/lib/novactl_cluster.ts";
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { api, cli, eventually, step } from "./support/api.ts";
+import { api, cli, eventually, forgetOpenApiDocument, step } from "./support/api.ts";
 import { bootIds, counters, fetchConsole, guestImportArgs, testGuest } from "../bench/lib/guest.ts";
 import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 import { VERSION } from "../core/version.ts";
@@ -132,6 +132,7 @@ testWithTimeout({
     await cluster.stopNode(name);
     cluster.setProgram(name, null);
     await cluster.restart(name);
+    forgetOpenApiDocument(nodeUrl(name)); // its answers now fit the new program's document
     await cluster.waitForVoters(3, [name]);
     await eventually(`${name} reports ${VERSION}`, async () => {
       const r = await api<{ inventory: { version: string } | null }>(
