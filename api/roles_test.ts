@@ -60,6 +60,7 @@ const ROUTES: Record<string, Role | "none" | "peer"> = {
   "POST /api/v1/nodes/:name/drain": "operator",
   "POST /api/v1/nodes/:name/evacuate": "operator",
   "PUT /api/v1/nodes/:name/bridge-mappings": "admin",
+  "PUT /api/v1/nodes/:name/meta": "operator",
   "GET /api/v1/images": "viewer",
   "GET /api/v1/images/:name": "viewer",
   "POST /api/v1/images": "operator",

@@ -20,6 +20,7 @@ export function clusterCommand(): Command {
       render(opts.output, s, () => {
         printFields({
           cluster: s.clusterId,
+          level: s.level,
           leader: s.leader,
           term: s.term,
           commit: s.commitIndex,
@@ -31,6 +32,7 @@ export function clusterCommand(): Command {
           "url",
           "role",
           "state",
+          "version",
         ]);
       });
     });

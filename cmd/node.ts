@@ -258,6 +258,31 @@ export function nodeCommand(): Command {
     },
   );
 
+  withClientOptions(
+    node.command("meta").argument("<name>").argument("[changes...]").description(
+      "set (key=value) or remove (key-) an operator's metadata on a host; none: print it " +
+        "(needs cluster level 2: every member on novactl 0.2.0 or newer)",
+    ),
+  ).action(async (name: string, changes: string[], opts: GlobalOpts) => {
+    const client = clientOf(opts);
+    const path = `/api/v1/nodes/${encodeURIComponent(name)}`;
+    const meta = { ...(await client.get<{ meta?: Record<string, string> }>(path)).meta };
+    if (!changes.length) {
+      render(opts.output, meta, () => printFields(meta));
+      return;
+    }
+    for (const change of changes) {
+      const eq = change.indexOf("=");
+      if (eq > 0) meta[change.slice(0, eq)] = change.slice(eq + 1);
+      else if (change.endsWith("-") && change.length > 1) delete meta[change.slice(0, -1)];
+      else throw new NovaError("usage", `"${change}" is neither KEY=VALUE nor KEY-`);
+    }
+    const r = await client.request<{ meta: Record<string, string> }>("PUT", `${path}/meta`, {
+      meta,
+    });
+    render(opts.output, r, () => printFields(r.meta));
+  });
+
   for (const [verb, what] of [["cordon", "accept no new VMs"], ["uncordon", "accept VMs again"]]) {
     withClientOptions(node.command(verb).argument("<name>").description(what))
       .action(async (name: string, opts: GlobalOpts) => {

@@ -3,6 +3,8 @@
  * new cluster, joins one with a token, or restarts with the identity in the
  * data dir — and serves the REST API and peer traffic on --listen.
  */
+import { Upgrader } from "../core/upgrade/mod.ts";
+import { assertDataDirUsable } from "../core/upgrade/data_dir.ts";
 import { createApp } from "../api/mod.ts";
 import { type BackupCluster, BackupRunner, removeBackupFiles } from "../host/backup/mod.ts";
 import { BackupScheduler } from "../core/cluster/backup_scheduler.ts";
@@ -297,6 +299,8 @@ export async function openMember(opts: NodeStartOptions): Promise<RunningMember>
   }
   // A rewrite of the data dir (cluster recover) must finish first.
   await assertNoRewriteRunning(opts.dataDir);
+  // A data dir a newer release upgraded (core/upgrade/): refused before anything starts.
+  assertDataDirUsable(opts.dataDir);
   // The leader refuses such labels in every registration: say so now, not in a debug log later.
   const labels = labelsSchema.safeParse(opts.label);
   if (!labels.success) throw zodToValidationError(labels.error, "label.");
@@ -523,6 +527,8 @@ async function runMember(
   const stopClusterMetrics = exportClusterMetrics(node);
   const rebalancer = new Rebalancer(node);
   rebalancer.start();
+  const upgrader = new Upgrader(node);
+  upgrader.start();
   const backupScheduler = new BackupScheduler(node, async (b) => {
     const t = node.fsm.backups.target(b.target);
     if (t) await removeBackupFiles(t.path, b);
@@ -552,6 +558,7 @@ async function runMember(
     ha.stop();
     stopClusterMetrics();
     rebalancer.stop();
+    upgrader.stop();
     backupScheduler.stop();
     alerting.stop();
     backups.stop();

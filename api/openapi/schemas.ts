@@ -168,6 +168,9 @@ export const nodeSchema = named(
     updatedAt: isoTime,
     role: z.enum(["voter", "learner"]).nullable(),
     bridgeMappings: z.record(z.string(), z.string()),
+    meta: z.record(z.string(), z.string()).describe(
+      "an operator's metadata on the host (`node meta`, cluster level 2)",
+    ),
   }),
 );
 
@@ -218,6 +221,7 @@ export const clusterStatusSchema = named(
   "ClusterStatus",
   z.object({
     clusterId: z.string(),
+    level: z.number().int().describe("the cluster level the state is at (rolling upgrades)"),
     self: z.string(),
     leader: z.string().nullable(),
     term: z.number().int(),
@@ -231,6 +235,7 @@ export const clusterStatusSchema = named(
         url: z.string(),
         role: z.enum(["voter", "learner"]),
         state: z.string(),
+        version: z.string().nullable().describe("the novactl version it last reported"),
         lastContactMs: z.number().nullable(),
         match: z.number().nullable(),
       }),
@@ -271,7 +276,11 @@ const _fits: [
   Fits<OperationRecord, typeof operationSchema>,
   Fits<ClusterStatus & { caFingerprint: string }, typeof clusterStatusSchema>,
   Fits<
-    NodeRecord & { role: "voter" | null; bridgeMappings: Record<string, string> },
+    NodeRecord & {
+      role: "voter" | null;
+      bridgeMappings: Record<string, string>;
+      meta: Record<string, string>;
+    },
     typeof nodeSchema
   >,
 ] = [true, true, true, true, true];

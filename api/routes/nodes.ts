@@ -17,6 +17,13 @@ import type { MetricsSampler } from "../../host/metrics/mod.ts";
 import { doc } from "../openapi/mod.ts";
 import { nodeListSchema, nodeSchema, operationSchema } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
+import { z } from "zod";
+import { labelsSchema } from "../../core/fsm/command_schemas.ts";
+
+/** `PUT /nodes/:name/meta`: the host's whole metadata (keys and values as labels'). */
+const nodeMetaBodySchema = z.object({
+  meta: labelsSchema.describe("key → value; replaces the host's metadata"),
+}).strict();
 
 export function nodeRoutes(
   node: ClusterNode,
@@ -39,6 +46,7 @@ export function nodeRoutes(
         state: states.get(n.name)?.state ?? n.state,
         role: states.get(n.name)?.role ?? null,
         bridgeMappings: node.fsm.bridgeMappings(n.name),
+        meta: node.fsm.nodeMeta(n.name),
       })),
     });
   });
@@ -53,6 +61,7 @@ export function nodeRoutes(
       state: m?.state ?? n.state,
       role: m?.role ?? null,
       bridgeMappings: node.fsm.bridgeMappings(name),
+      meta: node.fsm.nodeMeta(name),
     });
   });
 
@@ -81,6 +90,26 @@ export function nodeRoutes(
       );
     },
   );
+
+  // Level 2 (core/upgrade/): refused with feature_unavailable while a member runs 0.1.0.
+  const putMetaDoc = doc({
+    summary: "Replace an operator's metadata on a host (needs cluster level 2)",
+    body: nodeMetaBodySchema,
+  });
+  app.put("/:name/meta", putMetaDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const name = c.req.param("name");
+    if (!node.fsm.node(name)) throw new NotFoundError("node", name);
+    const { meta } = await parseBody(c, nodeMetaBodySchema);
+    return c.json(
+      await node.propose({
+        op: "node.meta",
+        name,
+        meta,
+        by: c.get("principal").name,
+        at: Date.now(),
+      }),
+    );
+  });
 
   const postCordonDoc = doc({ summary: "Cordon a host: no new VMs" });
   app.post("/:name/cordon", postCordonDoc, requireRole("operator"), leaderOnly(node), async (c) => {

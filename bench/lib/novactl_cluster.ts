@@ -101,6 +101,11 @@ export interface NovactlClusterOptions {
   baseDir?: string;
   /** Entry point; default: `main.ts` at the repository root. */
   mainTs?: string;
+  /**
+   * Another entry point for some nodes, by node name (e.g. an older release's `main.ts`, for
+   * rolling upgrades); it runs from its own directory. See {@link NovactlCluster.setProgram}.
+   */
+  programs?: Record<string, string>;
   /** Deno executable; default: the one running this code. */
   denoPath?: string;
   /** Arguments placed before the entry point; default `["run", "-A"]`. */
@@ -437,6 +442,16 @@ export class NovactlCluster {
     }
   }
 
+  /**
+   * The entry point `name` runs from its next (re)start on: `mainTs`, or null for the
+   * cluster's default. Upgrading a node is `stopNode`, `setProgram`, `restart`.
+   */
+  setProgram(name: string, mainTs: string | null): void {
+    const programs = this.#options.programs ??= {};
+    if (mainTs === null) delete programs[name];
+    else programs[name] = mainTs;
+  }
+
   /** Gracefully stops one node (SIGTERM, then SIGKILL after the stop timeout). */
   async stopNode(name: string): Promise<void> {
     await this.node(name).process?.stop(this.#options.stopTimeoutMs);
@@ -542,9 +557,10 @@ export class NovactlCluster {
   }
 
   async #spawn(node: NovactlNode, joinArgs: string[]): Promise<void> {
+    const mainTs = this.#options.programs?.[node.name] ?? this.#mainTs;
     const args = [
       ...this.#denoArgs,
-      this.#mainTs,
+      mainTs,
       ...[
         "node",
         "start",
@@ -569,7 +585,7 @@ export class NovactlCluster {
       command: node.namespace ? "ip" : this.#denoPath,
       args: [...inNamespace, ...args],
       logPath: node.logPath,
-      cwd: this.#cwd,
+      cwd: new URL(".", `file://${mainTs}`).pathname,
       env: this.#options.env,
     });
     await this.#learnUrl(node);

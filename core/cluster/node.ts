@@ -38,6 +38,7 @@ import { log } from "../log/mod.ts";
 import { metrics } from "../metrics/mod.ts";
 import { ReadyLoop } from "./ready_loop.ts";
 import type { NodeTls } from "../pki/mod.ts";
+import { assertCommandAllowed, assertDataDirSupported } from "../upgrade/mod.ts";
 
 export interface ClusterNodeOptions {
   dataDir: string;
@@ -92,12 +93,16 @@ export type MemberState = "ready" | "offline" | "cordoned" | "draining" | "drain
 
 export interface MemberStatus extends Member {
   state: MemberState;
+  /** The program version it last reported (null before it registered as a host). */
+  version: string | null;
   lastContactMs: number | null;
   match: number | null;
 }
 
 export interface ClusterStatus {
   clusterId: string;
+  /** The cluster level the replicated state is at (core/upgrade/). */
+  level: number;
   self: string;
   leader: string | null;
   term: number;
@@ -164,6 +169,13 @@ export class ClusterNode {
     this.log = new SqliteRaftLog(join(opts.dataDir, "raft.db"));
     this.fsm = new StateMachine(join(opts.dataDir, "state.db"));
     this.recoverStateMachine();
+    try {
+      assertDataDirSupported(this.fsm.clusterLevel(), opts.dataDir);
+    } catch (err) {
+      this.fsm.close();
+      void this.log.close().catch(() => {});
+      throw err;
+    }
     this.log.raiseCommitTo(this.fsm.appliedIndex());
     this.log.confAtApplied = () => this.fsm.confState();
     this.raft = new RaftNode({
@@ -548,6 +560,12 @@ export class ClusterNode {
 
   /** Like propose, also telling the log index the command was applied at (for read-your-writes elsewhere). */
   proposeIndexed(cmd: Command): Promise<{ value: unknown; index: number }> {
+    try {
+      // The cluster level's gate (core/upgrade/): older members cannot apply newer commands.
+      assertCommandAllowed(cmd, this.fsm);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     this.#runBeforePropose();
     return this.track(() => this.raft.propose(JSON.stringify(cmd)));
   }
@@ -864,12 +882,14 @@ export class ClusterNode {
       return {
         ...m,
         state,
+        version: nodes.get(m.name)?.inventory?.version ?? null,
         lastContactMs: last === undefined ? null : Date.now() - last,
         match: isLeader ? s.progress[m.name]?.match ?? null : null,
       };
     });
     return {
       clusterId: this.opts.identity.clusterId,
+      level: this.fsm.clusterLevel(),
       self: this.id,
       leader: s.lead || null,
       term: s.term,

@@ -1,4 +1,5 @@
 /** Cluster membership operations offered to the API: join tokens, join, remove, transfer. */
+import { admitting, assertJoinerSupported } from "../upgrade/mod.ts";
 import type { ClusterNode } from "./node.ts";
 import type { Command, Inventory } from "../fsm/mod.ts";
 import {
@@ -81,7 +82,12 @@ export interface JoinResponse {
  * (so it is single-use cluster-wide), then the node is added as a learner;
  * the leader promotes it to voter once it has caught up.
  */
-export async function admitMember(node: ClusterNode, req: JoinRequest): Promise<JoinResponse> {
+export function admitMember(node: ClusterNode, req: JoinRequest): Promise<JoinResponse> {
+  // Checked against the level and added with no upgrade in between (core/upgrade/).
+  return admitting(() => admit(node, req));
+}
+
+async function admit(node: ClusterNode, req: JoinRequest): Promise<JoinResponse> {
   let secret: string;
   try {
     secret = parseJoinToken(req.token).secret;
@@ -94,6 +100,9 @@ export async function admitMember(node: ClusterNode, req: JoinRequest): Promise<
   // The token first (through the log, so it is single-use cluster-wide): nobody without
   // one makes the leader verify or sign anything. A bad CSR then costs the token.
   await node.propose({ op: "joinToken.consume", id: sha256Hex(secret), node: req.name, at });
+  // After the token (callers without one learn nothing): an older release could not apply
+  // this cluster's entries. The token is spent; the upgraded joiner needs a new one.
+  assertJoinerSupported(req.name, req.inventory.version, node.fsm.clusterLevel());
   const sans = nodeSans(new URL(req.url).hostname);
   const certPem = await signCsr(ca, req.csr, { name: req.name, sans });
   const peerCredential = randomToken(PEER_CREDENTIAL_PREFIX, 32);

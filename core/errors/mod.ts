@@ -18,7 +18,8 @@ export type ErrorCode =
   | "internal"
   | "usage"
   | "removed"
-  | "too_large";
+  | "too_large"
+  | "feature_unavailable";
 
 export class NovaError extends Error {
   constructor(
@@ -161,6 +162,16 @@ export class PreconditionFailedError extends NovaError {
   }
 }
 
+/**
+ * The request needs a cluster level the cluster does not run at yet (core/upgrade/): some
+ * member still runs an older release. The details name the level and the members holding it.
+ */
+export class FeatureUnavailableError extends NovaError {
+  constructor(message: string, details?: unknown) {
+    super("feature_unavailable", message, details);
+  }
+}
+
 const HTTP_STATUS: Record<ErrorCode, number> = {
   validation: 400,
   usage: 400,
@@ -176,6 +187,7 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   internal: 500,
   removed: 410,
   too_large: 413,
+  feature_unavailable: 409,
 };
 
 export function httpStatusOf(code: ErrorCode): number {

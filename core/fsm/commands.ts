@@ -82,6 +82,10 @@ export type Command =
     ca?: { certPem: string; keyPem: string };
     at: number;
   }
+  /** Raises the cluster level (core/upgrade/): proposed only once every member supports it. */
+  | { op: "cluster.upgrade"; level: number; at: number }
+  /** Replaces an operator's metadata on a host (level 2, core/fsm/node_meta.ts). */
+  | { op: "node.meta"; name: string; meta: Record<string, string>; by: string; at: number }
   | { op: "joinToken.create"; id: string; expiresAt: number; at: number; by: string }
   | { op: "joinToken.consume"; id: string; node: string; at: number }
   /**

@@ -1,6 +1,7 @@
 /** Hosts of the cluster: address, labels, inventory and scheduling state. */
 import type { Command, Inventory, NodeState } from "./commands.ts";
 import { NotFoundError } from "../errors/mod.ts";
+import * as nodeMeta from "./node_meta.ts";
 import { type Applied, applied, iso, type Resource, type Row, type Store } from "./store.ts";
 
 /** A host as the scheduler and the API see it. */
@@ -55,6 +56,7 @@ export function get(s: Store, name: string): NodeRecord | null {
 /** Deletes a host's row (node.remove, and a member leaving the Raft group). */
 export function deleteRow(s: Store, name: string): void {
   s.sql("DELETE FROM nodes WHERE name = ?").run(name);
+  nodeMeta.forget(s, name);
 }
 
 function upsert(s: Store, c: Extract<Command, { op: "node.upsert" }>): Applied {

@@ -7,6 +7,8 @@
  */
 import type { Appliers, Resource, Table } from "./store.ts";
 import * as cluster from "./cluster.ts";
+import * as clusterLevel from "./cluster_level.ts";
+import * as nodeMeta from "./node_meta.ts";
 import * as members from "./members.ts";
 import * as memberCerts from "./member_certs.ts";
 import * as nodes from "./nodes.ts";
@@ -57,6 +59,8 @@ export const RESOURCES = [
   backups.resource,
   alerts.resource,
   events.resource,
+  clusterLevel.resource,
+  nodeMeta.resource,
 ] as const;
 
 type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends

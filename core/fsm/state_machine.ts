@@ -37,6 +37,8 @@ import { dirname } from "node:path";
 import { type Applied, type Changed, type Row, Store } from "./store.ts";
 import { APPLIERS, RESOURCES, SCHEMA, TABLE_NAMES, TABLES } from "./resources.ts";
 import * as cluster from "./cluster.ts";
+import * as clusterLevel from "./cluster_level.ts";
+import * as nodeMeta from "./node_meta.ts";
 import * as config from "./config.ts";
 import * as groups from "./groups.ts";
 import * as networks from "./networks.ts";
@@ -61,6 +63,7 @@ import * as eventLog from "../events/log.ts";
 import { type Before, beforeOf, confEvents, type EventDraft, eventsOf } from "../events/derive.ts";
 
 export type { Member } from "./members.ts";
+export type { LevelReached } from "./cluster_level.ts";
 export type { NodeRecord } from "./nodes.ts";
 export type { ConfigRetention, ConfigVersion } from "./config.ts";
 export { describeRetention } from "./config.ts";
@@ -164,6 +167,16 @@ export class StateMachine {
 
   clusterId(): string | null {
     return cluster.clusterId(this.#store);
+  }
+
+  /** The cluster level (core/fsm/cluster_level.ts): 1 until a `cluster.upgrade` raised it. */
+  clusterLevel(): number {
+    return clusterLevel.level(this.#store);
+  }
+
+  /** Every level the cluster reached above 1, oldest first. */
+  clusterLevels(): clusterLevel.LevelReached[] {
+    return clusterLevel.history(this.#store);
   }
 
   /**
@@ -417,6 +430,11 @@ export class StateMachine {
 
   node(name: string): nodes.NodeRecord | null {
     return nodes.get(this.#store, name);
+  }
+
+  /** An operator's metadata on a host (level 2, core/fsm/node_meta.ts). */
+  nodeMeta(name: string): Record<string, string> {
+    return nodeMeta.of(this.#store, name);
   }
 
   images(): ImageRecord[] {

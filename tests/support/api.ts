@@ -43,6 +43,11 @@ export async function api<T = Record<string, unknown>>(
 const CHECK_OPENAPI = Deno.env.get("NOVACTL_CHECK_OPENAPI") === "1";
 const checkers = new Map<string, Promise<ResponseChecker>>();
 
+/** The node at `url` now runs another program (an upgrade): fetch its document again. */
+export function forgetOpenApiDocument(url: string): void {
+  checkers.delete(new URL(url).origin);
+}
+
 async function checkAnswer(
   url: string,
   method: string,
