@@ -133,6 +133,8 @@ export interface NetBenchResult {
      * migration ({@link kernelTrouble}); empty when there was none.
      */
     guestKernelTrouble?: string[];
+    /** How many of those console reads got text (two per check: an empty one proves nothing). */
+    consolesRead?: number;
   };
   dhcp?: {
     meta: RunMeta;
@@ -427,9 +429,11 @@ async function migrationCase(): Promise<NonNullable<NetBenchResult["migration"]>
     let stalled: { migration: number; to: string; guestConsoleTail: string } | undefined;
     // Each incarnation of pb has its own console on its host: read after every migration.
     const trouble = new Set<string>();
+    let consolesRead = 0;
     const checkConsoles = async () => {
       for (const vm of ["pa", "pb"]) {
         const text = await net.consoleOf(vm, 65536).catch(() => "");
+        if (text) consolesRead++;
         for (const line of kernelTrouble(text)) trouble.add(`${vm}: ${line}`);
       }
     };
@@ -480,6 +484,7 @@ async function migrationCase(): Promise<NonNullable<NetBenchResult["migration"]>
       qemu: formatQemuVersion(await qemuBinaryVersion()),
       ...(STOP_AND_COPY ? { stopAndCopy: STOP_AND_COPY } : {}),
       guestKernelTrouble: [...trouble],
+      consolesRead,
     };
   } finally {
     await net.stop();
