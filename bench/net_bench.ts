@@ -70,7 +70,13 @@ import { DirPool } from "../host/storage/mod.ts";
 import { buildSeedIso, GuestAgent, QemuDriver } from "../host/kvm/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
 import { type NetCluster, startNetCluster } from "./lib/net_cluster.ts";
-import { migrateUnderPing, pingerUserData, pingsInPause } from "./lib/net_migration.ts";
+import {
+  kernelTrouble,
+  migrateUnderPing,
+  pingerUserData,
+  pingsInPause,
+} from "./lib/net_migration.ts";
+import { formatQemuVersion, qemuBinaryVersion } from "../host/kvm/qemu_version.ts";
 import { sleep } from "./lib/util.ts";
 
 /** What bench/results/net.json holds. */
@@ -118,6 +124,17 @@ export interface NetBenchResult {
      * gone for the ones after it), with the end of the target guest's console.
      */
     stalled?: { migration: number; to: string; guestConsoleTail: string };
+    /** The QEMU on PATH (`qemu-system-x86_64 --version`), which the nodes ran. */
+    qemu?: string;
+    /** `migration.stopAndCopy` as set for the run; absent: the cluster's default (`auto`). */
+    stopAndCopy?: string;
+    /**
+     * Kernel trouble (lockups, oopses, stalls) on either guest's console, checked after every
+     * migration ({@link kernelTrouble}); empty when there was none.
+     */
+    guestKernelTrouble?: string[];
+    /** How many of those console reads got text (two per check: an empty one proves nothing). */
+    consolesRead?: number;
   };
   dhcp?: {
     meta: RunMeta;
@@ -410,6 +427,16 @@ async function migrationCase(): Promise<NonNullable<NetBenchResult["migration"]>
     const pausedMs: number[] = [];
     const beyond: number[] = [];
     let stalled: { migration: number; to: string; guestConsoleTail: string } | undefined;
+    // Each incarnation of pb has its own console on its host: read after every migration.
+    const trouble = new Set<string>();
+    let consolesRead = 0;
+    const checkConsoles = async () => {
+      for (const vm of ["pa", "pb"]) {
+        const text = await net.consoleOf(vm, 65536).catch(() => "");
+        if (text) consolesRead++;
+        for (const line of kernelTrouble(text)) trouble.add(`${vm}: ${line}`);
+      }
+    };
     for (let i = 0; i < MIGRATIONS; i++) {
       const to = i % 2 ? "n1" : "n2";
       let r: Awaited<ReturnType<typeof migrateUnderPing>>;
@@ -438,7 +465,11 @@ async function migrationCase(): Promise<NonNullable<NetBenchResult["migration"]>
         `migration ${i + 1} → ${to}: ${r.lost} pings lost (longest outage ${r.longestGap}), ` +
           `${r.result.totalMs} ms, guest paused ${r.result.guestPausedMs} ms`,
       );
+      const before = trouble.size;
+      await checkConsoles();
+      if (trouble.size > before) console.log(`kernel trouble on a guest's console:`, [...trouble]);
     }
+    await checkConsoles();
     return {
       meta: { ...meta, date: new Date().toISOString() },
       setup: { hosts: 2, pingIntervalMs: 100, guestMemoryMiB: memoryMiB, migrations: MIGRATIONS },
@@ -450,6 +481,10 @@ async function migrationCase(): Promise<NonNullable<NetBenchResult["migration"]>
       withinGoal: lost.filter((n) => n <= GOAL_LOST).length,
       goalLost: GOAL_LOST,
       ...(stalled ? { stalled } : {}),
+      qemu: formatQemuVersion(await qemuBinaryVersion()),
+      ...(STOP_AND_COPY ? { stopAndCopy: STOP_AND_COPY } : {}),
+      guestKernelTrouble: [...trouble],
+      consolesRead,
     };
   } finally {
     await net.stop();

@@ -6,6 +6,7 @@
 import {
   type NicSpec,
   processAlive,
+  qemuBinaryVersion,
   QemuDriver,
   QmpClient,
   spawnDetached,
@@ -30,7 +31,9 @@ export async function launchBare(
   },
 ): Promise<QmpClient> {
   const guest = await testGuest();
+  // Not init(): no user to drop to (the anchor runs as the caller), but the options of this QEMU.
   const driver = new QemuDriver(dir);
+  driver.version = await qemuBinaryVersion();
   const spec = {
     name: opts.name,
     uuid: opts.uuid ?? crypto.randomUUID(),

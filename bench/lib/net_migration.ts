@@ -56,6 +56,17 @@ export function repliesAfter(
   return { answered, lost };
 }
 
+/**
+ * Lines of a guest's console where its kernel reports it went wrong (a soft lockup, an oops, an
+ * RCU stall, a hung task, a panic): after a migration, the signs of guest memory the
+ * destination got wrong, which a migration that completes and pings that come back can hide.
+ */
+export function kernelTrouble(consoleText: string): string[] {
+  const re =
+    /soft lockup|hard LOCKUP|Oops|BUG:|Call Trace|general protection|Kernel panic|rcu.*(stall|self-detected)|blocked for more than|segfault at/;
+  return consoleText.split("\n").map((l) => l.trim()).filter((l) => re.test(l));
+}
+
 /** The longest run of consecutive lost sequence numbers. */
 export function longestGap(lost: number[]): number {
   let best = 0;

@@ -29,6 +29,13 @@ export interface InetAddress {
  * `object-add` of a `tls-creds-x509` object that loads `dir` (ca-cert.pem plus
  * server-*.pem or client-*.pem, see host/kvm/tls.ts) at once. `verify-peer` is always on:
  * a server demands a client certificate signed by the CA, a client checks the server's.
+ *
+ * `sanity-check` off: it only vets our own certificate as it loads, and QEMU 10 refuses any
+ * whose critical keyUsage lacks keyEncipherment (measured: "usage does not permit key
+ * encipherment"; 7.2 loads it). A node's certificate is ECDSA P-256 with digitalSignature
+ * alone (core/pki/ca.ts), as RFC 5480 has it: keyEncipherment is RSA key transport, which an
+ * EC key cannot do. The peer's certificate is still checked in every handshake (chain to the
+ * CA, validity, hostname; `tls-authz` for the client's name).
  */
 export async function addTlsCredsX509(
   qmp: QmpExecutor,
@@ -42,6 +49,7 @@ export async function addTlsCredsX509(
     dir,
     endpoint,
     "verify-peer": true,
+    "sanity-check": false,
   });
 }
 

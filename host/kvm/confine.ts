@@ -1,7 +1,7 @@
 /**
- * How QEMU is confined on a host: it drops root for a dedicated system user (`-runas`) once
- * it has opened the VM's disks, console log and sockets, and runs under QEMU's seccomp filter
- * (`-sandbox`). `scripts/setup.sh` creates the user; a node not running as root cannot switch
+ * How QEMU is confined on a host: it drops root for a dedicated system user (`-runas`, or
+ * `-run-with user=` from QEMU 9.1, the only spelling QEMU 10 accepts) once it has opened the
+ * VM's disks, console log and sockets, and runs under QEMU's seccomp filter (`-sandbox`). `scripts/setup.sh` creates the user; a node not running as root cannot switch
  * users and runs QEMU as itself (said once in the log).
  *
  * Why `elevateprivileges=deny` is left out with `-runas`: QEMU 7.2 installs the filter before it
@@ -12,6 +12,7 @@
  * the node starts it in a session of its own instead (host/kvm/qemu.ts).
  */
 import { log } from "../../core/log/mod.ts";
+import { atLeast, type QemuVersion } from "./qemu_version.ts";
 
 /** The system user QEMU runs as (created by scripts/setup.sh). */
 export const QEMU_USER = "novactl-qemu";
@@ -71,12 +72,21 @@ export function parsePasswd(text: string, name: string): QemuUser | null {
 }
 
 /**
- * QEMU arguments that confine it: `-runas` when there is a user to drop to, and `-sandbox`.
+ * The option that makes QEMU drop to `user`: `-run-with user=` on QEMU 9.1 and newer (where
+ * `-runas` became deprecated; 10.0 removed it), `-runas` before (7.2 has no `user=` there).
+ */
+export function runAsArgs(user: QemuUser, qemu: QemuVersion): string[] {
+  return atLeast(qemu, 9, 1) ? ["-run-with", `user=${user.name}`] : ["-runas", user.name];
+}
+
+/**
+ * QEMU arguments that confine it: a user to drop to when there is one ({@link runAsArgs},
+ * spelled for release `qemu`), and `-sandbox`.
  *
  * HA VMs too: the kernel clears PR_SET_PDEATHSIG on `-runas`'s uid change (measured: such a QEMU
  * outlived a SIGKILLed watchdog), so the fencing watchdog does not rely on QEMU's own
  * PDEATHSIG but jails it in a PID namespace whose root init carries it (host/fencing/watchdog.ts).
  */
-export function confinementArgs(user: QemuUser | null): string[] {
-  return [...(user ? ["-runas", user.name] : []), "-sandbox", sandbox(user !== null)];
+export function confinementArgs(user: QemuUser | null, qemu: QemuVersion): string[] {
+  return [...(user ? runAsArgs(user, qemu) : []), "-sandbox", sandbox(user !== null)];
 }

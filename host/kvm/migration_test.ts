@@ -103,10 +103,16 @@ async function destination(dir: string, pki: Pki, host = "127.0.0.1", display?: 
   await qemuImg("create", "-q", "-f", "qcow2", `${dir}/dest.qcow2`, "16M");
   const driver = await new QemuDriver(`${dir}/d`).init();
   const qemu = await launch(driver, "v", `${dir}/dest.qcow2`, true, display);
-  const tls = await setUpIncomingTls(qemu, pki.n2, ["n1"]);
-  const nbdPort = await exportDisksForMirror(qemu, host, ["root"], tls);
-  const migrationPort = await listenForMigration(qemu, host, tls);
-  return { qemu, nbdPort, migrationPort };
+  try {
+    const tls = await setUpIncomingTls(qemu, pki.n2, ["n1"]);
+    const nbdPort = await exportDisksForMirror(qemu, host, ["root"], tls);
+    const migrationPort = await listenForMigration(qemu, host, tls);
+    return { qemu, nbdPort, migrationPort };
+  } catch (err) {
+    // A QEMU left behind keeps the test runner's lock file open (it inherits the descriptor).
+    await qemu.kill();
+    throw err;
+  }
 }
 
 /** A running source QEMU whose disk starts with 1 MiB of 0xab. */

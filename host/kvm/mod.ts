@@ -11,4 +11,5 @@ export * from "./seed.ts";
 export { QmpClient, type QmpEvent } from "./qmp.ts";
 export { GuestAgent } from "./qga.ts";
 export { buildQemuCredsDir, type NodeTlsPaths, nodeTlsPaths } from "./tls.ts";
-export { confinementArgs, QEMU_USER, qemuUser } from "./confine.ts";
+export { confinementArgs, QEMU_USER, qemuUser, runAsArgs } from "./confine.ts";
+export * from "./qemu_version.ts";

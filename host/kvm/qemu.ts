@@ -20,6 +20,7 @@ import { cont, queryStatus, quit, systemPowerdown } from "./commands.ts";
 import { confinementArgs, type QemuUser, qemuUser } from "./confine.ts";
 import { QmpClient } from "./qmp.ts";
 import { GuestAgent } from "./qga.ts";
+import { qemuBinaryVersion, type QemuVersion } from "./qemu_version.ts";
 
 export interface DiskSpec {
   /** Stable id: QEMU node name and device id. */
@@ -175,12 +176,16 @@ export class QemuDriver {
   fencedSpawner: FencedSpawner | null = null;
   /** The user QEMU drops to (`-runas`); null: it keeps the node's. Set by {@link init}. */
   user: QemuUser | null = null;
+  /** The release of {@link binary}, which some options depend on. Set by {@link init}. */
+  version: QemuVersion | null = null;
 
+  /** `binary`: found on PATH unless a path, so another QEMU can be put first on PATH. */
   constructor(readonly vmRoot: string, readonly binary = "qemu-system-x86_64") {}
 
   async init(): Promise<this> {
     await Deno.mkdir(this.vmRoot, { recursive: true, mode: 0o700 });
     this.user = await qemuUser();
+    this.version = await qemuBinaryVersion(this.binary);
     return this;
   }
 
@@ -219,6 +224,7 @@ export class QemuDriver {
   }
 
   args(spec: LaunchSpec, p: VmPaths): string[] {
+    if (!this.version) throw new NovaError("internal", "QemuDriver.init() was not called");
     const a = [
       "-name",
       `guest=${spec.name},debug-threads=on`,
@@ -239,7 +245,7 @@ export class QemuDriver {
       "-display",
       "none",
       "-S",
-      ...confinementArgs(this.user),
+      ...confinementArgs(this.user, this.version),
       // An HA QEMU's pid in its PID namespace is not the host's: its jail writes the pidfile.
       ...(spec.fenced ? [] : ["-pidfile", p.pidfile]),
       "-msg",

@@ -40,6 +40,7 @@ testWithTimeout({
     generation: 0,
   };
   driver.user = { name: "novactl-qemu", uid: 999, gid: 999 };
+  driver.version = { major: 7, minor: 2, micro: 22 };
   const args = driver.args(spec, driver.paths("web1"));
   for (const a of ["-S", "-nodefaults", "-no-user-config"]) {
     assert(args.includes(a), `${a} in ${args.join(" ")}`);
@@ -53,6 +54,13 @@ testWithTimeout({
   const ha = driver.args({ ...spec, fenced: true }, driver.paths("web1")).join(" ");
   assert(ha.includes("-runas novactl-qemu"), ha);
   assert(!ha.includes("-pidfile"), ha);
+  // QEMU 10 has no -runas: the same user through -run-with, the filter unchanged.
+  driver.version = { major: 10, minor: 0, micro: 2 };
+  const q10 = driver.args(spec, driver.paths("web1")).join(" ");
+  assert(q10.includes("-run-with user=novactl-qemu"), q10);
+  assert(!q10.includes("-runas"), q10);
+  assert(q10.includes("-sandbox on,obsolete=deny,elevateprivileges=allow,spawn=deny,"), q10);
+  driver.version = { major: 7, minor: 2, micro: 22 };
   assert(joined.includes("-netdev user,id=net0,restrict=on"), joined);
   // A NIC on a network: its tap, without the vnet header OVS's userspace datapath mishandles.
   const tapped = driver.args(
@@ -302,6 +310,7 @@ testWithTimeout({
     nics: [],
     generation: 0,
   };
+  driver.version = { major: 7, minor: 2, micro: 22 };
   const dir = "/var/lib/novactl/vms/web1";
   const interactive = driver.args({ ...spec, consoles: true }, driver.paths("web1")).join(" ");
   assert(

@@ -62,7 +62,8 @@ export async function makeNodeCert(
     join(dir, "tls", "ext.cnf"),
     [
       "basicConstraints=critical,CA:FALSE",
-      "keyUsage=critical,digitalSignature,keyEncipherment",
+      // As core/pki/ca.ts issues node certificates (an EC key has no keyEncipherment).
+      "keyUsage=critical,digitalSignature",
       "extendedKeyUsage=serverAuth,clientAuth",
       `subjectAltName=${[...ips.map((ip) => `IP:${ip}`), "DNS:localhost"].join(",")}`,
     ].join("\n") + "\n",
