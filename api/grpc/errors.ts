@@ -17,6 +17,8 @@ const CODES: Record<ErrorCode, Code> = {
   // Refined by connectCodeOf: a name already taken is AlreadyExists.
   conflict: Code.FailedPrecondition,
   precondition_failed: Code.FailedPrecondition,
+  // A command the cluster level does not allow yet (core/upgrade/): not until every member is upgraded.
+  feature_unavailable: Code.FailedPrecondition,
   no_quorum: Code.Unavailable,
   not_leader: Code.Unavailable,
   unavailable: Code.Unavailable,
