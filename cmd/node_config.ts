@@ -44,6 +44,8 @@ export const nodeConfigSchema = z.object({
   "label": z.record(z.string(), z.string({ invalid_type_error: "expected a string" }), {
     invalid_type_error: "expected a mapping of label keys to values",
   }),
+  "grpc-port": z.number({ invalid_type_error: "expected a port number" }).int("expected an integer")
+    .min(0, "expected a port number (0-65535)").max(65535, "expected a port number (0-65535)"),
   "simulated-host": flag,
   "simulated-cpus": count,
   "simulated-memory": count,
