@@ -27,7 +27,11 @@ import { PRETEND_RELEASE_ENV } from "../core/upgrade/mod.ts";
 import { clusterCaFile } from "../bench/lib/tls.ts";
 
 /** The previous release, as tagged in this repository. */
-const PREVIOUS = { tag: "v0.1.0", version: "0.1.0" };
+const PREVIOUS = {
+  tag: "v0.1.0",
+  commit: "5eefceff870f8fadb23175aa69403474e6da375b",
+  version: "0.1.0",
+};
 
 async function run(
   cmd: string,
@@ -63,17 +67,19 @@ async function checkOutPrevious(): Promise<{ dir: string; mainTs: string }> {
     throw new Error(`${here} is not in a git checkout: the test needs the tag ${PREVIOUS.tag}`);
   }
   const root = top.stdout.trim();
-  const tag = await run("git", [
-    "-C",
-    root,
-    "rev-parse",
-    "--verify",
-    "--quiet",
-    `${PREVIOUS.tag}^{commit}`,
-  ]);
-  if (tag.code !== 0) {
+  const has = async (rev: string) =>
+    (await run("git", ["-C", root, "rev-parse", "--verify", "--quiet", `${rev}^{commit}`]))
+      .code === 0;
+  // A clone made without tags still has the release's commit.
+  const release = (await has(PREVIOUS.tag))
+    ? PREVIOUS.tag
+    : (await has(PREVIOUS.commit))
+    ? PREVIOUS.commit
+    : null;
+  if (release === null) {
     throw new Error(
-      `the previous release's tag ${PREVIOUS.tag} is missing from ${root}: git fetch --tags`,
+      `the previous release (tag ${PREVIOUS.tag}, commit ${PREVIOUS.commit}) is missing from ` +
+        `${root}: git fetch --tags`,
     );
   }
   const dir = await Deno.makeTempDir({ prefix: `novactl-${PREVIOUS.tag}-` });
@@ -82,7 +88,7 @@ async function checkOutPrevious(): Promise<{ dir: string; mainTs: string }> {
     'set -o pipefail; git -C "$1" archive --format=tar "$2" | tar -x -C "$3"',
     "-",
     root,
-    PREVIOUS.tag,
+    release,
     dir,
   ]);
   if (x.code !== 0) throw new Error(`git archive ${PREVIOUS.tag} failed: ${x.stderr}`);
