@@ -344,6 +344,7 @@ testWithTimeout({
     generation: 0,
     consoles: true,
   };
+  driver.version = { major: 7, minor: 2, micro: 22 };
   const p = driver.paths("web1");
   const vga = driver.args({ ...spec, display: "vga" }, p).join(" ");
   assert(vga.includes(`-device VGA,id=video0,vgamem_mb=${VGA_MEM_MB},bus=pcie.0,addr=0x1e`), vga);
