@@ -132,7 +132,15 @@ testWithTimeout({
     );
     const ca = { NOVACTL_CA: join(survivor.dataDir, "ca.crt") };
     const call = caller(() => survivor.url, () => token);
-    const before = (await call<{ vms: Vm[] }>("GET", "/api/v1/vms?limit=1000")).vms;
+    // The survivor answers lists from its own replica (README, "reads"): take its view once it
+    // has caught up with the leader's, or a record still on its way counts as lost.
+    const shape = (vms: Vm[]) => JSON.stringify(vms.map((v) => [v.name, v.node, v.state]));
+    const onLeader = (await leaderCall<{ vms: Vm[] }>("GET", "/api/v1/vms?limit=1000")).vms;
+    let before: Vm[] = [];
+    await eventually("the survivor's replica has every VM as the leader has it", async () => {
+      before = (await call<{ vms: Vm[] }>("GET", "/api/v1/vms?limit=1000")).vms;
+      return shape(before) === shape(onLeader);
+    });
 
     // A copy of n2's data dir as the crash left it: a lost host that comes back later.
     const n2Copy = join(cluster.baseDir, "n2-as-it-died");
@@ -351,7 +359,8 @@ testWithTimeout({
     await step(t, "cluster backup through a follower streams the leader's snapshot", async () => {
       const leader = await cluster.leaderName();
       const follower = cluster.nodes.find((n) => n.name !== leader)!;
-      const call = caller(() => follower.url, () => token);
+      // The expected state from the leader: a follower's lists may lag a moment (README, "reads").
+      const call = caller(() => cluster.leaderUrl(), () => token);
       for (const path of LISTINGS) listings.set(path, await call("GET", path));
       const t0 = performance.now();
       const r = await cli([
