@@ -726,7 +726,7 @@ function backupClusterOf(node: ClusterNode, host: HostCluster): BackupCluster {
     nodeName: node.id,
     backups: node.fsm.backups,
     vm: (name) => node.fsm.vm(name),
-    operations: () => node.fsm.operations(),
+    operations: () => node.fsm.runningOperations(),
     operation: (id) => node.fsm.operation(id),
     onOperationChange: (listener) =>
       node.fsm.onChange((c) => {

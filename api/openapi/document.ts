@@ -157,15 +157,16 @@ export function openApiDocument(app: AnyHono): Record<string, unknown> {
       const media = d?.responseType ?? "application/json";
       const declared = d?.responses?.[status] ?? d?.response;
       const schema = declared && !d?.responseType ? ref(declared, "output") : {};
+      const headers: Record<string, unknown> = {};
+      if (r.etag && !mutating) {
+        headers.ETag = { description: "the resource's version", schema: { type: "string" } };
+      }
+      for (const [name, description] of Object.entries(d?.headers?.[status] ?? {})) {
+        headers[name] = { description, schema: { type: "string" } };
+      }
       success[String(status)] = {
         description: d?.summary ?? "success",
-        ...(r.etag && !mutating
-          ? {
-            headers: {
-              ETag: { description: "the resource's version", schema: { type: "string" } },
-            },
-          }
-          : {}),
+        ...(Object.keys(headers).length ? { headers } : {}),
         content: { [media]: { schema } },
       };
     }

@@ -35,6 +35,8 @@ export interface RouteDoc {
   responseType?: string;
   /** Success statuses; the first is the usual one. Default 200. */
   status?: number | number[];
+  /** Headers of a success answer, by status: name → what it says. */
+  headers?: Record<number, Record<string, string>>;
 }
 
 const DOCS = new WeakMap<object, RouteDoc>();

@@ -197,7 +197,20 @@ export const operationSchema = named(
   "Operation",
   z.object({
     id: z.string(),
-    kind: z.enum(["migrate", "drain", "evacuate", "rebalance", "backup", "restore", "verify"]),
+    kind: z.enum([
+      "migrate",
+      "drain",
+      "evacuate",
+      "rebalance",
+      "backup",
+      "restore",
+      "verify",
+      "create",
+      "start",
+      "stop",
+      "restart",
+      "delete",
+    ]),
     target: z.string(),
     runner: z.string(),
     params: z.record(z.string(), z.unknown()),
@@ -211,6 +224,25 @@ export const operationSchema = named(
     updatedAt: isoTime,
   }),
 );
+
+/**
+ * A VM lifecycle call's answer (create-and-start, start, stop, restart, delete): the VM as the
+ * call left it, and at cluster level 2 the operation that follows it
+ * (`/api/v1/operations/ID`, also in the `Location` header of a 202).
+ */
+export const trackedVmSchema = named(
+  "TrackedVm",
+  vmSchema.extend({ operation: operationSchema.optional() }),
+);
+
+/** A delete's answer once the VM is gone, with its operation (cluster level 2). */
+export const trackedDeletedVmSchema = named(
+  "TrackedDeletedVm",
+  deletedVmSchema.extend({ operation: operationSchema.optional() }),
+);
+
+/** The header a 202 names its operation in. */
+export const operationLocation = { Location: "the operation: /api/v1/operations/ID" };
 
 export const operationListSchema = named(
   "OperationList",

@@ -13,8 +13,10 @@ import {
   resizeVm,
   restartVm,
   setVmDesired,
+  type Tracked,
   type VmWaitTarget,
   waitForVm,
+  waitForVmOperation,
 } from "../../core/cluster/mod.ts";
 import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
 import type { VmHost } from "../../host/mod.ts";
@@ -40,10 +42,12 @@ import type { Role, VmQuery, VmRecord } from "../../core/fsm/mod.ts";
 import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
 import {
   deletedSchema,
-  deletedVmSchema,
   listOf,
+  operationLocation,
   operationSchema,
   placementSchema,
+  trackedDeletedVmSchema,
+  trackedVmSchema,
   vmListSchema,
   vmSchema,
 } from "../openapi/schemas.ts";
@@ -172,8 +176,9 @@ const waitQuery = z.object({
  * create), else answer 202 with its record while it is still on its way.
  */
 const waitSeconds = z.string().regex(/^\d+$/).optional().describe(
-  "wait up to this many seconds (at most 300) for the VM to settle: 200 when it did (or failed), " +
-    "202 with its record while still on its way; absent: answer at once",
+  "wait up to this many seconds (at most 300) for the action's operation to end (the VM to " +
+    "settle): 200 when it did (or failed), 202 with its record while still on its way; " +
+    "absent: 202 at once with the operation",
 );
 const lifecycleQuery = z.object({ wait: waitSeconds });
 const createQuery = z.object({ wait: waitSeconds });
@@ -224,19 +229,32 @@ export function vmRoutes(
   };
 
   /**
-   * The answer to a lifecycle call: at once with `record`, or with `?wait=SECONDS` once the VM
-   * settles in `want` (`done` status) or at the deadline (202, still on its way).
+   * The answer to a lifecycle call. With an operation (cluster level 2; not for a create that
+   * does not start): 202 at once with the VM, its operation and `Location` naming it. With
+   * `?wait=SECONDS`: once the operation ended (or, without one, the VM settled in `want`)
+   * with `done`, else 202 at the deadline, still on its way.
    */
   const settledAnswer = async (
     c: Context<Env>,
-    record: VmRecord | { name: string; deleted: true },
+    tracked: Tracked<VmRecord | { name: string; deleted: true }>,
     want: VmWaitTarget,
     wait: string | undefined,
     done: 200 | 201 = 200,
   ) => {
-    if (wait === undefined || "deleted" in record) return c.json(shown(c, record), done);
+    const { operation: brief, ...record } = tracked;
+    const withOp = <T extends object>(body: T) =>
+      brief ? { ...body, operation: node.fsm.operation(brief.id) ?? brief } : body;
+    if (brief) c.header("Location", `/api/v1/operations/${brief.id}`);
+    if (wait === undefined) return c.json(withOp(shown(c, record)), brief ? 202 : done);
     const timeoutMs = Number(wait) * 1000;
     const signal = c.req.raw.signal;
+    if (brief) {
+      const op = await waitForVmOperation(node, brief.id, { timeoutMs, signal });
+      const vm = node.fsm.vm(record.name);
+      const body = vm ? shown(c, vm) : { name: record.name, deleted: true };
+      return c.json(withOp(body), op?.state === "running" ? 202 : done);
+    }
+    if ("deleted" in record) return c.json(shown(c, record), done);
     const { vm, settled } = await waitForVm(node, record.name, want, {
       timeoutMs,
       signal,
@@ -275,33 +293,51 @@ export function vmRoutes(
   });
 
   const createDoc = doc({
-    summary: "Create a VM (and start it unless start is false); dryRun: 200 with the placement",
+    summary:
+      "Create a VM (and start it unless start is false: 202 with its operation); dryRun: 200 with the placement",
     body: createVmSchema,
     query: createQuery,
-    responses: { 201: vmSchema, 200: placementSchema, 202: vmSchema },
+    responses: { 201: trackedVmSchema, 200: placementSchema, 202: trackedVmSchema },
     status: [201, 200, 202],
+    headers: { 202: operationLocation },
   });
   app.post("/", createDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, createVmSchema);
     const { wait } = parseQuery(c, createQuery);
     const r = await createVm(node, req, who(c));
     if (req.dryRun) return c.json(r, 200);
-    const vm = r as VmRecord;
+    const vm = r as Tracked<VmRecord>;
     return await settledAnswer(c, vm, req.start === false ? vm.state : "running", wait, 201);
   });
 
   const lifecycle = (summary: string, query?: z.AnyZodObject) =>
     doc({ summary, response: vmSchema, ...(query ? { query } : {}) });
-  const settling = (summary: string, query: z.AnyZodObject, response: z.ZodTypeAny = vmSchema) =>
-    doc({ summary, query, responses: { 200: response, 202: vmSchema }, status: [200, 202] });
-  const startDoc = settling("Start a VM (?wait=SECONDS: until it runs)", lifecycleQuery);
+  const settling = (
+    summary: string,
+    query: z.AnyZodObject,
+    response: z.ZodTypeAny = trackedVmSchema,
+  ) =>
+    doc({
+      summary,
+      query,
+      responses: { 200: response, 202: response },
+      status: [202, 200],
+      headers: { 202: operationLocation },
+    });
+  const startDoc = settling(
+    "Start a VM: 202 with its operation (?wait=SECONDS: 200 once it runs or failed)",
+    lifecycleQuery,
+  );
   app.post("/:name/start", startDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const { wait } = parseQuery(c, lifecycleQuery);
     const vm = await setVmDesired(node, c.req.param("name"), "running", who(c));
     return await settledAnswer(c, vm, "running", wait);
   });
 
-  const stopDoc = settling("Stop a VM (?wait=SECONDS: until it stopped)", stopQuery);
+  const stopDoc = settling(
+    "Stop a VM: 202 with its operation (?wait=SECONDS: 200 once it stopped or failed)",
+    stopQuery,
+  );
   app.post("/:name/stop", stopDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const q = parseQuery(c, stopQuery);
     const force = q.force === "true";
@@ -309,20 +345,20 @@ export function vmRoutes(
     return await settledAnswer(c, vm, "stopped", q.wait);
   });
 
-  app.post(
-    "/:name/restart",
-    lifecycle("Restart a VM"),
-    requireRole("operator"),
-    leaderOnly(node),
-    async (c) => {
-      return c.json(shown(c, await restartVm(node, c.req.param("name"), who(c))));
-    },
+  const restartDoc = settling(
+    "Restart a VM: 202 with its operation (?wait=SECONDS: 200 once it runs again or failed)",
+    lifecycleQuery,
   );
+  app.post("/:name/restart", restartDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const { wait } = parseQuery(c, lifecycleQuery);
+    const vm = await restartVm(node, c.req.param("name"), who(c));
+    return await settledAnswer(c, vm, "running", wait);
+  });
 
   const deleteDoc = settling(
-    "Delete a VM (once its host cleaned up; ?wait=SECONDS: until it is gone)",
+    "Delete a VM once its host cleaned up: 202 with its operation (?wait=SECONDS: 200 once gone)",
     deleteQuery,
-    z.union([vmSchema, deletedVmSchema]),
+    z.union([trackedVmSchema, trackedDeletedVmSchema]),
   );
   app.delete("/:name", deleteDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const q = parseQuery(c, deleteQuery);

@@ -134,7 +134,7 @@ export class BackupScheduler {
   }
 
   private async prune(s: BackupScheduleRecord): Promise<void> {
-    const busy = this.node.fsm.operations().some((o) =>
+    const busy = this.node.fsm.runningOperations().some((o) =>
       o.state === "running" && o.target === s.vm && (o.kind === "backup" || o.kind === "restore")
     );
     if (busy) return;

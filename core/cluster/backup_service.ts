@@ -44,7 +44,7 @@ function newId(prefix: string, hexDigits: number): string {
 
 /** A backup, restore or verify already running on `target` (a VM or a backup id). */
 function busy(node: ClusterNode, target: string): OperationRecord | undefined {
-  return node.fsm.operations().find((o) =>
+  return node.fsm.runningOperations().find((o) =>
     o.state === "running" && o.target === target &&
     (o.kind === "backup" || o.kind === "restore" || o.kind === "migrate")
   );

@@ -30,7 +30,7 @@ export async function drainNode(
 ): Promise<OperationRecord> {
   await node.linearizableRead();
   if (!node.fsm.node(name)) throw new NotFoundError("node", name);
-  const running = node.fsm.operations().find((o) =>
+  const running = node.fsm.runningOperations().find((o) =>
     o.state === "running" && o.target === name && (o.kind === "drain" || o.kind === "evacuate")
   );
   if (running) throw new ConflictError(`node ${name} is already being drained (${running.id})`);

@@ -111,7 +111,7 @@ export class HaManager {
 
   /** Operations whose runner died will never report: fail them and unmark their VMs. */
   private async failOrphanedOperations(dead: Set<string>): Promise<void> {
-    for (const op of this.node.fsm.operations()) {
+    for (const op of this.node.fsm.runningOperations()) {
       if (op.state !== "running" || !dead.has(op.runner)) continue;
       await this.node.propose({
         op: "operation.update",

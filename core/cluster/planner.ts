@@ -21,7 +21,14 @@
  */
 import { setImmediate } from "node:timers";
 import type { ClusterNode } from "./node.ts";
-import type { PlannedCreate, PlannedCreateResult, VmRecord, VmSpec } from "../fsm/mod.ts";
+import type {
+  OperationBrief,
+  PlannedCreate,
+  PlannedCreateResult,
+  TrackAs,
+  VmRecord,
+  VmSpec,
+} from "../fsm/mod.ts";
 import { ConflictError, NovaError } from "../errors/mod.ts";
 import {
   explain,
@@ -50,8 +57,9 @@ interface Pending {
   vm: VmSpec;
   req: PlacementRequest;
   by: string;
+  track?: TrackAs;
   attempts: number;
-  resolve(vm: VmRecord): void;
+  resolve(vm: VmRecord & { operation?: OperationBrief }): void;
   reject(err: Error): void;
 }
 
@@ -89,8 +97,8 @@ export class Planner {
 
   /**
    * Places `vm` (its `node` is ignored; `choice.node` pins a host) and creates it.
-   * Resolves with the created record; rejects with a ConflictError that explains
-   * every host's reason when none can take it.
+   * Resolves with the created record (with its operation when `track` asked for one);
+   * rejects with a ConflictError that explains every host's reason when none can take it.
    */
   create(
     vm: VmSpec,
@@ -101,14 +109,15 @@ export class Planner {
       pools?: readonly PoolRule[];
     },
     by: string,
-  ): Promise<VmRecord> {
+    track?: TrackAs,
+  ): Promise<VmRecord & { operation?: OperationBrief }> {
     const req = {
       ...placementRequestOfSpec(vm, choice.group, choice.pools),
       node: choice.node,
       strategy: choice.strategy,
     };
     return new Promise((resolve, reject) => {
-      this.#enqueue({ vm, req, by, attempts: 0, resolve, reject });
+      this.#enqueue({ vm, req, by, ...(track ? { track } : {}), attempts: 0, resolve, reject });
     });
   }
 
@@ -164,7 +173,11 @@ export class Planner {
       const chosen = this.#decide(index, p);
       if (!chosen) continue;
       planned.push(p);
-      creates.push({ vm: { ...p.vm, node: chosen }, by: p.by });
+      creates.push({
+        vm: { ...p.vm, node: chosen },
+        by: p.by,
+        ...(p.track ? { track: p.track } : {}),
+      });
     }
     if (!creates.length) return;
     metrics.planEntries.observe(creates.length);
@@ -199,7 +212,7 @@ export class Planner {
       const r = results[i];
       if (r?.ok) {
         metrics.placements.inc({ outcome: "created" });
-        return p.resolve(r.vm);
+        return p.resolve(r.operation ? { ...r.vm, operation: r.operation } : r.vm);
       }
       if (r?.stale) {
         this.#refusedAtApply++;

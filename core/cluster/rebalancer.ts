@@ -42,7 +42,7 @@ export async function applyRebalance(
   plan: RebalancePlan,
   by: string,
 ): Promise<OperationRecord> {
-  if (node.fsm.operations().some((o) => o.kind === "rebalance" && o.state === "running")) {
+  if (node.fsm.runningOperations().some((o) => o.kind === "rebalance" && o.state === "running")) {
     throw new ConflictError("a rebalance is already running");
   }
   const op = await createOperation(node, {

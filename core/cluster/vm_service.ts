@@ -7,7 +7,9 @@ import type { ClusterNode } from "./node.ts";
 import type {
   CloudInitSpec,
   NicRequest,
+  OperationBrief,
   RestartPolicy,
+  TrackAs,
   VmChanges,
   VmDesired,
   VmDisk,
@@ -26,6 +28,21 @@ import {
 import { validateCloudInit } from "../cloudinit/mod.ts";
 import { KeyedSerializer } from "../concurrency/mod.ts";
 import { noHostError, Planner } from "./planner.ts";
+import { TRACK_LEVEL } from "../upgrade/mod.ts";
+import { currentRequestId } from "../log/mod.ts";
+
+/** A lifecycle call's answer: the VM (or its deletion), with the operation that follows it. */
+export type Tracked<T> = T & { operation?: OperationBrief };
+
+/**
+ * Asks for the change to be followed as an operation, once every member can (cluster level
+ * 2, core/upgrade/levels.ts): below it the answer is the VM alone, as older releases gave.
+ */
+function trackOf(node: ClusterNode): TrackAs | undefined {
+  if (node.fsm.clusterLevel() < TRACK_LEVEL) return undefined;
+  const requestId = currentRequestId();
+  return requestId ? { requestId } : {};
+}
 
 export interface CreateVmRequest {
   name: string;
@@ -190,7 +207,7 @@ export async function createVm(
   node: ClusterNode,
   req: CreateVmRequest,
   by: string,
-): Promise<VmRecord> {
+): Promise<Tracked<VmRecord>> {
   if (req.fromTemplate) return await cloneVm(node, req.fromTemplate, req, "linked", by);
   if (!node.isLeader()) throw new NotLeaderError(node.leaderId());
   if (!req.image) throw ValidationError.field("image", "required (or --from-template)");
@@ -255,7 +272,7 @@ export async function createVm(
     haRestartWindowMs: req.haRestartWindowMs,
     ...(nics.length ? { nics } : {}),
   };
-  return await plannerOf(node).create(vm, placement, by);
+  return await plannerOf(node).create(vm, placement, by, req.start ? trackOf(node) : undefined);
 }
 
 /**
@@ -304,7 +321,7 @@ export function cloneVm(
   req: CreateVmRequest,
   mode: "linked" | "full",
   by: string,
-): Promise<VmRecord> {
+): Promise<Tracked<VmRecord>> {
   return serializedDecision(node, () => decideClone(node, sourceName, req, mode, by));
 }
 
@@ -314,7 +331,7 @@ async function decideClone(
   req: CreateVmRequest,
   mode: "linked" | "full",
   by: string,
-): Promise<VmRecord> {
+): Promise<Tracked<VmRecord>> {
   await node.linearizableRead();
   const src = mustGetVm(node, sourceName);
   if (node.fsm.vm(req.name)) throw new ConflictError(`VM "${req.name}" already exists`);
@@ -370,7 +387,12 @@ async function decideClone(
       : {}),
   };
   // Disks are local to the source's host: the clone goes there or nowhere.
-  return await plannerOf(node).create(vm, { node: src.node! }, by);
+  return await plannerOf(node).create(
+    vm,
+    { node: src.node! },
+    by,
+    req.start ? trackOf(node) : undefined,
+  );
 }
 
 /** VMs whose disks are linked clones of `vm`'s volumes. */
@@ -391,7 +413,7 @@ export async function setVmDesired(
   desired: VmDesired,
   by: string,
   opts: { force?: boolean; keepDisks?: boolean } = {},
-): Promise<VmRecord | { name: string; deleted: true }> {
+): Promise<Tracked<VmRecord | { name: string; deleted: true }>> {
   await node.linearizableRead();
   const vm = mustGetVm(node, name);
   if (desired === "deleted") {
@@ -416,9 +438,10 @@ export async function setVmDesired(
     desired,
     keepDisks: opts.keepDisks,
     force: opts.force,
+    track: trackOf(node),
     by,
     at: Date.now(),
-  }) as VmRecord;
+  }) as Tracked<VmRecord>;
 }
 
 async function updateVm(node: ClusterNode, name: string, changes: VmChanges, by: string) {
@@ -437,13 +460,24 @@ function mustBeStopped(vm: VmRecord, what: string): void {
 }
 
 /** `vm restart`: the host replaces the QEMU of an older generation (graceful stop, then start). */
-export async function restartVm(node: ClusterNode, name: string, by: string): Promise<VmRecord> {
+export async function restartVm(
+  node: ClusterNode,
+  name: string,
+  by: string,
+): Promise<Tracked<VmRecord>> {
   await node.linearizableRead();
   const vm = mustGetVm(node, name);
   if (vm.desired !== "running") {
     throw new ConflictError(`VM "${name}" is not running; use vm start`);
   }
-  return await updateVm(node, name, { generation: vm.generation + 1 }, by);
+  return await node.propose({
+    op: "vm.update",
+    name,
+    changes: { generation: vm.generation + 1 },
+    track: trackOf(node),
+    by,
+    at: Date.now(),
+  }) as Tracked<VmRecord>;
 }
 
 /**

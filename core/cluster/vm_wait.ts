@@ -1,6 +1,6 @@
 /** Waiting for a VM to settle: `GET /vms/NAME/wait` and the lifecycle calls' `?wait=SECONDS`. */
 import type { ClusterNode } from "./node.ts";
-import type { VmRecord, VmState } from "../fsm/mod.ts";
+import type { OperationRecord, VmRecord, VmState } from "../fsm/mod.ts";
 
 /** What a wait can ask for: a state, or the VM gone. */
 export type VmWaitTarget = VmState | "deleted";
@@ -50,6 +50,37 @@ export function waitForVm(
     });
     const timeoutMs = Math.min(opts.timeoutMs, MAX_VM_WAIT_MS);
     const timer = setTimeout(() => done(check()), timeoutMs);
+    const onAbort = () => done(check());
+    opts.signal?.addEventListener("abort", onAbort);
+  });
+}
+
+/**
+ * Resolves once the VM lifecycle operation `id` (core/fsm/vm_operations.ts) left "running",
+ * or at the deadline (or abort) with it still running; null when it is not known here.
+ * Woken by the operation's changes (they apply with its VM's), not by polling.
+ */
+export function waitForVmOperation(
+  node: ClusterNode,
+  id: string,
+  opts: { timeoutMs: number; signal?: AbortSignal },
+): Promise<OperationRecord | null> {
+  const check = () => node.fsm.operation(id);
+  const now = check();
+  if (!now || now.state !== "running") return Promise.resolve(now);
+  return new Promise((resolve) => {
+    const done = (r: OperationRecord | null) => {
+      off();
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+      resolve(r);
+    };
+    const off = node.fsm.onChange((c) => {
+      if (c !== null && !(c.resource === "operation" && c.name === id)) return;
+      const op = check();
+      if (!op || op.state !== "running") done(op);
+    });
+    const timer = setTimeout(() => done(check()), Math.min(opts.timeoutMs, MAX_VM_WAIT_MS));
     const onAbort = () => done(check());
     opts.signal?.addEventListener("abort", onAbort);
   });

@@ -150,10 +150,20 @@ export type Command =
     keepDisks?: boolean;
     /** Stop or delete without waiting for the guest to shut down. */
     force?: boolean;
+    /** Follow the change as an operation (level 2): a start, stop or delete. */
+    track?: TrackAs;
     at: number;
     by: string;
   }
-  | { op: "vm.update"; name: string; changes: VmChanges; at: number; by: string }
+  | {
+    op: "vm.update";
+    name: string;
+    changes: VmChanges;
+    /** Follow the change as an operation (level 2): a restart (a new generation) only. */
+    track?: TrackAs;
+    at: number;
+    by: string;
+  }
   | {
     op: "vm.observed";
     name: string;
@@ -247,10 +257,40 @@ export interface PlacementGroup {
 
 export type OperationState = "running" | "succeeded" | "failed" | "aborted";
 
+/** A VM's lifecycle action followed as an operation (core/fsm/vm_operations.ts). */
+export type VmLifecycleKind = "create" | "start" | "stop" | "restart" | "delete";
+
+export type OperationKind =
+  | "migrate"
+  | "drain"
+  | "evacuate"
+  | "rebalance"
+  | "backup"
+  | "restore"
+  | "verify"
+  | VmLifecycleKind;
+
+/**
+ * Asks the state machine to follow a VM's desired-state change as an operation (cluster
+ * level 2): made in the change's own entry, its id derived from the entry's index, and
+ * finished by the VM's reports (core/fsm/vm_operations.ts).
+ */
+export interface TrackAs {
+  /** The API request that asked for the change (its `x-request-id`). */
+  requestId?: string;
+}
+
+/** What a tracked change answers about the operation it made. */
+export interface OperationBrief {
+  id: string;
+  kind: OperationKind;
+  state: OperationState;
+}
+
 /** A long operation (migration, drain, ...): an id, progress and an outcome, replicated. */
 export interface OperationSpec {
   id: string;
-  kind: "migrate" | "drain" | "evacuate" | "rebalance" | "backup" | "restore" | "verify";
+  kind: OperationKind;
   /** What it acts on: a VM or a node name. */
   target: string;
   /** Node that executes it (reports progress, can abort it). */
@@ -556,11 +596,13 @@ export interface VmRecord extends VmSpec {
 export interface PlannedCreate {
   vm: VmSpec;
   by: string;
+  /** Follow the create (and start) as an operation (level 2). */
+  track?: TrackAs;
 }
 
 /** What `plan.apply` answers for each create, in order. */
 export type PlannedCreateResult =
-  | { ok: true; vm: VmRecord }
+  | { ok: true; vm: VmRecord; operation?: OperationBrief }
   | {
     ok: false;
     error: { code: ErrorCode; message: string; details?: unknown };

@@ -1,4 +1,7 @@
-/** Long operations (migrations, drains, ...): progress and outcome, replicated. */
+/**
+ * Long operations (migrations, drains, backups, and VM lifecycle actions: ./vm_operations.ts):
+ * progress and outcome, replicated.
+ */
 import { NotFoundError } from "../errors/mod.ts";
 import type { Command, OperationRecord, OperationSpec, OperationState } from "./commands.ts";
 import * as config from "./config.ts";
@@ -42,10 +45,41 @@ export function all(s: Store): OperationRecord[] {
     .map(toOperationRecord);
 }
 
-function create(s: Store, c: Extract<Command, { op: "operation.create" }>): Applied {
+/** The operations still running (bounded: at most one lifecycle operation per VM, and the rare others). */
+export function running(s: Store): OperationRecord[] {
+  return (s.sql(
+    "SELECT * FROM operations WHERE state = 'running' ORDER BY created_at DESC",
+  ).all() as Row[]).map(toOperationRecord);
+}
+
+/** Records a new running operation (without pruning: see {@link prune}). */
+export function insert(s: Store, spec: OperationSpec, at: number): void {
   s.sql(
     "INSERT INTO operations (id, spec, state, progress, result, error, created_at, updated_at) VALUES (?, ?, 'running', '{}', NULL, NULL, ?, ?)",
-  ).run(c.operation.id, JSON.stringify(c.operation), c.at, c.at);
+  ).run(spec.id, JSON.stringify(spec), at, at);
+}
+
+/** Ends a running operation (a finished one is immutable: nothing changes then). */
+export function finish(
+  s: Store,
+  id: string,
+  state: Exclude<OperationState, "running">,
+  outcome: { result?: Record<string, unknown>; error?: string },
+  at: number,
+): void {
+  s.sql(
+    "UPDATE operations SET state = ?, result = ?, error = ?, updated_at = ? WHERE id = ? AND state = 'running'",
+  ).run(
+    state,
+    outcome.result ? JSON.stringify(outcome.result) : null,
+    outcome.error ?? null,
+    at,
+    id,
+  );
+}
+
+function create(s: Store, c: Extract<Command, { op: "operation.create" }>): Applied {
+  insert(s, c.operation, c.at);
   prune(s, c.at);
   return applied(get(s, c.operation.id), { resource: "operation", name: c.operation.id });
 }
@@ -71,20 +105,41 @@ function update(s: Store, c: Extract<Command, { op: "operation.update" }>): Appl
 /**
  * Finished operations beyond operations.keepCount, or older than
  * operations.keepDays, go; with the adding command's timestamp, so every
- * replica removes the same rows.
+ * replica removes the same rows. Both walk the index of finished operations
+ * (operations_done): the age rule from its oldest end, the count rule to the
+ * first operation beyond the count (O(keepCount), so hot paths call it only
+ * now and then: see core/fsm/vm_operations.ts).
  */
-function prune(s: Store, at: number): void {
+export function prune(s: Store, at: number): void {
   const r = config.retentionOf(config.settings(s));
-  const cutoff = r.operationDays > 0 ? at - r.operationDays * DAY_MS : Number.MIN_SAFE_INTEGER;
+  if (r.operationDays > 0) {
+    s.sql("DELETE FROM operations WHERE state != 'running' AND updated_at < ?")
+      .run(at - r.operationDays * DAY_MS);
+  }
+  const edge = s.sql(
+    `SELECT updated_at, id FROM operations WHERE state != 'running'
+     ORDER BY updated_at DESC, id DESC LIMIT 1 OFFSET ?`,
+  ).get(r.operationCount) as Row | undefined;
+  if (!edge) return;
   s.sql(
-    `DELETE FROM operations WHERE state != 'running' AND (updated_at < ? OR id IN (
-       SELECT id FROM operations WHERE state != 'running'
-       ORDER BY updated_at DESC, id DESC LIMIT -1 OFFSET ?))`,
-  ).run(cutoff, r.operationCount);
+    `DELETE FROM operations WHERE state != 'running'
+     AND (updated_at < ? OR (updated_at = ? AND id <= ?))`,
+  ).run(Number(edge.updated_at), Number(edge.updated_at), String(edge.id));
 }
 
 /** Operations. */
 export const resource: Resource<"operation.create" | "operation.update"> = {
   tables: [TABLE],
+  migrate(db) {
+    // Lists (newest first), running ones, and pruning finished ones: by index, not by a
+    // scan and sort of every operation (VM starts and stops are operations too).
+    db.exec("CREATE INDEX IF NOT EXISTS operations_created ON operations(created_at)");
+    db.exec(
+      "CREATE INDEX IF NOT EXISTS operations_running ON operations(created_at) WHERE state = 'running'",
+    );
+    db.exec(
+      "CREATE INDEX IF NOT EXISTS operations_done ON operations(updated_at, id) WHERE state != 'running'",
+    );
+  },
   appliers: { "operation.create": create, "operation.update": update },
 };

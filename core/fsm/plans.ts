@@ -9,6 +9,7 @@
 import { ConflictError, NovaError } from "../errors/mod.ts";
 import type { Command, PlannedCreate, PlannedCreateResult, VmRecord } from "./commands.ts";
 import * as vms from "./vms.ts";
+import * as vmOps from "./vm_operations.ts";
 import { checkAndHold, noteChange } from "./placement_check.ts";
 import type { Applied, Changed, Resource, Store } from "./store.ts";
 
@@ -18,13 +19,27 @@ export class StalePlacementError extends ConflictError {}
 function applyPlan(s: Store, c: Extract<Command, { op: "plan.apply" }>): Applied {
   const results: PlannedCreateResult[] = [];
   const changed: Changed[] = [];
-  for (const item of c.creates) {
+  for (const [i, item] of c.creates.entries()) {
     s.db.exec("SAVEPOINT planned");
     try {
       const vm = createChecked(s, item, c.at);
+      // Followed only when it is to start: a VM created stopped is there once created.
+      const made = item.vm.desired === "running"
+        ? vmOps.begin(s, {
+          name: vm.name,
+          vm,
+          kind: "create",
+          track: item.track,
+          id: vmOps.operationIdOf(s.entryIndex, i),
+          by: item.by,
+          at: c.at,
+        })
+        : null;
       s.db.exec("RELEASE planned");
-      results.push({ ok: true, vm });
-      changed.push({ resource: "vm", name: vm.name });
+      results.push(
+        made?.operation ? { ok: true, vm, operation: made.operation } : { ok: true, vm },
+      );
+      changed.push({ resource: "vm", name: vm.name }, ...(made?.changed ?? []));
     } catch (err) {
       s.db.exec("ROLLBACK TO planned; RELEASE planned");
       // A cache may hold what the refused create wrote (its VM, as read back).

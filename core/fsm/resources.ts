@@ -27,6 +27,7 @@ import * as securityGroups from "./security_groups.ts";
 import * as routers from "./routers.ts";
 import * as bridgeMappings from "./bridge_mappings.ts";
 import * as operations from "./operations.ts";
+import * as vmOperations from "./vm_operations.ts";
 import * as audit from "./audit.ts";
 import * as plans from "./plans.ts";
 import * as backups from "./backups.ts";
@@ -54,6 +55,7 @@ export const RESOURCES = [
   vmDisks.resource,
   groups.resource,
   operations.resource,
+  vmOperations.resource,
   audit.resource,
   plans.resource,
   backups.resource,

@@ -290,6 +290,7 @@ export class StateMachine {
   private applyEntry(e: Entry): ApplyResult {
     if (e.data === "") return { ok: true, value: null };
     this.db.exec("SAVEPOINT entry");
+    this.#store.entryIndex = e.index;
     try {
       const cmd = JSON.parse(e.data);
       let out: Applied;
@@ -506,8 +507,17 @@ export class StateMachine {
     return operations.get(this.#store, id);
   }
 
+  /** The newest 1000 operations, newest first. */
   operations(): OperationRecord[] {
     return operations.all(this.#store);
+  }
+
+  /**
+   * Every running operation, newest first: what checks for one under way read, as VM
+   * starts and stops (operations too) may push an old running one out of {@link operations}.
+   */
+  runningOperations(): OperationRecord[] {
+    return operations.running(this.#store);
   }
 
   /** Audit records matching `q`, newest first. */

@@ -90,6 +90,11 @@ export class Store {
   #db: DatabaseSync;
   readonly #statements = new Map<string, StatementSync>();
   readonly #caches = new Map<CacheKey<unknown>, unknown>();
+  /**
+   * The Raft index of the entry being applied (set by the state machine before each one):
+   * what appliers derive ids from, so that every replica makes the same ones.
+   */
+  entryIndex = 0;
 
   constructor(db: DatabaseSync) {
     this.#db = db;

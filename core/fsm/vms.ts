@@ -4,13 +4,15 @@
  * of it (StateMachine.onVmChange) even when the command changed nothing.
  */
 import { ConflictError, NotFoundError } from "../errors/mod.ts";
-import type { Command, VmRecord, VmSnapshot, VmSpec, VmState } from "./commands.ts";
+import type { Command, OperationBrief, VmRecord, VmSnapshot, VmSpec, VmState } from "./commands.ts";
 import * as images from "./images.ts";
 import * as networks from "./networks.ts";
 import * as volumes from "./volumes.ts";
+import * as vmOps from "./vm_operations.ts";
 import {
   type Applied,
   applied,
+  type Changed,
   iso,
   RecordCache,
   type Resource,
@@ -135,9 +137,22 @@ function write(s: Store, name: string, sql: string, ...args: (string | number | 
   s.sql(sql).run(...args);
 }
 
-/** The outcome of a VM command: its value, and the VM it touched. */
-function touched(name: string, value: unknown): Applied {
-  return applied(value, { resource: "vm", name });
+/** The outcome of a VM command: its value, and the VM it touched (and operations it ended). */
+function touched(name: string, value: unknown, also: Changed[] = []): Applied {
+  return applied(value, { resource: "vm", name }, ...also);
+}
+
+/** A tracked change's answer: its value with the operation it made (./vm_operations.ts). */
+function tracking(
+  name: string,
+  value: object,
+  made: { operation: OperationBrief | null; changed: Changed[] },
+): Applied {
+  return touched(
+    name,
+    made.operation ? { ...value, operation: made.operation } : value,
+    made.changed,
+  );
 }
 
 /** Replaces a VM's spec (not its observed state). */
@@ -198,16 +213,31 @@ function setDesired(s: Store, c: Extract<Command, { op: "vm.desired" }>): Applie
   if (vm.template && desired === "running") {
     throw new ConflictError(`"${name}" is a template; clone it to run it`);
   }
+  const kind = desired === "running" ? "start" : desired === "stopped" ? "stop" : "delete";
+  const track = {
+    name,
+    kind,
+    track: c.track,
+    id: vmOps.operationIdOf(s.entryIndex),
+    by: c.by,
+    at: c.at,
+  } as const;
   if (desired === "deleted" && !vm.node) {
     write(s, name, "DELETE FROM vms WHERE name = ?", name);
     networks.detachAll(s, name);
     volumes.releaseVm(s, name);
-    return touched(name, { name, deleted: true });
+    const ended = vmOps.gone(s, name, c.at);
+    const made = vmOps.begin(s, { ...track, vm: null });
+    return tracking(name, { name, deleted: true }, {
+      ...made,
+      changed: [...ended, ...made.changed],
+    });
   }
   const spec: VmSpec = { ...specOf(vm), desired, force: !!c.force };
   if (desired === "deleted") spec.keepDisks = !!c.keepDisks;
   writeSpec(s, spec, c.at);
-  return touched(name, get(s, name));
+  const now = get(s, name)!;
+  return tracking(name, now, vmOps.begin(s, { ...track, vm: now }));
 }
 
 function update(s: Store, c: Extract<Command, { op: "vm.update" }>): Applied {
@@ -215,7 +245,25 @@ function update(s: Store, c: Extract<Command, { op: "vm.update" }>): Applied {
   if (!vm) throw new NotFoundError("vm", c.name);
   if (vm.desired === "deleted") throw new ConflictError(`VM "${c.name}" is being deleted`);
   writeSpec(s, { ...specOf(vm), ...c.changes }, c.at);
-  return touched(c.name, get(s, c.name));
+  const now = get(s, c.name)!;
+  // A restart is a new generation; other changes are not followed.
+  if (c.changes.generation === undefined || c.changes.generation <= vm.generation) {
+    return touched(c.name, now);
+  }
+  const id = vmOps.operationIdOf(s.entryIndex);
+  return tracking(
+    c.name,
+    now,
+    vmOps.begin(s, {
+      name: c.name,
+      vm: now,
+      kind: "restart",
+      track: c.track,
+      id,
+      by: c.by,
+      at: c.at,
+    }),
+  );
 }
 
 /** A host reports what it sees; reports from a host the VM is not placed on are ignored. */
@@ -240,7 +288,8 @@ function observe(s: Store, c: Extract<Command, { op: "vm.observed" }>): Applied 
     ...(spec ? [JSON.stringify(spec)] : []),
     c.name,
   );
-  return touched(c.name, get(s, c.name));
+  const now = get(s, c.name)!;
+  return touched(c.name, now, vmOps.observed(s, vm, now, c.at));
 }
 
 /** Re-homes a VM; a no-op unless it is still where the proposer saw it (idempotent, race-safe). */
@@ -265,7 +314,8 @@ function move(
     c.name,
   );
   volumes.followVm(s, c.name, c.to);
-  return touched(c.name, get(s, c.name));
+  const now = get(s, c.name)!;
+  return touched(c.name, now, vmOps.observed(s, vm, now, c.at));
 }
 
 function changeSnapshots(
@@ -286,7 +336,7 @@ function remove(s: Store, c: Extract<Command, { op: "vm.remove" }>): Applied {
   write(s, c.name, "DELETE FROM vms WHERE name = ?", c.name);
   networks.detachAll(s, c.name);
   volumes.releaseVm(s, c.name);
-  return touched(c.name, { name: c.name, deleted: true });
+  return touched(c.name, { name: c.name, deleted: true }, vmOps.gone(s, c.name, c.at));
 }
 
 /** Virtual machines. */

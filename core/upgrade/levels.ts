@@ -36,7 +36,8 @@ export const LEVELS: readonly Level[] = [
   {
     level: 2,
     since: "0.2.0",
-    adds: "the recorded cluster level (cluster.upgrade) and operator metadata on hosts (node.meta)",
+    adds:
+      "the recorded cluster level (cluster.upgrade), operator metadata on hosts (node.meta) and VM lifecycle operations (the track field of vm.desired, vm.update and plan.apply)",
   },
 ];
 
@@ -54,6 +55,26 @@ export const OP_LEVEL: Readonly<Partial<Record<Command["op"], number>>> = {
 /** The level a command kind needs (1 unless {@link OP_LEVEL} says otherwise). */
 export function levelOfOp(op: string): number {
   return (OP_LEVEL as Record<string, number | undefined>)[op] ?? 1;
+}
+
+/**
+ * The level at which a desired-state change may ask to be followed as an operation (its
+ * `track` field: core/fsm/vm_operations.ts). An older program ignores the field and makes no
+ * operation, so a leader leaves it out below this level, and the state machine ignores it
+ * there too: every replica then agrees.
+ */
+export const TRACK_LEVEL = 2;
+
+/** Whether `cmd` asks for its change to be followed as an operation. */
+export function isTracked(cmd: { op: string }): boolean {
+  if ((cmd as { track?: unknown }).track !== undefined) return true;
+  const creates = (cmd as { creates?: { track?: unknown }[] }).creates;
+  return cmd.op === "plan.apply" && !!creates?.some((c) => c.track !== undefined);
+}
+
+/** The level a command needs: its kind's, or higher for the fields it carries. */
+export function levelOfCommand(cmd: { op: string }): number {
+  return Math.max(levelOfOp(cmd.op), isTracked(cmd) ? TRACK_LEVEL : 1);
 }
 
 /** The release that brought `level` (its `since`), or null for a level no release here knows. */

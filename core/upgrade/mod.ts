@@ -15,7 +15,13 @@
 import type { StateMachine } from "../fsm/mod.ts";
 import { FeatureUnavailableError, NovaError } from "../errors/mod.ts";
 import { log } from "../log/mod.ts";
-import { levelOfOp, levelOfVersion, MAX_KNOWN_LEVEL, releaseOfLevel } from "./levels.ts";
+import {
+  isTracked,
+  levelOfCommand,
+  levelOfVersion,
+  MAX_KNOWN_LEVEL,
+  releaseOfLevel,
+} from "./levels.ts";
 import { PROGRAM_MAX_LEVEL, PROGRAM_VERSION } from "./program.ts";
 
 export * from "./levels.ts";
@@ -70,7 +76,7 @@ function describe(members: MemberSupport[]): string {
  * the log before every member supports its level.
  */
 export function assertCommandAllowed(cmd: { op: string }, fsm: Reads): void {
-  const needs = levelOfOp(cmd.op);
+  const needs = levelOfCommand(cmd);
   if (needs <= 1) return;
   const level = fsm.clusterLevel();
   if (level >= needs) return;
@@ -81,7 +87,9 @@ export function assertCommandAllowed(cmd: { op: string }, fsm: Reads): void {
     ? `not every member runs novactl ${release} or newer yet: ${describe(behind)}`
     : `every member supports it; the upgrade to level ${needs} is under way, retry shortly`;
   throw new FeatureUnavailableError(
-    `${cmd.op} needs cluster level ${needs}; the cluster runs at level ${level}: ${why}`,
+    `${cmd.op}${
+      isTracked(cmd) ? " followed as an operation" : ""
+    } needs cluster level ${needs}; the cluster runs at level ${level}: ${why}`,
     {
       op: cmd.op,
       needsLevel: needs,

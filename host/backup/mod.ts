@@ -67,6 +67,7 @@ export interface BackupCluster {
   readonly nodeName: string;
   readonly backups: BackupReads;
   vm(name: string): VmRecord | null;
+  /** The running operations (a scan looks for its own among them). */
   operations(): OperationRecord[];
   operation(id: string): OperationRecord | null;
   /** Calls `listener` with an operation's id when it changed (null: everything may have). */
