@@ -226,7 +226,7 @@ class NovactlApi {
             token: this.#token,
             timeoutMs: 30_000,
           });
-          if (r.status === 200 || r.status === 404) break;
+          if (r.status === 200 || r.status === 202 || r.status === 404) break;
           // A moment without a leader (seen once on a slow disk) is retried as a client would.
           if (r.status === 503 && attempt < CLEANUP_ATTEMPTS_ON_503) {
             console.log(`   DELETE ${names[i]} → 503 (attempt ${attempt}); retrying`);

@@ -134,6 +134,71 @@ async function waitFor(
   }
 }
 
+/** What a lifecycle call answers at cluster level 2: the VM and the operation that follows it. */
+interface Tracked {
+  name: string;
+  operation?: Operation;
+}
+
+/**
+ * Waits for a lifecycle call to be done: for its operation when the answer names one (a
+ * restart ends only with a new run), else (an older cluster) for the VM to reach `want`.
+ * Shows the VM's state changes on a TTY; resolves with the VM's record (or its deletion)
+ * and the finished operation, as one document. A failed or superseded operation throws.
+ */
+async function waitForAction(
+  client: ApiClient,
+  answer: Tracked,
+  want: string,
+  timeoutMs: number,
+): Promise<unknown> {
+  const { name, operation } = answer;
+  if (!operation?.id) {
+    const vm = await waitFor(client, name, want, timeoutMs);
+    return vm ?? { name, deleted: true };
+  }
+  const deadline = Date.now() + timeoutMs;
+  const tty = Deno.stderr.isTerminal();
+  let last = "";
+  const vmNow = async (): Promise<VmView | null> => {
+    try {
+      return await client.get<VmView>(vmPath(name));
+    } catch (err) {
+      if (err instanceof NovaError && err.code === "not_found") return null;
+      throw err;
+    }
+  };
+  let op = operation;
+  for (;;) {
+    if (op.state !== "running") break;
+    if (Date.now() > deadline) {
+      throw new NovaError(
+        "timeout",
+        `${op.kind} ${name} (operation ${op.id}) still running after ${timeoutMs} ms`,
+        op,
+      );
+    }
+    op = await client.get<Operation>(`/api/v1/operations/${op.id}/wait?timeoutMs=1000`);
+    if (tty) {
+      const state = (await vmNow())?.state ?? "deleted";
+      if (state !== last) console.error(`${name}: ${state}`);
+      last = state;
+    }
+  }
+  if (op.state !== "succeeded") {
+    throw new NovaError("conflict", `${op.kind} ${name} ${op.state}: ${op.error ?? ""}`, op);
+  }
+  const vm = await vmNow();
+  return { ...(vm ?? { name, deleted: true }), operation: op };
+}
+
+/** What a lifecycle call prints without -o: what was done, or asked for and its operation. */
+function actionLine(verb: string, name: string, waited: boolean, r: unknown): string {
+  if (waited) return `${verb} ${name}: done`;
+  const id = (r as Tracked | null)?.operation?.id;
+  return `${verb} ${name} requested${id ? ` (operation ${id})` : ""}`;
+}
+
 interface WaitOpts extends GlobalOpts {
   wait?: boolean;
   timeout: number;
@@ -152,12 +217,8 @@ function lifecycleAction(verb: string, path: string, want: string, query = "") {
     const client = clientOf(opts);
     const q = opts.force ? "?force=true" : query;
     let r = await client.request<unknown>("POST", vmPath(name, `/${path}${q}`));
-    if (opts.wait) r = await waitFor(client, name, want, opts.timeout * 1000);
-    render(
-      opts.output,
-      r,
-      () => console.log(`${verb} ${name}${opts.wait ? ": done" : " requested"}`),
-    );
+    if (opts.wait) r = await waitForAction(client, r as Tracked, want, opts.timeout * 1000);
+    render(opts.output, r, () => console.log(actionLine(verb, name, !!opts.wait, r)));
   };
 }
 
@@ -301,14 +362,24 @@ export function vmCommand(): Command {
       });
     }
     if (opts.wait) {
-      r = await waitFor(
+      r = await waitForAction(
         client,
-        name,
+        r as unknown as Tracked,
         opts.start ? "running" : "stopped",
         opts.timeout * 1000,
-      ) as unknown as Record<string, unknown>;
+      ) as Record<string, unknown>;
     }
-    render(opts.output, r, () => console.log(`VM ${name} created on ${r.node} (${r.state})`));
+    const op = (r.operation as Operation | undefined)?.id;
+    render(
+      opts.output,
+      r,
+      () =>
+        console.log(
+          `VM ${name} created on ${r.node} (${r.state})${
+            op && !opts.wait ? `, starting (operation ${op})` : ""
+          }`,
+        ),
+    );
   });
 
   withClientOptions(
@@ -370,15 +441,9 @@ export function vmCommand(): Command {
     const q = new URLSearchParams();
     if (opts.force) q.set("force", "true");
     if (opts.keepDisks) q.set("keepDisks", "true");
-    let r = await client.request("DELETE", vmPath(name, q.size ? `?${q}` : ""));
-    if (opts.wait) {
-      r = (await waitFor(client, name, "gone", opts.timeout * 1000)) ?? { name, deleted: true };
-    }
-    render(
-      opts.output,
-      r,
-      () => console.log(`delete ${name}${opts.wait ? ": done" : " requested"}`),
-    );
+    let r = await client.request<unknown>("DELETE", vmPath(name, q.size ? `?${q}` : ""));
+    if (opts.wait) r = await waitForAction(client, r as Tracked, "gone", opts.timeout * 1000);
+    render(opts.output, r, () => console.log(actionLine("delete", name, !!opts.wait, r)));
   });
 
   withClientOptions(

@@ -63,6 +63,9 @@ export class SimulatedHost {
     for (const vm of this.#cluster.vmsHere()) this.#schedule(vm.name);
   }
 
+  /** The generation each VM last ran at here (a newer one is a restart). */
+  readonly #generations = new Map<string, number>();
+
   #schedule(name: string): void {
     if (this.#queued.has(name)) return;
     this.#queued.add(name);
@@ -81,15 +84,25 @@ export class SimulatedHost {
     const vm = this.#cluster.vm(name);
     if (!vm || vm.node !== this.#cluster.nodeName) return;
     if (vm.desired === "deleted") {
+      this.#generations.delete(name);
       await this.#cluster.report({ op: "vm.remove", name, node: vm.node, at: Date.now() });
       return;
     }
     const want = vm.desired === "running" ? "running" : "stopped";
-    if (vm.state === want || (want === "stopped" && vm.state === "failed")) return;
+    if (want === "running" && vm.state === "running") {
+      // A restart (a newer generation): a real host replaces the QEMU, reporting it on the way.
+      const ran = this.#generations.get(name);
+      if (ran === undefined || ran >= vm.generation) {
+        this.#generations.set(name, vm.generation);
+        return;
+      }
+      await this.#observe(vm, "starting");
+    } else if (vm.state === want || (want === "stopped" && vm.state === "failed")) return;
     await this.#observe(vm, want);
   }
 
-  #observe(vm: VmRecord, state: "running" | "stopped"): Promise<unknown> {
+  #observe(vm: VmRecord, state: "starting" | "running" | "stopped"): Promise<unknown> {
+    if (state === "running") this.#generations.set(vm.name, vm.generation);
     return this.#cluster.report({
       op: "vm.observed",
       name: vm.name,

@@ -35,7 +35,7 @@ export async function importTinyKernel(cluster: NovactlCluster, name: string): P
 
 /**
  * Creates VMs `body(0)` … `body(count - 1)` through the leader's API, `clients` at a time;
- * any answer but 201 fails it.
+ * any answer but 201 (or 202, a create that starts, with its operation) fails it.
  */
 export async function createVms(
   cluster: NovactlCluster,
@@ -52,7 +52,9 @@ export async function createVms(
         token: cluster.adminToken,
         timeoutMs: 60_000,
       });
-      if (r.status !== 201) throw new Error(`create #${i}: ${r.status} ${JSON.stringify(r.body)}`);
+      if (r.status !== 201 && r.status !== 202) {
+        throw new Error(`create #${i}: ${r.status} ${JSON.stringify(r.body)}`);
+      }
     }
   }));
 }
