@@ -244,6 +244,18 @@ testWithTimeout({
       events.close();
     });
 
+    await t.step("RestartVm (level 2): the VM and the operation that follows it", async () => {
+      await c.node.propose({ op: "cluster.upgrade", level: 2, at: Date.now() });
+      const r = await call<{ vm: { name: string }; operation: { id: string; kind: string } }>(
+        vms,
+        "RestartVm",
+        { name: "vm0" },
+        as(tokens.operator),
+      );
+      assertEquals([r.vm.name, r.operation.kind], ["vm0", "restart"]);
+      assertEquals(c.node.fsm.operation(r.operation.id)?.state, "running");
+    });
+
     await t.step(
       "the Connect protocol (connect-node's transport, the generated client)",
       async () => {

@@ -247,6 +247,11 @@ export function novactlServices(app: FetchHandler): (router: ConnectRouter) => v
           (await rest.call(ctx, "POST", `/api/v1/vms/${enc(req.name)}/stop${q}`)).json,
         );
       },
+      async restartVm(req, ctx) {
+        return actionOf(
+          (await rest.call(ctx, "POST", `/api/v1/vms/${enc(req.name)}/restart`)).json,
+        );
+      },
       async deleteVm(req, ctx) {
         const q = query({
           force: req.force ? "true" : undefined,

@@ -19,7 +19,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  */
 export const file_novactl_v1_novactl: GenFile = /*@__PURE__*/
   fileDesc(
-    "Chhub3ZhY3RsL3YxL25vdmFjdGwucHJvdG8SCm5vdmFjdGwudjEi6wEKBE5vZGUSDAoEbmFtZRgBIAEoCRILCgN1cmwYAiABKAkSDQoFc3RhdGUYAyABKAkSDAoEcm9sZRgEIAEoCRIsCgZsYWJlbHMYBSADKAsyHC5ub3ZhY3RsLnYxLk5vZGUuTGFiZWxzRW50cnkSEQoJam9pbmVkX2F0GAYgASgJEhIKCnVwZGF0ZWRfYXQYByABKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhIKEExpc3ROb2Rlc1JlcXVlc3QiNAoRTGlzdE5vZGVzUmVzcG9uc2USHwoFbm9kZXMYASADKAsyEC5ub3ZhY3RsLnYxLk5vZGUiHgoOR2V0Tm9kZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSLxAgoCVm0SDAoEbmFtZRgBIAEoCRIMCgR1dWlkGAIgASgJEg0KBWltYWdlGAMgASgJEgwKBGNwdXMYBCABKAUSEgoKbWVtb3J5X21pYhgFIAEoBRIMCgRub2RlGAYgASgJEgoKAmhhGAcgASgIEioKBmxhYmVscxgIIAMoCzIaLm5vdmFjdGwudjEuVm0uTGFiZWxzRW50cnkSDwoHZGVzaXJlZBgJIAEoCRINCgVzdGF0ZRgKIAEoCRIOCgZyZWFzb24YCyABKAkSFgoOcmVzdGFydF9wb2xpY3kYDCABKAkSEAoIdGVtcGxhdGUYDSABKAgSEgoKY3JlYXRlZF9hdBgOIAEoCRISCgp1cGRhdGVkX2F0GA8gASgJEicKBnJlY29yZBgUIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJkCg5MaXN0Vm1zUmVxdWVzdBIMCgRub2RlGAEgASgJEg0KBXN0YXRlGAIgASgJEg4KBmxhYmVscxgDIAMoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJHCg9MaXN0Vm1zUmVzcG9uc2USGwoDdm1zGAEgAygLMg4ubm92YWN0bC52MS5WbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHAoMR2V0Vm1SZXF1ZXN0EgwKBG5hbWUYASABKAkilAMKD0NyZWF0ZVZtUmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBWltYWdlGAIgASgJEhUKDWZyb21fdGVtcGxhdGUYAyABKAkSEQoEY3B1cxgEIAEoBUgAiAEBEhcKCm1lbW9yeV9taWIYBSABKAVIAYgBARIVCghkaXNrX2dpYhgGIAEoBUgCiAEBEgwKBG5vZGUYByABKAkSCgoCaGEYCCABKAgSEgoFc3RhcnQYCSABKAhIA4gBARI3CgZsYWJlbHMYCiADKAsyJy5ub3ZhY3RsLnYxLkNyZWF0ZVZtUmVxdWVzdC5MYWJlbHNFbnRyeRIWCg5yZXN0YXJ0X3BvbGljeRgLIAEoCRINCgVncm91cBgMIAEoCRIQCghzdHJhdGVneRgNIAEoCRIMCgRwb29sGA4gASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBwoFX2NwdXNCDQoLX21lbW9yeV9taWJCCwoJX2Rpc2tfZ2liQggKBl9zdGFydCJYChBWbUFjdGlvblJlc3BvbnNlEhoKAnZtGAEgASgLMg4ubm92YWN0bC52MS5WbRIoCglvcGVyYXRpb24YAiABKAsyFS5ub3ZhY3RsLnYxLk9wZXJhdGlvbiIeCg5TdGFydFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJIiwKDVN0b3BWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCJCCg9EZWxldGVWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCBISCgprZWVwX2Rpc2tzGAMgASgIIoUBCgVJbWFnZRIMCgRuYW1lGAEgASgJEgwKBGtpbmQYAiABKAkSEgoKY3JlYXRlZF9hdBgDIAEoCRISCgpjcmVhdGVkX2J5GAQgASgJEg8KB3NvdXJjZXMYBSADKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCITChFMaXN0SW1hZ2VzUmVxdWVzdCI3ChJMaXN0SW1hZ2VzUmVzcG9uc2USIQoGaW1hZ2VzGAEgAygLMhEubm92YWN0bC52MS5JbWFnZSKoAgoJT3BlcmF0aW9uEgoKAmlkGAEgASgJEgwKBGtpbmQYAiABKAkSDgoGdGFyZ2V0GAMgASgJEg4KBnJ1bm5lchgEIAEoCRINCgVzdGF0ZRgFIAEoCRIKCgJieRgGIAEoCRINCgVlcnJvchgHIAEoCRIpCghwcm9ncmVzcxgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGcmVzdWx0GAkgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpjcmVhdGVkX2F0GAogASgJEhIKCnVwZGF0ZWRfYXQYCyABKAkSEgoKcmVxdWVzdF9pZBgMIAEoCRInCgZyZWNvcmQYDyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IhcKFUxpc3RPcGVyYXRpb25zUmVxdWVzdCJDChZMaXN0T3BlcmF0aW9uc1Jlc3BvbnNlEikKCm9wZXJhdGlvbnMYASADKAsyFS5ub3ZhY3RsLnYxLk9wZXJhdGlvbiIhChNHZXRPcGVyYXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJIjYKFFdhaXRPcGVyYXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0iUgoSV2F0Y2hFdmVudHNSZXF1ZXN0Eg0KBXR5cGVzGAEgAygJEhAKCHJlc291cmNlGAIgASgJEg0KBXNpbmNlGAMgASgJEgwKBHRhaWwYBCABKA0ilwEKBUV2ZW50EgoKAmlkGAEgASgJEgwKBHR5cGUYAiABKAkSDgoGYWN0aW9uGAMgASgJEgwKBGtpbmQYBCABKAkSEAoIcmVzb3VyY2UYBSABKAkSDgoGdGFyZ2V0GAYgASgJEgoKAmF0GAcgASgJEigKB2RldGFpbHMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IjoKCEV2ZW50R2FwEg0KBWFmdGVyGAEgASgJEg4KBm9sZGVzdBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJImYKE1dhdGNoRXZlbnRzUmVzcG9uc2USIgoFZXZlbnQYASABKAsyES5ub3ZhY3RsLnYxLkV2ZW50SAASIwoDZ2FwGAIgASgLMhQubm92YWN0bC52MS5FdmVudEdhcEgAQgYKBGl0ZW0ykAEKC05vZGVTZXJ2aWNlEkgKCUxpc3ROb2RlcxIcLm5vdmFjdGwudjEuTGlzdE5vZGVzUmVxdWVzdBodLm5vdmFjdGwudjEuTGlzdE5vZGVzUmVzcG9uc2USNwoHR2V0Tm9kZRIaLm5vdmFjdGwudjEuR2V0Tm9kZVJlcXVlc3QaEC5ub3ZhY3RsLnYxLk5vZGUymAMKCVZtU2VydmljZRJCCgdMaXN0Vm1zEhoubm92YWN0bC52MS5MaXN0Vm1zUmVxdWVzdBobLm5vdmFjdGwudjEuTGlzdFZtc1Jlc3BvbnNlEjEKBUdldFZtEhgubm92YWN0bC52MS5HZXRWbVJlcXVlc3QaDi5ub3ZhY3RsLnYxLlZtEkUKCENyZWF0ZVZtEhsubm92YWN0bC52MS5DcmVhdGVWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2USQwoHU3RhcnRWbRIaLm5vdmFjdGwudjEuU3RhcnRWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2USQQoGU3RvcFZtEhkubm92YWN0bC52MS5TdG9wVm1SZXF1ZXN0Ghwubm92YWN0bC52MS5WbUFjdGlvblJlc3BvbnNlEkUKCERlbGV0ZVZtEhsubm92YWN0bC52MS5EZWxldGVWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2UyWwoMSW1hZ2VTZXJ2aWNlEksKCkxpc3RJbWFnZXMSHS5ub3ZhY3RsLnYxLkxpc3RJbWFnZXNSZXF1ZXN0Gh4ubm92YWN0bC52MS5MaXN0SW1hZ2VzUmVzcG9uc2Uy/QEKEE9wZXJhdGlvblNlcnZpY2USVwoOTGlzdE9wZXJhdGlvbnMSIS5ub3ZhY3RsLnYxLkxpc3RPcGVyYXRpb25zUmVxdWVzdBoiLm5vdmFjdGwudjEuTGlzdE9wZXJhdGlvbnNSZXNwb25zZRJGCgxHZXRPcGVyYXRpb24SHy5ub3ZhY3RsLnYxLkdldE9wZXJhdGlvblJlcXVlc3QaFS5ub3ZhY3RsLnYxLk9wZXJhdGlvbhJICg1XYWl0T3BlcmF0aW9uEiAubm92YWN0bC52MS5XYWl0T3BlcmF0aW9uUmVxdWVzdBoVLm5vdmFjdGwudjEuT3BlcmF0aW9uMmAKDEV2ZW50U2VydmljZRJQCgtXYXRjaEV2ZW50cxIeLm5vdmFjdGwudjEuV2F0Y2hFdmVudHNSZXF1ZXN0Gh8ubm92YWN0bC52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAFiBnByb3RvMw",
+    "Chhub3ZhY3RsL3YxL25vdmFjdGwucHJvdG8SCm5vdmFjdGwudjEi6wEKBE5vZGUSDAoEbmFtZRgBIAEoCRILCgN1cmwYAiABKAkSDQoFc3RhdGUYAyABKAkSDAoEcm9sZRgEIAEoCRIsCgZsYWJlbHMYBSADKAsyHC5ub3ZhY3RsLnYxLk5vZGUuTGFiZWxzRW50cnkSEQoJam9pbmVkX2F0GAYgASgJEhIKCnVwZGF0ZWRfYXQYByABKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhIKEExpc3ROb2Rlc1JlcXVlc3QiNAoRTGlzdE5vZGVzUmVzcG9uc2USHwoFbm9kZXMYASADKAsyEC5ub3ZhY3RsLnYxLk5vZGUiHgoOR2V0Tm9kZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSLxAgoCVm0SDAoEbmFtZRgBIAEoCRIMCgR1dWlkGAIgASgJEg0KBWltYWdlGAMgASgJEgwKBGNwdXMYBCABKAUSEgoKbWVtb3J5X21pYhgFIAEoBRIMCgRub2RlGAYgASgJEgoKAmhhGAcgASgIEioKBmxhYmVscxgIIAMoCzIaLm5vdmFjdGwudjEuVm0uTGFiZWxzRW50cnkSDwoHZGVzaXJlZBgJIAEoCRINCgVzdGF0ZRgKIAEoCRIOCgZyZWFzb24YCyABKAkSFgoOcmVzdGFydF9wb2xpY3kYDCABKAkSEAoIdGVtcGxhdGUYDSABKAgSEgoKY3JlYXRlZF9hdBgOIAEoCRISCgp1cGRhdGVkX2F0GA8gASgJEicKBnJlY29yZBgUIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJkCg5MaXN0Vm1zUmVxdWVzdBIMCgRub2RlGAEgASgJEg0KBXN0YXRlGAIgASgJEg4KBmxhYmVscxgDIAMoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJHCg9MaXN0Vm1zUmVzcG9uc2USGwoDdm1zGAEgAygLMg4ubm92YWN0bC52MS5WbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHAoMR2V0Vm1SZXF1ZXN0EgwKBG5hbWUYASABKAkilAMKD0NyZWF0ZVZtUmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBWltYWdlGAIgASgJEhUKDWZyb21fdGVtcGxhdGUYAyABKAkSEQoEY3B1cxgEIAEoBUgAiAEBEhcKCm1lbW9yeV9taWIYBSABKAVIAYgBARIVCghkaXNrX2dpYhgGIAEoBUgCiAEBEgwKBG5vZGUYByABKAkSCgoCaGEYCCABKAgSEgoFc3RhcnQYCSABKAhIA4gBARI3CgZsYWJlbHMYCiADKAsyJy5ub3ZhY3RsLnYxLkNyZWF0ZVZtUmVxdWVzdC5MYWJlbHNFbnRyeRIWCg5yZXN0YXJ0X3BvbGljeRgLIAEoCRINCgVncm91cBgMIAEoCRIQCghzdHJhdGVneRgNIAEoCRIMCgRwb29sGA4gASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBwoFX2NwdXNCDQoLX21lbW9yeV9taWJCCwoJX2Rpc2tfZ2liQggKBl9zdGFydCJYChBWbUFjdGlvblJlc3BvbnNlEhoKAnZtGAEgASgLMg4ubm92YWN0bC52MS5WbRIoCglvcGVyYXRpb24YAiABKAsyFS5ub3ZhY3RsLnYxLk9wZXJhdGlvbiIeCg5TdGFydFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJIiwKDVN0b3BWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIgChBSZXN0YXJ0Vm1SZXF1ZXN0EgwKBG5hbWUYASABKAkiQgoPRGVsZXRlVm1SZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZm9yY2UYAiABKAgSEgoKa2VlcF9kaXNrcxgDIAEoCCKFAQoFSW1hZ2USDAoEbmFtZRgBIAEoCRIMCgRraW5kGAIgASgJEhIKCmNyZWF0ZWRfYXQYAyABKAkSEgoKY3JlYXRlZF9ieRgEIAEoCRIPCgdzb3VyY2VzGAUgAygJEicKBnJlY29yZBgPIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiEwoRTGlzdEltYWdlc1JlcXVlc3QiNwoSTGlzdEltYWdlc1Jlc3BvbnNlEiEKBmltYWdlcxgBIAMoCzIRLm5vdmFjdGwudjEuSW1hZ2UiqAIKCU9wZXJhdGlvbhIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEg4KBnRhcmdldBgDIAEoCRIOCgZydW5uZXIYBCABKAkSDQoFc3RhdGUYBSABKAkSCgoCYnkYBiABKAkSDQoFZXJyb3IYByABKAkSKQoIcHJvZ3Jlc3MYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EicKBnJlc3VsdBgJIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKY3JlYXRlZF9hdBgKIAEoCRISCgp1cGRhdGVkX2F0GAsgASgJEhIKCnJlcXVlc3RfaWQYDCABKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIXChVMaXN0T3BlcmF0aW9uc1JlcXVlc3QiQwoWTGlzdE9wZXJhdGlvbnNSZXNwb25zZRIpCgpvcGVyYXRpb25zGAEgAygLMhUubm92YWN0bC52MS5PcGVyYXRpb24iIQoTR2V0T3BlcmF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCSI2ChRXYWl0T3BlcmF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRISCgp0aW1lb3V0X21zGAIgASgNIlIKEldhdGNoRXZlbnRzUmVxdWVzdBINCgV0eXBlcxgBIAMoCRIQCghyZXNvdXJjZRgCIAEoCRINCgVzaW5jZRgDIAEoCRIMCgR0YWlsGAQgASgNIpcBCgVFdmVudBIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEg4KBmFjdGlvbhgDIAEoCRIMCgRraW5kGAQgASgJEhAKCHJlc291cmNlGAUgASgJEg4KBnRhcmdldBgGIAEoCRIKCgJhdBgHIAEoCRIoCgdkZXRhaWxzGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCI6CghFdmVudEdhcBINCgVhZnRlchgBIAEoCRIOCgZvbGRlc3QYAiABKAkSDwoHbWVzc2FnZRgDIAEoCSJmChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiIKBWV2ZW50GAEgASgLMhEubm92YWN0bC52MS5FdmVudEgAEiMKA2dhcBgCIAEoCzIULm5vdmFjdGwudjEuRXZlbnRHYXBIAEIGCgRpdGVtMpABCgtOb2RlU2VydmljZRJICglMaXN0Tm9kZXMSHC5ub3ZhY3RsLnYxLkxpc3ROb2Rlc1JlcXVlc3QaHS5ub3ZhY3RsLnYxLkxpc3ROb2Rlc1Jlc3BvbnNlEjcKB0dldE5vZGUSGi5ub3ZhY3RsLnYxLkdldE5vZGVSZXF1ZXN0GhAubm92YWN0bC52MS5Ob2RlMuEDCglWbVNlcnZpY2USQgoHTGlzdFZtcxIaLm5vdmFjdGwudjEuTGlzdFZtc1JlcXVlc3QaGy5ub3ZhY3RsLnYxLkxpc3RWbXNSZXNwb25zZRIxCgVHZXRWbRIYLm5vdmFjdGwudjEuR2V0Vm1SZXF1ZXN0Gg4ubm92YWN0bC52MS5WbRJFCghDcmVhdGVWbRIbLm5vdmFjdGwudjEuQ3JlYXRlVm1SZXF1ZXN0Ghwubm92YWN0bC52MS5WbUFjdGlvblJlc3BvbnNlEkMKB1N0YXJ0Vm0SGi5ub3ZhY3RsLnYxLlN0YXJ0Vm1SZXF1ZXN0Ghwubm92YWN0bC52MS5WbUFjdGlvblJlc3BvbnNlEkEKBlN0b3BWbRIZLm5vdmFjdGwudjEuU3RvcFZtUmVxdWVzdBocLm5vdmFjdGwudjEuVm1BY3Rpb25SZXNwb25zZRJHCglSZXN0YXJ0Vm0SHC5ub3ZhY3RsLnYxLlJlc3RhcnRWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2USRQoIRGVsZXRlVm0SGy5ub3ZhY3RsLnYxLkRlbGV0ZVZtUmVxdWVzdBocLm5vdmFjdGwudjEuVm1BY3Rpb25SZXNwb25zZTJbCgxJbWFnZVNlcnZpY2USSwoKTGlzdEltYWdlcxIdLm5vdmFjdGwudjEuTGlzdEltYWdlc1JlcXVlc3QaHi5ub3ZhY3RsLnYxLkxpc3RJbWFnZXNSZXNwb25zZTL9AQoQT3BlcmF0aW9uU2VydmljZRJXCg5MaXN0T3BlcmF0aW9ucxIhLm5vdmFjdGwudjEuTGlzdE9wZXJhdGlvbnNSZXF1ZXN0GiIubm92YWN0bC52MS5MaXN0T3BlcmF0aW9uc1Jlc3BvbnNlEkYKDEdldE9wZXJhdGlvbhIfLm5vdmFjdGwudjEuR2V0T3BlcmF0aW9uUmVxdWVzdBoVLm5vdmFjdGwudjEuT3BlcmF0aW9uEkgKDVdhaXRPcGVyYXRpb24SIC5ub3ZhY3RsLnYxLldhaXRPcGVyYXRpb25SZXF1ZXN0GhUubm92YWN0bC52MS5PcGVyYXRpb24yYAoMRXZlbnRTZXJ2aWNlElAKC1dhdGNoRXZlbnRzEh4ubm92YWN0bC52MS5XYXRjaEV2ZW50c1JlcXVlc3QaHy5ub3ZhY3RsLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwAWIGcHJvdG8z",
     [file_google_protobuf_struct],
   );
 
@@ -474,6 +474,23 @@ export const StopVmRequestSchema: GenMessage<StopVmRequest> = /*@__PURE__*/
   messageDesc(file_novactl_v1_novactl, 11);
 
 /**
+ * @generated from message novactl.v1.RestartVmRequest
+ */
+export type RestartVmRequest = Message<"novactl.v1.RestartVmRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message novactl.v1.RestartVmRequest.
+ * Use `create(RestartVmRequestSchema)` to create a new message.
+ */
+export const RestartVmRequestSchema: GenMessage<RestartVmRequest> = /*@__PURE__*/
+  messageDesc(file_novactl_v1_novactl, 12);
+
+/**
  * @generated from message novactl.v1.DeleteVmRequest
  */
 export type DeleteVmRequest = Message<"novactl.v1.DeleteVmRequest"> & {
@@ -500,7 +517,7 @@ export type DeleteVmRequest = Message<"novactl.v1.DeleteVmRequest"> & {
  * Use `create(DeleteVmRequestSchema)` to create a new message.
  */
 export const DeleteVmRequestSchema: GenMessage<DeleteVmRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 12);
+  messageDesc(file_novactl_v1_novactl, 13);
 
 /**
  * @generated from message novactl.v1.Image
@@ -544,7 +561,7 @@ export type Image = Message<"novactl.v1.Image"> & {
  * Use `create(ImageSchema)` to create a new message.
  */
 export const ImageSchema: GenMessage<Image> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 13);
+  messageDesc(file_novactl_v1_novactl, 14);
 
 /**
  * @generated from message novactl.v1.ListImagesRequest
@@ -556,7 +573,7 @@ export type ListImagesRequest = Message<"novactl.v1.ListImagesRequest"> & {};
  * Use `create(ListImagesRequestSchema)` to create a new message.
  */
 export const ListImagesRequestSchema: GenMessage<ListImagesRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 14);
+  messageDesc(file_novactl_v1_novactl, 15);
 
 /**
  * @generated from message novactl.v1.ListImagesResponse
@@ -573,7 +590,7 @@ export type ListImagesResponse = Message<"novactl.v1.ListImagesResponse"> & {
  * Use `create(ListImagesResponseSchema)` to create a new message.
  */
 export const ListImagesResponseSchema: GenMessage<ListImagesResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 15);
+  messageDesc(file_novactl_v1_novactl, 16);
 
 /**
  * @generated from message novactl.v1.Operation
@@ -585,7 +602,8 @@ export type Operation = Message<"novactl.v1.Operation"> & {
   id: string;
 
   /**
-   * migrate, drain, evacuate, rebalance, backup, restore, verify
+   * migrate, drain, evacuate, rebalance, backup, restore, verify; a VM's create, start, stop,
+   * restart, delete (cluster level 2)
    *
    * @generated from field: string kind = 2;
    */
@@ -654,7 +672,7 @@ export type Operation = Message<"novactl.v1.Operation"> & {
  * Use `create(OperationSchema)` to create a new message.
  */
 export const OperationSchema: GenMessage<Operation> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 16);
+  messageDesc(file_novactl_v1_novactl, 17);
 
 /**
  * @generated from message novactl.v1.ListOperationsRequest
@@ -666,7 +684,7 @@ export type ListOperationsRequest = Message<"novactl.v1.ListOperationsRequest"> 
  * Use `create(ListOperationsRequestSchema)` to create a new message.
  */
 export const ListOperationsRequestSchema: GenMessage<ListOperationsRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 17);
+  messageDesc(file_novactl_v1_novactl, 18);
 
 /**
  * @generated from message novactl.v1.ListOperationsResponse
@@ -683,7 +701,7 @@ export type ListOperationsResponse = Message<"novactl.v1.ListOperationsResponse"
  * Use `create(ListOperationsResponseSchema)` to create a new message.
  */
 export const ListOperationsResponseSchema: GenMessage<ListOperationsResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 18);
+  messageDesc(file_novactl_v1_novactl, 19);
 
 /**
  * @generated from message novactl.v1.GetOperationRequest
@@ -700,7 +718,7 @@ export type GetOperationRequest = Message<"novactl.v1.GetOperationRequest"> & {
  * Use `create(GetOperationRequestSchema)` to create a new message.
  */
 export const GetOperationRequestSchema: GenMessage<GetOperationRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 19);
+  messageDesc(file_novactl_v1_novactl, 20);
 
 /**
  * @generated from message novactl.v1.WaitOperationRequest
@@ -724,7 +742,7 @@ export type WaitOperationRequest = Message<"novactl.v1.WaitOperationRequest"> & 
  * Use `create(WaitOperationRequestSchema)` to create a new message.
  */
 export const WaitOperationRequestSchema: GenMessage<WaitOperationRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 20);
+  messageDesc(file_novactl_v1_novactl, 21);
 
 /**
  * @generated from message novactl.v1.WatchEventsRequest
@@ -764,7 +782,7 @@ export type WatchEventsRequest = Message<"novactl.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 21);
+  messageDesc(file_novactl_v1_novactl, 22);
 
 /**
  * @generated from message novactl.v1.Event
@@ -818,7 +836,7 @@ export type Event = Message<"novactl.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 22);
+  messageDesc(file_novactl_v1_novactl, 23);
 
 /**
  * Events the client asked for were dropped by retention before it got them: it must re-read
@@ -848,7 +866,7 @@ export type EventGap = Message<"novactl.v1.EventGap"> & {
  * Use `create(EventGapSchema)` to create a new message.
  */
 export const EventGapSchema: GenMessage<EventGap> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 23);
+  messageDesc(file_novactl_v1_novactl, 24);
 
 /**
  * @generated from message novactl.v1.WatchEventsResponse
@@ -877,7 +895,7 @@ export type WatchEventsResponse = Message<"novactl.v1.WatchEventsResponse"> & {
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 24);
+  messageDesc(file_novactl_v1_novactl, 25);
 
 /**
  * Hosts of the cluster (REST /api/v1/nodes). Viewers may call them.
@@ -948,6 +966,14 @@ export const VmService: GenService<{
   stopVm: {
     methodKind: "unary";
     input: typeof StopVmRequestSchema;
+    output: typeof VmActionResponseSchema;
+  };
+  /**
+   * @generated from rpc novactl.v1.VmService.RestartVm
+   */
+  restartVm: {
+    methodKind: "unary";
+    input: typeof RestartVmRequestSchema;
     output: typeof VmActionResponseSchema;
   };
   /**
