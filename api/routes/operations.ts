@@ -20,6 +20,15 @@ import { withEtags } from "../etag.ts";
 
 const MAX_WAIT_MS = 300_000;
 
+/** Operations that follow a VM's desired state (core/fsm/vm_operations.ts). */
+const VM_LIFECYCLE_KINDS: ReadonlySet<string> = new Set([
+  "create",
+  "start",
+  "stop",
+  "restart",
+  "delete",
+]);
+
 const waitQuery = z.object({
   timeoutMs: z.string().regex(/^\d+$/).optional().describe("at most 300000 (default 60000)"),
 });
@@ -56,6 +65,12 @@ export function operationRoutes(node: ClusterNode, runners: OperationAborter[]):
   // Abort runs where the operation runs.
   const onRunner = runsOn(node, (c) => {
     const op = get(c.req.param("id") ?? "");
+    if (VM_LIFECYCLE_KINDS.has(op.kind) && op.state === "running") {
+      // Nothing runs it to abort: a later start, stop or delete of the VM supersedes it.
+      throw new ConflictError(
+        `operation ${op.id} follows a VM's ${op.kind} and cannot be aborted: start, stop or delete ${op.target} instead`,
+      );
+    }
     return { member: op.runner, what: `operation ${op.id}` };
   });
   const postAbortDoc = doc({ summary: "Abort a running operation", status: 202 });
