@@ -39,6 +39,12 @@ export function get(s: Store, id: string): OperationRecord | null {
   return row ? toOperationRecord(row) : null;
 }
 
+/** An operation's state alone (a hot path's check: no record parsed), or null when unknown. */
+export function stateOf(s: Store, id: string): OperationState | null {
+  const row = s.sql("SELECT state FROM operations WHERE id = ?").get(id) as Row | undefined;
+  return row ? row.state as OperationState : null;
+}
+
 /** The newest 1000 operations, newest first. */
 export function all(s: Store): OperationRecord[] {
   return (s.sql("SELECT * FROM operations ORDER BY created_at DESC LIMIT 1000").all() as Row[])

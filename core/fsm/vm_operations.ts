@@ -16,8 +16,8 @@
  * - **Superseded** (aborted, naming its successor) when a later tracked change of the same
  *   VM replaces it, and aborted when the VM goes while it waits for something else.
  * - **Bounded.** One pending row per VM at most (`vm_operations`); finished operations are
- *   pruned by `operations.keepCount`/`keepDays` every {@link pruneEvery} lifecycle
- *   operations, so a start pays an amortized share of the walk, not all of it.
+ *   pruned by `operations.keepCount`/`keepDays` after about one lifecycle operation in
+ *   {@link pruneEvery}, so a start pays an amortized share of the walk, not all of it.
  * - **Level 2 only.** Below it the state machine ignores `track` (older programs, which
  *   apply the same entries, know nothing of it); the leader leaves it out there anyway
  *   (core/upgrade/levels.ts).
@@ -43,11 +43,6 @@ const TABLES: Table[] = [
     // phase: "wait", or for a restart "left" once the VM was seen out of "running".
     ddl:
       `CREATE TABLE IF NOT EXISTS vm_operations (vm TEXT PRIMARY KEY, id TEXT NOT NULL, kind TEXT NOT NULL, phase TEXT NOT NULL);`,
-  },
-  {
-    name: "vm_operation_prunes",
-    ddl:
-      `CREATE TABLE IF NOT EXISTS vm_operation_prunes (id INTEGER PRIMARY KEY CHECK (id = 1), since INTEGER NOT NULL);`,
   },
 ];
 
@@ -172,7 +167,7 @@ export function begin(
       kind,
     );
   }
-  pruneSometimes(s, at);
+  pruneSometimes(s, id, at);
   return { operation: { id, kind, state }, changed };
 }
 
@@ -188,7 +183,7 @@ export function observed(s: Store, before: VmRecord, after: VmRecord, at: number
   const p = pendingOf(s, after.name);
   if (!p) return [];
   const changed: Changed[] = [];
-  if (operations.get(s, p.id)?.state !== "running") {
+  if (operations.stateOf(s, p.id) !== "running") {
     forget(s, p.vm); // ended elsewhere (operation.update: its host went offline)
     return changed;
   }
@@ -227,24 +222,25 @@ export function gone(s: Store, name: string, at: number): Changed[] {
   return changed;
 }
 
-/** Lifecycle operations between two prunes: 1 % of operations.keepCount, 1 to 1000. */
+/**
+ * Lifecycle operations between two prunes, on average: 10 % of operations.keepCount, 1 to
+ * 1000 (so up to that many finished operations beyond keepCount are kept for a while).
+ */
 export function pruneEvery(s: Store): number {
   const keep = config.retentionOf(config.settings(s)).operationCount;
-  return Math.max(1, Math.min(1000, Math.floor(keep / 100)));
+  return Math.max(1, Math.min(1000, Math.floor(keep / 10)));
 }
 
-/** Prunes finished operations every {@link pruneEvery} lifecycle operations (counted in state). */
-function pruneSometimes(s: Store, at: number): void {
-  const row = s.sql("SELECT since FROM vm_operation_prunes WHERE id = 1").get() as
-    | Row
-    | undefined;
-  const since = Number(row?.since ?? 0) + 1;
-  if (since >= pruneEvery(s)) {
-    operations.prune(s, at);
-    s.sql("INSERT OR REPLACE INTO vm_operation_prunes (id, since) VALUES (1, 0)").run();
-  } else {
-    s.sql("INSERT OR REPLACE INTO vm_operation_prunes (id, since) VALUES (1, ?)").run(since);
-  }
+/**
+ * Prunes finished operations after about one lifecycle operation in {@link pruneEvery}: the
+ * ones whose id hashes to 0 modulo it. A function of the id alone, so every replica prunes
+ * at the same entries, with nothing written to count (a counter row cost as much as the
+ * operation's own rows); hashed, so no rhythm of entries can keep skipping it.
+ */
+function pruneSometimes(s: Store, id: string, at: number): void {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+  if ((h >>> 0) % pruneEvery(s) === 0) operations.prune(s, at);
 }
 
 /** Pending lifecycle operations (no commands of their own: vms.ts and plans.ts call in). */

@@ -300,8 +300,8 @@ testWithTimeout({
     report(r, "vm1", "stopped");
   }
   const count = (r.a.db.prepare("SELECT count(*) AS n FROM operations").get() as { n: number }).n;
-  assert(count <= 101, `${count} operations kept, keepCount 100 (+1 between prunes)`);
-  assert(count >= 100, `${count}: the newest are kept`);
+  // 600 made; pruned to 100 about every 10 (pruneEvery: 10 % of keepCount).
+  assert(count >= 100 && count <= 150, `${count} operations kept, keepCount 100`);
   assertEquals(r.a.snapshotData(), r.b.snapshotData(), "both replicas pruned the same rows");
   r.close();
 });
