@@ -46,7 +46,7 @@ export async function waitForOperation(
 
 export function operationCommand(): Command {
   const cmd = new Command("operation").alias("op").description(
-    "long operations (migrations, drains)",
+    "long operations (migrations, drains, backups, VM starts, stops, restarts, creates, deletes)",
   );
   withClientOptions(cmd.command("list").description("recent operations"))
     .action(async (opts: GlobalOpts) => {
