@@ -117,8 +117,35 @@ testWithTimeout({
       timeoutMs: 120_000,
       description: "150 simulated VMs stopped",
     });
+    // Through a follower: a start answers 202 naming its operation (Location survives the
+    // forward), which ends once the simulated host reports the VM running; so does a restart.
+    await waitFor(
+      async () =>
+        (await call<{ level: number }>("GET", "/api/v1/cluster")).level === 2 || undefined,
+      {
+        timeoutMs: 60_000,
+        description: "cluster level 2 (every member on 0.2.0)",
+      },
+    );
+    const leader = await cluster.leaderUrl();
+    const follower = cluster.urls.find((u) => u !== leader)!;
+    const viaFollower = async (method: string, path: string) => {
+      const res = await cluster.fetch(`${follower}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}` },
+      });
+      return { status: res.status, location: res.headers.get("location"), body: await res.json() };
+    };
+    for (const action of ["start", "restart"]) {
+      const r = await viaFollower("POST", `/api/v1/vms/s0/${action}`);
+      assertEquals(r.status, 202, JSON.stringify(r.body));
+      assertEquals(r.location, `/api/v1/operations/${r.body.operation.id}`);
+      assertEquals([r.body.name, r.body.operation.kind], ["s0", action]);
+      const op = await viaFollower("GET", `${r.location}/wait?timeoutMs=60000`);
+      assertEquals([op.status, op.body.state], [200, "succeeded"], JSON.stringify(op.body));
+    }
     await Promise.all(
-      Array.from({ length: 150 }, (_, i) => call("DELETE", `/api/v1/vms/s${i}`)),
+      Array.from({ length: 150 }, (_, i) => call("DELETE", `/api/v1/vms/s${i}?force=true`)),
     );
     await waitFor(async () => (await states()).length === 0 || undefined, {
       timeoutMs: 120_000,
