@@ -245,7 +245,7 @@ testWithTimeout({
           "mixed runs again",
           async () => JSON.parse(await ok("vm", "show", "mixed", "-o", "json")).state === "running",
         );
-        await ok("vm", "delete", "mixed", "--wait");
+        await ok("vm", "delete", "mixed", "--force", "--wait");
       },
     );
 
