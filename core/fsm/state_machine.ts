@@ -510,6 +510,11 @@ export class StateMachine {
     return operations.all(this.#store);
   }
 
+  /** A page of operations, newest first (see operations.page). */
+  operationPage(q: operations.OperationPage): OperationRecord[] {
+    return operations.page(this.#store, q);
+  }
+
   /** Audit records matching `q`, newest first. */
   auditEntries(q: audit.AuditQuery = {}): audit.AuditEntry[] {
     return audit.list(this.#store, q);
