@@ -557,8 +557,9 @@ export class StateMachine {
     return config.retention(this.#store);
   }
 
-  configHistory(limit = 100): config.ConfigVersion[] {
-    return config.history(this.#store, limit);
+  /** The newest `limit` versions, or those older than version `before`; newest first. */
+  configHistory(limit = 100, before?: number): config.ConfigVersion[] {
+    return config.history(this.#store, limit, before);
   }
 
   // ---- snapshots -----------------------------------------------------------
