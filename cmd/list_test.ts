@@ -79,3 +79,17 @@ Deno.test("ApiClient.list: filters kept on every page; an answer without the lis
     assertEquals(e.message.includes('"nope"'), true, e.message);
   });
 });
+
+Deno.test("ApiClient.list: --limit holds against a server that ignores ?limit (older releases)", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => Response.json({ images: named("img", 5) }),
+  );
+  try {
+    const client = new ApiClient({ server: `http://127.0.0.1:${server.addr.port}` });
+    assertEquals((await client.list("/api/v1/images", "images", 2)).images.length, 2);
+    assertEquals((await client.list("/api/v1/images", "images")).images.length, 5);
+  } finally {
+    await server.shutdown();
+  }
+});
