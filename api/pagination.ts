@@ -72,9 +72,15 @@ export function continueToken(list: string, key: PageKey): string {
 }
 
 /**
- * The key a `continue` token of list `list` carries, or undefined without one; a token
- * this API did not give out for this list is a 400 naming `continue`.
+ * The key a `continue` token of list `list` carries, or undefined without one.
  * `shape` checks the key's form (a string, a tuple of a number and a string, ...).
+ *
+ * @throws {ValidationError} naming `continue`: a token this API did not give out for this list
+ * @example
+ * ```ts
+ * afterOf("vms", continueToken("vms", "web1"), isString); // "web1"
+ * afterOf("images", continueToken("vms", "web1"), isString); // 400: a token of the vms list
+ * ```
  */
 export function afterOf<K extends PageKey>(
   list: string,
@@ -100,9 +106,11 @@ export function afterOf<K extends PageKey>(
   return k;
 }
 
-/** Key shapes for {@link afterOf}. */
+/** A name key, for {@link afterOf}. */
 export const isString = (k: unknown): k is string => typeof k === "string";
+/** A numeric key (a version, an id), for {@link afterOf}. */
 export const isNumber = (k: unknown): k is number => typeof k === "number" && Number.isFinite(k);
+/** Any key {@link compareKeys} orders, for {@link afterOf}. */
 export const isKey = (k: unknown): k is PageKey =>
   isString(k) || isNumber(k) ||
   (Array.isArray(k) && k.length > 0 && k.every((p) => isString(p) || isNumber(p)));

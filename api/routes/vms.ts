@@ -48,7 +48,7 @@ import {
   vmSchema,
 } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
-import { afterOf, continueToken, isString, MAX_PAGE, pagedList, pageQuery } from "../pagination.ts";
+import { afterOf, continueToken, isString, pagedList, pageQuery } from "../pagination.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -128,9 +128,6 @@ const snapshotSchema = z.object({
   name: SNAPSHOT_NAME,
   memory: z.boolean().default(false),
 }).strict();
-
-/** Largest page `vm list` answers (every list's: api/pagination.ts). */
-export const MAX_VM_PAGE = MAX_PAGE;
 
 /**
  * `GET /api/v1/vms?node=&state=&label=k=v&limit=&continue=`: filters (labels repeat,
