@@ -2,7 +2,13 @@
 import { Command } from "commander";
 import { durationSeconds } from "./parse.ts";
 import type { ApiClient } from "./client.ts";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import { NovaError } from "../core/errors/mod.ts";
 
@@ -48,11 +54,9 @@ export function operationCommand(): Command {
   const cmd = new Command("operation").alias("op").description(
     "long operations (migrations, drains)",
   );
-  withClientOptions(cmd.command("list").description("recent operations"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ operations: Record<string, unknown>[] }>(
-        "/api/v1/operations",
-      );
+  withClientOptions(withListLimit(cmd.command("list").description("operations, newest first")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list("/api/v1/operations", "operations", opts.limit);
       render(
         opts.output,
         r,

@@ -58,10 +58,15 @@ export interface SeenRequest {
 }
 
 /**
- * A stand-in API server that answers `GET /api/v1/vms` with `vms` (two per page, following
- * `continue`), other lists with one item named after the server, and records every request.
+ * A stand-in API server that answers `GET /api/v1/vms` with `vms` and each path of `lists`
+ * with its items under its key (two per page, following `continue`), other lists with one
+ * item named after the server, and records every request.
  */
-export function standIn(label: string, vms: Record<string, unknown>[] = []) {
+export function standIn(
+  label: string,
+  vms: Record<string, unknown>[] = [],
+  lists: Record<string, { key: string; items: Record<string, unknown>[] }> = {},
+) {
   const seen: SeenRequest[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
     const u = new URL(req.url);
@@ -71,12 +76,13 @@ export function standIn(label: string, vms: Record<string, unknown>[] = []) {
       query: u.searchParams,
       authorization: req.headers.get("authorization"),
     });
-    if (u.pathname === "/api/v1/vms") {
+    const list = u.pathname === "/api/v1/vms" ? { key: "vms", items: vms } : lists[u.pathname];
+    if (list) {
       const limit = Math.min(Number(u.searchParams.get("limit") ?? 500), 2);
       const from = Number(u.searchParams.get("continue") ?? 0);
-      const page = vms.slice(from, from + limit);
-      const next = from + limit < vms.length ? { continue: String(from + limit) } : {};
-      return Response.json({ vms: page, ...next });
+      const page = list.items.slice(from, from + limit);
+      const next = from + limit < list.items.length ? { continue: String(from + limit) } : {};
+      return Response.json({ [list.key]: page, ...next });
     }
     const kind = u.pathname.split("/").pop()!;
     return Response.json({ [kind]: [{ name: `${label}-${kind.replace(/s$/, "")}` }] });

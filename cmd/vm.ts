@@ -4,8 +4,10 @@ import type { ApiClient } from "./client.ts";
 import {
   clientOf,
   type GlobalOpts,
+  type ListOpts,
   positiveInt,
   withClientOptions,
+  withListLimit,
   withWaitOptions,
 } from "./common.ts";
 import { durationSeconds, integer, nonNegativeInt, sizeGiB, sizeMiB } from "./parse.ts";
@@ -88,7 +90,6 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 /** VMs per request when `vm list` walks the pages. */
-const LIST_PAGE = 500;
 
 const vmPath = (name: string, rest = "") => `/api/v1/vms/${encodeURIComponent(name)}${rest}`;
 
@@ -311,33 +312,19 @@ export function vmCommand(): Command {
     render(opts.output, r, () => console.log(`VM ${name} created on ${r.node} (${r.state})`));
   });
 
-  withClientOptions(
+  withClientOptions(withListLimit(
     vm.command("list").description("list VMs (filtered by the server; every page is fetched)")
       .option("--node <node>", "only VMs placed on this host")
       .addOption(
         new Option("--state <state>", "only VMs in this state").choices(VM_STATE.options),
       )
-      .option("-l, --label <key=value>", "only VMs with this label (repeatable)", collect, [])
-      .option("--limit <n>", "at most this many (default: every VM, page by page)", positiveInt),
-  ).action(async (
-    opts: GlobalOpts & { node?: string; state?: string; label: string[]; limit?: number },
-  ) => {
-    const want = opts.limit ?? Infinity;
-    const query = new URLSearchParams({ limit: String(Math.min(want, LIST_PAGE)) });
+      .option("-l, --label <key=value>", "only VMs with this label (repeatable)", collect, []),
+  )).action(async (opts: ListOpts & { node?: string; state?: string; label: string[] }) => {
+    const query = new URLSearchParams();
     if (opts.node) query.set("node", opts.node);
     if (opts.state) query.set("state", opts.state);
     for (const l of opts.label) query.append("label", l);
-    const vms: Record<string, unknown>[] = [];
-    for (;;) {
-      const page = await clientOf(opts).get<{ vms: Record<string, unknown>[]; continue?: string }>(
-        `/api/v1/vms?${query}`,
-      );
-      vms.push(...page.vms.slice(0, want - vms.length));
-      if (!page.continue || vms.length >= want) break;
-      query.set("continue", page.continue);
-      query.set("limit", String(Math.min(want - vms.length, LIST_PAGE)));
-    }
-    const r = { vms };
+    const r = await clientOf(opts).list("/api/v1/vms?" + query, "vms", opts.limit);
     render(
       opts.output,
       r,
@@ -527,11 +514,11 @@ function snapshotCommand(): Command {
     });
     render(opts.output, r, () => console.log(`snapshot ${name} of ${vm} created`));
   });
-  withClientOptions(snap.command("list").argument("<vm>").description("list snapshots"))
-    .action(async (vm: string, opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ snapshots: Record<string, unknown>[] }>(
-        vmPath(vm, "/snapshots"),
-      );
+  withClientOptions(
+    withListLimit(snap.command("list").argument("<vm>").description("list snapshots")),
+  )
+    .action(async (vm: string, opts: ListOpts) => {
+      const r = await clientOf(opts).list(vmPath(vm, "/snapshots"), "snapshots", opts.limit);
       render(
         opts.output,
         r,

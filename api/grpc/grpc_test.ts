@@ -202,6 +202,46 @@ testWithTimeout({
       assert(badToken.details.startsWith("continue: "), badToken.details);
     });
 
+    await t.step("ListNodes and ListImages page as REST does", async () => {
+      const nodes = new pkg.novactl.v1.NodeService(
+        `127.0.0.1:${server.port}`,
+        grpc.credentials.createInsecure(),
+      );
+      const v = as(tokens.viewer);
+      const first = await call<{ nodes: { name: string }[]; nextPageToken: string }>(
+        nodes,
+        "ListNodes",
+        { pageSize: 1 },
+        v,
+      );
+      assertEquals(first.nodes.map((n) => n.name), ["n1"]);
+      const second = await call<{ nodes: { name: string }[]; nextPageToken: string }>(
+        nodes,
+        "ListNodes",
+        { pageSize: 1, pageToken: first.nextPageToken },
+        v,
+      );
+      assertEquals([second.nodes.map((n) => n.name), second.nextPageToken], [["n2"], ""]);
+      const images = new pkg.novactl.v1.ImageService(
+        `127.0.0.1:${server.port}`,
+        grpc.credentials.createInsecure(),
+      );
+      const all = await call<{ images: unknown[]; nextPageToken: string }>(
+        images,
+        "ListImages",
+        {},
+        v,
+      );
+      assertEquals([all.images.length > 0, all.nextPageToken], [true, ""]);
+      const wrong = await failure(
+        call(images, "ListImages", { pageToken: first.nextPageToken }, v),
+      );
+      assertEquals(wrong.code, grpc.status.INVALID_ARGUMENT);
+      assert(wrong.details.startsWith("continue: "), wrong.details);
+      nodes.close();
+      images.close();
+    });
+
     await t.step("peer headers sent as metadata are not passed on", async () => {
       // A member's headers would make the app trust a forwarded client address or request id.
       const md = as(tokens.viewer);

@@ -38,7 +38,11 @@ export const errorSchema = named(
 
 /** A list answer: `{ KEY: [...] }`, plus `continue` when a page is cut short. */
 export function listOf<K extends string, T extends z.ZodTypeAny>(key: K, item: T) {
-  return z.object({ [key]: z.array(item) } as { [k in K]: z.ZodArray<T> });
+  return z.object({ [key]: z.array(item) } as { [k in K]: z.ZodArray<T> }).extend({
+    continue: z.string().optional().describe(
+      "present when more items follow: pass it back as ?continue= for the next page",
+    ),
+  });
 }
 
 /** A record this document does not detail yet: some JSON object. */
@@ -149,9 +153,7 @@ export const placementSchema = named(
 
 export const vmListSchema = named(
   "VmList",
-  listOf("vms", vmSchema).extend({
-    continue: z.string().optional().describe("pass back as ?continue= for the next page"),
-  }),
+  listOf("vms", vmSchema),
 );
 
 export const nodeSchema = named(

@@ -6,6 +6,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { type ClusterNode, waitForOperation } from "../../core/cluster/mod.ts";
 import { ConflictError, NotFoundError } from "../../core/errors/mod.ts";
+import type { OperationRecord } from "../../core/fsm/mod.ts";
 /** What runs operations on this node and can abort them (the migrator, the backup runner). */
 export interface OperationAborter {
   /** Aborts the operation if it runs here; false when it does not. */
@@ -17,6 +18,11 @@ import type { Env } from "../context.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
 import { operationListSchema, operationSchema } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
+import { afterOf, limitOf, listBody, MAX_PAGE, pageOfRead, pageQuery } from "../pagination.ts";
+
+/** A page's key: creation time (epoch ms) and id, newest first. */
+const isOpKey = (k: unknown): k is [number, string] =>
+  Array.isArray(k) && k.length === 2 && typeof k[0] === "number" && typeof k[1] === "string";
 
 const MAX_WAIT_MS = 300_000;
 
@@ -34,8 +40,20 @@ export function operationRoutes(node: ClusterNode, runners: OperationAborter[]):
     return op;
   };
 
-  const getDoc = doc({ summary: "List operations", response: operationListSchema });
-  app.get("/", getDoc, (c) => c.json({ operations: node.fsm.operations() }));
+  const getDoc = doc({
+    summary: `List operations, newest first (${MAX_PAGE} a page unless ?limit)`,
+    query: pageQuery,
+    response: operationListSchema,
+  });
+  // Read off the index a page at a time: the table may hold 100,000 operations.
+  app.get("/", getDoc, (c) => {
+    const q = parseQuery(c, pageQuery);
+    const limit = limitOf(q, MAX_PAGE);
+    const before = afterOf("operations", q.continue, isOpKey);
+    const ops = node.fsm.operationPage({ limit: limit + 1, ...(before ? { before } : {}) });
+    const key = (o: OperationRecord) => [Date.parse(o.createdAt), o.id];
+    return c.json(listBody("operations", pageOfRead(ops, limit, { list: "operations", key })));
+  });
   const getIdDoc = doc({ summary: "Show an operation", response: operationSchema });
   app.get("/:id", getIdDoc, (c) => c.json(get(c.req.param("id"))));
 

@@ -48,6 +48,7 @@ import {
   vmSchema,
 } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
+import { afterOf, continueToken, isString, pagedList, pageQuery } from "../pagination.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -128,22 +129,14 @@ const snapshotSchema = z.object({
   memory: z.boolean().default(false),
 }).strict();
 
-/** Largest page `vm list` answers. */
-export const MAX_VM_PAGE = 1000;
-
 /**
  * `GET /api/v1/vms?node=&state=&label=k=v&limit=&continue=`: filters (labels repeat,
  * all must match) and a page. The continue token is opaque to clients: pass it back.
  */
-const vmListQuery = z.object({
+const vmListQuery = pageQuery.extend({
   node: z.string().optional(),
   state: VM_STATE.optional(),
   label: z.string().optional().describe("key=value; repeat it: every label must match"),
-  limit: z.string().optional().refine(
-    (v) => v === undefined || (/^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= MAX_VM_PAGE),
-    `an integer from 1 to ${MAX_VM_PAGE}`,
-  ).describe(`page size, 1 to ${MAX_VM_PAGE}`),
-  continue: z.string().optional().describe("the `continue` of the previous page"),
 });
 
 function vmQueryOf(query: z.output<typeof vmListQuery>, labels: string[]): VmQuery {
@@ -156,7 +149,8 @@ function vmQueryOf(query: z.output<typeof vmListQuery>, labels: string[]): VmQue
     (q.labels ??= {})[label.slice(0, eq)] = label.slice(eq + 1);
   }
   if (query.limit !== undefined) q.limit = Number(query.limit);
-  if (query.continue) q.after = afterOf(query.continue);
+  const after = afterOf("vms", query.continue, isString);
+  if (after !== undefined) q.after = after;
   return q;
 }
 
@@ -190,18 +184,6 @@ const consoleQuery = z.object({
   bytes: z.string().regex(/^\d+$/).optional().describe("the log's last N bytes (default 65536)"),
   follow: queryFlag.describe("stream what the guest prints next"),
 });
-
-function continueToken(lastName: string): string {
-  return btoa(JSON.stringify({ after: lastName })).replace(/=+$/, "");
-}
-
-function afterOf(token: string): string {
-  try {
-    const { after } = JSON.parse(atob(token)) as { after?: unknown };
-    if (typeof after === "string") return after;
-  } catch { /* fall through */ }
-  throw ValidationError.field("continue", "not a token this API gave out");
-}
 
 export function vmRoutes(
   node: ClusterNode,
@@ -251,7 +233,7 @@ export function vmRoutes(
     const page = listing.page(q, c.get("principal").role);
     const more = page.lastName === null
       ? ""
-      : `,"continue":${JSON.stringify(continueToken(page.lastName))}`;
+      : `,"continue":${JSON.stringify(continueToken("vms", page.lastName))}`;
     return c.body(`{"vms":${page.json}${more}}`, 200, { "content-type": "application/json" });
   });
   const getDoc = doc({ summary: "Show a VM", response: vmSchema });
@@ -410,14 +392,18 @@ export function vmRoutes(
   app.route("/", vmStatsRoutes(node, stats));
 
   const snapshotsDoc = doc({
-    summary: "List a VM's snapshots",
+    summary: "List a VM's snapshots, oldest first",
+    query: pageQuery,
     response: listOf("snapshots", vmSchema.shape.snapshots.element),
   });
-  app.get(
-    "/:name/snapshots",
-    snapshotsDoc,
-    (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }),
-  );
+  app.get("/:name/snapshots", snapshotsDoc, (c) => {
+    const snapshots = vmOr404(c.req.param("name")).snapshots;
+    const spec = {
+      list: "snapshots",
+      key: (s: VmRecord["snapshots"][number]) => [s.createdAt, s.name],
+    };
+    return c.json(pagedList("snapshots", snapshots, parseQuery(c, pageQuery), spec));
+  });
 
   const snapshotDoc = doc({
     summary: "Snapshot a VM's disks (and memory)",

@@ -16,7 +16,8 @@ const TABLE = {
   name: "operations",
   ddl:
     `CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
-  progress TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);`,
+  progress TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+  CREATE INDEX IF NOT EXISTS operations_created ON operations (created_at, id);`,
 };
 
 function toOperationRecord(r: Row): OperationRecord {
@@ -38,8 +39,28 @@ export function get(s: Store, id: string): OperationRecord | null {
 
 /** The newest 1000 operations, newest first. */
 export function all(s: Store): OperationRecord[] {
-  return (s.sql("SELECT * FROM operations ORDER BY created_at DESC LIMIT 1000").all() as Row[])
-    .map(toOperationRecord);
+  return page(s, { limit: 1000 });
+}
+
+/** Which operations {@link page} reads. */
+export interface OperationPage {
+  /** At most this many. */
+  limit: number;
+  /** Only operations older than `[createdAt (epoch ms), id]`: the last of the previous page. */
+  before?: readonly [number, string];
+}
+
+/** Operations newest first (by creation time, then id), read off the index a page at a time. */
+export function page(s: Store, q: OperationPage): OperationRecord[] {
+  const limit = Math.max(1, Math.floor(q.limit));
+  const rows = q.before === undefined
+    ? s.sql("SELECT * FROM operations ORDER BY created_at DESC, id DESC LIMIT ?").all(limit)
+    : s.sql(
+      // The bare range on created_at lets SQLite start the index scan at the page's edge.
+      `SELECT * FROM operations WHERE created_at <= ? AND (created_at < ? OR id < ?)
+       ORDER BY created_at DESC, id DESC LIMIT ?`,
+    ).all(q.before[0], q.before[0], q.before[1], limit);
+  return (rows as Row[]).map(toOperationRecord);
 }
 
 function create(s: Store, c: Extract<Command, { op: "operation.create" }>): Applied {
