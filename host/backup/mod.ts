@@ -9,7 +9,7 @@
  *
  * - backup: the jobs of host/backup/job.ts on the VM's running QEMU, or on a
  *   `qemu-storage-daemon` for a stopped VM; then every file is checksummed
- *   (whole and per 64 KiB block), the manifest written and the backup recorded;
+ *   (per 64 KiB block, once), the manifest written and the backup recorded;
  * - verify: every block of every file re-read and checked against the manifest;
  * - restore: the chain converted into the VM's volumes, either of a new VM the
  *   leader created for it (`--as`; removed again if the restore fails) or of a
@@ -37,6 +37,7 @@ import type { QemuUser } from "../kvm/confine.ts";
 import { blockNodeInfo, type QmpExecutor } from "../kvm/commands.ts";
 import type { VolumePool } from "../storage/dir_pool.ts";
 import {
+  BLOCK_BYTES,
   checksumFile,
   layout,
   type Manifest,
@@ -369,8 +370,8 @@ export class BackupRunner {
           virtualBytes: d.virtualBytes,
           fileBytes: sums.bytes,
           copiedBytes: d.copiedBytes,
-          sha256: sums.sha256,
-          blockBytes: 64 * 1024,
+          blocksSha256: sums.blocksSha256,
+          blockBytes: BLOCK_BYTES,
           blocks: sums.blocks,
         });
       }
