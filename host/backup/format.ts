@@ -102,10 +102,11 @@ export function blockListSha256(blocks: string[]): string {
 const CHUNK_BYTES = 64 * BLOCK_BYTES;
 
 /**
- * Files up to this size are hashed here alone: starting a worker costs more than hashing
- * half of so few bytes.
+ * Files up to this size are hashed here alone: starting a worker (30–40 ms here, most of
+ * it compiling its module) costs more than hashing half of so few bytes (32 MiB: ~33 ms
+ * alone, 32–67 ms with a new worker).
  */
-const INLINE_BYTES = 16 * 2 ** 20;
+const INLINE_BYTES = 64 * 2 ** 20;
 
 /**
  * Hashes every block of `path` once, on two cores: this thread and a worker take 4 MiB

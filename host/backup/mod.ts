@@ -287,6 +287,7 @@ export class BackupRunner {
     const onProgress = this.progress(op.id);
     const dir = join(target.path, layout.dir(op.target));
     const made = await this.host.serialize(op.target, async () => {
+      const tLock = performance.now();
       const vm = this.host.mine(op.target);
       const qemu = this.host.live(vm.name);
       let daemon: StorageDaemon | null = null;
@@ -333,12 +334,14 @@ export class BackupRunner {
           onProgress: (done, total) => onProgress("copying", done, total),
         };
         const t0 = performance.now();
+        const prepareMs = Math.round(t0 - tLock);
         // A running VM's copy goes on outside the VM's lock (a stop or restart need not wait
         // for it; it ends the jobs, and the backup fails). A storage daemon holds the images'
         // locks: a stopped VM stays locked until its backup is done.
         const started = await startBackupJobs(qmp, req);
         const job = qemu ? null : await finishBackupJobs(qmp, req, started);
-        return { vm, parent, fullReason, req, started, job, qemu, t0 };
+        await job?.oldBitmapsDropped; // before the daemon closes the images
+        return { vm, parent, fullReason, req, started, job, qemu, t0, prepareMs };
       } finally {
         await daemon?.stop();
       }
@@ -420,6 +423,8 @@ export class BackupRunner {
         },
         at: Date.now(),
       });
+      const recordMs = Math.round(performance.now() - tRecord);
+      await job.oldBitmapsDropped;
       return {
         backup: id,
         kind: manifest.kind,
@@ -432,11 +437,14 @@ export class BackupRunner {
         copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
         fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
         copyMs,
+        prepareMs: made.prepareMs,
+        jobPhasesMs: job.phasesMs,
         checksumMs,
         syncWaitMs,
-        recordMs: Math.round(performance.now() - tRecord),
+        recordMs,
       };
     } catch (err) {
+      await job.oldBitmapsDropped;
       // Unless the record made it after all (its answer was lost): then the files are the backup.
       if (!this.cluster.backups.get(id)) await removeFiles(dir, id, job.disks.map((d) => d.file));
       throw err;
