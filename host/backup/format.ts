@@ -120,6 +120,8 @@ export async function checksumFile(
     onBytes?: (n: number) => void;
     /** Hash here alone up to this size (tests); {@link INLINE_BYTES} unless set. */
     inlineBytes?: number;
+    /** Leave every chunk to the worker (tests: the worker's path alone). */
+    workerOnly?: boolean;
   } = {},
 ): Promise<FileSums> {
   const size = (await Deno.stat(path)).size;
@@ -132,7 +134,7 @@ export async function checksumFile(
       opts.onBytes?.(n);
     }, opts.signal)
     : null;
-  try {
+  const hashHere = async () => {
     const f = await Deno.open(path, { read: true });
     try {
       const buf = new Uint8Array(CHUNK_BYTES);
@@ -147,7 +149,11 @@ export async function checksumFile(
     } finally {
       f.close();
     }
+  };
+  try {
+    if (opts.workerOnly !== true || !helper) await hashHere();
     await helper?.done;
+    await hashHere(); // none left, unless the worker could not be started
   } finally {
     helper?.stop();
   }

@@ -41,6 +41,10 @@ Deno.test("checksums: this thread alone and with the worker agree, block by bloc
   seen = 0;
   assertEquals(await checksumFile(file, { inlineBytes: 0, onBytes: (n) => seen += n }), want);
   assertEquals(seen, data.length);
+  seen = 0;
+  const workerOnly = { inlineBytes: 0, workerOnly: true, onBytes: (n: number) => seen += n };
+  assertEquals(await checksumFile(file, workerOnly), want);
+  assertEquals(seen, data.length);
 });
 
 Deno.test("checksums: the README's offline recipe gives the block list's digest", async () => {
