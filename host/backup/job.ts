@@ -214,11 +214,14 @@ const targetNode = (d: JobDisk) => `nvbkt-${d.id}`.slice(0, 31);
 const jobId = (d: JobDisk) => `nvbkj-${d.id}`.slice(0, 31);
 
 /**
- * Runs the backup jobs: {@link startBackupJobs}, then {@link finishBackupJobs}. On failure
+ * Runs the backup jobs: {@link startBackupJobs}, then {@link finishBackupJobs}, and waits
+ * for the replaced bitmaps' removal. On failure
  * or abort nothing is left behind: targets removed, the new bitmap dropped, the parent's kept.
  */
 export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<JobResult> {
-  return await finishBackupJobs(qmp, req, await startBackupJobs(qmp, req));
+  const r = await finishBackupJobs(qmp, req, await startBackupJobs(qmp, req));
+  await r.oldBitmapsDropped;
+  return r;
 }
 
 /**
