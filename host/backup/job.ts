@@ -8,8 +8,8 @@
  * as the backup jobs (the same point in time), so it records exactly the
  * writes after that backup. An incremental backup copies the blocks dirty in
  * its parent's bitmap while a new bitmap, named after itself, starts counting;
- * the parent's is removed once the jobs succeeded, while the caller checksums
- * (on failure the new one is removed and the parent's kept). Persistent bitmaps are stored in the qcow2
+ * the parent's is removed once the jobs succeeded, while the caller checksums and
+ * records the backup (on failure the new one is removed and the parent's kept). Persistent bitmaps are stored in the qcow2
  * when QEMU closes the image, so they survive restarts; one left "in use" by a
  * QEMU that died is inconsistent, and the next backup is full and says why.
  *

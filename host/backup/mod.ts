@@ -348,6 +348,11 @@ export class BackupRunner {
     });
     const { vm, parent, fullReason } = made;
     const job = made.job ?? await finishBackupJobs(made.qemu!.qmp, made.req, made.started);
+    // The replaced bitmaps go while this host checksums, and may still be going when the
+    // backup is recorded: one left by a stop in between is dropped by the next backup.
+    void job.oldBitmapsDropped.then(() =>
+      log.debug("old backup bitmaps dropped", { op: op.id, ms: job.phasesMs.bitmaps })
+    );
     const live = !!made.qemu;
     const copyMs = Math.round(performance.now() - made.t0);
     const tSums = performance.now();
@@ -424,7 +429,6 @@ export class BackupRunner {
         at: Date.now(),
       });
       const recordMs = Math.round(performance.now() - tRecord);
-      await job.oldBitmapsDropped;
       return {
         backup: id,
         kind: manifest.kind,
@@ -444,7 +448,6 @@ export class BackupRunner {
         recordMs,
       };
     } catch (err) {
-      await job.oldBitmapsDropped;
       // Unless the record made it after all (its answer was lost): then the files are the backup.
       if (!this.cluster.backups.get(id)) await removeFiles(dir, id, job.disks.map((d) => d.file));
       throw err;
