@@ -111,16 +111,13 @@ const INLINE_BYTES = 64 * 2 ** 20;
 /**
  * Hashes every block of `path` once, on two cores: this thread and a worker take 4 MiB
  * chunks from one shared counter (so a core busy with something else does less of it), or
- * this thread alone for a small file unless the caller started a worker ahead (`worker`);
- * `onBytes` sees progress.
+ * this thread alone for a small file; `onBytes` sees progress.
  */
 export async function checksumFile(
   path: string,
   opts: {
     signal?: AbortSignal;
     onBytes?: (n: number) => void;
-    /** A worker started ahead by the caller (used whatever the size; not stopped here). */
-    worker?: HashWorker | null;
     /** Hash here alone up to this size (tests); {@link INLINE_BYTES} unless set. */
     inlineBytes?: number;
     /** Leave every chunk to the worker (tests: the worker's path alone). */
@@ -131,15 +128,12 @@ export async function checksumFile(
   const chunks = Math.ceil(size / CHUNK_BYTES);
   const next = new Int32Array(new SharedArrayBuffer(4));
   const byChunk: string[][] = new Array(chunks);
-  const own = opts.worker === undefined && size > (opts.inlineBytes ?? INLINE_BYTES)
-    ? HashWorker.start()
+  const helper = size > (opts.inlineBytes ?? INLINE_BYTES)
+    ? hashInWorker(path, size, next, (i, hashes, n) => {
+      byChunk[i] = hashes;
+      opts.onBytes?.(n);
+    }, opts.signal)
     : null;
-  const worker = opts.worker ?? own;
-  const helper = worker?.hash(path, size, next, (i, hashes, n) => {
-    byChunk[i] = hashes;
-    opts.onBytes?.(n);
-  }, opts.signal);
-  helper?.catch(() => {}); // awaited below, or dropped with this thread's error
   const hashHere = async () => {
     const f = await Deno.open(path, { read: true });
     try {
@@ -158,10 +152,10 @@ export async function checksumFile(
   };
   try {
     if (opts.workerOnly !== true || !helper) await hashHere();
-    await helper;
+    await helper?.done;
+    await hashHere(); // none left, unless the worker could not be started
   } finally {
-    Atomics.store(next, 0, chunks); // a worker still at it takes no further chunk
-    own?.stop();
+    helper?.stop();
   }
   const blocks = byChunk.flat();
   if (blocks.length !== Math.ceil(size / BLOCK_BYTES)) {
@@ -192,13 +186,13 @@ function hashBlocks(data: Uint8Array): string[] {
 }
 
 /**
- * The worker's source: the same loop as {@link checksumFile}'s (chunks from the job's shared
- * counter), each chunk's hashes posted back as soon as they are made, tagged with the job.
+ * The worker's source: the same loop as {@link checksumFile}'s (chunks from the shared
+ * counter), each chunk's hashes posted back as soon as they are made.
  */
 const WORKER_SOURCE = `
 import { createHash } from "node:crypto";
 self.onmessage = async (e) => {
-  const { job, path, size, chunk, block, next } = e.data;
+  const { path, size, chunk, block, next } = e.data;
   try {
     const f = await Deno.open(path, { read: true });
     const buf = new Uint8Array(chunk);
@@ -218,95 +212,51 @@ self.onmessage = async (e) => {
         for (let off = 0; off < want; off += block) {
           hashes.push(createHash("sha256").update(buf.subarray(off, Math.min(want, off + block))).digest("hex"));
         }
-        self.postMessage({ job, i, hashes, n: want });
+        self.postMessage({ i, hashes, n: want });
       }
     } finally {
       f.close();
     }
-    self.postMessage({ job, done: true });
+    self.postMessage({ done: true });
   } catch (err) {
-    self.postMessage({ job, error: String(err) });
+    self.postMessage({ error: String(err) });
   }
 };`;
 
-type WorkerJob = {
-  onChunk: (i: number, hashes: string[], n: number) => void;
-  resolve: () => void;
-  reject: (err: Error) => void;
-};
-
 /**
- * A worker that hashes chunks of files beside {@link checksumFile}'s thread. Starting one
- * costs 30–40 ms (most of it compiling its module), so a caller that knows files are coming
- * (a backup, while its jobs copy) starts it ahead and passes it on; it serves one file after
- * another.
+ * Starts a worker hashing chunks of `path` taken from `next`; `done` resolves when it took
+ * the last one. If no worker can be started, this thread simply hashes every chunk itself.
  */
-export class HashWorker {
-  readonly #worker: Worker;
-  readonly #jobs = new Map<number, WorkerJob>();
-  #nextJob = 0;
-  #failed: Error | null = null;
-
-  private constructor(worker: Worker) {
-    this.#worker = worker;
+function hashInWorker(
+  path: string,
+  size: number,
+  next: Int32Array,
+  onChunk: (i: number, hashes: string[], n: number) => void,
+  signal?: AbortSignal,
+): { done: Promise<void>; stop(): void } {
+  let worker: Worker;
+  try {
+    const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
+    worker = new Worker(url, { type: "module" });
+    URL.revokeObjectURL(url);
+  } catch {
+    return { done: Promise.resolve(), stop: () => {} };
+  }
+  const done = new Promise<void>((resolve, reject) => {
     worker.onmessage = (e) => {
-      const job = this.#jobs.get(e.data.job);
-      if (!job) return; // a job given up (aborted) while the worker finished a chunk of it
-      if (e.data.error) job.reject(new Error(e.data.error));
-      else if (e.data.done) job.resolve();
-      else job.onChunk(e.data.i, e.data.hashes, e.data.n);
+      if (e.data.error) reject(new Error(`hashing ${path}: ${e.data.error}`));
+      else if (e.data.done) resolve();
+      else onChunk(e.data.i, e.data.hashes, e.data.n);
     };
     worker.onerror = (e) => {
       e.preventDefault();
-      this.#failed = new Error(e.message);
-      for (const job of this.#jobs.values()) job.reject(this.#failed);
+      reject(new Error(`hashing ${path}: ${e.message}`));
     };
-  }
-
-  /** A new worker; null when none can be started (the caller's thread then hashes alone). */
-  static start(): HashWorker | null {
-    try {
-      const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
-      const worker = new Worker(url, { type: "module" });
-      URL.revokeObjectURL(url);
-      return new HashWorker(worker);
-    } catch {
-      return null;
-    }
-  }
-
-  /**
-   * Hashes chunks of `path` taken from `next` until none is left; resolves then (each
-   * chunk's hashes already given to `onChunk`).
-   */
-  hash(
-    path: string,
-    size: number,
-    next: Int32Array,
-    onChunk: WorkerJob["onChunk"],
-    signal?: AbortSignal,
-  ): Promise<void> {
-    const id = this.#nextJob++;
-    const done = new Promise<void>((resolve, reject) => {
-      if (this.#failed) return reject(new Error(`hashing ${path}: ${this.#failed.message}`));
-      const fail = (err: Error) => reject(new Error(`hashing ${path}: ${err.message}`));
-      this.#jobs.set(id, { onChunk, resolve, reject: fail });
-      signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
-    }).finally(() => this.#jobs.delete(id));
-    this.#worker.postMessage({
-      job: id,
-      path,
-      size,
-      chunk: CHUNK_BYTES,
-      block: BLOCK_BYTES,
-      next,
-    });
-    return done;
-  }
-
-  stop(): void {
-    this.#worker.terminate();
-  }
+    signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+  done.catch(() => {}); // awaited by the caller, or dropped with its error
+  worker.postMessage({ path, size, chunk: CHUNK_BYTES, block: BLOCK_BYTES, next });
+  return { done, stop: () => worker.terminate() };
 }
 
 /** Writes the manifest durably; returns its sha256. */

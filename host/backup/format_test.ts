@@ -4,14 +4,13 @@
  */
 import { join } from "node:path";
 import { createHash } from "node:crypto";
-import { assert, assertEquals, assertRejects } from "../../core/testing/assert.ts";
+import { assert, assertEquals } from "../../core/testing/assert.ts";
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 import { ValidationError } from "../../core/errors/mod.ts";
 import {
   BLOCK_BYTES,
   blockListSha256,
   checksumFile,
-  HashWorker,
   type Manifest,
   MANIFEST_FORMAT,
   readManifest,
@@ -46,40 +45,6 @@ Deno.test("checksums: this thread alone and with the worker agree, block by bloc
   const workerOnly = { inlineBytes: 0, workerOnly: true, onBytes: (n: number) => seen += n };
   assertEquals(await checksumFile(file, workerOnly), want);
   assertEquals(seen, data.length);
-});
-
-Deno.test("checksums: a worker started ahead serves file after file, also after an abort", async () => {
-  const dir = await Deno.makeTempDir();
-  const hex = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-  const files = [];
-  for (const [i, blocks] of [[1, 200], [2, 3]] as const) {
-    const data = new Uint8Array(blocks * BLOCK_BYTES + i).map((_, j) => (j * i + (j >> 12)) & 0xff);
-    const file = join(dir, `f${i}.qcow2`);
-    await Deno.writeFile(file, data);
-    const want = Array.from(
-      { length: Math.ceil(data.length / BLOCK_BYTES) },
-      (_, k) => hex(data.subarray(k * BLOCK_BYTES, (k + 1) * BLOCK_BYTES)),
-    );
-    files.push({ file, want });
-  }
-  const worker = HashWorker.start();
-  assert(worker);
-  try {
-    const ctl = new AbortController();
-    const aborted = checksumFile(files[0].file, {
-      worker,
-      workerOnly: true,
-      signal: ctl.signal,
-      onBytes: () => ctl.abort(new Error("stop")),
-    });
-    await assertRejects(() => aborted, /stop/);
-    for (const { file, want } of files) {
-      assertEquals((await checksumFile(file, { worker, workerOnly: true })).blocks, want);
-      assertEquals((await checksumFile(file, { worker })).blocks, want);
-    }
-  } finally {
-    worker.stop();
-  }
 });
 
 Deno.test("checksums: the README's offline recipe gives the block list's digest", async () => {

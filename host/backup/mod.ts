@@ -39,7 +39,6 @@ import type { VolumePool } from "../storage/dir_pool.ts";
 import {
   BLOCK_BYTES,
   checksumFile,
-  HashWorker,
   layout,
   type Manifest,
   MANIFEST_FORMAT,
@@ -279,20 +278,6 @@ export class BackupRunner {
   // ---- backup ------------------------------------------------------------------------
 
   private async backup(op: OperationRecord, signal: AbortSignal): Promise<Record<string, unknown>> {
-    const hasher: { worker: HashWorker | null } = { worker: null };
-    try {
-      return await this.makeBackup(op, signal, hasher);
-    } finally {
-      hasher.worker?.stop();
-    }
-  }
-
-  /** The backup; `hasher.worker` is set once its jobs started (and stopped by the caller). */
-  private async makeBackup(
-    op: OperationRecord,
-    signal: AbortSignal,
-    hasher: { worker: HashWorker | null },
-  ): Promise<Record<string, unknown>> {
     const id = String(op.params.backup);
     if (this.cluster.backups.get(id)) {
       throw new ConflictError(`backup ${id} already exists; this operation ran before`);
@@ -354,8 +339,6 @@ export class BackupRunner {
         // for it; it ends the jobs, and the backup fails). A storage daemon holds the images'
         // locks: a stopped VM stays locked until its backup is done.
         const started = await startBackupJobs(qmp, req);
-        // Started while the jobs copy (after the freeze window), so it is ready to hash.
-        hasher.worker = HashWorker.start();
         const job = qemu ? null : await finishBackupJobs(qmp, req, started);
         await job?.oldBitmapsDropped; // before the daemon closes the images
         return { vm, parent, fullReason, req, started, job, qemu, t0, prepareMs };
@@ -386,7 +369,6 @@ export class BackupRunner {
       for (const d of job.disks) {
         const sums = await checksumFile(join(dir, d.file), {
           signal,
-          worker: hasher.worker,
           onBytes: (n) => onProgress("checksumming", done += n, total),
         });
         disks.push({
