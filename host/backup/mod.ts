@@ -9,7 +9,7 @@
  *
  * - backup: the jobs of host/backup/job.ts on the VM's running QEMU, or on a
  *   `qemu-storage-daemon` for a stopped VM; then every file is checksummed
- *   (whole and per 64 KiB block), the manifest written and the backup recorded;
+ *   (per 64 KiB block, once), the manifest written and the backup recorded;
  * - verify: every block of every file re-read and checked against the manifest;
  * - restore: the chain converted into the VM's volumes, either of a new VM the
  *   leader created for it (`--as`; removed again if the restore fails) or of a
@@ -37,6 +37,7 @@ import type { QemuUser } from "../kvm/confine.ts";
 import { blockNodeInfo, type QmpExecutor } from "../kvm/commands.ts";
 import type { VolumePool } from "../storage/dir_pool.ts";
 import {
+  BLOCK_BYTES,
   checksumFile,
   layout,
   type Manifest,
@@ -286,6 +287,7 @@ export class BackupRunner {
     const onProgress = this.progress(op.id);
     const dir = join(target.path, layout.dir(op.target));
     const made = await this.host.serialize(op.target, async () => {
+      const tLock = performance.now();
       const vm = this.host.mine(op.target);
       const qemu = this.host.live(vm.name);
       let daemon: StorageDaemon | null = null;
@@ -332,18 +334,25 @@ export class BackupRunner {
           onProgress: (done, total) => onProgress("copying", done, total),
         };
         const t0 = performance.now();
+        const prepareMs = Math.round(t0 - tLock);
         // A running VM's copy goes on outside the VM's lock (a stop or restart need not wait
         // for it; it ends the jobs, and the backup fails). A storage daemon holds the images'
         // locks: a stopped VM stays locked until its backup is done.
         const started = await startBackupJobs(qmp, req);
         const job = qemu ? null : await finishBackupJobs(qmp, req, started);
-        return { vm, parent, fullReason, req, started, job, qemu, t0 };
+        await job?.oldBitmapsDropped; // before the daemon closes the images
+        return { vm, parent, fullReason, req, started, job, qemu, t0, prepareMs };
       } finally {
         await daemon?.stop();
       }
     });
     const { vm, parent, fullReason } = made;
     const job = made.job ?? await finishBackupJobs(made.qemu!.qmp, made.req, made.started);
+    // The replaced bitmaps go while this host checksums, and may still be going when the
+    // backup is recorded: one left by a stop in between is dropped by the next backup.
+    void job.oldBitmapsDropped.then(() =>
+      log.debug("old backup bitmaps dropped", { op: op.id, ms: job.phasesMs.bitmaps })
+    );
     const live = !!made.qemu;
     const copyMs = Math.round(performance.now() - made.t0);
     const tSums = performance.now();
@@ -369,8 +378,8 @@ export class BackupRunner {
           virtualBytes: d.virtualBytes,
           fileBytes: sums.bytes,
           copiedBytes: d.copiedBytes,
-          sha256: sums.sha256,
-          blockBytes: 64 * 1024,
+          blocksSha256: sums.blocksSha256,
+          blockBytes: BLOCK_BYTES,
           blocks: sums.blocks,
         });
       }
@@ -419,6 +428,7 @@ export class BackupRunner {
         },
         at: Date.now(),
       });
+      const recordMs = Math.round(performance.now() - tRecord);
       return {
         backup: id,
         kind: manifest.kind,
@@ -431,9 +441,11 @@ export class BackupRunner {
         copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
         fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
         copyMs,
+        prepareMs: made.prepareMs,
+        jobPhasesMs: job.phasesMs,
         checksumMs,
         syncWaitMs,
-        recordMs: Math.round(performance.now() - tRecord),
+        recordMs,
       };
     } catch (err) {
       // Unless the record made it after all (its answer was lost): then the files are the backup.
