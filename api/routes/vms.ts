@@ -1,6 +1,7 @@
 /**
- * /api/v1/vms: lifecycle decisions go to the leader; console, snapshots and
- * other work on a VM's disks or QEMU go to its host.
+ * /api/v1/vms: lifecycle decisions go to the leader; the console and other work on a
+ * VM's disks or QEMU go to its host. Snapshots are operations: the leader checks and
+ * records them, the VM's host runs them.
  */
 import { type Context, Hono } from "hono";
 import { z } from "zod";
@@ -13,6 +14,9 @@ import {
   resizeVm,
   restartVm,
   setVmDesired,
+  startSnapshot,
+  startSnapshotDelete,
+  startSnapshotRestore,
   type VmWaitTarget,
   waitForVm,
 } from "../../core/cluster/mod.ts";
@@ -48,6 +52,7 @@ import {
   vmSchema,
 } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
+import { operationAnswer, operationWaitSeconds } from "./operations.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -127,6 +132,9 @@ const snapshotSchema = z.object({
   name: SNAPSHOT_NAME,
   memory: z.boolean().default(false),
 }).strict();
+const snapshotOpQuery = z.object({ wait: operationWaitSeconds });
+/** A forwarded snapshot call may wait for its operation (`?wait`, at most 300 s). */
+const SNAPSHOT_FORWARD = { timeoutMs: 330_000 };
 
 /** Largest page `vm list` answers. */
 export const MAX_VM_PAGE = 1000;
@@ -419,37 +427,76 @@ export function vmRoutes(
     (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }),
   );
 
+  // Take, restore and delete are operations, run by the VM's host (host/snapshots/): the
+  // leader refuses what would fail at once, then answers 202 (or waits with ?wait=SECONDS).
+  const snapshotOf = (vm: string, snap: string) =>
+    node.fsm.vm(vm)?.snapshots.find((s) => s.name === snap);
   const snapshotDoc = doc({
-    summary: "Snapshot a VM's disks (and memory)",
+    summary: "Snapshot a VM's disks (and memory): its operation (?wait=SECONDS: the snapshot)",
     body: snapshotSchema,
-    response: vmSchema.shape.snapshots.element,
-    status: 201,
+    query: snapshotOpQuery,
+    responses: { 201: vmSchema.shape.snapshots.element, 202: operationSchema },
+    status: [202, 201],
+    locationOn: 202,
   });
-  app.post("/:name/snapshots", snapshotDoc, requireRole("operator"), hostOnly(node), async (c) => {
-    const req = await parseBody(c, snapshotSchema);
-    return c.json(await host.createSnapshot(c.req.param("name"), req.name, req.memory), 201);
-  });
+  app.post(
+    "/:name/snapshots",
+    snapshotDoc,
+    requireRole("operator"),
+    leaderOnly(node, SNAPSHOT_FORWARD),
+    async (c) => {
+      const req = await parseBody(c, snapshotSchema);
+      const { wait } = parseQuery(c, snapshotOpQuery);
+      const vm = c.req.param("name");
+      const op = await startSnapshot(
+        node,
+        { vm, snapshot: req.name, memory: req.memory },
+        who(c),
+      );
+      return await operationAnswer(c, node, op, wait, (done) => {
+        const { vm: _, snapshot, ms: _ms, ...taken } = done.result ?? {};
+        return c.json(snapshotOf(vm, req.name) ?? { name: snapshot, ...taken }, 201);
+      });
+    },
+  );
 
-  const restoreDoc = doc({ summary: "Restore a VM to a snapshot" });
+  const restoreDoc = doc({
+    summary: "Restore a VM to a snapshot: its operation (?wait=SECONDS: the VM)",
+    query: snapshotOpQuery,
+    responses: { 200: vmSchema, 202: operationSchema },
+    status: [202, 200],
+    locationOn: 202,
+  });
   app.post(
     "/:name/snapshots/:snap/restore",
     restoreDoc,
     requireRole("operator"),
-    hostOnly(node),
+    leaderOnly(node, SNAPSHOT_FORWARD),
     async (c) => {
-      return c.json(await host.restoreSnapshot(c.req.param("name"), c.req.param("snap")));
+      const { wait } = parseQuery(c, snapshotOpQuery);
+      const vm = c.req.param("name");
+      const op = await startSnapshotRestore(node, { vm, snapshot: c.req.param("snap") }, who(c));
+      return await operationAnswer(c, node, op, wait, () => c.json(shown(c, vmOr404(vm))));
     },
   );
 
-  const deleteSnapshotDoc = doc({ summary: "Delete a snapshot", response: deletedSchema });
+  const deleteSnapshotDoc = doc({
+    summary: "Delete a snapshot: its operation (?wait=SECONDS: what was deleted)",
+    query: snapshotOpQuery,
+    responses: { 200: deletedSchema, 202: operationSchema },
+    status: [202, 200],
+    locationOn: 202,
+  });
   app.delete(
     "/:name/snapshots/:snap",
     deleteSnapshotDoc,
     requireRole("operator"),
-    hostOnly(node),
+    leaderOnly(node, SNAPSHOT_FORWARD),
     async (c) => {
-      await host.deleteSnapshot(c.req.param("name"), c.req.param("snap"));
-      return c.json({ deleted: c.req.param("snap") });
+      const { wait } = parseQuery(c, snapshotOpQuery);
+      const snapshot = c.req.param("snap");
+      const op = await startSnapshotDelete(node, { vm: c.req.param("name"), snapshot }, who(c));
+      return await operationAnswer(c, node, op, wait, () => c.json({ deleted: snapshot }));
     },
   );
 
