@@ -44,9 +44,29 @@ export async function waitForOperation(
   return op;
 }
 
+/**
+ * A call that starts an operation, as commands with `--wait`/`--no-wait` and `--timeout`
+ * (common.ts withWaitOptions) make it: waits for the operation unless `--no-wait` (then
+ * prints `KIND ID started`), fails (exit 1) unless it succeeded, else prints `done(op)`.
+ * `-o json|yaml` prints the operation record, one document either way.
+ */
+export async function startOperation(
+  client: ApiClient,
+  opts: GlobalOpts & { wait: boolean; timeout: number },
+  start: () => Promise<Operation>,
+  done: (op: Operation) => void,
+): Promise<void> {
+  let op = await start();
+  if (opts.wait) op = await waitForOperation(client, op.id, opts.timeout);
+  render(opts.output, op, () => {
+    if (!opts.wait) return console.log(`${op.kind} ${op.id} started`);
+    done(op);
+  });
+}
+
 export function operationCommand(): Command {
   const cmd = new Command("operation").alias("op").description(
-    "long operations (migrations, drains)",
+    "long operations (migrations, drains, backups, snapshots)",
   );
   withClientOptions(cmd.command("list").description("recent operations"))
     .action(async (opts: GlobalOpts) => {

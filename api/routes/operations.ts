@@ -5,12 +5,7 @@
 import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { type ClusterNode, waitForOperation } from "../../core/cluster/mod.ts";
-import {
-  ConflictError,
-  type ErrorCode,
-  NotFoundError,
-  NovaError,
-} from "../../core/errors/mod.ts";
+import { ConflictError, type ErrorCode, NotFoundError, NovaError } from "../../core/errors/mod.ts";
 import type { OperationRecord } from "../../core/fsm/mod.ts";
 /** What runs operations on this node and can abort them (the migrator, the backup runner). */
 export interface OperationAborter {

@@ -22,12 +22,11 @@
 import { join } from "node:path";
 import { ConflictError, NotFoundError, NovaError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
-import { fsyncFile, renameDurably, TEMP_PREFIX, writeFileDurably } from "../../core/store/mod.ts";
+import { fsyncFile, renameDurably, TEMP_PREFIX } from "../../core/store/mod.ts";
 import type {
   BackupReads,
   BackupRecord,
   BackupTargetRecord,
-  Command,
   OperationRecord,
   VmDisk,
   VmRecord,
