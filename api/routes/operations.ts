@@ -1,6 +1,6 @@
 /**
- * /api/v1/operations: long operations (migrations, drains, backups, restores, verifies) with
- * progress, a wait endpoint and abort.
+ * /api/v1/operations: long operations (migrations, drains, backups, restores, verifies, VM
+ * snapshots) with progress, a wait endpoint and abort; and how calls that start one answer.
  */
 import { type Context, Hono } from "hono";
 import { z } from "zod";
