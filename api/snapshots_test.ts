@@ -17,6 +17,7 @@ import type { VmRecord, VmSnapshot } from "../core/fsm/mod.ts";
 import type { TestCluster } from "../core/testing/test_cluster.ts";
 import { type SnapshotHost, SnapshotRunner } from "../host/snapshots/mod.ts";
 import type { Migrator } from "../host/mod.ts";
+import type { OperationCluster } from "../host/operations/mod.ts";
 import { type CallResult, fieldsOf, startTestApp } from "./testing.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
@@ -63,23 +64,26 @@ class SimulatedSnapshotHost implements SnapshotHost {
   }
 }
 
+/** Host n1's view of the cluster, as cmd/node_start.ts gives it to its runners. */
+function cluster(c: TestCluster): OperationCluster {
+  return {
+    nodeName: "n1",
+    operations: () => c.node.fsm.operations(),
+    operation: (id) => c.node.fsm.operation(id),
+    onOperationChange: (listener) =>
+      c.node.fsm.onChange((ch) => listener(ch?.resource === "operation" ? ch.name! : null)),
+    report: (cmd) => c.node.propose(cmd),
+  };
+}
+
+const stateFile = (c: TestCluster) => `${c.dataDir}/snapshot-operations.json`;
+
 testWithTimeout({ name: "API: VM snapshots are operations", ...opts }, async (t) => {
   let runner: SnapshotRunner | null = null;
   let host: SimulatedSnapshotHost | null = null;
   const { c, call, tokens } = await startTestApp((c) => {
     host = new SimulatedSnapshotHost(c);
-    runner = new SnapshotRunner(
-      {
-        nodeName: "n1",
-        operations: () => c.node.fsm.operations(),
-        operation: (id) => c.node.fsm.operation(id),
-        onOperationChange: (listener) =>
-          c.node.fsm.onChange((ch) => listener(ch?.resource === "operation" ? ch.name! : null)),
-        report: (cmd) => c.node.propose(cmd),
-      },
-      host,
-      `${c.dataDir}/snapshot-operations.json`,
-    );
+    runner = new SnapshotRunner(cluster(c), host, stateFile(c));
     // Aborts ask every runner of the node; the others run none of these.
     return {
       snapshots: runner,
@@ -213,6 +217,39 @@ testWithTimeout({ name: "API: VM snapshots are operations", ...opts }, async (t)
       sim.gate = null;
       assertEquals((await finished(late.body.id)).state, "succeeded");
     });
+
+    await t.step(
+      "an operation its host ran when its node stopped fails at the next start",
+      async () => {
+        let open!: () => void;
+        sim.gate = new Promise((r) => open = r);
+        const r = await call("POST", snaps, { token, body: { name: "s4" } });
+        assertEquals(r.status, 202, JSON.stringify(r.body));
+        const first = runner! as SnapshotRunner;
+        const recorded = () => {
+          try {
+            return Deno.readTextFileSync(stateFile(c)).includes(r.body.id);
+          } catch {
+            return false;
+          }
+        };
+        await c.until("the host runs it, its state file naming it", recorded);
+        first.stop(); // as the node process stopping: its state file still names the operation
+        const next = new SnapshotRunner(cluster(c), sim, stateFile(c));
+        await next.start();
+        try {
+          const op = await finished(r.body.id);
+          assertEquals([op.state, op.error], [
+            "failed",
+            "interrupted: its node restarted while it ran",
+          ]);
+        } finally {
+          next.stop();
+          open();
+          sim.gate = null;
+        }
+      },
+    );
   } finally {
     (runner as SnapshotRunner | null)?.stop();
     await c.stop();
