@@ -12,71 +12,18 @@
  * - `?wait=SECONDS`: the finished call's answer (201/200), its error, or 202 while running
  */
 import { assert, assertEquals } from "../core/testing/assert.ts";
-import { ConflictError } from "../core/errors/mod.ts";
-import type { VmRecord, VmSnapshot } from "../core/fsm/mod.ts";
-import type { TestCluster } from "../core/testing/test_cluster.ts";
-import { type SnapshotHost, SnapshotRunner } from "../host/snapshots/mod.ts";
+import type { VmSnapshot } from "../core/fsm/mod.ts";
+import { SnapshotRunner } from "../host/snapshots/mod.ts";
+import {
+  hostClusterOf as cluster,
+  SimulatedSnapshotHost,
+  stateFileOf as stateFile,
+} from "../host/snapshots/testing.ts";
 import type { Migrator } from "../host/mod.ts";
-import type { OperationCluster } from "../host/operations/mod.ts";
 import { type CallResult, fieldsOf, startTestApp } from "./testing.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
 const opts = { timeoutMs: 2 * MINUTE, sanitizeOps: false, sanitizeResources: false };
-
-/** Plays host n1's snapshot work: records what a real host records, or fails on demand. */
-class SimulatedSnapshotHost implements SnapshotHost {
-  /** While set, snapshots wait for it (an operation that is still running). */
-  gate: Promise<void> | null = null;
-  /** Snapshot names whose creation fails, as a QMP error would. */
-  readonly failing = new Set<string>();
-
-  constructor(private readonly c: TestCluster) {}
-
-  isCaughtUp(): boolean {
-    return true;
-  }
-
-  async createSnapshot(vm: string, snap: string, memory: boolean): Promise<VmSnapshot> {
-    await this.gate;
-    if (this.failing.has(snap)) throw new ConflictError(`QEMU refused snapshot ${snap}`);
-    const snapshot = {
-      name: snap,
-      memory,
-      createdAt: new Date().toISOString(),
-      vmState: "running",
-    };
-    await this.c.node.propose({ op: "vm.snapshot.add", name: vm, node: "n1", snapshot, at: 1 });
-    return snapshot;
-  }
-
-  restoreSnapshot(vm: string): Promise<VmRecord> {
-    return Promise.resolve(this.c.node.fsm.vm(vm)!);
-  }
-
-  async deleteSnapshot(vm: string, snap: string): Promise<void> {
-    await this.c.node.propose({
-      op: "vm.snapshot.remove",
-      name: vm,
-      node: "n1",
-      snapshot: snap,
-      at: 1,
-    });
-  }
-}
-
-/** Host n1's view of the cluster, as cmd/node_start.ts gives it to its runners. */
-function cluster(c: TestCluster): OperationCluster {
-  return {
-    nodeName: "n1",
-    operations: () => c.node.fsm.operations(),
-    operation: (id) => c.node.fsm.operation(id),
-    onOperationChange: (listener) =>
-      c.node.fsm.onChange((ch) => listener(ch?.resource === "operation" ? ch.name! : null)),
-    report: (cmd) => c.node.propose(cmd),
-  };
-}
-
-const stateFile = (c: TestCluster) => `${c.dataDir}/snapshot-operations.json`;
 
 testWithTimeout({ name: "API: VM snapshots are operations", ...opts }, async (t) => {
   let runner: SnapshotRunner | null = null;
