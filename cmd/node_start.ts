@@ -764,6 +764,7 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
     image: (name) => node.fsm.image(name),
     operation: (id) => node.fsm.operation(id),
     config: () => node.fsm.settings(),
+    level: () => node.fsm.clusterLevel(),
     onVmChange: (listener) => node.fsm.onVmChange(listener),
     report: (command, opts) => reports.submit(command, opts),
     audit: (action, resource, detail) => auditSystem(node, action, resource, detail),

@@ -219,6 +219,36 @@ testWithTimeout({
       assert(/needs cluster level 2/.test(r.stderr), r.stderr);
     });
 
+    await step(
+      t,
+      `a VM on the upgraded n1 under a ${PREVIOUS.version} leader starts, reports and snapshots`,
+      async () => {
+        // n1 holds back what a 0.1.0 leader would refuse (a display in its reports) and what a
+        // 0.1.0 host could not take over (a VGA device): core/upgrade/levels.ts FEATURE_LEVEL.
+        await leadWith("n2");
+        await ok(
+          ...["vm", "create", "mixed", "--image", "guest", "--memory", "128M", "--node", "n1"],
+          "--wait",
+        );
+        const vm = JSON.parse(await ok("vm", "show", "mixed", "-o", "json"));
+        assertEquals([vm.state, vm.node, vm.display ?? null], ["running", "n1", null]);
+        const at = `${nodeUrl("n2")}/api/v1/vms/mixed/snapshots`;
+        const made = await api(at, {
+          method: "POST",
+          token: token(),
+          body: { name: "s1", memory: true },
+        });
+        assert(made.status >= 200 && made.status < 300, `snapshot: ${JSON.stringify(made)}`);
+        const back = await api(`${at}/s1/restore`, { method: "POST", token: token() });
+        assert(back.status >= 200 && back.status < 300, `restore: ${JSON.stringify(back)}`);
+        await eventually(
+          "mixed runs again",
+          async () => JSON.parse(await ok("vm", "show", "mixed", "-o", "json")).state === "running",
+        );
+        await ok("vm", "delete", "mixed", "--force", "--wait");
+      },
+    );
+
     await step(t, "n2 upgraded: still level 1, refused naming n3 only", async () => {
       await upgrade("n2");
       await refusedNaming("n2", ["n3"]);

@@ -37,7 +37,7 @@ export const LEVELS: readonly Level[] = [
     level: 2,
     since: "0.2.0",
     adds:
-      "the recorded cluster level (cluster.upgrade), operator metadata on hosts (node.meta) and VM snapshots as operations",
+      "the recorded cluster level (cluster.upgrade), operator metadata on hosts (node.meta), VGA displays and VM snapshots as operations",
   },
 ];
 
@@ -51,6 +51,21 @@ export const MAX_KNOWN_LEVEL = LEVELS[LEVELS.length - 1].level;
 export const OP_LEVEL: Readonly<Partial<Record<Command["op"], number>>> = {
   "node.meta": 2,
 };
+
+/**
+ * What hosts do or report differently from release 0.1.0 without a command kind of its own,
+ * and the level it needs. A host holds back until its cluster runs at that level:
+ * - `display`: fresh QEMUs get a VGA device, and `display` is in `vm.observed` and
+ *   `vm.snapshot.add`. A 0.1.0 leader refuses those fields (strict peer schemas), and a 0.1.0
+ *   host launches without the device, so a VGA guest could neither report under an old leader
+ *   nor migrate to an old host, and its memory snapshots would not load there.
+ */
+export const FEATURE_LEVEL = { display: 2 } as const;
+
+/** Whether a cluster running at `level` may use `feature`. */
+export function featureAllowed(feature: keyof typeof FEATURE_LEVEL, level: number): boolean {
+  return level >= FEATURE_LEVEL[feature];
+}
 
 /** The level a command kind needs (1 unless {@link OP_LEVEL} says otherwise). */
 export function levelOfOp(op: string): number {

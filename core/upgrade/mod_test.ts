@@ -252,7 +252,7 @@ testWithTimeout({
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
-  const cluster = await TestCluster.start();
+  const cluster = await TestCluster.start({}, { level: 1 }); // as release 0.1.0 made it
   const node = cluster.node;
   try {
     await cluster.addHost("n2");
