@@ -4,9 +4,10 @@
  * snapshots) is simulated here by `SimulatedSnapshotHost`, which records what a real host
  * records; the real thing runs in tests/vm_test.ts and host/vm_host_test.ts.
  *
+ * - below cluster level 2 (a cluster a 0.1.0 member may be in) no operation: the call runs at
+ *   once on the VM's host and answers when done (201 / 200 / its error), as 0.1.0 did
  * - refused at once, before any operation: bad input, unknown VM or snapshot, a duplicate,
- *   a memory snapshot of a stopped VM, a disk-only restore under a running QEMU, a template,
- *   and any snapshot operation below cluster level 2
+ *   a memory snapshot of a stopped VM, a disk-only restore under a running QEMU, a template
  * - 202 with the operation and `Location`; the operation ends succeeded (its result names the
  *   snapshot) or failed (with the host's error)
  * - `?wait=SECONDS`: the finished call's answer (201/200), its error, or 202 while running
@@ -19,7 +20,7 @@ import {
   SimulatedSnapshotHost,
   stateFileOf as stateFile,
 } from "../host/snapshots/testing.ts";
-import type { Migrator } from "../host/mod.ts";
+import type { Migrator, VmHost } from "../host/mod.ts";
 import { type CallResult, fieldsOf, startTestApp } from "./testing.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
@@ -34,10 +35,12 @@ testWithTimeout({ name: "API: VM snapshots are operations", ...opts }, async (t)
     // Aborts ask every runner of the node; the others run none of these.
     return {
       snapshots: runner,
+      // Below level 2 the routes call the VM host's snapshot work themselves.
+      host: host as unknown as VmHost,
       migrator: { abort: () => false } as unknown as Migrator,
       backups: undefined,
     };
-  });
+  }, { level: 1 }); // as release 0.1.0 made it
   const sim = host! as SimulatedSnapshotHost;
   const token = tokens.operator;
   const snaps = "/api/v1/vms/web1/snapshots";
@@ -56,15 +59,50 @@ testWithTimeout({ name: "API: VM snapshots are operations", ...opts }, async (t)
     await (runner! as SnapshotRunner).start();
     await c.vm({ name: "web1", node: "n1" }, "running");
 
-    await t.step("below cluster level 2 a snapshot is refused, naming the level", async () => {
-      const r = await refused(
-        call("POST", snaps, { token, body: { name: "s0" } }),
-        409,
-        "feature_unavailable",
-      );
-      assert(/snapshot-create operation needs cluster level 2/.test(r.body.error.message), r.body);
-      await c.node.propose({ op: "cluster.upgrade", level: 2, at: Date.now() });
-    });
+    await t.step(
+      "below cluster level 2 they run at once on the VM's host, as 0.1.0 did",
+      async () => {
+        const before = ops();
+        const made = await call("POST", snaps, { token, body: { name: "s0", memory: true } });
+        assertEquals(made.status, 201, JSON.stringify(made.body));
+        assertEquals([made.body.name, made.body.memory, made.body.vmState], [
+          "s0",
+          true,
+          "running",
+        ]);
+        assertEquals(made.headers.get("location"), null);
+        const waited = await call("POST", `${snaps}?wait=5`, { token, body: { name: "s00" } });
+        assertEquals([waited.status, waited.body.name], [201, "s00"], JSON.stringify(waited.body));
+        const names = () => c.node.fsm.vm("web1")!.snapshots.map((s) => s.name);
+        assertEquals(names(), ["s0", "s00"]);
+        const restored = await call("POST", `${snaps}/s0/restore`, { token });
+        assertEquals(
+          [restored.status, restored.body.name],
+          [200, "web1"],
+          JSON.stringify(restored),
+        );
+        for (const snap of ["s0", "s00"]) {
+          const deleted = await call("DELETE", `${snaps}/${snap}`, { token });
+          assertEquals([deleted.status, deleted.body], [200, { deleted: snap }]);
+        }
+        assertEquals(names(), []);
+        sim.failing.add("bad0");
+        const bad = await call("POST", snaps, { token, body: { name: "bad0" } });
+        assertEquals([bad.status, bad.body.error.message], [409, "QEMU refused snapshot bad0"]);
+        await refused(
+          call("POST", snaps, { token: tokens.viewer, body: { name: "s9" } }),
+          403,
+          "forbidden",
+        );
+        await refused(
+          call("POST", "/api/v1/vms/nope/snapshots", { token, body: { name: "s9" } }),
+          404,
+          "not_found",
+        );
+        assertEquals(ops(), before, "no operation recorded");
+        await c.node.propose({ op: "cluster.upgrade", level: 2, at: Date.now() });
+      },
+    );
 
     await t.step(
       "202 with the operation and its URL; it succeeds naming the snapshot",

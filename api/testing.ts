@@ -59,11 +59,13 @@ export interface TestApp {
 /**
  * Starts a one-voter cluster and the real API app over it, with a token of every role.
  * @param more what the app gets beside the stand-ins (e.g. an operation runner under test)
+ * @param opts.level the cluster level to start at (default: this program's)
  */
 export async function startTestApp(
   more: (c: TestCluster) => Partial<AppDeps> = () => ({}),
+  opts: { level?: number } = {},
 ): Promise<TestApp> {
-  const c = await TestCluster.start();
+  const c = await TestCluster.start({}, opts);
   const blobs = await new BlobStore(`${c.dataDir}/blobs`).init();
   const app = createApp(c.node, {
     blobs,

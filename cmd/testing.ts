@@ -121,9 +121,13 @@ export function notUsedHere<T>(what: string): T {
  * The real API app of a one-voter leader served on a free port, without a hypervisor (a command
  * that needs one fails naming it); `cli` runs the CLI against it with the admin token.
  * @param more what the app gets beside the stand-ins (e.g. an operation runner under test)
+ * @param opts.level the cluster level to start at (default: this program's)
  */
-export async function servedCluster(more: (c: TestCluster) => Partial<AppDeps> = () => ({})) {
-  const c = await TestCluster.start();
+export async function servedCluster(
+  more: (c: TestCluster) => Partial<AppDeps> = () => ({}),
+  opts: { level?: number } = {},
+) {
+  const c = await TestCluster.start({}, opts);
   const app = createApp(c.node, {
     blobs: await new BlobStore(`${c.dataDir}/blobs`).init(),
     leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),

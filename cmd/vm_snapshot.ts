@@ -2,11 +2,12 @@
  * `novactl vm snapshot create|list|restore|delete`: a thin client of
  * /api/v1/vms/NAME/snapshots. Take, restore and delete are operations run by the VM's host:
  * the commands wait for them (progress on a TTY, `--timeout`) unless given `--no-wait`,
- * which prints the operation's id; a failed operation exits 1.
+ * which prints the operation's id; a failed operation exits 1. Below cluster level 2 the
+ * API runs them at once, as release 0.1.0 did, and answers when done: nothing to wait for.
  */
 import { Command } from "commander";
 import { clientOf, type GlobalOpts, withWaitOptions } from "./common.ts";
-import { type Operation, startOperation } from "./operation.ts";
+import { startOperation } from "./operation.ts";
 import { printTable, render } from "./output.ts";
 
 type WaitOpts = GlobalOpts & { wait: boolean; timeout: number };
@@ -29,7 +30,7 @@ export function snapshotCommand(): Command {
     await startOperation(
       client,
       opts,
-      () => client.request<Operation>("POST", snapshotPath(vm), { name, memory: !!opts.memory }),
+      () => client.request<unknown>("POST", snapshotPath(vm), { name, memory: !!opts.memory }),
       () => console.log(`snapshot ${name} of ${vm} created`),
     );
   });
@@ -54,7 +55,7 @@ export function snapshotCommand(): Command {
     await startOperation(
       client,
       opts,
-      () => client.request<Operation>("POST", `${snapshotPath(vm, name)}/restore`),
+      () => client.request<unknown>("POST", `${snapshotPath(vm, name)}/restore`),
       () => console.log(`${vm} restored to ${name}`),
     );
   });
@@ -66,7 +67,7 @@ export function snapshotCommand(): Command {
     await startOperation(
       client,
       opts,
-      () => client.request<Operation>("DELETE", snapshotPath(vm, name)),
+      () => client.request<unknown>("DELETE", snapshotPath(vm, name)),
       () => console.log(`snapshot ${name} of ${vm} deleted`),
     );
   });

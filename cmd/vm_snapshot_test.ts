@@ -3,12 +3,13 @@
  * real CLI against the real API and snapshot runner of a one-voter cluster, the host's
  * snapshot work simulated (host/snapshots/testing.ts). `--no-wait` prints the operation's
  * id, `-o json` is one document (the operation), a failed operation exits 1, and
- * `--timeout` gives up on one still running.
+ * `--timeout` gives up on one still running. Below cluster level 2 the API answers when done
+ * (as release 0.1.0 did): the commands then have nothing to wait for.
  */
 import { assert, assertEquals } from "../core/testing/assert.ts";
 import { SnapshotRunner } from "../host/snapshots/mod.ts";
 import { hostClusterOf, SimulatedSnapshotHost, stateFileOf } from "../host/snapshots/testing.ts";
-import type { Migrator } from "../host/mod.ts";
+import type { Migrator, VmHost } from "../host/mod.ts";
 import { servedCluster } from "./testing.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
@@ -22,13 +23,31 @@ testWithTimeout(
     const { c, cli, stop } = await servedCluster((c) => {
       sim = new SimulatedSnapshotHost(c);
       runner = new SnapshotRunner(hostClusterOf(c), sim, stateFileOf(c));
-      return { snapshots: runner, migrator: { abort: () => false } as unknown as Migrator };
-    });
+      return {
+        snapshots: runner,
+        host: sim as unknown as VmHost, // what the routes call below level 2
+        migrator: { abort: () => false } as unknown as Migrator,
+      };
+    }, { level: 1 }); // as release 0.1.0 made it
     const host = sim! as SimulatedSnapshotHost;
     try {
       await (runner! as SnapshotRunner).start();
-      await c.node.propose({ op: "cluster.upgrade", level: 2, at: Date.now() });
       await c.vm({ name: "web", node: "n1" }, "running");
+
+      await t.step("below cluster level 2 they answer when done, as 0.1.0 did", async () => {
+        const r = await cli("vm", "snapshot", "create", "web", "s0", "--memory");
+        assertEquals([r.code, r.stdout], [0, "snapshot s0 of web created\n"], r.stderr);
+        assertEquals(c.node.fsm.vm("web")!.snapshots.map((s) => [s.name, s.memory]), [
+          ["s0", true],
+        ]);
+        const j = await cli("vm", "snapshot", "restore", "web", "s0", "-o", "json");
+        assertEquals([j.code, JSON.parse(j.stdout).name], [0, "web"], j.stderr);
+        const d = await cli("vm", "snapshot", "delete", "web", "s0", "--no-wait");
+        assertEquals([d.code, d.stdout], [0, "snapshot s0 of web deleted\n"], d.stderr);
+        assertEquals(c.node.fsm.vm("web")!.snapshots, []);
+        assertEquals(c.node.fsm.operations(), [], "no operation recorded");
+        await c.node.propose({ op: "cluster.upgrade", level: 2, at: Date.now() });
+      });
 
       await t.step("create waits and says so; -o json is the finished operation", async () => {
         const r = await cli("vm", "snapshot", "create", "web", "s1");

@@ -1,7 +1,8 @@
 /**
  * /api/v1/vms: lifecycle decisions go to the leader; the console and other work on a
- * VM's disks or QEMU go to its host. Snapshots are operations: the leader checks and
- * records them, the VM's host runs them.
+ * VM's disks or QEMU go to its host. Snapshots are operations (the leader checks and
+ * records them, the VM's host runs them) once the cluster's level allows; below it they
+ * run on the VM's host, as release 0.1.0 ran them.
  */
 import { type Context, Hono } from "hono";
 import { z } from "zod";
@@ -14,6 +15,7 @@ import {
   resizeVm,
   restartVm,
   setVmDesired,
+  type SnapshotOperationKind,
   startSnapshot,
   startSnapshotDelete,
   startSnapshotRestore,
@@ -23,7 +25,7 @@ import {
 import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
 import type { VmHost } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
-import { hostOnly, leaderOnly } from "../forward.ts";
+import { FORWARDED_HEADER, hostOnly, leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { labelsSchema, VM_STATE } from "../../core/fsm/command_schemas.ts";
 import { SECURITY_GROUP_LIMITS } from "../../core/fsm/security_groups.ts";
@@ -52,6 +54,7 @@ import {
   vmSchema,
 } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
+import { operationKindAllowed } from "../../core/upgrade/levels.ts";
 import { operationAnswer, operationWaitSeconds } from "./operations.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
@@ -133,7 +136,7 @@ const snapshotSchema = z.object({
   memory: z.boolean().default(false),
 }).strict();
 const snapshotOpQuery = z.object({ wait: operationWaitSeconds });
-/** A forwarded snapshot call may wait for its operation (`?wait`, at most 300 s). */
+/** A forwarded snapshot call may wait for its operation (`?wait`, at most 300 s) or run on its host. */
 const SNAPSHOT_FORWARD = { timeoutMs: 330_000 };
 
 /** Largest page `vm list` answers. */
@@ -427,12 +430,39 @@ export function vmRoutes(
     (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }),
   );
 
-  // Take, restore and delete are operations, run by the VM's host (host/snapshots/): the
-  // leader refuses what would fail at once, then answers 202 (or waits with ?wait=SECONDS).
+  // Take, restore and delete are operations once the cluster's level allows them
+  // (core/upgrade/levels.ts OPERATION_KIND_LEVEL), run by the VM's host (host/snapshots/):
+  // the leader refuses what would fail at once, then answers 202 (or waits with ?wait).
+  // Below that level they run as release 0.1.0 ran them: at once on the VM's host, answered
+  // when done (201 / 200), since a 0.1.0 host would never run the operation. `?wait` is then
+  // met by the call itself.
   const snapshotOf = (vm: string, snap: string) =>
     node.fsm.vm(vm)?.snapshots.find((s) => s.name === snap);
+  const asOperation = (c: Context<Env>, kind: SnapshotOperationKind): boolean => {
+    if (!operationKindAllowed(kind, node.fsm.clusterLevel())) return false;
+    // A member still below that level (a 0.1.0 leader, or one yet to apply the upgrade)
+    // forwarded it to the VM's host, as 0.1.0 does: run it here, not back to the leader.
+    const forwardedToItsHost = c.req.header(FORWARDED_HEADER) !== undefined &&
+      !node.isLeader() && node.fsm.vm(c.req.param("name") ?? "")?.node === node.id;
+    return !forwardedToItsHost;
+  };
+  const snapshotCall = (
+    kind: SnapshotOperationKind,
+    operation: (c: Context<Env>) => Promise<Response>,
+    atOnce: (c: Context<Env>) => Promise<Response>,
+  ) =>
+  async (c: Context<Env>) => {
+    const viaOperation = asOperation(c, kind);
+    const place = viaOperation ? leaderOnly : hostOnly;
+    await place(node, SNAPSHOT_FORWARD)(c, async () => {
+      c.res = await (viaOperation ? operation : atOnce)(c);
+    });
+    return c.res;
+  };
+
   const snapshotDoc = doc({
-    summary: "Snapshot a VM's disks (and memory): its operation (?wait=SECONDS: the snapshot)",
+    summary:
+      "Snapshot a VM's disks (and memory): its operation (?wait=SECONDS, or below cluster level 2: the snapshot)",
     body: snapshotSchema,
     query: snapshotOpQuery,
     responses: { 201: vmSchema.shape.snapshots.element, 202: operationSchema },
@@ -443,11 +473,10 @@ export function vmRoutes(
     "/:name/snapshots",
     snapshotDoc,
     requireRole("operator"),
-    leaderOnly(node, SNAPSHOT_FORWARD),
-    async (c) => {
+    snapshotCall("snapshot-create", async (c) => {
       const req = await parseBody(c, snapshotSchema);
       const { wait } = parseQuery(c, snapshotOpQuery);
-      const vm = c.req.param("name");
+      const vm = c.req.param("name")!;
       const op = await startSnapshot(
         node,
         { vm, snapshot: req.name, memory: req.memory },
@@ -457,11 +486,16 @@ export function vmRoutes(
         const { vm: _, snapshot, ms: _ms, ...taken } = done.result ?? {};
         return c.json(snapshotOf(vm, req.name) ?? { name: snapshot, ...taken }, 201);
       });
-    },
+    }, async (c) => {
+      const req = await parseBody(c, snapshotSchema);
+      parseQuery(c, snapshotOpQuery);
+      return c.json(await host.createSnapshot(c.req.param("name")!, req.name, req.memory), 201);
+    }),
   );
 
   const restoreDoc = doc({
-    summary: "Restore a VM to a snapshot: its operation (?wait=SECONDS: the VM)",
+    summary:
+      "Restore a VM to a snapshot: its operation (?wait=SECONDS, or below cluster level 2: the VM)",
     query: snapshotOpQuery,
     responses: { 200: vmSchema, 202: operationSchema },
     status: [202, 200],
@@ -471,17 +505,22 @@ export function vmRoutes(
     "/:name/snapshots/:snap/restore",
     restoreDoc,
     requireRole("operator"),
-    leaderOnly(node, SNAPSHOT_FORWARD),
-    async (c) => {
+    snapshotCall("snapshot-restore", async (c) => {
       const { wait } = parseQuery(c, snapshotOpQuery);
-      const vm = c.req.param("name");
-      const op = await startSnapshotRestore(node, { vm, snapshot: c.req.param("snap") }, who(c));
+      const vm = c.req.param("name")!;
+      const snapshot = c.req.param("snap")!;
+      const op = await startSnapshotRestore(node, { vm, snapshot }, who(c));
       return await operationAnswer(c, node, op, wait, () => c.json(shown(c, vmOr404(vm))));
-    },
+    }, async (c) => {
+      parseQuery(c, snapshotOpQuery);
+      const restored = await host.restoreSnapshot(c.req.param("name")!, c.req.param("snap")!);
+      return c.json(shown(c, restored));
+    }),
   );
 
   const deleteSnapshotDoc = doc({
-    summary: "Delete a snapshot: its operation (?wait=SECONDS: what was deleted)",
+    summary:
+      "Delete a snapshot: its operation (?wait=SECONDS, or below cluster level 2: what was deleted)",
     query: snapshotOpQuery,
     responses: { 200: deletedSchema, 202: operationSchema },
     status: [202, 200],
@@ -491,13 +530,17 @@ export function vmRoutes(
     "/:name/snapshots/:snap",
     deleteSnapshotDoc,
     requireRole("operator"),
-    leaderOnly(node, SNAPSHOT_FORWARD),
-    async (c) => {
+    snapshotCall("snapshot-delete", async (c) => {
       const { wait } = parseQuery(c, snapshotOpQuery);
-      const snapshot = c.req.param("snap");
-      const op = await startSnapshotDelete(node, { vm: c.req.param("name"), snapshot }, who(c));
+      const snapshot = c.req.param("snap")!;
+      const op = await startSnapshotDelete(node, { vm: c.req.param("name")!, snapshot }, who(c));
       return await operationAnswer(c, node, op, wait, () => c.json({ deleted: snapshot }));
-    },
+    }, async (c) => {
+      parseQuery(c, snapshotOpQuery);
+      const snapshot = c.req.param("snap")!;
+      await host.deleteSnapshot(c.req.param("name")!, snapshot);
+      return c.json({ deleted: snapshot });
+    }),
   );
 
   return app;

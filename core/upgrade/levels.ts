@@ -75,13 +75,19 @@ export function levelOfOp(op: string): number {
 /**
  * Operation kinds that need a level above 1. Every replica stores any kind, but only a
  * host whose release knows a kind runs it: one recorded for an older runner would stay
- * "running" forever.
+ * "running" forever. Below its level, what the operation does is done as the older release
+ * did it: VM snapshots run at once on the VM's host (api/routes/vms.ts).
  */
 export const OPERATION_KIND_LEVEL: Readonly<Partial<Record<OperationKind, number>>> = {
   "snapshot-create": 2,
   "snapshot-restore": 2,
   "snapshot-delete": 2,
 };
+
+/** Whether a cluster running at `level` may record operations of `kind`. */
+export function operationKindAllowed(kind: OperationKind, level: number): boolean {
+  return level >= (OPERATION_KIND_LEVEL[kind] ?? 1);
+}
 
 /**
  * The level a command needs: its kind's ({@link levelOfOp}), or for `operation.create` the

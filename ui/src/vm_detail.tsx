@@ -97,9 +97,10 @@ function VmOverview({ vm, path, reload, onOperation }: {
   /** Snapshot calls answer with their operation: its progress shows above. */
   onOperation: (id: string) => void;
 }) {
+  // Below cluster level 2 they run at once and answer with their result: nothing to follow.
   const snapshotOp = (sub: string, method: string, body?: unknown) =>
-    api<OperationView>(`${path}/snapshots${sub}`, { method, body }).then((op) => {
-      onOperation(op.id);
+    api<Partial<OperationView>>(`${path}/snapshots${sub}`, { method, body }).then((op) => {
+      if (typeof op.id === "string" && typeof op.kind === "string") onOperation(op.id);
       reload();
     });
   const nics = useApi<{ nics: Record<string, unknown>[] }>(`${path}/nics`);
