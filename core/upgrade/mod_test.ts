@@ -10,6 +10,7 @@ import {
   memberSupport,
   OP_LEVEL,
   OPERATION_KIND_LEVEL,
+  operationKindAllowed,
   PROGRAM_MAX_LEVEL,
   supportedLevel,
   Upgrader,
@@ -382,4 +383,10 @@ testWithTimeout({
     assertEquals(OPERATION_KIND_LEVEL[kind], 2);
   }
   assertEquals(levelOfCommand({ op: "node.meta" }), 2, "the command's own level still counts");
+  // Below it, the routes run snapshots as 0.1.0 did (api/routes/vms.ts).
+  assertEquals(
+    [operationKindAllowed("snapshot-create", 1), operationKindAllowed("snapshot-create", 2)],
+    [false, true],
+  );
+  assert(operationKindAllowed("migrate", 1));
 });
