@@ -6,6 +6,8 @@
  *
  * - with any member still on 0.1.0 the cluster stays at level 1, and a level-2 command
  *   (`node meta`) is refused with `feature_unavailable`, naming the members not upgraded;
+ * - at level 1 VM snapshots run as 0.1.0 ran them, at once on the VM's host, whether an old
+ *   leader forwards them to an upgraded host or an upgraded leader to an old one;
  * - once the last node runs 0.2.0 the leader raises the level (a `cluster.upgrade` entry) and
  *   the command works;
  * - the guest ran throughout: the same QEMU process, its counter still going, never rebooted;
@@ -276,6 +278,28 @@ testWithTimeout({
       await upgrade("n2");
       await refusedNaming("n2", ["n3"]);
     });
+
+    await step(
+      t,
+      `the upgraded leader has a ${PREVIOUS.version} host snapshot its VM at once`,
+      async () => {
+        // n3 would never run a snapshot operation: n2 forwards the call, as 0.1.0 did.
+        await leadWith("n2");
+        await ok(
+          ...["vm", "create", "old", "--image", "guest", "--memory", "128M", "--node", "n3"],
+          "--wait",
+        );
+        const via = (...args: string[]) =>
+          cli([...args, "--server", nodeUrl("n2"), "--token", token()]);
+        const taken = await via("vm", "snapshot", "create", "old", "s1", "--memory", "-o", "json");
+        assertEquals(taken.code, 0, taken.stderr);
+        const snap = JSON.parse(taken.stdout);
+        assertEquals([snap.name, snap.memory, snap.id], ["s1", true, undefined], taken.stdout);
+        const gone = await via("vm", "snapshot", "delete", "old", "s1");
+        assertEquals([gone.code, gone.stdout], [0, "snapshot s1 of old deleted\n"], gone.stderr);
+        await ok("vm", "delete", "old", "--force", "--wait");
+      },
+    );
 
     let countedBefore = 0;
     await step(t, "n3 upgraded: the leader raises the level to 2, node meta works", async () => {
