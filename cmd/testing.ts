@@ -5,7 +5,7 @@ import { TestCluster } from "../core/testing/test_cluster.ts";
 import { LeaseTable } from "../core/cluster/mod.ts";
 import { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
-import { createApp } from "../api/app.ts";
+import { type AppDeps, createApp } from "../api/app.ts";
 
 /** What one CLI run did. */
 export interface Run {
@@ -126,14 +126,20 @@ export function notUsedHere<T>(what: string): T {
 /**
  * The real API app of a one-voter leader served on a free port, without a hypervisor (a command
  * that needs one fails naming it); `cli` runs the CLI against it with the admin token.
+ * @param more what the app gets beside the stand-ins (e.g. an operation runner under test)
+ * @param opts.level the cluster level to start at (default: this program's)
  */
-export async function servedCluster() {
-  const c = await TestCluster.start();
+export async function servedCluster(
+  more: (c: TestCluster) => Partial<AppDeps> = () => ({}),
+  opts: { level?: number } = {},
+) {
+  const c = await TestCluster.start({}, opts);
   const app = createApp(c.node, {
     blobs: await new BlobStore(`${c.dataDir}/blobs`).init(),
     leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),
     host: notUsedHere<VmHost>("host"),
     migrator: notUsedHere<Migrator>("migrator"),
+    ...more(c),
   });
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
   const url = `http://127.0.0.1:${server.addr.port}`;

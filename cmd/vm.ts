@@ -21,6 +21,7 @@ import { nicCommand } from "./vm_nic.ts";
 import { diskCommand } from "./vm_disk.ts";
 import { vmStatsCommand } from "./stats.ts";
 import { attachConsole } from "./console.ts";
+import { snapshotCommand } from "./vm_snapshot.ts";
 
 /** Memory and disk sizes go through the one size parser (parse.ts); these names stay for callers. */
 export { sizeGiB as parseDiskGiB, sizeMiB as parseMemoryMiB };
@@ -500,50 +501,4 @@ export function vmCommand(): Command {
   vm.addCommand(diskCommand());
   vm.addCommand(vmBackupCommand());
   return vm;
-}
-
-function snapshotCommand(): Command {
-  const snap = new Command("snapshot").description("VM snapshots (disk-only or with memory)");
-  withClientOptions(
-    snap.command("create").argument("<vm>").argument("<snapshot>").description("take a snapshot")
-      .option("--memory", "include memory and device state (VM must be running)"),
-  ).action(async (vm: string, name: string, opts: GlobalOpts & { memory?: boolean }) => {
-    const r = await clientOf(opts).request("POST", vmPath(vm, "/snapshots"), {
-      name,
-      memory: !!opts.memory,
-    });
-    render(opts.output, r, () => console.log(`snapshot ${name} of ${vm} created`));
-  });
-  withClientOptions(
-    withListLimit(snap.command("list").argument("<vm>").description("list snapshots")),
-  )
-    .action(async (vm: string, opts: ListOpts) => {
-      const r = await clientOf(opts).list(vmPath(vm, "/snapshots"), "snapshots", opts.limit);
-      render(
-        opts.output,
-        r,
-        () => printTable(r.snapshots, ["name", "memory", "vmState", "createdAt"]),
-      );
-    });
-  withClientOptions(
-    snap.command("restore").argument("<vm>").argument("<snapshot>").description(
-      "roll back to a snapshot",
-    ),
-  ).action(async (vm: string, name: string, opts: GlobalOpts) => {
-    const r = await clientOf(opts).request(
-      "POST",
-      vmPath(vm, `/snapshots/${encodeURIComponent(name)}/restore`),
-    );
-    render(opts.output, r, () => console.log(`${vm} restored to ${name}`));
-  });
-  withClientOptions(
-    snap.command("delete").argument("<vm>").argument("<snapshot>").description("delete a snapshot"),
-  ).action(async (vm: string, name: string, opts: GlobalOpts) => {
-    const r = await clientOf(opts).request(
-      "DELETE",
-      vmPath(vm, `/snapshots/${encodeURIComponent(name)}`),
-    );
-    render(opts.output, r, () => console.log(`snapshot ${name} of ${vm} deleted`));
-  });
-  return snap;
 }

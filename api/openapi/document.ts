@@ -166,6 +166,16 @@ export function openApiDocument(app: AnyHono): Record<string, unknown> {
             },
           }
           : {}),
+        ...(d?.locationOn === status
+          ? {
+            headers: {
+              Location: {
+                description: "the operation's URL (/api/v1/operations/ID)",
+                schema: { type: "string" },
+              },
+            },
+          }
+          : {}),
         content: { [media]: { schema } },
       };
     }

@@ -1,6 +1,8 @@
 /**
- * /api/v1/vms: lifecycle decisions go to the leader; console, snapshots and
- * other work on a VM's disks or QEMU go to its host.
+ * /api/v1/vms: lifecycle decisions go to the leader; the console and other work on a
+ * VM's disks or QEMU go to its host. Snapshots are operations (the leader checks and
+ * records them, the VM's host runs them) once the cluster's level allows; below it they
+ * run on the VM's host, as release 0.1.0 ran them.
  */
 import { type Context, Hono } from "hono";
 import { z } from "zod";
@@ -13,13 +15,17 @@ import {
   resizeVm,
   restartVm,
   setVmDesired,
+  type SnapshotOperationKind,
+  startSnapshot,
+  startSnapshotDelete,
+  startSnapshotRestore,
   type VmWaitTarget,
   waitForVm,
 } from "../../core/cluster/mod.ts";
 import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
 import type { VmHost } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
-import { hostOnly, leaderOnly } from "../forward.ts";
+import { FORWARDED_HEADER, hostOnly, leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { labelsSchema, VM_STATE } from "../../core/fsm/command_schemas.ts";
 import { SECURITY_GROUP_LIMITS } from "../../core/fsm/security_groups.ts";
@@ -49,6 +55,8 @@ import {
 } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
 import { afterOf, continueToken, isString, pagedList, pageQuery } from "../pagination.ts";
+import { operationKindAllowed } from "../../core/upgrade/levels.ts";
+import { operationAnswer, operationWaitSeconds } from "./operations.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -128,6 +136,9 @@ const snapshotSchema = z.object({
   name: SNAPSHOT_NAME,
   memory: z.boolean().default(false),
 }).strict();
+const snapshotOpQuery = z.object({ wait: operationWaitSeconds });
+/** A forwarded snapshot call may wait for its operation (`?wait`, at most 300 s) or run on its host. */
+const SNAPSHOT_FORWARD = { timeoutMs: 330_000 };
 
 /**
  * `GET /api/v1/vms?node=&state=&label=k=v&limit=&continue=`: filters (labels repeat,
@@ -405,38 +416,117 @@ export function vmRoutes(
     return c.json(pagedList("snapshots", snapshots, parseQuery(c, pageQuery), spec));
   });
 
-  const snapshotDoc = doc({
-    summary: "Snapshot a VM's disks (and memory)",
-    body: snapshotSchema,
-    response: vmSchema.shape.snapshots.element,
-    status: 201,
-  });
-  app.post("/:name/snapshots", snapshotDoc, requireRole("operator"), hostOnly(node), async (c) => {
-    const req = await parseBody(c, snapshotSchema);
-    return c.json(await host.createSnapshot(c.req.param("name"), req.name, req.memory), 201);
-  });
+  // Take, restore and delete are operations once the cluster's level allows them
+  // (core/upgrade/levels.ts OPERATION_KIND_LEVEL), run by the VM's host (host/snapshots/):
+  // the leader refuses what would fail at once, then answers 202 (or waits with ?wait).
+  // Below that level they run as release 0.1.0 ran them: at once on the VM's host, answered
+  // when done (201 / 200), since a 0.1.0 host would never run the operation. `?wait` is then
+  // met by the call itself.
+  const snapshotOf = (vm: string, snap: string) =>
+    node.fsm.vm(vm)?.snapshots.find((s) => s.name === snap);
+  const asOperation = (c: Context<Env>, kind: SnapshotOperationKind): boolean => {
+    if (!operationKindAllowed(kind, node.fsm.clusterLevel())) return false;
+    // A member still below that level (a 0.1.0 leader, or one yet to apply the upgrade)
+    // forwarded it to the VM's host, as 0.1.0 does: run it here, not back to the leader.
+    const forwardedToItsHost = c.req.header(FORWARDED_HEADER) !== undefined &&
+      !node.isLeader() && node.fsm.vm(c.req.param("name") ?? "")?.node === node.id;
+    return !forwardedToItsHost;
+  };
+  const snapshotCall = (
+    kind: SnapshotOperationKind,
+    operation: (c: Context<Env>) => Promise<Response>,
+    atOnce: (c: Context<Env>) => Promise<Response>,
+  ) =>
+  async (c: Context<Env>) => {
+    const viaOperation = asOperation(c, kind);
+    const place = viaOperation ? leaderOnly : hostOnly;
+    await place(node, SNAPSHOT_FORWARD)(c, async () => {
+      c.res = await (viaOperation ? operation : atOnce)(c);
+    });
+    return c.res;
+  };
 
-  const restoreDoc = doc({ summary: "Restore a VM to a snapshot" });
+  const snapshotDoc = doc({
+    summary:
+      "Snapshot a VM's disks (and memory): its operation (?wait=SECONDS, or below cluster level 2: the snapshot)",
+    body: snapshotSchema,
+    query: snapshotOpQuery,
+    responses: { 201: vmSchema.shape.snapshots.element, 202: operationSchema },
+    status: [202, 201],
+    locationOn: 202,
+  });
+  app.post(
+    "/:name/snapshots",
+    snapshotDoc,
+    requireRole("operator"),
+    snapshotCall("snapshot-create", async (c) => {
+      const req = await parseBody(c, snapshotSchema);
+      const { wait } = parseQuery(c, snapshotOpQuery);
+      const vm = c.req.param("name")!;
+      const op = await startSnapshot(
+        node,
+        { vm, snapshot: req.name, memory: req.memory },
+        who(c),
+      );
+      return await operationAnswer(c, node, op, wait, (done) => {
+        const { vm: _, snapshot, ms: _ms, ...taken } = done.result ?? {};
+        return c.json(snapshotOf(vm, req.name) ?? { name: snapshot, ...taken }, 201);
+      });
+    }, async (c) => {
+      const req = await parseBody(c, snapshotSchema);
+      parseQuery(c, snapshotOpQuery);
+      return c.json(await host.createSnapshot(c.req.param("name")!, req.name, req.memory), 201);
+    }),
+  );
+
+  const restoreDoc = doc({
+    summary:
+      "Restore a VM to a snapshot: its operation (?wait=SECONDS, or below cluster level 2: the VM)",
+    query: snapshotOpQuery,
+    responses: { 200: vmSchema, 202: operationSchema },
+    status: [202, 200],
+    locationOn: 202,
+  });
   app.post(
     "/:name/snapshots/:snap/restore",
     restoreDoc,
     requireRole("operator"),
-    hostOnly(node),
-    async (c) => {
-      return c.json(await host.restoreSnapshot(c.req.param("name"), c.req.param("snap")));
-    },
+    snapshotCall("snapshot-restore", async (c) => {
+      const { wait } = parseQuery(c, snapshotOpQuery);
+      const vm = c.req.param("name")!;
+      const snapshot = c.req.param("snap")!;
+      const op = await startSnapshotRestore(node, { vm, snapshot }, who(c));
+      return await operationAnswer(c, node, op, wait, () => c.json(shown(c, vmOr404(vm))));
+    }, async (c) => {
+      parseQuery(c, snapshotOpQuery);
+      const restored = await host.restoreSnapshot(c.req.param("name")!, c.req.param("snap")!);
+      return c.json(shown(c, restored));
+    }),
   );
 
-  const deleteSnapshotDoc = doc({ summary: "Delete a snapshot", response: deletedSchema });
+  const deleteSnapshotDoc = doc({
+    summary:
+      "Delete a snapshot: its operation (?wait=SECONDS, or below cluster level 2: what was deleted)",
+    query: snapshotOpQuery,
+    responses: { 200: deletedSchema, 202: operationSchema },
+    status: [202, 200],
+    locationOn: 202,
+  });
   app.delete(
     "/:name/snapshots/:snap",
     deleteSnapshotDoc,
     requireRole("operator"),
-    hostOnly(node),
-    async (c) => {
-      await host.deleteSnapshot(c.req.param("name"), c.req.param("snap"));
-      return c.json({ deleted: c.req.param("snap") });
-    },
+    snapshotCall("snapshot-delete", async (c) => {
+      const { wait } = parseQuery(c, snapshotOpQuery);
+      const snapshot = c.req.param("snap")!;
+      const op = await startSnapshotDelete(node, { vm: c.req.param("name")!, snapshot }, who(c));
+      return await operationAnswer(c, node, op, wait, () => c.json({ deleted: snapshot }));
+    }, async (c) => {
+      parseQuery(c, snapshotOpQuery);
+      const snapshot = c.req.param("snap")!;
+      await host.deleteSnapshot(c.req.param("name")!, snapshot);
+      return c.json({ deleted: snapshot });
+    }),
   );
 
   return app;

@@ -247,10 +247,23 @@ export interface PlacementGroup {
 
 export type OperationState = "running" | "succeeded" | "failed" | "aborted";
 
+/** What long operations do. */
+export type OperationKind =
+  | "migrate"
+  | "drain"
+  | "evacuate"
+  | "rebalance"
+  | "backup"
+  | "restore"
+  | "verify"
+  | "snapshot-create"
+  | "snapshot-restore"
+  | "snapshot-delete";
+
 /** A long operation (migration, drain, ...): an id, progress and an outcome, replicated. */
 export interface OperationSpec {
   id: string;
-  kind: "migrate" | "drain" | "evacuate" | "rebalance" | "backup" | "restore" | "verify";
+  kind: OperationKind;
   /** What it acts on: a VM or a node name. */
   target: string;
   /** Node that executes it (reports progress, can abort it). */

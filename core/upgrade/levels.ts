@@ -20,7 +20,7 @@
  *   none (or one this program cannot parse) counts as level 1, as does a state with no
  *   level recorded (every release before 0.2.0 wrote none).
  */
-import type { Command } from "../fsm/commands.ts";
+import type { Command, OperationKind } from "../fsm/commands.ts";
 
 export interface Level {
   level: number;
@@ -37,7 +37,7 @@ export const LEVELS: readonly Level[] = [
     level: 2,
     since: "0.2.0",
     adds:
-      "the recorded cluster level (cluster.upgrade), operator metadata on hosts (node.meta) and VGA displays",
+      "the recorded cluster level (cluster.upgrade), operator metadata on hosts (node.meta), VGA displays and VM snapshots as operations",
   },
 ];
 
@@ -70,6 +70,35 @@ export function featureAllowed(feature: keyof typeof FEATURE_LEVEL, level: numbe
 /** The level a command kind needs (1 unless {@link OP_LEVEL} says otherwise). */
 export function levelOfOp(op: string): number {
   return (OP_LEVEL as Record<string, number | undefined>)[op] ?? 1;
+}
+
+/**
+ * Operation kinds that need a level above 1. Every replica stores any kind, but only a
+ * host whose release knows a kind runs it: one recorded for an older runner would stay
+ * "running" forever. Below its level, what the operation does is done as the older release
+ * did it: VM snapshots run at once on the VM's host (api/routes/vms.ts).
+ */
+export const OPERATION_KIND_LEVEL: Readonly<Partial<Record<OperationKind, number>>> = {
+  "snapshot-create": 2,
+  "snapshot-restore": 2,
+  "snapshot-delete": 2,
+};
+
+/** Whether a cluster running at `level` may record operations of `kind`. */
+export function operationKindAllowed(kind: OperationKind, level: number): boolean {
+  return level >= (OPERATION_KIND_LEVEL[kind] ?? 1);
+}
+
+/**
+ * The level a command needs: its kind's ({@link levelOfOp}), or for `operation.create` the
+ * higher of that and its operation kind's.
+ */
+export function levelOfCommand(cmd: { op: string; operation?: { kind?: string } }): number {
+  const kind = cmd.op === "operation.create" ? cmd.operation?.kind : undefined;
+  const ofKind = kind === undefined
+    ? 1
+    : (OPERATION_KIND_LEVEL as Record<string, number | undefined>)[kind] ?? 1;
+  return Math.max(levelOfOp(cmd.op), ofKind);
 }
 
 /** The release that brought `level` (its `since`), or null for a level no release here knows. */

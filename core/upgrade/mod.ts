@@ -15,7 +15,7 @@
 import type { StateMachine } from "../fsm/mod.ts";
 import { FeatureUnavailableError, NovaError } from "../errors/mod.ts";
 import { log } from "../log/mod.ts";
-import { levelOfOp, levelOfVersion, MAX_KNOWN_LEVEL, releaseOfLevel } from "./levels.ts";
+import { levelOfCommand, levelOfVersion, MAX_KNOWN_LEVEL, releaseOfLevel } from "./levels.ts";
 import { PROGRAM_MAX_LEVEL, PROGRAM_VERSION } from "./program.ts";
 
 export * from "./levels.ts";
@@ -69,8 +69,11 @@ function describe(members: MemberSupport[]): string {
  * cannot apply it (they reject it while newer ones would apply it), so it must not enter
  * the log before every member supports its level.
  */
-export function assertCommandAllowed(cmd: { op: string }, fsm: Reads): void {
-  const needs = levelOfOp(cmd.op);
+export function assertCommandAllowed(
+  cmd: { op: string; operation?: { kind?: string } },
+  fsm: Reads,
+): void {
+  const needs = levelOfCommand(cmd);
   if (needs <= 1) return;
   const level = fsm.clusterLevel();
   if (level >= needs) return;
@@ -80,8 +83,9 @@ export function assertCommandAllowed(cmd: { op: string }, fsm: Reads): void {
   const why = behind.length
     ? `not every member runs novactl ${release} or newer yet: ${describe(behind)}`
     : `every member supports it; the upgrade to level ${needs} is under way, retry shortly`;
+  const what = cmd.op === "operation.create" ? `${cmd.operation?.kind} operation` : cmd.op;
   throw new FeatureUnavailableError(
-    `${cmd.op} needs cluster level ${needs}; the cluster runs at level ${level}: ${why}`,
+    `${what} needs cluster level ${needs}; the cluster runs at level ${level}: ${why}`,
     {
       op: cmd.op,
       needsLevel: needs,
