@@ -150,8 +150,7 @@ function specGrpcMessage(res: AnyResponse): void {
     return h;
   };
   const addTrailers = res.addTrailers.bind(res) as (t: OutgoingHttpHeaders) => void;
-  (res as { addTrailers: unknown }).addTrailers = (t: OutgoingHttpHeaders) =>
-    addTrailers(fix(t)!);
+  (res as { addTrailers: unknown }).addTrailers = (t: OutgoingHttpHeaders) => addTrailers(fix(t)!);
   const writeHead = res.writeHead.bind(res) as (s: number, h?: OutgoingHttpHeaders) => unknown;
   (res as { writeHead: unknown }).writeHead = (status: number, headers?: OutgoingHttpHeaders) =>
     writeHead(status, fix(headers));
