@@ -144,6 +144,55 @@ testWithTimeout({
 });
 
 testWithTimeout({
+  name: "GrpcServer: an event stream quiet for longer than the idle timeout is not cut",
+  ...opts,
+}, async () => {
+  const ca = await createCa("c1");
+  // The REST event stream: one event, a quiet spell of 1.2 s (four idle timeouts), another.
+  const sse = () =>
+    new Response(
+      new ReadableStream({
+        async start(ctl) {
+          const event = (id: string) =>
+            ctl.enqueue(new TextEncoder().encode(`id: ${id}\ndata: {"id":"${id}"}\n\n`));
+          event("1-0");
+          await new Promise((r) => setTimeout(r, 1_200));
+          event("2-0");
+        },
+      }),
+      { headers: { "content-type": "text/event-stream" } },
+    );
+  const server = await GrpcServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: await tlsFor("n1", ca),
+    app: sse,
+    limits: { headersTimeoutMs: 300, idleTimeoutMs: 300, maxConnections: 10 },
+  });
+  const events = new pkg.novactl.v1.EventService(
+    `127.0.0.1:${server.port}`,
+    grpc.credentials.createSsl(Buffer.from(ca.certPem)),
+    { "grpc.ssl_target_name_override": "localhost" },
+  );
+  try {
+    const ids: string[] = [];
+    const watch = events.WatchEvents({}, new grpc.Metadata());
+    watch.on("data", (item: { event?: { id: string } }) => ids.push(item.event?.id ?? "?"));
+    const ended = new Promise<string>((resolve) => {
+      watch.on("error", (e: { details: string }) => resolve(`error: ${e.details}`));
+      watch.on("end", () => resolve("end"));
+    });
+    await eventually("the second event", () => Promise.resolve(ids.length >= 2 || undefined));
+    assertEquals(ids, ["1-0", "2-0"]);
+    watch.cancel();
+    await ended;
+  } finally {
+    events.close();
+    await server.close();
+  }
+});
+
+testWithTimeout({
   name: "GrpcServer: connections beyond the cap are closed at once",
   ...opts,
 }, async () => {
