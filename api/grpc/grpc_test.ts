@@ -91,12 +91,16 @@ testWithTimeout({
   const { c, app, tokens } = await startTestApp();
   /** The headers of each request the app got. */
   const seenHeaders: Headers[] = [];
+  /** The path and query of each request the app got. */
+  const seenPaths: string[] = [];
   const server = await GrpcServer.listen({
     hostname: "127.0.0.1",
     port: 0,
     tls: null,
     app: (req, env) => {
       seenHeaders.push(new Headers(req.headers));
+      const url = new URL(req.url);
+      seenPaths.push(url.pathname + url.search);
       return app.fetch(req, env);
     },
   });
@@ -200,6 +204,26 @@ testWithTimeout({
       const badToken = await failure(call(vms, "ListVms", { pageToken: "junk" }, v));
       assertEquals(badToken.code, grpc.status.INVALID_ARGUMENT);
       assert(badToken.details.startsWith("continue: "), badToken.details);
+    });
+
+    await t.step("other lists pass their page size and token on as REST's", async () => {
+      for (
+        const [service, method, path] of [
+          ["NodeService", "ListNodes", "/api/v1/nodes"],
+          ["ImageService", "ListImages", "/api/v1/images"],
+          ["OperationService", "ListOperations", "/api/v1/operations"],
+        ]
+      ) {
+        const client = new pkg.novactl.v1[service](
+          `127.0.0.1:${server.port}`,
+          grpc.credentials.createInsecure(),
+        );
+        seenPaths.length = 0;
+        await call(client, method, { pageSize: 2, pageToken: "tok" }, as(tokens.viewer));
+        await call(client, method, {}, as(tokens.viewer));
+        assertEquals(seenPaths, [`${path}?limit=2&continue=tok`, path]);
+        client.close();
+      }
     });
 
     await t.step("peer headers sent as metadata are not passed on", async () => {

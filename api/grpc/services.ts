@@ -92,6 +92,13 @@ function query(params: Record<string, string | string[] | undefined>): string {
   return s ? `?${s}` : "";
 }
 
+/** REST's page parameters (`?limit=&continue=`) for a list request's page size and token. */
+function pageParams(req: { pageSize: number; pageToken: string }) {
+  return { limit: req.pageSize ? String(req.pageSize) : undefined, continue: req.pageToken };
+}
+
+const page = (req: { pageSize: number; pageToken: string }) => query(pageParams(req));
+
 const str = (v: unknown) => typeof v === "string" ? v : "";
 const num = (v: unknown) => typeof v === "number" ? v : 0;
 const labels = (v: unknown) =>
@@ -190,9 +197,9 @@ export function novactlServices(app: FetchHandler): (router: ConnectRouter) => v
   const rest = new Rest(app);
   return (router) => {
     router.service(NodeService, {
-      async listNodes(_req, ctx) {
-        const { json } = await rest.call(ctx, "GET", "/api/v1/nodes");
-        return { nodes: (json.nodes as Json[]).map(nodeOf) };
+      async listNodes(req, ctx) {
+        const { json } = await rest.call(ctx, "GET", "/api/v1/nodes" + page(req));
+        return { nodes: (json.nodes as Json[]).map(nodeOf), nextPageToken: str(json.continue) };
       },
       async getNode(req, ctx) {
         return nodeOf((await rest.call(ctx, "GET", `/api/v1/nodes/${enc(req.name)}`)).json);
@@ -208,8 +215,7 @@ export function novactlServices(app: FetchHandler): (router: ConnectRouter) => v
             node: req.node,
             state: req.state,
             label: req.labels,
-            limit: req.pageSize ? String(req.pageSize) : undefined,
-            continue: req.pageToken,
+            ...pageParams(req),
           }),
         );
         return { vms: (json.vms as Json[]).map(vmOf), nextPageToken: str(json.continue) };
@@ -289,16 +295,19 @@ export function novactlServices(app: FetchHandler): (router: ConnectRouter) => v
     });
 
     router.service(ImageService, {
-      async listImages(_req, ctx) {
-        const { json } = await rest.call(ctx, "GET", "/api/v1/images");
-        return { images: (json.images as Json[]).map(imageOf) };
+      async listImages(req, ctx) {
+        const { json } = await rest.call(ctx, "GET", "/api/v1/images" + page(req));
+        return { images: (json.images as Json[]).map(imageOf), nextPageToken: str(json.continue) };
       },
     });
 
     router.service(OperationService, {
-      async listOperations(_req, ctx) {
-        const { json } = await rest.call(ctx, "GET", "/api/v1/operations");
-        return { operations: (json.operations as Json[]).map(operationOf) };
+      async listOperations(req, ctx) {
+        const { json } = await rest.call(ctx, "GET", "/api/v1/operations" + page(req));
+        return {
+          operations: (json.operations as Json[]).map(operationOf),
+          nextPageToken: str(json.continue),
+        };
       },
       async getOperation(req, ctx) {
         return operationOf((await rest.call(ctx, "GET", `/api/v1/operations/${enc(req.id)}`)).json);
