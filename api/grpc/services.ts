@@ -245,10 +245,42 @@ export function novactlServices(app: FetchHandler): (router: ConnectRouter) => v
           group: req.group,
           strategy: req.strategy,
           pool: req.pool,
+          constraints: req.constraints.length
+            ? req.constraints.map((c) => ({ key: c.key, op: c.op, value: c.value }))
+            : undefined,
+          haPriority: req.haPriority,
+          haMaxRestarts: req.haMaxRestarts,
+          haRestartWindowMs: req.haRestartWindowMs,
+          dryRun: req.dryRun || undefined,
+          nics: req.nics.length
+            ? req.nics.map((n) =>
+              setFields({
+                network: n.network,
+                ip: n.ip,
+                mac: n.mac,
+                securityGroups: n.securityGroups.length ? n.securityGroups : undefined,
+              })
+            )
+            : undefined,
+          cloudInit: req.cloudInit
+            ? setFields({
+              user: req.cloudInit.user,
+              sshKeys: req.cloudInit.sshKeys.length ? req.cloudInit.sshKeys : undefined,
+              passwordHash: req.cloudInit.passwordHash,
+              userData: req.cloudInit.userData,
+            })
+            : undefined,
         });
-        // The REST body always names the VM, so a missing name is reported as REST does.
+        // The REST body always names the VM (and each NIC its network), so a missing one is
+        // reported as REST does.
         body.name ??= "";
-        return actionOf((await rest.call(ctx, "POST", "/api/v1/vms", body)).json);
+        for (const nic of (body.nics ?? []) as Json[]) nic.network ??= "";
+        const q = query({ wait: req.waitSeconds ? String(req.waitSeconds) : undefined });
+        const { json } = await rest.call(ctx, "POST", `/api/v1/vms${q}`, body);
+        if (req.dryRun) {
+          return create(VmActionResponseSchema, { placement: json as JsonObject });
+        }
+        return actionOf(json);
       },
       async startVm(req, ctx) {
         return actionOf((await rest.call(ctx, "POST", `/api/v1/vms/${enc(req.name)}/start`)).json);

@@ -19,7 +19,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  */
 export const file_novactl_v1_novactl: GenFile = /*@__PURE__*/
   fileDesc(
-    "Chhub3ZhY3RsL3YxL25vdmFjdGwucHJvdG8SCm5vdmFjdGwudjEi6wEKBE5vZGUSDAoEbmFtZRgBIAEoCRILCgN1cmwYAiABKAkSDQoFc3RhdGUYAyABKAkSDAoEcm9sZRgEIAEoCRIsCgZsYWJlbHMYBSADKAsyHC5ub3ZhY3RsLnYxLk5vZGUuTGFiZWxzRW50cnkSEQoJam9pbmVkX2F0GAYgASgJEhIKCnVwZGF0ZWRfYXQYByABKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjkKEExpc3ROb2Rlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiTQoRTGlzdE5vZGVzUmVzcG9uc2USHwoFbm9kZXMYASADKAsyEC5ub3ZhY3RsLnYxLk5vZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIh4KDkdldE5vZGVSZXF1ZXN0EgwKBG5hbWUYASABKAki8QIKAlZtEgwKBG5hbWUYASABKAkSDAoEdXVpZBgCIAEoCRINCgVpbWFnZRgDIAEoCRIMCgRjcHVzGAQgASgFEhIKCm1lbW9yeV9taWIYBSABKAUSDAoEbm9kZRgGIAEoCRIKCgJoYRgHIAEoCBIqCgZsYWJlbHMYCCADKAsyGi5ub3ZhY3RsLnYxLlZtLkxhYmVsc0VudHJ5Eg8KB2Rlc2lyZWQYCSABKAkSDQoFc3RhdGUYCiABKAkSDgoGcmVhc29uGAsgASgJEhYKDnJlc3RhcnRfcG9saWN5GAwgASgJEhAKCHRlbXBsYXRlGA0gASgIEhIKCmNyZWF0ZWRfYXQYDiABKAkSEgoKdXBkYXRlZF9hdBgPIAEoCRInCgZyZWNvcmQYFCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZAoOTGlzdFZtc1JlcXVlc3QSDAoEbm9kZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRIOCgZsYWJlbHMYAyADKAkSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiRwoPTGlzdFZtc1Jlc3BvbnNlEhsKA3ZtcxgBIAMoCzIOLm5vdmFjdGwudjEuVm0SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhwKDEdldFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJIpQDCg9DcmVhdGVWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVpbWFnZRgCIAEoCRIVCg1mcm9tX3RlbXBsYXRlGAMgASgJEhEKBGNwdXMYBCABKAVIAIgBARIXCgptZW1vcnlfbWliGAUgASgFSAGIAQESFQoIZGlza19naWIYBiABKAVIAogBARIMCgRub2RlGAcgASgJEgoKAmhhGAggASgIEhIKBXN0YXJ0GAkgASgISAOIAQESNwoGbGFiZWxzGAogAygLMicubm92YWN0bC52MS5DcmVhdGVWbVJlcXVlc3QuTGFiZWxzRW50cnkSFgoOcmVzdGFydF9wb2xpY3kYCyABKAkSDQoFZ3JvdXAYDCABKAkSEAoIc3RyYXRlZ3kYDSABKAkSDAoEcG9vbBgOIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgcKBV9jcHVzQg0KC19tZW1vcnlfbWliQgsKCV9kaXNrX2dpYkIICgZfc3RhcnQiWAoQVm1BY3Rpb25SZXNwb25zZRIaCgJ2bRgBIAEoCzIOLm5vdmFjdGwudjEuVm0SKAoJb3BlcmF0aW9uGAIgASgLMhUubm92YWN0bC52MS5PcGVyYXRpb24iHgoOU3RhcnRWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIsCg1TdG9wVm1SZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZm9yY2UYAiABKAgiQgoPRGVsZXRlVm1SZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZm9yY2UYAiABKAgSEgoKa2VlcF9kaXNrcxgDIAEoCCKFAQoFSW1hZ2USDAoEbmFtZRgBIAEoCRIMCgRraW5kGAIgASgJEhIKCmNyZWF0ZWRfYXQYAyABKAkSEgoKY3JlYXRlZF9ieRgEIAEoCRIPCgdzb3VyY2VzGAUgAygJEicKBnJlY29yZBgPIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiOgoRTGlzdEltYWdlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiUAoSTGlzdEltYWdlc1Jlc3BvbnNlEiEKBmltYWdlcxgBIAMoCzIRLm5vdmFjdGwudjEuSW1hZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIqgCCglPcGVyYXRpb24SCgoCaWQYASABKAkSDAoEa2luZBgCIAEoCRIOCgZ0YXJnZXQYAyABKAkSDgoGcnVubmVyGAQgASgJEg0KBXN0YXRlGAUgASgJEgoKAmJ5GAYgASgJEg0KBWVycm9yGAcgASgJEikKCHByb2dyZXNzGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBInCgZyZXN1bHQYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCmNyZWF0ZWRfYXQYCiABKAkSEgoKdXBkYXRlZF9hdBgLIAEoCRISCgpyZXF1ZXN0X2lkGAwgASgJEicKBnJlY29yZBgPIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiPgoVTGlzdE9wZXJhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlwKFkxpc3RPcGVyYXRpb25zUmVzcG9uc2USKQoKb3BlcmF0aW9ucxgBIAMoCzIVLm5vdmFjdGwudjEuT3BlcmF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhChNHZXRPcGVyYXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJIjYKFFdhaXRPcGVyYXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0iUgoSV2F0Y2hFdmVudHNSZXF1ZXN0Eg0KBXR5cGVzGAEgAygJEhAKCHJlc291cmNlGAIgASgJEg0KBXNpbmNlGAMgASgJEgwKBHRhaWwYBCABKA0ilwEKBUV2ZW50EgoKAmlkGAEgASgJEgwKBHR5cGUYAiABKAkSDgoGYWN0aW9uGAMgASgJEgwKBGtpbmQYBCABKAkSEAoIcmVzb3VyY2UYBSABKAkSDgoGdGFyZ2V0GAYgASgJEgoKAmF0GAcgASgJEigKB2RldGFpbHMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IjoKCEV2ZW50R2FwEg0KBWFmdGVyGAEgASgJEg4KBm9sZGVzdBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJImYKE1dhdGNoRXZlbnRzUmVzcG9uc2USIgoFZXZlbnQYASABKAsyES5ub3ZhY3RsLnYxLkV2ZW50SAASIwoDZ2FwGAIgASgLMhQubm92YWN0bC52MS5FdmVudEdhcEgAQgYKBGl0ZW0ykAEKC05vZGVTZXJ2aWNlEkgKCUxpc3ROb2RlcxIcLm5vdmFjdGwudjEuTGlzdE5vZGVzUmVxdWVzdBodLm5vdmFjdGwudjEuTGlzdE5vZGVzUmVzcG9uc2USNwoHR2V0Tm9kZRIaLm5vdmFjdGwudjEuR2V0Tm9kZVJlcXVlc3QaEC5ub3ZhY3RsLnYxLk5vZGUymAMKCVZtU2VydmljZRJCCgdMaXN0Vm1zEhoubm92YWN0bC52MS5MaXN0Vm1zUmVxdWVzdBobLm5vdmFjdGwudjEuTGlzdFZtc1Jlc3BvbnNlEjEKBUdldFZtEhgubm92YWN0bC52MS5HZXRWbVJlcXVlc3QaDi5ub3ZhY3RsLnYxLlZtEkUKCENyZWF0ZVZtEhsubm92YWN0bC52MS5DcmVhdGVWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2USQwoHU3RhcnRWbRIaLm5vdmFjdGwudjEuU3RhcnRWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2USQQoGU3RvcFZtEhkubm92YWN0bC52MS5TdG9wVm1SZXF1ZXN0Ghwubm92YWN0bC52MS5WbUFjdGlvblJlc3BvbnNlEkUKCERlbGV0ZVZtEhsubm92YWN0bC52MS5EZWxldGVWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2UyWwoMSW1hZ2VTZXJ2aWNlEksKCkxpc3RJbWFnZXMSHS5ub3ZhY3RsLnYxLkxpc3RJbWFnZXNSZXF1ZXN0Gh4ubm92YWN0bC52MS5MaXN0SW1hZ2VzUmVzcG9uc2Uy/QEKEE9wZXJhdGlvblNlcnZpY2USVwoOTGlzdE9wZXJhdGlvbnMSIS5ub3ZhY3RsLnYxLkxpc3RPcGVyYXRpb25zUmVxdWVzdBoiLm5vdmFjdGwudjEuTGlzdE9wZXJhdGlvbnNSZXNwb25zZRJGCgxHZXRPcGVyYXRpb24SHy5ub3ZhY3RsLnYxLkdldE9wZXJhdGlvblJlcXVlc3QaFS5ub3ZhY3RsLnYxLk9wZXJhdGlvbhJICg1XYWl0T3BlcmF0aW9uEiAubm92YWN0bC52MS5XYWl0T3BlcmF0aW9uUmVxdWVzdBoVLm5vdmFjdGwudjEuT3BlcmF0aW9uMmAKDEV2ZW50U2VydmljZRJQCgtXYXRjaEV2ZW50cxIeLm5vdmFjdGwudjEuV2F0Y2hFdmVudHNSZXF1ZXN0Gh8ubm92YWN0bC52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAFiBnByb3RvMw",
+    "Chhub3ZhY3RsL3YxL25vdmFjdGwucHJvdG8SCm5vdmFjdGwudjEi6wEKBE5vZGUSDAoEbmFtZRgBIAEoCRILCgN1cmwYAiABKAkSDQoFc3RhdGUYAyABKAkSDAoEcm9sZRgEIAEoCRIsCgZsYWJlbHMYBSADKAsyHC5ub3ZhY3RsLnYxLk5vZGUuTGFiZWxzRW50cnkSEQoJam9pbmVkX2F0GAYgASgJEhIKCnVwZGF0ZWRfYXQYByABKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjkKEExpc3ROb2Rlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiTQoRTGlzdE5vZGVzUmVzcG9uc2USHwoFbm9kZXMYASADKAsyEC5ub3ZhY3RsLnYxLk5vZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIh4KDkdldE5vZGVSZXF1ZXN0EgwKBG5hbWUYASABKAki8QIKAlZtEgwKBG5hbWUYASABKAkSDAoEdXVpZBgCIAEoCRINCgVpbWFnZRgDIAEoCRIMCgRjcHVzGAQgASgFEhIKCm1lbW9yeV9taWIYBSABKAUSDAoEbm9kZRgGIAEoCRIKCgJoYRgHIAEoCBIqCgZsYWJlbHMYCCADKAsyGi5ub3ZhY3RsLnYxLlZtLkxhYmVsc0VudHJ5Eg8KB2Rlc2lyZWQYCSABKAkSDQoFc3RhdGUYCiABKAkSDgoGcmVhc29uGAsgASgJEhYKDnJlc3RhcnRfcG9saWN5GAwgASgJEhAKCHRlbXBsYXRlGA0gASgIEhIKCmNyZWF0ZWRfYXQYDiABKAkSEgoKdXBkYXRlZF9hdBgPIAEoCRInCgZyZWNvcmQYFCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZAoOTGlzdFZtc1JlcXVlc3QSDAoEbm9kZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRIOCgZsYWJlbHMYAyADKAkSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiRwoPTGlzdFZtc1Jlc3BvbnNlEhsKA3ZtcxgBIAMoCzIOLm5vdmFjdGwudjEuVm0SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhwKDEdldFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJItcFCg9DcmVhdGVWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVpbWFnZRgCIAEoCRIVCg1mcm9tX3RlbXBsYXRlGAMgASgJEhEKBGNwdXMYBCABKAVIAIgBARIXCgptZW1vcnlfbWliGAUgASgFSAGIAQESFQoIZGlza19naWIYBiABKAVIAogBARIMCgRub2RlGAcgASgJEgoKAmhhGAggASgIEhIKBXN0YXJ0GAkgASgISAOIAQESNwoGbGFiZWxzGAogAygLMicubm92YWN0bC52MS5DcmVhdGVWbVJlcXVlc3QuTGFiZWxzRW50cnkSFgoOcmVzdGFydF9wb2xpY3kYCyABKAkSDQoFZ3JvdXAYDCABKAkSEAoIc3RyYXRlZ3kYDSABKAkSDAoEcG9vbBgOIAEoCRI0Cgtjb25zdHJhaW50cxgPIAMoCzIfLm5vdmFjdGwudjEuUGxhY2VtZW50Q29uc3RyYWludBIYCgtoYV9wcmlvcml0eRgQIAEoBUgEiAEBEhwKD2hhX21heF9yZXN0YXJ0cxgRIAEoBUgFiAEBEiEKFGhhX3Jlc3RhcnRfd2luZG93X21zGBIgASgNSAaIAQESDwoHZHJ5X3J1bhgTIAEoCBIhCgRuaWNzGBQgAygLMhMubm92YWN0bC52MS5OaWNTcGVjEikKCmNsb3VkX2luaXQYFSABKAsyFS5ub3ZhY3RsLnYxLkNsb3VkSW5pdBIUCgx3YWl0X3NlY29uZHMYFiABKA0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIHCgVfY3B1c0INCgtfbWVtb3J5X21pYkILCglfZGlza19naWJCCAoGX3N0YXJ0Qg4KDF9oYV9wcmlvcml0eUISChBfaGFfbWF4X3Jlc3RhcnRzQhcKFV9oYV9yZXN0YXJ0X3dpbmRvd19tcyI9ChNQbGFjZW1lbnRDb25zdHJhaW50EgsKA2tleRgBIAEoCRIKCgJvcBgCIAEoCRINCgV2YWx1ZRgDIAEoCSJMCgdOaWNTcGVjEg8KB25ldHdvcmsYASABKAkSCgoCaXAYAiABKAkSCwoDbWFjGAMgASgJEhcKD3NlY3VyaXR5X2dyb3VwcxgEIAMoCSJVCglDbG91ZEluaXQSDAoEdXNlchgBIAEoCRIQCghzc2hfa2V5cxgCIAMoCRIVCg1wYXNzd29yZF9oYXNoGAMgASgJEhEKCXVzZXJfZGF0YRgEIAEoCSKEAQoQVm1BY3Rpb25SZXNwb25zZRIaCgJ2bRgBIAEoCzIOLm5vdmFjdGwudjEuVm0SKAoJb3BlcmF0aW9uGAIgASgLMhUubm92YWN0bC52MS5PcGVyYXRpb24SKgoJcGxhY2VtZW50GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIeCg5TdGFydFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJIiwKDVN0b3BWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCJCCg9EZWxldGVWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCBISCgprZWVwX2Rpc2tzGAMgASgIIoUBCgVJbWFnZRIMCgRuYW1lGAEgASgJEgwKBGtpbmQYAiABKAkSEgoKY3JlYXRlZF9hdBgDIAEoCRISCgpjcmVhdGVkX2J5GAQgASgJEg8KB3NvdXJjZXMYBSADKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCI6ChFMaXN0SW1hZ2VzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJQChJMaXN0SW1hZ2VzUmVzcG9uc2USIQoGaW1hZ2VzGAEgAygLMhEubm92YWN0bC52MS5JbWFnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiqAIKCU9wZXJhdGlvbhIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEg4KBnRhcmdldBgDIAEoCRIOCgZydW5uZXIYBCABKAkSDQoFc3RhdGUYBSABKAkSCgoCYnkYBiABKAkSDQoFZXJyb3IYByABKAkSKQoIcHJvZ3Jlc3MYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EicKBnJlc3VsdBgJIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKY3JlYXRlZF9hdBgKIAEoCRISCgp1cGRhdGVkX2F0GAsgASgJEhIKCnJlcXVlc3RfaWQYDCABKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCI+ChVMaXN0T3BlcmF0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXAoWTGlzdE9wZXJhdGlvbnNSZXNwb25zZRIpCgpvcGVyYXRpb25zGAEgAygLMhUubm92YWN0bC52MS5PcGVyYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiEKE0dldE9wZXJhdGlvblJlcXVlc3QSCgoCaWQYASABKAkiNgoUV2FpdE9wZXJhdGlvblJlcXVlc3QSCgoCaWQYASABKAkSEgoKdGltZW91dF9tcxgCIAEoDSJSChJXYXRjaEV2ZW50c1JlcXVlc3QSDQoFdHlwZXMYASADKAkSEAoIcmVzb3VyY2UYAiABKAkSDQoFc2luY2UYAyABKAkSDAoEdGFpbBgEIAEoDSKXAQoFRXZlbnQSCgoCaWQYASABKAkSDAoEdHlwZRgCIAEoCRIOCgZhY3Rpb24YAyABKAkSDAoEa2luZBgEIAEoCRIQCghyZXNvdXJjZRgFIAEoCRIOCgZ0YXJnZXQYBiABKAkSCgoCYXQYByABKAkSKAoHZGV0YWlscxgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiOgoIRXZlbnRHYXASDQoFYWZ0ZXIYASABKAkSDgoGb2xkZXN0GAIgASgJEg8KB21lc3NhZ2UYAyABKAkiZgoTV2F0Y2hFdmVudHNSZXNwb25zZRIiCgVldmVudBgBIAEoCzIRLm5vdmFjdGwudjEuRXZlbnRIABIjCgNnYXAYAiABKAsyFC5ub3ZhY3RsLnYxLkV2ZW50R2FwSABCBgoEaXRlbTKQAQoLTm9kZVNlcnZpY2USSAoJTGlzdE5vZGVzEhwubm92YWN0bC52MS5MaXN0Tm9kZXNSZXF1ZXN0Gh0ubm92YWN0bC52MS5MaXN0Tm9kZXNSZXNwb25zZRI3CgdHZXROb2RlEhoubm92YWN0bC52MS5HZXROb2RlUmVxdWVzdBoQLm5vdmFjdGwudjEuTm9kZTKYAwoJVm1TZXJ2aWNlEkIKB0xpc3RWbXMSGi5ub3ZhY3RsLnYxLkxpc3RWbXNSZXF1ZXN0Ghsubm92YWN0bC52MS5MaXN0Vm1zUmVzcG9uc2USMQoFR2V0Vm0SGC5ub3ZhY3RsLnYxLkdldFZtUmVxdWVzdBoOLm5vdmFjdGwudjEuVm0SRQoIQ3JlYXRlVm0SGy5ub3ZhY3RsLnYxLkNyZWF0ZVZtUmVxdWVzdBocLm5vdmFjdGwudjEuVm1BY3Rpb25SZXNwb25zZRJDCgdTdGFydFZtEhoubm92YWN0bC52MS5TdGFydFZtUmVxdWVzdBocLm5vdmFjdGwudjEuVm1BY3Rpb25SZXNwb25zZRJBCgZTdG9wVm0SGS5ub3ZhY3RsLnYxLlN0b3BWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2USRQoIRGVsZXRlVm0SGy5ub3ZhY3RsLnYxLkRlbGV0ZVZtUmVxdWVzdBocLm5vdmFjdGwudjEuVm1BY3Rpb25SZXNwb25zZTJbCgxJbWFnZVNlcnZpY2USSwoKTGlzdEltYWdlcxIdLm5vdmFjdGwudjEuTGlzdEltYWdlc1JlcXVlc3QaHi5ub3ZhY3RsLnYxLkxpc3RJbWFnZXNSZXNwb25zZTL9AQoQT3BlcmF0aW9uU2VydmljZRJXCg5MaXN0T3BlcmF0aW9ucxIhLm5vdmFjdGwudjEuTGlzdE9wZXJhdGlvbnNSZXF1ZXN0GiIubm92YWN0bC52MS5MaXN0T3BlcmF0aW9uc1Jlc3BvbnNlEkYKDEdldE9wZXJhdGlvbhIfLm5vdmFjdGwudjEuR2V0T3BlcmF0aW9uUmVxdWVzdBoVLm5vdmFjdGwudjEuT3BlcmF0aW9uEkgKDVdhaXRPcGVyYXRpb24SIC5ub3ZhY3RsLnYxLldhaXRPcGVyYXRpb25SZXF1ZXN0GhUubm92YWN0bC52MS5PcGVyYXRpb24yYAoMRXZlbnRTZXJ2aWNlElAKC1dhdGNoRXZlbnRzEh4ubm92YWN0bC52MS5XYXRjaEV2ZW50c1JlcXVlc3QaHy5ub3ZhY3RsLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwAWIGcHJvdG8z",
     [file_google_protobuf_struct],
   );
 
@@ -419,6 +419,57 @@ export type CreateVmRequest = Message<"novactl.v1.CreateVmRequest"> & {
    * @generated from field: string pool = 14;
    */
   pool: string;
+
+  /**
+   * Placement constraints on node labels; every one must hold.
+   *
+   * @generated from field: repeated novactl.v1.PlacementConstraint constraints = 15;
+   */
+  constraints: PlacementConstraint[];
+
+  /**
+   * HA restart order (0 to 1000, higher first) and restart budget.
+   *
+   * @generated from field: optional int32 ha_priority = 16;
+   */
+  haPriority?: number | undefined;
+
+  /**
+   * @generated from field: optional int32 ha_max_restarts = 17;
+   */
+  haMaxRestarts?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 ha_restart_window_ms = 18;
+   */
+  haRestartWindowMs?: number | undefined;
+
+  /**
+   * Only say where the VM would go: the answer's `placement`, nothing created.
+   *
+   * @generated from field: bool dry_run = 19;
+   */
+  dryRun: boolean;
+
+  /**
+   * At most 8; none: no NIC.
+   *
+   * @generated from field: repeated novactl.v1.NicSpec nics = 20;
+   */
+  nics: NicSpec[];
+
+  /**
+   * @generated from field: novactl.v1.CloudInit cloud_init = 21;
+   */
+  cloudInit?: CloudInit | undefined;
+
+  /**
+   * Hold the answer up to this many seconds (at most 300) until the VM settles, as REST's
+   * ?wait=; 0: answer at once.
+   *
+   * @generated from field: uint32 wait_seconds = 22;
+   */
+  waitSeconds: number;
 };
 
 /**
@@ -427,6 +478,113 @@ export type CreateVmRequest = Message<"novactl.v1.CreateVmRequest"> & {
  */
 export const CreateVmRequestSchema: GenMessage<CreateVmRequest> = /*@__PURE__*/
   messageDesc(file_novactl_v1_novactl, 8);
+
+/**
+ * @generated from message novactl.v1.PlacementConstraint
+ */
+export type PlacementConstraint = Message<"novactl.v1.PlacementConstraint"> & {
+  /**
+   * A node label's key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * "=" or "!="
+   *
+   * @generated from field: string op = 2;
+   */
+  op: string;
+
+  /**
+   * @generated from field: string value = 3;
+   */
+  value: string;
+};
+
+/**
+ * Describes the message novactl.v1.PlacementConstraint.
+ * Use `create(PlacementConstraintSchema)` to create a new message.
+ */
+export const PlacementConstraintSchema: GenMessage<PlacementConstraint> = /*@__PURE__*/
+  messageDesc(file_novactl_v1_novactl, 9);
+
+/**
+ * @generated from message novactl.v1.NicSpec
+ */
+export type NicSpec = Message<"novactl.v1.NicSpec"> & {
+  /**
+   * The network's name.
+   *
+   * @generated from field: string network = 1;
+   */
+  network: string;
+
+  /**
+   * Empty: the network's IPAM picks one.
+   *
+   * @generated from field: string ip = 2;
+   */
+  ip: string;
+
+  /**
+   * Empty: generated.
+   *
+   * @generated from field: string mac = 3;
+   */
+  mac: string;
+
+  /**
+   * Security groups by name.
+   *
+   * @generated from field: repeated string security_groups = 4;
+   */
+  securityGroups: string[];
+};
+
+/**
+ * Describes the message novactl.v1.NicSpec.
+ * Use `create(NicSpecSchema)` to create a new message.
+ */
+export const NicSpecSchema: GenMessage<NicSpec> = /*@__PURE__*/
+  messageDesc(file_novactl_v1_novactl, 10);
+
+/**
+ * @generated from message novactl.v1.CloudInit
+ */
+export type CloudInit = Message<"novactl.v1.CloudInit"> & {
+  /**
+   * @generated from field: string user = 1;
+   */
+  user: string;
+
+  /**
+   * @generated from field: repeated string ssh_keys = 2;
+   */
+  sshKeys: string[];
+
+  /**
+   * A crypt(3) hash, never a password.
+   *
+   * @generated from field: string password_hash = 3;
+   */
+  passwordHash: string;
+
+  /**
+   * Cloud-config or a script, as given.
+   *
+   * @generated from field: string user_data = 4;
+   */
+  userData: string;
+};
+
+/**
+ * Describes the message novactl.v1.CloudInit.
+ * Use `create(CloudInitSchema)` to create a new message.
+ */
+export const CloudInitSchema: GenMessage<CloudInit> = /*@__PURE__*/
+  messageDesc(file_novactl_v1_novactl, 11);
 
 /**
  * A VM action's answer: the VM as recorded, and the operation that carries the action on
@@ -444,6 +602,13 @@ export type VmActionResponse = Message<"novactl.v1.VmActionResponse"> & {
    * @generated from field: novactl.v1.Operation operation = 2;
    */
   operation?: Operation | undefined;
+
+  /**
+   * A dry run's answer (REST's Placement: node, strategy, scores, rejected nodes).
+   *
+   * @generated from field: google.protobuf.Struct placement = 3;
+   */
+  placement?: JsonObject | undefined;
 };
 
 /**
@@ -451,7 +616,7 @@ export type VmActionResponse = Message<"novactl.v1.VmActionResponse"> & {
  * Use `create(VmActionResponseSchema)` to create a new message.
  */
 export const VmActionResponseSchema: GenMessage<VmActionResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 9);
+  messageDesc(file_novactl_v1_novactl, 12);
 
 /**
  * @generated from message novactl.v1.StartVmRequest
@@ -468,7 +633,7 @@ export type StartVmRequest = Message<"novactl.v1.StartVmRequest"> & {
  * Use `create(StartVmRequestSchema)` to create a new message.
  */
 export const StartVmRequestSchema: GenMessage<StartVmRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 10);
+  messageDesc(file_novactl_v1_novactl, 13);
 
 /**
  * @generated from message novactl.v1.StopVmRequest
@@ -492,7 +657,7 @@ export type StopVmRequest = Message<"novactl.v1.StopVmRequest"> & {
  * Use `create(StopVmRequestSchema)` to create a new message.
  */
 export const StopVmRequestSchema: GenMessage<StopVmRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 11);
+  messageDesc(file_novactl_v1_novactl, 14);
 
 /**
  * @generated from message novactl.v1.DeleteVmRequest
@@ -521,7 +686,7 @@ export type DeleteVmRequest = Message<"novactl.v1.DeleteVmRequest"> & {
  * Use `create(DeleteVmRequestSchema)` to create a new message.
  */
 export const DeleteVmRequestSchema: GenMessage<DeleteVmRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 12);
+  messageDesc(file_novactl_v1_novactl, 15);
 
 /**
  * @generated from message novactl.v1.Image
@@ -565,7 +730,7 @@ export type Image = Message<"novactl.v1.Image"> & {
  * Use `create(ImageSchema)` to create a new message.
  */
 export const ImageSchema: GenMessage<Image> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 13);
+  messageDesc(file_novactl_v1_novactl, 16);
 
 /**
  * @generated from message novactl.v1.ListImagesRequest
@@ -591,7 +756,7 @@ export type ListImagesRequest = Message<"novactl.v1.ListImagesRequest"> & {
  * Use `create(ListImagesRequestSchema)` to create a new message.
  */
 export const ListImagesRequestSchema: GenMessage<ListImagesRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 14);
+  messageDesc(file_novactl_v1_novactl, 17);
 
 /**
  * @generated from message novactl.v1.ListImagesResponse
@@ -615,7 +780,7 @@ export type ListImagesResponse = Message<"novactl.v1.ListImagesResponse"> & {
  * Use `create(ListImagesResponseSchema)` to create a new message.
  */
 export const ListImagesResponseSchema: GenMessage<ListImagesResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 15);
+  messageDesc(file_novactl_v1_novactl, 18);
 
 /**
  * @generated from message novactl.v1.Operation
@@ -696,7 +861,7 @@ export type Operation = Message<"novactl.v1.Operation"> & {
  * Use `create(OperationSchema)` to create a new message.
  */
 export const OperationSchema: GenMessage<Operation> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 16);
+  messageDesc(file_novactl_v1_novactl, 19);
 
 /**
  * @generated from message novactl.v1.ListOperationsRequest
@@ -722,7 +887,7 @@ export type ListOperationsRequest = Message<"novactl.v1.ListOperationsRequest"> 
  * Use `create(ListOperationsRequestSchema)` to create a new message.
  */
 export const ListOperationsRequestSchema: GenMessage<ListOperationsRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 17);
+  messageDesc(file_novactl_v1_novactl, 20);
 
 /**
  * @generated from message novactl.v1.ListOperationsResponse
@@ -746,7 +911,7 @@ export type ListOperationsResponse = Message<"novactl.v1.ListOperationsResponse"
  * Use `create(ListOperationsResponseSchema)` to create a new message.
  */
 export const ListOperationsResponseSchema: GenMessage<ListOperationsResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 18);
+  messageDesc(file_novactl_v1_novactl, 21);
 
 /**
  * @generated from message novactl.v1.GetOperationRequest
@@ -763,7 +928,7 @@ export type GetOperationRequest = Message<"novactl.v1.GetOperationRequest"> & {
  * Use `create(GetOperationRequestSchema)` to create a new message.
  */
 export const GetOperationRequestSchema: GenMessage<GetOperationRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 19);
+  messageDesc(file_novactl_v1_novactl, 22);
 
 /**
  * @generated from message novactl.v1.WaitOperationRequest
@@ -787,7 +952,7 @@ export type WaitOperationRequest = Message<"novactl.v1.WaitOperationRequest"> & 
  * Use `create(WaitOperationRequestSchema)` to create a new message.
  */
 export const WaitOperationRequestSchema: GenMessage<WaitOperationRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 20);
+  messageDesc(file_novactl_v1_novactl, 23);
 
 /**
  * @generated from message novactl.v1.WatchEventsRequest
@@ -827,7 +992,7 @@ export type WatchEventsRequest = Message<"novactl.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 21);
+  messageDesc(file_novactl_v1_novactl, 24);
 
 /**
  * @generated from message novactl.v1.Event
@@ -881,7 +1046,7 @@ export type Event = Message<"novactl.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 22);
+  messageDesc(file_novactl_v1_novactl, 25);
 
 /**
  * Events the client asked for were dropped by retention before it got them: it must re-read
@@ -911,7 +1076,7 @@ export type EventGap = Message<"novactl.v1.EventGap"> & {
  * Use `create(EventGapSchema)` to create a new message.
  */
 export const EventGapSchema: GenMessage<EventGap> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 23);
+  messageDesc(file_novactl_v1_novactl, 26);
 
 /**
  * @generated from message novactl.v1.WatchEventsResponse
@@ -940,7 +1105,7 @@ export type WatchEventsResponse = Message<"novactl.v1.WatchEventsResponse"> & {
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 24);
+  messageDesc(file_novactl_v1_novactl, 27);
 
 /**
  * Hosts of the cluster (REST /api/v1/nodes). Viewers may call them.
