@@ -32,6 +32,7 @@ import { backupRoutes, backupScheduleRoutes, backupTargetRoutes } from "./routes
 import { alertRoutes } from "./routes/alerts.ts";
 import { versionRoutes } from "./routes/version.ts";
 import type { BackupRunner } from "../host/backup/mod.ts";
+import type { SnapshotRunner } from "../host/snapshots/mod.ts";
 import type { MetricsSampler } from "../host/metrics/mod.ts";
 import { openApiRoutes } from "./openapi/mod.ts";
 import { uiRoutes } from "./ui_assets.ts";
@@ -43,6 +44,8 @@ export interface AppDeps {
   migrator: Migrator;
   /** Runs this host's backup, restore and verify operations (host/backup/). */
   backups?: BackupRunner;
+  /** Runs this host's VM snapshot operations (host/snapshots/). */
+  snapshots?: SnapshotRunner;
   /** This host's metrics sampler and history (host/metrics/); absent on a simulated host. */
   stats?: MetricsSampler;
   /** The built dashboard served at /ui/ (default: ui/dist of this checkout). */
@@ -90,10 +93,8 @@ export function createApp(node: ClusterNode, deps: AppDeps): Hono<Env> {
   app.route("/api/v1/backups", backupRoutes(node));
   app.route("/api/v1/backup-schedules", backupScheduleRoutes(node));
   app.route("/api/v1/alerts", alertRoutes(node));
-  app.route(
-    "/api/v1/operations",
-    operationRoutes(node, deps.backups ? [deps.migrator, deps.backups] : [deps.migrator]),
-  );
+  const runners = [deps.migrator, deps.backups, deps.snapshots].filter((r) => r !== undefined);
+  app.route("/api/v1/operations", operationRoutes(node, runners));
   app.route("/api/v1/blobs", blobRoutes(node, deps.blobs));
   app.route("/api/v1/audit", auditRoutes(node));
   app.route("/api/v1/tokens", tokenRoutes(node));

@@ -94,6 +94,8 @@ export class ConnectionGuard {
   readonly #hostname: string;
   /** The TLS listener's (null: plain TCP). */
   #certificate: GuardCertificate | null;
+  /** Offered by ALPN, in order of preference. */
+  readonly #alpn: string[];
   #listener: Deno.Listener;
   #port = 0;
   /** By the local port of the guard's socket to the server (the server's `remoteAddr.port`). */
@@ -101,15 +103,19 @@ export class ConnectionGuard {
   /** Every accepted connection, handshaking ones included (the cap counts them all). */
   readonly #open = new Set<GuardedConnection>();
   #target = 0;
+  /** Servers for protocols negotiated by ALPN, when not {@link #target}'s. */
+  #targetByAlpn: Record<string, number> = {};
   #closed = false;
 
   private constructor(
     limits: ConnectionLimits,
     hostname: string,
     certificate: GuardCertificate | null,
+    alpn: string[],
     listener: Deno.Listener,
   ) {
     this.#limits = limits;
+    this.#alpn = alpn;
     this.#hostname = hostname;
     this.#certificate = certificate;
     this.#listener = listener;
@@ -118,19 +124,22 @@ export class ConnectionGuard {
 
   /**
    * Binds the node's port now (`port` 0: kernel-chosen); connections wait for
-   * {@link forwardTo}. With `certificate`, clients speak TLS (HTTP/1.1).
+   * {@link forwardTo}. With `certificate`, clients speak TLS, offered `alpn` (default
+   * HTTP/1.1 alone; the gRPC port offers h2 too).
    */
   static listen(opts: {
     hostname: string;
     port: number;
     certificate: GuardCertificate | null;
     limits?: ConnectionLimits;
+    alpn?: string[];
   }): Promise<ConnectionGuard> {
     const limits = opts.limits ?? defaultConnectionLimits();
+    const alpn = opts.alpn ?? ["http/1.1"];
     const listener = opts.certificate
-      ? listenTls(opts.hostname, opts.port, opts.certificate)
+      ? listenTls(opts.hostname, opts.port, opts.certificate, alpn)
       : Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });
-    const guard = new ConnectionGuard(limits, opts.hostname, opts.certificate, listener);
+    const guard = new ConnectionGuard(limits, opts.hostname, opts.certificate, alpn, listener);
     void guard.#accept(listener);
     return Promise.resolve(guard);
   }
@@ -153,15 +162,19 @@ export class ConnectionGuard {
     this.#certificate = certificate;
     this.#listener = await listenTlsAgain(
       this.#listener,
-      () => listenTls(this.#hostname, this.#port, certificate),
+      () => listenTls(this.#hostname, this.#port, certificate, this.#alpn),
     );
     if (this.#closed) this.#listener.close();
     else void this.#accept(this.#listener);
   }
 
-  /** New connections go to the server on loopback port `port` (existing ones stay where they are). */
-  forwardTo(port: number): void {
+  /**
+   * New connections go to the server on loopback port `port` (existing ones stay where they
+   * are), or to `byAlpn`'s server for the protocol a TLS client negotiated.
+   */
+  forwardTo(port: number, byAlpn: Record<string, number> = {}): void {
     this.#target = port;
+    this.#targetByAlpn = byAlpn;
   }
 
   /** The client connection the server sees coming from loopback port `innerPort`. */
@@ -252,14 +265,15 @@ export class ConnectionGuard {
     if (!conn) return;
     // The connection's timer (headersTimeoutMs) closes a handshake that takes too long.
     // A failed handshake (a client that distrusts us, or garbage) is the client's problem.
+    let alpn: string | null;
     try {
-      await client.handshake();
+      alpn = (await client.handshake()).alpnProtocol;
       handshaken = true;
     } catch {
       conn.close();
       return;
     }
-    const server = await this.#connectServer(conn);
+    const server = await this.#connectServer(conn, alpn);
     if (!server) return;
     let hungUp = false;
     conn.hangUp = () => {
@@ -332,10 +346,14 @@ export class ConnectionGuard {
   }
 
   /** The guard's side of the splice, registered by its local port; null when unreachable. */
-  async #connectServer(conn: GuardedConnection): Promise<Deno.TcpConn | null> {
+  async #connectServer(
+    conn: GuardedConnection,
+    alpn: string | null = null,
+  ): Promise<Deno.TcpConn | null> {
     let server: Deno.TcpConn;
+    const port = (alpn !== null ? this.#targetByAlpn[alpn] : undefined) ?? this.#target;
     try {
-      server = await Deno.connect({ hostname: "127.0.0.1", port: this.#target });
+      server = await Deno.connect({ hostname: "127.0.0.1", port });
     } catch (err) {
       log.warn("cannot reach the API server behind the guard", { error: String(err) });
       conn.close();
@@ -374,13 +392,14 @@ function listenTls(
   hostname: string,
   port: number,
   certificate: GuardCertificate,
+  alpn: string[],
 ): Deno.TlsListener {
   const listener = Deno.listenTls({
     hostname,
     port,
     cert: certificate.cert,
     key: certificate.key,
-    alpnProtocols: ["http/1.1"],
+    alpnProtocols: alpn,
   });
   setListenerNoDelay((listener.addr as Deno.NetAddr).port);
   return listener;

@@ -17,7 +17,8 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { path: "/api/v1/vms/web", write: { method: "POST", path: "/api/v1/vms/web/stop", ok: 200 } },
+  // A stop is a VM lifecycle operation: 202 (core/fsm/vm_operations.ts).
+  { path: "/api/v1/vms/web", write: { method: "POST", path: "/api/v1/vms/web/stop", ok: 202 } },
   {
     path: "/api/v1/nodes/n1",
     write: { method: "POST", path: "/api/v1/nodes/n1/cordon", ok: 200 },
@@ -141,7 +142,7 @@ testWithTimeout({ name: "API: ETag and If-Match on every resource", ...opts }, a
     }
     await t.step("without If-Match, writes go through as before", async () => {
       const r = await call("POST", "/api/v1/vms/web/start", { token });
-      assertEquals(r.status, 200, JSON.stringify(r.body));
+      assertEquals(r.status, 202, JSON.stringify(r.body));
     });
   } finally {
     await c.stop();

@@ -9,7 +9,7 @@ import { TestCluster } from "../core/testing/test_cluster.ts";
 import { LeaseTable } from "../core/cluster/mod.ts";
 import { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
-import { createApp } from "./app.ts";
+import { type AppDeps, createApp } from "./app.ts";
 import type { BackupRunner } from "../host/backup/mod.ts";
 import type { ServerBindings } from "./server.ts";
 
@@ -56,9 +56,16 @@ export interface TestApp {
   call(method: string, path: string, opts?: CallOptions): Promise<CallResult>;
 }
 
-/** Starts a one-voter cluster and the real API app over it, with a token of every role. */
-export async function startTestApp(): Promise<TestApp> {
-  const c = await TestCluster.start();
+/**
+ * Starts a one-voter cluster and the real API app over it, with a token of every role.
+ * @param more what the app gets beside the stand-ins (e.g. an operation runner under test)
+ * @param opts.level the cluster level to start at (default: this program's)
+ */
+export async function startTestApp(
+  more: (c: TestCluster) => Partial<AppDeps> = () => ({}),
+  opts: { level?: number } = {},
+): Promise<TestApp> {
+  const c = await TestCluster.start({}, opts);
   const blobs = await new BlobStore(`${c.dataDir}/blobs`).init();
   const app = createApp(c.node, {
     blobs,
@@ -66,6 +73,7 @@ export async function startTestApp(): Promise<TestApp> {
     host: notUsedHere<VmHost>("host"),
     migrator: notUsedHere<Migrator>("migrator"),
     backups: notUsedHere<BackupRunner>("backups"),
+    ...more(c),
   });
   const tokens = {
     admin: c.adminToken,

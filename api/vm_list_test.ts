@@ -53,6 +53,12 @@ testWithTimeout({ name: "API: vm list filters and pages", ...opts }, async (t) =
         if (!token) break;
       }
       assertEquals(seen, names(await list("")));
+      const whole = await list("?limit=25");
+      assertEquals([whole.vms.length, whole.continue], [25, undefined], "a full last page ends");
+      const cut = await list("?limit=24");
+      assertEquals(cut.vms.length, 24);
+      const last = await list(`?limit=24&continue=${encodeURIComponent(cut.continue!)}`);
+      assertEquals([names(last), last.continue], [["vm24"], undefined]);
       const webPage = await list("?label=tier%3Dweb&limit=4");
       assertEquals(webPage.vms.length, 4, "labels filtered before the page is cut");
     });

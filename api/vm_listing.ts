@@ -25,7 +25,7 @@ interface Listed {
   redacted: string;
 }
 
-/** A page of `vm list`: its JSON, and the last name on it when the page was full. */
+/** A page of `vm list`: its JSON, and the last name on it when more VMs follow. */
 export interface VmPage {
   json: string;
   lastName: string | null;
@@ -52,24 +52,23 @@ export class VmListing {
 
   /**
    * The VMs matching `q` in name order, as `role` may see them, as a JSON array;
-   * `lastName` is set when `q.limit` VMs filled the page.
+   * `lastName` is set when `q.limit` VMs filled the page and another matching VM follows
+   * (looked for, not serialized: the last page has no `continue`, as every list's).
    */
   page(q: VmQuery, role: Role): VmPage {
     const wanted = Object.entries(q.labels ?? {});
     const limit = q.limit ?? Infinity;
     const parts: string[] = [];
-    let lastName: string | null = null;
+    let last: string | null = null;
     for (const name of this.#fsm.vmNames(q)) {
       const vm = this.#listed(name);
       if (!vm) continue; // deleted meanwhile: not possible within one turn, but harmless
       if (!wanted.every(([k, v]) => Object.hasOwn(vm.labels, k) && vm.labels[k] === v)) continue;
+      if (parts.length >= limit) return { json: `[${parts.join(",")}]`, lastName: last };
       parts.push(role === "admin" ? vm.full : vm.redacted);
-      if (parts.length >= limit) {
-        lastName = name;
-        break;
-      }
+      last = name;
     }
-    return { json: `[${parts.join(",")}]`, lastName };
+    return { json: `[${parts.join(",")}]`, lastName: null };
   }
 
   #listed(name: string): Listed | null {

@@ -120,7 +120,7 @@ testWithTimeout({ name: "API: NIC add and remove", ...opts }, async (t) => {
         token,
         body: { name: "slirp", image: "img", start: true, memoryMiB: 64 },
       });
-      assertEquals(r.status, 201, JSON.stringify(r.body));
+      assertEquals(r.status, 202, JSON.stringify(r.body)); // created, and its start an operation
       const refused = await add("slirp", { network: "blue" });
       assertEquals(refused.status, 409, JSON.stringify(refused.body));
       assert(/user-mode/.test(refused.body.error.message), refused.body.error.message);

@@ -10,7 +10,13 @@
  * - `alert metrics`: the metrics a rule may name
  */
 import { Command } from "commander";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import { collectLabel } from "./vm.ts";
 import type { AlertRuleView, AlertView } from "../api/routes/alerts.ts";
@@ -95,9 +101,13 @@ export function alertCommand(): Command {
       render(opts.output, r, () => printFields(ruleRow(r)));
     },
   );
-  withClientOptions(rule.command("list").description("list alert rules"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ rules: AlertRuleView[] }>("/api/v1/alerts/rules");
+  withClientOptions(withListLimit(rule.command("list").description("list alert rules")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list<"rules", AlertRuleView>(
+        "/api/v1/alerts/rules",
+        "rules",
+        opts.limit,
+      );
       render(
         opts.output,
         r,
@@ -145,16 +155,18 @@ export function alertCommand(): Command {
     render(opts.output, r, () => console.log(`deleted alert rule ${name}`));
   });
 
-  withClientOptions(
+  withClientOptions(withListLimit(
     alert.command("list").description("firing alerts (--all: resolved ones too), newest first")
       .option("--all", "resolved alerts too")
       .option("--rule <name>", "only this rule's"),
-  ).action(async (opts: GlobalOpts & { all?: boolean; rule?: string }) => {
+  )).action(async (opts: ListOpts & { all?: boolean; rule?: string }) => {
     const q = new URLSearchParams();
     if (opts.all) q.set("all", "true");
     if (opts.rule) q.set("rule", opts.rule);
-    const r = await clientOf(opts).get<{ alerts: AlertView[] }>(
-      `/api/v1/alerts${q.size ? `?${q}` : ""}`,
+    const r = await clientOf(opts).list<"alerts", AlertView>(
+      `/api/v1/alerts?${q}`,
+      "alerts",
+      opts.limit,
     );
     render(
       opts.output,

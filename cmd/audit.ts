@@ -23,17 +23,21 @@ export function auditCommand(): Command {
       .option("--since <when>", "only newer: an age (90s, 15m, 1h, 7d) or an ISO time")
       .option("--principal <name>", "only this principal (token name, system:ha, anonymous)")
       .option("--resource <kind/name>", "only this target (vm/web1), or a kind (vm)")
-      .option("--limit <n>", "at most this many", positiveInt, 100),
+      .option("--limit <n>", "at most this many (fetched page by page)", positiveInt, 100),
   ).action(
     async (
       opts: GlobalOpts & { since?: string; principal?: string; resource?: string; limit: number },
     ) => {
-      const q = new URLSearchParams({ limit: String(opts.limit) });
+      const q = new URLSearchParams();
       // An age counts back from this machine's clock: the user's "last hour".
       if (opts.since) q.set("since", new Date(sinceOf(opts.since)).toISOString());
       if (opts.principal) q.set("principal", opts.principal);
       if (opts.resource) q.set("resource", opts.resource);
-      const r = await clientOf(opts).get<{ entries: AuditEntry[] }>(`/api/v1/audit?${q}`);
+      const r = await clientOf(opts).list<"entries", AuditEntry>(
+        `/api/v1/audit?${q}`,
+        "entries",
+        opts.limit,
+      );
       render(opts.output, r, () =>
         printTable(
           r.entries.map((e) => ({

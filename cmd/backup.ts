@@ -8,7 +8,14 @@
 import { Command } from "commander";
 import { nonNegativeInt } from "./parse.ts";
 import { NovaError } from "../core/errors/mod.ts";
-import { clientOf, type GlobalOpts, withClientOptions, withWaitOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+  withWaitOptions,
+} from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
 import { printFields, printTable, render } from "./output.ts";
 
@@ -79,10 +86,14 @@ export function vmBackupCommand(): Command {
       });
     },
   );
-  withClientOptions(cmd.command("list").argument("<vm>").description("the VM's backups"))
-    .action(async (vm: string, opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ backups: BackupView[] }>(
+  withClientOptions(
+    withListLimit(cmd.command("list").argument("<vm>").description("the VM's backups")),
+  )
+    .action(async (vm: string, opts: ListOpts) => {
+      const r = await clientOf(opts).list<"backups", BackupView>(
         `/api/v1/backups?vm=${enc(vm)}`,
+        "backups",
+        opts.limit,
       );
       render(opts.output, r, () => printTable(r.backups.map(backupRow), COLUMNS));
     });
@@ -99,11 +110,15 @@ export function backupCommand(): Command {
   backup.addCommand(targetCommand());
   backup.addCommand(scheduleCommand());
 
-  withClientOptions(
+  withClientOptions(withListLimit(
     backup.command("list").description("backups, oldest first").option("--vm <vm>", "of one VM"),
-  ).action(async (opts: GlobalOpts & { vm?: string }) => {
+  )).action(async (opts: ListOpts & { vm?: string }) => {
     const q = opts.vm ? `?vm=${enc(opts.vm)}` : "";
-    const r = await clientOf(opts).get<{ backups: BackupView[] }>(`/api/v1/backups${q}`);
+    const r = await clientOf(opts).list<"backups", BackupView>(
+      `/api/v1/backups${q}`,
+      "backups",
+      opts.limit,
+    );
     render(opts.output, r, () => printTable(r.backups.map(backupRow), COLUMNS));
   });
   withClientOptions(backup.command("show").argument("<id>").description("one backup"))
@@ -186,11 +201,9 @@ function targetCommand(): Command {
     });
     render(opts.output, r, () => console.log(`backup target ${name} created (${opts.path})`));
   });
-  withClientOptions(t.command("list").description("backup targets"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ targets: Record<string, unknown>[] }>(
-        "/api/v1/backup-targets",
-      );
+  withClientOptions(withListLimit(t.command("list").description("backup targets")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list("/api/v1/backup-targets", "targets", opts.limit);
       render(opts.output, r, () => printTable(r.targets, ["name", "path", "by"]));
     });
   withClientOptions(
@@ -241,11 +254,9 @@ function scheduleCommand(): Command {
       render(opts.output, r, () => console.log(`backup schedule of ${vm} set (${opts.cron})`));
     },
   );
-  withClientOptions(s.command("list").description("backup schedules"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ schedules: Record<string, unknown>[] }>(
-        "/api/v1/backup-schedules",
-      );
+  withClientOptions(withListLimit(s.command("list").description("backup schedules")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list("/api/v1/backup-schedules", "schedules", opts.limit);
       render(
         opts.output,
         r,

@@ -2,6 +2,9 @@
 import { codeOfHttpStatus, type ErrorCode, NovaError } from "../core/errors/mod.ts";
 import { resolveCa, type ResolvedCa, type TrustDeps } from "./trust.ts";
 
+/** Items a list asks for per page (the server allows up to 1000). */
+export const LIST_PAGE = 500;
+
 export interface ClientOptions {
   server: string;
   token?: string;
@@ -91,6 +94,33 @@ export class ApiClient {
 
   get<T = unknown>(path: string): Promise<T> {
     return this.request<T>("GET", path);
+  }
+
+  /**
+   * A whole list: `GET path` (filters in its query) page by page, following each page's
+   * `continue`, answered as `{ [key]: items }`; with `max`, at most that many items.
+   * Why: every list answers in pages (api/pagination.ts), and scripts need complete lists.
+   */
+  async list<K extends string, T = Record<string, unknown>>(
+    path: string,
+    key: K,
+    max = Infinity,
+  ): Promise<{ [k in K]: T[] }> {
+    const [base, search = ""] = path.split("?", 2);
+    const query = new URLSearchParams(search);
+    const items: T[] = [];
+    for (;;) {
+      query.set("limit", String(Math.min(max - items.length, LIST_PAGE)));
+      const page = await this.get<Record<string, unknown>>(`${base}?${query}`);
+      const got = page?.[key];
+      if (!Array.isArray(got)) {
+        throw new NovaError("internal", `GET ${base}: the answer has no "${key}" list`);
+      }
+      items.push(...(got as T[]).slice(0, max - items.length));
+      if (typeof page.continue !== "string" || items.length >= max) break;
+      query.set("continue", page.continue);
+    }
+    return { [key]: items } as { [k in K]: T[] };
   }
 
   private authHeaders(): Record<string, string> {

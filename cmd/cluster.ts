@@ -2,7 +2,14 @@
 import { Command } from "commander";
 import { durationText } from "./parse.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
-import { clientOf, type GlobalOpts, withClientOptions, withWaitOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+  withWaitOptions,
+} from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import type { ClusterStatus } from "../core/cluster/mod.ts";
 import { addRecoveryCommands } from "./cluster_recover.ts";
@@ -54,17 +61,16 @@ export function clusterCommand(): Command {
       console.log(r.token);
     });
   });
-  withClientOptions(token.command("list").description("list join tokens (ids are hash prefixes)"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ tokens: Record<string, unknown>[] }>(
-        "/api/v1/cluster/tokens",
-      );
-      render(
-        opts.output,
-        r,
-        () => printTable(r.tokens, ["id", "createdAt", "expiresAt", "usedBy"]),
-      );
-    });
+  withClientOptions(
+    withListLimit(token.command("list").description("list join tokens (ids are hash prefixes)")),
+  ).action(async (opts: ListOpts) => {
+    const r = await clientOf(opts).list("/api/v1/cluster/tokens", "tokens", opts.limit);
+    render(
+      opts.output,
+      r,
+      () => printTable(r.tokens, ["id", "createdAt", "expiresAt", "usedBy"]),
+    );
+  });
 
   withClientOptions(cluster.command("remove").argument("<name>").description("remove a member"))
     .action(async (name: string, opts: GlobalOpts) => {

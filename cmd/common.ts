@@ -11,7 +11,7 @@ import { processTrustDeps } from "./trust.ts";
 import { configureOutput, type Format, OUTPUT_FORMATS } from "./output.ts";
 import { DEFAULT_SERVER, type Target, targetOf } from "./contexts.ts";
 
-import { durationSeconds } from "./parse.ts";
+import { durationSeconds, positiveInt } from "./parse.ts";
 
 export { positiveInt } from "./parse.ts";
 export { DEFAULT_SERVER };
@@ -108,6 +108,21 @@ export function withWaitOptions(
       new Option("--timeout <duration>", "how long to wait, e.g. 90s, 5m, 1h")
         .argParser(durationSeconds).default(opts.timeoutSeconds, `${opts.timeoutSeconds}s`),
     );
+}
+
+/** The options of a list command: `--limit`. */
+export type ListOpts = GlobalOpts & { limit?: number };
+
+/**
+ * `--limit N` on a list command: at most N items. Without it a list command fetches every
+ * page (ApiClient.list), so scripts always get the complete list.
+ */
+export function withListLimit(cmd: Command): Command {
+  return cmd.option(
+    "--limit <n>",
+    "at most this many (default: all of them, fetched page by page)",
+    positiveInt,
+  );
 }
 
 /**

@@ -1,6 +1,12 @@
 /** `novactl group ...`: placement groups, a thin client of /api/v1/groups. */
 import { Command, Option } from "commander";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printTable, render } from "./output.ts";
 
 export function groupCommand(): Command {
@@ -20,9 +26,9 @@ export function groupCommand(): Command {
     });
     render(opts.output, r, () => console.log(`group ${name} created`));
   });
-  withClientOptions(group.command("list").description("list placement groups"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ groups: Record<string, unknown>[] }>("/api/v1/groups");
+  withClientOptions(withListLimit(group.command("list").description("list placement groups")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list("/api/v1/groups", "groups", opts.limit);
       render(opts.output, r, () => printTable(r.groups, ["name", "policy", "strict", "members"]));
     });
   withClientOptions(group.command("delete").argument("<name>").description("delete an empty group"))

@@ -1,7 +1,13 @@
 /** `novactl image ...`: import kernel/initrd or qcow2 images, list, show, delete, pull onto a host. */
 import { Command } from "commander";
 import { createHash } from "node:crypto";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import { NovaError } from "../core/errors/mod.ts";
 import type { ApiClient } from "./client.ts";
@@ -78,9 +84,9 @@ export function imageCommand(): Command {
     render(opts.output, r, () => console.log(`image ${name} imported (${r.kind})`));
   });
 
-  withClientOptions(image.command("list").description("list images")).action(
-    async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ images: Record<string, unknown>[] }>("/api/v1/images");
+  withClientOptions(withListLimit(image.command("list").description("list images"))).action(
+    async (opts: ListOpts) => {
+      const r = await clientOf(opts).list("/api/v1/images", "images", opts.limit);
       render(
         opts.output,
         r,

@@ -1,7 +1,13 @@
 /** `novactl network ...`: virtual networks, a thin client of /api/v1/networks. */
 import { Command, Option } from "commander";
 import { nonNegativeInt } from "./parse.ts";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printTable, render } from "./output.ts";
 
 interface CreateOpts extends GlobalOpts {
@@ -58,11 +64,9 @@ export function networkCommand(): Command {
     });
     render(opts.output, r, () => console.log(`network ${name} created`));
   });
-  withClientOptions(network.command("list").description("list networks"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ networks: Record<string, unknown>[] }>(
-        "/api/v1/networks",
-      );
+  withClientOptions(withListLimit(network.command("list").description("list networks")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list("/api/v1/networks", "networks", opts.limit);
       render(
         opts.output,
         r,

@@ -8,8 +8,10 @@ import { type CentralPorts, parseCentralPorts } from "../host/ovs/mod.ts";
 import {
   clientOf,
   type GlobalOpts,
+  type ListOpts,
   positiveInt,
   withClientOptions,
+  withListLimit,
   withWaitOptions,
 } from "./common.ts";
 import { type Operation, waitForOperation } from "./operation.ts";
@@ -192,24 +194,25 @@ export function nodeCommand(): Command {
       });
     });
 
-  withClientOptions(node.command("list").description("list nodes with their state and inventory"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ nodes: Record<string, unknown>[] }>("/api/v1/nodes");
-      render(opts.output, r, () =>
-        printTable(
-          r.nodes.map((n) => {
-            const inv = (n.inventory ?? {}) as Record<string, unknown>;
-            return {
-              ...n,
-              cpus: inv.cpus,
-              memoryMiB: inv.memoryMiB,
-              accel: inv.accel ?? "probing",
-              ...networkFields(n),
-            };
-          }),
-          ["name", "state", "role", "url", "cpus", "memoryMiB", "accel", "datapath", "tunnelIp"],
-        ));
-    });
+  withClientOptions(
+    withListLimit(node.command("list").description("list nodes with their state and inventory")),
+  ).action(async (opts: ListOpts) => {
+    const r = await clientOf(opts).list("/api/v1/nodes", "nodes", opts.limit);
+    render(opts.output, r, () =>
+      printTable(
+        r.nodes.map((n) => {
+          const inv = (n.inventory ?? {}) as Record<string, unknown>;
+          return {
+            ...n,
+            cpus: inv.cpus,
+            memoryMiB: inv.memoryMiB,
+            accel: inv.accel ?? "probing",
+            ...networkFields(n),
+          };
+        }),
+        ["name", "state", "role", "url", "cpus", "memoryMiB", "accel", "datapath", "tunnelIp"],
+      ));
+  });
 
   withClientOptions(node.command("show").argument("<name>").description("show one node"))
     .action(async (name: string, opts: GlobalOpts) => {

@@ -7,6 +7,8 @@ import { Upgrader } from "../core/upgrade/mod.ts";
 import { assertDataDirUsable } from "../core/upgrade/data_dir.ts";
 import { createApp } from "../api/mod.ts";
 import { type BackupCluster, BackupRunner, removeBackupFiles } from "../host/backup/mod.ts";
+import type { OperationCluster } from "../host/operations/mod.ts";
+import { SnapshotRunner } from "../host/snapshots/mod.ts";
 import { BackupScheduler } from "../core/cluster/backup_scheduler.ts";
 import { zodToValidationError } from "../api/errors.ts";
 import { labelsSchema } from "../core/fsm/command_schemas.ts";
@@ -476,9 +478,14 @@ async function runMember(
     host,
     join(opts.dataDir, "backup-operations.json"),
   );
+  const snapshots = new SnapshotRunner(
+    operationClusterOf(node, host.cluster),
+    host,
+    join(opts.dataDir, "snapshot-operations.json"),
+  );
   // Simulated hosts run no QEMU: they have no metrics of their own to sample.
   const stats = simulated ? undefined : hostMetrics(host, opts.dataDir);
-  const app = createApp(node, { blobs, host, leases, migrator, backups, stats });
+  const app = createApp(node, { blobs, host, leases, migrator, backups, snapshots, stats });
   api.serveWith((request, env) => app.fetch(request, env));
   // Loaded only when asked for: Connect and protobuf-es cost every CLI command ~30 ms to load.
   const grpc = opts.grpcPort === undefined ? null : await (await import("../api/grpc/mod.ts"))
@@ -545,6 +552,7 @@ async function runMember(
   });
   alerting.start();
   if (!simulated) await backups.start();
+  await snapshots.start();
   if (simulated) simulated.start();
   else await host.start();
   stats?.start();
@@ -562,6 +570,7 @@ async function runMember(
     backupScheduler.stop();
     alerting.stop();
     backups.stop();
+    snapshots.stop();
     northbound?.stop();
     chassisCleaner?.stop();
     network?.stop();
@@ -723,9 +732,16 @@ async function caughtUp(node: ClusterNode): Promise<void> {
 /** What the backup runner reads and proposes: the local replica, reports as the host's. */
 function backupClusterOf(node: ClusterNode, host: HostCluster): BackupCluster {
   return {
-    nodeName: node.id,
+    ...operationClusterOf(node, host),
     backups: node.fsm.backups,
     vm: (name) => node.fsm.vm(name),
+  };
+}
+
+/** What a host's operation runner reads and proposes: the local replica, reports as the host's. */
+function operationClusterOf(node: ClusterNode, host: HostCluster): OperationCluster {
+  return {
+    nodeName: node.id,
     operations: () => node.fsm.runningOperations(),
     operation: (id) => node.fsm.operation(id),
     onOperationChange: (listener) =>
@@ -748,6 +764,7 @@ function hostClusterOf(node: ClusterNode, blobs: BlobStore): HostCluster {
     image: (name) => node.fsm.image(name),
     operation: (id) => node.fsm.operation(id),
     config: () => node.fsm.settings(),
+    level: () => node.fsm.clusterLevel(),
     onVmChange: (listener) => node.fsm.onVmChange(listener),
     report: (command, opts) => reports.submit(command, opts),
     audit: (action, resource, detail) => auditSystem(node, action, resource, detail),

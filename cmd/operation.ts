@@ -2,7 +2,13 @@
 import { Command } from "commander";
 import { durationSeconds } from "./parse.ts";
 import type { ApiClient } from "./client.ts";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import { NovaError } from "../core/errors/mod.ts";
 
@@ -44,15 +50,44 @@ export async function waitForOperation(
   return op;
 }
 
+/** Whether an answer is an operation record rather than a finished call's own answer. */
+export function isOperation(answer: unknown): answer is Operation {
+  const a = answer as Record<string, unknown> | null;
+  return typeof a?.id === "string" && typeof a.kind === "string" &&
+    typeof a.runner === "string" && typeof a.state === "string";
+}
+
+/**
+ * A call that starts an operation, as commands with `--wait`/`--no-wait` and `--timeout`
+ * (common.ts withWaitOptions) make it: waits for the operation unless `--no-wait` (then
+ * prints `KIND ID started`), fails (exit 1) unless it succeeded, else prints `done()`.
+ * `-o json|yaml` prints the operation record, one document either way. A call that answers
+ * with its own result instead (done at once, as VM snapshots below cluster level 2 are)
+ * prints `done()`, or that result with `-o`.
+ */
+export async function startOperation(
+  client: ApiClient,
+  opts: GlobalOpts & { wait: boolean; timeout: number },
+  start: () => Promise<unknown>,
+  done: () => void,
+): Promise<void> {
+  const answer = await start();
+  if (!isOperation(answer)) return render(opts.output, answer, done);
+  let op = answer;
+  if (opts.wait) op = await waitForOperation(client, op.id, opts.timeout);
+  render(opts.output, op, () => {
+    if (!opts.wait) return console.log(`${op.kind} ${op.id} started`);
+    done();
+  });
+}
+
 export function operationCommand(): Command {
   const cmd = new Command("operation").alias("op").description(
-    "long operations (migrations, drains, backups, VM starts, stops, restarts, creates, deletes)",
+    "long operations (migrations, drains, backups, snapshots, VM creates, starts, stops, restarts, deletes)",
   );
-  withClientOptions(cmd.command("list").description("recent operations"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ operations: Record<string, unknown>[] }>(
-        "/api/v1/operations",
-      );
+  withClientOptions(withListLimit(cmd.command("list").description("operations, newest first")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list("/api/v1/operations", "operations", opts.limit);
       render(
         opts.output,
         r,

@@ -8,7 +8,13 @@
 import { Command, Option } from "commander";
 import { sizeBytes } from "./parse.ts";
 import { POOL_DRIVERS } from "../core/fsm/command_schemas.ts";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 
 /** Sizes go through the one size parser (parse.ts); the name stays for callers. */
@@ -103,9 +109,9 @@ export function poolCommand(): Command {
       );
     },
   );
-  withClientOptions(pool.command("list").description("list pools"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ pools: PoolView[] }>("/api/v1/pools");
+  withClientOptions(withListLimit(pool.command("list").description("list pools")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list<"pools", PoolView>("/api/v1/pools", "pools", opts.limit);
       render(
         opts.output,
         r,

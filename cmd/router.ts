@@ -4,7 +4,13 @@
  */
 import { Command } from "commander";
 import { NovaError } from "../core/errors/mod.ts";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 
 const routerPath = (name: string, rest = "") =>
@@ -69,9 +75,13 @@ export function routerCommand(): Command {
       );
     },
   );
-  withClientOptions(router.command("list").description("list routers"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ routers: RouterView[] }>("/api/v1/routers");
+  withClientOptions(withListLimit(router.command("list").description("list routers")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list<"routers", RouterView>(
+        "/api/v1/routers",
+        "routers",
+        opts.limit,
+      );
       render(
         opts.output,
         r,
@@ -168,11 +178,9 @@ export function fipCommand(): Command {
     });
     render(opts.output, r, () => console.log(r.ip));
   });
-  withClientOptions(fip.command("list").description("list floating IPs"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ floatingIps: Record<string, unknown>[] }>(
-        "/api/v1/floating-ips",
-      );
+  withClientOptions(withListLimit(fip.command("list").description("list floating IPs")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list("/api/v1/floating-ips", "floatingIps", opts.limit);
       render(opts.output, r, () => printTable(r.floatingIps, ["ip", "network", "vm", "nic"]));
     });
   withClientOptions(fip.command("show").argument("<ip>").description("show a floating IP"))

@@ -1,6 +1,12 @@
 /** `novactl sg ...`: security groups and their rules, a thin client of /api/v1/security-groups. */
 import { Command, Option } from "commander";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 
 const sgPath = (name: string, rest = "") =>
@@ -51,11 +57,9 @@ export function sgCommand(): Command {
     });
     render(opts.output, r, () => console.log(`security group ${name} created`));
   });
-  withClientOptions(sg.command("list").description("list security groups"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ securityGroups: Record<string, unknown>[] }>(
-        "/api/v1/security-groups",
-      );
+  withClientOptions(withListLimit(sg.command("list").description("list security groups")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list("/api/v1/security-groups", "securityGroups", opts.limit);
       render(
         opts.output,
         r,

@@ -87,7 +87,7 @@ type Row = Record<string, unknown> & { name: string; cpu: number; memory: number
 
 /** Every member's stats (a host that does not answer is left out, and named on stderr). */
 async function allStats(client: ApiClient): Promise<NodeStatsView[]> {
-  const { nodes } = await client.get<{ nodes: { name: string }[] }>("/api/v1/nodes");
+  const { nodes } = await client.list<"nodes", { name: string }>("/api/v1/nodes", "nodes");
   const got = await Promise.allSettled(
     nodes.map((n) =>
       client.get<NodeStatsView>(`/api/v1/nodes/${encodeURIComponent(n.name)}/stats?since=1m`)

@@ -5,7 +5,7 @@ import { TestCluster } from "../core/testing/test_cluster.ts";
 import { LeaseTable } from "../core/cluster/mod.ts";
 import { BlobStore } from "../host/storage/mod.ts";
 import type { Migrator, VmHost } from "../host/mod.ts";
-import { createApp } from "../api/app.ts";
+import { type AppDeps, createApp } from "../api/app.ts";
 
 /** What one CLI run did. */
 export interface Run {
@@ -58,10 +58,15 @@ export interface SeenRequest {
 }
 
 /**
- * A stand-in API server that answers `GET /api/v1/vms` with `vms` (two per page, following
- * `continue`), other lists with one item named after the server, and records every request.
+ * A stand-in API server that answers `GET /api/v1/vms` with `vms` and each path of `lists`
+ * with its items under its key (two per page, following `continue`), other lists with one
+ * item named after the server, and records every request.
  */
-export function standIn(label: string, vms: Record<string, unknown>[] = []) {
+export function standIn(
+  label: string,
+  vms: Record<string, unknown>[] = [],
+  lists: Record<string, { key: string; items: Record<string, unknown>[] }> = {},
+) {
   const seen: SeenRequest[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
     const u = new URL(req.url);
@@ -71,12 +76,13 @@ export function standIn(label: string, vms: Record<string, unknown>[] = []) {
       query: u.searchParams,
       authorization: req.headers.get("authorization"),
     });
-    if (u.pathname === "/api/v1/vms") {
+    const list = u.pathname === "/api/v1/vms" ? { key: "vms", items: vms } : lists[u.pathname];
+    if (list) {
       const limit = Math.min(Number(u.searchParams.get("limit") ?? 500), 2);
       const from = Number(u.searchParams.get("continue") ?? 0);
-      const page = vms.slice(from, from + limit);
-      const next = from + limit < vms.length ? { continue: String(from + limit) } : {};
-      return Response.json({ vms: page, ...next });
+      const page = list.items.slice(from, from + limit);
+      const next = from + limit < list.items.length ? { continue: String(from + limit) } : {};
+      return Response.json({ [list.key]: page, ...next });
     }
     const kind = u.pathname.split("/").pop()!;
     return Response.json({ [kind]: [{ name: `${label}-${kind.replace(/s$/, "")}` }] });
@@ -120,14 +126,20 @@ export function notUsedHere<T>(what: string): T {
 /**
  * The real API app of a one-voter leader served on a free port, without a hypervisor (a command
  * that needs one fails naming it); `cli` runs the CLI against it with the admin token.
+ * @param more what the app gets beside the stand-ins (e.g. an operation runner under test)
+ * @param opts.level the cluster level to start at (default: this program's)
  */
-export async function servedCluster() {
-  const c = await TestCluster.start();
+export async function servedCluster(
+  more: (c: TestCluster) => Partial<AppDeps> = () => ({}),
+  opts: { level?: number } = {},
+) {
+  const c = await TestCluster.start({}, opts);
   const app = createApp(c.node, {
     blobs: await new BlobStore(`${c.dataDir}/blobs`).init(),
     leases: new LeaseTable(() => c.node.isLeader() ? c.node.raft.status().term : null),
     host: notUsedHere<VmHost>("host"),
     migrator: notUsedHere<Migrator>("migrator"),
+    ...more(c),
   });
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
   const url = `http://127.0.0.1:${server.addr.port}`;

@@ -1,7 +1,13 @@
 /** `novactl token ...`: API tokens with roles and expiry, a thin client of /api/v1/tokens. */
 import { Command, Option } from "commander";
 import { durationText } from "./parse.ts";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printTable, render } from "./output.ts";
 
 interface IssuedToken {
@@ -50,15 +56,16 @@ export function tokenCommand(): Command {
     });
     render(opts.output, r, () => printIssued(r, "created"));
   });
-  withClientOptions(token.command("list").description("list API tokens (never their secrets)"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ tokens: Record<string, unknown>[] }>("/api/v1/tokens");
-      render(
-        opts.output,
-        r,
-        () => printTable(r.tokens, ["name", "role", "createdAt", "expiresAt", "expired"]),
-      );
-    });
+  withClientOptions(
+    withListLimit(token.command("list").description("list API tokens (never their secrets)")),
+  ).action(async (opts: ListOpts) => {
+    const r = await clientOf(opts).list("/api/v1/tokens", "tokens", opts.limit);
+    render(
+      opts.output,
+      r,
+      () => printTable(r.tokens, ["name", "role", "createdAt", "expiresAt", "expired"]),
+    );
+  });
   withClientOptions(
     token.command("revoke").argument("<name>").description("revoke an API token at once"),
   ).action(async (name: string, opts: GlobalOpts) => {

@@ -4,8 +4,10 @@ import type { ApiClient } from "./client.ts";
 import {
   clientOf,
   type GlobalOpts,
+  type ListOpts,
   positiveInt,
   withClientOptions,
+  withListLimit,
   withWaitOptions,
 } from "./common.ts";
 import { durationSeconds, integer, nonNegativeInt, sizeGiB, sizeMiB } from "./parse.ts";
@@ -19,6 +21,7 @@ import { nicCommand } from "./vm_nic.ts";
 import { diskCommand } from "./vm_disk.ts";
 import { vmStatsCommand } from "./stats.ts";
 import { attachConsole } from "./console.ts";
+import { snapshotCommand } from "./vm_snapshot.ts";
 
 /** Memory and disk sizes go through the one size parser (parse.ts); these names stay for callers. */
 export { sizeGiB as parseDiskGiB, sizeMiB as parseMemoryMiB };
@@ -88,7 +91,6 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 /** VMs per request when `vm list` walks the pages. */
-const LIST_PAGE = 500;
 
 const vmPath = (name: string, rest = "") => `/api/v1/vms/${encodeURIComponent(name)}${rest}`;
 
@@ -382,33 +384,19 @@ export function vmCommand(): Command {
     );
   });
 
-  withClientOptions(
+  withClientOptions(withListLimit(
     vm.command("list").description("list VMs (filtered by the server; every page is fetched)")
       .option("--node <node>", "only VMs placed on this host")
       .addOption(
         new Option("--state <state>", "only VMs in this state").choices(VM_STATE.options),
       )
-      .option("-l, --label <key=value>", "only VMs with this label (repeatable)", collect, [])
-      .option("--limit <n>", "at most this many (default: every VM, page by page)", positiveInt),
-  ).action(async (
-    opts: GlobalOpts & { node?: string; state?: string; label: string[]; limit?: number },
-  ) => {
-    const want = opts.limit ?? Infinity;
-    const query = new URLSearchParams({ limit: String(Math.min(want, LIST_PAGE)) });
+      .option("-l, --label <key=value>", "only VMs with this label (repeatable)", collect, []),
+  )).action(async (opts: ListOpts & { node?: string; state?: string; label: string[] }) => {
+    const query = new URLSearchParams();
     if (opts.node) query.set("node", opts.node);
     if (opts.state) query.set("state", opts.state);
     for (const l of opts.label) query.append("label", l);
-    const vms: Record<string, unknown>[] = [];
-    for (;;) {
-      const page = await clientOf(opts).get<{ vms: Record<string, unknown>[]; continue?: string }>(
-        `/api/v1/vms?${query}`,
-      );
-      vms.push(...page.vms.slice(0, want - vms.length));
-      if (!page.continue || vms.length >= want) break;
-      query.set("continue", page.continue);
-      query.set("limit", String(Math.min(want - vms.length, LIST_PAGE)));
-    }
-    const r = { vms };
+    const r = await clientOf(opts).list("/api/v1/vms?" + query, "vms", opts.limit);
     render(
       opts.output,
       r,
@@ -578,50 +566,4 @@ export function vmCommand(): Command {
   vm.addCommand(diskCommand());
   vm.addCommand(vmBackupCommand());
   return vm;
-}
-
-function snapshotCommand(): Command {
-  const snap = new Command("snapshot").description("VM snapshots (disk-only or with memory)");
-  withClientOptions(
-    snap.command("create").argument("<vm>").argument("<snapshot>").description("take a snapshot")
-      .option("--memory", "include memory and device state (VM must be running)"),
-  ).action(async (vm: string, name: string, opts: GlobalOpts & { memory?: boolean }) => {
-    const r = await clientOf(opts).request("POST", vmPath(vm, "/snapshots"), {
-      name,
-      memory: !!opts.memory,
-    });
-    render(opts.output, r, () => console.log(`snapshot ${name} of ${vm} created`));
-  });
-  withClientOptions(snap.command("list").argument("<vm>").description("list snapshots"))
-    .action(async (vm: string, opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ snapshots: Record<string, unknown>[] }>(
-        vmPath(vm, "/snapshots"),
-      );
-      render(
-        opts.output,
-        r,
-        () => printTable(r.snapshots, ["name", "memory", "vmState", "createdAt"]),
-      );
-    });
-  withClientOptions(
-    snap.command("restore").argument("<vm>").argument("<snapshot>").description(
-      "roll back to a snapshot",
-    ),
-  ).action(async (vm: string, name: string, opts: GlobalOpts) => {
-    const r = await clientOf(opts).request(
-      "POST",
-      vmPath(vm, `/snapshots/${encodeURIComponent(name)}/restore`),
-    );
-    render(opts.output, r, () => console.log(`${vm} restored to ${name}`));
-  });
-  withClientOptions(
-    snap.command("delete").argument("<vm>").argument("<snapshot>").description("delete a snapshot"),
-  ).action(async (vm: string, name: string, opts: GlobalOpts) => {
-    const r = await clientOf(opts).request(
-      "DELETE",
-      vmPath(vm, `/snapshots/${encodeURIComponent(name)}`),
-    );
-    render(opts.output, r, () => console.log(`snapshot ${name} of ${vm} deleted`));
-  });
-  return snap;
 }

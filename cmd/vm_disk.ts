@@ -7,7 +7,13 @@
  *   running VM
  */
 import { Command } from "commander";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printTable, render } from "./output.ts";
 import { formatBytes } from "./pool.ts";
 
@@ -44,9 +50,11 @@ export function diskCommand(): Command {
     );
     render(opts.output, r, () => console.log(`${vm}: volume ${r.detached.volume} detached`));
   });
-  withClientOptions(disk.command("list").argument("<vm>").description("list a VM's disks"))
-    .action(async (vm: string, opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ disks: DiskView[] }>(disksPath(vm));
+  withClientOptions(
+    withListLimit(disk.command("list").argument("<vm>").description("list a VM's disks")),
+  )
+    .action(async (vm: string, opts: ListOpts) => {
+      const r = await clientOf(opts).list<"disks", DiskView>(disksPath(vm), "disks", opts.limit);
       render(
         opts.output,
         r,

@@ -6,7 +6,13 @@
  * - `vm nic remove VM NIC`: NIC is the NIC's index (as `vm nic list` shows it) or its MAC
  */
 import { Command } from "commander";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printTable, render } from "./output.ts";
 import { collectNic } from "./vm.ts";
 
@@ -52,9 +58,11 @@ export function nicCommand(): Command {
       () => console.log(`${vm}: NIC ${r.removed.index} (${r.removed.mac}) removed`),
     );
   });
-  withClientOptions(nic.command("list").argument("<vm>").description("list a VM's NICs"))
-    .action(async (vm: string, opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ nics: NicView[] }>(nicsPath(vm));
+  withClientOptions(
+    withListLimit(nic.command("list").argument("<vm>").description("list a VM's NICs")),
+  )
+    .action(async (vm: string, opts: ListOpts) => {
+      const r = await clientOf(opts).list<"nics", NicView>(nicsPath(vm), "nics", opts.limit);
       render(
         opts.output,
         r,

@@ -5,7 +5,13 @@
  * - `volume list`, `volume show NAME`, `volume resize NAME --size 20G`, `volume delete NAME`
  */
 import { Command } from "commander";
-import { clientOf, type GlobalOpts, withClientOptions } from "./common.ts";
+import {
+  clientOf,
+  type GlobalOpts,
+  type ListOpts,
+  withClientOptions,
+  withListLimit,
+} from "./common.ts";
 import { printFields, printTable, render } from "./output.ts";
 import { formatBytes, parseBytes } from "./pool.ts";
 
@@ -59,9 +65,13 @@ export function volumeCommand(): Command {
       );
     },
   );
-  withClientOptions(volume.command("list").description("list volumes"))
-    .action(async (opts: GlobalOpts) => {
-      const r = await clientOf(opts).get<{ volumes: VolumeView[] }>("/api/v1/volumes");
+  withClientOptions(withListLimit(volume.command("list").description("list volumes")))
+    .action(async (opts: ListOpts) => {
+      const r = await clientOf(opts).list<"volumes", VolumeView>(
+        "/api/v1/volumes",
+        "volumes",
+        opts.limit,
+      );
       render(
         opts.output,
         r,

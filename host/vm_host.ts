@@ -42,6 +42,7 @@ import { syncDisks } from "./disk_hotplug.ts";
 import type { HostNics } from "./ovs/host_network.ts";
 import { syncNics } from "./nic_hotplug.ts";
 import { noteGuestAddresses } from "./guest_addresses.ts";
+import { featureAllowed } from "../core/upgrade/levels.ts";
 import {
   connectVnc,
   type ConsoleAttachment,
@@ -58,6 +59,8 @@ export interface HostCluster {
   image(name: string): ImageRecord | null;
   operation(id: string): OperationRecord | null;
   config(): ClusterConfig;
+  /** The cluster level (core/upgrade/): features newer than it stay off here. */
+  level(): number;
   onVmChange(listener: (name: string | null) => void): () => void;
   /** Proposes through the leader; rejects when there is none. */
   /** `readOwnWrite: false` skips waiting for the local replica to apply it (latency-critical steps). */
@@ -167,6 +170,11 @@ export class VmHost {
     if (name === "shared") return true; // the built-in one, as before pools
     const p = this.cluster.pool ? this.cluster.pool(name) : builtinPool(this.cluster, name);
     return p?.driver === "shared-dir";
+  }
+
+  /** Whether the cluster's level lets this host use and report display devices. */
+  private displays(): boolean {
+    return featureAllowed("display", this.cluster.level());
   }
 
   isCaughtUp(): boolean {
@@ -396,7 +404,7 @@ export class VmHost {
     const reason = observed === "failed" ? `QEMU reports status "${status}"` : null;
     if (
       vm.state !== observed || vm.reason !== reason ||
-      (vm.display ?? null) !== displayOf(rt.qemu.spec)
+      (this.displays() && (vm.display ?? null) !== displayOf(rt.qemu.spec))
     ) await this.report(vm, observed, reason);
   }
 
@@ -535,7 +543,12 @@ export class VmHost {
     const diskPorts = opts.incoming ? opts.diskPorts === true : true;
     // Likewise the display device: a fresh boot gets one; saved guest state (an incoming
     // stream, a memory snapshot) is loaded with the device it was saved with, none if unsaid.
-    const display: Display = opts.incoming || opts.loadvm ? opts.display ?? "none" : "vga";
+    // A fresh boot gets one once every member knows displays (core/upgrade/levels.ts).
+    const display: Display = opts.incoming || opts.loadvm
+      ? opts.display ?? "none"
+      : this.displays()
+      ? "vga"
+      : "none";
     for (const d of vm.disks) {
       disks.push({
         id: d.id,
@@ -746,7 +759,9 @@ export class VmHost {
       state,
       reason: reason ?? undefined,
       guest: state === "running" ? undefined : null,
-      display: rt && rt.qemu.alive() ? displayOf(rt.qemu.spec) : null,
+      ...(this.displays()
+        ? { display: rt && rt.qemu.alive() ? displayOf(rt.qemu.spec) : null }
+        : {}),
       at: Date.now(),
     });
   }
@@ -906,7 +921,7 @@ export class VmHost {
         createdAt: new Date().toISOString(),
         vmState,
         // Its saved device state is loadable only into a QEMU with the same display device.
-        ...(memory && qemu ? { display: displayOf(qemu.spec) } : {}),
+        ...(memory && qemu && this.displays() ? { display: displayOf(qemu.spec) } : {}),
       };
       await this.cluster.report({
         op: "vm.snapshot.add",

@@ -10,11 +10,13 @@ import { QemuDriver } from "./kvm/mod.ts";
 import { DirPool } from "./storage/mod.ts";
 import { type HostCluster, VmHost } from "./vm_host.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
+import { MAX_KNOWN_LEVEL } from "../core/upgrade/levels.ts";
 
 class FakeCluster implements HostCluster {
   readonly nodeName = "h1";
   readonly vms_ = new Map<string, VmRecord>();
   readonly reports: Command[] = [];
+  clusterLevel = MAX_KNOWN_LEVEL;
   private listeners = new Set<(n: string | null) => void>();
   constructor(readonly blankDisk: string) {}
   vm(name: string) {
@@ -32,6 +34,9 @@ class FakeCluster implements HostCluster {
   config() {
     return { ...DEFAULT_CONFIG, "vms.stopTimeoutMs": 300 };
   }
+  level() {
+    return this.clusterLevel;
+  }
   onVmChange(l: (n: string | null) => void) {
     this.listeners.add(l);
     return () => this.listeners.delete(l);
@@ -46,6 +51,7 @@ class FakeCluster implements HostCluster {
         state: cmd.state,
         reason: cmd.reason ?? null,
         ...(cmd.display !== undefined ? { display: cmd.display } : {}),
+        ...(cmd.guest !== undefined ? { guest: cmd.guest } : {}),
       });
     }
     if (cmd.op === "vm.snapshot.add") {
@@ -330,6 +336,46 @@ testWithTimeout({
       second.stop();
       for (const rt of second.runtimes.values()) await rt.qemu.kill().catch(() => {});
     }
+  } finally {
+    host.stop();
+    for (const rt of host.runtimes.values()) await rt.qemu.kill().catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+testWithTimeout({
+  timeoutMs: 3 * MINUTE,
+  name:
+    "display at cluster level 1 (a 0.1.0 member remains): no VGA device, no display in reports or snapshots; at level 2 the next boot has VGA",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const { dir, cluster, host: hostOn } = await onDisk();
+  cluster.clusterLevel = 1;
+  const host = await hostOn();
+  host.markCaughtUp();
+  await host.start();
+  const observed = () => cluster.reports.filter((r) => r.op === "vm.observed");
+  try {
+    cluster.vms_.set("a", vmRecord("a"));
+    host.schedule("a");
+    await until("a running", () => cluster.vm("a")?.state === "running");
+    assertEquals(host.runtimes.get("a")!.qemu.spec.display, "none", "as a 0.1.0 host launches");
+    const snap = await host.createSnapshot("a", "s1", true);
+    assertEquals("display" in snap, false, "a 0.1.0 leader refuses the field");
+    // Reconciles (every 2 s) find nothing to report: the missing display is not news.
+    await until("the guest agent's absence reported", () => cluster.vm("a")?.guest != null);
+    const reported = observed().length;
+    await new Promise((r) => setTimeout(r, 5_000));
+    assertEquals(observed().length, reported, "no report repeated while nothing changed");
+    for (const r of observed()) assertEquals("display" in r, false, JSON.stringify(r));
+
+    cluster.clusterLevel = 2;
+    cluster.update("a", { desired: "stopped" });
+    await until("a stopped", () => cluster.vm("a")?.state === "stopped");
+    cluster.update("a", { desired: "running" });
+    await until("a running with VGA", () => cluster.vm("a")?.display === "vga");
+    assertEquals(host.runtimes.get("a")!.qemu.spec.display, "vga");
   } finally {
     host.stop();
     for (const rt of host.runtimes.values()) await rt.qemu.kill().catch(() => {});

@@ -197,10 +197,17 @@ testWithTimeout({
       assertEquals(b.parent, null);
       const op = await opMaking(full);
       assertEquals(op.result?.fsFrozen, true, JSON.stringify(op.result));
-      // The manifest and sums are in the target beside the qcow2.
+      // The manifest is in the target beside the qcow2: a sha256 per 64 KiB block of it, and
+      // their list's digest.
       const files = [...Deno.readDirSync(`${targetDir}/g1`)].map((e) => e.name).sort();
-      assert(files.includes(`${full}.manifest.json`) && files.includes(`${full}.SHA256SUMS`));
+      assert(files.includes(`${full}.manifest.json`), files.join(","));
       assert(files.includes(`${full}.root.qcow2`), files.join(","));
+      const m = JSON.parse(await Deno.readTextFile(`${targetDir}/g1/${full}.manifest.json`));
+      assertEquals(m.format, "novactl-backup/2");
+      const [disk] = m.disks;
+      assertEquals(disk.blocks.length, Math.ceil(disk.fileBytes / 65536));
+      const list = new TextEncoder().encode(disk.blocks.map((h: string) => h + "\n").join(""));
+      assertEquals(disk.blocksSha256, await sha256Hex(list));
     });
 
     await step(

@@ -72,6 +72,9 @@ testWithTimeout({
       await page.locator("[data-testid=nodes] tbody tr").nth(2).waitFor({ timeout: 15_000 });
       assertEquals(await page.locator("[data-testid=nodes] tbody tr").count(), 3);
       assertEquals(await page.textContent("[data-testid=node-count]"), "3");
+      // The nodes and the cluster status load separately: the leader shows once the latter has.
+      const named = page.locator("[data-testid=leader]", { hasText: /^n[123]$/ });
+      await named.waitFor({ timeout: 15_000 }).catch(() => {});
       const leader = await page.textContent("[data-testid=leader]");
       assert(["n1", "n2", "n3"].includes(leader ?? ""), `leader ${leader}`);
       // A member that has just joined may show offline until its first contact is seen.

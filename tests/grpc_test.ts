@@ -82,6 +82,8 @@ testWithTimeout({
 }, async () => {
   const cluster = new NovactlCluster({
     extraNodeArgs: [...simulatedHostArgs(64, 262_144), "--grpc-port", "0"],
+    // Short enough to see a mute connection cut; any real client sends its headers at once.
+    env: { NOVACTL_HEADERS_TIMEOUT_MS: "1500" },
   });
   const clients: Client[] = [];
   const streams: grpc.ClientReadableStream<WatchItem>[] = [];
@@ -183,6 +185,75 @@ testWithTimeout({
     assert(onHost.vms.some((v) => v.name === "grpc1"));
     const badState = await failure(unary(vms, "ListVms", { state: "dancing" }, admin));
     assertEquals(badState.code, grpc.status.INVALID_ARGUMENT, badState.details);
+
+    // Everything REST's create takes: a NIC on a network with a fixed address, cloud-init,
+    // placement constraints, HA priority and restart policy; REST shows them.
+    const net = await requestJson(`${await cluster.leaderUrl()}/api/v1/networks`, {
+      body: { name: "blue", type: "overlay", subnet: "10.30.0.0/24" },
+      token: cluster.adminToken,
+    });
+    assertEquals(net.status, 201, JSON.stringify(net.body));
+    const plan = await unary<{ placement: Record<string, never> }>(vms, "CreateVm", {
+      name: "grpc3",
+      image: "tiny",
+      dryRun: true,
+    }, admin);
+    assert(plainStruct(plan.placement).node, "a dry run names the node it would pick");
+    const full = await unary<{ vm: Vm }>(vms, "CreateVm", {
+      name: "grpc3",
+      image: "tiny",
+      memoryMib: 64,
+      start: false,
+      restartPolicy: "always",
+      haPriority: 5,
+      constraints: [{ key: "novactl.io/hostname", op: "!=", value: "nowhere" }],
+      nics: [{ network: "blue", ip: "10.30.0.40" }],
+      cloudInit: { user: "ops", sshKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 ops@grpc"] },
+    }, admin);
+    assertEquals(full.vm.name, "grpc3");
+    const shown = await requestJson<{
+      nics: { network: string; ip: string }[];
+      cloudInit: { user: string; sshKeys: string[] };
+      restartPolicy: string;
+      haPriority: number;
+      constraints: unknown[];
+    }>(`${await cluster.leaderUrl()}/api/v1/vms/grpc3`, { token: cluster.adminToken });
+    assertEquals(shown.body!.nics.map((n) => [n.network, n.ip]), [["blue", "10.30.0.40"]]);
+    assertEquals(shown.body!.cloudInit.user, "ops");
+    assertEquals(shown.body!.cloudInit.sshKeys, ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 ops@grpc"]);
+    assertEquals([shown.body!.restartPolicy, shown.body!.haPriority], ["always", 5]);
+    assertEquals(shown.body!.constraints.length, 1);
+    // A bad NIC: InvalidArgument naming the REST field.
+    const badNic = await failure(unary(vms, "CreateVm", {
+      name: "grpc4",
+      image: "tiny",
+      start: false,
+      nics: [{ network: "blue", mac: "not-a-mac-address" }],
+    }, admin));
+    assertEquals(badNic.code, grpc.status.INVALID_ARGUMENT, badNic.details);
+    assert(/^nics(\.0|\[0\])\.mac: /.test(badNic.details), badNic.details);
+    const deletedFull = await requestJson(`${await cluster.leaderUrl()}/api/v1/vms/grpc3`, {
+      method: "DELETE",
+      token: cluster.adminToken,
+    });
+    assert(deletedFull.status < 300, JSON.stringify(deletedFull.body));
+
+    // The port's connection guard: a connection that never sends a request is cut at the
+    // header timeout (NOVACTL_HEADERS_TIMEOUT_MS, as on the main port).
+    const mute = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: Number(onFollower.split(":").pop()),
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      mute.read(new Uint8Array(64)).then(() => "closed", () => "closed"),
+      new Promise((r) => timer = setTimeout(() => r("still open after 30 s"), 30_000)),
+    ]);
+    clearTimeout(timer);
+    assertEquals(outcome, "closed");
+    try {
+      mute.close();
+    } catch { /* closed */ }
 
     // Start, stop, delete: the VM's desired state follows; a deleted VM is NotFound.
     const started = await unary<{ vm: Vm }>(vms, "StartVm", { name: "grpc1" }, admin);

@@ -6,6 +6,8 @@
  *
  * - with any member still on 0.1.0 the cluster stays at level 1, and a level-2 command
  *   (`node meta`) is refused with `feature_unavailable`, naming the members not upgraded;
+ * - at level 1 VM snapshots run as 0.1.0 ran them, at once on the VM's host, whether an old
+ *   leader forwards them to an upgraded host or an upgraded leader to an old one;
  * - once the last node runs 0.2.0 the leader raises the level (a `cluster.upgrade` entry) and
  *   the command works;
  * - the guest ran throughout: the same QEMU process, its counter still going, never rebooted;
@@ -219,10 +221,85 @@ testWithTimeout({
       assert(/needs cluster level 2/.test(r.stderr), r.stderr);
     });
 
+    await step(
+      t,
+      `a VM on the upgraded n1 under a ${PREVIOUS.version} leader starts, reports and snapshots`,
+      async () => {
+        // n1 holds back what a 0.1.0 leader would refuse (a display in its reports) and what a
+        // 0.1.0 host could not take over (a VGA device): core/upgrade/levels.ts FEATURE_LEVEL.
+        await leadWith("n2");
+        await ok(
+          ...["vm", "create", "mixed", "--image", "guest", "--memory", "128M", "--node", "n1"],
+          "--wait",
+        );
+        const vm = JSON.parse(await ok("vm", "show", "mixed", "-o", "json"));
+        assertEquals([vm.state, vm.node, vm.display ?? null], ["running", "n1", null]);
+        // At level 1 snapshots are no operations (0.1.0 would never run one): the 0.1.0 leader
+        // forwards them to the VM's host, which runs them at once and answers when done.
+        const at = `${nodeUrl("n2")}/api/v1/vms/mixed/snapshots`;
+        const made = await api<{ name: string; memory: boolean }>(at, {
+          method: "POST",
+          token: token(),
+          body: { name: "s1", memory: true },
+        });
+        assertEquals(
+          [made.status, made.body.name, made.body.memory],
+          [201, "s1", true],
+          JSON.stringify(made),
+        );
+        const back = await api<{ name: string }>(`${at}/s1/restore`, {
+          method: "POST",
+          token: token(),
+        });
+        assertEquals([back.status, back.body.name], [200, "mixed"], JSON.stringify(back));
+        await eventually(
+          "mixed runs again",
+          async () => JSON.parse(await ok("vm", "show", "mixed", "-o", "json")).state === "running",
+        );
+        // The CLI waits for an operation, or takes the finished answer: via the 0.1.0 leader,
+        // and via the upgraded host itself (it runs the call rather than forward it).
+        const via = (node: string, ...args: string[]) =>
+          cli([...args, "--server", nodeUrl(node), "--token", token()]);
+        const taken = await via("n2", "vm", "snapshot", "create", "mixed", "s2");
+        assertEquals(
+          [taken.code, taken.stdout],
+          [0, "snapshot s2 of mixed created\n"],
+          taken.stderr,
+        );
+        const gone = await via("n1", "vm", "snapshot", "delete", "mixed", "s2");
+        assertEquals([gone.code, gone.stdout], [0, "snapshot s2 of mixed deleted\n"], gone.stderr);
+        const listed = JSON.parse(await ok("vm", "snapshot", "list", "mixed", "-o", "json"));
+        assertEquals(listed.snapshots.map((x: { name: string }) => x.name), ["s1"]);
+        await ok("vm", "delete", "mixed", "--force", "--wait");
+      },
+    );
+
     await step(t, "n2 upgraded: still level 1, refused naming n3 only", async () => {
       await upgrade("n2");
       await refusedNaming("n2", ["n3"]);
     });
+
+    await step(
+      t,
+      `the upgraded leader has a ${PREVIOUS.version} host snapshot its VM at once`,
+      async () => {
+        // n3 would never run a snapshot operation: n2 forwards the call, as 0.1.0 did.
+        await leadWith("n2");
+        await ok(
+          ...["vm", "create", "old", "--image", "guest", "--memory", "128M", "--node", "n3"],
+          "--wait",
+        );
+        const via = (...args: string[]) =>
+          cli([...args, "--server", nodeUrl("n2"), "--token", token()]);
+        const taken = await via("vm", "snapshot", "create", "old", "s1", "--memory", "-o", "json");
+        assertEquals(taken.code, 0, taken.stderr);
+        const snap = JSON.parse(taken.stdout);
+        assertEquals([snap.name, snap.memory, snap.id], ["s1", true, undefined], taken.stdout);
+        const gone = await via("vm", "snapshot", "delete", "old", "s1");
+        assertEquals([gone.code, gone.stdout], [0, "snapshot s1 of old deleted\n"], gone.stderr);
+        await ok("vm", "delete", "old", "--force", "--wait");
+      },
+    );
 
     let countedBefore = 0;
     await step(t, "n3 upgraded: the leader raises the level to 2, node meta works", async () => {

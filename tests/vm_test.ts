@@ -226,7 +226,23 @@ testWithTimeout({
         const r = await run("vm", "snapshot", "restore", "g1", "disk1");
         assertEquals(r.code, 1, "a disk-only snapshot is restored with the VM stopped");
         assert(/stop g1/.test(r.stderr), r.stderr);
-        await ok("vm", "snapshot", "delete", "g1", "disk1");
+        // Snapshots are operations: the command waited for this one (-o json: the record).
+        const del = JSON.parse(await ok("vm", "snapshot", "delete", "g1", "disk1", "-o", "json"));
+        assertEquals([del.kind, del.state, del.result.snapshot], [
+          "snapshot-delete",
+          "succeeded",
+          "disk1",
+        ]);
+        const started = (await ok("vm", "snapshot", "create", "g1", "disk2", "--no-wait")).trim();
+        const id = /^snapshot-create (\S+) started$/.exec(started)?.[1];
+        assert(id, `--no-wait names the operation: ${started}`);
+        const op = JSON.parse(await ok("operation", "wait", id, "-o", "json"));
+        assertEquals([op.state, op.result.snapshot, op.result.memory], [
+          "succeeded",
+          "disk2",
+          false,
+        ]);
+        await ok("vm", "snapshot", "delete", "g1", "disk2");
       },
     );
 

@@ -91,12 +91,16 @@ testWithTimeout({
   const { c, app, tokens } = await startTestApp();
   /** The headers of each request the app got. */
   const seenHeaders: Headers[] = [];
+  /** The path and query of each request the app got. */
+  const seenPaths: string[] = [];
   const server = await GrpcServer.listen({
     hostname: "127.0.0.1",
     port: 0,
     tls: null,
     app: (req, env) => {
       seenHeaders.push(new Headers(req.headers));
+      const url = new URL(req.url);
+      seenPaths.push(url.pathname + url.search);
       return app.fetch(req, env);
     },
   });
@@ -202,6 +206,67 @@ testWithTimeout({
       assert(badToken.details.startsWith("continue: "), badToken.details);
     });
 
+    await t.step("ListNodes and ListImages page as REST does", async () => {
+      const nodes = new pkg.novactl.v1.NodeService(
+        `127.0.0.1:${server.port}`,
+        grpc.credentials.createInsecure(),
+      );
+      const v = as(tokens.viewer);
+      const first = await call<{ nodes: { name: string }[]; nextPageToken: string }>(
+        nodes,
+        "ListNodes",
+        { pageSize: 1 },
+        v,
+      );
+      assertEquals(first.nodes.map((n) => n.name), ["n1"]);
+      const second = await call<{ nodes: { name: string }[]; nextPageToken: string }>(
+        nodes,
+        "ListNodes",
+        { pageSize: 1, pageToken: first.nextPageToken },
+        v,
+      );
+      assertEquals([second.nodes.map((n) => n.name), second.nextPageToken], [["n2"], ""]);
+      const images = new pkg.novactl.v1.ImageService(
+        `127.0.0.1:${server.port}`,
+        grpc.credentials.createInsecure(),
+      );
+      const all = await call<{ images: unknown[]; nextPageToken: string }>(
+        images,
+        "ListImages",
+        {},
+        v,
+      );
+      assertEquals([all.images.length > 0, all.nextPageToken], [true, ""]);
+      const wrong = await failure(
+        call(images, "ListImages", { pageToken: first.nextPageToken }, v),
+      );
+      assertEquals(wrong.code, grpc.status.INVALID_ARGUMENT);
+      assert(wrong.details.startsWith("continue: "), wrong.details);
+      nodes.close();
+      images.close();
+    });
+
+    await t.step("other lists pass their page size and token on as REST's", async () => {
+      for (
+        const [service, method, path] of [
+          ["NodeService", "ListNodes", "/api/v1/nodes"],
+          ["ImageService", "ListImages", "/api/v1/images"],
+          ["OperationService", "ListOperations", "/api/v1/operations"],
+        ]
+      ) {
+        const client = new pkg.novactl.v1[service](
+          `127.0.0.1:${server.port}`,
+          grpc.credentials.createInsecure(),
+        );
+        seenPaths.length = 0;
+        // Tokens are checked by REST (the step above pages with a real one).
+        await call(client, method, { pageSize: 2 }, as(tokens.viewer));
+        await call(client, method, {}, as(tokens.viewer));
+        assertEquals(seenPaths, [`${path}?limit=2`, path]);
+        client.close();
+      }
+    });
+
     await t.step("peer headers sent as metadata are not passed on", async () => {
       // A member's headers would make the app trust a forwarded client address or request id.
       const md = as(tokens.viewer);
@@ -277,6 +342,99 @@ testWithTimeout({
           assertEquals(err?.code, Code.Unauthenticated);
           assertEquals(err?.rawMessage, "missing bearer token in Authorization header");
         }
+      },
+    );
+    await t.step(
+      "CreateVm takes what REST's create takes: NICs, cloud-init, HA, dry run",
+      async () => {
+        const admin = {
+          authorization: `Bearer ${tokens.admin}`,
+          "content-type": "application/json",
+        };
+        const net = await app.request("/api/v1/networks", {
+          method: "POST",
+          headers: admin,
+          body: JSON.stringify({ name: "blue", type: "overlay", subnet: "10.20.0.0/24" }),
+        });
+        assertEquals(net.status, 201, await net.text());
+        const op = as(tokens.operator);
+        const plan = await call<{ vm: unknown; placement: Record<string, never> }>(
+          vms,
+          "CreateVm",
+          {
+            name: "planned",
+            image: "img",
+            dryRun: true,
+            constraints: [{ key: "zone", op: "!=", value: "b" }],
+          },
+          op,
+        );
+        assertEquals(plan.vm, null);
+        const placement = plainStruct(plan.placement);
+        assertEquals([placement.dryRun, placement.name], [true, "planned"]);
+        const created = await call<{ vm: { name: string; restartPolicy: string } }>(
+          vms,
+          "CreateVm",
+          {
+            name: "full",
+            node: "n1",
+            image: "img",
+            start: false,
+            haPriority: 7,
+            haMaxRestarts: 3,
+            haRestartWindowMs: 60_000,
+            restartPolicy: "on-failure",
+            constraints: [{ key: "zone", op: "!=", value: "b" }],
+            nics: [{ network: "blue", ip: "10.20.0.50" }],
+            cloudInit: { user: "ops", sshKeys: ["ssh-ed25519 AAAAC3Nza ops@x"] },
+          },
+          as(tokens.admin),
+        );
+        assertEquals([created.vm.name, created.vm.restartPolicy], ["full", "on-failure"]);
+        const shown = await (await app.request("/api/v1/vms/full", { headers: admin })).json();
+        assertEquals(shown.nics.map((n: { network: string; ip: string }) => [n.network, n.ip]), [[
+          "blue",
+          "10.20.0.50",
+        ]]);
+        assertEquals([shown.cloudInit?.user, shown.cloudInit?.sshKeys], [
+          "ops",
+          ["ssh-ed25519 AAAAC3Nza ops@x"],
+        ]);
+        assertEquals(shown.constraints, [{ key: "zone", op: "!=", value: "b" }]);
+        assertEquals(
+          [shown.haPriority, shown.haMaxRestarts, shown.haRestartWindowMs],
+          [7, 3, 60_000],
+        );
+        const fieldsOf = (e: GrpcError) =>
+          JSON.parse(String(e.metadata.get("novactl-error-fields")[0])).map((
+            f: { field: string },
+          ) => f.field);
+        const noNet = await failure(
+          call(vms, "CreateVm", { name: "n1c", image: "img", nics: [{ ip: "10.20.0.9" }] }, op),
+        );
+        assertEquals(noNet.code, grpc.status.INVALID_ARGUMENT);
+        assert(noNet.details.startsWith("nics.0.network: "), noNet.details);
+        assertEquals(fieldsOf(noNet), ["nics.0.network"]);
+        const longUser = await failure(
+          call(
+            vms,
+            "CreateVm",
+            { name: "ci", image: "img", cloudInit: { user: "u".repeat(40) } },
+            op,
+          ),
+        );
+        assertEquals(longUser.code, grpc.status.INVALID_ARGUMENT);
+        assertEquals(fieldsOf(longUser), ["cloudInit.user"]);
+        const badOp = await failure(call(vms, "CreateVm", {
+          name: "co",
+          image: "img",
+          constraints: [{ key: "zone", op: "~", value: "b" }],
+        }, op));
+        assertEquals(fieldsOf(badOp), ["constraints.0.op"]);
+        const badPriority = await failure(
+          call(vms, "CreateVm", { name: "hp", image: "img", haPriority: 5000 }, op),
+        );
+        assertEquals(fieldsOf(badPriority), ["haPriority"]);
       },
     );
   } finally {

@@ -9,11 +9,11 @@
  * call; and the node's port belongs to the connection guard (api/connection_guard.ts),
  * which offers only HTTP/1.1 by ALPN and splices plaintext to `Deno.serve`. `node:http2`'s
  * server in Deno sends trailers (the test's @grpc/grpc-js client reads them), and Connect's
- * Node adapter runs on it: so the gRPC listener is a `node:http2` secure server on a port of
- * its own, with the node's certificate (clients trust the cluster CA, as for REST), h2 by
- * ALPN and HTTP/1.1 as well (Connect and gRPC-Web clients without h2). Routing h2 on the
- * same port would mean a second TLS server behind the guard for one ALPN value; the guard's
- * limits (header and idle timeouts, connection cap) do not apply to this port.
+ * Node adapter runs on it: so the gRPC listener is `node:http2` (h2c, behind a guard) on a port of
+ * its own. That port has a connection guard of its own too (server.ts): the same header and
+ * idle timeouts, connection cap and certificate switch as the main port's, with h2 offered by
+ * ALPN and spliced to `node:http2` in clear, HTTP/1.1 (Connect and gRPC-Web clients without
+ * h2) to `node:http`. Clients trust the cluster CA, as for REST.
  *
  * **A thin layer over REST's own path.** Each RPC is the REST request of the same name, run
  * in-process through the node's Hono app (services.ts; no network hop): so authentication

@@ -185,14 +185,27 @@ function setFields(o: Record<string, unknown>): Json {
   );
 }
 
+/** A list request's page, as REST's `limit` and `continue` (api/pagination.ts). */
+function pageParams(req: { pageSize: number; pageToken: string }) {
+  return {
+    limit: req.pageSize ? String(req.pageSize) : undefined,
+    continue: req.pageToken || undefined,
+  };
+}
+
+/** {@link pageParams} as a query string. */
+function pageOf(req: { pageSize: number; pageToken: string }): string {
+  return query(pageParams(req));
+}
+
 /** Registers every service on `router`, serving through `app` (the node's REST app). */
 export function novactlServices(app: FetchHandler): (router: ConnectRouter) => void {
   const rest = new Rest(app);
   return (router) => {
     router.service(NodeService, {
-      async listNodes(_req, ctx) {
-        const { json } = await rest.call(ctx, "GET", "/api/v1/nodes");
-        return { nodes: (json.nodes as Json[]).map(nodeOf) };
+      async listNodes(req, ctx) {
+        const { json } = await rest.call(ctx, "GET", "/api/v1/nodes" + pageOf(req));
+        return { nodes: (json.nodes as Json[]).map(nodeOf), nextPageToken: str(json.continue) };
       },
       async getNode(req, ctx) {
         return nodeOf((await rest.call(ctx, "GET", `/api/v1/nodes/${enc(req.name)}`)).json);
@@ -208,8 +221,7 @@ export function novactlServices(app: FetchHandler): (router: ConnectRouter) => v
             node: req.node,
             state: req.state,
             label: req.labels,
-            limit: req.pageSize ? String(req.pageSize) : undefined,
-            continue: req.pageToken,
+            ...pageParams(req),
           }),
         );
         return { vms: (json.vms as Json[]).map(vmOf), nextPageToken: str(json.continue) };
@@ -233,10 +245,42 @@ export function novactlServices(app: FetchHandler): (router: ConnectRouter) => v
           group: req.group,
           strategy: req.strategy,
           pool: req.pool,
+          constraints: req.constraints.length
+            ? req.constraints.map((c) => ({ key: c.key, op: c.op, value: c.value }))
+            : undefined,
+          haPriority: req.haPriority,
+          haMaxRestarts: req.haMaxRestarts,
+          haRestartWindowMs: req.haRestartWindowMs,
+          dryRun: req.dryRun || undefined,
+          nics: req.nics.length
+            ? req.nics.map((n) =>
+              setFields({
+                network: n.network,
+                ip: n.ip,
+                mac: n.mac,
+                securityGroups: n.securityGroups.length ? n.securityGroups : undefined,
+              })
+            )
+            : undefined,
+          cloudInit: req.cloudInit
+            ? setFields({
+              user: req.cloudInit.user,
+              sshKeys: req.cloudInit.sshKeys.length ? req.cloudInit.sshKeys : undefined,
+              passwordHash: req.cloudInit.passwordHash,
+              userData: req.cloudInit.userData,
+            })
+            : undefined,
         });
-        // The REST body always names the VM, so a missing name is reported as REST does.
+        // The REST body always names the VM (and each NIC its network), so a missing one is
+        // reported as REST does.
         body.name ??= "";
-        return actionOf((await rest.call(ctx, "POST", "/api/v1/vms", body)).json);
+        for (const nic of (body.nics ?? []) as Json[]) nic.network ??= "";
+        const q = query({ wait: req.waitSeconds ? String(req.waitSeconds) : undefined });
+        const { json } = await rest.call(ctx, "POST", `/api/v1/vms${q}`, body);
+        if (req.dryRun) {
+          return create(VmActionResponseSchema, { placement: json as JsonObject });
+        }
+        return actionOf(json);
       },
       async startVm(req, ctx) {
         return actionOf((await rest.call(ctx, "POST", `/api/v1/vms/${enc(req.name)}/start`)).json);
@@ -262,16 +306,19 @@ export function novactlServices(app: FetchHandler): (router: ConnectRouter) => v
     });
 
     router.service(ImageService, {
-      async listImages(_req, ctx) {
-        const { json } = await rest.call(ctx, "GET", "/api/v1/images");
-        return { images: (json.images as Json[]).map(imageOf) };
+      async listImages(req, ctx) {
+        const { json } = await rest.call(ctx, "GET", "/api/v1/images" + pageOf(req));
+        return { images: (json.images as Json[]).map(imageOf), nextPageToken: str(json.continue) };
       },
     });
 
     router.service(OperationService, {
-      async listOperations(_req, ctx) {
-        const { json } = await rest.call(ctx, "GET", "/api/v1/operations");
-        return { operations: (json.operations as Json[]).map(operationOf) };
+      async listOperations(req, ctx) {
+        const { json } = await rest.call(ctx, "GET", "/api/v1/operations" + pageOf(req));
+        return {
+          operations: (json.operations as Json[]).map(operationOf),
+          nextPageToken: str(json.continue),
+        };
       },
       async getOperation(req, ctx) {
         return operationOf((await rest.call(ctx, "GET", `/api/v1/operations/${enc(req.id)}`)).json);

@@ -157,16 +157,25 @@ export function openApiDocument(app: AnyHono): Record<string, unknown> {
       const media = d?.responseType ?? "application/json";
       const declared = d?.responses?.[status] ?? d?.response;
       const schema = declared && !d?.responseType ? ref(declared, "output") : {};
-      const headers: Record<string, unknown> = {};
-      if (r.etag && !mutating) {
-        headers.ETag = { description: "the resource's version", schema: { type: "string" } };
-      }
-      for (const [name, description] of Object.entries(d?.headers?.[status] ?? {})) {
-        headers[name] = { description, schema: { type: "string" } };
-      }
       success[String(status)] = {
         description: d?.summary ?? "success",
-        ...(Object.keys(headers).length ? { headers } : {}),
+        ...(r.etag && !mutating
+          ? {
+            headers: {
+              ETag: { description: "the resource's version", schema: { type: "string" } },
+            },
+          }
+          : {}),
+        ...(d?.locationOn === status
+          ? {
+            headers: {
+              Location: {
+                description: "the operation's URL (/api/v1/operations/ID)",
+                schema: { type: "string" },
+              },
+            },
+          }
+          : {}),
         content: { [media]: { schema } },
       };
     }

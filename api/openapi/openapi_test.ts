@@ -52,6 +52,21 @@ testWithTimeout({ name: "OpenAPI: every public route is in the document", ...opt
     );
     assertEquals(ids.length, new Set(ids).size, "operationIds are unique");
     assert(mounted.size > 100, `only ${mounted.size} routes: is the app complete?`);
+    // Every list (an answer with `continue`, api/pagination.ts) takes ?limit= and ?continue=.
+    const schemas = (doc.components as { schemas: Record<string, Record<string, unknown>> })
+      .schemas;
+    const lists = Object.entries(doc.paths).flatMap(([p, ops]) => {
+      // deno-lint-ignore no-explicit-any
+      let s: any = ops.get?.responses?.["200"]?.content?.["application/json"]?.schema;
+      if (s?.$ref) s = schemas[s.$ref.split("/").pop()];
+      return s?.properties?.continue ? [{ path: p, op: ops.get }] : [];
+    });
+    assert(lists.length >= 20, `only ${lists.length} lists document continue`);
+    for (const { path, op } of lists) {
+      const query = (op.parameters ?? []).filter((q: { in: string }) => q.in === "query")
+        .map((q: { name: string }) => q.name);
+      assert(query.includes("limit") && query.includes("continue"), `${path}: ${query}`);
+    }
   } finally {
     await t.c.stop();
   }

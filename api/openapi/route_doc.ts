@@ -35,8 +35,8 @@ export interface RouteDoc {
   responseType?: string;
   /** Success statuses; the first is the usual one. Default 200. */
   status?: number | number[];
-  /** Headers of a success answer, by status: name → what it says. */
-  headers?: Record<number, Record<string, string>>;
+  /** The success status whose answer names an operation's URL in `Location` (202). */
+  locationOn?: number;
 }
 
 const DOCS = new WeakMap<object, RouteDoc>();

@@ -38,7 +38,11 @@ export const errorSchema = named(
 
 /** A list answer: `{ KEY: [...] }`, plus `continue` when a page is cut short. */
 export function listOf<K extends string, T extends z.ZodTypeAny>(key: K, item: T) {
-  return z.object({ [key]: z.array(item) } as { [k in K]: z.ZodArray<T> });
+  return z.object({ [key]: z.array(item) } as { [k in K]: z.ZodArray<T> }).extend({
+    continue: z.string().optional().describe(
+      "present when more items follow: pass it back as ?continue= for the next page",
+    ),
+  });
 }
 
 /** A record this document does not detail yet: some JSON object. */
@@ -149,9 +153,7 @@ export const placementSchema = named(
 
 export const vmListSchema = named(
   "VmList",
-  listOf("vms", vmSchema).extend({
-    continue: z.string().optional().describe("pass back as ?continue= for the next page"),
-  }),
+  listOf("vms", vmSchema),
 );
 
 export const nodeSchema = named(
@@ -205,6 +207,9 @@ export const operationSchema = named(
       "backup",
       "restore",
       "verify",
+      "snapshot-create",
+      "snapshot-restore",
+      "snapshot-delete",
       "create",
       "start",
       "stop",
@@ -240,9 +245,6 @@ export const trackedDeletedVmSchema = named(
   "TrackedDeletedVm",
   deletedVmSchema.extend({ operation: operationSchema.optional() }),
 );
-
-/** The header a 202 names its operation in. */
-export const operationLocation = { Location: "the operation: /api/v1/operations/ID" };
 
 export const operationListSchema = named(
   "OperationList",

@@ -33,6 +33,7 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody, parseDuration } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
+import { listBody, mapPage, pagedList, pageQuery, paginate } from "../pagination.ts";
 import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
 import { listOf, recordSchema } from "../openapi/schemas.ts";
@@ -128,7 +129,7 @@ export function alertView(a: AlertRecord): AlertView {
 }
 
 /** Mounted at `/api/v1/alerts`. */
-const alertsQuery = z.object({
+const alertsQuery = pageQuery.extend({
   all: queryFlag.describe("resolved alerts too, not only firing ones"),
   rule: z.string().optional().describe("only this rule's alerts"),
 });
@@ -145,18 +146,36 @@ export function alertRoutes(node: ClusterNode): Hono<Env> {
     query: alertsQuery,
   });
   app.get("/", getDoc, (c) => {
-    const { all, rule } = parseQuery(c, alertsQuery);
+    const q = parseQuery(c, alertsQuery);
+    const { all, rule } = q;
     const list = all === "true"
       ? alerts.list(rule)
-      : alerts.firing().reverse().filter((a) => rule === undefined || a.rule === rule);
-    return c.json({ alerts: list.map(alertView) });
+      : alerts.firing().filter((a) => rule === undefined || a.rule === rule);
+    const page = paginate(list, q, { list: "alerts", key: (a) => a.id, order: "desc" });
+    return c.json(listBody("alerts", mapPage(page, alertView)));
   });
-  app.get("/metrics", doc({ summary: "The metrics alert rules may watch" }), (c) =>
-    c.json({
-      metrics: ALERT_METRIC_NAMES.map((name) => ({ name, description: ALERT_METRICS[name] })),
-    }));
-  const getRulesDoc = doc({ summary: "List alert rules", response: listOf("rules", recordSchema) });
-  app.get("/rules", getRulesDoc, (c) => c.json({ rules: alerts.rules().map(ruleView) }));
+  const getMetricsDoc = doc({
+    summary: "The metrics alert rules may watch",
+    query: pageQuery,
+    response: listOf("metrics", recordSchema),
+  });
+  app.get("/metrics", getMetricsDoc, (c) => {
+    const q = parseQuery(c, pageQuery);
+    const metrics = ALERT_METRIC_NAMES.map((name) => ({ name, description: ALERT_METRICS[name] }));
+    return c.json(pagedList("metrics", metrics, q, { list: "metrics", key: (m) => m.name }));
+  });
+  const getRulesDoc = doc({
+    summary: "List alert rules",
+    query: pageQuery,
+    response: listOf("rules", recordSchema),
+  });
+  app.get("/rules", getRulesDoc, (c) => {
+    const page = paginate(alerts.rules(), parseQuery(c, pageQuery), {
+      list: "rules",
+      key: (r) => r.name,
+    });
+    return c.json(listBody("rules", mapPage(page, ruleView)));
+  });
   app.get("/rules/:name", doc({ summary: "Show an alert rule" }), (c) => {
     const r = alerts.rule(c.req.param("name"));
     if (!r) throw new NotFoundError("alert rule", c.req.param("name"));

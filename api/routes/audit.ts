@@ -12,26 +12,44 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import type { Env } from "../context.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
 import { parseDuration } from "../../core/units.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
+import { afterOf, limitOf, listBody, pageOfRead, pageQueryOf } from "../pagination.ts";
 
-const querySchema = z.object({
+/** Records a page holds without ?limit (the log keeps up to 100,000). */
+const DEFAULT_PAGE = 100;
+
+// The audit log's pages may be larger than other lists' (up to MAX_LIST): it is read in bulk.
+const querySchema = pageQueryOf(MAX_LIST).extend({
   since: z.string().max(64).optional(),
   principal: z.string().min(1).max(256).optional(),
   resource: z.string().min(1).max(512).optional(),
-  limit: z.coerce.number().int().min(1).max(MAX_LIST).default(100),
 }).strict();
+
+/** A page's key: time (epoch ms) and log position, newest first. */
+const isAuditKey = (k: unknown): k is [number, number] =>
+  Array.isArray(k) && k.length === 2 && k.every((p) => typeof p === "number");
 
 export function auditRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node), requireRole("admin"));
-  app.get("/", doc({ summary: "The audit log, newest first", query: querySchema }), (c) => {
+  const getDoc = doc({
+    summary: `The audit log, newest first (${DEFAULT_PAGE} a page unless ?limit)`,
+    query: querySchema,
+    response: listOf("entries", recordSchema),
+  });
+  app.get("/", getDoc, (c) => {
     const q = parseQuery(c, querySchema);
+    const limit = limitOf(q, DEFAULT_PAGE);
+    const before = afterOf("audit", q.continue, isAuditKey);
     const entries = node.fsm.auditEntries({
       since: q.since === undefined ? undefined : parseSince(q.since, Date.now()),
       principal: q.principal,
       resource: q.resource,
-      limit: q.limit,
+      limit: limit + 1,
+      ...(before ? { before } : {}),
     });
-    return c.json({ entries });
+    const page = pageOfRead(entries, limit, { list: "audit", key: (e) => [e.at, e.id] });
+    return c.json(listBody("entries", page));
   });
   return app;
 }

@@ -28,13 +28,14 @@ import {
 } from "../../core/cluster/backup_service.ts";
 import { checkCron } from "../../core/cluster/backup_scheduler.ts";
 import { NotFoundError } from "../../core/errors/mod.ts";
-import { BACKUP_LIMITS, BACKUP_TARGET_NAME } from "../../core/fsm/backups.ts";
+import { BACKUP_LIMITS, BACKUP_TARGET_NAME, type BackupRecord } from "../../core/fsm/backups.ts";
 import { log } from "../../core/log/mod.ts";
 import { checkRestorable, removeBackupFiles } from "../../host/backup/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
+import { pagedList, pageQuery } from "../pagination.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
 import { listOf, recordSchema } from "../openapi/schemas.ts";
@@ -87,15 +88,26 @@ const scheduleSchema = z.object({
 const by = (c: { get(k: "principal"): { name: string } }) => c.get("principal").name;
 
 /** `/api/v1/backup-targets`. */
-const listQuery = z.object({ vm: z.string().optional().describe("only this VM's backups") });
+const listQuery = pageQuery.extend({
+  vm: z.string().optional().describe("only this VM's backups"),
+});
 
 export function backupTargetRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   const backups = node.fsm.backups;
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => backups.target(c.req.param("name") ?? ""));
-  const getDoc = doc({ summary: "List backup targets", response: listOf("targets", recordSchema) });
-  app.get("/", getDoc, (c) => c.json({ targets: backups.targets() }));
+  const getDoc = doc({
+    summary: "List backup targets",
+    query: pageQuery,
+    response: listOf("targets", recordSchema),
+  });
+  app.get("/", getDoc, (c) => {
+    const q = parseQuery(c, pageQuery);
+    return c.json(
+      pagedList("targets", backups.targets(), q, { list: "targets", key: (t) => t.name }),
+    );
+  });
   app.get("/:name", doc({ summary: "Show a backup target" }), (c) => {
     const t = backups.target(c.req.param("name"));
     if (!t) throw new NotFoundError("backup target", c.req.param("name"));
@@ -136,11 +148,11 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
     response: listOf("backups", recordSchema),
     query: listQuery,
   });
-  app.get(
-    "/",
-    getDoc2,
-    (c) => c.json({ backups: backups.list(parseQuery(c, listQuery).vm || undefined) }),
-  );
+  app.get("/", getDoc2, (c) => {
+    const q = parseQuery(c, listQuery);
+    const spec = { list: "backups", key: (b: BackupRecord) => [b.createdAt, b.id] };
+    return c.json(pagedList("backups", backups.list(q.vm || undefined), q, spec));
+  });
   app.get("/:id", doc({ summary: "Show a backup" }), (c) => {
     const b = mustGetBackup(node, c.req.param("id"));
     return c.json({
@@ -209,9 +221,15 @@ export function backupScheduleRoutes(node: ClusterNode): Hono<Env> {
   withEtags(app, "/:vm", (c) => backups.schedule(c.req.param("vm") ?? ""));
   const getDoc3 = doc({
     summary: "List backup schedules",
+    query: pageQuery,
     response: listOf("schedules", recordSchema),
   });
-  app.get("/", getDoc3, (c) => c.json({ schedules: backups.schedules() }));
+  app.get("/", getDoc3, (c) => {
+    const q = parseQuery(c, pageQuery);
+    return c.json(
+      pagedList("schedules", backups.schedules(), q, { list: "schedules", key: (s) => s.vm }),
+    );
+  });
   app.get("/:vm", doc({ summary: "Show a VM's backup schedule" }), (c) => {
     const s = backups.schedule(c.req.param("vm"));
     if (!s) throw new NotFoundError("backup schedule", c.req.param("vm"));

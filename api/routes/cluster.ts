@@ -28,6 +28,7 @@ export const BACKUP_SHA256_HEADER = "x-novactl-backup-sha256";
 /** A join request is a name, a URL, a token, a CSR and a small inventory. */
 export const MAX_JOIN_BODY_BYTES = 64 << 10;
 import type { Env } from "../context.ts";
+import { pagedList, pageQuery } from "../pagination.ts";
 import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
 import { clusterStatusSchema, listOf, recordSchema } from "../openapi/schemas.ts";
 
@@ -131,11 +132,17 @@ export function clusterRoutes(node: ClusterNode): Hono<Env> {
 
   const getTokensDoc = doc({
     summary: "List join tokens",
+    query: pageQuery,
     response: listOf("tokens", recordSchema),
   });
   app.get("/tokens", getTokensDoc, requireRole("admin"), leaderOnly(node), async (c) => {
+    const q = parseQuery(c, pageQuery);
     await node.linearizableRead();
-    return c.json({ tokens: node.fsm.joinTokens() });
+    const spec = {
+      list: "joinTokens",
+      key: (t: { createdAt: string; id: string }) => [t.createdAt, t.id],
+    };
+    return c.json(pagedList("tokens", node.fsm.joinTokens(), q, spec));
   });
 
   const deleteMembersDoc = doc({ summary: "Remove a member" });

@@ -18,14 +18,16 @@ import { ifMatchVersion, parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
 import type { Context, MiddlewareHandler } from "hono";
 import { doc, parseQuery } from "../openapi/mod.ts";
+import { listOf, recordSchema } from "../openapi/schemas.ts";
+import { afterOf, isNumber, limitOf, listBody, pageOfRead, pageQueryOf } from "../pagination.ts";
 
 const configDoc = z.record(z.unknown()).describe("config keys and values");
 const replaceSchema = z.object({ config: configDoc }).strict();
 const setKeySchema = z.object({ value: z.unknown() }).strict();
 const rollbackSchema = z.object({ version: z.number().int().positive() }).strict();
-const historyQuery = z.object({
-  limit: z.string().optional().describe("newest versions to list, 1-10000 (default 100)"),
-});
+/** Versions a page of the history holds without ?limit. */
+const HISTORY_PAGE = 100;
+const historyQuery = pageQueryOf(10_000);
 const IF_MATCH = "Send `If-Match: VERSION` to refuse (409) a change over a newer version.";
 
 function withEtag(c: Context, cv: ConfigVersion, status = 200): Response {
@@ -67,15 +69,19 @@ export function configRoutes(node: ClusterNode): Hono<Env> {
   app.get("/", getDoc, async (c) => withEtag(c, await readConfig(node)));
 
   const getHistoryDoc = doc({
-    summary: "Configuration versions, newest first, and the retention",
+    summary:
+      `Configuration versions, newest first (${HISTORY_PAGE} a page unless ?limit), and the retention`,
     query: historyQuery,
+    response: listOf("versions", recordSchema).extend({ retention: recordSchema }),
   });
   app.get("/history", getHistoryDoc, async (c) => {
     const q = parseQuery(c, historyQuery);
-    const limit = Math.min(Math.max(Number(q.limit ?? 100) || 100, 1), 10_000);
-    const versions = await configHistory(node, limit);
+    const limit = limitOf(q, HISTORY_PAGE);
+    const before = afterOf("configVersions", q.continue, isNumber);
+    const versions = await configHistory(node, limit + 1, before);
+    const page = pageOfRead(versions, limit, { list: "configVersions", key: (v) => v.version });
     // What retention keeps, so a caller knows which versions a rollback can reach.
-    return c.json({ versions, retention: node.fsm.configRetention() });
+    return c.json({ ...listBody("versions", page), retention: node.fsm.configRetention() });
   });
 
   const getKeyDoc = doc({ summary: "One configuration key, with the version as ETag" });

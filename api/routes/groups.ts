@@ -8,7 +8,8 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
-import { doc } from "../openapi/mod.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
+import { listBody, mapPage, pageQuery, paginate } from "../pagination.ts";
 import { groupListSchema, groupSchema as groupResponseSchema } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
 
@@ -24,10 +25,18 @@ export function groupRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.group(c.req.param("name") ?? ""));
-  const getDoc = doc({ summary: "List placement groups and their VMs", response: groupListSchema });
+  const getDoc = doc({
+    summary: "List placement groups and their VMs",
+    query: pageQuery,
+    response: groupListSchema,
+  });
   app.get("/", getDoc, (c) => {
+    const page = paginate(node.fsm.groups(), parseQuery(c, pageQuery), {
+      list: "groups",
+      key: (g) => g.name,
+    });
     const members = (g: string) => node.fsm.vms().filter((v) => v.group === g).map((v) => v.name);
-    return c.json({ groups: node.fsm.groups().map((g) => ({ ...g, members: members(g.name) })) });
+    return c.json(listBody("groups", mapPage(page, (g) => ({ ...g, members: members(g.name) }))));
   });
   const getNameDoc = doc({ summary: "Show a placement group", response: groupResponseSchema });
   app.get("/:name", getNameDoc, (c) => {

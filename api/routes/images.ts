@@ -15,6 +15,7 @@ import {
   imageSchema as imageResponseSchema,
 } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
+import { pagedList, pageQuery } from "../pagination.ts";
 
 const IMAGE_NAME = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, {
   message: "lowercase letters, digits, '.', '_' and '-' (1-63 chars)",
@@ -78,8 +79,13 @@ export function imageRoutes(node: ClusterNode, blobs: BlobStore): Hono<Env> {
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.image(c.req.param("name") ?? ""));
 
-  const getDoc = doc({ summary: "List images", response: imageListSchema });
-  app.get("/", getDoc, (c) => c.json({ images: node.fsm.images() }));
+  const getDoc = doc({ summary: "List images", query: pageQuery, response: imageListSchema });
+  app.get("/", getDoc, (c) => {
+    const q = parseQuery(c, pageQuery);
+    return c.json(
+      pagedList("images", node.fsm.images(), q, { list: "images", key: (i) => i.name }),
+    );
+  });
 
   app.get("/:name", doc({ summary: "Show an image", response: imageResponseSchema }), (c) => {
     const image = node.fsm.image(c.req.param("name"));

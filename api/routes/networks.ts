@@ -16,7 +16,8 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
-import { doc } from "../openapi/mod.ts";
+import { listBody, mapPage, pageQuery, paginate } from "../pagination.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
 import { listOf, recordSchema } from "../openapi/schemas.ts";
 
@@ -88,13 +89,16 @@ export function networkRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.network(c.req.param("name") ?? ""));
-  const getDoc = doc({ summary: "List networks", response: listOf("networks", recordSchema) });
+  const getDoc = doc({
+    summary: "List networks",
+    query: pageQuery,
+    response: listOf("networks", recordSchema),
+  });
   app.get("/", getDoc, (c) => {
-    const networks = node.fsm.networks().map((n) => ({
-      ...n,
-      ports: node.fsm.networkPorts(n.name).length,
-    }));
-    return c.json({ networks });
+    const q = parseQuery(c, pageQuery);
+    const page = paginate(node.fsm.networks(), q, { list: "networks", key: (n) => n.name });
+    const withPorts = mapPage(page, (n) => ({ ...n, ports: node.fsm.networkPorts(n.name).length }));
+    return c.json(listBody("networks", withPorts));
   });
   app.get("/:name", doc({ summary: "Show a network" }), (c) => {
     const name = c.req.param("name");

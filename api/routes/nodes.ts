@@ -14,7 +14,8 @@ import { leaderOnly } from "../forward.ts";
 import type { Env } from "../context.ts";
 import { nodeStatsRoutes } from "./stats.ts";
 import type { MetricsSampler } from "../../host/metrics/mod.ts";
-import { doc } from "../openapi/mod.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
+import { listBody, mapPage, pageQuery, paginate } from "../pagination.ts";
 import { nodeListSchema, nodeSchema, operationSchema } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
 import { z } from "zod";
@@ -36,19 +37,25 @@ export function nodeRoutes(
 
   const getDoc = doc({
     summary: "List hosts with their inventory and state",
+    query: pageQuery,
     response: nodeListSchema,
   });
   app.get("/", getDoc, (c) => {
     const states = new Map(node.status().members.map((m) => [m.name, m]));
-    return c.json({
-      nodes: node.fsm.nodes().map((n) => ({
+    const page = paginate(node.fsm.nodes(), parseQuery(c, pageQuery), {
+      list: "nodes",
+      key: (n) => n.name,
+    });
+    return c.json(listBody(
+      "nodes",
+      mapPage(page, (n) => ({
         ...n,
         state: states.get(n.name)?.state ?? n.state,
         role: states.get(n.name)?.role ?? null,
         bridgeMappings: node.fsm.bridgeMappings(n.name),
         meta: node.fsm.nodeMeta(n.name),
       })),
-    });
+    ));
   });
 
   app.get("/:name", doc({ summary: "Show a host", response: nodeSchema }), (c) => {

@@ -1,11 +1,12 @@
 /**
- * /api/v1/operations: long operations (migrations, drains, backups, restores, verifies) with
- * progress, a wait endpoint and abort.
+ * /api/v1/operations: long operations (migrations, drains, backups, restores, verifies, VM
+ * snapshots) with progress, a wait endpoint and abort; and how calls that start one answer.
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { type ClusterNode, waitForOperation } from "../../core/cluster/mod.ts";
-import { ConflictError, NotFoundError } from "../../core/errors/mod.ts";
+import { ConflictError, type ErrorCode, NotFoundError, NovaError } from "../../core/errors/mod.ts";
+import type { OperationRecord } from "../../core/fsm/mod.ts";
 /** What runs operations on this node and can abort them (the migrator, the backup runner). */
 export interface OperationAborter {
   /** Aborts the operation if it runs here; false when it does not. */
@@ -17,6 +18,11 @@ import type { Env } from "../context.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
 import { operationListSchema, operationSchema } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
+import { afterOf, limitOf, listBody, MAX_PAGE, pageOfRead, pageQuery } from "../pagination.ts";
+
+/** A page's key: creation time (epoch ms) and id, newest first. */
+const isOpKey = (k: unknown): k is [number, string] =>
+  Array.isArray(k) && k.length === 2 && typeof k[0] === "number" && typeof k[1] === "string";
 
 const MAX_WAIT_MS = 300_000;
 
@@ -28,6 +34,47 @@ const VM_LIFECYCLE_KINDS: ReadonlySet<string> = new Set([
   "restart",
   "delete",
 ]);
+
+/**
+ * `?wait=SECONDS` on a call that starts an operation: wait up to that long (at most 300)
+ * for the operation; absent: answer at once.
+ */
+export const operationWaitSeconds = z.string().regex(/^\d+$/).optional().describe(
+  "wait up to this many seconds (at most 300) for the operation: once it ended, the answer " +
+    "of the finished call (or its error); still running: 202 with the operation; absent: " +
+    "202 at once",
+);
+
+/** 202 with the operation, and its URL in `Location`. */
+export function operationAccepted(c: Context, op: OperationRecord): Response {
+  c.header("Location", `/api/v1/operations/${encodeURIComponent(op.id)}`);
+  return c.json(op, 202);
+}
+
+/**
+ * The answer to a call that started `op`: without `wait`, 202 with it at once; with
+ * `wait` (seconds), once it ended `done(op)` when it succeeded, else its error (with the
+ * code its runner recorded, so the status is what the work's own failure would give); at
+ * the deadline 202 with it, still running.
+ */
+export async function operationAnswer(
+  c: Context,
+  node: ClusterNode,
+  op: OperationRecord,
+  wait: string | undefined,
+  done: (op: OperationRecord) => Response,
+): Promise<Response> {
+  if (wait === undefined) return operationAccepted(c, op);
+  const timeoutMs = Math.min(Number(wait) * 1000, MAX_WAIT_MS);
+  const now = await waitForOperation(node, op.id, { timeoutMs, signal: c.req.raw.signal });
+  if (now.state === "running") return operationAccepted(c, now);
+  if (now.state === "succeeded") return done(now);
+  const code = typeof now.result?.errorCode === "string" ? now.result.errorCode : "conflict";
+  throw new NovaError(code as ErrorCode, now.error ?? `operation ${now.id} ${now.state}`, {
+    operation: now.id,
+    state: now.state,
+  });
+}
 
 const waitQuery = z.object({
   timeoutMs: z.string().regex(/^\d+$/).optional().describe("at most 300000 (default 60000)"),
@@ -43,8 +90,20 @@ export function operationRoutes(node: ClusterNode, runners: OperationAborter[]):
     return op;
   };
 
-  const getDoc = doc({ summary: "List operations", response: operationListSchema });
-  app.get("/", getDoc, (c) => c.json({ operations: node.fsm.operations() }));
+  const getDoc = doc({
+    summary: `List operations, newest first (${MAX_PAGE} a page unless ?limit)`,
+    query: pageQuery,
+    response: operationListSchema,
+  });
+  // Read off the index a page at a time: the table may hold 100,000 operations.
+  app.get("/", getDoc, (c) => {
+    const q = parseQuery(c, pageQuery);
+    const limit = limitOf(q, MAX_PAGE);
+    const before = afterOf("operations", q.continue, isOpKey);
+    const ops = node.fsm.operationPage({ limit: limit + 1, ...(before ? { before } : {}) });
+    const key = (o: OperationRecord) => [Date.parse(o.createdAt), o.id];
+    return c.json(listBody("operations", pageOfRead(ops, limit, { list: "operations", key })));
+  });
   const getIdDoc = doc({ summary: "Show an operation", response: operationSchema });
   app.get("/:id", getIdDoc, (c) => c.json(get(c.req.param("id"))));
 

@@ -24,7 +24,8 @@ import { FORWARDED_HEADER, forwardTo } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import type { Context } from "hono";
-import { doc } from "../openapi/mod.ts";
+import { listBody, mapPage, pageQuery, paginate } from "../pagination.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
 import { listOf, recordSchema } from "../openapi/schemas.ts";
 
@@ -82,13 +83,14 @@ export function poolRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
   withEtags(app, "/:name", (c) => node.fsm.pools.get(c.req.param("name") ?? ""));
   const getDoc = doc({
     summary: "List storage pools with their usage per host",
+    query: pageQuery,
     response: listOf("pools", recordSchema),
   });
-  app.get(
-    "/",
-    getDoc,
-    (c) => c.json({ pools: node.fsm.pools.all().map((p) => node.fsm.pools.view(p.name)) }),
-  );
+  app.get("/", getDoc, (c) => {
+    const q = parseQuery(c, pageQuery);
+    const page = paginate(node.fsm.pools.all(), q, { list: "pools", key: (p) => p.name });
+    return c.json(listBody("pools", mapPage(page, (p) => node.fsm.pools.view(p.name))));
+  });
   const getNameDoc = doc({ summary: "Show a storage pool" });
   app.get(
     "/:name",

@@ -27,7 +27,8 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
-import { doc } from "../openapi/mod.ts";
+import { listBody, mapPage, pagedList, pageQuery, paginate } from "../pagination.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
 import { listOf, recordSchema } from "../openapi/schemas.ts";
 
@@ -90,8 +91,16 @@ export function routerRoutes(node: ClusterNode): Hono<Env> {
 
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => routers.get(c.req.param("name") ?? ""));
-  const getDoc = doc({ summary: "List routers", response: listOf("routers", recordSchema) });
-  app.get("/", getDoc, (c) => c.json({ routers: routers.all().map((r) => routerView(node, r)) }));
+  const getDoc = doc({
+    summary: "List routers",
+    query: pageQuery,
+    response: listOf("routers", recordSchema),
+  });
+  app.get("/", getDoc, (c) => {
+    const q = parseQuery(c, pageQuery);
+    const page = paginate(routers.all(), q, { list: "routers", key: (r) => r.name });
+    return c.json(listBody("routers", mapPage(page, (r) => routerView(node, r))));
+  });
   app.get("/:name", doc({ summary: "Show a router" }), (c) => {
     const r = mustGet(c.req.param("name"));
     const attached = new Set(r.networks);
@@ -185,9 +194,14 @@ export function floatingIpRoutes(node: ClusterNode): Hono<Env> {
   withEtags(app, "/:ip", (c) => routers.floatingIp(c.req.param("ip") ?? ""));
   const getDoc2 = doc({
     summary: "List floating IPs",
+    query: pageQuery,
     response: listOf("floatingIps", recordSchema),
   });
-  app.get("/", getDoc2, (c) => c.json({ floatingIps: routers.floatingIps() }));
+  app.get("/", getDoc2, (c) => {
+    const q = parseQuery(c, pageQuery);
+    const spec = { list: "floatingIps", key: (f: { ip: string }) => f.ip };
+    return c.json(pagedList("floatingIps", routers.floatingIps(), q, spec));
+  });
   app.get("/:ip", doc({ summary: "Show a floating IP" }), (c) => {
     const ip = c.req.param("ip");
     mustExist(ip);

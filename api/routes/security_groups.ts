@@ -23,7 +23,8 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import type { Env } from "../context.ts";
-import { doc } from "../openapi/mod.ts";
+import { listBody, mapPage, pageQuery, paginate } from "../pagination.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
 import { listOf, recordSchema } from "../openapi/schemas.ts";
 
@@ -87,6 +88,7 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
   });
   const getDoc = doc({
     summary: "List security groups",
+    query: pageQuery,
     response: listOf("securityGroups", recordSchema),
   });
   app.get("/", getDoc, (c) => {
@@ -94,9 +96,9 @@ export function securityGroupRoutes(node: ClusterNode): Hono<Env> {
     const count = (g: string) => counts.get(g) ?? counts.set(g, { rules: 0, ports: 0 }).get(g)!;
     for (const r of groups.rules(null)) count(r.group).rules++;
     for (const m of groups.members(null)) count(m.group).ports++;
-    return c.json({
-      securityGroups: groups.all().map((g) => ({ ...g, ...count(g.name) })),
-    });
+    const q = parseQuery(c, pageQuery);
+    const page = paginate(groups.all(), q, { list: "securityGroups", key: (g) => g.name });
+    return c.json(listBody("securityGroups", mapPage(page, (g) => ({ ...g, ...count(g.name) }))));
   });
   app.get("/:name", doc({ summary: "Show a security group and its rules" }), (c) => {
     const name = c.req.param("name");

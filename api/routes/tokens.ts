@@ -13,7 +13,8 @@ import { bearerAuth, requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody, parseDuration } from "../validate.ts";
 import type { Env } from "../context.ts";
-import { doc } from "../openapi/mod.ts";
+import { listBody, mapPage, pageQuery, paginate } from "../pagination.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 const nameSchema = z.string().regex(TOKEN_NAME, { message: TOKEN_NAME_RULE });
@@ -44,16 +45,23 @@ export function tokenRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
   app.use("*", bearerAuth(node), requireRole("admin"));
 
-  const getDoc = doc({ summary: "List API tokens", response: listOf("tokens", recordSchema) });
+  const getDoc = doc({
+    summary: "List API tokens",
+    query: pageQuery,
+    response: listOf("tokens", recordSchema),
+  });
   app.get("/", getDoc, leaderOnly(node), async (c) => {
+    const q = parseQuery(c, pageQuery);
     await node.linearizableRead();
     const now = Date.now();
-    return c.json({
-      tokens: node.fsm.apiTokens().map((t) => ({
+    const page = paginate(node.fsm.apiTokens(), q, { list: "tokens", key: (t) => t.name });
+    return c.json(listBody(
+      "tokens",
+      mapPage(page, (t) => ({
         ...t,
         expired: t.expiresAt !== null && Date.parse(t.expiresAt) <= now,
       })),
-    });
+    ));
   });
 
   const postDoc = doc({

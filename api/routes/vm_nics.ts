@@ -20,7 +20,8 @@ import { requireRole } from "../auth.ts";
 import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
-import { doc } from "../openapi/mod.ts";
+import { pagedList, pageQuery } from "../pagination.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 import { listOf, recordSchema } from "../openapi/schemas.ts";
 
 export const addNicSchema = z.object({
@@ -36,14 +37,16 @@ export function vmNicRoutes(node: ClusterNode): Hono<Env> {
 
   const getNicsDoc = doc({
     summary: "List a VM's NICs, each with its index and address check",
+    query: pageQuery,
     response: listOf("nics", recordSchema),
   });
   app.get("/:name/nics", getNicsDoc, (c) => {
+    const q = parseQuery(c, pageQuery);
     const vm = node.fsm.vm(c.req.param("name"));
     if (!vm) throw new NotFoundError("vm", c.req.param("name"));
     const nics = ((vm.nics ?? []) as VmNic[])
       .map((n, i) => ({ ...n, index: nicIndex(n, i), ...checkNicAddress(n, vm.guest) }));
-    return c.json({ nics });
+    return c.json(pagedList("nics", nics, q, { list: "nics", key: (n) => n.index }));
   });
 
   const postNicsDoc = doc({

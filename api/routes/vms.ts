@@ -1,6 +1,8 @@
 /**
- * /api/v1/vms: lifecycle decisions go to the leader; console, snapshots and
- * other work on a VM's disks or QEMU go to its host.
+ * /api/v1/vms: lifecycle decisions go to the leader; the console and other work on a
+ * VM's disks or QEMU go to its host. Snapshots are operations (the leader checks and
+ * records them, the VM's host runs them) once the cluster's level allows; below it they
+ * run on the VM's host, as release 0.1.0 ran them.
  */
 import { type Context, Hono } from "hono";
 import { z } from "zod";
@@ -13,6 +15,10 @@ import {
   resizeVm,
   restartVm,
   setVmDesired,
+  type SnapshotOperationKind,
+  startSnapshot,
+  startSnapshotDelete,
+  startSnapshotRestore,
   type Tracked,
   type VmWaitTarget,
   waitForVm,
@@ -21,7 +27,7 @@ import {
 import { NotFoundError, ValidationError } from "../../core/errors/mod.ts";
 import type { VmHost } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
-import { hostOnly, leaderOnly } from "../forward.ts";
+import { FORWARDED_HEADER, hostOnly, leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { labelsSchema, VM_STATE } from "../../core/fsm/command_schemas.ts";
 import { SECURITY_GROUP_LIMITS } from "../../core/fsm/security_groups.ts";
@@ -43,7 +49,6 @@ import { doc, parseQuery, queryFlag } from "../openapi/mod.ts";
 import {
   deletedSchema,
   listOf,
-  operationLocation,
   operationSchema,
   placementSchema,
   trackedDeletedVmSchema,
@@ -52,6 +57,9 @@ import {
   vmSchema,
 } from "../openapi/schemas.ts";
 import { withEtags } from "../etag.ts";
+import { afterOf, continueToken, isString, pagedList, pageQuery } from "../pagination.ts";
+import { operationKindAllowed } from "../../core/upgrade/levels.ts";
+import { operationAnswer, operationWaitSeconds } from "./operations.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -131,23 +139,18 @@ const snapshotSchema = z.object({
   name: SNAPSHOT_NAME,
   memory: z.boolean().default(false),
 }).strict();
-
-/** Largest page `vm list` answers. */
-export const MAX_VM_PAGE = 1000;
+const snapshotOpQuery = z.object({ wait: operationWaitSeconds });
+/** A forwarded snapshot call may wait for its operation (`?wait`, at most 300 s) or run on its host. */
+const SNAPSHOT_FORWARD = { timeoutMs: 330_000 };
 
 /**
  * `GET /api/v1/vms?node=&state=&label=k=v&limit=&continue=`: filters (labels repeat,
  * all must match) and a page. The continue token is opaque to clients: pass it back.
  */
-const vmListQuery = z.object({
+const vmListQuery = pageQuery.extend({
   node: z.string().optional(),
   state: VM_STATE.optional(),
   label: z.string().optional().describe("key=value; repeat it: every label must match"),
-  limit: z.string().optional().refine(
-    (v) => v === undefined || (/^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= MAX_VM_PAGE),
-    `an integer from 1 to ${MAX_VM_PAGE}`,
-  ).describe(`page size, 1 to ${MAX_VM_PAGE}`),
-  continue: z.string().optional().describe("the `continue` of the previous page"),
 });
 
 function vmQueryOf(query: z.output<typeof vmListQuery>, labels: string[]): VmQuery {
@@ -160,7 +163,8 @@ function vmQueryOf(query: z.output<typeof vmListQuery>, labels: string[]): VmQue
     (q.labels ??= {})[label.slice(0, eq)] = label.slice(eq + 1);
   }
   if (query.limit !== undefined) q.limit = Number(query.limit);
-  if (query.continue) q.after = afterOf(query.continue);
+  const after = afterOf("vms", query.continue, isString);
+  if (after !== undefined) q.after = after;
   return q;
 }
 
@@ -195,18 +199,6 @@ const consoleQuery = z.object({
   bytes: z.string().regex(/^\d+$/).optional().describe("the log's last N bytes (default 65536)"),
   follow: queryFlag.describe("stream what the guest prints next"),
 });
-
-function continueToken(lastName: string): string {
-  return btoa(JSON.stringify({ after: lastName })).replace(/=+$/, "");
-}
-
-function afterOf(token: string): string {
-  try {
-    const { after } = JSON.parse(atob(token)) as { after?: unknown };
-    if (typeof after === "string") return after;
-  } catch { /* fall through */ }
-  throw ValidationError.field("continue", "not a token this API gave out");
-}
 
 export function vmRoutes(
   node: ClusterNode,
@@ -269,7 +261,7 @@ export function vmRoutes(
     const page = listing.page(q, c.get("principal").role);
     const more = page.lastName === null
       ? ""
-      : `,"continue":${JSON.stringify(continueToken(page.lastName))}`;
+      : `,"continue":${JSON.stringify(continueToken("vms", page.lastName))}`;
     return c.body(`{"vms":${page.json}${more}}`, 200, { "content-type": "application/json" });
   });
   const getDoc = doc({ summary: "Show a VM", response: vmSchema });
@@ -299,7 +291,7 @@ export function vmRoutes(
     query: createQuery,
     responses: { 201: trackedVmSchema, 200: placementSchema, 202: trackedVmSchema },
     status: [201, 200, 202],
-    headers: { 202: operationLocation },
+    locationOn: 202,
   });
   app.post("/", createDoc, requireRole("operator"), leaderOnly(node), async (c) => {
     const req = await parseBody(c, createVmSchema);
@@ -322,7 +314,7 @@ export function vmRoutes(
       query,
       responses: { 200: response, 202: response },
       status: [202, 200],
-      headers: { 202: operationLocation },
+      locationOn: 202,
     });
   const startDoc = settling(
     "Start a VM: 202 with its operation (?wait=SECONDS: 200 once it runs or failed)",
@@ -446,47 +438,130 @@ export function vmRoutes(
   app.route("/", vmStatsRoutes(node, stats));
 
   const snapshotsDoc = doc({
-    summary: "List a VM's snapshots",
+    summary: "List a VM's snapshots, oldest first",
+    query: pageQuery,
     response: listOf("snapshots", vmSchema.shape.snapshots.element),
   });
-  app.get(
-    "/:name/snapshots",
-    snapshotsDoc,
-    (c) => c.json({ snapshots: vmOr404(c.req.param("name")).snapshots }),
-  );
+  app.get("/:name/snapshots", snapshotsDoc, (c) => {
+    const snapshots = vmOr404(c.req.param("name")).snapshots;
+    const spec = {
+      list: "snapshots",
+      key: (s: VmRecord["snapshots"][number]) => [s.createdAt, s.name],
+    };
+    return c.json(pagedList("snapshots", snapshots, parseQuery(c, pageQuery), spec));
+  });
+
+  // Take, restore and delete are operations once the cluster's level allows them
+  // (core/upgrade/levels.ts OPERATION_KIND_LEVEL), run by the VM's host (host/snapshots/):
+  // the leader refuses what would fail at once, then answers 202 (or waits with ?wait).
+  // Below that level they run as release 0.1.0 ran them: at once on the VM's host, answered
+  // when done (201 / 200), since a 0.1.0 host would never run the operation. `?wait` is then
+  // met by the call itself.
+  const snapshotOf = (vm: string, snap: string) =>
+    node.fsm.vm(vm)?.snapshots.find((s) => s.name === snap);
+  const asOperation = (c: Context<Env>, kind: SnapshotOperationKind): boolean => {
+    if (!operationKindAllowed(kind, node.fsm.clusterLevel())) return false;
+    // A member still below that level (a 0.1.0 leader, or one yet to apply the upgrade)
+    // forwarded it to the VM's host, as 0.1.0 does: run it here, not back to the leader.
+    const forwardedToItsHost = c.req.header(FORWARDED_HEADER) !== undefined &&
+      !node.isLeader() && node.fsm.vm(c.req.param("name") ?? "")?.node === node.id;
+    return !forwardedToItsHost;
+  };
+  const snapshotCall = (
+    kind: SnapshotOperationKind,
+    operation: (c: Context<Env>) => Promise<Response>,
+    atOnce: (c: Context<Env>) => Promise<Response>,
+  ) =>
+  async (c: Context<Env>) => {
+    const viaOperation = asOperation(c, kind);
+    const place = viaOperation ? leaderOnly : hostOnly;
+    await place(node, SNAPSHOT_FORWARD)(c, async () => {
+      c.res = await (viaOperation ? operation : atOnce)(c);
+    });
+    return c.res;
+  };
 
   const snapshotDoc = doc({
-    summary: "Snapshot a VM's disks (and memory)",
+    summary:
+      "Snapshot a VM's disks (and memory): its operation (?wait=SECONDS, or below cluster level 2: the snapshot)",
     body: snapshotSchema,
-    response: vmSchema.shape.snapshots.element,
-    status: 201,
+    query: snapshotOpQuery,
+    responses: { 201: vmSchema.shape.snapshots.element, 202: operationSchema },
+    status: [202, 201],
+    locationOn: 202,
   });
-  app.post("/:name/snapshots", snapshotDoc, requireRole("operator"), hostOnly(node), async (c) => {
-    const req = await parseBody(c, snapshotSchema);
-    return c.json(await host.createSnapshot(c.req.param("name"), req.name, req.memory), 201);
-  });
+  app.post(
+    "/:name/snapshots",
+    snapshotDoc,
+    requireRole("operator"),
+    snapshotCall("snapshot-create", async (c) => {
+      const req = await parseBody(c, snapshotSchema);
+      const { wait } = parseQuery(c, snapshotOpQuery);
+      const vm = c.req.param("name")!;
+      const op = await startSnapshot(
+        node,
+        { vm, snapshot: req.name, memory: req.memory },
+        who(c),
+      );
+      return await operationAnswer(c, node, op, wait, (done) => {
+        const { vm: _, snapshot, ms: _ms, ...taken } = done.result ?? {};
+        return c.json(snapshotOf(vm, req.name) ?? { name: snapshot, ...taken }, 201);
+      });
+    }, async (c) => {
+      const req = await parseBody(c, snapshotSchema);
+      parseQuery(c, snapshotOpQuery);
+      return c.json(await host.createSnapshot(c.req.param("name")!, req.name, req.memory), 201);
+    }),
+  );
 
-  const restoreDoc = doc({ summary: "Restore a VM to a snapshot" });
+  const restoreDoc = doc({
+    summary:
+      "Restore a VM to a snapshot: its operation (?wait=SECONDS, or below cluster level 2: the VM)",
+    query: snapshotOpQuery,
+    responses: { 200: vmSchema, 202: operationSchema },
+    status: [202, 200],
+    locationOn: 202,
+  });
   app.post(
     "/:name/snapshots/:snap/restore",
     restoreDoc,
     requireRole("operator"),
-    hostOnly(node),
-    async (c) => {
-      return c.json(await host.restoreSnapshot(c.req.param("name"), c.req.param("snap")));
-    },
+    snapshotCall("snapshot-restore", async (c) => {
+      const { wait } = parseQuery(c, snapshotOpQuery);
+      const vm = c.req.param("name")!;
+      const snapshot = c.req.param("snap")!;
+      const op = await startSnapshotRestore(node, { vm, snapshot }, who(c));
+      return await operationAnswer(c, node, op, wait, () => c.json(shown(c, vmOr404(vm))));
+    }, async (c) => {
+      parseQuery(c, snapshotOpQuery);
+      const restored = await host.restoreSnapshot(c.req.param("name")!, c.req.param("snap")!);
+      return c.json(shown(c, restored));
+    }),
   );
 
-  const deleteSnapshotDoc = doc({ summary: "Delete a snapshot", response: deletedSchema });
+  const deleteSnapshotDoc = doc({
+    summary:
+      "Delete a snapshot: its operation (?wait=SECONDS, or below cluster level 2: what was deleted)",
+    query: snapshotOpQuery,
+    responses: { 200: deletedSchema, 202: operationSchema },
+    status: [202, 200],
+    locationOn: 202,
+  });
   app.delete(
     "/:name/snapshots/:snap",
     deleteSnapshotDoc,
     requireRole("operator"),
-    hostOnly(node),
-    async (c) => {
-      await host.deleteSnapshot(c.req.param("name"), c.req.param("snap"));
-      return c.json({ deleted: c.req.param("snap") });
-    },
+    snapshotCall("snapshot-delete", async (c) => {
+      const { wait } = parseQuery(c, snapshotOpQuery);
+      const snapshot = c.req.param("snap")!;
+      const op = await startSnapshotDelete(node, { vm: c.req.param("name")!, snapshot }, who(c));
+      return await operationAnswer(c, node, op, wait, () => c.json({ deleted: snapshot }));
+    }, async (c) => {
+      parseQuery(c, snapshotOpQuery);
+      const snapshot = c.req.param("snap")!;
+      await host.deleteSnapshot(c.req.param("name")!, snapshot);
+      return c.json({ deleted: snapshot });
+    }),
   );
 
   return app;

@@ -31,7 +31,8 @@ import { leaderOnly } from "../forward.ts";
 import { parseBody } from "../validate.ts";
 import { authorship, type Env } from "../context.ts";
 import { onMember } from "./pools.ts";
-import { doc } from "../openapi/mod.ts";
+import { pagedList, pageQuery } from "../pagination.ts";
+import { doc, parseQuery } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
 import { listOf, recordSchema } from "../openapi/schemas.ts";
 
@@ -61,8 +62,17 @@ export function volumeRoutes(node: ClusterNode, host: VmHost): Hono<Env> {
 
   app.use("*", bearerAuth(node));
   withEtags(app, "/:name", (c) => node.fsm.volumes.get(c.req.param("name") ?? ""));
-  const getDoc = doc({ summary: "List volumes", response: listOf("volumes", recordSchema) });
-  app.get("/", getDoc, (c) => c.json({ volumes: node.fsm.volumes.all() }));
+  const getDoc = doc({
+    summary: "List volumes",
+    query: pageQuery,
+    response: listOf("volumes", recordSchema),
+  });
+  app.get("/", getDoc, (c) => {
+    const q = parseQuery(c, pageQuery);
+    return c.json(
+      pagedList("volumes", node.fsm.volumes.all(), q, { list: "volumes", key: (v) => v.name }),
+    );
+  });
   app.get("/:name", doc({ summary: "Show a volume" }), (c) => c.json(mustGet(c.req.param("name"))));
 
   const postDoc = doc({
@@ -156,13 +166,15 @@ export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
   const getDisksDoc = doc({
-    summary: "List a VM's disks",
+    summary: "List a VM's disks, its root disk first",
+    query: pageQuery,
     response: listOf("disks", recordSchema),
   });
   app.get("/:name/disks", getDisksDoc, (c) => {
     const vm = node.fsm.vm(c.req.param("name"));
     if (!vm) throw new NotFoundError("vm", c.req.param("name"));
-    return c.json({ disks: vm.disks });
+    const spec = { list: "disks", key: (d: { id: string }) => [d.id === "root" ? 0 : 1, d.id] };
+    return c.json(pagedList("disks", vm.disks, parseQuery(c, pageQuery), spec));
   });
   const postDisksDoc = doc({
     summary: "Attach a volume to a VM (hot-plugged when running)",

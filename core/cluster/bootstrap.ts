@@ -11,6 +11,7 @@ import { pathExists, SqliteRaftLog } from "../store/mod.ts";
 import { type NodeIdentity, readIdentity, writeFileDurably, writeIdentity } from "../store/mod.ts";
 import { type Inventory, StateMachine } from "../fsm/mod.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
+import { PROGRAM_MAX_LEVEL } from "../upgrade/mod.ts";
 import { randomToken, sha256Hex } from "../secrets/mod.ts";
 import {
   codeOfHttpStatus,
@@ -61,6 +62,8 @@ export async function bootstrapCluster(
   dataDir: string,
   name: string,
   url: string,
+  /** The level it starts at: this program's; tests model a cluster an older release made. */
+  startLevel: number = PROGRAM_MAX_LEVEL,
 ): Promise<{ identity: NodeIdentity; adminToken: string }> {
   await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
   await assertFreshDataDir(dataDir);
@@ -94,11 +97,18 @@ export async function bootstrapCluster(
       ca,
       at: Date.now(),
     };
-    fsm.applyEntries([{ index: 1, term: 1, type: "normal", data: JSON.stringify(init) }]);
+    // Its only member runs this program: the cluster starts at this program's level, so a
+    // VM created in its first second does not run as an older release's would.
+    const level = { op: "cluster.upgrade" as const, level: startLevel, at: init.at };
+    const entries = startLevel > 1 ? [init, level] : [init];
+    fsm.applyEntries(
+      entries.map((c, i) => ({ index: i + 1, term: 1, type: "normal", data: JSON.stringify(c) })),
+    );
+    const meta = { index: entries.length, term: 1, conf: fsm.confState() };
     await raftLog.save({
-      snapshot: { meta: { index: 1, term: 1, conf: fsm.confState() }, data: fsm.snapshotData() },
+      snapshot: { meta, data: fsm.snapshotData() },
       entries: [],
-      hardState: { term: 1, vote: null, commit: 1 },
+      hardState: { term: 1, vote: null, commit: meta.index },
     });
   } finally {
     fsm.close();

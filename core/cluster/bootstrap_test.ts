@@ -2,9 +2,10 @@ import { assertEquals, assertRejects } from "../testing/assert.ts";
 import { join } from "node:path";
 import { NovaError } from "../errors/mod.ts";
 import { createCa, fingerprint, formatJoinToken, nodeSans, signCsr } from "../pki/mod.ts";
-import { readIdentity } from "../store/mod.ts";
-import { CA_ROUTE, JOIN_ATTEMPTS, joinCluster } from "./bootstrap.ts";
-import type { Inventory } from "../fsm/mod.ts";
+import { readIdentity, SqliteRaftLog } from "../store/mod.ts";
+import { bootstrapCluster, CA_ROUTE, JOIN_ATTEMPTS, joinCluster } from "./bootstrap.ts";
+import { type Inventory, StateMachine } from "../fsm/mod.ts";
+import { PROGRAM_MAX_LEVEL } from "../upgrade/mod.ts";
 
 const INVENTORY = {
   cpus: 2,
@@ -120,5 +121,30 @@ Deno.test("retries of a join are bounded", async () => {
     assertEquals(cluster.joins(), JOIN_ATTEMPTS);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a new cluster starts at this program's level; an older release's started at 1", async () => {
+  for (const [startLevel, want] of [[undefined, PROGRAM_MAX_LEVEL], [1, 1]] as const) {
+    const dir = await Deno.makeTempDir({ prefix: "novactl-bootstrap-" });
+    try {
+      await bootstrapCluster(dir, "n1", "http://127.0.0.1:1", startLevel);
+      const fsm = new StateMachine(join(dir, "state.db"));
+      try {
+        assertEquals(fsm.clusterLevel(), want);
+      } finally {
+        fsm.close();
+      }
+      // What the node restarts from: the log's snapshot and commit cover every entry applied.
+      const log = new SqliteRaftLog(join(dir, "raft.db"));
+      try {
+        assertEquals(log.hardState().commit, log.snapshot().meta.index);
+        assertEquals(log.snapshot().meta.index, want > 1 ? 2 : 1);
+      } finally {
+        await log.close();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   }
 });

@@ -76,9 +76,13 @@ export async function rollbackConfig(
   return node.fsm.configVersion(r.version);
 }
 
-export async function configHistory(node: ClusterNode, limit: number): Promise<ConfigVersion[]> {
+export async function configHistory(
+  node: ClusterNode,
+  limit: number,
+  before?: number,
+): Promise<ConfigVersion[]> {
   await node.linearizableRead();
-  return node.fsm.configHistory(limit);
+  return node.fsm.configHistory(limit, before);
 }
 
 export async function readConfigKey(node: ClusterNode, key: string) {

@@ -18,3 +18,4 @@ export * from "./report_batcher.ts";
 export * from "./cluster_metrics.ts";
 export * from "./vm_wait.ts";
 export * from "./readiness.ts";
+export * from "./snapshot_service.ts";

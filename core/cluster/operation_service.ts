@@ -30,10 +30,31 @@ export async function waitForOperation(
   opts: { timeoutMs: number; signal?: AbortSignal },
 ): Promise<OperationRecord> {
   const deadline = Date.now() + opts.timeoutMs;
-  for (;;) {
-    const op = node.fsm.operation(id);
-    if (!op) throw new NotFoundError("operation", id);
-    if (op.state !== "running" || Date.now() >= deadline || opts.signal?.aborted) return op;
-    await new Promise((r) => setTimeout(r, 100));
+  // Woken by the replica's change of this operation (or a snapshot), so the answer leaves as
+  // soon as the end is applied here; the periodic look is only a safety net.
+  let wake: (() => void) | null = null;
+  const off = node.fsm.onChange((c) => {
+    if (c === null || (c.resource === "operation" && c.name === id)) wake?.();
+  });
+  const onAbort = () => wake?.();
+  opts.signal?.addEventListener("abort", onAbort);
+  try {
+    for (;;) {
+      const op = node.fsm.operation(id);
+      if (!op) throw new NotFoundError("operation", id);
+      if (op.state !== "running" || Date.now() >= deadline || opts.signal?.aborted) return op;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, Math.min(1_000, Math.max(0, deadline - Date.now())));
+        function done() {
+          clearTimeout(timer);
+          wake = null;
+          resolve();
+        }
+        wake = done;
+      });
+    }
+  } finally {
+    off();
+    opts.signal?.removeEventListener("abort", onAbort);
   }
 }

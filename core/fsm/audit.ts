@@ -75,8 +75,10 @@ export interface AuditQuery {
   principal?: string;
   /** `kind/name` exactly, or a bare `kind` (every record about that kind). */
   resource?: string;
-  /** At most this many (newest first); capped at {@link MAX_LIST}. */
+  /** At most this many (newest first); capped at {@link MAX_LIST} + 1 (a page and a peek). */
   limit?: number;
+  /** Only records older than this `[at, id]` (the last of the previous page). */
+  before?: readonly [number, number];
 }
 
 /** The retention settings (config keys `audit.keepCount` and `audit.keepDays`). */
@@ -215,7 +217,13 @@ export function list(s: AuditStore, q: AuditQuery = {}): AuditEntry[] {
       args.push(q.resource, q.resource.length + 1, q.resource + "/");
     }
   }
-  const limit = Math.max(1, Math.min(MAX_LIST, Math.floor(q.limit ?? 100)));
+  if (q.before !== undefined) {
+    // The bare range on `at` lets SQLite start the index scan at the page's edge.
+    where.push("at <= ? AND (at < ? OR id < ?)");
+    args.push(q.before[0], q.before[0], q.before[1]);
+  }
+  // One past MAX_LIST: a full page and whether another follows (api/pagination.ts).
+  const limit = Math.max(1, Math.min(MAX_LIST + 1, Math.floor(q.limit ?? 100)));
   const sql = `SELECT * FROM audit ${where.length ? "WHERE " + where.join(" AND ") : ""}
     ORDER BY at DESC, id DESC LIMIT ${limit}`;
   return (s.sql(sql).all(...args) as Record<string, unknown>[]).map(toEntry);

@@ -260,6 +260,7 @@ export type OperationState = "running" | "succeeded" | "failed" | "aborted";
 /** A VM's lifecycle action followed as an operation (core/fsm/vm_operations.ts). */
 export type VmLifecycleKind = "create" | "start" | "stop" | "restart" | "delete";
 
+/** What long operations do. */
 export type OperationKind =
   | "migrate"
   | "drain"
@@ -268,6 +269,9 @@ export type OperationKind =
   | "backup"
   | "restore"
   | "verify"
+  | "snapshot-create"
+  | "snapshot-restore"
+  | "snapshot-delete"
   | VmLifecycleKind;
 
 /**

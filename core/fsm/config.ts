@@ -117,9 +117,12 @@ export function retention(s: Store): ConfigRetention {
 }
 
 /** The newest `limit` versions, newest first. */
-export function history(s: Store, limit = 100): ConfigVersion[] {
-  return (s.sql("SELECT * FROM config_versions ORDER BY version DESC LIMIT ?").all(limit) as Row[])
-    .map(toConfigVersion);
+export function history(s: Store, limit = 100, before?: number): ConfigVersion[] {
+  const rows = before === undefined
+    ? s.sql("SELECT * FROM config_versions ORDER BY version DESC LIMIT ?").all(limit)
+    : s.sql("SELECT * FROM config_versions WHERE version < ? ORDER BY version DESC LIMIT ?")
+      .all(before, limit);
+  return (rows as Row[]).map(toConfigVersion);
 }
 
 /** E.g. "config.keepVersions=1000 keeps versions 1201–2200". */

@@ -19,7 +19,8 @@ const TABLE = {
   name: "operations",
   ddl:
     `CREATE TABLE IF NOT EXISTS operations (id TEXT PRIMARY KEY, spec TEXT NOT NULL, state TEXT NOT NULL,
-  progress TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);`,
+  progress TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+  CREATE INDEX IF NOT EXISTS operations_created ON operations (created_at, id);`,
 };
 
 function toOperationRecord(r: Row): OperationRecord {
@@ -47,8 +48,28 @@ export function stateOf(s: Store, id: string): OperationState | null {
 
 /** The newest 1000 operations, newest first. */
 export function all(s: Store): OperationRecord[] {
-  return (s.sql("SELECT * FROM operations ORDER BY created_at DESC LIMIT 1000").all() as Row[])
-    .map(toOperationRecord);
+  return page(s, { limit: 1000 });
+}
+
+/** Which operations {@link page} reads. */
+export interface OperationPage {
+  /** At most this many. */
+  limit: number;
+  /** Only operations older than `[createdAt (epoch ms), id]`: the last of the previous page. */
+  before?: readonly [number, string];
+}
+
+/** Operations newest first (by creation time, then id), read off the index a page at a time. */
+export function page(s: Store, q: OperationPage): OperationRecord[] {
+  const limit = Math.max(1, Math.floor(q.limit));
+  const rows = q.before === undefined
+    ? s.sql("SELECT * FROM operations ORDER BY created_at DESC, id DESC LIMIT ?").all(limit)
+    : s.sql(
+      // The bare range on created_at lets SQLite start the index scan at the page's edge.
+      `SELECT * FROM operations WHERE created_at <= ? AND (created_at < ? OR id < ?)
+       ORDER BY created_at DESC, id DESC LIMIT ?`,
+    ).all(q.before[0], q.before[0], q.before[1], limit);
+  return (rows as Row[]).map(toOperationRecord);
 }
 
 /** The operations still running (bounded: at most one lifecycle operation per VM, and the rare others). */
@@ -137,9 +158,8 @@ export function prune(s: Store, at: number): void {
 export const resource: Resource<"operation.create" | "operation.update"> = {
   tables: [TABLE],
   migrate(db) {
-    // Lists (newest first), running ones, and pruning finished ones: by index, not by a
-    // scan and sort of every operation (VM starts and stops are operations too).
-    db.exec("CREATE INDEX IF NOT EXISTS operations_created ON operations(created_at)");
+    // Running ones, and pruning finished ones: by index, not by a scan and sort of every
+    // operation (VM starts and stops are operations too; lists use operations_created).
     db.exec(
       "CREATE INDEX IF NOT EXISTS operations_running ON operations(created_at) WHERE state = 'running'",
     );

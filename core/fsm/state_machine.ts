@@ -520,6 +520,11 @@ export class StateMachine {
     return operations.running(this.#store);
   }
 
+  /** A page of operations, newest first (see operations.page). */
+  operationPage(q: operations.OperationPage): OperationRecord[] {
+    return operations.page(this.#store, q);
+  }
+
   /** Audit records matching `q`, newest first. */
   auditEntries(q: audit.AuditQuery = {}): audit.AuditEntry[] {
     return audit.list(this.#store, q);
@@ -562,8 +567,9 @@ export class StateMachine {
     return config.retention(this.#store);
   }
 
-  configHistory(limit = 100): config.ConfigVersion[] {
-    return config.history(this.#store, limit);
+  /** The newest `limit` versions, or those older than version `before`; newest first. */
+  configHistory(limit = 100, before?: number): config.ConfigVersion[] {
+    return config.history(this.#store, limit, before);
   }
 
   // ---- snapshots -----------------------------------------------------------

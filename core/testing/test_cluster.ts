@@ -34,10 +34,18 @@ export class TestCluster {
     this.pulse = setInterval(() => this.hearFromHosts(), 100);
   }
 
-  /** Boots a lone voter `n1` (a registered host too) and waits until it leads. */
-  static async start(self: HostSpec = {}): Promise<TestCluster> {
+  /**
+   * Boots a lone voter `n1` (a registered host too) and waits until it leads.
+   * @param opts.level the cluster level it starts at (default: this program's)
+   */
+  static async start(self: HostSpec = {}, opts: { level?: number } = {}): Promise<TestCluster> {
     const dataDir = await Deno.makeTempDir({ prefix: "novactl-unit-" });
-    const { identity, adminToken } = await bootstrapCluster(dataDir, "n1", "http://127.0.0.1:1");
+    const { identity, adminToken } = await bootstrapCluster(
+      dataDir,
+      "n1",
+      "http://127.0.0.1:1",
+      opts.level,
+    );
     const node = new ClusterNode({ dataDir, identity, tickMs: 10, onFatal: () => {} });
     node.start();
     for (let i = 0; i < 500 && !node.isLeader(); i++) await delay(10);

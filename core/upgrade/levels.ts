@@ -20,7 +20,7 @@
  *   none (or one this program cannot parse) counts as level 1, as does a state with no
  *   level recorded (every release before 0.2.0 wrote none).
  */
-import type { Command } from "../fsm/commands.ts";
+import type { Command, OperationKind } from "../fsm/commands.ts";
 
 export interface Level {
   level: number;
@@ -37,7 +37,7 @@ export const LEVELS: readonly Level[] = [
     level: 2,
     since: "0.2.0",
     adds:
-      "the recorded cluster level (cluster.upgrade), operator metadata on hosts (node.meta) and VM lifecycle operations (the track field of vm.desired, vm.update and plan.apply)",
+      "the recorded cluster level (cluster.upgrade), operator metadata on hosts (node.meta), VGA displays, VM snapshots as operations and VM lifecycle operations (the track field of vm.desired, vm.update and plan.apply)",
   },
 ];
 
@@ -51,6 +51,21 @@ export const MAX_KNOWN_LEVEL = LEVELS[LEVELS.length - 1].level;
 export const OP_LEVEL: Readonly<Partial<Record<Command["op"], number>>> = {
   "node.meta": 2,
 };
+
+/**
+ * What hosts do or report differently from release 0.1.0 without a command kind of its own,
+ * and the level it needs. A host holds back until its cluster runs at that level:
+ * - `display`: fresh QEMUs get a VGA device, and `display` is in `vm.observed` and
+ *   `vm.snapshot.add`. A 0.1.0 leader refuses those fields (strict peer schemas), and a 0.1.0
+ *   host launches without the device, so a VGA guest could neither report under an old leader
+ *   nor migrate to an old host, and its memory snapshots would not load there.
+ */
+export const FEATURE_LEVEL = { display: 2 } as const;
+
+/** Whether a cluster running at `level` may use `feature`. */
+export function featureAllowed(feature: keyof typeof FEATURE_LEVEL, level: number): boolean {
+  return level >= FEATURE_LEVEL[feature];
+}
 
 /** The level a command kind needs (1 unless {@link OP_LEVEL} says otherwise). */
 export function levelOfOp(op: string): number {
@@ -72,9 +87,34 @@ export function isTracked(cmd: { op: string }): boolean {
   return cmd.op === "plan.apply" && !!creates?.some((c) => c.track !== undefined);
 }
 
-/** The level a command needs: its kind's, or higher for the fields it carries. */
-export function levelOfCommand(cmd: { op: string }): number {
-  return Math.max(levelOfOp(cmd.op), isTracked(cmd) ? TRACK_LEVEL : 1);
+/**
+ * Operation kinds that need a level above 1. Every replica stores any kind, but only a
+ * host whose release knows a kind runs it: one recorded for an older runner would stay
+ * "running" forever. Below its level, what the operation does is done as the older release
+ * did it: VM snapshots run at once on the VM's host (api/routes/vms.ts).
+ */
+export const OPERATION_KIND_LEVEL: Readonly<Partial<Record<OperationKind, number>>> = {
+  "snapshot-create": 2,
+  "snapshot-restore": 2,
+  "snapshot-delete": 2,
+};
+
+/** Whether a cluster running at `level` may record operations of `kind`. */
+export function operationKindAllowed(kind: OperationKind, level: number): boolean {
+  return level >= (OPERATION_KIND_LEVEL[kind] ?? 1);
+}
+
+/**
+ * The level a command needs: its kind's ({@link levelOfOp}), for `operation.create` the
+ * higher of that and its operation kind's, and for a change followed as an operation
+ * ({@link isTracked}) at least {@link TRACK_LEVEL}.
+ */
+export function levelOfCommand(cmd: { op: string; operation?: { kind?: string } }): number {
+  const kind = cmd.op === "operation.create" ? cmd.operation?.kind : undefined;
+  const ofKind = kind === undefined
+    ? 1
+    : (OPERATION_KIND_LEVEL as Record<string, number | undefined>)[kind] ?? 1;
+  return Math.max(levelOfOp(cmd.op), ofKind, isTracked(cmd) ? TRACK_LEVEL : 1);
 }
 
 /** The release that brought `level` (its `since`), or null for a level no release here knows. */

@@ -75,7 +75,10 @@ function describe(members: MemberSupport[]): string {
  * cannot apply it (they reject it while newer ones would apply it), so it must not enter
  * the log before every member supports its level.
  */
-export function assertCommandAllowed(cmd: { op: string }, fsm: Reads): void {
+export function assertCommandAllowed(
+  cmd: { op: string; operation?: { kind?: string } },
+  fsm: Reads,
+): void {
   const needs = levelOfCommand(cmd);
   if (needs <= 1) return;
   const level = fsm.clusterLevel();
@@ -86,10 +89,13 @@ export function assertCommandAllowed(cmd: { op: string }, fsm: Reads): void {
   const why = behind.length
     ? `not every member runs novactl ${release} or newer yet: ${describe(behind)}`
     : `every member supports it; the upgrade to level ${needs} is under way, retry shortly`;
+  const what = cmd.op === "operation.create"
+    ? `${cmd.operation?.kind} operation`
+    : isTracked(cmd)
+    ? `${cmd.op} followed as an operation`
+    : cmd.op;
   throw new FeatureUnavailableError(
-    `${cmd.op}${
-      isTracked(cmd) ? " followed as an operation" : ""
-    } needs cluster level ${needs}; the cluster runs at level ${level}: ${why}`,
+    `${what} needs cluster level ${needs}; the cluster runs at level ${level}: ${why}`,
     {
       op: cmd.op,
       needsLevel: needs,

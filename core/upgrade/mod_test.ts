@@ -3,16 +3,20 @@ import {
   assertCommandAllowed,
   assertDataDirSupported,
   assertJoinerSupported,
+  levelOfCommand,
   levelOfOp,
   levelOfVersion,
   MAX_KNOWN_LEVEL,
   memberSupport,
   OP_LEVEL,
+  OPERATION_KIND_LEVEL,
+  operationKindAllowed,
   PROGRAM_MAX_LEVEL,
   supportedLevel,
   Upgrader,
 } from "./mod.ts";
 import { VERSION } from "../version.ts";
+import { SNAPSHOT_OPERATION_KINDS } from "../cluster/snapshot_service.ts";
 import { APPLIERS } from "../fsm/resources.ts";
 import { apply, fresh, refused } from "../testing/fsm.ts";
 import { TestCluster } from "../testing/test_cluster.ts";
@@ -249,7 +253,7 @@ testWithTimeout({
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
-  const cluster = await TestCluster.start();
+  const cluster = await TestCluster.start({}, { level: 1 }); // as release 0.1.0 made it
   const node = cluster.node;
   try {
     await cluster.addHost("n2");
@@ -363,4 +367,26 @@ testWithTimeout({
   releaseJoin();
   await Promise.all([join1, upgraded, join2]);
   assertEquals(order, ["join1 checks", "join1 added", "upgrade", "join2 checks at level 2"]);
+});
+
+testWithTimeout({
+  name: "operation kinds newer than release 0.1.0 declare their level; older kinds need none",
+  timeoutMs: MINUTE,
+}, () => {
+  const create = (kind: string) => ({ op: "operation.create", operation: { kind } });
+  for (const kind of ["migrate", "drain", "evacuate", "rebalance", "backup", "restore", "verify"]) {
+    assertEquals(levelOfCommand(create(kind)), 1, `${kind} is as old as 0.1.0`);
+  }
+  // A 0.1.0 host would never run these: they wait until every member can.
+  for (const kind of SNAPSHOT_OPERATION_KINDS) {
+    assertEquals(levelOfCommand(create(kind)), 2, kind);
+    assertEquals(OPERATION_KIND_LEVEL[kind], 2);
+  }
+  assertEquals(levelOfCommand({ op: "node.meta" }), 2, "the command's own level still counts");
+  // Below it, the routes run snapshots as 0.1.0 did (api/routes/vms.ts).
+  assertEquals(
+    [operationKindAllowed("snapshot-create", 1), operationKindAllowed("snapshot-create", 2)],
+    [false, true],
+  );
+  assert(operationKindAllowed("migrate", 1));
 });

@@ -6,8 +6,12 @@
  *   whose backing file is the parent backup's file of the same disk (a
  *   relative name, so a chain can be moved or mounted elsewhere);
  * - `ID.manifest.json`: {@link Manifest}: the VM, its disks, the chain, sizes,
- *   time, and the sha256 of each file as a whole and of each 64 KiB block;
- * - `ID.SHA256SUMS`: the files' sha256s in `sha256sum -c` format.
+ *   time, the sha256 of each 64 KiB block of each file, and the digest of that
+ *   block list (the file's as a whole, without hashing it twice).
+ *
+ * Backups of format 1 (`novactl-backup/1`) also carry each file's whole sha256
+ * and an `ID.SHA256SUMS`; they are still read, restored and verified (by their
+ * blocks, which cover every byte).
  *
  * The cluster's index (core/fsm/backups.ts) holds each manifest's sha256, so a
  * manifest that changed behind its back is refused with a clear error.
@@ -20,8 +24,10 @@ import { NovaError, ValidationError } from "../../core/errors/mod.ts";
 import { writeFileDurably } from "../../core/store/mod.ts";
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 
-/** The format tag every manifest carries. */
-export const MANIFEST_FORMAT = "novactl-backup/1";
+/** The format tag every new manifest carries. */
+export const MANIFEST_FORMAT = "novactl-backup/2";
+/** The formats this version reads: 1 had a whole-file sha256 per disk, and SHA256SUMS. */
+const READABLE_FORMATS: readonly string[] = ["novactl-backup/1", MANIFEST_FORMAT];
 /** Bytes per checksummed block. */
 export const BLOCK_BYTES = 64 * 1024;
 
@@ -34,7 +40,10 @@ export interface ManifestDisk {
   virtualBytes: number;
   fileBytes: number;
   copiedBytes: number;
-  sha256: string;
+  /** {@link blockListSha256} of `blocks` (format 2). */
+  blocksSha256?: string;
+  /** The whole file's sha256 (format 1 only). */
+  sha256?: string;
   blockBytes: number;
   /** sha256 (hex) of each `blockBytes` block of the file, in order. */
   blocks: string[];
@@ -42,7 +51,7 @@ export interface ManifestDisk {
 
 /** What `ID.manifest.json` holds. */
 export interface Manifest {
-  format: typeof MANIFEST_FORMAT;
+  format: string;
   id: string;
   vm: string;
   vmUuid: string;
@@ -65,152 +74,194 @@ export const layout = {
   dir: (vm: string) => vm,
   file: (id: string, disk: string) => `${id}.${disk}.qcow2`,
   manifest: (id: string) => `${id}.manifest.json`,
+  /** Format 1's `sha256sum -c` file (removed with its backup). */
   sums: (id: string) => `${id}.SHA256SUMS`,
 };
 
-/** Checksums of a file: its sha256 and one per block. */
+/** Checksums of a file: one sha256 per block, and the digest of that list. */
 export interface FileSums {
   bytes: number;
-  sha256: string;
   blocks: string[];
+  /** {@link blockListSha256} of `blocks`. */
+  blocksSha256: string;
 }
 
 /**
- * Files up to this size are hashed whole and per block in one pass here: starting a worker
- * costs more than the second hash of so few bytes.
+ * The digest that names a file's content as a whole: the sha256 of its block list, each
+ * block's hex sha256 followed by a newline, in order. Derived from the per-block hashes, so
+ * the file is read and hashed once; offline, `split -b 65536 --filter=sha256sum FILE | cut
+ * -c1-64 | sha256sum` gives the same (README).
+ */
+export function blockListSha256(blocks: string[]): string {
+  const h = createHash("sha256");
+  for (const b of blocks) h.update(b + "\n");
+  return h.digest("hex");
+}
+
+/** Bytes read and hashed per step: 64 blocks. */
+const CHUNK_BYTES = 64 * BLOCK_BYTES;
+
+/**
+ * Files up to this size are hashed here alone: starting a worker (30–40 ms here, most of
+ * it compiling its module) costs more than hashing half of so few bytes (32 MiB: ~33 ms
+ * alone, 32–67 ms with a new worker).
  */
 const INLINE_BYTES = 64 * 2 ** 20;
 
 /**
- * Hashes `path` per block here and, at the same time, whole in a worker (a second core: the
- * two hashes together are what a backup adds to the copy), or both here for a small file;
- * `onBytes` sees progress.
+ * Hashes every block of `path` once, on two cores: this thread and a worker take 4 MiB
+ * chunks from one shared counter (so a core busy with something else does less of it), or
+ * this thread alone for a small file; `onBytes` sees progress.
  */
 export async function checksumFile(
   path: string,
   opts: {
     signal?: AbortSignal;
     onBytes?: (n: number) => void;
-    /** Hash in one pass here up to this size (tests); {@link INLINE_BYTES} unless set. */
+    /** Hash here alone up to this size (tests); {@link INLINE_BYTES} unless set. */
     inlineBytes?: number;
+    /** Leave every chunk to the worker (tests: the worker's path alone). */
+    workerOnly?: boolean;
   } = {},
 ): Promise<FileSums> {
   const size = (await Deno.stat(path)).size;
-  const whole = size <= (opts.inlineBytes ?? INLINE_BYTES)
-    ? { digest: Promise.resolve(""), inline: true, stop: () => {} }
-    : wholeSha256(path, opts.signal);
-  try {
-    const blocks = await blockSums(path, opts, whole.inline);
-    return {
-      bytes: blocks.bytes,
-      sha256: blocks.sha256 ?? await whole.digest,
-      blocks: blocks.blocks,
-    };
-  } finally {
-    whole.stop();
-  }
-}
-
-/** The worker's source: reads the file itself (from the page cache, mostly) and hashes it. */
-const WORKER_SOURCE = `
-import { createHash } from "node:crypto";
-self.onmessage = async (e) => {
-  try {
-    const h = createHash("sha256");
-    const f = await Deno.open(e.data, { read: true });
-    const buf = new Uint8Array(4 << 20);
+  const chunks = Math.ceil(size / CHUNK_BYTES);
+  const next = new Int32Array(new SharedArrayBuffer(4));
+  const byChunk: string[][] = new Array(chunks);
+  const helper = size > (opts.inlineBytes ?? INLINE_BYTES)
+    ? hashInWorker(path, size, next, (i, hashes, n) => {
+      byChunk[i] = hashes;
+      opts.onBytes?.(n);
+    }, opts.signal)
+    : null;
+  const hashHere = async () => {
+    const f = await Deno.open(path, { read: true });
     try {
+      const buf = new Uint8Array(CHUNK_BYTES);
       for (;;) {
-        const n = await f.read(buf);
-        if (n === null) break;
-        h.update(buf.subarray(0, n));
+        opts.signal?.throwIfAborted();
+        const i = Atomics.add(next, 0, 1);
+        if (i >= chunks) break;
+        const n = await readChunk(f, buf, i, size);
+        byChunk[i] = hashBlocks(buf.subarray(0, n));
+        opts.onBytes?.(n);
       }
     } finally {
       f.close();
     }
-    self.postMessage({ sha256: h.digest("hex") });
+  };
+  try {
+    if (opts.workerOnly !== true || !helper) await hashHere();
+    await helper?.done;
+    await hashHere(); // none left, unless the worker could not be started
+  } finally {
+    helper?.stop();
+  }
+  const blocks = byChunk.flat();
+  if (blocks.length !== Math.ceil(size / BLOCK_BYTES)) {
+    throw new Error(`hashing ${path}: ${blocks.length} blocks hashed of ${size} bytes`);
+  }
+  return { bytes: size, blocks, blocksSha256: blockListSha256(blocks) };
+}
+
+/** Reads chunk `i` of a `size`-byte file into `buf` (short reads happen); returns its length. */
+async function readChunk(f: Deno.FsFile, buf: Uint8Array, i: number, size: number) {
+  const want = Math.min(CHUNK_BYTES, size - i * CHUNK_BYTES);
+  await f.seek(i * CHUNK_BYTES, Deno.SeekMode.Start);
+  let got = 0;
+  while (got < want) {
+    const n = await f.read(buf.subarray(got, want));
+    if (n === null) throw new Error(`the file ended at ${i * CHUNK_BYTES + got} of ${size} bytes`);
+    got += n;
+  }
+  return want;
+}
+
+function hashBlocks(data: Uint8Array): string[] {
+  const out: string[] = [];
+  for (let off = 0; off < data.length; off += BLOCK_BYTES) {
+    out.push(createHash("sha256").update(data.subarray(off, off + BLOCK_BYTES)).digest("hex"));
+  }
+  return out;
+}
+
+/**
+ * The worker's source: the same loop as {@link checksumFile}'s (chunks from the shared
+ * counter), each chunk's hashes posted back as soon as they are made.
+ */
+const WORKER_SOURCE = `
+import { createHash } from "node:crypto";
+self.onmessage = async (e) => {
+  const { path, size, chunk, block, next } = e.data;
+  try {
+    const f = await Deno.open(path, { read: true });
+    const buf = new Uint8Array(chunk);
+    try {
+      for (;;) {
+        const i = Atomics.add(next, 0, 1);
+        if (i * chunk >= size) break;
+        const want = Math.min(chunk, size - i * chunk);
+        await f.seek(i * chunk, Deno.SeekMode.Start);
+        let got = 0;
+        while (got < want) {
+          const n = await f.read(buf.subarray(got, want));
+          if (n === null) throw new Error("the file ended at " + (i * chunk + got) + " of " + size + " bytes");
+          got += n;
+        }
+        const hashes = [];
+        for (let off = 0; off < want; off += block) {
+          hashes.push(createHash("sha256").update(buf.subarray(off, Math.min(want, off + block))).digest("hex"));
+        }
+        self.postMessage({ i, hashes, n: want });
+      }
+    } finally {
+      f.close();
+    }
+    self.postMessage({ done: true });
   } catch (err) {
     self.postMessage({ error: String(err) });
   }
 };`;
 
 /**
- * The whole-file sha256 from a worker; `inline` is set when no worker could be started (the
- * caller then hashes the file whole itself, as it reads it).
+ * Starts a worker hashing chunks of `path` taken from `next`; `done` resolves when it took
+ * the last one. If no worker can be started, this thread simply hashes every chunk itself.
  */
-function wholeSha256(
+function hashInWorker(
   path: string,
+  size: number,
+  next: Int32Array,
+  onChunk: (i: number, hashes: string[], n: number) => void,
   signal?: AbortSignal,
-): { digest: Promise<string>; inline: boolean; stop(): void } {
+): { done: Promise<void>; stop(): void } {
   let worker: Worker;
   try {
     const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
     worker = new Worker(url, { type: "module" });
     URL.revokeObjectURL(url);
   } catch {
-    return { digest: Promise.resolve(""), inline: true, stop: () => {} };
+    return { done: Promise.resolve(), stop: () => {} };
   }
-  const digest = new Promise<string>((resolve, reject) => {
-    worker.onmessage = (e) =>
-      e.data.error ? reject(new Error(`hashing ${path}: ${e.data.error}`)) : resolve(e.data.sha256);
+  const done = new Promise<void>((resolve, reject) => {
+    worker.onmessage = (e) => {
+      if (e.data.error) reject(new Error(`hashing ${path}: ${e.data.error}`));
+      else if (e.data.done) resolve();
+      else onChunk(e.data.i, e.data.hashes, e.data.n);
+    };
     worker.onerror = (e) => {
       e.preventDefault();
       reject(new Error(`hashing ${path}: ${e.message}`));
     };
     signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
   });
-  digest.catch(() => {}); // awaited by the caller, or dropped with its error
-  worker.postMessage(path);
-  return { digest, inline: false, stop: () => worker.terminate() };
+  done.catch(() => {}); // awaited by the caller, or dropped with its error
+  worker.postMessage({ path, size, chunk: CHUNK_BYTES, block: BLOCK_BYTES, next });
+  return { done, stop: () => worker.terminate() };
 }
 
-/** Reads `path` in large chunks, hashing each block (and, `inline`, the whole file too). */
-async function blockSums(
-  path: string,
-  opts: { signal?: AbortSignal; onBytes?: (n: number) => void },
-  inline: boolean,
-): Promise<{ bytes: number; sha256: string | null; blocks: string[] }> {
-  const whole = inline ? createHash("sha256") : null;
-  const blocks: string[] = [];
-  const chunk = new Uint8Array(64 * BLOCK_BYTES);
-  let bytes = 0;
-  const f = await Deno.open(path, { read: true });
-  try {
-    for (;;) {
-      opts.signal?.throwIfAborted();
-      // Fill the chunk (short reads happen), so blocks line up at BLOCK_BYTES.
-      let got = 0;
-      while (got < chunk.length) {
-        const n = await f.read(chunk.subarray(got));
-        if (n === null) break;
-        got += n;
-      }
-      if (!got) break;
-      const data = chunk.subarray(0, got);
-      whole?.update(data);
-      for (let off = 0; off < got; off += BLOCK_BYTES) {
-        blocks.push(
-          createHash("sha256").update(data.subarray(off, Math.min(got, off + BLOCK_BYTES)))
-            .digest("hex"),
-        );
-      }
-      bytes += got;
-      opts.onBytes?.(got);
-      if (got < chunk.length) break;
-    }
-  } finally {
-    f.close();
-  }
-  return { bytes, sha256: whole ? whole.digest("hex") : null, blocks };
-}
-
-/** Writes the manifest and the SHA256SUMS file durably; returns the manifest's sha256. */
+/** Writes the manifest durably; returns its sha256. */
 export async function writeManifest(dir: string, m: Manifest): Promise<string> {
   const text = JSON.stringify(m) + "\n";
-  await writeFileDurably(
-    join(dir, layout.sums(m.id)),
-    m.disks.map((d) => `${d.sha256}  ${d.file}\n`).join(""),
-  );
   await writeFileDurably(join(dir, layout.manifest(m.id)), text);
   return createHash("sha256").update(text).digest("hex");
 }
@@ -243,8 +294,13 @@ export async function readManifest(targetPath: string, b: BackupRecord): Promise
   } catch {
     throw corrupt(b, `manifest ${path} is not valid JSON`);
   }
-  if (m?.format !== MANIFEST_FORMAT || m.id !== b.id || !Array.isArray(m.disks)) {
-    throw corrupt(b, `manifest ${path} is not a ${MANIFEST_FORMAT} manifest of ${b.id}`);
+  if (!READABLE_FORMATS.includes(m?.format) || m.id !== b.id || !Array.isArray(m.disks)) {
+    throw corrupt(
+      b,
+      `manifest ${path} is not a manifest of ${b.id} in a known format (${
+        READABLE_FORMATS.join(", ")
+      })`,
+    );
   }
   return m;
 }
@@ -291,8 +347,9 @@ export interface VerifyReport {
 }
 
 /**
- * Re-reads every file of backup `b` and checks each block's sha256 and the
- * file's, against its manifest (itself checked against the recorded sha256).
+ * Re-reads every file of backup `b` and checks each block's sha256, the file's size and its
+ * block list's digest against its manifest (itself checked against the recorded sha256).
+ * Every byte is in one block, so any changed byte is found, and where.
  */
 export async function verifyBackup(
   targetPath: string,
@@ -312,6 +369,12 @@ export async function verifyBackup(
   };
   for (const d of m.disks) {
     const path = join(targetPath, b.dir, d.file);
+    if (d.blockBytes !== BLOCK_BYTES) {
+      throw new NovaError(
+        "validation",
+        `backup ${b.id}: ${d.file} has blocks of ${d.blockBytes} bytes, not ${BLOCK_BYTES}`,
+      );
+    }
     const sums = await checksumFile(path, {
       signal: opts.signal,
       onBytes: (n) => opts.onProgress?.(done += n, total),
@@ -327,7 +390,10 @@ export async function verifyBackup(
         report.badBlocks.push({ file: d.file, index: i, offset: i * d.blockBytes });
       }
     }
-    if (sums.sha256 !== d.sha256 || sums.bytes !== d.fileBytes) report.badFiles.push(d.file);
+    const listBad = d.blocksSha256 !== undefined && sums.blocksSha256 !== d.blocksSha256;
+    if (listBad || sums.bytes !== d.fileBytes || report.badBlocks.some((x) => x.file === d.file)) {
+      report.badFiles.push(d.file);
+    }
   }
   return report;
 }

@@ -1,6 +1,6 @@
 /**
- * The backup format on its own: block checksums of a file, a manifest whose
- * recorded sha256 guards it, and verify finding the one flipped byte.
+ * The backup format on its own: block checksums of a file (hashed once, on two threads), a
+ * manifest whose recorded sha256 guards it, and verify finding the one flipped byte.
  */
 import { join } from "node:path";
 import { createHash } from "node:crypto";
@@ -9,6 +9,7 @@ import type { BackupRecord } from "../../core/fsm/mod.ts";
 import { ValidationError } from "../../core/errors/mod.ts";
 import {
   BLOCK_BYTES,
+  blockListSha256,
   checksumFile,
   type Manifest,
   MANIFEST_FORMAT,
@@ -17,22 +18,48 @@ import {
   writeManifest,
 } from "./format.ts";
 
-Deno.test("checksums: one pass here and the worker's whole-file hash agree", async () => {
+Deno.test("checksums: this thread alone and with the worker agree, block by block", async () => {
   const file = join(await Deno.makeTempDir(), "f.qcow2");
-  const data = new Uint8Array(70 * BLOCK_BYTES + 5);
+  // 3 chunks of 64 blocks and a short last block: the two threads share the chunks.
+  const data = new Uint8Array(150 * BLOCK_BYTES + 5);
   for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 16)) & 0xff;
   await Deno.writeFile(file, data);
   const hex = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+  const blocks = Array.from(
+    { length: 151 },
+    (_, i) => hex(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES)),
+  );
   const want = {
     bytes: data.length,
-    sha256: hex(data),
-    blocks: Array.from(
-      { length: 71 },
-      (_, i) => hex(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES)),
-    ),
+    blocks,
+    blocksSha256: hex(new TextEncoder().encode(blocks.map((b) => b + "\n").join(""))),
   };
-  assertEquals(await checksumFile(file), want);
-  assertEquals(await checksumFile(file, { inlineBytes: 0 }), want);
+  assertEquals(blockListSha256(blocks), want.blocksSha256);
+  let seen = 0;
+  assertEquals(await checksumFile(file, { onBytes: (n) => seen += n }), want);
+  assertEquals(seen, data.length);
+  seen = 0;
+  assertEquals(await checksumFile(file, { inlineBytes: 0, onBytes: (n) => seen += n }), want);
+  assertEquals(seen, data.length);
+  seen = 0;
+  const workerOnly = { inlineBytes: 0, workerOnly: true, onBytes: (n: number) => seen += n };
+  assertEquals(await checksumFile(file, workerOnly), want);
+  assertEquals(seen, data.length);
+});
+
+Deno.test("checksums: the README's offline recipe gives the block list's digest", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = join(dir, "f.qcow2");
+  const data = new Uint8Array(3 * BLOCK_BYTES + 99).map((_, i) => (i * 13) & 0xff);
+  await Deno.writeFile(file, data);
+  const out = await new Deno.Command("sh", {
+    args: ["-c", 'split -b 65536 --filter=sha256sum "$1" | cut -c1-64 | sha256sum', "sh", file],
+    cwd: dir,
+    stdout: "piped",
+  }).output();
+  assert(out.success);
+  const got = new TextDecoder().decode(out.stdout).slice(0, 64);
+  assertEquals(got, (await checksumFile(file)).blocksSha256);
 });
 
 async function setUp(): Promise<{ root: string; record: BackupRecord; file: string }> {
@@ -66,7 +93,7 @@ async function setUp(): Promise<{ root: string; record: BackupRecord; file: stri
       virtualBytes: data.length,
       fileBytes: sums.bytes,
       copiedBytes: sums.bytes,
-      sha256: sums.sha256,
+      blocksSha256: sums.blocksSha256,
       blockBytes: BLOCK_BYTES,
       blocks: sums.blocks,
     }],
@@ -112,9 +139,24 @@ Deno.test("verify: a clean backup passes; one flipped byte is found in its block
     offset: 3 * BLOCK_BYTES,
   }]);
   assertEquals(bad.badFiles, ["bk-000000000001.root.qcow2"]);
-  assert(
-    (await Deno.readTextFile(join(root, "web1", "bk-000000000001.SHA256SUMS"))).includes("  bk-"),
-  );
+});
+
+Deno.test("verify: a format 1 backup (whole-file sha256, no list digest) is checked by its blocks", async () => {
+  const { root, record, file } = await setUp();
+  const path = join(root, "web1", record.manifest);
+  const m: Manifest = JSON.parse(await Deno.readTextFile(path));
+  m.format = "novactl-backup/1";
+  const whole = createHash("sha256").update(await Deno.readFile(file)).digest("hex");
+  m.disks = m.disks.map(({ blocksSha256: _, ...d }) => ({ ...d, sha256: whole }));
+  const v1 = { ...record, manifestSha256: await writeManifest(join(root, "web1"), m) };
+  assertEquals((await verifyBackup(root, v1)).badBlocks, []);
+  const f = await Deno.open(file, { write: true });
+  await f.seek(5 * BLOCK_BYTES + 100, Deno.SeekMode.Start);
+  await f.write(new Uint8Array([1, 2, 3]));
+  f.close();
+  const bad = await verifyBackup(root, v1);
+  assertEquals(bad.badBlocks.map((b) => b.index), [5]);
+  assertEquals(bad.badFiles, [m.disks[0].file]);
 });
 
 Deno.test("manifest: changed, unparsable or missing ones are refused, naming the backup", async () => {

@@ -8,8 +8,8 @@
  * as the backup jobs (the same point in time), so it records exactly the
  * writes after that backup. An incremental backup copies the blocks dirty in
  * its parent's bitmap while a new bitmap, named after itself, starts counting;
- * the parent's is removed once the jobs succeeded (on failure the new one is
- * removed and the parent's kept). Persistent bitmaps are stored in the qcow2
+ * the parent's is removed once the jobs succeeded, while the caller checksums and
+ * records the backup (on failure the new one is removed and the parent's kept). Persistent bitmaps are stored in the qcow2
  * when QEMU closes the image, so they survive restarts; one left "in use" by a
  * QEMU that died is inconsistent, and the next backup is full and says why.
  *
@@ -85,6 +85,30 @@ export interface JobResult {
   fsFrozen: boolean;
   freezeMs: number | null;
   freezePhasesMs: FreezePhases | null;
+  /** Where the job's time went (see {@link JobPhases}). */
+  phasesMs: JobPhases;
+  /**
+   * Resolves once the bitmaps the new one replaces are removed (never rejects: a bitmap that
+   * could not be removed is logged, and the next backup removes it). Started when the jobs
+   * succeeded and left to run while the caller checksums: removing a persistent bitmap has
+   * QEMU rewrite and flush the disk image's bitmap directory.
+   */
+  oldBitmapsDropped: Promise<void>;
+}
+
+/**
+ * Where a backup job's time went: target files and nodes made (`files`), the point in time
+ * (`start`: freeze, transaction, thaw sent), the thaw's answer and the jobs' release
+ * (`release`), the copy (`copy`), old bitmaps dropped and target nodes removed (`cleanup`).
+ */
+export interface JobPhases {
+  files: number;
+  start: number;
+  release: number;
+  copy: number;
+  cleanup: number;
+  /** Removing the replaced bitmaps (which overlaps the checksums), once done. */
+  bitmaps?: number;
 }
 
 /**
@@ -138,6 +162,9 @@ export interface StartedJobs {
   thawed: Promise<void>;
   /** Resolves once the jobs run at full speed (after the thaw); rejects if they cannot. */
   released: Promise<void>;
+  phasesMs: JobPhases;
+  /** When the transaction returned (performance.now()). */
+  startedAt: number;
 }
 
 /**
@@ -187,11 +214,14 @@ const targetNode = (d: JobDisk) => `nvbkt-${d.id}`.slice(0, 31);
 const jobId = (d: JobDisk) => `nvbkj-${d.id}`.slice(0, 31);
 
 /**
- * Runs the backup jobs: {@link startBackupJobs}, then {@link finishBackupJobs}. On failure
+ * Runs the backup jobs: {@link startBackupJobs}, then {@link finishBackupJobs}, and waits
+ * for the replaced bitmaps' removal. On failure
  * or abort nothing is left behind: targets removed, the new bitmap dropped, the parent's kept.
  */
 export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<JobResult> {
-  return await finishBackupJobs(qmp, req, await startBackupJobs(qmp, req));
+  const r = await finishBackupJobs(qmp, req, await startBackupJobs(qmp, req));
+  await r.oldBitmapsDropped;
+  return r;
 }
 
 /**
@@ -213,7 +243,10 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
     freezePhasesMs: null,
     thawed: Promise.resolve(),
     released: Promise.resolve(),
+    phasesMs: { files: 0, start: 0, release: 0, copy: 0, cleanup: 0 },
+    startedAt: 0,
   };
+  const t0 = performance.now();
   // The agent is asked whether it answers while the targets are made.
   const agentUp = req.agent ? req.agent.ping(1_000).catch(() => false) : Promise.resolve(false);
   await Deno.mkdir(req.dir, { recursive: true, mode: 0o711 });
@@ -236,6 +269,8 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
       s.added.push(targetNode(d));
     }
     const agent = (await agentUp) ? req.agent : null;
+    const tFiles = performance.now();
+    s.phasesMs.files = ms(tFiles - t0);
     const actions = s.files.flatMap((d) => [
       bitmapAddAction(d.node, bitmapName(req.id), true),
       blockdevBackupAction({
@@ -284,6 +319,8 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
       await transaction(qmp, actions, false, 30_000);
       s.started = true;
     }
+    s.startedAt = performance.now();
+    s.phasesMs.start = ms(s.startedAt - tFiles);
     return s;
   } catch (err) {
     await s.thawed;
@@ -303,23 +340,27 @@ export async function finishBackupJobs(
   req: JobRequest,
   s: StartedJobs,
 ): Promise<JobResult> {
+  let tornDown = false;
   try {
     // The jobs copy at full speed once the guest answered its thaw (HELD_SPEED), and this
     // host reads and hashes the files only after that too.
     await s.released;
+    const tReleased = performance.now();
+    s.phasesMs.release = ms(tReleased - s.startedAt);
     const copied = await waitJobs(qmp, s.files.map(jobId), req.signal, req.onProgress);
-    // Success: the parent's bitmap (or any older chain's) is spent; the new one counts on.
-    const keep = bitmapName(req.id);
-    for (const d of s.files) {
-      for (const bm of await dirtyBitmaps(qmp, d.node)) {
-        if (bm.name.startsWith(BITMAP_PREFIX) && bm.name !== keep) {
-          await blockDirtyBitmapRemove(qmp, d.node, bm.name).catch((err) =>
-            log.warn("cannot remove an old bitmap", { bitmap: bm.name, error: String(err) })
-          );
-        }
-      }
-    }
+    const tCopied = performance.now();
+    s.phasesMs.copy = ms(tCopied - tReleased);
+    // Target nodes closed first: QEMU writes the files' last metadata when it closes them.
+    await teardown(qmp, req, s);
+    tornDown = true;
+    s.phasesMs.cleanup = ms(performance.now() - tCopied);
+    const tDrop = performance.now();
+    const oldBitmapsDropped = dropOldBitmaps(qmp, req, s).then(() => {
+      s.phasesMs.bitmaps = ms(performance.now() - tDrop);
+    });
     return {
+      oldBitmapsDropped,
+      phasesMs: s.phasesMs,
       disks: s.files.map((d, i) => ({
         id: d.id,
         file: d.file,
@@ -335,7 +376,29 @@ export async function finishBackupJobs(
     await undo(qmp, req, s);
     throw err;
   } finally {
-    await teardown(qmp, req, s);
+    if (!tornDown) await teardown(qmp, req, s);
+  }
+}
+
+/**
+ * Success: the parent's bitmap (or any older chain's) is spent; the new one counts on. One
+ * left behind (a failure here) only costs its upkeep: an incremental backup builds on the
+ * newest recorded backup among the disk's bitmaps.
+ */
+async function dropOldBitmaps(qmp: QmpExecutor, req: JobRequest, s: StartedJobs): Promise<void> {
+  const keep = bitmapName(req.id);
+  for (const d of s.files) {
+    const bitmaps = await dirtyBitmaps(qmp, d.node).catch((err) => {
+      log.warn("cannot list a disk's bitmaps", { disk: d.id, error: String(err) });
+      return [];
+    });
+    for (const bm of bitmaps) {
+      if (bm.name.startsWith(BITMAP_PREFIX) && bm.name !== keep) {
+        await blockDirtyBitmapRemove(qmp, d.node, bm.name).catch((err) =>
+          log.warn("cannot remove an old bitmap", { bitmap: bm.name, error: String(err) })
+        );
+      }
+    }
   }
 }
 

@@ -1,15 +1,15 @@
 /**
  * Backups on the host side: this host runs the backup, restore and verify
  * operations whose runner it is. The leader records such an operation
- * (core/cluster/backup_service.ts); every host watches the replicated
- * operations and starts the ones that name it, reports progress while they
- * run, and their outcome. An operation this host ran when its node process
- * stopped is marked failed at the next start (its partial files are gone:
- * every step writes to a temporary name, or removes what it made on failure).
+ * (core/cluster/backup_service.ts); the host's runner (host/operations/) starts
+ * it, reports progress while it runs, and its outcome. An operation this host
+ * ran when its node process stopped is marked failed at the next start (its
+ * partial files are gone: every step writes to a temporary name, or removes
+ * what it made on failure).
  *
  * - backup: the jobs of host/backup/job.ts on the VM's running QEMU, or on a
  *   `qemu-storage-daemon` for a stopped VM; then every file is checksummed
- *   (whole and per 64 KiB block), the manifest written and the backup recorded;
+ *   (per 64 KiB block, once), the manifest written and the backup recorded;
  * - verify: every block of every file re-read and checked against the manifest;
  * - restore: the chain converted into the VM's volumes, either of a new VM the
  *   leader created for it (`--as`; removed again if the restore fails) or of a
@@ -22,12 +22,11 @@
 import { join } from "node:path";
 import { ConflictError, NotFoundError, NovaError } from "../../core/errors/mod.ts";
 import { log } from "../../core/log/mod.ts";
-import { fsyncFile, renameDurably, TEMP_PREFIX, writeFileDurably } from "../../core/store/mod.ts";
+import { fsyncFile, renameDurably, TEMP_PREFIX } from "../../core/store/mod.ts";
 import type {
   BackupReads,
   BackupRecord,
   BackupTargetRecord,
-  Command,
   OperationRecord,
   VmDisk,
   VmRecord,
@@ -37,6 +36,7 @@ import type { QemuUser } from "../kvm/confine.ts";
 import { blockNodeInfo, type QmpExecutor } from "../kvm/commands.ts";
 import type { VolumePool } from "../storage/dir_pool.ts";
 import {
+  BLOCK_BYTES,
   checksumFile,
   layout,
   type Manifest,
@@ -54,6 +54,7 @@ import {
   startBackupJobs,
 } from "./job.ts";
 import { StorageDaemon } from "./storage_daemon.ts";
+import { HostOperationRunner, type OperationCluster } from "../operations/mod.ts";
 import { convertChain } from "./restore.ts";
 
 export * from "./format.ts";
@@ -63,17 +64,9 @@ export { BITMAP_PREFIX, bitmapName } from "./job.ts";
 export const BACKUP_OPERATION_KINDS = ["backup", "restore", "verify"] as const;
 
 /** What the runner needs of the cluster: replicated reads and proposals. */
-export interface BackupCluster {
-  readonly nodeName: string;
+export interface BackupCluster extends OperationCluster {
   readonly backups: BackupReads;
   vm(name: string): VmRecord | null;
-  /** The running operations (a scan looks for its own among them). */
-  operations(): OperationRecord[];
-  operation(id: string): OperationRecord | null;
-  /** Calls `listener` with an operation's id when it changed (null: everything may have). */
-  onOperationChange(listener: (id: string | null) => void): () => void;
-  report(command: Command): Promise<unknown>;
-  audit?(action: string, resource: string, detail: string): void;
 }
 
 /** What the runner needs of the host's VM side (host/vm_host.ts's VmHost). */
@@ -87,105 +80,37 @@ export interface BackupHost {
   isCaughtUp(): boolean;
 }
 
-const PROGRESS_EVERY_MS = 500;
-
 /** Runs this host's backup, restore and verify operations. */
-export class BackupRunner {
-  readonly #running = new Map<string, AbortController>();
-  /** Operations this host started and has not finished, persisted across its restarts. */
-  #mine = new Set<string>();
-  #mineLoaded = false;
-  #off: (() => void) | null = null;
-  #timer: ReturnType<typeof setInterval> | null = null;
+export class BackupRunner extends HostOperationRunner<BackupCluster> {
+  protected readonly kinds = BACKUP_OPERATION_KINDS;
 
   /**
    * @param stateFile where the ids of the operations this host runs are kept (so that after a
    *   restart it knows which ones it was running when it stopped)
    */
-  constructor(
-    private readonly cluster: BackupCluster,
-    private readonly host: BackupHost,
-    private readonly stateFile: string,
-  ) {}
-
-  private async loadMine(): Promise<void> {
-    if (this.#mineLoaded) return;
-    try {
-      const ids = JSON.parse(await Deno.readTextFile(this.stateFile));
-      if (Array.isArray(ids)) this.#mine = new Set(ids.map(String));
-    } catch { /* none yet */ }
-    this.#mineLoaded = true;
+  constructor(cluster: BackupCluster, private readonly host: BackupHost, stateFile: string) {
+    super(cluster, host, stateFile);
   }
 
-  private async saveMine(): Promise<void> {
-    await writeFileDurably(this.stateFile, JSON.stringify([...this.#mine]) + "\n").catch((err) =>
-      log.warn("cannot record running backup operations", { error: String(err) })
-    );
+  protected execute(op: OperationRecord, signal: AbortSignal): Promise<Record<string, unknown>> {
+    if (op.kind === "backup") return this.backup(op, signal);
+    if (op.kind === "verify") return this.verify(op, signal);
+    return this.restore(op, signal);
   }
 
-  /** Starts watching operations; fails the ones a previous run of this node left running. */
-  async start(): Promise<void> {
-    await this.loadMine();
-    this.#off = this.cluster.onOperationChange((id) => {
-      if (id === null) this.scan();
-      else this.consider(this.cluster.operation(id));
-    });
-    this.scan();
-    // Operations left by an earlier run are judged once this replica caught up (before, one
-    // may look running that finished long ago); the periodic scan also catches a missed change.
-    this.#timer = setInterval(() => this.scan(), 5_000);
+  protected auditAction(op: OperationRecord): string {
+    return `backup.${op.kind}`;
   }
 
-  stop(): void {
-    this.#off?.();
-    if (this.#timer !== null) clearInterval(this.#timer);
-    for (const c of this.#running.values()) c.abort(new ConflictError("node stopping"));
+  protected override failureResult(
+    _op: OperationRecord,
+    err: unknown,
+  ): Record<string, unknown> | null {
+    return err instanceof VerifyFailed ? { ...err.report } : null;
   }
 
-  isRunning(opId: string): boolean {
-    return this.#running.has(opId);
-  }
-
-  /** Aborts a running operation of this host; false when it runs no such operation. */
-  abort(opId: string): boolean {
-    const c = this.#running.get(opId);
-    c?.abort(new ConflictError(`operation ${opId} aborted`));
-    return !!c;
-  }
-
-  private scan(): void {
-    const ops = this.cluster.operations();
-    for (const op of ops) this.consider(op);
-    if (this.host.isCaughtUp()) {
-      // Forget operations that finished (or were pruned) while this host was down.
-      const running = new Set(ops.filter((o) => o.state === "running").map((o) => o.id));
-      const stale = [...this.#mine].filter((id) => !running.has(id) && !this.#running.has(id));
-      if (stale.length) {
-        for (const id of stale) this.#mine.delete(id);
-        void this.saveMine();
-      }
-    }
-  }
-
-  private consider(op: OperationRecord | null): void {
-    if (!op || op.state !== "running" || op.runner !== this.cluster.nodeName) return;
-    if (!(BACKUP_OPERATION_KINDS as readonly string[]).includes(op.kind)) return;
-    if (this.#running.has(op.id)) return;
-    // Nothing before this replica caught up: an operation may look running in it that this
-    // host finished before a restart (the periodic scan comes back to it).
-    if (!this.host.isCaughtUp()) return;
-    if (this.#mine.has(op.id)) {
-      // Started by an earlier run of this node and never finished.
-      // Ours, from before this process: whatever it did is gone with it.
-      this.#running.set(op.id, new AbortController());
-      void this.interrupted(op).finally(() => this.#running.delete(op.id));
-      return;
-    }
-    void this.run(op);
-  }
-
-  /** An operation cut short by this node's restart: failed, and a backup's files removed. */
-  private async interrupted(op: OperationRecord): Promise<void> {
+  /** A backup cut short: the files it wrote go. */
+  protected override async cleanUpInterrupted(op: OperationRecord): Promise<void> {
     const t = op.kind === "backup" ? this.cluster.backups.target(String(op.params.target)) : null;
     const id = String(op.params.backup);
     if (t && !this.cluster.backups.get(id)) {
@@ -196,77 +121,6 @@ export class BackupRunner {
         }
       } catch { /* no directory: nothing was written */ }
     }
-    await this.finish(op.id, "failed", null, "interrupted: its node restarted while it ran");
-    this.#mine.delete(op.id);
-    await this.saveMine();
-  }
-
-  private async run(op: OperationRecord): Promise<void> {
-    const ctl = new AbortController();
-    this.#running.set(op.id, ctl);
-    this.#mine.add(op.id);
-    await this.saveMine();
-    const t0 = performance.now();
-    try {
-      let result: Record<string, unknown>;
-      if (op.kind === "backup") result = await this.backup(op, ctl.signal);
-      else if (op.kind === "verify") result = await this.verify(op, ctl.signal);
-      else result = await this.restore(op, ctl.signal);
-      result.ms = Math.round(performance.now() - t0);
-      await this.finish(op.id, "succeeded", result);
-      this.cluster.audit?.(
-        `backup.${op.kind}`,
-        String(op.params.vm ?? op.target),
-        `${op.id} succeeded`,
-      );
-      log.info(`${op.kind} finished`, { op: op.id, target: op.target, ...result });
-    } catch (err) {
-      const aborted = ctl.signal.aborted;
-      const message = (err as Error).message ?? String(err);
-      const result = err instanceof VerifyFailed ? { ...err.report } : null;
-      log.warn(`${op.kind} failed`, { op: op.id, target: op.target, error: message, aborted });
-      await this.finish(op.id, aborted ? "aborted" : "failed", result, message);
-      this.cluster.audit?.(
-        `backup.${op.kind}`,
-        String(op.params.vm ?? op.target),
-        `${op.id} ${aborted ? "aborted" : "failed"}: ${message}`,
-      );
-    } finally {
-      this.#running.delete(op.id);
-      this.#mine.delete(op.id);
-      await this.saveMine();
-    }
-  }
-
-  private async finish(
-    id: string,
-    state: "succeeded" | "failed" | "aborted",
-    result: Record<string, unknown> | null,
-    error?: string,
-  ): Promise<void> {
-    await this.cluster.report({
-      op: "operation.update",
-      id,
-      state,
-      result: result ?? undefined,
-      error,
-      at: Date.now(),
-    }).catch((err) => log.warn("cannot record operation outcome", { id, error: String(err) }));
-  }
-
-  private progress(opId: string): (phase: string, done: number, total: number) => void {
-    let last = 0;
-    return (phase, done, total) => {
-      if (Date.now() - last < PROGRESS_EVERY_MS) return;
-      last = Date.now();
-      const percent = total > 0 ? Math.min(100, Math.floor((done / total) * 100)) : 0;
-      this.cluster.report({
-        op: "operation.update",
-        id: opId,
-        progress: { phase, percent, doneBytes: done, totalBytes: total },
-        at: last,
-      }).catch(() => {});
-    };
   }
 
   private target(name: string): BackupTargetRecord {
@@ -287,6 +141,7 @@ export class BackupRunner {
     const onProgress = this.progress(op.id);
     const dir = join(target.path, layout.dir(op.target));
     const made = await this.host.serialize(op.target, async () => {
+      const tLock = performance.now();
       const vm = this.host.mine(op.target);
       const qemu = this.host.live(vm.name);
       let daemon: StorageDaemon | null = null;
@@ -333,18 +188,25 @@ export class BackupRunner {
           onProgress: (done, total) => onProgress("copying", done, total),
         };
         const t0 = performance.now();
+        const prepareMs = Math.round(t0 - tLock);
         // A running VM's copy goes on outside the VM's lock (a stop or restart need not wait
         // for it; it ends the jobs, and the backup fails). A storage daemon holds the images'
         // locks: a stopped VM stays locked until its backup is done.
         const started = await startBackupJobs(qmp, req);
         const job = qemu ? null : await finishBackupJobs(qmp, req, started);
-        return { vm, parent, fullReason, req, started, job, qemu, t0 };
+        await job?.oldBitmapsDropped; // before the daemon closes the images
+        return { vm, parent, fullReason, req, started, job, qemu, t0, prepareMs };
       } finally {
         await daemon?.stop();
       }
     });
     const { vm, parent, fullReason } = made;
     const job = made.job ?? await finishBackupJobs(made.qemu!.qmp, made.req, made.started);
+    // The replaced bitmaps go while this host checksums, and may still be going when the
+    // backup is recorded: one left by a stop in between is dropped by the next backup.
+    void job.oldBitmapsDropped.then(() =>
+      log.debug("old backup bitmaps dropped", { op: op.id, ms: job.phasesMs.bitmaps })
+    );
     const live = !!made.qemu;
     const copyMs = Math.round(performance.now() - made.t0);
     const tSums = performance.now();
@@ -370,8 +232,8 @@ export class BackupRunner {
           virtualBytes: d.virtualBytes,
           fileBytes: sums.bytes,
           copiedBytes: d.copiedBytes,
-          sha256: sums.sha256,
-          blockBytes: 64 * 1024,
+          blocksSha256: sums.blocksSha256,
+          blockBytes: BLOCK_BYTES,
           blocks: sums.blocks,
         });
       }
@@ -420,6 +282,7 @@ export class BackupRunner {
         },
         at: Date.now(),
       });
+      const recordMs = Math.round(performance.now() - tRecord);
       return {
         backup: id,
         kind: manifest.kind,
@@ -432,9 +295,11 @@ export class BackupRunner {
         copiedBytes: disks.reduce((n, d) => n + d.copiedBytes, 0),
         fileBytes: disks.reduce((n, d) => n + d.fileBytes, 0),
         copyMs,
+        prepareMs: made.prepareMs,
+        jobPhasesMs: job.phasesMs,
         checksumMs,
         syncWaitMs,
-        recordMs: Math.round(performance.now() - tRecord),
+        recordMs,
       };
     } catch (err) {
       // Unless the record made it after all (its answer was lost): then the files are the backup.

@@ -86,7 +86,8 @@ export function Overview() {
     };
   }, []);
   const nodes = data?.nodes ?? [];
-  const leader = status.data?.leader ?? "none";
+  // "none" only once the cluster said so: before its first answer the leader is unknown.
+  const leader = status.data ? status.data.leader ?? "none" : "…";
   // Health as the leader sees it (`/cluster` answers from the leader): a follower hears only
   // from the leader, so its own /nodes shows the other followers as offline.
   const health = new Map(status.data?.members.map((m) => [m.name, m.state]) ?? []);

@@ -78,7 +78,9 @@ export default function VmDetail({ name }: { name: string }) {
           </button>
         ))}
       </nav>
-      {vm && tab === "overview" && <VmOverview vm={vm} path={path} reload={reload} />}
+      {vm && tab === "overview" && (
+        <VmOverview vm={vm} path={path} reload={reload} onOperation={setOpId} />
+      )}
       {tab === "stats" && <StatsCharts path={`${path}/stats?since=1h`} />}
       <Suspense fallback={<p class="muted">Loading console…</p>}>
         {tab === "serial" && <SerialConsole name={name} />}
@@ -88,7 +90,19 @@ export default function VmDetail({ name }: { name: string }) {
   );
 }
 
-function VmOverview({ vm, path, reload }: { vm: VmView; path: string; reload: () => void }) {
+function VmOverview({ vm, path, reload, onOperation }: {
+  vm: VmView;
+  path: string;
+  reload: () => void;
+  /** Snapshot calls answer with their operation: its progress shows above. */
+  onOperation: (id: string) => void;
+}) {
+  // Below cluster level 2 they run at once and answer with their result: nothing to follow.
+  const snapshotOp = (sub: string, method: string, body?: unknown) =>
+    api<Partial<OperationView>>(`${path}/snapshots${sub}`, { method, body }).then((op) => {
+      if (typeof op.id === "string" && typeof op.kind === "string") onOperation(op.id);
+      reload();
+    });
   const nics = useApi<{ nics: Record<string, unknown>[] }>(`${path}/nics`);
   const [snap, setSnap] = useState("");
   return (
@@ -177,9 +191,8 @@ function VmOverview({ vm, path, reload }: { vm: VmView; path: string; reload: ()
           label="Take snapshot"
           disabled={!snap}
           run={async () => {
-            await api(`${path}/snapshots`, { method: "POST", body: { name: snap } });
+            await snapshotOp("", "POST", { name: snap });
             setSnap("");
-            reload();
           }}
         />
       </form>
@@ -200,18 +213,13 @@ function VmOverview({ vm, path, reload }: { vm: VmView; path: string; reload: ()
                 <ActionButton
                   label="Restore"
                   confirm={`Restore ${vm.name} to snapshot ${s.name}?`}
-                  run={() =>
-                    api(`${path}/snapshots/${encodeURIComponent(s.name)}/restore`, {
-                      method: "POST",
-                    }).then(reload)}
+                  run={() => snapshotOp(`/${encodeURIComponent(s.name)}/restore`, "POST")}
                 />
                 <ActionButton
                   label="Delete"
                   danger
                   confirm={`Delete snapshot ${s.name}?`}
-                  run={() =>
-                    api(`${path}/snapshots/${encodeURIComponent(s.name)}`, { method: "DELETE" })
-                      .then(reload)}
+                  run={() => snapshotOp(`/${encodeURIComponent(s.name)}`, "DELETE")}
                 />
               </td>
             </tr>

@@ -19,7 +19,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  */
 export const file_novactl_v1_novactl: GenFile = /*@__PURE__*/
   fileDesc(
-    "Chhub3ZhY3RsL3YxL25vdmFjdGwucHJvdG8SCm5vdmFjdGwudjEi6wEKBE5vZGUSDAoEbmFtZRgBIAEoCRILCgN1cmwYAiABKAkSDQoFc3RhdGUYAyABKAkSDAoEcm9sZRgEIAEoCRIsCgZsYWJlbHMYBSADKAsyHC5ub3ZhY3RsLnYxLk5vZGUuTGFiZWxzRW50cnkSEQoJam9pbmVkX2F0GAYgASgJEhIKCnVwZGF0ZWRfYXQYByABKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhIKEExpc3ROb2Rlc1JlcXVlc3QiNAoRTGlzdE5vZGVzUmVzcG9uc2USHwoFbm9kZXMYASADKAsyEC5ub3ZhY3RsLnYxLk5vZGUiHgoOR2V0Tm9kZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSLxAgoCVm0SDAoEbmFtZRgBIAEoCRIMCgR1dWlkGAIgASgJEg0KBWltYWdlGAMgASgJEgwKBGNwdXMYBCABKAUSEgoKbWVtb3J5X21pYhgFIAEoBRIMCgRub2RlGAYgASgJEgoKAmhhGAcgASgIEioKBmxhYmVscxgIIAMoCzIaLm5vdmFjdGwudjEuVm0uTGFiZWxzRW50cnkSDwoHZGVzaXJlZBgJIAEoCRINCgVzdGF0ZRgKIAEoCRIOCgZyZWFzb24YCyABKAkSFgoOcmVzdGFydF9wb2xpY3kYDCABKAkSEAoIdGVtcGxhdGUYDSABKAgSEgoKY3JlYXRlZF9hdBgOIAEoCRISCgp1cGRhdGVkX2F0GA8gASgJEicKBnJlY29yZBgUIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJkCg5MaXN0Vm1zUmVxdWVzdBIMCgRub2RlGAEgASgJEg0KBXN0YXRlGAIgASgJEg4KBmxhYmVscxgDIAMoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJHCg9MaXN0Vm1zUmVzcG9uc2USGwoDdm1zGAEgAygLMg4ubm92YWN0bC52MS5WbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiHAoMR2V0Vm1SZXF1ZXN0EgwKBG5hbWUYASABKAkilAMKD0NyZWF0ZVZtUmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBWltYWdlGAIgASgJEhUKDWZyb21fdGVtcGxhdGUYAyABKAkSEQoEY3B1cxgEIAEoBUgAiAEBEhcKCm1lbW9yeV9taWIYBSABKAVIAYgBARIVCghkaXNrX2dpYhgGIAEoBUgCiAEBEgwKBG5vZGUYByABKAkSCgoCaGEYCCABKAgSEgoFc3RhcnQYCSABKAhIA4gBARI3CgZsYWJlbHMYCiADKAsyJy5ub3ZhY3RsLnYxLkNyZWF0ZVZtUmVxdWVzdC5MYWJlbHNFbnRyeRIWCg5yZXN0YXJ0X3BvbGljeRgLIAEoCRINCgVncm91cBgMIAEoCRIQCghzdHJhdGVneRgNIAEoCRIMCgRwb29sGA4gASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBwoFX2NwdXNCDQoLX21lbW9yeV9taWJCCwoJX2Rpc2tfZ2liQggKBl9zdGFydCJYChBWbUFjdGlvblJlc3BvbnNlEhoKAnZtGAEgASgLMg4ubm92YWN0bC52MS5WbRIoCglvcGVyYXRpb24YAiABKAsyFS5ub3ZhY3RsLnYxLk9wZXJhdGlvbiIeCg5TdGFydFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJIiwKDVN0b3BWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIgChBSZXN0YXJ0Vm1SZXF1ZXN0EgwKBG5hbWUYASABKAkiQgoPRGVsZXRlVm1SZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZm9yY2UYAiABKAgSEgoKa2VlcF9kaXNrcxgDIAEoCCKFAQoFSW1hZ2USDAoEbmFtZRgBIAEoCRIMCgRraW5kGAIgASgJEhIKCmNyZWF0ZWRfYXQYAyABKAkSEgoKY3JlYXRlZF9ieRgEIAEoCRIPCgdzb3VyY2VzGAUgAygJEicKBnJlY29yZBgPIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiEwoRTGlzdEltYWdlc1JlcXVlc3QiNwoSTGlzdEltYWdlc1Jlc3BvbnNlEiEKBmltYWdlcxgBIAMoCzIRLm5vdmFjdGwudjEuSW1hZ2UiqAIKCU9wZXJhdGlvbhIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEg4KBnRhcmdldBgDIAEoCRIOCgZydW5uZXIYBCABKAkSDQoFc3RhdGUYBSABKAkSCgoCYnkYBiABKAkSDQoFZXJyb3IYByABKAkSKQoIcHJvZ3Jlc3MYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EicKBnJlc3VsdBgJIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKY3JlYXRlZF9hdBgKIAEoCRISCgp1cGRhdGVkX2F0GAsgASgJEhIKCnJlcXVlc3RfaWQYDCABKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIXChVMaXN0T3BlcmF0aW9uc1JlcXVlc3QiQwoWTGlzdE9wZXJhdGlvbnNSZXNwb25zZRIpCgpvcGVyYXRpb25zGAEgAygLMhUubm92YWN0bC52MS5PcGVyYXRpb24iIQoTR2V0T3BlcmF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCSI2ChRXYWl0T3BlcmF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRISCgp0aW1lb3V0X21zGAIgASgNIlIKEldhdGNoRXZlbnRzUmVxdWVzdBINCgV0eXBlcxgBIAMoCRIQCghyZXNvdXJjZRgCIAEoCRINCgVzaW5jZRgDIAEoCRIMCgR0YWlsGAQgASgNIpcBCgVFdmVudBIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEg4KBmFjdGlvbhgDIAEoCRIMCgRraW5kGAQgASgJEhAKCHJlc291cmNlGAUgASgJEg4KBnRhcmdldBgGIAEoCRIKCgJhdBgHIAEoCRIoCgdkZXRhaWxzGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCI6CghFdmVudEdhcBINCgVhZnRlchgBIAEoCRIOCgZvbGRlc3QYAiABKAkSDwoHbWVzc2FnZRgDIAEoCSJmChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiIKBWV2ZW50GAEgASgLMhEubm92YWN0bC52MS5FdmVudEgAEiMKA2dhcBgCIAEoCzIULm5vdmFjdGwudjEuRXZlbnRHYXBIAEIGCgRpdGVtMpABCgtOb2RlU2VydmljZRJICglMaXN0Tm9kZXMSHC5ub3ZhY3RsLnYxLkxpc3ROb2Rlc1JlcXVlc3QaHS5ub3ZhY3RsLnYxLkxpc3ROb2Rlc1Jlc3BvbnNlEjcKB0dldE5vZGUSGi5ub3ZhY3RsLnYxLkdldE5vZGVSZXF1ZXN0GhAubm92YWN0bC52MS5Ob2RlMuEDCglWbVNlcnZpY2USQgoHTGlzdFZtcxIaLm5vdmFjdGwudjEuTGlzdFZtc1JlcXVlc3QaGy5ub3ZhY3RsLnYxLkxpc3RWbXNSZXNwb25zZRIxCgVHZXRWbRIYLm5vdmFjdGwudjEuR2V0Vm1SZXF1ZXN0Gg4ubm92YWN0bC52MS5WbRJFCghDcmVhdGVWbRIbLm5vdmFjdGwudjEuQ3JlYXRlVm1SZXF1ZXN0Ghwubm92YWN0bC52MS5WbUFjdGlvblJlc3BvbnNlEkMKB1N0YXJ0Vm0SGi5ub3ZhY3RsLnYxLlN0YXJ0Vm1SZXF1ZXN0Ghwubm92YWN0bC52MS5WbUFjdGlvblJlc3BvbnNlEkEKBlN0b3BWbRIZLm5vdmFjdGwudjEuU3RvcFZtUmVxdWVzdBocLm5vdmFjdGwudjEuVm1BY3Rpb25SZXNwb25zZRJHCglSZXN0YXJ0Vm0SHC5ub3ZhY3RsLnYxLlJlc3RhcnRWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2USRQoIRGVsZXRlVm0SGy5ub3ZhY3RsLnYxLkRlbGV0ZVZtUmVxdWVzdBocLm5vdmFjdGwudjEuVm1BY3Rpb25SZXNwb25zZTJbCgxJbWFnZVNlcnZpY2USSwoKTGlzdEltYWdlcxIdLm5vdmFjdGwudjEuTGlzdEltYWdlc1JlcXVlc3QaHi5ub3ZhY3RsLnYxLkxpc3RJbWFnZXNSZXNwb25zZTL9AQoQT3BlcmF0aW9uU2VydmljZRJXCg5MaXN0T3BlcmF0aW9ucxIhLm5vdmFjdGwudjEuTGlzdE9wZXJhdGlvbnNSZXF1ZXN0GiIubm92YWN0bC52MS5MaXN0T3BlcmF0aW9uc1Jlc3BvbnNlEkYKDEdldE9wZXJhdGlvbhIfLm5vdmFjdGwudjEuR2V0T3BlcmF0aW9uUmVxdWVzdBoVLm5vdmFjdGwudjEuT3BlcmF0aW9uEkgKDVdhaXRPcGVyYXRpb24SIC5ub3ZhY3RsLnYxLldhaXRPcGVyYXRpb25SZXF1ZXN0GhUubm92YWN0bC52MS5PcGVyYXRpb24yYAoMRXZlbnRTZXJ2aWNlElAKC1dhdGNoRXZlbnRzEh4ubm92YWN0bC52MS5XYXRjaEV2ZW50c1JlcXVlc3QaHy5ub3ZhY3RsLnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwAWIGcHJvdG8z",
+    "Chhub3ZhY3RsL3YxL25vdmFjdGwucHJvdG8SCm5vdmFjdGwudjEi6wEKBE5vZGUSDAoEbmFtZRgBIAEoCRILCgN1cmwYAiABKAkSDQoFc3RhdGUYAyABKAkSDAoEcm9sZRgEIAEoCRIsCgZsYWJlbHMYBSADKAsyHC5ub3ZhY3RsLnYxLk5vZGUuTGFiZWxzRW50cnkSEQoJam9pbmVkX2F0GAYgASgJEhIKCnVwZGF0ZWRfYXQYByABKAkSJwoGcmVjb3JkGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjkKEExpc3ROb2Rlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiTQoRTGlzdE5vZGVzUmVzcG9uc2USHwoFbm9kZXMYASADKAsyEC5ub3ZhY3RsLnYxLk5vZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIh4KDkdldE5vZGVSZXF1ZXN0EgwKBG5hbWUYASABKAki8QIKAlZtEgwKBG5hbWUYASABKAkSDAoEdXVpZBgCIAEoCRINCgVpbWFnZRgDIAEoCRIMCgRjcHVzGAQgASgFEhIKCm1lbW9yeV9taWIYBSABKAUSDAoEbm9kZRgGIAEoCRIKCgJoYRgHIAEoCBIqCgZsYWJlbHMYCCADKAsyGi5ub3ZhY3RsLnYxLlZtLkxhYmVsc0VudHJ5Eg8KB2Rlc2lyZWQYCSABKAkSDQoFc3RhdGUYCiABKAkSDgoGcmVhc29uGAsgASgJEhYKDnJlc3RhcnRfcG9saWN5GAwgASgJEhAKCHRlbXBsYXRlGA0gASgIEhIKCmNyZWF0ZWRfYXQYDiABKAkSEgoKdXBkYXRlZF9hdBgPIAEoCRInCgZyZWNvcmQYFCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZAoOTGlzdFZtc1JlcXVlc3QSDAoEbm9kZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRIOCgZsYWJlbHMYAyADKAkSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiRwoPTGlzdFZtc1Jlc3BvbnNlEhsKA3ZtcxgBIAMoCzIOLm5vdmFjdGwudjEuVm0SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhwKDEdldFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJItcFCg9DcmVhdGVWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVpbWFnZRgCIAEoCRIVCg1mcm9tX3RlbXBsYXRlGAMgASgJEhEKBGNwdXMYBCABKAVIAIgBARIXCgptZW1vcnlfbWliGAUgASgFSAGIAQESFQoIZGlza19naWIYBiABKAVIAogBARIMCgRub2RlGAcgASgJEgoKAmhhGAggASgIEhIKBXN0YXJ0GAkgASgISAOIAQESNwoGbGFiZWxzGAogAygLMicubm92YWN0bC52MS5DcmVhdGVWbVJlcXVlc3QuTGFiZWxzRW50cnkSFgoOcmVzdGFydF9wb2xpY3kYCyABKAkSDQoFZ3JvdXAYDCABKAkSEAoIc3RyYXRlZ3kYDSABKAkSDAoEcG9vbBgOIAEoCRI0Cgtjb25zdHJhaW50cxgPIAMoCzIfLm5vdmFjdGwudjEuUGxhY2VtZW50Q29uc3RyYWludBIYCgtoYV9wcmlvcml0eRgQIAEoBUgEiAEBEhwKD2hhX21heF9yZXN0YXJ0cxgRIAEoBUgFiAEBEiEKFGhhX3Jlc3RhcnRfd2luZG93X21zGBIgASgNSAaIAQESDwoHZHJ5X3J1bhgTIAEoCBIhCgRuaWNzGBQgAygLMhMubm92YWN0bC52MS5OaWNTcGVjEikKCmNsb3VkX2luaXQYFSABKAsyFS5ub3ZhY3RsLnYxLkNsb3VkSW5pdBIUCgx3YWl0X3NlY29uZHMYFiABKA0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIHCgVfY3B1c0INCgtfbWVtb3J5X21pYkILCglfZGlza19naWJCCAoGX3N0YXJ0Qg4KDF9oYV9wcmlvcml0eUISChBfaGFfbWF4X3Jlc3RhcnRzQhcKFV9oYV9yZXN0YXJ0X3dpbmRvd19tcyI9ChNQbGFjZW1lbnRDb25zdHJhaW50EgsKA2tleRgBIAEoCRIKCgJvcBgCIAEoCRINCgV2YWx1ZRgDIAEoCSJMCgdOaWNTcGVjEg8KB25ldHdvcmsYASABKAkSCgoCaXAYAiABKAkSCwoDbWFjGAMgASgJEhcKD3NlY3VyaXR5X2dyb3VwcxgEIAMoCSJVCglDbG91ZEluaXQSDAoEdXNlchgBIAEoCRIQCghzc2hfa2V5cxgCIAMoCRIVCg1wYXNzd29yZF9oYXNoGAMgASgJEhEKCXVzZXJfZGF0YRgEIAEoCSKEAQoQVm1BY3Rpb25SZXNwb25zZRIaCgJ2bRgBIAEoCzIOLm5vdmFjdGwudjEuVm0SKAoJb3BlcmF0aW9uGAIgASgLMhUubm92YWN0bC52MS5PcGVyYXRpb24SKgoJcGxhY2VtZW50GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCIeCg5TdGFydFZtUmVxdWVzdBIMCgRuYW1lGAEgASgJIiwKDVN0b3BWbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIgChBSZXN0YXJ0Vm1SZXF1ZXN0EgwKBG5hbWUYASABKAkiQgoPRGVsZXRlVm1SZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZm9yY2UYAiABKAgSEgoKa2VlcF9kaXNrcxgDIAEoCCKFAQoFSW1hZ2USDAoEbmFtZRgBIAEoCRIMCgRraW5kGAIgASgJEhIKCmNyZWF0ZWRfYXQYAyABKAkSEgoKY3JlYXRlZF9ieRgEIAEoCRIPCgdzb3VyY2VzGAUgAygJEicKBnJlY29yZBgPIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiOgoRTGlzdEltYWdlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiUAoSTGlzdEltYWdlc1Jlc3BvbnNlEiEKBmltYWdlcxgBIAMoCzIRLm5vdmFjdGwudjEuSW1hZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIqgCCglPcGVyYXRpb24SCgoCaWQYASABKAkSDAoEa2luZBgCIAEoCRIOCgZ0YXJnZXQYAyABKAkSDgoGcnVubmVyGAQgASgJEg0KBXN0YXRlGAUgASgJEgoKAmJ5GAYgASgJEg0KBWVycm9yGAcgASgJEikKCHByb2dyZXNzGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBInCgZyZXN1bHQYCSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhIKCmNyZWF0ZWRfYXQYCiABKAkSEgoKdXBkYXRlZF9hdBgLIAEoCRISCgpyZXF1ZXN0X2lkGAwgASgJEicKBnJlY29yZBgPIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiPgoVTGlzdE9wZXJhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlwKFkxpc3RPcGVyYXRpb25zUmVzcG9uc2USKQoKb3BlcmF0aW9ucxgBIAMoCzIVLm5vdmFjdGwudjEuT3BlcmF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIhChNHZXRPcGVyYXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJIjYKFFdhaXRPcGVyYXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0iUgoSV2F0Y2hFdmVudHNSZXF1ZXN0Eg0KBXR5cGVzGAEgAygJEhAKCHJlc291cmNlGAIgASgJEg0KBXNpbmNlGAMgASgJEgwKBHRhaWwYBCABKA0ilwEKBUV2ZW50EgoKAmlkGAEgASgJEgwKBHR5cGUYAiABKAkSDgoGYWN0aW9uGAMgASgJEgwKBGtpbmQYBCABKAkSEAoIcmVzb3VyY2UYBSABKAkSDgoGdGFyZ2V0GAYgASgJEgoKAmF0GAcgASgJEigKB2RldGFpbHMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IjoKCEV2ZW50R2FwEg0KBWFmdGVyGAEgASgJEg4KBm9sZGVzdBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJImYKE1dhdGNoRXZlbnRzUmVzcG9uc2USIgoFZXZlbnQYASABKAsyES5ub3ZhY3RsLnYxLkV2ZW50SAASIwoDZ2FwGAIgASgLMhQubm92YWN0bC52MS5FdmVudEdhcEgAQgYKBGl0ZW0ykAEKC05vZGVTZXJ2aWNlEkgKCUxpc3ROb2RlcxIcLm5vdmFjdGwudjEuTGlzdE5vZGVzUmVxdWVzdBodLm5vdmFjdGwudjEuTGlzdE5vZGVzUmVzcG9uc2USNwoHR2V0Tm9kZRIaLm5vdmFjdGwudjEuR2V0Tm9kZVJlcXVlc3QaEC5ub3ZhY3RsLnYxLk5vZGUy4QMKCVZtU2VydmljZRJCCgdMaXN0Vm1zEhoubm92YWN0bC52MS5MaXN0Vm1zUmVxdWVzdBobLm5vdmFjdGwudjEuTGlzdFZtc1Jlc3BvbnNlEjEKBUdldFZtEhgubm92YWN0bC52MS5HZXRWbVJlcXVlc3QaDi5ub3ZhY3RsLnYxLlZtEkUKCENyZWF0ZVZtEhsubm92YWN0bC52MS5DcmVhdGVWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2USQwoHU3RhcnRWbRIaLm5vdmFjdGwudjEuU3RhcnRWbVJlcXVlc3QaHC5ub3ZhY3RsLnYxLlZtQWN0aW9uUmVzcG9uc2USQQoGU3RvcFZtEhkubm92YWN0bC52MS5TdG9wVm1SZXF1ZXN0Ghwubm92YWN0bC52MS5WbUFjdGlvblJlc3BvbnNlEkcKCVJlc3RhcnRWbRIcLm5vdmFjdGwudjEuUmVzdGFydFZtUmVxdWVzdBocLm5vdmFjdGwudjEuVm1BY3Rpb25SZXNwb25zZRJFCghEZWxldGVWbRIbLm5vdmFjdGwudjEuRGVsZXRlVm1SZXF1ZXN0Ghwubm92YWN0bC52MS5WbUFjdGlvblJlc3BvbnNlMlsKDEltYWdlU2VydmljZRJLCgpMaXN0SW1hZ2VzEh0ubm92YWN0bC52MS5MaXN0SW1hZ2VzUmVxdWVzdBoeLm5vdmFjdGwudjEuTGlzdEltYWdlc1Jlc3BvbnNlMv0BChBPcGVyYXRpb25TZXJ2aWNlElcKDkxpc3RPcGVyYXRpb25zEiEubm92YWN0bC52MS5MaXN0T3BlcmF0aW9uc1JlcXVlc3QaIi5ub3ZhY3RsLnYxLkxpc3RPcGVyYXRpb25zUmVzcG9uc2USRgoMR2V0T3BlcmF0aW9uEh8ubm92YWN0bC52MS5HZXRPcGVyYXRpb25SZXF1ZXN0GhUubm92YWN0bC52MS5PcGVyYXRpb24SSAoNV2FpdE9wZXJhdGlvbhIgLm5vdmFjdGwudjEuV2FpdE9wZXJhdGlvblJlcXVlc3QaFS5ub3ZhY3RsLnYxLk9wZXJhdGlvbjJgCgxFdmVudFNlcnZpY2USUAoLV2F0Y2hFdmVudHMSHi5ub3ZhY3RsLnYxLldhdGNoRXZlbnRzUmVxdWVzdBofLm5vdmFjdGwudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABYgZwcm90bzM",
     [file_google_protobuf_struct],
   );
 
@@ -84,7 +84,21 @@ export const NodeSchema: GenMessage<Node> = /*@__PURE__*/
 /**
  * @generated from message novactl.v1.ListNodesRequest
  */
-export type ListNodesRequest = Message<"novactl.v1.ListNodesRequest"> & {};
+export type ListNodesRequest = Message<"novactl.v1.ListNodesRequest"> & {
+  /**
+   * 1 to 1000; 0: the REST list's default (all).
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The previous page's next_page_token.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
 
 /**
  * Describes the message novactl.v1.ListNodesRequest.
@@ -101,6 +115,13 @@ export type ListNodesResponse = Message<"novactl.v1.ListNodesResponse"> & {
    * @generated from field: repeated novactl.v1.Node nodes = 1;
    */
   nodes: Node[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -398,6 +419,57 @@ export type CreateVmRequest = Message<"novactl.v1.CreateVmRequest"> & {
    * @generated from field: string pool = 14;
    */
   pool: string;
+
+  /**
+   * Placement constraints on node labels; every one must hold.
+   *
+   * @generated from field: repeated novactl.v1.PlacementConstraint constraints = 15;
+   */
+  constraints: PlacementConstraint[];
+
+  /**
+   * HA restart order (0 to 1000, higher first) and restart budget.
+   *
+   * @generated from field: optional int32 ha_priority = 16;
+   */
+  haPriority?: number | undefined;
+
+  /**
+   * @generated from field: optional int32 ha_max_restarts = 17;
+   */
+  haMaxRestarts?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 ha_restart_window_ms = 18;
+   */
+  haRestartWindowMs?: number | undefined;
+
+  /**
+   * Only say where the VM would go: the answer's `placement`, nothing created.
+   *
+   * @generated from field: bool dry_run = 19;
+   */
+  dryRun: boolean;
+
+  /**
+   * At most 8; none: no NIC.
+   *
+   * @generated from field: repeated novactl.v1.NicSpec nics = 20;
+   */
+  nics: NicSpec[];
+
+  /**
+   * @generated from field: novactl.v1.CloudInit cloud_init = 21;
+   */
+  cloudInit?: CloudInit | undefined;
+
+  /**
+   * Hold the answer up to this many seconds (at most 300) until the VM settles, as REST's
+   * ?wait=; 0: answer at once.
+   *
+   * @generated from field: uint32 wait_seconds = 22;
+   */
+  waitSeconds: number;
 };
 
 /**
@@ -406,6 +478,113 @@ export type CreateVmRequest = Message<"novactl.v1.CreateVmRequest"> & {
  */
 export const CreateVmRequestSchema: GenMessage<CreateVmRequest> = /*@__PURE__*/
   messageDesc(file_novactl_v1_novactl, 8);
+
+/**
+ * @generated from message novactl.v1.PlacementConstraint
+ */
+export type PlacementConstraint = Message<"novactl.v1.PlacementConstraint"> & {
+  /**
+   * A node label's key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * "=" or "!="
+   *
+   * @generated from field: string op = 2;
+   */
+  op: string;
+
+  /**
+   * @generated from field: string value = 3;
+   */
+  value: string;
+};
+
+/**
+ * Describes the message novactl.v1.PlacementConstraint.
+ * Use `create(PlacementConstraintSchema)` to create a new message.
+ */
+export const PlacementConstraintSchema: GenMessage<PlacementConstraint> = /*@__PURE__*/
+  messageDesc(file_novactl_v1_novactl, 9);
+
+/**
+ * @generated from message novactl.v1.NicSpec
+ */
+export type NicSpec = Message<"novactl.v1.NicSpec"> & {
+  /**
+   * The network's name.
+   *
+   * @generated from field: string network = 1;
+   */
+  network: string;
+
+  /**
+   * Empty: the network's IPAM picks one.
+   *
+   * @generated from field: string ip = 2;
+   */
+  ip: string;
+
+  /**
+   * Empty: generated.
+   *
+   * @generated from field: string mac = 3;
+   */
+  mac: string;
+
+  /**
+   * Security groups by name.
+   *
+   * @generated from field: repeated string security_groups = 4;
+   */
+  securityGroups: string[];
+};
+
+/**
+ * Describes the message novactl.v1.NicSpec.
+ * Use `create(NicSpecSchema)` to create a new message.
+ */
+export const NicSpecSchema: GenMessage<NicSpec> = /*@__PURE__*/
+  messageDesc(file_novactl_v1_novactl, 10);
+
+/**
+ * @generated from message novactl.v1.CloudInit
+ */
+export type CloudInit = Message<"novactl.v1.CloudInit"> & {
+  /**
+   * @generated from field: string user = 1;
+   */
+  user: string;
+
+  /**
+   * @generated from field: repeated string ssh_keys = 2;
+   */
+  sshKeys: string[];
+
+  /**
+   * A crypt(3) hash, never a password.
+   *
+   * @generated from field: string password_hash = 3;
+   */
+  passwordHash: string;
+
+  /**
+   * Cloud-config or a script, as given.
+   *
+   * @generated from field: string user_data = 4;
+   */
+  userData: string;
+};
+
+/**
+ * Describes the message novactl.v1.CloudInit.
+ * Use `create(CloudInitSchema)` to create a new message.
+ */
+export const CloudInitSchema: GenMessage<CloudInit> = /*@__PURE__*/
+  messageDesc(file_novactl_v1_novactl, 11);
 
 /**
  * A VM action's answer: the VM as recorded, and the operation that carries the action on
@@ -423,6 +602,13 @@ export type VmActionResponse = Message<"novactl.v1.VmActionResponse"> & {
    * @generated from field: novactl.v1.Operation operation = 2;
    */
   operation?: Operation | undefined;
+
+  /**
+   * A dry run's answer (REST's Placement: node, strategy, scores, rejected nodes).
+   *
+   * @generated from field: google.protobuf.Struct placement = 3;
+   */
+  placement?: JsonObject | undefined;
 };
 
 /**
@@ -430,7 +616,7 @@ export type VmActionResponse = Message<"novactl.v1.VmActionResponse"> & {
  * Use `create(VmActionResponseSchema)` to create a new message.
  */
 export const VmActionResponseSchema: GenMessage<VmActionResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 9);
+  messageDesc(file_novactl_v1_novactl, 12);
 
 /**
  * @generated from message novactl.v1.StartVmRequest
@@ -447,7 +633,7 @@ export type StartVmRequest = Message<"novactl.v1.StartVmRequest"> & {
  * Use `create(StartVmRequestSchema)` to create a new message.
  */
 export const StartVmRequestSchema: GenMessage<StartVmRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 10);
+  messageDesc(file_novactl_v1_novactl, 13);
 
 /**
  * @generated from message novactl.v1.StopVmRequest
@@ -471,7 +657,7 @@ export type StopVmRequest = Message<"novactl.v1.StopVmRequest"> & {
  * Use `create(StopVmRequestSchema)` to create a new message.
  */
 export const StopVmRequestSchema: GenMessage<StopVmRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 11);
+  messageDesc(file_novactl_v1_novactl, 14);
 
 /**
  * @generated from message novactl.v1.RestartVmRequest
@@ -488,7 +674,7 @@ export type RestartVmRequest = Message<"novactl.v1.RestartVmRequest"> & {
  * Use `create(RestartVmRequestSchema)` to create a new message.
  */
 export const RestartVmRequestSchema: GenMessage<RestartVmRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 12);
+  messageDesc(file_novactl_v1_novactl, 15);
 
 /**
  * @generated from message novactl.v1.DeleteVmRequest
@@ -517,7 +703,7 @@ export type DeleteVmRequest = Message<"novactl.v1.DeleteVmRequest"> & {
  * Use `create(DeleteVmRequestSchema)` to create a new message.
  */
 export const DeleteVmRequestSchema: GenMessage<DeleteVmRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 13);
+  messageDesc(file_novactl_v1_novactl, 16);
 
 /**
  * @generated from message novactl.v1.Image
@@ -561,19 +747,33 @@ export type Image = Message<"novactl.v1.Image"> & {
  * Use `create(ImageSchema)` to create a new message.
  */
 export const ImageSchema: GenMessage<Image> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 14);
+  messageDesc(file_novactl_v1_novactl, 17);
 
 /**
  * @generated from message novactl.v1.ListImagesRequest
  */
-export type ListImagesRequest = Message<"novactl.v1.ListImagesRequest"> & {};
+export type ListImagesRequest = Message<"novactl.v1.ListImagesRequest"> & {
+  /**
+   * 1 to 1000; 0: the REST list's default (all).
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The previous page's next_page_token.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
 
 /**
  * Describes the message novactl.v1.ListImagesRequest.
  * Use `create(ListImagesRequestSchema)` to create a new message.
  */
 export const ListImagesRequestSchema: GenMessage<ListImagesRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 15);
+  messageDesc(file_novactl_v1_novactl, 18);
 
 /**
  * @generated from message novactl.v1.ListImagesResponse
@@ -583,6 +783,13 @@ export type ListImagesResponse = Message<"novactl.v1.ListImagesResponse"> & {
    * @generated from field: repeated novactl.v1.Image images = 1;
    */
   images: Image[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -590,7 +797,7 @@ export type ListImagesResponse = Message<"novactl.v1.ListImagesResponse"> & {
  * Use `create(ListImagesResponseSchema)` to create a new message.
  */
 export const ListImagesResponseSchema: GenMessage<ListImagesResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 16);
+  messageDesc(file_novactl_v1_novactl, 19);
 
 /**
  * @generated from message novactl.v1.Operation
@@ -672,19 +879,33 @@ export type Operation = Message<"novactl.v1.Operation"> & {
  * Use `create(OperationSchema)` to create a new message.
  */
 export const OperationSchema: GenMessage<Operation> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 17);
+  messageDesc(file_novactl_v1_novactl, 20);
 
 /**
  * @generated from message novactl.v1.ListOperationsRequest
  */
-export type ListOperationsRequest = Message<"novactl.v1.ListOperationsRequest"> & {};
+export type ListOperationsRequest = Message<"novactl.v1.ListOperationsRequest"> & {
+  /**
+   * 1 to 1000; 0: the REST list's default (1000 newest a page).
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The previous page's next_page_token.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
 
 /**
  * Describes the message novactl.v1.ListOperationsRequest.
  * Use `create(ListOperationsRequestSchema)` to create a new message.
  */
 export const ListOperationsRequestSchema: GenMessage<ListOperationsRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 18);
+  messageDesc(file_novactl_v1_novactl, 21);
 
 /**
  * @generated from message novactl.v1.ListOperationsResponse
@@ -694,6 +915,13 @@ export type ListOperationsResponse = Message<"novactl.v1.ListOperationsResponse"
    * @generated from field: repeated novactl.v1.Operation operations = 1;
    */
   operations: Operation[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -701,7 +929,7 @@ export type ListOperationsResponse = Message<"novactl.v1.ListOperationsResponse"
  * Use `create(ListOperationsResponseSchema)` to create a new message.
  */
 export const ListOperationsResponseSchema: GenMessage<ListOperationsResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 19);
+  messageDesc(file_novactl_v1_novactl, 22);
 
 /**
  * @generated from message novactl.v1.GetOperationRequest
@@ -718,7 +946,7 @@ export type GetOperationRequest = Message<"novactl.v1.GetOperationRequest"> & {
  * Use `create(GetOperationRequestSchema)` to create a new message.
  */
 export const GetOperationRequestSchema: GenMessage<GetOperationRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 20);
+  messageDesc(file_novactl_v1_novactl, 23);
 
 /**
  * @generated from message novactl.v1.WaitOperationRequest
@@ -742,7 +970,7 @@ export type WaitOperationRequest = Message<"novactl.v1.WaitOperationRequest"> & 
  * Use `create(WaitOperationRequestSchema)` to create a new message.
  */
 export const WaitOperationRequestSchema: GenMessage<WaitOperationRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 21);
+  messageDesc(file_novactl_v1_novactl, 24);
 
 /**
  * @generated from message novactl.v1.WatchEventsRequest
@@ -782,7 +1010,7 @@ export type WatchEventsRequest = Message<"novactl.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 22);
+  messageDesc(file_novactl_v1_novactl, 25);
 
 /**
  * @generated from message novactl.v1.Event
@@ -836,7 +1064,7 @@ export type Event = Message<"novactl.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 23);
+  messageDesc(file_novactl_v1_novactl, 26);
 
 /**
  * Events the client asked for were dropped by retention before it got them: it must re-read
@@ -866,7 +1094,7 @@ export type EventGap = Message<"novactl.v1.EventGap"> & {
  * Use `create(EventGapSchema)` to create a new message.
  */
 export const EventGapSchema: GenMessage<EventGap> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 24);
+  messageDesc(file_novactl_v1_novactl, 27);
 
 /**
  * @generated from message novactl.v1.WatchEventsResponse
@@ -895,7 +1123,7 @@ export type WatchEventsResponse = Message<"novactl.v1.WatchEventsResponse"> & {
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_novactl_v1_novactl, 25);
+  messageDesc(file_novactl_v1_novactl, 28);
 
 /**
  * Hosts of the cluster (REST /api/v1/nodes). Viewers may call them.
