@@ -11,6 +11,17 @@ import { buildProgram } from "./main.ts";
 import { cli, servedCluster, withEnv } from "./testing.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
 
+/** A document with what moves between two reads (numbers, timestamps) reduced to its type. */
+function settled(v: unknown): unknown {
+  if (typeof v === "number") return "number";
+  if (typeof v === "string" && /^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(v)) return "timestamp";
+  if (Array.isArray(v)) return v.map(settled);
+  if (v && typeof v === "object") {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, settled(x)]));
+  }
+  return v;
+}
+
 /** Read-only leaf commands by name: what they are called across the tree. */
 const READS = new Set(["list", "show", "status", "get", "history", "current"]);
 
@@ -73,7 +84,12 @@ testWithTimeout(
             }
             const yaml = await cli(...argv, "-o", "yaml");
             assertEquals(yaml.code, 0, yaml.stderr);
-            assertEquals(parseYaml(yaml.stdout), doc, `${argv.join(" ")} -o yaml`);
+            // Two calls a moment apart: counters and clocks (lastContactMs, times) may move.
+            assertEquals(
+              settled(parseYaml(yaml.stdout)),
+              settled(doc),
+              `${argv.join(" ")} -o yaml`,
+            );
             ok++;
           }
           console.log(
