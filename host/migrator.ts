@@ -33,6 +33,7 @@ import { queryVersion } from "./kvm/commands.ts";
 import type { NodeTlsPaths } from "./kvm/tls.ts";
 import { type Display, displayOf, type QmpEvent, readConsole } from "./kvm/mod.ts";
 import type { VmHost } from "./vm_host.ts";
+import { type OperationOutcome, reportOutcome } from "./operations/mod.ts";
 import { BtrfsPool } from "./storage/mod.ts";
 
 export interface MigrationPeer {
@@ -236,18 +237,11 @@ export class Migrator {
 
   private async finishOperation(
     id: string,
-    state: "succeeded" | "failed" | "aborted",
+    state: OperationOutcome,
     result: Record<string, unknown> | null,
     error?: string,
   ): Promise<void> {
-    await this.host.cluster.report({
-      op: "operation.update",
-      id,
-      state,
-      result: result ?? undefined,
-      error,
-      at: Date.now(),
-    }).catch((err) => log.warn("cannot record operation outcome", { id, error: String(err) }));
+    await reportOutcome(this.host.cluster, id, state, result, error);
   }
 
   private progressReporter(opId: string): (p: MigrationProgress) => void {

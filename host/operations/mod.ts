@@ -199,18 +199,11 @@ export abstract class HostOperationRunner<C extends OperationCluster = Operation
 
   private async finish(
     id: string,
-    state: "succeeded" | "failed" | "aborted",
+    state: OperationOutcome,
     result: Record<string, unknown> | null,
     error?: string,
   ): Promise<void> {
-    await this.cluster.report({
-      op: "operation.update",
-      id,
-      state,
-      result: result ?? undefined,
-      error,
-      at: Date.now(),
-    }).catch((err) => log.warn("cannot record operation outcome", { id, error: String(err) }));
+    await reportOutcome(this.cluster, id, state, result, error);
   }
 
   /** A progress reporter for `opId` (percent of `done` in `total`, and the bytes). */
@@ -231,6 +224,30 @@ export abstract class HostOperationRunner<C extends OperationCluster = Operation
 }
 
 /** The error code of a failure (`internal` unless it is one of ours), for its record. */
+/** How an operation a host ran ended. */
+export type OperationOutcome = "succeeded" | "failed" | "aborted";
+
+/**
+ * Records how operation `id` ended (migrations, backups, snapshots). A failure to record it is
+ * logged, not thrown: the work is over either way, and callers are past the point of acting on it.
+ */
+export async function reportOutcome(
+  cluster: Pick<OperationCluster, "report">,
+  id: string,
+  state: OperationOutcome,
+  result: Record<string, unknown> | null,
+  error?: string,
+): Promise<void> {
+  await cluster.report({
+    op: "operation.update",
+    id,
+    state,
+    result: result ?? undefined,
+    error,
+    at: Date.now(),
+  }).catch((err) => log.warn("cannot record operation outcome", { id, error: String(err) }));
+}
+
 export function errorCodeOf(err: unknown): string {
   return err instanceof NovaError ? err.code : "internal";
 }
