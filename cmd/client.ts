@@ -66,6 +66,23 @@ export class ApiClient {
     return (text ? safeJson(text) : null) as T;
   }
 
+  /** As {@link request}, with the success status (202: a `?wait` call still on its way). */
+  async requestWithStatus<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: T }> {
+    const h = this.authHeaders();
+    if (body !== undefined) h["content-type"] = "application/json";
+    const res = await this.send(path, {
+      method,
+      headers: h,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: (text ? safeJson(text) : null) as T };
+  }
+
   /** Streams a local file as the request body (image uploads). */
   async upload<T = unknown>(path: string, file: string): Promise<T> {
     const f = await Deno.open(file, { read: true });

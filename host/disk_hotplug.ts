@@ -52,14 +52,15 @@ export function diskChanges(
   wanted: VmDisk[],
   hasPorts: boolean,
 ): DiskChanges | null {
-  const key = (id: string, port: number | undefined) => `${id}|${port}`;
   const have = current.filter((d) => d.port !== undefined);
   const want = wanted.filter((d) => d.port !== undefined);
-  const haveKeys = new Set(have.map((d) => key(d.id, d.port)));
-  const wantKeys = new Set(want.map((d) => key(d.id, d.port)));
+  // Same slot and, where the spec knows it, the same volume: a volume detached and another
+  // attached on its port before this host looked is a swap, not "nothing to do".
+  const same = (h: DiskSpec, w: VmDisk) =>
+    h.id === w.id && h.port === w.port && (h.volume === undefined || h.volume === w.volume);
   const changes = {
-    add: want.filter((d) => !haveKeys.has(key(d.id, d.port))),
-    remove: have.filter((d) => !wantKeys.has(key(d.id, d.port))),
+    add: want.filter((w) => !have.some((h) => same(h, w))),
+    remove: have.filter((h) => !want.some((w) => same(h, w))),
   };
   if (!hasPorts && changes.add.length) return null;
   return changes;
@@ -101,7 +102,13 @@ export async function hotAddDisk(
   path: string,
   user: QemuUser | null,
 ): Promise<DiskSpec> {
-  const spec: DiskSpec = { id: disk.id, path, format: "qcow2", port: disk.port };
+  const spec: DiskSpec = {
+    id: disk.id,
+    path,
+    format: "qcow2",
+    port: disk.port,
+    volume: disk.volume,
+  };
   const dev = `${disk.id}-dev`;
   if (await devicePresent(qemu, dev)) return spec; // added before a restart
   await grantQemuAccess(path, user);
@@ -176,4 +183,16 @@ export async function syncDisks(
     });
   }
   return changes.add.length + changes.remove.length > 0;
+}
+
+/**
+ * The attached volumes `qemu` has plugged, by volume name (core/fsm/vm_devices.ts); a disk
+ * whose launch spec predates the volume field is named from the record's disk with its id.
+ */
+export function pluggedDisks(disks: DiskSpec[], vm: VmRecord): string[] {
+  return disks.filter((d) => d.port !== undefined).flatMap((d) => {
+    if (d.volume !== undefined) return [d.volume];
+    const rec = vm.disks.find((r) => r.id === d.id && r.source.kind === "attached");
+    return rec ? [rec.volume] : [];
+  });
 }

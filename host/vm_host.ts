@@ -38,11 +38,12 @@ import type { QmpEvent } from "./kvm/qmp.ts";
 import { BtrfsPool, type DirPool, HostPools, qemuImg, type VolumePool } from "./storage/mod.ts";
 import type { PoolRecord } from "../core/fsm/mod.ts";
 import { MIGRATION_TAG } from "./storage/btrfs.ts";
-import { syncDisks } from "./disk_hotplug.ts";
+import { pluggedDisks, syncDisks } from "./disk_hotplug.ts";
 import type { HostNics } from "./ovs/host_network.ts";
-import { syncNics } from "./nic_hotplug.ts";
+import { pluggedNics, syncNics } from "./nic_hotplug.ts";
 import { noteGuestAddresses } from "./guest_addresses.ts";
 import { featureAllowed } from "../core/upgrade/levels.ts";
+import { samePlugged } from "../core/fsm/vm_devices.ts";
 import {
   connectVnc,
   type ConsoleAttachment,
@@ -400,12 +401,37 @@ export class VmHost {
         log.warn("disk resize not done; will retry", { vm: vm.name, error: String(err) })
       );
     }
+    if (status === "running") {
+      await this.reportDevices(vm, rt.qemu).catch((err) =>
+        log.warn("plugged devices not reported; will retry", { vm: vm.name, error: String(err) })
+      );
+    }
     const observed: VmState = status === "running" ? "running" : "failed";
     const reason = observed === "failed" ? `QEMU reports status "${status}"` : null;
     if (
       vm.state !== observed || vm.reason !== reason ||
       (this.displays() && (vm.display ?? null) !== displayOf(rt.qemu.spec))
     ) await this.report(vm, observed, reason);
+  }
+
+  /**
+   * Reports what `qemu` has plugged (`vm.devices`) when it differs from the record: only on a
+   * change, never every round (each report is a Raft entry). Reports wait for the local
+   * replica to apply them, so the next round compares against this one. Held back below
+   * the level that knows the command (core/upgrade/levels.ts: an older leader refuses it).
+   */
+  private async reportDevices(vm: VmRecord, qemu: QemuVm): Promise<void> {
+    if (!featureAllowed("devices", this.cluster.level())) return;
+    const plugged = { disks: pluggedDisks(qemu.spec.disks, vm), nics: pluggedNics(qemu.spec.nics) };
+    if (samePlugged(vm.plugged, plugged)) return;
+    await this.reports.run(vm.name, () =>
+      this.cluster.report({
+        op: "vm.devices",
+        name: vm.name,
+        node: this.nodeName,
+        plugged,
+        at: Date.now(),
+      }));
   }
 
   /** The QEMU we tracked is gone: a stop we asked for, the guest powering off, or a crash. */
@@ -555,6 +581,7 @@ export class VmHost {
         path: await this.prepareDisk(d, files.disk, !!opts.blankLocalDisks),
         format: "qcow2" as const,
         ...(d.port !== undefined ? { port: d.port } : {}),
+        ...(d.source.kind === "attached" ? { volume: d.volume } : {}),
       });
     }
     if (vm.cloudInit) {

@@ -65,6 +65,11 @@ const isoTime = z.string();
 
 const blobRef = z.object({ sha256: z.string(), size: z.number().int() });
 
+const plugged = z.boolean().nullable().optional().describe(
+  "in the VM's running QEMU (its host reports it, cluster level 2); null: the VM does not " +
+    "run, or its host has not reported",
+);
+
 const vmDisk = z.object({
   id: z.string(),
   pool: z.string().optional(),
@@ -72,6 +77,7 @@ const vmDisk = z.object({
   sizeBytes: z.number(),
   source: z.object({ kind: z.string() }),
   port: z.number().int().optional(),
+  plugged,
 });
 
 const vmNic = z.object({
@@ -80,7 +86,29 @@ const vmNic = z.object({
   mac: z.string().nullable().optional(),
   securityGroups: z.array(z.string()).optional(),
   index: z.number().int().optional(),
+  plugged,
 });
+
+/** A VM's disk, with whether its running QEMU has it plugged. */
+export const vmDiskSchema = named("VmDisk", vmDisk);
+
+/** A VM's NIC, with whether its running QEMU has it plugged. */
+export const vmNicSchema = named(
+  "VmNic",
+  vmNic.extend({
+    guestIps: z.array(z.string()).nullable().optional(),
+    ipStatus: z.string().optional(),
+  }),
+);
+
+/** What a detach answers: the disk, and whether the running QEMU still has it. */
+export const detachedDiskSchema = named(
+  "DetachedDisk",
+  z.object({ detached: vmDisk, plugged }),
+);
+
+/** What a NIC removal answers: the NIC, and whether the running QEMU still has it. */
+export const removedNicSchema = named("RemovedNic", z.object({ removed: vmNic, plugged }));
 
 export const vmSchema = named(
   "Vm",
@@ -130,6 +158,11 @@ export const vmSchema = named(
     display: z.enum(["vga", "none"]).nullable().optional().describe(
       "the display device of the VM's QEMU (its VNC console shows it); null: not running",
     ),
+    plugged: z.object({ disks: z.array(z.string()), nics: z.array(z.string()) }).nullable()
+      .optional().describe(
+        "what the VM's running QEMU has plugged (attached volumes by name, NICs by MAC), as " +
+          "its host reports it (cluster level 2); null: not running",
+      ),
     state: VM_STATE,
     reason: z.string().nullable(),
     guest: z.object({ agent: z.enum(["ok", "absent"]) }).nullable(),

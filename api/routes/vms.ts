@@ -60,6 +60,7 @@ import { withEtags } from "../etag.ts";
 import { afterOf, continueToken, isString, pagedList, pageQuery } from "../pagination.ts";
 import { operationKindAllowed } from "../../core/upgrade/levels.ts";
 import { operationAnswer, operationWaitSeconds } from "./operations.ts";
+import { viewWithPlugged } from "../../core/fsm/vm_devices.ts";
 
 const NAME = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -213,7 +214,7 @@ export function vmRoutes(
   // Only admins see cloud-init secrets (password hash, user-data) in anything returning a VM.
   // NICs carry their guest-address check (core/network/guest_addresses.ts).
   const shown = <T>(c: { get(k: "principal"): { role: Role } }, v: T): T =>
-    redactVm(viewWithAddressChecks(v), c.get("principal").role);
+    redactVm(viewWithPlugged(viewWithAddressChecks(v)), c.get("principal").role);
   const vmOr404 = (name: string) => {
     const vm = node.fsm.vm(name);
     if (!vm) throw new NotFoundError("vm", name);

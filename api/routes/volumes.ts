@@ -16,6 +16,8 @@
  * - `POST /api/v1/vms/:name/disks` `{volume}` attaches (a running VM's host hot-plugs it)
  * - `DELETE /api/v1/vms/:name/disks/:disk` detaches a volume (by name or disk id); the root
  *   disk of a running VM is refused
+ * - both take `?wait=SECONDS` (./hotplug_wait.ts); each disk shows `plugged`: in the
+ *   running QEMU or not, null while the VM does not run
  *
  * @module
  */
@@ -23,7 +25,9 @@ import { Hono } from "hono";
 import { z } from "zod";
 import type { ClusterNode } from "../../core/cluster/mod.ts";
 import { ConflictError, NotFoundError, ValidationError } from "../../core/errors/mod.ts";
-import type { VolumeRecord, VolumeSpec } from "../../core/fsm/mod.ts";
+import type { VmDisk, VolumeRecord, VolumeSpec } from "../../core/fsm/mod.ts";
+import { diskPlugged } from "../../core/fsm/vm_devices.ts";
+import { plugAnswer, plugQuery } from "./hotplug_wait.ts";
 import { VOLUME_NAME } from "../../core/fsm/volumes.ts";
 import type { VmHost } from "../../host/mod.ts";
 import { bearerAuth, requireRole } from "../auth.ts";
@@ -34,7 +38,7 @@ import { onMember } from "./pools.ts";
 import { pagedList, pageQuery } from "../pagination.ts";
 import { doc, parseQuery } from "../openapi/mod.ts";
 import { withEtags } from "../etag.ts";
-import { listOf, recordSchema } from "../openapi/schemas.ts";
+import { detachedDiskSchema, listOf, recordSchema, vmDiskSchema } from "../openapi/schemas.ts";
 
 const NAME = z.string().regex(VOLUME_NAME, {
   message: "lowercase letters, digits and '-' (1-63 chars)",
@@ -166,45 +170,59 @@ export function vmDiskRoutes(node: ClusterNode): Hono<Env> {
   const app = new Hono<Env>();
 
   const getDisksDoc = doc({
-    summary: "List a VM's disks, its root disk first",
+    summary: "List a VM's disks, its root disk first, each with whether its QEMU has it plugged",
     query: pageQuery,
-    response: listOf("disks", recordSchema),
+    response: listOf("disks", vmDiskSchema),
   });
   app.get("/:name/disks", getDisksDoc, (c) => {
     const vm = node.fsm.vm(c.req.param("name"));
     if (!vm) throw new NotFoundError("vm", c.req.param("name"));
     const spec = { list: "disks", key: (d: { id: string }) => [d.id === "root" ? 0 : 1, d.id] };
-    return c.json(pagedList("disks", vm.disks, parseQuery(c, pageQuery), spec));
+    const disks = vm.disks.map((d) => ({ ...d, plugged: diskPlugged(vm, d) }));
+    return c.json(pagedList("disks", disks, parseQuery(c, pageQuery), spec));
   });
   const postDisksDoc = doc({
-    summary: "Attach a volume to a VM (hot-plugged when running)",
+    summary: "Attach a volume to a VM (hot-plugged when running; ?wait until it is)",
     body: attachSchema,
-    status: 201,
+    query: plugQuery,
+    response: vmDiskSchema,
+    status: [201, 200, 202],
   });
   app.post("/:name/disks", postDisksDoc, requireRole("operator"), leaderOnly(node), async (c) => {
+    const { wait } = parseQuery(c, plugQuery);
     const { volume } = await parseBody(c, attachSchema);
-    const disk = await node.propose({
-      op: "vm.disk.attach",
-      name: c.req.param("name"),
-      volume,
-      ...authorship(c),
-    });
-    return c.json(disk, 201);
+    const name = c.req.param("name");
+    const disk = await node.propose({ op: "vm.disk.attach", name, volume, ...authorship(c) });
+    const d = disk as VmDisk;
+    return await plugAnswer(c, node, name, { disk: volume }, true, wait, 201, (vm) => ({
+      ...d,
+      plugged: vm ? diskPlugged(vm, d) : null,
+    }));
   });
-  const deleteDisksDoc = doc({ summary: "Detach a volume from a VM, by name or disk id" });
+  const deleteDisksDoc = doc({
+    summary: "Detach a volume from a VM, by name or disk id (?wait until its QEMU let go)",
+    query: plugQuery,
+    response: detachedDiskSchema,
+    status: [200, 202],
+  });
   app.delete(
     "/:name/disks/:disk",
     deleteDisksDoc,
     requireRole("operator"),
     leaderOnly(node),
     async (c) => {
+      const { wait } = parseQuery(c, plugQuery);
+      const name = c.req.param("name");
       const disk = await node.propose({
         op: "vm.disk.detach",
-        name: c.req.param("name"),
+        name,
         disk: c.req.param("disk").slice(0, 64),
         ...authorship(c),
-      });
-      return c.json({ detached: disk });
+      }) as VmDisk;
+      return await plugAnswer(c, node, name, { disk: disk.volume }, false, wait, 200, (vm) => ({
+        detached: disk,
+        plugged: vm ? diskPlugged(vm, disk) : null,
+      }));
     },
   );
   return app;

@@ -1,6 +1,7 @@
 /** Waiting for a VM to settle: `GET /vms/NAME/wait` and the lifecycle calls' `?wait=SECONDS`. */
 import type { ClusterNode } from "./node.ts";
 import type { OperationRecord, VmRecord, VmState } from "../fsm/mod.ts";
+import { featureAllowed } from "../upgrade/levels.ts";
 
 /** What a wait can ask for: a state, or the VM gone. */
 export type VmWaitTarget = VmState | "deleted";
@@ -79,6 +80,77 @@ export function waitForVmOperation(
       if (c !== null && !(c.resource === "operation" && c.name === id)) return;
       const op = check();
       if (!op || op.state !== "running") done(op);
+    });
+    const timer = setTimeout(() => done(check()), Math.min(opts.timeoutMs, MAX_VM_WAIT_MS));
+    const onAbort = () => done(check());
+    opts.signal?.addEventListener("abort", onAbort);
+  });
+}
+
+/** A hot-plugged device to wait for: an attached volume (by name) or a NIC (by MAC). */
+export type PlugTarget = { disk: string } | { nic: string };
+
+/** Where a hot-plug wait ended: the VM's record (null: gone), and whether it settled. */
+export interface PlugWaitResult {
+  vm: VmRecord | null;
+  /**
+   * The device is in the running QEMU (`present: true`) or out of it (`false`), or the VM
+   * does not run (stopped, failed, stopping: it gets the change at its next start), or is
+   * gone, or the cluster runs below the level whose hosts report plugged devices.
+   */
+  settled: boolean;
+}
+
+/** VM states in which a hot-plug change is settled at once: no QEMU runs (or it is going). */
+const NOT_RUNNING: ReadonlySet<VmState> = new Set(["stopped", "failed", "pending", "stopping"]);
+
+/** Whether `vm`'s change to `target` needs nothing more from its host. */
+export function plugSettled(
+  vm: VmRecord | null,
+  target: PlugTarget,
+  present: boolean,
+  level: number,
+): boolean {
+  if (!vm || !featureAllowed("devices", level)) return true;
+  if (NOT_RUNNING.has(vm.state)) return true;
+  if (vm.state === "scheduled" && vm.desired !== "running") return true;
+  if (vm.state !== "running" || !vm.plugged) return false;
+  const has = "disk" in target
+    ? vm.plugged.disks.includes(target.disk)
+    : vm.plugged.nics.includes(target.nic.toLowerCase());
+  return has === present;
+}
+
+/**
+ * Resolves once the hot-plug change to `target` on VM `name` settled ({@link plugSettled}:
+ * in the running QEMU when `present`, out of it otherwise), or at the deadline (or abort)
+ * unsettled. Woken by the VM's applied changes (its host's `vm.devices` reports), not by
+ * polling.
+ */
+export function waitForPlug(
+  node: ClusterNode,
+  name: string,
+  target: PlugTarget,
+  present: boolean,
+  opts: { timeoutMs: number; signal?: AbortSignal },
+): Promise<PlugWaitResult> {
+  const check = (): PlugWaitResult => {
+    const vm = node.fsm.vm(name);
+    return { vm, settled: plugSettled(vm, target, present, node.fsm.clusterLevel()) };
+  };
+  const now = check();
+  if (now.settled) return Promise.resolve(now);
+  return new Promise((resolve) => {
+    const done = (r: PlugWaitResult) => {
+      off();
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+      resolve(r);
+    };
+    const off = node.fsm.onVmChange((changed) => {
+      if (changed !== null && changed !== name) return;
+      const r = check();
+      if (r.settled) done(r);
     });
     const timer = setTimeout(() => done(check()), Math.min(opts.timeoutMs, MAX_VM_WAIT_MS));
     const onAbort = () => done(check());

@@ -298,6 +298,7 @@ export type PeerOp =
   | "node.upsert"
   | "node.state"
   | "vm.observed"
+  | "vm.devices"
   | "vm.remove"
   | "vm.desired"
   | "vm.snapshot.add"
@@ -344,6 +345,16 @@ export const PEER_COMMAND_SCHEMAS: {
     reason: REASON.optional(),
     guest: guestInfoSchema.nullable().optional(),
     display: DISPLAY.nullable().optional(),
+    at: AT,
+  }).strict(),
+  "vm.devices": z.object({
+    op: z.literal("vm.devices"),
+    name: NAME,
+    node: NAME,
+    plugged: z.object({
+      disks: z.array(NAME).max(64),
+      nics: z.array(z.string().regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/)).max(64),
+    }).strict(),
     at: AT,
   }).strict(),
   "vm.remove": z.object({ op: z.literal("vm.remove"), name: NAME, node: NAME, at: AT }).strict(),

@@ -175,6 +175,11 @@ export type Command =
     display?: VmDisplay | null;
     at: number;
   }
+  /**
+   * The attached disks and NICs the VM's QEMU has plugged, as its host reports them when
+   * that set changes (level 2, core/fsm/vm_devices.ts).
+   */
+  | { op: "vm.devices"; name: string; node: string; plugged: VmPlugged; at: number }
   | { op: "vm.snapshot.add"; name: string; node: string; snapshot: VmSnapshot; at: number }
   | { op: "vm.snapshot.remove"; name: string; node: string; snapshot: string; at: number }
   | { op: "vm.remove"; name: string; node: string; at: number }
@@ -574,6 +579,19 @@ export interface VmSpec {
    * gets "vga", a migration or memory snapshot restore keeps what the saved state had.
    */
   display?: VmDisplay | null;
+  /**
+   * What the VM's running QEMU has plugged, as its host reports it (vm.devices, level 2);
+   * null or absent while none runs or before the host reported.
+   */
+  plugged?: VmPlugged | null;
+}
+
+/** The hot-pluggable devices a running QEMU has: attached volumes and NICs on networks. */
+export interface VmPlugged {
+  /** Attached volumes, by volume name. */
+  disks: string[];
+  /** NICs on networks, by MAC (lower case). */
+  nics: string[];
 }
 
 /** Fields an operator may change after creation (through vm.update). */

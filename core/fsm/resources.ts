@@ -21,6 +21,7 @@ import * as vmNics from "./vm_nics.ts";
 import * as pools from "./pools.ts";
 import * as volumes from "./volumes.ts";
 import * as vmDisks from "./vm_disks.ts";
+import * as vmDevices from "./vm_devices.ts";
 import * as groups from "./groups.ts";
 import * as networks from "./networks.ts";
 import * as securityGroups from "./security_groups.ts";
@@ -63,6 +64,7 @@ export const RESOURCES = [
   events.resource,
   clusterLevel.resource,
   nodeMeta.resource,
+  vmDevices.resource,
 ] as const;
 
 type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends

@@ -266,15 +266,25 @@ function update(s: Store, c: Extract<Command, { op: "vm.update" }>): Applied {
   );
 }
 
+/** Observed states in which no QEMU runs for the VM. */
+const NO_QEMU: ReadonlySet<VmState> = new Set(["stopped", "failed", "pending", "scheduled"]);
+
 /** A host reports what it sees; reports from a host the VM is not placed on are ignored. */
 function observe(s: Store, c: Extract<Command, { op: "vm.observed" }>): Applied {
   const vm = get(s, c.name);
   if (!vm || vm.node !== c.node) return touched(c.name, null);
   const guest = c.guest === undefined ? vm.guest : c.guest;
   // Observed, but kept in the spec's JSON: what the VM's QEMU has, shown with the VM.
-  const spec = c.display === undefined || c.display === (vm.display ?? null)
-    ? null
-    : { ...specOf(vm), display: c.display };
+  const newDisplay = c.display !== undefined && c.display !== (vm.display ?? null);
+  // No QEMU runs any more: nothing is plugged (./vm_devices.ts; the next run reports anew).
+  const unplugged = !!vm.plugged && NO_QEMU.has(c.state);
+  const spec = newDisplay || unplugged
+    ? {
+      ...specOf(vm),
+      ...(newDisplay ? { display: c.display } : {}),
+      ...(unplugged ? { plugged: null } : {}),
+    }
+    : null;
   write(
     s,
     c.name,
@@ -301,7 +311,13 @@ function move(
 ): Applied {
   const vm = get(s, c.name);
   if (!vm || vm.node !== c.from) return touched(c.name, null);
-  const spec: VmSpec = { ...specOf(vm), node: c.to, migration: null };
+  // What the old host's QEMU had plugged: the new host reports its own (./vm_devices.ts).
+  const spec: VmSpec = {
+    ...specOf(vm),
+    node: c.to,
+    migration: null,
+    ...(vm.plugged ? { plugged: null } : {}),
+  };
   write(
     s,
     c.name,

@@ -37,7 +37,7 @@ export const LEVELS: readonly Level[] = [
     level: 2,
     since: "0.2.0",
     adds:
-      "the recorded cluster level (cluster.upgrade), operator metadata on hosts (node.meta), VGA displays, VM snapshots as operations and VM lifecycle operations (the track field of vm.desired, vm.update and plan.apply)",
+      "the recorded cluster level (cluster.upgrade), operator metadata on hosts (node.meta), VGA displays, VM snapshots as operations, VM lifecycle operations (the track field of vm.desired, vm.update and plan.apply) and hosts' reports of hot-plugged devices (vm.devices)",
   },
 ];
 
@@ -50,6 +50,7 @@ export const MAX_KNOWN_LEVEL = LEVELS[LEVELS.length - 1].level;
  */
 export const OP_LEVEL: Readonly<Partial<Record<Command["op"], number>>> = {
   "node.meta": 2,
+  "vm.devices": 2,
 };
 
 /**
@@ -59,8 +60,11 @@ export const OP_LEVEL: Readonly<Partial<Record<Command["op"], number>>> = {
  *   `vm.snapshot.add`. A 0.1.0 leader refuses those fields (strict peer schemas), and a 0.1.0
  *   host launches without the device, so a VGA guest could neither report under an old leader
  *   nor migrate to an old host, and its memory snapshots would not load there.
+ * - `devices`: hosts report what their QEMUs have plugged (`vm.devices`, a command kind of
+ *   level 2 a 0.1.0 leader refuses); below it they send nothing, and waits for hot-plug
+ *   answer at once (api/routes/hotplug_wait.ts).
  */
-export const FEATURE_LEVEL = { display: 2 } as const;
+export const FEATURE_LEVEL = { display: 2, devices: 2 } as const;
 
 /** Whether a cluster running at `level` may use `feature`. */
 export function featureAllowed(feature: keyof typeof FEATURE_LEVEL, level: number): boolean {

@@ -33,6 +33,8 @@ export interface DiskSpec {
    * (not hot-pluggable).
    */
   port?: number;
+  /** The attached volume it is (reported as plugged: core/fsm/vm_devices.ts); absent: older specs. */
+  volume?: string;
 }
 
 export interface NicSpec {
