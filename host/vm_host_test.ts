@@ -7,6 +7,7 @@ import { assert, assertEquals } from "../core/testing/assert.ts";
 import { DEFAULT_CONFIG } from "../core/config/mod.ts";
 import type { Command, ImageRecord, VmRecord } from "../core/fsm/mod.ts";
 import { QemuDriver } from "./kvm/mod.ts";
+import { devicePresent } from "./kvm/unplug.ts";
 import { DirPool } from "./storage/mod.ts";
 import { type HostCluster, VmHost } from "./vm_host.ts";
 import { MINUTE, testWithTimeout } from "../tests/support/timeout.ts";
@@ -58,6 +59,11 @@ class FakeCluster implements HostCluster {
       this.update(cmd.name, { snapshots: [...this.vm(cmd.name)!.snapshots, cmd.snapshot] });
     }
     if (cmd.op === "vm.desired") this.update(cmd.name, { desired: cmd.desired });
+    // As core/fsm/vm_devices.ts applies it; a stopped QEMU has nothing plugged (core/fsm/vms.ts).
+    if (cmd.op === "vm.devices") this.update(cmd.name, { plugged: cmd.plugged });
+    if (cmd.op === "vm.observed" && ["stopped", "failed"].includes(cmd.state)) {
+      this.update(cmd.name, { plugged: null });
+    }
     if (cmd.op === "vm.remove") this.vms_.delete(cmd.name);
     return Promise.resolve(null);
   }
@@ -369,6 +375,8 @@ testWithTimeout({
     await new Promise((r) => setTimeout(r, 5_000));
     assertEquals(observed().length, reported, "no report repeated while nothing changed");
     for (const r of observed()) assertEquals("display" in r, false, JSON.stringify(r));
+    const devices = cluster.reports.filter((r) => r.op === "vm.devices");
+    assertEquals(devices, [], "a 0.1.0 leader refuses vm.devices: not sent below level 2");
 
     cluster.clusterLevel = 2;
     cluster.update("a", { desired: "stopped" });
@@ -376,6 +384,62 @@ testWithTimeout({
     cluster.update("a", { desired: "running" });
     await until("a running with VGA", () => cluster.vm("a")?.display === "vga");
     assertEquals(host.runtimes.get("a")!.qemu.spec.display, "vga");
+  } finally {
+    host.stop();
+    for (const rt of host.runtimes.values()) await rt.qemu.kill().catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+testWithTimeout({
+  timeoutMs: 3 * MINUTE,
+  name:
+    "devices: the host reports what its QEMU has plugged after start and after a hot-plug, never again while nothing changes",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const { dir, cluster, pool, host: hostOn } = await onDisk();
+  const host = await hostOn();
+  host.markCaughtUp();
+  await host.start();
+  const reported = () => cluster.reports.filter((r) => r.op === "vm.devices");
+  try {
+    cluster.vms_.set("a", vmRecord("a"));
+    host.schedule("a");
+    await until("a running", () => cluster.vm("a")?.state === "running");
+    await until("its devices reported", () => reported().length > 0);
+    assertEquals(cluster.vm("a")!.plugged, { disks: [], nics: [] });
+
+    // A volume attached while it runs: reported once its QEMU has it, not before.
+    await pool.create("data1", 2 ** 20);
+    const vd0 = {
+      id: "vd0",
+      pool: "dir",
+      volume: "data1",
+      sizeBytes: 2 ** 20,
+      source: { kind: "attached" as const },
+      port: 0,
+    };
+    let inQemuWhenReported: boolean | null = null;
+    const report = cluster.report.bind(cluster);
+    cluster.report = async (cmd: Command) => {
+      if (cmd.op === "vm.devices" && cmd.plugged.disks.includes("data1")) {
+        inQemuWhenReported = await devicePresent(host.runtimes.get("a")!.qemu, "vd0-dev");
+      }
+      return report(cmd);
+    };
+    cluster.update("a", { disks: [...cluster.vm("a")!.disks, vd0] });
+    await until("data1 reported plugged", () => cluster.vm("a")!.plugged?.disks[0] === "data1");
+    assertEquals(inQemuWhenReported, true, "the disk was in QEMU when reported");
+    assertEquals(reported().length, 2, "one report for the start, one for the hot-plug");
+
+    // Rounds every 2 s find nothing new: nothing is reported again (each report is a Raft entry).
+    await new Promise((r) => setTimeout(r, 5_000));
+    assertEquals(reported().length, 2, "no report repeated while nothing changed");
+
+    cluster.update("a", { desired: "stopped" });
+    await until("a stopped", () => cluster.vm("a")?.state === "stopped");
+    assertEquals(cluster.vm("a")!.plugged, null);
   } finally {
     host.stop();
     for (const rt of host.runtimes.values()) await rt.qemu.kill().catch(() => {});
