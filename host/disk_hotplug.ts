@@ -186,13 +186,11 @@ export async function syncDisks(
 }
 
 /**
- * The attached volumes `qemu` has plugged, by volume name (core/fsm/vm_devices.ts); a disk
+ * The attached volume disk `d` of a QEMU's spec is, by name (core/fsm/vm_devices.ts); one
  * whose launch spec predates the volume field is named from the record's disk with its id.
  */
-export function pluggedDisks(disks: DiskSpec[], vm: VmRecord): string[] {
-  return disks.filter((d) => d.port !== undefined).flatMap((d) => {
-    if (d.volume !== undefined) return [d.volume];
-    const rec = vm.disks.find((r) => r.id === d.id && r.source.kind === "attached");
-    return rec ? [rec.volume] : [];
-  });
+export function pluggedDiskName(d: DiskSpec, vm: VmRecord): string | null {
+  if (d.volume !== undefined) return d.volume;
+  const rec = vm.disks.find((r) => r.id === d.id && r.source.kind === "attached");
+  return rec ? rec.volume : null;
 }

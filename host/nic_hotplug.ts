@@ -164,8 +164,3 @@ export async function syncNics(
   }
   return changes.add.length + changes.remove.length > 0;
 }
-
-/** The NICs on networks `qemu` has plugged, by MAC (core/fsm/vm_devices.ts). */
-export function pluggedNics(nics: NicSpec[]): string[] {
-  return nics.filter((n) => n.tap !== undefined).map((n) => n.mac.toLowerCase());
-}

@@ -38,9 +38,10 @@ import type { QmpEvent } from "./kvm/qmp.ts";
 import { BtrfsPool, type DirPool, HostPools, qemuImg, type VolumePool } from "./storage/mod.ts";
 import type { PoolRecord } from "../core/fsm/mod.ts";
 import { MIGRATION_TAG } from "./storage/btrfs.ts";
-import { pluggedDisks, syncDisks } from "./disk_hotplug.ts";
+import { syncDisks } from "./disk_hotplug.ts";
+import { PluggedDevices } from "./plugged_devices.ts";
 import type { HostNics } from "./ovs/host_network.ts";
-import { pluggedNics, syncNics } from "./nic_hotplug.ts";
+import { syncNics } from "./nic_hotplug.ts";
 import { noteGuestAddresses } from "./guest_addresses.ts";
 import { featureAllowed } from "../core/upgrade/levels.ts";
 import { samePlugged } from "../core/fsm/vm_devices.ts";
@@ -89,6 +90,9 @@ export interface Runtime {
 const RECONCILE_EVERY_MS = 2_000;
 const GUEST_POLL_MS = 3_000;
 const GUEST_REFRESH_MS = 15_000;
+/** After a hot-add, how long its guest's uptake is looked at sooner than every round, and how often. */
+const PLUG_FOLLOW_MS = 30_000;
+const PLUG_FOLLOW_EVERY_MS = 200;
 
 export class VmHost {
   /** Internal to host/: the QEMUs this host runs (the migrator shares it). */
@@ -102,6 +106,10 @@ export class VmHost {
   private readonly guestPolledAt = new Map<string, number>();
   /** Per running VM: its QEMU's pid and the disk sizes that QEMU has (growRunningDisks). */
   private readonly diskBytes = new Map<string, { pid: number; bytes: Map<string, number> }>();
+  /** What each QEMU's guest has set up of its hot-pluggable devices (./plugged_devices.ts). */
+  private readonly plugged = new PluggedDevices();
+  /** Per VM: until when a device just hot-added is looked at again soon (not every 2 s). */
+  private readonly plugFollowUntil = new Map<string, number>();
   /** HA VMs whose start failed here: the leader places them again, this host does not retry. */
   private readonly haStartFailed = new Set<string>();
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -379,21 +387,29 @@ export class VmHost {
     }
     // NICs added or removed while it runs (core/fsm/vm_nics.ts): hot-plugged here.
     if (status === "running" && this.nics) {
-      await syncNics(vm, rt.qemu, this.nics, (q) => this.driver.saveLaunchSpec(q.spec));
+      const changed = await syncNics(
+        vm,
+        rt.qemu,
+        this.nics,
+        (q) => this.driver.saveLaunchSpec(q.spec),
+      );
+      if (changed) this.plugFollowUntil.set(vm.name, Date.now() + PLUG_FOLLOW_MS);
     }
     // Volumes attached or detached while it runs (core/fsm/vm_disks.ts): hot-plugged here.
     // A failure here (a guest slow to release a disk, a QEMU without disk ports) is retried
     // on the next round; it must not keep the VM's state from being reported.
     if (status === "running") {
-      await syncDisks(
+      const changed = await syncDisks(
         vm,
         rt.qemu,
         async (d) => (await this.poolOf(d).info(d.volume)).path,
         this.driver.user,
         (q) => this.driver.saveLaunchSpec(q.spec),
-      ).catch((err) =>
-        log.warn("disk hot-plug not done; will retry", { vm: vm.name, error: String(err) })
-      );
+      ).catch((err) => {
+        log.warn("disk hot-plug not done; will retry", { vm: vm.name, error: String(err) });
+        return false;
+      });
+      if (changed) this.plugFollowUntil.set(vm.name, Date.now() + PLUG_FOLLOW_MS);
     }
     // A disk grown while it runs (`vm resize --disk-size`): grown here with block_resize.
     if (status === "running") {
@@ -415,14 +431,20 @@ export class VmHost {
   }
 
   /**
-   * Reports what `qemu` has plugged (`vm.devices`) when it differs from the record: only on a
-   * change, never every round (each report is a Raft entry). Reports wait for the local
+   * Reports what `qemu` has plugged and its guest set up (`vm.devices`, ./plugged_devices.ts)
+   * when it differs from the record: only on a change, never every round (each report is a
+   * Raft entry). Reports wait for the local
    * replica to apply them, so the next round compares against this one. Held back below
    * the level that knows the command (core/upgrade/levels.ts: an older leader refuses it).
    */
   private async reportDevices(vm: VmRecord, qemu: QemuVm): Promise<void> {
     if (!featureAllowed("devices", this.cluster.level())) return;
-    const plugged = { disks: pluggedDisks(qemu.spec.disks, vm), nics: pluggedNics(qemu.spec.nics) };
+    const plugged = await this.plugged.of(vm, qemu);
+    // A device just hot-added that its guest has not set up yet: looked at again soon.
+    const follow = this.plugFollowUntil.get(vm.name) ?? 0;
+    if (Date.now() < follow && this.plugged.pending(vm, qemu)) {
+      setTimeout(() => this.schedule(vm.name), PLUG_FOLLOW_EVERY_MS);
+    } else if (follow) this.plugFollowUntil.delete(vm.name);
     if (samePlugged(vm.plugged, plugged)) return;
     await this.reports.run(vm.name, () =>
       this.cluster.report({
@@ -723,6 +745,8 @@ export class VmHost {
     this.runtimes.delete(name);
     this.guestPolledAt.delete(name);
     this.diskBytes.delete(name);
+    this.plugged.forget(name);
+    this.plugFollowUntil.delete(name);
   }
 
   /**

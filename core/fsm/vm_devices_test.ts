@@ -92,7 +92,12 @@ async function setUp(level: 1 | 2, state: VmState = "running"): Promise<Replicas
   });
   r.apply({
     op: "image.create",
-    image: { name: "img", kind: "kernel", kernel: { sha256: "0".repeat(64), size: 1 }, sources: [] },
+    image: {
+      name: "img",
+      kind: "kernel",
+      kernel: { sha256: "0".repeat(64), size: 1 },
+      sources: [],
+    },
     by: "t",
     at: 3,
   });
