@@ -117,6 +117,15 @@ testWithTimeout({ name: "API caps: /internal/propose checks peer commands", ...o
     assertEquals([guest.status, fieldsOf(guest)], [400, ["command.guest.interfaces"]]);
     const missing = await propose({ op: "vm.remove", name: "x", at: 1 });
     assertEquals([missing.status, fieldsOf(missing)], [400, ["command.node"]]);
+    // What another host's QEMU has plugged is that host's to say.
+    const spoofed = await propose({
+      op: "vm.devices",
+      name: "x",
+      node: "n2",
+      plugged: { disks: [], nics: [] },
+      at: 1,
+    });
+    assertEquals(spoofed.status, 403, JSON.stringify(spoofed.body));
     const forbidden = await propose({ op: "apiToken.create", hash: "h", role: "admin" });
     assertEquals(forbidden.status, 403);
     assertEquals(c.node.fsm.appliedIndex(), applied, "nothing refused reached the log");

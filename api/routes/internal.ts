@@ -62,6 +62,7 @@ function senderOf(command: Command): { field: string; value: string } | null {
     case "node.state":
       return { field: "name", value: command.name };
     case "vm.observed":
+    case "vm.devices":
     case "vm.remove":
     case "vm.snapshot.add":
     case "vm.snapshot.remove":
