@@ -114,7 +114,9 @@ export function plugSettled(
   if (!vm || !featureAllowed("devices", level)) return true;
   if (NOT_RUNNING.has(vm.state)) return true;
   if (vm.state === "scheduled" && vm.desired !== "running") return true;
-  if (vm.state !== "running" || !vm.plugged) return false;
+  if (vm.state !== "running") return false;
+  // Never reported: its host has nothing hot-pluggable set up yet (host/vm_host.ts).
+  if (!vm.plugged) return !present;
   const has = "disk" in target
     ? vm.plugged.disks.includes(target.disk)
     : vm.plugged.nics.includes(target.nic.toLowerCase());

@@ -286,6 +286,11 @@ testWithTimeout({
       false,
       "running, not reported since: still on its way",
     );
+    assertEquals(
+      plugSettled(r.a.vm("vm1"), { disk: "data2" }, false, 2),
+      true,
+      "nothing reported plugged: a removal has nothing to wait for",
+    );
   } finally {
     r.close();
   }
