@@ -433,9 +433,9 @@ export class VmHost {
   /**
    * Reports what `qemu` has plugged and its guest set up (`vm.devices`, ./plugged_devices.ts)
    * when it differs from the record: only on a change, never every round (each report is a
-   * Raft entry). Reports wait for the local
-   * replica to apply them, so the next round compares against this one. Held back below
-   * the level that knows the command (core/upgrade/levels.ts: an older leader refuses it).
+   * Raft entry). Reports wait for the local replica to apply them, so the next round compares
+   * against this one. Held back below the level that knows the command (core/upgrade/levels.ts:
+   * an older leader refuses it).
    */
   private async reportDevices(vm: VmRecord, qemu: QemuVm): Promise<void> {
     if (!featureAllowed("devices", this.cluster.level())) return;
