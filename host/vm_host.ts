@@ -446,10 +446,9 @@ export class VmHost {
       setTimeout(() => this.schedule(vm.name), PLUG_FOLLOW_EVERY_MS);
     } else if (follow) this.plugFollowUntil.delete(vm.name);
     if (samePlugged(vm.plugged, plugged)) return;
-    // Nothing hot-pluggable, never reported: nothing to say (one Raft entry less per start).
-    const none = !plugged.disks.length && !plugged.nics.length && !vm.plugged &&
-      !vm.disks.some((d) => d.source.kind === "attached") && !vm.nics?.length;
-    if (none) return;
+    // Nothing set up yet, nothing recorded: null says as much (no entry for every start of a VM
+    // without volumes or NICs, nor while a guest boots).
+    if (!plugged.disks.length && !plugged.nics.length && !vm.plugged) return;
     await this.reports.run(vm.name, () =>
       this.cluster.report({
         op: "vm.devices",
