@@ -24,6 +24,14 @@ import { pluggedDiskName } from "./disk_hotplug.ts";
 import type { QemuVm } from "./kvm/mod.ts";
 import { QmpError } from "./kvm/qmp.ts";
 
+/**
+ * Whether a device status, as `x-query-virtio-status` lists it, has DRIVER_OK. QEMU names each
+ * bit with a description: `"VIRTIO_CONFIG_S_DRIVER_OK: Driver setup and ready"`.
+ */
+export function driverOk(statuses: string[]): boolean {
+  return statuses.some((s) => /^VIRTIO_CONFIG_S_DRIVER_OK\b/.test(s));
+}
+
 /** Whether the guest's driver set virtio device `dev` up; null: QEMU cannot say. */
 export async function guestDriverReady(qemu: QemuVm, dev: string): Promise<boolean | null> {
   try {
@@ -31,7 +39,7 @@ export async function guestDriverReady(qemu: QemuVm, dev: string): Promise<boole
       "x-query-virtio-status",
       { path: `/machine/peripheral/${dev}/virtio-backend` },
     );
-    return r.status?.statuses?.includes("VIRTIO_CONFIG_S_DRIVER_OK") ?? null;
+    return r.status?.statuses ? driverOk(r.status.statuses) : null;
   } catch (err) {
     if (err instanceof QmpError && err.errorClass === "CommandNotFound") return null;
     // Not (or no longer) a virtio device there: not plugged.
