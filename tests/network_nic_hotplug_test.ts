@@ -1,11 +1,11 @@
 /**
  * NIC hot-plug through the product path, on real guests: two nodes in two
  * network namespaces (bench/lib/net_cluster.ts), a running VM with a NIC on
- * one network. `vm nic add` gives it a second NIC on another network: the
- * guest sees the interface appear (`/sys/class/net`) with the MAC IPAM chose,
+ * one network. `vm nic add --wait` gives it a second NIC on another network: the
+ * guest has the interface (`/sys/class/net`) with the MAC IPAM chose by the time it returns,
  * and gets its address from OVN's DHCP. The VM then live-migrates with its
  * hot-plugged NIC (the destination starts QEMU with it on the same PCIe
- * port), and `vm nic remove` takes it out again: gone from the guest, its tap
+ * port), and `vm nic remove --wait` takes it out again: gone from the guest, its tap
  * from the host's bridge, its logical port from OVN. Bad input on a running
  * VM is refused with the field named, and nothing changes.
  */
@@ -21,6 +21,8 @@ interface Nic {
   ip: string;
   mac: string;
   index: number;
+  /** In the running guest (api/routes/vm_nics.ts). */
+  plugged?: boolean | null;
 }
 
 /**
@@ -69,10 +71,24 @@ testWithTimeout({
   const run = (...args: string[]) =>
     cli([...args, "--server", net!.url(), "--token", net!.cluster.adminToken]);
   const nicsOf = async () => JSON.parse(await ok("vm", "nic", "list", "hc", "-o", "json")).nics;
-  /** The NICs' recorded fields, without the guest-address check (it follows the agent). */
+  /** The NICs' recorded fields, without what follows the guest (address check, plugged). */
   const recordedNics = async () =>
-    (await nicsOf() as Record<string, unknown>[]).map(({ guestIps: _g, ipStatus: _s, ...n }) => n);
+    (await nicsOf() as Record<string, unknown>[]).map((
+      { guestIps: _g, ipStatus: _s, plugged: _p, ...n },
+    ) => n);
   const nets = async () => guestNets(await net!.consoleOf("hc"));
+  /**
+   * The guest's interfaces as it lists them in the first NV-NETS line it began after this call
+   * (the second one printed after it: the first may have been read before).
+   */
+  const nextLook = async () => {
+    const seen = (await net!.consoleOf("hc")).length;
+    const text = await eventually("the guest's next two looks", async () => {
+      const t = await net!.consoleOf("hc");
+      return t.slice(seen).split("NV-NETS").length > 3 ? t : undefined;
+    }, 30_000);
+    return guestNets("NV-NETS" + text.slice(seen).split("NV-NETS")[2]);
+  };
   const ports = async (node: string) =>
     (await net!.sh(node, ["ovs-vsctl", "list-ports", "br-int"])).split("\n");
   let uuid = "";
@@ -105,14 +121,19 @@ testWithTimeout({
 
     await step(t, "vm nic add: the guest sees a new interface and leases its address", async () => {
       const t0 = performance.now();
-      added = JSON.parse(await ok("vm", "nic", "add", "hc", "red", "-o", "json")) as Nic;
-      assertEquals([added.network, added.index, added.ip], ["red", 1, "10.96.0.2"]);
-      await eventually(
-        "the interface appears in the guest",
-        async () => (await nets()).has(added!.mac) || undefined,
-        60_000,
-      );
+      // --wait returns once the guest's driver set the NIC up (host/plugged_devices.ts): the
+      // guest's first look after that already lists the interface.
+      added = JSON.parse(
+        await ok("vm", "nic", "add", "hc", "red", "--wait", "--timeout", "2m", "-o", "json"),
+      ) as Nic;
+      assertEquals([added.network, added.index, added.ip, added.plugged], [
+        "red",
+        1,
+        "10.96.0.2",
+        true,
+      ]);
       const appeared = performance.now() - t0;
+      assert((await nextLook()).has(added.mac), "the guest has the interface when --wait returns");
       await eventually(
         "it gets its IPAM address from OVN's DHCP",
         async () => (await nets()).get(added!.mac) === `${added!.ip}/24` || undefined,
@@ -172,13 +193,10 @@ testWithTimeout({
       "vm nic remove: the interface leaves the guest, the tap and the port go",
       async () => {
         const t0 = performance.now();
-        const r = JSON.parse(await ok("vm", "nic", "remove", "hc", added!.mac, "-o", "json"));
-        assertEquals(r.removed.index, 1);
-        await eventually(
-          "the interface is gone from the guest",
-          async () => !(await nets()).has(added!.mac) || undefined,
-          60_000,
-        );
+        const remove = ["vm", "nic", "remove", "hc", added!.mac, "--wait", "--timeout", "2m"];
+        const r = JSON.parse(await ok(...remove, "-o", "json"));
+        assertEquals([r.removed.index, r.plugged], [1, false]);
+        assert(!(await nextLook()).has(added!.mac), "gone from the guest when --wait returns");
         console.log(
           `hot-unplug: gone from the guest after ${Math.round(performance.now() - t0)} ms`,
         );
