@@ -35,25 +35,7 @@ export function waitForVm(
     if (!vm) return { vm, settled: true };
     return { vm, settled: vm.state === want || (vm.state === "failed" && !staleFailure(vm)) };
   };
-  const now = check();
-  if (now.settled) return Promise.resolve(now);
-  return new Promise((resolve) => {
-    const done = (r: VmWaitResult) => {
-      off();
-      clearTimeout(timer);
-      opts.signal?.removeEventListener("abort", onAbort);
-      resolve(r);
-    };
-    const off = node.fsm.onVmChange((changed) => {
-      if (changed !== null && changed !== name) return;
-      const r = check();
-      if (r.settled) done(r);
-    });
-    const timeoutMs = Math.min(opts.timeoutMs, MAX_VM_WAIT_MS);
-    const timer = setTimeout(() => done(check()), timeoutMs);
-    const onAbort = () => done(check());
-    opts.signal?.addEventListener("abort", onAbort);
-  });
+  return settleOnChange(vmChanges(node, name), check, (r) => r.settled, opts);
 }
 
 /**
@@ -67,24 +49,11 @@ export function waitForVmOperation(
   opts: { timeoutMs: number; signal?: AbortSignal },
 ): Promise<OperationRecord | null> {
   const check = () => node.fsm.operation(id);
-  const now = check();
-  if (!now || now.state !== "running") return Promise.resolve(now);
-  return new Promise((resolve) => {
-    const done = (r: OperationRecord | null) => {
-      off();
-      clearTimeout(timer);
-      opts.signal?.removeEventListener("abort", onAbort);
-      resolve(r);
-    };
-    const off = node.fsm.onChange((c) => {
-      if (c !== null && !(c.resource === "operation" && c.name === id)) return;
-      const op = check();
-      if (!op || op.state !== "running") done(op);
+  const operationChanges = (listener: () => void) =>
+    node.fsm.onChange((c) => {
+      if (c === null || (c.resource === "operation" && c.name === id)) listener();
     });
-    const timer = setTimeout(() => done(check()), Math.min(opts.timeoutMs, MAX_VM_WAIT_MS));
-    const onAbort = () => done(check());
-    opts.signal?.addEventListener("abort", onAbort);
-  });
+  return settleOnChange(operationChanges, check, (op) => !op || op.state !== "running", opts);
 }
 
 /** A hot-plugged device to wait for: an attached volume (by name) or a NIC (by MAC). */
@@ -140,19 +109,39 @@ export function waitForPlug(
     const vm = node.fsm.vm(name);
     return { vm, settled: plugSettled(vm, target, present, node.fsm.clusterLevel()) };
   };
+  return settleOnChange(vmChanges(node, name), check, (r) => r.settled, opts);
+}
+
+/** Subscribes `listener` to the applied changes of VM `name` (null: everything may have). */
+function vmChanges(node: ClusterNode, name: string) {
+  return (listener: () => void) =>
+    node.fsm.onVmChange((changed) => {
+      if (changed === null || changed === name) listener();
+    });
+}
+
+/**
+ * `check()` once `settled` holds for it, checked again on each change `subscribe` reports;
+ * at the deadline (at most {@link MAX_VM_WAIT_MS}) or abort, `check()` as it is then.
+ */
+function settleOnChange<T>(
+  subscribe: (listener: () => void) => () => void,
+  check: () => T,
+  settled: (r: T) => boolean,
+  opts: { timeoutMs: number; signal?: AbortSignal },
+): Promise<T> {
   const now = check();
-  if (now.settled) return Promise.resolve(now);
+  if (settled(now)) return Promise.resolve(now);
   return new Promise((resolve) => {
-    const done = (r: PlugWaitResult) => {
+    const done = (r: T) => {
       off();
       clearTimeout(timer);
       opts.signal?.removeEventListener("abort", onAbort);
       resolve(r);
     };
-    const off = node.fsm.onVmChange((changed) => {
-      if (changed !== null && changed !== name) return;
+    const off = subscribe(() => {
       const r = check();
-      if (r.settled) done(r);
+      if (settled(r)) done(r);
     });
     const timer = setTimeout(() => done(check()), Math.min(opts.timeoutMs, MAX_VM_WAIT_MS));
     const onAbort = () => done(check());
