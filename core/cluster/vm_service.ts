@@ -28,7 +28,7 @@ import {
 import { validateCloudInit } from "../cloudinit/mod.ts";
 import { KeyedSerializer } from "../concurrency/mod.ts";
 import { noHostError, Planner } from "./planner.ts";
-import { TRACK_LEVEL } from "../upgrade/mod.ts";
+import { featureAllowed } from "../upgrade/levels.ts";
 import { currentRequestId } from "../log/mod.ts";
 
 /** A lifecycle call's answer: the VM (or its deletion), with the operation that follows it. */
@@ -39,7 +39,7 @@ export type Tracked<T> = T & { operation?: OperationBrief };
  * 2, core/upgrade/levels.ts): below it the answer is the VM alone, as older releases gave.
  */
 function trackOf(node: ClusterNode): TrackAs | undefined {
-  if (node.fsm.clusterLevel() < TRACK_LEVEL) return undefined;
+  if (!featureAllowed("track", node.fsm.clusterLevel())) return undefined;
   const requestId = currentRequestId();
   return requestId ? { requestId } : {};
 }

@@ -34,7 +34,7 @@ import type {
 import * as clusterLevel from "./cluster_level.ts";
 import * as config from "./config.ts";
 import * as operations from "./operations.ts";
-import { TRACK_LEVEL } from "../upgrade/levels.ts";
+import { featureAllowed } from "../upgrade/levels.ts";
 import type { Changed, Resource, Row, Store, Table } from "./store.ts";
 
 const TABLES: Table[] = [
@@ -127,7 +127,9 @@ export function begin(
   },
 ): { operation: OperationBrief | null; changed: Changed[] } {
   const changed: Changed[] = [];
-  if (!args.track || clusterLevel.level(s) < TRACK_LEVEL) return { operation: null, changed };
+  if (!args.track || !featureAllowed("track", clusterLevel.level(s))) {
+    return { operation: null, changed };
+  }
   const { name, vm, kind, id, at } = args;
   const previous = pendingOf(s, name);
   if (previous) {

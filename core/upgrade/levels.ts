@@ -63,8 +63,12 @@ export const OP_LEVEL: Readonly<Partial<Record<Command["op"], number>>> = {
  * - `devices`: hosts report what their QEMUs have plugged (`vm.devices`, a command kind of
  *   level 2 a 0.1.0 leader refuses); below it they send nothing, and waits for hot-plug
  *   answer at once (api/routes/hotplug_wait.ts).
+ * - `track`: a desired-state change may ask to be followed as an operation (its `track`
+ *   field: core/fsm/vm_operations.ts). An older program ignores the field and makes no
+ *   operation, so a leader leaves it out below this level, and the state machine ignores it
+ *   there too: every replica then agrees.
  */
-export const FEATURE_LEVEL = { display: 2, devices: 2 } as const;
+export const FEATURE_LEVEL = { display: 2, devices: 2, track: 2 } as const;
 
 /** Whether a cluster running at `level` may use `feature`. */
 export function featureAllowed(feature: keyof typeof FEATURE_LEVEL, level: number): boolean {
@@ -75,14 +79,6 @@ export function featureAllowed(feature: keyof typeof FEATURE_LEVEL, level: numbe
 export function levelOfOp(op: string): number {
   return (OP_LEVEL as Record<string, number | undefined>)[op] ?? 1;
 }
-
-/**
- * The level at which a desired-state change may ask to be followed as an operation (its
- * `track` field: core/fsm/vm_operations.ts). An older program ignores the field and makes no
- * operation, so a leader leaves it out below this level, and the state machine ignores it
- * there too: every replica then agrees.
- */
-export const TRACK_LEVEL = 2;
 
 /** Whether `cmd` asks for its change to be followed as an operation. */
 export function isTracked(cmd: { op: string }): boolean {
@@ -103,22 +99,25 @@ export const OPERATION_KIND_LEVEL: Readonly<Partial<Record<OperationKind, number
   "snapshot-delete": 2,
 };
 
+/** The level an operation kind needs (1 unless {@link OPERATION_KIND_LEVEL} says otherwise). */
+function levelOfOperationKind(kind: string): number {
+  return (OPERATION_KIND_LEVEL as Record<string, number | undefined>)[kind] ?? 1;
+}
+
 /** Whether a cluster running at `level` may record operations of `kind`. */
 export function operationKindAllowed(kind: OperationKind, level: number): boolean {
-  return level >= (OPERATION_KIND_LEVEL[kind] ?? 1);
+  return level >= levelOfOperationKind(kind);
 }
 
 /**
  * The level a command needs: its kind's ({@link levelOfOp}), for `operation.create` the
  * higher of that and its operation kind's, and for a change followed as an operation
- * ({@link isTracked}) at least {@link TRACK_LEVEL}.
+ * ({@link isTracked}) at least the `track` feature's.
  */
 export function levelOfCommand(cmd: { op: string; operation?: { kind?: string } }): number {
   const kind = cmd.op === "operation.create" ? cmd.operation?.kind : undefined;
-  const ofKind = kind === undefined
-    ? 1
-    : (OPERATION_KIND_LEVEL as Record<string, number | undefined>)[kind] ?? 1;
-  return Math.max(levelOfOp(cmd.op), ofKind, isTracked(cmd) ? TRACK_LEVEL : 1);
+  const ofKind = kind === undefined ? 1 : levelOfOperationKind(kind);
+  return Math.max(levelOfOp(cmd.op), ofKind, isTracked(cmd) ? FEATURE_LEVEL.track : 1);
 }
 
 /** The release that brought `level` (its `since`), or null for a level no release here knows. */
