@@ -43,6 +43,20 @@ if ((${#need_apt[@]})); then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+# Guests here run under TCG (no KVM), and QEMU before 9.0 loses guest writes in a live migration
+# under TCG, so novactl would pause them for the whole copy (migration.stopAndCopy=auto, README).
+# On Debian bookworm (QEMU 7.2) take QEMU 10 from bookworm-backports, which migrates them live.
+# NOVACTL_SYSTEM_QEMU=1 keeps the distribution's QEMU.
+qemu_major=$(qemu-system-x86_64 --version | sed -n 's/^QEMU emulator version \([0-9]*\)\..*/\1/p')
+if [ "${NOVACTL_SYSTEM_QEMU:-}" != 1 ] && [ "${qemu_major:-0}" -lt 9 ] &&
+  grep -qs '^VERSION_CODENAME=bookworm' /etc/os-release; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive bash scripts/install_qemu_backports.sh >/dev/null
+  else
+    echo "setup: QEMU $qemu_major migrates TCG guests only paused; as root this installs QEMU 10" >&2
+  fi
+fi
+
 # QEMU drops root for this system user (-runas, see host/kvm/confine.ts); idempotent.
 if ! getent passwd novactl-qemu >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
