@@ -463,7 +463,9 @@ async function migrationCase(): Promise<NonNullable<NetBenchResult["migration"]>
       beyond.push(Math.max(0, r.lost - pingsInPause(Number(r.result.guestPausedMs))));
       console.log(
         `migration ${i + 1} → ${to}: ${r.lost} pings lost (longest outage ${r.longestGap}), ` +
-          `${r.result.totalMs} ms, guest paused ${r.result.guestPausedMs} ms`,
+          `${r.result.totalMs} ms, guest paused ${r.result.guestPausedMs} ms ` +
+          `(QEMU downtime ${r.result.qemuDowntimeMs} ms; after the stop: ` +
+          `${JSON.stringify(r.result.switchover)})`,
       );
       const before = trouble.size;
       await checkConsoles();

@@ -32,6 +32,7 @@
  * }
  * ```
  */
+import { ensureReceiveBufferDefault } from "../../host/ovs/socket_buffers.ts";
 
 /** Port every namespaced node listens on: each namespace has its own port space. */
 export const NODE_PORT = 7070;
@@ -90,6 +91,10 @@ export class NetworkLab implements NodeNetwork {
   static async create(opts: { txChecksumOff?: boolean } = {}): Promise<NetworkLab> {
     const run = `${Deno.pid}x${++labsCreated}`;
     const lab = new NetworkLab(run, await freeSubnet(), opts.txChecksumOff ?? false);
+    // Nodes raise the packet sockets' default receive buffer for OVS's userspace datapath
+    // (host/ovs/socket_buffers.ts), but in a namespace the setting is the machine's and
+    // read-only: the lab sets it once for the machine, as each real host's node does.
+    if (opts.txChecksumOff) await ensureReceiveBufferDefault();
     try {
       await lab.#createHub();
     } catch (error) {

@@ -12,6 +12,7 @@
 import { join } from "node:path";
 import { log } from "../../core/log/mod.ts";
 import { DaemonDir, missingBinaries } from "./daemon_dir.ts";
+import { ensureReceiveBufferDefault } from "./socket_buffers.ts";
 
 /** The Debian packages that hold what this module runs. */
 export const OVS_PACKAGES = ["openvswitch-switch"];
@@ -60,6 +61,8 @@ export class OvsHost {
       await this.vsctl(["--no-wait", "init"]);
       started.push("ovsdb-server");
     }
+    // Before the daemon opens its ports' packet sockets, which take the default then.
+    if (this.datapath === "netdev") await ensureReceiveBufferDefault();
     if (
       await this.dir.ensureDaemon("ovs-vswitchd", "ovs-vswitchd", [`unix:${this.dbSocket}`])
     ) started.push("ovs-vswitchd");

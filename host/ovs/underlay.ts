@@ -30,6 +30,13 @@ import type { OvsHost } from "./ovs_host.ts";
 /** The OVS bridge that carries the tunnel address on the userspace datapath. */
 export const UNDERLAY_BRIDGE = "br-phy";
 const NFT_TABLE = "novactl_underlay";
+/**
+ * Frames the bridge's kernel side queues for `ovs-vswitchd` to read. The kernel's 1,000 fill
+ * within a millisecond of a live migration's stream while the daemon is not scheduled, and
+ * each frame dropped there is a TCP retransmission (see ./socket_buffers.ts for the other
+ * direction).
+ */
+export const UNDERLAY_TX_QUEUE = 10_000;
 const RECORD_FILE = "underlay.json";
 
 /** An IPv4 address on an interface. */
@@ -105,7 +112,7 @@ export async function ensureUnderlay(ovs: OvsHost, address: string): Promise<voi
   if (isLoopback(address) || ovs.datapath !== "netdev") return;
   const where = (await hostAddresses()).find((a) => a.address === address);
   if (where?.iface === UNDERLAY_BRIDGE) {
-    await ip(["link", "set", UNDERLAY_BRIDGE, "up"]);
+    await bridgeUp();
     return;
   }
   const record = where ? await moveRecord(where) : await readRecord(ovs.dir.root);
@@ -150,12 +157,16 @@ async function attachToBridge(
   const cidr = `${r.address}/${r.prefix}`;
   if (addressOnIface) await ip(["addr", "del", cidr, "dev", r.iface]);
   await ip(["addr", "replace", cidr, "dev", UNDERLAY_BRIDGE]);
-  await ip(["link", "set", UNDERLAY_BRIDGE, "up"]);
+  await bridgeUp();
   for (const route of r.routes) {
     await ip(["route", "replace", ...route.split(/\s+/), "dev", UNDERLAY_BRIDGE]).catch((err) =>
       log.warn("could not move a route onto the underlay bridge", { route, error: String(err) })
     );
   }
+}
+
+async function bridgeUp(): Promise<void> {
+  await ip(["link", "set", UNDERLAY_BRIDGE, "txqueuelen", String(UNDERLAY_TX_QUEUE), "up"]);
 }
 
 /** The kernel stops seeing what arrives on `iface` (OVS's raw socket still does). */
