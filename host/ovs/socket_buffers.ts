@@ -14,8 +14,9 @@
  * minimum retransmission timeout, and the guest stays paused that long.
  *
  * So a node on the userspace datapath raises the default before it starts
- * the daemon. The setting is per network namespace on Linux ≥ 6.6 (the
- * host's own namespace otherwise); it is only ever raised, never lowered.
+ * the daemon; it is only ever raised, never lowered. Other network namespaces
+ * read the machine's value and cannot write it (seen on Linux 6.18), so hosts
+ * run as namespaces of one machine (tests) need it raised for the machine.
  *
  * @module
  */
