@@ -14,15 +14,27 @@
 #         PATH="DIR/root/usr/bin:$PATH"
 #       QEMU finds its own firmware relative to its binary (DIR/root/usr/share/qemu) and the
 #       system's SeaBIOS/iPXE at their usual places. qemu-img and qemu-io stay the system's.
+#
+#   scripts/install_qemu_backports.sh --private DIR --suite bookworm
+#       The same from another suite: bookworm's own QEMU 7.2, which the rolling-upgrade test
+#       gives the nodes still running novactl 0.1.0 (it passes -runas, which QEMU 10 lacks).
 set -euo pipefail
 
 SUITE=bookworm-backports
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 private=""
-if [[ ${1:-} == --private ]]; then
-  private=${2:?"--private needs a directory"}
-elif [[ $# -gt 0 ]]; then
-  echo "usage: $0 [--private DIR]" >&2
+while [[ $# -gt 0 ]]; do
+  case $1 in
+  --private) private=${2:?"--private needs a directory"} && shift 2 ;;
+  --suite) SUITE=${2:?"--suite needs a Debian suite"} && shift 2 ;;
+  *)
+    echo "usage: $0 [--private DIR [--suite SUITE]]" >&2
+    exit 2
+    ;;
+  esac
+done
+if [[ -z $private && $SUITE != bookworm-backports ]]; then
+  echo "install_qemu_backports: --suite only with --private" >&2
   exit 2
 fi
 
@@ -63,7 +75,8 @@ apt_opts=(
 apt-get "${apt_opts[@]}" update -qq
 # The QEMU packages only: their other dependencies come from the system (checked below).
 pkgs=(qemu-system-x86 qemu-system-common qemu-system-data)
-(cd "$private/debs" && apt-get "${apt_opts[@]}" download "${pkgs[@]}")
+# PKG/SUITE: that suite's version, not the one the system has installed.
+(cd "$private/debs" && apt-get "${apt_opts[@]}" download "${pkgs[@]/%//$SUITE}")
 for deb in "$private"/debs/*.deb; do dpkg-deb -x "$deb" "$private/root"; done
 missing=$(ldd "$private/root/usr/bin/qemu-system-x86_64" | grep "not found" || true)
 if [[ -n $missing ]]; then

@@ -57,6 +57,15 @@ if [ "${NOVACTL_SYSTEM_QEMU:-}" != 1 ] && [ "${qemu_major:-0}" -lt 9 ] &&
   fi
 fi
 
+# tests/rolling_upgrade_test.ts runs novactl 0.1.0, which passes QEMU -runas (gone in QEMU 10):
+# its nodes get bookworm's own QEMU 7.2, unpacked here beside the system's (nothing installed).
+PREVIOUS_QEMU=/opt/novactl-test/qemu-bookworm
+qemu_major=$(qemu-system-x86_64 --version | sed -n 's/^QEMU emulator version \([0-9]*\)\..*/\1/p')
+if [ "${qemu_major:-0}" -ge 9 ] && grep -qs '^VERSION_CODENAME=bookworm' /etc/os-release &&
+  [ ! -x "$PREVIOUS_QEMU/root/usr/bin/qemu-system-x86_64" ]; then
+  bash scripts/install_qemu_backports.sh --private "$PREVIOUS_QEMU" --suite bookworm >/dev/null
+fi
+
 # QEMU drops root for this system user (-runas, see host/kvm/confine.ts); idempotent.
 if ! getent passwd novactl-qemu >/dev/null; then
   if [ "$(id -u)" = 0 ]; then

@@ -27,6 +27,7 @@ import { MINUTE, testWithTimeout } from "./support/timeout.ts";
 import { VERSION } from "../core/version.ts";
 import { PRETEND_RELEASE_ENV } from "../core/upgrade/mod.ts";
 import { clusterCaFile } from "../bench/lib/tls.ts";
+import { atLeast, formatQemuVersion, qemuBinaryVersion } from "../host/kvm/qemu_version.ts";
 
 /** The previous release, as tagged in this repository. */
 const PREVIOUS = {
@@ -59,6 +60,30 @@ async function run(
   }
   const text = (b: Uint8Array) => new TextDecoder().decode(b);
   return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+/** Where scripts/setup.sh unpacks bookworm's QEMU 7.2 when the system's is newer. */
+const PREVIOUS_QEMU_BIN = "/opt/novactl-test/qemu-bookworm/root/usr/bin";
+
+/**
+ * The environment of the nodes that run the previous release: 0.1.0 confines QEMU with
+ * `-runas`, which QEMU 9.1 deprecated and QEMU 10 removed, so with a newer system QEMU they
+ * run bookworm's 7.2, as hosts that upgrade novactl before QEMU do.
+ */
+async function previousReleaseEnv(): Promise<Record<string, string>> {
+  const system = await qemuBinaryVersion();
+  if (!atLeast(system, 9, 1)) return {};
+  const ok = await Deno.stat(`${PREVIOUS_QEMU_BIN}/qemu-system-x86_64`).then(
+    () => true,
+    () => false,
+  );
+  if (!ok) {
+    throw new Error(
+      `${PREVIOUS.tag} cannot run QEMU ${formatQemuVersion(system)} (-runas) and ` +
+        `${PREVIOUS_QEMU_BIN} has no QEMU: run scripts/setup.sh`,
+    );
+  }
+  return { PATH: `${PREVIOUS_QEMU_BIN}:${Deno.env.get("PATH") ?? ""}` };
 }
 
 /** The previous release's tree in a temp dir (`git archive TAG`); returns its main.ts. */
@@ -121,6 +146,7 @@ testWithTimeout({
   const cluster = new NovactlCluster({
     env: { NOVACTL_ACCEL: "tcg" },
     programs: { n1: previous.mainTs, n2: previous.mainTs, n3: previous.mainTs },
+    programEnv: { [previous.mainTs]: await previousReleaseEnv() },
   });
   const live = () => cluster.nodes.find((n) => n.process && !n.process.exited)!.url;
   const token = () => cluster.adminToken;

@@ -106,6 +106,11 @@ export interface NovactlClusterOptions {
    * rolling upgrades); it runs from its own directory. See {@link NovactlCluster.setProgram}.
    */
   programs?: Record<string, string>;
+  /**
+   * Extra environment for the nodes that run a given entry point, by entry point (e.g. a PATH
+   * with the QEMU an older release needs); on top of `env`.
+   */
+  programEnv?: Record<string, Record<string, string>>;
   /** Deno executable; default: the one running this code. */
   denoPath?: string;
   /** Arguments placed before the entry point; default `["run", "-A"]`. */
@@ -586,7 +591,7 @@ export class NovactlCluster {
       args: [...inNamespace, ...args],
       logPath: node.logPath,
       cwd: new URL(".", `file://${mainTs}`).pathname,
-      env: this.#options.env,
+      env: { ...this.#options.env, ...this.#options.programEnv?.[mainTs] },
     });
     await this.#learnUrl(node);
   }
