@@ -138,7 +138,8 @@ function nbdInfo(port: number, credsDir: string | null, host = "127.0.0.1") {
   return run("qemu-img", [
     "info",
     "--object",
-    `tls-creds-x509,id=tls0,dir=${credsDir},endpoint=client`,
+    // As novactl loads node certificates (commands.ts): ECDSA keys are for signatures only.
+    `tls-creds-x509,id=tls0,dir=${credsDir},endpoint=client,sanity-check=off`,
     "--image-opts",
     `driver=nbd,host=${host},port=${port},export=root,tls-creds=tls0`,
   ]);
