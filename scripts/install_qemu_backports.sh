@@ -78,6 +78,15 @@ pkgs=(qemu-system-x86 qemu-system-common qemu-system-data)
 # PKG/SUITE: that suite's version, not the one the system has installed.
 (cd "$private/debs" && apt-get "${apt_opts[@]}" download "${pkgs[@]/%//$SUITE}")
 for deb in "$private"/debs/*.deb; do dpkg-deb -x "$deb" "$private/root"; done
+# QEMU finds its firmware path relative to its binary: DIR/root/usr/share/seabios and
+# DIR/root/usr/lib/ipxe/qemu, which the QEMU packages do not ship (SeaBIOS and iPXE do): link
+# the system's in.
+for fw in /usr/share/seabios /usr/lib/ipxe/qemu; do
+  if [[ -d $fw && ! -e $private/root$fw ]]; then
+    mkdir -p "$(dirname "$private/root$fw")"
+    ln -s "$fw" "$private/root$fw"
+  fi
+done
 missing=$(ldd "$private/root/usr/bin/qemu-system-x86_64" | grep "not found" || true)
 if [[ -n $missing ]]; then
   echo "install_qemu_backports: libraries this system lacks for QEMU from $SUITE:" >&2
