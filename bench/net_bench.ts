@@ -30,12 +30,20 @@
  * namespaces, an overlay network; each sample `POST /api/v1/vms` (start, one
  * NIC on the network, pinned to n2) → OVN's DHCPACK to the NIC's MAC leaving
  * on its tap in n2's namespace (tcpdump's capture time, bench/lib/dhcp_watch.ts).
- * Anchor, alternating with it in the same run: a logical port made by hand on a
- * switch made by hand (the same DHCP options) and a tap plugged by hand into
- * n2's `br-int`, then the same guest (same kernel, initramfs, cmdline, memory,
- * a fresh 1 GiB qcow2, the driver's QEMU arguments) launched by hand in n2's
- * namespace → the same DHCPACK (bench/lib/bare_ovn.ts, bench/lib/bare_qemu.ts).
- * Overhead is novactl minus anchor within each pair. Goal: ≤ 100 ms.
+ * Anchor, in turn with it in the same run: a fresh 1 GiB qcow2 (novactl's root
+ * disk for a kernel image, made inside the clock as novactl makes its own), a
+ * logical port made by hand on a switch made by hand (the same DHCP options)
+ * and a tap plugged by hand into n2's `br-int`, then the same guest (same
+ * kernel, initramfs, cmdline, memory, the driver's QEMU arguments with the
+ * devices novactl's launch spec has) launched by hand in n2's namespace → the
+ * same DHCPACK (bench/lib/bare_ovn.ts, bench/lib/bare_qemu.ts). A third side,
+ * the plain anchor, is the anchor without novactl's devices (serial to a file,
+ * no VNC or display, no disk hot-plug ports). Overhead is novactl minus anchor
+ * within each pair. Every start is also split at points all sides share
+ * (bench/lib/start_marks.ts): QEMU up (its QMP socket made), the guest's vCPU
+ * first running, its first DHCPDISCOVER; the guest's boot (vCPU → DISCOVER)
+ * varies by hundreds of ms under TCG, the other spans by tens, so the overhead
+ * without the boot resolves what novactl adds. Goal: ≤ 100 ms.
  *
  * TCP part: guest-to-guest TCP throughput across hosts. Two nodes; on the
  * overlay network a receiver guest on n2 (busybox `nc -l` to /dev/null, its
