@@ -325,7 +325,7 @@ export function renderNet(result: NetBenchResult): string {
       const m = d.managerOverheadMs;
       const resolves = m.max - m.min < d.goalOverheadMs || m.max <= d.goalOverheadMs;
       parts.push(
-        "The same pairs split at points both sides share (ms, median (min–max)):",
+        "The same starts split at points every side shares (ms, median (min–max)):",
         table(
           [
             "span",
