@@ -30,12 +30,20 @@
  * namespaces, an overlay network; each sample `POST /api/v1/vms` (start, one
  * NIC on the network, pinned to n2) → OVN's DHCPACK to the NIC's MAC leaving
  * on its tap in n2's namespace (tcpdump's capture time, bench/lib/dhcp_watch.ts).
- * Anchor, alternating with it in the same run: a logical port made by hand on a
- * switch made by hand (the same DHCP options) and a tap plugged by hand into
- * n2's `br-int`, then the same guest (same kernel, initramfs, cmdline, memory,
- * a fresh 1 GiB qcow2, the driver's QEMU arguments) launched by hand in n2's
- * namespace → the same DHCPACK (bench/lib/bare_ovn.ts, bench/lib/bare_qemu.ts).
- * Overhead is novactl minus anchor within each pair. Goal: ≤ 100 ms.
+ * Anchor, in turn with it in the same run: a fresh 1 GiB qcow2 (novactl's root
+ * disk for a kernel image, made inside the clock as novactl makes its own), a
+ * logical port made by hand on a switch made by hand (the same DHCP options)
+ * and a tap plugged by hand into n2's `br-int`, then the same guest (same
+ * kernel, initramfs, cmdline, memory, the driver's QEMU arguments with the
+ * devices novactl's launch spec has) launched by hand in n2's namespace → the
+ * same DHCPACK (bench/lib/bare_ovn.ts, bench/lib/bare_qemu.ts). A third side,
+ * the plain anchor, is the anchor without novactl's devices (serial to a file,
+ * no VNC or display, no disk hot-plug ports). Overhead is novactl minus anchor
+ * within each pair. Every start is also split at points all sides share
+ * (bench/lib/start_marks.ts): QEMU up (its QMP socket made), the guest's vCPU
+ * first running, its first DHCPDISCOVER; the guest's boot (vCPU → DISCOVER)
+ * varies by hundreds of ms under TCG, the other spans by tens, so the overhead
+ * without the boot resolves what novactl adds. Goal: ≤ 100 ms.
  *
  * TCP part: guest-to-guest TCP throughput across hosts. Two nodes; on the
  * overlay network a receiver guest on n2 (busybox `nc -l` to /dev/null, its
@@ -66,8 +74,24 @@ import {
   tapBytes,
 } from "./lib/bare_ovn.ts";
 import { DhcpWatch, epochNowMs } from "./lib/dhcp_watch.ts";
+import {
+  modifiedAtMs,
+  pairDiffs,
+  type Span,
+  SPANS,
+  spansOf,
+  spanValues,
+  type StartMarks,
+  vcpuStart,
+} from "./lib/start_marks.ts";
 import { DirPool } from "../host/storage/mod.ts";
-import { buildSeedIso, GuestAgent, QemuDriver } from "../host/kvm/mod.ts";
+import {
+  buildSeedIso,
+  GuestAgent,
+  type LaunchSpec,
+  QemuDriver,
+  type QmpClient,
+} from "../host/kvm/mod.ts";
 import { renderSeed } from "../core/cloudinit/mod.ts";
 import { type NetCluster, startNetCluster } from "./lib/net_cluster.ts";
 import {
@@ -148,6 +172,32 @@ export interface NetBenchResult {
     /** The guest's first DHCPDISCOVER → the DHCPACK: OVN's DHCP exchange alone, each side. */
     novactlDiscoverToAckMs: Figure;
     bareDiscoverToAckMs: Figure;
+    /**
+     * Each side's spans between points both share (bench/lib/start_marks.ts): start → QEMU up
+     * (QMP socket made), → the guest's vCPU first runs, → its first DHCPDISCOVER, → DHCPACK.
+     */
+    novactlSpansMs?: Record<Span, Figure>;
+    bareSpansMs?: Record<Span, Figure>;
+    /** Per pair, novactl's span minus the anchor's; they add up to `overheadMs` pair by pair. */
+    spanOverheadMs?: Record<Span, Figure>;
+    /**
+     * Per pair, the overhead without the guest's own boot (vCPU first runs → first
+     * DHCPDISCOVER, the same kernel and initramfs on the same virtual hardware on both sides):
+     * what novactl's control plane, its QEMU launch and OVN's answer add.
+     */
+    managerOverheadMs?: Figure;
+    /** The devices the anchor's guest was given, as novactl's launch spec had them. */
+    anchorDevices?: Record<string, unknown>;
+    /**
+     * A third side, in turn with the two: the anchor with its guest on the driver's plain
+     * device set (serial to a file, no VNC or display, no disk hot-plug ports), as an
+     * operator might launch it by hand. Its spans, novactl's total minus its total per sample,
+     * and, per sample, the anchor's boot span less this one's: what novactl's devices cost
+     * the guest's boot.
+     */
+    plainSpansMs?: Record<Span, Figure>;
+    plainOverheadMs?: Figure & { p50: number; p99: number };
+    devicesBootMs?: Figure;
     goalOverheadMs: number;
   };
   tcp?: {
@@ -537,84 +587,136 @@ async function dhcpCase(): Promise<NonNullable<NetBenchResult["dhcp"]>> {
     watch = await DhcpWatch.start(net.cluster.node(host).namespace!);
     const w = watch;
 
-    const novactl = async (name: string) => {
-      const t0 = epochNowMs();
-      await post(net, "/api/v1/vms", {
-        name,
-        image: "guest",
-        memoryMiB: GUEST_MIB,
-        node: host,
-        nics: [{ network: "dhcp" }],
-      });
-      const mac = await macOf(net, name);
-      const ms = {
-        ack: (await w.waitFor(mac, t0)) - t0,
-        discover: (await w.waitFor(mac, t0, "DISCOVER")) - t0,
-      };
-      await deleteVm(net, name);
-      return ms;
+    const nodeVms = `${net.cluster.node(host).dataDir}/vms`;
+    /**
+     * One start's marks (bench/lib/start_marks.ts): the guest's vCPU thread is polled from
+     * before `go` runs; QEMU's QMP socket is read once the guest got its lease, while the QEMU
+     * still runs.
+     */
+    const marks = async (
+      vmDir: string,
+      mac: () => Promise<string>,
+      go: () => Promise<void>,
+    ): Promise<StartMarks> => {
+      const vcpu = vcpuStart(`${vmDir}/qemu.pid`);
+      try {
+        const start = epochNowMs();
+        await go();
+        const m = await mac();
+        const ack = await w.waitFor(m, start);
+        return {
+          start,
+          qemuUp: await modifiedAtMs(`${vmDir}/qmp.sock`),
+          running: await vcpu.at,
+          discover: await w.waitFor(m, start, "DISCOVER"),
+          ack,
+        };
+      } finally {
+        vcpu.stop();
+      }
     };
-    const bare = async (i: number) => {
-      const name = `bare-d${i}`;
+    // The anchor's guest gets the devices novactl's has (serial socket and VNC, display, PCIe
+    // ports), read from novactl's launch spec: both boot the same virtual hardware.
+    let devices: Pick<LaunchSpec, "consoles" | "display" | "diskPorts"> | undefined;
+    const novactl = async (name: string) => {
+      try {
+        return await marks(`${nodeVms}/${name}`, () => macOf(net, name), async () => {
+          await post(net, "/api/v1/vms", {
+            name,
+            image: "guest",
+            memoryMiB: GUEST_MIB,
+            node: host,
+            nics: [{ network: "dhcp" }],
+          });
+        });
+      } finally {
+        if (!devices) {
+          const spec = JSON.parse(await Deno.readTextFile(`${nodeVms}/${name}/launch.json`));
+          devices = { consoles: spec.consoles, display: spec.display, diskPorts: spec.diskPorts };
+        }
+        await deleteVm(net, name);
+      }
+    };
+    /** The anchor; `plain`: its guest without novactl's devices (a serial file, no display). */
+    const bare = async (i: number, plain = false) => {
+      const name = `bare-d${i}${plain ? "p" : ""}`;
       const hex = (i & 0xff).toString(16).padStart(2, "0");
       const p: BarePort = {
         node: host,
-        port: `bare-dhcp-${i}`,
-        tap: `nvbd${i}`,
-        mac: `52:54:00:95:01:${hex}`,
-        ip: `10.95.1.${10 + (i % 200)}`,
+        port: `bare-dhcp-${i}${plain ? "p" : ""}`,
+        tap: `nvbd${i}${plain ? "p" : ""}`,
+        mac: `52:54:00:95:${plain ? "02" : "01"}:${hex}`,
+        ip: `10.95.1.${10 + (i % 120) + (plain ? 120 : 0)}`,
       };
-      // A fresh disk like a new VM's, made before the clock starts (as bench:vm's anchor does).
-      const disk = (await pool.create(name, 2 ** 30)).path;
-      const t0 = epochNowMs();
-      await addBarePort(net, sw, p);
-      const qmp = await launchBare(`${work}/vms`, {
-        name,
-        memoryMiB: GUEST_MIB,
-        disk,
-        nics: [{ id: "net0", mac: p.mac, tap: p.tap, port: 0 }],
-        netns: net.cluster.node(host).namespace!,
-      });
+      let qmp: QmpClient | null = null;
       try {
-        return {
-          ack: (await w.waitFor(p.mac, t0)) - t0,
-          discover: (await w.waitFor(p.mac, t0, "DISCOVER")) - t0,
-        };
+        return await marks(`${work}/vms/${name}`, () => Promise.resolve(p.mac), async () => {
+          // Inside the clock, as novactl makes its VM's disk inside its own: a fresh 1 GiB
+          // qcow2 (novactl's root disk for a kernel image is a blank one of the same kind).
+          const disk = (await pool.create(name, 2 ** 30)).path;
+          await addBarePort(net, sw, p);
+          qmp = await launchBare(`${work}/vms`, {
+            name,
+            memoryMiB: GUEST_MIB,
+            disk,
+            nics: [{ id: "net0", mac: p.mac, tap: p.tap, port: 0 }],
+            netns: net.cluster.node(host).namespace!,
+            devices: plain ? {} : devices,
+          });
+        });
       } finally {
-        await quitBare(qmp);
+        if (qmp) await quitBare(qmp);
         await removeBarePort(net, p);
         await pool.delete(name).catch(() => {});
       }
     };
 
     // Warm up once each (the image's first pull into the host's store, the accelerator probe).
-    console.log(`warm-up: novactl ${Math.round((await novactl("dwarm")).ack)} ms`);
-    console.log(`warm-up: bare ${Math.round((await bare(999)).ack)} ms`);
-    const n: { ack: number; discover: number }[] = [];
-    const b: { ack: number; discover: number }[] = [];
+    const ms = (m: StartMarks) => Math.round(m.ack - m.start);
+    console.log(`warm-up: novactl ${ms(await novactl("dwarm"))} ms`);
+    console.log(`warm-up: bare ${ms(await bare(999))} ms`);
+    const n: StartMarks[] = [];
+    const b: StartMarks[] = [];
+    const bp: StartMarks[] = [];
+    const line = (m: StartMarks) =>
+      `${ms(m)} ms (${Object.values(spansOf(m)).map((v) => Math.round(v)).join(" + ")})`;
     for (let i = 0; i < SAMPLES; i++) {
       n.push(await novactl(`d${i}`));
       b.push(await bare(i));
+      bp.push(await bare(i, true));
       console.log(
-        `dhcp ${i + 1}: novactl ${Math.round(n[i].ack)} ms (discover at ${
-          Math.round(n[i].discover)
-        }), bare ${Math.round(b[i].ack)} ms (discover at ${Math.round(b[i].discover)}), ` +
-          `overhead ${Math.round(n[i].ack - b[i].ack)} ms`,
+        `dhcp ${i + 1}: novactl ${line(n[i])}, bare ${line(b[i])}, plain bare ${line(bp[i])}, ` +
+          `overhead ${ms(n[i]) - ms(b[i])} ms`,
       );
     }
+    const pv = spanValues(bp);
+    const plainDiff = pairDiffs(n, bp);
+    const nv = spanValues(n);
+    const bv = spanValues(b);
+    const diff = pairDiffs(n, b);
+    const spanFigures = (v: Record<Span, number[]>) =>
+      Object.fromEntries(SPANS.map((k) => [k, figure(v[k], 1)])) as Record<Span, Figure>;
     return {
       meta: { ...meta, date: new Date().toISOString() },
       setup: {
         hosts: 2,
         guestMemoryMiB: GUEST_MIB,
         samples: SAMPLES,
-        order: "novactl, bare, alternating",
+        order: "novactl, bare, plain bare, in turn",
       },
-      novactlMs: withPercentiles(n.map((s) => s.ack)),
-      bareMs: withPercentiles(b.map((s) => s.ack)),
-      overheadMs: withPercentiles(n.map((s, i) => s.ack - b[i].ack)),
-      novactlDiscoverToAckMs: figure(n.map((s) => s.ack - s.discover), 1),
-      bareDiscoverToAckMs: figure(b.map((s) => s.ack - s.discover), 1),
+      novactlMs: withPercentiles(nv.total),
+      bareMs: withPercentiles(bv.total),
+      overheadMs: withPercentiles(diff.total),
+      novactlDiscoverToAckMs: figure(nv.dhcp, 1),
+      bareDiscoverToAckMs: figure(bv.dhcp, 1),
+      novactlSpansMs: spanFigures(nv),
+      bareSpansMs: spanFigures(bv),
+      spanOverheadMs: spanFigures(diff),
+      managerOverheadMs: figure(n.map((_, i) => diff.total[i] - diff.boot[i]), 1),
+      anchorDevices: devices ?? {},
+      plainSpansMs: spanFigures(pv),
+      plainOverheadMs: withPercentiles(plainDiff.total),
+      devicesBootMs: figure(b.map((_, i) => bv.boot[i] - pv.boot[i]), 1),
       goalOverheadMs: GOAL_OVERHEAD_MS,
     };
   } finally {

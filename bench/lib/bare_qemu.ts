@@ -4,6 +4,7 @@
  * cluster, reconcile loop or Raft in between.
  */
 import {
+  type LaunchSpec,
   type NicSpec,
   processAlive,
   qemuBinaryVersion,
@@ -28,6 +29,11 @@ export async function launchBare(
     seed?: string;
     /** Runs QEMU in this network namespace (`ip netns exec`), e.g. a host's, for its taps. */
     netns?: string;
+    /**
+     * Devices as a VM manager's launch spec has them (serial socket and VNC, display, PCIe
+     * ports), so the anchor's guest boots on the same virtual hardware; default: none of them.
+     */
+    devices?: Pick<LaunchSpec, "consoles" | "display" | "diskPorts">;
   },
 ): Promise<QmpClient> {
   const guest = await testGuest();
@@ -49,6 +55,7 @@ export async function launchBare(
     ],
     nics: opts.nics ?? [{ id: "net0", mac: "52:54:00:00:00:01" }],
     generation: 0,
+    ...(opts.devices ?? {}),
   };
   const p = driver.paths(spec.name);
   await Deno.mkdir(p.dir, { recursive: true });
