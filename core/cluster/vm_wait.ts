@@ -1,7 +1,10 @@
 /** Waiting for a VM to settle: `GET /vms/NAME/wait` and the lifecycle calls' `?wait=SECONDS`. */
 import type { ClusterNode } from "./node.ts";
 import type { OperationRecord, VmRecord, VmState } from "../fsm/mod.ts";
+import { NotFoundError } from "../errors/mod.ts";
 import { featureAllowed } from "../upgrade/levels.ts";
+import { settleOnChange } from "./settle.ts";
+import { waitForOperation } from "./operation_service.ts";
 
 /** What a wait can ask for: a state, or the VM gone. */
 export type VmWaitTarget = VmState | "deleted";
@@ -35,25 +38,24 @@ export function waitForVm(
     if (!vm) return { vm, settled: true };
     return { vm, settled: vm.state === want || (vm.state === "failed" && !staleFailure(vm)) };
   };
-  return settleOnChange(vmChanges(node, name), check, (r) => r.settled, opts);
+  return settleOnChange(vmChanges(node, name), check, (r) => r.settled, capped(opts));
 }
 
 /**
  * Resolves once the VM lifecycle operation `id` (core/fsm/vm_operations.ts) left "running",
- * or at the deadline (or abort) with it still running; null when it is not known here.
- * Woken by the operation's changes (they apply with its VM's), not by polling.
+ * or at the deadline (at most {@link MAX_VM_WAIT_MS}) or abort with it still running; null
+ * when it is not known here.
  */
-export function waitForVmOperation(
+export async function waitForVmOperation(
   node: ClusterNode,
   id: string,
   opts: { timeoutMs: number; signal?: AbortSignal },
 ): Promise<OperationRecord | null> {
-  const check = () => node.fsm.operation(id);
-  const operationChanges = (listener: () => void) =>
-    node.fsm.onChange((c) => {
-      if (c === null || (c.resource === "operation" && c.name === id)) listener();
-    });
-  return settleOnChange(operationChanges, check, (op) => !op || op.state !== "running", opts);
+  const timeoutMs = Math.min(opts.timeoutMs, MAX_VM_WAIT_MS);
+  return await waitForOperation(node, id, { ...opts, timeoutMs }).catch((err) => {
+    if (err instanceof NotFoundError) return null;
+    throw err;
+  });
 }
 
 /** A hot-plugged device to wait for: an attached volume (by name) or a NIC (by MAC). */
@@ -109,7 +111,7 @@ export function waitForPlug(
     const vm = node.fsm.vm(name);
     return { vm, settled: plugSettled(vm, target, present, node.fsm.clusterLevel()) };
   };
-  return settleOnChange(vmChanges(node, name), check, (r) => r.settled, opts);
+  return settleOnChange(vmChanges(node, name), check, (r) => r.settled, capped(opts));
 }
 
 /** Subscribes `listener` to the applied changes of VM `name` (null: everything may have). */
@@ -120,31 +122,7 @@ function vmChanges(node: ClusterNode, name: string) {
     });
 }
 
-/**
- * `check()` once `settled` holds for it, checked again on each change `subscribe` reports;
- * at the deadline (at most {@link MAX_VM_WAIT_MS}) or abort, `check()` as it is then.
- */
-function settleOnChange<T>(
-  subscribe: (listener: () => void) => () => void,
-  check: () => T,
-  settled: (r: T) => boolean,
-  opts: { timeoutMs: number; signal?: AbortSignal },
-): Promise<T> {
-  const now = check();
-  if (settled(now)) return Promise.resolve(now);
-  return new Promise((resolve) => {
-    const done = (r: T) => {
-      off();
-      clearTimeout(timer);
-      opts.signal?.removeEventListener("abort", onAbort);
-      resolve(r);
-    };
-    const off = subscribe(() => {
-      const r = check();
-      if (settled(r)) done(r);
-    });
-    const timer = setTimeout(() => done(check()), Math.min(opts.timeoutMs, MAX_VM_WAIT_MS));
-    const onAbort = () => done(check());
-    opts.signal?.addEventListener("abort", onAbort);
-  });
+/** VM waits hold a request for at most {@link MAX_VM_WAIT_MS}. */
+function capped<O extends { timeoutMs: number }>(opts: O): O {
+  return { ...opts, timeoutMs: Math.min(opts.timeoutMs, MAX_VM_WAIT_MS) };
 }
