@@ -4,13 +4,12 @@
  * leader's gate); no QEMU, nothing plugged. And the wait for it (core/cluster/vm_wait.ts),
  * woken by the report itself.
  */
-import { StateMachine } from "./state_machine.ts";
+import { Replicas } from "../testing/fsm.ts";
+import type { StateMachine } from "./state_machine.ts";
 import { testVmSpec } from "../testing/fixtures.ts";
 import { assert, assertEquals } from "../testing/assert.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
 import type { Command, VmDisk, VmPlugged, VmState } from "./commands.ts";
-import type { Entry } from "../raft/types.ts";
-import { join } from "node:path";
 import { assertCommandAllowed } from "../upgrade/mod.ts";
 import { FeatureUnavailableError } from "../errors/mod.ts";
 import { diskPlugged, nicPlugged, withPluggedView } from "./vm_devices.ts";
@@ -18,37 +17,6 @@ import type { ClusterNode } from "../cluster/node.ts";
 import { plugSettled, waitForPlug } from "../cluster/vm_wait.ts";
 import { parsePeerCommand } from "./command_schemas.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
-
-/** Two replicas fed the same entries: what one decides, the other must too. */
-class Replicas {
-  index = 0;
-  readonly a: StateMachine;
-  readonly b: StateMachine;
-  constructor(dir: string) {
-    this.a = new StateMachine(join(dir, "a.db"));
-    this.b = new StateMachine(join(dir, "b.db"));
-  }
-
-  /** Applies `c` on both replicas; returns replica a's outcome. */
-  try(c: Command): { ok: true; value: unknown } | { ok: false; error: Error } {
-    const e: Entry = { index: ++this.index, term: 1, type: "normal", data: JSON.stringify(c) };
-    const ra = this.a.applyEntries([e]).get(e.index)!;
-    const rb = this.b.applyEntries([e]).get(e.index)!;
-    assertEquals(JSON.stringify(ra), JSON.stringify(rb), `entry ${e.index} applied alike`);
-    return ra;
-  }
-
-  apply(c: Command): unknown {
-    const r = this.try(c);
-    if (!r.ok) throw r.error;
-    return r.value;
-  }
-
-  close(): void {
-    this.a.close();
-    this.b.close();
-  }
-}
 
 let clock = 100;
 

@@ -3,7 +3,7 @@
  * own entry with an id from its index, finished by the VM's reports the same way on every
  * replica, superseded by a later change, ignored below cluster level 2.
  */
-import { StateMachine } from "./state_machine.ts";
+import { Replicas } from "../testing/fsm.ts";
 import { testVmSpec } from "../testing/fixtures.ts";
 import { assert, assertEquals } from "../testing/assert.ts";
 import { DEFAULT_CONFIG } from "../config/mod.ts";
@@ -14,42 +14,13 @@ import type {
   PlannedCreateResult,
   VmState,
 } from "./commands.ts";
-import type { Entry } from "../raft/types.ts";
-import { join } from "node:path";
 import { assertCommandAllowed } from "../upgrade/mod.ts";
 import { FeatureUnavailableError } from "../errors/mod.ts";
 import { MINUTE, testWithTimeout } from "../../tests/support/timeout.ts";
 
-/** Two replicas fed the same entries: what one decides, the other must too. */
-class Replicas {
-  index = 0;
-  readonly a: StateMachine;
-  readonly b: StateMachine;
-  constructor(dir: string) {
-    this.a = new StateMachine(join(dir, "a.db"));
-    this.b = new StateMachine(join(dir, "b.db"));
-  }
-
-  /** Applies `c` on both replicas; returns replica a's value (throws on a rejected entry). */
-  apply(c: Command): unknown {
-    const e: Entry = { index: ++this.index, term: 1, type: "normal", data: JSON.stringify(c) };
-    const ra = this.a.applyEntries([e]).get(e.index)!;
-    const rb = this.b.applyEntries([e]).get(e.index)!;
-    assertEquals(JSON.stringify(ra), JSON.stringify(rb), `entry ${e.index} applied alike`);
-    if (!ra.ok) throw ra.error;
-    return ra.value;
-  }
-
-  op(id: string): OperationRecord | null {
-    const op = this.a.operation(id);
-    assertEquals(op, this.b.operation(id), `operation ${id} alike on both replicas`);
-    return op;
-  }
-
-  close(): void {
-    this.a.close();
-    this.b.close();
-  }
+/** Operation `id`, the same on both replicas. */
+function opOf(r: Replicas, id: string): OperationRecord | null {
+  return r.alike((fsm) => fsm.operation(id), `operation ${id}`);
 }
 
 /** A state with host h1 on 0.2.0, an image, at `level`, and VM `vm1` placed on h1, stopped. */
@@ -140,7 +111,7 @@ testWithTimeout({
   const r = await setUp();
   const brief = desire(r, "running");
   assertEquals(brief, { id: `vmop-${r.index}`, kind: "start", state: "running" });
-  const op = r.op(brief.id)!;
+  const op = opOf(r, brief.id)!;
   assertEquals([op.kind, op.target, op.runner, op.by, op.requestId], [
     "start",
     "vm1",
@@ -149,9 +120,9 @@ testWithTimeout({
     "req-1",
   ]);
   report(r, "vm1", "starting");
-  assertEquals(r.op(brief.id)!.state, "running", "starting is not running yet");
+  assertEquals(opOf(r, brief.id)!.state, "running", "starting is not running yet");
   report(r, "vm1", "running");
-  const done = r.op(brief.id)!;
+  const done = opOf(r, brief.id)!;
   assertEquals(done.state, "succeeded");
   assertEquals(done.result, { state: "running", node: "h1" });
   // A start of a running VM has nothing to wait for.
@@ -169,12 +140,12 @@ testWithTimeout({
   const brief = restart(r);
   assertEquals([brief.kind, brief.state], ["restart", "running"]);
   report(r, "vm1", "running"); // the old QEMU's report, committed after the restart
-  assertEquals(r.op(brief.id)!.state, "running", "a stale running report must not finish it");
+  assertEquals(opOf(r, brief.id)!.state, "running", "a stale running report must not finish it");
   report(r, "vm1", "stopping", "restarting");
-  assertEquals(r.op(brief.id)!.state, "running");
+  assertEquals(opOf(r, brief.id)!.state, "running");
   report(r, "vm1", "starting");
   report(r, "vm1", "running");
-  assertEquals(r.op(brief.id)!.state, "succeeded");
+  assertEquals(opOf(r, brief.id)!.state, "succeeded");
   r.close();
 });
 
@@ -186,15 +157,15 @@ testWithTimeout({
   const start = desire(r, "running");
   report(r, "vm1", "starting");
   const stop = desire(r, "stopped");
-  const superseded = r.op(start.id)!;
+  const superseded = opOf(r, start.id)!;
   assertEquals(superseded.state, "aborted");
   assertEquals(superseded.result, { supersededBy: stop.id });
   assert(superseded.error?.includes(stop.id), superseded.error ?? "no error");
   report(r, "vm1", "running"); // on its way down: not what a stop waits for
-  assertEquals(r.op(stop.id)!.state, "running");
-  assertEquals(r.op(start.id)!.state, "aborted", "a finished operation never changes");
+  assertEquals(opOf(r, stop.id)!.state, "running");
+  assertEquals(opOf(r, start.id)!.state, "aborted", "a finished operation never changes");
   report(r, "vm1", "stopped");
-  assertEquals(r.op(stop.id)!.state, "succeeded");
+  assertEquals(opOf(r, stop.id)!.state, "succeeded");
   // A stop of a stopped VM is done at once.
   assertEquals(desire(r, "stopped").state, "succeeded");
   r.close();
@@ -207,14 +178,14 @@ testWithTimeout({
   const r = await setUp();
   const first = desire(r, "running");
   report(r, "vm1", "failed", "start failed: no kernel");
-  const failed = r.op(first.id)!;
+  const failed = opOf(r, first.id)!;
   assertEquals([failed.state, failed.error], ["failed", "start failed: no kernel"]);
   const again = desire(r, "running");
   report(r, "vm1", "failed", "start failed: no kernel"); // the same failure, reported again
-  assertEquals(r.op(again.id)!.state, "running");
+  assertEquals(opOf(r, again.id)!.state, "running");
   report(r, "vm1", "starting");
   report(r, "vm1", "failed", "start failed: no kernel");
-  assertEquals(r.op(again.id)!.state, "failed", "failed again after trying");
+  assertEquals(opOf(r, again.id)!.state, "failed", "failed again after trying");
   r.close();
 });
 
@@ -226,7 +197,7 @@ testWithTimeout({
   const del = desire(r, "deleted");
   assertEquals([del.kind, del.state], ["delete", "running"]);
   r.apply({ op: "vm.remove", name: "vm1", node: "h1", at: ++clock });
-  assertEquals(r.op(del.id)!.state, "succeeded");
+  assertEquals(opOf(r, del.id)!.state, "succeeded");
 
   r.apply({ op: "vm.create", vm: testVmSpec("vm1", null!), by: "t", at: ++clock });
   const now = desire(r, "deleted");
@@ -252,8 +223,8 @@ testWithTimeout({
   const ops = value.results.map((x) => x.ok ? x.operation?.id : "refused");
   assertEquals(ops, [`vmop-${r.index}-0`, undefined, `vmop-${r.index}-2`]);
   r.apply({ op: "vm.observed", name: "a3", node: "h1", state: "running", at: ++clock });
-  assertEquals(r.op(`vmop-${r.index - 1}-2`)!.state, "succeeded");
-  assertEquals(r.op(`vmop-${r.index - 1}-0`)!.state, "running");
+  assertEquals(opOf(r, `vmop-${r.index - 1}-2`)!.state, "succeeded");
+  assertEquals(opOf(r, `vmop-${r.index - 1}-0`)!.state, "running");
   r.close();
 });
 

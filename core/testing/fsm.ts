@@ -45,3 +45,53 @@ export async function fresh(): Promise<StateMachine> {
   });
   return fsm;
 }
+
+/**
+ * Two replicas fed the same entries, for resources whose apply must be deterministic: each
+ * entry's outcome is compared between them, so what one decides, the other must too.
+ */
+export class Replicas {
+  index = 0;
+  readonly a: StateMachine;
+  readonly b: StateMachine;
+  constructor(dir: string) {
+    this.a = new StateMachine(join(dir, "a.db"));
+    this.b = new StateMachine(join(dir, "b.db"));
+  }
+
+  /** Applies `c` on both replicas; returns replica a's outcome (the same as b's). */
+  try(c: Command): { ok: true; value: unknown } | { ok: false; error: Error } {
+    const e: Entry = { index: ++this.index, term: 1, type: "normal", data: JSON.stringify(c) };
+    const ra = this.a.applyEntries([e]).get(e.index)!;
+    const rb = this.b.applyEntries([e]).get(e.index)!;
+    if (JSON.stringify(ra) !== JSON.stringify(rb)) {
+      throw new Error(
+        `entry ${e.index} (${c.op}) applied differently: ${JSON.stringify(ra)} vs ${
+          JSON.stringify(rb)
+        }`,
+      );
+    }
+    return ra;
+  }
+
+  /** Applies `c` on both replicas; returns its value (throws what a refused entry gave). */
+  apply(c: Command): unknown {
+    const r = this.try(c);
+    if (!r.ok) throw r.error;
+    return r.value;
+  }
+
+  /** What `read` finds on replica a, after checking that b holds the same. */
+  alike<T>(read: (fsm: StateMachine) => T, what: string): T {
+    const [a, b] = [read(this.a), read(this.b)];
+    if (JSON.stringify(a) !== JSON.stringify(b)) {
+      throw new Error(`${what} differs: ${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+    }
+    return a;
+  }
+
+  close(): void {
+    this.a.close();
+    this.b.close();
+  }
+}
