@@ -115,6 +115,7 @@ export class BlockHasher {
     onChunk: ChunkHandler,
     signal?: AbortSignal,
   ): HashJob | null {
+    if (signal?.aborted) this.close();
     const worker = this.#worker;
     if (!worker) return null;
     if (this.#current) throw new Error("a BlockHasher hashes one file at a time");

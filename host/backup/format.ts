@@ -165,6 +165,9 @@ export async function checksumFile(
   try {
     if (opts.workerOnly !== true || !helper) await hashHere();
     await helper?.done;
+  } catch (err) {
+    hasher?.close(); // its job may still run: no later file may share the counter with it
+    throw err;
   } finally {
     own?.close();
   }
