@@ -271,8 +271,6 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
     const agent = (await agentUp) ? req.agent : null;
     const tFiles = performance.now();
     s.phasesMs.files = ms(tFiles - t0);
-    // An incremental backup's few MiB are not held back: they copy while the guest thaws.
-    const held = agent !== null && !incremental;
     const actions = s.files.flatMap((d) => [
       bitmapAddAction(d.node, bitmapName(req.id), true),
       blockdevBackupAction({
@@ -283,7 +281,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
         bitmap: incremental ? bitmapName(req.parent!.id) : undefined,
         perf: COPY_PERF,
         // Held back while the guest thaws (see HELD_SPEED); copy-before-write is not.
-        speed: held ? HELD_SPEED : undefined,
+        speed: agent ? HELD_SPEED : undefined,
       }),
     ]);
     // The point in time: frozen filesystems (when the agent answers) around the transaction.
@@ -314,7 +312,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
             };
           });
         }
-        s.released = held ? s.thawed.then(() => release(qmp, s)) : s.thawed;
+        s.released = s.thawed.then(() => release(qmp, s));
         s.released.catch(() => {}); // awaited by finishBackupJobs, or dropped on failure
       }
     } else {
