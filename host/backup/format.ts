@@ -21,12 +21,7 @@
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { NovaError, ValidationError } from "../../core/errors/mod.ts";
-import {
-  renameDurably,
-  tempPathFor,
-  writeAll,
-  writeFileDurably,
-} from "../../core/store/mod.ts";
+import { renameDurably, tempPathFor, writeAll, writeFileDurably } from "../../core/store/mod.ts";
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 import { BlockHasher } from "./block_hasher.ts";
 

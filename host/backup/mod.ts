@@ -42,8 +42,8 @@ import {
   type Manifest,
   MANIFEST_FORMAT,
   readChain,
-  stageManifest,
   type StagedManifest,
+  stageManifest,
   verifyBackup,
   type VerifyReport,
 } from "./format.ts";
@@ -141,7 +141,6 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
     }
     const target = this.target(String(op.params.target));
     const wantIncremental = op.params.incremental === true;
-    const onProgress = this.progress(op.id);
     const dir = join(target.path, layout.dir(op.target));
     // Started now, so that it is ready (compiled) once the copy is done.
     const hasher = BlockHasher.start();

@@ -503,30 +503,9 @@ export async function queryBalloonBytes(qmp: QmpExecutor): Promise<number | null
 // ---- backups: dirty bitmaps, backup jobs (host/backup/) ------------------------------
 
 /**
- * `blockdev-add` of a qcow2 file as block node `nodeName`, without opening its backing chain
- * (`backing: null`): a backup job's target, whose backing file (the previous backup) only
- * matters when the chain is read back. `noFlush`: QEMU writes everything to the file but
- * never syncs it to disk (not even when it closes it); the caller syncs it.
- */
-export async function blockdevAddQcow2Target(
-  qmp: QmpExecutor,
-  nodeName: string,
-  filename: string,
-  opts: { noFlush?: boolean } = {},
-): Promise<void> {
-  const cache = opts.noFlush ? { cache: { "no-flush": true } } : {};
-  await qmp.execute("blockdev-add", {
-    driver: "qcow2",
-    "node-name": nodeName,
-    ...cache,
-    file: { driver: "file", filename, ...cache },
-    backing: null,
-  });
-}
-
-/**
- * `blockdev-add` of a `file` node on an existing (empty) file, for `blockdev-create` to format.
- * `noFlush` as in {@link blockdevAddQcow2Target}.
+ * `blockdev-add` of a `file` node on an existing (empty) file, for `blockdev-create` to format
+ * as a backup job's target. `noFlush`: QEMU writes everything to the file but never syncs it
+ * to disk (not even when it closes it); the caller syncs it.
  */
 export async function blockdevAddFile(
   qmp: QmpExecutor,
@@ -570,7 +549,9 @@ export async function blockdevCreateQcow2(
 
 /**
  * `blockdev-add` of a qcow2 node over the existing `file` node `fileNode`, without opening
- * its backing chain; `noFlush` as in {@link blockdevAddQcow2Target}.
+ * its backing chain (`backing: null`): a backup job's target, whose backing file (the
+ * previous backup) only matters when the chain is read back. `noFlush` as in
+ * {@link blockdevAddFile}.
  */
 export async function blockdevAddQcow2OnNode(
   qmp: QmpExecutor,
