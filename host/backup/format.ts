@@ -21,8 +21,9 @@
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { NovaError, ValidationError } from "../../core/errors/mod.ts";
-import { writeFileDurably } from "../../core/store/mod.ts";
+import { renameDurably, tempPathFor, writeAll, writeFileDurably } from "../../core/store/mod.ts";
 import type { BackupRecord } from "../../core/fsm/mod.ts";
+import { BlockHasher } from "./block_hasher.ts";
 
 /** The format tag every new manifest carries. */
 export const MANIFEST_FORMAT = "novactl-backup/2";
@@ -110,14 +111,18 @@ const INLINE_BYTES = 64 * 2 ** 20;
 
 /**
  * Hashes every block of `path` once, on two cores: this thread and a worker take 4 MiB
- * chunks from one shared counter (so a core busy with something else does less of it), or
- * this thread alone for a small file; `onBytes` sees progress.
+ * chunks from one shared counter (so a core busy with something else does less of it).
+ * The worker is `opts.hasher`'s, already started, whatever the file's size; without one, a
+ * worker is started for this file only if it is bigger than {@link INLINE_BYTES} (else this
+ * thread hashes it alone). `onBytes` sees progress.
  */
 export async function checksumFile(
   path: string,
   opts: {
     signal?: AbortSignal;
     onBytes?: (n: number) => void;
+    /** A worker started ahead of need (left running: the caller closes it). */
+    hasher?: BlockHasher;
     /** Hash here alone up to this size (tests); {@link INLINE_BYTES} unless set. */
     inlineBytes?: number;
     /** Leave every chunk to the worker (tests: the worker's path alone). */
@@ -128,12 +133,14 @@ export async function checksumFile(
   const chunks = Math.ceil(size / CHUNK_BYTES);
   const next = new Int32Array(new SharedArrayBuffer(4));
   const byChunk: string[][] = new Array(chunks);
-  const helper = size > (opts.inlineBytes ?? INLINE_BYTES)
-    ? hashInWorker(path, size, next, (i, hashes, n) => {
-      byChunk[i] = hashes;
-      opts.onBytes?.(n);
-    }, opts.signal)
+  const own = !opts.hasher && size > (opts.inlineBytes ?? INLINE_BYTES)
+    ? BlockHasher.start()
     : null;
+  const hasher = opts.hasher ?? own;
+  const helper = hasher?.hash(path, size, CHUNK_BYTES, BLOCK_BYTES, next, (i, hashes, n) => {
+    byChunk[i] = hashes;
+    opts.onBytes?.(n);
+  }, opts.signal) ?? null;
   const hashHere = async () => {
     const f = await Deno.open(path, { read: true });
     try {
@@ -153,9 +160,11 @@ export async function checksumFile(
   try {
     if (opts.workerOnly !== true || !helper) await hashHere();
     await helper?.done;
-    await hashHere(); // none left, unless the worker could not be started
+  } catch (err) {
+    hasher?.close(); // its job may still run: no later file may share the counter with it
+    throw err;
   } finally {
-    helper?.stop();
+    own?.close();
   }
   const blocks = byChunk.flat();
   if (blocks.length !== Math.ceil(size / BLOCK_BYTES)) {
@@ -185,85 +194,46 @@ function hashBlocks(data: Uint8Array): string[] {
   return out;
 }
 
-/**
- * The worker's source: the same loop as {@link checksumFile}'s (chunks from the shared
- * counter), each chunk's hashes posted back as soon as they are made.
- */
-const WORKER_SOURCE = `
-import { createHash } from "node:crypto";
-self.onmessage = async (e) => {
-  const { path, size, chunk, block, next } = e.data;
-  try {
-    const f = await Deno.open(path, { read: true });
-    const buf = new Uint8Array(chunk);
-    try {
-      for (;;) {
-        const i = Atomics.add(next, 0, 1);
-        if (i * chunk >= size) break;
-        const want = Math.min(chunk, size - i * chunk);
-        await f.seek(i * chunk, Deno.SeekMode.Start);
-        let got = 0;
-        while (got < want) {
-          const n = await f.read(buf.subarray(got, want));
-          if (n === null) throw new Error("the file ended at " + (i * chunk + got) + " of " + size + " bytes");
-          got += n;
-        }
-        const hashes = [];
-        for (let off = 0; off < want; off += block) {
-          hashes.push(createHash("sha256").update(buf.subarray(off, Math.min(want, off + block))).digest("hex"));
-        }
-        self.postMessage({ i, hashes, n: want });
-      }
-    } finally {
-      f.close();
-    }
-    self.postMessage({ done: true });
-  } catch (err) {
-    self.postMessage({ error: String(err) });
-  }
-};`;
-
-/**
- * Starts a worker hashing chunks of `path` taken from `next`; `done` resolves when it took
- * the last one. If no worker can be started, this thread simply hashes every chunk itself.
- */
-function hashInWorker(
-  path: string,
-  size: number,
-  next: Int32Array,
-  onChunk: (i: number, hashes: string[], n: number) => void,
-  signal?: AbortSignal,
-): { done: Promise<void>; stop(): void } {
-  let worker: Worker;
-  try {
-    const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
-    worker = new Worker(url, { type: "module" });
-    URL.revokeObjectURL(url);
-  } catch {
-    return { done: Promise.resolve(), stop: () => {} };
-  }
-  const done = new Promise<void>((resolve, reject) => {
-    worker.onmessage = (e) => {
-      if (e.data.error) reject(new Error(`hashing ${path}: ${e.data.error}`));
-      else if (e.data.done) resolve();
-      else onChunk(e.data.i, e.data.hashes, e.data.n);
-    };
-    worker.onerror = (e) => {
-      e.preventDefault();
-      reject(new Error(`hashing ${path}: ${e.message}`));
-    };
-    signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
-  done.catch(() => {}); // awaited by the caller, or dropped with its error
-  worker.postMessage({ path, size, chunk: CHUNK_BYTES, block: BLOCK_BYTES, next });
-  return { done, stop: () => worker.terminate() };
-}
-
 /** Writes the manifest durably; returns its sha256. */
 export async function writeManifest(dir: string, m: Manifest): Promise<string> {
   const text = JSON.stringify(m) + "\n";
   await writeFileDurably(join(dir, layout.manifest(m.id)), text);
   return createHash("sha256").update(text).digest("hex");
+}
+
+/** A manifest written and synced under a temporary name, not yet under its own. */
+export interface StagedManifest {
+  sha256: string;
+  /** Renames it to its name, durably (the directory synced). */
+  commit(): Promise<void>;
+  /** Removes the temporary file. */
+  discard(): Promise<void>;
+}
+
+/**
+ * Writes and syncs the manifest under a temporary name (`.tmp-ID.manifest.json-…`, which
+ * the clean-up of an interrupted backup removes), so that this can overlap the syncing of the files
+ * it names; {@link StagedManifest.commit} gives it its name only once they are on disk.
+ */
+export async function stageManifest(dir: string, m: Manifest): Promise<StagedManifest> {
+  const text = JSON.stringify(m) + "\n";
+  const final = join(dir, layout.manifest(m.id));
+  const tmp = tempPathFor(final);
+  const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+  try {
+    await writeAll(file, new TextEncoder().encode(text));
+    await file.sync();
+  } catch (err) {
+    file.close();
+    await Deno.remove(tmp).catch(() => {});
+    throw err;
+  }
+  file.close();
+  return {
+    sha256: createHash("sha256").update(text).digest("hex"),
+    commit: () => renameDurably(tmp, final, { synced: true }),
+    discard: () => Deno.remove(tmp).catch(() => {}),
+  };
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   type Manifest,
   MANIFEST_FORMAT,
   readManifest,
+  stageManifest,
   verifyBackup,
   writeManifest,
 } from "./format.ts";
@@ -178,4 +179,39 @@ Deno.test("manifest: changed, unparsable or missing ones are refused, naming the
   await Deno.remove(path);
   const gone = await readManifest(root, record).then(() => null, (e) => e);
   assert(/cannot be read/.test(String(gone?.message)), String(gone));
+});
+
+Deno.test("manifest: a staged one has no name until committed; discarded, nothing is left", async () => {
+  const { root, record } = await setUp();
+  const dir = join(root, "web1");
+  const path = join(dir, record.manifest);
+  const m = await readManifest(root, record);
+  const other = { ...m, id: "bk-000000000002" };
+  const names = async () => {
+    const out = [];
+    for await (const e of Deno.readDir(dir)) out.push(e.name);
+    return out.sort();
+  };
+  const before = await names();
+  const staged = await stageManifest(dir, other);
+  const tmp = (await names()).filter((n) => !before.includes(n));
+  assertEquals(tmp.length, 1);
+  assert(tmp[0].startsWith(".tmp-bk-000000000002.manifest.json"), tmp[0]);
+  assertEquals(
+    createHash("sha256").update(await Deno.readFile(join(dir, tmp[0]))).digest("hex"),
+    staged.sha256,
+  );
+  await staged.commit();
+  assertEquals(await names(), [...before, "bk-000000000002.manifest.json"].sort());
+  const read = await readManifest(root, {
+    ...record,
+    id: other.id,
+    manifest: "bk-000000000002.manifest.json",
+    manifestSha256: staged.sha256,
+  });
+  assertEquals(read.id, other.id);
+  const dropped = await stageManifest(dir, { ...m, id: "bk-000000000003" });
+  await dropped.discard();
+  assertEquals(await names(), [...before, "bk-000000000002.manifest.json"].sort());
+  assert((await Deno.stat(path)).isFile);
 });

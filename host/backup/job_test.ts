@@ -33,6 +33,14 @@ class FakeQemu implements QmpExecutor {
       case "blockdev-add":
       case "blockdev-del":
         return ok();
+      case "blockdev-create": // formats at once: the job concluded at the first look
+        this.jobs.set(String(args!["job-id"]), {
+          done: this.steps,
+          total: 0,
+          cancelled: false,
+          held: false,
+        });
+        return ok();
       case "block-job-set-speed": {
         const job = this.jobs.get(String(args!.device));
         if (!job) return Promise.reject(new Error(`no job ${args!.device}`));
@@ -139,6 +147,23 @@ Deno.test("backup jobs: one transaction, the new bitmap kept, the old ones dropp
   const removed = qemu.calls.findIndex((c) => c.command === "block-dirty-bitmap-remove");
   assert(del >= 0 && removed > del, `blockdev-del at ${del}, bitmap removed at ${removed}`);
   assert((await Deno.stat(join(dir, "bk-00000000000b.root.qcow2"))).isFile);
+  // The target: a file node on the file the node made, formatted by QEMU (no backing file:
+  // a full backup), the qcow2 node over it; removed in the opposite order.
+  const adds = qemu.calls.filter((c) => c.command === "blockdev-add").map((c) => c.args!);
+  assertEquals(adds.map((a) => [a.driver, a["node-name"], a.file ?? a.filename]), [
+    ["file", "nvbkf-root", join(dir, "bk-00000000000b.root.qcow2")],
+    ["qcow2", "nvbkt-root", "nvbkf-root"],
+  ]);
+  const create = qemu.calls.find((c) => c.command === "blockdev-create")!.args!;
+  assertEquals(create.options, {
+    driver: "qcow2",
+    file: "nvbkf-root",
+    size: 1 << 20,
+    version: "v3",
+    "cluster-size": 65536,
+  });
+  const dels = qemu.calls.filter((c) => c.command === "blockdev-del").map((c) => c.args!);
+  assertEquals(dels.map((a) => a["node-name"]), ["nvbkt-root", "nvbkf-root"]);
 });
 
 // Bounded: an abort that never reaches QEMU would wait for its jobs forever.
@@ -165,6 +190,13 @@ testWithTimeout({
   const tx = qemu.calls.find((c) => c.command === "transaction")!;
   const backup = (tx.args!.actions as { data: Record<string, unknown> }[])[1].data;
   assertEquals([backup.sync, backup.bitmap], ["incremental", parent]);
+  // The overlay names its parent's file relatively (the chain can move as a whole).
+  const create = qemu.calls.find((c) => c.command === "blockdev-create")!.args!;
+  const options = create.options as Record<string, unknown>;
+  assertEquals([options["backing-file"], options["backing-fmt"]], [
+    "bk-00000000000a.root.qcow2",
+    "qcow2",
+  ]);
   assert(qemu.calls.some((c) => c.command === "job-cancel"));
   assertEquals(qemu.bitmaps, [parent]);
   assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["bk-00000000000a.root.qcow2"]);

@@ -42,10 +42,12 @@ import {
   type Manifest,
   MANIFEST_FORMAT,
   readChain,
+  type StagedManifest,
+  stageManifest,
   verifyBackup,
   type VerifyReport,
-  writeManifest,
 } from "./format.ts";
+import { BlockHasher } from "./block_hasher.ts";
 import {
   bitmapBackups,
   finishBackupJobs,
@@ -117,7 +119,8 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
       const dir = join(t.path, layout.dir(op.target));
       try {
         for await (const e of Deno.readDir(dir)) {
-          if (e.name.startsWith(`${id}.`)) await Deno.remove(join(dir, e.name)).catch(() => {});
+          const mine = e.name.startsWith(`${id}.`) || e.name.startsWith(`${TEMP_PREFIX}${id}.`);
+          if (mine) await Deno.remove(join(dir, e.name)).catch(() => {});
         }
       } catch { /* no directory: nothing was written */ }
     }
@@ -138,8 +141,26 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
     }
     const target = this.target(String(op.params.target));
     const wantIncremental = op.params.incremental === true;
-    const onProgress = this.progress(op.id);
     const dir = join(target.path, layout.dir(op.target));
+    // Started now, so that it is ready (compiled) once the copy is done.
+    const hasher = BlockHasher.start();
+    try {
+      return await this.backupWith(op, signal, id, target, wantIncremental, dir, hasher);
+    } finally {
+      hasher.close();
+    }
+  }
+
+  private async backupWith(
+    op: OperationRecord,
+    signal: AbortSignal,
+    id: string,
+    target: BackupTargetRecord,
+    wantIncremental: boolean,
+    dir: string,
+    hasher: BlockHasher,
+  ): Promise<Record<string, unknown>> {
+    const onProgress = this.progress(op.id);
     const made = await this.host.serialize(op.target, async () => {
       const tLock = performance.now();
       const vm = this.host.mine(op.target);
@@ -214,6 +235,7 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
     // the manifest names them only once both are done.
     const synced = Promise.all(job.disks.map((d) => fsyncFile(join(dir, d.file))));
     synced.catch(() => {}); // awaited below, or its error dropped with the backup's
+    let staged: StagedManifest | null = null;
     try {
       // Checksums of what landed in the target, read back from it.
       const sizes = await Promise.all(job.disks.map((d) => Deno.stat(join(dir, d.file))));
@@ -223,6 +245,7 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
       for (const d of job.disks) {
         const sums = await checksumFile(join(dir, d.file), {
           signal,
+          hasher,
           onBytes: (n) => onProgress("checksumming", done += n, total),
         });
         disks.push({
@@ -254,10 +277,14 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
         disks,
       };
       const checksumMs = Math.round(performance.now() - tSums);
+      // Written and synced while the files may still be syncing; named only after.
+      staged = await stageManifest(dir, manifest);
+      const manifestSha256 = staged.sha256;
       await synced;
       const syncWaitMs = Math.round(performance.now() - tSums) - checksumMs;
       const tRecord = performance.now();
-      const manifestSha256 = await writeManifest(dir, manifest);
+      await staged.commit();
+      staged = null;
       await this.cluster.report({
         op: "backup.record",
         backup: {
@@ -302,6 +329,7 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
         recordMs,
       };
     } catch (err) {
+      await staged?.discard();
       // Unless the record made it after all (its answer was lost): then the files are the backup.
       if (!this.cluster.backups.get(id)) await removeFiles(dir, id, job.disks.map((d) => d.file));
       throw err;

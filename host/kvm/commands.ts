@@ -503,23 +503,67 @@ export async function queryBalloonBytes(qmp: QmpExecutor): Promise<number | null
 // ---- backups: dirty bitmaps, backup jobs (host/backup/) ------------------------------
 
 /**
- * `blockdev-add` of a qcow2 file as block node `nodeName`, without opening its backing chain
- * (`backing: null`): a backup job's target, whose backing file (the previous backup) only
- * matters when the chain is read back. `noFlush`: QEMU writes everything to the file but
- * never syncs it to disk (not even when it closes it); the caller syncs it.
+ * `blockdev-add` of a `file` node on an existing (empty) file, for `blockdev-create` to format
+ * as a backup job's target. `noFlush`: QEMU writes everything to the file but never syncs it
+ * to disk (not even when it closes it); the caller syncs it.
  */
-export async function blockdevAddQcow2Target(
+export async function blockdevAddFile(
   qmp: QmpExecutor,
   nodeName: string,
   filename: string,
   opts: { noFlush?: boolean } = {},
 ): Promise<void> {
-  const cache = opts.noFlush ? { cache: { "no-flush": true } } : {};
+  await qmp.execute("blockdev-add", {
+    driver: "file",
+    "node-name": nodeName,
+    filename,
+    ...(opts.noFlush ? { cache: { "no-flush": true } } : {}),
+  });
+}
+
+/**
+ * Starts `blockdev-create` job `jobId` formatting `fileNode` as an empty qcow2 (version 3,
+ * 64 KiB clusters: what `qemu-img create -f qcow2` makes) of `size` bytes, with backing file
+ * name `backingFile` (a qcow2, not opened: written into the header as given). The job stays
+ * until dismissed.
+ */
+export async function blockdevCreateQcow2(
+  qmp: QmpExecutor,
+  jobId: string,
+  fileNode: string,
+  size: number,
+  backingFile: string | null,
+): Promise<void> {
+  await qmp.execute("blockdev-create", {
+    "job-id": jobId,
+    options: {
+      driver: "qcow2",
+      file: fileNode,
+      size,
+      version: "v3",
+      "cluster-size": 65536,
+      ...(backingFile ? { "backing-file": backingFile, "backing-fmt": "qcow2" } : {}),
+    },
+  });
+}
+
+/**
+ * `blockdev-add` of a qcow2 node over the existing `file` node `fileNode`, without opening
+ * its backing chain (`backing: null`): a backup job's target, whose backing file (the
+ * previous backup) only matters when the chain is read back. `noFlush` as in
+ * {@link blockdevAddFile}.
+ */
+export async function blockdevAddQcow2OnNode(
+  qmp: QmpExecutor,
+  nodeName: string,
+  fileNode: string,
+  opts: { noFlush?: boolean } = {},
+): Promise<void> {
   await qmp.execute("blockdev-add", {
     driver: "qcow2",
     "node-name": nodeName,
-    ...cache,
-    file: { driver: "file", filename, ...cache },
+    ...(opts.noFlush ? { cache: { "no-flush": true } } : {}),
+    file: fileNode,
     backing: null,
   });
 }
