@@ -163,11 +163,21 @@ function hashesEqual(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
+/**
+ * The client's address as text. Our listener (api/server.ts) passes it so; a handler served by
+ * `Deno.serve` itself (tests, tools) gets Deno's `NetAddr`, which audit records would refuse.
+ */
+export function addressText(addr: unknown): string {
+  if (typeof addr === "string") return addr;
+  const host = (addr as { hostname?: unknown } | null | undefined)?.hostname;
+  return typeof host === "string" ? host : "";
+}
+
 /** Sets `peer` (and `remoteAddr`) for every request; refuses nothing by itself. */
 export function peerIdentity(node: ClusterNode): MiddlewareHandler<Env> {
   return async (c, next) => {
     const bindings = c.env as ServerBindings | undefined;
-    c.set("remoteAddr", bindings?.remoteAddr ?? "");
+    c.set("remoteAddr", addressText(bindings?.remoteAddr));
     if (bindings?.tlsPeer || bindings?.insecure) {
       const verdict = identifyPeer(node, bindings, c.req.header(PEER_CREDENTIAL_HEADER));
       if ("peer" in verdict) c.set("peer", verdict.peer);
