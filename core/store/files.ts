@@ -85,6 +85,19 @@ export async function writeFileDurably(
   data: string | Uint8Array,
   mode = 0o600,
 ): Promise<void> {
+  await renameDurably(await writeSyncedTemp(path, data, mode), path, { synced: true });
+}
+
+/**
+ * The first half of {@link writeFileDurably}: `data` written and synced under a temporary name
+ * beside `path` (removed again if that fails); returns that name, for the caller to rename
+ * (`renameDurably(tmp, path, { synced: true })`) once it may take `path`'s place.
+ */
+export async function writeSyncedTemp(
+  path: string,
+  data: string | Uint8Array,
+  mode = 0o600,
+): Promise<string> {
   const tmp = tempPathFor(path);
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode });
@@ -97,7 +110,7 @@ export async function writeFileDurably(
     throw err;
   }
   file.close();
-  await renameDurably(tmp, path, { synced: true });
+  return tmp;
 }
 
 /**

@@ -21,7 +21,7 @@
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { NovaError, ValidationError } from "../../core/errors/mod.ts";
-import { renameDurably, tempPathFor, writeAll, writeFileDurably } from "../../core/store/mod.ts";
+import { renameDurably, writeFileDurably, writeSyncedTemp } from "../../core/store/mod.ts";
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 import { BlockHasher } from "./block_hasher.ts";
 
@@ -218,17 +218,7 @@ export interface StagedManifest {
 export async function stageManifest(dir: string, m: Manifest): Promise<StagedManifest> {
   const text = JSON.stringify(m) + "\n";
   const final = join(dir, layout.manifest(m.id));
-  const tmp = tempPathFor(final);
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-  try {
-    await writeAll(file, new TextEncoder().encode(text));
-    await file.sync();
-  } catch (err) {
-    file.close();
-    await Deno.remove(tmp).catch(() => {});
-    throw err;
-  }
-  file.close();
+  const tmp = await writeSyncedTemp(final, text);
   return {
     sha256: createHash("sha256").update(text).digest("hex"),
     commit: () => renameDurably(tmp, final, { synced: true }),
