@@ -23,7 +23,10 @@ const image = {
 const spec = (name: string) => testVmSpec(name, "n1", { uuid: `u-${name}` });
 
 const statesOf = (listing: VmListing) =>
-  (JSON.parse(listing.page({}, "viewer").json) as { name: string; state: string }[])
+  (JSON.parse(`[${listing.page({}, "viewer").items.join(",")}]`) as {
+    name: string;
+    state: string;
+  }[])
     .map((v) => `${v.name}:${v.state}`);
 
 Deno.test("VmListing: a listed VM changes, goes and comes back with the state machine", async () => {

@@ -39,6 +39,7 @@ import {
 } from "../../core/cloudinit/mod.ts";
 import type { Env } from "../context.ts";
 import { VmListing } from "../vm_listing.ts";
+import { jsonJoined } from "../json_body.ts";
 import { viewWithAddressChecks } from "../../core/network/mod.ts";
 import { vmNicRoutes } from "./vm_nics.ts";
 import { vmDiskRoutes } from "./volumes.ts";
@@ -263,7 +264,8 @@ export function vmRoutes(
     const more = page.lastName === null
       ? ""
       : `,"continue":${JSON.stringify(continueToken("vms", page.lastName))}`;
-    return c.body(`{"vms":${page.json}${more}}`, 200, { "content-type": "application/json" });
+    const body = jsonJoined(`{"vms":[`, page.items, `]${more}}`);
+    return c.body(body, 200, { "content-type": "application/json" });
   });
   const getDoc = doc({ summary: "Show a VM", response: vmSchema });
   app.get("/:name", getDoc, (c) => c.json(shown(c, vmOr404(c.req.param("name")))));
