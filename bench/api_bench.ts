@@ -90,7 +90,7 @@ const PAIR_PREFIX = "p";
  * reports, with this inventory and no QEMU. A stopped VM costs a real host nothing but its
  * report either; starts and stops are reported as a converged host would report them.
  */
-const SIMULATED_HOST_ARGS = simulatedHostArgs(16_384, 16 << 20);
+export const SIMULATED_HOST_ARGS = simulatedHostArgs(16_384, 16 << 20);
 const SEED_PREFIX = "seed";
 const PAUSE_BETWEEN_RUNS_MS = 1_000;
 const DELETE_PARALLELISM = 64;
@@ -126,7 +126,7 @@ function parseOptions(args: string[]): BenchOptions {
 
 // ---------------------------------------------------------------- novactl
 
-class NovactlApi {
+export class NovactlApi {
   constructor(readonly novactl: RunningNovactl, readonly system = "novactl") {}
 
   get #token(): string {
@@ -297,7 +297,7 @@ export function placementViolations(
 }
 
 /** The body of one stopped-VM create; `name` differs per request. */
-function createBody(name: string): string {
+export function createBody(name: string): string {
   return JSON.stringify({
     name,
     image: IMAGE,

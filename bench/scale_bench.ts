@@ -24,6 +24,7 @@
  *
  * @module
  */
+import { cpuSeconds } from "./lib/proc_cpu.ts";
 import { NovactlCluster } from "./lib/novactl_cluster.ts";
 import { parseFlags, toPositiveInt } from "./lib/flags.ts";
 import { type Figure, figure } from "./lib/figures.ts";
@@ -68,13 +69,6 @@ async function metric(url: string, name: string): Promise<number> {
 }
 
 let httpClient: Deno.HttpClient;
-
-/** CPU seconds (user + system) of `pid` so far. */
-async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
-}
 
 async function timedGets(
   url: string,
