@@ -7,14 +7,9 @@
  * each time made about 30 MiB of short-lived objects per list; a burst of 100
  * lists grew the leader's JavaScript heap to 163 MiB reserved and its RSS to
  * 376 MiB (issue 10's goal: 300). Now a list reads the matching names from
- * SQLite's index and joins the VMs' stored JSON: one string the size of the
- * answer. A VM is read and serialized again only after it changed.
- *
- * A page is the cached strings themselves, not one string joined from them: the
- * route sends a large list in pieces (api/json_body.ts), so a list costs no
- * answer-sized string or buffer. Those go straight to V8's large-object space,
- * where a burst of 100 lists of 10,000 VMs piled up 200 MiB of garbage between
- * collections (leader RSS 384 MiB right after; issue 10's goal is 300).
+ * SQLite's index and hands out the VMs' stored JSON strings, which the route
+ * sends in pieces (api/json_body.ts says why not as one string). A VM is read
+ * and serialized again only after it changed.
  *
  * @module
  */

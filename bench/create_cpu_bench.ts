@@ -13,7 +13,7 @@
  */
 import { createBody, NovactlApi, SIMULATED_HOST_ARGS } from "./api_bench.ts";
 import { parseFlags, positiveNumber, toPositiveInt } from "./lib/flags.ts";
-import { type Figure, figure } from "./lib/figures.ts";
+import { type Figure, figure, round } from "./lib/figures.ts";
 import { runClosedLoop } from "./lib/loadgen.ts";
 import { cpuSeconds, machineCpuSeconds, mainThreadCpuSeconds } from "./lib/proc_cpu.ts";
 import { runMeta } from "./lib/run_meta.ts";
@@ -60,10 +60,6 @@ function parseOptions(args: string[]): Options {
   };
 }
 
-async function nodePid(dataDir: string): Promise<number> {
-  return Number(JSON.parse(await Deno.readTextFile(`${dataDir}/listen.json`)).pid);
-}
-
 async function main(): Promise<void> {
   const options = parseOptions(Deno.args);
   installSignalTeardown();
@@ -76,9 +72,8 @@ async function main(): Promise<void> {
     const leaderName = await cluster.leaderName();
     const pids: Record<string, number> = {};
     for (const node of cluster.nodes) {
-      pids[node.name === leaderName ? `${node.name} (leader)` : node.name] = await nodePid(
-        node.dataDir,
-      );
+      pids[node.name === leaderName ? `${node.name} (leader)` : node.name] = await cluster
+        .nodePid(node.name);
     }
     const leader = await cluster.leaderUrl();
     let seq = 0;
@@ -105,6 +100,7 @@ async function main(): Promise<void> {
         machineBusyPct: round(
           (machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total) *
             100,
+          1,
         ),
         creates: load.writes,
         createsPerSec: Math.round(load.writesPerSec),
@@ -115,10 +111,10 @@ async function main(): Promise<void> {
         const used = after[name].all - before[name].all;
         const main = after[name].main - before[name].main;
         rep.processes[name] = {
-          pctOfOneCore: round(used / wallS * 100),
+          pctOfOneCore: round(used / wallS * 100, 1),
           msPerCreate: round(used * 1000 / load.writes, 3),
           ...(name === "load generator" ? {} : {
-            mainThreadPctOfOneCore: round(main / wallS * 100),
+            mainThreadPctOfOneCore: round(main / wallS * 100, 1),
             mainThreadMsPerCreate: round(main * 1000 / load.writes, 3),
           }),
         };
@@ -160,12 +156,8 @@ function summarize(reps: Rep[]) {
   return {
     createsPerSec: pick((r) => r.createsPerSec),
     machineBusyPct: pick((r) => r.machineBusyPct),
-    msPerCreateAll: pick((r) =>
-      round(Object.values(r.processes).reduce((n, p) => n + p.msPerCreate, 0), 3)
-    ),
-    pctOfOneCoreAll: pick((r) =>
-      round(Object.values(r.processes).reduce((n, p) => n + p.pctOfOneCore, 0))
-    ),
+    msPerCreateAll: pick((r) => totals(r).msPerCreate),
+    pctOfOneCoreAll: pick((r) => totals(r).pctOfOneCore),
     processes: Object.fromEntries(names.map((n) => [n, {
       pctOfOneCore: pick((r) => r.processes[n].pctOfOneCore),
       msPerCreate: pick((r) => r.processes[n].msPerCreate),
@@ -177,11 +169,7 @@ function summarize(reps: Rep[]) {
 
 function print(label: string, rep: Rep): void {
   console.log(`${label}: ${rep.createsPerSec} creates/s (${rep.creates}, errors ${rep.errors})`);
-  let total = 0;
-  let pct = 0;
   for (const [name, p] of Object.entries(rep.processes)) {
-    total += p.msPerCreate;
-    pct += p.pctOfOneCore;
     const thread = p.mainThreadMsPerCreate === undefined
       ? ""
       : `; JavaScript thread ${p.mainThreadPctOfOneCore} %, ${p.mainThreadMsPerCreate} ms`;
@@ -189,16 +177,19 @@ function print(label: string, rep: Rep): void {
       `   ${name}: ${p.pctOfOneCore} % of a core, ${p.msPerCreate} ms per create${thread}`,
     );
   }
+  const all = totals(rep);
   console.log(
-    `   all: ${round(pct)} % of a core (${navigator.hardwareConcurrency} cores), ${
-      round(total, 3)
-    } ms per create; the machine ${rep.machineBusyPct} % busy`,
+    `   all: ${all.pctOfOneCore} % of a core (${navigator.hardwareConcurrency} cores), ${all.msPerCreate} ms per create; the machine ${rep.machineBusyPct} % busy`,
   );
 }
 
-function round(v: number, digits = 1): number {
-  const f = 10 ** digits;
-  return Math.round(v * f) / f;
+/** All the processes of a repetition together. */
+function totals(rep: Rep): { pctOfOneCore: number; msPerCreate: number } {
+  const ps = Object.values(rep.processes);
+  return {
+    pctOfOneCore: round(ps.reduce((n, p) => n + p.pctOfOneCore, 0), 1),
+    msPerCreate: round(ps.reduce((n, p) => n + p.msPerCreate, 0), 3),
+  };
 }
 
 if (import.meta.main) {

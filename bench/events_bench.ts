@@ -326,11 +326,6 @@ async function createLoad(
 
 // ---------------------------------------------------------------- measuring
 
-async function nodePid(cluster: NovactlCluster, name: string): Promise<number> {
-  const listen = JSON.parse(await Deno.readTextFile(`${cluster.node(name).dataDir}/listen.json`));
-  return Number(listen.pid);
-}
-
 async function rssMiB(pid: number): Promise<number> {
   return vmRssKiB(await Deno.readTextFile(`/proc/${pid}/status`)) / 1024;
 }
@@ -538,7 +533,7 @@ async function main(): Promise<void> {
     if (patch.status < 200 || patch.status > 299) throw new Error(`config: ${patch.status}`);
     const names = cluster.nodes.map((n) => n.name);
     const pids = new Map<string, number>();
-    for (const name of names) pids.set(name, await nodePid(cluster, name));
+    for (const name of names) pids.set(name, await cluster.nodePid(name));
     const rssBefore: Record<string, number> = {};
     for (const [name, pid] of pids) rssBefore[name] = Math.round(await rssMiB(pid));
 

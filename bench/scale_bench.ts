@@ -191,9 +191,7 @@ async function main(): Promise<void> {
     );
 
     const leaderName = await cluster.leaderName();
-    const pid = Number(
-      JSON.parse(await Deno.readTextFile(`${cluster.node(leaderName).dataDir}/listen.json`)).pid,
-    );
+    const pid = await cluster.nodePid(leaderName);
     const idle: {
       hosts: number;
       cpuPctOfOneCore: number;

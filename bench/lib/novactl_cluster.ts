@@ -596,6 +596,12 @@ export class NovactlCluster {
     await this.#learnUrl(node);
   }
 
+  /** The pid node `name` reports in its listen file (the node process itself). */
+  async nodePid(name: string): Promise<number> {
+    const report = JSON.parse(await Deno.readTextFile(`${this.node(name).dataDir}/${LISTEN_FILE}`));
+    return Number(report.pid);
+  }
+
   /** Reads the URL the node reports having bound; a restarted node must keep its old one. */
   async #learnUrl(node: NovactlNode): Promise<void> {
     const path = `${node.dataDir}/${LISTEN_FILE}`;
