@@ -15,20 +15,20 @@
  */
 const WORKER_SOURCE = `
 import { createHash } from "node:crypto";
-self.onmessage = async (e) => {
+self.onmessage = (e) => {
   const { job, path, size, chunk, block, next } = e.data;
   try {
-    const f = await Deno.open(path, { read: true });
+    const f = Deno.openSync(path, { read: true });
     const buf = new Uint8Array(chunk);
     try {
       for (;;) {
         const i = Atomics.add(next, 0, 1);
         if (i * chunk >= size) break;
         const want = Math.min(chunk, size - i * chunk);
-        await f.seek(i * chunk, Deno.SeekMode.Start);
+        f.seekSync(i * chunk, Deno.SeekMode.Start);
         let got = 0;
         while (got < want) {
-          const n = await f.read(buf.subarray(got, want));
+          const n = f.readSync(buf.subarray(got, want));
           if (n === null) throw new Error("the file ended at " + (i * chunk + got) + " of " + size + " bytes");
           got += n;
         }

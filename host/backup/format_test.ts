@@ -10,9 +10,11 @@ import { ValidationError } from "../../core/errors/mod.ts";
 import {
   BLOCK_BYTES,
   blockListSha256,
+  checkChain,
   checksumFile,
   type Manifest,
   MANIFEST_FORMAT,
+  readChain,
   readManifest,
   stageManifest,
   verifyBackup,
@@ -179,6 +181,36 @@ Deno.test("manifest: changed, unparsable or missing ones are refused, naming the
   await Deno.remove(path);
   const gone = await readManifest(root, record).then(() => null, (e) => e);
   assert(/cannot be read/.test(String(gone?.message)), String(gone));
+});
+
+Deno.test("chain check: as readChain, a changed manifest, a missing or resized file is refused", async () => {
+  const { root, record, file } = await setUp();
+  const size = (await Deno.stat(file)).size;
+  const b: BackupRecord = {
+    ...record,
+    disks: [{
+      id: "root",
+      file: "bk-000000000001.root.qcow2",
+      virtualBytes: size,
+      fileBytes: size,
+      copiedBytes: size,
+    }],
+  };
+  await checkChain(root, [b]);
+  await readChain(root, [b]);
+  const refusals = async (why: RegExp) => {
+    for (const check of [checkChain, readChain]) {
+      const err = await check(root, [b]).then(() => null, (e) => e);
+      assert(err instanceof ValidationError, `${check.name}: ${err}`);
+      assert(why.test(err.message) && err.message.includes(b.id), err.message);
+    }
+  };
+  await Deno.truncate(file, size - 1);
+  await refusals(/has \d+ bytes, its manifest says/);
+  await Deno.remove(file);
+  await refusals(/is missing/);
+  await Deno.writeTextFile(join(root, "web1", b.manifest), "{}");
+  await refusals(/corrupt or was changed/);
 });
 
 Deno.test("manifest: a staged one has no name until committed; discarded, nothing is left", async () => {

@@ -154,6 +154,8 @@ export interface StartedJobs {
   /** Whether the transaction ran (jobs and the new bitmap exist). */
   started: boolean;
   fsFrozen: boolean;
+  /** Whether the thaw was sent (or, for a guest that did not freeze, the jobs released). */
+  thawSent: boolean;
   freezeMs: number | null;
   freezePhasesMs: FreezePhases | null;
   /**
@@ -170,10 +172,12 @@ export interface StartedJobs {
 
 /**
  * Where a freeze window's time went: the agent's fs-freeze (sent → answered: the guest syncs,
- * then freezes), the QMP transaction, the agent's fs-thaw (sent → answered).
+ * then freezes), the last target still being made after that, the QMP transaction, the
+ * agent's fs-thaw (sent → answered).
  */
 export interface FreezePhases {
   freeze: number;
+  targets: number;
   transaction: number;
   thaw: number;
 }
@@ -231,9 +235,11 @@ export async function runBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<
  * Creates the target files, freezes the guest's filesystems (when its agent answers), starts
  * every disk's job and its new bitmap in one transaction and sends the thaw: the point in
  * time. Everything that can be made before the freeze is (files, target nodes, the agent's
- * ping), so only the transaction runs inside the window. The copy then runs on in QEMU; the
- * VM may be handled meanwhile (a stop ends the jobs, and the backup fails). Cleans up after
- * itself when it fails.
+ * ping); the freeze is sent while the last target is made (a guest takes longer to sync and
+ * freeze, 12–21 ms here, than a target to be made, 7–9 ms), so the window holds the
+ * transaction and at most what the last target outlasts the freeze by. The copy then runs
+ * on in QEMU; the VM may be handled meanwhile (a stop ends the jobs, and the backup fails).
+ * Cleans up after itself when it fails.
  */
 export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promise<StartedJobs> {
   const incremental = req.parent !== null;
@@ -242,6 +248,7 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
     added: [],
     started: false,
     fsFrozen: false,
+    thawSent: false,
     freezeMs: null,
     freezePhasesMs: null,
     thawed: Promise.resolve(),
@@ -252,35 +259,18 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
   const t0 = performance.now();
   // The agent is asked whether it answers while the targets are made.
   const agentUp = req.agent ? req.agent.ping(1_000).catch(() => false) : Promise.resolve(false);
-  await Deno.mkdir(req.dir, { recursive: true, mode: 0o711 });
+  let freeze: Promise<Freeze | null> = Promise.resolve(null);
   try {
-    for (const d of s.files) {
-      const path = join(req.dir, d.file);
-      // Made empty here (QEMU's user may not create files in the chain directory) and
-      // formatted by QEMU (`blockdev-create`, what `qemu-img create` runs), which costs a few
-      // ms instead of starting a qemu-img process (10–40 ms here).
-      (await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 })).close();
-      if (req.qemuUser) await Deno.chown(path, req.qemuUser.uid, req.qemuUser.gid);
-      // Not synced by QEMU: the caller syncs the file while it reads it back for checksums.
-      await blockdevAddFile(qmp, fileNode(d), path, { noFlush: true }).catch((err) => {
-        throw /Permission denied/.test(String(err.message))
-          ? new NovaError(
-            "precondition_failed",
-            `QEMU (user ${req.qemuUser?.name}) cannot open ${path}: make the target path ` +
-              `traversable by that user on every host (chmod o+x on each directory)`,
-          )
-          : err;
-      });
-      s.added.push(fileNode(d));
-      const backing = incremental ? layout.file(req.parent!.id, d.id) : null;
-      await blockdevCreateQcow2(qmp, createJobId(d), fileNode(d), d.virtualBytes, backing);
-      await waitJobs(qmp, [createJobId(d)], req.signal, () => {});
-      await blockdevAddQcow2OnNode(qmp, targetNode(d), fileNode(d), { noFlush: true });
-      s.added.push(targetNode(d));
+    await Deno.mkdir(req.dir, { recursive: true, mode: 0o711 });
+    for (const [i, d] of s.files.entries()) {
+      if (i === s.files.length - 1) {
+        freeze = agentUp.then((up) => up ? freezeGuest(req.agent!) : null);
+      }
+      await makeTarget(qmp, req, s, d, incremental);
     }
-    const agent = (await agentUp) ? req.agent : null;
     const tFiles = performance.now();
     s.phasesMs.files = ms(tFiles - t0);
+    const held = await agentUp;
     const actions = s.files.flatMap((d) => [
       bitmapAddAction(d.node, bitmapName(req.id), true),
       blockdevBackupAction({
@@ -291,53 +281,114 @@ export async function startBackupJobs(qmp: QmpExecutor, req: JobRequest): Promis
         bitmap: incremental ? bitmapName(req.parent!.id) : undefined,
         perf: COPY_PERF,
         // Held back while the guest thaws (see HELD_SPEED); copy-before-write is not.
-        speed: agent ? HELD_SPEED : undefined,
+        speed: held ? HELD_SPEED : undefined,
       }),
     ]);
     // The point in time: frozen filesystems (when the agent answers) around the transaction.
-    if (agent) {
-      const t0 = performance.now();
-      s.fsFrozen = await agent.fsFreeze({ timeoutMs: 10_000 }).then(() => true, (err) => {
-        log.warn("fs-freeze failed; backing up without it", { error: String(err) });
-        return false;
-      });
-      const t1 = performance.now();
-      try {
-        await transaction(qmp, actions, false, 30_000);
-        s.started = true;
-      } finally {
-        if (s.fsFrozen) {
-          // Sent at once; finishBackupJobs awaits its answer (and the jobs' release).
-          const t2 = performance.now();
-          s.thawed = agent.fsThaw({ timeoutMs: 10_000 }).then(
-            () => {},
-            (err) => log.warn("fs-thaw failed", { error: String(err) }),
-          ).then(() => {
-            const t3 = performance.now();
-            s.freezeMs = ms(t3 - t0);
-            s.freezePhasesMs = {
-              freeze: ms(t1 - t0),
-              transaction: ms(t2 - t1),
-              thaw: ms(t3 - t2),
-            };
-          });
-        }
-        s.released = s.thawed.then(() => release(qmp, s));
-        s.released.catch(() => {}); // awaited by finishBackupJobs, or dropped on failure
-      }
-    } else {
+    const frozen = await freeze;
+    s.fsFrozen = frozen?.ok ?? false;
+    const t1 = performance.now();
+    try {
       await transaction(qmp, actions, false, 30_000);
       s.started = true;
+    } finally {
+      if (frozen) thawGuest(qmp, req.agent!, s, frozen, t1);
     }
     s.startedAt = performance.now();
     s.phasesMs.start = ms(s.startedAt - tFiles);
     return s;
   } catch (err) {
+    // A target that could not be made while the guest froze: it is thawed all the same.
+    const frozen = await freeze;
+    if (frozen && !s.thawSent) thawGuest(qmp, req.agent!, s, frozen, 0);
     await s.thawed;
     await undo(qmp, req, s);
     await teardown(qmp, req, s);
     throw err;
   }
+}
+
+/**
+ * Makes disk `d`'s target: the file, empty, made here (QEMU's user may not create files in
+ * the chain directory), formatted by QEMU (`blockdev-create`, what `qemu-img create` runs,
+ * a few ms instead of starting a qemu-img process, 10–40 ms here), and its qcow2 node.
+ */
+async function makeTarget(
+  qmp: QmpExecutor,
+  req: JobRequest,
+  s: StartedJobs,
+  d: JobDisk & { file: string },
+  incremental: boolean,
+): Promise<void> {
+  const path = join(req.dir, d.file);
+  (await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 })).close();
+  if (req.qemuUser) await Deno.chown(path, req.qemuUser.uid, req.qemuUser.gid);
+  // Not synced by QEMU: the caller syncs the file while it reads it back for checksums.
+  await blockdevAddFile(qmp, fileNode(d), path, { noFlush: true }).catch((err) => {
+    throw /Permission denied/.test(String(err.message))
+      ? new NovaError(
+        "precondition_failed",
+        `QEMU (user ${req.qemuUser?.name}) cannot open ${path}: make the target path ` +
+          `traversable by that user on every host (chmod o+x on each directory)`,
+      )
+      : err;
+  });
+  s.added.push(fileNode(d));
+  const backing = incremental ? layout.file(req.parent!.id, d.id) : null;
+  await blockdevCreateQcow2(qmp, createJobId(d), fileNode(d), d.virtualBytes, backing);
+  await waitJobs(qmp, [createJobId(d)], req.signal, () => {});
+  await blockdevAddQcow2OnNode(qmp, targetNode(d), fileNode(d), { noFlush: true });
+  s.added.push(targetNode(d));
+}
+
+/** A freeze sent to the guest's agent: when, and whether it froze. */
+interface Freeze {
+  sentAt: number;
+  answeredAt: number;
+  ok: boolean;
+}
+
+/** Sends fs-freeze; a guest that could not freeze is backed up without it. */
+async function freezeGuest(agent: GuestAgent): Promise<Freeze> {
+  const sentAt = performance.now();
+  const ok = await agent.fsFreeze({ timeoutMs: 10_000 }).then(() => true, (err) => {
+    log.warn("fs-freeze failed; backing up without it", { error: String(err) });
+    return false;
+  });
+  return { sentAt, answeredAt: performance.now(), ok };
+}
+
+/**
+ * Sends fs-thaw to a frozen guest at once, and has the jobs held for the thaw (HELD_SPEED)
+ * released once it is answered; `finishBackupJobs` awaits both. `t1`: when the transaction
+ * was sent (0: it never was).
+ */
+function thawGuest(
+  qmp: QmpExecutor,
+  agent: GuestAgent,
+  s: StartedJobs,
+  frozen: Freeze,
+  t1: number,
+): void {
+  s.thawSent = true;
+  if (frozen.ok) {
+    const t2 = performance.now();
+    s.thawed = agent.fsThaw({ timeoutMs: 10_000 }).then(
+      () => {},
+      (err) => log.warn("fs-thaw failed", { error: String(err) }),
+    ).then(() => {
+      const t3 = performance.now();
+      s.freezeMs = ms(t3 - frozen.sentAt);
+      s.freezePhasesMs = {
+        freeze: ms(frozen.answeredAt - frozen.sentAt),
+        targets: ms(Math.max(0, (t1 || t2) - frozen.answeredAt)),
+        transaction: ms(t1 ? t2 - t1 : 0),
+        thaw: ms(t3 - t2),
+      };
+    });
+  }
+  s.released = s.thawed.then(() => release(qmp, s));
+  s.released.catch(() => {}); // awaited by finishBackupJobs, or dropped on failure
 }
 
 /**

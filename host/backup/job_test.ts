@@ -238,7 +238,7 @@ Deno.test("incremental only on the parent's intact bitmap, same disks, same size
 });
 
 Deno.test(
-  "backup jobs: only the transaction inside the freeze; the copy held back until the thaw",
+  "backup jobs: the freeze overlaps only the last target; the copy held back until the thaw",
   async () => {
     const dir = join(await Deno.makeTempDir(), "web1");
     const qemu = new FakeQemu([]);
@@ -255,22 +255,54 @@ Deno.test(
         return 1;
       },
     } as unknown as GuestAgent;
-    const r = await runBackupJobs(qemu, { ...request(dir, new AbortController().signal), agent });
+    const req = request(dir, new AbortController().signal);
+    const disks = [req.disks[0], { id: "data", node: "data", virtualBytes: 1 << 20 }];
+    const r = await runBackupJobs(qemu, { ...req, disks, agent });
     const freeze = log.indexOf("agent:freeze");
-    assertEquals(log.slice(freeze, freeze + 3), ["agent:freeze", "transaction", "agent:thaw"]);
-    const tx = qemu.calls.find((c) => c.command === "transaction")!;
-    const backup = (tx.args!.actions as { data: Record<string, unknown> }[])[1].data;
-    assertEquals(backup.speed, 1, "the job holds back while the guest thaws");
+    const tx = log.indexOf("transaction");
+    // Each target: blockdev-add (file), blockdev-create, query-jobs, blockdev-add (qcow2).
+    const target = ["blockdev-add", "blockdev-create", "query-jobs", "job-dismiss", "blockdev-add"];
+    assertEquals(log.slice(freeze + 1, tx), target, "only the last target is made while frozen");
+    assertEquals(log.slice(tx, tx + 2), ["transaction", "agent:thaw"]);
+    assertEquals(log.filter((c) => c === "blockdev-create").length, 2);
+    const backups = (qemu.calls.find((c) => c.command === "transaction")!.args!.actions as {
+      type: string;
+      data: Record<string, unknown>;
+    }[]).filter((a) => a.type === "blockdev-backup");
+    assertEquals(backups.map((b) => b.data.speed), [1, 1], "the jobs hold back while it thaws");
     assert(
       log.indexOf("block-job-set-speed") > log.indexOf("agent:thaw"),
-      "and runs at full speed once the thaw is answered",
+      "and run at full speed once the thaw is answered",
     );
-    assertEquals(r.disks[0].copiedBytes, 1 << 20);
-    assert(log.indexOf("blockdev-add") < freeze, "the target node is added before the freeze");
+    assertEquals(r.disks.map((d) => d.copiedBytes), [1 << 20, 1 << 20]);
     assert(thawAnswered, "the thaw's answer is awaited before the jobs are reported done");
     assert(r.fsFrozen && r.freezeMs !== null && r.freezeMs >= r.freezePhasesMs!.thaw);
   },
 );
+
+Deno.test("backup jobs: a target that fails while the guest is frozen thaws it", async () => {
+  const dir = join(await Deno.makeTempDir(), "web1");
+  const qemu = new FakeQemu([]);
+  const log: string[] = [];
+  qemu.log = log;
+  const execute = qemu.execute.bind(qemu);
+  qemu.execute = <T>(command: string, args?: Record<string, unknown>) =>
+    command === "blockdev-create"
+      ? Promise.reject(new Error("No space left on device"))
+      : execute<T>(command, args);
+  const agent = {
+    ping: () => Promise.resolve(true),
+    fsFreeze: () => Promise.resolve(log.push("agent:freeze")),
+    fsThaw: () => Promise.resolve(log.push("agent:thaw")),
+  } as unknown as GuestAgent;
+  await assertRejects(
+    () => runBackupJobs(qemu, { ...request(dir, new AbortController().signal), agent }),
+    /No space left/,
+  );
+  assertEquals(log.filter((c) => c.startsWith("agent:")), ["agent:freeze", "agent:thaw"]);
+  assert(!log.includes("transaction"));
+  assertEquals([...Deno.readDirSync(dir)], [], "no target file is left");
+});
 
 Deno.test("backup jobs: a job done before its release (one request was all) is fine", async () => {
   const dir = join(await Deno.makeTempDir(), "web1");

@@ -37,6 +37,7 @@ import { blockNodeInfo, type QmpExecutor } from "../kvm/commands.ts";
 import type { VolumePool } from "../storage/dir_pool.ts";
 import {
   BLOCK_BYTES,
+  checkChain,
   checksumFile,
   layout,
   type Manifest,
@@ -372,7 +373,7 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
     const blocker = incrementalBlocker(parent, disks);
     if (blocker) return full(blocker);
     try {
-      await readChain(target.path, this.cluster.backups.chainOf(pid));
+      await checkChain(target.path, this.cluster.backups.chainOf(pid));
     } catch (err) {
       return full(`the chain of ${pid} cannot be read: ${(err as Error).message}`);
     }
