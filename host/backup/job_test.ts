@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "../../core/testing/assert.ts";
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 import type { DirtyBitmap, QmpExecutor } from "../kvm/commands.ts";
-import { bitmapName, incrementalBlocker, runBackupJobs } from "./job.ts";
+import { bitmapName, incrementalBlocker, JobChanges, runBackupJobs } from "./job.ts";
 import type { GuestAgent } from "../kvm/qga.ts";
 import { qemuImg } from "../storage/qemu_img.ts";
 import { testWithTimeout } from "../../tests/support/timeout.ts";
@@ -238,7 +238,7 @@ Deno.test("incremental only on the parent's intact bitmap, same disks, same size
 });
 
 Deno.test(
-  "backup jobs: the freeze overlaps only the last target; the copy held back until the thaw",
+  "backup jobs: only the transaction inside the freeze; the copy held back until the thaw",
   async () => {
     const dir = join(await Deno.makeTempDir(), "web1");
     const qemu = new FakeQemu([]);
@@ -259,12 +259,9 @@ Deno.test(
     const disks = [req.disks[0], { id: "data", node: "data", virtualBytes: 1 << 20 }];
     const r = await runBackupJobs(qemu, { ...req, disks, agent });
     const freeze = log.indexOf("agent:freeze");
-    const tx = log.indexOf("transaction");
-    // Each target: blockdev-add (file), blockdev-create, query-jobs, blockdev-add (qcow2).
-    const target = ["blockdev-add", "blockdev-create", "query-jobs", "job-dismiss", "blockdev-add"];
-    assertEquals(log.slice(freeze + 1, tx), target, "only the last target is made while frozen");
-    assertEquals(log.slice(tx, tx + 2), ["transaction", "agent:thaw"]);
+    assertEquals(log.slice(freeze, freeze + 3), ["agent:freeze", "transaction", "agent:thaw"]);
     assertEquals(log.filter((c) => c === "blockdev-create").length, 2);
+    assert(log.lastIndexOf("blockdev-add") < freeze, "both targets are made before the freeze");
     const backups = (qemu.calls.find((c) => c.command === "transaction")!.args!.actions as {
       type: string;
       data: Record<string, unknown>;
@@ -280,7 +277,7 @@ Deno.test(
   },
 );
 
-Deno.test("backup jobs: a target that fails while the guest is frozen thaws it", async () => {
+Deno.test("backup jobs: a target that cannot be made: the guest never froze, nothing left", async () => {
   const dir = join(await Deno.makeTempDir(), "web1");
   const qemu = new FakeQemu([]);
   const log: string[] = [];
@@ -299,7 +296,7 @@ Deno.test("backup jobs: a target that fails while the guest is frozen thaws it",
     () => runBackupJobs(qemu, { ...request(dir, new AbortController().signal), agent }),
     /No space left/,
   );
-  assertEquals(log.filter((c) => c.startsWith("agent:")), ["agent:freeze", "agent:thaw"]);
+  assertEquals(log.filter((c) => c.startsWith("agent:")), []);
   assert(!log.includes("transaction"));
   assertEquals([...Deno.readDirSync(dir)], [], "no target file is left");
 });
@@ -315,4 +312,23 @@ Deno.test("backup jobs: a job done before its release (one request was all) is f
   const r = await runBackupJobs(qemu, { ...request(dir, new AbortController().signal), agent });
   assertEquals(r.disks.length, 1);
   assert(qemu.calls.some((c) => c.command === "block-job-set-speed"));
+});
+
+Deno.test("job changes: one that came before the wait ends it at once; reset forgets it", async () => {
+  const c = new JobChanges();
+  const settled = async (p: Promise<void>) => {
+    let done = false;
+    p.then(() => done = true);
+    for (let i = 0; i < 3; i++) await Promise.resolve();
+    return done;
+  };
+  c.reset(); // a look is sent ...
+  c.notify(); // ... and the job ends before its answer came
+  assert(await settled(c.wait(60_000)), "the wait does not miss it");
+  c.reset(); // the next look sees it
+  const waiting = c.wait(60_000);
+  await new Promise((r) => setTimeout(r, 10));
+  assert(!(await settled(waiting)), "nothing changed since the reset: the wait runs on");
+  c.notify();
+  await waiting;
 });
