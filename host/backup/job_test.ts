@@ -8,7 +8,14 @@ import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "../../core/testing/assert.ts";
 import type { BackupRecord } from "../../core/fsm/mod.ts";
 import type { DirtyBitmap, QmpExecutor } from "../kvm/commands.ts";
-import { bitmapName, incrementalBlocker, JobChanges, runBackupJobs } from "./job.ts";
+import {
+  bitmapName,
+  finishBackupJobs,
+  incrementalBlocker,
+  JobChanges,
+  runBackupJobs,
+  startBackupJobs,
+} from "./job.ts";
 import type { GuestAgent } from "../kvm/qga.ts";
 import { qemuImg } from "../storage/qemu_img.ts";
 import { testWithTimeout } from "../../tests/support/timeout.ts";
@@ -331,4 +338,16 @@ Deno.test("job changes: one that came before the wait ends it at once; reset for
   assert(!(await settled(waiting)), "nothing changed since the reset: the wait runs on");
   c.notify();
   await waiting;
+});
+
+Deno.test("backup jobs: the replaced bitmaps stay until the caller drops them, once", async () => {
+  const dir = join(await Deno.makeTempDir(), "web1");
+  const old = bitmapName("bk-00000000000a");
+  const qemu = new FakeQemu([old]);
+  const req = request(dir, new AbortController().signal);
+  const r = await finishBackupJobs(qemu, req, await startBackupJobs(qemu, req));
+  assertEquals(qemu.bitmaps, [old, bitmapName("bk-00000000000b")], "kept while it checksums");
+  await Promise.all([r.dropOldBitmaps(), r.dropOldBitmaps()]);
+  assertEquals(qemu.bitmaps, [bitmapName("bk-00000000000b")]);
+  assertEquals(qemu.calls.filter((c) => c.command === "block-dirty-bitmap-remove").length, 1);
 });

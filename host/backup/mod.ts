@@ -216,7 +216,7 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
         // locks: a stopped VM stays locked until its backup is done.
         const started = await startBackupJobs(qmp, req);
         const job = qemu ? null : await finishBackupJobs(qmp, req, started);
-        await job?.oldBitmapsDropped; // before the daemon closes the images
+        await job?.dropOldBitmaps(); // before the daemon closes the images
         return { vm, parent, fullReason, req, started, job, qemu, t0, prepareMs };
       } finally {
         await daemon?.stop();
@@ -224,11 +224,6 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
     });
     const { vm, parent, fullReason } = made;
     const job = made.job ?? await finishBackupJobs(made.qemu!.qmp, made.req, made.started);
-    // The replaced bitmaps go while this host checksums, and may still be going when the
-    // backup is recorded: one left by a stop in between is dropped by the next backup.
-    void job.oldBitmapsDropped.then(() =>
-      log.debug("old backup bitmaps dropped", { op: op.id, ms: job.phasesMs.bitmaps })
-    );
     const live = !!made.qemu;
     const copyMs = Math.round(performance.now() - made.t0);
     const tSums = performance.now();
@@ -278,6 +273,11 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
         disks,
       };
       const checksumMs = Math.round(performance.now() - tSums);
+      // The replaced bitmaps go now, and may still be going when the backup is recorded:
+      // one left by a stop in between is dropped by the next backup.
+      void job.dropOldBitmaps().then(() =>
+        log.debug("old backup bitmaps dropped", { op: op.id, ms: job.phasesMs.bitmaps })
+      );
       // Written and synced while the files may still be syncing; named only after.
       staged = await stageManifest(dir, manifest);
       const manifestSha256 = staged.sha256;
