@@ -201,9 +201,8 @@ export function backupRoutes(node: ClusterNode): Hono<Env> {
     const b = mustGetBackup(node, c.req.param("id"));
     const t = backups.target(b.target);
     if (!t) throw new NotFoundError("backup target", b.target);
-    // Every manifest of the chain read and checked before anything is created.
-    const manifests = await checkRestorable(t.path, backups.chainOf(b.id));
-    const top = manifests[manifests.length - 1];
+    // The whole chain checked, and its newest manifest read, before anything is created.
+    const top = await checkRestorable(t.path, backups.chainOf(b.id));
     const op = await startRestore(node, b.id, body, {
       spec: top.spec,
       disks: top.disks.map((d) => ({ id: d.id, virtualBytes: d.virtualBytes })),

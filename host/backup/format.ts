@@ -277,23 +277,21 @@ function corrupt(b: BackupRecord, what: string): ValidationError {
   ]);
 }
 
-/** Reads every manifest of a chain (the full backup first) and checks its files are there. */
-export async function readChain(targetPath: string, chain: BackupRecord[]): Promise<Manifest[]> {
-  const out: Manifest[] = [];
-  for (const b of chain) {
-    const m = await readManifest(targetPath, b);
-    for (const d of m.disks) await checkFile(b, join(targetPath, b.dir, d.file), d.fileBytes);
-    out.push(m);
-  }
-  return out;
+/**
+ * Checks a chain (the full backup first) as {@link checkChain} does and reads its newest
+ * manifest, the one a restore needs (the others are only checked: a full backup's lists
+ * 16,384 block sums per GiB, and parsing it cost more than the rest of the check).
+ * @throws ValidationError naming the backup and what is missing or changed.
+ */
+export async function readChainTop(targetPath: string, chain: BackupRecord[]): Promise<Manifest> {
+  await checkChain(targetPath, chain);
+  return await readManifest(targetPath, chain[chain.length - 1]);
 }
 
 /**
  * Checks that a chain is still there as recorded, without parsing its manifests: each
- * manifest has the sha256 the cluster recorded (so it is the manifest written then), and
- * each file has the size recorded beside it. What {@link readChain} checks, for an
- * incremental backup about to build on the chain: a full backup's manifest lists 16,384
- * block sums per GiB, and parsing it cost more than the rest of the check.
+ * manifest has the sha256 the cluster recorded (so it is the manifest written then, which
+ * names the files the record does), and each file has the size recorded.
  * @throws ValidationError naming the backup and what is missing or changed.
  */
 export async function checkChain(targetPath: string, chain: BackupRecord[]): Promise<void> {
