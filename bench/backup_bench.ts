@@ -31,7 +31,9 @@
  * fastest way qemu-img offers, `-t none` (O_DIRECT, flushed at the end; `-t writeback` took
  * 0.74 s against 0.55 s by hand): `durableAnchorMs`, `durableRestoreAnchorMs`, and the ratios
  * `fullVsDurableAnchor`, `restoreVsDurableAnchor`. Every timed step starts after a `sync`
- * (untimed), so none pays for the dirty pages of the one before it.
+ * (untimed), so none pays for the dirty pages of the one before it, and with the files in the
+ * target directory out of the page cache (`settle`): restores and their anchors read them cold,
+ * as from a backup target, and no step writes into memory made cold by the step before.
  *
  * **The chain's own anchor.** The restore converts a chain (the full backup and the
  * incremental overlay on it), which `qemu-img convert` reads more slowly than one file (by ~0.1
@@ -50,6 +52,17 @@ import { fetchConsole, guestImportArgs, scriptUserData, testGuest } from "./lib/
 import { clusterFetch } from "./lib/tls.ts";
 import { type RunMeta, runMeta } from "./lib/run_meta.ts";
 import { sleep } from "./lib/util.ts";
+
+/** Every file under `dir`, recursively. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const p = `${dir}/${e.name}`;
+    if (e.isDirectory) out.push(...await filesUnder(p));
+    else if (e.isFile) out.push(p);
+  }
+  return out;
+}
 
 /** What bench/results/backup.json holds. */
 export interface BackupBenchResult {
@@ -175,10 +188,25 @@ try {
       await sleep(500);
     }
   };
-  /** Dirty pages of earlier steps written out (untimed), so the next timed step does not pay for them. */
+  /**
+   * Before every timed step (untimed): dirty pages of earlier steps written out, so the step
+   * does not pay for them, and what earlier steps wrote into the target directory (backups,
+   * the anchor's copies) dropped from the page cache, so that a step reads them as it would
+   * from a backup target, cold, and writes into memory as hot as every other step's. A 1 GiB
+   * copy into the page cache right after another step left 1 GiB there took 1.9–2.6 s here
+   * instead of 0.3 s (all of it the kernel's copy into fresh pages: this VM's host gives its
+   * freed memory back), which made the full backup 2–8× slower whenever the anchor ran first.
+   */
   const settle = async () => {
     const out = await new Deno.Command("sync", { stderr: "piped" }).output();
     if (!out.success) throw new Error(`sync: ${new TextDecoder().decode(out.stderr)}`);
+    for (const f of await filesUnder(target)) {
+      const dd = await new Deno.Command("dd", {
+        args: [`if=${f}`, "iflag=nocache", "count=0", "status=none"],
+        stderr: "piped",
+      }).output();
+      if (!dd.success) throw new Error(`dd nocache ${f}: ${new TextDecoder().decode(dd.stderr)}`);
+    }
   };
   /** `qemu-img convert` as the issue names it; `durable`: `-t none`, on disk when it returns. */
   const convert = async (src: string, dst: string, durable = false): Promise<number> => {
