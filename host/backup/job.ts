@@ -8,10 +8,11 @@
  * as the backup jobs (the same point in time), so it records exactly the
  * writes after that backup. An incremental backup copies the blocks dirty in
  * its parent's bitmap while a new bitmap, named after itself, starts counting;
- * the parent's is removed once the jobs succeeded, while the caller checksums and
- * records the backup (on failure the new one is removed and the parent's kept). Persistent bitmaps are stored in the qcow2
- * when QEMU closes the image, so they survive restarts; one left "in use" by a
- * QEMU that died is inconsistent, and the next backup is full and says why.
+ * the parent's is removed once the jobs succeeded and the caller checksummed the
+ * files, while it records the backup (on failure the new one is removed and the
+ * parent's kept). Persistent bitmaps are stored in the qcow2 when QEMU closes the
+ * image, so they survive restarts; one left "in use" by a QEMU that died is
+ * inconsistent, and the next backup is full and says why.
  *
  * Files: QEMU runs as its own user (host/kvm/confine.ts) and opens the target
  * files after it dropped root, so each is created (empty) by the node, formatted by QEMU,
@@ -154,7 +155,6 @@ export interface StartedJobs {
   added: string[];
   /** Whether the transaction ran (jobs and the new bitmap exist). */
   started: boolean;
-
   fsFrozen: boolean;
   freezeMs: number | null;
   freezePhasesMs: FreezePhases | null;
@@ -377,9 +377,9 @@ function thawGuest(
 }
 
 /**
- * Waits for the jobs started by {@link startBackupJobs}; on success drops the bitmaps the
- * new one replaces, on failure or abort undoes everything; removes the target nodes and takes
- * the files back from QEMU's user either way.
+ * Waits for the jobs started by {@link startBackupJobs}; on success hands back the removal of
+ * the bitmaps the new one replaces (`dropOldBitmaps`), on failure or abort undoes everything;
+ * removes the target nodes and takes the files back from QEMU's user either way.
  */
 export async function finishBackupJobs(
   qmp: QmpExecutor,
