@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { assert, assertEquals } from "../../core/testing/assert.ts";
 import { BLOCK_BYTES, checksumFile } from "./format.ts";
-import { BlockHasher } from "./block_hasher.ts";
+import { BlockHasher, HasherPool } from "./block_hasher.ts";
 
 const hex = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
@@ -56,4 +56,36 @@ Deno.test("hasher: an abort ends it; a closed one leaves the caller to hash alon
   assert(!hasher.alive);
   const sums = await checksumFile(f.path, { hasher, workerOnly: true });
   assertEquals(sums.blocks, f.blocks);
+});
+
+Deno.test("hasher pool: a released worker hashes the next file; a closed one is not handed out", async () => {
+  const dir = await Deno.makeTempDir();
+  const a = await file(dir, "a", 70 * BLOCK_BYTES, 3);
+  const pool = new HasherPool();
+  try {
+    const first = pool.acquire();
+    pool.release(first);
+    const again = pool.acquire();
+    assert(again === first, "the idle worker is reused");
+    assertEquals(pool.started, 1);
+    assertEquals(
+      (await checksumFile(a.path, { hasher: again, workerOnly: true })).blocks,
+      a.blocks,
+    );
+    again.close(); // as after an abort
+    pool.release(again);
+    const fresh = pool.acquire();
+    assert(fresh !== again && fresh.alive, "a closed worker is dropped");
+    assertEquals(pool.started, 2);
+    pool.release(fresh);
+    fresh.close(); // ends while idle (its thread failed)
+    const third = pool.acquire();
+    assert(third !== fresh && third.alive, "one that ended while idle is not handed out");
+    assertEquals(pool.started, 3);
+    pool.close(true); // the node stops while a backup still holds `third`
+    pool.release(third);
+    assert(!third.alive, "one released after the pool closed ends");
+  } finally {
+    pool.close(true);
+  }
 });

@@ -334,7 +334,12 @@ export interface VerifyReport {
 export async function verifyBackup(
   targetPath: string,
   b: BackupRecord,
-  opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
+  opts: {
+    signal?: AbortSignal;
+    onProgress?: (done: number, total: number) => void;
+    /** A hashing worker to use (left running); else one per file over 64 MiB. */
+    hasher?: BlockHasher;
+  } = {},
 ): Promise<VerifyReport> {
   const m = await readManifest(targetPath, b);
   const total = m.disks.reduce((n, d) => n + d.fileBytes, 0);
@@ -357,6 +362,7 @@ export async function verifyBackup(
     }
     const sums = await checksumFile(path, {
       signal: opts.signal,
+      hasher: opts.hasher,
       onBytes: (n) => opts.onProgress?.(done += n, total),
     }).catch((err) => {
       if (opts.signal?.aborted) throw err;

@@ -48,7 +48,7 @@ import {
   verifyBackup,
   type VerifyReport,
 } from "./format.ts";
-import { BlockHasher } from "./block_hasher.ts";
+import { type BlockHasher, HasherPool } from "./block_hasher.ts";
 import {
   bitmapBackups,
   finishBackupJobs,
@@ -86,6 +86,8 @@ export interface BackupHost {
 /** Runs this host's backup, restore and verify operations. */
 export class BackupRunner extends HostOperationRunner<BackupCluster> {
   protected readonly kinds = BACKUP_OPERATION_KINDS;
+  /** Hashing workers, kept warm between backups and verifies. */
+  readonly #hashers = new HasherPool();
 
   /**
    * @param stateFile where the ids of the operations this host runs are kept (so that after a
@@ -93,6 +95,11 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
    */
   constructor(cluster: BackupCluster, private readonly host: BackupHost, stateFile: string) {
     super(cluster, host, stateFile);
+  }
+
+  override stop(): void {
+    super.stop();
+    this.#hashers.close(true);
   }
 
   protected execute(op: OperationRecord, signal: AbortSignal): Promise<Record<string, unknown>> {
@@ -143,12 +150,12 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
     const target = this.target(String(op.params.target));
     const wantIncremental = op.params.incremental === true;
     const dir = join(target.path, layout.dir(op.target));
-    // Started now, so that it is ready (compiled) once the copy is done.
-    const hasher = BlockHasher.start();
+    // Taken now, so that a new one is ready (compiled) once the copy is done.
+    const hasher = this.#hashers.acquire();
     try {
       return await this.backupWith(op, signal, id, target, wantIncremental, dir, hasher);
     } finally {
-      hasher.close();
+      this.#hashers.release(hasher);
     }
   }
 
@@ -386,10 +393,12 @@ export class BackupRunner extends HostOperationRunner<BackupCluster> {
     const b = this.cluster.backups.get(String(op.params.backup));
     if (!b) throw new NotFoundError("backup", String(op.params.backup));
     const onProgress = this.progress(op.id);
+    const hasher = this.#hashers.acquire();
     const report = await verifyBackup(this.target(b.target).path, b, {
       signal,
+      hasher,
       onProgress: (done, total) => onProgress("verifying", done, total),
-    });
+    }).finally(() => this.#hashers.release(hasher));
     if (report.badBlocks.length || report.badFiles.length) throw new VerifyFailed(report);
     return { ...report, ok: true };
   }
