@@ -52,6 +52,7 @@ import { fetchConsole, guestImportArgs, scriptUserData, testGuest } from "./lib/
 import { clusterFetch } from "./lib/tls.ts";
 import { type RunMeta, runMeta } from "./lib/run_meta.ts";
 import { sleep } from "./lib/util.ts";
+import { runToCompletion } from "./lib/process.ts";
 
 /** Every file under `dir`, recursively. */
 async function filesUnder(dir: string): Promise<string[]> {
@@ -198,14 +199,9 @@ try {
    * freed memory back), which made the full backup 2–8× slower whenever the anchor ran first.
    */
   const settle = async () => {
-    const out = await new Deno.Command("sync", { stderr: "piped" }).output();
-    if (!out.success) throw new Error(`sync: ${new TextDecoder().decode(out.stderr)}`);
+    await runToCompletion("sync", []);
     for (const f of await filesUnder(target)) {
-      const dd = await new Deno.Command("dd", {
-        args: [`if=${f}`, "iflag=nocache", "count=0", "status=none"],
-        stderr: "piped",
-      }).output();
-      if (!dd.success) throw new Error(`dd nocache ${f}: ${new TextDecoder().decode(dd.stderr)}`);
+      await runToCompletion("dd", [`if=${f}`, "iflag=nocache", "count=0", "status=none"]);
     }
   };
   /** `qemu-img convert` as the issue names it; `durable`: `-t none`, on disk when it returns. */

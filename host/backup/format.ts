@@ -284,8 +284,11 @@ function corrupt(b: BackupRecord, what: string): ValidationError {
  * @throws ValidationError naming the backup and what is missing or changed.
  */
 export async function readChainTop(targetPath: string, chain: BackupRecord[]): Promise<Manifest> {
-  await checkChain(targetPath, chain);
-  return await readManifest(targetPath, chain[chain.length - 1]);
+  const top = chain[chain.length - 1];
+  await checkChain(targetPath, chain.slice(0, -1));
+  const m = await readManifest(targetPath, top);
+  await checkFiles(targetPath, top);
+  return m;
 }
 
 /**
@@ -297,15 +300,19 @@ export async function readChainTop(targetPath: string, chain: BackupRecord[]): P
 export async function checkChain(targetPath: string, chain: BackupRecord[]): Promise<void> {
   for (const b of chain) {
     await readRecordedManifest(join(targetPath, b.dir, b.manifest), b);
-    for (const d of b.disks) await checkFile(b, join(targetPath, b.dir, d.file), d.fileBytes);
+    await checkFiles(targetPath, b);
   }
 }
 
-async function checkFile(b: BackupRecord, path: string, bytes: number): Promise<void> {
-  const st = await Deno.stat(path).catch(() => null);
-  if (!st) throw corrupt(b, `file ${path} is missing`);
-  if (st.size !== bytes) {
-    throw corrupt(b, `file ${path} has ${st.size} bytes, its manifest says ${bytes}`);
+/** Checks that each file of `b` is there with the size recorded. */
+async function checkFiles(targetPath: string, b: BackupRecord): Promise<void> {
+  for (const d of b.disks) {
+    const path = join(targetPath, b.dir, d.file);
+    const st = await Deno.stat(path).catch(() => null);
+    if (!st) throw corrupt(b, `file ${path} is missing`);
+    if (st.size !== d.fileBytes) {
+      throw corrupt(b, `file ${path} has ${st.size} bytes, its manifest says ${d.fileBytes}`);
+    }
   }
 }
 
